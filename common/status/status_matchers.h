@@ -1,0 +1,33 @@
+// Local stand-ins for Abseil's status matchers (absent from Abseil 20220623).
+//   EXPECT_THAT(s, IsOk());
+//   EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("zero_optimization")));
+#pragma once
+
+#include <ostream>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "gmock/gmock.h"
+
+namespace dstrain::testing {
+
+inline const absl::Status& GetStatus(const absl::Status& s) { return s; }
+template <typename T>
+const absl::Status& GetStatus(const absl::StatusOr<T>& s) {
+  return s.status();
+}
+
+MATCHER(IsOk, "is OK") {
+  const absl::Status& s = GetStatus(arg);
+  *result_listener << "status is " << s;
+  return s.ok();
+}
+
+MATCHER_P2(StatusIs, code, message_matcher, "") {
+  const absl::Status& s = GetStatus(arg);
+  *result_listener << "status is " << s;
+  return s.code() == code &&
+         ::testing::ExplainMatchResult(message_matcher, std::string(s.message()), result_listener);
+}
+
+}  // namespace dstrain::testing
