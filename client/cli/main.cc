@@ -1,0 +1,124 @@
+// dstrain: the command-line interface (DESIGN.md §3a).
+//
+//   dstrain validate JOB.json [--world N]
+//   dstrain prepare --text FILE --out DIR [--val-fraction F]
+//   dstrain train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
+//
+// Exit codes: 0 success, 1 the command ran and failed, 2 bad usage or invalid job.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+#include "client/cli/args.h"
+#include "worker/config/config.h"
+#include "worker/data/prepare.h"
+#include "worker/trainer/trainer.h"
+
+namespace dstrain::cli {
+namespace {
+
+constexpr char kUsage[] = R"(usage: dstrain <command> [arguments]
+
+commands:
+  validate JOB.json [--world N]
+      Check a job file and print the effective configuration (every default and inferred
+      value filled in) as JSON. Exit 2 with the key path of the first error.
+  prepare --text FILE --out DIR [--val-fraction F]
+      Turn a text file into llm.c token shards (byte-level vocabulary, 256 tokens):
+      DIR/train_000000.bin ... and DIR/val_000000.bin (the last F of the text, default 0.1).
+  train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
+      Train in this process. Progress goes to stdout; one JSON object per optimizer step to
+      --metrics-out; --save-model writes the final weights in llm.c's model format.
+  help
+      Show this text.
+)";
+
+int Fail(const absl::Status& s, int code) {
+  absl::FPrintF(stderr, "dstrain: %s\n", s.message());
+  return code;
+}
+
+int Validate(const std::vector<std::string>& args) {
+  auto parsed = ParseArgs(args, {"world"}, {});
+  if (!parsed.ok()) return Fail(parsed.status(), 2);
+  if (parsed->positional.size() != 1) {
+    return Fail(absl::InvalidArgumentError("validate takes exactly one JOB.json"), 2);
+  }
+  std::optional<int> world;
+  if (parsed->Has("world")) {
+    auto w = parsed->GetInt("world", 1);
+    if (!w.ok()) return Fail(w.status(), 2);
+    world = *w;
+  }
+  auto spec = config::LoadJobSpec(parsed->positional[0], world);
+  if (!spec.ok()) return Fail(spec.status(), 2);
+  std::printf("%s\n", spec->effective.dump(2).c_str());
+  return 0;
+}
+
+int Prepare(const std::vector<std::string>& args) {
+  auto parsed = ParseArgs(args, {"text", "out", "val-fraction"}, {});
+  if (!parsed.ok()) return Fail(parsed.status(), 2);
+  if (!parsed->Has("text") || !parsed->Has("out") || !parsed->positional.empty()) {
+    return Fail(absl::InvalidArgumentError("usage: dstrain prepare --text FILE --out DIR"), 2);
+  }
+  data::PrepareOptions options;
+  auto frac = parsed->GetDouble("val-fraction", options.val_fraction);
+  if (!frac.ok()) return Fail(frac.status(), 2);
+  options.val_fraction = *frac;
+  auto summary = data::PrepareText(parsed->Get("text"), parsed->Get("out"), options);
+  if (!summary.ok()) return Fail(summary.status(), 1);
+  absl::PrintF("%d bytes of text -> %d training tokens in %d shard(s), %d validation tokens\n",
+               summary->text_bytes, summary->train_tokens, summary->train_files.size(),
+               summary->val_tokens);
+  for (const std::string& f : summary->train_files) absl::PrintF("  %s\n", f);
+  for (const std::string& f : summary->val_files) absl::PrintF("  %s\n", f);
+  return 0;
+}
+
+int Train(const std::vector<std::string>& args) {
+  auto parsed = ParseArgs(args, {"metrics-out", "threads", "save-model"}, {});
+  if (!parsed.ok()) return Fail(parsed.status(), 2);
+  if (parsed->positional.size() != 1) {
+    return Fail(absl::InvalidArgumentError("train takes exactly one JOB.json"), 2);
+  }
+  auto spec = config::LoadJobSpec(parsed->positional[0]);
+  if (!spec.ok()) return Fail(spec.status(), 2);
+  trainer::TrainOptions options;
+  options.metrics_out = parsed->Get("metrics-out");
+  options.save_model = parsed->Get("save-model");
+  auto threads = parsed->GetInt("threads", 0);
+  if (!threads.ok()) return Fail(threads.status(), 2);
+  options.threads = *threads;
+  auto result = trainer::Train(*spec, options);
+  if (!result.ok()) {
+    return Fail(result.status(),
+                result.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
+  }
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  const std::string command = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  if (command == "validate") return Validate(args);
+  if (command == "prepare") return Prepare(args);
+  if (command == "train") return Train(args);
+  if (command == "help" || command == "--help" || command == "-h") {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  absl::FPrintF(stderr, "dstrain: unknown command '%s'\n\n%s", command, kUsage);
+  return 2;
+}
+
+}  // namespace
+}  // namespace dstrain::cli
+
+int main(int argc, char** argv) { return dstrain::cli::Main(argc, argv); }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything dstrain needs on Debian 12 (bookworm) from Debian's own packages.
+# Idempotent: packages already present are skipped quickly. Uses sudo when not root.
+set -euo pipefail
+
+PACKAGES=(
+  bazel-bootstrap g++ pkg-config python3
+  libabsl-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  librocksdb-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libgloo-dev libdnnl-dev nlohmann-json3-dev
+  clang-format
+  python3-torch python3-numpy
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

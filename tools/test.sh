@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs what it needs (apt), builds
+# everything (CUDA targets too when the toolkit is present), runs every test, runs the unit tests
+# again under AddressSanitizer + UndefinedBehaviorSanitizer, and ends with the line
+# "N passed, N failed, N skipped". Exit status 0 only when nothing failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+tools/install_deps.sh || { echo "dependency installation failed"; echo "0 passed, 1 failed"; exit 1; }
+source tools/bazel_flags.sh
+
+logs="$root/out/testlogs"
+rm -rf "$logs"
+mkdir -p "$logs"
+status=0
+
+collect() {  # collect NAME CONFIG...: copy this run's test.xml files aside
+  local name=$1
+  shift
+  local dir
+  dir=$(bazel info "$@" bazel-testlogs 2>/dev/null)
+  mkdir -p "$logs/$name"
+  (cd "$dir" && find -L . -name test.xml -exec cp --parents {} "$logs/$name/" \;) 2>/dev/null
+}
+
+echo "=== build and test (${DSTRAIN_BAZEL_CONFIG[*]:-with CUDA}) ==="
+bazel test //... "${DSTRAIN_BAZEL_CONFIG[@]}" --test_tag_filters=-manual || status=1
+collect main "${DSTRAIN_BAZEL_CONFIG[@]}"
+
+echo "=== unit tests under ASan + UBSan ==="
+bazel test //... "${DSTRAIN_BAZEL_CONFIG[@]}" --config=asan --test_tag_filters=-manual,-no_sanitizer \
+  || status=1
+collect asan "${DSTRAIN_BAZEL_CONFIG[@]}" --config=asan
+
+bazel shutdown >/dev/null 2>&1 || true
+echo "=== summary ==="
+echo -n "plain:     "; python3 tools/test_summary.py "$logs/main"
+echo -n "sanitized: "; python3 tools/test_summary.py "$logs/asan"
+line=$(python3 tools/test_summary.py "$logs")
+failed=$(sed -n 's/.* \([0-9]*\) failed.*/\1/p' <<<"$line")
+if [[ "${failed:-1}" != "0" ]]; then status=1; fi
+echo "$line"
+exit $status

@@ -1,0 +1,130 @@
+#include "worker/engine/engine.h"
+
+#include <cmath>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/status/status_macros.h"
+#include "kernels/adamw/adamw.h"
+#include "kernels/residual/residual.h"
+#include "worker/model/llmc_format.h"
+
+namespace dstrain::engine {
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model::Gpt> model,
+                                                           const config::JobSpec& spec,
+                                                           Allocator* allocator) {
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<LrSchedule> schedule,
+                      LrSchedule::Create(spec.scheduler, spec.optimizer));
+  std::unique_ptr<Engine> e(new Engine(std::move(model), spec, allocator, std::move(schedule)));
+  const int64_t total = e->model_->layout().total();
+  DT_ASSIGN_OR_RETURN(e->params_,
+                      Tensor::Empty(allocator, DType::kF32, {total}, MemoryCategory::kParams));
+  DT_ASSIGN_OR_RETURN(e->grads_,
+                      Tensor::Zeros(allocator, DType::kF32, {total}, MemoryCategory::kGrads));
+  DT_ASSIGN_OR_RETURN(e->exp_avg_, Tensor::Zeros(allocator, DType::kF32, {total},
+                                                 MemoryCategory::kOptimizerState));
+  DT_ASSIGN_OR_RETURN(e->exp_avg_sq_, Tensor::Zeros(allocator, DType::kF32, {total},
+                                                    MemoryCategory::kOptimizerState));
+  const model::GptConfig& mc = e->model_->config();
+  if (!spec.model.init_from.empty()) {
+    DT_ASSIGN_OR_RETURN(model::LlmcModel loaded, model::ReadLlmcModel(spec.model.init_from));
+    const model::GptConfig& lc = loaded.config;
+    if (lc.n_layer != mc.n_layer || lc.n_head != mc.n_head || lc.n_embd != mc.n_embd ||
+        lc.vocab_size != mc.vocab_size || lc.padded_vocab_size != mc.padded_vocab_size ||
+        lc.block_size != mc.block_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.init_from: ", spec.model.init_from, " has shape L=", lc.n_layer,
+          " NH=", lc.n_head, " C=", lc.n_embd, " V=", lc.vocab_size, " Vp=",
+          lc.padded_vocab_size, " maxT=", lc.block_size, ", but the model block asks for L=",
+          mc.n_layer, " NH=", mc.n_head, " C=", mc.n_embd, " V=", mc.vocab_size, " Vp=",
+          mc.padded_vocab_size, " maxT=", mc.block_size));
+    }
+    std::copy(loaded.params.begin(), loaded.params.end(), e->params_.data<float>());
+  } else {
+    e->model_->InitParams(e->params_.data<float>(), spec.model.init_seed);
+  }
+  return e;
+}
+
+Engine::Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec,
+               Allocator* allocator, std::unique_ptr<LrSchedule> schedule)
+    : model_(std::move(model)), spec_(spec), allocator_(allocator),
+      schedule_(std::move(schedule)) {}
+
+absl::StatusOr<float> Engine::Forward(const int32_t* inputs, const int32_t* targets) {
+  const int B = static_cast<int>(spec_.train_micro_batch_size_per_gpu);
+  const int T = spec_.data.seq_len;
+  // DeepSpeed divides the loss by gradient_accumulation_steps before backward; the fused
+  // cross-entropy backward takes that factor together with the 1/(B·T) of the mean.
+  const float dloss =
+      1.f / (static_cast<float>(B) * T * static_cast<float>(spec_.gradient_accumulation_steps));
+  DT_ASSIGN_OR_RETURN(float loss, model_->Forward(params_.data<float>(), inputs, targets, B, T,
+                                                  dloss));
+  forward_pending_ = true;
+  loss_sum_ += loss;
+  return loss;
+}
+
+absl::Status Engine::Backward() {
+  if (!forward_pending_) {
+    return absl::FailedPreconditionError("Backward() called without a preceding Forward()");
+  }
+  forward_pending_ = false;
+  DT_RETURN_IF_ERROR(model_->Backward(params_.data<float>(), grads_.data<float>()));
+  ++micro_step_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<StepStats>> Engine::Step() {
+  if (forward_pending_) {
+    return absl::FailedPreconditionError("Step() called between Forward() and Backward()");
+  }
+  if (micro_step_ < spec_.gradient_accumulation_steps) return std::optional<StepStats>();
+  const int64_t total = model_->layout().total();
+  float* grads = grads_.data<float>();
+
+  // Phase 1: global gradient norm and the clipping factor (torch.nn.utils.clip_grad_norm_:
+  // coef = max_norm / (norm + 1e-6), applied only when below 1).
+  StepStats stats;
+  stats.grad_norm = std::sqrt(kernels::SumSquares(grads, total));
+  if (spec_.gradient_clipping > 0.0) {
+    const double coef = spec_.gradient_clipping / (stats.grad_norm + 1e-6);
+    if (coef < 1.0) stats.clip_coef = coef;
+  }
+
+  // Phase 2: the optimizer update, with the clip factor fused into the gradient read.
+  const config::OptimizerConfig& opt = spec_.optimizer;
+  const int64_t t = global_steps_ + 1;  // Adam's step count, 1-based
+  stats.lr = schedule_->Lr(global_steps_);
+  const double beta1 = schedule_->Beta1(global_steps_).value_or(opt.beta1);
+  kernels::AdamWArgs args;
+  args.lr = static_cast<float>(stats.lr);
+  args.beta1 = static_cast<float>(beta1);
+  args.beta2 = static_cast<float>(opt.beta2);
+  args.eps = static_cast<float>(opt.eps);
+  args.weight_decay = static_cast<float>(opt.weight_decay);
+  args.bias_correction1 =
+      opt.bias_correction ? static_cast<float>(1.0 - std::pow(beta1, double(t))) : 1.f;
+  args.bias_correction2 =
+      opt.bias_correction ? static_cast<float>(1.0 - std::pow(opt.beta2, double(t))) : 1.f;
+  args.adamw_mode = opt.adam_w_mode;
+  args.grad_scale = static_cast<float>(stats.clip_coef);
+  kernels::AdamWUpdate(params_.data<float>(), grads, exp_avg_.data<float>(),
+                       exp_avg_sq_.data<float>(), total, args);
+
+  // Phase 3: bookkeeping for the next step.
+  grads_.SetZero();
+  stats.loss = loss_sum_ / micro_step_;
+  loss_sum_ = 0.0;
+  micro_step_ = 0;
+  stats.step = ++global_steps_;
+  return std::optional<StepStats>(stats);
+}
+
+absl::StatusOr<float> Engine::EvalLoss(const int32_t* inputs, const int32_t* targets, int B,
+                                       int T) {
+  return model_->Forward(params_.data<float>(), inputs, targets, B, T, /*dloss=*/0.f);
+}
+
+}  // namespace dstrain::engine

@@ -1,0 +1,240 @@
+#include "worker/model/gpt.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/random/rng.h"
+#include "common/status/status_macros.h"
+#include "kernels/attention/attention.h"
+#include "kernels/crossentropy/crossentropy.h"
+#include "kernels/encoder/encoder.h"
+#include "kernels/gelu/gelu.h"
+#include "kernels/layernorm/layernorm.h"
+#include "kernels/matmul/matmul.h"
+#include "kernels/residual/residual.h"
+
+namespace dstrain::model {
+
+namespace k = ::dstrain::kernels;
+
+absl::StatusOr<std::unique_ptr<Gpt>> Gpt::Create(const GptConfig& config, Allocator* allocator) {
+  DT_ASSIGN_OR_RETURN(ParamLayout layout, ParamLayout::ForGpt(config));
+  return std::unique_ptr<Gpt>(new Gpt(config, std::move(layout), allocator));
+}
+
+Gpt::Gpt(const GptConfig& config, ParamLayout layout, Allocator* allocator)
+    : config_(config),
+      layout_(std::move(layout)),
+      offsets_(OffsetsOf(layout_, config.n_layer)),
+      allocator_(allocator) {}
+
+void Gpt::InitParams(float* params, uint64_t seed) const {
+  std::memset(params, 0, layout_.total() * sizeof(float));
+  Rng rng(seed);
+  const double residual_std = 0.02 / std::sqrt(2.0 * config_.n_layer);
+  for (const ParamSpec& p : layout_.params()) {
+    float* w = params + p.offset;
+    const std::string& n = p.name;
+    auto ends_with = [&](const char* s) {
+      const size_t len = std::strlen(s);
+      return n.size() >= len && n.compare(n.size() - len, len, s) == 0;
+    };
+    if (ends_with("ln1w") || ends_with("ln2w") || n == "lnfw") {
+      for (int64_t i = 0; i < p.numel; ++i) w[i] = 1.f;
+    } else if (p.shape.size() == 2) {
+      const double std = (ends_with("attprojw") || ends_with("fcprojw")) ? residual_std : 0.02;
+      // Only the real vocabulary rows of wte are drawn; padded rows stay 0 (never looked up,
+      // and their logits are masked out of the softmax).
+      const int64_t n_init = n == "wte" ? int64_t{config_.vocab_size} * p.shape[1] : p.numel;
+      for (int64_t i = 0; i < n_init; ++i) w[i] = static_cast<float>(std * rng.Normal());
+    }
+    // Biases and LayerNorm biases stay 0.
+  }
+}
+
+absl::Status Gpt::EnsureActivations(int B, int T) {
+  if (acts_.B == B && acts_.T == T) return absl::OkStatus();
+  acts_ = Activations();
+  const int64_t L = config_.n_layer, C = config_.n_embd, NH = config_.n_head;
+  const int64_t Vp = config_.padded_vocab_size, BT = int64_t{B} * T;
+  auto make = [&](Tensor& t, std::vector<int64_t> shape) -> absl::Status {
+    DT_ASSIGN_OR_RETURN(t, Tensor::Empty(allocator_, DType::kF32, std::move(shape),
+                                         MemoryCategory::kActivations));
+    return absl::OkStatus();
+  };
+  DT_RETURN_IF_ERROR(make(acts_.encoded, {B, T, C}));
+  DT_RETURN_IF_ERROR(make(acts_.ln1, {L, B, T, C}));
+  DT_RETURN_IF_ERROR(make(acts_.ln1_mean, {L, B, T}));
+  DT_RETURN_IF_ERROR(make(acts_.ln1_rstd, {L, B, T}));
+  DT_RETURN_IF_ERROR(make(acts_.qkv, {L, B, T, 3 * C}));
+  DT_RETURN_IF_ERROR(make(acts_.atty, {L, B, T, C}));
+  DT_RETURN_IF_ERROR(make(acts_.att, {L, B, NH, T, T}));
+  DT_RETURN_IF_ERROR(make(acts_.residual2, {L, B, T, C}));
+  DT_RETURN_IF_ERROR(make(acts_.ln2, {L, B, T, C}));
+  DT_RETURN_IF_ERROR(make(acts_.ln2_mean, {L, B, T}));
+  DT_RETURN_IF_ERROR(make(acts_.ln2_rstd, {L, B, T}));
+  DT_RETURN_IF_ERROR(make(acts_.fch, {L, B, T, 4 * C}));
+  DT_RETURN_IF_ERROR(make(acts_.fch_gelu, {L, B, T, 4 * C}));
+  DT_RETURN_IF_ERROR(make(acts_.residual3, {L, B, T, C}));
+  DT_RETURN_IF_ERROR(make(acts_.lnf, {B, T, C}));
+  DT_RETURN_IF_ERROR(make(acts_.lnf_mean, {B, T}));
+  DT_RETURN_IF_ERROR(make(acts_.lnf_rstd, {B, T}));
+  DT_RETURN_IF_ERROR(make(acts_.logits, {B, T, Vp}));
+  DT_RETURN_IF_ERROR(make(acts_.losses, {B, T}));
+  DT_RETURN_IF_ERROR(make(acts_.dstream, {B, T, C}));
+  DT_RETURN_IF_ERROR(make(acts_.dbtc, {B, T, C}));
+  DT_RETURN_IF_ERROR(make(acts_.dqkv, {B, T, 3 * C}));
+  DT_RETURN_IF_ERROR(make(acts_.dfch_gelu, {B, T, 4 * C}));
+  DT_RETURN_IF_ERROR(make(acts_.dfch, {B, T, 4 * C}));
+  DT_RETURN_IF_ERROR(
+      make(acts_.att_scratch, {k::AttentionBackwardScratchFloats(B, T, C, NH)}));
+  acts_.tokens.assign(BT, 0);
+  acts_.B = B;
+  acts_.T = T;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<float> Gpt::Forward(const float* params, const int32_t* tokens,
+                                   const int32_t* targets, int B, int T, float dloss) {
+  backward_ready_ = false;
+  if (B <= 0 || T <= 0 || T > config_.block_size) {
+    return absl::InvalidArgumentError(absl::StrCat("batch shape (", B, ", ", T,
+                                                   ") out of range; block_size is ",
+                                                   config_.block_size));
+  }
+  const int64_t BT = int64_t{B} * T;
+  const int V = config_.vocab_size;
+  for (int64_t i = 0; i < BT; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= V || (targets != nullptr && (targets[i] < 0 ||
+                                                                   targets[i] >= V))) {
+      return absl::InvalidArgumentError(absl::StrCat("token id at position ", i,
+                                                     " is outside the vocabulary [0, ", V, ")"));
+    }
+  }
+  DT_RETURN_IF_ERROR(EnsureActivations(B, T));
+  Activations& a = acts_;
+  std::memcpy(a.tokens.data(), tokens, BT * sizeof(int32_t));
+  const int L = config_.n_layer, C = config_.n_embd, NH = config_.n_head;
+  const int Vp = config_.padded_vocab_size;
+  const int64_t btc = BT * C;
+
+  // Phase 1: embeddings. encoded (B,T,C) = wte[tokens] + wpe[0..T)
+  k::EncoderForward(a.encoded.data<float>(), tokens, params + offsets_.wte, params + offsets_.wpe,
+                    B, T, C);
+
+  // Phase 2: transformer blocks, each reading the residual stream left by the previous one.
+  for (int l = 0; l < L; ++l) {
+    const BlockParams& p = offsets_.blocks[l];
+    const float* x = l == 0 ? a.encoded.data<float>() : a.residual3.data<float>() + (l - 1) * btc;
+    float* ln1 = a.ln1.data<float>() + l * btc;                   // (B,T,C)
+    float* ln1_mean = a.ln1_mean.data<float>() + l * BT;          // (B,T)
+    float* ln1_rstd = a.ln1_rstd.data<float>() + l * BT;          // (B,T)
+    float* qkv = a.qkv.data<float>() + l * 3 * btc;               // (B,T,3C)
+    float* atty = a.atty.data<float>() + l * btc;                 // (B,T,C)
+    float* att = a.att.data<float>() + int64_t{l} * B * NH * T * T;  // (B,NH,T,T)
+    float* residual2 = a.residual2.data<float>() + l * btc;       // (B,T,C)
+    float* ln2 = a.ln2.data<float>() + l * btc;                   // (B,T,C)
+    float* ln2_mean = a.ln2_mean.data<float>() + l * BT;
+    float* ln2_rstd = a.ln2_rstd.data<float>() + l * BT;
+    float* fch = a.fch.data<float>() + l * 4 * btc;               // (B,T,4C)
+    float* fch_gelu = a.fch_gelu.data<float>() + l * 4 * btc;     // (B,T,4C)
+    float* residual3 = a.residual3.data<float>() + l * btc;       // (B,T,C)
+
+    k::LayerNormForward(ln1, ln1_mean, ln1_rstd, x, params + p.ln1w, params + p.ln1b, BT, C);
+    k::MatmulForward(qkv, ln1, params + p.qkvw, params + p.qkvb, BT, C, 3 * C);
+    k::AttentionForward(atty, att, qkv, B, T, C, NH);
+    // attproj goes straight into residual2, then the skip connection is added in place.
+    k::MatmulForward(residual2, atty, params + p.attprojw, params + p.attprojb, BT, C, C);
+    k::AddInPlace(residual2, x, btc);
+    k::LayerNormForward(ln2, ln2_mean, ln2_rstd, residual2, params + p.ln2w, params + p.ln2b, BT,
+                        C);
+    k::MatmulForward(fch, ln2, params + p.fcw, params + p.fcb, BT, C, 4 * C);
+    k::GeluForward(fch_gelu, fch, BT * 4 * C);
+    k::MatmulForward(residual3, fch_gelu, params + p.fcprojw, params + p.fcprojb, BT, 4 * C, C);
+    k::AddInPlace(residual3, residual2, btc);
+  }
+
+  // Phase 3: final LayerNorm and the tied LM head. logits (B,T,Vp) = lnf · wteᵀ
+  const float* last = a.residual3.data<float>() + (L - 1) * btc;
+  k::LayerNormForward(a.lnf.data<float>(), a.lnf_mean.data<float>(), a.lnf_rstd.data<float>(),
+                      last, params + offsets_.lnfw, params + offsets_.lnfb, BT, C);
+  k::MatmulForward(a.logits.data<float>(), a.lnf.data<float>(), params + offsets_.wte, nullptr, BT,
+                   C, Vp);
+  if (targets == nullptr) return 0.f;
+
+  // Phase 4: cross-entropy, with its backward fused in when training (logits become dlogits).
+  k::CrossEntropyForwardBackward(a.losses.data<float>(), a.logits.data<float>(), targets, BT, V,
+                                 Vp, dloss);
+  backward_ready_ = dloss > 0.f;
+  return static_cast<float>(k::MeanLoss(a.losses.data<float>(), BT));
+}
+
+absl::Status Gpt::Backward(const float* params, float* grads) {
+  if (!backward_ready_) {
+    return absl::FailedPreconditionError(
+        "Backward needs a preceding training Forward (targets and dloss > 0)");
+  }
+  backward_ready_ = false;
+  Activations& a = acts_;
+  const int B = a.B, T = a.T;
+  const int L = config_.n_layer, C = config_.n_embd, NH = config_.n_head;
+  const int Vp = config_.padded_vocab_size;
+  const int64_t BT = int64_t{B} * T, btc = BT * C;
+  float* dstream = a.dstream.data<float>();  // (B,T,C)
+  float* dbtc = a.dbtc.data<float>();        // (B,T,C)
+
+  // Head: dlnf = dlogits · wte; dwte += dlogitsᵀ · lnf. dlnf lands in dbtc.
+  k::MatmulBackward(dbtc, grads + offsets_.wte, nullptr, a.logits.data<float>(),
+                    a.lnf.data<float>(), params + offsets_.wte, BT, C, Vp);
+  // Final LayerNorm: its input is the last residual stream; the stream gradient starts here.
+  k::Fill(dstream, btc, 0.f);
+  k::LayerNormBackward(dstream, grads + offsets_.lnfw, grads + offsets_.lnfb, dbtc,
+                       a.residual3.data<float>() + (L - 1) * btc, params + offsets_.lnfw,
+                       a.lnf_mean.data<float>(), a.lnf_rstd.data<float>(), BT, C);
+
+  // Blocks in reverse. dstream holds ∂loss/∂(block output); each LayerNorm backward adds its
+  // branch into dstream, which the skip connection carries unchanged.
+  for (int l = L - 1; l >= 0; --l) {
+    const BlockParams& p = offsets_.blocks[l];
+    const float* x = l == 0 ? a.encoded.data<float>() : a.residual3.data<float>() + (l - 1) * btc;
+    const float* ln1 = a.ln1.data<float>() + l * btc;
+    const float* qkv = a.qkv.data<float>() + l * 3 * btc;
+    const float* atty = a.atty.data<float>() + l * btc;
+    const float* att = a.att.data<float>() + int64_t{l} * B * NH * T * T;
+    const float* residual2 = a.residual2.data<float>() + l * btc;
+    const float* ln2 = a.ln2.data<float>() + l * btc;
+    const float* fch = a.fch.data<float>() + l * 4 * btc;
+    const float* fch_gelu = a.fch_gelu.data<float>() + l * 4 * btc;
+    float* dfch_gelu = a.dfch_gelu.data<float>();  // (B,T,4C)
+    float* dfch = a.dfch.data<float>();            // (B,T,4C)
+    float* dqkv = a.dqkv.data<float>();            // (B,T,3C)
+
+    // MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2)))).
+    k::MatmulBackward(dfch_gelu, grads + p.fcprojw, grads + p.fcprojb, dstream, fch_gelu,
+                      params + p.fcprojw, BT, 4 * C, C);
+    k::GeluBackward(dfch, fch, dfch_gelu, BT * 4 * C);
+    k::MatmulBackward(dbtc, grads + p.fcw, grads + p.fcb, dfch, ln2, params + p.fcw, BT, C,
+                      4 * C);
+    k::LayerNormBackward(dstream, grads + p.ln2w, grads + p.ln2b, dbtc, residual2,
+                         params + p.ln2w, a.ln2_mean.data<float>() + l * BT,
+                         a.ln2_rstd.data<float>() + l * BT, BT, C);
+    // Attention branch: residual2 = x + attproj(attn(qkv(ln1(x)))).
+    k::MatmulBackward(dbtc, grads + p.attprojw, grads + p.attprojb, dstream, atty,
+                      params + p.attprojw, BT, C, C);
+    k::AttentionBackward(dqkv, a.att_scratch.data<float>(), dbtc, qkv, att, B, T, C, NH);
+    k::MatmulBackward(dbtc, grads + p.qkvw, grads + p.qkvb, dqkv, ln1, params + p.qkvw, BT, C,
+                      3 * C);
+    k::LayerNormBackward(dstream, grads + p.ln1w, grads + p.ln1b, dbtc, x, params + p.ln1w,
+                         a.ln1_mean.data<float>() + l * BT, a.ln1_rstd.data<float>() + l * BT, BT,
+                         C);
+  }
+
+  // Embeddings: dstream is now ∂loss/∂encoded.
+  k::EncoderBackward(grads + offsets_.wte, grads + offsets_.wpe, dstream, a.tokens.data(), B, T,
+                     C);
+  return absl::OkStatus();
+}
+
+}  // namespace dstrain::model

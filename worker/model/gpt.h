@@ -1,0 +1,91 @@
+// A GPT-2-shaped decoder with hand-written forward and backward passes (llm.c style).
+//
+//   tokens (B,T) → wte[tok] + wpe[t] → L × [x += attn(ln1(x)); x += mlp(ln2(x))] → lnf
+//   → logits = lnf · wteᵀ (tied head, Vp columns) → cross-entropy over the first V columns.
+//
+// Pre-LayerNorm blocks, causal self-attention with a fused qkv projection, tanh-GELU MLP (4C).
+// The model owns its activations (allocated per (B, T) under MemoryCategory::kActivations) but
+// not its parameters or gradients: the caller passes the flat buffers laid out by ParamLayout, so
+// the engine (and later ZeRO) decides where those live. Not thread-safe: one forward/backward at a
+// time; the kernels inside run on the OpenMP pool.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/model/param_layout.h"
+#include "worker/tensor/tensor.h"
+
+namespace dstrain::model {
+
+class Gpt {
+ public:
+  static absl::StatusOr<std::unique_ptr<Gpt>> Create(const GptConfig& config,
+                                                     Allocator* allocator);
+
+  const GptConfig& config() const { return config_; }
+  const ParamLayout& layout() const { return layout_; }
+
+  // GPT-2 initialisation, deterministic from `seed`: N(0, 0.02) weights and embeddings,
+  // residual projections (attprojw, fcprojw) N(0, 0.02/√(2L)), LayerNorm weights 1, biases 0,
+  // padded wte rows 0. REQUIRES: params holds layout().total() floats.
+  void InitParams(float* params, uint64_t seed) const;
+
+  // Runs the forward pass on a micro-batch. tokens and targets are (B, T) ids < vocab_size;
+  // targets may be null (inference: only logits are produced; returns 0).
+  // With dloss > 0 the backward of the cross-entropy is fused in: the logits buffer is turned
+  // into dlogits = dloss · ∂(sum of per-token losses)/∂logits, ready for Backward(). Use
+  // dloss = scale / (B·T) for a mean loss times `scale` (gradient accumulation, loss scaling).
+  // Returns the mean cross-entropy over the B·T tokens.
+  // Errors: kInvalidArgument for B, T out of range or token ids ≥ vocab_size.
+  absl::StatusOr<float> Forward(const float* params, const int32_t* tokens,
+                                const int32_t* targets, int B, int T, float dloss = 0.f);
+
+  // Accumulates (+=) the gradients of the last training Forward into grads (layout().total()
+  // floats). REQUIRES: the last Forward had targets and dloss > 0, with the same params.
+  absl::Status Backward(const float* params, float* grads);
+
+  // The logits of the last inference Forward: (B, T, Vp), row-major.
+  const float* logits() const { return acts_.logits.data<float>(); }
+  // Per-token losses of the last Forward with targets: (B, T).
+  const float* losses() const { return acts_.losses.data<float>(); }
+
+ private:
+  struct Activations {
+    int B = 0, T = 0;
+    Tensor encoded;  // (B, T, C) embedding output = residual stream into block 0
+    // Per layer, concatenated over L:
+    Tensor ln1, ln1_mean, ln1_rstd;  // (L, B, T, C), (L, B, T), (L, B, T)
+    Tensor qkv;                      // (L, B, T, 3C)
+    Tensor atty;                     // (L, B, T, C) attention output before the projection
+    Tensor att;                      // (L, B, NH, T, T) softmax probabilities
+    Tensor residual2;                // (L, B, T, C) x + attn
+    Tensor ln2, ln2_mean, ln2_rstd;  // (L, B, T, C), (L, B, T), (L, B, T)
+    Tensor fch, fch_gelu;            // (L, B, T, 4C)
+    Tensor residual3;                // (L, B, T, C) block output
+    Tensor lnf, lnf_mean, lnf_rstd;  // (B, T, C), (B, T), (B, T)
+    Tensor logits;                   // (B, T, Vp), dlogits after a training Forward
+    Tensor losses;                   // (B, T)
+    // Backward scratch, reused across layers.
+    Tensor dstream;                 // (B, T, C) gradient of the residual stream
+    Tensor dbtc;                    // (B, T, C)
+    Tensor dqkv;                    // (B, T, 3C)
+    Tensor dfch_gelu, dfch;         // (B, T, 4C)
+    Tensor att_scratch;             // attention backward scratch
+    std::vector<int32_t> tokens;    // (B, T) copy of the last inputs for the embedding backward
+  };
+
+  Gpt(const GptConfig& config, ParamLayout layout, Allocator* allocator);
+  absl::Status EnsureActivations(int B, int T);
+
+  GptConfig config_;
+  ParamLayout layout_;
+  GptParamOffsets offsets_;
+  Allocator* allocator_;
+  Activations acts_;
+  bool backward_ready_ = false;
+};
+
+}  // namespace dstrain::model

@@ -1,0 +1,141 @@
+#include "worker/model/llmc_format.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/status/status_macros.h"
+
+namespace dstrain::model {
+namespace {
+
+// The llm.c order of (per-layer parameter suffix, or whole-model name).
+struct Segment {
+  const char* name;
+  bool per_layer;
+};
+constexpr Segment kOrder[] = {
+    {"wte", false},      {"wpe", false},      {"ln1w", true},    {"ln1b", true},
+    {"qkvw", true},      {"qkvb", true},      {"attprojw", true}, {"attprojb", true},
+    {"ln2w", true},      {"ln2b", true},      {"fcw", true},     {"fcb", true},
+    {"fcprojw", true},   {"fcprojb", true},   {"lnfw", false},   {"lnfb", false},
+};
+
+// Calls fn(spec) for every parameter in llm.c file order.
+template <typename Fn>
+absl::Status ForEachInFileOrder(const ParamLayout& layout, int n_layer, Fn fn) {
+  for (const Segment& s : kOrder) {
+    const int reps = s.per_layer ? n_layer : 1;
+    for (int l = 0; l < reps; ++l) {
+      const std::string name = s.per_layer ? absl::StrCat("block.", l, ".", s.name) : s.name;
+      const ParamSpec* p = layout.Find(name);
+      if (p == nullptr) return absl::InternalError(absl::StrCat("no parameter ", name));
+      DT_RETURN_IF_ERROR(fn(*p));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ErrnoError(const std::string& what, const std::string& path) {
+  return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
+}
+
+}  // namespace
+
+absl::Status WriteLlmcModel(const std::string& path, const GptConfig& c, const ParamLayout& layout,
+                            const float* params) {
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return ErrnoError("cannot create", tmp);
+  auto write_all = [&](const void* data, size_t n) -> absl::Status {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      ssize_t w = ::write(fd, p, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoError("write failed on", tmp);
+      }
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+    return absl::OkStatus();
+  };
+  int32_t header[256] = {};
+  header[0] = kLlmcModelMagic;
+  header[1] = kLlmcModelVersionF32;
+  header[2] = c.block_size;
+  header[3] = c.vocab_size;
+  header[4] = c.n_layer;
+  header[5] = c.n_head;
+  header[6] = c.n_embd;
+  header[7] = c.padded_vocab_size;
+  absl::Status s = write_all(header, sizeof(header));
+  if (s.ok()) {
+    s = ForEachInFileOrder(layout, c.n_layer, [&](const ParamSpec& p) {
+      return write_all(params + p.offset, p.numel * sizeof(float));
+    });
+  }
+  if (s.ok() && ::fsync(fd) != 0) s = ErrnoError("fsync failed on", tmp);
+  if (::close(fd) != 0 && s.ok()) s = ErrnoError("close failed on", tmp);
+  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = ErrnoError("rename failed to", path);
+  if (!s.ok()) ::unlink(tmp.c_str());
+  return s;
+}
+
+absl::StatusOr<LlmcModel> ReadLlmcModel(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return ErrnoError("cannot open model file", path);
+  struct Closer {
+    std::FILE* f;
+    ~Closer() { std::fclose(f); }
+  } closer{f};
+  int32_t header[256];
+  if (std::fread(header, sizeof(header), 1, f) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": truncated header"));
+  }
+  if (header[0] != kLlmcModelMagic) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": bad magic ", header[0],
+                                                   " (expected ", kLlmcModelMagic, ")"));
+  }
+  if (header[1] != kLlmcModelVersionF32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": unsupported version ", header[1], " (only 3, fp32, is supported)"));
+  }
+  LlmcModel m;
+  m.config.block_size = header[2];
+  m.config.vocab_size = header[3];
+  m.config.n_layer = header[4];
+  m.config.n_head = header[5];
+  m.config.n_embd = header[6];
+  m.config.padded_vocab_size = header[7];
+  auto layout = ParamLayout::ForGpt(m.config);
+  if (!layout.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": invalid model shape: ", layout.status().message()));
+  }
+  // Exact size check before reading: guards against truncated or over-long files.
+  if (std::fseek(f, 0, SEEK_END) != 0) return ErrnoError("cannot seek", path);
+  const long size = std::ftell(f);
+  const long expected = static_cast<long>(sizeof(header) + layout->num_parameters() * 4);
+  if (size != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": file is ", size, " bytes, expected ",
+                                                   expected, " for this model shape"));
+  }
+  std::fseek(f, sizeof(header), SEEK_SET);
+  m.params.assign(layout->total(), 0.f);
+  DT_RETURN_IF_ERROR(ForEachInFileOrder(*layout, m.config.n_layer, [&](const ParamSpec& p) {
+    if (std::fread(m.params.data() + p.offset, sizeof(float), p.numel, f) !=
+        static_cast<size_t>(p.numel)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": short read"));
+    }
+    return absl::OkStatus();
+  }));
+  return m;
+}
+
+}  // namespace dstrain::model

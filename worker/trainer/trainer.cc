@@ -1,0 +1,220 @@
+#include "worker/trainer/trainer.h"
+
+#include <omp.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/random/rng.h"
+#include "common/status/status_macros.h"
+#include "worker/data/byte_tokenizer.h"
+#include "worker/data/data_loader.h"
+#include "worker/engine/engine.h"
+#include "worker/model/gpt.h"
+#include "worker/model/llmc_format.h"
+#include "worker/trainer/metrics_writer.h"
+#include "worker/trainer/sampler.h"
+
+namespace dstrain::trainer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+model::GptConfig ModelShape(const config::ModelConfig& m) {
+  model::GptConfig c;
+  c.n_layer = m.n_layer;
+  c.n_head = m.n_head;
+  c.n_embd = m.n_embd;
+  c.vocab_size = m.vocab_size;
+  c.padded_vocab_size = m.padded_vocab_size;
+  c.block_size = m.block_size;
+  return c;
+}
+
+// Mean loss over the first `batches` batches of the validation loader (always the same ones).
+absl::StatusOr<double> Evaluate(engine::Engine& engine, data::DataLoader& loader, int batches,
+                                std::vector<int32_t>& x, std::vector<int32_t>& y) {
+  loader.Reset();
+  const int B = static_cast<int>(loader.options().batch_size);
+  const int T = static_cast<int>(loader.options().seq_len);
+  const int n = static_cast<int>(std::min<uint64_t>(batches, loader.batches_per_epoch()));
+  double sum = 0;
+  for (int i = 0; i < n; ++i) {
+    loader.NextBatch(x.data(), y.data());
+    DT_ASSIGN_OR_RETURN(float loss, engine.EvalLoss(x.data(), y.data(), B, T));
+    sum += loss;
+  }
+  return n > 0 ? sum / n : 0.0;
+}
+
+std::string DescribeSample(const std::vector<int32_t>& ids) {
+  // Byte-level vocabularies decode to text; others are shown as ids (no tokenizer is known).
+  bool bytes = std::all_of(ids.begin(), ids.end(), [](int32_t t) { return t < 256; });
+  if (bytes) {
+    std::vector<uint16_t> t(ids.begin(), ids.end());
+    return data::ByteTokenizer::Decode(t);
+  }
+  std::string s;
+  for (int32_t t : ids) absl::StrAppend(&s, s.empty() ? "" : " ", t);
+  return s;
+}
+
+}  // namespace
+
+int ConfigureThreads(int threads) {
+  if (threads <= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    threads = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+  }
+  omp_set_num_threads(std::max(1, threads));
+  return std::max(1, threads);
+}
+
+absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOptions& options) {
+  std::FILE* log = options.log;
+  if (spec.job.world_size != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job.world_size: `train` runs one process but the job asks for ", spec.job.world_size,
+        " ranks (multi-process launch arrives with the communication layer)"));
+  }
+  const int threads = ConfigureThreads(options.threads);
+  const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu);
+  const int T = spec.data.seq_len;
+  const int64_t gas = spec.gradient_accumulation_steps;
+
+  // Phase 0: data.
+  DT_ASSIGN_OR_RETURN(auto train_source, data::DataSource::Open(spec.data.train));
+  DT_RETURN_IF_ERROR(train_source->CheckVocab(spec.model.vocab_size));
+  data::DataLoaderOptions lo;
+  lo.batch_size = B;
+  lo.seq_len = T;
+  lo.rank = 0;
+  lo.world_size = spec.data_parallel_size;
+  lo.seed = spec.data.seed;
+  lo.shuffle = spec.data.shuffle;
+  DT_ASSIGN_OR_RETURN(data::DataLoader train_loader, data::DataLoader::Create(train_source, lo));
+  std::optional<data::DataLoader> val_loader;
+  if (!spec.data.val.empty()) {
+    DT_ASSIGN_OR_RETURN(auto val_source, data::DataSource::Open(spec.data.val));
+    DT_RETURN_IF_ERROR(val_source->CheckVocab(spec.model.vocab_size));
+    data::DataLoaderOptions vo = lo;
+    vo.shuffle = false;
+    vo.world_size = 1;
+    DT_ASSIGN_OR_RETURN(val_loader, data::DataLoader::Create(val_source, vo));
+  }
+
+  // Phase 1: model and engine.
+  CpuAllocator allocator;
+  DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(ModelShape(spec.model), &allocator));
+  const int64_t num_params = gpt->layout().num_parameters();
+  DT_ASSIGN_OR_RETURN(auto engine, engine::Engine::Initialize(std::move(gpt), spec, &allocator));
+  DT_ASSIGN_OR_RETURN(MetricsWriter metrics, MetricsWriter::Open(options.metrics_out));
+  absl::FPrintF(log,
+                "dstrain train: %s | GPT L=%d H=%d C=%d V=%d T=%d | %.2fM parameters | "
+                "micro-batch %d x %d tokens, accumulation %d, %d threads\n",
+                spec.job.name.empty() ? "job" : spec.job.name, spec.model.n_layer,
+                spec.model.n_head, spec.model.n_embd, spec.model.vocab_size, T, num_params / 1e6,
+                B, T, gas, threads);
+  absl::FPrintF(log, "data: %s (%d tokens)%s\n", spec.data.train, train_source->num_tokens(),
+                val_loader ? absl::StrCat(", val ", spec.data.val) : "");
+
+  std::vector<int32_t> x(int64_t{B} * T), y(int64_t{B} * T);
+  const int64_t print_every = std::max<int64_t>(1, spec.steps_per_print.value_or(10));
+  TrainResult result;
+  std::vector<double> tok_rates;
+  const double tokens_per_step = double(B) * T * gas * spec.data_parallel_size;
+
+  // Phase 2: the training loop, one optimizer step per iteration.
+  for (int64_t step = 1; step <= spec.job.train_steps; ++step) {
+    const auto t0 = Clock::now();
+    std::optional<engine::StepStats> stats;
+    for (int64_t micro = 0; micro < gas; ++micro) {
+      train_loader.NextBatch(x.data(), y.data());
+      DT_RETURN_IF_ERROR(engine->Forward(x.data(), y.data()).status());
+      DT_RETURN_IF_ERROR(engine->Backward());
+      DT_ASSIGN_OR_RETURN(stats, engine->Step());
+    }
+    if (!stats) return absl::InternalError("no optimizer step at the accumulation boundary");
+    const double secs = Seconds(t0, Clock::now());
+    const double tok_s = tokens_per_step / secs;
+    if (step > 1) tok_rates.push_back(tok_s);
+    if (!std::isfinite(stats->loss)) {
+      return absl::InternalError(absl::StrCat("loss became ", stats->loss, " at step ", step,
+                                              "; lower the learning rate or enable clipping"));
+    }
+
+    JsonLine line;
+    line.Add("step", stats->step)
+        .Add("loss", stats->loss)
+        .Add("lr", stats->lr)
+        .Add("grad_norm", stats->grad_norm)
+        .Add("tokens_per_s", tok_s)
+        .Add("step_ms", secs * 1e3)
+        .Add("loss_scale", stats->loss_scale)
+        .Add("skipped", stats->skipped)
+        .AddRaw("mem_bytes", allocator.Stats().CurrentJson());
+
+    const bool last = step == spec.job.train_steps;
+    double val_loss = -1;
+    if (val_loader && ((spec.job.eval_every > 0 && step % spec.job.eval_every == 0) || last)) {
+      DT_ASSIGN_OR_RETURN(val_loss, Evaluate(*engine, *val_loader, spec.job.eval_batches, x, y));
+      line.Add("val_loss", val_loss);
+      result.final_val_loss = val_loss;
+    }
+    DT_RETURN_IF_ERROR(metrics.Write(line));
+    if (step % print_every == 0 || step == 1 || last || val_loss >= 0) {
+      absl::FPrintF(log, "step %*d/%d | loss %.4f | lr %.3e | norm %.3f | %.1f ms | %.0f tok/s%s\n",
+                    static_cast<int>(std::to_string(spec.job.train_steps).size()), step,
+                    spec.job.train_steps, stats->loss, stats->lr, stats->grad_norm, secs * 1e3,
+                    tok_s, val_loss >= 0 ? absl::StrFormat(" | val loss %.4f", val_loss) : "");
+      std::fflush(log);
+    }
+    result.steps = step;
+    result.final_train_loss = stats->loss;
+
+    if (spec.job.sample_every > 0 && step % spec.job.sample_every == 0 && !last &&
+        spec.job.sample_tokens > 0) {
+      Rng rng(spec.data.seed + step);
+      DT_ASSIGN_OR_RETURN(auto ids, Sample(engine->model(), engine->params(), {'\n'},
+                                           spec.job.sample_tokens, 1.0f, rng));
+      absl::FPrintF(log, "--- sample at step %d ---\n%s\n---\n", step, DescribeSample(ids));
+    }
+  }
+
+  // Phase 3: results.
+  if (!tok_rates.empty()) {
+    std::nth_element(tok_rates.begin(), tok_rates.begin() + tok_rates.size() / 2, tok_rates.end());
+    result.tokens_per_s = tok_rates[tok_rates.size() / 2];
+  }
+  if (spec.job.sample_tokens > 0) {
+    Rng rng(spec.data.seed);
+    DT_ASSIGN_OR_RETURN(auto ids, Sample(engine->model(), engine->params(), {'\n'},
+                                         spec.job.sample_tokens, 1.0f, rng));
+    absl::FPrintF(log, "--- sample ---\n%s\n---\n", DescribeSample(ids));
+  }
+  if (!options.save_model.empty()) {
+    DT_RETURN_IF_ERROR(model::WriteLlmcModel(options.save_model, engine->model().config(),
+                                             engine->model().layout(), engine->params()));
+    absl::FPrintF(log, "model written to %s\n", options.save_model);
+  }
+  absl::FPrintF(log, "done: %d steps, final loss %.4f%s, median %.0f tok/s\n", result.steps,
+                result.final_train_loss,
+                result.final_val_loss >= 0 ? absl::StrFormat(", val loss %.4f",
+                                                             result.final_val_loss)
+                                           : "",
+                result.tokens_per_s);
+  return result;
+}
+
+}  // namespace dstrain::trainer

@@ -1,0 +1,38 @@
+// The single-process training loop behind `dstrain train` (and, per rank, `dstrain launch`).
+//
+// Reads as llm.c's main loop: load data → build the model and engine → for each optimizer step:
+// gradient-accumulation micro-batches (forward, backward) → engine step → log and write metrics
+// → periodically evaluate on the validation set → at the end sample text. Progress goes to
+// `log` (stdout by default); per-step metrics to --metrics-out as JSONL.
+#pragma once
+
+#include <cstdio>
+#include <string>
+
+#include "absl/status/status.h"
+#include "worker/config/config.h"
+
+namespace dstrain::trainer {
+
+struct TrainOptions {
+  std::string metrics_out;     // JSONL path; empty = none
+  int threads = 0;             // compute threads; 0 = every CPU this process may run on
+  std::FILE* log = stdout;     // human-readable progress
+  std::string save_model;      // if set, the final weights in llm.c's format
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  double final_train_loss = 0.0;
+  double final_val_loss = -1.0;  // -1 when there is no validation set
+  double tokens_per_s = 0.0;     // median over the steps after the first
+};
+
+absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOptions& options);
+
+// Sets the OpenMP pool (used by our kernels and by oneDNN alike) to `threads`, or to the CPUs in
+// this process's affinity mask when 0, so library and own threads never oversubscribe the cores.
+// Returns the number chosen.
+int ConfigureThreads(int threads);
+
+}  // namespace dstrain::trainer
