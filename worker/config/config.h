@@ -1,0 +1,193 @@
+// Job configuration: parsing and strict validation of a dstrain job file (DESIGN.md §3).
+//
+// A job file is JSON: a DeepSpeed ds_config (same keys, same code defaults, same batch-size
+// inference; reference/deepspeed-semantics.md §1) plus dstrain's `model`, `data` and `job`
+// blocks. Instead of inlining the DeepSpeed keys, a job file may name an unchanged DeepSpeed
+// config with `"deepspeed_config": "ds_config.json"` (relative to the job file's directory); a
+// DeepSpeed key may then also appear inline, but not in both places. `//` and `/* */` comments
+// are accepted, a repeated key in one object is an error, as in DeepSpeed.
+//
+// Unlike DeepSpeed, which ignores keys it does not know, everything is checked before a job
+// starts: unknown keys (with a "did you mean" suggestion), JSON types, ranges, the batch triple,
+// and DeepSpeed features dstrain does not implement yet (listed in features.cc), which are
+// rejected unless set to their disabled/default value. Every error is kInvalidArgument and its
+// message starts with the key path, e.g.
+//   zero_optimization.stage: ZeRO stage 2 is not implemented yet (implemented: 0)
+//   optimizer.params.betaz: unknown key (did you mean "betas"?)
+//   train_batch_size: 32 != train_micro_batch_size_per_gpu 4 * gradient_accumulation_steps 2 *
+//       data-parallel size 2
+// Key paths use dots for objects and [i] for arrays.
+//
+// JobSpec::effective is the whole configuration with every default and inferred value filled in
+// (what `dstrain validate` prints). Parsing it again yields the same JobSpec.
+//
+// Thread-safety: the functions are reentrant; JobSpec is a plain value.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace dstrain::config {
+
+// optimizer: DeepSpeed's Adam/AdamW with FusedAdam's defaults. Without an optimizer block
+// DeepSpeed needs an optimizer from the client; dstrain then uses AdamW with these defaults and
+// says so in JobSpec::notes.
+struct OptimizerConfig {
+  std::string type = "AdamW";  // as written ("Adam", "adamw", ...; matched case-insensitively)
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  // Effective mode: DeepSpeed's `type == "adamw" || params.adam_w_mode` (adam_w_mode defaults to
+  // true, so "Adam" runs AdamW, decoupled weight decay, unless adam_w_mode is false).
+  bool adam_w_mode = true;
+  bool bias_correction = true;
+};
+
+// scheduler: "" means no scheduler (the optimizer's lr throughout). Otherwise one of WarmupLR,
+// WarmupDecayLR, WarmupCosineLR, OneCycle, LRRangeTest (DeepSpeed's names, case-sensitive as in
+// DeepSpeed) with every parameter resolved: defaults filled, OneCycle's None-valued
+// cycle_second_step_size / cycle_second_stair_count replaced by the first-half values.
+struct SchedulerConfig {
+  std::string type;
+  nlohmann::json params = nlohmann::json::object();
+};
+
+// zero_optimization, the keys the engine reads (all keys are in JobSpec::effective).
+struct ZeroConfig {
+  int stage = 0;
+  bool contiguous_gradients = true;
+  bool reduce_scatter = true;
+  int64_t reduce_bucket_size = 500000000;
+  int64_t allgather_bucket_size = 500000000;
+  bool allgather_partitions = true;
+  bool overlap_comm = false;  // DeepSpeed's None resolves to true for stage 3, else false
+  int64_t sub_group_size = 1000000000;
+  int64_t prefetch_bucket_size = 50000000;
+  int64_t param_persistence_threshold = 100000;
+  int64_t model_persistence_threshold = std::numeric_limits<int64_t>::max();
+  int64_t max_live_parameters = 1000000000;
+  int64_t max_reuse_distance = 1000000000;
+  bool gather_16bit_weights_on_model_save = false;
+  bool ignore_unused_parameters = true;
+  bool round_robin_gradients = false;
+};
+
+// fp16 (reference §1.5, §2.1).
+struct Fp16Config {
+  bool enabled = false;
+  bool auto_cast = false;
+  double loss_scale = 0.0;  // 0 = dynamic loss scaling, else a static scale
+  int initial_scale_power = 16;
+  int64_t loss_scale_window = 1000;
+  int hysteresis = 2;
+  bool consecutive_hysteresis = false;
+  double min_loss_scale = 1.0;
+  bool fp16_master_weights_and_grads = false;
+  // DeepSpeed forwards the dynamic-scaler keys (initial_scale_power, loss_scale_window,
+  // min_loss_scale, hysteresis, consecutive_hysteresis) to the ZeRO loss scaler only when at
+  // least one of them is present; otherwise the scaler starts at 2^32 with hysteresis 1. True
+  // when fp16 is enabled and one of them was given.
+  bool dynamic_loss_args_given = false;
+};
+
+struct Bf16Config {
+  bool enabled = false;
+  bool immediate_grad_update = false;
+};
+
+// model: a GPT-2-style transformer (llm.c's layout).
+struct ModelConfig {
+  std::string type = "gpt";
+  int n_layer = 0;
+  int n_head = 0;
+  int n_embd = 0;
+  int vocab_size = 0;
+  int block_size = 0;         // maximum sequence length (positional embeddings)
+  int padded_vocab_size = 0;  // default: vocab_size rounded up to a multiple of 128
+  uint64_t init_seed = 1337;
+  std::string init_from;  // optional llm.c model file, path resolved; "" = random init
+};
+
+// data: token shards or raw text, paths resolved against the job file's directory.
+struct DataConfig {
+  std::string train;  // glob of llm.c .bin token shards, or a .txt file (byte-level tokens)
+  std::string val;    // same kinds; "" = no validation data
+  int seq_len = 0;    // default model.block_size; <= block_size
+  uint64_t seed = 1337;
+  bool shuffle = true;
+};
+
+struct JobConfig {
+  std::string name;  // LoadJobSpec defaults it to the job file's stem
+  int world_size = 1;
+  int pipeline_stages = 1;
+  int64_t train_steps = 0;     // optimizer steps in total (> 0, required)
+  std::string checkpoint_dir;  // resolved; "" = no checkpoints
+  int64_t checkpoint_every = 0;
+  int keep_last = 3;
+  int max_restarts = 0;
+  bool resume = true;
+  int64_t eval_every = 100;
+  int eval_batches = 20;
+  int64_t sample_every = 0;
+  int sample_tokens = 0;
+};
+
+struct JobSpec {
+  // The batch triple after DeepSpeed's inference (reference §1.2):
+  // train_batch_size == train_micro_batch_size_per_gpu * gradient_accumulation_steps *
+  // data_parallel_size.
+  int64_t train_batch_size = 0;
+  int64_t train_micro_batch_size_per_gpu = 0;
+  int64_t gradient_accumulation_steps = 0;
+  int data_parallel_size = 1;  // job.world_size / job.pipeline_stages
+
+  double gradient_clipping = 0.0;          // DeepSpeed's code default 0 = off (its docs say 1.0)
+  std::optional<int64_t> steps_per_print;  // code default None (docs say 10)
+
+  OptimizerConfig optimizer;
+  SchedulerConfig scheduler;
+  ZeroConfig zero;
+  Fp16Config fp16;
+  Bf16Config bf16;
+  ModelConfig model;
+  DataConfig data;
+  JobConfig job;
+
+  // Remarks about the config that are not errors (a default that differs from DeepSpeed's docs,
+  // a key that has no effect, ...). Also in effective["notes"].
+  std::vector<std::string> notes;
+
+  // The full effective config: every DeepSpeed key dstrain knows with DeepSpeed's code default
+  // filled in, the inferred batch values, resolved optimizer and scheduler parameters, and the
+  // resolved model/data/job blocks. Numbers are stored so that dump() round-trips them exactly.
+  nlohmann::json effective;
+};
+
+// Parses and validates a job file's text. `base_dir` resolves relative paths (data, init_from,
+// checkpoint_dir, deepspeed_config); "" leaves them relative to the working directory.
+// `world_size_override` (from `--world N`) replaces job.world_size before validation.
+absl::StatusOr<JobSpec> ParseJobSpec(std::string_view json_text, const std::string& base_dir,
+                                     std::optional<int> world_size_override = std::nullopt);
+
+// Validates a scheduler block's parameters and fills DeepSpeed's defaults, exactly as for the
+// "scheduler" block of a job file. An empty `type` means no scheduler; `params` may be null.
+// Errors are kInvalidArgument naming "scheduler.type" or "scheduler.params.<key>".
+absl::StatusOr<SchedulerConfig> ResolveSchedulerConfig(std::string_view type,
+                                                       const nlohmann::json& params);
+
+// Reads `path` and parses it with base_dir = the file's (absolute) directory. Errors reading the
+// file are kNotFound / kInvalidArgument naming the file.
+absl::StatusOr<JobSpec> LoadJobSpec(const std::string& path,
+                                    std::optional<int> world_size_override = std::nullopt);
+
+}  // namespace dstrain::config

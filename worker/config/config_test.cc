@@ -1,0 +1,988 @@
+#include "worker/config/config.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/config/features.h"
+#include "worker/config/keys.h"
+#include "worker/config/schema.h"
+
+namespace dstrain::config {
+namespace {
+
+using ::dstrain::testing::IsOk;
+using ::dstrain::testing::StatusIs;
+using ::nlohmann::json;
+using ::testing::HasSubstr;
+
+// A minimal valid job; rows of the tables below edit it.
+json BaseJob() {
+  return json::parse(R"({
+    "train_micro_batch_size_per_gpu": 4,
+    "model": {"n_layer": 2, "n_head": 4, "n_embd": 64, "vocab_size": 256, "block_size": 64},
+    "data": {"train": "data/train_*.bin"},
+    "job": {"train_steps": 100}
+  })");
+}
+
+std::string TempDir() {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return dir != nullptr ? dir : "/tmp";
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  ASSERT_TRUE(out.good()) << path;
+  out << text;
+}
+
+absl::StatusOr<JobSpec> Parse(const json& j, std::optional<int> world = std::nullopt) {
+  return ParseJobSpec(j.dump(), "/base", world);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch-size inference: every row of DeepSpeed's table (reference §1.2) at world 1, 2 and 4.
+
+struct BatchRow {
+  std::optional<int64_t> tb, mb, gas;
+  int world;
+  int64_t want_tb, want_mb, want_gas;
+};
+
+class BatchInferenceTest : public ::testing::TestWithParam<BatchRow> {};
+
+TEST_P(BatchInferenceTest, InfersLikeDeepSpeed) {
+  const BatchRow& r = GetParam();
+  json j = BaseJob();
+  j.erase("train_micro_batch_size_per_gpu");
+  if (r.tb) j["train_batch_size"] = *r.tb;
+  if (r.mb) j["train_micro_batch_size_per_gpu"] = *r.mb;
+  if (r.gas) j["gradient_accumulation_steps"] = *r.gas;
+  j["job"]["world_size"] = r.world;
+  absl::StatusOr<JobSpec> spec = Parse(j);
+  ASSERT_THAT(spec, IsOk());
+  EXPECT_EQ(spec->train_batch_size, r.want_tb);
+  EXPECT_EQ(spec->train_micro_batch_size_per_gpu, r.want_mb);
+  EXPECT_EQ(spec->gradient_accumulation_steps, r.want_gas);
+  EXPECT_EQ(spec->data_parallel_size, r.world);
+  EXPECT_EQ(spec->effective["train_batch_size"], r.want_tb);
+  EXPECT_EQ(spec->effective["train_micro_batch_size_per_gpu"], r.want_mb);
+  EXPECT_EQ(spec->effective["gradient_accumulation_steps"], r.want_gas);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllRows, BatchInferenceTest,
+    ::testing::Values(
+        // all three given: nothing inferred
+        BatchRow{32, 4, 8, 1, 32, 4, 8}, BatchRow{32, 4, 4, 2, 32, 4, 4},
+        BatchRow{32, 4, 2, 4, 32, 4, 2},
+        // tb, micro: gas = tb // micro // ws
+        BatchRow{32, 4, std::nullopt, 1, 32, 4, 8}, BatchRow{32, 4, std::nullopt, 2, 32, 4, 4},
+        BatchRow{32, 4, std::nullopt, 4, 32, 4, 2},
+        // tb, gas: micro = tb // ws // gas
+        BatchRow{32, std::nullopt, 2, 1, 32, 16, 2}, BatchRow{32, std::nullopt, 2, 2, 32, 8, 2},
+        BatchRow{32, std::nullopt, 2, 4, 32, 4, 2},
+        // micro, gas: tb = micro * gas * ws
+        BatchRow{std::nullopt, 4, 2, 1, 8, 4, 2}, BatchRow{std::nullopt, 4, 2, 2, 16, 4, 2},
+        BatchRow{std::nullopt, 4, 2, 4, 32, 4, 2},
+        // tb only: gas = 1, micro = tb // ws
+        BatchRow{32, std::nullopt, std::nullopt, 1, 32, 32, 1},
+        BatchRow{32, std::nullopt, std::nullopt, 2, 32, 16, 1},
+        BatchRow{32, std::nullopt, std::nullopt, 4, 32, 8, 1},
+        // micro only: gas = 1, tb = micro * ws
+        BatchRow{std::nullopt, 4, std::nullopt, 1, 4, 4, 1},
+        BatchRow{std::nullopt, 4, std::nullopt, 2, 8, 4, 1},
+        BatchRow{std::nullopt, 4, std::nullopt, 4, 16, 4, 1}));
+
+// ---------------------------------------------------------------------------------------------
+// Valid configs and what they resolve to.
+
+struct ValidRow {
+  std::string name;
+  std::function<void(json&)> edit;
+  std::function<void(const JobSpec&)> check;
+};
+
+std::vector<ValidRow> ValidRows() {
+  return {
+      {"Defaults", [](json&) {},
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.gradient_clipping, 0.0);  // code default, not the documented 1.0
+         EXPECT_FALSE(s.steps_per_print.has_value());
+         EXPECT_EQ(s.optimizer.type, "AdamW");
+         EXPECT_EQ(s.optimizer.lr, 1e-3);
+         EXPECT_EQ(s.optimizer.beta1, 0.9);
+         EXPECT_EQ(s.optimizer.beta2, 0.999);
+         EXPECT_EQ(s.optimizer.eps, 1e-8);
+         EXPECT_EQ(s.optimizer.weight_decay, 0.0);
+         EXPECT_TRUE(s.optimizer.adam_w_mode);
+         EXPECT_TRUE(s.optimizer.bias_correction);
+         EXPECT_EQ(s.scheduler.type, "");
+         EXPECT_EQ(s.zero.stage, 0);
+         EXPECT_FALSE(s.zero.overlap_comm);
+         EXPECT_EQ(s.zero.reduce_bucket_size, 500000000);
+         EXPECT_EQ(s.zero.prefetch_bucket_size, 50000000);
+         EXPECT_EQ(s.zero.sub_group_size, 1000000000);
+         EXPECT_FALSE(s.fp16.enabled);
+         EXPECT_FALSE(s.bf16.enabled);
+         EXPECT_EQ(s.model.padded_vocab_size, 256);
+         EXPECT_EQ(s.data.seq_len, 64);  // model.block_size
+         EXPECT_EQ(s.data.train, "/base/data/train_*.bin");
+         EXPECT_EQ(s.data.seed, 1337u);
+         EXPECT_EQ(s.job.world_size, 1);
+         EXPECT_EQ(s.job.keep_last, 3);
+         EXPECT_EQ(s.job.eval_every, 100);
+         const json& e = s.effective;
+         EXPECT_EQ(e["gradient_clipping"], 0.0);
+         EXPECT_EQ(e["zero_optimization"]["overlap_comm"], false);
+         EXPECT_EQ(e["zero_optimization"]["stage3_model_persistence_threshold"],
+                   std::numeric_limits<int64_t>::max());
+         EXPECT_EQ(e["fp16"]["loss_scale"], 0.0);
+         EXPECT_EQ(e["fp16"]["initial_scale_power"], 16);
+         EXPECT_EQ(e["fp16"]["loss_scale_window"], 1000);
+         EXPECT_EQ(e["fp16"]["hysteresis"], 2);
+         EXPECT_EQ(e["fp16"]["min_loss_scale"], 1.0);
+         EXPECT_EQ(e["bf16"]["enabled"], false);
+         EXPECT_EQ(e["aio"]["intra_op_parallelism"], 1);
+         EXPECT_EQ(e["autotuning"]["tuner_type"], "gridsearch");
+         EXPECT_EQ(e["elasticity"]["prefer_larger_batch"], true);
+         EXPECT_EQ(e["steps_per_print"], nullptr);
+         EXPECT_EQ(e["optimizer"]["type"], "AdamW");
+         EXPECT_EQ(e["optimizer"]["params"]["betas"], json::array({0.9, 0.999}));
+         EXPECT_EQ(e["scheduler"], nullptr);
+         EXPECT_FALSE(e["zero_optimization"].contains("cpu_offload"));  // deprecated, dropped
+         EXPECT_FALSE(s.notes.empty());
+       }},
+      {"AdamRunsAdamW",
+       [](json& j) {
+         j["optimizer"] = {{"type", "Adam"}, {"params", {{"weight_decay", 0.1}}}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.optimizer.type, "Adam");
+         EXPECT_TRUE(s.optimizer.adam_w_mode);
+         EXPECT_EQ(s.optimizer.weight_decay, 0.1);
+         EXPECT_EQ(s.effective["optimizer"]["params"]["adam_w_mode"], true);
+       }},
+      {"AdamWithAdamWModeFalseIsAdam",
+       [](json& j) {
+         j["optimizer"] = {{"type", "Adam"}, {"params", {{"adam_w_mode", false}}}};
+       },
+       [](const JobSpec& s) { EXPECT_FALSE(s.optimizer.adam_w_mode); }},
+      {"AdamWIgnoresAdamWModeFalse",
+       [](json& j) {
+         j["optimizer"] = {{"type", "AdamW"}, {"params", {{"adam_w_mode", false}}}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_TRUE(s.optimizer.adam_w_mode);
+         EXPECT_EQ(s.effective["optimizer"]["params"]["adam_w_mode"], true);
+       }},
+      {"OptimizerTypeIsCaseInsensitive",
+       [](json& j) {
+         j["optimizer"] = {{"type", "adamw"},
+                           {"params", {{"lr", 3e-4}, {"betas", {0.8, 0.95}}, {"eps", 1e-6}}}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.optimizer.type, "adamw");
+         EXPECT_EQ(s.optimizer.lr, 3e-4);
+         EXPECT_EQ(s.optimizer.beta1, 0.8);
+         EXPECT_EQ(s.optimizer.beta2, 0.95);
+         EXPECT_EQ(s.optimizer.eps, 1e-6);
+       }},
+      {"WarmupLRDefaults",
+       [](json& j) {
+         j["scheduler"] = {{"type", "WarmupLR"}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.scheduler.type, "WarmupLR");
+         EXPECT_EQ(s.scheduler.params, json({{"warmup_min_lr", 0.0},
+                                             {"warmup_max_lr", 0.001},
+                                             {"warmup_num_steps", 1000},
+                                             {"warmup_type", "log"}}));
+       }},
+      {"WarmupDecayLRDefaults",
+       [](json& j) {
+         j["scheduler"] = {{"type", "WarmupDecayLR"}, {"params", {{"total_num_steps", 5000}}}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.scheduler.params["total_num_steps"], 5000);
+         EXPECT_EQ(s.scheduler.params["warmup_max_lr"], 0.001);
+         EXPECT_EQ(s.scheduler.params["warmup_num_steps"], 1000);
+       }},
+      {"WarmupCosineLRDefaults",
+       [](json& j) {
+         j["scheduler"] = {{"type", "WarmupCosineLR"}, {"params", {{"total_num_steps", 2000}}}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.scheduler.params, json({{"total_num_steps", 2000},
+                                             {"warmup_min_ratio", 0.0},
+                                             {"warmup_num_steps", 1000},
+                                             {"cos_min_ratio", 0.0001},
+                                             {"warmup_type", "log"}}));
+       }},
+      {"OneCycleDefaults",
+       [](json& j) {
+         j["scheduler"] = {{"type", "OneCycle"},
+                           {"params", {{"cycle_min_lr", 1e-4}, {"cycle_max_lr", 1e-3}}}};
+       },
+       [](const JobSpec& s) {
+         const json& p = s.scheduler.params;
+         EXPECT_EQ(p["cycle_first_step_size"], 2000);
+         EXPECT_EQ(p["cycle_second_step_size"], 2000);  // None -> first
+         EXPECT_EQ(p["cycle_first_stair_count"], 0);
+         EXPECT_EQ(p["cycle_second_stair_count"], 0);
+         EXPECT_EQ(p["decay_lr_rate"], 0.0);
+         EXPECT_EQ(p["decay_step_size"], 0);
+         EXPECT_EQ(p["cycle_momentum"], true);
+         EXPECT_EQ(p["cycle_min_mom"], 0.8);
+         EXPECT_EQ(p["cycle_max_mom"], 0.9);
+         EXPECT_EQ(p["decay_mom_rate"], 0.0);
+       }},
+      {"LRRangeTestDefaults",
+       [](json& j) {
+         j["scheduler"] = {{"type", "LRRangeTest"}, {"params", json::object()}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.scheduler.params, json({{"lr_range_test_min_lr", 0.001},
+                                             {"lr_range_test_step_size", 2000},
+                                             {"lr_range_test_step_rate", 1.0},
+                                             {"lr_range_test_staircase", false}}));
+       }},
+      {"OverlapCommExplicit",
+       [](json& j) {
+         j["zero_optimization"] = {{"stage", 0}, {"overlap_comm", true}};
+       },
+       [](const JobSpec& s) { EXPECT_TRUE(s.zero.overlap_comm); }},
+      {"GradientClippingAndStepsPerPrint",
+       [](json& j) {
+         j["gradient_clipping"] = 1;
+         j["steps_per_print"] = 10;
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.gradient_clipping, 1.0);
+         EXPECT_EQ(s.effective["gradient_clipping"], 1.0);
+         ASSERT_TRUE(s.steps_per_print.has_value());
+         EXPECT_EQ(*s.steps_per_print, 10);
+       }},
+      {"WholeFloatsAreIntegers",
+       [](json& j) {
+         j["zero_optimization"] = {{"reduce_bucket_size", 5e8}, {"allgather_bucket_size", 2e8}};
+         j["train_micro_batch_size_per_gpu"] = 4.0;
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.zero.reduce_bucket_size, 500000000);
+         EXPECT_EQ(s.zero.allgather_bucket_size, 200000000);
+         EXPECT_TRUE(s.effective["zero_optimization"]["reduce_bucket_size"].is_number_integer());
+         EXPECT_EQ(s.train_micro_batch_size_per_gpu, 4);
+       }},
+      {"DisabledFeaturesAreAccepted",
+       [](json& j) {
+         j["fp16"] = {{"enabled", false}, {"loss_scale_window", 500}};
+         j["bfloat16"] = {{"enabled", false}};  // DeepSpeed's alias of bf16
+         j["wall_clock_breakdown"] = false;
+         j["prescale_gradients"] = false;
+         j["gradient_predivide_factor"] = 1.0;
+         j["zero_optimization"] = {{"stage", 0}, {"offload_optimizer", {{"device", "none"}}}};
+         j["tensorboard"] = {{"enabled", false}, {"output_path", "runs/"}};
+         j["activation_checkpointing"] = {{"partition_activations", false}};
+         j["communication_data_type"] = "fp32";
+         j["zero_allow_untested_optimizer"] = true;
+         j["zero_force_ds_cpu_optimizer"] = false;
+         j["dump_state"] = false;
+         j["memory_breakdown"] = false;
+         j["amp"] = {{"enabled", false}, {"opt_level", "O1"}};
+         j["sparse_attention"] = nullptr;
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.fp16.loss_scale_window, 500);
+         EXPECT_FALSE(s.fp16.dynamic_loss_args_given);  // fp16 is off
+         EXPECT_EQ(s.effective["bf16"]["enabled"], false);
+         EXPECT_FALSE(s.effective.contains("bfloat16"));
+         EXPECT_EQ(s.effective["zero_optimization"]["offload_optimizer"]["buffer_count"], 4);
+         EXPECT_EQ(s.effective["zero_optimization"]["offload_param"], nullptr);
+         EXPECT_EQ(s.effective["tensorboard"]["output_path"], "runs/");
+         EXPECT_EQ(s.effective["amp"]["opt_level"], "O1");
+       }},
+      {"ZeroOptimizationFalseIsStage0", [](json& j) { j["zero_optimization"] = false; },
+       [](const JobSpec& s) { EXPECT_EQ(s.zero.stage, 0); }},
+      {"Stage3AliasesAccepted",
+       [](json& j) {
+         j["zero_optimization"] = {{"prefetch_bucket_size", 1000},
+                                   {"stage3_max_live_parameters", 3e9}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.zero.prefetch_bucket_size, 1000);
+         EXPECT_EQ(s.zero.max_live_parameters, 3000000000);
+         EXPECT_EQ(s.effective["zero_optimization"]["stage3_prefetch_bucket_size"], 1000);
+       }},
+      {"PaddedVocab",
+       [](json& j) {
+         j["model"]["vocab_size"] = 50257;
+         j["model"]["n_embd"] = 768;
+         j["model"]["n_head"] = 12;
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.model.padded_vocab_size, 50304);
+         EXPECT_EQ(s.effective["model"]["padded_vocab_size"], 50304);
+       }},
+      {"TextDataAndPaths",
+       [](json& j) {
+         j["data"] = {{"train", "../corpus/input.txt"}, {"val", "/abs/val.txt"}, {"seq_len", 32}};
+         j["model"]["init_from"] = "models/gpt2.bin";
+         j["job"]["checkpoint_dir"] = "ckpt";
+         j["job"]["checkpoint_every"] = 50;
+         j["job"]["name"] = "demo";
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.data.train, "/corpus/input.txt");
+         EXPECT_EQ(s.data.val, "/abs/val.txt");
+         EXPECT_EQ(s.data.seq_len, 32);
+         EXPECT_EQ(s.model.init_from, "/base/models/gpt2.bin");
+         EXPECT_EQ(s.job.checkpoint_dir, "/base/ckpt");
+         EXPECT_EQ(s.job.checkpoint_every, 50);
+         EXPECT_EQ(s.job.name, "demo");
+       }},
+      {"OurBlocksFullySpecified",
+       [](json& j) {
+         j["model"] = {{"type", "gpt"},
+                       {"n_layer", 4},
+                       {"n_head", 4},
+                       {"n_embd", 256},
+                       {"vocab_size", 256},
+                       {"block_size", 256},
+                       {"padded_vocab_size", 384},
+                       {"init_seed", 7}};
+         j["data"] = {{"train", "t/*.bin"}, {"seed", 9}, {"shuffle", false}};
+         j["job"] = {{"train_steps", 2000}, {"eval_every", 0},    {"eval_batches", 5},
+                     {"max_restarts", 3},   {"resume", false},    {"keep_last", 1},
+                     {"sample_every", 100}, {"sample_tokens", 64}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.model.padded_vocab_size, 384);
+         EXPECT_EQ(s.model.init_seed, 7u);
+         EXPECT_EQ(s.data.seed, 9u);
+         EXPECT_FALSE(s.data.shuffle);
+         EXPECT_EQ(s.data.seq_len, 256);
+         EXPECT_EQ(s.job.train_steps, 2000);
+         EXPECT_EQ(s.job.eval_every, 0);
+         EXPECT_EQ(s.job.eval_batches, 5);
+         EXPECT_EQ(s.job.max_restarts, 3);
+         EXPECT_FALSE(s.job.resume);
+         EXPECT_EQ(s.job.keep_last, 1);
+         EXPECT_EQ(s.job.sample_every, 100);
+         EXPECT_EQ(s.job.sample_tokens, 64);
+       }},
+      {"PipelineBlockKnown",
+       [](json& j) {
+         j["pipeline"] = {{"stages", 1}, {"partition", "uniform"}, {"pipe_partitioned", true}};
+       },
+       [](const JobSpec& s) { EXPECT_EQ(s.effective["pipeline"]["partition"], "uniform"); }},
+  };
+}
+
+class ValidConfigTest : public ::testing::TestWithParam<ValidRow> {};
+
+TEST_P(ValidConfigTest, Resolves) {
+  json j = BaseJob();
+  GetParam().edit(j);
+  absl::StatusOr<JobSpec> spec = Parse(j);
+  ASSERT_THAT(spec, IsOk());
+  GetParam().check(*spec);
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, ValidConfigTest, ::testing::ValuesIn(ValidRows()),
+                         [](const ::testing::TestParamInfo<ValidRow>& info) {
+                           return info.param.name;
+                         });
+
+TEST(ConfigTest, CommentsAreAccepted) {
+  absl::StatusOr<JobSpec> spec = ParseJobSpec(R"({
+    // DeepSpeed reads hjson; comments are common in ds_configs.
+    "train_batch_size": 8, /* inline */
+    "model": {"n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 256, "block_size": 8},
+    "data": {"train": "x.bin"},
+    "job": {"train_steps": 1}
+  })",
+                                              "");
+  ASSERT_THAT(spec, IsOk());
+  EXPECT_EQ(spec->train_micro_batch_size_per_gpu, 8);
+  EXPECT_EQ(spec->data.train, "x.bin");  // no base_dir: left relative
+}
+
+TEST(ConfigTest, WorldSizeOverrideReplacesJobWorldSize) {
+  json j = BaseJob();
+  j["job"]["world_size"] = 1;
+  absl::StatusOr<JobSpec> spec = Parse(j, 4);
+  ASSERT_THAT(spec, IsOk());
+  EXPECT_EQ(spec->job.world_size, 4);
+  EXPECT_EQ(spec->data_parallel_size, 4);
+  EXPECT_EQ(spec->train_batch_size, 16);
+  EXPECT_EQ(spec->effective["job"]["world_size"], 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invalid configs and the error each gives.
+
+struct InvalidRow {
+  std::string name;
+  std::function<void(json&)> edit;
+  std::string want;  // substring of the message
+  std::optional<int> world = std::nullopt;
+};
+
+std::vector<InvalidRow> InvalidRows() {
+  return {
+      {"UnknownTopLevelKey", [](json& j) { j["foo"] = 1; }, "foo: unknown key"},
+      {"TypoSuggestion", [](json& j) { j["grandient_accumulation_steps"] = 2; },
+       "grandient_accumulation_steps: unknown key (did you mean "
+       "\"gradient_accumulation_steps\"?)"},
+      {"UnknownNestedKeyWithPath",
+       [](json& j) {
+         j["optimizer"] = {{"type", "Adam"}, {"params", {{"betaz", {0.9, 0.99}}}}};
+       },
+       "optimizer.params.betaz: unknown key (did you mean \"betas\"?)"},
+      {"UnknownZeroKey",
+       [](json& j) {
+         j["zero_optimization"] = {{"stagee", 0}};
+       },
+       "zero_optimization.stagee: unknown key (did you mean \"stage\"?)"},
+      {"UnknownModelKey", [](json& j) { j["model"]["n_layers"] = 2; },
+       "model.n_layers: unknown key (did you mean \"n_layer\"?)"},
+      {"KeyInTheWrongBlock", [](json& j) { j["stage3_prefetch_bucket_size"] = 1; },
+       "stage3_prefetch_bucket_size: unknown key here (did you mean "
+       "zero_optimization.stage3_prefetch_bucket_size?)"},
+      {"DocOnlyKeyName",
+       [](json& j) {
+         j["aio"] = {{"thread_count", 2}};
+       },
+       "aio.thread_count: DeepSpeed's docs use this name but its code reads "
+       "\"intra_op_parallelism\""},
+      {"WrongTypeNumber", [](json& j) { j["gradient_clipping"] = "1.0"; },
+       "gradient_clipping: expected a number, got string"},
+      {"WrongTypeBool",
+       [](json& j) {
+         j["fp16"] = {{"enabled", 1}};
+       },
+       "fp16.enabled: expected a boolean, got integer"},
+      {"NonIntegralInteger", [](json& j) { j["train_micro_batch_size_per_gpu"] = 2.5; },
+       "train_micro_batch_size_per_gpu: expected an integer, got 2.5"},
+      {"HuggingFaceAuto", [](json& j) { j["train_micro_batch_size_per_gpu"] = "auto"; },
+       "Hugging Face Trainer placeholder"},
+      {"BatchTripleMismatch",
+       [](json& j) {
+         j["train_batch_size"] = 32;
+         j["gradient_accumulation_steps"] = 2;
+         j["job"]["world_size"] = 2;
+       },
+       "train_batch_size: 32 != train_micro_batch_size_per_gpu 4 * gradient_accumulation_steps 2 "
+       "* data-parallel size 2"},
+      {"BatchInferenceTruncates",
+       [](json& j) {
+         j["train_batch_size"] = 8;
+         j["train_micro_batch_size_per_gpu"] = 3;
+       },
+       "train_batch_size: 8 != train_micro_batch_size_per_gpu 3 * gradient_accumulation_steps 2 "
+       "(inferred) * data-parallel size 1; gradient_accumulation_steps was inferred as "
+       "train_batch_size 8 // train_micro_batch_size_per_gpu 3 // data-parallel size 1"},
+      {"InferredZero",
+       [](json& j) {
+         j["train_batch_size"] = 2;
+         j["train_micro_batch_size_per_gpu"] = 4;
+       },
+       "gradient_accumulation_steps: inferred as 0"},
+      {"GasOnly",
+       [](json& j) {
+         j.erase("train_micro_batch_size_per_gpu");
+         j["gradient_accumulation_steps"] = 4;
+       },
+       "train_batch_size: either train_batch_size or train_micro_batch_size_per_gpu must be "
+       "given (gradient_accumulation_steps alone"},
+      {"NoBatch", [](json& j) { j.erase("train_micro_batch_size_per_gpu"); },
+       "train_batch_size: either train_batch_size or train_micro_batch_size_per_gpu"},
+      {"ZeroBatch", [](json& j) { j["train_micro_batch_size_per_gpu"] = 0; },
+       "train_micro_batch_size_per_gpu: must be >= 1, got 0"},
+      {"Fp16AndBf16",
+       [](json& j) {
+         j["fp16"] = {{"enabled", true}};
+         j["bf16"] = {{"enabled", true}};
+       },
+       "fp16 and bf16 cannot both be enabled"},
+      {"Fp16NotYet",
+       [](json& j) {
+         j["fp16"] = {{"enabled", true}};
+       },
+       "fp16.enabled: fp16 mixed precision is not supported yet"},
+      {"Bf16AliasNotYet",
+       [](json& j) {
+         j["bfloat16"] = {{"enabled", true}};
+       },
+       "bf16.enabled: bf16 mixed precision is not supported yet"},
+      {"Bf16AndAlias",
+       [](json& j) {
+         j["bf16"] = {{"enabled", false}};
+         j["bfloat16"] = {{"enabled", false}};
+       },
+       "bfloat16: given together with \"bf16\""},
+      {"ZeroStage2",
+       [](json& j) {
+         j["zero_optimization"] = {{"stage", 2}};
+       },
+       "zero_optimization.stage: ZeRO stage 2 is not implemented yet"},
+      {"ZeroTrueIsStage1", [](json& j) { j["zero_optimization"] = true; },
+       "zero_optimization.stage: ZeRO stage 1 is not implemented yet"},
+      {"ZeroStage4",
+       [](json& j) {
+         j["zero_optimization"] = {{"stage", 4}};
+       },
+       "zero_optimization.stage: must be <= 3, got 4"},
+      {"OffloadNotYet",
+       [](json& j) {
+         j["zero_optimization"] = {{"offload_optimizer", {{"device", "cpu"}}}};
+       },
+       "zero_optimization.offload_optimizer.device: optimizer offload is not supported yet"},
+      {"ZeroPlusPlusNotYet",
+       [](json& j) {
+         j["zero_optimization"] = {{"zero_hpz_partition_size", 8}};
+       },
+       "zero_optimization.zero_hpz_partition_size: ZeRO++ hierarchical partitioning"},
+      {"MonitorNotYet",
+       [](json& j) {
+         j["tensorboard"] = {{"enabled", true}};
+       },
+       "tensorboard.enabled: TensorBoard monitoring is not supported yet"},
+      {"PrescaleNotYet", [](json& j) { j["prescale_gradients"] = true; },
+       "prescale_gradients: gradient prescaling is not supported yet"},
+      {"PredivideNotYet", [](json& j) { j["gradient_predivide_factor"] = 2.0; },
+       "gradient_predivide_factor: gradient predivision"},
+      {"WallClockNotYet", [](json& j) { j["wall_clock_breakdown"] = true; },
+       "wall_clock_breakdown: wall-clock breakdown logging is not supported yet"},
+      {"SparseAttentionNotYet",
+       [](json& j) {
+         j["sparse_attention"] = {{"mode", "fixed"}};
+       },
+       "sparse_attention: sparse attention is not supported yet"},
+      {"PipelineNotYet",
+       [](json& j) {
+         j["job"]["world_size"] = 2;
+         j["job"]["pipeline_stages"] = 2;
+       },
+       "job.pipeline_stages: pipeline parallelism (job.pipeline_stages > 1) is not supported yet"},
+      {"Amsgrad",
+       [](json& j) {
+         j["optimizer"] = {{"type", "AdamW"}, {"params", {{"amsgrad", true}}}};
+       },
+       "optimizer.params.amsgrad: AMSGrad is not supported"},
+      {"BetasCount",
+       [](json& j) {
+         j["optimizer"] = {{"type", "AdamW"}, {"params", {{"betas", {0.9, 0.99, 0.5}}}}};
+       },
+       "optimizer.params.betas: expected 2 values, got 3"},
+      {"BetaRange",
+       [](json& j) {
+         j["optimizer"] = {{"type", "AdamW"}, {"params", {{"betas", {0.9, 1.0}}}}};
+       },
+       "optimizer.params.betas[1]: must be in [0, 1), got 1"},
+      {"NegativeLr",
+       [](json& j) {
+         j["optimizer"] = {{"type", "AdamW"}, {"params", {{"lr", -1e-3}}}};
+       },
+       "optimizer.params.lr: must be >= 0"},
+      {"ZeroEps",
+       [](json& j) {
+         j["optimizer"] = {{"type", "AdamW"}, {"params", {{"eps", 0}}}};
+       },
+       "optimizer.params.eps: must be > 0"},
+      {"UnknownOptimizer",
+       [](json& j) {
+         j["optimizer"] = {{"type", "Adan"}};
+       },
+       "optimizer.type: unknown optimizer type \"Adan\" (did you mean \"Adam\"?)"},
+      {"LambNotYet",
+       [](json& j) {
+         j["optimizer"] = {{"type", "Lamb"}};
+       },
+       "optimizer.type: \"Lamb\" is not supported yet"},
+      {"TorchOptimizerNotYet",
+       [](json& j) {
+         j["optimizer"] = {{"type", "SGD"}};
+       },
+       "optimizer.type: torch.optim.SGD is not supported yet"},
+      {"OptimizerWithoutType",
+       [](json& j) {
+         j["optimizer"] = {{"params", {{"lr", 1}}}};
+       },
+       "optimizer.type: required"},
+      {"MissingTotalNumSteps",
+       [](json& j) {
+         j["scheduler"] = {{"type", "WarmupDecayLR"}, {"params", json::object()}};
+       },
+       "scheduler.params.total_num_steps: required"},
+      {"CosineTotalNotAfterWarmup",
+       [](json& j) {
+         j["scheduler"] = {{"type", "WarmupCosineLR"},
+                           {"params", {{"total_num_steps", 100}, {"warmup_num_steps", 100}}}};
+       },
+       "scheduler.params.total_num_steps: must be > warmup_num_steps 100, got 100"},
+      {"WarmupType",
+       [](json& j) {
+         j["scheduler"] = {{"type", "WarmupLR"}, {"params", {{"warmup_type", "cosine"}}}};
+       },
+       "scheduler.params.warmup_type: must be one of \"log\", \"linear\"; got \"cosine\""},
+      {"OneCycleMissingMaxLr",
+       [](json& j) {
+         j["scheduler"] = {{"type", "OneCycle"}, {"params", {{"cycle_min_lr", 0}}}};
+       },
+       "scheduler.params.cycle_max_lr: required"},
+      {"SchedulerTypeTypo",
+       [](json& j) {
+         j["scheduler"] = {{"type", "WarmUpLR"}};
+       },
+       "scheduler.type: unknown scheduler type \"WarmUpLR\" (did you mean \"WarmupLR\"?)"},
+      {"TorchSchedulerNotYet",
+       [](json& j) {
+         j["scheduler"] = {{"type", "StepLR"}};
+       },
+       "scheduler.type: torch.optim.lr_scheduler.StepLR is not supported yet"},
+      {"UnknownSchedulerParam",
+       [](json& j) {
+         j["scheduler"] = {{"type", "WarmupLR"}, {"params", {{"warmup_steps", 10}}}};
+       },
+       "scheduler.params.warmup_steps: unknown key"},
+      {"WorldSizeZero", [](json& j) { j["job"]["world_size"] = 0; },
+       "job.world_size: must be >= 1, got 0"},
+      {"WorldSizeOverrideZero", [](json&) {}, "job.world_size: must be >= 1, got 0", 0},
+      {"WorldSizeTooLarge", [](json& j) { j["job"]["world_size"] = 5000; },
+       "job.world_size: must be <= 4096, got 5000"},
+      {"TrainStepsMissing", [](json& j) { j["job"].erase("train_steps"); },
+       "job.train_steps: required"},
+      {"TrainStepsZero", [](json& j) { j["job"]["train_steps"] = 0; },
+       "job.train_steps: must be >= 1, got 0"},
+      {"ModelMissing", [](json& j) { j.erase("model"); }, "model: required"},
+      {"ModelTypeNotGpt", [](json& j) { j["model"]["type"] = "llama"; },
+       "model.type: must be one of \"gpt\"; got \"llama\""},
+      {"NHeadDoesNotDivide",
+       [](json& j) {
+         j["model"]["n_embd"] = 256;
+         j["model"]["n_head"] = 3;
+       },
+       "model.n_head: must divide model.n_embd (256 % 3 != 0)"},
+      {"NegativeLayers", [](json& j) { j["model"]["n_layer"] = -1; },
+       "model.n_layer: must be >= 1, got -1"},
+      {"VocabTooLarge", [](json& j) { j["model"]["vocab_size"] = 70000; },
+       "model.vocab_size: must be <= 65536 (token ids are stored as uint16), got 70000"},
+      {"PaddedVocabTooSmall", [](json& j) { j["model"]["padded_vocab_size"] = 128; },
+       "model.padded_vocab_size: must be >= model.vocab_size 256, got 128"},
+      {"AbsurdSize",
+       [](json& j) {
+         j["model"]["n_layer"] = 1000;
+         j["model"]["n_embd"] = 100000;
+         j["model"]["n_head"] = 100;
+       },
+       "dstrain rejects models above 1e11 parameters"},
+      {"IntOverflowSize", [](json& j) { j["model"]["n_embd"] = 1e12; },
+       "model.n_embd: must be <= 2147483647"},
+      {"SeqLenTooLong", [](json& j) { j["data"]["seq_len"] = 128; },
+       "data.seq_len: must be <= model.block_size 64, got 128"},
+      {"TrainEmpty", [](json& j) { j["data"]["train"] = ""; }, "data.train: must not be empty"},
+      {"TrainMissing", [](json& j) { j["data"].erase("train"); }, "data.train: required"},
+      {"TextNeedsByteVocab",
+       [](json& j) {
+         j["data"]["train"] = "input.txt";
+         j["model"]["vocab_size"] = 100;
+       },
+       "model.vocab_size: must be >= 256 for byte-level text"},
+      {"MixedDataKinds",
+       [](json& j) {
+         j["data"]["train"] = "input.txt";
+         j["data"]["val"] = "val_*.bin";
+       },
+       "data.val: must be the same kind as data.train"},
+      {"CheckpointEveryWithoutDir", [](json& j) { j["job"]["checkpoint_every"] = 10; },
+       "job.checkpoint_every: needs job.checkpoint_dir"},
+      {"KeepLastZero", [](json& j) { j["job"]["keep_last"] = 0; },
+       "job.keep_last: must be >= 1, got 0"},
+      {"PipelineStagesMismatch",
+       [](json& j) {
+         j["pipeline"] = {{"stages", 2}};
+       },
+       "pipeline.stages: 2 != job.pipeline_stages 1"},
+      {"TopLevelNotObject", [](json& j) { j = json::array(); },
+       "job: expected a JSON object at the top level, got array"},
+  };
+}
+
+class InvalidConfigTest : public ::testing::TestWithParam<InvalidRow> {};
+
+TEST_P(InvalidConfigTest, IsRejected) {
+  json j = BaseJob();
+  GetParam().edit(j);
+  EXPECT_THAT(Parse(j, GetParam().world),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(GetParam().want)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, InvalidConfigTest, ::testing::ValuesIn(InvalidRows()),
+                         [](const ::testing::TestParamInfo<InvalidRow>& info) {
+                           return info.param.name;
+                         });
+
+// Errors that need raw text (duplicate keys, syntax) rather than a json value.
+TEST(ConfigTest, DuplicateKeysAreRejected) {
+  EXPECT_THAT(
+      ParseJobSpec(R"({"train_batch_size": 8, "train_batch_size": 16})", ""),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("train_batch_size: duplicate key")));
+  EXPECT_THAT(ParseJobSpec(
+                  R"({"zero_optimization": {"stage": 0, "reduce_scatter": true, "stage": 0}})", ""),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("zero_optimization.stage: duplicate key")));
+  EXPECT_THAT(ParseJobSpec(R"({"a": [{"x": 1}, {"y": 1, "y": 2}]})", ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("a[1].y: duplicate key")));
+}
+
+TEST(ConfigTest, SyntaxErrorsNamePosition) {
+  EXPECT_THAT(ParseJobSpec("{\n  \"train_batch_size\": 8,\n  \"fp16\": {\"enabled\": fals}\n}", ""),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("fp16.enabled: invalid JSON at line 3")));
+  EXPECT_THAT(ParseJobSpec("", ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job: invalid JSON")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// deepspeed_config: an unchanged DeepSpeed file beside our blocks.
+
+constexpr char kDeepSpeedConfig[] = R"({
+  "train_batch_size": 16,
+  "gradient_accumulation_steps": 2,
+  "optimizer": {
+    "type": "Adam",
+    "params": {"lr": 3e-4, "betas": [0.8, 0.999], "eps": 1e-8, "weight_decay": 3e-7}
+  },
+  "scheduler": {
+    "type": "WarmupLR",
+    "params": {"warmup_min_lr": 0, "warmup_max_lr": 3e-4, "warmup_num_steps": 500}
+  },
+  "gradient_clipping": 1.0,
+  "fp16": {"enabled": false},
+  "zero_optimization": {
+    "stage": 0, "allgather_partitions": true, "allgather_bucket_size": 2e8,
+    "overlap_comm": false, "reduce_scatter": true, "reduce_bucket_size": 2e8,
+    "contiguous_gradients": true
+  },
+  // hjson-style comment
+  "steps_per_print": 10,
+  "wall_clock_breakdown": false
+})";
+
+std::string WriteDeepSpeedJob(const std::string& dir, const std::string& ds_text,
+                              const std::string& extra_job_keys = "") {
+  std::filesystem::create_directories(dir);
+  WriteFile(dir + "/ds_config.json", ds_text);
+  WriteFile(dir + "/job.json", absl::StrCat(R"({
+    "deepspeed_config": "ds_config.json",)",
+                                            extra_job_keys, R"(
+    "model": {"n_layer": 2, "n_head": 4, "n_embd": 64, "vocab_size": 256, "block_size": 64},
+    "data": {"train": "data/*.bin", "val": "data/val.bin"},
+    "job": {"world_size": 2, "train_steps": 10}
+  })"));
+  return dir + "/job.json";
+}
+
+TEST(DeepSpeedConfigTest, LoadsUnchangedFile) {
+  const std::string dir = TempDir() + "/ds_ok";
+  absl::StatusOr<JobSpec> spec = LoadJobSpec(WriteDeepSpeedJob(dir, kDeepSpeedConfig));
+  ASSERT_THAT(spec, IsOk());
+  EXPECT_EQ(spec->train_batch_size, 16);
+  EXPECT_EQ(spec->gradient_accumulation_steps, 2);
+  EXPECT_EQ(spec->train_micro_batch_size_per_gpu, 4);  // 16 // 2 // 2
+  EXPECT_EQ(spec->data_parallel_size, 2);
+  EXPECT_EQ(spec->optimizer.type, "Adam");
+  EXPECT_TRUE(spec->optimizer.adam_w_mode);
+  EXPECT_EQ(spec->optimizer.lr, 3e-4);
+  EXPECT_EQ(spec->optimizer.beta1, 0.8);
+  EXPECT_EQ(spec->optimizer.weight_decay, 3e-7);
+  EXPECT_EQ(spec->scheduler.type, "WarmupLR");
+  EXPECT_EQ(spec->scheduler.params["warmup_num_steps"], 500);
+  EXPECT_EQ(spec->scheduler.params["warmup_type"], "log");
+  EXPECT_EQ(spec->gradient_clipping, 1.0);
+  EXPECT_EQ(spec->steps_per_print, 10);
+  EXPECT_EQ(spec->zero.reduce_bucket_size, 200000000);
+  EXPECT_EQ(spec->data.train,
+            std::filesystem::path(dir).lexically_normal().string() + "/data/*.bin");
+  EXPECT_EQ(spec->job.name, "job");  // the job file's stem
+  EXPECT_FALSE(spec->effective.contains("deepspeed_config"));
+}
+
+TEST(DeepSpeedConfigTest, KeyInBothPlacesIsAnError) {
+  const std::string dir = TempDir() + "/ds_both";
+  EXPECT_THAT(LoadJobSpec(WriteDeepSpeedJob(dir, kDeepSpeedConfig, R"("gradient_clipping": 0.5,)")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("gradient_clipping: set both in the job file and in "
+                                 "deepspeed_config")));
+}
+
+TEST(DeepSpeedConfigTest, InlineKeysThatDoNotClashAreMerged) {
+  const std::string dir = TempDir() + "/ds_merge";
+  absl::StatusOr<JobSpec> spec = LoadJobSpec(
+      WriteDeepSpeedJob(dir, kDeepSpeedConfig, R"("zero_allow_untested_optimizer": true,)"));
+  ASSERT_THAT(spec, IsOk());
+  EXPECT_EQ(spec->effective["zero_allow_untested_optimizer"], true);
+}
+
+TEST(DeepSpeedConfigTest, MissingFileIsAnError) {
+  EXPECT_THAT(ParseJobSpec(R"({"deepspeed_config": "nope/ds.json"})", TempDir()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("deepspeed_config: cannot read \"" + TempDir() +
+                                 "/nope/ds.json\": No such file or directory")));
+}
+
+TEST(DeepSpeedConfigTest, ErrorsInTheFileNameIt) {
+  const std::string dir = TempDir() + "/ds_stage2";
+  EXPECT_THAT(LoadJobSpec(WriteDeepSpeedJob(dir, R"({"train_batch_size": 16,
+                                                    "zero_optimization": {"stage": 2}})")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("zero_optimization.stage: ZeRO stage 2 is not implemented yet "
+                                 "(implemented: 0..0) (from deepspeed_config \"")));
+  const std::string dup_dir = TempDir() + "/ds_dup";
+  EXPECT_THAT(LoadJobSpec(WriteDeepSpeedJob(dup_dir, R"({"train_batch_size": 16,
+                                                        "train_batch_size": 16})")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("train_batch_size: duplicate key (in deepspeed_config")));
+  const std::string ours_dir = TempDir() + "/ds_ours";
+  EXPECT_THAT(LoadJobSpec(WriteDeepSpeedJob(ours_dir, R"({"train_batch_size": 16,
+                                                         "job": {"train_steps": 1}})")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("job: belongs in the job file, not in deepspeed_config")));
+}
+
+TEST(ConfigTest, LoadJobSpecMissingFile) {
+  EXPECT_THAT(LoadJobSpec(TempDir() + "/does_not_exist.json"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("does_not_exist.json")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The effective config parses back to the same JobSpec.
+
+json WithoutNotes(json e) {
+  e.erase("notes");
+  return e;
+}
+
+void ExpectSameSpec(const JobSpec& a, const JobSpec& b) {
+  EXPECT_EQ(a.train_batch_size, b.train_batch_size);
+  EXPECT_EQ(a.train_micro_batch_size_per_gpu, b.train_micro_batch_size_per_gpu);
+  EXPECT_EQ(a.gradient_accumulation_steps, b.gradient_accumulation_steps);
+  EXPECT_EQ(a.data_parallel_size, b.data_parallel_size);
+  EXPECT_EQ(a.gradient_clipping, b.gradient_clipping);
+  EXPECT_EQ(a.steps_per_print, b.steps_per_print);
+  EXPECT_EQ(a.optimizer.type, b.optimizer.type);
+  EXPECT_EQ(a.optimizer.lr, b.optimizer.lr);
+  EXPECT_EQ(a.optimizer.beta1, b.optimizer.beta1);
+  EXPECT_EQ(a.optimizer.beta2, b.optimizer.beta2);
+  EXPECT_EQ(a.optimizer.eps, b.optimizer.eps);
+  EXPECT_EQ(a.optimizer.weight_decay, b.optimizer.weight_decay);
+  EXPECT_EQ(a.optimizer.adam_w_mode, b.optimizer.adam_w_mode);
+  EXPECT_EQ(a.optimizer.bias_correction, b.optimizer.bias_correction);
+  EXPECT_EQ(a.scheduler.type, b.scheduler.type);
+  EXPECT_EQ(a.scheduler.params, b.scheduler.params);
+  EXPECT_EQ(a.zero.stage, b.zero.stage);
+  EXPECT_EQ(a.zero.overlap_comm, b.zero.overlap_comm);
+  EXPECT_EQ(a.zero.reduce_bucket_size, b.zero.reduce_bucket_size);
+  EXPECT_EQ(a.fp16.enabled, b.fp16.enabled);
+  EXPECT_EQ(a.fp16.dynamic_loss_args_given, b.fp16.dynamic_loss_args_given);
+  EXPECT_EQ(a.bf16.enabled, b.bf16.enabled);
+  EXPECT_EQ(a.model.n_layer, b.model.n_layer);
+  EXPECT_EQ(a.model.padded_vocab_size, b.model.padded_vocab_size);
+  EXPECT_EQ(a.model.init_from, b.model.init_from);
+  EXPECT_EQ(a.data.train, b.data.train);
+  EXPECT_EQ(a.data.val, b.data.val);
+  EXPECT_EQ(a.data.seq_len, b.data.seq_len);
+  EXPECT_EQ(a.job.name, b.job.name);
+  EXPECT_EQ(a.job.world_size, b.job.world_size);
+  EXPECT_EQ(a.job.train_steps, b.job.train_steps);
+  EXPECT_EQ(a.job.checkpoint_dir, b.job.checkpoint_dir);
+  EXPECT_EQ(WithoutNotes(a.effective), WithoutNotes(b.effective));
+  EXPECT_EQ(WithoutNotes(a.effective).dump(), WithoutNotes(b.effective).dump());
+}
+
+void ExpectRoundTrip(const JobSpec& spec) {
+  // base_dir differs on purpose: resolved paths are absolute and must stay as they are.
+  absl::StatusOr<JobSpec> again = ParseJobSpec(spec.effective.dump(2), "/elsewhere");
+  ASSERT_THAT(again, IsOk()) << spec.effective.dump(2);
+  ExpectSameSpec(spec, *again);
+}
+
+TEST(RoundTripTest, EveryValidRow) {
+  for (const ValidRow& row : ValidRows()) {
+    SCOPED_TRACE(row.name);
+    json j = BaseJob();
+    row.edit(j);
+    absl::StatusOr<JobSpec> spec = Parse(j);
+    ASSERT_THAT(spec, IsOk());
+    ExpectRoundTrip(*spec);
+  }
+}
+
+TEST(RoundTripTest, DeepSpeedConfigAndWorldOverride) {
+  const std::string dir = TempDir() + "/ds_roundtrip";
+  absl::StatusOr<JobSpec> spec = LoadJobSpec(WriteDeepSpeedJob(dir, kDeepSpeedConfig), 4);
+  ASSERT_THAT(spec, IsOk());
+  EXPECT_EQ(spec->train_micro_batch_size_per_gpu, 2);  // 16 // 4 // 2
+  ExpectRoundTrip(*spec);
+}
+
+TEST(RoundTripTest, FloatsRoundTripExactly) {
+  json j = BaseJob();
+  j["optimizer"] = {{"type", "AdamW"},
+                    {"params", {{"lr", 0.1 + 0.2}, {"weight_decay", 1.0 / 3.0}, {"eps", 1e-300}}}};
+  j["gradient_clipping"] = 0.7;
+  absl::StatusOr<JobSpec> spec = Parse(j);
+  ASSERT_THAT(spec, IsOk());
+  absl::StatusOr<JobSpec> again = ParseJobSpec(spec->effective.dump(), "/base");
+  ASSERT_THAT(again, IsOk());
+  EXPECT_EQ(again->optimizer.lr, 0.1 + 0.2);
+  EXPECT_EQ(again->optimizer.weight_decay, 1.0 / 3.0);
+  EXPECT_EQ(again->optimizer.eps, 1e-300);
+  EXPECT_EQ(again->gradient_clipping, 0.7);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schema and features.cc agree: every gated key has a row, every row a gated key.
+
+TEST(FeatureTableTest, MatchesSchema) {
+  std::vector<std::string> gated;
+  internal::CollectGatedPaths(internal::JobFileSchema(), "", &gated);
+  internal::CollectGatedPaths(internal::AdamParamsSchema(), "optimizer.params", &gated);
+  std::set<std::string> gated_set(gated.begin(), gated.end());
+  for (const std::string& path : gated) {
+    EXPECT_NE(internal::FindFeatureSwitch(path), nullptr) << path << " missing in features.cc";
+  }
+  for (const internal::FeatureSwitch& s : internal::AllFeatureSwitches()) {
+    EXPECT_TRUE(gated_set.count(s.path)) << s.path << " in features.cc is not a gated key";
+  }
+  EXPECT_EQ(internal::ImplementedMaxZeroStage(), 0);
+}
+
+TEST(ResolveSchedulerConfigTest, FillsDefaultsAndValidates) {
+  absl::StatusOr<SchedulerConfig> s = ResolveSchedulerConfig("WarmupLR", nullptr);
+  ASSERT_THAT(s, IsOk());
+  EXPECT_EQ(s->params["warmup_max_lr"], 0.001);
+  absl::StatusOr<SchedulerConfig> none = ResolveSchedulerConfig("", nullptr);
+  ASSERT_THAT(none, IsOk());
+  EXPECT_EQ(none->type, "");
+  EXPECT_THAT(ResolveSchedulerConfig("WarmupLR", json::array()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("scheduler.params: expected an object, got array")));
+}
+
+}  // namespace
+}  // namespace dstrain::config

@@ -1,0 +1,104 @@
+#include "worker/config/features.h"
+
+#include <iterator>
+
+namespace dstrain::config::internal {
+namespace {
+
+// ZeRO stages 1-3 are DESIGN.md roadmap item 3. Raise this as each stage lands in the engine.
+constexpr int kImplementedMaxZeroStage = 0;
+
+// One row per gated key of keys.cc. Flip `implemented` when the engine supports the feature.
+constexpr FeatureSwitch kSwitches[] = {
+    // Parallelism.
+    {"job.pipeline_stages", "pipeline parallelism (job.pipeline_stages > 1)", false},
+    {"seq_parallel_communication_data_type", "sequence parallelism", false},
+    {"tensor_parallel", "tensor parallelism", false},
+    {"use_data_before_expert_parallelism", "mixture-of-experts parallelism", false},
+    // Mixed precision.
+    {"fp16.enabled", "fp16 mixed precision", false},
+    {"fp16.fp16_master_weights_and_grads", "fp16 master weights and gradients", false},
+    {"bf16.enabled", "bf16 mixed precision", false},
+    {"amp.enabled", "NVIDIA apex AMP", false},
+    {"data_types.grad_accum_dtype", "gradient accumulation in a dtype other than fp32", false},
+    {"communication_data_type", "gradient communication in a dtype other than fp32", false},
+    // Gradient reduction.
+    {"prescale_gradients", "gradient prescaling", false},
+    {"gradient_predivide_factor", "gradient predivision (gradient_predivide_factor != 1)", false},
+    {"sparse_gradients", "sparse (CSR) gradient all-reduce", false},
+    {"disable_allgather", "disable_allgather", false},
+    // ZeRO extensions.
+    {"zero_optimization.offload_optimizer.device", "optimizer offload", false},
+    {"zero_optimization.offload_param.device", "parameter offload", false},
+    {"zero_optimization.cpu_offload", "optimizer offload (deprecated cpu_offload)", false},
+    {"zero_optimization.cpu_offload_param", "parameter offload (deprecated cpu_offload_param)",
+     false},
+    {"zero_optimization.zero_hpz_partition_size", "ZeRO++ hierarchical partitioning (hpZ)", false},
+    {"zero_optimization.zero_quantized_weights", "ZeRO++ quantized weights (qwZ)", false},
+    {"zero_optimization.zero_quantized_nontrainable_weights",
+     "ZeRO++ quantized non-trainable weights", false},
+    {"zero_optimization.zero_quantized_gradients", "ZeRO++ quantized gradients (qgZ)", false},
+    {"zero_optimization.zeropp_loco_param", "ZeRO++ LoCo", false},
+    {"zero_optimization.mics_shard_size", "MiCS sharding", false},
+    {"zero_optimization.mics_hierarchical_params_gather", "MiCS hierarchical gather", false},
+    // Optimizer.
+    {"optimizer.legacy_fusion", "legacy fusion", false},
+    // Activation checkpointing.
+    {"activation_checkpointing.partition_activations", "activation partitioning", false},
+    {"activation_checkpointing.cpu_checkpointing", "activation checkpointing to CPU", false},
+    {"activation_checkpointing.contiguous_memory_optimization",
+     "contiguous activation-checkpoint memory", false},
+    {"activation_checkpointing.number_checkpoints", "activation checkpointing", false},
+    {"activation_checkpointing.synchronize_checkpoint_boundary",
+     "activation-checkpoint boundary synchronization", false},
+    {"activation_checkpointing.profile", "activation-checkpoint profiling", false},
+    // Monitoring and debugging output.
+    {"tensorboard.enabled", "TensorBoard monitoring", false},
+    {"csv_monitor.enabled", "CSV monitoring", false},
+    {"wandb.enabled", "Weights & Biases monitoring", false},
+    {"comet.enabled", "Comet monitoring", false},
+    {"flops_profiler.enabled", "the flops profiler", false},
+    {"comms_logger.enabled", "the communication logger", false},
+    {"wall_clock_breakdown", "wall-clock breakdown logging", false},
+    {"memory_breakdown", "memory breakdown logging", false},
+    {"dump_state", "dump_state", false},
+    // Checkpoints.
+    {"checkpoint.load_universal", "universal checkpoints", false},
+    {"checkpoint.use_node_local_storage", "node-local checkpoint storage", false},
+    {"checkpoint.parallel_write.pipeline_stage", "parallel checkpoint writes per pipeline stage",
+     false},
+    // Data and training-loop features DeepSpeed layers on top.
+    {"dataloader_drop_last", "DeepSpeed's data loader (dstrain reads data.train itself)", false},
+    {"data_efficiency.enabled", "data efficiency", false},
+    {"data_efficiency.data_sampling.enabled", "data sampling / curriculum learning", false},
+    {"data_efficiency.data_routing.enabled", "data routing (random-LTD)", false},
+    {"curriculum_learning.enabled", "curriculum learning", false},
+    {"progressive_layer_drop.enabled", "progressive layer drop", false},
+    {"eigenvalue.enabled", "eigenvalue computation", false},
+    {"elasticity.enabled", "elastic training", false},
+    {"autotuning.enabled", "autotuning", false},
+    {"hybrid_engine.enabled", "the hybrid (RLHF) engine", false},
+    {"graph_harvesting", "graph harvesting", false},
+    {"sparse_attention", "sparse attention", false},
+    {"compression_training", "compression training", false},
+    {"quantize_training.enabled", "quantization-aware training", false},
+    {"weight_quantization", "weight quantization", false},
+    {"nebula.enabled", "Nebula checkpointing", false},
+};
+
+}  // namespace
+
+int ImplementedMaxZeroStage() { return kImplementedMaxZeroStage; }
+
+const FeatureSwitch* FindFeatureSwitch(absl::string_view path) {
+  for (const FeatureSwitch& s : kSwitches) {
+    if (s.path == path) return &s;
+  }
+  return nullptr;
+}
+
+absl::Span<const FeatureSwitch> AllFeatureSwitches() {
+  return absl::MakeConstSpan(kSwitches, std::size(kSwitches));
+}
+
+}  // namespace dstrain::config::internal
