@@ -341,7 +341,6 @@ std::vector<ValidRow> ValidRows() {
          j["data"] = {{"train", "../corpus/input.txt"}, {"val", "/abs/val.txt"}, {"seq_len", 32}};
          j["model"]["init_from"] = "models/gpt2.bin";
          j["job"]["checkpoint_dir"] = "ckpt";
-         j["job"]["checkpoint_every"] = 50;
          j["job"]["name"] = "demo";
        },
        [](const JobSpec& s) {
@@ -350,7 +349,7 @@ std::vector<ValidRow> ValidRows() {
          EXPECT_EQ(s.data.seq_len, 32);
          EXPECT_EQ(s.model.init_from, "/base/models/gpt2.bin");
          EXPECT_EQ(s.job.checkpoint_dir, "/base/ckpt");
-         EXPECT_EQ(s.job.checkpoint_every, 50);
+         EXPECT_EQ(s.job.checkpoint_every, 0);
          EXPECT_EQ(s.job.name, "demo");
        }},
       {"OurBlocksFullySpecified",
@@ -708,8 +707,9 @@ std::vector<InvalidRow> InvalidRows() {
          j["data"]["val"] = "val_*.bin";
        },
        "data.val: must be the same kind as data.train"},
-      {"CheckpointEveryWithoutDir", [](json& j) { j["job"]["checkpoint_every"] = 10; },
-       "job.checkpoint_every: needs job.checkpoint_dir"},
+      // Gated until checkpoints land (DESIGN.md roadmap item 5).
+      {"CheckpointEveryNotYetSupported", [](json& j) { j["job"]["checkpoint_every"] = 10; },
+       "job.checkpoint_every: periodic checkpoints (job.checkpoint_every > 0) is not supported yet"},
       {"KeepLastZero", [](json& j) { j["job"]["keep_last"] = 0; },
        "job.keep_last: must be >= 1, got 0"},
       {"PipelineStagesMismatch",

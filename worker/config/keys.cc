@@ -380,7 +380,7 @@ std::shared_ptr<const Block> JobBlock() {
       Int("pipeline_stages", 1).Min(1).Max(4096).Gated(),
       Int("train_steps", 0).Required().Min(1),
       Str("checkpoint_dir", ""),
-      Int("checkpoint_every", 0).Min(0),
+      Int("checkpoint_every", 0).Min(0).Gated(),
       Int("keep_last", 3).Min(1).Max(kIntMax),
       Int("max_restarts", 0).Min(0).Max(kIntMax),
       Bool("resume", true),
