@@ -3,6 +3,7 @@
 //   dstrain validate JOB.json [--world N]
 //   dstrain prepare --text FILE --out DIR [--val-fraction F]
 //   dstrain train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
+//                 [--save-initial-model FILE]
 //
 // Exit codes: 0 success, 1 the command ran and failed, 2 bad usage or invalid job.
 #include <cstdio>
@@ -11,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "common/runtime/omp_env.h"
 #include "client/cli/args.h"
 #include "worker/config/config.h"
 #include "worker/data/prepare.h"
@@ -29,8 +31,10 @@ commands:
       Turn a text file into llm.c token shards (byte-level vocabulary, 256 tokens):
       DIR/train_000000.bin ... and DIR/val_000000.bin (the last F of the text, default 0.1).
   train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
+                [--save-initial-model FILE]
       Train in this process. Progress goes to stdout; one JSON object per optimizer step to
-      --metrics-out; --save-model writes the final weights in llm.c's model format.
+      --metrics-out; --save-model writes the final weights in llm.c's model format,
+      --save-initial-model the weights before the first step (same format).
   help
       Show this text.
 )";
@@ -79,7 +83,8 @@ int Prepare(const std::vector<std::string>& args) {
 }
 
 int Train(const std::vector<std::string>& args) {
-  auto parsed = ParseArgs(args, {"metrics-out", "threads", "save-model"}, {});
+  auto parsed =
+      ParseArgs(args, {"metrics-out", "threads", "save-model", "save-initial-model"}, {});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
   if (parsed->positional.size() != 1) {
     return Fail(absl::InvalidArgumentError("train takes exactly one JOB.json"), 2);
@@ -89,6 +94,7 @@ int Train(const std::vector<std::string>& args) {
   trainer::TrainOptions options;
   options.metrics_out = parsed->Get("metrics-out");
   options.save_model = parsed->Get("save-model");
+  options.save_initial_model = parsed->Get("save-initial-model");
   auto threads = parsed->GetInt("threads", 0);
   if (!threads.ok()) return Fail(threads.status(), 2);
   options.threads = *threads;
@@ -121,4 +127,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace dstrain::cli
 
-int main(int argc, char** argv) { return dstrain::cli::Main(argc, argv); }
+int main(int argc, char** argv) {
+  dstrain::EnsureOmpEnvironment(argv);
+  return dstrain::cli::Main(argc, argv);
+}

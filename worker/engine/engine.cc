@@ -97,17 +97,19 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
   const config::OptimizerConfig& opt = spec_.optimizer;
   const int64_t t = global_steps_ + 1;  // Adam's step count, 1-based
   stats.lr = schedule_->Lr(global_steps_);
+  // OneCycle cycles beta1 (and pins beta2 to 0.99) as DeepSpeed's scheduler does.
   const double beta1 = schedule_->Beta1(global_steps_).value_or(opt.beta1);
+  const double beta2 = schedule_->Beta2(global_steps_).value_or(opt.beta2);
   kernels::AdamWArgs args;
   args.lr = static_cast<float>(stats.lr);
   args.beta1 = static_cast<float>(beta1);
-  args.beta2 = static_cast<float>(opt.beta2);
+  args.beta2 = static_cast<float>(beta2);
   args.eps = static_cast<float>(opt.eps);
   args.weight_decay = static_cast<float>(opt.weight_decay);
   args.bias_correction1 =
       opt.bias_correction ? static_cast<float>(1.0 - std::pow(beta1, double(t))) : 1.f;
   args.bias_correction2 =
-      opt.bias_correction ? static_cast<float>(1.0 - std::pow(opt.beta2, double(t))) : 1.f;
+      opt.bias_correction ? static_cast<float>(1.0 - std::pow(beta2, double(t))) : 1.f;
   args.adamw_mode = opt.adam_w_mode;
   args.grad_scale = static_cast<float>(stats.clip_coef);
   kernels::AdamWUpdate(params_.data<float>(), grads, exp_avg_.data<float>(),

@@ -120,6 +120,10 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
   const int64_t num_params = gpt->layout().num_parameters();
   DT_ASSIGN_OR_RETURN(auto engine, engine::Engine::Initialize(std::move(gpt), spec, &allocator));
   DT_ASSIGN_OR_RETURN(MetricsWriter metrics, MetricsWriter::Open(options.metrics_out));
+  if (!options.save_initial_model.empty()) {
+    DT_RETURN_IF_ERROR(model::WriteLlmcModel(options.save_initial_model, engine->model().config(),
+                                             engine->model().layout(), engine->params()));
+  }
   absl::FPrintF(log,
                 "dstrain train: %s | GPT L=%d H=%d C=%d V=%d T=%d | %.2fM parameters | "
                 "micro-batch %d x %d tokens, accumulation %d, %d threads\n",

@@ -1,0 +1,54 @@
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/adamw/adamw.h"
+#include "kernels/common/simd.h"
+#include "kernels/common/threading.h"
+
+namespace dstrain::kernels {
+namespace {
+
+// The per-call scalars of the update, derived in double and rounded once (see adamw.h).
+struct AdamWConsts {
+  float grad_scale;
+  float beta1, one_minus_beta1;
+  float beta2, one_minus_beta2;
+  float weight_decay;  // added to the gradient in Adam (L2) mode
+  float decay_scale;   // 1 − lr·weight_decay, applied to the parameter in AdamW mode
+  float step_size;     // lr / bias_correction1
+  float bc2_sqrt;      // sqrt(bias_correction2)
+  float eps;
+  bool decoupled;
+};
+
+#define DT_ISA_BODY "kernels/adamw/adamw_body.inc"
+#include "kernels/common/foreach_isa.inc"
+
+// Chunks are whole multiples of 4 KiB of floats, so threads never share a cache line or page.
+constexpr int64_t kAlign = 1024;
+
+}  // namespace
+
+void AdamWUpdate(float* param, const float* grad, float* m, float* v, int64_t n,
+                 const AdamWArgs& a) {
+  if (n <= 0) return;
+  const double lr = a.lr, wd = a.weight_decay;
+  AdamWConsts k;
+  k.grad_scale = static_cast<float>(a.grad_scale);
+  k.beta1 = static_cast<float>(a.beta1);
+  k.one_minus_beta1 = static_cast<float>(1.0 - a.beta1);
+  k.beta2 = static_cast<float>(a.beta2);
+  k.one_minus_beta2 = static_cast<float>(1.0 - a.beta2);
+  k.weight_decay = static_cast<float>(wd);
+  k.decay_scale = static_cast<float>(1.0 - lr * wd);
+  k.step_size = static_cast<float>(lr / a.bias_correction1);
+  k.bc2_sqrt = static_cast<float>(std::sqrt(a.bias_correction2));
+  k.eps = static_cast<float>(a.eps);
+  k.decoupled = a.adamw_mode;
+  const auto fn = DT_ISA_SELECT(UpdateRange);
+  ParallelFor(n, ThreadsFor(n), kAlign, [&](int64_t begin, int64_t end) {
+    fn(param + begin, grad + begin, m + begin, v + begin, end - begin, k);
+  });
+}
+
+}  // namespace dstrain::kernels

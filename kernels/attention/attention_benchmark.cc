@@ -1,0 +1,58 @@
+// Attention throughput at the two target shapes: bazel run //kernels/attention:attention_benchmark
+//
+// Counters: GFLOP/s counting the full T×T square (forward 4·B·NH·T²·hs: QKᵀ and PV; backward
+// twice that), the convention of the project's reports; the causal kernels do about half of those
+// flops, so the achieved arithmetic rate is ~half the number shown.
+#include <cstdint>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "kernels/attention/attention.h"
+
+namespace dstrain::kernels {
+namespace {
+
+struct Data {
+  int B, T, C, NH;
+  std::vector<float> qkv, out, att, dout, dqkv, scratch;
+  Data(int b, int t, int c, int nh) : B(b), T(t), C(c), NH(nh) {
+    qkv.resize(int64_t{B} * T * 3 * C);
+    for (size_t i = 0; i < qkv.size(); ++i) qkv[i] = ((i * 2654435761u) % 2001) * 1e-3f - 1.f;
+    out.resize(int64_t{B} * T * C);
+    dout.assign(out.size(), 1e-2f);
+    att.resize(int64_t{B} * NH * T * T);
+    dqkv.resize(qkv.size());
+    scratch.resize(AttentionBackwardScratchFloats(B, T, C, NH));
+  }
+  double SquareFlops() const { return 4.0 * B * NH * double(T) * T * (C / NH); }
+};
+
+// Args: B, T, C, NH.
+void BM_AttentionForward(benchmark::State& state) {
+  Data d(state.range(0), state.range(1), state.range(2), state.range(3));
+  for (auto _ : state) {
+    AttentionForward(d.out.data(), d.att.data(), d.qkv.data(), d.B, d.T, d.C, d.NH);
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(d.SquareFlops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_AttentionForward)->Args({8, 256, 256, 4})->Args({4, 64, 768, 12})->UseRealTime();
+
+void BM_AttentionBackward(benchmark::State& state) {
+  Data d(state.range(0), state.range(1), state.range(2), state.range(3));
+  AttentionForward(d.out.data(), d.att.data(), d.qkv.data(), d.B, d.T, d.C, d.NH);
+  for (auto _ : state) {
+    AttentionBackward(d.dqkv.data(), d.scratch.data(), d.dout.data(), d.qkv.data(), d.att.data(),
+                      d.B, d.T, d.C, d.NH);
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2 * d.SquareFlops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_AttentionBackward)->Args({8, 256, 256, 4})->Args({4, 64, 768, 12})->UseRealTime();
+
+}  // namespace
+}  // namespace dstrain::kernels
+
+BENCHMARK_MAIN();

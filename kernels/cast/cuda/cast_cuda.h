@@ -1,0 +1,44 @@
+// Element type conversions on the GPU (CUDA): fp32 <-> bf16 and fp32 <-> fp16.
+//
+// Narrowing rounds to nearest, ties to even (__float2bfloat16_rn / __float2half_rn): values past
+// the largest finite narrow value (by at least half an ulp) become ±inf, tiny values become
+// subnormals or ±0, NaN stays NaN (payload not kept). Widening is exact. Element-wise: output
+// overwritten, deterministic. The output must not overlap the input.
+//
+// Device pointers; enqueued on `stream`, not waited for. Errors: kInvalidArgument for n < 0 or
+// null pointers with n > 0; CUDA failures via CudaToStatus.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/cuda_common/data_type.h"
+
+namespace dstrain::kernels::gpu {
+
+absl::Status CastFloatToBf16(__nv_bfloat16* out,  // (n)
+                             const float* in,     // (n)
+                             int64_t n, cudaStream_t stream);
+
+absl::Status CastBf16ToFloat(float* out,                // (n)
+                             const __nv_bfloat16* in,   // (n)
+                             int64_t n, cudaStream_t stream);
+
+absl::Status CastFloatToHalf(__half* out,      // (n)
+                             const float* in,  // (n)
+                             int64_t n, cudaStream_t stream);
+
+absl::Status CastHalfToFloat(float* out,         // (n)
+                             const __half* in,   // (n)
+                             int64_t n, cudaStream_t stream);
+
+// Any of the above, or a copy when the types are equal. Between bf16 and fp16 the value goes
+// through fp32 (exact), then rounds once.
+absl::Status Cast(void* out, DataType out_type, const void* in, DataType in_type, int64_t n,
+                  cudaStream_t stream);
+
+}  // namespace dstrain::kernels::gpu

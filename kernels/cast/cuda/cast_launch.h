@@ -1,0 +1,16 @@
+// Plain launcher of cast.cu. REQUIRES: n > 0, valid device pointers of the named types, types
+// not equal (equal types are a copy, done by the caller).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda_common/data_type.h"
+
+namespace dstrain::kernels::gpu {
+
+cudaError_t LaunchCast(void* out, DataType out_type, const void* in, DataType in_type, int64_t n,
+                       cudaStream_t stream);
+
+}  // namespace dstrain::kernels::gpu
