@@ -48,8 +48,8 @@ if [[ $skipped -ne 0 ]]; then
   status=1
 fi
 
-echo "=== kernel_bench ==="
 echo "GPU tests: ${passed_tests} passed, ${failed_tests} failed, ${skipped} skipped (bazel exit ${test_status})"
+echo "=== kernel_bench ==="
 bin="$(bazel info bazel-bin 2>/dev/null)/kernels/cuda_common/bench/kernel_bench"
 "$bin" "${bench_flags[@]}" || status=1
 exit $status

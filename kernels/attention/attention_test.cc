@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -98,6 +100,33 @@ TEST_P(AttentionTest, BackwardMatchesReferenceAndOverwrites) {
     AttentionBackwardReference(want.data(), ToDouble(dout).data(), qkvd.data(), want_att.data(),
                                s.B, s.T, s.C, s.NH);
     EXPECT_TRUE(AllClose(dqkv, want, kGradAbsTol, kGradRelTol)) << s.T << " " << s.C;
+  }
+}
+
+// Many small shapes: every combination of partial row block (T mod 6), partial vector (hs and T
+// mod 8 and 16) and tile width the dispatcher can pick.
+TEST_P(AttentionTest, RandomSmallShapesMatchReference) {
+  std::mt19937 gen(42);
+  for (int trial = 0; trial < 60; ++trial) {
+    const int NH = 1 + gen() % 3, hs = 1 + gen() % 70, T = 1 + gen() % 40, B = 1 + gen() % 2;
+    const Shape s{B, T, hs * NH, NH};
+    const auto qkv = RandomFloats(QkvSize(s), 100 + trial);
+    const auto dout = RandomFloats(OutSize(s), 200 + trial);
+    std::vector<float> out(OutSize(s)), att(AttSize(s), 0.f), dqkv(QkvSize(s));
+    std::vector<float> scratch(AttentionBackwardScratchFloats(s.B, s.T, s.C, s.NH));
+    AttentionForward(out.data(), att.data(), qkv.data(), s.B, s.T, s.C, s.NH);
+    AttentionBackward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B, s.T,
+                      s.C, s.NH);
+    const auto qkvd = ToDouble(qkv);
+    std::vector<double> want_out(OutSize(s)), want_att(AttSize(s)), want(QkvSize(s));
+    AttentionForwardReference(want_out.data(), want_att.data(), qkvd.data(), s.B, s.T, s.C,
+                              s.NH);
+    AttentionBackwardReference(want.data(), ToDouble(dout).data(), qkvd.data(), want_att.data(),
+                               s.B, s.T, s.C, s.NH);
+    const std::string where = "B=" + std::to_string(B) + " T=" + std::to_string(T) +
+                              " hs=" + std::to_string(hs) + " NH=" + std::to_string(NH);
+    ASSERT_TRUE(AllClose(out, want_out, kOutAbsTol, kOutRelTol)) << where;
+    ASSERT_TRUE(AllClose(dqkv, want, kGradAbsTol, kGradRelTol)) << where;
   }
 }
 

@@ -11,8 +11,9 @@
 //
 // Contracts: when dlogits_scale != 0, `logits` is OVERWRITTEN with dlogits (all Vp columns);
 // when dlogits_scale == 0 it is left unchanged (forward only). `losses` (per-row loss) is
-// overwritten when not null. Targets must lie in [0, V). Rows are independent and split across
-// threads: results are bitwise identical for any thread count.
+// overwritten when not null. Targets must lie in [0, V) (checked with DT_CHECK: the data loader
+// is expected to have validated tokens). Rows are independent and split across threads: results
+// are bitwise identical for any thread count.
 // Accuracy vs float64 (crossentropy_test, logits ≈ 50): loss within 1e-5 absolute (the float
 // additions of m ≈ 50 round at ~4e-6); each dlogit within 1e-6 relative + 1e-7·|scale|.
 #pragma once

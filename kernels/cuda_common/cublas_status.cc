@@ -6,9 +6,9 @@ namespace dstrain::kernels::gpu {
 
 absl::Status CublasToStatus(cublasStatus_t status, const char* what, const char* file, int line) {
   if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
-  const std::string message = absl::StrCat(file, ":", line, ": ", what, ": ",
-                                           cublasGetStatusName(status), " (",
-                                           cublasGetStatusString(status), ")");
+  const std::string message =
+      absl::StrCat(file, ":", line, ": ", what, ": ", cublasGetStatusName(status), " (",
+                   cublasGetStatusString(status), ")");
   switch (status) {
     case CUBLAS_STATUS_ALLOC_FAILED:
       return absl::ResourceExhaustedError(message);

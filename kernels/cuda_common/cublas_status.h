@@ -17,11 +17,11 @@ absl::Status CublasToStatus(cublasStatus_t status, const char* what, const char*
 
 }  // namespace dstrain::kernels::gpu
 
-#define DT_CUBLAS_RETURN_IF_ERROR(expr)                                                    \
-  do {                                                                                     \
-    const cublasStatus_t dt_cublas_status_ = (expr);                                       \
-    if (dt_cublas_status_ != CUBLAS_STATUS_SUCCESS) {                                      \
-      return ::dstrain::kernels::gpu::CublasToStatus(dt_cublas_status_, #expr, __FILE__,   \
-                                                     __LINE__);                            \
-    }                                                                                      \
+#define DT_CUBLAS_RETURN_IF_ERROR(expr)                                                  \
+  do {                                                                                   \
+    const cublasStatus_t dt_cublas_status_ = (expr);                                     \
+    if (dt_cublas_status_ != CUBLAS_STATUS_SUCCESS) {                                    \
+      return ::dstrain::kernels::gpu::CublasToStatus(dt_cublas_status_, #expr, __FILE__, \
+                                                     __LINE__);                          \
+    }                                                                                    \
   } while (0)

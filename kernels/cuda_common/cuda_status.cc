@@ -7,9 +7,9 @@ namespace dstrain::kernels::gpu {
 absl::Status CudaToStatus(cudaError_t error, const char* what, const char* file, int line) {
   if (error == cudaSuccess) return absl::OkStatus();
   cudaGetLastError();
-  const std::string message = absl::StrCat(file, ":", line, ": ", what, ": ",
-                                           cudaGetErrorName(error), " (",
-                                           cudaGetErrorString(error), ")");
+  const std::string message =
+      absl::StrCat(file, ":", line, ": ", what, ": ", cudaGetErrorName(error), " (",
+                   cudaGetErrorString(error), ")");
   switch (error) {
     case cudaErrorMemoryAllocation:
       return absl::ResourceExhaustedError(message);

@@ -25,10 +25,10 @@ absl::Status CudaToStatus(cudaError_t error, const char* what, const char* file,
 }  // namespace dstrain::kernels::gpu
 
 // Evaluates `expr` (a cudaError_t); returns the corresponding absl::Status when not cudaSuccess.
-#define DT_CUDA_RETURN_IF_ERROR(expr)                                                    \
-  do {                                                                                   \
-    const cudaError_t dt_cuda_error_ = (expr);                                           \
-    if (dt_cuda_error_ != cudaSuccess) {                                                 \
+#define DT_CUDA_RETURN_IF_ERROR(expr)                                                          \
+  do {                                                                                         \
+    const cudaError_t dt_cuda_error_ = (expr);                                                 \
+    if (dt_cuda_error_ != cudaSuccess) {                                                       \
       return ::dstrain::kernels::gpu::CudaToStatus(dt_cuda_error_, #expr, __FILE__, __LINE__); \
-    }                                                                                    \
+    }                                                                                          \
   } while (0)

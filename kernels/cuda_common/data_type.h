@@ -14,9 +14,12 @@ enum class DataType {
 
 inline const char* DataTypeName(DataType t) {
   switch (t) {
-    case DataType::kFloat32: return "float32";
-    case DataType::kBFloat16: return "bfloat16";
-    case DataType::kFloat16: return "float16";
+    case DataType::kFloat32:
+      return "float32";
+    case DataType::kBFloat16:
+      return "bfloat16";
+    case DataType::kFloat16:
+      return "float16";
   }
   return "unknown";
 }

@@ -9,7 +9,8 @@
 namespace dstrain::kernels::gpu {
 
 // OK when at least one CUDA device is usable; otherwise kFailedPrecondition whose message says
-// why (the runtime's error, or "no CUDA device"), suitable for a GTEST_SKIP() message or a log line.
+// why (the runtime's error, or "no CUDA device"), suitable for a GTEST_SKIP() message or a log
+// line.
 absl::Status CudaDeviceStatus();
 
 // CudaDeviceStatus().ok().

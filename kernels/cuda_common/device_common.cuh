@@ -3,11 +3,13 @@
 //
 // Launch every kernel with DT_LAUNCH, never with <<<...>>> directly, so the same `.cu` also builds
 // for the CPU simulator (sim.h):
-//   DT_LAUNCH(GeluForwardKernel, blocks, kThreads, stream)(out, inp, n);
-//   return cudaGetLastError();
-// A kernel template with several arguments goes through a pointer first:
+//   DT_LAUNCH(GeluForwardKernel, blocks, kThreads, stream, out, inp, n);  // kernel, grid, block,
+//   return cudaGetLastError();                                             // stream, arguments
+// A kernel template with several arguments goes through a pointer first (the macro would split
+// the template argument list):
 //   auto* kernel = CastKernel<float, __nv_bfloat16>;
-//   DT_LAUNCH(kernel, blocks, kThreads, stream)(out, inp, n);
+//   DT_LAUNCH(kernel, blocks, kThreads, stream, out, in, n);
+// Kernels take at least one argument. No dynamic shared memory: use fixed-size __shared__ arrays.
 #pragma once
 
 #include <algorithm>
@@ -19,7 +21,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#define DT_LAUNCH(kernel, grid, block, stream) kernel<<<(grid), (block), 0, (stream)>>>
+#define DT_LAUNCH(kernel, grid, block, stream, ...) \
+  kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
 #endif
 
 namespace dstrain::kernels::gpu {

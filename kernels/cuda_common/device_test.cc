@@ -1,10 +1,11 @@
 // The device probe and the CUDA error adapter. Runs everywhere: on a machine without a GPU or
 // driver the probe must say so, not crash.
+#include "kernels/cuda_common/device.h"
+
 #include <string>
 
 #include "gtest/gtest.h"
 #include "kernels/cuda_common/cuda_status.h"
-#include "kernels/cuda_common/device.h"
 
 namespace dstrain::kernels::gpu {
 namespace {

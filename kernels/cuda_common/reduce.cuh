@@ -83,8 +83,8 @@ __global__ void ColumnSumKernel(F f, int64_t rows, int cols) {
 template <int K, typename F>
 cudaError_t LaunchColumnSum(const F& f, int64_t rows, int cols, cudaStream_t stream) {
   auto* kernel = ColumnSumKernel<K, F>;
-  DT_LAUNCH(kernel, CeilBlocks(cols, kColumnTile), dim3(kColumnTile, kColumnRowLanes), stream)(
-      f, rows, cols);
+  DT_LAUNCH(kernel, CeilBlocks(cols, kColumnTile), dim3(kColumnTile, kColumnRowLanes), stream, f,
+            rows, cols);
   return cudaGetLastError();
 }
 

@@ -15,8 +15,7 @@ TEST(ReduceTest, WarpSumAndMax) {
   const int warps = 7;  // not a multiple of the 4 warps per block: the last block has idle warps
   const std::vector<float> in = RandomFloats(warps * 32, 1);
   DeviceBuffer<float> d_in(in), sums(warps), maxes(warps);
-  ASSERT_EQ(LaunchWarpReductions(sums.get(), maxes.get(), d_in.get(), warps, nullptr),
-            cudaSuccess);
+  ASSERT_EQ(LaunchWarpReductions(sums.get(), maxes.get(), d_in.get(), warps, nullptr), cudaSuccess);
   const std::vector<float> got_sums = sums.ToHost(), got_maxes = maxes.ToHost();
   for (int w = 0; w < warps; ++w) {
     double sum = 0;

@@ -1,7 +1,6 @@
-#include "kernels/cuda_common/reduce_test_kernels.h"
-
 #include "kernels/cuda_common/device_common.cuh"
 #include "kernels/cuda_common/reduce.cuh"
+#include "kernels/cuda_common/reduce_test_kernels.h"
 
 namespace dstrain::kernels::gpu::testing {
 namespace {
@@ -52,15 +51,15 @@ cudaError_t LaunchWarpReductions(float* sums, float* maxes, const float* in, int
                                  cudaStream_t stream) {
   if (warps == 0) return cudaSuccess;
   constexpr int kThreads = 128;
-  DT_LAUNCH(WarpReductionsKernel, CeilBlocks(warps, kThreads / kWarpSize), kThreads, stream)(
-      sums, maxes, in, warps);
+  DT_LAUNCH(WarpReductionsKernel, CeilBlocks(warps, kThreads / kWarpSize), kThreads, stream, sums,
+            maxes, in, warps);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchBlockSums(double* out, const double* in, int64_t n, int64_t per_block,
                             int threads, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  DT_LAUNCH(BlockSumsKernel, CeilBlocks(n, per_block), threads, stream)(out, in, n, per_block);
+  DT_LAUNCH(BlockSumsKernel, CeilBlocks(n, per_block), threads, stream, out, in, n, per_block);
   return cudaGetLastError();
 }
 

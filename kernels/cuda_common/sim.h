@@ -59,8 +59,8 @@ void RunKernel(dim3 grid, dim3 block, const std::function<void()>& body);
 template <typename... Params>
 class Launcher {
  public:
-  Launcher(void (*kernel)(Params...), dim3 grid, dim3 block) : kernel_(kernel), grid_(grid),
-                                                                 block_(block) {}
+  Launcher(void (*kernel)(Params...), dim3 grid, dim3 block)
+      : kernel_(kernel), grid_(grid), block_(block) {}
   template <typename... Args>
   void operator()(Args&&... args) const {
     // Converted once to the kernel's parameter types, as cudaLaunchKernel does.
@@ -96,8 +96,8 @@ T FromBits(uint64_t bits) {
 
 }  // namespace dt_sim
 
-#define DT_LAUNCH(kernel, grid, block, stream) \
-  ::dt_sim::MakeLauncher((kernel), dim3(grid), dim3(block), (stream))
+#define DT_LAUNCH(kernel, grid, block, stream, ...) \
+  ::dt_sim::MakeLauncher((kernel), dim3(grid), dim3(block), (stream))(__VA_ARGS__)
 
 #define threadIdx (::dt_sim::ThreadIdx())
 #define blockIdx (::dt_sim::BlockIdx())
@@ -180,7 +180,9 @@ inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
-inline unsigned __float_as_uint(float x) { return ::dt_sim::FromBits<unsigned>(::dt_sim::ToBits(x)); }
+inline unsigned __float_as_uint(float x) {
+  return ::dt_sim::FromBits<unsigned>(::dt_sim::ToBits(x));
+}
 inline float __uint_as_float(unsigned x) { return ::dt_sim::FromBits<float>(::dt_sim::ToBits(x)); }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __ffs(int x) { return __builtin_ffs(x); }

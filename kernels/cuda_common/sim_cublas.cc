@@ -21,18 +21,26 @@ size_t ElementSize(cudaDataType t) { return t == CUDA_R_32F ? 4 : 2; }
 
 double Load(const void* p, cudaDataType t, int64_t i) {
   switch (t) {
-    case CUDA_R_16BF: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    case CUDA_R_16F: return __half2float(static_cast<const __half*>(p)[i]);
-    default: return static_cast<const float*>(p)[i];
+    case CUDA_R_16BF:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case CUDA_R_16F:
+      return __half2float(static_cast<const __half*>(p)[i]);
+    default:
+      return static_cast<const float*>(p)[i];
   }
 }
 
 void Store(void* p, cudaDataType t, int64_t i, double v) {
   const float f = static_cast<float>(v);
   switch (t) {
-    case CUDA_R_16BF: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(f); break;
-    case CUDA_R_16F: static_cast<__half*>(p)[i] = __float2half_rn(f); break;
-    default: static_cast<float*>(p)[i] = f;
+    case CUDA_R_16BF:
+      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(f);
+      break;
+    case CUDA_R_16F:
+      static_cast<__half*>(p)[i] = __float2half_rn(f);
+      break;
+    default:
+      static_cast<float*>(p)[i] = f;
   }
 }
 
@@ -67,8 +75,7 @@ cublasStatus_t Check(cublasHandle_t handle, cublasOperation_t transa, cublasOper
   }
   const int a_rows = transa == CUBLAS_OP_N ? m : k;
   const int b_rows = transb == CUBLAS_OP_N ? k : n;
-  if (lda < (a_rows > 1 ? a_rows : 1) || ldb < (b_rows > 1 ? b_rows : 1) ||
-      ldc < (m > 1 ? m : 1)) {
+  if (lda < (a_rows > 1 ? a_rows : 1) || ldb < (b_rows > 1 ? b_rows : 1) || ldc < (m > 1 ? m : 1)) {
     return CUBLAS_STATUS_INVALID_VALUE;
   }
   if (!SupportedInput(at) || at != bt || !SupportedInput(ct)) return CUBLAS_STATUS_NOT_SUPPORTED;
@@ -105,11 +112,16 @@ cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t) {
 }
 const char* cublasGetStatusName(cublasStatus_t status) {
   switch (status) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    default: return "CUBLAS_STATUS_(simulator: other)";
+    case CUBLAS_STATUS_SUCCESS:
+      return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default:
+      return "CUBLAS_STATUS_(simulator: other)";
   }
 }
 const char* cublasGetStatusString(cublasStatus_t status) { return cublasGetStatusName(status); }
@@ -128,12 +140,14 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasGemmStridedBatchedEx(
-    cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
-    const void* alpha, const void* A, cudaDataType Atype, int lda, long long int strideA,
-    const void* B, cudaDataType Btype, int ldb, long long int strideB, const void* beta, void* C,
-    cudaDataType Ctype, int ldc, long long int strideC, int batchCount,
-    cublasComputeType_t computeType, cublasGemmAlgo_t) {
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation_t transa,
+                                          cublasOperation_t transb, int m, int n, int k,
+                                          const void* alpha, const void* A, cudaDataType Atype,
+                                          int lda, long long int strideA, const void* B,
+                                          cudaDataType Btype, int ldb, long long int strideB,
+                                          const void* beta, void* C, cudaDataType Ctype, int ldc,
+                                          long long int strideC, int batchCount,
+                                          cublasComputeType_t computeType, cublasGemmAlgo_t) {
   const cublasStatus_t s = Check(handle, transa, transb, m, n, k, Atype, lda, Btype, ldb, Ctype,
                                  ldc, batchCount, computeType);
   if (s != CUBLAS_STATUS_SUCCESS) return s;

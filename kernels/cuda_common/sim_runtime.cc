@@ -4,6 +4,7 @@
 // The runtime functions are defined with the exact names cuda_runtime_api.h declares, so code
 // built for the simulator calls them instead of libcudart's (this library is alwayslink and comes
 // before -lcudart on the link line).
+//
 // Fibers start on their own stacks through makecontext/swapcontext, but switch with
 // _setjmp/_longjmp, which skip the signal-mask system call that swapcontext makes on every switch
 // (the scheduler switches several times per simulated thread). glibc's fortified longjmp would
@@ -220,8 +221,9 @@ bool RunBlock(Machine& m) {
     if (!m.failure.empty()) return false;
     if (ReleaseBlockBarrier(m)) continue;
     if (m.failure.empty()) {
-      Fail(m, "deadlock: live threads wait at different barriers (__syncthreads() or a warp "
-              "shuffle inside divergent code?)");
+      Fail(m,
+           "deadlock: live threads wait at different barriers (__syncthreads() or a warp "
+           "shuffle inside divergent code?)");
     }
     return false;
   }
@@ -352,24 +354,38 @@ cudaError_t cudaPeekAtLastError() { return dt_sim::TheMachine().last_error; }
 
 const char* cudaGetErrorName(cudaError_t error) {
   switch (error) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
-    case cudaErrorNoDevice: return "cudaErrorNoDevice";
-    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
-    default: return "cudaErrorUnknown (simulator)";
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorLaunchFailure:
+      return "cudaErrorLaunchFailure";
+    case cudaErrorNoDevice:
+      return "cudaErrorNoDevice";
+    case cudaErrorInsufficientDriver:
+      return "cudaErrorInsufficientDriver";
+    default:
+      return "cudaErrorUnknown (simulator)";
   }
 }
 const char* cudaGetErrorString(cudaError_t error) {
   switch (error) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorLaunchFailure: return "simulated kernel failed (see stderr)";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    default: return "error in the CUDA simulator";
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
+    case cudaErrorLaunchFailure:
+      return "simulated kernel failed (see stderr)";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    default:
+      return "error in the CUDA simulator";
   }
 }
 

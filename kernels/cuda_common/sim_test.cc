@@ -19,7 +19,7 @@ __global__ void RotateKernel(int* out) {
 TEST(SimTest, SharedMemoryAndBarrier) {
   for (int threads : {32, 100, 1024}) {
     std::vector<int> out(3 * threads, -1);
-    DT_LAUNCH(RotateKernel, 3, threads, nullptr)(out.data());
+    DT_LAUNCH(RotateKernel, 3, threads, nullptr, out.data());
     ASSERT_EQ(cudaGetLastError(), cudaSuccess);
     for (int b = 0; b < 3; ++b) {
       for (int t = 0; t < threads; ++t) {
@@ -39,7 +39,7 @@ __global__ void ShuffleKernel(int* xor_out, int* down_out, int* idx_out) {
 
 TEST(SimTest, Shuffles) {
   std::vector<int> x(64), d(64), s(64);
-  DT_LAUNCH(ShuffleKernel, 1, 64, nullptr)(x.data(), d.data(), s.data());
+  DT_LAUNCH(ShuffleKernel, 1, 64, nullptr, x.data(), d.data(), s.data());
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   for (int i = 0; i < 64; ++i) {
     const int lane = i % 32;
@@ -62,7 +62,7 @@ __global__ void VoteKernel(int* out) {
 
 TEST(SimTest, BlockVotes) {
   std::vector<int> out(3, -1);
-  DT_LAUNCH(VoteKernel, 1, 128, nullptr)(out.data());
+  DT_LAUNCH(VoteKernel, 1, 128, nullptr, out.data());
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   EXPECT_EQ(out[0], 1);
   EXPECT_EQ(out[1], 43);  // 0, 3, ..., 126
@@ -88,27 +88,27 @@ __global__ void ShuffleWithExitedLaneKernel(int* out) {
   out[threadIdx.x] = __shfl_xor_sync(kFullWarpMask, 1, 1);
 }
 
-__global__ void EmptyKernel() {}
+__global__ void EmptyKernel(int) {}
 
 TEST(SimTest, ReportsBrokenKernelsAsLaunchFailures) {
   std::vector<int> out(64);
-  DT_LAUNCH(DivergentBarrierKernel, 1, 64, nullptr)(out.data());
+  DT_LAUNCH(DivergentBarrierKernel, 1, 64, nullptr, out.data());
   EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
-  DT_LAUNCH(BarrierInBranchKernel, 1, 64, nullptr)(out.data());
+  DT_LAUNCH(BarrierInBranchKernel, 1, 64, nullptr, out.data());
   EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
-  DT_LAUNCH(ShuffleWithExitedLaneKernel, 1, 32, nullptr)(out.data());
+  DT_LAUNCH(ShuffleWithExitedLaneKernel, 1, 32, nullptr, out.data());
   EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // reading clears it
-  DT_LAUNCH(EmptyKernel, 1, 32, nullptr)();
+  DT_LAUNCH(EmptyKernel, 1, 32, nullptr, 0);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // the simulator recovers
 }
 
 TEST(SimTest, RejectsBadLaunchConfigurations) {
-  DT_LAUNCH(EmptyKernel, 0, 32, nullptr)();
+  DT_LAUNCH(EmptyKernel, 0, 32, nullptr, 0);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
-  DT_LAUNCH(EmptyKernel, 1, 2048, nullptr)();
+  DT_LAUNCH(EmptyKernel, 1, 2048, nullptr, 0);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
-  DT_LAUNCH(EmptyKernel, dim3(1, 70000), 32, nullptr)();
+  DT_LAUNCH(EmptyKernel, dim3(1, 70000), 32, nullptr, 0);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
 }
 

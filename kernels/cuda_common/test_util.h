@@ -13,10 +13,10 @@
 #include "kernels/cuda_common/device.h"
 
 // At the top of every GPU test: skips (not fails) on a machine without a usable CUDA device.
-#define DT_SKIP_WITHOUT_CUDA_DEVICE()                                         \
-  do {                                                                        \
+#define DT_SKIP_WITHOUT_CUDA_DEVICE()                                                     \
+  do {                                                                                    \
     const ::absl::Status dt_device_status_ = ::dstrain::kernels::gpu::CudaDeviceStatus(); \
-    if (!dt_device_status_.ok()) GTEST_SKIP() << dt_device_status_.message(); \
+    if (!dt_device_status_.ok()) GTEST_SKIP() << dt_device_status_.message();             \
   } while (0)
 
 namespace dstrain::kernels::gpu::testing {

@@ -16,9 +16,9 @@ struct Moments {
 __device__ __forceinline__ Moments Step(float p, float grad, float m, float v,
                                         const AdamWConsts& k) {
   float g = grad * k.grad_scale;
-  if (!k.decoupled) g = fmaf(p, k.weight_decay, g);               // grad.add(param, alpha=wd)
-  const float nm = fmaf(g, k.one_minus_beta1, m * k.beta1);         // exp_avg
-  const float nv = fmaf(k.one_minus_beta2 * g, g, v * k.beta2);     // exp_avg_sq
+  if (!k.decoupled) g = fmaf(p, k.weight_decay, g);              // grad.add(param, alpha=wd)
+  const float nm = fmaf(g, k.one_minus_beta1, m * k.beta1);      // exp_avg
+  const float nv = fmaf(k.one_minus_beta2 * g, g, v * k.beta2);  // exp_avg_sq
   const float denom = sqrtf(nv) / k.bc2_sqrt + k.eps;
   const float decayed = k.decoupled ? __fmul_rn(p, k.decay_scale) : p;
   const float np = decayed + (-k.step_size * nm) / denom;
@@ -51,7 +51,7 @@ __global__ void AdamWMixedKernel(__nv_bfloat16* param_bf16, float* master, const
 
 cudaError_t LaunchAdamW(float* param, const float* grad, float* m, float* v, int64_t n,
                         const AdamWConsts& k, cudaStream_t stream) {
-  DT_LAUNCH(AdamWKernel, GridStrideBlocks(n, kThreads), kThreads, stream)(param, grad, m, v, n, k);
+  DT_LAUNCH(AdamWKernel, GridStrideBlocks(n, kThreads), kThreads, stream, param, grad, m, v, n, k);
   return cudaGetLastError();
 }
 
@@ -59,8 +59,8 @@ template <typename Grad>
 cudaError_t LaunchAdamWMixed(__nv_bfloat16* param_bf16, float* master, const Grad* grad, float* m,
                              float* v, int64_t n, const AdamWConsts& k, cudaStream_t stream) {
   auto* kernel = AdamWMixedKernel<Grad>;
-  DT_LAUNCH(kernel, GridStrideBlocks(n, kThreads), kThreads, stream)(param_bf16, master, grad, m,
-                                                                     v, n, k);
+  DT_LAUNCH(kernel, GridStrideBlocks(n, kThreads), kThreads, stream, param_bf16, master, grad, m, v,
+            n, k);
   return cudaGetLastError();
 }
 

@@ -70,9 +70,8 @@ absl::Status AdamWUpdateMixed(__nv_bfloat16* param_bf16, float* master, const __
   return Mixed(param_bf16, master, grad, m, v, n, args, stream);
 }
 
-absl::Status AdamWUpdateMixed(__nv_bfloat16* param_bf16, float* master, const float* grad,
-                              float* m, float* v, int64_t n, const AdamWArgs& args,
-                              cudaStream_t stream) {
+absl::Status AdamWUpdateMixed(__nv_bfloat16* param_bf16, float* master, const float* grad, float* m,
+                              float* v, int64_t n, const AdamWArgs& args, cudaStream_t stream) {
   return Mixed(param_bf16, master, grad, m, v, n, args, stream);
 }
 

@@ -2,7 +2,8 @@
 // struct and contracts as kernels/adamw/adamw.h (torch.optim.AdamW / Adam order of operations):
 //   g = grad · grad_scale;  Adam (L2): g += weight_decay · p
 //   m = beta1·m + (1 − beta1)·g;  v = beta2·v + (1 − beta2)·g²
-//   AdamW: p = p·(1 − lr·weight_decay);  p −= (lr / bias_correction1) · m / (sqrt(v)/sqrt(bc2) + eps)
+//   AdamW: p = p·(1 − lr·weight_decay);  p −= (lr / bias_correction1) · m / (sqrt(v)/sqrt(bc2) +
+//   eps)
 // The scalars are derived in double and rounded to float once, and the fused multiply-adds sit
 // where the CPU kernel has them, so GPU and CPU agree to about an ulp.
 //

@@ -97,9 +97,9 @@ void CheckMixed(Grad (*make_grad)(float)) {
       }
       DeviceBuffer<Grad> d_grad(grad);
       const AdamWArgs a = Args(true, step);
-      ASSERT_TRUE(AdamWUpdateMixed(bf.get(), master.get(), d_grad.get(), m.get(), v.get(), n, a,
-                                   nullptr)
-                      .ok());
+      ASSERT_TRUE(
+          AdamWUpdateMixed(bf.get(), master.get(), d_grad.get(), m.get(), v.get(), n, a, nullptr)
+              .ok());
       AdamWUpdateReference(pd.data(), gd.data(), md.data(), vd.data(), n, a);
     }
     const std::vector<float> got_master = master.ToHost();
@@ -128,8 +128,8 @@ TEST(AdamWCudaTest, EmptyAndInvalid) {
   EXPECT_TRUE(AdamWUpdate(nullptr, nullptr, nullptr, nullptr, 0, a, nullptr).ok());
   EXPECT_EQ(AdamWUpdate(nullptr, nullptr, nullptr, nullptr, -1, a, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(AdamWUpdateMixed(nullptr, nullptr, static_cast<const float*>(nullptr), nullptr,
-                             nullptr, 5, a, nullptr)
+  EXPECT_EQ(AdamWUpdateMixed(nullptr, nullptr, static_cast<const float*>(nullptr), nullptr, nullptr,
+                             5, a, nullptr)
                 .code(),
             absl::StatusCode::kInvalidArgument);
 }

@@ -19,7 +19,7 @@ struct AdamWConsts {
   float step_size;     // lr / bias_correction1
   float bc2_sqrt;      // sqrt(bias_correction2)
   float eps;
-  bool decoupled;      // AdamW mode
+  bool decoupled;  // AdamW mode
 };
 
 cudaError_t LaunchAdamW(float* param, const float* grad, float* m, float* v, int64_t n,

@@ -12,8 +12,7 @@ constexpr int kThreads = 256;
 constexpr int kWarpsPerBlock = kThreads / kWarpSize;
 
 // Index i of the (B, NH, T, HS) heads tensor -> offset in the (B·T, row_stride) rows tensor.
-__device__ __forceinline__ int64_t RowOffset(int64_t i, int64_t row_stride, int T, int NH,
-                                             int HS) {
+__device__ __forceinline__ int64_t RowOffset(int64_t i, int64_t row_stride, int T, int NH, int HS) {
   const int d = static_cast<int>(i % HS);
   const int64_t bht = i / HS;
   const int t = static_cast<int>(bht % T);
@@ -23,8 +22,8 @@ __device__ __forceinline__ int64_t RowOffset(int64_t i, int64_t row_stride, int 
   return (b * T + t) * row_stride + static_cast<int64_t>(h) * HS + d;
 }
 
-__global__ void ToHeadsKernel(float* heads, const float* rows, int64_t row_stride, int64_t n,
-                              int T, int NH, int HS) {
+__global__ void ToHeadsKernel(float* heads, const float* rows, int64_t row_stride, int64_t n, int T,
+                              int NH, int HS) {
   for (int64_t i = GridStrideBegin(); i < n; i += GridStrideStep()) {
     heads[i] = rows[RowOffset(i, row_stride, T, NH, HS)];
   }
@@ -68,34 +67,32 @@ __global__ void CausalSoftmaxBackwardWarpPerRowKernel(float* datt, const float* 
 
 }  // namespace
 
-cudaError_t LaunchToHeads(float* heads, const float* rows, int64_t row_stride, int B, int T,
-                          int NH, int HS, cudaStream_t stream) {
+cudaError_t LaunchToHeads(float* heads, const float* rows, int64_t row_stride, int B, int T, int NH,
+                          int HS, cudaStream_t stream) {
   const int64_t n = static_cast<int64_t>(B) * NH * T * HS;
-  DT_LAUNCH(ToHeadsKernel, GridStrideBlocks(n, kThreads), kThreads, stream)(heads, rows,
-                                                                            row_stride, n, T, NH,
-                                                                            HS);
+  DT_LAUNCH(ToHeadsKernel, GridStrideBlocks(n, kThreads), kThreads, stream, heads, rows, row_stride,
+            n, T, NH, HS);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchFromHeads(float* rows, int64_t row_stride, const float* heads, int B, int T,
                             int NH, int HS, cudaStream_t stream) {
   const int64_t n = static_cast<int64_t>(B) * NH * T * HS;
-  DT_LAUNCH(FromHeadsKernel, GridStrideBlocks(n, kThreads), kThreads, stream)(rows, row_stride,
-                                                                              heads, n, T, NH,
-                                                                              HS);
+  DT_LAUNCH(FromHeadsKernel, GridStrideBlocks(n, kThreads), kThreads, stream, rows, row_stride,
+            heads, n, T, NH, HS);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchCausalSoftmaxForward(float* att, int64_t num_rows, int T, cudaStream_t stream) {
   DT_LAUNCH(CausalSoftmaxForwardWarpPerRowKernel, CeilBlocks(num_rows, kWarpsPerBlock), kThreads,
-            stream)(att, num_rows, T);
+            stream, att, num_rows, T);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchCausalSoftmaxBackward(float* datt, const float* att, int64_t num_rows, int T,
                                         cudaStream_t stream) {
   DT_LAUNCH(CausalSoftmaxBackwardWarpPerRowKernel, CeilBlocks(num_rows, kWarpsPerBlock), kThreads,
-            stream)(datt, att, num_rows, T);
+            stream, datt, att, num_rows, T);
   return cudaGetLastError();
 }
 

@@ -92,8 +92,8 @@ absl::Status AttentionBackward(const CublasContext& ctx, float* dqkv, const floa
   // datt -> d(scores), in place
   DT_CUDA_RETURN_IF_ERROR(LaunchCausalSoftmaxBackward(datt, att, BNH * T, T, stream));
   // dq (T, HS) = scale · dscores (T, T) · k (T, HS);  dk (T, HS) = scale · dscoresᵀ · q
-  DT_RETURN_IF_ERROR(GemmRowMajor(ctx, false, false, T, HS, T, scale, datt, T, TT, k, HS, THS,
-                                  kF32, 0.0f, dq, HS, THS, kF32, BNH));
+  DT_RETURN_IF_ERROR(GemmRowMajor(ctx, false, false, T, HS, T, scale, datt, T, TT, k, HS, THS, kF32,
+                                  0.0f, dq, HS, THS, kF32, BNH));
   DT_RETURN_IF_ERROR(GemmRowMajor(ctx, true, false, T, HS, T, scale, datt, T, TT, q, HS, THS, kF32,
                                   0.0f, dk, HS, THS, kF32, BNH));
   DT_CUDA_RETURN_IF_ERROR(LaunchFromHeads(dqkv, 3 * C, dq, B, T, NH, HS, stream));

@@ -2,9 +2,11 @@
 //   qkv (B, T, 3C) holds q, k, v side by side, each (B, T, NH, HS) with HS = C / NH
 //   att[b, h, i, :] = softmax_j<=i (q_i · k_j / sqrt(HS)),   att[b, h, i, j > i] = 0
 //   out[b, i, h·HS : (h+1)·HS] = Σ_j att[b, h, i, j] · v_j
-// AttentionForward overwrites `out` and `att` (the probabilities, saved for the backward pass).
+// AttentionForward overwrites `out` and all of `att` (the probabilities, saved for the backward
+// pass), zeros above the diagonal included (the CPU version leaves those untouched).
 // AttentionBackward OVERWRITES `dqkv` with the gradient with respect to qkv, given dout and the
-// forward's qkv and att.
+// forward's qkv and att. REQUIRES: att as AttentionForward (this one) left it: the dV product
+// reads whole rows, so the zeros above the diagonal must be there.
 //
 // Implementation (correctness first; NOT flash attention): the heads are copied out of qkv into
 // (B, NH, T, HS) scratch, the scores and products are cuBLAS strided-batched GEMMs over the

@@ -10,8 +10,8 @@ namespace dstrain::kernels::gpu {
 
 // heads[b, h, t, d] = rows[(b·T + t)·row_stride + h·HS + d]: one of q / k / v out of qkv
 // (row_stride 3C, `rows` offset by 0, C or 2C), or dout (row_stride C).
-cudaError_t LaunchToHeads(float* heads, const float* rows, int64_t row_stride, int B, int T,
-                          int NH, int HS, cudaStream_t stream);
+cudaError_t LaunchToHeads(float* heads, const float* rows, int64_t row_stride, int B, int T, int NH,
+                          int HS, cudaStream_t stream);
 
 // rows[(b·T + t)·row_stride + h·HS + d] = heads[b, h, t, d]: the inverse.
 cudaError_t LaunchFromHeads(float* rows, int64_t row_stride, const float* heads, int B, int T,

@@ -17,8 +17,8 @@ __global__ void CastKernel(Out* out, const In* in, int64_t n) {
 template <typename In, typename Out>
 cudaError_t Launch(void* out, const void* in, int64_t n, cudaStream_t stream) {
   auto* kernel = CastKernel<In, Out>;
-  DT_LAUNCH(kernel, GridStrideBlocks(n, kThreads), kThreads, stream)(
-      static_cast<Out*>(out), static_cast<const In*>(in), n);
+  DT_LAUNCH(kernel, GridStrideBlocks(n, kThreads), kThreads, stream, static_cast<Out*>(out),
+            static_cast<const In*>(in), n);
   return cudaGetLastError();
 }
 
@@ -26,9 +26,12 @@ template <typename In>
 cudaError_t LaunchFrom(void* out, DataType out_type, const void* in, int64_t n,
                        cudaStream_t stream) {
   switch (out_type) {
-    case DataType::kFloat32: return Launch<In, float>(out, in, n, stream);
-    case DataType::kBFloat16: return Launch<In, __nv_bfloat16>(out, in, n, stream);
-    case DataType::kFloat16: return Launch<In, __half>(out, in, n, stream);
+    case DataType::kFloat32:
+      return Launch<In, float>(out, in, n, stream);
+    case DataType::kBFloat16:
+      return Launch<In, __nv_bfloat16>(out, in, n, stream);
+    case DataType::kFloat16:
+      return Launch<In, __half>(out, in, n, stream);
   }
   return cudaErrorInvalidValue;
 }
@@ -38,9 +41,12 @@ cudaError_t LaunchFrom(void* out, DataType out_type, const void* in, int64_t n,
 cudaError_t LaunchCast(void* out, DataType out_type, const void* in, DataType in_type, int64_t n,
                        cudaStream_t stream) {
   switch (in_type) {
-    case DataType::kFloat32: return LaunchFrom<float>(out, out_type, in, n, stream);
-    case DataType::kBFloat16: return LaunchFrom<__nv_bfloat16>(out, out_type, in, n, stream);
-    case DataType::kFloat16: return LaunchFrom<__half>(out, out_type, in, n, stream);
+    case DataType::kFloat32:
+      return LaunchFrom<float>(out, out_type, in, n, stream);
+    case DataType::kBFloat16:
+      return LaunchFrom<__nv_bfloat16>(out, out_type, in, n, stream);
+    case DataType::kFloat16:
+      return LaunchFrom<__half>(out, out_type, in, n, stream);
   }
   return cudaErrorInvalidValue;
 }

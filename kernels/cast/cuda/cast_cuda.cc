@@ -12,8 +12,8 @@ absl::Status Cast(void* out, DataType out_type, const void* in, DataType in_type
   if (n == 0) return absl::OkStatus();
   if (out == nullptr || in == nullptr) return absl::InvalidArgumentError("Cast: null pointer");
   if (out_type == in_type) {
-    DT_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out, in, n * DataTypeSize(in_type),
-                                            cudaMemcpyDeviceToDevice, stream));
+    DT_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(out, in, n * DataTypeSize(in_type), cudaMemcpyDeviceToDevice, stream));
     return absl::OkStatus();
   }
   DT_CUDA_RETURN_IF_ERROR(LaunchCast(out, out_type, in, in_type, n, stream));

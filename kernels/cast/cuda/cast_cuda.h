@@ -24,16 +24,16 @@ absl::Status CastFloatToBf16(__nv_bfloat16* out,  // (n)
                              const float* in,     // (n)
                              int64_t n, cudaStream_t stream);
 
-absl::Status CastBf16ToFloat(float* out,                // (n)
-                             const __nv_bfloat16* in,   // (n)
+absl::Status CastBf16ToFloat(float* out,               // (n)
+                             const __nv_bfloat16* in,  // (n)
                              int64_t n, cudaStream_t stream);
 
 absl::Status CastFloatToHalf(__half* out,      // (n)
                              const float* in,  // (n)
                              int64_t n, cudaStream_t stream);
 
-absl::Status CastHalfToFloat(float* out,         // (n)
-                             const __half* in,   // (n)
+absl::Status CastHalfToFloat(float* out,        // (n)
+                             const __half* in,  // (n)
                              int64_t n, cudaStream_t stream);
 
 // Any of the above, or a copy when the types are equal. Between bf16 and fp16 the value goes

@@ -77,10 +77,15 @@ bool SameValue(double got, double want) {
 // Special values, exact ties of both formats, the edges of their ranges, random bit patterns and
 // random magnitudes across the fp16 range.
 std::vector<float> Inputs() {
-  std::vector<float> v = {0.0f, -0.0f, 1.0f, -1.0f, std::numeric_limits<float>::infinity(),
+  std::vector<float> v = {0.0f,
+                          -0.0f,
+                          1.0f,
+                          -1.0f,
+                          std::numeric_limits<float>::infinity(),
                           -std::numeric_limits<float>::infinity(),
                           std::numeric_limits<float>::quiet_NaN(),
-                          std::numeric_limits<float>::max(), std::numeric_limits<float>::lowest(),
+                          std::numeric_limits<float>::max(),
+                          std::numeric_limits<float>::lowest(),
                           std::numeric_limits<float>::min(),
                           std::numeric_limits<float>::denorm_min(),
                           BitsFloat(0x3f808000u),  // bf16 tie, rounds down to even
@@ -88,9 +93,15 @@ std::vector<float> Inputs() {
                           BitsFloat(0x3f808001u),  // just above a tie
                           BitsFloat(0x7f7f8000u),  // bf16 tie at the top: rounds to inf
                           BitsFloat(0x7f7f7fffu),  // just below it: max bf16
-                          65504.0f, 65519.99f, 65520.0f, -65520.0f, 1.0f + std::ldexp(1.0f, -11),
-                          1.0f + 3 * std::ldexp(1.0f, -11), std::ldexp(1.0f, -24),
-                          std::ldexp(1.0f, -25), 3 * std::ldexp(1.0f, -25),
+                          65504.0f,
+                          65519.99f,
+                          65520.0f,
+                          -65520.0f,
+                          1.0f + std::ldexp(1.0f, -11),
+                          1.0f + 3 * std::ldexp(1.0f, -11),
+                          std::ldexp(1.0f, -24),
+                          std::ldexp(1.0f, -25),
+                          3 * std::ldexp(1.0f, -25),
                           std::ldexp(1.0f, -14) - std::ldexp(1.0f, -25)};
   std::mt19937 gen(7);
   for (int i = 0; i < 20000; ++i) v.push_back(BitsFloat(gen()));
@@ -147,8 +158,7 @@ void CheckRoundTrip(double (*value)(uint16_t)) {
   const int64_t n = 65536;
   std::vector<Narrow> all(n);
   for (int64_t i = 0; i < n; ++i) all[i] = From16<Narrow>(static_cast<uint16_t>(i));
-  const DataType type =
-      std::is_same_v<Narrow, __half> ? DataType::kFloat16 : DataType::kBFloat16;
+  const DataType type = std::is_same_v<Narrow, __half> ? DataType::kFloat16 : DataType::kBFloat16;
   DeviceBuffer<Narrow> d_all(all), back(n);
   DeviceBuffer<float> wide(n);
   ASSERT_TRUE(Cast(wide.get(), DataType::kFloat32, d_all.get(), type, n, nullptr).ok());

@@ -30,9 +30,8 @@ __device__ __forceinline__ MaxSum WarpMerge(MaxSum v) {
   return v;
 }
 
-__global__ void CrossEntropyBlockPerRowKernel(float* losses, float* logits,
-                                              const int32_t* targets, int V, int Vp,
-                                              float dlogits_scale) {
+__global__ void CrossEntropyBlockPerRowKernel(float* losses, float* logits, const int32_t* targets,
+                                              int V, int Vp, float dlogits_scale) {
   __shared__ float shared_m[kWarpSize];
   __shared__ float shared_s[kWarpSize];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
@@ -56,8 +55,8 @@ __global__ void CrossEntropyBlockPerRowKernel(float* losses, float* logits,
     shared_s[warp] = acc.s;
   }
   __syncthreads();
-  MaxSum total = lane < num_warps ? MaxSum{shared_m[lane], shared_s[lane]}
-                                  : MaxSum{-INFINITY, 0.0f};
+  MaxSum total =
+      lane < num_warps ? MaxSum{shared_m[lane], shared_s[lane]} : MaxSum{-INFINITY, 0.0f};
   total = WarpMerge(total);
 
   const int target = targets[row];
@@ -83,8 +82,8 @@ cudaError_t LaunchCrossEntropyForwardBackward(float* losses, float* logits, cons
                                               int64_t N, int V, int Vp, float dlogits_scale,
                                               cudaStream_t stream) {
   const int threads = std::min(kMaxThreads, (V + kWarpSize - 1) / kWarpSize * kWarpSize);
-  DT_LAUNCH(CrossEntropyBlockPerRowKernel, static_cast<unsigned>(N), threads, stream)(
-      losses, logits, targets, V, Vp, dlogits_scale);
+  DT_LAUNCH(CrossEntropyBlockPerRowKernel, static_cast<unsigned>(N), threads, stream, losses,
+            logits, targets, V, Vp, dlogits_scale);
   return cudaGetLastError();
 }
 

@@ -17,8 +17,8 @@ absl::Status CrossEntropyForwardBackward(float* losses, float* logits, const int
   if (logits == nullptr || targets == nullptr) {
     return absl::InvalidArgumentError("CrossEntropyForwardBackward: null pointer");
   }
-  DT_CUDA_RETURN_IF_ERROR(LaunchCrossEntropyForwardBackward(losses, logits, targets, N, V, Vp,
-                                                            dlogits_scale, stream));
+  DT_CUDA_RETURN_IF_ERROR(
+      LaunchCrossEntropyForwardBackward(losses, logits, targets, N, V, Vp, dlogits_scale, stream));
   return absl::OkStatus();
 }
 

@@ -27,7 +27,7 @@ struct Shape {
 
 // V = 1 (loss 0); V below, at and above a warp, with and without padding (the block size follows
 // V up to 1024); V above 1024 threads (several columns per thread) and the GPT-2 vocabulary.
-const Shape kShapes[] = {{1, 1, 1},      {3, 7, 16},     {5, 33, 40},       {4, 256, 256},
+const Shape kShapes[] = {{1, 1, 1},       {3, 7, 16},      {5, 33, 40},       {4, 256, 256},
                          {3, 1500, 1536}, {2, 8192, 8192}, {2, 50257, 50304}, {1, 17, 17}};
 
 // Logits in [40, 60): a missing max subtraction would overflow exp. Padded columns hold NaN: the
@@ -106,11 +106,11 @@ TEST(CrossEntropyCudaTest, NullLossesAndExtremeLogits) {
   const std::vector<int32_t> targets = {5, 9};
   DeviceBuffer<float> d_z(z), d_z2(z), losses(2);
   DeviceBuffer<int32_t> d_targets(targets);
-  ASSERT_TRUE(CrossEntropyForwardBackward(losses.get(), d_z.get(), d_targets.get(), s.N, s.V,
-                                          s.Vp, 1.f, nullptr)
-                  .ok());
-  ASSERT_TRUE(CrossEntropyForwardBackward(nullptr, d_z2.get(), d_targets.get(), s.N, s.V, s.Vp,
+  ASSERT_TRUE(CrossEntropyForwardBackward(losses.get(), d_z.get(), d_targets.get(), s.N, s.V, s.Vp,
                                           1.f, nullptr)
+                  .ok());
+  ASSERT_TRUE(CrossEntropyForwardBackward(nullptr, d_z2.get(), d_targets.get(), s.N, s.V, s.Vp, 1.f,
+                                          nullptr)
                   .ok());
   const std::vector<float> g = d_z.ToHost(), l = losses.ToHost();
   EXPECT_EQ(g, d_z2.ToHost());
@@ -128,8 +128,8 @@ TEST(CrossEntropyCudaTest, OutOfRangeTargetGivesNaNLossNotACrash) {
   const std::vector<int32_t> targets = {2, 10, -1};
   DeviceBuffer<float> d_z(z), losses(s.N);
   DeviceBuffer<int32_t> d_targets(targets);
-  ASSERT_TRUE(CrossEntropyForwardBackward(losses.get(), d_z.get(), d_targets.get(), s.N, s.V,
-                                          s.Vp, 1.f, nullptr)
+  ASSERT_TRUE(CrossEntropyForwardBackward(losses.get(), d_z.get(), d_targets.get(), s.N, s.V, s.Vp,
+                                          1.f, nullptr)
                   .ok());
   const std::vector<float> l = losses.ToHost();
   EXPECT_TRUE(std::isfinite(l[0]));

@@ -26,8 +26,8 @@
 #include "absl/strings/str_format.h"
 #include "kernels/adamw/adamw_reference.h"
 #include "kernels/adamw/cuda/adamw_cuda.h"
+#include "kernels/attention/attention_reference.h"
 #include "kernels/attention/cuda/attention_cuda.h"
-#include "kernels/attention/cuda/attention_reference_f64.h"
 #include "kernels/cast/cuda/cast_cuda.h"
 #include "kernels/crossentropy/crossentropy_reference.h"
 #include "kernels/crossentropy/cuda/crossentropy_cuda.h"
@@ -158,8 +158,8 @@ double TimeUs(const std::string& name, const std::function<absl::Status()>& op) 
 
 std::string Err(double e) { return absl::StrFormat("%.2e", e); }
 
-void Add(const std::string& kernel, const std::string& shape, double us, double bytes,
-         double flops, const std::string& error) {
+void Add(const std::string& kernel, const std::string& shape, double us, double bytes, double flops,
+         const std::string& error) {
   Row r{kernel, shape, us < 0 ? "FAILED" : absl::StrFormat("%.1f us", us), "", error};
   if (us > 0 && flops > 0) r.throughput = absl::StrFormat("%.1f TFLOP/s", flops / us * 1e-6);
   if (us > 0 && bytes > 0) r.throughput = absl::StrFormat("%.0f GB/s", bytes / us * 1e-3);
@@ -196,11 +196,10 @@ void BenchEncoder() {
   const std::string shape = absl::StrFormat("B=%d T=%d C=%d", B, T, C);
   // forward
   std::vector<double> want(BT * C);
-  EncoderForwardReference(want.data(), tokens.data(), ToDouble(wte).data(), ToDouble(wpe).data(),
-                          B, T, C);
+  EncoderForwardReference(want.data(), tokens.data(), ToDouble(wte).data(), ToDouble(wpe).data(), B,
+                          T, C);
   double us = TimeUs("encoder forward", [&] {
-    return EncoderForward(out.get(), d_tokens.get(), d_wte.get(), d_wpe.get(), B, T, C,
-                          nullptr);
+    return EncoderForward(out.get(), d_tokens.get(), d_wte.get(), d_wpe.get(), B, T, C, nullptr);
   });
   Add("encoder forward", shape, us, 3.0 * BT * C * 4, 0,
       Err(MaxAbsErr(out.Download().data(), want.data(), BT * C)));
@@ -210,13 +209,13 @@ void BenchEncoder() {
            .ok()) {
     g_failed = true;
   }
-  EncoderBackwardReference(want_dwte.data(), want_dwpe.data(), ToDouble(dout).data(),
-                           tokens.data(), B, T, C);
-  const double err = std::max(MaxAbsErr(dwte.Download().data(), want_dwte.data(), want_dwte.size()),
-                              MaxAbsErr(dwpe.Download().data(), want_dwpe.data(), want_dwpe.size()));
+  EncoderBackwardReference(want_dwte.data(), want_dwpe.data(), ToDouble(dout).data(), tokens.data(),
+                           B, T, C);
+  const double err =
+      std::max(MaxAbsErr(dwte.Download().data(), want_dwte.data(), want_dwte.size()),
+               MaxAbsErr(dwpe.Download().data(), want_dwpe.data(), want_dwpe.size()));
   us = TimeUs("encoder backward", [&] {
-    return EncoderBackward(dwte.get(), dwpe.get(), d_dout.get(), d_tokens.get(), B, T, C,
-                           nullptr);
+    return EncoderBackward(dwte.get(), dwpe.get(), d_dout.get(), d_tokens.get(), B, T, C, nullptr);
   });
   Add("encoder backward", shape, us, 3.0 * BT * C * 4, 0, Err(err));
 }
@@ -277,8 +276,8 @@ void BenchLayerNorm() {
 
 // Float64 rows of out = x·wᵀ (+ b) for the sampled rows.
 double MatmulRowsErr(const std::vector<float>& got, const std::vector<float>& x,
-                     const std::vector<float>& w, const std::vector<float>* b, int64_t M,
-                     int64_t K, int64_t N) {
+                     const std::vector<float>& w, const std::vector<float>* b, int64_t M, int64_t K,
+                     int64_t N) {
   double err = 0;
   for (int64_t i : SampleRows(M, 32)) {
     for (int64_t j = 0; j < N; ++j) {
@@ -387,11 +386,10 @@ void BenchAttention() {
   Add("attention forward", shape, us, 0, fwd_flops,
       Err(MaxAbsErr(got_out.data(), want_out.data(), T * C)) + " (b=0)");
   us = TimeUs("attention backward", [&] {
-    return AttentionBackward(**ctx, dqkv.get(), d_dout.get(), d_qkv.get(), att.get(), B, T, C,
-                             NH);
+    return AttentionBackward(**ctx, dqkv.get(), d_dout.get(), d_qkv.get(), att.get(), B, T, C, NH);
   });
-  AttentionBackwardReference(want_dqkv.data(), dout0.data(), qkv0.data(), want_att.data(), 1, T,
-                             C, NH);
+  AttentionBackwardReference(want_dqkv.data(), dout0.data(), qkv0.data(), want_att.data(), 1, T, C,
+                             NH);
   Add("attention backward", shape, us, 0, 2 * fwd_flops,
       Err(MaxAbsErr(dqkv.Download().data(), want_dqkv.data(), 3 * T * C)) + " (b=0)");
 }
@@ -412,8 +410,7 @@ void BenchGelu() {
   Add("gelu forward", shape, us, 8.0 * n, 0, Err(MaxAbsErr(out.Download().data(), want.data(), m)));
   us = TimeUs("gelu backward",
               [&] { return GeluBackward(dx.get(), d_x.get(), d_dy.get(), n, nullptr); });
-  GeluBackwardReference(want.data(),
-                        ToDouble(std::vector<float>(x.begin(), x.begin() + m)).data(),
+  GeluBackwardReference(want.data(), ToDouble(std::vector<float>(x.begin(), x.begin() + m)).data(),
                         ToDouble(std::vector<float>(dy.begin(), dy.begin() + m)).data(), m);
   Add("gelu backward", shape, us, 12.0 * n, 0,
       Err(MaxAbsErr(dx.Download().data(), want.data(), m)));
@@ -426,8 +423,8 @@ void BenchResidual() {
   const int64_t n = BT * C;
   const auto a = Random(n, 17), b = Random(n, 18);
   Buffer<float> d_a(a), d_b(b), out(n);
-  double us =
-      TimeUs("residual forward", [&] { return ResidualForward(out.get(), d_a.get(), d_b.get(), n, nullptr); });
+  double us = TimeUs("residual forward",
+                     [&] { return ResidualForward(out.get(), d_a.get(), d_b.get(), n, nullptr); });
   std::vector<double> want(n);
   ResidualForwardReference(want.data(), ToDouble(a).data(), ToDouble(b).data(), n);
   Add("residual forward", absl::StrFormat("n=%dx%d", BT, C), us, 12.0 * n, 0,
@@ -439,8 +436,7 @@ void BenchResidual() {
   if (!AddSumSquares(total.get(), d_g.get(), P, nullptr).ok()) g_failed = true;
   const double got = total.Download()[0];
   const double want_sum = SumSquaresReference(ToDouble(g).data(), P);
-  us = TimeUs("sum of squares",
-              [&] { return AddSumSquares(total.get(), d_g.get(), P, nullptr); });
+  us = TimeUs("sum of squares", [&] { return AddSumSquares(total.get(), d_g.get(), P, nullptr); });
   Add("sum of squares", absl::StrFormat("n=%.1fM", P / 1e6), us, 4.0 * P, 0,
       absl::StrFormat("%.1e rel", std::fabs(got - want_sum) / want_sum));
 }
@@ -472,8 +468,8 @@ void BenchCrossEntropy() {
   }
   // Timed in place on its own output (the values stay finite), like a real step's logits.
   const double us = TimeUs("crossentropy", [&] {
-    return CrossEntropyForwardBackward(losses.get(), d_z.get(), d_targets.get(), N, V, Vp,
-                                       scale, nullptr);
+    return CrossEntropyForwardBackward(losses.get(), d_z.get(), d_targets.get(), N, V, Vp, scale,
+                                       nullptr);
   });
   Add("crossentropy fwd+bwd", shape, us, 8.0 * N * Vp, 0, Err(err) + " (16 rows)");
 }
@@ -552,9 +548,8 @@ void BenchCastAndPrecision() {
   Add("cast bf16->fp32", shape, us, 6.0 * n, 0, "exact by construction");
 
   Buffer<int> flag(1);
-  us = TimeUs("unscale + finite check", [&] {
-    return UnscaleAndCheckFinite(back.get(), n, 1.0f, flag.get(), nullptr);
-  });
+  us = TimeUs("unscale + finite check",
+              [&] { return UnscaleAndCheckFinite(back.get(), n, 1.0f, flag.get(), nullptr); });
   const int flagged = flag.Download()[0];
   Add("unscale + finite check", shape, us, 8.0 * n, 0,
       flagged == 0 ? "flag 0 (correct)" : "FLAG SET ON FINITE DATA");
@@ -571,7 +566,8 @@ void PrintTable() {
   }
   auto line = [&](const std::string* cells) {
     std::printf("|");
-    for (int c = 0; c < 5; ++c) std::printf(" %-*s |", static_cast<int>(width[c]), cells[c].c_str());
+    for (int c = 0; c < 5; ++c)
+      std::printf(" %-*s |", static_cast<int>(width[c]), cells[c].c_str());
     std::printf("\n");
   };
   const std::string h[] = {headers[0], headers[1], headers[2], headers[3], headers[4]};

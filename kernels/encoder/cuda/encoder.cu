@@ -69,18 +69,17 @@ __global__ void EncoderBackwardWteKernel(float* dwte, const float* dout, const i
 cudaError_t LaunchEncoderForward(float* out, const int32_t* tokens, const float* wte,
                                  const float* wpe, int B, int T, int C, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(B) * T;
-  DT_LAUNCH(EncoderForwardKernel, static_cast<unsigned>(rows), ThreadsFor(C), stream)(
-      out, tokens, wte, wpe, T, C);
+  DT_LAUNCH(EncoderForwardKernel, static_cast<unsigned>(rows), ThreadsFor(C), stream, out, tokens,
+            wte, wpe, T, C);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchEncoderBackward(float* dwte, float* dwpe, const float* dout,
-                                  const int32_t* tokens, int B, int T, int C,
-                                  cudaStream_t stream) {
+                                  const int32_t* tokens, int B, int T, int C, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(B) * T;
-  DT_LAUNCH(EncoderBackwardWpeKernel, T, ThreadsFor(C), stream)(dwpe, dout, B, T, C);
-  DT_LAUNCH(EncoderBackwardWteKernel, static_cast<unsigned>(rows), ThreadsFor(C), stream)(
-      dwte, dout, tokens, rows, C);
+  DT_LAUNCH(EncoderBackwardWpeKernel, T, ThreadsFor(C), stream, dwpe, dout, B, T, C);
+  DT_LAUNCH(EncoderBackwardWteKernel, static_cast<unsigned>(rows), ThreadsFor(C), stream, dwte,
+            dout, tokens, rows, C);
   return cudaGetLastError();
 }
 

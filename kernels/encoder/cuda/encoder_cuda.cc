@@ -10,8 +10,8 @@ namespace {
 
 absl::Status CheckShape(int B, int T, int C) {
   if (B < 0 || T < 0 || C < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("encoder: negative shape B=", B, " T=", T,
-                                                   " C=", C));
+    return absl::InvalidArgumentError(
+        absl::StrCat("encoder: negative shape B=", B, " T=", T, " C=", C));
   }
   return absl::OkStatus();
 }

@@ -1,4 +1,5 @@
-// Token + position embedding on the GPU (CUDA); same math and contracts as kernels/encoder/encoder.h:
+// Token + position embedding on the GPU (CUDA); same math and contracts as
+// kernels/encoder/encoder.h:
 //   out[b, t, :] = wte[tokens[b, t], :] + wpe[t, :]                         (overwrites out)
 //   dwte[v] += Σ over (b, t) with tokens[b, t] == v of dout[b, t]; dwpe[t] += Σ_b dout[b, t]
 //

@@ -24,8 +24,8 @@ struct Shape {
 // Every launch branch: C below, at and above one warp and above the 256-thread block (several
 // channels per thread); T = 1; B*T above the block size with a tiny vocabulary (many repeated
 // tokens spread over several chunks of the leader scan); maxT > T (rows of dwpe left alone).
-const Shape kShapes[] = {{1, 1, 1, 1, 1},    {2, 3, 7, 5, 4},     {4, 16, 33, 11, 20},
-                         {3, 1, 17, 2, 1},   {4, 40, 5, 3, 41},   {2, 64, 300, 50, 64},
+const Shape kShapes[] = {{1, 1, 1, 1, 1},    {2, 3, 7, 5, 4},   {4, 16, 33, 11, 20},
+                         {3, 1, 17, 2, 1},   {4, 40, 5, 3, 41}, {2, 64, 300, 50, 64},
                          {1, 70, 32, 70, 70}};
 
 // Each float add rounds by at most 2^-24 of a partial sum bounded by k + 1 for k additions of
@@ -46,12 +46,12 @@ TEST(EncoderCudaTest, ForwardMatchesReference) {
     DeviceBuffer<int32_t> d_tokens(tokens);
     DeviceBuffer<float> d_wte(wte), d_wpe(wpe);
     DeviceBuffer<float> out(std::vector<float>(n + 1, -9.0f));  // one guard element
-    ASSERT_TRUE(EncoderForward(out.get(), d_tokens.get(), d_wte.get(), d_wpe.get(), s.B, s.T, s.C,
-                               nullptr)
-                    .ok());
+    ASSERT_TRUE(
+        EncoderForward(out.get(), d_tokens.get(), d_wte.get(), d_wpe.get(), s.B, s.T, s.C, nullptr)
+            .ok());
     std::vector<double> want(n);
-    EncoderForwardReference(want.data(), tokens.data(), ToDouble(wte).data(),
-                            ToDouble(wpe).data(), s.B, s.T, s.C);
+    EncoderForwardReference(want.data(), tokens.data(), ToDouble(wte).data(), ToDouble(wpe).data(),
+                            s.B, s.T, s.C);
     std::vector<float> got = out.ToHost();
     EXPECT_EQ(got[n], -9.0f);
     got.pop_back();
@@ -74,8 +74,8 @@ TEST(EncoderCudaTest, BackwardAccumulatesOverTwoMicroStepsDeterministically) {
     for (int step = 0; step < 2; ++step) {
       douts.push_back(RandomFloats(rows * s.C, 7 + step));
       DeviceBuffer<float> dout(douts.back());
-      ASSERT_TRUE(EncoderBackward(dwte.get(), dwpe.get(), dout.get(), d_tokens.get(), s.B, s.T,
-                                  s.C, nullptr)
+      ASSERT_TRUE(EncoderBackward(dwte.get(), dwpe.get(), dout.get(), d_tokens.get(), s.B, s.T, s.C,
+                                  nullptr)
                       .ok());
       EncoderBackwardReference(want_dwte.data(), want_dwpe.data(), ToDouble(douts.back()).data(),
                                tokens.data(), s.B, s.T, s.C);
@@ -89,8 +89,8 @@ TEST(EncoderCudaTest, BackwardAccumulatesOverTwoMicroStepsDeterministically) {
     dwpe.Upload(dwpe0);
     for (const auto& d : douts) {
       DeviceBuffer<float> dout(d);
-      ASSERT_TRUE(EncoderBackward(dwte.get(), dwpe.get(), dout.get(), d_tokens.get(), s.B, s.T,
-                                  s.C, nullptr)
+      ASSERT_TRUE(EncoderBackward(dwte.get(), dwpe.get(), dout.get(), d_tokens.get(), s.B, s.T, s.C,
+                                  nullptr)
                       .ok());
     }
     EXPECT_EQ(dwte.ToHost(), got_dwte);

@@ -12,7 +12,6 @@ cudaError_t LaunchEncoderForward(float* out, const int32_t* tokens, const float*
                                  const float* wpe, int B, int T, int C, cudaStream_t stream);
 
 cudaError_t LaunchEncoderBackward(float* dwte, float* dwpe, const float* dout,
-                                  const int32_t* tokens, int B, int T, int C,
-                                  cudaStream_t stream);
+                                  const int32_t* tokens, int B, int T, int C, cudaStream_t stream);
 
 }  // namespace dstrain::kernels::gpu

@@ -29,8 +29,7 @@ __global__ void GeluBackwardKernel(float* dinp, const float* inp, const float* d
     const float e = ExpMinus2U(x);
     const float s = 1.0f / (1.0f + e);
     const float es2 = (e * s) * s;  // σ(1−σ); this order cannot underflow to 0·inf
-    const float grad =
-        s + 2.0f * x * es2 * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
+    const float grad = s + 2.0f * x * es2 * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
     dinp[i] = grad * dout[i];
   }
 }
@@ -38,14 +37,14 @@ __global__ void GeluBackwardKernel(float* dinp, const float* inp, const float* d
 }  // namespace
 
 cudaError_t LaunchGeluForward(float* out, const float* inp, int64_t n, cudaStream_t stream) {
-  DT_LAUNCH(GeluForwardKernel, GridStrideBlocks(n, kThreads), kThreads, stream)(out, inp, n);
+  DT_LAUNCH(GeluForwardKernel, GridStrideBlocks(n, kThreads), kThreads, stream, out, inp, n);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchGeluBackward(float* dinp, const float* inp, const float* dout, int64_t n,
                                cudaStream_t stream) {
-  DT_LAUNCH(GeluBackwardKernel, GridStrideBlocks(n, kThreads), kThreads, stream)(dinp, inp, dout,
-                                                                                 n);
+  DT_LAUNCH(GeluBackwardKernel, GridStrideBlocks(n, kThreads), kThreads, stream, dinp, inp, dout,
+            n);
   return cudaGetLastError();
 }
 

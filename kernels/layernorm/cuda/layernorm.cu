@@ -99,7 +99,7 @@ cudaError_t LaunchLayerNormForward(float* out, float* mean, float* rstd, const f
                                    const float* weight, const float* bias, int64_t N, int C,
                                    cudaStream_t stream) {
   DT_LAUNCH(LayerNormForwardWarpPerRowKernel, CeilBlocks(N, kWarpsPerBlock),
-            kWarpsPerBlock * kWarpSize, stream)(out, mean, rstd, inp, weight, bias, N, C);
+            kWarpsPerBlock * kWarpSize, stream, out, mean, rstd, inp, weight, bias, N, C);
   return cudaGetLastError();
 }
 
@@ -107,7 +107,7 @@ cudaError_t LaunchLayerNormBackward(float* dinp, float* dweight, float* dbias, c
                                     const float* inp, const float* weight, const float* mean,
                                     const float* rstd, int64_t N, int C, cudaStream_t stream) {
   DT_LAUNCH(LayerNormBackwardDinpWarpPerRowKernel, CeilBlocks(N, kWarpsPerBlock),
-            kWarpsPerBlock * kWarpSize, stream)(dinp, dout, inp, weight, mean, rstd, N, C);
+            kWarpsPerBlock * kWarpSize, stream, dinp, dout, inp, weight, mean, rstd, N, C);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   return LaunchColumnSum<2>(WeightAndBiasGrads{dweight, dbias, dout, inp, mean, rstd, C}, N, C,

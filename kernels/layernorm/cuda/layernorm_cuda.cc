@@ -17,8 +17,7 @@ absl::Status LayerNormForward(float* out, float* mean, float* rstd, const float*
   if (out == nullptr || inp == nullptr || weight == nullptr || bias == nullptr) {
     return absl::InvalidArgumentError("LayerNormForward: null pointer");
   }
-  DT_CUDA_RETURN_IF_ERROR(
-      LaunchLayerNormForward(out, mean, rstd, inp, weight, bias, N, C, stream));
+  DT_CUDA_RETURN_IF_ERROR(LaunchLayerNormForward(out, mean, rstd, inp, weight, bias, N, C, stream));
   return absl::OkStatus();
 }
 
@@ -33,8 +32,8 @@ absl::Status LayerNormBackward(float* dinp, float* dweight, float* dbias, const 
       inp == nullptr || weight == nullptr || mean == nullptr || rstd == nullptr) {
     return absl::InvalidArgumentError("LayerNormBackward: null pointer");
   }
-  DT_CUDA_RETURN_IF_ERROR(LaunchLayerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean,
-                                                  rstd, N, C, stream));
+  DT_CUDA_RETURN_IF_ERROR(
+      LaunchLayerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C, stream));
   return absl::OkStatus();
 }
 

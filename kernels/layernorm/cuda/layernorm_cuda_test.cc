@@ -41,10 +41,10 @@ TEST(LayerNormCudaTest, ForwardMatchesReference) {
     SCOPED_TRACE(::testing::Message() << s.N << "x" << s.C);
     const int64_t n = s.N * s.C;
     const auto x = Input(n, 1), w = RandomFloats(s.C, 2), b = RandomFloats(s.C, 3);
-    DeviceBuffer<float> d_x(x), d_w(w), d_b(b), out(std::vector<float>(n + 1, -9.f)),
-        mean(s.N), rstd(s.N);
-    ASSERT_TRUE(LayerNormForward(out.get(), mean.get(), rstd.get(), d_x.get(), d_w.get(),
-                                 d_b.get(), s.N, s.C, nullptr)
+    DeviceBuffer<float> d_x(x), d_w(w), d_b(b), out(std::vector<float>(n + 1, -9.f)), mean(s.N),
+        rstd(s.N);
+    ASSERT_TRUE(LayerNormForward(out.get(), mean.get(), rstd.get(), d_x.get(), d_w.get(), d_b.get(),
+                                 s.N, s.C, nullptr)
                     .ok());
     std::vector<double> want(n), want_mean(s.N), want_rstd(s.N);
     LayerNormForwardReference(want.data(), want_mean.data(), want_rstd.data(), ToDouble(x).data(),

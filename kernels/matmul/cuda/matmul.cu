@@ -32,7 +32,7 @@ struct BiasGrad {
 template <typename T>
 cudaError_t LaunchBroadcastBias(T* out, const float* bias, int64_t M, int N, cudaStream_t stream) {
   auto* kernel = BroadcastBiasKernel<T>;
-  DT_LAUNCH(kernel, GridStrideBlocks(M * N, kThreads), kThreads, stream)(out, bias, M, N);
+  DT_LAUNCH(kernel, GridStrideBlocks(M * N, kThreads), kThreads, stream, out, bias, M, N);
   return cudaGetLastError();
 }
 
@@ -42,8 +42,8 @@ cudaError_t LaunchAddBiasGrad(float* dbias, const T* dout, int64_t M, int N, cud
 }
 
 template cudaError_t LaunchBroadcastBias<float>(float*, const float*, int64_t, int, cudaStream_t);
-template cudaError_t LaunchBroadcastBias<__nv_bfloat16>(__nv_bfloat16*, const float*, int64_t,
-                                                        int, cudaStream_t);
+template cudaError_t LaunchBroadcastBias<__nv_bfloat16>(__nv_bfloat16*, const float*, int64_t, int,
+                                                        cudaStream_t);
 template cudaError_t LaunchAddBiasGrad<float>(float*, const float*, int64_t, int, cudaStream_t);
 template cudaError_t LaunchAddBiasGrad<__nv_bfloat16>(float*, const __nv_bfloat16*, int64_t, int,
                                                       cudaStream_t);

@@ -13,9 +13,12 @@ namespace {
 
 cudaDataType ToCuda(DataType t) {
   switch (t) {
-    case DataType::kBFloat16: return CUDA_R_16BF;
-    case DataType::kFloat16: return CUDA_R_16F;
-    case DataType::kFloat32: break;
+    case DataType::kBFloat16:
+      return CUDA_R_16BF;
+    case DataType::kFloat16:
+      return CUDA_R_16F;
+    case DataType::kFloat32:
+      break;
   }
   return CUDA_R_32F;
 }
@@ -31,8 +34,8 @@ absl::Status CheckMatmulShape(const char* op, int64_t M, int64_t K, int64_t N) {
 }
 
 template <typename T>
-absl::Status Forward(const CublasContext& ctx, DataType type, T* out, const T* inp,
-                     const T* weight, const float* bias, int64_t M, int64_t K, int64_t N) {
+absl::Status Forward(const CublasContext& ctx, DataType type, T* out, const T* inp, const T* weight,
+                     const float* bias, int64_t M, int64_t K, int64_t N) {
   DT_RETURN_IF_ERROR(CheckMatmulShape("MatmulForward", M, K, N));
   if (M == 0 || N == 0) return absl::OkStatus();
   if (out == nullptr || (K > 0 && (inp == nullptr || weight == nullptr))) {
@@ -50,8 +53,8 @@ absl::Status Forward(const CublasContext& ctx, DataType type, T* out, const T* i
     return absl::OkStatus();
   }
   // out (M, N) = inp (M, K) · weight (N, K)ᵀ
-  return GemmRowMajor(ctx, /*trans_a=*/false, /*trans_b=*/true, M, N, K, 1.0f, inp, K, 0, weight,
-                      K, 0, type, beta, out, N, 0, type);
+  return GemmRowMajor(ctx, /*trans_a=*/false, /*trans_b=*/true, M, N, K, 1.0f, inp, K, 0, weight, K,
+                      0, type, beta, out, N, 0, type);
 }
 
 template <typename T>
@@ -60,7 +63,7 @@ absl::Status Backward(const CublasContext& ctx, DataType type, T* dinp, float* d
                       int64_t K, int64_t N, bool accumulate_dinp) {
   DT_RETURN_IF_ERROR(CheckMatmulShape("MatmulBackward", M, K, N));
   if (M == 0) return absl::OkStatus();  // every output is empty or gets an empty sum
-  if (N == 0) {  // dinp = an empty sum; dweight and dbias are empty
+  if (N == 0) {                         // dinp = an empty sum; dweight and dbias are empty
     if (dinp != nullptr && K > 0 && !accumulate_dinp) {
       DT_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(dinp, 0, M * K * sizeof(T), ctx.stream()));
     }
@@ -118,37 +121,36 @@ absl::Status GemmRowMajor(const CublasContext& ctx, bool trans_a, bool trans_b, 
   const int64_t a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
   if (lda < std::max<int64_t>(1, a_cols) || ldb < std::max<int64_t>(1, b_cols) ||
       ldc < std::max<int64_t>(1, N)) {
-    return absl::InvalidArgumentError(absl::StrCat("GemmRowMajor: row strides too small: lda=",
-                                                   lda, " ldb=", ldb, " ldc=", ldc));
+    return absl::InvalidArgumentError(
+        absl::StrCat("GemmRowMajor: row strides too small: lda=", lda, " ldb=", ldb, " ldc=", ldc));
   }
   if (c_type != DataType::kFloat32 && c_type != ab_type) {
     return absl::InvalidArgumentError(absl::StrCat("GemmRowMajor: ", DataTypeName(ab_type),
-                                                   " inputs cannot write ",
-                                                   DataTypeName(c_type)));
+                                                   " inputs cannot write ", DataTypeName(c_type)));
   }
   if (M == 0 || N == 0 || batch == 0) return absl::OkStatus();
   if (C == nullptr || (K > 0 && (A == nullptr || B == nullptr))) {
     return absl::InvalidArgumentError("GemmRowMajor: null pointer");
   }
-  const cublasComputeType_t compute =
-      ab_type == DataType::kFloat32 && ctx.options().allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                                : CUBLAS_COMPUTE_32F;
+  const cublasComputeType_t compute = ab_type == DataType::kFloat32 && ctx.options().allow_tf32
+                                          ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                          : CUBLAS_COMPUTE_32F;
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   // Column-major Cᵀ (N, M) = op(B)ᵀ (N, K) · op(A)ᵀ (K, M): the row-major buffers, read as
   // column-major, already are the transposes.
   if (batch == 1) {
-    DT_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
-        ctx.handle(), op_b, op_a, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K),
-        &alpha, B, ToCuda(ab_type), static_cast<int>(ldb), A, ToCuda(ab_type),
-        static_cast<int>(lda), &beta, C, ToCuda(c_type), static_cast<int>(ldc), compute,
-        CUBLAS_GEMM_DEFAULT));
+    DT_CUBLAS_RETURN_IF_ERROR(
+        cublasGemmEx(ctx.handle(), op_b, op_a, static_cast<int>(N), static_cast<int>(M),
+                     static_cast<int>(K), &alpha, B, ToCuda(ab_type), static_cast<int>(ldb), A,
+                     ToCuda(ab_type), static_cast<int>(lda), &beta, C, ToCuda(c_type),
+                     static_cast<int>(ldc), compute, CUBLAS_GEMM_DEFAULT));
   } else {
     DT_CUBLAS_RETURN_IF_ERROR(cublasGemmStridedBatchedEx(
         ctx.handle(), op_b, op_a, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K),
         &alpha, B, ToCuda(ab_type), static_cast<int>(ldb), stride_b, A, ToCuda(ab_type),
-        static_cast<int>(lda), stride_a, &beta, C, ToCuda(c_type), static_cast<int>(ldc),
-        stride_c, static_cast<int>(batch), compute, CUBLAS_GEMM_DEFAULT));
+        static_cast<int>(lda), stride_a, &beta, C, ToCuda(c_type), static_cast<int>(ldc), stride_c,
+        static_cast<int>(batch), compute, CUBLAS_GEMM_DEFAULT));
   }
   return absl::OkStatus();
 }

@@ -79,8 +79,7 @@ TEST(MatmulCudaTest, ForwardMatchesReferenceWithAndWithoutBias) {
     ASSERT_TRUE(
         MatmulForward(*ctx, out.get(), d_x.get(), d_w.get(), d_b.get(), s.M, s.K, s.N).ok());
     EXPECT_TRUE(AllClose(out.ToHost(), Forward(x, w, &b, s), Tol(s.K), 0));
-    ASSERT_TRUE(
-        MatmulForward(*ctx, out.get(), d_x.get(), d_w.get(), nullptr, s.M, s.K, s.N).ok());
+    ASSERT_TRUE(MatmulForward(*ctx, out.get(), d_x.get(), d_w.get(), nullptr, s.M, s.K, s.N).ok());
     EXPECT_TRUE(AllClose(out.ToHost(), Forward(x, w, nullptr, s), Tol(s.K), 0));
   }
 }
@@ -91,8 +90,8 @@ TEST(MatmulCudaTest, BackwardAccumulatesOverTwoMicroSteps) {
   ASSERT_NE(ctx, nullptr);
   for (bool accumulate_dinp : {false, true}) {
     for (const Shape& s : kShapes) {
-      SCOPED_TRACE(::testing::Message() << s.M << "x" << s.K << "x" << s.N << " accumulate_dinp="
-                                        << accumulate_dinp);
+      SCOPED_TRACE(::testing::Message()
+                   << s.M << "x" << s.K << "x" << s.N << " accumulate_dinp=" << accumulate_dinp);
       const auto x = RandomFloats(s.M * s.K, 4), w = RandomFloats(s.N * s.K, 5);
       const auto dx0 = RandomFloats(s.M * s.K, 6), dw0 = RandomFloats(s.N * s.K, 7),
                  db0 = RandomFloats(s.N, 8);
@@ -122,8 +121,8 @@ TEST(MatmulCudaTest, BackwardSkipsNullGradients) {
   const auto x = RandomFloats(s.M * s.K, 1), w = RandomFloats(s.N * s.K, 2),
              dy = RandomFloats(s.M * s.N, 3);
   DeviceBuffer<float> d_x(x), d_w(w), d_dy(dy), dw(s.N * s.K);
-  ASSERT_TRUE(MatmulBackward(*ctx, nullptr, dw.get(), nullptr, d_dy.get(), d_x.get(), nullptr,
-                             s.M, s.K, s.N)
+  ASSERT_TRUE(MatmulBackward(*ctx, nullptr, dw.get(), nullptr, d_dy.get(), d_x.get(), nullptr, s.M,
+                             s.K, s.N)
                   .ok());
   std::vector<double> dx(s.M * s.K), want_dw(s.N * s.K), db(s.N);
   BackwardAccumulate(dx, want_dw, db, dy, x, w, s, false);
@@ -189,9 +188,9 @@ TEST(MatmulCudaTest, GemmRowMajorTransposesBatchesAndStrides) {
       const auto c0 = RandomFloats(batch * sc, 3);
       DeviceBuffer<float> d_a(a), d_b(b), d_c(c0);
       const float alpha = 0.75f, beta = -0.5f;
-      ASSERT_TRUE(GemmRowMajor(*ctx, ta, tb, M, N, K, alpha, d_a.get(), lda, sa, d_b.get(), ldb,
-                               sb, DataType::kFloat32, beta, d_c.get(), ldc, sc,
-                               DataType::kFloat32, batch)
+      ASSERT_TRUE(GemmRowMajor(*ctx, ta, tb, M, N, K, alpha, d_a.get(), lda, sa, d_b.get(), ldb, sb,
+                               DataType::kFloat32, beta, d_c.get(), ldc, sc, DataType::kFloat32,
+                               batch)
                       .ok());
       std::vector<double> want(c0.begin(), c0.end());  // padding stays as it was
       for (int64_t q = 0; q < batch; ++q) {
@@ -234,9 +233,8 @@ TEST(MatmulCudaTest, EmptyShapesAndInvalidArguments) {
       dx(std::vector<float>(6, 9.f)), dy(std::vector<float>(6, 1.f));
   ASSERT_TRUE(MatmulForward(*ctx, out.get(), nullptr, nullptr, b.get(), 3, 0, 2).ok());
   EXPECT_EQ(out.ToHost(), (std::vector<float>{1, 2, 1, 2, 1, 2}));
-  ASSERT_TRUE(MatmulBackward(*ctx, dx.get(), nullptr, nullptr, dy.get(), nullptr, nullptr, 3, 2,
-                             0)
-                  .ok());
+  ASSERT_TRUE(
+      MatmulBackward(*ctx, dx.get(), nullptr, nullptr, dy.get(), nullptr, nullptr, 3, 2, 0).ok());
   EXPECT_EQ(dx.ToHost(), std::vector<float>(6, 0.f));
   EXPECT_TRUE(MatmulForward(*ctx, nullptr, nullptr, nullptr, nullptr, 0, 4, 4).ok());
   EXPECT_EQ(MatmulForward(*ctx, nullptr, nullptr, nullptr, nullptr, -1, 4, 4).code(),

@@ -22,16 +22,15 @@ __global__ void UnscaleAndCheckFiniteKernel(T* grads, int64_t n, float inv_scale
 }  // namespace
 
 template <typename T>
-cudaError_t LaunchUnscaleAndCheckFinite(T* grads, int64_t n, float inv_scale,
-                                        int* found_nonfinite, cudaStream_t stream) {
+cudaError_t LaunchUnscaleAndCheckFinite(T* grads, int64_t n, float inv_scale, int* found_nonfinite,
+                                        cudaStream_t stream) {
   auto* kernel = UnscaleAndCheckFiniteKernel<T>;
-  DT_LAUNCH(kernel, GridStrideBlocks(n, kThreads), kThreads, stream)(grads, n, inv_scale,
-                                                                     found_nonfinite);
+  DT_LAUNCH(kernel, GridStrideBlocks(n, kThreads), kThreads, stream, grads, n, inv_scale,
+            found_nonfinite);
   return cudaGetLastError();
 }
 
-template cudaError_t LaunchUnscaleAndCheckFinite<float>(float*, int64_t, float, int*,
-                                                        cudaStream_t);
+template cudaError_t LaunchUnscaleAndCheckFinite<float>(float*, int64_t, float, int*, cudaStream_t);
 template cudaError_t LaunchUnscaleAndCheckFinite<__nv_bfloat16>(__nv_bfloat16*, int64_t, float,
                                                                 int*, cudaStream_t);
 template cudaError_t LaunchUnscaleAndCheckFinite<__half>(__half*, int64_t, float, int*,

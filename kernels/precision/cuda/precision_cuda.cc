@@ -32,8 +32,8 @@ absl::Status UnscaleAndCheckFinite(__nv_bfloat16* grads, int64_t n, float inv_sc
   return Unscale(grads, n, inv_scale, found_nonfinite, stream);
 }
 
-absl::Status UnscaleAndCheckFinite(__half* grads, int64_t n, float inv_scale,
-                                   int* found_nonfinite, cudaStream_t stream) {
+absl::Status UnscaleAndCheckFinite(__half* grads, int64_t n, float inv_scale, int* found_nonfinite,
+                                   cudaStream_t stream) {
   return Unscale(grads, n, inv_scale, found_nonfinite, stream);
 }
 

@@ -23,7 +23,7 @@
 
 namespace dstrain::kernels::gpu {
 
-absl::Status UnscaleAndCheckFinite(float* grads,         // (n) in place
+absl::Status UnscaleAndCheckFinite(float* grads,  // (n) in place
                                    int64_t n, float inv_scale,
                                    int* found_nonfinite,  // (1) set to 1, never cleared
                                    cudaStream_t stream);
@@ -31,7 +31,7 @@ absl::Status UnscaleAndCheckFinite(float* grads,         // (n) in place
 absl::Status UnscaleAndCheckFinite(__nv_bfloat16* grads, int64_t n, float inv_scale,
                                    int* found_nonfinite, cudaStream_t stream);
 
-absl::Status UnscaleAndCheckFinite(__half* grads, int64_t n, float inv_scale,
-                                   int* found_nonfinite, cudaStream_t stream);
+absl::Status UnscaleAndCheckFinite(__half* grads, int64_t n, float inv_scale, int* found_nonfinite,
+                                   cudaStream_t stream);
 
 }  // namespace dstrain::kernels::gpu

@@ -10,7 +10,7 @@
 namespace dstrain::kernels::gpu {
 
 template <typename T>  // float, __nv_bfloat16, __half (instantiated in precision.cu)
-cudaError_t LaunchUnscaleAndCheckFinite(T* grads, int64_t n, float inv_scale,
-                                        int* found_nonfinite, cudaStream_t stream);
+cudaError_t LaunchUnscaleAndCheckFinite(T* grads, int64_t n, float inv_scale, int* found_nonfinite,
+                                        cudaStream_t stream);
 
 }  // namespace dstrain::kernels::gpu

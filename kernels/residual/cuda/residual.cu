@@ -52,33 +52,33 @@ __global__ void SumSquaresFinalKernel(double* total, const double* partials, int
 
 cudaError_t LaunchResidualForward(float* out, const float* a, const float* b, int64_t n,
                                   cudaStream_t stream) {
-  DT_LAUNCH(ResidualForwardKernel, GridStrideBlocks(n, kThreads), kThreads, stream)(out, a, b, n);
+  DT_LAUNCH(ResidualForwardKernel, GridStrideBlocks(n, kThreads), kThreads, stream, out, a, b, n);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchAddInPlace(float* y, const float* x, int64_t n, cudaStream_t stream) {
-  DT_LAUNCH(AddInPlaceKernel, GridStrideBlocks(n, kThreads), kThreads, stream)(y, x, n);
+  DT_LAUNCH(AddInPlaceKernel, GridStrideBlocks(n, kThreads), kThreads, stream, y, x, n);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchScale(float* x, int64_t n, float s, cudaStream_t stream) {
-  DT_LAUNCH(ScaleKernel, GridStrideBlocks(n, kThreads), kThreads, stream)(x, n, s);
+  DT_LAUNCH(ScaleKernel, GridStrideBlocks(n, kThreads), kThreads, stream, x, n, s);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchFill(float* x, int64_t n, float v, cudaStream_t stream) {
-  DT_LAUNCH(FillKernel, GridStrideBlocks(n, kThreads), kThreads, stream)(x, n, v);
+  DT_LAUNCH(FillKernel, GridStrideBlocks(n, kThreads), kThreads, stream, x, n, v);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchAddSumSquares(double* total, const float* x, int64_t n, cudaStream_t stream) {
   const unsigned blocks = GridStrideBlocks(n, kThreads, kMaxPartials);
   double* partials = nullptr;
-  cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&partials), blocks * sizeof(double),
-                                  stream);
+  cudaError_t e =
+      cudaMallocAsync(reinterpret_cast<void**>(&partials), blocks * sizeof(double), stream);
   if (e != cudaSuccess) return e;
-  DT_LAUNCH(SumSquaresPartialKernel, blocks, kThreads, stream)(partials, x, n);
-  DT_LAUNCH(SumSquaresFinalKernel, 1, kThreads, stream)(total, partials, static_cast<int>(blocks));
+  DT_LAUNCH(SumSquaresPartialKernel, blocks, kThreads, stream, partials, x, n);
+  DT_LAUNCH(SumSquaresFinalKernel, 1, kThreads, stream, total, partials, static_cast<int>(blocks));
   e = cudaGetLastError();
   const cudaError_t freed = cudaFreeAsync(partials, stream);
   return e != cudaSuccess ? e : freed;
