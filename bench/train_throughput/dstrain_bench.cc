@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "common/runtime/omp_env.h"
+#include "common/runtime/process_init.h"
 #include "client/cli/args.h"
 #include "common/random/rng.h"
 #include "worker/config/config.h"
@@ -97,6 +97,6 @@ int Run(int argc, char** argv) {
 }  // namespace dstrain
 
 int main(int argc, char** argv) {
-  dstrain::EnsureOmpEnvironment(argv);
+  dstrain::InitProcess(argv);
   return dstrain::Run(argc, argv);
 }

@@ -5,14 +5,15 @@
 //   dstrain train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
 //                 [--save-initial-model FILE]
 //
-// Exit codes: 0 success, 1 the command ran and failed, 2 bad usage or invalid job.
+// Exit codes: 0 success, 1 the command ran and failed, 2 bad usage, an invalid job or missing
+// input files.
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
-#include "common/runtime/omp_env.h"
+#include "common/runtime/process_init.h"
 #include "client/cli/args.h"
 #include "worker/config/config.h"
 #include "worker/data/prepare.h"
@@ -100,8 +101,13 @@ int Train(const std::vector<std::string>& args) {
   options.threads = *threads;
   auto result = trainer::Train(*spec, options);
   if (!result.ok()) {
-    return Fail(result.status(),
-                result.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
+    // Bad input (an invalid job, a missing data file) is a usage error; anything else means the
+    // training itself failed.
+    const absl::StatusCode code = result.status().code();
+    return Fail(result.status(), code == absl::StatusCode::kInvalidArgument ||
+                                         code == absl::StatusCode::kNotFound
+                                     ? 2
+                                     : 1);
   }
   return 0;
 }
@@ -128,6 +134,6 @@ int Main(int argc, char** argv) {
 }  // namespace dstrain::cli
 
 int main(int argc, char** argv) {
-  dstrain::EnsureOmpEnvironment(argv);
+  dstrain::InitProcess(argv);
   return dstrain::cli::Main(argc, argv);
 }

@@ -119,8 +119,7 @@ TEST_P(AttentionTest, RandomSmallShapesMatchReference) {
                       s.C, s.NH);
     const auto qkvd = ToDouble(qkv);
     std::vector<double> want_out(OutSize(s)), want_att(AttSize(s)), want(QkvSize(s));
-    AttentionForwardReference(want_out.data(), want_att.data(), qkvd.data(), s.B, s.T, s.C,
-                              s.NH);
+    AttentionForwardReference(want_out.data(), want_att.data(), qkvd.data(), s.B, s.T, s.C, s.NH);
     AttentionBackwardReference(want.data(), ToDouble(dout).data(), qkvd.data(), want_att.data(),
                                s.B, s.T, s.C, s.NH);
     const std::string where = "B=" + std::to_string(B) + " T=" + std::to_string(T) +

@@ -5,10 +5,10 @@
 // (gradient accumulation over micro-steps): dwte[v] += Σ over (b, t) with tokens[b, t] == v of
 // dout[b, t]; dwpe[t] += Σ_b dout[b, t]. Tokens must lie in [0, Vp).
 //
-// Determinism: the backward pass splits the C columns across threads; every column is owned by one
-// thread, which adds rows in (b, t) order. The additions into each element are therefore the same,
-// in the same order, for any thread count and any ISA: the results are bitwise reproducible, and
-// no two threads ever touch one token's row at once.
+// Determinism: in the backward pass every dwte row (token) and every dwpe row (position) is owned
+// by one thread, which adds the dout rows into it in (b, t) order. The additions into each
+// element are therefore the same, in the same order, for any thread count and any ISA: the
+// results are bitwise reproducible, and no two threads ever touch one row.
 #pragma once
 
 #include <cstdint>

@@ -22,13 +22,17 @@ void EncoderForward(float* out, const int32_t* tokens, const float* wte, const f
 
 void EncoderBackward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B,
                      int T, int C) {
-  const auto fn = DT_ISA_SELECT(BackwardColumns);
-  // Column slices are whole cache lines (16 floats), so threads never share a line.
-  const int64_t max_parts = (C + 15) / 16;
+  const auto fn = DT_ISA_SELECT(BackwardPart);
+  // Worker p owns the dwte rows of tokens v with v % parts == p and a contiguous block of dwpe
+  // rows: no row is shared, so no additions race and none depends on timing.
   int parts = ThreadsFor(static_cast<int64_t>(B) * T * C);
-  if (parts > max_parts) parts = static_cast<int>(max_parts);
-  ParallelFor(C, parts, 16, [&](int64_t c0, int64_t c1) {
-    fn(dwte, dwpe, dout, tokens, B, T, C, static_cast<int>(c0), static_cast<int>(c1));
+  if (parts > T) parts = T > 0 ? T : 1;
+  ParallelFor(parts, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const Range t = SplitRange(T, parts, p);
+      fn(dwte, dwpe, dout, tokens, B, T, C, static_cast<int>(p), parts, static_cast<int>(t.begin),
+         static_cast<int>(t.end));
+    }
   });
 }
 

@@ -111,6 +111,26 @@ TEST_P(GeluTest, OutputsMayAliasInputs) {
   EXPECT_TRUE(AllClose(dy.data(), want_g.data(), n, kBackwardAbsTol, kBackwardRelTol));
 }
 
+// Element-wise: the split across threads cannot change any value.
+TEST_P(GeluTest, BitwiseIdenticalAcrossThreadCounts) {
+  const int64_t n = (int64_t{1} << 20) + 3;
+  const auto x = RandomFloats(n, 6, -6.f, 6.f), dy = RandomFloats(n, 7);
+  std::vector<float> first_y, first_g;
+  for (int threads : {1, 2, 3}) {
+    testing::ScopedThreads scoped(threads);
+    std::vector<float> y(n), g(n);
+    GeluForward(y.data(), x.data(), n);
+    GeluBackward(g.data(), x.data(), dy.data(), n);
+    if (first_y.empty()) {
+      first_y = y;
+      first_g = g;
+    } else {
+      EXPECT_TRUE(testing::BitwiseEqual(y, first_y)) << threads;
+      EXPECT_TRUE(testing::BitwiseEqual(g, first_g)) << threads;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllIsas, GeluTest, ::testing::ValuesIn(testing::TestIsas()),
                          testing::IsaTestName);
 
