@@ -101,17 +101,15 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
   const double beta1 = schedule_->Beta1(global_steps_).value_or(opt.beta1);
   const double beta2 = schedule_->Beta2(global_steps_).value_or(opt.beta2);
   kernels::AdamWArgs args;
-  args.lr = static_cast<float>(stats.lr);
-  args.beta1 = static_cast<float>(beta1);
-  args.beta2 = static_cast<float>(beta2);
-  args.eps = static_cast<float>(opt.eps);
-  args.weight_decay = static_cast<float>(opt.weight_decay);
-  args.bias_correction1 =
-      opt.bias_correction ? static_cast<float>(1.0 - std::pow(beta1, double(t))) : 1.f;
-  args.bias_correction2 =
-      opt.bias_correction ? static_cast<float>(1.0 - std::pow(beta2, double(t))) : 1.f;
+  args.lr = stats.lr;
+  args.beta1 = beta1;
+  args.beta2 = beta2;
+  args.eps = opt.eps;
+  args.weight_decay = opt.weight_decay;
+  args.bias_correction1 = opt.bias_correction ? 1.0 - std::pow(beta1, double(t)) : 1.0;
+  args.bias_correction2 = opt.bias_correction ? 1.0 - std::pow(beta2, double(t)) : 1.0;
   args.adamw_mode = opt.adam_w_mode;
-  args.grad_scale = static_cast<float>(stats.clip_coef);
+  args.grad_scale = stats.clip_coef;
   kernels::AdamWUpdate(params_.data<float>(), grads, exp_avg_.data<float>(),
                        exp_avg_sq_.data<float>(), total, args);
 
