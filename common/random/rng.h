@@ -11,11 +11,30 @@
 
 namespace dstrain {
 
+// SplitMix64 (Steele, Lea & Flood): expands a 64-bit seed into generator state, because xoshiro
+// must not start from a state with few bits set.
+class SplitMix64 {
+ public:
+  explicit SplitMix64(uint64_t seed) : state_(seed) {}
+  uint64_t Next() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+
+ private:
+  uint64_t state_;
+};
+
+// xoshiro256** 1.0 (Blackman & Vigna), its state seeded from SplitMix64 as its authors recommend.
+// SplitMix64 is a bijection of its counter, so four consecutive outputs are never all zero (the
+// one state xoshiro cannot leave).
 class Rng {
  public:
   explicit Rng(uint64_t seed) {
-    uint64_t x = seed;
-    for (uint64_t& s : s_) s = SplitMix64(x);
+    SplitMix64 sm(seed);
+    for (uint64_t& s : s_) s = sm.Next();
   }
 
   uint64_t NextU64() {
@@ -33,14 +52,20 @@ class Rng {
   // Uniform in [0, 1) with 53 random bits.
   double Uniform() { return static_cast<double>(NextU64() >> 11) * 0x1.0p-53; }
 
-  // Uniform integer in [0, n), unbiased (rejection on the top of the range). REQUIRES: n > 0.
+  // Uniform integer in [0, n), n > 0, without modulo bias (Lemire 2019, "Fast Random Integer
+  // Generation in an Interval"): the high 64 bits of x·n are uniform once the low half is not
+  // among the (2^64 mod n) values that would over-represent some results; those are redrawn.
   uint64_t Below(uint64_t n) {
-    const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
-    uint64_t x;
-    do {
-      x = NextU64();
-    } while (x >= limit);
-    return x % n;
+    unsigned __int128 m = static_cast<unsigned __int128>(NextU64()) * n;
+    uint64_t low = static_cast<uint64_t>(m);
+    if (low < n) {
+      const uint64_t threshold = (0 - n) % n;  // 2^64 mod n
+      while (low < threshold) {
+        m = static_cast<unsigned __int128>(NextU64()) * n;
+        low = static_cast<uint64_t>(m);
+      }
+    }
+    return static_cast<uint64_t>(m >> 64);
   }
 
   // Standard normal by Box–Muller (both values of a pair are used).
@@ -58,13 +83,6 @@ class Rng {
     spare_ = r * std::sin(2.0 * M_PI * u2);
     has_spare_ = true;
     return r * std::cos(2.0 * M_PI * u2);
-  }
-
-  static uint64_t SplitMix64(uint64_t& x) {
-    uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
   }
 
  private:

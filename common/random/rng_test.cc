@@ -10,9 +10,9 @@ namespace {
 
 TEST(Rng, KnownSplitMix64Values) {
   // Reference values of splitmix64 from seed 0 (as published with the algorithm).
-  uint64_t x = 0;
-  EXPECT_EQ(Rng::SplitMix64(x), 0xe220a8397b1dcdafULL);
-  EXPECT_EQ(Rng::SplitMix64(x), 0x6e789e6aa1b965f4ULL);
+  SplitMix64 x(0);
+  EXPECT_EQ(x.Next(), 0xe220a8397b1dcdafULL);
+  EXPECT_EQ(x.Next(), 0x6e789e6aa1b965f4ULL);
 }
 
 TEST(Rng, DeterministicPerSeed) {

@@ -16,39 +16,18 @@
 #include <utility>
 
 #include "absl/types/span.h"
+#include "common/random/rng.h"
 
 namespace dstrain::data {
 
-// SplitMix64 (Steele, Lea & Flood; Vigna's reference code). Used to expand a 64-bit seed into
-// generator state, because xoshiro must not start from a state with few bits set.
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t Next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-
- private:
-  uint64_t state_;
-};
-
-// xoshiro256** 1.0: fast, 256 bits of state, passes BigCrush; the state is seeded from SplitMix64
-// as its authors recommend.
-class Xoshiro256 {
- public:
-  explicit Xoshiro256(uint64_t seed);
-  uint64_t Next();
-
- private:
-  uint64_t s_[4];
-};
+// The generators are the project's one fully specified RNG (common/random/rng.h): SplitMix64 for
+// seeding and xoshiro256** for the stream.
+using ::dstrain::SplitMix64;
+using Xoshiro256 = ::dstrain::Rng;
 
 // A uniformly distributed integer in [0, bound), bound > 0, with no modulo bias (Lemire 2019,
 // "Fast Random Integer Generation in an Interval"). Deterministic for a given generator state.
-uint64_t UniformBelow(Xoshiro256& rng, uint64_t bound);
+inline uint64_t UniformBelow(Xoshiro256& rng, uint64_t bound) { return rng.Below(bound); }
 
 // Shuffles `values` in place: for i = n-1 down to 1, swap values[i] with values[UniformBelow(i+1)].
 template <typename T>
