@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "common/runtime/process_init.h"
 #include "client/cli/args.h"
 #include "common/random/rng.h"
+#include "common/runtime/process_init.h"
 #include "worker/config/config.h"
 #include "worker/engine/engine.h"
 #include "worker/model/gpt.h"

@@ -13,8 +13,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
-#include "common/runtime/process_init.h"
 #include "client/cli/args.h"
+#include "common/runtime/process_init.h"
 #include "worker/config/config.h"
 #include "worker/data/prepare.h"
 #include "worker/trainer/trainer.h"
@@ -84,8 +84,7 @@ int Prepare(const std::vector<std::string>& args) {
 }
 
 int Train(const std::vector<std::string>& args) {
-  auto parsed =
-      ParseArgs(args, {"metrics-out", "threads", "save-model", "save-initial-model"}, {});
+  auto parsed = ParseArgs(args, {"metrics-out", "threads", "save-model", "save-initial-model"}, {});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
   if (parsed->positional.size() != 1) {
     return Fail(absl::InvalidArgumentError("train takes exactly one JOB.json"), 2);
@@ -104,10 +103,9 @@ int Train(const std::vector<std::string>& args) {
     // Bad input (an invalid job, a missing data file) is a usage error; anything else means the
     // training itself failed.
     const absl::StatusCode code = result.status().code();
-    return Fail(result.status(), code == absl::StatusCode::kInvalidArgument ||
-                                         code == absl::StatusCode::kNotFound
-                                     ? 2
-                                     : 1);
+    return Fail(
+        result.status(),
+        code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ? 2 : 1);
   }
   return 0;
 }

@@ -16,22 +16,21 @@
 namespace dstrain::kernels {
 
 // out (M, N) = inp (M, K) · weight (N, K)ᵀ + bias (N). bias may be null. Overwrites out.
-void MatmulForward(float* out, const float* inp, const float* weight, const float* bias,
-                   int64_t M, int64_t K, int64_t N);
+void MatmulForward(float* out, const float* inp, const float* weight, const float* bias, int64_t M,
+                   int64_t K, int64_t N);
 
 // The gradients of MatmulForward given dout (M, N).
 //   dinp (M, K)     = dout · weight        overwritten, or accumulated when accumulate_dinp;
 //                                          skipped when dinp is null
 //   dweight (N, K) += doutᵀ · inp          always accumulates (gradient accumulation)
 //   dbias (N)      += column sums of dout  skipped when dbias is null
-void MatmulBackward(float* dinp, float* dweight, float* dbias, const float* dout,
-                    const float* inp, const float* weight, int64_t M, int64_t K, int64_t N,
+void MatmulBackward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                    const float* weight, int64_t M, int64_t K, int64_t N,
                     bool accumulate_dinp = false);
 
 // General row-major single-precision GEMM: C (M, N) = alpha · op(A) · op(B) + beta · C, where
 // op(X) = Xᵀ when trans_x. lda/ldb/ldc are the row strides of A, B, C as stored.
-void Sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-           int64_t ldc);
+void Sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 }  // namespace dstrain::kernels

@@ -7,9 +7,8 @@
 
 namespace dstrain::kernels {
 
-void Sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-           int64_t ldc) {
+void Sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   if (K == 0) {
     // oneDNN rejects K == 0; the product is empty, so C = beta · C.
@@ -18,8 +17,8 @@ void Sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
     }
     return;
   }
-  dnnl_status_t s = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
-                               B, ldb, beta, C, ldc);
+  dnnl_status_t s = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B,
+                               ldb, beta, C, ldc);
   if (s != dnnl_success) {
     // Only reachable with inconsistent shapes, which callers validate: a true invariant.
     std::fprintf(stderr, "dnnl_sgemm failed (status %d) M=%ld N=%ld K=%ld\n", static_cast<int>(s),
@@ -28,8 +27,8 @@ void Sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
   }
 }
 
-void MatmulForward(float* out, const float* inp, const float* weight, const float* bias,
-                   int64_t M, int64_t K, int64_t N) {
+void MatmulForward(float* out, const float* inp, const float* weight, const float* bias, int64_t M,
+                   int64_t K, int64_t N) {
   float beta = 0.f;
   if (bias != nullptr) {
     // Start from the broadcast bias and let the GEMM accumulate onto it: one pass, no temporary.
@@ -43,9 +42,8 @@ void MatmulForward(float* out, const float* inp, const float* weight, const floa
   Sgemm(/*trans_a=*/false, /*trans_b=*/true, M, N, K, 1.f, inp, K, weight, K, beta, out, N);
 }
 
-void MatmulBackward(float* dinp, float* dweight, float* dbias, const float* dout,
-                    const float* inp, const float* weight, int64_t M, int64_t K, int64_t N,
-                    bool accumulate_dinp) {
+void MatmulBackward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                    const float* weight, int64_t M, int64_t K, int64_t N, bool accumulate_dinp) {
   if (dinp != nullptr) {
     Sgemm(false, false, M, K, N, 1.f, dout, N, weight, K, accumulate_dinp ? 1.f : 0.f, dinp, K);
   }

@@ -709,7 +709,8 @@ std::vector<InvalidRow> InvalidRows() {
        "data.val: must be the same kind as data.train"},
       // Gated until checkpoints land (DESIGN.md roadmap item 5).
       {"CheckpointEveryNotYetSupported", [](json& j) { j["job"]["checkpoint_every"] = 10; },
-       "job.checkpoint_every: periodic checkpoints (job.checkpoint_every > 0) is not supported yet"},
+       "job.checkpoint_every: periodic checkpoints (job.checkpoint_every > 0) is not supported "
+       "yet"},
       {"KeepLastZero", [](json& j) { j["job"]["keep_last"] = 0; },
        "job.keep_last: must be >= 1, got 0"},
       {"PipelineStagesMismatch",

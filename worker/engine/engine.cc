@@ -22,8 +22,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
                       Tensor::Empty(allocator, DType::kF32, {total}, MemoryCategory::kParams));
   DT_ASSIGN_OR_RETURN(e->grads_,
                       Tensor::Zeros(allocator, DType::kF32, {total}, MemoryCategory::kGrads));
-  DT_ASSIGN_OR_RETURN(e->exp_avg_, Tensor::Zeros(allocator, DType::kF32, {total},
-                                                 MemoryCategory::kOptimizerState));
+  DT_ASSIGN_OR_RETURN(
+      e->exp_avg_, Tensor::Zeros(allocator, DType::kF32, {total}, MemoryCategory::kOptimizerState));
   DT_ASSIGN_OR_RETURN(e->exp_avg_sq_, Tensor::Zeros(allocator, DType::kF32, {total},
                                                     MemoryCategory::kOptimizerState));
   const model::GptConfig& mc = e->model_->config();
@@ -34,11 +34,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
         lc.vocab_size != mc.vocab_size || lc.padded_vocab_size != mc.padded_vocab_size ||
         lc.block_size != mc.block_size) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "model.init_from: ", spec.model.init_from, " has shape L=", lc.n_layer,
-          " NH=", lc.n_head, " C=", lc.n_embd, " V=", lc.vocab_size, " Vp=",
-          lc.padded_vocab_size, " maxT=", lc.block_size, ", but the model block asks for L=",
-          mc.n_layer, " NH=", mc.n_head, " C=", mc.n_embd, " V=", mc.vocab_size, " Vp=",
-          mc.padded_vocab_size, " maxT=", mc.block_size));
+          "model.init_from: ", spec.model.init_from, " has shape L=", lc.n_layer, " NH=", lc.n_head,
+          " C=", lc.n_embd, " V=", lc.vocab_size, " Vp=", lc.padded_vocab_size,
+          " maxT=", lc.block_size, ", but the model block asks for L=", mc.n_layer,
+          " NH=", mc.n_head, " C=", mc.n_embd, " V=", mc.vocab_size, " Vp=", mc.padded_vocab_size,
+          " maxT=", mc.block_size));
     }
     std::copy(loaded.params.begin(), loaded.params.end(), e->params_.data<float>());
   } else {
@@ -47,9 +47,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
   return e;
 }
 
-Engine::Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec,
-               Allocator* allocator, std::unique_ptr<LrSchedule> schedule)
-    : model_(std::move(model)), spec_(spec), allocator_(allocator),
+Engine::Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec, Allocator* allocator,
+               std::unique_ptr<LrSchedule> schedule)
+    : model_(std::move(model)),
+      spec_(spec),
+      allocator_(allocator),
       schedule_(std::move(schedule)) {}
 
 absl::StatusOr<float> Engine::Forward(const int32_t* inputs, const int32_t* targets) {
@@ -59,8 +61,8 @@ absl::StatusOr<float> Engine::Forward(const int32_t* inputs, const int32_t* targ
   // cross-entropy backward takes that factor together with the 1/(B·T) of the mean.
   const float dloss =
       1.f / (static_cast<float>(B) * T * static_cast<float>(spec_.gradient_accumulation_steps));
-  DT_ASSIGN_OR_RETURN(float loss, model_->Forward(params_.data<float>(), inputs, targets, B, T,
-                                                  dloss));
+  DT_ASSIGN_OR_RETURN(float loss,
+                      model_->Forward(params_.data<float>(), inputs, targets, B, T, dloss));
   forward_pending_ = true;
   loss_sum_ += loss;
   return loss;

@@ -73,12 +73,12 @@ class Engine {
   config::JobSpec spec_;
   Allocator* allocator_;
   std::unique_ptr<LrSchedule> schedule_;
-  Tensor params_;  // (total) fp32
-  Tensor grads_;   // (total) fp32
+  Tensor params_;                // (total) fp32
+  Tensor grads_;                 // (total) fp32
   Tensor exp_avg_, exp_avg_sq_;  // (total) fp32 Adam moments
   int64_t global_steps_ = 0;
-  int micro_step_ = 0;       // micro-batches accumulated since the last optimizer step
-  double loss_sum_ = 0.0;    // their losses
+  int micro_step_ = 0;     // micro-batches accumulated since the last optimizer step
+  double loss_sum_ = 0.0;  // their losses
   bool forward_pending_ = false;
 };
 

@@ -33,9 +33,9 @@ config::JobSpec Spec(int micro, int gas, double clip, const std::string& extra =
 }
 
 std::unique_ptr<Engine> Make(const config::JobSpec& spec, CpuAllocator* alloc) {
-  model::GptConfig mc{spec.model.n_layer, spec.model.n_head, spec.model.n_embd,
-                      spec.model.vocab_size, spec.model.padded_vocab_size,
-                      spec.model.block_size};
+  model::GptConfig mc{
+      spec.model.n_layer,           spec.model.n_head,    spec.model.n_embd, spec.model.vocab_size,
+      spec.model.padded_vocab_size, spec.model.block_size};
   auto e = Engine::Initialize(*model::Gpt::Create(mc, alloc), spec, alloc);
   EXPECT_THAT(e, IsOk());
   return std::move(*e);
@@ -136,7 +136,8 @@ TEST(Engine, InitFromLoadsWeightsAndChecksTheShape) {
   auto loaded = Make(Spec(2, 1, 0.0, absl::StrFormat(R"(, "init_from": "%s")", path)), &alloc2);
   // Padding between parameters is not stored in the file and reads back as 0.
   for (const auto& p : loaded->model().layout().params()) {
-    for (int64_t i = 0; i < p.numel; ++i) ASSERT_EQ(loaded->params()[p.offset + i], w[p.offset + i]);
+    for (int64_t i = 0; i < p.numel; ++i)
+      ASSERT_EQ(loaded->params()[p.offset + i], w[p.offset + i]);
   }
   CpuAllocator alloc3;
   auto spec = Spec(2, 1, 0.0, absl::StrFormat(R"(, "init_from": "%s")", path));

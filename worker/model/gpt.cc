@@ -60,8 +60,8 @@ absl::Status Gpt::EnsureActivations(int B, int T) {
   const int64_t L = config_.n_layer, C = config_.n_embd, NH = config_.n_head;
   const int64_t Vp = config_.padded_vocab_size, BT = int64_t{B} * T;
   auto make = [&](Tensor& t, std::vector<int64_t> shape) -> absl::Status {
-    DT_ASSIGN_OR_RETURN(t, Tensor::Empty(allocator_, DType::kF32, std::move(shape),
-                                         MemoryCategory::kActivations));
+    DT_ASSIGN_OR_RETURN(
+        t, Tensor::Empty(allocator_, DType::kF32, std::move(shape), MemoryCategory::kActivations));
     return absl::OkStatus();
   };
   DT_RETURN_IF_ERROR(make(acts_.encoded, {B, T, C}));
@@ -88,8 +88,7 @@ absl::Status Gpt::EnsureActivations(int B, int T) {
   DT_RETURN_IF_ERROR(make(acts_.dqkv, {B, T, 3 * C}));
   DT_RETURN_IF_ERROR(make(acts_.dfch_gelu, {B, T, 4 * C}));
   DT_RETURN_IF_ERROR(make(acts_.dfch, {B, T, 4 * C}));
-  DT_RETURN_IF_ERROR(
-      make(acts_.att_scratch, {k::AttentionBackwardScratchFloats(B, T, C, NH)}));
+  DT_RETURN_IF_ERROR(make(acts_.att_scratch, {k::AttentionBackwardScratchFloats(B, T, C, NH)}));
   acts_.tokens.assign(BT, 0);
   acts_.B = B;
   acts_.T = T;
@@ -100,17 +99,16 @@ absl::StatusOr<float> Gpt::Forward(const float* params, const int32_t* tokens,
                                    const int32_t* targets, int B, int T, float dloss) {
   backward_ready_ = false;
   if (B <= 0 || T <= 0 || T > config_.block_size) {
-    return absl::InvalidArgumentError(absl::StrCat("batch shape (", B, ", ", T,
-                                                   ") out of range; block_size is ",
-                                                   config_.block_size));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "batch shape (", B, ", ", T, ") out of range; block_size is ", config_.block_size));
   }
   const int64_t BT = int64_t{B} * T;
   const int V = config_.vocab_size;
   for (int64_t i = 0; i < BT; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= V || (targets != nullptr && (targets[i] < 0 ||
-                                                                   targets[i] >= V))) {
-      return absl::InvalidArgumentError(absl::StrCat("token id at position ", i,
-                                                     " is outside the vocabulary [0, ", V, ")"));
+    if (tokens[i] < 0 || tokens[i] >= V ||
+        (targets != nullptr && (targets[i] < 0 || targets[i] >= V))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id at position ", i, " is outside the vocabulary [0, ", V, ")"));
     }
   }
   DT_RETURN_IF_ERROR(EnsureActivations(B, T));
@@ -128,19 +126,19 @@ absl::StatusOr<float> Gpt::Forward(const float* params, const int32_t* tokens,
   for (int l = 0; l < L; ++l) {
     const BlockParams& p = offsets_.blocks[l];
     const float* x = l == 0 ? a.encoded.data<float>() : a.residual3.data<float>() + (l - 1) * btc;
-    float* ln1 = a.ln1.data<float>() + l * btc;                   // (B,T,C)
-    float* ln1_mean = a.ln1_mean.data<float>() + l * BT;          // (B,T)
-    float* ln1_rstd = a.ln1_rstd.data<float>() + l * BT;          // (B,T)
-    float* qkv = a.qkv.data<float>() + l * 3 * btc;               // (B,T,3C)
-    float* atty = a.atty.data<float>() + l * btc;                 // (B,T,C)
+    float* ln1 = a.ln1.data<float>() + l * btc;                      // (B,T,C)
+    float* ln1_mean = a.ln1_mean.data<float>() + l * BT;             // (B,T)
+    float* ln1_rstd = a.ln1_rstd.data<float>() + l * BT;             // (B,T)
+    float* qkv = a.qkv.data<float>() + l * 3 * btc;                  // (B,T,3C)
+    float* atty = a.atty.data<float>() + l * btc;                    // (B,T,C)
     float* att = a.att.data<float>() + int64_t{l} * B * NH * T * T;  // (B,NH,T,T)
-    float* residual2 = a.residual2.data<float>() + l * btc;       // (B,T,C)
-    float* ln2 = a.ln2.data<float>() + l * btc;                   // (B,T,C)
+    float* residual2 = a.residual2.data<float>() + l * btc;          // (B,T,C)
+    float* ln2 = a.ln2.data<float>() + l * btc;                      // (B,T,C)
     float* ln2_mean = a.ln2_mean.data<float>() + l * BT;
     float* ln2_rstd = a.ln2_rstd.data<float>() + l * BT;
-    float* fch = a.fch.data<float>() + l * 4 * btc;               // (B,T,4C)
-    float* fch_gelu = a.fch_gelu.data<float>() + l * 4 * btc;     // (B,T,4C)
-    float* residual3 = a.residual3.data<float>() + l * btc;       // (B,T,C)
+    float* fch = a.fch.data<float>() + l * 4 * btc;            // (B,T,4C)
+    float* fch_gelu = a.fch_gelu.data<float>() + l * 4 * btc;  // (B,T,4C)
+    float* residual3 = a.residual3.data<float>() + l * btc;    // (B,T,C)
 
     k::LayerNormForward(ln1, ln1_mean, ln1_rstd, x, params + p.ln1w, params + p.ln1b, BT, C);
     k::MatmulForward(qkv, ln1, params + p.qkvw, params + p.qkvb, BT, C, 3 * C);
@@ -158,15 +156,15 @@ absl::StatusOr<float> Gpt::Forward(const float* params, const int32_t* tokens,
 
   // Phase 3: final LayerNorm and the tied LM head. logits (B,T,Vp) = lnf · wteᵀ
   const float* last = a.residual3.data<float>() + (L - 1) * btc;
-  k::LayerNormForward(a.lnf.data<float>(), a.lnf_mean.data<float>(), a.lnf_rstd.data<float>(),
-                      last, params + offsets_.lnfw, params + offsets_.lnfb, BT, C);
+  k::LayerNormForward(a.lnf.data<float>(), a.lnf_mean.data<float>(), a.lnf_rstd.data<float>(), last,
+                      params + offsets_.lnfw, params + offsets_.lnfb, BT, C);
   k::MatmulForward(a.logits.data<float>(), a.lnf.data<float>(), params + offsets_.wte, nullptr, BT,
                    C, Vp);
   if (targets == nullptr) return 0.f;
 
   // Phase 4: cross-entropy, with its backward fused in when training (logits become dlogits).
-  k::CrossEntropyForwardBackward(a.losses.data<float>(), a.logits.data<float>(), targets, BT, V,
-                                 Vp, dloss);
+  k::CrossEntropyForwardBackward(a.losses.data<float>(), a.logits.data<float>(), targets, BT, V, Vp,
+                                 dloss);
   backward_ready_ = dloss > 0.f;
   return static_cast<float>(k::MeanLoss(a.losses.data<float>(), BT));
 }
@@ -215,11 +213,10 @@ absl::Status Gpt::Backward(const float* params, float* grads) {
     k::MatmulBackward(dfch_gelu, grads + p.fcprojw, grads + p.fcprojb, dstream, fch_gelu,
                       params + p.fcprojw, BT, 4 * C, C);
     k::GeluBackward(dfch, fch, dfch_gelu, BT * 4 * C);
-    k::MatmulBackward(dbtc, grads + p.fcw, grads + p.fcb, dfch, ln2, params + p.fcw, BT, C,
-                      4 * C);
-    k::LayerNormBackward(dstream, grads + p.ln2w, grads + p.ln2b, dbtc, residual2,
-                         params + p.ln2w, a.ln2_mean.data<float>() + l * BT,
-                         a.ln2_rstd.data<float>() + l * BT, BT, C);
+    k::MatmulBackward(dbtc, grads + p.fcw, grads + p.fcb, dfch, ln2, params + p.fcw, BT, C, 4 * C);
+    k::LayerNormBackward(dstream, grads + p.ln2w, grads + p.ln2b, dbtc, residual2, params + p.ln2w,
+                         a.ln2_mean.data<float>() + l * BT, a.ln2_rstd.data<float>() + l * BT, BT,
+                         C);
     // Attention branch: residual2 = x + attproj(attn(qkv(ln1(x)))).
     k::MatmulBackward(dbtc, grads + p.attprojw, grads + p.attprojb, dstream, atty,
                       params + p.attprojw, BT, C, C);
@@ -232,8 +229,7 @@ absl::Status Gpt::Backward(const float* params, float* grads) {
   }
 
   // Embeddings: dstream is now ∂loss/∂encoded.
-  k::EncoderBackward(grads + offsets_.wte, grads + offsets_.wpe, dstream, a.tokens.data(), B, T,
-                     C);
+  k::EncoderBackward(grads + offsets_.wte, grads + offsets_.wpe, dstream, a.tokens.data(), B, T, C);
   return absl::OkStatus();
 }
 

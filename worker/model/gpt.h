@@ -22,8 +22,7 @@ namespace dstrain::model {
 
 class Gpt {
  public:
-  static absl::StatusOr<std::unique_ptr<Gpt>> Create(const GptConfig& config,
-                                                     Allocator* allocator);
+  static absl::StatusOr<std::unique_ptr<Gpt>> Create(const GptConfig& config, Allocator* allocator);
 
   const GptConfig& config() const { return config_; }
   const ParamLayout& layout() const { return layout_; }
@@ -40,8 +39,8 @@ class Gpt {
   // dloss = scale / (B·T) for a mean loss times `scale` (gradient accumulation, loss scaling).
   // Returns the mean cross-entropy over the B·T tokens.
   // Errors: kInvalidArgument for B, T out of range or token ids ≥ vocab_size.
-  absl::StatusOr<float> Forward(const float* params, const int32_t* tokens,
-                                const int32_t* targets, int B, int T, float dloss = 0.f);
+  absl::StatusOr<float> Forward(const float* params, const int32_t* tokens, const int32_t* targets,
+                                int B, int T, float dloss = 0.f);
 
   // Accumulates (+=) the gradients of the last training Forward into grads (layout().total()
   // floats). REQUIRES: the last Forward had targets and dloss > 0, with the same params.
@@ -69,12 +68,12 @@ class Gpt {
     Tensor logits;                   // (B, T, Vp), dlogits after a training Forward
     Tensor losses;                   // (B, T)
     // Backward scratch, reused across layers.
-    Tensor dstream;                 // (B, T, C) gradient of the residual stream
-    Tensor dbtc;                    // (B, T, C)
-    Tensor dqkv;                    // (B, T, 3C)
-    Tensor dfch_gelu, dfch;         // (B, T, 4C)
-    Tensor att_scratch;             // attention backward scratch
-    std::vector<int32_t> tokens;    // (B, T) copy of the last inputs for the embedding backward
+    Tensor dstream;               // (B, T, C) gradient of the residual stream
+    Tensor dbtc;                  // (B, T, C)
+    Tensor dqkv;                  // (B, T, 3C)
+    Tensor dfch_gelu, dfch;       // (B, T, 4C)
+    Tensor att_scratch;           // attention backward scratch
+    std::vector<int32_t> tokens;  // (B, T) copy of the last inputs for the embedding backward
   };
 
   Gpt(const GptConfig& config, ParamLayout layout, Allocator* allocator);

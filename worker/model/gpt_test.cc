@@ -69,8 +69,8 @@ TEST(Gpt, BackwardMatchesFiniteDifferences) {
       const double g = grads[p.offset + i];
       const double err = std::fabs(fd - g);
       max_err = std::max(max_err, err);
-      ASSERT_LE(err, 2e-4 + 0.02 * std::fabs(fd)) << p.name << "[" << i << "] fd=" << fd
-                                                  << " backward=" << g;
+      ASSERT_LE(err, 2e-4 + 0.02 * std::fabs(fd))
+          << p.name << "[" << i << "] fd=" << fd << " backward=" << g;
       ++checked;
     }
   }
@@ -88,9 +88,8 @@ TEST(Gpt, GradientsAccumulateAndScaleWithDloss) {
       scaled(t.params.size(), 0.f);
   const float d = 1.f / (t.B * t.T);
   auto run = [&](std::vector<float>& g, float dloss) {
-    ASSERT_THAT(
-        t.gpt->Forward(t.params.data(), t.tokens.data(), t.targets.data(), t.B, t.T, dloss),
-        IsOk());
+    ASSERT_THAT(t.gpt->Forward(t.params.data(), t.tokens.data(), t.targets.data(), t.B, t.T, dloss),
+                IsOk());
     ASSERT_THAT(t.gpt->Backward(t.params.data(), g.data()), IsOk());
   };
   run(once, d);

@@ -20,10 +20,10 @@ struct Segment {
   bool per_layer;
 };
 constexpr Segment kOrder[] = {
-    {"wte", false},      {"wpe", false},      {"ln1w", true},    {"ln1b", true},
-    {"qkvw", true},      {"qkvb", true},      {"attprojw", true}, {"attprojb", true},
-    {"ln2w", true},      {"ln2b", true},      {"fcw", true},     {"fcb", true},
-    {"fcprojw", true},   {"fcprojb", true},   {"lnfw", false},   {"lnfb", false},
+    {"wte", false},    {"wpe", false},    {"ln1w", true},     {"ln1b", true},
+    {"qkvw", true},    {"qkvb", true},    {"attprojw", true}, {"attprojb", true},
+    {"ln2w", true},    {"ln2b", true},    {"fcw", true},      {"fcb", true},
+    {"fcprojw", true}, {"fcprojb", true}, {"lnfw", false},    {"lnfb", false},
 };
 
 // Calls fn(spec) for every parameter in llm.c file order.
@@ -99,12 +99,12 @@ absl::StatusOr<LlmcModel> ReadLlmcModel(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": truncated header"));
   }
   if (header[0] != kLlmcModelMagic) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": bad magic ", header[0],
-                                                   " (expected ", kLlmcModelMagic, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": bad magic ", header[0], " (expected ", kLlmcModelMagic, ")"));
   }
   if (header[1] != kLlmcModelVersionF32) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": unsupported version ", header[1], " (only 3, fp32, is supported)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": unsupported version ", header[1], " (only 3, fp32, is supported)"));
   }
   LlmcModel m;
   m.config.block_size = header[2];

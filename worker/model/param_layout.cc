@@ -13,8 +13,7 @@ int64_t AlignUp(int64_t x) { return (x + kAlignFloats - 1) / kAlignFloats * kAli
 }  // namespace
 
 absl::StatusOr<ParamLayout> ParamLayout::ForGpt(const GptConfig& c) {
-  if (c.n_layer <= 0 || c.n_head <= 0 || c.n_embd <= 0 || c.vocab_size <= 0 ||
-      c.block_size <= 0) {
+  if (c.n_layer <= 0 || c.n_head <= 0 || c.n_embd <= 0 || c.vocab_size <= 0 || c.block_size <= 0) {
     return absl::InvalidArgumentError("GPT sizes must be positive");
   }
   if (c.n_embd % c.n_head != 0) {
@@ -22,8 +21,8 @@ absl::StatusOr<ParamLayout> ParamLayout::ForGpt(const GptConfig& c) {
         absl::StrCat("n_embd ", c.n_embd, " is not divisible by n_head ", c.n_head));
   }
   if (c.padded_vocab_size < c.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat("padded_vocab_size ", c.padded_vocab_size,
-                                                   " < vocab_size ", c.vocab_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("padded_vocab_size ", c.padded_vocab_size, " < vocab_size ", c.vocab_size));
   }
   const int64_t C = c.n_embd, Vp = c.padded_vocab_size, maxT = c.block_size;
   ParamLayout layout;
@@ -85,10 +84,10 @@ GptParamOffsets OffsetsOf(const ParamLayout& layout, int n_layer) {
   o.wpe = p[1].offset;
   for (int l = 0; l < n_layer; ++l) {
     const int i = 2 + 12 * l;
-    o.blocks.push_back(BlockParams{p[i].offset, p[i + 1].offset, p[i + 2].offset,
-                                   p[i + 3].offset, p[i + 4].offset, p[i + 5].offset,
-                                   p[i + 6].offset, p[i + 7].offset, p[i + 8].offset,
-                                   p[i + 9].offset, p[i + 10].offset, p[i + 11].offset});
+    o.blocks.push_back(BlockParams{p[i].offset, p[i + 1].offset, p[i + 2].offset, p[i + 3].offset,
+                                   p[i + 4].offset, p[i + 5].offset, p[i + 6].offset,
+                                   p[i + 7].offset, p[i + 8].offset, p[i + 9].offset,
+                                   p[i + 10].offset, p[i + 11].offset});
   }
   o.lnfw = p[2 + 12 * n_layer].offset;
   o.lnfb = p[3 + 12 * n_layer].offset;

@@ -31,8 +31,8 @@ struct ParamSpec {
   std::string name;            // "wte", "block.3.qkvw", "lnfw"
   std::vector<int64_t> shape;  // e.g. {3C, C}
   int64_t numel = 0;
-  int64_t offset = 0;          // in floats, from the start of the flat buffer
-  int module = 0;              // index into ParamLayout::modules()
+  int64_t offset = 0;  // in floats, from the start of the flat buffer
+  int module = 0;      // index into ParamLayout::modules()
 };
 
 struct ModuleSpec {

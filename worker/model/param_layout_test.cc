@@ -80,8 +80,8 @@ TEST(LlmcFormat, RejectsCorruptFiles) {
   const std::string path = dir + "/t.bin";
   ASSERT_THAT(WriteLlmcModel(path, c, *layout, params.data()), IsOk());
   ASSERT_EQ(truncate(path.c_str(), 1024 + 40), 0);
-  EXPECT_THAT(ReadLlmcModel(path), StatusIs(absl::StatusCode::kInvalidArgument,
-                                            HasSubstr("expected")));
+  EXPECT_THAT(ReadLlmcModel(path),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected")));
   std::FILE* f = std::fopen(path.c_str(), "r+b");
   int32_t bad = 7;
   std::fwrite(&bad, 4, 1, f);

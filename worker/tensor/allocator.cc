@@ -91,9 +91,8 @@ absl::StatusOr<void*> CpuAllocator::Allocate(size_t bytes, MemoryCategory catego
   const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
   void* p = std::aligned_alloc(kAlign, rounded == 0 ? kAlign : rounded);
   if (p == nullptr) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("out of host memory allocating ", bytes, " bytes of ",
-                     MemoryCategoryName(category)));
+    return absl::ResourceExhaustedError(absl::StrCat("out of host memory allocating ", bytes,
+                                                     " bytes of ", MemoryCategoryName(category)));
   }
   Account(category, static_cast<int64_t>(bytes));
   return p;

@@ -35,11 +35,11 @@ class Tensor {
   Tensor& operator=(const Tensor&) = delete;
 
   // Uninitialised storage; kResourceExhausted when the allocator refuses.
-  static absl::StatusOr<Tensor> Empty(Allocator* allocator, DType dtype,
-                                      std::vector<int64_t> shape, MemoryCategory category);
+  static absl::StatusOr<Tensor> Empty(Allocator* allocator, DType dtype, std::vector<int64_t> shape,
+                                      MemoryCategory category);
   // Zero-filled storage.
-  static absl::StatusOr<Tensor> Zeros(Allocator* allocator, DType dtype,
-                                      std::vector<int64_t> shape, MemoryCategory category);
+  static absl::StatusOr<Tensor> Zeros(Allocator* allocator, DType dtype, std::vector<int64_t> shape,
+                                      MemoryCategory category);
 
   template <typename T>
   T* data() {

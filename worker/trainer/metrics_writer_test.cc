@@ -39,8 +39,9 @@ TEST(MetricsWriter, WritesOneObjectPerLine) {
   std::ifstream in(path);
   std::stringstream ss;
   ss << in.rdbuf();
-  EXPECT_EQ(ss.str(), "{\"step\":1,\"loss\":2.5,\"skipped\":false,\"mem\":{\"x\":1}}\n"
-                      "{\"step\":2}\n");
+  EXPECT_EQ(ss.str(),
+            "{\"step\":1,\"loss\":2.5,\"skipped\":false,\"mem\":{\"x\":1}}\n"
+            "{\"step\":2}\n");
 }
 
 TEST(MetricsWriter, BadPathIsAnErrorAndEmptyPathDiscards) {

@@ -128,8 +128,8 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
                 "dstrain train: %s | GPT L=%d H=%d C=%d V=%d T=%d | %.2fM parameters | "
                 "micro-batch %d x %d tokens, accumulation %d, %d threads\n",
                 spec.job.name.empty() ? "job" : spec.job.name, spec.model.n_layer,
-                spec.model.n_head, spec.model.n_embd, spec.model.vocab_size, T, num_params / 1e6,
-                B, T, gas, threads);
+                spec.model.n_head, spec.model.n_embd, spec.model.vocab_size, T, num_params / 1e6, B,
+                T, gas, threads);
   absl::FPrintF(log, "data: %s (%d tokens)%s\n", spec.data.train, train_source->num_tokens(),
                 val_loader ? absl::StrCat(", val ", spec.data.val) : "");
 
@@ -212,12 +212,11 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
                                              engine->model().layout(), engine->params()));
     absl::FPrintF(log, "model written to %s\n", options.save_model);
   }
-  absl::FPrintF(log, "done: %d steps, final loss %.4f%s, median %.0f tok/s\n", result.steps,
-                result.final_train_loss,
-                result.final_val_loss >= 0 ? absl::StrFormat(", val loss %.4f",
-                                                             result.final_val_loss)
-                                           : "",
-                result.tokens_per_s);
+  absl::FPrintF(
+      log, "done: %d steps, final loss %.4f%s, median %.0f tok/s\n", result.steps,
+      result.final_train_loss,
+      result.final_val_loss >= 0 ? absl::StrFormat(", val loss %.4f", result.final_val_loss) : "",
+      result.tokens_per_s);
   return result;
 }
 

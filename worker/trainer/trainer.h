@@ -15,9 +15,9 @@
 namespace dstrain::trainer {
 
 struct TrainOptions {
-  std::string metrics_out;     // JSONL path; empty = none
-  int threads = 0;             // compute threads; 0 = every CPU this process may run on
-  std::FILE* log = stdout;     // human-readable progress
+  std::string metrics_out;         // JSONL path; empty = none
+  int threads = 0;                 // compute threads; 0 = every CPU this process may run on
+  std::FILE* log = stdout;         // human-readable progress
   std::string save_model;          // if set, the final weights in llm.c's format
   std::string save_initial_model;  // if set, the weights before the first step (llm.c format)
 };
