@@ -1,0 +1,237 @@
+#include "worker/launcher/launcher.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status/status_macros.h"
+#include "worker/store/tcp_store.h"
+
+namespace dstrain::launcher {
+namespace {
+
+struct Rank {
+  int rank = 0;
+  pid_t pid = -1;
+  int out_fd = -1;  // read ends of the rank's stdout and stderr pipes
+  int err_fd = -1;
+  std::string out_buf, err_buf;  // partial lines
+  bool exited = false;
+  int status = 0;
+};
+
+int CpuCount() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+}
+
+// Writes whole lines of `buf` (after appending `data`) to `out` with the rank prefix.
+void Relay(int rank, std::string& buf, const char* data, size_t n, std::FILE* out, bool flush) {
+  buf.append(data, n);
+  size_t start = 0;
+  for (size_t nl; (nl = buf.find('\n', start)) != std::string::npos; start = nl + 1) {
+    std::fprintf(out, "[rank %d] %.*s\n", rank, static_cast<int>(nl - start), buf.data() + start);
+  }
+  buf.erase(0, start);
+  if (flush && !buf.empty()) {
+    std::fprintf(out, "[rank %d] %s\n", rank, buf.c_str());
+    buf.clear();
+  }
+  std::fflush(out);
+}
+
+std::string DescribeExit(int rank, int status) {
+  if (WIFEXITED(status)) return absl::StrCat("rank ", rank, " exited with status ",
+                                             WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return absl::StrCat("rank ", rank, " was killed by signal ",
+                                               WTERMSIG(status), " (", strsignal(WTERMSIG(status)),
+                                               ")");
+  return absl::StrCat("rank ", rank, " ended with wait status ", status);
+}
+
+absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, int out_w, int err_w,
+                            const sigset_t& original_mask) {
+  std::vector<char*> cargv;
+  for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork failed: ", std::strerror(errno)));
+  if (pid == 0) {
+    // A rank must not outlive its launcher (no orphan keeps training or holds a port).
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    // Its own process group, so stopping a rank also stops whatever it started (a wrapper
+    // script's children would otherwise keep running and hold the output pipes open).
+    setpgid(0, 0);
+    sigprocmask(SIG_SETMASK, &original_mask, nullptr);
+    dup2(out_w, STDOUT_FILENO);
+    dup2(err_w, STDERR_FILENO);
+    execv(cargv[0], cargv.data());
+    std::fprintf(stderr, "cannot execute %s: %s\n", cargv[0], std::strerror(errno));
+    _exit(127);
+  }
+  return pid;
+}
+
+}  // namespace
+
+absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
+  if (options.nproc < 1) return absl::InvalidArgumentError("--nproc must be >= 1");
+  if (options.trainer_argv.empty()) return absl::InvalidArgumentError("no trainer command");
+
+  // Signals arrive through a signalfd, so they are blocked before any thread exists (the store
+  // server's threads inherit the mask) and restored in each child before exec.
+  sigset_t mask, original;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &mask, &original);
+  struct MaskRestorer {
+    sigset_t original;
+    ~MaskRestorer() { sigprocmask(SIG_SETMASK, &original, nullptr); }
+  } restore{original};
+  const int sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sig_fd < 0) return absl::InternalError(absl::StrCat("signalfd: ", std::strerror(errno)));
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { close(fd); }
+  } sig_closer{sig_fd};
+
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<TcpStoreServer> store,
+                      TcpStoreServer::Start(options.store_host, options.store_port));
+  const std::string store_addr = absl::StrCat(options.store_host, ":", store->port());
+  const int threads = std::max(1, CpuCount() / options.nproc);
+
+  std::vector<Rank> ranks(options.nproc);
+  for (int r = 0; r < options.nproc; ++r) {
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+      return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+    }
+    // The loop below reads every pipe each round, so reads must never block.
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    fcntl(err[0], F_SETFL, O_NONBLOCK);
+    std::vector<std::string> argv = options.trainer_argv;
+    for (const std::string& a :
+         {std::string("--rank"), std::to_string(r), std::string("--world"),
+          std::to_string(options.nproc), std::string("--store"), store_addr,
+          std::string("--threads"), std::to_string(threads)}) {
+      argv.push_back(a);
+    }
+    if (r == 0) argv.insert(argv.end(), options.rank0_extra_args.begin(),
+                            options.rank0_extra_args.end());
+    auto pid = Spawn(argv, out[1], err[1], original);
+    close(out[1]);
+    close(err[1]);
+    if (!pid.ok()) return pid.status();
+    ranks[r].rank = r;
+    ranks[r].pid = *pid;
+    ranks[r].out_fd = out[0];
+    ranks[r].err_fd = err[0];
+  }
+
+  LaunchResult result;
+  absl::Time stop_deadline = absl::InfiniteFuture();
+  bool stopping = false, killed = false;
+  auto stop_all = [&](const std::string& why) {
+    if (stopping) return;
+    stopping = true;
+    std::fprintf(stderr, "dstrain launch: %s; stopping all ranks\n", why.c_str());
+    for (Rank& r : ranks) kill(-r.pid, SIGTERM);
+    stop_deadline = absl::Now() + options.stop_grace;
+  };
+
+  auto all_done = [&] {
+    for (const Rank& r : ranks) {
+      if (!r.exited || r.out_fd >= 0 || r.err_fd >= 0) return false;
+    }
+    return true;
+  };
+  while (!all_done()) {
+    std::vector<pollfd> fds = {{sig_fd, POLLIN, 0}};
+    for (const Rank& r : ranks) {
+      if (r.out_fd >= 0) fds.push_back({r.out_fd, POLLIN, 0});
+      if (r.err_fd >= 0) fds.push_back({r.err_fd, POLLIN, 0});
+    }
+    int timeout_ms = 200;
+    poll(fds.data(), fds.size(), timeout_ms);
+
+    // Output first, so a failing rank's last words print before the launcher's verdict.
+    char buf[65536];
+    for (Rank& r : ranks) {
+      for (int* fd : {&r.out_fd, &r.err_fd}) {
+        if (*fd < 0) continue;
+        const ssize_t n = read(*fd, buf, sizeof(buf));
+        const bool is_out = fd == &r.out_fd;
+        std::string& line = is_out ? r.out_buf : r.err_buf;
+        std::FILE* sink = is_out ? stdout : stderr;
+        if (n > 0) {
+          Relay(r.rank, line, buf, n, sink, false);
+        } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+          Relay(r.rank, line, "", 0, sink, true);
+          close(*fd);
+          *fd = -1;
+        }
+      }
+    }
+    // Signals: Ctrl-C / SIGTERM stop the gang; SIGCHLD is drained by waitpid below.
+    signalfd_siginfo si;
+    while (read(sig_fd, &si, sizeof(si)) == sizeof(si)) {
+      if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) {
+        if (result.exit_code == 0) {
+          result.exit_code = 128 + static_cast<int>(si.ssi_signo);
+          result.reason = absl::StrCat("launcher received ", strsignal(si.ssi_signo));
+        }
+        stop_all(result.reason);
+      }
+    }
+    for (Rank& r : ranks) {
+      if (r.exited) continue;
+      int status = 0;
+      if (waitpid(r.pid, &status, WNOHANG) == r.pid) {
+        r.exited = true;
+        r.status = status;
+        const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (!ok && result.failed_rank < 0 && result.exit_code == 0) {
+          result.failed_rank = r.rank;
+          result.reason = DescribeExit(r.rank, status);
+          result.exit_code = 1;
+          stop_all(result.reason);
+        }
+      }
+    }
+    if (stopping && !killed && absl::Now() > stop_deadline) {
+      for (Rank& r : ranks) kill(-r.pid, SIGKILL);
+      killed = true;
+    }
+    if (killed && absl::Now() > stop_deadline + options.stop_grace) {
+      // Something outside the ranks' process groups still holds a pipe: stop reading it.
+      for (Rank& r : ranks) {
+        for (int* fd : {&r.out_fd, &r.err_fd}) {
+          if (*fd >= 0) close(*fd);
+          *fd = -1;
+        }
+      }
+    }
+  }
+  store->Shutdown();
+  return result;
+}
+
+}  // namespace dstrain::launcher
