@@ -13,10 +13,14 @@ namespace dstrain::engine {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model::Gpt> model,
                                                            const config::JobSpec& spec,
-                                                           Allocator* allocator) {
+                                                           Allocator* allocator,
+                                                           Communicator* dp,
+                                                           CommOptions comm_options) {
   DT_ASSIGN_OR_RETURN(std::unique_ptr<LrSchedule> schedule,
                       LrSchedule::Create(spec.scheduler, spec.optimizer));
-  std::unique_ptr<Engine> e(new Engine(std::move(model), spec, allocator, std::move(schedule)));
+  std::unique_ptr<Engine> e(
+      new Engine(std::move(model), spec, allocator, dp, std::move(schedule)));
+  e->comm_options_ = comm_options;
   const int64_t total = e->model_->layout().total();
   DT_ASSIGN_OR_RETURN(e->params_,
                       Tensor::Empty(allocator, DType::kF32, {total}, MemoryCategory::kParams));
@@ -44,15 +48,31 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
   } else {
     e->model_->InitParams(e->params_.data<float>(), spec.model.init_seed);
   }
+  if (dp != nullptr && dp->size() > 1) {
+    // Every rank initialised the same way, but DeepSpeed broadcasts rank 0's parameters anyway:
+    // it makes "all ranks start equal" a fact rather than an assumption (e.g. a rank whose
+    // init_from file differs).
+    CommBuffer b{e->params_.data<float>(), total, DType::kF32};
+    DT_ASSIGN_OR_RETURN(auto work, dp->Broadcast(b, /*root=*/0, comm_options));
+    DT_RETURN_IF_ERROR(work->Wait());
+  }
   return e;
 }
 
 Engine::Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec, Allocator* allocator,
-               std::unique_ptr<LrSchedule> schedule)
+               Communicator* dp, std::unique_ptr<LrSchedule> schedule)
     : model_(std::move(model)),
       spec_(spec),
       allocator_(allocator),
+      dp_(dp),
       schedule_(std::move(schedule)) {}
+
+absl::Status Engine::AverageAcrossRanks(float* data, int64_t count) {
+  if (dp_ == nullptr || dp_->size() <= 1) return absl::OkStatus();
+  DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(CommBuffer{data, count, DType::kF32},
+                                                ReduceOp::kAvg, comm_options_));
+  return work->Wait();
+}
 
 absl::StatusOr<float> Engine::Forward(const int32_t* inputs, const int32_t* targets) {
   const int B = static_cast<int>(spec_.train_micro_batch_size_per_gpu);
@@ -86,7 +106,11 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
   const int64_t total = model_->layout().total();
   float* grads = grads_.data<float>();
 
-  // Phase 1: global gradient norm and the clipping factor (torch.nn.utils.clip_grad_norm_:
+  // Phase 1: average the gradients over the data-parallel ranks (ZeRO stage 0: one all-reduce of
+  // the flat buffer), then every rank holds the same gradients and takes the same step.
+  DT_RETURN_IF_ERROR(AverageAcrossRanks(grads, total));
+
+  // Phase 2: global gradient norm and the clipping factor (torch.nn.utils.clip_grad_norm_:
   // coef = max_norm / (norm + 1e-6), applied only when below 1).
   StepStats stats;
   stats.grad_norm = std::sqrt(kernels::SumSquares(grads, total));
@@ -95,7 +119,7 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
     if (coef < 1.0) stats.clip_coef = coef;
   }
 
-  // Phase 2: the optimizer update, with the clip factor fused into the gradient read.
+  // Phase 3: the optimizer update, with the clip factor fused into the gradient read.
   const config::OptimizerConfig& opt = spec_.optimizer;
   const int64_t t = global_steps_ + 1;  // Adam's step count, 1-based
   stats.lr = schedule_->Lr(global_steps_);
@@ -115,9 +139,14 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
   kernels::AdamWUpdate(params_.data<float>(), grads, exp_avg_.data<float>(),
                        exp_avg_sq_.data<float>(), total, args);
 
-  // Phase 3: bookkeeping for the next step.
+  // Phase 4: bookkeeping for the next step. The reported loss is the mean over all ranks.
   grads_.SetZero();
   stats.loss = loss_sum_ / micro_step_;
+  if (dp_ != nullptr && dp_->size() > 1) {
+    float loss = static_cast<float>(stats.loss);
+    DT_RETURN_IF_ERROR(AverageAcrossRanks(&loss, 1));
+    stats.loss = loss;
+  }
   loss_sum_ = 0.0;
   micro_step_ = 0;
   stats.step = ++global_steps_;

@@ -8,8 +8,10 @@
 // allocator), scales each micro-batch's loss by 1/gradient_accumulation_steps as DeepSpeed does,
 // clips by global gradient norm (gradient_clipping, PyTorch's clip_grad_norm_ rule), applies
 // Adam/AdamW with DeepSpeed's adam_w_mode rule and runs the LR schedule once per optimizer step.
-// Data-parallel reduction and ZeRO partitioning come in later stages; this engine is a single
-// data-parallel rank (stage 0, world 1). Not thread-safe.
+// With a data-parallel communicator of more than one rank it is ZeRO stage 0 (plain data
+// parallelism): parameters are broadcast from rank 0 at initialisation, and at each step the
+// gradients are averaged across ranks before clipping and the update, so every rank takes the
+// same step. ZeRO partitioning comes in later stages. Not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +19,7 @@
 #include <optional>
 
 #include "absl/status/statusor.h"
+#include "worker/comm/communicator.h"
 #include "worker/config/config.h"
 #include "worker/engine/lr_schedule.h"
 #include "worker/model/gpt.h"
@@ -26,7 +29,7 @@ namespace dstrain::engine {
 
 struct StepStats {
   int64_t step = 0;         // optimizer steps taken so far, this one included
-  double loss = 0.0;        // mean loss over the micro-batches of this step
+  double loss = 0.0;        // mean loss over the micro-batches (and data-parallel ranks)
   double lr = 0.0;          // learning rate this step used
   double grad_norm = 0.0;   // global L2 norm of the gradients before clipping
   double clip_coef = 1.0;   // factor the gradients were multiplied by (1 = not clipped)
@@ -39,9 +42,12 @@ class Engine {
   // Allocates parameters (initialised from model.init_from or with init_seed), gradients and
   // optimizer state. Errors: kInvalidArgument for an init_from file that does not match the
   // model shape, kResourceExhausted when memory runs out.
+  // `dp` (optional, not owned, outlives the engine) is the data-parallel group.
   static absl::StatusOr<std::unique_ptr<Engine>> Initialize(std::unique_ptr<model::Gpt> model,
                                                             const config::JobSpec& spec,
-                                                            Allocator* allocator);
+                                                            Allocator* allocator,
+                                                            Communicator* dp = nullptr,
+                                                            CommOptions comm_options = {});
 
   // Forward and fused loss backward of one training micro-batch (micro_batch × seq_len tokens).
   // Returns the micro-batch's mean loss (unscaled).
@@ -67,11 +73,15 @@ class Engine {
 
  private:
   Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec, Allocator* allocator,
-         std::unique_ptr<LrSchedule> schedule);
+         Communicator* dp, std::unique_ptr<LrSchedule> schedule);
+  // Averages `count` floats at `data` over the data-parallel ranks (no-op without a group).
+  absl::Status AverageAcrossRanks(float* data, int64_t count);
 
   std::unique_ptr<model::Gpt> model_;
   config::JobSpec spec_;
   Allocator* allocator_;
+  Communicator* dp_;  // null or size 1: single rank
+  CommOptions comm_options_;  // timeout of every collective
   std::unique_ptr<LrSchedule> schedule_;
   Tensor params_;                // (total) fp32
   Tensor grads_;                 // (total) fp32
