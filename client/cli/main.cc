@@ -4,19 +4,24 @@
 //   dstrain prepare --text FILE --out DIR [--val-fraction F]
 //   dstrain train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
 //                 [--save-initial-model FILE]
+//   dstrain launch --nproc N JOB.json [--metrics-out FILE.jsonl]
 //
 // Exit codes: 0 success, 1 the command ran and failed, 2 bad usage, an invalid job or missing
 // input files.
+#include <unistd.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/args.h"
 #include "common/runtime/process_init.h"
 #include "worker/config/config.h"
 #include "worker/data/prepare.h"
+#include "worker/launcher/launcher.h"
 #include "worker/trainer/trainer.h"
 
 namespace dstrain::cli {
@@ -33,9 +38,15 @@ commands:
       DIR/train_000000.bin ... and DIR/val_000000.bin (the last F of the text, default 0.1).
   train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
                 [--save-initial-model FILE]
-      Train in this process. Progress goes to stdout; one JSON object per optimizer step to
+      Train in this process. (--rank, --world, --store and --comm-timeout are set by `launch`.) Progress goes to stdout; one JSON object per optimizer step to
       --metrics-out; --save-model writes the final weights in llm.c's model format,
       --save-initial-model the weights before the first step (same format).
+  launch --nproc N JOB.json [--metrics-out FILE.jsonl] [--save-model FILE]
+         [--comm-timeout SECONDS]
+      Train on N processes on this machine (data parallel over Gloo, a TCP rendezvous store
+      served by the launcher). Output lines are prefixed with the rank; if a rank fails, all are
+      stopped and the exit status is non-zero, naming the rank. Ctrl-C stops every rank.
+      Each rank gets an equal share of the CPUs.
   help
       Show this text.
 )";
@@ -84,14 +95,30 @@ int Prepare(const std::vector<std::string>& args) {
 }
 
 int Train(const std::vector<std::string>& args) {
-  auto parsed = ParseArgs(args, {"metrics-out", "threads", "save-model", "save-initial-model"}, {});
+  auto parsed = ParseArgs(args,
+                          {"metrics-out", "threads", "save-model", "save-initial-model", "rank",
+                           "world", "store", "comm-timeout"},
+                          {});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
   if (parsed->positional.size() != 1) {
     return Fail(absl::InvalidArgumentError("train takes exactly one JOB.json"), 2);
   }
-  auto spec = config::LoadJobSpec(parsed->positional[0]);
+  std::optional<int> world;
+  if (parsed->Has("world")) {
+    auto w = parsed->GetInt("world", 1);
+    if (!w.ok()) return Fail(w.status(), 2);
+    world = *w;
+  }
+  auto spec = config::LoadJobSpec(parsed->positional[0], world);
   if (!spec.ok()) return Fail(spec.status(), 2);
   trainer::TrainOptions options;
+  auto rank = parsed->GetInt("rank", 0);
+  if (!rank.ok()) return Fail(rank.status(), 2);
+  options.rank = *rank;
+  options.store = parsed->Get("store");
+  auto timeout_s = parsed->GetDouble("comm-timeout", 300);
+  if (!timeout_s.ok()) return Fail(timeout_s.status(), 2);
+  options.comm_timeout = absl::Seconds(*timeout_s);
   options.metrics_out = parsed->Get("metrics-out");
   options.save_model = parsed->Get("save-model");
   options.save_initial_model = parsed->Get("save-initial-model");
@@ -110,6 +137,45 @@ int Train(const std::vector<std::string>& args) {
   return 0;
 }
 
+int Launch(const std::vector<std::string>& args) {
+  auto parsed = ParseArgs(args, {"nproc", "metrics-out", "comm-timeout", "save-model"}, {});
+  if (!parsed.ok()) return Fail(parsed.status(), 2);
+  if (parsed->positional.size() != 1 || !parsed->Has("nproc")) {
+    return Fail(absl::InvalidArgumentError("usage: dstrain launch --nproc N JOB.json"), 2);
+  }
+  auto nproc = parsed->GetInt("nproc", 1);
+  if (!nproc.ok()) return Fail(nproc.status(), 2);
+  if (*nproc < 1) return Fail(absl::InvalidArgumentError("--nproc must be >= 1"), 2);
+  const std::string job = parsed->positional[0];
+  // Validate once here, so a bad job fails fast instead of N times.
+  auto spec = config::LoadJobSpec(job, *nproc);
+  if (!spec.ok()) return Fail(spec.status(), 2);
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return Fail(absl::InternalError("cannot find the dstrain executable"), 1);
+  self[n] = '\0';
+  launcher::LaunchOptions options;
+  options.nproc = *nproc;
+  options.trainer_argv = {self, "train", job};
+  if (parsed->Has("comm-timeout")) {
+    options.trainer_argv.push_back("--comm-timeout");
+    options.trainer_argv.push_back(parsed->Get("comm-timeout"));
+  }
+  for (const char* flag : {"metrics-out", "save-model"}) {
+    if (parsed->Has(flag)) {
+      options.rank0_extra_args.push_back(absl::StrCat("--", flag));
+      options.rank0_extra_args.push_back(parsed->Get(flag));
+    }
+  }
+  auto result = launcher::Launch(options);
+  if (!result.ok()) return Fail(result.status(), 1);
+  if (result->exit_code != 0) {
+    absl::FPrintF(stderr, "dstrain launch: failed: %s\n", result->reason);
+    return result->exit_code;
+  }
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   if (argc < 2) {
     std::fputs(kUsage, stderr);
@@ -120,6 +186,7 @@ int Main(int argc, char** argv) {
   if (command == "validate") return Validate(args);
   if (command == "prepare") return Prepare(args);
   if (command == "train") return Train(args);
+  if (command == "launch") return Launch(args);
   if (command == "help" || command == "--help" || command == "-h") {
     std::fputs(kUsage, stdout);
     return 0;

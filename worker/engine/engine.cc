@@ -13,13 +13,11 @@ namespace dstrain::engine {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model::Gpt> model,
                                                            const config::JobSpec& spec,
-                                                           Allocator* allocator,
-                                                           Communicator* dp,
+                                                           Allocator* allocator, Communicator* dp,
                                                            CommOptions comm_options) {
   DT_ASSIGN_OR_RETURN(std::unique_ptr<LrSchedule> schedule,
                       LrSchedule::Create(spec.scheduler, spec.optimizer));
-  std::unique_ptr<Engine> e(
-      new Engine(std::move(model), spec, allocator, dp, std::move(schedule)));
+  std::unique_ptr<Engine> e(new Engine(std::move(model), spec, allocator, dp, std::move(schedule)));
   e->comm_options_ = comm_options;
   const int64_t total = e->model_->layout().total();
   DT_ASSIGN_OR_RETURN(e->params_,

@@ -80,7 +80,7 @@ class Engine {
   std::unique_ptr<model::Gpt> model_;
   config::JobSpec spec_;
   Allocator* allocator_;
-  Communicator* dp_;  // null or size 1: single rank
+  Communicator* dp_;          // null or size 1: single rank
   CommOptions comm_options_;  // timeout of every collective
   std::unique_ptr<LrSchedule> schedule_;
   Tensor params_;                // (total) fp32

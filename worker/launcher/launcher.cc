@@ -55,11 +55,11 @@ void Relay(int rank, std::string& buf, const char* data, size_t n, std::FILE* ou
 }
 
 std::string DescribeExit(int rank, int status) {
-  if (WIFEXITED(status)) return absl::StrCat("rank ", rank, " exited with status ",
-                                             WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return absl::StrCat("rank ", rank, " was killed by signal ",
-                                               WTERMSIG(status), " (", strsignal(WTERMSIG(status)),
-                                               ")");
+  if (WIFEXITED(status))
+    return absl::StrCat("rank ", rank, " exited with status ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return absl::StrCat("rank ", rank, " was killed by signal ", WTERMSIG(status), " (",
+                        strsignal(WTERMSIG(status)), ")");
   return absl::StrCat("rank ", rank, " ended with wait status ", status);
 }
 
@@ -128,14 +128,13 @@ absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
     fcntl(out[0], F_SETFL, O_NONBLOCK);
     fcntl(err[0], F_SETFL, O_NONBLOCK);
     std::vector<std::string> argv = options.trainer_argv;
-    for (const std::string& a :
-         {std::string("--rank"), std::to_string(r), std::string("--world"),
-          std::to_string(options.nproc), std::string("--store"), store_addr,
-          std::string("--threads"), std::to_string(threads)}) {
+    for (const std::string& a : {std::string("--rank"), std::to_string(r), std::string("--world"),
+                                 std::to_string(options.nproc), std::string("--store"), store_addr,
+                                 std::string("--threads"), std::to_string(threads)}) {
       argv.push_back(a);
     }
-    if (r == 0) argv.insert(argv.end(), options.rank0_extra_args.begin(),
-                            options.rank0_extra_args.end());
+    if (r == 0)
+      argv.insert(argv.end(), options.rank0_extra_args.begin(), options.rank0_extra_args.end());
     auto pid = Spawn(argv, out[1], err[1], original);
     close(out[1]);
     close(err[1]);

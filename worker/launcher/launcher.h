@@ -32,15 +32,15 @@ struct LaunchOptions {
 };
 
 struct LaunchResult {
-  int exit_code = 0;      // 0 when every rank succeeded
-  int failed_rank = -1;   // the first rank that failed, or -1
-  std::string reason;     // "rank 1 exited with status 3", "rank 0 killed by signal 9", ...
+  int exit_code = 0;     // 0 when every rank succeeded
+  int failed_rank = -1;  // the first rank that failed, or -1
+  std::string reason;    // "rank 1 exited with status 3", "rank 0 killed by signal 9", ...
 };
 
 // Runs the ranks to completion. REQUIRES: no other thread of this process may receive SIGINT,
 // SIGTERM or SIGCHLD (call it before starting threads, or block those signals in them): the
-// launcher takes them through a signalfd. Errors (kInternal) only when the launch itself is impossible
-// (no fork, no store); a failing rank is a LaunchResult with a non-zero exit_code.
+// launcher takes them through a signalfd. Errors (kInternal) only when the launch itself is
+// impossible (no fork, no store); a failing rank is a LaunchResult with a non-zero exit_code.
 absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options);
 
 }  // namespace dstrain::launcher

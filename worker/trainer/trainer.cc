@@ -9,15 +9,19 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/random/rng.h"
 #include "common/status/status_macros.h"
+#include "worker/comm/communicator.h"
+#include "worker/comm/gloo/gloo_communicator.h"
 #include "worker/data/byte_tokenizer.h"
 #include "worker/data/data_loader.h"
 #include "worker/engine/engine.h"
 #include "worker/model/gpt.h"
 #include "worker/model/llmc_format.h"
+#include "worker/store/tcp_store.h"
 #include "worker/trainer/metrics_writer.h"
 #include "worker/trainer/sampler.h"
 
@@ -83,12 +87,50 @@ int ConfigureThreads(int threads) {
 
 absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOptions& options) {
   std::FILE* log = options.log;
-  if (spec.job.world_size != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "job.world_size: `train` runs one process but the job asks for ", spec.job.world_size,
-        " ranks (multi-process launch arrives with the communication layer)"));
+  const int world = spec.job.world_size;
+  const int rank = options.rank;
+  if (rank < 0 || rank >= world) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", rank, " is outside job.world_size ", world));
   }
+  if (world > 1 && options.store.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("job.world_size: the job asks for ", world,
+                                                   " ranks; run it with `dstrain launch --nproc ",
+                                                   world, "` (or give --store)"));
+  }
+  if (spec.job.pipeline_stages != 1) {
+    return absl::InvalidArgumentError("job.pipeline_stages: pipeline parallelism is not supported");
+  }
+  const bool leader = rank == 0;  // logs, evaluates, samples and writes metrics and models
+  std::FILE* null_log = nullptr;
+  if (!leader) {
+    null_log = std::fopen("/dev/null", "w");
+    log = null_log;
+  }
+  struct LogCloser {
+    std::FILE* f;
+    ~LogCloser() {
+      if (f != nullptr) std::fclose(f);
+    }
+  } log_closer{null_log};
   const int threads = ConfigureThreads(options.threads);
+
+  // Phase -1: the data-parallel group (standalone mode: a TCP store served by the launcher).
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Communicator> dp;
+  if (world > 1) {
+    const size_t colon = options.store.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(options.store.substr(colon + 1), &port)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--store: expected HOST:PORT, got '", options.store, "'"));
+    }
+    DT_ASSIGN_OR_RETURN(
+        store, TcpStoreClient::Connect(options.store.substr(0, colon), port, options.comm_timeout));
+    GlooOptions gloo;
+    gloo.timeout = options.comm_timeout;
+    DT_ASSIGN_OR_RETURN(dp, GlooCommunicator::Create(store.get(), rank, world, "dp", gloo));
+  }
   const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu);
   const int T = spec.data.seq_len;
   const int64_t gas = spec.gradient_accumulation_steps;
@@ -99,13 +141,13 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
   data::DataLoaderOptions lo;
   lo.batch_size = B;
   lo.seq_len = T;
-  lo.rank = 0;
+  lo.rank = rank;
   lo.world_size = spec.data_parallel_size;
   lo.seed = spec.data.seed;
   lo.shuffle = spec.data.shuffle;
   DT_ASSIGN_OR_RETURN(data::DataLoader train_loader, data::DataLoader::Create(train_source, lo));
   std::optional<data::DataLoader> val_loader;
-  if (!spec.data.val.empty()) {
+  if (!spec.data.val.empty() && leader) {
     DT_ASSIGN_OR_RETURN(auto val_source, data::DataSource::Open(spec.data.val));
     DT_RETURN_IF_ERROR(val_source->CheckVocab(spec.model.vocab_size));
     data::DataLoaderOptions vo = lo;
@@ -118,15 +160,18 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
   CpuAllocator allocator;
   DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(ModelShape(spec.model), &allocator));
   const int64_t num_params = gpt->layout().num_parameters();
-  DT_ASSIGN_OR_RETURN(auto engine, engine::Engine::Initialize(std::move(gpt), spec, &allocator));
-  DT_ASSIGN_OR_RETURN(MetricsWriter metrics, MetricsWriter::Open(options.metrics_out));
-  if (!options.save_initial_model.empty()) {
+  DT_ASSIGN_OR_RETURN(auto engine,
+                      engine::Engine::Initialize(std::move(gpt), spec, &allocator, dp.get(),
+                                                 CommOptions{options.comm_timeout}));
+  DT_ASSIGN_OR_RETURN(MetricsWriter metrics,
+                      MetricsWriter::Open(leader ? options.metrics_out : std::string()));
+  if (!options.save_initial_model.empty() && leader) {
     DT_RETURN_IF_ERROR(model::WriteLlmcModel(options.save_initial_model, engine->model().config(),
                                              engine->model().layout(), engine->params()));
   }
   absl::FPrintF(log,
                 "dstrain train: %s | GPT L=%d H=%d C=%d V=%d T=%d | %.2fM parameters | "
-                "micro-batch %d x %d tokens, accumulation %d, %d threads\n",
+                "micro-batch %d x %d tokens, accumulation %d, %d rank(s), %d threads each\n",
                 spec.job.name.empty() ? "job" : spec.job.name, spec.model.n_layer,
                 spec.model.n_head, spec.model.n_embd, spec.model.vocab_size, T, num_params / 1e6, B,
                 T, gas, threads);
@@ -187,7 +232,7 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     result.steps = step;
     result.final_train_loss = stats->loss;
 
-    if (spec.job.sample_every > 0 && step % spec.job.sample_every == 0 && !last &&
+    if (leader && spec.job.sample_every > 0 && step % spec.job.sample_every == 0 && !last &&
         spec.job.sample_tokens > 0) {
       Rng rng(spec.data.seed + step);
       DT_ASSIGN_OR_RETURN(auto ids, Sample(engine->model(), engine->params(), {'\n'},
@@ -201,13 +246,13 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     std::nth_element(tok_rates.begin(), tok_rates.begin() + tok_rates.size() / 2, tok_rates.end());
     result.tokens_per_s = tok_rates[tok_rates.size() / 2];
   }
-  if (spec.job.sample_tokens > 0) {
+  if (leader && spec.job.sample_tokens > 0) {
     Rng rng(spec.data.seed);
     DT_ASSIGN_OR_RETURN(auto ids, Sample(engine->model(), engine->params(), {'\n'},
                                          spec.job.sample_tokens, 1.0f, rng));
     absl::FPrintF(log, "--- sample ---\n%s\n---\n", DescribeSample(ids));
   }
-  if (!options.save_model.empty()) {
+  if (leader && !options.save_model.empty()) {
     DT_RETURN_IF_ERROR(model::WriteLlmcModel(options.save_model, engine->model().config(),
                                              engine->model().layout(), engine->params()));
     absl::FPrintF(log, "model written to %s\n", options.save_model);

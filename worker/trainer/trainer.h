@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "worker/config/config.h"
 
 namespace dstrain::trainer {
@@ -20,6 +21,11 @@ struct TrainOptions {
   std::FILE* log = stdout;         // human-readable progress
   std::string save_model;          // if set, the final weights in llm.c's format
   std::string save_initial_model;  // if set, the weights before the first step (llm.c format)
+  // Distributed runs (set by `dstrain launch` for each rank): this process's rank and the
+  // rendezvous store HOST:PORT. world_size comes from the spec (job.world_size).
+  int rank = 0;
+  std::string store;
+  absl::Duration comm_timeout = absl::Minutes(5);
 };
 
 struct TrainResult {

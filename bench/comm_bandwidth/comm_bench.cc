@@ -1,0 +1,127 @@
+// Bus bandwidth of dstrain's Gloo communicator: AllReduce, ReduceScatter, AllGather on N local
+// processes (fork + a TCP store served by the parent), f32, from MIN to MAX bytes (x4 steps).
+//
+//   comm_bench --nproc 2 --min-bytes 1024 --max-bytes 268435456
+//
+// Prints one JSON line per (op, bytes) from rank 0: the median time over the iterations and the
+// bus bandwidth in nccl-tests' definition (AllReduce: S/t · 2(n-1)/n; ReduceScatter and AllGather:
+// S/t · (n-1)/n with S the total array size). bench/comm_bandwidth/comm_bandwidth.sh prints it
+// side by side with Gloo driven through torch.distributed.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "client/cli/args.h"
+#include "common/runtime/process_init.h"
+#include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/store/tcp_store.h"
+
+namespace dstrain {
+namespace {
+
+double BusFactor(const std::string& op, int n) {
+  return op == "allreduce" ? 2.0 * (n - 1) / n : double(n - 1) / n;
+}
+
+int RunRank(int rank, int n, int port, int64_t min_bytes, int64_t max_bytes) {
+  auto store = TcpStoreClient::Connect("127.0.0.1", port, absl::Seconds(30));
+  if (!store.ok()) {
+    absl::FPrintF(stderr, "rank %d: %s\n", rank, store.status().message());
+    return 1;
+  }
+  auto comm = GlooCommunicator::Create(store->get(), rank, n, "bench", GlooOptions());
+  if (!comm.ok()) {
+    absl::FPrintF(stderr, "rank %d: %s\n", rank, comm.status().message());
+    return 1;
+  }
+  CommOptions opts;
+  opts.timeout = absl::Seconds(120);
+  for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
+    const int64_t count = std::max<int64_t>(n, bytes / 4 / n * n);  // divisible by n
+    std::vector<float> big(count, 1.f), small(count / n, 1.f);
+    const int iters = bytes <= (1 << 20) ? 20 : bytes <= (16 << 20) ? 6 : 3;
+    for (const std::string op : {"allreduce", "reducescatter", "allgather"}) {
+      auto run = [&]() -> absl::Status {
+        absl::StatusOr<std::unique_ptr<Work>> w;
+        if (op == "allreduce") {
+          w = (*comm)->AllReduce(CommBuffer{big.data(), count}, ReduceOp::kSum, opts);
+        } else if (op == "reducescatter") {
+          w = (*comm)->ReduceScatter(CommBuffer{big.data(), count},
+                                     CommBuffer{small.data(), count / n}, ReduceOp::kSum, opts);
+        } else {
+          w = (*comm)->AllGather(CommBuffer{small.data(), count / n}, CommBuffer{big.data(), count},
+                                 opts);
+        }
+        if (!w.ok()) return w.status();
+        return (*w)->Wait();
+      };
+      std::vector<double> times;
+      for (int i = 0; i < iters + 1; ++i) {
+        std::fill(big.begin(), big.end(), 1.f);
+        auto t0 = std::chrono::steady_clock::now();
+        absl::Status s = run();
+        auto t1 = std::chrono::steady_clock::now();
+        if (!s.ok()) {
+          absl::FPrintF(stderr, "rank %d: %s\n", rank, s.message());
+          return 1;
+        }
+        if (i > 0) times.push_back(std::chrono::duration<double>(t1 - t0).count());
+      }
+      std::sort(times.begin(), times.end());
+      const double t = times[times.size() / 2];
+      const double total = double(count) * 4;
+      if (rank == 0) {
+        absl::PrintF(
+            "{\"impl\": \"dstrain-gloo\", \"op\": \"%s\", \"ranks\": %d, \"bytes\": %d, "
+            "\"time_us\": %.1f, \"busbw_gbs\": %.4f}\n",
+            op, n, int64_t(total), t * 1e6, total / t * BusFactor(op, n) / 1e9);
+        std::fflush(stdout);
+      }
+    }
+  }
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  auto args = cli::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
+                             {"nproc", "min-bytes", "max-bytes"}, {});
+  if (!args.ok()) {
+    absl::FPrintF(stderr, "%s\n", args.status().message());
+    return 2;
+  }
+  const int n = *args->GetInt("nproc", 2);
+  const int64_t lo = *args->GetDouble("min-bytes", 1024),
+                hi = *args->GetDouble("max-bytes", 1 << 28);
+  auto server = TcpStoreServer::Start("127.0.0.1", 0);
+  if (!server.ok()) {
+    absl::FPrintF(stderr, "%s\n", server.status().message());
+    return 1;
+  }
+  const int port = (*server)->port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < n; ++r) {
+    const pid_t pid = fork();
+    if (pid == 0) _exit(RunRank(r, n, port, lo, hi));
+    pids.push_back(pid);
+  }
+  int rc = 0;
+  for (pid_t p : pids) {
+    int status = 0;
+    waitpid(p, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) rc = 1;
+  }
+  return rc;
+}
+
+}  // namespace
+}  // namespace dstrain
+
+int main(int argc, char** argv) {
+  dstrain::InitProcess(argv);
+  return dstrain::Main(argc, argv);
+}

@@ -1,0 +1,975 @@
+#include "worker/comm/gloo/gloo_communicator.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/status/status_macros.h"
+#include "gloo/rendezvous/context.h"
+#include "gloo/transport/tcp/device.h"
+#include "gloo/transport/unbound_buffer.h"
+#include "worker/comm/completion_work.h"
+#include "worker/comm/cpu_reduce.h"
+#include "worker/comm/gloo/gloo_store_adapter.h"
+#include "worker/store/prefix_store.h"
+
+namespace dstrain {
+namespace {
+
+using gloo::transport::UnboundBuffer;
+
+// Slots name a transfer within a pair (Gloo matches sends and receives by slot, in posting order).
+// Collective #seq uses one slot for all its steps; Send/Recv use one per tag.
+constexpr uint64_t kCollectiveSlots = uint64_t{1} << 56;
+constexpr uint64_t kP2PSlots = uint64_t{2} << 56;
+
+uint64_t CollectiveSlot(int64_t seq) {
+  return kCollectiveSlots | (static_cast<uint64_t>(seq) & (kCollectiveSlots - 1));
+}
+uint64_t P2PSlot(int tag) { return kP2PSlots | static_cast<uint32_t>(tag); }
+
+// Gloo's waits take milliseconds; a zero wait would time out at once, an "infinite" one overflow.
+std::chrono::milliseconds ToMillis(absl::Duration d) {
+  const absl::Duration clamped = std::clamp(d, absl::Milliseconds(1), absl::Hours(24 * 365));
+  return std::chrono::milliseconds(absl::ToInt64Milliseconds(clamped));
+}
+
+// NOTE [SIGPIPE]: see the header. Threads we start block SIGPIPE for good; Gloo's device thread
+// inherits the mask of the thread that creates the device, so that happens under the scoped
+// guard, as do Send/Recv posted from the caller's thread (Gloo may write to the socket right
+// there). The guard swallows a SIGPIPE raised meanwhile, so restoring the mask cannot deliver it.
+class ScopedBlockSigpipe {
+ public:
+  ScopedBlockSigpipe() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, &old_);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+  }
+  ~ScopedBlockSigpipe() {
+    if (!was_pending_ && sigismember(&old_, SIGPIPE) != 1) {
+      sigset_t pending;
+      sigpending(&pending);
+      if (sigismember(&pending, SIGPIPE) == 1) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        const struct timespec zero = {0, 0};
+        while (sigtimedwait(&set, nullptr, &zero) == -1 && errno == EINTR) {
+        }
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+
+ private:
+  sigset_t old_;
+  bool was_pending_ = false;
+};
+
+void BlockSigpipeInThisThread() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+// Gloo's CreateDevice dereferences a null pointer when the host name does not resolve to an
+// address it can bind (Gloo 2022-05), so check that first.
+absl::Status CheckBindable(const std::string& hostname) {
+  struct addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  struct addrinfo* result = nullptr;
+  const int rv = getaddrinfo(hostname.c_str(), nullptr, &hints, &result);
+  if (rv != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot resolve '", hostname, "': ", gai_strerror(rv)));
+  }
+  bool bound = false;
+  for (struct addrinfo* a = result; a != nullptr && !bound; a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd == -1) continue;
+    bound = bind(fd, a->ai_addr, a->ai_addrlen) == 0;
+    close(fd);
+  }
+  freeaddrinfo(result);
+  if (!bound) {
+    return absl::UnavailableError(
+        absl::StrCat("no address of '", hostname, "' can be bound on this machine"));
+  }
+  return absl::OkStatus();
+}
+
+// Threads that wait for Send/Recv completions: one per operation in flight (so no wait is ever
+// queued behind another, which could create false dependencies between ranks), kept for reuse.
+class WaiterPool {
+ public:
+  ~WaiterPool() { Stop(); }
+
+  void Submit(std::function<void()> task) {
+    absl::MutexLock lock(&mu_);
+    tasks_.push_back(std::move(task));
+    if (static_cast<int>(tasks_.size()) > idle_) {
+      threads_.emplace_back([this] { Loop(); });
+    }
+  }
+
+  // Runs the remaining tasks, then joins the threads.
+  void Stop() {
+    std::vector<std::thread> threads;
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+      threads.swap(threads_);
+    }
+    for (std::thread& t : threads) t.join();
+  }
+
+ private:
+  void Loop() {
+    BlockSigpipeInThisThread();
+    absl::MutexLock lock(&mu_);
+    for (;;) {
+      if (!tasks_.empty()) {
+        std::function<void()> task = std::move(tasks_.front());
+        tasks_.pop_front();
+        mu_.Unlock();
+        task();
+        mu_.Lock();
+        continue;
+      }
+      if (stop_) return;
+      ++idle_;
+      mu_.Await(absl::Condition(
+          +[](WaiterPool* p)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) { return !p->tasks_.empty() || p->stop_; },
+          this));
+      --idle_;
+    }
+  }
+
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  int idle_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+};
+
+// Element ranges of the n chunks a ring splits `count` elements into (sizes differ by at most 1).
+struct Chunks {
+  Chunks(int64_t count, int n) : base(count / n), extra(count % n) {}
+  int64_t offset(int i) const { return i * base + std::min<int64_t>(i, extra); }
+  int64_t size(int i) const { return base + (i < extra ? 1 : 0); }
+  int64_t base;
+  int64_t extra;
+};
+
+int Mod(int a, int n) { return ((a % n) + n) % n; }
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+
+class GlooCommunicator::Impl {
+ public:
+  // Rendezvous under `prefix` in `base`, then connects the full mesh. `device` may be null (a new
+  // one is created).
+  static absl::StatusOr<std::unique_ptr<Impl>> Connect(
+      Store* base, std::string prefix, int rank, int size, std::string name,
+      const GlooOptions& options, std::shared_ptr<gloo::transport::Device> device);
+
+  ~Impl();
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const std::string& name() const { return name_; }
+
+  // A collective: queued behind the others, run by the worker thread as body(runner).
+  class Runner;
+  using Body = std::function<absl::Status(Impl& impl, Runner& runner)>;
+  absl::StatusOr<std::unique_ptr<Work>> Enqueue(absl::string_view op, absl::Duration timeout,
+                                                Body body);
+  absl::StatusOr<std::unique_ptr<Work>> PostP2P(bool send, CommBuffer buffer, int peer, int tag,
+                                                absl::Duration timeout);
+  void Abort(const absl::Status& reason);
+  absl::Status AsyncError();
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(const std::vector<int>& ranks,
+                                                      absl::string_view name,
+                                                      const CommOptions& options);
+
+  // The collectives, run on the worker thread.
+  absl::Status RunAllReduce(Runner& run, CommBuffer buffer, ReduceOp op);
+  absl::Status RunReduceScatter(Runner& run, CommBuffer input, CommBuffer output, ReduceOp op);
+  absl::Status RunAllGather(Runner& run, CommBuffer input, CommBuffer output);
+  absl::Status RunBroadcast(Runner& run, CommBuffer buffer, int root);
+  absl::Status RunBarrier(Runner& run);
+
+ private:
+  struct Op {
+    std::string name;
+    int64_t seq = 0;
+    absl::Duration timeout;
+    Body body;
+    std::shared_ptr<WorkState> work;
+  };
+
+  Impl(Store* base, std::string prefix, int rank, int size, std::string name,
+       const GlooOptions& options, std::shared_ptr<gloo::transport::Device> device,
+       std::shared_ptr<gloo::rendezvous::Context> context);
+
+  std::string Describe(absl::string_view op, int64_t seq = -1) const;
+  void WorkerLoop();
+  void RunOp(Op& op);
+  // Poisons the communicator with `error` unless already poisoned, interrupts every wait in
+  // flight and hard-closes the connections (peers then fail at once). Returns the first error.
+  absl::Status PoisonAndClose(const absl::Status& error);
+  // Records this rank's failure of collective `seq` in the store and waits for the peers'
+  // records; returns "" or a sentence naming the ranks whose record is missing.
+  std::string Diagnose(int64_t seq, absl::string_view reason, absl::Duration timeout);
+
+  absl::Status Register(UnboundBuffer* buffer);
+  void Unregister(UnboundBuffer* buffer);
+
+  const int rank_;
+  const int size_;
+  const std::string name_;
+  const GlooOptions options_;
+  Store* const base_;
+  PrefixStore scope_;  // this group's keys
+  std::shared_ptr<gloo::transport::Device> device_;
+  std::shared_ptr<gloo::rendezvous::Context> context_;
+
+  absl::Mutex mu_;
+  std::deque<Op> queue_ ABSL_GUARDED_BY(mu_);
+  bool running_ ABSL_GUARDED_BY(mu_) = false;  // the worker is inside an op
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);  // not OK once poisoned
+  int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t next_split_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_set<UnboundBuffer*> inflight_ ABSL_GUARDED_BY(mu_);
+
+  // Worker-thread scratch (f32 work buffers, barrier tokens); grown, never shrunk.
+  std::vector<float> scratch_a_;
+  std::vector<float> scratch_b_;
+  std::vector<float> scratch_c_;
+  char token_out_ = 1;
+  char token_in_ = 0;
+
+  WaiterPool waiters_;
+  std::thread worker_;
+};
+
+// The transfers of one collective: posts sends and receives on the collective's slot, waits for
+// them in posting order against the collective's deadline, and names the peer when one fails.
+class GlooCommunicator::Impl::Runner {
+ public:
+  Runner(Impl* impl, uint64_t slot, absl::Time deadline, absl::Duration timeout)
+      : impl_(impl), slot_(slot), deadline_(deadline), timeout_(timeout) {}
+  ~Runner() {
+    for (Transfer& t : transfers_) impl_->Unregister(t.buffer.get());
+  }
+
+  absl::Status Send(int peer, const void* data, size_t bytes) {
+    return Post(true, peer, const_cast<void*>(data), bytes);
+  }
+  absl::Status Recv(int peer, void* data, size_t bytes) { return Post(false, peer, data, bytes); }
+
+  // Waits for every transfer posted so far.
+  absl::Status WaitAll() {
+    for (; waited_ < transfers_.size(); ++waited_) {
+      Transfer& t = transfers_[waited_];
+      bool completed = false;
+      try {
+        const auto wait = ToMillis(deadline_ - absl::Now());
+        completed = t.send ? t.buffer->waitSend(wait) : t.buffer->waitRecv(wait);
+      } catch (const std::exception& e) {
+        return Failure(t, e.what());
+      }
+      if (!completed) {
+        return absl::AbortedError(absl::StrCat("interrupted while waiting for rank ", t.peer));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Transfer {
+    std::unique_ptr<UnboundBuffer> buffer;
+    int peer;
+    bool send;
+  };
+
+  absl::Status Post(bool send, int peer, void* data, size_t bytes) {
+    if (bytes == 0) return absl::OkStatus();  // both sides skip empty transfers
+    Transfer t{nullptr, peer, send};
+    try {
+      t.buffer = impl_->context_->createUnboundBuffer(data, bytes);
+    } catch (const std::exception& e) {
+      return absl::InternalError(absl::StrCat("creating a Gloo buffer: ", e.what()));
+    }
+    DT_RETURN_IF_ERROR(impl_->Register(t.buffer.get()));
+    UnboundBuffer* raw = t.buffer.get();
+    transfers_.push_back(std::move(t));
+    try {
+      if (send) {
+        raw->send(peer, slot_);
+      } else {
+        raw->recv(peer, slot_);
+      }
+    } catch (const std::exception& e) {
+      return Failure(transfers_.back(), e.what());
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Failure(const Transfer& t, absl::string_view what) {
+    if (absl::StrContains(what, "Timed out") || absl::Now() >= deadline_) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("timed out after ", absl::FormatDuration(timeout_), " waiting for ",
+                       t.send ? absl::StrCat("rank ", t.peer, " to accept data")
+                              : absl::StrCat("data from rank ", t.peer)));
+    }
+    return absl::AbortedError(
+        absl::StrCat("lost the connection to rank ", t.peer, " (", what, ")"));
+  }
+
+  Impl* const impl_;
+  const uint64_t slot_;
+  const absl::Time deadline_;
+  const absl::Duration timeout_;
+  std::vector<Transfer> transfers_;
+  size_t waited_ = 0;
+};
+
+// ------------------------------------------------------------------------------------------------
+
+GlooCommunicator::Impl::Impl(Store* base, std::string prefix, int rank, int size, std::string name,
+                             const GlooOptions& options,
+                             std::shared_ptr<gloo::transport::Device> device,
+                             std::shared_ptr<gloo::rendezvous::Context> context)
+    : rank_(rank),
+      size_(size),
+      name_(std::move(name)),
+      options_(options),
+      base_(base),
+      scope_(std::move(prefix), base),
+      device_(std::move(device)),
+      context_(std::move(context)) {
+  worker_ = std::thread([this] { WorkerLoop(); });
+}
+
+GlooCommunicator::Impl::~Impl() {
+  bool busy;
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+    busy = running_ || !queue_.empty() || !inflight_.empty();
+  }
+  // With nothing in flight the connections close softly (data already written still arrives);
+  // otherwise pending operations are aborted and the connections reset.
+  if (busy) Abort(absl::AbortedError("communicator destroyed"));
+  worker_.join();
+  waiters_.Stop();
+  context_.reset();
+  device_.reset();
+}
+
+absl::StatusOr<std::unique_ptr<GlooCommunicator::Impl>> GlooCommunicator::Impl::Connect(
+    Store* base, std::string prefix, int rank, int size, std::string name,
+    const GlooOptions& options, std::shared_ptr<gloo::transport::Device> device) {
+  const std::string who =
+      absl::StrCat("GlooCommunicator: joining group '", name, "' as rank ", rank, " of ", size);
+  if (device == nullptr) {
+    if (absl::Status s = CheckBindable(options.hostname); !s.ok()) {
+      return absl::UnavailableError(absl::StrCat(who, ": ", s.message()));
+    }
+    gloo::transport::tcp::attr attr;
+    attr.hostname = options.hostname;
+    try {
+      ScopedBlockSigpipe block;  // Gloo's device thread inherits this mask
+      device = gloo::transport::tcp::CreateDevice(attr);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat(who, ": cannot create a TCP device on '",
+                                                 options.hostname, "': ", e.what()));
+    }
+  }
+  PrefixStore scope(prefix, base);
+  GlooStoreAdapter adapter(&scope, options.timeout);
+  auto context = std::make_shared<gloo::rendezvous::Context>(rank, size);
+  try {
+    context->setTimeout(ToMillis(options.timeout));
+    context->connectFullMesh(adapter, device);
+  } catch (const std::exception& e) {
+    const absl::Status cause = adapter.error();
+    const absl::StatusCode code = !cause.ok() ? cause.code()
+                                  : absl::StrContains(e.what(), "imeout")
+                                      ? absl::StatusCode::kDeadlineExceeded
+                                      : absl::StatusCode::kUnavailable;
+    // Name the ranks that never published their address (Gloo's keys are the rank numbers).
+    std::vector<int> absent;
+    for (int r = 0; r < size; ++r) {
+      if (!scope.Get(std::to_string(r), absl::ZeroDuration()).ok()) absent.push_back(r);
+    }
+    std::string message = absl::StrCat(who, " failed: ", cause.ok() ? e.what() : cause.message());
+    if (!absent.empty()) {
+      absl::StrAppend(&message, "; rank(s) [", absl::StrJoin(absent, ", "),
+                      "] never joined within ", absl::FormatDuration(options.timeout));
+    }
+    return absl::Status(code, message);
+  }
+  return std::unique_ptr<Impl>(new Impl(base, std::move(prefix), rank, size, std::move(name),
+                                        options, std::move(device), std::move(context)));
+}
+
+std::string GlooCommunicator::Impl::Describe(absl::string_view op, int64_t seq) const {
+  std::string s = absl::StrCat(op, " on group '", name_, "' (rank ", rank_, " of ", size_);
+  if (seq >= 0) absl::StrAppend(&s, ", op #", seq);
+  return absl::StrCat(s, ")");
+}
+
+absl::Status GlooCommunicator::Impl::Register(UnboundBuffer* buffer) {
+  absl::MutexLock lock(&mu_);
+  if (!error_.ok()) return absl::AbortedError(std::string(error_.message()));
+  inflight_.insert(buffer);
+  return absl::OkStatus();
+}
+
+void GlooCommunicator::Impl::Unregister(UnboundBuffer* buffer) {
+  absl::MutexLock lock(&mu_);
+  inflight_.erase(buffer);
+}
+
+absl::Status GlooCommunicator::Impl::PoisonAndClose(const absl::Status& error) {
+  absl::Status first;
+  {
+    absl::MutexLock lock(&mu_);
+    if (error_.ok()) error_ = error;
+    first = error_;
+    // Interrupt every wait in flight; a buffer not yet waited on returns at once when it is.
+    for (UnboundBuffer* b : inflight_) {
+      b->abortWaitRecv();
+      b->abortWaitSend();
+    }
+  }
+  try {
+    context_->closeConnections();
+  } catch (const std::exception&) {
+    // Already closed or never connected: nothing to close.
+  }
+  return first;
+}
+
+void GlooCommunicator::Impl::Abort(const absl::Status& reason) {
+  PoisonAndClose(absl::AbortedError(absl::StrCat(Describe("Abort"), ": aborted: ",
+                                                 reason.message().empty()
+                                                     ? absl::StatusCodeToString(reason.code())
+                                                     : std::string(reason.message()))))
+      .IgnoreError();
+}
+
+absl::Status GlooCommunicator::Impl::AsyncError() {
+  absl::MutexLock lock(&mu_);
+  return error_;
+}
+
+absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Impl::Enqueue(absl::string_view op,
+                                                                      absl::Duration timeout,
+                                                                      Body body) {
+  auto work = std::make_shared<WorkState>();
+  absl::MutexLock lock(&mu_);
+  if (!error_.ok()) {
+    return absl::AbortedError(
+        absl::StrCat(Describe(op), ": communicator is poisoned: ", error_.message()));
+  }
+  Op entry;
+  entry.name = std::string(op);
+  entry.seq = next_seq_++;
+  entry.timeout = timeout;
+  entry.body = std::move(body);
+  entry.work = work;
+  queue_.push_back(std::move(entry));
+  return std::unique_ptr<Work>(new CompletionWork(std::move(work)));
+}
+
+void GlooCommunicator::Impl::WorkerLoop() {
+  BlockSigpipeInThisThread();
+  for (;;) {
+    Op op;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Impl* impl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl->mu_) {
+            return !impl->queue_.empty() || impl->stop_;
+          },
+          this));
+      if (queue_.empty()) return;  // stopping, and nothing left
+      op = std::move(queue_.front());
+      queue_.pop_front();
+      running_ = true;
+    }
+    RunOp(op);
+    absl::MutexLock lock(&mu_);
+    running_ = false;
+  }
+}
+
+void GlooCommunicator::Impl::RunOp(Op& op) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!error_.ok()) {
+      op.work->Complete(absl::AbortedError(absl::StrCat(
+          Describe(op.name, op.seq), ": communicator is poisoned: ", error_.message())));
+      return;
+    }
+  }
+  absl::Status status;
+  absl::Status first_error;  // the poisoning error when `status` is a consequence of it
+  {
+    Runner runner(this, CollectiveSlot(op.seq), absl::Now() + op.timeout, op.timeout);
+    try {
+      status = op.body(*this, runner);
+    } catch (const std::exception& e) {
+      status = absl::InternalError(absl::StrCat("unexpected Gloo error: ", e.what()));
+    }
+    if (!status.ok()) {
+      // Poison before the runner's buffers go away, so nothing can land in them afterwards.
+      absl::MutexLock lock(&mu_);
+      first_error = error_;
+    }
+    if (!status.ok() && first_error.ok()) {
+      PoisonAndClose(absl::Status(status.code(),
+                                  absl::StrCat(Describe(op.name, op.seq), ": ", status.message())))
+          .IgnoreError();
+    }
+  }
+  if (status.ok()) {
+    op.work->Complete(absl::OkStatus());
+    return;
+  }
+  if (!first_error.ok()) {
+    // Aborted locally, or poisoned by a failed Send/Recv: that error says it all.
+    op.work->Complete(absl::AbortedError(absl::StrCat(
+        Describe(op.name, op.seq), ": communicator is poisoned: ", first_error.message())));
+    return;
+  }
+  const std::string diagnosis = Diagnose(op.seq, status.message(), op.timeout);
+  const absl::Status final_status(
+      status.code(), absl::StrCat(Describe(op.name, op.seq), ": ", status.message(), diagnosis));
+  {
+    absl::MutexLock lock(&mu_);
+    // Keep the fuller message as the first error, unless something else came first.
+    if (absl::StrContains(error_.message(), status.message()) && error_.code() == status.code()) {
+      error_ = final_status;
+    }
+  }
+  op.work->Complete(final_status);
+}
+
+std::string GlooCommunicator::Impl::Diagnose(int64_t seq, absl::string_view reason,
+                                             absl::Duration timeout) {
+  const absl::Duration grace = std::min(options_.failure_report_grace, timeout / 2);
+  if (grace <= absl::ZeroDuration() || size_ == 1) return "";
+  const std::string prefix = absl::StrCat("fail/", seq, "/");
+  absl::Status s = scope_.Set(absl::StrCat(prefix, rank_), reason);
+  if (!s.ok()) return absl::StrCat("; failure records unavailable (", s.message(), ")");
+  std::vector<std::string> keys;
+  for (int r = 0; r < size_; ++r) {
+    if (r != rank_) keys.push_back(absl::StrCat(prefix, r));
+  }
+  if (scope_.Wait(keys, grace).ok()) return "; every other rank failed too";
+  std::vector<int> missing;
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) continue;
+    absl::StatusOr<std::string> v = scope_.Get(absl::StrCat(prefix, r), absl::ZeroDuration());
+    if (!v.ok()) missing.push_back(r);
+  }
+  if (missing.empty()) return "; every other rank failed too";
+  return absl::StrCat("; rank(s) [", absl::StrJoin(missing, ", "),
+                      "] did not report failing within ", absl::FormatDuration(grace),
+                      ": dead, hung or not in this operation");
+}
+
+absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Impl::PostP2P(bool send, CommBuffer buffer,
+                                                                      int peer, int tag,
+                                                                      absl::Duration timeout) {
+  const absl::string_view op = send ? "Send" : "Recv";
+  const size_t bytes = static_cast<size_t>(buffer.count) * DTypeSize(buffer.dtype);
+  const std::string what =
+      absl::StrCat(Describe(op), " ", send ? "to" : "from", " rank ", peer, ", tag ", tag);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!error_.ok()) {
+      return absl::AbortedError(
+          absl::StrCat(what, ": communicator is poisoned: ", error_.message()));
+    }
+  }
+  if (bytes == 0) return CompletedWork(absl::OkStatus());  // both sides skip empty transfers
+
+  std::shared_ptr<UnboundBuffer> ub;
+  try {
+    ub = context_->createUnboundBuffer(buffer.data, bytes);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": creating a Gloo buffer: ", e.what()));
+  }
+  DT_RETURN_IF_ERROR(Register(ub.get()));
+  const absl::Time deadline = absl::Now() + timeout;
+  auto fail = [this, what, peer, timeout, deadline](absl::string_view gloo_error) {
+    absl::Status s;
+    if (absl::StrContains(gloo_error, "Timed out") || absl::Now() >= deadline) {
+      s = absl::DeadlineExceededError(absl::StrCat(
+          what, ": timed out after ", absl::FormatDuration(timeout), " waiting for rank ", peer));
+    } else {
+      s = absl::AbortedError(
+          absl::StrCat(what, ": lost the connection to rank ", peer, " (", gloo_error, ")"));
+    }
+    absl::Status first = PoisonAndClose(s);
+    return first.message() == s.message()
+               ? s
+               : absl::AbortedError(
+                     absl::StrCat(what, ": communicator is poisoned: ", first.message()));
+  };
+  try {
+    ScopedBlockSigpipe block;  // the send may write to the socket from this thread
+    if (send) {
+      ub->send(peer, P2PSlot(tag));
+    } else {
+      ub->recv(peer, P2PSlot(tag));
+    }
+  } catch (const std::exception& e) {
+    Unregister(ub.get());
+    return fail(e.what());
+  }
+  auto work = std::make_shared<WorkState>();
+  waiters_.Submit([this, ub, send, deadline, work, what, fail] {
+    absl::Status status;
+    try {
+      const auto wait = ToMillis(deadline - absl::Now());
+      const bool completed = send ? ub->waitSend(wait) : ub->waitRecv(wait);
+      if (!completed) {
+        absl::MutexLock lock(&mu_);
+        status = absl::AbortedError(absl::StrCat(what, ": interrupted: ", error_.message()));
+      }
+    } catch (const std::exception& e) {
+      status = fail(e.what());
+    }
+    Unregister(ub.get());
+    work->Complete(status);
+  });
+  return std::unique_ptr<Work>(new CompletionWork(std::move(work)));
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> GlooCommunicator::Impl::Split(
+    const std::vector<int>& ranks, absl::string_view name, const CommOptions& options) {
+  int64_t k;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!error_.ok()) {
+      return absl::AbortedError(absl::StrCat(Describe(absl::StrCat("Split('", name, "')")),
+                                             ": communicator is poisoned: ", error_.message()));
+    }
+    k = next_split_++;
+  }
+  auto it = std::find(ranks.begin(), ranks.end(), rank_);
+  if (it == ranks.end()) return std::unique_ptr<Communicator>();
+  GlooOptions child_options = options_;
+  child_options.timeout = options.timeout;
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<Impl> child,
+                      Connect(base_, absl::StrCat(scope_.prefix(), "/split/", k, "/", name),
+                              static_cast<int>(it - ranks.begin()), static_cast<int>(ranks.size()),
+                              std::string(name), child_options, device_));
+  return std::unique_ptr<Communicator>(new GlooCommunicator(std::move(child)));
+}
+
+// ---- Collectives (worker thread) ----------------------------------------------------------------
+
+absl::Status GlooCommunicator::Impl::RunAllReduce(Runner& run, CommBuffer buffer, ReduceOp op) {
+  const int n = size_;
+  const int64_t count = buffer.count;
+  if (count == 0 || n == 1) return absl::OkStatus();  // x / 1 == x: nothing to do for kAvg either
+  const DType dtype = buffer.dtype;
+  const size_t es = DTypeSize(dtype);
+  char* bytes = static_cast<char*>(buffer.data);
+  float* work = reinterpret_cast<float*>(buffer.data);
+  if (dtype != DType::kF32) {
+    if (scratch_a_.size() < static_cast<size_t>(count)) scratch_a_.resize(count);
+    work = scratch_a_.data();
+    ToF32(buffer.data, dtype, count, work);
+  }
+  const Chunks chunks(count, n);
+  if (scratch_b_.size() < static_cast<size_t>(chunks.size(0))) scratch_b_.resize(chunks.size(0));
+  float* incoming = scratch_b_.data();
+  const int left = Mod(rank_ - 1, n);
+  const int right = Mod(rank_ + 1, n);
+
+  // Reduce-scatter in f32: at step s this rank passes on the partial sum of chunk r-s-1 and
+  // receives that of chunk r-s-2, adding its own share; after n-1 steps it owns chunk r.
+  for (int s = 0; s < n - 1; ++s) {
+    const int send_chunk = Mod(rank_ - s - 1, n);
+    const int recv_chunk = Mod(rank_ - s - 2, n);
+    DT_RETURN_IF_ERROR(run.Recv(left, incoming, chunks.size(recv_chunk) * sizeof(float)));
+    DT_RETURN_IF_ERROR(
+        run.Send(right, work + chunks.offset(send_chunk), chunks.size(send_chunk) * sizeof(float)));
+    DT_RETURN_IF_ERROR(run.WaitAll());
+    AccumulateF32(work + chunks.offset(recv_chunk), incoming, DType::kF32, chunks.size(recv_chunk),
+                  op);
+  }
+  // Finish the owned chunk: one division for kAvg, one rounding to the dtype.
+  const int64_t mine = chunks.offset(rank_);
+  FinishF32(work + mine, chunks.size(rank_), op, n);
+  if (dtype != DType::kF32) FromF32(work + mine, chunks.size(rank_), dtype, bytes + mine * es);
+
+  // All-gather the finished chunks in the buffer's dtype.
+  for (int s = 0; s < n - 1; ++s) {
+    const int send_chunk = Mod(rank_ - s, n);
+    const int recv_chunk = Mod(rank_ - s - 1, n);
+    DT_RETURN_IF_ERROR(
+        run.Recv(left, bytes + chunks.offset(recv_chunk) * es, chunks.size(recv_chunk) * es));
+    DT_RETURN_IF_ERROR(
+        run.Send(right, bytes + chunks.offset(send_chunk) * es, chunks.size(send_chunk) * es));
+    DT_RETURN_IF_ERROR(run.WaitAll());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GlooCommunicator::Impl::RunReduceScatter(Runner& run, CommBuffer input,
+                                                      CommBuffer output, ReduceOp op) {
+  const int n = size_;
+  const int64_t c = output.count;
+  if (c == 0) return absl::OkStatus();
+  const DType dtype = input.dtype;
+  const size_t es = DTypeSize(dtype);
+  const char* in = static_cast<const char*>(input.data);
+  if (n == 1) {
+    if (output.data != input.data) std::memmove(output.data, input.data, c * es);
+    return absl::OkStatus();
+  }
+  if (scratch_a_.size() < static_cast<size_t>(c)) scratch_a_.resize(c);
+  if (scratch_b_.size() < static_cast<size_t>(c)) scratch_b_.resize(c);
+  float* current = scratch_a_.data();  // the partial sum this rank passes on
+  float* next = scratch_b_.data();     // the one it receives
+  const int left = Mod(rank_ - 1, n);
+  const int right = Mod(rank_ + 1, n);
+  for (int s = 0; s < n - 1; ++s) {
+    const int send_chunk = Mod(rank_ - s - 1, n);
+    const int recv_chunk = Mod(rank_ - s - 2, n);
+    const float* outgoing = current;
+    if (s == 0) {
+      // The first partial is this rank's own chunk.
+      if (dtype == DType::kF32) {
+        outgoing = reinterpret_cast<const float*>(in + send_chunk * c * es);
+      } else {
+        ToF32(in + send_chunk * c * es, dtype, c, current);
+      }
+    }
+    DT_RETURN_IF_ERROR(run.Recv(left, next, c * sizeof(float)));
+    DT_RETURN_IF_ERROR(run.Send(right, outgoing, c * sizeof(float)));
+    DT_RETURN_IF_ERROR(run.WaitAll());
+    AccumulateF32(next, in + recv_chunk * c * es, dtype, c, op);
+    std::swap(current, next);
+  }
+  FinishF32(current, c, op, n);
+  FromF32(current, c, dtype, output.data);
+  return absl::OkStatus();
+}
+
+absl::Status GlooCommunicator::Impl::RunAllGather(Runner& run, CommBuffer input,
+                                                  CommBuffer output) {
+  const int n = size_;
+  const size_t chunk = static_cast<size_t>(input.count) * DTypeSize(input.dtype);
+  if (chunk == 0) return absl::OkStatus();
+  char* out = static_cast<char*>(output.data);
+  if (out + rank_ * chunk != input.data) std::memmove(out + rank_ * chunk, input.data, chunk);
+  const int left = Mod(rank_ - 1, n);
+  const int right = Mod(rank_ + 1, n);
+  for (int s = 0; s < n - 1; ++s) {
+    const int send_chunk = Mod(rank_ - s, n);
+    const int recv_chunk = Mod(rank_ - s - 1, n);
+    DT_RETURN_IF_ERROR(run.Recv(left, out + recv_chunk * chunk, chunk));
+    DT_RETURN_IF_ERROR(run.Send(right, out + send_chunk * chunk, chunk));
+    DT_RETURN_IF_ERROR(run.WaitAll());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GlooCommunicator::Impl::RunBroadcast(Runner& run, CommBuffer buffer, int root) {
+  const int n = size_;
+  const size_t bytes = static_cast<size_t>(buffer.count) * DTypeSize(buffer.dtype);
+  if (bytes == 0 || n == 1) return absl::OkStatus();
+  // Binomial tree over ranks relative to the root: receive from the parent, then send to the
+  // children, largest subtree first.
+  const int v = Mod(rank_ - root, n);
+  int mask = 1;
+  while (mask < n) {
+    if (v & mask) {
+      DT_RETURN_IF_ERROR(run.Recv(Mod(v - mask + root, n), buffer.data, bytes));
+      DT_RETURN_IF_ERROR(run.WaitAll());
+      break;
+    }
+    mask <<= 1;
+  }
+  for (mask >>= 1; mask > 0; mask >>= 1) {
+    if (v + mask < n) DT_RETURN_IF_ERROR(run.Send(Mod(v + mask + root, n), buffer.data, bytes));
+  }
+  return run.WaitAll();
+}
+
+absl::Status GlooCommunicator::Impl::RunBarrier(Runner& run) {
+  // Dissemination: in round k every rank signals rank + 2^k and hears from rank - 2^k.
+  for (int k = 1; k < size_; k <<= 1) {
+    DT_RETURN_IF_ERROR(run.Recv(Mod(rank_ - k, size_), &token_in_, 1));
+    DT_RETURN_IF_ERROR(run.Send(Mod(rank_ + k, size_), &token_out_, 1));
+    DT_RETURN_IF_ERROR(run.WaitAll());
+  }
+  return absl::OkStatus();
+}
+
+// ---- GlooCommunicator ---------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
+    Store* store, int rank, int size, absl::string_view name, const GlooOptions& options) {
+  if (store == nullptr) return absl::InvalidArgumentError("GlooCommunicator: null store");
+  if (size < 1 || rank < 0 || rank >= size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GlooCommunicator: rank ", rank, " of ", size, " is not a valid rank"));
+  }
+  if (name.empty()) return absl::InvalidArgumentError("GlooCommunicator: empty group name");
+  if (options.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("GlooCommunicator: timeout must be positive");
+  }
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<Impl> impl,
+                      Impl::Connect(store, absl::StrCat("gloo/", name), rank, size,
+                                    std::string(name), options, nullptr));
+  return std::unique_ptr<GlooCommunicator>(new GlooCommunicator(std::move(impl)));
+}
+
+GlooCommunicator::GlooCommunicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+GlooCommunicator::~GlooCommunicator() = default;
+
+int GlooCommunicator::rank() const { return impl_->rank(); }
+int GlooCommunicator::size() const { return impl_->size(); }
+const std::string& GlooCommunicator::name() const { return impl_->name(); }
+
+absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::AllReduce(CommBuffer buffer, ReduceOp op,
+                                                                  const CommOptions& options) {
+  constexpr absl::string_view kOp = "AllReduce";
+  DT_RETURN_IF_ERROR(CheckReduceBuffer(*this, kOp, buffer));
+  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, buffer, DeviceType::kCpu));
+  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  return impl_->Enqueue(kOp, options.timeout, [buffer, op](Impl& impl, Impl::Runner& run) {
+    return impl.RunAllReduce(run, buffer, op);
+  });
+}
+
+absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::ReduceScatter(CommBuffer input,
+                                                                      CommBuffer output,
+                                                                      ReduceOp op,
+                                                                      const CommOptions& options) {
+  constexpr absl::string_view kOp = "ReduceScatter";
+  DT_RETURN_IF_ERROR(CheckReduceBuffer(*this, kOp, input));
+  DT_RETURN_IF_ERROR(CheckReduceBuffer(*this, kOp, output));
+  DT_RETURN_IF_ERROR(CheckChunked(*this, kOp, input, output));
+  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, input, DeviceType::kCpu));
+  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, output, DeviceType::kCpu));
+  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  return impl_->Enqueue(kOp, options.timeout, [input, output, op](Impl& impl, Impl::Runner& run) {
+    return impl.RunReduceScatter(run, input, output, op);
+  });
+}
+
+absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::AllGather(CommBuffer input,
+                                                                  CommBuffer output,
+                                                                  const CommOptions& options) {
+  constexpr absl::string_view kOp = "AllGather";
+  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, input));
+  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, output));
+  DT_RETURN_IF_ERROR(CheckChunked(*this, kOp, output, input));
+  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, input, DeviceType::kCpu));
+  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, output, DeviceType::kCpu));
+  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  return impl_->Enqueue(kOp, options.timeout, [input, output](Impl& impl, Impl::Runner& run) {
+    return impl.RunAllGather(run, input, output);
+  });
+}
+
+absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Broadcast(CommBuffer buffer, int root,
+                                                                  const CommOptions& options) {
+  constexpr absl::string_view kOp = "Broadcast";
+  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, buffer));
+  DT_RETURN_IF_ERROR(CheckPeer(*this, kOp, root, "root", /*allow_self=*/true));
+  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, buffer, DeviceType::kCpu));
+  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  return impl_->Enqueue(kOp, options.timeout, [buffer, root](Impl& impl, Impl::Runner& run) {
+    return impl.RunBroadcast(run, buffer, root);
+  });
+}
+
+absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Send(CommBuffer buffer, int dst, int tag,
+                                                             const CommOptions& options) {
+  constexpr absl::string_view kOp = "Send";
+  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, buffer));
+  DT_RETURN_IF_ERROR(CheckPeer(*this, kOp, dst, "dst", /*allow_self=*/false));
+  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, buffer, DeviceType::kCpu));
+  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  return impl_->PostP2P(/*send=*/true, buffer, dst, tag, options.timeout);
+}
+
+absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Recv(CommBuffer buffer, int src, int tag,
+                                                             const CommOptions& options) {
+  constexpr absl::string_view kOp = "Recv";
+  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, buffer));
+  DT_RETURN_IF_ERROR(CheckPeer(*this, kOp, src, "src", /*allow_self=*/false));
+  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, buffer, DeviceType::kCpu));
+  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  return impl_->PostP2P(/*send=*/false, buffer, src, tag, options.timeout);
+}
+
+absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Barrier(const CommOptions& options) {
+  DT_RETURN_IF_ERROR(CheckOptions(*this, "Barrier", options));
+  return impl_->Enqueue("Barrier", options.timeout,
+                        [](Impl& impl, Impl::Runner& run) { return impl.RunBarrier(run); });
+}
+
+void GlooCommunicator::Abort(absl::Status reason) { impl_->Abort(reason); }
+
+absl::Status GlooCommunicator::AsyncError() { return impl_->AsyncError(); }
+
+absl::StatusOr<std::unique_ptr<Communicator>> GlooCommunicator::Split(const std::vector<int>& ranks,
+                                                                      absl::string_view name,
+                                                                      const CommOptions& options) {
+  DT_RETURN_IF_ERROR(CheckSplitRanks(*this, ranks, name));
+  DT_RETURN_IF_ERROR(CheckOptions(*this, "Split", options));
+  return impl_->Split(ranks, name, options);
+}
+
+}  // namespace dstrain

@@ -1,0 +1,151 @@
+#include "worker/comm/gloo/gloo_communicator.h"
+
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/status/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/comm/testing/conformance.h"
+#include "worker/store/in_memory_store.h"
+
+namespace dstrain {
+namespace {
+
+using ::dstrain::testing::CommBackend;
+using ::dstrain::testing::CommConformanceTest;
+using ::dstrain::testing::ConformanceParamName;
+using ::dstrain::testing::ConformanceParams;
+using ::dstrain::testing::IsOk;
+using ::dstrain::testing::StatusIs;
+using ::testing::_;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+GlooOptions TestOptions() {
+  GlooOptions o;
+  o.timeout = absl::Seconds(30);
+  return o;
+}
+
+std::shared_ptr<const CommBackend> GlooBackend() {
+  auto backend = std::make_shared<CommBackend>();
+  backend->name = "gloo";
+  backend->new_group = [](int size) {
+    auto store = std::make_shared<InMemoryStore>();
+    return [store, size](int rank) -> absl::StatusOr<std::unique_ptr<Communicator>> {
+      absl::StatusOr<std::unique_ptr<GlooCommunicator>> c =
+          GlooCommunicator::Create(store.get(), rank, size, "world", TestOptions());
+      if (!c.ok()) return c.status();
+      return std::unique_ptr<Communicator>(*std::move(c));
+    };
+  };
+  return backend;
+}
+
+INSTANTIATE_TEST_SUITE_P(Gloo, CommConformanceTest,
+                         ::testing::ValuesIn(ConformanceParams(GlooBackend())),
+                         ConformanceParamName);
+
+// Creates a group of `size` ranks on threads; returns them in rank order.
+std::vector<std::unique_ptr<GlooCommunicator>> MakeGroup(Store* store, int size,
+                                                         GlooOptions options = TestOptions()) {
+  std::vector<std::unique_ptr<GlooCommunicator>> comms(size);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < size; ++r) {
+    threads.emplace_back([&, r] {
+      auto c = GlooCommunicator::Create(store, r, size, "g", options);
+      ASSERT_THAT(c, IsOk());
+      comms[r] = *std::move(c);
+    });
+  }
+  for (auto& t : threads) t.join();
+  return comms;
+}
+
+TEST(GlooCommunicatorTest, CreateValidatesArguments) {
+  InMemoryStore store;
+  EXPECT_THAT(GlooCommunicator::Create(nullptr, 0, 1, "g", TestOptions()),
+              StatusIs(absl::StatusCode::kInvalidArgument, _));
+  EXPECT_THAT(GlooCommunicator::Create(&store, 1, 1, "g", TestOptions()),
+              StatusIs(absl::StatusCode::kInvalidArgument, _));
+  EXPECT_THAT(GlooCommunicator::Create(&store, 0, 1, "", TestOptions()),
+              StatusIs(absl::StatusCode::kInvalidArgument, _));
+  GlooOptions bad = TestOptions();
+  bad.hostname = "no-such-host.invalid";
+  EXPECT_THAT(GlooCommunicator::Create(&store, 0, 1, "g", bad),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("no-such-host.invalid")));
+}
+
+TEST(GlooCommunicatorTest, CreateTimesOutNamingTheRanksThatNeverJoined) {
+  InMemoryStore store;
+  GlooOptions options = TestOptions();
+  options.timeout = absl::Milliseconds(300);
+  const absl::Time start = absl::Now();
+  // Rank 0 of 3 alone: ranks 1 and 2 never publish their addresses.
+  EXPECT_THAT(GlooCommunicator::Create(&store, 0, 3, "lonely", options),
+              StatusIs(absl::StatusCode::kDeadlineExceeded,
+                       AllOf(HasSubstr("'lonely'"), HasSubstr("[1, 2] never joined"))));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+}
+
+TEST(GlooCommunicatorTest, DestroyingWithPendingWorkAbortsIt) {
+  InMemoryStore store;
+  auto comms = MakeGroup(&store, 2);
+  float x = 1;
+  auto w = comms[0]->AllReduce(CommBuffer{&x, 1}, ReduceOp::kSum, CommOptions());
+  ASSERT_THAT(w, IsOk());
+  float y = 0;
+  auto r = comms[0]->Recv(CommBuffer{&y, 1}, 1, 3, CommOptions());
+  ASSERT_THAT(r, IsOk());
+  const absl::Time start = absl::Now();
+  comms[0].reset();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_THAT((*w)->Wait(), StatusIs(absl::StatusCode::kAborted, HasSubstr("destroyed")));
+  EXPECT_THAT((*r)->Wait(), StatusIs(absl::StatusCode::kAborted, _));
+  // The peer finds the connection gone.
+  EXPECT_FALSE(
+      (*comms[1]->AllReduce(CommBuffer{&x, 1}, ReduceOp::kSum, CommOptions()))->Wait().ok());
+}
+
+TEST(GlooCommunicatorTest, RecvTimeoutNamesThePeer) {
+  InMemoryStore store;
+  auto comms = MakeGroup(&store, 2);
+  float y = 0;
+  CommOptions o;
+  o.timeout = absl::Milliseconds(200);
+  auto r = comms[1]->Recv(CommBuffer{&y, 1}, 0, 42, o);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_THAT((*r)->Wait(), StatusIs(absl::StatusCode::kDeadlineExceeded,
+                                     AllOf(HasSubstr("Recv"), HasSubstr("'g'"), HasSubstr("rank 0"),
+                                           HasSubstr("tag 42"))));
+  EXPECT_FALSE(comms[1]->AsyncError().ok());
+  EXPECT_THAT(comms[1]->Barrier(CommOptions()), StatusIs(absl::StatusCode::kAborted, _));
+}
+
+TEST(GlooCommunicatorTest, WaitWithShortTimeoutDoesNotDisturbTheOperation) {
+  InMemoryStore store;
+  auto comms = MakeGroup(&store, 2);
+  float a = 1, b = 2;
+  auto w0 = *comms[0]->AllReduce(CommBuffer{&a, 1}, ReduceOp::kSum, CommOptions());
+  EXPECT_THAT(w0->Wait(absl::Milliseconds(50)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("still running")));
+  float r = 0, s = 5;
+  auto recv = *comms[0]->Recv(CommBuffer{&r, 1}, 1, 0, CommOptions());
+  EXPECT_THAT(recv->Wait(absl::Milliseconds(50)), StatusIs(absl::StatusCode::kDeadlineExceeded, _));
+  auto w1 = *comms[1]->AllReduce(CommBuffer{&b, 1}, ReduceOp::kSum, CommOptions());
+  auto send = *comms[1]->Send(CommBuffer{&s, 1}, 0, 0, CommOptions());
+  EXPECT_THAT(w0->Wait(), IsOk());
+  EXPECT_THAT(w1->Wait(), IsOk());
+  EXPECT_THAT(recv->Wait(), IsOk());
+  EXPECT_THAT(send->Wait(), IsOk());
+  EXPECT_EQ(a, 3);
+  EXPECT_EQ(r, 5);
+}
+
+}  // namespace
+}  // namespace dstrain
