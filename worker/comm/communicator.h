@@ -11,7 +11,11 @@
 //     never arrived) fails within its timeout with kDeadlineExceeded or kAborted; the message
 //     names the operation, the group and the rank(s) waited for. Nothing blocks forever.
 //   - After Abort(reason) or a failed collective the communicator is poisoned: every pending and
-//     later call fails with kAborted and the first error, which AsyncError() also returns.
+//     later call fails with kAborted and the first error, which AsyncError() also returns (later
+//     calls fail at once: the call itself returns the error).
+//   - Invalid arguments (counts, dtypes, ranks, devices, a non-positive timeout) fail the call at
+//     once with kInvalidArgument and issue nothing, so the ranks' call sequences stay aligned.
+//   - Zero-count operations are legal and keep their place in the order.
 //   - bf16 and f16 buffers are reduced with f32 accumulation (converted, summed, rounded once to
 //     nearest even), so results do not depend on the backend's summation width.
 // Buffers are untyped (pointer, count, dtype, device), as in NCCL and Gloo; on GPUs a stream comes
@@ -82,18 +86,21 @@ class Communicator {
   virtual absl::StatusOr<std::unique_ptr<Work>> AllReduce(CommBuffer buffer, ReduceOp op,
                                                           const CommOptions& options) = 0;
   // input holds size() chunks of output.count elements; rank r receives op over all ranks' chunk
-  // r in `output`. REQUIRES: input.count == size() * output.count.
+  // r in `output`; `input` is left unchanged, unless `output` is this rank's own chunk of it (in
+  // place, allowed). REQUIRES: input.count == size() * output.count.
   virtual absl::StatusOr<std::unique_ptr<Work>> ReduceScatter(CommBuffer input, CommBuffer output,
                                                               ReduceOp op,
                                                               const CommOptions& options) = 0;
-  // output receives size() chunks; chunk r is rank r's input.
-  // REQUIRES: output.count == size() * input.count.
+  // output receives size() chunks; chunk r is rank r's input. `input` may be this rank's own
+  // chunk of `output` (in place). REQUIRES: output.count == size() * input.count.
   virtual absl::StatusOr<std::unique_ptr<Work>> AllGather(CommBuffer input, CommBuffer output,
                                                           const CommOptions& options) = 0;
   // In place: every rank ends with root's `buffer`.
   virtual absl::StatusOr<std::unique_ptr<Work>> Broadcast(CommBuffer buffer, int root,
                                                           const CommOptions& options) = 0;
-  // Point to point; a Send matches the Recv of the same tag from this rank at `dst`.
+  // Point to point; a Send matches the Recv of the same tag from this rank at `dst`, in posting
+  // order. Both sides must post the same number of bytes. Send/Recv are not ordered with the
+  // collectives (a ring of Sends and Recvs posted before any Wait cannot deadlock).
   virtual absl::StatusOr<std::unique_ptr<Work>> Send(CommBuffer buffer, int dst, int tag,
                                                      const CommOptions& options) = 0;
   virtual absl::StatusOr<std::unique_ptr<Work>> Recv(CommBuffer buffer, int src, int tag,

@@ -7,7 +7,7 @@
 //     round to Inf as IEEE 754 prescribes (f16: |x| >= 65520); f16 subnormals are produced
 //     correctly; NaN stays NaN (quietened, sign and the top payload bits kept); Inf stays Inf.
 //   - bf16/f16 -> f32 is exact; an f16 NaN becomes a quiet f32 NaN (as the F16C instructions do).
-// Bulk f16 conversions use the F16C instructions when the CPU has them (checked once at run time)
+// Bulk conversions use AVX2 (bf16) and F16C (f16) when the CPU has them (checked once at run time)
 // and the portable code otherwise; both give the same bits.
 //
 // kAvg is accumulated as a sum and divided once at the end (FinishF32), a division rather than a
@@ -56,10 +56,12 @@ void ReduceBuffers(const void* const* inputs, int k, void* out, int64_t n, DType
                    ReduceOp op);
 
 namespace internal {
-// The portable f16 paths, for tests that compare them with the F16C paths above.
+// The portable paths, for tests that compare them with the vectorised ones above.
 void F16ToF32Portable(const uint16_t* src, int64_t n, float* dst);
 void F32ToF16Portable(const float* src, int64_t n, uint16_t* dst);
+void F32ToBf16Portable(const float* src, int64_t n, uint16_t* dst);
 bool HasF16c();
+bool HasAvx2();
 }  // namespace internal
 
 }  // namespace dstrain

@@ -169,6 +169,32 @@ TEST(ConversionTest, F16cMatchesPortable) {
   }
 }
 
+TEST(ConversionTest, VectorisedBf16MatchesScalar) {
+  std::vector<uint16_t> all(65536 + 5);
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);
+  std::vector<float> f(all.size());
+  ToF32(all.data(), DType::kBF16, all.size(), f.data());
+  for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(Bits(f[i]), Bits(Bf16ToF32(all[i]))) << i;
+
+  std::mt19937 rng(11);
+  std::vector<float> values = {0x1.00fffep0f,
+                               0x1.018p0f,
+                               0x1.008p0f,
+                               0x1.fffffep127f,
+                               FromBits(0x7f800001u),
+                               FromBits(0xff800001u),
+                               FromBits(0x7fc00000u),
+                               -0.0f,
+                               1e-45f};
+  for (int i = 0; i < (1 << 18); ++i) values.push_back(FromBits(static_cast<uint32_t>(rng())));
+  std::vector<uint16_t> fast(values.size()), slow(values.size());
+  FromF32(values.data(), values.size(), DType::kBF16, fast.data());
+  internal::F32ToBf16Portable(values.data(), values.size(), slow.data());
+  for (size_t i = 0; i < values.size(); ++i) {
+    ASSERT_EQ(fast[i], slow[i]) << std::hexfloat << values[i] << " avx2=" << internal::HasAvx2();
+  }
+}
+
 TEST(ReduceTest, AccumulateAndFinish) {
   std::vector<float> acc = {1, 2, 3, 4, 5};
   const std::vector<float> x = {1, 1, 1, 1, 1};

@@ -16,13 +16,14 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -48,6 +49,11 @@ using gloo::transport::UnboundBuffer;
 // Collective #seq uses one slot for all its steps; Send/Recv use one per tag.
 constexpr uint64_t kCollectiveSlots = uint64_t{1} << 56;
 constexpr uint64_t kP2PSlots = uint64_t{2} << 56;
+// A receive that never completes, posted once per peer: Gloo signals it when the connection breaks.
+constexpr uint64_t kWatchSlot = uint64_t{3} << 56;
+// After an interruption (a peer's failure record, a broken connection), how long a wait may still
+// take to complete: the data may have arrived just before.
+constexpr absl::Duration kRecheck = absl::Milliseconds(200);
 
 uint64_t CollectiveSlot(int64_t seq) {
   return kCollectiveSlots | (static_cast<uint64_t>(seq) & (kCollectiveSlots - 1));
@@ -250,15 +256,43 @@ class GlooCommunicator::Impl {
   std::string Describe(absl::string_view op, int64_t seq = -1) const;
   void WorkerLoop();
   void RunOp(Op& op);
+  // Polls the store for failure records of the running collective (see RunOp).
+  void WatchdogLoop();
   // Poisons the communicator with `error` unless already poisoned, interrupts every wait in
   // flight and hard-closes the connections (peers then fail at once). Returns the first error.
   absl::Status PoisonAndClose(const absl::Status& error);
-  // Records this rank's failure of collective `seq` in the store and waits for the peers'
-  // records; returns "" or a sentence naming the ranks whose record is missing.
-  std::string Diagnose(int64_t seq, absl::string_view reason, absl::Duration timeout);
+  // "rank 1 failed first: <its reason>" from the records of collective `seq`.
+  std::string PeerFailure(int64_t seq);
+  // Records this rank's failure of collective `seq` in the store; "" or why it could not.
+  std::string Publish(int64_t seq, absl::string_view reason);
+  // Waits for the peers' records of collective `seq`; returns a sentence naming the ranks whose
+  // record is missing ("" when the grace period is zero).
+  std::string AwaitRecords(int64_t seq, absl::Duration timeout);
+  // The failure record of `peer` for collective `seq`, if it wrote one.
+  std::optional<std::string> FailureRecord(int64_t seq, int peer);
 
-  absl::Status Register(UnboundBuffer* buffer);
+  // REQUIRES: the buffer stays alive until Unregister. Fails once poisoned, or once collective
+  // `seq` (-1 for Send/Recv) was interrupted.
+  absl::Status Register(UnboundBuffer* buffer, int64_t seq, int peer);
   void Unregister(UnboundBuffer* buffer);
+  // Whether a peer's failure record interrupted collective `seq`.
+  bool Interrupted(int64_t seq);
+  // Why the connection to `peer` broke ("" while it is fine).
+  std::string BrokenConnection(int peer);
+
+  // NOTE [Peer watch]: Gloo wakes a wait on a broken connection only when the transfer had not
+  // started; a receive whose data was arriving, or a send being written, sleeps until its timeout.
+  // So each peer gets a receive that never completes, and a thread waiting on it: when the
+  // connection breaks, Gloo signals that receive, and the thread interrupts this rank's transfers
+  // with that peer (which then fail at once unless their data had arrived).
+  struct PeerWatch {
+    std::unique_ptr<UnboundBuffer> buffer;
+    char byte = 0;
+    std::thread thread;
+  };
+  void StartPeerWatches();
+  void WatchPeer(PeerWatch& watch, int peer);
+  void StopPeerWatches();
 
   const int rank_;
   const int size_;
@@ -271,30 +305,44 @@ class GlooCommunicator::Impl {
 
   absl::Mutex mu_;
   std::deque<Op> queue_ ABSL_GUARDED_BY(mu_);
-  bool running_ ABSL_GUARDED_BY(mu_) = false;  // the worker is inside an op
+  bool running_ ABSL_GUARDED_BY(mu_) = false;      // the worker is inside an op
+  int64_t current_seq_ ABSL_GUARDED_BY(mu_) = -1;  // the collective running, -1 if none
+  absl::Time current_start_ ABSL_GUARDED_BY(mu_);
+  int64_t interrupted_seq_ ABSL_GUARDED_BY(mu_) = -1;  // a peer reported failing this one
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status error_ ABSL_GUARDED_BY(mu_);  // not OK once poisoned
   int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t next_split_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::flat_hash_set<UnboundBuffer*> inflight_ ABSL_GUARDED_BY(mu_);
+  // Buffers with a transfer posted: the collective they belong to (-1: Send/Recv) and the peer.
+  struct Inflight {
+    int64_t seq;
+    int peer;
+  };
+  absl::flat_hash_map<UnboundBuffer*, Inflight> inflight_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> broken_ ABSL_GUARDED_BY(mu_);  // per peer, see BrokenConnection
+  std::vector<std::unique_ptr<PeerWatch>> watches_;       // per peer (null for this rank)
 
   // Worker-thread scratch (f32 work buffers, barrier tokens); grown, never shrunk.
   std::vector<float> scratch_a_;
   std::vector<float> scratch_b_;
-  std::vector<float> scratch_c_;
   char token_out_ = 1;
   char token_in_ = 0;
 
   WaiterPool waiters_;
   std::thread worker_;
+  std::thread watchdog_;
 };
 
 // The transfers of one collective: posts sends and receives on the collective's slot, waits for
 // them in posting order against the collective's deadline, and names the peer when one fails.
 class GlooCommunicator::Impl::Runner {
  public:
-  Runner(Impl* impl, uint64_t slot, absl::Time deadline, absl::Duration timeout)
-      : impl_(impl), slot_(slot), deadline_(deadline), timeout_(timeout) {}
+  Runner(Impl* impl, int64_t seq, absl::Time deadline, absl::Duration timeout)
+      : impl_(impl),
+        seq_(seq),
+        slot_(CollectiveSlot(seq)),
+        deadline_(deadline),
+        timeout_(timeout) {}
   ~Runner() {
     for (Transfer& t : transfers_) impl_->Unregister(t.buffer.get());
   }
@@ -310,13 +358,21 @@ class GlooCommunicator::Impl::Runner {
       Transfer& t = transfers_[waited_];
       bool completed = false;
       try {
-        const auto wait = ToMillis(deadline_ - absl::Now());
-        completed = t.send ? t.buffer->waitSend(wait) : t.buffer->waitRecv(wait);
+        completed = Wait(t, deadline_);
+        if (!completed) {
+          // Interrupted. By Abort (or a failure elsewhere): give up. By a peer's failure record
+          // or a broken connection: the transfer may have completed just before, so look again
+          // briefly; a wait that times out now fails the operation.
+          if (absl::Status poisoned = impl_->AsyncError(); !poisoned.ok()) {
+            return absl::AbortedError(absl::StrCat("interrupted while waiting for rank ", t.peer,
+                                                   ": ", poisoned.message()));
+          }
+          const absl::Time recheck = std::min(deadline_, absl::Now() + kRecheck);
+          while (!completed && absl::Now() < recheck) completed = Wait(t, recheck);
+          if (!completed) return Failure(t, "interrupted");
+        }
       } catch (const std::exception& e) {
         return Failure(t, e.what());
-      }
-      if (!completed) {
-        return absl::AbortedError(absl::StrCat("interrupted while waiting for rank ", t.peer));
       }
     }
     return absl::OkStatus();
@@ -329,6 +385,11 @@ class GlooCommunicator::Impl::Runner {
     bool send;
   };
 
+  static bool Wait(Transfer& t, absl::Time deadline) {
+    const auto wait = ToMillis(deadline - absl::Now());
+    return t.send ? t.buffer->waitSend(wait) : t.buffer->waitRecv(wait);
+  }
+
   absl::Status Post(bool send, int peer, void* data, size_t bytes) {
     if (bytes == 0) return absl::OkStatus();  // both sides skip empty transfers
     Transfer t{nullptr, peer, send};
@@ -337,7 +398,10 @@ class GlooCommunicator::Impl::Runner {
     } catch (const std::exception& e) {
       return absl::InternalError(absl::StrCat("creating a Gloo buffer: ", e.what()));
     }
-    DT_RETURN_IF_ERROR(impl_->Register(t.buffer.get()));
+    if (absl::Status s = impl_->Register(t.buffer.get(), seq_, peer); !s.ok()) {
+      if (impl_->Interrupted(seq_)) return absl::AbortedError(impl_->PeerFailure(seq_));
+      return s;
+    }
     UnboundBuffer* raw = t.buffer.get();
     transfers_.push_back(std::move(t));
     try {
@@ -352,18 +416,29 @@ class GlooCommunicator::Impl::Runner {
     return absl::OkStatus();
   }
 
+  // The most telling reason for the failure of transfer `t`: the broken connection to its peer,
+  // a peer's failure record, a timeout, or what Gloo said.
   absl::Status Failure(const Transfer& t, absl::string_view what) {
-    if (absl::StrContains(what, "Timed out") || absl::Now() >= deadline_) {
+    const std::string broken = impl_->BrokenConnection(t.peer);
+    if (broken.empty() && impl_->Interrupted(seq_)) {
+      return absl::AbortedError(impl_->PeerFailure(seq_));
+    }
+    if (broken.empty() && (absl::StrContains(what, "Timed out") || absl::Now() >= deadline_)) {
       return absl::DeadlineExceededError(
           absl::StrCat("timed out after ", absl::FormatDuration(timeout_), " waiting for ",
                        t.send ? absl::StrCat("rank ", t.peer, " to accept data")
                               : absl::StrCat("data from rank ", t.peer)));
     }
-    return absl::AbortedError(
-        absl::StrCat("lost the connection to rank ", t.peer, " (", what, ")"));
+    // The connection broke: if the peer failed this operation first and said why, say that.
+    if (std::optional<std::string> why = impl_->FailureRecord(seq_, t.peer)) {
+      return absl::AbortedError(absl::StrCat("rank ", t.peer, " failed first: ", *why));
+    }
+    return absl::AbortedError(absl::StrCat("lost the connection to rank ", t.peer, " (",
+                                           broken.empty() ? what : broken, ")"));
   }
 
   Impl* const impl_;
+  const int64_t seq_;
   const uint64_t slot_;
   const absl::Time deadline_;
   const absl::Duration timeout_;
@@ -385,7 +460,12 @@ GlooCommunicator::Impl::Impl(Store* base, std::string prefix, int rank, int size
       scope_(std::move(prefix), base),
       device_(std::move(device)),
       context_(std::move(context)) {
+  broken_.resize(size_);
+  StartPeerWatches();
   worker_ = std::thread([this] { WorkerLoop(); });
+  if (size_ > 1 && options_.failure_poll_interval > absl::ZeroDuration()) {
+    watchdog_ = std::thread([this] { WatchdogLoop(); });
+  }
 }
 
 GlooCommunicator::Impl::~Impl() {
@@ -399,7 +479,13 @@ GlooCommunicator::Impl::~Impl() {
   // otherwise pending operations are aborted and the connections reset.
   if (busy) Abort(absl::AbortedError("communicator destroyed"));
   worker_.join();
+  if (watchdog_.joinable()) watchdog_.join();
   waiters_.Stop();
+  StopPeerWatches();
+  for (auto& w : watches_) {
+    if (w != nullptr && w->thread.joinable()) w->thread.join();
+  }
+  watches_.clear();
   context_.reset();
   device_.reset();
 }
@@ -451,16 +537,74 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator::Impl>> GlooCommunicator::Impl::
                                         options, std::move(device), std::move(context)));
 }
 
+void GlooCommunicator::Impl::StartPeerWatches() {
+  watches_.resize(size_);
+  for (int peer = 0; peer < size_; ++peer) {
+    if (peer == rank_) continue;
+    auto w = std::make_unique<PeerWatch>();
+    try {
+      w->buffer = context_->createUnboundBuffer(&w->byte, 1);
+      w->buffer->recv(peer, kWatchSlot);
+    } catch (const std::exception& e) {
+      absl::MutexLock lock(&mu_);
+      broken_[peer] = e.what();
+      continue;
+    }
+    PeerWatch* watch = w.get();
+    watches_[peer] = std::move(w);
+    watch->thread = std::thread([this, watch, peer] { WatchPeer(*watch, peer); });
+  }
+}
+
+void GlooCommunicator::Impl::WatchPeer(PeerWatch& watch, int peer) {
+  BlockSigpipeInThisThread();
+  try {
+    // Returns only when interrupted (StopPeerWatches); nobody sends on this slot.
+    watch.buffer->waitRecv(ToMillis(absl::InfiniteDuration()));
+    return;
+  } catch (const std::exception& e) {
+    // Our own timeouts close every connection with this message: not the peer's doing.
+    if (absl::StrContains(e.what(), "Application timeout")) return;
+    absl::MutexLock lock(&mu_);
+    if (!broken_[peer].empty()) return;
+    broken_[peer] = e.what();
+    for (const auto& [b, info] : inflight_) {
+      if (info.peer != peer) continue;
+      b->abortWaitRecv();
+      b->abortWaitSend();
+    }
+  }
+}
+
+void GlooCommunicator::Impl::StopPeerWatches() {
+  for (auto& w : watches_) {
+    if (w != nullptr && w->buffer != nullptr) w->buffer->abortWaitRecv();
+  }
+}
+
+bool GlooCommunicator::Impl::Interrupted(int64_t seq) {
+  absl::MutexLock lock(&mu_);
+  return seq >= 0 && seq == interrupted_seq_;
+}
+
+std::string GlooCommunicator::Impl::BrokenConnection(int peer) {
+  absl::MutexLock lock(&mu_);
+  return broken_[peer];
+}
+
 std::string GlooCommunicator::Impl::Describe(absl::string_view op, int64_t seq) const {
   std::string s = absl::StrCat(op, " on group '", name_, "' (rank ", rank_, " of ", size_);
   if (seq >= 0) absl::StrAppend(&s, ", op #", seq);
   return absl::StrCat(s, ")");
 }
 
-absl::Status GlooCommunicator::Impl::Register(UnboundBuffer* buffer) {
+absl::Status GlooCommunicator::Impl::Register(UnboundBuffer* buffer, int64_t seq, int peer) {
   absl::MutexLock lock(&mu_);
   if (!error_.ok()) return absl::AbortedError(std::string(error_.message()));
-  inflight_.insert(buffer);
+  if (seq >= 0 && seq == interrupted_seq_) {
+    return absl::AbortedError("interrupted: a peer reported failing this operation");
+  }
+  inflight_[buffer] = Inflight{seq, peer};
   return absl::OkStatus();
 }
 
@@ -476,11 +620,12 @@ absl::Status GlooCommunicator::Impl::PoisonAndClose(const absl::Status& error) {
     if (error_.ok()) error_ = error;
     first = error_;
     // Interrupt every wait in flight; a buffer not yet waited on returns at once when it is.
-    for (UnboundBuffer* b : inflight_) {
+    for (const auto& [b, info] : inflight_) {
       b->abortWaitRecv();
       b->abortWaitSend();
     }
   }
+  StopPeerWatches();  // closing the connections below does not signal their receives
   try {
     context_->closeConnections();
   } catch (const std::exception&) {
@@ -543,6 +688,12 @@ void GlooCommunicator::Impl::WorkerLoop() {
   }
 }
 
+// NOTE [Failure records]: a rank whose collective fails records why under "fail/<seq>/<rank>"
+// and bumps "fail/<seq>/count", then waits (failure_report_grace) for the others' records and
+// names the ranks whose record is missing. Meanwhile a watchdog polls the count of the collective
+// running here once it has run for failure_poll_interval, and interrupts its waits when a peer
+// failed: Gloo does not wake a send blocked on a peer that reset its connection, and a rank whose
+// ring neighbour is alive would otherwise sit out its whole timeout.
 void GlooCommunicator::Impl::RunOp(Op& op) {
   {
     absl::MutexLock lock(&mu_);
@@ -551,25 +702,32 @@ void GlooCommunicator::Impl::RunOp(Op& op) {
           Describe(op.name, op.seq), ": communicator is poisoned: ", error_.message())));
       return;
     }
+    current_seq_ = op.seq;
+    current_start_ = absl::Now();
   }
   absl::Status status;
   absl::Status first_error;  // the poisoning error when `status` is a consequence of it
+  absl::Status poison;       // what this failure poisoned the communicator with
+  std::string publish_error;
   {
-    Runner runner(this, CollectiveSlot(op.seq), absl::Now() + op.timeout, op.timeout);
+    Runner runner(this, op.seq, absl::Now() + op.timeout, op.timeout);
     try {
       status = op.body(*this, runner);
     } catch (const std::exception& e) {
       status = absl::InternalError(absl::StrCat("unexpected Gloo error: ", e.what()));
     }
-    if (!status.ok()) {
-      // Poison before the runner's buffers go away, so nothing can land in them afterwards.
+    {
       absl::MutexLock lock(&mu_);
+      current_seq_ = -1;
       first_error = error_;
     }
     if (!status.ok() && first_error.ok()) {
-      PoisonAndClose(absl::Status(status.code(),
-                                  absl::StrCat(Describe(op.name, op.seq), ": ", status.message())))
-          .IgnoreError();
+      // Record the failure before closing the connections, so that a peer seeing them close can
+      // read why; poison before the runner's buffers go away, so nothing can land in them later.
+      publish_error = Publish(op.seq, status.message());
+      poison = absl::Status(status.code(),
+                            absl::StrCat(Describe(op.name, op.seq), ": ", status.message()));
+      PoisonAndClose(poison).IgnoreError();
     }
   }
   if (status.ok()) {
@@ -582,26 +740,66 @@ void GlooCommunicator::Impl::RunOp(Op& op) {
         Describe(op.name, op.seq), ": communicator is poisoned: ", first_error.message())));
     return;
   }
-  const std::string diagnosis = Diagnose(op.seq, status.message(), op.timeout);
+  const std::string diagnosis =
+      publish_error.empty() ? AwaitRecords(op.seq, op.timeout) : publish_error;
   const absl::Status final_status(
       status.code(), absl::StrCat(Describe(op.name, op.seq), ": ", status.message(), diagnosis));
   {
     absl::MutexLock lock(&mu_);
-    // Keep the fuller message as the first error, unless something else came first.
-    if (absl::StrContains(error_.message(), status.message()) && error_.code() == status.code()) {
-      error_ = final_status;
-    }
+    if (error_ == poison) error_ = final_status;  // the fuller message, unless another came first
   }
   op.work->Complete(final_status);
 }
 
-std::string GlooCommunicator::Impl::Diagnose(int64_t seq, absl::string_view reason,
-                                             absl::Duration timeout) {
-  const absl::Duration grace = std::min(options_.failure_report_grace, timeout / 2);
-  if (grace <= absl::ZeroDuration() || size_ == 1) return "";
+void GlooCommunicator::Impl::WatchdogLoop() {
+  BlockSigpipeInThisThread();
+  const absl::Duration interval = options_.failure_poll_interval;
+  absl::MutexLock lock(&mu_);
+  for (;;) {
+    mu_.AwaitWithTimeout(absl::Condition(&stop_), interval);
+    if (stop_) return;
+    if (current_seq_ < 0 || interrupted_seq_ == current_seq_ ||
+        absl::Now() - current_start_ < interval) {
+      continue;
+    }
+    const int64_t seq = current_seq_;
+    mu_.Unlock();
+    absl::StatusOr<int64_t> failed = scope_.Add(absl::StrCat("fail/", seq, "/count"), 0);
+    mu_.Lock();
+    if (failed.ok() && *failed > 0 && current_seq_ == seq) {
+      interrupted_seq_ = seq;
+      for (const auto& [b, info] : inflight_) {
+        if (info.seq != seq) continue;
+        b->abortWaitRecv();
+        b->abortWaitSend();
+      }
+    }
+  }
+}
+
+std::string GlooCommunicator::Impl::PeerFailure(int64_t seq) {
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) continue;
+    absl::StatusOr<std::string> why =
+        scope_.Get(absl::StrCat("fail/", seq, "/", r), absl::ZeroDuration());
+    if (why.ok()) return absl::StrCat("rank ", r, " failed first: ", *why);
+  }
+  return "a peer failed first";
+}
+
+std::string GlooCommunicator::Impl::Publish(int64_t seq, absl::string_view reason) {
+  if (size_ == 1) return "";
   const std::string prefix = absl::StrCat("fail/", seq, "/");
   absl::Status s = scope_.Set(absl::StrCat(prefix, rank_), reason);
+  if (s.ok()) s = scope_.Add(absl::StrCat(prefix, "count"), 1).status();
   if (!s.ok()) return absl::StrCat("; failure records unavailable (", s.message(), ")");
+  return "";
+}
+
+std::string GlooCommunicator::Impl::AwaitRecords(int64_t seq, absl::Duration timeout) {
+  const absl::Duration grace = std::min(options_.failure_report_grace, timeout / 2);
+  if (size_ == 1 || grace <= absl::ZeroDuration()) return "";
+  const std::string prefix = absl::StrCat("fail/", seq, "/");
   std::vector<std::string> keys;
   for (int r = 0; r < size_; ++r) {
     if (r != rank_) keys.push_back(absl::StrCat(prefix, r));
@@ -609,14 +807,19 @@ std::string GlooCommunicator::Impl::Diagnose(int64_t seq, absl::string_view reas
   if (scope_.Wait(keys, grace).ok()) return "; every other rank failed too";
   std::vector<int> missing;
   for (int r = 0; r < size_; ++r) {
-    if (r == rank_) continue;
-    absl::StatusOr<std::string> v = scope_.Get(absl::StrCat(prefix, r), absl::ZeroDuration());
-    if (!v.ok()) missing.push_back(r);
+    if (r != rank_ && !FailureRecord(seq, r).has_value()) missing.push_back(r);
   }
   if (missing.empty()) return "; every other rank failed too";
   return absl::StrCat("; rank(s) [", absl::StrJoin(missing, ", "),
                       "] did not report failing within ", absl::FormatDuration(grace),
                       ": dead, hung or not in this operation");
+}
+
+std::optional<std::string> GlooCommunicator::Impl::FailureRecord(int64_t seq, int peer) {
+  absl::StatusOr<std::string> why =
+      scope_.Get(absl::StrCat("fail/", seq, "/", peer), absl::ZeroDuration());
+  if (!why.ok()) return std::nullopt;
+  return *std::move(why);
 }
 
 absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Impl::PostP2P(bool send, CommBuffer buffer,
@@ -641,16 +844,17 @@ absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Impl::PostP2P(bool send,
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(what, ": creating a Gloo buffer: ", e.what()));
   }
-  DT_RETURN_IF_ERROR(Register(ub.get()));
+  DT_RETURN_IF_ERROR(Register(ub.get(), -1, peer));
   const absl::Time deadline = absl::Now() + timeout;
   auto fail = [this, what, peer, timeout, deadline](absl::string_view gloo_error) {
     absl::Status s;
-    if (absl::StrContains(gloo_error, "Timed out") || absl::Now() >= deadline) {
+    const std::string broken = BrokenConnection(peer);
+    if (broken.empty() && (absl::StrContains(gloo_error, "Timed out") || absl::Now() >= deadline)) {
       s = absl::DeadlineExceededError(absl::StrCat(
           what, ": timed out after ", absl::FormatDuration(timeout), " waiting for rank ", peer));
     } else {
-      s = absl::AbortedError(
-          absl::StrCat(what, ": lost the connection to rank ", peer, " (", gloo_error, ")"));
+      s = absl::AbortedError(absl::StrCat(what, ": lost the connection to rank ", peer, " (",
+                                          broken.empty() ? gloo_error : broken, ")"));
     }
     absl::Status first = PoisonAndClose(s);
     return first.message() == s.message()
@@ -670,19 +874,29 @@ absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Impl::PostP2P(bool send,
     return fail(e.what());
   }
   auto work = std::make_shared<WorkState>();
-  waiters_.Submit([this, ub, send, deadline, work, what, fail] {
+  waiters_.Submit([this, ub, send, deadline, work, what, fail]() mutable {
     absl::Status status;
+    auto wait = [&](absl::Time until) {
+      const auto ms = ToMillis(until - absl::Now());
+      return send ? ub->waitSend(ms) : ub->waitRecv(ms);
+    };
     try {
-      const auto wait = ToMillis(deadline - absl::Now());
-      const bool completed = send ? ub->waitSend(wait) : ub->waitRecv(wait);
+      bool completed = wait(deadline);
       if (!completed) {
-        absl::MutexLock lock(&mu_);
-        status = absl::AbortedError(absl::StrCat(what, ": interrupted: ", error_.message()));
+        if (absl::Status poisoned = AsyncError(); !poisoned.ok()) {
+          status = absl::AbortedError(absl::StrCat(what, ": interrupted: ", poisoned.message()));
+        } else {
+          // The connection to the peer broke; the data may have arrived just before.
+          const absl::Time recheck = std::min(deadline, absl::Now() + kRecheck);
+          while (!completed && absl::Now() < recheck) completed = wait(recheck);
+          if (!completed) status = fail("interrupted");
+        }
       }
     } catch (const std::exception& e) {
       status = fail(e.what());
     }
     Unregister(ub.get());
+    ub.reset();  // Gloo holds no reference into the caller's buffer once this returns
     work->Complete(status);
   });
   return std::unique_ptr<Work>(new CompletionWork(std::move(work)));

@@ -23,16 +23,28 @@
 //
 // Failures: a peer that died (connection reset/closed) or a wait that outlives the timeout fails
 // the operation (kAborted for a lost peer, kDeadlineExceeded for a timeout) with a message naming
-// the operation, the group, the rank waited for, and the ranks that did not report the same
-// failure: the failing rank records its failure in the store and waits up to
-// GlooOptions::failure_report_grace for the others' records; ranks whose record is missing are
-// named as dead, hung or absent. The communicator is then poisoned (AsyncError(); later calls fail
-// with kAborted) and its connections are closed, so the peers fail promptly too. Abort() does the
-// same without the report. Errors therefore arrive within timeout + failure_report_grace.
+// the operation, the group, the rank waited for (or the peer that failed first, and why), and the
+// ranks that did not report the same failure: the failing rank records its failure in the store
+// and waits up to GlooOptions::failure_report_grace for the others' records; ranks whose record is
+// missing are named as dead, hung or absent. The communicator is then poisoned (AsyncError();
+// later calls fail with kAborted) and its connections are reset, so the peers fail promptly too.
+// Gloo does not wake every wait on a broken connection (a transfer already under way sleeps until
+// its timeout), so two helpers interrupt such waits: a thread per peer that notices the peer's
+// connection breaking (a dead process is noticed in well under a second, whatever the timeout),
+// and a watchdog that polls the store for failure records of the running collective
+// (GlooOptions::failure_poll_interval). An interrupted transfer gets a short last look (its data
+// may have arrived just before the connection closed, as when a peer finishes and leaves), then
+// fails. Abort() poisons and resets without a record. Errors therefore arrive within timeout +
+// failure_report_grace (+ one poll interval), and within about failure_report_grace of a peer's
+// death.
+//
+// Threads per communicator: the worker, the watchdog, one per peer (mostly asleep), Gloo's device
+// thread (shared with Split children), and one per Send/Recv in flight (pooled).
 //
 // SIGPIPE: writing to a socket whose peer died raises SIGPIPE, which kills the process by default,
-// and Gloo writes with writev(2). Every thread that may write (Gloo's device thread, our worker and
-// waiter threads) runs with SIGPIPE blocked; the process-wide disposition is left alone.
+// and Gloo writes with writev(2). Every thread that may write (Gloo's device thread, our own
+// threads, and the caller's thread while it posts a Send) runs with SIGPIPE blocked; the
+// process-wide disposition is left alone.
 //
 // Keys: everything goes under "gloo/<name>/" in the store given to Create (Split: under the
 // parent's prefix + "/split/<k>/<name>"). A store must not be reused for a second group of the
@@ -61,8 +73,13 @@ struct GlooOptions {
   // timeout). Each operation has its own timeout in CommOptions.
   absl::Duration timeout = absl::Minutes(5);
   // After a collective fails, how long a rank waits for the peers' failure records before naming
-  // the missing ones; capped at half the operation's timeout. Zero disables the records.
+  // the missing ones; capped at half the operation's timeout. Zero: the record is still written,
+  // but nobody waits for the others'.
   absl::Duration failure_report_grace = absl::Milliseconds(500);
+  // A collective running longer than this checks the store this often for a peer's failure
+  // record, and gives up at once when there is one (one store round trip per poll). Zero
+  // disables it: a rank then relies on Gloo noticing the broken connection, or on its timeout.
+  absl::Duration failure_poll_interval = absl::Milliseconds(100);
 };
 
 class GlooCommunicator final : public Communicator {

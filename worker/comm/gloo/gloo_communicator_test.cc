@@ -147,5 +147,34 @@ TEST(GlooCommunicatorTest, WaitWithShortTimeoutDoesNotDisturbTheOperation) {
   EXPECT_EQ(r, 5);
 }
 
+// A rank that finishes its last operation and leaves at once (its connections close) must not
+// fail a peer still finishing the same operation: the data arrived before the connection closed.
+TEST(GlooCommunicatorTest, PeerLeavingRightAfterItsLastOperationDoesNotFailOthers) {
+  for (int round = 0; round < 3; ++round) {
+    InMemoryStore store;
+    auto comms = MakeGroup(&store, 2);
+    constexpr int64_t kCount = 8 << 20;  // 32 MiB: more than the socket buffers hold
+    std::vector<float> a(kCount, 1.0f), b(kCount, 2.0f), sent(kCount, 3.0f), got(kCount, 0.0f);
+    std::thread leaver([&] {
+      ASSERT_THAT(
+          (*comms[0]->AllReduce(CommBuffer{a.data(), kCount}, ReduceOp::kSum, CommOptions()))
+              ->Wait(),
+          IsOk());
+      ASSERT_THAT((*comms[0]->Send(CommBuffer{sent.data(), kCount}, 1, 0, CommOptions()))->Wait(),
+                  IsOk());
+      comms[0].reset();
+    });
+    auto w = comms[1]->AllReduce(CommBuffer{b.data(), kCount}, ReduceOp::kSum, CommOptions());
+    auto r = comms[1]->Recv(CommBuffer{got.data(), kCount}, 0, 0, CommOptions());
+    ASSERT_THAT(w, IsOk());
+    ASSERT_THAT(r, IsOk());
+    leaver.join();
+    EXPECT_THAT((*w)->Wait(), IsOk()) << round;
+    EXPECT_THAT((*r)->Wait(), IsOk()) << round;
+    EXPECT_EQ(b[kCount - 1], 3.0f);
+    EXPECT_EQ(got[kCount - 1], 3.0f);
+  }
+}
+
 }  // namespace
 }  // namespace dstrain

@@ -241,6 +241,10 @@ std::vector<ConformanceParam> ConformanceParams(std::shared_ptr<const CommBacken
   return params;
 }
 
+void PrintTo(const ConformanceParam& param, std::ostream* os) {
+  *os << param.backend->name << ", " << param.size << " rank(s)";
+}
+
 std::string ConformanceParamName(const ::testing::TestParamInfo<ConformanceParam>& info) {
   return absl::StrCat(info.param.backend->name, "_size", info.param.size);
 }

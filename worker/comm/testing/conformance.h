@@ -23,6 +23,7 @@
 
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,9 @@ struct ConformanceParam {
   std::shared_ptr<const CommBackend> backend;
   int size = 1;
 };
+
+// "gloo, 4 ranks" instead of gtest's byte dump.
+void PrintTo(const ConformanceParam& param, std::ostream* os);
 
 // One parameter per world size.
 std::vector<ConformanceParam> ConformanceParams(std::shared_ptr<const CommBackend> backend,
