@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/status/status_macros.h"
 #include "absl/strings/str_join.h"
 
 namespace dstrain {
@@ -107,6 +108,56 @@ absl::Status CheckSplitRanks(const Communicator& c, const std::vector<int>& rank
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckAllReduceArgs(const Communicator& c, const CommBuffer& buffer,
+                                const CommOptions& options, DeviceType device) {
+  constexpr absl::string_view kOp = "AllReduce";
+  DT_RETURN_IF_ERROR(CheckReduceBuffer(c, kOp, buffer));
+  DT_RETURN_IF_ERROR(CheckDevice(c, kOp, buffer, device));
+  return CheckOptions(c, kOp, options);
+}
+
+absl::Status CheckReduceScatterArgs(const Communicator& c, const CommBuffer& input,
+                                    const CommBuffer& output, const CommOptions& options,
+                                    DeviceType device) {
+  constexpr absl::string_view kOp = "ReduceScatter";
+  DT_RETURN_IF_ERROR(CheckReduceBuffer(c, kOp, input));
+  DT_RETURN_IF_ERROR(CheckReduceBuffer(c, kOp, output));
+  DT_RETURN_IF_ERROR(CheckChunked(c, kOp, input, output));
+  DT_RETURN_IF_ERROR(CheckDevice(c, kOp, input, device));
+  DT_RETURN_IF_ERROR(CheckDevice(c, kOp, output, device));
+  return CheckOptions(c, kOp, options);
+}
+
+absl::Status CheckAllGatherArgs(const Communicator& c, const CommBuffer& input,
+                                const CommBuffer& output, const CommOptions& options,
+                                DeviceType device) {
+  constexpr absl::string_view kOp = "AllGather";
+  DT_RETURN_IF_ERROR(CheckBuffer(c, kOp, input));
+  DT_RETURN_IF_ERROR(CheckBuffer(c, kOp, output));
+  DT_RETURN_IF_ERROR(CheckChunked(c, kOp, output, input));
+  DT_RETURN_IF_ERROR(CheckDevice(c, kOp, input, device));
+  DT_RETURN_IF_ERROR(CheckDevice(c, kOp, output, device));
+  return CheckOptions(c, kOp, options);
+}
+
+absl::Status CheckBroadcastArgs(const Communicator& c, const CommBuffer& buffer, int root,
+                                const CommOptions& options, DeviceType device) {
+  constexpr absl::string_view kOp = "Broadcast";
+  DT_RETURN_IF_ERROR(CheckBuffer(c, kOp, buffer));
+  DT_RETURN_IF_ERROR(CheckPeer(c, kOp, root, "root", /*allow_self=*/true));
+  DT_RETURN_IF_ERROR(CheckDevice(c, kOp, buffer, device));
+  return CheckOptions(c, kOp, options);
+}
+
+absl::Status CheckPointToPointArgs(const Communicator& c, absl::string_view op,
+                                   const CommBuffer& buffer, int peer, absl::string_view peer_name,
+                                   const CommOptions& options, DeviceType device) {
+  DT_RETURN_IF_ERROR(CheckBuffer(c, op, buffer));
+  DT_RETURN_IF_ERROR(CheckPeer(c, op, peer, peer_name, /*allow_self=*/false));
+  DT_RETURN_IF_ERROR(CheckDevice(c, op, buffer, device));
+  return CheckOptions(c, op, options);
 }
 
 }  // namespace dstrain

@@ -146,6 +146,23 @@ absl::Status CheckDevice(const Communicator& c, absl::string_view op, const Comm
                          DeviceType type);
 // CommOptions::timeout is positive (absl::InfiniteDuration() included).
 absl::Status CheckOptions(const Communicator& c, absl::string_view op, const CommOptions& options);
+
+// The complete argument checks of each operation, in the order every backend runs them (so the
+// first error reported is the same whatever the backend). `device` is the backend's device type.
+absl::Status CheckAllReduceArgs(const Communicator& c, const CommBuffer& buffer,
+                                const CommOptions& options, DeviceType device);
+absl::Status CheckReduceScatterArgs(const Communicator& c, const CommBuffer& input,
+                                    const CommBuffer& output, const CommOptions& options,
+                                    DeviceType device);
+absl::Status CheckAllGatherArgs(const Communicator& c, const CommBuffer& input,
+                                const CommBuffer& output, const CommOptions& options,
+                                DeviceType device);
+absl::Status CheckBroadcastArgs(const Communicator& c, const CommBuffer& buffer, int root,
+                                const CommOptions& options, DeviceType device);
+// Send ("dst") and Recv ("src"): a peer other than this rank.
+absl::Status CheckPointToPointArgs(const Communicator& c, absl::string_view op,
+                                   const CommBuffer& buffer, int peer, absl::string_view peer_name,
+                                   const CommOptions& options, DeviceType device);
 // A Split's `ranks`: non-empty, ascending, distinct ranks of this group.
 absl::Status CheckSplitRanks(const Communicator& c, const std::vector<int>& ranks,
                              absl::string_view name);

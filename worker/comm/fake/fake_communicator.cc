@@ -550,9 +550,7 @@ FakeCommunicator::~FakeCommunicator() {
 absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::AllReduce(CommBuffer buffer, ReduceOp op,
                                                                   const CommOptions& options) {
   constexpr absl::string_view kOp = "AllReduce";
-  DT_RETURN_IF_ERROR(CheckReduceBuffer(*this, kOp, buffer));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, buffer, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  DT_RETURN_IF_ERROR(CheckAllReduceArgs(*this, buffer, options, DeviceType::kCpu));
   FakeWorld::Args args;
   args.in = buffer;
   args.out = buffer;
@@ -565,12 +563,7 @@ absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::ReduceScatter(CommBuffer
                                                                       ReduceOp op,
                                                                       const CommOptions& options) {
   constexpr absl::string_view kOp = "ReduceScatter";
-  DT_RETURN_IF_ERROR(CheckReduceBuffer(*this, kOp, input));
-  DT_RETURN_IF_ERROR(CheckReduceBuffer(*this, kOp, output));
-  DT_RETURN_IF_ERROR(CheckChunked(*this, kOp, input, output));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, input, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, output, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  DT_RETURN_IF_ERROR(CheckReduceScatterArgs(*this, input, output, options, DeviceType::kCpu));
   FakeWorld::Args args;
   args.in = input;
   args.out = output;
@@ -582,12 +575,7 @@ absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::AllGather(CommBuffer inp
                                                                   CommBuffer output,
                                                                   const CommOptions& options) {
   constexpr absl::string_view kOp = "AllGather";
-  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, input));
-  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, output));
-  DT_RETURN_IF_ERROR(CheckChunked(*this, kOp, output, input));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, input, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, output, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  DT_RETURN_IF_ERROR(CheckAllGatherArgs(*this, input, output, options, DeviceType::kCpu));
   FakeWorld::Args args;
   args.in = input;
   args.out = output;
@@ -597,10 +585,7 @@ absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::AllGather(CommBuffer inp
 absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::Broadcast(CommBuffer buffer, int root,
                                                                   const CommOptions& options) {
   constexpr absl::string_view kOp = "Broadcast";
-  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, buffer));
-  DT_RETURN_IF_ERROR(CheckPeer(*this, kOp, root, "root", /*allow_self=*/true));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, buffer, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  DT_RETURN_IF_ERROR(CheckBroadcastArgs(*this, buffer, root, options, DeviceType::kCpu));
   FakeWorld::Args args;
   args.in = buffer;
   args.out = buffer;
@@ -611,10 +596,8 @@ absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::Broadcast(CommBuffer buf
 absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::Send(CommBuffer buffer, int dst, int tag,
                                                              const CommOptions& options) {
   constexpr absl::string_view kOp = "Send";
-  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, buffer));
-  DT_RETURN_IF_ERROR(CheckPeer(*this, kOp, dst, "dst", /*allow_self=*/false));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, buffer, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  DT_RETURN_IF_ERROR(
+      CheckPointToPointArgs(*this, kOp, buffer, dst, "dst", options, DeviceType::kCpu));
   FakeWorld::Args args;
   args.in = buffer;
   args.out = buffer;
@@ -626,10 +609,8 @@ absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::Send(CommBuffer buffer, 
 absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::Recv(CommBuffer buffer, int src, int tag,
                                                              const CommOptions& options) {
   constexpr absl::string_view kOp = "Recv";
-  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, buffer));
-  DT_RETURN_IF_ERROR(CheckPeer(*this, kOp, src, "src", /*allow_self=*/false));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, buffer, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  DT_RETURN_IF_ERROR(
+      CheckPointToPointArgs(*this, kOp, buffer, src, "src", options, DeviceType::kCpu));
   FakeWorld::Args args;
   args.in = buffer;
   args.out = buffer;

@@ -1097,9 +1097,7 @@ const std::string& GlooCommunicator::name() const { return impl_->name(); }
 absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::AllReduce(CommBuffer buffer, ReduceOp op,
                                                                   const CommOptions& options) {
   constexpr absl::string_view kOp = "AllReduce";
-  DT_RETURN_IF_ERROR(CheckReduceBuffer(*this, kOp, buffer));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, buffer, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  DT_RETURN_IF_ERROR(CheckAllReduceArgs(*this, buffer, options, DeviceType::kCpu));
   return impl_->Enqueue(kOp, options.timeout, [buffer, op](Impl& impl, Impl::Runner& run) {
     return impl.RunAllReduce(run, buffer, op);
   });
@@ -1110,12 +1108,7 @@ absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::ReduceScatter(CommBuffer
                                                                       ReduceOp op,
                                                                       const CommOptions& options) {
   constexpr absl::string_view kOp = "ReduceScatter";
-  DT_RETURN_IF_ERROR(CheckReduceBuffer(*this, kOp, input));
-  DT_RETURN_IF_ERROR(CheckReduceBuffer(*this, kOp, output));
-  DT_RETURN_IF_ERROR(CheckChunked(*this, kOp, input, output));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, input, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, output, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  DT_RETURN_IF_ERROR(CheckReduceScatterArgs(*this, input, output, options, DeviceType::kCpu));
   return impl_->Enqueue(kOp, options.timeout, [input, output, op](Impl& impl, Impl::Runner& run) {
     return impl.RunReduceScatter(run, input, output, op);
   });
@@ -1125,12 +1118,7 @@ absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::AllGather(CommBuffer inp
                                                                   CommBuffer output,
                                                                   const CommOptions& options) {
   constexpr absl::string_view kOp = "AllGather";
-  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, input));
-  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, output));
-  DT_RETURN_IF_ERROR(CheckChunked(*this, kOp, output, input));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, input, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, output, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  DT_RETURN_IF_ERROR(CheckAllGatherArgs(*this, input, output, options, DeviceType::kCpu));
   return impl_->Enqueue(kOp, options.timeout, [input, output](Impl& impl, Impl::Runner& run) {
     return impl.RunAllGather(run, input, output);
   });
@@ -1139,10 +1127,7 @@ absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::AllGather(CommBuffer inp
 absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Broadcast(CommBuffer buffer, int root,
                                                                   const CommOptions& options) {
   constexpr absl::string_view kOp = "Broadcast";
-  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, buffer));
-  DT_RETURN_IF_ERROR(CheckPeer(*this, kOp, root, "root", /*allow_self=*/true));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, buffer, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  DT_RETURN_IF_ERROR(CheckBroadcastArgs(*this, buffer, root, options, DeviceType::kCpu));
   return impl_->Enqueue(kOp, options.timeout, [buffer, root](Impl& impl, Impl::Runner& run) {
     return impl.RunBroadcast(run, buffer, root);
   });
@@ -1151,20 +1136,16 @@ absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Broadcast(CommBuffer buf
 absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Send(CommBuffer buffer, int dst, int tag,
                                                              const CommOptions& options) {
   constexpr absl::string_view kOp = "Send";
-  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, buffer));
-  DT_RETURN_IF_ERROR(CheckPeer(*this, kOp, dst, "dst", /*allow_self=*/false));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, buffer, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  DT_RETURN_IF_ERROR(
+      CheckPointToPointArgs(*this, kOp, buffer, dst, "dst", options, DeviceType::kCpu));
   return impl_->PostP2P(/*send=*/true, buffer, dst, tag, options.timeout);
 }
 
 absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Recv(CommBuffer buffer, int src, int tag,
                                                              const CommOptions& options) {
   constexpr absl::string_view kOp = "Recv";
-  DT_RETURN_IF_ERROR(CheckBuffer(*this, kOp, buffer));
-  DT_RETURN_IF_ERROR(CheckPeer(*this, kOp, src, "src", /*allow_self=*/false));
-  DT_RETURN_IF_ERROR(CheckDevice(*this, kOp, buffer, DeviceType::kCpu));
-  DT_RETURN_IF_ERROR(CheckOptions(*this, kOp, options));
+  DT_RETURN_IF_ERROR(
+      CheckPointToPointArgs(*this, kOp, buffer, src, "src", options, DeviceType::kCpu));
   return impl_->PostP2P(/*send=*/false, buffer, src, tag, options.timeout);
 }
 
