@@ -243,6 +243,21 @@ struct NcclCommunicator::State {
     }
   }
 
+  // Waits until NCCL's own thread has stored a communicator handle into *handle.
+  absl::Status AwaitHandle(ncclComm_t* handle, const char* call, absl::Time deadline,
+                           absl::Duration timeout) {
+    Backoff backoff(max_poll_interval);
+    while (__atomic_load_n(handle, __ATOMIC_ACQUIRE) == nullptr) {
+      if (poisoned.load()) return AbortedReason();
+      if (absl::Now() >= deadline) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            call, " gave this member no communicator within ", absl::FormatDuration(timeout)));
+      }
+      backoff.Sleep(deadline);
+    }
+    return absl::OkStatus();
+  }
+
   const std::string name;
   const int rank;
   const int size;
@@ -729,6 +744,12 @@ absl::StatusOr<std::unique_ptr<Communicator>> NcclCommunicator::Split(const std:
     if (result != ncclSuccess && result != ncclInProgress) child->comm = nullptr;
     DT_RETURN_IF_ERROR(state_->AwaitNccl(state_->comm, result, "ncclCommSplit", deadline,
                                          options.timeout, kCollectiveWaitedFor));
+    // Newer NCCL (2.2x, seen with the one beside PyTorch 2.11) stores the member's handle from its
+    // init thread only when the split job is done, which the parent's state may not wait for.
+    if (is_member) {
+      DT_RETURN_IF_ERROR(child->AwaitHandle(&child->comm, "ncclCommSplit", deadline,
+                                            options.timeout));
+    }
     if (child->comm != nullptr) {
       DT_RETURN_IF_ERROR(child->AwaitNccl(child->comm, ncclInProgress, "ncclCommSplit", deadline,
                                           options.timeout, kCollectiveWaitedFor));
