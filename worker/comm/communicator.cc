@@ -5,8 +5,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "common/status/status_macros.h"
 #include "absl/strings/str_join.h"
+#include "common/status/status_macros.h"
 
 namespace dstrain {
 namespace {

@@ -163,9 +163,9 @@ std::vector<float> FromBf16(const std::vector<__nv_bfloat16>& v) {
   }
   if (bad == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
-         << bad << " of " << s.M * s.N << " elements out of bounds; worst [" << worst
-         << "]: got " << got[worst] << ", product " << product[worst] << ", bias "
-         << bias[worst % s.N] << " (over the bound by " << worst_excess << ")";
+         << bad << " of " << s.M * s.N << " elements out of bounds; worst [" << worst << "]: got "
+         << got[worst] << ", product " << product[worst] << ", bias " << bias[worst % s.N]
+         << " (over the bound by " << worst_excess << ")";
 }
 
 // The backward GEMMs write fresh outputs (beta = 0): one bf16 rounding of dinp (2^-8 relative).
@@ -277,4 +277,3 @@ TEST(MatmulCudaTest, EmptyShapesAndInvalidArguments) {
 
 }  // namespace
 }  // namespace dstrain::kernels::gpu
-

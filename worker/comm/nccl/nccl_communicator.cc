@@ -747,8 +747,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> NcclCommunicator::Split(const std:
     // Newer NCCL (2.2x, seen with the one beside PyTorch 2.11) stores the member's handle from its
     // init thread only when the split job is done, which the parent's state may not wait for.
     if (is_member) {
-      DT_RETURN_IF_ERROR(child->AwaitHandle(&child->comm, "ncclCommSplit", deadline,
-                                            options.timeout));
+      DT_RETURN_IF_ERROR(
+          child->AwaitHandle(&child->comm, "ncclCommSplit", deadline, options.timeout));
     }
     if (child->comm != nullptr) {
       DT_RETURN_IF_ERROR(child->AwaitNccl(child->comm, ncclInProgress, "ncclCommSplit", deadline,
