@@ -20,14 +20,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
   std::unique_ptr<Engine> e(new Engine(std::move(model), spec, allocator, dp, std::move(schedule)));
   e->comm_options_ = comm_options;
   const int64_t total = e->model_->layout().total();
-  DT_ASSIGN_OR_RETURN(e->params_,
-                      Tensor::Empty(allocator, DType::kF32, {total}, MemoryCategory::kParams));
-  DT_ASSIGN_OR_RETURN(e->grads_,
-                      Tensor::Zeros(allocator, DType::kF32, {total}, MemoryCategory::kGrads));
-  DT_ASSIGN_OR_RETURN(
-      e->exp_avg_, Tensor::Zeros(allocator, DType::kF32, {total}, MemoryCategory::kOptimizerState));
-  DT_ASSIGN_OR_RETURN(e->exp_avg_sq_, Tensor::Zeros(allocator, DType::kF32, {total},
-                                                    MemoryCategory::kOptimizerState));
+  DT_ASSIGN_OR_RETURN(e->zero_, zero::ZeroState::Create(e->model_->layout(), spec.zero, dp,
+                                                        comm_options, allocator));
+  // The initial parameters pass through one full flat buffer on every rank; ZeroState keeps
+  // what its stage keeps (stage 3: this rank's chunks only) and the buffer is freed.
+  DT_ASSIGN_OR_RETURN(Tensor initial,
+                      Tensor::Empty(allocator, DType::kF32, {total}, MemoryCategory::kOther));
   const model::GptConfig& mc = e->model_->config();
   if (!spec.model.init_from.empty()) {
     DT_ASSIGN_OR_RETURN(model::LlmcModel loaded, model::ReadLlmcModel(spec.model.init_from));
@@ -42,18 +40,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
           " NH=", mc.n_head, " C=", mc.n_embd, " V=", mc.vocab_size, " Vp=", mc.padded_vocab_size,
           " maxT=", mc.block_size));
     }
-    std::copy(loaded.params.begin(), loaded.params.end(), e->params_.data<float>());
+    std::copy(loaded.params.begin(), loaded.params.end(), initial.data<float>());
   } else {
-    e->model_->InitParams(e->params_.data<float>(), spec.model.init_seed);
+    e->model_->InitParams(initial.data<float>(), spec.model.init_seed);
   }
-  if (dp != nullptr && dp->size() > 1) {
-    // Every rank initialised the same way, but DeepSpeed broadcasts rank 0's parameters anyway:
-    // it makes "all ranks start equal" a fact rather than an assumption (e.g. a rank whose
-    // init_from file differs).
-    CommBuffer b{e->params_.data<float>(), total, DType::kF32};
-    DT_ASSIGN_OR_RETURN(auto work, dp->Broadcast(b, /*root=*/0, comm_options));
-    DT_RETURN_IF_ERROR(work->Wait());
-  }
+  // Every rank initialised the same way, but DeepSpeed broadcasts rank 0's parameters anyway:
+  // it makes "all ranks start equal" a fact rather than an assumption (e.g. a rank whose
+  // init_from file differs). SetParams does that.
+  DT_RETURN_IF_ERROR(e->zero_->SetParams(initial.data<float>()));
   return e;
 }
 
@@ -65,11 +59,10 @@ Engine::Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec, A
       dp_(dp),
       schedule_(std::move(schedule)) {}
 
-absl::Status Engine::AverageAcrossRanks(float* data, int64_t count) {
-  if (dp_ == nullptr || dp_->size() <= 1) return absl::OkStatus();
-  DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(CommBuffer{data, count, DType::kF32},
-                                                ReduceOp::kAvg, comm_options_));
-  return work->Wait();
+absl::StatusOr<std::vector<float>> Engine::GatherParams() {
+  std::vector<float> flat(model_->layout().total());
+  DT_RETURN_IF_ERROR(zero_->GetParams(flat.data()));
+  return flat;
 }
 
 absl::StatusOr<float> Engine::Forward(const int32_t* inputs, const int32_t* targets) {
@@ -79,8 +72,8 @@ absl::StatusOr<float> Engine::Forward(const int32_t* inputs, const int32_t* targ
   // cross-entropy backward takes that factor together with the 1/(B·T) of the mean.
   const float dloss =
       1.f / (static_cast<float>(B) * T * static_cast<float>(spec_.gradient_accumulation_steps));
-  DT_ASSIGN_OR_RETURN(float loss,
-                      model_->Forward(params_.data<float>(), inputs, targets, B, T, dloss));
+  zero_->BeginMicroBatch();
+  DT_ASSIGN_OR_RETURN(float loss, model_->Forward(*zero_, inputs, targets, B, T, dloss));
   forward_pending_ = true;
   loss_sum_ += loss;
   return loss;
@@ -91,7 +84,8 @@ absl::Status Engine::Backward() {
     return absl::FailedPreconditionError("Backward() called without a preceding Forward()");
   }
   forward_pending_ = false;
-  DT_RETURN_IF_ERROR(model_->Backward(params_.data<float>(), grads_.data<float>()));
+  DT_RETURN_IF_ERROR(model_->Backward(*zero_));
+  DT_RETURN_IF_ERROR(zero_->FinishBackward());
   ++micro_step_;
   return absl::OkStatus();
 }
@@ -101,17 +95,16 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
     return absl::FailedPreconditionError("Step() called between Forward() and Backward()");
   }
   if (micro_step_ < spec_.gradient_accumulation_steps) return std::optional<StepStats>();
-  const int64_t total = model_->layout().total();
-  float* grads = grads_.data<float>();
 
-  // Phase 1: average the gradients over the data-parallel ranks (ZeRO stage 0: one all-reduce of
-  // the flat buffer), then every rank holds the same gradients and takes the same step.
-  DT_RETURN_IF_ERROR(AverageAcrossRanks(grads, total));
+  // Phase 1: average the gradients over the data-parallel ranks (stage 0: one all-reduce; stage
+  // 1: reduce-scatter to the owning ranks; stages 2-3 reduced during backward).
+  DT_RETURN_IF_ERROR(zero_->ReduceGradients());
 
   // Phase 2: global gradient norm and the clipping factor (torch.nn.utils.clip_grad_norm_:
   // coef = max_norm / (norm + 1e-6), applied only when below 1).
   StepStats stats;
-  stats.grad_norm = std::sqrt(kernels::SumSquares(grads, total));
+  DT_ASSIGN_OR_RETURN(const double squared_norm, zero_->GradSquaredNorm());
+  stats.grad_norm = std::sqrt(squared_norm);
   if (spec_.gradient_clipping > 0.0) {
     const double coef = spec_.gradient_clipping / (stats.grad_norm + 1e-6);
     if (coef < 1.0) stats.clip_coef = coef;
@@ -134,15 +127,17 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
   args.bias_correction2 = opt.bias_correction ? 1.0 - std::pow(beta2, double(t)) : 1.0;
   args.adamw_mode = opt.adam_w_mode;
   args.grad_scale = stats.clip_coef;
-  kernels::AdamWUpdate(params_.data<float>(), grads, exp_avg_.data<float>(),
-                       exp_avg_sq_.data<float>(), total, args);
+  zero_->AdamW(args);
 
-  // Phase 4: bookkeeping for the next step. The reported loss is the mean over all ranks.
-  grads_.SetZero();
+  // Phase 4: bring every rank's parameters up to date (stages 1-2 all-gather the updated chunks),
+  // zero the gradients. The reported loss is the mean over all ranks.
+  DT_RETURN_IF_ERROR(zero_->FinishStep());
   stats.loss = loss_sum_ / micro_step_;
   if (dp_ != nullptr && dp_->size() > 1) {
     float loss = static_cast<float>(stats.loss);
-    DT_RETURN_IF_ERROR(AverageAcrossRanks(&loss, 1));
+    DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(CommBuffer{&loss, 1, DType::kF32}, ReduceOp::kAvg,
+                                                  comm_options_));
+    DT_RETURN_IF_ERROR(work->Wait());
     stats.loss = loss;
   }
   loss_sum_ = 0.0;
@@ -153,7 +148,10 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
 
 absl::StatusOr<float> Engine::EvalLoss(const int32_t* inputs, const int32_t* targets, int B,
                                        int T) {
-  return model_->Forward(params_.data<float>(), inputs, targets, B, T, /*dloss=*/0.f);
+  zero_->SetTraining(false);
+  absl::StatusOr<float> loss = model_->Forward(*zero_, inputs, targets, B, T, /*dloss=*/0.f);
+  zero_->SetTraining(true);
+  return loss;
 }
 
 }  // namespace dstrain::engine

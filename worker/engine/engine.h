@@ -4,19 +4,20 @@
 //   for each micro-batch: engine->Forward(x, y); engine->Backward();
 //                         engine->Step();   // optimizer step only at the accumulation boundary
 //
-// It owns the flat parameter, gradient and optimizer-state buffers (accounted by category in the
-// allocator), scales each micro-batch's loss by 1/gradient_accumulation_steps as DeepSpeed does,
-// clips by global gradient norm (gradient_clipping, PyTorch's clip_grad_norm_ rule), applies
-// Adam/AdamW with DeepSpeed's adam_w_mode rule and runs the LR schedule once per optimizer step.
-// With a data-parallel communicator of more than one rank it is ZeRO stage 0 (plain data
-// parallelism): parameters are broadcast from rank 0 at initialisation, and at each step the
-// gradients are averaged across ranks before clipping and the update, so every rank takes the
-// same step. ZeRO partitioning comes in later stages. Not thread-safe.
+// Parameters, gradients and optimizer state live in a zero::ZeroState (ZeRO stage 0-3 per
+// zero_optimization.stage; accounted by category in the allocator). The engine scales each
+// micro-batch's loss by 1/gradient_accumulation_steps as DeepSpeed does, clips by global gradient
+// norm (gradient_clipping, PyTorch's clip_grad_norm_ rule), applies Adam/AdamW with DeepSpeed's
+// adam_w_mode rule and runs the LR schedule once per optimizer step. With a data-parallel
+// communicator of more than one rank, parameters are broadcast from rank 0 at initialisation and
+// gradients are averaged over the ranks (stage 0: all-reduce; 1-3: reduce-scatter to the rank
+// that owns them), so every rank takes the same step. Not thread-safe.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/comm/communicator.h"
@@ -24,6 +25,7 @@
 #include "worker/engine/lr_schedule.h"
 #include "worker/model/gpt.h"
 #include "worker/tensor/tensor.h"
+#include "worker/zero/zero_state.h"
 
 namespace dstrain::engine {
 
@@ -63,9 +65,9 @@ class Engine {
   absl::StatusOr<float> EvalLoss(const int32_t* inputs, const int32_t* targets, int B, int T);
 
   model::Gpt& model() { return *model_; }
-  const float* params() const { return params_.data<float>(); }
-  float* mutable_params() { return params_.data<float>(); }
-  const float* grads() const { return grads_.data<float>(); }
+  // The full parameters in the model's flat layout. Collective under ZeRO-3 (every rank calls).
+  absl::StatusOr<std::vector<float>> GatherParams();
+  zero::ZeroState& zero() { return *zero_; }
   int64_t global_steps() const { return global_steps_; }
   int micro_steps_in_step() const { return micro_step_; }
   const config::JobSpec& spec() const { return spec_; }
@@ -74,8 +76,6 @@ class Engine {
  private:
   Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec, Allocator* allocator,
          Communicator* dp, std::unique_ptr<LrSchedule> schedule);
-  // Averages `count` floats at `data` over the data-parallel ranks (no-op without a group).
-  absl::Status AverageAcrossRanks(float* data, int64_t count);
 
   std::unique_ptr<model::Gpt> model_;
   config::JobSpec spec_;
@@ -83,9 +83,7 @@ class Engine {
   Communicator* dp_;          // null or size 1: single rank
   CommOptions comm_options_;  // timeout of every collective
   std::unique_ptr<LrSchedule> schedule_;
-  Tensor params_;                // (total) fp32
-  Tensor grads_;                 // (total) fp32
-  Tensor exp_avg_, exp_avg_sq_;  // (total) fp32 Adam moments
+  std::unique_ptr<zero::ZeroState> zero_;
   int64_t global_steps_ = 0;
   int micro_step_ = 0;     // micro-batches accumulated since the last optimizer step
   double loss_sum_ = 0.0;  // their losses

@@ -28,7 +28,13 @@ Gpt::Gpt(const GptConfig& config, ParamLayout layout, Allocator* allocator)
     : config_(config),
       layout_(std::move(layout)),
       offsets_(OffsetsOf(layout_, config.n_layer)),
-      allocator_(allocator) {}
+      allocator_(allocator) {
+  embedding_module_ = layout_.Find("wte")->module;
+  final_module_ = layout_.Find("lnfw")->module;
+  for (int l = 0; l < config.n_layer; ++l) {
+    block_modules_.push_back(layout_.Find(absl::StrCat("block.", l, ".ln1w"))->module);
+  }
+}
 
 void Gpt::InitParams(float* params, uint64_t seed) const {
   std::memset(params, 0, layout_.total() * sizeof(float));
@@ -95,7 +101,30 @@ absl::Status Gpt::EnsureActivations(int B, int T) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// A module's parameters or gradients as ParamAccess hands them out, addressed by flat offsets.
+template <typename T>
+struct ModuleView {
+  T* base = nullptr;
+  int64_t first = 0;  // flat offset of the module's first float
+  T* operator()(int64_t flat_offset) const { return base + (flat_offset - first); }
+};
+
+}  // namespace
+
 absl::StatusOr<float> Gpt::Forward(const float* params, const int32_t* tokens,
+                                   const int32_t* targets, int B, int T, float dloss) {
+  FlatParamAccess access(layout_, params);
+  return Forward(access, tokens, targets, B, T, dloss);
+}
+
+absl::Status Gpt::Backward(const float* params, float* grads) {
+  FlatParamAccess access(layout_, params, grads);
+  return Backward(access);
+}
+
+absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,
                                    const int32_t* targets, int B, int T, float dloss) {
   backward_ready_ = false;
   if (B <= 0 || T <= 0 || T > config_.block_size) {
@@ -117,14 +146,23 @@ absl::StatusOr<float> Gpt::Forward(const float* params, const int32_t* tokens,
   const int L = config_.n_layer, C = config_.n_embd, NH = config_.n_head;
   const int Vp = config_.padded_vocab_size;
   const int64_t btc = BT * C;
+  auto params_of = [&](int module) -> absl::StatusOr<ModuleView<const float>> {
+    DT_ASSIGN_OR_RETURN(const float* base, access.AcquireParams(module, Pass::kForward));
+    return ModuleView<const float>{base, layout_.modules()[module].offset};
+  };
 
   // Phase 1: embeddings. encoded (B,T,C) = wte[tokens] + wpe[0..T)
-  k::EncoderForward(a.encoded.data<float>(), tokens, params + offsets_.wte, params + offsets_.wpe,
-                    B, T, C);
+  {
+    DT_ASSIGN_OR_RETURN(auto emb, params_of(embedding_module_));
+    k::EncoderForward(a.encoded.data<float>(), tokens, emb(offsets_.wte), emb(offsets_.wpe), B, T,
+                      C);
+    DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kForward));
+  }
 
   // Phase 2: transformer blocks, each reading the residual stream left by the previous one.
   for (int l = 0; l < L; ++l) {
     const BlockParams& p = offsets_.blocks[l];
+    DT_ASSIGN_OR_RETURN(auto w, params_of(block_modules_[l]));
     const float* x = l == 0 ? a.encoded.data<float>() : a.residual3.data<float>() + (l - 1) * btc;
     float* ln1 = a.ln1.data<float>() + l * btc;                      // (B,T,C)
     float* ln1_mean = a.ln1_mean.data<float>() + l * BT;             // (B,T)
@@ -140,26 +178,32 @@ absl::StatusOr<float> Gpt::Forward(const float* params, const int32_t* tokens,
     float* fch_gelu = a.fch_gelu.data<float>() + l * 4 * btc;  // (B,T,4C)
     float* residual3 = a.residual3.data<float>() + l * btc;    // (B,T,C)
 
-    k::LayerNormForward(ln1, ln1_mean, ln1_rstd, x, params + p.ln1w, params + p.ln1b, BT, C);
-    k::MatmulForward(qkv, ln1, params + p.qkvw, params + p.qkvb, BT, C, 3 * C);
+    k::LayerNormForward(ln1, ln1_mean, ln1_rstd, x, w(p.ln1w), w(p.ln1b), BT, C);
+    k::MatmulForward(qkv, ln1, w(p.qkvw), w(p.qkvb), BT, C, 3 * C);
     k::AttentionForward(atty, att, qkv, B, T, C, NH);
     // attproj goes straight into residual2, then the skip connection is added in place.
-    k::MatmulForward(residual2, atty, params + p.attprojw, params + p.attprojb, BT, C, C);
+    k::MatmulForward(residual2, atty, w(p.attprojw), w(p.attprojb), BT, C, C);
     k::AddInPlace(residual2, x, btc);
-    k::LayerNormForward(ln2, ln2_mean, ln2_rstd, residual2, params + p.ln2w, params + p.ln2b, BT,
-                        C);
-    k::MatmulForward(fch, ln2, params + p.fcw, params + p.fcb, BT, C, 4 * C);
+    k::LayerNormForward(ln2, ln2_mean, ln2_rstd, residual2, w(p.ln2w), w(p.ln2b), BT, C);
+    k::MatmulForward(fch, ln2, w(p.fcw), w(p.fcb), BT, C, 4 * C);
     k::GeluForward(fch_gelu, fch, BT * 4 * C);
-    k::MatmulForward(residual3, fch_gelu, params + p.fcprojw, params + p.fcprojb, BT, 4 * C, C);
+    k::MatmulForward(residual3, fch_gelu, w(p.fcprojw), w(p.fcprojb), BT, 4 * C, C);
     k::AddInPlace(residual3, residual2, btc);
+    DT_RETURN_IF_ERROR(access.ReleaseParams(block_modules_[l], Pass::kForward));
   }
 
   // Phase 3: final LayerNorm and the tied LM head. logits (B,T,Vp) = lnf · wteᵀ
-  const float* last = a.residual3.data<float>() + (L - 1) * btc;
-  k::LayerNormForward(a.lnf.data<float>(), a.lnf_mean.data<float>(), a.lnf_rstd.data<float>(), last,
-                      params + offsets_.lnfw, params + offsets_.lnfb, BT, C);
-  k::MatmulForward(a.logits.data<float>(), a.lnf.data<float>(), params + offsets_.wte, nullptr, BT,
-                   C, Vp);
+  {
+    DT_ASSIGN_OR_RETURN(auto fin, params_of(final_module_));
+    DT_ASSIGN_OR_RETURN(auto emb, params_of(embedding_module_));
+    const float* last = a.residual3.data<float>() + (L - 1) * btc;
+    k::LayerNormForward(a.lnf.data<float>(), a.lnf_mean.data<float>(), a.lnf_rstd.data<float>(),
+                        last, fin(offsets_.lnfw), fin(offsets_.lnfb), BT, C);
+    k::MatmulForward(a.logits.data<float>(), a.lnf.data<float>(), emb(offsets_.wte), nullptr, BT, C,
+                     Vp);
+    DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kForward));
+    DT_RETURN_IF_ERROR(access.ReleaseParams(final_module_, Pass::kForward));
+  }
   if (targets == nullptr) return 0.f;
 
   // Phase 4: cross-entropy, with its backward fused in when training (logits become dlogits).
@@ -169,7 +213,7 @@ absl::StatusOr<float> Gpt::Forward(const float* params, const int32_t* tokens,
   return static_cast<float>(k::MeanLoss(a.losses.data<float>(), BT));
 }
 
-absl::Status Gpt::Backward(const float* params, float* grads) {
+absl::Status Gpt::Backward(ParamAccess& access) {
   if (!backward_ready_) {
     return absl::FailedPreconditionError(
         "Backward needs a preceding training Forward (targets and dloss > 0)");
@@ -182,20 +226,41 @@ absl::Status Gpt::Backward(const float* params, float* grads) {
   const int64_t BT = int64_t{B} * T, btc = BT * C;
   float* dstream = a.dstream.data<float>();  // (B,T,C)
   float* dbtc = a.dbtc.data<float>();        // (B,T,C)
+  auto params_of = [&](int module) -> absl::StatusOr<ModuleView<const float>> {
+    DT_ASSIGN_OR_RETURN(const float* base, access.AcquireParams(module, Pass::kBackward));
+    return ModuleView<const float>{base, layout_.modules()[module].offset};
+  };
+  auto grads_of = [&](int module) -> absl::StatusOr<ModuleView<float>> {
+    DT_ASSIGN_OR_RETURN(float* base, access.AcquireGrads(module));
+    return ModuleView<float>{base, layout_.modules()[module].offset};
+  };
 
-  // Head: dlnf = dlogits · wte; dwte += dlogitsᵀ · lnf. dlnf lands in dbtc.
-  k::MatmulBackward(dbtc, grads + offsets_.wte, nullptr, a.logits.data<float>(),
-                    a.lnf.data<float>(), params + offsets_.wte, BT, C, Vp);
-  // Final LayerNorm: its input is the last residual stream; the stream gradient starts here.
-  k::Fill(dstream, btc, 0.f);
-  k::LayerNormBackward(dstream, grads + offsets_.lnfw, grads + offsets_.lnfb, dbtc,
-                       a.residual3.data<float>() + (L - 1) * btc, params + offsets_.lnfw,
-                       a.lnf_mean.data<float>(), a.lnf_rstd.data<float>(), BT, C);
+  // The embedding's gradients stay acquired through the whole pass: the tied head adds to dwte
+  // first, the encoder backward last.
+  DT_ASSIGN_OR_RETURN(auto demb, grads_of(embedding_module_));
+  {
+    DT_ASSIGN_OR_RETURN(auto fin, params_of(final_module_));
+    DT_ASSIGN_OR_RETURN(auto emb, params_of(embedding_module_));
+    DT_ASSIGN_OR_RETURN(auto dfin, grads_of(final_module_));
+    // Head: dlnf = dlogits · wte; dwte += dlogitsᵀ · lnf. dlnf lands in dbtc.
+    k::MatmulBackward(dbtc, demb(offsets_.wte), nullptr, a.logits.data<float>(),
+                      a.lnf.data<float>(), emb(offsets_.wte), BT, C, Vp);
+    DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kBackward));
+    // Final LayerNorm: its input is the last residual stream; the stream gradient starts here.
+    k::Fill(dstream, btc, 0.f);
+    k::LayerNormBackward(dstream, dfin(offsets_.lnfw), dfin(offsets_.lnfb), dbtc,
+                         a.residual3.data<float>() + (L - 1) * btc, fin(offsets_.lnfw),
+                         a.lnf_mean.data<float>(), a.lnf_rstd.data<float>(), BT, C);
+    DT_RETURN_IF_ERROR(access.ReleaseGrads(final_module_));
+    DT_RETURN_IF_ERROR(access.ReleaseParams(final_module_, Pass::kBackward));
+  }
 
   // Blocks in reverse. dstream holds ∂loss/∂(block output); each LayerNorm backward adds its
   // branch into dstream, which the skip connection carries unchanged.
   for (int l = L - 1; l >= 0; --l) {
     const BlockParams& p = offsets_.blocks[l];
+    DT_ASSIGN_OR_RETURN(auto w, params_of(block_modules_[l]));
+    DT_ASSIGN_OR_RETURN(auto dw, grads_of(block_modules_[l]));
     const float* x = l == 0 ? a.encoded.data<float>() : a.residual3.data<float>() + (l - 1) * btc;
     const float* ln1 = a.ln1.data<float>() + l * btc;
     const float* qkv = a.qkv.data<float>() + l * 3 * btc;
@@ -210,27 +275,27 @@ absl::Status Gpt::Backward(const float* params, float* grads) {
     float* dqkv = a.dqkv.data<float>();            // (B,T,3C)
 
     // MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2)))).
-    k::MatmulBackward(dfch_gelu, grads + p.fcprojw, grads + p.fcprojb, dstream, fch_gelu,
-                      params + p.fcprojw, BT, 4 * C, C);
+    k::MatmulBackward(dfch_gelu, dw(p.fcprojw), dw(p.fcprojb), dstream, fch_gelu, w(p.fcprojw), BT,
+                      4 * C, C);
     k::GeluBackward(dfch, fch, dfch_gelu, BT * 4 * C);
-    k::MatmulBackward(dbtc, grads + p.fcw, grads + p.fcb, dfch, ln2, params + p.fcw, BT, C, 4 * C);
-    k::LayerNormBackward(dstream, grads + p.ln2w, grads + p.ln2b, dbtc, residual2, params + p.ln2w,
+    k::MatmulBackward(dbtc, dw(p.fcw), dw(p.fcb), dfch, ln2, w(p.fcw), BT, C, 4 * C);
+    k::LayerNormBackward(dstream, dw(p.ln2w), dw(p.ln2b), dbtc, residual2, w(p.ln2w),
                          a.ln2_mean.data<float>() + l * BT, a.ln2_rstd.data<float>() + l * BT, BT,
                          C);
     // Attention branch: residual2 = x + attproj(attn(qkv(ln1(x)))).
-    k::MatmulBackward(dbtc, grads + p.attprojw, grads + p.attprojb, dstream, atty,
-                      params + p.attprojw, BT, C, C);
+    k::MatmulBackward(dbtc, dw(p.attprojw), dw(p.attprojb), dstream, atty, w(p.attprojw), BT, C, C);
     k::AttentionBackward(dqkv, a.att_scratch.data<float>(), dbtc, qkv, att, B, T, C, NH);
-    k::MatmulBackward(dbtc, grads + p.qkvw, grads + p.qkvb, dqkv, ln1, params + p.qkvw, BT, C,
-                      3 * C);
-    k::LayerNormBackward(dstream, grads + p.ln1w, grads + p.ln1b, dbtc, x, params + p.ln1w,
+    k::MatmulBackward(dbtc, dw(p.qkvw), dw(p.qkvb), dqkv, ln1, w(p.qkvw), BT, C, 3 * C);
+    k::LayerNormBackward(dstream, dw(p.ln1w), dw(p.ln1b), dbtc, x, w(p.ln1w),
                          a.ln1_mean.data<float>() + l * BT, a.ln1_rstd.data<float>() + l * BT, BT,
                          C);
+    DT_RETURN_IF_ERROR(access.ReleaseGrads(block_modules_[l]));
+    DT_RETURN_IF_ERROR(access.ReleaseParams(block_modules_[l], Pass::kBackward));
   }
 
   // Embeddings: dstream is now ∂loss/∂encoded.
-  k::EncoderBackward(grads + offsets_.wte, grads + offsets_.wpe, dstream, a.tokens.data(), B, T, C);
-  return absl::OkStatus();
+  k::EncoderBackward(demb(offsets_.wte), demb(offsets_.wpe), dstream, a.tokens.data(), B, T, C);
+  return access.ReleaseGrads(embedding_module_);
 }
 
 }  // namespace dstrain::model

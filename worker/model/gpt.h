@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/model/param_access.h"
 #include "worker/model/param_layout.h"
 #include "worker/tensor/tensor.h"
 
@@ -45,6 +46,12 @@ class Gpt {
   // Accumulates (+=) the gradients of the last training Forward into grads (layout().total()
   // floats). REQUIRES: the last Forward had targets and dloss > 0, with the same params.
   absl::Status Backward(const float* params, float* grads);
+
+  // The same two passes with parameters and gradients reached module by module through `access`
+  // (see param_access.h for the order of calls); ZeRO supplies its own access.
+  absl::StatusOr<float> Forward(ParamAccess& access, const int32_t* tokens, const int32_t* targets,
+                                int B, int T, float dloss = 0.f);
+  absl::Status Backward(ParamAccess& access);
 
   // The logits of the last inference Forward: (B, T, Vp), row-major.
   const float* logits() const { return acts_.logits.data<float>(); }
@@ -82,6 +89,8 @@ class Gpt {
   GptConfig config_;
   ParamLayout layout_;
   GptParamOffsets offsets_;
+  int embedding_module_ = 0, final_module_ = 0;
+  std::vector<int> block_modules_;  // module index of block l
   Allocator* allocator_;
   Activations acts_;
   bool backward_ready_ = false;

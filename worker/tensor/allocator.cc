@@ -19,6 +19,8 @@ absl::string_view MemoryCategoryName(MemoryCategory c) {
       return "activations";
     case MemoryCategory::kCommBuffers:
       return "comm_buffers";
+    case MemoryCategory::kGatheredParams:
+      return "gathered_params";
     case MemoryCategory::kOther:
       return "other";
   }
@@ -28,12 +30,6 @@ absl::string_view MemoryCategoryName(MemoryCategory c) {
 int64_t MemoryStats::total_current() const {
   int64_t t = 0;
   for (int64_t c : current) t += c;
-  return t;
-}
-
-int64_t MemoryStats::total_peak() const {
-  int64_t t = 0;
-  for (int64_t c : peak) t = c > t ? c : t;
   return t;
 }
 
@@ -53,6 +49,7 @@ MemoryStats Allocator::Stats() const {
     s.current[i] = current_[i].load(std::memory_order_relaxed);
     s.peak[i] = peak_[i].load(std::memory_order_relaxed);
   }
+  s.total_peak = total_peak_.load(std::memory_order_relaxed);
   return s;
 }
 

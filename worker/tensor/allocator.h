@@ -23,9 +23,10 @@ enum class MemoryCategory : int {
   kOptimizerState,
   kActivations,
   kCommBuffers,
+  kGatheredParams,  // ZeRO-3: whole modules gathered for the time they run (and prefetched)
   kOther,
 };
-inline constexpr int kNumMemoryCategories = 6;
+inline constexpr int kNumMemoryCategories = 7;
 
 // Stable lower-case name used in metrics and logs ("params", "grads", "optimizer_state", ...).
 absl::string_view MemoryCategoryName(MemoryCategory c);
@@ -33,8 +34,8 @@ absl::string_view MemoryCategoryName(MemoryCategory c);
 struct MemoryStats {
   std::array<int64_t, kNumMemoryCategories> current{};
   std::array<int64_t, kNumMemoryCategories> peak{};
+  int64_t total_peak = 0;  // peak of the sum, not the sum of peaks
   int64_t total_current() const;
-  int64_t total_peak() const;  // peak of the sum, not the sum of peaks
   // {"params": n, ...} of current bytes, as a compact JSON object.
   std::string CurrentJson() const;
 };

@@ -29,7 +29,29 @@ TEST(Tensor, AccountsBytesByCategoryAndPeak) {
   EXPECT_EQ(s.peak[int(MemoryCategory::kParams)], 128);
   EXPECT_EQ(s.CurrentJson(),
             "{\"params\":0,\"grads\":0,\"optimizer_state\":0,\"activations\":0,"
-            "\"comm_buffers\":0,\"other\":0}");
+            "\"comm_buffers\":0,\"gathered_params\":0,\"other\":0}");
+}
+
+// The total peak is the largest sum at any one time, not the sum (or max) of category peaks.
+TEST(Tensor, TotalPeakIsThePeakOfTheSum) {
+  CpuAllocator alloc;
+  {
+    auto a = Tensor::Empty(&alloc, DType::kF32, {25}, MemoryCategory::kParams);  // 100 bytes
+    ASSERT_TRUE(a.ok());
+  }
+  auto g = Tensor::Empty(&alloc, DType::kF32, {10}, MemoryCategory::kGrads);  // 40 bytes
+  ASSERT_TRUE(g.ok());
+  {
+    auto b = Tensor::Empty(&alloc, DType::kF32, {20}, MemoryCategory::kGatheredParams);  // 80
+    ASSERT_TRUE(b.ok());
+    EXPECT_EQ(alloc.Stats().total_peak, 120);
+  }
+  MemoryStats s = alloc.Stats();
+  EXPECT_EQ(s.total_peak, 120);
+  EXPECT_EQ(s.peak[int(MemoryCategory::kParams)], 100);
+  EXPECT_EQ(s.peak[int(MemoryCategory::kGatheredParams)], 80);
+  alloc.ResetPeaks();
+  EXPECT_EQ(alloc.Stats().total_peak, 40);
 }
 
 TEST(Tensor, MoveTransfersOwnership) {

@@ -46,8 +46,8 @@ model::GptConfig ModelShape(const config::ModelConfig& m) {
 }
 
 // Mean loss over the first `batches` batches of the validation loader (always the same ones).
-absl::StatusOr<double> Evaluate(engine::Engine& engine, data::DataLoader& loader, int batches,
-                                std::vector<int32_t>& x, std::vector<int32_t>& y) {
+absl::StatusOr<double> Evaluate(model::Gpt& model, const float* params, data::DataLoader& loader,
+                                int batches, std::vector<int32_t>& x, std::vector<int32_t>& y) {
   loader.Reset();
   const int B = static_cast<int>(loader.options().batch_size);
   const int T = static_cast<int>(loader.options().seq_len);
@@ -55,7 +55,7 @@ absl::StatusOr<double> Evaluate(engine::Engine& engine, data::DataLoader& loader
   double sum = 0;
   for (int i = 0; i < n; ++i) {
     loader.NextBatch(x.data(), y.data());
-    DT_ASSIGN_OR_RETURN(float loss, engine.EvalLoss(x.data(), y.data(), B, T));
+    DT_ASSIGN_OR_RETURN(float loss, model.Forward(params, x.data(), y.data(), B, T));
     sum += loss;
   }
   return n > 0 ? sum / n : 0.0;
@@ -165,9 +165,14 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
                                                  CommOptions{options.comm_timeout}));
   DT_ASSIGN_OR_RETURN(MetricsWriter metrics,
                       MetricsWriter::Open(leader ? options.metrics_out : std::string()));
-  if (!options.save_initial_model.empty() && leader) {
-    DT_RETURN_IF_ERROR(model::WriteLlmcModel(options.save_initial_model, engine->model().config(),
-                                             engine->model().layout(), engine->params()));
+  // Evaluation, sampling and saving read the full parameters: GatherParams is collective under
+  // ZeRO-3, so every rank calls it where rank 0 needs them; rank 0 then works alone.
+  if (!options.save_initial_model.empty()) {
+    DT_ASSIGN_OR_RETURN(std::vector<float> params, engine->GatherParams());
+    if (leader) {
+      DT_RETURN_IF_ERROR(model::WriteLlmcModel(options.save_initial_model, engine->model().config(),
+                                               engine->model().layout(), params.data()));
+    }
   }
   absl::FPrintF(log,
                 "dstrain train: %s | GPT L=%d H=%d C=%d V=%d T=%d | %.2fM parameters | "
@@ -216,10 +221,15 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
 
     const bool last = step == spec.job.train_steps;
     double val_loss = -1;
-    if (val_loader && ((spec.job.eval_every > 0 && step % spec.job.eval_every == 0) || last)) {
-      DT_ASSIGN_OR_RETURN(val_loss, Evaluate(*engine, *val_loader, spec.job.eval_batches, x, y));
-      line.Add("val_loss", val_loss);
-      result.final_val_loss = val_loss;
+    if (!spec.data.val.empty() &&
+        ((spec.job.eval_every > 0 && step % spec.job.eval_every == 0) || last)) {
+      DT_ASSIGN_OR_RETURN(std::vector<float> params, engine->GatherParams());
+      if (val_loader) {
+        DT_ASSIGN_OR_RETURN(val_loss, Evaluate(engine->model(), params.data(), *val_loader,
+                                               spec.job.eval_batches, x, y));
+        line.Add("val_loss", val_loss);
+        result.final_val_loss = val_loss;
+      }
     }
     DT_RETURN_IF_ERROR(metrics.Write(line));
     if (step % print_every == 0 || step == 1 || last || val_loss >= 0) {
@@ -232,12 +242,15 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     result.steps = step;
     result.final_train_loss = stats->loss;
 
-    if (leader && spec.job.sample_every > 0 && step % spec.job.sample_every == 0 && !last &&
+    if (spec.job.sample_every > 0 && step % spec.job.sample_every == 0 && !last &&
         spec.job.sample_tokens > 0) {
-      Rng rng(spec.data.seed + step);
-      DT_ASSIGN_OR_RETURN(auto ids, Sample(engine->model(), engine->params(), {'\n'},
-                                           spec.job.sample_tokens, 1.0f, rng));
-      absl::FPrintF(log, "--- sample at step %d ---\n%s\n---\n", step, DescribeSample(ids));
+      DT_ASSIGN_OR_RETURN(std::vector<float> params, engine->GatherParams());
+      if (leader) {
+        Rng rng(spec.data.seed + step);
+        DT_ASSIGN_OR_RETURN(auto ids, Sample(engine->model(), params.data(), {'\n'},
+                                             spec.job.sample_tokens, 1.0f, rng));
+        absl::FPrintF(log, "--- sample at step %d ---\n%s\n---\n", step, DescribeSample(ids));
+      }
     }
   }
 
@@ -246,16 +259,19 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     std::nth_element(tok_rates.begin(), tok_rates.begin() + tok_rates.size() / 2, tok_rates.end());
     result.tokens_per_s = tok_rates[tok_rates.size() / 2];
   }
-  if (leader && spec.job.sample_tokens > 0) {
-    Rng rng(spec.data.seed);
-    DT_ASSIGN_OR_RETURN(auto ids, Sample(engine->model(), engine->params(), {'\n'},
-                                         spec.job.sample_tokens, 1.0f, rng));
-    absl::FPrintF(log, "--- sample ---\n%s\n---\n", DescribeSample(ids));
-  }
-  if (leader && !options.save_model.empty()) {
-    DT_RETURN_IF_ERROR(model::WriteLlmcModel(options.save_model, engine->model().config(),
-                                             engine->model().layout(), engine->params()));
-    absl::FPrintF(log, "model written to %s\n", options.save_model);
+  if (spec.job.sample_tokens > 0 || !options.save_model.empty()) {
+    DT_ASSIGN_OR_RETURN(std::vector<float> params, engine->GatherParams());
+    if (leader && spec.job.sample_tokens > 0) {
+      Rng rng(spec.data.seed);
+      DT_ASSIGN_OR_RETURN(auto ids, Sample(engine->model(), params.data(), {'\n'},
+                                           spec.job.sample_tokens, 1.0f, rng));
+      absl::FPrintF(log, "--- sample ---\n%s\n---\n", DescribeSample(ids));
+    }
+    if (leader && !options.save_model.empty()) {
+      DT_RETURN_IF_ERROR(model::WriteLlmcModel(options.save_model, engine->model().config(),
+                                               engine->model().layout(), params.data()));
+      absl::FPrintF(log, "model written to %s\n", options.save_model);
+    }
   }
   absl::FPrintF(
       log, "done: %d steps, final loss %.4f%s, median %.0f tok/s\n", result.steps,

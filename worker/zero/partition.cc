@@ -1,0 +1,78 @@
+#include "worker/zero/partition.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace dstrain::zero {
+
+Partition Partition::Build(const model::ParamLayout& layout, int world, int rank,
+                           int64_t max_unit_floats) {
+  Partition p;
+  p.world_ = world;
+  p.rank_ = rank;
+  const auto& modules = layout.modules();
+  p.unit_of_module_.resize(modules.size());
+  for (int m = 0; m < static_cast<int>(modules.size()); ++m) {
+    // A module's flat range ends where the next begins (padding between parameters included).
+    const int64_t m_end =
+        m + 1 < static_cast<int>(modules.size()) ? modules[m + 1].offset : layout.total();
+    const bool open = !p.units_.empty() && p.units_.back().end_module == m;
+    if (open && m_end - p.units_.back().begin <= max_unit_floats) {
+      p.units_.back().end_module = m + 1;
+      p.units_.back().end = m_end;
+    } else {
+      Unit u;
+      u.first_module = m;
+      u.end_module = m + 1;
+      u.begin = modules[m].offset;
+      u.end = m_end;
+      p.units_.push_back(u);
+    }
+    p.unit_of_module_[m] = static_cast<int>(p.units_.size()) - 1;
+  }
+  for (Unit& u : p.units_) {
+    const int64_t per_rank = (u.numel() + world - 1) / world;
+    u.chunk = (per_rank + kChunkAlign - 1) / kChunkAlign * kChunkAlign;
+    u.padded_offset = p.padded_total_;
+    u.owned_offset = p.owned_total_;
+    p.padded_total_ += world * u.chunk;
+    p.owned_total_ += u.chunk;
+  }
+  return p;
+}
+
+std::pair<int64_t, int64_t> Partition::OwnedFlatRange(int u) const {
+  const Unit& unit = units_[u];
+  const int64_t first = std::min(unit.end, unit.begin + rank_ * unit.chunk);
+  const int64_t last = std::min(unit.end, first + unit.chunk);
+  return {first, last};
+}
+
+void Partition::FlatToPadded(const float* flat, float* padded) const {
+  for (const Unit& u : units_) {
+    float* dst = padded + u.padded_offset;
+    std::memcpy(dst, flat + u.begin, u.numel() * sizeof(float));
+    std::fill(dst + u.numel(), dst + world_ * u.chunk, 0.f);
+  }
+}
+
+void Partition::PaddedToFlat(const float* padded, float* flat) const {
+  for (const Unit& u : units_) {
+    std::memcpy(flat + u.begin, padded + u.padded_offset, u.numel() * sizeof(float));
+  }
+}
+
+void Partition::FlatToOwned(const float* flat, float* owned) const {
+  for (int i = 0; i < static_cast<int>(units_.size()); ++i) {
+    const auto [first, last] = OwnedFlatRange(i);
+    float* dst = owned + units_[i].owned_offset;
+    std::memcpy(dst, flat + first, (last - first) * sizeof(float));
+    std::fill(dst + (last - first), dst + units_[i].chunk, 0.f);
+  }
+}
+
+void Partition::UnitToFlat(int u, const float* unit_padded, float* flat) const {
+  std::memcpy(flat + units_[u].begin, unit_padded, units_[u].numel() * sizeof(float));
+}
+
+}  // namespace dstrain::zero
