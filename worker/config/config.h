@@ -12,7 +12,7 @@
 // and DeepSpeed features dstrain does not implement yet (listed in features.cc), which are
 // rejected unless set to their disabled/default value. Every error is kInvalidArgument and its
 // message starts with the key path, e.g.
-//   zero_optimization.stage: ZeRO stage 2 is not implemented yet (implemented: 0)
+//   zero_optimization.offload_optimizer.device: optimizer offload is not supported yet
 //   optimizer.params.betaz: unknown key (did you mean "betas"?)
 //   train_batch_size: 32 != train_micro_batch_size_per_gpu 4 * gradient_accumulation_steps 2 *
 //       data-parallel size 2

@@ -316,6 +316,26 @@ std::vector<ValidRow> ValidRows() {
        }},
       {"ZeroOptimizationFalseIsStage0", [](json& j) { j["zero_optimization"] = false; },
        [](const JobSpec& s) { EXPECT_EQ(s.zero.stage, 0); }},
+      {"ZeroOptimizationTrueIsStage1", [](json& j) { j["zero_optimization"] = true; },
+       [](const JobSpec& s) { EXPECT_EQ(s.zero.stage, 1); }},
+      {"ZeroStage2Keys",
+       [](json& j) {
+         j["zero_optimization"] = {{"stage", 2}, {"reduce_bucket_size", 5e5}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.zero.stage, 2);
+         EXPECT_EQ(s.zero.reduce_bucket_size, 500000);
+         EXPECT_FALSE(s.zero.overlap_comm);  // DeepSpeed: None means false below stage 3
+       }},
+      {"ZeroStage3OverlapsByDefault",
+       [](json& j) {
+         j["zero_optimization"] = {{"stage", 3}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.zero.stage, 3);
+         EXPECT_TRUE(s.zero.overlap_comm);
+         EXPECT_EQ(s.zero.param_persistence_threshold, 100000);
+       }},
       {"Stage3AliasesAccepted",
        [](json& j) {
          j["zero_optimization"] = {{"prefetch_bucket_size", 1000},
@@ -533,13 +553,6 @@ std::vector<InvalidRow> InvalidRows() {
          j["bfloat16"] = {{"enabled", false}};
        },
        "bfloat16: given together with \"bf16\""},
-      {"ZeroStage2",
-       [](json& j) {
-         j["zero_optimization"] = {{"stage", 2}};
-       },
-       "zero_optimization.stage: ZeRO stage 2 is not implemented yet"},
-      {"ZeroTrueIsStage1", [](json& j) { j["zero_optimization"] = true; },
-       "zero_optimization.stage: ZeRO stage 1 is not implemented yet"},
       {"ZeroStage4",
        [](json& j) {
          j["zero_optimization"] = {{"stage", 4}};
@@ -847,12 +860,12 @@ TEST(DeepSpeedConfigTest, MissingFileIsAnError) {
 }
 
 TEST(DeepSpeedConfigTest, ErrorsInTheFileNameIt) {
-  const std::string dir = TempDir() + "/ds_stage2";
+  const std::string dir = TempDir() + "/ds_offload";
   EXPECT_THAT(LoadJobSpec(WriteDeepSpeedJob(dir, R"({"train_batch_size": 16,
-                                                    "zero_optimization": {"stage": 2}})")),
+                "zero_optimization": {"offload_optimizer": {"device": "cpu"}}})")),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("zero_optimization.stage: ZeRO stage 2 is not implemented yet "
-                                 "(implemented: 0..0) (from deepspeed_config \"")));
+                       HasSubstr("zero_optimization.offload_optimizer.device: optimizer offload "
+                                 "is not supported yet (got \"cpu\") (from deepspeed_config \"")));
   const std::string dup_dir = TempDir() + "/ds_dup";
   EXPECT_THAT(LoadJobSpec(WriteDeepSpeedJob(dup_dir, R"({"train_batch_size": 16,
                                                         "train_batch_size": 16})")),
@@ -970,7 +983,7 @@ TEST(FeatureTableTest, MatchesSchema) {
   for (const internal::FeatureSwitch& s : internal::AllFeatureSwitches()) {
     EXPECT_TRUE(gated_set.count(s.path)) << s.path << " in features.cc is not a gated key";
   }
-  EXPECT_EQ(internal::ImplementedMaxZeroStage(), 0);
+  EXPECT_EQ(internal::ImplementedMaxZeroStage(), 3);
 }
 
 TEST(ResolveSchedulerConfigTest, FillsDefaultsAndValidates) {

@@ -6,7 +6,7 @@ namespace dstrain::config::internal {
 namespace {
 
 // ZeRO stages 1-3 are DESIGN.md roadmap item 3. Raise this as each stage lands in the engine.
-constexpr int kImplementedMaxZeroStage = 0;
+constexpr int kImplementedMaxZeroStage = 3;
 
 // One row per gated key of keys.cc. Flip `implemented` when the engine supports the feature.
 constexpr FeatureSwitch kSwitches[] = {

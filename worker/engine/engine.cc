@@ -59,9 +59,9 @@ Engine::Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec, A
       dp_(dp),
       schedule_(std::move(schedule)) {}
 
-absl::StatusOr<std::vector<float>> Engine::GatherParams() {
-  std::vector<float> flat(model_->layout().total());
-  DT_RETURN_IF_ERROR(zero_->GetParams(flat.data()));
+absl::StatusOr<std::vector<float>> Engine::GatherParams(bool keep) {
+  std::vector<float> flat(keep ? model_->layout().total() : 0);
+  DT_RETURN_IF_ERROR(zero_->GetParams(keep ? flat.data() : nullptr));
   return flat;
 }
 

@@ -65,8 +65,9 @@ class Engine {
   absl::StatusOr<float> EvalLoss(const int32_t* inputs, const int32_t* targets, int B, int T);
 
   model::Gpt& model() { return *model_; }
-  // The full parameters in the model's flat layout. Collective under ZeRO-3 (every rank calls).
-  absl::StatusOr<std::vector<float>> GatherParams();
+  // The full parameters in the model's flat layout. Collective under ZeRO-3: every rank calls;
+  // with keep = false a rank only takes part and gets an empty vector (no full copy in memory).
+  absl::StatusOr<std::vector<float>> GatherParams(bool keep = true);
   zero::ZeroState& zero() { return *zero_; }
   int64_t global_steps() const { return global_steps_; }
   int micro_steps_in_step() const { return micro_step_; }

@@ -166,10 +166,11 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
   DT_ASSIGN_OR_RETURN(MetricsWriter metrics,
                       MetricsWriter::Open(leader ? options.metrics_out : std::string()));
   // Evaluation, sampling and saving read the full parameters: GatherParams is collective under
-  // ZeRO-3, so every rank calls it where rank 0 needs them; rank 0 then works alone.
-  if (!options.save_initial_model.empty()) {
-    DT_ASSIGN_OR_RETURN(std::vector<float> params, engine->GatherParams());
-    if (leader) {
+  // ZeRO-3, so every rank calls it wherever rank 0 may need them, decided by the job alone (the
+  // save flags are rank 0's), and only rank 0 keeps a copy and works on it.
+  {
+    DT_ASSIGN_OR_RETURN(std::vector<float> params, engine->GatherParams(leader));
+    if (leader && !options.save_initial_model.empty()) {
       DT_RETURN_IF_ERROR(model::WriteLlmcModel(options.save_initial_model, engine->model().config(),
                                                engine->model().layout(), params.data()));
     }
@@ -223,7 +224,7 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     double val_loss = -1;
     if (!spec.data.val.empty() &&
         ((spec.job.eval_every > 0 && step % spec.job.eval_every == 0) || last)) {
-      DT_ASSIGN_OR_RETURN(std::vector<float> params, engine->GatherParams());
+      DT_ASSIGN_OR_RETURN(std::vector<float> params, engine->GatherParams(leader));
       if (val_loader) {
         DT_ASSIGN_OR_RETURN(val_loss, Evaluate(engine->model(), params.data(), *val_loader,
                                                spec.job.eval_batches, x, y));
@@ -244,7 +245,7 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
 
     if (spec.job.sample_every > 0 && step % spec.job.sample_every == 0 && !last &&
         spec.job.sample_tokens > 0) {
-      DT_ASSIGN_OR_RETURN(std::vector<float> params, engine->GatherParams());
+      DT_ASSIGN_OR_RETURN(std::vector<float> params, engine->GatherParams(leader));
       if (leader) {
         Rng rng(spec.data.seed + step);
         DT_ASSIGN_OR_RETURN(auto ids, Sample(engine->model(), params.data(), {'\n'},
@@ -259,8 +260,8 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     std::nth_element(tok_rates.begin(), tok_rates.begin() + tok_rates.size() / 2, tok_rates.end());
     result.tokens_per_s = tok_rates[tok_rates.size() / 2];
   }
-  if (spec.job.sample_tokens > 0 || !options.save_model.empty()) {
-    DT_ASSIGN_OR_RETURN(std::vector<float> params, engine->GatherParams());
+  {
+    DT_ASSIGN_OR_RETURN(std::vector<float> params, engine->GatherParams(leader));
     if (leader && spec.job.sample_tokens > 0) {
       Rng rng(spec.data.seed);
       DT_ASSIGN_OR_RETURN(auto ids, Sample(engine->model(), params.data(), {'\n'},

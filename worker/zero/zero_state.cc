@@ -126,12 +126,12 @@ absl::Status ZeroState::SetParams(float* flat) {
 
 absl::Status ZeroState::GetParams(float* flat) {
   if (config_.stage < 3) {
-    partition_.PaddedToFlat(params_.data<float>(), flat);
+    if (flat != nullptr) partition_.PaddedToFlat(params_.data<float>(), flat);
     return absl::OkStatus();
   }
   for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
     DT_RETURN_IF_ERROR(EnsureGathered(u));
-    partition_.UnitToFlat(u, units_[u].gathered.data<float>(), flat);
+    if (flat != nullptr) partition_.UnitToFlat(u, units_[u].gathered.data<float>(), flat);
     if (units_[u].users == 0 && !units_[u].persistent) DropGathered(u);
   }
   return absl::OkStatus();
@@ -194,6 +194,7 @@ absl::Status ZeroState::ReleaseGrads(int module) {
 
 absl::Status ZeroState::LaunchReduce(int u) {
   UnitState& s = units_[u];
+  s.reduced = true;
   if (!distributed()) return absl::OkStatus();  // the bucket already is the whole (own) chunk
   const Unit& unit = partition_.units()[u];
   float* bucket = s.bucket.data<float>();
@@ -213,6 +214,7 @@ absl::Status ZeroState::CollectReduce(int u) {
   kernels::AddInPlace(grads_.data<float>() + unit.owned_offset,
                       s.bucket.data<float>() + partition_.rank() * unit.chunk, unit.chunk);
   s.bucket = Tensor();
+  s.reduced = false;
   return absl::OkStatus();
 }
 
@@ -225,7 +227,7 @@ void ZeroState::BeginMicroBatch() {
 absl::Status ZeroState::FinishBackward() {
   if (config_.stage >= 2) {
     for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
-      if (units_[u].reduce) DT_RETURN_IF_ERROR(CollectReduce(u));
+      if (units_[u].reduced) DT_RETURN_IF_ERROR(CollectReduce(u));
       if (units_[u].bucket.defined()) {
         return absl::InternalError(
             absl::StrCat("gradients of unit ", u, " (from module ",

@@ -66,7 +66,8 @@ class ZeroState final : public model::ParamAccess {
   // values win: DeepSpeed broadcasts them so "all ranks start equal" is a fact, not an
   // assumption). Collective.
   absl::Status SetParams(float* flat);
-  // Writes the full parameters into `flat`. Collective in stage 3 (every rank must call).
+  // Writes the full parameters into `flat`. Collective in stage 3: every rank must call, and a
+  // rank that does not want them passes null (it then holds one gathered module at a time).
   absl::Status GetParams(float* flat);
 
   // The step's phases, in order. BeginMicroBatch before each training Forward; FinishBackward
@@ -103,6 +104,7 @@ class ZeroState final : public model::ParamAccess {
     Tensor bucket;
     int grads_released = 0;        // modules of the unit whose gradients are complete
     std::unique_ptr<Work> reduce;  // the bucket's reduce-scatter in flight
+    bool reduced = false;          // launched, not yet added into grads_
     // Stage 3.
     Tensor gathered;               // the unit's full padded parameters, when gathered
     std::unique_ptr<Work> gather;  // its all-gather in flight (a prefetch)

@@ -1,0 +1,147 @@
+// ZeroState's stage-3 machinery driven directly through ParamAccess: what a module view holds,
+// the recorded order and its invalidation, persistent modules, and stage3_max_live_parameters
+// read back from the allocator. (Parity of the stages with each other is in
+// worker/engine/zero_parity_test.cc.)
+#include "worker/zero/zero_state.h"
+
+#include <vector>
+
+#include "common/status/status_matchers.h"
+#include "gtest/gtest.h"
+#include "worker/model/param_layout.h"
+
+namespace dstrain::zero {
+namespace {
+
+using ::dstrain::testing::IsOk;
+using model::Pass;
+
+model::ParamLayout Layout() {
+  // embedding, block.0, block.1, block.2, final; C = 24, nothing divides evenly.
+  auto layout = model::ParamLayout::ForGpt({3, 2, 24, 37, 48, 19});
+  EXPECT_TRUE(layout.ok());
+  return *layout;
+}
+
+config::ZeroConfig Stage3() {
+  config::ZeroConfig c;
+  c.stage = 3;
+  c.param_persistence_threshold = 0;  // nothing persistent unless a test says so
+  return c;
+}
+
+class Stage3Test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    flat_.resize(layout_.total());
+    for (size_t i = 0; i < flat_.size(); ++i) flat_[i] = 0.5f + 0.001f * static_cast<float>(i);
+  }
+
+  std::unique_ptr<ZeroState> Make(const config::ZeroConfig& c) {
+    auto z = ZeroState::Create(layout_, c, nullptr, {}, &alloc_);
+    EXPECT_THAT(z, IsOk());
+    std::vector<float> copy = flat_;
+    EXPECT_THAT((*z)->SetParams(copy.data()), IsOk());
+    return std::move(*z);
+  }
+
+  // One training micro-batch touching modules in `order` (forward then backward), checking that
+  // every view holds the module's parameters.
+  void MicroBatch(ZeroState& z, const std::vector<int>& order) {
+    z.BeginMicroBatch();
+    for (Pass pass : {Pass::kForward, Pass::kBackward}) {
+      for (int m : order) {
+        auto view = z.AcquireParams(m, pass);
+        ASSERT_THAT(view, IsOk());
+        const model::ModuleSpec& spec = layout_.modules()[m];
+        for (int64_t i = 0; i < spec.numel; ++i) {
+          ASSERT_EQ((*view)[i], flat_[spec.offset + i]) << spec.name << " float " << i;
+        }
+        if (pass == Pass::kBackward) {
+          auto grads = z.AcquireGrads(m);
+          ASSERT_THAT(grads, IsOk());
+          (*grads)[0] += 1.f;
+          ASSERT_THAT(z.ReleaseGrads(m), IsOk());
+        }
+        ASSERT_THAT(z.ReleaseParams(m, pass), IsOk());
+      }
+    }
+    ASSERT_THAT(z.FinishBackward(), IsOk());
+  }
+
+  model::ParamLayout layout_ = Layout();
+  std::vector<float> flat_;
+  CpuAllocator alloc_;
+};
+
+TEST_F(Stage3Test, ViewsHoldTheModuleAndTheTraceIsReRecordedWhenTheOrderChanges) {
+  auto z = Make(Stage3());
+  const std::vector<int> order = {0, 1, 2, 3, 4}, other = {0, 2, 1, 3, 4};
+  MicroBatch(*z, order);
+  EXPECT_TRUE(z->trace_complete());
+  MicroBatch(*z, order);
+  EXPECT_EQ(z->trace_invalidations(), 0);
+  MicroBatch(*z, other);  // prefetched modules arrive out of order: views must still be right
+  EXPECT_EQ(z->trace_invalidations(), 1);
+  MicroBatch(*z, other);
+  EXPECT_EQ(z->trace_invalidations(), 1) << "the new order was recorded";
+  // Nothing stays gathered without persistence once the step ends.
+  ASSERT_THAT(z->FinishStep(), IsOk());
+  for (int u = 0; u < 5; ++u) EXPECT_FALSE(z->unit_gathered(u));
+  EXPECT_EQ(alloc_.Stats().current[int(MemoryCategory::kGatheredParams)], 0);
+}
+
+TEST_F(Stage3Test, SmallModulesPersistLargeOnesAreReleased) {
+  config::ZeroConfig c = Stage3();
+  c.param_persistence_threshold = 24;  // final's LayerNorm (C floats each); blocks hold 3C·C
+  c.max_reuse_distance = 0;
+  auto z = Make(c);
+  const int final_unit = 4;
+  EXPECT_TRUE(z->unit_persistent(final_unit));
+  for (int u = 0; u < 4; ++u) EXPECT_FALSE(z->unit_persistent(u));
+  MicroBatch(*z, {0, 1, 2, 3, 4});
+  EXPECT_TRUE(z->unit_gathered(final_unit));
+  for (int u = 0; u < 4; ++u) EXPECT_FALSE(z->unit_gathered(u)) << u;
+  ASSERT_THAT(z->FinishStep(), IsOk());
+  EXPECT_FALSE(z->unit_gathered(final_unit)) << "stale after the update";
+}
+
+TEST_F(Stage3Test, MaxLiveParametersBoundsPrefetch) {
+  auto peak_for = [&](int64_t max_live) {
+    config::ZeroConfig c = Stage3();
+    c.prefetch_bucket_size = 1 << 30;
+    c.max_live_parameters = max_live;
+    c.max_reuse_distance = 0;
+    auto z = Make(c);
+    MicroBatch(*z, {0, 1, 2, 3, 4});  // records the trace; no prefetch yet
+    alloc_.ResetPeaks();
+    MicroBatch(*z, {0, 1, 2, 3, 4});
+    return alloc_.Stats().peak[int(MemoryCategory::kGatheredParams)];
+  };
+  int64_t largest = 0;
+  {
+    const Partition p = Partition::Build(layout_, 1, 0, 1);
+    for (int u = 0; u < 5; ++u) largest = std::max(largest, p.padded_numel(u));
+  }
+  // Room for the largest module and one more block: prefetch must stop there.
+  const int64_t limit = largest + layout_.modules()[1].numel + 64;
+  EXPECT_LE(peak_for(limit), limit * 4);
+  // Unbounded, prefetching pulls in the whole model ahead of use.
+  EXPECT_GT(peak_for(int64_t{1} << 40), limit * 4);
+}
+
+TEST(ZeroStateTest, GradientsOfAnUnreleasedModuleAreAnError) {
+  const model::ParamLayout layout = Layout();
+  CpuAllocator alloc;
+  config::ZeroConfig c;
+  c.stage = 2;
+  c.reduce_bucket_size = 1;  // one module per unit
+  auto z = ZeroState::Create(layout, c, nullptr, {}, &alloc);
+  ASSERT_THAT(z, IsOk());
+  (*z)->BeginMicroBatch();
+  ASSERT_THAT((*z)->AcquireGrads(2), IsOk());
+  EXPECT_FALSE((*z)->FinishBackward().ok());
+}
+
+}  // namespace
+}  // namespace dstrain::zero
