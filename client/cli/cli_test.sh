@@ -45,4 +45,8 @@ expect 0 'validate JOB.json' -- "$dstrain" help
 expect 2 'missing.txt' -- "$dstrain" train "$dir/good.json"
 expect 2 'usage: dstrain prepare' -- "$dstrain" prepare --text x
 expect 1 'nope.txt' -- "$dstrain" prepare --text "$dir/nope.txt" --out "$dir/out"
+expect 0 'stage 0 +stage 1 +stage 2 +stage 3' -- "$dstrain" estimate --world 4 "$dir/good.json"
+expect 0 'ZeRO paper' -- "$dstrain" estimate "$dir/good.json"
+expect 2 'train_batch_size' -- "$dstrain" estimate "$dir/batch.json"
+expect 2 'estimate takes exactly one JOB.json' -- "$dstrain" estimate
 [[ $fails -eq 0 ]]

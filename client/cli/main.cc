@@ -5,9 +5,12 @@
 //   dstrain train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
 //                 [--save-initial-model FILE]
 //   dstrain launch --nproc N JOB.json [--metrics-out FILE.jsonl]
+//   dstrain estimate JOB.json [--world N]
 //
 // Exit codes: 0 success, 1 the command ran and failed, 2 bad usage, an invalid job or missing
 // input files.
+#include <omp.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -22,7 +25,9 @@
 #include "worker/config/config.h"
 #include "worker/data/prepare.h"
 #include "worker/launcher/launcher.h"
+#include "worker/model/param_layout.h"
 #include "worker/trainer/trainer.h"
+#include "worker/zero/estimate.h"
 
 namespace dstrain::cli {
 namespace {
@@ -47,6 +52,11 @@ commands:
       served by the launcher). Output lines are prefixed with the rank; if a rank fails, all are
       stopped and the exit status is non-zero, naming the rank. Ctrl-C stops every rank.
       Each rank gets an equal share of the CPUs.
+  estimate JOB.json [--world N]
+      Per-rank memory of the job for each ZeRO stage at N data-parallel ranks (default: the
+      job's): parameters, gradients and optimizer state exactly as the engine will allocate
+      them, beside the ZeRO paper's formulas, activations of one micro-batch, and bounds of the
+      stage 2/3 gradient buckets and stage 3 gathered modules.
   help
       Show this text.
 )";
@@ -71,6 +81,44 @@ int Validate(const std::vector<std::string>& args) {
   auto spec = config::LoadJobSpec(parsed->positional[0], world);
   if (!spec.ok()) return Fail(spec.status(), 2);
   std::printf("%s\n", spec->effective.dump(2).c_str());
+  return 0;
+}
+
+int Estimate(const std::vector<std::string>& args) {
+  auto parsed = ParseArgs(args, {"world"}, {});
+  if (!parsed.ok()) return Fail(parsed.status(), 2);
+  if (parsed->positional.size() != 1) {
+    return Fail(absl::InvalidArgumentError("estimate takes exactly one JOB.json"), 2);
+  }
+  std::optional<int> world;
+  if (parsed->Has("world")) {
+    auto w = parsed->GetInt("world", 1);
+    if (!w.ok()) return Fail(w.status(), 2);
+    world = *w;
+  }
+  auto spec = config::LoadJobSpec(parsed->positional[0], world);
+  if (!spec.ok()) return Fail(spec.status(), 2);
+  const config::ModelConfig& m = spec->model;
+  const model::GptConfig shape{m.n_layer,           m.n_head,    m.n_embd, m.vocab_size,
+                               m.padded_vocab_size, m.block_size};
+  auto layout = model::ParamLayout::ForGpt(shape);
+  if (!layout.ok()) return Fail(layout.status(), 2);
+  // Each rank's kernels get an equal share of the CPUs, as under `dstrain launch`; the attention
+  // backward's scratch depends on it.
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+  const int n = spec->data_parallel_size;
+  omp_set_num_threads(std::max(1, cpus / n));
+  std::vector<zero::MemoryEstimate> estimates;
+  for (int stage = 0; stage <= 3; ++stage) {
+    estimates.push_back(zero::EstimateMemory(*layout, shape, spec->zero, stage, n,
+                                             static_cast<int>(spec->train_micro_batch_size_per_gpu),
+                                             spec->data.seq_len));
+  }
+  std::printf("%s", zero::DescribeEstimates(estimates, layout->num_parameters()).c_str());
+  std::printf("the job selects stage %d; fp32 parameters, gradients and Adam moments\n",
+              spec->zero.stage);
   return 0;
 }
 
@@ -187,6 +235,7 @@ int Main(int argc, char** argv) {
   if (command == "prepare") return Prepare(args);
   if (command == "train") return Train(args);
   if (command == "launch") return Launch(args);
+  if (command == "estimate") return Estimate(args);
   if (command == "help" || command == "--help" || command == "-h") {
     std::fputs(kUsage, stdout);
     return 0;

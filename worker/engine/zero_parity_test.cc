@@ -20,15 +20,14 @@
 // 1e-3 (= lr/10). The test checks they can fail: losing one of the two micro-batches of every
 // step moves the weights by more than 100x the L2 bound.
 #include <cmath>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/str_format.h"
 #include "common/status/status_matchers.h"
 #include "gtest/gtest.h"
-#include "worker/comm/fake/fake_communicator.h"
 #include "worker/config/config.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/zero_test_util.h"
 #include "worker/model/gpt.h"
 
 namespace dstrain::engine {
@@ -36,7 +35,11 @@ namespace {
 
 using ::dstrain::testing::IsOk;
 
-constexpr int kT = 8, kMicro = 2, kSteps = 20;
+using testing::Batch;
+using testing::RunOnRanks;
+using testing::SmallGptSpec;
+
+constexpr int kSteps = 20;
 
 struct Setup {
   int world = 1;
@@ -49,85 +52,35 @@ struct Setup {
 struct Result {
   std::vector<double> losses, norms;  // rank 0's, per step
   std::vector<float> params;          // final, full flat layout
-  int64_t peak_gathered_bytes = 0;    // rank 0's allocator
-  zero::TrafficStats traffic;         // rank 0's
 };
 
-config::JobSpec Spec(const Setup& s) {
-  const std::string json = absl::StrFormat(
-      R"({"train_micro_batch_size_per_gpu": %d, "gradient_accumulation_steps": %d,
-          "gradient_clipping": %g,
-          "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "weight_decay": 0.1}},
-          "zero_optimization": {"stage": %d %s},
-          "model": {"type": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 24, "vocab_size": 37,
-                    "block_size": 8, "init_seed": 7},
-          "data": {"train": "x_*.bin", "seq_len": 8},
-          "job": {"train_steps": %d, "world_size": %d}})",
-      kMicro, s.gas, s.clip, s.stage, s.zero_extra, kSteps, s.world);
-  auto spec = config::ParseJobSpec(json, "/tmp");
-  EXPECT_THAT(spec, IsOk()) << json;
-  return spec.ok() ? *spec : config::JobSpec();
-}
-
-// Micro-batch `micro` of rank `rank` at step `step`: sequences that follow a rule the model can
-// learn (each token is the previous plus 5, mod 37) from pseudo-random starts; the global batch
-// of a step is split across ranks the same way whatever the stage. Returns inputs and targets.
-std::pair<std::vector<int32_t>, std::vector<int32_t>> Batch(int step, int rank, int micro) {
-  std::vector<int32_t> x(kMicro * kT), y(kMicro * kT);
-  uint64_t h = 0x9E3779B97F4A7C15ull * (1 + step * 1000 + rank * 10 + micro);
-  for (int b = 0; b < kMicro; ++b) {
-    h ^= h << 13, h ^= h >> 7, h ^= h << 17;
-    int32_t t = static_cast<int32_t>(h % 37);
-    for (int i = 0; i < kT; ++i) {
-      x[b * kT + i] = t;
-      t = (t + 5) % 37;
-      y[b * kT + i] = t;
-    }
-  }
-  return {x, y};
-}
-
 Result Train(const Setup& s) {
-  const config::JobSpec spec = Spec(s);
-  auto world = FakeWorld::Create(s.world, "dp");
+  const config::JobSpec spec = SmallGptSpec(s.world, s.stage, s.gas, s.clip, s.zero_extra, kSteps);
   std::vector<Result> results(s.world);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < s.world; ++r) {
-    threads.emplace_back([&, r] {
-      auto comm = FakeCommunicator::Create(world, r);
-      ASSERT_THAT(comm, IsOk());
-      CpuAllocator alloc;
-      model::GptConfig mc{spec.model.n_layer,
-                          spec.model.n_head,
-                          spec.model.n_embd,
-                          spec.model.vocab_size,
-                          spec.model.padded_vocab_size,
-                          spec.model.block_size};
-      auto e = Engine::Initialize(*model::Gpt::Create(mc, &alloc), spec, &alloc, comm->get());
-      ASSERT_THAT(e, IsOk());
-      Result& out = results[r];
-      for (int step = 0; step < kSteps; ++step) {
-        for (int m = 0; m < s.gas; ++m) {
-          const auto [x, y] = Batch(step, r, m);
-          ASSERT_THAT((*e)->Forward(x.data(), y.data()), IsOk());
-          ASSERT_THAT((*e)->Backward(), IsOk());
-          auto st = (*e)->Step();
-          ASSERT_THAT(st, IsOk());
-          ASSERT_EQ(st->has_value(), m == s.gas - 1);
-          if (st->has_value()) {
-            out.losses.push_back((**st).loss);
-            out.norms.push_back((**st).grad_norm);
-          }
+  RunOnRanks(s.world, [&](int r, Communicator* comm) {
+    CpuAllocator alloc;
+    auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc), spec,
+                                &alloc, comm);
+    ASSERT_THAT(e, IsOk());
+    Result& out = results[r];
+    for (int step = 0; step < kSteps; ++step) {
+      for (int m = 0; m < s.gas; ++m) {
+        const auto [x, y] = Batch(spec, step, r, m);
+        ASSERT_THAT((*e)->Forward(x.data(), y.data()), IsOk());
+        ASSERT_THAT((*e)->Backward(), IsOk());
+        auto st = (*e)->Step();
+        ASSERT_THAT(st, IsOk());
+        ASSERT_EQ(st->has_value(), m == s.gas - 1);
+        if (st->has_value()) {
+          out.losses.push_back((**st).loss);
+          out.norms.push_back((**st).grad_norm);
         }
       }
-      auto params = (*e)->GatherParams();
-      ASSERT_THAT(params, IsOk());
-      out.params = *std::move(params);
-      out.peak_gathered_bytes = alloc.Stats().peak[int(MemoryCategory::kGatheredParams)];
-      out.traffic = (*e)->zero().traffic();
-    });
-  }
-  for (auto& t : threads) t.join();
+    }
+    auto params = (*e)->GatherParams();
+    ASSERT_THAT(params, IsOk());
+    out.params = *std::move(params);
+  });
   for (int r = 1; r < s.world; ++r) {
     EXPECT_EQ(results[r].params, results[0].params) << "rank " << r << " diverged from rank 0";
     EXPECT_EQ(results[r].losses, results[0].losses) << "rank " << r;

@@ -33,15 +33,20 @@ int64_t MemoryStats::total_current() const {
   return t;
 }
 
-std::string MemoryStats::CurrentJson() const {
+namespace {
+std::string CategoryJson(const std::array<int64_t, kNumMemoryCategories>& bytes) {
   std::string out = "{";
   for (int i = 0; i < kNumMemoryCategories; ++i) {
     absl::StrAppend(&out, i ? "," : "", "\"", MemoryCategoryName(static_cast<MemoryCategory>(i)),
-                    "\":", current[i]);
+                    "\":", bytes[i]);
   }
   absl::StrAppend(&out, "}");
   return out;
 }
+}  // namespace
+
+std::string MemoryStats::CurrentJson() const { return CategoryJson(current); }
+std::string MemoryStats::PeakJson() const { return CategoryJson(peak); }
 
 MemoryStats Allocator::Stats() const {
   MemoryStats s;

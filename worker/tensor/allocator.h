@@ -38,6 +38,8 @@ struct MemoryStats {
   int64_t total_current() const;
   // {"params": n, ...} of current bytes, as a compact JSON object.
   std::string CurrentJson() const;
+  // The same for the peaks.
+  std::string PeakJson() const;
 };
 
 class Allocator {

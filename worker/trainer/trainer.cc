@@ -61,6 +61,18 @@ absl::StatusOr<double> Evaluate(model::Gpt& model, const float* params, data::Da
   return n > 0 ? sum / n : 0.0;
 }
 
+// "params 1.2 + grads 1.2 + optimizer_state 2.4 MB": the categories holding memory now.
+std::string DescribeMemory(const MemoryStats& mem) {
+  std::string out;
+  for (int i = 0; i < kNumMemoryCategories; ++i) {
+    if (mem.current[i] == 0) continue;
+    absl::StrAppend(&out, out.empty() ? "" : " + ",
+                    MemoryCategoryName(static_cast<MemoryCategory>(i)), " ",
+                    absl::StrFormat("%.1f", mem.current[i] / 1e6));
+  }
+  return out + " MB";
+}
+
 std::string DescribeSample(const std::vector<int32_t>& ids) {
   // Byte-level vocabularies decode to text; others are shown as ids (no tokenizer is known).
   bool bytes = std::all_of(ids.begin(), ids.end(), [](int32_t t) { return t < 256; });
@@ -191,8 +203,10 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
   const double tokens_per_step = double(B) * T * gas * spec.data_parallel_size;
 
   // Phase 2: the training loop, one optimizer step per iteration.
+  int64_t comm_bytes_before = engine->zero().traffic().total();
   for (int64_t step = 1; step <= spec.job.train_steps; ++step) {
     const auto t0 = Clock::now();
+    allocator.ResetPeaks();
     std::optional<engine::StepStats> stats;
     for (int64_t micro = 0; micro < gas; ++micro) {
       train_loader.NextBatch(x.data(), y.data());
@@ -209,6 +223,12 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
                                               "; lower the learning rate or enable clipping"));
     }
 
+    // This rank's memory by category (now, and the peak within this step) and the bytes it sent
+    // in collectives this step (ring-algorithm count, zero_state.h).
+    const MemoryStats mem = allocator.Stats();
+    const int64_t comm_bytes = engine->zero().traffic().total() - comm_bytes_before;
+    comm_bytes_before = engine->zero().traffic().total();
+
     JsonLine line;
     line.Add("step", stats->step)
         .Add("loss", stats->loss)
@@ -218,7 +238,10 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
         .Add("step_ms", secs * 1e3)
         .Add("loss_scale", stats->loss_scale)
         .Add("skipped", stats->skipped)
-        .AddRaw("mem_bytes", allocator.Stats().CurrentJson());
+        .AddRaw("mem_bytes", mem.CurrentJson())
+        .AddRaw("mem_peak_bytes", mem.PeakJson())
+        .Add("mem_peak_total_bytes", mem.total_peak)
+        .Add("comm_bytes", comm_bytes);
 
     const bool last = step == spec.job.train_steps;
     double val_loss = -1;
@@ -234,10 +257,13 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     }
     DT_RETURN_IF_ERROR(metrics.Write(line));
     if (step % print_every == 0 || step == 1 || last || val_loss >= 0) {
-      absl::FPrintF(log, "step %*d/%d | loss %.4f | lr %.3e | norm %.3f | %.1f ms | %.0f tok/s%s\n",
+      absl::FPrintF(log,
+                    "step %*d/%d | loss %.4f | lr %.3e | norm %.3f | %.1f ms | %.0f tok/s | "
+                    "mem %s, peak %.1f MB%s\n",
                     static_cast<int>(std::to_string(spec.job.train_steps).size()), step,
                     spec.job.train_steps, stats->loss, stats->lr, stats->grad_norm, secs * 1e3,
-                    tok_s, val_loss >= 0 ? absl::StrFormat(" | val loss %.4f", val_loss) : "");
+                    tok_s, DescribeMemory(mem), mem.total_peak / 1e6,
+                    val_loss >= 0 ? absl::StrFormat(" | val loss %.4f", val_loss) : "");
       std::fflush(log);
     }
     result.steps = step;

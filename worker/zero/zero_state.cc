@@ -185,8 +185,19 @@ absl::Status ZeroState::ReleaseGrads(int module) {
   if (++s.grads_released < unit.end_module - unit.first_module) return absl::OkStatus();
   s.grads_released = 0;
   DT_RETURN_IF_ERROR(LaunchReduce(u));
-  // Without overlap_comm the reduction finishes before backward goes on.
-  if (!config_.overlap_comm) DT_RETURN_IF_ERROR(CollectReduce(u));
+  reducing_.push_back(u);
+  // Without overlap_comm the reduction finishes before backward goes on. With it, backward runs
+  // on while buckets reduce, but only two stay in flight (DeepSpeed double-buffers its IPG
+  // bucket likewise): each bucket holds a unit's full gradients, and letting them pile up would
+  // hold the whole model's gradients that stage 2 exists to avoid. Finished ones are collected
+  // as soon as they are seen.
+  const size_t max_in_flight = config_.overlap_comm ? 2 : 0;
+  while (!reducing_.empty() &&
+         (reducing_.size() > max_in_flight || units_[reducing_.front()].reduce == nullptr ||
+          units_[reducing_.front()].reduce->IsCompleted())) {
+    DT_RETURN_IF_ERROR(CollectReduce(reducing_.front()));
+    reducing_.pop_front();
+  }
   return absl::OkStatus();
 }
 
@@ -226,6 +237,7 @@ void ZeroState::BeginMicroBatch() {
 
 absl::Status ZeroState::FinishBackward() {
   if (config_.stage >= 2) {
+    reducing_.clear();
     for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
       if (units_[u].reduced) DT_RETURN_IF_ERROR(CollectReduce(u));
       if (units_[u].bucket.defined()) {

@@ -27,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -137,6 +138,7 @@ class ZeroState final : public model::ParamAccess {
   Allocator* allocator_;
   Partition partition_;
   std::vector<UnitState> units_;
+  std::deque<int> reducing_;  // units whose reduce-scatter was launched, oldest first
 
   Tensor params_;   // stages 0-2: padded space; stage 3: this rank's partition
   Tensor grads_;    // stages 0-1: padded space; stages 2-3: this rank's partition

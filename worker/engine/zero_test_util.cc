@@ -1,0 +1,64 @@
+#include "worker/engine/zero_test_util.h"
+
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "gtest/gtest.h"
+#include "worker/comm/fake/fake_communicator.h"
+
+namespace dstrain::engine::testing {
+
+config::JobSpec SmallGptSpec(int world, int stage, int gas, double clip,
+                             const std::string& zero_extra, int steps) {
+  const std::string json = absl::StrFormat(
+      R"({"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": %d,
+          "gradient_clipping": %g,
+          "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "weight_decay": 0.1}},
+          "zero_optimization": {"stage": %d %s},
+          "model": {"type": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 24, "vocab_size": 37,
+                    "block_size": 8, "init_seed": 7},
+          "data": {"train": "x_*.bin", "seq_len": 8},
+          "job": {"train_steps": %d, "world_size": %d}})",
+      gas, clip, stage, zero_extra, steps, world);
+  auto spec = config::ParseJobSpec(json, "/tmp");
+  EXPECT_TRUE(spec.ok()) << spec.status() << "\n" << json;
+  return spec.ok() ? *spec : config::JobSpec();
+}
+
+model::GptConfig ModelShape(const config::JobSpec& spec) {
+  const config::ModelConfig& m = spec.model;
+  return {m.n_layer, m.n_head, m.n_embd, m.vocab_size, m.padded_vocab_size, m.block_size};
+}
+
+std::pair<std::vector<int32_t>, std::vector<int32_t>> Batch(const config::JobSpec& spec, int step,
+                                                            int rank, int micro) {
+  const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu), T = spec.data.seq_len;
+  const int V = spec.model.vocab_size;
+  std::vector<int32_t> x(B * T), y(B * T);
+  uint64_t h = 0x9E3779B97F4A7C15ull * (1 + step * 1000 + rank * 10 + micro);
+  for (int b = 0; b < B; ++b) {
+    h ^= h << 13, h ^= h >> 7, h ^= h << 17;
+    int32_t t = static_cast<int32_t>(h % V);
+    for (int i = 0; i < T; ++i) {
+      x[b * T + i] = t;
+      t = (t + 5) % V;
+      y[b * T + i] = t;
+    }
+  }
+  return {x, y};
+}
+
+void RunOnRanks(int world, const std::function<void(int, Communicator*)>& fn) {
+  auto fake = FakeWorld::Create(world, "dp");
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      auto comm = FakeCommunicator::Create(fake, r);
+      ASSERT_TRUE(comm.ok()) << comm.status();
+      fn(r, comm->get());
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+}  // namespace dstrain::engine::testing

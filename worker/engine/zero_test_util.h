@@ -1,0 +1,32 @@
+// Helpers for tests that train the engine on several data-parallel ranks in one process (ranks
+// as threads over a FakeCommunicator).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "worker/comm/communicator.h"
+#include "worker/config/config.h"
+#include "worker/model/param_layout.h"
+
+namespace dstrain::engine::testing {
+
+// A small GPT job (2 layers, C 24, vocabulary 37: no module size divides by any world size),
+// micro-batch 2 x 8 tokens, AdamW lr 1e-2 with weight decay.
+config::JobSpec SmallGptSpec(int world, int stage, int gas, double clip,
+                             const std::string& zero_extra = "", int steps = 20);
+model::GptConfig ModelShape(const config::JobSpec& spec);
+
+// Micro-batch `micro` of rank `rank` at step `step`: sequences that follow a rule the model can
+// learn (each token is the previous plus 5, mod vocab) from pseudo-random starts; the same for
+// every stage. Returns inputs and targets, micro_batch x seq_len each.
+std::pair<std::vector<int32_t>, std::vector<int32_t>> Batch(const config::JobSpec& spec, int step,
+                                                            int rank, int micro);
+
+// Runs fn(rank, communicator) on `world` threads sharing one FakeWorld, and joins them.
+void RunOnRanks(int world, const std::function<void(int rank, Communicator* dp)>& fn);
+
+}  // namespace dstrain::engine::testing

@@ -1,0 +1,97 @@
+#include "worker/zero/estimate.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "kernels/attention/attention.h"
+#include "worker/zero/partition.h"
+
+namespace dstrain::zero {
+
+int64_t GptActivationBytes(const model::GptConfig& c, int B, int T) {
+  const int64_t BT = int64_t{B} * T, C = c.n_embd, L = c.n_layer, NH = c.n_head;
+  // Per layer and token: ln1, atty, residual2, ln2, residual3 (C each), qkv (3C), fch and
+  // fch_gelu (4C each), two LayerNorm mean/rstd pairs, and the attention probabilities (NH·T).
+  const int64_t per_layer = BT * (16 * C + 4) + B * NH * int64_t{T} * T;
+  // Whole model per token: the embedding output and final LayerNorm (C each, + mean and rstd),
+  // logits (Vp), losses; backward scratch: dstream, dbtc (C), dqkv (3C), dfch_gelu, dfch (4C).
+  const int64_t once = BT * (2 * C + 2 + c.padded_vocab_size + 1) + BT * 13 * C;
+  const int64_t scratch = kernels::AttentionBackwardScratchFloats(B, T, c.n_embd, c.n_head);
+  return 4 * (L * per_layer + once + scratch);
+}
+
+MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
+                              const config::ZeroConfig& zero, int stage, int world, int B, int T) {
+  MemoryEstimate e;
+  e.stage = stage;
+  e.world = world;
+  // The same cut ZeroState::Create makes.
+  const Partition p = stage == 0   ? Partition::Build(layout, 1, 0, int64_t{1} << 62)
+                      : stage <= 2 ? Partition::Build(layout, world, 0, zero.reduce_bucket_size)
+                                   : Partition::Build(layout, world, 0, 1);
+  e.params = 4 * (stage == 3 ? p.owned_total() : p.padded_total());
+  e.grads = 4 * (stage >= 2 ? p.owned_total() : p.padded_total());
+  e.optimizer_state = 8 * p.owned_total();
+  e.activations = GptActivationBytes(model, B, T);
+  if (stage >= 2) {
+    // The unit holding the embedding stays filled through backward (the tied head adds to wte
+    // first, the encoder last); besides it one unit fills while up to two reduce (overlap_comm)
+    // or none does.
+    const int emb = p.unit_of_module(layout.Find("wte")->module);
+    int64_t largest_other = 0;
+    for (int u = 0; u < static_cast<int>(p.units().size()); ++u) {
+      if (u != emb) largest_other = std::max(largest_other, p.padded_numel(u));
+    }
+    e.comm_buffers_peak = 4 * (p.padded_numel(emb) + (zero.overlap_comm ? 3 : 1) * largest_other);
+  }
+  if (stage == 3) {
+    // Modules in use at once (the head needs final and embedding, backward a block and the
+    // embedding), plus whatever prefetching and reuse keep within stage3_max_live_parameters.
+    const int emb = p.unit_of_module(layout.Find("wte")->module);
+    int64_t largest_other = 0;
+    for (int u = 0; u < static_cast<int>(p.units().size()); ++u) {
+      if (u != emb) largest_other = std::max(largest_other, p.padded_numel(u));
+    }
+    const int64_t in_use = p.padded_numel(emb) + largest_other;
+    e.gathered_params_peak =
+        4 * std::min(p.padded_total(), std::max(in_use, zero.max_live_parameters + in_use));
+  }
+  const double n = layout.num_parameters(), N = world;
+  const double per_param[] = {16, 8 + 8 / N, 4 + 12 / N, 16 / N};
+  e.paper_model_states = n * per_param[stage];
+  return e;
+}
+
+std::string DescribeEstimates(const std::vector<MemoryEstimate>& estimates,
+                              int64_t num_parameters) {
+  auto mb = [](double bytes) { return absl::StrFormat("%10.2f", bytes / 1e6); };
+  std::string out =
+      absl::StrFormat("per-rank memory in MB, %d data-parallel rank(s), %.2fM parameters\n",
+                      estimates.empty() ? 1 : estimates[0].world, num_parameters / 1e6);
+  absl::StrAppend(&out, absl::StrFormat("%-28s", ""));
+  for (const MemoryEstimate& e : estimates)
+    absl::StrAppend(&out, absl::StrFormat("   stage %d", e.stage));
+  absl::StrAppend(&out, "\n");
+  auto row = [&](const char* name, auto get) {
+    absl::StrAppend(&out, absl::StrFormat("%-28s", name));
+    for (const MemoryEstimate& e : estimates) absl::StrAppend(&out, mb(get(e)));
+    absl::StrAppend(&out, "\n");
+  };
+  row("params", [](const MemoryEstimate& e) { return double(e.params); });
+  row("grads", [](const MemoryEstimate& e) { return double(e.grads); });
+  row("optimizer_state", [](const MemoryEstimate& e) { return double(e.optimizer_state); });
+  row("model states", [](const MemoryEstimate& e) { return double(e.model_states()); });
+  row("  ZeRO paper (fp32 Adam)", [](const MemoryEstimate& e) { return e.paper_model_states; });
+  row("activations", [](const MemoryEstimate& e) { return double(e.activations); });
+  row("comm_buffers (at most)",
+      [](const MemoryEstimate& e) { return double(e.comm_buffers_peak); });
+  row("gathered_params (at most)",
+      [](const MemoryEstimate& e) { return double(e.gathered_params_peak); });
+  row("total (at most)", [](const MemoryEstimate& e) {
+    return double(e.model_states() + e.activations + e.comm_buffers_peak + e.gathered_params_peak);
+  });
+  return out;
+}
+
+}  // namespace dstrain::zero

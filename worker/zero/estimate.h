@@ -1,0 +1,43 @@
+// Per-rank memory of a job for each ZeRO stage, before it runs (`dstrain estimate`), computed
+// from the same partition the engine uses, so the model-state figures are exact, not formulas:
+// they include the 64-byte alignment of every parameter and the padding of every rank's chunk.
+// DeepSpeed's estimate_zero{2,3}_model_states_mem_needs gives formulas; the ZeRO paper's
+// (fp32 Adam: 16 bytes per parameter; stage 1: 8 + 8/N; stage 2: 4 + 12/N; stage 3: 16/N) come
+// along for comparison.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/config/config.h"
+#include "worker/model/param_layout.h"
+
+namespace dstrain::zero {
+
+struct MemoryEstimate {
+  int stage = 0;
+  int world = 1;
+  // Exactly what the allocator holds after the first step, per category.
+  int64_t params = 0, grads = 0, optimizer_state = 0;
+  int64_t activations = 0;  // one micro-batch's forward and backward (exact)
+  // Upper bounds of the transient buffers: stage 2/3 gradient buckets, stage 3 gathered modules.
+  int64_t comm_buffers_peak = 0, gathered_params_peak = 0;
+  // The ZeRO paper's model-state bytes for fp32 Adam at this stage and world size.
+  double paper_model_states = 0;
+  int64_t model_states() const { return params + grads + optimizer_state; }
+};
+
+// Activation bytes of the GPT for a micro-batch of B x T tokens, with the attention backward's
+// scratch sized for the kernels' current thread count (as the trainer sizes it).
+int64_t GptActivationBytes(const model::GptConfig& config, int B, int T);
+
+// The estimate for stage `stage` at `world` data-parallel ranks.
+MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
+                              const config::ZeroConfig& zero, int stage, int world, int B, int T);
+
+// A table of every stage for the job, as `dstrain estimate` prints it.
+std::string DescribeEstimates(const std::vector<MemoryEstimate>& estimates, int64_t num_parameters);
+
+}  // namespace dstrain::zero
