@@ -9,7 +9,8 @@ implementations back to back, so that ratio sees the same machine load on both s
 (op, ranks): the smallest dstrain/raw-gloo ratio from TARGET_FROM bytes up against the target, and
 the latency floor (smallest median time over sizes) of each implementation.
 
-Usage: comm_summary.py DIR
+Usage: comm_summary.py DIR [DIR...] (several directories: their rounds are pooled, e.g. to
+combine runs made at different times).
 """
 import collections
 import glob
@@ -33,13 +34,15 @@ def human(nbytes):
     return f"{nbytes} B"
 
 
-def load(directory):
-    # (op, ranks, bytes) -> impl -> round -> row
+def load(directories):
+    # (op, ranks, bytes) -> impl -> round -> row; a round is (index of its directory, its number)
     rows = collections.defaultdict(lambda: collections.defaultdict(dict))
     algos = collections.defaultdict(set)
-    for path in sorted(glob.glob(os.path.join(directory, "*.jsonl"))):
+    paths = [(d, p) for d, directory in enumerate(directories)
+             for p in sorted(glob.glob(os.path.join(directory, "*.jsonl")))]
+    for d, path in paths:
         m = re.match(r"(.+)\.(\d+)\.(\d+)\.jsonl$", os.path.basename(path))
-        round_ = int(m.group(3)) if m else 0
+        round_ = (d, int(m.group(3)) if m else 0)
         with open(path) as f:
             for line in f:
                 line = line.strip()
@@ -56,8 +59,8 @@ def fmt(x, spec=".3f"):
     return "n/a" if x is None else format(x, spec)
 
 
-def main(directory):
-    rows, algos = load(directory)
+def main(directories):
+    rows, algos = load(directories)
     med = {}  # (op, ranks, bytes, impl) -> (median busbw, median time, rounds)
     for key, by_impl in rows.items():
         for impl, by_round in by_impl.items():
@@ -85,7 +88,8 @@ def main(directory):
         wrong = sorted(r for impl in IMPLS for r, row in rows[key].get(impl, {}).items()
                        if row.get("verified") is False)
         if wrong:
-            unverified.append(f"{op}/{n}/{human(nbytes)} (round {', '.join(map(str, wrong))})")
+            unverified.append(f"{op}/{n}/{human(nbytes)} in {len(wrong)} of "
+                              f"{len(rows[key].get(RAW, {}))} rounds")
         per_round = [
             rows[key][OURS][r]["busbw_gbs"] / rows[key][RAW][r]["busbw_gbs"]
             for r in rows[key].get(OURS, {})
@@ -142,4 +146,6 @@ def main(directory):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) < 2:
+        sys.exit("usage: comm_summary.py DIR [DIR...]")
+    main(sys.argv[1:])

@@ -11,13 +11,17 @@
 // one parent, they meet through a rendezvous store (here Gloo's FileStore in a fresh temporary
 // directory, as Gloo users do) and connect a full mesh of TCP pairs on 127.0.0.1; sizes, element
 // counts (divisible by N), iteration counts, the discarded warm-up call, the refill of the big
-// buffer before every call (outside the timed region) and the median are the same, and rank 0
-// prints one JSON line per (op, bytes) with "impl": "raw-gloo" and the algorithm used.
+// buffer before every call (outside the timed region, and as cheap: see Op) and the median are the
+// same, and rank 0 prints one JSON line per (op, bytes) with "impl": "raw-gloo" and the algorithm.
 //
 // Algorithms, all Gloo's own:
 //   - AllReduce (--allreduce-algo): ring (gloo::allreduce, the segmented and pipelined ring that
 //     torch.distributed uses), bcube (gloo::allreduce with BCUBE), ring_chunked
-//     (AllreduceRingChunked) or halving_doubling (AllreduceHalvingDoubling).
+//     (AllreduceRingChunked) or halving_doubling (AllreduceHalvingDoubling). ring is the default:
+//     it is Gloo's default and torch's, and in three alternating runs of each on the 2-core dev
+//     machine neither bcube nor halving_doubling was consistently faster from 16 MiB up (all
+//     within the +-30% noise); ring_chunked stalls ~88 ms per call at 16 KiB (likely the
+//     small-SO_SNDBUF effect described in RunRank, with its 4 KiB chunks).
 //   - ReduceScatter: ReduceScatterHalvingDoubling, Gloo's only reduce-scatter. It works in place
 //     (the input is overwritten and the rank's chunk ends up at its start), which is why the input
 //     is refilled before every call, as comm_bench does anyway.
@@ -33,7 +37,7 @@
 // ReduceScatterHalvingDoubling copies a non-zero rank's result chunk to the front of its buffer
 // while its send of that front part may still be in flight (a bound-buffer send that does not fit
 // the socket buffer is finished later by Gloo's device thread, and run() never waits for it), so
-// its peer sometimes adds the result instead of the input (seen at 64 MiB on 2 ranks).
+// its peer sometimes adds the result instead of the input (seen at 16 and 64 MiB on 2 ranks).
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -83,6 +87,15 @@ double BusFactor(const std::string& op, int n) {
 // and its expected value does not depend on the order Gloo adds in.
 float ReduceInput(int rank, int64_t i) { return float((rank + 1) * (i % 5 + 1)); }
 float ReduceExpected(int n, int64_t i) { return float((i % 5 + 1) * n * (n + 1) / 2); }
+// The reduction input before a call: ReduceInput when the call is checked, else rank + 1 (see Op).
+void FillReduceInput(std::vector<float>& big, int rank, bool checked) {
+  if (!checked) {
+    std::fill(big.begin(), big.end(), float(rank + 1));
+    return;
+  }
+  for (size_t i = 0; i < big.size(); ++i) big[i] = ReduceInput(rank, i);
+}
+
 // Element j of rank r's all-gather input; distinct per rank, so a chunk in the wrong place shows.
 float GatherInput(int rank, int64_t j) { return float(rank * 8 + j % 5); }
 
@@ -97,9 +110,14 @@ std::string Check(const float* out, int64_t len, const std::function<float(int64
 }
 
 // One op at one size: `run` performs the collective once; `prepare` (untimed) restores the
-// inputs before each call; `verify` checks the result of the last call.
+// inputs before each call, `checked` for the call whose result `verify` then checks.
+//
+// Only the checked call gets the index-dependent data, which is slow to write; the others get a
+// constant per rank, written as fast as comm_bench's refill. Calls run back to back without a
+// barrier, so a rank still refilling delays its peers inside their timed region: a slower refill
+// than comm_bench's would count against Gloo (most with 4 ranks sharing 2 cores).
 struct Op {
-  std::function<void()> prepare;
+  std::function<void(bool checked)> prepare;
   std::function<void()> run;
   std::function<std::string()> verify;
   std::string algo;
@@ -111,9 +129,7 @@ Op MakeAllReduce(const Config& cfg, const std::shared_ptr<gloo::Context>& ctx,
   const int64_t count = big.size();
   Op op;
   op.algo = cfg.allreduce_algo;
-  op.prepare = [&big, rank] {
-    for (size_t i = 0; i < big.size(); ++i) big[i] = ReduceInput(rank, i);
-  };
+  op.prepare = [&big, rank](bool checked) { FillReduceInput(big, rank, checked); };
   if (cfg.allreduce_algo == "ring" || cfg.allreduce_algo == "bcube") {
     const auto algorithm = cfg.allreduce_algo == "ring" ? gloo::AllreduceOptions::Algorithm::RING
                                                         : gloo::AllreduceOptions::Algorithm::BCUBE;
@@ -149,9 +165,7 @@ Op MakeReduceScatter(const std::shared_ptr<gloo::Context>& ctx, std::vector<floa
       std::vector<int>(n, static_cast<int>(chunk)));
   Op op;
   op.algo = "halving_doubling";
-  op.prepare = [&big, rank] {
-    for (size_t i = 0; i < big.size(); ++i) big[i] = ReduceInput(rank, i);
-  };
+  op.prepare = [&big, rank](bool checked) { FillReduceInput(big, rank, checked); };
   op.run = [algo = keep.get()] { algo->run(); };
   op.verify = [&big, n, rank, chunk] {
     return Check(big.data(), chunk,
@@ -169,7 +183,7 @@ Op MakeAllGather(const Config& cfg, const std::shared_ptr<gloo::Context>& ctx,
   Op op;
   op.algo = cfg.allgather_algo;
   // Zeroing the output (as comm_bench refills it) means a call that writes nothing cannot pass.
-  op.prepare = [&big] { std::fill(big.begin(), big.end(), 0.f); };
+  op.prepare = [&big](bool) { std::fill(big.begin(), big.end(), 0.f); };
   if (cfg.allgather_algo == "ring") {
     op.run = [ctx, &small, &big] {
       gloo::AllgatherOptions opts(ctx);
@@ -236,7 +250,7 @@ int RunRank(int rank, const Config& cfg, const std::string& store_dir) {
                                           : MakeAllGather(cfg, ctx, small, big, keep);
         algo = op.algo;
         for (int i = 0; i < iters + 1; ++i) {
-          op.prepare();
+          op.prepare(/*checked=*/i == iters);
           auto t0 = std::chrono::steady_clock::now();
           op.run();
           auto t1 = std::chrono::steady_clock::now();
