@@ -28,7 +28,13 @@ double BusFactor(const std::string& op, int n) {
   return op == "allreduce" ? 2.0 * (n - 1) / n : double(n - 1) / n;
 }
 
-int RunRank(int rank, int n, int port, int64_t min_bytes, int64_t max_bytes) {
+int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes) {
+  int port = 0;
+  if (read(port_fd, &port, sizeof(port)) != sizeof(port)) {
+    absl::FPrintF(stderr, "rank %d: no store port from the parent\n", rank);
+    return 1;
+  }
+  close(port_fd);
   auto store = TcpStoreClient::Connect("127.0.0.1", port, absl::Seconds(30));
   if (!store.ok()) {
     absl::FPrintF(stderr, "rank %d: %s\n", rank, store.status().message());
@@ -97,17 +103,35 @@ int Main(int argc, char** argv) {
   const int n = *args->GetInt("nproc", 2);
   const int64_t lo = *args->GetDouble("min-bytes", 1024),
                 hi = *args->GetDouble("max-bytes", 1 << 28);
-  auto server = TcpStoreServer::Start("127.0.0.1", 0);
-  if (!server.ok()) {
-    absl::FPrintF(stderr, "%s\n", server.status().message());
-    return 1;
-  }
-  const int port = (*server)->port();
+  // Fork first, then start the store server and hand its port down a pipe: the server runs
+  // threads, and a child forked while one of them held a lock inside absl (a SpinLock on
+  // absl::Mutex's slow path) finds it held forever. A rank hung in TcpStoreClient::Connect that
+  // way on the 2-core dev machine, and rank 0 gave up after 5 minutes.
   std::vector<pid_t> pids;
+  std::vector<int> port_w;
   for (int r = 0; r < n; ++r) {
+    int fds[2];
+    if (pipe(fds) != 0) {
+      std::perror("pipe");
+      return 1;
+    }
     const pid_t pid = fork();
-    if (pid == 0) _exit(RunRank(r, n, port, lo, hi));
+    if (pid == 0) {
+      close(fds[1]);
+      for (int w : port_w) close(w);
+      _exit(RunRank(r, n, fds[0], lo, hi));
+    }
+    close(fds[0]);
     pids.push_back(pid);
+    port_w.push_back(fds[1]);
+  }
+  auto server = TcpStoreServer::Start("127.0.0.1", 0);
+  if (!server.ok()) absl::FPrintF(stderr, "%s\n", server.status().message());
+  const int port = server.ok() ? (*server)->port() : 0;
+  for (int w : port_w) {
+    // Without a server the ranks read end-of-file and exit with an error.
+    if (server.ok() && write(w, &port, sizeof(port)) != sizeof(port)) std::perror("write");
+    close(w);
   }
   int rc = 0;
   for (pid_t p : pids) {

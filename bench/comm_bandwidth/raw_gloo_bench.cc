@@ -307,9 +307,18 @@ int Main(int argc, char** argv) {
     return 2;
   }
   Config cfg;
-  cfg.nproc = *args->GetInt("nproc", 2);
-  cfg.min_bytes = *args->GetDouble("min-bytes", 1024);
-  cfg.max_bytes = *args->GetDouble("max-bytes", 1 << 28);
+  const absl::StatusOr<int> nproc = args->GetInt("nproc", cfg.nproc);
+  const absl::StatusOr<double> min_bytes = args->GetDouble("min-bytes", cfg.min_bytes);
+  const absl::StatusOr<double> max_bytes = args->GetDouble("max-bytes", cfg.max_bytes);
+  for (const absl::Status& s : {nproc.status(), min_bytes.status(), max_bytes.status()}) {
+    if (!s.ok()) {
+      absl::FPrintF(stderr, "%s\n", s.message());
+      return 2;
+    }
+  }
+  cfg.nproc = *nproc;
+  cfg.min_bytes = *min_bytes;
+  cfg.max_bytes = *max_bytes;
   cfg.allreduce_algo = args->Get("allreduce-algo", cfg.allreduce_algo);
   cfg.allgather_algo = args->Get("allgather-algo", cfg.allgather_algo);
   const std::vector<std::string> allreduce_algos = {"ring", "bcube", "ring_chunked",
@@ -332,6 +341,7 @@ int Main(int argc, char** argv) {
     return 1;
   }
   const std::string store_dir = dir_template;
+  // Nothing here has started a thread, so the children cannot inherit a lock held at fork time.
   std::vector<pid_t> pids;
   for (int r = 0; r < cfg.nproc; ++r) {
     const pid_t pid = fork();
