@@ -1,6 +1,7 @@
 // Training throughput of dstrain's engine: forward + backward + AdamW on random tokens.
 //
 //   dstrain_bench --layers 4 --embd 256 --heads 4 --vocab 8192 --seq 256 --batch 8 --steps 10
+//                 [--precision fp32|bf16|fp16]
 //
 // Prints one JSON line: {"tokens_per_s": median over the measured steps, ...}. The same model in
 // PyTorch is timed by torch_bench.py; train_throughput.sh runs both and prints the ratio.
@@ -24,7 +25,7 @@ namespace {
 int Run(int argc, char** argv) {
   auto args = cli::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
                              {"layers", "embd", "heads", "vocab", "padded-vocab", "seq", "batch",
-                              "steps", "warmup", "threads", "max-seq"},
+                              "steps", "warmup", "threads", "max-seq", "precision"},
                              {});
   if (!args.ok()) {
     absl::FPrintF(stderr, "%s\n", args.status().message());
@@ -37,6 +38,16 @@ int Run(int argc, char** argv) {
   const int maxT = *args->GetInt("max-seq", T);
   const int steps = *args->GetInt("steps", 10), warmup = *args->GetInt("warmup", 2);
   const int threads = trainer::ConfigureThreads(*args->GetInt("threads", 0));
+  const std::string precision = args->Has("precision") ? args->Get("precision") : "fp32";
+  std::string precision_block;
+  if (precision == "bf16") {
+    precision_block = R"(, "bf16": {"enabled": true})";
+  } else if (precision == "fp16") {
+    precision_block = R"(, "fp16": {"enabled": true, "initial_scale_power": 12})";
+  } else if (precision != "fp32") {
+    absl::FPrintF(stderr, "--precision: expected fp32, bf16 or fp16, got %s\n", precision);
+    return 2;
+  }
 
   const std::string job = absl::StrFormat(
       R"({"train_micro_batch_size_per_gpu": %d, "gradient_accumulation_steps": 1,
@@ -44,8 +55,8 @@ int Run(int argc, char** argv) {
           "model": {"type": "gpt", "n_layer": %d, "n_head": %d, "n_embd": %d,
                     "vocab_size": %d, "padded_vocab_size": %d, "block_size": %d},
           "data": {"train": "unused.bin", "seq_len": %d},
-          "job": {"train_steps": %d}})",
-      B, L, NH, C, V, Vp, maxT, T, steps + warmup);
+          "job": {"train_steps": %d} %s})",
+      B, L, NH, C, V, Vp, maxT, T, steps + warmup, precision_block);
   auto spec = config::ParseJobSpec(job, ".");
   if (!spec.ok()) {
     absl::FPrintF(stderr, "%s\n", spec.status().message());
@@ -88,8 +99,9 @@ int Run(int argc, char** argv) {
   const double params = (*engine)->model().layout().num_parameters();
   absl::PrintF(
       "{\"impl\": \"dstrain\", \"tokens_per_s\": %.1f, \"step_s\": %.4f, \"min_step_s\": %.4f, "
-      "\"params\": %.0f, \"threads\": %d}\n",
-      B * T / median, median, secs.front(), params, threads);
+      "\"params\": %.0f, \"threads\": %d, \"precision\": \"%s\", \"mem_peak_bytes\": %d}\n",
+      B * T / median, median, secs.front(), params, threads, precision,
+      allocator.Stats().total_peak);
   return 0;
 }
 

@@ -114,11 +114,14 @@ int Estimate(const std::vector<std::string>& args) {
   for (int stage = 0; stage <= 3; ++stage) {
     estimates.push_back(zero::EstimateMemory(*layout, shape, spec->zero, stage, n,
                                              static_cast<int>(spec->train_micro_batch_size_per_gpu),
-                                             spec->data.seq_len));
+                                             spec->data.seq_len,
+                                             spec->fp16.enabled || spec->bf16.enabled));
   }
   std::printf("%s", zero::DescribeEstimates(estimates, layout->num_parameters()).c_str());
-  std::printf("the job selects stage %d; fp32 parameters, gradients and Adam moments\n",
-              spec->zero.stage);
+  std::printf("the job selects stage %d; %s\n", spec->zero.stage,
+              spec->fp16.enabled || spec->bf16.enabled
+                  ? "16-bit parameters and gradients, fp32 master weights and Adam moments"
+                  : "fp32 parameters, gradients and Adam moments");
   return 0;
 }
 

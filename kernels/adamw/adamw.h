@@ -21,6 +21,8 @@
 
 #include <cstdint>
 
+#include "kernels/cast/cast.h"
+
 namespace dstrain::kernels {
 
 // Hyper-parameters are doubles, like PyTorch's Python floats: 1 − beta2 from a float beta2 = 0.999f
@@ -42,5 +44,15 @@ void AdamWUpdate(float* param,       // (n) updated in place
                  float* m,           // (n) first moment, updated in place
                  float* v,           // (n) second moment, updated in place
                  int64_t n, const AdamWArgs& a);
+
+// Mixed precision: the same step on fp32 master weights with 16-bit gradients (bf16 or fp16,
+// times grad_scale, e.g. clip_coef / loss_scale), also writing the updated 16-bit working copy
+// param16[i] = round16(master[i]). Bitwise equal to widening the gradients, AdamWUpdate, and
+// rounding the master weights. 26 bytes per parameter read and written (+2 for param16).
+void AdamWUpdateMixed(float* master,           // (n) updated in place
+                      const uint16_t* grad16,  // (n) bf16 or fp16
+                      float* m, float* v,      // (n) moments, updated in place
+                      uint16_t* param16,       // (n) written: the rounded master weights
+                      int64_t n, const AdamWArgs& a, HalfType type);
 
 }  // namespace dstrain::kernels

@@ -2,6 +2,7 @@
 #include <cstdint>
 
 #include "kernels/adamw/adamw.h"
+#include "kernels/cast/half_simd.h"
 #include "kernels/common/simd.h"
 #include "kernels/common/threading.h"
 
@@ -21,17 +22,26 @@ struct AdamWConsts {
   bool decoupled;
 };
 
+// The 16-bit loads and stores (mixed precision) join simd.h's vocabulary in each ISA build.
+namespace isa_scalar {
+using namespace ::dstrain::kernels::half_simd::scalar;
+}  // namespace isa_scalar
+#if DT_SIMD_X86
+namespace isa_avx2 {
+using namespace ::dstrain::kernels::half_simd::avx2;
+}  // namespace isa_avx2
+namespace isa_avx512 {
+using namespace ::dstrain::kernels::half_simd::avx512;
+}  // namespace isa_avx512
+#endif
+
 #define DT_ISA_BODY "kernels/adamw/adamw_body.inc"
 #include "kernels/common/foreach_isa.inc"
 
 // Chunks are whole multiples of 4 KiB of floats, so threads never share a cache line or page.
 constexpr int64_t kAlign = 1024;
 
-}  // namespace
-
-void AdamWUpdate(float* param, const float* grad, float* m, float* v, int64_t n,
-                 const AdamWArgs& a) {
-  if (n <= 0) return;
+AdamWConsts MakeConsts(const AdamWArgs& a) {
   const double lr = a.lr, wd = a.weight_decay;
   AdamWConsts k;
   k.grad_scale = static_cast<float>(a.grad_scale);
@@ -45,10 +55,39 @@ void AdamWUpdate(float* param, const float* grad, float* m, float* v, int64_t n,
   k.bc2_sqrt = static_cast<float>(std::sqrt(a.bias_correction2));
   k.eps = static_cast<float>(a.eps);
   k.decoupled = a.adamw_mode;
+  return k;
+}
+
+template <HalfType kType>
+void AdamWUpdateMixedT(float* master, const uint16_t* grad16, float* m, float* v, uint16_t* param16,
+                       int64_t n, const AdamWConsts& k) {
+  const auto fn = DT_ISA_SELECT(UpdateRangeMixed<kType>);
+  ParallelFor(n, ThreadsFor(n), kAlign, [&](int64_t begin, int64_t end) {
+    fn(master + begin, grad16 + begin, m + begin, v + begin, param16 + begin, end - begin, k);
+  });
+}
+
+}  // namespace
+
+void AdamWUpdate(float* param, const float* grad, float* m, float* v, int64_t n,
+                 const AdamWArgs& a) {
+  if (n <= 0) return;
+  const AdamWConsts k = MakeConsts(a);
   const auto fn = DT_ISA_SELECT(UpdateRange);
   ParallelFor(n, ThreadsFor(n), kAlign, [&](int64_t begin, int64_t end) {
     fn(param + begin, grad + begin, m + begin, v + begin, end - begin, k);
   });
+}
+
+void AdamWUpdateMixed(float* master, const uint16_t* grad16, float* m, float* v, uint16_t* param16,
+                      int64_t n, const AdamWArgs& a, HalfType type) {
+  if (n <= 0) return;
+  const AdamWConsts k = MakeConsts(a);
+  if (type == HalfType::kBf16) {
+    AdamWUpdateMixedT<HalfType::kBf16>(master, grad16, m, v, param16, n, k);
+  } else {
+    AdamWUpdateMixedT<HalfType::kF16>(master, grad16, m, v, param16, n, k);
+  }
 }
 
 }  // namespace dstrain::kernels

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cast/cast.h"
+#include "kernels/common/test_util.h"
 
 namespace dstrain::kernels {
 namespace {
@@ -90,6 +92,257 @@ TEST(Sgemm, TransposedOperands) {
   // op(A) = [[1,4],[2,5],[3,6]], op(B) = identity.
   EXPECT_EQ(c, (std::vector<float>{1, 4, 2, 5, 3, 6}));
 }
+
+// ---- bf16 ---------------------------------------------------------------------------------------
+// The float64 references use the bf16-rounded operands, so the only error left is the fp32
+// accumulation: products of two bf16 values are exact in fp32 (8-bit significands), and a sum of
+// K exact terms in any order and grouping, then scaled by alpha and added to beta·C, rounds at
+// most K + 2 times, each by at most 2^-24 relative. So, per element,
+//   |got − want| <= (K + 2) · 2^-24 · (|alpha| · Σ_k |a_ik · b_kj| + |beta · c_ij|),
+// with a 1% margin for the second-order terms of that bound.
+
+double Bf16Bound(int64_t terms, double magnitude) {
+  return 1.01 * static_cast<double>(terms + 2) * 0x1p-24 * magnitude;
+}
+
+std::vector<uint16_t> ToBf16(const std::vector<float>& x) {
+  std::vector<uint16_t> h(x.size());
+  FloatToHalf(HalfType::kBf16, h.data(), x.data(), static_cast<int64_t>(x.size()));
+  return h;
+}
+
+std::vector<double> Widen(const std::vector<uint16_t>& h) {
+  std::vector<float> f(h.size());
+  HalfToFloat(HalfType::kBf16, f.data(), h.data(), static_cast<int64_t>(h.size()));
+  return {f.begin(), f.end()};
+}
+
+// Round fp32 values through bf16 and back.
+std::vector<double> RoundedToBf16(const std::vector<float>& x) { return Widen(ToBf16(x)); }
+
+struct GemmCase {
+  bool trans_a, trans_b;
+  int64_t M, N, K;
+  float alpha, beta;
+};
+
+// C from GemmBf16 against the float64 reference; the padding past N in each row untouched.
+void CheckGemm(const GemmCase& c, const std::vector<double>& a, int64_t lda,
+               const std::vector<double>& b, int64_t ldb, const std::vector<float>& C0,
+               const std::vector<float>& C, int64_t ldc) {
+  const int64_t M = c.M, N = c.N, K = c.K;
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      double dot = 0, magnitude = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double x = c.trans_a ? a[k * lda + i] : a[i * lda + k];
+        const double y = c.trans_b ? b[j * ldb + k] : b[k * ldb + j];
+        dot += x * y;
+        magnitude += std::fabs(x * y);
+      }
+      const double c0 = c.beta == 0.f ? 0.0 : c.beta * static_cast<double>(C0[i * ldc + j]);
+      const double want = c.alpha * dot + c0;
+      const double tol = Bf16Bound(K, std::fabs(c.alpha) * magnitude + std::fabs(c0));
+      ASSERT_LE(std::fabs(C[i * ldc + j] - want), tol)
+          << "C[" << i << "," << j << "] = " << C[i * ldc + j] << ", want " << want;
+    }
+    for (int64_t j = N; j < ldc; ++j) {
+      ASSERT_EQ(std::memcmp(&C[i * ldc + j], &C0[i * ldc + j], sizeof(float)), 0)
+          << "wrote the padding at " << i << "," << j;
+    }
+  }
+}
+
+class GemmBf16Test : public ::testing::TestWithParam<GemmCase> {};
+
+TEST_P(GemmBf16Test, MatchesFloat64ReferenceWithinAccumulationBound) {
+  const GemmCase c = GetParam();
+  const int64_t M = c.M, N = c.N, K = c.K;
+  // Stored shapes, with row strides 3 larger than the rows (leading dimensions are honoured).
+  const int64_t a_rows = c.trans_a ? K : M, a_cols = c.trans_a ? M : K;
+  const int64_t b_rows = c.trans_b ? N : K, b_cols = c.trans_b ? K : N;
+  const int64_t lda = a_cols + 3, ldb = b_cols + 3, ldc = N + 3;
+  const auto a16 = ToBf16(testing::RandomFloats(a_rows * lda, 31));
+  const auto b16 = ToBf16(testing::RandomFloats(b_rows * ldb, 32));
+  const auto a = Widen(a16), b = Widen(b16);
+  std::vector<float> C = testing::RandomFloats(M * ldc, 33);
+  // beta == 0 must not read C: NaN there would show.
+  if (c.beta == 0.f) {
+    for (int64_t i = 0; i < M; ++i) {
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = NAN;
+    }
+  }
+  const std::vector<float> C0 = C;
+  for (Isa isa : testing::TestIsas()) {
+    SCOPED_TRACE(IsaName(isa));
+    ScopedMaxIsa cap(isa);  // below avx512: the widen-and-Sgemm path
+    C = C0;
+    GemmBf16(c.trans_a, c.trans_b, M, N, K, c.alpha, a16.data(), lda, b16.data(), ldb, c.beta,
+             C.data(), ldc);
+    ASSERT_NO_FATAL_FAILURE(CheckGemm(c, a, lda, b, ldb, C0, C, ldc));
+  }
+}
+
+std::vector<GemmCase> GemmCases() {
+  std::vector<GemmCase> cases;
+  const int64_t shapes[][3] = {{1, 1, 1}, {3, 17, 65}, {17, 3, 1}, {65, 33, 17}, {130, 67, 257}};
+  const float alpha_beta[][2] = {{1.f, 0.f}, {1.f, 1.f}, {-0.75f, 0.f}, {0.5f, 1.f}, {1.f, 0.5f}};
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      for (const auto& s : shapes) {
+        for (const auto& ab : alpha_beta) cases.push_back({ta, tb, s[0], s[1], s[2], ab[0], ab[1]});
+      }
+    }
+  }
+  return cases;
+}
+
+std::string GemmCaseName(const ::testing::TestParamInfo<GemmCase>& info) {
+  const GemmCase& c = info.param;
+  std::string name = std::string(c.trans_a ? "T" : "N") + (c.trans_b ? "T" : "N");
+  name += "_" + std::to_string(c.M) + "x" + std::to_string(c.N) + "x" + std::to_string(c.K);
+  name += "_case" + std::to_string(info.index);
+  return name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, GemmBf16Test, ::testing::ValuesIn(GemmCases()), GemmCaseName);
+
+TEST(GemmBf16, EmptyProductScalesC) {
+  std::vector<float> c = {1, 2, 3, 4};
+  GemmBf16(false, false, 2, 2, 0, 1.f, nullptr, 1, nullptr, 2, 0.5f, c.data(), 2);
+  EXPECT_EQ(c, (std::vector<float>{0.5f, 1.f, 1.5f, 2.f}));
+  GemmBf16(false, false, 2, 2, 0, 1.f, nullptr, 1, nullptr, 2, 0.f, c.data(), 2);
+  EXPECT_EQ(c, (std::vector<float>(4, 0.f)));
+}
+
+TEST(GemmBf16, RepeatedShapesAndManyShapesGiveTheSameResults) {
+  // The per-thread primitive cache: a reused primitive computes what a fresh one does, and a
+  // caller cycling through more shapes than the cache holds still gets right results.
+  const int64_t M = 9, N = 11, K = 13, kMaxRows = 80;
+  const auto a16 = ToBf16(testing::RandomFloats(kMaxRows * K, 34));
+  const auto b16 = ToBf16(testing::RandomFloats(K * N, 35));
+  std::vector<float> first(M * N), again(M * N);
+  GemmBf16(false, false, M, N, K, 1.f, a16.data(), K, b16.data(), N, 0.f, first.data(), N);
+  for (int64_t rows = 1; rows <= kMaxRows; ++rows) {  // more shapes than the cache keeps
+    std::vector<float> c(rows * N);
+    GemmBf16(false, false, rows, N, K, 1.f, a16.data(), K, b16.data(), N, 0.f, c.data(), N);
+  }
+  GemmBf16(false, false, M, N, K, 1.f, a16.data(), K, b16.data(), N, 0.f, again.data(), N);
+  EXPECT_TRUE(testing::BitwiseEqual(first, again));
+}
+
+// MatmulForwardBf16 against the float64 reference from the rounded operands.
+void CheckForward(const Shape& shape) {
+  const auto [M, K, N] = shape;
+  const auto x = testing::RandomFloats(M * K, 41), w = testing::RandomFloats(N * K, 42);
+  const auto b = testing::RandomFloats(N, 43);
+  const auto xr = RoundedToBf16(x), wr = RoundedToBf16(w);
+  for (bool with_bias : {true, false}) {
+    std::vector<float> out(M * N, NAN);  // overwritten
+    MatmulForwardBf16(out.data(), x.data(), w.data(), with_bias ? b.data() : nullptr, M, K, N);
+    double unrounded_worst = 0;  // how far the answer from fp32 operands is, in tolerances
+    for (int64_t i = 0; i < M; ++i) {
+      for (int64_t j = 0; j < N; ++j) {
+        double want = with_bias ? b[j] : 0.0, magnitude = std::fabs(want), exact = want;
+        for (int64_t k = 0; k < K; ++k) {
+          want += xr[i * K + k] * wr[j * K + k];
+          magnitude += std::fabs(xr[i * K + k] * wr[j * K + k]);
+          exact += double(x[i * K + k]) * w[j * K + k];
+        }
+        const double tol = Bf16Bound(K, magnitude);
+        ASSERT_LE(std::fabs(out[i * N + j] - want), tol) << i << "," << j;
+        unrounded_worst = std::max(unrounded_worst, std::fabs(exact - want) / tol);
+      }
+    }
+    // The test can tell bf16 from fp32 operands: without the rounding some element would be
+    // outside the bound (checked where K is large enough for rounding errors to add up).
+    if (K >= 16) {
+      EXPECT_GT(unrounded_worst, 1.0);
+    }
+  }
+}
+
+// MatmulBackwardBf16's three gradients over accumulating calls, and its null outputs.
+void CheckBackward(const Shape& shape) {
+  const auto [M, K, N] = shape;
+  const auto x = testing::RandomFloats(M * K, 44), w = testing::RandomFloats(N * K, 45);
+  const auto dout = testing::RandomFloats(M * N, 46);
+  const auto xr = RoundedToBf16(x), wr = RoundedToBf16(w), doutr = RoundedToBf16(dout);
+  // One step's products from the rounded operands, and the Σ|terms| of each.
+  std::vector<double> dx_want(M * K, 0.0), dx_mag(M * K, 0.0);
+  std::vector<double> dw_want(N * K, 0.0), dw_mag(N * K, 0.0), db_want(N, 0.0);
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      db_want[j] += dout[i * N + j];
+      for (int64_t k = 0; k < K; ++k) {
+        dx_want[i * K + k] += doutr[i * N + j] * wr[j * K + k];
+        dx_mag[i * K + k] += std::fabs(doutr[i * N + j] * wr[j * K + k]);
+        dw_want[j * K + k] += doutr[i * N + j] * xr[i * K + k];
+        dw_mag[j * K + k] += std::fabs(doutr[i * N + j] * xr[i * K + k]);
+      }
+    }
+  }
+  // Step s + 1 of an accumulation adds to a value of size up to s·Σ|terms|, so after s steps the
+  // bound on the error is (1 + 2 + ... + s) times one step's: 1, 3, 6.
+  std::vector<float> dx(M * K, 7.f), dw(N * K, 0.f), db(N, 0.f);
+  // Two micro-steps: dweight and dbias accumulate, dinp is overwritten.
+  for (int step = 0; step < 2; ++step) {
+    MatmulBackwardBf16(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), M, K, N);
+  }
+  for (int64_t i = 0; i < M * K; ++i) {
+    ASSERT_LE(std::fabs(dx[i] - dx_want[i]), Bf16Bound(N, dx_mag[i])) << "dinp " << i;
+  }
+  for (int64_t i = 0; i < N * K; ++i) {
+    ASSERT_LE(std::fabs(dw[i] - 2 * dw_want[i]), 3 * Bf16Bound(M, dw_mag[i])) << "dweight " << i;
+  }
+  // dbias sums the fp32 gradient, as MatmulBackward does (Tol above).
+  for (int64_t j = 0; j < N; ++j) ASSERT_NEAR(db[j], 2 * db_want[j], 2 * Tol(M)) << j;
+
+  // accumulate_dinp adds onto what is there.
+  MatmulBackwardBf16(dx.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), M, K, N,
+                     /*accumulate_dinp=*/true);
+  for (int64_t i = 0; i < M * K; ++i) {
+    ASSERT_LE(std::fabs(dx[i] - 2 * dx_want[i]), 3 * Bf16Bound(N, dx_mag[i])) << "dinp " << i;
+  }
+  // Null dinp and dbias are skipped; dweight still accumulates.
+  const std::vector<float> db_before = db;
+  MatmulBackwardBf16(nullptr, dw.data(), nullptr, dout.data(), x.data(), w.data(), M, K, N);
+  EXPECT_EQ(db, db_before);
+  for (int64_t i = 0; i < N * K; ++i) {
+    ASSERT_LE(std::fabs(dw[i] - 3 * dw_want[i]), 6 * Bf16Bound(M, dw_mag[i])) << "dweight " << i;
+  }
+}
+
+TEST(MatmulForwardBf16, EmptyInnerDimensionGivesTheBiasOrZeros) {
+  const float bias[] = {1.5f, -2.f, 3.f};
+  std::vector<float> out(6, NAN);
+  MatmulForwardBf16(out.data(), nullptr, nullptr, bias, 2, 0, 3);
+  EXPECT_EQ(out, (std::vector<float>{1.5f, -2.f, 3.f, 1.5f, -2.f, 3.f}));
+  MatmulForwardBf16(out.data(), nullptr, nullptr, nullptr, 2, 0, 3);
+  EXPECT_EQ(out, (std::vector<float>(6, 0.f)));
+}
+
+class MatmulBf16Test : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(MatmulBf16Test, ForwardRoundsOperandsAndAddsBias) {
+  for (Isa isa : testing::TestIsas()) {
+    SCOPED_TRACE(IsaName(isa));
+    ScopedMaxIsa cap(isa);  // below avx512: the widen-and-Sgemm path
+    ASSERT_NO_FATAL_FAILURE(CheckForward(GetParam()));
+  }
+}
+
+TEST_P(MatmulBf16Test, BackwardAccumulatesAndSkipsNullOutputs) {
+  for (Isa isa : testing::TestIsas()) {
+    SCOPED_TRACE(IsaName(isa));
+    ScopedMaxIsa cap(isa);
+    ASSERT_NO_FATAL_FAILURE(CheckBackward(GetParam()));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, MatmulBf16Test,
+                         ::testing::Values(Shape{1, 1, 1}, Shape{3, 5, 7}, Shape{17, 33, 65},
+                                           Shape{64, 256, 96}, Shape{130, 70, 200}));
 
 }  // namespace
 }  // namespace dstrain::kernels

@@ -620,8 +620,10 @@ absl::Status ResolveJob(json* e, const std::string& base_dir, const std::string&
   return absl::OkStatus();
 }
 
-void FillPrecision(const json& e, const NormalizeContext& ctx, JobSpec* spec) {
-  const json& f = e["fp16"];
+void FillPrecision(json* effective, const NormalizeContext& ctx, std::vector<std::string>* notes,
+                   JobSpec* spec) {
+  json& e = *effective;
+  json& f = e["fp16"];
   Fp16Config& fp16 = spec->fp16;
   fp16.enabled = f["enabled"].get<bool>();
   fp16.auto_cast = f["auto_cast"].get<bool>();
@@ -637,10 +639,20 @@ void FillPrecision(const json& e, const NormalizeContext& ctx, JobSpec* spec) {
                           "hysteresis", "consecutive_hysteresis"}) {
     any_dynamic |= ctx.given.count(absl::StrCat("fp16.", key)) > 0;
   }
-  // TODO(fp16): when fp16 is enabled without any dynamic key, the effective config must not
-  // print the five keys with their config defaults (that would change the scaler to 2^16 /
-  // hysteresis 2 when it is parsed again); print the scaler DeepSpeed really builds instead.
   fp16.dynamic_loss_args_given = fp16.enabled && any_dynamic;
+  // DeepSpeed's ZeRO path passes the dynamic keys to its scaler only when one of them is given;
+  // otherwise DynamicLossScaler() starts at 2^32 with hysteresis 1 (its window, floor and
+  // consecutive_hysteresis defaults equal the config's). The spec and the effective config show
+  // that scaler, so the printed config parses back to the same behaviour.
+  if (fp16.enabled && !any_dynamic && fp16.loss_scale == 0.0) {
+    fp16.initial_scale_power = 32;
+    fp16.hysteresis = 1;
+    f["initial_scale_power"] = 32;
+    f["hysteresis"] = 1;
+    notes->push_back(
+        "fp16: no dynamic loss-scale key given, so the scaler starts at 2^32 with hysteresis 1 "
+        "(DeepSpeed's ZeRO path; its docs say 2^16 and 2)");
+  }
   spec->bf16.enabled = e["bf16"]["enabled"].get<bool>();
   spec->bf16.immediate_grad_update = e["bf16"]["immediate_grad_update"].get<bool>();
 }
@@ -686,7 +698,7 @@ absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view sour
   DT_RETURN_IF_ERROR(ResolveModel(&e, base_dir, &spec.model));
   DT_RETURN_IF_ERROR(ResolveData(&e, base_dir, spec.model, &spec.data));
   DT_RETURN_IF_ERROR(ResolveJob(&e, base_dir, default_name, &spec.job));
-  FillPrecision(e, ctx, &spec);
+  FillPrecision(&e, ctx, &notes, &spec);
 
   spec.gradient_clipping = e["gradient_clipping"].get<double>();
   spec.steps_per_print = OptionalInt(e["steps_per_print"]);

@@ -316,6 +316,36 @@ std::vector<ValidRow> ValidRows() {
        }},
       {"ZeroOptimizationFalseIsStage0", [](json& j) { j["zero_optimization"] = false; },
        [](const JobSpec& s) { EXPECT_EQ(s.zero.stage, 0); }},
+      {"Bf16AliasEnables",
+       [](json& j) {
+         j["bfloat16"] = {{"enabled", true}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_TRUE(s.bf16.enabled);
+         EXPECT_FALSE(s.fp16.enabled);
+       }},
+      {"Fp16EnabledAlone",
+       [](json& j) {
+         j["fp16"] = {{"enabled", true}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_TRUE(s.fp16.enabled);
+         EXPECT_FALSE(s.fp16.dynamic_loss_args_given);
+         // The ZeRO scaler's own defaults apply, and the effective config says so.
+         EXPECT_EQ(s.fp16.initial_scale_power, 32);
+         EXPECT_EQ(s.fp16.hysteresis, 1);
+         EXPECT_EQ(s.effective["fp16"]["initial_scale_power"], 32);
+         EXPECT_EQ(s.effective["fp16"]["hysteresis"], 1);
+       }},
+      {"Fp16DynamicKeyGiven",
+       [](json& j) {
+         j["fp16"] = {{"enabled", true}, {"loss_scale_window", 500}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_TRUE(s.fp16.dynamic_loss_args_given);
+         EXPECT_EQ(s.fp16.initial_scale_power, 16);  // the config defaults now reach the scaler
+         EXPECT_EQ(s.fp16.hysteresis, 2);
+       }},
       {"ZeroOptimizationTrueIsStage1", [](json& j) { j["zero_optimization"] = true; },
        [](const JobSpec& s) { EXPECT_EQ(s.zero.stage, 1); }},
       {"ZeroStage2Keys",
@@ -537,16 +567,12 @@ std::vector<InvalidRow> InvalidRows() {
          j["bf16"] = {{"enabled", true}};
        },
        "fp16 and bf16 cannot both be enabled"},
-      {"Fp16NotYet",
+      {"Fp16MasterWeightsNotYet",
        [](json& j) {
-         j["fp16"] = {{"enabled", true}};
+         j["fp16"] = {{"enabled", true}, {"fp16_master_weights_and_grads", true}};
        },
-       "fp16.enabled: fp16 mixed precision is not supported yet"},
-      {"Bf16AliasNotYet",
-       [](json& j) {
-         j["bfloat16"] = {{"enabled", true}};
-       },
-       "bf16.enabled: bf16 mixed precision is not supported yet"},
+       "fp16.fp16_master_weights_and_grads: fp16 master weights and gradients is not supported "
+       "yet"},
       {"Bf16AndAlias",
        [](json& j) {
          j["bf16"] = {{"enabled", false}};
@@ -912,7 +938,9 @@ void ExpectSameSpec(const JobSpec& a, const JobSpec& b) {
   EXPECT_EQ(a.zero.overlap_comm, b.zero.overlap_comm);
   EXPECT_EQ(a.zero.reduce_bucket_size, b.zero.reduce_bucket_size);
   EXPECT_EQ(a.fp16.enabled, b.fp16.enabled);
-  EXPECT_EQ(a.fp16.dynamic_loss_args_given, b.fp16.dynamic_loss_args_given);
+  EXPECT_EQ(a.fp16.initial_scale_power, b.fp16.initial_scale_power);
+  EXPECT_EQ(a.fp16.hysteresis, b.fp16.hysteresis);
+  EXPECT_EQ(a.fp16.loss_scale_window, b.fp16.loss_scale_window);
   EXPECT_EQ(a.bf16.enabled, b.bf16.enabled);
   EXPECT_EQ(a.model.n_layer, b.model.n_layer);
   EXPECT_EQ(a.model.padded_vocab_size, b.model.padded_vocab_size);

@@ -18,9 +18,9 @@ constexpr FeatureSwitch kSwitches[] = {
     {"tensor_parallel", "tensor parallelism", false},
     {"use_data_before_expert_parallelism", "mixture-of-experts parallelism", false},
     // Mixed precision.
-    {"fp16.enabled", "fp16 mixed precision", false},
+    {"fp16.enabled", "fp16 mixed precision", true},
     {"fp16.fp16_master_weights_and_grads", "fp16 master weights and gradients", false},
-    {"bf16.enabled", "bf16 mixed precision", false},
+    {"bf16.enabled", "bf16 mixed precision", true},
     {"amp.enabled", "NVIDIA apex AMP", false},
     {"data_types.grad_accum_dtype", "gradient accumulation in a dtype other than fp32", false},
     {"communication_data_type", "gradient communication in a dtype other than fp32", false},

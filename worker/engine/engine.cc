@@ -1,6 +1,7 @@
 #include "worker/engine/engine.h"
 
 #include <cmath>
+#include <limits>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -8,6 +9,7 @@
 #include "kernels/adamw/adamw.h"
 #include "kernels/residual/residual.h"
 #include "worker/model/llmc_format.h"
+#include "worker/precision/loss_scaler.h"
 
 namespace dstrain::engine {
 
@@ -20,8 +22,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
   std::unique_ptr<Engine> e(new Engine(std::move(model), spec, allocator, dp, std::move(schedule)));
   e->comm_options_ = comm_options;
   const int64_t total = e->model_->layout().total();
+  // Mixed precision: 16-bit parameters and gradients, fp32 master weights; bf16 runs its
+  // matrix products in bf16 (oneDNN), fp16 widens to fp32 for them (no fp16 GEMM on most CPUs).
+  const DType storage =
+      spec.fp16.enabled ? DType::kF16 : (spec.bf16.enabled ? DType::kBF16 : DType::kF32);
+  e->model_->set_bf16_matmuls(spec.bf16.enabled);
+  e->scaler_ = std::make_unique<precision::LossScaler>(
+      spec.fp16.enabled ? precision::LossScalerOptions::FromConfig(spec.fp16)
+                        : precision::LossScalerOptions::Static(1.0));
   DT_ASSIGN_OR_RETURN(e->zero_, zero::ZeroState::Create(e->model_->layout(), spec.zero, dp,
-                                                        comm_options, allocator));
+                                                        comm_options, allocator, storage));
   // The initial parameters pass through one full flat buffer on every rank; ZeroState keeps
   // what its stage keeps (stage 3: this rank's chunks only) and the buffer is freed.
   DT_ASSIGN_OR_RETURN(Tensor initial,
@@ -68,10 +78,12 @@ absl::StatusOr<std::vector<float>> Engine::GatherParams(bool keep) {
 absl::StatusOr<float> Engine::Forward(const int32_t* inputs, const int32_t* targets) {
   const int B = static_cast<int>(spec_.train_micro_batch_size_per_gpu);
   const int T = spec_.data.seq_len;
-  // DeepSpeed divides the loss by gradient_accumulation_steps before backward; the fused
-  // cross-entropy backward takes that factor together with the 1/(B·T) of the mean.
-  const float dloss =
-      1.f / (static_cast<float>(B) * T * static_cast<float>(spec_.gradient_accumulation_steps));
+  // DeepSpeed divides the loss by gradient_accumulation_steps before backward and multiplies it
+  // by the loss scale (fp16); the fused cross-entropy backward takes those factors together
+  // with the 1/(B·T) of the mean.
+  const float dloss = static_cast<float>(
+      scaler_->scale() /
+      (static_cast<double>(B) * T * static_cast<double>(spec_.gradient_accumulation_steps)));
   zero_->BeginMicroBatch();
   DT_ASSIGN_OR_RETURN(float loss, model_->Forward(*zero_, inputs, targets, B, T, dloss));
   forward_pending_ = true;
@@ -100,23 +112,39 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
   // 1: reduce-scatter to the owning ranks; stages 2-3 reduced during backward).
   DT_RETURN_IF_ERROR(zero_->ReduceGradients());
 
-  // Phase 2: global gradient norm and the clipping factor (torch.nn.utils.clip_grad_norm_:
-  // coef = max_norm / (norm + 1e-6), applied only when below 1).
+  // Phase 2: global gradient norm, overflow check and clipping factor. The sum of squares is of
+  // the loss-scaled gradients, agreed over all ranks; an inf or NaN anywhere is an overflow
+  // (fp16: expected now and then; bf16: a real problem, but DeepSpeed skips it too). Clipping is
+  // torch.nn.utils.clip_grad_norm_'s rule, coef = max_norm / (norm + 1e-6) when below 1, on the
+  // unscaled norm.
   StepStats stats;
+  stats.loss_scale = scaler_->scale();
   DT_ASSIGN_OR_RETURN(const double squared_norm, zero_->GradSquaredNorm());
-  stats.grad_norm = std::sqrt(squared_norm);
-  if (spec_.gradient_clipping > 0.0) {
+  const bool overflow = zero_->mixed() && !std::isfinite(squared_norm);
+  stats.grad_norm = overflow ? std::numeric_limits<double>::infinity()
+                             : std::sqrt(squared_norm) / stats.loss_scale;
+  if (spec_.gradient_clipping > 0.0 && !overflow) {
     const double coef = spec_.gradient_clipping / (stats.grad_norm + 1e-6);
     if (coef < 1.0) stats.clip_coef = coef;
+  }
+  if (overflow) {
+    // DeepSpeed's skipped step: no update, no scheduler step, gradients dropped; the scaler
+    // backs off (or fails the job at its floor).
+    DT_RETURN_IF_ERROR(scaler_->Update(/*overflow=*/true));
+    zero_->SkipStep();
+    stats.skipped = true;
+    ++skipped_steps_;
+    stats.lr = schedule_->Lr(applied_steps_);
+    return FinishStepStats(stats);
   }
 
   // Phase 3: the optimizer update, with the clip factor fused into the gradient read.
   const config::OptimizerConfig& opt = spec_.optimizer;
-  const int64_t t = global_steps_ + 1;  // Adam's step count, 1-based
-  stats.lr = schedule_->Lr(global_steps_);
+  const int64_t t = applied_steps_ + 1;  // Adam's step count, 1-based: skipped steps not counted
+  stats.lr = schedule_->Lr(applied_steps_);
   // OneCycle cycles beta1 (and pins beta2 to 0.99) as DeepSpeed's scheduler does.
-  const double beta1 = schedule_->Beta1(global_steps_).value_or(opt.beta1);
-  const double beta2 = schedule_->Beta2(global_steps_).value_or(opt.beta2);
+  const double beta1 = schedule_->Beta1(applied_steps_).value_or(opt.beta1);
+  const double beta2 = schedule_->Beta2(applied_steps_).value_or(opt.beta2);
   kernels::AdamWArgs args;
   args.lr = stats.lr;
   args.beta1 = beta1;
@@ -126,12 +154,19 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
   args.bias_correction1 = opt.bias_correction ? 1.0 - std::pow(beta1, double(t)) : 1.0;
   args.bias_correction2 = opt.bias_correction ? 1.0 - std::pow(beta2, double(t)) : 1.0;
   args.adamw_mode = opt.adam_w_mode;
-  args.grad_scale = stats.clip_coef;
+  args.grad_scale = stats.clip_coef / stats.loss_scale;
   zero_->AdamW(args);
 
   // Phase 4: bring every rank's parameters up to date (stages 1-2 all-gather the updated chunks),
-  // zero the gradients. The reported loss is the mean over all ranks.
+  // zero the gradients, let the loss scaler grow after its window.
   DT_RETURN_IF_ERROR(zero_->FinishStep());
+  DT_RETURN_IF_ERROR(scaler_->Update(/*overflow=*/false));
+  ++applied_steps_;
+  return FinishStepStats(stats);
+}
+
+absl::StatusOr<std::optional<StepStats>> Engine::FinishStepStats(StepStats stats) {
+  // The reported loss is the mean over the micro-batches and all ranks.
   stats.loss = loss_sum_ / micro_step_;
   if (dp_ != nullptr && dp_->size() > 1) {
     float loss = static_cast<float>(stats.loss);

@@ -24,6 +24,7 @@
 #include "worker/config/config.h"
 #include "worker/engine/lr_schedule.h"
 #include "worker/model/gpt.h"
+#include "worker/precision/loss_scaler.h"
 #include "worker/tensor/tensor.h"
 #include "worker/zero/zero_state.h"
 
@@ -35,8 +36,8 @@ struct StepStats {
   double lr = 0.0;          // learning rate this step used
   double grad_norm = 0.0;   // global L2 norm of the gradients before clipping
   double clip_coef = 1.0;   // factor the gradients were multiplied by (1 = not clipped)
-  double loss_scale = 1.0;  // fp32: always 1
-  bool skipped = false;     // fp32: never
+  double loss_scale = 1.0;  // the scale this step's gradients carried (fp16; else 1)
+  bool skipped = false;     // an overflow skipped the update (mixed precision)
 };
 
 class Engine {
@@ -70,11 +71,14 @@ class Engine {
   absl::StatusOr<std::vector<float>> GatherParams(bool keep = true);
   zero::ZeroState& zero() { return *zero_; }
   int64_t global_steps() const { return global_steps_; }
+  int64_t skipped_steps() const { return skipped_steps_; }
   int micro_steps_in_step() const { return micro_step_; }
+  const precision::LossScaler& loss_scaler() const { return *scaler_; }
   const config::JobSpec& spec() const { return spec_; }
   Allocator* allocator() const { return allocator_; }
 
  private:
+  absl::StatusOr<std::optional<StepStats>> FinishStepStats(StepStats stats);
   Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec, Allocator* allocator,
          Communicator* dp, std::unique_ptr<LrSchedule> schedule);
 
@@ -85,6 +89,9 @@ class Engine {
   CommOptions comm_options_;  // timeout of every collective
   std::unique_ptr<LrSchedule> schedule_;
   std::unique_ptr<zero::ZeroState> zero_;
+  std::unique_ptr<precision::LossScaler> scaler_;
+  int64_t applied_steps_ = 0;  // optimizer updates taken: the scheduler's and Adam's step count
+  int64_t skipped_steps_ = 0;  // overflowed steps
   int64_t global_steps_ = 0;
   int micro_step_ = 0;     // micro-batches accumulated since the last optimizer step
   double loss_sum_ = 0.0;  // their losses

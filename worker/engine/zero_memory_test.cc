@@ -19,21 +19,22 @@ using testing::Batch;
 using testing::RunOnRanks;
 using testing::SmallGptSpec;
 
-class ZeroMemoryTest : public ::testing::TestWithParam<std::tuple<int, int>> {};
+class ZeroMemoryTest : public ::testing::TestWithParam<std::tuple<int, int, bool>> {};
 
 TEST_P(ZeroMemoryTest, AllocatorMatchesTheEstimate) {
-  const auto [world, stage] = GetParam();
+  const auto [world, stage, bf16] = GetParam();
   const std::string extra =
       R"(, "reduce_bucket_size": 3000, "overlap_comm": true,
          "stage3_param_persistence_threshold": 0, "stage3_max_live_parameters": 6000,
          "stage3_max_reuse_distance": 0)";
-  const config::JobSpec spec = SmallGptSpec(world, stage, /*gas=*/2, /*clip=*/1.0, extra);
+  const config::JobSpec spec = SmallGptSpec(world, stage, /*gas=*/2, /*clip=*/1.0, extra, 20,
+                                            bf16 ? R"(, "bf16": {"enabled": true})" : "");
   const model::GptConfig shape = testing::ModelShape(spec);
   auto layout = model::ParamLayout::ForGpt(shape);
   ASSERT_THAT(layout, IsOk());
   const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu), T = spec.data.seq_len;
   const zero::MemoryEstimate want =
-      zero::EstimateMemory(*layout, shape, spec.zero, stage, world, B, T);
+      zero::EstimateMemory(*layout, shape, spec.zero, stage, world, B, T, bf16);
   std::vector<MemoryStats> stats(world);
   RunOnRanks(world, [&](int r, Communicator* comm) {
     CpuAllocator alloc;
@@ -51,7 +52,7 @@ TEST_P(ZeroMemoryTest, AllocatorMatchesTheEstimate) {
     stats[r] = alloc.Stats();
   });
   for (int r = 0; r < world; ++r) {
-    SCOPED_TRACE(absl::StrCat("rank ", r, " of ", world, ", stage ", stage));
+    SCOPED_TRACE(absl::StrCat("rank ", r, " of ", world, ", stage ", stage, bf16 ? ", bf16" : ""));
     const MemoryStats& s = stats[r];
     EXPECT_EQ(s.current[int(MemoryCategory::kParams)], want.params);
     EXPECT_EQ(s.current[int(MemoryCategory::kGrads)], want.grads);
@@ -61,11 +62,11 @@ TEST_P(ZeroMemoryTest, AllocatorMatchesTheEstimate) {
     EXPECT_LE(s.peak[int(MemoryCategory::kCommBuffers)], want.comm_buffers_peak);
     EXPECT_LE(s.peak[int(MemoryCategory::kGatheredParams)], want.gathered_params_peak);
     if (stage >= 2 && world > 1) EXPECT_GT(s.peak[int(MemoryCategory::kCommBuffers)], 0);
-    if (stage == 3) EXPECT_GT(s.peak[int(MemoryCategory::kGatheredParams)], 0);
+    if (stage == 3 || bf16) EXPECT_GT(s.peak[int(MemoryCategory::kGatheredParams)], 0);
     // Partitioning pays: each stage holds less than the one before at world > 1.
     if (world > 1 && stage > 0) {
       const zero::MemoryEstimate prev =
-          zero::EstimateMemory(*layout, shape, spec.zero, stage - 1, world, B, T);
+          zero::EstimateMemory(*layout, shape, spec.zero, stage - 1, world, B, T, bf16);
       EXPECT_LT(want.model_states(), prev.model_states());
     }
   }
@@ -73,10 +74,11 @@ TEST_P(ZeroMemoryTest, AllocatorMatchesTheEstimate) {
 
 INSTANTIATE_TEST_SUITE_P(WorldsAndStages, ZeroMemoryTest,
                          ::testing::Combine(::testing::Values(1, 2, 4),
-                                            ::testing::Values(0, 1, 2, 3)),
+                                            ::testing::Values(0, 1, 2, 3), ::testing::Bool()),
                          [](const auto& info) {
                            return absl::StrCat("world", std::get<0>(info.param), "_stage",
-                                               std::get<1>(info.param));
+                                               std::get<1>(info.param),
+                                               std::get<2>(info.param) ? "_bf16" : "");
                          });
 
 }  // namespace

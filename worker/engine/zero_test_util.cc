@@ -9,7 +9,8 @@
 namespace dstrain::engine::testing {
 
 config::JobSpec SmallGptSpec(int world, int stage, int gas, double clip,
-                             const std::string& zero_extra, int steps) {
+                             const std::string& zero_extra, int steps,
+                             const std::string& top_extra) {
   const std::string json = absl::StrFormat(
       R"({"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": %d,
           "gradient_clipping": %g,
@@ -18,8 +19,8 @@ config::JobSpec SmallGptSpec(int world, int stage, int gas, double clip,
           "model": {"type": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 24, "vocab_size": 37,
                     "block_size": 8, "init_seed": 7},
           "data": {"train": "x_*.bin", "seq_len": 8},
-          "job": {"train_steps": %d, "world_size": %d}})",
-      gas, clip, stage, zero_extra, steps, world);
+          "job": {"train_steps": %d, "world_size": %d} %s})",
+      gas, clip, stage, zero_extra, steps, world, top_extra);
   auto spec = config::ParseJobSpec(json, "/tmp");
   EXPECT_TRUE(spec.ok()) << spec.status() << "\n" << json;
   return spec.ok() ? *spec : config::JobSpec();

@@ -15,9 +15,11 @@
 namespace dstrain::engine::testing {
 
 // A small GPT job (2 layers, C 24, vocabulary 37: no module size divides by any world size),
-// micro-batch 2 x 8 tokens, AdamW lr 1e-2 with weight decay.
+// micro-batch 2 x 8 tokens, AdamW lr 1e-2 with weight decay. `zero_extra` adds keys to
+// zero_optimization, `top_extra` top-level blocks (e.g. `, "bf16": {"enabled": true}`).
 config::JobSpec SmallGptSpec(int world, int stage, int gas, double clip,
-                             const std::string& zero_extra = "", int steps = 20);
+                             const std::string& zero_extra = "", int steps = 20,
+                             const std::string& top_extra = "");
 model::GptConfig ModelShape(const config::JobSpec& spec);
 
 // Micro-batch `micro` of rank `rank` at step `step`: sequences that follow a rule the model can

@@ -113,6 +113,25 @@ struct ModuleView {
 
 }  // namespace
 
+void Gpt::LinearForward(float* out, const float* inp, const float* weight, const float* bias,
+                        int64_t M, int64_t K, int64_t N) const {
+  if (bf16_matmuls_) {
+    k::MatmulForwardBf16(out, inp, weight, bias, M, K, N);
+  } else {
+    k::MatmulForward(out, inp, weight, bias, M, K, N);
+  }
+}
+
+void Gpt::LinearBackward(float* dinp, float* dweight, float* dbias, const float* dout,
+                         const float* inp, const float* weight, int64_t M, int64_t K,
+                         int64_t N) const {
+  if (bf16_matmuls_) {
+    k::MatmulBackwardBf16(dinp, dweight, dbias, dout, inp, weight, M, K, N);
+  } else {
+    k::MatmulBackward(dinp, dweight, dbias, dout, inp, weight, M, K, N);
+  }
+}
+
 absl::StatusOr<float> Gpt::Forward(const float* params, const int32_t* tokens,
                                    const int32_t* targets, int B, int T, float dloss) {
   FlatParamAccess access(layout_, params);
@@ -179,15 +198,15 @@ absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,
     float* residual3 = a.residual3.data<float>() + l * btc;    // (B,T,C)
 
     k::LayerNormForward(ln1, ln1_mean, ln1_rstd, x, w(p.ln1w), w(p.ln1b), BT, C);
-    k::MatmulForward(qkv, ln1, w(p.qkvw), w(p.qkvb), BT, C, 3 * C);
+    LinearForward(qkv, ln1, w(p.qkvw), w(p.qkvb), BT, C, 3 * C);
     k::AttentionForward(atty, att, qkv, B, T, C, NH);
     // attproj goes straight into residual2, then the skip connection is added in place.
-    k::MatmulForward(residual2, atty, w(p.attprojw), w(p.attprojb), BT, C, C);
+    LinearForward(residual2, atty, w(p.attprojw), w(p.attprojb), BT, C, C);
     k::AddInPlace(residual2, x, btc);
     k::LayerNormForward(ln2, ln2_mean, ln2_rstd, residual2, w(p.ln2w), w(p.ln2b), BT, C);
-    k::MatmulForward(fch, ln2, w(p.fcw), w(p.fcb), BT, C, 4 * C);
+    LinearForward(fch, ln2, w(p.fcw), w(p.fcb), BT, C, 4 * C);
     k::GeluForward(fch_gelu, fch, BT * 4 * C);
-    k::MatmulForward(residual3, fch_gelu, w(p.fcprojw), w(p.fcprojb), BT, 4 * C, C);
+    LinearForward(residual3, fch_gelu, w(p.fcprojw), w(p.fcprojb), BT, 4 * C, C);
     k::AddInPlace(residual3, residual2, btc);
     DT_RETURN_IF_ERROR(access.ReleaseParams(block_modules_[l], Pass::kForward));
   }
@@ -199,8 +218,8 @@ absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,
     const float* last = a.residual3.data<float>() + (L - 1) * btc;
     k::LayerNormForward(a.lnf.data<float>(), a.lnf_mean.data<float>(), a.lnf_rstd.data<float>(),
                         last, fin(offsets_.lnfw), fin(offsets_.lnfb), BT, C);
-    k::MatmulForward(a.logits.data<float>(), a.lnf.data<float>(), emb(offsets_.wte), nullptr, BT, C,
-                     Vp);
+    LinearForward(a.logits.data<float>(), a.lnf.data<float>(), emb(offsets_.wte), nullptr, BT, C,
+                  Vp);
     DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kForward));
     DT_RETURN_IF_ERROR(access.ReleaseParams(final_module_, Pass::kForward));
   }
@@ -243,8 +262,8 @@ absl::Status Gpt::Backward(ParamAccess& access) {
     DT_ASSIGN_OR_RETURN(auto emb, params_of(embedding_module_));
     DT_ASSIGN_OR_RETURN(auto dfin, grads_of(final_module_));
     // Head: dlnf = dlogits · wte; dwte += dlogitsᵀ · lnf. dlnf lands in dbtc.
-    k::MatmulBackward(dbtc, demb(offsets_.wte), nullptr, a.logits.data<float>(),
-                      a.lnf.data<float>(), emb(offsets_.wte), BT, C, Vp);
+    LinearBackward(dbtc, demb(offsets_.wte), nullptr, a.logits.data<float>(), a.lnf.data<float>(),
+                   emb(offsets_.wte), BT, C, Vp);
     DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kBackward));
     // Final LayerNorm: its input is the last residual stream; the stream gradient starts here.
     k::Fill(dstream, btc, 0.f);
@@ -275,17 +294,17 @@ absl::Status Gpt::Backward(ParamAccess& access) {
     float* dqkv = a.dqkv.data<float>();            // (B,T,3C)
 
     // MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2)))).
-    k::MatmulBackward(dfch_gelu, dw(p.fcprojw), dw(p.fcprojb), dstream, fch_gelu, w(p.fcprojw), BT,
-                      4 * C, C);
+    LinearBackward(dfch_gelu, dw(p.fcprojw), dw(p.fcprojb), dstream, fch_gelu, w(p.fcprojw), BT,
+                   4 * C, C);
     k::GeluBackward(dfch, fch, dfch_gelu, BT * 4 * C);
-    k::MatmulBackward(dbtc, dw(p.fcw), dw(p.fcb), dfch, ln2, w(p.fcw), BT, C, 4 * C);
+    LinearBackward(dbtc, dw(p.fcw), dw(p.fcb), dfch, ln2, w(p.fcw), BT, C, 4 * C);
     k::LayerNormBackward(dstream, dw(p.ln2w), dw(p.ln2b), dbtc, residual2, w(p.ln2w),
                          a.ln2_mean.data<float>() + l * BT, a.ln2_rstd.data<float>() + l * BT, BT,
                          C);
     // Attention branch: residual2 = x + attproj(attn(qkv(ln1(x)))).
-    k::MatmulBackward(dbtc, dw(p.attprojw), dw(p.attprojb), dstream, atty, w(p.attprojw), BT, C, C);
+    LinearBackward(dbtc, dw(p.attprojw), dw(p.attprojb), dstream, atty, w(p.attprojw), BT, C, C);
     k::AttentionBackward(dqkv, a.att_scratch.data<float>(), dbtc, qkv, att, B, T, C, NH);
-    k::MatmulBackward(dbtc, dw(p.qkvw), dw(p.qkvb), dqkv, ln1, w(p.qkvw), BT, C, 3 * C);
+    LinearBackward(dbtc, dw(p.qkvw), dw(p.qkvb), dqkv, ln1, w(p.qkvw), BT, C, 3 * C);
     k::LayerNormBackward(dstream, dw(p.ln1w), dw(p.ln1b), dbtc, x, w(p.ln1w),
                          a.ln1_mean.data<float>() + l * BT, a.ln1_rstd.data<float>() + l * BT, BT,
                          C);

@@ -26,6 +26,10 @@ class Gpt {
   static absl::StatusOr<std::unique_ptr<Gpt>> Create(const GptConfig& config, Allocator* allocator);
 
   const GptConfig& config() const { return config_; }
+
+  // Runs every matrix product with bf16 operands and fp32 accumulation (bf16 mixed precision;
+  // about twice the fp32 rate on CPUs with AVX-512 BF16). Default: fp32.
+  void set_bf16_matmuls(bool on) { bf16_matmuls_ = on; }
   const ParamLayout& layout() const { return layout_; }
 
   // GPT-2 initialisation, deterministic from `seed`: N(0, 0.02) weights and embeddings,
@@ -85,6 +89,11 @@ class Gpt {
 
   Gpt(const GptConfig& config, ParamLayout layout, Allocator* allocator);
   absl::Status EnsureActivations(int B, int T);
+  // The linear layers, in fp32 or bf16 per set_bf16_matmuls.
+  void LinearForward(float* out, const float* inp, const float* weight, const float* bias,
+                     int64_t M, int64_t K, int64_t N) const;
+  void LinearBackward(float* dinp, float* dweight, float* dbias, const float* dout,
+                      const float* inp, const float* weight, int64_t M, int64_t K, int64_t N) const;
 
   GptConfig config_;
   ParamLayout layout_;
@@ -94,6 +103,7 @@ class Gpt {
   Allocator* allocator_;
   Activations acts_;
   bool backward_ready_ = false;
+  bool bf16_matmuls_ = false;
 };
 
 }  // namespace dstrain::model

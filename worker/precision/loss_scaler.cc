@@ -10,11 +10,6 @@ namespace dstrain::precision {
 LossScalerOptions LossScalerOptions::FromConfig(const config::Fp16Config& fp16) {
   LossScalerOptions o;
   if (fp16.loss_scale > 0) return Static(fp16.loss_scale);
-  if (!fp16.dynamic_loss_args_given) {
-    o.initial_scale = std::ldexp(1.0, 32);
-    o.hysteresis = 1;
-    return o;  // window 1000, min 1, no consecutive hysteresis: DynamicLossScaler()'s defaults
-  }
   o.initial_scale = std::ldexp(1.0, fp16.initial_scale_power);
   o.window = fp16.loss_scale_window;
   o.hysteresis = fp16.hysteresis;

@@ -29,9 +29,9 @@ struct LossScalerOptions {
   bool consecutive_hysteresis = false;
   double min_scale = 1.0;
 
-  // From the fp16 block with DeepSpeed's ZeRO-path quirk: the dynamic keys reach the scaler only
-  // when at least one is given; otherwise it starts at 2^32 with hysteresis 1
-  // (deepspeed-semantics.md §1.5).
+  // From the fp16 block. DeepSpeed's ZeRO-path quirk (without any dynamic key the scaler starts
+  // at 2^32 with hysteresis 1, deepspeed-semantics.md §1.5) is applied by the config layer,
+  // which writes those values into the block.
   static LossScalerOptions FromConfig(const config::Fp16Config& fp16);
   // bf16 and fp32: a static scale of 1.
   static LossScalerOptions Static(double scale);

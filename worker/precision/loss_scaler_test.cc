@@ -110,22 +110,18 @@ TEST(LossScaler, StaticScaleNeverMoves) {
   EXPECT_EQ(s.overflows(), 17);
 }
 
-// The ZeRO-path quirk: without any dynamic key the scaler is DynamicLossScaler() with its own
-// defaults (2^32, hysteresis 1), not the documented 2^16 / 2.
-TEST(LossScaler, ZeroPathDefaultsWithoutDynamicKeys) {
+// The block's values reach the scaler (the config layer has already applied DeepSpeed's
+// 2^32 / hysteresis 1 quirk when no dynamic key was given: config_test Fp16EnabledAlone).
+TEST(LossScaler, OptionsFromTheFp16Block) {
   config::Fp16Config fp16;
   fp16.enabled = true;
-  LossScalerOptions o = LossScalerOptions::FromConfig(fp16);
-  EXPECT_EQ(o.initial_scale, std::ldexp(1.0, 32));
-  EXPECT_EQ(o.hysteresis, 1);
-  EXPECT_EQ(o.window, 1000);
-  fp16.dynamic_loss_args_given = true;
   fp16.initial_scale_power = 12;
   fp16.hysteresis = 3;
   fp16.loss_scale_window = 50;
   fp16.min_loss_scale = 0.25;
   fp16.consecutive_hysteresis = true;
-  o = LossScalerOptions::FromConfig(fp16);
+  const LossScalerOptions o = LossScalerOptions::FromConfig(fp16);
+  EXPECT_TRUE(o.dynamic);
   EXPECT_EQ(o.initial_scale, 4096);
   EXPECT_EQ(o.hysteresis, 3);
   EXPECT_EQ(o.window, 50);

@@ -189,10 +189,12 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
   }
   absl::FPrintF(log,
                 "dstrain train: %s | GPT L=%d H=%d C=%d V=%d T=%d | %.2fM parameters | "
-                "micro-batch %d x %d tokens, accumulation %d, %d rank(s), %d threads each\n",
+                "micro-batch %d x %d tokens, accumulation %d, %d rank(s), %d threads each, "
+                "ZeRO stage %d, %s\n",
                 spec.job.name.empty() ? "job" : spec.job.name, spec.model.n_layer,
                 spec.model.n_head, spec.model.n_embd, spec.model.vocab_size, T, num_params / 1e6, B,
-                T, gas, threads);
+                T, gas, spec.data_parallel_size, threads, spec.zero.stage,
+                spec.bf16.enabled ? "bf16" : (spec.fp16.enabled ? "fp16" : "fp32"));
   absl::FPrintF(log, "data: %s (%d tokens)%s\n", spec.data.train, train_source->num_tokens(),
                 val_loader ? absl::StrCat(", val ", spec.data.val) : "");
 
@@ -259,10 +261,14 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     if (step % print_every == 0 || step == 1 || last || val_loss >= 0) {
       absl::FPrintF(log,
                     "step %*d/%d | loss %.4f | lr %.3e | norm %.3f | %.1f ms | %.0f tok/s | "
-                    "mem %s, peak %.1f MB%s\n",
+                    "mem %s, peak %.1f MB%s%s\n",
                     static_cast<int>(std::to_string(spec.job.train_steps).size()), step,
                     spec.job.train_steps, stats->loss, stats->lr, stats->grad_norm, secs * 1e3,
                     tok_s, DescribeMemory(mem), mem.total_peak / 1e6,
+                    spec.fp16.enabled
+                        ? absl::StrFormat(" | scale %g%s", stats->loss_scale,
+                                          stats->skipped ? " (overflow: skipped)" : "")
+                        : "",
                     val_loss >= 0 ? absl::StrFormat(" | val loss %.4f", val_loss) : "");
       std::fflush(log);
     }

@@ -22,44 +22,60 @@ int64_t GptActivationBytes(const model::GptConfig& c, int B, int T) {
 }
 
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
-                              const config::ZeroConfig& zero, int stage, int world, int B, int T) {
+                              const config::ZeroConfig& zero, int stage, int world, int B, int T,
+                              bool mixed) {
   MemoryEstimate e;
   e.stage = stage;
   e.world = world;
+  e.mixed = mixed;
   // The same cut ZeroState::Create makes.
   const Partition p = stage == 0   ? Partition::Build(layout, 1, 0, int64_t{1} << 62)
                       : stage <= 2 ? Partition::Build(layout, world, 0, zero.reduce_bucket_size)
                                    : Partition::Build(layout, world, 0, 1);
-  e.params = 4 * (stage == 3 ? p.owned_total() : p.padded_total());
-  e.grads = 4 * (stage >= 2 ? p.owned_total() : p.padded_total());
-  e.optimizer_state = 8 * p.owned_total();
+  const int64_t half = mixed ? 2 : 4;  // bytes of a stored parameter or gradient
+  e.params = half * (stage == 3 ? p.owned_total() : p.padded_total());
+  e.grads = half * (stage >= 2 ? p.owned_total() : p.padded_total());
+  e.optimizer_state = (mixed ? 12 : 8) * p.owned_total();  // (master weights,) m, v
   e.activations = GptActivationBytes(model, B, T);
+
+  // The largest unit besides the one holding the embedding, and likewise for modules.
+  const int emb_module = layout.Find("wte")->module;
+  const int emb = p.unit_of_module(emb_module);
+  int64_t largest_unit = 0, largest_module = 0;
+  for (int u = 0; u < static_cast<int>(p.units().size()); ++u) {
+    if (u != emb) largest_unit = std::max(largest_unit, p.padded_numel(u));
+  }
+  const auto& modules = layout.modules();
+  auto module_floats = [&](int m) {
+    const int64_t end =
+        m + 1 < static_cast<int>(modules.size()) ? modules[m + 1].offset : layout.total();
+    return end - modules[m].offset;
+  };
+  for (int m = 0; m < static_cast<int>(modules.size()); ++m) {
+    if (m != emb_module) largest_module = std::max(largest_module, module_floats(m));
+  }
+  // Modules in use at once: the head needs final and embedding, backward a block and the
+  // embedding's gradients.
+  const int64_t in_use_modules = module_floats(emb_module) + largest_module;
   if (stage >= 2) {
     // The unit holding the embedding stays filled through backward (the tied head adds to wte
     // first, the encoder last); besides it one unit fills while up to two reduce (overlap_comm)
     // or none does.
-    const int emb = p.unit_of_module(layout.Find("wte")->module);
-    int64_t largest_other = 0;
-    for (int u = 0; u < static_cast<int>(p.units().size()); ++u) {
-      if (u != emb) largest_other = std::max(largest_other, p.padded_numel(u));
-    }
-    e.comm_buffers_peak = 4 * (p.padded_numel(emb) + (zero.overlap_comm ? 3 : 1) * largest_other);
+    e.comm_buffers_peak = half * (p.padded_numel(emb) + (zero.overlap_comm ? 3 : 1) * largest_unit);
   }
+  if (mixed) e.comm_buffers_peak += 4 * in_use_modules;  // fp32 gradient scratch per module
   if (stage == 3) {
-    // Modules in use at once (the head needs final and embedding, backward a block and the
-    // embedding), plus whatever prefetching and reuse keep within stage3_max_live_parameters.
-    const int emb = p.unit_of_module(layout.Find("wte")->module);
-    int64_t largest_other = 0;
-    for (int u = 0; u < static_cast<int>(p.units().size()); ++u) {
-      if (u != emb) largest_other = std::max(largest_other, p.padded_numel(u));
-    }
-    const int64_t in_use = p.padded_numel(emb) + largest_other;
+    // Gathered units in use, plus whatever prefetching and reuse keep within
+    // stage3_max_live_parameters.
+    const int64_t in_use = p.padded_numel(emb) + largest_unit;
     e.gathered_params_peak =
-        4 * std::min(p.padded_total(), std::max(in_use, zero.max_live_parameters + in_use));
+        half * std::min(p.padded_total(), std::max(in_use, zero.max_live_parameters + in_use));
   }
+  if (mixed) e.gathered_params_peak += 4 * in_use_modules;  // fp32 widenings for compute
   const double n = layout.num_parameters(), N = world;
-  const double per_param[] = {16, 8 + 8 / N, 4 + 12 / N, 16 / N};
-  e.paper_model_states = n * per_param[stage];
+  const double fp32[] = {16, 8 + 8 / N, 4 + 12 / N, 16 / N};
+  const double half_precision[] = {16, 4 + 12 / N, 2 + 14 / N, 16 / N};
+  e.paper_model_states = n * (mixed ? half_precision : fp32)[stage];
   return e;
 }
 
@@ -82,7 +98,9 @@ std::string DescribeEstimates(const std::vector<MemoryEstimate>& estimates,
   row("grads", [](const MemoryEstimate& e) { return double(e.grads); });
   row("optimizer_state", [](const MemoryEstimate& e) { return double(e.optimizer_state); });
   row("model states", [](const MemoryEstimate& e) { return double(e.model_states()); });
-  row("  ZeRO paper (fp32 Adam)", [](const MemoryEstimate& e) { return e.paper_model_states; });
+  row(estimates.empty() || !estimates[0].mixed ? "  ZeRO paper (fp32 Adam)"
+                                               : "  ZeRO paper (mixed, K=12)",
+      [](const MemoryEstimate& e) { return e.paper_model_states; });
   row("activations", [](const MemoryEstimate& e) { return double(e.activations); });
   row("comm_buffers (at most)",
       [](const MemoryEstimate& e) { return double(e.comm_buffers_peak); });

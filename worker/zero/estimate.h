@@ -3,7 +3,8 @@
 // they include the 64-byte alignment of every parameter and the padding of every rank's chunk.
 // DeepSpeed's estimate_zero{2,3}_model_states_mem_needs gives formulas; the ZeRO paper's
 // (fp32 Adam: 16 bytes per parameter; stage 1: 8 + 8/N; stage 2: 4 + 12/N; stage 3: 16/N) come
-// along for comparison.
+// along for comparison, and for mixed precision (2-byte parameters and gradients, fp32 master
+// weights and moments: K = 12): 16, 4 + 12/N, 2 + 14/N, 16/N.
 #pragma once
 
 #include <cstdint>
@@ -24,8 +25,9 @@ struct MemoryEstimate {
   int64_t activations = 0;  // one micro-batch's forward and backward (exact)
   // Upper bounds of the transient buffers: stage 2/3 gradient buckets, stage 3 gathered modules.
   int64_t comm_buffers_peak = 0, gathered_params_peak = 0;
-  // The ZeRO paper's model-state bytes for fp32 Adam at this stage and world size.
+  // The ZeRO paper's model-state bytes at this stage, world size and precision.
   double paper_model_states = 0;
+  bool mixed = false;
   int64_t model_states() const { return params + grads + optimizer_state; }
 };
 
@@ -33,9 +35,10 @@ struct MemoryEstimate {
 // scratch sized for the kernels' current thread count (as the trainer sizes it).
 int64_t GptActivationBytes(const model::GptConfig& config, int B, int T);
 
-// The estimate for stage `stage` at `world` data-parallel ranks.
+// The estimate for stage `stage` at `world` data-parallel ranks; `mixed`: bf16 or fp16 storage.
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
-                              const config::ZeroConfig& zero, int stage, int world, int B, int T);
+                              const config::ZeroConfig& zero, int stage, int world, int B, int T,
+                              bool mixed = false);
 
 // A table of every stage for the job, as `dstrain estimate` prints it.
 std::string DescribeEstimates(const std::vector<MemoryEstimate>& estimates, int64_t num_parameters);

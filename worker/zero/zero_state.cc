@@ -1,11 +1,13 @@
 #include "worker/zero/zero_state.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/status/status_macros.h"
+#include "kernels/cast/cast.h"
 #include "kernels/residual/residual.h"
 
 namespace dstrain::zero {
@@ -44,10 +46,14 @@ std::vector<bool> PersistentUnits(const model::ParamLayout& layout, const Partit
 absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(const model::ParamLayout& layout,
                                                              const config::ZeroConfig& config,
                                                              Communicator* dp, CommOptions comm,
-                                                             Allocator* allocator) {
+                                                             Allocator* allocator, DType storage) {
   if (config.stage < 0 || config.stage > 3) {
     return absl::InvalidArgumentError(
         absl::StrCat("zero_optimization.stage: ", config.stage, " is not 0, 1, 2 or 3"));
+  }
+  if (storage != DType::kF32 && storage != DType::kBF16 && storage != DType::kF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("parameter storage must be f32, bf16 or f16, not ", DTypeName(storage)));
   }
   const int world = dp != nullptr ? dp->size() : 1;
   const int rank = dp != nullptr ? dp->rank() : 0;
@@ -65,18 +71,22 @@ absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(const model::ParamL
       break;
   }
   std::unique_ptr<ZeroState> z(
-      new ZeroState(layout, config, dp, comm, allocator, std::move(partition)));
+      new ZeroState(layout, config, dp, comm, allocator, std::move(partition), storage));
   const Partition& p = z->partition_;
   if (config.stage == 3) {
     const std::vector<bool> persistent = PersistentUnits(layout, p, config);
     for (size_t u = 0; u < persistent.size(); ++u) z->units_[u].persistent = persistent[u];
   }
-  const int64_t param_floats = config.stage == 3 ? p.owned_total() : p.padded_total();
-  const int64_t grad_floats = config.stage >= 2 ? p.owned_total() : p.padded_total();
-  DT_ASSIGN_OR_RETURN(
-      z->params_, Tensor::Zeros(allocator, DType::kF32, {param_floats}, MemoryCategory::kParams));
+  const int64_t param_elems = config.stage == 3 ? p.owned_total() : p.padded_total();
+  const int64_t grad_elems = config.stage >= 2 ? p.owned_total() : p.padded_total();
+  DT_ASSIGN_OR_RETURN(z->params_,
+                      Tensor::Zeros(allocator, storage, {param_elems}, MemoryCategory::kParams));
   DT_ASSIGN_OR_RETURN(z->grads_,
-                      Tensor::Zeros(allocator, DType::kF32, {grad_floats}, MemoryCategory::kGrads));
+                      Tensor::Zeros(allocator, storage, {grad_elems}, MemoryCategory::kGrads));
+  if (z->mixed()) {
+    DT_ASSIGN_OR_RETURN(z->master_, Tensor::Zeros(allocator, DType::kF32, {p.owned_total()},
+                                                  MemoryCategory::kOptimizerState));
+  }
   DT_ASSIGN_OR_RETURN(z->exp_avg_, Tensor::Zeros(allocator, DType::kF32, {p.owned_total()},
                                                  MemoryCategory::kOptimizerState));
   DT_ASSIGN_OR_RETURN(z->exp_avg_sq_, Tensor::Zeros(allocator, DType::kF32, {p.owned_total()},
@@ -85,14 +95,17 @@ absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(const model::ParamL
 }
 
 ZeroState::ZeroState(const model::ParamLayout& layout, const config::ZeroConfig& config,
-                     Communicator* dp, CommOptions comm, Allocator* allocator, Partition partition)
+                     Communicator* dp, CommOptions comm, Allocator* allocator, Partition partition,
+                     DType storage)
     : layout_(layout),
       config_(config),
       dp_(dp),
       comm_(comm),
       allocator_(allocator),
       partition_(std::move(partition)),
-      units_(partition_.units().size()) {}
+      units_(partition_.units().size()),
+      storage_(storage),
+      modules_(layout.modules().size()) {}
 
 ZeroState::~ZeroState() {
   // A collective still in flight writes into buffers about to be freed: wait for it first.
@@ -109,6 +122,23 @@ absl::Status ZeroState::Wait(std::unique_ptr<Work>& work) {
   return status;
 }
 
+int64_t ZeroState::ModuleFloats(int module) const {
+  const auto& modules = layout_.modules();
+  const int64_t end =
+      module + 1 < static_cast<int>(modules.size()) ? modules[module + 1].offset : layout_.total();
+  return end - modules[module].offset;
+}
+
+int64_t ZeroState::ParamChunk(const Unit& unit) const {
+  return config_.stage == 3 ? unit.owned_offset
+                            : unit.padded_offset + partition_.rank() * unit.chunk;
+}
+
+int64_t ZeroState::GradChunk(const Unit& unit) const {
+  return config_.stage >= 2 ? unit.owned_offset
+                            : unit.padded_offset + partition_.rank() * unit.chunk;
+}
+
 absl::Status ZeroState::SetParams(float* flat) {
   if (distributed()) {
     const int64_t n = layout_.total();
@@ -116,23 +146,57 @@ absl::Status ZeroState::SetParams(float* flat) {
     DT_RETURN_IF_ERROR(work->Wait());
     traffic_.broadcast += n * 4 * (dp_->size() - 1) / dp_->size();
   }
-  if (config_.stage == 3) {
-    partition_.FlatToOwned(flat, params_.data<float>());
-  } else {
-    partition_.FlatToPadded(flat, params_.data<float>());
+  if (!mixed()) {
+    if (config_.stage == 3) {
+      partition_.FlatToOwned(flat, params_.data<float>());
+    } else {
+      partition_.FlatToPadded(flat, params_.data<float>());
+    }
+    return absl::OkStatus();
   }
+  // Mixed: the master weights take this rank's chunks; the 16-bit working copy is their
+  // rounding, in the layout its stage keeps.
+  partition_.FlatToOwned(flat, master_.data<float>());
+  const int64_t n = config_.stage == 3 ? partition_.owned_total() : partition_.padded_total();
+  std::vector<float> staged(n);
+  if (config_.stage == 3) {
+    std::copy(master_.data<float>(), master_.data<float>() + n, staged.data());
+  } else {
+    partition_.FlatToPadded(flat, staged.data());
+  }
+  kernels::FloatToHalf(half(), params_.data<uint16_t>(), staged.data(), n);
   return absl::OkStatus();
 }
 
 absl::Status ZeroState::GetParams(float* flat) {
-  if (config_.stage < 3) {
+  if (!mixed() && config_.stage < 3) {
     if (flat != nullptr) partition_.PaddedToFlat(params_.data<float>(), flat);
     return absl::OkStatus();
   }
+  if (!mixed()) {
+    for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
+      DT_RETURN_IF_ERROR(EnsureGathered(u));
+      if (flat != nullptr) partition_.UnitToFlat(u, units_[u].gathered.data<float>(), flat);
+      if (units_[u].users == 0 && !units_[u].persistent) DropGathered(u);
+    }
+    return absl::OkStatus();
+  }
+  // Mixed: the fp32 master weights, one unit's chunks gathered at a time.
   for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
-    DT_RETURN_IF_ERROR(EnsureGathered(u));
-    if (flat != nullptr) partition_.UnitToFlat(u, units_[u].gathered.data<float>(), flat);
-    if (units_[u].users == 0 && !units_[u].persistent) DropGathered(u);
+    const Unit& unit = partition_.units()[u];
+    const int64_t n = partition_.padded_numel(u);
+    float* mine = master_.data<float>() + unit.owned_offset;
+    DT_ASSIGN_OR_RETURN(Tensor whole,
+                        Tensor::Empty(allocator_, DType::kF32, {n}, MemoryCategory::kCommBuffers));
+    if (distributed() && config_.stage > 0) {
+      DT_ASSIGN_OR_RETURN(
+          auto work, dp_->AllGather(F32(mine, unit.chunk), F32(whole.data<float>(), n), comm_));
+      DT_RETURN_IF_ERROR(work->Wait());
+      traffic_.all_gather += int64_t{4} * unit.chunk * (world() - 1);
+    } else {
+      std::memcpy(whole.data<float>(), mine, n * sizeof(float));
+    }
+    if (flat != nullptr) partition_.UnitToFlat(u, whole.data<float>(), flat);
   }
   return absl::OkStatus();
 }
@@ -143,15 +207,40 @@ absl::StatusOr<const float*> ZeroState::AcquireParams(int module, model::Pass) {
   const int u = partition_.unit_of_module(module);
   const Unit& unit = partition_.units()[u];
   const int64_t off = layout_.modules()[module].offset - unit.begin;
-  if (config_.stage < 3) return params_.data<float>() + unit.padded_offset + off;
-  Trace(u);
-  DT_RETURN_IF_ERROR(EnsureGathered(u));
-  ++units_[u].users;
-  DT_RETURN_IF_ERROR(Prefetch());
-  return units_[u].gathered.data<float>() + off;
+  UnitState& s = units_[u];
+  if (config_.stage == 3) {
+    Trace(u);
+    DT_RETURN_IF_ERROR(EnsureGathered(u));
+    ++s.users;
+    DT_RETURN_IF_ERROR(Prefetch());
+  }
+  if (!mixed()) {
+    return config_.stage == 3 ? s.gathered.data<float>() + off
+                              : params_.data<float>() + unit.padded_offset + off;
+  }
+  // Mixed: the model computes on an fp32 widening of the module, made on first use.
+  ModuleState& ms = modules_[module];
+  if (ms.users++ == 0) {
+    const void* source = config_.stage == 3
+                             ? static_cast<const char*>(s.gathered.raw()) + off * elem()
+                             : At(params_, unit.padded_offset + off);
+    DT_ASSIGN_OR_RETURN(ms.widened, Tensor::Empty(allocator_, DType::kF32, {ModuleFloats(module)},
+                                                  MemoryCategory::kGatheredParams));
+    kernels::HalfToFloat(half(), ms.widened.data<float>(), static_cast<const uint16_t*>(source),
+                         ms.widened.numel());
+  }
+  return ms.widened.data<float>();
 }
 
 absl::Status ZeroState::ReleaseParams(int module, model::Pass) {
+  if (mixed()) {
+    ModuleState& ms = modules_[module];
+    if (ms.users <= 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ReleaseParams: module ", layout_.modules()[module].name, " is not acquired"));
+    }
+    if (--ms.users == 0) ms.widened = Tensor();
+  }
   if (config_.stage < 3) return absl::OkStatus();
   const int u = partition_.unit_of_module(module);
   UnitState& s = units_[u];
@@ -167,6 +256,13 @@ absl::StatusOr<float*> ZeroState::AcquireGrads(int module) {
   const int u = partition_.unit_of_module(module);
   const Unit& unit = partition_.units()[u];
   const int64_t off = layout_.modules()[module].offset - unit.begin;
+  if (mixed()) {
+    // The model accumulates in fp32; ReleaseGrads rounds into the 16-bit gradients.
+    Tensor& scratch = modules_[module].grad_scratch;
+    DT_ASSIGN_OR_RETURN(scratch, Tensor::Zeros(allocator_, DType::kF32, {ModuleFloats(module)},
+                                               MemoryCategory::kCommBuffers));
+    return scratch.data<float>();
+  }
   if (config_.stage < 2) return grads_.data<float>() + unit.padded_offset + off;
   UnitState& s = units_[u];
   if (!s.bucket.defined()) {
@@ -178,10 +274,31 @@ absl::StatusOr<float*> ZeroState::AcquireGrads(int module) {
 }
 
 absl::Status ZeroState::ReleaseGrads(int module) {
-  if (config_.stage < 2) return absl::OkStatus();
   const int u = partition_.unit_of_module(module);
   const Unit& unit = partition_.units()[u];
   UnitState& s = units_[u];
+  if (mixed()) {
+    Tensor& scratch = modules_[module].grad_scratch;
+    if (!scratch.defined()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ReleaseGrads: gradients of module ", layout_.modules()[module].name, " not acquired"));
+    }
+    const int64_t off = layout_.modules()[module].offset - unit.begin;
+    uint16_t* dst;
+    if (config_.stage < 2) {
+      dst = static_cast<uint16_t*>(At(grads_, unit.padded_offset + off));
+    } else {
+      if (!s.bucket.defined()) {
+        DT_ASSIGN_OR_RETURN(s.bucket,
+                            Tensor::Zeros(allocator_, storage_, {partition_.padded_numel(u)},
+                                          MemoryCategory::kCommBuffers));
+      }
+      dst = static_cast<uint16_t*>(At(s.bucket, off));
+    }
+    kernels::AccumulateIntoHalf(half(), dst, scratch.data<float>(), scratch.numel());
+    scratch = Tensor();
+  }
+  if (config_.stage < 2) return absl::OkStatus();
   if (++s.grads_released < unit.end_module - unit.first_module) return absl::OkStatus();
   s.grads_released = 0;
   DT_RETURN_IF_ERROR(LaunchReduce(u));
@@ -208,12 +325,11 @@ absl::Status ZeroState::LaunchReduce(int u) {
   s.reduced = true;
   if (!distributed()) return absl::OkStatus();  // the bucket already is the whole (own) chunk
   const Unit& unit = partition_.units()[u];
-  float* bucket = s.bucket.data<float>();
   DT_ASSIGN_OR_RETURN(s.reduce,
-                      dp_->ReduceScatter(F32(bucket, partition_.padded_numel(u)),
-                                         F32(bucket + partition_.rank() * unit.chunk, unit.chunk),
+                      dp_->ReduceScatter(Buf(s.bucket, 0, partition_.padded_numel(u)),
+                                         Buf(s.bucket, partition_.rank() * unit.chunk, unit.chunk),
                                          ReduceOp::kAvg, comm_));
-  traffic_.reduce_scatter += int64_t{4} * unit.chunk * (world() - 1);
+  traffic_.reduce_scatter += static_cast<int64_t>(elem()) * unit.chunk * (world() - 1);
   return absl::OkStatus();
 }
 
@@ -222,8 +338,17 @@ absl::Status ZeroState::CollectReduce(int u) {
   DT_RETURN_IF_ERROR(Wait(s.reduce));
   const Unit& unit = partition_.units()[u];
   // grads_ is zero at the start of a step, so the first micro-batch's add is an exact copy.
-  kernels::AddInPlace(grads_.data<float>() + unit.owned_offset,
-                      s.bucket.data<float>() + partition_.rank() * unit.chunk, unit.chunk);
+  if (mixed()) {
+    std::vector<float> chunk(unit.chunk);
+    kernels::HalfToFloat(half(), chunk.data(),
+                         static_cast<const uint16_t*>(At(s.bucket, partition_.rank() * unit.chunk)),
+                         unit.chunk);
+    kernels::AccumulateIntoHalf(half(), static_cast<uint16_t*>(At(grads_, unit.owned_offset)),
+                                chunk.data(), unit.chunk);
+  } else {
+    kernels::AddInPlace(grads_.data<float>() + unit.owned_offset,
+                        s.bucket.data<float>() + partition_.rank() * unit.chunk, unit.chunk);
+  }
   s.bucket = Tensor();
   s.reduced = false;
   return absl::OkStatus();
@@ -263,42 +388,41 @@ absl::Status ZeroState::FinishBackward() {
 
 absl::Status ZeroState::ReduceGradients() {
   if (!distributed() || config_.stage >= 2) return absl::OkStatus();  // 2, 3: done in backward
-  float* grads = grads_.data<float>();
   const int n = dp_->size();
   if (config_.stage == 0) {
     const int64_t count = partition_.padded_total();
-    DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(F32(grads, count), ReduceOp::kAvg, comm_));
-    traffic_.all_reduce += int64_t{4} * count * 2 * (n - 1) / n;
+    DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(Buf(grads_, 0, count), ReduceOp::kAvg, comm_));
+    traffic_.all_reduce += static_cast<int64_t>(elem()) * count * 2 * (n - 1) / n;
     return work->Wait();
   }
   // Stage 1: each unit's full gradients reduce-scatter in place; this rank keeps its chunk.
   for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
     const Unit& unit = partition_.units()[u];
-    float* base = grads + unit.padded_offset;
-    DT_ASSIGN_OR_RETURN(units_[u].reduce,
-                        dp_->ReduceScatter(F32(base, partition_.padded_numel(u)),
-                                           F32(base + partition_.rank() * unit.chunk, unit.chunk),
-                                           ReduceOp::kAvg, comm_));
-    traffic_.reduce_scatter += int64_t{4} * unit.chunk * (n - 1);
+    DT_ASSIGN_OR_RETURN(
+        units_[u].reduce,
+        dp_->ReduceScatter(Buf(grads_, unit.padded_offset, partition_.padded_numel(u)),
+                           Buf(grads_, GradChunk(unit), unit.chunk), ReduceOp::kAvg, comm_));
+    traffic_.reduce_scatter += static_cast<int64_t>(elem()) * unit.chunk * (n - 1);
   }
   for (UnitState& s : units_) DT_RETURN_IF_ERROR(Wait(s.reduce));
   return absl::OkStatus();
 }
 
 absl::StatusOr<double> ZeroState::GradSquaredNorm() {
-  const float* grads = grads_.data<float>();
+  auto sum_squares = [&](int64_t first, int64_t count) {
+    if (!mixed()) return kernels::SumSquares(grads_.data<float>() + first, count);
+    return kernels::SumSquaresHalf(half(), static_cast<const uint16_t*>(At(grads_, first)), count);
+  };
   double local = 0.0;
   if (config_.stage == 0) {
-    local = kernels::SumSquares(grads, partition_.padded_total());
+    local = sum_squares(0, partition_.padded_total());
   } else if (config_.stage == 1) {
-    for (const Unit& unit : partition_.units()) {
-      local += kernels::SumSquares(grads + unit.padded_offset + partition_.rank() * unit.chunk,
-                                   unit.chunk);
-    }
+    for (const Unit& unit : partition_.units()) local += sum_squares(GradChunk(unit), unit.chunk);
   } else {
-    local = kernels::SumSquares(grads, partition_.owned_total());
+    local = sum_squares(0, partition_.owned_total());
   }
   if (config_.stage == 0 || !distributed()) return local;
+  // inf and NaN survive the sum, so every rank sees any rank's overflow.
   float sum = static_cast<float>(local);
   DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(F32(&sum, 1), ReduceOp::kSum, comm_));
   DT_RETURN_IF_ERROR(work->Wait());
@@ -307,19 +431,34 @@ absl::StatusOr<double> ZeroState::GradSquaredNorm() {
 }
 
 void ZeroState::AdamW(const kernels::AdamWArgs& args) {
-  float* params = params_.data<float>();
-  float* grads = grads_.data<float>();
   float* m = exp_avg_.data<float>();
   float* v = exp_avg_sq_.data<float>();
-  if (config_.stage == 3) {
-    kernels::AdamWUpdate(params, grads, m, v, partition_.owned_total(), args);
+  if (!mixed() && config_.stage == 3) {
+    kernels::AdamWUpdate(params_.data<float>(), grads_.data<float>(), m, v,
+                         partition_.owned_total(), args);
     return;
   }
   for (const Unit& unit : partition_.units()) {
-    const int64_t mine = unit.padded_offset + partition_.rank() * unit.chunk;
-    const float* g = config_.stage == 2 ? grads + unit.owned_offset : grads + mine;
-    kernels::AdamWUpdate(params + mine, g, m + unit.owned_offset, v + unit.owned_offset, unit.chunk,
-                         args);
+    const int64_t o = unit.owned_offset;
+    if (mixed()) {
+      kernels::AdamWUpdateMixed(master_.data<float>() + o,
+                                static_cast<const uint16_t*>(At(grads_, GradChunk(unit))), m + o,
+                                v + o, static_cast<uint16_t*>(At(params_, ParamChunk(unit))),
+                                unit.chunk, args, half());
+    } else {
+      kernels::AdamWUpdate(params_.data<float>() + ParamChunk(unit),
+                           grads_.data<float>() + GradChunk(unit), m + o, v + o, unit.chunk, args);
+    }
+  }
+}
+
+void ZeroState::SkipStep() { grads_.SetZero(); }
+
+void ZeroState::PoisonGradientsForTesting() {
+  if (!mixed()) {
+    grads_.data<float>()[0] = std::numeric_limits<float>::infinity();
+  } else {
+    grads_.data<uint16_t>()[0] = storage_ == DType::kF16 ? 0x7C00 : 0x7F80;  // +inf
   }
 }
 
@@ -337,14 +476,13 @@ absl::Status ZeroState::FinishStep() {
   }
   if (config_.stage == 0 || !distributed()) return absl::OkStatus();
   // Stages 1, 2: every rank updated its chunks; all-gather them in place.
-  float* params = params_.data<float>();
   for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
     const Unit& unit = partition_.units()[u];
-    float* base = params + unit.padded_offset;
-    DT_ASSIGN_OR_RETURN(units_[u].gather,
-                        dp_->AllGather(F32(base + partition_.rank() * unit.chunk, unit.chunk),
-                                       F32(base, partition_.padded_numel(u)), comm_));
-    traffic_.all_gather += int64_t{4} * unit.chunk * (world() - 1);
+    DT_ASSIGN_OR_RETURN(
+        units_[u].gather,
+        dp_->AllGather(Buf(params_, ParamChunk(unit), unit.chunk),
+                       Buf(params_, unit.padded_offset, partition_.padded_numel(u)), comm_));
+    traffic_.all_gather += static_cast<int64_t>(elem()) * unit.chunk * (world() - 1);
   }
   for (UnitState& s : units_) DT_RETURN_IF_ERROR(Wait(s.gather));
   return absl::OkStatus();
@@ -367,16 +505,15 @@ absl::Status ZeroState::StartGather(int u) {
   const Unit& unit = partition_.units()[u];
   const int64_t n = partition_.padded_numel(u);
   DT_ASSIGN_OR_RETURN(s.gathered,
-                      Tensor::Empty(allocator_, DType::kF32, {n}, MemoryCategory::kGatheredParams));
+                      Tensor::Empty(allocator_, storage_, {n}, MemoryCategory::kGatheredParams));
   live_floats_ += n;
-  float* mine = params_.data<float>() + unit.owned_offset;
   if (!distributed()) {
-    std::memcpy(s.gathered.data<float>(), mine, n * sizeof(float));
+    std::memcpy(s.gathered.raw(), At(params_, unit.owned_offset), n * elem());
     return absl::OkStatus();
   }
-  DT_ASSIGN_OR_RETURN(
-      s.gather, dp_->AllGather(F32(mine, unit.chunk), F32(s.gathered.data<float>(), n), comm_));
-  traffic_.all_gather += int64_t{4} * unit.chunk * (world() - 1);
+  DT_ASSIGN_OR_RETURN(s.gather, dp_->AllGather(Buf(params_, unit.owned_offset, unit.chunk),
+                                               Buf(s.gathered, 0, n), comm_));
+  traffic_.all_gather += static_cast<int64_t>(elem()) * unit.chunk * (world() - 1);
   return absl::OkStatus();
 }
 
@@ -395,7 +532,7 @@ void ZeroState::DropGathered(int u) {
 
 // Prefetch along the trace: the next units not yet gathered, while the all-gathers in flight
 // stay within stage3_prefetch_bucket_size and everything gathered within
-// stage3_max_live_parameters.
+// stage3_max_live_parameters (both counted in parameters, as DeepSpeed does).
 absl::Status ZeroState::Prefetch() {
   if (!training_ || trace_state_ != TraceState::kComplete || trace_broken_) return absl::OkStatus();
   int64_t in_flight = 0;

@@ -1,7 +1,7 @@
 // ZeroState: where the parameters, gradients and optimizer state of one data-parallel rank live
-// for ZeRO stages 0–3, and the collectives that keep the ranks in step.
+// for ZeRO stages 0–3, in fp32 or mixed precision, and the collectives that keep the ranks in step.
 //
-//   stage | parameters            | gradients                  | Adam moments | at the boundary
+//   stage | parameters            | gradients                  | Adam state   | at the boundary
 //   0     | full                  | full, all-reduced          | full         | -
 //   1     | full                  | full, reduce-scattered     | own chunks   | all-gather params
 //   2     | full                  | own chunks; each unit is   | own chunks   | all-gather params
@@ -16,14 +16,21 @@
 // plain data parallelism). Averaging is over the data-parallel ranks (ReduceOp::kAvg), as
 // DeepSpeed divides by the data-parallel world size.
 //
+// Mixed precision (bf16 or fp16): parameters and gradients are stored, communicated and
+// accumulated in 16 bits; fp32 master weights join the Adam moments as optimizer state (so the
+// ZeRO paper's 2 + 2 + 12 bytes per parameter). The model still computes in fp32 on widened
+// copies of the modules it is running (gathered_params), and its gradients land in an fp32
+// scratch per module that is rounded into the 16-bit gradients when the module is done
+// (comm_buffers). The 16-bit sum of squares is the overflow check (inf/NaN) as well as the norm.
+//
 // The model reaches parameters and gradients through the ParamAccess interface, which is what
 // lets stage 3 gather a module just before it runs, prefetch the next ones along the order it
 // recorded in the first micro-batch (re-recorded when the order changes), keep small modules
 // resident, and free the rest, within stage3_max_live_parameters.
 //
 // Memory goes through the allocator by category: params, grads, optimizer_state (the ZeRO model
-// states), comm_buffers (stage 2/3 gradient buckets), gathered_params (stage 3 gathered modules).
-// Not thread-safe; one engine drives it.
+// states), comm_buffers (gradient buckets and scratch), gathered_params (modules gathered or
+// widened for compute). Not thread-safe; one engine drives it.
 #pragma once
 
 #include <cstdint>
@@ -54,21 +61,26 @@ struct TrafficStats {
 class ZeroState final : public model::ParamAccess {
  public:
   // `dp` may be null (one rank). Errors: kResourceExhausted when memory runs out.
+  // `storage` is the parameter and gradient dtype: kF32, or kBF16 / kF16 for mixed precision.
   static absl::StatusOr<std::unique_ptr<ZeroState>> Create(const model::ParamLayout& layout,
                                                            const config::ZeroConfig& config,
                                                            Communicator* dp, CommOptions comm,
-                                                           Allocator* allocator);
+                                                           Allocator* allocator,
+                                                           DType storage = DType::kF32);
   ~ZeroState() override;
 
   int stage() const { return config_.stage; }
+  DType storage() const { return storage_; }
+  bool mixed() const { return storage_ != DType::kF32; }
   const Partition& partition() const { return partition_; }
 
   // Takes the initial parameters from `flat` (layout().total() floats on every rank; rank 0's
   // values win: DeepSpeed broadcasts them so "all ranks start equal" is a fact, not an
   // assumption). Collective.
   absl::Status SetParams(float* flat);
-  // Writes the full parameters into `flat`. Collective in stage 3: every rank must call, and a
-  // rank that does not want them passes null (it then holds one gathered module at a time).
+  // Writes the full fp32 parameters (mixed precision: the master weights) into `flat`.
+  // Collective in stage 3 and, mixed, from stage 1 on: every rank must call, and a rank that
+  // does not want them passes null (it then holds one unit at a time).
   absl::Status GetParams(float* flat);
 
   // The step's phases, in order. BeginMicroBatch before each training Forward; FinishBackward
@@ -77,10 +89,16 @@ class ZeroState final : public model::ParamAccess {
   void BeginMicroBatch();
   absl::Status FinishBackward();
   absl::Status ReduceGradients();
-  // Sum of squares of the averaged gradients over all ranks (collective from stage 1 on).
+  // Sum of squares of the averaged gradients over all ranks (collective from stage 1 on); inf or
+  // NaN when any rank's gradients hold an inf or NaN (the overflow check).
   absl::StatusOr<double> GradSquaredNorm();
+  // The update; args.grad_scale unscales (1 / loss scale) and clips.
   void AdamW(const kernels::AdamWArgs& args);
   absl::Status FinishStep();
+  // An overflowed step: drop the gradients, keep everything else.
+  void SkipStep();
+  // Makes this rank's first gradient inf, as an fp16 overflow would (tests of the skip path).
+  void PoisonGradientsForTesting();
 
   // Forward passes outside training (evaluation) neither record nor follow the stage-3 trace.
   void SetTraining(bool training) { training_ = training; }
@@ -106,15 +124,28 @@ class ZeroState final : public model::ParamAccess {
     int grads_released = 0;        // modules of the unit whose gradients are complete
     std::unique_ptr<Work> reduce;  // the bucket's reduce-scatter in flight
     bool reduced = false;          // launched, not yet added into grads_
-    // Stage 3.
-    Tensor gathered;               // the unit's full padded parameters, when gathered
+    // Stage 3: the unit's full padded parameters (storage dtype), when gathered.
+    Tensor gathered;
     std::unique_ptr<Work> gather;  // its all-gather in flight (a prefetch)
     int users = 0;                 // acquisitions not yet released
     bool persistent = false;       // kept gathered (small modules)
   };
 
   ZeroState(const model::ParamLayout& layout, const config::ZeroConfig& config, Communicator* dp,
-            CommOptions comm, Allocator* allocator, Partition partition);
+            CommOptions comm, Allocator* allocator, Partition partition, DType storage);
+  kernels::HalfType half() const {
+    return storage_ == DType::kF16 ? kernels::HalfType::kF16 : kernels::HalfType::kBf16;
+  }
+  size_t elem() const { return DTypeSize(storage_); }
+  // Element i of a storage-dtype tensor.
+  void* At(Tensor& t, int64_t i) const { return static_cast<char*>(t.raw()) + i * elem(); }
+  CommBuffer Buf(Tensor& t, int64_t i, int64_t count) const {
+    return CommBuffer{At(t, i), count, storage_};
+  }
+  int64_t ModuleFloats(int module) const;
+  // Where this rank's chunk of unit u sits in params_ / grads_ (element offsets).
+  int64_t ParamChunk(const Unit& unit) const;
+  int64_t GradChunk(const Unit& unit) const;
   int world() const { return partition_.world(); }
   bool distributed() const { return dp_ != nullptr && dp_->size() > 1; }
   absl::Status Wait(std::unique_ptr<Work>& work);
@@ -140,11 +171,20 @@ class ZeroState final : public model::ParamAccess {
   std::vector<UnitState> units_;
   std::deque<int> reducing_;  // units whose reduce-scatter was launched, oldest first
 
-  Tensor params_;   // stages 0-2: padded space; stage 3: this rank's partition
-  Tensor grads_;    // stages 0-1: padded space; stages 2-3: this rank's partition
-  Tensor exp_avg_;  // this rank's partition (stage 0: padded space, one rank's all)
+  DType storage_;
+  Tensor params_;   // storage dtype; stages 0-2: padded space; stage 3: this rank's chunks
+  Tensor grads_;    // storage dtype; stages 0-1: padded space; 2-3: this rank's chunks
+  Tensor master_;   // mixed precision: fp32 weights of this rank's chunks
+  Tensor exp_avg_;  // this rank's chunks (stage 0: the padded space, one rank's all)
   Tensor exp_avg_sq_;
-  bool grads_fresh_ = true;  // stages 2-3: no micro-batch has reduced into grads_ this step
+  // Mixed precision, per module while the model runs it: the fp32 widening of its parameters
+  // and the fp32 scratch its gradients accumulate in.
+  struct ModuleState {
+    Tensor widened;
+    int users = 0;
+    Tensor grad_scratch;
+  };
+  std::vector<ModuleState> modules_;
   bool training_ = true;
 
   // Stage 3 trace of unit acquisitions in one training micro-batch.
