@@ -24,15 +24,23 @@ collect() {  # collect NAME CONFIG...: copy this run's test.xml files aside
   (cd "$dir" && find -L . -name test.xml -exec cp --parents {} "$logs/$name/" \;) 2>/dev/null
 }
 
+# A phase whose bazel fails without a failing test case (a target that does not build, a crash
+# of bazel itself) counts as one failure, so the last line never says 0 failed then.
+bazel_failures=0
 echo "=== build and test (${DSTRAIN_BAZEL_CONFIG[*]:-with CUDA}) ==="
-bazel test //... "${DSTRAIN_BAZEL_CONFIG[@]}" --test_tag_filters=-manual || status=1
+bazel test //... "${DSTRAIN_BAZEL_CONFIG[@]}" --test_tag_filters=-manual || {
+  status=1
+  bazel_failures=$((bazel_failures + 1))
+}
 collect main "${DSTRAIN_BAZEL_CONFIG[@]}"
 
 # CUDA targets are left out here: their tests only skip on a machine without a GPU, and building
 # every .cu file a second time would double nvcc's share of the suite's time.
 echo "=== unit tests under ASan + UBSan ==="
-bazel test //... --config=nocuda --config=asan --test_tag_filters=-manual,-no_sanitizer \
-  || status=1
+bazel test //... --config=nocuda --config=asan --test_tag_filters=-manual,-no_sanitizer || {
+  status=1
+  bazel_failures=$((bazel_failures + 1))
+}
 collect asan --config=nocuda --config=asan
 
 bazel shutdown >/dev/null 2>&1 || true
@@ -42,5 +50,9 @@ echo -n "sanitized: "; python3 tools/test_summary.py "$logs/asan"
 line=$(python3 tools/test_summary.py "$logs")
 failed=$(sed -n 's/.* \([0-9]*\) failed.*/\1/p' <<<"$line")
 if [[ "${failed:-1}" != "0" ]]; then status=1; fi
+if [[ "${failed:-0}" == "0" && $bazel_failures -gt 0 ]]; then
+  echo "($bazel_failures bazel run(s) failed without a failing test case: a target did not build)"
+  line=$(python3 tools/test_summary.py --extra-failures "$bazel_failures" "$logs")
+fi
 echo "$line"
 exit $status

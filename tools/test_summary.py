@@ -6,7 +6,8 @@ gtest writes one <testcase> per TEST; for other tests (sh_test, a crashed binary
 Bazel writes a one-case XML whose <error>/<failure> marks a failure. A case is skipped when gtest
 says result="skipped" (GTEST_SKIP, e.g. a GPU test on a machine without a GPU).
 
-Usage: test_summary.py [testlogs_dir ...]   (default: bazel-testlogs)
+Usage: test_summary.py [--extra-failures N] [testlogs_dir ...]   (default: bazel-testlogs)
+--extra-failures adds N failures that left no test log (a target that did not build).
 """
 import os
 import sys
@@ -37,8 +38,12 @@ def count(xml_path):
 
 
 def main():
-    dirs = sys.argv[1:] or ["bazel-testlogs"]
+    args = sys.argv[1:]
     totals = [0, 0, 0]
+    if args[:1] == ["--extra-failures"]:
+        totals[1] += int(args[1])
+        args = args[2:]
+    dirs = args or ["bazel-testlogs"]
     for d in dirs:
         for dirpath, _, files in os.walk(d, followlinks=True):
             if "test.xml" in files:

@@ -701,6 +701,24 @@ absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view sour
   FillPrecision(&e, ctx, &notes, &spec);
 
   spec.gradient_clipping = e["gradient_clipping"].get<double>();
+  spec.prescale_gradients = e["prescale_gradients"].get<bool>();
+  spec.gradient_predivide_factor = e["gradient_predivide_factor"].get<double>();
+  if (!(spec.gradient_predivide_factor > 0)) {
+    return Error("gradient_predivide_factor", "must be > 0, got ", spec.gradient_predivide_factor);
+  }
+  if (e["communication_data_type"].is_null()) {
+    spec.communication_data_type =
+        spec.fp16.enabled ? "fp16" : (spec.bf16.enabled ? "bf16" : "fp32");
+    e["communication_data_type"] = spec.communication_data_type;
+  } else {
+    spec.communication_data_type = e["communication_data_type"].get<std::string>();
+    const std::string storage = spec.fp16.enabled ? "fp16" : (spec.bf16.enabled ? "bf16" : "fp32");
+    if (spec.communication_data_type != "fp32" && storage != "fp32" &&
+        spec.communication_data_type != storage) {
+      return Error("communication_data_type", "\"", spec.communication_data_type, "\" with ",
+                   storage, " training is not supported (use \"", storage, "\" or \"fp32\")");
+    }
+  }
   spec.steps_per_print = OptionalInt(e["steps_per_print"]);
   if (!ctx.given.count("gradient_clipping")) {
     notes.push_back("gradient_clipping: 0 (off), DeepSpeed's code default; its docs say 1.0");

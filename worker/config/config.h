@@ -151,7 +151,12 @@ struct JobSpec {
   int64_t gradient_accumulation_steps = 0;
   int data_parallel_size = 1;  // job.world_size / job.pipeline_stages
 
-  double gradient_clipping = 0.0;          // DeepSpeed's code default 0 = off (its docs say 1.0)
+  double gradient_clipping = 0.0;  // DeepSpeed's code default 0 = off (its docs say 1.0)
+  // Gradient reduction (reference §1.6). communication_data_type resolved: DeepSpeed's None is
+  // the training precision ("fp16" / "bf16" when enabled, else "fp32").
+  std::string communication_data_type = "fp32";
+  bool prescale_gradients = false;         // grad *= 1/N before the sum, nothing after
+  double gradient_predivide_factor = 1.0;  // grad *= 1/f before the sum, *= f/N after
   std::optional<int64_t> steps_per_print;  // code default None (docs say 10)
 
   OptimizerConfig optimizer;

@@ -316,6 +316,25 @@ std::vector<ValidRow> ValidRows() {
        }},
       {"ZeroOptimizationFalseIsStage0", [](json& j) { j["zero_optimization"] = false; },
        [](const JobSpec& s) { EXPECT_EQ(s.zero.stage, 0); }},
+      {"GradientReductionKeys",
+       [](json& j) {
+         j["prescale_gradients"] = true;
+         j["gradient_predivide_factor"] = 4.0;
+         j["communication_data_type"] = "bf16";
+       },
+       [](const JobSpec& s) {
+         EXPECT_TRUE(s.prescale_gradients);
+         EXPECT_EQ(s.gradient_predivide_factor, 4.0);
+         EXPECT_EQ(s.communication_data_type, "bf16");  // fp32 training, bf16 reductions
+       }},
+      {"CommunicationTypeDefaultsToThePrecision",
+       [](json& j) {
+         j["bf16"] = {{"enabled", true}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.communication_data_type, "bf16");
+         EXPECT_EQ(s.effective["communication_data_type"], "bf16");
+       }},
       {"Bf16AliasEnables",
        [](json& j) {
          j["bfloat16"] = {{"enabled", true}};
@@ -599,10 +618,14 @@ std::vector<InvalidRow> InvalidRows() {
          j["tensorboard"] = {{"enabled", true}};
        },
        "tensorboard.enabled: TensorBoard monitoring is not supported yet"},
-      {"PrescaleNotYet", [](json& j) { j["prescale_gradients"] = true; },
-       "prescale_gradients: gradient prescaling is not supported yet"},
-      {"PredivideNotYet", [](json& j) { j["gradient_predivide_factor"] = 2.0; },
-       "gradient_predivide_factor: gradient predivision"},
+      {"PredivideZero", [](json& j) { j["gradient_predivide_factor"] = 0.0; },
+       "gradient_predivide_factor: must be > 0, got 0"},
+      {"CommunicationTypeMismatch",
+       [](json& j) {
+         j["fp16"] = {{"enabled", true}};
+         j["communication_data_type"] = "bf16";
+       },
+       "communication_data_type: \"bf16\" with fp16 training is not supported"},
       {"WallClockNotYet", [](json& j) { j["wall_clock_breakdown"] = true; },
        "wall_clock_breakdown: wall-clock breakdown logging is not supported yet"},
       {"SparseAttentionNotYet",
@@ -923,6 +946,9 @@ void ExpectSameSpec(const JobSpec& a, const JobSpec& b) {
   EXPECT_EQ(a.gradient_accumulation_steps, b.gradient_accumulation_steps);
   EXPECT_EQ(a.data_parallel_size, b.data_parallel_size);
   EXPECT_EQ(a.gradient_clipping, b.gradient_clipping);
+  EXPECT_EQ(a.communication_data_type, b.communication_data_type);
+  EXPECT_EQ(a.prescale_gradients, b.prescale_gradients);
+  EXPECT_EQ(a.gradient_predivide_factor, b.gradient_predivide_factor);
   EXPECT_EQ(a.steps_per_print, b.steps_per_print);
   EXPECT_EQ(a.optimizer.type, b.optimizer.type);
   EXPECT_EQ(a.optimizer.lr, b.optimizer.lr);

@@ -23,10 +23,10 @@ constexpr FeatureSwitch kSwitches[] = {
     {"bf16.enabled", "bf16 mixed precision", true},
     {"amp.enabled", "NVIDIA apex AMP", false},
     {"data_types.grad_accum_dtype", "gradient accumulation in a dtype other than fp32", false},
-    {"communication_data_type", "gradient communication in a dtype other than fp32", false},
+    {"communication_data_type", "gradient communication in a dtype other than fp32", true},
     // Gradient reduction.
-    {"prescale_gradients", "gradient prescaling", false},
-    {"gradient_predivide_factor", "gradient predivision (gradient_predivide_factor != 1)", false},
+    {"prescale_gradients", "gradient prescaling", true},
+    {"gradient_predivide_factor", "gradient predivision (gradient_predivide_factor != 1)", true},
     {"sparse_gradients", "sparse (CSR) gradient all-reduce", false},
     {"disable_allgather", "disable_allgather", false},
     // ZeRO extensions.

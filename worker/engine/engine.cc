@@ -30,8 +30,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
   e->scaler_ = std::make_unique<precision::LossScaler>(
       spec.fp16.enabled ? precision::LossScalerOptions::FromConfig(spec.fp16)
                         : precision::LossScalerOptions::Static(1.0));
-  DT_ASSIGN_OR_RETURN(e->zero_, zero::ZeroState::Create(e->model_->layout(), spec.zero, dp,
-                                                        comm_options, allocator, storage));
+  zero::GradientReduction reduction;
+  reduction.dtype = spec.communication_data_type == "fp16"   ? DType::kF16
+                    : spec.communication_data_type == "bf16" ? DType::kBF16
+                                                             : DType::kF32;
+  reduction.prescale = spec.prescale_gradients;
+  reduction.predivide = spec.gradient_predivide_factor;
+  DT_ASSIGN_OR_RETURN(
+      e->zero_, zero::ZeroState::Create(e->model_->layout(), spec.zero, dp, comm_options, allocator,
+                                        storage, reduction));
   // The initial parameters pass through one full flat buffer on every rank; ZeroState keeps
   // what its stage keeps (stage 3: this rank's chunks only) and the buffer is freed.
   DT_ASSIGN_OR_RETURN(Tensor initial,

@@ -155,6 +155,68 @@ TEST(MixedPrecision, OverflowOnOneRankSkipsTheStepEverywhere) {
   EXPECT_EQ(halved.scales.back(), 2048);
 }
 
+// DeepSpeed's other ways to average gradients. Prescaling (1/N before the sum) and predivision
+// by f (1/f before, f/N after) are exact for powers of two, so at 2 and 4 ranks they equal the
+// plain mean bitwise, in every stage; at 3 ranks 1/3 rounds, so within 1e-6 relative.
+TEST(GradientReduction, PrescaleAndPredivideEqualTheMean) {
+  const int steps = 8;
+  for (int world : {2, 3, 4}) {
+    const Curve mean = Train(Spec(world, 0, 1, 0.0, "", steps), world, steps);
+    for (const char* extra :
+         {R"(, "prescale_gradients": true)", R"(, "gradient_predivide_factor": 2.0)"}) {
+      for (int stage : {0, 1, 2, 3}) {
+        SCOPED_TRACE(absl::StrCat("world ", world, " stage ", stage, extra));
+        const Curve got = Train(Spec(world, stage, 1, 0.0, extra, steps), world, steps);
+        if (world == 3) {
+          ASSERT_EQ(got.losses.size(), mean.losses.size());
+          for (size_t i = 0; i < mean.losses.size(); ++i) {
+            EXPECT_NEAR(got.losses[i], mean.losses[i], 1e-6 * mean.losses[i]);
+          }
+        } else {
+          EXPECT_EQ(got.losses, mean.losses);
+          EXPECT_EQ(got.params, mean.params);
+        }
+      }
+    }
+  }
+}
+
+// communication_data_type: fp32 training with bf16 reductions rounds each gradient to bf16
+// before the sum, the same way in every stage (bitwise across stages); bf16 training with fp32
+// reductions sums fp32 copies (stages 0-1: of the bf16 gradients; 2-3: of the model's fp32
+// module gradients, rounded once after, as DeepSpeed's fp32 buckets do), so stages 2-3 agree
+// with 0-1 to bf16 rounding only. Both stay near plain fp32 training.
+TEST(GradientReduction, CommunicationDataType) {
+  const int steps = 10, world = 2;
+  const Curve fp32 = Train(Spec(world, 0, 1, 0.0, "", steps), world, steps);
+  const Curve bf16_comm0 =
+      Train(Spec(world, 0, 1, 0.0, R"(, "communication_data_type": "bf16")", steps), world, steps);
+  for (int stage : {1, 2, 3}) {
+    SCOPED_TRACE(absl::StrCat("fp32 training, bf16 reductions, stage ", stage));
+    const Curve got = Train(
+        Spec(world, stage, 1, 0.0, R"(, "communication_data_type": "bf16")", steps), world, steps);
+    EXPECT_EQ(got.params, bf16_comm0.params);
+  }
+  EXPECT_NE(bf16_comm0.params, fp32.params) << "bf16 reductions must round";
+  const std::string fp32_comm = std::string(kBf16) + R"(, "communication_data_type": "fp32")";
+  const Curve ref = Train(Spec(world, 0, 1, 0.0, fp32_comm, steps), world, steps);
+  for (int stage : {1, 2, 3}) {
+    SCOPED_TRACE(absl::StrCat("bf16 training, fp32 reductions, stage ", stage));
+    const Curve got = Train(Spec(world, stage, 1, 0.0, fp32_comm, steps), world, steps);
+    if (stage == 1) {
+      EXPECT_EQ(got.params, ref.params);
+    }
+    for (size_t i = 0; i < ref.losses.size(); ++i) {
+      EXPECT_NEAR(got.losses[i], ref.losses[i], 0.02 * ref.losses[i]) << "step " << i;
+    }
+  }
+  for (const Curve* c : {&bf16_comm0, &ref}) {
+    for (size_t i = 0; i < fp32.losses.size(); ++i) {
+      EXPECT_NEAR(c->losses[i], fp32.losses[i], 0.02 * fp32.losses[i]) << "step " << i;
+    }
+  }
+}
+
 // At the floor with no hysteresis left, an overflow ends the job with a clear error.
 TEST(MixedPrecision, OverflowAtTheFloorFailsTheJob) {
   const config::JobSpec spec =

@@ -15,6 +15,50 @@ namespace {
 
 CommBuffer F32(float* data, int64_t count) { return CommBuffer{data, count, DType::kF32}; }
 
+kernels::HalfType HalfOf(DType t) {
+  return t == DType::kF16 ? kernels::HalfType::kF16 : kernels::HalfType::kBf16;
+}
+
+// dst = src converted; f32 and one 16-bit type (the config layer rules out bf16 <-> fp16).
+void Convert(void* dst, DType dst_t, const void* src, DType src_t, int64_t n) {
+  if (dst_t == src_t) {
+    std::memcpy(dst, src, n * DTypeSize(dst_t));
+  } else if (src_t == DType::kF32) {
+    kernels::FloatToHalf(HalfOf(dst_t), static_cast<uint16_t*>(dst), static_cast<const float*>(src),
+                         n);
+  } else {
+    kernels::HalfToFloat(HalfOf(src_t), static_cast<float*>(dst), static_cast<const uint16_t*>(src),
+                         n);
+  }
+}
+
+// dst += src, rounding once into dst's type.
+void AddInto(void* dst, DType dst_t, const void* src, DType src_t, int64_t n) {
+  std::vector<float> widened;
+  const float* add = static_cast<const float*>(src);
+  if (src_t != DType::kF32) {
+    widened.resize(n);
+    kernels::HalfToFloat(HalfOf(src_t), widened.data(), static_cast<const uint16_t*>(src), n);
+    add = widened.data();
+  }
+  if (dst_t == DType::kF32) {
+    kernels::AddInPlace(static_cast<float*>(dst), add, n);
+  } else {
+    kernels::AccumulateIntoHalf(HalfOf(dst_t), static_cast<uint16_t*>(dst), add, n);
+  }
+}
+
+void ScaleBuffer(void* data, DType t, int64_t n, double factor) {
+  if (t == DType::kF32) {
+    kernels::Scale(static_cast<float*>(data), n, static_cast<float>(factor));
+    return;
+  }
+  std::vector<float> x(n);
+  kernels::HalfToFloat(HalfOf(t), x.data(), static_cast<const uint16_t*>(data), n);
+  kernels::Scale(x.data(), n, static_cast<float>(factor));
+  kernels::FloatToHalf(HalfOf(t), static_cast<uint16_t*>(data), x.data(), n);
+}
+
 // Stage 3 keeps a module gathered when every parameter in it is small (DeepSpeed's
 // stage3_param_persistence_threshold, per parameter), while the persistent total stays within
 // stage3_model_persistence_threshold. DeepSpeed decides per parameter; we gather whole modules,
@@ -46,7 +90,8 @@ std::vector<bool> PersistentUnits(const model::ParamLayout& layout, const Partit
 absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(const model::ParamLayout& layout,
                                                              const config::ZeroConfig& config,
                                                              Communicator* dp, CommOptions comm,
-                                                             Allocator* allocator, DType storage) {
+                                                             Allocator* allocator, DType storage,
+                                                             GradientReduction reduction) {
   if (config.stage < 0 || config.stage > 3) {
     return absl::InvalidArgumentError(
         absl::StrCat("zero_optimization.stage: ", config.stage, " is not 0, 1, 2 or 3"));
@@ -54,6 +99,14 @@ absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(const model::ParamL
   if (storage != DType::kF32 && storage != DType::kBF16 && storage != DType::kF16) {
     return absl::InvalidArgumentError(
         absl::StrCat("parameter storage must be f32, bf16 or f16, not ", DTypeName(storage)));
+  }
+  if (reduction.dtype != DType::kF32 && storage != DType::kF32 && reduction.dtype != storage) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("communication_data_type: ", DTypeName(reduction.dtype), " with ",
+                     DTypeName(storage), " storage"));
+  }
+  if (!(reduction.predivide > 0)) {
+    return absl::InvalidArgumentError("gradient_predivide_factor: must be > 0");
   }
   const int world = dp != nullptr ? dp->size() : 1;
   const int rank = dp != nullptr ? dp->rank() : 0;
@@ -71,7 +124,18 @@ absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(const model::ParamL
       break;
   }
   std::unique_ptr<ZeroState> z(
-      new ZeroState(layout, config, dp, comm, allocator, std::move(partition), storage));
+      new ZeroState(layout, config, dp, comm, allocator, std::move(partition), storage, reduction));
+  // DeepSpeed's three ways to average: a plain mean, prescaling (1/N before the sum) and
+  // predivision (1/f before, f/N after). The mean is one kAvg collective (the sum in f32 inside
+  // the backend, divided once); the other two scale around a kSum.
+  if (reduction.prescale) {
+    z->reduce_op_ = ReduceOp::kSum;
+    z->pre_scale_ = 1.0 / world;
+  } else if (reduction.predivide != 1.0) {
+    z->reduce_op_ = ReduceOp::kSum;
+    z->pre_scale_ = 1.0 / reduction.predivide;
+    z->post_scale_ = reduction.predivide / world;
+  }
   const Partition& p = z->partition_;
   if (config.stage == 3) {
     const std::vector<bool> persistent = PersistentUnits(layout, p, config);
@@ -96,7 +160,7 @@ absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(const model::ParamL
 
 ZeroState::ZeroState(const model::ParamLayout& layout, const config::ZeroConfig& config,
                      Communicator* dp, CommOptions comm, Allocator* allocator, Partition partition,
-                     DType storage)
+                     DType storage, GradientReduction reduction)
     : layout_(layout),
       config_(config),
       dp_(dp),
@@ -105,7 +169,16 @@ ZeroState::ZeroState(const model::ParamLayout& layout, const config::ZeroConfig&
       partition_(std::move(partition)),
       units_(partition_.units().size()),
       storage_(storage),
+      reduction_(reduction),
       modules_(layout.modules().size()) {}
+
+void ZeroState::PreScale(void* data, int64_t count) const {
+  if (pre_scale_ != 1.0) ScaleBuffer(data, reduction_.dtype, count, pre_scale_);
+}
+
+void ZeroState::PostScale(void* data, int64_t count) const {
+  if (post_scale_ != 1.0) ScaleBuffer(data, reduction_.dtype, count, post_scale_);
+}
 
 ZeroState::~ZeroState() {
   // A collective still in flight writes into buffers about to be freed: wait for it first.
@@ -256,8 +329,8 @@ absl::StatusOr<float*> ZeroState::AcquireGrads(int module) {
   const int u = partition_.unit_of_module(module);
   const Unit& unit = partition_.units()[u];
   const int64_t off = layout_.modules()[module].offset - unit.begin;
-  if (mixed()) {
-    // The model accumulates in fp32; ReleaseGrads rounds into the 16-bit gradients.
+  if (GradScratch()) {
+    // The model accumulates in fp32; ReleaseGrads rounds into the 16-bit destination.
     Tensor& scratch = modules_[module].grad_scratch;
     DT_ASSIGN_OR_RETURN(scratch, Tensor::Zeros(allocator_, DType::kF32, {ModuleFloats(module)},
                                                MemoryCategory::kCommBuffers));
@@ -277,25 +350,25 @@ absl::Status ZeroState::ReleaseGrads(int module) {
   const int u = partition_.unit_of_module(module);
   const Unit& unit = partition_.units()[u];
   UnitState& s = units_[u];
-  if (mixed()) {
+  if (GradScratch()) {
     Tensor& scratch = modules_[module].grad_scratch;
     if (!scratch.defined()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "ReleaseGrads: gradients of module ", layout_.modules()[module].name, " not acquired"));
     }
     const int64_t off = layout_.modules()[module].offset - unit.begin;
-    uint16_t* dst;
     if (config_.stage < 2) {
-      dst = static_cast<uint16_t*>(At(grads_, unit.padded_offset + off));
+      AddInto(At(grads_, unit.padded_offset + off), storage_, scratch.data<float>(), DType::kF32,
+              scratch.numel());
     } else {
       if (!s.bucket.defined()) {
         DT_ASSIGN_OR_RETURN(s.bucket,
-                            Tensor::Zeros(allocator_, storage_, {partition_.padded_numel(u)},
+                            Tensor::Zeros(allocator_, BucketType(), {partition_.padded_numel(u)},
                                           MemoryCategory::kCommBuffers));
       }
-      dst = static_cast<uint16_t*>(At(s.bucket, off));
+      AddInto(static_cast<char*>(s.bucket.raw()) + off * DTypeSize(BucketType()), BucketType(),
+              scratch.data<float>(), DType::kF32, scratch.numel());
     }
-    kernels::AccumulateIntoHalf(half(), dst, scratch.data<float>(), scratch.numel());
     scratch = Tensor();
   }
   if (config_.stage < 2) return absl::OkStatus();
@@ -325,11 +398,17 @@ absl::Status ZeroState::LaunchReduce(int u) {
   s.reduced = true;
   if (!distributed()) return absl::OkStatus();  // the bucket already is the whole (own) chunk
   const Unit& unit = partition_.units()[u];
-  DT_ASSIGN_OR_RETURN(s.reduce,
-                      dp_->ReduceScatter(Buf(s.bucket, 0, partition_.padded_numel(u)),
-                                         Buf(s.bucket, partition_.rank() * unit.chunk, unit.chunk),
-                                         ReduceOp::kAvg, comm_));
-  traffic_.reduce_scatter += static_cast<int64_t>(elem()) * unit.chunk * (world() - 1);
+  const int64_t n = partition_.padded_numel(u);
+  const DType t = BucketType();
+  PreScale(s.bucket.raw(), n);
+  char* bucket = static_cast<char*>(s.bucket.raw());
+  DT_ASSIGN_OR_RETURN(
+      s.reduce,
+      dp_->ReduceScatter(
+          CommBuffer{bucket, n, t},
+          CommBuffer{bucket + partition_.rank() * unit.chunk * DTypeSize(t), unit.chunk, t},
+          reduce_op_, comm_));
+  traffic_.reduce_scatter += static_cast<int64_t>(DTypeSize(t)) * unit.chunk * (world() - 1);
   return absl::OkStatus();
 }
 
@@ -337,18 +416,11 @@ absl::Status ZeroState::CollectReduce(int u) {
   UnitState& s = units_[u];
   DT_RETURN_IF_ERROR(Wait(s.reduce));
   const Unit& unit = partition_.units()[u];
+  char* mine =
+      static_cast<char*>(s.bucket.raw()) + partition_.rank() * unit.chunk * DTypeSize(BucketType());
+  if (distributed()) PostScale(mine, unit.chunk);
   // grads_ is zero at the start of a step, so the first micro-batch's add is an exact copy.
-  if (mixed()) {
-    std::vector<float> chunk(unit.chunk);
-    kernels::HalfToFloat(half(), chunk.data(),
-                         static_cast<const uint16_t*>(At(s.bucket, partition_.rank() * unit.chunk)),
-                         unit.chunk);
-    kernels::AccumulateIntoHalf(half(), static_cast<uint16_t*>(At(grads_, unit.owned_offset)),
-                                chunk.data(), unit.chunk);
-  } else {
-    kernels::AddInPlace(grads_.data<float>() + unit.owned_offset,
-                        s.bucket.data<float>() + partition_.rank() * unit.chunk, unit.chunk);
-  }
+  AddInto(At(grads_, unit.owned_offset), storage_, mine, BucketType(), unit.chunk);
   s.bucket = Tensor();
   s.reduced = false;
   return absl::OkStatus();
@@ -389,22 +461,44 @@ absl::Status ZeroState::FinishBackward() {
 absl::Status ZeroState::ReduceGradients() {
   if (!distributed() || config_.stage >= 2) return absl::OkStatus();  // 2, 3: done in backward
   const int n = dp_->size();
+  const DType t = reduction_.dtype;
+  const int64_t total = partition_.padded_total();
+  // The gradients travel as they are stored, or through a copy in communication_data_type.
+  Tensor copy;
+  void* buffer = grads_.raw();
+  if (t != storage_) {
+    DT_ASSIGN_OR_RETURN(copy, Tensor::Empty(allocator_, t, {total}, MemoryCategory::kCommBuffers));
+    Convert(copy.raw(), t, grads_.raw(), storage_, total);
+    buffer = copy.raw();
+  }
+  char* base = static_cast<char*>(buffer);
+  const size_t es = DTypeSize(t);
+  PreScale(buffer, total);
   if (config_.stage == 0) {
-    const int64_t count = partition_.padded_total();
-    DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(Buf(grads_, 0, count), ReduceOp::kAvg, comm_));
-    traffic_.all_reduce += static_cast<int64_t>(elem()) * count * 2 * (n - 1) / n;
-    return work->Wait();
+    DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(CommBuffer{buffer, total, t}, reduce_op_, comm_));
+    traffic_.all_reduce += static_cast<int64_t>(es) * total * 2 * (n - 1) / n;
+    DT_RETURN_IF_ERROR(work->Wait());
+    PostScale(buffer, total);
+    if (t != storage_) Convert(grads_.raw(), storage_, buffer, t, total);
+    return absl::OkStatus();
   }
   // Stage 1: each unit's full gradients reduce-scatter in place; this rank keeps its chunk.
   for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
     const Unit& unit = partition_.units()[u];
     DT_ASSIGN_OR_RETURN(
         units_[u].reduce,
-        dp_->ReduceScatter(Buf(grads_, unit.padded_offset, partition_.padded_numel(u)),
-                           Buf(grads_, GradChunk(unit), unit.chunk), ReduceOp::kAvg, comm_));
-    traffic_.reduce_scatter += static_cast<int64_t>(elem()) * unit.chunk * (n - 1);
+        dp_->ReduceScatter(
+            CommBuffer{base + unit.padded_offset * es, partition_.padded_numel(u), t},
+            CommBuffer{base + GradChunk(unit) * es, unit.chunk, t}, reduce_op_, comm_));
+    traffic_.reduce_scatter += static_cast<int64_t>(es) * unit.chunk * (n - 1);
   }
   for (UnitState& s : units_) DT_RETURN_IF_ERROR(Wait(s.reduce));
+  for (const Unit& unit : partition_.units()) {
+    PostScale(base + GradChunk(unit) * es, unit.chunk);
+    if (t != storage_) {
+      Convert(At(grads_, GradChunk(unit)), storage_, base + GradChunk(unit) * es, t, unit.chunk);
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -58,6 +58,14 @@ struct TrafficStats {
   int64_t total() const { return all_reduce + reduce_scatter + all_gather + broadcast; }
 };
 
+// How gradients are averaged over the data-parallel ranks (DeepSpeed's communication_data_type,
+// prescale_gradients, gradient_predivide_factor; reference §1.6).
+struct GradientReduction {
+  DType dtype = DType::kF32;  // what travels: f32, or the 16-bit storage type
+  bool prescale = false;      // grad *= 1/N before the sum
+  double predivide = 1.0;     // grad *= 1/f before the sum and *= f/N after (1: a plain mean)
+};
+
 class ZeroState final : public model::ParamAccess {
  public:
   // `dp` may be null (one rank). Errors: kResourceExhausted when memory runs out.
@@ -66,7 +74,8 @@ class ZeroState final : public model::ParamAccess {
                                                            const config::ZeroConfig& config,
                                                            Communicator* dp, CommOptions comm,
                                                            Allocator* allocator,
-                                                           DType storage = DType::kF32);
+                                                           DType storage = DType::kF32,
+                                                           GradientReduction reduction = {});
   ~ZeroState() override;
 
   int stage() const { return config_.stage; }
@@ -132,7 +141,8 @@ class ZeroState final : public model::ParamAccess {
   };
 
   ZeroState(const model::ParamLayout& layout, const config::ZeroConfig& config, Communicator* dp,
-            CommOptions comm, Allocator* allocator, Partition partition, DType storage);
+            CommOptions comm, Allocator* allocator, Partition partition, DType storage,
+            GradientReduction reduction);
   kernels::HalfType half() const {
     return storage_ == DType::kF16 ? kernels::HalfType::kF16 : kernels::HalfType::kBf16;
   }
@@ -143,6 +153,14 @@ class ZeroState final : public model::ParamAccess {
     return CommBuffer{At(t, i), count, storage_};
   }
   int64_t ModuleFloats(int module) const;
+  // Whether the model's fp32 gradients of a module go through an fp32 scratch (rounded into 16
+  // bits when the module is done) rather than straight into their destination.
+  bool GradScratch() const { return config_.stage < 2 ? mixed() : reduction_.dtype != DType::kF32; }
+  DType BucketType() const { return reduction_.dtype; }
+  // The reduction of `count` elements at `data` (of dtype reduction_.dtype) before and after
+  // the collective: scaling per prescale / predivide.
+  void PreScale(void* data, int64_t count) const;
+  void PostScale(void* data, int64_t count) const;
   // Where this rank's chunk of unit u sits in params_ / grads_ (element offsets).
   int64_t ParamChunk(const Unit& unit) const;
   int64_t GradChunk(const Unit& unit) const;
@@ -172,6 +190,9 @@ class ZeroState final : public model::ParamAccess {
   std::deque<int> reducing_;  // units whose reduce-scatter was launched, oldest first
 
   DType storage_;
+  GradientReduction reduction_;
+  ReduceOp reduce_op_ = ReduceOp::kAvg;  // kSum when prescaling or predividing
+  double pre_scale_ = 1.0, post_scale_ = 1.0;
   Tensor params_;   // storage dtype; stages 0-2: padded space; stage 3: this rank's chunks
   Tensor grads_;    // storage dtype; stages 0-1: padded space; 2-3: this rank's chunks
   Tensor master_;   // mixed precision: fp32 weights of this rank's chunks
