@@ -59,5 +59,13 @@ void MatmulForwardBf16(float* out, const float* inp, const float* weight, const 
 void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const float* weight, int64_t M, int64_t K, int64_t N,
                         bool accumulate_dinp = false);
+// The same with the weight already in bf16 (bf16 parameter storage): no rounding pass over it.
+// accumulate_dweight = false overwrites dweight instead of adding to it (a fresh gradient
+// buffer then needs no zeroing, and the product does not read it).
+void MatmulForwardBf16(float* out, const float* inp, const uint16_t* weight16, const float* bias,
+                       int64_t M, int64_t K, int64_t N);
+void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const uint16_t* weight16, int64_t M, int64_t K, int64_t N,
+                        bool accumulate_dinp = false, bool accumulate_dweight = true);
 
 }  // namespace dstrain::kernels

@@ -272,11 +272,24 @@ void MatmulBackward(float* dinp, float* dweight, float* dbias, const float* dout
   if (dbias != nullptr) AccumulateColumnSums(dbias, dout, M, N);
 }
 
-void MatmulForwardBf16(float* out, const float* inp, const float* weight, const float* bias,
+void MatmulForwardBf16(float* out, const float* inp, const uint16_t* weight16, const float* bias,
                        int64_t M, int64_t K, int64_t N) {
   if (M == 0 || N == 0) return;
   if (K == 0) {  // an empty product: out is the bias, or zeros
     if (FillBias(out, bias, M, N) == 0.f) ScaleOnly(M, N, 0.f, out, N);
+    return;
+  }
+  uint16_t* inp16 = Bf16Scratch(M * K);
+  FloatToHalf(HalfType::kBf16, inp16, inp, M * K);
+  GemmBf16Impl({/*trans_a=*/false, /*trans_b=*/true, M, N, K, K, K, N, 1.f, 0.f, bias != nullptr},
+               inp16, weight16, bias, out);
+}
+
+void MatmulForwardBf16(float* out, const float* inp, const float* weight, const float* bias,
+                       int64_t M, int64_t K, int64_t N) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    MatmulForwardBf16(out, inp, static_cast<const uint16_t*>(nullptr), bias, M, K, N);
     return;
   }
   uint16_t* inp16 = Bf16Scratch(AlignUp(M * K) + N * K);
@@ -287,30 +300,54 @@ void MatmulForwardBf16(float* out, const float* inp, const float* weight, const 
                inp16, weight16, bias, out);
 }
 
-void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
-                        const float* inp, const float* weight, int64_t M, int64_t K, int64_t N,
-                        bool accumulate_dinp) {
+namespace {
+
+// The bf16 backward with the weight in bf16 already (weight16) or rounded here from weight.
+void BackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                  const float* weight, const uint16_t* weight16, int64_t M, int64_t K, int64_t N,
+                  bool accumulate_dinp, bool accumulate_dweight) {
   if (dinp != nullptr || dweight != nullptr) {
     // Only the operands of the products asked for are rounded.
+    const bool round_weight = dinp != nullptr && weight16 == nullptr;
     const int64_t dout_size = AlignUp(M * N);
-    const int64_t weight_size = dinp != nullptr ? AlignUp(N * K) : 0;
+    const int64_t weight_size = round_weight ? AlignUp(N * K) : 0;
     const int64_t inp_size = dweight != nullptr ? M * K : 0;
     uint16_t* dout16 = Bf16Scratch(dout_size + weight_size + inp_size);
-    uint16_t* weight16 = dout16 + dout_size;
-    uint16_t* inp16 = weight16 + weight_size;
+    uint16_t* rounded_weight = dout16 + dout_size;
+    uint16_t* inp16 = rounded_weight + weight_size;
     FloatToHalf(HalfType::kBf16, dout16, dout, M * N);
     if (dinp != nullptr) {
-      FloatToHalf(HalfType::kBf16, weight16, weight, N * K);
+      if (round_weight) {
+        FloatToHalf(HalfType::kBf16, rounded_weight, weight, N * K);
+        weight16 = rounded_weight;
+      }
       GemmBf16(false, false, M, K, N, 1.f, dout16, N, weight16, K, accumulate_dinp ? 1.f : 0.f,
                dinp, K);
     }
     if (dweight != nullptr) {
       FloatToHalf(HalfType::kBf16, inp16, inp, M * K);
-      GemmBf16(true, false, N, K, M, 1.f, dout16, N, inp16, K, 1.f, dweight, K);
+      GemmBf16(true, false, N, K, M, 1.f, dout16, N, inp16, K, accumulate_dweight ? 1.f : 0.f,
+               dweight, K);
     }
   }
   // Sums, not products: from the fp32 gradient, as in MatmulBackward.
   if (dbias != nullptr) AccumulateColumnSums(dbias, dout, M, N);
+}
+
+}  // namespace
+
+void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, int64_t M, int64_t K, int64_t N,
+                        bool accumulate_dinp) {
+  BackwardBf16(dinp, dweight, dbias, dout, inp, weight, nullptr, M, K, N, accumulate_dinp,
+               /*accumulate_dweight=*/true);
+}
+
+void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const uint16_t* weight16, int64_t M, int64_t K, int64_t N,
+                        bool accumulate_dinp, bool accumulate_dweight) {
+  BackwardBf16(dinp, dweight, dbias, dout, inp, nullptr, weight16, M, K, N, accumulate_dinp,
+               accumulate_dweight);
 }
 
 }  // namespace dstrain::kernels

@@ -316,10 +316,41 @@ void CheckBackward(const Shape& shape) {
 TEST(MatmulForwardBf16, EmptyInnerDimensionGivesTheBiasOrZeros) {
   const float bias[] = {1.5f, -2.f, 3.f};
   std::vector<float> out(6, NAN);
-  MatmulForwardBf16(out.data(), nullptr, nullptr, bias, 2, 0, 3);
+  const float* no_weight = nullptr;
+  MatmulForwardBf16(out.data(), nullptr, no_weight, bias, 2, 0, 3);
   EXPECT_EQ(out, (std::vector<float>{1.5f, -2.f, 3.f, 1.5f, -2.f, 3.f}));
-  MatmulForwardBf16(out.data(), nullptr, nullptr, nullptr, 2, 0, 3);
+  MatmulForwardBf16(out.data(), nullptr, no_weight, nullptr, 2, 0, 3);
   EXPECT_EQ(out, (std::vector<float>(6, 0.f)));
+}
+
+// With the weight given in bf16 (parameters stored in bf16) the results are bitwise those of the
+// fp32-weight versions on the same values: only the rounding pass over the weight is skipped.
+TEST(MatmulBf16, Bf16WeightsGiveTheSameBits) {
+  const int64_t M = 37, K = 65, N = 23;
+  const auto x = testing::RandomFloats(M * K, 51), b = testing::RandomFloats(N, 53);
+  const auto dout = testing::RandomFloats(M * N, 54);
+  const std::vector<uint16_t> w16 = ToBf16(testing::RandomFloats(N * K, 52));
+  std::vector<float> w(N * K);
+  HalfToFloat(HalfType::kBf16, w.data(), w16.data(), N * K);
+  std::vector<float> out_a(M * N), out_b(M * N);
+  MatmulForwardBf16(out_a.data(), x.data(), w.data(), b.data(), M, K, N);
+  MatmulForwardBf16(out_b.data(), x.data(), w16.data(), b.data(), M, K, N);
+  EXPECT_EQ(out_a, out_b);
+  std::vector<float> dx_a(M * K), dx_b(M * K), dw_a(N * K, 0.5f), dw_b(N * K, 0.5f), db_a(N),
+      db_b(N);
+  MatmulBackwardBf16(dx_a.data(), dw_a.data(), db_a.data(), dout.data(), x.data(), w.data(), M, K,
+                     N);
+  MatmulBackwardBf16(dx_b.data(), dw_b.data(), db_b.data(), dout.data(), x.data(), w16.data(), M, K,
+                     N);
+  EXPECT_EQ(dx_a, dx_b);
+  EXPECT_EQ(dw_a, dw_b);
+  EXPECT_EQ(db_a, db_b);
+  // Overwriting dweight gives what accumulating into zeros gives, whatever dweight held.
+  std::vector<float> dw_zero(N * K, 0.f), dw_junk(N * K, NAN);
+  MatmulBackwardBf16(nullptr, dw_zero.data(), nullptr, dout.data(), x.data(), w16.data(), M, K, N);
+  MatmulBackwardBf16(nullptr, dw_junk.data(), nullptr, dout.data(), x.data(), w16.data(), M, K, N,
+                     /*accumulate_dinp=*/false, /*accumulate_dweight=*/false);
+  EXPECT_EQ(dw_junk, dw_zero);
 }
 
 class MatmulBf16Test : public ::testing::TestWithParam<Shape> {};

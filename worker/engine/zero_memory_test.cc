@@ -33,8 +33,8 @@ TEST_P(ZeroMemoryTest, AllocatorMatchesTheEstimate) {
   auto layout = model::ParamLayout::ForGpt(shape);
   ASSERT_THAT(layout, IsOk());
   const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu), T = spec.data.seq_len;
-  const zero::MemoryEstimate want =
-      zero::EstimateMemory(*layout, shape, spec.zero, stage, world, B, T, bf16);
+  const zero::MemoryEstimate want = zero::EstimateMemory(*layout, shape, spec.zero, stage, world, B,
+                                                         T, bf16 ? DType::kBF16 : DType::kF32);
   std::vector<MemoryStats> stats(world);
   RunOnRanks(world, [&](int r, Communicator* comm) {
     CpuAllocator alloc;
@@ -65,8 +65,8 @@ TEST_P(ZeroMemoryTest, AllocatorMatchesTheEstimate) {
     if (stage == 3 || bf16) EXPECT_GT(s.peak[int(MemoryCategory::kGatheredParams)], 0);
     // Partitioning pays: each stage holds less than the one before at world > 1.
     if (world > 1 && stage > 0) {
-      const zero::MemoryEstimate prev =
-          zero::EstimateMemory(*layout, shape, spec.zero, stage - 1, world, B, T, bf16);
+      const zero::MemoryEstimate prev = zero::EstimateMemory(
+          *layout, shape, spec.zero, stage - 1, world, B, T, bf16 ? DType::kBF16 : DType::kF32);
       EXPECT_LT(want.model_states(), prev.model_states());
     }
   }

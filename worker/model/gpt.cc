@@ -1,13 +1,16 @@
 #include "worker/model/gpt.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/random/rng.h"
 #include "common/status/status_macros.h"
 #include "kernels/attention/attention.h"
+#include "kernels/cast/cast.h"
 #include "kernels/crossentropy/crossentropy.h"
 #include "kernels/encoder/encoder.h"
 #include "kernels/gelu/gelu.h"
@@ -107,15 +110,33 @@ namespace {
 template <typename T>
 struct ModuleView {
   T* base = nullptr;
-  int64_t first = 0;  // flat offset of the module's first float
+  int64_t first = 0;                 // flat offset of the module's first float
+  const uint16_t* base16 = nullptr;  // the same parameters stored in bf16, when they are
   T* operator()(int64_t flat_offset) const { return base + (flat_offset - first); }
+  const uint16_t* bf16(int64_t flat_offset) const {
+    return base16 != nullptr ? base16 + (flat_offset - first) : nullptr;
+  }
 };
 
 }  // namespace
 
-void Gpt::LinearForward(float* out, const float* inp, const float* weight, const float* bias,
-                        int64_t M, int64_t K, int64_t N) const {
-  if (bf16_matmuls_) {
+std::vector<int> Gpt::Bf16OnlyParams() const {
+  std::vector<int> out;
+  for (int i = 0; i < static_cast<int>(layout_.params().size()); ++i) {
+    const std::string& name = layout_.params()[i].name;
+    if (name == "wte") out.push_back(i);
+    for (const char* suffix : {".qkvw", ".attprojw", ".fcw", ".fcprojw"}) {
+      if (absl::EndsWith(name, suffix)) out.push_back(i);
+    }
+  }
+  return out;
+}
+
+void Gpt::LinearForward(float* out, const float* inp, const float* weight, const uint16_t* weight16,
+                        const float* bias, int64_t M, int64_t K, int64_t N) const {
+  if (bf16_matmuls_ && weight16 != nullptr) {
+    k::MatmulForwardBf16(out, inp, weight16, bias, M, K, N);
+  } else if (bf16_matmuls_) {
     k::MatmulForwardBf16(out, inp, weight, bias, M, K, N);
   } else {
     k::MatmulForward(out, inp, weight, bias, M, K, N);
@@ -123,8 +144,14 @@ void Gpt::LinearForward(float* out, const float* inp, const float* weight, const
 }
 
 void Gpt::LinearBackward(float* dinp, float* dweight, float* dbias, const float* dout,
-                         const float* inp, const float* weight, int64_t M, int64_t K,
-                         int64_t N) const {
+                         const float* inp, const float* weight, const uint16_t* weight16, int64_t M,
+                         int64_t K, int64_t N, bool overwrite_dweight) const {
+  if (bf16_matmuls_ && weight16 != nullptr) {
+    k::MatmulBackwardBf16(dinp, dweight, dbias, dout, inp, weight16, M, K, N,
+                          /*accumulate_dinp=*/false, /*accumulate_dweight=*/!overwrite_dweight);
+    return;
+  }
+  if (overwrite_dweight) std::fill(dweight, dweight + N * K, 0.f);  // the kernels below add
   if (bf16_matmuls_) {
     k::MatmulBackwardBf16(dinp, dweight, dbias, dout, inp, weight, M, K, N);
   } else {
@@ -167,14 +194,31 @@ absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,
   const int64_t btc = BT * C;
   auto params_of = [&](int module) -> absl::StatusOr<ModuleView<const float>> {
     DT_ASSIGN_OR_RETURN(const float* base, access.AcquireParams(module, Pass::kForward));
-    return ModuleView<const float>{base, layout_.modules()[module].offset};
+    return ModuleView<const float>{base, layout_.modules()[module].offset,
+                                   bf16_matmuls_ ? access.Bf16Params(module) : nullptr};
   };
 
   // Phase 1: embeddings. encoded (B,T,C) = wte[tokens] + wpe[0..T)
   {
     DT_ASSIGN_OR_RETURN(auto emb, params_of(embedding_module_));
-    k::EncoderForward(a.encoded.data<float>(), tokens, emb(offsets_.wte), emb(offsets_.wpe), B, T,
-                      C);
+    const float* wte = emb(offsets_.wte);
+    const int32_t* ids = tokens;
+    if (const uint16_t* wte16 = emb.bf16(offsets_.wte)) {
+      // wte stays in bf16: widen only this batch's rows and look them up by position.
+      if (!a.wte_rows.defined() || a.wte_rows.numel() != btc) {
+        DT_ASSIGN_OR_RETURN(a.wte_rows, Tensor::Empty(allocator_, DType::kF32, {B, T, C},
+                                                      MemoryCategory::kActivations));
+        a.positions.resize(BT);
+        for (int64_t i = 0; i < BT; ++i) a.positions[i] = static_cast<int32_t>(i);
+      }
+      for (int64_t i = 0; i < BT; ++i) {
+        k::HalfToFloat(k::HalfType::kBf16, a.wte_rows.data<float>() + i * C,
+                       wte16 + int64_t{tokens[i]} * C, C);
+      }
+      wte = a.wte_rows.data<float>();
+      ids = a.positions.data();
+    }
+    k::EncoderForward(a.encoded.data<float>(), ids, wte, emb(offsets_.wpe), B, T, C);
     DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kForward));
   }
 
@@ -198,15 +242,15 @@ absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,
     float* residual3 = a.residual3.data<float>() + l * btc;    // (B,T,C)
 
     k::LayerNormForward(ln1, ln1_mean, ln1_rstd, x, w(p.ln1w), w(p.ln1b), BT, C);
-    LinearForward(qkv, ln1, w(p.qkvw), w(p.qkvb), BT, C, 3 * C);
+    LinearForward(qkv, ln1, w(p.qkvw), w.bf16(p.qkvw), w(p.qkvb), BT, C, 3 * C);
     k::AttentionForward(atty, att, qkv, B, T, C, NH);
     // attproj goes straight into residual2, then the skip connection is added in place.
-    LinearForward(residual2, atty, w(p.attprojw), w(p.attprojb), BT, C, C);
+    LinearForward(residual2, atty, w(p.attprojw), w.bf16(p.attprojw), w(p.attprojb), BT, C, C);
     k::AddInPlace(residual2, x, btc);
     k::LayerNormForward(ln2, ln2_mean, ln2_rstd, residual2, w(p.ln2w), w(p.ln2b), BT, C);
-    LinearForward(fch, ln2, w(p.fcw), w(p.fcb), BT, C, 4 * C);
+    LinearForward(fch, ln2, w(p.fcw), w.bf16(p.fcw), w(p.fcb), BT, C, 4 * C);
     k::GeluForward(fch_gelu, fch, BT * 4 * C);
-    LinearForward(residual3, fch_gelu, w(p.fcprojw), w(p.fcprojb), BT, 4 * C, C);
+    LinearForward(residual3, fch_gelu, w(p.fcprojw), w.bf16(p.fcprojw), w(p.fcprojb), BT, 4 * C, C);
     k::AddInPlace(residual3, residual2, btc);
     DT_RETURN_IF_ERROR(access.ReleaseParams(block_modules_[l], Pass::kForward));
   }
@@ -218,8 +262,8 @@ absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,
     const float* last = a.residual3.data<float>() + (L - 1) * btc;
     k::LayerNormForward(a.lnf.data<float>(), a.lnf_mean.data<float>(), a.lnf_rstd.data<float>(),
                         last, fin(offsets_.lnfw), fin(offsets_.lnfb), BT, C);
-    LinearForward(a.logits.data<float>(), a.lnf.data<float>(), emb(offsets_.wte), nullptr, BT, C,
-                  Vp);
+    LinearForward(a.logits.data<float>(), a.lnf.data<float>(), emb(offsets_.wte),
+                  emb.bf16(offsets_.wte), nullptr, BT, C, Vp);
     DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kForward));
     DT_RETURN_IF_ERROR(access.ReleaseParams(final_module_, Pass::kForward));
   }
@@ -247,7 +291,8 @@ absl::Status Gpt::Backward(ParamAccess& access) {
   float* dbtc = a.dbtc.data<float>();        // (B,T,C)
   auto params_of = [&](int module) -> absl::StatusOr<ModuleView<const float>> {
     DT_ASSIGN_OR_RETURN(const float* base, access.AcquireParams(module, Pass::kBackward));
-    return ModuleView<const float>{base, layout_.modules()[module].offset};
+    return ModuleView<const float>{base, layout_.modules()[module].offset,
+                                   bf16_matmuls_ ? access.Bf16Params(module) : nullptr};
   };
   auto grads_of = [&](int module) -> absl::StatusOr<ModuleView<float>> {
     DT_ASSIGN_OR_RETURN(float* base, access.AcquireGrads(module));
@@ -263,7 +308,8 @@ absl::Status Gpt::Backward(ParamAccess& access) {
     DT_ASSIGN_OR_RETURN(auto dfin, grads_of(final_module_));
     // Head: dlnf = dlogits · wte; dwte += dlogitsᵀ · lnf. dlnf lands in dbtc.
     LinearBackward(dbtc, demb(offsets_.wte), nullptr, a.logits.data<float>(), a.lnf.data<float>(),
-                   emb(offsets_.wte), BT, C, Vp);
+                   emb(offsets_.wte), emb.bf16(offsets_.wte), BT, C, Vp,
+                   access.FreshGrads(embedding_module_));
     DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kBackward));
     // Final LayerNorm: its input is the last residual stream; the stream gradient starts here.
     k::Fill(dstream, btc, 0.f);
@@ -280,6 +326,8 @@ absl::Status Gpt::Backward(ParamAccess& access) {
     const BlockParams& p = offsets_.blocks[l];
     DT_ASSIGN_OR_RETURN(auto w, params_of(block_modules_[l]));
     DT_ASSIGN_OR_RETURN(auto dw, grads_of(block_modules_[l]));
+    // A fresh gradient buffer's weight parts start unwritten: the products overwrite them.
+    const bool fresh = access.FreshGrads(block_modules_[l]);
     const float* x = l == 0 ? a.encoded.data<float>() : a.residual3.data<float>() + (l - 1) * btc;
     const float* ln1 = a.ln1.data<float>() + l * btc;
     const float* qkv = a.qkv.data<float>() + l * 3 * btc;
@@ -294,17 +342,20 @@ absl::Status Gpt::Backward(ParamAccess& access) {
     float* dqkv = a.dqkv.data<float>();            // (B,T,3C)
 
     // MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2)))).
-    LinearBackward(dfch_gelu, dw(p.fcprojw), dw(p.fcprojb), dstream, fch_gelu, w(p.fcprojw), BT,
-                   4 * C, C);
+    LinearBackward(dfch_gelu, dw(p.fcprojw), dw(p.fcprojb), dstream, fch_gelu, w(p.fcprojw),
+                   w.bf16(p.fcprojw), BT, 4 * C, C, fresh);
     k::GeluBackward(dfch, fch, dfch_gelu, BT * 4 * C);
-    LinearBackward(dbtc, dw(p.fcw), dw(p.fcb), dfch, ln2, w(p.fcw), BT, C, 4 * C);
+    LinearBackward(dbtc, dw(p.fcw), dw(p.fcb), dfch, ln2, w(p.fcw), w.bf16(p.fcw), BT, C, 4 * C,
+                   fresh);
     k::LayerNormBackward(dstream, dw(p.ln2w), dw(p.ln2b), dbtc, residual2, w(p.ln2w),
                          a.ln2_mean.data<float>() + l * BT, a.ln2_rstd.data<float>() + l * BT, BT,
                          C);
     // Attention branch: residual2 = x + attproj(attn(qkv(ln1(x)))).
-    LinearBackward(dbtc, dw(p.attprojw), dw(p.attprojb), dstream, atty, w(p.attprojw), BT, C, C);
+    LinearBackward(dbtc, dw(p.attprojw), dw(p.attprojb), dstream, atty, w(p.attprojw),
+                   w.bf16(p.attprojw), BT, C, C, fresh);
     k::AttentionBackward(dqkv, a.att_scratch.data<float>(), dbtc, qkv, att, B, T, C, NH);
-    LinearBackward(dbtc, dw(p.qkvw), dw(p.qkvb), dqkv, ln1, w(p.qkvw), BT, C, 3 * C);
+    LinearBackward(dbtc, dw(p.qkvw), dw(p.qkvb), dqkv, ln1, w(p.qkvw), w.bf16(p.qkvw), BT, C, 3 * C,
+                   fresh);
     k::LayerNormBackward(dstream, dw(p.ln1w), dw(p.ln1b), dbtc, x, w(p.ln1w),
                          a.ln1_mean.data<float>() + l * BT, a.ln1_rstd.data<float>() + l * BT, BT,
                          C);

@@ -30,6 +30,10 @@ class Gpt {
   // Runs every matrix product with bf16 operands and fp32 accumulation (bf16 mixed precision;
   // about twice the fp32 rate on CPUs with AVX-512 BF16). Default: fp32.
   void set_bf16_matmuls(bool on) { bf16_matmuls_ = on; }
+  // The parameters this model never reads in fp32 when they are stored in bf16 and the matmuls
+  // run in bf16: the block weights (read only by matrix products) and wte (the tied head is a
+  // matrix product; the encoder widens only the rows a batch uses).
+  std::vector<int> Bf16OnlyParams() const;
   const ParamLayout& layout() const { return layout_; }
 
   // GPT-2 initialisation, deterministic from `seed`: N(0, 0.02) weights and embeddings,
@@ -79,21 +83,26 @@ class Gpt {
     Tensor logits;                   // (B, T, Vp), dlogits after a training Forward
     Tensor losses;                   // (B, T)
     // Backward scratch, reused across layers.
-    Tensor dstream;               // (B, T, C) gradient of the residual stream
-    Tensor dbtc;                  // (B, T, C)
-    Tensor dqkv;                  // (B, T, 3C)
-    Tensor dfch_gelu, dfch;       // (B, T, 4C)
-    Tensor att_scratch;           // attention backward scratch
-    std::vector<int32_t> tokens;  // (B, T) copy of the last inputs for the embedding backward
+    Tensor dstream;                  // (B, T, C) gradient of the residual stream
+    Tensor dbtc;                     // (B, T, C)
+    Tensor dqkv;                     // (B, T, 3C)
+    Tensor dfch_gelu, dfch;          // (B, T, 4C)
+    Tensor att_scratch;              // attention backward scratch
+    std::vector<int32_t> tokens;     // (B, T) copy of the last inputs for the embedding backward
+    Tensor wte_rows;                 // (B, T, C) bf16 storage: the batch's wte rows, widened
+    std::vector<int32_t> positions;  // (B, T) 0, 1, ...: looks wte_rows up in order
   };
 
   Gpt(const GptConfig& config, ParamLayout layout, Allocator* allocator);
   absl::Status EnsureActivations(int B, int T);
   // The linear layers, in fp32 or bf16 per set_bf16_matmuls.
-  void LinearForward(float* out, const float* inp, const float* weight, const float* bias,
-                     int64_t M, int64_t K, int64_t N) const;
+  // weight16: the weight in bf16 when stored so (bf16 matmuls use it as is), else null.
+  void LinearForward(float* out, const float* inp, const float* weight, const uint16_t* weight16,
+                     const float* bias, int64_t M, int64_t K, int64_t N) const;
+  // overwrite_dweight (with weight16 only): dweight = the product instead of +=.
   void LinearBackward(float* dinp, float* dweight, float* dbias, const float* dout,
-                      const float* inp, const float* weight, int64_t M, int64_t K, int64_t N) const;
+                      const float* inp, const float* weight, const uint16_t* weight16, int64_t M,
+                      int64_t K, int64_t N, bool overwrite_dweight = false) const;
 
   GptConfig config_;
   ParamLayout layout_;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -32,6 +33,18 @@ class ParamAccess {
   // which says the module's gradients of this micro-batch are complete.
   virtual absl::StatusOr<float*> AcquireGrads(int module) = 0;
   virtual absl::Status ReleaseGrads(int module) = 0;
+
+  // The acquired module's parameters as stored in bf16, indexed like the fp32 view, for bf16
+  // matrix products without a round trip through fp32; null unless parameters are stored in bf16.
+  virtual const uint16_t* Bf16Params(int /*module*/) { return nullptr; }
+  // Parameters (indices into layout.params()) the model reads only through Bf16Params when it
+  // has them: their floats in the fp32 view may then be left unwidened. The model also writes
+  // their gradients first with `=` (a whole matrix product) when FreshGrads says it may, so an
+  // access that hands out fresh gradient buffers need not zero those parts.
+  virtual void SetBf16OnlyParams(std::vector<int> /*params*/) {}
+  // True when AcquireGrads(module) returned a buffer private to this micro-batch whose
+  // Bf16OnlyParams parts are unwritten (not zeroed): the model must overwrite them first.
+  virtual bool FreshGrads(int /*module*/) { return false; }
 };
 
 // Every module inside one flat buffer of layout.total() floats (gradients optional: forward only).

@@ -9,7 +9,7 @@
 
 namespace dstrain::zero {
 
-int64_t GptActivationBytes(const model::GptConfig& c, int B, int T) {
+int64_t GptActivationBytes(const model::GptConfig& c, int B, int T, bool bf16) {
   const int64_t BT = int64_t{B} * T, C = c.n_embd, L = c.n_layer, NH = c.n_head;
   // Per layer and token: ln1, atty, residual2, ln2, residual3 (C each), qkv (3C), fch and
   // fch_gelu (4C each), two LayerNorm mean/rstd pairs, and the attention probabilities (NH·T).
@@ -18,12 +18,14 @@ int64_t GptActivationBytes(const model::GptConfig& c, int B, int T) {
   // logits (Vp), losses; backward scratch: dstream, dbtc (C), dqkv (3C), dfch_gelu, dfch (4C).
   const int64_t once = BT * (2 * C + 2 + c.padded_vocab_size + 1) + BT * 13 * C;
   const int64_t scratch = kernels::AttentionBackwardScratchFloats(B, T, c.n_embd, c.n_head);
-  return 4 * (L * per_layer + once + scratch);
+  const int64_t wte_rows = bf16 ? BT * C : 0;
+  return 4 * (L * per_layer + once + scratch + wte_rows);
 }
 
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
                               const config::ZeroConfig& zero, int stage, int world, int B, int T,
-                              bool mixed) {
+                              DType storage) {
+  const bool mixed = storage != DType::kF32;
   MemoryEstimate e;
   e.stage = stage;
   e.world = world;
@@ -36,7 +38,7 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::Gpt
   e.params = half * (stage == 3 ? p.owned_total() : p.padded_total());
   e.grads = half * (stage >= 2 ? p.owned_total() : p.padded_total());
   e.optimizer_state = (mixed ? 12 : 8) * p.owned_total();  // (master weights,) m, v
-  e.activations = GptActivationBytes(model, B, T);
+  e.activations = GptActivationBytes(model, B, T, storage == DType::kBF16);
 
   // The largest unit besides the one holding the embedding, and likewise for modules.
   const int emb_module = layout.Find("wte")->module;

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "worker/config/config.h"
 #include "worker/model/param_layout.h"
+#include "worker/tensor/tensor.h"
 
 namespace dstrain::zero {
 
@@ -32,13 +33,15 @@ struct MemoryEstimate {
 };
 
 // Activation bytes of the GPT for a micro-batch of B x T tokens, with the attention backward's
-// scratch sized for the kernels' current thread count (as the trainer sizes it).
-int64_t GptActivationBytes(const model::GptConfig& config, int B, int T);
+// scratch sized for the kernels' current thread count (as the trainer sizes it); with bf16
+// storage the encoder also holds the batch's widened wte rows.
+int64_t GptActivationBytes(const model::GptConfig& config, int B, int T, bool bf16 = false);
 
-// The estimate for stage `stage` at `world` data-parallel ranks; `mixed`: bf16 or fp16 storage.
+// The estimate for stage `stage` at `world` data-parallel ranks with parameters stored as
+// `storage` (kF32, or kBF16 / kF16 for mixed precision).
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
                               const config::ZeroConfig& zero, int stage, int world, int B, int T,
-                              bool mixed = false);
+                              DType storage = DType::kF32);
 
 // A table of every stage for the job, as `dstrain estimate` prints it.
 std::string DescribeEstimates(const std::vector<MemoryEstimate>& estimates, int64_t num_parameters);

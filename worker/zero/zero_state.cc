@@ -299,10 +299,47 @@ absl::StatusOr<const float*> ZeroState::AcquireParams(int module, model::Pass) {
                              : At(params_, unit.padded_offset + off);
     DT_ASSIGN_OR_RETURN(ms.widened, Tensor::Empty(allocator_, DType::kF32, {ModuleFloats(module)},
                                                   MemoryCategory::kGatheredParams));
-    kernels::HalfToFloat(half(), ms.widened.data<float>(), static_cast<const uint16_t*>(source),
-                         ms.widened.numel());
+    const uint16_t* from = static_cast<const uint16_t*>(source);
+    if (widen_ranges_.empty()) {
+      kernels::HalfToFloat(half(), ms.widened.data<float>(), from, ms.widened.numel());
+    } else {
+      for (const auto& [first, last] : widen_ranges_[module]) {
+        kernels::HalfToFloat(half(), ms.widened.data<float>() + first, from + first, last - first);
+      }
+    }
   }
   return ms.widened.data<float>();
+}
+
+const uint16_t* ZeroState::Bf16Params(int module) {
+  if (storage_ != DType::kBF16) return nullptr;
+  const int u = partition_.unit_of_module(module);
+  const Unit& unit = partition_.units()[u];
+  const int64_t off = layout_.modules()[module].offset - unit.begin;
+  if (config_.stage == 3) {
+    const Tensor& g = units_[u].gathered;
+    return g.defined() ? g.data<uint16_t>() + off : nullptr;
+  }
+  return static_cast<const uint16_t*>(At(params_, unit.padded_offset + off));
+}
+
+void ZeroState::SetBf16OnlyParams(std::vector<int> params) {
+  if (storage_ != DType::kBF16) return;
+  std::vector<bool> skip(layout_.params().size(), false);
+  for (int i : params) skip[i] = true;
+  widen_ranges_.assign(layout_.modules().size(), {});
+  for (int m = 0; m < static_cast<int>(layout_.modules().size()); ++m) {
+    // Walk the module's floats, cutting out the skipped parameters.
+    const int64_t begin = layout_.modules()[m].offset;
+    int64_t cursor = 0;
+    for (int i : layout_.modules()[m].params) {
+      if (!skip[i]) continue;
+      const int64_t first = layout_.params()[i].offset - begin;
+      if (first > cursor) widen_ranges_[m].push_back({cursor, first});
+      cursor = first + layout_.params()[i].numel;
+    }
+    if (cursor < ModuleFloats(m)) widen_ranges_[m].push_back({cursor, ModuleFloats(m)});
+  }
 }
 
 absl::Status ZeroState::ReleaseParams(int module, model::Pass) {
@@ -332,8 +369,17 @@ absl::StatusOr<float*> ZeroState::AcquireGrads(int module) {
   if (GradScratch()) {
     // The model accumulates in fp32; ReleaseGrads rounds into the 16-bit destination.
     Tensor& scratch = modules_[module].grad_scratch;
-    DT_ASSIGN_OR_RETURN(scratch, Tensor::Zeros(allocator_, DType::kF32, {ModuleFloats(module)},
+    if (!FreshGrads(module)) {
+      DT_ASSIGN_OR_RETURN(scratch, Tensor::Zeros(allocator_, DType::kF32, {ModuleFloats(module)},
+                                                 MemoryCategory::kCommBuffers));
+      return scratch.data<float>();
+    }
+    // The model overwrites the matrix weights' gradients first (FreshGrads): zero the rest.
+    DT_ASSIGN_OR_RETURN(scratch, Tensor::Empty(allocator_, DType::kF32, {ModuleFloats(module)},
                                                MemoryCategory::kCommBuffers));
+    for (const auto& [first, last] : widen_ranges_[module]) {
+      std::fill(scratch.data<float>() + first, scratch.data<float>() + last, 0.f);
+    }
     return scratch.data<float>();
   }
   if (config_.stage < 2) return grads_.data<float>() + unit.padded_offset + off;

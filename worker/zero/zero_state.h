@@ -117,6 +117,9 @@ class ZeroState final : public model::ParamAccess {
   absl::Status ReleaseParams(int module, model::Pass pass) override;
   absl::StatusOr<float*> AcquireGrads(int module) override;
   absl::Status ReleaseGrads(int module) override;
+  const uint16_t* Bf16Params(int module) override;
+  void SetBf16OnlyParams(std::vector<int> params) override;
+  bool FreshGrads(int module) override { return GradScratch() && !widen_ranges_.empty(); }
 
   const TrafficStats& traffic() const { return traffic_; }
   // Stage 3: how often the recorded module order was found stale and recorded again.
@@ -206,6 +209,9 @@ class ZeroState final : public model::ParamAccess {
     Tensor grad_scratch;
   };
   std::vector<ModuleState> modules_;
+  // Per module, the ranges (module-relative floats) widened to fp32 for compute: all of it,
+  // unless bf16 storage and SetBf16OnlyParams leave the matrix weights out.
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> widen_ranges_;
   bool training_ = true;
 
   // Stage 3 trace of unit acquisitions in one training micro-batch.
