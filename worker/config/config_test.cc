@@ -618,6 +618,11 @@ std::vector<InvalidRow> InvalidRows() {
          j["tensorboard"] = {{"enabled", true}};
        },
        "tensorboard.enabled: TensorBoard monitoring is not supported yet"},
+      {"Bf16ImmediateGradUpdateNotYet",
+       [](json& j) {
+         j["bf16"] = {{"enabled", true}, {"immediate_grad_update", true}};
+       },
+       "bf16.immediate_grad_update: bf16 immediate gradient update is not supported yet"},
       {"PredivideZero", [](json& j) { j["gradient_predivide_factor"] = 0.0; },
        "gradient_predivide_factor: must be > 0, got 0"},
       {"CommunicationTypeMismatch",

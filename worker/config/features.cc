@@ -21,6 +21,7 @@ constexpr FeatureSwitch kSwitches[] = {
     {"fp16.enabled", "fp16 mixed precision", true},
     {"fp16.fp16_master_weights_and_grads", "fp16 master weights and gradients", false},
     {"bf16.enabled", "bf16 mixed precision", true},
+    {"bf16.immediate_grad_update", "bf16 immediate gradient update", false},
     {"amp.enabled", "NVIDIA apex AMP", false},
     {"data_types.grad_accum_dtype", "gradient accumulation in a dtype other than fp32", false},
     {"communication_data_type", "gradient communication in a dtype other than fp32", true},

@@ -129,7 +129,7 @@ std::shared_ptr<const Block> Fp16Block() {
 std::shared_ptr<const Block> Bf16Block() {
   return MakeBlock({
       Bool("enabled", false).Gated(),
-      Bool("immediate_grad_update", false),
+      Bool("immediate_grad_update", false).Gated(),
   });
 }
 
