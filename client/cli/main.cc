@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "client/cli/args.h"
 #include "common/runtime/process_init.h"
+#include "common/status/status_macros.h"
 #include "worker/config/config.h"
 #include "worker/data/prepare.h"
 #include "worker/launcher/launcher.h"
@@ -66,37 +67,29 @@ int Fail(const absl::Status& s, int code) {
   return code;
 }
 
-int Validate(const std::vector<std::string>& args) {
-  auto parsed = ParseArgs(args, {"world"}, {});
-  if (!parsed.ok()) return Fail(parsed.status(), 2);
-  if (parsed->positional.size() != 1) {
-    return Fail(absl::InvalidArgumentError("validate takes exactly one JOB.json"), 2);
+// `COMMAND JOB.json [--world N]`: the job, loaded and checked (errors are usage errors, 2).
+absl::StatusOr<config::JobSpec> LoadJobArg(const std::vector<std::string>& args,
+                                           const char* command) {
+  DT_ASSIGN_OR_RETURN(ParsedArgs parsed, ParseArgs(args, {"world"}, {}));
+  if (parsed.positional.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(command, " takes exactly one JOB.json"));
   }
   std::optional<int> world;
-  if (parsed->Has("world")) {
-    auto w = parsed->GetInt("world", 1);
-    if (!w.ok()) return Fail(w.status(), 2);
-    world = *w;
+  if (parsed.Has("world")) {
+    DT_ASSIGN_OR_RETURN(world, parsed.GetInt("world", 1));
   }
-  auto spec = config::LoadJobSpec(parsed->positional[0], world);
+  return config::LoadJobSpec(parsed.positional[0], world);
+}
+
+int Validate(const std::vector<std::string>& args) {
+  auto spec = LoadJobArg(args, "validate");
   if (!spec.ok()) return Fail(spec.status(), 2);
   std::printf("%s\n", spec->effective.dump(2).c_str());
   return 0;
 }
 
 int Estimate(const std::vector<std::string>& args) {
-  auto parsed = ParseArgs(args, {"world"}, {});
-  if (!parsed.ok()) return Fail(parsed.status(), 2);
-  if (parsed->positional.size() != 1) {
-    return Fail(absl::InvalidArgumentError("estimate takes exactly one JOB.json"), 2);
-  }
-  std::optional<int> world;
-  if (parsed->Has("world")) {
-    auto w = parsed->GetInt("world", 1);
-    if (!w.ok()) return Fail(w.status(), 2);
-    world = *w;
-  }
-  auto spec = config::LoadJobSpec(parsed->positional[0], world);
+  auto spec = LoadJobArg(args, "estimate");
   if (!spec.ok()) return Fail(spec.status(), 2);
   const config::ModelConfig& m = spec->model;
   const model::GptConfig shape{m.n_layer,           m.n_head,    m.n_embd, m.vocab_size,
