@@ -1,0 +1,292 @@
+#include "worker/checkpoint/commit.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status/status_macros.h"
+#include "worker/checkpoint/crc32c.h"
+
+namespace dstrain {
+namespace {
+
+constexpr int kFormat = 1;
+// Manifests hold names, sizes and a small meta object; anything bigger is damage, not data.
+constexpr uint64_t kMaxManifestBytes = 64 << 20;
+constexpr uint64_t kMaxLatestBytes = 4096;
+constexpr absl::string_view kTmpSuffix = ".tmp";
+
+absl::Status ValidateName(absl::string_view name, absl::string_view what) {
+  if (name.empty() || name[0] == '.' || absl::StrContains(name, '/') ||
+      absl::EndsWith(name, kTmpSuffix)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid ", what, " \"", name,
+                     "\": must be one path component, not start with '.', not end with \".tmp\""));
+  }
+  return absl::OkStatus();
+}
+
+std::string Hex(uint32_t v) { return absl::StrFormat("0x%08x", v); }
+
+std::string ManifestToJson(const CheckpointManifest& m) {
+  nlohmann::json shards = nlohmann::json::array();
+  for (const ShardRecord& s : m.shards) {
+    shards.push_back({{"name", s.name}, {"bytes", s.bytes}, {"crc32c", s.crc32c}});
+  }
+  const nlohmann::json j = {
+      {"format", kFormat}, {"tag", m.tag}, {"step", m.step}, {"shards", shards}, {"meta", m.meta}};
+  // Replace invalid UTF-8 in caller strings rather than throw: the manifest must always be
+  // writable.
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+absl::StatusOr<CheckpointManifest> ParseManifest(const std::string& text, const std::string& path) {
+  const auto bad = [&path](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat(path, ": invalid checkpoint manifest: ", why));
+  };
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return bad("not a JSON object (torn or corrupt)");
+  if (!j.contains("format") || !j["format"].is_number_integer() || j["format"] != kFormat) {
+    return bad(absl::StrCat("\"format\" is not ", kFormat));
+  }
+  if (!j.contains("tag") || !j["tag"].is_string()) return bad("\"tag\" missing");
+  if (!j.contains("step") || !j["step"].is_number_integer()) return bad("\"step\" missing");
+  if (!j.contains("shards") || !j["shards"].is_array()) return bad("\"shards\" missing");
+  if (!j.contains("meta") || !j["meta"].is_object()) return bad("\"meta\" missing");
+  CheckpointManifest m;
+  m.tag = j["tag"].get<std::string>();
+  m.step = j["step"].get<int64_t>();
+  m.meta = j["meta"];
+  for (const nlohmann::json& s : j["shards"]) {
+    if (!s.is_object() || !s.contains("name") || !s["name"].is_string() || !s.contains("bytes") ||
+        !s["bytes"].is_number_unsigned() || !s.contains("crc32c") ||
+        !s["crc32c"].is_number_unsigned() || s["crc32c"].get<uint64_t>() > 0xFFFFFFFFu) {
+      return bad("a shard entry lacks name, bytes or crc32c");
+    }
+    ShardRecord r{s["name"].get<std::string>(), s["bytes"].get<uint64_t>(),
+                  static_cast<uint32_t>(s["crc32c"].get<uint64_t>())};
+    if (!ValidateName(r.name, "shard name").ok() || r.name == kManifestName) {
+      return bad(absl::StrCat("bad shard name \"", r.name, "\""));
+    }
+    m.shards.push_back(std::move(r));
+  }
+  return m;
+}
+
+// The manifest of `root`/`tag` when that tag is committed (see commit.h).
+absl::StatusOr<CheckpointManifest> LoadCommitted(Env* env, const std::string& root,
+                                                 const std::string& tag) {
+  DT_RETURN_IF_ERROR(ValidateName(tag, "checkpoint tag"));
+  const std::string dir = JoinPath(root, tag);
+  const std::string path = JoinPath(dir, kManifestName);
+  if (!env->FileExists(path)) {
+    return absl::NotFoundError(absl::StrCat("checkpoint ", tag, " is not committed: no ", path));
+  }
+  DT_ASSIGN_OR_RETURN(std::string text, env->ReadFileToString(path, kMaxManifestBytes));
+  DT_ASSIGN_OR_RETURN(CheckpointManifest m, ParseManifest(text, path));
+  if (m.tag != tag) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": manifest is for tag \"", m.tag, "\", not \"", tag, "\""));
+  }
+  for (const ShardRecord& s : m.shards) {
+    const std::string shard = JoinPath(dir, s.name);
+    absl::StatusOr<uint64_t> size = env->GetFileSize(shard);
+    if (!size.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint ", tag, ": shard missing: ", size.status().message()));
+    }
+    if (*size != s.bytes) {
+      return absl::DataLossError(absl::StrCat(shard, ": ", *size, " bytes, manifest says ", s.bytes,
+                                              " (torn or truncated write)"));
+    }
+  }
+  return m;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Begin(Env* env,
+                                                                          std::string root,
+                                                                          std::string tag,
+                                                                          int64_t step) {
+  DT_RETURN_IF_ERROR(ValidateName(tag, "checkpoint tag"));
+  if (tag == kLatestTag) {
+    return absl::InvalidArgumentError("checkpoint tag \"latest\" is reserved for the pointer");
+  }
+  if (!env->IsDirectory(root)) {
+    // Every directory created here must be synced into its parent, or a crash could take the
+    // whole root, committed checkpoints included, with it.
+    std::vector<std::string> missing;
+    for (std::string p = root; !env->FileExists(p) && Dirname(p) != p; p = Dirname(p)) {
+      missing.push_back(p);
+    }
+    DT_RETURN_IF_ERROR(env->CreateDirs(root));
+    for (const std::string& p : missing) DT_RETURN_IF_ERROR(env->SyncDir(Dirname(p)));
+  }
+  const std::string final_dir = JoinPath(root, tag);
+  if (env->FileExists(final_dir)) {
+    return absl::AlreadyExistsError(absl::StrCat(final_dir, ": checkpoint tag already exists"));
+  }
+  std::string tmp_dir = absl::StrCat(final_dir, kTmpSuffix);
+  if (env->FileExists(tmp_dir)) DT_RETURN_IF_ERROR(env->RemoveDirRecursively(tmp_dir));
+  DT_RETURN_IF_ERROR(env->CreateDir(tmp_dir));
+  CheckpointManifest manifest;
+  manifest.tag = std::move(tag);
+  manifest.step = step;
+  return std::unique_ptr<CheckpointWriter>(
+      new CheckpointWriter(env, std::move(root), std::move(tmp_dir), std::move(manifest)));
+}
+
+absl::Status CheckpointWriter::WriteShard(absl::string_view name, absl::string_view data) {
+  if (done_) return absl::FailedPreconditionError(absl::StrCat(tmp_dir_, ": save already ended"));
+  DT_RETURN_IF_ERROR(ValidateName(name, "shard name"));
+  if (name == kManifestName) {
+    return absl::InvalidArgumentError(absl::StrCat("shard name \"", name, "\" is reserved"));
+  }
+  for (const ShardRecord& s : manifest_.shards) {
+    if (s.name == name) {
+      return absl::AlreadyExistsError(absl::StrCat(tmp_dir_, ": shard ", name, " written twice"));
+    }
+  }
+  const std::string path = JoinPath(tmp_dir_, name);
+  DT_RETURN_IF_ERROR(env_->WriteStringToFile(path, data, /*sync=*/true));
+  manifest_.shards.push_back({std::string(name), data.size(), crc32c::Value(data)});
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointWriter::Commit(const nlohmann::json& meta) {
+  if (done_) return absl::FailedPreconditionError(absl::StrCat(tmp_dir_, ": save already ended"));
+  // Whatever happens below, this writer is finished: a half-done commit cannot be resumed safely.
+  done_ = true;
+  if (!meta.is_object()) return absl::InvalidArgumentError("checkpoint meta must be a JSON object");
+  manifest_.meta = meta;
+  DT_RETURN_IF_ERROR(env_->WriteStringToFile(JoinPath(tmp_dir_, kManifestName),
+                                             ManifestToJson(manifest_), /*sync=*/true));
+  // Persist the shard and manifest entries before the rename publishes the directory.
+  DT_RETURN_IF_ERROR(env_->SyncDir(tmp_dir_));
+  DT_RETURN_IF_ERROR(env_->RenameFile(tmp_dir_, JoinPath(root_, manifest_.tag)));
+  DT_RETURN_IF_ERROR(env_->SyncDir(root_));  // committed from here on
+  const std::string latest = JoinPath(root_, kLatestTag);
+  const std::string latest_tmp = absl::StrCat(latest, kTmpSuffix);
+  DT_RETURN_IF_ERROR(env_->WriteStringToFile(latest_tmp, manifest_.tag, /*sync=*/true));
+  DT_RETURN_IF_ERROR(env_->RenameFile(latest_tmp, latest));
+  return env_->SyncDir(root_);
+}
+
+absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(Env* env,
+                                                                         const std::string& root,
+                                                                         absl::string_view tag) {
+  std::string name(tag);
+  absl::StatusOr<CheckpointManifest> manifest;
+  if (tag == kLatestTag) {
+    absl::StatusOr<std::string> pointer =
+        env->ReadFileToString(JoinPath(root, kLatestTag), kMaxLatestBytes);
+    if (pointer.ok()) {
+      name = std::string(absl::StripAsciiWhitespace(*pointer));
+      manifest = LoadCommitted(env, root, name);
+    }
+    if (!pointer.ok() || !manifest.ok()) {
+      // No pointer yet (first save crashed before it) or a damaged one: the newest committed tag
+      // is the best remaining answer.
+      DT_ASSIGN_OR_RETURN(std::vector<CheckpointManifest> all, ListCommitted(env, root));
+      if (all.empty()) {
+        return absl::NotFoundError(absl::StrCat("no committed checkpoint under ", root));
+      }
+      manifest = std::move(all.back());
+      name = manifest->tag;
+    }
+  } else {
+    manifest = LoadCommitted(env, root, name);
+  }
+  if (!manifest.ok()) return manifest.status();
+  return std::unique_ptr<CheckpointReader>(
+      new CheckpointReader(env, JoinPath(root, name), *std::move(manifest)));
+}
+
+absl::StatusOr<std::string> CheckpointReader::ReadShard(absl::string_view name) const {
+  const auto it = std::find_if(manifest_.shards.begin(), manifest_.shards.end(),
+                               [name](const ShardRecord& s) { return s.name == name; });
+  if (it == manifest_.shards.end()) {
+    return absl::NotFoundError(absl::StrCat(dir_, ": checkpoint has no shard \"", name, "\""));
+  }
+  const std::string path = JoinPath(dir_, it->name);
+  DT_ASSIGN_OR_RETURN(uint64_t size, env_->GetFileSize(path));
+  if (size != it->bytes) {
+    return absl::DataLossError(absl::StrCat(path, ": ", size, " bytes, manifest says ", it->bytes));
+  }
+  DT_ASSIGN_OR_RETURN(std::string data, env_->ReadFileToString(path, it->bytes));
+  const uint32_t crc = crc32c::Value(data);
+  if (crc != it->crc32c) {
+    return absl::DataLossError(absl::StrCat(path, ": crc32c mismatch: file has ", Hex(crc),
+                                            ", manifest says ", Hex(it->crc32c)));
+  }
+  return data;
+}
+
+absl::Status CheckpointReader::VerifyAll() const {
+  for (const ShardRecord& s : manifest_.shards) DT_RETURN_IF_ERROR(ReadShard(s.name).status());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<CheckpointManifest>> ListCommitted(Env* env, const std::string& root) {
+  std::vector<CheckpointManifest> out;
+  if (!env->IsDirectory(root)) return out;
+  DT_ASSIGN_OR_RETURN(std::vector<std::string> children, env->GetChildren(root));
+  for (const std::string& name : children) {
+    if (name == kLatestTag || !ValidateName(name, "").ok()) continue;
+    if (!env->IsDirectory(JoinPath(root, name))) continue;
+    absl::StatusOr<CheckpointManifest> m = LoadCommitted(env, root, name);
+    if (m.ok()) out.push_back(*std::move(m));  // not committed: not ours to list
+  }
+  std::sort(out.begin(), out.end(), [](const CheckpointManifest& a, const CheckpointManifest& b) {
+    return a.step != b.step ? a.step < b.step : a.tag < b.tag;
+  });
+  return out;
+}
+
+absl::Status KeepLast(Env* env, const std::string& root, int n) {
+  if (n < 1) return absl::InvalidArgumentError(absl::StrCat("KeepLast needs n >= 1, got ", n));
+  DT_ASSIGN_OR_RETURN(std::vector<CheckpointManifest> committed, ListCommitted(env, root));
+  std::set<std::string> keep;
+  for (size_t i = committed.size() > static_cast<size_t>(n) ? committed.size() - n : 0;
+       i < committed.size(); ++i) {
+    keep.insert(committed[i].tag);
+  }
+  absl::StatusOr<std::string> latest =
+      env->ReadFileToString(JoinPath(root, kLatestTag), kMaxLatestBytes);
+  if (latest.ok()) keep.insert(std::string(absl::StripAsciiWhitespace(*latest)));
+
+  bool removed = false;
+  for (const CheckpointManifest& m : committed) {
+    if (keep.count(m.tag) > 0) continue;
+    DT_RETURN_IF_ERROR(env->RemoveDirRecursively(JoinPath(root, m.tag)));
+    removed = true;
+  }
+  if (env->IsDirectory(root)) {
+    DT_ASSIGN_OR_RETURN(std::vector<std::string> children, env->GetChildren(root));
+    for (const std::string& name : children) {
+      if (!absl::EndsWith(name, kTmpSuffix)) continue;
+      const std::string path = JoinPath(root, name);
+      if (env->IsDirectory(path)) {
+        DT_RETURN_IF_ERROR(env->RemoveDirRecursively(path));
+      } else {
+        DT_RETURN_IF_ERROR(env->RemoveFile(path));
+      }
+      removed = true;
+    }
+  }
+  if (removed) DT_RETURN_IF_ERROR(env->SyncDir(root));
+  return absl::OkStatus();
+}
+
+}  // namespace dstrain

@@ -1,0 +1,116 @@
+// The checkpoint commit protocol (DESIGN.md §5) for one checkpoint root directory, and the
+// reader that loads only what was committed.
+//
+// Layout under `root`:
+//   <tag>/manifest.json  {"format":1,"tag":..,"step":..,"shards":[{"name","bytes","crc32c"}],
+//                         "meta":{..caller's..}}
+//   <tag>/<shard>...     the shard files, byte for byte as the caller gave them
+//   latest               the name of the newest committed tag
+// A save writes into <tag>.tmp/: each shard is written, synced and closed, then the manifest is
+// written and synced, <tag>.tmp is synced (so its entries survive a crash), renamed to <tag>, and
+// root is synced: from that moment the tag is committed. Last, `latest` is replaced atomically
+// (latest.tmp, sync, rename, sync root). A crash at any point therefore leaves either the new
+// checkpoint or the previous one loadable, never a mix.
+// "Committed" as the reader checks it: <tag> (not *.tmp) holds a manifest that parses, names its
+// own tag, and lists shards that all exist with the listed sizes. Checksums are verified when a
+// shard is read (ReadShard) or on demand (VerifyAll), since that costs a full read.
+// Not thread-safe: one writer per tag, and no KeepLast while a save is in progress.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "worker/env/env.h"
+
+namespace dstrain {
+
+struct ShardRecord {
+  std::string name;
+  uint64_t bytes = 0;
+  uint32_t crc32c = 0;
+};
+
+struct CheckpointManifest {
+  std::string tag;
+  int64_t step = 0;
+  std::vector<ShardRecord> shards;
+  nlohmann::json meta = nlohmann::json::object();
+};
+
+inline constexpr absl::string_view kLatestTag = "latest";
+inline constexpr absl::string_view kManifestName = "manifest.json";
+
+class CheckpointWriter {
+ public:
+  // Starts saving `tag` at `step` under `root` (created if missing). A leftover <tag>.tmp from an
+  // interrupted save is removed; an already committed <tag> is kAlreadyExists. Tags and shard
+  // names are single path components: not empty, no '/', no leading '.', no ".tmp" suffix, and
+  // the tag is not "latest". `env` must outlive the writer.
+  static absl::StatusOr<std::unique_ptr<CheckpointWriter>> Begin(Env* env, std::string root,
+                                                                 std::string tag, int64_t step);
+
+  // Writes, syncs and closes one shard, recording its size and CRC-32C.
+  absl::Status WriteShard(absl::string_view name, absl::string_view data);
+  // Writes the manifest with `meta` (must be a JSON object) and commits; see the header comment.
+  // After an error the checkpoint is not committed and the writer must not be used again.
+  absl::Status Commit(const nlohmann::json& meta);
+
+  const CheckpointManifest& manifest() const { return manifest_; }
+
+ private:
+  CheckpointWriter(Env* env, std::string root, std::string tmp_dir, CheckpointManifest manifest)
+      : env_(env),
+        root_(std::move(root)),
+        tmp_dir_(std::move(tmp_dir)),
+        manifest_(std::move(manifest)) {}
+
+  Env* const env_;
+  const std::string root_;
+  const std::string tmp_dir_;
+  CheckpointManifest manifest_;
+  bool done_ = false;
+};
+
+class CheckpointReader {
+ public:
+  // Opens committed checkpoint `tag` under `root`. For "latest": the tag the `latest` file names
+  // when that one is committed, otherwise (no pointer yet, or a damaged one) the committed tag with
+  // the highest step; kNotFound when nothing is committed. A tag that is not committed gives
+  // kNotFound (missing) or kDataLoss (damaged), naming the file at fault.
+  static absl::StatusOr<std::unique_ptr<CheckpointReader>> Open(Env* env, const std::string& root,
+                                                                absl::string_view tag);
+
+  const CheckpointManifest& manifest() const { return manifest_; }
+  const std::string& dir() const { return dir_; }
+
+  // Reads a shard and checks its size and CRC-32C; kDataLoss naming the file on a mismatch,
+  // kNotFound for a name the manifest does not list.
+  absl::StatusOr<std::string> ReadShard(absl::string_view name) const;
+  // Reads every shard once to check its checksum.
+  absl::Status VerifyAll() const;
+
+ private:
+  CheckpointReader(Env* env, std::string dir, CheckpointManifest manifest)
+      : env_(env), dir_(std::move(dir)), manifest_(std::move(manifest)) {}
+
+  Env* const env_;
+  const std::string dir_;
+  const CheckpointManifest manifest_;
+};
+
+// The committed tags under `root`, oldest first (by step, then by name); empty when `root` does
+// not exist.
+absl::StatusOr<std::vector<CheckpointManifest>> ListCommitted(Env* env, const std::string& root);
+
+// Retention: keeps the `n` (>= 1) newest committed tags and the one `latest` names; removes older
+// committed tags and leftover *.tmp directories of interrupted saves. Directories that are not
+// committed and not *.tmp are left alone (they are not ours to judge).
+absl::Status KeepLast(Env* env, const std::string& root, int n);
+
+}  // namespace dstrain

@@ -1,0 +1,259 @@
+// The commit protocol against crashes at every operation, torn writes, bit flips and full disks,
+// and retention.
+#include "worker/checkpoint/commit.h"
+
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/status/status_macros.h"
+#include "common/status/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/env/env.h"
+#include "worker/env/fault_injection_env.h"
+
+namespace dstrain {
+namespace {
+
+using ::dstrain::testing::IsOk;
+using ::dstrain::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// Shard contents that differ per tag, so a mix of two checkpoints cannot pass for one.
+std::string ShardData(const std::string& tag, int rank) {
+  std::string s;
+  for (int i = 0; i < 1000 + 37 * rank; ++i)
+    s += static_cast<char>((i * 31 + rank + tag.size()) & 0xFF);
+  return absl::StrCat(tag, "/", rank, "/", s);
+}
+
+absl::Status Save(Env* env, const std::string& root, const std::string& tag, int64_t step) {
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointWriter> w,
+                      CheckpointWriter::Begin(env, root, tag, step));
+  for (int rank = 0; rank < 2; ++rank) {
+    DT_RETURN_IF_ERROR(w->WriteShard(absl::StrCat("rank_", rank, ".bin"), ShardData(tag, rank)));
+  }
+  return w->Commit({{"world_size", 2}, {"tag_again", tag}});
+}
+
+// Loads `tag` (or "latest") completely and returns its tag, checking every byte.
+absl::StatusOr<std::string> LoadFully(Env* env, const std::string& root, absl::string_view tag) {
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> r, CheckpointReader::Open(env, root, tag));
+  const CheckpointManifest& m = r->manifest();
+  if (m.shards.size() != 2 || m.meta.value("tag_again", "") != m.tag) {
+    return absl::InternalError("manifest incomplete");
+  }
+  for (int rank = 0; rank < 2; ++rank) {
+    DT_ASSIGN_OR_RETURN(std::string data, r->ReadShard(absl::StrCat("rank_", rank, ".bin")));
+    if (data != ShardData(m.tag, rank)) return absl::InternalError("shard content differs");
+  }
+  return m.tag;
+}
+
+// The loaded tag, or the error as text (readable in a failed EXPECT_EQ).
+std::string Loaded(Env* env, const std::string& root, absl::string_view tag) {
+  absl::StatusOr<std::string> loaded = LoadFully(env, root, tag);
+  return loaded.ok() ? *loaded : loaded.status().ToString();
+}
+
+class CommitTest : public ::testing::Test {
+ protected:
+  void SetUp() override { root_ = FreshRoot(""); }
+
+  std::string FreshRoot(absl::string_view suffix) {
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    const std::string dir = JoinPath(
+        tmp != nullptr ? tmp : "/tmp",
+        absl::StrCat(::testing::UnitTest::GetInstance()->current_test_info()->name(), suffix));
+    if (base_->FileExists(dir)) {
+      EXPECT_THAT(base_->RemoveDirRecursively(dir), IsOk());
+    }
+    return JoinPath(dir, "ckpt");
+  }
+
+  Env* base_ = PosixEnv::Default();
+  std::string root_;
+};
+
+TEST_F(CommitTest, SaveAndLoadRoundTrip) {
+  ASSERT_THAT(Save(base_, root_, "step100", 100), IsOk());
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> r =
+      CheckpointReader::Open(base_, root_, "latest");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ((*r)->manifest().tag, "step100");
+  EXPECT_EQ((*r)->manifest().step, 100);
+  EXPECT_EQ((*r)->manifest().meta["world_size"], 2);
+  EXPECT_EQ((*r)->manifest().shards[1].bytes, ShardData("step100", 1).size());
+  EXPECT_THAT((*r)->VerifyAll(), IsOk());
+  EXPECT_THAT(LoadFully(base_, root_, "step100"), IsOk());
+  EXPECT_THAT((*r)->ReadShard("nope"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+  EXPECT_EQ(*base_->ReadFileToString(JoinPath(root_, "latest"), 100), "step100");
+  EXPECT_FALSE(base_->FileExists(JoinPath(root_, "step100.tmp")));
+  EXPECT_THAT(Save(base_, root_, "step100", 100),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("step100")));
+  EXPECT_THAT(CheckpointWriter::Begin(base_, root_, "latest", 1).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("latest")));
+  EXPECT_THAT(CheckpointWriter::Begin(base_, root_, "a/b", 1).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("a/b")));
+}
+
+TEST_F(CommitTest, NothingCommittedIsNotFound) {
+  EXPECT_THAT(CheckpointReader::Open(base_, root_, "latest").status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(root_)));
+  absl::StatusOr<std::unique_ptr<CheckpointWriter>> w =
+      CheckpointWriter::Begin(base_, root_, "step1", 1);
+  ASSERT_THAT(w, IsOk());
+  ASSERT_THAT((*w)->WriteShard("rank_0.bin", "x"), IsOk());
+  // Not committed yet: invisible.
+  EXPECT_THAT(CheckpointReader::Open(base_, root_, "step1").status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("not committed")));
+  EXPECT_THAT(*ListCommitted(base_, root_), ::testing::IsEmpty());
+}
+
+// The heart of the protocol: crash after each of the save's mutating operations in turn.
+void CrashAtEveryOperation(bool with_previous,
+                           const std::function<std::string(absl::string_view)>& fresh_root) {
+  Env* base = PosixEnv::Default();
+  std::set<std::string> outcomes;
+  for (int n = 0;; ++n) {
+    ASSERT_LT(n, 1000) << "save never finished";
+    const std::string root = fresh_root(absl::StrCat("_", n));
+    if (with_previous) {
+      ASSERT_THAT(Save(base, root, "step1", 1), IsOk());
+    }
+    FaultInjectionEnv env(base);
+    env.CrashAfter(n);
+    const absl::Status saved = Save(&env, root, "step2", 2);
+    // A save that returned OK is durable: a crash right after it must not undo it.
+    const bool finished = saved.ok();
+    if (finished) {
+      ASSERT_THAT(env.SimulateCrash(), IsOk());
+    } else {
+      ASSERT_THAT(saved, StatusIs(absl::StatusCode::kAborted, HasSubstr("crash"))) << n;
+    }
+    absl::StatusOr<std::string> loaded = LoadFully(base, root, "latest");
+    if (!with_previous && !loaded.ok()) {
+      EXPECT_THAT(loaded, StatusIs(absl::StatusCode::kNotFound, ::testing::_)) << "op " << n;
+      outcomes.insert("nothing");
+    } else {
+      ASSERT_THAT(loaded, IsOk()) << "crash after op " << n;
+      outcomes.insert(*loaded);
+    }
+    if (finished) {
+      EXPECT_EQ(Loaded(base, root, "latest"), "step2") << "a finished save was lost";
+      EXPECT_GT(n, 10);  // sanity: the loop really walked through the save
+      break;
+    }
+    ASSERT_THAT(KeepLast(base, root, 5), IsOk());
+    // After the crash a retry succeeds and becomes the latest, unless the crash came after the
+    // commit point (the tag exists; `latest` may still name step1, which is allowed).
+    const absl::Status retried = Save(base, root, "step2", 2);
+    if (!absl::IsAlreadyExists(retried)) {
+      ASSERT_THAT(retried, IsOk()) << n;
+      EXPECT_EQ(Loaded(base, root, "latest"), "step2");
+    }
+  }
+  EXPECT_TRUE(outcomes.count("step2") > 0);
+  EXPECT_TRUE(outcomes.count(with_previous ? "step1" : "nothing") > 0);
+}
+
+TEST_F(CommitTest, CrashAfterEveryOperationLeavesOldOrNewCheckpoint) {
+  CrashAtEveryOperation(/*with_previous=*/true,
+                        [this](absl::string_view s) { return FreshRoot(s); });
+}
+
+TEST_F(CommitTest, CrashAfterEveryOperationOfTheFirstSave) {
+  CrashAtEveryOperation(/*with_previous=*/false,
+                        [this](absl::string_view s) { return FreshRoot(s); });
+}
+
+TEST_F(CommitTest, TornShardIsDetected) {
+  ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
+  FaultInjectionEnv env(base_);
+  const std::string shard = JoinPath(root_, "step2.tmp/rank_1.bin");
+  env.SetTornWrite(shard, 100);
+  // The device lied, so the save itself succeeds ...
+  ASSERT_THAT(Save(&env, root_, "step2", 2), IsOk());
+  // ... but the reader refuses the torn checkpoint, naming the file, and falls back.
+  EXPECT_THAT(CheckpointReader::Open(base_, root_, "step2").status(),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       AllOf(HasSubstr(JoinPath(root_, "step2/rank_1.bin")), HasSubstr("torn"))));
+  EXPECT_EQ(Loaded(base_, root_, "latest"), "step1");
+}
+
+TEST_F(CommitTest, FlippedByteFailsTheChecksumNamingTheFile) {
+  ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
+  const std::string shard = JoinPath(root_, "step1/rank_0.bin");
+  std::string data = *base_->ReadFileToString(shard, 1 << 20);
+  data[data.size() / 2] ^= 0x10;
+  ASSERT_THAT(base_->WriteStringToFile(shard, data, true), IsOk());
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> r =
+      CheckpointReader::Open(base_, root_, "latest");
+  ASSERT_THAT(r, IsOk());  // sizes still match; only a full read can tell
+  EXPECT_THAT((*r)->ReadShard("rank_0.bin"),
+              StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr(shard), HasSubstr("crc32c"))));
+  EXPECT_THAT((*r)->VerifyAll(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr(shard)));
+  EXPECT_THAT((*r)->ReadShard("rank_1.bin"), IsOk());
+}
+
+TEST_F(CommitTest, DiskFullKeepsThePreviousCheckpoint) {
+  ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
+  FaultInjectionEnv env(base_);
+  env.SetDiskFullLimit(1500);  // the first shard fits, the second does not
+  EXPECT_THAT(Save(&env, root_, "step2", 2),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr(JoinPath(root_, "step2.tmp/rank_1.bin"))));
+  EXPECT_EQ(Loaded(base_, root_, "latest"), "step1");
+  EXPECT_THAT(CheckpointReader::Open(base_, root_, "step2").status(),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  // Retention clears the leftover; a later save with space succeeds.
+  ASSERT_THAT(KeepLast(base_, root_, 3), IsOk());
+  EXPECT_FALSE(base_->FileExists(JoinPath(root_, "step2.tmp")));
+  EXPECT_THAT(Save(base_, root_, "step2", 2), IsOk());
+}
+
+std::vector<std::string> Tags(Env* env, const std::string& root) {
+  std::vector<std::string> tags;
+  absl::StatusOr<std::vector<CheckpointManifest>> committed = ListCommitted(env, root);
+  EXPECT_THAT(committed, IsOk());
+  if (!committed.ok()) return tags;
+  for (const CheckpointManifest& m : *committed) tags.push_back(m.tag);
+  return tags;
+}
+
+TEST_F(CommitTest, KeepLastKeepsTheNewestAndTheLatest) {
+  // Steps out of name order, to show ordering is by step.
+  ASSERT_THAT(Save(base_, root_, "b", 20), IsOk());
+  ASSERT_THAT(Save(base_, root_, "a", 30), IsOk());
+  ASSERT_THAT(Save(base_, root_, "d", 40), IsOk());
+  ASSERT_THAT(Save(base_, root_, "c", 50), IsOk());
+  EXPECT_THAT(Tags(base_, root_), ElementsAre("b", "a", "d", "c"));
+  // Point `latest` at an old tag, as after a rollback, and leave debris of an interrupted save
+  // plus a directory that is not a checkpoint.
+  ASSERT_THAT(base_->WriteStringToFile(JoinPath(root_, "latest"), "b", true), IsOk());
+  ASSERT_THAT(base_->CreateDirs(JoinPath(root_, "e.tmp/x")), IsOk());
+  ASSERT_THAT(base_->CreateDirs(JoinPath(root_, "notes")), IsOk());
+
+  ASSERT_THAT(KeepLast(base_, root_, 2), IsOk());
+  EXPECT_THAT(Tags(base_, root_), ElementsAre("b", "d", "c"));
+  EXPECT_FALSE(base_->FileExists(JoinPath(root_, "e.tmp")));
+  EXPECT_TRUE(base_->IsDirectory(JoinPath(root_, "notes")));
+  EXPECT_EQ(Loaded(base_, root_, "latest"), "b");
+
+  ASSERT_THAT(KeepLast(base_, root_, 1), IsOk());
+  EXPECT_THAT(Tags(base_, root_), ElementsAre("b", "c"));
+  EXPECT_THAT(KeepLast(base_, root_, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+}
+
+}  // namespace
+}  // namespace dstrain

@@ -1,0 +1,244 @@
+#include "worker/env/env.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/status/status_macros.h"
+
+namespace dstrain {
+namespace {
+
+// "<op> <path>: <strerror>" with the code errno maps to (ENOENT -> kNotFound, ENOSPC ->
+// kResourceExhausted, ...), so callers can branch on the code and people can read the message.
+absl::Status PosixError(absl::string_view op, absl::string_view path, int err) {
+  char buf[256];
+  // GNU strerror_r returns a pointer that may or may not be `buf`.
+  const char* text = strerror_r(err, buf, sizeof(buf));
+  return absl::Status(absl::ErrnoToStatusCode(err), absl::StrCat(op, " ", path, ": ", text));
+}
+
+class PosixWritableFile final : public WritableFile {
+ public:
+  PosixWritableFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~PosixWritableFile() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  // Writes straight to the fd: checkpoint shards are appended in large pieces, so a user-space
+  // buffer would only add a copy.
+  absl::Status Append(absl::string_view data) override {
+    if (fd_ < 0) return Closed();
+    const char* p = data.data();
+    size_t left = data.size();
+    while (left > 0) {
+      const ssize_t n = ::write(fd_, p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return PosixError("write", path_, errno);
+      }
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Flush() override { return fd_ < 0 ? Closed() : absl::OkStatus(); }
+
+  absl::Status Sync() override {
+    if (fd_ < 0) return Closed();
+    if (::fsync(fd_) != 0) return PosixError("fsync", path_, errno);
+    return absl::OkStatus();
+  }
+
+  absl::Status Close() override {
+    if (fd_ < 0) return Closed();
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) return PosixError("close", path_, errno);
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status Closed() const {
+    return absl::FailedPreconditionError(absl::StrCat(path_, ": file already closed"));
+  }
+
+  const std::string path_;
+  int fd_;
+};
+
+class PosixSequentialFile final : public SequentialFile {
+ public:
+  PosixSequentialFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~PosixSequentialFile() override { ::close(fd_); }
+
+  absl::StatusOr<size_t> Read(size_t n, char* scratch) override {
+    while (true) {
+      const ssize_t r = ::read(fd_, scratch, n);
+      if (r >= 0) return static_cast<size_t>(r);
+      if (errno != EINTR) return PosixError("read", path_, errno);
+    }
+  }
+
+ private:
+  const std::string path_;
+  const int fd_;
+};
+
+}  // namespace
+
+std::string JoinPath(absl::string_view dir, absl::string_view name) {
+  if (dir.empty()) return std::string(name);
+  if (dir.back() == '/') return absl::StrCat(dir, name);
+  return absl::StrCat(dir, "/", name);
+}
+
+std::string Dirname(absl::string_view path) {
+  while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+  const size_t slash = path.rfind('/');
+  if (slash == absl::string_view::npos) return ".";
+  if (slash == 0) return "/";
+  return std::string(path.substr(0, slash));
+}
+
+absl::StatusOr<std::string> Env::ReadFileToString(const std::string& path, uint64_t max_bytes) {
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<SequentialFile> file, NewSequentialFile(path));
+  std::string out;
+  char buf[64 * 1024];
+  while (true) {
+    DT_ASSIGN_OR_RETURN(size_t n, file->Read(sizeof(buf), buf));
+    if (n == 0) return out;
+    if (out.size() + n > max_bytes) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": larger than the limit of ", max_bytes, " bytes"));
+    }
+    out.append(buf, n);
+  }
+}
+
+absl::Status Env::WriteStringToFile(const std::string& path, absl::string_view data, bool sync) {
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, NewWritableFile(path));
+  DT_RETURN_IF_ERROR(file->Append(data));
+  if (sync) DT_RETURN_IF_ERROR(file->Sync());
+  return file->Close();
+}
+
+PosixEnv* PosixEnv::Default() {
+  static PosixEnv* const env = new PosixEnv();
+  return env;
+}
+
+absl::StatusOr<std::unique_ptr<WritableFile>> PosixEnv::NewWritableFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return PosixError("open for writing", path, errno);
+  return std::make_unique<PosixWritableFile>(path, fd);
+}
+
+absl::StatusOr<std::unique_ptr<SequentialFile>> PosixEnv::NewSequentialFile(
+    const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return PosixError("open for reading", path, errno);
+  return std::make_unique<PosixSequentialFile>(path, fd);
+}
+
+bool PosixEnv::FileExists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+bool PosixEnv::IsDirectory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+absl::StatusOr<std::vector<std::string>> PosixEnv::GetChildren(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return PosixError("opendir", dir, errno);
+  std::vector<std::string> names;
+  while (true) {
+    errno = 0;
+    const struct dirent* e = ::readdir(d);
+    if (e == nullptr) {
+      const int err = errno;
+      ::closedir(d);
+      if (err != 0) return PosixError("readdir", dir, err);
+      return names;
+    }
+    const absl::string_view name(e->d_name);
+    if (name != "." && name != "..") names.emplace_back(name);
+  }
+}
+
+absl::StatusOr<uint64_t> PosixEnv::GetFileSize(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return PosixError("stat", path, errno);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+absl::Status PosixEnv::CreateDir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0755) != 0) return PosixError("mkdir", dir, errno);
+  return absl::OkStatus();
+}
+
+absl::Status PosixEnv::CreateDirs(const std::string& dir) {
+  if (dir.empty() || IsDirectory(dir)) return absl::OkStatus();
+  const std::string parent = Dirname(dir);
+  if (parent != dir) DT_RETURN_IF_ERROR(CreateDirs(parent));
+  // Another process may create it between the check and the mkdir; that is success too.
+  if (::mkdir(dir.c_str(), 0755) != 0 && !(errno == EEXIST && IsDirectory(dir))) {
+    return PosixError("mkdir", dir, errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PosixEnv::RemoveFile(const std::string& path) {
+  if (::unlink(path.c_str()) != 0) return PosixError("unlink", path, errno);
+  return absl::OkStatus();
+}
+
+absl::Status PosixEnv::RemoveDirRecursively(const std::string& dir) {
+  DT_ASSIGN_OR_RETURN(std::vector<std::string> children, GetChildren(dir));
+  for (const std::string& name : children) {
+    const std::string path = JoinPath(dir, name);
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) return PosixError("lstat", path, errno);
+    if (S_ISDIR(st.st_mode)) {
+      DT_RETURN_IF_ERROR(RemoveDirRecursively(path));
+    } else {
+      DT_RETURN_IF_ERROR(RemoveFile(path));
+    }
+  }
+  if (::rmdir(dir.c_str()) != 0) return PosixError("rmdir", dir, errno);
+  return absl::OkStatus();
+}
+
+absl::Status PosixEnv::RenameFile(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    return PosixError("rename", absl::StrCat(from, " -> ", to), errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PosixEnv::SyncDir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return PosixError("open directory", dir, errno);
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return PosixError("fsync directory", dir, err);
+  return absl::OkStatus();
+}
+
+}  // namespace dstrain

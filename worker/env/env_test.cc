@@ -1,0 +1,113 @@
+// PosixEnv against real files under the test's temporary directory.
+#include "worker/env/env.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/status/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dstrain {
+namespace {
+
+using ::dstrain::testing::IsOk;
+using ::dstrain::testing::StatusIs;
+using ::testing::HasSubstr;
+using ::testing::UnorderedElementsAre;
+
+std::string FreshDir(Env* env) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string dir = JoinPath(tmp != nullptr ? tmp : "/tmp",
+                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  if (env->FileExists(dir)) {
+    EXPECT_THAT(env->RemoveDirRecursively(dir), IsOk());
+  }
+  EXPECT_THAT(env->CreateDirs(dir), IsOk());
+  return dir;
+}
+
+TEST(PathTest, JoinAndDirname) {
+  EXPECT_EQ(JoinPath("a", "b"), "a/b");
+  EXPECT_EQ(JoinPath("a/", "b"), "a/b");
+  EXPECT_EQ(JoinPath("", "b"), "b");
+  EXPECT_EQ(Dirname("a/b/c"), "a/b");
+  EXPECT_EQ(Dirname("a/b/"), "a");
+  EXPECT_EQ(Dirname("c"), ".");
+  EXPECT_EQ(Dirname("/c"), "/");
+}
+
+TEST(PosixEnvTest, WriteSyncReadBack) {
+  Env* env = PosixEnv::Default();
+  const std::string dir = FreshDir(env);
+  const std::string path = JoinPath(dir, "f");
+  absl::StatusOr<std::unique_ptr<WritableFile>> file = env->NewWritableFile(path);
+  ASSERT_THAT(file, IsOk());
+  EXPECT_THAT((*file)->Append("hello "), IsOk());
+  EXPECT_THAT((*file)->Append(std::string(100000, 'x')), IsOk());
+  EXPECT_THAT((*file)->Flush(), IsOk());
+  EXPECT_THAT((*file)->Sync(), IsOk());
+  EXPECT_THAT((*file)->Close(), IsOk());
+  EXPECT_THAT((*file)->Append("late"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(path)));
+
+  absl::StatusOr<uint64_t> size = env->GetFileSize(path);
+  ASSERT_THAT(size, IsOk());
+  EXPECT_EQ(*size, 100006u);
+  absl::StatusOr<std::string> data = env->ReadFileToString(path, 1 << 20);
+  ASSERT_THAT(data, IsOk());
+  EXPECT_EQ(*data, "hello " + std::string(100000, 'x'));
+  EXPECT_THAT(env->ReadFileToString(path, 1000),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(path)));
+}
+
+TEST(PosixEnvTest, DirectoriesRenameRemove) {
+  Env* env = PosixEnv::Default();
+  const std::string dir = FreshDir(env);
+  const std::string deep = JoinPath(dir, "a/b/c");
+  ASSERT_THAT(env->CreateDirs(deep), IsOk());
+  EXPECT_THAT(env->CreateDirs(deep), IsOk());
+  EXPECT_TRUE(env->IsDirectory(deep));
+  EXPECT_THAT(env->CreateDir(deep), StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr(deep)));
+  ASSERT_THAT(env->WriteStringToFile(JoinPath(deep, "f"), "1", true), IsOk());
+  ASSERT_THAT(env->WriteStringToFile(JoinPath(dir, "g"), "2", true), IsOk());
+  ASSERT_THAT(env->WriteStringToFile(JoinPath(dir, "h"), "3", true), IsOk());
+
+  absl::StatusOr<std::vector<std::string>> children = env->GetChildren(dir);
+  ASSERT_THAT(children, IsOk());
+  EXPECT_THAT(*children, UnorderedElementsAre("a", "g", "h"));
+
+  // Rename replaces an existing file atomically.
+  ASSERT_THAT(env->RenameFile(JoinPath(dir, "g"), JoinPath(dir, "h")), IsOk());
+  EXPECT_FALSE(env->FileExists(JoinPath(dir, "g")));
+  EXPECT_EQ(*env->ReadFileToString(JoinPath(dir, "h"), 10), "2");
+  EXPECT_THAT(env->SyncDir(dir), IsOk());
+
+  ASSERT_THAT(env->RemoveDirRecursively(JoinPath(dir, "a")), IsOk());
+  EXPECT_FALSE(env->FileExists(JoinPath(dir, "a")));
+  ASSERT_THAT(env->RemoveFile(JoinPath(dir, "h")), IsOk());
+  EXPECT_THAT(*env->GetChildren(dir), ::testing::IsEmpty());
+}
+
+TEST(PosixEnvTest, ErrorsNameThePathAndCause) {
+  Env* env = PosixEnv::Default();
+  const std::string dir = FreshDir(env);
+  const std::string missing = JoinPath(dir, "missing");
+  EXPECT_THAT(env->NewSequentialFile(missing),
+              StatusIs(absl::StatusCode::kNotFound,
+                       ::testing::AllOf(HasSubstr(missing), HasSubstr("No such file"))));
+  EXPECT_THAT(env->GetFileSize(missing), StatusIs(absl::StatusCode::kNotFound, HasSubstr(missing)));
+  EXPECT_THAT(env->RemoveFile(missing), StatusIs(absl::StatusCode::kNotFound, HasSubstr(missing)));
+  EXPECT_THAT(env->RenameFile(missing, JoinPath(dir, "x")),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(missing)));
+  EXPECT_THAT(env->SyncDir(missing), StatusIs(absl::StatusCode::kNotFound, HasSubstr(missing)));
+  EXPECT_THAT(env->NewWritableFile(JoinPath(missing, "f")),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(missing)));
+}
+
+}  // namespace
+}  // namespace dstrain
