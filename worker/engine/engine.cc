@@ -1,7 +1,9 @@
 #include "worker/engine/engine.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -186,6 +188,52 @@ absl::StatusOr<std::optional<StepStats>> Engine::FinishStepStats(StepStats stats
   micro_step_ = 0;
   stats.step = ++global_steps_;
   return std::optional<StepStats>(stats);
+}
+
+absl::StatusOr<std::string> Engine::SaveState() {
+  if (forward_pending_ || micro_step_ != 0) {
+    return absl::FailedPreconditionError("SaveState: only between optimizer steps");
+  }
+  const precision::LossScaler::State scaler = scaler_->state();
+  const nlohmann::json counters = {
+      {"global_steps", global_steps_},        {"applied_steps", applied_steps_},
+      {"skipped_steps", skipped_steps_},      {"loss_scale", scaler.cur_scale},
+      {"scaler_iter", scaler.cur_iter},       {"scaler_last_overflow", scaler.last_overflow_iter},
+      {"scaler_overflows", scaler.overflows}, {"scaler_hysteresis", scaler.cur_hysteresis}};
+  const std::string head = counters.dump();
+  DT_ASSIGN_OR_RETURN(std::string shard, zero_->SaveShard());
+  // [8-byte length][counters JSON][ZeroState shard]
+  const uint64_t n = head.size();
+  std::string out(reinterpret_cast<const char*>(&n), sizeof(n));
+  out += head;
+  out += shard;
+  return out;
+}
+
+absl::Status Engine::LoadState(absl::string_view state) {
+  if (forward_pending_ || micro_step_ != 0) {
+    return absl::FailedPreconditionError("LoadState: only between optimizer steps");
+  }
+  uint64_t n = 0;
+  if (state.size() < sizeof(n)) return absl::DataLossError("engine state: truncated");
+  std::memcpy(&n, state.data(), sizeof(n));
+  if (state.size() < sizeof(n) + n) return absl::DataLossError("engine state: truncated");
+  const nlohmann::json counters =
+      nlohmann::json::parse(state.substr(sizeof(n), n), nullptr, /*allow_exceptions=*/false);
+  if (!counters.is_object()) return absl::DataLossError("engine state: bad counters");
+  DT_RETURN_IF_ERROR(zero_->LoadShard(state.substr(sizeof(n) + n)));
+  global_steps_ = counters.value("global_steps", int64_t{0});
+  applied_steps_ = counters.value("applied_steps", int64_t{0});
+  skipped_steps_ = counters.value("skipped_steps", int64_t{0});
+  precision::LossScaler::State scaler;
+  scaler.cur_scale = counters.value("loss_scale", 1.0);
+  scaler.cur_iter = counters.value("scaler_iter", int64_t{0});
+  scaler.last_overflow_iter = counters.value("scaler_last_overflow", int64_t{-1});
+  scaler.overflows = counters.value("scaler_overflows", int64_t{0});
+  scaler.cur_hysteresis = counters.value("scaler_hysteresis", 1);
+  scaler_->Restore(scaler);
+  loss_sum_ = 0.0;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<float> Engine::EvalLoss(const int32_t* inputs, const int32_t* targets, int B,

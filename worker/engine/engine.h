@@ -62,6 +62,14 @@ class Engine {
   // engine.step() is likewise a no-op between boundaries).
   absl::StatusOr<std::optional<StepStats>> Step();
 
+  // This rank's training state between optimizer steps, as bytes for its checkpoint shard:
+  // ZeroState's chunks (parameters or master weights, Adam moments) plus the step counters and
+  // the loss scaler. Every rank calls both; LoadState is collective from ZeRO stage 1 on and
+  // needs the same world size, stage and precision (kFailedPrecondition otherwise). Training
+  // resumed from it takes bitwise the steps the uninterrupted run takes.
+  absl::StatusOr<std::string> SaveState();
+  absl::Status LoadState(absl::string_view state);
+
   // Forward only (no gradients) on a batch of B sequences of length T; returns the mean loss.
   absl::StatusOr<float> EvalLoss(const int32_t* inputs, const int32_t* targets, int B, int T);
 

@@ -704,4 +704,110 @@ bool ZeroState::KeepForReuse(int u) const {
   return false;  // not used again in this micro-batch
 }
 
+// ---- checkpoint shards ----
+
+namespace {
+
+// The shard header: what must match for the bytes after it to mean the same thing.
+struct ShardHeader {
+  char magic[8] = {'d', 's', 'z', 'e', 'r', 'o', '0', '1'};
+  int32_t stage = 0, world = 0, rank = 0, storage = 0;
+  int64_t layout_total = 0, owned_total = 0, units = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::string> ZeroState::SaveShard() {
+  for (const UnitState& u : units_) {
+    if (u.users != 0 || u.reduced) {
+      return absl::FailedPreconditionError("SaveShard: only between steps");
+    }
+  }
+  ShardHeader h;
+  h.stage = config_.stage;
+  h.world = partition_.world();
+  h.rank = partition_.rank();
+  h.storage = static_cast<int32_t>(storage_);
+  h.layout_total = layout_.total();
+  h.owned_total = partition_.owned_total();
+  h.units = static_cast<int64_t>(partition_.units().size());
+  const int64_t n = partition_.owned_total();
+  std::string out(reinterpret_cast<const char*>(&h), sizeof(h));
+  out.reserve(sizeof(h) + 3 * 4 * n);
+  // Parameters: this rank's chunks in unit order (mixed: the fp32 master weights).
+  if (mixed()) {
+    out.append(static_cast<const char*>(master_.raw()), 4 * n);
+  } else {
+    for (const Unit& unit : partition_.units()) {
+      out.append(static_cast<const char*>(At(params_, ParamChunk(unit))), 4 * unit.chunk);
+    }
+  }
+  out.append(static_cast<const char*>(exp_avg_.raw()), 4 * n);
+  out.append(static_cast<const char*>(exp_avg_sq_.raw()), 4 * n);
+  return out;
+}
+
+absl::Status ZeroState::LoadShard(absl::string_view shard) {
+  ShardHeader want;
+  want.stage = config_.stage;
+  want.world = partition_.world();
+  want.rank = partition_.rank();
+  want.storage = static_cast<int32_t>(storage_);
+  want.layout_total = layout_.total();
+  want.owned_total = partition_.owned_total();
+  want.units = static_cast<int64_t>(partition_.units().size());
+  const int64_t n = partition_.owned_total();
+  if (shard.size() != sizeof(ShardHeader) + 3 * 4 * static_cast<size_t>(n)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shard has ", shard.size(), " bytes, expected ", sizeof(ShardHeader) + 12 * n));
+  }
+  ShardHeader got;
+  std::memcpy(&got, shard.data(), sizeof(got));
+  if (std::memcmp(got.magic, want.magic, sizeof(got.magic)) != 0) {
+    return absl::FailedPreconditionError("not a ZeRO state shard (bad magic)");
+  }
+  if (got.stage != want.stage || got.world != want.world || got.rank != want.rank ||
+      got.storage != want.storage || got.layout_total != want.layout_total ||
+      got.units != want.units) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shard written at stage ", got.stage, ", rank ", got.rank, " of ", got.world, ", storage ",
+        DTypeName(static_cast<DType>(got.storage)), " cannot load into stage ", want.stage,
+        ", rank ", want.rank, " of ", want.world, ", storage ", DTypeName(storage_),
+        " (resharding goes through a consolidated export)"));
+  }
+  const char* p = shard.data() + sizeof(ShardHeader);
+  for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
+    if (units_[u].gathered.defined()) DropGathered(u);  // stale: the parameters change
+  }
+  if (mixed()) {
+    std::memcpy(master_.raw(), p, 4 * n);
+    for (const Unit& unit : partition_.units()) {
+      kernels::FloatToHalf(half(), static_cast<uint16_t*>(At(params_, ParamChunk(unit))),
+                           master_.data<float>() + unit.owned_offset, unit.chunk);
+    }
+  } else {
+    for (const Unit& unit : partition_.units()) {
+      std::memcpy(At(params_, ParamChunk(unit)), p + 4 * unit.owned_offset, 4 * unit.chunk);
+    }
+  }
+  p += 4 * n;
+  std::memcpy(exp_avg_.raw(), p, 4 * n);
+  std::memcpy(exp_avg_sq_.raw(), p + 4 * n, 4 * n);
+  grads_.SetZero();
+  // Stages 1-2 keep full parameters: every rank's chunks come back by all-gather, as after a step.
+  if (config_.stage == 1 || config_.stage == 2) {
+    if (distributed()) {
+      for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
+        const Unit& unit = partition_.units()[u];
+        DT_ASSIGN_OR_RETURN(
+            units_[u].gather,
+            dp_->AllGather(Buf(params_, ParamChunk(unit), unit.chunk),
+                           Buf(params_, unit.padded_offset, partition_.padded_numel(u)), comm_));
+      }
+      for (UnitState& s : units_) DT_RETURN_IF_ERROR(Wait(s.gather));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace dstrain::zero

@@ -109,6 +109,16 @@ class ZeroState final : public model::ParamAccess {
   // Makes this rank's first gradient inf, as an fp16 overflow would (tests of the skip path).
   void PoisonGradientsForTesting();
 
+  // This rank's share of the training state, between steps, as bytes for a checkpoint shard:
+  // its chunks of the parameters (mixed precision: of the fp32 master weights, from which the
+  // 16-bit working copy is exactly the rounding) and of the Adam moments, after a header naming
+  // the stage, world, rank and sizes.
+  absl::StatusOr<std::string> SaveShard();
+  // Restores what SaveShard wrote on the same rank of the same layout, stage, world size and
+  // precision (kFailedPrecondition otherwise); collective from stage 1 on, where the full
+  // parameters are all-gathered again. Gradients are zero afterwards, as after a step.
+  absl::Status LoadShard(absl::string_view shard);
+
   // Forward passes outside training (evaluation) neither record nor follow the stage-3 trace.
   void SetTraining(bool training) { training_ = training; }
 
