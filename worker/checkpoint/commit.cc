@@ -158,10 +158,41 @@ absl::Status CheckpointWriter::WriteShard(absl::string_view name, absl::string_v
       return absl::AlreadyExistsError(absl::StrCat(tmp_dir_, ": shard ", name, " written twice"));
     }
   }
-  const std::string path = JoinPath(tmp_dir_, name);
-  DT_RETURN_IF_ERROR(env_->WriteStringToFile(path, data, /*sync=*/true));
-  manifest_.shards.push_back({std::string(name), data.size(), crc32c::Value(data)});
+  DT_ASSIGN_OR_RETURN(ShardRecord record, WriteShardFile(env_, tmp_dir_, name, data));
+  manifest_.shards.push_back(std::move(record));
   return absl::OkStatus();
+}
+
+absl::Status CheckpointWriter::AddShard(ShardRecord record) {
+  if (done_) return absl::FailedPreconditionError(absl::StrCat(tmp_dir_, ": save already ended"));
+  DT_RETURN_IF_ERROR(ValidateName(record.name, "shard name"));
+  for (const ShardRecord& s : manifest_.shards) {
+    if (s.name == record.name) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(tmp_dir_, ": shard ", record.name, " recorded twice"));
+    }
+  }
+  DT_ASSIGN_OR_RETURN(const uint64_t size, env_->GetFileSize(JoinPath(tmp_dir_, record.name)));
+  if (size != record.bytes) {
+    return absl::DataLossError(absl::StrCat(JoinPath(tmp_dir_, record.name), ": has ", size,
+                                            " bytes, its writer reported ", record.bytes));
+  }
+  manifest_.shards.push_back(std::move(record));
+  return absl::OkStatus();
+}
+
+std::string CheckpointTmpDir(const std::string& root, absl::string_view tag) {
+  return JoinPath(root, absl::StrCat(tag, kTmpSuffix));
+}
+
+absl::StatusOr<ShardRecord> WriteShardFile(Env* env, const std::string& dir, absl::string_view name,
+                                           absl::string_view data) {
+  DT_RETURN_IF_ERROR(ValidateName(name, "shard name"));
+  if (name == kManifestName) {
+    return absl::InvalidArgumentError(absl::StrCat("shard name \"", name, "\" is reserved"));
+  }
+  DT_RETURN_IF_ERROR(env->WriteStringToFile(JoinPath(dir, name), data, /*sync=*/true));
+  return ShardRecord{std::string(name), data.size(), crc32c::Value(data)};
 }
 
 absl::Status CheckpointWriter::Commit(const nlohmann::json& meta) {

@@ -57,6 +57,11 @@ class CheckpointWriter {
 
   // Writes, syncs and closes one shard, recording its size and CRC-32C.
   absl::Status WriteShard(absl::string_view name, absl::string_view data);
+  // Records a shard another process wrote into tmp_dir() with WriteShardFile (multi-rank saves:
+  // every rank writes its own shard, rank 0 collects the records and commits).
+  absl::Status AddShard(ShardRecord record);
+  // Where the shards of this save go until the commit.
+  const std::string& tmp_dir() const { return tmp_dir_; }
   // Writes the manifest with `meta` (must be a JSON object) and commits; see the header comment.
   // After an error the checkpoint is not committed and the writer must not be used again.
   absl::Status Commit(const nlohmann::json& meta);
@@ -103,6 +108,12 @@ class CheckpointReader {
   const std::string dir_;
   const CheckpointManifest manifest_;
 };
+
+// The directory a save of `tag` under `root` writes into (CheckpointWriter::tmp_dir()).
+std::string CheckpointTmpDir(const std::string& root, absl::string_view tag);
+// Writes, syncs and closes one shard file in `dir` (a save's tmp dir), returning its record.
+absl::StatusOr<ShardRecord> WriteShardFile(Env* env, const std::string& dir, absl::string_view name,
+                                           absl::string_view data);
 
 // The committed tags under `root`, oldest first (by step, then by name); empty when `root` does
 // not exist.

@@ -1,0 +1,43 @@
+// Checkpoints of a training run, taken and loaded by every data-parallel rank together.
+//
+// DeepSpeed hangs when only rank 0 calls save; here every rank must call SaveCheckpoint, and the
+// collectives inside turn a missing rank into an error within the communication timeout.
+// Rank r writes its shard rank_<r>.bin = [u64 n][n bytes of the caller's per-rank state, e.g.
+// the data-loader position][Engine::SaveState()] into the save's tmp dir; rank 0 gathers the
+// shard records, writes the manifest (meta: world size, ZeRO stage, precision, step, the
+// caller's fields) and commits by worker/checkpoint/commit.h's protocol, then keeps the newest
+// `keep_last`. All ranks return the same outcome.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "worker/comm/communicator.h"
+#include "worker/engine/engine.h"
+#include "worker/env/env.h"
+
+namespace dstrain::engine {
+
+struct CheckpointOptions {
+  Env* env = nullptr;
+  std::string root;   // checkpoint directory
+  int keep_last = 0;  // retention after a save (0: keep all)
+  CommOptions comm;   // timeout of the collectives inside
+};
+
+// Saves `tag` at the engine's current step. `dp` is the data-parallel group (null: one rank).
+absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOptions& options,
+                            const std::string& tag, absl::string_view rank_state,
+                            nlohmann::json meta = nlohmann::json::object());
+
+// Loads `tag` ("latest": the newest committed) into the engine on every rank and returns this
+// rank's per-rank state. kNotFound when nothing is committed; kFailedPrecondition when the
+// checkpoint was written at another world size, stage or precision; kDataLoss for a damaged
+// shard (naming the file). Any rank's failure fails every rank.
+absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
+                                           const CheckpointOptions& options, absl::string_view tag);
+
+}  // namespace dstrain::engine
