@@ -774,10 +774,8 @@ std::vector<InvalidRow> InvalidRows() {
          j["data"]["val"] = "val_*.bin";
        },
        "data.val: must be the same kind as data.train"},
-      // Gated until checkpoints land (DESIGN.md roadmap item 5).
-      {"CheckpointEveryNotYetSupported", [](json& j) { j["job"]["checkpoint_every"] = 10; },
-       "job.checkpoint_every: periodic checkpoints (job.checkpoint_every > 0) is not supported "
-       "yet"},
+      {"CheckpointEveryNeedsADirectory", [](json& j) { j["job"]["checkpoint_every"] = 10; },
+       "job.checkpoint_every: needs job.checkpoint_dir"},
       {"KeepLastZero", [](json& j) { j["job"]["keep_last"] = 0; },
        "job.keep_last: must be >= 1, got 0"},
       {"PipelineStagesMismatch",

@@ -13,7 +13,7 @@ constexpr FeatureSwitch kSwitches[] = {
     // Parallelism.
     {"job.pipeline_stages", "pipeline parallelism (job.pipeline_stages > 1)", false},
     // Checkpoints (DESIGN.md roadmap item 5).
-    {"job.checkpoint_every", "periodic checkpoints (job.checkpoint_every > 0)", false},
+    {"job.checkpoint_every", "periodic checkpoints (job.checkpoint_every > 0)", true},
     {"seq_parallel_communication_data_type", "sequence parallelism", false},
     {"tensor_parallel", "tensor parallelism", false},
     {"use_data_before_expert_parallelism", "mixture-of-experts parallelism", false},

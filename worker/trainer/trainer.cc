@@ -14,11 +14,14 @@
 #include "absl/strings/str_format.h"
 #include "common/random/rng.h"
 #include "common/status/status_macros.h"
+#include "worker/checkpoint/commit.h"
 #include "worker/comm/communicator.h"
 #include "worker/comm/gloo/gloo_communicator.h"
 #include "worker/data/byte_tokenizer.h"
 #include "worker/data/data_loader.h"
+#include "worker/engine/checkpoint_io.h"
 #include "worker/engine/engine.h"
+#include "worker/env/env.h"
 #include "worker/model/gpt.h"
 #include "worker/model/llmc_format.h"
 #include "worker/store/tcp_store.h"
@@ -204,9 +207,37 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
   std::vector<double> tok_rates;
   const double tokens_per_step = double(B) * T * gas * spec.data_parallel_size;
 
+  // Checkpoints: with job.checkpoint_dir set and job.resume, a run picks up from the newest
+  // committed checkpoint there (engine state and each rank's data position), every rank
+  // together; job.checkpoint_every saves one every that many steps.
+  engine::CheckpointOptions ckpt;
+  ckpt.env = PosixEnv::Default();
+  ckpt.root = spec.job.checkpoint_dir;
+  ckpt.keep_last = spec.job.keep_last;
+  ckpt.comm = CommOptions{options.comm_timeout};
+  int64_t first_step = 1;
+  if (!ckpt.root.empty() && spec.job.resume) {
+    DT_ASSIGN_OR_RETURN(std::vector<CheckpointManifest> committed,
+                        ListCommitted(ckpt.env, ckpt.root));
+    if (!committed.empty()) {
+      DT_ASSIGN_OR_RETURN(std::string rank_state,
+                          engine::LoadCheckpoint(*engine, dp.get(), ckpt, "latest"));
+      const nlohmann::json position =
+          nlohmann::json::parse(rank_state, nullptr, /*allow_exceptions=*/false);
+      if (!position.is_object()) {
+        return absl::DataLossError(
+            absl::StrCat(ckpt.root, ": bad data position in this rank's shard"));
+      }
+      DT_RETURN_IF_ERROR(train_loader.Restore(data::LoaderState{
+          position.value("epoch", uint64_t{0}), position.value("index", uint64_t{0})}));
+      first_step = engine->global_steps() + 1;
+      absl::FPrintF(log, "resumed from %s at step %d\n", ckpt.root, engine->global_steps());
+    }
+  }
+
   // Phase 2: the training loop, one optimizer step per iteration.
   int64_t comm_bytes_before = engine->zero().traffic().total();
-  for (int64_t step = 1; step <= spec.job.train_steps; ++step) {
+  for (int64_t step = first_step; step <= spec.job.train_steps; ++step) {
     const auto t0 = Clock::now();
     allocator.ResetPeaks();
     std::optional<engine::StepStats> stats;
@@ -274,6 +305,15 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     }
     result.steps = step;
     result.final_train_loss = stats->loss;
+
+    if (spec.job.checkpoint_every > 0 &&
+        (step % spec.job.checkpoint_every == 0 || step == spec.job.train_steps)) {
+      const data::LoaderState at = train_loader.State();
+      const nlohmann::json position = {{"epoch", at.epoch}, {"index", at.index}};
+      const std::string tag = absl::StrFormat("step_%08d", step);
+      DT_RETURN_IF_ERROR(engine::SaveCheckpoint(*engine, dp.get(), ckpt, tag, position.dump()));
+      absl::FPrintF(log, "checkpoint %s/%s\n", ckpt.root, tag);
+    }
 
     if (spec.job.sample_every > 0 && step % spec.job.sample_every == 0 && !last &&
         spec.job.sample_tokens > 0) {
