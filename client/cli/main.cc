@@ -6,6 +6,7 @@
 //                 [--save-initial-model FILE]
 //   dstrain launch --nproc N JOB.json [--metrics-out FILE.jsonl]
 //   dstrain estimate JOB.json [--world N]
+//   dstrain export CHECKPOINT_DIR --out FILE [--tag TAG]
 //
 // Exit codes: 0 success, 1 the command ran and failed, 2 bad usage, an invalid job or missing
 // input files.
@@ -25,6 +26,8 @@
 #include "common/status/status_macros.h"
 #include "worker/config/config.h"
 #include "worker/data/prepare.h"
+#include "worker/engine/checkpoint_io.h"
+#include "worker/env/env.h"
 #include "worker/launcher/launcher.h"
 #include "worker/model/param_layout.h"
 #include "worker/trainer/trainer.h"
@@ -58,6 +61,9 @@ commands:
       job's): parameters, gradients and optimizer state exactly as the engine will allocate
       them, beside the ZeRO paper's formulas, activations of one micro-batch, and bounds of the
       stage 2/3 gradient buckets and stage 3 gathered modules.
+  export CHECKPOINT_DIR --out FILE [--tag TAG]
+      Write the fp32 weights of a committed checkpoint (default: the latest) as one llm.c model
+      file, whatever world size, ZeRO stage and precision wrote it; model.init_from reads it.
   help
       Show this text.
 )";
@@ -117,6 +123,23 @@ int Estimate(const std::vector<std::string>& args) {
               spec->fp16.enabled || spec->bf16.enabled
                   ? "16-bit parameters and gradients, fp32 master weights and Adam moments"
                   : "fp32 parameters, gradients and Adam moments");
+  return 0;
+}
+
+int Export(const std::vector<std::string>& args) {
+  auto parsed = ParseArgs(args, {"out", "tag"}, {});
+  if (!parsed.ok()) return Fail(parsed.status(), 2);
+  if (parsed->positional.size() != 1 || !parsed->Has("out")) {
+    return Fail(
+        absl::InvalidArgumentError("usage: dstrain export CHECKPOINT_DIR --out FILE [--tag TAG]"),
+        2);
+  }
+  const std::string tag = parsed->Has("tag") ? parsed->Get("tag") : "latest";
+  const absl::Status s =
+      engine::ExportCheckpoint(PosixEnv::Default(), parsed->positional[0], tag, parsed->Get("out"));
+  if (!s.ok()) return Fail(s, 1);
+  std::printf("wrote %s from %s (%s)\n", parsed->Get("out").c_str(), parsed->positional[0].c_str(),
+              tag.c_str());
   return 0;
 }
 
@@ -234,6 +257,7 @@ int Main(int argc, char** argv) {
   if (command == "train") return Train(args);
   if (command == "launch") return Launch(args);
   if (command == "estimate") return Estimate(args);
+  if (command == "export") return Export(args);
   if (command == "help" || command == "--help" || command == "-h") {
     std::fputs(kUsage, stdout);
     return 0;

@@ -7,6 +7,8 @@
 #include "absl/strings/str_format.h"
 #include "common/status/status_macros.h"
 #include "worker/checkpoint/commit.h"
+#include "worker/model/llmc_format.h"
+#include "worker/zero/zero_state.h"
 
 namespace dstrain::engine {
 namespace {
@@ -100,9 +102,14 @@ absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOp
       meta["zero_stage"] = engine.spec().zero.stage;
       meta["precision"] = Precision(engine.spec());
       meta["step"] = engine.global_steps();
-      meta["model"] = {{"n_layer", engine.model().config().n_layer},
-                       {"n_embd", engine.model().config().n_embd},
-                       {"padded_vocab_size", engine.model().config().padded_vocab_size}};
+      meta["reduce_bucket_size"] = engine.spec().zero.reduce_bucket_size;
+      const model::GptConfig& mc = engine.model().config();
+      meta["model"] = {{"n_layer", mc.n_layer},
+                       {"n_head", mc.n_head},
+                       {"n_embd", mc.n_embd},
+                       {"vocab_size", mc.vocab_size},
+                       {"padded_vocab_size", mc.padded_vocab_size},
+                       {"block_size", mc.block_size}};
       status = writer->Commit(meta);
     }
     if (status.ok() && options.keep_last > 0) {
@@ -116,33 +123,93 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
                                            const CheckpointOptions& options,
                                            absl::string_view tag) {
   const int rank = Rank(dp), world = World(dp);
-  // Phase 1: every rank opens the checkpoint, checks it fits, reads its shard (CRC checked).
-  std::string shard;
+  // Phase 1: every rank opens the checkpoint and reads what it needs (CRCs checked): its own
+  // shard when the run has the checkpoint's world size, stage and precision, otherwise every
+  // shard, to reshard.
+  std::vector<std::string> shards;
+  bool reshard = false, same_precision = true;
+  int64_t bucket = 0;
   absl::Status status = [&]() -> absl::Status {
     DT_ASSIGN_OR_RETURN(auto reader, CheckpointReader::Open(options.env, options.root, tag));
     const nlohmann::json& meta = reader->manifest().meta;
-    const std::string where = absl::StrCat("checkpoint ", reader->dir());
-    if (meta.value("world_size", 0) != world ||
-        meta.value("zero_stage", -1) != engine.spec().zero.stage ||
-        meta.value("precision", std::string()) != Precision(engine.spec())) {
+    const model::GptConfig& mc = engine.model().config();
+    const nlohmann::json& shape = meta.contains("model") ? meta["model"] : nlohmann::json();
+    if (shape.value("n_layer", -1) != mc.n_layer || shape.value("n_embd", -1) != mc.n_embd ||
+        shape.value("padded_vocab_size", -1) != mc.padded_vocab_size) {
       return absl::FailedPreconditionError(
-          absl::StrCat(where, " was written at world size ", meta.value("world_size", 0),
-                       ", ZeRO stage ", meta.value("zero_stage", -1), ", ",
-                       meta.value("precision", std::string("?")), "; this run has ", world, ", ",
-                       engine.spec().zero.stage, ", ", Precision(engine.spec())));
+          absl::StrCat("checkpoint ", reader->dir(), " holds another model: ", shape.dump(),
+                       " vs L=", mc.n_layer, " C=", mc.n_embd, " Vp=", mc.padded_vocab_size));
     }
-    DT_ASSIGN_OR_RETURN(shard, reader->ReadShard(ShardName(rank)));
+    const int old_world = meta.value("world_size", 0);
+    same_precision = meta.value("precision", std::string()) == Precision(engine.spec());
+    reshard = old_world != world || meta.value("zero_stage", -1) != engine.spec().zero.stage ||
+              !same_precision;
+    bucket = meta.value("reduce_bucket_size", int64_t{0});
+    if (old_world <= 0) return absl::DataLossError(absl::StrCat(reader->dir(), ": no world size"));
+    for (int r = reshard ? 0 : rank; r < (reshard ? old_world : rank + 1); ++r) {
+      DT_ASSIGN_OR_RETURN(std::string shard, reader->ReadShard(ShardName(r)));
+      shards.push_back(std::move(shard));
+    }
     return absl::OkStatus();
   }();
   DT_RETURN_IF_ERROR(AgreeAll(dp, options.comm, status, "opening the checkpoint"));
 
-  // Phase 2: restore (collective from stage 1 on).
-  uint64_t n = 0;
-  if (shard.size() < sizeof(n)) return absl::DataLossError("checkpoint shard: truncated");
-  std::memcpy(&n, shard.data(), sizeof(n));
-  if (shard.size() < sizeof(n) + n) return absl::DataLossError("checkpoint shard: truncated");
-  DT_RETURN_IF_ERROR(engine.LoadState(absl::string_view(shard).substr(sizeof(n) + n)));
-  return shard.substr(sizeof(n), n);
+  // Phase 2: restore (collective from stage 1 on when not resharding). A shard is
+  // [u64 n][n bytes of per-rank state][engine state].
+  std::vector<std::string> states;
+  std::string rank_state;
+  for (const std::string& shard : shards) {
+    uint64_t n = 0;
+    if (shard.size() < sizeof(n)) return absl::DataLossError("checkpoint shard: truncated");
+    std::memcpy(&n, shard.data(), sizeof(n));
+    if (shard.size() < sizeof(n) + n) return absl::DataLossError("checkpoint shard: truncated");
+    if (states.empty()) rank_state = shard.substr(sizeof(n), n);
+    states.push_back(shard.substr(sizeof(n) + n));
+  }
+  if (reshard) {
+    // The data position is global (all ranks consume one stream of global batches): rank 0's
+    // serves every new rank.
+    DT_RETURN_IF_ERROR(engine.LoadReshardedState(states, bucket, same_precision));
+  } else {
+    DT_RETURN_IF_ERROR(engine.LoadState(states[0]));
+  }
+  return rank_state;
+}
+
+absl::Status ExportCheckpoint(Env* env, const std::string& root, absl::string_view tag,
+                              const std::string& out_path) {
+  DT_ASSIGN_OR_RETURN(auto reader, CheckpointReader::Open(env, root, tag));
+  const nlohmann::json& meta = reader->manifest().meta;
+  if (!meta.contains("model") || !meta["model"].is_object()) {
+    return absl::DataLossError(absl::StrCat(reader->dir(), ": manifest has no model shape"));
+  }
+  const nlohmann::json& m = meta["model"];
+  model::GptConfig config{m.value("n_layer", 0),
+                          m.value("n_head", 0),
+                          m.value("n_embd", 0),
+                          m.value("vocab_size", 0),
+                          m.value("padded_vocab_size", 0),
+                          m.value("block_size", 0)};
+  DT_ASSIGN_OR_RETURN(model::ParamLayout layout, model::ParamLayout::ForGpt(config));
+  const int world = meta.value("world_size", 0);
+  const int64_t bucket = meta.value("reduce_bucket_size", int64_t{0});
+  const int64_t total = layout.total();
+  std::vector<float> weights(total, 0.f), m1(total, 0.f), v1(total, 0.f);
+  for (int r = 0; r < world; ++r) {
+    DT_ASSIGN_OR_RETURN(std::string shard, reader->ReadShard(ShardName(r)));
+    // [u64 n][per-rank state][u64 k][counters][ZeroState shard]
+    absl::string_view rest(shard);
+    for (int part = 0; part < 2; ++part) {
+      uint64_t n = 0;
+      if (rest.size() < sizeof(n)) return absl::DataLossError("checkpoint shard: truncated");
+      std::memcpy(&n, rest.data(), sizeof(n));
+      if (rest.size() < sizeof(n) + n) return absl::DataLossError("checkpoint shard: truncated");
+      rest.remove_prefix(sizeof(n) + n);
+    }
+    DT_RETURN_IF_ERROR(
+        zero::ZeroState::ShardToFlat(layout, rest, bucket, weights.data(), m1.data(), v1.data()));
+  }
+  return model::WriteLlmcModel(out_path, config, layout, weights.data());
 }
 
 }  // namespace dstrain::engine

@@ -18,6 +18,7 @@
 #include "worker/comm/communicator.h"
 #include "worker/engine/engine.h"
 #include "worker/env/env.h"
+#include "worker/model/param_layout.h"
 
 namespace dstrain::engine {
 
@@ -34,10 +35,18 @@ absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOp
                             nlohmann::json meta = nlohmann::json::object());
 
 // Loads `tag` ("latest": the newest committed) into the engine on every rank and returns this
-// rank's per-rank state. kNotFound when nothing is committed; kFailedPrecondition when the
-// checkpoint was written at another world size, stage or precision; kDataLoss for a damaged
-// shard (naming the file). Any rank's failure fails every rank.
+// rank's per-rank state. A checkpoint written at another world size, ZeRO stage or precision is
+// resharded: every rank reads all its shards, reassembles the fp32 weights and Adam moments and
+// keeps its part (the per-rank state returned is then rank 0's). kNotFound when nothing is
+// committed; kFailedPrecondition for another model; kDataLoss for a damaged shard (naming the
+// file). Any rank's failure fails every rank.
 absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
                                            const CheckpointOptions& options, absl::string_view tag);
+
+// `dstrain export`: the fp32 weights of committed checkpoint `tag` under `root` (master weights
+// under mixed precision), reassembled from every rank's shard, written as one llm.c model file
+// (magic 20240326) that model.init_from reads. Needs no engine and no other ranks.
+absl::Status ExportCheckpoint(Env* env, const std::string& root, absl::string_view tag,
+                              const std::string& out_path);
 
 }  // namespace dstrain::engine

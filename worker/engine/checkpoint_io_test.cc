@@ -3,6 +3,7 @@
 // caught naming the file.
 #include "worker/engine/checkpoint_io.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "worker/checkpoint/commit.h"
 #include "worker/engine/zero_test_util.h"
 #include "worker/model/gpt.h"
+#include "worker/model/llmc_format.h"
 
 namespace dstrain::engine {
 namespace {
@@ -90,12 +92,119 @@ TEST(CheckpointIo, ResumeFromLatestIsBitwise) {
   EXPECT_EQ(listed->size(), 2u);
 }
 
-TEST(CheckpointIo, AnotherWorldSizeIsRefusedOnEveryRank) {
-  const std::string root = Root("world");
-  Train(SmallGptSpec(2, 1, 1, 0.0, "", 4), 2, root, nullptr, 0, 1, "step1");
-  const auto one = Train(SmallGptSpec(1, 1, 1, 0.0, "", 4), 1, root, "latest", 1, 2, nullptr);
-  EXPECT_THAT(one[0].load, StatusIs(absl::StatusCode::kFailedPrecondition,
-                                    HasSubstr("written at world size 2")));
+// Resharding: a checkpoint written at world size N and stage s loads at M and s'. The job keeps
+// one global batch of 4 sequences (micro-batch 4/M), so the resharded run continues the same
+// optimisation: its weights right after loading are bitwise the saved ones, and the next steps'
+// losses match the run that never stopped to within the summation-order differences of data
+// parallelism (1e-5 relative; weights 1e-4, the bound of the DP equivalence test).
+config::JobSpec GlobalBatchSpec(int world, int stage, const char* precision = "") {
+  const std::string json = absl::StrCat(
+      R"({"train_batch_size": 4, "gradient_clipping": 1.0,
+          "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "weight_decay": 0.1}},
+          "zero_optimization": {"stage": )",
+      stage, R"(, "reduce_bucket_size": 3000},
+          "model": {"type": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 24, "vocab_size": 37,
+                    "block_size": 8, "init_seed": 7},
+          "data": {"train": "x_*.bin", "seq_len": 8},
+          "job": {"train_steps": 8, "world_size": )",
+      world, "}", precision, "}");
+  auto spec = config::ParseJobSpec(json, "/tmp");
+  EXPECT_THAT(spec, IsOk()) << json;
+  return *spec;
+}
+
+// Steps [first, last) with rank r of W taking its slice of the step's 4 global sequences.
+struct ReshardRun {
+  std::vector<double> losses;
+  std::vector<float> loaded, params;
+  absl::Status load;
+};
+ReshardRun GlobalBatchRun(const config::JobSpec& spec, int world, const std::string& root,
+                          const char* load_tag, int first, int last, const char* save_tag) {
+  std::vector<ReshardRun> out(world);
+  const config::JobSpec data_spec = GlobalBatchSpec(1, 0);  // micro-batch 4: the global batch
+  RunOnRanks(world, [&](int r, Communicator* comm) {
+    CpuAllocator alloc;
+    auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc), spec,
+                                &alloc, comm);
+    ASSERT_THAT(e, IsOk());
+    CheckpointOptions options{PosixEnv::Default(), root, 0, CommOptions{}};
+    if (load_tag != nullptr) {
+      out[r].load = LoadCheckpoint(**e, comm, options, load_tag).status();
+      if (!out[r].load.ok()) return;
+      out[r].loaded = *(*e)->GatherParams();
+    }
+    const int64_t per_rank = 4 / world * 8;  // tokens
+    for (int step = first; step < last; ++step) {
+      const auto [x, y] = Batch(data_spec, step, 0, 0);
+      ASSERT_THAT((*e)->Forward(x.data() + r * per_rank, y.data() + r * per_rank), IsOk());
+      ASSERT_THAT((*e)->Backward(), IsOk());
+      auto st = (*e)->Step();
+      ASSERT_THAT(st, IsOk());
+      out[r].losses.push_back((**st).loss);
+    }
+    if (save_tag != nullptr) {
+      ASSERT_THAT(SaveCheckpoint(**e, comm, options, save_tag, "position"), IsOk());
+    }
+    out[r].params = *(*e)->GatherParams();
+  });
+  return out[0];
+}
+
+class ReshardTest : public ::testing::TestWithParam<std::tuple<int, int, int, int>> {};
+
+TEST_P(ReshardTest, ContinuesTheUninterruptedRun) {
+  const auto [from_world, from_stage, to_world, to_stage] = GetParam();
+  const std::string root =
+      Root(absl::StrCat("reshard_", from_world, from_stage, to_world, to_stage));
+  const config::JobSpec from = GlobalBatchSpec(from_world, from_stage);
+  const config::JobSpec to = GlobalBatchSpec(to_world, to_stage);
+  const ReshardRun whole =
+      GlobalBatchRun(from, from_world, root + "_unused", nullptr, 0, 8, nullptr);
+  const ReshardRun first = GlobalBatchRun(from, from_world, root, nullptr, 0, 4, "step4");
+  const ReshardRun rest = GlobalBatchRun(to, to_world, root, "latest", 4, 8, nullptr);
+  ASSERT_THAT(rest.load, IsOk());
+  EXPECT_EQ(rest.loaded, first.params) << "the weights come back bitwise";
+  ASSERT_EQ(rest.losses.size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NEAR(rest.losses[i], whole.losses[4 + i], 1e-5 * whole.losses[4 + i]) << "step " << i;
+  }
+  double worst = 0;
+  for (size_t i = 0; i < whole.params.size(); ++i) {
+    worst = std::max(worst, double(std::fabs(rest.params[i] - whole.params[i])));
+  }
+  EXPECT_LE(worst, 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(WorldsAndStages, ReshardTest,
+                         ::testing::Values(std::tuple{2, 1, 1, 0}, std::tuple{1, 0, 2, 3},
+                                           std::tuple{2, 3, 4, 2}, std::tuple{4, 2, 2, 1},
+                                           std::tuple{2, 2, 2, 3}),
+                         [](const auto& info) {
+                           return absl::StrCat(
+                               "w", std::get<0>(info.param), "s", std::get<1>(info.param), "_to_w",
+                               std::get<2>(info.param), "s", std::get<3>(info.param));
+                         });
+
+// Export writes the checkpoint's fp32 weights as one llm.c file; a run started from it (init_from)
+// holds the same weights.
+TEST(CheckpointIo, ExportThenImportGivesTheSameWeights) {
+  const std::string root = Root("export");
+  const config::JobSpec spec = SmallGptSpec(2, 3, 1, 0.0, "", 4, R"(, "bf16": {"enabled": true})");
+  const auto saved = Train(spec, 2, root, nullptr, 0, 3, "step3");
+  const std::string file = Root("exported.bin");
+  ASSERT_THAT(ExportCheckpoint(PosixEnv::Default(), root, "latest", file), IsOk());
+  auto read = model::ReadLlmcModel(file);
+  ASSERT_THAT(read, IsOk());
+  EXPECT_EQ(read->params, saved[0].params);
+  config::JobSpec from_file = SmallGptSpec(1, 0, 1, 0.0, "", 4);
+  from_file.model.init_from = file;
+  CpuAllocator alloc;
+  auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(from_file), &alloc),
+                              from_file, &alloc);
+  ASSERT_THAT(e, IsOk());
+  EXPECT_EQ(*(*e)->GatherParams(), saved[0].params);
+  EXPECT_FALSE(ExportCheckpoint(PosixEnv::Default(), Root("nothing_here"), "latest", file).ok());
 }
 
 TEST(CheckpointIo, AFlippedByteIsCaughtNamingTheFile) {

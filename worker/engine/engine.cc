@@ -210,18 +210,65 @@ absl::StatusOr<std::string> Engine::SaveState() {
   return out;
 }
 
-absl::Status Engine::LoadState(absl::string_view state) {
-  if (forward_pending_ || micro_step_ != 0) {
-    return absl::FailedPreconditionError("LoadState: only between optimizer steps");
-  }
+namespace {
+
+// An engine state is [u64 n][n bytes of counters JSON][ZeroState shard].
+absl::Status SplitState(absl::string_view state, nlohmann::json* counters,
+                        absl::string_view* shard) {
   uint64_t n = 0;
   if (state.size() < sizeof(n)) return absl::DataLossError("engine state: truncated");
   std::memcpy(&n, state.data(), sizeof(n));
   if (state.size() < sizeof(n) + n) return absl::DataLossError("engine state: truncated");
-  const nlohmann::json counters =
+  *counters =
       nlohmann::json::parse(state.substr(sizeof(n), n), nullptr, /*allow_exceptions=*/false);
-  if (!counters.is_object()) return absl::DataLossError("engine state: bad counters");
-  DT_RETURN_IF_ERROR(zero_->LoadShard(state.substr(sizeof(n) + n)));
+  if (!counters->is_object()) return absl::DataLossError("engine state: bad counters");
+  *shard = state.substr(sizeof(n) + n);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Engine::LoadReshardedState(const std::vector<std::string>& states,
+                                        int64_t reduce_bucket_size, bool same_precision) {
+  if (forward_pending_ || micro_step_ != 0 || states.empty()) {
+    return absl::FailedPreconditionError("LoadReshardedState: only between optimizer steps");
+  }
+  const int64_t total = model_->layout().total();
+  std::vector<float> weights(total, 0.f), m(total, 0.f), v(total, 0.f);
+  nlohmann::json counters;
+  for (size_t r = 0; r < states.size(); ++r) {
+    nlohmann::json c;
+    absl::string_view shard;
+    DT_RETURN_IF_ERROR(SplitState(states[r], &c, &shard));
+    if (r == 0) counters = c;
+    DT_RETURN_IF_ERROR(zero::ZeroState::ShardToFlat(model_->layout(), shard, reduce_bucket_size,
+                                                    weights.data(), m.data(), v.data()));
+  }
+  zero_->LoadFull(weights.data(), m.data(), v.data());
+  global_steps_ = counters.value("global_steps", int64_t{0});
+  applied_steps_ = counters.value("applied_steps", int64_t{0});
+  skipped_steps_ = counters.value("skipped_steps", int64_t{0});
+  if (same_precision) {
+    precision::LossScaler::State scaler;
+    scaler.cur_scale = counters.value("loss_scale", 1.0);
+    scaler.cur_iter = counters.value("scaler_iter", int64_t{0});
+    scaler.last_overflow_iter = counters.value("scaler_last_overflow", int64_t{-1});
+    scaler.overflows = counters.value("scaler_overflows", int64_t{0});
+    scaler.cur_hysteresis = counters.value("scaler_hysteresis", 1);
+    scaler_->Restore(scaler);
+  }
+  loss_sum_ = 0.0;
+  return absl::OkStatus();
+}
+
+absl::Status Engine::LoadState(absl::string_view state) {
+  if (forward_pending_ || micro_step_ != 0) {
+    return absl::FailedPreconditionError("LoadState: only between optimizer steps");
+  }
+  nlohmann::json counters;
+  absl::string_view shard;
+  DT_RETURN_IF_ERROR(SplitState(state, &counters, &shard));
+  DT_RETURN_IF_ERROR(zero_->LoadShard(shard));
   global_steps_ = counters.value("global_steps", int64_t{0});
   applied_steps_ = counters.value("applied_steps", int64_t{0});
   skipped_steps_ = counters.value("skipped_steps", int64_t{0});

@@ -69,6 +69,12 @@ class Engine {
   // resumed from it takes bitwise the steps the uninterrupted run takes.
   absl::StatusOr<std::string> SaveState();
   absl::Status LoadState(absl::string_view state);
+  // Resharding: the state of a run at another world size, stage or precision, from every one of
+  // its ranks' SaveState() (in rank order) and its reduce_bucket_size. Weights and Adam moments
+  // are reassembled whole and this rank keeps its part; step counters come along, the loss
+  // scaler only when the precision is the same. Not collective.
+  absl::Status LoadReshardedState(const std::vector<std::string>& states,
+                                  int64_t reduce_bucket_size, bool same_precision);
 
   // Forward only (no gradients) on a batch of B sequences of length T; returns the mean loss.
   absl::StatusOr<float> EvalLoss(const int32_t* inputs, const int32_t* targets, int B, int T);

@@ -810,4 +810,66 @@ absl::Status ZeroState::LoadShard(absl::string_view shard) {
   return absl::OkStatus();
 }
 
+absl::Status ZeroState::ShardToFlat(const model::ParamLayout& layout, absl::string_view shard,
+                                    int64_t reduce_bucket_size, float* weights, float* m,
+                                    float* v) {
+  ShardHeader h;
+  if (shard.size() < sizeof(h)) return absl::DataLossError("ZeRO shard: truncated header");
+  std::memcpy(&h, shard.data(), sizeof(h));
+  if (std::memcmp(h.magic, ShardHeader().magic, sizeof(h.magic)) != 0) {
+    return absl::DataLossError("not a ZeRO state shard (bad magic)");
+  }
+  if (h.layout_total != layout.total()) {
+    return absl::FailedPreconditionError(absl::StrCat("shard of a model with ", h.layout_total,
+                                                      " floats; this model has ", layout.total()));
+  }
+  const Partition p = h.stage == 0   ? Partition::Build(layout, 1, 0, int64_t{1} << 62)
+                      : h.stage <= 2 ? Partition::Build(layout, h.world, h.rank, reduce_bucket_size)
+                                     : Partition::Build(layout, h.world, h.rank, 1);
+  const int64_t n = p.owned_total();
+  if (n != h.owned_total || static_cast<int64_t>(p.units().size()) != h.units ||
+      shard.size() != sizeof(h) + 12 * static_cast<size_t>(n)) {
+    return absl::DataLossError(
+        absl::StrCat("shard of rank ", h.rank, " of ", h.world, " at stage ", h.stage,
+                     " does not match the partition its writer used (reduce_bucket_size ",
+                     reduce_bucket_size, ")"));
+  }
+  const float* base = reinterpret_cast<const float*>(shard.data() + sizeof(h));
+  const float* arrays[3] = {base, base + n, base + 2 * n};
+  float* flats[3] = {weights, m, v};
+  for (int u = 0; u < static_cast<int>(p.units().size()); ++u) {
+    const auto [first, last] = p.OwnedFlatRange(u);
+    for (int a = 0; a < 3; ++a) {
+      std::memcpy(flats[a] + first, arrays[a] + p.units()[u].owned_offset,
+                  (last - first) * sizeof(float));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ZeroState::LoadFull(const float* weights, const float* m, const float* v) {
+  for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
+    if (units_[u].gathered.defined()) DropGathered(u);
+  }
+  partition_.FlatToOwned(m, exp_avg_.data<float>());
+  partition_.FlatToOwned(v, exp_avg_sq_.data<float>());
+  grads_.SetZero();
+  if (mixed()) {
+    partition_.FlatToOwned(weights, master_.data<float>());
+    std::vector<float> staged(config_.stage == 3 ? partition_.owned_total()
+                                                 : partition_.padded_total());
+    if (config_.stage == 3) {
+      std::copy(master_.data<float>(), master_.data<float>() + staged.size(), staged.data());
+    } else {
+      partition_.FlatToPadded(weights, staged.data());
+    }
+    kernels::FloatToHalf(half(), params_.data<uint16_t>(), staged.data(),
+                         static_cast<int64_t>(staged.size()));
+  } else if (config_.stage == 3) {
+    partition_.FlatToOwned(weights, params_.data<float>());
+  } else {
+    partition_.FlatToPadded(weights, params_.data<float>());
+  }
+}
+
 }  // namespace dstrain::zero

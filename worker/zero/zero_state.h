@@ -119,6 +119,15 @@ class ZeroState final : public model::ParamAccess {
   // parameters are all-gathered again. Gradients are zero afterwards, as after a step.
   absl::Status LoadShard(absl::string_view shard);
 
+  // Resharding. ShardToFlat scatters a shard that SaveShard wrote at any stage, world size, rank
+  // and precision into full flat arrays (layout.total() floats each): the fp32 weights (the
+  // parameters, or the master weights under mixed precision) and the two Adam moments; a shard
+  // fills only its own chunks. `reduce_bucket_size` is the writer's (its stage 1-2 units).
+  static absl::Status ShardToFlat(const model::ParamLayout& layout, absl::string_view shard,
+                                  int64_t reduce_bucket_size, float* weights, float* m, float* v);
+  // Takes full flat weights and moments: this rank keeps what its stage keeps.
+  void LoadFull(const float* weights, const float* m, const float* v);
+
   // Forward passes outside training (evaluation) neither record nor follow the stage-3 trace.
   void SetTraining(bool training) { training_ = training; }
 

@@ -59,4 +59,7 @@ for a, b in zip(whole[10:], rest):
 print(f"{sys.argv[3]}: resumed at step 10; steps 11-20 and final weights bitwise equal")
 PY
   ls "$ckpt" | grep -q step_00000010
+  # Export: the latest checkpoint's weights as one llm.c file, equal to what the run saved.
+  "$dstrain" export "$ckpt" --out "$out/exported_$name.bin" > /dev/null
+  cmp "$out/exported_$name.bin" "$out/w_${name}_rest.bin"
 done
