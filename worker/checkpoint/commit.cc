@@ -187,12 +187,26 @@ std::string CheckpointTmpDir(const std::string& root, absl::string_view tag) {
 
 absl::StatusOr<ShardRecord> WriteShardFile(Env* env, const std::string& dir, absl::string_view name,
                                            absl::string_view data) {
+  return WriteShardFile(env, dir, name, std::vector<absl::string_view>{data});
+}
+
+absl::StatusOr<ShardRecord> WriteShardFile(Env* env, const std::string& dir, absl::string_view name,
+                                           const std::vector<absl::string_view>& pieces) {
   DT_RETURN_IF_ERROR(ValidateName(name, "shard name"));
   if (name == kManifestName) {
     return absl::InvalidArgumentError(absl::StrCat("shard name \"", name, "\" is reserved"));
   }
-  DT_RETURN_IF_ERROR(env->WriteStringToFile(JoinPath(dir, name), data, /*sync=*/true));
-  return ShardRecord{std::string(name), data.size(), crc32c::Value(data)};
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file,
+                      env->NewWritableFile(JoinPath(dir, name)));
+  ShardRecord record{std::string(name), 0, 0};
+  for (absl::string_view piece : pieces) {
+    DT_RETURN_IF_ERROR(file->Append(piece));
+    record.bytes += piece.size();
+    record.crc32c = crc32c::Extend(record.crc32c, piece);
+  }
+  DT_RETURN_IF_ERROR(file->Sync());
+  DT_RETURN_IF_ERROR(file->Close());
+  return record;
 }
 
 absl::Status CheckpointWriter::Commit(const nlohmann::json& meta) {

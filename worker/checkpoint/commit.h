@@ -114,6 +114,9 @@ std::string CheckpointTmpDir(const std::string& root, absl::string_view tag);
 // Writes, syncs and closes one shard file in `dir` (a save's tmp dir), returning its record.
 absl::StatusOr<ShardRecord> WriteShardFile(Env* env, const std::string& dir, absl::string_view name,
                                            absl::string_view data);
+// The same for a shard given in pieces, written one after the other (no concatenated copy).
+absl::StatusOr<ShardRecord> WriteShardFile(Env* env, const std::string& dir, absl::string_view name,
+                                           const std::vector<absl::string_view>& pieces);
 
 // The committed tags under `root`, oldest first (by step, then by name); empty when `root` does
 // not exist.

@@ -69,12 +69,10 @@ absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOp
   // the other ranks are waiting in the gather).
   absl::StatusOr<ShardRecord> record = [&]() -> absl::StatusOr<ShardRecord> {
     DT_ASSIGN_OR_RETURN(std::string state, engine.SaveState());
-    std::string shard;
     const uint64_t n = rank_state.size();
-    shard.append(reinterpret_cast<const char*>(&n), sizeof(n));
-    shard.append(rank_state.data(), rank_state.size());
-    shard += state;
-    return WriteShardFile(options.env, CheckpointTmpDir(options.root, tag), ShardName(rank), shard);
+    return WriteShardFile(
+        options.env, CheckpointTmpDir(options.root, tag), ShardName(rank),
+        {absl::string_view(reinterpret_cast<const char*>(&n), sizeof(n)), rank_state, state});
   }();
 
   // Phase 3: rank 0 gathers the records and commits.
@@ -156,7 +154,7 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
 
   // Phase 2: restore (collective from stage 1 on when not resharding). A shard is
   // [u64 n][n bytes of per-rank state][engine state].
-  std::vector<std::string> states;
+  std::vector<absl::string_view> states;  // views into `shards`: no copies of the state
   std::string rank_state;
   for (const std::string& shard : shards) {
     uint64_t n = 0;
@@ -164,7 +162,7 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
     std::memcpy(&n, shard.data(), sizeof(n));
     if (shard.size() < sizeof(n) + n) return absl::DataLossError("checkpoint shard: truncated");
     if (states.empty()) rank_state = shard.substr(sizeof(n), n);
-    states.push_back(shard.substr(sizeof(n) + n));
+    states.push_back(absl::string_view(shard).substr(sizeof(n) + n));
   }
   if (reshard) {
     // The data position is global (all ranks consume one stream of global batches): rank 0's

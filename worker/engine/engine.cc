@@ -201,12 +201,11 @@ absl::StatusOr<std::string> Engine::SaveState() {
       {"scaler_iter", scaler.cur_iter},       {"scaler_last_overflow", scaler.last_overflow_iter},
       {"scaler_overflows", scaler.overflows}, {"scaler_hysteresis", scaler.cur_hysteresis}};
   const std::string head = counters.dump();
-  DT_ASSIGN_OR_RETURN(std::string shard, zero_->SaveShard());
-  // [8-byte length][counters JSON][ZeroState shard]
+  // [8-byte length][counters JSON][ZeroState shard], built in one buffer.
   const uint64_t n = head.size();
   std::string out(reinterpret_cast<const char*>(&n), sizeof(n));
   out += head;
-  out += shard;
+  DT_RETURN_IF_ERROR(zero_->AppendShard(&out));
   return out;
 }
 
@@ -228,7 +227,7 @@ absl::Status SplitState(absl::string_view state, nlohmann::json* counters,
 
 }  // namespace
 
-absl::Status Engine::LoadReshardedState(const std::vector<std::string>& states,
+absl::Status Engine::LoadReshardedState(const std::vector<absl::string_view>& states,
                                         int64_t reduce_bucket_size, bool same_precision) {
   if (forward_pending_ || micro_step_ != 0 || states.empty()) {
     return absl::FailedPreconditionError("LoadReshardedState: only between optimizer steps");

@@ -73,7 +73,7 @@ class Engine {
   // its ranks' SaveState() (in rank order) and its reduce_bucket_size. Weights and Adam moments
   // are reassembled whole and this rank keeps its part; step counters come along, the loss
   // scaler only when the precision is the same. Not collective.
-  absl::Status LoadReshardedState(const std::vector<std::string>& states,
+  absl::Status LoadReshardedState(const std::vector<absl::string_view>& states,
                                   int64_t reduce_bucket_size, bool same_precision);
 
   // Forward only (no gradients) on a batch of B sequences of length T; returns the mean loss.

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -115,17 +116,26 @@ std::string Dirname(absl::string_view path) {
 
 absl::StatusOr<std::string> Env::ReadFileToString(const std::string& path, uint64_t max_bytes) {
   DT_ASSIGN_OR_RETURN(std::unique_ptr<SequentialFile> file, NewSequentialFile(path));
+  // Read straight into the result, sized from the file when its size is known (checkpoint
+  // shards are hundreds of MB: growing a string by appends would copy them again and again).
   std::string out;
-  char buf[64 * 1024];
+  absl::StatusOr<uint64_t> size = GetFileSize(path);
+  if (size.ok() && *size <= max_bytes) out.reserve(*size + 1);
+  constexpr size_t kChunk = 8 << 20;
+  size_t used = 0;
   while (true) {
-    DT_ASSIGN_OR_RETURN(size_t n, file->Read(sizeof(buf), buf));
-    if (n == 0) return out;
-    if (out.size() + n > max_bytes) {
+    if (out.size() < used + kChunk) out.resize(std::max(out.capacity(), used + kChunk));
+    const size_t want = std::min(kChunk, out.size() - used);
+    DT_ASSIGN_OR_RETURN(size_t n, file->Read(want, out.data() + used));
+    if (n == 0) break;
+    used += n;
+    if (used > max_bytes) {
       return absl::FailedPreconditionError(
           absl::StrCat(path, ": larger than the limit of ", max_bytes, " bytes"));
     }
-    out.append(buf, n);
   }
+  out.resize(used);
+  return out;
 }
 
 absl::Status Env::WriteStringToFile(const std::string& path, absl::string_view data, bool sync) {

@@ -718,6 +718,13 @@ struct ShardHeader {
 }  // namespace
 
 absl::StatusOr<std::string> ZeroState::SaveShard() {
+  std::string out;
+  DT_RETURN_IF_ERROR(AppendShard(&out));
+  return out;
+}
+
+absl::Status ZeroState::AppendShard(std::string* out_ptr) {
+  std::string& out = *out_ptr;
   for (const UnitState& u : units_) {
     if (u.users != 0 || u.reduced) {
       return absl::FailedPreconditionError("SaveShard: only between steps");
@@ -732,8 +739,8 @@ absl::StatusOr<std::string> ZeroState::SaveShard() {
   h.owned_total = partition_.owned_total();
   h.units = static_cast<int64_t>(partition_.units().size());
   const int64_t n = partition_.owned_total();
-  std::string out(reinterpret_cast<const char*>(&h), sizeof(h));
-  out.reserve(sizeof(h) + 3 * 4 * n);
+  out.reserve(out.size() + sizeof(h) + 3 * 4 * n);
+  out.append(reinterpret_cast<const char*>(&h), sizeof(h));
   // Parameters: this rank's chunks in unit order (mixed: the fp32 master weights).
   if (mixed()) {
     out.append(static_cast<const char*>(master_.raw()), 4 * n);
@@ -744,7 +751,7 @@ absl::StatusOr<std::string> ZeroState::SaveShard() {
   }
   out.append(static_cast<const char*>(exp_avg_.raw()), 4 * n);
   out.append(static_cast<const char*>(exp_avg_sq_.raw()), 4 * n);
-  return out;
+  return absl::OkStatus();
 }
 
 absl::Status ZeroState::LoadShard(absl::string_view shard) {

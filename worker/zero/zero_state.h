@@ -114,6 +114,8 @@ class ZeroState final : public model::ParamAccess {
   // 16-bit working copy is exactly the rounding) and of the Adam moments, after a header naming
   // the stage, world, rank and sizes.
   absl::StatusOr<std::string> SaveShard();
+  // The same, appended to `out` (no intermediate copy of hundreds of MB).
+  absl::Status AppendShard(std::string* out);
   // Restores what SaveShard wrote on the same rank of the same layout, stage, world size and
   // precision (kFailedPrecondition otherwise); collective from stage 1 on, where the full
   // parameters are all-gathered again. Gradients are zero afterwards, as after a step.
