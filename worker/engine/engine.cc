@@ -244,19 +244,7 @@ absl::Status Engine::LoadReshardedState(const std::vector<absl::string_view>& st
                                                     weights.data(), m.data(), v.data()));
   }
   zero_->LoadFull(weights.data(), m.data(), v.data());
-  global_steps_ = counters.value("global_steps", int64_t{0});
-  applied_steps_ = counters.value("applied_steps", int64_t{0});
-  skipped_steps_ = counters.value("skipped_steps", int64_t{0});
-  if (same_precision) {
-    precision::LossScaler::State scaler;
-    scaler.cur_scale = counters.value("loss_scale", 1.0);
-    scaler.cur_iter = counters.value("scaler_iter", int64_t{0});
-    scaler.last_overflow_iter = counters.value("scaler_last_overflow", int64_t{-1});
-    scaler.overflows = counters.value("scaler_overflows", int64_t{0});
-    scaler.cur_hysteresis = counters.value("scaler_hysteresis", 1);
-    scaler_->Restore(scaler);
-  }
-  loss_sum_ = 0.0;
+  RestoreCounters(counters, same_precision);
   return absl::OkStatus();
 }
 
@@ -268,18 +256,24 @@ absl::Status Engine::LoadState(absl::string_view state) {
   absl::string_view shard;
   DT_RETURN_IF_ERROR(SplitState(state, &counters, &shard));
   DT_RETURN_IF_ERROR(zero_->LoadShard(shard));
+  RestoreCounters(counters, /*restore_scaler=*/true);
+  return absl::OkStatus();
+}
+
+void Engine::RestoreCounters(const nlohmann::json& counters, bool restore_scaler) {
   global_steps_ = counters.value("global_steps", int64_t{0});
   applied_steps_ = counters.value("applied_steps", int64_t{0});
   skipped_steps_ = counters.value("skipped_steps", int64_t{0});
-  precision::LossScaler::State scaler;
-  scaler.cur_scale = counters.value("loss_scale", 1.0);
-  scaler.cur_iter = counters.value("scaler_iter", int64_t{0});
-  scaler.last_overflow_iter = counters.value("scaler_last_overflow", int64_t{-1});
-  scaler.overflows = counters.value("scaler_overflows", int64_t{0});
-  scaler.cur_hysteresis = counters.value("scaler_hysteresis", 1);
-  scaler_->Restore(scaler);
+  if (restore_scaler) {
+    precision::LossScaler::State scaler;
+    scaler.cur_scale = counters.value("loss_scale", 1.0);
+    scaler.cur_iter = counters.value("scaler_iter", int64_t{0});
+    scaler.last_overflow_iter = counters.value("scaler_last_overflow", int64_t{-1});
+    scaler.overflows = counters.value("scaler_overflows", int64_t{0});
+    scaler.cur_hysteresis = counters.value("scaler_hysteresis", 1);
+    scaler_->Restore(scaler);
+  }
   loss_sum_ = 0.0;
-  return absl::OkStatus();
 }
 
 absl::StatusOr<float> Engine::EvalLoss(const int32_t* inputs, const int32_t* targets, int B,

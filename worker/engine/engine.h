@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
 
@@ -93,6 +94,8 @@ class Engine {
 
  private:
   absl::StatusOr<std::optional<StepStats>> FinishStepStats(StepStats stats);
+  // The step counters (and the loss scaler) from a saved state's counters object.
+  void RestoreCounters(const nlohmann::json& counters, bool restore_scaler);
   Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec, Allocator* allocator,
          Communicator* dp, std::unique_ptr<LrSchedule> schedule);
 

@@ -706,8 +706,6 @@ bool ZeroState::KeepForReuse(int u) const {
 
 // ---- checkpoint shards ----
 
-namespace {
-
 // The shard header: what must match for the bytes after it to mean the same thing.
 struct ShardHeader {
   char magic[8] = {'d', 's', 'z', 'e', 'r', 'o', '0', '1'};
@@ -715,7 +713,17 @@ struct ShardHeader {
   int64_t layout_total = 0, owned_total = 0, units = 0;
 };
 
-}  // namespace
+ShardHeader ZeroState::MakeHeader(const ZeroState& z) {
+  ShardHeader h;
+  h.stage = z.config_.stage;
+  h.world = z.partition_.world();
+  h.rank = z.partition_.rank();
+  h.storage = static_cast<int32_t>(z.storage_);
+  h.layout_total = z.layout_.total();
+  h.owned_total = z.partition_.owned_total();
+  h.units = static_cast<int64_t>(z.partition_.units().size());
+  return h;
+}
 
 absl::StatusOr<std::string> ZeroState::SaveShard() {
   std::string out;
@@ -730,14 +738,7 @@ absl::Status ZeroState::AppendShard(std::string* out_ptr) {
       return absl::FailedPreconditionError("SaveShard: only between steps");
     }
   }
-  ShardHeader h;
-  h.stage = config_.stage;
-  h.world = partition_.world();
-  h.rank = partition_.rank();
-  h.storage = static_cast<int32_t>(storage_);
-  h.layout_total = layout_.total();
-  h.owned_total = partition_.owned_total();
-  h.units = static_cast<int64_t>(partition_.units().size());
+  const ShardHeader h = MakeHeader(*this);
   const int64_t n = partition_.owned_total();
   out.reserve(out.size() + sizeof(h) + 3 * 4 * n);
   out.append(reinterpret_cast<const char*>(&h), sizeof(h));
@@ -755,14 +756,7 @@ absl::Status ZeroState::AppendShard(std::string* out_ptr) {
 }
 
 absl::Status ZeroState::LoadShard(absl::string_view shard) {
-  ShardHeader want;
-  want.stage = config_.stage;
-  want.world = partition_.world();
-  want.rank = partition_.rank();
-  want.storage = static_cast<int32_t>(storage_);
-  want.layout_total = layout_.total();
-  want.owned_total = partition_.owned_total();
-  want.units = static_cast<int64_t>(partition_.units().size());
+  const ShardHeader want = MakeHeader(*this);
   const int64_t n = partition_.owned_total();
   if (shard.size() != sizeof(ShardHeader) + 3 * 4 * static_cast<size_t>(n)) {
     return absl::FailedPreconditionError(absl::StrCat(

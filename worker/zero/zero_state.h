@@ -50,6 +50,8 @@
 
 namespace dstrain::zero {
 
+struct ShardHeader;  // zero_state.cc
+
 // Bytes this rank sent in its collectives, by the ring algorithms' count (nccl-tests' bus
 // traffic): all-reduce of n bytes 2(N-1)/N·n, reduce-scatter and all-gather of n bytes (the full
 // buffer) (N-1)/N·n, broadcast n·(N-1)/N.
@@ -177,6 +179,7 @@ class ZeroState final : public model::ParamAccess {
     return CommBuffer{At(t, i), count, storage_};
   }
   int64_t ModuleFloats(int module) const;
+  static ShardHeader MakeHeader(const ZeroState& z);  // this rank's checkpoint-shard header
   // Whether the model's fp32 gradients of a module go through an fp32 scratch (rounded into 16
   // bits when the module is done) rather than straight into their destination.
   bool GradScratch() const { return config_.stage < 2 ? mixed() : reduction_.dtype != DType::kF32; }
