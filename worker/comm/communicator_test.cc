@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/comm/completion_work.h"
+#include "worker/comm/testing/stub_communicator.h"
 
 namespace dstrain {
 namespace {
@@ -20,50 +21,7 @@ using ::testing::_;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-// Only the identity matters for validation.
-class StubCommunicator final : public Communicator {
- public:
-  StubCommunicator(int rank, int size) : rank_(rank), size_(size) {}
-  int rank() const override { return rank_; }
-  int size() const override { return size_; }
-  const std::string& name() const override { return name_; }
-  absl::string_view backend() const override { return "stub"; }
-  absl::StatusOr<std::unique_ptr<Work>> AllReduce(CommBuffer, ReduceOp,
-                                                  const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  absl::StatusOr<std::unique_ptr<Work>> ReduceScatter(CommBuffer, CommBuffer, ReduceOp,
-                                                      const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  absl::StatusOr<std::unique_ptr<Work>> AllGather(CommBuffer, CommBuffer,
-                                                  const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  absl::StatusOr<std::unique_ptr<Work>> Broadcast(CommBuffer, int, const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  absl::StatusOr<std::unique_ptr<Work>> Send(CommBuffer, int, int, const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  absl::StatusOr<std::unique_ptr<Work>> Recv(CommBuffer, int, int, const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  absl::StatusOr<std::unique_ptr<Work>> Barrier(const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  void Abort(absl::Status) override {}
-  absl::Status AsyncError() override { return absl::OkStatus(); }
-  absl::StatusOr<std::unique_ptr<Communicator>> Split(const std::vector<int>&, absl::string_view,
-                                                      const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-
- private:
-  int rank_;
-  int size_;
-  std::string name_ = "dp";
-};
+using ::dstrain::testing::StubCommunicator;
 
 TEST(CommunicatorTest, ReduceOpNames) {
   EXPECT_EQ(ReduceOpName(ReduceOp::kSum), "sum");

@@ -16,6 +16,7 @@
 #include "worker/comm/communicator.h"
 #include "worker/comm/nccl/nccl_communicator.h"
 #include "worker/comm/nccl/nccl_status.h"
+#include "worker/comm/testing/stub_communicator.h"
 #include "worker/store/in_memory_store.h"
 
 namespace dstrain::nccl_internal {
@@ -26,51 +27,7 @@ using ::dstrain::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-// A group identity for the shared checks; every operation is unimplemented.
-class StubCommunicator final : public Communicator {
- public:
-  StubCommunicator(int rank, int size, std::string name)
-      : rank_(rank), size_(size), name_(std::move(name)) {}
-  int rank() const override { return rank_; }
-  int size() const override { return size_; }
-  const std::string& name() const override { return name_; }
-  absl::string_view backend() const override { return "stub"; }
-  absl::StatusOr<std::unique_ptr<Work>> AllReduce(CommBuffer, ReduceOp,
-                                                  const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  absl::StatusOr<std::unique_ptr<Work>> ReduceScatter(CommBuffer, CommBuffer, ReduceOp,
-                                                      const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  absl::StatusOr<std::unique_ptr<Work>> AllGather(CommBuffer, CommBuffer,
-                                                  const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  absl::StatusOr<std::unique_ptr<Work>> Broadcast(CommBuffer, int, const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  absl::StatusOr<std::unique_ptr<Work>> Send(CommBuffer, int, int, const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  absl::StatusOr<std::unique_ptr<Work>> Recv(CommBuffer, int, int, const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  absl::StatusOr<std::unique_ptr<Work>> Barrier(const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-  void Abort(absl::Status) override {}
-  absl::Status AsyncError() override { return absl::OkStatus(); }
-  absl::StatusOr<std::unique_ptr<Communicator>> Split(const std::vector<int>&, absl::string_view,
-                                                      const CommOptions&) override {
-    return absl::UnimplementedError("stub");
-  }
-
- private:
-  int rank_;
-  int size_;
-  std::string name_;
-};
+using ::dstrain::testing::StubCommunicator;
 
 constexpr int kDevice = 1;
 
