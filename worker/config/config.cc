@@ -707,12 +707,11 @@ absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view sour
     return Error("gradient_predivide_factor", "must be > 0, got ", spec.gradient_predivide_factor);
   }
   if (e["communication_data_type"].is_null()) {
-    spec.communication_data_type =
-        spec.fp16.enabled ? "fp16" : (spec.bf16.enabled ? "bf16" : "fp32");
+    spec.communication_data_type = PrecisionName(spec);
     e["communication_data_type"] = spec.communication_data_type;
   } else {
     spec.communication_data_type = e["communication_data_type"].get<std::string>();
-    const std::string storage = spec.fp16.enabled ? "fp16" : (spec.bf16.enabled ? "bf16" : "fp32");
+    const std::string storage = PrecisionName(spec);
     if (spec.communication_data_type != "fp32" && storage != "fp32" &&
         spec.communication_data_type != storage) {
       return Error("communication_data_type", "\"", spec.communication_data_type, "\" with ",
@@ -780,6 +779,10 @@ absl::StatusOr<JobSpec> LoadJobSpec(const std::string& path,
   const std::string base_dir = absolute.parent_path().lexically_normal().string();
   return ParseWithSource(text, path, base_dir, world_size_override,
                          std::filesystem::path(path).stem().string());
+}
+
+const char* PrecisionName(const JobSpec& spec) {
+  return spec.fp16.enabled ? "fp16" : (spec.bf16.enabled ? "bf16" : "fp32");
 }
 
 }  // namespace dstrain::config

@@ -178,6 +178,9 @@ struct JobSpec {
   nlohmann::json effective;
 };
 
+// The training precision: "fp16", "bf16" or "fp32".
+const char* PrecisionName(const JobSpec& spec);
+
 // Parses and validates a job file's text. `base_dir` resolves relative paths (data, init_from,
 // checkpoint_dir, deepspeed_config); "" leaves them relative to the working directory.
 // `world_size_override` (from `--world N`) replaces job.world_size before validation.

@@ -18,10 +18,6 @@ std::string ShardName(int rank) { return absl::StrFormat("rank_%05d.bin", rank);
 int Rank(Communicator* dp) { return dp != nullptr ? dp->rank() : 0; }
 int World(Communicator* dp) { return dp != nullptr ? dp->size() : 1; }
 
-std::string Precision(const config::JobSpec& spec) {
-  return spec.fp16.enabled ? "fp16" : (spec.bf16.enabled ? "bf16" : "fp32");
-}
-
 // Every rank learns whether every rank succeeded: the max over ranks of a failure flag.
 absl::Status AgreeAll(Communicator* dp, const CommOptions& comm, const absl::Status& mine,
                       absl::string_view what) {
@@ -98,7 +94,7 @@ absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOp
     if (status.ok()) {
       meta["world_size"] = world;
       meta["zero_stage"] = engine.spec().zero.stage;
-      meta["precision"] = Precision(engine.spec());
+      meta["precision"] = std::string(config::PrecisionName(engine.spec()));
       meta["step"] = engine.global_steps();
       meta["reduce_bucket_size"] = engine.spec().zero.reduce_bucket_size;
       const model::GptConfig& mc = engine.model().config();
@@ -139,7 +135,8 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
                        " vs L=", mc.n_layer, " C=", mc.n_embd, " Vp=", mc.padded_vocab_size));
     }
     const int old_world = meta.value("world_size", 0);
-    same_precision = meta.value("precision", std::string()) == Precision(engine.spec());
+    same_precision =
+        meta.value("precision", std::string()) == std::string(config::PrecisionName(engine.spec()));
     reshard = old_world != world || meta.value("zero_stage", -1) != engine.spec().zero.stage ||
               !same_precision;
     bucket = meta.value("reduce_bucket_size", int64_t{0});

@@ -197,7 +197,7 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
                 spec.job.name.empty() ? "job" : spec.job.name, spec.model.n_layer,
                 spec.model.n_head, spec.model.n_embd, spec.model.vocab_size, T, num_params / 1e6, B,
                 T, gas, spec.data_parallel_size, threads, spec.zero.stage,
-                spec.bf16.enabled ? "bf16" : (spec.fp16.enabled ? "fp16" : "fp32"));
+                config::PrecisionName(spec));
   absl::FPrintF(log, "data: %s (%d tokens)%s\n", spec.data.train, train_source->num_tokens(),
                 val_loader ? absl::StrCat(", val ", spec.data.val) : "");
 
