@@ -4,8 +4,11 @@
 //
 //   ckpt_bench --dir DIR [--layers 4] [--embd 1024] [--drop-caches]
 //
-// Prints one JSON line: {"bytes": ..., "save_s": ..., "load_s": ...}. --drop-caches drops the
-// page cache before the load (root only), so the load reads from the device as fio's does.
+// Prints one JSON line: {"bytes": ..., "save_s": ..., "load_s": ...}. --drop-caches (root only)
+// writes back and drops the page cache before the save and before the load, so both start from
+// an empty cache and the load reads from the device, as ckpt_bench.sh runs fio.
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -26,6 +29,12 @@ namespace {
 
 double Since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Writes back dirty pages and empties the page cache, so each timed phase starts as fio's do.
+void DropCaches() {
+  ::sync();
+  std::ofstream("/proc/sys/vm/drop_caches") << "3\n";
 }
 
 int Run(int argc, char** argv) {
@@ -56,6 +65,7 @@ int Run(int argc, char** argv) {
     return 1;
   }
   engine::CheckpointOptions options{PosixEnv::Default(), args->Get("dir"), 1, CommOptions{}};
+  if (args->Has("drop-caches")) DropCaches();
   auto t0 = std::chrono::steady_clock::now();
   absl::Status s = engine::SaveCheckpoint(**engine, nullptr, options, "bench", "");
   const double save_s = Since(t0);
@@ -66,9 +76,7 @@ int Run(int argc, char** argv) {
   auto listed = ListCommitted(PosixEnv::Default(), args->Get("dir"));
   uint64_t bytes = 0;
   for (const ShardRecord& r : listed->back().shards) bytes += r.bytes;
-  if (args->Has("drop-caches")) {
-    std::ofstream("/proc/sys/vm/drop_caches") << "3\n";
-  }
+  if (args->Has("drop-caches")) DropCaches();
   t0 = std::chrono::steady_clock::now();
   auto loaded = engine::LoadCheckpoint(**engine, nullptr, options, "latest");
   const double load_s = Since(t0);

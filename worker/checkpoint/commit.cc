@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -199,11 +200,25 @@ absl::StatusOr<ShardRecord> WriteShardFile(Env* env, const std::string& dir, abs
   DT_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file,
                       env->NewWritableFile(JoinPath(dir, name)));
   ShardRecord record{std::string(name), 0, 0};
-  for (absl::string_view piece : pieces) {
-    DT_RETURN_IF_ERROR(file->Append(piece));
-    record.bytes += piece.size();
-    record.crc32c = crc32c::Extend(record.crc32c, piece);
+  for (absl::string_view piece : pieces) record.bytes += piece.size();
+  // The checksum of a large shard runs on another core while this one writes it.
+  constexpr uint64_t kParallelCrcBytes = uint64_t{32} << 20;
+  auto checksum = [&pieces, &record] {
+    for (absl::string_view piece : pieces) record.crc32c = crc32c::Extend(record.crc32c, piece);
+  };
+  std::thread crc_thread;
+  if (record.bytes >= kParallelCrcBytes) {
+    crc_thread = std::thread(checksum);
+  } else {
+    checksum();
   }
+  absl::Status written = absl::OkStatus();
+  for (absl::string_view piece : pieces) {
+    written = file->Append(piece);
+    if (!written.ok()) break;
+  }
+  if (crc_thread.joinable()) crc_thread.join();
+  DT_RETURN_IF_ERROR(written);
   DT_RETURN_IF_ERROR(file->Sync());
   DT_RETURN_IF_ERROR(file->Close());
   return record;
@@ -258,23 +273,63 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(Env* en
       new CheckpointReader(env, JoinPath(root, name), *std::move(manifest)));
 }
 
-absl::StatusOr<std::string> CheckpointReader::ReadShard(absl::string_view name) const {
+absl::StatusOr<std::unique_ptr<ShardReader>> CheckpointReader::OpenShard(
+    absl::string_view name) const {
   const auto it = std::find_if(manifest_.shards.begin(), manifest_.shards.end(),
                                [name](const ShardRecord& s) { return s.name == name; });
   if (it == manifest_.shards.end()) {
     return absl::NotFoundError(absl::StrCat(dir_, ": checkpoint has no shard \"", name, "\""));
   }
-  const std::string path = JoinPath(dir_, it->name);
+  std::string path = JoinPath(dir_, it->name);
   DT_ASSIGN_OR_RETURN(uint64_t size, env_->GetFileSize(path));
   if (size != it->bytes) {
     return absl::DataLossError(absl::StrCat(path, ": ", size, " bytes, manifest says ", it->bytes));
   }
-  DT_ASSIGN_OR_RETURN(std::string data, env_->ReadFileToString(path, it->bytes));
-  const uint32_t crc = crc32c::Value(data);
-  if (crc != it->crc32c) {
-    return absl::DataLossError(absl::StrCat(path, ": crc32c mismatch: file has ", Hex(crc),
-                                            ", manifest says ", Hex(it->crc32c)));
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<SequentialFile> file, env_->NewSequentialFile(path));
+  return std::make_unique<ShardReader>(std::move(path), *it, std::move(file));
+}
+
+absl::Status ShardReader::Read(void* dst, size_t n) {
+  if (n > remaining()) {
+    return absl::DataLossError(absl::StrCat(path_, ": ", n, " bytes wanted at offset ", read_,
+                                            ", the shard has ", remaining(), " left"));
   }
+  // Chunks small enough that the checksum reads them while they are still in cache.
+  constexpr size_t kChunk = size_t{4} << 20;
+  char* out = static_cast<char*>(dst);
+  while (n > 0) {
+    DT_ASSIGN_OR_RETURN(const size_t got, file_->Read(std::min(n, kChunk), out));
+    if (got == 0) {
+      return absl::DataLossError(
+          absl::StrCat(path_, ": ends at ", read_, " bytes, manifest says ", record_.bytes));
+    }
+    crc_ = crc32c::Extend(crc_, absl::string_view(out, got));
+    read_ += got;
+    out += got;
+    n -= got;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShardReader::Finish() {
+  if (remaining() > 0) {
+    std::vector<char> scratch(std::min<uint64_t>(remaining(), uint64_t{4} << 20));
+    while (remaining() > 0) {
+      DT_RETURN_IF_ERROR(Read(scratch.data(), std::min<uint64_t>(remaining(), scratch.size())));
+    }
+  }
+  if (crc_ != record_.crc32c) {
+    return absl::DataLossError(absl::StrCat(path_, ": crc32c mismatch: file has ", Hex(crc_),
+                                            ", manifest says ", Hex(record_.crc32c)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> CheckpointReader::ReadShard(absl::string_view name) const {
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<ShardReader> shard, OpenShard(name));
+  std::string data(shard->remaining(), '\0');
+  DT_RETURN_IF_ERROR(shard->Read(data.data(), data.size()));
+  DT_RETURN_IF_ERROR(shard->Finish());
   return data;
 }
 

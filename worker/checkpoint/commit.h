@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "worker/env/byte_source.h"
 #include "worker/env/env.h"
 
 namespace dstrain {
@@ -82,6 +83,31 @@ class CheckpointWriter {
   bool done_ = false;
 };
 
+// One shard of a committed checkpoint, read in order straight into the caller's memory (no
+// intermediate copy of hundreds of MB). The CRC-32C runs alongside the reads; Finish checks that
+// the whole shard was read and matches the manifest. Bytes read before Finish are unverified:
+// callers restore into state they throw away when Finish (or any Read) fails.
+class ShardReader final : public ByteSource {
+ public:
+  ShardReader(std::string path, ShardRecord record, std::unique_ptr<SequentialFile> file)
+      : path_(std::move(path)), record_(std::move(record)), file_(std::move(file)) {}
+
+  absl::Status Read(void* dst, size_t n) override;
+  uint64_t remaining() const override { return record_.bytes - read_; }
+  // Reads what is left (discarding it) and checks the checksum: kDataLoss naming the file when it
+  // differs. After a failed restore, this tells a damaged file from a mismatched one.
+  absl::Status Finish();
+
+  const std::string& path() const { return path_; }
+
+ private:
+  const std::string path_;
+  const ShardRecord record_;
+  std::unique_ptr<SequentialFile> file_;
+  uint64_t read_ = 0;
+  uint32_t crc_ = 0;
+};
+
 class CheckpointReader {
  public:
   // Opens committed checkpoint `tag` under `root`. For "latest": the tag the `latest` file names
@@ -97,6 +123,8 @@ class CheckpointReader {
   // Reads a shard and checks its size and CRC-32C; kDataLoss naming the file on a mismatch,
   // kNotFound for a name the manifest does not list.
   absl::StatusOr<std::string> ReadShard(absl::string_view name) const;
+  // Opens a shard for reading in place; its size is checked here, its checksum by Finish().
+  absl::StatusOr<std::unique_ptr<ShardReader>> OpenShard(absl::string_view name) const;
   // Reads every shard once to check its checksum.
   absl::Status VerifyAll() const;
 

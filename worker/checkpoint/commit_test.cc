@@ -205,6 +205,50 @@ TEST_F(CommitTest, FlippedByteFailsTheChecksumNamingTheFile) {
   EXPECT_THAT((*r)->ReadShard("rank_1.bin"), IsOk());
 }
 
+TEST_F(CommitTest, ShardReaderReadsInPlaceAndChecksAtFinish) {
+  ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
+  const std::string data = ShardData("step1", 1);
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> r =
+      CheckpointReader::Open(base_, root_, "latest");
+  ASSERT_THAT(r, IsOk());
+  {
+    // Pieces of any size land in order; reading past the end names the file and changes nothing.
+    auto shard = (*r)->OpenShard("rank_1.bin");
+    ASSERT_THAT(shard, IsOk());
+    std::string got(data.size(), '?');
+    ASSERT_THAT((*shard)->Read(got.data(), 3), IsOk());
+    ASSERT_THAT((*shard)->Read(got.data() + 3, data.size() - 4), IsOk());
+    EXPECT_EQ((*shard)->remaining(), 1u);
+    EXPECT_THAT((*shard)->Read(got.data(), 2),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("rank_1.bin")));
+    ASSERT_THAT((*shard)->Read(got.data() + data.size() - 1, 1), IsOk());
+    EXPECT_EQ(got, data);
+    EXPECT_THAT((*shard)->Finish(), IsOk());
+  }
+  {
+    // Finish reads what was left unread and still checks the checksum.
+    auto shard = (*r)->OpenShard("rank_1.bin");
+    ASSERT_THAT(shard, IsOk());
+    char first = 0;
+    ASSERT_THAT((*shard)->Read(&first, 1), IsOk());
+    EXPECT_THAT((*shard)->Finish(), IsOk());
+    EXPECT_EQ((*shard)->remaining(), 0u);
+  }
+  EXPECT_THAT((*r)->OpenShard("nope").status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+  // A damaged byte after everything the caller read is still caught by Finish.
+  const std::string path = JoinPath(root_, "step1/rank_1.bin");
+  std::string damaged = data;
+  damaged.back() ^= 0x01;
+  ASSERT_THAT(base_->WriteStringToFile(path, damaged, true), IsOk());
+  auto shard = (*r)->OpenShard("rank_1.bin");
+  ASSERT_THAT(shard, IsOk());
+  char first = 0;
+  ASSERT_THAT((*shard)->Read(&first, 1), IsOk());
+  EXPECT_THAT((*shard)->Finish(),
+              StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr(path), HasSubstr("crc32c"))));
+}
+
 TEST_F(CommitTest, DiskFullKeepsThePreviousCheckpoint) {
   ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
   FaultInjectionEnv env(base_);

@@ -1,12 +1,14 @@
 #include "worker/engine/checkpoint_io.h"
 
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status/status_macros.h"
 #include "worker/checkpoint/commit.h"
+#include "worker/env/byte_source.h"
 #include "worker/model/llmc_format.h"
 #include "worker/zero/zero_state.h"
 
@@ -45,6 +47,19 @@ ShardRecord UnpackRecord(const float* in, int rank, bool* ok) {
   return ShardRecord{ShardName(rank), (uint64_t{words[1]} << 32) | words[0], words[2]};
 }
 
+// The per-rank state at the front of a shard: [u64 n][n bytes].
+absl::StatusOr<std::string> ReadRankState(ByteSource& shard) {
+  uint64_t n = 0;
+  DT_RETURN_IF_ERROR(shard.Read(&n, sizeof(n)));
+  if (n > shard.remaining()) {
+    return absl::DataLossError(absl::StrCat("checkpoint shard: per-rank state of ", n, " bytes, ",
+                                            shard.remaining(), " left"));
+  }
+  std::string state(n, '\0');
+  DT_RETURN_IF_ERROR(shard.Read(state.data(), n));
+  return state;
+}
+
 }  // namespace
 
 absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOptions& options,
@@ -64,11 +79,15 @@ absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOp
   // Phase 2: every rank writes its shard (a failure is reported in phase 3, not returned here:
   // the other ranks are waiting in the gather).
   absl::StatusOr<ShardRecord> record = [&]() -> absl::StatusOr<ShardRecord> {
-    DT_ASSIGN_OR_RETURN(std::string state, engine.SaveState());
+    // Straight from the engine's buffers to the file: no copy of the state.
+    std::string head;
+    DT_ASSIGN_OR_RETURN(std::vector<absl::string_view> state, engine.SaveStatePieces(&head));
     const uint64_t n = rank_state.size();
-    return WriteShardFile(
-        options.env, CheckpointTmpDir(options.root, tag), ShardName(rank),
-        {absl::string_view(reinterpret_cast<const char*>(&n), sizeof(n)), rank_state, state});
+    std::vector<absl::string_view> pieces = {
+        absl::string_view(reinterpret_cast<const char*>(&n), sizeof(n)), rank_state};
+    pieces.insert(pieces.end(), state.begin(), state.end());
+    return WriteShardFile(options.env, CheckpointTmpDir(options.root, tag), ShardName(rank),
+                          pieces);
   }();
 
   // Phase 3: rank 0 gathers the records and commits.
@@ -117,14 +136,13 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
                                            const CheckpointOptions& options,
                                            absl::string_view tag) {
   const int rank = Rank(dp), world = World(dp);
-  // Phase 1: every rank opens the checkpoint and reads what it needs (CRCs checked): its own
-  // shard when the run has the checkpoint's world size, stage and precision, otherwise every
-  // shard, to reshard.
-  std::vector<std::string> shards;
+  // Phase 1: every rank opens the checkpoint and learns whether it can load its own shard (the
+  // checkpoint has this run's world size, stage and precision) or must reshard.
+  std::unique_ptr<CheckpointReader> reader;
   bool reshard = false, same_precision = true;
   int64_t bucket = 0;
   absl::Status status = [&]() -> absl::Status {
-    DT_ASSIGN_OR_RETURN(auto reader, CheckpointReader::Open(options.env, options.root, tag));
+    DT_ASSIGN_OR_RETURN(reader, CheckpointReader::Open(options.env, options.root, tag));
     const nlohmann::json& meta = reader->manifest().meta;
     const model::GptConfig& mc = engine.model().config();
     const nlohmann::json& shape = meta.contains("model") ? meta["model"] : nlohmann::json();
@@ -135,39 +153,53 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
                        " vs L=", mc.n_layer, " C=", mc.n_embd, " Vp=", mc.padded_vocab_size));
     }
     const int old_world = meta.value("world_size", 0);
+    if (old_world <= 0) return absl::DataLossError(absl::StrCat(reader->dir(), ": no world size"));
     same_precision =
         meta.value("precision", std::string()) == std::string(config::PrecisionName(engine.spec()));
     reshard = old_world != world || meta.value("zero_stage", -1) != engine.spec().zero.stage ||
               !same_precision;
     bucket = meta.value("reduce_bucket_size", int64_t{0});
-    if (old_world <= 0) return absl::DataLossError(absl::StrCat(reader->dir(), ": no world size"));
-    for (int r = reshard ? 0 : rank; r < (reshard ? old_world : rank + 1); ++r) {
-      DT_ASSIGN_OR_RETURN(std::string shard, reader->ReadShard(ShardName(r)));
-      shards.push_back(std::move(shard));
-    }
     return absl::OkStatus();
   }();
   DT_RETURN_IF_ERROR(AgreeAll(dp, options.comm, status, "opening the checkpoint"));
 
-  // Phase 2: restore (collective from stage 1 on when not resharding). A shard is
+  // Phase 2: read and restore, not collective; all ranks agree on the outcome before the
+  // collective part (stages 1-2 gather parameters again). A shard is
   // [u64 n][n bytes of per-rank state][engine state].
-  std::vector<absl::string_view> states;  // views into `shards`: no copies of the state
   std::string rank_state;
-  for (const std::string& shard : shards) {
-    uint64_t n = 0;
-    if (shard.size() < sizeof(n)) return absl::DataLossError("checkpoint shard: truncated");
-    std::memcpy(&n, shard.data(), sizeof(n));
-    if (shard.size() < sizeof(n) + n) return absl::DataLossError("checkpoint shard: truncated");
-    if (states.empty()) rank_state = shard.substr(sizeof(n), n);
-    states.push_back(absl::string_view(shard).substr(sizeof(n) + n));
-  }
-  if (reshard) {
-    // The data position is global (all ranks consume one stream of global batches): rank 0's
-    // serves every new rank.
-    DT_RETURN_IF_ERROR(engine.LoadReshardedState(states, bucket, same_precision));
-  } else {
-    DT_RETURN_IF_ERROR(engine.LoadState(states[0]));
-  }
+  status = [&]() -> absl::Status {
+    if (reshard) {
+      // Every shard, reassembled whole. The data position is global (all ranks consume one
+      // stream of global batches): rank 0's serves every new rank.
+      std::vector<std::string> shards;
+      std::vector<absl::string_view> states;
+      for (int r = 0; r < reader->manifest().meta.value("world_size", 0); ++r) {
+        DT_ASSIGN_OR_RETURN(std::string shard, reader->ReadShard(ShardName(r)));
+        shards.push_back(std::move(shard));
+      }
+      for (const std::string& shard : shards) {
+        StringSource source(shard);
+        DT_ASSIGN_OR_RETURN(std::string mine, ReadRankState(source));
+        if (states.empty()) rank_state = std::move(mine);
+        states.push_back(absl::string_view(shard).substr(shard.size() - source.remaining()));
+      }
+      return engine.LoadReshardedState(states, bucket, same_precision);
+    }
+    // This rank's own shard, read straight into the engine's buffers; the checksum is checked
+    // before anyone trains on it.
+    DT_ASSIGN_OR_RETURN(std::unique_ptr<ShardReader> shard, reader->OpenShard(ShardName(rank)));
+    absl::StatusOr<std::string> mine = ReadRankState(*shard);
+    absl::Status restored = mine.ok() ? engine.LoadState(*shard) : mine.status();
+    // A damaged file explains any failure above best: the checksum is checked either way.
+    DT_RETURN_IF_ERROR(shard->Finish());
+    if (!restored.ok()) {
+      return absl::Status(restored.code(), absl::StrCat(shard->path(), ": ", restored.message()));
+    }
+    rank_state = *std::move(mine);
+    return absl::OkStatus();
+  }();
+  DT_RETURN_IF_ERROR(AgreeAll(dp, options.comm, status, "loading the checkpoint"));
+  if (!reshard) DT_RETURN_IF_ERROR(engine.FinishLoad());
   return rank_state;
 }
 
@@ -192,15 +224,12 @@ absl::Status ExportCheckpoint(Env* env, const std::string& root, absl::string_vi
   std::vector<float> weights(total, 0.f), m1(total, 0.f), v1(total, 0.f);
   for (int r = 0; r < world; ++r) {
     DT_ASSIGN_OR_RETURN(std::string shard, reader->ReadShard(ShardName(r)));
-    // [u64 n][per-rank state][u64 k][counters][ZeroState shard]
-    absl::string_view rest(shard);
-    for (int part = 0; part < 2; ++part) {
-      uint64_t n = 0;
-      if (rest.size() < sizeof(n)) return absl::DataLossError("checkpoint shard: truncated");
-      std::memcpy(&n, rest.data(), sizeof(n));
-      if (rest.size() < sizeof(n) + n) return absl::DataLossError("checkpoint shard: truncated");
-      rest.remove_prefix(sizeof(n) + n);
-    }
+    // [u64 n][per-rank state][u64 k][counters][ZeroState shard]: skip the two prefixed parts.
+    StringSource source(shard);
+    DT_RETURN_IF_ERROR(ReadRankState(source).status());
+    DT_RETURN_IF_ERROR(ReadRankState(source).status());
+    const absl::string_view rest =
+        absl::string_view(shard).substr(shard.size() - source.remaining());
     DT_RETURN_IF_ERROR(
         zero::ZeroState::ShardToFlat(layout, rest, bucket, weights.data(), m1.data(), v1.data()));
   }

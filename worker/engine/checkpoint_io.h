@@ -39,7 +39,9 @@ absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOp
 // resharded: every rank reads all its shards, reassembles the fp32 weights and Adam moments and
 // keeps its part (the per-rank state returned is then rank 0's). kNotFound when nothing is
 // committed; kFailedPrecondition for another model; kDataLoss for a damaged shard (naming the
-// file). Any rank's failure fails every rank.
+// file). Any rank's failure fails every rank, and the engine's state is then undefined: the
+// caller must not train on it. The own shard is read straight into the engine's buffers, its
+// checksum checked before any rank goes on.
 absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
                                            const CheckpointOptions& options, absl::string_view tag);
 

@@ -21,6 +21,7 @@ namespace {
 
 using ::dstrain::testing::IsOk;
 using ::dstrain::testing::StatusIs;
+using ::testing::AllOf;
 using testing::Batch;
 using ::testing::HasSubstr;
 using testing::RunOnRanks;
@@ -207,24 +208,35 @@ TEST(CheckpointIo, ExportThenImportGivesTheSameWeights) {
   EXPECT_FALSE(ExportCheckpoint(PosixEnv::Default(), Root("nothing_here"), "latest", file).ok());
 }
 
-TEST(CheckpointIo, AFlippedByteIsCaughtNamingTheFile) {
+// A byte flipped anywhere in a shard (the per-rank state, the counters, the ZeRO header, the
+// moments) fails the load on every rank with kDataLoss naming the damaged file.
+class FlippedByteTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(FlippedByteTest, IsCaughtNamingTheFile) {
   const config::JobSpec spec = SmallGptSpec(2, 3, 1, 0.0, "", 4);
-  const std::string root = Root("flip");
+  const std::string root = Root(absl::StrCat("flip", GetParam()));
   Train(spec, 2, root, nullptr, 0, 1, "step1");
   const std::string shard = root + "/step1/rank_00001.bin";
   {
-    std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
+    std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary | std::ios::ate);
     ASSERT_TRUE(f.good());
-    f.seekg(100);
+    const std::streamoff size = f.tellg();
+    const std::streamoff at = GetParam() >= 0 ? GetParam() : size + GetParam();
+    f.seekg(at);
     char c = 0;
     f.get(c);
-    f.seekp(100);
+    f.seekp(at);
     f.put(static_cast<char>(c ^ 0x10));
   }
   const auto out = Train(spec, 2, root, "step1", 1, 2, nullptr);
-  EXPECT_THAT(out[1].load, StatusIs(absl::StatusCode::kDataLoss, HasSubstr("rank_00001.bin")));
+  EXPECT_THAT(out[1].load, StatusIs(absl::StatusCode::kDataLoss,
+                                    AllOf(HasSubstr("rank_00001.bin"), HasSubstr("crc32c"))));
   EXPECT_FALSE(out[0].load.ok()) << "every rank fails together";
 }
+
+// Offsets: the per-rank state's length, inside the counters JSON, past the end of the header
+// region, and in the last Adam moment (negative: from the end).
+INSTANTIATE_TEST_SUITE_P(Offsets, FlippedByteTest, ::testing::Values(3, 100, 400, -5));
 
 }  // namespace
 }  // namespace dstrain::engine

@@ -190,7 +190,7 @@ absl::StatusOr<std::optional<StepStats>> Engine::FinishStepStats(StepStats stats
   return std::optional<StepStats>(stats);
 }
 
-absl::StatusOr<std::string> Engine::SaveState() {
+absl::StatusOr<std::vector<absl::string_view>> Engine::SaveStatePieces(std::string* head) {
   if (forward_pending_ || micro_step_ != 0) {
     return absl::FailedPreconditionError("SaveState: only between optimizer steps");
   }
@@ -200,12 +200,25 @@ absl::StatusOr<std::string> Engine::SaveState() {
       {"skipped_steps", skipped_steps_},      {"loss_scale", scaler.cur_scale},
       {"scaler_iter", scaler.cur_iter},       {"scaler_last_overflow", scaler.last_overflow_iter},
       {"scaler_overflows", scaler.overflows}, {"scaler_hysteresis", scaler.cur_hysteresis}};
-  const std::string head = counters.dump();
-  // [8-byte length][counters JSON][ZeroState shard], built in one buffer.
-  const uint64_t n = head.size();
-  std::string out(reinterpret_cast<const char*>(&n), sizeof(n));
-  out += head;
-  DT_RETURN_IF_ERROR(zero_->AppendShard(&out));
+  const std::string json = counters.dump();
+  // [8-byte length][counters JSON][ZeroState shard: its header, then its buffers].
+  const uint64_t n = json.size();
+  head->assign(reinterpret_cast<const char*>(&n), sizeof(n));
+  *head += json;
+  DT_ASSIGN_OR_RETURN(std::vector<absl::string_view> buffers, zero_->ShardPieces(head));
+  std::vector<absl::string_view> pieces = {*head};
+  pieces.insert(pieces.end(), buffers.begin(), buffers.end());
+  return pieces;
+}
+
+absl::StatusOr<std::string> Engine::SaveState() {
+  std::string head;
+  DT_ASSIGN_OR_RETURN(std::vector<absl::string_view> pieces, SaveStatePieces(&head));
+  size_t total = 0;
+  for (absl::string_view p : pieces) total += p.size();
+  std::string out;
+  out.reserve(total);
+  for (absl::string_view p : pieces) out.append(p.data(), p.size());
   return out;
 }
 
@@ -249,16 +262,35 @@ absl::Status Engine::LoadReshardedState(const std::vector<absl::string_view>& st
 }
 
 absl::Status Engine::LoadState(absl::string_view state) {
+  StringSource source(state);
+  DT_RETURN_IF_ERROR(LoadState(source));
+  if (source.remaining() != 0) {
+    return absl::DataLossError(absl::StrCat("engine state: ", source.remaining(), " extra bytes"));
+  }
+  return FinishLoad();
+}
+
+absl::Status Engine::LoadState(ByteSource& state) {
   if (forward_pending_ || micro_step_ != 0) {
     return absl::FailedPreconditionError("LoadState: only between optimizer steps");
   }
-  nlohmann::json counters;
-  absl::string_view shard;
-  DT_RETURN_IF_ERROR(SplitState(state, &counters, &shard));
-  DT_RETURN_IF_ERROR(zero_->LoadShard(shard));
+  // The counters are a small JSON object; a length beyond 1 MiB means a damaged shard.
+  constexpr uint64_t kMaxCounterBytes = 1 << 20;
+  uint64_t n = 0;
+  DT_RETURN_IF_ERROR(state.Read(&n, sizeof(n)));
+  if (n > kMaxCounterBytes || n > state.remaining()) {
+    return absl::DataLossError(absl::StrCat("engine state: bad counters length ", n));
+  }
+  std::string json(n, '\0');
+  DT_RETURN_IF_ERROR(state.Read(json.data(), n));
+  const nlohmann::json counters = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (!counters.is_object()) return absl::DataLossError("engine state: bad counters");
+  DT_RETURN_IF_ERROR(zero_->LoadShard(state));
   RestoreCounters(counters, /*restore_scaler=*/true);
   return absl::OkStatus();
 }
+
+absl::Status Engine::FinishLoad() { return zero_->GatherAfterLoad(); }
 
 void Engine::RestoreCounters(const nlohmann::json& counters, bool restore_scaler) {
   global_steps_ = counters.value("global_steps", int64_t{0});

@@ -18,12 +18,14 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/comm/communicator.h"
 #include "worker/config/config.h"
 #include "worker/engine/lr_schedule.h"
+#include "worker/env/byte_source.h"
 #include "worker/model/gpt.h"
 #include "worker/precision/loss_scaler.h"
 #include "worker/tensor/tensor.h"
@@ -70,6 +72,15 @@ class Engine {
   // resumed from it takes bitwise the steps the uninterrupted run takes.
   absl::StatusOr<std::string> SaveState();
   absl::Status LoadState(absl::string_view state);
+  // The same without copies, for checkpoints of hundreds of MB. SaveStatePieces returns the state
+  // as pieces whose concatenation is SaveState(): the first is `*head` (filled here; keep it alive
+  // and unchanged), the rest point into the engine's buffers until the next step. LoadState reads
+  // the state from `state` straight into the engine's buffers and is not collective; every rank
+  // then calls FinishLoad (collective from stage 1 on) — or, after an error anywhere, fails the
+  // load: the state is undefined until a load succeeds.
+  absl::StatusOr<std::vector<absl::string_view>> SaveStatePieces(std::string* head);
+  absl::Status LoadState(ByteSource& state);
+  absl::Status FinishLoad();
   // Resharding: the state of a run at another world size, stage or precision, from every one of
   // its ranks' SaveState() (in rank order) and its reduce_bucket_size. Weights and Adam moments
   // are reassembled whole and this rank keeps its part; step counters come along, the loss

@@ -38,19 +38,28 @@ class PosixWritableFile final : public WritableFile {
   }
 
   // Writes straight to the fd: checkpoint shards are appended in large pieces, so a user-space
-  // buffer would only add a copy.
+  // buffer would only add a copy. Every kWritebackBytes the written range is handed to the disk
+  // at once (sync_file_range, which does not wait): the device then writes while the next bytes
+  // are copied, instead of all of them in the final fsync (RocksDB's bytes_per_sync).
   absl::Status Append(absl::string_view data) override {
     if (fd_ < 0) return Closed();
     const char* p = data.data();
     size_t left = data.size();
     while (left > 0) {
-      const ssize_t n = ::write(fd_, p, left);
+      const ssize_t n = ::write(fd_, p, std::min(left, kWritebackBytes));
       if (n < 0) {
         if (errno == EINTR) continue;
         return PosixError("write", path_, errno);
       }
       p += n;
       left -= static_cast<size_t>(n);
+      offset_ += static_cast<uint64_t>(n);
+      if (offset_ - writeback_from_ >= kWritebackBytes) {
+        // Advice only: Sync() still makes everything durable, so a failure here changes nothing.
+        (void)::sync_file_range(fd_, writeback_from_, offset_ - writeback_from_,
+                                SYNC_FILE_RANGE_WRITE);
+        writeback_from_ = offset_;
+      }
     }
     return absl::OkStatus();
   }
@@ -76,8 +85,12 @@ class PosixWritableFile final : public WritableFile {
     return absl::FailedPreconditionError(absl::StrCat(path_, ": file already closed"));
   }
 
+  static constexpr size_t kWritebackBytes = size_t{8} << 20;
+
   const std::string path_;
   int fd_;
+  uint64_t offset_ = 0;          // bytes written so far
+  uint64_t writeback_from_ = 0;  // start of the range not yet handed to the disk
 };
 
 class PosixSequentialFile final : public SequentialFile {
@@ -160,6 +173,8 @@ absl::StatusOr<std::unique_ptr<SequentialFile>> PosixEnv::NewSequentialFile(
     const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return PosixError("open for reading", path, errno);
+  // Read front to back: a larger read-ahead window (advice only; failure changes nothing).
+  (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   return std::make_unique<PosixSequentialFile>(path, fd);
 }
 

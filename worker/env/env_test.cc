@@ -65,6 +65,31 @@ TEST(PosixEnvTest, WriteSyncReadBack) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(path)));
 }
 
+// Appends past the early-writeback threshold (8 MiB), in pieces that straddle it, read back
+// exactly.
+TEST(PosixEnvTest, LargeAppendsReadBackExactly) {
+  Env* env = PosixEnv::Default();
+  const std::string path = JoinPath(FreshDir(env), "big");
+  std::string expected;
+  for (size_t piece : {size_t{5} << 20, size_t{7} << 20, size_t{1}, size_t{9} << 20}) {
+    for (size_t i = 0; i < piece; ++i) {
+      expected.push_back(static_cast<char>((expected.size() * 131) >> 7));
+    }
+  }
+  auto file = env->NewWritableFile(path);
+  ASSERT_THAT(file, IsOk());
+  size_t at = 0;
+  for (size_t piece : {size_t{5} << 20, size_t{7} << 20, size_t{1}, size_t{9} << 20}) {
+    ASSERT_THAT((*file)->Append(absl::string_view(expected).substr(at, piece)), IsOk());
+    at += piece;
+  }
+  ASSERT_THAT((*file)->Sync(), IsOk());
+  ASSERT_THAT((*file)->Close(), IsOk());
+  absl::StatusOr<std::string> data = env->ReadFileToString(path, uint64_t{1} << 30);
+  ASSERT_THAT(data, IsOk());
+  EXPECT_TRUE(*data == expected);
+}
+
 TEST(PosixEnvTest, DirectoriesRenameRemove) {
   Env* env = PosixEnv::Default();
   const std::string dir = FreshDir(env);

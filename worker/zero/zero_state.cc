@@ -725,45 +725,41 @@ ShardHeader ZeroState::MakeHeader(const ZeroState& z) {
   return h;
 }
 
-absl::StatusOr<std::string> ZeroState::SaveShard() {
-  std::string out;
-  DT_RETURN_IF_ERROR(AppendShard(&out));
-  return out;
-}
-
-absl::Status ZeroState::AppendShard(std::string* out_ptr) {
-  std::string& out = *out_ptr;
+absl::StatusOr<std::vector<absl::string_view>> ZeroState::ShardPieces(std::string* head) {
   for (const UnitState& u : units_) {
     if (u.users != 0 || u.reduced) {
-      return absl::FailedPreconditionError("SaveShard: only between steps");
+      return absl::FailedPreconditionError("checkpoint shard: only between steps");
     }
   }
   const ShardHeader h = MakeHeader(*this);
+  head->append(reinterpret_cast<const char*>(&h), sizeof(h));
   const int64_t n = partition_.owned_total();
-  out.reserve(out.size() + sizeof(h) + 3 * 4 * n);
-  out.append(reinterpret_cast<const char*>(&h), sizeof(h));
+  auto bytes = [](void* p, int64_t floats) {
+    return absl::string_view(static_cast<const char*>(p), 4 * static_cast<size_t>(floats));
+  };
+  std::vector<absl::string_view> pieces;
   // Parameters: this rank's chunks in unit order (mixed: the fp32 master weights).
   if (mixed()) {
-    out.append(static_cast<const char*>(master_.raw()), 4 * n);
+    pieces.push_back(bytes(master_.raw(), n));
   } else {
     for (const Unit& unit : partition_.units()) {
-      out.append(static_cast<const char*>(At(params_, ParamChunk(unit))), 4 * unit.chunk);
+      pieces.push_back(bytes(At(params_, ParamChunk(unit)), unit.chunk));
     }
   }
-  out.append(static_cast<const char*>(exp_avg_.raw()), 4 * n);
-  out.append(static_cast<const char*>(exp_avg_sq_.raw()), 4 * n);
-  return absl::OkStatus();
+  pieces.push_back(bytes(exp_avg_.raw(), n));
+  pieces.push_back(bytes(exp_avg_sq_.raw(), n));
+  return pieces;
 }
 
-absl::Status ZeroState::LoadShard(absl::string_view shard) {
+absl::Status ZeroState::LoadShard(ByteSource& shard) {
   const ShardHeader want = MakeHeader(*this);
   const int64_t n = partition_.owned_total();
-  if (shard.size() != sizeof(ShardHeader) + 3 * 4 * static_cast<size_t>(n)) {
+  if (shard.remaining() != sizeof(ShardHeader) + 12 * static_cast<uint64_t>(n)) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "shard has ", shard.size(), " bytes, expected ", sizeof(ShardHeader) + 12 * n));
+        "shard has ", shard.remaining(), " bytes, expected ", sizeof(ShardHeader) + 12 * n));
   }
   ShardHeader got;
-  std::memcpy(&got, shard.data(), sizeof(got));
+  DT_RETURN_IF_ERROR(shard.Read(&got, sizeof(got)));
   if (std::memcmp(got.magic, want.magic, sizeof(got.magic)) != 0) {
     return absl::FailedPreconditionError("not a ZeRO state shard (bad magic)");
   }
@@ -776,37 +772,37 @@ absl::Status ZeroState::LoadShard(absl::string_view shard) {
         ", rank ", want.rank, " of ", want.world, ", storage ", DTypeName(storage_),
         " (resharding goes through a consolidated export)"));
   }
-  const char* p = shard.data() + sizeof(ShardHeader);
   for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
     if (units_[u].gathered.defined()) DropGathered(u);  // stale: the parameters change
   }
   if (mixed()) {
-    std::memcpy(master_.raw(), p, 4 * n);
+    DT_RETURN_IF_ERROR(shard.Read(master_.raw(), 4 * n));
     for (const Unit& unit : partition_.units()) {
       kernels::FloatToHalf(half(), static_cast<uint16_t*>(At(params_, ParamChunk(unit))),
                            master_.data<float>() + unit.owned_offset, unit.chunk);
     }
   } else {
     for (const Unit& unit : partition_.units()) {
-      std::memcpy(At(params_, ParamChunk(unit)), p + 4 * unit.owned_offset, 4 * unit.chunk);
+      DT_RETURN_IF_ERROR(shard.Read(At(params_, ParamChunk(unit)), 4 * unit.chunk));
     }
   }
-  p += 4 * n;
-  std::memcpy(exp_avg_.raw(), p, 4 * n);
-  std::memcpy(exp_avg_sq_.raw(), p + 4 * n, 4 * n);
+  DT_RETURN_IF_ERROR(shard.Read(exp_avg_.raw(), 4 * n));
+  DT_RETURN_IF_ERROR(shard.Read(exp_avg_sq_.raw(), 4 * n));
   grads_.SetZero();
+  return absl::OkStatus();
+}
+
+absl::Status ZeroState::GatherAfterLoad() {
   // Stages 1-2 keep full parameters: every rank's chunks come back by all-gather, as after a step.
-  if (config_.stage == 1 || config_.stage == 2) {
-    if (distributed()) {
-      for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
-        const Unit& unit = partition_.units()[u];
-        DT_ASSIGN_OR_RETURN(
-            units_[u].gather,
-            dp_->AllGather(Buf(params_, ParamChunk(unit), unit.chunk),
-                           Buf(params_, unit.padded_offset, partition_.padded_numel(u)), comm_));
-      }
-      for (UnitState& s : units_) DT_RETURN_IF_ERROR(Wait(s.gather));
+  if ((config_.stage == 1 || config_.stage == 2) && distributed()) {
+    for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
+      const Unit& unit = partition_.units()[u];
+      DT_ASSIGN_OR_RETURN(
+          units_[u].gather,
+          dp_->AllGather(Buf(params_, ParamChunk(unit), unit.chunk),
+                         Buf(params_, unit.padded_offset, partition_.padded_numel(u)), comm_));
     }
+    for (UnitState& s : units_) DT_RETURN_IF_ERROR(Wait(s.gather));
   }
   return absl::OkStatus();
 }

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -43,6 +44,7 @@
 #include "kernels/adamw/adamw.h"
 #include "worker/comm/communicator.h"
 #include "worker/config/config.h"
+#include "worker/env/byte_source.h"
 #include "worker/model/param_access.h"
 #include "worker/model/param_layout.h"
 #include "worker/tensor/tensor.h"
@@ -111,17 +113,20 @@ class ZeroState final : public model::ParamAccess {
   // Makes this rank's first gradient inf, as an fp16 overflow would (tests of the skip path).
   void PoisonGradientsForTesting();
 
-  // This rank's share of the training state, between steps, as bytes for a checkpoint shard:
-  // its chunks of the parameters (mixed precision: of the fp32 master weights, from which the
-  // 16-bit working copy is exactly the rounding) and of the Adam moments, after a header naming
-  // the stage, world, rank and sizes.
-  absl::StatusOr<std::string> SaveShard();
-  // The same, appended to `out` (no intermediate copy of hundreds of MB).
-  absl::Status AppendShard(std::string* out);
-  // Restores what SaveShard wrote on the same rank of the same layout, stage, world size and
-  // precision (kFailedPrecondition otherwise); collective from stage 1 on, where the full
-  // parameters are all-gathered again. Gradients are zero afterwards, as after a step.
-  absl::Status LoadShard(absl::string_view shard);
+  // This rank's share of the training state, between steps, for its checkpoint shard: its chunks
+  // of the parameters (mixed precision: of the fp32 master weights, from which the 16-bit working
+  // copy is exactly the rounding) and of the Adam moments, after a header naming the stage, world,
+  // rank and sizes. The header is appended to `head`; the views returned point into this
+  // ZeroState's buffers (no copy of hundreds of MB) and stay valid until the next step.
+  absl::StatusOr<std::vector<absl::string_view>> ShardPieces(std::string* head);
+  // Restores, from the next bytes of `shard`, what ShardPieces gave on the same rank of the same
+  // layout, stage, world size and precision (kFailedPrecondition otherwise). Reads straight into
+  // this ZeroState's buffers; not collective. After an error the state is undefined (the caller
+  // fails the load). Stages 1-2 then need GatherAfterLoad on every rank.
+  absl::Status LoadShard(ByteSource& shard);
+  // Collective from stage 1 on: brings back the parameters a rank keeps but does not own.
+  // Gradients are zero afterwards, as after a step.
+  absl::Status GatherAfterLoad();
 
   // Resharding. ShardToFlat scatters a shard that SaveShard wrote at any stage, world size, rank
   // and precision into full flat arrays (layout.total() floats each): the fp32 weights (the
