@@ -193,7 +193,7 @@ TEST(NamingTest, FollowsBufStandard) {
       }
     }
   }
-  EXPECT_EQ(rpc_messages.size(), 2u * (6 + 4 + 6 + 3));
+  EXPECT_EQ(rpc_messages.size(), 2u * (6 + 5 + 6 + 3));
 }
 
 // A trivial StoreService on the callback API (style-anchors §3.10): Set and Get on a map. The
