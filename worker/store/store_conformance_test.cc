@@ -1,8 +1,14 @@
 // The Store contract (store.h), checked against every backend: InMemoryStore, TcpStoreClient
-// talking to an in-process TcpStoreServer, and PrefixStore (one and two levels) over each.
+// talking to an in-process TcpStoreServer, GrpcStore talking to the coordinator's StoreService
+// (over a DurableStore) on loopback, and PrefixStore (one and two levels) over each.
 // Every blocking call in here has a timeout, so a broken backend fails the test instead of
 // hanging it.
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -17,8 +23,11 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status/status_matchers.h"
+#include "coordinator/store/durable_store.h"
+#include "coordinator/store/store_service.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "worker/store/grpc_store.h"
 #include "worker/store/in_memory_store.h"
 #include "worker/store/prefix_store.h"
 #include "worker/store/store.h"
@@ -86,6 +95,38 @@ class TcpBackend : public Backend {
   std::unique_ptr<TcpStoreClient> client_;
 };
 
+// Service mode: the coordinator's StoreService on 127.0.0.1:<free port>, a GrpcStore client.
+class GrpcBackend : public Backend {
+ public:
+  GrpcBackend() : durable_(&log_, {}), service_(&durable_) {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    EXPECT_NE(server_, nullptr);
+    EXPECT_GT(port, 0);
+    client_ = GrpcStore::Connect(absl::StrCat("127.0.0.1:", port), kLong);
+  }
+  ~GrpcBackend() override {
+    durable_.Close();  // wakes blocked Waits so the server can stop
+    if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
+  }
+  Store* store() override { return client_.get(); }
+
+ private:
+  class NullLog final : public coordinator::KvLog {
+   public:
+    absl::Status Put(absl::string_view, absl::string_view) override { return absl::OkStatus(); }
+    absl::Status Delete(absl::string_view) override { return absl::OkStatus(); }
+  };
+  NullLog log_;
+  coordinator::DurableStore durable_;
+  coordinator::StoreServiceImpl service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<GrpcStore> client_;
+};
+
 class PrefixBackend : public Backend {
  public:
   PrefixBackend(std::unique_ptr<Backend> inner, std::vector<std::string> prefixes)
@@ -111,9 +152,13 @@ struct BackendParam {
 std::vector<BackendParam> AllBackends() {
   auto in_memory = [] { return std::make_unique<InMemoryBackend>(); };
   auto tcp = [] { return std::make_unique<TcpBackend>(); };
+  auto grpc = [] { return std::make_unique<GrpcBackend>(); };
   return {
       {"InMemory", in_memory},
       {"Tcp", tcp},
+      {"Grpc", grpc},
+      {"PrefixOverGrpc",
+       [=] { return std::make_unique<PrefixBackend>(grpc(), std::vector<std::string>{"job7"}); }},
       {"PrefixOverInMemory",
        [=] {
          return std::make_unique<PrefixBackend>(in_memory(), std::vector<std::string>{"job7"});

@@ -1,0 +1,113 @@
+#include "coordinator/store/store_service.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/grpc/grpc_status.h"
+
+namespace dstrain::coordinator {
+namespace {
+
+// How often a blocked Wait checks whether its client went away.
+constexpr absl::Duration kCancelPoll = absl::Milliseconds(100);
+
+grpc::Status InvalidArgument(const std::string& message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
+}
+
+grpc::Status CheckKey(const std::string& key, absl::string_view field) {
+  if (key.empty()) return InvalidArgument(absl::StrCat(field, ": empty key"));
+  if (key.size() > StoreServiceImpl::kMaxKeyBytes) {
+    return InvalidArgument(absl::StrCat(field, ": key of ", key.size(), " bytes (at most ",
+                                        StoreServiceImpl::kMaxKeyBytes, ")"));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CheckValue(const std::string& value, absl::string_view field) {
+  if (value.size() > StoreServiceImpl::kMaxValueBytes) {
+    return InvalidArgument(absl::StrCat(field, ": value of ", value.size(), " bytes (at most ",
+                                        StoreServiceImpl::kMaxValueBytes, ")"));
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+grpc::Status StoreServiceImpl::Set(grpc::ServerContext*, const v1::SetRequest* request,
+                                   v1::SetResponse*) {
+  DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
+  DT_GRPC_RETURN_IF_ERROR(CheckValue(request->value(), "value"));
+  return ToGrpcStatus(store_->Set(request->key(), request->value()));
+}
+
+grpc::Status StoreServiceImpl::Get(grpc::ServerContext*, const v1::GetRequest* request,
+                                   v1::GetResponse* response) {
+  DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
+  absl::StatusOr<std::string> value = store_->Get(request->key(), absl::ZeroDuration());
+  if (value.ok()) {
+    response->set_found(true);
+    response->set_value(*std::move(value));
+    return grpc::Status::OK;
+  }
+  if (value.status().code() == absl::StatusCode::kDeadlineExceeded) {
+    response->set_found(false);
+    return grpc::Status::OK;
+  }
+  return ToGrpcStatus(value.status());
+}
+
+grpc::Status StoreServiceImpl::Add(grpc::ServerContext*, const v1::AddRequest* request,
+                                   v1::AddResponse* response) {
+  DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
+  absl::StatusOr<int64_t> value = store_->Add(request->key(), request->delta());
+  if (!value.ok()) return ToGrpcStatus(value.status());
+  response->set_value(*value);
+  return grpc::Status::OK;
+}
+
+grpc::Status StoreServiceImpl::CompareSet(grpc::ServerContext*,
+                                          const v1::CompareSetRequest* request,
+                                          v1::CompareSetResponse* response) {
+  DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
+  DT_GRPC_RETURN_IF_ERROR(CheckValue(request->desired_value(), "desired_value"));
+  absl::StatusOr<std::string> now =
+      store_->CompareSet(request->key(), request->expected_value(), request->desired_value());
+  if (!now.ok()) return ToGrpcStatus(now.status());
+  response->set_swapped(*now == request->desired_value());
+  response->set_current_value(*std::move(now));
+  return grpc::Status::OK;
+}
+
+grpc::Status StoreServiceImpl::Wait(grpc::ServerContext* context, const v1::WaitRequest* request,
+                                    v1::WaitResponse*) {
+  std::vector<std::string> keys(request->keys().begin(), request->keys().end());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    DT_GRPC_RETURN_IF_ERROR(CheckKey(keys[i], absl::StrCat("keys[", i, "]")));
+  }
+  absl::Duration timeout = absl::InfiniteDuration();
+  if (request->has_timeout()) {
+    timeout =
+        absl::Seconds(request->timeout().seconds()) + absl::Nanoseconds(request->timeout().nanos());
+  }
+  // Never past the caller's own deadline: nobody would be listening.
+  const absl::Time deadline = absl::FromChrono(context->deadline());
+  if (deadline != absl::InfiniteFuture()) {
+    timeout = std::min(timeout, std::max(absl::ZeroDuration(), deadline - absl::Now()));
+  }
+  return ToGrpcStatus(store_->WaitOrCancel(
+      keys, timeout, [context] { return context->IsCancelled(); }, kCancelPoll));
+}
+
+grpc::Status StoreServiceImpl::Delete(grpc::ServerContext*, const v1::DeleteRequest* request,
+                                      v1::DeleteResponse* response) {
+  DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
+  absl::StatusOr<bool> deleted = store_->DeleteKey(request->key());
+  if (!deleted.ok()) return ToGrpcStatus(deleted.status());
+  response->set_deleted(*deleted);
+  return grpc::Status::OK;
+}
+
+}  // namespace dstrain::coordinator

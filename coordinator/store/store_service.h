@@ -1,0 +1,41 @@
+// StoreService (proto/store.proto) over a DurableStore: the rendezvous store trainers reach in
+// service mode through GrpcStore (worker/store/grpc_store.h).
+//
+// Get never blocks (found=false for an absent key: ranks poll during rendezvous); Wait blocks up
+// to its timeout, or to the call's deadline when none is given, and gives up as soon as the
+// client cancels. Keys must be non-empty and at most kMaxKeyBytes, values at most
+// kMaxValueBytes: anything else is INVALID_ARGUMENT naming the field.
+#pragma once
+
+#include <cstddef>
+
+#include "coordinator/store/durable_store.h"
+#include "proto/store.grpc.pb.h"
+
+namespace dstrain::coordinator {
+
+class StoreServiceImpl final : public v1::StoreService::Service {
+ public:
+  static constexpr size_t kMaxKeyBytes = 4096;
+  static constexpr size_t kMaxValueBytes = size_t{16} << 20;
+
+  explicit StoreServiceImpl(DurableStore* store) : store_(store) {}
+
+  grpc::Status Set(grpc::ServerContext* context, const v1::SetRequest* request,
+                   v1::SetResponse* response) override;
+  grpc::Status Get(grpc::ServerContext* context, const v1::GetRequest* request,
+                   v1::GetResponse* response) override;
+  grpc::Status Add(grpc::ServerContext* context, const v1::AddRequest* request,
+                   v1::AddResponse* response) override;
+  grpc::Status CompareSet(grpc::ServerContext* context, const v1::CompareSetRequest* request,
+                          v1::CompareSetResponse* response) override;
+  grpc::Status Wait(grpc::ServerContext* context, const v1::WaitRequest* request,
+                    v1::WaitResponse* response) override;
+  grpc::Status Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
+                      v1::DeleteResponse* response) override;
+
+ private:
+  DurableStore* const store_;
+};
+
+}  // namespace dstrain::coordinator

@@ -1,0 +1,49 @@
+// GrpcStore: the Store of service mode, a client of the coordinator's StoreService
+// (proto/store.proto). Trainers scope it with a PrefixStore per job and attempt.
+//
+// Blocking calls map onto the service's non-blocking Get plus its blocking Wait, each RPC with a
+// deadline a little past the call's timeout, so a coordinator that stops answering gives
+// kDeadlineExceeded or kUnavailable rather than a hang. Errors name the key, the RPC and the
+// coordinator's address.
+#pragma once
+
+#include <grpcpp/channel.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "proto/store.grpc.pb.h"
+#include "worker/store/store.h"
+
+namespace dstrain {
+
+class GrpcStore final : public Store {
+ public:
+  // `address` is HOST:PORT of the coordinator; `rpc_timeout` bounds each non-blocking RPC. No
+  // connection is made until the first call.
+  static std::unique_ptr<GrpcStore> Connect(const std::string& address,
+                                            absl::Duration rpc_timeout = absl::Seconds(30));
+
+  absl::Status Set(absl::string_view key, absl::string_view value) override;
+  absl::StatusOr<std::string> Get(absl::string_view key, absl::Duration timeout) override;
+  absl::StatusOr<int64_t> Add(absl::string_view key, int64_t delta) override;
+  absl::StatusOr<std::string> CompareSet(absl::string_view key, absl::string_view expected,
+                                         absl::string_view desired) override;
+  absl::Status Wait(const std::vector<std::string>& keys, absl::Duration timeout) override;
+  absl::StatusOr<bool> DeleteKey(absl::string_view key) override;
+
+ private:
+  GrpcStore(std::string address, std::shared_ptr<grpc::Channel> channel, absl::Duration timeout);
+
+  const std::string address_;
+  std::unique_ptr<v1::StoreService::Stub> stub_;
+  const absl::Duration rpc_timeout_;
+};
+
+}  // namespace dstrain
