@@ -1,0 +1,345 @@
+// Scheduler: queue order, gang all-or-none placement, head-of-line blocking (and backfill),
+// packing onto the fewest workers, and a randomized property test.
+#include "coordinator/scheduler/scheduler.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dstrain::coordinator {
+namespace {
+
+using ::dstrain::testing::IsOk;
+using ::dstrain::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+using FreeSlots = std::map<std::string, std::vector<int>>;
+
+// "worker:slot" per rank, in rank order.
+std::vector<std::string> Where(const Placement& p) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < p.ranks.size(); ++i) {
+    EXPECT_EQ(p.ranks[i].rank(), static_cast<int>(i));
+    out.push_back(p.ranks[i].worker_id() + ":" + std::to_string(p.ranks[i].slot()));
+  }
+  return out;
+}
+
+std::vector<std::string> Ids(const std::vector<Placement>& placements) {
+  std::vector<std::string> out;
+  for (const Placement& p : placements) out.push_back(p.job_id);
+  return out;
+}
+
+TEST(SchedulerTest, HigherPriorityFirstThenFifo) {
+  Scheduler s;
+  ASSERT_THAT(s.Enqueue("a", 0, 1, 1), IsOk());
+  ASSERT_THAT(s.Enqueue("b", 5, 1, 2), IsOk());
+  ASSERT_THAT(s.Enqueue("c", 0, 1, 3), IsOk());
+  ASSERT_THAT(s.Enqueue("d", 5, 1, 4), IsOk());
+  ASSERT_THAT(s.Enqueue("e", -3, 1, 0), IsOk());
+  EXPECT_THAT(s.PendingIds(), ElementsAre("b", "d", "a", "c", "e"));
+  EXPECT_EQ(s.Position("b"), 0);
+  EXPECT_EQ(s.Position("c"), 3);
+  EXPECT_EQ(s.Position("e"), 4);
+  EXPECT_EQ(s.size(), 5u);
+
+  // Two free slots: the two highest-priority jobs, oldest first.
+  std::vector<Placement> placed = s.Schedule({{"w1", {0, 1}}});
+  EXPECT_THAT(Ids(placed), ElementsAre("b", "d"));
+  EXPECT_THAT(Where(placed[0]), ElementsAre("w1:0"));
+  EXPECT_THAT(Where(placed[1]), ElementsAre("w1:1"));
+  EXPECT_THAT(s.PendingIds(), ElementsAre("a", "c", "e"));
+  EXPECT_EQ(s.Position("a"), 0);
+  EXPECT_EQ(s.Position("b"), std::nullopt);
+}
+
+TEST(SchedulerTest, EnqueueErrors) {
+  Scheduler s;
+  ASSERT_THAT(s.Enqueue("a", 0, 2, 1), IsOk());
+  EXPECT_THAT(s.Enqueue("a", 1, 2, 2),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("\"a\"")));
+  EXPECT_THAT(s.Enqueue("b", 0, 0, 3),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("world_size")));
+  EXPECT_THAT(s.Enqueue("", 0, 1, 4),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job_id")));
+  EXPECT_THAT(s.PendingIds(), ElementsAre("a"));
+}
+
+TEST(SchedulerTest, RemoveAndPosition) {
+  Scheduler s;
+  ASSERT_THAT(s.Enqueue("a", 0, 1, 1), IsOk());
+  ASSERT_THAT(s.Enqueue("b", 0, 1, 2), IsOk());
+  ASSERT_THAT(s.Enqueue("c", 0, 1, 3), IsOk());
+  EXPECT_TRUE(s.Contains("b"));
+  EXPECT_TRUE(s.Remove("b"));
+  EXPECT_FALSE(s.Remove("b"));
+  EXPECT_FALSE(s.Contains("b"));
+  EXPECT_EQ(s.Position("b"), std::nullopt);
+  EXPECT_EQ(s.Position("c"), 1);
+  EXPECT_THAT(s.PendingIds(), ElementsAre("a", "c"));
+  EXPECT_EQ(s.size(), 2u);
+  // A removed job may come back (e.g. a restart) and keeps its place among equals by its seq.
+  ASSERT_THAT(s.Enqueue("b", 0, 1, 2), IsOk());
+  EXPECT_THAT(s.PendingIds(), ElementsAre("a", "b", "c"));
+  EXPECT_TRUE(s.Remove("a"));
+  EXPECT_TRUE(s.Remove("b"));
+  EXPECT_TRUE(s.Remove("c"));
+  EXPECT_TRUE(s.empty());
+}
+
+TEST(SchedulerTest, GangIsAllOrNone) {
+  Scheduler s;
+  ASSERT_THAT(s.Enqueue("big", 0, 4, 1), IsOk());
+  FreeSlots free = {{"w1", {0}}, {"w2", {0}}, {"w3", {0}}};
+  EXPECT_THAT(s.Schedule(free), IsEmpty());
+  EXPECT_THAT(s.PendingIds(), ElementsAre("big"));
+
+  free["w4"] = {0};
+  std::vector<Placement> placed = s.Schedule(free);
+  ASSERT_EQ(placed.size(), 1u);
+  EXPECT_EQ(placed[0].job_id, "big");
+  EXPECT_THAT(Where(placed[0]), ElementsAre("w1:0", "w2:0", "w3:0", "w4:0"));
+  EXPECT_TRUE(s.empty());
+}
+
+TEST(SchedulerTest, JobLargerThanTheClusterWaitsUntilWorkersJoin) {
+  Scheduler s;
+  ASSERT_THAT(s.Enqueue("huge", 0, 16, 1), IsOk());
+  EXPECT_THAT(s.Schedule({}), IsEmpty());
+  EXPECT_THAT(s.Schedule({{"w1", {0, 1, 2, 3, 4, 5, 6, 7}}}), IsEmpty());
+  std::vector<Placement> placed =
+      s.Schedule({{"w1", {0, 1, 2, 3, 4, 5, 6, 7}}, {"w2", {0, 1, 2, 3, 4, 5, 6, 7}}});
+  ASSERT_EQ(placed.size(), 1u);
+  EXPECT_EQ(placed[0].ranks.size(), 16u);
+}
+
+TEST(SchedulerTest, StrictHeadOfLineBlocking) {
+  Scheduler s;
+  ASSERT_THAT(s.Enqueue("head", 1, 4, 1), IsOk());
+  ASSERT_THAT(s.Enqueue("small", 0, 1, 2), IsOk());
+  ASSERT_THAT(s.Enqueue("smaller-prio", -1, 2, 3), IsOk());
+  const FreeSlots three = {{"w1", {0, 1, 2}}};
+  // "small" would fit, but the head does not: nothing starts.
+  EXPECT_THAT(s.Schedule(three), IsEmpty());
+  EXPECT_THAT(s.PendingIds(), ElementsAre("head", "small", "smaller-prio"));
+
+  // Once the head fits it goes first, and the rest follow while they fit.
+  std::vector<Placement> placed = s.Schedule({{"w1", {0, 1, 2}}, {"w2", {0, 1}}});
+  EXPECT_THAT(Ids(placed), ElementsAre("head", "small"));
+  EXPECT_THAT(s.PendingIds(), ElementsAre("smaller-prio"));
+}
+
+TEST(SchedulerTest, BackfillLetsSmallerJobsPassAHeadThatDoesNotFit) {
+  Scheduler s(SchedulerOptions{/*backfill=*/true});
+  ASSERT_THAT(s.Enqueue("head", 1, 4, 1), IsOk());
+  ASSERT_THAT(s.Enqueue("two", 0, 2, 2), IsOk());
+  ASSERT_THAT(s.Enqueue("also-two", 0, 2, 3), IsOk());
+  ASSERT_THAT(s.Enqueue("one", 0, 1, 4), IsOk());
+  std::vector<Placement> placed = s.Schedule({{"w1", {0, 1, 2}}});
+  // In queue order, each one that still fits: "two" (3 -> 1 free), then "one".
+  EXPECT_THAT(Ids(placed), ElementsAre("two", "one"));
+  EXPECT_THAT(s.PendingIds(), ElementsAre("head", "also-two"));
+}
+
+TEST(SchedulerTest, PacksOntoFewestWorkersWithConsecutiveRanks) {
+  Scheduler s;
+  ASSERT_THAT(s.Enqueue("five", 0, 5, 1), IsOk());
+  std::vector<Placement> placed =
+      s.Schedule({{"a", {0, 1}}, {"b", {0, 1, 2, 3}}, {"c", {0, 1, 2}}});
+  ASSERT_EQ(placed.size(), 1u);
+  // b (4 free) takes ranks 0-3, c (3 free) rank 4; a is not used.
+  EXPECT_THAT(Where(placed[0]), ElementsAre("b:0", "b:1", "b:2", "b:3", "c:0"));
+}
+
+TEST(SchedulerTest, TiesGoToTheSmallerWorkerIdAndLowSlotsFirst) {
+  Scheduler s;
+  ASSERT_THAT(s.Enqueue("three", 0, 3, 1), IsOk());
+  ASSERT_THAT(s.Enqueue("two", 0, 2, 2), IsOk());
+  // Free slots need not be contiguous or sorted; duplicates count once.
+  std::vector<Placement> placed = s.Schedule({{"y", {7, 2, 5, 5}}, {"x", {3, 1, 0}}});
+  ASSERT_EQ(placed.size(), 2u);
+  EXPECT_THAT(Where(placed[0]), ElementsAre("x:0", "x:1", "x:3"));
+  // x is full now; y has the most free slots.
+  EXPECT_THAT(Where(placed[1]), ElementsAre("y:2", "y:5"));
+}
+
+TEST(SchedulerTest, SeveralJobsInOneCallNeverShareASlot) {
+  Scheduler s;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_THAT(s.Enqueue("j" + std::to_string(i), 0, 3, i), IsOk());
+  }
+  std::vector<Placement> placed = s.Schedule({{"w1", {0, 1, 2, 3}}, {"w2", {0, 1, 2, 3, 4}}});
+  ASSERT_EQ(placed.size(), 3u);
+  EXPECT_THAT(Where(placed[0]), ElementsAre("w2:0", "w2:1", "w2:2"));
+  EXPECT_THAT(Where(placed[1]), ElementsAre("w1:0", "w1:1", "w1:2"));
+  // One left on w1, two on w2: w2 first, then w1.
+  EXPECT_THAT(Where(placed[2]), ElementsAre("w2:3", "w2:4", "w1:3"));
+  EXPECT_THAT(s.PendingIds(), ElementsAre("j3"));
+}
+
+TEST(SchedulerTest, NothingToDo) {
+  Scheduler s;
+  EXPECT_THAT(s.Schedule({{"w1", {0}}}), IsEmpty());
+  ASSERT_THAT(s.Enqueue("a", 0, 1, 1), IsOk());
+  EXPECT_THAT(s.Schedule({}), IsEmpty());
+  EXPECT_THAT(s.Schedule({{"w1", {}}}), IsEmpty());
+  EXPECT_EQ(s.size(), 1u);
+}
+
+// Random clusters and jobs over many rounds against a model of which slots are busy. Every round
+// checks: each placement has exactly world_size distinct slots, all free before the call and not
+// handed to another job; ranks are 0..world_size-1, consecutive per worker, on the fewest
+// workers possible; jobs are placed in queue order under the policy (strict: a prefix of the
+// queue, stopping at a head that does not fit; backfill: every job passed over did not fit).
+void CheckRandomRounds(bool backfill, uint32_t seed) {
+  std::mt19937 rng(seed);
+  auto uniform = [&rng](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+
+  Scheduler s(SchedulerOptions{backfill});
+  std::map<std::string, int> worker_slots;                                  // worker -> slot count
+  std::set<std::pair<std::string, int>> busy;                               // (worker, slot)
+  std::map<std::string, std::vector<std::pair<std::string, int>>> running;  // job -> its slots
+  std::map<std::string, int> world_sizes;  // queued job -> world size
+  uint64_t seq = 0;
+  int next_worker = 0;
+  int next_job = 0;
+  int placements = 0;
+
+  auto end_job = [&](const std::string& job) {
+    for (const auto& ws : running[job]) busy.erase(ws);
+    running.erase(job);
+  };
+
+  for (int round = 0; round < 1000; ++round) {
+    SCOPED_TRACE(::testing::Message() << "round " << round);
+    // The cluster changes: workers join, and now and then one is lost with its jobs.
+    if (worker_slots.size() < 3 || uniform(0, 9) == 0) {
+      worker_slots["w" + std::to_string(next_worker++)] = uniform(1, 8);
+    }
+    if (worker_slots.size() > 3 && uniform(0, 14) == 0) {
+      auto victim = std::next(worker_slots.begin(), uniform(0, worker_slots.size() - 1));
+      std::vector<std::string> hit;
+      for (const auto& [job, slots] : running) {
+        for (const auto& ws : slots) {
+          if (ws.first == victim->first) hit.push_back(job);
+        }
+      }
+      for (const std::string& job : hit) {
+        if (running.count(job) > 0) end_job(job);
+      }
+      worker_slots.erase(victim);
+    }
+    // Jobs arrive, finish and get cancelled.
+    for (int n = uniform(0, 2); n > 0; --n) {
+      const std::string job = "job-" + std::to_string(next_job++);
+      const int world = uniform(0, 5) == 0 ? uniform(9, 24) : uniform(1, 8);
+      ASSERT_THAT(s.Enqueue(job, uniform(0, 3), world, seq++), IsOk());
+      world_sizes[job] = world;
+    }
+    if (!running.empty() && uniform(0, 1) == 0) {
+      end_job(std::next(running.begin(), uniform(0, running.size() - 1))->first);
+    }
+    if (!world_sizes.empty() && uniform(0, 19) == 0) {
+      auto it = std::next(world_sizes.begin(), uniform(0, world_sizes.size() - 1));
+      ASSERT_TRUE(s.Remove(it->first));
+      world_sizes.erase(it);
+    }
+
+    FreeSlots free;
+    int total_free = 0;
+    for (const auto& [worker, slots] : worker_slots) {
+      std::vector<int>& f = free[worker];
+      for (int slot = 0; slot < slots; ++slot) {
+        if (busy.count({worker, slot}) == 0) f.push_back(slot);
+      }
+      std::shuffle(f.begin(), f.end(), rng);
+      total_free += static_cast<int>(f.size());
+    }
+    const std::vector<std::string> before = s.PendingIds();
+    ASSERT_EQ(before.size(), world_sizes.size());
+
+    const std::vector<Placement> placed = s.Schedule(free);
+
+    // Queue order under the policy, replayed against a running count of free slots.
+    std::map<std::string, int> remaining;
+    for (const auto& [worker, f] : free) remaining[worker] = static_cast<int>(f.size());
+    size_t next_placed = 0;
+    std::vector<std::string> left;
+    bool blocked = false;
+    for (const std::string& job : before) {
+      const int world = world_sizes.at(job);
+      if (next_placed < placed.size() && placed[next_placed].job_id == job) {
+        ASSERT_FALSE(blocked) << job << " was placed behind a head that did not fit";
+        const Placement& p = placed[next_placed++];
+        ASSERT_EQ(static_cast<int>(p.ranks.size()), world) << job;
+        // Fewest workers: the k largest free counts are needed anyway.
+        std::vector<int> counts;
+        for (const auto& [worker, n] : remaining) counts.push_back(n);
+        std::sort(counts.rbegin(), counts.rend());
+        int fewest = 0;
+        int covered = 0;
+        while (covered < world) covered += counts[fewest++];
+        std::set<std::string> used_workers;
+        std::string previous_worker;
+        for (int r = 0; r < world; ++r) {
+          const v1::RankAssignment& a = p.ranks[r];
+          ASSERT_EQ(a.rank(), r);
+          const std::pair<std::string, int> ws{a.worker_id(), a.slot()};
+          ASSERT_EQ(worker_slots.count(a.worker_id()), 1u) << a.worker_id();
+          ASSERT_GE(a.slot(), 0);
+          ASSERT_LT(a.slot(), worker_slots.at(a.worker_id()));
+          ASSERT_EQ(busy.count(ws), 0u)
+              << "slot double-booked: " << a.worker_id() << ":" << a.slot();
+          busy.insert(ws);
+          running[job].push_back(ws);
+          // Consecutive ranks per worker: once the placement leaves a worker it never returns.
+          if (a.worker_id() != previous_worker) {
+            ASSERT_TRUE(used_workers.insert(a.worker_id()).second)
+                << job << " returns to " << a.worker_id();
+            previous_worker = a.worker_id();
+          }
+          --remaining[a.worker_id()];
+        }
+        ASSERT_EQ(static_cast<int>(used_workers.size()), fewest) << job;
+        total_free -= world;
+        world_sizes.erase(job);
+        ++placements;
+      } else {
+        // Behind a blocking head nothing starts; otherwise a job is passed over only when it
+        // does not fit.
+        if (!blocked) {
+          ASSERT_GT(world, total_free) << job << " fits but was not placed";
+        }
+        if (!backfill) blocked = true;
+        left.push_back(job);
+      }
+    }
+    ASSERT_EQ(next_placed, placed.size()) << "a placement out of queue order";
+    ASSERT_EQ(s.PendingIds(), left);
+    int capacity = 0;
+    for (const auto& [worker, slots] : worker_slots) capacity += slots;
+    ASSERT_EQ(total_free, capacity - static_cast<int>(busy.size()));
+  }
+  EXPECT_GT(placements, 100);
+}
+
+TEST(SchedulerPropertyTest, StrictRandomRounds) { CheckRandomRounds(/*backfill=*/false, 1); }
+TEST(SchedulerPropertyTest, StrictRandomRoundsOtherSeed) {
+  CheckRandomRounds(/*backfill=*/false, 20240917);
+}
+TEST(SchedulerPropertyTest, BackfillRandomRounds) { CheckRandomRounds(/*backfill=*/true, 7); }
+
+}  // namespace
+}  // namespace dstrain::coordinator
