@@ -1,0 +1,165 @@
+// Coordinator: the control plane's logic behind the gRPC services (DESIGN.md §6), apart from
+// the wire so tests drive it directly with a fake clock.
+//
+// It owns the job table and the life of each job, places gangs through the Scheduler on the
+// WorkerRegistry's free slots, hands assignments to the workers' streams, and writes every state
+// transition through CoordinatorState before it answers, so a restarted coordinator (Create on
+// the same state) loses no job, worker record, catalog entry or metric.
+//
+// Job life (Kubeflow-style conditions, each transition an event with a reason):
+//   PENDING ─(gang placed)→ SCHEDULED ─(every rank running)→ RUNNING ─(every rank exited 0)→
+//   SUCCEEDED; any rank failing, a worker lost or restarted under it → FAILED; CancelJob →
+//   CANCELLED (its ranks are stopped and its slots freed at once).
+// Reports about an attempt that is no longer current are acknowledged and ignored.
+//
+// Thread-safe: one mutex over the job table, registry, scheduler and the worker outboxes;
+// streaming calls wait on it and return when their job ends, their client goes away, a newer
+// stream replaces them, or Shutdown().
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock/clock.h"
+#include "coordinator/registry/worker_registry.h"
+#include "coordinator/scheduler/scheduler.h"
+#include "coordinator/server/job_validation.h"
+#include "coordinator/state/state.h"
+#include "proto/checkpoint.pb.h"
+#include "proto/job.pb.h"
+#include "proto/worker.pb.h"
+
+namespace dstrain::coordinator {
+
+struct CoordinatorOptions {
+  RegistryOptions registry;
+  SchedulerOptions scheduler;
+  SubmissionLimits limits;
+  // How long streaming calls sleep between checks of their client and of shutdown.
+  absl::Duration stream_poll = absl::Milliseconds(200);
+};
+
+// A snapshot for /metrics.
+struct CoordinatorStats {
+  std::map<v1::JobState, int> jobs_by_state;
+  int queue_depth = 0;
+  RegistryCounts workers;
+  // Seconds since the oldest READY worker's last heartbeat (0 without workers).
+  double max_heartbeat_age_seconds = 0;
+};
+
+class Coordinator {
+ public:
+  // Rebuilds the coordinator from `state` (empty on first start): jobs, their queue order,
+  // workers (each READY one gets a full lease to reconnect) and placements. `state` and `clock`
+  // must outlive it.
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(CoordinatorState* state,
+                                                             const Clock* clock,
+                                                             CoordinatorOptions options);
+  ~Coordinator();
+
+  // JobService.
+  absl::StatusOr<v1::SubmitJobResponse> SubmitJob(const v1::SubmitJobRequest& request);
+  absl::StatusOr<v1::GetJobResponse> GetJob(const v1::GetJobRequest& request);
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& request);
+  absl::StatusOr<v1::CancelJobResponse> CancelJob(const v1::CancelJobRequest& request);
+  // Streams: `send` returns false when the client is gone; `cancelled` is polled.
+  using WatchSend = std::function<bool(const v1::WatchJobResponse&)>;
+  using LogSend = std::function<bool(const v1::GetJobLogsResponse&)>;
+  using Cancelled = std::function<bool()>;
+  absl::Status WatchJob(const v1::WatchJobRequest& request, const WatchSend& send,
+                        const Cancelled& cancelled);
+  absl::Status GetJobLogs(const v1::GetJobLogsRequest& request, const LogSend& send,
+                          const Cancelled& cancelled);
+
+  // WorkerService.
+  absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(
+      const v1::RegisterWorkerRequest& request);
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
+  using AssignmentSend = std::function<bool(const v1::StreamAssignmentsResponse&)>;
+  absl::Status StreamAssignments(const v1::StreamAssignmentsRequest& request,
+                                 const AssignmentSend& send, const Cancelled& cancelled);
+  absl::Status ReportStatus(const v1::ReportStatusRequest& request);
+  v1::ListWorkersResponse ListWorkers();
+
+  // CheckpointService.
+  absl::Status RegisterShard(const v1::RegisterShardRequest& request);
+  absl::StatusOr<v1::CommitCheckpointResponse> CommitCheckpoint(
+      const v1::CommitCheckpointRequest& request);
+  absl::StatusOr<v1::ListCheckpointsResponse> ListCheckpoints(
+      const v1::ListCheckpointsRequest& request);
+
+  // Declares workers whose lease lapsed LOST and fails their jobs; call periodically (the server
+  // does, every heartbeat interval / 2).
+  absl::Status ExpireLeases();
+
+  // Wakes every streaming call; they return kUnavailable. Idempotent.
+  void Shutdown();
+
+  CoordinatorStats Stats();
+
+ private:
+  struct JobEntry {
+    v1::Job job;                       // as persisted
+    std::vector<v1::RankState> ranks;  // the current attempt's ranks, by rank
+    int64_t version = 0;               // bumped on every change a watcher may want
+  };
+  struct Outbox {
+    std::deque<v1::Assignment> queue;
+    int64_t generation = 0;  // a new stream for the worker replaces the previous one
+  };
+
+  Coordinator(CoordinatorState* state, const Clock* clock, CoordinatorOptions options);
+  absl::Status Recover();
+
+  // Moves the job to `to` with an event, persisting both, and wakes watchers.
+  absl::Status TransitionLocked(JobEntry& entry, v1::JobState to, const std::string& reason,
+                                const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends a live job: frees its slots, stops its ranks, records the final state.
+  absl::Status EndJobLocked(JobEntry& entry, v1::JobState to, const std::string& reason,
+                            const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Places what fits and starts it.
+  absl::Status ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Persists the registry's record of each worker in `ids`.
+  absl::Status PersistWorkersLocked(const std::vector<std::string>& ids)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fails the jobs of ranks that died with a worker (lost or re-registered).
+  absl::Status FailRanksLocked(const std::vector<v1::RankStatus>& ranks, const std::string& reason,
+                               const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PushLocked(const std::string& worker_id, v1::Assignment assignment)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::Assignment StartFor(const JobEntry& entry, const v1::RankAssignment& rank) const;
+  // The job as clients see it: the record plus its latest metrics.
+  v1::Job ViewLocked(const JobEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void BumpLocked(JobEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  CoordinatorState* const state_;
+  const Clock* const clock_;
+  const CoordinatorOptions options_;
+
+  absl::Mutex mu_;
+  absl::CondVar changed_;  // signalled (all) on every job, outbox or shutdown change
+  std::map<std::string, JobEntry> jobs_ ABSL_GUARDED_BY(mu_);
+  // The latest metrics per job, kept here so GetJob and ListJobs do not read them back.
+  std::map<std::string, v1::StepMetrics> latest_ ABSL_GUARDED_BY(mu_);
+  WorkerRegistry registry_ ABSL_GUARDED_BY(mu_);
+  Scheduler scheduler_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Outbox> outboxes_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_submit_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+const char* JobStateName(v1::JobState state);  // "PENDING", ...
+bool IsTerminal(v1::JobState state);
+
+}  // namespace dstrain::coordinator

@@ -1,0 +1,423 @@
+// The coordinator's job life, gang placement, worker streams, cancellation, restarts and input
+// checks, driven directly (no wire) over an in-memory database and a fake clock.
+#include "coordinator/server/coordinator.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock/clock.h"
+#include "common/status/status_matchers.h"
+#include "coordinator/state/mem_kv_db.h"
+
+namespace dstrain::coordinator {
+namespace {
+
+using ::dstrain::testing::IsOk;
+using ::dstrain::testing::StatusIs;
+using ::testing::HasSubstr;
+
+std::string Spec(int world, const std::string& extra_job = "",
+                 const std::string& train = "/data/shakespeare/train.bin") {
+  return absl::StrFormat(
+      R"({"train_micro_batch_size_per_gpu": 1,
+          "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+          "model": {"type": "gpt", "n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 16,
+                    "block_size": 8},
+          "data": {"train": "%s"},
+          "job": {"name": "t", "world_size": %d, "train_steps": 3%s}})",
+      train, world, extra_job);
+}
+
+v1::SubmitJobRequest Submit(const std::string& id, int world, int priority = 0) {
+  v1::SubmitJobRequest r;
+  r.set_job_id(id);
+  r.set_spec_json(Spec(world));
+  r.set_priority(priority);
+  return r;
+}
+
+v1::RegisterWorkerRequest Worker(const std::string& id, int slots) {
+  v1::RegisterWorkerRequest r;
+  r.set_worker_id(id);
+  r.set_hostname("host");
+  r.set_cpu_slots(slots);
+  return r;
+}
+
+// Collects what one worker's assignment stream delivers, on its own thread.
+class StreamReader {
+ public:
+  StreamReader(Coordinator* c, const std::string& worker_id) {
+    thread_ = std::thread([this, c, worker_id] {
+      v1::StreamAssignmentsRequest request;
+      request.set_worker_id(worker_id);
+      status_ = c->StreamAssignments(
+          request,
+          [this](const v1::StreamAssignmentsResponse& r) {
+            absl::MutexLock lock(&mu_);
+            got_.push_back(r.assignment());
+            return true;
+          },
+          [this] { return stop_.load(); });
+    });
+  }
+  ~StreamReader() {
+    stop_ = true;
+    thread_.join();
+  }
+  // Waits until `n` assignments arrived (or 5 s passed) and returns them all.
+  std::vector<v1::Assignment> WaitFor(size_t n) {
+    absl::MutexLock lock(&mu_);
+    wanted_ = n;
+    mu_.AwaitWithTimeout(absl::Condition(this, &StreamReader::Enough), absl::Seconds(5));
+    return got_;
+  }
+
+ private:
+  bool Enough() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return got_.size() >= wanted_; }
+
+  absl::Mutex mu_;
+  std::vector<v1::Assignment> got_ ABSL_GUARDED_BY(mu_);
+  size_t wanted_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<bool> stop_{false};
+  absl::Status status_;
+  std::thread thread_;
+};
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Restart(); }
+
+  // A coordinator over the same database, as after a process restart.
+  void Restart() {
+    c_.reset();
+    state_ = std::make_unique<CoordinatorState>(&db_);
+    CoordinatorOptions options;
+    options.registry.lease = absl::Seconds(10);
+    options.registry.heartbeat_interval = absl::Seconds(2);
+    options.limits.data_root = "/data";
+    options.stream_poll = absl::Milliseconds(20);
+    auto c = Coordinator::Create(state_.get(), &clock_, options);
+    ASSERT_THAT(c, IsOk());
+    c_ = *std::move(c);
+  }
+
+  v1::Job Get(const std::string& id) {
+    v1::GetJobRequest r;
+    r.set_job_id(id);
+    auto got = c_->GetJob(r);
+    EXPECT_THAT(got, IsOk());
+    return got.ok() ? got->job() : v1::Job();
+  }
+
+  void Report(const std::string& worker, const std::string& job, int attempt, int rank,
+              v1::RankState state, int exit_code = 0) {
+    v1::ReportStatusRequest r;
+    r.set_worker_id(worker);
+    r.set_job_id(job);
+    r.set_attempt(attempt);
+    r.set_rank(rank);
+    r.set_state(state);
+    r.set_exit_code(exit_code);
+    ASSERT_THAT(c_->ReportStatus(r), IsOk());
+  }
+
+  MemKvDb db_;
+  FakeClock clock_;
+  std::unique_ptr<CoordinatorState> state_;
+  std::unique_ptr<Coordinator> c_;
+};
+
+TEST_F(CoordinatorTest, SubmitRunSucceedWithMetricsAndFreedSlots) {
+  ASSERT_THAT(c_->RegisterWorker(Worker("w1", 2)).status(), IsOk());
+  StreamReader stream(c_.get(), "w1");
+  auto submitted = c_->SubmitJob(Submit("job-a", 2));
+  ASSERT_THAT(submitted, IsOk());
+  EXPECT_TRUE(submitted->created());
+  v1::Job job = Get("job-a");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SCHEDULED);
+  EXPECT_EQ(job.attempt(), 1);
+  ASSERT_EQ(job.assignments_size(), 2);
+  const auto starts = stream.WaitFor(2);
+  ASSERT_EQ(starts.size(), 2u);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(starts[r].kind(), v1::ASSIGNMENT_KIND_START);
+    EXPECT_EQ(starts[r].rank(), r);
+    EXPECT_EQ(starts[r].world_size(), 2);
+    EXPECT_EQ(starts[r].store_prefix(), "jobs/job-a/attempt-1");
+    EXPECT_THAT(starts[r].spec_json(), HasSubstr("/data/shakespeare/train.bin"));
+  }
+  Report("w1", "job-a", 1, 0, v1::RANK_STATE_RUNNING);
+  EXPECT_EQ(Get("job-a").state(), v1::JOB_STATE_SCHEDULED) << "one rank is not running yet";
+  Report("w1", "job-a", 1, 1, v1::RANK_STATE_RUNNING);
+  EXPECT_EQ(Get("job-a").state(), v1::JOB_STATE_RUNNING);
+
+  v1::ReportStatusRequest progress;
+  progress.set_worker_id("w1");
+  progress.set_job_id("job-a");
+  progress.set_attempt(1);
+  progress.set_rank(0);
+  progress.set_state(v1::RANK_STATE_RUNNING);
+  progress.mutable_metrics()->set_step(2);
+  progress.mutable_metrics()->set_loss(2.5);
+  v1::LogLine* line = progress.add_log_lines();
+  line->set_text("step 2 | loss 2.5");
+  ASSERT_THAT(c_->ReportStatus(progress), IsOk());
+  job = Get("job-a");
+  EXPECT_EQ(job.current_step(), 2);
+  EXPECT_EQ(job.latest_metrics().loss(), 2.5);
+
+  Report("w1", "job-a", 1, 0, v1::RANK_STATE_SUCCEEDED);
+  Report("w1", "job-a", 1, 1, v1::RANK_STATE_SUCCEEDED);
+  job = Get("job-a");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.state_reason(), "Completed");
+  EXPECT_EQ(c_->Stats().workers.free_slots, 2);
+
+  // The history, metrics and logs are in the database.
+  v1::GetJobRequest get;
+  get.set_job_id("job-a");
+  get.set_metrics_limit(10);
+  auto full = c_->GetJob(get);
+  ASSERT_THAT(full, IsOk());
+  std::vector<std::string> reasons;
+  for (const v1::JobEvent& e : full->events()) reasons.push_back(e.reason());
+  EXPECT_EQ(reasons, (std::vector<std::string>{"Submitted", "GangScheduled", "AllRanksRunning",
+                                               "Completed"}));
+  ASSERT_EQ(full->metrics_size(), 1);
+  EXPECT_EQ(full->metrics(0).attempt(), 1);
+  auto logs = state_->ListLogs("job-a", 0, std::nullopt, 0, 0);
+  ASSERT_THAT(logs, IsOk());
+  ASSERT_EQ(logs->size(), 1u);
+  EXPECT_EQ((*logs)[0].text(), "step 2 | loss 2.5");
+}
+
+TEST_F(CoordinatorTest, GangWaitsUntilEveryRankFits) {
+  for (const char* w : {"w1", "w2", "w3"}) {
+    ASSERT_THAT(c_->RegisterWorker(Worker(w, 1)).status(), IsOk());
+  }
+  ASSERT_THAT(c_->SubmitJob(Submit("big", 4)).status(), IsOk());
+  EXPECT_EQ(Get("big").state(), v1::JOB_STATE_PENDING) << "3 slots never run 3 of 4 ranks";
+  EXPECT_EQ(c_->Stats().workers.free_slots, 3);
+  ASSERT_THAT(c_->RegisterWorker(Worker("w4", 1)).status(), IsOk());
+  const v1::Job job = Get("big");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SCHEDULED);
+  EXPECT_EQ(job.assignments_size(), 4);
+  EXPECT_EQ(c_->Stats().workers.free_slots, 0);
+}
+
+TEST_F(CoordinatorTest, CancelWhileRunningStopsRanksAndFreesWorkers) {
+  ASSERT_THAT(c_->RegisterWorker(Worker("w1", 2)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("first", 2)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("second", 2)).status(), IsOk());
+  // A connecting stream is first sent the worker's placements: once they arrived it is live.
+  StreamReader stream(c_.get(), "w1");
+  ASSERT_EQ(stream.WaitFor(2).size(), 2u);
+  Report("w1", "first", 1, 0, v1::RANK_STATE_RUNNING);
+  Report("w1", "first", 1, 1, v1::RANK_STATE_RUNNING);
+  EXPECT_EQ(Get("second").state(), v1::JOB_STATE_PENDING);
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id("first");
+  cancel.set_reason("user changed their mind");
+  auto cancelled = c_->CancelJob(cancel);
+  ASSERT_THAT(cancelled, IsOk());
+  EXPECT_EQ(cancelled->job().state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(cancelled->job().state_message(), "user changed their mind");
+  // START, START (first), STOP, STOP (first), START, START (second): the freed slots went on.
+  const auto got = stream.WaitFor(6);
+  ASSERT_EQ(got.size(), 6u);
+  EXPECT_EQ(got[2].kind(), v1::ASSIGNMENT_KIND_STOP);
+  EXPECT_EQ(got[2].job_id(), "first");
+  EXPECT_EQ(got[3].kind(), v1::ASSIGNMENT_KIND_STOP);
+  EXPECT_EQ(got[4].job_id(), "second");
+  EXPECT_EQ(Get("second").state(), v1::JOB_STATE_SCHEDULED);
+  // Late reports of the cancelled job change nothing.
+  Report("w1", "first", 1, 0, v1::RANK_STATE_KILLED);
+  EXPECT_EQ(Get("first").state(), v1::JOB_STATE_CANCELLED);
+  // Cancelling again is fine; cancelling a finished job is not.
+  EXPECT_THAT(c_->CancelJob(cancel).status(), IsOk());
+}
+
+TEST_F(CoordinatorTest, DuplicateSubmitReturnsTheSameJob) {
+  ASSERT_THAT(c_->SubmitJob(Submit("dup", 1)).status(), IsOk());
+  auto again = c_->SubmitJob(Submit("dup", 1));
+  ASSERT_THAT(again, IsOk());
+  EXPECT_FALSE(again->created());
+  EXPECT_EQ(again->job().job_id(), "dup");
+  EXPECT_THAT(c_->SubmitJob(Submit("dup", 2)).status(),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("dup")));
+  v1::ListJobsRequest list;
+  auto listed = c_->ListJobs(list);
+  ASSERT_THAT(listed, IsOk());
+  EXPECT_EQ(listed->jobs_size(), 1);
+}
+
+TEST_F(CoordinatorTest, MalformedSubmissionsAreRejectedNamingTheKeyAndStoreNothing) {
+  struct Case {
+    std::string id, spec, needle;
+  };
+  const std::vector<Case> cases = {
+      {"bad-json", "{not json", "spec_json"},
+      {"unknown-key", Spec(1, R"(, "colour": "blue")"), "job.colour"},
+      {"world-zero", Spec(0), "job.world_size"},
+      {"world-absurd", Spec(100000), "job.world_size"},
+      {"escape", Spec(1, "", "/data/../etc/passwd"), "data.train"},
+      {"outside", Spec(1, "", "/etc/shadow"), "data.train"},
+      {"Bad_Id", Spec(1), "job_id"},
+      {"steps-absurd",
+       absl::StrReplaceAll(Spec(1), {{"\"train_steps\": 3", "\"train_steps\": 999999999999999"}}),
+       "job.train_steps"},
+  };
+  for (const Case& c : cases) {
+    v1::SubmitJobRequest r;
+    r.set_job_id(c.id);
+    r.set_spec_json(c.spec);
+    EXPECT_THAT(c_->SubmitJob(r).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.needle)))
+        << c.id;
+  }
+  auto listed = c_->ListJobs(v1::ListJobsRequest());
+  ASSERT_THAT(listed, IsOk());
+  EXPECT_EQ(listed->jobs_size(), 0);
+  EXPECT_TRUE(state_->ListJobsPage("", 10)->empty());
+}
+
+TEST_F(CoordinatorTest, RestartMidQueueRestoresEveryJobAndItsOrder) {
+  ASSERT_THAT(c_->RegisterWorker(Worker("w1", 1)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("running", 1)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("low", 1, 0)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("high", 1, 5)).status(), IsOk());
+  Report("w1", "running", 1, 0, v1::RANK_STATE_RUNNING);
+  Restart();
+  EXPECT_EQ(Get("running").state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(Get("low").state(), v1::JOB_STATE_PENDING);
+  EXPECT_EQ(Get("high").state(), v1::JOB_STATE_PENDING);
+  EXPECT_EQ(c_->Stats().queue_depth, 2);
+  // The worker kept its lease across the restart; its rank finishes and the queue moves on in
+  // priority order.
+  v1::HeartbeatRequest hb;
+  hb.set_worker_id("w1");
+  ASSERT_THAT(c_->Heartbeat(hb).status(), IsOk());
+  Report("w1", "running", 1, 0, v1::RANK_STATE_SUCCEEDED);
+  EXPECT_EQ(Get("running").state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(Get("high").state(), v1::JOB_STATE_SCHEDULED);
+  EXPECT_EQ(Get("low").state(), v1::JOB_STATE_PENDING);
+}
+
+TEST_F(CoordinatorTest, ALapsedLeaseFailsTheJobAndARankFailureStopsTheOthers) {
+  ASSERT_THAT(c_->RegisterWorker(Worker("w1", 1)).status(), IsOk());
+  ASSERT_THAT(c_->RegisterWorker(Worker("w2", 1)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("lost", 2)).status(), IsOk());
+  StreamReader stream1(c_.get(), "w1");
+  ASSERT_EQ(stream1.WaitFor(1).size(), 1u);
+  clock_.Advance(absl::Seconds(6));
+  v1::HeartbeatRequest hb;
+  hb.set_worker_id("w1");
+  ASSERT_THAT(c_->Heartbeat(hb).status(), IsOk());
+  clock_.Advance(absl::Seconds(5));  // w2 silent for 11 s > 10 s lease
+  ASSERT_THAT(c_->ExpireLeases(), IsOk());
+  v1::Job job = Get("lost");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.state_reason(), "WorkerLost");
+  EXPECT_THAT(job.state_message(), HasSubstr("w2"));
+  const auto got = stream1.WaitFor(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].kind(), v1::ASSIGNMENT_KIND_STOP) << "the surviving rank is stopped";
+  hb.set_worker_id("w2");
+  EXPECT_THAT(c_->Heartbeat(hb).status(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("w2")));
+
+  ASSERT_THAT(c_->SubmitJob(Submit("crash", 1)).status(), IsOk());
+  ASSERT_EQ(Get("crash").state(), v1::JOB_STATE_SCHEDULED);
+  Report("w1", "crash", 1, 0, v1::RANK_STATE_FAILED, 3);
+  job = Get("crash");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.state_reason(), "TrainerFailed");
+  EXPECT_THAT(job.state_message(), HasSubstr("exited with status 3"));
+}
+
+TEST_F(CoordinatorTest, WatchStreamsEventsAndMetricsUntilTheEnd) {
+  ASSERT_THAT(c_->RegisterWorker(Worker("w1", 1)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("watched", 1)).status(), IsOk());
+  std::vector<v1::WatchJobResponse> seen;
+  absl::Status watch_status;
+  std::thread watcher([&] {
+    v1::WatchJobRequest r;
+    r.set_job_id("watched");
+    watch_status = c_->WatchJob(
+        r,
+        [&seen](const v1::WatchJobResponse& u) {
+          seen.push_back(u);
+          return true;
+        },
+        [] { return false; });
+  });
+  Report("w1", "watched", 1, 0, v1::RANK_STATE_RUNNING);
+  for (int step = 1; step <= 3; ++step) {
+    v1::ReportStatusRequest r;
+    r.set_worker_id("w1");
+    r.set_job_id("watched");
+    r.set_attempt(1);
+    r.set_rank(0);
+    r.set_state(v1::RANK_STATE_RUNNING);
+    r.mutable_metrics()->set_step(step);
+    ASSERT_THAT(c_->ReportStatus(r), IsOk());
+  }
+  Report("w1", "watched", 1, 0, v1::RANK_STATE_SUCCEEDED);
+  watcher.join();
+  ASSERT_THAT(watch_status, IsOk());
+  std::vector<int64_t> steps;
+  int events = 0;
+  for (const auto& u : seen) {
+    if (u.has_metrics()) steps.push_back(u.metrics().step());
+    if (u.has_event()) ++events;
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(events, 4);  // Submitted, GangScheduled, AllRanksRunning, Completed
+  EXPECT_EQ(seen.back().job().state(), v1::JOB_STATE_SUCCEEDED);
+}
+
+TEST_F(CoordinatorTest, CheckpointCommittedOnlyWithEveryShard) {
+  ASSERT_THAT(c_->SubmitJob(Submit("ckpt", 2)).status(), IsOk());
+  v1::RegisterShardRequest shard;
+  shard.set_job_id("ckpt");
+  shard.set_tag("step_00000002");
+  shard.set_step(2);
+  shard.set_rank(0);
+  shard.set_path("/data/ckpt/step_00000002/rank_00000.bin");
+  shard.set_bytes(100);
+  ASSERT_THAT(c_->RegisterShard(shard), IsOk());
+  v1::CommitCheckpointRequest commit;
+  commit.set_job_id("ckpt");
+  commit.set_tag("step_00000002");
+  commit.set_step(2);
+  commit.set_manifest_path("/data/ckpt/step_00000002/manifest.json");
+  EXPECT_THAT(c_->CommitCheckpoint(commit).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("1 of 2")));
+  shard.set_rank(1);
+  ASSERT_THAT(c_->RegisterShard(shard), IsOk());
+  auto committed = c_->CommitCheckpoint(commit);
+  ASSERT_THAT(committed, IsOk());
+  EXPECT_EQ(committed->checkpoint().state(), v1::CHECKPOINT_STATE_COMMITTED);
+  EXPECT_EQ(committed->checkpoint().path(), "/data/ckpt/step_00000002");
+  v1::ListCheckpointsRequest list;
+  list.set_job_id("ckpt");
+  auto listed = c_->ListCheckpoints(list);
+  ASSERT_THAT(listed, IsOk());
+  ASSERT_EQ(listed->checkpoints_size(), 1);
+  EXPECT_EQ(listed->checkpoints(0).total_bytes(), 200);
+  shard.set_rank(5);
+  EXPECT_THAT(c_->RegisterShard(shard),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rank")));
+}
+
+}  // namespace
+}  // namespace dstrain::coordinator

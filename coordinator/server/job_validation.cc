@@ -1,0 +1,114 @@
+#include "coordinator/server/job_validation.h"
+
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/status/status_macros.h"
+#include "worker/config/config.h"
+
+namespace dstrain::coordinator {
+namespace {
+
+absl::Status Invalid(absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+}
+
+// INVALID_ARGUMENT naming `field` unless `path` ("" = unused) lies under `root`.
+absl::Status CheckUnderRoot(const std::string& path, const std::string& root,
+                            absl::string_view field) {
+  if (path.empty() || root == "/") return absl::OkStatus();
+  const std::string normal = NormalizePath(path);
+  if (normal == root || absl::StartsWith(normal, absl::StrCat(root, "/"))) {
+    return absl::OkStatus();
+  }
+  return Invalid(field, absl::StrCat("\"", path, "\" is outside the data root ", root));
+}
+
+}  // namespace
+
+bool IsValidJobId(const std::string& id) {
+  if (id.empty() || id.size() > 63 || id[0] < 'a' || id[0] > 'z') return false;
+  for (char c : id) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return true;
+}
+
+std::string NormalizePath(const std::string& path) {
+  const bool absolute = absl::StartsWith(path, "/");
+  std::vector<std::string> parts;
+  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
+    if (part == ".") continue;
+    if (part == "..") {
+      if (!parts.empty() && parts.back() != "..") {
+        parts.pop_back();
+      } else if (!absolute) {
+        parts.push_back("..");
+      }  // "/.." is "/"
+      continue;
+    }
+    parts.push_back(std::string(part));
+  }
+  const std::string joined = absl::StrJoin(parts, "/");
+  if (absolute) return absl::StrCat("/", joined);
+  return joined.empty() ? "." : joined;
+}
+
+absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& request,
+                                                const SubmissionLimits& limits) {
+  if (!IsValidJobId(request.job_id())) {
+    return Invalid("job_id", absl::StrCat("\"", request.job_id(),
+                                          "\" is not 1-63 characters of [a-z0-9-] starting "
+                                          "with a letter"));
+  }
+  if (request.spec_json().empty()) return Invalid("spec_json", "empty");
+  if (request.spec_json().size() > limits.max_spec_bytes) {
+    return Invalid("spec_json", absl::StrCat(request.spec_json().size(), " bytes (at most ",
+                                             limits.max_spec_bytes, ")"));
+  }
+  const std::string root = NormalizePath(limits.data_root);
+  // The trainer's own parser: unknown keys, types, batch rules, unsupported features.
+  absl::StatusOr<config::JobSpec> spec = config::ParseJobSpec(request.spec_json(), root);
+  if (!spec.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("spec_json: ", spec.status().message()));
+  }
+  const int world = spec->job.world_size;
+  if (world < 1 || world > limits.max_world_size) {
+    return Invalid("spec_json: job.world_size",
+                   absl::StrCat(world, " (must be 1..", limits.max_world_size, ")"));
+  }
+  if (spec->job.train_steps > limits.max_train_steps) {
+    return Invalid("spec_json: job.train_steps",
+                   absl::StrCat(spec->job.train_steps, " (at most ", limits.max_train_steps, ")"));
+  }
+  const config::ModelConfig& m = spec->model;
+  // GPT-2 shape: 12·L·C² in the blocks plus the embeddings (a bound, not the exact count).
+  const double params = 12.0 * m.n_layer * double(m.n_embd) * m.n_embd +
+                        double(m.padded_vocab_size + m.block_size) * m.n_embd;
+  if (params > double(limits.max_parameters)) {
+    return Invalid("spec_json: model", absl::StrCat("about ", params, " parameters (at most ",
+                                                    limits.max_parameters, ")"));
+  }
+  DT_RETURN_IF_ERROR(CheckUnderRoot(spec->data.train, root, "spec_json: data.train"));
+  DT_RETURN_IF_ERROR(CheckUnderRoot(spec->data.val, root, "spec_json: data.val"));
+  DT_RETURN_IF_ERROR(CheckUnderRoot(m.init_from, root, "spec_json: model.init_from"));
+  DT_RETURN_IF_ERROR(
+      CheckUnderRoot(spec->job.checkpoint_dir, root, "spec_json: job.checkpoint_dir"));
+
+  ValidatedJob out;
+  out.job_id = request.job_id();
+  out.name = spec->job.name.empty() ? request.job_id() : spec->job.name;
+  nlohmann::json effective = spec->effective;
+  effective.erase("notes");  // remarks for people, not configuration
+  out.spec_json = effective.dump();
+  out.world_size = world;
+  out.train_steps = spec->job.train_steps;
+  out.max_restarts = spec->job.max_restarts;
+  out.keep_last = spec->job.keep_last;
+  return out;
+}
+
+}  // namespace dstrain::coordinator

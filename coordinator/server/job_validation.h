@@ -1,0 +1,50 @@
+// What SubmitJob checks before anything is stored (DESIGN.md §3: strict, with the key path), and
+// the canonical form of an accepted job.
+//
+// A submission is rejected with INVALID_ARGUMENT naming the field or key path when: the job id is
+// malformed; the spec is not JSON, has an unknown key, a wrong type or a batch triple that does
+// not multiply out (the trainer's own parser, worker/config); a size is absurd (world size,
+// parameter count, steps); or a path it names (data.train, data.val, model.init_from,
+// job.checkpoint_dir) lies outside the coordinator's data root.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "proto/job.pb.h"
+
+namespace dstrain::coordinator {
+
+struct SubmissionLimits {
+  // Every path a job names must lie under this directory ("/" allows any absolute path).
+  // Relative paths in a spec are taken relative to it.
+  std::string data_root = "/";
+  int max_world_size = 4096;
+  int64_t max_parameters = int64_t{1} << 40;  // ~1.1e12
+  int64_t max_train_steps = int64_t{1} << 40;
+  size_t max_spec_bytes = size_t{1} << 20;
+};
+
+struct ValidatedJob {
+  std::string job_id;
+  std::string name;
+  // The effective configuration (every default filled in, paths absolute) as JSON: what workers
+  // receive, so every rank and every attempt trains on exactly the same job.
+  std::string spec_json;
+  int32_t world_size = 0;
+  int64_t train_steps = 0;
+  int32_t max_restarts = 0;
+  int32_t keep_last = 0;
+};
+
+// True for 1 to 63 characters of [a-z0-9-] starting with a letter.
+bool IsValidJobId(const std::string& id);
+
+absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& request,
+                                                const SubmissionLimits& limits);
+
+// `path` normalized lexically ("a/./b/../c" -> "a/c"), without touching the file system.
+std::string NormalizePath(const std::string& path);
+
+}  // namespace dstrain::coordinator

@@ -1,0 +1,164 @@
+// dstrain-coordinator: the control plane daemon (DESIGN.md §3a, §6).
+//
+//   dstrain-coordinator --listen HOST:PORT --data-dir DIR [--metrics-listen HOST:PORT]
+//                       [--data-root DIR] [--lease-seconds S] [--heartbeat-seconds S]
+//
+// Serves JobService, WorkerService, StoreService, CheckpointService and gRPC health on --listen,
+// Prometheus /metrics on --metrics-listen, and keeps everything in RocksDB under --data-dir, from
+// which a restart rebuilds it. A port of 0 picks a free one; the bound addresses are printed, one
+// per line. SIGINT/SIGTERM: health goes NOT_SERVING, streams end, the server stops, exit 0.
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+#include <prometheus/exposer.h>
+#include <prometheus/registry.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
+#include "client/cli/args.h"
+#include "common/clock/clock.h"
+#include "coordinator/server/coordinator.h"
+#include "coordinator/server/rpc_metrics.h"
+#include "coordinator/server/services.h"
+#include "coordinator/server/state_kv_log.h"
+#include "coordinator/state/rocks_kv_db.h"
+#include "coordinator/state/state.h"
+#include "coordinator/store/durable_store.h"
+#include "coordinator/store/store_service.h"
+
+namespace dstrain::coordinator {
+namespace {
+
+int Fail(const std::string& message, int code) {
+  absl::FPrintF(stderr, "dstrain-coordinator: %s\n", message);
+  return code;
+}
+
+int Main(int argc, char** argv) {
+  // Signals are taken by sigwait below, so every thread started from here on blocks them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto args = cli::ParseArgs(
+      std::vector<std::string>(argv + 1, argv + argc),
+      {"listen", "data-dir", "metrics-listen", "data-root", "lease-seconds", "heartbeat-seconds"},
+      {});
+  if (!args.ok()) return Fail(std::string(args.status().message()), 2);
+  if (!args->Has("data-dir")) {
+    return Fail(
+        "usage: dstrain-coordinator --listen HOST:PORT --data-dir DIR "
+        "[--metrics-listen HOST:PORT] [--data-root DIR] [--lease-seconds S] "
+        "[--heartbeat-seconds S]",
+        2);
+  }
+  const std::string listen = args->Get("listen", "127.0.0.1:50051");
+  const std::string metrics_listen = args->Get("metrics-listen", "127.0.0.1:0");
+  auto lease = args->GetDouble("lease-seconds", 10);
+  auto heartbeat = args->GetDouble("heartbeat-seconds", 2);
+  if (!lease.ok() || !heartbeat.ok())
+    return Fail("--lease-seconds/--heartbeat-seconds: numbers", 2);
+
+  std::error_code made;
+  std::filesystem::create_directories(args->Get("data-dir"), made);
+  if (made)
+    return Fail(absl::StrCat("--data-dir ", args->Get("data-dir"), ": ", made.message()), 1);
+  auto db = RocksKvDb::Open(args->Get("data-dir") + "/db");
+  if (!db.ok()) return Fail(std::string(db.status().message()), 1);
+  CoordinatorState state(db->get());
+
+  CoordinatorOptions options;
+  options.registry.lease = absl::Seconds(*lease);
+  options.registry.heartbeat_interval = absl::Seconds(*heartbeat);
+  options.limits.data_root = args->Get("data-root", "/");
+  auto coordinator = Coordinator::Create(&state, RealClock::Default(), options);
+  if (!coordinator.ok()) return Fail(std::string(coordinator.status().message()), 1);
+
+  // The rendezvous store, as a previous coordinator left it.
+  std::vector<std::pair<std::string, std::string>> kv;
+  absl::Status scanned = state.KvScanPrefix("", [&kv](absl::string_view k, absl::string_view v) {
+    kv.emplace_back(std::string(k), std::string(v));
+    return true;
+  });
+  if (!scanned.ok()) return Fail(std::string(scanned.message()), 1);
+  StateKvLog kv_log(&state);
+  DurableStore store(&kv_log, kv);
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  RpcMetrics rpc_metrics(registry.get());
+  auto collector = std::make_shared<CoordinatorCollector>(coordinator->get());
+  std::unique_ptr<prometheus::Exposer> exposer;
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(metrics_listen);
+  } catch (const std::exception& e) {
+    return Fail(absl::StrCat("--metrics-listen ", metrics_listen, ": ", e.what()), 1);
+  }
+  exposer->RegisterCollectable(registry);
+  exposer->RegisterCollectable(collector);
+
+  JobServiceImpl jobs(coordinator->get(), &rpc_metrics);
+  WorkerServiceImpl workers(coordinator->get(), &rpc_metrics);
+  CheckpointServiceImpl checkpoints(coordinator->get(), &rpc_metrics);
+  StoreServiceImpl store_service(&store);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&jobs);
+  builder.RegisterService(&workers);
+  builder.RegisterService(&checkpoints);
+  builder.RegisterService(&store_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) return Fail(absl::StrCat("cannot listen on ", listen), 1);
+  server->GetHealthCheckService()->SetServingStatus(true);
+
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  absl::PrintF("dstrain-coordinator: listening on %s:%d\n", host, port);
+  absl::PrintF("dstrain-coordinator: metrics on http://%s:%d/metrics\n",
+               metrics_listen.substr(0, metrics_listen.rfind(':')),
+               exposer->GetListeningPorts().front());
+  std::fflush(stdout);
+
+  // Leases: swept twice per heartbeat interval, so a dead worker is noticed within
+  // lease + interval / 2.
+  absl::Notification stop;
+  std::thread sweeper([&] {
+    while (!stop.WaitForNotificationWithTimeout(options.registry.heartbeat_interval / 2)) {
+      absl::Status s = (*coordinator)->ExpireLeases();
+      if (!s.ok()) absl::FPrintF(stderr, "dstrain-coordinator: lease sweep: %s\n", s.message());
+    }
+  });
+
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  absl::PrintF("dstrain-coordinator: signal %d, shutting down\n", signal);
+  std::fflush(stdout);
+  server->GetHealthCheckService()->SetServingStatus(false);
+  stop.Notify();
+  sweeper.join();
+  (*coordinator)->Shutdown();
+  store.Close();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  return 0;
+}
+
+}  // namespace
+}  // namespace dstrain::coordinator
+
+int main(int argc, char** argv) { return dstrain::coordinator::Main(argc, argv); }

@@ -1,0 +1,68 @@
+// The gRPC face of the Coordinator: JobService, WorkerService and CheckpointService as thin
+// adapters (request → Coordinator call → response, absl::Status → gRPC status). StoreService is
+// coordinator/store's. Each handler's latency is observed in RpcMetrics.
+#pragma once
+
+#include "coordinator/server/coordinator.h"
+#include "coordinator/server/rpc_metrics.h"
+#include "proto/checkpoint.grpc.pb.h"
+#include "proto/job.grpc.pb.h"
+#include "proto/worker.grpc.pb.h"
+
+namespace dstrain::coordinator {
+
+class JobServiceImpl final : public v1::JobService::Service {
+ public:
+  JobServiceImpl(Coordinator* c, RpcMetrics* metrics) : c_(c), metrics_(metrics) {}
+  grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*,
+                         v1::SubmitJobResponse*) override;
+  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::GetJobResponse*) override;
+  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*,
+                        v1::ListJobsResponse*) override;
+  grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest*,
+                         v1::CancelJobResponse*) override;
+  grpc::Status WatchJob(grpc::ServerContext*, const v1::WatchJobRequest*,
+                        grpc::ServerWriter<v1::WatchJobResponse>*) override;
+  grpc::Status GetJobLogs(grpc::ServerContext*, const v1::GetJobLogsRequest*,
+                          grpc::ServerWriter<v1::GetJobLogsResponse>*) override;
+
+ private:
+  Coordinator* const c_;
+  RpcMetrics* const metrics_;
+};
+
+class WorkerServiceImpl final : public v1::WorkerService::Service {
+ public:
+  WorkerServiceImpl(Coordinator* c, RpcMetrics* metrics) : c_(c), metrics_(metrics) {}
+  grpc::Status RegisterWorker(grpc::ServerContext*, const v1::RegisterWorkerRequest*,
+                              v1::RegisterWorkerResponse*) override;
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
+                         v1::HeartbeatResponse*) override;
+  grpc::Status StreamAssignments(grpc::ServerContext*, const v1::StreamAssignmentsRequest*,
+                                 grpc::ServerWriter<v1::StreamAssignmentsResponse>*) override;
+  grpc::Status ReportStatus(grpc::ServerContext*, const v1::ReportStatusRequest*,
+                            v1::ReportStatusResponse*) override;
+  grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
+                           v1::ListWorkersResponse*) override;
+
+ private:
+  Coordinator* const c_;
+  RpcMetrics* const metrics_;
+};
+
+class CheckpointServiceImpl final : public v1::CheckpointService::Service {
+ public:
+  CheckpointServiceImpl(Coordinator* c, RpcMetrics* metrics) : c_(c), metrics_(metrics) {}
+  grpc::Status RegisterShard(grpc::ServerContext*, const v1::RegisterShardRequest*,
+                             v1::RegisterShardResponse*) override;
+  grpc::Status CommitCheckpoint(grpc::ServerContext*, const v1::CommitCheckpointRequest*,
+                                v1::CommitCheckpointResponse*) override;
+  grpc::Status ListCheckpoints(grpc::ServerContext*, const v1::ListCheckpointsRequest*,
+                               v1::ListCheckpointsResponse*) override;
+
+ private:
+  Coordinator* const c_;
+  RpcMetrics* const metrics_;
+};
+
+}  // namespace dstrain::coordinator
