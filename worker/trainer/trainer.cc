@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -24,7 +25,10 @@
 #include "worker/env/env.h"
 #include "worker/model/gpt.h"
 #include "worker/model/llmc_format.h"
+#include "worker/store/grpc_store.h"
+#include "worker/store/prefix_store.h"
 #include "worker/store/tcp_store.h"
+#include "worker/trainer/checkpoint_catalog.h"
 #include "worker/trainer/metrics_writer.h"
 #include "worker/trainer/sampler.h"
 
@@ -88,6 +92,23 @@ std::string DescribeSample(const std::vector<int32_t>& ids) {
   return s;
 }
 
+// "grpc://HOST:PORT": the coordinator's StoreService; "HOST:PORT": a TCP store.
+absl::StatusOr<std::unique_ptr<Store>> ConnectStore(const std::string& address,
+                                                    absl::Duration timeout) {
+  if (absl::StartsWith(address, "grpc://")) {
+    return std::unique_ptr<Store>(GrpcStore::Connect(address.substr(7)));
+  }
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--store: expected HOST:PORT or grpc://HOST:PORT, got '", address, "'"));
+  }
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<TcpStoreClient> client,
+                      TcpStoreClient::Connect(address.substr(0, colon), port, timeout));
+  return std::unique_ptr<Store>(std::move(client));
+}
+
 }  // namespace
 
 int ConfigureThreads(int threads) {
@@ -130,21 +151,25 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
   } log_closer{null_log};
   const int threads = ConfigureThreads(options.threads);
 
-  // Phase -1: the data-parallel group (standalone mode: a TCP store served by the launcher).
-  std::unique_ptr<Store> store;
+  // Phase -1: the data-parallel group, meeting through the rendezvous store: a TCP store served
+  // by the launcher (standalone mode) or the coordinator's (service mode, grpc://), scoped by the
+  // attempt's prefix.
+  std::unique_ptr<Store> store, scoped_store;
   std::unique_ptr<Communicator> dp;
   if (world > 1) {
-    const size_t colon = options.store.rfind(':');
-    int port = 0;
-    if (colon == std::string::npos || !absl::SimpleAtoi(options.store.substr(colon + 1), &port)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--store: expected HOST:PORT, got '", options.store, "'"));
+    DT_ASSIGN_OR_RETURN(store, ConnectStore(options.store, options.comm_timeout));
+    Store* rendezvous = store.get();
+    if (!options.store_prefix.empty()) {
+      scoped_store = std::make_unique<PrefixStore>(options.store_prefix, store.get());
+      rendezvous = scoped_store.get();
     }
-    DT_ASSIGN_OR_RETURN(
-        store, TcpStoreClient::Connect(options.store.substr(0, colon), port, options.comm_timeout));
     GlooOptions gloo;
     gloo.timeout = options.comm_timeout;
-    DT_ASSIGN_OR_RETURN(dp, GlooCommunicator::Create(store.get(), rank, world, "dp", gloo));
+    DT_ASSIGN_OR_RETURN(dp, GlooCommunicator::Create(rendezvous, rank, world, "dp", gloo));
+  }
+  std::unique_ptr<CheckpointCatalog> catalog;
+  if (!options.catalog.empty() && leader) {
+    catalog = std::make_unique<CheckpointCatalog>(options.catalog, options.job_id);
   }
   const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu);
   const int T = spec.data.seq_len;
@@ -313,6 +338,15 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
       const std::string tag = absl::StrFormat("step_%08d", step);
       DT_RETURN_IF_ERROR(engine::SaveCheckpoint(*engine, dp.get(), ckpt, tag, position.dump()));
       absl::FPrintF(log, "checkpoint %s/%s\n", ckpt.root, tag);
+      if (catalog != nullptr) {
+        // The checkpoint is durable and loadable already; a catalog that cannot be reached only
+        // costs `dstrain checkpoints` its listing, so training goes on.
+        absl::Status recorded = [&]() -> absl::Status {
+          DT_ASSIGN_OR_RETURN(auto reader, CheckpointReader::Open(ckpt.env, ckpt.root, tag));
+          return catalog->Record(reader->dir(), reader->manifest());
+        }();
+        if (!recorded.ok()) absl::FPrintF(log, "warning: %s\n", recorded.message());
+      }
     }
 
     if (spec.job.sample_every > 0 && step % spec.job.sample_every == 0 && !last &&

@@ -26,6 +26,13 @@ struct TrainOptions {
   int rank = 0;
   std::string store;
   absl::Duration comm_timeout = absl::Minutes(5);
+  // Service mode (set by the worker agent): `store` is grpc://HOST:PORT (the coordinator's
+  // StoreService), every key goes under `store_prefix` (one per job attempt), and rank 0 records
+  // each committed checkpoint in the catalog at `catalog` (HOST:PORT) under `job_id`.
+  std::string store_prefix;
+  std::string job_id;
+  int attempt = 0;
+  std::string catalog;
 };
 
 struct TrainResult {
