@@ -49,4 +49,11 @@ expect 0 'stage 0 +stage 1 +stage 2 +stage 3' -- "$dstrain" estimate --world 4 "
 expect 0 'ZeRO paper' -- "$dstrain" estimate "$dir/good.json"
 expect 2 'train_batch_size' -- "$dstrain" estimate "$dir/batch.json"
 expect 2 'estimate takes exactly one JOB.json' -- "$dstrain" estimate
+# Service commands, without a coordinator: usage errors (2) and an unreachable one (1).
+expect 0 'submit JOB.json' -- "$dstrain" help
+expect 2 'DSTRAIN_COORDINATOR' -- env -u DSTRAIN_COORDINATOR "$dstrain" status some-job
+expect 2 'usage: dstrain status JOB' -- "$dstrain" status --coordinator 127.0.0.1:1
+expect 2 'train_batch_size' -- "$dstrain" submit --coordinator 127.0.0.1:1 "$dir/batch.json"
+expect 1 'is dstrain-coordinator running at 127.0.0.1:1' -- "$dstrain" workers --coordinator 127.0.0.1:1
+expect 1 'UNAVAILABLE' -- env DSTRAIN_COORDINATOR=127.0.0.1:1 "$dstrain" list
 [[ $fails -eq 0 ]]

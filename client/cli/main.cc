@@ -7,6 +7,7 @@
 //   dstrain launch --nproc N JOB.json [--metrics-out FILE.jsonl]
 //   dstrain estimate JOB.json [--world N]
 //   dstrain export CHECKPOINT_DIR --out FILE [--tag TAG]
+//   dstrain submit|list|status|watch|logs|cancel|workers|checkpoints ... (service_commands.h)
 //
 // Exit codes: 0 success, 1 the command ran and failed, 2 bad usage, an invalid job or missing
 // input files.
@@ -22,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/args.h"
+#include "client/cli/service_commands.h"
 #include "common/runtime/process_init.h"
 #include "common/status/status_macros.h"
 #include "worker/config/config.h"
@@ -67,6 +69,12 @@ commands:
   help
       Show this text.
 )";
+
+void PrintUsage(FILE* f) {
+  std::fputs(kUsage, f);
+  std::fputs("\n", f);
+  std::fputs(kServiceCommandsUsage, f);
+}
 
 int Fail(const absl::Status& s, int code) {
   absl::FPrintF(stderr, "dstrain: %s\n", s.message());
@@ -247,7 +255,7 @@ int Launch(const std::vector<std::string>& args) {
 
 int Main(int argc, char** argv) {
   if (argc < 2) {
-    std::fputs(kUsage, stderr);
+    PrintUsage(stderr);
     return 2;
   }
   const std::string command = argv[1];
@@ -258,11 +266,13 @@ int Main(int argc, char** argv) {
   if (command == "launch") return Launch(args);
   if (command == "estimate") return Estimate(args);
   if (command == "export") return Export(args);
+  if (IsServiceCommand(command)) return RunServiceCommand(command, args, ProcessServiceContext());
   if (command == "help" || command == "--help" || command == "-h") {
-    std::fputs(kUsage, stdout);
+    PrintUsage(stdout);
     return 0;
   }
-  absl::FPrintF(stderr, "dstrain: unknown command '%s'\n\n%s", command, kUsage);
+  absl::FPrintF(stderr, "dstrain: unknown command '%s'\n\n", command);
+  PrintUsage(stderr);
   return 2;
 }
 
