@@ -10,6 +10,7 @@ PACKAGES=(
   libgloo-dev libdnnl-dev nlohmann-json3-dev
   clang-format
   python3-torch python3-numpy
+  prometheus curl
 )
 
 missing=()

@@ -49,7 +49,9 @@ commands:
       DIR/train_000000.bin ... and DIR/val_000000.bin (the last F of the text, default 0.1).
   train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
                 [--save-initial-model FILE]
-      Train in this process. (--rank, --world, --store and --comm-timeout are set by `launch`.) Progress goes to stdout; one JSON object per optimizer step to
+      Train in this process. (--rank, --world, --store and --comm-timeout are set by `launch`;
+      --store grpc://HOST:PORT, --store-prefix, --job-id, --attempt and --catalog by
+      dstrain-worker.) Progress goes to stdout; one JSON object per optimizer step to
       --metrics-out; --save-model writes the final weights in llm.c's model format,
       --save-initial-model the weights before the first step (same format).
   launch --nproc N JOB.json [--metrics-out FILE.jsonl] [--save-model FILE]
@@ -172,10 +174,11 @@ int Prepare(const std::vector<std::string>& args) {
 }
 
 int Train(const std::vector<std::string>& args) {
-  auto parsed = ParseArgs(args,
-                          {"metrics-out", "threads", "save-model", "save-initial-model", "rank",
-                           "world", "store", "comm-timeout"},
-                          {});
+  auto parsed =
+      ParseArgs(args,
+                {"metrics-out", "threads", "save-model", "save-initial-model", "rank", "world",
+                 "store", "comm-timeout", "store-prefix", "job-id", "attempt", "catalog"},
+                {});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
   if (parsed->positional.size() != 1) {
     return Fail(absl::InvalidArgumentError("train takes exactly one JOB.json"), 2);
@@ -193,6 +196,13 @@ int Train(const std::vector<std::string>& args) {
   if (!rank.ok()) return Fail(rank.status(), 2);
   options.rank = *rank;
   options.store = parsed->Get("store");
+  // Service mode (the worker agent sets these).
+  options.store_prefix = parsed->Get("store-prefix");
+  options.job_id = parsed->Get("job-id");
+  options.catalog = parsed->Get("catalog");
+  auto attempt = parsed->GetInt("attempt", 0);
+  if (!attempt.ok()) return Fail(attempt.status(), 2);
+  options.attempt = *attempt;
   auto timeout_s = parsed->GetDouble("comm-timeout", 300);
   if (!timeout_s.ok()) return Fail(timeout_s.status(), 2);
   options.comm_timeout = absl::Seconds(*timeout_s);

@@ -618,7 +618,8 @@ CoordinatorStats Coordinator::Stats() {
 }
 
 absl::Status Coordinator::TransitionLocked(JobEntry& entry, v1::JobState to,
-                                           const std::string& reason, const std::string& message) {
+                                           const std::string& reason, const std::string& message,
+                                           const std::vector<std::string>& workers) {
   v1::Job& job = entry.job;
   const absl::Time now = clock_->Now();
   v1::JobEvent event;
@@ -637,7 +638,11 @@ absl::Status Coordinator::TransitionLocked(JobEntry& entry, v1::JobState to,
     job.clear_assignments();
     entry.ranks.clear();
   }
-  DT_RETURN_IF_ERROR(state_->PutJob(job, &event).status());
+  std::vector<v1::Worker> records;
+  for (const std::string& id : workers) {
+    if (const v1::Worker* w = registry_.Find(id); w != nullptr) records.push_back(*w);
+  }
+  DT_RETURN_IF_ERROR(state_->PutJob(job, &event, records).status());
   BumpLocked(entry);
   return absl::OkStatus();
 }
@@ -664,8 +669,7 @@ absl::Status Coordinator::EndJobLocked(JobEntry& entry, v1::JobState to, const s
   }
   std::sort(workers.begin(), workers.end());
   workers.erase(std::unique(workers.begin(), workers.end()), workers.end());
-  DT_RETURN_IF_ERROR(PersistWorkersLocked(workers));
-  return TransitionLocked(entry, to, reason, message);
+  return TransitionLocked(entry, to, reason, message, workers);
 }
 
 absl::Status Coordinator::FailRanksLocked(const std::vector<v1::RankStatus>& ranks,
@@ -699,21 +703,13 @@ absl::Status Coordinator::ScheduleLocked() {
     entry.ranks.assign(job.world_size(), v1::RANK_STATE_STARTING);
     std::sort(workers.begin(), workers.end());
     workers.erase(std::unique(workers.begin(), workers.end()), workers.end());
-    DT_RETURN_IF_ERROR(PersistWorkersLocked(workers));
     DT_RETURN_IF_ERROR(
         TransitionLocked(entry, v1::JOB_STATE_SCHEDULED, "GangScheduled",
                          absl::StrCat("attempt ", job.attempt(), ": ", job.world_size(),
-                                      " rank(s) on ", absl::StrJoin(workers, ", "))));
-    for (const v1::RankAssignment& r : placement.ranks)
+                                      " rank(s) on ", absl::StrJoin(workers, ", ")),
+                         workers));
+    for (const v1::RankAssignment& r : placement.ranks) {
       PushLocked(r.worker_id(), StartFor(entry, r));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Coordinator::PersistWorkersLocked(const std::vector<std::string>& ids) {
-  for (const std::string& id : ids) {
-    if (const v1::Worker* w = registry_.Find(id); w != nullptr) {
-      DT_RETURN_IF_ERROR(state_->PutWorker(*w));
     }
   }
   return absl::OkStatus();

@@ -122,17 +122,17 @@ class Coordinator {
   Coordinator(CoordinatorState* state, const Clock* clock, CoordinatorOptions options);
   absl::Status Recover();
 
-  // Moves the job to `to` with an event, persisting both, and wakes watchers.
+  // Moves the job to `to` with an event, persisting both (and the registry's records of
+  // `workers`, in the same synced write), and wakes watchers.
   absl::Status TransitionLocked(JobEntry& entry, v1::JobState to, const std::string& reason,
-                                const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                const std::string& message,
+                                const std::vector<std::string>& workers = {})
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a live job: frees its slots, stops its ranks, records the final state.
   absl::Status EndJobLocked(JobEntry& entry, v1::JobState to, const std::string& reason,
                             const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Places what fits and starts it.
   absl::Status ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Persists the registry's record of each worker in `ids`.
-  absl::Status PersistWorkersLocked(const std::vector<std::string>& ids)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fails the jobs of ranks that died with a worker (lost or re-registered).
   absl::Status FailRanksLocked(const std::vector<v1::RankStatus>& ranks, const std::string& reason,
                                const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

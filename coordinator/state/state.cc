@@ -106,9 +106,18 @@ CoordinatorState::CoordinatorState(KvDb* db, CoordinatorStateOptions options)
 // --- Jobs ---------------------------------------------------------------------------------------
 
 absl::StatusOr<int64_t> CoordinatorState::PutJob(const v1::Job& job, const v1::JobEvent* event) {
+  return PutJob(job, event, {});
+}
+
+absl::StatusOr<int64_t> CoordinatorState::PutJob(const v1::Job& job, const v1::JobEvent* event,
+                                                 const std::vector<v1::Worker>& workers) {
   DT_RETURN_IF_ERROR(ValidateJobId(job.job_id()));
   WriteBatch batch;
   batch.Put(Table::kJobs, job.job_id(), job.SerializeAsString());
+  for (const v1::Worker& worker : workers) {
+    if (worker.worker_id().empty()) return absl::InvalidArgumentError("worker_id is empty");
+    batch.Put(Table::kWorkers, worker.worker_id(), worker.SerializeAsString());
+  }
   if (event == nullptr) {
     DT_RETURN_IF_ERROR(db_->Write(batch, Durability::kSync));
     return 0;

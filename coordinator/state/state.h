@@ -59,6 +59,10 @@ class CoordinatorState {
   // and job.job_id; event->sequence is ignored, event->job_id must be empty or job.job_id.
   // Returns the sequence given to the event, or 0 without one.
   absl::StatusOr<int64_t> PutJob(const v1::Job& job, const v1::JobEvent* event);
+  // The same, with the records of `workers` in the same batch (a placement or a release changes
+  // the job and its workers together: one synced write, never one without the other).
+  absl::StatusOr<int64_t> PutJob(const v1::Job& job, const v1::JobEvent* event,
+                                 const std::vector<v1::Worker>& workers);
 
   // The job, or nullopt when there is none with that id.
   absl::StatusOr<std::optional<v1::Job>> GetJob(absl::string_view job_id);
