@@ -1,0 +1,160 @@
+#include "worker/agent/agent_config.h"
+
+#include <limits.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "client/cli/args.h"
+
+namespace dstrain::agent {
+namespace {
+
+constexpr int kMaxSlots = 4096;
+
+bool IsExecutableFile(const std::string& path) {
+  return !path.empty() && access(path.c_str(), X_OK) == 0;
+}
+
+// Joins a relative path onto `cwd` and drops "." components and trailing slashes.
+std::string Absolute(const std::string& path, const std::string& cwd) {
+  std::string joined = !path.empty() && path[0] == '/' ? path : absl::StrCat(cwd, "/", path);
+  std::string out;
+  for (absl::string_view part : absl::StrSplit(joined, '/', absl::SkipEmpty())) {
+    if (part == ".") continue;
+    absl::StrAppend(&out, "/", part);
+  }
+  return out.empty() ? "/" : out;
+}
+
+}  // namespace
+
+ConfigEnvironment CurrentEnvironment() {
+  ConfigEnvironment env;
+  char buf[PATH_MAX];
+  if (gethostname(buf, sizeof(buf)) == 0) {
+    buf[sizeof(buf) - 1] = '\0';
+    env.hostname = buf;
+  }
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n > 0) env.self_exe.assign(buf, static_cast<size_t>(n));
+  if (const char* p = std::getenv("PATH")) env.path = p;
+  if (getcwd(buf, sizeof(buf)) != nullptr) env.cwd = buf;
+  return env;
+}
+
+bool IsValidWorkerId(absl::string_view id) {
+  if (id.empty() || id.size() > 63 || !absl::ascii_islower(id[0])) return false;
+  for (char c : id) {
+    if (!absl::ascii_islower(c) && !absl::ascii_isdigit(c) && c != '-') return false;
+  }
+  return true;
+}
+
+std::string DefaultWorkerId(absl::string_view hostname, absl::string_view work_dir) {
+  std::string host;
+  for (char c : hostname) {
+    c = absl::ascii_tolower(static_cast<unsigned char>(c));
+    host.push_back(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-' ? c : '-');
+  }
+  if (host.empty() || !absl::ascii_islower(host[0])) host.insert(0, "w");
+  host.resize(std::min<size_t>(host.size(), 63 - 7));
+  uint32_t h = 2166136261u;  // FNV-1a
+  for (unsigned char c : work_dir) {
+    h ^= c;
+    h *= 16777619u;
+  }
+  return absl::StrFormat("%s-%06x", host, h & 0xffffffu);
+}
+
+std::string FindTrainer(absl::string_view self_exe, absl::string_view path) {
+  const size_t slash = self_exe.rfind('/');
+  if (slash != absl::string_view::npos) {
+    const std::string beside = absl::StrCat(self_exe.substr(0, slash), "/dstrain");
+    if (IsExecutableFile(beside)) return beside;
+  }
+  return FindInPath("dstrain", path);
+}
+
+std::string FindInPath(absl::string_view name, absl::string_view path) {
+  for (absl::string_view dir : absl::StrSplit(path, ':', absl::SkipEmpty())) {
+    const std::string candidate = absl::StrCat(dir, "/", name);
+    if (IsExecutableFile(candidate)) return candidate;
+  }
+  return "";
+}
+
+std::string AdvertisedAddress(absl::string_view listen, int port, absl::string_view hostname) {
+  absl::string_view host = listen;
+  const size_t colon = listen.rfind(':');
+  if (colon != absl::string_view::npos) host = listen.substr(0, colon);
+  if (host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]") host = hostname;
+  return absl::StrCat(host, ":", port);
+}
+
+absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& args,
+                                             const ConfigEnvironment& env) {
+  auto parsed = cli::ParseArgs(
+      args,
+      {"coordinator", "slots", "work-dir", "metrics-listen", "listen", "worker-id", "trainer"}, {});
+  if (!parsed.ok()) return parsed.status();
+  if (!parsed->positional.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unexpected argument '", parsed->positional[0], "'"));
+  }
+  AgentConfig config;
+  for (const char* required : {"coordinator", "slots", "work-dir"}) {
+    if (parsed->Get(required).empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("--", required, " is required"));
+    }
+  }
+  config.coordinator = parsed->Get("coordinator");
+  if (config.coordinator.find(':') == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--coordinator: expected HOST:PORT, got '", config.coordinator, "'"));
+  }
+  auto slots = parsed->GetInt("slots", 0);
+  if (!slots.ok()) return slots.status();
+  if (*slots < 1 || *slots > kMaxSlots) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--slots: must be in [1, ", kMaxSlots, "], got ", *slots));
+  }
+  config.slots = *slots;
+  config.work_dir = Absolute(parsed->Get("work-dir"), env.cwd);
+  config.metrics_listen = parsed->Get("metrics-listen", config.metrics_listen);
+  config.listen = parsed->Get("listen", config.listen);
+  config.worker_id = parsed->Get("worker-id", DefaultWorkerId(env.hostname, config.work_dir));
+  if (!IsValidWorkerId(config.worker_id)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--worker-id: '", config.worker_id, "' must match [a-z][a-z0-9-]{0,62}"));
+  }
+  config.trainer = parsed->Get("trainer");
+  if (config.trainer.empty()) {
+    config.trainer = FindTrainer(env.self_exe, env.path);
+    if (config.trainer.empty()) {
+      return absl::NotFoundError(
+          "no trainer: no dstrain beside this executable or on PATH; pass --trainer PATH");
+    }
+  } else if (config.trainer.find('/') == std::string::npos) {
+    const std::string name = config.trainer;
+    config.trainer = FindInPath(name, env.path);
+    if (config.trainer.empty()) {
+      return absl::NotFoundError(absl::StrCat("--trainer: no executable ", name, " on PATH"));
+    }
+  } else {
+    config.trainer = Absolute(config.trainer, env.cwd);
+    if (!IsExecutableFile(config.trainer)) {
+      return absl::NotFoundError(
+          absl::StrCat("--trainer: ", config.trainer, " is not an executable file"));
+    }
+  }
+  return config;
+}
+
+}  // namespace dstrain::agent

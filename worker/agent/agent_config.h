@@ -1,0 +1,64 @@
+// The dstrain-worker command line (DESIGN.md §3a) and the defaults it derives:
+//
+//   dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR
+//                  [--metrics-listen HOST:PORT] [--listen HOST:PORT]
+//                  [--worker-id ID] [--trainer PATH]
+//
+// --metrics-listen (Prometheus /metrics) and --listen (gRPC health) default to 127.0.0.1:0, a free
+// port; --worker-id to the host name plus a short suffix derived from the work directory (two
+// agents on one host need two work directories, and get two ids); --trainer to the `dstrain`
+// binary beside this executable, else `dstrain` on PATH (a --trainer without '/' is looked up on
+// PATH too). Relative paths are made absolute: trainers run in their own directories.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace dstrain::agent {
+
+struct AgentConfig {
+  std::string coordinator;
+  int slots = 0;
+  std::string work_dir;  // absolute
+  std::string metrics_listen = "127.0.0.1:0";
+  std::string listen = "127.0.0.1:0";
+  std::string worker_id;
+  std::string trainer;
+};
+
+// Where the defaults come from, so tests need not depend on this machine.
+struct ConfigEnvironment {
+  std::string hostname;  // gethostname()
+  std::string self_exe;  // /proc/self/exe
+  std::string path;      // $PATH
+  std::string cwd;       // for a relative --work-dir
+};
+ConfigEnvironment CurrentEnvironment();
+
+// Parses the flags (everything after argv[0]) and fills the defaults. INVALID_ARGUMENT naming the
+// flag for a missing or bad value; NOT_FOUND when no trainer executable can be found.
+absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& args,
+                                             const ConfigEnvironment& env);
+
+// True for 1 to 63 characters of [a-z0-9-] starting with a letter (RegisterWorkerRequest's rule).
+bool IsValidWorkerId(absl::string_view id);
+
+// `hostname` lowercased with every character outside [a-z0-9-] turned into '-', "-", and six hex
+// digits of a hash of `work_dir`; always a valid id.
+std::string DefaultWorkerId(absl::string_view hostname, absl::string_view work_dir);
+
+// `dir`/dstrain when `self_exe` is `dir`/<anything> and that file is executable; else the first
+// executable `dstrain` in `path` (colon-separated); else "".
+std::string FindTrainer(absl::string_view self_exe, absl::string_view path);
+
+// The first executable `name` in the colon-separated `path`, or "".
+std::string FindInPath(absl::string_view name, absl::string_view path);
+
+// HOST:PORT to advertise for a server listening on `listen` (HOST:PORT) and bound to `port`: a
+// wildcard host (0.0.0.0, ::, empty) is replaced by `hostname`.
+std::string AdvertisedAddress(absl::string_view listen, int port, absl::string_view hostname);
+
+}  // namespace dstrain::agent

@@ -1,0 +1,132 @@
+#include "worker/agent/agent_config.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "common/status/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dstrain::agent {
+namespace {
+
+using ::dstrain::testing::IsOk;
+using ::dstrain::testing::StatusIs;
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+
+// An executable file at `path`.
+void MakeExecutable(const std::string& path) {
+  std::ofstream(path) << "#!/bin/sh\n";
+  chmod(path.c_str(), 0755);
+}
+
+ConfigEnvironment TestEnvironment() {
+  const std::string tmp = getenv("TEST_TMPDIR");
+  mkdir((tmp + "/bin").c_str(), 0755);
+  mkdir((tmp + "/path").c_str(), 0755);
+  MakeExecutable(tmp + "/bin/dstrain");
+  MakeExecutable(tmp + "/path/other-trainer");
+  ConfigEnvironment env;
+  env.hostname = "Node-7.Example.COM";
+  env.self_exe = tmp + "/bin/dstrain-worker";
+  env.path = "/nonexistent:" + tmp + "/path";
+  env.cwd = tmp;
+  return env;
+}
+
+TEST(AgentConfig, ParsesTheCommandLineAndFillsDefaults) {
+  const ConfigEnvironment env = TestEnvironment();
+  auto config = ParseAgentConfig(
+      {"--coordinator", "coord:7000", "--slots", "4", "--work-dir", "work/./w1"}, env);
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->coordinator, "coord:7000");
+  EXPECT_EQ(config->slots, 4);
+  EXPECT_EQ(config->work_dir, env.cwd + "/work/w1");
+  EXPECT_EQ(config->metrics_listen, "127.0.0.1:0");
+  EXPECT_EQ(config->listen, "127.0.0.1:0");
+  EXPECT_THAT(config->worker_id, MatchesRegex("node-7-example-com-[0-9a-f]{6}"));
+  EXPECT_EQ(config->trainer, env.cwd + "/bin/dstrain");
+}
+
+TEST(AgentConfig, ExplicitValuesWin) {
+  const ConfigEnvironment env = TestEnvironment();
+  auto config = ParseAgentConfig({"--coordinator=coord:7000", "--slots=2", "--work-dir=/var/w",
+                                  "--metrics-listen", "0.0.0.0:9464", "--listen", "0.0.0.0:50052",
+                                  "--worker-id", "gpu-3", "--trainer", "other-trainer"},
+                                 env);
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->metrics_listen, "0.0.0.0:9464");
+  EXPECT_EQ(config->listen, "0.0.0.0:50052");
+  EXPECT_EQ(config->worker_id, "gpu-3");
+  EXPECT_EQ(config->trainer, env.cwd + "/path/other-trainer");
+}
+
+TEST(AgentConfig, RejectsBadCommandLines) {
+  const ConfigEnvironment env = TestEnvironment();
+  const std::vector<std::string> base = {"--coordinator", "c:1", "--slots", "1",
+                                         "--work-dir",    "/w"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return ParseAgentConfig(args, env);
+  };
+  EXPECT_THAT(ParseAgentConfig({"--slots", "1", "--work-dir", "/w"}, env),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--coordinator")));
+  EXPECT_THAT(ParseAgentConfig({"--coordinator", "c:1", "--work-dir", "/w"}, env),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--slots")));
+  EXPECT_THAT(ParseAgentConfig({"--coordinator", "c", "--slots", "1", "--work-dir", "/w"}, env),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("HOST:PORT")));
+  EXPECT_THAT(ParseAgentConfig({"--coordinator", "c:1", "--slots", "0", "--work-dir", "/w"}, env),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--slots")));
+  EXPECT_THAT(with({"--worker-id", "Bad_Id"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--worker-id")));
+  EXPECT_THAT(with({"--bogus", "1"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--bogus")));
+  EXPECT_THAT(with({"extra"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("extra")));
+  EXPECT_THAT(with({"--trainer", "/nonexistent/dstrain"}),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("--trainer")));
+  EXPECT_THAT(with({"--trainer", "no-such-trainer"}),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("PATH")));
+  ConfigEnvironment bare = env;
+  bare.self_exe = "/nonexistent/dstrain-worker";
+  bare.path = "/nonexistent";
+  EXPECT_THAT(ParseAgentConfig(base, bare),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("--trainer")));
+}
+
+TEST(AgentConfig, DefaultWorkerIdIsValidAndStable) {
+  for (const char* host : {"node1", "Node-7.Example.COM", "123", "", "a_b c",
+                           "a-very-long-host-name-that-goes-on-and-on-and-on-for-more-than-63"}) {
+    const std::string id = DefaultWorkerId(host, "/var/lib/dstrain");
+    EXPECT_TRUE(IsValidWorkerId(id)) << host << " -> " << id;
+    EXPECT_EQ(id, DefaultWorkerId(host, "/var/lib/dstrain"));
+  }
+  EXPECT_NE(DefaultWorkerId("node1", "/w1"), DefaultWorkerId("node1", "/w2"));
+  EXPECT_THAT(DefaultWorkerId("123", "/w"), MatchesRegex("w123-[0-9a-f]{6}"));
+}
+
+TEST(AgentConfig, IsValidWorkerId) {
+  EXPECT_TRUE(IsValidWorkerId("a"));
+  EXPECT_TRUE(IsValidWorkerId("node-1"));
+  EXPECT_TRUE(IsValidWorkerId(std::string(63, 'a')));
+  EXPECT_FALSE(IsValidWorkerId(std::string(64, 'a')));
+  EXPECT_FALSE(IsValidWorkerId(""));
+  EXPECT_FALSE(IsValidWorkerId("1node"));
+  EXPECT_FALSE(IsValidWorkerId("Node"));
+  EXPECT_FALSE(IsValidWorkerId("node_1"));
+}
+
+TEST(AgentConfig, AdvertisedAddress) {
+  EXPECT_EQ(AdvertisedAddress("127.0.0.1:0", 9464, "h"), "127.0.0.1:9464");
+  EXPECT_EQ(AdvertisedAddress("0.0.0.0:0", 9464, "h"), "h:9464");
+  EXPECT_EQ(AdvertisedAddress("[::]:9464", 9464, "h"), "h:9464");
+  EXPECT_EQ(AdvertisedAddress(":9464", 9464, "h"), "h:9464");
+}
+
+}  // namespace
+}  // namespace dstrain::agent

@@ -1,0 +1,263 @@
+#include "worker/agent/agent_metrics.h"
+
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "prometheus/exposer.h"
+#include "prometheus/metric_family.h"
+#include "prometheus/text_serializer.h"
+
+namespace dstrain::agent {
+namespace {
+
+// Step wall time: from a tiny CPU model's tens of milliseconds to minutes-long steps.
+const prometheus::Histogram::BucketBoundaries& StepBuckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+  return *buckets;
+}
+
+prometheus::Labels SlotLabel(int slot) { return {{"slot", std::to_string(slot)}}; }
+
+}  // namespace
+
+// Refreshes the one time-dependent gauge at scrape time, then collects the registry.
+class AgentMetrics::Collector final : public prometheus::Collectable {
+ public:
+  explicit Collector(const AgentMetrics* metrics) : metrics_(metrics) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    metrics_->RefreshHeartbeatAge();
+    return metrics_->registry_->Collect();
+  }
+
+ private:
+  const AgentMetrics* metrics_;
+};
+
+AgentMetrics::AgentMetrics(const Clock* clock)
+    : clock_(clock), registry_(std::make_shared<prometheus::Registry>()) {
+  using prometheus::BuildCounter;
+  using prometheus::BuildGauge;
+  using prometheus::BuildHistogram;
+  prometheus::Registry& r = *registry_;
+  slots_ = &BuildGauge()
+                .Name("dstrain_worker_slots")
+                .Help("Trainer slots this worker offers (--slots).")
+                .Register(r)
+                .Add({});
+  registered_ = &BuildGauge()
+                     .Name("dstrain_worker_registered")
+                     .Help("1 while the worker is registered with the coordinator, else 0.")
+                     .Register(r)
+                     .Add({});
+  auto& ranks = BuildGauge()
+                    .Name("dstrain_worker_ranks")
+                    .Help("Trainer processes this worker runs, by state.")
+                    .Register(r);
+  ranks_starting_ = &ranks.Add({{"state", "starting"}});
+  ranks_running_ = &ranks.Add({{"state", "running"}});
+  auto& exits = BuildCounter()
+                    .Name("dstrain_worker_trainer_exits_total")
+                    .Help("Trainer processes that ended, by result.")
+                    .Register(r);
+  exits_succeeded_ = &exits.Add({{"result", "succeeded"}});
+  exits_failed_ = &exits.Add({{"result", "failed"}});
+  exits_killed_ = &exits.Add({{"result", "killed"}});
+  auto& errors = BuildCounter()
+                     .Name("dstrain_worker_coordinator_errors_total")
+                     .Help("WorkerService calls to the coordinator that failed, by RPC.")
+                     .Register(r);
+  for (const char* rpc : kCoordinatorRpcs) coordinator_errors_[rpc] = &errors.Add({{"rpc", rpc}});
+  heartbeat_age_ = &BuildGauge()
+                        .Name("dstrain_worker_heartbeat_age_seconds")
+                        .Help(
+                            "Seconds since the last successful heartbeat or registration "
+                            "(since the agent started when there was none).")
+                        .Register(r)
+                        .Add({});
+  pending_reports_ = &BuildGauge()
+                          .Name("dstrain_worker_pending_reports")
+                          .Help("Status reports queued for the coordinator, not yet delivered.")
+                          .Register(r)
+                          .Add({});
+  dropped_log_lines_ = &BuildCounter()
+                            .Name("dstrain_worker_dropped_log_lines_total")
+                            .Help("Trainer output lines dropped because the report queue was full.")
+                            .Register(r)
+                            .Add({});
+
+  loss_family_ = &BuildGauge()
+                      .Name("dstrain_train_loss")
+                      .Help("Training loss of the last step reported by the rank-0 trainer.")
+                      .Register(r);
+  grad_norm_family_ = &BuildGauge()
+                           .Name("dstrain_train_grad_norm")
+                           .Help("Global gradient norm (before clipping) of the last step.")
+                           .Register(r);
+  loss_scale_family_ = &BuildGauge()
+                            .Name("dstrain_train_loss_scale")
+                            .Help("Dynamic loss scale after the last step (1 without scaling).")
+                            .Register(r);
+  learning_rate_family_ = &BuildGauge()
+                               .Name("dstrain_train_learning_rate")
+                               .Help("Learning rate used by the last step.")
+                               .Register(r);
+  tokens_per_second_family_ = &BuildGauge()
+                                   .Name("dstrain_train_tokens_per_second")
+                                   .Help("Training throughput of the last step over all ranks.")
+                                   .Register(r);
+  memory_family_ = &BuildGauge()
+                        .Name("dstrain_train_memory_bytes")
+                        .Help("Bytes allocated by the rank-0 trainer, by category.")
+                        .Register(r);
+  step_seconds_family_ = &BuildHistogram()
+                              .Name("dstrain_train_step_seconds")
+                              .Help("Wall time of optimizer steps of the rank-0 trainer.")
+                              .Register(r);
+  skipped_family_ = &BuildCounter()
+                         .Name("dstrain_train_skipped_steps_total")
+                         .Help("Optimizer steps skipped because of overflow or NaN.")
+                         .Register(r);
+  steps_family_ = &BuildCounter()
+                       .Name("dstrain_train_steps_total")
+                       .Help("Optimizer steps reported by the rank-0 trainer.")
+                       .Register(r);
+  comm_bytes_family_ = &BuildCounter()
+                            .Name("dstrain_train_comm_bytes_total")
+                            .Help("Bytes the rank-0 trainer sent in collectives and transfers.")
+                            .Register(r);
+  last_heartbeat_ = clock_->Now();
+  collectable_ = std::make_shared<Collector>(this);
+}
+
+AgentMetrics::~AgentMetrics() = default;
+
+std::string AgentMetrics::Serialize() const {
+  return prometheus::TextSerializer().Serialize(collectable_->Collect());
+}
+
+void AgentMetrics::SetSlots(int slots) { slots_->Set(slots); }
+void AgentMetrics::SetRegistered(bool registered) { registered_->Set(registered ? 1 : 0); }
+
+void AgentMetrics::SetRanks(int starting, int running) {
+  ranks_starting_->Set(starting);
+  ranks_running_->Set(running);
+}
+
+void AgentMetrics::TrainerExited(v1::RankState final_state) {
+  switch (final_state) {
+    case v1::RANK_STATE_SUCCEEDED:
+      exits_succeeded_->Increment();
+      break;
+    case v1::RANK_STATE_FAILED:
+      exits_failed_->Increment();
+      break;
+    case v1::RANK_STATE_KILLED:
+      exits_killed_->Increment();
+      break;
+    default:
+      break;
+  }
+}
+
+void AgentMetrics::CoordinatorError(absl::string_view rpc) {
+  const auto it = coordinator_errors_.find(rpc);
+  if (it != coordinator_errors_.end()) it->second->Increment();
+}
+
+void AgentMetrics::HeartbeatSucceeded() {
+  absl::MutexLock lock(&mu_);
+  last_heartbeat_ = clock_->Now();
+}
+
+void AgentMetrics::RefreshHeartbeatAge() const {
+  absl::MutexLock lock(&mu_);
+  heartbeat_age_->Set(absl::ToDoubleSeconds(clock_->Now() - last_heartbeat_));
+}
+
+void AgentMetrics::SetPendingReports(int64_t n) { pending_reports_->Set(static_cast<double>(n)); }
+
+void AgentMetrics::DroppedLogLines(int64_t n) {
+  if (n > 0) dropped_log_lines_->Increment(static_cast<double>(n));
+}
+
+AgentMetrics::SlotCounters& AgentMetrics::CountersLocked(int slot) {
+  SlotCounters& c = counters_[slot];
+  if (c.step_seconds == nullptr) {
+    const prometheus::Labels labels = SlotLabel(slot);
+    c.step_seconds = &step_seconds_family_->Add(labels, StepBuckets());
+    c.skipped = &skipped_family_->Add(labels);
+    c.steps = &steps_family_->Add(labels);
+    c.comm_bytes = &comm_bytes_family_->Add(labels);
+  }
+  return c;
+}
+
+void AgentMetrics::ObserveStep(int slot, const v1::StepMetrics& step, int64_t skipped_increment) {
+  absl::MutexLock lock(&mu_);
+  SlotCounters& c = CountersLocked(slot);
+  if (step.step_seconds() >= 0) c.step_seconds->Observe(step.step_seconds());
+  if (skipped_increment > 0) c.skipped->Increment(static_cast<double>(skipped_increment));
+  c.steps->Increment();
+  if (step.comm_bytes() > 0) c.comm_bytes->Increment(static_cast<double>(step.comm_bytes()));
+
+  SlotGauges& g = gauges_[slot];
+  if (g.loss == nullptr) {
+    const prometheus::Labels labels = SlotLabel(slot);
+    g.loss = &loss_family_->Add(labels);
+    g.grad_norm = &grad_norm_family_->Add(labels);
+    g.loss_scale = &loss_scale_family_->Add(labels);
+    g.learning_rate = &learning_rate_family_->Add(labels);
+    g.tokens_per_second = &tokens_per_second_family_->Add(labels);
+  }
+  g.loss->Set(step.loss());
+  g.grad_norm->Set(step.grad_norm());
+  g.loss_scale->Set(step.loss_scale());
+  g.learning_rate->Set(step.lr());
+  g.tokens_per_second->Set(step.tokens_per_second());
+  for (const auto& [category, bytes] : step.memory_bytes()) {
+    prometheus::Gauge*& gauge = g.memory[category];
+    if (gauge == nullptr) {
+      gauge = &memory_family_->Add({{"slot", std::to_string(slot)}, {"category", category}});
+    }
+    gauge->Set(static_cast<double>(bytes));
+  }
+}
+
+void AgentMetrics::ClearTrainingGauges(int slot) {
+  absl::MutexLock lock(&mu_);
+  const auto it = gauges_.find(slot);
+  if (it == gauges_.end()) return;
+  SlotGauges& g = it->second;
+  loss_family_->Remove(g.loss);
+  grad_norm_family_->Remove(g.grad_norm);
+  loss_scale_family_->Remove(g.loss_scale);
+  learning_rate_family_->Remove(g.learning_rate);
+  tokens_per_second_family_->Remove(g.tokens_per_second);
+  for (const auto& [category, gauge] : g.memory) memory_family_->Remove(gauge);
+  gauges_.erase(it);
+}
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
+    const std::string& listen, std::shared_ptr<prometheus::Collectable> collectable) {
+  std::unique_ptr<MetricsServer> server(new MetricsServer());
+  try {
+    server->exposer_ = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/2);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen, ": ", e.what()));
+  }
+  server->exposer_->RegisterCollectable(collectable);
+  const std::vector<int> ports = server->exposer_->GetListeningPorts();
+  if (ports.empty()) {
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen));
+  }
+  server->port_ = ports.front();
+  return server;
+}
+
+MetricsServer::~MetricsServer() = default;
+
+}  // namespace dstrain::agent

@@ -1,0 +1,158 @@
+#include "worker/agent/agent_metrics.h"
+
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/clock/clock.h"
+#include "common/status/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/agent/fake_coordinator.h"
+
+namespace dstrain::agent {
+namespace {
+
+using ::dstrain::testing::IsOk;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+v1::StepMetrics Step(int64_t step, double loss) {
+  v1::StepMetrics m;
+  m.set_step(step);
+  m.set_loss(loss);
+  m.set_lr(3e-4);
+  m.set_grad_norm(0.5);
+  m.set_loss_scale(1024);
+  m.set_tokens_per_second(5000);
+  m.set_step_seconds(0.2);
+  m.set_comm_bytes(1000);
+  (*m.mutable_memory_bytes())["params"] = 4096;
+  (*m.mutable_memory_bytes())["grads"] = 2048;
+  return m;
+}
+
+// The checks `promtool check metrics` makes (and a few it misses): HELP and TYPE once per family
+// and before its samples, counters named *_total, no abbreviated units, families contiguous.
+void ExpectLintClean(const std::string& text) {
+  ASSERT_TRUE(absl::EndsWith(text, "\n"));
+  std::map<std::string, std::string> types;
+  std::set<std::string> helps, finished;
+  std::string current;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    if (absl::ConsumePrefix(&line, "# HELP ")) {
+      const std::string name(line.substr(0, line.find(' ')));
+      EXPECT_TRUE(helps.insert(name).second) << "second HELP for " << name;
+      EXPECT_GT(line.size(), name.size() + 1) << "empty HELP for " << name;
+      continue;
+    }
+    if (absl::ConsumePrefix(&line, "# TYPE ")) {
+      const std::vector<std::string> parts = absl::StrSplit(line, ' ');
+      ASSERT_EQ(parts.size(), 2u);
+      EXPECT_TRUE(types.emplace(parts[0], parts[1]).second) << "second TYPE for " << parts[0];
+      EXPECT_TRUE(absl::StartsWith(parts[0], "dstrain_")) << parts[0];
+      EXPECT_FALSE(absl::StrContains(parts[0], "_ms")) << parts[0];
+      if (parts[1] == "counter") {
+        EXPECT_TRUE(absl::EndsWith(parts[0], "_total")) << parts[0];
+      }
+      if (!current.empty() && current != parts[0]) finished.insert(current);
+      EXPECT_EQ(finished.count(parts[0]), 0u) << parts[0] << " is not contiguous";
+      current = parts[0];
+      continue;
+    }
+    std::string name(line.substr(0, line.find_first_of("{ ")));
+    std::string family = name;
+    for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+      if (types.count(family) == 0 && absl::EndsWith(family, suffix)) {
+        family = family.substr(0, family.size() - strlen(suffix));
+      }
+    }
+    EXPECT_EQ(family, current) << "sample " << name << " outside its family";
+    EXPECT_EQ(helps.count(family), 1u) << "no HELP for " << family;
+  }
+}
+
+TEST(AgentMetrics, ExportsTheWorkerFamiliesFromTheStart) {
+  FakeClock clock;
+  AgentMetrics metrics(&clock);
+  metrics.SetSlots(4);
+  metrics.SetRanks(1, 2);
+  metrics.TrainerExited(v1::RANK_STATE_FAILED);
+  metrics.CoordinatorError("Heartbeat");
+  clock.Advance(absl::Seconds(7));
+  const std::string text = metrics.Serialize();
+  EXPECT_THAT(text, HasSubstr("\ndstrain_worker_slots 4\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_worker_ranks{state=\"starting\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_worker_ranks{state=\"running\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_worker_trainer_exits_total{result=\"failed\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_worker_trainer_exits_total{result=\"succeeded\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_worker_coordinator_errors_total{rpc=\"Heartbeat\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_worker_coordinator_errors_total{rpc=\"ReportStatus\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_worker_heartbeat_age_seconds 7\n"));
+  metrics.HeartbeatSucceeded();
+  clock.Advance(absl::Milliseconds(1500));
+  EXPECT_THAT(metrics.Serialize(), HasSubstr("dstrain_worker_heartbeat_age_seconds 1.5\n"));
+  ExpectLintClean(metrics.Serialize());
+}
+
+TEST(AgentMetrics, TrainingMetricsBySlot) {
+  AgentMetrics metrics;
+  metrics.ObserveStep(1, Step(1, 2.5), 0);
+  v1::StepMetrics second = Step(2, 2.25);
+  second.set_step_seconds(3);
+  metrics.ObserveStep(1, second, 1);
+  const std::string text = metrics.Serialize();
+  EXPECT_THAT(text, HasSubstr("dstrain_train_loss{slot=\"1\"} 2.25\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_grad_norm{slot=\"1\"} 0.5\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_loss_scale{slot=\"1\"} 1024\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_tokens_per_second{slot=\"1\"} 5000\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_skipped_steps_total{slot=\"1\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_steps_total{slot=\"1\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_comm_bytes_total{slot=\"1\"} 2000\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_memory_bytes{category=\"params\",slot=\"1\"} 4096\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_count{slot=\"1\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_bucket{slot=\"1\",le=\"0.25\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_bucket{slot=\"1\",le=\"5\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_bucket{slot=\"1\",le=\"+Inf\"} 2\n"));
+  ExpectLintClean(text);
+
+  // The job ended: its gauges go, the totals stay.
+  metrics.ClearTrainingGauges(1);
+  const std::string after = metrics.Serialize();
+  EXPECT_THAT(after, Not(HasSubstr("dstrain_train_loss{")));
+  EXPECT_THAT(after, Not(HasSubstr("dstrain_train_memory_bytes{")));
+  EXPECT_THAT(after, HasSubstr("dstrain_train_steps_total{slot=\"1\"} 2\n"));
+  ExpectLintClean(after);
+  // A new job in the slot brings them back.
+  metrics.ObserveStep(1, Step(1, 4.0), 0);
+  EXPECT_THAT(metrics.Serialize(), HasSubstr("dstrain_train_loss{slot=\"1\"} 4\n"));
+}
+
+TEST(MetricsServer, ServesMetricsOverHttp) {
+  AgentMetrics metrics;
+  metrics.SetSlots(3);
+  auto server = MetricsServer::Start("127.0.0.1:0", metrics.collectable());
+  ASSERT_THAT(server, IsOk());
+  ASSERT_GT((*server)->port(), 0);
+  auto body = testing::HttpGet((*server)->port(), "/metrics");
+  ASSERT_THAT(body, IsOk());
+  EXPECT_THAT(*body, HasSubstr("# HELP dstrain_worker_slots "));
+  EXPECT_THAT(*body, HasSubstr("\ndstrain_worker_slots 3\n"));
+}
+
+TEST(MetricsServer, ABusyPortIsUnavailable) {
+  AgentMetrics metrics;
+  auto first = MetricsServer::Start("127.0.0.1:0", metrics.collectable());
+  ASSERT_THAT(first, IsOk());
+  auto second =
+      MetricsServer::Start("127.0.0.1:" + std::to_string((*first)->port()), metrics.collectable());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace dstrain::agent

@@ -1,0 +1,151 @@
+// The dstrain-worker binary end to end: printed addresses, /metrics, gRPC health, a rank run to
+// completion, and SIGTERM stopping a running rank before exit 0.
+#include <signal.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/agent/fake_coordinator.h"
+#include "worker/agent/trainer_process.h"
+
+namespace dstrain::agent {
+namespace {
+
+using ::dstrain::agent::testing::Eventually;
+using ::dstrain::agent::testing::FakeCoordinator;
+using ::dstrain::testing::IsOk;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kWait = absl::Seconds(20);
+
+std::string RunfilePath(const std::string& path) {
+  return absl::StrCat(getenv("TEST_SRCDIR"), "/", getenv("TEST_WORKSPACE"), "/", path);
+}
+
+// The port after `prefix` in the daemon's output, or 0.
+int PortAfter(const std::vector<std::string>& lines, const std::string& prefix) {
+  for (const std::string& line : lines) {
+    if (!absl::StartsWith(line, prefix)) continue;
+    std::string rest = line.substr(prefix.size());
+    rest = rest.substr(0, rest.find('/'));
+    int port = 0;
+    if (absl::SimpleAtoi(rest, &port)) return port;
+  }
+  return 0;
+}
+
+// Reads the daemon's output until `done` or the deadline.
+bool ReadUntil(TrainerProcess& p, std::vector<std::string>* lines,
+               const std::function<bool()>& done) {
+  const absl::Time deadline = absl::Now() + kWait;
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    p.ReadOutput(lines);
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return true;
+}
+
+v1::Assignment StartAssignment(const std::string& job, int slot, const std::string& spec) {
+  v1::Assignment a;
+  a.set_kind(v1::ASSIGNMENT_KIND_START);
+  a.set_job_id(job);
+  a.set_attempt(1);
+  a.set_rank(0);
+  a.set_world_size(1);
+  a.set_slot(slot);
+  a.set_spec_json(spec);
+  a.set_store_prefix("jobs/" + job + "/1/");
+  return a;
+}
+
+TEST(DstrainWorker, ServesAndRunsRanksAndStopsOnSigterm) {
+  FakeCoordinator coordinator;
+  ASSERT_THAT(coordinator.Start(), IsOk());
+  const std::string work = std::string(getenv("TEST_TMPDIR")) + "/daemon-work";
+  auto daemon = TrainerProcess::Spawn(
+      {{RunfilePath("worker/agent/dstrain-worker"), "--coordinator", coordinator.address(),
+        "--slots", "2", "--work-dir", work, "--trainer",
+        RunfilePath("worker/agent/fake_trainer.sh"), "--worker-id", "daemon-test"},
+       ""});
+  ASSERT_THAT(daemon, IsOk());
+  TrainerProcess& p = **daemon;
+  std::vector<std::string> lines;
+  const std::string metrics_prefix = "dstrain-worker: metrics on http://127.0.0.1:";
+  const std::string health_prefix = "dstrain-worker: health on 127.0.0.1:";
+  ASSERT_TRUE(ReadUntil(p, &lines, [&] {
+    return PortAfter(lines, metrics_prefix) > 0 && PortAfter(lines, health_prefix) > 0;
+  })) << ::testing::PrintToString(lines);
+  const int metrics_port = PortAfter(lines, metrics_prefix);
+  const int health_port = PortAfter(lines, health_prefix);
+  EXPECT_TRUE(absl::EndsWith(lines[0], "/metrics"));
+
+  ASSERT_TRUE(Eventually([&] { return !coordinator.registrations().empty(); }, kWait));
+  const v1::RegisterWorkerRequest reg = coordinator.registrations()[0];
+  EXPECT_EQ(reg.worker_id(), "daemon-test");
+  EXPECT_EQ(reg.cpu_slots(), 2);
+  EXPECT_EQ(reg.metrics_address(), absl::StrCat("127.0.0.1:", metrics_port));
+
+  auto body = testing::HttpGet(metrics_port, "/metrics");
+  ASSERT_THAT(body, IsOk());
+  EXPECT_THAT(*body, HasSubstr("\ndstrain_worker_slots 2\n"));
+  const std::string health = absl::StrCat("127.0.0.1:", health_port);
+  EXPECT_TRUE(Eventually(
+      [&] {
+        auto s = testing::HealthCheck(health, "");
+        return s.ok() && *s == 1;
+      },
+      kWait));
+
+  coordinator.Push(StartAssignment("job-one", 0, R"({"mode": "ok", "code": 0})"));
+  coordinator.Push(StartAssignment("job-two", 1, R"({"mode": "sleep"})"));
+  auto final_of = [&](const std::string& job) -> v1::RankState {
+    for (const auto& r : coordinator.reports()) {
+      if (r.job_id() == job &&
+          (r.state() == v1::RANK_STATE_SUCCEEDED || r.state() == v1::RANK_STATE_FAILED ||
+           r.state() == v1::RANK_STATE_KILLED)) {
+        return r.state();
+      }
+    }
+    return v1::RANK_STATE_UNSPECIFIED;
+  };
+  auto running = [&](const std::string& job) {
+    for (const auto& r : coordinator.reports()) {
+      if (r.job_id() == job && r.state() == v1::RANK_STATE_RUNNING) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(Eventually([&] { return final_of("job-one") != v1::RANK_STATE_UNSPECIFIED; }, kWait));
+  EXPECT_EQ(final_of("job-one"), v1::RANK_STATE_SUCCEEDED);
+  ASSERT_TRUE(Eventually([&] { return running("job-two"); }, kWait));
+
+  ASSERT_EQ(kill(p.pid(), SIGTERM), 0);
+  std::optional<ExitInfo> exit;
+  ASSERT_TRUE(ReadUntil(p, &lines, [&] { return (exit = p.PollExit()).has_value(); }));
+  EXPECT_EQ(exit->exit_code, 0) << ::testing::PrintToString(lines);
+  EXPECT_EQ(exit->signal, 0);
+  EXPECT_EQ(final_of("job-two"), v1::RANK_STATE_KILLED);
+}
+
+TEST(DstrainWorker, ABadCommandLineExits2) {
+  auto daemon = TrainerProcess::Spawn(
+      {{RunfilePath("worker/agent/dstrain-worker"), "--slots", "2", "--work-dir", "/tmp/x"}, ""});
+  ASSERT_THAT(daemon, IsOk());
+  std::vector<std::string> lines;
+  std::optional<ExitInfo> exit;
+  ASSERT_TRUE(
+      ReadUntil(**daemon, &lines, [&] { return (exit = (*daemon)->PollExit()).has_value(); }));
+  (*daemon)->DrainOutput(&lines, 200);
+  EXPECT_EQ(exit->exit_code, 2);
+  EXPECT_THAT(::testing::PrintToString(lines), HasSubstr("--coordinator is required"));
+}
+
+}  // namespace
+}  // namespace dstrain::agent

@@ -1,0 +1,60 @@
+#include "worker/agent/health_server.h"
+
+#include <string>
+
+#include "common/status/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "proto/worker.grpc.pb.h"
+#include "worker/agent/fake_coordinator.h"
+
+namespace dstrain::agent {
+namespace {
+
+using ::dstrain::testing::IsOk;
+
+constexpr int kServing = 1;
+constexpr int kNotServing = 2;
+
+// The serving status, or -1 when the call fails.
+int Check(const std::string& address, const std::string& service) {
+  auto status = testing::HealthCheck(address, service);
+  if (!status.ok()) {
+    ADD_FAILURE() << service << ": " << status.status();
+    return -1;
+  }
+  return *status;
+}
+
+TEST(HealthServer, ReadinessFollowsSetReadyAndLivenessStaysUp) {
+  auto server = HealthServer::Start("127.0.0.1:0");
+  ASSERT_THAT(server, IsOk());
+  const std::string address = "127.0.0.1:" + std::to_string((*server)->port());
+  EXPECT_EQ(Check(address, ""), kNotServing);
+  EXPECT_EQ(Check(address, "readiness"), kNotServing);
+  EXPECT_EQ(Check(address, "liveness"), kServing);
+  (*server)->SetReady(true);
+  EXPECT_EQ(Check(address, ""), kServing);
+  EXPECT_EQ(Check(address, "readiness"), kServing);
+  (*server)->SetReady(false);
+  EXPECT_EQ(Check(address, ""), kNotServing);
+  // An unknown service is NOT_FOUND, as the health protocol says.
+  EXPECT_EQ(testing::HealthCheck(address, "nope").status().code(), absl::StatusCode::kNotFound);
+  (*server)->Shutdown();
+  (*server)->SetReady(true);  // harmless after shutdown
+}
+
+TEST(HealthServer, OtherMethodsAreUnimplemented) {
+  auto server = HealthServer::Start("127.0.0.1:0");
+  ASSERT_THAT(server, IsOk());
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = v1::WorkerService::NewStub(channel);
+  grpc::ClientContext context;
+  v1::ListWorkersResponse response;
+  const grpc::Status status = stub->ListWorkers(&context, v1::ListWorkersRequest(), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+}
+
+}  // namespace
+}  // namespace dstrain::agent

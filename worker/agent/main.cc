@@ -1,0 +1,107 @@
+// dstrain-worker: the worker agent daemon (DESIGN.md §2, §3a).
+//
+//   dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR
+//                  [--metrics-listen HOST:PORT] [--listen HOST:PORT]
+//                  [--worker-id ID] [--trainer PATH]
+//
+// Prints the addresses it serves on, one per line, before anything else on stdout:
+//   dstrain-worker: metrics on http://HOST:PORT/metrics
+//   dstrain-worker: health on HOST:PORT
+// then runs until SIGTERM or SIGINT, which stop every trainer (reported KILLED) and exit 0.
+// Exit 2: bad command line; exit 1: a server port cannot be bound or the work directory made.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "worker/agent/agent.h"
+#include "worker/agent/agent_config.h"
+#include "worker/agent/agent_metrics.h"
+#include "worker/agent/health_server.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR\n"
+    "                      [--metrics-listen HOST:PORT] [--listen HOST:PORT]\n"
+    "                      [--worker-id ID] [--trainer PATH]\n";
+
+// HOST of a HOST:PORT.
+std::string HostOf(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  return colon == std::string::npos ? listen : listen.substr(0, colon);
+}
+
+int Main(int argc, char** argv) {
+  namespace agent = dstrain::agent;
+  // Stop signals are taken by sigwait below; blocked before any thread starts so that none of
+  // them (gRPC's, the agent's) receives one. Trainers get a clean mask back before exec.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // A closed stdout (a script stopped reading) must not kill the agent and its trainers.
+  signal(SIGPIPE, SIG_IGN);
+
+  const agent::ConfigEnvironment env = agent::CurrentEnvironment();
+  auto config = agent::ParseAgentConfig(std::vector<std::string>(argv + 1, argv + argc), env);
+  if (!config.ok()) {
+    absl::FPrintF(stderr, "dstrain-worker: %s\n%s", config.status().message(), kUsage);
+    return 2;
+  }
+
+  agent::AgentMetrics metrics;
+  auto metrics_server = agent::MetricsServer::Start(config->metrics_listen, metrics.collectable());
+  if (!metrics_server.ok()) {
+    absl::FPrintF(stderr, "dstrain-worker: %s\n", metrics_server.status().message());
+    return 1;
+  }
+  auto health = agent::HealthServer::Start(config->listen);
+  if (!health.ok()) {
+    absl::FPrintF(stderr, "dstrain-worker: %s\n", health.status().message());
+    return 1;
+  }
+  absl::PrintF("dstrain-worker: metrics on http://%s:%d/metrics\n", HostOf(config->metrics_listen),
+               (*metrics_server)->port());
+  absl::PrintF("dstrain-worker: health on %s:%d\n", HostOf(config->listen), (*health)->port());
+  std::fflush(stdout);
+
+  agent::AgentOptions options;
+  options.coordinator = config->coordinator;
+  options.worker_id = config->worker_id;
+  options.hostname = env.hostname;
+  options.slots = config->slots;
+  options.work_dir = config->work_dir;
+  options.trainer = config->trainer;
+  options.metrics_address =
+      agent::AdvertisedAddress(config->metrics_listen, (*metrics_server)->port(), env.hostname);
+  agent::HealthServer* health_server = health->get();
+  agent::Agent worker(options, &metrics,
+                      [health_server](bool ready) { health_server->SetReady(ready); });
+  if (absl::Status s = worker.Start(); !s.ok()) {
+    absl::FPrintF(stderr, "dstrain-worker: %s\n", s.message());
+    return 1;
+  }
+  absl::FPrintF(
+      stderr, "dstrain-worker: worker %s, %d slot(s), work dir %s, trainer %s, coordinator %s\n",
+      options.worker_id, options.slots, options.work_dir, options.trainer, options.coordinator);
+
+  int sig = 0;
+  while (sigwait(&stop_signals, &sig) != 0) {
+  }
+  absl::FPrintF(stderr, "dstrain-worker: %s: stopping the trainers\n", strsignal(sig));
+  (*health)->SetReady(false);
+  worker.Shutdown();
+  (*health)->Shutdown();
+  absl::FPrintF(stderr, "dstrain-worker: stopped\n");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Main(argc, argv); }
