@@ -167,6 +167,13 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     gloo.timeout = options.comm_timeout;
     DT_ASSIGN_OR_RETURN(dp, GlooCommunicator::Create(rendezvous, rank, world, "dp", gloo));
   }
+  // Every rank says once that it is in its group, on the options' stream even where its progress
+  // log is silenced: a supervisor (the worker agent) takes this line as "running".
+  if (world > 1) {
+    std::FILE* out = options.log != nullptr ? options.log : stdout;
+    absl::FPrintF(out, "rank %d of %d: joined the data-parallel group\n", rank, world);
+    std::fflush(out);
+  }
   std::unique_ptr<CheckpointCatalog> catalog;
   if (!options.catalog.empty() && leader) {
     catalog = std::make_unique<CheckpointCatalog>(options.catalog, options.job_id);

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# The service end to end with real processes on 127.0.0.1 (every port picked by the OS): a
+# dstrain-coordinator, dstrain-worker agents that spawn real trainers, and the dstrain CLI.
+#   1. submit → run → SUCCEEDED on two workers (ZeRO-2, two ranks rendezvousing through the
+#      coordinator's store), with step metrics and COMMITTED checkpoints in RocksDB and the
+#      trainers' output in the job log; a duplicate submit returns the same job;
+#   2. cancel while running: CANCELLED, the trainers are stopped and the slots free for the next;
+#   3. the gang rule: 3 one-slot workers and a 4-rank job: it waits, and runs when a 4th
+#      registers;
+#   4. a coordinator restart mid-queue restores every job (queued ones stay queued, finished ones
+#      keep their metrics and checkpoints) and the workers reconnect;
+#   5. a real Prometheus (Debian's) scrapes the coordinator and a worker; promtool finds nothing
+#      to complain about in either exposition.
+set -euo pipefail
+ws="$TEST_SRCDIR/$TEST_WORKSPACE"
+dstrain="$ws/client/cli/dstrain"
+coordinator="$ws/coordinator/server/dstrain-coordinator"
+worker="$ws/worker/agent/dstrain-worker"
+text="$ws/deploy/local/demo/tinyshakespeare.txt"
+out="$TEST_TMPDIR/service"
+rm -rf "$out" && mkdir -p "$out"
+py=/usr/bin/python3
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  for f in "$out"/*.log; do echo "--- $f" >&2; tail -n 30 "$f" >&2; done
+  exit 1
+}
+
+# Waits up to $2 seconds for a line matching $3 in file $1 and prints the first match.
+await_line() {
+  for _ in $(seq $(($2 * 10))); do
+    if grep -m1 -o "$3" "$1" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  fail "no '$3' in $1 within $2 s"
+}
+
+coord_port=0
+coord_starts=0
+start_coordinator() {  # the first start picks a port, a restart takes the same one again
+  coord_starts=$((coord_starts + 1))
+  local log="$out/coordinator-$coord_starts.log"
+  "$coordinator" --listen "127.0.0.1:$coord_port" --data-dir "$out/coord" \
+    --metrics-listen 127.0.0.1:0 --lease-seconds 10 --heartbeat-seconds 1 > "$log" 2>&1 &
+  coord_pid=$!
+  pids+=("$coord_pid")
+  local addr
+  addr=$(await_line "$log" 10 "listening on 127.0.0.1:[0-9]*")
+  export DSTRAIN_COORDINATOR=${addr#listening on }
+  coord_port=${DSTRAIN_COORDINATOR##*:}
+  coord_metrics=$(await_line "$log" 10 "http://127.0.0.1:[0-9]*/metrics")
+}
+
+declare -A worker_metrics
+start_worker() {  # id slots
+  "$worker" --coordinator "$DSTRAIN_COORDINATOR" --slots "$2" --work-dir "$out/work_$1" \
+    --worker-id "$1" --trainer "$dstrain" --metrics-listen 127.0.0.1:0 \
+    > "$out/worker_$1.log" 2>&1 &
+  pids+=("$!")
+  worker_metrics[$1]=$(await_line "$out/worker_$1.log" 10 "http://127.0.0.1:[0-9]*/metrics")
+}
+
+# A small GPT on Tiny Shakespeare: world ranks, steps, optional checkpoints every 2 steps.
+make_job() {  # file world steps [checkpoint_dir]
+  $py - "$@" "$text" <<'PY'
+import json, sys
+path, world, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ckpt = sys.argv[4] if len(sys.argv) > 5 else ""
+text = sys.argv[-1]
+job = {
+    "train_micro_batch_size_per_gpu": 2,
+    "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+    "zero_optimization": {"stage": 2},
+    "model": {"type": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "vocab_size": 256,
+              "block_size": 32},
+    "data": {"train": text, "seq_len": 32},
+    "job": {"name": "svc", "world_size": world, "train_steps": steps, "eval_every": 0},
+}
+if ckpt:
+    job["job"].update(checkpoint_dir=ckpt, checkpoint_every=2, keep_last=5)
+json.dump(job, open(path, "w"))
+PY
+}
+
+job_field() {  # job python-expression-over-j
+  "$dstrain" status "$1" -o json | $py -c "import json,sys; j=json.load(sys.stdin); print($2)"
+}
+
+await_state() {  # job state seconds
+  for _ in $(seq $(($3 * 10))); do
+    [[ $(job_field "$1" "j['job']['state']") == "$2" ]] && return 0
+    sleep 0.1
+  done
+  fail "job $1 not $2 within $3 s (is $(job_field "$1" "j['job']['state']"))"
+}
+
+start_coordinator
+start_worker wa 1
+start_worker wb 1
+
+echo "== 1. submit, run, SUCCEEDED"
+make_job "$out/run.json" 2 6 "$out/ckpt_run"
+[[ $("$dstrain" submit "$out/run.json" --id run-a) == run-a ]] || fail "submit did not print the id"
+"$dstrain" watch run-a > "$out/watch.txt" || fail "watch run-a did not exit 0"
+grep -q "SUCCEEDED" "$out/watch.txt" || fail "watch did not report SUCCEEDED"
+[[ $(job_field run-a "j['job']['state']") == JOB_STATE_SUCCEEDED ]] || fail "run-a not SUCCEEDED"
+[[ $(job_field run-a "j['job']['latest_metrics']['step']") == 6 ]] || fail "metrics: no step 6"
+"$dstrain" checkpoints run-a -o json > "$out/ckpts.json"
+$py - "$out/ckpts.json" <<'PY' || fail "checkpoint catalog"
+import json, sys
+c = json.load(open(sys.argv[1]))["checkpoints"]
+steps = [x["step"] for x in c if x["state"] == "CHECKPOINT_STATE_COMMITTED" and len(x["shards"]) == 2]
+assert steps == ["2", "4", "6"] or steps == [2, 4, 6], c
+PY
+"$dstrain" logs run-a > "$out/logs.txt"
+grep -q "^\[rank 0\] " "$out/logs.txt" || fail "no rank-0 output in the job log"
+"$dstrain" submit "$out/run.json" --id run-a > "$out/dup.txt" 2> "$out/dup.err" ||
+  fail "duplicate submit failed"
+grep -q "already existed" "$out/dup.err" || fail "duplicate submit not reported as existing"
+[[ $("$dstrain" list -o json | $py -c "import json,sys; print(len(json.load(sys.stdin)['jobs']))") == 1 ]] ||
+  fail "duplicate submit created a second job"
+
+echo "== 2. cancel while running frees the workers"
+make_job "$out/long.json" 2 100000
+"$dstrain" submit "$out/long.json" --id long > /dev/null
+await_state long JOB_STATE_RUNNING 30
+"$dstrain" cancel long --reason "integration test" > /dev/null
+[[ $(job_field long "j['job']['state']") == JOB_STATE_CANCELLED ]] || fail "long not CANCELLED"
+make_job "$out/short.json" 2 2
+"$dstrain" submit "$out/short.json" --id after-cancel --follow > "$out/after_cancel.txt" ||
+  fail "the job after the cancelled one did not succeed"
+for w in wa wb; do
+  grep -q "KILLED\|killed\|stopp" "$out/worker_$w.log" || true
+done
+pgrep -f "job-id long" > /dev/null && fail "trainers of the cancelled job still run"
+
+echo "== 3. gang: a 4-rank job waits for a 4th worker"
+start_worker wc 1
+make_job "$out/gang.json" 4 2
+"$dstrain" submit "$out/gang.json" --id gang > /dev/null
+sleep 3
+[[ $(job_field gang "j['job']['state']") == JOB_STATE_PENDING ]] || fail "gang started on 3 slots"
+start_worker wd 1
+"$dstrain" watch gang > /dev/null || fail "gang did not succeed once the 4th worker came"
+
+echo "== 4. coordinator restart mid-queue"
+make_job "$out/huge.json" 8 2
+"$dstrain" submit "$out/huge.json" --id queued-1 > /dev/null
+"$dstrain" submit "$out/huge.json" --id queued-2 --priority 5 > /dev/null
+kill -TERM "$coord_pid"
+wait "$coord_pid" || true
+start_coordinator  # same port and data directory
+for j in queued-1 queued-2; do
+  [[ $(job_field $j "j['job']['state']") == JOB_STATE_PENDING ]] || fail "$j lost its place"
+done
+[[ $(job_field run-a "j['job']['state']") == JOB_STATE_SUCCEEDED ]] || fail "run-a lost"
+[[ $(job_field run-a "len(j['metrics'])") -ge 1 ]] || fail "run-a lost its metrics"
+[[ $(job_field long "j['job']['state']") == JOB_STATE_CANCELLED ]] || fail "long lost"
+[[ $("$dstrain" checkpoints run-a -o json | $py -c "import json,sys; print(len(json.load(sys.stdin)['checkpoints']))") == 3 ]] ||
+  fail "run-a lost its checkpoints"
+# The workers reconnect to the restarted coordinator and can run again.
+for _ in $(seq 100); do
+  ready=$("$dstrain" workers -o json | $py -c "import json,sys; print(sum(w['state']=='WORKER_STATE_READY' for w in json.load(sys.stdin)['workers']))")
+  [[ $ready == 4 ]] && break
+  sleep 0.1
+done
+[[ $ready == 4 ]] || fail "workers did not come back ($ready ready)"
+"$dstrain" cancel queued-1 > /dev/null
+"$dstrain" cancel queued-2 > /dev/null
+"$dstrain" submit "$out/short.json" --id after-restart --follow > /dev/null ||
+  fail "no job runs after the restart"
+
+echo "== 5. Prometheus scrapes both daemons"
+curl -sf "$coord_metrics" > "$out/coordinator.prom"
+curl -sf "${worker_metrics[wa]}" > "$out/worker.prom"
+promtool check metrics < "$out/coordinator.prom" || fail "promtool: coordinator metrics"
+promtool check metrics < "$out/worker.prom" || fail "promtool: worker metrics"
+grep -q '^dstrain_jobs{state="SUCCEEDED"} 4' "$out/coordinator.prom" ||
+  fail "dstrain_jobs does not count the 4 succeeded jobs"
+prom_port=$($py -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+cat > "$out/prometheus.yml" <<YML
+global: {scrape_interval: 1s}
+scrape_configs:
+  - job_name: dstrain
+    static_configs:
+      - targets: ['${coord_metrics#http://}', '${worker_metrics[wa]#http://}']
+YML
+sed -i 's|/metrics||g' "$out/prometheus.yml"
+prometheus --config.file="$out/prometheus.yml" --storage.tsdb.path="$out/tsdb" \
+  --web.listen-address="127.0.0.1:$prom_port" > "$out/prometheus.log" 2>&1 &
+pids+=("$!")
+up=0
+for _ in $(seq 200); do
+  up=$(curl -s "http://127.0.0.1:$prom_port/api/v1/query?query=sum(up)" |
+    $py -c "import json,sys; r=json.load(sys.stdin)['data']['result']; print(r[0]['value'][1] if r else 0)" 2>/dev/null || echo 0)
+  [[ $up == 2 ]] && break
+  sleep 0.1
+done
+[[ $up == 2 ]] || fail "Prometheus does not see both targets up ($up)"
+for q in 'dstrain_workers{state="READY"}' 'dstrain_worker_slots'; do
+  v=$(curl -s -G "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode "query=$q" |
+    $py -c "import json,sys; r=json.load(sys.stdin)['data']['result']; print(r[0]['value'][1] if r else '')")
+  [[ -n $v ]] || fail "Prometheus has no $q"
+done
+echo "PASS"
