@@ -88,6 +88,7 @@ absl::Status Coordinator::Recover() {
     DT_ASSIGN_OR_RETURN(std::optional<v1::StepMetrics> latest, state_->LatestMetrics(job.job_id()));
     if (latest) latest_[job.job_id()] = *latest;
     JobEntry& entry = jobs_[job.job_id()];
+    entry.keep_last = KeepLastOf(job.spec_json());
     entry.job = std::move(job);
     const v1::JobState s = entry.job.state();
     if (s == v1::JOB_STATE_PENDING) {
@@ -122,6 +123,7 @@ absl::StatusOr<v1::SubmitJobResponse> Coordinator::SubmitJob(const v1::SubmitJob
     return response;
   }
   JobEntry entry;
+  entry.keep_last = valid.keep_last;
   v1::Job& job = entry.job;
   job.set_job_id(valid.job_id);
   job.set_name(valid.name);
@@ -550,7 +552,7 @@ absl::Status Coordinator::RegisterShard(const v1::RegisterShardRequest& request)
 
 absl::StatusOr<v1::CommitCheckpointResponse> Coordinator::CommitCheckpoint(
     const v1::CommitCheckpointRequest& request) {
-  int world = 0;
+  int world = 0, keep_last = 0;
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(request.job_id());
@@ -558,6 +560,7 @@ absl::StatusOr<v1::CommitCheckpointResponse> Coordinator::CommitCheckpoint(
       return absl::NotFoundError(absl::StrCat("job_id: no job \"", request.job_id(), "\""));
     }
     world = it->second.job.world_size();
+    keep_last = it->second.keep_last;
   }
   // Committed only when every rank's shard is recorded (the shard count is the world size the
   // checkpoint was written at; resharded restarts are issue 8's).
@@ -574,6 +577,19 @@ absl::StatusOr<v1::CommitCheckpointResponse> Coordinator::CommitCheckpoint(
   DT_ASSIGN_OR_RETURN(v1::Checkpoint committed,
                       state_->CommitCheckpoint(request.job_id(), request.tag(), request.step(), dir,
                                                clock_->Now()));
+  // Retention as the trainer's (job.keep_last): the catalog lists what is on disk. Older
+  // records go, committed beyond the newest keep_last and pending ones older than this commit
+  // (saves that never finished).
+  if (keep_last > 0) {
+    DT_ASSIGN_OR_RETURN(std::vector<v1::Checkpoint> now, state_->ListCheckpoints(request.job_id()));
+    int newer_committed = 0;
+    for (auto it = now.rbegin(); it != now.rend(); ++it) {  // newest first
+      const bool committed_one = it->state() == v1::CHECKPOINT_STATE_COMMITTED;
+      const bool keep =
+          committed_one ? ++newer_committed <= keep_last : it->step() >= committed.step();
+      if (!keep) DT_RETURN_IF_ERROR(state_->DeleteCheckpoint(request.job_id(), it->tag()));
+    }
+  }
   v1::CommitCheckpointResponse response;
   *response.mutable_checkpoint() = std::move(committed);
   return response;

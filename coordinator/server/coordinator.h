@@ -113,6 +113,7 @@ class Coordinator {
     v1::Job job;                       // as persisted
     std::vector<v1::RankState> ranks;  // the current attempt's ranks, by rank
     int64_t version = 0;               // bumped on every change a watcher may want
+    int keep_last = 0;                 // job.keep_last: committed checkpoints the catalog keeps
   };
   struct Outbox {
     std::deque<v1::Assignment> queue;

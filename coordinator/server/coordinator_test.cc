@@ -419,5 +419,35 @@ TEST_F(CoordinatorTest, CheckpointCommittedOnlyWithEveryShard) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rank")));
 }
 
+TEST_F(CoordinatorTest, TheCatalogKeepsWhatTheTrainersRetentionKeeps) {
+  v1::SubmitJobRequest submit = Submit("kept", 1);
+  submit.set_spec_json(Spec(1, R"(, "checkpoint_dir": "/data/ckpt", "checkpoint_every": 1,
+                                   "keep_last": 2)"));
+  ASSERT_THAT(c_->SubmitJob(submit).status(), IsOk());
+  for (int step = 1; step <= 4; ++step) {
+    const std::string tag = absl::StrCat("step_", step);
+    v1::RegisterShardRequest shard;
+    shard.set_job_id("kept");
+    shard.set_tag(tag);
+    shard.set_step(step);
+    shard.set_path(absl::StrCat("/data/ckpt/", tag, "/rank_00000.bin"));
+    ASSERT_THAT(c_->RegisterShard(shard), IsOk());
+    if (step == 3) continue;  // a save that never committed
+    v1::CommitCheckpointRequest commit;
+    commit.set_job_id("kept");
+    commit.set_tag(tag);
+    commit.set_step(step);
+    commit.set_manifest_path(absl::StrCat("/data/ckpt/", tag, "/manifest.json"));
+    ASSERT_THAT(c_->CommitCheckpoint(commit).status(), IsOk());
+  }
+  v1::ListCheckpointsRequest list;
+  list.set_job_id("kept");
+  auto listed = c_->ListCheckpoints(list);
+  ASSERT_THAT(listed, IsOk());
+  std::vector<std::string> tags;
+  for (const v1::Checkpoint& c : listed->checkpoints()) tags.push_back(c.tag());
+  EXPECT_EQ(tags, (std::vector<std::string>{"step_2", "step_4"}));
+}
+
 }  // namespace
 }  // namespace dstrain::coordinator

@@ -1,5 +1,6 @@
 #include "coordinator/server/job_validation.h"
 
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -35,6 +36,13 @@ bool IsValidJobId(const std::string& id) {
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
   }
   return true;
+}
+
+int KeepLastOf(const std::string& spec_json) {
+  const nlohmann::json spec = nlohmann::json::parse(spec_json, nullptr, /*allow_exceptions=*/false);
+  if (!spec.is_object() || !spec.contains("job") || !spec["job"].is_object()) return 0;
+  const nlohmann::json keep = spec["job"].value("keep_last", nlohmann::json());
+  return keep.is_number_integer() ? keep.get<int>() : 0;
 }
 
 std::string NormalizePath(const std::string& path) {

@@ -44,6 +44,9 @@ bool IsValidJobId(const std::string& id);
 absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& request,
                                                 const SubmissionLimits& limits);
 
+// job.keep_last of a stored job's effective spec (0 when it cannot be read: keep everything).
+int KeepLastOf(const std::string& spec_json);
+
 // `path` normalized lexically ("a/./b/../c" -> "a/c"), without touching the file system.
 std::string NormalizePath(const std::string& path);
 

@@ -481,6 +481,13 @@ absl::Status CoordinatorState::KvScanPrefix(absl::string_view prefix, const KvDb
 
 // --- Retention ----------------------------------------------------------------------------------
 
+absl::Status CoordinatorState::DeleteCheckpoint(absl::string_view job_id, absl::string_view tag) {
+  DT_RETURN_IF_ERROR(ValidateJobId(job_id));
+  WriteBatch batch;
+  batch.Delete(Table::kCheckpoints, state_keys::CheckpointKey(job_id, tag));
+  return db_->Write(batch, Durability::kSync);
+}
+
 absl::Status CoordinatorState::DeleteJobData(absl::string_view job_id) {
   DT_RETURN_IF_ERROR(ValidateJobId(job_id));
   const std::string begin = JobPrefix(job_id);

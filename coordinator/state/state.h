@@ -160,6 +160,10 @@ class CoordinatorState {
 
   // --- Retention --------------------------------------------------------------------------------
 
+  // Removes one checkpoint record (synced); a missing one is not an error. The files are the
+  // trainer's (its retention removed them already).
+  absl::Status DeleteCheckpoint(absl::string_view job_id, absl::string_view tag);
+
   // Removes the job's events, checkpoint records, metrics and logs in one synced batch; the job
   // record itself stays (PutJob events then restart at sequence 1). Checkpoint files on disk are
   // the caller's.
