@@ -129,6 +129,20 @@ AgentMetrics::AgentMetrics(const Clock* clock)
                             .Name("dstrain_train_comm_bytes_total")
                             .Help("Bytes the rank-0 trainer sent in collectives and transfers.")
                             .Register(r);
+  comm_wait_family_ =
+      &BuildCounter()
+           .Name("dstrain_train_comm_wait_seconds_total")
+           .Help("Seconds the rank-0 trainer was blocked on collectives (not hidden by compute).")
+           .Register(r);
+  checkpoint_seconds_family_ =
+      &BuildHistogram()
+           .Name("dstrain_checkpoint_save_duration_seconds")
+           .Help("Wall time of checkpoint saves (every rank's shard through the commit).")
+           .Register(r);
+  checkpoint_bytes_family_ = &BuildCounter()
+                                  .Name("dstrain_checkpoint_bytes_total")
+                                  .Help("Bytes of committed checkpoints, every rank's shard.")
+                                  .Register(r);
   last_heartbeat_ = clock_->Now();
   collectable_ = std::make_shared<Collector>(this);
 }
@@ -192,6 +206,11 @@ AgentMetrics::SlotCounters& AgentMetrics::CountersLocked(int slot) {
     c.skipped = &skipped_family_->Add(labels);
     c.steps = &steps_family_->Add(labels);
     c.comm_bytes = &comm_bytes_family_->Add(labels);
+    c.comm_wait = &comm_wait_family_->Add(labels);
+    c.checkpoint_seconds = &checkpoint_seconds_family_->Add(
+        labels,
+        prometheus::Histogram::BucketBoundaries{0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300});
+    c.checkpoint_bytes = &checkpoint_bytes_family_->Add(labels);
   }
   return c;
 }
@@ -203,6 +222,11 @@ void AgentMetrics::ObserveStep(int slot, const v1::StepMetrics& step, int64_t sk
   if (skipped_increment > 0) c.skipped->Increment(static_cast<double>(skipped_increment));
   c.steps->Increment();
   if (step.comm_bytes() > 0) c.comm_bytes->Increment(static_cast<double>(step.comm_bytes()));
+  if (step.comm_wait_seconds() > 0) c.comm_wait->Increment(step.comm_wait_seconds());
+  if (step.has_checkpoint_seconds()) c.checkpoint_seconds->Observe(step.checkpoint_seconds());
+  if (step.checkpoint_bytes() > 0) {
+    c.checkpoint_bytes->Increment(static_cast<double>(step.checkpoint_bytes()));
+  }
 
   SlotGauges& g = gauges_[slot];
   if (g.loss == nullptr) {

@@ -22,6 +22,9 @@
 //   dstrain_train_steps_total                          counter  metrics lines relayed
 //   dstrain_train_memory_bytes{category}               gauge
 //   dstrain_train_comm_bytes_total                     counter
+//   dstrain_train_comm_wait_seconds_total              counter
+//   dstrain_checkpoint_save_duration_seconds           histogram
+//   dstrain_checkpoint_bytes_total                     counter
 // The gauges of a slot are removed when its rank-0 trainer ends (no stale loss after a job);
 // counters and the histogram keep their totals.
 //
@@ -101,6 +104,9 @@ class AgentMetrics {
     prometheus::Counter* skipped = nullptr;
     prometheus::Counter* steps = nullptr;
     prometheus::Counter* comm_bytes = nullptr;
+    prometheus::Counter* comm_wait = nullptr;
+    prometheus::Histogram* checkpoint_seconds = nullptr;
+    prometheus::Counter* checkpoint_bytes = nullptr;
   };
 
   void RefreshHeartbeatAge() const;
@@ -132,6 +138,9 @@ class AgentMetrics {
   prometheus::Family<prometheus::Counter>* skipped_family_;
   prometheus::Family<prometheus::Counter>* steps_family_;
   prometheus::Family<prometheus::Counter>* comm_bytes_family_;
+  prometheus::Family<prometheus::Counter>* comm_wait_family_;
+  prometheus::Family<prometheus::Histogram>* checkpoint_seconds_family_;
+  prometheus::Family<prometheus::Counter>* checkpoint_bytes_family_;
 
   mutable absl::Mutex mu_;
   absl::Time last_heartbeat_ ABSL_GUARDED_BY(mu_);

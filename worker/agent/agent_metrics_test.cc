@@ -105,6 +105,9 @@ TEST(AgentMetrics, TrainingMetricsBySlot) {
   metrics.ObserveStep(1, Step(1, 2.5), 0);
   v1::StepMetrics second = Step(2, 2.25);
   second.set_step_seconds(3);
+  second.set_comm_wait_seconds(0.5);
+  second.set_checkpoint_seconds(2);
+  second.set_checkpoint_bytes(1 << 20);
   metrics.ObserveStep(1, second, 1);
   const std::string text = metrics.Serialize();
   EXPECT_THAT(text, HasSubstr("dstrain_train_loss{slot=\"1\"} 2.25\n"));
@@ -114,6 +117,11 @@ TEST(AgentMetrics, TrainingMetricsBySlot) {
   EXPECT_THAT(text, HasSubstr("dstrain_train_skipped_steps_total{slot=\"1\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("dstrain_train_steps_total{slot=\"1\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("dstrain_train_comm_bytes_total{slot=\"1\"} 2000\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_comm_wait_seconds_total{slot=\"1\"} 0.5\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_checkpoint_save_duration_seconds_count{slot=\"1\"} 1\n"));
+  EXPECT_THAT(
+      text, HasSubstr("dstrain_checkpoint_save_duration_seconds_bucket{slot=\"1\",le=\"3\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_checkpoint_bytes_total{slot=\"1\"} 1048576\n"));
   EXPECT_THAT(text, HasSubstr("dstrain_train_memory_bytes{category=\"params\",slot=\"1\"} 4096\n"));
   EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_count{slot=\"1\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_bucket{slot=\"1\",le=\"0.25\"} 1\n"));

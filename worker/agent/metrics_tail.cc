@@ -111,6 +111,11 @@ absl::StatusOr<ParsedStep> StepMetricsParser::Parse(absl::string_view line, absl
   if (number("step_ms", &v)) m.set_step_seconds(v / 1000.0);
   if (number("val_loss", &v)) m.set_val_loss(v);
   if (const auto it = j.find("comm_bytes"); it != j.end()) m.set_comm_bytes(AsInt(*it, 0));
+  if (number("comm_s", &v)) m.set_comm_wait_seconds(v);
+  if (number("checkpoint_s", &v)) m.set_checkpoint_seconds(v);
+  if (const auto it = j.find("checkpoint_bytes"); it != j.end()) {
+    m.set_checkpoint_bytes(AsInt(*it, 0));
+  }
   if (const auto it = j.find("mem_bytes"); it != j.end() && it->is_object()) {
     for (const auto& [category, bytes] : it->items()) {
       if (static_cast<size_t>(m.memory_bytes_size()) >= kMaxMemoryCategories) break;

@@ -95,7 +95,8 @@ TEST(StepMetricsParser, MapsTheTrainerKeys) {
   auto p = parser.Parse(
       R"({"step":7,"loss":2.5,"lr":0.001,"grad_norm":1.25,"tokens_per_s":1000,"step_ms":250,)"
       R"("loss_scale":1,"skipped":false,"mem_bytes":{"params":100,"grads":50},)"
-      R"("mem_peak_bytes":{"params":1},"mem_peak_total_bytes":5,"comm_bytes":4096})",
+      R"("mem_peak_bytes":{"params":1},"mem_peak_total_bytes":5,"comm_bytes":4096,)"
+      R"("comm_s":0.125,"checkpoint_s":1.5,"checkpoint_bytes":123456789012})",
       read_time);
   ASSERT_THAT(p, IsOk());
   const v1::StepMetrics& m = p->metrics;
@@ -112,6 +113,9 @@ TEST(StepMetricsParser, MapsTheTrainerKeys) {
   EXPECT_EQ(m.memory_bytes().at("grads"), 50);
   EXPECT_EQ(m.memory_bytes_size(), 2);
   EXPECT_EQ(m.comm_bytes(), 4096);
+  EXPECT_EQ(m.comm_wait_seconds(), 0.125);
+  EXPECT_EQ(m.checkpoint_seconds(), 1.5);
+  EXPECT_EQ(m.checkpoint_bytes(), 123456789012);
   EXPECT_EQ(m.attempt(), 3);
   EXPECT_EQ(m.time().seconds(), 1'700'000'000);
   EXPECT_EQ(p->skipped_increment, 0);

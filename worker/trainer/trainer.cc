@@ -269,6 +269,7 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
 
   // Phase 2: the training loop, one optimizer step per iteration.
   int64_t comm_bytes_before = engine->zero().traffic().total();
+  double comm_wait_before = engine->zero().traffic().wait_seconds;
   for (int64_t step = first_step; step <= spec.job.train_steps; ++step) {
     const auto t0 = Clock::now();
     allocator.ResetPeaks();
@@ -293,6 +294,8 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     const MemoryStats mem = allocator.Stats();
     const int64_t comm_bytes = engine->zero().traffic().total() - comm_bytes_before;
     comm_bytes_before = engine->zero().traffic().total();
+    const double comm_wait = engine->zero().traffic().wait_seconds - comm_wait_before;
+    comm_wait_before = engine->zero().traffic().wait_seconds;
 
     JsonLine line;
     line.Add("step", stats->step)
@@ -306,7 +309,8 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
         .AddRaw("mem_bytes", mem.CurrentJson())
         .AddRaw("mem_peak_bytes", mem.PeakJson())
         .Add("mem_peak_total_bytes", mem.total_peak)
-        .Add("comm_bytes", comm_bytes);
+        .Add("comm_bytes", comm_bytes)
+        .Add("comm_s", comm_wait);
 
     const bool last = step == spec.job.train_steps;
     double val_loss = -1;
@@ -320,6 +324,32 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
         result.final_val_loss = val_loss;
       }
     }
+    // The checkpoint of this step is saved before its metrics line is written, so the line can
+    // carry the save's duration and size.
+    std::string saved;
+    if (spec.job.checkpoint_every > 0 &&
+        (step % spec.job.checkpoint_every == 0 || step == spec.job.train_steps)) {
+      const auto save_start = Clock::now();
+      const data::LoaderState at = train_loader.State();
+      const nlohmann::json position = {{"epoch", at.epoch}, {"index", at.index}};
+      const std::string tag = absl::StrFormat("step_%08d", step);
+      DT_RETURN_IF_ERROR(engine::SaveCheckpoint(*engine, dp.get(), ckpt, tag, position.dump()));
+      line.Add("checkpoint_s", Seconds(save_start, Clock::now()));
+      saved = absl::StrCat(ckpt.root, "/", tag);
+      if (leader) {
+        DT_ASSIGN_OR_RETURN(auto reader, CheckpointReader::Open(ckpt.env, ckpt.root, tag));
+        int64_t bytes = 0;
+        for (const ShardRecord& shard : reader->manifest().shards) bytes += shard.bytes;
+        line.Add("checkpoint_bytes", bytes);
+        if (catalog != nullptr) {
+          // The checkpoint is durable and loadable already; a catalog that cannot be reached
+          // only costs `dstrain checkpoints` its listing, so training goes on.
+          absl::Status recorded = catalog->Record(reader->dir(), reader->manifest());
+          if (!recorded.ok()) absl::FPrintF(log, "warning: %s\n", recorded.message());
+        }
+      }
+    }
+
     DT_RETURN_IF_ERROR(metrics.Write(line));
     if (step % print_every == 0 || step == 1 || last || val_loss >= 0) {
       absl::FPrintF(log,
@@ -335,26 +365,9 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
                     val_loss >= 0 ? absl::StrFormat(" | val loss %.4f", val_loss) : "");
       std::fflush(log);
     }
+    if (!saved.empty()) absl::FPrintF(log, "checkpoint %s\n", saved);
     result.steps = step;
     result.final_train_loss = stats->loss;
-
-    if (spec.job.checkpoint_every > 0 &&
-        (step % spec.job.checkpoint_every == 0 || step == spec.job.train_steps)) {
-      const data::LoaderState at = train_loader.State();
-      const nlohmann::json position = {{"epoch", at.epoch}, {"index", at.index}};
-      const std::string tag = absl::StrFormat("step_%08d", step);
-      DT_RETURN_IF_ERROR(engine::SaveCheckpoint(*engine, dp.get(), ckpt, tag, position.dump()));
-      absl::FPrintF(log, "checkpoint %s/%s\n", ckpt.root, tag);
-      if (catalog != nullptr) {
-        // The checkpoint is durable and loadable already; a catalog that cannot be reached only
-        // costs `dstrain checkpoints` its listing, so training goes on.
-        absl::Status recorded = [&]() -> absl::Status {
-          DT_ASSIGN_OR_RETURN(auto reader, CheckpointReader::Open(ckpt.env, ckpt.root, tag));
-          return catalog->Record(reader->dir(), reader->manifest());
-        }();
-        if (!recorded.ok()) absl::FPrintF(log, "warning: %s\n", recorded.message());
-      }
-    }
 
     if (spec.job.sample_every > 0 && step % spec.job.sample_every == 0 && !last &&
         spec.job.sample_tokens > 0) {

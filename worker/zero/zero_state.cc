@@ -6,6 +6,8 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/status/status_macros.h"
 #include "kernels/cast/cast.h"
 #include "kernels/residual/residual.h"
@@ -190,7 +192,10 @@ ZeroState::~ZeroState() {
 
 absl::Status ZeroState::Wait(std::unique_ptr<Work>& work) {
   if (!work) return absl::OkStatus();
+  // Time blocked here is communication the computation did not hide.
+  const absl::Time start = absl::Now();
   absl::Status status = work->Wait();
+  traffic_.wait_seconds += absl::ToDoubleSeconds(absl::Now() - start);
   work.reset();
   return status;
 }
@@ -216,7 +221,7 @@ absl::Status ZeroState::SetParams(float* flat) {
   if (distributed()) {
     const int64_t n = layout_.total();
     DT_ASSIGN_OR_RETURN(auto work, dp_->Broadcast(F32(flat, n), /*root=*/0, comm_));
-    DT_RETURN_IF_ERROR(work->Wait());
+    DT_RETURN_IF_ERROR(Wait(work));
     traffic_.broadcast += n * 4 * (dp_->size() - 1) / dp_->size();
   }
   if (!mixed()) {
@@ -264,7 +269,7 @@ absl::Status ZeroState::GetParams(float* flat) {
     if (distributed() && config_.stage > 0) {
       DT_ASSIGN_OR_RETURN(
           auto work, dp_->AllGather(F32(mine, unit.chunk), F32(whole.data<float>(), n), comm_));
-      DT_RETURN_IF_ERROR(work->Wait());
+      DT_RETURN_IF_ERROR(Wait(work));
       traffic_.all_gather += int64_t{4} * unit.chunk * (world() - 1);
     } else {
       std::memcpy(whole.data<float>(), mine, n * sizeof(float));
@@ -523,7 +528,7 @@ absl::Status ZeroState::ReduceGradients() {
   if (config_.stage == 0) {
     DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(CommBuffer{buffer, total, t}, reduce_op_, comm_));
     traffic_.all_reduce += static_cast<int64_t>(es) * total * 2 * (n - 1) / n;
-    DT_RETURN_IF_ERROR(work->Wait());
+    DT_RETURN_IF_ERROR(Wait(work));
     PostScale(buffer, total);
     if (t != storage_) Convert(grads_.raw(), storage_, buffer, t, total);
     return absl::OkStatus();
@@ -565,7 +570,7 @@ absl::StatusOr<double> ZeroState::GradSquaredNorm() {
   // inf and NaN survive the sum, so every rank sees any rank's overflow.
   float sum = static_cast<float>(local);
   DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(F32(&sum, 1), ReduceOp::kSum, comm_));
-  DT_RETURN_IF_ERROR(work->Wait());
+  DT_RETURN_IF_ERROR(Wait(work));
   traffic_.all_reduce += int64_t{4} * 2 * (dp_->size() - 1) / dp_->size();
   return static_cast<double>(sum);
 }

@@ -59,6 +59,9 @@ struct ShardHeader;  // zero_state.cc
 // buffer) (N-1)/N·n, broadcast n·(N-1)/N.
 struct TrafficStats {
   int64_t all_reduce = 0, reduce_scatter = 0, all_gather = 0, broadcast = 0;
+  // Seconds this rank spent blocked waiting for its collectives to finish (the communication
+  // time not overlapped with computation).
+  double wait_seconds = 0;
   int64_t total() const { return all_reduce + reduce_scatter + all_gather + broadcast; }
 };
 
