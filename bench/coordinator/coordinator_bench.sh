@@ -20,25 +20,27 @@ bin=$(bazel info "${DSTRAIN_BAZEL_CONFIG[@]}" bazel-bin 2>/dev/null)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 
-start_coordinator() {  # data-dir log
+start_coordinator() {  # data-dir log; sets addr and coord_pid
   "$bin/coordinator/server/dstrain-coordinator" --listen 127.0.0.1:0 --data-dir "$1" \
     --metrics-listen 127.0.0.1:0 > "$2" 2>&1 &
-  pids+=("$!")
+  coord_pid=$!
+  pids+=("$coord_pid")
+  addr=""
   for _ in $(seq 100); do
     addr=$(grep -o "listening on 127.0.0.1:[0-9]*" "$2" | awk '{print $3}') && [[ -n $addr ]] && break
     sleep 0.1
   done
-  echo "$addr"
+  [[ -n $addr ]] || { echo "coordinator did not start:"; cat "$2"; exit 1; } >&2
 }
 
 echo "== (a) load: 1000 workers at 1 Hz + 50 submits/s for ${seconds}s" >&2
-addr=$(start_coordinator "$dir/load" "$dir/load.log")
+start_coordinator "$dir/load" "$dir/load.log"
 "$bin/bench/coordinator/load_gen" --coordinator "$addr" --workers 1000 --hz 1 --submit-rate 50 \
   --seconds "$seconds" > "$dir/load.json"
-kill "${pids[-1]}"
+kill "$coord_pid"
 
 echo "== (b) submit to all ranks running, 2-rank job, ${rounds} rounds" >&2
-addr=$(start_coordinator "$dir/run" "$dir/run.log")
+start_coordinator "$dir/run" "$dir/run.log"
 export DSTRAIN_COORDINATOR=$addr
 for w in a b; do
   "$bin/worker/agent/dstrain-worker" --coordinator "$addr" --slots 1 --work-dir "$dir/work_$w" \
