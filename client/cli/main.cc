@@ -24,6 +24,7 @@
 #include "absl/strings/str_format.h"
 #include "client/cli/args.h"
 #include "client/cli/service_commands.h"
+#include "common/runtime/exit_codes.h"
 #include "common/runtime/process_init.h"
 #include "common/status/status_macros.h"
 #include "worker/config/config.h"
@@ -203,9 +204,12 @@ int Train(const std::vector<std::string>& args) {
   auto attempt = parsed->GetInt("attempt", 0);
   if (!attempt.ok()) return Fail(attempt.status(), 2);
   options.attempt = *attempt;
-  auto timeout_s = parsed->GetDouble("comm-timeout", 300);
+  // --comm-timeout overrides the job's job.comm_timeout.
+  auto timeout_s = parsed->GetDouble("comm-timeout", spec->job.comm_timeout_s);
   if (!timeout_s.ok()) return Fail(timeout_s.status(), 2);
   options.comm_timeout = absl::Seconds(*timeout_s);
+  // Under a worker agent, SIGUSR1 asks for a drain (checkpoint at the next step and leave).
+  options.drain_on_sigusr1 = !options.job_id.empty();
   options.metrics_out = parsed->Get("metrics-out");
   options.save_model = parsed->Get("save-model");
   options.save_initial_model = parsed->Get("save-initial-model");
@@ -214,14 +218,20 @@ int Train(const std::vector<std::string>& args) {
   options.threads = *threads;
   auto result = trainer::Train(*spec, options);
   if (!result.ok()) {
-    // Bad input (an invalid job, a missing data file) is a usage error; anything else means the
-    // training itself failed.
+    // Bad input (an invalid job, a missing data file) is a usage error; a lost peer, a collective
+    // past its timeout or an unreachable rendezvous is retryable (the job may restart on healthy
+    // workers); anything else means the training itself failed. See common/runtime/exit_codes.h.
     const absl::StatusCode code = result.status().code();
-    return Fail(
-        result.status(),
-        code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ? 2 : 1);
+    int exit_code = kExitFailed;
+    if (code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound) {
+      exit_code = kExitUsage;
+    } else if (code == absl::StatusCode::kUnavailable ||
+               code == absl::StatusCode::kDeadlineExceeded || code == absl::StatusCode::kAborted) {
+      exit_code = kExitPeerLost;
+    }
+    return Fail(result.status(), exit_code);
   }
-  return 0;
+  return result->drained ? kExitDrained : kExitOk;
 }
 
 int Launch(const std::vector<std::string>& args) {

@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/runtime/exit_codes.h"
 #include "common/status/status_macros.h"
 #include "coordinator/registry/proto_time.h"
 
@@ -16,16 +18,26 @@ constexpr int kMaxPageSize = 1000;
 // Most log lines one GetJobLogs message carries.
 constexpr int kLogBatch = 500;
 
-bool IsLive(v1::JobState s) {
-  return s == v1::JOB_STATE_SCHEDULED || s == v1::JOB_STATE_RUNNING ||
-         s == v1::JOB_STATE_RESTARTING;
+// An attempt placed on workers: its ranks' reports count.
+bool IsActive(v1::JobState s) { return s == v1::JOB_STATE_SCHEDULED || s == v1::JOB_STATE_RUNNING; }
+
+// Kubeflow's ExitCode policy: 1-127 are the program's own verdict (a bug, bad input: running it
+// again gives the same), 128-255 are signals and infrastructure (and the trainer's own
+// "lost a peer" and "drained" codes), worth another attempt.
+bool Retryable(const v1::ReportStatusRequest& r) {
+  if (r.state() == v1::RANK_STATE_KILLED || r.signal() != 0) return true;
+  return r.exit_code() >= 128 && r.exit_code() <= 255;
 }
 
+// "rank 1 on worker w2 exited with status 200: <its last output line, usually the error>", then
+// the agent's whole message (the last lines of output) for context.
 std::string RankFailure(const v1::ReportStatusRequest& r) {
   std::string how = r.signal() != 0 ? absl::StrCat("killed by signal ", r.signal())
                                     : absl::StrCat("exited with status ", r.exit_code());
   std::string out = absl::StrCat("rank ", r.rank(), " on worker ", r.worker_id(), " ", how);
-  if (!r.message().empty()) absl::StrAppend(&out, ": ", r.message());
+  std::vector<absl::string_view> lines = absl::StrSplit(r.message(), '\n', absl::SkipWhitespace());
+  if (lines.size() > 1) absl::StrAppend(&out, ": ", lines.back());
+  if (!r.message().empty()) absl::StrAppend(&out, "\n", r.message());
   return out;
 }
 
@@ -91,10 +103,10 @@ absl::Status Coordinator::Recover() {
     entry.keep_last = KeepLastOf(job.spec_json());
     entry.job = std::move(job);
     const v1::JobState s = entry.job.state();
-    if (s == v1::JOB_STATE_PENDING) {
+    if (s == v1::JOB_STATE_PENDING || s == v1::JOB_STATE_RESTARTING) {
       DT_RETURN_IF_ERROR(scheduler_.Enqueue(entry.job.job_id(), entry.job.priority(),
                                             entry.job.world_size(), entry.job.submit_sequence()));
-    } else if (IsLive(s)) {
+    } else if (IsActive(s)) {
       // Trainers keep running while the coordinator is down; their next reports (and the
       // workers' heartbeats) bring the rank states back.
       entry.ranks.assign(entry.job.world_size(), s == v1::JOB_STATE_RUNNING
@@ -214,8 +226,8 @@ absl::StatusOr<v1::CancelJobResponse> Coordinator::CancelJob(const v1::CancelJob
     return absl::FailedPreconditionError(
         absl::StrCat("job ", request.job_id(), " already ended ", JobStateName(s)));
   }
-  if (s == v1::JOB_STATE_PENDING) {
-    scheduler_.Remove(entry.job.job_id());
+  if (s == v1::JOB_STATE_PENDING || s == v1::JOB_STATE_RESTARTING) {
+    scheduler_.Remove(entry.job.job_id());  // queued, no ranks placed
     DT_RETURN_IF_ERROR(TransitionLocked(entry, v1::JOB_STATE_CANCELLED, "Cancelled", message));
   } else if (s != v1::JOB_STATE_CANCELLED) {
     DT_RETURN_IF_ERROR(EndJobLocked(entry, v1::JOB_STATE_CANCELLED, "Cancelled", message));
@@ -332,6 +344,7 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
   DT_RETURN_IF_ERROR(ValidateRegisterRequest(request));
   absl::MutexLock lock(&mu_);
   DT_ASSIGN_OR_RETURN(RegisterResult result, registry_.Register(request));
+  draining_.erase(request.worker_id());
   DT_RETURN_IF_ERROR(state_->PutWorker(result.worker));
   if (!result.lost_ranks.empty()) {
     DT_RETURN_IF_ERROR(FailRanksLocked(
@@ -359,6 +372,11 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
       return absl::NotFoundError(result.status().message());
     }
     return result.status();
+  }
+  if (request.draining()) {
+    draining_.insert(request.worker_id());
+  } else {
+    draining_.erase(request.worker_id());
   }
   for (const v1::RankStatus& stray : result->strays) {
     v1::Assignment stop;
@@ -432,13 +450,15 @@ absl::Status Coordinator::ReportStatus(const v1::ReportStatusRequest& request) {
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(request.job_id());
-    if (it == jobs_.end() || it->second.job.attempt() != request.attempt() ||
-        IsTerminal(it->second.job.state()) || request.rank() < 0 ||
+    if (it == jobs_.end() || request.attempt() < 1 ||
+        request.attempt() > it->second.job.attempt() || request.rank() < 0 ||
         request.rank() >= it->second.job.world_size()) {
-      return absl::OkStatus();  // about an attempt that is over: nothing to do
+      return absl::OkStatus();  // about no attempt of a job we know: nothing to do
     }
   }
-  // Output and metrics first (outside the lock: the state layer orders its own writes).
+  // Output and metrics first (outside the lock: the state layer orders its own writes). They
+  // are kept even when their attempt has ended meanwhile: the last lines of a failed or drained
+  // attempt are the ones people need, and metrics are stored by (attempt, step).
   if (request.log_lines_size() > 0) {
     std::vector<v1::LogLine> lines(request.log_lines().begin(), request.log_lines().end());
     for (v1::LogLine& l : lines) l.set_rank(request.rank());
@@ -452,11 +472,12 @@ absl::Status Coordinator::ReportStatus(const v1::ReportStatusRequest& request) {
   }
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(request.job_id());
-  if (it == jobs_.end() || it->second.job.attempt() != request.attempt() ||
-      IsTerminal(it->second.job.state())) {
-    return absl::OkStatus();
-  }
+  if (it == jobs_.end()) return absl::OkStatus();
   JobEntry& entry = it->second;
+  if (request.log_lines_size() > 0 || has_metrics) BumpLocked(entry);
+  if (entry.job.attempt() != request.attempt() || !IsActive(entry.job.state())) {
+    return absl::OkStatus();  // the attempt is over: its state changes nothing now
+  }
   if (has_metrics) latest_[request.job_id()] = metrics;
   BumpLocked(entry);
   if (entry.ranks.size() != static_cast<size_t>(entry.job.world_size())) {
@@ -490,10 +511,13 @@ absl::Status Coordinator::ReportStatus(const v1::ReportStatusRequest& request) {
     case v1::RANK_STATE_KILLED:
       // A rank stopped without being asked to: the gang cannot go on.
       rank_state = request.state();
-      DT_RETURN_IF_ERROR(
-          EndJobLocked(entry, v1::JOB_STATE_FAILED,
-                       request.state() == v1::RANK_STATE_FAILED ? "TrainerFailed" : "TrainerKilled",
-                       RankFailure(request)));
+      DT_RETURN_IF_ERROR(FailAttemptLocked(entry,
+                                           request.state() == v1::RANK_STATE_KILLED
+                                               ? "TrainerKilled"
+                                           : request.exit_code() == kExitDrained ? "WorkerDrained"
+                                                                                 : "TrainerFailed",
+                                           RankFailure(request), Retryable(request),
+                                           /*peer_lost=*/request.exit_code() == kExitPeerLost));
       DT_RETURN_IF_ERROR(ScheduleLocked());
       break;
     default:
@@ -506,14 +530,30 @@ absl::Status Coordinator::ReportStatus(const v1::ReportStatusRequest& request) {
 v1::ListWorkersResponse Coordinator::ListWorkers() {
   absl::MutexLock lock(&mu_);
   v1::ListWorkersResponse response;
-  for (v1::Worker& w : registry_.List()) *response.add_workers() = std::move(w);
+  for (v1::Worker& w : registry_.List()) {
+    w.set_draining(draining_.count(w.worker_id()) > 0);
+    *response.add_workers() = std::move(w);
+  }
   return response;
 }
 
 absl::Status Coordinator::ExpireLeases() {
   absl::MutexLock lock(&mu_);
+  // Restarting jobs whose delay passed go back into the queue at their old place.
+  const absl::Time now = clock_->Now();
+  bool queued = false;
+  while (!delayed_.empty() && delayed_.begin()->first <= now) {
+    const std::string id = delayed_.begin()->second;
+    delayed_.erase(delayed_.begin());
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || it->second.job.state() != v1::JOB_STATE_RESTARTING) continue;
+    const v1::Job& job = it->second.job;
+    DT_RETURN_IF_ERROR(
+        scheduler_.Enqueue(job.job_id(), job.priority(), job.world_size(), job.submit_sequence()));
+    queued = true;
+  }
   std::vector<LostWorker> lost = registry_.ExpireLeases();
-  if (lost.empty()) return absl::OkStatus();
+  if (lost.empty()) return queued ? ScheduleLocked() : absl::OkStatus();
   std::vector<std::string> ids;
   for (const LostWorker& w : lost) {
     ids.push_back(w.worker.worker_id());
@@ -649,8 +689,8 @@ absl::Status Coordinator::TransitionLocked(JobEntry& entry, v1::JobState to,
   job.set_state_message(message);
   if (to == v1::JOB_STATE_RUNNING && !job.has_start_time())
     *job.mutable_start_time() = event.time();
-  if (IsTerminal(to)) {
-    *job.mutable_end_time() = event.time();
+  if (IsTerminal(to) || to == v1::JOB_STATE_RESTARTING) {
+    if (IsTerminal(to)) *job.mutable_end_time() = event.time();
     job.clear_assignments();
     entry.ranks.clear();
   }
@@ -694,16 +734,49 @@ absl::Status Coordinator::FailRanksLocked(const std::vector<v1::RankStatus>& ran
     auto it = jobs_.find(rank.job_id());
     if (it == jobs_.end()) continue;
     JobEntry& entry = it->second;
-    if (entry.job.attempt() != rank.attempt() || !IsLive(entry.job.state())) continue;
-    DT_RETURN_IF_ERROR(EndJobLocked(entry, v1::JOB_STATE_FAILED, reason,
-                                    absl::StrCat(message, " (rank ", rank.rank(), ")")));
+    if (entry.job.attempt() != rank.attempt() || !IsActive(entry.job.state())) continue;
+    // A worker that died or came back empty is the infrastructure's fault: always retryable.
+    DT_RETURN_IF_ERROR(FailAttemptLocked(entry, reason,
+                                         absl::StrCat(message, " (rank ", rank.rank(), ")"),
+                                         /*retryable=*/true));
   }
   return absl::OkStatus();
 }
 
+absl::Status Coordinator::FailAttemptLocked(JobEntry& entry, const std::string& reason,
+                                            const std::string& message, bool retryable,
+                                            bool peer_lost) {
+  v1::Job& job = entry.job;
+  if (retryable && job.restarts() < job.max_restarts()) {
+    // Every rank of the attempt stops; the job waits in the queue at its old place for a gang
+    // of healthy workers, and its trainers resume from the latest committed checkpoint.
+    job.set_restarts(job.restarts() + 1);
+    DT_RETURN_IF_ERROR(EndJobLocked(
+        entry, v1::JOB_STATE_RESTARTING, reason,
+        absl::StrCat(message, "; restart ", job.restarts(), " of ", job.max_restarts())));
+    const absl::Duration delay = options_.restart_delay.value_or(registry_.options().lease);
+    if (peer_lost && delay > absl::ZeroDuration()) {
+      delayed_.emplace(clock_->Now() + delay, job.job_id());
+      return absl::OkStatus();
+    }
+    return scheduler_.Enqueue(job.job_id(), job.priority(), job.world_size(),
+                              job.submit_sequence());
+  }
+  std::string why = message;
+  if (!retryable) {
+    absl::StrAppend(&why, " (exit codes 1-127 are permanent: not restarted)");
+  } else {
+    absl::StrAppend(&why, " (no restarts left: job.max_restarts is ", job.max_restarts(), ")");
+  }
+  return EndJobLocked(entry, v1::JOB_STATE_FAILED,
+                      retryable && job.max_restarts() > 0 ? "RestartsExhausted" : reason, why);
+}
+
 absl::Status Coordinator::ScheduleLocked() {
   if (scheduler_.empty()) return absl::OkStatus();
-  std::vector<Placement> placements = scheduler_.Schedule(registry_.FreeSlots());
+  std::map<std::string, std::vector<int>> free = registry_.FreeSlots();
+  for (const std::string& id : draining_) free.erase(id);
+  std::vector<Placement> placements = scheduler_.Schedule(free);
   for (Placement& placement : placements) {
     JobEntry& entry = jobs_[placement.job_id];
     v1::Job& job = entry.job;

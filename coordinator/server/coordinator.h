@@ -8,8 +8,13 @@
 //
 // Job life (Kubeflow-style conditions, each transition an event with a reason):
 //   PENDING ─(gang placed)→ SCHEDULED ─(every rank running)→ RUNNING ─(every rank exited 0)→
-//   SUCCEEDED; any rank failing, a worker lost or restarted under it → FAILED; CancelJob →
-//   CANCELLED (its ranks are stopped and its slots freed at once).
+//   SUCCEEDED; CancelJob → CANCELLED (its ranks are stopped and its slots freed at once).
+// A failed attempt — a rank exiting non-zero or killed, a worker lost (lease lapsed) or
+// restarted under it — stops every rank of the attempt; when the failure is retryable (a signal,
+// an exit code 128-255, a lost worker; Kubeflow's ExitCode policy) and job.max_restarts allows,
+// the job goes RESTARTING and back into the queue at its old place, is gang-scheduled again on
+// healthy workers (never on draining ones) as the next attempt, and its trainers resume from the
+// latest committed checkpoint; otherwise it is FAILED with the reason.
 // Reports about an attempt that is no longer current are acknowledged and ignored.
 //
 // Thread-safe: one mutex over the job table, registry, scheduler and the worker outboxes;
@@ -22,6 +27,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,6 +52,10 @@ struct CoordinatorOptions {
   RegistryOptions registry;
   SchedulerOptions scheduler;
   SubmissionLimits limits;
+  // After a trainer's "lost a peer" exit (which usually arrives before a dead worker's lease
+  // lapses) a restarting job waits this long before it may be placed again, so the dead worker
+  // is declared lost first and the new attempt lands on healthy workers. Default: the lease.
+  std::optional<absl::Duration> restart_delay;
   // How long streaming calls sleep between checks of their client and of shutdown.
   absl::Duration stream_poll = absl::Milliseconds(200);
 };
@@ -99,8 +110,8 @@ class Coordinator {
   absl::StatusOr<v1::ListCheckpointsResponse> ListCheckpoints(
       const v1::ListCheckpointsRequest& request);
 
-  // Declares workers whose lease lapsed LOST and fails their jobs; call periodically (the server
-  // does, every heartbeat interval / 2).
+  // Declares workers whose lease lapsed LOST and fails their jobs, and queues restarting jobs
+  // whose delay passed; call periodically (the server does, every heartbeat interval / 2).
   absl::Status ExpireLeases();
 
   // Wakes every streaming call; they return kUnavailable. Idempotent.
@@ -134,7 +145,14 @@ class Coordinator {
                             const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Places what fits and starts it.
   absl::Status ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Fails the jobs of ranks that died with a worker (lost or re-registered).
+  // The attempt failed: RESTARTING (and queued again) when `retryable` and restarts are left,
+  // else FAILED. Either way its ranks are stopped and its slots freed. `peer_lost`: a trainer
+  // lost a peer it cannot name, whose worker may be dead but not yet declared lost: the job
+  // waits restart_delay before it is placed again.
+  absl::Status FailAttemptLocked(JobEntry& entry, const std::string& reason,
+                                 const std::string& message, bool retryable, bool peer_lost = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fails the attempts of ranks that died with a worker (lost or re-registered).
   absl::Status FailRanksLocked(const std::vector<v1::RankStatus>& ranks, const std::string& reason,
                                const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PushLocked(const std::string& worker_id, v1::Assignment assignment)
@@ -156,6 +174,10 @@ class Coordinator {
   WorkerRegistry registry_ ABSL_GUARDED_BY(mu_);
   Scheduler scheduler_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Outbox> outboxes_ ABSL_GUARDED_BY(mu_);
+  // Restarting jobs not yet back in the queue, with when they may be: (due, job_id).
+  std::set<std::pair<absl::Time, std::string>> delayed_ ABSL_GUARDED_BY(mu_);
+  // Workers whose agent is shutting down (HeartbeatRequest.draining): given no new ranks.
+  std::set<std::string> draining_ ABSL_GUARDED_BY(mu_);
   uint64_t next_submit_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
 };

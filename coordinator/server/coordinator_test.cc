@@ -106,6 +106,7 @@ class CoordinatorTest : public ::testing::Test {
     options.registry.heartbeat_interval = absl::Seconds(2);
     options.limits.data_root = "/data";
     options.stream_poll = absl::Milliseconds(20);
+    options.restart_delay = restart_delay_;
     auto c = Coordinator::Create(state_.get(), &clock_, options);
     ASSERT_THAT(c, IsOk());
     c_ = *std::move(c);
@@ -131,6 +132,7 @@ class CoordinatorTest : public ::testing::Test {
     ASSERT_THAT(c_->ReportStatus(r), IsOk());
   }
 
+  absl::Duration restart_delay_ = absl::ZeroDuration();
   MemKvDb db_;
   FakeClock clock_;
   std::unique_ptr<CoordinatorState> state_;
@@ -447,6 +449,158 @@ TEST_F(CoordinatorTest, TheCatalogKeepsWhatTheTrainersRetentionKeeps) {
   std::vector<std::string> tags;
   for (const v1::Checkpoint& c : listed->checkpoints()) tags.push_back(c.tag());
   EXPECT_EQ(tags, (std::vector<std::string>{"step_2", "step_4"}));
+}
+
+}  // namespace
+}  // namespace dstrain::coordinator
+
+namespace dstrain::coordinator {
+namespace {
+
+v1::SubmitJobRequest SubmitWithRestarts(const std::string& id, int world, int max_restarts) {
+  v1::SubmitJobRequest r = Submit(id, world);
+  r.set_spec_json(Spec(world, absl::StrCat(R"(, "max_restarts": )", max_restarts)));
+  return r;
+}
+
+TEST_F(CoordinatorTest, RetryableFailuresRestartOnHealthyWorkersUntilRestartsRunOut) {
+  for (const char* w : {"w1", "w2", "w3"}) {
+    ASSERT_THAT(c_->RegisterWorker(Worker(w, 1)).status(), IsOk());
+  }
+  ASSERT_THAT(c_->SubmitJob(SubmitWithRestarts("flaky", 2, 2)), IsOk());
+  v1::Job job = Get("flaky");
+  ASSERT_EQ(job.attempt(), 1);
+  const std::string first_worker = job.assignments(0).worker_id();
+  // A trainer killed by a signal (128 + 9): retryable. The job is placed again at once (a third
+  // worker is free) as attempt 2.
+  v1::ReportStatusRequest killed;
+  killed.set_worker_id(first_worker);
+  killed.set_job_id("flaky");
+  killed.set_attempt(1);
+  killed.set_rank(0);
+  killed.set_state(v1::RANK_STATE_FAILED);
+  killed.set_signal(9);
+  ASSERT_THAT(c_->ReportStatus(killed), IsOk());
+  job = Get("flaky");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SCHEDULED);
+  EXPECT_EQ(job.attempt(), 2);
+  EXPECT_EQ(job.restarts(), 1);
+  // The other rank of attempt 1, stopped meanwhile, reports KILLED: that attempt is over.
+  Report("w2", "flaky", 1, 1, v1::RANK_STATE_KILLED);
+  EXPECT_EQ(Get("flaky").attempt(), 2);
+  // A lost worker is retryable too.
+  const std::string lost = Get("flaky").assignments(1).worker_id();
+  for (const char* w : {"w1", "w2", "w3"}) {
+    if (w == lost) continue;
+    v1::HeartbeatRequest hb;
+    hb.set_worker_id(w);
+    clock_.Advance(absl::Seconds(6));
+    ASSERT_THAT(c_->Heartbeat(hb).status(), IsOk());
+  }
+  clock_.Advance(absl::Seconds(5));
+  for (const char* w : {"w1", "w2", "w3"}) {
+    if (w == lost) continue;
+    v1::HeartbeatRequest hb;
+    hb.set_worker_id(w);
+    ASSERT_THAT(c_->Heartbeat(hb).status(), IsOk());
+  }
+  ASSERT_THAT(c_->ExpireLeases(), IsOk());
+  job = Get("flaky");
+  EXPECT_EQ(job.restarts(), 2);
+  EXPECT_EQ(job.attempt(), 3) << "placed again on the two healthy workers";
+  for (const v1::RankAssignment& r : job.assignments()) EXPECT_NE(r.worker_id(), lost);
+  // No restarts left: the next retryable failure ends it.
+  v1::ReportStatusRequest again = killed;
+  again.set_worker_id(job.assignments(0).worker_id());
+  again.set_attempt(3);
+  ASSERT_THAT(c_->ReportStatus(again), IsOk());
+  job = Get("flaky");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.state_reason(), "RestartsExhausted");
+  EXPECT_THAT(job.state_message(), HasSubstr("max_restarts is 2"));
+  std::vector<std::string> reasons;
+  v1::GetJobRequest get;
+  get.set_job_id("flaky");
+  auto full = c_->GetJob(get);
+  ASSERT_THAT(full, IsOk());
+  for (const v1::JobEvent& e : full->events()) reasons.push_back(e.reason());
+  EXPECT_EQ(reasons, (std::vector<std::string>{"Submitted", "GangScheduled", "TrainerFailed",
+                                               "GangScheduled", "WorkerLost", "GangScheduled",
+                                               "RestartsExhausted"}));
+}
+
+TEST_F(CoordinatorTest, ExitCodesBelow128ArePermanent) {
+  ASSERT_THAT(c_->RegisterWorker(Worker("w1", 1)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(SubmitWithRestarts("buggy", 1, 5)), IsOk());
+  Report("w1", "buggy", 1, 0, v1::RANK_STATE_FAILED, 3);
+  const v1::Job job = Get("buggy");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.state_reason(), "TrainerFailed");
+  EXPECT_EQ(job.restarts(), 0);
+  EXPECT_THAT(job.state_message(), HasSubstr("permanent"));
+  // Output that arrives after the attempt ended is kept (the last lines explain the failure);
+  // its state changes nothing.
+  v1::ReportStatusRequest late;
+  late.set_worker_id("w1");
+  late.set_job_id("buggy");
+  late.set_attempt(1);
+  late.set_rank(0);
+  late.set_state(v1::RANK_STATE_RUNNING);
+  late.add_log_lines()->set_text("Traceback: the last words");
+  ASSERT_THAT(c_->ReportStatus(late), IsOk());
+  EXPECT_EQ(Get("buggy").state(), v1::JOB_STATE_FAILED);
+  auto logs = state_->ListLogs("buggy", 0, std::nullopt, 0, 0);
+  ASSERT_THAT(logs, IsOk());
+  ASSERT_EQ(logs->size(), 1u);
+  EXPECT_EQ((*logs)[0].text(), "Traceback: the last words");
+}
+
+TEST_F(CoordinatorTest, ADrainingWorkerGetsNoNewRanksAndARestartingJobWaitsForOthers) {
+  ASSERT_THAT(c_->RegisterWorker(Worker("w1", 1)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(SubmitWithRestarts("moved", 1, 3)), IsOk());
+  v1::HeartbeatRequest drain;
+  drain.set_worker_id("w1");
+  drain.set_draining(true);
+  ASSERT_THAT(c_->Heartbeat(drain).status(), IsOk());
+  // The trainer checkpointed and left (kExitDrained = 201, retryable).
+  Report("w1", "moved", 1, 0, v1::RANK_STATE_FAILED, 201);
+  v1::Job job = Get("moved");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_RESTARTING);
+  EXPECT_EQ(job.state_reason(), "WorkerDrained");
+  EXPECT_TRUE(c_->ListWorkers().workers(0).draining());
+  // Cancel works on a restarting (queued) job too, after it is placed elsewhere it would run:
+  ASSERT_THAT(c_->RegisterWorker(Worker("w2", 1)).status(), IsOk());
+  job = Get("moved");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SCHEDULED);
+  EXPECT_EQ(job.assignments(0).worker_id(), "w2");
+  EXPECT_EQ(job.attempt(), 2);
+}
+
+TEST_F(CoordinatorTest, ARestartWaitsUntilADeadWorkerIsDeclaredLost) {
+  restart_delay_ = absl::Seconds(10);  // the fixture's lease
+  Restart();
+  for (const char* w : {"w1", "w2", "w3"}) {
+    ASSERT_THAT(c_->RegisterWorker(Worker(w, 1)).status(), IsOk());
+  }
+  ASSERT_THAT(c_->SubmitJob(SubmitWithRestarts("peer", 2, 1)), IsOk());
+  ASSERT_EQ(Get("peer").assignments(1).worker_id(), "w2");
+  // w2 dies; rank 0 on w1 notices first and exits "lost a peer" (200).
+  Report("w1", "peer", 1, 0, v1::RANK_STATE_FAILED, 200);
+  EXPECT_EQ(Get("peer").state(), v1::JOB_STATE_RESTARTING);
+  for (int i = 0; i < 10; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    for (const char* w : {"w1", "w3"}) {
+      v1::HeartbeatRequest hb;
+      hb.set_worker_id(w);
+      ASSERT_THAT(c_->Heartbeat(hb).status(), IsOk());
+    }
+    ASSERT_THAT(c_->ExpireLeases(), IsOk());
+    if (i < 9) EXPECT_EQ(Get("peer").state(), v1::JOB_STATE_RESTARTING) << "placed too early";
+  }
+  const v1::Job job = Get("peer");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SCHEDULED);
+  EXPECT_EQ(job.attempt(), 2);
+  for (const v1::RankAssignment& r : job.assignments()) EXPECT_NE(r.worker_id(), "w2");
 }
 
 }  // namespace

@@ -70,8 +70,10 @@ int Main(int argc, char** argv) {
   }
   const std::string listen = args->Get("listen", "127.0.0.1:50051");
   const std::string metrics_listen = args->Get("metrics-listen", "127.0.0.1:0");
-  auto lease = args->GetDouble("lease-seconds", 10);
-  auto heartbeat = args->GetDouble("heartbeat-seconds", 2);
+  // A worker that misses about three heartbeats is declared lost: its job restarts within
+  // ~4.5 s of the failure (the lease plus half a heartbeat for the sweep).
+  auto lease = args->GetDouble("lease-seconds", 4);
+  auto heartbeat = args->GetDouble("heartbeat-seconds", 1);
   if (!lease.ok() || !heartbeat.ok())
     return Fail("--lease-seconds/--heartbeat-seconds: numbers", 2);
 

@@ -232,6 +232,38 @@ void Agent::Shutdown() {
   wake_fd_ = -1;
 }
 
+void Agent::Drain(absl::Duration timeout) {
+  draining_ = true;
+  Log(absl::StrCat("draining: trainers checkpoint at their next step and leave (at most ",
+                   absl::FormatDuration(timeout), ")"));
+  // Tell the coordinator now, before the trainers leave, so it restarts their jobs elsewhere
+  // instead of back here (the regular heartbeats say so too, but up to an interval later).
+  {
+    v1::HeartbeatRequest beat;
+    beat.set_worker_id(options_.worker_id);
+    beat.set_draining(true);
+    for (v1::RankStatus& rank : Ranks()) *beat.add_ranks() = std::move(rank);
+    v1::HeartbeatResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(Deadline(options_.rpc_timeout));
+    const grpc::Status s = stub_->Heartbeat(&context, beat, &response);
+    if (!s.ok()) Log(absl::StrCat("drain: could not tell the coordinator: ", s.error_message()));
+  }
+  Command drain;
+  drain.kind = Command::Kind::kDrain;
+  Post(std::move(drain));
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    bool live = false;
+    for (const v1::RankStatus& r : Ranks()) {
+      live |= r.state() == v1::RANK_STATE_STARTING || r.state() == v1::RANK_STATE_RUNNING;
+    }
+    if (!live) return;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  Log("drain: trainers still running at the deadline; stopping them");
+}
+
 std::vector<v1::RankStatus> Agent::Ranks() const {
   absl::MutexLock lock(&mu_);
   std::vector<v1::RankStatus> out;
@@ -349,6 +381,7 @@ void Agent::SessionLoop() {
       if (SleepUnlessStopping(interval)) return;
       v1::HeartbeatRequest beat;
       beat.set_worker_id(options_.worker_id);
+      beat.set_draining(draining_.load());
       for (v1::RankStatus& rank : Ranks()) *beat.add_ranks() = std::move(rank);
       v1::HeartbeatResponse beat_response;
       grpc::ClientContext beat_context;
@@ -532,6 +565,12 @@ void Agent::HandleCommand(Command& command, std::vector<absl::Notification*>* st
       *shutting_down = true;
       for (auto& [key, t] : trainers_) RequestStop(*t, "the worker agent is shutting down");
       CancelDeferred(nullptr, "the worker agent is shutting down");
+      return;
+    case Command::Kind::kDrain:
+      for (auto& [key, t] : trainers_) {
+        if (!t->stop_requested) t->process->SignalGroup(SIGUSR1);
+      }
+      CancelDeferred(nullptr, "the worker is draining");
       return;
     case Command::Kind::kStopAll:
       for (auto& [key, t] : trainers_) RequestStop(*t, command.reason);

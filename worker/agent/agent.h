@@ -53,6 +53,7 @@
 // Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -144,6 +145,12 @@ class Agent {
   // Stops following the coordinator, stops every trainer (SIGTERM, SIGKILL after stop_grace),
   // sends the queued reports for up to shutdown_flush_timeout, and joins the threads. Idempotent.
   void Shutdown();
+  // Graceful drain (SIGTERM: the machine is going away): tells the coordinator this worker is
+  // draining (it places nothing new here), asks every trainer to checkpoint at its next step
+  // boundary and leave (SIGUSR1; it exits with kExitDrained and its job restarts elsewhere
+  // without losing steps), and waits up to `timeout` for them to go. Shutdown() afterwards stops
+  // whatever is left.
+  void Drain(absl::Duration timeout);
 
   // The ranks the next heartbeat reports: running ones, and finished ones whose final report is
   // not delivered yet. Ordered by (job_id, attempt, rank).
@@ -154,7 +161,7 @@ class Agent {
   using RankKey = std::tuple<std::string, int32_t, int32_t>;  // job_id, attempt, rank
   struct Trainer;
   struct Command {
-    enum class Kind { kAssignment, kStopAll, kShutdown };
+    enum class Kind { kAssignment, kStopAll, kShutdown, kDrain };
     Kind kind = Kind::kAssignment;
     v1::Assignment assignment;
     uint64_t session = 0;                // kAssignment: the session it arrived in
@@ -231,6 +238,7 @@ class Agent {
 
   // Session state, heartbeat table.
   mutable absl::Mutex mu_;
+  std::atomic<bool> draining_{false};
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool registered_ ABSL_GUARDED_BY(mu_) = false;

@@ -100,9 +100,10 @@ std::string AdvertisedAddress(absl::string_view listen, int port, absl::string_v
 
 absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& args,
                                              const ConfigEnvironment& env) {
-  auto parsed = cli::ParseArgs(
-      args,
-      {"coordinator", "slots", "work-dir", "metrics-listen", "listen", "worker-id", "trainer"}, {});
+  auto parsed = cli::ParseArgs(args,
+                               {"coordinator", "slots", "work-dir", "metrics-listen", "listen",
+                                "worker-id", "trainer", "drain-seconds"},
+                               {});
   if (!parsed.ok()) return parsed.status();
   if (!parsed->positional.empty()) {
     return absl::InvalidArgumentError(
@@ -134,6 +135,11 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& arg
     return absl::InvalidArgumentError(
         absl::StrCat("--worker-id: '", config.worker_id, "' must match [a-z][a-z0-9-]{0,62}"));
   }
+  auto drain = parsed->GetDouble("drain-seconds", 60);
+  if (!drain.ok() || *drain < 0) {
+    return absl::InvalidArgumentError("--drain-seconds: expected a number >= 0");
+  }
+  config.drain_timeout = absl::Seconds(*drain);
   config.trainer = parsed->Get("trainer");
   if (config.trainer.empty()) {
     config.trainer = FindTrainer(env.self_exe, env.path);

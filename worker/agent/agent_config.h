@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace dstrain::agent {
 
@@ -27,6 +28,8 @@ struct AgentConfig {
   std::string listen = "127.0.0.1:0";
   std::string worker_id;
   std::string trainer;
+  // SIGTERM drains: how long trainers get to checkpoint and leave (--drain-seconds).
+  absl::Duration drain_timeout = absl::Seconds(60);
 };
 
 // Where the defaults come from, so tests need not depend on this machine.

@@ -66,7 +66,7 @@ v1::Assignment StartAssignment(const std::string& job, int slot, const std::stri
   return a;
 }
 
-TEST(DstrainWorker, ServesAndRunsRanksAndStopsOnSigterm) {
+TEST(DstrainWorker, ServesAndRunsRanksAndDrainsOnSigterm) {
   FakeCoordinator coordinator;
   ASSERT_THAT(coordinator.Start(), IsOk());
   const std::string work = std::string(getenv("TEST_TMPDIR")) + "/daemon-work";
@@ -126,12 +126,19 @@ TEST(DstrainWorker, ServesAndRunsRanksAndStopsOnSigterm) {
   EXPECT_EQ(final_of("job-one"), v1::RANK_STATE_SUCCEEDED);
   ASSERT_TRUE(Eventually([&] { return running("job-two"); }, kWait));
 
+  // SIGTERM drains: the trainer is asked to checkpoint and leave (SIGUSR1), exits 201, and the
+  // agent reports that and exits 0.
   ASSERT_EQ(kill(p.pid(), SIGTERM), 0);
   std::optional<ExitInfo> exit;
   ASSERT_TRUE(ReadUntil(p, &lines, [&] { return (exit = p.PollExit()).has_value(); }));
   EXPECT_EQ(exit->exit_code, 0) << ::testing::PrintToString(lines);
   EXPECT_EQ(exit->signal, 0);
-  EXPECT_EQ(final_of("job-two"), v1::RANK_STATE_KILLED);
+  EXPECT_EQ(final_of("job-two"), v1::RANK_STATE_FAILED);
+  bool drained = false;
+  for (const auto& r : coordinator.reports()) {
+    drained |= r.job_id() == "job-two" && r.exit_code() == 201;
+  }
+  EXPECT_TRUE(drained) << "the trainer did not leave through the drain";
 }
 
 TEST(DstrainWorker, ABadCommandLineExits2) {

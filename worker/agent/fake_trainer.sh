@@ -5,7 +5,8 @@
 # DIR/../spawns.txt, then acts on {"mode": M, "code": C} in job.json:
 #   ok         print output (stdout and stderr), write two metrics lines when --metrics-out is
 #              given, exit C
-#   sleep      print "ready", then wait to be stopped (SIGTERM ends it, exit 143)
+#   sleep      print "ready", then wait to be stopped (SIGTERM ends it, exit 143; SIGUSR1, a
+#              drain request, exit 201 as the real trainer after its checkpoint)
 #   stubborn   print "ready" and ignore SIGTERM (only SIGKILL ends it)
 #   waitfile   print "ready", wait until DIR/go exists, print a line, exit C
 #   chatty     print "ready", wait until DIR/go exists, print 1000 lines, exit C
@@ -40,6 +41,7 @@ case $mode in
     ;;
   sleep)
     trap 'echo "rank $rank got SIGTERM"; exit 143' TERM
+    trap 'echo "rank $rank drained"; exit 201' USR1
     echo "ready"
     while true; do sleep 0.05; done
     ;;

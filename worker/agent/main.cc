@@ -7,7 +7,9 @@
 // Prints the addresses it serves on, one per line, before anything else on stdout:
 //   dstrain-worker: metrics on http://HOST:PORT/metrics
 //   dstrain-worker: health on HOST:PORT
-// then runs until SIGTERM or SIGINT, which stop every trainer (reported KILLED) and exit 0.
+// then runs until SIGTERM or SIGINT. SIGTERM first drains (trainers checkpoint at their next
+// step and leave, at most --drain-seconds, default 60; their jobs restart elsewhere); then, as on
+// SIGINT, every trainer left is stopped (reported KILLED) and the agent exits 0.
 // Exit 2: bad command line; exit 1: a server port cannot be bound or the work directory made.
 #include <pthread.h>
 #include <signal.h>
@@ -28,7 +30,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR\n"
     "                      [--metrics-listen HOST:PORT] [--listen HOST:PORT]\n"
-    "                      [--worker-id ID] [--trainer PATH]\n";
+    "                      [--worker-id ID] [--trainer PATH] [--drain-seconds S]\n";
 
 // HOST of a HOST:PORT.
 std::string HostOf(const std::string& listen) {
@@ -93,6 +95,10 @@ int Main(int argc, char** argv) {
 
   int sig = 0;
   while (sigwait(&stop_signals, &sig) != 0) {
+  }
+  if (sig == SIGTERM) {
+    // An eviction: let the trainers checkpoint and move elsewhere before stopping anything.
+    worker.Drain(config->drain_timeout);
   }
   absl::FPrintF(stderr, "dstrain-worker: %s: stopping the trainers\n", strsignal(sig));
   (*health)->SetReady(false);

@@ -612,6 +612,7 @@ absl::Status ResolveJob(json* e, const std::string& base_dir, const std::string&
   out->checkpoint_every = j["checkpoint_every"].get<int64_t>();
   out->keep_last = j["keep_last"].get<int>();
   out->max_restarts = j["max_restarts"].get<int>();
+  out->comm_timeout_s = j["comm_timeout"].get<double>();
   out->resume = j["resume"].get<bool>();
   out->eval_every = j["eval_every"].get<int64_t>();
   out->eval_batches = j["eval_batches"].get<int>();

@@ -135,6 +135,9 @@ struct JobConfig {
   int64_t checkpoint_every = 0;
   int keep_last = 3;
   int max_restarts = 0;
+  // Seconds a collective or the rendezvous may wait for a peer before the trainer's watchdog
+  // aborts it (naming the operation, the group and the rank waited for) and the rank fails.
+  double comm_timeout_s = 300;
   bool resume = true;
   int64_t eval_every = 100;
   int eval_batches = 20;

@@ -383,6 +383,7 @@ std::shared_ptr<const Block> JobBlock() {
       Int("checkpoint_every", 0).Min(0).Gated(),
       Int("keep_last", 3).Min(1).Max(kIntMax),
       Int("max_restarts", 0).Min(0).Max(kIntMax),
+      Num("comm_timeout", 300).Min(0.1).Max(86400),
       Bool("resume", true),
       Int("eval_every", 100).Min(0),
       Int("eval_batches", 20).Min(1).Max(kIntMax),

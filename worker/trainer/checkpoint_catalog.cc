@@ -4,23 +4,90 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/grpc/grpc_status.h"
 #include "common/status/status_macros.h"
 #include "worker/env/env.h"
 
 namespace dstrain::trainer {
+namespace {
+
+bool Retryable(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable ||
+         s.code() == absl::StatusCode::kDeadlineExceeded;
+}
+
+}  // namespace
 
 CheckpointCatalog::CheckpointCatalog(const std::string& coordinator, std::string job_id,
-                                     absl::Duration rpc_timeout)
+                                     std::FILE* log, absl::Duration rpc_timeout)
     : coordinator_(coordinator),
       job_id_(std::move(job_id)),
+      log_(log),
       rpc_timeout_(rpc_timeout),
       stub_(v1::CheckpointService::NewStub(
-          grpc::CreateChannel(coordinator, grpc::InsecureChannelCredentials()))) {}
+          grpc::CreateChannel(coordinator, grpc::InsecureChannelCredentials()))),
+      thread_([this] { Loop(); }) {}
 
-absl::Status CheckpointCatalog::Record(const std::string& dir, const CheckpointManifest& manifest) {
+CheckpointCatalog::~CheckpointCatalog() {
+  Flush(absl::ZeroDuration());
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  thread_.join();
+}
+
+void CheckpointCatalog::Record(const std::string& dir, const CheckpointManifest& manifest) {
+  absl::MutexLock lock(&mu_);
+  queue_.push_back(Item{dir, manifest});
+}
+
+bool CheckpointCatalog::Flush(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return queue_.empty() && !busy_; };
+  return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+}
+
+void CheckpointCatalog::Loop() {
+  absl::Duration backoff = absl::Milliseconds(100);
+  while (true) {
+    Item item;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](CheckpointCatalog* c)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) { return c->stop_ || !c->queue_.empty(); },
+          this));
+      if (stop_) return;
+      item = queue_.front();
+      busy_ = true;
+    }
+    const absl::Status sent = Send(item);
+    if (Retryable(sent)) {
+      // The coordinator is restarting or unreachable: the same record again, a little later.
+      {
+        absl::MutexLock lock(&mu_);
+        busy_ = false;
+        if (mu_.AwaitWithTimeout(absl::Condition(&stop_), backoff)) return;
+      }
+      backoff = std::min(backoff * 2, absl::Seconds(2));
+      continue;
+    }
+    if (!sent.ok()) absl::FPrintF(log_, "warning: %s\n", sent.message());
+    backoff = absl::Milliseconds(100);
+    absl::MutexLock lock(&mu_);
+    queue_.pop_front();
+    busy_ = false;
+  }
+}
+
+absl::Status CheckpointCatalog::Send(const Item& item) {
+  const CheckpointManifest& manifest = item.manifest;
   for (size_t rank = 0; rank < manifest.shards.size(); ++rank) {
     const ShardRecord& shard = manifest.shards[rank];
     grpc::ClientContext context;
@@ -30,7 +97,7 @@ absl::Status CheckpointCatalog::Record(const std::string& dir, const CheckpointM
     request.set_tag(manifest.tag);
     request.set_step(manifest.step);
     request.set_rank(static_cast<int32_t>(rank));  // shards are listed in rank order
-    request.set_path(JoinPath(dir, shard.name));
+    request.set_path(JoinPath(item.dir, shard.name));
     request.set_bytes(static_cast<int64_t>(shard.bytes));
     request.set_crc32c(shard.crc32c);
     v1::RegisterShardResponse response;
@@ -44,7 +111,7 @@ absl::Status CheckpointCatalog::Record(const std::string& dir, const CheckpointM
   request.set_job_id(job_id_);
   request.set_tag(manifest.tag);
   request.set_step(manifest.step);
-  request.set_manifest_path(JoinPath(dir, std::string(kManifestName)));
+  request.set_manifest_path(JoinPath(item.dir, std::string(kManifestName)));
   v1::CommitCheckpointResponse response;
   return FromGrpcStatus(
       stub_->CommitCheckpoint(&context, request, &response),

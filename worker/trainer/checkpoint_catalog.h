@@ -2,12 +2,20 @@
 // checkpoint it committed, so `dstrain checkpoints JOB` and restarts know them without reading
 // the file system. Called only after the commit protocol finished: the catalog then records the
 // shards and marks the checkpoint COMMITTED (DESIGN.md §5: ... rename → fsync dir → catalog).
+//
+// Recording runs on a thread of its own, in order, and retries while the coordinator is away
+// (UNAVAILABLE, DEADLINE_EXCEEDED: a coordinator restart) so training never waits on it; Flush()
+// at the end of training waits, bounded, for the last records to land.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <string>
+#include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "proto/checkpoint.grpc.pb.h"
 #include "worker/checkpoint/commit.h"
@@ -16,19 +24,37 @@ namespace dstrain::trainer {
 
 class CheckpointCatalog {
  public:
-  // `coordinator` is HOST:PORT; each RPC gets `rpc_timeout`.
-  CheckpointCatalog(const std::string& coordinator, std::string job_id,
-                    absl::Duration rpc_timeout = absl::Seconds(30));
+  // `coordinator` is HOST:PORT; each RPC gets `rpc_timeout`. Problems are written to `log`.
+  CheckpointCatalog(const std::string& coordinator, std::string job_id, std::FILE* log,
+                    absl::Duration rpc_timeout = absl::Seconds(10));
+  ~CheckpointCatalog();  // Flush(0): records not sent by then are given up
 
-  // Registers every shard of the committed checkpoint in `dir` (described by `manifest`), then
-  // commits it in the catalog.
-  absl::Status Record(const std::string& dir, const CheckpointManifest& manifest);
+  // Queues the committed checkpoint in `dir` (described by `manifest`): every shard registered,
+  // then the checkpoint committed in the catalog.
+  void Record(const std::string& dir, const CheckpointManifest& manifest);
+  // Waits until every queued record landed or `timeout` passed; false on timeout.
+  bool Flush(absl::Duration timeout);
 
  private:
+  struct Item {
+    std::string dir;
+    CheckpointManifest manifest;
+  };
+  void Loop();
+  // One attempt at one record: OK, a retryable error, or a permanent one.
+  absl::Status Send(const Item& item);
+
   const std::string coordinator_;
   const std::string job_id_;
+  std::FILE* const log_;
   const absl::Duration rpc_timeout_;
   std::unique_ptr<v1::CheckpointService::Stub> stub_;
+
+  absl::Mutex mu_;
+  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;  // the front item is being sent
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
 };
 
 }  // namespace dstrain::trainer

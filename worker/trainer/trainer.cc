@@ -2,10 +2,12 @@
 
 #include <omp.h>
 #include <sched.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -92,6 +94,21 @@ std::string DescribeSample(const std::vector<int32_t>& ids) {
   return s;
 }
 
+// Set by SIGUSR1 (a drain request from the worker agent); read at step boundaries.
+volatile std::sig_atomic_t g_drain_requested = 0;
+
+void OnDrainSignal(int) { g_drain_requested = 1; }
+
+void InstallDrainHandler() {
+  struct sigaction action = {};
+  action.sa_handler = OnDrainSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &action, nullptr);
+}
+
+bool DrainRequested() { return g_drain_requested != 0; }
+
 // "grpc://HOST:PORT": the coordinator's StoreService; "HOST:PORT": a TCP store.
 absl::StatusOr<std::unique_ptr<Store>> ConnectStore(const std::string& address,
                                                     absl::Duration timeout) {
@@ -176,7 +193,7 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
   }
   std::unique_ptr<CheckpointCatalog> catalog;
   if (!options.catalog.empty() && leader) {
-    catalog = std::make_unique<CheckpointCatalog>(options.catalog, options.job_id);
+    catalog = std::make_unique<CheckpointCatalog>(options.catalog, options.job_id, log);
   }
   const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu);
   const int T = spec.data.seq_len;
@@ -267,6 +284,28 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     }
   }
 
+  // Saves checkpoint step_<step> on every rank together; rank 0 adds its duration and size to
+  // `line` (when given) and records it in the catalog. Returns its directory.
+  auto save_checkpoint = [&](int64_t step, JsonLine* line) -> absl::StatusOr<std::string> {
+    const auto save_start = Clock::now();
+    const data::LoaderState at = train_loader.State();
+    const nlohmann::json position = {{"epoch", at.epoch}, {"index", at.index}};
+    const std::string tag = absl::StrFormat("step_%08d", step);
+    DT_RETURN_IF_ERROR(engine::SaveCheckpoint(*engine, dp.get(), ckpt, tag, position.dump()));
+    if (line != nullptr) line->Add("checkpoint_s", Seconds(save_start, Clock::now()));
+    if (leader) {
+      DT_ASSIGN_OR_RETURN(auto reader, CheckpointReader::Open(ckpt.env, ckpt.root, tag));
+      int64_t bytes = 0;
+      for (const ShardRecord& shard : reader->manifest().shards) bytes += shard.bytes;
+      if (line != nullptr) line->Add("checkpoint_bytes", bytes);
+      // The checkpoint is durable and loadable already; the catalog learns of it in the
+      // background (retrying while the coordinator is away), so training goes on.
+      if (catalog != nullptr) catalog->Record(reader->dir(), reader->manifest());
+    }
+    return absl::StrCat(ckpt.root, "/", tag);
+  };
+  if (options.drain_on_sigusr1) InstallDrainHandler();
+
   // Phase 2: the training loop, one optimizer step per iteration.
   int64_t comm_bytes_before = engine->zero().traffic().total();
   double comm_wait_before = engine->zero().traffic().wait_seconds;
@@ -329,25 +368,7 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     std::string saved;
     if (spec.job.checkpoint_every > 0 &&
         (step % spec.job.checkpoint_every == 0 || step == spec.job.train_steps)) {
-      const auto save_start = Clock::now();
-      const data::LoaderState at = train_loader.State();
-      const nlohmann::json position = {{"epoch", at.epoch}, {"index", at.index}};
-      const std::string tag = absl::StrFormat("step_%08d", step);
-      DT_RETURN_IF_ERROR(engine::SaveCheckpoint(*engine, dp.get(), ckpt, tag, position.dump()));
-      line.Add("checkpoint_s", Seconds(save_start, Clock::now()));
-      saved = absl::StrCat(ckpt.root, "/", tag);
-      if (leader) {
-        DT_ASSIGN_OR_RETURN(auto reader, CheckpointReader::Open(ckpt.env, ckpt.root, tag));
-        int64_t bytes = 0;
-        for (const ShardRecord& shard : reader->manifest().shards) bytes += shard.bytes;
-        line.Add("checkpoint_bytes", bytes);
-        if (catalog != nullptr) {
-          // The checkpoint is durable and loadable already; a catalog that cannot be reached
-          // only costs `dstrain checkpoints` its listing, so training goes on.
-          absl::Status recorded = catalog->Record(reader->dir(), reader->manifest());
-          if (!recorded.ok()) absl::FPrintF(log, "warning: %s\n", recorded.message());
-        }
-      }
+      DT_ASSIGN_OR_RETURN(saved, save_checkpoint(step, &line));
     }
 
     DT_RETURN_IF_ERROR(metrics.Write(line));
@@ -379,6 +400,40 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
         absl::FPrintF(log, "--- sample at step %d ---\n%s\n---\n", step, DescribeSample(ids));
       }
     }
+
+    // A drain request (SIGUSR1 from the agent: this worker is going away) on any rank stops
+    // every rank here, at the same step, after a checkpoint: the job resumes elsewhere without
+    // losing a step.
+    if (options.drain_on_sigusr1 && !last) {
+      float drain = DrainRequested() ? 1.f : 0.f;
+      if (dp != nullptr) {
+        DT_ASSIGN_OR_RETURN(auto work,
+                            dp->AllReduce(CommBuffer{&drain, 1, DType::kF32}, ReduceOp::kMax,
+                                          CommOptions{options.comm_timeout}));
+        DT_RETURN_IF_ERROR(work->Wait());
+      }
+      if (drain != 0.f) {
+        if (!ckpt.root.empty() && saved.empty()) {
+          DT_ASSIGN_OR_RETURN(saved, save_checkpoint(step, nullptr));
+          absl::FPrintF(log, "checkpoint %s\n", saved);
+        }
+        absl::FPrintF(
+            log, "drain requested: leaving after step %d%s\n", step,
+            ckpt.root.empty() ? " (no checkpoint_dir: the next attempt starts over)" : "");
+        std::fflush(log);
+        result.drained = true;
+        break;
+      }
+    }
+  }
+
+  // The catalog's last records land before the process ends (a coordinator restart may be in
+  // the way: bounded).
+  if (catalog != nullptr && !catalog->Flush(absl::Seconds(60))) {
+    absl::FPrintF(log,
+                  "warning: the checkpoint catalog at %s was not reachable for 60 s; "
+                  "`dstrain checkpoints` may miss the last checkpoints (they are on disk)\n",
+                  options.catalog);
   }
 
   // Phase 3: results.

@@ -33,6 +33,10 @@ struct TrainOptions {
   std::string job_id;
   int attempt = 0;
   std::string catalog;
+  // Drain on SIGUSR1 (set under a worker agent): every rank learns at each step boundary whether
+  // any rank was asked; if so all save a checkpoint there (when the job has a checkpoint_dir)
+  // and return with TrainResult::drained.
+  bool drain_on_sigusr1 = false;
 };
 
 struct TrainResult {
@@ -40,6 +44,7 @@ struct TrainResult {
   double final_train_loss = 0.0;
   double final_val_loss = -1.0;  // -1 when there is no validation set
   double tokens_per_s = 0.0;     // median over the steps after the first
+  bool drained = false;          // stopped early on a drain request, after a checkpoint
 };
 
 absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOptions& options);

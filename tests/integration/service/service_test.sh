@@ -12,94 +12,9 @@
 #   5. a real Prometheus (Debian's) scrapes the coordinator and a worker; promtool finds nothing
 #      to complain about in either exposition.
 set -euo pipefail
-ws="$TEST_SRCDIR/$TEST_WORKSPACE"
-dstrain="$ws/client/cli/dstrain"
-coordinator="$ws/coordinator/server/dstrain-coordinator"
-worker="$ws/worker/agent/dstrain-worker"
-text="$ws/deploy/local/demo/tinyshakespeare.txt"
 out="$TEST_TMPDIR/service"
 rm -rf "$out" && mkdir -p "$out"
-py=/usr/bin/python3
-
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$out"/*.log; do echo "--- $f" >&2; tail -n 30 "$f" >&2; done
-  exit 1
-}
-
-# Waits up to $2 seconds for a line matching $3 in file $1 and prints the first match.
-await_line() {
-  for _ in $(seq $(($2 * 10))); do
-    if grep -m1 -o "$3" "$1" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  fail "no '$3' in $1 within $2 s"
-}
-
-coord_port=0
-coord_starts=0
-start_coordinator() {  # the first start picks a port, a restart takes the same one again
-  coord_starts=$((coord_starts + 1))
-  local log="$out/coordinator-$coord_starts.log"
-  "$coordinator" --listen "127.0.0.1:$coord_port" --data-dir "$out/coord" \
-    --metrics-listen 127.0.0.1:0 --lease-seconds 10 --heartbeat-seconds 1 > "$log" 2>&1 &
-  coord_pid=$!
-  pids+=("$coord_pid")
-  local addr
-  addr=$(await_line "$log" 10 "listening on 127.0.0.1:[0-9]*")
-  export DSTRAIN_COORDINATOR=${addr#listening on }
-  coord_port=${DSTRAIN_COORDINATOR##*:}
-  coord_metrics=$(await_line "$log" 10 "http://127.0.0.1:[0-9]*/metrics")
-}
-
-declare -A worker_metrics
-start_worker() {  # id slots
-  "$worker" --coordinator "$DSTRAIN_COORDINATOR" --slots "$2" --work-dir "$out/work_$1" \
-    --worker-id "$1" --trainer "$dstrain" --metrics-listen 127.0.0.1:0 \
-    > "$out/worker_$1.log" 2>&1 &
-  pids+=("$!")
-  worker_metrics[$1]=$(await_line "$out/worker_$1.log" 10 "http://127.0.0.1:[0-9]*/metrics")
-}
-
-# A small GPT on Tiny Shakespeare: world ranks, steps, optional checkpoints every 2 steps.
-make_job() {  # file world steps [checkpoint_dir]
-  $py - "$@" "$text" <<'PY'
-import json, sys
-path, world, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-ckpt = sys.argv[4] if len(sys.argv) > 5 else ""
-text = sys.argv[-1]
-job = {
-    "train_micro_batch_size_per_gpu": 2,
-    "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
-    "zero_optimization": {"stage": 2},
-    "model": {"type": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "vocab_size": 256,
-              "block_size": 32},
-    "data": {"train": text, "seq_len": 32},
-    "job": {"name": "svc", "world_size": world, "train_steps": steps, "eval_every": 0},
-}
-if ckpt:
-    job["job"].update(checkpoint_dir=ckpt, checkpoint_every=2, keep_last=5)
-json.dump(job, open(path, "w"))
-PY
-}
-
-job_field() {  # job python-expression-over-j
-  "$dstrain" status "$1" -o json | $py -c "import json,sys; j=json.load(sys.stdin); print($2)"
-}
-
-await_state() {  # job state seconds
-  for _ in $(seq $(($3 * 10))); do
-    [[ $(job_field "$1" "j['job']['state']") == "$2" ]] && return 0
-    sleep 0.1
-  done
-  fail "job $1 not $2 within $3 s (is $(job_field "$1" "j['job']['state']"))"
-}
+source "$TEST_SRCDIR/$TEST_WORKSPACE/tests/lib/service.sh"
 
 start_coordinator
 start_worker wa 1
