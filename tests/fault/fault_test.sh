@@ -42,6 +42,19 @@ main, _, frac = t.partition('.')
 d = datetime.datetime.strptime(main, '%Y-%m-%dT%H:%M:%S').replace(tzinfo=datetime.timezone.utc)
 print(d.timestamp() + (float('0.' + frac) if frac else 0))"
 }
+# "LAST RESUMED": the last step the first attempt finished (its rank 0's metrics file, in the
+# work directory of whichever worker ran it: exact even when that worker's agent died before
+# relaying it) and the step the second attempt resumed from (its rank 0's output).
+last_and_resumed() {  # job
+  "$dstrain" logs "$1" --rank 0 | $py -c "
+import glob, json, re, sys
+metrics = glob.glob('$out/work_*/jobs/$1/attempt-1/rank-0/metrics.jsonl')
+last = max(json.loads(l)['step'] for f in metrics for l in open(f) if l.strip())
+line = next(l for l in sys.stdin.read().splitlines() if 'resumed from' in l)
+resumed = int(re.search(r'at step (\d+)', line).group(1))
+# A step's metrics line follows its checkpoint: killed in between, the file ends one step short.
+print(max(last, resumed), resumed)"
+}
 export_weights() {  # ckpt-dir out
   "$dstrain" export "$1" --out "$2" > /dev/null || fail "export of $1"
 }
@@ -107,14 +120,7 @@ run_case() {  # kind [n]
     echo "| coordinator kill -9, twice (at step $reached and during a checkpoint) | — | — | 0 (trainers kept training) |" >> "$figures"
   else
     [[ $attempts == 2 ]] || fail "$name: expected one restart, got attempt $attempts"
-    # Rank 0 prints every step: the last step the failed attempt finished, then where the next
-    # one resumed.
-    read -r last resumed < <("$dstrain" logs "$job" --rank 0 | $py -c "
-import re, sys
-lines = sys.stdin.read().splitlines()
-i = next(k for k, l in enumerate(lines) if 'resumed from' in l)
-steps = [int(m.group(1)) for l in lines[:i] for m in [re.search(r'\] step +(\d+)/', l)] if m]
-print(steps[-1] if steps else 0, re.search(r'at step (\d+)', lines[i]).group(1))") ||
+    read -r last resumed < <(last_and_resumed "$job") ||
       fail "$name: the restarted attempt did not resume from a checkpoint"
     detect=$($py -c "print(f'{$(event_time "$job" "$(job_field "$job" "[e['reason'] for e in j['events'] if e['to_state'] == 'JOB_STATE_RESTARTING'][0]")") - $t0:.2f}')")
     resume=$($py -c "print(f'{$(event_time "$job" AllRanksRunning 2) - $t0:.2f}')")
@@ -131,6 +137,21 @@ for c in trainer-kill "worker-kill 1" "worker-kill 2" hang drain coordinator; do
   echo "== $c"
   run_case $c
 done
+
+echo "== lease: a lone rank's agent killed, only its lapsed lease tells"
+make_job "$out/solo.json" 1 "$steps" "$out/ckpt_solo" "$extra" "$model"
+"$dstrain" submit "$out/solo.json" --id f-solo > /dev/null
+await_state f-solo JOB_STATE_RUNNING 30
+await_step f-solo 6 60
+victim=$(worker_of f-solo 0)
+t0=$(now)
+kill -9 "${worker_pid[$victim]}"
+"$dstrain" watch f-solo > /dev/null || fail "solo: job did not succeed"
+detect=$($py -c "print(f'{$(event_time f-solo WorkerLost) - $t0:.2f}')")
+$py -c "import sys; sys.exit(0 if $detect < 5 else 1)" || fail "solo: detected after $detect s"
+read -r last resumed < <(last_and_resumed f-solo) || fail "solo: did not resume from a checkpoint"
+echo "| agent kill -9 under a 1-rank job: its lease lapses (4 s, heartbeat 1 s) | ${detect} s | $($py -c "print(f'{$(event_time f-solo AllRanksRunning 2) - $t0:.2f}')") s | $((last - resumed)) (last step $last, resumed at $resumed) |" >> "$figures"
+start_worker "$victim" 1 --drain-seconds 30
 
 echo "== hang: the status names the stuck collective"
 "$dstrain" status f-hang -o json | $py -c "
