@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc/proto_time.h"
 #include "common/status/status_macros.h"
-#include "coordinator/registry/proto_time.h"
 
 namespace dstrain::coordinator {
 namespace {

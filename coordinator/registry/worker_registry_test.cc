@@ -7,8 +7,8 @@
 
 #include "absl/time/time.h"
 #include "common/clock/clock.h"
+#include "common/grpc/proto_time.h"
 #include "common/status/status_matchers.h"
-#include "coordinator/registry/proto_time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/worker.pb.h"

@@ -6,9 +6,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/grpc/proto_time.h"
 #include "common/runtime/exit_codes.h"
 #include "common/status/status_macros.h"
-#include "coordinator/registry/proto_time.h"
 
 namespace dstrain::coordinator {
 namespace {

@@ -61,6 +61,28 @@ absl::Status ToStatus(const rocksdb::Status& s, absl::string_view what, absl::st
   return absl::Status(ToCode(s), absl::StrCat("rocksdb ", what, " in ", dir, ": ", s.ToString()));
 }
 
+// An iterator over the keys that start with `prefix`. The bounds keep it from stepping over
+// tombstones outside the range; they live here as long as the iterator that points at them.
+class PrefixIterator {
+ public:
+  PrefixIterator(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* handle, absl::string_view prefix)
+      : prefix_(prefix), end_(PrefixEnd(prefix)), lower_(prefix_), upper_(end_) {
+    rocksdb::ReadOptions options;
+    options.iterate_lower_bound = &lower_;
+    if (!end_.empty()) options.iterate_upper_bound = &upper_;
+    it_.reset(db->NewIterator(options, handle));
+  }
+  rocksdb::Iterator* get() { return it_.get(); }
+  // The first key past the range ("" when there is none).
+  const std::string& end() const { return end_; }
+
+ private:
+  const std::string prefix_;
+  const std::string end_;
+  const rocksdb::Slice lower_, upper_;
+  std::unique_ptr<rocksdb::Iterator> it_;
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RocksKvDb>> RocksKvDb::Open(const std::string& dir) {
@@ -149,14 +171,8 @@ absl::StatusOr<std::optional<std::string>> RocksKvDb::Get(Table table, absl::str
 
 absl::Status RocksKvDb::Scan(Table table, absl::string_view prefix, absl::string_view start,
                              const ScanFn& fn) {
-  // Bounds keep the iterator from stepping over tombstones outside the range.
-  const std::string end = PrefixEnd(prefix);
-  const rocksdb::Slice lower = ToSlice(prefix);
-  const rocksdb::Slice upper = ToSlice(end);
-  rocksdb::ReadOptions options;
-  options.iterate_lower_bound = &lower;
-  if (!end.empty()) options.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, Handle(table)));
+  PrefixIterator range(db_.get(), Handle(table), prefix);
+  rocksdb::Iterator* it = range.get();
   for (it->Seek(ToSlice(std::max(prefix, start))); it->Valid(); it->Next()) {
     if (!fn(ToView(it->key()), ToView(it->value()))) break;
   }
@@ -165,13 +181,9 @@ absl::Status RocksKvDb::Scan(Table table, absl::string_view prefix, absl::string
 
 absl::Status RocksKvDb::ReverseScan(Table table, absl::string_view prefix, absl::string_view start,
                                     const ScanFn& fn) {
-  const std::string end = PrefixEnd(prefix);
-  const rocksdb::Slice lower = ToSlice(prefix);
-  const rocksdb::Slice upper = ToSlice(end);
-  rocksdb::ReadOptions options;
-  options.iterate_lower_bound = &lower;
-  if (!end.empty()) options.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, Handle(table)));
+  PrefixIterator range(db_.get(), Handle(table), prefix);
+  rocksdb::Iterator* it = range.get();
+  const std::string& end = range.end();
   if (start.empty() || (!end.empty() && start >= end)) {
     it->SeekToLast();  // honours iterate_upper_bound: the last key below it
   } else if (start < prefix) {

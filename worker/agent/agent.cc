@@ -20,9 +20,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/grpc/grpc_status.h"
+#include "common/grpc/proto_time.h"
 #include "worker/agent/agent_config.h"
 #include "worker/agent/metrics_tail.h"
-#include "worker/agent/proto_time.h"
 #include "worker/agent/trainer_process.h"
 
 namespace dstrain::agent {

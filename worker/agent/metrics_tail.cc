@@ -11,8 +11,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc/proto_time.h"
 #include "nlohmann/json.hpp"
-#include "worker/agent/proto_time.h"
 
 namespace dstrain::agent {
 namespace {

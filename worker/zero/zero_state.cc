@@ -621,15 +621,7 @@ absl::Status ZeroState::FinishStep() {
   }
   if (config_.stage == 0 || !distributed()) return absl::OkStatus();
   // Stages 1, 2: every rank updated its chunks; all-gather them in place.
-  for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
-    const Unit& unit = partition_.units()[u];
-    DT_ASSIGN_OR_RETURN(
-        units_[u].gather,
-        dp_->AllGather(Buf(params_, ParamChunk(unit), unit.chunk),
-                       Buf(params_, unit.padded_offset, partition_.padded_numel(u)), comm_));
-    traffic_.all_gather += static_cast<int64_t>(elem()) * unit.chunk * (world() - 1);
-  }
-  for (UnitState& s : units_) DT_RETURN_IF_ERROR(Wait(s.gather));
+  DT_RETURN_IF_ERROR(GatherOwnedChunks());
   return absl::OkStatus();
 }
 
@@ -800,15 +792,21 @@ absl::Status ZeroState::LoadShard(ByteSource& shard) {
 absl::Status ZeroState::GatherAfterLoad() {
   // Stages 1-2 keep full parameters: every rank's chunks come back by all-gather, as after a step.
   if ((config_.stage == 1 || config_.stage == 2) && distributed()) {
-    for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
-      const Unit& unit = partition_.units()[u];
-      DT_ASSIGN_OR_RETURN(
-          units_[u].gather,
-          dp_->AllGather(Buf(params_, ParamChunk(unit), unit.chunk),
-                         Buf(params_, unit.padded_offset, partition_.padded_numel(u)), comm_));
-    }
-    for (UnitState& s : units_) DT_RETURN_IF_ERROR(Wait(s.gather));
+    DT_RETURN_IF_ERROR(GatherOwnedChunks());
   }
+  return absl::OkStatus();
+}
+
+absl::Status ZeroState::GatherOwnedChunks() {
+  for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
+    const Unit& unit = partition_.units()[u];
+    DT_ASSIGN_OR_RETURN(
+        units_[u].gather,
+        dp_->AllGather(Buf(params_, ParamChunk(unit), unit.chunk),
+                       Buf(params_, unit.padded_offset, partition_.padded_numel(u)), comm_));
+    traffic_.all_gather += static_cast<int64_t>(elem()) * unit.chunk * (world() - 1);
+  }
+  for (UnitState& s : units_) DT_RETURN_IF_ERROR(Wait(s.gather));
   return absl::OkStatus();
 }
 

@@ -202,6 +202,8 @@ class ZeroState final : public model::ParamAccess {
   int world() const { return partition_.world(); }
   bool distributed() const { return dp_ != nullptr && dp_->size() > 1; }
   absl::Status Wait(std::unique_ptr<Work>& work);
+  // Stages 1-2: every rank's parameter chunks to every rank (all-gather in place, waited for).
+  absl::Status GatherOwnedChunks();
 
   // Stage 2/3 gradient path.
   absl::Status LaunchReduce(int unit);

@@ -1,4 +1,5 @@
-// Conversions between absl::Time and google.protobuf.Timestamp for coordinator records.
+// Conversions between absl::Time and google.protobuf.Timestamp, for the records and reports the
+// daemons exchange.
 #pragma once
 
 #include <cstdint>
@@ -6,7 +7,7 @@
 #include "absl/time/time.h"
 #include "google/protobuf/timestamp.pb.h"
 
-namespace dstrain::coordinator {
+namespace dstrain {
 
 // Seconds floored toward the past, so nanos is always in [0, 1e9) as Timestamp requires.
 inline google::protobuf::Timestamp ToTimestamp(absl::Time t) {
@@ -21,4 +22,4 @@ inline absl::Time FromTimestamp(const google::protobuf::Timestamp& ts) {
   return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
 }
 
-}  // namespace dstrain::coordinator
+}  // namespace dstrain
