@@ -5,9 +5,12 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -94,20 +97,28 @@ std::string DescribeSample(const std::vector<int32_t>& ids) {
   return s;
 }
 
-// Set by SIGUSR1 (a drain request from the worker agent); read at step boundaries.
-volatile std::sig_atomic_t g_drain_requested = 0;
+// Set when SIGUSR1 (a drain request from the worker agent) arrived; read at step boundaries.
+std::atomic<bool> g_drain_requested{false};
 
-void OnDrainSignal(int) { g_drain_requested = 1; }
-
-void InstallDrainHandler() {
-  struct sigaction action = {};
-  action.sa_handler = OnDrainSignal;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;
-  sigaction(SIGUSR1, &action, nullptr);
+// SIGUSR1 is blocked in this thread, so in every thread started after it (Gloo's, gRPC's,
+// OpenMP's), and taken by one thread waiting for it: a handler could run on any thread and
+// interrupt a blocking call there (poll() and friends fail with EINTR even under SA_RESTART),
+// failing a collective. Call before any other thread starts.
+void StartDrainWatcher() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
+    std::thread([usr1] {
+      int sig = 0;
+      while (sigwait(&usr1, &sig) == 0) g_drain_requested = true;
+    }).detach();
+  });
 }
 
-bool DrainRequested() { return g_drain_requested != 0; }
+bool DrainRequested() { return g_drain_requested.load(); }
 
 // "grpc://HOST:PORT": the coordinator's StoreService; "HOST:PORT": a TCP store.
 absl::StatusOr<std::unique_ptr<Store>> ConnectStore(const std::string& address,
@@ -139,6 +150,7 @@ int ConfigureThreads(int threads) {
 }
 
 absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOptions& options) {
+  if (options.drain_on_sigusr1) StartDrainWatcher();  // before this process starts threads
   std::FILE* log = options.log;
   const int world = spec.job.world_size;
   const int rank = options.rank;
@@ -304,7 +316,6 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     }
     return absl::StrCat(ckpt.root, "/", tag);
   };
-  if (options.drain_on_sigusr1) InstallDrainHandler();
 
   // Phase 2: the training loop, one optimizer step per iteration.
   int64_t comm_bytes_before = engine->zero().traffic().total();
