@@ -249,22 +249,15 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(Env* en
   std::string name(tag);
   absl::StatusOr<CheckpointManifest> manifest;
   if (tag == kLatestTag) {
-    absl::StatusOr<std::string> pointer =
-        env->ReadFileToString(JoinPath(root, kLatestTag), kMaxLatestBytes);
-    if (pointer.ok()) {
-      name = std::string(absl::StripAsciiWhitespace(*pointer));
-      manifest = LoadCommitted(env, root, name);
+    // The committed tag with the highest step, whatever the `latest` file says: a crash between
+    // a commit (the rename) and the pointer's update leaves the pointer one checkpoint behind,
+    // and resuming from there would train the newer step again and then find its tag taken.
+    DT_ASSIGN_OR_RETURN(std::vector<CheckpointManifest> all, ListCommitted(env, root));
+    if (all.empty()) {
+      return absl::NotFoundError(absl::StrCat("no committed checkpoint under ", root));
     }
-    if (!pointer.ok() || !manifest.ok()) {
-      // No pointer yet (first save crashed before it) or a damaged one: the newest committed tag
-      // is the best remaining answer.
-      DT_ASSIGN_OR_RETURN(std::vector<CheckpointManifest> all, ListCommitted(env, root));
-      if (all.empty()) {
-        return absl::NotFoundError(absl::StrCat("no committed checkpoint under ", root));
-      }
-      manifest = std::move(all.back());
-      name = manifest->tag;
-    }
+    manifest = std::move(all.back());
+    name = manifest->tag;
   } else {
     manifest = LoadCommitted(env, root, name);
   }

@@ -110,10 +110,10 @@ class ShardReader final : public ByteSource {
 
 class CheckpointReader {
  public:
-  // Opens committed checkpoint `tag` under `root`. For "latest": the tag the `latest` file names
-  // when that one is committed, otherwise (no pointer yet, or a damaged one) the committed tag with
-  // the highest step; kNotFound when nothing is committed. A tag that is not committed gives
-  // kNotFound (missing) or kDataLoss (damaged), naming the file at fault.
+  // Opens committed checkpoint `tag` under `root`. For "latest": the committed tag with the
+  // highest step (the `latest` file is written for people and tools, but a crash right after a
+  // commit can leave it one behind); kNotFound when nothing is committed. A tag that is not
+  // committed gives kNotFound (missing) or kDataLoss (damaged), naming the file at fault.
   static absl::StatusOr<std::unique_ptr<CheckpointReader>> Open(Env* env, const std::string& root,
                                                                 absl::string_view tag);
 

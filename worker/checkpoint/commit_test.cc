@@ -155,7 +155,8 @@ void CrashAtEveryOperation(bool with_previous,
     }
     ASSERT_THAT(KeepLast(base, root, 5), IsOk());
     // After the crash a retry succeeds and becomes the latest, unless the crash came after the
-    // commit point (the tag exists; `latest` may still name step1, which is allowed).
+    // commit point (the tag exists, and loads as the latest even where the pointer still names
+    // step1).
     const absl::Status retried = Save(base, root, "step2", 2);
     if (!absl::IsAlreadyExists(retried)) {
       ASSERT_THAT(retried, IsOk()) << n;
@@ -281,8 +282,9 @@ TEST_F(CommitTest, KeepLastKeepsTheNewestAndTheLatest) {
   ASSERT_THAT(Save(base_, root_, "d", 40), IsOk());
   ASSERT_THAT(Save(base_, root_, "c", 50), IsOk());
   EXPECT_THAT(Tags(base_, root_), ElementsAre("b", "a", "d", "c"));
-  // Point `latest` at an old tag, as after a rollback, and leave debris of an interrupted save
-  // plus a directory that is not a checkpoint.
+  // Point `latest` at an old tag (as a crash between a commit and the pointer's update leaves it,
+  // or a person) and leave debris of an interrupted save plus a directory that is not a
+  // checkpoint. KeepLast keeps the tag the pointer names; loading "latest" takes the newest.
   ASSERT_THAT(base_->WriteStringToFile(JoinPath(root_, "latest"), "b", true), IsOk());
   ASSERT_THAT(base_->CreateDirs(JoinPath(root_, "e.tmp/x")), IsOk());
   ASSERT_THAT(base_->CreateDirs(JoinPath(root_, "notes")), IsOk());
@@ -291,7 +293,7 @@ TEST_F(CommitTest, KeepLastKeepsTheNewestAndTheLatest) {
   EXPECT_THAT(Tags(base_, root_), ElementsAre("b", "d", "c"));
   EXPECT_FALSE(base_->FileExists(JoinPath(root_, "e.tmp")));
   EXPECT_TRUE(base_->IsDirectory(JoinPath(root_, "notes")));
-  EXPECT_EQ(Loaded(base_, root_, "latest"), "b");
+  EXPECT_EQ(Loaded(base_, root_, "latest"), "c");
 
   ASSERT_THAT(KeepLast(base_, root_, 1), IsOk());
   EXPECT_THAT(Tags(base_, root_), ElementsAre("b", "c"));
