@@ -595,7 +595,9 @@ TEST_F(CoordinatorTest, ARestartWaitsUntilADeadWorkerIsDeclaredLost) {
       ASSERT_THAT(c_->Heartbeat(hb).status(), IsOk());
     }
     ASSERT_THAT(c_->ExpireLeases(), IsOk());
-    if (i < 9) EXPECT_EQ(Get("peer").state(), v1::JOB_STATE_RESTARTING) << "placed too early";
+    if (i < 9) {
+      EXPECT_EQ(Get("peer").state(), v1::JOB_STATE_RESTARTING) << "placed too early";
+    }
   }
   const v1::Job job = Get("peer");
   EXPECT_EQ(job.state(), v1::JOB_STATE_SCHEDULED);
