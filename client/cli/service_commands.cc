@@ -134,6 +134,19 @@ absl::StatusOr<CommandArgs> ParseCommandArgs(const std::vector<std::string>& arg
   return out;
 }
 
+// An integer flag of at least `min`: nullopt when it is absent; INVALID_ARGUMENT when it is not
+// an integer or below `min` (`note` says what the bound means).
+absl::StatusOr<std::optional<int>> BoundedIntFlag(const ParsedArgs& parsed, const std::string& name,
+                                                  int min, absl::string_view note = "") {
+  if (!parsed.Has(name)) return std::optional<int>();
+  absl::StatusOr<int> value = parsed.GetInt(name, min);
+  if (!value.ok()) return value.status();
+  if (*value < min) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be >= ", min, note));
+  }
+  return std::optional<int>(*value);
+}
+
 absl::StatusOr<bool> JsonOutput(const ParsedArgs& parsed) {
   const std::string format = parsed.Get("output", "table");
   if (format == "json") return true;
@@ -363,13 +376,8 @@ int Session::Submit(const std::vector<std::string>& args) {
     return *code;
   }
   const ParsedArgs& p = a.parsed;
-  std::optional<int> world;
-  if (p.Has("world")) {
-    auto w = p.GetInt("world", 1);
-    if (!w.ok()) return UsageError(w.status());
-    if (*w < 1) return Error("--world must be >= 1", 2);
-    world = *w;
-  }
+  auto world = BoundedIntFlag(p, "world", 1);
+  if (!world.ok()) return UsageError(world.status());
   auto priority = p.GetInt("priority", 0);
   if (!priority.ok()) return UsageError(priority.status());
   std::string id = p.Get("id");
@@ -381,7 +389,7 @@ int Session::Submit(const std::vector<std::string>& args) {
   }
 
   // Validated before anything is sent; a bad job is a usage error, as for `validate`.
-  auto spec = MakeSelfContainedSpec(p.positional[0], world);
+  auto spec = MakeSelfContainedSpec(p.positional[0], *world);
   if (!spec.ok()) {
     const absl::StatusCode code = spec.status().code();
     return Error(
@@ -427,9 +435,9 @@ int Session::List(const std::vector<std::string>& args) {
   const ParsedArgs& p = a.parsed;
   auto as_json = JsonOutput(p);
   if (!as_json.ok()) return UsageError(as_json.status());
-  auto limit = p.GetInt("limit", 0);
-  if (!limit.ok()) return UsageError(limit.status());
-  if (*limit < 0) return Error("--limit must be >= 0 (0: all jobs)", 2);
+  auto limit_flag = BoundedIntFlag(p, "limit", 0, " (0: all jobs)");
+  if (!limit_flag.ok()) return UsageError(limit_flag.status());
+  const int limit = limit_flag->value_or(0);
 
   v1::ListJobsRequest request;
   for (const std::string& s : a.states) {
@@ -438,7 +446,7 @@ int Session::List(const std::vector<std::string>& args) {
     request.add_states(*state);
   }
   request.set_name_contains(p.Get("name"));
-  request.set_page_size(*limit);
+  request.set_page_size(limit);
   v1::ListJobsResponse all;
   for (int page = 0;; ++page) {
     if (page >= kMaxListPages) return Error("too many pages; the coordinator's paging loops");
@@ -448,10 +456,10 @@ int Session::List(const std::vector<std::string>& args) {
     const grpc::Status status = stubs_.jobs->ListJobs(&context, request, &response);
     if (!status.ok()) return RpcError(status);
     for (v1::Job& job : *response.mutable_jobs()) {
-      if (*limit > 0 && all.jobs_size() >= *limit) break;
+      if (limit > 0 && all.jobs_size() >= limit) break;
       *all.add_jobs() = std::move(job);
     }
-    if (response.next_page_token().empty() || (*limit > 0 && all.jobs_size() >= *limit)) break;
+    if (response.next_page_token().empty() || (limit > 0 && all.jobs_size() >= limit)) break;
     if (response.next_page_token() == request.page_token()) {
       return Error("the coordinator returned the same page token twice");
     }
@@ -696,16 +704,11 @@ int Session::Logs(const std::vector<std::string>& args) {
   }
   const ParsedArgs& p = a.parsed;
   const std::string& job_id = p.positional[0];
-  std::optional<int> rank;
-  if (p.Has("rank")) {
-    auto r = p.GetInt("rank", 0);
-    if (!r.ok()) return UsageError(r.status());
-    if (*r < 0) return Error("--rank must be >= 0", 2);
-    rank = *r;
-  }
-  auto tail = p.GetInt("tail", 0);
-  if (!tail.ok()) return UsageError(tail.status());
-  if (*tail < 0) return Error("--tail must be >= 0 (0: from the first line)", 2);
+  auto rank = BoundedIntFlag(p, "rank", 0);
+  if (!rank.ok()) return UsageError(rank.status());
+  auto tail_flag = BoundedIntFlag(p, "tail", 0, " (0: from the first line)");
+  if (!tail_flag.ok()) return UsageError(tail_flag.status());
+  const int tail = tail_flag->value_or(0);
   const bool follow = p.Has("follow");
 
   {
@@ -725,10 +728,10 @@ int Session::Logs(const std::vector<std::string>& args) {
     grpc::ClientContext context;
     v1::GetJobLogsRequest request;
     request.set_job_id(job_id);
-    if (rank) request.set_rank(*rank);
+    if (*rank) request.set_rank(**rank);
     request.set_follow(follow);
     request.set_from_sequence(next_sequence);
-    if (next_sequence == 0) request.set_tail_lines(*tail);
+    if (next_sequence == 0) request.set_tail_lines(tail);
     auto reader = stubs_.jobs->GetJobLogs(&context, request);
     v1::GetJobLogsResponse response;
     bool progressed = false;
