@@ -53,6 +53,6 @@ void AdamWUpdateMixed(float* master,           // (n) updated in place
                       const uint16_t* grad16,  // (n) bf16 or fp16
                       float* m, float* v,      // (n) moments, updated in place
                       uint16_t* param16,       // (n) written: the rounded master weights
-                      int64_t n, const AdamWArgs& a, HalfType type);
+                      int64_t n, const AdamWArgs& a, DType type);
 
 }  // namespace dstrain::kernels

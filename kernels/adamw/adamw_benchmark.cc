@@ -29,10 +29,10 @@ BENCHMARK(BM_AdamW)->Arg(100'000'000)->Arg(5'322'240)->UseRealTime()->Unit(bench
 // Args: n, type (0 bf16, 1 fp16).
 void BM_AdamWMixed(benchmark::State& state) {
   const int64_t n = state.range(0);
-  const HalfType type = state.range(1) == 0 ? HalfType::kBf16 : HalfType::kF16;
+  const DType type = state.range(1) == 0 ? DType::kBF16 : DType::kF16;
   std::vector<float> master(n, 0.1f), m(n, 0.f), v(n, 0.f);
   // 0.01 in the format, so the gradients are ordinary non-zero values.
-  std::vector<uint16_t> g16(n, type == HalfType::kBf16 ? 0x3c24 : 0x211f), p16(n);
+  std::vector<uint16_t> g16(n, type == DType::kBF16 ? 0x3c24 : 0x211f), p16(n);
   AdamWArgs a;
   a.weight_decay = 0.1f;
   for (auto _ : state) {

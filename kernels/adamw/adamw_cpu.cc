@@ -58,7 +58,7 @@ AdamWConsts MakeConsts(const AdamWArgs& a) {
   return k;
 }
 
-template <HalfType kType>
+template <DType kType>
 void AdamWUpdateMixedT(float* master, const uint16_t* grad16, float* m, float* v, uint16_t* param16,
                        int64_t n, const AdamWConsts& k) {
   const auto fn = DT_ISA_SELECT(UpdateRangeMixed<kType>);
@@ -80,13 +80,13 @@ void AdamWUpdate(float* param, const float* grad, float* m, float* v, int64_t n,
 }
 
 void AdamWUpdateMixed(float* master, const uint16_t* grad16, float* m, float* v, uint16_t* param16,
-                      int64_t n, const AdamWArgs& a, HalfType type) {
+                      int64_t n, const AdamWArgs& a, DType type) {
   if (n <= 0) return;
   const AdamWConsts k = MakeConsts(a);
-  if (type == HalfType::kBf16) {
-    AdamWUpdateMixedT<HalfType::kBf16>(master, grad16, m, v, param16, n, k);
+  if (type == DType::kBF16) {
+    AdamWUpdateMixedT<DType::kBF16>(master, grad16, m, v, param16, n, k);
   } else {
-    AdamWUpdateMixedT<HalfType::kF16>(master, grad16, m, v, param16, n, k);
+    AdamWUpdateMixedT<DType::kF16>(master, grad16, m, v, param16, n, k);
   }
 }
 

@@ -92,11 +92,11 @@ TEST_P(AdamWTest, BitwiseIdenticalAcrossThreadCounts) {
 // AdamWUpdate on the fp32 master weights, round the result. It must equal that composition to the
 // bit (on the same ISA), moments included.
 TEST_P(AdamWTest, MixedIsBitwiseWidenThenUpdateThenRound) {
-  for (HalfType type : {HalfType::kBf16, HalfType::kF16}) {
+  for (DType type : {DType::kBF16, DType::kF16}) {
     for (bool adamw_mode : {true, false}) {
       for (int64_t n :
            {int64_t{1}, int64_t{7}, int64_t{33}, int64_t{1000}, (int64_t{1} << 17) + 3}) {
-        const std::string where = std::string(type == HalfType::kBf16 ? "bf16" : "fp16") +
+        const std::string where = std::string(type == DType::kBF16 ? "bf16" : "fp16") +
                                   (adamw_mode ? " adamw" : " adam") + " n=" + std::to_string(n);
         auto master = RandomFloats(n, 21), m = RandomFloats(n, 22, -0.1f, 0.1f);
         auto v = RandomFloats(n, 23, 0.f, 0.01f);

@@ -8,25 +8,25 @@
 // Vectorised (AVX-512, AVX2, scalar; chosen at run time, capped by DSTRAIN_MAX_ISA), split over
 // the OpenMP pool for large n, bitwise identical for any thread count and any ISA.
 // Element-wise functions overwrite their output (AccumulateIntoHalf updates acc in place); the
-// output must not partly overlap the input.
+// output must not partly overlap the input. `type` is DType::kBF16 or DType::kF16 (checked).
 #pragma once
 
 #include <cstdint>
 
+#include "common/types/dtype.h"
+
 namespace dstrain::kernels {
 
-enum class HalfType { kBf16, kF16 };
-
 // out[i] = round16(in[i]).
-void FloatToHalf(HalfType type, uint16_t* out, const float* in, int64_t n);
+void FloatToHalf(DType type, uint16_t* out, const float* in, int64_t n);
 // out[i] = float(in[i]) (exact).
-void HalfToFloat(HalfType type, float* out, const uint16_t* in, int64_t n);
+void HalfToFloat(DType type, float* out, const uint16_t* in, int64_t n);
 // acc[i] = round16(float(acc[i]) + in[i]): gradient accumulation into 16-bit storage.
-void AccumulateIntoHalf(HalfType type, uint16_t* acc, const float* in, int64_t n);
+void AccumulateIntoHalf(DType type, uint16_t* acc, const float* in, int64_t n);
 // Σ float(x[i])², squares exact in double and summed in double over fixed blocks (the result
 // is independent of the thread count); any inf or NaN in x makes the result inf or NaN.
 // Within a block every ISA adds in the same order, so the result is also bitwise the same on
 // every ISA; it is within (517 + n / 16384) · 2^-53 relative of the exact sum.
-double SumSquaresHalf(HalfType type, const uint16_t* x, int64_t n);
+double SumSquaresHalf(DType type, const uint16_t* x, int64_t n);
 
 }  // namespace dstrain::kernels

@@ -11,8 +11,8 @@
 namespace dstrain::kernels {
 namespace {
 
-HalfType TypeArg(const benchmark::State& state) {
-  return state.range(1) == 0 ? HalfType::kBf16 : HalfType::kF16;
+DType TypeArg(const benchmark::State& state) {
+  return state.range(1) == 0 ? DType::kBF16 : DType::kF16;
 }
 
 void BM_FloatToHalf(benchmark::State& state) {

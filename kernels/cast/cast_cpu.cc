@@ -2,6 +2,8 @@
 #include <vector>
 
 #include "kernels/cast/cast.h"
+
+#include "common/status/status_macros.h"
 #include "kernels/cast/half_simd.h"
 #include "kernels/common/simd.h"
 #include "kernels/common/threading.h"
@@ -32,28 +34,28 @@ constexpr int64_t kAlign = 64;
 // SumSquaresHalf adds fixed blocks of this many elements, then the block sums in order.
 constexpr int64_t kSumBlock = int64_t{1} << 14;
 
-template <HalfType kType>
+template <DType kType>
 void FloatToHalfT(uint16_t* out, const float* in, int64_t n) {
   const auto fn = DT_ISA_SELECT(FloatToHalfRange<kType>);
   ParallelFor(n, ThreadsFor(n), kAlign,
               [&](int64_t begin, int64_t end) { fn(out + begin, in + begin, end - begin); });
 }
 
-template <HalfType kType>
+template <DType kType>
 void HalfToFloatT(float* out, const uint16_t* in, int64_t n) {
   const auto fn = DT_ISA_SELECT(HalfToFloatRange<kType>);
   ParallelFor(n, ThreadsFor(n), kAlign,
               [&](int64_t begin, int64_t end) { fn(out + begin, in + begin, end - begin); });
 }
 
-template <HalfType kType>
+template <DType kType>
 void AccumulateIntoHalfT(uint16_t* acc, const float* in, int64_t n) {
   const auto fn = DT_ISA_SELECT(AccumulateIntoHalfRange<kType>);
   ParallelFor(n, ThreadsFor(n), kAlign,
               [&](int64_t begin, int64_t end) { fn(acc + begin, in + begin, end - begin); });
 }
 
-template <HalfType kType>
+template <DType kType>
 double SumSquaresHalfT(const uint16_t* x, int64_t n) {
   const auto fn = DT_ISA_SELECT(SumSquaresHalfRange<kType>);
   if (n <= kSumBlock) return n > 0 ? fn(x, n) : 0.0;
@@ -74,33 +76,37 @@ double SumSquaresHalfT(const uint16_t* x, int64_t n) {
 
 }  // namespace
 
-void FloatToHalf(HalfType type, uint16_t* out, const float* in, int64_t n) {
-  if (type == HalfType::kBf16) {
-    FloatToHalfT<HalfType::kBf16>(out, in, n);
+void FloatToHalf(DType type, uint16_t* out, const float* in, int64_t n) {
+  DT_CHECK(IsHalf(type));
+  if (type == DType::kBF16) {
+    FloatToHalfT<DType::kBF16>(out, in, n);
   } else {
-    FloatToHalfT<HalfType::kF16>(out, in, n);
+    FloatToHalfT<DType::kF16>(out, in, n);
   }
 }
 
-void HalfToFloat(HalfType type, float* out, const uint16_t* in, int64_t n) {
-  if (type == HalfType::kBf16) {
-    HalfToFloatT<HalfType::kBf16>(out, in, n);
+void HalfToFloat(DType type, float* out, const uint16_t* in, int64_t n) {
+  DT_CHECK(IsHalf(type));
+  if (type == DType::kBF16) {
+    HalfToFloatT<DType::kBF16>(out, in, n);
   } else {
-    HalfToFloatT<HalfType::kF16>(out, in, n);
+    HalfToFloatT<DType::kF16>(out, in, n);
   }
 }
 
-void AccumulateIntoHalf(HalfType type, uint16_t* acc, const float* in, int64_t n) {
-  if (type == HalfType::kBf16) {
-    AccumulateIntoHalfT<HalfType::kBf16>(acc, in, n);
+void AccumulateIntoHalf(DType type, uint16_t* acc, const float* in, int64_t n) {
+  DT_CHECK(IsHalf(type));
+  if (type == DType::kBF16) {
+    AccumulateIntoHalfT<DType::kBF16>(acc, in, n);
   } else {
-    AccumulateIntoHalfT<HalfType::kF16>(acc, in, n);
+    AccumulateIntoHalfT<DType::kF16>(acc, in, n);
   }
 }
 
-double SumSquaresHalf(HalfType type, const uint16_t* x, int64_t n) {
-  return type == HalfType::kBf16 ? SumSquaresHalfT<HalfType::kBf16>(x, n)
-                                 : SumSquaresHalfT<HalfType::kF16>(x, n);
+double SumSquaresHalf(DType type, const uint16_t* x, int64_t n) {
+  DT_CHECK(IsHalf(type));
+  return type == DType::kBF16 ? SumSquaresHalfT<DType::kBF16>(x, n)
+                                 : SumSquaresHalfT<DType::kF16>(x, n);
 }
 
 }  // namespace dstrain::kernels

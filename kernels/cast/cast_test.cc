@@ -26,17 +26,17 @@ struct Format {
   uint16_t InfPattern() const { return static_cast<uint16_t>(((1 << exp_bits) - 1) << man_bits); }
 };
 
-Format FormatOf(HalfType type) { return type == HalfType::kBf16 ? Format{8, 7} : Format{5, 10}; }
+Format FormatOf(DType type) { return type == DType::kBF16 ? Format{8, 7} : Format{5, 10}; }
 
-const char* Name(HalfType type) { return type == HalfType::kBf16 ? "bf16" : "fp16"; }
+const char* Name(DType type) { return type == DType::kBF16 ? "bf16" : "fp16"; }
 
-bool IsNanPattern(HalfType type, uint16_t h) {
+bool IsNanPattern(DType type, uint16_t h) {
   const Format f = FormatOf(type);
   return (h & 0x7fff) > f.InfPattern();
 }
 
 // The value of a 16-bit pattern (NaN patterns give NaN).
-double Decode(HalfType type, uint16_t h) {
+double Decode(DType type, uint16_t h) {
   const Format f = FormatOf(type);
   const int e = (h >> f.man_bits) & ((1 << f.exp_bits) - 1);
   const int m = h & ((1 << f.man_bits) - 1);
@@ -48,13 +48,13 @@ double Decode(HalfType type, uint16_t h) {
 
 // The value of the non-negative pattern p for rounding, where the infinity pattern stands for
 // 2^(emax + 1): IEEE rounds as if the exponent were unbounded, then overflows to infinity.
-double Magnitude(HalfType type, uint16_t p) {
+double Magnitude(DType type, uint16_t p) {
   const Format f = FormatOf(type);
   return p == f.InfPattern() ? std::ldexp(1.0, f.Bias() + 1) : Decode(type, p);
 }
 
 // Round to nearest, ties to the even pattern, of a non-NaN float.
-uint16_t RoundReference(HalfType type, float x) {
+uint16_t RoundReference(DType type, float x) {
   const Format f = FormatOf(type);
   const uint16_t sign = std::signbit(x) ? 0x8000 : 0;
   const double a = std::fabs(static_cast<double>(x));
@@ -80,18 +80,18 @@ uint16_t RoundReference(HalfType type, float x) {
 
 // The NaN results cast.h documents: sign kept, quiet bit set, top payload bits kept (what the
 // x86 conversion instructions do, so every ISA agrees bitwise).
-uint16_t NarrowNan(HalfType type, float x) {
+uint16_t NarrowNan(DType type, float x) {
   uint32_t b;
   std::memcpy(&b, &x, sizeof(b));
-  if (type == HalfType::kBf16) return static_cast<uint16_t>((b >> 16) | 0x40);
+  if (type == DType::kBF16) return static_cast<uint16_t>((b >> 16) | 0x40);
   return static_cast<uint16_t>(((b >> 16) & 0x8000) | 0x7e00 | ((b >> 13) & 0x3ff));
 }
-uint32_t WidenNan(HalfType type, uint16_t h) {
-  if (type == HalfType::kBf16) return uint32_t{h} << 16;
+uint32_t WidenNan(DType type, uint16_t h) {
+  if (type == DType::kBF16) return uint32_t{h} << 16;
   return (uint32_t{h & 0x8000u} << 16) | 0x7fc00000u | (uint32_t{h & 0x3ffu} << 13);
 }
 
-uint16_t NarrowReference(HalfType type, float x) {
+uint16_t NarrowReference(DType type, float x) {
   return std::isnan(x) ? NarrowNan(type, x) : RoundReference(type, x);
 }
 
@@ -114,7 +114,7 @@ float FromBits(uint32_t b) {
 // in both signs. This covers ties in every binade, the subnormals, the tie at the smallest
 // subnormal, and the overflow threshold (bf16 (2 − 2^-8)·2^127, fp16 65520) with its neighbours.
 // Then fp32 specials and random bit patterns over the whole fp32 range.
-std::vector<float> TrickyFloats(HalfType type) {
+std::vector<float> TrickyFloats(DType type) {
   const Format f = FormatOf(type);
   std::vector<float> v;
   for (uint32_t p = 0; p < f.InfPattern(); ++p) {
@@ -142,14 +142,14 @@ std::vector<float> TrickyFloats(HalfType type) {
 }
 
 // n finite patterns: RandomFloats in [lo, hi) rounded by the reference.
-std::vector<uint16_t> RandomHalves(HalfType type, int64_t n, uint32_t seed, float lo, float hi) {
+std::vector<uint16_t> RandomHalves(DType type, int64_t n, uint32_t seed, float lo, float hi) {
   std::vector<uint16_t> h(n);
   const auto x = testing::RandomFloats(n, seed, lo, hi);
   for (int64_t i = 0; i < n; ++i) h[i] = RoundReference(type, x[i]);
   return h;
 }
 
-constexpr HalfType kTypes[] = {HalfType::kBf16, HalfType::kF16};
+constexpr DType kTypes[] = {DType::kBF16, DType::kF16};
 constexpr uint16_t kSentinel16 = 0x1234;
 constexpr float kSentinel32 = -12345.f;
 
@@ -161,7 +161,7 @@ class CastTest : public ::testing::TestWithParam<Isa> {
 // ---- HalfToFloat -------------------------------------------------------------------------------
 
 TEST_P(CastTest, HalfToFloatIsExactForAll65536Patterns) {
-  for (HalfType type : kTypes) {
+  for (DType type : kTypes) {
     std::vector<uint16_t> in(65536);
     for (int i = 0; i < 65536; ++i) in[i] = static_cast<uint16_t>(i);
     std::vector<float> out(65536 + 3, kSentinel32);
@@ -180,7 +180,7 @@ TEST_P(CastTest, HalfToFloatIsExactForAll65536Patterns) {
 }
 
 TEST_P(CastTest, HalfToFloatShortAndOddLengths) {
-  for (HalfType type : kTypes) {
+  for (DType type : kTypes) {
     for (int64_t n : {0, 1, 7, 15, 17, 33}) {
       const auto in = RandomHalves(type, n, 3, -2.f, 2.f);
       std::vector<float> out(n + 5, kSentinel32);
@@ -194,7 +194,7 @@ TEST_P(CastTest, HalfToFloatShortAndOddLengths) {
 // ---- FloatToHalf -------------------------------------------------------------------------------
 
 TEST_P(CastTest, FloatToHalfRoundsToNearestEvenOnTrickyAndRandomFloats) {
-  for (HalfType type : kTypes) {
+  for (DType type : kTypes) {
     const auto in = TrickyFloats(type);
     const int64_t n = static_cast<int64_t>(in.size());
     std::vector<uint16_t> out(n + 3, kSentinel16);
@@ -223,12 +223,12 @@ TEST_P(CastTest, FloatToHalfSpecialValues) {
                                 0x7f80, 0x3380, 0x3300, 0x3300, 0x3f80, 0x3f82};
   const int n = sizeof(in) / sizeof(in[0]);
   std::vector<uint16_t> out(n);
-  FloatToHalf(HalfType::kF16, out.data(), in, n);
+  FloatToHalf(DType::kF16, out.data(), in, n);
   for (int i = 0; i < n; ++i) EXPECT_EQ(out[i], want_f16[i]) << "fp16 of " << in[i];
-  FloatToHalf(HalfType::kBf16, out.data(), in, n);
+  FloatToHalf(DType::kBF16, out.data(), in, n);
   for (int i = 0; i < n; ++i) EXPECT_EQ(out[i], want_bf16[i]) << "bf16 of " << in[i];
   // NaN stays NaN, in both signs, whatever the payload.
-  for (HalfType type : kTypes) {
+  for (DType type : kTypes) {
     const float nans[] = {FromBits(0x7f800001u), FromBits(0xff800001u), FromBits(0x7fc00000u),
                           FromBits(0xffffffffu)};
     uint16_t h[4];
@@ -243,7 +243,7 @@ TEST_P(CastTest, FloatToHalfSpecialValues) {
 // ---- AccumulateIntoHalf ------------------------------------------------------------------------
 
 TEST_P(CastTest, AccumulateIntoHalfRoundsTheFloatSumTwice) {
-  for (HalfType type : kTypes) {
+  for (DType type : kTypes) {
     for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{19}, int64_t{1000}, (int64_t{1} << 17) + 5}) {
       auto acc = RandomHalves(type, n, 7, -2.f, 2.f);
       const auto in1 = testing::RandomFloats(n, 8, -0.01f, 0.01f);
@@ -270,10 +270,10 @@ TEST_P(CastTest, AccumulateIntoHalfOverflowsAndKeepsNan) {
   // fp16: 65504 + 16 = 65520 rounds to inf; bf16 keeps it finite. NaN + x stays NaN.
   std::vector<uint16_t> f16 = {0x7bff, 0x7e00, 0x3c00};
   const float add[] = {16.f, 1.f, -1.f};
-  AccumulateIntoHalf(HalfType::kF16, f16.data(), add, 3);
+  AccumulateIntoHalf(DType::kF16, f16.data(), add, 3);
   EXPECT_EQ(f16, (std::vector<uint16_t>{0x7c00, 0x7e00, 0x0000}));
   std::vector<uint16_t> bf16 = {0x4780, 0x7fc0, 0x3f80};
-  AccumulateIntoHalf(HalfType::kBf16, bf16.data(), add, 3);
+  AccumulateIntoHalf(DType::kBF16, bf16.data(), add, 3);
   EXPECT_EQ(bf16, (std::vector<uint16_t>{0x4780, 0x7fc0, 0x0000}));
 }
 
@@ -289,7 +289,7 @@ double SumSquaresTolerance(int64_t n) {
 }
 
 TEST_P(CastTest, SumSquaresHalfMatchesLongDoubleReference) {
-  for (HalfType type : kTypes) {
+  for (DType type : kTypes) {
     for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{31}, int64_t{33}, int64_t{16384},
                       int64_t{16385}, (int64_t{1} << 20) + 9}) {
       const auto x = RandomHalves(type, n, 11, -4.f, 4.f);
@@ -304,7 +304,7 @@ TEST_P(CastTest, SumSquaresHalfMatchesLongDoubleReference) {
 }
 
 TEST_P(CastTest, SumSquaresHalfPropagatesInfAndNan) {
-  for (HalfType type : kTypes) {
+  for (DType type : kTypes) {
     const uint16_t inf = FormatOf(type).InfPattern();
     const uint16_t nan = inf | 1;
     // Positions in the first block, in a later block, and in the final partial vector.
@@ -325,7 +325,7 @@ TEST_P(CastTest, SumSquaresHalfPropagatesInfAndNan) {
 }
 
 TEST_P(CastTest, SumSquaresHalfIsIndependentOfThreadCount) {
-  for (HalfType type : kTypes) {
+  for (DType type : kTypes) {
     const int64_t n = (int64_t{1} << 21) + 77;
     const auto x = RandomHalves(type, n, 13, -1.f, 1.f);
     double first = 0;
@@ -344,7 +344,7 @@ INSTANTIATE_TEST_SUITE_P(AllIsas, CastTest, ::testing::ValuesIn(testing::TestIsa
 // Every ISA sums in the same order (cast_body.inc), so the sums agree to the bit, not only within
 // the tolerance above.
 TEST(CastCrossIsaTest, SumSquaresHalfIsBitwiseTheSameOnEveryIsa) {
-  for (HalfType type : kTypes) {
+  for (DType type : kTypes) {
     for (int64_t n : {int64_t{45}, (int64_t{1} << 18) + 21}) {
       // Mixed magnitudes make the sum sensitive to the order of additions.
       auto x = RandomHalves(type, n, 14, -1.f, 1.f);

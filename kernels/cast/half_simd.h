@@ -93,30 +93,30 @@ inline uint32_t FloatBitsFromF16(uint16_t h) {
   return sign | FloatBits(static_cast<float>(a) * 0x1p-24f);
 }
 
-template <HalfType kType>
+template <DType kType>
 inline float HalfToFloatValue(uint16_t h) {
-  return BitsFloat(kType == HalfType::kBf16 ? FloatBitsFromBf16(h) : FloatBitsFromF16(h));
+  return BitsFloat(kType == DType::kBF16 ? FloatBitsFromBf16(h) : FloatBitsFromF16(h));
 }
 
-template <HalfType kType>
+template <DType kType>
 inline uint16_t FloatToHalfValue(float x) {
-  return kType == HalfType::kBf16 ? Bf16FromFloatBits(FloatBits(x))
+  return kType == DType::kBF16 ? Bf16FromFloatBits(FloatBits(x))
                                   : F16FromFloatBits(FloatBits(x));
 }
 
-template <HalfType kType>
+template <DType kType>
 DT_SIMD_INLINE Vf LoadHalf(const uint16_t* p) {
   return {HalfToFloatValue<kType>(*p)};
 }
-template <HalfType kType>
+template <DType kType>
 DT_SIMD_INLINE Vf LoadHalfN(const uint16_t* p, int n) {
   return {n > 0 ? HalfToFloatValue<kType>(*p) : 0.f};
 }
-template <HalfType kType>
+template <DType kType>
 DT_SIMD_INLINE void StoreHalf(uint16_t* p, Vf x) {
   *p = FloatToHalfValue<kType>(x.v);
 }
-template <HalfType kType>
+template <DType kType>
 DT_SIMD_INLINE void StoreHalfN(uint16_t* p, Vf x, int n) {
   if (n > 0) *p = FloatToHalfValue<kType>(x.v);
 }
@@ -197,31 +197,31 @@ DT_SIMD_INLINE __m128i Narrow(__m256i r) {
   return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
 }
 
-template <HalfType kType>
+template <DType kType>
 DT_SIMD_INLINE Vf LoadHalf(const uint16_t* p) {
   const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  if constexpr (kType == HalfType::kBf16) {
+  if constexpr (kType == DType::kBF16) {
     return {_mm256_castsi256_ps(_mm256_slli_epi32(h, 16))};
   } else {
     return FromF16Bits(h);
   }
 }
 
-template <HalfType kType>
+template <DType kType>
 DT_SIMD_INLINE void StoreHalf(uint16_t* p, Vf x) {
-  const __m256i r = kType == HalfType::kBf16 ? Bf16Bits(x) : F16Bits(x);
+  const __m256i r = kType == DType::kBF16 ? Bf16Bits(x) : F16Bits(x);
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), Narrow(r));
 }
 
 // AVX2 has no 16-bit masked loads and stores: partial vectors go through a small buffer.
-template <HalfType kType>
+template <DType kType>
 DT_SIMD_INLINE Vf LoadHalfN(const uint16_t* p, int n) {
   uint16_t buf[kLanes] = {};
   std::memcpy(buf, p, sizeof(uint16_t) * n);
   return LoadHalf<kType>(buf);
 }
 
-template <HalfType kType>
+template <DType kType>
 DT_SIMD_INLINE void StoreHalfN(uint16_t* p, Vf x, int n) {
   uint16_t buf[kLanes];
   StoreHalf<kType>(buf, x);
@@ -260,36 +260,36 @@ DT_SIMD_INLINE __m512i Bf16Bits(Vf x) {
   return _mm512_mask_or_epi32(rounded, nan, high, _mm512_set1_epi32(0x40));
 }
 
-DT_SIMD_INLINE Vf FromHalfBits(__m256i h, HalfType type) {
-  if (type == HalfType::kBf16) {
+DT_SIMD_INLINE Vf FromHalfBits(__m256i h, DType type) {
+  if (type == DType::kBF16) {
     return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))};
   }
   return {_mm512_cvtph_ps(h)};
 }
 
-template <HalfType kType>
+template <DType kType>
 DT_SIMD_INLINE Vf LoadHalf(const uint16_t* p) {
   return FromHalfBits(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), kType);
 }
 
-template <HalfType kType>
+template <DType kType>
 DT_SIMD_INLINE Vf LoadHalfN(const uint16_t* p, int n) {
   return FromHalfBits(_mm256_maskz_loadu_epi16(MaskN(n), p), kType);
 }
 
-template <HalfType kType>
+template <DType kType>
 DT_SIMD_INLINE void StoreHalf(uint16_t* p, Vf x) {
   auto* out = reinterpret_cast<__m256i*>(p);
-  if constexpr (kType == HalfType::kBf16) {
+  if constexpr (kType == DType::kBF16) {
     _mm256_storeu_si256(out, _mm512_cvtepi32_epi16(Bf16Bits(x)));
   } else {
     _mm256_storeu_si256(out, _mm512_cvtps_ph(x.v, kF16Rounding));
   }
 }
 
-template <HalfType kType>
+template <DType kType>
 DT_SIMD_INLINE void StoreHalfN(uint16_t* p, Vf x, int n) {
-  if constexpr (kType == HalfType::kBf16) {
+  if constexpr (kType == DType::kBF16) {
     _mm512_mask_cvtepi32_storeu_epi16(p, MaskN(n), Bf16Bits(x));
   } else {
     _mm256_mask_storeu_epi16(p, MaskN(n), _mm512_cvtps_ph(x.v, kF16Rounding));

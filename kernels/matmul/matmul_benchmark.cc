@@ -32,7 +32,7 @@ std::vector<float> Values(int64_t n, uint32_t seed) {
 std::vector<uint16_t> Bf16Values(int64_t n, uint32_t seed) {
   const std::vector<float> f = Values(n, seed);
   std::vector<uint16_t> h(n);
-  FloatToHalf(HalfType::kBf16, h.data(), f.data(), n);
+  FloatToHalf(DType::kBF16, h.data(), f.data(), n);
   return h;
 }
 

@@ -140,11 +140,11 @@ const GemmPrimitive& CachedGemm(const GemmKey& key) {
 // Copies a bf16 matrix (rows, cols) with row stride ld into dense fp32 (exact).
 void WidenRows(float* dst, const uint16_t* src, int64_t rows, int64_t cols, int64_t ld) {
   if (ld == cols) {
-    HalfToFloat(HalfType::kBf16, dst, src, rows * cols);
+    HalfToFloat(DType::kBF16, dst, src, rows * cols);
     return;
   }
   for (int64_t r = 0; r < rows; ++r) {
-    HalfToFloat(HalfType::kBf16, dst + r * cols, src + r * ld, cols);
+    HalfToFloat(DType::kBF16, dst + r * cols, src + r * ld, cols);
   }
 }
 
@@ -280,7 +280,7 @@ void MatmulForwardBf16(float* out, const float* inp, const uint16_t* weight16, c
     return;
   }
   uint16_t* inp16 = Bf16Scratch(M * K);
-  FloatToHalf(HalfType::kBf16, inp16, inp, M * K);
+  FloatToHalf(DType::kBF16, inp16, inp, M * K);
   GemmBf16Impl({/*trans_a=*/false, /*trans_b=*/true, M, N, K, K, K, N, 1.f, 0.f, bias != nullptr},
                inp16, weight16, bias, out);
 }
@@ -294,8 +294,8 @@ void MatmulForwardBf16(float* out, const float* inp, const float* weight, const 
   }
   uint16_t* inp16 = Bf16Scratch(AlignUp(M * K) + N * K);
   uint16_t* weight16 = inp16 + AlignUp(M * K);
-  FloatToHalf(HalfType::kBf16, inp16, inp, M * K);
-  FloatToHalf(HalfType::kBf16, weight16, weight, N * K);
+  FloatToHalf(DType::kBF16, inp16, inp, M * K);
+  FloatToHalf(DType::kBF16, weight16, weight, N * K);
   GemmBf16Impl({/*trans_a=*/false, /*trans_b=*/true, M, N, K, K, K, N, 1.f, 0.f, bias != nullptr},
                inp16, weight16, bias, out);
 }
@@ -315,17 +315,17 @@ void BackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout, 
     uint16_t* dout16 = Bf16Scratch(dout_size + weight_size + inp_size);
     uint16_t* rounded_weight = dout16 + dout_size;
     uint16_t* inp16 = rounded_weight + weight_size;
-    FloatToHalf(HalfType::kBf16, dout16, dout, M * N);
+    FloatToHalf(DType::kBF16, dout16, dout, M * N);
     if (dinp != nullptr) {
       if (round_weight) {
-        FloatToHalf(HalfType::kBf16, rounded_weight, weight, N * K);
+        FloatToHalf(DType::kBF16, rounded_weight, weight, N * K);
         weight16 = rounded_weight;
       }
       GemmBf16(false, false, M, K, N, 1.f, dout16, N, weight16, K, accumulate_dinp ? 1.f : 0.f,
                dinp, K);
     }
     if (dweight != nullptr) {
-      FloatToHalf(HalfType::kBf16, inp16, inp, M * K);
+      FloatToHalf(DType::kBF16, inp16, inp, M * K);
       GemmBf16(true, false, N, K, M, 1.f, dout16, N, inp16, K, accumulate_dweight ? 1.f : 0.f,
                dweight, K);
     }

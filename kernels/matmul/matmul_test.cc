@@ -107,13 +107,13 @@ double Bf16Bound(int64_t terms, double magnitude) {
 
 std::vector<uint16_t> ToBf16(const std::vector<float>& x) {
   std::vector<uint16_t> h(x.size());
-  FloatToHalf(HalfType::kBf16, h.data(), x.data(), static_cast<int64_t>(x.size()));
+  FloatToHalf(DType::kBF16, h.data(), x.data(), static_cast<int64_t>(x.size()));
   return h;
 }
 
 std::vector<double> Widen(const std::vector<uint16_t>& h) {
   std::vector<float> f(h.size());
-  HalfToFloat(HalfType::kBf16, f.data(), h.data(), static_cast<int64_t>(h.size()));
+  HalfToFloat(DType::kBF16, f.data(), h.data(), static_cast<int64_t>(h.size()));
   return {f.begin(), f.end()};
 }
 
@@ -331,7 +331,7 @@ TEST(MatmulBf16, Bf16WeightsGiveTheSameBits) {
   const auto dout = testing::RandomFloats(M * N, 54);
   const std::vector<uint16_t> w16 = ToBf16(testing::RandomFloats(N * K, 52));
   std::vector<float> w(N * K);
-  HalfToFloat(HalfType::kBf16, w.data(), w16.data(), N * K);
+  HalfToFloat(DType::kBF16, w.data(), w16.data(), N * K);
   std::vector<float> out_a(M * N), out_b(M * N);
   MatmulForwardBf16(out_a.data(), x.data(), w.data(), b.data(), M, K, N);
   MatmulForwardBf16(out_b.data(), x.data(), w16.data(), b.data(), M, K, N);

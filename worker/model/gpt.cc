@@ -212,7 +212,7 @@ absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,
         for (int64_t i = 0; i < BT; ++i) a.positions[i] = static_cast<int32_t>(i);
       }
       for (int64_t i = 0; i < BT; ++i) {
-        k::HalfToFloat(k::HalfType::kBf16, a.wte_rows.data<float>() + i * C,
+        k::HalfToFloat(DType::kBF16, a.wte_rows.data<float>() + i * C,
                        wte16 + int64_t{tokens[i]} * C, C);
       }
       wte = a.wte_rows.data<float>();

@@ -9,35 +9,6 @@
 
 namespace dstrain {
 
-size_t DTypeSize(DType d) {
-  switch (d) {
-    case DType::kF32:
-    case DType::kI32:
-      return 4;
-    case DType::kBF16:
-    case DType::kF16:
-    case DType::kU16:
-      return 2;
-  }
-  return 0;
-}
-
-absl::string_view DTypeName(DType d) {
-  switch (d) {
-    case DType::kF32:
-      return "f32";
-    case DType::kBF16:
-      return "bf16";
-    case DType::kF16:
-      return "f16";
-    case DType::kI32:
-      return "i32";
-    case DType::kU16:
-      return "u16";
-  }
-  return "?";
-}
-
 Tensor::~Tensor() { Release(); }
 
 Tensor::Tensor(Tensor&& other) noexcept { *this = std::move(other); }

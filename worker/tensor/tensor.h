@@ -10,20 +10,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/types/dtype.h"
 #include "worker/tensor/allocator.h"
 
 namespace dstrain {
-
-enum class DType { kF32, kBF16, kF16, kI32, kU16 };
-
-size_t DTypeSize(DType d);
-absl::string_view DTypeName(DType d);
-
-enum class DeviceType { kCpu, kCuda };
-struct Device {
-  DeviceType type = DeviceType::kCpu;
-  int index = 0;
-};
 
 class Tensor {
  public:

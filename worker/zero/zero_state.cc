@@ -17,8 +17,8 @@ namespace {
 
 CommBuffer F32(float* data, int64_t count) { return CommBuffer{data, count, DType::kF32}; }
 
-kernels::HalfType HalfOf(DType t) {
-  return t == DType::kF16 ? kernels::HalfType::kF16 : kernels::HalfType::kBf16;
+DType HalfOf(DType t) {
+  return t == DType::kF16 ? DType::kF16 : DType::kBF16;
 }
 
 // dst = src converted; f32 and one 16-bit type (the config layer rules out bf16 <-> fp16).

@@ -177,8 +177,8 @@ class ZeroState final : public model::ParamAccess {
   ZeroState(const model::ParamLayout& layout, const config::ZeroConfig& config, Communicator* dp,
             CommOptions comm, Allocator* allocator, Partition partition, DType storage,
             GradientReduction reduction);
-  kernels::HalfType half() const {
-    return storage_ == DType::kF16 ? kernels::HalfType::kF16 : kernels::HalfType::kBf16;
+  DType half() const {
+    return storage_ == DType::kF16 ? DType::kF16 : DType::kBF16;
   }
   size_t elem() const { return DTypeSize(storage_); }
   // Element i of a storage-dtype tensor.

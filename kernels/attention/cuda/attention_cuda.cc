@@ -11,7 +11,7 @@
 namespace dstrain::kernels::gpu {
 namespace {
 
-constexpr DataType kF32 = DataType::kFloat32;
+constexpr DType kF32 = DType::kF32;
 
 absl::Status CheckShape(const char* op, int B, int T, int C, int NH) {
   if (B < 0 || T < 0 || C < 0 || NH <= 0 || C % NH != 0) {

@@ -23,30 +23,34 @@ cudaError_t Launch(void* out, const void* in, int64_t n, cudaStream_t stream) {
 }
 
 template <typename In>
-cudaError_t LaunchFrom(void* out, DataType out_type, const void* in, int64_t n,
+cudaError_t LaunchFrom(void* out, DType out_type, const void* in, int64_t n,
                        cudaStream_t stream) {
   switch (out_type) {
-    case DataType::kFloat32:
+    case DType::kF32:
       return Launch<In, float>(out, in, n, stream);
-    case DataType::kBFloat16:
+    case DType::kBF16:
       return Launch<In, __nv_bfloat16>(out, in, n, stream);
-    case DataType::kFloat16:
+    case DType::kF16:
       return Launch<In, __half>(out, in, n, stream);
+    default:
+      break;
   }
   return cudaErrorInvalidValue;
 }
 
 }  // namespace
 
-cudaError_t LaunchCast(void* out, DataType out_type, const void* in, DataType in_type, int64_t n,
+cudaError_t LaunchCast(void* out, DType out_type, const void* in, DType in_type, int64_t n,
                        cudaStream_t stream) {
   switch (in_type) {
-    case DataType::kFloat32:
+    case DType::kF32:
       return LaunchFrom<float>(out, out_type, in, n, stream);
-    case DataType::kBFloat16:
+    case DType::kBF16:
       return LaunchFrom<__nv_bfloat16>(out, out_type, in, n, stream);
-    case DataType::kFloat16:
+    case DType::kF16:
       return LaunchFrom<__half>(out, out_type, in, n, stream);
+    default:
+      break;
   }
   return cudaErrorInvalidValue;
 }

@@ -6,14 +6,14 @@
 
 namespace dstrain::kernels::gpu {
 
-absl::Status Cast(void* out, DataType out_type, const void* in, DataType in_type, int64_t n,
+absl::Status Cast(void* out, DType out_type, const void* in, DType in_type, int64_t n,
                   cudaStream_t stream) {
   if (n < 0) return absl::InvalidArgumentError(absl::StrCat("Cast: n = ", n));
   if (n == 0) return absl::OkStatus();
   if (out == nullptr || in == nullptr) return absl::InvalidArgumentError("Cast: null pointer");
   if (out_type == in_type) {
     DT_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(out, in, n * DataTypeSize(in_type), cudaMemcpyDeviceToDevice, stream));
+        cudaMemcpyAsync(out, in, n * DTypeSize(in_type), cudaMemcpyDeviceToDevice, stream));
     return absl::OkStatus();
   }
   DT_CUDA_RETURN_IF_ERROR(LaunchCast(out, out_type, in, in_type, n, stream));
@@ -21,19 +21,19 @@ absl::Status Cast(void* out, DataType out_type, const void* in, DataType in_type
 }
 
 absl::Status CastFloatToBf16(__nv_bfloat16* out, const float* in, int64_t n, cudaStream_t stream) {
-  return Cast(out, DataType::kBFloat16, in, DataType::kFloat32, n, stream);
+  return Cast(out, DType::kBF16, in, DType::kF32, n, stream);
 }
 
 absl::Status CastBf16ToFloat(float* out, const __nv_bfloat16* in, int64_t n, cudaStream_t stream) {
-  return Cast(out, DataType::kFloat32, in, DataType::kBFloat16, n, stream);
+  return Cast(out, DType::kF32, in, DType::kBF16, n, stream);
 }
 
 absl::Status CastFloatToHalf(__half* out, const float* in, int64_t n, cudaStream_t stream) {
-  return Cast(out, DataType::kFloat16, in, DataType::kFloat32, n, stream);
+  return Cast(out, DType::kF16, in, DType::kF32, n, stream);
 }
 
 absl::Status CastHalfToFloat(float* out, const __half* in, int64_t n, cudaStream_t stream) {
-  return Cast(out, DataType::kFloat32, in, DataType::kFloat16, n, stream);
+  return Cast(out, DType::kF32, in, DType::kF16, n, stream);
 }
 
 }  // namespace dstrain::kernels::gpu

@@ -16,7 +16,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
-#include "kernels/cuda_common/data_type.h"
+#include "common/types/dtype.h"
 
 namespace dstrain::kernels::gpu {
 
@@ -38,7 +38,7 @@ absl::Status CastHalfToFloat(float* out,        // (n)
 
 // Any of the above, or a copy when the types are equal. Between bf16 and fp16 the value goes
 // through fp32 (exact), then rounds once.
-absl::Status Cast(void* out, DataType out_type, const void* in, DataType in_type, int64_t n,
+absl::Status Cast(void* out, DType out_type, const void* in, DType in_type, int64_t n,
                   cudaStream_t stream);
 
 }  // namespace dstrain::kernels::gpu

@@ -158,11 +158,11 @@ void CheckRoundTrip(double (*value)(uint16_t)) {
   const int64_t n = 65536;
   std::vector<Narrow> all(n);
   for (int64_t i = 0; i < n; ++i) all[i] = From16<Narrow>(static_cast<uint16_t>(i));
-  const DataType type = std::is_same_v<Narrow, __half> ? DataType::kFloat16 : DataType::kBFloat16;
+  const DType type = std::is_same_v<Narrow, __half> ? DType::kF16 : DType::kBF16;
   DeviceBuffer<Narrow> d_all(all), back(n);
   DeviceBuffer<float> wide(n);
-  ASSERT_TRUE(Cast(wide.get(), DataType::kFloat32, d_all.get(), type, n, nullptr).ok());
-  ASSERT_TRUE(Cast(back.get(), type, wide.get(), DataType::kFloat32, n, nullptr).ok());
+  ASSERT_TRUE(Cast(wide.get(), DType::kF32, d_all.get(), type, n, nullptr).ok());
+  ASSERT_TRUE(Cast(back.get(), type, wide.get(), DType::kF32, n, nullptr).ok());
   const std::vector<float> got_wide = wide.ToHost();
   const std::vector<Narrow> got_back = back.ToHost();
   int bad = 0;
@@ -197,7 +197,7 @@ TEST(CastCudaTest, Bf16ToHalfRoundsOnce) {
   DeviceBuffer<__nv_bfloat16> bf(n);
   DeviceBuffer<__half> half(n);
   ASSERT_TRUE(CastFloatToBf16(bf.get(), d_in.get(), n, nullptr).ok());
-  ASSERT_TRUE(Cast(half.get(), DataType::kFloat16, bf.get(), DataType::kBFloat16, n, nullptr).ok());
+  ASSERT_TRUE(Cast(half.get(), DType::kF16, bf.get(), DType::kBF16, n, nullptr).ok());
   const std::vector<__nv_bfloat16> got_bf = bf.ToHost();
   const std::vector<__half> got_half = half.ToHost();
   for (int64_t i = 0; i < n; ++i) {
@@ -211,7 +211,7 @@ TEST(CastCudaTest, SameTypeCopiesAndEmptyOrInvalid) {
   DT_SKIP_WITHOUT_CUDA_DEVICE();
   const std::vector<float> in = {1.5f, -2.0f, 3.25f};
   DeviceBuffer<float> d_in(in), out(3);
-  ASSERT_TRUE(Cast(out.get(), DataType::kFloat32, d_in.get(), DataType::kFloat32, 3, nullptr).ok());
+  ASSERT_TRUE(Cast(out.get(), DType::kF32, d_in.get(), DType::kF32, 3, nullptr).ok());
   EXPECT_EQ(out.ToHost(), in);
   EXPECT_TRUE(CastFloatToBf16(nullptr, nullptr, 0, nullptr).ok());
   EXPECT_EQ(CastHalfToFloat(nullptr, nullptr, -2, nullptr).code(),

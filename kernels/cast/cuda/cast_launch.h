@@ -6,11 +6,11 @@
 
 #include <cstdint>
 
-#include "kernels/cuda_common/data_type.h"
+#include "common/types/dtype.h"
 
 namespace dstrain::kernels::gpu {
 
-cudaError_t LaunchCast(void* out, DataType out_type, const void* in, DataType in_type, int64_t n,
+cudaError_t LaunchCast(void* out, DType out_type, const void* in, DType in_type, int64_t n,
                        cudaStream_t stream);
 
 }  // namespace dstrain::kernels::gpu

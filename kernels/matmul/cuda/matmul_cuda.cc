@@ -11,13 +11,13 @@
 namespace dstrain::kernels::gpu {
 namespace {
 
-cudaDataType ToCuda(DataType t) {
+cudaDataType ToCuda(DType t) {
   switch (t) {
-    case DataType::kBFloat16:
+    case DType::kBF16:
       return CUDA_R_16BF;
-    case DataType::kFloat16:
+    case DType::kF16:
       return CUDA_R_16F;
-    case DataType::kFloat32:
+    case DType::kF32:
       break;
   }
   return CUDA_R_32F;
@@ -34,7 +34,7 @@ absl::Status CheckMatmulShape(const char* op, int64_t M, int64_t K, int64_t N) {
 }
 
 template <typename T>
-absl::Status Forward(const CublasContext& ctx, DataType type, T* out, const T* inp, const T* weight,
+absl::Status Forward(const CublasContext& ctx, DType type, T* out, const T* inp, const T* weight,
                      const float* bias, int64_t M, int64_t K, int64_t N) {
   DT_RETURN_IF_ERROR(CheckMatmulShape("MatmulForward", M, K, N));
   if (M == 0 || N == 0) return absl::OkStatus();
@@ -58,7 +58,7 @@ absl::Status Forward(const CublasContext& ctx, DataType type, T* out, const T* i
 }
 
 template <typename T>
-absl::Status Backward(const CublasContext& ctx, DataType type, T* dinp, float* dweight,
+absl::Status Backward(const CublasContext& ctx, DType type, T* dinp, float* dweight,
                       float* dbias, const T* dout, const T* inp, const T* weight, int64_t M,
                       int64_t K, int64_t N, bool accumulate_dinp) {
   DT_RETURN_IF_ERROR(CheckMatmulShape("MatmulBackward", M, K, N));
@@ -81,7 +81,7 @@ absl::Status Backward(const CublasContext& ctx, DataType type, T* dinp, float* d
   if (dweight != nullptr && K > 0) {
     // dweight (N, K) += dout (M, N)ᵀ · inp (M, K)
     DT_RETURN_IF_ERROR(GemmRowMajor(ctx, true, false, N, K, M, 1.0f, dout, N, 0, inp, K, 0, type,
-                                    1.0f, dweight, K, 0, DataType::kFloat32));
+                                    1.0f, dweight, K, 0, DType::kF32));
   }
   if (dbias != nullptr) {
     DT_CUDA_RETURN_IF_ERROR(LaunchAddBiasGrad(dbias, dout, M, static_cast<int>(N), ctx.stream()));
@@ -111,8 +111,8 @@ CublasContext::~CublasContext() {
 absl::Status GemmRowMajor(const CublasContext& ctx, bool trans_a, bool trans_b, int64_t M,
                           int64_t N, int64_t K, float alpha, const void* A, int64_t lda,
                           int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b,
-                          DataType ab_type, float beta, void* C, int64_t ldc, int64_t stride_c,
-                          DataType c_type, int64_t batch) {
+                          DType ab_type, float beta, void* C, int64_t ldc, int64_t stride_c,
+                          DType c_type, int64_t batch) {
   if (!FitsInt(M) || !FitsInt(N) || !FitsInt(K) || !FitsInt(batch) || !FitsInt(lda) ||
       !FitsInt(ldb) || !FitsInt(ldc)) {
     return absl::InvalidArgumentError(absl::StrCat("GemmRowMajor: sizes must lie in [0, INT_MAX]:",
@@ -124,15 +124,15 @@ absl::Status GemmRowMajor(const CublasContext& ctx, bool trans_a, bool trans_b, 
     return absl::InvalidArgumentError(
         absl::StrCat("GemmRowMajor: row strides too small: lda=", lda, " ldb=", ldb, " ldc=", ldc));
   }
-  if (c_type != DataType::kFloat32 && c_type != ab_type) {
-    return absl::InvalidArgumentError(absl::StrCat("GemmRowMajor: ", DataTypeName(ab_type),
-                                                   " inputs cannot write ", DataTypeName(c_type)));
+  if (c_type != DType::kF32 && c_type != ab_type) {
+    return absl::InvalidArgumentError(absl::StrCat("GemmRowMajor: ", DTypeName(ab_type),
+                                                   " inputs cannot write ", DTypeName(c_type)));
   }
   if (M == 0 || N == 0 || batch == 0) return absl::OkStatus();
   if (C == nullptr || (K > 0 && (A == nullptr || B == nullptr))) {
     return absl::InvalidArgumentError("GemmRowMajor: null pointer");
   }
-  const cublasComputeType_t compute = ab_type == DataType::kFloat32 && ctx.options().allow_tf32
+  const cublasComputeType_t compute = ab_type == DType::kF32 && ctx.options().allow_tf32
                                           ? CUBLAS_COMPUTE_32F_FAST_TF32
                                           : CUBLAS_COMPUTE_32F;
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -158,27 +158,27 @@ absl::Status GemmRowMajor(const CublasContext& ctx, bool trans_a, bool trans_b, 
 absl::Status MatmulForward(const CublasContext& ctx, float* out, const float* inp,
                            const float* weight, const float* bias, int64_t M, int64_t K,
                            int64_t N) {
-  return Forward(ctx, DataType::kFloat32, out, inp, weight, bias, M, K, N);
+  return Forward(ctx, DType::kF32, out, inp, weight, bias, M, K, N);
 }
 
 absl::Status MatmulBackward(const CublasContext& ctx, float* dinp, float* dweight, float* dbias,
                             const float* dout, const float* inp, const float* weight, int64_t M,
                             int64_t K, int64_t N, bool accumulate_dinp) {
-  return Backward(ctx, DataType::kFloat32, dinp, dweight, dbias, dout, inp, weight, M, K, N,
+  return Backward(ctx, DType::kF32, dinp, dweight, dbias, dout, inp, weight, M, K, N,
                   accumulate_dinp);
 }
 
 absl::Status MatmulForwardBf16(const CublasContext& ctx, __nv_bfloat16* out,
                                const __nv_bfloat16* inp, const __nv_bfloat16* weight,
                                const float* bias, int64_t M, int64_t K, int64_t N) {
-  return Forward(ctx, DataType::kBFloat16, out, inp, weight, bias, M, K, N);
+  return Forward(ctx, DType::kBF16, out, inp, weight, bias, M, K, N);
 }
 
 absl::Status MatmulBackwardBf16(const CublasContext& ctx, __nv_bfloat16* dinp, float* dweight,
                                 float* dbias, const __nv_bfloat16* dout, const __nv_bfloat16* inp,
                                 const __nv_bfloat16* weight, int64_t M, int64_t K, int64_t N,
                                 bool accumulate_dinp) {
-  return Backward(ctx, DataType::kBFloat16, dinp, dweight, dbias, dout, inp, weight, M, K, N,
+  return Backward(ctx, DType::kBF16, dinp, dweight, dbias, dout, inp, weight, M, K, N,
                   accumulate_dinp);
 }
 

@@ -26,7 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kernels/cuda_common/data_type.h"
+#include "common/types/dtype.h"
 
 namespace dstrain::kernels::gpu {
 
@@ -73,8 +73,8 @@ class CublasContext {
 absl::Status GemmRowMajor(const CublasContext& ctx, bool trans_a, bool trans_b, int64_t M,
                           int64_t N, int64_t K, float alpha, const void* A, int64_t lda,
                           int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b,
-                          DataType ab_type, float beta, void* C, int64_t ldc, int64_t stride_c,
-                          DataType c_type, int64_t batch = 1);
+                          DType ab_type, float beta, void* C, int64_t ldc, int64_t stride_c,
+                          DType c_type, int64_t batch = 1);
 
 absl::Status MatmulForward(const CublasContext& ctx,
                            float* out,           // (M, N)

@@ -215,7 +215,7 @@ TEST(MatmulCudaTest, GemmRowMajorTransposesBatchesAndStrides) {
       DeviceBuffer<float> d_a(a), d_b(b), d_c(c0);
       const float alpha = 0.75f, beta = -0.5f;
       ASSERT_TRUE(GemmRowMajor(*ctx, ta, tb, M, N, K, alpha, d_a.get(), lda, sa, d_b.get(), ldb, sb,
-                               DataType::kFloat32, beta, d_c.get(), ldc, sc, DataType::kFloat32,
+                               DType::kF32, beta, d_c.get(), ldc, sc, DType::kF32,
                                batch)
                       .ok());
       std::vector<double> want(c0.begin(), c0.end());  // padding stays as it was
@@ -266,11 +266,11 @@ TEST(MatmulCudaTest, EmptyShapesAndInvalidArguments) {
   EXPECT_EQ(MatmulForward(*ctx, nullptr, nullptr, nullptr, nullptr, -1, 4, 4).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(GemmRowMajor(*ctx, false, false, 4, 4, 4, 1.f, out.get(), 3, 0, out.get(), 4, 0,
-                         DataType::kFloat32, 0.f, out.get(), 4, 0, DataType::kFloat32)
+                         DType::kF32, 0.f, out.get(), 4, 0, DType::kF32)
                 .code(),
             absl::StatusCode::kInvalidArgument);  // lda < K
   EXPECT_EQ(GemmRowMajor(*ctx, false, false, 1, 1, 1, 1.f, out.get(), 1, 0, out.get(), 1, 0,
-                         DataType::kFloat32, 0.f, out.get(), 1, 0, DataType::kBFloat16)
+                         DType::kF32, 0.f, out.get(), 1, 0, DType::kBF16)
                 .code(),
             absl::StatusCode::kInvalidArgument);  // fp32 inputs, bf16 output
 }

@@ -29,14 +29,14 @@ absl::StatusOr<NcclCopyType> NcclCopyTypeOf(DType dtype) {
       absl::StrCat("unknown dtype ", static_cast<int>(dtype), " for NCCL"));
 }
 
-absl::StatusOr<kernels::gpu::DataType> CastType(DType dtype) {
+absl::StatusOr<DType> CastType(DType dtype) {
   switch (dtype) {
     case DType::kF32:
-      return kernels::gpu::DataType::kFloat32;
+      return DType::kF32;
     case DType::kBF16:
-      return kernels::gpu::DataType::kBFloat16;
+      return DType::kBF16;
     case DType::kF16:
-      return kernels::gpu::DataType::kFloat16;
+      return DType::kF16;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("no cast kernel for ", DTypeName(dtype), " (f32, bf16 or f16 only)"));

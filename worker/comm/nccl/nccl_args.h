@@ -15,7 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "kernels/cuda_common/data_type.h"
+#include "common/types/dtype.h"
 #include "worker/comm/communicator.h"
 #include "worker/tensor/tensor.h"
 
@@ -30,7 +30,7 @@ struct NcclCopyType {
 absl::StatusOr<NcclCopyType> NcclCopyTypeOf(DType dtype);
 
 // The cast kernels' type for f32, bf16 and f16; kInvalidArgument for other dtypes.
-absl::StatusOr<kernels::gpu::DataType> CastType(DType dtype);
+absl::StatusOr<DType> CastType(DType dtype);
 
 // How a reduction runs (NOTE [NCCL reductions] in nccl_communicator.h). NCCL reduces a "work"
 // buffer of 4-byte elements: f32 values for sums and averages, order-preserving uint32 keys for

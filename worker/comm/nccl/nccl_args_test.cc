@@ -122,9 +122,9 @@ TEST(NcclTypesTest, CopyTypes) {
 }
 
 TEST(NcclTypesTest, CastTypes) {
-  EXPECT_EQ(*CastType(DType::kF32), kernels::gpu::DataType::kFloat32);
-  EXPECT_EQ(*CastType(DType::kBF16), kernels::gpu::DataType::kBFloat16);
-  EXPECT_EQ(*CastType(DType::kF16), kernels::gpu::DataType::kFloat16);
+  EXPECT_EQ(*CastType(DType::kF32), DType::kF32);
+  EXPECT_EQ(*CastType(DType::kBF16), DType::kBF16);
+  EXPECT_EQ(*CastType(DType::kF16), DType::kF16);
   EXPECT_THAT(CastType(DType::kI32),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("i32")));
   EXPECT_THAT(CastType(DType::kU16),

@@ -26,7 +26,6 @@ namespace dstrain {
 namespace {
 
 using kernels::gpu::CudaToStatus;
-using kernels::gpu::DataType;
 
 constexpr absl::Duration kFirstPoll = absl::Microseconds(10);
 constexpr int64_t kWorkElementBytes = 4;  // f32 values or uint32 max keys
@@ -409,17 +408,17 @@ absl::StatusOr<std::unique_ptr<Work>> Launch(const std::shared_ptr<State>& state
 // Fills the 4-byte work buffer of a reduction from the caller's `in` (`n` elements of `type`):
 // keys for max, f32 values otherwise (nothing to do when `work` is `in` itself and holds f32).
 absl::Status PrepareWork(const nccl_internal::ReducePlan& plan, void* work, const void* in,
-                         DataType type, int64_t n, cudaStream_t stream) {
+                         DType type, int64_t n, cudaStream_t stream) {
   if (plan.max_keys) {
     return nccl_internal::ToMaxKeys(static_cast<uint32_t*>(work), in, type, n, stream);
   }
   if (work == in) return absl::OkStatus();
-  return kernels::gpu::Cast(work, DataType::kFloat32, in, type, n, stream);
+  return kernels::gpu::Cast(work, DType::kF32, in, type, n, stream);
 }
 
 // Turns the reduced work buffer into the caller's `out`: from keys for max, divided once for an
 // average, narrowed for bf16/f16 (nothing to do for an f32 sum reduced in place).
-absl::Status FinishWork(const nccl_internal::ReducePlan& plan, void* out, DataType type,
+absl::Status FinishWork(const nccl_internal::ReducePlan& plan, void* out, DType type,
                         const void* work, int64_t n, int size, cudaStream_t stream) {
   if (plan.max_keys) {
     return nccl_internal::FromMaxKeys(out, type, static_cast<const uint32_t*>(work), n, stream);
@@ -429,7 +428,7 @@ absl::Status FinishWork(const nccl_internal::ReducePlan& plan, void* out, DataTy
                                           static_cast<float>(size), stream);
   }
   if (work == out) return absl::OkStatus();
-  return kernels::gpu::Cast(out, type, work, DataType::kFloat32, n, stream);
+  return kernels::gpu::Cast(out, type, work, DType::kF32, n, stream);
 }
 
 }  // namespace
@@ -533,7 +532,7 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllReduce(CommBuffer buf
       nccl_internal::CheckAllReduceArgs(*this, device_, op_name, buffer, op, options));
   const std::string what =
       OpDescription(*this, absl::StrCat(op_name, " of ", nccl_internal::DescribeBuffer(buffer)));
-  DT_ASSIGN_OR_RETURN(const DataType type, nccl_internal::CastType(buffer.dtype));
+  DT_ASSIGN_OR_RETURN(const DType type, nccl_internal::CastType(buffer.dtype));
   const nccl_internal::ReducePlan plan = nccl_internal::PlanReduction(buffer.dtype, op, size_);
   State* state = state_.get();
   return Launch(
@@ -569,7 +568,7 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::ReduceScatter(CommBuffer
                       nccl_internal::CommonStream(*this, op_name, input, output));
   const std::string what =
       OpDescription(*this, absl::StrCat(op_name, " of ", nccl_internal::DescribeBuffer(input)));
-  DT_ASSIGN_OR_RETURN(const DataType type, nccl_internal::CastType(input.dtype));
+  DT_ASSIGN_OR_RETURN(const DType type, nccl_internal::CastType(input.dtype));
   const nccl_internal::ReducePlan plan = nccl_internal::PlanReduction(input.dtype, op, size_);
   State* state = state_.get();
   return Launch(state_, what, std::string(kCollectiveWaitedFor), stream_or_null, options,

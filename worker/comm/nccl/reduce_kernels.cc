@@ -17,21 +17,21 @@ absl::Status CheckArgs(const char* op, const void* out, const void* in, int64_t 
 
 }  // namespace
 
-absl::Status ToMaxKeys(uint32_t* out, const void* in, kernels::gpu::DataType in_type, int64_t n,
+absl::Status ToMaxKeys(uint32_t* out, const void* in, DType in_type, int64_t n,
                        cudaStream_t stream) {
   if (absl::Status s = CheckArgs("ToMaxKeys", out, in, n); !s.ok() || n == 0) return s;
   DT_CUDA_RETURN_IF_ERROR(LaunchToMaxKeys(out, in, in_type, n, stream));
   return absl::OkStatus();
 }
 
-absl::Status FromMaxKeys(void* out, kernels::gpu::DataType out_type, const uint32_t* in, int64_t n,
+absl::Status FromMaxKeys(void* out, DType out_type, const uint32_t* in, int64_t n,
                          cudaStream_t stream) {
   if (absl::Status s = CheckArgs("FromMaxKeys", out, in, n); !s.ok() || n == 0) return s;
   DT_CUDA_RETURN_IF_ERROR(LaunchFromMaxKeys(out, out_type, in, n, stream));
   return absl::OkStatus();
 }
 
-absl::Status DivideAndNarrow(void* out, kernels::gpu::DataType out_type, const float* in, int64_t n,
+absl::Status DivideAndNarrow(void* out, DType out_type, const float* in, int64_t n,
                              float divisor, cudaStream_t stream) {
   if (absl::Status s = CheckArgs("DivideAndNarrow", out, in, n); !s.ok() || n == 0) return s;
   if (!(divisor > 0.0f)) {

@@ -6,7 +6,6 @@
 namespace dstrain::nccl_internal {
 namespace {
 
-using kernels::gpu::DataType;
 using kernels::gpu::FromFloat;
 using kernels::gpu::GridStrideBegin;
 using kernels::gpu::GridStrideBlocks;
@@ -73,41 +72,47 @@ cudaError_t Divide(void* out, const float* in, int64_t n, float divisor, cudaStr
 
 }  // namespace
 
-cudaError_t LaunchToMaxKeys(uint32_t* out, const void* in, DataType in_type, int64_t n,
+cudaError_t LaunchToMaxKeys(uint32_t* out, const void* in, DType in_type, int64_t n,
                             cudaStream_t stream) {
   switch (in_type) {
-    case DataType::kFloat32:
+    case DType::kF32:
       return ToKeys<float>(out, in, n, stream);
-    case DataType::kBFloat16:
+    case DType::kBF16:
       return ToKeys<__nv_bfloat16>(out, in, n, stream);
-    case DataType::kFloat16:
+    case DType::kF16:
       return ToKeys<__half>(out, in, n, stream);
+    default:
+      break;
   }
   return cudaErrorInvalidValue;
 }
 
-cudaError_t LaunchFromMaxKeys(void* out, DataType out_type, const uint32_t* in, int64_t n,
+cudaError_t LaunchFromMaxKeys(void* out, DType out_type, const uint32_t* in, int64_t n,
                               cudaStream_t stream) {
   switch (out_type) {
-    case DataType::kFloat32:
+    case DType::kF32:
       return FromKeys<float>(out, in, n, stream);
-    case DataType::kBFloat16:
+    case DType::kBF16:
       return FromKeys<__nv_bfloat16>(out, in, n, stream);
-    case DataType::kFloat16:
+    case DType::kF16:
       return FromKeys<__half>(out, in, n, stream);
+    default:
+      break;
   }
   return cudaErrorInvalidValue;
 }
 
-cudaError_t LaunchDivideAndNarrow(void* out, DataType out_type, const float* in, int64_t n,
+cudaError_t LaunchDivideAndNarrow(void* out, DType out_type, const float* in, int64_t n,
                                   float divisor, cudaStream_t stream) {
   switch (out_type) {
-    case DataType::kFloat32:
+    case DType::kF32:
       return Divide<float>(out, in, n, divisor, stream);
-    case DataType::kBFloat16:
+    case DType::kBF16:
       return Divide<__nv_bfloat16>(out, in, n, divisor, stream);
-    case DataType::kFloat16:
+    case DType::kF16:
       return Divide<__half>(out, in, n, divisor, stream);
+    default:
+      break;
   }
   return cudaErrorInvalidValue;
 }

@@ -17,7 +17,6 @@
 namespace dstrain::nccl_internal {
 namespace {
 
-using kernels::gpu::DataType;
 using kernels::gpu::testing::DeviceBuffer;
 using kernels::gpu::testing::RandomFloats;
 
@@ -67,8 +66,8 @@ TEST(ReduceKernelsTest, KeysOrderLikeFloatsAndRoundTrip) {
   DeviceBuffer<float> d_in(in);
   DeviceBuffer<uint32_t> keys(n);
   DeviceBuffer<float> back(n);
-  ASSERT_TRUE(ToMaxKeys(keys.get(), d_in.get(), DataType::kFloat32, n, nullptr).ok());
-  ASSERT_TRUE(FromMaxKeys(back.get(), DataType::kFloat32, keys.get(), n, nullptr).ok());
+  ASSERT_TRUE(ToMaxKeys(keys.get(), d_in.get(), DType::kF32, n, nullptr).ok());
+  ASSERT_TRUE(FromMaxKeys(back.get(), DType::kF32, keys.get(), n, nullptr).ok());
   const std::vector<uint32_t> k = keys.ToHost();
   const std::vector<float> b = back.ToHost();
   for (int64_t i = 0; i < n; ++i) {
@@ -105,8 +104,8 @@ TEST(ReduceKernelsTest, F32KeysInPlace) {
   const int64_t n = in.size();
   DeviceBuffer<float> buffer(in);
   uint32_t* as_keys = reinterpret_cast<uint32_t*>(buffer.get());
-  ASSERT_TRUE(ToMaxKeys(as_keys, buffer.get(), DataType::kFloat32, n, nullptr).ok());
-  ASSERT_TRUE(FromMaxKeys(buffer.get(), DataType::kFloat32, as_keys, n, nullptr).ok());
+  ASSERT_TRUE(ToMaxKeys(as_keys, buffer.get(), DType::kF32, n, nullptr).ok());
+  ASSERT_TRUE(FromMaxKeys(buffer.get(), DType::kF32, as_keys, n, nullptr).ok());
   const std::vector<float> out = buffer.ToHost();
   for (int64_t i = 0; i < n; ++i) {
     EXPECT_EQ(Bits(out[i]), std::isnan(in[i]) ? 0x7fc00000u : Bits(in[i])) << i;
@@ -120,10 +119,10 @@ TEST(ReduceKernelsTest, HalfKeysRoundTripEveryValue) {
   const int64_t n = 65536;
   std::vector<uint16_t> all(n);
   for (int64_t i = 0; i < n; ++i) all[i] = static_cast<uint16_t>(i);
-  for (DataType type : {DataType::kBFloat16, DataType::kFloat16}) {
-    SCOPED_TRACE(kernels::gpu::DataTypeName(type));
+  for (DType type : {DType::kBF16, DType::kF16}) {
+    SCOPED_TRACE(DTypeName(type));
     const auto widen = [&](uint16_t h) {
-      return type == DataType::kBFloat16 ? Bf16ToF32(h) : F16ToF32(h);
+      return type == DType::kBF16 ? Bf16ToF32(h) : F16ToF32(h);
     };
     std::vector<float> widened(n);
     for (int64_t i = 0; i < n; ++i) widened[i] = widen(all[i]);
@@ -131,7 +130,7 @@ TEST(ReduceKernelsTest, HalfKeysRoundTripEveryValue) {
     DeviceBuffer<float> d_widened(widened);
     DeviceBuffer<uint32_t> keys(n), f32_keys(n);
     ASSERT_TRUE(ToMaxKeys(keys.get(), d_in.get(), type, n, nullptr).ok());
-    ASSERT_TRUE(ToMaxKeys(f32_keys.get(), d_widened.get(), DataType::kFloat32, n, nullptr).ok());
+    ASSERT_TRUE(ToMaxKeys(f32_keys.get(), d_widened.get(), DType::kF32, n, nullptr).ok());
     ASSERT_TRUE(FromMaxKeys(back.get(), type, keys.get(), n, nullptr).ok());
     const std::vector<uint32_t> k = keys.ToHost(), k32 = f32_keys.ToHost();
     const std::vector<uint16_t> b = back.ToHost();
@@ -161,13 +160,13 @@ TEST(ReduceKernelsTest, UnsignedMaxOfKeysIsNanPropagatingMax) {
   for (const std::vector<float>& r : ranks) {
     DeviceBuffer<float> d(r);
     DeviceBuffer<uint32_t> keys(n);
-    ASSERT_TRUE(ToMaxKeys(keys.get(), d.get(), DataType::kFloat32, n, nullptr).ok());
+    ASSERT_TRUE(ToMaxKeys(keys.get(), d.get(), DType::kF32, n, nullptr).ok());
     const std::vector<uint32_t> k = keys.ToHost();
     for (int64_t i = 0; i < n; ++i) max_key[i] = std::max(max_key[i], k[i]);
   }
   DeviceBuffer<uint32_t> d_max(max_key);
   DeviceBuffer<float> out(n);
-  ASSERT_TRUE(FromMaxKeys(out.get(), DataType::kFloat32, d_max.get(), n, nullptr).ok());
+  ASSERT_TRUE(FromMaxKeys(out.get(), DType::kF32, d_max.get(), n, nullptr).ok());
   const std::vector<float> got = out.ToHost();
   for (int64_t i = 0; i < n; ++i) {
     const float a = ranks[0][i], b = ranks[1][i], c = ranks[2][i];
@@ -196,7 +195,7 @@ TEST(ReduceKernelsTest, DivideAndNarrowMatchesTheCpuBackends) {
     // f32, in place.
     DeviceBuffer<float> buffer(sums);
     ASSERT_TRUE(
-        DivideAndNarrow(buffer.get(), DataType::kFloat32, buffer.get(), n, divisor, nullptr).ok());
+        DivideAndNarrow(buffer.get(), DType::kF32, buffer.get(), n, divisor, nullptr).ok());
     const std::vector<float> got = buffer.ToHost();
     for (int64_t i = 0; i < n; ++i) {
       if (std::isnan(want[i])) {
@@ -210,7 +209,7 @@ TEST(ReduceKernelsTest, DivideAndNarrowMatchesTheCpuBackends) {
       SCOPED_TRACE(DTypeName(dtype));
       DeviceBuffer<float> d_sums(sums);
       DeviceBuffer<uint16_t> out(n);
-      const DataType type = dtype == DType::kBF16 ? DataType::kBFloat16 : DataType::kFloat16;
+      const DType type = dtype == DType::kBF16 ? DType::kBF16 : DType::kF16;
       ASSERT_TRUE(DivideAndNarrow(out.get(), type, d_sums.get(), n, divisor, nullptr).ok());
       std::vector<uint16_t> cpu(n);
       FromF32(want.data(), n, dtype, cpu.data());
@@ -231,18 +230,18 @@ TEST(ReduceKernelsTest, ArgumentChecks) {
   DT_SKIP_WITHOUT_CUDA_DEVICE();
   DeviceBuffer<float> f(4);
   DeviceBuffer<uint32_t> k(4);
-  EXPECT_EQ(ToMaxKeys(k.get(), f.get(), DataType::kFloat32, -1, nullptr).code(),
+  EXPECT_EQ(ToMaxKeys(k.get(), f.get(), DType::kF32, -1, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ToMaxKeys(nullptr, f.get(), DataType::kFloat32, 4, nullptr).code(),
+  EXPECT_EQ(ToMaxKeys(nullptr, f.get(), DType::kF32, 4, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(FromMaxKeys(f.get(), DataType::kFloat32, nullptr, 4, nullptr).code(),
+  EXPECT_EQ(FromMaxKeys(f.get(), DType::kF32, nullptr, 4, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(DivideAndNarrow(f.get(), DataType::kFloat32, f.get(), 4, 0.0f, nullptr).code(),
+  EXPECT_EQ(DivideAndNarrow(f.get(), DType::kF32, f.get(), 4, 0.0f, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
   // n == 0 does nothing, null pointers included.
-  EXPECT_TRUE(ToMaxKeys(nullptr, nullptr, DataType::kFloat32, 0, nullptr).ok());
-  EXPECT_TRUE(FromMaxKeys(nullptr, DataType::kBFloat16, nullptr, 0, nullptr).ok());
-  EXPECT_TRUE(DivideAndNarrow(nullptr, DataType::kFloat16, nullptr, 0, 2.0f, nullptr).ok());
+  EXPECT_TRUE(ToMaxKeys(nullptr, nullptr, DType::kF32, 0, nullptr).ok());
+  EXPECT_TRUE(FromMaxKeys(nullptr, DType::kBF16, nullptr, 0, nullptr).ok());
+  EXPECT_TRUE(DivideAndNarrow(nullptr, DType::kF16, nullptr, 0, 2.0f, nullptr).ok());
 }
 
 }  // namespace
