@@ -57,14 +57,15 @@ int Run(int argc, char** argv) {
     absl::FPrintF(stderr, "%s\n", spec.status().message());
     return 2;
   }
-  CpuAllocator allocator;
+  tensor::CpuAllocator allocator;
   model::GptConfig mc{L, 8, C, 256, spec->model.padded_vocab_size, 64};
   auto engine = engine::Engine::Initialize(*model::Gpt::Create(mc, &allocator), *spec, &allocator);
   if (!engine.ok()) {
     absl::FPrintF(stderr, "%s\n", engine.status().message());
     return 1;
   }
-  engine::CheckpointOptions options{PosixEnv::Default(), args->Get("dir"), 1, CommOptions{}};
+  engine::CheckpointOptions options{env::PosixEnv::Default(), args->Get("dir"), 1,
+                                    comm::CommOptions{}};
   if (args->Has("drop-caches")) DropCaches();
   auto t0 = std::chrono::steady_clock::now();
   absl::Status s = engine::SaveCheckpoint(**engine, nullptr, options, "bench", "");
@@ -73,9 +74,9 @@ int Run(int argc, char** argv) {
     absl::FPrintF(stderr, "save: %s\n", s.message());
     return 1;
   }
-  auto listed = ListCommitted(PosixEnv::Default(), args->Get("dir"));
+  auto listed = checkpoint::ListCommitted(env::PosixEnv::Default(), args->Get("dir"));
   uint64_t bytes = 0;
-  for (const ShardRecord& r : listed->back().shards) bytes += r.bytes;
+  for (const checkpoint::ShardRecord& r : listed->back().shards) bytes += r.bytes;
   if (args->Has("drop-caches")) DropCaches();
   t0 = std::chrono::steady_clock::now();
   auto loaded = engine::LoadCheckpoint(**engine, nullptr, options, "latest");

@@ -35,17 +35,17 @@ int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes) 
     return 1;
   }
   close(port_fd);
-  auto store = TcpStoreClient::Connect("127.0.0.1", port, absl::Seconds(30));
+  auto store = store::TcpStoreClient::Connect("127.0.0.1", port, absl::Seconds(30));
   if (!store.ok()) {
     absl::FPrintF(stderr, "rank %d: %s\n", rank, store.status().message());
     return 1;
   }
-  auto comm = GlooCommunicator::Create(store->get(), rank, n, "bench", GlooOptions());
+  auto comm = comm::GlooCommunicator::Create(store->get(), rank, n, "bench", comm::GlooOptions());
   if (!comm.ok()) {
     absl::FPrintF(stderr, "rank %d: %s\n", rank, comm.status().message());
     return 1;
   }
-  CommOptions opts;
+  comm::CommOptions opts;
   opts.timeout = absl::Seconds(120);
   for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
     const int64_t count = std::max<int64_t>(n, bytes / 4 / n * n);  // divisible by n
@@ -53,15 +53,16 @@ int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes) 
     const int iters = bytes <= (1 << 20) ? 20 : bytes <= (16 << 20) ? 6 : 3;
     for (const std::string op : {"allreduce", "reducescatter", "allgather"}) {
       auto run = [&]() -> absl::Status {
-        absl::StatusOr<std::unique_ptr<Work>> w;
+        absl::StatusOr<std::unique_ptr<comm::Work>> w;
         if (op == "allreduce") {
-          w = (*comm)->AllReduce(CommBuffer{big.data(), count}, ReduceOp::kSum, opts);
+          w = (*comm)->AllReduce(comm::CommBuffer{big.data(), count}, comm::ReduceOp::kSum, opts);
         } else if (op == "reducescatter") {
-          w = (*comm)->ReduceScatter(CommBuffer{big.data(), count},
-                                     CommBuffer{small.data(), count / n}, ReduceOp::kSum, opts);
+          w = (*comm)->ReduceScatter(comm::CommBuffer{big.data(), count},
+                                     comm::CommBuffer{small.data(), count / n},
+                                     comm::ReduceOp::kSum, opts);
         } else {
-          w = (*comm)->AllGather(CommBuffer{small.data(), count / n}, CommBuffer{big.data(), count},
-                                 opts);
+          w = (*comm)->AllGather(comm::CommBuffer{small.data(), count / n},
+                                 comm::CommBuffer{big.data(), count}, opts);
         }
         if (!w.ok()) return w.status();
         return (*w)->Wait();
@@ -125,7 +126,7 @@ int Main(int argc, char** argv) {
     pids.push_back(pid);
     port_w.push_back(fds[1]);
   }
-  auto server = TcpStoreServer::Start("127.0.0.1", 0);
+  auto server = store::TcpStoreServer::Start("127.0.0.1", 0);
   if (!server.ok()) absl::FPrintF(stderr, "%s\n", server.status().message());
   const int port = server.ok() ? (*server)->port() : 0;
   for (int w : port_w) {

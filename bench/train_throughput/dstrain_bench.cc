@@ -62,7 +62,7 @@ int Run(int argc, char** argv) {
     absl::FPrintF(stderr, "%s\n", spec.status().message());
     return 2;
   }
-  CpuAllocator allocator;
+  tensor::CpuAllocator allocator;
   model::GptConfig mc{L, NH, C, V, Vp, maxT};
   auto gpt = model::Gpt::Create(mc, &allocator);
   if (!gpt.ok()) {

@@ -146,8 +146,8 @@ int Export(const std::vector<std::string>& args) {
         2);
   }
   const std::string tag = parsed->Has("tag") ? parsed->Get("tag") : "latest";
-  const absl::Status s =
-      engine::ExportCheckpoint(PosixEnv::Default(), parsed->positional[0], tag, parsed->Get("out"));
+  const absl::Status s = engine::ExportCheckpoint(env::PosixEnv::Default(), parsed->positional[0],
+                                                  tag, parsed->Get("out"));
   if (!s.ok()) return Fail(s, 1);
   std::printf("wrote %s from %s (%s)\n", parsed->Get("out").c_str(), parsed->positional[0].c_str(),
               tag.c_str());

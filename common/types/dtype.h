@@ -12,9 +12,7 @@ namespace dstrain {
 // binary16; integer: token ids (i32 in memory, u16 in llm.c's token files).
 enum class DType { kF32, kBF16, kF16, kI32, kU16 };
 
-constexpr size_t DTypeSize(DType d) {
-  return d == DType::kF32 || d == DType::kI32 ? 4 : 2;
-}
+constexpr size_t DTypeSize(DType d) { return d == DType::kF32 || d == DType::kI32 ? 4 : 2; }
 
 // "f32", "bf16", "f16", "i32", "u16".
 constexpr const char* DTypeName(DType d) {

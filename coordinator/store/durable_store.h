@@ -33,7 +33,7 @@ class KvLog {
   virtual absl::Status Delete(absl::string_view key) = 0;
 };
 
-class DurableStore final : public Store {
+class DurableStore final : public store::Store {
  public:
   // `log` must outlive the store. `restored` are the keys a previous coordinator persisted.
   DurableStore(KvLog* log, const std::vector<std::pair<std::string, std::string>>& restored);
@@ -57,7 +57,7 @@ class DurableStore final : public Store {
 
  private:
   KvLog* const log_;
-  InMemoryStore memory_;
+  store::InMemoryStore memory_;
   absl::Mutex write_mu_;  // orders mutations with their log writes
 };
 

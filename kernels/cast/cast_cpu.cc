@@ -1,9 +1,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/cast/cast.h"
-
 #include "common/status/status_macros.h"
+#include "kernels/cast/cast.h"
 #include "kernels/cast/half_simd.h"
 #include "kernels/common/simd.h"
 #include "kernels/common/threading.h"
@@ -106,7 +105,7 @@ void AccumulateIntoHalf(DType type, uint16_t* acc, const float* in, int64_t n) {
 double SumSquaresHalf(DType type, const uint16_t* x, int64_t n) {
   DT_CHECK(IsHalf(type));
   return type == DType::kBF16 ? SumSquaresHalfT<DType::kBF16>(x, n)
-                                 : SumSquaresHalfT<DType::kF16>(x, n);
+                              : SumSquaresHalfT<DType::kF16>(x, n);
 }
 
 }  // namespace dstrain::kernels

@@ -100,8 +100,7 @@ inline float HalfToFloatValue(uint16_t h) {
 
 template <DType kType>
 inline uint16_t FloatToHalfValue(float x) {
-  return kType == DType::kBF16 ? Bf16FromFloatBits(FloatBits(x))
-                                  : F16FromFloatBits(FloatBits(x));
+  return kType == DType::kBF16 ? Bf16FromFloatBits(FloatBits(x)) : F16FromFloatBits(FloatBits(x));
 }
 
 template <DType kType>

@@ -18,7 +18,7 @@
 #include "common/status/status_macros.h"
 #include "worker/checkpoint/crc32c.h"
 
-namespace dstrain {
+namespace dstrain::checkpoint {
 namespace {
 
 constexpr int kFormat = 1;
@@ -85,11 +85,11 @@ absl::StatusOr<CheckpointManifest> ParseManifest(const std::string& text, const 
 }
 
 // The manifest of `root`/`tag` when that tag is committed (see commit.h).
-absl::StatusOr<CheckpointManifest> LoadCommitted(Env* env, const std::string& root,
+absl::StatusOr<CheckpointManifest> LoadCommitted(env::Env* env, const std::string& root,
                                                  const std::string& tag) {
   DT_RETURN_IF_ERROR(ValidateName(tag, "checkpoint tag"));
-  const std::string dir = JoinPath(root, tag);
-  const std::string path = JoinPath(dir, kManifestName);
+  const std::string dir = env::JoinPath(root, tag);
+  const std::string path = env::JoinPath(dir, kManifestName);
   if (!env->FileExists(path)) {
     return absl::NotFoundError(absl::StrCat("checkpoint ", tag, " is not committed: no ", path));
   }
@@ -100,7 +100,7 @@ absl::StatusOr<CheckpointManifest> LoadCommitted(Env* env, const std::string& ro
         absl::StrCat(path, ": manifest is for tag \"", m.tag, "\", not \"", tag, "\""));
   }
   for (const ShardRecord& s : m.shards) {
-    const std::string shard = JoinPath(dir, s.name);
+    const std::string shard = env::JoinPath(dir, s.name);
     absl::StatusOr<uint64_t> size = env->GetFileSize(shard);
     if (!size.ok()) {
       return absl::DataLossError(
@@ -116,7 +116,7 @@ absl::StatusOr<CheckpointManifest> LoadCommitted(Env* env, const std::string& ro
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Begin(Env* env,
+absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Begin(env::Env* env,
                                                                           std::string root,
                                                                           std::string tag,
                                                                           int64_t step) {
@@ -128,13 +128,13 @@ absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Begin(Env* e
     // Every directory created here must be synced into its parent, or a crash could take the
     // whole root, committed checkpoints included, with it.
     std::vector<std::string> missing;
-    for (std::string p = root; !env->FileExists(p) && Dirname(p) != p; p = Dirname(p)) {
+    for (std::string p = root; !env->FileExists(p) && env::Dirname(p) != p; p = env::Dirname(p)) {
       missing.push_back(p);
     }
     DT_RETURN_IF_ERROR(env->CreateDirs(root));
-    for (const std::string& p : missing) DT_RETURN_IF_ERROR(env->SyncDir(Dirname(p)));
+    for (const std::string& p : missing) DT_RETURN_IF_ERROR(env->SyncDir(env::Dirname(p)));
   }
-  const std::string final_dir = JoinPath(root, tag);
+  const std::string final_dir = env::JoinPath(root, tag);
   if (env->FileExists(final_dir)) {
     return absl::AlreadyExistsError(absl::StrCat(final_dir, ": checkpoint tag already exists"));
   }
@@ -173,9 +173,9 @@ absl::Status CheckpointWriter::AddShard(ShardRecord record) {
           absl::StrCat(tmp_dir_, ": shard ", record.name, " recorded twice"));
     }
   }
-  DT_ASSIGN_OR_RETURN(const uint64_t size, env_->GetFileSize(JoinPath(tmp_dir_, record.name)));
+  DT_ASSIGN_OR_RETURN(const uint64_t size, env_->GetFileSize(env::JoinPath(tmp_dir_, record.name)));
   if (size != record.bytes) {
-    return absl::DataLossError(absl::StrCat(JoinPath(tmp_dir_, record.name), ": has ", size,
+    return absl::DataLossError(absl::StrCat(env::JoinPath(tmp_dir_, record.name), ": has ", size,
                                             " bytes, its writer reported ", record.bytes));
   }
   manifest_.shards.push_back(std::move(record));
@@ -183,22 +183,23 @@ absl::Status CheckpointWriter::AddShard(ShardRecord record) {
 }
 
 std::string CheckpointTmpDir(const std::string& root, absl::string_view tag) {
-  return JoinPath(root, absl::StrCat(tag, kTmpSuffix));
+  return env::JoinPath(root, absl::StrCat(tag, kTmpSuffix));
 }
 
-absl::StatusOr<ShardRecord> WriteShardFile(Env* env, const std::string& dir, absl::string_view name,
-                                           absl::string_view data) {
+absl::StatusOr<ShardRecord> WriteShardFile(env::Env* env, const std::string& dir,
+                                           absl::string_view name, absl::string_view data) {
   return WriteShardFile(env, dir, name, std::vector<absl::string_view>{data});
 }
 
-absl::StatusOr<ShardRecord> WriteShardFile(Env* env, const std::string& dir, absl::string_view name,
+absl::StatusOr<ShardRecord> WriteShardFile(env::Env* env, const std::string& dir,
+                                           absl::string_view name,
                                            const std::vector<absl::string_view>& pieces) {
   DT_RETURN_IF_ERROR(ValidateName(name, "shard name"));
   if (name == kManifestName) {
     return absl::InvalidArgumentError(absl::StrCat("shard name \"", name, "\" is reserved"));
   }
-  DT_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file,
-                      env->NewWritableFile(JoinPath(dir, name)));
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<env::WritableFile> file,
+                      env->NewWritableFile(env::JoinPath(dir, name)));
   ShardRecord record{std::string(name), 0, 0};
   for (absl::string_view piece : pieces) record.bytes += piece.size();
   // The checksum of a large shard runs on another core while this one writes it.
@@ -230,20 +231,20 @@ absl::Status CheckpointWriter::Commit(const nlohmann::json& meta) {
   done_ = true;
   if (!meta.is_object()) return absl::InvalidArgumentError("checkpoint meta must be a JSON object");
   manifest_.meta = meta;
-  DT_RETURN_IF_ERROR(env_->WriteStringToFile(JoinPath(tmp_dir_, kManifestName),
+  DT_RETURN_IF_ERROR(env_->WriteStringToFile(env::JoinPath(tmp_dir_, kManifestName),
                                              ManifestToJson(manifest_), /*sync=*/true));
   // Persist the shard and manifest entries before the rename publishes the directory.
   DT_RETURN_IF_ERROR(env_->SyncDir(tmp_dir_));
-  DT_RETURN_IF_ERROR(env_->RenameFile(tmp_dir_, JoinPath(root_, manifest_.tag)));
+  DT_RETURN_IF_ERROR(env_->RenameFile(tmp_dir_, env::JoinPath(root_, manifest_.tag)));
   DT_RETURN_IF_ERROR(env_->SyncDir(root_));  // committed from here on
-  const std::string latest = JoinPath(root_, kLatestTag);
+  const std::string latest = env::JoinPath(root_, kLatestTag);
   const std::string latest_tmp = absl::StrCat(latest, kTmpSuffix);
   DT_RETURN_IF_ERROR(env_->WriteStringToFile(latest_tmp, manifest_.tag, /*sync=*/true));
   DT_RETURN_IF_ERROR(env_->RenameFile(latest_tmp, latest));
   return env_->SyncDir(root_);
 }
 
-absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(Env* env,
+absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(env::Env* env,
                                                                          const std::string& root,
                                                                          absl::string_view tag) {
   std::string name(tag);
@@ -263,7 +264,7 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(Env* en
   }
   if (!manifest.ok()) return manifest.status();
   return std::unique_ptr<CheckpointReader>(
-      new CheckpointReader(env, JoinPath(root, name), *std::move(manifest)));
+      new CheckpointReader(env, env::JoinPath(root, name), *std::move(manifest)));
 }
 
 absl::StatusOr<std::unique_ptr<ShardReader>> CheckpointReader::OpenShard(
@@ -273,12 +274,12 @@ absl::StatusOr<std::unique_ptr<ShardReader>> CheckpointReader::OpenShard(
   if (it == manifest_.shards.end()) {
     return absl::NotFoundError(absl::StrCat(dir_, ": checkpoint has no shard \"", name, "\""));
   }
-  std::string path = JoinPath(dir_, it->name);
+  std::string path = env::JoinPath(dir_, it->name);
   DT_ASSIGN_OR_RETURN(uint64_t size, env_->GetFileSize(path));
   if (size != it->bytes) {
     return absl::DataLossError(absl::StrCat(path, ": ", size, " bytes, manifest says ", it->bytes));
   }
-  DT_ASSIGN_OR_RETURN(std::unique_ptr<SequentialFile> file, env_->NewSequentialFile(path));
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<env::SequentialFile> file, env_->NewSequentialFile(path));
   return std::make_unique<ShardReader>(std::move(path), *it, std::move(file));
 }
 
@@ -331,13 +332,14 @@ absl::Status CheckpointReader::VerifyAll() const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<CheckpointManifest>> ListCommitted(Env* env, const std::string& root) {
+absl::StatusOr<std::vector<CheckpointManifest>> ListCommitted(env::Env* env,
+                                                              const std::string& root) {
   std::vector<CheckpointManifest> out;
   if (!env->IsDirectory(root)) return out;
   DT_ASSIGN_OR_RETURN(std::vector<std::string> children, env->GetChildren(root));
   for (const std::string& name : children) {
     if (name == kLatestTag || !ValidateName(name, "").ok()) continue;
-    if (!env->IsDirectory(JoinPath(root, name))) continue;
+    if (!env->IsDirectory(env::JoinPath(root, name))) continue;
     absl::StatusOr<CheckpointManifest> m = LoadCommitted(env, root, name);
     if (m.ok()) out.push_back(*std::move(m));  // not committed: not ours to list
   }
@@ -347,7 +349,7 @@ absl::StatusOr<std::vector<CheckpointManifest>> ListCommitted(Env* env, const st
   return out;
 }
 
-absl::Status KeepLast(Env* env, const std::string& root, int n) {
+absl::Status KeepLast(env::Env* env, const std::string& root, int n) {
   if (n < 1) return absl::InvalidArgumentError(absl::StrCat("KeepLast needs n >= 1, got ", n));
   DT_ASSIGN_OR_RETURN(std::vector<CheckpointManifest> committed, ListCommitted(env, root));
   std::set<std::string> keep;
@@ -356,20 +358,20 @@ absl::Status KeepLast(Env* env, const std::string& root, int n) {
     keep.insert(committed[i].tag);
   }
   absl::StatusOr<std::string> latest =
-      env->ReadFileToString(JoinPath(root, kLatestTag), kMaxLatestBytes);
+      env->ReadFileToString(env::JoinPath(root, kLatestTag), kMaxLatestBytes);
   if (latest.ok()) keep.insert(std::string(absl::StripAsciiWhitespace(*latest)));
 
   bool removed = false;
   for (const CheckpointManifest& m : committed) {
     if (keep.count(m.tag) > 0) continue;
-    DT_RETURN_IF_ERROR(env->RemoveDirRecursively(JoinPath(root, m.tag)));
+    DT_RETURN_IF_ERROR(env->RemoveDirRecursively(env::JoinPath(root, m.tag)));
     removed = true;
   }
   if (env->IsDirectory(root)) {
     DT_ASSIGN_OR_RETURN(std::vector<std::string> children, env->GetChildren(root));
     for (const std::string& name : children) {
       if (!absl::EndsWith(name, kTmpSuffix)) continue;
-      const std::string path = JoinPath(root, name);
+      const std::string path = env::JoinPath(root, name);
       if (env->IsDirectory(path)) {
         DT_RETURN_IF_ERROR(env->RemoveDirRecursively(path));
       } else {
@@ -382,4 +384,4 @@ absl::Status KeepLast(Env* env, const std::string& root, int n) {
   return absl::OkStatus();
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::checkpoint

@@ -29,7 +29,7 @@
 #include "worker/env/byte_source.h"
 #include "worker/env/env.h"
 
-namespace dstrain {
+namespace dstrain::checkpoint {
 
 struct ShardRecord {
   std::string name;
@@ -53,7 +53,7 @@ class CheckpointWriter {
   // interrupted save is removed; an already committed <tag> is kAlreadyExists. Tags and shard
   // names are single path components: not empty, no '/', no leading '.', no ".tmp" suffix, and
   // the tag is not "latest". `env` must outlive the writer.
-  static absl::StatusOr<std::unique_ptr<CheckpointWriter>> Begin(Env* env, std::string root,
+  static absl::StatusOr<std::unique_ptr<CheckpointWriter>> Begin(env::Env* env, std::string root,
                                                                  std::string tag, int64_t step);
 
   // Writes, syncs and closes one shard, recording its size and CRC-32C.
@@ -70,13 +70,14 @@ class CheckpointWriter {
   const CheckpointManifest& manifest() const { return manifest_; }
 
  private:
-  CheckpointWriter(Env* env, std::string root, std::string tmp_dir, CheckpointManifest manifest)
+  CheckpointWriter(env::Env* env, std::string root, std::string tmp_dir,
+                   CheckpointManifest manifest)
       : env_(env),
         root_(std::move(root)),
         tmp_dir_(std::move(tmp_dir)),
         manifest_(std::move(manifest)) {}
 
-  Env* const env_;
+  env::Env* const env_;
   const std::string root_;
   const std::string tmp_dir_;
   CheckpointManifest manifest_;
@@ -87,9 +88,9 @@ class CheckpointWriter {
 // intermediate copy of hundreds of MB). The CRC-32C runs alongside the reads; Finish checks that
 // the whole shard was read and matches the manifest. Bytes read before Finish are unverified:
 // callers restore into state they throw away when Finish (or any Read) fails.
-class ShardReader final : public ByteSource {
+class ShardReader final : public env::ByteSource {
  public:
-  ShardReader(std::string path, ShardRecord record, std::unique_ptr<SequentialFile> file)
+  ShardReader(std::string path, ShardRecord record, std::unique_ptr<env::SequentialFile> file)
       : path_(std::move(path)), record_(std::move(record)), file_(std::move(file)) {}
 
   absl::Status Read(void* dst, size_t n) override;
@@ -103,7 +104,7 @@ class ShardReader final : public ByteSource {
  private:
   const std::string path_;
   const ShardRecord record_;
-  std::unique_ptr<SequentialFile> file_;
+  std::unique_ptr<env::SequentialFile> file_;
   uint64_t read_ = 0;
   uint32_t crc_ = 0;
 };
@@ -114,7 +115,8 @@ class CheckpointReader {
   // highest step (the `latest` file is written for people and tools, but a crash right after a
   // commit can leave it one behind); kNotFound when nothing is committed. A tag that is not
   // committed gives kNotFound (missing) or kDataLoss (damaged), naming the file at fault.
-  static absl::StatusOr<std::unique_ptr<CheckpointReader>> Open(Env* env, const std::string& root,
+  static absl::StatusOr<std::unique_ptr<CheckpointReader>> Open(env::Env* env,
+                                                                const std::string& root,
                                                                 absl::string_view tag);
 
   const CheckpointManifest& manifest() const { return manifest_; }
@@ -129,10 +131,10 @@ class CheckpointReader {
   absl::Status VerifyAll() const;
 
  private:
-  CheckpointReader(Env* env, std::string dir, CheckpointManifest manifest)
+  CheckpointReader(env::Env* env, std::string dir, CheckpointManifest manifest)
       : env_(env), dir_(std::move(dir)), manifest_(std::move(manifest)) {}
 
-  Env* const env_;
+  env::Env* const env_;
   const std::string dir_;
   const CheckpointManifest manifest_;
 };
@@ -140,19 +142,21 @@ class CheckpointReader {
 // The directory a save of `tag` under `root` writes into (CheckpointWriter::tmp_dir()).
 std::string CheckpointTmpDir(const std::string& root, absl::string_view tag);
 // Writes, syncs and closes one shard file in `dir` (a save's tmp dir), returning its record.
-absl::StatusOr<ShardRecord> WriteShardFile(Env* env, const std::string& dir, absl::string_view name,
-                                           absl::string_view data);
+absl::StatusOr<ShardRecord> WriteShardFile(env::Env* env, const std::string& dir,
+                                           absl::string_view name, absl::string_view data);
 // The same for a shard given in pieces, written one after the other (no concatenated copy).
-absl::StatusOr<ShardRecord> WriteShardFile(Env* env, const std::string& dir, absl::string_view name,
+absl::StatusOr<ShardRecord> WriteShardFile(env::Env* env, const std::string& dir,
+                                           absl::string_view name,
                                            const std::vector<absl::string_view>& pieces);
 
 // The committed tags under `root`, oldest first (by step, then by name); empty when `root` does
 // not exist.
-absl::StatusOr<std::vector<CheckpointManifest>> ListCommitted(Env* env, const std::string& root);
+absl::StatusOr<std::vector<CheckpointManifest>> ListCommitted(env::Env* env,
+                                                              const std::string& root);
 
 // Retention: keeps the `n` (>= 1) newest committed tags and the one `latest` names; removes older
 // committed tags and leftover *.tmp directories of interrupted saves. Directories that are not
 // committed and not *.tmp are left alone (they are not ours to judge).
-absl::Status KeepLast(Env* env, const std::string& root, int n);
+absl::Status KeepLast(env::Env* env, const std::string& root, int n);
 
-}  // namespace dstrain
+}  // namespace dstrain::checkpoint

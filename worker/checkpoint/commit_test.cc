@@ -19,7 +19,7 @@
 #include "worker/env/env.h"
 #include "worker/env/fault_injection_env.h"
 
-namespace dstrain {
+namespace dstrain::checkpoint {
 namespace {
 
 using ::dstrain::testing::IsOk;
@@ -36,7 +36,7 @@ std::string ShardData(const std::string& tag, int rank) {
   return absl::StrCat(tag, "/", rank, "/", s);
 }
 
-absl::Status Save(Env* env, const std::string& root, const std::string& tag, int64_t step) {
+absl::Status Save(env::Env* env, const std::string& root, const std::string& tag, int64_t step) {
   DT_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointWriter> w,
                       CheckpointWriter::Begin(env, root, tag, step));
   for (int rank = 0; rank < 2; ++rank) {
@@ -46,7 +46,8 @@ absl::Status Save(Env* env, const std::string& root, const std::string& tag, int
 }
 
 // Loads `tag` (or "latest") completely and returns its tag, checking every byte.
-absl::StatusOr<std::string> LoadFully(Env* env, const std::string& root, absl::string_view tag) {
+absl::StatusOr<std::string> LoadFully(env::Env* env, const std::string& root,
+                                      absl::string_view tag) {
   DT_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> r, CheckpointReader::Open(env, root, tag));
   const CheckpointManifest& m = r->manifest();
   if (m.shards.size() != 2 || m.meta.value("tag_again", "") != m.tag) {
@@ -60,7 +61,7 @@ absl::StatusOr<std::string> LoadFully(Env* env, const std::string& root, absl::s
 }
 
 // The loaded tag, or the error as text (readable in a failed EXPECT_EQ).
-std::string Loaded(Env* env, const std::string& root, absl::string_view tag) {
+std::string Loaded(env::Env* env, const std::string& root, absl::string_view tag) {
   absl::StatusOr<std::string> loaded = LoadFully(env, root, tag);
   return loaded.ok() ? *loaded : loaded.status().ToString();
 }
@@ -71,16 +72,16 @@ class CommitTest : public ::testing::Test {
 
   std::string FreshRoot(absl::string_view suffix) {
     const char* tmp = std::getenv("TEST_TMPDIR");
-    const std::string dir = JoinPath(
+    const std::string dir = env::JoinPath(
         tmp != nullptr ? tmp : "/tmp",
         absl::StrCat(::testing::UnitTest::GetInstance()->current_test_info()->name(), suffix));
     if (base_->FileExists(dir)) {
       EXPECT_THAT(base_->RemoveDirRecursively(dir), IsOk());
     }
-    return JoinPath(dir, "ckpt");
+    return env::JoinPath(dir, "ckpt");
   }
 
-  Env* base_ = PosixEnv::Default();
+  env::Env* base_ = env::PosixEnv::Default();
   std::string root_;
 };
 
@@ -96,8 +97,8 @@ TEST_F(CommitTest, SaveAndLoadRoundTrip) {
   EXPECT_THAT((*r)->VerifyAll(), IsOk());
   EXPECT_THAT(LoadFully(base_, root_, "step100"), IsOk());
   EXPECT_THAT((*r)->ReadShard("nope"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
-  EXPECT_EQ(*base_->ReadFileToString(JoinPath(root_, "latest"), 100), "step100");
-  EXPECT_FALSE(base_->FileExists(JoinPath(root_, "step100.tmp")));
+  EXPECT_EQ(*base_->ReadFileToString(env::JoinPath(root_, "latest"), 100), "step100");
+  EXPECT_FALSE(base_->FileExists(env::JoinPath(root_, "step100.tmp")));
   EXPECT_THAT(Save(base_, root_, "step100", 100),
               StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("step100")));
   EXPECT_THAT(CheckpointWriter::Begin(base_, root_, "latest", 1).status(),
@@ -122,7 +123,7 @@ TEST_F(CommitTest, NothingCommittedIsNotFound) {
 // The heart of the protocol: crash after each of the save's mutating operations in turn.
 void CrashAtEveryOperation(bool with_previous,
                            const std::function<std::string(absl::string_view)>& fresh_root) {
-  Env* base = PosixEnv::Default();
+  env::Env* base = env::PosixEnv::Default();
   std::set<std::string> outcomes;
   for (int n = 0;; ++n) {
     ASSERT_LT(n, 1000) << "save never finished";
@@ -130,7 +131,7 @@ void CrashAtEveryOperation(bool with_previous,
     if (with_previous) {
       ASSERT_THAT(Save(base, root, "step1", 1), IsOk());
     }
-    FaultInjectionEnv env(base);
+    env::FaultInjectionEnv env(base);
     env.CrashAfter(n);
     const absl::Status saved = Save(&env, root, "step2", 2);
     // A save that returned OK is durable: a crash right after it must not undo it.
@@ -179,21 +180,22 @@ TEST_F(CommitTest, CrashAfterEveryOperationOfTheFirstSave) {
 
 TEST_F(CommitTest, TornShardIsDetected) {
   ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
-  FaultInjectionEnv env(base_);
-  const std::string shard = JoinPath(root_, "step2.tmp/rank_1.bin");
+  env::FaultInjectionEnv env(base_);
+  const std::string shard = env::JoinPath(root_, "step2.tmp/rank_1.bin");
   env.SetTornWrite(shard, 100);
   // The device lied, so the save itself succeeds ...
   ASSERT_THAT(Save(&env, root_, "step2", 2), IsOk());
   // ... but the reader refuses the torn checkpoint, naming the file, and falls back.
-  EXPECT_THAT(CheckpointReader::Open(base_, root_, "step2").status(),
-              StatusIs(absl::StatusCode::kDataLoss,
-                       AllOf(HasSubstr(JoinPath(root_, "step2/rank_1.bin")), HasSubstr("torn"))));
+  EXPECT_THAT(
+      CheckpointReader::Open(base_, root_, "step2").status(),
+      StatusIs(absl::StatusCode::kDataLoss,
+               AllOf(HasSubstr(env::JoinPath(root_, "step2/rank_1.bin")), HasSubstr("torn"))));
   EXPECT_EQ(Loaded(base_, root_, "latest"), "step1");
 }
 
 TEST_F(CommitTest, FlippedByteFailsTheChecksumNamingTheFile) {
   ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
-  const std::string shard = JoinPath(root_, "step1/rank_0.bin");
+  const std::string shard = env::JoinPath(root_, "step1/rank_0.bin");
   std::string data = *base_->ReadFileToString(shard, 1 << 20);
   data[data.size() / 2] ^= 0x10;
   ASSERT_THAT(base_->WriteStringToFile(shard, data, true), IsOk());
@@ -238,7 +240,7 @@ TEST_F(CommitTest, ShardReaderReadsInPlaceAndChecksAtFinish) {
   EXPECT_THAT((*r)->OpenShard("nope").status(),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
   // A damaged byte after everything the caller read is still caught by Finish.
-  const std::string path = JoinPath(root_, "step1/rank_1.bin");
+  const std::string path = env::JoinPath(root_, "step1/rank_1.bin");
   std::string damaged = data;
   damaged.back() ^= 0x01;
   ASSERT_THAT(base_->WriteStringToFile(path, damaged, true), IsOk());
@@ -252,21 +254,21 @@ TEST_F(CommitTest, ShardReaderReadsInPlaceAndChecksAtFinish) {
 
 TEST_F(CommitTest, DiskFullKeepsThePreviousCheckpoint) {
   ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
-  FaultInjectionEnv env(base_);
+  env::FaultInjectionEnv env(base_);
   env.SetDiskFullLimit(1500);  // the first shard fits, the second does not
   EXPECT_THAT(Save(&env, root_, "step2", 2),
               StatusIs(absl::StatusCode::kResourceExhausted,
-                       HasSubstr(JoinPath(root_, "step2.tmp/rank_1.bin"))));
+                       HasSubstr(env::JoinPath(root_, "step2.tmp/rank_1.bin"))));
   EXPECT_EQ(Loaded(base_, root_, "latest"), "step1");
   EXPECT_THAT(CheckpointReader::Open(base_, root_, "step2").status(),
               StatusIs(absl::StatusCode::kNotFound, ::testing::_));
   // Retention clears the leftover; a later save with space succeeds.
   ASSERT_THAT(KeepLast(base_, root_, 3), IsOk());
-  EXPECT_FALSE(base_->FileExists(JoinPath(root_, "step2.tmp")));
+  EXPECT_FALSE(base_->FileExists(env::JoinPath(root_, "step2.tmp")));
   EXPECT_THAT(Save(base_, root_, "step2", 2), IsOk());
 }
 
-std::vector<std::string> Tags(Env* env, const std::string& root) {
+std::vector<std::string> Tags(env::Env* env, const std::string& root) {
   std::vector<std::string> tags;
   absl::StatusOr<std::vector<CheckpointManifest>> committed = ListCommitted(env, root);
   EXPECT_THAT(committed, IsOk());
@@ -285,14 +287,14 @@ TEST_F(CommitTest, KeepLastKeepsTheNewestAndTheLatest) {
   // Point `latest` at an old tag (as a crash between a commit and the pointer's update leaves it,
   // or a person) and leave debris of an interrupted save plus a directory that is not a
   // checkpoint. KeepLast keeps the tag the pointer names; loading "latest" takes the newest.
-  ASSERT_THAT(base_->WriteStringToFile(JoinPath(root_, "latest"), "b", true), IsOk());
-  ASSERT_THAT(base_->CreateDirs(JoinPath(root_, "e.tmp/x")), IsOk());
-  ASSERT_THAT(base_->CreateDirs(JoinPath(root_, "notes")), IsOk());
+  ASSERT_THAT(base_->WriteStringToFile(env::JoinPath(root_, "latest"), "b", true), IsOk());
+  ASSERT_THAT(base_->CreateDirs(env::JoinPath(root_, "e.tmp/x")), IsOk());
+  ASSERT_THAT(base_->CreateDirs(env::JoinPath(root_, "notes")), IsOk());
 
   ASSERT_THAT(KeepLast(base_, root_, 2), IsOk());
   EXPECT_THAT(Tags(base_, root_), ElementsAre("b", "d", "c"));
-  EXPECT_FALSE(base_->FileExists(JoinPath(root_, "e.tmp")));
-  EXPECT_TRUE(base_->IsDirectory(JoinPath(root_, "notes")));
+  EXPECT_FALSE(base_->FileExists(env::JoinPath(root_, "e.tmp")));
+  EXPECT_TRUE(base_->IsDirectory(env::JoinPath(root_, "notes")));
   EXPECT_EQ(Loaded(base_, root_, "latest"), "c");
 
   ASSERT_THAT(KeepLast(base_, root_, 1), IsOk());
@@ -302,4 +304,4 @@ TEST_F(CommitTest, KeepLastKeepsTheNewestAndTheLatest) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::checkpoint

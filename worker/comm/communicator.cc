@@ -8,7 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status/status_macros.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 namespace {
 
 absl::Status Invalid(const Communicator& c, absl::string_view op, absl::string_view what) {
@@ -160,4 +160,4 @@ absl::Status CheckPointToPointArgs(const Communicator& c, absl::string_view op,
   return CheckOptions(c, op, options);
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

@@ -34,7 +34,7 @@
 #include "absl/time/time.h"
 #include "worker/tensor/tensor.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 
 // kSum: the sum over ranks. kAvg: that sum divided once by size(), in f32, as a division (not a
 // multiplication by 1/size(), which would make e.g. 3 * (1/3.f) != 1), so every rank gets the same
@@ -167,4 +167,4 @@ absl::Status CheckPointToPointArgs(const Communicator& c, absl::string_view op,
 absl::Status CheckSplitRanks(const Communicator& c, const std::vector<int>& ranks,
                              absl::string_view name);
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

@@ -12,7 +12,7 @@
 #include "worker/comm/completion_work.h"
 #include "worker/comm/testing/stub_communicator.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 namespace {
 
 using ::dstrain::testing::IsOk;
@@ -21,7 +21,7 @@ using ::testing::_;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-using ::dstrain::testing::StubCommunicator;
+using ::dstrain::comm::testing::StubCommunicator;
 
 TEST(CommunicatorTest, ReduceOpNames) {
   EXPECT_EQ(ReduceOpName(ReduceOp::kSum), "sum");
@@ -108,4 +108,4 @@ TEST(CompletionWorkTest, WaitTimesOutThenCompletes) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::comm

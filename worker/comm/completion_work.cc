@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 
 bool WorkState::Complete(absl::Status status) {
   absl::MutexLock lock(&mu_);
@@ -37,4 +37,4 @@ std::unique_ptr<Work> CompletedWork(absl::Status status) {
   return std::make_unique<CompletionWork>(std::move(state));
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

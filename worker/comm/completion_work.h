@@ -12,7 +12,7 @@
 #include "absl/time/time.h"
 #include "worker/comm/communicator.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 
 class WorkState {
  public:
@@ -43,4 +43,4 @@ class CompletionWork final : public Work {
 // A Work that is already complete with `status`.
 std::unique_ptr<Work> CompletedWork(absl::Status status);
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

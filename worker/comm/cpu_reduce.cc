@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
-namespace dstrain {
+namespace dstrain::comm {
 namespace {
 
 // Elements converted per block on the stack where a conversion needs a temporary.
@@ -131,7 +131,7 @@ void AccumulatePlain(float* acc, const float* x, int64_t n, ReduceOp op) {
 
 namespace internal {
 
-bool HasAvx2() { return ::dstrain::HasAvx2(); }
+bool HasAvx2() { return ::dstrain::comm::HasAvx2(); }
 
 void F32ToBf16Portable(const float* src, int64_t n, uint16_t* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = F32ToBf16(src[i]);
@@ -313,4 +313,4 @@ void ReduceBuffers(const void* const* inputs, int k, void* out, int64_t n, DType
   }
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

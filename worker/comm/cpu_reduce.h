@@ -21,7 +21,7 @@
 #include "worker/comm/communicator.h"
 #include "worker/tensor/tensor.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 
 // Scalar conversions.
 float Bf16ToF32(uint16_t h);
@@ -64,4 +64,4 @@ bool HasF16c();
 bool HasAvx2();
 }  // namespace internal
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

@@ -9,7 +9,7 @@
 
 #include "gtest/gtest.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 namespace {
 
 uint32_t Bits(float f) {
@@ -275,4 +275,4 @@ TEST(ReduceTest, ReduceBuffersAllDtypesLongBuffers) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::comm

@@ -17,16 +17,16 @@ namespace {
 
 std::string ShardName(int rank) { return absl::StrFormat("rank_%05d.bin", rank); }
 
-int Rank(Communicator* dp) { return dp != nullptr ? dp->rank() : 0; }
-int World(Communicator* dp) { return dp != nullptr ? dp->size() : 1; }
+int Rank(comm::Communicator* dp) { return dp != nullptr ? dp->rank() : 0; }
+int World(comm::Communicator* dp) { return dp != nullptr ? dp->size() : 1; }
 
 // Every rank learns whether every rank succeeded: the max over ranks of a failure flag.
-absl::Status AgreeAll(Communicator* dp, const CommOptions& comm, const absl::Status& mine,
-                      absl::string_view what) {
+absl::Status AgreeAll(comm::Communicator* dp, const comm::CommOptions& comm,
+                      const absl::Status& mine, absl::string_view what) {
   if (dp == nullptr || dp->size() == 1) return mine;
   float failed = mine.ok() ? 0.f : 1.f;
-  DT_ASSIGN_OR_RETURN(auto work,
-                      dp->AllReduce(CommBuffer{&failed, 1, DType::kF32}, ReduceOp::kMax, comm));
+  DT_ASSIGN_OR_RETURN(auto work, dp->AllReduce(comm::CommBuffer{&failed, 1, DType::kF32},
+                                               comm::ReduceOp::kMax, comm));
   DT_RETURN_IF_ERROR(work->Wait());
   if (!mine.ok()) return mine;
   if (failed != 0.f) return absl::AbortedError(absl::StrCat(what, " failed on another rank"));
@@ -35,20 +35,20 @@ absl::Status AgreeAll(Communicator* dp, const CommOptions& comm, const absl::Sta
 
 // A shard record travels through a float all-gather as raw bits (a gather copies, never adds).
 constexpr int kRecordFloats = 4;  // bytes (2 x u32), crc32c, ok
-void PackRecord(const ShardRecord& r, bool ok, float* out) {
+void PackRecord(const checkpoint::ShardRecord& r, bool ok, float* out) {
   const uint32_t words[kRecordFloats] = {
       static_cast<uint32_t>(r.bytes), static_cast<uint32_t>(r.bytes >> 32), r.crc32c, ok ? 1u : 0u};
   std::memcpy(out, words, sizeof(words));
 }
-ShardRecord UnpackRecord(const float* in, int rank, bool* ok) {
+checkpoint::ShardRecord UnpackRecord(const float* in, int rank, bool* ok) {
   uint32_t words[kRecordFloats];
   std::memcpy(words, in, sizeof(words));
   *ok = words[3] == 1u;
-  return ShardRecord{ShardName(rank), (uint64_t{words[1]} << 32) | words[0], words[2]};
+  return checkpoint::ShardRecord{ShardName(rank), (uint64_t{words[1]} << 32) | words[0], words[2]};
 }
 
 // The per-rank state at the front of a shard: [u64 n][n bytes].
-absl::StatusOr<std::string> ReadRankState(ByteSource& shard) {
+absl::StatusOr<std::string> ReadRankState(env::ByteSource& shard) {
   uint64_t n = 0;
   DT_RETURN_IF_ERROR(shard.Read(&n, sizeof(n)));
   if (n > shard.remaining()) {
@@ -62,15 +62,16 @@ absl::StatusOr<std::string> ReadRankState(ByteSource& shard) {
 
 }  // namespace
 
-absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOptions& options,
-                            const std::string& tag, absl::string_view rank_state,
-                            nlohmann::json meta) {
+absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
+                            const CheckpointOptions& options, const std::string& tag,
+                            absl::string_view rank_state, nlohmann::json meta) {
   const int rank = Rank(dp), world = World(dp);
   // Phase 1: rank 0 opens the save (the tmp dir), everyone learns whether it could.
-  std::unique_ptr<CheckpointWriter> writer;
+  std::unique_ptr<checkpoint::CheckpointWriter> writer;
   absl::Status status;
   if (rank == 0) {
-    auto w = CheckpointWriter::Begin(options.env, options.root, tag, engine.global_steps());
+    auto w =
+        checkpoint::CheckpointWriter::Begin(options.env, options.root, tag, engine.global_steps());
     status = w.status();
     if (w.ok()) writer = std::move(*w);
   }
@@ -78,7 +79,8 @@ absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOp
 
   // Phase 2: every rank writes its shard (a failure is reported in phase 3, not returned here:
   // the other ranks are waiting in the gather).
-  absl::StatusOr<ShardRecord> record = [&]() -> absl::StatusOr<ShardRecord> {
+  absl::StatusOr<checkpoint::ShardRecord> record =
+      [&]() -> absl::StatusOr<checkpoint::ShardRecord> {
     // Straight from the engine's buffers to the file: no copy of the state.
     std::string head;
     DT_ASSIGN_OR_RETURN(std::vector<absl::string_view> state, engine.SaveStatePieces(&head));
@@ -86,27 +88,27 @@ absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOp
     std::vector<absl::string_view> pieces = {
         absl::string_view(reinterpret_cast<const char*>(&n), sizeof(n)), rank_state};
     pieces.insert(pieces.end(), state.begin(), state.end());
-    return WriteShardFile(options.env, CheckpointTmpDir(options.root, tag), ShardName(rank),
-                          pieces);
+    return checkpoint::WriteShardFile(options.env, checkpoint::CheckpointTmpDir(options.root, tag),
+                                      ShardName(rank), pieces);
   }();
 
   // Phase 3: rank 0 gathers the records and commits.
   std::vector<float> records(kRecordFloats * world);
-  PackRecord(record.ok() ? *record : ShardRecord{}, record.ok(),
+  PackRecord(record.ok() ? *record : checkpoint::ShardRecord{}, record.ok(),
              records.data() + kRecordFloats * rank);
   if (dp != nullptr && world > 1) {
     DT_ASSIGN_OR_RETURN(
         auto work,
-        dp->AllGather(CommBuffer{records.data() + kRecordFloats * rank, kRecordFloats, DType::kF32},
-                      CommBuffer{records.data(), kRecordFloats * world, DType::kF32},
-                      options.comm));
+        dp->AllGather(
+            comm::CommBuffer{records.data() + kRecordFloats * rank, kRecordFloats, DType::kF32},
+            comm::CommBuffer{records.data(), kRecordFloats * world, DType::kF32}, options.comm));
     DT_RETURN_IF_ERROR(work->Wait());
   }
   status = record.status();
   if (rank == 0 && status.ok()) {
     for (int r = 0; r < world && status.ok(); ++r) {
       bool ok = false;
-      ShardRecord rec = UnpackRecord(records.data() + kRecordFloats * r, r, &ok);
+      checkpoint::ShardRecord rec = UnpackRecord(records.data() + kRecordFloats * r, r, &ok);
       status = ok ? writer->AddShard(std::move(rec))
                   : absl::AbortedError(absl::StrCat("rank ", r, " could not write its shard"));
     }
@@ -126,23 +128,23 @@ absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOp
       status = writer->Commit(meta);
     }
     if (status.ok() && options.keep_last > 0) {
-      status = KeepLast(options.env, options.root, options.keep_last);
+      status = checkpoint::KeepLast(options.env, options.root, options.keep_last);
     }
   }
   return AgreeAll(dp, options.comm, status, absl::StrCat("saving checkpoint ", tag));
 }
 
-absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
+absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* dp,
                                            const CheckpointOptions& options,
                                            absl::string_view tag) {
   const int rank = Rank(dp), world = World(dp);
   // Phase 1: every rank opens the checkpoint and learns whether it can load its own shard (the
   // checkpoint has this run's world size, stage and precision) or must reshard.
-  std::unique_ptr<CheckpointReader> reader;
+  std::unique_ptr<checkpoint::CheckpointReader> reader;
   bool reshard = false, same_precision = true;
   int64_t bucket = 0;
   absl::Status status = [&]() -> absl::Status {
-    DT_ASSIGN_OR_RETURN(reader, CheckpointReader::Open(options.env, options.root, tag));
+    DT_ASSIGN_OR_RETURN(reader, checkpoint::CheckpointReader::Open(options.env, options.root, tag));
     const nlohmann::json& meta = reader->manifest().meta;
     const model::GptConfig& mc = engine.model().config();
     const nlohmann::json& shape = meta.contains("model") ? meta["model"] : nlohmann::json();
@@ -178,7 +180,7 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
         shards.push_back(std::move(shard));
       }
       for (const std::string& shard : shards) {
-        StringSource source(shard);
+        env::StringSource source(shard);
         DT_ASSIGN_OR_RETURN(std::string mine, ReadRankState(source));
         if (states.empty()) rank_state = std::move(mine);
         states.push_back(absl::string_view(shard).substr(shard.size() - source.remaining()));
@@ -187,7 +189,8 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
     }
     // This rank's own shard, read straight into the engine's buffers; the checksum is checked
     // before anyone trains on it.
-    DT_ASSIGN_OR_RETURN(std::unique_ptr<ShardReader> shard, reader->OpenShard(ShardName(rank)));
+    DT_ASSIGN_OR_RETURN(std::unique_ptr<checkpoint::ShardReader> shard,
+                        reader->OpenShard(ShardName(rank)));
     absl::StatusOr<std::string> mine = ReadRankState(*shard);
     absl::Status restored = mine.ok() ? engine.LoadState(*shard) : mine.status();
     // A damaged file explains any failure above best: the checksum is checked either way.
@@ -203,9 +206,9 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
   return rank_state;
 }
 
-absl::Status ExportCheckpoint(Env* env, const std::string& root, absl::string_view tag,
+absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::string_view tag,
                               const std::string& out_path) {
-  DT_ASSIGN_OR_RETURN(auto reader, CheckpointReader::Open(env, root, tag));
+  DT_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(env, root, tag));
   const nlohmann::json& meta = reader->manifest().meta;
   if (!meta.contains("model") || !meta["model"].is_object()) {
     return absl::DataLossError(absl::StrCat(reader->dir(), ": manifest has no model shape"));
@@ -225,7 +228,7 @@ absl::Status ExportCheckpoint(Env* env, const std::string& root, absl::string_vi
   for (int r = 0; r < world; ++r) {
     DT_ASSIGN_OR_RETURN(std::string shard, reader->ReadShard(ShardName(r)));
     // [u64 n][per-rank state][u64 k][counters][ZeroState shard]: skip the two prefixed parts.
-    StringSource source(shard);
+    env::StringSource source(shard);
     DT_RETURN_IF_ERROR(ReadRankState(source).status());
     DT_RETURN_IF_ERROR(ReadRankState(source).status());
     const absl::string_view rest =

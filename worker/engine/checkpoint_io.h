@@ -23,15 +23,16 @@
 namespace dstrain::engine {
 
 struct CheckpointOptions {
-  Env* env = nullptr;
-  std::string root;   // checkpoint directory
-  int keep_last = 0;  // retention after a save (0: keep all)
-  CommOptions comm;   // timeout of the collectives inside
+  env::Env* env = nullptr;
+  std::string root;        // checkpoint directory
+  int keep_last = 0;       // retention after a save (0: keep all)
+  comm::CommOptions comm;  // timeout of the collectives inside
 };
 
 // Saves `tag` at the engine's current step. `dp` is the data-parallel group (null: one rank).
-absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOptions& options,
-                            const std::string& tag, absl::string_view rank_state,
+absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
+                            const CheckpointOptions& options, const std::string& tag,
+                            absl::string_view rank_state,
                             nlohmann::json meta = nlohmann::json::object());
 
 // Loads `tag` ("latest": the newest committed) into the engine on every rank and returns this
@@ -42,13 +43,13 @@ absl::Status SaveCheckpoint(Engine& engine, Communicator* dp, const CheckpointOp
 // file). Any rank's failure fails every rank, and the engine's state is then undefined: the
 // caller must not train on it. The own shard is read straight into the engine's buffers, its
 // checksum checked before any rank goes on.
-absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, Communicator* dp,
+absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* dp,
                                            const CheckpointOptions& options, absl::string_view tag);
 
 // `dstrain export`: the fp32 weights of committed checkpoint `tag` under `root` (master weights
 // under mixed precision), reassembled from every rank's shard, written as one llm.c model file
 // (magic 20240326) that model.init_from reads. Needs no engine and no other ranks.
-absl::Status ExportCheckpoint(Env* env, const std::string& root, absl::string_view tag,
+absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::string_view tag,
                               const std::string& out_path);
 
 }  // namespace dstrain::engine

@@ -42,12 +42,12 @@ struct Outcome {
 std::vector<Outcome> Train(const config::JobSpec& spec, int world, const std::string& root,
                            const char* load_tag, int first, int last, const char* save_tag) {
   std::vector<Outcome> out(world);
-  RunOnRanks(world, [&](int r, Communicator* comm) {
-    CpuAllocator alloc;
+  RunOnRanks(world, [&](int r, comm::Communicator* comm) {
+    tensor::CpuAllocator alloc;
     auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc), spec,
                                 &alloc, comm);
     ASSERT_THAT(e, IsOk());
-    CheckpointOptions options{PosixEnv::Default(), root, /*keep_last=*/2, CommOptions{}};
+    CheckpointOptions options{env::PosixEnv::Default(), root, /*keep_last=*/2, comm::CommOptions{}};
     if (load_tag != nullptr) {
       auto state = LoadCheckpoint(**e, comm, options, load_tag);
       out[r].load = state.status();
@@ -88,7 +88,7 @@ TEST(CheckpointIo, ResumeFromLatestIsBitwise) {
               std::vector<double>(whole[r].losses.begin() + 4, whole[r].losses.end()));
   }
   // Retention keeps two; an explicit older tag still loads while it is kept.
-  auto listed = ::dstrain::ListCommitted(PosixEnv::Default(), root);
+  auto listed = ::dstrain::checkpoint::ListCommitted(env::PosixEnv::Default(), root);
   ASSERT_THAT(listed, IsOk());
   EXPECT_EQ(listed->size(), 2u);
 }
@@ -124,12 +124,12 @@ ReshardRun GlobalBatchRun(const config::JobSpec& spec, int world, const std::str
                           const char* load_tag, int first, int last, const char* save_tag) {
   std::vector<ReshardRun> out(world);
   const config::JobSpec data_spec = GlobalBatchSpec(1, 0);  // micro-batch 4: the global batch
-  RunOnRanks(world, [&](int r, Communicator* comm) {
-    CpuAllocator alloc;
+  RunOnRanks(world, [&](int r, comm::Communicator* comm) {
+    tensor::CpuAllocator alloc;
     auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc), spec,
                                 &alloc, comm);
     ASSERT_THAT(e, IsOk());
-    CheckpointOptions options{PosixEnv::Default(), root, 0, CommOptions{}};
+    CheckpointOptions options{env::PosixEnv::Default(), root, 0, comm::CommOptions{}};
     if (load_tag != nullptr) {
       out[r].load = LoadCheckpoint(**e, comm, options, load_tag).status();
       if (!out[r].load.ok()) return;
@@ -194,18 +194,19 @@ TEST(CheckpointIo, ExportThenImportGivesTheSameWeights) {
   const config::JobSpec spec = SmallGptSpec(2, 3, 1, 0.0, "", 4, R"(, "bf16": {"enabled": true})");
   const auto saved = Train(spec, 2, root, nullptr, 0, 3, "step3");
   const std::string file = Root("exported.bin");
-  ASSERT_THAT(ExportCheckpoint(PosixEnv::Default(), root, "latest", file), IsOk());
+  ASSERT_THAT(ExportCheckpoint(env::PosixEnv::Default(), root, "latest", file), IsOk());
   auto read = model::ReadLlmcModel(file);
   ASSERT_THAT(read, IsOk());
   EXPECT_EQ(read->params, saved[0].params);
   config::JobSpec from_file = SmallGptSpec(1, 0, 1, 0.0, "", 4);
   from_file.model.init_from = file;
-  CpuAllocator alloc;
+  tensor::CpuAllocator alloc;
   auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(from_file), &alloc),
                               from_file, &alloc);
   ASSERT_THAT(e, IsOk());
   EXPECT_EQ(*(*e)->GatherParams(), saved[0].params);
-  EXPECT_FALSE(ExportCheckpoint(PosixEnv::Default(), Root("nothing_here"), "latest", file).ok());
+  EXPECT_FALSE(
+      ExportCheckpoint(env::PosixEnv::Default(), Root("nothing_here"), "latest", file).ok());
 }
 
 // A byte flipped anywhere in a shard (the per-rank state, the counters, the ZeRO header, the

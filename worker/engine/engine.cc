@@ -17,8 +17,9 @@ namespace dstrain::engine {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model::Gpt> model,
                                                            const config::JobSpec& spec,
-                                                           Allocator* allocator, Communicator* dp,
-                                                           CommOptions comm_options) {
+                                                           tensor::Allocator* allocator,
+                                                           comm::Communicator* dp,
+                                                           comm::CommOptions comm_options) {
   DT_ASSIGN_OR_RETURN(std::unique_ptr<LrSchedule> schedule,
                       LrSchedule::Create(spec.scheduler, spec.optimizer));
   std::unique_ptr<Engine> e(new Engine(std::move(model), spec, allocator, dp, std::move(schedule)));
@@ -43,8 +44,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
                                         storage, reduction));
   // The initial parameters pass through one full flat buffer on every rank; ZeroState keeps
   // what its stage keeps (stage 3: this rank's chunks only) and the buffer is freed.
-  DT_ASSIGN_OR_RETURN(Tensor initial,
-                      Tensor::Empty(allocator, DType::kF32, {total}, MemoryCategory::kOther));
+  DT_ASSIGN_OR_RETURN(
+      tensor::Tensor initial,
+      tensor::Tensor::Empty(allocator, DType::kF32, {total}, tensor::MemoryCategory::kOther));
   const model::GptConfig& mc = e->model_->config();
   if (!spec.model.init_from.empty()) {
     DT_ASSIGN_OR_RETURN(model::LlmcModel loaded, model::ReadLlmcModel(spec.model.init_from));
@@ -70,8 +72,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
   return e;
 }
 
-Engine::Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec, Allocator* allocator,
-               Communicator* dp, std::unique_ptr<LrSchedule> schedule)
+Engine::Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec,
+               tensor::Allocator* allocator, comm::Communicator* dp,
+               std::unique_ptr<LrSchedule> schedule)
     : model_(std::move(model)),
       spec_(spec),
       allocator_(allocator),
@@ -179,8 +182,8 @@ absl::StatusOr<std::optional<StepStats>> Engine::FinishStepStats(StepStats stats
   stats.loss = loss_sum_ / micro_step_;
   if (dp_ != nullptr && dp_->size() > 1) {
     float loss = static_cast<float>(stats.loss);
-    DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(CommBuffer{&loss, 1, DType::kF32}, ReduceOp::kAvg,
-                                                  comm_options_));
+    DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(comm::CommBuffer{&loss, 1, DType::kF32},
+                                                  comm::ReduceOp::kAvg, comm_options_));
     DT_RETURN_IF_ERROR(work->Wait());
     stats.loss = loss;
   }
@@ -262,7 +265,7 @@ absl::Status Engine::LoadReshardedState(const std::vector<absl::string_view>& st
 }
 
 absl::Status Engine::LoadState(absl::string_view state) {
-  StringSource source(state);
+  env::StringSource source(state);
   DT_RETURN_IF_ERROR(LoadState(source));
   if (source.remaining() != 0) {
     return absl::DataLossError(absl::StrCat("engine state: ", source.remaining(), " extra bytes"));
@@ -270,7 +273,7 @@ absl::Status Engine::LoadState(absl::string_view state) {
   return FinishLoad();
 }
 
-absl::Status Engine::LoadState(ByteSource& state) {
+absl::Status Engine::LoadState(env::ByteSource& state) {
   if (forward_pending_ || micro_step_ != 0) {
     return absl::FailedPreconditionError("LoadState: only between optimizer steps");
   }

@@ -51,9 +51,9 @@ class Engine {
   // `dp` (optional, not owned, outlives the engine) is the data-parallel group.
   static absl::StatusOr<std::unique_ptr<Engine>> Initialize(std::unique_ptr<model::Gpt> model,
                                                             const config::JobSpec& spec,
-                                                            Allocator* allocator,
-                                                            Communicator* dp = nullptr,
-                                                            CommOptions comm_options = {});
+                                                            tensor::Allocator* allocator,
+                                                            comm::Communicator* dp = nullptr,
+                                                            comm::CommOptions comm_options = {});
 
   // Forward and fused loss backward of one training micro-batch (micro_batch × seq_len tokens).
   // Returns the micro-batch's mean loss (unscaled).
@@ -79,7 +79,7 @@ class Engine {
   // then calls FinishLoad (collective from stage 1 on) — or, after an error anywhere, fails the
   // load: the state is undefined until a load succeeds.
   absl::StatusOr<std::vector<absl::string_view>> SaveStatePieces(std::string* head);
-  absl::Status LoadState(ByteSource& state);
+  absl::Status LoadState(env::ByteSource& state);
   absl::Status FinishLoad();
   // Resharding: the state of a run at another world size, stage or precision, from every one of
   // its ranks' SaveState() (in rank order) and its reduce_bucket_size. Weights and Adam moments
@@ -101,20 +101,21 @@ class Engine {
   int micro_steps_in_step() const { return micro_step_; }
   const precision::LossScaler& loss_scaler() const { return *scaler_; }
   const config::JobSpec& spec() const { return spec_; }
-  Allocator* allocator() const { return allocator_; }
+  tensor::Allocator* allocator() const { return allocator_; }
 
  private:
   absl::StatusOr<std::optional<StepStats>> FinishStepStats(StepStats stats);
   // The step counters (and the loss scaler) from a saved state's counters object.
   void RestoreCounters(const nlohmann::json& counters, bool restore_scaler);
-  Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec, Allocator* allocator,
-         Communicator* dp, std::unique_ptr<LrSchedule> schedule);
+  Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec,
+         tensor::Allocator* allocator, comm::Communicator* dp,
+         std::unique_ptr<LrSchedule> schedule);
 
   std::unique_ptr<model::Gpt> model_;
   config::JobSpec spec_;
-  Allocator* allocator_;
-  Communicator* dp_;          // null or size 1: single rank
-  CommOptions comm_options_;  // timeout of every collective
+  tensor::Allocator* allocator_;
+  comm::Communicator* dp_;          // null or size 1: single rank
+  comm::CommOptions comm_options_;  // timeout of every collective
   std::unique_ptr<LrSchedule> schedule_;
   std::unique_ptr<zero::ZeroState> zero_;
   std::unique_ptr<precision::LossScaler> scaler_;

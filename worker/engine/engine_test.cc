@@ -40,7 +40,7 @@ std::vector<float> Params(Engine& e) {
   return p.ok() ? *std::move(p) : std::vector<float>();
 }
 
-std::unique_ptr<Engine> Make(const config::JobSpec& spec, CpuAllocator* alloc) {
+std::unique_ptr<Engine> Make(const config::JobSpec& spec, tensor::CpuAllocator* alloc) {
   model::GptConfig mc{
       spec.model.n_layer,           spec.model.n_head,    spec.model.n_embd, spec.model.vocab_size,
       spec.model.padded_vocab_size, spec.model.block_size};
@@ -59,7 +59,7 @@ std::vector<int32_t> Tokens(int n, uint64_t seed) {
 TEST(Engine, AccumulationOverMicroBatchesEqualsOneLargeBatch) {
   // Two micro-batches of 2 sequences with gas 2 must take the same step as one batch of 4:
   // DeepSpeed scales each micro-batch's loss by 1/gas, so the gradients are the same mean.
-  CpuAllocator a1, a2;
+  tensor::CpuAllocator a1, a2;
   auto accum = Make(Spec(2, 2, 0.0), &a1);
   auto whole = Make(Spec(4, 1, 0.0), &a2);
   auto x = Tokens(4 * kT, 1), y = Tokens(4 * kT, 2);
@@ -84,7 +84,7 @@ TEST(Engine, AccumulationOverMicroBatchesEqualsOneLargeBatch) {
 }
 
 TEST(Engine, ClippingScalesTheUpdateAndReportsThePreClipNorm) {
-  CpuAllocator a1, a2;
+  tensor::CpuAllocator a1, a2;
   auto clipped = Make(Spec(2, 1, 1e-3), &a1);
   auto free = Make(Spec(2, 1, 0.0), &a2);
   auto x = Tokens(2 * kT, 3), y = Tokens(2 * kT, 4);
@@ -116,7 +116,7 @@ TEST(Engine, ClippingScalesTheUpdateAndReportsThePreClipNorm) {
 }
 
 TEST(Engine, LifecycleErrors) {
-  CpuAllocator alloc;
+  tensor::CpuAllocator alloc;
   auto e = Make(Spec(2, 1, 0.0), &alloc);
   EXPECT_THAT(e->Backward(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("Forward")));
   auto x = Tokens(2 * kT, 5);
@@ -125,33 +125,33 @@ TEST(Engine, LifecycleErrors) {
 }
 
 TEST(Engine, MemoryIsAccountedByCategory) {
-  CpuAllocator alloc;
+  tensor::CpuAllocator alloc;
   auto e = Make(Spec(2, 1, 0.0), &alloc);
   // Stage 0 keeps everything whole, in the padded space (the layout plus < 16 floats).
   const int64_t total = e->zero().partition().padded_total() * 4;
   EXPECT_LT(e->zero().partition().padded_total() - e->model().layout().total(), 16);
-  MemoryStats s = alloc.Stats();
-  EXPECT_EQ(s.current[int(MemoryCategory::kParams)], total);
-  EXPECT_EQ(s.current[int(MemoryCategory::kGrads)], total);
-  EXPECT_EQ(s.current[int(MemoryCategory::kOptimizerState)], 2 * total);
+  tensor::MemoryStats s = alloc.Stats();
+  EXPECT_EQ(s.current[int(tensor::MemoryCategory::kParams)], total);
+  EXPECT_EQ(s.current[int(tensor::MemoryCategory::kGrads)], total);
+  EXPECT_EQ(s.current[int(tensor::MemoryCategory::kOptimizerState)], 2 * total);
 }
 
 TEST(Engine, InitFromLoadsWeightsAndChecksTheShape) {
-  CpuAllocator alloc;
+  tensor::CpuAllocator alloc;
   auto e = Make(Spec(2, 1, 0.0), &alloc);
   const std::string path = std::string(getenv("TEST_TMPDIR")) + "/init.bin";
   std::vector<float> w(e->model().layout().total(), 0.f);
   for (size_t i = 0; i < w.size(); ++i) w[i] = 0.001f * (i % 97);
   ASSERT_THAT(model::WriteLlmcModel(path, e->model().config(), e->model().layout(), w.data()),
               IsOk());
-  CpuAllocator alloc2;
+  tensor::CpuAllocator alloc2;
   auto loaded = Make(Spec(2, 1, 0.0, absl::StrFormat(R"(, "init_from": "%s")", path)), &alloc2);
   // Padding between parameters is not stored in the file and reads back as 0.
   const std::vector<float> loaded_params = Params(*loaded);
   for (const auto& p : loaded->model().layout().params()) {
     for (int64_t i = 0; i < p.numel; ++i) ASSERT_EQ(loaded_params[p.offset + i], w[p.offset + i]);
   }
-  CpuAllocator alloc3;
+  tensor::CpuAllocator alloc3;
   auto spec = Spec(2, 1, 0.0, absl::StrFormat(R"(, "init_from": "%s")", path));
   spec.model.n_embd = 32;
   spec.model.n_head = 4;
@@ -175,7 +175,7 @@ TEST(Engine, DataParallelRanksTakeTheSingleProcessStep) {
   // contribution changes the update direction by ~lr on most weights. Adam is blind to a global
   // gradient scale, so sum-versus-mean is checked through the reported gradient norm.
   auto x = Tokens(4 * kT, 11), y = Tokens(4 * kT, 12);
-  CpuAllocator single_alloc;
+  tensor::CpuAllocator single_alloc;
   auto single = Make(Spec(4, 1, 1.0), &single_alloc);
   std::vector<double> single_norms;
   for (int s = 0; s < 3; ++s) {
@@ -185,17 +185,17 @@ TEST(Engine, DataParallelRanksTakeTheSingleProcessStep) {
     ASSERT_THAT(st, IsOk());
     single_norms.push_back((**st).grad_norm);
   }
-  auto world = FakeWorld::Create(2, "dp");
+  auto world = comm::FakeWorld::Create(2, "dp");
   std::vector<std::vector<float>> final_params(2);
   std::vector<double> losses(2);
   std::vector<std::vector<double>> norms(2);
   std::vector<std::thread> threads;
   for (int r = 0; r < 2; ++r) {
     threads.emplace_back([&, r] {
-      auto comm = FakeCommunicator::Create(world, r);
+      auto comm = comm::FakeCommunicator::Create(world, r);
       ASSERT_THAT(comm, IsOk());
       config::JobSpec spec = Spec(2, 1, 1.0);
-      CpuAllocator alloc;
+      tensor::CpuAllocator alloc;
       model::GptConfig mc{2, 2, 16, 20, spec.model.padded_vocab_size, 8};
       auto e = Engine::Initialize(*model::Gpt::Create(mc, &alloc), spec, &alloc, comm->get());
       ASSERT_THAT(e, IsOk());

@@ -41,8 +41,8 @@ Curve Train(const config::JobSpec& spec, int world, int steps,
             absl::Status* first_error = nullptr) {
   std::vector<Curve> runs(world);
   std::vector<absl::Status> errors(world);
-  RunOnRanks(world, [&](int r, Communicator* comm) {
-    CpuAllocator alloc;
+  RunOnRanks(world, [&](int r, comm::Communicator* comm) {
+    tensor::CpuAllocator alloc;
     auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc), spec,
                                 &alloc, comm);
     ASSERT_THAT(e, IsOk());

@@ -32,8 +32,8 @@ std::vector<Result> TrainSteps(const config::JobSpec& spec, int world, int first
                                std::vector<std::string>* save) {
   std::vector<Result> out(world);
   if (save != nullptr) save->assign(world, "");
-  RunOnRanks(world, [&](int r, Communicator* comm) {
-    CpuAllocator alloc;
+  RunOnRanks(world, [&](int r, comm::Communicator* comm) {
+    tensor::CpuAllocator alloc;
     auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc), spec,
                                 &alloc, comm);
     ASSERT_THAT(e, IsOk());
@@ -105,7 +105,7 @@ TEST(ResumeTest, MismatchedStateIsRefused) {
   std::vector<std::string> states;
   TrainSteps(stage1, 1, 0, 1, nullptr, &states);
   const config::JobSpec stage3 = SmallGptSpec(1, 3, 1, 0.0);
-  CpuAllocator alloc;
+  tensor::CpuAllocator alloc;
   auto e =
       Engine::Initialize(*model::Gpt::Create(testing::ModelShape(stage3), &alloc), stage3, &alloc);
   ASSERT_THAT(e, IsOk());

@@ -35,9 +35,9 @@ TEST_P(ZeroMemoryTest, AllocatorMatchesTheEstimate) {
   const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu), T = spec.data.seq_len;
   const zero::MemoryEstimate want = zero::EstimateMemory(*layout, shape, spec.zero, stage, world, B,
                                                          T, bf16 ? DType::kBF16 : DType::kF32);
-  std::vector<MemoryStats> stats(world);
-  RunOnRanks(world, [&](int r, Communicator* comm) {
-    CpuAllocator alloc;
+  std::vector<tensor::MemoryStats> stats(world);
+  RunOnRanks(world, [&](int r, comm::Communicator* comm) {
+    tensor::CpuAllocator alloc;
     auto e = Engine::Initialize(*model::Gpt::Create(shape, &alloc), spec, &alloc, comm);
     ASSERT_THAT(e, IsOk());
     alloc.ResetPeaks();  // the initial full copy (category other) is gone; measure training
@@ -53,16 +53,16 @@ TEST_P(ZeroMemoryTest, AllocatorMatchesTheEstimate) {
   });
   for (int r = 0; r < world; ++r) {
     SCOPED_TRACE(absl::StrCat("rank ", r, " of ", world, ", stage ", stage, bf16 ? ", bf16" : ""));
-    const MemoryStats& s = stats[r];
-    EXPECT_EQ(s.current[int(MemoryCategory::kParams)], want.params);
-    EXPECT_EQ(s.current[int(MemoryCategory::kGrads)], want.grads);
-    EXPECT_EQ(s.current[int(MemoryCategory::kOptimizerState)], want.optimizer_state);
-    EXPECT_EQ(s.current[int(MemoryCategory::kActivations)], want.activations);
-    EXPECT_EQ(s.current[int(MemoryCategory::kOther)], 0);
-    EXPECT_LE(s.peak[int(MemoryCategory::kCommBuffers)], want.comm_buffers_peak);
-    EXPECT_LE(s.peak[int(MemoryCategory::kGatheredParams)], want.gathered_params_peak);
-    if (stage >= 2 && world > 1) EXPECT_GT(s.peak[int(MemoryCategory::kCommBuffers)], 0);
-    if (stage == 3 || bf16) EXPECT_GT(s.peak[int(MemoryCategory::kGatheredParams)], 0);
+    const tensor::MemoryStats& s = stats[r];
+    EXPECT_EQ(s.current[int(tensor::MemoryCategory::kParams)], want.params);
+    EXPECT_EQ(s.current[int(tensor::MemoryCategory::kGrads)], want.grads);
+    EXPECT_EQ(s.current[int(tensor::MemoryCategory::kOptimizerState)], want.optimizer_state);
+    EXPECT_EQ(s.current[int(tensor::MemoryCategory::kActivations)], want.activations);
+    EXPECT_EQ(s.current[int(tensor::MemoryCategory::kOther)], 0);
+    EXPECT_LE(s.peak[int(tensor::MemoryCategory::kCommBuffers)], want.comm_buffers_peak);
+    EXPECT_LE(s.peak[int(tensor::MemoryCategory::kGatheredParams)], want.gathered_params_peak);
+    if (stage >= 2 && world > 1) EXPECT_GT(s.peak[int(tensor::MemoryCategory::kCommBuffers)], 0);
+    if (stage == 3 || bf16) EXPECT_GT(s.peak[int(tensor::MemoryCategory::kGatheredParams)], 0);
     // Partitioning pays: each stage holds less than the one before at world > 1.
     if (world > 1 && stage > 0) {
       const zero::MemoryEstimate prev = zero::EstimateMemory(

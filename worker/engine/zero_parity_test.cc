@@ -57,8 +57,8 @@ struct Result {
 Result Train(const Setup& s) {
   const config::JobSpec spec = SmallGptSpec(s.world, s.stage, s.gas, s.clip, s.zero_extra, kSteps);
   std::vector<Result> results(s.world);
-  RunOnRanks(s.world, [&](int r, Communicator* comm) {
-    CpuAllocator alloc;
+  RunOnRanks(s.world, [&](int r, comm::Communicator* comm) {
+    tensor::CpuAllocator alloc;
     auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc), spec,
                                 &alloc, comm);
     ASSERT_THAT(e, IsOk());

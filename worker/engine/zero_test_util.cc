@@ -49,12 +49,12 @@ std::pair<std::vector<int32_t>, std::vector<int32_t>> Batch(const config::JobSpe
   return {x, y};
 }
 
-void RunOnRanks(int world, const std::function<void(int, Communicator*)>& fn) {
-  auto fake = FakeWorld::Create(world, "dp");
+void RunOnRanks(int world, const std::function<void(int, comm::Communicator*)>& fn) {
+  auto fake = comm::FakeWorld::Create(world, "dp");
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
-      auto comm = FakeCommunicator::Create(fake, r);
+      auto comm = comm::FakeCommunicator::Create(fake, r);
       ASSERT_TRUE(comm.ok()) << comm.status();
       fn(r, comm->get());
     });

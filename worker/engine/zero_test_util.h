@@ -29,6 +29,6 @@ std::pair<std::vector<int32_t>, std::vector<int32_t>> Batch(const config::JobSpe
                                                             int rank, int micro);
 
 // Runs fn(rank, communicator) on `world` threads sharing one FakeWorld, and joins them.
-void RunOnRanks(int world, const std::function<void(int rank, Communicator* dp)>& fn);
+void RunOnRanks(int world, const std::function<void(int rank, comm::Communicator* dp)>& fn);
 
 }  // namespace dstrain::engine::testing

@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
-namespace dstrain {
+namespace dstrain::env {
 
 class ByteSource {
  public:
@@ -42,4 +42,4 @@ class StringSource final : public ByteSource {
   absl::string_view data_;
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::env

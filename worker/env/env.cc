@@ -18,7 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status/status_macros.h"
 
-namespace dstrain {
+namespace dstrain::env {
 namespace {
 
 // "<op> <path>: <strerror>" with the code errno maps to (ENOENT -> kNotFound, ENOSPC ->
@@ -266,4 +266,4 @@ absl::Status PosixEnv::SyncDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::env

@@ -23,7 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace dstrain {
+namespace dstrain::env {
 
 // A file opened for writing from offset 0 (an existing file is truncated).
 class WritableFile {
@@ -127,4 +127,4 @@ class PosixEnv final : public Env {
   absl::Status SyncDir(const std::string& dir) override;
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::env

@@ -12,7 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace dstrain {
+namespace dstrain::env {
 namespace {
 
 using ::dstrain::testing::IsOk;
@@ -135,4 +135,4 @@ TEST(PosixEnvTest, ErrorsNameThePathAndCause) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::env

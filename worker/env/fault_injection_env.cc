@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status/status_macros.h"
 
-namespace dstrain {
+namespace dstrain::env {
 namespace {
 
 // Directory names are compared as strings, so "a/b/" and "a/b" must be the same key.
@@ -317,4 +317,4 @@ absl::Status FaultInjectionEnv::SyncDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::env

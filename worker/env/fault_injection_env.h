@@ -35,7 +35,7 @@
 #include "absl/synchronization/mutex.h"
 #include "worker/env/env.h"
 
-namespace dstrain {
+namespace dstrain::env {
 
 class FaultInjectionEnv final : public Env {
  public:
@@ -114,4 +114,4 @@ class FaultInjectionEnv final : public Env {
   std::vector<Pending> pending_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::env

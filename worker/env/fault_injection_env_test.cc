@@ -11,7 +11,7 @@
 #include "gtest/gtest.h"
 #include "worker/env/env.h"
 
-namespace dstrain {
+namespace dstrain::env {
 namespace {
 
 using ::dstrain::testing::IsOk;
@@ -143,4 +143,4 @@ TEST_F(FaultInjectionEnvTest, TornWriteKeepsAPrefixSilently) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::env

@@ -113,8 +113,8 @@ absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
     ~FdCloser() { close(fd); }
   } sig_closer{sig_fd};
 
-  DT_ASSIGN_OR_RETURN(std::unique_ptr<TcpStoreServer> store,
-                      TcpStoreServer::Start(options.store_host, options.store_port));
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<store::TcpStoreServer> store,
+                      store::TcpStoreServer::Start(options.store_host, options.store_port));
   const std::string store_addr = absl::StrCat(options.store_host, ":", store->port());
   const int threads = std::max(1, CpuCount() / options.nproc);
 

@@ -22,12 +22,13 @@ namespace dstrain::model {
 
 namespace k = ::dstrain::kernels;
 
-absl::StatusOr<std::unique_ptr<Gpt>> Gpt::Create(const GptConfig& config, Allocator* allocator) {
+absl::StatusOr<std::unique_ptr<Gpt>> Gpt::Create(const GptConfig& config,
+                                                 tensor::Allocator* allocator) {
   DT_ASSIGN_OR_RETURN(ParamLayout layout, ParamLayout::ForGpt(config));
   return std::unique_ptr<Gpt>(new Gpt(config, std::move(layout), allocator));
 }
 
-Gpt::Gpt(const GptConfig& config, ParamLayout layout, Allocator* allocator)
+Gpt::Gpt(const GptConfig& config, ParamLayout layout, tensor::Allocator* allocator)
     : config_(config),
       layout_(std::move(layout)),
       offsets_(OffsetsOf(layout_, config.n_layer)),
@@ -68,9 +69,9 @@ absl::Status Gpt::EnsureActivations(int B, int T) {
   acts_ = Activations();
   const int64_t L = config_.n_layer, C = config_.n_embd, NH = config_.n_head;
   const int64_t Vp = config_.padded_vocab_size, BT = int64_t{B} * T;
-  auto make = [&](Tensor& t, std::vector<int64_t> shape) -> absl::Status {
-    DT_ASSIGN_OR_RETURN(
-        t, Tensor::Empty(allocator_, DType::kF32, std::move(shape), MemoryCategory::kActivations));
+  auto make = [&](tensor::Tensor& t, std::vector<int64_t> shape) -> absl::Status {
+    DT_ASSIGN_OR_RETURN(t, tensor::Tensor::Empty(allocator_, DType::kF32, std::move(shape),
+                                                 tensor::MemoryCategory::kActivations));
     return absl::OkStatus();
   };
   DT_RETURN_IF_ERROR(make(acts_.encoded, {B, T, C}));
@@ -206,8 +207,9 @@ absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,
     if (const uint16_t* wte16 = emb.bf16(offsets_.wte)) {
       // wte stays in bf16: widen only this batch's rows and look them up by position.
       if (!a.wte_rows.defined() || a.wte_rows.numel() != btc) {
-        DT_ASSIGN_OR_RETURN(a.wte_rows, Tensor::Empty(allocator_, DType::kF32, {B, T, C},
-                                                      MemoryCategory::kActivations));
+        DT_ASSIGN_OR_RETURN(a.wte_rows,
+                            tensor::Tensor::Empty(allocator_, DType::kF32, {B, T, C},
+                                                  tensor::MemoryCategory::kActivations));
         a.positions.resize(BT);
         for (int64_t i = 0; i < BT; ++i) a.positions[i] = static_cast<int32_t>(i);
       }

@@ -23,7 +23,8 @@ namespace dstrain::model {
 
 class Gpt {
  public:
-  static absl::StatusOr<std::unique_ptr<Gpt>> Create(const GptConfig& config, Allocator* allocator);
+  static absl::StatusOr<std::unique_ptr<Gpt>> Create(const GptConfig& config,
+                                                     tensor::Allocator* allocator);
 
   const GptConfig& config() const { return config_; }
 
@@ -69,31 +70,31 @@ class Gpt {
  private:
   struct Activations {
     int B = 0, T = 0;
-    Tensor encoded;  // (B, T, C) embedding output = residual stream into block 0
+    tensor::Tensor encoded;  // (B, T, C) embedding output = residual stream into block 0
     // Per layer, concatenated over L:
-    Tensor ln1, ln1_mean, ln1_rstd;  // (L, B, T, C), (L, B, T), (L, B, T)
-    Tensor qkv;                      // (L, B, T, 3C)
-    Tensor atty;                     // (L, B, T, C) attention output before the projection
-    Tensor att;                      // (L, B, NH, T, T) softmax probabilities
-    Tensor residual2;                // (L, B, T, C) x + attn
-    Tensor ln2, ln2_mean, ln2_rstd;  // (L, B, T, C), (L, B, T), (L, B, T)
-    Tensor fch, fch_gelu;            // (L, B, T, 4C)
-    Tensor residual3;                // (L, B, T, C) block output
-    Tensor lnf, lnf_mean, lnf_rstd;  // (B, T, C), (B, T), (B, T)
-    Tensor logits;                   // (B, T, Vp), dlogits after a training Forward
-    Tensor losses;                   // (B, T)
+    tensor::Tensor ln1, ln1_mean, ln1_rstd;  // (L, B, T, C), (L, B, T), (L, B, T)
+    tensor::Tensor qkv;                      // (L, B, T, 3C)
+    tensor::Tensor atty;                     // (L, B, T, C) attention output before the projection
+    tensor::Tensor att;                      // (L, B, NH, T, T) softmax probabilities
+    tensor::Tensor residual2;                // (L, B, T, C) x + attn
+    tensor::Tensor ln2, ln2_mean, ln2_rstd;  // (L, B, T, C), (L, B, T), (L, B, T)
+    tensor::Tensor fch, fch_gelu;            // (L, B, T, 4C)
+    tensor::Tensor residual3;                // (L, B, T, C) block output
+    tensor::Tensor lnf, lnf_mean, lnf_rstd;  // (B, T, C), (B, T), (B, T)
+    tensor::Tensor logits;                   // (B, T, Vp), dlogits after a training Forward
+    tensor::Tensor losses;                   // (B, T)
     // Backward scratch, reused across layers.
-    Tensor dstream;                  // (B, T, C) gradient of the residual stream
-    Tensor dbtc;                     // (B, T, C)
-    Tensor dqkv;                     // (B, T, 3C)
-    Tensor dfch_gelu, dfch;          // (B, T, 4C)
-    Tensor att_scratch;              // attention backward scratch
+    tensor::Tensor dstream;          // (B, T, C) gradient of the residual stream
+    tensor::Tensor dbtc;             // (B, T, C)
+    tensor::Tensor dqkv;             // (B, T, 3C)
+    tensor::Tensor dfch_gelu, dfch;  // (B, T, 4C)
+    tensor::Tensor att_scratch;      // attention backward scratch
     std::vector<int32_t> tokens;     // (B, T) copy of the last inputs for the embedding backward
-    Tensor wte_rows;                 // (B, T, C) bf16 storage: the batch's wte rows, widened
+    tensor::Tensor wte_rows;         // (B, T, C) bf16 storage: the batch's wte rows, widened
     std::vector<int32_t> positions;  // (B, T) 0, 1, ...: looks wte_rows up in order
   };
 
-  Gpt(const GptConfig& config, ParamLayout layout, Allocator* allocator);
+  Gpt(const GptConfig& config, ParamLayout layout, tensor::Allocator* allocator);
   absl::Status EnsureActivations(int B, int T);
   // The linear layers, in fp32 or bf16 per set_bf16_matmuls.
   // weight16: the weight in bf16 when stored so (bf16 matmuls use it as is), else null.
@@ -109,7 +110,7 @@ class Gpt {
   GptParamOffsets offsets_;
   int embedding_module_ = 0, final_module_ = 0;
   std::vector<int> block_modules_;  // module index of block l
-  Allocator* allocator_;
+  tensor::Allocator* allocator_;
   Activations acts_;
   bool backward_ready_ = false;
   bool bf16_matmuls_ = false;

@@ -20,7 +20,7 @@ using ::testing::HasSubstr;
 struct Tiny {
   GptConfig config{2, 2, 8, 11, 16, 8};
   int B = 2, T = 5;
-  CpuAllocator alloc;
+  tensor::CpuAllocator alloc;
   std::unique_ptr<Gpt> gpt;
   std::vector<float> params;
   std::vector<int32_t> tokens, targets;
@@ -104,7 +104,7 @@ TEST(Gpt, GradientsAccumulateAndScaleWithDloss) {
 
 TEST(Gpt, InitialLossIsNearLogVocab) {
   GptConfig c{2, 4, 64, 256, 256, 32};
-  CpuAllocator alloc;
+  tensor::CpuAllocator alloc;
   auto gpt = *Gpt::Create(c, &alloc);
   std::vector<float> params(gpt->layout().total());
   gpt->InitParams(params.data(), 42);

@@ -12,7 +12,7 @@
 #include "common/grpc/grpc_status.h"
 #include "common/status/status_macros.h"
 
-namespace dstrain {
+namespace dstrain::store {
 namespace {
 
 // A blocking RPC may return this much after its own timeout before the client gives up on it.
@@ -137,4 +137,4 @@ absl::StatusOr<bool> GrpcStore::DeleteKey(absl::string_view key) {
   return response.deleted();
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::store

@@ -21,7 +21,7 @@
 #include "proto/store.grpc.pb.h"
 #include "worker/store/store.h"
 
-namespace dstrain {
+namespace dstrain::store {
 
 class GrpcStore final : public Store {
  public:
@@ -46,4 +46,4 @@ class GrpcStore final : public Store {
   const absl::Duration rpc_timeout_;
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::store

@@ -18,7 +18,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
-namespace dstrain {
+namespace dstrain::store {
 namespace {
 
 // How many missing keys a timeout message lists before it summarises the rest.
@@ -187,4 +187,4 @@ absl::Status InMemoryStore::AwaitKeysLocked(absl::string_view op,
   return absl::DeadlineExceededError(message);
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::store

@@ -30,7 +30,7 @@
 #include "absl/time/time.h"
 #include "worker/store/store.h"
 
-namespace dstrain {
+namespace dstrain::store {
 
 class InMemoryStore final : public Store {
  public:
@@ -77,4 +77,4 @@ class InMemoryStore final : public Store {
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::store

@@ -14,7 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace dstrain {
+namespace dstrain::store {
 namespace {
 
 using ::dstrain::testing::IsOk;
@@ -144,4 +144,4 @@ TEST(InMemoryStoreTest, ThreadsRendezvous) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::store

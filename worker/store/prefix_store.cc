@@ -13,7 +13,7 @@
 #include "absl/time/time.h"
 #include "common/status/status_macros.h"
 
-namespace dstrain {
+namespace dstrain::store {
 
 PrefixStore::PrefixStore(std::string prefix, Store* base)
     : prefix_(std::move(prefix)), base_(base) {
@@ -53,4 +53,4 @@ absl::StatusOr<bool> PrefixStore::DeleteKey(absl::string_view key) {
   return base_->DeleteKey(Scoped(key));
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::store

@@ -21,7 +21,7 @@
 #include "absl/time/time.h"
 #include "worker/store/store.h"
 
-namespace dstrain {
+namespace dstrain::store {
 
 class PrefixStore final : public Store {
  public:
@@ -47,4 +47,4 @@ class PrefixStore final : public Store {
   Store* const base_;
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::store

@@ -11,7 +11,7 @@
 #include "gtest/gtest.h"
 #include "worker/store/in_memory_store.h"
 
-namespace dstrain {
+namespace dstrain::store {
 namespace {
 
 using ::dstrain::testing::IsOk;
@@ -94,4 +94,4 @@ TEST(PrefixStoreTest, ErrorsOfTheBasePassThrough) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::store

@@ -28,7 +28,7 @@
 #include "common/status/status_macros.h"
 #include "worker/store/tcp_store_protocol.h"
 
-namespace dstrain::store_internal {
+namespace dstrain::store::internal {
 namespace {
 
 std::string ErrnoText(int err) {
@@ -289,4 +289,4 @@ absl::StatusOr<bool> ReadFrame(int fd, std::string* payload, absl::Time idle_dea
   return true;
 }
 
-}  // namespace dstrain::store_internal
+}  // namespace dstrain::store::internal

@@ -18,7 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
-namespace dstrain::store_internal {
+namespace dstrain::store::internal {
 
 // Owns a file descriptor and closes it on destruction. Move-only.
 class ScopedFd {
@@ -85,4 +85,4 @@ absl::Status WriteFrame(int fd, absl::string_view payload, absl::Time deadline);
 absl::StatusOr<bool> ReadFrame(int fd, std::string* payload, absl::Time idle_deadline,
                                absl::Duration body_timeout);
 
-}  // namespace dstrain::store_internal
+}  // namespace dstrain::store::internal

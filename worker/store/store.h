@@ -26,7 +26,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
-namespace dstrain {
+namespace dstrain::store {
 
 class Store {
  public:
@@ -46,4 +46,4 @@ class Store {
   Store() = default;
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::store

@@ -33,7 +33,7 @@
 #include "worker/store/store.h"
 #include "worker/store/tcp_store.h"
 
-namespace dstrain {
+namespace dstrain::store {
 namespace {
 
 using ::dstrain::testing::IsOk;
@@ -372,4 +372,4 @@ INSTANTIATE_TEST_SUITE_P(AllBackends, StoreConformanceTest, ::testing::ValuesIn(
                          });
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::store

@@ -40,7 +40,7 @@
 #include "worker/store/store.h"
 #include "worker/store/tcp_store_protocol.h"
 
-namespace dstrain {
+namespace dstrain::store {
 
 class TcpStoreServer {
  public:
@@ -72,23 +72,23 @@ class TcpStoreServer {
  private:
   struct Connection;
 
-  TcpStoreServer(store_internal::ScopedFd listen_fd, store_internal::ScopedFd wake_read,
-                 store_internal::ScopedFd wake_write, int port);
+  TcpStoreServer(store::internal::ScopedFd listen_fd, store::internal::ScopedFd wake_read,
+                 store::internal::ScopedFd wake_write, int port);
 
   void AcceptLoop();
   void Accept();
   void Serve(Connection* connection);
   // Runs one request (not HELLO) against the store; `fd` is the asking connection.
-  store_internal::Response Execute(const store_internal::Request& request, int fd);
+  store::internal::Response Execute(const store::internal::Request& request, int fd);
   // Joins and frees the connections whose threads have finished.
   void ReapFinished() ABSL_LOCKS_EXCLUDED(mu_);
   // Wakes the accept loop (to reap a connection or to stop).
   void Wake();
   bool stopping() const ABSL_LOCKS_EXCLUDED(mu_);
 
-  const store_internal::ScopedFd listen_fd_;
-  const store_internal::ScopedFd wake_read_;   // Self-pipe, read end (accept loop).
-  const store_internal::ScopedFd wake_write_;  // Self-pipe, write end (non-blocking).
+  const store::internal::ScopedFd listen_fd_;
+  const store::internal::ScopedFd wake_read_;   // Self-pipe, read end (accept loop).
+  const store::internal::ScopedFd wake_write_;  // Self-pipe, write end (non-blocking).
   const int port_;
   InMemoryStore store_;
 
@@ -139,19 +139,19 @@ class TcpStoreClient final : public Store {
   TcpStoreClient(std::string host, int port);
 
   // Connects once (bounded by `connect_deadline`) and says HELLO.
-  absl::StatusOr<store_internal::ScopedFd> OpenConnection(absl::Time connect_deadline) const;
+  absl::StatusOr<store::internal::ScopedFd> OpenConnection(absl::Time connect_deadline) const;
   // An idle pooled connection whose server end is still open, or a new one.
-  absl::StatusOr<store_internal::ScopedFd> TakeConnection() ABSL_LOCKS_EXCLUDED(mu_);
-  void ReturnConnection(store_internal::ScopedFd fd) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<store::internal::ScopedFd> TakeConnection() ABSL_LOCKS_EXCLUDED(mu_);
+  void ReturnConnection(store::internal::ScopedFd fd) ABSL_LOCKS_EXCLUDED(mu_);
   // Sends `request` on a connection of its own and waits up to `reply_timeout` for the answer.
-  absl::StatusOr<store_internal::Response> Call(const store_internal::Request& request,
-                                                absl::Duration reply_timeout);
+  absl::StatusOr<store::internal::Response> Call(const store::internal::Request& request,
+                                                 absl::Duration reply_timeout);
   std::string Where() const;
 
   const std::string host_;
   const int port_;
   absl::Mutex mu_;
-  std::vector<store_internal::ScopedFd> idle_ ABSL_GUARDED_BY(mu_);
+  std::vector<store::internal::ScopedFd> idle_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::store

@@ -19,12 +19,12 @@
 #include "worker/store/tcp_store.h"
 #include "worker/store/tcp_store_protocol.h"
 
-namespace dstrain {
+namespace dstrain::store {
 
-using store_internal::Op;
-using store_internal::Request;
-using store_internal::Response;
-using store_internal::ScopedFd;
+using store::internal::Op;
+using store::internal::Request;
+using store::internal::Response;
+using store::internal::ScopedFd;
 
 namespace {
 
@@ -90,16 +90,16 @@ absl::StatusOr<std::unique_ptr<TcpStoreClient>> TcpStoreClient::Connect(
 }
 
 absl::StatusOr<ScopedFd> TcpStoreClient::OpenConnection(absl::Time connect_deadline) const {
-  DT_ASSIGN_OR_RETURN(ScopedFd fd, store_internal::ConnectTcp(host_, port_, connect_deadline));
+  DT_ASSIGN_OR_RETURN(ScopedFd fd, store::internal::ConnectTcp(host_, port_, connect_deadline));
   Request hello;
   hello.op = Op::kHello;
-  DT_ASSIGN_OR_RETURN(std::string payload, store_internal::EncodeRequest(hello));
+  DT_ASSIGN_OR_RETURN(std::string payload, store::internal::EncodeRequest(hello));
   absl::Time deadline = absl::Now() + kHelloTimeout;
-  if (absl::Status s = store_internal::WriteFrame(fd.get(), payload, deadline); !s.ok()) {
+  if (absl::Status s = store::internal::WriteFrame(fd.get(), payload, deadline); !s.ok()) {
     return absl::UnavailableError(absl::StrCat("HELLO to ", Where(), ": ", s.message()));
   }
   std::string reply;
-  absl::StatusOr<bool> got = store_internal::ReadFrame(fd.get(), &reply, deadline, kHelloTimeout);
+  absl::StatusOr<bool> got = store::internal::ReadFrame(fd.get(), &reply, deadline, kHelloTimeout);
   if (!got.ok() && !absl::IsInvalidArgument(got.status())) {
     return absl::UnavailableError(absl::StrCat("HELLO to ", Where(), ": ", got.status().message()));
   }
@@ -108,7 +108,7 @@ absl::StatusOr<ScopedFd> TcpStoreClient::OpenConnection(absl::Time connect_deadl
         absl::StrCat("HELLO to ", Where(), ": the server closed the connection"));
   }
   absl::StatusOr<Response> response =
-      got.ok() ? store_internal::DecodeResponse(Op::kHello, reply) : got.status();
+      got.ok() ? store::internal::DecodeResponse(Op::kHello, reply) : got.status();
   if (!response.ok()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the peer at ", Where(), " is not a dstrain store server: ", response.status().message()));
@@ -124,7 +124,7 @@ absl::StatusOr<ScopedFd> TcpStoreClient::TakeConnection() {
       ScopedFd fd = std::move(idle_.back());
       idle_.pop_back();
       // A server that went away since the last call: drop it now rather than fail the request.
-      if (!store_internal::PeerHungUp(fd.get())) return fd;
+      if (!store::internal::PeerHungUp(fd.get())) return fd;
     }
   }
   absl::Time now = absl::Now();
@@ -142,19 +142,19 @@ void TcpStoreClient::ReturnConnection(ScopedFd fd) {
 
 absl::StatusOr<Response> TcpStoreClient::Call(const Request& request,
                                               absl::Duration reply_timeout) {
-  DT_ASSIGN_OR_RETURN(std::string payload, store_internal::EncodeRequest(request));
+  DT_ASSIGN_OR_RETURN(std::string payload, store::internal::EncodeRequest(request));
   DT_ASSIGN_OR_RETURN(ScopedFd fd, TakeConnection());
-  const absl::string_view op = store_internal::OpName(request.op);
+  const absl::string_view op = store::internal::OpName(request.op);
   const absl::Time deadline = reply_timeout == absl::InfiniteDuration()
                                   ? absl::InfiniteFuture()
                                   : absl::Now() + reply_timeout;
-  if (absl::Status s = store_internal::WriteFrame(fd.get(), payload, deadline); !s.ok()) {
+  if (absl::Status s = store::internal::WriteFrame(fd.get(), payload, deadline); !s.ok()) {
     return absl::UnavailableError(
         absl::StrCat(op, " to the store server at ", Where(), ": ", s.message()));
   }
   std::string reply;
   absl::StatusOr<bool> got =
-      store_internal::ReadFrame(fd.get(), &reply, deadline, kReplyBodyTimeout);
+      store::internal::ReadFrame(fd.get(), &reply, deadline, kReplyBodyTimeout);
   if (!got.ok()) {
     if (absl::IsDeadlineExceeded(got.status())) {
       return absl::UnavailableError(absl::StrCat("no answer to ", op, " from the store server at ",
@@ -173,7 +173,7 @@ absl::StatusOr<Response> TcpStoreClient::Call(const Request& request,
     return absl::UnavailableError(absl::StrCat("the store server at ", Where(),
                                                " closed the connection before answering ", op));
   }
-  absl::StatusOr<Response> response = store_internal::DecodeResponse(request.op, reply);
+  absl::StatusOr<Response> response = store::internal::DecodeResponse(request.op, reply);
   if (!response.ok()) {
     return absl::InternalError(absl::StrCat("malformed answer to ", op,
                                             " from the store server at ", Where(), ": ",
@@ -243,4 +243,4 @@ absl::StatusOr<bool> TcpStoreClient::DeleteKey(absl::string_view key) {
   return response.existed;
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::store

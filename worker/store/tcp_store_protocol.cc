@@ -15,7 +15,7 @@
 #include "absl/time/time.h"
 #include "common/status/status_macros.h"
 
-namespace dstrain::store_internal {
+namespace dstrain::store::internal {
 namespace {
 
 constexpr int kMaxStatusCode = static_cast<int>(absl::StatusCode::kUnauthenticated);  // 16.
@@ -343,4 +343,4 @@ absl::StatusOr<Response> DecodeResponse(Op op, absl::string_view payload) {
   return r;
 }
 
-}  // namespace dstrain::store_internal
+}  // namespace dstrain::store::internal

@@ -40,7 +40,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
-namespace dstrain::store_internal {
+namespace dstrain::store::internal {
 
 inline constexpr uint32_t kProtocolMagic = 0x53545344;  // "DSTS" in little-endian byte order.
 inline constexpr uint32_t kProtocolVersion = 1;
@@ -106,4 +106,4 @@ absl::StatusOr<Response> DecodeResponse(Op op, absl::string_view payload);
 // Wire form of a timeout: microseconds, -1 for absl::InfiniteDuration(), negatives clamped to 0.
 int64_t TimeoutToWire(absl::Duration timeout);
 
-}  // namespace dstrain::store_internal
+}  // namespace dstrain::store::internal

@@ -13,7 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace dstrain::store_internal {
+namespace dstrain::store::internal {
 namespace {
 
 using ::dstrain::testing::IsOk;
@@ -228,4 +228,4 @@ TEST(TcpStoreProtocolTest, RandomBytesNeverCrashTheDecoders) {
 }
 
 }  // namespace
-}  // namespace dstrain::store_internal
+}  // namespace dstrain::store::internal

@@ -32,12 +32,12 @@
 #include "worker/store/tcp_store.h"
 #include "worker/store/tcp_store_protocol.h"
 
-namespace dstrain {
+namespace dstrain::store {
 
-using store_internal::Op;
-using store_internal::Request;
-using store_internal::Response;
-using store_internal::ScopedFd;
+using store::internal::Op;
+using store::internal::Request;
+using store::internal::Response;
+using store::internal::ScopedFd;
 
 namespace {
 
@@ -66,7 +66,7 @@ absl::StatusOr<std::unique_ptr<TcpStoreServer>> TcpStoreServer::Start(absl::stri
                                                                       int port) {
   int bound_port = 0;
   DT_ASSIGN_OR_RETURN(ScopedFd listen_fd,
-                      store_internal::ListenTcp(std::string(host), port, &bound_port));
+                      store::internal::ListenTcp(std::string(host), port, &bound_port));
   // Non-blocking, so that a connection reset between poll() and accept() cannot stall the loop.
   int flags = ::fcntl(listen_fd.get(), F_GETFL);
   if (flags < 0 || ::fcntl(listen_fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
@@ -173,7 +173,7 @@ void TcpStoreServer::Accept() {
   }
   auto connection = std::make_unique<Connection>();
   connection->fd.reset(fd);
-  connection->peer = store_internal::PeerName(fd);
+  connection->peer = store::internal::PeerName(fd);
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
@@ -217,7 +217,7 @@ void TcpStoreServer::Serve(Connection* connection) {
   std::string payload;
   while (true) {
     absl::StatusOr<bool> got =
-        store_internal::ReadFrame(fd, &payload, absl::InfiniteFuture(), kFrameBodyTimeout);
+        store::internal::ReadFrame(fd, &payload, absl::InfiniteFuture(), kFrameBodyTimeout);
     if (!got.ok()) {
       if (!stopping()) {
         LogLine(absl::StrCat("closing connection from ", peer, ": ",
@@ -227,7 +227,7 @@ void TcpStoreServer::Serve(Connection* connection) {
       break;
     }
     if (!*got) break;  // The client closed the connection.
-    absl::StatusOr<Request> request = store_internal::DecodeRequest(payload);
+    absl::StatusOr<Request> request = store::internal::DecodeRequest(payload);
     if (!request.ok()) {
       LogLine(absl::StrCat("closing connection from ", peer,
                            ": malformed request: ", request.status().message()));
@@ -236,14 +236,14 @@ void TcpStoreServer::Serve(Connection* connection) {
     Response response;
     bool close_after = false;
     if (request->op == Op::kHello) {
-      if (request->magic != store_internal::kProtocolMagic) {
+      if (request->magic != store::internal::kProtocolMagic) {
         LogLine(
             absl::StrCat("closing connection from ", peer, ": bad HELLO magic ", request->magic));
         break;
       }
-      if (request->version != store_internal::kProtocolVersion) {
+      if (request->version != store::internal::kProtocolVersion) {
         response.status = absl::FailedPreconditionError(
-            absl::StrCat("store server speaks protocol version ", store_internal::kProtocolVersion,
+            absl::StrCat("store server speaks protocol version ", store::internal::kProtocolVersion,
                          ", client ", request->version));
         LogLine(absl::StrCat("closing connection from ", peer, ": ", response.status.message()));
         close_after = true;
@@ -251,13 +251,13 @@ void TcpStoreServer::Serve(Connection* connection) {
       greeted = true;
     } else if (!greeted) {
       LogLine(absl::StrCat("closing connection from ", peer, ": first request is ",
-                           store_internal::OpName(request->op), ", not HELLO"));
+                           store::internal::OpName(request->op), ", not HELLO"));
       break;
     } else {
       response = Execute(*request, fd);
     }
-    absl::Status written = store_internal::WriteFrame(
-        fd, store_internal::EncodeResponse(request->op, response), absl::Now() + kWriteTimeout);
+    absl::Status written = store::internal::WriteFrame(
+        fd, store::internal::EncodeResponse(request->op, response), absl::Now() + kWriteTimeout);
     if (!written.ok()) {
       if (!stopping() && !absl::IsCancelled(response.status)) {
         LogLine(absl::StrCat("closing connection from ", peer, ": ", written.message()));
@@ -275,7 +275,7 @@ void TcpStoreServer::Serve(Connection* connection) {
 
 Response TcpStoreServer::Execute(const Request& request, int fd) {
   Response r;
-  auto client_gone = [fd] { return store_internal::PeerHungUp(fd); };
+  auto client_gone = [fd] { return store::internal::PeerHungUp(fd); };
   switch (request.op) {
     case Op::kSet:
       r.status = store_.Set(request.key, request.value);
@@ -332,4 +332,4 @@ Response TcpStoreServer::Execute(const Request& request, int fd) {
   return r;
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::store

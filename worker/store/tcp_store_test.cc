@@ -27,12 +27,12 @@
 #include "worker/store/socket_io.h"
 #include "worker/store/tcp_store_protocol.h"
 
-namespace dstrain {
+namespace dstrain::store {
 namespace {
 
 using ::dstrain::testing::IsOk;
 using ::dstrain::testing::StatusIs;
-using store_internal::ScopedFd;
+using store::internal::ScopedFd;
 using ::testing::HasSubstr;
 
 constexpr absl::Duration kLong = absl::Seconds(5);
@@ -53,7 +53,7 @@ std::unique_ptr<TcpStoreClient> ConnectTo(int port) {
 // A loopback port nobody listens on (bound, read back, released).
 int UnusedPort() {
   int bound = 0;
-  absl::StatusOr<ScopedFd> fd = store_internal::ListenTcp("127.0.0.1", 0, &bound);
+  absl::StatusOr<ScopedFd> fd = store::internal::ListenTcp("127.0.0.1", 0, &bound);
   EXPECT_THAT(fd, IsOk());
   return bound;
 }
@@ -63,7 +63,7 @@ bool ClosedByPeer(int fd, absl::Duration within) {
   char buf[64];
   absl::Time deadline = absl::Now() + within;
   while (absl::Now() < deadline) {
-    if (!store_internal::WaitReadable(fd, deadline).ok()) return false;
+    if (!store::internal::WaitReadable(fd, deadline).ok()) return false;
     ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n == 0) return true;
     if (n < 0 && errno != EAGAIN && errno != EINTR) return true;  // Reset counts as closed.
@@ -73,16 +73,16 @@ bool ClosedByPeer(int fd, absl::Duration within) {
 
 // A raw connection that has said a valid HELLO (to reach the request parser).
 ScopedFd RawGreetedConnection(int port) {
-  absl::StatusOr<ScopedFd> fd = store_internal::ConnectTcp("127.0.0.1", port, absl::Now() + kLong);
+  absl::StatusOr<ScopedFd> fd = store::internal::ConnectTcp("127.0.0.1", port, absl::Now() + kLong);
   EXPECT_THAT(fd, IsOk());
   if (!fd.ok()) return ScopedFd();
-  store_internal::Request hello;
-  EXPECT_THAT(store_internal::WriteFrame(fd->get(), *store_internal::EncodeRequest(hello),
-                                         absl::Now() + kLong),
+  store::internal::Request hello;
+  EXPECT_THAT(store::internal::WriteFrame(fd->get(), *store::internal::EncodeRequest(hello),
+                                          absl::Now() + kLong),
               IsOk());
   std::string reply;
   absl::StatusOr<bool> got =
-      store_internal::ReadFrame(fd->get(), &reply, absl::Now() + kLong, kLong);
+      store::internal::ReadFrame(fd->get(), &reply, absl::Now() + kLong, kLong);
   EXPECT_THAT(got, IsOk());
   EXPECT_TRUE(got.ok() && *got);
   return *std::move(fd);
@@ -249,15 +249,15 @@ TEST(TcpStoreTest, StartOnABusyPortIsUnavailable) {
 TEST(TcpStoreTest, ConnectingToSomethingElseIsFailedPrecondition) {
   // A "server" that answers HELLO with garbage.
   int port = 0;
-  absl::StatusOr<ScopedFd> listener = store_internal::ListenTcp("127.0.0.1", 0, &port);
+  absl::StatusOr<ScopedFd> listener = store::internal::ListenTcp("127.0.0.1", 0, &port);
   ASSERT_THAT(listener, IsOk());
   std::thread impostor([&] {
     int fd = ::accept(listener->get(), nullptr, nullptr);
     if (fd < 0) return;
     ScopedFd conn(fd);
     std::string request;
-    (void)store_internal::ReadFrame(fd, &request, absl::Now() + kLong, kLong);
-    (void)store_internal::WriteFull(fd, "HTTP/1.1 400 Bad Request\r\n\r\n", absl::Now() + kLong);
+    (void)store::internal::ReadFrame(fd, &request, absl::Now() + kLong, kLong);
+    (void)store::internal::WriteFull(fd, "HTTP/1.1 400 Bad Request\r\n\r\n", absl::Now() + kLong);
   });
   EXPECT_THAT(TcpStoreClient::Connect("127.0.0.1", port, absl::Seconds(2)),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not a dstrain store")));
@@ -314,12 +314,12 @@ TEST(TcpStoreTest, ServerFreesTheHandlerOfAClientThatLeftMidGet) {
   ASSERT_NE(server, nullptr);
   {
     ScopedFd raw = RawGreetedConnection(server->port());
-    store_internal::Request get;
-    get.op = store_internal::Op::kGet;
+    store::internal::Request get;
+    get.op = store::internal::Op::kGet;
     get.key = "never";
     get.timeout = absl::InfiniteDuration();
-    ASSERT_THAT(store_internal::WriteFrame(raw.get(), *store_internal::EncodeRequest(get),
-                                           absl::Now() + kLong),
+    ASSERT_THAT(store::internal::WriteFrame(raw.get(), *store::internal::EncodeRequest(get),
+                                            absl::Now() + kLong),
                 IsOk());
     absl::SleepFor(absl::Milliseconds(100));
     EXPECT_EQ(server->NumConnections(), 1);
@@ -356,7 +356,7 @@ TEST(TcpStoreTest, MalformedFramesCloseOnlyTheirConnection) {
   bad_timeout_get += std::string("\x01\x00\x00\x00k", 5);
   const std::vector<Case> cases = {
       {"oversized length", false, Frame(0xffffffffu, "")},
-      {"length just over the limit", true, Frame(store_internal::kMaxFrameBytes + 1, "x")},
+      {"length just over the limit", true, Frame(store::internal::kMaxFrameBytes + 1, "x")},
       {"zero length", true, Frame(0, "")},
       {"request before HELLO", false, Frame(1 + 4 + 1, std::string("\x07\x01\x00\x00\x00k", 6))},
       {"bad HELLO magic", false,
@@ -377,12 +377,12 @@ TEST(TcpStoreTest, MalformedFramesCloseOnlyTheirConnection) {
       raw = RawGreetedConnection(port);
     } else {
       absl::StatusOr<ScopedFd> fd =
-          store_internal::ConnectTcp("127.0.0.1", port, absl::Now() + kLong);
+          store::internal::ConnectTcp("127.0.0.1", port, absl::Now() + kLong);
       ASSERT_THAT(fd, IsOk());
       raw = *std::move(fd);
     }
     ASSERT_TRUE(raw.valid());
-    ASSERT_THAT(store_internal::WriteFull(raw.get(), c.bytes, absl::Now() + kLong), IsOk());
+    ASSERT_THAT(store::internal::WriteFull(raw.get(), c.bytes, absl::Now() + kLong), IsOk());
     EXPECT_TRUE(ClosedByPeer(raw.get(), absl::Seconds(3)));
     absl::StatusOr<int64_t> n = bystander->Add("survived", 1);
     EXPECT_THAT(n, IsOk());
@@ -392,7 +392,7 @@ TEST(TcpStoreTest, MalformedFramesCloseOnlyTheirConnection) {
   {
     ScopedFd raw = RawGreetedConnection(port);
     ASSERT_THAT(
-        store_internal::WriteFull(raw.get(), Frame(100, "\x02partial"), absl::Now() + kLong),
+        store::internal::WriteFull(raw.get(), Frame(100, "\x02partial"), absl::Now() + kLong),
         IsOk());
   }
   ASSERT_THAT(bystander->Set("after", "2"), IsOk());
@@ -411,10 +411,10 @@ TEST(TcpStoreTest, OversizedRequestsFailLocallyAndKeepTheClientUsable) {
   ASSERT_NE(server, nullptr);
   std::unique_ptr<TcpStoreClient> client = ConnectTo(server->port());
   ASSERT_NE(client, nullptr);
-  const std::string huge_key(store_internal::kMaxKeyBytes + 1, 'k');
+  const std::string huge_key(store::internal::kMaxKeyBytes + 1, 'k');
   EXPECT_THAT(client->Set(huge_key, "v"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("key")));
-  EXPECT_THAT(client->Set("k", std::string(store_internal::kMaxFrameBytes, 'v')),
+  EXPECT_THAT(client->Set("k", std::string(store::internal::kMaxFrameBytes, 'v')),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("frame limit")));
   EXPECT_THAT(client->Set("k", "small"), IsOk());
   EXPECT_THAT(client->Get("k", kLong), IsOk());
@@ -472,4 +472,4 @@ TEST(TcpStoreTest, ManyClientsShareOneServer) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::store

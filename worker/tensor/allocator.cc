@@ -5,7 +5,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-namespace dstrain {
+namespace dstrain::tensor {
 
 absl::string_view MemoryCategoryName(MemoryCategory c) {
   switch (c) {
@@ -106,4 +106,4 @@ void CpuAllocator::Free(void* p, size_t bytes, MemoryCategory category) {
   Account(category, -static_cast<int64_t>(bytes));
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::tensor

@@ -15,7 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace dstrain {
+namespace dstrain::tensor {
 
 enum class MemoryCategory : int {
   kParams = 0,
@@ -81,4 +81,4 @@ class CpuAllocator final : public Allocator {
   const int64_t limit_bytes_;
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::tensor

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
-namespace dstrain {
+namespace dstrain::tensor {
 
 Tensor::~Tensor() { Release(); }
 
@@ -76,4 +76,4 @@ std::string Tensor::DebugString() const {
   return absl::StrCat(DTypeName(dtype_), "[", absl::StrJoin(shape_, ","), "]");
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::tensor

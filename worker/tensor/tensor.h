@@ -13,7 +13,7 @@
 #include "common/types/dtype.h"
 #include "worker/tensor/allocator.h"
 
-namespace dstrain {
+namespace dstrain::tensor {
 
 class Tensor {
  public:
@@ -62,4 +62,4 @@ class Tensor {
   MemoryCategory category_ = MemoryCategory::kOther;
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::tensor

@@ -3,7 +3,7 @@
 #include "common/status/status_matchers.h"
 #include "gtest/gtest.h"
 
-namespace dstrain {
+namespace dstrain::tensor {
 namespace {
 
 using ::dstrain::testing::StatusIs;
@@ -76,4 +76,4 @@ TEST(Tensor, LimitAndBadShapesAreErrors) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::tensor

@@ -42,7 +42,8 @@ CheckpointCatalog::~CheckpointCatalog() {
   thread_.join();
 }
 
-void CheckpointCatalog::Record(const std::string& dir, const CheckpointManifest& manifest) {
+void CheckpointCatalog::Record(const std::string& dir,
+                               const checkpoint::CheckpointManifest& manifest) {
   absl::MutexLock lock(&mu_);
   queue_.push_back(Item{dir, manifest});
 }
@@ -87,9 +88,9 @@ void CheckpointCatalog::Loop() {
 }
 
 absl::Status CheckpointCatalog::Send(const Item& item) {
-  const CheckpointManifest& manifest = item.manifest;
+  const checkpoint::CheckpointManifest& manifest = item.manifest;
   for (size_t rank = 0; rank < manifest.shards.size(); ++rank) {
-    const ShardRecord& shard = manifest.shards[rank];
+    const checkpoint::ShardRecord& shard = manifest.shards[rank];
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + rpc_timeout_));
     v1::RegisterShardRequest request;
@@ -97,7 +98,7 @@ absl::Status CheckpointCatalog::Send(const Item& item) {
     request.set_tag(manifest.tag);
     request.set_step(manifest.step);
     request.set_rank(static_cast<int32_t>(rank));  // shards are listed in rank order
-    request.set_path(JoinPath(item.dir, shard.name));
+    request.set_path(env::JoinPath(item.dir, shard.name));
     request.set_bytes(static_cast<int64_t>(shard.bytes));
     request.set_crc32c(shard.crc32c);
     v1::RegisterShardResponse response;
@@ -111,7 +112,7 @@ absl::Status CheckpointCatalog::Send(const Item& item) {
   request.set_job_id(job_id_);
   request.set_tag(manifest.tag);
   request.set_step(manifest.step);
-  request.set_manifest_path(JoinPath(item.dir, std::string(kManifestName)));
+  request.set_manifest_path(env::JoinPath(item.dir, std::string(checkpoint::kManifestName)));
   v1::CommitCheckpointResponse response;
   return FromGrpcStatus(
       stub_->CommitCheckpoint(&context, request, &response),

@@ -31,14 +31,14 @@ class CheckpointCatalog {
 
   // Queues the committed checkpoint in `dir` (described by `manifest`): every shard registered,
   // then the checkpoint committed in the catalog.
-  void Record(const std::string& dir, const CheckpointManifest& manifest);
+  void Record(const std::string& dir, const checkpoint::CheckpointManifest& manifest);
   // Waits until every queued record landed or `timeout` passed; false on timeout.
   bool Flush(absl::Duration timeout);
 
  private:
   struct Item {
     std::string dir;
-    CheckpointManifest manifest;
+    checkpoint::CheckpointManifest manifest;
   };
   void Loop();
   // One attempt at one record: OK, a retryable error, or a permanent one.

@@ -74,12 +74,12 @@ absl::StatusOr<double> Evaluate(model::Gpt& model, const float* params, data::Da
 }
 
 // "params 1.2 + grads 1.2 + optimizer_state 2.4 MB": the categories holding memory now.
-std::string DescribeMemory(const MemoryStats& mem) {
+std::string DescribeMemory(const tensor::MemoryStats& mem) {
   std::string out;
-  for (int i = 0; i < kNumMemoryCategories; ++i) {
+  for (int i = 0; i < tensor::kNumMemoryCategories; ++i) {
     if (mem.current[i] == 0) continue;
     absl::StrAppend(&out, out.empty() ? "" : " + ",
-                    MemoryCategoryName(static_cast<MemoryCategory>(i)), " ",
+                    tensor::MemoryCategoryName(static_cast<tensor::MemoryCategory>(i)), " ",
                     absl::StrFormat("%.1f", mem.current[i] / 1e6));
   }
   return out + " MB";
@@ -121,10 +121,10 @@ void StartDrainWatcher() {
 bool DrainRequested() { return g_drain_requested.load(); }
 
 // "grpc://HOST:PORT": the coordinator's StoreService; "HOST:PORT": a TCP store.
-absl::StatusOr<std::unique_ptr<Store>> ConnectStore(const std::string& address,
-                                                    absl::Duration timeout) {
+absl::StatusOr<std::unique_ptr<store::Store>> ConnectStore(const std::string& address,
+                                                           absl::Duration timeout) {
   if (absl::StartsWith(address, "grpc://")) {
-    return std::unique_ptr<Store>(GrpcStore::Connect(address.substr(7)));
+    return std::unique_ptr<store::Store>(store::GrpcStore::Connect(address.substr(7)));
   }
   const size_t colon = address.rfind(':');
   int port = 0;
@@ -132,9 +132,9 @@ absl::StatusOr<std::unique_ptr<Store>> ConnectStore(const std::string& address,
     return absl::InvalidArgumentError(
         absl::StrCat("--store: expected HOST:PORT or grpc://HOST:PORT, got '", address, "'"));
   }
-  DT_ASSIGN_OR_RETURN(std::unique_ptr<TcpStoreClient> client,
-                      TcpStoreClient::Connect(address.substr(0, colon), port, timeout));
-  return std::unique_ptr<Store>(std::move(client));
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<store::TcpStoreClient> client,
+                      store::TcpStoreClient::Connect(address.substr(0, colon), port, timeout));
+  return std::unique_ptr<store::Store>(std::move(client));
 }
 
 }  // namespace
@@ -183,18 +183,18 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
   // Phase -1: the data-parallel group, meeting through the rendezvous store: a TCP store served
   // by the launcher (standalone mode) or the coordinator's (service mode, grpc://), scoped by the
   // attempt's prefix.
-  std::unique_ptr<Store> store, scoped_store;
-  std::unique_ptr<Communicator> dp;
+  std::unique_ptr<store::Store> store, scoped_store;
+  std::unique_ptr<comm::Communicator> dp;
   if (world > 1) {
     DT_ASSIGN_OR_RETURN(store, ConnectStore(options.store, options.comm_timeout));
-    Store* rendezvous = store.get();
+    store::Store* rendezvous = store.get();
     if (!options.store_prefix.empty()) {
-      scoped_store = std::make_unique<PrefixStore>(options.store_prefix, store.get());
+      scoped_store = std::make_unique<store::PrefixStore>(options.store_prefix, store.get());
       rendezvous = scoped_store.get();
     }
-    GlooOptions gloo;
+    comm::GlooOptions gloo;
     gloo.timeout = options.comm_timeout;
-    DT_ASSIGN_OR_RETURN(dp, GlooCommunicator::Create(rendezvous, rank, world, "dp", gloo));
+    DT_ASSIGN_OR_RETURN(dp, comm::GlooCommunicator::Create(rendezvous, rank, world, "dp", gloo));
   }
   // Every rank says once that it is in its group, on the options' stream even where its progress
   // log is silenced: a supervisor (the worker agent) takes this line as "running".
@@ -233,12 +233,12 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
   }
 
   // Phase 1: model and engine.
-  CpuAllocator allocator;
+  tensor::CpuAllocator allocator;
   DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(ModelShape(spec.model), &allocator));
   const int64_t num_params = gpt->layout().num_parameters();
   DT_ASSIGN_OR_RETURN(auto engine,
                       engine::Engine::Initialize(std::move(gpt), spec, &allocator, dp.get(),
-                                                 CommOptions{options.comm_timeout}));
+                                                 comm::CommOptions{options.comm_timeout}));
   DT_ASSIGN_OR_RETURN(MetricsWriter metrics,
                       MetricsWriter::Open(leader ? options.metrics_out : std::string()));
   // Evaluation, sampling and saving read the full parameters: GatherParams is collective under
@@ -272,14 +272,14 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
   // committed checkpoint there (engine state and each rank's data position), every rank
   // together; job.checkpoint_every saves one every that many steps.
   engine::CheckpointOptions ckpt;
-  ckpt.env = PosixEnv::Default();
+  ckpt.env = env::PosixEnv::Default();
   ckpt.root = spec.job.checkpoint_dir;
   ckpt.keep_last = spec.job.keep_last;
-  ckpt.comm = CommOptions{options.comm_timeout};
+  ckpt.comm = comm::CommOptions{options.comm_timeout};
   int64_t first_step = 1;
   if (!ckpt.root.empty() && spec.job.resume) {
-    DT_ASSIGN_OR_RETURN(std::vector<CheckpointManifest> committed,
-                        ListCommitted(ckpt.env, ckpt.root));
+    DT_ASSIGN_OR_RETURN(std::vector<checkpoint::CheckpointManifest> committed,
+                        checkpoint::ListCommitted(ckpt.env, ckpt.root));
     if (!committed.empty()) {
       DT_ASSIGN_OR_RETURN(std::string rank_state,
                           engine::LoadCheckpoint(*engine, dp.get(), ckpt, "latest"));
@@ -306,9 +306,10 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     DT_RETURN_IF_ERROR(engine::SaveCheckpoint(*engine, dp.get(), ckpt, tag, position.dump()));
     if (line != nullptr) line->Add("checkpoint_s", Seconds(save_start, Clock::now()));
     if (leader) {
-      DT_ASSIGN_OR_RETURN(auto reader, CheckpointReader::Open(ckpt.env, ckpt.root, tag));
+      DT_ASSIGN_OR_RETURN(auto reader,
+                          checkpoint::CheckpointReader::Open(ckpt.env, ckpt.root, tag));
       int64_t bytes = 0;
-      for (const ShardRecord& shard : reader->manifest().shards) bytes += shard.bytes;
+      for (const checkpoint::ShardRecord& shard : reader->manifest().shards) bytes += shard.bytes;
       if (line != nullptr) line->Add("checkpoint_bytes", bytes);
       // The checkpoint is durable and loadable already; the catalog learns of it in the
       // background (retrying while the coordinator is away), so training goes on.
@@ -341,7 +342,7 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
 
     // This rank's memory by category (now, and the peak within this step) and the bytes it sent
     // in collectives this step (ring-algorithm count, zero_state.h).
-    const MemoryStats mem = allocator.Stats();
+    const tensor::MemoryStats mem = allocator.Stats();
     const int64_t comm_bytes = engine->zero().traffic().total() - comm_bytes_before;
     comm_bytes_before = engine->zero().traffic().total();
     const double comm_wait = engine->zero().traffic().wait_seconds - comm_wait_before;
@@ -418,9 +419,9 @@ absl::StatusOr<TrainResult> Train(const config::JobSpec& spec, const TrainOption
     if (options.drain_on_sigusr1 && !last) {
       float drain = DrainRequested() ? 1.f : 0.f;
       if (dp != nullptr) {
-        DT_ASSIGN_OR_RETURN(auto work,
-                            dp->AllReduce(CommBuffer{&drain, 1, DType::kF32}, ReduceOp::kMax,
-                                          CommOptions{options.comm_timeout}));
+        DT_ASSIGN_OR_RETURN(
+            auto work, dp->AllReduce(comm::CommBuffer{&drain, 1, DType::kF32}, comm::ReduceOp::kMax,
+                                     comm::CommOptions{options.comm_timeout}));
         DT_RETURN_IF_ERROR(work->Wait());
       }
       if (drain != 0.f) {

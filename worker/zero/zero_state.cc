@@ -15,11 +15,11 @@
 namespace dstrain::zero {
 namespace {
 
-CommBuffer F32(float* data, int64_t count) { return CommBuffer{data, count, DType::kF32}; }
-
-DType HalfOf(DType t) {
-  return t == DType::kF16 ? DType::kF16 : DType::kBF16;
+comm::CommBuffer F32(float* data, int64_t count) {
+  return comm::CommBuffer{data, count, DType::kF32};
 }
+
+DType HalfOf(DType t) { return t == DType::kF16 ? DType::kF16 : DType::kBF16; }
 
 // dst = src converted; f32 and one 16-bit type (the config layer rules out bf16 <-> fp16).
 void Convert(void* dst, DType dst_t, const void* src, DType src_t, int64_t n) {
@@ -89,11 +89,10 @@ std::vector<bool> PersistentUnits(const model::ParamLayout& layout, const Partit
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(const model::ParamLayout& layout,
-                                                             const config::ZeroConfig& config,
-                                                             Communicator* dp, CommOptions comm,
-                                                             Allocator* allocator, DType storage,
-                                                             GradientReduction reduction) {
+absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(
+    const model::ParamLayout& layout, const config::ZeroConfig& config, comm::Communicator* dp,
+    comm::CommOptions comm, tensor::Allocator* allocator, DType storage,
+    GradientReduction reduction) {
   if (config.stage < 0 || config.stage > 3) {
     return absl::InvalidArgumentError(
         absl::StrCat("zero_optimization.stage: ", config.stage, " is not 0, 1, 2 or 3"));
@@ -131,10 +130,10 @@ absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(const model::ParamL
   // predivision (1/f before, f/N after). The mean is one kAvg collective (the sum in f32 inside
   // the backend, divided once); the other two scale around a kSum.
   if (reduction.prescale) {
-    z->reduce_op_ = ReduceOp::kSum;
+    z->reduce_op_ = comm::ReduceOp::kSum;
     z->pre_scale_ = 1.0 / world;
   } else if (reduction.predivide != 1.0) {
-    z->reduce_op_ = ReduceOp::kSum;
+    z->reduce_op_ = comm::ReduceOp::kSum;
     z->pre_scale_ = 1.0 / reduction.predivide;
     z->post_scale_ = reduction.predivide / world;
   }
@@ -145,24 +144,25 @@ absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(const model::ParamL
   }
   const int64_t param_elems = config.stage == 3 ? p.owned_total() : p.padded_total();
   const int64_t grad_elems = config.stage >= 2 ? p.owned_total() : p.padded_total();
-  DT_ASSIGN_OR_RETURN(z->params_,
-                      Tensor::Zeros(allocator, storage, {param_elems}, MemoryCategory::kParams));
-  DT_ASSIGN_OR_RETURN(z->grads_,
-                      Tensor::Zeros(allocator, storage, {grad_elems}, MemoryCategory::kGrads));
+  DT_ASSIGN_OR_RETURN(z->params_, tensor::Tensor::Zeros(allocator, storage, {param_elems},
+                                                        tensor::MemoryCategory::kParams));
+  DT_ASSIGN_OR_RETURN(z->grads_, tensor::Tensor::Zeros(allocator, storage, {grad_elems},
+                                                       tensor::MemoryCategory::kGrads));
   if (z->mixed()) {
-    DT_ASSIGN_OR_RETURN(z->master_, Tensor::Zeros(allocator, DType::kF32, {p.owned_total()},
-                                                  MemoryCategory::kOptimizerState));
+    DT_ASSIGN_OR_RETURN(z->master_, tensor::Tensor::Zeros(allocator, DType::kF32, {p.owned_total()},
+                                                          tensor::MemoryCategory::kOptimizerState));
   }
-  DT_ASSIGN_OR_RETURN(z->exp_avg_, Tensor::Zeros(allocator, DType::kF32, {p.owned_total()},
-                                                 MemoryCategory::kOptimizerState));
-  DT_ASSIGN_OR_RETURN(z->exp_avg_sq_, Tensor::Zeros(allocator, DType::kF32, {p.owned_total()},
-                                                    MemoryCategory::kOptimizerState));
+  DT_ASSIGN_OR_RETURN(z->exp_avg_, tensor::Tensor::Zeros(allocator, DType::kF32, {p.owned_total()},
+                                                         tensor::MemoryCategory::kOptimizerState));
+  DT_ASSIGN_OR_RETURN(z->exp_avg_sq_,
+                      tensor::Tensor::Zeros(allocator, DType::kF32, {p.owned_total()},
+                                            tensor::MemoryCategory::kOptimizerState));
   return z;
 }
 
 ZeroState::ZeroState(const model::ParamLayout& layout, const config::ZeroConfig& config,
-                     Communicator* dp, CommOptions comm, Allocator* allocator, Partition partition,
-                     DType storage, GradientReduction reduction)
+                     comm::Communicator* dp, comm::CommOptions comm, tensor::Allocator* allocator,
+                     Partition partition, DType storage, GradientReduction reduction)
     : layout_(layout),
       config_(config),
       dp_(dp),
@@ -190,7 +190,7 @@ ZeroState::~ZeroState() {
   }
 }
 
-absl::Status ZeroState::Wait(std::unique_ptr<Work>& work) {
+absl::Status ZeroState::Wait(std::unique_ptr<comm::Work>& work) {
   if (!work) return absl::OkStatus();
   // Time blocked here is communication the computation did not hide.
   const absl::Time start = absl::Now();
@@ -264,8 +264,9 @@ absl::Status ZeroState::GetParams(float* flat) {
     const Unit& unit = partition_.units()[u];
     const int64_t n = partition_.padded_numel(u);
     float* mine = master_.data<float>() + unit.owned_offset;
-    DT_ASSIGN_OR_RETURN(Tensor whole,
-                        Tensor::Empty(allocator_, DType::kF32, {n}, MemoryCategory::kCommBuffers));
+    DT_ASSIGN_OR_RETURN(
+        tensor::Tensor whole,
+        tensor::Tensor::Empty(allocator_, DType::kF32, {n}, tensor::MemoryCategory::kCommBuffers));
     if (distributed() && config_.stage > 0) {
       DT_ASSIGN_OR_RETURN(
           auto work, dp_->AllGather(F32(mine, unit.chunk), F32(whole.data<float>(), n), comm_));
@@ -302,8 +303,9 @@ absl::StatusOr<const float*> ZeroState::AcquireParams(int module, model::Pass) {
     const void* source = config_.stage == 3
                              ? static_cast<const char*>(s.gathered.raw()) + off * elem()
                              : At(params_, unit.padded_offset + off);
-    DT_ASSIGN_OR_RETURN(ms.widened, Tensor::Empty(allocator_, DType::kF32, {ModuleFloats(module)},
-                                                  MemoryCategory::kGatheredParams));
+    DT_ASSIGN_OR_RETURN(ms.widened,
+                        tensor::Tensor::Empty(allocator_, DType::kF32, {ModuleFloats(module)},
+                                              tensor::MemoryCategory::kGatheredParams));
     const uint16_t* from = static_cast<const uint16_t*>(source);
     if (widen_ranges_.empty()) {
       kernels::HalfToFloat(half(), ms.widened.data<float>(), from, ms.widened.numel());
@@ -322,7 +324,7 @@ const uint16_t* ZeroState::Bf16Params(int module) {
   const Unit& unit = partition_.units()[u];
   const int64_t off = layout_.modules()[module].offset - unit.begin;
   if (config_.stage == 3) {
-    const Tensor& g = units_[u].gathered;
+    const tensor::Tensor& g = units_[u].gathered;
     return g.defined() ? g.data<uint16_t>() + off : nullptr;
   }
   return static_cast<const uint16_t*>(At(params_, unit.padded_offset + off));
@@ -354,7 +356,7 @@ absl::Status ZeroState::ReleaseParams(int module, model::Pass) {
       return absl::FailedPreconditionError(absl::StrCat(
           "ReleaseParams: module ", layout_.modules()[module].name, " is not acquired"));
     }
-    if (--ms.users == 0) ms.widened = Tensor();
+    if (--ms.users == 0) ms.widened = tensor::Tensor();
   }
   if (config_.stage < 3) return absl::OkStatus();
   const int u = partition_.unit_of_module(module);
@@ -373,15 +375,17 @@ absl::StatusOr<float*> ZeroState::AcquireGrads(int module) {
   const int64_t off = layout_.modules()[module].offset - unit.begin;
   if (GradScratch()) {
     // The model accumulates in fp32; ReleaseGrads rounds into the 16-bit destination.
-    Tensor& scratch = modules_[module].grad_scratch;
+    tensor::Tensor& scratch = modules_[module].grad_scratch;
     if (!FreshGrads(module)) {
-      DT_ASSIGN_OR_RETURN(scratch, Tensor::Zeros(allocator_, DType::kF32, {ModuleFloats(module)},
-                                                 MemoryCategory::kCommBuffers));
+      DT_ASSIGN_OR_RETURN(scratch,
+                          tensor::Tensor::Zeros(allocator_, DType::kF32, {ModuleFloats(module)},
+                                                tensor::MemoryCategory::kCommBuffers));
       return scratch.data<float>();
     }
     // The model overwrites the matrix weights' gradients first (FreshGrads): zero the rest.
-    DT_ASSIGN_OR_RETURN(scratch, Tensor::Empty(allocator_, DType::kF32, {ModuleFloats(module)},
-                                               MemoryCategory::kCommBuffers));
+    DT_ASSIGN_OR_RETURN(scratch,
+                        tensor::Tensor::Empty(allocator_, DType::kF32, {ModuleFloats(module)},
+                                              tensor::MemoryCategory::kCommBuffers));
     for (const auto& [first, last] : widen_ranges_[module]) {
       std::fill(scratch.data<float>() + first, scratch.data<float>() + last, 0.f);
     }
@@ -391,8 +395,8 @@ absl::StatusOr<float*> ZeroState::AcquireGrads(int module) {
   UnitState& s = units_[u];
   if (!s.bucket.defined()) {
     DT_ASSIGN_OR_RETURN(s.bucket,
-                        Tensor::Zeros(allocator_, DType::kF32, {partition_.padded_numel(u)},
-                                      MemoryCategory::kCommBuffers));
+                        tensor::Tensor::Zeros(allocator_, DType::kF32, {partition_.padded_numel(u)},
+                                              tensor::MemoryCategory::kCommBuffers));
   }
   return s.bucket.data<float>() + off;
 }
@@ -402,7 +406,7 @@ absl::Status ZeroState::ReleaseGrads(int module) {
   const Unit& unit = partition_.units()[u];
   UnitState& s = units_[u];
   if (GradScratch()) {
-    Tensor& scratch = modules_[module].grad_scratch;
+    tensor::Tensor& scratch = modules_[module].grad_scratch;
     if (!scratch.defined()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "ReleaseGrads: gradients of module ", layout_.modules()[module].name, " not acquired"));
@@ -413,14 +417,14 @@ absl::Status ZeroState::ReleaseGrads(int module) {
               scratch.numel());
     } else {
       if (!s.bucket.defined()) {
-        DT_ASSIGN_OR_RETURN(s.bucket,
-                            Tensor::Zeros(allocator_, BucketType(), {partition_.padded_numel(u)},
-                                          MemoryCategory::kCommBuffers));
+        DT_ASSIGN_OR_RETURN(
+            s.bucket, tensor::Tensor::Zeros(allocator_, BucketType(), {partition_.padded_numel(u)},
+                                            tensor::MemoryCategory::kCommBuffers));
       }
       AddInto(static_cast<char*>(s.bucket.raw()) + off * DTypeSize(BucketType()), BucketType(),
               scratch.data<float>(), DType::kF32, scratch.numel());
     }
-    scratch = Tensor();
+    scratch = tensor::Tensor();
   }
   if (config_.stage < 2) return absl::OkStatus();
   if (++s.grads_released < unit.end_module - unit.first_module) return absl::OkStatus();
@@ -456,8 +460,8 @@ absl::Status ZeroState::LaunchReduce(int u) {
   DT_ASSIGN_OR_RETURN(
       s.reduce,
       dp_->ReduceScatter(
-          CommBuffer{bucket, n, t},
-          CommBuffer{bucket + partition_.rank() * unit.chunk * DTypeSize(t), unit.chunk, t},
+          comm::CommBuffer{bucket, n, t},
+          comm::CommBuffer{bucket + partition_.rank() * unit.chunk * DTypeSize(t), unit.chunk, t},
           reduce_op_, comm_));
   traffic_.reduce_scatter += static_cast<int64_t>(DTypeSize(t)) * unit.chunk * (world() - 1);
   return absl::OkStatus();
@@ -472,7 +476,7 @@ absl::Status ZeroState::CollectReduce(int u) {
   if (distributed()) PostScale(mine, unit.chunk);
   // grads_ is zero at the start of a step, so the first micro-batch's add is an exact copy.
   AddInto(At(grads_, unit.owned_offset), storage_, mine, BucketType(), unit.chunk);
-  s.bucket = Tensor();
+  s.bucket = tensor::Tensor();
   s.reduced = false;
   return absl::OkStatus();
 }
@@ -515,10 +519,11 @@ absl::Status ZeroState::ReduceGradients() {
   const DType t = reduction_.dtype;
   const int64_t total = partition_.padded_total();
   // The gradients travel as they are stored, or through a copy in communication_data_type.
-  Tensor copy;
+  tensor::Tensor copy;
   void* buffer = grads_.raw();
   if (t != storage_) {
-    DT_ASSIGN_OR_RETURN(copy, Tensor::Empty(allocator_, t, {total}, MemoryCategory::kCommBuffers));
+    DT_ASSIGN_OR_RETURN(
+        copy, tensor::Tensor::Empty(allocator_, t, {total}, tensor::MemoryCategory::kCommBuffers));
     Convert(copy.raw(), t, grads_.raw(), storage_, total);
     buffer = copy.raw();
   }
@@ -526,7 +531,8 @@ absl::Status ZeroState::ReduceGradients() {
   const size_t es = DTypeSize(t);
   PreScale(buffer, total);
   if (config_.stage == 0) {
-    DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(CommBuffer{buffer, total, t}, reduce_op_, comm_));
+    DT_ASSIGN_OR_RETURN(auto work,
+                        dp_->AllReduce(comm::CommBuffer{buffer, total, t}, reduce_op_, comm_));
     traffic_.all_reduce += static_cast<int64_t>(es) * total * 2 * (n - 1) / n;
     DT_RETURN_IF_ERROR(Wait(work));
     PostScale(buffer, total);
@@ -539,8 +545,8 @@ absl::Status ZeroState::ReduceGradients() {
     DT_ASSIGN_OR_RETURN(
         units_[u].reduce,
         dp_->ReduceScatter(
-            CommBuffer{base + unit.padded_offset * es, partition_.padded_numel(u), t},
-            CommBuffer{base + GradChunk(unit) * es, unit.chunk, t}, reduce_op_, comm_));
+            comm::CommBuffer{base + unit.padded_offset * es, partition_.padded_numel(u), t},
+            comm::CommBuffer{base + GradChunk(unit) * es, unit.chunk, t}, reduce_op_, comm_));
     traffic_.reduce_scatter += static_cast<int64_t>(es) * unit.chunk * (n - 1);
   }
   for (UnitState& s : units_) DT_RETURN_IF_ERROR(Wait(s.reduce));
@@ -569,7 +575,7 @@ absl::StatusOr<double> ZeroState::GradSquaredNorm() {
   if (config_.stage == 0 || !distributed()) return local;
   // inf and NaN survive the sum, so every rank sees any rank's overflow.
   float sum = static_cast<float>(local);
-  DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(F32(&sum, 1), ReduceOp::kSum, comm_));
+  DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(F32(&sum, 1), comm::ReduceOp::kSum, comm_));
   DT_RETURN_IF_ERROR(Wait(work));
   traffic_.all_reduce += int64_t{4} * 2 * (dp_->size() - 1) / dp_->size();
   return static_cast<double>(sum);
@@ -641,8 +647,8 @@ absl::Status ZeroState::StartGather(int u) {
   UnitState& s = units_[u];
   const Unit& unit = partition_.units()[u];
   const int64_t n = partition_.padded_numel(u);
-  DT_ASSIGN_OR_RETURN(s.gathered,
-                      Tensor::Empty(allocator_, storage_, {n}, MemoryCategory::kGatheredParams));
+  DT_ASSIGN_OR_RETURN(s.gathered, tensor::Tensor::Empty(allocator_, storage_, {n},
+                                                        tensor::MemoryCategory::kGatheredParams));
   live_floats_ += n;
   if (!distributed()) {
     std::memcpy(s.gathered.raw(), At(params_, unit.owned_offset), n * elem());
@@ -664,7 +670,7 @@ void ZeroState::DropGathered(int u) {
   UnitState& s = units_[u];
   if (s.gather) (void)Wait(s.gather);  // its buffer is being written: finish first
   live_floats_ -= s.gathered.numel();
-  s.gathered = Tensor();
+  s.gathered = tensor::Tensor();
 }
 
 // Prefetch along the trace: the next units not yet gathered, while the all-gathers in flight
@@ -748,7 +754,7 @@ absl::StatusOr<std::vector<absl::string_view>> ZeroState::ShardPieces(std::strin
   return pieces;
 }
 
-absl::Status ZeroState::LoadShard(ByteSource& shard) {
+absl::Status ZeroState::LoadShard(env::ByteSource& shard) {
   const ShardHeader want = MakeHeader(*this);
   const int64_t n = partition_.owned_total();
   if (shard.remaining() != sizeof(ShardHeader) + 12 * static_cast<uint64_t>(n)) {

@@ -77,12 +77,10 @@ class ZeroState final : public model::ParamAccess {
  public:
   // `dp` may be null (one rank). Errors: kResourceExhausted when memory runs out.
   // `storage` is the parameter and gradient dtype: kF32, or kBF16 / kF16 for mixed precision.
-  static absl::StatusOr<std::unique_ptr<ZeroState>> Create(const model::ParamLayout& layout,
-                                                           const config::ZeroConfig& config,
-                                                           Communicator* dp, CommOptions comm,
-                                                           Allocator* allocator,
-                                                           DType storage = DType::kF32,
-                                                           GradientReduction reduction = {});
+  static absl::StatusOr<std::unique_ptr<ZeroState>> Create(
+      const model::ParamLayout& layout, const config::ZeroConfig& config, comm::Communicator* dp,
+      comm::CommOptions comm, tensor::Allocator* allocator, DType storage = DType::kF32,
+      GradientReduction reduction = {});
   ~ZeroState() override;
 
   int stage() const { return config_.stage; }
@@ -126,7 +124,7 @@ class ZeroState final : public model::ParamAccess {
   // layout, stage, world size and precision (kFailedPrecondition otherwise). Reads straight into
   // this ZeroState's buffers; not collective. After an error the state is undefined (the caller
   // fails the load). Stages 1-2 then need GatherAfterLoad on every rank.
-  absl::Status LoadShard(ByteSource& shard);
+  absl::Status LoadShard(env::ByteSource& shard);
   // Collective from stage 1 on: brings back the parameters a rank keeps but does not own.
   // Gradients are zero afterwards, as after a step.
   absl::Status GatherAfterLoad();
@@ -163,28 +161,26 @@ class ZeroState final : public model::ParamAccess {
   enum class TraceState { kRecord, kComplete };
   struct UnitState {
     // Stage 2/3 gradient bucket: the unit's full padded gradients of this micro-batch.
-    Tensor bucket;
-    int grads_released = 0;        // modules of the unit whose gradients are complete
-    std::unique_ptr<Work> reduce;  // the bucket's reduce-scatter in flight
-    bool reduced = false;          // launched, not yet added into grads_
+    tensor::Tensor bucket;
+    int grads_released = 0;              // modules of the unit whose gradients are complete
+    std::unique_ptr<comm::Work> reduce;  // the bucket's reduce-scatter in flight
+    bool reduced = false;                // launched, not yet added into grads_
     // Stage 3: the unit's full padded parameters (storage dtype), when gathered.
-    Tensor gathered;
-    std::unique_ptr<Work> gather;  // its all-gather in flight (a prefetch)
-    int users = 0;                 // acquisitions not yet released
-    bool persistent = false;       // kept gathered (small modules)
+    tensor::Tensor gathered;
+    std::unique_ptr<comm::Work> gather;  // its all-gather in flight (a prefetch)
+    int users = 0;                       // acquisitions not yet released
+    bool persistent = false;             // kept gathered (small modules)
   };
 
-  ZeroState(const model::ParamLayout& layout, const config::ZeroConfig& config, Communicator* dp,
-            CommOptions comm, Allocator* allocator, Partition partition, DType storage,
-            GradientReduction reduction);
-  DType half() const {
-    return storage_ == DType::kF16 ? DType::kF16 : DType::kBF16;
-  }
+  ZeroState(const model::ParamLayout& layout, const config::ZeroConfig& config,
+            comm::Communicator* dp, comm::CommOptions comm, tensor::Allocator* allocator,
+            Partition partition, DType storage, GradientReduction reduction);
+  DType half() const { return storage_ == DType::kF16 ? DType::kF16 : DType::kBF16; }
   size_t elem() const { return DTypeSize(storage_); }
   // Element i of a storage-dtype tensor.
-  void* At(Tensor& t, int64_t i) const { return static_cast<char*>(t.raw()) + i * elem(); }
-  CommBuffer Buf(Tensor& t, int64_t i, int64_t count) const {
-    return CommBuffer{At(t, i), count, storage_};
+  void* At(tensor::Tensor& t, int64_t i) const { return static_cast<char*>(t.raw()) + i * elem(); }
+  comm::CommBuffer Buf(tensor::Tensor& t, int64_t i, int64_t count) const {
+    return comm::CommBuffer{At(t, i), count, storage_};
   }
   int64_t ModuleFloats(int module) const;
   static ShardHeader MakeHeader(const ZeroState& z);  // this rank's checkpoint-shard header
@@ -201,7 +197,7 @@ class ZeroState final : public model::ParamAccess {
   int64_t GradChunk(const Unit& unit) const;
   int world() const { return partition_.world(); }
   bool distributed() const { return dp_ != nullptr && dp_->size() > 1; }
-  absl::Status Wait(std::unique_ptr<Work>& work);
+  absl::Status Wait(std::unique_ptr<comm::Work>& work);
   // Stages 1-2: every rank's parameter chunks to every rank (all-gather in place, waited for).
   absl::Status GatherOwnedChunks();
 
@@ -219,28 +215,28 @@ class ZeroState final : public model::ParamAccess {
 
   const model::ParamLayout& layout_;
   config::ZeroConfig config_;
-  Communicator* dp_;  // null or size 1: single rank
-  CommOptions comm_;
-  Allocator* allocator_;
+  comm::Communicator* dp_;  // null or size 1: single rank
+  comm::CommOptions comm_;
+  tensor::Allocator* allocator_;
   Partition partition_;
   std::vector<UnitState> units_;
   std::deque<int> reducing_;  // units whose reduce-scatter was launched, oldest first
 
   DType storage_;
   GradientReduction reduction_;
-  ReduceOp reduce_op_ = ReduceOp::kAvg;  // kSum when prescaling or predividing
+  comm::ReduceOp reduce_op_ = comm::ReduceOp::kAvg;  // kSum when prescaling or predividing
   double pre_scale_ = 1.0, post_scale_ = 1.0;
-  Tensor params_;   // storage dtype; stages 0-2: padded space; stage 3: this rank's chunks
-  Tensor grads_;    // storage dtype; stages 0-1: padded space; 2-3: this rank's chunks
-  Tensor master_;   // mixed precision: fp32 weights of this rank's chunks
-  Tensor exp_avg_;  // this rank's chunks (stage 0: the padded space, one rank's all)
-  Tensor exp_avg_sq_;
+  tensor::Tensor params_;   // storage dtype; stages 0-2: padded space; stage 3: this rank's chunks
+  tensor::Tensor grads_;    // storage dtype; stages 0-1: padded space; 2-3: this rank's chunks
+  tensor::Tensor master_;   // mixed precision: fp32 weights of this rank's chunks
+  tensor::Tensor exp_avg_;  // this rank's chunks (stage 0: the padded space, one rank's all)
+  tensor::Tensor exp_avg_sq_;
   // Mixed precision, per module while the model runs it: the fp32 widening of its parameters
   // and the fp32 scratch its gradients accumulate in.
   struct ModuleState {
-    Tensor widened;
+    tensor::Tensor widened;
     int users = 0;
-    Tensor grad_scratch;
+    tensor::Tensor grad_scratch;
   };
   std::vector<ModuleState> modules_;
   // Per module, the ranges (module-relative floats) widened to fp32 for compute: all of it,

@@ -71,7 +71,7 @@ class Stage3Test : public ::testing::Test {
 
   model::ParamLayout layout_ = Layout();
   std::vector<float> flat_;
-  CpuAllocator alloc_;
+  tensor::CpuAllocator alloc_;
 };
 
 TEST_F(Stage3Test, ViewsHoldTheModuleAndTheTraceIsReRecordedWhenTheOrderChanges) {
@@ -88,7 +88,7 @@ TEST_F(Stage3Test, ViewsHoldTheModuleAndTheTraceIsReRecordedWhenTheOrderChanges)
   // Nothing stays gathered without persistence once the step ends.
   ASSERT_THAT(z->FinishStep(), IsOk());
   for (int u = 0; u < 5; ++u) EXPECT_FALSE(z->unit_gathered(u));
-  EXPECT_EQ(alloc_.Stats().current[int(MemoryCategory::kGatheredParams)], 0);
+  EXPECT_EQ(alloc_.Stats().current[int(tensor::MemoryCategory::kGatheredParams)], 0);
 }
 
 TEST_F(Stage3Test, SmallModulesPersistLargeOnesAreReleased) {
@@ -116,7 +116,7 @@ TEST_F(Stage3Test, MaxLiveParametersBoundsPrefetch) {
     MicroBatch(*z, {0, 1, 2, 3, 4});  // records the trace; no prefetch yet
     alloc_.ResetPeaks();
     MicroBatch(*z, {0, 1, 2, 3, 4});
-    return alloc_.Stats().peak[int(MemoryCategory::kGatheredParams)];
+    return alloc_.Stats().peak[int(tensor::MemoryCategory::kGatheredParams)];
   };
   int64_t largest = 0;
   {
@@ -132,7 +132,7 @@ TEST_F(Stage3Test, MaxLiveParametersBoundsPrefetch) {
 
 TEST(ZeroStateTest, GradientsOfAnUnreleasedModuleAreAnError) {
   const model::ParamLayout layout = Layout();
-  CpuAllocator alloc;
+  tensor::CpuAllocator alloc;
   config::ZeroConfig c;
   c.stage = 2;
   c.reduce_bucket_size = 1;  // one module per unit

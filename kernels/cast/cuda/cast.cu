@@ -23,8 +23,7 @@ cudaError_t Launch(void* out, const void* in, int64_t n, cudaStream_t stream) {
 }
 
 template <typename In>
-cudaError_t LaunchFrom(void* out, DType out_type, const void* in, int64_t n,
-                       cudaStream_t stream) {
+cudaError_t LaunchFrom(void* out, DType out_type, const void* in, int64_t n, cudaStream_t stream) {
   switch (out_type) {
     case DType::kF32:
       return Launch<In, float>(out, in, n, stream);

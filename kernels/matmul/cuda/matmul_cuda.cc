@@ -58,9 +58,9 @@ absl::Status Forward(const CublasContext& ctx, DType type, T* out, const T* inp,
 }
 
 template <typename T>
-absl::Status Backward(const CublasContext& ctx, DType type, T* dinp, float* dweight,
-                      float* dbias, const T* dout, const T* inp, const T* weight, int64_t M,
-                      int64_t K, int64_t N, bool accumulate_dinp) {
+absl::Status Backward(const CublasContext& ctx, DType type, T* dinp, float* dweight, float* dbias,
+                      const T* dout, const T* inp, const T* weight, int64_t M, int64_t K, int64_t N,
+                      bool accumulate_dinp) {
   DT_RETURN_IF_ERROR(CheckMatmulShape("MatmulBackward", M, K, N));
   if (M == 0) return absl::OkStatus();  // every output is empty or gets an empty sum
   if (N == 0) {                         // dinp = an empty sum; dweight and dbias are empty

@@ -215,8 +215,7 @@ TEST(MatmulCudaTest, GemmRowMajorTransposesBatchesAndStrides) {
       DeviceBuffer<float> d_a(a), d_b(b), d_c(c0);
       const float alpha = 0.75f, beta = -0.5f;
       ASSERT_TRUE(GemmRowMajor(*ctx, ta, tb, M, N, K, alpha, d_a.get(), lda, sa, d_b.get(), ldb, sb,
-                               DType::kF32, beta, d_c.get(), ldc, sc, DType::kF32,
-                               batch)
+                               DType::kF32, beta, d_c.get(), ldc, sc, DType::kF32, batch)
                       .ok());
       std::vector<double> want(c0.begin(), c0.end());  // padding stays as it was
       for (int64_t q = 0; q < batch; ++q) {

@@ -15,7 +15,7 @@
 #include "worker/comm/completion_work.h"
 #include "worker/comm/cpu_reduce.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 
 struct FakeWorld::Slot {
   struct Entry {
@@ -636,4 +636,4 @@ absl::StatusOr<std::unique_ptr<Communicator>> FakeCommunicator::Split(const std:
   return world_->Split(rank_, ranks, name);
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

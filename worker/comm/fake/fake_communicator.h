@@ -49,7 +49,7 @@
 #include "absl/time/time.h"
 #include "worker/comm/communicator.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 
 class FakeCommunicator;
 
@@ -194,4 +194,4 @@ class FakeCommunicator final : public Communicator {
   const int rank_;
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

@@ -14,13 +14,13 @@
 #include "gtest/gtest.h"
 #include "worker/comm/testing/conformance.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 namespace {
 
-using ::dstrain::testing::CommBackend;
-using ::dstrain::testing::CommConformanceTest;
-using ::dstrain::testing::ConformanceParamName;
-using ::dstrain::testing::ConformanceParams;
+using ::dstrain::comm::testing::CommBackend;
+using ::dstrain::comm::testing::CommConformanceTest;
+using ::dstrain::comm::testing::ConformanceParamName;
+using ::dstrain::comm::testing::ConformanceParams;
 using ::dstrain::testing::IsOk;
 using ::dstrain::testing::StatusIs;
 using ::testing::_;
@@ -289,4 +289,4 @@ TEST(FakeCommunicatorTest, OneCommunicatorPerRank) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::comm

@@ -40,7 +40,7 @@
 #include "worker/comm/gloo/gloo_store_adapter.h"
 #include "worker/store/prefix_store.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 namespace {
 
 using gloo::transport::UnboundBuffer;
@@ -211,7 +211,7 @@ class GlooCommunicator::Impl {
   // Rendezvous under `prefix` in `base`, then connects the full mesh. `device` may be null (a new
   // one is created).
   static absl::StatusOr<std::unique_ptr<Impl>> Connect(
-      Store* base, std::string prefix, int rank, int size, std::string name,
+      store::Store* base, std::string prefix, int rank, int size, std::string name,
       const GlooOptions& options, std::shared_ptr<gloo::transport::Device> device);
 
   ~Impl();
@@ -249,7 +249,7 @@ class GlooCommunicator::Impl {
     std::shared_ptr<WorkState> work;
   };
 
-  Impl(Store* base, std::string prefix, int rank, int size, std::string name,
+  Impl(store::Store* base, std::string prefix, int rank, int size, std::string name,
        const GlooOptions& options, std::shared_ptr<gloo::transport::Device> device,
        std::shared_ptr<gloo::rendezvous::Context> context);
 
@@ -298,8 +298,8 @@ class GlooCommunicator::Impl {
   const int size_;
   const std::string name_;
   const GlooOptions options_;
-  Store* const base_;
-  PrefixStore scope_;  // this group's keys
+  store::Store* const base_;
+  store::PrefixStore scope_;  // this group's keys
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::rendezvous::Context> context_;
 
@@ -448,8 +448,8 @@ class GlooCommunicator::Impl::Runner {
 
 // ------------------------------------------------------------------------------------------------
 
-GlooCommunicator::Impl::Impl(Store* base, std::string prefix, int rank, int size, std::string name,
-                             const GlooOptions& options,
+GlooCommunicator::Impl::Impl(store::Store* base, std::string prefix, int rank, int size,
+                             std::string name, const GlooOptions& options,
                              std::shared_ptr<gloo::transport::Device> device,
                              std::shared_ptr<gloo::rendezvous::Context> context)
     : rank_(rank),
@@ -491,7 +491,7 @@ GlooCommunicator::Impl::~Impl() {
 }
 
 absl::StatusOr<std::unique_ptr<GlooCommunicator::Impl>> GlooCommunicator::Impl::Connect(
-    Store* base, std::string prefix, int rank, int size, std::string name,
+    store::Store* base, std::string prefix, int rank, int size, std::string name,
     const GlooOptions& options, std::shared_ptr<gloo::transport::Device> device) {
   const std::string who =
       absl::StrCat("GlooCommunicator: joining group '", name, "' as rank ", rank, " of ", size);
@@ -509,7 +509,7 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator::Impl>> GlooCommunicator::Impl::
                                                  options.hostname, "': ", e.what()));
     }
   }
-  PrefixStore scope(prefix, base);
+  store::PrefixStore scope(prefix, base);
   GlooStoreAdapter adapter(&scope, options.timeout);
   auto context = std::make_shared<gloo::rendezvous::Context>(rank, size);
   try {
@@ -1070,7 +1070,7 @@ absl::Status GlooCommunicator::Impl::RunBarrier(Runner& run) {
 // ---- GlooCommunicator ---------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
-    Store* store, int rank, int size, absl::string_view name, const GlooOptions& options) {
+    store::Store* store, int rank, int size, absl::string_view name, const GlooOptions& options) {
   if (store == nullptr) return absl::InvalidArgumentError("GlooCommunicator: null store");
   if (size < 1 || rank < 0 || rank >= size) {
     return absl::InvalidArgumentError(
@@ -1167,4 +1167,4 @@ absl::StatusOr<std::unique_ptr<Communicator>> GlooCommunicator::Split(const std:
   return impl_->Split(ranks, name, options);
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

@@ -64,7 +64,7 @@
 #include "worker/comm/communicator.h"
 #include "worker/store/store.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 
 struct GlooOptions {
   // Address of the local interface the TCP device binds to (a host name or IP address).
@@ -89,8 +89,8 @@ class GlooCommunicator final : public Communicator {
   // kInvalidArgument for bad arguments; kDeadlineExceeded naming the ranks that never showed up;
   // kUnavailable when the store cannot be reached or the device cannot be created.
   // REQUIRES: `store` outlives the communicator.
-  static absl::StatusOr<std::unique_ptr<GlooCommunicator>> Create(Store* store, int rank, int size,
-                                                                  absl::string_view name,
+  static absl::StatusOr<std::unique_ptr<GlooCommunicator>> Create(store::Store* store, int rank,
+                                                                  int size, absl::string_view name,
                                                                   const GlooOptions& options);
   // Pending operations fail with kAborted; then the threads are joined and the connections closed.
   ~GlooCommunicator() override;
@@ -133,4 +133,4 @@ class GlooCommunicator final : public Communicator {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

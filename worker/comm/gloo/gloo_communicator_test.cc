@@ -13,13 +13,13 @@
 #include "worker/comm/testing/conformance.h"
 #include "worker/store/in_memory_store.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 namespace {
 
-using ::dstrain::testing::CommBackend;
-using ::dstrain::testing::CommConformanceTest;
-using ::dstrain::testing::ConformanceParamName;
-using ::dstrain::testing::ConformanceParams;
+using ::dstrain::comm::testing::CommBackend;
+using ::dstrain::comm::testing::CommConformanceTest;
+using ::dstrain::comm::testing::ConformanceParamName;
+using ::dstrain::comm::testing::ConformanceParams;
 using ::dstrain::testing::IsOk;
 using ::dstrain::testing::StatusIs;
 using ::testing::_;
@@ -36,7 +36,7 @@ std::shared_ptr<const CommBackend> GlooBackend() {
   auto backend = std::make_shared<CommBackend>();
   backend->name = "gloo";
   backend->new_group = [](int size) {
-    auto store = std::make_shared<InMemoryStore>();
+    auto store = std::make_shared<store::InMemoryStore>();
     return [store, size](int rank) -> absl::StatusOr<std::unique_ptr<Communicator>> {
       absl::StatusOr<std::unique_ptr<GlooCommunicator>> c =
           GlooCommunicator::Create(store.get(), rank, size, "world", TestOptions());
@@ -52,7 +52,7 @@ INSTANTIATE_TEST_SUITE_P(Gloo, CommConformanceTest,
                          ConformanceParamName);
 
 // Creates a group of `size` ranks on threads; returns them in rank order.
-std::vector<std::unique_ptr<GlooCommunicator>> MakeGroup(Store* store, int size,
+std::vector<std::unique_ptr<GlooCommunicator>> MakeGroup(store::Store* store, int size,
                                                          GlooOptions options = TestOptions()) {
   std::vector<std::unique_ptr<GlooCommunicator>> comms(size);
   std::vector<std::thread> threads;
@@ -68,7 +68,7 @@ std::vector<std::unique_ptr<GlooCommunicator>> MakeGroup(Store* store, int size,
 }
 
 TEST(GlooCommunicatorTest, CreateValidatesArguments) {
-  InMemoryStore store;
+  store::InMemoryStore store;
   EXPECT_THAT(GlooCommunicator::Create(nullptr, 0, 1, "g", TestOptions()),
               StatusIs(absl::StatusCode::kInvalidArgument, _));
   EXPECT_THAT(GlooCommunicator::Create(&store, 1, 1, "g", TestOptions()),
@@ -82,7 +82,7 @@ TEST(GlooCommunicatorTest, CreateValidatesArguments) {
 }
 
 TEST(GlooCommunicatorTest, CreateTimesOutNamingTheRanksThatNeverJoined) {
-  InMemoryStore store;
+  store::InMemoryStore store;
   GlooOptions options = TestOptions();
   options.timeout = absl::Milliseconds(300);
   const absl::Time start = absl::Now();
@@ -94,7 +94,7 @@ TEST(GlooCommunicatorTest, CreateTimesOutNamingTheRanksThatNeverJoined) {
 }
 
 TEST(GlooCommunicatorTest, DestroyingWithPendingWorkAbortsIt) {
-  InMemoryStore store;
+  store::InMemoryStore store;
   auto comms = MakeGroup(&store, 2);
   float x = 1;
   auto w = comms[0]->AllReduce(CommBuffer{&x, 1}, ReduceOp::kSum, CommOptions());
@@ -113,7 +113,7 @@ TEST(GlooCommunicatorTest, DestroyingWithPendingWorkAbortsIt) {
 }
 
 TEST(GlooCommunicatorTest, RecvTimeoutNamesThePeer) {
-  InMemoryStore store;
+  store::InMemoryStore store;
   auto comms = MakeGroup(&store, 2);
   float y = 0;
   CommOptions o;
@@ -128,7 +128,7 @@ TEST(GlooCommunicatorTest, RecvTimeoutNamesThePeer) {
 }
 
 TEST(GlooCommunicatorTest, WaitWithShortTimeoutDoesNotDisturbTheOperation) {
-  InMemoryStore store;
+  store::InMemoryStore store;
   auto comms = MakeGroup(&store, 2);
   float a = 1, b = 2;
   auto w0 = *comms[0]->AllReduce(CommBuffer{&a, 1}, ReduceOp::kSum, CommOptions());
@@ -151,7 +151,7 @@ TEST(GlooCommunicatorTest, WaitWithShortTimeoutDoesNotDisturbTheOperation) {
 // fail a peer still finishing the same operation: the data arrived before the connection closed.
 TEST(GlooCommunicatorTest, PeerLeavingRightAfterItsLastOperationDoesNotFailOthers) {
   for (int round = 0; round < 3; ++round) {
-    InMemoryStore store;
+    store::InMemoryStore store;
     auto comms = MakeGroup(&store, 2);
     constexpr int64_t kCount = 8 << 20;  // 32 MiB: more than the socket buffers hold
     std::vector<float> a(kCount, 1.0f), b(kCount, 2.0f), sent(kCount, 3.0f), got(kCount, 0.0f);
@@ -177,4 +177,4 @@ TEST(GlooCommunicatorTest, PeerLeavingRightAfterItsLastOperationDoesNotFailOther
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::comm

@@ -29,7 +29,7 @@
 #include "worker/comm/gloo/gloo_communicator.h"
 #include "worker/store/tcp_store.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 namespace {
 
 using ::testing::AllOf;
@@ -83,8 +83,8 @@ std::string Report(const absl::Status& s, absl::Duration elapsed) {
 [[noreturn]] void RunChild(int rank, int port_fd, int result_fd, const RankBody& body) {
   int port = 0;
   if (read(port_fd, &port, sizeof(port)) != sizeof(port)) _exit(10);
-  absl::StatusOr<std::unique_ptr<TcpStoreClient>> store =
-      TcpStoreClient::Connect("127.0.0.1", port, absl::Seconds(10));
+  absl::StatusOr<std::unique_ptr<store::TcpStoreClient>> store =
+      store::TcpStoreClient::Connect("127.0.0.1", port, absl::Seconds(10));
   if (!store.ok()) {
     WriteAll(result_fd, Report(store.status(), absl::ZeroDuration()));
     _exit(11);
@@ -123,7 +123,8 @@ std::vector<Outcome> RunGroup(const RankBody& body) {
     result_r[r] = result_pipe[0];
   }
 
-  absl::StatusOr<std::unique_ptr<TcpStoreServer>> server = TcpStoreServer::Start("127.0.0.1", 0);
+  absl::StatusOr<std::unique_ptr<store::TcpStoreServer>> server =
+      store::TcpStoreServer::Start("127.0.0.1", 0);
   EXPECT_TRUE(server.ok()) << server.status();
   const int port = server.ok() ? (*server)->port() : 0;
   for (int r = 0; r < kSize; ++r) {
@@ -295,4 +296,4 @@ TEST(GlooFaultTest, RankThatNeverArrives) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::comm

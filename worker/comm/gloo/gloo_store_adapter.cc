@@ -7,9 +7,9 @@
 #include "absl/strings/string_view.h"
 #include "gloo/common/error.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 
-GlooStoreAdapter::GlooStoreAdapter(dstrain::Store* store, absl::Duration timeout)
+GlooStoreAdapter::GlooStoreAdapter(dstrain::store::Store* store, absl::Duration timeout)
     : store_(store), timeout_(timeout) {}
 
 void GlooStoreAdapter::Throw(absl::Status status) {
@@ -49,4 +49,4 @@ absl::Status GlooStoreAdapter::error() const {
   return error_;
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

@@ -21,12 +21,12 @@
 #include "gloo/rendezvous/store.h"
 #include "worker/store/store.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 
 class GlooStoreAdapter final : public gloo::rendezvous::Store {
  public:
   // REQUIRES: `store` outlives the adapter.
-  GlooStoreAdapter(dstrain::Store* store, absl::Duration timeout);
+  GlooStoreAdapter(dstrain::store::Store* store, absl::Duration timeout);
 
   void set(const std::string& key, const std::vector<char>& data) override;
   std::vector<char> get(const std::string& key) override;
@@ -40,10 +40,10 @@ class GlooStoreAdapter final : public gloo::rendezvous::Store {
  private:
   [[noreturn]] void Throw(absl::Status status);
 
-  dstrain::Store* const store_;
+  dstrain::store::Store* const store_;
   const absl::Duration timeout_;
   mutable absl::Mutex mu_;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

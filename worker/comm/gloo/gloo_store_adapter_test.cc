@@ -11,7 +11,7 @@
 #include "gtest/gtest.h"
 #include "worker/store/in_memory_store.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 namespace {
 
 using ::dstrain::testing::IsOk;
@@ -19,7 +19,7 @@ using ::dstrain::testing::StatusIs;
 using ::testing::HasSubstr;
 
 TEST(GlooStoreAdapterTest, SetGetWaitPassThrough) {
-  InMemoryStore store;
+  store::InMemoryStore store;
   GlooStoreAdapter adapter(&store, absl::Seconds(5));
   adapter.set("k", std::vector<char>{'a', '\0', 'b'});
   EXPECT_EQ(*store.Get("k", absl::ZeroDuration()), std::string("a\0b", 3));
@@ -34,7 +34,7 @@ TEST(GlooStoreAdapterTest, SetGetWaitPassThrough) {
 }
 
 TEST(GlooStoreAdapterTest, TimeoutsBecomeIoExceptionsAndKeepTheStatus) {
-  InMemoryStore store;
+  store::InMemoryStore store;
   GlooStoreAdapter adapter(&store, absl::Milliseconds(30));
   EXPECT_THROW(adapter.get("missing"), gloo::IoException);
   EXPECT_THAT(adapter.error(), StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("missing")));
@@ -47,7 +47,7 @@ TEST(GlooStoreAdapterTest, TimeoutsBecomeIoExceptionsAndKeepTheStatus) {
 }
 
 TEST(GlooStoreAdapterTest, ClosedStoreIsUnavailable) {
-  InMemoryStore store;
+  store::InMemoryStore store;
   store.Close();
   GlooStoreAdapter adapter(&store, absl::Seconds(1));
   EXPECT_THROW(adapter.set("k", {'x'}), gloo::IoException);
@@ -55,4 +55,4 @@ TEST(GlooStoreAdapterTest, ClosedStoreIsUnavailable) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::comm

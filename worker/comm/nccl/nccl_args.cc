@@ -3,7 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 
-namespace dstrain::nccl_internal {
+namespace dstrain::comm::nccl_internal {
 namespace {
 
 absl::Status Invalid(const Communicator& c, absl::string_view op, absl::string_view problem) {
@@ -164,4 +164,4 @@ absl::StatusOr<void*> CommonStream(const Communicator& c, absl::string_view op,
   return input.stream != nullptr ? input.stream : output.stream;
 }
 
-}  // namespace dstrain::nccl_internal
+}  // namespace dstrain::comm::nccl_internal

@@ -19,7 +19,7 @@
 #include "worker/comm/communicator.h"
 #include "worker/tensor/tensor.h"
 
-namespace dstrain::nccl_internal {
+namespace dstrain::comm::nccl_internal {
 
 // NCCL's element type for data movement (gathers, broadcasts, point-to-point), which takes any
 // dtype: u16 has no NCCL type and moves as two ncclUint8 per element.
@@ -87,4 +87,4 @@ absl::Status CheckCreateArgs(bool has_store, int rank, int size, absl::string_vi
 absl::StatusOr<void*> CommonStream(const Communicator& c, absl::string_view op,
                                    const CommBuffer& input, const CommBuffer& output);
 
-}  // namespace dstrain::nccl_internal
+}  // namespace dstrain::comm::nccl_internal

@@ -19,7 +19,7 @@
 #include "worker/comm/testing/stub_communicator.h"
 #include "worker/store/in_memory_store.h"
 
-namespace dstrain::nccl_internal {
+namespace dstrain::comm::nccl_internal {
 namespace {
 
 using ::dstrain::testing::IsOk;
@@ -27,7 +27,7 @@ using ::dstrain::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-using ::dstrain::testing::StubCommunicator;
+using ::dstrain::comm::testing::StubCommunicator;
 
 constexpr int kDevice = 1;
 
@@ -266,7 +266,7 @@ TEST_F(NcclArgsTest, CommonStream) {
 }
 
 TEST(NcclCreateTest, RejectsBadArgumentsBeforeTouchingAnything) {
-  InMemoryStore store;
+  store::InMemoryStore store;
   const auto invalid = [](absl::string_view problem) {
     return StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(std::string(problem)));
   };
@@ -284,7 +284,7 @@ TEST(NcclCreateTest, RejectsBadArgumentsBeforeTouchingAnything) {
 
 // A rank other than 0 reads the unique id before it touches CUDA: without rank 0 it times out.
 TEST(NcclCreateTest, MissingRankZeroTimesOutWaitingForTheId) {
-  InMemoryStore store;
+  store::InMemoryStore store;
   NcclOptions options;
   options.init_timeout = absl::Milliseconds(200);
   const absl::Time start = absl::Now();
@@ -296,11 +296,11 @@ TEST(NcclCreateTest, MissingRankZeroTimesOutWaitingForTheId) {
 }
 
 TEST(NcclCreateTest, RejectsAMalformedId) {
-  InMemoryStore store;
+  store::InMemoryStore store;
   ASSERT_THAT(store.Set("nccl/world/unique_id", "short"), IsOk());
   EXPECT_THAT(NcclCommunicator::Create(&store, 1, 2, "world", 0),
               StatusIs(absl::StatusCode::kInternal, HasSubstr("5 bytes")));
 }
 
 }  // namespace
-}  // namespace dstrain::nccl_internal
+}  // namespace dstrain::comm::nccl_internal

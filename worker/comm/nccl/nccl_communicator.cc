@@ -22,7 +22,7 @@
 #include "worker/comm/nccl/nccl_status.h"
 #include "worker/comm/nccl/reduce_kernels.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 namespace {
 
 using kernels::gpu::CudaToStatus;
@@ -407,10 +407,10 @@ absl::StatusOr<std::unique_ptr<Work>> Launch(const std::shared_ptr<State>& state
 
 // Fills the 4-byte work buffer of a reduction from the caller's `in` (`n` elements of `type`):
 // keys for max, f32 values otherwise (nothing to do when `work` is `in` itself and holds f32).
-absl::Status PrepareWork(const nccl_internal::ReducePlan& plan, void* work, const void* in,
+absl::Status PrepareWork(const comm::nccl_internal::ReducePlan& plan, void* work, const void* in,
                          DType type, int64_t n, cudaStream_t stream) {
   if (plan.max_keys) {
-    return nccl_internal::ToMaxKeys(static_cast<uint32_t*>(work), in, type, n, stream);
+    return comm::nccl_internal::ToMaxKeys(static_cast<uint32_t*>(work), in, type, n, stream);
   }
   if (work == in) return absl::OkStatus();
   return kernels::gpu::Cast(work, DType::kF32, in, type, n, stream);
@@ -418,14 +418,15 @@ absl::Status PrepareWork(const nccl_internal::ReducePlan& plan, void* work, cons
 
 // Turns the reduced work buffer into the caller's `out`: from keys for max, divided once for an
 // average, narrowed for bf16/f16 (nothing to do for an f32 sum reduced in place).
-absl::Status FinishWork(const nccl_internal::ReducePlan& plan, void* out, DType type,
+absl::Status FinishWork(const comm::nccl_internal::ReducePlan& plan, void* out, DType type,
                         const void* work, int64_t n, int size, cudaStream_t stream) {
   if (plan.max_keys) {
-    return nccl_internal::FromMaxKeys(out, type, static_cast<const uint32_t*>(work), n, stream);
+    return comm::nccl_internal::FromMaxKeys(out, type, static_cast<const uint32_t*>(work), n,
+                                            stream);
   }
   if (plan.divide) {
-    return nccl_internal::DivideAndNarrow(out, type, static_cast<const float*>(work), n,
-                                          static_cast<float>(size), stream);
+    return comm::nccl_internal::DivideAndNarrow(out, type, static_cast<const float*>(work), n,
+                                                static_cast<float>(size), stream);
   }
   if (work == out) return absl::OkStatus();
   return kernels::gpu::Cast(out, type, work, DType::kF32, n, stream);
@@ -442,10 +443,10 @@ NcclCommunicator::NcclCommunicator(std::shared_ptr<State> state, const NcclOptio
       state_(std::move(state)) {}
 
 absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
-    Store* store, int rank, int size, absl::string_view name, int device,
+    store::Store* store, int rank, int size, absl::string_view name, int device,
     const NcclOptions& options) {
-  DT_RETURN_IF_ERROR(nccl_internal::CheckCreateArgs(store != nullptr, rank, size, name, device,
-                                                    options.init_timeout));
+  DT_RETURN_IF_ERROR(comm::nccl_internal::CheckCreateArgs(store != nullptr, rank, size, name,
+                                                          device, options.init_timeout));
   const absl::Time deadline = absl::Now() + options.init_timeout;
   const std::string what = absl::StrCat("NcclCommunicator::Create of group '", name, "' (rank ",
                                         rank, " of ", size, ", cuda:", device, ")");
@@ -529,11 +530,12 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllReduce(CommBuffer buf
                                                                   const CommOptions& options) {
   const std::string op_name = absl::StrCat("AllReduce(", ReduceOpName(op), ")");
   DT_RETURN_IF_ERROR(
-      nccl_internal::CheckAllReduceArgs(*this, device_, op_name, buffer, op, options));
-  const std::string what =
-      OpDescription(*this, absl::StrCat(op_name, " of ", nccl_internal::DescribeBuffer(buffer)));
-  DT_ASSIGN_OR_RETURN(const DType type, nccl_internal::CastType(buffer.dtype));
-  const nccl_internal::ReducePlan plan = nccl_internal::PlanReduction(buffer.dtype, op, size_);
+      comm::nccl_internal::CheckAllReduceArgs(*this, device_, op_name, buffer, op, options));
+  const std::string what = OpDescription(
+      *this, absl::StrCat(op_name, " of ", comm::nccl_internal::DescribeBuffer(buffer)));
+  DT_ASSIGN_OR_RETURN(const DType type, comm::nccl_internal::CastType(buffer.dtype));
+  const comm::nccl_internal::ReducePlan plan =
+      comm::nccl_internal::PlanReduction(buffer.dtype, op, size_);
   State* state = state_.get();
   return Launch(
       state_, what, std::string(kCollectiveWaitedFor), buffer.stream, options,
@@ -562,14 +564,15 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::ReduceScatter(CommBuffer
                                                                       ReduceOp op,
                                                                       const CommOptions& options) {
   const std::string op_name = absl::StrCat("ReduceScatter(", ReduceOpName(op), ")");
-  DT_RETURN_IF_ERROR(
-      nccl_internal::CheckReduceScatterArgs(*this, device_, op_name, input, output, op, options));
+  DT_RETURN_IF_ERROR(comm::nccl_internal::CheckReduceScatterArgs(*this, device_, op_name, input,
+                                                                 output, op, options));
   DT_ASSIGN_OR_RETURN(void* stream_or_null,
-                      nccl_internal::CommonStream(*this, op_name, input, output));
-  const std::string what =
-      OpDescription(*this, absl::StrCat(op_name, " of ", nccl_internal::DescribeBuffer(input)));
-  DT_ASSIGN_OR_RETURN(const DType type, nccl_internal::CastType(input.dtype));
-  const nccl_internal::ReducePlan plan = nccl_internal::PlanReduction(input.dtype, op, size_);
+                      comm::nccl_internal::CommonStream(*this, op_name, input, output));
+  const std::string what = OpDescription(
+      *this, absl::StrCat(op_name, " of ", comm::nccl_internal::DescribeBuffer(input)));
+  DT_ASSIGN_OR_RETURN(const DType type, comm::nccl_internal::CastType(input.dtype));
+  const comm::nccl_internal::ReducePlan plan =
+      comm::nccl_internal::PlanReduction(input.dtype, op, size_);
   State* state = state_.get();
   return Launch(state_, what, std::string(kCollectiveWaitedFor), stream_or_null, options,
                 [&](ncclComm_t comm, cudaStream_t stream, absl::Time deadline) -> absl::Status {
@@ -603,13 +606,13 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllGather(CommBuffer inp
                                                                   CommBuffer output,
                                                                   const CommOptions& options) {
   DT_RETURN_IF_ERROR(
-      nccl_internal::CheckAllGatherArgs(*this, device_, "AllGather", input, output, options));
+      comm::nccl_internal::CheckAllGatherArgs(*this, device_, "AllGather", input, output, options));
   DT_ASSIGN_OR_RETURN(void* stream_or_null,
-                      nccl_internal::CommonStream(*this, "AllGather", input, output));
-  const std::string what =
-      OpDescription(*this, absl::StrCat("AllGather of ", nccl_internal::DescribeBuffer(input)));
-  DT_ASSIGN_OR_RETURN(const nccl_internal::NcclCopyType type,
-                      nccl_internal::NcclCopyTypeOf(input.dtype));
+                      comm::nccl_internal::CommonStream(*this, "AllGather", input, output));
+  const std::string what = OpDescription(
+      *this, absl::StrCat("AllGather of ", comm::nccl_internal::DescribeBuffer(input)));
+  DT_ASSIGN_OR_RETURN(const comm::nccl_internal::NcclCopyType type,
+                      comm::nccl_internal::NcclCopyTypeOf(input.dtype));
   State* state = state_.get();
   return Launch(state_, what, std::string(kCollectiveWaitedFor), stream_or_null, options,
                 [&](ncclComm_t comm, cudaStream_t stream, absl::Time deadline) -> absl::Status {
@@ -625,11 +628,11 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Broadcast(CommBuffer buf
                                                                   const CommOptions& options) {
   const std::string op_name = absl::StrCat("Broadcast(root ", root, ")");
   DT_RETURN_IF_ERROR(
-      nccl_internal::CheckBroadcastArgs(*this, device_, op_name, buffer, root, options));
-  const std::string what =
-      OpDescription(*this, absl::StrCat(op_name, " of ", nccl_internal::DescribeBuffer(buffer)));
-  DT_ASSIGN_OR_RETURN(const nccl_internal::NcclCopyType type,
-                      nccl_internal::NcclCopyTypeOf(buffer.dtype));
+      comm::nccl_internal::CheckBroadcastArgs(*this, device_, op_name, buffer, root, options));
+  const std::string what = OpDescription(
+      *this, absl::StrCat(op_name, " of ", comm::nccl_internal::DescribeBuffer(buffer)));
+  DT_ASSIGN_OR_RETURN(const comm::nccl_internal::NcclCopyType type,
+                      comm::nccl_internal::NcclCopyTypeOf(buffer.dtype));
   State* state = state_.get();
   return Launch(state_, what, std::string(kCollectiveWaitedFor), buffer.stream, options,
                 [&](ncclComm_t comm, cudaStream_t stream, absl::Time deadline) -> absl::Status {
@@ -645,12 +648,12 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Broadcast(CommBuffer buf
 absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Send(CommBuffer buffer, int dst, int tag,
                                                              const CommOptions& options) {
   const std::string op_name = absl::StrCat("Send(to rank ", dst, ", tag ", tag, ")");
-  DT_RETURN_IF_ERROR(
-      nccl_internal::CheckPointToPointArgs(*this, device_, op_name, buffer, dst, "dst", options));
-  const std::string what =
-      OpDescription(*this, absl::StrCat(op_name, " of ", nccl_internal::DescribeBuffer(buffer)));
-  DT_ASSIGN_OR_RETURN(const nccl_internal::NcclCopyType type,
-                      nccl_internal::NcclCopyTypeOf(buffer.dtype));
+  DT_RETURN_IF_ERROR(comm::nccl_internal::CheckPointToPointArgs(*this, device_, op_name, buffer,
+                                                                dst, "dst", options));
+  const std::string what = OpDescription(
+      *this, absl::StrCat(op_name, " of ", comm::nccl_internal::DescribeBuffer(buffer)));
+  DT_ASSIGN_OR_RETURN(const comm::nccl_internal::NcclCopyType type,
+                      comm::nccl_internal::NcclCopyTypeOf(buffer.dtype));
   const std::string waited_for = PeerWaitedFor(dst, "Recv");
   State* state = state_.get();
   return Launch(state_, what, waited_for, buffer.stream, options,
@@ -666,12 +669,12 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Send(CommBuffer buffer, 
 absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Recv(CommBuffer buffer, int src, int tag,
                                                              const CommOptions& options) {
   const std::string op_name = absl::StrCat("Recv(from rank ", src, ", tag ", tag, ")");
-  DT_RETURN_IF_ERROR(
-      nccl_internal::CheckPointToPointArgs(*this, device_, op_name, buffer, src, "src", options));
-  const std::string what =
-      OpDescription(*this, absl::StrCat(op_name, " of ", nccl_internal::DescribeBuffer(buffer)));
-  DT_ASSIGN_OR_RETURN(const nccl_internal::NcclCopyType type,
-                      nccl_internal::NcclCopyTypeOf(buffer.dtype));
+  DT_RETURN_IF_ERROR(comm::nccl_internal::CheckPointToPointArgs(*this, device_, op_name, buffer,
+                                                                src, "src", options));
+  const std::string what = OpDescription(
+      *this, absl::StrCat(op_name, " of ", comm::nccl_internal::DescribeBuffer(buffer)));
+  DT_ASSIGN_OR_RETURN(const comm::nccl_internal::NcclCopyType type,
+                      comm::nccl_internal::NcclCopyTypeOf(buffer.dtype));
   const std::string waited_for = PeerWaitedFor(src, "Send");
   State* state = state_.get();
   return Launch(state_, what, waited_for, buffer.stream, options,
@@ -772,4 +775,4 @@ absl::StatusOr<std::unique_ptr<Communicator>> NcclCommunicator::Split(const std:
   return std::unique_ptr<Communicator>(new NcclCommunicator(std::move(child), options_));
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

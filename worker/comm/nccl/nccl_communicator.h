@@ -71,7 +71,7 @@
 #include "worker/comm/communicator.h"
 #include "worker/store/store.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 
 struct NcclOptions {
   // Bounds Create: reading rank 0's unique id from the Store plus NCCL's initialisation (which
@@ -102,7 +102,7 @@ class NcclCommunicator final : public Communicator {
   // tell which), after which the half-made communicator has been aborted; the Store's errors;
   // CUDA/NCCL errors via CudaToStatus/NcclToStatus (kFailedPrecondition without a usable device).
   static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(
-      Store* store, int rank, int size, absl::string_view name, int device,
+      store::Store* store, int rank, int size, absl::string_view name, int device,
       const NcclOptions& options = NcclOptions());
 
   // Finalizes the NCCL communicator (waiting up to destroy_timeout for operations in flight),
@@ -171,4 +171,4 @@ class NcclCommunicator final : public Communicator {
   std::shared_ptr<State> state_;
 };
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

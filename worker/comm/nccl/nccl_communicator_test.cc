@@ -25,7 +25,7 @@
 #include "worker/comm/cpu_reduce.h"
 #include "worker/store/in_memory_store.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 namespace {
 
 using ::dstrain::testing::IsOk;
@@ -165,7 +165,7 @@ class NcclWorldTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!kernels::gpu::HasCudaDevice()) return;
-    store_ = new InMemoryStore();
+    store_ = new store::InMemoryStore();
     NcclOptions options;
     options.init_timeout = absl::Minutes(2);
     absl::StatusOr<std::unique_ptr<NcclCommunicator>> comm =
@@ -197,13 +197,13 @@ class NcclWorldTest : public ::testing::Test {
     return options;
   }
 
-  static InMemoryStore* store_;
+  static store::InMemoryStore* store_;
   static NcclCommunicator* comm_;
   static absl::Status* create_status_;
   cudaStream_t stream_ = nullptr;
 };
 
-InMemoryStore* NcclWorldTest::store_ = nullptr;
+store::InMemoryStore* NcclWorldTest::store_ = nullptr;
 NcclCommunicator* NcclWorldTest::comm_ = nullptr;
 absl::Status* NcclWorldTest::create_status_ = nullptr;
 
@@ -398,7 +398,7 @@ TEST_F(NcclWorldTest, SplitMakesAWorkingSubgroup) {
 }
 
 TEST_F(NcclWorldTest, WorkOutlivesItsCommunicator) {
-  InMemoryStore store;
+  store::InMemoryStore store;
   absl::StatusOr<std::unique_ptr<NcclCommunicator>> comm =
       NcclCommunicator::Create(&store, 0, 1, "short-lived", kDevice);
   ASSERT_THAT(comm, IsOk());
@@ -413,4 +413,4 @@ TEST_F(NcclWorldTest, WorkOutlivesItsCommunicator) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::comm

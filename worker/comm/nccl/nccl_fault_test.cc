@@ -19,7 +19,7 @@
 #include "worker/comm/nccl/nccl_communicator.h"
 #include "worker/store/in_memory_store.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 namespace {
 
 using ::dstrain::testing::IsOk;
@@ -101,7 +101,7 @@ class NcclFaultTest : public ::testing::Test {
     return options;
   }
 
-  InMemoryStore store_;
+  store::InMemoryStore store_;
   cudaStream_t stream_ = nullptr;
 };
 
@@ -245,4 +245,4 @@ TEST_F(NcclFaultTest, DestroyWithWorkInFlightIsBounded) {
 }
 
 }  // namespace
-}  // namespace dstrain
+}  // namespace dstrain::comm

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 
 absl::StatusCode NcclResultCode(ncclResult_t result) {
   switch (result) {
@@ -59,4 +59,4 @@ absl::Status NcclToStatus(ncclResult_t result, absl::string_view what, const cha
   return absl::Status(NcclResultCode(result), message);
 }
 
-}  // namespace dstrain
+}  // namespace dstrain::comm

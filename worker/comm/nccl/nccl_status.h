@@ -18,7 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
-namespace dstrain {
+namespace dstrain::comm {
 
 // The Status code for an NCCL result (mapping of style-anchors.md §3.3):
 //   ncclSuccess                          -> kOk
@@ -40,13 +40,13 @@ std::string NcclResultName(ncclResult_t result);
 absl::Status NcclToStatus(ncclResult_t result, absl::string_view what, const char* file, int line,
                           ncclComm_t comm = nullptr);
 
-}  // namespace dstrain
+}  // namespace dstrain::comm
 
 // Evaluates `expr` (an ncclResult_t); returns the corresponding absl::Status when not ncclSuccess.
-#define DT_NCCL_RETURN_IF_ERROR(expr)                                             \
-  do {                                                                            \
-    const ncclResult_t dt_nccl_result_ = (expr);                                  \
-    if (dt_nccl_result_ != ncclSuccess) {                                         \
-      return ::dstrain::NcclToStatus(dt_nccl_result_, #expr, __FILE__, __LINE__); \
-    }                                                                             \
+#define DT_NCCL_RETURN_IF_ERROR(expr)                                                   \
+  do {                                                                                  \
+    const ncclResult_t dt_nccl_result_ = (expr);                                        \
+    if (dt_nccl_result_ != ncclSuccess) {                                               \
+      return ::dstrain::comm::NcclToStatus(dt_nccl_result_, #expr, __FILE__, __LINE__); \
+    }                                                                                   \
   } while (0)

@@ -4,7 +4,7 @@
 #include "kernels/cuda_common/cuda_status.h"
 #include "worker/comm/nccl/reduce_kernels_launch.h"
 
-namespace dstrain::nccl_internal {
+namespace dstrain::comm::nccl_internal {
 namespace {
 
 absl::Status CheckArgs(const char* op, const void* out, const void* in, int64_t n) {
@@ -31,8 +31,8 @@ absl::Status FromMaxKeys(void* out, DType out_type, const uint32_t* in, int64_t 
   return absl::OkStatus();
 }
 
-absl::Status DivideAndNarrow(void* out, DType out_type, const float* in, int64_t n,
-                             float divisor, cudaStream_t stream) {
+absl::Status DivideAndNarrow(void* out, DType out_type, const float* in, int64_t n, float divisor,
+                             cudaStream_t stream) {
   if (absl::Status s = CheckArgs("DivideAndNarrow", out, in, n); !s.ok() || n == 0) return s;
   if (!(divisor > 0.0f)) {
     return absl::InvalidArgumentError(absl::StrCat("DivideAndNarrow: divisor = ", divisor));
@@ -41,4 +41,4 @@ absl::Status DivideAndNarrow(void* out, DType out_type, const float* in, int64_t
   return absl::OkStatus();
 }
 
-}  // namespace dstrain::nccl_internal
+}  // namespace dstrain::comm::nccl_internal

@@ -3,7 +3,7 @@
 #include "kernels/cuda_common/device_common.cuh"
 #include "worker/comm/nccl/reduce_kernels_launch.h"
 
-namespace dstrain::nccl_internal {
+namespace dstrain::comm::nccl_internal {
 namespace {
 
 using kernels::gpu::FromFloat;
@@ -117,4 +117,4 @@ cudaError_t LaunchDivideAndNarrow(void* out, DType out_type, const float* in, in
   return cudaErrorInvalidValue;
 }
 
-}  // namespace dstrain::nccl_internal
+}  // namespace dstrain::comm::nccl_internal

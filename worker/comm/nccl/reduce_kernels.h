@@ -24,22 +24,22 @@
 #include "absl/status/status.h"
 #include "common/types/dtype.h"
 
-namespace dstrain::nccl_internal {
+namespace dstrain::comm::nccl_internal {
 
 // out[i] = key(float(in[i])). `in` may be `out` when in_type is f32.
-absl::Status ToMaxKeys(uint32_t* out,                                   // (n)
+absl::Status ToMaxKeys(uint32_t* out,                  // (n)
                        const void* in, DType in_type,  // (n)
                        int64_t n, cudaStream_t stream);
 
 // out[i] = out_type(float of key in[i]). `out` may be `in` when out_type is f32.
 absl::Status FromMaxKeys(void* out, DType out_type,  // (n)
-                         const uint32_t* in,                          // (n)
+                         const uint32_t* in,         // (n)
                          int64_t n, cudaStream_t stream);
 
 // out[i] = out_type(in[i] / divisor): an f32 division, then (bf16, f16) one round to nearest even.
 // `out` may be `in` when out_type is f32. REQUIRES: divisor > 0.
 absl::Status DivideAndNarrow(void* out, DType out_type,  // (n)
-                             const float* in,                             // (n)
+                             const float* in,            // (n)
                              int64_t n, float divisor, cudaStream_t stream);
 
-}  // namespace dstrain::nccl_internal
+}  // namespace dstrain::comm::nccl_internal

@@ -14,7 +14,7 @@
 #include "kernels/cuda_common/test_util.h"
 #include "worker/comm/cpu_reduce.h"
 
-namespace dstrain::nccl_internal {
+namespace dstrain::comm::nccl_internal {
 namespace {
 
 using kernels::gpu::testing::DeviceBuffer;
@@ -194,8 +194,7 @@ TEST(ReduceKernelsTest, DivideAndNarrowMatchesTheCpuBackends) {
     for (int64_t i = 0; i < n; ++i) want[i] = sums[i] / divisor;
     // f32, in place.
     DeviceBuffer<float> buffer(sums);
-    ASSERT_TRUE(
-        DivideAndNarrow(buffer.get(), DType::kF32, buffer.get(), n, divisor, nullptr).ok());
+    ASSERT_TRUE(DivideAndNarrow(buffer.get(), DType::kF32, buffer.get(), n, divisor, nullptr).ok());
     const std::vector<float> got = buffer.ToHost();
     for (int64_t i = 0; i < n; ++i) {
       if (std::isnan(want[i])) {
@@ -245,4 +244,4 @@ TEST(ReduceKernelsTest, ArgumentChecks) {
 }
 
 }  // namespace
-}  // namespace dstrain::nccl_internal
+}  // namespace dstrain::comm::nccl_internal

@@ -22,9 +22,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace dstrain::testing {
+namespace dstrain::comm::testing {
 namespace {
 
+using ::dstrain::testing::IsOk;
+using ::dstrain::testing::StatusIs;
 using ::testing::_;
 using ::testing::AnyOf;
 using ::testing::ContainsRegex;
@@ -695,4 +697,4 @@ TEST_P(CommConformanceTest, MissingRankFailsOthersWithinTimeoutNamingIt) {
 
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CommConformanceTest);
 
-}  // namespace dstrain::testing
+}  // namespace dstrain::comm::testing

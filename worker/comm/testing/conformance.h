@@ -32,7 +32,7 @@
 #include "gtest/gtest.h"
 #include "worker/comm/communicator.h"
 
-namespace dstrain::testing {
+namespace dstrain::comm::testing {
 
 // Creates rank `rank` of the group prepared by CommBackend::new_group.
 using RankFactory = std::function<absl::StatusOr<std::unique_ptr<Communicator>>(int rank)>;
@@ -72,4 +72,4 @@ class CommConformanceTest : public ::testing::TestWithParam<ConformanceParam> {
   int size() const { return GetParam().size; }
 };
 
-}  // namespace dstrain::testing
+}  // namespace dstrain::comm::testing

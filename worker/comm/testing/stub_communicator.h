@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "worker/comm/communicator.h"
 
-namespace dstrain::testing {
+namespace dstrain::comm::testing {
 
 class StubCommunicator final : public Communicator {
  public:
@@ -62,4 +62,4 @@ class StubCommunicator final : public Communicator {
   std::string name_;
 };
 
-}  // namespace dstrain::testing
+}  // namespace dstrain::comm::testing
