@@ -21,6 +21,14 @@ void EncoderForward(float* out,             // (B, T, C)
                     const float* wpe,       // (maxT, C), maxT >= T
                     int B, int T, int C);
 
+// The same with a bf16 token table (bf16 parameter storage): each row is widened (exactly) as it is
+// read, so out is bitwise EncoderForward on the widened table.
+void EncoderForwardBf16(float* out,             // (B, T, C)
+                        const int32_t* tokens,  // (B, T)
+                        const uint16_t* wte16,  // (Vp, C) bf16
+                        const float* wpe,       // (maxT, C), maxT >= T
+                        int B, int T, int C);
+
 void EncoderBackward(float* dwte,            // (Vp, C) accumulated
                      float* dwpe,            // (maxT, C) accumulated, rows [0, T) touched
                      const float* dout,      // (B, T, C)

@@ -1,11 +1,25 @@
 #include <cstdint>
 
+#include "kernels/cast/half_simd.h"
 #include "kernels/common/simd.h"
 #include "kernels/common/threading.h"
 #include "kernels/encoder/encoder.h"
 
 namespace dstrain::kernels {
 namespace {
+
+// The bf16 loads join simd.h's vocabulary in each ISA build of the body (as in cast_cpu.cc).
+namespace isa_scalar {
+using namespace ::dstrain::kernels::half_simd::scalar;
+}  // namespace isa_scalar
+#if DT_SIMD_X86
+namespace isa_avx2 {
+using namespace ::dstrain::kernels::half_simd::avx2;
+}  // namespace isa_avx2
+namespace isa_avx512 {
+using namespace ::dstrain::kernels::half_simd::avx512;
+}  // namespace isa_avx512
+#endif
 
 #define DT_ISA_BODY "kernels/encoder/encoder_body.inc"
 #include "kernels/common/foreach_isa.inc"
@@ -18,6 +32,14 @@ void EncoderForward(float* out, const int32_t* tokens, const float* wte, const f
   const int64_t rows = static_cast<int64_t>(B) * T;
   ParallelFor(rows, ThreadsFor(rows * C), 1,
               [&](int64_t begin, int64_t end) { fn(out, tokens, wte, wpe, begin, end, T, C); });
+}
+
+void EncoderForwardBf16(float* out, const int32_t* tokens, const uint16_t* wte16, const float* wpe,
+                        int B, int T, int C) {
+  const auto fn = DT_ISA_SELECT(ForwardRowsBf16);
+  const int64_t rows = static_cast<int64_t>(B) * T;
+  ParallelFor(rows, ThreadsFor(rows * C), 1,
+              [&](int64_t begin, int64_t end) { fn(out, tokens, wte16, wpe, begin, end, T, C); });
 }
 
 void EncoderBackward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B,

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cast/cast.h"
 #include "kernels/common/cpu_features.h"
 #include "kernels/common/test_util.h"
 #include "kernels/encoder/encoder_reference.h"
@@ -55,6 +56,28 @@ TEST_P(EncoderTest, ForwardMatchesReference) {
                             s.B, s.T, s.C);
     EXPECT_TRUE(AllClose(out.data(), want.data(), n, 0, kForwardRelTol)) << s.C;
     EXPECT_EQ(out[n], -9.f);
+  }
+}
+
+// The bf16 table gives bitwise what the fp32 kernel gives on the widened table (widening is
+// exact), for every ISA and tail length.
+TEST_P(EncoderTest, Bf16TableIsTheWidenedTable) {
+  for (const Shape& s : kShapes) {
+    const int64_t n = static_cast<int64_t>(s.B) * s.T * s.C;
+    const int64_t table = static_cast<int64_t>(s.V) * s.C;
+    const auto tokens = RandomTokens(static_cast<int64_t>(s.B) * s.T, 4, s.V);
+    const auto wte = RandomFloats(table, 5);
+    const auto wpe = RandomFloats(static_cast<int64_t>(s.maxT) * s.C, 6);
+    std::vector<uint16_t> wte16(table);
+    FloatToHalf(DType::kBF16, wte16.data(), wte.data(), table);
+    std::vector<float> widened(table);
+    HalfToFloat(DType::kBF16, widened.data(), wte16.data(), table);
+    std::vector<float> got(n + 1, -9.f), want(n);
+    EncoderForwardBf16(got.data(), tokens.data(), wte16.data(), wpe.data(), s.B, s.T, s.C);
+    EncoderForward(want.data(), tokens.data(), widened.data(), wpe.data(), s.B, s.T, s.C);
+    EXPECT_EQ(got[n], -9.f);
+    got.pop_back();
+    EXPECT_TRUE(BitwiseEqual(got, want)) << s.C;
   }
 }
 

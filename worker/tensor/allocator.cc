@@ -1,6 +1,7 @@
 #include "worker/tensor/allocator.h"
 
 #include <cstdlib>
+#include <cstring>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -104,6 +105,10 @@ void CpuAllocator::Free(void* p, size_t bytes, MemoryCategory category) {
   if (p == nullptr) return;
   std::free(p);
   Account(category, -static_cast<int64_t>(bytes));
+}
+
+void CpuAllocator::Zero(void* p, size_t bytes) {
+  if (bytes > 0) std::memset(p, 0, bytes);
 }
 
 }  // namespace dstrain::tensor

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/types/dtype.h"
 
 namespace dstrain::tensor {
 
@@ -53,6 +54,10 @@ class Allocator {
   virtual absl::StatusOr<void*> Allocate(size_t bytes, MemoryCategory category) = 0;
   // REQUIRES: p came from Allocate on this allocator with the same bytes and category.
   virtual void Free(void* p, size_t bytes, MemoryCategory category) = 0;
+  // Sets `bytes` bytes at p (memory of this allocator) to zero before returning.
+  virtual void Zero(void* p, size_t bytes) = 0;
+  // The device whose memory this allocator hands out.
+  virtual Device device() const = 0;
 
   MemoryStats Stats() const;
   // Sets every peak to the current value (start of a measured interval).
@@ -76,6 +81,8 @@ class CpuAllocator final : public Allocator {
   explicit CpuAllocator(int64_t limit_bytes = 0) : limit_bytes_(limit_bytes) {}
   absl::StatusOr<void*> Allocate(size_t bytes, MemoryCategory category) override;
   void Free(void* p, size_t bytes, MemoryCategory category) override;
+  void Zero(void* p, size_t bytes) override;
+  Device device() const override { return Device::Cpu(); }
 
  private:
   const int64_t limit_bytes_;

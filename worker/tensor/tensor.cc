@@ -69,7 +69,12 @@ absl::StatusOr<Tensor> Tensor::Zeros(Allocator* allocator, DType dtype, std::vec
 }
 
 void Tensor::SetZero() {
-  if (data_ != nullptr) std::memset(data_, 0, bytes());
+  if (data_ != nullptr) allocator_->Zero(data_, bytes());
+}
+
+View Tensor::view() const {
+  if (data_ == nullptr) return View();
+  return View(data_, dtype_, Shape(shape_.begin(), shape_.end()), device());
 }
 
 std::string Tensor::DebugString() const {

@@ -12,6 +12,7 @@
 #include "absl/types/span.h"
 #include "common/types/dtype.h"
 #include "worker/tensor/allocator.h"
+#include "worker/tensor/view.h"
 
 namespace dstrain::tensor {
 
@@ -47,6 +48,10 @@ class Tensor {
   size_t bytes() const { return numel_ * DTypeSize(dtype_); }
   MemoryCategory category() const { return category_; }
   bool defined() const { return data_ != nullptr; }
+  // The device the storage lives on (the allocator's; the CPU for an undefined tensor).
+  Device device() const { return allocator_ != nullptr ? allocator_->device() : Device::Cpu(); }
+  // The whole tensor as a View (empty for an undefined tensor).
+  View view() const;
   std::string DebugString() const;  // "f32[8,256,768]"
 
   void SetZero();

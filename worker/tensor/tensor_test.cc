@@ -75,5 +75,46 @@ TEST(Tensor, LimitAndBadShapesAreErrors) {
   EXPECT_EQ(alloc.Stats().total_current(), 0);
 }
 
+TEST(View, RowsSubRangesAndReshapes) {
+  float data[24];
+  for (int i = 0; i < 24; ++i) data[i] = static_cast<float>(i);
+  const View v(data, DType::kF32, {2, 3, 4});
+  EXPECT_EQ(v.numel(), 24);
+  EXPECT_EQ(v.bytes(), 96u);
+  EXPECT_EQ(v.dim(-1), 4);
+  const View row = v[1];
+  EXPECT_EQ(row.rank(), 2);
+  EXPECT_EQ(row.as<float>()[0], 12.f);
+  EXPECT_EQ(row[2].as<float>()[3], 23.f);
+  const View sub = v.Sub(5, 7);
+  EXPECT_EQ(sub.numel(), 7);
+  EXPECT_EQ(sub.as<float>()[0], 5.f);
+  EXPECT_EQ(v.Reshape({6, 4})[5].as<float>()[0], 20.f);
+  EXPECT_EQ(v.DebugString(), "f32[2,3,4]@cpu");
+  EXPECT_EQ(View(static_cast<void*>(nullptr), DType::kBF16, {8}, Device::Cuda(1)).DebugString(),
+            "bf16[8]@cuda:1");
+  EXPECT_EQ(v.As(DType::kI32).dtype(), DType::kI32);
+  EXPECT_TRUE(View().empty());
+}
+
+TEST(View, OfATensorCarriesItsDevice) {
+  CpuAllocator alloc;
+  auto t = Tensor::Zeros(&alloc, DType::kBF16, {3, 5}, MemoryCategory::kOther);
+  ASSERT_TRUE(t.ok());
+  const View v = t->view();
+  EXPECT_EQ(v.data(), t->raw());
+  EXPECT_EQ(v.shape(), Shape({3, 5}));
+  EXPECT_EQ(v.dtype(), DType::kBF16);
+  EXPECT_TRUE(v.device().is_cpu());
+  EXPECT_TRUE(Tensor().view().empty());
+}
+
+TEST(ViewDeathTest, OutOfRangeIsAnInvariantViolation) {
+  float data[4] = {};
+  const View v(data, DType::kF32, {4});
+  EXPECT_DEATH(v.Sub(2, 3), "");
+  EXPECT_DEATH(v.Reshape({3}), "");
+}
+
 }  // namespace
 }  // namespace dstrain::tensor

@@ -1,0 +1,278 @@
+// CpuOps is a dispatcher: each test runs an operation through it and the kernel it should pick
+// directly, and wants the same bits (the kernels' own tests hold them to float64 references).
+// Then the argument checks and the sticky error every backend shares.
+#include "worker/device/cpu/cpu_ops.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "common/status/status_matchers.h"
+#include "gtest/gtest.h"
+#include "kernels/adamw/adamw.h"
+#include "kernels/attention/attention.h"
+#include "kernels/cast/cast.h"
+#include "kernels/crossentropy/crossentropy.h"
+#include "kernels/encoder/encoder.h"
+#include "kernels/gelu/gelu.h"
+#include "kernels/layernorm/layernorm.h"
+#include "kernels/matmul/matmul.h"
+#include "kernels/residual/residual.h"
+
+namespace dstrain::device {
+namespace {
+
+namespace k = ::dstrain::kernels;
+using ::dstrain::testing::IsOk;
+using ::dstrain::testing::StatusIs;
+using ::testing::HasSubstr;
+
+std::vector<float> Random(int64_t n, uint32_t seed, float scale = 1.f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> x(n);
+  for (float& v : x) v = u(rng);
+  return x;
+}
+
+std::vector<uint16_t> ToBf16(const std::vector<float>& x) {
+  std::vector<uint16_t> h(x.size());
+  k::FloatToHalf(DType::kBF16, h.data(), x.data(), static_cast<int64_t>(x.size()));
+  return h;
+}
+
+View F(std::vector<float>& x, tensor::Shape shape) { return View(x.data(), DType::kF32, shape); }
+View H(std::vector<uint16_t>& x, tensor::Shape shape, DType t = DType::kBF16) {
+  return View(x.data(), t, shape);
+}
+View I(std::vector<int32_t>& x, tensor::Shape shape) { return View(x.data(), DType::kI32, shape); }
+
+bool Same(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+class CpuOpsTest : public ::testing::Test {
+ protected:
+  tensor::CpuAllocator alloc_;
+  CpuOps ops_{&alloc_};
+};
+
+TEST_F(CpuOpsTest, DescribesItselfOnTheCpu) {
+  EXPECT_TRUE(ops_.device().is_cpu());
+  EXPECT_TRUE(ops_.host_accessible());
+  EXPECT_EQ(ops_.NativeStream(Stream::kComm), nullptr);
+  EXPECT_THAT(ops_.Describe(), HasSubstr("cpu ("));
+}
+
+TEST_F(CpuOpsTest, LinearPicksTheKernelForEachWeightTypeAndPrecision) {
+  const int64_t M = 6, K = 20, N = 12;
+  auto inp = Random(M * K, 1), w = Random(N * K, 2), b = Random(N, 3), dout = Random(M * N, 4);
+  auto w16 = ToBf16(w);
+  for (int mode = 0; mode < 3; ++mode) {  // f32, bf16 compute on f32 weights, bf16 weights
+    SCOPED_TRACE(mode);
+    const LinearOptions o{mode == 0 ? DType::kF32 : DType::kBF16};
+    const View wv = mode == 2 ? H(w16, {N, K}) : F(w, {N, K});
+    std::vector<float> out(M * N), want(M * N);
+    ops_.LinearForward(F(out, {M, N}), F(inp, {M, K}), wv, F(b, {N}), o);
+    if (mode == 0) k::MatmulForward(want.data(), inp.data(), w.data(), b.data(), M, K, N);
+    if (mode == 1) k::MatmulForwardBf16(want.data(), inp.data(), w.data(), b.data(), M, K, N);
+    if (mode == 2) k::MatmulForwardBf16(want.data(), inp.data(), w16.data(), b.data(), M, K, N);
+    EXPECT_TRUE(Same(out, want));
+    std::vector<float> dinp(M * K), dw(N * K, 0.5f), db(N, 0.25f);
+    std::vector<float> wdinp(M * K), wdw(N * K, 0.5f), wdb(N, 0.25f);
+    ops_.LinearBackward(F(dinp, {M, K}), F(dw, {N, K}), F(db, {N}), F(dout, {M, N}), F(inp, {M, K}),
+                        wv, o);
+    if (mode == 0) {
+      k::MatmulBackward(wdinp.data(), wdw.data(), wdb.data(), dout.data(), inp.data(), w.data(), M,
+                        K, N);
+    } else if (mode == 1) {
+      k::MatmulBackwardBf16(wdinp.data(), wdw.data(), wdb.data(), dout.data(), inp.data(), w.data(),
+                            M, K, N);
+    } else {
+      k::MatmulBackwardBf16(wdinp.data(), wdw.data(), wdb.data(), dout.data(), inp.data(),
+                            w16.data(), M, K, N);
+    }
+    EXPECT_TRUE(Same(dinp, wdinp));
+    EXPECT_TRUE(Same(dw, wdw));
+    EXPECT_TRUE(Same(db, wdb));
+  }
+  EXPECT_THAT(ops_.status(), IsOk());
+}
+
+TEST_F(CpuOpsTest, LinearFusesGeluAndOverwritesFreshGradients) {
+  const int64_t M = 5, K = 8, N = 16;
+  auto inp = Random(M * K, 5), w = Random(N * K, 6), b = Random(N, 7), dout = Random(M * N, 8);
+  std::vector<float> out(M * N), pre(M * N), want_pre(M * N), want(M * N);
+  ops_.LinearForward(F(out, {M, N}), F(inp, {M, K}), F(w, {N, K}), F(b, {N}),
+                     LinearOptions{DType::kF32, F(pre, {M, N})});
+  k::MatmulForward(want_pre.data(), inp.data(), w.data(), b.data(), M, K, N);
+  k::GeluForward(want.data(), want_pre.data(), M * N);
+  EXPECT_TRUE(Same(pre, want_pre));
+  EXPECT_TRUE(Same(out, want));
+
+  // Backward of a layer whose input was gelu(pre_in): dinp is with respect to pre_in. A fresh
+  // dweight full of garbage is overwritten, not added to.
+  auto pre_in = Random(M * K, 9);
+  std::vector<float> dinp(M * K), dw(N * K, 1e30f), wdinp(M * K), wdw(N * K, 0.f);
+  LinearOptions o;
+  o.input_gelu = F(pre_in, {M, K});
+  o.overwrite_dweight = true;
+  ops_.LinearBackward(F(dinp, {M, K}), F(dw, {N, K}), View(), F(dout, {M, N}), F(inp, {M, K}),
+                      F(w, {N, K}), o);
+  k::MatmulBackward(wdinp.data(), wdw.data(), nullptr, dout.data(), inp.data(), w.data(), M, K, N);
+  k::GeluBackward(wdinp.data(), pre_in.data(), wdinp.data(), M * K);
+  EXPECT_TRUE(Same(dinp, wdinp));
+  EXPECT_TRUE(Same(dw, wdw));
+  EXPECT_THAT(ops_.status(), IsOk());
+}
+
+TEST_F(CpuOpsTest, LayersMatchTheirKernels) {
+  const int B = 2, T = 8, C = 16, NH = 4, V = 30, Vp = 32, maxT = 10;
+  const int64_t BT = B * T;
+  std::vector<int32_t> tokens(BT);
+  for (int64_t i = 0; i < BT; ++i) tokens[i] = static_cast<int32_t>((i * 7) % V);
+  auto wte = Random(Vp * C, 10), wpe = Random(maxT * C, 11);
+  auto wte16 = ToBf16(wte);
+  std::vector<float> enc(BT * C), want(BT * C);
+  ops_.EncoderForward(F(enc, {B, T, C}), I(tokens, {B, T}), H(wte16, {Vp, C}), F(wpe, {maxT, C}));
+  k::EncoderForwardBf16(want.data(), tokens.data(), wte16.data(), wpe.data(), B, T, C);
+  EXPECT_TRUE(Same(enc, want));
+
+  auto lw = Random(C, 12), lb = Random(C, 13);
+  std::vector<float> ln(BT * C), mean(BT), rstd(BT), wln(BT * C), wmean(BT), wrstd(BT);
+  ops_.LayerNormForward(F(ln, {B, T, C}), F(mean, {B, T}), F(rstd, {B, T}), F(enc, {B, T, C}),
+                        F(lw, {C}), F(lb, {C}));
+  k::LayerNormForward(wln.data(), wmean.data(), wrstd.data(), enc.data(), lw.data(), lb.data(), BT,
+                      C);
+  EXPECT_TRUE(Same(ln, wln) && Same(mean, wmean) && Same(rstd, wrstd));
+
+  auto qkv = Random(BT * 3 * C, 14), dout = Random(BT * C, 15);
+  std::vector<float> att(ops_.AttentionStateElements(B, T, C, NH)), watt(att.size());
+  std::vector<float> out(BT * C), wout(BT * C);
+  ops_.AttentionForward(F(out, {B, T, C}), F(att, {static_cast<int64_t>(att.size())}),
+                        F(qkv, {B, T, 3 * C}), NH);
+  k::AttentionForward(wout.data(), watt.data(), qkv.data(), B, T, C, NH);
+  EXPECT_TRUE(Same(out, wout));
+  std::vector<float> scratch(ops_.AttentionScratchElements(B, T, C, NH));
+  std::vector<float> dqkv(BT * 3 * C), wdqkv(BT * 3 * C);
+  ops_.AttentionBackward(F(dqkv, {B, T, 3 * C}), F(scratch, {static_cast<int64_t>(scratch.size())}),
+                         F(dout, {B, T, C}), F(qkv, {B, T, 3 * C}),
+                         F(att, {static_cast<int64_t>(att.size())}), NH);
+  k::AttentionBackward(wdqkv.data(), scratch.data(), dout.data(), qkv.data(), watt.data(), B, T, C,
+                       NH);
+  EXPECT_TRUE(Same(dqkv, wdqkv));
+
+  auto logits = Random(BT * Vp, 16, 3.f);
+  auto wlogits = logits;
+  std::vector<float> losses(BT), wlosses(BT);
+  ops_.CrossEntropy(F(losses, {BT}), F(logits, {BT, Vp}), I(tokens, {BT}), V, 0.5f);
+  k::CrossEntropyForwardBackward(wlosses.data(), wlogits.data(), tokens.data(), BT, V, Vp, 0.5f);
+  EXPECT_TRUE(Same(losses, wlosses) && Same(logits, wlogits));
+  ASSERT_OK_AND_ASSIGN(const double mean_loss, ops_.MeanLoss(F(losses, {BT})));
+  EXPECT_EQ(mean_loss, k::MeanLoss(wlosses.data(), BT));
+  EXPECT_THAT(ops_.status(), IsOk());
+}
+
+TEST_F(CpuOpsTest, ElementwiseAcrossDtypes) {
+  const int64_t n = 100;
+  auto x = Random(n, 20), acc = Random(n, 21);
+  auto acc16 = ToBf16(acc), x16 = ToBf16(x);
+  // acc16 += x (f32) and acc16 += x16: one rounding into bf16 either way.
+  auto want16 = acc16;
+  k::AccumulateIntoHalf(DType::kBF16, want16.data(), x.data(), n);
+  ops_.AddInto(H(acc16, {n}), F(x, {n}));
+  EXPECT_EQ(acc16, want16);
+  std::vector<float> wide(n);
+  k::HalfToFloat(DType::kBF16, wide.data(), x16.data(), n);
+  k::AccumulateIntoHalf(DType::kBF16, want16.data(), wide.data(), n);
+  ops_.AddInto(H(acc16, {n}), H(x16, {n}));
+  EXPECT_EQ(acc16, want16);
+
+  std::vector<uint16_t> f16(n);
+  ops_.Convert(H(f16, {n}, DType::kF16), F(x, {n}));
+  std::vector<uint16_t> wf16(n);
+  k::FloatToHalf(DType::kF16, wf16.data(), x.data(), n);
+  EXPECT_EQ(f16, wf16);
+  ops_.Fill(H(f16, {n}, DType::kF16), 1.f);
+  EXPECT_EQ(f16[n - 1], 0x3C00);  // 1.0 in binary16
+  ops_.Scale(F(x, {n}), 0.5);
+  EXPECT_EQ(x[3], Random(n, 20)[3] * 0.5f);
+
+  ASSERT_OK_AND_ASSIGN(const double ss, ops_.SumSquares({F(acc, {n}), H(x16, {n})}));
+  EXPECT_EQ(ss, k::SumSquares(acc.data(), n) + k::SumSquaresHalf(DType::kBF16, x16.data(), n));
+}
+
+TEST_F(CpuOpsTest, AdamWPlainAndMixed) {
+  const int64_t n = 64;
+  AdamWArgs args;
+  args.lr = 1e-2;
+  args.weight_decay = 0.1;
+  auto p = Random(n, 30), g = Random(n, 31), m = Random(n, 32, 0.1f), v = Random(n, 33, 0.1f);
+  for (float& x : v) x = std::abs(x);
+  auto wp = p, wm = m, wv = v;
+  ops_.AdamW({F(p, {n}), F(g, {n}), F(m, {n}), F(v, {n}), View()}, args);
+  k::AdamWUpdate(wp.data(), g.data(), wm.data(), wv.data(), n, args);
+  EXPECT_TRUE(Same(p, wp) && Same(m, wm) && Same(v, wv));
+
+  auto g16 = ToBf16(g);
+  std::vector<uint16_t> p16(n), wp16(n);
+  ops_.AdamW({F(p, {n}), H(g16, {n}), F(m, {n}), F(v, {n}), H(p16, {n})}, args);
+  k::AdamWUpdateMixed(wp.data(), g16.data(), wm.data(), wv.data(), wp16.data(), n, args,
+                      DType::kBF16);
+  EXPECT_TRUE(Same(p, wp));
+  EXPECT_EQ(p16, wp16);
+  EXPECT_THAT(ops_.status(), IsOk());
+}
+
+TEST_F(CpuOpsTest, BadArgumentsNameTheOperationAndStick) {
+  std::vector<float> a(12), b(10);
+  ops_.LayerNormForward(F(a, {3, 4}), View(), View(), F(a, {3, 4}), F(b, {5}), F(b, {5}));
+  EXPECT_THAT(ops_.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("LayerNormForward")));
+  // Every later operation is skipped and the first error stays.
+  const std::vector<float> before = b;
+  ops_.Fill(F(b, {10}), 7.f);
+  EXPECT_EQ(b, before);
+  EXPECT_THAT(ops_.Synchronize(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                           HasSubstr("inp's last dimension is not weight's C")));
+}
+
+TEST_F(CpuOpsTest, ChecksDevicesDtypesAndCounts) {
+  std::vector<float> a(8), b(8);
+  std::vector<uint16_t> h(8);
+  {
+    CpuOps ops(&alloc_);
+    ops.Copy(F(a, {8}), View(b.data(), DType::kF32, {8}, Device::Cuda(0)));
+    EXPECT_THAT(ops.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       HasSubstr("is not on this operation's device cpu")));
+  }
+  {
+    CpuOps ops(&alloc_);
+    ops.Convert(H(h, {8}, DType::kF16), H(h, {8}));
+    EXPECT_THAT(ops.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       HasSubstr("converts only to or from f32")));
+  }
+  {
+    CpuOps ops(&alloc_);
+    ops.AddInto(F(a, {8}), F(b, {4}));
+    EXPECT_THAT(ops.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       HasSubstr("has 4 elements, expected 8")));
+  }
+  {
+    CpuOps ops(&alloc_);
+    ops.LinearForward(F(a, {2, 4}), F(a, {2, 4}), H(h, {2, 4}, DType::kF16), View(), {});
+    EXPECT_THAT(ops.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       HasSubstr("wrong dtype (f32 or bf16)")));
+  }
+  {
+    CpuOps ops(&alloc_);
+    std::vector<uint16_t> g16(8);
+    ops.AdamW({F(a, {8}), H(g16, {8}, DType::kF16), F(a, {8}), F(b, {8}), H(h, {8})}, AdamWArgs());
+    EXPECT_THAT(ops.status(), StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("AdamW")));
+  }
+}
+
+}  // namespace
+}  // namespace dstrain::device

@@ -1,0 +1,474 @@
+#include "worker/device/ops.h"
+
+#include <initializer_list>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace dstrain::device {
+namespace {
+
+// The argument checks of one operation: the first failing check wins, and its message names the
+// operation, the argument and what was expected.
+class ArgCheck {
+ public:
+  ArgCheck(Device device, const char* op) : device_(device), op_(op) {}
+
+  // A view that must be given and live on this device.
+  ArgCheck& Given(const char* name, const View& v) {
+    if (!ok()) return *this;
+    if (v.empty() && v.numel() > 0) return Fail(name, v, "is null");
+    return OnDevice(name, v);
+  }
+  // A view that may be empty (not given); when given, on this device.
+  ArgCheck& Optional(const char* name, const View& v) {
+    if (!ok() || v.empty()) return *this;
+    return OnDevice(name, v);
+  }
+  ArgCheck& Type(const char* name, const View& v, std::initializer_list<DType> allowed) {
+    if (!ok() || v.empty()) return *this;
+    for (DType t : allowed) {
+      if (v.dtype() == t) return *this;
+    }
+    std::vector<const char*> names;
+    for (DType t : allowed) names.push_back(DTypeName(t));
+    return Fail(name, v, absl::StrCat("has the wrong dtype (", absl::StrJoin(names, " or "), ")"));
+  }
+  ArgCheck& Elements(const char* name, const View& v, int64_t n, const char* what) {
+    if (!ok() || v.numel() == n) return *this;
+    return Fail(name, v,
+                absl::StrCat("has ", v.numel(), " elements, expected ", n, " (", what, ")"));
+  }
+  ArgCheck& That(bool condition, const std::string& message) {
+    if (!ok() || condition) return *this;
+    status_ = absl::InvalidArgumentError(absl::StrCat(op_, ": ", message));
+    return *this;
+  }
+  absl::Status status() const { return status_; }
+
+ private:
+  bool ok() const { return status_.ok(); }
+  ArgCheck& OnDevice(const char* name, const View& v) {
+    if (v.device() == device_) return *this;
+    return Fail(name, v,
+                absl::StrCat("is not on this operation's device ", tensor::DeviceName(device_)));
+  }
+  ArgCheck& Fail(const char* name, const View& v, const std::string& what) {
+    status_ =
+        absl::InvalidArgumentError(absl::StrCat(op_, ": ", name, " ", v.DebugString(), " ", what));
+    return *this;
+  }
+
+  const Device device_;
+  const char* const op_;
+  absl::Status status_;
+};
+
+constexpr std::initializer_list<DType> kFloat = {DType::kF32, DType::kBF16, DType::kF16};
+constexpr std::initializer_list<DType> kF32 = {DType::kF32};
+constexpr std::initializer_list<DType> kI32 = {DType::kI32};
+
+// C of a (rows, C) operand given as a view of any rank: its last dimension.
+int64_t LastDim(const View& v) { return v.rank() == 0 ? 1 : v.dim(-1); }
+
+}  // namespace
+
+void Ops::Fail(absl::Status error) {
+  if (status_.ok()) status_ = std::move(error);
+}
+
+bool Ops::Check(absl::Status checks) {
+  if (!status_.ok()) return false;
+  Fail(std::move(checks));
+  return status_.ok();
+}
+
+absl::Status Ops::Synchronize() {
+  absl::Status s = DoSynchronize();
+  Fail(s);
+  return status_;
+}
+
+void Ops::Copy(View dst, View src) {
+  if (!Check(ArgCheck(device(), "Copy")
+                 .Given("dst", dst)
+                 .Given("src", src)
+                 .That(dst.dtype() == src.dtype(), "dst and src have different dtypes")
+                 .Elements("src", src, dst.numel(), "dst's elements")
+                 .status())) {
+    return;
+  }
+  if (dst.numel() > 0 && dst.data() != src.data()) DoCopy(dst, src);
+}
+
+void Ops::CopyFromHost(View dst, const void* src) {
+  if (!Check(ArgCheck(device(), "CopyFromHost")
+                 .Given("dst", dst)
+                 .That(src != nullptr || dst.numel() == 0, "src is null")
+                 .status())) {
+    return;
+  }
+  if (dst.numel() > 0) DoCopyFromHost(dst, src);
+}
+
+void Ops::CopyToHost(void* dst, View src) {
+  if (!Check(ArgCheck(device(), "CopyToHost")
+                 .Given("src", src)
+                 .That(dst != nullptr || src.numel() == 0, "dst is null")
+                 .status())) {
+    return;
+  }
+  if (src.numel() > 0) DoCopyToHost(dst, src);
+}
+
+void Ops::Fill(View x, float value) {
+  if (!Check(ArgCheck(device(), "Fill").Given("x", x).Type("x", x, kFloat).status())) return;
+  if (x.numel() > 0) DoFill(x, value);
+}
+
+void Ops::Convert(View dst, View src) {
+  if (!Check(ArgCheck(device(), "Convert")
+                 .Given("dst", dst)
+                 .Given("src", src)
+                 .Type("dst", dst, kFloat)
+                 .Type("src", src, kFloat)
+                 .Elements("src", src, dst.numel(), "dst's elements")
+                 .That(dst.dtype() == src.dtype() || dst.dtype() == DType::kF32 ||
+                           src.dtype() == DType::kF32,
+                       "converts only to or from f32")
+                 .status())) {
+    return;
+  }
+  if (dst.numel() > 0) DoConvert(dst, src);
+}
+
+void Ops::AddInto(View acc, View x) {
+  if (!Check(ArgCheck(device(), "AddInto")
+                 .Given("acc", acc)
+                 .Given("x", x)
+                 .Type("acc", acc, kFloat)
+                 .Type("x", x, {DType::kF32, acc.dtype()})
+                 .Elements("x", x, acc.numel(), "acc's elements")
+                 .status())) {
+    return;
+  }
+  if (acc.numel() > 0) DoAddInto(acc, x);
+}
+
+void Ops::Scale(View x, double s) {
+  if (!Check(ArgCheck(device(), "Scale").Given("x", x).Type("x", x, kFloat).status())) return;
+  if (x.numel() > 0) DoScale(x, s);
+}
+
+absl::StatusOr<double> Ops::SumSquares(absl::Span<const View> xs) {
+  ArgCheck check(device(), "SumSquares");
+  for (const View& x : xs) check.Given("x", x).Type("x", x, kFloat);
+  if (!Check(check.status())) return status_;
+  absl::StatusOr<double> sum = DoSumSquares(xs);
+  if (!sum.ok()) Fail(sum.status());
+  return sum;
+}
+
+void Ops::EncoderForward(View out, View tokens, View wte, View wpe) {
+  const int64_t C = LastDim(out);
+  if (!Check(ArgCheck(device(), "EncoderForward")
+                 .Given("out", out)
+                 .Given("tokens", tokens)
+                 .Given("wte", wte)
+                 .Given("wpe", wpe)
+                 .Type("out", out, kF32)
+                 .Type("tokens", tokens, kI32)
+                 .Type("wte", wte, {DType::kF32, DType::kBF16})
+                 .Type("wpe", wpe, kF32)
+                 .Elements("out", out, tokens.numel() * C, "tokens × C")
+                 .That(LastDim(wte) == C && LastDim(wpe) == C, "wte, wpe and out disagree on C")
+                 .That(tokens.rank() == 2 && tokens.dim(1) <= wpe.numel() / C,
+                       "tokens must be (B, T) with T at most wpe's rows")
+                 .status())) {
+    return;
+  }
+  if (out.numel() > 0) DoEncoderForward(out, tokens, wte, wpe);
+}
+
+void Ops::EncoderBackward(View dwte, View dwpe, View dout, View tokens) {
+  const int64_t C = LastDim(dout);
+  if (!Check(
+          ArgCheck(device(), "EncoderBackward")
+              .Given("dwte", dwte)
+              .Given("dwpe", dwpe)
+              .Given("dout", dout)
+              .Given("tokens", tokens)
+              .Type("dwte", dwte, kF32)
+              .Type("dwpe", dwpe, kF32)
+              .Type("dout", dout, kF32)
+              .Type("tokens", tokens, kI32)
+              .Elements("dout", dout, tokens.numel() * C, "tokens × C")
+              .That(LastDim(dwte) == C && LastDim(dwpe) == C, "dwte, dwpe and dout disagree on C")
+              .That(tokens.rank() == 2 && tokens.dim(1) <= dwpe.numel() / C,
+                    "tokens must be (B, T) with T at most dwpe's rows")
+              .status())) {
+    return;
+  }
+  if (dout.numel() > 0) DoEncoderBackward(dwte, dwpe, dout, tokens);
+}
+
+void Ops::LayerNormForward(View out, View mean, View rstd, View inp, View weight, View bias) {
+  const int64_t C = weight.numel();
+  const int64_t N = C > 0 ? inp.numel() / C : 0;
+  if (!Check(ArgCheck(device(), "LayerNormForward")
+                 .Given("out", out)
+                 .Optional("mean", mean)
+                 .Optional("rstd", rstd)
+                 .Given("inp", inp)
+                 .Given("weight", weight)
+                 .Given("bias", bias)
+                 .Type("out", out, kF32)
+                 .Type("mean", mean, kF32)
+                 .Type("rstd", rstd, kF32)
+                 .Type("inp", inp, kF32)
+                 .Type("weight", weight, kF32)
+                 .Type("bias", bias, kF32)
+                 .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
+                 .Elements("out", out, inp.numel(), "inp's elements")
+                 .Elements("bias", bias, C, "C")
+                 .That(mean.empty() || mean.numel() == N, "mean must have N elements")
+                 .That(rstd.empty() || rstd.numel() == N, "rstd must have N elements")
+                 .status())) {
+    return;
+  }
+  if (N > 0) DoLayerNormForward(out, mean, rstd, inp, weight, bias);
+}
+
+void Ops::LayerNormBackward(View dinp, View dweight, View dbias, View dout, View inp, View weight,
+                            View mean, View rstd) {
+  const int64_t C = weight.numel();
+  const int64_t N = C > 0 ? inp.numel() / C : 0;
+  if (!Check(ArgCheck(device(), "LayerNormBackward")
+                 .Given("dinp", dinp)
+                 .Given("dweight", dweight)
+                 .Given("dbias", dbias)
+                 .Given("dout", dout)
+                 .Given("inp", inp)
+                 .Given("weight", weight)
+                 .Given("mean", mean)
+                 .Given("rstd", rstd)
+                 .Type("dinp", dinp, kF32)
+                 .Type("dweight", dweight, kF32)
+                 .Type("dbias", dbias, kF32)
+                 .Type("dout", dout, kF32)
+                 .Type("inp", inp, kF32)
+                 .Type("weight", weight, kF32)
+                 .Type("mean", mean, kF32)
+                 .Type("rstd", rstd, kF32)
+                 .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
+                 .Elements("dinp", dinp, inp.numel(), "inp's elements")
+                 .Elements("dout", dout, inp.numel(), "inp's elements")
+                 .Elements("dweight", dweight, C, "C")
+                 .Elements("dbias", dbias, C, "C")
+                 .Elements("mean", mean, N, "N")
+                 .Elements("rstd", rstd, N, "N")
+                 .status())) {
+    return;
+  }
+  if (N > 0) DoLayerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd);
+}
+
+void Ops::LinearForward(View out, View inp, View weight, View bias, const LinearOptions& options) {
+  const int64_t K = LastDim(weight);
+  const int64_t N = K > 0 ? weight.numel() / K : 0;
+  const int64_t M = K > 0 ? inp.numel() / K : 0;
+  if (!Check(ArgCheck(device(), "LinearForward")
+                 .Given("out", out)
+                 .Given("inp", inp)
+                 .Given("weight", weight)
+                 .Optional("bias", bias)
+                 .Optional("output_gelu", options.output_gelu)
+                 .Type("out", out, kF32)
+                 .Type("inp", inp, kF32)
+                 .Type("weight", weight, {DType::kF32, DType::kBF16})
+                 .Type("bias", bias, kF32)
+                 .Type("output_gelu", options.output_gelu, kF32)
+                 .That(options.compute == DType::kF32 || options.compute == DType::kBF16,
+                       "compute must be f32 or bf16")
+                 .That(K > 0 && LastDim(inp) == K, "inp's last dimension is not weight's K")
+                 .Elements("out", out, M * N, "M × N")
+                 .That(bias.empty() || bias.numel() == N, "bias must have N elements")
+                 .That(options.output_gelu.empty() || options.output_gelu.numel() == M * N,
+                       "output_gelu must have M × N elements")
+                 .status())) {
+    return;
+  }
+  if (M > 0) DoLinearForward(out, inp, weight, bias, options);
+}
+
+void Ops::LinearBackward(View dinp, View dweight, View dbias, View dout, View inp, View weight,
+                         const LinearOptions& options) {
+  const int64_t K = LastDim(weight);
+  const int64_t N = K > 0 ? weight.numel() / K : 0;
+  const int64_t M = K > 0 ? inp.numel() / K : 0;
+  if (!Check(ArgCheck(device(), "LinearBackward")
+                 .Given("dinp", dinp)
+                 .Given("dweight", dweight)
+                 .Optional("dbias", dbias)
+                 .Given("dout", dout)
+                 .Given("inp", inp)
+                 .Given("weight", weight)
+                 .Optional("input_gelu", options.input_gelu)
+                 .Type("dinp", dinp, kF32)
+                 .Type("dweight", dweight, kF32)
+                 .Type("dbias", dbias, kF32)
+                 .Type("dout", dout, kF32)
+                 .Type("inp", inp, kF32)
+                 .Type("weight", weight, {DType::kF32, DType::kBF16})
+                 .Type("input_gelu", options.input_gelu, kF32)
+                 .That(options.compute == DType::kF32 || options.compute == DType::kBF16,
+                       "compute must be f32 or bf16")
+                 .That(K > 0 && LastDim(inp) == K, "inp's last dimension is not weight's K")
+                 .Elements("dinp", dinp, M * K, "M × K")
+                 .Elements("dweight", dweight, N * K, "N × K")
+                 .Elements("dout", dout, M * N, "M × N")
+                 .That(dbias.empty() || dbias.numel() == N, "dbias must have N elements")
+                 .That(options.input_gelu.empty() || options.input_gelu.numel() == M * K,
+                       "input_gelu must have M × K elements")
+                 .status())) {
+    return;
+  }
+  if (M > 0) DoLinearBackward(dinp, dweight, dbias, dout, inp, weight, options);
+}
+
+void Ops::AttentionForward(View out, View state, View qkv, int NH) {
+  const int64_t C = LastDim(out);
+  const int B = out.rank() == 3 ? static_cast<int>(out.dim(0)) : 0;
+  const int T = out.rank() == 3 ? static_cast<int>(out.dim(1)) : 0;
+  if (!Check(ArgCheck(device(), "AttentionForward")
+                 .Given("out", out)
+                 .Given("state", state)
+                 .Given("qkv", qkv)
+                 .Type("out", out, kF32)
+                 .Type("state", state, kF32)
+                 .Type("qkv", qkv, kF32)
+                 .That(out.rank() == 3, "out must be (B, T, C)")
+                 .That(NH > 0 && C % NH == 0, "C is not a multiple of NH")
+                 .Elements("qkv", qkv, 3 * out.numel(), "B × T × 3C")
+                 .Elements("state", state, AttentionStateElements(B, T, C, NH), "attention state")
+                 .status())) {
+    return;
+  }
+  if (out.numel() > 0) DoAttentionForward(out, state, qkv, NH);
+}
+
+void Ops::AttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH) {
+  const int64_t C = LastDim(dout);
+  const int B = dout.rank() == 3 ? static_cast<int>(dout.dim(0)) : 0;
+  const int T = dout.rank() == 3 ? static_cast<int>(dout.dim(1)) : 0;
+  if (!Check(ArgCheck(device(), "AttentionBackward")
+                 .Given("dqkv", dqkv)
+                 .Given("scratch", scratch)
+                 .Given("dout", dout)
+                 .Given("qkv", qkv)
+                 .Given("state", state)
+                 .Type("dqkv", dqkv, kF32)
+                 .Type("scratch", scratch, kF32)
+                 .Type("dout", dout, kF32)
+                 .Type("qkv", qkv, kF32)
+                 .Type("state", state, kF32)
+                 .That(dout.rank() == 3, "dout must be (B, T, C)")
+                 .That(NH > 0 && C % NH == 0, "C is not a multiple of NH")
+                 .Elements("qkv", qkv, 3 * dout.numel(), "B × T × 3C")
+                 .Elements("dqkv", dqkv, 3 * dout.numel(), "B × T × 3C")
+                 .Elements("state", state, AttentionStateElements(B, T, C, NH), "attention state")
+                 .That(scratch.numel() >= AttentionScratchElements(B, T, C, NH),
+                       "scratch is smaller than AttentionScratchElements")
+                 .status())) {
+    return;
+  }
+  if (dout.numel() > 0) DoAttentionBackward(dqkv, scratch, dout, qkv, state, NH);
+}
+
+void Ops::GeluForward(View out, View inp) {
+  if (!Check(ArgCheck(device(), "GeluForward")
+                 .Given("out", out)
+                 .Given("inp", inp)
+                 .Type("out", out, kF32)
+                 .Type("inp", inp, kF32)
+                 .Elements("out", out, inp.numel(), "inp's elements")
+                 .status())) {
+    return;
+  }
+  if (out.numel() > 0) DoGeluForward(out, inp);
+}
+
+void Ops::GeluBackward(View dinp, View inp, View dout) {
+  if (!Check(ArgCheck(device(), "GeluBackward")
+                 .Given("dinp", dinp)
+                 .Given("inp", inp)
+                 .Given("dout", dout)
+                 .Type("dinp", dinp, kF32)
+                 .Type("inp", inp, kF32)
+                 .Type("dout", dout, kF32)
+                 .Elements("dinp", dinp, inp.numel(), "inp's elements")
+                 .Elements("dout", dout, inp.numel(), "inp's elements")
+                 .status())) {
+    return;
+  }
+  if (dinp.numel() > 0) DoGeluBackward(dinp, inp, dout);
+}
+
+void Ops::CrossEntropy(View losses, View logits, View targets, int V, float dlogits_scale) {
+  const int64_t N = targets.numel();
+  const int64_t Vp = LastDim(logits);
+  if (!Check(ArgCheck(device(), "CrossEntropy")
+                 .Optional("losses", losses)
+                 .Given("logits", logits)
+                 .Given("targets", targets)
+                 .Type("losses", losses, kF32)
+                 .Type("logits", logits, kF32)
+                 .Type("targets", targets, kI32)
+                 .That(V > 0 && V <= Vp, absl::StrCat("V = ", V, " is not in [1, Vp = ", Vp, "]"))
+                 .Elements("logits", logits, N * Vp, "N × Vp")
+                 .That(losses.empty() || losses.numel() == N, "losses must have N elements")
+                 .status())) {
+    return;
+  }
+  if (N > 0) DoCrossEntropy(losses, logits, targets, V, dlogits_scale);
+}
+
+absl::StatusOr<double> Ops::MeanLoss(View losses) {
+  if (!Check(ArgCheck(device(), "MeanLoss")
+                 .Given("losses", losses)
+                 .Type("losses", losses, kF32)
+                 .That(losses.numel() > 0, "no losses")
+                 .status())) {
+    return status_;
+  }
+  absl::StatusOr<double> mean = DoMeanLoss(losses);
+  if (!mean.ok()) Fail(mean.status());
+  return mean;
+}
+
+void Ops::AdamW(const AdamWViews& v, const AdamWArgs& args) {
+  const int64_t n = v.param.numel();
+  if (!Check(ArgCheck(device(), "AdamW")
+                 .Given("param", v.param)
+                 .Given("grad", v.grad)
+                 .Given("m", v.m)
+                 .Given("v", v.v)
+                 .Optional("param16", v.param16)
+                 .Type("param", v.param, kF32)
+                 .Type("grad", v.grad, kFloat)
+                 .Type("m", v.m, kF32)
+                 .Type("v", v.v, kF32)
+                 .Type("param16", v.param16, {DType::kBF16, DType::kF16})
+                 .Elements("grad", v.grad, n, "param's elements")
+                 .Elements("m", v.m, n, "param's elements")
+                 .Elements("v", v.v, n, "param's elements")
+                 .That(v.param16.empty() || v.param16.numel() == n,
+                       "param16 must have param's elements")
+                 .status())) {
+    return;
+  }
+  if (n > 0) DoAdamW(v, args);
+}
+
+}  // namespace dstrain::device

@@ -1,0 +1,208 @@
+// Ops: every computation the model, ZeRO and the engine run, for one device — the seam between the
+// training code and the kernels (docs/architecture.md, "The device seam").
+//
+//   model::Gpt ─┐
+//   zero::*    ─┼─▶ device::Ops ─▶ CpuOps  ─▶ kernels/<op>/            (vectorised C++, oneDNN)
+//   engine     ─┘                └▶ CudaOps ─▶ kernels/<op>/cuda/       (CUDA, cuBLAS(Lt))
+//
+// Callers hand over tensor::Views (pointer, dtype, shape, device) and never name a kernel; a
+// backend picks the kernel for the dtypes it is given. llm.c keeps one set of phase functions for
+// its CPU and GPU programs; here the phase functions are the model's, written once against Ops.
+//
+// Execution. Operations are issued in order on the device's compute stream and may run
+// asynchronously with the host (CUDA), or complete before returning (CPU). A View's memory must
+// stay valid until the stream has passed the operation; the only operations that wait for the
+// device are the ones returning a host value (SumSquares, MeanLoss, CopyToHost) and Synchronize.
+// Collectives run on a second stream (Stream::kComm, handed to the communicator as the
+// CommBuffer's stream); WaitFor orders one stream after another without blocking the host.
+//
+// Errors are sticky, as a CUDA stream's are: the first failing operation (bad arguments, a launch
+// error, an unsupported dtype) records its status, every later operation is skipped, and status()
+// and Synchronize() return that first error. Callers check status() at their phase boundaries
+// (the model after each module, ZeroState after each reduction, the engine after each step), so
+// an error surfaces as a Status naming the operation, never as a crash.
+//
+// Arguments are checked here, once for every backend (devices, dtypes, shapes: what each function
+// lists), before the backend runs; a backend adds its own refusals (dtypes it has no kernel for:
+// kUnimplemented). Element-wise outputs may alias their inputs exactly, never partly. Not
+// thread-safe: one caller drives a device's Ops.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/types/dtype.h"
+#include "kernels/adamw/adamw_args.h"
+#include "worker/tensor/allocator.h"
+#include "worker/tensor/view.h"
+
+namespace dstrain::device {
+
+using tensor::View;
+using AdamWArgs = kernels::AdamWArgs;
+
+enum class Stream { kCompute, kComm };
+
+// Options of a linear layer's products: y (M, N) = x (M, K) · Wᵀ (W: (N, K), as nn.Linear) + b.
+struct LinearOptions {
+  // Operand type of the products, always with fp32 accumulation: kF32, or kBF16 to round fp32
+  // operands to bf16 on the way in (bf16 mixed precision). A weight stored in bf16 is multiplied
+  // in bf16 whatever this says.
+  DType compute = DType::kF32;
+  // LinearForward: the layer is followed by GELU. This (M, N) view receives x·Wᵀ + b and `out`
+  // receives gelu of it (the MLP's first layer with its activation, one call).
+  View output_gelu;
+  // LinearBackward: the layer's input was gelu(input_gelu) (M, K): `dinp` receives the gradient
+  // with respect to input_gelu instead of the input (the MLP's second layer).
+  View input_gelu;
+  // LinearBackward: dweight is overwritten instead of accumulated (a fresh, unzeroed buffer).
+  bool overwrite_dweight = false;
+};
+
+// One AdamW / Adam update of a partition (kernels/adamw/adamw.h has the arithmetic).
+struct AdamWViews {
+  View param;    // f32 weights, updated (mixed precision: the master weights)
+  View grad;     // f32, or the 16-bit gradients of mixed precision
+  View m, v;     // f32 moments, updated
+  View param16;  // mixed precision: receives the rounded weights (bf16 / f16); else empty
+};
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+  Ops(const Ops&) = delete;
+  Ops& operator=(const Ops&) = delete;
+
+  // The device this runs on and the allocator of its memory (with per-category accounting).
+  Device device() const { return allocator_->device(); }
+  tensor::Allocator* allocator() const { return allocator_; }
+  // Whether the host may read and write this device's memory directly (the CPU).
+  bool host_accessible() const { return device().is_cpu(); }
+  // "cpu (avx512)", "cuda:0 (NVIDIA H200)": for logs.
+  virtual std::string Describe() const = 0;
+
+  // OK, or the first error of any operation so far (see the header comment).
+  absl::Status status() const { return status_; }
+  // Waits for every stream and returns status().
+  absl::Status Synchronize();
+
+  // ---- streams ----
+  // The native stream (cudaStream_t), or null where there is none (the CPU).
+  virtual void* NativeStream(Stream stream) = 0;
+  // Work issued to `waiter` from now on starts after the work issued to `producer` so far.
+  virtual void WaitFor(Stream waiter, Stream producer) = 0;
+
+  // ---- memory ----
+  // dst = src: same dtype and number of elements (shapes may differ), both on this device.
+  void Copy(View dst, View src);
+  // dst (on this device) = dst.bytes() bytes from host memory at src.
+  void CopyFromHost(View dst, const void* src);
+  // src.bytes() bytes of src (on this device) to host memory at dst; waits for them.
+  void CopyToHost(void* dst, View src);
+  // x = value, rounded to x's dtype (f32, bf16 or f16).
+  void Fill(View x, float value);
+  // dst = src in dst's dtype, rounded to nearest even: f32 ↔ bf16 / f16, or a plain copy when
+  // the dtypes agree. Same number of elements.
+  void Convert(View dst, View src);
+
+  // ---- element-wise arithmetic (floating point) ----
+  // acc += x with one rounding into acc's dtype; x is f32 or acc's dtype. Same element count.
+  void AddInto(View acc, View x);
+  // x *= float(s); 16-bit x is widened, scaled and rounded back.
+  void Scale(View x, double s);
+  // Σ over the views (in order) of Σ x², summed in double; any inf or NaN makes it inf or NaN.
+  // Waits for the device.
+  absl::StatusOr<double> SumSquares(absl::Span<const View> xs);
+
+  // ---- the GPT's layers (shapes: B batch, T time, C channels, V(p) vocabulary, NH heads) ----
+  // out (B,T,C) f32 = wte[tokens] + wpe[0..T): tokens (B,T) i32, wte (Vp,C) f32 or bf16 (rows
+  // widened as they are read), wpe (maxT,C) f32 with maxT ≥ T.
+  void EncoderForward(View out, View tokens, View wte, View wpe);
+  // dwte (Vp,C) += Σ dout rows by token; dwpe (maxT,C) += Σ_b dout[b]. Accumulates (f32).
+  void EncoderBackward(View dwte, View dwpe, View dout, View tokens);
+  // torch.nn.LayerNorm over the last dimension C = weight.numel(): out, inp (N·C); mean, rstd (N)
+  // may be empty (inference).
+  void LayerNormForward(View out, View mean, View rstd, View inp, View weight, View bias);
+  // Accumulates into dinp (N·C), dweight and dbias (C).
+  void LayerNormBackward(View dinp, View dweight, View dbias, View dout, View inp, View weight,
+                         View mean, View rstd);
+  // out (M,N) = inp (M,K) · weightᵀ (weight (N,K)) + bias (N; may be empty); options above.
+  void LinearForward(View out, View inp, View weight, View bias, const LinearOptions& options);
+  // dinp (M,K) = dout · weight (overwritten); dweight (N,K) += doutᵀ · inp; dbias (N) += the
+  // column sums of dout (skipped when empty).
+  void LinearBackward(View dinp, View dweight, View dbias, View dout, View inp, View weight,
+                      const LinearOptions& options);
+  // Causal self-attention on a fused qkv (B,T,3C) into out (B,T,C), NH heads. `state` keeps what
+  // the backward pass needs (AttentionStateElements f32: the softmax probabilities on the CPU,
+  // per-row statistics in a flash kernel); AttentionBackward overwrites dqkv and uses `scratch`
+  // (AttentionScratchElements f32, sized under the thread setting of the calls).
+  virtual int64_t AttentionStateElements(int B, int T, int C, int NH) const = 0;
+  virtual int64_t AttentionScratchElements(int B, int T, int C, int NH) const = 0;
+  void AttentionForward(View out, View state, View qkv, int NH);
+  void AttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH);
+  // out = gelu(inp) (tanh approximation); dinp = gelu'(inp) · dout (overwritten). f32.
+  void GeluForward(View out, View inp);
+  void GeluBackward(View dinp, View inp, View dout);
+  // Softmax cross-entropy over the first V of Vp columns of logits (N, Vp); targets (N) i32 in
+  // [0, V). losses (N) receives the per-row loss (may be empty). With dlogits_scale != 0 the
+  // logits are overwritten by dlogits_scale · ∂(Σ losses)/∂logits (0 in the padded columns).
+  void CrossEntropy(View losses, View logits, View targets, int V, float dlogits_scale);
+  // The mean of losses (N) f32, summed in double in order. Waits for the device.
+  absl::StatusOr<double> MeanLoss(View losses);
+
+  // ---- optimizer ----
+  // One AdamW / Adam step over a partition: param (mixed: master) f32, grad f32 or 16-bit,
+  // m and v f32, param16 empty or 16-bit; all the same element count.
+  void AdamW(const AdamWViews& views, const AdamWArgs& args);
+
+ protected:
+  explicit Ops(tensor::Allocator* allocator) : allocator_(allocator) {}
+
+  // Records `error` unless an earlier one is recorded. For backends' own refusals and failures.
+  void Fail(absl::Status error);
+  bool failed() const { return !status_.ok(); }
+
+  // The backend's implementations, called after the checks above passed (and only while no
+  // error is recorded). Same contracts as the public functions.
+  virtual absl::Status DoSynchronize() = 0;
+  virtual void DoCopy(View dst, View src) = 0;
+  virtual void DoCopyFromHost(View dst, const void* src) = 0;
+  virtual void DoCopyToHost(void* dst, View src) = 0;
+  virtual void DoFill(View x, float value) = 0;
+  virtual void DoConvert(View dst, View src) = 0;
+  virtual void DoAddInto(View acc, View x) = 0;
+  virtual void DoScale(View x, double s) = 0;
+  virtual absl::StatusOr<double> DoSumSquares(absl::Span<const View> xs) = 0;
+  virtual void DoEncoderForward(View out, View tokens, View wte, View wpe) = 0;
+  virtual void DoEncoderBackward(View dwte, View dwpe, View dout, View tokens) = 0;
+  virtual void DoLayerNormForward(View out, View mean, View rstd, View inp, View weight,
+                                  View bias) = 0;
+  virtual void DoLayerNormBackward(View dinp, View dweight, View dbias, View dout, View inp,
+                                   View weight, View mean, View rstd) = 0;
+  virtual void DoLinearForward(View out, View inp, View weight, View bias,
+                               const LinearOptions& options) = 0;
+  virtual void DoLinearBackward(View dinp, View dweight, View dbias, View dout, View inp,
+                                View weight, const LinearOptions& options) = 0;
+  virtual void DoAttentionForward(View out, View state, View qkv, int NH) = 0;
+  virtual void DoAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state,
+                                   int NH) = 0;
+  virtual void DoGeluForward(View out, View inp) = 0;
+  virtual void DoGeluBackward(View dinp, View inp, View dout) = 0;
+  virtual void DoCrossEntropy(View losses, View logits, View targets, int V,
+                              float dlogits_scale) = 0;
+  virtual absl::StatusOr<double> DoMeanLoss(View losses) = 0;
+  virtual void DoAdamW(const AdamWViews& views, const AdamWArgs& args) = 0;
+
+ private:
+  // Runs the checks of one operation; false (with the error recorded) when they fail or an
+  // earlier error is recorded.
+  bool Check(absl::Status checks);
+
+  tensor::Allocator* const allocator_;
+  absl::Status status_;
+};
+
+}  // namespace dstrain::device
