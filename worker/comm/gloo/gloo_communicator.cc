@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <cstring>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -36,14 +35,21 @@
 #include "gloo/transport/tcp/device.h"
 #include "gloo/transport/unbound_buffer.h"
 #include "worker/comm/completion_work.h"
-#include "worker/comm/cpu_reduce.h"
+#include "worker/comm/gloo/algorithm.h"
+#include "worker/comm/gloo/allgather_ring.h"
+#include "worker/comm/gloo/allreduce_ring.h"
+#include "worker/comm/gloo/barrier.h"
+#include "worker/comm/gloo/broadcast.h"
 #include "worker/comm/gloo/gloo_store_adapter.h"
+#include "worker/comm/gloo/reduce_scatter_ring.h"
 #include "worker/store/prefix_store.h"
 
 namespace dstrain::comm {
 namespace {
 
 using gloo::transport::UnboundBuffer;
+using gloo_internal::Runner;
+using gloo_internal::Workspace;
 
 // Slots name a transfer within a pair (Gloo matches sends and receives by slot, in posting order).
 // Collective #seq uses one slot for all its steps; Send/Recv use one per tag.
@@ -191,17 +197,6 @@ class WaiterPool {
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
 };
 
-// Element ranges of the n chunks a ring splits `count` elements into (sizes differ by at most 1).
-struct Chunks {
-  Chunks(int64_t count, int n) : base(count / n), extra(count % n) {}
-  int64_t offset(int i) const { return i * base + std::min<int64_t>(i, extra); }
-  int64_t size(int i) const { return base + (i < extra ? 1 : 0); }
-  int64_t base;
-  int64_t extra;
-};
-
-int Mod(int a, int n) { return ((a % n) + n) % n; }
-
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------
@@ -221,8 +216,7 @@ class GlooCommunicator::Impl {
   const std::string& name() const { return name_; }
 
   // A collective: queued behind the others, run by the worker thread as body(runner).
-  class Runner;
-  using Body = std::function<absl::Status(Impl& impl, Runner& runner)>;
+  using Body = std::function<absl::Status(Runner& run)>;
   absl::StatusOr<std::unique_ptr<Work>> Enqueue(absl::string_view op, absl::Duration timeout,
                                                 Body body);
   absl::StatusOr<std::unique_ptr<Work>> PostP2P(bool send, CommBuffer buffer, int peer, int tag,
@@ -233,14 +227,9 @@ class GlooCommunicator::Impl {
                                                       absl::string_view name,
                                                       const CommOptions& options);
 
-  // The collectives, run on the worker thread.
-  absl::Status RunAllReduce(Runner& run, CommBuffer buffer, ReduceOp op);
-  absl::Status RunReduceScatter(Runner& run, CommBuffer input, CommBuffer output, ReduceOp op);
-  absl::Status RunAllGather(Runner& run, CommBuffer input, CommBuffer output);
-  absl::Status RunBroadcast(Runner& run, CommBuffer buffer, int root);
-  absl::Status RunBarrier(Runner& run);
-
  private:
+  class CollectiveRunner;
+
   struct Op {
     std::string name;
     int64_t seq = 0;
@@ -322,11 +311,7 @@ class GlooCommunicator::Impl {
   std::vector<std::string> broken_ ABSL_GUARDED_BY(mu_);  // per peer, see BrokenConnection
   std::vector<std::unique_ptr<PeerWatch>> watches_;       // per peer (null for this rank)
 
-  // Worker-thread scratch (f32 work buffers, barrier tokens); grown, never shrunk.
-  std::vector<float> scratch_a_;
-  std::vector<float> scratch_b_;
-  char token_out_ = 1;
-  char token_in_ = 0;
+  Workspace workspace_;  // the worker thread's, lent to each collective's algorithm
 
   WaiterPool waiters_;
   std::thread worker_;
@@ -335,25 +320,31 @@ class GlooCommunicator::Impl {
 
 // The transfers of one collective: posts sends and receives on the collective's slot, waits for
 // them in posting order against the collective's deadline, and names the peer when one fails.
-class GlooCommunicator::Impl::Runner {
+class GlooCommunicator::Impl::CollectiveRunner final : public Runner {
  public:
-  Runner(Impl* impl, int64_t seq, absl::Time deadline, absl::Duration timeout)
+  CollectiveRunner(Impl* impl, int64_t seq, absl::Time deadline, absl::Duration timeout)
       : impl_(impl),
         seq_(seq),
         slot_(CollectiveSlot(seq)),
         deadline_(deadline),
         timeout_(timeout) {}
-  ~Runner() {
+  ~CollectiveRunner() override {
     for (Transfer& t : transfers_) impl_->Unregister(t.buffer.get());
   }
 
-  absl::Status Send(int peer, const void* data, size_t bytes) {
+  int rank() const override { return impl_->rank_; }
+  int size() const override { return impl_->size_; }
+  Workspace& workspace() override { return impl_->workspace_; }
+
+  absl::Status Send(int peer, const void* data, size_t bytes) override {
     return Post(true, peer, const_cast<void*>(data), bytes);
   }
-  absl::Status Recv(int peer, void* data, size_t bytes) { return Post(false, peer, data, bytes); }
+  absl::Status Recv(int peer, void* data, size_t bytes) override {
+    return Post(false, peer, data, bytes);
+  }
 
   // Waits for every transfer posted so far.
-  absl::Status WaitAll() {
+  absl::Status WaitAll() override {
     for (; waited_ < transfers_.size(); ++waited_) {
       Transfer& t = transfers_[waited_];
       bool completed = false;
@@ -710,9 +701,9 @@ void GlooCommunicator::Impl::RunOp(Op& op) {
   absl::Status poison;       // what this failure poisoned the communicator with
   std::string publish_error;
   {
-    Runner runner(this, op.seq, absl::Now() + op.timeout, op.timeout);
+    CollectiveRunner runner(this, op.seq, absl::Now() + op.timeout, op.timeout);
     try {
-      status = op.body(*this, runner);
+      status = op.body(runner);
     } catch (const std::exception& e) {
       status = absl::InternalError(absl::StrCat("unexpected Gloo error: ", e.what()));
     }
@@ -924,149 +915,6 @@ absl::StatusOr<std::unique_ptr<Communicator>> GlooCommunicator::Impl::Split(
   return std::unique_ptr<Communicator>(new GlooCommunicator(std::move(child)));
 }
 
-// ---- Collectives (worker thread) ----------------------------------------------------------------
-
-absl::Status GlooCommunicator::Impl::RunAllReduce(Runner& run, CommBuffer buffer, ReduceOp op) {
-  const int n = size_;
-  const int64_t count = buffer.count;
-  if (count == 0 || n == 1) return absl::OkStatus();  // x / 1 == x: nothing to do for kAvg either
-  const DType dtype = buffer.dtype;
-  const size_t es = DTypeSize(dtype);
-  char* bytes = static_cast<char*>(buffer.data);
-  float* work = reinterpret_cast<float*>(buffer.data);
-  if (dtype != DType::kF32) {
-    if (scratch_a_.size() < static_cast<size_t>(count)) scratch_a_.resize(count);
-    work = scratch_a_.data();
-    ToF32(buffer.data, dtype, count, work);
-  }
-  const Chunks chunks(count, n);
-  if (scratch_b_.size() < static_cast<size_t>(chunks.size(0))) scratch_b_.resize(chunks.size(0));
-  float* incoming = scratch_b_.data();
-  const int left = Mod(rank_ - 1, n);
-  const int right = Mod(rank_ + 1, n);
-
-  // Reduce-scatter in f32: at step s this rank passes on the partial sum of chunk r-s-1 and
-  // receives that of chunk r-s-2, adding its own share; after n-1 steps it owns chunk r.
-  for (int s = 0; s < n - 1; ++s) {
-    const int send_chunk = Mod(rank_ - s - 1, n);
-    const int recv_chunk = Mod(rank_ - s - 2, n);
-    DT_RETURN_IF_ERROR(run.Recv(left, incoming, chunks.size(recv_chunk) * sizeof(float)));
-    DT_RETURN_IF_ERROR(
-        run.Send(right, work + chunks.offset(send_chunk), chunks.size(send_chunk) * sizeof(float)));
-    DT_RETURN_IF_ERROR(run.WaitAll());
-    AccumulateF32(work + chunks.offset(recv_chunk), incoming, DType::kF32, chunks.size(recv_chunk),
-                  op);
-  }
-  // Finish the owned chunk: one division for kAvg, one rounding to the dtype.
-  const int64_t mine = chunks.offset(rank_);
-  FinishF32(work + mine, chunks.size(rank_), op, n);
-  if (dtype != DType::kF32) FromF32(work + mine, chunks.size(rank_), dtype, bytes + mine * es);
-
-  // All-gather the finished chunks in the buffer's dtype.
-  for (int s = 0; s < n - 1; ++s) {
-    const int send_chunk = Mod(rank_ - s, n);
-    const int recv_chunk = Mod(rank_ - s - 1, n);
-    DT_RETURN_IF_ERROR(
-        run.Recv(left, bytes + chunks.offset(recv_chunk) * es, chunks.size(recv_chunk) * es));
-    DT_RETURN_IF_ERROR(
-        run.Send(right, bytes + chunks.offset(send_chunk) * es, chunks.size(send_chunk) * es));
-    DT_RETURN_IF_ERROR(run.WaitAll());
-  }
-  return absl::OkStatus();
-}
-
-absl::Status GlooCommunicator::Impl::RunReduceScatter(Runner& run, CommBuffer input,
-                                                      CommBuffer output, ReduceOp op) {
-  const int n = size_;
-  const int64_t c = output.count;
-  if (c == 0) return absl::OkStatus();
-  const DType dtype = input.dtype;
-  const size_t es = DTypeSize(dtype);
-  const char* in = static_cast<const char*>(input.data);
-  if (n == 1) {
-    if (output.data != input.data) std::memmove(output.data, input.data, c * es);
-    return absl::OkStatus();
-  }
-  if (scratch_a_.size() < static_cast<size_t>(c)) scratch_a_.resize(c);
-  if (scratch_b_.size() < static_cast<size_t>(c)) scratch_b_.resize(c);
-  float* current = scratch_a_.data();  // the partial sum this rank passes on
-  float* next = scratch_b_.data();     // the one it receives
-  const int left = Mod(rank_ - 1, n);
-  const int right = Mod(rank_ + 1, n);
-  for (int s = 0; s < n - 1; ++s) {
-    const int send_chunk = Mod(rank_ - s - 1, n);
-    const int recv_chunk = Mod(rank_ - s - 2, n);
-    const float* outgoing = current;
-    if (s == 0) {
-      // The first partial is this rank's own chunk.
-      if (dtype == DType::kF32) {
-        outgoing = reinterpret_cast<const float*>(in + send_chunk * c * es);
-      } else {
-        ToF32(in + send_chunk * c * es, dtype, c, current);
-      }
-    }
-    DT_RETURN_IF_ERROR(run.Recv(left, next, c * sizeof(float)));
-    DT_RETURN_IF_ERROR(run.Send(right, outgoing, c * sizeof(float)));
-    DT_RETURN_IF_ERROR(run.WaitAll());
-    AccumulateF32(next, in + recv_chunk * c * es, dtype, c, op);
-    std::swap(current, next);
-  }
-  FinishF32(current, c, op, n);
-  FromF32(current, c, dtype, output.data);
-  return absl::OkStatus();
-}
-
-absl::Status GlooCommunicator::Impl::RunAllGather(Runner& run, CommBuffer input,
-                                                  CommBuffer output) {
-  const int n = size_;
-  const size_t chunk = static_cast<size_t>(input.count) * DTypeSize(input.dtype);
-  if (chunk == 0) return absl::OkStatus();
-  char* out = static_cast<char*>(output.data);
-  if (out + rank_ * chunk != input.data) std::memmove(out + rank_ * chunk, input.data, chunk);
-  const int left = Mod(rank_ - 1, n);
-  const int right = Mod(rank_ + 1, n);
-  for (int s = 0; s < n - 1; ++s) {
-    const int send_chunk = Mod(rank_ - s, n);
-    const int recv_chunk = Mod(rank_ - s - 1, n);
-    DT_RETURN_IF_ERROR(run.Recv(left, out + recv_chunk * chunk, chunk));
-    DT_RETURN_IF_ERROR(run.Send(right, out + send_chunk * chunk, chunk));
-    DT_RETURN_IF_ERROR(run.WaitAll());
-  }
-  return absl::OkStatus();
-}
-
-absl::Status GlooCommunicator::Impl::RunBroadcast(Runner& run, CommBuffer buffer, int root) {
-  const int n = size_;
-  const size_t bytes = static_cast<size_t>(buffer.count) * DTypeSize(buffer.dtype);
-  if (bytes == 0 || n == 1) return absl::OkStatus();
-  // Binomial tree over ranks relative to the root: receive from the parent, then send to the
-  // children, largest subtree first.
-  const int v = Mod(rank_ - root, n);
-  int mask = 1;
-  while (mask < n) {
-    if (v & mask) {
-      DT_RETURN_IF_ERROR(run.Recv(Mod(v - mask + root, n), buffer.data, bytes));
-      DT_RETURN_IF_ERROR(run.WaitAll());
-      break;
-    }
-    mask <<= 1;
-  }
-  for (mask >>= 1; mask > 0; mask >>= 1) {
-    if (v + mask < n) DT_RETURN_IF_ERROR(run.Send(Mod(v + mask + root, n), buffer.data, bytes));
-  }
-  return run.WaitAll();
-}
-
-absl::Status GlooCommunicator::Impl::RunBarrier(Runner& run) {
-  // Dissemination: in round k every rank signals rank + 2^k and hears from rank - 2^k.
-  for (int k = 1; k < size_; k <<= 1) {
-    DT_RETURN_IF_ERROR(run.Recv(Mod(rank_ - k, size_), &token_in_, 1));
-    DT_RETURN_IF_ERROR(run.Send(Mod(rank_ + k, size_), &token_out_, 1));
-    DT_RETURN_IF_ERROR(run.WaitAll());
-  }
-  return absl::OkStatus();
-}
-
 // ---- GlooCommunicator ---------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
@@ -1098,8 +946,8 @@ absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::AllReduce(CommBuffer buf
                                                                   const CommOptions& options) {
   constexpr absl::string_view kOp = "AllReduce";
   DT_RETURN_IF_ERROR(CheckAllReduceArgs(*this, buffer, options, DeviceType::kCpu));
-  return impl_->Enqueue(kOp, options.timeout, [buffer, op](Impl& impl, Impl::Runner& run) {
-    return impl.RunAllReduce(run, buffer, op);
+  return impl_->Enqueue(kOp, options.timeout, [buffer, op](Runner& run) {
+    return gloo_internal::RunAllReduce(run, buffer, op);
   });
 }
 
@@ -1109,8 +957,8 @@ absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::ReduceScatter(CommBuffer
                                                                       const CommOptions& options) {
   constexpr absl::string_view kOp = "ReduceScatter";
   DT_RETURN_IF_ERROR(CheckReduceScatterArgs(*this, input, output, options, DeviceType::kCpu));
-  return impl_->Enqueue(kOp, options.timeout, [input, output, op](Impl& impl, Impl::Runner& run) {
-    return impl.RunReduceScatter(run, input, output, op);
+  return impl_->Enqueue(kOp, options.timeout, [input, output, op](Runner& run) {
+    return gloo_internal::RunReduceScatter(run, input, output, op);
   });
 }
 
@@ -1119,8 +967,8 @@ absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::AllGather(CommBuffer inp
                                                                   const CommOptions& options) {
   constexpr absl::string_view kOp = "AllGather";
   DT_RETURN_IF_ERROR(CheckAllGatherArgs(*this, input, output, options, DeviceType::kCpu));
-  return impl_->Enqueue(kOp, options.timeout, [input, output](Impl& impl, Impl::Runner& run) {
-    return impl.RunAllGather(run, input, output);
+  return impl_->Enqueue(kOp, options.timeout, [input, output](Runner& run) {
+    return gloo_internal::RunAllGather(run, input, output);
   });
 }
 
@@ -1128,8 +976,8 @@ absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Broadcast(CommBuffer buf
                                                                   const CommOptions& options) {
   constexpr absl::string_view kOp = "Broadcast";
   DT_RETURN_IF_ERROR(CheckBroadcastArgs(*this, buffer, root, options, DeviceType::kCpu));
-  return impl_->Enqueue(kOp, options.timeout, [buffer, root](Impl& impl, Impl::Runner& run) {
-    return impl.RunBroadcast(run, buffer, root);
+  return impl_->Enqueue(kOp, options.timeout, [buffer, root](Runner& run) {
+    return gloo_internal::RunBroadcast(run, buffer, root);
   });
 }
 
@@ -1151,8 +999,7 @@ absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Recv(CommBuffer buffer, 
 
 absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Barrier(const CommOptions& options) {
   DT_RETURN_IF_ERROR(CheckOptions(*this, "Barrier", options));
-  return impl_->Enqueue("Barrier", options.timeout,
-                        [](Impl& impl, Impl::Runner& run) { return impl.RunBarrier(run); });
+  return impl_->Enqueue("Barrier", options.timeout, gloo_internal::RunBarrier);
 }
 
 void GlooCommunicator::Abort(absl::Status reason) { impl_->Abort(reason); }
