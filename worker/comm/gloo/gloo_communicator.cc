@@ -1,11 +1,7 @@
 #include "worker/comm/gloo/gloo_communicator.h"
 
-#include <errno.h>
 #include <netdb.h>
-#include <pthread.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,15 +36,22 @@
 #include "worker/comm/gloo/allreduce_ring.h"
 #include "worker/comm/gloo/barrier.h"
 #include "worker/comm/gloo/broadcast.h"
+#include "worker/comm/gloo/failure_records.h"
 #include "worker/comm/gloo/gloo_store_adapter.h"
 #include "worker/comm/gloo/reduce_scatter_ring.h"
+#include "worker/comm/gloo/sigpipe.h"
+#include "worker/comm/gloo/waiter_pool.h"
 #include "worker/store/prefix_store.h"
 
 namespace dstrain::comm {
 namespace {
 
 using gloo::transport::UnboundBuffer;
+using gloo_internal::BlockSigpipeInThisThread;
+using gloo_internal::FailureRecords;
 using gloo_internal::Runner;
+using gloo_internal::ScopedBlockSigpipe;
+using gloo_internal::WaiterPool;
 using gloo_internal::Workspace;
 
 // Slots name a transfer within a pair (Gloo matches sends and receives by slot, in posting order).
@@ -70,49 +73,6 @@ uint64_t P2PSlot(int tag) { return kP2PSlots | static_cast<uint32_t>(tag); }
 std::chrono::milliseconds ToMillis(absl::Duration d) {
   const absl::Duration clamped = std::clamp(d, absl::Milliseconds(1), absl::Hours(24 * 365));
   return std::chrono::milliseconds(absl::ToInt64Milliseconds(clamped));
-}
-
-// NOTE [SIGPIPE]: see the header. Threads we start block SIGPIPE for good; Gloo's device thread
-// inherits the mask of the thread that creates the device, so that happens under the scoped
-// guard, as do Send/Recv posted from the caller's thread (Gloo may write to the socket right
-// there). The guard swallows a SIGPIPE raised meanwhile, so restoring the mask cannot deliver it.
-class ScopedBlockSigpipe {
- public:
-  ScopedBlockSigpipe() {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, &old_);
-    sigset_t pending;
-    sigpending(&pending);
-    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
-  }
-  ~ScopedBlockSigpipe() {
-    if (!was_pending_ && sigismember(&old_, SIGPIPE) != 1) {
-      sigset_t pending;
-      sigpending(&pending);
-      if (sigismember(&pending, SIGPIPE) == 1) {
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, SIGPIPE);
-        const struct timespec zero = {0, 0};
-        while (sigtimedwait(&set, nullptr, &zero) == -1 && errno == EINTR) {
-        }
-      }
-    }
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-
- private:
-  sigset_t old_;
-  bool was_pending_ = false;
-};
-
-void BlockSigpipeInThisThread() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
 // Gloo's CreateDevice dereferences a null pointer when the host name does not resolve to an
@@ -141,61 +101,6 @@ absl::Status CheckBindable(const std::string& hostname) {
   }
   return absl::OkStatus();
 }
-
-// Threads that wait for Send/Recv completions: one per operation in flight (so no wait is ever
-// queued behind another, which could create false dependencies between ranks), kept for reuse.
-class WaiterPool {
- public:
-  ~WaiterPool() { Stop(); }
-
-  void Submit(std::function<void()> task) {
-    absl::MutexLock lock(&mu_);
-    tasks_.push_back(std::move(task));
-    if (static_cast<int>(tasks_.size()) > idle_) {
-      threads_.emplace_back([this] { Loop(); });
-    }
-  }
-
-  // Runs the remaining tasks, then joins the threads.
-  void Stop() {
-    std::vector<std::thread> threads;
-    {
-      absl::MutexLock lock(&mu_);
-      stop_ = true;
-      threads.swap(threads_);
-    }
-    for (std::thread& t : threads) t.join();
-  }
-
- private:
-  void Loop() {
-    BlockSigpipeInThisThread();
-    absl::MutexLock lock(&mu_);
-    for (;;) {
-      if (!tasks_.empty()) {
-        std::function<void()> task = std::move(tasks_.front());
-        tasks_.pop_front();
-        mu_.Unlock();
-        task();
-        mu_.Lock();
-        continue;
-      }
-      if (stop_) return;
-      ++idle_;
-      mu_.Await(absl::Condition(
-          +[](WaiterPool* p)
-               ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) { return !p->tasks_.empty() || p->stop_; },
-          this));
-      --idle_;
-    }
-  }
-
-  absl::Mutex mu_;
-  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
-  int idle_ ABSL_GUARDED_BY(mu_) = 0;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
-};
 
 }  // namespace
 
@@ -245,21 +150,11 @@ class GlooCommunicator::Impl {
   std::string Describe(absl::string_view op, int64_t seq = -1) const;
   void WorkerLoop();
   void RunOp(Op& op);
-  // Polls the store for failure records of the running collective (see RunOp).
+  // Polls the store for failure records of the running collective (NOTE [Failure records]).
   void WatchdogLoop();
   // Poisons the communicator with `error` unless already poisoned, interrupts every wait in
   // flight and hard-closes the connections (peers then fail at once). Returns the first error.
   absl::Status PoisonAndClose(const absl::Status& error);
-  // "rank 1 failed first: <its reason>" from the records of collective `seq`.
-  std::string PeerFailure(int64_t seq);
-  // Records this rank's failure of collective `seq` in the store; "" or why it could not.
-  std::string Publish(int64_t seq, absl::string_view reason);
-  // Waits for the peers' records of collective `seq`; returns a sentence naming the ranks whose
-  // record is missing ("" when the grace period is zero).
-  std::string AwaitRecords(int64_t seq, absl::Duration timeout);
-  // The failure record of `peer` for collective `seq`, if it wrote one.
-  std::optional<std::string> FailureRecord(int64_t seq, int peer);
-
   // REQUIRES: the buffer stays alive until Unregister. Fails once poisoned, or once collective
   // `seq` (-1 for Send/Recv) was interrupted.
   absl::Status Register(UnboundBuffer* buffer, int64_t seq, int peer);
@@ -289,6 +184,7 @@ class GlooCommunicator::Impl {
   const GlooOptions options_;
   store::Store* const base_;
   store::PrefixStore scope_;  // this group's keys
+  FailureRecords records_;    // under scope_
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::rendezvous::Context> context_;
 
@@ -390,7 +286,7 @@ class GlooCommunicator::Impl::CollectiveRunner final : public Runner {
       return absl::InternalError(absl::StrCat("creating a Gloo buffer: ", e.what()));
     }
     if (absl::Status s = impl_->Register(t.buffer.get(), seq_, peer); !s.ok()) {
-      if (impl_->Interrupted(seq_)) return absl::AbortedError(impl_->PeerFailure(seq_));
+      if (impl_->Interrupted(seq_)) return absl::AbortedError(impl_->records_.PeerFailure(seq_));
       return s;
     }
     UnboundBuffer* raw = t.buffer.get();
@@ -412,7 +308,7 @@ class GlooCommunicator::Impl::CollectiveRunner final : public Runner {
   absl::Status Failure(const Transfer& t, absl::string_view what) {
     const std::string broken = impl_->BrokenConnection(t.peer);
     if (broken.empty() && impl_->Interrupted(seq_)) {
-      return absl::AbortedError(impl_->PeerFailure(seq_));
+      return absl::AbortedError(impl_->records_.PeerFailure(seq_));
     }
     if (broken.empty() && (absl::StrContains(what, "Timed out") || absl::Now() >= deadline_)) {
       return absl::DeadlineExceededError(
@@ -421,7 +317,7 @@ class GlooCommunicator::Impl::CollectiveRunner final : public Runner {
                               : absl::StrCat("data from rank ", t.peer)));
     }
     // The connection broke: if the peer failed this operation first and said why, say that.
-    if (std::optional<std::string> why = impl_->FailureRecord(seq_, t.peer)) {
+    if (std::optional<std::string> why = impl_->records_.Record(seq_, t.peer)) {
       return absl::AbortedError(absl::StrCat("rank ", t.peer, " failed first: ", *why));
     }
     return absl::AbortedError(absl::StrCat("lost the connection to rank ", t.peer, " (",
@@ -449,6 +345,7 @@ GlooCommunicator::Impl::Impl(store::Store* base, std::string prefix, int rank, i
       options_(options),
       base_(base),
       scope_(std::move(prefix), base),
+      records_(&scope_, rank, size, options.failure_report_grace),
       device_(std::move(device)),
       context_(std::move(context)) {
   broken_.resize(size_);
@@ -679,12 +576,8 @@ void GlooCommunicator::Impl::WorkerLoop() {
   }
 }
 
-// NOTE [Failure records]: a rank whose collective fails records why under "fail/<seq>/<rank>"
-// and bumps "fail/<seq>/count", then waits (failure_report_grace) for the others' records and
-// names the ranks whose record is missing. Meanwhile a watchdog polls the count of the collective
-// running here once it has run for failure_poll_interval, and interrupts its waits when a peer
-// failed: Gloo does not wake a send blocked on a peer that reset its connection, and a rank whose
-// ring neighbour is alive would otherwise sit out its whole timeout.
+// A failed collective is recorded in the store for the peers (NOTE [Failure records] in
+// failure_records.h) and poisons the communicator.
 void GlooCommunicator::Impl::RunOp(Op& op) {
   {
     absl::MutexLock lock(&mu_);
@@ -715,7 +608,7 @@ void GlooCommunicator::Impl::RunOp(Op& op) {
     if (!status.ok() && first_error.ok()) {
       // Record the failure before closing the connections, so that a peer seeing them close can
       // read why; poison before the runner's buffers go away, so nothing can land in them later.
-      publish_error = Publish(op.seq, status.message());
+      publish_error = records_.Publish(op.seq, status.message());
       poison = absl::Status(status.code(),
                             absl::StrCat(Describe(op.name, op.seq), ": ", status.message()));
       PoisonAndClose(poison).IgnoreError();
@@ -732,7 +625,7 @@ void GlooCommunicator::Impl::RunOp(Op& op) {
     return;
   }
   const std::string diagnosis =
-      publish_error.empty() ? AwaitRecords(op.seq, op.timeout) : publish_error;
+      publish_error.empty() ? records_.AwaitRecords(op.seq, op.timeout) : publish_error;
   const absl::Status final_status(
       status.code(), absl::StrCat(Describe(op.name, op.seq), ": ", status.message(), diagnosis));
   {
@@ -755,7 +648,7 @@ void GlooCommunicator::Impl::WatchdogLoop() {
     }
     const int64_t seq = current_seq_;
     mu_.Unlock();
-    absl::StatusOr<int64_t> failed = scope_.Add(absl::StrCat("fail/", seq, "/count"), 0);
+    absl::StatusOr<int64_t> failed = records_.Count(seq);
     mu_.Lock();
     if (failed.ok() && *failed > 0 && current_seq_ == seq) {
       interrupted_seq_ = seq;
@@ -766,51 +659,6 @@ void GlooCommunicator::Impl::WatchdogLoop() {
       }
     }
   }
-}
-
-std::string GlooCommunicator::Impl::PeerFailure(int64_t seq) {
-  for (int r = 0; r < size_; ++r) {
-    if (r == rank_) continue;
-    absl::StatusOr<std::string> why =
-        scope_.Get(absl::StrCat("fail/", seq, "/", r), absl::ZeroDuration());
-    if (why.ok()) return absl::StrCat("rank ", r, " failed first: ", *why);
-  }
-  return "a peer failed first";
-}
-
-std::string GlooCommunicator::Impl::Publish(int64_t seq, absl::string_view reason) {
-  if (size_ == 1) return "";
-  const std::string prefix = absl::StrCat("fail/", seq, "/");
-  absl::Status s = scope_.Set(absl::StrCat(prefix, rank_), reason);
-  if (s.ok()) s = scope_.Add(absl::StrCat(prefix, "count"), 1).status();
-  if (!s.ok()) return absl::StrCat("; failure records unavailable (", s.message(), ")");
-  return "";
-}
-
-std::string GlooCommunicator::Impl::AwaitRecords(int64_t seq, absl::Duration timeout) {
-  const absl::Duration grace = std::min(options_.failure_report_grace, timeout / 2);
-  if (size_ == 1 || grace <= absl::ZeroDuration()) return "";
-  const std::string prefix = absl::StrCat("fail/", seq, "/");
-  std::vector<std::string> keys;
-  for (int r = 0; r < size_; ++r) {
-    if (r != rank_) keys.push_back(absl::StrCat(prefix, r));
-  }
-  if (scope_.Wait(keys, grace).ok()) return "; every other rank failed too";
-  std::vector<int> missing;
-  for (int r = 0; r < size_; ++r) {
-    if (r != rank_ && !FailureRecord(seq, r).has_value()) missing.push_back(r);
-  }
-  if (missing.empty()) return "; every other rank failed too";
-  return absl::StrCat("; rank(s) [", absl::StrJoin(missing, ", "),
-                      "] did not report failing within ", absl::FormatDuration(grace),
-                      ": dead, hung or not in this operation");
-}
-
-std::optional<std::string> GlooCommunicator::Impl::FailureRecord(int64_t seq, int peer) {
-  absl::StatusOr<std::string> why =
-      scope_.Get(absl::StrCat("fail/", seq, "/", peer), absl::ZeroDuration());
-  if (!why.ok()) return std::nullopt;
-  return *std::move(why);
 }
 
 absl::StatusOr<std::unique_ptr<Work>> GlooCommunicator::Impl::PostP2P(bool send, CommBuffer buffer,
