@@ -2,8 +2,8 @@
 // moves bytes between this rank and its peers for one collective, and the Workspace that collective
 // may use for scratch. Each algorithm lives in its own file (allreduce_ring.h,
 // reduce_scatter_ring.h, allgather_ring.h, broadcast.h, barrier.h) and reads as the algorithm
-// alone; the runtime (GlooCommunicator::Impl) supplies the Runner, runs one algorithm at a time on
-// the communicator's worker thread, and turns what it returns into the operation's result.
+// alone; the runtime (gloo_runtime.h) supplies the Runner, runs one algorithm at a time on the
+// communicator's worker thread, and turns what it returns into the operation's result.
 //
 // Contract of an algorithm:
 //   - Every rank runs the same algorithm with matching arguments. Gloo pairs a send with a receive
