@@ -16,6 +16,8 @@
 //   - Send/Recv: unbound buffers on a slot derived from the tag, posted at once from the calling
 //     thread (so rings of Send/Recv cannot deadlock); a small pool of waiter threads completes
 //     their Works.
+// Each algorithm has a file of its own (allreduce_ring.h, reduce_scatter_ring.h, allgather_ring.h,
+// broadcast.h, barrier.h) and sees only the Runner of algorithm.h; gloo_runtime.h runs them.
 //
 // Ordering and asynchrony: collectives run one at a time, in call order, on one background thread
 // per communicator (every rank must issue them in the same order); Send/Recv bypass that queue.
@@ -65,6 +67,10 @@
 #include "worker/store/store.h"
 
 namespace dstrain::comm {
+
+namespace gloo_internal {
+class Runtime;  // gloo_runtime.h
+}  // namespace gloo_internal
 
 struct GlooOptions {
   // Address of the local interface the TCP device binds to (a host name or IP address).
@@ -124,13 +130,10 @@ class GlooCommunicator final : public Communicator {
                                                       absl::string_view name,
                                                       const CommOptions& options) override;
 
-  // Private, but named by helpers in the .cc.
-  class Impl;
-
  private:
-  explicit GlooCommunicator(std::unique_ptr<Impl> impl);
+  explicit GlooCommunicator(std::unique_ptr<gloo_internal::Runtime> runtime);
 
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<gloo_internal::Runtime> runtime_;
 };
 
 }  // namespace dstrain::comm
