@@ -22,9 +22,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "client/cli/args.h"
 #include "client/cli/output.h"
 #include "client/cli/progress_bar.h"
+#include "common/flags/flags.h"
 #include "worker/config/config.h"
 
 namespace dstrain::cli {
@@ -74,7 +74,7 @@ struct FlagSpec {
 };
 
 struct CommandArgs {
-  ParsedArgs parsed;
+  flags::ParsedArgs parsed;
   std::vector<std::string> states;
 };
 
@@ -128,7 +128,7 @@ absl::StatusOr<CommandArgs> ParseCommandArgs(const std::vector<std::string>& arg
     }
     rewritten.push_back(a);
   }
-  auto parsed = ParseArgs(rewritten, spec.value_flags, spec.bool_flags);
+  auto parsed = flags::ParseArgs(rewritten, spec.value_flags, spec.bool_flags);
   if (!parsed.ok()) return parsed.status();
   out.parsed = std::move(*parsed);
   return out;
@@ -136,8 +136,9 @@ absl::StatusOr<CommandArgs> ParseCommandArgs(const std::vector<std::string>& arg
 
 // An integer flag of at least `min`: nullopt when it is absent; INVALID_ARGUMENT when it is not
 // an integer or below `min` (`note` says what the bound means).
-absl::StatusOr<std::optional<int>> BoundedIntFlag(const ParsedArgs& parsed, const std::string& name,
-                                                  int min, absl::string_view note = "") {
+absl::StatusOr<std::optional<int>> BoundedIntFlag(const flags::ParsedArgs& parsed,
+                                                  const std::string& name, int min,
+                                                  absl::string_view note = "") {
   if (!parsed.Has(name)) return std::optional<int>();
   absl::StatusOr<int> value = parsed.GetInt(name, min);
   if (!value.ok()) return value.status();
@@ -147,7 +148,7 @@ absl::StatusOr<std::optional<int>> BoundedIntFlag(const ParsedArgs& parsed, cons
   return std::optional<int>(*value);
 }
 
-absl::StatusOr<bool> JsonOutput(const ParsedArgs& parsed) {
+absl::StatusOr<bool> JsonOutput(const flags::ParsedArgs& parsed) {
   const std::string format = parsed.Get("output", "table");
   if (format == "json") return true;
   if (format == "table") return false;
@@ -216,7 +217,7 @@ class Session {
   std::optional<int> Prepare(const std::vector<std::string>& args, const FlagSpec& flags,
                              size_t positionals, const std::string& usage, CommandArgs* out);
   // Resolves the coordinator's address (flag, then environment) and creates the stubs.
-  absl::Status Connect(const ParsedArgs& parsed);
+  absl::Status Connect(const flags::ParsedArgs& parsed);
 
   // Follows the job's WatchJob stream until it ends; the exit code (0 = SUCCEEDED).
   int WatchUntilDone(const std::string& job_id, int64_t from_step);
@@ -306,7 +307,7 @@ void Session::Backoff(int attempt) const {
   absl::SleepFor(std::min(delay, ctx_.max_reconnect_delay));
 }
 
-absl::Status Session::Connect(const ParsedArgs& parsed) {
+absl::Status Session::Connect(const flags::ParsedArgs& parsed) {
   address_ = parsed.Has("coordinator") ? parsed.Get("coordinator") : ctx_.env_coordinator;
   if (address_.empty()) {
     return absl::InvalidArgumentError(
@@ -375,7 +376,7 @@ int Session::Submit(const std::vector<std::string>& args) {
   if (auto code = Prepare(args, {{"id", "priority", "world"}, {"follow"}}, 1, usage, &a)) {
     return *code;
   }
-  const ParsedArgs& p = a.parsed;
+  const flags::ParsedArgs& p = a.parsed;
   auto world = BoundedIntFlag(p, "world", 1);
   if (!world.ok()) return UsageError(world.status());
   auto priority = p.GetInt("priority", 0);
@@ -432,7 +433,7 @@ int Session::List(const std::vector<std::string>& args) {
                           "list [--state S ...] [--name SUBSTR] [--limit N] [-o json]", &a)) {
     return *code;
   }
-  const ParsedArgs& p = a.parsed;
+  const flags::ParsedArgs& p = a.parsed;
   auto as_json = JsonOutput(p);
   if (!as_json.ok()) return UsageError(as_json.status());
   auto limit_flag = BoundedIntFlag(p, "limit", 0, " (0: all jobs)");
@@ -702,7 +703,7 @@ int Session::Logs(const std::vector<std::string>& args) {
                           "logs JOB [-f] [--rank R] [--tail N]", &a)) {
     return *code;
   }
-  const ParsedArgs& p = a.parsed;
+  const flags::ParsedArgs& p = a.parsed;
   const std::string& job_id = p.positional[0];
   auto rank = BoundedIntFlag(p, "rank", 0);
   if (!rank.ok()) return UsageError(rank.status());

@@ -1,10 +1,10 @@
-#include "client/cli/args.h"
+#include "common/flags/flags.h"
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
-namespace dstrain::cli {
+namespace dstrain::flags {
 
 std::string ParsedArgs::Get(const std::string& name, const std::string& fallback) const {
   auto it = flags.find(name);
@@ -70,4 +70,4 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
   return out;
 }
 
-}  // namespace dstrain::cli
+}  // namespace dstrain::flags
