@@ -25,6 +25,8 @@
 #include "client/cli/output.h"
 #include "client/cli/progress_bar.h"
 #include "common/flags/flags.h"
+#include "common/grpc/grpc_status.h"
+#include "common/retry/retry.h"
 #include "worker/config/config.h"
 
 namespace dstrain::cli {
@@ -167,22 +169,10 @@ std::string RandomSuffix() {
   return s;
 }
 
-bool Retryable(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::ABORTED:
-    case grpc::StatusCode::CANCELLED:
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-    case grpc::StatusCode::INTERNAL:
-      return true;
-    default:
-      return false;
-  }
-}
+// A broken stream worth reconnecting (common/retry's transient codes).
+bool Retryable(grpc::StatusCode code) { return retry::IsTransient(FromGrpcCode(code)); }
 
-std::string CodeName(grpc::StatusCode code) {
-  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
-}
+std::string CodeName(grpc::StatusCode code) { return absl::StatusCodeToString(FromGrpcCode(code)); }
 
 std::string StepTotal(int64_t step, int64_t total) {
   return total > 0 ? absl::StrCat(step, "/", total) : absl::StrCat(step);
@@ -231,8 +221,13 @@ class Session {
   void SetDeadline(grpc::ClientContext* context) const {
     context->set_deadline(absl::ToChronoTime(absl::Now() + ctx_.rpc_timeout));
   }
-  // Sleeps before reconnect `attempt` (1, 2, ...): the delay doubles up to the maximum.
-  void Backoff(int attempt) const;
+  // The waits between stream reconnects: from reconnect_delay, doubling, up to the maximum.
+  retry::Backoff ReconnectBackoff() const {
+    retry::BackoffOptions options;
+    options.initial = ctx_.reconnect_delay;
+    options.max = ctx_.max_reconnect_delay;
+    return retry::Backoff(options);
+  }
 
   // The progress line: on a terminal redrawn in place, otherwise one line per update.
   void ShowProgress();
@@ -299,12 +294,6 @@ int Session::PrintJson(const google::protobuf::Message& message) {
   if (!text.ok()) return Error(std::string(text.status().message()));
   Print(*text);
   return 0;
-}
-
-void Session::Backoff(int attempt) const {
-  absl::Duration delay = ctx_.reconnect_delay;
-  for (int i = 1; i < attempt && delay < ctx_.max_reconnect_delay; ++i) delay *= 2;
-  absl::SleepFor(std::min(delay, ctx_.max_reconnect_delay));
 }
 
 absl::Status Session::Connect(const flags::ParsedArgs& parsed) {
@@ -587,6 +576,7 @@ int Session::WatchUntilDone(const std::string& job_id, int64_t from_step) {
   int64_t next_step = from_step;
   int64_t next_event = 0;
   int failures = 0;
+  retry::Backoff backoff = ReconnectBackoff();
   while (true) {
     grpc::ClientContext context;
     v1::WatchJobRequest request;
@@ -672,6 +662,7 @@ int Session::WatchUntilDone(const std::string& job_id, int64_t from_step) {
       }
     }
     failures = progressed ? 1 : failures + 1;
+    if (progressed) backoff.Reset();
     if (failures > ctx_.max_reconnects) {
       EndProgress();
       return Error(absl::StrCat("giving up after ", ctx_.max_reconnects,
@@ -683,7 +674,7 @@ int Session::WatchUntilDone(const std::string& job_id, int64_t from_step) {
         status.ok() ? std::string("OK")
                     : absl::StrCat(CodeName(status.error_code()), ": ", status.error_message()),
         ") before the job did; reconnecting from step ", next_step, ", event ", next_event));
-    Backoff(failures);
+    absl::SleepFor(backoff.Next());
   }
 }
 
@@ -725,6 +716,7 @@ int Session::Logs(const std::vector<std::string>& args) {
 
   int64_t next_sequence = 0;
   int failures = 0;
+  retry::Backoff backoff = ReconnectBackoff();
   while (true) {
     grpc::ClientContext context;
     v1::GetJobLogsRequest request;
@@ -749,6 +741,7 @@ int Session::Logs(const std::vector<std::string>& args) {
     if (status.ok()) return 0;
     if (!Retryable(status.error_code())) return RpcError(status);
     failures = progressed ? 1 : failures + 1;
+    if (progressed) backoff.Reset();
     if (failures > ctx_.max_reconnects) {
       return Error(absl::StrCat("giving up after ", ctx_.max_reconnects,
                                 " reconnects without a line; last: ", CodeName(status.error_code()),
@@ -756,7 +749,7 @@ int Session::Logs(const std::vector<std::string>& args) {
     }
     Notice(absl::StrCat("log stream broke (", CodeName(status.error_code()), ": ",
                         status.error_message(), "); reconnecting from line ", next_sequence));
-    Backoff(failures);
+    absl::SleepFor(backoff.Next());
   }
 }
 
