@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -25,6 +24,7 @@
 #include "worker/agent/agent_config.h"
 #include "worker/agent/metrics_tail.h"
 #include "worker/agent/trainer_process.h"
+#include "worker/env/env.h"
 
 namespace dstrain::agent {
 namespace {
@@ -73,21 +73,6 @@ retry::BackoffOptions BackoffFor(const AgentOptions& options) {
   backoff.initial = options.backoff_initial;
   backoff.max = options.backoff_max;
   return backoff;
-}
-
-// Writes `data` to `path` through a temporary file and a rename.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& data) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << data;
-    out.flush();
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("rename ", tmp, ": ", ec.message()));
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -633,9 +618,9 @@ void Agent::HandleStart(const v1::Assignment& a) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return refuse(absl::StrCat("cannot create ", dir, ": ", ec.message()));
-  if (absl::Status s = WriteFileAtomically(dir + "/job.json", a.spec_json()); !s.ok()) {
-    return refuse(std::string(s.message()));
-  }
+  const absl::Status written =
+      env::WriteFileAtomically(env::PosixEnv::Default(), dir + "/job.json", a.spec_json());
+  if (!written.ok()) return refuse(std::string(written.message()));
   const std::string metrics_path = dir + "/metrics.jsonl";
   std::filesystem::remove(metrics_path, ec);  // a stale file must not be relayed as new steps
 

@@ -1,4 +1,5 @@
-// The crash, torn-write and disk-full model of FaultInjectionEnv, rule by rule (see its header).
+// The crash, I/O error, torn-write and disk-full model of FaultInjectionEnv, rule by rule (see its
+// header).
 #include "worker/env/fault_injection_env.h"
 
 #include <cstdlib>
@@ -114,6 +115,25 @@ TEST_F(FaultInjectionEnvTest, CrashAfterCountsMutatingOperations) {
   env_.Restart();
   EXPECT_THAT(env_.CreateDir(JoinPath(dir_, "d")), IsOk());
   EXPECT_EQ(env_.mutating_ops(), 4);
+}
+
+TEST_F(FaultInjectionEnvTest, FailAfterFailsOneOperationWithoutACrash) {
+  env_.FailAfter(2, absl::InternalError("Input/output error"));
+  const std::string path = JoinPath(dir_, "f");
+  absl::StatusOr<std::unique_ptr<WritableFile>> f = env_.NewWritableFile(path);  // op 1
+  ASSERT_THAT(f, IsOk());
+  EXPECT_THAT((*f)->Append("a"), IsOk());  // op 2
+  EXPECT_THAT((*f)->Sync(),                // op 3
+              StatusIs(absl::StatusCode::kInternal,
+                       ::testing::AllOf(HasSubstr("sync " + path), HasSubstr("Input/output"))));
+  EXPECT_FALSE(env_.crashed());
+  EXPECT_THAT((*f)->Append("b"), IsOk());  // op 4: works again
+  EXPECT_THAT((*f)->Sync(), IsOk());
+  EXPECT_THAT((*f)->Close(), IsOk());
+  EXPECT_EQ(env_.mutating_ops(), 6);
+  ASSERT_THAT(env_.SyncDir(dir_), IsOk());
+  ASSERT_THAT(env_.SimulateCrash(), IsOk());
+  EXPECT_EQ(Read(path), "ab");
 }
 
 TEST_F(FaultInjectionEnvTest, DiskFullFailsTheAppendNamingTheFile) {
