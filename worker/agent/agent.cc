@@ -857,14 +857,15 @@ void Agent::Finish(Trainer& t, absl::Time now) {
   report.final = true;
   report.key = t.key;
   SetTableState(t.key, t.assignment.slot(), final_state, &report.table_generation);
-  Enqueue(std::move(report));
-
-  Log(absl::StrCat(KeyName(t.assignment.job_id(), t.assignment.attempt(), t.assignment.rank()), " ",
-                   StateName(final_state), ": ", exit.Describe()));
+  // Counted before the final report is queued: whoever sees the report sees the exit in /metrics.
   if (metrics_ != nullptr) {
     metrics_->TrainerExited(final_state);
     if (t.tail != nullptr) metrics_->ClearTrainingGauges(t.assignment.slot());
   }
+  Enqueue(std::move(report));
+
+  Log(absl::StrCat(KeyName(t.assignment.job_id(), t.assignment.attempt(), t.assignment.rank()), " ",
+                   StateName(final_state), ": ", exit.Describe()));
   slot_owner_[static_cast<size_t>(t.assignment.slot())] = nullptr;
   RememberFinished(t.key);
 }
