@@ -2,7 +2,6 @@
 // header).
 #include "worker/env/fault_injection_env.h"
 
-#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -11,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/env/env.h"
+#include "worker/env/test_dir.h"
 
 namespace dstrain::env {
 namespace {
@@ -21,15 +21,7 @@ using ::testing::HasSubstr;
 
 class FaultInjectionEnvTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    const char* tmp = std::getenv("TEST_TMPDIR");
-    dir_ = JoinPath(tmp != nullptr ? tmp : "/tmp",
-                    ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    if (base_->FileExists(dir_)) {
-      ASSERT_THAT(base_->RemoveDirRecursively(dir_), IsOk());
-    }
-    ASSERT_THAT(base_->CreateDirs(dir_), IsOk());
-  }
+  void SetUp() override { dir_ = FreshTestDir(base_); }
 
   std::string Read(const std::string& path) {
     absl::StatusOr<std::string> data = base_->ReadFileToString(path, 1 << 20);

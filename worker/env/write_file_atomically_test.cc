@@ -1,6 +1,5 @@
 // WriteFileAtomically against its contract (env.h): on the real file system, and under
 // FaultInjectionEnv with a crash or an I/O error at each of its steps in turn.
-#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -11,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "worker/env/env.h"
 #include "worker/env/fault_injection_env.h"
+#include "worker/env/test_dir.h"
 
 namespace dstrain::env {
 namespace {
@@ -27,15 +27,7 @@ constexpr int kOpsOfATwoPieceWrite = 7;
 
 class WriteFileAtomicallyTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    const char* tmp = std::getenv("TEST_TMPDIR");
-    root_ = JoinPath(tmp != nullptr ? tmp : "/tmp",
-                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    if (base_->FileExists(root_)) {
-      ASSERT_THAT(base_->RemoveDirRecursively(root_), IsOk());
-    }
-    ASSERT_THAT(base_->CreateDirs(root_), IsOk());
-  }
+  void SetUp() override { root_ = FreshTestDir(base_); }
 
   // A fresh directory holding, durably, the file "f" with `old` (no file when `old` is empty).
   std::string FreshDir(const std::string& name, const std::string& old) {
