@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "client/cli/args.h"
+#include "common/flags/flags.h"
 #include "common/runtime/process_init.h"
 #include "worker/checkpoint/commit.h"
 #include "worker/config/config.h"
@@ -38,8 +38,8 @@ void DropCaches() {
 }
 
 int Run(int argc, char** argv) {
-  auto args = cli::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
-                             {"dir", "layers", "embd"}, {"drop-caches"});
+  auto args = flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
+                               {"dir", "layers", "embd"}, {"drop-caches"});
   if (!args.ok() || !args->Has("dir")) {
     absl::FPrintF(stderr, "usage: ckpt_bench --dir DIR [--layers L] [--embd C] [--drop-caches]\n");
     return 2;

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "client/cli/args.h"
+#include "common/flags/flags.h"
 #include "common/runtime/process_init.h"
 #include "worker/comm/gloo/gloo_communicator.h"
 #include "worker/store/tcp_store.h"
@@ -95,8 +95,8 @@ int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes) 
 }
 
 int Main(int argc, char** argv) {
-  auto args = cli::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
-                             {"nproc", "min-bytes", "max-bytes"}, {});
+  auto args = flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
+                               {"nproc", "min-bytes", "max-bytes"}, {});
   if (!args.ok()) {
     absl::FPrintF(stderr, "%s\n", args.status().message());
     return 2;

@@ -53,7 +53,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "client/cli/args.h"
+#include "common/flags/flags.h"
 #include "common/runtime/process_init.h"
 #include "gloo/algorithm.h"
 #include "gloo/allgather.h"
@@ -300,8 +300,8 @@ int RunRank(int rank, const Config& cfg, const std::string& store_dir) {
 
 int Main(int argc, char** argv) {
   auto args =
-      cli::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
-                     {"nproc", "min-bytes", "max-bytes", "allreduce-algo", "allgather-algo"}, {});
+      flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
+                       {"nproc", "min-bytes", "max-bytes", "allreduce-algo", "allgather-algo"}, {});
   if (!args.ok()) {
     absl::FPrintF(stderr, "%s\n", args.status().message());
     return 2;

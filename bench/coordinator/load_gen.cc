@@ -27,7 +27,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "client/cli/args.h"
+#include "common/flags/flags.h"
 #include "proto/job.grpc.pb.h"
 #include "proto/worker.grpc.pb.h"
 
@@ -76,7 +76,7 @@ std::string JobSpec(int world) {
 }
 
 int Main(int argc, char** argv) {
-  auto args = cli::ParseArgs(
+  auto args = flags::ParseArgs(
       std::vector<std::string>(argv + 1, argv + argc),
       {"coordinator", "workers", "hz", "submit-rate", "seconds", "threads", "world", "id-prefix"},
       {});

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "client/cli/args.h"
+#include "common/flags/flags.h"
 #include "common/random/rng.h"
 #include "common/runtime/process_init.h"
 #include "worker/config/config.h"
@@ -23,10 +23,10 @@ namespace dstrain {
 namespace {
 
 int Run(int argc, char** argv) {
-  auto args = cli::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
-                             {"layers", "embd", "heads", "vocab", "padded-vocab", "seq", "batch",
-                              "steps", "warmup", "threads", "max-seq", "precision"},
-                             {});
+  auto args = flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
+                               {"layers", "embd", "heads", "vocab", "padded-vocab", "seq", "batch",
+                                "steps", "warmup", "threads", "max-seq", "precision"},
+                               {});
   if (!args.ok()) {
     absl::FPrintF(stderr, "%s\n", args.status().message());
     return 2;

@@ -22,8 +22,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "client/cli/args.h"
 #include "client/cli/service_commands.h"
+#include "common/flags/flags.h"
 #include "common/runtime/exit_codes.h"
 #include "common/runtime/process_init.h"
 #include "common/status/status_macros.h"
@@ -87,7 +87,7 @@ int Fail(const absl::Status& s, int code) {
 // `COMMAND JOB.json [--world N]`: the job, loaded and checked (errors are usage errors, 2).
 absl::StatusOr<config::JobSpec> LoadJobArg(const std::vector<std::string>& args,
                                            const char* command) {
-  DT_ASSIGN_OR_RETURN(ParsedArgs parsed, ParseArgs(args, {"world"}, {}));
+  DT_ASSIGN_OR_RETURN(flags::ParsedArgs parsed, flags::ParseArgs(args, {"world"}, {}));
   if (parsed.positional.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(command, " takes exactly one JOB.json"));
   }
@@ -138,7 +138,7 @@ int Estimate(const std::vector<std::string>& args) {
 }
 
 int Export(const std::vector<std::string>& args) {
-  auto parsed = ParseArgs(args, {"out", "tag"}, {});
+  auto parsed = flags::ParseArgs(args, {"out", "tag"}, {});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
   if (parsed->positional.size() != 1 || !parsed->Has("out")) {
     return Fail(
@@ -155,7 +155,7 @@ int Export(const std::vector<std::string>& args) {
 }
 
 int Prepare(const std::vector<std::string>& args) {
-  auto parsed = ParseArgs(args, {"text", "out", "val-fraction"}, {});
+  auto parsed = flags::ParseArgs(args, {"text", "out", "val-fraction"}, {});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
   if (!parsed->Has("text") || !parsed->Has("out") || !parsed->positional.empty()) {
     return Fail(absl::InvalidArgumentError("usage: dstrain prepare --text FILE --out DIR"), 2);
@@ -175,11 +175,11 @@ int Prepare(const std::vector<std::string>& args) {
 }
 
 int Train(const std::vector<std::string>& args) {
-  auto parsed =
-      ParseArgs(args,
-                {"metrics-out", "threads", "save-model", "save-initial-model", "rank", "world",
-                 "store", "comm-timeout", "store-prefix", "job-id", "attempt", "catalog"},
-                {});
+  auto parsed = flags::ParseArgs(
+      args,
+      {"metrics-out", "threads", "save-model", "save-initial-model", "rank", "world", "store",
+       "comm-timeout", "store-prefix", "job-id", "attempt", "catalog"},
+      {});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
   if (parsed->positional.size() != 1) {
     return Fail(absl::InvalidArgumentError("train takes exactly one JOB.json"), 2);
@@ -235,7 +235,7 @@ int Train(const std::vector<std::string>& args) {
 }
 
 int Launch(const std::vector<std::string>& args) {
-  auto parsed = ParseArgs(args, {"nproc", "metrics-out", "comm-timeout", "save-model"}, {});
+  auto parsed = flags::ParseArgs(args, {"nproc", "metrics-out", "comm-timeout", "save-model"}, {});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
   if (parsed->positional.size() != 1 || !parsed->Has("nproc")) {
     return Fail(absl::InvalidArgumentError("usage: dstrain launch --nproc N JOB.json"), 2);

@@ -22,9 +22,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "client/cli/args.h"
 #include "client/cli/output.h"
 #include "client/cli/progress_bar.h"
+#include "common/flags/flags.h"
+#include "common/grpc/grpc_status.h"
+#include "common/retry/retry.h"
 #include "worker/config/config.h"
 
 namespace dstrain::cli {
@@ -74,7 +76,7 @@ struct FlagSpec {
 };
 
 struct CommandArgs {
-  ParsedArgs parsed;
+  flags::ParsedArgs parsed;
   std::vector<std::string> states;
 };
 
@@ -128,7 +130,7 @@ absl::StatusOr<CommandArgs> ParseCommandArgs(const std::vector<std::string>& arg
     }
     rewritten.push_back(a);
   }
-  auto parsed = ParseArgs(rewritten, spec.value_flags, spec.bool_flags);
+  auto parsed = flags::ParseArgs(rewritten, spec.value_flags, spec.bool_flags);
   if (!parsed.ok()) return parsed.status();
   out.parsed = std::move(*parsed);
   return out;
@@ -136,8 +138,9 @@ absl::StatusOr<CommandArgs> ParseCommandArgs(const std::vector<std::string>& arg
 
 // An integer flag of at least `min`: nullopt when it is absent; INVALID_ARGUMENT when it is not
 // an integer or below `min` (`note` says what the bound means).
-absl::StatusOr<std::optional<int>> BoundedIntFlag(const ParsedArgs& parsed, const std::string& name,
-                                                  int min, absl::string_view note = "") {
+absl::StatusOr<std::optional<int>> BoundedIntFlag(const flags::ParsedArgs& parsed,
+                                                  const std::string& name, int min,
+                                                  absl::string_view note = "") {
   if (!parsed.Has(name)) return std::optional<int>();
   absl::StatusOr<int> value = parsed.GetInt(name, min);
   if (!value.ok()) return value.status();
@@ -147,7 +150,7 @@ absl::StatusOr<std::optional<int>> BoundedIntFlag(const ParsedArgs& parsed, cons
   return std::optional<int>(*value);
 }
 
-absl::StatusOr<bool> JsonOutput(const ParsedArgs& parsed) {
+absl::StatusOr<bool> JsonOutput(const flags::ParsedArgs& parsed) {
   const std::string format = parsed.Get("output", "table");
   if (format == "json") return true;
   if (format == "table") return false;
@@ -166,22 +169,10 @@ std::string RandomSuffix() {
   return s;
 }
 
-bool Retryable(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::ABORTED:
-    case grpc::StatusCode::CANCELLED:
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-    case grpc::StatusCode::INTERNAL:
-      return true;
-    default:
-      return false;
-  }
-}
+// A broken stream worth reconnecting (common/retry's transient codes).
+bool Retryable(grpc::StatusCode code) { return retry::IsTransient(FromGrpcCode(code)); }
 
-std::string CodeName(grpc::StatusCode code) {
-  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
-}
+std::string CodeName(grpc::StatusCode code) { return absl::StatusCodeToString(FromGrpcCode(code)); }
 
 std::string StepTotal(int64_t step, int64_t total) {
   return total > 0 ? absl::StrCat(step, "/", total) : absl::StrCat(step);
@@ -216,7 +207,7 @@ class Session {
   std::optional<int> Prepare(const std::vector<std::string>& args, const FlagSpec& flags,
                              size_t positionals, const std::string& usage, CommandArgs* out);
   // Resolves the coordinator's address (flag, then environment) and creates the stubs.
-  absl::Status Connect(const ParsedArgs& parsed);
+  absl::Status Connect(const flags::ParsedArgs& parsed);
 
   // Follows the job's WatchJob stream until it ends; the exit code (0 = SUCCEEDED).
   int WatchUntilDone(const std::string& job_id, int64_t from_step);
@@ -230,8 +221,13 @@ class Session {
   void SetDeadline(grpc::ClientContext* context) const {
     context->set_deadline(absl::ToChronoTime(absl::Now() + ctx_.rpc_timeout));
   }
-  // Sleeps before reconnect `attempt` (1, 2, ...): the delay doubles up to the maximum.
-  void Backoff(int attempt) const;
+  // The waits between stream reconnects: from reconnect_delay, doubling, up to the maximum.
+  retry::Backoff ReconnectBackoff() const {
+    retry::BackoffOptions options;
+    options.initial = ctx_.reconnect_delay;
+    options.max = ctx_.max_reconnect_delay;
+    return retry::Backoff(options);
+  }
 
   // The progress line: on a terminal redrawn in place, otherwise one line per update.
   void ShowProgress();
@@ -300,13 +296,7 @@ int Session::PrintJson(const google::protobuf::Message& message) {
   return 0;
 }
 
-void Session::Backoff(int attempt) const {
-  absl::Duration delay = ctx_.reconnect_delay;
-  for (int i = 1; i < attempt && delay < ctx_.max_reconnect_delay; ++i) delay *= 2;
-  absl::SleepFor(std::min(delay, ctx_.max_reconnect_delay));
-}
-
-absl::Status Session::Connect(const ParsedArgs& parsed) {
+absl::Status Session::Connect(const flags::ParsedArgs& parsed) {
   address_ = parsed.Has("coordinator") ? parsed.Get("coordinator") : ctx_.env_coordinator;
   if (address_.empty()) {
     return absl::InvalidArgumentError(
@@ -375,7 +365,7 @@ int Session::Submit(const std::vector<std::string>& args) {
   if (auto code = Prepare(args, {{"id", "priority", "world"}, {"follow"}}, 1, usage, &a)) {
     return *code;
   }
-  const ParsedArgs& p = a.parsed;
+  const flags::ParsedArgs& p = a.parsed;
   auto world = BoundedIntFlag(p, "world", 1);
   if (!world.ok()) return UsageError(world.status());
   auto priority = p.GetInt("priority", 0);
@@ -432,7 +422,7 @@ int Session::List(const std::vector<std::string>& args) {
                           "list [--state S ...] [--name SUBSTR] [--limit N] [-o json]", &a)) {
     return *code;
   }
-  const ParsedArgs& p = a.parsed;
+  const flags::ParsedArgs& p = a.parsed;
   auto as_json = JsonOutput(p);
   if (!as_json.ok()) return UsageError(as_json.status());
   auto limit_flag = BoundedIntFlag(p, "limit", 0, " (0: all jobs)");
@@ -586,6 +576,7 @@ int Session::WatchUntilDone(const std::string& job_id, int64_t from_step) {
   int64_t next_step = from_step;
   int64_t next_event = 0;
   int failures = 0;
+  retry::Backoff backoff = ReconnectBackoff();
   while (true) {
     grpc::ClientContext context;
     v1::WatchJobRequest request;
@@ -671,6 +662,7 @@ int Session::WatchUntilDone(const std::string& job_id, int64_t from_step) {
       }
     }
     failures = progressed ? 1 : failures + 1;
+    if (progressed) backoff.Reset();
     if (failures > ctx_.max_reconnects) {
       EndProgress();
       return Error(absl::StrCat("giving up after ", ctx_.max_reconnects,
@@ -682,7 +674,7 @@ int Session::WatchUntilDone(const std::string& job_id, int64_t from_step) {
         status.ok() ? std::string("OK")
                     : absl::StrCat(CodeName(status.error_code()), ": ", status.error_message()),
         ") before the job did; reconnecting from step ", next_step, ", event ", next_event));
-    Backoff(failures);
+    absl::SleepFor(backoff.Next());
   }
 }
 
@@ -702,7 +694,7 @@ int Session::Logs(const std::vector<std::string>& args) {
                           "logs JOB [-f] [--rank R] [--tail N]", &a)) {
     return *code;
   }
-  const ParsedArgs& p = a.parsed;
+  const flags::ParsedArgs& p = a.parsed;
   const std::string& job_id = p.positional[0];
   auto rank = BoundedIntFlag(p, "rank", 0);
   if (!rank.ok()) return UsageError(rank.status());
@@ -724,6 +716,7 @@ int Session::Logs(const std::vector<std::string>& args) {
 
   int64_t next_sequence = 0;
   int failures = 0;
+  retry::Backoff backoff = ReconnectBackoff();
   while (true) {
     grpc::ClientContext context;
     v1::GetJobLogsRequest request;
@@ -748,6 +741,7 @@ int Session::Logs(const std::vector<std::string>& args) {
     if (status.ok()) return 0;
     if (!Retryable(status.error_code())) return RpcError(status);
     failures = progressed ? 1 : failures + 1;
+    if (progressed) backoff.Reset();
     if (failures > ctx_.max_reconnects) {
       return Error(absl::StrCat("giving up after ", ctx_.max_reconnects,
                                 " reconnects without a line; last: ", CodeName(status.error_code()),
@@ -755,7 +749,7 @@ int Session::Logs(const std::vector<std::string>& args) {
     }
     Notice(absl::StrCat("log stream broke (", CodeName(status.error_code()), ": ",
                         status.error_message(), "); reconnecting from line ", next_sequence));
-    Backoff(failures);
+    absl::SleepFor(backoff.Next());
   }
 }
 

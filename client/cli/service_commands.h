@@ -12,7 +12,8 @@
 //
 // Every command takes `--coordinator HOST:PORT` (else $DSTRAIN_COORDINATOR; there is no
 // default). Unary RPCs get a deadline (ServiceContext::rpc_timeout); streams do not, and
-// `watch`/`logs` reconnect from where they stopped when a stream breaks.
+// `watch`/`logs` reconnect from where they stopped when a stream breaks with a transient error
+// (common/retry: UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, CANCELLED).
 //
 // Exit codes: 0 success; 1 the operation failed (a gRPC error such as NOT_FOUND or UNAVAILABLE,
 // a watched job that ended FAILED or CANCELLED); 2 bad usage or invalid input (an invalid job
@@ -57,8 +58,9 @@ struct ServiceContext {
   int terminal_columns = 0;     // bound of the progress line; 0 = none
   std::string env_coordinator;  // $DSTRAIN_COORDINATOR; "" = unset
   absl::Duration rpc_timeout = absl::Seconds(10);
-  // Stream reconnects: the delay doubles from reconnect_delay up to max_reconnect_delay; after
-  // max_reconnects attempts in a row that received nothing, the command gives up (exit 1).
+  // Stream reconnects: the delay doubles from reconnect_delay up to max_reconnect_delay (with
+  // retry::Backoff's jitter, which only shortens it); after max_reconnects attempts in a row that
+  // received nothing, the command gives up (exit 1).
   absl::Duration reconnect_delay = absl::Milliseconds(500);
   absl::Duration max_reconnect_delay = absl::Seconds(5);
   int max_reconnects = 30;

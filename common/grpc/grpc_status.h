@@ -12,6 +12,10 @@
 
 namespace dstrain {
 
+inline absl::StatusCode FromGrpcCode(grpc::StatusCode code) {
+  return static_cast<absl::StatusCode>(code);
+}
+
 inline grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
@@ -20,7 +24,7 @@ inline grpc::Status ToGrpcStatus(const absl::Status& status) {
 // `what` names the call for the reader of the message ("StoreService.Get 127.0.0.1:4000").
 inline absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view what) {
   if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+  return absl::Status(FromGrpcCode(status.error_code()),
                       absl::StrCat(what, ": ", status.error_message()));
 }
 

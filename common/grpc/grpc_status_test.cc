@@ -12,6 +12,7 @@ TEST(GrpcStatusTest, CodesAndMessagesCrossBothWays) {
     const absl::Status in(static_cast<absl::StatusCode>(code), "bad job.world_size");
     const grpc::Status wire = ToGrpcStatus(in);
     EXPECT_EQ(static_cast<int>(wire.error_code()), code);
+    EXPECT_EQ(FromGrpcCode(wire.error_code()), in.code());
     EXPECT_EQ(wire.error_message(), "bad job.world_size");
     const absl::Status back = FromGrpcStatus(wire, "JobService.SubmitJob");
     EXPECT_EQ(back.code(), in.code());

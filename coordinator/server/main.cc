@@ -29,8 +29,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
-#include "client/cli/args.h"
 #include "common/clock/clock.h"
+#include "common/flags/flags.h"
 #include "coordinator/server/coordinator.h"
 #include "coordinator/server/rpc_metrics.h"
 #include "coordinator/server/services.h"
@@ -56,7 +56,7 @@ int Main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto args = cli::ParseArgs(
+  auto args = flags::ParseArgs(
       std::vector<std::string>(argv + 1, argv + argc),
       {"listen", "data-dir", "metrics-listen", "data-root", "lease-seconds", "heartbeat-seconds"},
       {});

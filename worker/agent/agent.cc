@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -21,9 +20,11 @@
 #include "absl/time/clock.h"
 #include "common/grpc/grpc_status.h"
 #include "common/grpc/proto_time.h"
+#include "common/retry/retry.h"
 #include "worker/agent/agent_config.h"
 #include "worker/agent/metrics_tail.h"
 #include "worker/agent/trainer_process.h"
+#include "worker/env/env.h"
 
 namespace dstrain::agent {
 namespace {
@@ -61,53 +62,17 @@ std::chrono::system_clock::time_point Deadline(absl::Duration d) {
   return absl::ToChronoTime(absl::Now() + d);
 }
 
-// Codes after which a report is dropped at once: the request itself is wrong.
-bool IsPermanent(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::INVALID_ARGUMENT:
-    case grpc::StatusCode::UNIMPLEMENTED:
-    case grpc::StatusCode::PERMISSION_DENIED:
-    case grpc::StatusCode::UNAUTHENTICATED:
-    case grpc::StatusCode::OUT_OF_RANGE:
-    case grpc::StatusCode::ALREADY_EXISTS:
-      return true;
-    default:
-      return false;
-  }
-}
-
-// Codes of a coordinator that is away or busy: retried without limit.
-bool IsTransient(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-    case grpc::StatusCode::ABORTED:
-    case grpc::StatusCode::CANCELLED:
-      return true;
-    default:
-      return false;
-  }
-}
-
 std::string Describe(const grpc::Status& status) {
-  return absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
-                      ": ", status.error_message());
+  return absl::StrCat(absl::StatusCodeToString(FromGrpcCode(status.error_code())), ": ",
+                      status.error_message());
 }
 
-// Writes `data` to `path` through a temporary file and a rename.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& data) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << data;
-    out.flush();
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("rename ", tmp, ": ", ec.message()));
-  return absl::OkStatus();
+// The options' backoff for one retry loop.
+retry::BackoffOptions BackoffFor(const AgentOptions& options) {
+  retry::BackoffOptions backoff;
+  backoff.initial = options.backoff_initial;
+  backoff.max = options.backoff_max;
+  return backoff;
 }
 
 }  // namespace
@@ -325,7 +290,7 @@ void Agent::StopAllTrainers(const std::string& reason) {
 }
 
 void Agent::SessionLoop() {
-  absl::Duration backoff = options_.backoff_initial;
+  retry::Backoff backoff(BackoffFor(options_));
   // Logged once per kind of failure, not at every retry.
   grpc::StatusCode last_error = grpc::StatusCode::OK;
   while (!Stopping()) {
@@ -348,11 +313,10 @@ void Agent::SessionLoop() {
                          Describe(status), " (retrying)"));
       }
       last_error = status.error_code();
-      if (SleepUnlessStopping(backoff)) break;
-      backoff = std::min(backoff * 2, options_.backoff_max);
+      if (SleepUnlessStopping(backoff.Next())) break;
       continue;
     }
-    backoff = options_.backoff_initial;
+    backoff.Reset();
     last_error = grpc::StatusCode::OK;
     absl::Duration interval = options_.default_heartbeat_interval;
     if (response.has_heartbeat_interval()) {
@@ -435,7 +399,7 @@ void Agent::SessionLoop() {
 // Assignment stream.
 
 void Agent::StreamLoop() {
-  absl::Duration backoff = options_.backoff_initial;
+  retry::Backoff backoff(BackoffFor(options_));
   grpc::StatusCode last_error = grpc::StatusCode::OK;
   for (;;) {
     uint64_t session;
@@ -478,9 +442,8 @@ void Agent::StreamLoop() {
     } else if (status.ok() || got_any) {
       last_error = grpc::StatusCode::OK;
     }
-    if (got_any || absl::Now() - opened > absl::Seconds(10)) backoff = options_.backoff_initial;
-    if (SleepUnlessStopping(backoff)) return;
-    backoff = std::min(backoff * 2, options_.backoff_max);
+    if (got_any || absl::Now() - opened > absl::Seconds(10)) backoff.Reset();
+    if (SleepUnlessStopping(backoff.Next())) return;
   }
 }
 
@@ -655,9 +618,9 @@ void Agent::HandleStart(const v1::Assignment& a) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return refuse(absl::StrCat("cannot create ", dir, ": ", ec.message()));
-  if (absl::Status s = WriteFileAtomically(dir + "/job.json", a.spec_json()); !s.ok()) {
-    return refuse(std::string(s.message()));
-  }
+  const absl::Status written =
+      env::WriteFileAtomically(env::PosixEnv::Default(), dir + "/job.json", a.spec_json());
+  if (!written.ok()) return refuse(std::string(written.message()));
   const std::string metrics_path = dir + "/metrics.jsonl";
   std::filesystem::remove(metrics_path, ec);  // a stale file must not be relayed as new steps
 
@@ -894,14 +857,15 @@ void Agent::Finish(Trainer& t, absl::Time now) {
   report.final = true;
   report.key = t.key;
   SetTableState(t.key, t.assignment.slot(), final_state, &report.table_generation);
-  Enqueue(std::move(report));
-
-  Log(absl::StrCat(KeyName(t.assignment.job_id(), t.assignment.attempt(), t.assignment.rank()), " ",
-                   StateName(final_state), ": ", exit.Describe()));
+  // Counted before the final report is queued: whoever sees the report sees the exit in /metrics.
   if (metrics_ != nullptr) {
     metrics_->TrainerExited(final_state);
     if (t.tail != nullptr) metrics_->ClearTrainingGauges(t.assignment.slot());
   }
+  Enqueue(std::move(report));
+
+  Log(absl::StrCat(KeyName(t.assignment.job_id(), t.assignment.attempt(), t.assignment.rank()), " ",
+                   StateName(final_state), ": ", exit.Describe()));
   slot_owner_[static_cast<size_t>(t.assignment.slot())] = nullptr;
   RememberFinished(t.key);
 }
@@ -944,7 +908,7 @@ void Agent::ForgetFinal(const Report& report) {
 }
 
 void Agent::ReportLoop() {
-  absl::Duration backoff = options_.backoff_initial;
+  retry::Backoff backoff(BackoffFor(options_));
   for (;;) {
     Report report;
     absl::Time deadline;
@@ -967,15 +931,16 @@ void Agent::ReportLoop() {
     const grpc::Status status = stub_->ReportStatus(&context, report.request, &response);
     if (status.ok()) {
       ForgetFinal(report);
-      backoff = options_.backoff_initial;
+      backoff.Reset();
       absl::MutexLock lock(&report_mu_);
       if (metrics_ != nullptr) metrics_->SetPendingReports(static_cast<int64_t>(reports_.size()));
       continue;
     }
     CoordinatorError("ReportStatus");
     ++report.attempts;
-    const grpc::StatusCode code = status.error_code();
-    if (IsPermanent(code) || (!IsTransient(code) && report.attempts >= kMaxReportAttempts)) {
+    const retry::ErrorClass error = retry::Classify(FromGrpcCode(status.error_code()));
+    if (error == retry::ErrorClass::kPermanent ||
+        (error == retry::ErrorClass::kStateful && report.attempts >= kMaxReportAttempts)) {
       Log(absl::StrCat(
           "dropping a ", StateName(report.request.state()), " report for ",
           KeyName(report.request.job_id(), report.request.attempt(), report.request.rank()), ": ",
@@ -983,6 +948,7 @@ void Agent::ReportLoop() {
       ForgetFinal(report);
       continue;
     }
+    const absl::Duration wait = backoff.Next();
     absl::Duration sleep = absl::ZeroDuration();
     {
       absl::MutexLock lock(&report_mu_);
@@ -990,13 +956,12 @@ void Agent::ReportLoop() {
       reports_.push_front(std::move(report));
       if (!reporter_stop_) {
         // Wakes early when shutdown begins, to keep within the flush deadline.
-        report_mu_.AwaitWithTimeout(absl::Condition(&reporter_stop_), backoff);
+        report_mu_.AwaitWithTimeout(absl::Condition(&reporter_stop_), wait);
       } else {
-        sleep = std::min(backoff, flush_deadline_ - absl::Now());
+        sleep = std::min(wait, flush_deadline_ - absl::Now());
       }
     }
     if (sleep > absl::ZeroDuration()) absl::SleepFor(sleep);
-    backoff = std::min(backoff * 2, options_.backoff_max);
   }
 }
 

@@ -43,10 +43,11 @@
 //   from the JSONL, see StepMetricsParser); then exactly one final report: SUCCEEDED (exit 0),
 //   FAILED (exit_code, or signal when a signal the agent did not send ended it; the message holds
 //   the last tail_lines output lines), or KILLED (stopped by the agent). Reports wait in one FIFO
-//   queue while the coordinator is unreachable: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
-//   ABORTED and CANCELLED are retried without limit; other errors up to kMaxReportAttempts times;
-//   INVALID_ARGUMENT, UNIMPLEMENTED, PERMISSION_DENIED, UNAUTHENTICATED, OUT_OF_RANGE and
-//   ALREADY_EXISTS drop the report at once. Over max_queued_bytes the oldest output-only reports
+//   queue while the coordinator is unreachable. Failures are classified by common/retry: transient
+//   ones (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, CANCELLED) are retried without limit, stateful
+//   ones (NOT_FOUND, FAILED_PRECONDITION, RESOURCE_EXHAUSTED, INTERNAL, ...) up to
+//   kMaxReportAttempts times, and permanent ones (INVALID_ARGUMENT, UNIMPLEMENTED, ...) drop the
+//   report at once. Over max_queued_bytes the oldest output-only reports
 //   are dropped first; state changes and final reports never are. A finished rank stays in the
 //   heartbeats (with its final state) until its final report is delivered or dropped.
 //
@@ -83,8 +84,9 @@ namespace dstrain::agent {
 // The agent's version, sent with RegisterWorker.
 inline constexpr char kAgentVersion[] = "0.1.0";
 
-// Tries for a report failing with a code that is neither transient nor permanent (NOT_FOUND,
-// FAILED_PRECONDITION, INTERNAL, UNKNOWN, DATA_LOSS): enough to outlast a re-registration.
+// Tries for a report failing with a stateful code (retry::ErrorClass::kStateful: NOT_FOUND,
+// FAILED_PRECONDITION, RESOURCE_EXHAUSTED, INTERNAL, UNKNOWN, DATA_LOSS): enough to outlast a
+// re-registration.
 inline constexpr int kMaxReportAttempts = 10;
 
 struct AgentOptions {
@@ -114,8 +116,8 @@ struct AgentOptions {
   int tail_lines = 20;
   // Deadline of each unary call to the coordinator.
   absl::Duration rpc_timeout = absl::Seconds(5);
-  // Retry backoff (doubling from initial, capped at max) for every call to the coordinator; also
-  // the channel's reconnect backoff.
+  // Retry backoff for every call to the coordinator (retry::Backoff: doubling from initial, capped
+  // at max, with jitter); also the channel's reconnect backoff.
   absl::Duration backoff_initial = absl::Milliseconds(100);
   absl::Duration backoff_max = absl::Seconds(5);
   // Used when RegisterWorkerResponse leaves heartbeat_interval unset.

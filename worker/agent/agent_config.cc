@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "client/cli/args.h"
+#include "common/flags/flags.h"
 
 namespace dstrain::agent {
 namespace {
@@ -100,10 +100,10 @@ std::string AdvertisedAddress(absl::string_view listen, int port, absl::string_v
 
 absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& args,
                                              const ConfigEnvironment& env) {
-  auto parsed = cli::ParseArgs(args,
-                               {"coordinator", "slots", "work-dir", "metrics-listen", "listen",
-                                "worker-id", "trainer", "drain-seconds"},
-                               {});
+  auto parsed = flags::ParseArgs(args,
+                                 {"coordinator", "slots", "work-dir", "metrics-listen", "listen",
+                                  "worker-id", "trainer", "drain-seconds"},
+                                 {});
   if (!parsed.ok()) return parsed.status();
   if (!parsed->positional.empty()) {
     return absl::InvalidArgumentError(

@@ -237,11 +237,9 @@ absl::Status CheckpointWriter::Commit(const nlohmann::json& meta) {
   DT_RETURN_IF_ERROR(env_->SyncDir(tmp_dir_));
   DT_RETURN_IF_ERROR(env_->RenameFile(tmp_dir_, env::JoinPath(root_, manifest_.tag)));
   DT_RETURN_IF_ERROR(env_->SyncDir(root_));  // committed from here on
-  const std::string latest = env::JoinPath(root_, kLatestTag);
-  const std::string latest_tmp = absl::StrCat(latest, kTmpSuffix);
-  DT_RETURN_IF_ERROR(env_->WriteStringToFile(latest_tmp, manifest_.tag, /*sync=*/true));
-  DT_RETURN_IF_ERROR(env_->RenameFile(latest_tmp, latest));
-  return env_->SyncDir(root_);
+  // The pointer: latest.tmp, synced, renamed over latest, root synced (KeepLast removes a
+  // latest.tmp that a crash left, with the other *.tmp entries).
+  return env::WriteFileAtomically(env_, env::JoinPath(root_, kLatestTag), manifest_.tag);
 }
 
 absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(env::Env* env,

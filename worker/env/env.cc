@@ -158,6 +158,37 @@ absl::Status Env::WriteStringToFile(const std::string& path, absl::string_view d
   return file->Close();
 }
 
+namespace {
+
+// Steps 1 and 2 of WriteFileAtomically.
+absl::Status WriteSyncAndClose(Env* env, const std::string& path,
+                               absl::Span<const absl::string_view> pieces) {
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->NewWritableFile(path));
+  for (absl::string_view piece : pieces) DT_RETURN_IF_ERROR(file->Append(piece));
+  DT_RETURN_IF_ERROR(file->Sync());
+  return file->Close();
+}
+
+}  // namespace
+
+absl::Status WriteFileAtomically(Env* env, const std::string& path,
+                                 absl::Span<const absl::string_view> pieces) {
+  const std::string tmp = absl::StrCat(path, ".tmp");
+  absl::Status status = WriteSyncAndClose(env, tmp, pieces);
+  if (status.ok()) status = env->RenameFile(tmp, path);
+  if (!status.ok()) {
+    // `path` is untouched. The temporary holds a part at most: it goes, and the first error is
+    // the one to report.
+    if (env->FileExists(tmp)) env->RemoveFile(tmp).IgnoreError();
+    return status;
+  }
+  return env->SyncDir(Dirname(path));
+}
+
+absl::Status WriteFileAtomically(Env* env, const std::string& path, absl::string_view data) {
+  return WriteFileAtomically(env, path, absl::Span<const absl::string_view>(&data, 1));
+}
+
 PosixEnv* PosixEnv::Default() {
   static PosixEnv* const env = new PosixEnv();
   return env;

@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 namespace dstrain::env {
 
@@ -99,6 +100,23 @@ class Env {
  protected:
   Env() = default;
 };
+
+// Replaces the file `path` by one holding `pieces`, one after the other, so that a crash at any
+// moment leaves either the old file (or no file, where there was none) or the whole new one
+// under `path`, never a part. The steps, each through `env`:
+//   1. create (or truncate) the temporary file <path>.tmp, in the same directory so that the
+//      rename below cannot cross file systems, and append the pieces;
+//   2. Sync() and Close() it: the new bytes are durable before any name points at them;
+//   3. RenameFile() it over `path`: readers see the old file or the new one, never a mix;
+//   4. SyncDir() the directory holding `path`: the rename is durable.
+// OK only after step 4: the new contents then survive a crash. An error in steps 1 to 3 leaves
+// `path` as it was and removes the temporary file (a crash of the machine instead may leave it;
+// the next write to `path` replaces it). An error in step 4 leaves the new file in place but
+// perhaps not durable.
+// One writer per `path` at a time: concurrent writers would share the temporary file.
+absl::Status WriteFileAtomically(Env* env, const std::string& path,
+                                 absl::Span<const absl::string_view> pieces);
+absl::Status WriteFileAtomically(Env* env, const std::string& path, absl::string_view data);
 
 // Joins two path pieces with exactly one '/'.
 std::string JoinPath(absl::string_view dir, absl::string_view name);

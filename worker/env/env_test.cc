@@ -2,7 +2,6 @@
 #include "worker/env/env.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,6 +10,7 @@
 #include "common/status/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "worker/env/test_dir.h"
 
 namespace dstrain::env {
 namespace {
@@ -19,17 +19,6 @@ using ::dstrain::testing::IsOk;
 using ::dstrain::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
-
-std::string FreshDir(Env* env) {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string dir = JoinPath(tmp != nullptr ? tmp : "/tmp",
-                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  if (env->FileExists(dir)) {
-    EXPECT_THAT(env->RemoveDirRecursively(dir), IsOk());
-  }
-  EXPECT_THAT(env->CreateDirs(dir), IsOk());
-  return dir;
-}
 
 TEST(PathTest, JoinAndDirname) {
   EXPECT_EQ(JoinPath("a", "b"), "a/b");
@@ -43,7 +32,7 @@ TEST(PathTest, JoinAndDirname) {
 
 TEST(PosixEnvTest, WriteSyncReadBack) {
   Env* env = PosixEnv::Default();
-  const std::string dir = FreshDir(env);
+  const std::string dir = FreshTestDir(env);
   const std::string path = JoinPath(dir, "f");
   absl::StatusOr<std::unique_ptr<WritableFile>> file = env->NewWritableFile(path);
   ASSERT_THAT(file, IsOk());
@@ -69,7 +58,7 @@ TEST(PosixEnvTest, WriteSyncReadBack) {
 // exactly.
 TEST(PosixEnvTest, LargeAppendsReadBackExactly) {
   Env* env = PosixEnv::Default();
-  const std::string path = JoinPath(FreshDir(env), "big");
+  const std::string path = JoinPath(FreshTestDir(env), "big");
   std::string expected;
   for (size_t piece : {size_t{5} << 20, size_t{7} << 20, size_t{1}, size_t{9} << 20}) {
     for (size_t i = 0; i < piece; ++i) {
@@ -92,7 +81,7 @@ TEST(PosixEnvTest, LargeAppendsReadBackExactly) {
 
 TEST(PosixEnvTest, DirectoriesRenameRemove) {
   Env* env = PosixEnv::Default();
-  const std::string dir = FreshDir(env);
+  const std::string dir = FreshTestDir(env);
   const std::string deep = JoinPath(dir, "a/b/c");
   ASSERT_THAT(env->CreateDirs(deep), IsOk());
   EXPECT_THAT(env->CreateDirs(deep), IsOk());
@@ -120,7 +109,7 @@ TEST(PosixEnvTest, DirectoriesRenameRemove) {
 
 TEST(PosixEnvTest, ErrorsNameThePathAndCause) {
   Env* env = PosixEnv::Default();
-  const std::string dir = FreshDir(env);
+  const std::string dir = FreshTestDir(env);
   const std::string missing = JoinPath(dir, "missing");
   EXPECT_THAT(env->NewSequentialFile(missing),
               StatusIs(absl::StatusCode::kNotFound,

@@ -69,6 +69,12 @@ void FaultInjectionEnv::CrashAfter(int64_t n) {
   crash_at_op_ = ops_ + n + 1;
 }
 
+void FaultInjectionEnv::FailAfter(int64_t n, absl::Status error) {
+  absl::MutexLock lock(&mu_);
+  fail_at_op_ = ops_ + n + 1;
+  fail_with_ = std::move(error);
+}
+
 absl::Status FaultInjectionEnv::SimulateCrash() {
   absl::MutexLock lock(&mu_);
   return CrashLocked();
@@ -101,6 +107,11 @@ absl::Status FaultInjectionEnv::BeginOp(const char* op, const std::string& path)
     // system state in the test's checks, so it is not reported here.
     CrashLocked().IgnoreError();
     return aborted();
+  }
+  if (fail_at_op_.has_value() && ops_ == *fail_at_op_) {
+    fail_at_op_.reset();
+    return absl::Status(fail_with_.code(), absl::StrCat(op, " ", path, ": ", fail_with_.message(),
+                                                        " (fault injection)"));
   }
   return absl::OkStatus();
 }

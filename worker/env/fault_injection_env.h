@@ -14,6 +14,9 @@
 //     directory holding the new name (both directories for a rename across directories). On a
 //     crash the non-durable ones are undone newest first: created entries are removed, a rename
 //     is reversed and a file it replaced gets its old contents back.
+//   - I/O error without a crash: FailAfter(n, error) lets n more mutating operations succeed;
+//     operation n+1 does nothing and fails with `error`'s code (its message prefixed with the
+//     operation and path), and later operations work again, as after an EIO from one fsync.
 //   - Removals are durable at once. (A real file system may resurrect an entry whose removal was
 //     not synced; for checkpoints that only brings back garbage the reader already ignores.)
 //   - Do not rename a file while it is open for writing through this Env.
@@ -51,6 +54,9 @@ class FaultInjectionEnv final : public Env {
   void SetTornWrite(const std::string& path, uint64_t keep_bytes);
   // Lets `n` more mutating operations succeed; the next one crashes (see the header comment).
   void CrashAfter(int64_t n);
+  // Lets `n` more mutating operations succeed; the next one fails with `error` (not OK) without a
+  // crash (see the header comment).
+  void FailAfter(int64_t n, absl::Status error);
   // Crashes now: drops everything not durable, then fails mutating calls with kAborted.
   absl::Status SimulateCrash();
   // The machine "reboots": mutating calls work again (no crash is armed).
@@ -106,6 +112,8 @@ class FaultInjectionEnv final : public Env {
   mutable absl::Mutex mu_;
   int64_t ops_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<int64_t> crash_at_op_ ABSL_GUARDED_BY(mu_);
+  std::optional<int64_t> fail_at_op_ ABSL_GUARDED_BY(mu_);
+  absl::Status fail_with_ ABSL_GUARDED_BY(mu_);
   bool crashed_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<uint64_t> disk_limit_ ABSL_GUARDED_BY(mu_);
   uint64_t bytes_appended_ ABSL_GUARDED_BY(mu_) = 0;

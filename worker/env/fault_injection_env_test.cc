@@ -1,7 +1,7 @@
-// The crash, torn-write and disk-full model of FaultInjectionEnv, rule by rule (see its header).
+// The crash, I/O error, torn-write and disk-full model of FaultInjectionEnv, rule by rule (see its
+// header).
 #include "worker/env/fault_injection_env.h"
 
-#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/env/env.h"
+#include "worker/env/test_dir.h"
 
 namespace dstrain::env {
 namespace {
@@ -20,15 +21,7 @@ using ::testing::HasSubstr;
 
 class FaultInjectionEnvTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    const char* tmp = std::getenv("TEST_TMPDIR");
-    dir_ = JoinPath(tmp != nullptr ? tmp : "/tmp",
-                    ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    if (base_->FileExists(dir_)) {
-      ASSERT_THAT(base_->RemoveDirRecursively(dir_), IsOk());
-    }
-    ASSERT_THAT(base_->CreateDirs(dir_), IsOk());
-  }
+  void SetUp() override { dir_ = FreshTestDir(base_); }
 
   std::string Read(const std::string& path) {
     absl::StatusOr<std::string> data = base_->ReadFileToString(path, 1 << 20);
@@ -114,6 +107,25 @@ TEST_F(FaultInjectionEnvTest, CrashAfterCountsMutatingOperations) {
   env_.Restart();
   EXPECT_THAT(env_.CreateDir(JoinPath(dir_, "d")), IsOk());
   EXPECT_EQ(env_.mutating_ops(), 4);
+}
+
+TEST_F(FaultInjectionEnvTest, FailAfterFailsOneOperationWithoutACrash) {
+  env_.FailAfter(2, absl::InternalError("Input/output error"));
+  const std::string path = JoinPath(dir_, "f");
+  absl::StatusOr<std::unique_ptr<WritableFile>> f = env_.NewWritableFile(path);  // op 1
+  ASSERT_THAT(f, IsOk());
+  EXPECT_THAT((*f)->Append("a"), IsOk());  // op 2
+  EXPECT_THAT((*f)->Sync(),                // op 3
+              StatusIs(absl::StatusCode::kInternal,
+                       ::testing::AllOf(HasSubstr("sync " + path), HasSubstr("Input/output"))));
+  EXPECT_FALSE(env_.crashed());
+  EXPECT_THAT((*f)->Append("b"), IsOk());  // op 4: works again
+  EXPECT_THAT((*f)->Sync(), IsOk());
+  EXPECT_THAT((*f)->Close(), IsOk());
+  EXPECT_EQ(env_.mutating_ops(), 6);
+  ASSERT_THAT(env_.SyncDir(dir_), IsOk());
+  ASSERT_THAT(env_.SimulateCrash(), IsOk());
+  EXPECT_EQ(Read(path), "ab");
 }
 
 TEST_F(FaultInjectionEnvTest, DiskFullFailsTheAppendNamingTheFile) {

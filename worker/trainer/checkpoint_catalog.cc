@@ -4,22 +4,40 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 
-#include <algorithm>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/clock/clock.h"
 #include "common/grpc/grpc_status.h"
+#include "common/retry/retry.h"
 #include "common/status/status_macros.h"
 #include "worker/env/env.h"
 
 namespace dstrain::trainer {
 namespace {
 
-bool Retryable(const absl::Status& s) {
-  return s.code() == absl::StatusCode::kUnavailable ||
-         s.code() == absl::StatusCode::kDeadlineExceeded;
+// A record waits for a restarting coordinator without a deadline (training never waits on it;
+// the destructor stops it), tried again at least every 2 s so it lands soon after the restart.
+retry::RetryOptions CatalogRetry() {
+  retry::RetryOptions options;
+  options.backoff.initial = absl::Milliseconds(100);
+  options.backoff.max = absl::Seconds(2);
+  return options;
 }
+
+// Waits on the catalog's mutex, so that stopping the catalog ends a wait at once.
+class StopSleeper final : public retry::Sleeper {
+ public:
+  StopSleeper(absl::Mutex* mu, const bool* stop) : mu_(mu), stop_(stop) {}
+  bool Sleep(absl::Duration d) override {
+    absl::MutexLock lock(mu_);
+    return !mu_->AwaitWithTimeout(absl::Condition(stop_), d);
+  }
+
+ private:
+  absl::Mutex* const mu_;
+  const bool* const stop_;
+};
 
 }  // namespace
 
@@ -55,7 +73,7 @@ bool CheckpointCatalog::Flush(absl::Duration timeout) {
 }
 
 void CheckpointCatalog::Loop() {
-  absl::Duration backoff = absl::Milliseconds(100);
+  StopSleeper sleeper(&mu_, &stop_);
   while (true) {
     Item item;
     {
@@ -68,19 +86,12 @@ void CheckpointCatalog::Loop() {
       item = queue_.front();
       busy_ = true;
     }
-    const absl::Status sent = Send(item);
-    if (Retryable(sent)) {
-      // The coordinator is restarting or unreachable: the same record again, a little later.
-      {
-        absl::MutexLock lock(&mu_);
-        busy_ = false;
-        if (mu_.AwaitWithTimeout(absl::Condition(&stop_), backoff)) return;
-      }
-      backoff = std::min(backoff * 2, absl::Seconds(2));
-      continue;
-    }
+    // While the coordinator is restarting or unreachable, the same record again, a little later.
+    const absl::Status sent =
+        retry::Retry(CatalogRetry(), *RealClock::Default(), sleeper, [&] { return Send(item); });
+    // Still transient: the catalog stopped while waiting, and the record is given up.
+    if (retry::IsTransient(sent)) return;
     if (!sent.ok()) absl::FPrintF(log_, "warning: %s\n", sent.message());
-    backoff = absl::Milliseconds(100);
     absl::MutexLock lock(&mu_);
     queue_.pop_front();
     busy_ = false;

@@ -4,8 +4,9 @@
 // shards and marks the checkpoint COMMITTED (DESIGN.md §5: ... rename → fsync dir → catalog).
 //
 // Recording runs on a thread of its own, in order, and retries while the coordinator is away
-// (UNAVAILABLE, DEADLINE_EXCEEDED: a coordinator restart) so training never waits on it; Flush()
-// at the end of training waits, bounded, for the last records to land.
+// (a transient error as common/retry classifies it, such as a coordinator restart) so training
+// never waits on it; other errors are logged and the record is dropped. Flush() at the end of
+// training waits, bounded, for the last records to land.
 #pragma once
 
 #include <deque>
@@ -41,7 +42,7 @@ class CheckpointCatalog {
     checkpoint::CheckpointManifest manifest;
   };
   void Loop();
-  // One attempt at one record: OK, a retryable error, or a permanent one.
+  // One attempt at one record: OK, a transient error, or another one.
   absl::Status Send(const Item& item);
 
   const std::string coordinator_;

@@ -1,9 +1,9 @@
-#include "client/cli/args.h"
+#include "common/flags/flags.h"
 
 #include "common/status/status_matchers.h"
 #include "gtest/gtest.h"
 
-namespace dstrain::cli {
+namespace dstrain::flags {
 namespace {
 
 using ::dstrain::testing::StatusIs;
@@ -34,4 +34,4 @@ TEST(ParseArgs, ErrorsNameTheFlag) {
 }
 
 }  // namespace
-}  // namespace dstrain::cli
+}  // namespace dstrain::flags

@@ -1,36 +1,46 @@
-#include "client/cli/args.h"
+#include "common/flags/flags.h"
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
-namespace dstrain::cli {
+namespace dstrain::flags {
 
 std::string ParsedArgs::Get(const std::string& name, const std::string& fallback) const {
   auto it = flags.find(name);
   return it == flags.end() ? fallback : it->second;
 }
 
-absl::StatusOr<int> ParsedArgs::GetInt(const std::string& name, int fallback) const {
+namespace {
+
+// The value of flag `name` as `parse` reads it, `fallback` when the flag is absent; `expected`
+// names the kind of value in the error.
+template <typename T, typename Parse>
+absl::StatusOr<T> GetNumber(const std::map<std::string, std::string>& flags,
+                            const std::string& name, T fallback, Parse parse,
+                            absl::string_view expected) {
   auto it = flags.find(name);
   if (it == flags.end()) return fallback;
-  int v;
-  if (!absl::SimpleAtoi(it->second, &v)) {
+  T v;
+  if (!parse(it->second, &v)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--", name, ": expected an integer, got '", it->second, "'"));
+        absl::StrCat("--", name, ": expected ", expected, ", got '", it->second, "'"));
   }
   return v;
 }
 
+}  // namespace
+
+absl::StatusOr<int> ParsedArgs::GetInt(const std::string& name, int fallback) const {
+  return GetNumber(
+      flags, name, fallback, [](absl::string_view s, int* v) { return absl::SimpleAtoi(s, v); },
+      "an integer");
+}
+
 absl::StatusOr<double> ParsedArgs::GetDouble(const std::string& name, double fallback) const {
-  auto it = flags.find(name);
-  if (it == flags.end()) return fallback;
-  double v;
-  if (!absl::SimpleAtod(it->second, &v)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", name, ": expected a number, got '", it->second, "'"));
-  }
-  return v;
+  return GetNumber(
+      flags, name, fallback, [](absl::string_view s, double* v) { return absl::SimpleAtod(s, v); },
+      "a number");
 }
 
 absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
@@ -70,4 +80,4 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
   return out;
 }
 
-}  // namespace dstrain::cli
+}  // namespace dstrain::flags
