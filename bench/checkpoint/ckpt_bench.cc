@@ -19,6 +19,7 @@
 #include "common/runtime/process_init.h"
 #include "worker/checkpoint/commit.h"
 #include "worker/config/config.h"
+#include "worker/device/cpu/cpu_ops.h"
 #include "worker/engine/checkpoint_io.h"
 #include "worker/engine/engine.h"
 #include "worker/env/env.h"
@@ -58,8 +59,9 @@ int Run(int argc, char** argv) {
     return 2;
   }
   tensor::CpuAllocator allocator;
+  device::CpuOps ops(&allocator);
   model::GptConfig mc{L, 8, C, 256, spec->model.padded_vocab_size, 64};
-  auto engine = engine::Engine::Initialize(*model::Gpt::Create(mc, &allocator), *spec, &allocator);
+  auto engine = engine::Engine::Initialize(*model::Gpt::Create(mc, &ops), *spec);
   if (!engine.ok()) {
     absl::FPrintF(stderr, "%s\n", engine.status().message());
     return 1;

@@ -15,6 +15,7 @@
 #include "common/random/rng.h"
 #include "common/runtime/process_init.h"
 #include "worker/config/config.h"
+#include "worker/device/cpu/cpu_ops.h"
 #include "worker/engine/engine.h"
 #include "worker/model/gpt.h"
 #include "worker/trainer/trainer.h"
@@ -63,13 +64,14 @@ int Run(int argc, char** argv) {
     return 2;
   }
   tensor::CpuAllocator allocator;
+  device::CpuOps ops(&allocator);
   model::GptConfig mc{L, NH, C, V, Vp, maxT};
-  auto gpt = model::Gpt::Create(mc, &allocator);
+  auto gpt = model::Gpt::Create(mc, &ops);
   if (!gpt.ok()) {
     absl::FPrintF(stderr, "%s\n", gpt.status().message());
     return 2;
   }
-  auto engine = engine::Engine::Initialize(std::move(*gpt), *spec, &allocator);
+  auto engine = engine::Engine::Initialize(std::move(*gpt), *spec);
   if (!engine.ok()) {
     absl::FPrintF(stderr, "%s\n", engine.status().message());
     return 1;

@@ -29,6 +29,7 @@
 #include "common/status/status_macros.h"
 #include "worker/config/config.h"
 #include "worker/data/prepare.h"
+#include "worker/device/cpu/cpu_ops.h"
 #include "worker/engine/checkpoint_io.h"
 #include "worker/env/env.h"
 #include "worker/launcher/launcher.h"
@@ -120,11 +121,14 @@ int Estimate(const std::vector<std::string>& args) {
   const int cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
   const int n = spec->data_parallel_size;
   omp_set_num_threads(std::max(1, cpus / n));
+  // The device the job's ranks run on sizes what it decides (the attention's saved state).
+  tensor::CpuAllocator allocator;
+  device::CpuOps ops(&allocator);
   std::vector<zero::MemoryEstimate> estimates;
   for (int stage = 0; stage <= 3; ++stage) {
     estimates.push_back(zero::EstimateMemory(*layout, shape, spec->zero, stage, n,
                                              static_cast<int>(spec->train_micro_batch_size_per_gpu),
-                                             spec->data.seq_len,
+                                             spec->data.seq_len, ops,
                                              spec->fp16.enabled   ? DType::kF16
                                              : spec->bf16.enabled ? DType::kBF16
                                                                   : DType::kF32));
@@ -196,20 +200,22 @@ int Train(const std::vector<std::string>& args) {
   auto rank = parsed->GetInt("rank", 0);
   if (!rank.ok()) return Fail(rank.status(), 2);
   options.rank = *rank;
-  options.store = parsed->Get("store");
-  // Service mode (the worker agent sets these).
-  options.store_prefix = parsed->Get("store-prefix");
-  options.job_id = parsed->Get("job-id");
-  options.catalog = parsed->Get("catalog");
+  // Service mode: the worker agent sets --store grpc://COORDINATOR with --store-prefix, --job-id,
+  // --attempt and --catalog.
+  auto rendezvous = trainer::Rendezvous::Parse(parsed->Get("store"), parsed->Get("store-prefix"));
+  if (!rendezvous.ok()) return Fail(rendezvous.status(), 2);
+  options.rendezvous = *rendezvous;
+  options.service.job_id = parsed->Get("job-id");
+  options.service.catalog = parsed->Get("catalog");
   auto attempt = parsed->GetInt("attempt", 0);
   if (!attempt.ok()) return Fail(attempt.status(), 2);
-  options.attempt = *attempt;
+  options.service.attempt = *attempt;
   // --comm-timeout overrides the job's job.comm_timeout.
   auto timeout_s = parsed->GetDouble("comm-timeout", spec->job.comm_timeout_s);
   if (!timeout_s.ok()) return Fail(timeout_s.status(), 2);
   options.comm_timeout = absl::Seconds(*timeout_s);
   // Under a worker agent, SIGUSR1 asks for a drain (checkpoint at the next step and leave).
-  options.drain_on_sigusr1 = !options.job_id.empty();
+  options.drain_on_sigusr1 = !options.service.job_id.empty();
   options.metrics_out = parsed->Get("metrics-out");
   options.save_model = parsed->Get("save-model");
   options.save_initial_model = parsed->Get("save-initial-model");

@@ -148,7 +148,10 @@ void Ops::AddInto(View acc, View x) {
                  .Given("acc", acc)
                  .Given("x", x)
                  .Type("acc", acc, kFloat)
-                 .Type("x", x, {DType::kF32, acc.dtype()})
+                 .Type("x", x,
+                       acc.dtype() == DType::kF32
+                           ? kFloat
+                           : std::initializer_list<DType>{DType::kF32, acc.dtype()})
                  .Elements("x", x, acc.numel(), "acc's elements")
                  .status())) {
     return;

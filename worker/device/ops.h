@@ -10,8 +10,10 @@
 // its CPU and GPU programs; here the phase functions are the model's, written once against Ops.
 //
 // Execution. Operations are issued in order on the device's compute stream and may run
-// asynchronously with the host (CUDA), or complete before returning (CPU). A View's memory must
-// stay valid until the stream has passed the operation; the only operations that wait for the
+// asynchronously with the host (CUDA), or complete before returning (CPU). Device memory may be
+// freed to the allocator while queued operations still use it: the device's allocator hands it
+// out again only to work ordered after them (tensor/allocator.h). Host memory passed to
+// CopyFromHost may be reused once the call returns; the only operations that wait for the
 // device are the ones returning a host value (SumSquares, MeanLoss, CopyToHost) and Synchronize.
 // Collectives run on a second stream (Stream::kComm, handed to the communicator as the
 // CommBuffer's stream); WaitFor orders one stream after another without blocking the host.
@@ -109,7 +111,8 @@ class Ops {
   void Convert(View dst, View src);
 
   // ---- element-wise arithmetic (floating point) ----
-  // acc += x with one rounding into acc's dtype; x is f32 or acc's dtype. Same element count.
+  // acc += x with one rounding into acc's dtype; x is f32 or acc's dtype (any floating dtype when
+  // acc is f32: a 16-bit x is widened exactly first). Same element count.
   void AddInto(View acc, View x);
   // x *= float(s); 16-bit x is widened, scaled and rounded back.
   void Scale(View x, double s);

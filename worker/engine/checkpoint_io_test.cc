@@ -43,9 +43,9 @@ std::vector<Outcome> Train(const config::JobSpec& spec, int world, const std::st
                            const char* load_tag, int first, int last, const char* save_tag) {
   std::vector<Outcome> out(world);
   RunOnRanks(world, [&](int r, comm::Communicator* comm) {
-    tensor::CpuAllocator alloc;
-    auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc), spec,
-                                &alloc, comm);
+    testing::CpuDevice alloc;
+    auto e =
+        Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc.ops), spec, comm);
     ASSERT_THAT(e, IsOk());
     CheckpointOptions options{env::PosixEnv::Default(), root, /*keep_last=*/2, comm::CommOptions{}};
     if (load_tag != nullptr) {
@@ -125,9 +125,9 @@ ReshardRun GlobalBatchRun(const config::JobSpec& spec, int world, const std::str
   std::vector<ReshardRun> out(world);
   const config::JobSpec data_spec = GlobalBatchSpec(1, 0);  // micro-batch 4: the global batch
   RunOnRanks(world, [&](int r, comm::Communicator* comm) {
-    tensor::CpuAllocator alloc;
-    auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc), spec,
-                                &alloc, comm);
+    testing::CpuDevice alloc;
+    auto e =
+        Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc.ops), spec, comm);
     ASSERT_THAT(e, IsOk());
     CheckpointOptions options{env::PosixEnv::Default(), root, 0, comm::CommOptions{}};
     if (load_tag != nullptr) {
@@ -200,9 +200,9 @@ TEST(CheckpointIo, ExportThenImportGivesTheSameWeights) {
   EXPECT_EQ(read->params, saved[0].params);
   config::JobSpec from_file = SmallGptSpec(1, 0, 1, 0.0, "", 4);
   from_file.model.init_from = file;
-  tensor::CpuAllocator alloc;
-  auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(from_file), &alloc),
-                              from_file, &alloc);
+  testing::CpuDevice alloc;
+  auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(from_file), &alloc.ops),
+                              from_file);
   ASSERT_THAT(e, IsOk());
   EXPECT_EQ(*(*e)->GatherParams(), saved[0].params);
   EXPECT_FALSE(

@@ -8,8 +8,6 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/status/status_macros.h"
-#include "kernels/adamw/adamw.h"
-#include "kernels/residual/residual.h"
 #include "worker/model/llmc_format.h"
 #include "worker/precision/loss_scaler.h"
 
@@ -17,19 +15,17 @@ namespace dstrain::engine {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model::Gpt> model,
                                                            const config::JobSpec& spec,
-                                                           tensor::Allocator* allocator,
                                                            comm::Communicator* dp,
                                                            comm::CommOptions comm_options) {
   DT_ASSIGN_OR_RETURN(std::unique_ptr<LrSchedule> schedule,
                       LrSchedule::Create(spec.scheduler, spec.optimizer));
-  std::unique_ptr<Engine> e(new Engine(std::move(model), spec, allocator, dp, std::move(schedule)));
+  std::unique_ptr<Engine> e(new Engine(std::move(model), spec, dp, std::move(schedule)));
   e->comm_options_ = comm_options;
-  const int64_t total = e->model_->layout().total();
   // Mixed precision: 16-bit parameters and gradients, fp32 master weights; bf16 runs its
-  // matrix products in bf16 (oneDNN), fp16 widens to fp32 for them (no fp16 GEMM on most CPUs).
+  // matrix products in bf16, fp16 widens to fp32 for them (no fp16 GEMM on most CPUs).
   const DType storage =
       spec.fp16.enabled ? DType::kF16 : (spec.bf16.enabled ? DType::kBF16 : DType::kF32);
-  e->model_->set_bf16_matmuls(spec.bf16.enabled);
+  e->model_->set_matmul_precision(spec.bf16.enabled ? DType::kBF16 : DType::kF32);
   e->scaler_ = std::make_unique<precision::LossScaler>(
       spec.fp16.enabled ? precision::LossScalerOptions::FromConfig(spec.fp16)
                         : precision::LossScalerOptions::Static(1.0));
@@ -40,50 +36,76 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
   reduction.prescale = spec.prescale_gradients;
   reduction.predivide = spec.gradient_predivide_factor;
   DT_ASSIGN_OR_RETURN(
-      e->zero_, zero::ZeroState::Create(e->model_->layout(), spec.zero, dp, comm_options, allocator,
+      e->zero_, zero::ZeroState::Create(e->model_->layout(), spec.zero, dp, comm_options, &e->ops(),
                                         storage, reduction));
   // The initial parameters pass through one full flat buffer on every rank; ZeroState keeps
-  // what its stage keeps (stage 3: this rank's chunks only) and the buffer is freed.
+  // what its stage keeps (stage 3: this rank's chunks only) and the buffer is freed. Every rank
+  // initialised the same way, but DeepSpeed broadcasts rank 0's parameters anyway: it makes "all
+  // ranks start equal" a fact rather than an assumption (e.g. a rank whose init_from file
+  // differs). SetParams does that.
+  DT_ASSIGN_OR_RETURN(tensor::Tensor initial, e->InitialParams());
+  DT_RETURN_IF_ERROR(e->zero_->SetParams(initial.view()));
+  return e;
+}
+
+absl::StatusOr<tensor::Tensor> Engine::InitialParams() {
+  const int64_t total = model_->layout().total();
+  std::vector<float> host;
   DT_ASSIGN_OR_RETURN(
       tensor::Tensor initial,
-      tensor::Tensor::Empty(allocator, DType::kF32, {total}, tensor::MemoryCategory::kOther));
-  const model::GptConfig& mc = e->model_->config();
-  if (!spec.model.init_from.empty()) {
-    DT_ASSIGN_OR_RETURN(model::LlmcModel loaded, model::ReadLlmcModel(spec.model.init_from));
+      tensor::Tensor::Empty(allocator(), DType::kF32, {total}, tensor::MemoryCategory::kOther));
+  // On the CPU the tensor itself is host memory; elsewhere the values go through `host`.
+  float* values =
+      ops().host_accessible() ? initial.data<float>() : (host.resize(total), host.data());
+  const model::GptConfig& mc = model_->config();
+  if (!spec_.model.init_from.empty()) {
+    DT_ASSIGN_OR_RETURN(model::LlmcModel loaded, model::ReadLlmcModel(spec_.model.init_from));
     const model::GptConfig& lc = loaded.config;
     if (lc.n_layer != mc.n_layer || lc.n_head != mc.n_head || lc.n_embd != mc.n_embd ||
         lc.vocab_size != mc.vocab_size || lc.padded_vocab_size != mc.padded_vocab_size ||
         lc.block_size != mc.block_size) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "model.init_from: ", spec.model.init_from, " has shape L=", lc.n_layer, " NH=", lc.n_head,
-          " C=", lc.n_embd, " V=", lc.vocab_size, " Vp=", lc.padded_vocab_size,
+          "model.init_from: ", spec_.model.init_from, " has shape L=", lc.n_layer,
+          " NH=", lc.n_head, " C=", lc.n_embd, " V=", lc.vocab_size, " Vp=", lc.padded_vocab_size,
           " maxT=", lc.block_size, ", but the model block asks for L=", mc.n_layer,
           " NH=", mc.n_head, " C=", mc.n_embd, " V=", mc.vocab_size, " Vp=", mc.padded_vocab_size,
           " maxT=", mc.block_size));
     }
-    std::copy(loaded.params.begin(), loaded.params.end(), initial.data<float>());
+    std::copy(loaded.params.begin(), loaded.params.end(), values);
   } else {
-    e->model_->InitParams(initial.data<float>(), spec.model.init_seed);
+    model_->InitParams(values, spec_.model.init_seed);
   }
-  // Every rank initialised the same way, but DeepSpeed broadcasts rank 0's parameters anyway:
-  // it makes "all ranks start equal" a fact rather than an assumption (e.g. a rank whose
-  // init_from file differs). SetParams does that.
-  DT_RETURN_IF_ERROR(e->zero_->SetParams(initial.data<float>()));
-  return e;
+  if (!host.empty()) ops().CopyFromHost(initial.view(), host.data());
+  DT_RETURN_IF_ERROR(ops().status());
+  return initial;
 }
 
 Engine::Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec,
-               tensor::Allocator* allocator, comm::Communicator* dp,
-               std::unique_ptr<LrSchedule> schedule)
-    : model_(std::move(model)),
-      spec_(spec),
-      allocator_(allocator),
-      dp_(dp),
-      schedule_(std::move(schedule)) {}
+               comm::Communicator* dp, std::unique_ptr<LrSchedule> schedule)
+    : model_(std::move(model)), spec_(spec), dp_(dp), schedule_(std::move(schedule)) {}
+
+absl::StatusOr<tensor::Tensor> Engine::GatherParamsOnDevice(bool keep) {
+  tensor::Tensor flat;
+  if (keep) {
+    DT_ASSIGN_OR_RETURN(flat,
+                        tensor::Tensor::Empty(allocator(), DType::kF32, {model_->layout().total()},
+                                              tensor::MemoryCategory::kOther));
+  }
+  DT_RETURN_IF_ERROR(zero_->GetParams(flat.view()));
+  return flat;
+}
 
 absl::StatusOr<std::vector<float>> Engine::GatherParams(bool keep) {
   std::vector<float> flat(keep ? model_->layout().total() : 0);
-  DT_RETURN_IF_ERROR(zero_->GetParams(keep ? flat.data() : nullptr));
+  if (ops().host_accessible() || !keep) {
+    const tensor::View view =
+        keep ? tensor::View::Flat(flat.data(), DType::kF32, flat.size()) : tensor::View();
+    DT_RETURN_IF_ERROR(zero_->GetParams(view));
+    return flat;
+  }
+  DT_ASSIGN_OR_RETURN(tensor::Tensor on_device, GatherParamsOnDevice(true));
+  ops().CopyToHost(flat.data(), on_device.view());
+  DT_RETURN_IF_ERROR(ops().status());
   return flat;
 }
 
@@ -157,7 +179,7 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
   // OneCycle cycles beta1 (and pins beta2 to 0.99) as DeepSpeed's scheduler does.
   const double beta1 = schedule_->Beta1(applied_steps_).value_or(opt.beta1);
   const double beta2 = schedule_->Beta2(applied_steps_).value_or(opt.beta2);
-  kernels::AdamWArgs args;
+  device::AdamWArgs args;
   args.lr = stats.lr;
   args.beta1 = beta1;
   args.beta2 = beta2;
@@ -167,7 +189,7 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
   args.bias_correction2 = opt.bias_correction ? 1.0 - std::pow(beta2, double(t)) : 1.0;
   args.adamw_mode = opt.adam_w_mode;
   args.grad_scale = stats.clip_coef / stats.loss_scale;
-  zero_->AdamW(args);
+  DT_RETURN_IF_ERROR(zero_->AdamW(args));
 
   // Phase 4: bring every rank's parameters up to date (stages 1-2 all-gather the updated chunks),
   // zero the gradients, let the loss scaler grow after its window.
@@ -182,9 +204,8 @@ absl::StatusOr<std::optional<StepStats>> Engine::FinishStepStats(StepStats stats
   stats.loss = loss_sum_ / micro_step_;
   if (dp_ != nullptr && dp_->size() > 1) {
     float loss = static_cast<float>(stats.loss);
-    DT_ASSIGN_OR_RETURN(auto work, dp_->AllReduce(comm::CommBuffer{&loss, 1, DType::kF32},
-                                                  comm::ReduceOp::kAvg, comm_options_));
-    DT_RETURN_IF_ERROR(work->Wait());
+    DT_RETURN_IF_ERROR(zero::AllReduceScalar(*dp_, ops(), &loss_scalar_, &loss,
+                                             comm::ReduceOp::kAvg, comm_options_));
     stats.loss = loss;
   }
   loss_sum_ = 0.0;
@@ -259,7 +280,7 @@ absl::Status Engine::LoadReshardedState(const std::vector<absl::string_view>& st
     DT_RETURN_IF_ERROR(zero::ZeroState::ShardToFlat(model_->layout(), shard, reduce_bucket_size,
                                                     weights.data(), m.data(), v.data()));
   }
-  zero_->LoadFull(weights.data(), m.data(), v.data());
+  DT_RETURN_IF_ERROR(zero_->LoadFull(weights.data(), m.data(), v.data()));
   RestoreCounters(counters, same_precision);
   return absl::OkStatus();
 }

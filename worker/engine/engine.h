@@ -1,11 +1,12 @@
 // Engine: the training step around a model, mirroring deepspeed.initialize's engine.
 //
-//   auto engine = Engine::Initialize(std::move(gpt), spec, &allocator);
+//   auto engine = Engine::Initialize(std::move(gpt), spec, &ops);
 //   for each micro-batch: engine->Forward(x, y); engine->Backward();
 //                         engine->Step();   // optimizer step only at the accumulation boundary
 //
 // Parameters, gradients and optimizer state live in a zero::ZeroState (ZeRO stage 0-3 per
-// zero_optimization.stage; accounted by category in the allocator). The engine scales each
+// zero_optimization.stage) on the model's device (its device::Ops, whose allocator accounts them
+// by category); the engine names no kernel. The engine scales each
 // micro-batch's loss by 1/gradient_accumulation_steps as DeepSpeed does, clips by global gradient
 // norm (gradient_clipping, PyTorch's clip_grad_norm_ rule), applies Adam/AdamW with DeepSpeed's
 // adam_w_mode rule and runs the LR schedule once per optimizer step. With a data-parallel
@@ -48,10 +49,10 @@ class Engine {
   // Allocates parameters (initialised from model.init_from or with init_seed), gradients and
   // optimizer state. Errors: kInvalidArgument for an init_from file that does not match the
   // model shape, kResourceExhausted when memory runs out.
-  // `dp` (optional, not owned, outlives the engine) is the data-parallel group.
+  // The model's device (model->ops()) is the engine's. `dp` (optional, not owned, outlives the
+  // engine) is the data-parallel group.
   static absl::StatusOr<std::unique_ptr<Engine>> Initialize(std::unique_ptr<model::Gpt> model,
                                                             const config::JobSpec& spec,
-                                                            tensor::Allocator* allocator,
                                                             comm::Communicator* dp = nullptr,
                                                             comm::CommOptions comm_options = {});
 
@@ -92,28 +93,34 @@ class Engine {
   absl::StatusOr<float> EvalLoss(const int32_t* inputs, const int32_t* targets, int B, int T);
 
   model::Gpt& model() { return *model_; }
-  // The full parameters in the model's flat layout. Collective under ZeRO-3: every rank calls;
-  // with keep = false a rank only takes part and gets an empty vector (no full copy in memory).
+  device::Ops& ops() const { return model_->ops(); }
+  // The full fp32 parameters in the model's flat layout, in host memory. Collective under ZeRO-3
+  // and, with mixed precision, from stage 1 on: every rank calls; with keep = false a rank only
+  // takes part and gets an empty vector (no full copy in memory).
   absl::StatusOr<std::vector<float>> GatherParams(bool keep = true);
+  // The same on the device (for evaluating or sampling there), under MemoryCategory::kOther;
+  // an undefined tensor with keep = false.
+  absl::StatusOr<tensor::Tensor> GatherParamsOnDevice(bool keep = true);
   zero::ZeroState& zero() { return *zero_; }
   int64_t global_steps() const { return global_steps_; }
   int64_t skipped_steps() const { return skipped_steps_; }
   int micro_steps_in_step() const { return micro_step_; }
   const precision::LossScaler& loss_scaler() const { return *scaler_; }
   const config::JobSpec& spec() const { return spec_; }
-  tensor::Allocator* allocator() const { return allocator_; }
+  tensor::Allocator* allocator() const { return ops().allocator(); }
 
  private:
   absl::StatusOr<std::optional<StepStats>> FinishStepStats(StepStats stats);
   // The step counters (and the loss scaler) from a saved state's counters object.
   void RestoreCounters(const nlohmann::json& counters, bool restore_scaler);
-  Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec,
-         tensor::Allocator* allocator, comm::Communicator* dp,
+  Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec, comm::Communicator* dp,
          std::unique_ptr<LrSchedule> schedule);
+  // The initial parameters (model.init_from, or initialised with model.init_seed) into a full
+  // flat f32 tensor on the device.
+  absl::StatusOr<tensor::Tensor> InitialParams();
 
   std::unique_ptr<model::Gpt> model_;
   config::JobSpec spec_;
-  tensor::Allocator* allocator_;
   comm::Communicator* dp_;          // null or size 1: single rank
   comm::CommOptions comm_options_;  // timeout of every collective
   std::unique_ptr<LrSchedule> schedule_;
@@ -125,6 +132,7 @@ class Engine {
   int micro_step_ = 0;     // micro-batches accumulated since the last optimizer step
   double loss_sum_ = 0.0;  // their losses
   bool forward_pending_ = false;
+  tensor::Tensor loss_scalar_;  // the loss's all-reduce on a device without host access
 };
 
 }  // namespace dstrain::engine

@@ -9,6 +9,7 @@
 #include "common/status/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/comm/fake/fake_communicator.h"
+#include "worker/engine/zero_test_util.h"
 #include "worker/model/llmc_format.h"
 
 namespace dstrain::engine {
@@ -40,11 +41,11 @@ std::vector<float> Params(Engine& e) {
   return p.ok() ? *std::move(p) : std::vector<float>();
 }
 
-std::unique_ptr<Engine> Make(const config::JobSpec& spec, tensor::CpuAllocator* alloc) {
+std::unique_ptr<Engine> Make(const config::JobSpec& spec, testing::CpuDevice* alloc) {
   model::GptConfig mc{
       spec.model.n_layer,           spec.model.n_head,    spec.model.n_embd, spec.model.vocab_size,
       spec.model.padded_vocab_size, spec.model.block_size};
-  auto e = Engine::Initialize(*model::Gpt::Create(mc, alloc), spec, alloc);
+  auto e = Engine::Initialize(*model::Gpt::Create(mc, &alloc->ops), spec);
   EXPECT_THAT(e, IsOk());
   return std::move(*e);
 }
@@ -59,7 +60,7 @@ std::vector<int32_t> Tokens(int n, uint64_t seed) {
 TEST(Engine, AccumulationOverMicroBatchesEqualsOneLargeBatch) {
   // Two micro-batches of 2 sequences with gas 2 must take the same step as one batch of 4:
   // DeepSpeed scales each micro-batch's loss by 1/gas, so the gradients are the same mean.
-  tensor::CpuAllocator a1, a2;
+  testing::CpuDevice a1, a2;
   auto accum = Make(Spec(2, 2, 0.0), &a1);
   auto whole = Make(Spec(4, 1, 0.0), &a2);
   auto x = Tokens(4 * kT, 1), y = Tokens(4 * kT, 2);
@@ -84,7 +85,7 @@ TEST(Engine, AccumulationOverMicroBatchesEqualsOneLargeBatch) {
 }
 
 TEST(Engine, ClippingScalesTheUpdateAndReportsThePreClipNorm) {
-  tensor::CpuAllocator a1, a2;
+  testing::CpuDevice a1, a2;
   auto clipped = Make(Spec(2, 1, 1e-3), &a1);
   auto free = Make(Spec(2, 1, 0.0), &a2);
   auto x = Tokens(2 * kT, 3), y = Tokens(2 * kT, 4);
@@ -116,7 +117,7 @@ TEST(Engine, ClippingScalesTheUpdateAndReportsThePreClipNorm) {
 }
 
 TEST(Engine, LifecycleErrors) {
-  tensor::CpuAllocator alloc;
+  testing::CpuDevice alloc;
   auto e = Make(Spec(2, 1, 0.0), &alloc);
   EXPECT_THAT(e->Backward(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("Forward")));
   auto x = Tokens(2 * kT, 5);
@@ -125,7 +126,7 @@ TEST(Engine, LifecycleErrors) {
 }
 
 TEST(Engine, MemoryIsAccountedByCategory) {
-  tensor::CpuAllocator alloc;
+  testing::CpuDevice alloc;
   auto e = Make(Spec(2, 1, 0.0), &alloc);
   // Stage 0 keeps everything whole, in the padded space (the layout plus < 16 floats).
   const int64_t total = e->zero().partition().padded_total() * 4;
@@ -137,26 +138,26 @@ TEST(Engine, MemoryIsAccountedByCategory) {
 }
 
 TEST(Engine, InitFromLoadsWeightsAndChecksTheShape) {
-  tensor::CpuAllocator alloc;
+  testing::CpuDevice alloc;
   auto e = Make(Spec(2, 1, 0.0), &alloc);
   const std::string path = std::string(getenv("TEST_TMPDIR")) + "/init.bin";
   std::vector<float> w(e->model().layout().total(), 0.f);
   for (size_t i = 0; i < w.size(); ++i) w[i] = 0.001f * (i % 97);
   ASSERT_THAT(model::WriteLlmcModel(path, e->model().config(), e->model().layout(), w.data()),
               IsOk());
-  tensor::CpuAllocator alloc2;
+  testing::CpuDevice alloc2;
   auto loaded = Make(Spec(2, 1, 0.0, absl::StrFormat(R"(, "init_from": "%s")", path)), &alloc2);
   // Padding between parameters is not stored in the file and reads back as 0.
   const std::vector<float> loaded_params = Params(*loaded);
   for (const auto& p : loaded->model().layout().params()) {
     for (int64_t i = 0; i < p.numel; ++i) ASSERT_EQ(loaded_params[p.offset + i], w[p.offset + i]);
   }
-  tensor::CpuAllocator alloc3;
+  testing::CpuDevice alloc3;
   auto spec = Spec(2, 1, 0.0, absl::StrFormat(R"(, "init_from": "%s")", path));
   spec.model.n_embd = 32;
   spec.model.n_head = 4;
   model::GptConfig mc{2, 4, 32, 20, spec.model.padded_vocab_size, 8};
-  EXPECT_THAT(Engine::Initialize(*model::Gpt::Create(mc, &alloc3), spec, &alloc3),
+  EXPECT_THAT(Engine::Initialize(*model::Gpt::Create(mc, &alloc3.ops), spec),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("init_from")));
 }
 
@@ -175,7 +176,7 @@ TEST(Engine, DataParallelRanksTakeTheSingleProcessStep) {
   // contribution changes the update direction by ~lr on most weights. Adam is blind to a global
   // gradient scale, so sum-versus-mean is checked through the reported gradient norm.
   auto x = Tokens(4 * kT, 11), y = Tokens(4 * kT, 12);
-  tensor::CpuAllocator single_alloc;
+  testing::CpuDevice single_alloc;
   auto single = Make(Spec(4, 1, 1.0), &single_alloc);
   std::vector<double> single_norms;
   for (int s = 0; s < 3; ++s) {
@@ -195,9 +196,9 @@ TEST(Engine, DataParallelRanksTakeTheSingleProcessStep) {
       auto comm = comm::FakeCommunicator::Create(world, r);
       ASSERT_THAT(comm, IsOk());
       config::JobSpec spec = Spec(2, 1, 1.0);
-      tensor::CpuAllocator alloc;
+      testing::CpuDevice alloc;
       model::GptConfig mc{2, 2, 16, 20, spec.model.padded_vocab_size, 8};
-      auto e = Engine::Initialize(*model::Gpt::Create(mc, &alloc), spec, &alloc, comm->get());
+      auto e = Engine::Initialize(*model::Gpt::Create(mc, &alloc.ops), spec, comm->get());
       ASSERT_THAT(e, IsOk());
       for (int s = 0; s < 3; ++s) {
         ASSERT_THAT((*e)->Forward(x.data() + r * 2 * kT, y.data() + r * 2 * kT), IsOk());

@@ -42,9 +42,9 @@ Curve Train(const config::JobSpec& spec, int world, int steps,
   std::vector<Curve> runs(world);
   std::vector<absl::Status> errors(world);
   RunOnRanks(world, [&](int r, comm::Communicator* comm) {
-    tensor::CpuAllocator alloc;
-    auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc), spec,
-                                &alloc, comm);
+    testing::CpuDevice alloc;
+    auto e =
+        Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc.ops), spec, comm);
     ASSERT_THAT(e, IsOk());
     for (int step = 0; step < steps; ++step) {
       for (int m = 0; m < spec.gradient_accumulation_steps; ++m) {

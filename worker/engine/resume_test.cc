@@ -33,9 +33,9 @@ std::vector<Result> TrainSteps(const config::JobSpec& spec, int world, int first
   std::vector<Result> out(world);
   if (save != nullptr) save->assign(world, "");
   RunOnRanks(world, [&](int r, comm::Communicator* comm) {
-    tensor::CpuAllocator alloc;
-    auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc), spec,
-                                &alloc, comm);
+    testing::CpuDevice alloc;
+    auto e =
+        Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc.ops), spec, comm);
     ASSERT_THAT(e, IsOk());
     if (states != nullptr) ASSERT_THAT((*e)->LoadState((*states)[r]), IsOk());
     for (int step = first; step < last; ++step) {
@@ -105,9 +105,8 @@ TEST(ResumeTest, MismatchedStateIsRefused) {
   std::vector<std::string> states;
   TrainSteps(stage1, 1, 0, 1, nullptr, &states);
   const config::JobSpec stage3 = SmallGptSpec(1, 3, 1, 0.0);
-  tensor::CpuAllocator alloc;
-  auto e =
-      Engine::Initialize(*model::Gpt::Create(testing::ModelShape(stage3), &alloc), stage3, &alloc);
+  testing::CpuDevice alloc;
+  auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(stage3), &alloc.ops), stage3);
   ASSERT_THAT(e, IsOk());
   EXPECT_THAT((*e)->LoadState(states[0]), StatusIs(absl::StatusCode::kFailedPrecondition,
                                                    ::testing::HasSubstr("written at stage 1")));

@@ -33,12 +33,13 @@ TEST_P(ZeroMemoryTest, AllocatorMatchesTheEstimate) {
   auto layout = model::ParamLayout::ForGpt(shape);
   ASSERT_THAT(layout, IsOk());
   const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu), T = spec.data.seq_len;
-  const zero::MemoryEstimate want = zero::EstimateMemory(*layout, shape, spec.zero, stage, world, B,
-                                                         T, bf16 ? DType::kBF16 : DType::kF32);
+  testing::CpuDevice sizing;  // the device the estimate is for: the CPU, as the ranks'
+  const zero::MemoryEstimate want = zero::EstimateMemory(
+      *layout, shape, spec.zero, stage, world, B, T, sizing.ops, bf16 ? DType::kBF16 : DType::kF32);
   std::vector<tensor::MemoryStats> stats(world);
   RunOnRanks(world, [&](int r, comm::Communicator* comm) {
-    tensor::CpuAllocator alloc;
-    auto e = Engine::Initialize(*model::Gpt::Create(shape, &alloc), spec, &alloc, comm);
+    testing::CpuDevice alloc;
+    auto e = Engine::Initialize(*model::Gpt::Create(shape, &alloc.ops), spec, comm);
     ASSERT_THAT(e, IsOk());
     alloc.ResetPeaks();  // the initial full copy (category other) is gone; measure training
     for (int step = 0; step < 3; ++step) {
@@ -65,8 +66,9 @@ TEST_P(ZeroMemoryTest, AllocatorMatchesTheEstimate) {
     if (stage == 3 || bf16) EXPECT_GT(s.peak[int(tensor::MemoryCategory::kGatheredParams)], 0);
     // Partitioning pays: each stage holds less than the one before at world > 1.
     if (world > 1 && stage > 0) {
-      const zero::MemoryEstimate prev = zero::EstimateMemory(
-          *layout, shape, spec.zero, stage - 1, world, B, T, bf16 ? DType::kBF16 : DType::kF32);
+      const zero::MemoryEstimate prev =
+          zero::EstimateMemory(*layout, shape, spec.zero, stage - 1, world, B, T, sizing.ops,
+                               bf16 ? DType::kBF16 : DType::kF32);
       EXPECT_LT(want.model_states(), prev.model_states());
     }
   }

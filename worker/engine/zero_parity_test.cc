@@ -58,9 +58,9 @@ Result Train(const Setup& s) {
   const config::JobSpec spec = SmallGptSpec(s.world, s.stage, s.gas, s.clip, s.zero_extra, kSteps);
   std::vector<Result> results(s.world);
   RunOnRanks(s.world, [&](int r, comm::Communicator* comm) {
-    tensor::CpuAllocator alloc;
-    auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc), spec,
-                                &alloc, comm);
+    testing::CpuDevice alloc;
+    auto e =
+        Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc.ops), spec, comm);
     ASSERT_THAT(e, IsOk());
     Result& out = results[r];
     for (int step = 0; step < kSteps; ++step) {

@@ -10,9 +10,18 @@
 
 #include "worker/comm/communicator.h"
 #include "worker/config/config.h"
+#include "worker/device/cpu/cpu_ops.h"
 #include "worker/model/param_layout.h"
 
 namespace dstrain::engine::testing {
+
+// A CPU device for tests: its allocator (whose statistics the memory tests read) and its Ops.
+struct CpuDevice {
+  tensor::CpuAllocator alloc;
+  device::CpuOps ops{&alloc};
+  tensor::MemoryStats Stats() const { return alloc.Stats(); }
+  void ResetPeaks() { alloc.ResetPeaks(); }
+};
 
 // A small GPT job (2 layers, C 24, vocabulary 37: no module size divides by any world size),
 // micro-batch 2 x 8 tokens, AdamW lr 1e-2 with weight decay. `zero_extra` adds keys to

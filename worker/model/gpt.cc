@@ -1,281 +1,206 @@
 #include "worker/model/gpt.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/random/rng.h"
 #include "common/status/status_macros.h"
-#include "kernels/attention/attention.h"
-#include "kernels/cast/cast.h"
-#include "kernels/crossentropy/crossentropy.h"
-#include "kernels/encoder/encoder.h"
-#include "kernels/gelu/gelu.h"
-#include "kernels/layernorm/layernorm.h"
-#include "kernels/matmul/matmul.h"
-#include "kernels/residual/residual.h"
 
 namespace dstrain::model {
 
-namespace k = ::dstrain::kernels;
+using tensor::View;
 
-absl::StatusOr<std::unique_ptr<Gpt>> Gpt::Create(const GptConfig& config,
-                                                 tensor::Allocator* allocator) {
-  DT_ASSIGN_OR_RETURN(ParamLayout layout, ParamLayout::ForGpt(config));
-  return std::unique_ptr<Gpt>(new Gpt(config, std::move(layout), allocator));
+absl::StatusOr<std::unique_ptr<Gpt>> Gpt::Create(const GptConfig& config, device::Ops* ops,
+                                                 BlockRange range) {
+  DT_ASSIGN_OR_RETURN(ParamLayout layout, ParamLayout::ForGpt(config, range));
+  return std::unique_ptr<Gpt>(new Gpt(config, std::move(layout), ops, range));
 }
 
-Gpt::Gpt(const GptConfig& config, ParamLayout layout, tensor::Allocator* allocator)
+Gpt::Gpt(const GptConfig& config, ParamLayout layout, device::Ops* ops, BlockRange range)
     : config_(config),
+      range_(range),
       layout_(std::move(layout)),
-      offsets_(OffsetsOf(layout_, config.n_layer)),
-      allocator_(allocator) {
-  embedding_module_ = layout_.Find("wte")->module;
-  final_module_ = layout_.Find("lnfw")->module;
-  for (int l = 0; l < config.n_layer; ++l) {
-    block_modules_.push_back(layout_.Find(absl::StrCat("block.", l, ".ln1w"))->module);
+      ops_(ops),
+      acts_(kNumGptActivations) {
+  for (int m = 0; m < static_cast<int>(layout_.modules().size()); ++m) {
+    const ModuleSpec& spec = layout_.modules()[m];
+    if (spec.owner == Owner::kEmbedding) embedding_module_ = m;
+    if (spec.owner == Owner::kFinal) final_module_ = m;
+    if (spec.owner == Owner::kBlock) block_modules_.push_back(m);
   }
 }
 
 void Gpt::InitParams(float* params, uint64_t seed) const {
+  // The draws follow the whole model's parameter order, so a slice gets the values the whole
+  // model would: initialise the whole layout and copy this slice's parameters out of it.
+  if (range_.first != 0 || !range_.HasHead(config_.n_layer)) {
+    const ParamLayout whole = *ParamLayout::ForGpt(config_);
+    std::vector<float> all(whole.total());
+    std::unique_ptr<Gpt>(new Gpt(config_, whole, ops_, {}))->InitParams(all.data(), seed);
+    std::memset(params, 0, layout_.total() * sizeof(float));
+    for (const ParamSpec& p : layout_.params()) {
+      std::memcpy(params + p.offset, all.data() + whole.Find(p.name)->offset, p.numel * 4);
+    }
+    return;
+  }
   std::memset(params, 0, layout_.total() * sizeof(float));
   Rng rng(seed);
   const double residual_std = 0.02 / std::sqrt(2.0 * config_.n_layer);
   for (const ParamSpec& p : layout_.params()) {
     float* w = params + p.offset;
-    const std::string& n = p.name;
-    auto ends_with = [&](const char* s) {
-      const size_t len = std::strlen(s);
-      return n.size() >= len && n.compare(n.size() - len, len, s) == 0;
-    };
-    if (ends_with("ln1w") || ends_with("ln2w") || n == "lnfw") {
+    const std::string kind = kGptParams[p.row].name;
+    if (kind == "ln1w" || kind == "ln2w" || kind == "lnfw") {
       for (int64_t i = 0; i < p.numel; ++i) w[i] = 1.f;
     } else if (p.shape.size() == 2) {
-      const double std = (ends_with("attprojw") || ends_with("fcprojw")) ? residual_std : 0.02;
+      const double std = (kind == "attprojw" || kind == "fcprojw") ? residual_std : 0.02;
       // Only the real vocabulary rows of wte are drawn; padded rows stay 0 (never looked up,
       // and their logits are masked out of the softmax).
-      const int64_t n_init = n == "wte" ? int64_t{config_.vocab_size} * p.shape[1] : p.numel;
+      const int64_t n_init = kind == "wte" ? int64_t{config_.vocab_size} * p.shape[1] : p.numel;
       for (int64_t i = 0; i < n_init; ++i) w[i] = static_cast<float>(std * rng.Normal());
     }
     // Biases and LayerNorm biases stay 0.
   }
 }
 
-absl::Status Gpt::EnsureActivations(int B, int T) {
-  if (acts_.B == B && acts_.T == T) return absl::OkStatus();
-  acts_ = Activations();
-  const int64_t L = config_.n_layer, C = config_.n_embd, NH = config_.n_head;
-  const int64_t Vp = config_.padded_vocab_size, BT = int64_t{B} * T;
-  auto make = [&](tensor::Tensor& t, std::vector<int64_t> shape) -> absl::Status {
-    DT_ASSIGN_OR_RETURN(t, tensor::Tensor::Empty(allocator_, DType::kF32, std::move(shape),
-                                                 tensor::MemoryCategory::kActivations));
-    return absl::OkStatus();
-  };
-  DT_RETURN_IF_ERROR(make(acts_.encoded, {B, T, C}));
-  DT_RETURN_IF_ERROR(make(acts_.ln1, {L, B, T, C}));
-  DT_RETURN_IF_ERROR(make(acts_.ln1_mean, {L, B, T}));
-  DT_RETURN_IF_ERROR(make(acts_.ln1_rstd, {L, B, T}));
-  DT_RETURN_IF_ERROR(make(acts_.qkv, {L, B, T, 3 * C}));
-  DT_RETURN_IF_ERROR(make(acts_.atty, {L, B, T, C}));
-  DT_RETURN_IF_ERROR(make(acts_.att, {L, B, NH, T, T}));
-  DT_RETURN_IF_ERROR(make(acts_.residual2, {L, B, T, C}));
-  DT_RETURN_IF_ERROR(make(acts_.ln2, {L, B, T, C}));
-  DT_RETURN_IF_ERROR(make(acts_.ln2_mean, {L, B, T}));
-  DT_RETURN_IF_ERROR(make(acts_.ln2_rstd, {L, B, T}));
-  DT_RETURN_IF_ERROR(make(acts_.fch, {L, B, T, 4 * C}));
-  DT_RETURN_IF_ERROR(make(acts_.fch_gelu, {L, B, T, 4 * C}));
-  DT_RETURN_IF_ERROR(make(acts_.residual3, {L, B, T, C}));
-  DT_RETURN_IF_ERROR(make(acts_.lnf, {B, T, C}));
-  DT_RETURN_IF_ERROR(make(acts_.lnf_mean, {B, T}));
-  DT_RETURN_IF_ERROR(make(acts_.lnf_rstd, {B, T}));
-  DT_RETURN_IF_ERROR(make(acts_.logits, {B, T, Vp}));
-  DT_RETURN_IF_ERROR(make(acts_.losses, {B, T}));
-  DT_RETURN_IF_ERROR(make(acts_.dstream, {B, T, C}));
-  DT_RETURN_IF_ERROR(make(acts_.dbtc, {B, T, C}));
-  DT_RETURN_IF_ERROR(make(acts_.dqkv, {B, T, 3 * C}));
-  DT_RETURN_IF_ERROR(make(acts_.dfch_gelu, {B, T, 4 * C}));
-  DT_RETURN_IF_ERROR(make(acts_.dfch, {B, T, 4 * C}));
-  DT_RETURN_IF_ERROR(make(acts_.att_scratch, {k::AttentionBackwardScratchFloats(B, T, C, NH)}));
-  acts_.tokens.assign(BT, 0);
-  acts_.B = B;
-  acts_.T = T;
+absl::Status Gpt::Prepare(int B, int T) {
+  if (B == B_ && T == T_) return absl::OkStatus();
+  acts_.clear();
+  acts_.resize(kNumGptActivations);
+  B_ = T_ = 0;
+  const int C = config_.n_embd, NH = config_.n_head;
+  const DeviceSizes device{ops_->AttentionStateElements(B, T, C, NH),
+                           ops_->AttentionScratchElements(B, T, C, NH)};
+  for (int row = 0; row < kNumGptActivations; ++row) {
+    const int copies = ActCopies(row, config_, range_);
+    if (copies == 0) continue;
+    const ActRow& r = kGptActivations[row];
+    const int64_t n = ActElements(row, config_, B, T, device);
+    // Per-token rows are (copies, B, T, width) (width 1 dropped); device-sized rows (copies, n).
+    std::vector<int64_t> shape;
+    if (r.owner == ActOwner::kBlock) shape.push_back(copies);
+    if (r.size == ActSize::kPerToken) {
+      shape.insert(shape.end(), {B, T});
+      const int64_t width = Resolve(r.per_token, config_);
+      if (width != 1) shape.push_back(width);
+    } else {
+      shape.push_back(n);
+    }
+    DT_ASSIGN_OR_RETURN(acts_[row], tensor::Tensor::Empty(ops_->allocator(), r.dtype, shape,
+                                                          tensor::MemoryCategory::kActivations));
+  }
+  B_ = B;
+  T_ = T;
   return absl::OkStatus();
 }
 
-namespace {
-
-// A module's parameters or gradients as ParamAccess hands them out, addressed by flat offsets.
-template <typename T>
-struct ModuleView {
-  T* base = nullptr;
-  int64_t first = 0;                 // flat offset of the module's first float
-  const uint16_t* base16 = nullptr;  // the same parameters stored in bf16, when they are
-  T* operator()(int64_t flat_offset) const { return base + (flat_offset - first); }
-  const uint16_t* bf16(int64_t flat_offset) const {
-    return base16 != nullptr ? base16 + (flat_offset - first) : nullptr;
-  }
-};
-
-}  // namespace
-
-std::vector<int> Gpt::Bf16OnlyParams() const {
-  std::vector<int> out;
-  for (int i = 0; i < static_cast<int>(layout_.params().size()); ++i) {
-    const std::string& name = layout_.params()[i].name;
-    if (name == "wte") out.push_back(i);
-    for (const char* suffix : {".qkvw", ".attprojw", ".fcw", ".fcprojw"}) {
-      if (absl::EndsWith(name, suffix)) out.push_back(i);
-    }
-  }
-  return out;
+View Gpt::Act(int act, int layer) const {
+  const View all = acts_[act].view();
+  return kGptActivations[act].owner == ActOwner::kBlock ? all[layer - range_.first] : all;
 }
 
-void Gpt::LinearForward(float* out, const float* inp, const float* weight, const uint16_t* weight16,
-                        const float* bias, int64_t M, int64_t K, int64_t N) const {
-  if (bf16_matmuls_ && weight16 != nullptr) {
-    k::MatmulForwardBf16(out, inp, weight16, bias, M, K, N);
-  } else if (bf16_matmuls_) {
-    k::MatmulForwardBf16(out, inp, weight, bias, M, K, N);
-  } else {
-    k::MatmulForward(out, inp, weight, bias, M, K, N);
-  }
+View Gpt::stage_input() const { return Act(kEncoded); }
+View Gpt::stage_output() const { return Act(kResidual3, range_.End(config_.n_layer) - 1); }
+View Gpt::stage_output_grad() const { return Act(kDstream); }
+
+absl::StatusOr<ModuleParams> Gpt::Params(ParamAccess& access, int module, Pass pass) const {
+  return access.AcquireParams(module, pass);
 }
 
-void Gpt::LinearBackward(float* dinp, float* dweight, float* dbias, const float* dout,
-                         const float* inp, const float* weight, const uint16_t* weight16, int64_t M,
-                         int64_t K, int64_t N, bool overwrite_dweight) const {
-  if (bf16_matmuls_ && weight16 != nullptr) {
-    k::MatmulBackwardBf16(dinp, dweight, dbias, dout, inp, weight16, M, K, N,
-                          /*accumulate_dinp=*/false, /*accumulate_dweight=*/!overwrite_dweight);
-    return;
-  }
-  if (overwrite_dweight) std::fill(dweight, dweight + N * K, 0.f);  // the kernels below add
-  if (bf16_matmuls_) {
-    k::MatmulBackwardBf16(dinp, dweight, dbias, dout, inp, weight, M, K, N);
-  } else {
-    k::MatmulBackward(dinp, dweight, dbias, dout, inp, weight, M, K, N);
-  }
-}
-
-absl::StatusOr<float> Gpt::Forward(const float* params, const int32_t* tokens,
-                                   const int32_t* targets, int B, int T, float dloss) {
-  FlatParamAccess access(layout_, params);
-  return Forward(access, tokens, targets, B, T, dloss);
-}
-
-absl::Status Gpt::Backward(const float* params, float* grads) {
-  FlatParamAccess access(layout_, params, grads);
-  return Backward(access);
-}
-
-absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,
-                                   const int32_t* targets, int B, int T, float dloss) {
-  backward_ready_ = false;
+absl::Status Gpt::CheckBatch(const int32_t* tokens, const int32_t* targets, int B, int T) const {
   if (B <= 0 || T <= 0 || T > config_.block_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         "batch shape (", B, ", ", T, ") out of range; block_size is ", config_.block_size));
   }
+  if (range_.Embeds() && tokens == nullptr) {
+    return absl::InvalidArgumentError("the first stage needs the input tokens");
+  }
   const int64_t BT = int64_t{B} * T;
   const int V = config_.vocab_size;
   for (int64_t i = 0; i < BT; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= V ||
+    if ((tokens != nullptr && (tokens[i] < 0 || tokens[i] >= V)) ||
         (targets != nullptr && (targets[i] < 0 || targets[i] >= V))) {
       return absl::InvalidArgumentError(
           absl::StrCat("token id at position ", i, " is outside the vocabulary [0, ", V, ")"));
     }
   }
-  DT_RETURN_IF_ERROR(EnsureActivations(B, T));
-  Activations& a = acts_;
-  std::memcpy(a.tokens.data(), tokens, BT * sizeof(int32_t));
-  const int L = config_.n_layer, C = config_.n_embd, NH = config_.n_head;
-  const int Vp = config_.padded_vocab_size;
-  const int64_t btc = BT * C;
-  auto params_of = [&](int module) -> absl::StatusOr<ModuleView<const float>> {
-    DT_ASSIGN_OR_RETURN(const float* base, access.AcquireParams(module, Pass::kForward));
-    return ModuleView<const float>{base, layout_.modules()[module].offset,
-                                   bf16_matmuls_ ? access.Bf16Params(module) : nullptr};
-  };
+  return absl::OkStatus();
+}
 
-  // Phase 1: embeddings. encoded (B,T,C) = wte[tokens] + wpe[0..T)
-  {
-    DT_ASSIGN_OR_RETURN(auto emb, params_of(embedding_module_));
-    const float* wte = emb(offsets_.wte);
-    const int32_t* ids = tokens;
-    if (const uint16_t* wte16 = emb.bf16(offsets_.wte)) {
-      // wte stays in bf16: widen only this batch's rows and look them up by position.
-      if (!a.wte_rows.defined() || a.wte_rows.numel() != btc) {
-        DT_ASSIGN_OR_RETURN(a.wte_rows,
-                            tensor::Tensor::Empty(allocator_, DType::kF32, {B, T, C},
-                                                  tensor::MemoryCategory::kActivations));
-        a.positions.resize(BT);
-        for (int64_t i = 0; i < BT; ++i) a.positions[i] = static_cast<int32_t>(i);
-      }
-      for (int64_t i = 0; i < BT; ++i) {
-        k::HalfToFloat(DType::kBF16, a.wte_rows.data<float>() + i * C,
-                       wte16 + int64_t{tokens[i]} * C, C);
-      }
-      wte = a.wte_rows.data<float>();
-      ids = a.positions.data();
-    }
-    k::EncoderForward(a.encoded.data<float>(), ids, wte, emb(offsets_.wpe), B, T, C);
-    DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kForward));
+absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,
+                                   const int32_t* targets, int B, int T, float dloss) {
+  backward_ready_ = false;
+  DT_RETURN_IF_ERROR(CheckBatch(tokens, targets, B, T));
+  DT_RETURN_IF_ERROR(Prepare(B, T));
+  if (range_.Embeds()) DT_RETURN_IF_ERROR(EmbedForward(access, tokens));
+  for (int l = range_.first; l < range_.End(config_.n_layer); ++l) {
+    DT_RETURN_IF_ERROR(BlockForward(access, l));
   }
-
-  // Phase 2: transformer blocks, each reading the residual stream left by the previous one.
-  for (int l = 0; l < L; ++l) {
-    const BlockParams& p = offsets_.blocks[l];
-    DT_ASSIGN_OR_RETURN(auto w, params_of(block_modules_[l]));
-    const float* x = l == 0 ? a.encoded.data<float>() : a.residual3.data<float>() + (l - 1) * btc;
-    float* ln1 = a.ln1.data<float>() + l * btc;                      // (B,T,C)
-    float* ln1_mean = a.ln1_mean.data<float>() + l * BT;             // (B,T)
-    float* ln1_rstd = a.ln1_rstd.data<float>() + l * BT;             // (B,T)
-    float* qkv = a.qkv.data<float>() + l * 3 * btc;                  // (B,T,3C)
-    float* atty = a.atty.data<float>() + l * btc;                    // (B,T,C)
-    float* att = a.att.data<float>() + int64_t{l} * B * NH * T * T;  // (B,NH,T,T)
-    float* residual2 = a.residual2.data<float>() + l * btc;          // (B,T,C)
-    float* ln2 = a.ln2.data<float>() + l * btc;                      // (B,T,C)
-    float* ln2_mean = a.ln2_mean.data<float>() + l * BT;
-    float* ln2_rstd = a.ln2_rstd.data<float>() + l * BT;
-    float* fch = a.fch.data<float>() + l * 4 * btc;            // (B,T,4C)
-    float* fch_gelu = a.fch_gelu.data<float>() + l * 4 * btc;  // (B,T,4C)
-    float* residual3 = a.residual3.data<float>() + l * btc;    // (B,T,C)
-
-    k::LayerNormForward(ln1, ln1_mean, ln1_rstd, x, w(p.ln1w), w(p.ln1b), BT, C);
-    LinearForward(qkv, ln1, w(p.qkvw), w.bf16(p.qkvw), w(p.qkvb), BT, C, 3 * C);
-    k::AttentionForward(atty, att, qkv, B, T, C, NH);
-    // attproj goes straight into residual2, then the skip connection is added in place.
-    LinearForward(residual2, atty, w(p.attprojw), w.bf16(p.attprojw), w(p.attprojb), BT, C, C);
-    k::AddInPlace(residual2, x, btc);
-    k::LayerNormForward(ln2, ln2_mean, ln2_rstd, residual2, w(p.ln2w), w(p.ln2b), BT, C);
-    LinearForward(fch, ln2, w(p.fcw), w.bf16(p.fcw), w(p.fcb), BT, C, 4 * C);
-    k::GeluForward(fch_gelu, fch, BT * 4 * C);
-    LinearForward(residual3, fch_gelu, w(p.fcprojw), w.bf16(p.fcprojw), w(p.fcprojb), BT, 4 * C, C);
-    k::AddInPlace(residual3, residual2, btc);
-    DT_RETURN_IF_ERROR(access.ReleaseParams(block_modules_[l], Pass::kForward));
+  float loss = 0.f;
+  if (range_.HasHead(config_.n_layer)) {
+    DT_ASSIGN_OR_RETURN(loss, HeadForward(access, targets, dloss));
+    backward_ready_ = targets != nullptr && dloss > 0.f;
+  } else {
+    backward_ready_ = dloss > 0.f;
   }
+  DT_RETURN_IF_ERROR(ops_->status());
+  return loss;
+}
 
-  // Phase 3: final LayerNorm and the tied LM head. logits (B,T,Vp) = lnf · wteᵀ
+// Phase 1: embeddings. encoded (B,T,C) = wte[tokens] + wpe[0..T)
+absl::Status Gpt::EmbedForward(ParamAccess& access, const int32_t* tokens) {
+  ops_->CopyFromHost(Act(kTokens), tokens);
+  DT_ASSIGN_OR_RETURN(ModuleParams emb, Params(access, embedding_module_, Pass::kForward));
+  ops_->EncoderForward(Act(kEncoded), Act(kTokens), emb[kWte], emb[kWpe]);
+  DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kForward));
+  return ops_->status();
+}
+
+// Phase 2: a transformer block, reading the residual stream the previous one left.
+absl::Status Gpt::BlockForward(ParamAccess& access, int l) {
+  const int module = block_modules_[l - range_.first];
+  DT_ASSIGN_OR_RETURN(ModuleParams w, Params(access, module, Pass::kForward));
+  device::Ops& ops = *ops_;
+  const device::LinearOptions linear{matmul_};
+  const View x = l == range_.first ? Act(kEncoded) : Act(kResidual3, l - 1);  // (B,T,C)
+  const View residual2 = Act(kResidual2, l), residual3 = Act(kResidual3, l);
+  ops.LayerNormForward(Act(kLn1, l), Act(kLn1Mean, l), Act(kLn1Rstd, l), x, w[kLn1w], w[kLn1b]);
+  ops.LinearForward(Act(kQkv, l), Act(kLn1, l), w[kQkvw], w[kQkvb], linear);
+  ops.AttentionForward(Act(kAtty, l), Act(kAtt, l), Act(kQkv, l), config_.n_head);
+  // attproj goes straight into residual2, then the skip connection is added in place.
+  ops.LinearForward(residual2, Act(kAtty, l), w[kAttprojw], w[kAttprojb], linear);
+  ops.AddInto(residual2, x);
+  ops.LayerNormForward(Act(kLn2, l), Act(kLn2Mean, l), Act(kLn2Rstd, l), residual2, w[kLn2w],
+                       w[kLn2b]);
+  device::LinearOptions fc = linear;
+  fc.output_gelu = Act(kFch, l);  // fch = ln2 · fcwᵀ + fcb, fch_gelu = gelu(fch)
+  ops.LinearForward(Act(kFchGelu, l), Act(kLn2, l), w[kFcw], w[kFcb], fc);
+  ops.LinearForward(residual3, Act(kFchGelu, l), w[kFcprojw], w[kFcprojb], linear);
+  ops.AddInto(residual3, residual2);
+  DT_RETURN_IF_ERROR(access.ReleaseParams(module, Pass::kForward));
+  return ops.status();
+}
+
+// Phase 3: final LayerNorm, the tied LM head (logits (B,T,Vp) = lnf · wteᵀ) and the loss, with
+// its backward fused in when training (the logits become dlogits).
+absl::StatusOr<float> Gpt::HeadForward(ParamAccess& access, const int32_t* targets, float dloss) {
+  device::Ops& ops = *ops_;
   {
-    DT_ASSIGN_OR_RETURN(auto fin, params_of(final_module_));
-    DT_ASSIGN_OR_RETURN(auto emb, params_of(embedding_module_));
-    const float* last = a.residual3.data<float>() + (L - 1) * btc;
-    k::LayerNormForward(a.lnf.data<float>(), a.lnf_mean.data<float>(), a.lnf_rstd.data<float>(),
-                        last, fin(offsets_.lnfw), fin(offsets_.lnfb), BT, C);
-    LinearForward(a.logits.data<float>(), a.lnf.data<float>(), emb(offsets_.wte),
-                  emb.bf16(offsets_.wte), nullptr, BT, C, Vp);
+    DT_ASSIGN_OR_RETURN(ModuleParams fin, Params(access, final_module_, Pass::kForward));
+    DT_ASSIGN_OR_RETURN(ModuleParams emb, Params(access, embedding_module_, Pass::kForward));
+    ops.LayerNormForward(Act(kLnf), Act(kLnfMean), Act(kLnfRstd), stage_output(), fin[kLnfw],
+                         fin[kLnfb]);
+    ops.LinearForward(Act(kLogits), Act(kLnf), emb[kWte], View(), {matmul_});
     DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kForward));
     DT_RETURN_IF_ERROR(access.ReleaseParams(final_module_, Pass::kForward));
   }
   if (targets == nullptr) return 0.f;
-
-  // Phase 4: cross-entropy, with its backward fused in when training (logits become dlogits).
-  k::CrossEntropyForwardBackward(a.losses.data<float>(), a.logits.data<float>(), targets, BT, V, Vp,
-                                 dloss);
-  backward_ready_ = dloss > 0.f;
-  return static_cast<float>(k::MeanLoss(a.losses.data<float>(), BT));
+  ops.CopyFromHost(Act(kTargets), targets);
+  ops.CrossEntropy(Act(kLosses), Act(kLogits), Act(kTargets), config_.vocab_size, dloss);
+  DT_ASSIGN_OR_RETURN(const double mean, ops.MeanLoss(Act(kLosses)));
+  return static_cast<float>(mean);
 }
 
 absl::Status Gpt::Backward(ParamAccess& access) {
@@ -284,90 +209,95 @@ absl::Status Gpt::Backward(ParamAccess& access) {
         "Backward needs a preceding training Forward (targets and dloss > 0)");
   }
   backward_ready_ = false;
-  Activations& a = acts_;
-  const int B = a.B, T = a.T;
-  const int L = config_.n_layer, C = config_.n_embd, NH = config_.n_head;
-  const int Vp = config_.padded_vocab_size;
-  const int64_t BT = int64_t{B} * T, btc = BT * C;
-  float* dstream = a.dstream.data<float>();  // (B,T,C)
-  float* dbtc = a.dbtc.data<float>();        // (B,T,C)
-  auto params_of = [&](int module) -> absl::StatusOr<ModuleView<const float>> {
-    DT_ASSIGN_OR_RETURN(const float* base, access.AcquireParams(module, Pass::kBackward));
-    return ModuleView<const float>{base, layout_.modules()[module].offset,
-                                   bf16_matmuls_ ? access.Bf16Params(module) : nullptr};
-  };
-  auto grads_of = [&](int module) -> absl::StatusOr<ModuleView<float>> {
-    DT_ASSIGN_OR_RETURN(float* base, access.AcquireGrads(module));
-    return ModuleView<float>{base, layout_.modules()[module].offset};
-  };
-
-  // The embedding's gradients stay acquired through the whole pass: the tied head adds to dwte
-  // first, the encoder backward last.
-  DT_ASSIGN_OR_RETURN(auto demb, grads_of(embedding_module_));
-  {
-    DT_ASSIGN_OR_RETURN(auto fin, params_of(final_module_));
-    DT_ASSIGN_OR_RETURN(auto emb, params_of(embedding_module_));
-    DT_ASSIGN_OR_RETURN(auto dfin, grads_of(final_module_));
-    // Head: dlnf = dlogits · wte; dwte += dlogitsᵀ · lnf. dlnf lands in dbtc.
-    LinearBackward(dbtc, demb(offsets_.wte), nullptr, a.logits.data<float>(), a.lnf.data<float>(),
-                   emb(offsets_.wte), emb.bf16(offsets_.wte), BT, C, Vp,
-                   access.FreshGrads(embedding_module_));
-    DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kBackward));
-    // Final LayerNorm: its input is the last residual stream; the stream gradient starts here.
-    k::Fill(dstream, btc, 0.f);
-    k::LayerNormBackward(dstream, dfin(offsets_.lnfw), dfin(offsets_.lnfb), dbtc,
-                         a.residual3.data<float>() + (L - 1) * btc, fin(offsets_.lnfw),
-                         a.lnf_mean.data<float>(), a.lnf_rstd.data<float>(), BT, C);
-    DT_RETURN_IF_ERROR(access.ReleaseGrads(final_module_));
-    DT_RETURN_IF_ERROR(access.ReleaseParams(final_module_, Pass::kBackward));
+  // The embedding's gradients stay acquired through the whole pass when this stage embeds: the
+  // tied head adds to dwte first, the encoder backward last.
+  ModuleGrads demb;
+  if (range_.HasHead(config_.n_layer)) {
+    DT_RETURN_IF_ERROR(HeadBackward(access, demb));
   }
-
-  // Blocks in reverse. dstream holds ∂loss/∂(block output); each LayerNorm backward adds its
-  // branch into dstream, which the skip connection carries unchanged.
-  for (int l = L - 1; l >= 0; --l) {
-    const BlockParams& p = offsets_.blocks[l];
-    DT_ASSIGN_OR_RETURN(auto w, params_of(block_modules_[l]));
-    DT_ASSIGN_OR_RETURN(auto dw, grads_of(block_modules_[l]));
-    // A fresh gradient buffer's weight parts start unwritten: the products overwrite them.
-    const bool fresh = access.FreshGrads(block_modules_[l]);
-    const float* x = l == 0 ? a.encoded.data<float>() : a.residual3.data<float>() + (l - 1) * btc;
-    const float* ln1 = a.ln1.data<float>() + l * btc;
-    const float* qkv = a.qkv.data<float>() + l * 3 * btc;
-    const float* atty = a.atty.data<float>() + l * btc;
-    const float* att = a.att.data<float>() + int64_t{l} * B * NH * T * T;
-    const float* residual2 = a.residual2.data<float>() + l * btc;
-    const float* ln2 = a.ln2.data<float>() + l * btc;
-    const float* fch = a.fch.data<float>() + l * 4 * btc;
-    const float* fch_gelu = a.fch_gelu.data<float>() + l * 4 * btc;
-    float* dfch_gelu = a.dfch_gelu.data<float>();  // (B,T,4C)
-    float* dfch = a.dfch.data<float>();            // (B,T,4C)
-    float* dqkv = a.dqkv.data<float>();            // (B,T,3C)
-
-    // MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2)))).
-    LinearBackward(dfch_gelu, dw(p.fcprojw), dw(p.fcprojb), dstream, fch_gelu, w(p.fcprojw),
-                   w.bf16(p.fcprojw), BT, 4 * C, C, fresh);
-    k::GeluBackward(dfch, fch, dfch_gelu, BT * 4 * C);
-    LinearBackward(dbtc, dw(p.fcw), dw(p.fcb), dfch, ln2, w(p.fcw), w.bf16(p.fcw), BT, C, 4 * C,
-                   fresh);
-    k::LayerNormBackward(dstream, dw(p.ln2w), dw(p.ln2b), dbtc, residual2, w(p.ln2w),
-                         a.ln2_mean.data<float>() + l * BT, a.ln2_rstd.data<float>() + l * BT, BT,
-                         C);
-    // Attention branch: residual2 = x + attproj(attn(qkv(ln1(x)))).
-    LinearBackward(dbtc, dw(p.attprojw), dw(p.attprojb), dstream, atty, w(p.attprojw),
-                   w.bf16(p.attprojw), BT, C, C, fresh);
-    k::AttentionBackward(dqkv, a.att_scratch.data<float>(), dbtc, qkv, att, B, T, C, NH);
-    LinearBackward(dbtc, dw(p.qkvw), dw(p.qkvb), dqkv, ln1, w(p.qkvw), w.bf16(p.qkvw), BT, C, 3 * C,
-                   fresh);
-    k::LayerNormBackward(dstream, dw(p.ln1w), dw(p.ln1b), dbtc, x, w(p.ln1w),
-                         a.ln1_mean.data<float>() + l * BT, a.ln1_rstd.data<float>() + l * BT, BT,
-                         C);
-    DT_RETURN_IF_ERROR(access.ReleaseGrads(block_modules_[l]));
-    DT_RETURN_IF_ERROR(access.ReleaseParams(block_modules_[l], Pass::kBackward));
+  for (int l = range_.End(config_.n_layer) - 1; l >= range_.first; --l) {
+    DT_RETURN_IF_ERROR(BlockBackward(access, l));
   }
-
   // Embeddings: dstream is now ∂loss/∂encoded.
-  k::EncoderBackward(demb(offsets_.wte), demb(offsets_.wpe), dstream, a.tokens.data(), B, T, C);
-  return access.ReleaseGrads(embedding_module_);
+  if (range_.Embeds()) {
+    if (demb.views.empty()) {
+      DT_ASSIGN_OR_RETURN(demb, access.AcquireGrads(embedding_module_));
+    }
+    ops_->EncoderBackward(demb[kWte], demb[kWpe], Act(kDstream), Act(kTokens));
+    DT_RETURN_IF_ERROR(access.ReleaseGrads(embedding_module_));
+  }
+  return ops_->status();
+}
+
+absl::Status Gpt::HeadBackward(ParamAccess& access, ModuleGrads& demb) {
+  device::Ops& ops = *ops_;
+  DT_ASSIGN_OR_RETURN(demb, access.AcquireGrads(embedding_module_));
+  DT_ASSIGN_OR_RETURN(ModuleParams fin, Params(access, final_module_, Pass::kBackward));
+  DT_ASSIGN_OR_RETURN(ModuleParams emb, Params(access, embedding_module_, Pass::kBackward));
+  DT_ASSIGN_OR_RETURN(ModuleGrads dfin, access.AcquireGrads(final_module_));
+  // Head: dlnf = dlogits · wte; dwte += dlogitsᵀ · lnf. dlnf lands in dbtc.
+  device::LinearOptions head{matmul_};
+  head.overwrite_dweight = demb.fresh;
+  ops.LinearBackward(Act(kDbtc), demb[kWte], View(), Act(kLogits), Act(kLnf), emb[kWte], head);
+  DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kBackward));
+  // Final LayerNorm: its input is the last residual stream; the stream gradient starts here.
+  ops.Fill(Act(kDstream), 0.f);
+  ops.LayerNormBackward(Act(kDstream), dfin[kLnfw], dfin[kLnfb], Act(kDbtc), stage_output(),
+                        fin[kLnfw], Act(kLnfMean), Act(kLnfRstd));
+  DT_RETURN_IF_ERROR(access.ReleaseGrads(final_module_));
+  DT_RETURN_IF_ERROR(access.ReleaseParams(final_module_, Pass::kBackward));
+  if (!range_.Embeds()) {
+    // A last stage that does not embed holds wte only for the head: its gradients are done.
+    DT_RETURN_IF_ERROR(access.ReleaseGrads(embedding_module_));
+    demb = ModuleGrads();
+  }
+  return ops.status();
+}
+
+// A block in reverse. dstream holds ∂loss/∂(block output); each LayerNorm backward adds its
+// branch into dstream, which the skip connection carries unchanged.
+absl::Status Gpt::BlockBackward(ParamAccess& access, int l) {
+  const int module = block_modules_[l - range_.first];
+  device::Ops& ops = *ops_;
+  DT_ASSIGN_OR_RETURN(ModuleParams w, Params(access, module, Pass::kBackward));
+  DT_ASSIGN_OR_RETURN(ModuleGrads dw, access.AcquireGrads(module));
+  // A fresh gradient buffer's matrix parts start unwritten: the products overwrite them.
+  device::LinearOptions linear{matmul_};
+  linear.overwrite_dweight = dw.fresh;
+  const View x = l == range_.first ? Act(kEncoded) : Act(kResidual3, l - 1);
+  const View dstream = Act(kDstream), dbtc = Act(kDbtc);
+
+  // MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2)))). fcproj's backward
+  // returns the gradient with respect to fch (through the GELU) in dfch.
+  device::LinearOptions fcproj = linear;
+  fcproj.input_gelu = Act(kFch, l);
+  ops.LinearBackward(Act(kDfch), dw[kFcprojw], dw[kFcprojb], dstream, Act(kFchGelu, l), w[kFcprojw],
+                     fcproj);
+  ops.LinearBackward(dbtc, dw[kFcw], dw[kFcb], Act(kDfch), Act(kLn2, l), w[kFcw], linear);
+  ops.LayerNormBackward(dstream, dw[kLn2w], dw[kLn2b], dbtc, Act(kResidual2, l), w[kLn2w],
+                        Act(kLn2Mean, l), Act(kLn2Rstd, l));
+  // Attention branch: residual2 = x + attproj(attn(qkv(ln1(x)))).
+  ops.LinearBackward(dbtc, dw[kAttprojw], dw[kAttprojb], dstream, Act(kAtty, l), w[kAttprojw],
+                     linear);
+  ops.AttentionBackward(Act(kDqkv), Act(kAttScratch), dbtc, Act(kQkv, l), Act(kAtt, l),
+                        config_.n_head);
+  ops.LinearBackward(dbtc, dw[kQkvw], dw[kQkvb], Act(kDqkv), Act(kLn1, l), w[kQkvw], linear);
+  ops.LayerNormBackward(dstream, dw[kLn1w], dw[kLn1b], dbtc, x, w[kLn1w], Act(kLn1Mean, l),
+                        Act(kLn1Rstd, l));
+  DT_RETURN_IF_ERROR(access.ReleaseGrads(module));
+  DT_RETURN_IF_ERROR(access.ReleaseParams(module, Pass::kBackward));
+  return ops.status();
+}
+
+absl::StatusOr<float> Gpt::Forward(View params, const int32_t* tokens, const int32_t* targets,
+                                   int B, int T, float dloss) {
+  FlatParamAccess access(layout_, params);
+  return Forward(access, tokens, targets, B, T, dloss);
+}
+
+absl::Status Gpt::Backward(View params, View grads) {
+  FlatParamAccess access(layout_, params, grads);
+  return Backward(access);
 }
 
 }  // namespace dstrain::model

@@ -1,13 +1,21 @@
-// A GPT-2-shaped decoder with hand-written forward and backward passes (llm.c style).
+// A GPT-2-shaped decoder with hand-written forward and backward passes (llm.c style), written once
+// against device::Ops, so the same phase functions run on the CPU and on a GPU.
 //
 //   tokens (B,T) → wte[tok] + wpe[t] → L × [x += attn(ln1(x)); x += mlp(ln2(x))] → lnf
 //   → logits = lnf · wteᵀ (tied head, Vp columns) → cross-entropy over the first V columns.
 //
 // Pre-LayerNorm blocks, causal self-attention with a fused qkv projection, tanh-GELU MLP (4C).
-// The model owns its activations (allocated per (B, T) under MemoryCategory::kActivations) but
-// not its parameters or gradients: the caller passes the flat buffers laid out by ParamLayout, so
-// the engine (and later ZeRO) decides where those live. Not thread-safe: one forward/backward at a
-// time; the kernels inside run on the OpenMP pool.
+// Every size comes from the size table (gpt_sizes.h). The model owns its activations (allocated
+// per (B, T) through its device's allocator under MemoryCategory::kActivations) but not its
+// parameters or gradients, which it reaches module by module through a ParamAccess (param_access.h)
+// so that the engine, and ZeRO, decide where those live.
+//
+// A model may run a slice of the blocks (a pipeline stage, gpt_sizes.h's BlockRange): the first
+// stage embeds the tokens, the last applies the head and the loss; a stage that does not embed
+// reads its input from stage_input(), one without the head leaves its output in stage_output()
+// and takes the output's gradient in stage_output_grad() before Backward.
+//
+// Not thread-safe: one forward/backward at a time.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +23,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/device/ops.h"
+#include "worker/model/gpt_sizes.h"
 #include "worker/model/param_access.h"
 #include "worker/model/param_layout.h"
 #include "worker/tensor/tensor.h"
@@ -23,97 +33,87 @@ namespace dstrain::model {
 
 class Gpt {
  public:
-  static absl::StatusOr<std::unique_ptr<Gpt>> Create(const GptConfig& config,
-                                                     tensor::Allocator* allocator);
+  // `ops` (not owned) outlives the model; activations come from its allocator.
+  static absl::StatusOr<std::unique_ptr<Gpt>> Create(const GptConfig& config, device::Ops* ops,
+                                                     BlockRange range = {});
 
   const GptConfig& config() const { return config_; }
-
-  // Runs every matrix product with bf16 operands and fp32 accumulation (bf16 mixed precision;
-  // about twice the fp32 rate on CPUs with AVX-512 BF16). Default: fp32.
-  void set_bf16_matmuls(bool on) { bf16_matmuls_ = on; }
-  // The parameters this model never reads in fp32 when they are stored in bf16 and the matmuls
-  // run in bf16: the block weights (read only by matrix products) and wte (the tied head is a
-  // matrix product; the encoder widens only the rows a batch uses).
-  std::vector<int> Bf16OnlyParams() const;
+  BlockRange range() const { return range_; }
   const ParamLayout& layout() const { return layout_; }
+  device::Ops& ops() const { return *ops_; }
 
-  // GPT-2 initialisation, deterministic from `seed`: N(0, 0.02) weights and embeddings,
-  // residual projections (attprojw, fcprojw) N(0, 0.02/√(2L)), LayerNorm weights 1, biases 0,
-  // padded wte rows 0. REQUIRES: params holds layout().total() floats.
+  // The operand type of every matrix product: kF32, or kBF16 (fp32 accumulation; bf16 mixed
+  // precision). Default kF32.
+  void set_matmul_precision(DType compute) { matmul_ = compute; }
+  DType matmul_precision() const { return matmul_; }
+
+  // GPT-2 initialisation into a host buffer of layout().total() floats, deterministic from
+  // `seed`: N(0, 0.02) weights and embeddings, residual projections (attprojw, fcprojw)
+  // N(0, 0.02/√(2L)), LayerNorm weights 1, biases 0, padded wte rows 0. A slice of the model
+  // gets exactly the values the whole model's initialisation gives those parameters.
   void InitParams(float* params, uint64_t seed) const;
 
-  // Runs the forward pass on a micro-batch. tokens and targets are (B, T) ids < vocab_size;
-  // targets may be null (inference: only logits are produced; returns 0).
-  // With dloss > 0 the backward of the cross-entropy is fused in: the logits buffer is turned
-  // into dlogits = dloss · ∂(sum of per-token losses)/∂logits, ready for Backward(). Use
-  // dloss = scale / (B·T) for a mean loss times `scale` (gradient accumulation, loss scaling).
-  // Returns the mean cross-entropy over the B·T tokens.
-  // Errors: kInvalidArgument for B, T out of range or token ids ≥ vocab_size.
-  absl::StatusOr<float> Forward(const float* params, const int32_t* tokens, const int32_t* targets,
-                                int B, int T, float dloss = 0.f);
+  // Allocates the activations for B × T micro-batches (Forward does so when the shape changes).
+  absl::Status Prepare(int B, int T);
+  // Activations of a pipeline stage (valid after Prepare, until the shape changes), all (B,T,C):
+  // where a stage that does not embed receives its input, where the last block leaves its output,
+  // where a stage without the head receives its output's gradient before Backward (and, on one
+  // that does not embed, where Backward leaves the input's gradient).
+  tensor::View stage_input() const;
+  tensor::View stage_output() const;
+  tensor::View stage_output_grad() const;
 
-  // Accumulates (+=) the gradients of the last training Forward into grads (layout().total()
-  // floats). REQUIRES: the last Forward had targets and dloss > 0, with the same params.
-  absl::Status Backward(const float* params, float* grads);
-
-  // The same two passes with parameters and gradients reached module by module through `access`
-  // (see param_access.h for the order of calls); ZeRO supplies its own access.
+  // The forward pass of a micro-batch. tokens (B, T) (host memory, ids < vocab_size) are read on
+  // the first stage, targets (B, T) (host) on the last; targets may be null (inference: only the
+  // logits are produced and 0 is returned). dloss > 0 makes it a training forward: on the last
+  // stage the backward of the cross-entropy is fused in (the logits become dlogits = dloss ·
+  // ∂(Σ per-token losses)/∂logits; dloss = scale / (B·T) gives a mean loss times `scale`).
+  // Returns the mean cross-entropy over the B·T tokens on the last stage, else 0.
+  // Errors: kInvalidArgument for B, T out of range or token ids outside the vocabulary; the
+  // first failing device operation's error.
   absl::StatusOr<float> Forward(ParamAccess& access, const int32_t* tokens, const int32_t* targets,
                                 int B, int T, float dloss = 0.f);
+  // Accumulates (+=) the gradients of the last training Forward into the gradient buffers.
+  // REQUIRES: the last Forward was a training one (on the last stage: with targets).
   absl::Status Backward(ParamAccess& access);
 
-  // The logits of the last inference Forward: (B, T, Vp), row-major.
-  const float* logits() const { return acts_.logits.data<float>(); }
-  // Per-token losses of the last Forward with targets: (B, T).
-  const float* losses() const { return acts_.losses.data<float>(); }
+  // The same over one flat f32 buffer of layout().total() parameters (and gradients) on the
+  // model's device.
+  absl::StatusOr<float> Forward(tensor::View params, const int32_t* tokens, const int32_t* targets,
+                                int B, int T, float dloss = 0.f);
+  absl::Status Backward(tensor::View params, tensor::View grads);
+
+  // The logits of the last inference Forward (last stage): (B, T, Vp) on the device.
+  tensor::View logits() const { return acts_[kLogits].view(); }
+  // Per-token losses of the last Forward with targets: (B, T) on the device.
+  tensor::View losses() const { return acts_[kLosses].view(); }
 
  private:
-  struct Activations {
-    int B = 0, T = 0;
-    tensor::Tensor encoded;  // (B, T, C) embedding output = residual stream into block 0
-    // Per layer, concatenated over L:
-    tensor::Tensor ln1, ln1_mean, ln1_rstd;  // (L, B, T, C), (L, B, T), (L, B, T)
-    tensor::Tensor qkv;                      // (L, B, T, 3C)
-    tensor::Tensor atty;                     // (L, B, T, C) attention output before the projection
-    tensor::Tensor att;                      // (L, B, NH, T, T) softmax probabilities
-    tensor::Tensor residual2;                // (L, B, T, C) x + attn
-    tensor::Tensor ln2, ln2_mean, ln2_rstd;  // (L, B, T, C), (L, B, T), (L, B, T)
-    tensor::Tensor fch, fch_gelu;            // (L, B, T, 4C)
-    tensor::Tensor residual3;                // (L, B, T, C) block output
-    tensor::Tensor lnf, lnf_mean, lnf_rstd;  // (B, T, C), (B, T), (B, T)
-    tensor::Tensor logits;                   // (B, T, Vp), dlogits after a training Forward
-    tensor::Tensor losses;                   // (B, T)
-    // Backward scratch, reused across layers.
-    tensor::Tensor dstream;          // (B, T, C) gradient of the residual stream
-    tensor::Tensor dbtc;             // (B, T, C)
-    tensor::Tensor dqkv;             // (B, T, 3C)
-    tensor::Tensor dfch_gelu, dfch;  // (B, T, 4C)
-    tensor::Tensor att_scratch;      // attention backward scratch
-    std::vector<int32_t> tokens;     // (B, T) copy of the last inputs for the embedding backward
-    tensor::Tensor wte_rows;         // (B, T, C) bf16 storage: the batch's wte rows, widened
-    std::vector<int32_t> positions;  // (B, T) 0, 1, ...: looks wte_rows up in order
-  };
+  Gpt(const GptConfig& config, ParamLayout layout, device::Ops* ops, BlockRange range);
 
-  Gpt(const GptConfig& config, ParamLayout layout, tensor::Allocator* allocator);
-  absl::Status EnsureActivations(int B, int T);
-  // The linear layers, in fp32 or bf16 per set_bf16_matmuls.
-  // weight16: the weight in bf16 when stored so (bf16 matmuls use it as is), else null.
-  void LinearForward(float* out, const float* inp, const float* weight, const uint16_t* weight16,
-                     const float* bias, int64_t M, int64_t K, int64_t N) const;
-  // overwrite_dweight (with weight16 only): dweight = the product instead of +=.
-  void LinearBackward(float* dinp, float* dweight, float* dbias, const float* dout,
-                      const float* inp, const float* weight, const uint16_t* weight16, int64_t M,
-                      int64_t K, int64_t N, bool overwrite_dweight = false) const;
+  // Activation `act` (of block `layer` for per-block rows) as a (B, T, ·) view.
+  tensor::View Act(int act, int layer = -1) const;
+  absl::StatusOr<ModuleParams> Params(ParamAccess& access, int module, Pass pass) const;
+
+  absl::Status CheckBatch(const int32_t* tokens, const int32_t* targets, int B, int T) const;
+  absl::Status EmbedForward(ParamAccess& access, const int32_t* tokens);
+  absl::Status BlockForward(ParamAccess& access, int layer);
+  absl::StatusOr<float> HeadForward(ParamAccess& access, const int32_t* targets, float dloss);
+  // The head's backward; the embedding's gradients stay acquired in `demb` when the stage also
+  // embeds (the encoder adds to wte's last).
+  absl::Status HeadBackward(ParamAccess& access, ModuleGrads& demb);
+  absl::Status BlockBackward(ParamAccess& access, int layer);
 
   GptConfig config_;
+  BlockRange range_;
   ParamLayout layout_;
-  GptParamOffsets offsets_;
-  int embedding_module_ = 0, final_module_ = 0;
-  std::vector<int> block_modules_;  // module index of block l
-  tensor::Allocator* allocator_;
-  Activations acts_;
+  device::Ops* ops_;
+  DType matmul_ = DType::kF32;
+  int embedding_module_ = -1, final_module_ = -1;  // -1 where this slice has none
+  std::vector<int> block_modules_;                 // module of block range_.first + i
+  int B_ = 0, T_ = 0;
+  std::vector<tensor::Tensor> acts_;  // one per kGptActivations row
   bool backward_ready_ = false;
-  bool bf16_matmuls_ = false;
 };
 
 }  // namespace dstrain::model

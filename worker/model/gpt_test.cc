@@ -9,24 +9,29 @@
 #include "common/random/rng.h"
 #include "common/status/status_matchers.h"
 #include "gtest/gtest.h"
+#include "worker/device/cpu/cpu_ops.h"
 
 namespace dstrain::model {
 namespace {
 
 using ::dstrain::testing::IsOk;
 using ::dstrain::testing::StatusIs;
+using tensor::View;
 using ::testing::HasSubstr;
+
+View Flat(std::vector<float>& x) { return View::Flat(x.data(), DType::kF32, x.size()); }
 
 struct Tiny {
   GptConfig config{2, 2, 8, 11, 16, 8};
   int B = 2, T = 5;
   tensor::CpuAllocator alloc;
+  device::CpuOps ops{&alloc};
   std::unique_ptr<Gpt> gpt;
   std::vector<float> params;
   std::vector<int32_t> tokens, targets;
 
   Tiny() {
-    gpt = *Gpt::Create(config, &alloc);
+    gpt = *Gpt::Create(config, &ops);
     params.assign(gpt->layout().total(), 0.f);
     gpt->InitParams(params.data(), 1);
     // Larger-than-GPT-2 weights so every path carries signal well above fp32 rounding.
@@ -40,18 +45,18 @@ struct Tiny {
       targets.push_back(rng.Below(config.vocab_size));
     }
   }
-  double Loss(const std::vector<float>& p) {
-    return *gpt->Forward(p.data(), tokens.data(), targets.data(), B, T);
+  double Loss(std::vector<float> p) {
+    return *gpt->Forward(Flat(p), tokens.data(), targets.data(), B, T);
   }
 };
 
 TEST(Gpt, BackwardMatchesFiniteDifferences) {
   Tiny t;
   std::vector<float> grads(t.params.size(), 0.f);
-  ASSERT_THAT(t.gpt->Forward(t.params.data(), t.tokens.data(), t.targets.data(), t.B, t.T,
+  ASSERT_THAT(t.gpt->Forward(Flat(t.params), t.tokens.data(), t.targets.data(), t.B, t.T,
                              1.f / (t.B * t.T)),
               IsOk());
-  ASSERT_THAT(t.gpt->Backward(t.params.data(), grads.data()), IsOk());
+  ASSERT_THAT(t.gpt->Backward(Flat(t.params), Flat(grads)), IsOk());
   // Central differences in fp32 with step h: truncation O(h²) and rounding ~1e-7·loss/h. With
   // h = 1e-2 both stay near 1e-5 for a loss ~3; the tolerance below is 20x that plus 2% relative.
   const float h = 1e-2f;
@@ -88,9 +93,9 @@ TEST(Gpt, GradientsAccumulateAndScaleWithDloss) {
       scaled(t.params.size(), 0.f);
   const float d = 1.f / (t.B * t.T);
   auto run = [&](std::vector<float>& g, float dloss) {
-    ASSERT_THAT(t.gpt->Forward(t.params.data(), t.tokens.data(), t.targets.data(), t.B, t.T, dloss),
+    ASSERT_THAT(t.gpt->Forward(Flat(t.params), t.tokens.data(), t.targets.data(), t.B, t.T, dloss),
                 IsOk());
-    ASSERT_THAT(t.gpt->Backward(t.params.data(), g.data()), IsOk());
+    ASSERT_THAT(t.gpt->Backward(Flat(t.params), Flat(g)), IsOk());
   };
   run(once, d);
   run(twice, d);
@@ -105,13 +110,14 @@ TEST(Gpt, GradientsAccumulateAndScaleWithDloss) {
 TEST(Gpt, InitialLossIsNearLogVocab) {
   GptConfig c{2, 4, 64, 256, 256, 32};
   tensor::CpuAllocator alloc;
-  auto gpt = *Gpt::Create(c, &alloc);
+  device::CpuOps ops(&alloc);
+  auto gpt = *Gpt::Create(c, &ops);
   std::vector<float> params(gpt->layout().total());
   gpt->InitParams(params.data(), 42);
   Rng rng(1);
   std::vector<int32_t> x(4 * 32), y(4 * 32);
   for (size_t i = 0; i < x.size(); ++i) x[i] = rng.Below(256), y[i] = rng.Below(256);
-  auto loss = gpt->Forward(params.data(), x.data(), y.data(), 4, 32);
+  auto loss = gpt->Forward(Flat(params), x.data(), y.data(), 4, 32);
   ASSERT_THAT(loss, IsOk());
   EXPECT_NEAR(*loss, std::log(256.0), 0.1);
 }
@@ -119,14 +125,96 @@ TEST(Gpt, InitialLossIsNearLogVocab) {
 TEST(Gpt, BadInputsAreErrors) {
   Tiny t;
   std::vector<float> g(t.params.size());
-  EXPECT_THAT(t.gpt->Backward(t.params.data(), g.data()),
+  EXPECT_THAT(t.gpt->Backward(Flat(t.params), Flat(g)),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("Forward")));
   std::vector<int32_t> bad = t.tokens;
   bad[3] = 11;
-  EXPECT_THAT(t.gpt->Forward(t.params.data(), bad.data(), t.targets.data(), t.B, t.T),
+  EXPECT_THAT(t.gpt->Forward(Flat(t.params), bad.data(), t.targets.data(), t.B, t.T),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("position 3")));
-  EXPECT_THAT(t.gpt->Forward(t.params.data(), t.tokens.data(), nullptr, 1, 9),
+  EXPECT_THAT(t.gpt->Forward(Flat(t.params), t.tokens.data(), nullptr, 1, 9),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("block_size")));
+}
+
+// The activation bytes the model allocates are the size table's, for the whole model and for
+// every slice (the estimate uses the same function).
+TEST(Gpt, AllocatesWhatTheSizeTableSays) {
+  Tiny t;
+  const DeviceSizes device{t.ops.AttentionStateElements(t.B, t.T, 8, 2),
+                           t.ops.AttentionScratchElements(t.B, t.T, 8, 2)};
+  ASSERT_THAT(t.gpt->Prepare(t.B, t.T), IsOk());
+  EXPECT_EQ(t.alloc.Stats().current[int(tensor::MemoryCategory::kActivations)],
+            ActivationBytes(t.config, t.B, t.T, {}, device));
+  for (BlockRange r : {BlockRange{0, 1}, BlockRange{1, 2}}) {
+    tensor::CpuAllocator alloc;
+    device::CpuOps ops(&alloc);
+    auto slice = *Gpt::Create(t.config, &ops, r);
+    ASSERT_THAT(slice->Prepare(t.B, t.T), IsOk());
+    EXPECT_EQ(alloc.Stats().current[int(tensor::MemoryCategory::kActivations)],
+              ActivationBytes(t.config, t.B, t.T, r, device));
+  }
+}
+
+// Two stages run one after the other, the first's output handed to the second and the second's
+// input gradient back, give bitwise the whole model's loss and gradients (the same kernels on
+// the same values in the same order; wte's gradient is the sum of its two stages' parts, which
+// is where a pipeline's tied-embedding all-reduce adds them).
+TEST(Gpt, TwoStagesAreTheWholeModel) {
+  Tiny t;
+  const float dloss = 1.f / (t.B * t.T);
+  std::vector<float> grads(t.params.size(), 0.f);
+  const float whole =
+      *t.gpt->Forward(Flat(t.params), t.tokens.data(), t.targets.data(), t.B, t.T, dloss);
+  ASSERT_THAT(t.gpt->Backward(Flat(t.params), Flat(grads)), IsOk());
+
+  std::unique_ptr<Gpt> stage[2] = {*Gpt::Create(t.config, &t.ops, {0, 1}),
+                                   *Gpt::Create(t.config, &t.ops, {1, 2})};
+  std::vector<float> p[2], g[2];
+  for (int s = 0; s < 2; ++s) {
+    p[s].assign(stage[s]->layout().total(), 0.f);
+    g[s].assign(stage[s]->layout().total(), 0.f);
+    for (const ParamSpec& spec : stage[s]->layout().params()) {
+      const ParamSpec* full = t.gpt->layout().Find(spec.name);
+      std::copy_n(t.params.begin() + full->offset, spec.numel, p[s].begin() + spec.offset);
+    }
+  }
+  ASSERT_THAT(stage[0]->Forward(Flat(p[0]), t.tokens.data(), nullptr, t.B, t.T, dloss), IsOk());
+  ASSERT_THAT(stage[1]->Prepare(t.B, t.T), IsOk());
+  t.ops.Copy(stage[1]->stage_input(), stage[0]->stage_output());
+  auto loss = stage[1]->Forward(Flat(p[1]), nullptr, t.targets.data(), t.B, t.T, dloss);
+  ASSERT_THAT(loss, IsOk());
+  EXPECT_EQ(*loss, whole);
+  ASSERT_THAT(stage[1]->Backward(Flat(p[1]), Flat(g[1])), IsOk());
+  t.ops.Copy(stage[0]->stage_output_grad(), stage[1]->stage_output_grad());
+  ASSERT_THAT(stage[0]->Backward(Flat(p[0]), Flat(g[0])), IsOk());
+
+  for (const ParamSpec& spec : t.gpt->layout().params()) {
+    for (int64_t i = 0; i < spec.numel; ++i) {
+      float sum = 0.f;
+      int holders = 0;
+      for (int s = 0; s < 2; ++s) {
+        if (const ParamSpec* mine = stage[s]->layout().Find(spec.name)) {
+          sum += g[s][mine->offset + i];
+          ++holders;
+        }
+      }
+      ASSERT_GE(holders, 1) << spec.name;
+      if (holders == 1) {
+        ASSERT_EQ(sum, grads[spec.offset + i]) << spec.name << "[" << i << "]";
+      } else {
+        ASSERT_NEAR(sum, grads[spec.offset + i], 1e-6 + 1e-5 * std::fabs(grads[spec.offset + i]))
+            << spec.name << "[" << i << "]";
+      }
+    }
+  }
+  // The head-only stage holds wte, not wpe.
+  EXPECT_NE(stage[1]->layout().Find("wte"), nullptr);
+  EXPECT_EQ(stage[1]->layout().Find("wpe"), nullptr);
+  // A slice initialises to exactly the whole model's values.
+  std::vector<float> init(stage[1]->layout().total()), whole_init(t.gpt->layout().total());
+  stage[1]->InitParams(init.data(), 9);
+  t.gpt->InitParams(whole_init.data(), 9);
+  const ParamSpec* fcw = stage[1]->layout().Find("block.1.fcw");
+  EXPECT_EQ(init[fcw->offset + 5], whole_init[t.gpt->layout().Find("block.1.fcw")->offset + 5]);
 }
 
 }  // namespace

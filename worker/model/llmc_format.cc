@@ -1,38 +1,26 @@
 #include "worker/model/llmc_format.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status/status_macros.h"
+#include "worker/env/env.h"
 
 namespace dstrain::model {
 namespace {
 
-// The llm.c order of (per-layer parameter suffix, or whole-model name).
-struct Segment {
-  const char* name;
-  bool per_layer;
-};
-constexpr Segment kOrder[] = {
-    {"wte", false},    {"wpe", false},    {"ln1w", true},     {"ln1b", true},
-    {"qkvw", true},    {"qkvb", true},    {"attprojw", true}, {"attprojb", true},
-    {"ln2w", true},    {"ln2b", true},    {"fcw", true},      {"fcb", true},
-    {"fcprojw", true}, {"fcprojb", true}, {"lnfw", false},    {"lnfb", false},
-};
-
-// Calls fn(spec) for every parameter in llm.c file order.
+// Calls fn(spec) for every parameter in llm.c file order: the size table's rows in order, a
+// block row once per layer (gpt_sizes.h).
 template <typename Fn>
 absl::Status ForEachInFileOrder(const ParamLayout& layout, int n_layer, Fn fn) {
-  for (const Segment& s : kOrder) {
-    const int reps = s.per_layer ? n_layer : 1;
-    for (int l = 0; l < reps; ++l) {
-      const std::string name = s.per_layer ? absl::StrCat("block.", l, ".", s.name) : s.name;
+  for (const ParamRow& row : kGptParams) {
+    const bool per_layer = row.owner == Owner::kBlock;
+    for (int l = 0; l < (per_layer ? n_layer : 1); ++l) {
+      const std::string name = per_layer ? absl::StrCat("block.", l, ".", row.name) : row.name;
       const ParamSpec* p = layout.Find(name);
       if (p == nullptr) return absl::InternalError(absl::StrCat("no parameter ", name));
       DT_RETURN_IF_ERROR(fn(*p));
@@ -48,23 +36,7 @@ absl::Status ErrnoError(const std::string& what, const std::string& path) {
 }  // namespace
 
 absl::Status WriteLlmcModel(const std::string& path, const GptConfig& c, const ParamLayout& layout,
-                            const float* params) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) return ErrnoError("cannot create", tmp);
-  auto write_all = [&](const void* data, size_t n) -> absl::Status {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      ssize_t w = ::write(fd, p, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoError("write failed on", tmp);
-      }
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-    return absl::OkStatus();
-  };
+                            const float* params, env::Env* env) {
   int32_t header[256] = {};
   header[0] = kLlmcModelMagic;
   header[1] = kLlmcModelVersionF32;
@@ -74,17 +46,15 @@ absl::Status WriteLlmcModel(const std::string& path, const GptConfig& c, const P
   header[5] = c.n_head;
   header[6] = c.n_embd;
   header[7] = c.padded_vocab_size;
-  absl::Status s = write_all(header, sizeof(header));
-  if (s.ok()) {
-    s = ForEachInFileOrder(layout, c.n_layer, [&](const ParamSpec& p) {
-      return write_all(params + p.offset, p.numel * sizeof(float));
-    });
-  }
-  if (s.ok() && ::fsync(fd) != 0) s = ErrnoError("fsync failed on", tmp);
-  if (::close(fd) != 0 && s.ok()) s = ErrnoError("close failed on", tmp);
-  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = ErrnoError("rename failed to", path);
-  if (!s.ok()) ::unlink(tmp.c_str());
-  return s;
+  // The file is the header and every parameter's floats in file order, written as pieces
+  // straight from `params` (no staging copy of the model).
+  std::vector<absl::string_view> pieces = {
+      absl::string_view(reinterpret_cast<const char*>(header), sizeof(header))};
+  DT_RETURN_IF_ERROR(ForEachInFileOrder(layout, c.n_layer, [&](const ParamSpec& p) {
+    pieces.emplace_back(reinterpret_cast<const char*>(params + p.offset), p.numel * sizeof(float));
+    return absl::OkStatus();
+  }));
+  return env::WriteFileAtomically(env != nullptr ? env : env::PosixEnv::Default(), path, pieces);
 }
 
 absl::StatusOr<LlmcModel> ReadLlmcModel(const std::string& path) {

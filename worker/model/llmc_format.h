@@ -1,9 +1,10 @@
 // llm.c's GPT-2 model file: 256 little-endian int32 header, then fp32 parameters.
 //
 // Header: [0] 20240326 magic, [1] 3 (fp32), [2] maxT, [3] V, [4] L, [5] NH, [6] C, [7] Vp.
-// Parameters follow grouped by kind across layers: wte (Vp,C), wpe (maxT,C), ln1w (L,C),
-// ln1b (L,C), qkvw (L,3C,C), qkvb (L,3C), attprojw (L,C,C), attprojb (L,C), ln2w, ln2b,
-// fcw (L,4C,C), fcb (L,4C), fcprojw (L,C,4C), fcprojb (L,C), lnfw (C), lnfb (C).
+// Parameters follow grouped by kind across layers, in the size table's order (gpt_sizes.h):
+// wte (Vp,C), wpe (maxT,C), ln1w (L,C), ln1b (L,C), qkvw (L,3C,C), qkvb (L,3C), attprojw (L,C,C),
+// attprojb (L,C), ln2w, ln2b, fcw (L,4C,C), fcb (L,4C), fcprojw (L,C,4C), fcprojb (L,C),
+// lnfw (C), lnfb (C).
 // This is the consolidated export format (`dstrain export`) and a way to start training from
 // existing weights (model.init_from). Our flat layout groups by layer instead; these functions
 // convert between the two.
@@ -14,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "worker/env/env.h"
 #include "worker/model/param_layout.h"
 
 namespace dstrain::model {
@@ -21,10 +23,12 @@ namespace dstrain::model {
 inline constexpr int kLlmcModelMagic = 20240326;
 inline constexpr int kLlmcModelVersionF32 = 3;
 
-// Writes `params` (layout.total() floats in ParamLayout order) to `path` atomically: a temporary
-// file is written, fsync'ed and renamed over `path`.
+// Writes `params` (layout.total() floats in ParamLayout order, host memory) to `path` atomically
+// through `env` (the POSIX one when null): env::WriteFileAtomically's contract, so `path` holds
+// the old file or the whole new one, never a torn one.
 absl::Status WriteLlmcModel(const std::string& path, const GptConfig& config,
-                            const ParamLayout& layout, const float* params);
+                            const ParamLayout& layout, const float* params,
+                            env::Env* env = nullptr);
 
 struct LlmcModel {
   GptConfig config;

@@ -4,8 +4,9 @@
 // parameters, gradients and optimizer state as flat ranges later. Each parameter starts on a
 // 16-float (64-byte) boundary so vector kernels see aligned rows; the few padding floats between
 // parameters are zero and receive zero gradients. Modules are the unit ZeRO-3 gathers and
-// releases: "embedding" (wte, wpe), "block.<l>" (the 12 tensors of layer l), "final" (lnfw, lnfb).
-// The LM head is tied to wte, so the final module also reads the embedding module's wte.
+// releases: "embedding" (wte, wpe), "block.<l>" (the 12 tensors of layer l), "final" (lnfw, lnfb),
+// each holding its owner's rows of the size table (gpt_sizes.h) in table order. The LM head is
+// tied to wte, so the final module also reads the embedding module's wte.
 #pragma once
 
 #include <cstdint>
@@ -14,18 +15,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "worker/model/gpt_sizes.h"
 
 namespace dstrain::model {
-
-// The GPT-2 shape (llm.c's GPT2Config plus a padded vocabulary).
-struct GptConfig {
-  int n_layer = 0;
-  int n_head = 0;
-  int n_embd = 0;
-  int vocab_size = 0;         // V: real tokens
-  int padded_vocab_size = 0;  // Vp >= V: rows of wte, columns of the logits
-  int block_size = 0;         // maxT: rows of wpe
-};
 
 struct ParamSpec {
   std::string name;            // "wte", "block.3.qkvw", "lnfw"
@@ -33,10 +25,14 @@ struct ParamSpec {
   int64_t numel = 0;
   int64_t offset = 0;  // in floats, from the start of the flat buffer
   int module = 0;      // index into ParamLayout::modules()
+  int row = 0;         // its row of kGptParams (gpt_sizes.h)
+  int layer = -1;      // its block, or -1
 };
 
 struct ModuleSpec {
-  std::string name;
+  std::string name;  // "embedding", "block.<l>", "final"
+  Owner owner = Owner::kEmbedding;
+  int layer = -1;      // block modules: the block
   int64_t offset = 0;  // first float of the module's first parameter
   int64_t numel = 0;   // floats up to the end of its last parameter (padding included)
   std::vector<int> params;
@@ -44,7 +40,10 @@ struct ModuleSpec {
 
 class ParamLayout {
  public:
-  static absl::StatusOr<ParamLayout> ForGpt(const GptConfig& config);
+  // The parameters a model of `range` holds (gpt_sizes.h): the embedding module on the first
+  // stage, block.<l> for each block in range, and on the last stage the final module and, when
+  // it does not embed, a module "embedding" holding the tied rows (wte) alone.
+  static absl::StatusOr<ParamLayout> ForGpt(const GptConfig& config, BlockRange range = {});
 
   const std::vector<ParamSpec>& params() const { return params_; }
   const std::vector<ModuleSpec>& modules() const { return modules_; }
@@ -61,15 +60,5 @@ class ParamLayout {
   int64_t total_ = 0;
   int64_t num_parameters_ = 0;
 };
-
-// Offsets of one transformer block's parameters within the flat buffer.
-struct BlockParams {
-  int64_t ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb;
-};
-struct GptParamOffsets {
-  int64_t wte, wpe, lnfw, lnfb;
-  std::vector<BlockParams> blocks;
-};
-GptParamOffsets OffsetsOf(const ParamLayout& layout, int n_layer);
 
 }  // namespace dstrain::model

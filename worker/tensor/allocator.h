@@ -53,6 +53,9 @@ class Allocator {
   // device (or the configured limit) cannot supply it. Zero bytes returns a non-null pointer.
   virtual absl::StatusOr<void*> Allocate(size_t bytes, MemoryCategory category) = 0;
   // REQUIRES: p came from Allocate on this allocator with the same bytes and category.
+  // Device memory may still be in use by work queued on the device's compute stream (or on a
+  // stream ordered before it): an allocator of such a device reuses it only for work ordered after
+  // that (a caching allocator on the compute stream does so by construction).
   virtual void Free(void* p, size_t bytes, MemoryCategory category) = 0;
   // Sets `bytes` bytes at p (memory of this allocator) to zero before returning.
   virtual void Zero(void* p, size_t bytes) = 0;

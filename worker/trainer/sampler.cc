@@ -8,7 +8,7 @@
 
 namespace dstrain::trainer {
 
-absl::StatusOr<std::vector<int32_t>> Sample(model::Gpt& gpt, const float* params,
+absl::StatusOr<std::vector<int32_t>> Sample(model::Gpt& gpt, tensor::View params,
                                             std::vector<int32_t> prompt, int num_tokens,
                                             float temperature, Rng& rng) {
   if (prompt.empty()) return absl::InvalidArgumentError("sampling needs a non-empty prompt");
@@ -16,11 +16,14 @@ absl::StatusOr<std::vector<int32_t>> Sample(model::Gpt& gpt, const float* params
   const int Vp = gpt.config().padded_vocab_size;
   std::vector<int32_t> out;
   std::vector<double> probs(V);
+  std::vector<float> last(Vp);
   for (int n = 0; n < num_tokens; ++n) {
     const int T = std::min<int>(prompt.size(), maxT);
     const int32_t* context = prompt.data() + prompt.size() - T;
     DT_RETURN_IF_ERROR(gpt.Forward(params, context, nullptr, 1, T).status());
-    const float* logits = gpt.logits() + int64_t{T - 1} * Vp;  // last position
+    gpt.ops().CopyToHost(last.data(), gpt.logits().Sub(int64_t{T - 1} * Vp, Vp));  // last position
+    DT_RETURN_IF_ERROR(gpt.ops().status());
+    const float* logits = last.data();
     int32_t next = 0;
     if (temperature <= 0.f) {
       next = static_cast<int32_t>(std::max_element(logits, logits + V) - logits);

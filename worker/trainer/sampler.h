@@ -15,8 +15,10 @@
 namespace dstrain::trainer {
 
 // Appends `num_tokens` sampled ids to `prompt` and returns the new ids only. temperature <= 0
-// picks the most likely token. Only the real vocabulary (not the padding) is sampled.
-absl::StatusOr<std::vector<int32_t>> Sample(model::Gpt& gpt, const float* params,
+// picks the most likely token. Only the real vocabulary (not the padding) is sampled. `params` is
+// the full flat f32 parameters on the model's device; the last position's logits come to the host
+// for the draw.
+absl::StatusOr<std::vector<int32_t>> Sample(model::Gpt& gpt, tensor::View params,
                                             std::vector<int32_t> prompt, int num_tokens,
                                             float temperature, Rng& rng);
 

@@ -1,19 +1,30 @@
-// The single-process training loop behind `dstrain train` (and, per rank, `dstrain launch`).
+// The training loop behind `dstrain train` (and, per rank, `dstrain launch` and the worker
+// agent's trainer processes).
 //
-// Reads as llm.c's main loop: load data → build the model and engine → for each optimizer step:
-// gradient-accumulation micro-batches (forward, backward) → engine step → log and write metrics
-// → periodically evaluate on the validation set → at the end sample text. Progress goes to
-// `log` (stdout by default); per-step metrics to --metrics-out as JSONL.
+// Reads as llm.c's main loop, in named phases (training_run.h): set up the group → build the
+// data and the engine → resume from the latest checkpoint → for each optimizer step:
+// gradient-accumulation micro-batches (forward, backward) → engine step → metrics, evaluation,
+// checkpoint, progress, sample, drain check → finish (sample, save). Progress goes to `log`
+// (stdout by default); per-step metrics to --metrics-out as JSONL.
 #pragma once
 
 #include <cstdio>
 #include <string>
 
-#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "worker/config/config.h"
+#include "worker/trainer/rendezvous.h"
 
 namespace dstrain::trainer {
+
+// Set by the worker agent for a rank of a service-mode job.
+struct ServiceOptions {
+  std::string job_id;  // empty: not under an agent
+  int attempt = 0;
+  // Rank 0 records each committed checkpoint in the catalog of the coordinator at this HOST:PORT.
+  std::string catalog;
+};
 
 struct TrainOptions {
   std::string metrics_out;         // JSONL path; empty = none
@@ -21,18 +32,11 @@ struct TrainOptions {
   std::FILE* log = stdout;         // human-readable progress
   std::string save_model;          // if set, the final weights in llm.c's format
   std::string save_initial_model;  // if set, the weights before the first step (llm.c format)
-  // Distributed runs (set by `dstrain launch` for each rank): this process's rank and the
-  // rendezvous store HOST:PORT. world_size comes from the spec (job.world_size).
+  // This process's rank of job.world_size, and where the ranks meet (kNone for one rank).
   int rank = 0;
-  std::string store;
+  Rendezvous rendezvous;
   absl::Duration comm_timeout = absl::Minutes(5);
-  // Service mode (set by the worker agent): `store` is grpc://HOST:PORT (the coordinator's
-  // StoreService), every key goes under `store_prefix` (one per job attempt), and rank 0 records
-  // each committed checkpoint in the catalog at `catalog` (HOST:PORT) under `job_id`.
-  std::string store_prefix;
-  std::string job_id;
-  int attempt = 0;
-  std::string catalog;
+  ServiceOptions service;
   // Drain on SIGUSR1 (set under a worker agent): every rank learns at each step boundary whether
   // any rank was asked; if so all save a checkpoint there (when the job has a checkpoint_dir)
   // and return with TrainResult::drained.

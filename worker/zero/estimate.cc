@@ -4,41 +4,32 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "kernels/attention/attention.h"
 #include "worker/zero/partition.h"
 
 namespace dstrain::zero {
 
-int64_t GptActivationBytes(const model::GptConfig& c, int B, int T, bool bf16) {
-  const int64_t BT = int64_t{B} * T, C = c.n_embd, L = c.n_layer, NH = c.n_head;
-  // Per layer and token: ln1, atty, residual2, ln2, residual3 (C each), qkv (3C), fch and
-  // fch_gelu (4C each), two LayerNorm mean/rstd pairs, and the attention probabilities (NH·T).
-  const int64_t per_layer = BT * (16 * C + 4) + B * NH * int64_t{T} * T;
-  // Whole model per token: the embedding output and final LayerNorm (C each, + mean and rstd),
-  // logits (Vp), losses; backward scratch: dstream, dbtc (C), dqkv (3C), dfch_gelu, dfch (4C).
-  const int64_t once = BT * (2 * C + 2 + c.padded_vocab_size + 1) + BT * 13 * C;
-  const int64_t scratch = kernels::AttentionBackwardScratchFloats(B, T, c.n_embd, c.n_head);
-  const int64_t wte_rows = bf16 ? BT * C : 0;
-  return 4 * (L * per_layer + once + scratch + wte_rows);
+int64_t GptActivationBytes(const model::GptConfig& c, int B, int T, const device::Ops& ops,
+                           model::BlockRange range) {
+  const model::DeviceSizes device{ops.AttentionStateElements(B, T, c.n_embd, c.n_head),
+                                  ops.AttentionScratchElements(B, T, c.n_embd, c.n_head)};
+  return model::ActivationBytes(c, B, T, range, device);
 }
 
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
                               const config::ZeroConfig& zero, int stage, int world, int B, int T,
-                              DType storage) {
+                              const device::Ops& ops, DType storage) {
   const bool mixed = storage != DType::kF32;
   MemoryEstimate e;
   e.stage = stage;
   e.world = world;
   e.mixed = mixed;
   // The same cut ZeroState::Create makes.
-  const Partition p = stage == 0   ? Partition::Build(layout, 1, 0, int64_t{1} << 62)
-                      : stage <= 2 ? Partition::Build(layout, world, 0, zero.reduce_bucket_size)
-                                   : Partition::Build(layout, world, 0, 1);
+  const Partition p = Partition::ForStage(layout, stage, world, 0, zero.reduce_bucket_size);
   const int64_t half = mixed ? 2 : 4;  // bytes of a stored parameter or gradient
   e.params = half * (stage == 3 ? p.owned_total() : p.padded_total());
   e.grads = half * (stage >= 2 ? p.owned_total() : p.padded_total());
   e.optimizer_state = (mixed ? 12 : 8) * p.owned_total();  // (master weights,) m, v
-  e.activations = GptActivationBytes(model, B, T, storage == DType::kBF16);
+  e.activations = GptActivationBytes(model, B, T, ops);
 
   // The largest unit besides the one holding the embedding, and likewise for modules.
   const int emb_module = layout.Find("wte")->module;
@@ -48,11 +39,7 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::Gpt
     if (u != emb) largest_unit = std::max(largest_unit, p.padded_numel(u));
   }
   const auto& modules = layout.modules();
-  auto module_floats = [&](int m) {
-    const int64_t end =
-        m + 1 < static_cast<int>(modules.size()) ? modules[m + 1].offset : layout.total();
-    return end - modules[m].offset;
-  };
+  auto module_floats = [&](int m) { return modules[m].numel; };
   for (int m = 0; m < static_cast<int>(modules.size()); ++m) {
     if (m != emb_module) largest_module = std::max(largest_module, module_floats(m));
   }
@@ -66,6 +53,9 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::Gpt
     e.comm_buffers_peak = half * (p.padded_numel(emb) + (zero.overlap_comm ? 3 : 1) * largest_unit);
   }
   if (mixed) e.comm_buffers_peak += 4 * in_use_modules;  // fp32 gradient scratch per module
+  // Where the host cannot address device memory, the gradient norm's and the loss's all-reduces
+  // go through one device float each (zero::AllReduceScalar).
+  if (!ops.host_accessible()) e.comm_buffers_peak += 2 * 4;
   if (stage == 3) {
     // Gathered units in use, plus whatever prefetching and reuse keep within
     // stage3_max_live_parameters.

@@ -13,6 +13,8 @@
 
 #include "absl/status/statusor.h"
 #include "worker/config/config.h"
+#include "worker/device/ops.h"
+#include "worker/model/gpt_sizes.h"
 #include "worker/model/param_layout.h"
 #include "worker/tensor/tensor.h"
 
@@ -32,16 +34,18 @@ struct MemoryEstimate {
   int64_t model_states() const { return params + grads + optimizer_state; }
 };
 
-// Activation bytes of the GPT for a micro-batch of B x T tokens, with the attention backward's
-// scratch sized for the kernels' current thread count (as the trainer sizes it); with bf16
-// storage the encoder also holds the batch's widened wte rows.
-int64_t GptActivationBytes(const model::GptConfig& config, int B, int T, bool bf16 = false);
+// Activation bytes of the GPT (or a slice of it) for a micro-batch of B x T tokens on `ops`'s
+// device, from the size table the model allocates by (model/gpt_sizes.h); device-sized rows
+// (the attention's saved state and scratch) as `ops` sizes them now (the CPU's scratch depends on
+// the thread count, set as the trainer sets it).
+int64_t GptActivationBytes(const model::GptConfig& config, int B, int T, const device::Ops& ops,
+                           model::BlockRange range = {});
 
 // The estimate for stage `stage` at `world` data-parallel ranks with parameters stored as
-// `storage` (kF32, or kBF16 / kF16 for mixed precision).
+// `storage` (kF32, or kBF16 / kF16 for mixed precision), on `ops`'s device.
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
                               const config::ZeroConfig& zero, int stage, int world, int B, int T,
-                              DType storage = DType::kF32);
+                              const device::Ops& ops, DType storage = DType::kF32);
 
 // A table of every stage for the job, as `dstrain estimate` prints it.
 std::string DescribeEstimates(const std::vector<MemoryEstimate>& estimates, int64_t num_parameters);

@@ -5,6 +5,13 @@
 
 namespace dstrain::zero {
 
+Partition Partition::ForStage(const model::ParamLayout& layout, int stage, int world, int rank,
+                              int64_t reduce_bucket_size) {
+  if (stage == 0) return Build(layout, 1, 0, std::numeric_limits<int64_t>::max());
+  if (stage <= 2) return Build(layout, world, rank, reduce_bucket_size);
+  return Build(layout, world, rank, /*max_unit_floats=*/1);
+}
+
 Partition Partition::Build(const model::ParamLayout& layout, int world, int rank,
                            int64_t max_unit_floats) {
   Partition p;
@@ -46,6 +53,21 @@ std::pair<int64_t, int64_t> Partition::OwnedFlatRange(int u) const {
   const int64_t first = std::min(unit.end, unit.begin + rank_ * unit.chunk);
   const int64_t last = std::min(unit.end, first + unit.chunk);
   return {first, last};
+}
+
+std::vector<Piece> Partition::PaddedPieces() const {
+  std::vector<Piece> pieces;
+  for (const Unit& u : units_) pieces.push_back({u.begin, u.padded_offset, u.numel()});
+  return pieces;
+}
+
+std::vector<Piece> Partition::OwnedPieces() const {
+  std::vector<Piece> pieces;
+  for (int i = 0; i < static_cast<int>(units_.size()); ++i) {
+    const auto [first, last] = OwnedFlatRange(i);
+    pieces.push_back({first, units_[i].owned_offset, last - first});
+  }
+  return pieces;
 }
 
 void Partition::FlatToPadded(const float* flat, float* padded) const {

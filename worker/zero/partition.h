@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -35,8 +36,22 @@ struct Unit {
   int64_t numel() const { return end - begin; }
 };
 
+// A flat range [flat, flat + count) of the layout and where it sits (`at`) in the padded space or
+// in a rank's partition.
+struct Piece {
+  int64_t flat = 0, at = 0, count = 0;
+};
+
 class Partition {
  public:
+  // The one rule that cuts a layout for a ZeRO stage; the engine, `dstrain estimate` and
+  // checkpoint resharding all call it. Stage 0 partitions nothing (one unit, one "rank": plain
+  // data parallelism keeps everything everywhere); stages 1 and 2 cut DeepSpeed's reduce buckets
+  // (units of at most reduce_bucket_size floats); stage 3 makes every module its own unit,
+  // gathered while it runs.
+  static Partition ForStage(const model::ParamLayout& layout, int stage, int world, int rank,
+                            int64_t reduce_bucket_size);
+
   // Groups modules in layout order; a unit takes modules while it stays within max_unit_floats
   // (a module larger than that is a unit alone; max_unit_floats <= 1: one module per unit).
   static Partition Build(const model::ParamLayout& layout, int world, int rank,
@@ -55,8 +70,14 @@ class Partition {
   // floats (empty when the chunk is all padding).
   std::pair<int64_t, int64_t> OwnedFlatRange(int u) const;
 
-  // Copies between a flat layout buffer and the padded space / this rank's partition. Padding
-  // is written as zeros.
+  // Where the flat layout sits in the padded space (one piece per unit) and which of it this
+  // rank's partition holds (a piece per unit, possibly empty): the copies below, as ranges, for
+  // callers that copy with device operations.
+  std::vector<Piece> PaddedPieces() const;
+  std::vector<Piece> OwnedPieces() const;
+
+  // Copies between a flat layout buffer and the padded space / this rank's partition in host
+  // memory. Padding is written as zeros.
   void FlatToPadded(const float* flat, float* padded) const;
   void PaddedToFlat(const float* padded, float* flat) const;
   void FlatToOwned(const float* flat, float* owned) const;

@@ -8,7 +8,9 @@
 
 #include "common/status/status_matchers.h"
 #include "gtest/gtest.h"
+#include "worker/device/cpu/cpu_ops.h"
 #include "worker/model/param_layout.h"
+#include "worker/zero/stage3.h"
 
 namespace dstrain::zero {
 namespace {
@@ -23,7 +25,7 @@ model::ParamLayout Layout() {
   return *layout;
 }
 
-config::ZeroConfig Stage3() {
+config::ZeroConfig Stage3Config() {
   config::ZeroConfig c;
   c.stage = 3;
   c.param_persistence_threshold = 0;  // nothing persistent unless a test says so
@@ -37,12 +39,12 @@ class Stage3Test : public ::testing::Test {
     for (size_t i = 0; i < flat_.size(); ++i) flat_[i] = 0.5f + 0.001f * static_cast<float>(i);
   }
 
-  std::unique_ptr<ZeroState> Make(const config::ZeroConfig& c) {
-    auto z = ZeroState::Create(layout_, c, nullptr, {}, &alloc_);
+  std::unique_ptr<Stage3> Make(const config::ZeroConfig& c) {
+    auto z = ZeroState::Create(layout_, c, nullptr, {}, &ops_);
     EXPECT_THAT(z, IsOk());
     std::vector<float> copy = flat_;
-    EXPECT_THAT((*z)->SetParams(copy.data()), IsOk());
-    return std::move(*z);
+    EXPECT_THAT((*z)->SetParams(tensor::View::Flat(copy.data(), DType::kF32, copy.size())), IsOk());
+    return std::unique_ptr<Stage3>(static_cast<Stage3*>(z->release()));
   }
 
   // One training micro-batch touching modules in `order` (forward then backward), checking that
@@ -54,13 +56,19 @@ class Stage3Test : public ::testing::Test {
         auto view = z.AcquireParams(m, pass);
         ASSERT_THAT(view, IsOk());
         const model::ModuleSpec& spec = layout_.modules()[m];
-        for (int64_t i = 0; i < spec.numel; ++i) {
-          ASSERT_EQ((*view)[i], flat_[spec.offset + i]) << spec.name << " float " << i;
+        ASSERT_EQ(view->views.size(), spec.params.size());
+        for (size_t j = 0; j < spec.params.size(); ++j) {
+          const model::ParamSpec& p = layout_.params()[spec.params[j]];
+          ASSERT_EQ(view->views[j].numel(), p.numel);
+          for (int64_t i = 0; i < p.numel; ++i) {
+            ASSERT_EQ(view->views[j].as<float>()[i], flat_[p.offset + i])
+                << p.name << "[" << i << "]";
+          }
         }
         if (pass == Pass::kBackward) {
           auto grads = z.AcquireGrads(m);
           ASSERT_THAT(grads, IsOk());
-          (*grads)[0] += 1.f;
+          grads->views[0].as<float>()[0] += 1.f;
           ASSERT_THAT(z.ReleaseGrads(m), IsOk());
         }
         ASSERT_THAT(z.ReleaseParams(m, pass), IsOk());
@@ -72,10 +80,11 @@ class Stage3Test : public ::testing::Test {
   model::ParamLayout layout_ = Layout();
   std::vector<float> flat_;
   tensor::CpuAllocator alloc_;
+  device::CpuOps ops_{&alloc_};
 };
 
 TEST_F(Stage3Test, ViewsHoldTheModuleAndTheTraceIsReRecordedWhenTheOrderChanges) {
-  auto z = Make(Stage3());
+  auto z = Make(Stage3Config());
   const std::vector<int> order = {0, 1, 2, 3, 4}, other = {0, 2, 1, 3, 4};
   MicroBatch(*z, order);
   EXPECT_TRUE(z->trace_complete());
@@ -92,7 +101,7 @@ TEST_F(Stage3Test, ViewsHoldTheModuleAndTheTraceIsReRecordedWhenTheOrderChanges)
 }
 
 TEST_F(Stage3Test, SmallModulesPersistLargeOnesAreReleased) {
-  config::ZeroConfig c = Stage3();
+  config::ZeroConfig c = Stage3Config();
   c.param_persistence_threshold = 24;  // final's LayerNorm (C floats each); blocks hold 3C·C
   c.max_reuse_distance = 0;
   auto z = Make(c);
@@ -108,7 +117,7 @@ TEST_F(Stage3Test, SmallModulesPersistLargeOnesAreReleased) {
 
 TEST_F(Stage3Test, MaxLiveParametersBoundsPrefetch) {
   auto peak_for = [&](int64_t max_live) {
-    config::ZeroConfig c = Stage3();
+    config::ZeroConfig c = Stage3Config();
     c.prefetch_bucket_size = 1 << 30;
     c.max_live_parameters = max_live;
     c.max_reuse_distance = 0;
@@ -133,10 +142,11 @@ TEST_F(Stage3Test, MaxLiveParametersBoundsPrefetch) {
 TEST(ZeroStateTest, GradientsOfAnUnreleasedModuleAreAnError) {
   const model::ParamLayout layout = Layout();
   tensor::CpuAllocator alloc;
+  device::CpuOps ops(&alloc);
   config::ZeroConfig c;
   c.stage = 2;
   c.reduce_bucket_size = 1;  // one module per unit
-  auto z = ZeroState::Create(layout, c, nullptr, {}, &alloc);
+  auto z = ZeroState::Create(layout, c, nullptr, {}, &ops);
   ASSERT_THAT(z, IsOk());
   (*z)->BeginMicroBatch();
   ASSERT_THAT((*z)->AcquireGrads(2), IsOk());

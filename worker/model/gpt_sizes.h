@@ -1,0 +1,207 @@
+// The GPT's size table: every parameter and every activation of the model, with its shape as a
+// function of the configuration and the micro-batch, in one place (llm.c keeps its
+// fill_in_parameter_sizes / fill_in_activation_sizes likewise). Everything that needs a size
+// derives it from here:
+//   - ParamLayout (param_layout.h): the flat parameter buffer, grouped into modules;
+//   - Gpt (gpt.h): the activation buffers it allocates and the parameters it reads;
+//   - `dstrain estimate` (zero/estimate.h): activation bytes, by the same function the model uses;
+//   - the llm.c model file (llmc_format.h): the parameter order of the file is this table's order.
+// Adding a layer means adding its rows here and its calls in gpt.cc; nothing else hand-keeps a
+// size (docs/architecture.md, "Adding a layer").
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/types/dtype.h"
+
+namespace dstrain::model {
+
+// The GPT-2 shape (llm.c's GPT2Config plus a padded vocabulary).
+struct GptConfig {
+  int n_layer = 0;
+  int n_head = 0;
+  int n_embd = 0;
+  int vocab_size = 0;         // V: real tokens
+  int padded_vocab_size = 0;  // Vp >= V: rows of wte, columns of the logits
+  int block_size = 0;         // maxT: rows of wpe
+};
+
+// The blocks [first, end) a model instance runs: all of them, or a pipeline stage's slice. The
+// first stage also embeds the tokens; the last applies the final LayerNorm, the tied head and
+// the loss (and so also holds wte).
+struct BlockRange {
+  int first = 0;
+  int end = -1;  // -1: through the last block
+  int Count(int n_layer) const { return (end < 0 ? n_layer : end) - first; }
+  int End(int n_layer) const { return end < 0 ? n_layer : end; }
+  bool Embeds() const { return first == 0; }
+  bool HasHead(int n_layer) const { return End(n_layer) == n_layer; }
+};
+
+// A size: `factor` × one of the model's dimensions.
+enum class Dim { kOne, kC, kVp, kMaxT };
+struct Extent {
+  Dim dim;
+  int64_t factor;
+};
+int64_t Resolve(Extent e, const GptConfig& c);
+
+// ---- parameters ----
+enum class Owner { kEmbedding, kBlock, kFinal };
+struct ParamRow {
+  const char* name;
+  Owner owner;
+  Extent rows, cols;  // cols {kOne, 0}: a vector of `rows` elements
+  // Read only by matrix products or the embedding lookup, whose operations take 16-bit
+  // weights directly: under bf16 storage it need not be widened to fp32 for compute.
+  bool matrix;
+  // Needed by the tied head as well as the embedding (a last pipeline stage holds it too).
+  bool tied;
+};
+
+// In llm.c's file order. A module holds its owner's rows in table order.
+inline constexpr ParamRow kGptParams[] = {
+    {"wte", Owner::kEmbedding, {Dim::kVp, 1}, {Dim::kC, 1}, true, true},
+    {"wpe", Owner::kEmbedding, {Dim::kMaxT, 1}, {Dim::kC, 1}, false, false},
+    {"ln1w", Owner::kBlock, {Dim::kC, 1}, {Dim::kOne, 0}, false, false},
+    {"ln1b", Owner::kBlock, {Dim::kC, 1}, {Dim::kOne, 0}, false, false},
+    {"qkvw", Owner::kBlock, {Dim::kC, 3}, {Dim::kC, 1}, true, false},
+    {"qkvb", Owner::kBlock, {Dim::kC, 3}, {Dim::kOne, 0}, false, false},
+    {"attprojw", Owner::kBlock, {Dim::kC, 1}, {Dim::kC, 1}, true, false},
+    {"attprojb", Owner::kBlock, {Dim::kC, 1}, {Dim::kOne, 0}, false, false},
+    {"ln2w", Owner::kBlock, {Dim::kC, 1}, {Dim::kOne, 0}, false, false},
+    {"ln2b", Owner::kBlock, {Dim::kC, 1}, {Dim::kOne, 0}, false, false},
+    {"fcw", Owner::kBlock, {Dim::kC, 4}, {Dim::kC, 1}, true, false},
+    {"fcb", Owner::kBlock, {Dim::kC, 4}, {Dim::kOne, 0}, false, false},
+    {"fcprojw", Owner::kBlock, {Dim::kC, 1}, {Dim::kC, 4}, true, false},
+    {"fcprojb", Owner::kBlock, {Dim::kC, 1}, {Dim::kOne, 0}, false, false},
+    {"lnfw", Owner::kFinal, {Dim::kC, 1}, {Dim::kOne, 0}, false, false},
+    {"lnfb", Owner::kFinal, {Dim::kC, 1}, {Dim::kOne, 0}, false, false},
+};
+inline constexpr int kNumGptParams = sizeof(kGptParams) / sizeof(kGptParams[0]);
+
+// A parameter's position within its module (the order of its owner's rows above).
+enum BlockParam : int {
+  kLn1w,
+  kLn1b,
+  kQkvw,
+  kQkvb,
+  kAttprojw,
+  kAttprojb,
+  kLn2w,
+  kLn2b,
+  kFcw,
+  kFcb,
+  kFcprojw,
+  kFcprojb,
+  kNumBlockParams
+};
+enum EmbeddingParam : int { kWte, kWpe };
+enum FinalParam : int { kLnfw, kLnfb };
+
+// The shape of row `row` of kGptParams.
+std::vector<int64_t> ParamShape(int row, const GptConfig& c);
+
+// ---- activations ----
+// Which part of the model allocates a row, and how many copies.
+enum class ActOwner {
+  kEmbedding,  // first stage: the inputs and the embedding output (a later stage's input)
+  kBlock,      // one per block in the range
+  kHead,       // last stage: final LayerNorm, logits, losses
+  kBackward,   // scratch of the backward pass, shared by the blocks
+};
+// Rows whose size a device decides (device::Ops::AttentionStateElements / ...ScratchElements).
+enum class ActSize { kPerToken, kAttentionState, kAttentionScratch };
+struct ActRow {
+  const char* name;
+  ActOwner owner;
+  ActSize size;
+  Extent per_token;  // elements per token of the micro-batch (kPerToken rows)
+  DType dtype;
+};
+
+inline constexpr ActRow kGptActivations[] = {
+    // First stage. encoded (B,T,C): wte[tokens] + wpe, the residual stream into the first block
+    // (a later stage receives its input here).
+    {"tokens", ActOwner::kEmbedding, ActSize::kPerToken, {Dim::kOne, 1}, DType::kI32},
+    {"encoded", ActOwner::kEmbedding, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    // Per block (B,T,·): the inputs every kernel's backward reads.
+    {"ln1", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    {"ln1_mean", ActOwner::kBlock, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
+    {"ln1_rstd", ActOwner::kBlock, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
+    {"qkv", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 3}, DType::kF32},
+    {"atty", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    {"att", ActOwner::kBlock, ActSize::kAttentionState, {Dim::kOne, 0}, DType::kF32},
+    {"residual2", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    {"ln2", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    {"ln2_mean", ActOwner::kBlock, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
+    {"ln2_rstd", ActOwner::kBlock, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
+    {"fch", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 4}, DType::kF32},
+    {"fch_gelu", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 4}, DType::kF32},
+    {"residual3", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    // Last stage. logits (B,T,Vp) become dlogits in a training forward.
+    {"targets", ActOwner::kHead, ActSize::kPerToken, {Dim::kOne, 1}, DType::kI32},
+    {"lnf", ActOwner::kHead, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    {"lnf_mean", ActOwner::kHead, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
+    {"lnf_rstd", ActOwner::kHead, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
+    {"logits", ActOwner::kHead, ActSize::kPerToken, {Dim::kVp, 1}, DType::kF32},
+    {"losses", ActOwner::kHead, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
+    // Backward scratch. dstream (B,T,C) is the gradient of the residual stream (on a stage that
+    // has no head, its caller puts the output's gradient there; on one that does not embed, it
+    // holds the input's gradient afterwards).
+    {"dstream", ActOwner::kBackward, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    {"dbtc", ActOwner::kBackward, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    {"dqkv", ActOwner::kBackward, ActSize::kPerToken, {Dim::kC, 3}, DType::kF32},
+    {"dfch", ActOwner::kBackward, ActSize::kPerToken, {Dim::kC, 4}, DType::kF32},
+    {"att_scratch", ActOwner::kBackward, ActSize::kAttentionScratch, {Dim::kOne, 0}, DType::kF32},
+};
+inline constexpr int kNumGptActivations = sizeof(kGptActivations) / sizeof(kGptActivations[0]);
+
+// Row indices of kGptActivations (checked against the names in gpt_sizes.cc).
+enum Act : int {
+  kTokens,
+  kEncoded,
+  kLn1,
+  kLn1Mean,
+  kLn1Rstd,
+  kQkv,
+  kAtty,
+  kAtt,
+  kResidual2,
+  kLn2,
+  kLn2Mean,
+  kLn2Rstd,
+  kFch,
+  kFchGelu,
+  kResidual3,
+  kTargets,
+  kLnf,
+  kLnfMean,
+  kLnfRstd,
+  kLogits,
+  kLosses,
+  kDstream,
+  kDbtc,
+  kDqkv,
+  kDfch,
+  kAttScratch,
+};
+
+// What a device says of the rows it sizes (device::Ops), per block and micro-batch.
+struct DeviceSizes {
+  int64_t attention_state = 0;    // elements per block
+  int64_t attention_scratch = 0;  // elements, shared
+};
+
+// Copies of row `row` a model of `range` allocates: the blocks in range for kBlock rows, 1 for
+// the others where the stage has that part, else 0.
+int ActCopies(int row, const GptConfig& c, BlockRange range);
+// Elements of one copy of row `row` for a micro-batch of B × T tokens.
+int64_t ActElements(int row, const GptConfig& c, int B, int T, const DeviceSizes& device);
+// Bytes of every activation a model of `range` allocates for a B × T micro-batch: what the
+// allocator shows under kActivations while it runs.
+int64_t ActivationBytes(const GptConfig& c, int B, int T, BlockRange range,
+                        const DeviceSizes& device);
+
+}  // namespace dstrain::model

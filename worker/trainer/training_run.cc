@@ -1,0 +1,426 @@
+#include "worker/trainer/training_run.h"
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/random/rng.h"
+#include "common/status/status_macros.h"
+#include "worker/checkpoint/commit.h"
+#include "worker/comm/factory/factory.h"
+#include "worker/data/byte_tokenizer.h"
+#include "worker/device/cpu/cpu_ops.h"
+#include "worker/env/env.h"
+#include "worker/model/gpt.h"
+#include "worker/model/llmc_format.h"
+#include "worker/trainer/drain.h"
+#include "worker/trainer/sampler.h"
+#include "worker/zero/zero_state.h"
+
+namespace dstrain::trainer {
+namespace {
+
+model::GptConfig ModelShape(const config::ModelConfig& m) {
+  return {m.n_layer, m.n_head, m.n_embd, m.vocab_size, m.padded_vocab_size, m.block_size};
+}
+
+// "params 1.2 + grads 1.2 + optimizer_state 2.4 MB": the categories holding memory now.
+std::string DescribeMemory(const tensor::MemoryStats& mem) {
+  std::string out;
+  for (int i = 0; i < tensor::kNumMemoryCategories; ++i) {
+    if (mem.current[i] == 0) continue;
+    absl::StrAppend(&out, out.empty() ? "" : " + ",
+                    tensor::MemoryCategoryName(static_cast<tensor::MemoryCategory>(i)), " ",
+                    absl::StrFormat("%.1f", mem.current[i] / 1e6));
+  }
+  return out + " MB";
+}
+
+std::string DescribeSample(const std::vector<int32_t>& ids) {
+  // Byte-level vocabularies decode to text; others are shown as ids (no tokenizer is known).
+  const bool bytes = std::all_of(ids.begin(), ids.end(), [](int32_t t) { return t < 256; });
+  if (bytes) return data::ByteTokenizer::Decode(std::vector<uint16_t>(ids.begin(), ids.end()));
+  std::string s;
+  for (int32_t t : ids) absl::StrAppend(&s, s.empty() ? "" : " ", t);
+  return s;
+}
+
+double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+TrainingRun::TrainingRun(const config::JobSpec& spec, const TrainOptions& options)
+    : spec_(spec),
+      options_(options),
+      rank_(options.rank),
+      world_(spec.job.world_size),
+      leader_(options.rank == 0),
+      log_(options.log),
+      B_(static_cast<int>(spec.train_micro_batch_size_per_gpu)),
+      T_(spec.data.seq_len),
+      gas_(spec.gradient_accumulation_steps) {
+  if (!leader_) {
+    null_log_ = std::fopen("/dev/null", "w");
+    log_ = null_log_;
+  }
+}
+
+TrainingRun::~TrainingRun() {
+  // The engine's buffers (and any collective in flight on them) go before the group does.
+  engine_.reset();
+  dp_.reset();
+  if (null_log_ != nullptr) std::fclose(null_log_);
+}
+
+// Phase 1: the data-parallel group, meeting through the rendezvous store: a TCP store served by
+// the launcher (standalone mode) or the coordinator's (service mode), scoped by the attempt's
+// prefix.
+absl::Status TrainingRun::SetUpGroup() {
+  if (options_.drain_on_sigusr1) StartDrainWatcher();  // before this process starts threads
+  if (rank_ < 0 || rank_ >= world_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", rank_, " is outside job.world_size ", world_));
+  }
+  if (world_ > 1 && options_.rendezvous.kind == Rendezvous::Kind::kNone) {
+    return absl::InvalidArgumentError(absl::StrCat("job.world_size: the job asks for ", world_,
+                                                   " ranks; run it with `dstrain launch --nproc ",
+                                                   world_, "` (or give --store)"));
+  }
+  if (spec_.job.pipeline_stages != 1) {
+    return absl::InvalidArgumentError("job.pipeline_stages: pipeline parallelism is not supported");
+  }
+  threads_ = ConfigureThreads(options_.threads);
+  // The CPU is the only device this trainer places ranks on so far.
+  allocator_ = std::make_unique<tensor::CpuAllocator>();
+  ops_ = std::make_unique<device::CpuOps>(allocator_.get());
+  if (world_ > 1) {
+    DT_ASSIGN_OR_RETURN(store_, ConnectStore(options_.rendezvous, options_.comm_timeout));
+    comm::GroupOptions group;
+    group.timeout = options_.comm_timeout;
+    DT_ASSIGN_OR_RETURN(
+        dp_, comm::CreateCommunicator(ops_->device(), store_.get(), rank_, world_, "dp", group));
+    // Every rank says once that it is in its group, on the options' stream even where its
+    // progress log is silenced: a supervisor (the worker agent) takes this line as "running".
+    std::FILE* out = options_.log != nullptr ? options_.log : stdout;
+    absl::FPrintF(out, "rank %d of %d: joined the data-parallel group\n", rank_, world_);
+    std::fflush(out);
+  }
+  if (!options_.service.catalog.empty() && leader_) {
+    catalog_ = std::make_unique<CheckpointCatalog>(options_.service.catalog,
+                                                   options_.service.job_id, log_);
+  }
+  return absl::OkStatus();
+}
+
+// Phase 2: the loaders. Each rank reads its own share of every batch; rank 0 also evaluates.
+absl::Status TrainingRun::BuildData() {
+  DT_ASSIGN_OR_RETURN(auto source, data::DataSource::Open(spec_.data.train));
+  DT_RETURN_IF_ERROR(source->CheckVocab(spec_.model.vocab_size));
+  data::DataLoaderOptions lo;
+  lo.batch_size = B_;
+  lo.seq_len = T_;
+  lo.rank = rank_;
+  lo.world_size = spec_.data_parallel_size;
+  lo.seed = spec_.data.seed;
+  lo.shuffle = spec_.data.shuffle;
+  DT_ASSIGN_OR_RETURN(train_loader_, data::DataLoader::Create(source, lo));
+  if (!spec_.data.val.empty() && leader_) {
+    DT_ASSIGN_OR_RETURN(auto val_source, data::DataSource::Open(spec_.data.val));
+    DT_RETURN_IF_ERROR(val_source->CheckVocab(spec_.model.vocab_size));
+    data::DataLoaderOptions vo = lo;
+    vo.shuffle = false;
+    vo.world_size = 1;
+    DT_ASSIGN_OR_RETURN(val_loader_, data::DataLoader::Create(val_source, vo));
+  }
+  train_tokens_ = source->num_tokens();
+  x_.resize(int64_t{B_} * T_);
+  y_.resize(int64_t{B_} * T_);
+  return absl::OkStatus();
+}
+
+// Phase 3: the model and its engine on this rank's device.
+absl::Status TrainingRun::BuildEngine() {
+  DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(ModelShape(spec_.model), ops_.get()));
+  const int64_t num_params = gpt->layout().num_parameters();
+  DT_ASSIGN_OR_RETURN(engine_,
+                      engine::Engine::Initialize(std::move(gpt), spec_, dp_.get(),
+                                                 comm::CommOptions{options_.comm_timeout}));
+  DT_ASSIGN_OR_RETURN(MetricsWriter metrics,
+                      MetricsWriter::Open(leader_ ? options_.metrics_out : ""));
+  metrics_.emplace(std::move(metrics));
+  // Evaluation, sampling and saving read the full parameters: gathering them is collective under
+  // ZeRO-3, so every rank takes part wherever rank 0 may need them, decided by the job alone (the
+  // save flags are rank 0's), and only rank 0 keeps a copy and works on it.
+  {
+    DT_ASSIGN_OR_RETURN(std::vector<float> params, engine_->GatherParams(leader_));
+    if (leader_ && !options_.save_initial_model.empty()) {
+      DT_RETURN_IF_ERROR(model::WriteLlmcModel(options_.save_initial_model,
+                                               engine_->model().config(), engine_->model().layout(),
+                                               params.data()));
+    }
+  }
+  absl::FPrintF(log_,
+                "dstrain train: %s | GPT L=%d H=%d C=%d V=%d T=%d | %.2fM parameters | "
+                "micro-batch %d x %d tokens, accumulation %d, %d rank(s), %d threads each, "
+                "ZeRO stage %d, %s | %s\n",
+                spec_.job.name.empty() ? "job" : spec_.job.name, spec_.model.n_layer,
+                spec_.model.n_head, spec_.model.n_embd, spec_.model.vocab_size, T_,
+                num_params / 1e6, B_, T_, gas_, spec_.data_parallel_size, threads_,
+                spec_.zero.stage, config::PrecisionName(spec_), ops_->Describe());
+  absl::FPrintF(log_, "data: %s (%d tokens)%s\n", spec_.data.train, train_tokens_,
+                val_loader_ ? absl::StrCat(", val ", spec_.data.val) : "");
+  checkpoints_.env = env::PosixEnv::Default();
+  checkpoints_.root = spec_.job.checkpoint_dir;
+  checkpoints_.keep_last = spec_.job.keep_last;
+  checkpoints_.comm = comm::CommOptions{options_.comm_timeout};
+  return absl::OkStatus();
+}
+
+// Phase 4: with job.checkpoint_dir set and job.resume, a run picks up from the newest committed
+// checkpoint there (engine state and each rank's data position), every rank together.
+absl::Status TrainingRun::Resume() {
+  if (checkpoints_.root.empty() || !spec_.job.resume) return absl::OkStatus();
+  DT_ASSIGN_OR_RETURN(std::vector<checkpoint::CheckpointManifest> committed,
+                      checkpoint::ListCommitted(checkpoints_.env, checkpoints_.root));
+  if (committed.empty()) return absl::OkStatus();
+  DT_ASSIGN_OR_RETURN(std::string rank_state,
+                      engine::LoadCheckpoint(*engine_, dp_.get(), checkpoints_, "latest"));
+  const nlohmann::json position =
+      nlohmann::json::parse(rank_state, nullptr, /*allow_exceptions=*/false);
+  if (!position.is_object()) {
+    return absl::DataLossError(
+        absl::StrCat(checkpoints_.root, ": bad data position in this rank's shard"));
+  }
+  DT_RETURN_IF_ERROR(train_loader_->Restore(data::LoaderState{
+      position.value("epoch", uint64_t{0}), position.value("index", uint64_t{0})}));
+  first_step_ = engine_->global_steps() + 1;
+  absl::FPrintF(log_, "resumed from %s at step %d\n", checkpoints_.root, engine_->global_steps());
+  return absl::OkStatus();
+}
+
+// Phase 5: the training loop, one optimizer step per iteration.
+absl::Status TrainingRun::RunSteps() {
+  comm_bytes_before_ = engine_->zero().traffic().total();
+  comm_wait_before_ = engine_->zero().traffic().wait_seconds;
+  const double tokens_per_step = double(B_) * T_ * gas_ * spec_.data_parallel_size;
+  for (int64_t step = first_step_; step <= spec_.job.train_steps; ++step) {
+    const auto t0 = Clock::now();
+    allocator_->ResetPeaks();
+    DT_ASSIGN_OR_RETURN(const engine::StepStats stats, TrainStep());
+    const double secs = Seconds(t0, Clock::now());
+    if (step > 1) tok_rates_.push_back(tokens_per_step / secs);
+    if (!std::isfinite(stats.loss)) {
+      return absl::InternalError(absl::StrCat("loss became ", stats.loss, " at step ", step,
+                                              "; lower the learning rate or enable clipping"));
+    }
+    result_.steps = step;
+    result_.final_train_loss = stats.loss;
+    DT_ASSIGN_OR_RETURN(const bool go_on, AfterStep(step, stats, secs));
+    if (!go_on) break;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<engine::StepStats> TrainingRun::TrainStep() {
+  std::optional<engine::StepStats> stats;
+  for (int64_t micro = 0; micro < gas_; ++micro) {
+    train_loader_->NextBatch(x_.data(), y_.data());
+    DT_RETURN_IF_ERROR(engine_->Forward(x_.data(), y_.data()).status());
+    DT_RETURN_IF_ERROR(engine_->Backward());
+    DT_ASSIGN_OR_RETURN(stats, engine_->Step());
+  }
+  if (!stats) return absl::InternalError("no optimizer step at the accumulation boundary");
+  return *stats;
+}
+
+absl::StatusOr<bool> TrainingRun::AfterStep(int64_t step, const engine::StepStats& stats,
+                                            double seconds) {
+  JsonLine line = MetricsLine(stats, seconds);
+  const bool last = step == spec_.job.train_steps;
+  double val_loss = -1;
+  if (!spec_.data.val.empty() &&
+      ((spec_.job.eval_every > 0 && step % spec_.job.eval_every == 0) || last)) {
+    DT_ASSIGN_OR_RETURN(val_loss, Evaluate());
+    if (val_loader_) {
+      line.Add("val_loss", val_loss);
+      result_.final_val_loss = val_loss;
+    } else {
+      val_loss = -1;
+    }
+  }
+  // The checkpoint of this step is saved before its metrics line is written, so the line can
+  // carry the save's duration and size.
+  std::string saved;
+  if (spec_.job.checkpoint_every > 0 && (step % spec_.job.checkpoint_every == 0 || last)) {
+    DT_ASSIGN_OR_RETURN(saved, SaveCheckpoint(step, &line));
+  }
+  DT_RETURN_IF_ERROR(metrics_->Write(line));
+  if (step % std::max<int64_t>(1, spec_.steps_per_print.value_or(10)) == 0 || step == 1 || last ||
+      val_loss >= 0) {
+    PrintProgress(step, stats, seconds, val_loss);
+  }
+  if (!saved.empty()) absl::FPrintF(log_, "checkpoint %s\n", saved);
+  if (spec_.job.sample_every > 0 && step % spec_.job.sample_every == 0 && !last &&
+      spec_.job.sample_tokens > 0) {
+    DT_RETURN_IF_ERROR(
+        PrintSample(spec_.data.seed + step, absl::StrFormat("sample at step %d", step)));
+  }
+  // A drain request (SIGUSR1 from the agent: this worker is going away) on any rank stops every
+  // rank here, at the same step, after a checkpoint: the job resumes elsewhere without losing a
+  // step.
+  if (options_.drain_on_sigusr1 && !last) {
+    DT_ASSIGN_OR_RETURN(const bool drained, Drain(step, !saved.empty()));
+    if (drained) return false;
+  }
+  return true;
+}
+
+JsonLine TrainingRun::MetricsLine(const engine::StepStats& stats, double seconds) {
+  // This rank's memory by category (now, and the peak within this step) and the bytes it sent in
+  // collectives this step (ring-algorithm count, zero/zero_state.h).
+  const tensor::MemoryStats mem = allocator_->Stats();
+  const zero::TrafficStats& traffic = engine_->zero().traffic();
+  const int64_t comm_bytes = traffic.total() - comm_bytes_before_;
+  const double comm_wait = traffic.wait_seconds - comm_wait_before_;
+  comm_bytes_before_ = traffic.total();
+  comm_wait_before_ = traffic.wait_seconds;
+  const double tokens = double(B_) * T_ * gas_ * spec_.data_parallel_size;
+  JsonLine line;
+  line.Add("step", stats.step)
+      .Add("loss", stats.loss)
+      .Add("lr", stats.lr)
+      .Add("grad_norm", stats.grad_norm)
+      .Add("tokens_per_s", tokens / seconds)
+      .Add("step_ms", seconds * 1e3)
+      .Add("loss_scale", stats.loss_scale)
+      .Add("skipped", stats.skipped)
+      .AddRaw("mem_bytes", mem.CurrentJson())
+      .AddRaw("mem_peak_bytes", mem.PeakJson())
+      .Add("mem_peak_total_bytes", mem.total_peak)
+      .Add("comm_bytes", comm_bytes)
+      .Add("comm_s", comm_wait);
+  return line;
+}
+
+absl::StatusOr<double> TrainingRun::Evaluate() {
+  DT_ASSIGN_OR_RETURN(tensor::Tensor params, engine_->GatherParamsOnDevice(leader_));
+  if (!val_loader_) return -1.0;
+  data::DataLoader& loader = *val_loader_;
+  loader.Reset();
+  const int n =
+      static_cast<int>(std::min<uint64_t>(spec_.job.eval_batches, loader.batches_per_epoch()));
+  double sum = 0;
+  for (int i = 0; i < n; ++i) {
+    loader.NextBatch(x_.data(), y_.data());
+    DT_ASSIGN_OR_RETURN(float loss,
+                        engine_->model().Forward(params.view(), x_.data(), y_.data(), B_, T_));
+    sum += loss;
+  }
+  return n > 0 ? sum / n : 0.0;
+}
+
+absl::StatusOr<std::string> TrainingRun::SaveCheckpoint(int64_t step, JsonLine* line) {
+  const auto start = Clock::now();
+  const data::LoaderState at = train_loader_->State();
+  const nlohmann::json position = {{"epoch", at.epoch}, {"index", at.index}};
+  const std::string tag = absl::StrFormat("step_%08d", step);
+  DT_RETURN_IF_ERROR(
+      engine::SaveCheckpoint(*engine_, dp_.get(), checkpoints_, tag, position.dump()));
+  if (line != nullptr) line->Add("checkpoint_s", Seconds(start, Clock::now()));
+  if (leader_) {
+    DT_ASSIGN_OR_RETURN(
+        auto reader, checkpoint::CheckpointReader::Open(checkpoints_.env, checkpoints_.root, tag));
+    int64_t bytes = 0;
+    for (const checkpoint::ShardRecord& shard : reader->manifest().shards) bytes += shard.bytes;
+    if (line != nullptr) line->Add("checkpoint_bytes", bytes);
+    // The checkpoint is durable and loadable already; the catalog learns of it in the background
+    // (retrying while the coordinator is away), so training goes on.
+    if (catalog_ != nullptr) catalog_->Record(reader->dir(), reader->manifest());
+  }
+  return absl::StrCat(checkpoints_.root, "/", tag);
+}
+
+void TrainingRun::PrintProgress(int64_t step, const engine::StepStats& stats, double seconds,
+                                double val_loss) {
+  const tensor::MemoryStats mem = allocator_->Stats();
+  const double tokens = double(B_) * T_ * gas_ * spec_.data_parallel_size;
+  absl::FPrintF(log_,
+                "step %*d/%d | loss %.4f | lr %.3e | norm %.3f | %.1f ms | %.0f tok/s | "
+                "mem %s, peak %.1f MB%s%s\n",
+                static_cast<int>(std::to_string(spec_.job.train_steps).size()), step,
+                spec_.job.train_steps, stats.loss, stats.lr, stats.grad_norm, seconds * 1e3,
+                tokens / seconds, DescribeMemory(mem), mem.total_peak / 1e6,
+                spec_.fp16.enabled ? absl::StrFormat(" | scale %g%s", stats.loss_scale,
+                                                     stats.skipped ? " (overflow: skipped)" : "")
+                                   : "",
+                val_loss >= 0 ? absl::StrFormat(" | val loss %.4f", val_loss) : "");
+  std::fflush(log_);
+}
+
+absl::Status TrainingRun::PrintSample(uint64_t seed, const std::string& title) {
+  DT_ASSIGN_OR_RETURN(tensor::Tensor params, engine_->GatherParamsOnDevice(leader_));
+  if (!leader_) return absl::OkStatus();
+  Rng rng(seed);
+  DT_ASSIGN_OR_RETURN(auto ids, Sample(engine_->model(), params.view(), {'\n'},
+                                       spec_.job.sample_tokens, 1.0f, rng));
+  absl::FPrintF(log_, "--- %s ---\n%s\n---\n", title, DescribeSample(ids));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> TrainingRun::Drain(int64_t step, bool saved) {
+  float drain = DrainRequested() ? 1.f : 0.f;
+  if (dp_ != nullptr) {
+    DT_RETURN_IF_ERROR(zero::AllReduceScalar(*dp_, *ops_, &null_scalar_, &drain,
+                                             comm::ReduceOp::kMax,
+                                             comm::CommOptions{options_.comm_timeout}));
+  }
+  if (drain == 0.f) return false;
+  if (!checkpoints_.root.empty() && !saved) {
+    DT_ASSIGN_OR_RETURN(const std::string dir, SaveCheckpoint(step, nullptr));
+    absl::FPrintF(log_, "checkpoint %s\n", dir);
+  }
+  absl::FPrintF(
+      log_, "drain requested: leaving after step %d%s\n", step,
+      checkpoints_.root.empty() ? " (no checkpoint_dir: the next attempt starts over)" : "");
+  std::fflush(log_);
+  result_.drained = true;
+  return true;
+}
+
+// Phase 6: results.
+absl::StatusOr<TrainResult> TrainingRun::Finish() {
+  // The catalog's last records land before the process ends (a coordinator restart may be in the
+  // way: bounded).
+  if (catalog_ != nullptr && !catalog_->Flush(absl::Seconds(60))) {
+    absl::FPrintF(log_,
+                  "warning: the checkpoint catalog at %s was not reachable for 60 s; "
+                  "`dstrain checkpoints` may miss the last checkpoints (they are on disk)\n",
+                  options_.service.catalog);
+  }
+  if (!tok_rates_.empty()) {
+    std::nth_element(tok_rates_.begin(), tok_rates_.begin() + tok_rates_.size() / 2,
+                     tok_rates_.end());
+    result_.tokens_per_s = tok_rates_[tok_rates_.size() / 2];
+  }
+  if (spec_.job.sample_tokens > 0) DT_RETURN_IF_ERROR(PrintSample(spec_.data.seed, "sample"));
+  {
+    DT_ASSIGN_OR_RETURN(std::vector<float> params, engine_->GatherParams(leader_));
+    if (leader_ && !options_.save_model.empty()) {
+      DT_RETURN_IF_ERROR(model::WriteLlmcModel(options_.save_model, engine_->model().config(),
+                                               engine_->model().layout(), params.data()));
+      absl::FPrintF(log_, "model written to %s\n", options_.save_model);
+    }
+  }
+  absl::FPrintF(
+      log_, "done: %d steps, final loss %.4f%s, median %.0f tok/s\n", result_.steps,
+      result_.final_train_loss,
+      result_.final_val_loss >= 0 ? absl::StrFormat(", val loss %.4f", result_.final_val_loss) : "",
+      result_.tokens_per_s);
+  return result_;
+}
+
+}  // namespace dstrain::trainer

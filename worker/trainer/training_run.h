@@ -1,0 +1,101 @@
+// TrainingRun: one rank's run of a job, phase by phase (trainer.h has the overview). Each phase is
+// a method; Train() calls them in order:
+//
+//   SetUpGroup   rendezvous and the data-parallel communicator; the checkpoint catalog
+//   BuildData    training (and, on rank 0, validation) loaders
+//   BuildEngine  device, model, engine, metrics file, the initial model
+//   Resume       the newest committed checkpoint, when the job has one
+//   RunSteps     the step loop; per step: TrainStep, then the periodic actions (metrics line,
+//                evaluation, checkpoint, progress, sample, drain)
+//   Finish       the catalog's last records, the final sample and model, the result
+//
+// Rank 0 (the leader) logs, evaluates, samples and writes metrics and models; the other ranks
+// take part in whatever is collective (ZeRO-3 gathers the parameters for each of those).
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/comm/communicator.h"
+#include "worker/config/config.h"
+#include "worker/data/data_loader.h"
+#include "worker/device/ops.h"
+#include "worker/engine/checkpoint_io.h"
+#include "worker/engine/engine.h"
+#include "worker/tensor/allocator.h"
+#include "worker/trainer/checkpoint_catalog.h"
+#include "worker/trainer/metrics_writer.h"
+#include "worker/trainer/rendezvous.h"
+#include "worker/trainer/trainer.h"
+
+namespace dstrain::trainer {
+
+class TrainingRun {
+ public:
+  TrainingRun(const config::JobSpec& spec, const TrainOptions& options);
+  ~TrainingRun();
+
+  absl::Status SetUpGroup();
+  absl::Status BuildData();
+  absl::Status BuildEngine();
+  absl::Status Resume();
+  absl::Status RunSteps();
+  absl::StatusOr<TrainResult> Finish();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  // One optimizer step: the accumulation's micro-batches, then the engine's step.
+  absl::StatusOr<engine::StepStats> TrainStep();
+  // The periodic actions after step `step`; false when a drain ends the run here.
+  absl::StatusOr<bool> AfterStep(int64_t step, const engine::StepStats& stats, double seconds);
+  // The step's metrics line (memory, communication, timing), before evaluation adds to it.
+  JsonLine MetricsLine(const engine::StepStats& stats, double seconds);
+  // Mean validation loss over job.eval_batches (rank 0's value; collective under ZeRO-3).
+  absl::StatusOr<double> Evaluate();
+  // Saves checkpoint step_<step> on every rank; rank 0 adds its duration and size to `line`
+  // (when given) and records it in the catalog. Returns its directory.
+  absl::StatusOr<std::string> SaveCheckpoint(int64_t step, JsonLine* line);
+  void PrintProgress(int64_t step, const engine::StepStats& stats, double seconds, double val_loss);
+  // `tokens` sampled after a newline, printed with `title` (collective under ZeRO-3).
+  absl::Status PrintSample(uint64_t seed, const std::string& title);
+  // Whether any rank was asked to drain (one all-reduce); if so a checkpoint at `step`.
+  absl::StatusOr<bool> Drain(int64_t step, bool saved);
+
+  const config::JobSpec& spec_;
+  const TrainOptions& options_;
+  const int rank_, world_;
+  const bool leader_;
+  std::FILE* log_;                 // options.log on rank 0, /dev/null elsewhere
+  std::FILE* null_log_ = nullptr;  // owned
+  int threads_ = 1;
+  const int B_, T_;
+  const int64_t gas_;
+
+  ConnectedStore store_;
+  std::unique_ptr<comm::Communicator> dp_;
+  std::unique_ptr<CheckpointCatalog> catalog_;
+  int64_t train_tokens_ = 0;
+  std::optional<data::DataLoader> train_loader_, val_loader_;
+  std::unique_ptr<tensor::Allocator> allocator_;
+  std::unique_ptr<device::Ops> ops_;
+  std::unique_ptr<engine::Engine> engine_;
+  std::optional<MetricsWriter> metrics_;
+  engine::CheckpointOptions checkpoints_;
+  std::vector<int32_t> x_, y_;
+
+  int64_t first_step_ = 1;
+  int64_t comm_bytes_before_ = 0;
+  double comm_wait_before_ = 0;
+  std::vector<double> tok_rates_;
+  TrainResult result_;
+  tensor::Tensor null_scalar_;  // the drain all-reduce on a device without host access
+};
+
+}  // namespace dstrain::trainer
