@@ -196,8 +196,8 @@ TEST(NamingTest, FollowsBufStandard) {
   EXPECT_EQ(rpc_messages.size(), 2u * (6 + 5 + 6 + 3));
 }
 
-// A trivial StoreService on the callback API (style-anchors §3.10): Set and Get on a map. The
-// other RPCs keep the generated default, UNIMPLEMENTED.
+// A trivial StoreService on gRPC's callback API (unary handlers finish through DefaultReactor()):
+// Set and Get on a map. The other RPCs keep the generated default, UNIMPLEMENTED.
 class MapStoreService final : public v1::StoreService::CallbackService {
  public:
   grpc::ServerUnaryReactor* Set(grpc::CallbackServerContext* context, const v1::SetRequest* request,
@@ -251,7 +251,8 @@ class StoreServiceTest : public ::testing::Test {
     if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
   }
 
-  // Every call carries a deadline (style-anchors §3.10).
+  // Every unary call carries a deadline, as in all of the project's clients (docs/wire-api.md,
+  // "Conventions").
   static void SetDeadline(grpc::ClientContext* context) {
     context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   }

@@ -3,7 +3,8 @@
 Spawns N processes (torch.multiprocessing) on 127.0.0.1 and times all_reduce, reduce_scatter
 (torch 1.13's Gloo has no reduce_scatter: emulated the way users must, all_reduce then keep the
 local chunk — reported as n/a to be fair) and all_gather on float32 buffers. Bus bandwidth uses
-nccl-tests' definitions (performance-anchors.md §3). Prints one JSON line per (op, bytes).
+nccl-tests' definitions (all_reduce: bytes / time * 2(n-1)/n; the others: bytes of the full buffer
+/ time * (n-1)/n). Prints one JSON line per (op, bytes).
 Usage: torch_gloo_bench.py NPROC MIN_BYTES MAX_BYTES ITERS
 """
 import json

@@ -3,7 +3,7 @@
 Forward + zero_grad + backward + AdamW step on a fixed random batch; prints one JSON line with
 the median tokens/s over the measured steps. Run with /usr/bin/python3 and, for PyTorch's fastest
 setting on this machine, OPENBLAS_NUM_THREADS=<cores> with torch.set_num_threads(1)
-(performance-anchors.md §5.1: the GEMMs run in OpenBLAS's own threads).
+(Debian's torch uses OpenBLAS for its GEMMs, which run in OpenBLAS's own threads).
 """
 import argparse
 import json

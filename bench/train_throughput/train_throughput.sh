@@ -3,10 +3,10 @@
 # backward + AdamW, side by side in one run:
 #   (a) n_layer 4, n_embd 256, n_head 4, vocab 8192, T 256, B 8
 #   (b) GPT-2 124M (n_layer 12, n_embd 768, n_head 12, vocab 50257 padded to 50304), B 4, T 64
-# PyTorch runs at its fastest setting here (OPENBLAS_NUM_THREADS=<cores>, torch threads 1;
-# performance-anchors.md §5.1). The two alternate ROUNDS times per config so machine noise hits
-# both alike; each run reports its median step, and the table shows the median over rounds and
-# the ratio. Usage: bench/train_throughput/train_throughput.sh [ROUNDS] (default 3).
+# PyTorch runs at its fastest setting here (OPENBLAS_NUM_THREADS=<cores>, torch threads 1: its GEMMs
+# run in OpenBLAS's own threads). The two alternate ROUNDS times per config so machine noise hits
+# both alike; each run reports its median step, and the table shows the median over rounds and the
+# ratio. Usage: bench/train_throughput/train_throughput.sh [ROUNDS] (default 3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}

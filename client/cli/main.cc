@@ -1,4 +1,4 @@
-// dstrain: the command-line interface (DESIGN.md §3a).
+// dstrain: the command-line interface (README.md, "Commands"; the job file: docs/job-file.md).
 //
 //   dstrain validate JOB.json [--world N]
 //   dstrain prepare --text FILE --out DIR [--val-fraction F]

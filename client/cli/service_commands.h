@@ -1,5 +1,5 @@
-// The service commands of `dstrain` (DESIGN.md §3a): the CLI side of the coordinator's
-// JobService, WorkerService.ListWorkers and CheckpointService.ListCheckpoints.
+// The service commands of `dstrain` (docs/service.md): the CLI side of the coordinator's
+// JobService, WorkerService.ListWorkers and CheckpointService.ListCheckpoints (docs/wire-api.md).
 //
 //   dstrain submit JOB.json [--id ID] [--priority P] [--world N] [--follow]
 //   dstrain list [--state S ...] [--name SUBSTR] [--limit N] [-o json]

@@ -1,5 +1,6 @@
-// WorkerRegistry: the coordinator's view of its worker agents (DESIGN.md §6): who is registered,
-// whose lease is still valid, and which (job, attempt, rank) runs in which slot of which worker.
+// WorkerRegistry: the coordinator's view of its worker agents (docs/wire-api.md, "WorkerService"):
+// who is registered, whose lease is still valid, and which (job, attempt, rank) runs in which slot
+// of which worker.
 //
 // Pure bookkeeping over v1::Worker records: no I/O, no threads, time only from the injected
 // Clock. Not thread-safe: the server holds one mutex around the registry and the scheduler, and

@@ -1,5 +1,5 @@
 // Scheduler: the queue of PENDING jobs and gang placement of their ranks on free worker slots
-// (DESIGN.md §2, §6).
+// (docs/service.md, "Scheduling").
 //
 // Pure and deterministic: it reads the free slots it is given and returns placements; it never
 // touches the WorkerRegistry. The caller (the server, under its one mutex) applies each placement

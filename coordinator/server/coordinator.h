@@ -1,5 +1,5 @@
-// Coordinator: the control plane's logic behind the gRPC services (DESIGN.md §6), apart from
-// the wire so tests drive it directly with a fake clock.
+// Coordinator: the control plane's logic behind the gRPC services (docs/service.md,
+// docs/wire-api.md), apart from the wire so tests drive it directly with a fake clock.
 //
 // It owns the job table and the life of each job, places gangs through the Scheduler on the
 // WorkerRegistry's free slots, hands assignments to the workers' streams, and writes every state

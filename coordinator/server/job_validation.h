@@ -1,5 +1,5 @@
-// What SubmitJob checks before anything is stored (DESIGN.md §3: strict, with the key path), and
-// the canonical form of an accepted job.
+// What SubmitJob checks before anything is stored (strict, with the key path: docs/job-file.md),
+// and the canonical form of an accepted job.
 //
 // A submission is rejected with INVALID_ARGUMENT naming the field or key path when: the job id is
 // malformed; the spec is not JSON, has an unknown key, a wrong type or a batch triple that does

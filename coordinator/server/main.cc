@@ -1,4 +1,4 @@
-// dstrain-coordinator: the control plane daemon (DESIGN.md §3a, §6).
+// dstrain-coordinator: the control plane daemon (docs/service.md).
 //
 //   dstrain-coordinator --listen HOST:PORT --data-dir DIR [--metrics-listen HOST:PORT]
 //                       [--data-root DIR] [--lease-seconds S] [--heartbeat-seconds S]

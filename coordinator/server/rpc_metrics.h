@@ -1,7 +1,7 @@
-// The coordinator's Prometheus metrics (ops-conventions.md §2: `dstrain_` prefix, base units,
-// bounded labels): per-RPC latency histograms and outcome counters observed by the services, and
-// the control plane's gauges (jobs by state, queue depth, workers by state, slots, heartbeat
-// age) read from Coordinator::Stats() at every scrape.
+// The coordinator's Prometheus metrics (docs/service.md, "Metrics and health": `dstrain_` prefix,
+// base units, bounded labels): per-RPC latency histograms and outcome counters observed by the
+// services, and the control plane's gauges (jobs by state, queue depth, workers by state, slots,
+// heartbeat age) read from Coordinator::Stats() at every scrape.
 #pragma once
 
 #include <prometheus/collectable.h>

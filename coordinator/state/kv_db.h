@@ -1,4 +1,5 @@
-// KvDb: the ordered key-value store under the coordinator's persistent state (DESIGN.md §6).
+// KvDb: the ordered key-value store under the coordinator's persistent state (docs/service.md,
+// "State in RocksDB").
 //
 // Keys and values are arbitrary bytes (NUL included) ordered bytewise, kept in a fixed set of
 // tables (RocksDB column families). A WriteBatch is applied atomically across tables; Durability
@@ -43,7 +44,8 @@ inline constexpr std::array<Table, 7> kAllTables = {
 // "metrics", "logs", "kv". Never rename one: existing databases would lose the table.
 absl::string_view TableName(Table table);
 
-// How durable a successful Write is (ops-conventions.md §5.3).
+// How durable a successful Write is. RocksDB without WriteOptions::sync loses no write when only
+// the process crashes, but may lose recent ones on a power loss or kernel crash.
 enum class Durability {
   // WAL fsynced before Write returns (RocksDB WriteOptions::sync): survives a power loss. For
   // state transitions: jobs, events, workers, checkpoint records, the rendezvous store.

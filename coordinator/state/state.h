@@ -1,9 +1,10 @@
-// CoordinatorState: the coordinator's persistent state as typed records over a KvDb (DESIGN.md
-// §6): jobs and their event history, workers, the checkpoint catalog, step metrics, trainer logs
-// and the rendezvous key-value space. A restarted coordinator rebuilds its memory from here.
+// CoordinatorState: the coordinator's persistent state as typed records over a KvDb
+// (docs/service.md, "State in RocksDB"): jobs and their event history, workers, the checkpoint
+// catalog, step metrics, trainer logs and the rendezvous key-value space. A restarted coordinator
+// rebuilds its memory from here.
 //
 // Records are serialized v1 protos under the keys of state_keys.h (NOTE [Key schema]).
-// Durability follows ops-conventions.md §5.3: state transitions (jobs, events, workers,
+// Durability follows RocksDB's WriteOptions::sync: state transitions (jobs, events, workers,
 // checkpoint records, rendezvous keys, deletions) are written kSync; metrics and logs kBuffered,
 // so a power loss may drop their last few entries but a coordinator crash loses nothing.
 //

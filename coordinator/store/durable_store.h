@@ -1,6 +1,6 @@
 // DurableStore: the rendezvous Store of service mode, kept in memory for its blocking semantics
 // and written through to the coordinator's database, so a restarted coordinator gives running
-// trainers back every key they set (DESIGN.md §6: the Store kept in RocksDB).
+// trainers back every key they set (the `kv` table of docs/service.md, "State in RocksDB").
 //
 // Reads and blocking waits go to an InMemoryStore. Every mutation takes one mutex, applies the
 // change in memory and then writes the key's new value (or its deletion) to the KvLog, so the log

@@ -10,7 +10,8 @@ dt_cuda_test(name, srcs, ...) makes
   :<name>_sim   the same test sources against the `_sim` libraries; runs on any machine.
 
 Everything is incompatible under --config=nocuda (--define=cuda=off), so `bazel build //...`
-skips these targets there, and every CUDA label sits inside select() (build-notes.md §3 #9-#10).
+skips these targets there, and every CUDA label sits inside select(): Bazel 4.2 loads the packages
+a plain dependency names even for a skipped target (docs/architecture.md, "Build").
 """
 
 load("@cuda//:defs.bzl", "NVCC")

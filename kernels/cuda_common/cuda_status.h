@@ -4,7 +4,7 @@
 //   DT_CUDA_RETURN_IF_ERROR(LaunchGeluForward(out, inp, n, stream));  // returns cudaError_t
 //
 // Device code never reports errors; each launcher returns cudaGetLastError() after its launches
-// and its caller checks that with DT_CUDA_RETURN_IF_ERROR (style guide §3.3).
+// and its caller checks that with DT_CUDA_RETURN_IF_ERROR (docs/architecture.md, "Errors").
 #pragma once
 
 #include <cuda_runtime.h>

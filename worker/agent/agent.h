@@ -1,4 +1,5 @@
-// Agent: the worker agent behind `dstrain-worker` (DESIGN.md §2, torchelastic's agent model).
+// Agent: the worker agent behind `dstrain-worker` (torchelastic's agent model; docs/service.md,
+// "Worker agent").
 //
 // It registers the worker with the coordinator's WorkerService, keeps the lease with heartbeats,
 // follows its assignment stream, and runs one trainer process per assigned rank. A trainer that

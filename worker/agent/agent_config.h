@@ -1,4 +1,4 @@
-// The dstrain-worker command line (DESIGN.md §3a) and the defaults it derives:
+// The dstrain-worker command line (docs/service.md) and the defaults it derives:
 //
 //   dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR
 //                  [--metrics-listen HOST:PORT] [--listen HOST:PORT]

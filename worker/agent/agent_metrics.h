@@ -1,4 +1,4 @@
-// The worker agent's Prometheus metrics (DESIGN.md §6; ops-conventions.md §2): the `dstrain_`
+// The worker agent's Prometheus metrics (docs/service.md, "Metrics and health"): the `dstrain_`
 // prefix, base units, counters ending in _total, HELP on every family, bounded labels only
 // (state, result, rpc, slot, category).
 //

@@ -1,6 +1,6 @@
 // HealthServer: the agent's own gRPC endpoint (--listen), carrying only the standard gRPC health
 // service (grpc.health.v1.Health, gRPC's default implementation) for probes such as Kubernetes'
-// grpc: probe or grpc_health_probe (ops-conventions.md §3, §6).
+// grpc: probe or grpc_health_probe (docs/service.md, "Metrics and health").
 //
 // Service names and their meaning:
 //   ""           SERVING while the agent is registered with the coordinator and its last

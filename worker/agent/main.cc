@@ -1,4 +1,4 @@
-// dstrain-worker: the worker agent daemon (DESIGN.md §2, §3a).
+// dstrain-worker: the worker agent daemon (docs/service.md, "Worker agent").
 //
 //   dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR
 //                  [--metrics-listen HOST:PORT] [--listen HOST:PORT]

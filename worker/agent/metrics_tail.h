@@ -1,4 +1,5 @@
-// Following rank 0's metrics JSONL (DESIGN.md §3a) and turning its lines into StepMetrics.
+// Following rank 0's metrics JSONL (`dstrain train --metrics-out`) and turning its lines into
+// StepMetrics.
 //
 // MetricsTail re-reads a growing file from where it left off and hands out complete lines only,
 // so a line the trainer is still writing is never parsed half-way. The file may not exist yet

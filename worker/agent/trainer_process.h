@@ -1,4 +1,5 @@
-// TrainerProcess: one trainer child of the worker agent (DESIGN.md §2, torchelastic's agent model).
+// TrainerProcess: one trainer child of the worker agent (torchelastic's agent model;
+// docs/service.md, "Worker agent").
 //
 // Spawn forks and execs the trainer in its own process group with stdin on /dev/null and stdout
 // and stderr merged into one pipe, so the agent reads a single stream of lines and can stop

@@ -1,4 +1,4 @@
-// The checkpoint commit protocol (DESIGN.md §5) for one checkpoint root directory, and the
+// The checkpoint commit protocol (docs/checkpoints.md) for one checkpoint root directory, and the
 // reader that loads only what was committed.
 //
 // Layout under `root`:

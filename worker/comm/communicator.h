@@ -1,5 +1,5 @@
 // Communicator: collective and point-to-point communication among a fixed group of ranks, after
-// PyTorch c10d's ProcessGroup (see style-anchors.md §1.3, §3.4).
+// PyTorch c10d's ProcessGroup (docs/architecture.md, "Adding a collective").
 //
 // Contract (every backend):
 //   - The rank set is fixed at creation. If membership changes (a rank died, the job restarted),

@@ -39,7 +39,8 @@ constexpr int64_t kVocabPadMultiple = 128;
 // A model this large cannot be trained by anything dstrain runs on; above it, a size is a typo.
 constexpr double kMaxParams = 1e11;
 
-// DeepSpeed optimizer names that dstrain does not implement (§1.3), lower case.
+// DeepSpeed optimizer names that dstrain does not implement (docs/configuration.md, "Optimizer"),
+// lower case.
 const std::vector<std::string>& UnsupportedDeepSpeedOptimizers() {
   static const auto* const kNames =
       new std::vector<std::string>{"lamb", "onebitadam", "zerooneadam", "onebitlamb", "adagrad",
@@ -238,9 +239,9 @@ std::optional<int64_t> OptionalInt(const json& v) {
   return v.get<int64_t>();
 }
 
-// DeepSpeed's _set_batch_related_parameters + _batch_assertion (reference §1.2), with the data-
-// parallel size as world size. Integer division can truncate an inferred value; the final
-// product check reports that, naming how the value was inferred.
+// DeepSpeed's _set_batch_related_parameters + _batch_assertion (docs/job-file.md, "Batch size"),
+// with the data-parallel size as world size. Integer division can truncate an inferred value; the
+// final product check reports that, naming how the value was inferred.
 absl::Status ResolveBatch(json* e, int64_t dp, JobSpec* spec) {
   std::optional<int64_t> tb = OptionalInt((*e)["train_batch_size"]);
   std::optional<int64_t> mb = OptionalInt((*e)["train_micro_batch_size_per_gpu"]);

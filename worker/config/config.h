@@ -1,11 +1,11 @@
-// Job configuration: parsing and strict validation of a dstrain job file (DESIGN.md §3).
+// Job configuration: parsing and strict validation of a dstrain job file (docs/job-file.md).
 //
 // A job file is JSON: a DeepSpeed ds_config (same keys, same code defaults, same batch-size
-// inference; reference/deepspeed-semantics.md §1) plus dstrain's `model`, `data` and `job`
-// blocks. Instead of inlining the DeepSpeed keys, a job file may name an unchanged DeepSpeed
-// config with `"deepspeed_config": "ds_config.json"` (relative to the job file's directory); a
-// DeepSpeed key may then also appear inline, but not in both places. `//` and `/* */` comments
-// are accepted, a repeated key in one object is an error, as in DeepSpeed.
+// inference; docs/configuration.md) plus dstrain's `model`, `data` and `job` blocks. Instead of
+// inlining the DeepSpeed keys, a job file may name an unchanged DeepSpeed config with
+// `"deepspeed_config": "ds_config.json"` (relative to the job file's directory); a DeepSpeed key
+// may then also appear inline, but not in both places. `//` and `/* */` comments are accepted, a
+// repeated key in one object is an error, as in DeepSpeed.
 //
 // Unlike DeepSpeed, which ignores keys it does not know, everything is checked before a job
 // starts: unknown keys (with a "did you mean" suggestion), JSON types, ranges, the batch triple,
@@ -81,7 +81,7 @@ struct ZeroConfig {
   bool round_robin_gradients = false;
 };
 
-// fp16 (reference §1.5, §2.1).
+// fp16 and its dynamic loss scaler (docs/configuration.md, "The dynamic loss scaler (fp16)").
 struct Fp16Config {
   bool enabled = false;
   bool auto_cast = false;
@@ -146,7 +146,7 @@ struct JobConfig {
 };
 
 struct JobSpec {
-  // The batch triple after DeepSpeed's inference (reference §1.2):
+  // The batch triple after DeepSpeed's inference (docs/job-file.md, "Batch size"):
   // train_batch_size == train_micro_batch_size_per_gpu * gradient_accumulation_steps *
   // data_parallel_size.
   int64_t train_batch_size = 0;
@@ -155,8 +155,9 @@ struct JobSpec {
   int data_parallel_size = 1;  // job.world_size / job.pipeline_stages
 
   double gradient_clipping = 0.0;  // DeepSpeed's code default 0 = off (its docs say 1.0)
-  // Gradient reduction (reference §1.6). communication_data_type resolved: DeepSpeed's None is
-  // the training precision ("fp16" / "bf16" when enabled, else "fp32").
+  // Gradient reduction (docs/configuration.md, "Gradient averaging"). communication_data_type
+  // resolved: DeepSpeed's None is the training precision ("fp16" / "bf16" when enabled, else
+  // "fp32").
   std::string communication_data_type = "fp32";
   bool prescale_gradients = false;         // grad *= 1/N before the sum, nothing after
   double gradient_predivide_factor = 1.0;  // grad *= 1/f before the sum, *= f/N after

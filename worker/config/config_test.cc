@@ -53,7 +53,8 @@ absl::StatusOr<JobSpec> Parse(const json& j, std::optional<int> world = std::nul
 }
 
 // ---------------------------------------------------------------------------------------------
-// Batch-size inference: every row of DeepSpeed's table (reference §1.2) at world 1, 2 and 4.
+// Batch-size inference: every row of DeepSpeed's table (docs/job-file.md, "Batch size") at world
+// 1, 2 and 4.
 
 struct BatchRow {
   std::optional<int64_t> tb, mb, gas;

@@ -5,14 +5,14 @@
 namespace dstrain::config::internal {
 namespace {
 
-// ZeRO stages 1-3 are DESIGN.md roadmap item 3. Raise this as each stage lands in the engine.
+// The highest ZeRO stage the engine runs (docs/architecture.md, "ZeRO"); all four have landed.
 constexpr int kImplementedMaxZeroStage = 3;
 
 // One row per gated key of keys.cc. Flip `implemented` when the engine supports the feature.
 constexpr FeatureSwitch kSwitches[] = {
     // Parallelism.
     {"job.pipeline_stages", "pipeline parallelism (job.pipeline_stages > 1)", false},
-    // Checkpoints (DESIGN.md roadmap item 5).
+    // Checkpoints (docs/checkpoints.md).
     {"job.checkpoint_every", "periodic checkpoints (job.checkpoint_every > 0)", true},
     {"seq_parallel_communication_data_type", "sequence parallelism", false},
     {"tensor_parallel", "tensor parallelism", false},

@@ -32,8 +32,8 @@ std::shared_ptr<const Block> EnabledOnlyBlock() {
 // A string used as "not fp32" switch: null (None) and "fp32" are what dstrain does anyway.
 bool NotFp32(const json& v) { return !v.is_null() && v != json("fp32"); }
 
-// §1.8: offload_param / offload_optimizer. device "none" is DeepSpeed's code default (its docs
-// say "cpu"); any other device needs the offload engine.
+// offload_param / offload_optimizer (DeepSpeed's zero/offload_config.py). device "none" is
+// DeepSpeed's code default (its docs say "cpu"); any other device needs the offload engine.
 std::shared_ptr<const Block> OffloadParamBlock() {
   return MakeBlock({
       Str("device", "none", {"none", "cpu", "nvme"}).Gated(),
@@ -58,9 +58,10 @@ std::shared_ptr<const Block> OffloadOptimizerBlock() {
   });
 }
 
-// §1.7. DeepSpeed's pydantic model forbids extra keys too. The stage-3 keys are pydantic fields
-// named without the "stage3_" prefix and aliased with it; we print the prefixed spelling, which
-// is what configs in the wild use, and accept both.
+// zero_optimization (DeepSpeed's zero/config.py; docs/configuration.md, "ZeRO"). DeepSpeed's
+// pydantic model forbids extra keys too. The stage-3 keys are pydantic fields named without the
+// "stage3_" prefix and aliased with it; we print the prefixed spelling, which is what configs in
+// the wild use, and accept both.
 std::shared_ptr<const Block> ZeroBlock() {
   return MakeBlock({
       Int("stage", 0).Min(0).Max(3),
@@ -110,8 +111,9 @@ std::shared_ptr<const Block> ZeroBlock() {
   });
 }
 
-// §1.5. The dynamic-loss-scale keys matter even at their default values: DeepSpeed forwards them
-// to the ZeRO loss scaler only when at least one is present (see config.h, Fp16Config).
+// fp16 (docs/configuration.md, "The dynamic loss scaler (fp16)"). The dynamic-loss-scale keys
+// matter even at their default values: DeepSpeed forwards them to the ZeRO loss scaler only when at
+// least one is present (see config.h, Fp16Config).
 std::shared_ptr<const Block> Fp16Block() {
   return MakeBlock({
       Bool("enabled", false).Gated(),
@@ -133,7 +135,8 @@ std::shared_ptr<const Block> Bf16Block() {
   });
 }
 
-// §1.11. `stages` is "auto" or an integer; config.cc checks it against job.pipeline_stages.
+// pipeline (DeepSpeed's get_pipeline_config). `stages` is "auto" or an integer; config.cc checks it
+// against job.pipeline_stages.
 std::shared_ptr<const Block> PipelineBlock() {
   Field stages = Any("stages");
   stages.default_value = "auto";
@@ -148,7 +151,7 @@ std::shared_ptr<const Block> PipelineBlock() {
   });
 }
 
-// §1.12.
+// Monitors: tensorboard and csv_monitor share one shape.
 std::shared_ptr<const Block> TensorboardLikeBlock() {
   return MakeBlock({
       Bool("enabled", false).Gated(),
@@ -208,7 +211,7 @@ std::shared_ptr<const Block> TimersBlock() {
   });
 }
 
-// §1.10. The block has no `enabled`: each flag is a feature of its own.
+// activation_checkpointing. The block has no `enabled`: each flag is a feature of its own.
 std::shared_ptr<const Block> ActivationCheckpointingBlock() {
   return MakeBlock({
       Bool("partition_activations", false).Gated(),
@@ -220,7 +223,8 @@ std::shared_ptr<const Block> ActivationCheckpointingBlock() {
   });
 }
 
-// §1.13. DeepSpeed upper-cases tag_validation before comparing.
+// checkpoint (DeepSpeed's own checkpoint options). DeepSpeed upper-cases tag_validation before
+// comparing.
 std::shared_ptr<const Block> CheckpointBlock() {
   return MakeBlock({
       Str("tag_validation", "Warn",
@@ -231,7 +235,8 @@ std::shared_ptr<const Block> CheckpointBlock() {
   });
 }
 
-// §1.9. The docs call intra_op_parallelism "thread_count", which the code never reads.
+// aio (DeepSpeed's asynchronous NVMe I/O). The docs call intra_op_parallelism "thread_count",
+// which the code never reads.
 std::shared_ptr<const Block> AioBlock() {
   return MakeBlock({
       Int("block_size", 1048576).Min(1),
@@ -243,7 +248,7 @@ std::shared_ptr<const Block> AioBlock() {
   });
 }
 
-// §1.14.
+// elasticity.
 std::shared_ptr<const Block> ElasticityBlock() {
   return MakeBlock({
       Bool("enabled", false).Gated(),
@@ -348,7 +353,7 @@ std::shared_ptr<const Block> SchedulerBlock() {
   });
 }
 
-// dstrain's own blocks (DESIGN.md §3).
+// dstrain's own blocks (docs/job-file.md).
 std::shared_ptr<const Block> ModelBlock() {
   return MakeBlock({
       Str("type", "gpt", {"gpt"}),
@@ -395,22 +400,24 @@ std::shared_ptr<const Block> JobBlock() {
 Block BuildJobFileSchema() {
   Block b;
   b.fields = {
-      // §1.2 batch triple: None unless given; config.cc infers the missing ones.
+      // The batch triple (docs/job-file.md, "Batch size"): None unless given; config.cc infers
+      // the missing ones.
       NullInt("train_batch_size").Min(1),
       NullInt("train_micro_batch_size_per_gpu").Min(1),
       NullInt("gradient_accumulation_steps").Min(1),
-      // §1.3 / §1.4.
+      // Optimizer and LR schedule (docs/configuration.md).
       NullObj("optimizer", OptimizerBlock()),
       NullObj("scheduler", SchedulerBlock()),
       Bool("zero_allow_untested_optimizer", false),
       Bool("zero_force_ds_cpu_optimizer", true),
-      // §1.5.
+      // Mixed precision (docs/configuration.md, "Mixed precision").
       Obj("fp16", Fp16Block()),
       Obj("bf16", Bf16Block()).Alias("bfloat16"),
       Obj("amp", EnabledOnlyBlock()),  // other keys go to apex.amp.initialize
       Obj("data_types",
           MakeBlock({NullStr("grad_accum_dtype", {"fp32", "fp16", "bf16"}).GatedWhen(NotFp32)})),
-      // §1.6. gradient_clipping's code default is 0 (the docs say 1.0).
+      // Gradient clipping and averaging (docs/configuration.md). gradient_clipping's code default
+      // is 0 (the docs say 1.0).
       Num("gradient_clipping", 0.0).Min(0),
       NullStr("communication_data_type", {"fp32", "fp16", "bf16"}).GatedWhen(NotFp32),
       Str("seq_parallel_communication_data_type", "fp32", {"fp32", "fp16", "bf16"})
@@ -419,12 +426,12 @@ Block BuildJobFileSchema() {
       Num("gradient_predivide_factor", 1.0).Min(0).Gated(),
       Bool("sparse_gradients", false).Gated(),
       Bool("disable_allgather", false).Gated(),
-      // §1.7 (a boolean `zero_optimization` is rewritten to {"stage": 0|1} before this).
+      // ZeRO (a boolean `zero_optimization` is rewritten to {"stage": 0|1} before this).
       Obj("zero_optimization", ZeroBlock()),
       Obj("activation_checkpointing", ActivationCheckpointingBlock()),
       Obj("aio", AioBlock()),
       Obj("pipeline", PipelineBlock()),
-      // §1.12.
+      // Monitoring and profiling.
       Obj("tensorboard", TensorboardLikeBlock()),
       Obj("csv_monitor", TensorboardLikeBlock()),
       Obj("wandb", WandbBlock()),
@@ -436,9 +443,9 @@ Block BuildJobFileSchema() {
       Bool("memory_breakdown", false).Gated(),
       Bool("dump_state", false).Gated(),
       NullInt("steps_per_print").Min(1),  // code default None (docs: 10)
-      // §1.13.
+      // Checkpoint options.
       Obj("checkpoint", CheckpointBlock()),
-      // §1.14.
+      // Elasticity, autotuning and the other features DeepSpeed layers on the training loop.
       Obj("elasticity", ElasticityBlock()),
       Obj("autotuning", AutotuningBlock()),
       Obj("data_efficiency", DataEfficiencyBlock()),
@@ -481,7 +488,8 @@ Block BuildAdamParams() {
   return b;
 }
 
-// §1.4, DeepSpeed lr_schedules.py. Warmup steps are >= 0 because DeepSpeed uses max(2, n).
+// LR schedules (DeepSpeed's lr_schedules.py; docs/configuration.md, "Learning-rate schedules").
+// Warmup steps are >= 0 because DeepSpeed uses max(2, n).
 std::vector<Field> WarmupLrFields() {
   return {
       Num("warmup_min_lr", 0.0).Min(0),

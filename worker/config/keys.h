@@ -1,5 +1,5 @@
-// The key tables of a job file (internal to worker/config): every DeepSpeed key of
-// reference/deepspeed-semantics.md §1 with its code default, plus dstrain's `model`, `data` and
+// The key tables of a job file (internal to worker/config): every DeepSpeed config key with its
+// code default (docs/job-file.md, docs/configuration.md), plus dstrain's `model`, `data` and
 // `job` blocks, and the parameter tables of the optimizers and LR schedules dstrain runs.
 //
 // Thread-safety: the tables are built once on first use and immutable afterwards.

@@ -2,8 +2,8 @@
 //
 // A shard is a header of 256 little-endian int32 — [0] = 20240520 (magic), [1] = 1 (version),
 // [2] = ntok — followed by ntok little-endian uint16 tokens; the file is exactly 1024 + 2 * ntok
-// bytes (karpathy/llm.c dev/data/data_common.py; performance-anchors.md §1.2). Llama-3 shards
-// (magic 20240801, uint32 tokens) are rejected, as llm.c's C loader does.
+// bytes (karpathy/llm.c dev/data/data_common.py). Llama-3 shards (magic 20240801, uint32 tokens)
+// are rejected, as llm.c's C loader does.
 //
 // TokenShard maps the file read-only and serves the tokens in place, with no copy: a training
 // corpus can be far larger than memory and the page cache does the buffering. The file must not be

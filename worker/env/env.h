@@ -1,5 +1,6 @@
 // Env: the one seam through which checkpoints (and later NVMe swap) touch the file system, so tests
-// can swap in FaultInjectionEnv and inject full disks, torn writes and crashes (DESIGN.md §4).
+// can swap in FaultInjectionEnv and inject full disks, torn writes and crashes
+// (docs/checkpoints.md, "The commit protocol").
 //
 // The shape follows LevelDB's Env: a small abstract class of file-system operations plus file
 // objects for streaming I/O. Every call returns an absl::Status whose message names the path it

@@ -1,6 +1,6 @@
 // FaultInjectionEnv: an Env decorator for tests that fails the way disks and machines do, so the
 // checkpoint commit protocol can be tested against full disks, torn writes and crashes at every
-// step (DESIGN.md §4-5). Reads always pass through to the wrapped Env.
+// step (docs/checkpoints.md, "The commit protocol"). Reads always pass through to the wrapped Env.
 //
 // Crash model (deliberately simple; every rule is tested in fault_injection_env_test.cc):
 //   - Every mutating call counts as one operation: creating a file (NewWritableFile), Append,

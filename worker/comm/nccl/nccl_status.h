@@ -1,5 +1,5 @@
 // NCCL result codes as absl::Status, for host code around NCCL calls (after NCCL's NCCLCHECK, but
-// returning a Status instead of exiting; style guide §3.3).
+// returning a Status instead of exiting; docs/architecture.md, "Errors").
 //
 //   DT_NCCL_RETURN_IF_ERROR(ncclGetUniqueId(&id));
 //
@@ -20,7 +20,7 @@
 
 namespace dstrain::comm {
 
-// The Status code for an NCCL result (mapping of style-anchors.md §3.3):
+// The Status code for an NCCL result (the codes' meanings: docs/architecture.md, "Errors"):
 //   ncclSuccess                          -> kOk
 //   ncclRemoteError, ncclSystemError     -> kAborted (a peer died or the network failed: the job
 //                                           restarts from its last checkpoint)
