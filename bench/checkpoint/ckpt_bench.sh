@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checkpoint save and load throughput against fio's sequential write and read on the same file
-# system, in one run (issue 6's target: at least 50% of fio). ckpt_bench saves one rank's state of
+# system, in one run (the target: at least 50% of fio). ckpt_bench saves one rank's state of
 # a GPT (default 4 layers x 1024: 50M parameters, 605 MB of fp32 weights and Adam moments) through
 # the commit protocol (write + fsync per file, manifest, renames, directory syncs) and loads it
 # back (read + CRC-32C check + restore); fio writes the same number of bytes sequentially (1 MiB

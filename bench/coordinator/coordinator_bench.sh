@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The coordinator under load, against issue 7's targets, in one run:
+# The coordinator under load, against the service's latency targets, in one run:
 #   (a) 1,000 simulated workers heartbeating at 1 Hz plus 50 job submissions per second against
 #       one dstrain-coordinator (RocksDB on DIR): p50/p99 latency of Heartbeat and SubmitJob
 #       (target p99 < 10 ms);

@@ -1,4 +1,4 @@
-// Load against one coordinator (issue 7's benchmark): --workers simulated workers heartbeating
+// Load against one coordinator (bench/coordinator/coordinator_bench.sh): --workers simulated workers heartbeating
 // at --hz each, plus --submit-rate job submissions per second, for --seconds; prints the p50,
 // p90, p99 and max latency of Heartbeat and SubmitJob as one JSON line.
 //

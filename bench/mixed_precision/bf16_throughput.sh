@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bf16 against fp32 training throughput on the CPU, same model and batch, one run (issue 5's
+# bf16 against fp32 training throughput on the CPU, same model and batch, one run (the
 # target: bf16 at least 1.5x fp32). bf16 runs every matrix product through oneDNN's bf16 matmul
 # (AVX-512 BF16 where the CPU has it) with fp32 accumulation, keeps parameters and gradients in
 # bf16 and fp32 master weights; fp16 (storage only: its products widen to fp32) is shown too.

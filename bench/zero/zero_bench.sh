@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ZeRO figures, side by side in one run (issue 4): for stages 0-3 at 1, 2, 4 and 8 local ranks
+# ZeRO figures, side by side in one run: for stages 0-3 at 1, 2, 4 and 8 local ranks
 # (`dstrain launch`, Gloo over loopback) on an 8-layer GPT (6.3M parameters, bench/zero/job.json):
 #   1. per-rank bytes of parameters + gradients + optimizer state (rank 0's allocator after the
 #      last step) against the ZeRO paper's formulas: fp32 Adam 16, 8 + 8/N, 4 + 12/N, 16/N bytes

@@ -603,7 +603,7 @@ absl::StatusOr<v1::CommitCheckpointResponse> Coordinator::CommitCheckpoint(
     keep_last = it->second.keep_last;
   }
   // Committed only when every rank's shard is recorded (the shard count is the world size the
-  // checkpoint was written at; resharded restarts are issue 8's).
+  // checkpoint was written at, which a resharded restart may differ from).
   DT_ASSIGN_OR_RETURN(std::vector<v1::Checkpoint> all, state_->ListCheckpoints(request.job_id()));
   for (const v1::Checkpoint& c : all) {
     if (c.tag() == request.tag() && c.shards_size() != world) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fault tolerance with real processes (issue 8): a 2-rank ZeRO-2 job on three one-slot workers
+# Fault tolerance with real processes (docs/service.md, "Fault tolerance"): a 2-rank ZeRO-2 job on three one-slot workers
 # (one spare), checkpoints every 2 steps, max_restarts 3, job.comm_timeout 5 s. Each case injects
 # one fault at a random step and checks that the job SUCCEEDS with final weights bitwise equal to
 # an uninterrupted run (dstrain export of the last checkpoint, cmp), then prints the figures:

@@ -1,7 +1,7 @@
 // Learning-rate schedules with DeepSpeed's semantics (deepspeed/runtime/lr_schedules.py;
-// reference/deepspeed-semantics.md §1.4): WarmupLR, WarmupDecayLR, WarmupCosineLR, OneCycle
-// (with its inverse momentum cycle) and LRRangeTest, plus the constant optimizer lr when a job
-// has no scheduler.
+// docs/configuration.md, "Learning-rate schedules"): WarmupLR, WarmupDecayLR, WarmupCosineLR,
+// OneCycle (with its inverse momentum cycle) and LRRangeTest, plus the constant optimizer lr when a
+// job has no scheduler.
 //
 // Step convention. DeepSpeed's schedulers keep one number, last_batch_iteration (t), which
 // starts at -1. The constructor writes get_lr() at t = -1 into the optimizer; after every

@@ -30,7 +30,7 @@ struct LossScalerOptions {
   double min_scale = 1.0;
 
   // From the fp16 block. DeepSpeed's ZeRO-path quirk (without any dynamic key the scaler starts
-  // at 2^32 with hysteresis 1, deepspeed-semantics.md §1.5) is applied by the config layer,
+  // at 2^32 with hysteresis 1; docs/configuration.md) is applied by the config layer,
   // which writes those values into the block.
   static LossScalerOptions FromConfig(const config::Fp16Config& fp16);
   // bf16 and fp32: a static scale of 1.

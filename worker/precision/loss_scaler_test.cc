@@ -39,7 +39,8 @@ LossScalerOptions Dynamic(double init, int64_t window, int hysteresis, bool cons
   return o;
 }
 
-// deepspeed-semantics.md §2.1's trace: growth after the window, the hysteresis countdown, and
+// DeepSpeed's scaler trace (docs/configuration.md, "The dynamic loss scaler (fp16)"): growth
+// after the window, the hysteresis countdown, and
 // the refill that happens only when the scale grows.
 TEST(LossScaler, GoldenTraceGrowthAndHysteresis) {
   LossScaler s(Dynamic(65536, 4, 2, false, 1));

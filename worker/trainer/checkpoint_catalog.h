@@ -1,7 +1,8 @@
 // Service mode: rank 0 tells the coordinator's checkpoint catalog (CheckpointService) about every
-// checkpoint it committed, so `dstrain checkpoints JOB` and restarts know them without reading
-// the file system. Called only after the commit protocol finished: the catalog then records the
-// shards and marks the checkpoint COMMITTED (DESIGN.md §5: ... rename → fsync dir → catalog).
+// checkpoint it committed, so `dstrain checkpoints JOB` lists them. Called only after the commit
+// protocol finished: the catalog then records the shards and marks the checkpoint COMMITTED, the
+// protocol's last step (docs/checkpoints.md, "The commit protocol"). Loading reads the file
+// system, not the catalog.
 //
 // Recording runs on a thread of its own, in order, and retries while the coordinator is away
 // (a transient error as common/retry classifies it, such as a coordinator restart) so training
