@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs what it needs (apt), builds
-# everything (CUDA targets too when the toolkit is present), runs every test, runs the unit tests
-# again under AddressSanitizer + UndefinedBehaviorSanitizer, and ends with the line
+# everything (CUDA targets too when the toolkit is present) with warnings as errors, checks the
+# formatting, runs every test, runs the unit tests again under AddressSanitizer +
+# UndefinedBehaviorSanitizer, and ends with the line
 # "N passed, N failed, N skipped". Exit status 0 only when nothing failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,25 @@ collect() {  # collect NAME CONFIG...: copy this run's test.xml files aside
 # A phase whose bazel fails without a failing test case (a target that does not build, a crash
 # of bazel itself) counts as one failure, so the last line never says 0 failed then.
 bazel_failures=0
+
+# Formatting is part of the suite: one test case, failed (listing the files) when any tracked C++
+# or CUDA file differs from what clang-format (.clang-format) makes of it.
+echo "=== clang-format ==="
+mkdir -p "$logs/format"
+if report=$(tools/format.sh --check 2>&1); then
+  echo "every C++/CUDA file is formatted"
+  failure=""
+else
+  echo "$report"
+  failure="<failure message=\"files need clang-format (tools/format.sh)\"><![CDATA[$report]]></failure>"
+fi
+cat >"$logs/format/test.xml" <<XML
+<?xml version="1.0" encoding="UTF-8"?>
+<testsuites><testsuite name="format" tests="1"><testcase name="clang_format">$failure</testcase>
+</testsuite></testsuites>
+XML
+[[ -z "$failure" ]] || status=1
+
 echo "=== build and test (${DSTRAIN_BAZEL_CONFIG[*]:-with CUDA}) ==="
 bazel test //... "${DSTRAIN_BAZEL_CONFIG[@]}" --test_tag_filters=-manual || {
   status=1

@@ -57,7 +57,9 @@ TEST(Crc32cTest, ImplementationsAgreeOnRandomDataLengthsAndAlignments) {
     for (size_t len = 0; len <= 300; ++len) {
       const char* p = buf.data() + offset;
       const uint32_t portable = internal::ExtendPortable(0, p, len);
-      if (sse) ASSERT_EQ(internal::ExtendSse42(0, p, len), portable) << offset << " " << len;
+      if (sse) {
+        ASSERT_EQ(internal::ExtendSse42(0, p, len), portable) << offset << " " << len;
+      }
       ASSERT_EQ(Extend(0, p, len), portable);
       // Split anywhere: chaining two pieces equals one pass.
       const size_t cut = len / 3;
@@ -65,7 +67,9 @@ TEST(Crc32cTest, ImplementationsAgreeOnRandomDataLengthsAndAlignments) {
     }
   }
   const uint32_t whole = internal::ExtendPortable(0, buf.data(), 4096);
-  if (sse) EXPECT_EQ(internal::ExtendSse42(0, buf.data(), 4096), whole);
+  if (sse) {
+    EXPECT_EQ(internal::ExtendSse42(0, buf.data(), 4096), whole);
+  }
   EXPECT_EQ(Extend(0, buf.data() + 3, 4093), internal::ExtendPortable(0, buf.data() + 3, 4093));
 }
 

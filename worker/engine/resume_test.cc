@@ -37,7 +37,9 @@ std::vector<Result> TrainSteps(const config::JobSpec& spec, int world, int first
     auto e =
         Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc.ops), spec, comm);
     ASSERT_THAT(e, IsOk());
-    if (states != nullptr) ASSERT_THAT((*e)->LoadState((*states)[r]), IsOk());
+    if (states != nullptr) {
+      ASSERT_THAT((*e)->LoadState((*states)[r]), IsOk());
+    }
     for (int step = first; step < last; ++step) {
       for (int m = 0; m < spec.gradient_accumulation_steps; ++m) {
         const auto [x, y] = Batch(spec, step, r, m);

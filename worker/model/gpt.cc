@@ -82,7 +82,8 @@ absl::Status Gpt::Prepare(int B, int T) {
     std::vector<int64_t> shape;
     if (r.owner == ActOwner::kBlock) shape.push_back(copies);
     if (r.size == ActSize::kPerToken) {
-      shape.insert(shape.end(), {B, T});
+      shape.push_back(B);
+      shape.push_back(T);
       const int64_t width = Resolve(r.per_token, config_);
       if (width != 1) shape.push_back(width);
     } else {

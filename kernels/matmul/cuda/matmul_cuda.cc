@@ -17,7 +17,7 @@ cudaDataType ToCuda(DType t) {
       return CUDA_R_16BF;
     case DType::kF16:
       return CUDA_R_16F;
-    case DType::kF32:
+    default:  // kF32; GemmRowMajor refuses the integer types before asking
       break;
   }
   return CUDA_R_32F;
@@ -123,6 +123,10 @@ absl::Status GemmRowMajor(const CublasContext& ctx, bool trans_a, bool trans_b, 
       ldc < std::max<int64_t>(1, N)) {
     return absl::InvalidArgumentError(
         absl::StrCat("GemmRowMajor: row strides too small: lda=", lda, " ldb=", ldb, " ldc=", ldc));
+  }
+  if (ab_type != DType::kF32 && ab_type != DType::kBF16 && ab_type != DType::kF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GemmRowMajor: ", DTypeName(ab_type), " inputs: f32, bf16 or f16 only"));
   }
   if (c_type != DType::kF32 && c_type != ab_type) {
     return absl::InvalidArgumentError(absl::StrCat("GemmRowMajor: ", DTypeName(ab_type),

@@ -549,7 +549,6 @@ FakeCommunicator::~FakeCommunicator() {
 
 absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::AllReduce(CommBuffer buffer, ReduceOp op,
                                                                   const CommOptions& options) {
-  constexpr absl::string_view kOp = "AllReduce";
   DT_RETURN_IF_ERROR(CheckAllReduceArgs(*this, buffer, options, DeviceType::kCpu));
   FakeWorld::Args args;
   args.in = buffer;
@@ -562,7 +561,6 @@ absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::ReduceScatter(CommBuffer
                                                                       CommBuffer output,
                                                                       ReduceOp op,
                                                                       const CommOptions& options) {
-  constexpr absl::string_view kOp = "ReduceScatter";
   DT_RETURN_IF_ERROR(CheckReduceScatterArgs(*this, input, output, options, DeviceType::kCpu));
   FakeWorld::Args args;
   args.in = input;
@@ -574,7 +572,6 @@ absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::ReduceScatter(CommBuffer
 absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::AllGather(CommBuffer input,
                                                                   CommBuffer output,
                                                                   const CommOptions& options) {
-  constexpr absl::string_view kOp = "AllGather";
   DT_RETURN_IF_ERROR(CheckAllGatherArgs(*this, input, output, options, DeviceType::kCpu));
   FakeWorld::Args args;
   args.in = input;
@@ -584,7 +581,6 @@ absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::AllGather(CommBuffer inp
 
 absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::Broadcast(CommBuffer buffer, int root,
                                                                   const CommOptions& options) {
-  constexpr absl::string_view kOp = "Broadcast";
   DT_RETURN_IF_ERROR(CheckBroadcastArgs(*this, buffer, root, options, DeviceType::kCpu));
   FakeWorld::Args args;
   args.in = buffer;
@@ -595,9 +591,8 @@ absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::Broadcast(CommBuffer buf
 
 absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::Send(CommBuffer buffer, int dst, int tag,
                                                              const CommOptions& options) {
-  constexpr absl::string_view kOp = "Send";
   DT_RETURN_IF_ERROR(
-      CheckPointToPointArgs(*this, kOp, buffer, dst, "dst", options, DeviceType::kCpu));
+      CheckPointToPointArgs(*this, "Send", buffer, dst, "dst", options, DeviceType::kCpu));
   FakeWorld::Args args;
   args.in = buffer;
   args.out = buffer;
@@ -608,9 +603,8 @@ absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::Send(CommBuffer buffer, 
 
 absl::StatusOr<std::unique_ptr<Work>> FakeCommunicator::Recv(CommBuffer buffer, int src, int tag,
                                                              const CommOptions& options) {
-  constexpr absl::string_view kOp = "Recv";
   DT_RETURN_IF_ERROR(
-      CheckPointToPointArgs(*this, kOp, buffer, src, "src", options, DeviceType::kCpu));
+      CheckPointToPointArgs(*this, "Recv", buffer, src, "src", options, DeviceType::kCpu));
   FakeWorld::Args args;
   args.in = buffer;
   args.out = buffer;
