@@ -1,6 +1,6 @@
-// Load against one coordinator (bench/coordinator/coordinator_bench.sh): --workers simulated workers heartbeating
-// at --hz each, plus --submit-rate job submissions per second, for --seconds; prints the p50,
-// p90, p99 and max latency of Heartbeat and SubmitJob as one JSON line.
+// Load against one coordinator (bench/coordinator/coordinator_bench.sh): --workers simulated
+// workers heartbeating at --hz each, plus --submit-rate job submissions per second, for --seconds;
+// prints the p50, p90, p99 and max latency of Heartbeat and SubmitJob as one JSON line.
 //
 //   load_gen --coordinator HOST:PORT [--workers 1000] [--hz 1] [--submit-rate 50]
 //            [--seconds 30] [--threads 4] [--world 1]

@@ -834,7 +834,7 @@ std::string AbsoluteDir(const std::string& path) {
   return absolute.parent_path().lexically_normal().string();
 }
 
-// As config.cc resolves paths.
+// As the job-file parser resolves paths (worker/config, ResolvePath).
 std::string ResolveAgainst(const std::string& base_dir, const std::string& p) {
   std::filesystem::path path(p);
   if (path.is_absolute() || base_dir.empty()) return path.lexically_normal().string();

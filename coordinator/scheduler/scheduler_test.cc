@@ -203,137 +203,170 @@ TEST(SchedulerTest, NothingToDo) {
 // handed to another job; ranks are 0..world_size-1, consecutive per worker, on the fewest
 // workers possible; jobs are placed in queue order under the policy (strict: a prefix of the
 // queue, stopping at a head that does not fit; backfill: every job passed over did not fit).
-void CheckRandomRounds(bool backfill, uint32_t seed) {
-  std::mt19937 rng(seed);
-  auto uniform = [&rng](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+class RandomRounds {
+ public:
+  RandomRounds(bool backfill, uint32_t seed)
+      : backfill_(backfill), rng_(seed), s_(SchedulerOptions{backfill}) {}
 
-  Scheduler s(SchedulerOptions{backfill});
-  std::map<std::string, int> worker_slots;                                  // worker -> slot count
-  std::set<std::pair<std::string, int>> busy;                               // (worker, slot)
-  std::map<std::string, std::vector<std::pair<std::string, int>>> running;  // job -> its slots
-  std::map<std::string, int> world_sizes;  // queued job -> world size
-  uint64_t seq = 0;
-  int next_worker = 0;
-  int next_job = 0;
-  int placements = 0;
+  void Run() {
+    for (int round = 0; round < 1000; ++round) {
+      SCOPED_TRACE(::testing::Message() << "round " << round);
+      ChangeCluster();
+      ASSERT_NO_FATAL_FAILURE(ChangeJobs());
 
-  auto end_job = [&](const std::string& job) {
-    for (const auto& ws : running[job]) busy.erase(ws);
-    running.erase(job);
-  };
+      int total_free = 0;
+      const FreeSlots free = Free(&total_free);
+      const std::vector<std::string> before = s_.PendingIds();
+      ASSERT_EQ(before.size(), world_sizes_.size());
 
-  for (int round = 0; round < 1000; ++round) {
-    SCOPED_TRACE(::testing::Message() << "round " << round);
-    // The cluster changes: workers join, and now and then one is lost with its jobs.
-    if (worker_slots.size() < 3 || uniform(0, 9) == 0) {
-      worker_slots["w" + std::to_string(next_worker++)] = uniform(1, 8);
+      const std::vector<Placement> placed = s_.Schedule(free);
+
+      ASSERT_NO_FATAL_FAILURE(CheckRound(before, free, placed, total_free));
     }
-    if (worker_slots.size() > 3 && uniform(0, 14) == 0) {
-      auto victim = std::next(worker_slots.begin(), uniform(0, worker_slots.size() - 1));
+    EXPECT_GT(placements_, 100);
+  }
+
+ private:
+  int Uniform(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
+
+  void EndJob(const std::string& job) {
+    for (const auto& ws : running_[job]) busy_.erase(ws);
+    running_.erase(job);
+  }
+
+  // Workers join, and now and then one is lost with its jobs.
+  void ChangeCluster() {
+    if (worker_slots_.size() < 3 || Uniform(0, 9) == 0) {
+      worker_slots_["w" + std::to_string(next_worker_++)] = Uniform(1, 8);
+    }
+    if (worker_slots_.size() > 3 && Uniform(0, 14) == 0) {
+      auto victim = std::next(worker_slots_.begin(), Uniform(0, worker_slots_.size() - 1));
       std::vector<std::string> hit;
-      for (const auto& [job, slots] : running) {
+      for (const auto& [job, slots] : running_) {
         for (const auto& ws : slots) {
           if (ws.first == victim->first) hit.push_back(job);
         }
       }
       for (const std::string& job : hit) {
-        if (running.count(job) > 0) end_job(job);
+        if (running_.count(job) > 0) EndJob(job);
       }
-      worker_slots.erase(victim);
+      worker_slots_.erase(victim);
     }
-    // Jobs arrive, finish and get cancelled.
-    for (int n = uniform(0, 2); n > 0; --n) {
-      const std::string job = "job-" + std::to_string(next_job++);
-      const int world = uniform(0, 5) == 0 ? uniform(9, 24) : uniform(1, 8);
-      ASSERT_THAT(s.Enqueue(job, uniform(0, 3), world, seq++), IsOk());
-      world_sizes[job] = world;
-    }
-    if (!running.empty() && uniform(0, 1) == 0) {
-      end_job(std::next(running.begin(), uniform(0, running.size() - 1))->first);
-    }
-    if (!world_sizes.empty() && uniform(0, 19) == 0) {
-      auto it = std::next(world_sizes.begin(), uniform(0, world_sizes.size() - 1));
-      ASSERT_TRUE(s.Remove(it->first));
-      world_sizes.erase(it);
-    }
+  }
 
+  // Jobs arrive, finish and get cancelled.
+  void ChangeJobs() {
+    for (int n = Uniform(0, 2); n > 0; --n) {
+      const std::string job = "job-" + std::to_string(next_job_++);
+      const int world = Uniform(0, 5) == 0 ? Uniform(9, 24) : Uniform(1, 8);
+      ASSERT_THAT(s_.Enqueue(job, Uniform(0, 3), world, seq_++), IsOk());
+      world_sizes_[job] = world;
+    }
+    if (!running_.empty() && Uniform(0, 1) == 0) {
+      EndJob(std::next(running_.begin(), Uniform(0, running_.size() - 1))->first);
+    }
+    if (!world_sizes_.empty() && Uniform(0, 19) == 0) {
+      auto it = std::next(world_sizes_.begin(), Uniform(0, world_sizes_.size() - 1));
+      ASSERT_TRUE(s_.Remove(it->first));
+      world_sizes_.erase(it);
+    }
+  }
+
+  // Every worker's free slots, in random order; their count in *total.
+  FreeSlots Free(int* total) {
     FreeSlots free;
-    int total_free = 0;
-    for (const auto& [worker, slots] : worker_slots) {
+    for (const auto& [worker, slots] : worker_slots_) {
       std::vector<int>& f = free[worker];
       for (int slot = 0; slot < slots; ++slot) {
-        if (busy.count({worker, slot}) == 0) f.push_back(slot);
+        if (busy_.count({worker, slot}) == 0) f.push_back(slot);
       }
-      std::shuffle(f.begin(), f.end(), rng);
-      total_free += static_cast<int>(f.size());
+      std::shuffle(f.begin(), f.end(), rng_);
+      *total += static_cast<int>(f.size());
     }
-    const std::vector<std::string> before = s.PendingIds();
-    ASSERT_EQ(before.size(), world_sizes.size());
+    return free;
+  }
 
-    const std::vector<Placement> placed = s.Schedule(free);
-
-    // Queue order under the policy, replayed against a running count of free slots.
+  // Queue order under the policy, replayed against a running count of free slots.
+  void CheckRound(const std::vector<std::string>& before, const FreeSlots& free,
+                  const std::vector<Placement>& placed, int total_free) {
     std::map<std::string, int> remaining;
     for (const auto& [worker, f] : free) remaining[worker] = static_cast<int>(f.size());
     size_t next_placed = 0;
     std::vector<std::string> left;
     bool blocked = false;
     for (const std::string& job : before) {
-      const int world = world_sizes.at(job);
+      const int world = world_sizes_.at(job);
       if (next_placed < placed.size() && placed[next_placed].job_id == job) {
         ASSERT_FALSE(blocked) << job << " was placed behind a head that did not fit";
-        const Placement& p = placed[next_placed++];
-        ASSERT_EQ(static_cast<int>(p.ranks.size()), world) << job;
-        // Fewest workers: the k largest free counts are needed anyway.
-        std::vector<int> counts;
-        for (const auto& [worker, n] : remaining) counts.push_back(n);
-        std::sort(counts.rbegin(), counts.rend());
-        int fewest = 0;
-        int covered = 0;
-        while (covered < world) covered += counts[fewest++];
-        std::set<std::string> used_workers;
-        std::string previous_worker;
-        for (int r = 0; r < world; ++r) {
-          const v1::RankAssignment& a = p.ranks[r];
-          ASSERT_EQ(a.rank(), r);
-          const std::pair<std::string, int> ws{a.worker_id(), a.slot()};
-          ASSERT_EQ(worker_slots.count(a.worker_id()), 1u) << a.worker_id();
-          ASSERT_GE(a.slot(), 0);
-          ASSERT_LT(a.slot(), worker_slots.at(a.worker_id()));
-          ASSERT_EQ(busy.count(ws), 0u)
-              << "slot double-booked: " << a.worker_id() << ":" << a.slot();
-          busy.insert(ws);
-          running[job].push_back(ws);
-          // Consecutive ranks per worker: once the placement leaves a worker it never returns.
-          if (a.worker_id() != previous_worker) {
-            ASSERT_TRUE(used_workers.insert(a.worker_id()).second)
-                << job << " returns to " << a.worker_id();
-            previous_worker = a.worker_id();
-          }
-          --remaining[a.worker_id()];
-        }
-        ASSERT_EQ(static_cast<int>(used_workers.size()), fewest) << job;
+        ASSERT_NO_FATAL_FAILURE(CheckPlacement(job, world, placed[next_placed++], &remaining));
         total_free -= world;
-        world_sizes.erase(job);
-        ++placements;
+        world_sizes_.erase(job);
+        ++placements_;
       } else {
         // Behind a blocking head nothing starts; otherwise a job is passed over only when it
         // does not fit.
         if (!blocked) {
           ASSERT_GT(world, total_free) << job << " fits but was not placed";
         }
-        if (!backfill) blocked = true;
+        if (!backfill_) blocked = true;
         left.push_back(job);
       }
     }
     ASSERT_EQ(next_placed, placed.size()) << "a placement out of queue order";
-    ASSERT_EQ(s.PendingIds(), left);
+    ASSERT_EQ(s_.PendingIds(), left);
     int capacity = 0;
-    for (const auto& [worker, slots] : worker_slots) capacity += slots;
-    ASSERT_EQ(total_free, capacity - static_cast<int>(busy.size()));
+    for (const auto& [worker, slots] : worker_slots_) capacity += slots;
+    ASSERT_EQ(total_free, capacity - static_cast<int>(busy_.size()));
   }
-  EXPECT_GT(placements, 100);
-}
+
+  // One placement of `job`, made with `remaining` free slots per worker; books its slots.
+  void CheckPlacement(const std::string& job, int world, const Placement& p,
+                      std::map<std::string, int>* remaining) {
+    ASSERT_EQ(static_cast<int>(p.ranks.size()), world) << job;
+    // Fewest workers: the k largest free counts are needed anyway.
+    std::vector<int> counts;
+    for (const auto& [worker, n] : *remaining) counts.push_back(n);
+    std::sort(counts.rbegin(), counts.rend());
+    int fewest = 0;
+    int covered = 0;
+    while (covered < world) covered += counts[fewest++];
+    std::set<std::string> used_workers;
+    std::string previous_worker;
+    for (int r = 0; r < world; ++r) {
+      const v1::RankAssignment& a = p.ranks[r];
+      ASSERT_EQ(a.rank(), r);
+      const std::pair<std::string, int> ws{a.worker_id(), a.slot()};
+      ASSERT_EQ(worker_slots_.count(a.worker_id()), 1u) << a.worker_id();
+      ASSERT_GE(a.slot(), 0);
+      ASSERT_LT(a.slot(), worker_slots_.at(a.worker_id()));
+      ASSERT_EQ(busy_.count(ws), 0u) << "slot double-booked: " << a.worker_id() << ":" << a.slot();
+      busy_.insert(ws);
+      running_[job].push_back(ws);
+      // Consecutive ranks per worker: once the placement leaves a worker it never returns.
+      if (a.worker_id() != previous_worker) {
+        ASSERT_TRUE(used_workers.insert(a.worker_id()).second)
+            << job << " returns to " << a.worker_id();
+        previous_worker = a.worker_id();
+      }
+      --(*remaining)[a.worker_id()];
+    }
+    ASSERT_EQ(static_cast<int>(used_workers.size()), fewest) << job;
+  }
+
+  const bool backfill_;
+  std::mt19937 rng_;
+  Scheduler s_;
+  std::map<std::string, int> worker_slots_;                                  // worker -> slot count
+  std::set<std::pair<std::string, int>> busy_;                               // (worker, slot)
+  std::map<std::string, std::vector<std::pair<std::string, int>>> running_;  // job -> its slots
+  std::map<std::string, int> world_sizes_;  // queued job -> world size
+  uint64_t seq_ = 0;
+  int next_worker_ = 0;
+  int next_job_ = 0;
+  int placements_ = 0;
+};
+
+void CheckRandomRounds(bool backfill, uint32_t seed) { RandomRounds(backfill, seed).Run(); }
 
 TEST(SchedulerPropertyTest, StrictRandomRounds) { CheckRandomRounds(/*backfill=*/false, 1); }
 TEST(SchedulerPropertyTest, StrictRandomRoundsOtherSeed) {

@@ -2,31 +2,37 @@
 // prefix, base units, counters ending in _total, HELP on every family, bounded labels only
 // (state, result, rpc, slot, category).
 //
-//   dstrain_worker_slots                               gauge    trainer slots (--slots)
-//   dstrain_worker_registered                          gauge    1 while registered with the
-//   coordinator dstrain_worker_ranks{state}                        gauge    trainers by state
-//   (starting|running) dstrain_worker_trainer_exits_total{result}         counter
-//   succeeded|failed|killed dstrain_worker_coordinator_errors_total{rpc}       counter  failed
-//   calls by WorkerService RPC dstrain_worker_heartbeat_age_seconds               gauge    since
-//   the last successful heartbeat
-//                                                               (or registration; since start
-//                                                               before)
-//   dstrain_worker_pending_reports                     gauge    ReportStatus calls not yet
-//   delivered dstrain_worker_dropped_log_lines_total             counter  output lines dropped from
-//   a full queue
+// clang-format off
+// The worker's own:
+//   dstrain_worker_slots                          gauge      trainer slots (--slots)
+//   dstrain_worker_registered                     gauge      1 while registered with the
+//                                                            coordinator, else 0
+//   dstrain_worker_ranks{state}                   gauge      trainers by state: starting, running
+//   dstrain_worker_trainer_exits_total{result}    counter    trainers that ended, by result:
+//                                                            succeeded, failed, killed
+//   dstrain_worker_coordinator_errors_total{rpc}  counter    failed calls, by WorkerService RPC
+//   dstrain_worker_heartbeat_age_seconds          gauge      since the last successful heartbeat
+//                                                            or registration (before either:
+//                                                            since the agent started)
+//   dstrain_worker_pending_reports                gauge      ReportStatus calls not yet delivered
+//   dstrain_worker_dropped_log_lines_total        counter    output lines dropped from a full
+//                                                            report queue
 // From rank 0's metrics, labelled by the slot the rank runs in:
 //   dstrain_train_loss, dstrain_train_grad_norm, dstrain_train_loss_scale,
-//   dstrain_train_learning_rate, dstrain_train_tokens_per_second   gauges
-//   dstrain_train_step_seconds                         histogram
-//   dstrain_train_skipped_steps_total                  counter
-//   dstrain_train_steps_total                          counter  metrics lines relayed
-//   dstrain_train_memory_bytes{category}               gauge
-//   dstrain_train_comm_bytes_total                     counter
-//   dstrain_train_comm_wait_seconds_total              counter
-//   dstrain_checkpoint_save_duration_seconds           histogram
-//   dstrain_checkpoint_bytes_total                     counter
+//   dstrain_train_learning_rate, dstrain_train_tokens_per_second
+//                                                 gauges     the last step's values
+//   dstrain_train_memory_bytes{category}          gauge      bytes allocated, by category
+//   dstrain_train_step_seconds                    histogram  wall time of optimizer steps
+//   dstrain_train_skipped_steps_total             counter    steps skipped (overflow or NaN)
+//   dstrain_train_steps_total                     counter    metrics lines relayed
+//   dstrain_train_comm_bytes_total                counter    bytes sent in collectives and
+//                                                            transfers
+//   dstrain_train_comm_wait_seconds_total         counter    time blocked on collectives
+//   dstrain_checkpoint_save_duration_seconds      histogram  wall time of checkpoint saves
+//   dstrain_checkpoint_bytes_total                counter    bytes of committed checkpoints
+// clang-format on
 // The gauges of a slot are removed when its rank-0 trainer ends (no stale loss after a job);
-// counters and the histogram keep their totals.
+// counters and the histograms keep their totals.
 //
 // Thread-safe.
 #pragma once

@@ -70,7 +70,7 @@ std::shared_ptr<const Block> ZeroBlock() {
       Int("reduce_bucket_size", 500000000).Min(0),
       Int("allgather_bucket_size", 500000000).Min(0),
       Bool("allgather_partitions", true),
-      NullBool("overlap_comm"),  // None: resolved in config.cc (true for stage 3, else false)
+      NullBool("overlap_comm"),  // None: resolved in config_zero.cc (true for stage 3, else false)
       Bool("load_from_fp32_weights", true),
       Bool("elastic_checkpoint", false),
       NullObj("offload_param", OffloadParamBlock()),
@@ -135,8 +135,8 @@ std::shared_ptr<const Block> Bf16Block() {
   });
 }
 
-// pipeline (DeepSpeed's get_pipeline_config). `stages` is "auto" or an integer; config.cc checks it
-// against job.pipeline_stages.
+// pipeline (DeepSpeed's get_pipeline_config). `stages` is "auto" or an integer; config_batch.cc
+// checks it against job.pipeline_stages.
 std::shared_ptr<const Block> PipelineBlock() {
   Field stages = Any("stages");
   stages.default_value = "auto";
@@ -337,7 +337,7 @@ std::shared_ptr<const Block> HybridEngineBlock() {
   });
 }
 
-// `type` and `params` are interpreted by config.cc, which picks the params table by type.
+// `type` and `params` are interpreted by config_optimizer.cc, which picks the params table by type.
 std::shared_ptr<const Block> OptimizerBlock() {
   return MakeBlock({
       Str("type", "").Required(),
@@ -400,8 +400,8 @@ std::shared_ptr<const Block> JobBlock() {
 Block BuildJobFileSchema() {
   Block b;
   b.fields = {
-      // The batch triple (docs/job-file.md, "Batch size"): None unless given; config.cc infers
-      // the missing ones.
+      // The batch triple (docs/job-file.md, "Batch size"): None unless given; config_batch.cc
+      // infers the missing ones.
       NullInt("train_batch_size").Min(1),
       NullInt("train_micro_batch_size_per_gpu").Min(1),
       NullInt("gradient_accumulation_steps").Min(1),

@@ -6,7 +6,8 @@
 // tables: it rejects unknown keys (with a "did you mean" suggestion), wrong types and
 // out-of-range values with the key path, converts whole floats such as 5e8 to integers, and
 // fills every absent key with its default. The result is the effective config that
-// `dstrain validate` prints; the semantic checks in config.cc run on it afterwards.
+// `dstrain validate` prints; the semantic checks of config.cc and the per-block steps (resolve.h)
+// run on it afterwards.
 //
 // The tables themselves are in keys.cc. Thread-safety: the tables are immutable after first use.
 #pragma once
@@ -108,7 +109,8 @@ struct NormalizeContext {
 absl::Status Normalize(const nlohmann::json& in, const Block& block, const std::string& path,
                        NormalizeContext* ctx, nlohmann::json* out);
 
-// Validates one value against `field` (used for parameter blocks that config.cc picks by type).
+// Validates one value against `field` (Normalize does so for every field of a block and every
+// element of an array).
 absl::Status NormalizeField(const nlohmann::json* in, const Field& field, const std::string& path,
                             NormalizeContext* ctx, nlohmann::json* out);
 

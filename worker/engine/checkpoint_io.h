@@ -2,11 +2,11 @@
 //
 // DeepSpeed hangs when only rank 0 calls save; here every rank must call SaveCheckpoint, and the
 // collectives inside turn a missing rank into an error within the communication timeout.
-// Rank r writes its shard rank_<r>.bin = [u64 n][n bytes of the caller's per-rank state, e.g.
-// the data-loader position][Engine::SaveState()] into the save's tmp dir; rank 0 gathers the
-// shard records, writes the manifest (meta: world size, ZeRO stage, precision, step, the
-// caller's fields) and commits by worker/checkpoint/commit.h's protocol, then keeps the newest
-// `keep_last`. All ranks return the same outcome.
+// Rank r writes its shard rank_%05d.bin (rank_00001.bin for rank 1) = [u64 n][n bytes of the
+// caller's per-rank state, e.g. the data-loader position][Engine::SaveState()] into the save's tmp
+// dir; rank 0 gathers the shard records, writes the manifest (meta: world size, ZeRO stage,
+// precision, step, the caller's fields) and commits by worker/checkpoint/commit.h's protocol, then
+// keeps the newest `keep_last`. All ranks return the same outcome.
 #pragma once
 
 #include <nlohmann/json.hpp>

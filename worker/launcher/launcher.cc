@@ -9,10 +9,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -88,34 +92,43 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, int out_w, int
   return pid;
 }
 
-}  // namespace
+// SIGINT, SIGTERM and SIGCHLD arrive through a signalfd, so they are blocked before any thread
+// exists (the store server's threads inherit the mask) and restored in each child before exec.
+// The mask is restored, and the signalfd closed, when this goes out of scope.
+class LaunchSignals {
+ public:
+  LaunchSignals() {
+    sigemptyset(&mask_);
+    sigaddset(&mask_, SIGINT);
+    sigaddset(&mask_, SIGTERM);
+    sigaddset(&mask_, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask_, &original_);
+  }
+  LaunchSignals(const LaunchSignals&) = delete;
+  LaunchSignals& operator=(const LaunchSignals&) = delete;
+  ~LaunchSignals() {
+    if (fd_ >= 0) close(fd_);
+    sigprocmask(SIG_SETMASK, &original_, nullptr);
+  }
 
-absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
-  if (options.nproc < 1) return absl::InvalidArgumentError("--nproc must be >= 1");
-  if (options.trainer_argv.empty()) return absl::InvalidArgumentError("no trainer command");
+  absl::Status Open() {
+    fd_ = signalfd(-1, &mask_, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (fd_ < 0) return absl::InternalError(absl::StrCat("signalfd: ", std::strerror(errno)));
+    return absl::OkStatus();
+  }
+  int fd() const { return fd_; }
+  // The mask from before the launch, for the children.
+  const sigset_t& original() const { return original_; }
 
-  // Signals arrive through a signalfd, so they are blocked before any thread exists (the store
-  // server's threads inherit the mask) and restored in each child before exec.
-  sigset_t mask, original;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &mask, &original);
-  struct MaskRestorer {
-    sigset_t original;
-    ~MaskRestorer() { sigprocmask(SIG_SETMASK, &original, nullptr); }
-  } restore{original};
-  const int sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (sig_fd < 0) return absl::InternalError(absl::StrCat("signalfd: ", std::strerror(errno)));
-  struct FdCloser {
-    int fd;
-    ~FdCloser() { close(fd); }
-  } sig_closer{sig_fd};
+ private:
+  sigset_t mask_, original_;
+  int fd_ = -1;
+};
 
-  DT_ASSIGN_OR_RETURN(std::unique_ptr<store::TcpStoreServer> store,
-                      store::TcpStoreServer::Start(options.store_host, options.store_port));
-  const std::string store_addr = absl::StrCat(options.store_host, ":", store->port());
+// Starts every rank with its own stdout and stderr pipes and the per-rank arguments.
+absl::StatusOr<std::vector<Rank>> SpawnRanks(const LaunchOptions& options,
+                                             const std::string& store_addr,
+                                             const sigset_t& original_mask) {
   const int threads = std::max(1, CpuCount() / options.nproc);
 
   std::vector<Rank> ranks(options.nproc);
@@ -124,7 +137,7 @@ absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
     if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
       return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
     }
-    // The loop below reads every pipe each round, so reads must never block.
+    // Gang::RelayOutput reads every pipe each round, so reads must never block.
     fcntl(out[0], F_SETFL, O_NONBLOCK);
     fcntl(err[0], F_SETFL, O_NONBLOCK);
     std::vector<std::string> argv = options.trainer_argv;
@@ -135,7 +148,7 @@ absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
     }
     if (r == 0)
       argv.insert(argv.end(), options.rank0_extra_args.begin(), options.rank0_extra_args.end());
-    auto pid = Spawn(argv, out[1], err[1], original);
+    auto pid = Spawn(argv, out[1], err[1], original_mask);
     close(out[1]);
     close(err[1]);
     if (!pid.ok()) return pid.status();
@@ -144,36 +157,39 @@ absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
     ranks[r].out_fd = out[0];
     ranks[r].err_fd = err[0];
   }
+  return ranks;
+}
 
-  LaunchResult result;
-  absl::Time stop_deadline = absl::InfiniteFuture();
-  bool stopping = false, killed = false;
-  auto stop_all = [&](const std::string& why) {
-    if (stopping) return;
-    stopping = true;
-    std::fprintf(stderr, "dstrain launch: %s; stopping all ranks\n", why.c_str());
-    for (Rank& r : ranks) kill(-r.pid, SIGTERM);
-    stop_deadline = absl::Now() + options.stop_grace;
-  };
+// The ranks as a gang: one round of the launcher's loop relays their output, takes the
+// launcher's signals and reaps the ranks that exited; the first failure or signal stops them all
+// (SIGTERM, then SIGKILL after stop_grace).
+class Gang {
+ public:
+  Gang(std::vector<Rank> ranks, absl::Duration stop_grace)
+      : ranks_(std::move(ranks)), stop_grace_(stop_grace) {}
 
-  auto all_done = [&] {
-    for (const Rank& r : ranks) {
+  // Every rank exited and its output is read to the end.
+  bool AllDone() const {
+    for (const Rank& r : ranks_) {
       if (!r.exited || r.out_fd >= 0 || r.err_fd >= 0) return false;
     }
     return true;
-  };
-  while (!all_done()) {
+  }
+
+  // Waits for output or a signal on `sig_fd`, 200 ms at most.
+  void Wait(int sig_fd) const {
     std::vector<pollfd> fds = {{sig_fd, POLLIN, 0}};
-    for (const Rank& r : ranks) {
+    for (const Rank& r : ranks_) {
       if (r.out_fd >= 0) fds.push_back({r.out_fd, POLLIN, 0});
       if (r.err_fd >= 0) fds.push_back({r.err_fd, POLLIN, 0});
     }
     int timeout_ms = 200;
     poll(fds.data(), fds.size(), timeout_ms);
+  }
 
-    // Output first, so a failing rank's last words print before the launcher's verdict.
+  void RelayOutput() {
     char buf[65536];
-    for (Rank& r : ranks) {
+    for (Rank& r : ranks_) {
       for (int* fd : {&r.out_fd, &r.err_fd}) {
         if (*fd < 0) continue;
         const ssize_t n = read(*fd, buf, sizeof(buf));
@@ -189,39 +205,49 @@ absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
         }
       }
     }
-    // Signals: Ctrl-C / SIGTERM stop the gang; SIGCHLD is drained by waitpid below.
+  }
+
+  // Ctrl-C / SIGTERM stop the gang; SIGCHLD is drained by ReapExits.
+  void TakeSignals(int sig_fd) {
     signalfd_siginfo si;
     while (read(sig_fd, &si, sizeof(si)) == sizeof(si)) {
       if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) {
-        if (result.exit_code == 0) {
-          result.exit_code = 128 + static_cast<int>(si.ssi_signo);
-          result.reason = absl::StrCat("launcher received ", strsignal(si.ssi_signo));
+        if (result_.exit_code == 0) {
+          result_.exit_code = 128 + static_cast<int>(si.ssi_signo);
+          result_.reason = absl::StrCat("launcher received ", strsignal(si.ssi_signo));
         }
-        stop_all(result.reason);
+        StopAll(result_.reason);
       }
     }
-    for (Rank& r : ranks) {
+  }
+
+  void ReapExits() {
+    for (Rank& r : ranks_) {
       if (r.exited) continue;
       int status = 0;
       if (waitpid(r.pid, &status, WNOHANG) == r.pid) {
         r.exited = true;
         r.status = status;
         const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        if (!ok && result.failed_rank < 0 && result.exit_code == 0) {
-          result.failed_rank = r.rank;
-          result.reason = DescribeExit(r.rank, status);
-          result.exit_code = 1;
-          stop_all(result.reason);
+        if (!ok && result_.failed_rank < 0 && result_.exit_code == 0) {
+          result_.failed_rank = r.rank;
+          result_.reason = DescribeExit(r.rank, status);
+          result_.exit_code = 1;
+          StopAll(result_.reason);
         }
       }
     }
-    if (stopping && !killed && absl::Now() > stop_deadline) {
-      for (Rank& r : ranks) kill(-r.pid, SIGKILL);
-      killed = true;
+  }
+
+  // SIGKILL once stop_grace has passed since the SIGTERM; after another stop_grace, stops reading
+  // pipes that something outside the ranks' process groups still holds.
+  void EnforceStopGrace() {
+    if (stopping_ && !killed_ && absl::Now() > stop_deadline_) {
+      for (Rank& r : ranks_) kill(-r.pid, SIGKILL);
+      killed_ = true;
     }
-    if (killed && absl::Now() > stop_deadline + options.stop_grace) {
-      // Something outside the ranks' process groups still holds a pipe: stop reading it.
-      for (Rank& r : ranks) {
+    if (killed_ && absl::Now() > stop_deadline_ + stop_grace_) {
+      for (Rank& r : ranks_) {
         for (int* fd : {&r.out_fd, &r.err_fd}) {
           if (*fd >= 0) close(*fd);
           *fd = -1;
@@ -229,8 +255,50 @@ absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
       }
     }
   }
+
+  const LaunchResult& result() const { return result_; }
+
+ private:
+  void StopAll(const std::string& why) {
+    if (stopping_) return;
+    stopping_ = true;
+    std::fprintf(stderr, "dstrain launch: %s; stopping all ranks\n", why.c_str());
+    for (Rank& r : ranks_) kill(-r.pid, SIGTERM);
+    stop_deadline_ = absl::Now() + stop_grace_;
+  }
+
+  std::vector<Rank> ranks_;
+  const absl::Duration stop_grace_;
+  LaunchResult result_;
+  absl::Time stop_deadline_ = absl::InfiniteFuture();
+  bool stopping_ = false;
+  bool killed_ = false;
+};
+
+}  // namespace
+
+absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
+  if (options.nproc < 1) return absl::InvalidArgumentError("--nproc must be >= 1");
+  if (options.trainer_argv.empty()) return absl::InvalidArgumentError("no trainer command");
+
+  LaunchSignals signals;
+  DT_RETURN_IF_ERROR(signals.Open());
+  DT_ASSIGN_OR_RETURN(std::unique_ptr<store::TcpStoreServer> store,
+                      store::TcpStoreServer::Start(options.store_host, options.store_port));
+  const std::string store_addr = absl::StrCat(options.store_host, ":", store->port());
+  DT_ASSIGN_OR_RETURN(std::vector<Rank> ranks, SpawnRanks(options, store_addr, signals.original()));
+
+  Gang gang(std::move(ranks), options.stop_grace);
+  while (!gang.AllDone()) {
+    gang.Wait(signals.fd());
+    // Output first, so a failing rank's last words print before the launcher's verdict.
+    gang.RelayOutput();
+    gang.TakeSignals(signals.fd());
+    gang.ReapExits();
+    gang.EnforceStopGrace();
+  }
   store->Shutdown();
-  return result;
+  return gang.result();
 }
 
 }  // namespace dstrain::launcher

@@ -157,7 +157,7 @@ class NcclCommunicator final : public Communicator {
                                                       absl::string_view name,
                                                       const CommOptions& options) override;
 
-  // The state shared with Work handles (defined in the .cc).
+  // The state shared with Work handles (defined in nccl_state.h).
   struct State;
 
  private:

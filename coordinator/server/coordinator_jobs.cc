@@ -1,0 +1,240 @@
+// Coordinator: JobService (docs/wire-api.md, "JobService"): submitting, reading, listing,
+// cancelling and watching jobs, and their trainers' output.
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc/proto_time.h"
+#include "common/status/status_macros.h"
+#include "coordinator/server/coordinator.h"
+#include "coordinator/server/coordinator_internal.h"
+
+namespace dstrain::coordinator {
+namespace {
+
+// Most jobs one ListJobs page returns.
+constexpr int kMaxPageSize = 1000;
+// Most log lines one GetJobLogs message carries.
+constexpr int kLogBatch = 500;
+
+}  // namespace
+
+absl::StatusOr<v1::SubmitJobResponse> Coordinator::SubmitJob(const v1::SubmitJobRequest& request) {
+  DT_ASSIGN_OR_RETURN(ValidatedJob valid, ValidateSubmission(request, options_.limits));
+  absl::MutexLock lock(&mu_);
+  v1::SubmitJobResponse response;
+  if (auto it = jobs_.find(valid.job_id); it != jobs_.end()) {
+    // Idempotent on the id: the same job again is the job that exists.
+    if (it->second.job.spec_json() != valid.spec_json ||
+        it->second.job.priority() != request.priority()) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("job_id: \"", valid.job_id, "\" exists with another spec or priority"));
+    }
+    *response.mutable_job() = ViewLocked(it->second);
+    response.set_created(false);
+    return response;
+  }
+  JobEntry entry;
+  entry.keep_last = valid.keep_last;
+  v1::Job& job = entry.job;
+  job.set_job_id(valid.job_id);
+  job.set_name(valid.name);
+  job.set_spec_json(valid.spec_json);
+  job.set_world_size(valid.world_size);
+  job.set_priority(request.priority());
+  job.set_state(v1::JOB_STATE_PENDING);
+  job.set_state_reason("Submitted");
+  *job.mutable_create_time() = ToTimestamp(clock_->Now());
+  job.set_max_restarts(valid.max_restarts);
+  job.set_train_steps(valid.train_steps);
+  job.set_submit_sequence(next_submit_sequence_);
+  v1::JobEvent event;
+  event.set_to_state(v1::JOB_STATE_PENDING);
+  event.set_reason("Submitted");
+  event.set_message(
+      absl::StrCat("world size ", valid.world_size, ", priority ", request.priority()));
+  *event.mutable_time() = job.create_time();
+  // Stored before anything else sees it: an answer means the job survives a restart.
+  DT_RETURN_IF_ERROR(state_->PutJob(job, &event).status());
+  ++next_submit_sequence_;
+  DT_RETURN_IF_ERROR(
+      scheduler_.Enqueue(job.job_id(), job.priority(), job.world_size(), job.submit_sequence()));
+  auto [it, inserted] = jobs_.emplace(valid.job_id, std::move(entry));
+  BumpLocked(it->second);
+  DT_RETURN_IF_ERROR(ScheduleLocked());
+  *response.mutable_job() = ViewLocked(it->second);
+  response.set_created(true);
+  return response;
+}
+
+absl::StatusOr<v1::GetJobResponse> Coordinator::GetJob(const v1::GetJobRequest& request) {
+  v1::GetJobResponse response;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(request.job_id());
+    if (it == jobs_.end()) {
+      return internal::NoSuchJob(request.job_id());
+    }
+    *response.mutable_job() = ViewLocked(it->second);
+  }
+  DT_ASSIGN_OR_RETURN(std::vector<v1::JobEvent> events, state_->ListEvents(request.job_id(), 1));
+  for (v1::JobEvent& e : events) *response.add_events() = std::move(e);
+  const int limit = request.metrics_limit() > 0 ? request.metrics_limit() : 1;
+  DT_ASSIGN_OR_RETURN(std::vector<v1::StepMetrics> metrics,
+                      state_->ListMetrics(request.job_id(), 0, limit));
+  for (v1::StepMetrics& m : metrics) *response.add_metrics() = std::move(m);
+  return response;
+}
+
+absl::StatusOr<v1::ListJobsResponse> Coordinator::ListJobs(const v1::ListJobsRequest& request) {
+  if (request.page_size() < 0) return absl::InvalidArgumentError("page_size: negative");
+  const int limit = request.page_size() == 0 ? 100 : std::min(request.page_size(), kMaxPageSize);
+  absl::MutexLock lock(&mu_);
+  v1::ListJobsResponse response;
+  // Pages in job-id order; the token is the last id of the previous page.
+  for (auto it = jobs_.upper_bound(request.page_token()); it != jobs_.end(); ++it) {
+    const v1::Job& job = it->second.job;
+    if (request.states_size() > 0 && std::find(request.states().begin(), request.states().end(),
+                                               job.state()) == request.states().end()) {
+      continue;
+    }
+    if (!request.name_contains().empty() &&
+        job.name().find(request.name_contains()) == std::string::npos) {
+      continue;
+    }
+    if (response.jobs_size() == limit) {
+      response.set_next_page_token(response.jobs(limit - 1).job_id());
+      break;
+    }
+    v1::Job view = ViewLocked(it->second);
+    view.clear_spec_json();  // listings stay small
+    *response.add_jobs() = std::move(view);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::CancelJobResponse> Coordinator::CancelJob(const v1::CancelJobRequest& request) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(request.job_id());
+  if (it == jobs_.end()) {
+    return internal::NoSuchJob(request.job_id());
+  }
+  JobEntry& entry = it->second;
+  const v1::JobState s = entry.job.state();
+  const std::string message = request.reason().empty() ? "cancelled by request" : request.reason();
+  if (s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", request.job_id(), " already ended ", JobStateName(s)));
+  }
+  if (s == v1::JOB_STATE_PENDING || s == v1::JOB_STATE_RESTARTING) {
+    scheduler_.Remove(entry.job.job_id());  // queued, no ranks placed
+    DT_RETURN_IF_ERROR(TransitionLocked(entry, v1::JOB_STATE_CANCELLED, "Cancelled", message));
+  } else if (s != v1::JOB_STATE_CANCELLED) {
+    DT_RETURN_IF_ERROR(EndJobLocked(entry, v1::JOB_STATE_CANCELLED, "Cancelled", message));
+    DT_RETURN_IF_ERROR(ScheduleLocked());  // its slots are free now
+  }
+  v1::CancelJobResponse response;
+  *response.mutable_job() = ViewLocked(entry);
+  return response;
+}
+
+absl::Status Coordinator::WatchJob(const v1::WatchJobRequest& request, const WatchSend& send,
+                                   const Cancelled& cancelled) {
+  int64_t next_event = std::max<int64_t>(1, request.from_event_sequence());
+  // Metrics are ordered by (attempt, step); the cursor is the last pair sent.
+  int32_t last_attempt = -1;
+  int64_t last_step = request.from_step() - 1;
+  while (true) {
+    v1::Job snapshot;
+    int64_t version = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = jobs_.find(request.job_id());
+      if (it == jobs_.end()) {
+        return internal::NoSuchJob(request.job_id());
+      }
+      if (shutdown_) return absl::UnavailableError("coordinator shutting down");
+      version = it->second.version;
+      snapshot = ViewLocked(it->second);
+      snapshot.clear_spec_json();
+    }
+    DT_ASSIGN_OR_RETURN(std::vector<v1::JobEvent> events,
+                        state_->ListEvents(request.job_id(), next_event));
+    // Within an attempt only newer steps are read; a new attempt (resumed from a checkpoint)
+    // runs lower steps again, so until its first metrics arrive the read starts over.
+    const int64_t from = last_attempt < 0 || snapshot.attempt() > last_attempt
+                             ? std::max<int64_t>(0, request.from_step())
+                             : last_step + 1;
+    DT_ASSIGN_OR_RETURN(std::vector<v1::StepMetrics> metrics,
+                        state_->ListMetrics(request.job_id(), from, 0));
+    for (v1::JobEvent& e : events) {
+      next_event = e.sequence() + 1;
+      v1::WatchJobResponse update;
+      *update.mutable_job() = snapshot;
+      *update.mutable_event() = std::move(e);
+      if (!send(update)) return absl::CancelledError("watcher went away");
+    }
+    for (v1::StepMetrics& m : metrics) {
+      const bool newer =
+          m.attempt() > last_attempt || (m.attempt() == last_attempt && m.step() > last_step);
+      if (!newer || m.step() < request.from_step()) continue;
+      last_attempt = m.attempt();
+      last_step = m.step();
+      v1::WatchJobResponse update;
+      *update.mutable_job() = snapshot;
+      *update.mutable_metrics() = std::move(m);
+      if (!send(update)) return absl::CancelledError("watcher went away");
+    }
+    if (IsTerminal(snapshot.state())) return absl::OkStatus();  // everything up to the end sent
+    absl::MutexLock lock(&mu_);
+    while (!shutdown_ && jobs_[request.job_id()].version == version) {
+      changed_.WaitWithTimeout(&mu_, options_.stream_poll);
+      if (cancelled()) return absl::CancelledError("watcher went away");
+    }
+  }
+}
+
+absl::Status Coordinator::GetJobLogs(const v1::GetJobLogsRequest& request, const LogSend& send,
+                                     const Cancelled& cancelled) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (jobs_.find(request.job_id()) == jobs_.end()) {
+      return internal::NoSuchJob(request.job_id());
+    }
+  }
+  const std::optional<int32_t> rank =
+      request.has_rank() ? std::optional<int32_t>(request.rank()) : std::nullopt;
+  int64_t from = request.from_sequence();
+  int tail = request.tail_lines();
+  while (true) {
+    int64_t version = 0;
+    v1::JobState job_state = v1::JOB_STATE_UNSPECIFIED;
+    {
+      absl::MutexLock lock(&mu_);
+      if (shutdown_) return absl::UnavailableError("coordinator shutting down");
+      version = jobs_[request.job_id()].version;
+      job_state = jobs_[request.job_id()].job.state();
+    }
+    // Everything stored now, in batches.
+    while (true) {
+      DT_ASSIGN_OR_RETURN(std::vector<v1::LogLine> lines,
+                          state_->ListLogs(request.job_id(), from, rank, tail, kLogBatch));
+      tail = 0;
+      if (lines.empty()) break;
+      from = lines.back().sequence() + 1;
+      v1::GetJobLogsResponse batch;
+      for (v1::LogLine& l : lines) *batch.add_lines() = std::move(l);
+      if (!send(batch)) return absl::CancelledError("reader went away");
+      if (static_cast<int>(batch.lines_size()) < kLogBatch) break;
+    }
+    if (from == 0) from = 1;  // nothing stored yet: follow from the first line
+    if (!request.follow() || IsTerminal(job_state)) return absl::OkStatus();
+    absl::MutexLock lock(&mu_);
+    while (!shutdown_ && jobs_[request.job_id()].version == version) {
+      changed_.WaitWithTimeout(&mu_, options_.stream_poll);
+      if (cancelled()) return absl::CancelledError("reader went away");
+    }
+  }
+}
+
+}  // namespace dstrain::coordinator
