@@ -15,8 +15,8 @@
 //   - grid and block sizes are checked as the hardware does (cudaErrorInvalidConfiguration).
 // "Device" memory is host memory, streams are ignored, and cuBLAS is a naive loop with cuBLAS's
 // column-major argument checks (sim_cublas.cc). What it cannot show: races between blocks, the
-// memory model, timing, and anything specific to real hardware. Not thread-safe: one launch at a
-// time, which is how the tests run.
+// memory model, timing, and anything specific to real hardware. Threads of the process (ranks as
+// threads in tests) each have their own error state, and their launches take turns.
 #pragma once
 
 #if !defined(DT_CUDA_SIM)

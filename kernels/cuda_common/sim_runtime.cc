@@ -20,6 +20,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <mutex>
 #include <vector>
 
 #include "kernels/cuda_common/sim.h"
@@ -62,9 +63,18 @@ struct Machine {
   uint64_t rng = 0;
 };
 
+// One machine per OS thread: ranks run as threads in tests each drive their own launches, error
+// state and fibers. (Never freed: a thread's fiber stacks may outlive ordinary destruction order.)
 Machine& TheMachine() {
-  static Machine* machine = new Machine;
+  thread_local Machine* machine = new Machine;
   return *machine;
+}
+
+// __shared__ variables are function-local statics shared by every thread of the process, so
+// launches from different OS threads take turns.
+std::mutex& LaunchMutex() {
+  static std::mutex* mu = new std::mutex;
+  return *mu;
 }
 
 uint64_t NextRandom(Machine& m) {  // xorshift64: a fixed, platform-independent order
@@ -288,6 +298,7 @@ uint64_t WarpShuffle(unsigned mask, uint64_t value, int src_lane) {
 }
 
 void RunKernel(dim3 grid, dim3 block, const std::function<void()>& body) {
+  std::lock_guard<std::mutex> launch(LaunchMutex());
   Machine& m = TheMachine();
   if (m.in_kernel) {
     std::fprintf(stderr, "dt_sim: kernel launched from inside a kernel\n");
@@ -442,6 +453,9 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+// Everything already ran when it was issued: any event a stream could wait for has happened.
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   *ms = std::chrono::duration<float, std::milli>(end->when - start->when).count();
   return cudaSuccess;

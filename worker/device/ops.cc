@@ -15,10 +15,11 @@ class ArgCheck {
  public:
   ArgCheck(Device device, const char* op) : device_(device), op_(op) {}
 
-  // A view that must be given and live on this device.
+  // A view that must be given and live on this device (a null view of no elements is nowhere:
+  // it passes, and the element counts below decide whether none was right).
   ArgCheck& Given(const char* name, const View& v) {
     if (!ok()) return *this;
-    if (v.empty() && v.numel() > 0) return Fail(name, v, "is null");
+    if (v.empty()) return v.numel() > 0 ? Fail(name, v, "is null") : *this;
     return OnDevice(name, v);
   }
   // A view that may be empty (not given); when given, on this device.

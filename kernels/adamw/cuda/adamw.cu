@@ -35,13 +35,13 @@ __global__ void AdamWKernel(float* param, const float* grad, float* m, float* v,
   }
 }
 
-template <typename Grad>
-__global__ void AdamWMixedKernel(__nv_bfloat16* param_bf16, float* master, const Grad* grad,
-                                 float* m, float* v, int64_t n, AdamWConsts k) {
+template <typename Half, typename Grad>
+__global__ void AdamWMixedKernel(Half* param16, float* master, const Grad* grad, float* m,
+                                 float* v, int64_t n, AdamWConsts k) {
   for (int64_t i = GridStrideBegin(); i < n; i += GridStrideStep()) {
     const Moments r = Step(master[i], ToFloat(grad[i]), m[i], v[i], k);
     master[i] = r.p;
-    param_bf16[i] = __float2bfloat16_rn(r.p);
+    param16[i] = FromFloat<Half>(r.p);
     m[i] = r.m;
     v[i] = r.v;
   }
@@ -55,19 +55,27 @@ cudaError_t LaunchAdamW(float* param, const float* grad, float* m, float* v, int
   return cudaGetLastError();
 }
 
-template <typename Grad>
-cudaError_t LaunchAdamWMixed(__nv_bfloat16* param_bf16, float* master, const Grad* grad, float* m,
-                             float* v, int64_t n, const AdamWConsts& k, cudaStream_t stream) {
-  auto* kernel = AdamWMixedKernel<Grad>;
-  DT_LAUNCH(kernel, GridStrideBlocks(n, kThreads), kThreads, stream, param_bf16, master, grad, m, v,
+template <typename Half, typename Grad>
+cudaError_t LaunchAdamWMixed(Half* param16, float* master, const Grad* grad, float* m, float* v,
+                             int64_t n, const AdamWConsts& k, cudaStream_t stream) {
+  auto* kernel = AdamWMixedKernel<Half, Grad>;
+  DT_LAUNCH(kernel, GridStrideBlocks(n, kThreads), kThreads, stream, param16, master, grad, m, v,
             n, k);
   return cudaGetLastError();
 }
 
-template cudaError_t LaunchAdamWMixed<float>(__nv_bfloat16*, float*, const float*, float*, float*,
-                                             int64_t, const AdamWConsts&, cudaStream_t);
-template cudaError_t LaunchAdamWMixed<__nv_bfloat16>(__nv_bfloat16*, float*, const __nv_bfloat16*,
-                                                     float*, float*, int64_t, const AdamWConsts&,
-                                                     cudaStream_t);
+template cudaError_t LaunchAdamWMixed<__nv_bfloat16, float>(__nv_bfloat16*, float*, const float*,
+                                                            float*, float*, int64_t,
+                                                            const AdamWConsts&, cudaStream_t);
+template cudaError_t LaunchAdamWMixed<__nv_bfloat16, __nv_bfloat16>(__nv_bfloat16*, float*,
+                                                                    const __nv_bfloat16*, float*,
+                                                                    float*, int64_t,
+                                                                    const AdamWConsts&,
+                                                                    cudaStream_t);
+template cudaError_t LaunchAdamWMixed<__half, float>(__half*, float*, const float*, float*, float*,
+                                                     int64_t, const AdamWConsts&, cudaStream_t);
+template cudaError_t LaunchAdamWMixed<__half, __half>(__half*, float*, const __half*, float*,
+                                                      float*, int64_t, const AdamWConsts&,
+                                                      cudaStream_t);
 
 }  // namespace dstrain::kernels::gpu

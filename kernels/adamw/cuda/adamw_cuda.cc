@@ -39,16 +39,15 @@ absl::Status Check(const char* op, int64_t n, std::initializer_list<const void*>
   return absl::OkStatus();
 }
 
-template <typename Grad>
-absl::Status Mixed(__nv_bfloat16* param_bf16, float* master, const Grad* grad, float* m, float* v,
-                   int64_t n, const AdamWArgs& args, cudaStream_t stream) {
+template <typename Half, typename Grad>
+absl::Status Mixed(Half* param16, float* master, const Grad* grad, float* m, float* v, int64_t n,
+                   const AdamWArgs& args, cudaStream_t stream) {
   bool done;
-  if (absl::Status s = Check("AdamWUpdateMixed", n, {param_bf16, master, grad, m, v}, &done);
+  if (absl::Status s = Check("AdamWUpdateMixed", n, {param16, master, grad, m, v}, &done);
       !s.ok() || done) {
     return s;
   }
-  DT_CUDA_RETURN_IF_ERROR(
-      LaunchAdamWMixed(param_bf16, master, grad, m, v, n, Derive(args), stream));
+  DT_CUDA_RETURN_IF_ERROR(LaunchAdamWMixed(param16, master, grad, m, v, n, Derive(args), stream));
   return absl::OkStatus();
 }
 
@@ -73,6 +72,16 @@ absl::Status AdamWUpdateMixed(__nv_bfloat16* param_bf16, float* master, const __
 absl::Status AdamWUpdateMixed(__nv_bfloat16* param_bf16, float* master, const float* grad, float* m,
                               float* v, int64_t n, const AdamWArgs& args, cudaStream_t stream) {
   return Mixed(param_bf16, master, grad, m, v, n, args, stream);
+}
+
+absl::Status AdamWUpdateMixed(__half* param_f16, float* master, const __half* grad, float* m,
+                              float* v, int64_t n, const AdamWArgs& args, cudaStream_t stream) {
+  return Mixed(param_f16, master, grad, m, v, n, args, stream);
+}
+
+absl::Status AdamWUpdateMixed(__half* param_f16, float* master, const float* grad, float* m,
+                              float* v, int64_t n, const AdamWArgs& args, cudaStream_t stream) {
+  return Mixed(param_f16, master, grad, m, v, n, args, stream);
 }
 
 }  // namespace dstrain::kernels::gpu

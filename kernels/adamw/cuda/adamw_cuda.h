@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -45,6 +46,20 @@ absl::Status AdamWUpdateMixed(__nv_bfloat16* param_bf16,  // (n) overwritten: bf
                               const float* grad,          // (n)
                               float* m,                   // (n) updated in place
                               float* v,                   // (n) updated in place
+                              int64_t n, const AdamWArgs& args, cudaStream_t stream);
+
+// The same with an fp16 working copy (fp16 mixed precision).
+absl::Status AdamWUpdateMixed(__half* param_f16,   // (n) overwritten: fp16(master)
+                              float* master,       // (n) fp32 weights, updated in place
+                              const __half* grad,  // (n)
+                              float* m,            // (n) updated in place
+                              float* v,            // (n) updated in place
+                              int64_t n, const AdamWArgs& args, cudaStream_t stream);
+absl::Status AdamWUpdateMixed(__half* param_f16,  // (n) overwritten: fp16(master)
+                              float* master,      // (n) fp32 weights, updated in place
+                              const float* grad,  // (n)
+                              float* m,           // (n) updated in place
+                              float* v,           // (n) updated in place
                               int64_t n, const AdamWArgs& args, cudaStream_t stream);
 
 }  // namespace dstrain::kernels::gpu

@@ -70,21 +70,26 @@ TEST(AdamWCudaTest, ThreeStepsMatchReferenceInBothModes) {
   }
 }
 
-uint16_t Bits(__nv_bfloat16 b) {
+template <typename T>
+uint16_t Bits(T b) {
   uint16_t u;
   std::memcpy(&u, &b, 2);
   return u;
 }
 
-// The mixed variant updates the fp32 master like AdamWUpdate and publishes bf16(master).
-template <typename Grad>
+__nv_bfloat16 Round(float f, __nv_bfloat16*) { return __float2bfloat16_rn(f); }
+__half Round(float f, __half*) { return __float2half_rn(f); }
+
+// The mixed variant updates the fp32 master like AdamWUpdate and publishes the 16-bit rounding
+// of the master (Half: bf16 or fp16).
+template <typename Half, typename Grad>
 void CheckMixed(Grad (*make_grad)(float)) {
   for (int64_t n : {int64_t{33}, int64_t{1024 * 256 + 3}}) {
     SCOPED_TRACE(n);
     const std::vector<float> master0 = RandomFloats(n, 21);
-    std::vector<__nv_bfloat16> bf0(n, __float2bfloat16_rn(0.f));
+    std::vector<Half> bf0(n, Round(0.f, static_cast<Half*>(nullptr)));
     DeviceBuffer<float> master(master0), m(n), v(n);
-    DeviceBuffer<__nv_bfloat16> bf(bf0);
+    DeviceBuffer<Half> bf(bf0);
     auto pd = ToDouble(master0);
     std::vector<double> md(n, 0.0), vd(n, 0.0);
     for (int step = 1; step <= kSteps; ++step) {
@@ -105,21 +110,27 @@ void CheckMixed(Grad (*make_grad)(float)) {
     const std::vector<float> got_master = master.ToHost();
     EXPECT_TRUE(AllClose(got_master, pd, kParamAbsTol, kParamRelTol));
     EXPECT_TRUE(AllClose(m.ToHost(), md, kMomentAbsTol, kMomentRelTol));
-    const std::vector<__nv_bfloat16> got_bf = bf.ToHost();
+    const std::vector<Half> got_bf = bf.ToHost();
     for (int64_t i = 0; i < n; ++i) {
-      ASSERT_EQ(Bits(got_bf[i]), Bits(__float2bfloat16_rn(got_master[i]))) << i;
+      ASSERT_EQ(Bits(got_bf[i]), Bits(Round(got_master[i], static_cast<Half*>(nullptr)))) << i;
     }
   }
 }
 
 TEST(AdamWCudaTest, MixedWithBf16Grads) {
   DT_SKIP_WITHOUT_CUDA_DEVICE();
-  CheckMixed<__nv_bfloat16>([](float f) { return __float2bfloat16_rn(f); });
+  CheckMixed<__nv_bfloat16, __nv_bfloat16>([](float f) { return __float2bfloat16_rn(f); });
 }
 
 TEST(AdamWCudaTest, MixedWithFloatGrads) {
   DT_SKIP_WITHOUT_CUDA_DEVICE();
-  CheckMixed<float>([](float f) { return f; });
+  CheckMixed<__nv_bfloat16, float>([](float f) { return f; });
+}
+
+TEST(AdamWCudaTest, MixedFp16WithFp16AndFloatGrads) {
+  DT_SKIP_WITHOUT_CUDA_DEVICE();
+  CheckMixed<__half, __half>([](float f) { return __float2half_rn(f); });
+  CheckMixed<__half, float>([](float f) { return f; });
 }
 
 TEST(AdamWCudaTest, EmptyAndInvalid) {
@@ -128,8 +139,8 @@ TEST(AdamWCudaTest, EmptyAndInvalid) {
   EXPECT_TRUE(AdamWUpdate(nullptr, nullptr, nullptr, nullptr, 0, a, nullptr).ok());
   EXPECT_EQ(AdamWUpdate(nullptr, nullptr, nullptr, nullptr, -1, a, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(AdamWUpdateMixed(nullptr, nullptr, static_cast<const float*>(nullptr), nullptr, nullptr,
-                             5, a, nullptr)
+  EXPECT_EQ(AdamWUpdateMixed(static_cast<__nv_bfloat16*>(nullptr), nullptr,
+                             static_cast<const float*>(nullptr), nullptr, nullptr, 5, a, nullptr)
                 .code(),
             absl::StatusCode::kInvalidArgument);
 }

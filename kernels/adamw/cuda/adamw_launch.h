@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -26,8 +27,9 @@ cudaError_t LaunchAdamW(float* param, const float* grad, float* m, float* v, int
                         const AdamWConsts& k, cudaStream_t stream);
 
 // Grad = float or __nv_bfloat16 (instantiated in adamw.cu).
-template <typename Grad>
-cudaError_t LaunchAdamWMixed(__nv_bfloat16* param_bf16, float* master, const Grad* grad, float* m,
-                             float* v, int64_t n, const AdamWConsts& k, cudaStream_t stream);
+// Half: __nv_bfloat16 or __half (the 16-bit working copy); Grad: float or Half.
+template <typename Half, typename Grad>
+cudaError_t LaunchAdamWMixed(Half* param16, float* master, const Grad* grad, float* m, float* v,
+                             int64_t n, const AdamWConsts& k, cudaStream_t stream);
 
 }  // namespace dstrain::kernels::gpu

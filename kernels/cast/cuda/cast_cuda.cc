@@ -36,4 +36,30 @@ absl::Status CastHalfToFloat(float* out, const __half* in, int64_t n, cudaStream
   return Cast(out, DType::kF32, in, DType::kF16, n, stream);
 }
 
+absl::Status AccumulateIntoHalf(void* acc, DType acc_type, const float* x, int64_t n,
+                                cudaStream_t stream) {
+  if (n < 0) return absl::InvalidArgumentError(absl::StrCat("AccumulateIntoHalf: n = ", n));
+  if (!IsHalf(acc_type)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("AccumulateIntoHalf: ", DTypeName(acc_type), " accumulator (bf16 or f16)"));
+  }
+  if (n == 0) return absl::OkStatus();
+  if (acc == nullptr || x == nullptr) {
+    return absl::InvalidArgumentError("AccumulateIntoHalf: null pointer");
+  }
+  DT_CUDA_RETURN_IF_ERROR(LaunchAccumulateInto(acc, acc_type, x, n, stream));
+  return absl::OkStatus();
+}
+
+absl::Status FillTyped(void* x, DType type, float value, int64_t n, cudaStream_t stream) {
+  if (n < 0) return absl::InvalidArgumentError(absl::StrCat("FillTyped: n = ", n));
+  if (type != DType::kF32 && !IsHalf(type)) {
+    return absl::InvalidArgumentError(absl::StrCat("FillTyped: ", DTypeName(type), " (f32, bf16 or f16)"));
+  }
+  if (n == 0) return absl::OkStatus();
+  if (x == nullptr) return absl::InvalidArgumentError("FillTyped: null pointer");
+  DT_CUDA_RETURN_IF_ERROR(LaunchFill(x, type, value, n, stream));
+  return absl::OkStatus();
+}
+
 }  // namespace dstrain::kernels::gpu

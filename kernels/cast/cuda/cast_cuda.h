@@ -41,4 +41,16 @@ absl::Status CastHalfToFloat(float* out,        // (n)
 absl::Status Cast(void* out, DType out_type, const void* in, DType in_type, int64_t n,
                   cudaStream_t stream);
 
+// Gradient accumulation into 16-bit storage: acc[i] = round16(float(acc[i]) + x[i]), rounding to
+// nearest even once (bitwise what kernels/cast/cast.h's AccumulateIntoHalf computes for finite
+// values). acc_type is kBF16 or kF16 (kInvalidArgument otherwise).
+absl::Status AccumulateIntoHalf(void* acc,  // (n) bf16 or f16, updated
+                                DType acc_type,
+                                const float* x,  // (n)
+                                int64_t n, cudaStream_t stream);
+
+// x[i] = value rounded once to x's type (f32, bf16 or f16).
+absl::Status FillTyped(void* x,  // (n)
+                       DType type, float value, int64_t n, cudaStream_t stream);
+
 }  // namespace dstrain::kernels::gpu

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cast/cast.h"
 #include "kernels/cuda_common/test_util.h"
 
 namespace dstrain::kernels::gpu {
@@ -217,6 +218,42 @@ TEST(CastCudaTest, SameTypeCopiesAndEmptyOrInvalid) {
   EXPECT_EQ(CastHalfToFloat(nullptr, nullptr, -2, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(CastBf16ToFloat(nullptr, nullptr, 2, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Accumulating fp32 values into 16-bit storage rounds once, exactly as the CPU kernel does.
+TEST(CastCudaTest, AccumulateIntoHalfMatchesTheCpuKernel) {
+  DT_SKIP_WITHOUT_CUDA_DEVICE();
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-3.f, 3.f);
+  const int64_t n = 1000;
+  std::vector<float> start(n), add(n);
+  for (int64_t i = 0; i < n; ++i) start[i] = u(rng), add[i] = u(rng) * 1e-2f;
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    SCOPED_TRACE(DTypeName(t));
+    std::vector<uint16_t> want(n);
+    kernels::FloatToHalf(t, want.data(), start.data(), n);
+    DeviceBuffer<uint16_t> acc(want);
+    DeviceBuffer<float> x(add);
+    kernels::AccumulateIntoHalf(t, want.data(), add.data(), n);
+    ASSERT_TRUE(AccumulateIntoHalf(acc.get(), t, x.get(), n, nullptr).ok());
+    EXPECT_EQ(acc.ToHost(), want);
+  }
+  EXPECT_EQ(AccumulateIntoHalf(nullptr, DType::kF32, nullptr, 1, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CastCudaTest, FillTypedRoundsTheValueOnce) {
+  DT_SKIP_WITHOUT_CUDA_DEVICE();
+  DeviceBuffer<uint16_t> h(5);
+  ASSERT_TRUE(FillTyped(h.get(), DType::kF16, 1.0f, 5, nullptr).ok());
+  EXPECT_EQ(h.ToHost(), std::vector<uint16_t>(5, 0x3C00));
+  ASSERT_TRUE(FillTyped(h.get(), DType::kBF16, -2.0f, 5, nullptr).ok());
+  EXPECT_EQ(h.ToHost(), std::vector<uint16_t>(5, 0xC000));
+  DeviceBuffer<float> f(3);
+  ASSERT_TRUE(FillTyped(f.get(), DType::kF32, 0.25f, 3, nullptr).ok());
+  EXPECT_EQ(f.ToHost(), std::vector<float>(3, 0.25f));
+  EXPECT_EQ(FillTyped(f.get(), DType::kI32, 0.f, 3, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
 }
 

@@ -11,15 +11,16 @@ constexpr int kMaxThreads = 256;
 // Threads per block for rows of C channels: a multiple of 32, at most kMaxThreads.
 int ThreadsFor(int C) { return std::min(kMaxThreads, (C + kWarpSize - 1) / kWarpSize * kWarpSize); }
 
-// Block = one (b, t) row.
-__global__ void EncoderForwardKernel(float* out, const int32_t* tokens, const float* wte,
+// Block = one (b, t) row. W: float, or __nv_bfloat16 (a bf16 token table, widened exactly).
+template <typename W>
+__global__ void EncoderForwardKernel(float* out, const int32_t* tokens, const W* wte,
                                      const float* wpe, int T, int C) {
   const int64_t row = blockIdx.x;
   const int t = static_cast<int>(row % T);
-  const float* w = wte + static_cast<int64_t>(tokens[row]) * C;
+  const W* w = wte + static_cast<int64_t>(tokens[row]) * C;
   const float* p = wpe + static_cast<int64_t>(t) * C;
   float* o = out + row * C;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) o[c] = w[c] + p[c];
+  for (int c = threadIdx.x; c < C; c += blockDim.x) o[c] = ToFloat(w[c]) + p[c];
 }
 
 // Block = one position t; dwpe[t, c] += Σ_b dout[b, t, c] in b order.
@@ -66,13 +67,21 @@ __global__ void EncoderBackwardWteKernel(float* dwte, const float* dout, const i
 
 }  // namespace
 
-cudaError_t LaunchEncoderForward(float* out, const int32_t* tokens, const float* wte,
+template <typename W>
+cudaError_t LaunchEncoderForward(float* out, const int32_t* tokens, const W* wte,
                                  const float* wpe, int B, int T, int C, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(B) * T;
-  DT_LAUNCH(EncoderForwardKernel, static_cast<unsigned>(rows), ThreadsFor(C), stream, out, tokens,
-            wte, wpe, T, C);
+  auto* kernel = EncoderForwardKernel<W>;
+  DT_LAUNCH(kernel, static_cast<unsigned>(rows), ThreadsFor(C), stream, out, tokens, wte, wpe, T,
+            C);
   return cudaGetLastError();
 }
+
+template cudaError_t LaunchEncoderForward<float>(float*, const int32_t*, const float*,
+                                                 const float*, int, int, int, cudaStream_t);
+template cudaError_t LaunchEncoderForward<__nv_bfloat16>(float*, const int32_t*,
+                                                         const __nv_bfloat16*, const float*, int,
+                                                         int, int, cudaStream_t);
 
 cudaError_t LaunchEncoderBackward(float* dwte, float* dwpe, const float* dout,
                                   const int32_t* tokens, int B, int T, int C, cudaStream_t stream) {

@@ -16,10 +16,9 @@ absl::Status CheckShape(int B, int T, int C) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::Status EncoderForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
-                            int B, int T, int C, cudaStream_t stream) {
+template <typename W>
+absl::Status Forward(float* out, const int32_t* tokens, const W* wte, const float* wpe, int B,
+                     int T, int C, cudaStream_t stream) {
   DT_RETURN_IF_ERROR(CheckShape(B, T, C));
   if (int64_t{B} * T * C == 0) return absl::OkStatus();
   if (out == nullptr || tokens == nullptr || wte == nullptr || wpe == nullptr) {
@@ -27,6 +26,18 @@ absl::Status EncoderForward(float* out, const int32_t* tokens, const float* wte,
   }
   DT_CUDA_RETURN_IF_ERROR(LaunchEncoderForward(out, tokens, wte, wpe, B, T, C, stream));
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status EncoderForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
+                            int B, int T, int C, cudaStream_t stream) {
+  return Forward(out, tokens, wte, wpe, B, T, C, stream);
+}
+
+absl::Status EncoderForwardBf16(float* out, const int32_t* tokens, const __nv_bfloat16* wte,
+                                const float* wpe, int B, int T, int C, cudaStream_t stream) {
+  return Forward(out, tokens, wte, wpe, B, T, C, stream);
 }
 
 absl::Status EncoderBackward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,

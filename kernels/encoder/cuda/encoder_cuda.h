@@ -15,6 +15,7 @@
 // for negative sizes or null pointers with work to do; CUDA failures via CudaToStatus.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -28,6 +29,14 @@ absl::Status EncoderForward(float* out,             // (B, T, C)
                             const float* wte,       // (Vp, C)
                             const float* wpe,       // (maxT, C), maxT >= T
                             int B, int T, int C, cudaStream_t stream);
+
+// The same with a bf16 token table (bf16 parameter storage), each row widened exactly as read:
+// bitwise EncoderForward on the widened table.
+absl::Status EncoderForwardBf16(float* out,                // (B, T, C)
+                                const int32_t* tokens,     // (B, T)
+                                const __nv_bfloat16* wte,  // (Vp, C)
+                                const float* wpe,          // (maxT, C), maxT >= T
+                                int B, int T, int C, cudaStream_t stream);
 
 absl::Status EncoderBackward(float* dwte,            // (Vp, C) accumulated
                              float* dwpe,            // (maxT, C) accumulated, rows [0, T) touched

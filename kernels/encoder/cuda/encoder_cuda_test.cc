@@ -59,6 +59,35 @@ TEST(EncoderCudaTest, ForwardMatchesReference) {
   }
 }
 
+// The bf16 table: each row widened exactly, so the result is the fp32 kernel's on the widened
+// table, to the bit.
+TEST(EncoderCudaTest, Bf16TableIsTheWidenedTable) {
+  DT_SKIP_WITHOUT_CUDA_DEVICE();
+  for (const Shape& s : kShapes) {
+    SCOPED_TRACE(::testing::Message() << s.B << "x" << s.T << "x" << s.C);
+    const int64_t n = int64_t{s.B} * s.T * s.C, table = int64_t{s.V} * s.C;
+    const auto tokens = RandomInts(int64_t{s.B} * s.T, 4, s.V);
+    const auto wte = RandomFloats(table, 5);
+    const auto wpe = RandomFloats(int64_t{s.maxT} * s.C, 6);
+    std::vector<__nv_bfloat16> wte16(table);
+    std::vector<float> widened(table);
+    for (int64_t i = 0; i < table; ++i) {
+      wte16[i] = __float2bfloat16_rn(wte[i]);
+      widened[i] = __bfloat162float(wte16[i]);
+    }
+    DeviceBuffer<int32_t> d_tokens(tokens);
+    DeviceBuffer<__nv_bfloat16> d_wte16(wte16);
+    DeviceBuffer<float> d_widened(widened), d_wpe(wpe), got(n), want(n);
+    ASSERT_TRUE(EncoderForwardBf16(got.get(), d_tokens.get(), d_wte16.get(), d_wpe.get(), s.B, s.T,
+                                   s.C, nullptr)
+                    .ok());
+    ASSERT_TRUE(EncoderForward(want.get(), d_tokens.get(), d_widened.get(), d_wpe.get(), s.B, s.T,
+                               s.C, nullptr)
+                    .ok());
+    EXPECT_EQ(got.ToHost(), want.ToHost());
+  }
+}
+
 TEST(EncoderCudaTest, BackwardAccumulatesOverTwoMicroStepsDeterministically) {
   DT_SKIP_WITHOUT_CUDA_DEVICE();
   for (const Shape& s : kShapes) {

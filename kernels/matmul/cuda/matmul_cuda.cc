@@ -186,4 +186,50 @@ absl::Status MatmulBackwardBf16(const CublasContext& ctx, __nv_bfloat16* dinp, f
                   accumulate_dinp);
 }
 
+absl::Status MatmulForwardMixed(const CublasContext& ctx, float* out, const __nv_bfloat16* inp,
+                                const __nv_bfloat16* weight, const float* bias, int64_t M,
+                                int64_t K, int64_t N) {
+  DT_RETURN_IF_ERROR(CheckMatmulShape("MatmulForwardMixed", M, K, N));
+  if (M == 0 || N == 0) return absl::OkStatus();
+  if (out == nullptr || (K > 0 && (inp == nullptr || weight == nullptr))) {
+    return absl::InvalidArgumentError("MatmulForwardMixed: null pointer");
+  }
+  float beta = 0.0f;
+  if (bias != nullptr) {
+    DT_CUDA_RETURN_IF_ERROR(LaunchBroadcastBias(out, bias, M, static_cast<int>(N), ctx.stream()));
+    beta = 1.0f;
+  }
+  if (K == 0) {
+    if (bias == nullptr) {
+      DT_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, M * N * sizeof(float), ctx.stream()));
+    }
+    return absl::OkStatus();
+  }
+  return GemmRowMajor(ctx, false, true, M, N, K, 1.0f, inp, K, 0, weight, K, 0, DType::kBF16, beta,
+                      out, N, 0, DType::kF32);
+}
+
+absl::Status MatmulBackwardMixed(const CublasContext& ctx, float* dinp, float* dweight,
+                                 float* dbias, const __nv_bfloat16* dout16, const float* dout,
+                                 const __nv_bfloat16* inp, const __nv_bfloat16* weight, int64_t M,
+                                 int64_t K, int64_t N, bool accumulate_dweight) {
+  DT_RETURN_IF_ERROR(CheckMatmulShape("MatmulBackwardMixed", M, K, N));
+  if (M == 0 || N == 0 || K == 0) return absl::OkStatus();
+  if (dinp == nullptr || dweight == nullptr || dout16 == nullptr || inp == nullptr ||
+      weight == nullptr || (dbias != nullptr && dout == nullptr)) {
+    return absl::InvalidArgumentError("MatmulBackwardMixed: null pointer");
+  }
+  // dinp (M, K) = dout (M, N) · weight (N, K)
+  DT_RETURN_IF_ERROR(GemmRowMajor(ctx, false, false, M, K, N, 1.0f, dout16, N, 0, weight, K, 0,
+                                  DType::kBF16, 0.0f, dinp, K, 0, DType::kF32));
+  // dweight (N, K) (+)= dout (M, N)ᵀ · inp (M, K)
+  DT_RETURN_IF_ERROR(GemmRowMajor(ctx, true, false, N, K, M, 1.0f, dout16, N, 0, inp, K, 0,
+                                  DType::kBF16, accumulate_dweight ? 1.0f : 0.0f, dweight, K, 0,
+                                  DType::kF32));
+  if (dbias != nullptr) {
+    DT_CUDA_RETURN_IF_ERROR(LaunchAddBiasGrad(dbias, dout, M, static_cast<int>(N), ctx.stream()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace dstrain::kernels::gpu

@@ -108,4 +108,25 @@ absl::Status MatmulBackwardBf16(const CublasContext& ctx,
                                 const __nv_bfloat16* weight,  // (N, K)
                                 int64_t M, int64_t K, int64_t N, bool accumulate_dinp = false);
 
+// bf16 mixed precision with fp32 activations: the products take bf16 operands (the caller rounds
+// them) and accumulate in fp32 into fp32 outputs; the bias is added and its gradient summed in
+// fp32. Forward: out (M, N) = inp16 · weight16ᵀ + bias (overwritten).
+absl::Status MatmulForwardMixed(const CublasContext& ctx,
+                                float* out,                   // (M, N)
+                                const __nv_bfloat16* inp,     // (M, K)
+                                const __nv_bfloat16* weight,  // (N, K)
+                                const float* bias,            // (N) or null
+                                int64_t M, int64_t K, int64_t N);
+// Backward: dinp (M, K) = dout16 · weight16 (overwritten); dweight (N, K) += dout16ᵀ · inp16, or
+// = when !accumulate_dweight; dbias (N) += the column sums of the fp32 dout (null: skipped).
+absl::Status MatmulBackwardMixed(const CublasContext& ctx,
+                                 float* dinp,                  // (M, K)
+                                 float* dweight,               // (N, K)
+                                 float* dbias,                 // (N) or null
+                                 const __nv_bfloat16* dout16,  // (M, N)
+                                 const float* dout,            // (M, N), for dbias
+                                 const __nv_bfloat16* inp,     // (M, K)
+                                 const __nv_bfloat16* weight,  // (N, K)
+                                 int64_t M, int64_t K, int64_t N, bool accumulate_dweight = true);
+
 }  // namespace dstrain::kernels::gpu

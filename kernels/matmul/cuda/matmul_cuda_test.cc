@@ -196,6 +196,45 @@ TEST(MatmulCudaTest, Bf16ForwardAndBackward) {
   }
 }
 
+// Mixed: bf16 operands (exact in the reference), fp32 outputs, so only the fp32 accumulation
+// rounds; dweight is overwritten or accumulated; dbias sums the fp32 dout (not its rounding).
+TEST(MatmulCudaTest, MixedForwardAndBackwardKeepFp32Outputs) {
+  DT_SKIP_WITHOUT_CUDA_DEVICE();
+  auto ctx = Context();
+  ASSERT_NE(ctx, nullptr);
+  for (const Shape& s : kShapes) {
+    SCOPED_TRACE(::testing::Message() << s.M << "x" << s.K << "x" << s.N);
+    const auto x = FromBf16(ToBf16(RandomFloats(s.M * s.K, 31)));
+    const auto w = FromBf16(ToBf16(RandomFloats(s.N * s.K, 32)));
+    const auto b = RandomFloats(s.N, 33);
+    const auto dy32 = RandomFloats(s.M * s.N, 34);
+    const auto dy = FromBf16(ToBf16(dy32));
+    DeviceBuffer<__nv_bfloat16> d_x(ToBf16(x)), d_w(ToBf16(w)), d_dy(ToBf16(dy));
+    DeviceBuffer<float> d_b(b), d_dy32(dy32), out(s.M * s.N), dx(s.M * s.K), dw(s.N * s.K), db(s.N);
+    ASSERT_TRUE(
+        MatmulForwardMixed(*ctx, out.get(), d_x.get(), d_w.get(), d_b.get(), s.M, s.K, s.N).ok());
+    EXPECT_TRUE(AllClose(out.ToHost(), Forward(x, w, &b, s), Tol(s.K), 0));
+    for (bool accumulate : {false, true}) {
+      SCOPED_TRACE(accumulate);
+      const std::vector<float> dw0 = RandomFloats(s.N * s.K, 35);
+      dw.Upload(dw0);
+      db.Upload(std::vector<float>(s.N, 0.f));
+      ASSERT_TRUE(MatmulBackwardMixed(*ctx, dx.get(), dw.get(), db.get(), d_dy.get(), d_dy32.get(),
+                                      d_x.get(), d_w.get(), s.M, s.K, s.N, accumulate)
+                      .ok());
+      std::vector<double> want_dx(s.M * s.K), want_dw(s.N * s.K), unused(s.N), want_db(s.N);
+      if (accumulate) want_dw.assign(dw0.begin(), dw0.end());
+      BackwardAccumulate(want_dx, want_dw, unused, dy, x, w, s, false);
+      for (int64_t j = 0; j < s.N; ++j) {
+        for (int64_t i = 0; i < s.M; ++i) want_db[j] += dy32[i * s.N + j];
+      }
+      EXPECT_TRUE(AllClose(dx.ToHost(), want_dx, Tol(s.N), 0));
+      EXPECT_TRUE(AllClose(dw.ToHost(), want_dw, Tol(s.M), 0));
+      EXPECT_TRUE(AllClose(db.ToHost(), want_db, Tol(s.M), 0));
+    }
+  }
+}
+
 // Every transpose combination, batched, with padded row strides and batch strides: the padding of
 // C must stay untouched.
 TEST(MatmulCudaTest, GemmRowMajorTransposesBatchesAndStrides) {
