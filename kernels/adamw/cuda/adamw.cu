@@ -36,8 +36,8 @@ __global__ void AdamWKernel(float* param, const float* grad, float* m, float* v,
 }
 
 template <typename Half, typename Grad>
-__global__ void AdamWMixedKernel(Half* param16, float* master, const Grad* grad, float* m,
-                                 float* v, int64_t n, AdamWConsts k) {
+__global__ void AdamWMixedKernel(Half* param16, float* master, const Grad* grad, float* m, float* v,
+                                 int64_t n, AdamWConsts k) {
   for (int64_t i = GridStrideBegin(); i < n; i += GridStrideStep()) {
     const Moments r = Step(master[i], ToFloat(grad[i]), m[i], v[i], k);
     master[i] = r.p;
@@ -59,8 +59,8 @@ template <typename Half, typename Grad>
 cudaError_t LaunchAdamWMixed(Half* param16, float* master, const Grad* grad, float* m, float* v,
                              int64_t n, const AdamWConsts& k, cudaStream_t stream) {
   auto* kernel = AdamWMixedKernel<Half, Grad>;
-  DT_LAUNCH(kernel, GridStrideBlocks(n, kThreads), kThreads, stream, param16, master, grad, m, v,
-            n, k);
+  DT_LAUNCH(kernel, GridStrideBlocks(n, kThreads), kThreads, stream, param16, master, grad, m, v, n,
+            k);
   return cudaGetLastError();
 }
 

@@ -82,7 +82,7 @@ cudaError_t LaunchCast(void* out, DType out_type, const void* in, DType in_type,
 }
 
 cudaError_t LaunchAccumulateInto(void* acc, DType acc_type, const float* x, int64_t n,
-                                cudaStream_t stream) {
+                                 cudaStream_t stream) {
   switch (acc_type) {
     case DType::kBF16:
       return LaunchAccumulate<__nv_bfloat16>(acc, x, n, stream);

@@ -54,7 +54,8 @@ absl::Status AccumulateIntoHalf(void* acc, DType acc_type, const float* x, int64
 absl::Status FillTyped(void* x, DType type, float value, int64_t n, cudaStream_t stream) {
   if (n < 0) return absl::InvalidArgumentError(absl::StrCat("FillTyped: n = ", n));
   if (type != DType::kF32 && !IsHalf(type)) {
-    return absl::InvalidArgumentError(absl::StrCat("FillTyped: ", DTypeName(type), " (f32, bf16 or f16)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("FillTyped: ", DTypeName(type), " (f32, bf16 or f16)"));
   }
   if (n == 0) return absl::OkStatus();
   if (x == nullptr) return absl::InvalidArgumentError("FillTyped: null pointer");

@@ -68,8 +68,8 @@ __global__ void EncoderBackwardWteKernel(float* dwte, const float* dout, const i
 }  // namespace
 
 template <typename W>
-cudaError_t LaunchEncoderForward(float* out, const int32_t* tokens, const W* wte,
-                                 const float* wpe, int B, int T, int C, cudaStream_t stream) {
+cudaError_t LaunchEncoderForward(float* out, const int32_t* tokens, const W* wte, const float* wpe,
+                                 int B, int T, int C, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(B) * T;
   auto* kernel = EncoderForwardKernel<W>;
   DT_LAUNCH(kernel, static_cast<unsigned>(rows), ThreadsFor(C), stream, out, tokens, wte, wpe, T,
@@ -77,8 +77,8 @@ cudaError_t LaunchEncoderForward(float* out, const int32_t* tokens, const W* wte
   return cudaGetLastError();
 }
 
-template cudaError_t LaunchEncoderForward<float>(float*, const int32_t*, const float*,
-                                                 const float*, int, int, int, cudaStream_t);
+template cudaError_t LaunchEncoderForward<float>(float*, const int32_t*, const float*, const float*,
+                                                 int, int, int, cudaStream_t);
 template cudaError_t LaunchEncoderForward<__nv_bfloat16>(float*, const int32_t*,
                                                          const __nv_bfloat16*, const float*, int,
                                                          int, int, cudaStream_t);
