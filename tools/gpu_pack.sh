@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Packs the GPU checks for a machine that has a GPU but no Bazel and no Debian -dev packages (a
-# lent, offline GPU box): builds every test tagged "gpu" and kernel_bench here with CUDA, copies
-# the binaries and the shared libraries they need (our own and Debian's, not glibc, not the CUDA
-# toolkit's, not the driver's) into DIR, and writes DIR/run.sh, which runs them all there against
-# that machine's CUDA runtime, cuBLAS and NCCL and ends with the same summary as tools/gpu_check.sh.
+# lent, offline GPU box): builds every test tagged "gpu", kernel_bench, the `dstrain` CLI and the
+# training benchmark here with CUDA, copies the binaries and the shared libraries they need (our
+# own and Debian's, not glibc, not the CUDA toolkit's, not the driver's) into DIR with the GPU
+# benchmark's scripts, and writes DIR/run.sh, which runs them all there against that machine's
+# CUDA runtime, cuBLAS and NCCL and ends with the same summary as tools/gpu_check.sh.
 #
 #   tools/gpu_pack.sh DIR        # here: build and pack (DIR is replaced)
-#   DIR/run.sh [--quick]         # there: run every GPU test, then kernel_bench
+#   DIR/run.sh [--quick]         # there: every GPU test, kernel_bench, then bench/gpu (GPT-2
+#                                # 124M against the machine's PyTorch; skipped with --quick)
 #
 # The CUDA libraries stay behind on purpose: cuBLAS and NCCL alone are ~1 GB, and a GPU machine
 # has them (the toolkit's lib64, or the nvidia-* Python wheels next to PyTorch).
@@ -20,13 +22,15 @@ fi
 dest=$1
 
 targets=$(bazel query 'attr(tags, "gpu", tests(//...))' 2>/dev/null)
-bazel build $targets //kernels/cuda_common/bench:kernel_bench
+tools="//kernels/cuda_common/bench:kernel_bench //client/cli:dstrain //bench/train_throughput:dstrain_bench"
+bazel build $targets $tools
 bin=$(bazel info bazel-bin 2>/dev/null)
 
 rm -rf "$dest"
-mkdir -p "$dest/bin" "$dest/lib" "$dest/lib/fallback"
+mkdir -p "$dest/bin" "$dest/lib" "$dest/lib/fallback" "$dest/bench"
+cp bench/gpu/gpu_bench.sh bench/gpu/torch_gpu_bench.py "$dest/bench/"
 binaries=()
-for t in $targets //kernels/cuda_common/bench:kernel_bench; do
+for t in $targets $tools; do
   path=${t#//}
   path=${path/://}
   cp "$bin/$path" "$dest/bin/"
@@ -91,7 +95,15 @@ fi
 echo "GPU tests: $passed passed, $failed failed, $skipped skipped${broken:+; failing binaries: ${broken[*]}}"
 echo "=== kernel_bench ==="
 "$here/bin/kernel_bench" "${bench_flags[@]}" || status=1
+if [[ "${1:-}" != "--quick" ]]; then
+  echo "=== bench/gpu: GPT-2 124M, dstrain against PyTorch ==="
+  "$here/bench/gpu_bench.sh" "${GPU_BENCH_ROUNDS:-1}" "$here/bin/dstrain_bench" || status=1
+fi
 exit $status
 EOF
 chmod +x "$dest/run.sh"
-du -sh "$dest"
+# Symbols are not needed there; without them, and compressed, the pack fits what a device call
+# carries (tens of MB): DIR.tar.xz unpacks to DIR.
+strip --strip-unneeded "$dest"/bin/* "$dest"/lib/*.so* "$dest"/lib/fallback/* 2>/dev/null || true
+tar -C "$(dirname "$dest")" -cJf "$dest.tar.xz" "$(basename "$dest")"
+du -sh "$dest" "$dest.tar.xz"

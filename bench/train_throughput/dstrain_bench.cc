@@ -1,10 +1,13 @@
 // Training throughput of dstrain's engine: forward + backward + AdamW on random tokens.
 //
 //   dstrain_bench --layers 4 --embd 256 --heads 4 --vocab 8192 --seq 256 --batch 8 --steps 10
-//                 [--precision fp32|bf16|fp16]
+//                 [--precision fp32|bf16|fp16] [--device cpu|cuda] [--peak-tflops F]
 //
-// Prints one JSON line: {"tokens_per_s": median over the measured steps, ...}. The same model in
-// PyTorch is timed by torch_bench.py; train_throughput.sh runs both and prints the ratio.
+// Prints one JSON line: {"tokens_per_s": median over the measured steps, ...}; on CUDA also the
+// device's peak memory and, with --peak-tflops (the device's dense peak for the precision), the
+// model FLOPs utilisation: (6·N + 12·L·T·C) FLOPs per token (forward and backward of the weights
+// plus attention) times tokens/s over the peak. The same model in PyTorch is timed by
+// torch_bench.py (CPU) and bench/gpu/torch_gpu_bench.py (GPU); the scripts beside them run both.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +19,9 @@
 #include "common/runtime/process_init.h"
 #include "worker/config/config.h"
 #include "worker/device/cpu/cpu_ops.h"
+#if DSTRAIN_HAVE_CUDA
+#include "worker/device/cuda/cuda_ops.h"
+#endif
 #include "worker/engine/engine.h"
 #include "worker/model/gpt.h"
 #include "worker/trainer/trainer.h"
@@ -24,10 +30,11 @@ namespace dstrain {
 namespace {
 
 int Run(int argc, char** argv) {
-  auto args = flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
-                               {"layers", "embd", "heads", "vocab", "padded-vocab", "seq", "batch",
-                                "steps", "warmup", "threads", "max-seq", "precision"},
-                               {});
+  auto args =
+      flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
+                       {"layers", "embd", "heads", "vocab", "padded-vocab", "seq", "batch", "steps",
+                        "warmup", "threads", "max-seq", "precision", "device", "peak-tflops"},
+                       {});
   if (!args.ok()) {
     absl::FPrintF(stderr, "%s\n", args.status().message());
     return 2;
@@ -63,10 +70,30 @@ int Run(int argc, char** argv) {
     absl::FPrintF(stderr, "%s\n", spec.status().message());
     return 2;
   }
-  tensor::CpuAllocator allocator;
-  device::CpuOps ops(&allocator);
+  const std::string device_name = args->Has("device") ? args->Get("device") : "cpu";
+  tensor::CpuAllocator cpu_allocator;
+  std::unique_ptr<device::Ops> ops;
+  if (device_name == "cpu") {
+    ops = std::make_unique<device::CpuOps>(&cpu_allocator);
+  } else if (device_name == "cuda") {
+#if DSTRAIN_HAVE_CUDA
+    auto cuda = device::CudaOps::Create({});
+    if (!cuda.ok()) {
+      absl::FPrintF(stderr, "%s\n", cuda.status().message());
+      return 1;
+    }
+    ops = std::move(*cuda);
+#else
+    absl::FPrintF(stderr, "--device cuda: this build has no CUDA\n");
+    return 2;
+#endif
+  } else {
+    absl::FPrintF(stderr, "--device: expected cpu or cuda, got %s\n", device_name);
+    return 2;
+  }
+  tensor::Allocator& allocator = *ops->allocator();
   model::GptConfig mc{L, NH, C, V, Vp, maxT};
-  auto gpt = model::Gpt::Create(mc, &ops);
+  auto gpt = model::Gpt::Create(mc, ops.get());
   if (!gpt.ok()) {
     absl::FPrintF(stderr, "%s\n", gpt.status().message());
     return 2;
@@ -89,8 +116,9 @@ int Run(int argc, char** argv) {
     auto loss = (*engine)->Forward(x.data(), y.data());
     auto st = (*engine)->Backward();
     auto step = (*engine)->Step();
+    const absl::Status synced = ops->Synchronize();  // the step's device work is done
     const auto t1 = std::chrono::steady_clock::now();
-    if (!loss.ok() || !st.ok() || !step.ok()) {
+    if (!loss.ok() || !st.ok() || !step.ok() || !synced.ok()) {
       absl::FPrintF(stderr, "step failed\n");
       return 1;
     }
@@ -99,11 +127,15 @@ int Run(int argc, char** argv) {
   std::sort(secs.begin(), secs.end());
   const double median = secs[secs.size() / 2];
   const double params = (*engine)->model().layout().num_parameters();
+  const double tokens_per_s = B * T / median;
+  const double flops_per_token = 6.0 * params + 12.0 * L * T * C;
+  const double peak = *args->GetDouble("peak-tflops", 0) * 1e12;
   absl::PrintF(
-      "{\"impl\": \"dstrain\", \"tokens_per_s\": %.1f, \"step_s\": %.4f, \"min_step_s\": %.4f, "
-      "\"params\": %.0f, \"threads\": %d, \"precision\": \"%s\", \"mem_peak_bytes\": %d}\n",
-      B * T / median, median, secs.front(), params, threads, precision,
-      allocator.Stats().total_peak);
+      "{\"impl\": \"dstrain\", \"device\": \"%s\", \"tokens_per_s\": %.1f, \"step_s\": %.4f, "
+      "\"min_step_s\": %.4f, \"params\": %.0f, \"threads\": %d, \"precision\": \"%s\", "
+      "\"mem_peak_bytes\": %d, \"mfu\": %.4f}\n",
+      ops->Describe(), tokens_per_s, median, secs.front(), params, threads, precision,
+      allocator.Stats().total_peak, peak > 0 ? tokens_per_s * flops_per_token / peak : 0.0);
   return 0;
 }
 
