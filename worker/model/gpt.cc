@@ -65,8 +65,16 @@ void Gpt::InitParams(float* params, uint64_t seed) const {
   }
 }
 
+void Gpt::set_activation_plan(const ActivationPlan& plan) { plan_ = plan; }
+
 absl::Status Gpt::Prepare(int B, int T) {
-  if (B == B_ && T == T_) return absl::OkStatus();
+  if (B == B_ && T == T_ && plan_.buffers == prepared_plan_.buffers &&
+      plan_.checkpoint == prepared_plan_.checkpoint) {
+    return absl::OkStatus();
+  }
+  if (plan_.buffers < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("activation buffers: ", plan_.buffers));
+  }
   acts_.clear();
   acts_.resize(kNumGptActivations);
   B_ = T_ = 0;
@@ -74,41 +82,54 @@ absl::Status Gpt::Prepare(int B, int T) {
   const DeviceSizes device{ops_->AttentionStateElements(B, T, C, NH),
                            ops_->AttentionScratchElements(B, T, C, NH)};
   for (int row = 0; row < kNumGptActivations; ++row) {
-    const int copies = ActCopies(row, config_, range_);
+    const int copies = ActCopies(row, config_, range_, plan_);
     if (copies == 0) continue;
     const ActRow& r = kGptActivations[row];
-    const int64_t n = ActElements(row, config_, B, T, device);
-    // Per-token rows are (copies, B, T, width) (width 1 dropped); device-sized rows (copies, n).
-    std::vector<int64_t> shape;
-    if (r.owner == ActOwner::kBlock) shape.push_back(copies);
+    // Every row is (copies, B, T, width) (width 1 dropped), or (copies, n) when device-sized.
+    std::vector<int64_t> shape = {copies};
     if (r.size == ActSize::kPerToken) {
       shape.push_back(B);
       shape.push_back(T);
       const int64_t width = Resolve(r.per_token, config_);
       if (width != 1) shape.push_back(width);
     } else {
-      shape.push_back(n);
+      shape.push_back(ActElements(row, config_, B, T, device));
     }
     DT_ASSIGN_OR_RETURN(acts_[row], tensor::Tensor::Empty(ops_->allocator(), r.dtype, shape,
                                                           tensor::MemoryCategory::kActivations));
   }
+  backward_ready_.assign(plan_.buffers, false);
+  prepared_plan_ = plan_;
   B_ = B;
   T_ = T;
   return absl::OkStatus();
 }
 
-View Gpt::Act(int act, int layer) const {
+View Gpt::Act(int act, int layer, int buffer) const {
   const View all = acts_[act].view();
-  return kGptActivations[act].owner == ActOwner::kBlock ? all[layer - range_.first] : all;
+  const int blocks = range_.Count(config_.n_layer);
+  switch (kGptActivations[act].owner) {
+    case ActOwner::kBlock:
+      // Under activation checkpointing one set serves every block and buffer in turn.
+      return all[prepared_plan_.checkpoint ? 0 : buffer * blocks + (layer - range_.first)];
+    case ActOwner::kBlockOutput:
+      return all[buffer * blocks + (layer - range_.first)];
+    case ActOwner::kBackward:
+      return all[0];
+    default:
+      return all[buffer];
+  }
 }
 
-View Gpt::stage_input() const { return Act(kEncoded); }
-View Gpt::stage_output() const { return Act(kResidual3, range_.End(config_.n_layer) - 1); }
+View Gpt::BlockInput(int layer, int buffer) const {
+  return layer == range_.first ? Act(kEncoded, -1, buffer) : Act(kResidual3, layer - 1, buffer);
+}
+
+View Gpt::stage_input(int buffer) const { return Act(kEncoded, -1, buffer); }
+View Gpt::stage_output(int buffer) const {
+  return Act(kResidual3, range_.End(config_.n_layer) - 1, buffer);
+}
 View Gpt::stage_output_grad() const { return Act(kDstream); }
-
-absl::StatusOr<ModuleParams> Gpt::Params(ParamAccess& access, int module, Pass pass) const {
-  return access.AcquireParams(module, pass);
-}
 
 absl::Status Gpt::CheckBatch(const int32_t* tokens, const int32_t* targets, int B, int T) const {
   if (B <= 0 || T <= 0 || T > config_.block_size) {
@@ -131,120 +152,134 @@ absl::Status Gpt::CheckBatch(const int32_t* tokens, const int32_t* targets, int 
 }
 
 absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,
-                                   const int32_t* targets, int B, int T, float dloss) {
-  backward_ready_ = false;
+                                   const int32_t* targets, int B, int T, float dloss, int buffer) {
   DT_RETURN_IF_ERROR(CheckBatch(tokens, targets, B, T));
   DT_RETURN_IF_ERROR(Prepare(B, T));
-  if (range_.Embeds()) DT_RETURN_IF_ERROR(EmbedForward(access, tokens));
+  if (buffer < 0 || buffer >= prepared_plan_.buffers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("activation buffer ", buffer, " of ", prepared_plan_.buffers));
+  }
+  backward_ready_[buffer] = false;
+  if (range_.Embeds()) DT_RETURN_IF_ERROR(EmbedForward(access, tokens, buffer));
   for (int l = range_.first; l < range_.End(config_.n_layer); ++l) {
-    DT_RETURN_IF_ERROR(BlockForward(access, l));
+    DT_RETURN_IF_ERROR(BlockForward(access, l, buffer));
   }
   float loss = 0.f;
   if (range_.HasHead(config_.n_layer)) {
-    DT_ASSIGN_OR_RETURN(loss, HeadForward(access, targets, dloss));
-    backward_ready_ = targets != nullptr && dloss > 0.f;
+    DT_ASSIGN_OR_RETURN(loss, HeadForward(access, targets, dloss, buffer));
+    backward_ready_[buffer] = targets != nullptr && dloss > 0.f;
   } else {
-    backward_ready_ = dloss > 0.f;
+    backward_ready_[buffer] = dloss > 0.f;
   }
   DT_RETURN_IF_ERROR(ops_->status());
   return loss;
 }
 
 // Phase 1: embeddings. encoded (B,T,C) = wte[tokens] + wpe[0..T)
-absl::Status Gpt::EmbedForward(ParamAccess& access, const int32_t* tokens) {
-  ops_->CopyFromHost(Act(kTokens), tokens);
-  DT_ASSIGN_OR_RETURN(ModuleParams emb, Params(access, embedding_module_, Pass::kForward));
-  ops_->EncoderForward(Act(kEncoded), Act(kTokens), emb[kWte], emb[kWpe]);
+absl::Status Gpt::EmbedForward(ParamAccess& access, const int32_t* tokens, int buffer) {
+  ops_->CopyFromHost(Act(kTokens, -1, buffer), tokens);
+  DT_ASSIGN_OR_RETURN(ModuleParams emb, access.AcquireParams(embedding_module_, Pass::kForward));
+  ops_->EncoderForward(Act(kEncoded, -1, buffer), Act(kTokens, -1, buffer), emb[kWte], emb[kWpe]);
   DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kForward));
   return ops_->status();
 }
 
 // Phase 2: a transformer block, reading the residual stream the previous one left.
-absl::Status Gpt::BlockForward(ParamAccess& access, int l) {
+absl::Status Gpt::BlockForward(ParamAccess& access, int l, int buffer) {
   const int module = block_modules_[l - range_.first];
-  DT_ASSIGN_OR_RETURN(ModuleParams w, Params(access, module, Pass::kForward));
+  DT_ASSIGN_OR_RETURN(ModuleParams w, access.AcquireParams(module, Pass::kForward));
+  BlockCompute(w, l, buffer);
+  DT_RETURN_IF_ERROR(access.ReleaseParams(module, Pass::kForward));
+  return ops_->status();
+}
+
+void Gpt::BlockCompute(const ModuleParams& w, int l, int b) {
   device::Ops& ops = *ops_;
   const device::LinearOptions linear{matmul_};
-  const View x = l == range_.first ? Act(kEncoded) : Act(kResidual3, l - 1);  // (B,T,C)
-  const View residual2 = Act(kResidual2, l), residual3 = Act(kResidual3, l);
-  ops.LayerNormForward(Act(kLn1, l), Act(kLn1Mean, l), Act(kLn1Rstd, l), x, w[kLn1w], w[kLn1b]);
-  ops.LinearForward(Act(kQkv, l), Act(kLn1, l), w[kQkvw], w[kQkvb], linear);
-  ops.AttentionForward(Act(kAtty, l), Act(kAtt, l), Act(kQkv, l), config_.n_head);
+  const View x = BlockInput(l, b);  // (B,T,C)
+  const View residual2 = Act(kResidual2, l, b), residual3 = Act(kResidual3, l, b);
+  ops.LayerNormForward(Act(kLn1, l, b), Act(kLn1Mean, l, b), Act(kLn1Rstd, l, b), x, w[kLn1w],
+                       w[kLn1b]);
+  ops.LinearForward(Act(kQkv, l, b), Act(kLn1, l, b), w[kQkvw], w[kQkvb], linear);
+  ops.AttentionForward(Act(kAtty, l, b), Act(kAtt, l, b), Act(kQkv, l, b), config_.n_head);
   // attproj goes straight into residual2, then the skip connection is added in place.
-  ops.LinearForward(residual2, Act(kAtty, l), w[kAttprojw], w[kAttprojb], linear);
+  ops.LinearForward(residual2, Act(kAtty, l, b), w[kAttprojw], w[kAttprojb], linear);
   ops.AddInto(residual2, x);
-  ops.LayerNormForward(Act(kLn2, l), Act(kLn2Mean, l), Act(kLn2Rstd, l), residual2, w[kLn2w],
-                       w[kLn2b]);
+  ops.LayerNormForward(Act(kLn2, l, b), Act(kLn2Mean, l, b), Act(kLn2Rstd, l, b), residual2,
+                       w[kLn2w], w[kLn2b]);
   device::LinearOptions fc = linear;
-  fc.output_gelu = Act(kFch, l);  // fch = ln2 · fcwᵀ + fcb, fch_gelu = gelu(fch)
-  ops.LinearForward(Act(kFchGelu, l), Act(kLn2, l), w[kFcw], w[kFcb], fc);
-  ops.LinearForward(residual3, Act(kFchGelu, l), w[kFcprojw], w[kFcprojb], linear);
+  fc.output_gelu = Act(kFch, l, b);  // fch = ln2 · fcwᵀ + fcb, fch_gelu = gelu(fch)
+  ops.LinearForward(Act(kFchGelu, l, b), Act(kLn2, l, b), w[kFcw], w[kFcb], fc);
+  ops.LinearForward(residual3, Act(kFchGelu, l, b), w[kFcprojw], w[kFcprojb], linear);
   ops.AddInto(residual3, residual2);
-  DT_RETURN_IF_ERROR(access.ReleaseParams(module, Pass::kForward));
-  return ops.status();
 }
 
 // Phase 3: final LayerNorm, the tied LM head (logits (B,T,Vp) = lnf · wteᵀ) and the loss, with
 // its backward fused in when training (the logits become dlogits).
-absl::StatusOr<float> Gpt::HeadForward(ParamAccess& access, const int32_t* targets, float dloss) {
+absl::StatusOr<float> Gpt::HeadForward(ParamAccess& access, const int32_t* targets, float dloss,
+                                       int b) {
   device::Ops& ops = *ops_;
   {
-    DT_ASSIGN_OR_RETURN(ModuleParams fin, Params(access, final_module_, Pass::kForward));
-    DT_ASSIGN_OR_RETURN(ModuleParams emb, Params(access, embedding_module_, Pass::kForward));
-    ops.LayerNormForward(Act(kLnf), Act(kLnfMean), Act(kLnfRstd), stage_output(), fin[kLnfw],
-                         fin[kLnfb]);
-    ops.LinearForward(Act(kLogits), Act(kLnf), emb[kWte], View(), {matmul_});
+    DT_ASSIGN_OR_RETURN(ModuleParams fin, access.AcquireParams(final_module_, Pass::kForward));
+    DT_ASSIGN_OR_RETURN(ModuleParams emb, access.AcquireParams(embedding_module_, Pass::kForward));
+    ops.LayerNormForward(Act(kLnf, -1, b), Act(kLnfMean, -1, b), Act(kLnfRstd, -1, b),
+                         stage_output(b), fin[kLnfw], fin[kLnfb]);
+    ops.LinearForward(Act(kLogits, -1, b), Act(kLnf, -1, b), emb[kWte], View(), {matmul_});
     DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kForward));
     DT_RETURN_IF_ERROR(access.ReleaseParams(final_module_, Pass::kForward));
   }
   if (targets == nullptr) return 0.f;
-  ops.CopyFromHost(Act(kTargets), targets);
-  ops.CrossEntropy(Act(kLosses), Act(kLogits), Act(kTargets), config_.vocab_size, dloss);
-  DT_ASSIGN_OR_RETURN(const double mean, ops.MeanLoss(Act(kLosses)));
+  ops.CopyFromHost(Act(kTargets, -1, b), targets);
+  ops.CrossEntropy(Act(kLosses, -1, b), Act(kLogits, -1, b), Act(kTargets, -1, b),
+                   config_.vocab_size, dloss);
+  DT_ASSIGN_OR_RETURN(const double mean, ops.MeanLoss(Act(kLosses, -1, b)));
   return static_cast<float>(mean);
 }
 
-absl::Status Gpt::Backward(ParamAccess& access) {
-  if (!backward_ready_) {
+absl::Status Gpt::Backward(ParamAccess& access, int b) {
+  if (b < 0 || b >= static_cast<int>(backward_ready_.size()) || !backward_ready_[b]) {
     return absl::FailedPreconditionError(
         "Backward needs a preceding training Forward (targets and dloss > 0)");
   }
-  backward_ready_ = false;
+  backward_ready_[b] = false;
   // The embedding's gradients stay acquired through the whole pass when this stage embeds: the
   // tied head adds to dwte first, the encoder backward last.
   ModuleGrads demb;
   if (range_.HasHead(config_.n_layer)) {
-    DT_RETURN_IF_ERROR(HeadBackward(access, demb));
+    DT_RETURN_IF_ERROR(HeadBackward(access, demb, b));
   }
   for (int l = range_.End(config_.n_layer) - 1; l >= range_.first; --l) {
-    DT_RETURN_IF_ERROR(BlockBackward(access, l));
+    DT_RETURN_IF_ERROR(BlockBackward(access, l, b));
   }
   // Embeddings: dstream is now ∂loss/∂encoded.
   if (range_.Embeds()) {
     if (demb.views.empty()) {
       DT_ASSIGN_OR_RETURN(demb, access.AcquireGrads(embedding_module_));
+      // No head on this stage wrote wte's gradient first: a fresh buffer starts from zero.
+      if (demb.fresh) ops_->Fill(demb[kWte], 0.f);
     }
-    ops_->EncoderBackward(demb[kWte], demb[kWpe], Act(kDstream), Act(kTokens));
+    ops_->EncoderBackward(demb[kWte], demb[kWpe], Act(kDstream), Act(kTokens, -1, b));
     DT_RETURN_IF_ERROR(access.ReleaseGrads(embedding_module_));
   }
   return ops_->status();
 }
 
-absl::Status Gpt::HeadBackward(ParamAccess& access, ModuleGrads& demb) {
+absl::Status Gpt::HeadBackward(ParamAccess& access, ModuleGrads& demb, int b) {
   device::Ops& ops = *ops_;
   DT_ASSIGN_OR_RETURN(demb, access.AcquireGrads(embedding_module_));
-  DT_ASSIGN_OR_RETURN(ModuleParams fin, Params(access, final_module_, Pass::kBackward));
-  DT_ASSIGN_OR_RETURN(ModuleParams emb, Params(access, embedding_module_, Pass::kBackward));
+  DT_ASSIGN_OR_RETURN(ModuleParams fin, access.AcquireParams(final_module_, Pass::kBackward));
+  DT_ASSIGN_OR_RETURN(ModuleParams emb, access.AcquireParams(embedding_module_, Pass::kBackward));
   DT_ASSIGN_OR_RETURN(ModuleGrads dfin, access.AcquireGrads(final_module_));
   // Head: dlnf = dlogits · wte; dwte += dlogitsᵀ · lnf. dlnf lands in dbtc.
   device::LinearOptions head{matmul_};
   head.overwrite_dweight = demb.fresh;
-  ops.LinearBackward(Act(kDbtc), demb[kWte], View(), Act(kLogits), Act(kLnf), emb[kWte], head);
+  ops.LinearBackward(Act(kDbtc), demb[kWte], View(), Act(kLogits, -1, b), Act(kLnf, -1, b),
+                     emb[kWte], head);
   DT_RETURN_IF_ERROR(access.ReleaseParams(embedding_module_, Pass::kBackward));
   // Final LayerNorm: its input is the last residual stream; the stream gradient starts here.
   ops.Fill(Act(kDstream), 0.f);
-  ops.LayerNormBackward(Act(kDstream), dfin[kLnfw], dfin[kLnfb], Act(kDbtc), stage_output(),
-                        fin[kLnfw], Act(kLnfMean), Act(kLnfRstd));
+  ops.LayerNormBackward(Act(kDstream), dfin[kLnfw], dfin[kLnfb], Act(kDbtc), stage_output(b),
+                        fin[kLnfw], Act(kLnfMean, -1, b), Act(kLnfRstd, -1, b));
   DT_RETURN_IF_ERROR(access.ReleaseGrads(final_module_));
   DT_RETURN_IF_ERROR(access.ReleaseParams(final_module_, Pass::kBackward));
   if (!range_.Embeds()) {
@@ -257,34 +292,38 @@ absl::Status Gpt::HeadBackward(ParamAccess& access, ModuleGrads& demb) {
 
 // A block in reverse. dstream holds ∂loss/∂(block output); each LayerNorm backward adds its
 // branch into dstream, which the skip connection carries unchanged.
-absl::Status Gpt::BlockBackward(ParamAccess& access, int l) {
+absl::Status Gpt::BlockBackward(ParamAccess& access, int l, int b) {
   const int module = block_modules_[l - range_.first];
   device::Ops& ops = *ops_;
-  DT_ASSIGN_OR_RETURN(ModuleParams w, Params(access, module, Pass::kBackward));
+  DT_ASSIGN_OR_RETURN(ModuleParams w, access.AcquireParams(module, Pass::kBackward));
+  // Activation checkpointing: the block's activations are recomputed from its kept input, by the
+  // same operations on the same values as in the forward pass (so the gradients are bitwise
+  // those without checkpointing).
+  if (prepared_plan_.checkpoint) BlockCompute(w, l, b);
   DT_ASSIGN_OR_RETURN(ModuleGrads dw, access.AcquireGrads(module));
   // A fresh gradient buffer's matrix parts start unwritten: the products overwrite them.
   device::LinearOptions linear{matmul_};
   linear.overwrite_dweight = dw.fresh;
-  const View x = l == range_.first ? Act(kEncoded) : Act(kResidual3, l - 1);
+  const View x = BlockInput(l, b);
   const View dstream = Act(kDstream), dbtc = Act(kDbtc);
 
   // MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2)))). fcproj's backward
   // returns the gradient with respect to fch (through the GELU) in dfch.
   device::LinearOptions fcproj = linear;
-  fcproj.input_gelu = Act(kFch, l);
-  ops.LinearBackward(Act(kDfch), dw[kFcprojw], dw[kFcprojb], dstream, Act(kFchGelu, l), w[kFcprojw],
-                     fcproj);
-  ops.LinearBackward(dbtc, dw[kFcw], dw[kFcb], Act(kDfch), Act(kLn2, l), w[kFcw], linear);
-  ops.LayerNormBackward(dstream, dw[kLn2w], dw[kLn2b], dbtc, Act(kResidual2, l), w[kLn2w],
-                        Act(kLn2Mean, l), Act(kLn2Rstd, l));
+  fcproj.input_gelu = Act(kFch, l, b);
+  ops.LinearBackward(Act(kDfch), dw[kFcprojw], dw[kFcprojb], dstream, Act(kFchGelu, l, b),
+                     w[kFcprojw], fcproj);
+  ops.LinearBackward(dbtc, dw[kFcw], dw[kFcb], Act(kDfch), Act(kLn2, l, b), w[kFcw], linear);
+  ops.LayerNormBackward(dstream, dw[kLn2w], dw[kLn2b], dbtc, Act(kResidual2, l, b), w[kLn2w],
+                        Act(kLn2Mean, l, b), Act(kLn2Rstd, l, b));
   // Attention branch: residual2 = x + attproj(attn(qkv(ln1(x)))).
-  ops.LinearBackward(dbtc, dw[kAttprojw], dw[kAttprojb], dstream, Act(kAtty, l), w[kAttprojw],
+  ops.LinearBackward(dbtc, dw[kAttprojw], dw[kAttprojb], dstream, Act(kAtty, l, b), w[kAttprojw],
                      linear);
-  ops.AttentionBackward(Act(kDqkv), Act(kAttScratch), dbtc, Act(kQkv, l), Act(kAtt, l),
+  ops.AttentionBackward(Act(kDqkv), Act(kAttScratch), dbtc, Act(kQkv, l, b), Act(kAtt, l, b),
                         config_.n_head);
-  ops.LinearBackward(dbtc, dw[kQkvw], dw[kQkvb], Act(kDqkv), Act(kLn1, l), w[kQkvw], linear);
-  ops.LayerNormBackward(dstream, dw[kLn1w], dw[kLn1b], dbtc, x, w[kLn1w], Act(kLn1Mean, l),
-                        Act(kLn1Rstd, l));
+  ops.LinearBackward(dbtc, dw[kQkvw], dw[kQkvb], Act(kDqkv), Act(kLn1, l, b), w[kQkvw], linear);
+  ops.LayerNormBackward(dstream, dw[kLn1w], dw[kLn1b], dbtc, x, w[kLn1w], Act(kLn1Mean, l, b),
+                        Act(kLn1Rstd, l, b));
   DT_RETURN_IF_ERROR(access.ReleaseGrads(module));
   DT_RETURN_IF_ERROR(access.ReleaseParams(module, Pass::kBackward));
   return ops.status();

@@ -13,7 +13,10 @@
 // A model may run a slice of the blocks (a pipeline stage, gpt_sizes.h's BlockRange): the first
 // stage embeds the tokens, the last applies the head and the loss; a stage that does not embed
 // reads its input from stage_input(), one without the head leaves its output in stage_output()
-// and takes the output's gradient in stage_output_grad() before Backward.
+// and takes the output's gradient in stage_output_grad() before Backward. It may hold several
+// micro-batches' activations at once (`buffers`: a pipeline stage's micro-batches in flight), and
+// with activation checkpointing keeps only each block's output, recomputing the rest of a
+// block's activations in its backward pass (gpt_sizes.h's ActivationPlan).
 //
 // Not thread-safe: one forward/backward at a time.
 #pragma once
@@ -53,14 +56,18 @@ class Gpt {
   // gets exactly the values the whole model's initialisation gives those parameters.
   void InitParams(float* params, uint64_t seed) const;
 
+  // How activations are held: buffers and checkpointing (takes effect at the next Prepare).
+  void set_activation_plan(const ActivationPlan& plan);
+  const ActivationPlan& activation_plan() const { return plan_; }
   // Allocates the activations for B × T micro-batches (Forward does so when the shape changes).
   absl::Status Prepare(int B, int T);
   // Activations of a pipeline stage (valid after Prepare, until the shape changes), all (B,T,C):
-  // where a stage that does not embed receives its input, where the last block leaves its output,
-  // where a stage without the head receives its output's gradient before Backward (and, on one
-  // that does not embed, where Backward leaves the input's gradient).
-  tensor::View stage_input() const;
-  tensor::View stage_output() const;
+  // where a stage that does not embed receives buffer b's input, where the last block leaves its
+  // output, and where a stage without the head receives the output's gradient before a Backward
+  // (and, on one that does not embed, where Backward leaves the input's gradient; one for all
+  // buffers, so it is read before the next Backward).
+  tensor::View stage_input(int buffer = 0) const;
+  tensor::View stage_output(int buffer = 0) const;
   tensor::View stage_output_grad() const;
 
   // The forward pass of a micro-batch. tokens (B, T) (host memory, ids < vocab_size) are read on
@@ -71,11 +78,12 @@ class Gpt {
   // Returns the mean cross-entropy over the B·T tokens on the last stage, else 0.
   // Errors: kInvalidArgument for B, T out of range or token ids outside the vocabulary; the
   // first failing device operation's error.
+  // `buffer` (< the plan's buffers) holds this micro-batch's activations until its Backward.
   absl::StatusOr<float> Forward(ParamAccess& access, const int32_t* tokens, const int32_t* targets,
-                                int B, int T, float dloss = 0.f);
-  // Accumulates (+=) the gradients of the last training Forward into the gradient buffers.
-  // REQUIRES: the last Forward was a training one (on the last stage: with targets).
-  absl::Status Backward(ParamAccess& access);
+                                int B, int T, float dloss = 0.f, int buffer = 0);
+  // Accumulates (+=) the gradients of buffer `buffer`'s micro-batch into the gradient buffers.
+  // REQUIRES: that buffer's last Forward was a training one (on the last stage: with targets).
+  absl::Status Backward(ParamAccess& access, int buffer = 0);
 
   // The same over one flat f32 buffer of layout().total() parameters (and gradients) on the
   // model's device.
@@ -83,26 +91,33 @@ class Gpt {
                                 int B, int T, float dloss = 0.f);
   absl::Status Backward(tensor::View params, tensor::View grads);
 
-  // The logits of the last inference Forward (last stage): (B, T, Vp) on the device.
-  tensor::View logits() const { return acts_[kLogits].view(); }
+  // The logits of the last inference Forward into `buffer` (last stage): (B, T, Vp) on the
+  // device.
+  tensor::View logits(int buffer = 0) const { return Act(kLogits, -1, buffer); }
   // Per-token losses of the last Forward with targets: (B, T) on the device.
-  tensor::View losses() const { return acts_[kLosses].view(); }
+  tensor::View losses(int buffer = 0) const { return Act(kLosses, -1, buffer); }
 
  private:
   Gpt(const GptConfig& config, ParamLayout layout, device::Ops* ops, BlockRange range);
 
-  // Activation `act` (of block `layer` for per-block rows) as a (B, T, ·) view.
-  tensor::View Act(int act, int layer = -1) const;
-  absl::StatusOr<ModuleParams> Params(ParamAccess& access, int module, Pass pass) const;
+  // Activation `act` (of block `layer` for per-block rows) of buffer `buffer` as a (B, T, ·)
+  // view.
+  tensor::View Act(int act, int layer = -1, int buffer = 0) const;
+  // The residual stream into block `layer`.
+  tensor::View BlockInput(int layer, int buffer) const;
 
   absl::Status CheckBatch(const int32_t* tokens, const int32_t* targets, int B, int T) const;
-  absl::Status EmbedForward(ParamAccess& access, const int32_t* tokens);
-  absl::Status BlockForward(ParamAccess& access, int layer);
-  absl::StatusOr<float> HeadForward(ParamAccess& access, const int32_t* targets, float dloss);
+  absl::Status EmbedForward(ParamAccess& access, const int32_t* tokens, int buffer);
+  absl::Status BlockForward(ParamAccess& access, int layer, int buffer);
+  // Block `layer`'s forward computations with its parameters at hand (the forward pass, and the
+  // recompute of activation checkpointing).
+  void BlockCompute(const ModuleParams& w, int layer, int buffer);
+  absl::StatusOr<float> HeadForward(ParamAccess& access, const int32_t* targets, float dloss,
+                                    int buffer);
   // The head's backward; the embedding's gradients stay acquired in `demb` when the stage also
   // embeds (the encoder adds to wte's last).
-  absl::Status HeadBackward(ParamAccess& access, ModuleGrads& demb);
-  absl::Status BlockBackward(ParamAccess& access, int layer);
+  absl::Status HeadBackward(ParamAccess& access, ModuleGrads& demb, int buffer);
+  absl::Status BlockBackward(ParamAccess& access, int layer, int buffer);
 
   GptConfig config_;
   BlockRange range_;
@@ -111,9 +126,10 @@ class Gpt {
   DType matmul_ = DType::kF32;
   int embedding_module_ = -1, final_module_ = -1;  // -1 where this slice has none
   std::vector<int> block_modules_;                 // module of block range_.first + i
+  ActivationPlan plan_, prepared_plan_;
   int B_ = 0, T_ = 0;
-  std::vector<tensor::Tensor> acts_;  // one per kGptActivations row
-  bool backward_ready_ = false;
+  std::vector<tensor::Tensor> acts_;  // one per kGptActivations row: (copies, ...) each
+  std::vector<bool> backward_ready_;  // per buffer
 };
 
 }  // namespace dstrain::model

@@ -61,15 +61,18 @@ std::vector<int64_t> ParamShape(int row, const GptConfig& c) {
   return {Resolve(r.rows, c), Resolve(r.cols, c)};
 }
 
-int ActCopies(int row, const GptConfig& c, BlockRange range) {
+int ActCopies(int row, const GptConfig& c, BlockRange range, const ActivationPlan& plan) {
+  const int blocks = range.Count(c.n_layer);
   switch (kGptActivations[row].owner) {
     case ActOwner::kEmbedding:
       // A later stage receives its input in `encoded`; only the first has tokens.
-      return row == kTokens ? range.Embeds() : 1;
+      return (row == kTokens ? range.Embeds() : 1) * plan.buffers;
     case ActOwner::kBlock:
-      return range.Count(c.n_layer);
+      return plan.checkpoint ? 1 : blocks * plan.buffers;
+    case ActOwner::kBlockOutput:
+      return blocks * plan.buffers;
     case ActOwner::kHead:
-      return range.HasHead(c.n_layer);
+      return range.HasHead(c.n_layer) * plan.buffers;
     case ActOwner::kBackward:
       return 1;
   }
@@ -90,10 +93,10 @@ int64_t ActElements(int row, const GptConfig& c, int B, int T, const DeviceSizes
 }
 
 int64_t ActivationBytes(const GptConfig& c, int B, int T, BlockRange range,
-                        const DeviceSizes& device) {
+                        const DeviceSizes& device, const ActivationPlan& plan) {
   int64_t bytes = 0;
   for (int row = 0; row < kNumGptActivations; ++row) {
-    bytes += ActCopies(row, c, range) * ActElements(row, c, B, T, device) *
+    bytes += ActCopies(row, c, range, plan) * ActElements(row, c, B, T, device) *
              static_cast<int64_t>(DTypeSize(kGptActivations[row].dtype));
   }
   return bytes;

@@ -104,12 +104,13 @@ enum FinalParam : int { kLnfw, kLnfb };
 std::vector<int64_t> ParamShape(int row, const GptConfig& c);
 
 // ---- activations ----
-// Which part of the model allocates a row, and how many copies.
+// Which part of the model allocates a row, and how many copies (ActCopies).
 enum class ActOwner {
-  kEmbedding,  // first stage: the inputs and the embedding output (a later stage's input)
-  kBlock,      // one per block in the range
-  kHead,       // last stage: final LayerNorm, logits, losses
-  kBackward,   // scratch of the backward pass, shared by the blocks
+  kEmbedding,    // first stage: the inputs and the embedding output (a later stage's input)
+  kBlock,        // one per block in the range (with activation checkpointing: one, reused)
+  kBlockOutput,  // one per block in the range, always: the block's output, the next one's input
+  kHead,         // last stage: final LayerNorm, logits, losses
+  kBackward,     // scratch of the backward pass, shared by the blocks and the buffers
 };
 // Rows whose size a device decides (device::Ops::AttentionStateElements / ...ScratchElements).
 enum class ActSize { kPerToken, kAttentionState, kAttentionScratch };
@@ -139,7 +140,9 @@ inline constexpr ActRow kGptActivations[] = {
     {"ln2_rstd", ActOwner::kBlock, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
     {"fch", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 4}, DType::kF32},
     {"fch_gelu", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 4}, DType::kF32},
-    {"residual3", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    // The block's output: kept for every block even under activation checkpointing, which
+    // recomputes a block's other activations from its input in the backward pass.
+    {"residual3", ActOwner::kBlockOutput, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
     // Last stage. logits (B,T,Vp) become dlogits in a training forward.
     {"targets", ActOwner::kHead, ActSize::kPerToken, {Dim::kOne, 1}, DType::kI32},
     {"lnf", ActOwner::kHead, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
@@ -194,14 +197,24 @@ struct DeviceSizes {
   int64_t attention_scratch = 0;  // elements, shared
 };
 
-// Copies of row `row` a model of `range` allocates: the blocks in range for kBlock rows, 1 for
-// the others where the stage has that part, else 0.
-int ActCopies(int row, const GptConfig& c, BlockRange range);
+// How a model holds its activations.
+struct ActivationPlan {
+  // Micro-batches in flight at once (a pipeline stage's activation buffers; 1 otherwise): every
+  // row but the backward scratch is held once per buffer.
+  int buffers = 1;
+  // Activation checkpointing: a block keeps only its output (kBlockOutput rows) and recomputes
+  // the rest (one set of kBlock rows, reused by every block and buffer) in its backward pass;
+  // the gradients are bitwise those without it (the same operations on the same values).
+  bool checkpoint = false;
+};
+
+// Copies of row `row` a model of `range` allocates under `plan`.
+int ActCopies(int row, const GptConfig& c, BlockRange range, const ActivationPlan& plan = {});
 // Elements of one copy of row `row` for a micro-batch of B × T tokens.
 int64_t ActElements(int row, const GptConfig& c, int B, int T, const DeviceSizes& device);
-// Bytes of every activation a model of `range` allocates for a B × T micro-batch: what the
-// allocator shows under kActivations while it runs.
+// Bytes of every activation a model of `range` allocates for B × T micro-batches under `plan`:
+// what the allocator shows under kActivations while it runs.
 int64_t ActivationBytes(const GptConfig& c, int B, int T, BlockRange range,
-                        const DeviceSizes& device);
+                        const DeviceSizes& device, const ActivationPlan& plan = {});
 
 }  // namespace dstrain::model

@@ -217,5 +217,59 @@ TEST(Gpt, TwoStagesAreTheWholeModel) {
   EXPECT_EQ(init[fcw->offset + 5], whole_init[t.gpt->layout().Find("block.1.fcw")->offset + 5]);
 }
 
+// Activation checkpointing recomputes each block in its backward pass with the same operations on
+// the same values: loss and gradients are bitwise those without it, and the activations shrink
+// to what the size table says.
+TEST(Gpt, CheckpointingGivesBitwiseTheSameGradients) {
+  Tiny t;
+  const float dloss = 1.f / (t.B * t.T);
+  auto run = [&](bool checkpoint, std::vector<float>& grads) {
+    t.gpt->set_activation_plan({1, checkpoint});
+    auto loss = t.gpt->Forward(Flat(t.params), t.tokens.data(), t.targets.data(), t.B, t.T, dloss);
+    EXPECT_THAT(loss, IsOk());
+    EXPECT_THAT(t.gpt->Backward(Flat(t.params), Flat(grads)), IsOk());
+    const DeviceSizes device{t.ops.AttentionStateElements(t.B, t.T, 8, 2),
+                             t.ops.AttentionScratchElements(t.B, t.T, 8, 2)};
+    EXPECT_EQ(t.alloc.Stats().current[int(tensor::MemoryCategory::kActivations)],
+              ActivationBytes(t.config, t.B, t.T, {}, device, {1, checkpoint}));
+    return *loss;
+  };
+  std::vector<float> plain(t.params.size(), 0.f), checkpointed(t.params.size(), 0.f);
+  const float a = run(false, plain);
+  const int64_t plain_bytes = t.alloc.Stats().current[int(tensor::MemoryCategory::kActivations)];
+  const float b = run(true, checkpointed);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(plain, checkpointed);
+  EXPECT_LT(t.alloc.Stats().current[int(tensor::MemoryCategory::kActivations)], plain_bytes);
+}
+
+// Micro-batches in flight in separate buffers (a pipeline stage's 1F1B) give the gradients of
+// running them one after the other, bitwise: the backward passes add in the same order.
+TEST(Gpt, BuffersHoldMicroBatchesInFlight) {
+  Tiny t;
+  const float dloss = 1.f / (t.B * t.T);
+  std::vector<int32_t> x2(t.tokens.rbegin(), t.tokens.rend()),
+      y2(t.targets.rbegin(), t.targets.rend());
+  std::vector<float> sequential(t.params.size(), 0.f), buffered(t.params.size(), 0.f);
+  for (int i = 0; i < 2; ++i) {
+    const std::vector<int32_t>& x = i == 0 ? t.tokens : x2;
+    const std::vector<int32_t>& y = i == 0 ? t.targets : y2;
+    ASSERT_THAT(t.gpt->Forward(Flat(t.params), x.data(), y.data(), t.B, t.T, dloss), IsOk());
+    ASSERT_THAT(t.gpt->Backward(Flat(t.params), Flat(sequential)), IsOk());
+  }
+  t.gpt->set_activation_plan({2, false});
+  FlatParamAccess access(t.gpt->layout(), Flat(t.params), Flat(buffered));
+  ASSERT_THAT(t.gpt->Forward(access, t.tokens.data(), t.targets.data(), t.B, t.T, dloss, 0),
+              IsOk());
+  ASSERT_THAT(t.gpt->Forward(access, x2.data(), y2.data(), t.B, t.T, dloss, 1), IsOk());
+  ASSERT_THAT(t.gpt->Backward(access, 0), IsOk());
+  EXPECT_THAT(t.gpt->Backward(access, 0),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("Forward")));
+  ASSERT_THAT(t.gpt->Backward(access, 1), IsOk());
+  EXPECT_EQ(sequential, buffered);
+  EXPECT_THAT(t.gpt->Forward(access, x2.data(), y2.data(), t.B, t.T, dloss, 2),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("buffer 2 of 2")));
+}
+
 }  // namespace
 }  // namespace dstrain::model
