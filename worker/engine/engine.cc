@@ -109,7 +109,15 @@ absl::StatusOr<std::vector<float>> Engine::GatherParams(bool keep) {
   return flat;
 }
 
-absl::StatusOr<float> Engine::Forward(const int32_t* inputs, const int32_t* targets) {
+void Engine::SetPipeline(const PipelineGroups& groups) {
+  pipeline_ = groups;
+  // A last stage that does not embed holds a copy of the tied embedding that the first stage's
+  // norm counts already.
+  const model::BlockRange range = model_->range();
+  if (!range.Embeds() && range.HasHead(model_->config().n_layer)) zero_->ExcludeFromNorm(0);
+}
+
+absl::StatusOr<float> Engine::Forward(const int32_t* inputs, const int32_t* targets, int buffer) {
   const int B = static_cast<int>(spec_.train_micro_batch_size_per_gpu);
   const int T = spec_.data.seq_len;
   // DeepSpeed divides the loss by gradient_accumulation_steps before backward and multiplies it
@@ -119,29 +127,35 @@ absl::StatusOr<float> Engine::Forward(const int32_t* inputs, const int32_t* targ
       scaler_->scale() /
       (static_cast<double>(B) * T * static_cast<double>(spec_.gradient_accumulation_steps)));
   zero_->BeginMicroBatch();
-  DT_ASSIGN_OR_RETURN(float loss, model_->Forward(*zero_, inputs, targets, B, T, dloss));
-  forward_pending_ = true;
+  DT_ASSIGN_OR_RETURN(float loss, model_->Forward(*zero_, inputs, targets, B, T, dloss, buffer));
+  ++pending_forwards_;
   loss_sum_ += loss;
   return loss;
 }
 
-absl::Status Engine::Backward() {
-  if (!forward_pending_) {
+absl::Status Engine::Backward(int buffer) {
+  if (pending_forwards_ == 0) {
     return absl::FailedPreconditionError("Backward() called without a preceding Forward()");
   }
-  forward_pending_ = false;
-  DT_RETURN_IF_ERROR(model_->Backward(*zero_));
+  --pending_forwards_;
+  DT_RETURN_IF_ERROR(model_->Backward(*zero_, buffer));
   DT_RETURN_IF_ERROR(zero_->FinishBackward());
   ++micro_step_;
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::optional<StepStats>> Engine::Step() {
-  if (forward_pending_) {
+  if (pending_forwards_ != 0) {
     return absl::FailedPreconditionError("Step() called between Forward() and Backward()");
   }
   if (micro_step_ < spec_.gradient_accumulation_steps) return std::optional<StepStats>();
 
+  // Phase 0 (pipeline): the tied embedding's two copies get the sum of both stages' gradients
+  // (DeepSpeed's ReduceTiedGrads), so they stay equal.
+  const model::BlockRange range = model_->range();
+  if (pipeline_.tied != nullptr && (range.Embeds() || range.HasHead(model_->config().n_layer))) {
+    DT_RETURN_IF_ERROR(zero_->ReduceModuleGrads(0, *pipeline_.tied));
+  }
   // Phase 1: average the gradients over the data-parallel ranks (stage 0: one all-reduce; stage
   // 1: reduce-scatter to the owning ranks; stages 2-3 reduced during backward).
   DT_RETURN_IF_ERROR(zero_->ReduceGradients());
@@ -153,7 +167,14 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
   // unscaled norm.
   StepStats stats;
   stats.loss_scale = scaler_->scale();
-  DT_ASSIGN_OR_RETURN(const double squared_norm, zero_->GradSquaredNorm());
+  DT_ASSIGN_OR_RETURN(double squared_norm, zero_->GradSquaredNorm());
+  if (pipeline_.pipe != nullptr && pipeline_.pipe->size() > 1) {
+    // Each stage's sum covers its own parameters; the norm is over the whole model.
+    float sum = static_cast<float>(squared_norm);
+    DT_RETURN_IF_ERROR(zero::AllReduceScalar(*pipeline_.pipe, ops(), &loss_scalar_, &sum,
+                                             comm::ReduceOp::kSum, comm_options_));
+    squared_norm = sum;
+  }
   const bool overflow = zero_->mixed() && !std::isfinite(squared_norm);
   stats.grad_norm = overflow ? std::numeric_limits<double>::infinity()
                              : std::sqrt(squared_norm) / stats.loss_scale;
@@ -208,6 +229,13 @@ absl::StatusOr<std::optional<StepStats>> Engine::FinishStepStats(StepStats stats
                                              comm::ReduceOp::kAvg, comm_options_));
     stats.loss = loss;
   }
+  if (pipeline_.pipe != nullptr && pipeline_.pipe->size() > 1) {
+    // Only the last stage computes the loss (the others hold 0): every stage reports it.
+    float loss = static_cast<float>(stats.loss);
+    DT_RETURN_IF_ERROR(zero::AllReduceScalar(*pipeline_.pipe, ops(), &loss_scalar_, &loss,
+                                             comm::ReduceOp::kSum, comm_options_));
+    stats.loss = loss;
+  }
   loss_sum_ = 0.0;
   micro_step_ = 0;
   stats.step = ++global_steps_;
@@ -215,7 +243,7 @@ absl::StatusOr<std::optional<StepStats>> Engine::FinishStepStats(StepStats stats
 }
 
 absl::StatusOr<std::vector<absl::string_view>> Engine::SaveStatePieces(std::string* head) {
-  if (forward_pending_ || micro_step_ != 0) {
+  if (pending_forwards_ != 0 || micro_step_ != 0) {
     return absl::FailedPreconditionError("SaveState: only between optimizer steps");
   }
   const precision::LossScaler::State scaler = scaler_->state();
@@ -266,7 +294,7 @@ absl::Status SplitState(absl::string_view state, nlohmann::json* counters,
 
 absl::Status Engine::LoadReshardedState(const std::vector<absl::string_view>& states,
                                         int64_t reduce_bucket_size, bool same_precision) {
-  if (forward_pending_ || micro_step_ != 0 || states.empty()) {
+  if (pending_forwards_ != 0 || micro_step_ != 0 || states.empty()) {
     return absl::FailedPreconditionError("LoadReshardedState: only between optimizer steps");
   }
   const int64_t total = model_->layout().total();
@@ -295,7 +323,7 @@ absl::Status Engine::LoadState(absl::string_view state) {
 }
 
 absl::Status Engine::LoadState(env::ByteSource& state) {
-  if (forward_pending_ || micro_step_ != 0) {
+  if (pending_forwards_ != 0 || micro_step_ != 0) {
     return absl::FailedPreconditionError("LoadState: only between optimizer steps");
   }
   // The counters are a small JSON object; a length beyond 1 MiB means a damaged shard.

@@ -44,6 +44,15 @@ struct StepStats {
   bool skipped = false;     // an overflow skipped the update (mixed precision)
 };
 
+// A pipeline stage's groups (worker/pipe): the engine of a stage reduces the tied embedding's
+// gradients with the other end of its pipeline, and sums the gradient norm and reports the loss
+// over the pipeline's stages.
+struct PipelineGroups {
+  comm::Communicator* pipe = nullptr;  // this data rank's stages, in stage order
+  comm::Communicator* tied = nullptr;  // the first and the last stage of this pipeline, or null
+  int stage = 0, stages = 1;
+};
+
 class Engine {
  public:
   // Allocates parameters (initialised from model.init_from or with init_seed), gradients and
@@ -56,11 +65,16 @@ class Engine {
                                                             comm::Communicator* dp = nullptr,
                                                             comm::CommOptions comm_options = {});
 
-  // Forward and fused loss backward of one training micro-batch (micro_batch × seq_len tokens).
-  // Returns the micro-batch's mean loss (unscaled).
-  absl::StatusOr<float> Forward(const int32_t* inputs, const int32_t* targets);
-  // Accumulates this micro-batch's gradients.
-  absl::Status Backward();
+  // This engine runs one stage of a pipeline (its model a slice of the blocks). Before training.
+  void SetPipeline(const PipelineGroups& groups);
+
+  // Forward and fused loss backward of one training micro-batch (micro_batch × seq_len tokens)
+  // into activation buffer `buffer`. Returns the micro-batch's mean loss (unscaled; 0 on a
+  // pipeline stage without the head). A stage that does not embed reads its input from the
+  // model's stage_input(buffer) and takes null inputs; one without the head takes null targets.
+  absl::StatusOr<float> Forward(const int32_t* inputs, const int32_t* targets, int buffer = 0);
+  // Accumulates buffer `buffer`'s micro-batch's gradients.
+  absl::Status Backward(int buffer = 0);
   // At the gradient-accumulation boundary: clip, optimizer update, LR schedule, zero gradients,
   // and returns the step's stats. Before the boundary returns std::nullopt (DeepSpeed's
   // engine.step() is likewise a no-op between boundaries).
@@ -129,9 +143,10 @@ class Engine {
   int64_t applied_steps_ = 0;  // optimizer updates taken: the scheduler's and Adam's step count
   int64_t skipped_steps_ = 0;  // overflowed steps
   int64_t global_steps_ = 0;
-  int micro_step_ = 0;     // micro-batches accumulated since the last optimizer step
-  double loss_sum_ = 0.0;  // their losses
-  bool forward_pending_ = false;
+  int micro_step_ = 0;        // micro-batches accumulated since the last optimizer step
+  double loss_sum_ = 0.0;     // their losses
+  int pending_forwards_ = 0;  // forwards whose backward has not run
+  PipelineGroups pipeline_;
   tensor::Tensor loss_scalar_;  // the loss's all-reduce on a device without host access
 };
 

@@ -30,7 +30,7 @@ absl::Status Stage0::ReduceGradients() {
   return ops_->status();
 }
 
-absl::StatusOr<double> Stage0::GradSquaredNorm() { return ops_->SumSquares(NormViews()); }
+absl::StatusOr<double> Stage0::GradSquaredNorm() { return ops_->SumSquares(LocalNormViews()); }
 
 absl::Status Stage0::FinishStep() {
   ops_->Fill(grads_.view(), 0.f);

@@ -264,8 +264,42 @@ absl::Status ZeroState::SetParams(View flat) {
   return ops_->status();
 }
 
+void ZeroState::ExcludeFromNorm(int module) { norm_excluded_ = module; }
+
+std::vector<View> ZeroState::LocalNormViews() {
+  if (norm_excluded_ < 0) return NormViews();
+  const model::ModuleSpec& m = layout_.modules()[norm_excluded_];
+  const int64_t cut_begin = m.offset, cut_end = m.offset + m.numel;
+  std::vector<View> views;
+  for (const Unit& unit : partition_.units()) {
+    // This rank's chunk of the unit holds flat [first, first + chunk) (padding past unit.end).
+    const int64_t first = unit.begin + partition_.rank() * unit.chunk;
+    const View chunk = grads_.view().Sub(GradChunk(unit), unit.chunk);
+    const int64_t a = std::clamp(cut_begin - first, int64_t{0}, unit.chunk);
+    const int64_t b = std::clamp(cut_end - first, int64_t{0}, unit.chunk);
+    if (a > 0) views.push_back(chunk.Sub(0, a));
+    if (b < unit.chunk) views.push_back(chunk.Sub(b, unit.chunk - b));
+  }
+  return views;
+}
+
+absl::Status ZeroState::ReduceModuleGrads(int module, comm::Communicator& group) {
+  if (grads_partitioned_) {
+    return absl::FailedPreconditionError(
+        "tied gradients need whole gradients until the boundary: ZeRO stage 0 or 1");
+  }
+  if (group.size() <= 1) return absl::OkStatus();
+  const View grads = PaddedModule(grads_, module);
+  BeforeCollective();
+  DT_ASSIGN_OR_RETURN(auto work, group.AllReduce(Buf(grads), comm::ReduceOp::kSum, comm_));
+  DT_RETURN_IF_ERROR(Wait(work));
+  traffic_.all_reduce +=
+      static_cast<int64_t>(grads.bytes()) * 2 * (group.size() - 1) / group.size();
+  return ops_->status();
+}
+
 absl::StatusOr<double> ZeroState::GradSquaredNorm() {
-  DT_ASSIGN_OR_RETURN(const double local, ops_->SumSquares(NormViews()));
+  DT_ASSIGN_OR_RETURN(const double local, ops_->SumSquares(LocalNormViews()));
   if (!distributed()) return local;
   // inf and NaN survive the sum, so every rank sees any rank's overflow.
   float sum = static_cast<float>(local);

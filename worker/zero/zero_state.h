@@ -144,6 +144,14 @@ class ZeroState : public model::ParamAccess {
   // Gradients are zero afterwards, as after a step.
   virtual absl::Status GatherAfterLoad() { return absl::OkStatus(); }
 
+  // Pipeline parallelism's tied weights. ReduceModuleGrads sums module `module`'s gradients of
+  // this step over `group` (the stages holding a copy), in place; stages 0-1 only, whose
+  // gradients are whole until ReduceGradients (kFailedPrecondition otherwise). Collective over
+  // `group`. ExcludeFromNorm leaves `module`'s gradients out of GradSquaredNorm (a copy another
+  // stage counts).
+  absl::Status ReduceModuleGrads(int module, comm::Communicator& group);
+  void ExcludeFromNorm(int module);
+
   // Resharding. ShardToFlat scatters a shard that ShardPieces wrote at any stage, world size,
   // rank and precision into full flat host arrays (layout.total() floats each): the fp32 weights
   // (the parameters, or the master weights under mixed precision) and the two Adam moments; a
@@ -190,6 +198,9 @@ class ZeroState : public model::ParamAccess {
   virtual void DropGathered() {}
   // The views whose sum of squares is this rank's share of the gradient norm.
   virtual std::vector<tensor::View> NormViews() = 0;
+  // NormViews, or with a module left out (ExcludeFromNorm): this rank's gradient chunks unit by
+  // unit, each cut around the module's flat range.
+  std::vector<tensor::View> LocalNormViews();
 
   // ---- shared pieces ----
   // Where this rank's chunk of unit u sits in params_ / grads_ (element offsets).
@@ -252,7 +263,8 @@ class ZeroState : public model::ParamAccess {
   tensor::Tensor master_;          // mixed precision: fp32 weights of this rank's chunks
   tensor::Tensor exp_avg_;         // this rank's chunks (stage 0: one rank's all)
   tensor::Tensor exp_avg_sq_;
-  tensor::Tensor scalar_;  // the norm's all-reduce on a device without host access
+  tensor::Tensor scalar_;   // the norm's all-reduce on a device without host access
+  int norm_excluded_ = -1;  // a module left out of the norm, or -1
   TrafficStats traffic_;
 
  private:
