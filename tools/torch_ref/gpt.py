@@ -31,10 +31,10 @@ class Block(nn.Module):
         self.fc = nn.Linear(C, 4 * C)
         self.fcproj = nn.Linear(4 * C, C)
 
-    def forward(self, x, mask):
+    def forward(self, x, mask, linear=F.linear):
         B, T, C = x.shape
         hs = C // self.NH
-        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+        q, k, v = linear(self.ln1(x), self.qkv.weight, self.qkv.bias).split(C, dim=2)
         q = q.view(B, T, self.NH, hs).transpose(1, 2)
         k = k.view(B, T, self.NH, hs).transpose(1, 2)
         v = v.view(B, T, self.NH, hs).transpose(1, 2)
@@ -42,9 +42,9 @@ class Block(nn.Module):
         att = att.masked_fill(mask[:T, :T] == 0, float("-inf"))
         att = F.softmax(att, dim=-1)
         y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
-        x = x + self.attproj(y)
-        h = F.gelu(self.fc(self.ln2(x)), approximate="tanh")
-        return x + self.fcproj(h)
+        x = x + linear(y, self.attproj.weight, self.attproj.bias)
+        h = F.gelu(linear(self.ln2(x), self.fc.weight, self.fc.bias), approximate="tanh")
+        return x + linear(h, self.fcproj.weight, self.fcproj.bias)
 
 
 class GPT(nn.Module):
@@ -56,13 +56,16 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList([Block(C, NH) for _ in range(L)])
         self.lnf = nn.LayerNorm(C)
         self.register_buffer("mask", torch.tril(torch.ones(maxT, maxT)), persistent=False)
+        # Every matrix product of the model, (input, weight, bias or None) -> output, as
+        # F.linear: tools/torch_ref/mixed.py swaps in one that rounds where dstrain's bf16 does.
+        self.linear = F.linear
 
     def forward(self, idx, targets=None):
         B, T = idx.shape
         x = self.wte[idx] + self.wpe[:T]
         for b in self.blocks:
-            x = b(x, self.mask)
-        logits = self.lnf(x) @ self.wte.t()
+            x = b(x, self.mask, self.linear)
+        logits = self.linear(self.lnf(x), self.wte, None)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits[..., : self.V].reshape(-1, self.V), targets.reshape(-1))
