@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/types/dtype.h"
 
 namespace dstrain::config {
 
@@ -61,15 +62,20 @@ struct SchedulerConfig {
   nlohmann::json params = nlohmann::json::object();
 };
 
-// zero_optimization, the keys the engine reads (all keys are in JobSpec::effective).
+// zero_optimization, the keys the engine reads (all keys are in JobSpec::effective). Defaults
+// are DeepSpeed's; sizes are counted in elements, as DeepSpeed counts them.
 struct ZeroConfig {
   int stage = 0;
-  bool contiguous_gradients = true;
+  // Average the gradients with reduce-scatters (true) or with all-reduces (false).
   bool reduce_scatter = true;
   int64_t reduce_bucket_size = 500000000;
+  // Stages 1-2: the most elements one all-gather of the updated parameters covers.
   int64_t allgather_bucket_size = 500000000;
+  // Stages 1-2: gather the updated parameters with all-gathers (true) or with broadcasts from
+  // each partition's owner (false).
   bool allgather_partitions = true;
   bool overlap_comm = false;  // DeepSpeed's None resolves to true for stage 3, else false
+  // The most elements of this rank's partition one optimizer update covers at a time.
   int64_t sub_group_size = 1000000000;
   int64_t prefetch_bucket_size = 50000000;
   int64_t param_persistence_threshold = 100000;
@@ -77,14 +83,11 @@ struct ZeroConfig {
   int64_t max_live_parameters = 1000000000;
   int64_t max_reuse_distance = 1000000000;
   bool gather_16bit_weights_on_model_save = false;
-  bool ignore_unused_parameters = true;
-  bool round_robin_gradients = false;
 };
 
 // fp16 and its dynamic loss scaler (docs/configuration.md, "The dynamic loss scaler (fp16)").
 struct Fp16Config {
   bool enabled = false;
-  bool auto_cast = false;
   double loss_scale = 0.0;  // 0 = dynamic loss scaling, else a static scale
   int initial_scale_power = 16;
   int64_t loss_scale_window = 1000;
@@ -143,6 +146,9 @@ struct JobConfig {
   int eval_batches = 20;
   int64_t sample_every = 0;
   int sample_tokens = 0;
+  // fp32 training skips (and counts) a step whose gradients hold an inf or NaN, as fp16 and bf16
+  // training always do (docs/job-file.md, "job").
+  bool skip_nonfinite_steps = false;
 };
 
 struct JobSpec {
@@ -162,6 +168,10 @@ struct JobSpec {
   bool prescale_gradients = false;         // grad *= 1/N before the sum, nothing after
   double gradient_predivide_factor = 1.0;  // grad *= 1/f before the sum, *= f/N after
   std::optional<int64_t> steps_per_print;  // code default None (docs say 10)
+  // data_types.grad_accum_dtype: the type gradients are accumulated in over the micro-batches of
+  // a step. nullopt is DeepSpeed's None: the engine's default, the parameters' storage type. A
+  // 16-bit type is the training precision's (checked); kF32 may go with any precision.
+  std::optional<DType> grad_accum_dtype;
 
   OptimizerConfig optimizer;
   SchedulerConfig scheduler;

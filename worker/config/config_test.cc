@@ -165,6 +165,72 @@ std::vector<ValidRow> ValidRows() {
          EXPECT_EQ(e["scheduler"], nullptr);
          EXPECT_FALSE(e["zero_optimization"].contains("cpu_offload"));  // deprecated, dropped
          EXPECT_FALSE(s.notes.empty());
+         EXPECT_TRUE(s.zero.reduce_scatter);
+         EXPECT_TRUE(s.zero.allgather_partitions);
+         EXPECT_EQ(s.zero.allgather_bucket_size, 500000000);
+         EXPECT_FALSE(s.grad_accum_dtype.has_value());  // DeepSpeed's None
+         EXPECT_EQ(e["data_types"]["grad_accum_dtype"], nullptr);
+         EXPECT_FALSE(s.job.skip_nonfinite_steps);
+         EXPECT_EQ(e["job"]["skip_nonfinite_steps"], false);
+       }},
+      {"ZeroCommunicationKeys",
+       [](json& j) {
+         j["zero_optimization"] = {{"stage", 2},
+                                   {"reduce_scatter", false},
+                                   {"allgather_partitions", false},
+                                   {"allgather_bucket_size", 2e8},
+                                   {"sub_group_size", 1e6}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_FALSE(s.zero.reduce_scatter);
+         EXPECT_FALSE(s.zero.allgather_partitions);
+         EXPECT_EQ(s.zero.allgather_bucket_size, 200000000);
+         EXPECT_EQ(s.zero.sub_group_size, 1000000);
+       }},
+      {"GradAccumFp32",
+       [](json& j) {
+         j["data_types"] = {{"grad_accum_dtype", "fp32"}};
+       },
+       [](const JobSpec& s) {
+         ASSERT_TRUE(s.grad_accum_dtype.has_value());
+         EXPECT_EQ(*s.grad_accum_dtype, DType::kF32);
+       }},
+      {"GradAccumFp32WithBf16",
+       [](json& j) {
+         j["bf16"] = {{"enabled", true}};
+         j["data_types"] = {{"grad_accum_dtype", "fp32"}};
+       },
+       [](const JobSpec& s) {
+         ASSERT_TRUE(s.grad_accum_dtype.has_value());
+         EXPECT_EQ(*s.grad_accum_dtype, DType::kF32);
+       }},
+      {"GradAccumBf16WithBf16",
+       [](json& j) {
+         j["bf16"] = {{"enabled", true}};
+         j["data_types"] = {{"grad_accum_dtype", "bf16"}};
+       },
+       [](const JobSpec& s) {
+         ASSERT_TRUE(s.grad_accum_dtype.has_value());
+         EXPECT_EQ(*s.grad_accum_dtype, DType::kBF16);
+       }},
+      {"GradAccumFp16WithFp16",
+       [](json& j) {
+         j["fp16"] = {{"enabled", true}};
+         j["data_types"] = {{"grad_accum_dtype", "fp16"}};
+       },
+       [](const JobSpec& s) {
+         ASSERT_TRUE(s.grad_accum_dtype.has_value());
+         EXPECT_EQ(*s.grad_accum_dtype, DType::kF16);
+       }},
+      {"GradAccumNull",
+       [](json& j) {
+         j["data_types"] = {{"grad_accum_dtype", nullptr}};
+       },
+       [](const JobSpec& s) { EXPECT_FALSE(s.grad_accum_dtype.has_value()); }},
+      {"SkipNonfiniteSteps", [](json& j) { j["job"]["skip_nonfinite_steps"] = true; },
+       [](const JobSpec& s) {
+         EXPECT_TRUE(s.job.skip_nonfinite_steps);
+         EXPECT_EQ(s.effective["job"]["skip_nonfinite_steps"], true);
        }},
       {"AdamRunsAdamW",
        [](json& j) {
@@ -779,6 +845,26 @@ std::vector<InvalidRow> InvalidRows() {
        "job.checkpoint_every: needs job.checkpoint_dir"},
       {"KeepLastZero", [](json& j) { j["job"]["keep_last"] = 0; },
        "job.keep_last: must be >= 1, got 0"},
+      {"GradAccumBf16WithFp32Training",
+       [](json& j) {
+         j["data_types"] = {{"grad_accum_dtype", "bf16"}};
+       },
+       "data_types.grad_accum_dtype: \"bf16\" with fp32 training is not supported (use "
+       "\"fp32\")"},
+      {"GradAccumFp16WithBf16Training",
+       [](json& j) {
+         j["bf16"] = {{"enabled", true}};
+         j["data_types"] = {{"grad_accum_dtype", "fp16"}};
+       },
+       "data_types.grad_accum_dtype: \"fp16\" with bf16 training is not supported (use "
+       "\"fp32\" or \"bf16\")"},
+      {"GradAccumUnknownType",
+       [](json& j) {
+         j["data_types"] = {{"grad_accum_dtype", "fp8"}};
+       },
+       "data_types.grad_accum_dtype: must be one of \"fp32\", \"fp16\", \"bf16\"; got \"fp8\""},
+      {"SkipNonfiniteStepsType", [](json& j) { j["job"]["skip_nonfinite_steps"] = 1; },
+       "job.skip_nonfinite_steps: expected a boolean, got integer"},
       {"PipelineStagesMismatch",
        [](json& j) {
          j["pipeline"] = {{"stages", 2}};
@@ -967,6 +1053,12 @@ void ExpectSameSpec(const JobSpec& a, const JobSpec& b) {
   EXPECT_EQ(a.zero.stage, b.zero.stage);
   EXPECT_EQ(a.zero.overlap_comm, b.zero.overlap_comm);
   EXPECT_EQ(a.zero.reduce_bucket_size, b.zero.reduce_bucket_size);
+  EXPECT_EQ(a.zero.reduce_scatter, b.zero.reduce_scatter);
+  EXPECT_EQ(a.zero.allgather_bucket_size, b.zero.allgather_bucket_size);
+  EXPECT_EQ(a.zero.allgather_partitions, b.zero.allgather_partitions);
+  EXPECT_EQ(a.zero.sub_group_size, b.zero.sub_group_size);
+  EXPECT_EQ(a.grad_accum_dtype, b.grad_accum_dtype);
+  EXPECT_EQ(a.job.skip_nonfinite_steps, b.job.skip_nonfinite_steps);
   EXPECT_EQ(a.fp16.enabled, b.fp16.enabled);
   EXPECT_EQ(a.fp16.initial_scale_power, b.fp16.initial_scale_power);
   EXPECT_EQ(a.fp16.hysteresis, b.fp16.hysteresis);

@@ -394,6 +394,7 @@ std::shared_ptr<const Block> JobBlock() {
       Int("eval_batches", 20).Min(1).Max(kIntMax),
       Int("sample_every", 0).Min(0),
       Int("sample_tokens", 0).Min(0).Max(kIntMax),
+      Bool("skip_nonfinite_steps", false),
   });
 }
 
@@ -414,8 +415,8 @@ Block BuildJobFileSchema() {
       Obj("fp16", Fp16Block()),
       Obj("bf16", Bf16Block()).Alias("bfloat16"),
       Obj("amp", EnabledOnlyBlock()),  // other keys go to apex.amp.initialize
-      Obj("data_types",
-          MakeBlock({NullStr("grad_accum_dtype", {"fp32", "fp16", "bf16"}).GatedWhen(NotFp32)})),
+      // None: the engine's default (config.h, JobSpec::grad_accum_dtype).
+      Obj("data_types", MakeBlock({NullStr("grad_accum_dtype", {"fp32", "fp16", "bf16"})})),
       // Gradient clipping and averaging (docs/configuration.md). gradient_clipping's code default
       // is 0 (the docs say 1.0).
       Num("gradient_clipping", 0.0).Min(0),
