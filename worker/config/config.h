@@ -10,8 +10,9 @@
 // Unlike DeepSpeed, which ignores keys it does not know, everything is checked before a job
 // starts: unknown keys (with a "did you mean" suggestion), JSON types, ranges, the batch triple,
 // and DeepSpeed features dstrain does not implement yet (listed in features.cc), which are
-// rejected unless set to their disabled/default value. Every error is kInvalidArgument and its
-// message starts with the key path, e.g.
+// rejected unless set to their disabled/default value. A key that is accepted but has no effect
+// in dstrain (key_effects.cc) is named in JobSpec::no_effect_notes when the job sets it. Every
+// error is kInvalidArgument and its message starts with the key path, e.g.
 //   zero_optimization.offload_optimizer.device: optimizer offload is not supported yet
 //   optimizer.params.betaz: unknown key (did you mean "betas"?)
 //   train_batch_size: 32 != train_micro_batch_size_per_gpu 4 * gradient_accumulation_steps 2 *
@@ -62,8 +63,9 @@ struct SchedulerConfig {
   nlohmann::json params = nlohmann::json::object();
 };
 
-// zero_optimization, the keys the engine reads (all keys are in JobSpec::effective). Defaults
-// are DeepSpeed's; sizes are counted in elements, as DeepSpeed counts them.
+// zero_optimization, the keys the engine reads (all keys are in JobSpec::effective; the keys
+// without effect are listed in key_effects.cc and docs/configuration.md). Defaults are
+// DeepSpeed's; sizes are counted in elements, as DeepSpeed counts them.
 struct ZeroConfig {
   int stage = 0;
   // Average the gradients with reduce-scatters (true) or with all-reduces (false).
@@ -185,6 +187,13 @@ struct JobSpec {
   // Remarks about the config that are not errors (a default that differs from DeepSpeed's docs,
   // a key that has no effect, ...). Also in effective["notes"].
   std::vector<std::string> notes;
+  // The notes of the keys this job sets that have no effect in dstrain (docs/configuration.md,
+  // "Keys without effect"), one per key: "<key path>: no effect in dstrain: <why>". They are the
+  // last entries of `notes` too. A key counts as set when the job file writes it. An effective
+  // configuration (a file with a `notes` list, as `dstrain validate` prints it) writes every key,
+  // so there a key counts as set when its value differs from DeepSpeed's default or the file's
+  // `notes` already hold its note: the effective configuration parses back to the same notes.
+  std::vector<std::string> no_effect_notes;
 
   // The full effective config: every DeepSpeed key dstrain knows with DeepSpeed's code default
   // filled in, the inferred batch values, resolved optimizer and scheduler parameters, and the
@@ -194,6 +203,10 @@ struct JobSpec {
 
 // The training precision: "fp16", "bf16" or "fp32".
 const char* PrecisionName(const JobSpec& spec);
+
+// "note: <note>\n" for each of `notes`: what `dstrain validate`, `train`, `launch` and `submit`
+// print on stderr for JobSpec::no_effect_notes.
+std::string NoteLines(const std::vector<std::string>& notes);
 
 // Parses and validates a job file's text. `base_dir` resolves relative paths (data, init_from,
 // checkpoint_dir, deepspeed_config); "" leaves them relative to the working directory.

@@ -464,7 +464,8 @@ Block BuildJobFileSchema() {
       Bool("graph_harvesting", false).Gated(),
       Bool("use_data_before_expert_parallelism", false).Gated(),
       NullInt("vocabulary_size").Min(1),  // DeepSpeed only warns about it; no effect
-      // dstrain's blocks. `notes` is written by `dstrain validate` and ignored on input.
+      // dstrain's blocks. `notes` is written by `dstrain validate`; on input it only carries the
+      // notes of keys without effect over (config.h, JobSpec::no_effect_notes).
       Obj("model", ModelBlock()).Required(),
       Obj("data", DataBlock()).Required(),
       Obj("job", JobBlock()).Required(),
@@ -557,6 +558,12 @@ const Block& JobFileSchema() {
 const Block& AdamParamsSchema() {
   static const Block* const kSchema = new Block(BuildAdamParams());
   return *kSchema;
+}
+
+const std::vector<std::string>& SchedulerTypes() {
+  static const auto* const kNames = new std::vector<std::string>{
+      "WarmupLR", "WarmupDecayLR", "WarmupCosineLR", "OneCycle", "LRRangeTest"};
+  return *kNames;
 }
 
 const Block* SchedulerParamsSchema(absl::string_view type) {
