@@ -118,6 +118,20 @@ struct ValidRow {
   std::function<void(const JobSpec&)> check;
 };
 
+// data_types.grad_accum_dtype `accum` with `precision` ("" = fp32, else the block to enable).
+ValidRow GradAccumRow(const std::string& name, const std::string& precision,
+                      const std::string& accum, DType want) {
+  return {name,
+          [=](json& j) {
+            if (!precision.empty()) j[precision] = {{"enabled", true}};
+            j["data_types"] = {{"grad_accum_dtype", accum}};
+          },
+          [=](const JobSpec& s) {
+            ASSERT_TRUE(s.grad_accum_dtype.has_value());
+            EXPECT_EQ(*s.grad_accum_dtype, want);
+          }};
+}
+
 std::vector<ValidRow> ValidRows() {
   return {
       {"Defaults", [](json&) {},
@@ -191,41 +205,10 @@ std::vector<ValidRow> ValidRows() {
          EXPECT_EQ(s.zero.sub_group_size, 1000000);
          EXPECT_TRUE(s.no_effect_notes.empty());  // all four act
        }},
-      {"GradAccumFp32",
-       [](json& j) {
-         j["data_types"] = {{"grad_accum_dtype", "fp32"}};
-       },
-       [](const JobSpec& s) {
-         ASSERT_TRUE(s.grad_accum_dtype.has_value());
-         EXPECT_EQ(*s.grad_accum_dtype, DType::kF32);
-       }},
-      {"GradAccumFp32WithBf16",
-       [](json& j) {
-         j["bf16"] = {{"enabled", true}};
-         j["data_types"] = {{"grad_accum_dtype", "fp32"}};
-       },
-       [](const JobSpec& s) {
-         ASSERT_TRUE(s.grad_accum_dtype.has_value());
-         EXPECT_EQ(*s.grad_accum_dtype, DType::kF32);
-       }},
-      {"GradAccumBf16WithBf16",
-       [](json& j) {
-         j["bf16"] = {{"enabled", true}};
-         j["data_types"] = {{"grad_accum_dtype", "bf16"}};
-       },
-       [](const JobSpec& s) {
-         ASSERT_TRUE(s.grad_accum_dtype.has_value());
-         EXPECT_EQ(*s.grad_accum_dtype, DType::kBF16);
-       }},
-      {"GradAccumFp16WithFp16",
-       [](json& j) {
-         j["fp16"] = {{"enabled", true}};
-         j["data_types"] = {{"grad_accum_dtype", "fp16"}};
-       },
-       [](const JobSpec& s) {
-         ASSERT_TRUE(s.grad_accum_dtype.has_value());
-         EXPECT_EQ(*s.grad_accum_dtype, DType::kF16);
-       }},
+      GradAccumRow("GradAccumFp32", "", "fp32", DType::kF32),
+      GradAccumRow("GradAccumFp32WithBf16", "bf16", "fp32", DType::kF32),
+      GradAccumRow("GradAccumBf16WithBf16", "bf16", "bf16", DType::kBF16),
+      GradAccumRow("GradAccumFp16WithFp16", "fp16", "fp16", DType::kF16),
       {"GradAccumNull",
        [](json& j) {
          j["data_types"] = {{"grad_accum_dtype", nullptr}};
