@@ -49,11 +49,45 @@ expect 0 'stage 0 +stage 1 +stage 2 +stage 3' -- "$dstrain" estimate --world 4 "
 expect 0 'ZeRO paper' -- "$dstrain" estimate "$dir/good.json"
 expect 2 'train_batch_size' -- "$dstrain" estimate "$dir/batch.json"
 expect 2 'estimate takes exactly one JOB.json' -- "$dstrain" estimate
+# Keys without effect: one "note:" line per key the job sets, on stderr (validate's stdout stays
+# the effective configuration, whose notes hold the same text); keys that act are not named.
+sed 's/"train_batch_size": 8,/"train_batch_size": 8, "zero_optimization": {"stage": 1, "contiguous_gradients": true, "reduce_scatter": true}, "fp16": {"auto_cast": false},/' \
+  "$dir/good.json" > "$dir/noted.json"
+check() {  # check DESCRIPTION CONDITION...
+  local what=$1
+  shift
+  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fails=$((fails + 1)); fi
+}
+notes_of() {  # the note lines of a file, without the reasons
+  sed -n 's/^\(note: [a-z0-9_.]*: no effect in dstrain: \).*/\1/p' "$1"
+}
+want_notes=$'note: fp16.auto_cast: no effect in dstrain: \nnote: zero_optimization.contiguous_gradients: no effect in dstrain: '
+"$dstrain" validate "$dir/noted.json" > "$dir/noted.out" 2> "$dir/noted.err"
+check "validate exits 0 with notes" [ $? -eq 0 ]
+check "validate notes on stderr" [ "$(notes_of "$dir/noted.err")" == "$want_notes" ]
+check "validate stderr holds only the notes" [ "$(wc -l < "$dir/noted.err")" -eq 2 ]
+check "validate stdout is the JSON" [ "$(head -c 1 "$dir/noted.out")" == "{" ]
+check "validate stdout has no note lines" [ -z "$(notes_of "$dir/noted.out")" ]
+check "effective notes" grep -q '"zero_optimization.contiguous_gradients: no effect in dstrain: ' "$dir/noted.out"
+"$dstrain" validate "$dir/noted.out" > /dev/null 2> "$dir/again.err"
+check "the effective configuration gives the same notes" [ "$(notes_of "$dir/again.err")" == "$want_notes" ]
+"$dstrain" validate "$dir/good.json" > /dev/null 2> "$dir/good.err"
+check "no notes for a job that sets no such key" [ ! -s "$dir/good.err" ]
+"$dstrain" train "$dir/noted.json" > "$dir/train.out" 2> "$dir/train.err"
+check "train exits 2 on the missing data" [ $? -eq 2 ]
+check "train notes on stderr" [ "$(notes_of "$dir/train.err")" == "$want_notes" ]
+"$dstrain" launch --nproc 1 "$dir/noted.json" > "$dir/launch.out" 2>&1
+check "launch fails on the missing data" [ $? -ne 0 ]
+check "launch notes unprefixed" [ "$(notes_of "$dir/launch.out")" == "$want_notes" ]
+check "launch notes once, not again per rank" [ "$(grep -c 'note: ' "$dir/launch.out")" -eq 2 ]
+check "launch says why the rank failed" grep -q 'missing.txt' "$dir/launch.out"
 # Service commands, without a coordinator: usage errors (2) and an unreachable one (1).
 expect 0 'submit JOB.json' -- "$dstrain" help
 expect 2 'DSTRAIN_COORDINATOR' -- env -u DSTRAIN_COORDINATOR "$dstrain" status some-job
 expect 2 'usage: dstrain status JOB' -- "$dstrain" status --coordinator 127.0.0.1:1
 expect 2 'train_batch_size' -- "$dstrain" submit --coordinator 127.0.0.1:1 "$dir/batch.json"
+"$dstrain" submit --coordinator 127.0.0.1:1 "$dir/noted.json" > /dev/null 2> "$dir/submit.err"
+check "submit notes on stderr before it sends" [ "$(notes_of "$dir/submit.err")" == "$want_notes" ]
 expect 1 'is dstrain-coordinator running at 127.0.0.1:1' -- "$dstrain" workers --coordinator 127.0.0.1:1
 expect 1 'UNAVAILABLE' -- env DSTRAIN_COORDINATOR=127.0.0.1:1 "$dstrain" list
 [[ $fails -eq 0 ]]

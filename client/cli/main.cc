@@ -45,15 +45,17 @@ constexpr char kUsage[] = R"(usage: dstrain <command> [arguments]
 commands:
   validate JOB.json [--world N]
       Check a job file and print the effective configuration (every default and inferred
-      value filled in) as JSON. Exit 2 with the key path of the first error.
+      value filled in) as JSON. Exit 2 with the key path of the first error. Each key the job
+      sets that has no effect in dstrain gets a "note: KEY: no effect in dstrain: WHY" line on
+      stderr (validate, train, launch and submit).
   prepare --text FILE --out DIR [--val-fraction F]
       Turn a text file into llm.c token shards (byte-level vocabulary, 256 tokens):
       DIR/train_000000.bin ... and DIR/val_000000.bin (the last F of the text, default 0.1).
   train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
                 [--save-initial-model FILE]
-      Train in this process. (--rank, --world, --store and --comm-timeout are set by `launch`;
-      --store grpc://HOST:PORT, --store-prefix, --job-id, --attempt and --catalog by
-      dstrain-worker.) Progress goes to stdout; one JSON object per optimizer step to
+      Train in this process. (--rank, --world, --store, --comm-timeout and --no-notes are set
+      by `launch`; --store grpc://HOST:PORT, --store-prefix, --job-id, --attempt and --catalog
+      by dstrain-worker.) Progress goes to stdout; one JSON object per optimizer step to
       --metrics-out; --save-model writes the final weights in llm.c's model format,
       --save-initial-model the weights before the first step (same format).
   launch --nproc N JOB.json [--metrics-out FILE.jsonl] [--save-model FILE]
@@ -102,6 +104,8 @@ absl::StatusOr<config::JobSpec> LoadJobArg(const std::vector<std::string>& args,
 int Validate(const std::vector<std::string>& args) {
   auto spec = LoadJobArg(args, "validate");
   if (!spec.ok()) return Fail(spec.status(), 2);
+  // stdout stays the effective configuration alone; its `notes` hold the same lines.
+  std::fputs(config::NoteLines(spec->no_effect_notes).c_str(), stderr);
   std::printf("%s\n", spec->effective.dump(2).c_str());
   return 0;
 }
@@ -183,7 +187,7 @@ int Train(const std::vector<std::string>& args) {
       args,
       {"metrics-out", "threads", "save-model", "save-initial-model", "rank", "world", "store",
        "comm-timeout", "store-prefix", "job-id", "attempt", "catalog"},
-      {});
+      {"no-notes"});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
   if (parsed->positional.size() != 1) {
     return Fail(absl::InvalidArgumentError("train takes exactly one JOB.json"), 2);
@@ -200,6 +204,11 @@ int Train(const std::vector<std::string>& args) {
   auto rank = parsed->GetInt("rank", 0);
   if (!rank.ok()) return Fail(rank.status(), 2);
   options.rank = *rank;
+  // One rank says it for the job (in service mode, into the job's log); under `launch` the
+  // launcher has said it already (--no-notes).
+  if (*rank == 0 && !parsed->Has("no-notes")) {
+    std::fputs(config::NoteLines(spec->no_effect_notes).c_str(), stderr);
+  }
   // Service mode: the worker agent sets --store grpc://COORDINATOR with --store-prefix, --job-id,
   // --attempt and --catalog.
   auto rendezvous = trainer::Rendezvous::Parse(parsed->Get("store"), parsed->Get("store-prefix"));
@@ -253,13 +262,14 @@ int Launch(const std::vector<std::string>& args) {
   // Validate once here, so a bad job fails fast instead of N times.
   auto spec = config::LoadJobSpec(job, *nproc);
   if (!spec.ok()) return Fail(spec.status(), 2);
+  std::fputs(config::NoteLines(spec->no_effect_notes).c_str(), stderr);
   char self[4096];
   const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
   if (n <= 0) return Fail(absl::InternalError("cannot find the dstrain executable"), 1);
   self[n] = '\0';
   launcher::LaunchOptions options;
   options.nproc = *nproc;
-  options.trainer_argv = {self, "train", job};
+  options.trainer_argv = {self, "train", job, "--no-notes"};
   if (parsed->Has("comm-timeout")) {
     options.trainer_argv.push_back("--comm-timeout");
     options.trainer_argv.push_back(parsed->Get("comm-timeout"));

@@ -386,6 +386,7 @@ int Session::Submit(const std::vector<std::string>& args) {
         std::string(spec.status().message()),
         code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ? 2 : 1);
   }
+  std::fputs(config::NoteLines(spec->no_effect_notes).c_str(), ctx_.err);
   if (id.empty()) {
     id = DefaultJobId(spec->name, ctx_.random_suffix ? ctx_.random_suffix() : RandomSuffix());
   }
@@ -965,6 +966,7 @@ absl::StatusOr<SubmittedSpec> MakeSelfContainedSpec(const std::string& job_path,
   SubmittedSpec out;
   out.spec_json = root->dump(2);
   out.name = spec->job.name;
+  out.no_effect_notes = spec->no_effect_notes;
 
   // The coordinator and the workers parse it without a base directory: it must mean the same.
   auto again = config::ParseJobSpec(out.spec_json, "");

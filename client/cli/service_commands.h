@@ -105,6 +105,8 @@ std::string DefaultJobId(const std::string& name, const std::string& suffix);
 struct SubmittedSpec {
   std::string spec_json;
   std::string name;  // job.name
+  // The job's keys without effect (config::JobSpec::no_effect_notes), for stderr.
+  std::vector<std::string> no_effect_notes;
 };
 absl::StatusOr<SubmittedSpec> MakeSelfContainedSpec(const std::string& job_path,
                                                     std::optional<int> world);

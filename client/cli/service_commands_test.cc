@@ -372,6 +372,33 @@ TEST_F(ServiceCommandsTest, SubmitInlinesTheDeepSpeedConfig) {
   EXPECT_EQ(spec["job"]["name"], "DS run!");
 }
 
+TEST_F(ServiceCommandsTest, SubmitNotesTheKeysWithoutEffect) {
+  const std::string path = WriteJob("submit_notes/job.json", R"({
+    "train_batch_size": 8,
+    "zero_optimization": {"stage": 2, "contiguous_gradients": true, "reduce_scatter": true},
+    "fp16": {"enabled": false, "auto_cast": true},
+    "model": {"type": "gpt", "n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 256,
+              "block_size": 8},
+    "data": {"train": "/abs/train.txt"},
+    "job": {"train_steps": 10}})");
+  CliResult r = Dstrain("submit", {path, "--id", "noted"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "noted\n");  // stdout stays the id alone
+  // One line per key set, in key-path order; reduce_scatter acts and is not named.
+  EXPECT_EQ(r.err,
+            "note: fp16.auto_cast: no effect in dstrain: it casts the model's floating-point "
+            "inputs to fp16; dstrain's model takes token ids and runs each layer in the training "
+            "precision already\n"
+            "note: zero_optimization.contiguous_gradients: no effect in dstrain: dstrain's "
+            "gradients always live in one flat buffer in the parameters' layout, so there is "
+            "nothing to copy into a contiguous one\n");
+  ASSERT_EQ(fake_.submits.size(), 1u);
+  // The coordinator validates the same spec and comes to the same notes.
+  auto parsed = config::ParseJobSpec(fake_.submits[0].spec_json(), "");
+  ASSERT_THAT(parsed, IsOk());
+  EXPECT_EQ(parsed->no_effect_notes.size(), 2u);
+}
+
 TEST_F(ServiceCommandsTest, SubmitOfAnInvalidJobSendsNothing) {
   const std::string path = WriteJob("invalid/job.json",
                                     R"({"train_batch_size": 8, "gradient_accumulation_steps": 2,

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
@@ -291,6 +292,36 @@ TEST_F(CoordinatorTest, MalformedSubmissionsAreRejectedNamingTheKeyAndStoreNothi
   ASSERT_THAT(listed, IsOk());
   EXPECT_EQ(listed->jobs_size(), 0);
   EXPECT_TRUE(state_->ListJobsPage("", 10)->empty());
+}
+
+TEST_F(CoordinatorTest, AcceptedSpecKeepsTheNotesOfKeysWithoutEffect) {
+  v1::SubmitJobRequest r;
+  r.set_job_id("noted");
+  r.set_spec_json(
+      absl::StrReplaceAll(Spec(1), {{R"("train_micro_batch_size_per_gpu": 1,)",
+                                     R"("train_micro_batch_size_per_gpu": 1, "vocabulary_size": 16,
+                    "zero_optimization": {"stage": 2, "round_robin_gradients": true,
+                                          "allgather_partitions": false},)"}}));
+  auto submitted = c_->SubmitJob(r);
+  ASSERT_THAT(submitted, IsOk());
+  // The stored spec is the effective configuration, its notes included; the keys that act
+  // (allgather_partitions) are not named.
+  const nlohmann::json stored = nlohmann::json::parse(Get("noted").spec_json());
+  std::vector<std::string> no_effect;
+  for (const nlohmann::json& note : stored["notes"]) {
+    if (note.get<std::string>().find(": no effect in dstrain: ") != std::string::npos) {
+      no_effect.push_back(note.get<std::string>());
+    }
+  }
+  ASSERT_EQ(no_effect.size(), 2u) << stored["notes"].dump();
+  EXPECT_THAT(no_effect[0], HasSubstr("vocabulary_size: no effect in dstrain: "));
+  EXPECT_THAT(no_effect[1],
+              HasSubstr("zero_optimization.round_robin_gradients: no effect in dstrain: "));
+  EXPECT_EQ(stored["zero_optimization"]["allgather_partitions"], false);
+  // The same submission again is the same job.
+  auto again = c_->SubmitJob(r);
+  ASSERT_THAT(again, IsOk());
+  EXPECT_FALSE(again->created());
 }
 
 TEST_F(CoordinatorTest, RestartMidQueueRestoresEveryJobAndItsOrder) {

@@ -109,9 +109,9 @@ absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& requ
   ValidatedJob out;
   out.job_id = request.job_id();
   out.name = spec->job.name.empty() ? request.job_id() : spec->job.name;
-  nlohmann::json effective = spec->effective;
-  effective.erase("notes");  // remarks for people, not configuration
-  out.spec_json = effective.dump();
+  // With its notes (among them one per key the job sets that has no effect): workers ignore
+  // them on input, but they stay with the job for people who read its spec.
+  out.spec_json = spec->effective.dump();
   out.world_size = world;
   out.train_steps = spec->job.train_steps;
   out.max_restarts = spec->job.max_restarts;

@@ -30,7 +30,9 @@ struct ValidatedJob {
   std::string job_id;
   std::string name;
   // The effective configuration (every default filled in, paths absolute) as JSON: what workers
-  // receive, so every rank and every attempt trains on exactly the same job.
+  // receive, so every rank and every attempt trains on exactly the same job. Its `notes` are
+  // those of `dstrain validate`, including one per key the job sets that has no effect
+  // (docs/configuration.md, "Keys without effect").
   std::string spec_json;
   int32_t world_size = 0;
   int64_t train_steps = 0;

@@ -8,9 +8,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status/status_macros.h"
 #include "worker/config/features.h"
+#include "worker/config/key_effects.h"
 #include "worker/config/keys.h"
 #include "worker/config/resolve.h"
 #include "worker/config/schema.h"
@@ -86,6 +88,27 @@ absl::Status CheckFeatures(const json& e, const NormalizeContext& ctx) {
   return absl::OkStatus();
 }
 
+// The notes of the kNoEffect keys the input sets (config.h, JobSpec::no_effect_notes), in key
+// path order. An input with a `notes` list is an effective configuration, which writes every
+// key: there a key at DeepSpeed's default counts as set only when `input_notes` hold its note.
+std::vector<std::string> NoEffectNotes(const NormalizeContext& ctx, const json& input_notes) {
+  const bool effective_input = ctx.given.count("notes") > 0;
+  std::vector<std::string> out;
+  for (const std::string& path : ctx.given) {
+    const internal::KeyEffectRow* row = internal::FindKeyEffect(path);
+    if (row == nullptr || row->effect != internal::KeyEffect::kNoEffect) continue;
+    std::string note = internal::NoEffectNote(path, *row);
+    if (effective_input && ctx.at_default.count(path)) {
+      const std::string prefix = absl::StrCat(path, ": no effect in dstrain:");
+      bool noted = false;
+      for (const json& n : input_notes) noted |= absl::StartsWith(n.get<std::string>(), prefix);
+      if (!noted) continue;
+    }
+    out.push_back(std::move(note));
+  }
+  return out;
+}
+
 absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view source,
                                   const std::string& base_dir,
                                   std::optional<int> world_size_override,
@@ -129,6 +152,9 @@ absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view sour
   DT_RETURN_IF_ERROR(internal::ResolveJob(&e, base_dir, default_name, &spec.job));
   internal::FillPrecision(&e, ctx, &notes, &spec);
   DT_RETURN_IF_ERROR(internal::ResolveGradientKeys(&e, ctx, &notes, &spec));
+  // e["notes"] still holds the input's own list (that of an effective configuration).
+  spec.no_effect_notes = NoEffectNotes(ctx, e["notes"]);
+  notes.insert(notes.end(), spec.no_effect_notes.begin(), spec.no_effect_notes.end());
   e["notes"] = notes;
   spec.effective = std::move(e);
   return spec;
@@ -186,6 +212,12 @@ absl::StatusOr<JobSpec> LoadJobSpec(const std::string& path,
   const std::string base_dir = absolute.parent_path().lexically_normal().string();
   return ParseWithSource(text, path, base_dir, world_size_override,
                          std::filesystem::path(path).stem().string());
+}
+
+std::string NoteLines(const std::vector<std::string>& notes) {
+  std::string out;
+  for (const std::string& n : notes) absl::StrAppend(&out, "note: ", n, "\n");
+  return out;
 }
 
 const char* PrecisionName(const JobSpec& spec) {

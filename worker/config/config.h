@@ -10,8 +10,9 @@
 // Unlike DeepSpeed, which ignores keys it does not know, everything is checked before a job
 // starts: unknown keys (with a "did you mean" suggestion), JSON types, ranges, the batch triple,
 // and DeepSpeed features dstrain does not implement yet (listed in features.cc), which are
-// rejected unless set to their disabled/default value. Every error is kInvalidArgument and its
-// message starts with the key path, e.g.
+// rejected unless set to their disabled/default value. A key that is accepted but has no effect
+// in dstrain (key_effects.cc) is named in JobSpec::no_effect_notes when the job sets it. Every
+// error is kInvalidArgument and its message starts with the key path, e.g.
 //   zero_optimization.offload_optimizer.device: optimizer offload is not supported yet
 //   optimizer.params.betaz: unknown key (did you mean "betas"?)
 //   train_batch_size: 32 != train_micro_batch_size_per_gpu 4 * gradient_accumulation_steps 2 *
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/types/dtype.h"
 
 namespace dstrain::config {
 
@@ -61,15 +63,21 @@ struct SchedulerConfig {
   nlohmann::json params = nlohmann::json::object();
 };
 
-// zero_optimization, the keys the engine reads (all keys are in JobSpec::effective).
+// zero_optimization, the keys the engine reads (all keys are in JobSpec::effective; the keys
+// without effect are listed in key_effects.cc and docs/configuration.md). Defaults are
+// DeepSpeed's; sizes are counted in elements, as DeepSpeed counts them.
 struct ZeroConfig {
   int stage = 0;
-  bool contiguous_gradients = true;
+  // Average the gradients with reduce-scatters (true) or with all-reduces (false).
   bool reduce_scatter = true;
   int64_t reduce_bucket_size = 500000000;
+  // Stages 1-2: the most elements one all-gather of the updated parameters covers.
   int64_t allgather_bucket_size = 500000000;
+  // Stages 1-2: gather the updated parameters with all-gathers (true) or with broadcasts from
+  // each partition's owner (false).
   bool allgather_partitions = true;
   bool overlap_comm = false;  // DeepSpeed's None resolves to true for stage 3, else false
+  // The most elements of this rank's partition one optimizer update covers at a time.
   int64_t sub_group_size = 1000000000;
   int64_t prefetch_bucket_size = 50000000;
   int64_t param_persistence_threshold = 100000;
@@ -77,14 +85,11 @@ struct ZeroConfig {
   int64_t max_live_parameters = 1000000000;
   int64_t max_reuse_distance = 1000000000;
   bool gather_16bit_weights_on_model_save = false;
-  bool ignore_unused_parameters = true;
-  bool round_robin_gradients = false;
 };
 
 // fp16 and its dynamic loss scaler (docs/configuration.md, "The dynamic loss scaler (fp16)").
 struct Fp16Config {
   bool enabled = false;
-  bool auto_cast = false;
   double loss_scale = 0.0;  // 0 = dynamic loss scaling, else a static scale
   int initial_scale_power = 16;
   int64_t loss_scale_window = 1000;
@@ -143,6 +148,9 @@ struct JobConfig {
   int eval_batches = 20;
   int64_t sample_every = 0;
   int sample_tokens = 0;
+  // fp32 training skips (and counts) a step whose gradients hold an inf or NaN, as fp16 and bf16
+  // training always do (docs/job-file.md, "job").
+  bool skip_nonfinite_steps = false;
 };
 
 struct JobSpec {
@@ -162,6 +170,10 @@ struct JobSpec {
   bool prescale_gradients = false;         // grad *= 1/N before the sum, nothing after
   double gradient_predivide_factor = 1.0;  // grad *= 1/f before the sum, *= f/N after
   std::optional<int64_t> steps_per_print;  // code default None (docs say 10)
+  // data_types.grad_accum_dtype: the type gradients are accumulated in over the micro-batches of
+  // a step. nullopt is DeepSpeed's None: the engine's default, the parameters' storage type. A
+  // 16-bit type is the training precision's (checked); kF32 may go with any precision.
+  std::optional<DType> grad_accum_dtype;
 
   OptimizerConfig optimizer;
   SchedulerConfig scheduler;
@@ -175,6 +187,13 @@ struct JobSpec {
   // Remarks about the config that are not errors (a default that differs from DeepSpeed's docs,
   // a key that has no effect, ...). Also in effective["notes"].
   std::vector<std::string> notes;
+  // The notes of the keys this job sets that have no effect in dstrain (docs/configuration.md,
+  // "Keys without effect"), one per key: "<key path>: no effect in dstrain: <why>". They are the
+  // last entries of `notes` too. A key counts as set when the job file writes it. An effective
+  // configuration (a file with a `notes` list, as `dstrain validate` prints it) writes every key,
+  // so there a key counts as set when its value differs from DeepSpeed's default or the file's
+  // `notes` already hold its note: the effective configuration parses back to the same notes.
+  std::vector<std::string> no_effect_notes;
 
   // The full effective config: every DeepSpeed key dstrain knows with DeepSpeed's code default
   // filled in, the inferred batch values, resolved optimizer and scheduler parameters, and the
@@ -184,6 +203,10 @@ struct JobSpec {
 
 // The training precision: "fp16", "bf16" or "fp32".
 const char* PrecisionName(const JobSpec& spec);
+
+// "note: <note>\n" for each of `notes`: what `dstrain validate`, `train`, `launch` and `submit`
+// print on stderr for JobSpec::no_effect_notes.
+std::string NoteLines(const std::vector<std::string>& notes);
 
 // Parses and validates a job file's text. `base_dir` resolves relative paths (data, init_from,
 // checkpoint_dir, deepspeed_config); "" leaves them relative to the working directory.

@@ -150,6 +150,21 @@ absl::Status ResolveGradientKeys(json* effective, const NormalizeContext& ctx,
                    storage, " training is not supported (use \"", storage, "\" or \"fp32\")");
     }
   }
+  const json& accum = e["data_types"]["grad_accum_dtype"];
+  if (!accum.is_null()) {
+    const std::string name = accum.get<std::string>();
+    const std::string storage = PrecisionName(*spec);
+    // Gradients are produced in the storage type; accumulating them in fp32 widens them, while
+    // another 16-bit type would round them to a different format (DeepSpeed rejects such mixes).
+    if (name != "fp32" && name != storage) {
+      return Error("data_types.grad_accum_dtype", "\"", name, "\" with ", storage,
+                   " training is not supported (use \"fp32\"",
+                   storage == "fp32" ? "" : absl::StrCat(" or \"", storage, "\""), ")");
+    }
+    spec->grad_accum_dtype = name == "fp16"   ? DType::kF16
+                             : name == "bf16" ? DType::kBF16
+                                              : DType::kF32;
+  }
   spec->steps_per_print = OptionalInt(e["steps_per_print"]);
   if (!ctx.given.count("gradient_clipping")) {
     notes->push_back("gradient_clipping: 0 (off), DeepSpeed's code default; its docs say 1.0");

@@ -140,6 +140,7 @@ absl::Status ResolveJob(json* e, const std::string& base_dir, const std::string&
   out->eval_batches = j["eval_batches"].get<int>();
   out->sample_every = j["sample_every"].get<int64_t>();
   out->sample_tokens = j["sample_tokens"].get<int>();
+  out->skip_nonfinite_steps = j["skip_nonfinite_steps"].get<bool>();
   return absl::OkStatus();
 }
 

@@ -36,12 +36,6 @@ const std::vector<std::string>& TorchOptimizers() {
   return *kNames;
 }
 
-const std::vector<std::string>& DeepSpeedSchedulers() {
-  static const auto* const kNames = new std::vector<std::string>{
-      "WarmupLR", "WarmupDecayLR", "WarmupCosineLR", "OneCycle", "LRRangeTest"};
-  return *kNames;
-}
-
 // Names DeepSpeed resolves through torch.optim.lr_scheduler.
 const std::vector<std::string>& TorchSchedulers() {
   static const auto* const kNames = new std::vector<std::string>{
@@ -145,16 +139,6 @@ absl::Status ResolveOptimizer(json* e, NormalizeContext* ctx, std::vector<std::s
     return Error("optimizer.params.amsgrad",
                  "AMSGrad is not supported (DeepSpeed's FusedAdam raises on it too)");
   }
-  if (params["torch_adam"].get<bool>()) {
-    notes->push_back(
-        "optimizer.params.torch_adam: no effect; dstrain's Adam kernel computes the same update "
-        "as torch.optim.Adam/AdamW");
-  }
-  if (!params["max_grad_norm"].is_null()) {
-    notes->push_back(
-        "optimizer.params.max_grad_norm: ignored (DeepSpeed zeroes it in fp32 training); "
-        "gradient_clipping clips gradients");
-  }
   const bool given_mode = params["adam_w_mode"].get<bool>();
   const bool effective_mode = lower == "adamw" || given_mode;  // DeepSpeed engine.py's rule
   if (lower == "adamw" && !given_mode) {
@@ -192,7 +176,7 @@ absl::StatusOr<json> ResolveSchedulerParams(const std::string& type, const json&
                    "WarmupDecayLR, WarmupCosineLR, OneCycle and LRRangeTest)");
     }
     std::string message = absl::StrCat("unknown scheduler type \"", type, "\"");
-    const std::string close = ClosestKey(type, DeepSpeedSchedulers());
+    const std::string close = ClosestKey(type, internal::SchedulerTypes());
     if (!close.empty()) absl::StrAppend(&message, " (did you mean \"", close, "\"?)");
     return Error("scheduler.type", message);
   }

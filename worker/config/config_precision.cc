@@ -16,7 +16,6 @@ void FillPrecision(json* effective, const NormalizeContext& ctx, std::vector<std
   json& f = e["fp16"];
   Fp16Config& fp16 = spec->fp16;
   fp16.enabled = f["enabled"].get<bool>();
-  fp16.auto_cast = f["auto_cast"].get<bool>();
   fp16.loss_scale = f["loss_scale"].get<double>();
   fp16.initial_scale_power = f["initial_scale_power"].get<int>();
   fp16.loss_scale_window = f["loss_scale_window"].get<int64_t>();

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/config/features.h"
+#include "worker/config/key_effects.h"
 #include "worker/config/keys.h"
 #include "worker/config/schema.h"
 
@@ -116,6 +118,20 @@ struct ValidRow {
   std::function<void(const JobSpec&)> check;
 };
 
+// data_types.grad_accum_dtype `accum` with `precision` ("" = fp32, else the block to enable).
+ValidRow GradAccumRow(const std::string& name, const std::string& precision,
+                      const std::string& accum, DType want) {
+  return {name,
+          [=](json& j) {
+            if (!precision.empty()) j[precision] = {{"enabled", true}};
+            j["data_types"] = {{"grad_accum_dtype", accum}};
+          },
+          [=](const JobSpec& s) {
+            ASSERT_TRUE(s.grad_accum_dtype.has_value());
+            EXPECT_EQ(*s.grad_accum_dtype, want);
+          }};
+}
+
 std::vector<ValidRow> ValidRows() {
   return {
       {"Defaults", [](json&) {},
@@ -165,6 +181,43 @@ std::vector<ValidRow> ValidRows() {
          EXPECT_EQ(e["scheduler"], nullptr);
          EXPECT_FALSE(e["zero_optimization"].contains("cpu_offload"));  // deprecated, dropped
          EXPECT_FALSE(s.notes.empty());
+         EXPECT_TRUE(s.zero.reduce_scatter);
+         EXPECT_TRUE(s.zero.allgather_partitions);
+         EXPECT_EQ(s.zero.allgather_bucket_size, 500000000);
+         EXPECT_FALSE(s.grad_accum_dtype.has_value());  // DeepSpeed's None
+         EXPECT_EQ(e["data_types"]["grad_accum_dtype"], nullptr);
+         EXPECT_FALSE(s.job.skip_nonfinite_steps);
+         EXPECT_EQ(e["job"]["skip_nonfinite_steps"], false);
+         EXPECT_TRUE(s.no_effect_notes.empty());  // nothing set, nothing to say
+       }},
+      {"ZeroCommunicationKeys",
+       [](json& j) {
+         j["zero_optimization"] = {{"stage", 2},
+                                   {"reduce_scatter", false},
+                                   {"allgather_partitions", false},
+                                   {"allgather_bucket_size", 2e8},
+                                   {"sub_group_size", 1e6}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_FALSE(s.zero.reduce_scatter);
+         EXPECT_FALSE(s.zero.allgather_partitions);
+         EXPECT_EQ(s.zero.allgather_bucket_size, 200000000);
+         EXPECT_EQ(s.zero.sub_group_size, 1000000);
+         EXPECT_TRUE(s.no_effect_notes.empty());  // all four act
+       }},
+      GradAccumRow("GradAccumFp32", "", "fp32", DType::kF32),
+      GradAccumRow("GradAccumFp32WithBf16", "bf16", "fp32", DType::kF32),
+      GradAccumRow("GradAccumBf16WithBf16", "bf16", "bf16", DType::kBF16),
+      GradAccumRow("GradAccumFp16WithFp16", "fp16", "fp16", DType::kF16),
+      {"GradAccumNull",
+       [](json& j) {
+         j["data_types"] = {{"grad_accum_dtype", nullptr}};
+       },
+       [](const JobSpec& s) { EXPECT_FALSE(s.grad_accum_dtype.has_value()); }},
+      {"SkipNonfiniteSteps", [](json& j) { j["job"]["skip_nonfinite_steps"] = true; },
+       [](const JobSpec& s) {
+         EXPECT_TRUE(s.job.skip_nonfinite_steps);
+         EXPECT_EQ(s.effective["job"]["skip_nonfinite_steps"], true);
        }},
       {"AdamRunsAdamW",
        [](json& j) {
@@ -779,6 +832,36 @@ std::vector<InvalidRow> InvalidRows() {
        "job.checkpoint_every: needs job.checkpoint_dir"},
       {"KeepLastZero", [](json& j) { j["job"]["keep_last"] = 0; },
        "job.keep_last: must be >= 1, got 0"},
+      {"GradAccumBf16WithFp32Training",
+       [](json& j) {
+         j["data_types"] = {{"grad_accum_dtype", "bf16"}};
+       },
+       "data_types.grad_accum_dtype: \"bf16\" with fp32 training is not supported (use "
+       "\"fp32\")"},
+      {"GradAccumFp16WithBf16Training",
+       [](json& j) {
+         j["bf16"] = {{"enabled", true}};
+         j["data_types"] = {{"grad_accum_dtype", "fp16"}};
+       },
+       "data_types.grad_accum_dtype: \"fp16\" with bf16 training is not supported (use "
+       "\"fp32\" or \"bf16\")"},
+      {"GradAccumUnknownType",
+       [](json& j) {
+         j["data_types"] = {{"grad_accum_dtype", "fp8"}};
+       },
+       "data_types.grad_accum_dtype: must be one of \"fp32\", \"fp16\", \"bf16\"; got \"fp8\""},
+      {"SkipNonfiniteStepsType", [](json& j) { j["job"]["skip_nonfinite_steps"] = 1; },
+       "job.skip_nonfinite_steps: expected a boolean, got integer"},
+      {"UnknownKeyInNoEffectBlock",
+       [](json& j) {
+         j["aio"] = {{"block_sise", 4096}};
+       },
+       "aio.block_sise: unknown key (did you mean \"block_size\"?)"},
+      {"NoEffectKeyWrongType",
+       [](json& j) {
+         j["zero_optimization"] = {{"contiguous_gradients", "yes"}};
+       },
+       "zero_optimization.contiguous_gradients: expected a boolean, got string"},
       {"PipelineStagesMismatch",
        [](json& j) {
          j["pipeline"] = {{"stages", 2}};
@@ -967,6 +1050,13 @@ void ExpectSameSpec(const JobSpec& a, const JobSpec& b) {
   EXPECT_EQ(a.zero.stage, b.zero.stage);
   EXPECT_EQ(a.zero.overlap_comm, b.zero.overlap_comm);
   EXPECT_EQ(a.zero.reduce_bucket_size, b.zero.reduce_bucket_size);
+  EXPECT_EQ(a.zero.reduce_scatter, b.zero.reduce_scatter);
+  EXPECT_EQ(a.zero.allgather_bucket_size, b.zero.allgather_bucket_size);
+  EXPECT_EQ(a.zero.allgather_partitions, b.zero.allgather_partitions);
+  EXPECT_EQ(a.zero.sub_group_size, b.zero.sub_group_size);
+  EXPECT_EQ(a.grad_accum_dtype, b.grad_accum_dtype);
+  EXPECT_EQ(a.job.skip_nonfinite_steps, b.job.skip_nonfinite_steps);
+  EXPECT_EQ(a.no_effect_notes, b.no_effect_notes);
   EXPECT_EQ(a.fp16.enabled, b.fp16.enabled);
   EXPECT_EQ(a.fp16.initial_scale_power, b.fp16.initial_scale_power);
   EXPECT_EQ(a.fp16.hysteresis, b.fp16.hysteresis);
@@ -1042,6 +1132,196 @@ TEST(FeatureTableTest, MatchesSchema) {
     EXPECT_TRUE(gated_set.count(s.path)) << s.path << " in features.cc is not a gated key";
   }
   EXPECT_EQ(internal::ImplementedMaxZeroStage(), 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every key the schema knows has one row in key_effects.cc, and the rows agree with features.cc
+// and with docs/configuration.md.
+
+// Every leaf of the schema: the job file's, optimizer.params' and every schedule's params.
+std::set<std::string> SchemaKeyPaths() {
+  std::vector<std::string> paths;
+  internal::CollectLeafPaths(internal::JobFileSchema(), "", &paths);
+  internal::CollectLeafPaths(internal::AdamParamsSchema(), "optimizer.params", &paths);
+  for (const std::string& type : internal::SchedulerTypes()) {
+    const internal::Block* params = internal::SchedulerParamsSchema(type);
+    EXPECT_NE(params, nullptr) << type;
+    if (params != nullptr) internal::CollectLeafPaths(*params, "scheduler.params", &paths);
+  }
+  return std::set<std::string>(paths.begin(), paths.end());
+}
+
+TEST(KeyEffectTableTest, EveryKeyHasExactlyOneRow) {
+  const std::set<std::string> keys = SchemaKeyPaths();
+  // Spot checks that the walk reaches nested blocks, open blocks and the parameter tables.
+  for (const char* path :
+       {"timers.throughput.synchronized", "amp.*", "zero_optimization.offload_param.buffer_count",
+        "data_efficiency.data_sampling.num_workers", "optimizer.params.amsgrad",
+        "scheduler.params.cycle_min_mom", "job.skip_nonfinite_steps"}) {
+    EXPECT_TRUE(keys.count(path)) << path;
+  }
+  std::set<std::string> rows;
+  for (const internal::KeyEffectRow& row : internal::AllKeyEffects()) {
+    EXPECT_TRUE(rows.insert(row.path).second) << row.path << ": two rows in key_effects.cc";
+    EXPECT_TRUE(keys.count(row.path)) << row.path << ": a row for a key the schema lacks";
+  }
+  for (const std::string& key : keys) {
+    const internal::KeyEffectRow* row = internal::FindKeyEffect(key);
+    EXPECT_TRUE(row != nullptr && row->path == key) << key << ": no row in key_effects.cc";
+  }
+}
+
+TEST(KeyEffectTableTest, RowsAgreeWithFeatures) {
+  std::vector<std::string> gated;
+  internal::CollectGatedPaths(internal::JobFileSchema(), "", &gated);
+  internal::CollectGatedPaths(internal::AdamParamsSchema(), "optimizer.params", &gated);
+  const std::set<std::string> gated_set(gated.begin(), gated.end());
+  for (const internal::KeyEffectRow& row : internal::AllKeyEffects()) {
+    SCOPED_TRACE(row.path);
+    const internal::FeatureSwitch* feature =
+        gated_set.count(row.path) ? internal::FindFeatureSwitch(row.path) : nullptr;
+    switch (row.effect) {
+      case internal::KeyEffect::kActs:
+        EXPECT_NE(row.text, nullptr) << "name the code that reads it";
+        // A gated key acts only when its feature is implemented.
+        if (feature != nullptr) {
+          EXPECT_TRUE(feature->implemented);
+        }
+        break;
+      case internal::KeyEffect::kNoEffect:
+        EXPECT_EQ(feature, nullptr) << "a gated key either acts or is not supported yet";
+        EXPECT_NE(row.text == nullptr, row.configures == nullptr) << "a reason, or a feature";
+        if (row.configures != nullptr) {
+          // It configures a feature that is rejected when on: a gated switch not implemented.
+          EXPECT_TRUE(gated_set.count(row.configures)) << row.configures;
+          const internal::FeatureSwitch* s = internal::FindFeatureSwitch(row.configures);
+          ASSERT_NE(s, nullptr) << row.configures;
+          EXPECT_FALSE(s->implemented) << row.configures;
+        }
+        EXPECT_FALSE(internal::NoEffectReason(row).empty());
+        break;
+      case internal::KeyEffect::kNotSupported:
+        // Gated and rejected by features.cc, or rejected by a check the row names.
+        if (feature != nullptr) {
+          EXPECT_FALSE(feature->implemented);
+          EXPECT_EQ(row.text, nullptr);
+        } else {
+          EXPECT_NE(row.text, nullptr) << "name the check that rejects it";
+        }
+        break;
+    }
+  }
+}
+
+std::string ReadRunfile(const std::string& path) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  std::ifstream in(absl::StrCat(srcdir != nullptr ? srcdir : ".", "/",
+                                workspace != nullptr ? workspace : "", "/", path),
+                   std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+TEST(KeyEffectTableTest, ConfigurationDocListsEveryNoEffectKey) {
+  const std::string doc = ReadRunfile("docs/configuration.md");
+  ASSERT_FALSE(doc.empty()) << "docs/configuration.md is not in the test's runfiles";
+  absl::StatusOr<std::string> regenerated = internal::ReplaceNoEffectDocSection(doc);
+  ASSERT_THAT(regenerated, IsOk());
+  EXPECT_TRUE(*regenerated == doc)
+      << "docs/configuration.md's table of keys without effect differs from key_effects.cc; "
+         "run `bazel run //worker/config:key_effects_doc -- --write docs/configuration.md`. "
+         "The table should read:\n"
+      << internal::NoEffectDocSection();
+  for (const internal::KeyEffectRow& row : internal::AllKeyEffects()) {
+    if (row.effect != internal::KeyEffect::kNoEffect) continue;
+    EXPECT_THAT(doc, HasSubstr(absl::StrCat("`", row.path, "`"))) << row.path;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys without effect that a job sets are named in the notes.
+
+TEST(NoEffectNotesTest, OneNotePerKeySetInPathOrder) {
+  json j = BaseJob();
+  j["zero_optimization"] = {{"stage", 2}, {"contiguous_gradients", true}, {"legacy_stage1", true}};
+  j["fp16"] = {{"enabled", true}, {"auto_cast", true}};
+  j["aio"] = {{"block_size", 4096}};
+  j["amp"] = {{"enabled", false}, {"opt_level", "O1"}};  // kept verbatim by the open block
+  j["vocabulary_size"] = 50257;
+  j["optimizer"] = {{"type", "AdamW"}, {"params", {{"torch_adam", true}}}};
+  j["tensorboard"] = {{"enabled", false}, {"output_path", "runs/"}};
+  absl::StatusOr<JobSpec> spec = Parse(j);
+  ASSERT_THAT(spec, IsOk());
+  const std::vector<std::string> want = {
+      "aio.block_size: no effect in dstrain: it tunes DeepSpeed's asynchronous NVMe I/O for "
+      "offload and checkpoints; dstrain has no NVMe offload and writes checkpoints with ordinary "
+      "file I/O",
+      "amp.opt_level: no effect in dstrain: it only configures NVIDIA apex AMP, which is not "
+      "supported yet",
+      "fp16.auto_cast: no effect in dstrain: it casts the model's floating-point inputs to fp16; "
+      "dstrain's model takes token ids and runs each layer in the training precision already",
+      "optimizer.params.torch_adam: no effect in dstrain: it picks torch.optim's Adam over "
+      "DeepSpeed's fused kernel; dstrain has one Adam kernel, and it computes the same update",
+      "tensorboard.output_path: no effect in dstrain: it only configures TensorBoard "
+      "monitoring, which is not supported yet",
+      "vocabulary_size: no effect in dstrain: DeepSpeed only compares it with the model's "
+      "embedding size to print a warning; dstrain's vocabulary is model.vocab_size",
+      "zero_optimization.contiguous_gradients: no effect in dstrain: dstrain's gradients always "
+      "live in one flat buffer in the parameters' layout, so there is nothing to copy into a "
+      "contiguous one",
+      "zero_optimization.legacy_stage1: no effect in dstrain: it selects DeepSpeed's old "
+      "stage-1 code; dstrain has one implementation per stage",
+  };
+  EXPECT_EQ(spec->no_effect_notes, want);
+  // The same lines end `notes` and the effective configuration's notes.
+  ASSERT_GE(spec->notes.size(), want.size());
+  EXPECT_EQ(std::vector<std::string>(spec->notes.end() - want.size(), spec->notes.end()), want);
+  EXPECT_EQ(spec->effective["notes"], json(spec->notes));
+  EXPECT_EQ(NoteLines({want[0], want[1]}),
+            absl::StrCat("note: ", want[0], "\nnote: ", want[1], "\n"));
+}
+
+TEST(NoEffectNotesTest, KeysThatActOrAreNotGivenAreNotNoted) {
+  json j = BaseJob();
+  j["zero_optimization"] = {{"stage", 1}, {"reduce_scatter", true}, {"overlap_comm", true}};
+  j["steps_per_print"] = 10;
+  absl::StatusOr<JobSpec> spec = Parse(j);
+  ASSERT_THAT(spec, IsOk());
+  EXPECT_TRUE(spec->no_effect_notes.empty());
+  for (const std::string& n : spec->notes) EXPECT_THAT(n, ::testing::Not(HasSubstr("no effect")));
+}
+
+TEST(NoEffectNotesTest, EffectiveConfigurationParsesBackToTheSameNotes) {
+  json j = BaseJob();
+  j["zero_optimization"] = {{"contiguous_gradients", true}};  // DeepSpeed's default, set
+  j["timers"] = {{"throughput", {{"enabled", false}}}};
+  absl::StatusOr<JobSpec> spec = Parse(j);
+  ASSERT_THAT(spec, IsOk());
+  ASSERT_EQ(spec->no_effect_notes.size(), 2u);
+  // The effective configuration writes every key; only the two set above are noted again.
+  absl::StatusOr<JobSpec> again = ParseJobSpec(spec->effective.dump(), "/base");
+  ASSERT_THAT(again, IsOk());
+  EXPECT_EQ(again->no_effect_notes, spec->no_effect_notes);
+  // A key changed from its default in the effective configuration is noted too.
+  json edited = spec->effective;
+  edited["zero_optimization"]["round_robin_gradients"] = true;
+  absl::StatusOr<JobSpec> third = ParseJobSpec(edited.dump(), "/base");
+  ASSERT_THAT(third, IsOk());
+  ASSERT_EQ(third->no_effect_notes.size(), 3u);
+  EXPECT_THAT(third->no_effect_notes[2],
+              HasSubstr("zero_optimization.round_robin_gradients: no effect in dstrain: "));
+}
+
+TEST(NoEffectNotesTest, FromADeepSpeedConfigFile) {
+  const std::string dir = TempDir() + "/ds_notes";
+  absl::StatusOr<JobSpec> spec = LoadJobSpec(WriteDeepSpeedJob(dir, kDeepSpeedConfig));
+  ASSERT_THAT(spec, IsOk());
+  EXPECT_EQ(spec->no_effect_notes,
+            std::vector<std::string>({internal::NoEffectNote(
+                "zero_optimization.contiguous_gradients",
+                *internal::FindKeyEffect("zero_optimization.contiguous_gradients"))}));
 }
 
 TEST(ResolveSchedulerConfigTest, FillsDefaultsAndValidates) {

@@ -54,7 +54,6 @@ absl::Status ResolveZero(json* e, const NormalizeContext& ctx, std::vector<std::
   if (z["overlap_comm"].is_null()) z["overlap_comm"] = stage == 3;
 
   out->stage = stage;
-  out->contiguous_gradients = z["contiguous_gradients"].get<bool>();
   out->reduce_scatter = z["reduce_scatter"].get<bool>();
   out->reduce_bucket_size = z["reduce_bucket_size"].get<int64_t>();
   out->allgather_bucket_size = z["allgather_bucket_size"].get<int64_t>();
@@ -68,8 +67,6 @@ absl::Status ResolveZero(json* e, const NormalizeContext& ctx, std::vector<std::
   out->max_reuse_distance = z["stage3_max_reuse_distance"].get<int64_t>();
   out->gather_16bit_weights_on_model_save =
       z["stage3_gather_16bit_weights_on_model_save"].get<bool>();
-  out->ignore_unused_parameters = z["ignore_unused_parameters"].get<bool>();
-  out->round_robin_gradients = z["round_robin_gradients"].get<bool>();
   return absl::OkStatus();
 }
 

@@ -23,7 +23,6 @@ constexpr FeatureSwitch kSwitches[] = {
     {"bf16.enabled", "bf16 mixed precision", true},
     {"bf16.immediate_grad_update", "bf16 immediate gradient update", false},
     {"amp.enabled", "NVIDIA apex AMP", false},
-    {"data_types.grad_accum_dtype", "gradient accumulation in a dtype other than fp32", false},
     {"communication_data_type", "gradient communication in a dtype other than fp32", true},
     // Gradient reduction.
     {"prescale_gradients", "gradient prescaling", true},

@@ -394,6 +394,7 @@ std::shared_ptr<const Block> JobBlock() {
       Int("eval_batches", 20).Min(1).Max(kIntMax),
       Int("sample_every", 0).Min(0),
       Int("sample_tokens", 0).Min(0).Max(kIntMax),
+      Bool("skip_nonfinite_steps", false),
   });
 }
 
@@ -414,8 +415,8 @@ Block BuildJobFileSchema() {
       Obj("fp16", Fp16Block()),
       Obj("bf16", Bf16Block()).Alias("bfloat16"),
       Obj("amp", EnabledOnlyBlock()),  // other keys go to apex.amp.initialize
-      Obj("data_types",
-          MakeBlock({NullStr("grad_accum_dtype", {"fp32", "fp16", "bf16"}).GatedWhen(NotFp32)})),
+      // None: the engine's default (config.h, JobSpec::grad_accum_dtype).
+      Obj("data_types", MakeBlock({NullStr("grad_accum_dtype", {"fp32", "fp16", "bf16"})})),
       // Gradient clipping and averaging (docs/configuration.md). gradient_clipping's code default
       // is 0 (the docs say 1.0).
       Num("gradient_clipping", 0.0).Min(0),
@@ -463,7 +464,8 @@ Block BuildJobFileSchema() {
       Bool("graph_harvesting", false).Gated(),
       Bool("use_data_before_expert_parallelism", false).Gated(),
       NullInt("vocabulary_size").Min(1),  // DeepSpeed only warns about it; no effect
-      // dstrain's blocks. `notes` is written by `dstrain validate` and ignored on input.
+      // dstrain's blocks. `notes` is written by `dstrain validate`; on input it only carries the
+      // notes of keys without effect over (config.h, JobSpec::no_effect_notes).
       Obj("model", ModelBlock()).Required(),
       Obj("data", DataBlock()).Required(),
       Obj("job", JobBlock()).Required(),
@@ -556,6 +558,12 @@ const Block& JobFileSchema() {
 const Block& AdamParamsSchema() {
   static const Block* const kSchema = new Block(BuildAdamParams());
   return *kSchema;
+}
+
+const std::vector<std::string>& SchedulerTypes() {
+  static const auto* const kNames = new std::vector<std::string>{
+      "WarmupLR", "WarmupDecayLR", "WarmupCosineLR", "OneCycle", "LRRangeTest"};
+  return *kNames;
 }
 
 const Block* SchedulerParamsSchema(absl::string_view type) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "worker/config/schema.h"
@@ -18,7 +19,10 @@ const Block& JobFileSchema();
 // optimizer.params for Adam / AdamW (DeepSpeed's FusedAdam defaults).
 const Block& AdamParamsSchema();
 
-// scheduler.params for a DeepSpeed LR schedule type; nullptr for an unknown type.
+// DeepSpeed's LR schedule types dstrain runs (case-sensitive, as in DeepSpeed).
+const std::vector<std::string>& SchedulerTypes();
+
+// scheduler.params for one of SchedulerTypes(); nullptr for any other type.
 const Block* SchedulerParamsSchema(absl::string_view type);
 
 // Our own top-level keys; everything else at the top level is a DeepSpeed key.

@@ -32,8 +32,9 @@ std::string ResolvePath(const std::string& base_dir, const std::string& p);
 // DeepSpeed's top-level keys.
 absl::Status ResolveParallelism(const nlohmann::json& e, JobSpec* spec);
 absl::Status ResolveBatch(nlohmann::json* e, int64_t dp, JobSpec* spec);
-// gradient_clipping, the gradient reduction keys and steps_per_print; after FillPrecision (the
-// communication data type defaults to the training precision).
+// gradient_clipping, the gradient reduction keys, data_types.grad_accum_dtype and steps_per_print;
+// after FillPrecision (the communication data type defaults to the training precision, and a
+// 16-bit accumulation type must be it).
 absl::Status ResolveGradientKeys(nlohmann::json* effective, const NormalizeContext& ctx,
                                  std::vector<std::string>* notes, JobSpec* spec);
 

@@ -271,6 +271,7 @@ absl::Status NormalizeField(const json* in, const Field& field, const std::strin
   if (in->is_null()) {
     if (!field.nullable) return TypeError(path, field, *in);
     *out = nullptr;
+    if (field.default_value.is_null()) ctx->at_default.insert(path);
     return absl::OkStatus();
   }
   switch (field.type) {
@@ -328,6 +329,7 @@ absl::Status NormalizeField(const json* in, const Field& field, const std::strin
       break;
   }
   if (field.gated && field.UsesFeature(*out)) ctx->gated.push_back(GatedValue{path, *out});
+  if (*out == field.default_value) ctx->at_default.insert(path);
   return absl::OkStatus();
 }
 
@@ -352,6 +354,7 @@ absl::Status Normalize(const json& in, const Block& block, const std::string& pa
                        "\" and silently ignores \"", key, "\"; write \"", doc_named->name, "\""));
     }
     if (block.open) {
+      ctx->given.insert(JoinPath(path, key));
       (*out)[key] = value;
       continue;
     }
@@ -382,6 +385,19 @@ void CollectGatedPaths(const Block& block, const std::string& prefix,
     const std::string path = JoinPath(prefix, f.name);
     if (f.gated) out->push_back(path);
     if (f.block) CollectGatedPaths(*f.block, path, out);
+  }
+}
+
+void CollectLeafPaths(const Block& block, const std::string& prefix,
+                      std::vector<std::string>* out) {
+  if (block.open) out->push_back(JoinPath(prefix, "*"));
+  for (const Field& f : block.fields) {
+    const std::string path = JoinPath(prefix, f.name);
+    if (f.block) {
+      CollectLeafPaths(*f.block, path, out);
+    } else {
+      out->push_back(path);
+    }
   }
 }
 

@@ -99,7 +99,11 @@ struct GatedValue {
 
 struct NormalizeContext {
   std::vector<GatedValue> gated;
-  std::set<std::string> given;  // key paths (canonical names) present in the input
+  // Key paths (canonical names) present in the input, including the keys an open block keeps
+  // verbatim.
+  std::set<std::string> given;
+  // The given paths whose value equals the field's default (DeepSpeed's code default).
+  std::set<std::string> at_default;
   const Block* root = nullptr;  // for "belongs under X" hints on unknown keys
 };
 
@@ -117,5 +121,10 @@ absl::Status NormalizeField(const nlohmann::json* in, const Field& field, const 
 // Every gated key path below `block` (with `prefix`), for the consistency test of features.cc.
 void CollectGatedPaths(const Block& block, const std::string& prefix,
                        std::vector<std::string>* out);
+
+// Every key path below `block` (with `prefix`) that is not itself a described object: the leaves
+// of the schema, for the consistency test of key_effects.cc. An open block also yields
+// "<its path>.*", which stands for the keys it keeps verbatim.
+void CollectLeafPaths(const Block& block, const std::string& prefix, std::vector<std::string>* out);
 
 }  // namespace dstrain::config::internal
