@@ -2,10 +2,12 @@
 
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/status/status_macros.h"
 #include "worker/checkpoint/commit.h"
 #include "worker/env/byte_source.h"
@@ -58,6 +60,64 @@ absl::StatusOr<std::string> ReadRankState(env::ByteSource& shard) {
   std::string state(n, '\0');
   DT_RETURN_IF_ERROR(shard.Read(state.data(), n));
   return state;
+}
+
+// The model shape as the manifest's meta records it, one field per GptConfig member: what a
+// load compares (every field, since two models can share a parameter layout and still differ,
+// e.g. in n_head or in vocab_size under the same padding) and what export rebuilds the model from.
+struct ShapeField {
+  const char* name;
+  int model::GptConfig::*member;
+};
+constexpr ShapeField kShapeFields[] = {
+    {"n_layer", &model::GptConfig::n_layer},
+    {"n_head", &model::GptConfig::n_head},
+    {"n_embd", &model::GptConfig::n_embd},
+    {"vocab_size", &model::GptConfig::vocab_size},
+    {"padded_vocab_size", &model::GptConfig::padded_vocab_size},
+    {"block_size", &model::GptConfig::block_size},
+};
+
+nlohmann::json ShapeToJson(const model::GptConfig& c) {
+  nlohmann::json shape = nlohmann::json::object();
+  for (const ShapeField& f : kShapeFields) shape[f.name] = c.*f.member;
+  return shape;
+}
+
+// The shape a checkpoint's manifest records; kDataLoss naming the manifest when a field is
+// missing.
+absl::StatusOr<model::GptConfig> ShapeFromManifest(const checkpoint::CheckpointReader& reader) {
+  const std::string path = env::JoinPath(reader.dir(), checkpoint::kManifestName);
+  const nlohmann::json& meta = reader.manifest().meta;
+  const auto shape = meta.find("model");
+  if (shape == meta.end() || !shape->is_object()) {
+    return absl::DataLossError(absl::StrCat(path, ": meta has no model shape"));
+  }
+  model::GptConfig c;
+  for (const ShapeField& f : kShapeFields) {
+    const auto v = shape->find(f.name);
+    if (v == shape->end() || !v->is_number_integer()) {
+      return absl::DataLossError(absl::StrCat(path, ": meta.model.", f.name, " missing"));
+    }
+    c.*f.member = v->get<int>();
+  }
+  return c;
+}
+
+// kFailedPrecondition naming every field in which the checkpoint's model differs from `mine`.
+absl::Status CheckModelShape(const checkpoint::CheckpointReader& reader,
+                             const model::GptConfig& mine) {
+  DT_ASSIGN_OR_RETURN(const model::GptConfig theirs, ShapeFromManifest(reader));
+  std::vector<std::string> differ;
+  for (const ShapeField& f : kShapeFields) {
+    if (theirs.*f.member != mine.*f.member) {
+      differ.push_back(absl::StrCat("model.", f.name, ": checkpoint has ", theirs.*f.member,
+                                    ", this job has ", mine.*f.member));
+    }
+  }
+  if (differ.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "checkpoint ", reader.dir(), " holds another model: ", absl::StrJoin(differ, "; ")));
 }
 
 }  // namespace
@@ -118,13 +178,7 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
       meta["precision"] = std::string(config::PrecisionName(engine.spec()));
       meta["step"] = engine.global_steps();
       meta["reduce_bucket_size"] = engine.spec().zero.reduce_bucket_size;
-      const model::GptConfig& mc = engine.model().config();
-      meta["model"] = {{"n_layer", mc.n_layer},
-                       {"n_head", mc.n_head},
-                       {"n_embd", mc.n_embd},
-                       {"vocab_size", mc.vocab_size},
-                       {"padded_vocab_size", mc.padded_vocab_size},
-                       {"block_size", mc.block_size}};
+      meta["model"] = ShapeToJson(engine.model().config());
       status = writer->Commit(meta);
     }
     if (status.ok() && options.keep_last > 0) {
@@ -146,14 +200,7 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* d
   absl::Status status = [&]() -> absl::Status {
     DT_ASSIGN_OR_RETURN(reader, checkpoint::CheckpointReader::Open(options.env, options.root, tag));
     const nlohmann::json& meta = reader->manifest().meta;
-    const model::GptConfig& mc = engine.model().config();
-    const nlohmann::json& shape = meta.contains("model") ? meta["model"] : nlohmann::json();
-    if (shape.value("n_layer", -1) != mc.n_layer || shape.value("n_embd", -1) != mc.n_embd ||
-        shape.value("padded_vocab_size", -1) != mc.padded_vocab_size) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("checkpoint ", reader->dir(), " holds another model: ", shape.dump(),
-                       " vs L=", mc.n_layer, " C=", mc.n_embd, " Vp=", mc.padded_vocab_size));
-    }
+    DT_RETURN_IF_ERROR(CheckModelShape(*reader, engine.model().config()));
     const int old_world = meta.value("world_size", 0);
     if (old_world <= 0) return absl::DataLossError(absl::StrCat(reader->dir(), ": no world size"));
     same_precision =
@@ -210,16 +257,7 @@ absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::stri
                               const std::string& out_path) {
   DT_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(env, root, tag));
   const nlohmann::json& meta = reader->manifest().meta;
-  if (!meta.contains("model") || !meta["model"].is_object()) {
-    return absl::DataLossError(absl::StrCat(reader->dir(), ": manifest has no model shape"));
-  }
-  const nlohmann::json& m = meta["model"];
-  model::GptConfig config{m.value("n_layer", 0),
-                          m.value("n_head", 0),
-                          m.value("n_embd", 0),
-                          m.value("vocab_size", 0),
-                          m.value("padded_vocab_size", 0),
-                          m.value("block_size", 0)};
+  DT_ASSIGN_OR_RETURN(const model::GptConfig config, ShapeFromManifest(*reader));
   DT_ASSIGN_OR_RETURN(model::ParamLayout layout, model::ParamLayout::ForGpt(config));
   const int world = meta.value("world_size", 0);
   const int64_t bucket = meta.value("reduce_bucket_size", int64_t{0});

@@ -93,6 +93,38 @@ TEST(CheckpointIo, ResumeFromLatestIsBitwise) {
   EXPECT_EQ(listed->size(), 2u);
 }
 
+// A checkpoint of another model is refused on every rank, naming each field that differs, also
+// where the parameter layout is the same (n_head; vocab_size under the same padding) and a load
+// would otherwise go through.
+TEST(CheckpointIo, AnotherModelShapeIsRefusedNamingTheField) {
+  const config::JobSpec spec = SmallGptSpec(2, 1, 1, 0.0, "", 4);
+  const std::string root = Root("shape");
+  Train(spec, 2, root, nullptr, 0, 1, "step1");
+  struct Case {
+    void (*change)(config::JobSpec&);
+    int world;
+    const char* message;
+  };
+  const Case cases[] = {
+      {[](config::JobSpec& s) { s.model.n_head = 4; }, 2,
+       "model.n_head: checkpoint has 2, this job has 4"},
+      {[](config::JobSpec& s) { s.model.vocab_size = 40; }, 1,
+       "model.vocab_size: checkpoint has 37, this job has 40"},
+      {[](config::JobSpec& s) { s.model.block_size = 16; }, 2,
+       "model.block_size: checkpoint has 8, this job has 16"},
+  };
+  for (const Case& c : cases) {
+    config::JobSpec other = SmallGptSpec(c.world, 1, 1, 0.0, "", 4);
+    c.change(other);
+    const auto out = Train(other, c.world, root, "latest", 1, 1, nullptr);
+    for (int r = 0; r < c.world; ++r) {
+      EXPECT_THAT(out[r].load, StatusIs(absl::StatusCode::kFailedPrecondition,
+                                        AllOf(HasSubstr(c.message), HasSubstr("step1"))))
+          << "rank " << r;
+    }
+  }
+}
+
 // Resharding: a checkpoint written at world size N and stage s loads at M and s'. The job keeps
 // one global batch of 4 sequences (micro-batch 4/M), so the resharded run continues the same
 // optimisation: its weights right after loading are bitwise the saved ones, and the next steps'
