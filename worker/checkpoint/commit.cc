@@ -26,6 +26,12 @@ constexpr int kFormat = 1;
 constexpr uint64_t kMaxManifestBytes = 64 << 20;
 constexpr uint64_t kMaxLatestBytes = 4096;
 constexpr absl::string_view kTmpSuffix = ".tmp";
+// Begin writes this file first into every <tag>.tmp it creates, synced before any shard goes in:
+// a *.tmp directory that holds it (naming its tag) is a save of ours, which retention may remove;
+// anything else under the root with a .tmp name belongs to someone else. Its name starts with '.',
+// which no shard name can.
+constexpr absl::string_view kSaveMarker = ".dstrain-save";
+constexpr uint64_t kMaxMarkerBytes = 4096;
 
 absl::Status ValidateName(absl::string_view name, absl::string_view what) {
   if (name.empty() || name[0] == '.' || absl::StrContains(name, '/') ||
@@ -114,6 +120,21 @@ absl::StatusOr<CheckpointManifest> LoadCommitted(env::Env* env, const std::strin
   return m;
 }
 
+std::string MarkerText(absl::string_view tag, int64_t step) {
+  return nlohmann::json{{"tag", tag}, {"step", step}}.dump() + "\n";
+}
+
+// Whether `dir` (named <tag>.tmp under the root) is a save this writer began: it holds the marker
+// naming that tag.
+bool IsOurSave(env::Env* env, const std::string& dir, absl::string_view tag) {
+  absl::StatusOr<std::string> text =
+      env->ReadFileToString(env::JoinPath(dir, kSaveMarker), kMaxMarkerBytes);
+  if (!text.ok()) return false;
+  const nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j.contains("tag") && j["tag"].is_string() &&
+         j["tag"].get<std::string>() == tag;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Begin(env::Env* env,
@@ -139,8 +160,27 @@ absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Begin(env::E
     return absl::AlreadyExistsError(absl::StrCat(final_dir, ": checkpoint tag already exists"));
   }
   std::string tmp_dir = absl::StrCat(final_dir, kTmpSuffix);
-  if (env->FileExists(tmp_dir)) DT_RETURN_IF_ERROR(env->RemoveDirRecursively(tmp_dir));
+  if (env->FileExists(tmp_dir)) {
+    // A leftover of an interrupted save of this tag carries the marker; an empty directory is one
+    // that a crash caught before the marker was durable. Anything else is not ours to delete.
+    bool empty = false;
+    if (env->IsDirectory(tmp_dir)) {
+      const absl::StatusOr<std::vector<std::string>> children = env->GetChildren(tmp_dir);
+      empty = children.ok() && children->empty();
+    }
+    if (!empty && !IsOurSave(env, tmp_dir, tag)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(tmp_dir, ": exists and is not a checkpoint save of tag \"", tag, "\" (no ",
+                       kSaveMarker, " naming it); move it away to save this tag"));
+    }
+    DT_RETURN_IF_ERROR(env->RemoveDirRecursively(tmp_dir));
+  }
   DT_RETURN_IF_ERROR(env->CreateDir(tmp_dir));
+  // The marker is durable before any shard is written, so whatever a crash leaves in a *.tmp
+  // directory of ours can be recognised as ours and removed.
+  DT_RETURN_IF_ERROR(env->WriteStringToFile(env::JoinPath(tmp_dir, kSaveMarker),
+                                            MarkerText(tag, step), /*sync=*/true));
+  DT_RETURN_IF_ERROR(env->SyncDir(tmp_dir));
   CheckpointManifest manifest;
   manifest.tag = std::move(tag);
   manifest.step = step;
@@ -370,12 +410,17 @@ absl::Status KeepLast(env::Env* env, const std::string& root, int n) {
     for (const std::string& name : children) {
       if (!absl::EndsWith(name, kTmpSuffix)) continue;
       const std::string path = env::JoinPath(root, name);
-      if (env->IsDirectory(path)) {
-        DT_RETURN_IF_ERROR(env->RemoveDirRecursively(path));
-      } else {
+      const absl::string_view tag =
+          absl::string_view(name).substr(0, name.size() - kTmpSuffix.size());
+      if (tag == kLatestTag && !env->IsDirectory(path)) {
+        // The pointer's temporary file (env::WriteFileAtomically), left by a crash.
         DT_RETURN_IF_ERROR(env->RemoveFile(path));
+        removed = true;
+      } else if (ValidateName(tag, "").ok() && env->IsDirectory(path) &&
+                 IsOurSave(env, path, tag)) {
+        DT_RETURN_IF_ERROR(env->RemoveDirRecursively(path));
+        removed = true;
       }
-      removed = true;
     }
   }
   if (removed) DT_RETURN_IF_ERROR(env->SyncDir(root));

@@ -5,6 +5,7 @@
 //   <tag>/manifest.json  {"format":1,"tag":..,"step":..,"shards":[{"name","bytes","crc32c"}],
 //                         "meta":{..caller's..}}
 //   <tag>/<shard>...     the shard files, byte for byte as the caller gave them
+//   <tag>/.dstrain-save  the marker Begin writes first: {"tag":..,"step":..}
 //   latest               the name of the newest committed tag
 // A save writes into <tag>.tmp/: each shard is written, synced and closed, then the manifest is
 // written and synced, <tag>.tmp is synced (so its entries survive a crash), renamed to <tag>, and
@@ -49,8 +50,11 @@ inline constexpr absl::string_view kManifestName = "manifest.json";
 
 class CheckpointWriter {
  public:
-  // Starts saving `tag` at `step` under `root` (created if missing). A leftover <tag>.tmp from an
-  // interrupted save is removed; an already committed <tag> is kAlreadyExists. Tags and shard
+  // Starts saving `tag` at `step` under `root` (created if missing): creates <tag>.tmp and first
+  // writes and syncs into it a marker file (.dstrain-save, naming the tag and step) by which
+  // retention recognises the directory as a save of ours. A leftover <tag>.tmp of an interrupted
+  // save (marked, or empty) is removed; any other <tag>.tmp is kFailedPrecondition, left as it
+  // is; an already committed <tag> is kAlreadyExists. Tags and shard
   // names are single path components: not empty, no '/', no leading '.', no ".tmp" suffix, and
   // the tag is not "latest". `env` must outlive the writer.
   static absl::StatusOr<std::unique_ptr<CheckpointWriter>> Begin(env::Env* env, std::string root,
@@ -155,8 +159,10 @@ absl::StatusOr<std::vector<CheckpointManifest>> ListCommitted(env::Env* env,
                                                               const std::string& root);
 
 // Retention: keeps the `n` (>= 1) newest committed tags and the one `latest` names; removes older
-// committed tags and leftover *.tmp directories of interrupted saves. Directories that are not
-// committed and not *.tmp are left alone (they are not ours to judge).
+// committed tags, the <tag>.tmp directories of interrupted saves (those holding the marker file
+// Begin writes first, naming that tag) and a `latest.tmp` file the pointer's update left. Every
+// other entry, *.tmp names included (a user's notes.tmp or data.tmp/), is left alone: it is not
+// ours to judge.
 absl::Status KeepLast(env::Env* env, const std::string& root, int n);
 
 }  // namespace dstrain::checkpoint

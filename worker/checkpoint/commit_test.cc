@@ -268,6 +268,46 @@ TEST_F(CommitTest, DiskFullKeepsThePreviousCheckpoint) {
   EXPECT_THAT(Save(base_, root_, "step2", 2), IsOk());
 }
 
+// Retention removes only what the writer made: its own <tag>.tmp saves (marked) and the pointer's
+// latest.tmp. Other entries with a .tmp name (a user's file, a directory of data, an empty
+// directory, one whose marker names another tag) stay, and Begin refuses to take over one of them.
+TEST_F(CommitTest, KeepLastLeavesForeignTmpEntriesAlone) {
+  ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
+  {
+    absl::StatusOr<std::unique_ptr<CheckpointWriter>> interrupted =
+        CheckpointWriter::Begin(base_, root_, "step2", 2);
+    ASSERT_THAT(interrupted, IsOk());
+    ASSERT_THAT((*interrupted)->WriteShard("rank_0.bin", "half"), IsOk());
+  }
+  const auto at = [this](absl::string_view name) { return env::JoinPath(root_, name); };
+  ASSERT_THAT(base_->WriteStringToFile(at("notes.tmp"), "mine", true), IsOk());
+  ASSERT_THAT(base_->CreateDirs(at("data.tmp/part")), IsOk());
+  ASSERT_THAT(base_->WriteStringToFile(at("data.tmp/part/x.bin"), "data", true), IsOk());
+  ASSERT_THAT(base_->CreateDirs(at("empty.tmp")), IsOk());
+  ASSERT_THAT(base_->CreateDirs(at("other.tmp")), IsOk());
+  ASSERT_THAT(base_->WriteStringToFile(at("other.tmp/.dstrain-save"), R"({"tag":"else"})", true),
+              IsOk());
+  ASSERT_THAT(base_->WriteStringToFile(at("latest.tmp"), "step", true), IsOk());
+
+  ASSERT_THAT(KeepLast(base_, root_, 1), IsOk());
+  EXPECT_FALSE(base_->FileExists(at("step2.tmp"))) << "an interrupted save of ours";
+  EXPECT_FALSE(base_->FileExists(at("latest.tmp"))) << "the pointer's temporary file";
+  EXPECT_EQ(*base_->ReadFileToString(at("notes.tmp"), 100), "mine");
+  EXPECT_EQ(*base_->ReadFileToString(at("data.tmp/part/x.bin"), 100), "data");
+  EXPECT_TRUE(base_->IsDirectory(at("empty.tmp")));
+  EXPECT_TRUE(base_->IsDirectory(at("other.tmp")));
+  EXPECT_EQ(Loaded(base_, root_, "latest"), "step1");
+
+  // A save of tag "data" would have to replace data.tmp/: refused, naming it, and nothing lost.
+  EXPECT_THAT(CheckpointWriter::Begin(base_, root_, "data", 3).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(at("data.tmp"))));
+  EXPECT_THAT(CheckpointWriter::Begin(base_, root_, "notes", 3).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(at("notes.tmp"))));
+  EXPECT_EQ(*base_->ReadFileToString(at("data.tmp/part/x.bin"), 100), "data");
+  // An empty one is what a crash before the marker leaves: a save of that tag takes it over.
+  EXPECT_THAT(Save(base_, root_, "empty", 4), IsOk());
+}
+
 std::vector<std::string> Tags(env::Env* env, const std::string& root) {
   std::vector<std::string> tags;
   absl::StatusOr<std::vector<CheckpointManifest>> committed = ListCommitted(env, root);
@@ -288,7 +328,12 @@ TEST_F(CommitTest, KeepLastKeepsTheNewestAndTheLatest) {
   // or a person) and leave debris of an interrupted save plus a directory that is not a
   // checkpoint. KeepLast keeps the tag the pointer names; loading "latest" takes the newest.
   ASSERT_THAT(base_->WriteStringToFile(env::JoinPath(root_, "latest"), "b", true), IsOk());
-  ASSERT_THAT(base_->CreateDirs(env::JoinPath(root_, "e.tmp/x")), IsOk());
+  {
+    absl::StatusOr<std::unique_ptr<CheckpointWriter>> interrupted =
+        CheckpointWriter::Begin(base_, root_, "e", 60);
+    ASSERT_THAT(interrupted, IsOk());
+    ASSERT_THAT((*interrupted)->WriteShard("rank_0.bin", "x"), IsOk());
+  }
   ASSERT_THAT(base_->CreateDirs(env::JoinPath(root_, "notes")), IsOk());
 
   ASSERT_THAT(KeepLast(base_, root_, 2), IsOk());
