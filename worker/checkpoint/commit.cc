@@ -307,6 +307,16 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(env::En
 
 absl::StatusOr<std::unique_ptr<ShardReader>> CheckpointReader::OpenShard(
     absl::string_view name) const {
+  return Open(name, /*verified=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<ShardReader>> CheckpointReader::OpenShardRanges(
+    absl::string_view name) const {
+  return Open(name, /*verified=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<ShardReader>> CheckpointReader::Open(absl::string_view name,
+                                                                    bool verified) const {
   const auto it = std::find_if(manifest_.shards.begin(), manifest_.shards.end(),
                                [name](const ShardRecord& s) { return s.name == name; });
   if (it == manifest_.shards.end()) {
@@ -318,7 +328,7 @@ absl::StatusOr<std::unique_ptr<ShardReader>> CheckpointReader::OpenShard(
     return absl::DataLossError(absl::StrCat(path, ": ", size, " bytes, manifest says ", it->bytes));
   }
   DT_ASSIGN_OR_RETURN(std::unique_ptr<env::SequentialFile> file, env_->NewSequentialFile(path));
-  return std::make_unique<ShardReader>(std::move(path), *it, std::move(file));
+  return std::make_unique<ShardReader>(std::move(path), *it, std::move(file), verified);
 }
 
 absl::Status ShardReader::Read(void* dst, size_t n) {
@@ -343,13 +353,32 @@ absl::Status ShardReader::Read(void* dst, size_t n) {
   return absl::OkStatus();
 }
 
-absl::Status ShardReader::Finish() {
-  if (remaining() > 0) {
-    std::vector<char> scratch(std::min<uint64_t>(remaining(), uint64_t{4} << 20));
-    while (remaining() > 0) {
-      DT_RETURN_IF_ERROR(Read(scratch.data(), std::min<uint64_t>(remaining(), scratch.size())));
-    }
+absl::Status ShardReader::Skip(uint64_t n) {
+  if (n > remaining()) {
+    return absl::DataLossError(absl::StrCat(path_, ": skipping ", n, " bytes at offset ", read_,
+                                            ", the shard has ", remaining(), " left"));
   }
+  if (!verified_) {
+    DT_RETURN_IF_ERROR(file_->Skip(n));
+    read_ += n;
+    return absl::OkStatus();
+  }
+  // Through the checksum, in pieces of at most 1 MiB: the memory a streaming pass holds.
+  std::vector<char> scratch(std::min<uint64_t>(n, uint64_t{1} << 20));
+  while (n > 0) {
+    const size_t step = std::min<uint64_t>(n, scratch.size());
+    DT_RETURN_IF_ERROR(Read(scratch.data(), step));
+    n -= step;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShardReader::Finish() {
+  if (!verified_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path_, ": read in ranges, its checksum is checked by a full pass only"));
+  }
+  DT_RETURN_IF_ERROR(Skip(remaining()));
   if (crc_ != record_.crc32c) {
     return absl::DataLossError(absl::StrCat(path_, ": crc32c mismatch: file has ", Hex(crc_),
                                             ", manifest says ", Hex(record_.crc32c)));

@@ -89,19 +89,34 @@ class CheckpointWriter {
 };
 
 // One shard of a committed checkpoint, read in order straight into the caller's memory (no
-// intermediate copy of hundreds of MB). The CRC-32C runs alongside the reads; Finish checks that
-// the whole shard was read and matches the manifest. Bytes read before Finish are unverified:
-// callers restore into state they throw away when Finish (or any Read) fails.
+// intermediate copy of hundreds of MB). Two ways to read it:
+//   - verified (OpenShard): the CRC-32C runs alongside the reads, and Skip reads the bytes it
+//     passes (in bounded pieces) so they count too; Finish checks that the whole shard was read
+//     and matches the manifest. Bytes read before Finish are unverified: callers restore into
+//     state they throw away when Finish (or any Read) fails.
+//   - ranged (OpenShardRanges): Skip seeks, so only the ranges read touch the disk, and nothing
+//     is checksummed: Finish is kFailedPrecondition. For loaders that have every byte of the
+//     shard verified by another verified pass, whose outcome they wait for before using the data
+//     (resharding: one rank streams each shard, every rank agrees on the result).
 class ShardReader final : public env::ByteSource {
  public:
-  ShardReader(std::string path, ShardRecord record, std::unique_ptr<env::SequentialFile> file)
-      : path_(std::move(path)), record_(std::move(record)), file_(std::move(file)) {}
+  ShardReader(std::string path, ShardRecord record, std::unique_ptr<env::SequentialFile> file,
+              bool verified = true)
+      : path_(std::move(path)),
+        record_(std::move(record)),
+        file_(std::move(file)),
+        verified_(verified) {}
 
   absl::Status Read(void* dst, size_t n) override;
   uint64_t remaining() const override { return record_.bytes - read_; }
+  // Moves past `n` bytes: reads them through the checksum (verified), or seeks (ranged).
+  absl::Status Skip(uint64_t n) override;
   // Reads what is left (discarding it) and checks the checksum: kDataLoss naming the file when it
-  // differs. After a failed restore, this tells a damaged file from a mismatched one.
+  // differs. After a failed restore, this tells a damaged file from a mismatched one. A ranged
+  // reader has nothing to check: kFailedPrecondition.
   absl::Status Finish();
+  // Bytes read or skipped so far (the position in the file).
+  uint64_t offset() const { return read_; }
 
   const std::string& path() const { return path_; }
 
@@ -109,6 +124,7 @@ class ShardReader final : public env::ByteSource {
   const std::string path_;
   const ShardRecord record_;
   std::unique_ptr<env::SequentialFile> file_;
+  const bool verified_;
   uint64_t read_ = 0;
   uint32_t crc_ = 0;
 };
@@ -131,12 +147,16 @@ class CheckpointReader {
   absl::StatusOr<std::string> ReadShard(absl::string_view name) const;
   // Opens a shard for reading in place; its size is checked here, its checksum by Finish().
   absl::StatusOr<std::unique_ptr<ShardReader>> OpenShard(absl::string_view name) const;
+  // Opens a shard for reading some of its ranges (a ranged ShardReader: its size is checked here,
+  // its checksum nowhere, see ShardReader).
+  absl::StatusOr<std::unique_ptr<ShardReader>> OpenShardRanges(absl::string_view name) const;
   // Reads every shard once to check its checksum.
   absl::Status VerifyAll() const;
 
  private:
   CheckpointReader(env::Env* env, std::string dir, CheckpointManifest manifest)
       : env_(env), dir_(std::move(dir)), manifest_(std::move(manifest)) {}
+  absl::StatusOr<std::unique_ptr<ShardReader>> Open(absl::string_view name, bool verified) const;
 
   env::Env* const env_;
   const std::string dir_;

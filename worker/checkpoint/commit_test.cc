@@ -252,6 +252,38 @@ TEST_F(CommitTest, ShardReaderReadsInPlaceAndChecksAtFinish) {
               StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr(path), HasSubstr("crc32c"))));
 }
 
+// A verified reader's Skip still feeds the checksum, so damage in bytes nobody wanted is caught;
+// a ranged reader seeks past them and has no checksum to offer.
+TEST_F(CommitTest, SkipIsCheckedWhenVerifiedAndSeeksWhenRanged) {
+  ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
+  const std::string data = ShardData("step1", 1);
+  const std::string path = env::JoinPath(root_, "step1/rank_1.bin");
+  std::string damaged = data;
+  damaged[500] ^= 0x01;
+  ASSERT_THAT(base_->WriteStringToFile(path, damaged, true), IsOk());
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> r =
+      CheckpointReader::Open(base_, root_, "latest");
+  ASSERT_THAT(r, IsOk());
+  for (const bool verified : {true, false}) {
+    auto shard = verified ? (*r)->OpenShard("rank_1.bin") : (*r)->OpenShardRanges("rank_1.bin");
+    ASSERT_THAT(shard, IsOk());
+    char got[4] = {};
+    ASSERT_THAT((*shard)->Skip(600), IsOk());
+    EXPECT_EQ((*shard)->offset(), 600u);
+    ASSERT_THAT((*shard)->Read(got, 4), IsOk());
+    EXPECT_EQ(std::string(got, 4), data.substr(600, 4));
+    EXPECT_THAT((*shard)->Skip(data.size()),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("rank_1.bin")));
+    if (verified) {
+      EXPECT_THAT((*shard)->Finish(), StatusIs(absl::StatusCode::kDataLoss,
+                                               AllOf(HasSubstr(path), HasSubstr("crc32c"))));
+    } else {
+      EXPECT_THAT((*shard)->Finish(),
+                  StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(path)));
+    }
+  }
+}
+
 TEST_F(CommitTest, DiskFullKeepsThePreviousCheckpoint) {
   ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
   env::FaultInjectionEnv env(base_);

@@ -1,10 +1,13 @@
 #include "worker/engine/checkpoint_io.h"
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -120,6 +123,177 @@ absl::Status CheckModelShape(const checkpoint::CheckpointReader& reader,
       "checkpoint ", reader.dir(), " holds another model: ", absl::StrJoin(differ, "; ")));
 }
 
+// Every rank learns every rank's outcome: an all-gather of (status code, the message's first
+// kMessageBytes bytes). A rank that failed returns its own error; the others return the first
+// failed rank's, code and message, so a damaged shard that one rank found is kDataLoss naming the
+// file on every rank.
+constexpr size_t kMessageBytes = 504;
+constexpr int kOutcomeFloats = (8 + kMessageBytes) / 4;  // code (u32), length (u32), message
+absl::Status AgreeAllShared(comm::Communicator* dp, const comm::CommOptions& comm,
+                            const absl::Status& mine, absl::string_view what) {
+  if (dp == nullptr || dp->size() == 1) return mine;
+  const int world = dp->size(), rank = dp->rank();
+  std::vector<float> outcomes(static_cast<size_t>(kOutcomeFloats) * world, 0.f);
+  {
+    char packed[kOutcomeFloats * 4] = {};
+    const uint32_t code = static_cast<uint32_t>(mine.code());
+    const absl::string_view message = mine.message().substr(0, kMessageBytes);
+    const uint32_t length = static_cast<uint32_t>(message.size());
+    std::memcpy(packed, &code, 4);
+    std::memcpy(packed + 4, &length, 4);
+    std::memcpy(packed + 8, message.data(), message.size());
+    std::memcpy(outcomes.data() + kOutcomeFloats * rank, packed, sizeof(packed));
+  }
+  DT_ASSIGN_OR_RETURN(
+      auto work,
+      dp->AllGather(
+          comm::CommBuffer{outcomes.data() + kOutcomeFloats * rank, kOutcomeFloats, DType::kF32},
+          comm::CommBuffer{outcomes.data(), kOutcomeFloats * world, DType::kF32}, comm));
+  DT_RETURN_IF_ERROR(work->Wait());
+  if (!mine.ok()) return mine;
+  for (int r = 0; r < world; ++r) {
+    const char* packed = reinterpret_cast<const char*>(outcomes.data() + kOutcomeFloats * r);
+    uint32_t code = 0, length = 0;
+    std::memcpy(&code, packed, 4);
+    std::memcpy(&length, packed + 4, 4);
+    if (code == 0) continue;
+    if (code > static_cast<uint32_t>(absl::StatusCode::kUnauthenticated)) {
+      code = static_cast<uint32_t>(absl::StatusCode::kUnknown);
+    }
+    return absl::Status(
+        static_cast<absl::StatusCode>(code),
+        absl::StrCat(what, " failed on rank ", r, ": ",
+                     absl::string_view(packed + 8, std::min<uint32_t>(length, kMessageBytes))));
+  }
+  return absl::OkStatus();
+}
+
+// What a resharding read returns besides the floats it stores: rank 0's per-rank state and step
+// counters (the data position is global, all ranks consuming one stream of global batches, so
+// rank 0's serves every new rank).
+struct ReshardPrefix {
+  std::string rank_state;
+  nlohmann::json counters;
+};
+
+// Receives floats [flat, flat + count) of array `array` (0 weights, 1 m, 2 v) of the checkpoint's
+// flat layout: reads exactly count floats from `source`.
+using StoreRange =
+    std::function<absl::Status(int array, int64_t flat, int64_t count, env::ByteSource& source)>;
+
+// Reads, from a checkpoint written at any world size, stage and precision, the floats of arrays
+// [0, arrays) that fall in `want` (flat ranges of the layout, sorted, disjoint), handing every run
+// to `store`. Only what is wanted is read, with a ranged ShardReader that seeks past the rest,
+// except in the shards `verify(r)` selects: those are streamed whole through their checksum
+// (bounded memory), and their checksum decides. A shard from which nothing is wanted and that
+// this reader does not verify is not opened (rank 0's always is: it holds the prefix). Memory:
+// no shard is held; what `store` does with the floats is its business.
+absl::StatusOr<ReshardPrefix> ReadResharded(const checkpoint::CheckpointReader& reader,
+                                            const model::ParamLayout& layout,
+                                            const std::vector<zero::Piece>& want, int arrays,
+                                            const std::function<bool(int)>& verify,
+                                            const StoreRange& store) {
+  const nlohmann::json& meta = reader.manifest().meta;
+  const int old_world = meta.value("world_size", 0);
+  const int old_stage = meta.value("zero_stage", -1);
+  const int64_t bucket = meta.value("reduce_bucket_size", int64_t{0});
+  if (old_world <= 0 || old_stage < 0 || old_stage > 3) {
+    return absl::DataLossError(absl::StrCat(env::JoinPath(reader.dir(), checkpoint::kManifestName),
+                                            ": meta lacks a valid world_size or zero_stage (",
+                                            old_world, ", ", old_stage, ")"));
+  }
+  // The wanted ranges that meet [begin, end), as sub-ranges, in order.
+  const auto overlaps = [&want](int64_t begin, int64_t end, const auto& fn) -> absl::Status {
+    auto w = std::upper_bound(want.begin(), want.end(), begin,
+                              [](int64_t f, const zero::Piece& p) { return f < p.flat + p.count; });
+    for (; w != want.end() && w->flat < end; ++w) {
+      const int64_t lo = std::max(begin, w->flat), hi = std::min(end, w->flat + w->count);
+      if (lo < hi) DT_RETURN_IF_ERROR(fn(lo, hi));
+    }
+    return absl::OkStatus();
+  };
+  int64_t wanted = 0;
+  for (const zero::Piece& w : want) wanted += w.count;
+  std::vector<int64_t> stored(arrays, 0);
+  ReshardPrefix prefix;
+  for (int r = 0; r < old_world; ++r) {
+    // A stage-0 checkpoint holds the whole state in every shard (one partition of one "rank"):
+    // rank 0's serves all, the others are only verified.
+    bool needed = false;
+    if (old_stage > 0 || r == 0) {
+      const zero::Partition expected =
+          zero::Partition::ForStage(layout, old_stage, old_world, r, bucket);
+      for (const zero::Piece& p : expected.OwnedPieces()) {
+        DT_RETURN_IF_ERROR(overlaps(p.flat, p.flat + p.count, [&](int64_t, int64_t) {
+          needed = true;
+          return absl::OkStatus();
+        }));
+      }
+    }
+    const bool verifying = verify(r);
+    if (r != 0 && !needed && !verifying) continue;
+    DT_ASSIGN_OR_RETURN(
+        std::unique_ptr<checkpoint::ShardReader> shard,
+        verifying ? reader.OpenShard(ShardName(r)) : reader.OpenShardRanges(ShardName(r)));
+    const absl::Status read = [&]() -> absl::Status {
+      // [u64 n][per-rank state][u64 k][counters][ZeroState header][weights][m][v]
+      if (r == 0) {
+        DT_ASSIGN_OR_RETURN(prefix.rank_state, ReadRankState(*shard));
+        DT_ASSIGN_OR_RETURN(prefix.counters, Engine::ReadCounters(*shard));
+      } else {
+        for (int part = 0; part < 2; ++part) {
+          uint64_t n = 0;
+          DT_RETURN_IF_ERROR(shard->Read(&n, sizeof(n)));
+          DT_RETURN_IF_ERROR(shard->Skip(n));
+        }
+      }
+      DT_ASSIGN_OR_RETURN(const zero::ZeroState::ShardLayout header,
+                          zero::ZeroState::ReadShardHeader(layout, *shard, bucket));
+      const zero::Partition& p = header.partition;
+      if (header.stage != old_stage ||
+          (old_stage > 0 && (p.world() != old_world || p.rank() != r))) {
+        return absl::DataLossError(absl::StrCat(
+            "holds rank ", p.rank(), " of ", p.world(), " at stage ", header.stage,
+            "; the manifest says rank ", r, " of ", old_world, " at stage ", old_stage));
+      }
+      if (!needed) return absl::OkStatus();
+      const uint64_t arrays_at = shard->offset();
+      const int64_t n = p.owned_total();
+      for (int a = 0; a < arrays; ++a) {
+        for (const zero::Piece& piece : p.OwnedPieces()) {
+          DT_RETURN_IF_ERROR(
+              overlaps(piece.flat, piece.flat + piece.count, [&](int64_t lo, int64_t hi) {
+                const uint64_t at =
+                    arrays_at + 4 * static_cast<uint64_t>(a * n + piece.at + (lo - piece.flat));
+                DT_RETURN_IF_ERROR(shard->Skip(at - shard->offset()));
+                DT_RETURN_IF_ERROR(store(a, lo, hi - lo, *shard));
+                if (shard->offset() != at + 4 * static_cast<uint64_t>(hi - lo)) {
+                  return absl::InternalError("a resharding store read the wrong number of bytes");
+                }
+                stored[a] += hi - lo;
+                return absl::OkStatus();
+              }));
+        }
+      }
+      return absl::OkStatus();
+    }();
+    // A damaged file explains any failure above best: the checksum is checked either way.
+    if (verifying) DT_RETURN_IF_ERROR(shard->Finish());
+    if (!read.ok()) {
+      if (absl::StrContains(read.message(), shard->path())) return read;
+      return absl::Status(read.code(), absl::StrCat(shard->path(), ": ", read.message()));
+    }
+  }
+  for (int a = 0; a < arrays; ++a) {
+    if (stored[a] != wanted) {
+      return absl::DataLossError(absl::StrCat("checkpoint ", reader.dir(), ": its shards hold ",
+                                              stored[a], " of the ", wanted,
+                                              " floats wanted of array ", a));
+    }
+  }
+  return prefix;
+}
+
 }  // namespace
 
 absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
@@ -196,7 +370,6 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* d
   // checkpoint has this run's world size, stage and precision) or must reshard.
   std::unique_ptr<checkpoint::CheckpointReader> reader;
   bool reshard = false, same_precision = true;
-  int64_t bucket = 0;
   absl::Status status = [&]() -> absl::Status {
     DT_ASSIGN_OR_RETURN(reader, checkpoint::CheckpointReader::Open(options.env, options.root, tag));
     const nlohmann::json& meta = reader->manifest().meta;
@@ -207,7 +380,6 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* d
         meta.value("precision", std::string()) == std::string(config::PrecisionName(engine.spec()));
     reshard = old_world != world || meta.value("zero_stage", -1) != engine.spec().zero.stage ||
               !same_precision;
-    bucket = meta.value("reduce_bucket_size", int64_t{0});
     return absl::OkStatus();
   }();
   DT_RETURN_IF_ERROR(AgreeAll(dp, options.comm, status, "opening the checkpoint"));
@@ -218,21 +390,24 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* d
   std::string rank_state;
   status = [&]() -> absl::Status {
     if (reshard) {
-      // Every shard, reassembled whole. The data position is global (all ranks consume one
-      // stream of global batches): rank 0's serves every new rank.
-      std::vector<std::string> shards;
-      std::vector<absl::string_view> states;
-      for (int r = 0; r < reader->manifest().meta.value("world_size", 0); ++r) {
-        DT_ASSIGN_OR_RETURN(std::string shard, reader->ReadShard(ShardName(r)));
-        shards.push_back(std::move(shard));
+      // This rank's share only, range by range into the engine's buffers. Each old shard r is
+      // streamed whole through its checksum by new rank r % world, and the agreement below
+      // makes that result every rank's before anyone trains.
+      std::vector<zero::Piece> want;
+      for (const zero::Piece& p : engine.zero().partition().OwnedPieces()) {
+        if (p.count > 0) want.push_back(p);
       }
-      for (const std::string& shard : shards) {
-        env::StringSource source(shard);
-        DT_ASSIGN_OR_RETURN(std::string mine, ReadRankState(source));
-        if (states.empty()) rank_state = std::move(mine);
-        states.push_back(absl::string_view(shard).substr(shard.size() - source.remaining()));
-      }
-      return engine.LoadReshardedState(states, bucket, same_precision);
+      DT_RETURN_IF_ERROR(engine.BeginResharded());
+      DT_ASSIGN_OR_RETURN(ReshardPrefix prefix,
+                          ReadResharded(
+                              *reader, engine.model().layout(), want, /*arrays=*/3,
+                              [&](int r) { return r % world == rank; },
+                              [&](int array, int64_t flat, int64_t count, env::ByteSource& source) {
+                                return engine.zero().StoreOwned(array, flat, count, source);
+                              }));
+      DT_RETURN_IF_ERROR(engine.FinishResharded(prefix.counters, same_precision));
+      rank_state = std::move(prefix.rank_state);
+      return absl::OkStatus();
     }
     // This rank's own shard, read straight into the engine's buffers; the checksum is checked
     // before anyone trains on it.
@@ -248,32 +423,25 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* d
     rank_state = *std::move(mine);
     return absl::OkStatus();
   }();
-  DT_RETURN_IF_ERROR(AgreeAll(dp, options.comm, status, "loading the checkpoint"));
-  if (!reshard) DT_RETURN_IF_ERROR(engine.FinishLoad());
+  DT_RETURN_IF_ERROR(AgreeAllShared(dp, options.comm, status, "loading the checkpoint"));
+  DT_RETURN_IF_ERROR(engine.FinishLoad());
   return rank_state;
 }
 
 absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::string_view tag,
                               const std::string& out_path) {
   DT_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(env, root, tag));
-  const nlohmann::json& meta = reader->manifest().meta;
   DT_ASSIGN_OR_RETURN(const model::GptConfig config, ShapeFromManifest(*reader));
   DT_ASSIGN_OR_RETURN(model::ParamLayout layout, model::ParamLayout::ForGpt(config));
-  const int world = meta.value("world_size", 0);
-  const int64_t bucket = meta.value("reduce_bucket_size", int64_t{0});
-  const int64_t total = layout.total();
-  std::vector<float> weights(total, 0.f), m1(total, 0.f), v1(total, 0.f);
-  for (int r = 0; r < world; ++r) {
-    DT_ASSIGN_OR_RETURN(std::string shard, reader->ReadShard(ShardName(r)));
-    // [u64 n][per-rank state][u64 k][counters][ZeroState shard]: skip the two prefixed parts.
-    env::StringSource source(shard);
-    DT_RETURN_IF_ERROR(ReadRankState(source).status());
-    DT_RETURN_IF_ERROR(ReadRankState(source).status());
-    const absl::string_view rest =
-        absl::string_view(shard).substr(shard.size() - source.remaining());
-    DT_RETURN_IF_ERROR(
-        zero::ZeroState::ShardToFlat(layout, rest, bucket, weights.data(), m1.data(), v1.data()));
-  }
+  // The weights only, read in place; every shard is streamed through its checksum.
+  std::vector<float> weights(layout.total(), 0.f);
+  DT_RETURN_IF_ERROR(ReadResharded(
+                         *reader, layout, {zero::Piece{0, 0, layout.total()}}, /*arrays=*/1,
+                         [](int) { return true; },
+                         [&](int, int64_t flat, int64_t count, env::ByteSource& source) {
+                           return source.Read(weights.data() + flat, count * sizeof(float));
+                         })
+                         .status());
   return model::WriteLlmcModel(out_path, config, layout, weights.data());
 }
 

@@ -37,18 +37,24 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
 
 // Loads `tag` ("latest": the newest committed) into the engine on every rank and returns this
 // rank's per-rank state. A checkpoint written at another world size, ZeRO stage or precision is
-// resharded: every rank reads all its shards, reassembles the fp32 weights and Adam moments and
-// keeps its part (the per-rank state returned is then rank 0's). kNotFound when nothing is
-// committed; kFailedPrecondition for another model; kDataLoss for a damaged shard (naming the
-// file). Any rank's failure fails every rank, and the engine's state is then undefined: the
-// caller must not train on it. The own shard is read straight into the engine's buffers, its
-// checksum checked before any rank goes on.
+// resharded: every rank reads, from each old shard, only the byte ranges of the fp32 weights and
+// Adam moments that its own partition keeps, straight into the engine's buffers (no shard and no
+// full copy of the state is held: host memory beyond the engine is a 1 MiB streaming buffer, plus
+// a 4 MiB staging buffer on a device the host cannot address). Old shard r is streamed whole
+// through its checksum by new rank r % world size, and no rank goes on before every rank knows
+// the outcome. The per-rank state returned is then rank 0's. kNotFound when nothing is committed;
+// kFailedPrecondition for another model (naming every field of the shape that differs);
+// kDataLoss for a damaged shard, naming the file, on every rank. Any rank's failure fails every
+// rank, and the engine's state is then undefined: the caller must not train on it. The own shard
+// (same world size, stage and precision) is read straight into the engine's buffers, its checksum
+// checked before any rank goes on.
 absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* dp,
                                            const CheckpointOptions& options, absl::string_view tag);
 
 // `dstrain export`: the fp32 weights of committed checkpoint `tag` under `root` (master weights
-// under mixed precision), reassembled from every rank's shard, written as one llm.c model file
-// (magic 20240326) that model.init_from reads. Needs no engine and no other ranks.
+// under mixed precision), reassembled from every rank's shard (each streamed through its checksum;
+// only the weights are kept), written as one llm.c model file (magic 20240326) that
+// model.init_from reads. Needs no engine and no other ranks.
 absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::string_view tag,
                               const std::string& out_path);
 

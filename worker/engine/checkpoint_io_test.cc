@@ -245,26 +245,44 @@ TEST(CheckpointIo, ExportThenImportGivesTheSameWeights) {
 // moments) fails the load on every rank with kDataLoss naming the damaged file.
 class FlippedByteTest : public ::testing::TestWithParam<int> {};
 
+// Flips one bit of `shard` at `offset` (negative: from the end).
+void FlipByte(const std::string& shard, int offset) {
+  std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary | std::ios::ate);
+  ASSERT_TRUE(f.good());
+  const std::streamoff size = f.tellg();
+  const std::streamoff at = offset >= 0 ? offset : size + offset;
+  f.seekg(at);
+  char c = 0;
+  f.get(c);
+  f.seekp(at);
+  f.put(static_cast<char>(c ^ 0x10));
+}
+
 TEST_P(FlippedByteTest, IsCaughtNamingTheFile) {
   const config::JobSpec spec = SmallGptSpec(2, 3, 1, 0.0, "", 4);
   const std::string root = Root(absl::StrCat("flip", GetParam()));
   Train(spec, 2, root, nullptr, 0, 1, "step1");
   const std::string shard = root + "/step1/rank_00001.bin";
-  {
-    std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary | std::ios::ate);
-    ASSERT_TRUE(f.good());
-    const std::streamoff size = f.tellg();
-    const std::streamoff at = GetParam() >= 0 ? GetParam() : size + GetParam();
-    f.seekg(at);
-    char c = 0;
-    f.get(c);
-    f.seekp(at);
-    f.put(static_cast<char>(c ^ 0x10));
-  }
+  FlipByte(shard, GetParam());
   const auto out = Train(spec, 2, root, "step1", 1, 2, nullptr);
   EXPECT_THAT(out[1].load, StatusIs(absl::StatusCode::kDataLoss,
                                     AllOf(HasSubstr("rank_00001.bin"), HasSubstr("crc32c"))));
-  EXPECT_FALSE(out[0].load.ok()) << "every rank fails together";
+  EXPECT_THAT(out[0].load, StatusIs(absl::StatusCode::kDataLoss, HasSubstr("rank_00001.bin")))
+      << "every rank fails together, learning why";
+}
+
+// The same while resharding (stage 3 to stage 1): the rank that streams the shard through its
+// checksum finds the damage, the rank that reads only ranges of it may or may not, and every rank
+// fails with kDataLoss naming the file.
+TEST_P(FlippedByteTest, IsCaughtNamingTheFileWhileResharding) {
+  const config::JobSpec spec = SmallGptSpec(2, 3, 1, 0.0, "", 4);
+  const std::string root = Root(absl::StrCat("flip_reshard", GetParam()));
+  Train(spec, 2, root, nullptr, 0, 1, "step1");
+  FlipByte(root + "/step1/rank_00001.bin", GetParam());
+  const auto out = Train(SmallGptSpec(2, 1, 1, 0.0, "", 4), 2, root, "step1", 1, 2, nullptr);
+  EXPECT_THAT(out[1].load, StatusIs(absl::StatusCode::kDataLoss,
+                                    AllOf(HasSubstr("rank_00001.bin"), HasSubstr("crc32c"))));
+  EXPECT_THAT(out[0].load, StatusIs(absl::StatusCode::kDataLoss, HasSubstr("rank_00001.bin")));
 }
 
 // Offsets: the per-rank state's length, inside the counters JSON, past the end of the header
