@@ -3,18 +3,21 @@
 // caught naming the file.
 #include "worker/engine/checkpoint_io.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/status/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/checkpoint/commit.h"
 #include "worker/engine/zero_test_util.h"
 #include "worker/model/gpt.h"
 #include "worker/model/llmc_format.h"
+#include "worker/zero/zero_state.h"
 
 namespace dstrain::engine {
 namespace {
@@ -217,6 +220,124 @@ INSTANTIATE_TEST_SUITE_P(WorldsAndStages, ReshardTest,
                            return absl::StrCat(
                                "w", std::get<0>(info.param), "s", std::get<1>(info.param), "_to_w",
                                std::get<2>(info.param), "s", std::get<3>(info.param));
+                         });
+
+// A committed checkpoint's fp32 weights and Adam moments over the whole flat layout, from every
+// shard (what the writer's ranks held, whatever their stage, world size and precision).
+struct FlatState {
+  std::vector<float> weights, m, v;
+};
+FlatState ReadFlat(const std::string& root, const std::string& tag,
+                   const model::ParamLayout& layout) {
+  FlatState out{std::vector<float>(layout.total()), std::vector<float>(layout.total()),
+                std::vector<float>(layout.total())};
+  auto reader = checkpoint::CheckpointReader::Open(env::PosixEnv::Default(), root, tag);
+  EXPECT_THAT(reader, IsOk());
+  if (!reader.ok()) return out;
+  const nlohmann::json& meta = (*reader)->manifest().meta;
+  for (int r = 0; r < meta["world_size"].get<int>(); ++r) {
+    auto shard = (*reader)->ReadShard(absl::StrFormat("rank_%05d.bin", r));
+    EXPECT_THAT(shard, IsOk());
+    if (!shard.ok()) return out;
+    // The writer's partition (Partition::ForStage, from the manifest); its three arrays end the
+    // shard.
+    const zero::Partition partition = zero::Partition::ForStage(
+        layout, meta["zero_stage"].get<int>(), meta["world_size"].get<int>(), r,
+        meta["reduce_bucket_size"].get<int64_t>());
+    const int64_t n = partition.owned_total();
+    const float* arrays = reinterpret_cast<const float*>(shard->data() + shard->size()) - 3 * n;
+    for (const zero::Piece& p : partition.OwnedPieces()) {
+      std::copy_n(arrays + p.at, p.count, out.weights.begin() + p.flat);
+      std::copy_n(arrays + n + p.at, p.count, out.m.begin() + p.flat);
+      std::copy_n(arrays + 2 * n + p.at, p.count, out.v.begin() + p.flat);
+    }
+  }
+  return out;
+}
+
+// Resharding across precisions (and stages and world sizes): a checkpoint saved in one precision
+// loads in another with the weights equal to the saved fp32 master weights and the Adam moments
+// exact: saving again right after the load gives bitwise the same flat state. The step counters
+// come along; the run goes on from there.
+struct PrecisionCase {
+  const char* from;  // "fp32", "bf16", "fp16"
+  int from_world, from_stage;
+  const char* to;
+  int to_world, to_stage;
+};
+std::string PrecisionBlock(const std::string& precision) {
+  if (precision == "fp32") return "";
+  // fp16 starts its loss scale at 2^8, low enough that the first steps do not all overflow.
+  if (precision == "fp16") return R"(, "fp16": {"enabled": true, "initial_scale_power": 8})";
+  return absl::StrCat(R"(, ")", precision, R"(": {"enabled": true})");
+}
+
+class PrecisionReshardTest : public ::testing::TestWithParam<PrecisionCase> {};
+
+TEST_P(PrecisionReshardTest, WeightsAreTheMasterWeightsAndMomentsExact) {
+  const PrecisionCase c = GetParam();
+  const std::string name = absl::StrCat("precision_", c.from, c.from_world, c.from_stage, "_", c.to,
+                                        c.to_world, c.to_stage);
+  const std::string root = Root(name), again = Root(name + "_again");
+  const config::JobSpec from =
+      SmallGptSpec(c.from_world, c.from_stage, 1, 0.0, "", 8, PrecisionBlock(c.from));
+  const config::JobSpec to =
+      SmallGptSpec(c.to_world, c.to_stage, 1, 0.0, "", 8, PrecisionBlock(c.to));
+  const auto saved = Train(from, c.from_world, root, nullptr, 0, 3, "step3");
+  ASSERT_FALSE(saved[0].params.empty());
+
+  std::vector<std::vector<float>> loaded(c.to_world);
+  std::vector<int64_t> steps(c.to_world);
+  std::vector<std::vector<double>> losses(c.to_world);
+  RunOnRanks(c.to_world, [&](int r, comm::Communicator* comm) {
+    testing::CpuDevice device;
+    auto e =
+        Engine::Initialize(*model::Gpt::Create(testing::ModelShape(to), &device.ops), to, comm);
+    ASSERT_THAT(e, IsOk());
+    CheckpointOptions options{env::PosixEnv::Default(), root, 0, comm::CommOptions{}};
+    ASSERT_THAT(LoadCheckpoint(**e, comm, options, "step3"), IsOk());
+    auto params = (*e)->GatherParams();
+    ASSERT_THAT(params, IsOk());
+    loaded[r] = *std::move(params);
+    steps[r] = (*e)->global_steps();
+    options.root = again;
+    ASSERT_THAT(SaveCheckpoint(**e, comm, options, "reloaded", "position"), IsOk());
+    for (int step = 3; step < 5; ++step) {
+      const auto [x, y] = Batch(to, step, r, 0);
+      ASSERT_THAT((*e)->Forward(x.data(), y.data()), IsOk());
+      ASSERT_THAT((*e)->Backward(), IsOk());
+      auto st = (*e)->Step();
+      ASSERT_THAT(st, IsOk());
+      losses[r].push_back((**st).loss);
+    }
+  });
+  for (int r = 0; r < c.to_world; ++r) {
+    EXPECT_EQ(loaded[r], saved[0].params) << "rank " << r << ": the saved master weights, exactly";
+    EXPECT_EQ(steps[r], 3) << "rank " << r;
+    for (double loss : losses[r]) EXPECT_TRUE(std::isfinite(loss)) << "rank " << r;
+  }
+  auto layout = model::ParamLayout::ForGpt(testing::ModelShape(from));
+  ASSERT_THAT(layout, IsOk());
+  const FlatState before = ReadFlat(root, "step3", *layout);
+  const FlatState after = ReadFlat(again, "reloaded", *layout);
+  EXPECT_EQ(after.weights, before.weights);
+  EXPECT_EQ(after.m, before.m);
+  EXPECT_EQ(after.v, before.v);
+  EXPECT_TRUE(std::any_of(before.m.begin(), before.m.end(), [](float x) { return x != 0.f; }))
+      << "the run took steps: its moments are not all zero";
+}
+
+INSTANTIATE_TEST_SUITE_P(Precisions, PrecisionReshardTest,
+                         ::testing::Values(PrecisionCase{"bf16", 2, 1, "fp32", 1, 0},
+                                           PrecisionCase{"fp32", 2, 3, "bf16", 4, 2},
+                                           PrecisionCase{"fp16", 4, 2, "bf16", 2, 3},
+                                           PrecisionCase{"bf16", 2, 3, "fp16", 2, 1},
+                                           PrecisionCase{"bf16", 1, 0, "fp32", 2, 3},
+                                           PrecisionCase{"fp16", 2, 1, "fp32", 2, 1}),
+                         [](const auto& info) {
+                           const PrecisionCase& c = info.param;
+                           return absl::StrCat(c.from, "_w", c.from_world, "s", c.from_stage,
+                                               "_to_", c.to, "_w", c.to_world, "s", c.to_stage);
                          });
 
 // Export writes the checkpoint's fp32 weights as one llm.c file; a run started from it (init_from)
