@@ -1,6 +1,7 @@
 #include "worker/engine/checkpoint_io.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -294,12 +295,98 @@ absl::StatusOr<ReshardPrefix> ReadResharded(const checkpoint::CheckpointReader& 
   return prefix;
 }
 
+// A float all-gather of `per_rank` floats from each rank, in place in `all` (this rank's slot
+// filled by the caller); raw bytes travel, as with the shard records.
+absl::Status GatherInPlace(comm::Communicator* dp, const comm::CommOptions& comm,
+                           std::vector<float>& all, int per_rank) {
+  DT_ASSIGN_OR_RETURN(
+      auto work,
+      dp->AllGather(comm::CommBuffer{all.data() + static_cast<size_t>(per_rank) * dp->rank(),
+                                     per_rank, DType::kF32},
+                    comm::CommBuffer{all.data(), per_rank * dp->size(), DType::kF32}, comm));
+  return work->Wait();
+}
+
+// 64-bit FNV-1a: the same on every rank and every build (unlike absl::Hash, seeded per process).
+uint64_t Fnv1a64(absl::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const char c : s) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return h;
+}
+
+// checkpoint.tag_validation: whether every rank passed the same tag, learned by every rank before
+// anything is written. One all-gather of each tag's length and hash; only when they differ, a
+// second of the tags themselves, to name them (and, under Warn, to save under rank 0's, so the
+// save stays one checkpoint). Returns the tag to save under.
+absl::StatusOr<std::string> AgreeOnTag(comm::Communicator* dp, const CheckpointOptions& options,
+                                       config::TagValidation mode, const std::string& tag) {
+  if (mode == config::TagValidation::kIgnore || dp == nullptr || dp->size() == 1) return tag;
+  const int world = dp->size();
+  constexpr int kDigestFloats = 4;  // length (u64), hash (u64)
+  std::vector<float> digests(static_cast<size_t>(kDigestFloats) * world);
+  const uint64_t mine[2] = {tag.size(), Fnv1a64(tag)};
+  std::memcpy(digests.data() + kDigestFloats * dp->rank(), mine, sizeof(mine));
+  DT_RETURN_IF_ERROR(GatherInPlace(dp, options.comm, digests, kDigestFloats));
+  uint64_t longest = 0;
+  bool same = true;
+  for (int r = 0; r < world; ++r) {
+    uint64_t digest[2];
+    std::memcpy(digest, digests.data() + kDigestFloats * r, sizeof(digest));
+    longest = std::max(longest, digest[0]);
+    same = same && digest[0] == mine[0] && digest[1] == mine[1];
+  }
+  // Every rank saw the same digests: when one differs from a rank's own, it differs from some
+  // other rank's too, so every rank takes the same branch below.
+  if (same) return tag;
+  constexpr uint64_t kMaxTagBytes = 4096;  // a tag is one path component: far below this
+  if (longest > kMaxTagBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint tags differ across ranks, one of them ", longest, " bytes long"));
+  }
+  const int per_rank = static_cast<int>((longest + 3) / 4);
+  std::vector<float> texts(static_cast<size_t>(per_rank) * world, 0.f);
+  std::memcpy(texts.data() + static_cast<size_t>(per_rank) * dp->rank(), tag.data(), tag.size());
+  DT_RETURN_IF_ERROR(GatherInPlace(dp, options.comm, texts, per_rank));
+  std::vector<std::string> tags(world);
+  for (int r = 0; r < world; ++r) {
+    uint64_t length = 0;
+    std::memcpy(&length, digests.data() + kDigestFloats * r, sizeof(length));
+    tags[r].assign(reinterpret_cast<const char*>(texts.data() + static_cast<size_t>(per_rank) * r),
+                   length);
+  }
+  std::vector<std::string> differing;
+  for (int r = 1; r < world; ++r) {
+    if (tags[r] != tags[0]) differing.push_back(absl::StrCat("rank ", r, " \"", tags[r], "\""));
+  }
+  constexpr size_t kNamed = 8;
+  const size_t more = differing.size() > kNamed ? differing.size() - kNamed : 0;
+  differing.resize(std::min(differing.size(), kNamed));
+  const std::string message = absl::StrCat(
+      "checkpoint tags differ across ranks: rank 0 \"", tags[0], "\", ",
+      absl::StrJoin(differing, ", "), more > 0 ? absl::StrCat(" and ", more, " more ranks") : "");
+  if (mode == config::TagValidation::kFail) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(message, " (checkpoint.tag_validation is Fail)"));
+  }
+  const std::string warning =
+      absl::StrCat(message, "; saving under rank 0's tag (checkpoint.tag_validation is Warn)");
+  if (options.warn) {
+    options.warn(warning);
+  } else {
+    absl::FPrintF(stderr, "warning: %s\n", warning);
+  }
+  return tags[0];
+}
+
 }  // namespace
 
 absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
-                            const CheckpointOptions& options, const std::string& tag,
+                            const CheckpointOptions& options, const std::string& requested_tag,
                             absl::string_view rank_state, nlohmann::json meta) {
   const int rank = Rank(dp), world = World(dp);
+  DT_ASSIGN_OR_RETURN(
+      const std::string tag,
+      AgreeOnTag(dp, options, engine.spec().checkpoint.tag_validation, requested_tag));
   // Phase 1: rank 0 opens the save (the tmp dir), everyone learns whether it could.
   std::unique_ptr<checkpoint::CheckpointWriter> writer;
   absl::Status status;

@@ -9,6 +9,7 @@
 // keeps the newest `keep_last`. All ranks return the same outcome.
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -27,9 +28,16 @@ struct CheckpointOptions {
   std::string root;        // checkpoint directory
   int keep_last = 0;       // retention after a save (0: keep all)
   comm::CommOptions comm;  // timeout of the collectives inside
+  // Where warnings go (checkpoint.tag_validation "Warn"); null: standard error.
+  std::function<void(const std::string&)> warn;
 };
 
 // Saves `tag` at the engine's current step. `dp` is the data-parallel group (null: one rank).
+// Under the job's checkpoint.tag_validation (DeepSpeed's), the ranks first compare their tags:
+// Fail fails the save on every rank with kFailedPrecondition naming the tags, before anything is
+// written; Warn warns (options.warn) and every rank saves under rank 0's tag; Ignore compares
+// nothing (a rank whose tag differs then writes into a save that does not exist, and the save
+// fails on every rank).
 absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
                             const CheckpointOptions& options, const std::string& tag,
                             absl::string_view rank_state,

@@ -128,6 +128,65 @@ TEST(CheckpointIo, AnotherModelShapeIsRefusedNamingTheField) {
   }
 }
 
+// checkpoint.tag_validation with ranks that pass different tags.
+struct TagOutcome {
+  std::vector<absl::Status> saved;
+  std::vector<std::vector<std::string>> warnings;
+};
+TagOutcome SaveWithTags(const std::string& mode, const std::string& root) {
+  const config::JobSpec spec = SmallGptSpec(
+      2, 1, 1, 0.0, "", 4, absl::StrCat(R"(, "checkpoint": {"tag_validation": ")", mode, R"("})"));
+  TagOutcome out{std::vector<absl::Status>(2), std::vector<std::vector<std::string>>(2)};
+  RunOnRanks(2, [&](int r, comm::Communicator* comm) {
+    testing::CpuDevice device;
+    auto e =
+        Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &device.ops), spec, comm);
+    ASSERT_THAT(e, IsOk());
+    CheckpointOptions options{env::PosixEnv::Default(), root, 0, comm::CommOptions{}};
+    options.warn = [&out, r](const std::string& m) { out.warnings[r].push_back(m); };
+    out.saved[r] = SaveCheckpoint(**e, comm, options, r == 0 ? "step1" : "step1_rank1", "position");
+  });
+  return out;
+}
+
+TEST(CheckpointIo, TagValidationFailFailsEveryRankNamingTheTags) {
+  const std::string root = Root("tags_fail");
+  const TagOutcome out = SaveWithTags("FAIL", root);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_THAT(out.saved[r],
+                StatusIs(absl::StatusCode::kFailedPrecondition,
+                         AllOf(HasSubstr(R"(rank 0 "step1")"), HasSubstr(R"(rank 1 "step1_rank1")"),
+                               HasSubstr("tag_validation"))))
+        << "rank " << r;
+  }
+  EXPECT_FALSE(env::PosixEnv::Default()->FileExists(root)) << "nothing was written";
+}
+
+TEST(CheckpointIo, TagValidationWarnWarnsAndSavesUnderRankZerosTag) {
+  const std::string root = Root("tags_warn");
+  const TagOutcome out = SaveWithTags("warn", root);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_THAT(out.saved[r], IsOk()) << "rank " << r;
+    ASSERT_EQ(out.warnings[r].size(), 1u) << "rank " << r;
+    EXPECT_THAT(out.warnings[r][0],
+                AllOf(HasSubstr(R"(rank 0 "step1")"), HasSubstr(R"(rank 1 "step1_rank1")")));
+  }
+  auto committed = ::dstrain::checkpoint::ListCommitted(env::PosixEnv::Default(), root);
+  ASSERT_THAT(committed, IsOk());
+  ASSERT_EQ(committed->size(), 1u);
+  EXPECT_EQ((*committed)[0].tag, "step1");
+  EXPECT_EQ((*committed)[0].shards.size(), 2u);
+}
+
+TEST(CheckpointIo, TagValidationIgnoreDoesNotCompare) {
+  const TagOutcome out = SaveWithTags("Ignore", Root("tags_ignore"));
+  // Rank 1 writes into step1_rank1.tmp, which no one opened: the save fails on every rank.
+  EXPECT_FALSE(out.saved[0].ok());
+  EXPECT_FALSE(out.saved[1].ok());
+  EXPECT_THAT(std::string(out.saved[1].message()), HasSubstr("step1_rank1.tmp"));
+  EXPECT_TRUE(out.warnings[0].empty() && out.warnings[1].empty());
+}
+
 // Resharding: a checkpoint written at world size N and stage s loads at M and s'. The job keeps
 // one global batch of 4 sequences (micro-batch 4/M), so the resharded run continues the same
 // optimisation: its weights right after loading are bitwise the saved ones, and the next steps'
