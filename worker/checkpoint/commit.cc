@@ -46,12 +46,20 @@ absl::Status ValidateName(absl::string_view name, absl::string_view what) {
 std::string Hex(uint32_t v) { return absl::StrFormat("0x%08x", v); }
 
 std::string ManifestToJson(const CheckpointManifest& m) {
-  nlohmann::json shards = nlohmann::json::array();
-  for (const ShardRecord& s : m.shards) {
-    shards.push_back({{"name", s.name}, {"bytes", s.bytes}, {"crc32c", s.crc32c}});
-  }
-  const nlohmann::json j = {
-      {"format", kFormat}, {"tag", m.tag}, {"step", m.step}, {"shards", shards}, {"meta", m.meta}};
+  const auto records = [](const std::vector<ShardRecord>& list) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const ShardRecord& s : list) {
+      out.push_back({{"name", s.name}, {"bytes", s.bytes}, {"crc32c", s.crc32c}});
+    }
+    return out;
+  };
+  nlohmann::json j = {{"format", kFormat},
+                      {"tag", m.tag},
+                      {"step", m.step},
+                      {"shards", records(m.shards)},
+                      {"meta", m.meta}};
+  // Only when there are any: a manifest without other files reads as it always did.
+  if (!m.files.empty()) j["files"] = records(m.files);
   // Replace invalid UTF-8 in caller strings rather than throw: the manifest must always be
   // writable.
   return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
@@ -74,18 +82,24 @@ absl::StatusOr<CheckpointManifest> ParseManifest(const std::string& text, const 
   m.tag = j["tag"].get<std::string>();
   m.step = j["step"].get<int64_t>();
   m.meta = j["meta"];
-  for (const nlohmann::json& s : j["shards"]) {
-    if (!s.is_object() || !s.contains("name") || !s["name"].is_string() || !s.contains("bytes") ||
-        !s["bytes"].is_number_unsigned() || !s.contains("crc32c") ||
-        !s["crc32c"].is_number_unsigned() || s["crc32c"].get<uint64_t>() > 0xFFFFFFFFu) {
-      return bad("a shard entry lacks name, bytes or crc32c");
+  if (j.contains("files") && !j["files"].is_array()) return bad("\"files\" is not an array");
+  std::set<std::string> names;
+  for (const char* list : {"shards", "files"}) {
+    if (!j.contains(list)) continue;
+    for (const nlohmann::json& s : j[list]) {
+      if (!s.is_object() || !s.contains("name") || !s["name"].is_string() || !s.contains("bytes") ||
+          !s["bytes"].is_number_unsigned() || !s.contains("crc32c") ||
+          !s["crc32c"].is_number_unsigned() || s["crc32c"].get<uint64_t>() > 0xFFFFFFFFu) {
+        return bad(absl::StrCat("a ", list, " entry lacks name, bytes or crc32c"));
+      }
+      ShardRecord r{s["name"].get<std::string>(), s["bytes"].get<uint64_t>(),
+                    static_cast<uint32_t>(s["crc32c"].get<uint64_t>())};
+      if (!ValidateName(r.name, "shard name").ok() || r.name == kManifestName ||
+          !names.insert(r.name).second) {
+        return bad(absl::StrCat("bad or repeated file name \"", r.name, "\""));
+      }
+      (std::string(list) == "shards" ? m.shards : m.files).push_back(std::move(r));
     }
-    ShardRecord r{s["name"].get<std::string>(), s["bytes"].get<uint64_t>(),
-                  static_cast<uint32_t>(s["crc32c"].get<uint64_t>())};
-    if (!ValidateName(r.name, "shard name").ok() || r.name == kManifestName) {
-      return bad(absl::StrCat("bad shard name \"", r.name, "\""));
-    }
-    m.shards.push_back(std::move(r));
   }
   return m;
 }
@@ -105,7 +119,9 @@ absl::StatusOr<CheckpointManifest> LoadCommitted(env::Env* env, const std::strin
     return absl::DataLossError(
         absl::StrCat(path, ": manifest is for tag \"", m.tag, "\", not \"", tag, "\""));
   }
-  for (const ShardRecord& s : m.shards) {
+  std::vector<ShardRecord> listed = m.shards;
+  listed.insert(listed.end(), m.files.begin(), m.files.end());
+  for (const ShardRecord& s : listed) {
     const std::string shard = env::JoinPath(dir, s.name);
     absl::StatusOr<uint64_t> size = env->GetFileSize(shard);
     if (!size.ok()) {
@@ -205,12 +221,22 @@ absl::Status CheckpointWriter::WriteShard(absl::string_view name, absl::string_v
 }
 
 absl::Status CheckpointWriter::AddShard(ShardRecord record) {
+  return Add(std::move(record), &manifest_.shards);
+}
+
+absl::Status CheckpointWriter::AddFile(ShardRecord record) {
+  return Add(std::move(record), &manifest_.files);
+}
+
+absl::Status CheckpointWriter::Add(ShardRecord record, std::vector<ShardRecord>* list) {
   if (done_) return absl::FailedPreconditionError(absl::StrCat(tmp_dir_, ": save already ended"));
   DT_RETURN_IF_ERROR(ValidateName(record.name, "shard name"));
-  for (const ShardRecord& s : manifest_.shards) {
-    if (s.name == record.name) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(tmp_dir_, ": shard ", record.name, " recorded twice"));
+  for (const std::vector<ShardRecord>* recorded : {&manifest_.shards, &manifest_.files}) {
+    for (const ShardRecord& s : *recorded) {
+      if (s.name == record.name) {
+        return absl::AlreadyExistsError(
+            absl::StrCat(tmp_dir_, ": shard ", record.name, " recorded twice"));
+      }
     }
   }
   DT_ASSIGN_OR_RETURN(const uint64_t size, env_->GetFileSize(env::JoinPath(tmp_dir_, record.name)));
@@ -218,7 +244,7 @@ absl::Status CheckpointWriter::AddShard(ShardRecord record) {
     return absl::DataLossError(absl::StrCat(env::JoinPath(tmp_dir_, record.name), ": has ", size,
                                             " bytes, its writer reported ", record.bytes));
   }
-  manifest_.shards.push_back(std::move(record));
+  list->push_back(std::move(record));
   return absl::OkStatus();
 }
 
@@ -317,9 +343,13 @@ absl::StatusOr<std::unique_ptr<ShardReader>> CheckpointReader::OpenShardRanges(
 
 absl::StatusOr<std::unique_ptr<ShardReader>> CheckpointReader::Open(absl::string_view name,
                                                                     bool verified) const {
-  const auto it = std::find_if(manifest_.shards.begin(), manifest_.shards.end(),
-                               [name](const ShardRecord& s) { return s.name == name; });
-  if (it == manifest_.shards.end()) {
+  const ShardRecord* it = nullptr;
+  for (const std::vector<ShardRecord>* list : {&manifest_.shards, &manifest_.files}) {
+    for (const ShardRecord& s : *list) {
+      if (it == nullptr && s.name == name) it = &s;
+    }
+  }
+  if (it == nullptr) {
     return absl::NotFoundError(absl::StrCat(dir_, ": checkpoint has no shard \"", name, "\""));
   }
   std::string path = env::JoinPath(dir_, it->name);
@@ -396,6 +426,7 @@ absl::StatusOr<std::string> CheckpointReader::ReadShard(absl::string_view name) 
 
 absl::Status CheckpointReader::VerifyAll() const {
   for (const ShardRecord& s : manifest_.shards) DT_RETURN_IF_ERROR(ReadShard(s.name).status());
+  for (const ShardRecord& s : manifest_.files) DT_RETURN_IF_ERROR(ReadShard(s.name).status());
   return absl::OkStatus();
 }
 

@@ -3,7 +3,7 @@
 //
 // Layout under `root`:
 //   <tag>/manifest.json  {"format":1,"tag":..,"step":..,"shards":[{"name","bytes","crc32c"}],
-//                         "meta":{..caller's..}}
+//                         "files":[..same..] (optional), "meta":{..caller's..}}
 //   <tag>/<shard>...     the shard files, byte for byte as the caller gave them
 //   <tag>/.dstrain-save  the marker Begin writes first: {"tag":..,"step":..}
 //   latest               the name of the newest committed tag
@@ -13,8 +13,8 @@
 // (latest.tmp, sync, rename, sync root). A crash at any point therefore leaves either the new
 // checkpoint or the previous one loadable, never a mix.
 // "Committed" as the reader checks it: <tag> (not *.tmp) holds a manifest that parses, names its
-// own tag, and lists shards that all exist with the listed sizes. Checksums are verified when a
-// shard is read (ReadShard) or on demand (VerifyAll), since that costs a full read.
+// own tag, and lists shards (and files) that all exist with the listed sizes. Checksums are
+// verified when a shard is read (ReadShard) or on demand (VerifyAll), since that costs a full read.
 // Not thread-safe: one writer per tag, and no KeepLast while a save is in progress.
 #pragma once
 
@@ -42,6 +42,10 @@ struct CheckpointManifest {
   std::string tag;
   int64_t step = 0;
   std::vector<ShardRecord> shards;
+  // Other files the save put into the checkpoint (e.g. the consolidated model.bin): not any
+  // rank's shard, but committed, checked and checksummed like one. "files" in the manifest,
+  // written only when there are any.
+  std::vector<ShardRecord> files;
   nlohmann::json meta = nlohmann::json::object();
 };
 
@@ -65,6 +69,9 @@ class CheckpointWriter {
   // Records a shard another process wrote into tmp_dir() with WriteShardFile (multi-rank saves:
   // every rank writes its own shard, rank 0 collects the records and commits).
   absl::Status AddShard(ShardRecord record);
+  // Records another file written into tmp_dir() with WriteShardFile that is no rank's shard (the
+  // manifest's "files").
+  absl::Status AddFile(ShardRecord record);
   // Where the shards of this save go until the commit.
   const std::string& tmp_dir() const { return tmp_dir_; }
   // Writes the manifest with `meta` (must be a JSON object) and commits; see the header comment.
@@ -80,6 +87,8 @@ class CheckpointWriter {
         root_(std::move(root)),
         tmp_dir_(std::move(tmp_dir)),
         manifest_(std::move(manifest)) {}
+
+  absl::Status Add(ShardRecord record, std::vector<ShardRecord>* list);
 
   env::Env* const env_;
   const std::string root_;
@@ -142,8 +151,8 @@ class CheckpointReader {
   const CheckpointManifest& manifest() const { return manifest_; }
   const std::string& dir() const { return dir_; }
 
-  // Reads a shard and checks its size and CRC-32C; kDataLoss naming the file on a mismatch,
-  // kNotFound for a name the manifest does not list.
+  // Reads a shard (or one of the manifest's other files) and checks its size and CRC-32C;
+  // kDataLoss naming the file on a mismatch, kNotFound for a name the manifest does not list.
   absl::StatusOr<std::string> ReadShard(absl::string_view name) const;
   // Opens a shard for reading in place; its size is checked here, its checksum by Finish().
   absl::StatusOr<std::unique_ptr<ShardReader>> OpenShard(absl::string_view name) const;

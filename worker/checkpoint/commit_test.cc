@@ -284,6 +284,37 @@ TEST_F(CommitTest, SkipIsCheckedWhenVerifiedAndSeeksWhenRanged) {
   }
 }
 
+// Files that are no rank's shard (a consolidated model) are listed apart, committed and checked
+// like shards.
+TEST_F(CommitTest, OtherFilesAreListedAndChecked) {
+  absl::StatusOr<std::unique_ptr<CheckpointWriter>> w =
+      CheckpointWriter::Begin(base_, root_, "step1", 1);
+  ASSERT_THAT(w, IsOk());
+  ASSERT_THAT((*w)->WriteShard("rank_0.bin", "shard"), IsOk());
+  absl::StatusOr<ShardRecord> model =
+      WriteShardFile(base_, (*w)->tmp_dir(), "model.bin", "weights");
+  ASSERT_THAT(model, IsOk());
+  ASSERT_THAT((*w)->AddFile(*model), IsOk());
+  EXPECT_THAT((*w)->AddFile(*model),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("model")));
+  ASSERT_THAT((*w)->Commit(nlohmann::json::object()), IsOk());
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> r =
+      CheckpointReader::Open(base_, root_, "step1");
+  ASSERT_THAT(r, IsOk());
+  ASSERT_EQ((*r)->manifest().shards.size(), 1u);
+  ASSERT_EQ((*r)->manifest().files.size(), 1u);
+  EXPECT_EQ((*r)->manifest().files[0].name, "model.bin");
+  EXPECT_EQ(*(*r)->ReadShard("model.bin"), "weights");
+  EXPECT_THAT((*r)->VerifyAll(), IsOk());
+  const std::string path = env::JoinPath(root_, "step1/model.bin");
+  ASSERT_THAT(base_->WriteStringToFile(path, "weightz", true), IsOk());
+  EXPECT_THAT((*r)->VerifyAll(),
+              StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr(path), HasSubstr("crc32c"))));
+  ASSERT_THAT(base_->WriteStringToFile(path, "w", true), IsOk());
+  EXPECT_THAT(CheckpointReader::Open(base_, root_, "step1").status(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr(path)));
+}
+
 TEST_F(CommitTest, DiskFullKeepsThePreviousCheckpoint) {
   ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
   env::FaultInjectionEnv env(base_);

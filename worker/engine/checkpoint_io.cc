@@ -5,6 +5,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,8 @@ namespace dstrain::engine {
 namespace {
 
 std::string ShardName(int rank) { return absl::StrFormat("rank_%05d.bin", rank); }
+// The consolidated model a save writes under gather_16bit_weights_on_model_save.
+constexpr absl::string_view kModelFileName = "model.bin";
 
 int Rank(comm::Communicator* dp) { return dp != nullptr ? dp->rank() : 0; }
 int World(comm::Communicator* dp) { return dp != nullptr ? dp->size() : 1; }
@@ -412,6 +415,28 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
     return checkpoint::WriteShardFile(options.env, checkpoint::CheckpointTmpDir(options.root, tag),
                                       ShardName(rank), pieces);
   }();
+  // zero_optimization.gather_16bit_weights_on_model_save: the consolidated model joins the save.
+  // Every rank takes part in the gather (collective under ZeRO-3 and, mixed, from stage 1 on);
+  // rank 0 alone holds the full weights and writes them into the save before the commit. A
+  // failure here counts as this rank's failure to write its part.
+  std::optional<checkpoint::ShardRecord> model_file;
+  if (engine.spec().zero.gather_16bit_weights_on_model_save) {
+    const absl::Status written = [&]() -> absl::Status {
+      DT_ASSIGN_OR_RETURN(const std::vector<float> weights,
+                          engine.GatherParams(/*keep=*/rank == 0));
+      if (rank != 0) return absl::OkStatus();
+      std::vector<int32_t> header;
+      DT_ASSIGN_OR_RETURN(const std::vector<absl::string_view> pieces,
+                          model::LlmcModelPieces(engine.model().config(), engine.model().layout(),
+                                                 weights.data(), &header));
+      DT_ASSIGN_OR_RETURN(
+          model_file,
+          checkpoint::WriteShardFile(options.env, checkpoint::CheckpointTmpDir(options.root, tag),
+                                     kModelFileName, pieces));
+      return absl::OkStatus();
+    }();
+    if (record.ok() && !written.ok()) record = written;
+  }
 
   // Phase 3: rank 0 gathers the records and commits.
   std::vector<float> records(kRecordFloats * world);
@@ -432,6 +457,13 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
       checkpoint::ShardRecord rec = UnpackRecord(records.data() + kRecordFloats * r, r, &ok);
       status = ok ? writer->AddShard(std::move(rec))
                   : absl::AbortedError(absl::StrCat("rank ", r, " could not write its shard"));
+    }
+    if (status.ok() && model_file.has_value()) {
+      status = writer->AddFile(*model_file);
+      meta["consolidated_model"] = {{"name", model_file->name},
+                                    {"format", "llm.c"},
+                                    {"version", model::kLlmcModelVersionF32},
+                                    {"dtype", "fp32"}};
     }
     if (status.ok()) {
       meta["world_size"] = world;

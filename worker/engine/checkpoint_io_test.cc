@@ -421,6 +421,47 @@ TEST(CheckpointIo, ExportThenImportGivesTheSameWeights) {
       ExportCheckpoint(env::PosixEnv::Default(), Root("nothing_here"), "latest", file).ok());
 }
 
+// zero_optimization.gather_16bit_weights_on_model_save: the save also writes the consolidated
+// model (model.bin, llm.c's fp32 format: the master weights under mixed precision) into the
+// checkpoint, listed in the manifest with its size and checksum; the same bytes `dstrain export`
+// writes. Without the key, no model.bin.
+TEST(CheckpointIo, Gather16bitWeightsOnModelSaveWritesTheConsolidatedModel) {
+  for (const bool gather : {true, false}) {
+    const std::string root = Root(absl::StrCat("gather16_", gather));
+    const config::JobSpec spec = SmallGptSpec(
+        2, 3, 1, 0.0, gather ? R"(, "stage3_gather_16bit_weights_on_model_save": true)" : "", 4,
+        R"(, "bf16": {"enabled": true})");
+    ASSERT_EQ(spec.zero.gather_16bit_weights_on_model_save, gather);
+    const auto saved = Train(spec, 2, root, nullptr, 0, 2, "step2");
+    const std::string model_file = root + "/step2/model.bin";
+    ASSERT_EQ(env::PosixEnv::Default()->FileExists(model_file), gather);
+    auto reader = checkpoint::CheckpointReader::Open(env::PosixEnv::Default(), root, "step2");
+    ASSERT_THAT(reader, IsOk());
+    const checkpoint::CheckpointManifest& m = (*reader)->manifest();
+    EXPECT_EQ(m.shards.size(), 2u) << "the model is no rank's shard";
+    if (!gather) {
+      EXPECT_TRUE(m.files.empty());
+      continue;
+    }
+    ASSERT_EQ(m.files.size(), 1u);
+    EXPECT_EQ(m.files[0].name, "model.bin");
+    EXPECT_EQ(m.meta["consolidated_model"]["dtype"], "fp32");
+    EXPECT_THAT((*reader)->VerifyAll(), IsOk());
+    auto model = model::ReadLlmcModel(model_file);
+    ASSERT_THAT(model, IsOk());
+    EXPECT_EQ(model->params, saved[0].params) << "the master weights";
+    const std::string exported = Root("gather16_exported.bin");
+    ASSERT_THAT(ExportCheckpoint(env::PosixEnv::Default(), root, "step2", exported), IsOk());
+    EXPECT_EQ(*env::PosixEnv::Default()->ReadFileToString(exported, 1 << 24),
+              *env::PosixEnv::Default()->ReadFileToString(model_file, 1 << 24));
+    // A model.bin cut short makes the checkpoint uncommitted, naming the file.
+    ASSERT_THAT(env::PosixEnv::Default()->WriteStringToFile(model_file, "short", true), IsOk());
+    EXPECT_THAT(
+        checkpoint::CheckpointReader::Open(env::PosixEnv::Default(), root, "step2").status(),
+        StatusIs(absl::StatusCode::kDataLoss, HasSubstr("model.bin")));
+  }
+}
+
 // A byte flipped anywhere in a shard (the per-rank state, the counters, the ZeRO header, the
 // moments) fails the load on every rank with kDataLoss naming the damaged file.
 class FlippedByteTest : public ::testing::TestWithParam<int> {};

@@ -6,7 +6,9 @@
 #   - in fp16 on two processes at stage 3.
 # Each resumed run with train_steps 10 stops right after loading, so the model it saves is what it
 # loaded: byte-identical to `dstrain export` of the checkpoint (the saved fp32 master weights).
-# The fp32 run then goes on to step 14 from step 11.
+# The fp32 run then goes on to step 14 from step 11. The first run also sets
+# zero_optimization.gather_16bit_weights_on_model_save: each of its checkpoints holds model.bin,
+# the consolidated model, the same bytes as the export.
 set -euo pipefail
 ws="$TEST_SRCDIR/$TEST_WORKSPACE"
 dstrain="$ws/client/cli/dstrain"
@@ -15,16 +17,18 @@ out="$TEST_TMPDIR/reshard"
 ckpt="$out/ckpt"
 mkdir -p "$out"
 
-make_job() {  # name steps stage precision
-  /usr/bin/python3 - "$src" "$out/$1.json" "$2" "$3" "$4" "$ckpt" <<'PY'
+make_job() {  # name steps stage precision [gather]
+  /usr/bin/python3 - "$src" "$out/$1.json" "$2" "$3" "$4" "$ckpt" "${5:-}" <<'PY'
 import json, os, sys
-src, dst, steps, stage, precision, ckpt = sys.argv[1:7]
+src, dst, steps, stage, precision, ckpt, gather = sys.argv[1:8]
 j = json.load(open(src))
 j["data"]["train"] = os.path.join(os.path.dirname(os.path.abspath(src)), j["data"]["train"])
 j["job"]["train_steps"] = int(steps)
 j["job"]["checkpoint_dir"] = ckpt
 j["job"]["checkpoint_every"] = 5
 j["zero_optimization"] = {"stage": int(stage), "stage3_param_persistence_threshold": 100}
+if gather:
+    j["zero_optimization"]["gather_16bit_weights_on_model_save"] = True
 if precision == "fp16":
     j["fp16"] = {"enabled": True, "initial_scale_power": 8}
 elif precision == "bf16":
@@ -42,13 +46,16 @@ run() {  # nproc job metrics model
   fi
 }
 
-make_job first 10 1 bf16
+make_job first 10 1 bf16 gather
 run 2 "$out/first.json" "$out/m_first.jsonl" "$out/w_first.bin"
 ls "$ckpt" | grep -q step_00000010
 grep -q '"precision": "bf16"' "$ckpt/step_00000010/manifest.json"
 "$dstrain" export "$ckpt" --out "$out/exported.bin" > /dev/null
 # Under bf16 the run's --save-model is the master weights too.
 cmp "$out/exported.bin" "$out/w_first.bin"
+cmp "$out/exported.bin" "$ckpt/step_00000010/model.bin"
+grep -q '"model.bin"' "$ckpt/step_00000010/manifest.json"
+test -f "$ckpt/step_00000005/model.bin"
 
 for case in "fp32 1 0" "fp16 2 3"; do
   read -r precision nproc stage <<<"$case"
