@@ -4,9 +4,11 @@
 // collectives inside turn a missing rank into an error within the communication timeout.
 // Rank r writes its shard rank_%05d.bin (rank_00001.bin for rank 1) = [u64 n][n bytes of the
 // caller's per-rank state, e.g. the data-loader position][Engine::SaveState()] into the save's tmp
-// dir; rank 0 gathers the shard records, writes the manifest (meta: world size, ZeRO stage,
-// precision, step, the caller's fields) and commits by worker/checkpoint/commit.h's protocol, then
-// keeps the newest `keep_last`. All ranks return the same outcome.
+// dir (and, under zero_optimization.gather_16bit_weights_on_model_save, rank 0 the consolidated
+// model.bin, llm.c's fp32 format, gathered from every rank); rank 0 gathers the shard records,
+// writes the manifest (meta: world size, ZeRO stage, precision, step, model shape, the caller's
+// fields) and commits by worker/checkpoint/commit.h's protocol, then keeps the newest
+// `keep_last`. All ranks return the same outcome.
 #pragma once
 
 #include <functional>
