@@ -68,22 +68,17 @@ namespace {
 using ::dstrain::testing::IsOk;
 using testing::RunOnRanks;
 
-// A model whose state (fp32 weights and two Adam moments: 12 bytes a parameter, about 23 MiB)
-// dwarfs the fixed buffers of the load.
+// A model whose state (fp32 weights and two Adam moments: 12 bytes a parameter, about 22 MiB)
+// dwarfs the fixed buffers of the load: the small test job with a larger model put in.
 config::JobSpec BigSpec(int world, int stage) {
-  const std::string json = absl::StrCat(
-      R"({"train_batch_size": 4,
-          "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
-          "zero_optimization": {"stage": )",
-      stage, R"(, "reduce_bucket_size": 65536},
-          "model": {"type": "gpt", "n_layer": 4, "n_head": 4, "n_embd": 192, "vocab_size": 512,
-                    "block_size": 64, "init_seed": 7},
-          "data": {"train": "x_*.bin", "seq_len": 64},
-          "job": {"train_steps": 1, "world_size": )",
-      world, "}}");
-  auto spec = config::ParseJobSpec(json, "/tmp");
-  EXPECT_THAT(spec, IsOk());
-  return *spec;
+  config::JobSpec spec =
+      testing::SmallGptSpec(world, stage, 1, 0.0, R"(, "reduce_bucket_size": 65536)", 1);
+  spec.model.n_layer = 4;
+  spec.model.n_head = 4;
+  spec.model.n_embd = 192;
+  spec.model.vocab_size = spec.model.padded_vocab_size = 512;
+  spec.model.block_size = 64;
+  return spec;
 }
 
 // What a loading rank may allocate beyond its engine: the 1 MiB piece in which a verifying rank
