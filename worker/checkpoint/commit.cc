@@ -26,6 +26,12 @@ constexpr int kFormat = 1;
 constexpr uint64_t kMaxManifestBytes = 64 << 20;
 constexpr uint64_t kMaxLatestBytes = 4096;
 constexpr absl::string_view kTmpSuffix = ".tmp";
+// Begin writes this file first into every <tag>.tmp it creates, synced before any shard goes in:
+// a *.tmp directory that holds it (naming its tag) is a save of ours, which retention may remove;
+// anything else under the root with a .tmp name belongs to someone else. Its name starts with '.',
+// which no shard name can.
+constexpr absl::string_view kSaveMarker = ".dstrain-save";
+constexpr uint64_t kMaxMarkerBytes = 4096;
 
 absl::Status ValidateName(absl::string_view name, absl::string_view what) {
   if (name.empty() || name[0] == '.' || absl::StrContains(name, '/') ||
@@ -40,12 +46,20 @@ absl::Status ValidateName(absl::string_view name, absl::string_view what) {
 std::string Hex(uint32_t v) { return absl::StrFormat("0x%08x", v); }
 
 std::string ManifestToJson(const CheckpointManifest& m) {
-  nlohmann::json shards = nlohmann::json::array();
-  for (const ShardRecord& s : m.shards) {
-    shards.push_back({{"name", s.name}, {"bytes", s.bytes}, {"crc32c", s.crc32c}});
-  }
-  const nlohmann::json j = {
-      {"format", kFormat}, {"tag", m.tag}, {"step", m.step}, {"shards", shards}, {"meta", m.meta}};
+  const auto records = [](const std::vector<ShardRecord>& list) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const ShardRecord& s : list) {
+      out.push_back({{"name", s.name}, {"bytes", s.bytes}, {"crc32c", s.crc32c}});
+    }
+    return out;
+  };
+  nlohmann::json j = {{"format", kFormat},
+                      {"tag", m.tag},
+                      {"step", m.step},
+                      {"shards", records(m.shards)},
+                      {"meta", m.meta}};
+  // Only when there are any: a manifest without other files reads as it always did.
+  if (!m.files.empty()) j["files"] = records(m.files);
   // Replace invalid UTF-8 in caller strings rather than throw: the manifest must always be
   // writable.
   return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
@@ -68,18 +82,24 @@ absl::StatusOr<CheckpointManifest> ParseManifest(const std::string& text, const 
   m.tag = j["tag"].get<std::string>();
   m.step = j["step"].get<int64_t>();
   m.meta = j["meta"];
-  for (const nlohmann::json& s : j["shards"]) {
-    if (!s.is_object() || !s.contains("name") || !s["name"].is_string() || !s.contains("bytes") ||
-        !s["bytes"].is_number_unsigned() || !s.contains("crc32c") ||
-        !s["crc32c"].is_number_unsigned() || s["crc32c"].get<uint64_t>() > 0xFFFFFFFFu) {
-      return bad("a shard entry lacks name, bytes or crc32c");
+  if (j.contains("files") && !j["files"].is_array()) return bad("\"files\" is not an array");
+  std::set<std::string> names;
+  for (const char* list : {"shards", "files"}) {
+    if (!j.contains(list)) continue;
+    for (const nlohmann::json& s : j[list]) {
+      if (!s.is_object() || !s.contains("name") || !s["name"].is_string() || !s.contains("bytes") ||
+          !s["bytes"].is_number_unsigned() || !s.contains("crc32c") ||
+          !s["crc32c"].is_number_unsigned() || s["crc32c"].get<uint64_t>() > 0xFFFFFFFFu) {
+        return bad(absl::StrCat("a ", list, " entry lacks name, bytes or crc32c"));
+      }
+      ShardRecord r{s["name"].get<std::string>(), s["bytes"].get<uint64_t>(),
+                    static_cast<uint32_t>(s["crc32c"].get<uint64_t>())};
+      if (!ValidateName(r.name, "shard name").ok() || r.name == kManifestName ||
+          !names.insert(r.name).second) {
+        return bad(absl::StrCat("bad or repeated file name \"", r.name, "\""));
+      }
+      (std::string(list) == "shards" ? m.shards : m.files).push_back(std::move(r));
     }
-    ShardRecord r{s["name"].get<std::string>(), s["bytes"].get<uint64_t>(),
-                  static_cast<uint32_t>(s["crc32c"].get<uint64_t>())};
-    if (!ValidateName(r.name, "shard name").ok() || r.name == kManifestName) {
-      return bad(absl::StrCat("bad shard name \"", r.name, "\""));
-    }
-    m.shards.push_back(std::move(r));
   }
   return m;
 }
@@ -99,7 +119,9 @@ absl::StatusOr<CheckpointManifest> LoadCommitted(env::Env* env, const std::strin
     return absl::DataLossError(
         absl::StrCat(path, ": manifest is for tag \"", m.tag, "\", not \"", tag, "\""));
   }
-  for (const ShardRecord& s : m.shards) {
+  std::vector<ShardRecord> listed = m.shards;
+  listed.insert(listed.end(), m.files.begin(), m.files.end());
+  for (const ShardRecord& s : listed) {
     const std::string shard = env::JoinPath(dir, s.name);
     absl::StatusOr<uint64_t> size = env->GetFileSize(shard);
     if (!size.ok()) {
@@ -112,6 +134,21 @@ absl::StatusOr<CheckpointManifest> LoadCommitted(env::Env* env, const std::strin
     }
   }
   return m;
+}
+
+std::string MarkerText(absl::string_view tag, int64_t step) {
+  return nlohmann::json{{"tag", tag}, {"step", step}}.dump() + "\n";
+}
+
+// Whether `dir` (named <tag>.tmp under the root) is a save this writer began: it holds the marker
+// naming that tag.
+bool IsOurSave(env::Env* env, const std::string& dir, absl::string_view tag) {
+  absl::StatusOr<std::string> text =
+      env->ReadFileToString(env::JoinPath(dir, kSaveMarker), kMaxMarkerBytes);
+  if (!text.ok()) return false;
+  const nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j.contains("tag") && j["tag"].is_string() &&
+         j["tag"].get<std::string>() == tag;
 }
 
 }  // namespace
@@ -139,8 +176,27 @@ absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Begin(env::E
     return absl::AlreadyExistsError(absl::StrCat(final_dir, ": checkpoint tag already exists"));
   }
   std::string tmp_dir = absl::StrCat(final_dir, kTmpSuffix);
-  if (env->FileExists(tmp_dir)) DT_RETURN_IF_ERROR(env->RemoveDirRecursively(tmp_dir));
+  if (env->FileExists(tmp_dir)) {
+    // A leftover of an interrupted save of this tag carries the marker; an empty directory is one
+    // that a crash caught before the marker was durable. Anything else is not ours to delete.
+    bool empty = false;
+    if (env->IsDirectory(tmp_dir)) {
+      const absl::StatusOr<std::vector<std::string>> children = env->GetChildren(tmp_dir);
+      empty = children.ok() && children->empty();
+    }
+    if (!empty && !IsOurSave(env, tmp_dir, tag)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(tmp_dir, ": exists and is not a checkpoint save of tag \"", tag, "\" (no ",
+                       kSaveMarker, " naming it); move it away to save this tag"));
+    }
+    DT_RETURN_IF_ERROR(env->RemoveDirRecursively(tmp_dir));
+  }
   DT_RETURN_IF_ERROR(env->CreateDir(tmp_dir));
+  // The marker is durable before any shard is written, so whatever a crash leaves in a *.tmp
+  // directory of ours can be recognised as ours and removed.
+  DT_RETURN_IF_ERROR(env->WriteStringToFile(env::JoinPath(tmp_dir, kSaveMarker),
+                                            MarkerText(tag, step), /*sync=*/true));
+  DT_RETURN_IF_ERROR(env->SyncDir(tmp_dir));
   CheckpointManifest manifest;
   manifest.tag = std::move(tag);
   manifest.step = step;
@@ -165,12 +221,22 @@ absl::Status CheckpointWriter::WriteShard(absl::string_view name, absl::string_v
 }
 
 absl::Status CheckpointWriter::AddShard(ShardRecord record) {
+  return Add(std::move(record), &manifest_.shards);
+}
+
+absl::Status CheckpointWriter::AddFile(ShardRecord record) {
+  return Add(std::move(record), &manifest_.files);
+}
+
+absl::Status CheckpointWriter::Add(ShardRecord record, std::vector<ShardRecord>* list) {
   if (done_) return absl::FailedPreconditionError(absl::StrCat(tmp_dir_, ": save already ended"));
   DT_RETURN_IF_ERROR(ValidateName(record.name, "shard name"));
-  for (const ShardRecord& s : manifest_.shards) {
-    if (s.name == record.name) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(tmp_dir_, ": shard ", record.name, " recorded twice"));
+  for (const std::vector<ShardRecord>* recorded : {&manifest_.shards, &manifest_.files}) {
+    for (const ShardRecord& s : *recorded) {
+      if (s.name == record.name) {
+        return absl::AlreadyExistsError(
+            absl::StrCat(tmp_dir_, ": shard ", record.name, " recorded twice"));
+      }
     }
   }
   DT_ASSIGN_OR_RETURN(const uint64_t size, env_->GetFileSize(env::JoinPath(tmp_dir_, record.name)));
@@ -178,7 +244,7 @@ absl::Status CheckpointWriter::AddShard(ShardRecord record) {
     return absl::DataLossError(absl::StrCat(env::JoinPath(tmp_dir_, record.name), ": has ", size,
                                             " bytes, its writer reported ", record.bytes));
   }
-  manifest_.shards.push_back(std::move(record));
+  list->push_back(std::move(record));
   return absl::OkStatus();
 }
 
@@ -267,9 +333,23 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(env::En
 
 absl::StatusOr<std::unique_ptr<ShardReader>> CheckpointReader::OpenShard(
     absl::string_view name) const {
-  const auto it = std::find_if(manifest_.shards.begin(), manifest_.shards.end(),
-                               [name](const ShardRecord& s) { return s.name == name; });
-  if (it == manifest_.shards.end()) {
+  return Open(name, /*verified=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<ShardReader>> CheckpointReader::OpenShardRanges(
+    absl::string_view name) const {
+  return Open(name, /*verified=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<ShardReader>> CheckpointReader::Open(absl::string_view name,
+                                                                    bool verified) const {
+  const ShardRecord* it = nullptr;
+  for (const std::vector<ShardRecord>* list : {&manifest_.shards, &manifest_.files}) {
+    for (const ShardRecord& s : *list) {
+      if (it == nullptr && s.name == name) it = &s;
+    }
+  }
+  if (it == nullptr) {
     return absl::NotFoundError(absl::StrCat(dir_, ": checkpoint has no shard \"", name, "\""));
   }
   std::string path = env::JoinPath(dir_, it->name);
@@ -278,7 +358,7 @@ absl::StatusOr<std::unique_ptr<ShardReader>> CheckpointReader::OpenShard(
     return absl::DataLossError(absl::StrCat(path, ": ", size, " bytes, manifest says ", it->bytes));
   }
   DT_ASSIGN_OR_RETURN(std::unique_ptr<env::SequentialFile> file, env_->NewSequentialFile(path));
-  return std::make_unique<ShardReader>(std::move(path), *it, std::move(file));
+  return std::make_unique<ShardReader>(std::move(path), *it, std::move(file), verified);
 }
 
 absl::Status ShardReader::Read(void* dst, size_t n) {
@@ -303,13 +383,32 @@ absl::Status ShardReader::Read(void* dst, size_t n) {
   return absl::OkStatus();
 }
 
-absl::Status ShardReader::Finish() {
-  if (remaining() > 0) {
-    std::vector<char> scratch(std::min<uint64_t>(remaining(), uint64_t{4} << 20));
-    while (remaining() > 0) {
-      DT_RETURN_IF_ERROR(Read(scratch.data(), std::min<uint64_t>(remaining(), scratch.size())));
-    }
+absl::Status ShardReader::Skip(uint64_t n) {
+  if (n > remaining()) {
+    return absl::DataLossError(absl::StrCat(path_, ": skipping ", n, " bytes at offset ", read_,
+                                            ", the shard has ", remaining(), " left"));
   }
+  if (!verified_) {
+    DT_RETURN_IF_ERROR(file_->Skip(n));
+    read_ += n;
+    return absl::OkStatus();
+  }
+  // Through the checksum, in pieces of at most 1 MiB: the memory a streaming pass holds.
+  std::vector<char> scratch(std::min<uint64_t>(n, uint64_t{1} << 20));
+  while (n > 0) {
+    const size_t step = std::min<uint64_t>(n, scratch.size());
+    DT_RETURN_IF_ERROR(Read(scratch.data(), step));
+    n -= step;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShardReader::Finish() {
+  if (!verified_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path_, ": read in ranges, its checksum is checked by a full pass only"));
+  }
+  DT_RETURN_IF_ERROR(Skip(remaining()));
   if (crc_ != record_.crc32c) {
     return absl::DataLossError(absl::StrCat(path_, ": crc32c mismatch: file has ", Hex(crc_),
                                             ", manifest says ", Hex(record_.crc32c)));
@@ -327,6 +426,7 @@ absl::StatusOr<std::string> CheckpointReader::ReadShard(absl::string_view name) 
 
 absl::Status CheckpointReader::VerifyAll() const {
   for (const ShardRecord& s : manifest_.shards) DT_RETURN_IF_ERROR(ReadShard(s.name).status());
+  for (const ShardRecord& s : manifest_.files) DT_RETURN_IF_ERROR(ReadShard(s.name).status());
   return absl::OkStatus();
 }
 
@@ -370,12 +470,17 @@ absl::Status KeepLast(env::Env* env, const std::string& root, int n) {
     for (const std::string& name : children) {
       if (!absl::EndsWith(name, kTmpSuffix)) continue;
       const std::string path = env::JoinPath(root, name);
-      if (env->IsDirectory(path)) {
-        DT_RETURN_IF_ERROR(env->RemoveDirRecursively(path));
-      } else {
+      const absl::string_view tag =
+          absl::string_view(name).substr(0, name.size() - kTmpSuffix.size());
+      if (tag == kLatestTag && !env->IsDirectory(path)) {
+        // The pointer's temporary file (env::WriteFileAtomically), left by a crash.
         DT_RETURN_IF_ERROR(env->RemoveFile(path));
+        removed = true;
+      } else if (ValidateName(tag, "").ok() && env->IsDirectory(path) &&
+                 IsOurSave(env, path, tag)) {
+        DT_RETURN_IF_ERROR(env->RemoveDirRecursively(path));
+        removed = true;
       }
-      removed = true;
     }
   }
   if (removed) DT_RETURN_IF_ERROR(env->SyncDir(root));

@@ -252,6 +252,69 @@ TEST_F(CommitTest, ShardReaderReadsInPlaceAndChecksAtFinish) {
               StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr(path), HasSubstr("crc32c"))));
 }
 
+// A verified reader's Skip still feeds the checksum, so damage in bytes nobody wanted is caught;
+// a ranged reader seeks past them and has no checksum to offer.
+TEST_F(CommitTest, SkipIsCheckedWhenVerifiedAndSeeksWhenRanged) {
+  ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
+  const std::string data = ShardData("step1", 1);
+  const std::string path = env::JoinPath(root_, "step1/rank_1.bin");
+  std::string damaged = data;
+  damaged[500] ^= 0x01;
+  ASSERT_THAT(base_->WriteStringToFile(path, damaged, true), IsOk());
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> r =
+      CheckpointReader::Open(base_, root_, "latest");
+  ASSERT_THAT(r, IsOk());
+  for (const bool verified : {true, false}) {
+    auto shard = verified ? (*r)->OpenShard("rank_1.bin") : (*r)->OpenShardRanges("rank_1.bin");
+    ASSERT_THAT(shard, IsOk());
+    char got[4] = {};
+    ASSERT_THAT((*shard)->Skip(600), IsOk());
+    EXPECT_EQ((*shard)->offset(), 600u);
+    ASSERT_THAT((*shard)->Read(got, 4), IsOk());
+    EXPECT_EQ(std::string(got, 4), data.substr(600, 4));
+    EXPECT_THAT((*shard)->Skip(data.size()),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("rank_1.bin")));
+    if (verified) {
+      EXPECT_THAT((*shard)->Finish(), StatusIs(absl::StatusCode::kDataLoss,
+                                               AllOf(HasSubstr(path), HasSubstr("crc32c"))));
+    } else {
+      EXPECT_THAT((*shard)->Finish(),
+                  StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(path)));
+    }
+  }
+}
+
+// Files that are no rank's shard (a consolidated model) are listed apart, committed and checked
+// like shards.
+TEST_F(CommitTest, OtherFilesAreListedAndChecked) {
+  absl::StatusOr<std::unique_ptr<CheckpointWriter>> w =
+      CheckpointWriter::Begin(base_, root_, "step1", 1);
+  ASSERT_THAT(w, IsOk());
+  ASSERT_THAT((*w)->WriteShard("rank_0.bin", "shard"), IsOk());
+  absl::StatusOr<ShardRecord> model =
+      WriteShardFile(base_, (*w)->tmp_dir(), "model.bin", "weights");
+  ASSERT_THAT(model, IsOk());
+  ASSERT_THAT((*w)->AddFile(*model), IsOk());
+  EXPECT_THAT((*w)->AddFile(*model),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("model")));
+  ASSERT_THAT((*w)->Commit(nlohmann::json::object()), IsOk());
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> r =
+      CheckpointReader::Open(base_, root_, "step1");
+  ASSERT_THAT(r, IsOk());
+  ASSERT_EQ((*r)->manifest().shards.size(), 1u);
+  ASSERT_EQ((*r)->manifest().files.size(), 1u);
+  EXPECT_EQ((*r)->manifest().files[0].name, "model.bin");
+  EXPECT_EQ(*(*r)->ReadShard("model.bin"), "weights");
+  EXPECT_THAT((*r)->VerifyAll(), IsOk());
+  const std::string path = env::JoinPath(root_, "step1/model.bin");
+  ASSERT_THAT(base_->WriteStringToFile(path, "weightz", true), IsOk());
+  EXPECT_THAT((*r)->VerifyAll(),
+              StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr(path), HasSubstr("crc32c"))));
+  ASSERT_THAT(base_->WriteStringToFile(path, "w", true), IsOk());
+  EXPECT_THAT(CheckpointReader::Open(base_, root_, "step1").status(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr(path)));
+}
+
 TEST_F(CommitTest, DiskFullKeepsThePreviousCheckpoint) {
   ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
   env::FaultInjectionEnv env(base_);
@@ -266,6 +329,46 @@ TEST_F(CommitTest, DiskFullKeepsThePreviousCheckpoint) {
   ASSERT_THAT(KeepLast(base_, root_, 3), IsOk());
   EXPECT_FALSE(base_->FileExists(env::JoinPath(root_, "step2.tmp")));
   EXPECT_THAT(Save(base_, root_, "step2", 2), IsOk());
+}
+
+// Retention removes only what the writer made: its own <tag>.tmp saves (marked) and the pointer's
+// latest.tmp. Other entries with a .tmp name (a user's file, a directory of data, an empty
+// directory, one whose marker names another tag) stay, and Begin refuses to take over one of them.
+TEST_F(CommitTest, KeepLastLeavesForeignTmpEntriesAlone) {
+  ASSERT_THAT(Save(base_, root_, "step1", 1), IsOk());
+  {
+    absl::StatusOr<std::unique_ptr<CheckpointWriter>> interrupted =
+        CheckpointWriter::Begin(base_, root_, "step2", 2);
+    ASSERT_THAT(interrupted, IsOk());
+    ASSERT_THAT((*interrupted)->WriteShard("rank_0.bin", "half"), IsOk());
+  }
+  const auto at = [this](absl::string_view name) { return env::JoinPath(root_, name); };
+  ASSERT_THAT(base_->WriteStringToFile(at("notes.tmp"), "mine", true), IsOk());
+  ASSERT_THAT(base_->CreateDirs(at("data.tmp/part")), IsOk());
+  ASSERT_THAT(base_->WriteStringToFile(at("data.tmp/part/x.bin"), "data", true), IsOk());
+  ASSERT_THAT(base_->CreateDirs(at("empty.tmp")), IsOk());
+  ASSERT_THAT(base_->CreateDirs(at("other.tmp")), IsOk());
+  ASSERT_THAT(base_->WriteStringToFile(at("other.tmp/.dstrain-save"), R"({"tag":"else"})", true),
+              IsOk());
+  ASSERT_THAT(base_->WriteStringToFile(at("latest.tmp"), "step", true), IsOk());
+
+  ASSERT_THAT(KeepLast(base_, root_, 1), IsOk());
+  EXPECT_FALSE(base_->FileExists(at("step2.tmp"))) << "an interrupted save of ours";
+  EXPECT_FALSE(base_->FileExists(at("latest.tmp"))) << "the pointer's temporary file";
+  EXPECT_EQ(*base_->ReadFileToString(at("notes.tmp"), 100), "mine");
+  EXPECT_EQ(*base_->ReadFileToString(at("data.tmp/part/x.bin"), 100), "data");
+  EXPECT_TRUE(base_->IsDirectory(at("empty.tmp")));
+  EXPECT_TRUE(base_->IsDirectory(at("other.tmp")));
+  EXPECT_EQ(Loaded(base_, root_, "latest"), "step1");
+
+  // A save of tag "data" would have to replace data.tmp/: refused, naming it, and nothing lost.
+  EXPECT_THAT(CheckpointWriter::Begin(base_, root_, "data", 3).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(at("data.tmp"))));
+  EXPECT_THAT(CheckpointWriter::Begin(base_, root_, "notes", 3).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(at("notes.tmp"))));
+  EXPECT_EQ(*base_->ReadFileToString(at("data.tmp/part/x.bin"), 100), "data");
+  // An empty one is what a crash before the marker leaves: a save of that tag takes it over.
+  EXPECT_THAT(Save(base_, root_, "empty", 4), IsOk());
 }
 
 std::vector<std::string> Tags(env::Env* env, const std::string& root) {
@@ -288,7 +391,12 @@ TEST_F(CommitTest, KeepLastKeepsTheNewestAndTheLatest) {
   // or a person) and leave debris of an interrupted save plus a directory that is not a
   // checkpoint. KeepLast keeps the tag the pointer names; loading "latest" takes the newest.
   ASSERT_THAT(base_->WriteStringToFile(env::JoinPath(root_, "latest"), "b", true), IsOk());
-  ASSERT_THAT(base_->CreateDirs(env::JoinPath(root_, "e.tmp/x")), IsOk());
+  {
+    absl::StatusOr<std::unique_ptr<CheckpointWriter>> interrupted =
+        CheckpointWriter::Begin(base_, root_, "e", 60);
+    ASSERT_THAT(interrupted, IsOk());
+    ASSERT_THAT((*interrupted)->WriteShard("rank_0.bin", "x"), IsOk());
+  }
   ASSERT_THAT(base_->CreateDirs(env::JoinPath(root_, "notes")), IsOk());
 
   ASSERT_THAT(KeepLast(base_, root_, 2), IsOk());

@@ -131,6 +131,14 @@ struct DataConfig {
   bool shuffle = true;
 };
 
+// checkpoint (DeepSpeed's own checkpoint options; docs/checkpoints.md).
+// tag_validation: whether a save checks that every rank passes the same tag (DeepSpeed's
+// Ignore / Warn / Fail, written in any case).
+enum class TagValidation { kIgnore, kWarn, kFail };
+struct CheckpointConfig {
+  TagValidation tag_validation = TagValidation::kWarn;
+};
+
 struct JobConfig {
   std::string name;  // LoadJobSpec defaults it to the job file's stem
   int world_size = 1;
@@ -183,6 +191,7 @@ struct JobSpec {
   ModelConfig model;
   DataConfig data;
   JobConfig job;
+  CheckpointConfig checkpoint;
 
   // Remarks about the config that are not errors (a default that differs from DeepSpeed's docs,
   // a key that has no effect, ...). Also in effective["notes"].

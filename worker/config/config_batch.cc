@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "worker/config/resolve.h"
 #include "worker/config/strict_json.h"
@@ -126,6 +127,26 @@ absl::Status ResolveBatch(json* e, int64_t dp, JobSpec* spec) {
   spec->train_batch_size = *tb;
   spec->train_micro_batch_size_per_gpu = *mb;
   spec->gradient_accumulation_steps = *gas;
+  return absl::OkStatus();
+}
+
+absl::Status ResolveCheckpoint(json* e, CheckpointConfig* out) {
+  json& value = (*e)["checkpoint"]["tag_validation"];
+  const std::string upper = absl::AsciiStrToUpper(value.get<std::string>());
+  if (upper == "IGNORE") {
+    out->tag_validation = TagValidation::kIgnore;
+    value = "Ignore";
+  } else if (upper == "WARN") {
+    out->tag_validation = TagValidation::kWarn;
+    value = "Warn";
+  } else if (upper == "FAIL") {
+    out->tag_validation = TagValidation::kFail;
+    value = "Fail";
+  } else {
+    return Error("checkpoint.tag_validation",
+                 R"(must be one of "Ignore", "Warn", "Fail" (in any case); got )",
+                 internal::ShortDump(value));
+  }
   return absl::OkStatus();
 }
 

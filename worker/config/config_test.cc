@@ -134,9 +134,41 @@ ValidRow GradAccumRow(const std::string& name, const std::string& precision,
 
 std::vector<ValidRow> ValidRows() {
   return {
+      {"TagValidationInAnyCase",
+       [](json& j) {
+         j["checkpoint"] = {{"tag_validation", "fAiL"}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.checkpoint.tag_validation, TagValidation::kFail);
+         EXPECT_EQ(s.effective["checkpoint"]["tag_validation"], "Fail");
+       }},
+      {"TagValidationIgnore",
+       [](json& j) {
+         j["checkpoint"] = {{"tag_validation", "IGNORE"}};
+       },
+       [](const JobSpec& s) { EXPECT_EQ(s.checkpoint.tag_validation, TagValidation::kIgnore); }},
+      {"Gather16bitWeightsOnModelSave",
+       [](json& j) {
+         j["zero_optimization"] = {{"stage", 3}, {"gather_16bit_weights_on_model_save", true}};
+       },
+       [](const JobSpec& s) { EXPECT_TRUE(s.zero.gather_16bit_weights_on_model_save); }},
+      {"Gather16bitWeightsPrefixed",
+       [](json& j) {
+         j["zero_optimization"] = {{"stage", 3},
+                                   {"stage3_gather_16bit_weights_on_model_save", true}};
+       },
+       [](const JobSpec& s) { EXPECT_TRUE(s.zero.gather_16bit_weights_on_model_save); }},
+      {"Gather16bitWeightsDeprecatedSpelling",
+       [](json& j) {
+         j["zero_optimization"] = {{"stage", 3},
+                                   {"stage3_gather_fp16_weights_on_model_save", true}};
+       },
+       [](const JobSpec& s) { EXPECT_TRUE(s.zero.gather_16bit_weights_on_model_save); }},
       {"Defaults", [](json&) {},
        [](const JobSpec& s) {
          EXPECT_EQ(s.gradient_clipping, 0.0);  // code default, not the documented 1.0
+         EXPECT_EQ(s.checkpoint.tag_validation, TagValidation::kWarn);
+         EXPECT_FALSE(s.zero.gather_16bit_weights_on_model_save);
          EXPECT_FALSE(s.steps_per_print.has_value());
          EXPECT_EQ(s.optimizer.type, "AdamW");
          EXPECT_EQ(s.optimizer.lr, 1e-3);
@@ -828,6 +860,11 @@ std::vector<InvalidRow> InvalidRows() {
          j["data"]["val"] = "val_*.bin";
        },
        "data.val: must be the same kind as data.train"},
+      {"TagValidationUnknown",
+       [](json& j) {
+         j["checkpoint"] = {{"tag_validation", "Maybe"}};
+       },
+       R"(checkpoint.tag_validation: must be one of "Ignore", "Warn", "Fail" (in any case); got "Maybe")"},
       {"CheckpointEveryNeedsADirectory", [](json& j) { j["job"]["checkpoint_every"] = 10; },
        "job.checkpoint_every: needs job.checkpoint_dir"},
       {"KeepLastZero", [](json& j) { j["job"]["keep_last"] = 0; },
@@ -1072,6 +1109,8 @@ void ExpectSameSpec(const JobSpec& a, const JobSpec& b) {
   EXPECT_EQ(a.job.world_size, b.job.world_size);
   EXPECT_EQ(a.job.train_steps, b.job.train_steps);
   EXPECT_EQ(a.job.checkpoint_dir, b.job.checkpoint_dir);
+  EXPECT_EQ(a.checkpoint.tag_validation, b.checkpoint.tag_validation);
+  EXPECT_EQ(a.zero.gather_16bit_weights_on_model_save, b.zero.gather_16bit_weights_on_model_save);
   EXPECT_EQ(WithoutNotes(a.effective), WithoutNotes(b.effective));
   EXPECT_EQ(WithoutNotes(a.effective).dump(), WithoutNotes(b.effective).dump());
 }

@@ -224,11 +224,10 @@ std::shared_ptr<const Block> ActivationCheckpointingBlock() {
 }
 
 // checkpoint (DeepSpeed's own checkpoint options). DeepSpeed upper-cases tag_validation before
-// comparing.
+// comparing, so its value is checked case-insensitively in ResolveCheckpoint.
 std::shared_ptr<const Block> CheckpointBlock() {
   return MakeBlock({
-      Str("tag_validation", "Warn",
-          {"Warn", "Ignore", "Fail", "WARN", "IGNORE", "FAIL", "warn", "ignore", "fail"}),
+      Str("tag_validation", "Warn"),
       Bool("load_universal", false).Gated(),
       Bool("use_node_local_storage", false).Gated(),
       Obj("parallel_write", MakeBlock({Bool("pipeline_stage", false).Gated()})),

@@ -38,6 +38,9 @@ absl::Status ResolveBatch(nlohmann::json* e, int64_t dp, JobSpec* spec);
 absl::Status ResolveGradientKeys(nlohmann::json* effective, const NormalizeContext& ctx,
                                  std::vector<std::string>* notes, JobSpec* spec);
 
+// checkpoint.tag_validation, in any case; written back in DeepSpeed's spelling.
+absl::Status ResolveCheckpoint(nlohmann::json* e, CheckpointConfig* out);
+
 absl::Status ResolveZero(nlohmann::json* e, const NormalizeContext& ctx,
                          std::vector<std::string>* notes, ZeroConfig* out);
 

@@ -1,11 +1,18 @@
 #include "worker/engine/checkpoint_io.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/status/status_macros.h"
 #include "worker/checkpoint/commit.h"
 #include "worker/env/byte_source.h"
@@ -16,6 +23,8 @@ namespace dstrain::engine {
 namespace {
 
 std::string ShardName(int rank) { return absl::StrFormat("rank_%05d.bin", rank); }
+// The consolidated model a save writes under gather_16bit_weights_on_model_save.
+constexpr absl::string_view kModelFileName = "model.bin";
 
 int Rank(comm::Communicator* dp) { return dp != nullptr ? dp->rank() : 0; }
 int World(comm::Communicator* dp) { return dp != nullptr ? dp->size() : 1; }
@@ -60,12 +69,327 @@ absl::StatusOr<std::string> ReadRankState(env::ByteSource& shard) {
   return state;
 }
 
+// The model shape as the manifest's meta records it, one field per GptConfig member: what a
+// load compares (every field, since two models can share a parameter layout and still differ,
+// e.g. in n_head or in vocab_size under the same padding) and what export rebuilds the model from.
+struct ShapeField {
+  const char* name;
+  int model::GptConfig::*member;
+};
+constexpr ShapeField kShapeFields[] = {
+    {"n_layer", &model::GptConfig::n_layer},
+    {"n_head", &model::GptConfig::n_head},
+    {"n_embd", &model::GptConfig::n_embd},
+    {"vocab_size", &model::GptConfig::vocab_size},
+    {"padded_vocab_size", &model::GptConfig::padded_vocab_size},
+    {"block_size", &model::GptConfig::block_size},
+};
+
+nlohmann::json ShapeToJson(const model::GptConfig& c) {
+  nlohmann::json shape = nlohmann::json::object();
+  for (const ShapeField& f : kShapeFields) shape[f.name] = c.*f.member;
+  return shape;
+}
+
+// The shape a checkpoint's manifest records; kDataLoss naming the manifest when a field is
+// missing.
+absl::StatusOr<model::GptConfig> ShapeFromManifest(const checkpoint::CheckpointReader& reader) {
+  const std::string path = env::JoinPath(reader.dir(), checkpoint::kManifestName);
+  const nlohmann::json& meta = reader.manifest().meta;
+  const auto shape = meta.find("model");
+  if (shape == meta.end() || !shape->is_object()) {
+    return absl::DataLossError(absl::StrCat(path, ": meta has no model shape"));
+  }
+  model::GptConfig c;
+  for (const ShapeField& f : kShapeFields) {
+    const auto v = shape->find(f.name);
+    if (v == shape->end() || !v->is_number_integer()) {
+      return absl::DataLossError(absl::StrCat(path, ": meta.model.", f.name, " missing"));
+    }
+    c.*f.member = v->get<int>();
+  }
+  return c;
+}
+
+// kFailedPrecondition naming every field in which the checkpoint's model differs from `mine`.
+absl::Status CheckModelShape(const checkpoint::CheckpointReader& reader,
+                             const model::GptConfig& mine) {
+  DT_ASSIGN_OR_RETURN(const model::GptConfig theirs, ShapeFromManifest(reader));
+  std::vector<std::string> differ;
+  for (const ShapeField& f : kShapeFields) {
+    if (theirs.*f.member != mine.*f.member) {
+      differ.push_back(absl::StrCat("model.", f.name, ": checkpoint has ", theirs.*f.member,
+                                    ", this job has ", mine.*f.member));
+    }
+  }
+  if (differ.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "checkpoint ", reader.dir(), " holds another model: ", absl::StrJoin(differ, "; ")));
+}
+
+// Every rank learns every rank's outcome: an all-gather of (status code, the message's first
+// kMessageBytes bytes). A rank that failed returns its own error; the others return the first
+// failed rank's, code and message, so a damaged shard that one rank found is kDataLoss naming the
+// file on every rank.
+constexpr size_t kMessageBytes = 504;
+constexpr int kOutcomeFloats = (8 + kMessageBytes) / 4;  // code (u32), length (u32), message
+absl::Status AgreeAllShared(comm::Communicator* dp, const comm::CommOptions& comm,
+                            const absl::Status& mine, absl::string_view what) {
+  if (dp == nullptr || dp->size() == 1) return mine;
+  const int world = dp->size(), rank = dp->rank();
+  std::vector<float> outcomes(static_cast<size_t>(kOutcomeFloats) * world, 0.f);
+  {
+    char packed[kOutcomeFloats * 4] = {};
+    const uint32_t code = static_cast<uint32_t>(mine.code());
+    const absl::string_view message = mine.message().substr(0, kMessageBytes);
+    const uint32_t length = static_cast<uint32_t>(message.size());
+    std::memcpy(packed, &code, 4);
+    std::memcpy(packed + 4, &length, 4);
+    std::memcpy(packed + 8, message.data(), message.size());
+    std::memcpy(outcomes.data() + kOutcomeFloats * rank, packed, sizeof(packed));
+  }
+  DT_ASSIGN_OR_RETURN(
+      auto work,
+      dp->AllGather(
+          comm::CommBuffer{outcomes.data() + kOutcomeFloats * rank, kOutcomeFloats, DType::kF32},
+          comm::CommBuffer{outcomes.data(), kOutcomeFloats * world, DType::kF32}, comm));
+  DT_RETURN_IF_ERROR(work->Wait());
+  if (!mine.ok()) return mine;
+  for (int r = 0; r < world; ++r) {
+    const char* packed = reinterpret_cast<const char*>(outcomes.data() + kOutcomeFloats * r);
+    uint32_t code = 0, length = 0;
+    std::memcpy(&code, packed, 4);
+    std::memcpy(&length, packed + 4, 4);
+    if (code == 0) continue;
+    if (code > static_cast<uint32_t>(absl::StatusCode::kUnauthenticated)) {
+      code = static_cast<uint32_t>(absl::StatusCode::kUnknown);
+    }
+    return absl::Status(
+        static_cast<absl::StatusCode>(code),
+        absl::StrCat(what, " failed on rank ", r, ": ",
+                     absl::string_view(packed + 8, std::min<uint32_t>(length, kMessageBytes))));
+  }
+  return absl::OkStatus();
+}
+
+// What a resharding read returns besides the floats it stores: rank 0's per-rank state and step
+// counters (the data position is global, all ranks consuming one stream of global batches, so
+// rank 0's serves every new rank).
+struct ReshardPrefix {
+  std::string rank_state;
+  nlohmann::json counters;
+};
+
+// Receives floats [flat, flat + count) of array `array` (0 weights, 1 m, 2 v) of the checkpoint's
+// flat layout: reads exactly count floats from `source`.
+using StoreRange =
+    std::function<absl::Status(int array, int64_t flat, int64_t count, env::ByteSource& source)>;
+
+// Reads, from a checkpoint written at any world size, stage and precision, the floats of arrays
+// [0, arrays) that fall in `want` (flat ranges of the layout, sorted, disjoint), handing every run
+// to `store`. Only what is wanted is read, with a ranged ShardReader that seeks past the rest,
+// except in the shards `verify(r)` selects: those are streamed whole through their checksum
+// (bounded memory), and their checksum decides. A shard from which nothing is wanted and that
+// this reader does not verify is not opened (rank 0's always is: it holds the prefix). Memory:
+// no shard is held; what `store` does with the floats is its business.
+absl::StatusOr<ReshardPrefix> ReadResharded(const checkpoint::CheckpointReader& reader,
+                                            const model::ParamLayout& layout,
+                                            const std::vector<zero::Piece>& want, int arrays,
+                                            const std::function<bool(int)>& verify,
+                                            const StoreRange& store) {
+  const nlohmann::json& meta = reader.manifest().meta;
+  const int old_world = meta.value("world_size", 0);
+  const int old_stage = meta.value("zero_stage", -1);
+  const int64_t bucket = meta.value("reduce_bucket_size", int64_t{0});
+  if (old_world <= 0 || old_stage < 0 || old_stage > 3) {
+    return absl::DataLossError(absl::StrCat(env::JoinPath(reader.dir(), checkpoint::kManifestName),
+                                            ": meta lacks a valid world_size or zero_stage (",
+                                            old_world, ", ", old_stage, ")"));
+  }
+  // The wanted ranges that meet [begin, end), as sub-ranges, in order.
+  const auto overlaps = [&want](int64_t begin, int64_t end, const auto& fn) -> absl::Status {
+    auto w = std::upper_bound(want.begin(), want.end(), begin,
+                              [](int64_t f, const zero::Piece& p) { return f < p.flat + p.count; });
+    for (; w != want.end() && w->flat < end; ++w) {
+      const int64_t lo = std::max(begin, w->flat), hi = std::min(end, w->flat + w->count);
+      if (lo < hi) DT_RETURN_IF_ERROR(fn(lo, hi));
+    }
+    return absl::OkStatus();
+  };
+  int64_t wanted = 0;
+  for (const zero::Piece& w : want) wanted += w.count;
+  std::vector<int64_t> stored(arrays, 0);
+  ReshardPrefix prefix;
+  for (int r = 0; r < old_world; ++r) {
+    // A stage-0 checkpoint holds the whole state in every shard (one partition of one "rank"):
+    // rank 0's serves all, the others are only verified.
+    bool needed = false;
+    if (old_stage > 0 || r == 0) {
+      const zero::Partition expected =
+          zero::Partition::ForStage(layout, old_stage, old_world, r, bucket);
+      for (const zero::Piece& p : expected.OwnedPieces()) {
+        DT_RETURN_IF_ERROR(overlaps(p.flat, p.flat + p.count, [&](int64_t, int64_t) {
+          needed = true;
+          return absl::OkStatus();
+        }));
+      }
+    }
+    const bool verifying = verify(r);
+    if (r != 0 && !needed && !verifying) continue;
+    DT_ASSIGN_OR_RETURN(
+        std::unique_ptr<checkpoint::ShardReader> shard,
+        verifying ? reader.OpenShard(ShardName(r)) : reader.OpenShardRanges(ShardName(r)));
+    const absl::Status read = [&]() -> absl::Status {
+      // [u64 n][per-rank state][u64 k][counters][ZeroState header][weights][m][v]
+      if (r == 0) {
+        DT_ASSIGN_OR_RETURN(prefix.rank_state, ReadRankState(*shard));
+        DT_ASSIGN_OR_RETURN(prefix.counters, Engine::ReadCounters(*shard));
+      } else {
+        for (int part = 0; part < 2; ++part) {
+          uint64_t n = 0;
+          DT_RETURN_IF_ERROR(shard->Read(&n, sizeof(n)));
+          DT_RETURN_IF_ERROR(shard->Skip(n));
+        }
+      }
+      DT_ASSIGN_OR_RETURN(const zero::ZeroState::ShardLayout header,
+                          zero::ZeroState::ReadShardHeader(layout, *shard, bucket));
+      const zero::Partition& p = header.partition;
+      if (header.stage != old_stage ||
+          (old_stage > 0 && (p.world() != old_world || p.rank() != r))) {
+        return absl::DataLossError(absl::StrCat(
+            "holds rank ", p.rank(), " of ", p.world(), " at stage ", header.stage,
+            "; the manifest says rank ", r, " of ", old_world, " at stage ", old_stage));
+      }
+      if (!needed) return absl::OkStatus();
+      const uint64_t arrays_at = shard->offset();
+      const int64_t n = p.owned_total();
+      for (int a = 0; a < arrays; ++a) {
+        for (const zero::Piece& piece : p.OwnedPieces()) {
+          DT_RETURN_IF_ERROR(
+              overlaps(piece.flat, piece.flat + piece.count, [&](int64_t lo, int64_t hi) {
+                const uint64_t at =
+                    arrays_at + 4 * static_cast<uint64_t>(a * n + piece.at + (lo - piece.flat));
+                DT_RETURN_IF_ERROR(shard->Skip(at - shard->offset()));
+                DT_RETURN_IF_ERROR(store(a, lo, hi - lo, *shard));
+                if (shard->offset() != at + 4 * static_cast<uint64_t>(hi - lo)) {
+                  return absl::InternalError("a resharding store read the wrong number of bytes");
+                }
+                stored[a] += hi - lo;
+                return absl::OkStatus();
+              }));
+        }
+      }
+      return absl::OkStatus();
+    }();
+    // A damaged file explains any failure above best: the checksum is checked either way.
+    if (verifying) DT_RETURN_IF_ERROR(shard->Finish());
+    if (!read.ok()) {
+      if (absl::StrContains(read.message(), shard->path())) return read;
+      return absl::Status(read.code(), absl::StrCat(shard->path(), ": ", read.message()));
+    }
+  }
+  for (int a = 0; a < arrays; ++a) {
+    if (stored[a] != wanted) {
+      return absl::DataLossError(absl::StrCat("checkpoint ", reader.dir(), ": its shards hold ",
+                                              stored[a], " of the ", wanted,
+                                              " floats wanted of array ", a));
+    }
+  }
+  return prefix;
+}
+
+// A float all-gather of `per_rank` floats from each rank, in place in `all` (this rank's slot
+// filled by the caller); raw bytes travel, as with the shard records.
+absl::Status GatherInPlace(comm::Communicator* dp, const comm::CommOptions& comm,
+                           std::vector<float>& all, int per_rank) {
+  DT_ASSIGN_OR_RETURN(
+      auto work,
+      dp->AllGather(comm::CommBuffer{all.data() + static_cast<size_t>(per_rank) * dp->rank(),
+                                     per_rank, DType::kF32},
+                    comm::CommBuffer{all.data(), per_rank * dp->size(), DType::kF32}, comm));
+  return work->Wait();
+}
+
+// 64-bit FNV-1a: the same on every rank and every build (unlike absl::Hash, seeded per process).
+uint64_t Fnv1a64(absl::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const char c : s) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return h;
+}
+
+// checkpoint.tag_validation: whether every rank passed the same tag, learned by every rank before
+// anything is written. One all-gather of each tag's length and hash; only when they differ, a
+// second of the tags themselves, to name them (and, under Warn, to save under rank 0's, so the
+// save stays one checkpoint). Returns the tag to save under.
+absl::StatusOr<std::string> AgreeOnTag(comm::Communicator* dp, const CheckpointOptions& options,
+                                       config::TagValidation mode, const std::string& tag) {
+  if (mode == config::TagValidation::kIgnore || dp == nullptr || dp->size() == 1) return tag;
+  const int world = dp->size();
+  constexpr int kDigestFloats = 4;  // length (u64), hash (u64)
+  std::vector<float> digests(static_cast<size_t>(kDigestFloats) * world);
+  const uint64_t mine[2] = {tag.size(), Fnv1a64(tag)};
+  std::memcpy(digests.data() + kDigestFloats * dp->rank(), mine, sizeof(mine));
+  DT_RETURN_IF_ERROR(GatherInPlace(dp, options.comm, digests, kDigestFloats));
+  uint64_t longest = 0;
+  bool same = true;
+  for (int r = 0; r < world; ++r) {
+    uint64_t digest[2];
+    std::memcpy(digest, digests.data() + kDigestFloats * r, sizeof(digest));
+    longest = std::max(longest, digest[0]);
+    same = same && digest[0] == mine[0] && digest[1] == mine[1];
+  }
+  // Every rank saw the same digests: when one differs from a rank's own, it differs from some
+  // other rank's too, so every rank takes the same branch below.
+  if (same) return tag;
+  constexpr uint64_t kMaxTagBytes = 4096;  // a tag is one path component: far below this
+  if (longest > kMaxTagBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint tags differ across ranks, one of them ", longest, " bytes long"));
+  }
+  const int per_rank = static_cast<int>((longest + 3) / 4);
+  std::vector<float> texts(static_cast<size_t>(per_rank) * world, 0.f);
+  std::memcpy(texts.data() + static_cast<size_t>(per_rank) * dp->rank(), tag.data(), tag.size());
+  DT_RETURN_IF_ERROR(GatherInPlace(dp, options.comm, texts, per_rank));
+  std::vector<std::string> tags(world);
+  for (int r = 0; r < world; ++r) {
+    uint64_t length = 0;
+    std::memcpy(&length, digests.data() + kDigestFloats * r, sizeof(length));
+    tags[r].assign(reinterpret_cast<const char*>(texts.data() + static_cast<size_t>(per_rank) * r),
+                   length);
+  }
+  std::vector<std::string> differing;
+  for (int r = 1; r < world; ++r) {
+    if (tags[r] != tags[0]) differing.push_back(absl::StrCat("rank ", r, " \"", tags[r], "\""));
+  }
+  constexpr size_t kNamed = 8;
+  const size_t more = differing.size() > kNamed ? differing.size() - kNamed : 0;
+  differing.resize(std::min(differing.size(), kNamed));
+  const std::string message = absl::StrCat(
+      "checkpoint tags differ across ranks: rank 0 \"", tags[0], "\", ",
+      absl::StrJoin(differing, ", "), more > 0 ? absl::StrCat(" and ", more, " more ranks") : "");
+  if (mode == config::TagValidation::kFail) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(message, " (checkpoint.tag_validation is Fail)"));
+  }
+  const std::string warning =
+      absl::StrCat(message, "; saving under rank 0's tag (checkpoint.tag_validation is Warn)");
+  if (options.warn) {
+    options.warn(warning);
+  } else {
+    absl::FPrintF(stderr, "warning: %s\n", warning);
+  }
+  return tags[0];
+}
+
 }  // namespace
 
 absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
-                            const CheckpointOptions& options, const std::string& tag,
+                            const CheckpointOptions& options, const std::string& requested_tag,
                             absl::string_view rank_state, nlohmann::json meta) {
   const int rank = Rank(dp), world = World(dp);
+  DT_ASSIGN_OR_RETURN(
+      const std::string tag,
+      AgreeOnTag(dp, options, engine.spec().checkpoint.tag_validation, requested_tag));
   // Phase 1: rank 0 opens the save (the tmp dir), everyone learns whether it could.
   std::unique_ptr<checkpoint::CheckpointWriter> writer;
   absl::Status status;
@@ -91,6 +415,28 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
     return checkpoint::WriteShardFile(options.env, checkpoint::CheckpointTmpDir(options.root, tag),
                                       ShardName(rank), pieces);
   }();
+  // zero_optimization.gather_16bit_weights_on_model_save: the consolidated model joins the save.
+  // Every rank takes part in the gather (collective under ZeRO-3 and, mixed, from stage 1 on);
+  // rank 0 alone holds the full weights and writes them into the save before the commit. A
+  // failure here counts as this rank's failure to write its part.
+  std::optional<checkpoint::ShardRecord> model_file;
+  if (engine.spec().zero.gather_16bit_weights_on_model_save) {
+    const absl::Status written = [&]() -> absl::Status {
+      DT_ASSIGN_OR_RETURN(const std::vector<float> weights,
+                          engine.GatherParams(/*keep=*/rank == 0));
+      if (rank != 0) return absl::OkStatus();
+      std::vector<int32_t> header;
+      DT_ASSIGN_OR_RETURN(const std::vector<absl::string_view> pieces,
+                          model::LlmcModelPieces(engine.model().config(), engine.model().layout(),
+                                                 weights.data(), &header));
+      DT_ASSIGN_OR_RETURN(
+          model_file,
+          checkpoint::WriteShardFile(options.env, checkpoint::CheckpointTmpDir(options.root, tag),
+                                     kModelFileName, pieces));
+      return absl::OkStatus();
+    }();
+    if (record.ok() && !written.ok()) record = written;
+  }
 
   // Phase 3: rank 0 gathers the records and commits.
   std::vector<float> records(kRecordFloats * world);
@@ -112,19 +458,20 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
       status = ok ? writer->AddShard(std::move(rec))
                   : absl::AbortedError(absl::StrCat("rank ", r, " could not write its shard"));
     }
+    if (status.ok() && model_file.has_value()) {
+      status = writer->AddFile(*model_file);
+      meta["consolidated_model"] = {{"name", model_file->name},
+                                    {"format", "llm.c"},
+                                    {"version", model::kLlmcModelVersionF32},
+                                    {"dtype", "fp32"}};
+    }
     if (status.ok()) {
       meta["world_size"] = world;
       meta["zero_stage"] = engine.spec().zero.stage;
       meta["precision"] = std::string(config::PrecisionName(engine.spec()));
       meta["step"] = engine.global_steps();
       meta["reduce_bucket_size"] = engine.spec().zero.reduce_bucket_size;
-      const model::GptConfig& mc = engine.model().config();
-      meta["model"] = {{"n_layer", mc.n_layer},
-                       {"n_head", mc.n_head},
-                       {"n_embd", mc.n_embd},
-                       {"vocab_size", mc.vocab_size},
-                       {"padded_vocab_size", mc.padded_vocab_size},
-                       {"block_size", mc.block_size}};
+      meta["model"] = ShapeToJson(engine.model().config());
       status = writer->Commit(meta);
     }
     if (status.ok() && options.keep_last > 0) {
@@ -142,25 +489,16 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* d
   // checkpoint has this run's world size, stage and precision) or must reshard.
   std::unique_ptr<checkpoint::CheckpointReader> reader;
   bool reshard = false, same_precision = true;
-  int64_t bucket = 0;
   absl::Status status = [&]() -> absl::Status {
     DT_ASSIGN_OR_RETURN(reader, checkpoint::CheckpointReader::Open(options.env, options.root, tag));
     const nlohmann::json& meta = reader->manifest().meta;
-    const model::GptConfig& mc = engine.model().config();
-    const nlohmann::json& shape = meta.contains("model") ? meta["model"] : nlohmann::json();
-    if (shape.value("n_layer", -1) != mc.n_layer || shape.value("n_embd", -1) != mc.n_embd ||
-        shape.value("padded_vocab_size", -1) != mc.padded_vocab_size) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("checkpoint ", reader->dir(), " holds another model: ", shape.dump(),
-                       " vs L=", mc.n_layer, " C=", mc.n_embd, " Vp=", mc.padded_vocab_size));
-    }
+    DT_RETURN_IF_ERROR(CheckModelShape(*reader, engine.model().config()));
     const int old_world = meta.value("world_size", 0);
     if (old_world <= 0) return absl::DataLossError(absl::StrCat(reader->dir(), ": no world size"));
     same_precision =
         meta.value("precision", std::string()) == std::string(config::PrecisionName(engine.spec()));
     reshard = old_world != world || meta.value("zero_stage", -1) != engine.spec().zero.stage ||
               !same_precision;
-    bucket = meta.value("reduce_bucket_size", int64_t{0});
     return absl::OkStatus();
   }();
   DT_RETURN_IF_ERROR(AgreeAll(dp, options.comm, status, "opening the checkpoint"));
@@ -171,21 +509,24 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* d
   std::string rank_state;
   status = [&]() -> absl::Status {
     if (reshard) {
-      // Every shard, reassembled whole. The data position is global (all ranks consume one
-      // stream of global batches): rank 0's serves every new rank.
-      std::vector<std::string> shards;
-      std::vector<absl::string_view> states;
-      for (int r = 0; r < reader->manifest().meta.value("world_size", 0); ++r) {
-        DT_ASSIGN_OR_RETURN(std::string shard, reader->ReadShard(ShardName(r)));
-        shards.push_back(std::move(shard));
+      // This rank's share only, range by range into the engine's buffers. Each old shard r is
+      // streamed whole through its checksum by new rank r % world, and the agreement below
+      // makes that result every rank's before anyone trains.
+      std::vector<zero::Piece> want;
+      for (const zero::Piece& p : engine.zero().partition().OwnedPieces()) {
+        if (p.count > 0) want.push_back(p);
       }
-      for (const std::string& shard : shards) {
-        env::StringSource source(shard);
-        DT_ASSIGN_OR_RETURN(std::string mine, ReadRankState(source));
-        if (states.empty()) rank_state = std::move(mine);
-        states.push_back(absl::string_view(shard).substr(shard.size() - source.remaining()));
-      }
-      return engine.LoadReshardedState(states, bucket, same_precision);
+      DT_RETURN_IF_ERROR(engine.BeginResharded());
+      DT_ASSIGN_OR_RETURN(ReshardPrefix prefix,
+                          ReadResharded(
+                              *reader, engine.model().layout(), want, /*arrays=*/3,
+                              [&](int r) { return r % world == rank; },
+                              [&](int array, int64_t flat, int64_t count, env::ByteSource& source) {
+                                return engine.zero().StoreOwned(array, flat, count, source);
+                              }));
+      DT_RETURN_IF_ERROR(engine.FinishResharded(prefix.counters, same_precision));
+      rank_state = std::move(prefix.rank_state);
+      return absl::OkStatus();
     }
     // This rank's own shard, read straight into the engine's buffers; the checksum is checked
     // before anyone trains on it.
@@ -201,41 +542,25 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* d
     rank_state = *std::move(mine);
     return absl::OkStatus();
   }();
-  DT_RETURN_IF_ERROR(AgreeAll(dp, options.comm, status, "loading the checkpoint"));
-  if (!reshard) DT_RETURN_IF_ERROR(engine.FinishLoad());
+  DT_RETURN_IF_ERROR(AgreeAllShared(dp, options.comm, status, "loading the checkpoint"));
+  DT_RETURN_IF_ERROR(engine.FinishLoad());
   return rank_state;
 }
 
 absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::string_view tag,
                               const std::string& out_path) {
   DT_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(env, root, tag));
-  const nlohmann::json& meta = reader->manifest().meta;
-  if (!meta.contains("model") || !meta["model"].is_object()) {
-    return absl::DataLossError(absl::StrCat(reader->dir(), ": manifest has no model shape"));
-  }
-  const nlohmann::json& m = meta["model"];
-  model::GptConfig config{m.value("n_layer", 0),
-                          m.value("n_head", 0),
-                          m.value("n_embd", 0),
-                          m.value("vocab_size", 0),
-                          m.value("padded_vocab_size", 0),
-                          m.value("block_size", 0)};
+  DT_ASSIGN_OR_RETURN(const model::GptConfig config, ShapeFromManifest(*reader));
   DT_ASSIGN_OR_RETURN(model::ParamLayout layout, model::ParamLayout::ForGpt(config));
-  const int world = meta.value("world_size", 0);
-  const int64_t bucket = meta.value("reduce_bucket_size", int64_t{0});
-  const int64_t total = layout.total();
-  std::vector<float> weights(total, 0.f), m1(total, 0.f), v1(total, 0.f);
-  for (int r = 0; r < world; ++r) {
-    DT_ASSIGN_OR_RETURN(std::string shard, reader->ReadShard(ShardName(r)));
-    // [u64 n][per-rank state][u64 k][counters][ZeroState shard]: skip the two prefixed parts.
-    env::StringSource source(shard);
-    DT_RETURN_IF_ERROR(ReadRankState(source).status());
-    DT_RETURN_IF_ERROR(ReadRankState(source).status());
-    const absl::string_view rest =
-        absl::string_view(shard).substr(shard.size() - source.remaining());
-    DT_RETURN_IF_ERROR(
-        zero::ZeroState::ShardToFlat(layout, rest, bucket, weights.data(), m1.data(), v1.data()));
-  }
+  // The weights only, read in place; every shard is streamed through its checksum.
+  std::vector<float> weights(layout.total(), 0.f);
+  DT_RETURN_IF_ERROR(ReadResharded(
+                         *reader, layout, {zero::Piece{0, 0, layout.total()}}, /*arrays=*/1,
+                         [](int) { return true; },
+                         [&](int, int64_t flat, int64_t count, env::ByteSource& source) {
+                           return source.Read(weights.data() + flat, count * sizeof(float));
+                         })
+                         .status());
   return model::WriteLlmcModel(out_path, config, layout, weights.data());
 }
 

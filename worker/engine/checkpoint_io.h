@@ -4,11 +4,14 @@
 // collectives inside turn a missing rank into an error within the communication timeout.
 // Rank r writes its shard rank_%05d.bin (rank_00001.bin for rank 1) = [u64 n][n bytes of the
 // caller's per-rank state, e.g. the data-loader position][Engine::SaveState()] into the save's tmp
-// dir; rank 0 gathers the shard records, writes the manifest (meta: world size, ZeRO stage,
-// precision, step, the caller's fields) and commits by worker/checkpoint/commit.h's protocol, then
-// keeps the newest `keep_last`. All ranks return the same outcome.
+// dir (and, under zero_optimization.gather_16bit_weights_on_model_save, rank 0 the consolidated
+// model.bin, llm.c's fp32 format, gathered from every rank); rank 0 gathers the shard records,
+// writes the manifest (meta: world size, ZeRO stage, precision, step, model shape, the caller's
+// fields) and commits by worker/checkpoint/commit.h's protocol, then keeps the newest
+// `keep_last`. All ranks return the same outcome.
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -27,9 +30,16 @@ struct CheckpointOptions {
   std::string root;        // checkpoint directory
   int keep_last = 0;       // retention after a save (0: keep all)
   comm::CommOptions comm;  // timeout of the collectives inside
+  // Where warnings go (checkpoint.tag_validation "Warn"); null: standard error.
+  std::function<void(const std::string&)> warn;
 };
 
 // Saves `tag` at the engine's current step. `dp` is the data-parallel group (null: one rank).
+// Under the job's checkpoint.tag_validation (DeepSpeed's), the ranks first compare their tags:
+// Fail fails the save on every rank with kFailedPrecondition naming the tags, before anything is
+// written; Warn warns (options.warn) and every rank saves under rank 0's tag; Ignore compares
+// nothing (a rank whose tag differs then writes into a save that does not exist, and the save
+// fails on every rank).
 absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
                             const CheckpointOptions& options, const std::string& tag,
                             absl::string_view rank_state,
@@ -37,18 +47,24 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
 
 // Loads `tag` ("latest": the newest committed) into the engine on every rank and returns this
 // rank's per-rank state. A checkpoint written at another world size, ZeRO stage or precision is
-// resharded: every rank reads all its shards, reassembles the fp32 weights and Adam moments and
-// keeps its part (the per-rank state returned is then rank 0's). kNotFound when nothing is
-// committed; kFailedPrecondition for another model; kDataLoss for a damaged shard (naming the
-// file). Any rank's failure fails every rank, and the engine's state is then undefined: the
-// caller must not train on it. The own shard is read straight into the engine's buffers, its
-// checksum checked before any rank goes on.
+// resharded: every rank reads, from each old shard, only the byte ranges of the fp32 weights and
+// Adam moments that its own partition keeps, straight into the engine's buffers (no shard and no
+// full copy of the state is held: host memory beyond the engine is a 1 MiB streaming buffer, plus
+// a 4 MiB staging buffer on a device the host cannot address). Old shard r is streamed whole
+// through its checksum by new rank r % world size, and no rank goes on before every rank knows
+// the outcome. The per-rank state returned is then rank 0's. kNotFound when nothing is committed;
+// kFailedPrecondition for another model (naming every field of the shape that differs);
+// kDataLoss for a damaged shard, naming the file, on every rank. Any rank's failure fails every
+// rank, and the engine's state is then undefined: the caller must not train on it. The own shard
+// (same world size, stage and precision) is read straight into the engine's buffers, its checksum
+// checked before any rank goes on.
 absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* dp,
                                            const CheckpointOptions& options, absl::string_view tag);
 
 // `dstrain export`: the fp32 weights of committed checkpoint `tag` under `root` (master weights
-// under mixed precision), reassembled from every rank's shard, written as one llm.c model file
-// (magic 20240326) that model.init_from reads. Needs no engine and no other ranks.
+// under mixed precision), reassembled from every rank's shard (each streamed through its checksum;
+// only the weights are kept), written as one llm.c model file (magic 20240326) that
+// model.init_from reads. Needs no engine and no other ranks.
 absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::string_view tag,
                               const std::string& out_path);
 

@@ -274,43 +274,32 @@ absl::StatusOr<std::string> Engine::SaveState() {
   return out;
 }
 
-namespace {
+absl::Status Engine::BeginResharded() {
+  if (pending_forwards_ != 0 || micro_step_ != 0) {
+    return absl::FailedPreconditionError("loading a checkpoint: only between optimizer steps");
+  }
+  return zero_->BeginStoreOwned();
+}
 
-// An engine state is [u64 n][n bytes of counters JSON][ZeroState shard].
-absl::Status SplitState(absl::string_view state, nlohmann::json* counters,
-                        absl::string_view* shard) {
-  uint64_t n = 0;
-  if (state.size() < sizeof(n)) return absl::DataLossError("engine state: truncated");
-  std::memcpy(&n, state.data(), sizeof(n));
-  if (state.size() < sizeof(n) + n) return absl::DataLossError("engine state: truncated");
-  *counters =
-      nlohmann::json::parse(state.substr(sizeof(n), n), nullptr, /*allow_exceptions=*/false);
-  if (!counters->is_object()) return absl::DataLossError("engine state: bad counters");
-  *shard = state.substr(sizeof(n) + n);
+absl::Status Engine::FinishResharded(const nlohmann::json& counters, bool same_precision) {
+  DT_RETURN_IF_ERROR(zero_->FinishStoreOwned());
+  RestoreCounters(counters, same_precision);
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::Status Engine::LoadReshardedState(const std::vector<absl::string_view>& states,
-                                        int64_t reduce_bucket_size, bool same_precision) {
-  if (pending_forwards_ != 0 || micro_step_ != 0 || states.empty()) {
-    return absl::FailedPreconditionError("LoadReshardedState: only between optimizer steps");
+absl::StatusOr<nlohmann::json> Engine::ReadCounters(env::ByteSource& state) {
+  // The counters are a small JSON object; a length beyond 1 MiB means a damaged shard.
+  constexpr uint64_t kMaxCounterBytes = 1 << 20;
+  uint64_t n = 0;
+  DT_RETURN_IF_ERROR(state.Read(&n, sizeof(n)));
+  if (n > kMaxCounterBytes || n > state.remaining()) {
+    return absl::DataLossError(absl::StrCat("engine state: bad counters length ", n));
   }
-  const int64_t total = model_->layout().total();
-  std::vector<float> weights(total, 0.f), m(total, 0.f), v(total, 0.f);
-  nlohmann::json counters;
-  for (size_t r = 0; r < states.size(); ++r) {
-    nlohmann::json c;
-    absl::string_view shard;
-    DT_RETURN_IF_ERROR(SplitState(states[r], &c, &shard));
-    if (r == 0) counters = c;
-    DT_RETURN_IF_ERROR(zero::ZeroState::ShardToFlat(model_->layout(), shard, reduce_bucket_size,
-                                                    weights.data(), m.data(), v.data()));
-  }
-  DT_RETURN_IF_ERROR(zero_->LoadFull(weights.data(), m.data(), v.data()));
-  RestoreCounters(counters, same_precision);
-  return absl::OkStatus();
+  std::string json(n, '\0');
+  DT_RETURN_IF_ERROR(state.Read(json.data(), n));
+  nlohmann::json counters = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (!counters.is_object()) return absl::DataLossError("engine state: bad counters");
+  return counters;
 }
 
 absl::Status Engine::LoadState(absl::string_view state) {
@@ -326,17 +315,7 @@ absl::Status Engine::LoadState(env::ByteSource& state) {
   if (pending_forwards_ != 0 || micro_step_ != 0) {
     return absl::FailedPreconditionError("LoadState: only between optimizer steps");
   }
-  // The counters are a small JSON object; a length beyond 1 MiB means a damaged shard.
-  constexpr uint64_t kMaxCounterBytes = 1 << 20;
-  uint64_t n = 0;
-  DT_RETURN_IF_ERROR(state.Read(&n, sizeof(n)));
-  if (n > kMaxCounterBytes || n > state.remaining()) {
-    return absl::DataLossError(absl::StrCat("engine state: bad counters length ", n));
-  }
-  std::string json(n, '\0');
-  DT_RETURN_IF_ERROR(state.Read(json.data(), n));
-  const nlohmann::json counters = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
-  if (!counters.is_object()) return absl::DataLossError("engine state: bad counters");
+  DT_ASSIGN_OR_RETURN(const nlohmann::json counters, ReadCounters(state));
   DT_RETURN_IF_ERROR(zero_->LoadShard(state));
   RestoreCounters(counters, /*restore_scaler=*/true);
   return absl::OkStatus();

@@ -96,12 +96,17 @@ class Engine {
   absl::StatusOr<std::vector<absl::string_view>> SaveStatePieces(std::string* head);
   absl::Status LoadState(env::ByteSource& state);
   absl::Status FinishLoad();
-  // Resharding: the state of a run at another world size, stage or precision, from every one of
-  // its ranks' SaveState() (in rank order) and its reduce_bucket_size. Weights and Adam moments
-  // are reassembled whole and this rank keeps its part; step counters come along, the loss
-  // scaler only when the precision is the same. Not collective.
-  absl::Status LoadReshardedState(const std::vector<absl::string_view>& states,
-                                  int64_t reduce_bucket_size, bool same_precision);
+  // Resharding: the state of a run at another world size, stage or precision, put together range
+  // by range without the whole of it in memory. BeginResharded, then zero().StoreOwned for every
+  // flat range of this rank's share of the writer's weights and Adam moments, then
+  // FinishResharded with the writer's step counters (ReadCounters of its rank 0's state); the loss
+  // scaler comes along only when `same_precision`. Not collective: every rank then calls
+  // FinishLoad, or, after an error anywhere, fails the load.
+  absl::Status BeginResharded();
+  absl::Status FinishResharded(const nlohmann::json& counters, bool same_precision);
+  // The step counters at the front of a saved state ([u64 n][n bytes of JSON]), read from `state`,
+  // which is left at the ZeroState shard that follows.
+  static absl::StatusOr<nlohmann::json> ReadCounters(env::ByteSource& state);
 
   // Forward only (no gradients) on a batch of B sequences of length T; returns the mean loss.
   absl::StatusOr<float> EvalLoss(const int32_t* inputs, const int32_t* targets, int B, int T);

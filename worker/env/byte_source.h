@@ -3,9 +3,11 @@
 // their final place, whether they come from memory or straight from disk.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -20,6 +22,22 @@ class ByteSource {
   virtual absl::Status Read(void* dst, size_t n) = 0;
   // Bytes not read yet.
   virtual uint64_t remaining() const = 0;
+  // Moves past the next `n` bytes (kDataLoss when fewer are left), for loaders that need only some
+  // ranges of a source. This default reads them in bounded pieces and discards them.
+  virtual absl::Status Skip(uint64_t n) {
+    if (n > remaining()) {
+      return absl::DataLossError(
+          absl::StrCat("truncated: skipping ", n, " bytes, ", remaining(), " left"));
+    }
+    std::vector<char> scratch(std::min<uint64_t>(n, uint64_t{1} << 20));
+    while (n > 0) {
+      const size_t step = std::min<uint64_t>(n, scratch.size());
+      absl::Status read = Read(scratch.data(), step);
+      if (!read.ok()) return read;
+      n -= step;
+    }
+    return absl::OkStatus();
+  }
 };
 
 // A ByteSource over memory the caller keeps alive.
@@ -37,6 +55,14 @@ class StringSource final : public ByteSource {
     return absl::OkStatus();
   }
   uint64_t remaining() const override { return data_.size(); }
+  absl::Status Skip(uint64_t n) override {
+    if (n > data_.size()) {
+      return absl::DataLossError(
+          absl::StrCat("truncated: skipping ", n, " bytes, ", data_.size(), " left"));
+    }
+    data_.remove_prefix(n);
+    return absl::OkStatus();
+  }
 
  private:
   absl::string_view data_;

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -106,12 +107,31 @@ class PosixSequentialFile final : public SequentialFile {
     }
   }
 
+  absl::Status Skip(uint64_t n) override {
+    if (n > static_cast<uint64_t>(std::numeric_limits<off_t>::max())) {
+      return PosixError("seek", path_, EOVERFLOW);
+    }
+    if (::lseek(fd_, static_cast<off_t>(n), SEEK_CUR) < 0) return PosixError("seek", path_, errno);
+    return absl::OkStatus();
+  }
+
  private:
   const std::string path_;
   const int fd_;
 };
 
 }  // namespace
+
+absl::Status SequentialFile::Skip(uint64_t n) {
+  std::vector<char> scratch(std::min<uint64_t>(n, uint64_t{1} << 20));
+  while (n > 0) {
+    DT_ASSIGN_OR_RETURN(const size_t got,
+                        Read(std::min<uint64_t>(n, scratch.size()), scratch.data()));
+    if (got == 0) return absl::OkStatus();  // the end: the next Read says so
+    n -= got;
+  }
+  return absl::OkStatus();
+}
 
 std::string JoinPath(absl::string_view dir, absl::string_view name) {
   if (dir.empty()) return std::string(name);
@@ -130,16 +150,17 @@ std::string Dirname(absl::string_view path) {
 absl::StatusOr<std::string> Env::ReadFileToString(const std::string& path, uint64_t max_bytes) {
   DT_ASSIGN_OR_RETURN(std::unique_ptr<SequentialFile> file, NewSequentialFile(path));
   // Read straight into the result, sized from the file when its size is known (checkpoint
-  // shards are hundreds of MB: growing a string by appends would copy them again and again).
+  // shards are hundreds of MB: growing a string by appends would copy them again and again), one
+  // byte over so the end shows without growing it; grown by at most 8 MiB at a time otherwise
+  // (a small file, a manifest, costs its own size, not a chunk).
+  constexpr uint64_t kChunk = 8 << 20;
   std::string out;
   absl::StatusOr<uint64_t> size = GetFileSize(path);
-  if (size.ok() && *size <= max_bytes) out.reserve(*size + 1);
-  constexpr size_t kChunk = 8 << 20;
+  out.resize(size.ok() && *size <= max_bytes ? *size + 1 : std::min(kChunk, max_bytes) + 1);
   size_t used = 0;
   while (true) {
-    if (out.size() < used + kChunk) out.resize(std::max(out.capacity(), used + kChunk));
-    const size_t want = std::min(kChunk, out.size() - used);
-    DT_ASSIGN_OR_RETURN(size_t n, file->Read(want, out.data() + used));
+    if (used == out.size()) out.resize(used + std::min<uint64_t>(kChunk, max_bytes - used) + 1);
+    DT_ASSIGN_OR_RETURN(size_t n, file->Read(out.size() - used, out.data() + used));
     if (n == 0) break;
     used += n;
     if (used > max_bytes) {

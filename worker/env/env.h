@@ -56,6 +56,10 @@ class SequentialFile {
 
   // Reads up to `n` bytes into `scratch` and returns how many were read; 0 means end of file.
   virtual absl::StatusOr<size_t> Read(size_t n, char* scratch) = 0;
+  // Moves `n` bytes forward without reading them, so a loader that needs a few ranges of a large
+  // file touches only those. Skipping past the end is not an error here; the next Read returns 0.
+  // This default reads and discards; a file that can seek overrides it.
+  virtual absl::Status Skip(uint64_t n);
 
  protected:
   SequentialFile() = default;

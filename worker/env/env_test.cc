@@ -54,6 +54,42 @@ TEST(PosixEnvTest, WriteSyncReadBack) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(path)));
 }
 
+// Skip moves forward without reading (a seek for POSIX files, reads for the default): a reader
+// of a few ranges of a large file lands on the same bytes either way.
+TEST(PosixEnvTest, SkipThenReadLandsOnTheSameBytes) {
+  Env* env = PosixEnv::Default();
+  const std::string dir = FreshTestDir(env);
+  const std::string path = JoinPath(dir, "f");
+  std::string data(3 << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 7) >> 3);
+  ASSERT_THAT(env->WriteStringToFile(path, data, /*sync=*/false), IsOk());
+
+  // The base class's Skip, through a file that only reads.
+  class ReadOnly final : public SequentialFile {
+   public:
+    explicit ReadOnly(std::unique_ptr<SequentialFile> f) : f_(std::move(f)) {}
+    absl::StatusOr<size_t> Read(size_t n, char* scratch) override { return f_->Read(n, scratch); }
+
+   private:
+    std::unique_ptr<SequentialFile> f_;
+  };
+  for (const bool seek : {true, false}) {
+    absl::StatusOr<std::unique_ptr<SequentialFile>> opened = env->NewSequentialFile(path);
+    ASSERT_THAT(opened, IsOk());
+    std::unique_ptr<SequentialFile> file = *std::move(opened);
+    if (!seek) file = std::make_unique<ReadOnly>(std::move(file));
+    char got[5] = {};
+    ASSERT_THAT(file->Skip(10), IsOk());
+    ASSERT_THAT(file->Read(5, got), IsOk());
+    EXPECT_EQ(std::string(got, 5), data.substr(10, 5)) << seek;
+    ASSERT_THAT(file->Skip((2 << 20) + 1), IsOk());  // more than one read's worth
+    ASSERT_THAT(file->Read(5, got), IsOk());
+    EXPECT_EQ(std::string(got, 5), data.substr(15 + (2 << 20) + 1, 5)) << seek;
+    ASSERT_THAT(file->Skip(data.size()), IsOk());  // past the end: the next read says so
+    EXPECT_EQ(*file->Read(5, got), 0u) << seek;
+  }
+}
+
 // Appends past the early-writeback threshold (8 MiB), in pieces that straddle it, read back
 // exactly.
 TEST(PosixEnvTest, LargeAppendsReadBackExactly) {

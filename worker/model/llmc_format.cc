@@ -35,25 +35,33 @@ absl::Status ErrnoError(const std::string& what, const std::string& path) {
 
 }  // namespace
 
-absl::Status WriteLlmcModel(const std::string& path, const GptConfig& c, const ParamLayout& layout,
-                            const float* params, env::Env* env) {
-  int32_t header[256] = {};
-  header[0] = kLlmcModelMagic;
-  header[1] = kLlmcModelVersionF32;
-  header[2] = c.block_size;
-  header[3] = c.vocab_size;
-  header[4] = c.n_layer;
-  header[5] = c.n_head;
-  header[6] = c.n_embd;
-  header[7] = c.padded_vocab_size;
-  // The file is the header and every parameter's floats in file order, written as pieces
-  // straight from `params` (no staging copy of the model).
-  std::vector<absl::string_view> pieces = {
-      absl::string_view(reinterpret_cast<const char*>(header), sizeof(header))};
+absl::StatusOr<std::vector<absl::string_view>> LlmcModelPieces(const GptConfig& c,
+                                                               const ParamLayout& layout,
+                                                               const float* params,
+                                                               std::vector<int32_t>* header) {
+  header->assign(256, 0);
+  (*header)[0] = kLlmcModelMagic;
+  (*header)[1] = kLlmcModelVersionF32;
+  (*header)[2] = c.block_size;
+  (*header)[3] = c.vocab_size;
+  (*header)[4] = c.n_layer;
+  (*header)[5] = c.n_head;
+  (*header)[6] = c.n_embd;
+  (*header)[7] = c.padded_vocab_size;
+  std::vector<absl::string_view> pieces = {absl::string_view(
+      reinterpret_cast<const char*>(header->data()), header->size() * sizeof(int32_t))};
   DT_RETURN_IF_ERROR(ForEachInFileOrder(layout, c.n_layer, [&](const ParamSpec& p) {
     pieces.emplace_back(reinterpret_cast<const char*>(params + p.offset), p.numel * sizeof(float));
     return absl::OkStatus();
   }));
+  return pieces;
+}
+
+absl::Status WriteLlmcModel(const std::string& path, const GptConfig& c, const ParamLayout& layout,
+                            const float* params, env::Env* env) {
+  std::vector<int32_t> header;
+  DT_ASSIGN_OR_RETURN(const std::vector<absl::string_view> pieces,
+                      LlmcModelPieces(c, layout, params, &header));
   return env::WriteFileAtomically(env != nullptr ? env : env::PosixEnv::Default(), path, pieces);
 }
 

@@ -10,11 +10,13 @@
 // convert between the two.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "worker/env/env.h"
 #include "worker/model/param_layout.h"
 
@@ -22,6 +24,15 @@ namespace dstrain::model {
 
 inline constexpr int kLlmcModelMagic = 20240326;
 inline constexpr int kLlmcModelVersionF32 = 3;
+
+// The file's bytes as pieces to write one after the other: `*header` (filled here; keep it alive
+// and unchanged), then every parameter's floats in file order straight from `params` (no staging
+// copy of the model). For writers with their own path to the disk (a checkpoint's model.bin,
+// checksummed as it is written).
+absl::StatusOr<std::vector<absl::string_view>> LlmcModelPieces(const GptConfig& config,
+                                                               const ParamLayout& layout,
+                                                               const float* params,
+                                                               std::vector<int32_t>* header);
 
 // Writes `params` (layout.total() floats in ParamLayout order, host memory) to `path` atomically
 // through `env` (the POSIX one when null): env::WriteFileAtomically's contract, so `path` holds

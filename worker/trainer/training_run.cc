@@ -177,6 +177,9 @@ absl::Status TrainingRun::BuildEngine() {
   checkpoints_.root = spec_.job.checkpoint_dir;
   checkpoints_.keep_last = spec_.job.keep_last;
   checkpoints_.comm = comm::CommOptions{options_.comm_timeout};
+  checkpoints_.warn = [log = log_](const std::string& m) {
+    absl::FPrintF(log, "warning: %s\n", m);
+  };
   return absl::OkStatus();
 }
 

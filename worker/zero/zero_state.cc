@@ -504,7 +504,7 @@ absl::Status ZeroState::LoadShard(env::ByteSource& shard) {
         "shard written at stage ", got.stage, ", rank ", got.rank, " of ", got.world, ", storage ",
         DTypeName(static_cast<DType>(got.storage)), " cannot load into stage ", want.stage,
         ", rank ", want.rank, " of ", want.world, ", storage ", DTypeName(storage_),
-        " (resharding goes through a consolidated export)"));
+        " (LoadCheckpoint reshards such a checkpoint)"));
   }
   DropGathered();  // stale: the parameters change
   // The next v.bytes() of the shard into v: straight into device memory the host can reach.
@@ -532,12 +532,12 @@ absl::Status ZeroState::LoadShard(env::ByteSource& shard) {
   return ops_->status();
 }
 
-absl::Status ZeroState::ShardToFlat(const model::ParamLayout& layout, absl::string_view shard,
-                                    int64_t reduce_bucket_size, float* weights, float* m,
-                                    float* v) {
+absl::StatusOr<ZeroState::ShardLayout> ZeroState::ReadShardHeader(const model::ParamLayout& layout,
+                                                                  env::ByteSource& shard,
+                                                                  int64_t reduce_bucket_size) {
   ShardHeader h;
-  if (shard.size() < sizeof(h)) return absl::DataLossError("ZeRO shard: truncated header");
-  std::memcpy(&h, shard.data(), sizeof(h));
+  if (shard.remaining() < sizeof(h)) return absl::DataLossError("ZeRO shard: truncated header");
+  DT_RETURN_IF_ERROR(shard.Read(&h, sizeof(h)));
   if (std::memcmp(h.magic, ShardHeader().magic, sizeof(h.magic)) != 0) {
     return absl::DataLossError("not a ZeRO state shard (bad magic)");
   }
@@ -545,50 +545,80 @@ absl::Status ZeroState::ShardToFlat(const model::ParamLayout& layout, absl::stri
     return absl::FailedPreconditionError(absl::StrCat("shard of a model with ", h.layout_total,
                                                       " floats; this model has ", layout.total()));
   }
-  if (h.stage < 0 || h.stage > 3 || h.world <= 0 || h.rank < 0 || h.rank >= h.world) {
+  const DType storage = static_cast<DType>(h.storage);
+  if (h.stage < 0 || h.stage > 3 || h.world <= 0 || h.rank < 0 || h.rank >= h.world ||
+      (storage != DType::kF32 && storage != DType::kBF16 && storage != DType::kF16)) {
     return absl::DataLossError(absl::StrCat("ZeRO shard: bad header (stage ", h.stage, ", rank ",
-                                            h.rank, " of ", h.world, ")"));
+                                            h.rank, " of ", h.world, ", storage ", h.storage, ")"));
   }
-  const Partition p = Partition::ForStage(layout, h.stage, h.world, h.rank, reduce_bucket_size);
-  const int64_t n = p.owned_total();
-  if (n != h.owned_total || static_cast<int64_t>(p.units().size()) != h.units ||
-      shard.size() != sizeof(h) + 12 * static_cast<size_t>(n)) {
+  ShardLayout out{h.stage, storage,
+                  Partition::ForStage(layout, h.stage, h.world, h.rank, reduce_bucket_size)};
+  const int64_t n = out.partition.owned_total();
+  if (n != h.owned_total || static_cast<int64_t>(out.partition.units().size()) != h.units ||
+      shard.remaining() != 12 * static_cast<uint64_t>(n)) {
     return absl::DataLossError(
         absl::StrCat("shard of rank ", h.rank, " of ", h.world, " at stage ", h.stage,
                      " does not match the partition its writer used (reduce_bucket_size ",
                      reduce_bucket_size, ")"));
   }
-  const float* base = reinterpret_cast<const float*>(shard.data() + sizeof(h));
-  const float* arrays[3] = {base, base + n, base + 2 * n};
-  float* flats[3] = {weights, m, v};
-  for (const Piece& piece : p.OwnedPieces()) {
-    for (int a = 0; a < 3; ++a) {
-      std::memcpy(flats[a] + piece.flat, arrays[a] + piece.at, piece.count * sizeof(float));
-    }
+  return out;
+}
+
+absl::Status ZeroState::BeginStoreOwned() {
+  if (!Idle()) return absl::FailedPreconditionError("loading a checkpoint: only between steps");
+  DropGathered();  // stale: the parameters change
+  store_pieces_ = partition_.OwnedPieces();
+  // Zero first: padding (and, stages 1-2, the chunks other ranks own until the gather) stays 0.
+  ops_->Fill(params_.view(), 0.f);
+  if (mixed()) ops_->Fill(master_.view(), 0.f);
+  ops_->Fill(exp_avg_.view(), 0.f);
+  ops_->Fill(exp_avg_sq_.view(), 0.f);
+  ops_->Fill(grads_.view(), 0.f);
+  return ops_->status();
+}
+
+absl::Status ZeroState::StoreOwned(int array, int64_t flat, int64_t count,
+                                   env::ByteSource& source) {
+  if (count == 0) return absl::OkStatus();
+  // The last piece starting at or before `flat` (an empty piece shares its flat with the next).
+  const auto next = std::upper_bound(store_pieces_.begin(), store_pieces_.end(), flat,
+                                     [](int64_t f, const Piece& p) { return f < p.flat; });
+  if (array < 0 || array > 2 || count < 0 || next == store_pieces_.begin() ||
+      flat + count > std::prev(next)->flat + std::prev(next)->count) {
+    return absl::InternalError(absl::StrCat("StoreOwned: array ", array, ", floats [", flat, ", ",
+                                            flat + count, ") are not within this rank's share"));
+  }
+  const Piece& piece = *std::prev(next);
+  const Unit& unit = partition_.units()[std::prev(next) - store_pieces_.begin()];
+  const int64_t into = flat - piece.flat;
+  View dst;
+  if (array == 0) {
+    dst = mixed() ? master_.view().Sub(piece.at + into, count)
+                  : params_.view().Sub(ParamChunk(unit) + into, count);
+  } else {
+    dst = (array == 1 ? exp_avg_ : exp_avg_sq_).view().Sub(piece.at + into, count);
+  }
+  if (ops_->host_accessible()) return source.Read(dst.data(), dst.bytes());
+  std::vector<float> staging(std::min(count, kStoreStagingFloats));
+  for (int64_t done = 0; done < count;) {
+    const int64_t n = std::min<int64_t>(count - done, staging.size());
+    DT_RETURN_IF_ERROR(source.Read(staging.data(), n * sizeof(float)));
+    ops_->CopyFromHost(dst.Sub(done, n), staging.data());
+    DT_RETURN_IF_ERROR(ops_->status());
+    done += n;
   }
   return absl::OkStatus();
 }
 
-absl::Status ZeroState::LoadFull(const float* weights, const float* m, const float* v) {
-  DropGathered();
-  Tensor staging;
-  const std::pair<const float*, Tensor*> moments[2] = {{m, &exp_avg_}, {v, &exp_avg_sq_}};
-  for (const auto& [host, dst] : moments) {
-    DT_ASSIGN_OR_RETURN(const View flat, FlatOnDevice(host, staging));
-    ops_->Fill(dst->view(), 0.f);
-    for (const Piece& p : partition_.OwnedPieces()) {
-      ops_->Copy(dst->view().Sub(p.at, p.count), flat.Sub(p.flat, p.count));
-    }
-  }
-  ops_->Fill(grads_.view(), 0.f);
-  DT_ASSIGN_OR_RETURN(const View flat, FlatOnDevice(weights, staging));
+absl::Status ZeroState::FinishStoreOwned() {
   if (mixed()) {
-    ops_->Fill(master_.view(), 0.f);
-    for (const Piece& p : partition_.OwnedPieces()) {
-      ops_->Copy(master_.view().Sub(p.at, p.count), flat.Sub(p.flat, p.count));
+    // The 16-bit working copy of this rank's chunks is the rounding of its master weights.
+    for (const Unit& unit : partition_.units()) {
+      ops_->Convert(params_.view().Sub(ParamChunk(unit), unit.chunk),
+                    master_.view().Sub(unit.owned_offset, unit.chunk));
     }
   }
-  FillParamsFromFlat(flat);
+  store_pieces_ = {};
   return ops_->status();
 }
 

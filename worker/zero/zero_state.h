@@ -152,14 +152,33 @@ class ZeroState : public model::ParamAccess {
   absl::Status ReduceModuleGrads(int module, comm::Communicator& group);
   void ExcludeFromNorm(int module);
 
-  // Resharding. ShardToFlat scatters a shard that ShardPieces wrote at any stage, world size,
-  // rank and precision into full flat host arrays (layout.total() floats each): the fp32 weights
-  // (the parameters, or the master weights under mixed precision) and the two Adam moments; a
-  // shard fills only its own chunks. `reduce_bucket_size` is the writer's (its stage 1-2 units).
-  static absl::Status ShardToFlat(const model::ParamLayout& layout, absl::string_view shard,
-                                  int64_t reduce_bucket_size, float* weights, float* m, float* v);
-  // Takes full flat weights and moments (host memory): this rank keeps what its stage keeps.
-  absl::Status LoadFull(const float* weights, const float* m, const float* v);
+
+  // Resharding (docs/checkpoints.md), without the whole state in memory. A shard's header (what
+  // ShardPieces wrote first), read from the front of `shard` and checked against `layout` and
+  // the size left: the writer's stage, storage dtype and partition (Partition::ForStage with its
+  // `reduce_bucket_size`). Three arrays follow it, partition.owned_total() floats each: the fp32
+  // weights (the parameters, or the master weights under mixed precision), Adam's m and v; piece
+  // p of partition.OwnedPieces() sits at p.at in each. kDataLoss for a damaged header or size,
+  // kFailedPrecondition for a shard of another model.
+  struct ShardLayout {
+    int stage = 0;
+    DType storage = DType::kF32;
+    Partition partition;
+  };
+  static absl::StatusOr<ShardLayout> ReadShardHeader(const model::ParamLayout& layout,
+                                                     env::ByteSource& shard,
+                                                     int64_t reduce_bucket_size);
+  // This rank's state from flat ranges of the layout, range by range: BeginStoreOwned zeroes it;
+  // StoreOwned reads floats [flat, flat + count) of array 0 (the fp32 weights), 1 (m) or 2 (v)
+  // from `source` into this rank's chunks (the range lies within one of partition().
+  // OwnedPieces()), straight into the buffers where the host reaches them, else through a
+  // staging buffer of at most kStoreStagingFloats; FinishStoreOwned rounds the master weights
+  // into the 16-bit working copy under mixed precision. Between steps only; not collective; stages
+  // 1-2 then need GatherAfterLoad. After an error the state is undefined.
+  static constexpr int64_t kStoreStagingFloats = int64_t{1} << 20;
+  absl::Status BeginStoreOwned();
+  absl::Status StoreOwned(int array, int64_t flat, int64_t count, env::ByteSource& source);
+  absl::Status FinishStoreOwned();
 
   // Forward passes outside training (evaluation) neither record nor follow the stage-3 trace.
   virtual void SetTraining(bool /*training*/) {}
@@ -278,7 +297,8 @@ class ZeroState : public model::ParamAccess {
   };
   // Whether parameter i is handed out in its 16-bit storage (bf16 matrix weights).
   bool Direct16(int param) const;
-  std::vector<char> host_staging_;  // ShardPieces / LoadShard on a device without host access
+  std::vector<char> host_staging_;   // ShardPieces / LoadShard on a device without host access
+  std::vector<Piece> store_pieces_;  // BeginStoreOwned .. FinishStoreOwned: partition_'s owned
   std::vector<ModuleState> modules_;
 };
 
