@@ -354,30 +354,25 @@ TEST_F(ServiceCommandsTest, SubmitSendsTheSelfContainedSpec) {
 // job.device goes to the coordinator as written (it places the job by it), whether or not the
 // job-file parser knows the key yet; the rest of the spec still validates without it.
 TEST_F(ServiceCommandsTest, SubmitSendsJobDevice) {
-  const std::string path =
-      WriteJob("submit_device/on_gpus.json",
-               absl::StrReplaceAll(
-                   kJob, {{R"("train_steps": 10)", R"("train_steps": 10, "device": "cuda")"}}));
-  CliResult r = Dstrain("submit", {path, "--id", "on-gpus"});
+  // kJob with its "job" block's train_steps replaced by `job_keys`, submitted from `name`.
+  const auto submit = [&](const std::string& name, const std::string& job_keys) {
+    return Dstrain("submit",
+                   {WriteJob(absl::StrCat("submit_device/", name),
+                             absl::StrReplaceAll(kJob, {{R"("train_steps": 10)", job_keys}}))});
+  };
+  CliResult r = submit("on_gpus.json", R"("train_steps": 10, "device": "cuda")");
   EXPECT_EQ(r.code, 0) << r.err;
   ASSERT_EQ(fake_.submits.size(), 1u);
   const nlohmann::json spec = nlohmann::json::parse(fake_.submits[0].spec_json());
   EXPECT_EQ(spec["job"]["device"], "cuda");
   EXPECT_EQ(spec["job"]["name"], "on_gpus");
-  EXPECT_EQ(spec["data"]["train"],
-            std::filesystem::path(path).parent_path().string() + "/data/train.txt");
+  EXPECT_EQ(spec["data"]["train"], absl::StrCat(TempDir(), "/submit_device/data/train.txt"));
 
-  r = Dstrain("submit",
-              {WriteJob("submit_device/bad.json",
-                        absl::StrReplaceAll(kJob, {{R"("train_steps": 10)",
-                                                    R"("train_steps": 10, "device": "gpu")"}}))});
+  r = submit("bad.json", R"("train_steps": 10, "device": "gpu")");
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.err, HasSubstr("job.device: must be \"auto\", \"cpu\" or \"cuda\""));
   // Another error in a job with a device is still the parser's.
-  r = Dstrain("submit",
-              {WriteJob("submit_device/typo.json",
-                        absl::StrReplaceAll(kJob, {{R"("train_steps": 10)",
-                                                    R"("train_stepz": 10, "device": "cpu")"}}))});
+  r = submit("typo.json", R"("train_stepz": 10, "device": "cpu")");
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.err, HasSubstr("train_stepz"));
   EXPECT_EQ(fake_.submits.size(), 1u);

@@ -97,10 +97,12 @@ done
   fail "no job runs after the restart"
 
 echo "== 5. Prometheus scrapes both daemons"
-curl -sf "$coord_metrics" > "$out/coordinator.prom"
-curl -sf "${worker_metrics[wa]}" > "$out/worker.prom"
-promtool check metrics < "$out/coordinator.prom" || fail "promtool: coordinator metrics"
-promtool check metrics < "$out/worker.prom" || fail "promtool: worker metrics"
+scrape() {  # name url: saves the exposition as $out/name.prom, which promtool must pass
+  curl -sf "$2" > "$out/$1.prom" || fail "cannot scrape $2"
+  promtool check metrics < "$out/$1.prom" || fail "promtool: $1"
+}
+scrape coordinator "$coord_metrics"
+scrape worker "${worker_metrics[wa]}"
 grep -q '^dstrain_jobs{state="SUCCEEDED"} 4' "$out/coordinator.prom" ||
   fail "dstrain_jobs does not count the 4 succeeded jobs"
 prom_port=$($py -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
@@ -170,10 +172,8 @@ assert [g['name'] for g in w['gb']['gpus']] == ['FakeGPU', 'FakeGPU'], w['gb']
 assert int(w['gb']['gpus'][1]['memory_bytes']) == $gib, w['gb']
 assert w['wa'].get('gpus', []) == [], w['wa']
 " || fail "workers -o json: GPUs"
-curl -sf "$coord_metrics" > "$out/coordinator_gpu.prom"
-curl -sf "${worker_metrics[ga]}" > "$out/worker_gpu.prom"
-promtool check metrics < "$out/coordinator_gpu.prom" || fail "promtool: coordinator metrics"
-promtool check metrics < "$out/worker_gpu.prom" || fail "promtool: GPU worker metrics"
+scrape coordinator_gpu "$coord_metrics"
+scrape worker_gpu "${worker_metrics[ga]}"
 grep -q '^dstrain_slots{kind="gpu",state="free"} 4' "$out/coordinator_gpu.prom" ||
   fail "dstrain_slots does not count 4 free GPU slots"
 grep -q '^dstrain_slots{kind="cpu",state="free"} 4' "$out/coordinator_gpu.prom" ||
