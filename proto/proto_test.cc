@@ -118,6 +118,52 @@ TEST(MessagesTest, EnumDefaultsAreUnspecified) {
   EXPECT_EQ(v1::ASSIGNMENT_KIND_UNSPECIFIED, 0);
   EXPECT_EQ(v1::CHECKPOINT_STATE_UNSPECIFIED, 0);
   EXPECT_EQ(v1::JobState_Name(v1::JOB_STATE_RESTARTING), "JOB_STATE_RESTARTING");
+  EXPECT_EQ(v1::Job().device(), v1::JOB_DEVICE_UNSPECIFIED);
+  EXPECT_EQ(v1::Assignment().slot_kind(), v1::SLOT_KIND_UNSPECIFIED);
+  EXPECT_EQ(v1::RankAssignment().slot_kind(), v1::SLOT_KIND_UNSPECIFIED);
+}
+
+// GPU slots on the wire: a worker's GPUs, the kind of a placed slot and the job's device survive
+// a round trip, and a message written before they existed reads as "unspecified".
+TEST(MessagesTest, GpuSlotsRoundTrip) {
+  v1::RegisterWorkerRequest request;
+  request.set_worker_id("gpu-box");
+  request.set_cpu_slots(2);
+  for (int i = 0; i < 2; ++i) {
+    v1::GpuInfo* gpu = request.add_gpus();
+    gpu->set_index(i);
+    gpu->set_name("NVIDIA H200");
+    gpu->set_memory_bytes(int64_t{150} << 30);  // Above 2^32.
+    gpu->set_uuid("GPU-" + std::to_string(i));
+  }
+  v1::RegisterWorkerRequest parsed;
+  ASSERT_TRUE(parsed.ParseFromString(request.SerializeAsString()));
+  EXPECT_TRUE(MessageDifferencer::Equals(request, parsed)) << parsed.DebugString();
+  EXPECT_EQ(parsed.gpus(1).memory_bytes(), int64_t{150} << 30);
+
+  v1::Job job = MakeJob();
+  job.set_device(v1::JOB_DEVICE_CUDA);
+  job.set_queue_reason("needs 4 GPU slots; 2 registered (2 free)");
+  job.mutable_assignments(0)->set_slot_kind(v1::SLOT_KIND_GPU);
+  v1::Job parsed_job;
+  ASSERT_TRUE(parsed_job.ParseFromString(job.SerializeAsString()));
+  EXPECT_TRUE(MessageDifferencer::Equals(job, parsed_job)) << parsed_job.DebugString();
+
+  v1::Assignment start;
+  start.set_kind(v1::ASSIGNMENT_KIND_START);
+  start.set_slot(1);
+  start.set_slot_kind(v1::SLOT_KIND_GPU);
+  v1::Assignment parsed_start;
+  ASSERT_TRUE(parsed_start.ParseFromString(start.SerializeAsString()));
+  EXPECT_EQ(parsed_start.slot_kind(), v1::SLOT_KIND_GPU);
+
+  // What an older coordinator sends: no slot_kind, no device.
+  start.clear_slot_kind();
+  ASSERT_TRUE(parsed_start.ParseFromString(start.SerializeAsString()));
+  EXPECT_EQ(parsed_start.slot_kind(), v1::SLOT_KIND_UNSPECIFIED);
+  job.clear_device();
+  ASSERT_TRUE(parsed_job.ParseFromString(job.SerializeAsString()));
+  EXPECT_EQ(parsed_job.device(), v1::JOB_DEVICE_UNSPECIFIED);
 }
 
 // "JobState" -> "JOB_STATE".

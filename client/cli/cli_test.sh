@@ -43,6 +43,9 @@ expect 2 'unknown command' -- "$dstrain" frobnicate
 expect 2 'usage' -- "$dstrain"
 expect 0 'validate JOB.json' -- "$dstrain" help
 expect 2 'missing.txt' -- "$dstrain" train "$dir/good.json"
+expect 2 'missing.txt' -- "$dstrain" train "$dir/good.json" --device cpu
+expect 2 'device cuda: this trainer does not train on CUDA yet' -- "$dstrain" train "$dir/good.json" --device cuda
+expect 2 "expected cpu or cuda, got 'tpu'" -- "$dstrain" train "$dir/good.json" --device tpu
 expect 2 'usage: dstrain prepare' -- "$dstrain" prepare --text x
 expect 1 'nope.txt' -- "$dstrain" prepare --text "$dir/nope.txt" --out "$dir/out"
 expect 0 'stage 0 +stage 1 +stage 2 +stage 3' -- "$dstrain" estimate --world 4 "$dir/good.json"
@@ -88,6 +91,11 @@ expect 2 'usage: dstrain status JOB' -- "$dstrain" status --coordinator 127.0.0.
 expect 2 'train_batch_size' -- "$dstrain" submit --coordinator 127.0.0.1:1 "$dir/batch.json"
 "$dstrain" submit --coordinator 127.0.0.1:1 "$dir/noted.json" > /dev/null 2> "$dir/submit.err"
 check "submit notes on stderr before it sends" [ "$(notes_of "$dir/submit.err")" == "$want_notes" ]
+# job.device is checked before anything is sent, and a good one gets as far as the coordinator.
+sed 's/"train_steps": 1/"train_steps": 1, "device": "gpu"/' "$dir/good.json" > "$dir/gpu.json"
+sed 's/"train_steps": 1/"train_steps": 1, "device": "cuda"/' "$dir/good.json" > "$dir/cuda.json"
+expect 2 'job.device: must be "auto", "cpu" or "cuda", got "gpu"' -- "$dstrain" submit --coordinator 127.0.0.1:1 "$dir/gpu.json"
+expect 1 'is dstrain-coordinator running at 127.0.0.1:1' -- "$dstrain" submit --coordinator 127.0.0.1:1 "$dir/cuda.json"
 expect 1 'is dstrain-coordinator running at 127.0.0.1:1' -- "$dstrain" workers --coordinator 127.0.0.1:1
 expect 1 'UNAVAILABLE' -- env DSTRAIN_COORDINATOR=127.0.0.1:1 "$dstrain" list
 [[ $fails -eq 0 ]]

@@ -54,8 +54,9 @@ commands:
   train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
                 [--save-initial-model FILE]
       Train in this process. (--rank, --world, --store, --comm-timeout and --no-notes are set
-      by `launch`; --store grpc://HOST:PORT, --store-prefix, --job-id, --attempt and --catalog
-      by dstrain-worker.) Progress goes to stdout; one JSON object per optimizer step to
+      by `launch`; --store grpc://HOST:PORT, --store-prefix, --job-id, --attempt, --catalog and
+      --device cpu|cuda by dstrain-worker; --device cuda is refused until training on CUDA
+      is wired in here.) Progress goes to stdout; one JSON object per optimizer step to
       --metrics-out; --save-model writes the final weights in llm.c's model format,
       --save-initial-model the weights before the first step (same format).
   launch --nproc N JOB.json [--metrics-out FILE.jsonl] [--save-model FILE]
@@ -186,9 +187,24 @@ int Train(const std::vector<std::string>& args) {
   auto parsed = flags::ParseArgs(
       args,
       {"metrics-out", "threads", "save-model", "save-initial-model", "rank", "world", "store",
-       "comm-timeout", "store-prefix", "job-id", "attempt", "catalog"},
+       "comm-timeout", "store-prefix", "job-id", "attempt", "catalog", "device"},
       {"no-notes"});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
+  // --device: the kind of slot the worker agent placed this rank on (docs/service.md,
+  // "Placement"). This trainer trains on the CPU; until the CUDA engine is wired in here, a rank
+  // placed on a GPU is refused (a usage error) rather than trained on the CPU behind the
+  // placement's back.
+  const std::string device = parsed->Get("device", "cpu");
+  if (device == "cuda") {
+    return Fail(absl::InvalidArgumentError(
+                    "--device cuda: this trainer does not train on CUDA yet (only --device cpu)"),
+                2);
+  }
+  if (device != "cpu") {
+    return Fail(absl::InvalidArgumentError(
+                    absl::StrCat("--device: expected cpu or cuda, got '", device, "'")),
+                2);
+  }
   if (parsed->positional.size() != 1) {
     return Fail(absl::InvalidArgumentError("train takes exactly one JOB.json"), 2);
   }

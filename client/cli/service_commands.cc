@@ -20,13 +20,16 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "client/cli/output.h"
 #include "client/cli/progress_bar.h"
 #include "common/flags/flags.h"
 #include "common/grpc/grpc_status.h"
+#include "common/jobspec/job_device.h"
 #include "common/retry/retry.h"
+#include "common/status/status_macros.h"
 #include "worker/config/config.h"
 
 namespace dstrain::cli {
@@ -42,7 +45,8 @@ $DSTRAIN_COORDINATOR; -o json prints the coordinator's answer as one JSON docume
   list [--state S ...] [--name SUBSTR] [--limit N] [-o json]
       Jobs, newest first: ID, NAME, STATE, WORLD, STEP/TOTAL, AGE, REASON.
   status JOB [-o json]
-      The job, its rank assignments, its event history and its last metrics.
+      The job (its device, and while queued what it waits for), its rank assignments (worker,
+      slot, gpu or cpu), its event history and its last metrics.
   watch JOB
       Follow the job's progress and state changes until it ends; exit 0 if it SUCCEEDED,
       1 otherwise.
@@ -52,7 +56,8 @@ $DSTRAIN_COORDINATOR; -o json prints the coordinator's answer as one JSON docume
   cancel JOB [--reason TEXT]
       Stop every rank and mark the job CANCELLED.
   workers [-o json]
-      The workers the coordinator knows: ID, STATE, SLOTS, USED, HEARTBEAT AGE, HOST.
+      The workers the coordinator knows: ID, STATE, GPUS (count, model and memory), CPU SLOTS,
+      USED, HEARTBEAT AGE, HOST.
   checkpoints JOB [-o json]
       The job's checkpoints: TAG, STEP, STATE, BYTES, SHARDS, COMMITTED AT, PATH.
 )";
@@ -181,6 +186,23 @@ std::string StepTotal(int64_t step, int64_t total) {
 std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
 
 std::string Number(double v) { return absl::StrFormat("%.6g", v); }
+
+// A worker's GPUs in a few words: "-", or runs of the same model and memory, e.g.
+// "2 x NVIDIA H200 (140.0 GiB)".
+std::string DescribeGpus(const google::protobuf::RepeatedPtrField<v1::GpuInfo>& gpus) {
+  std::vector<std::string> runs;
+  for (int i = 0; i < gpus.size();) {
+    int j = i + 1;
+    while (j < gpus.size() && gpus[j].name() == gpus[i].name() &&
+           gpus[j].memory_bytes() == gpus[i].memory_bytes()) {
+      ++j;
+    }
+    runs.push_back(absl::StrCat(j - i, " x ", gpus[i].name().empty() ? "GPU" : gpus[i].name(), " (",
+                                FormatBytes(gpus[i].memory_bytes()), ")"));
+    i = j;
+  }
+  return runs.empty() ? "-" : absl::StrJoin(runs, ", ");
+}
 
 // --------------------------------------------------------------------------------------------
 // One command run: the context, the coordinator's stubs and the output helpers.
@@ -499,8 +521,12 @@ int Session::Status(const std::vector<std::string>& args) {
   if (!job.state_message().empty()) {
     absl::StrAppend(&out, "Message:     ", job.state_message(), "\n");
   }
+  if (!job.queue_reason().empty()) {
+    absl::StrAppend(&out, "Waiting:     ", job.queue_reason(), "\n");
+  }
   absl::StrAppend(&out, "Priority:    ", job.priority(), "\n");
   absl::StrAppend(&out, "World size:  ", job.world_size(), "\n");
+  absl::StrAppend(&out, "Device:      ", jobspec::JobDeviceName(job.device()), "\n");
   absl::StrAppend(&out, "Step:        ", StepTotal(job.current_step(), job.train_steps()), "\n");
   absl::StrAppend(&out, "Attempt:     ", job.attempt(), " (restarts ", job.restarts(), " of ",
                   job.max_restarts(), ")\n");
@@ -512,9 +538,10 @@ int Session::Status(const std::vector<std::string>& args) {
   if (job.assignments().empty()) {
     absl::StrAppend(&out, "  (none)\n");
   } else {
-    Table t({"RANK", "WORKER", "SLOT"});
+    Table t({"RANK", "WORKER", "SLOT", "KIND"});
     for (const v1::RankAssignment& r : job.assignments()) {
-      t.AddRow({absl::StrCat(r.rank()), r.worker_id(), absl::StrCat(r.slot())});
+      t.AddRow({absl::StrCat(r.rank()), r.worker_id(), absl::StrCat(r.slot()),
+                r.slot_kind() == v1::SLOT_KIND_GPU ? "gpu" : "cpu"});
     }
     for (absl::string_view line : absl::StrSplit(t.Render(), '\n', absl::SkipEmpty())) {
       absl::StrAppend(&out, "  ", line, "\n");
@@ -788,13 +815,11 @@ int Session::Workers(const std::vector<std::string>& args) {
   if (!status.ok()) return RpcError(status);
   if (*as_json) return PrintJson(response);
   const absl::Time now = ctx_.now();
-  Table table({"ID", "STATE", "SLOTS", "USED", "HEARTBEAT AGE", "HOST"});
+  Table table({"ID", "STATE", "GPUS", "CPU SLOTS", "USED", "HEARTBEAT AGE", "HOST"});
   for (const v1::Worker& w : response.workers()) {
-    const int slots = w.gpus_size() > 0 ? w.gpus_size() : w.cpu_slots();
-    table.AddRow({w.worker_id(), WorkerStateName(w.state()),
-                  absl::StrCat(slots, w.gpus_size() > 0 ? " gpu" : ""),
-                  absl::StrCat(w.ranks_size()), FormatTimestampAge(w.last_heartbeat_time(), now),
-                  OrDash(w.hostname())});
+    table.AddRow({w.worker_id(), WorkerStateName(w.state()), DescribeGpus(w.gpus()),
+                  absl::StrCat(w.cpu_slots()), absl::StrCat(w.ranks_size()),
+                  FormatTimestampAge(w.last_heartbeat_time(), now), OrDash(w.hostname())});
   }
   Print(table.Render());
   return 0;
@@ -853,6 +878,37 @@ absl::StatusOr<json> ReadJsonFile(const std::string& path) {
     return absl::InternalError(absl::StrCat(path, ": validated, but cannot be read again as JSON"));
   }
   return value;
+}
+
+// The job file validated as `dstrain validate` does, with job.device read ahead of the parser
+// (common/jobspec/job_device.h): a parser that does not know the key yet is given the file
+// without it, parsed as LoadJobSpec would (against the file's directory, the file's stem as the
+// default name).
+absl::StatusOr<config::JobSpec> LoadWithJobDevice(const std::string& job_path,
+                                                  std::optional<int> world) {
+  std::ifstream in(job_path, std::ios::binary);
+  if (!in) return config::LoadJobSpec(job_path, world);  // its error names the file
+  std::stringstream text;
+  text << in.rdbuf();
+  std::optional<config::JobSpec> spec;
+  bool as_given = true;
+  const jobspec::ParseFn parse = [&](const std::string& t) -> absl::StatusOr<json> {
+    if (as_given) {
+      as_given = false;
+      DT_ASSIGN_OR_RETURN(spec, config::LoadJobSpec(job_path, world));
+      return spec->effective;
+    }
+    json without = json::parse(t, nullptr, /*allow_exceptions=*/false);
+    json& job = without["job"];
+    if (!job.contains("name") || !job["name"].is_string() ||
+        job["name"].get<std::string>().empty()) {
+      job["name"] = std::filesystem::path(job_path).stem().string();
+    }
+    DT_ASSIGN_OR_RETURN(spec, config::ParseJobSpec(without.dump(), AbsoluteDir(job_path), world));
+    return spec->effective;
+  };
+  DT_RETURN_IF_ERROR(jobspec::ParseWithJobDevice(text.str(), parse).status());
+  return *std::move(spec);
 }
 
 json WithoutNotes(json effective) {
@@ -928,8 +984,8 @@ std::string DefaultJobId(const std::string& name, const std::string& suffix) {
 
 absl::StatusOr<SubmittedSpec> MakeSelfContainedSpec(const std::string& job_path,
                                                     std::optional<int> world) {
-  // Exactly what `dstrain validate JOB.json [--world N]` checks.
-  auto spec = config::LoadJobSpec(job_path, world);
+  // What `dstrain validate JOB.json [--world N]` checks, and job.device.
+  auto spec = LoadWithJobDevice(job_path, world);
   if (!spec.ok()) return spec.status();
 
   const std::string base_dir = AbsoluteDir(job_path);
@@ -969,10 +1025,15 @@ absl::StatusOr<SubmittedSpec> MakeSelfContainedSpec(const std::string& job_path,
   out.no_effect_notes = spec->no_effect_notes;
 
   // The coordinator and the workers parse it without a base directory: it must mean the same.
-  auto again = config::ParseJobSpec(out.spec_json, "");
-  if (!again.ok()) {
+  std::optional<config::JobSpec> again;
+  const absl::Status valid =
+      jobspec::ParseWithJobDevice(out.spec_json, [&](const std::string& t) -> absl::StatusOr<json> {
+        DT_ASSIGN_OR_RETURN(again, config::ParseJobSpec(t, ""));
+        return again->effective;
+      }).status();
+  if (!valid.ok()) {
     return absl::InternalError(
-        absl::StrCat("the self-contained spec does not validate: ", again.status().message()));
+        absl::StrCat("the self-contained spec does not validate: ", valid.message()));
   }
   if (WithoutNotes(again->effective) != WithoutNotes(spec->effective)) {
     return absl::InternalError(

@@ -94,14 +94,16 @@ bool IsValidJobId(const std::string& id);
 std::string DefaultJobId(const std::string& name, const std::string& suffix);
 
 // What `submit` sends: the job file made self-contained, so the coordinator and the workers can
-// run it from any directory. The job is first validated exactly as `dstrain validate` does
-// (errors are those of config::LoadJobSpec: kInvalidArgument with the key path, kNotFound for a
-// missing file). Then, in the job file's own JSON (comments dropped): a `deepspeed_config` file
-// is inlined (its keys merged, the reference removed), the paths data.train, data.val,
-// model.init_from and job.checkpoint_dir are replaced by their absolute forms (resolved against
-// the job file's directory, as config.cc does), job.name is set when it was left to default to
-// the file's stem, and job.world_size is set to `world` when given. The result is checked to
-// validate, without a base directory, to the same effective configuration (kInternal otherwise).
+// run it from any directory. The job is first validated as `dstrain validate` does (errors are
+// those of config::LoadJobSpec: kInvalidArgument with the key path, kNotFound for a missing
+// file), with job.device read ahead of the parser (common/jobspec/job_device.h), so a job can ask
+// for its device before the parser knows the key (the key is sent as written). Then, in the job
+// file's own JSON (comments dropped): a `deepspeed_config` file is inlined (its keys merged, the
+// reference removed), the paths data.train, data.val, model.init_from and job.checkpoint_dir are
+// replaced by their absolute forms (resolved against the job file's directory, as config.cc does),
+// job.name is set when it was left to default to the file's stem, and job.world_size is set to
+// `world` when given. The result is checked to validate, without a base directory, to the same
+// effective configuration (kInternal otherwise).
 struct SubmittedSpec {
   std::string spec_json;
   std::string name;  // job.name

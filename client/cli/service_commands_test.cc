@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/time.h"
 #include "client/cli/output.h"
 #include "common/status/status_matchers.h"
@@ -350,6 +351,33 @@ TEST_F(ServiceCommandsTest, SubmitSendsTheSelfContainedSpec) {
   EXPECT_EQ(fake_.calls_without_deadline, 0);
 }
 
+// job.device goes to the coordinator as written (it places the job by it), whether or not the
+// job-file parser knows the key yet; the rest of the spec still validates without it.
+TEST_F(ServiceCommandsTest, SubmitSendsJobDevice) {
+  // kJob with its "job" block's train_steps replaced by `job_keys`, submitted from `name`.
+  const auto submit = [&](const std::string& name, const std::string& job_keys) {
+    return Dstrain("submit",
+                   {WriteJob(absl::StrCat("submit_device/", name),
+                             absl::StrReplaceAll(kJob, {{R"("train_steps": 10)", job_keys}}))});
+  };
+  CliResult r = submit("on_gpus.json", R"("train_steps": 10, "device": "cuda")");
+  EXPECT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(fake_.submits.size(), 1u);
+  const nlohmann::json spec = nlohmann::json::parse(fake_.submits[0].spec_json());
+  EXPECT_EQ(spec["job"]["device"], "cuda");
+  EXPECT_EQ(spec["job"]["name"], "on_gpus");
+  EXPECT_EQ(spec["data"]["train"], absl::StrCat(TempDir(), "/submit_device/data/train.txt"));
+
+  r = submit("bad.json", R"("train_steps": 10, "device": "gpu")");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("job.device: must be \"auto\", \"cpu\" or \"cuda\""));
+  // Another error in a job with a device is still the parser's.
+  r = submit("typo.json", R"("train_stepz": 10, "device": "cpu")");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("train_stepz"));
+  EXPECT_EQ(fake_.submits.size(), 1u);
+}
+
 TEST_F(ServiceCommandsTest, SubmitInlinesTheDeepSpeedConfig) {
   WriteJob("submit_ds/conf/ds.json",
            R"({"train_batch_size": 8, "gradient_accumulation_steps": 2,
@@ -599,6 +627,7 @@ v1::GetJobResponse StatusFixture() {
     a->set_rank(rank);
     a->set_worker_id(absl::StrCat("w", rank + 1));
     a->set_slot(rank);
+    a->set_slot_kind(v1::SLOT_KIND_GPU);
   }
   v1::JobEvent* e = r.add_events();
   e->set_sequence(1);
@@ -634,8 +663,10 @@ TEST_F(ServiceCommandsTest, StatusHumanAndJson) {
   EXPECT_THAT(r.out, HasSubstr("Attempt:     2 (restarts 1 of 3)\n"));
   EXPECT_THAT(r.out, HasSubstr("Created:     2025-05-01 11:41:40 (5m ago)\n"));
   EXPECT_THAT(r.out, HasSubstr("Ended:       -\n"));
-  EXPECT_THAT(r.out,
-              HasSubstr("  RANK   WORKER   SLOT\n  0      w1       0\n  1      w2       1\n"));
+  EXPECT_THAT(r.out, HasSubstr("Device:      auto\n"));
+  EXPECT_THAT(r.out, Not(HasSubstr("Waiting:")));
+  EXPECT_THAT(r.out, HasSubstr("  RANK   WORKER   SLOT   KIND\n  0      w1       0      gpu\n"
+                               "  1      w2       1      gpu\n"));
   EXPECT_THAT(r.out, HasSubstr("  2025-05-01 11:45:00   RUNNING   RESTARTING   LeaseExpired   "
                                "worker w9 missed its heartbeats\n"));
   EXPECT_THAT(r.out, HasSubstr("-         PENDING      Submitted\n"));
@@ -648,6 +679,19 @@ TEST_F(ServiceCommandsTest, StatusHumanAndJson) {
   v1::GetJobResponse parsed;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &parsed).ok()) << r.out;
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(parsed, StatusFixture())) << r.out;
+}
+
+TEST_F(ServiceCommandsTest, StatusOfAQueuedJobSaysWhatItWaitsFor) {
+  v1::GetJobResponse queued;
+  *queued.mutable_job() = MakeJob("q", v1::JOB_STATE_PENDING, 0, 10);
+  queued.mutable_job()->set_device(v1::JOB_DEVICE_CUDA);
+  queued.mutable_job()->set_queue_reason("needs 4 GPU slots; 2 registered (2 free)");
+  fake_.jobs["q"] = queued;
+  CliResult r = Dstrain("status", {"q"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("Waiting:     needs 4 GPU slots; 2 registered (2 free)\n"));
+  EXPECT_THAT(r.out, HasSubstr("Device:      cuda\n"));
+  EXPECT_THAT(r.out, HasSubstr("Assignments:\n  (none)\n"));
 }
 
 TEST_F(ServiceCommandsTest, StatusErrorsMapToExitCodes) {
@@ -679,16 +723,25 @@ TEST_F(ServiceCommandsTest, WorkersHumanAndJson) {
   w = fake_.workers.add_workers();
   w->set_worker_id("gpu-box");
   w->set_hostname("node-2");
-  w->add_gpus()->set_index(0);
-  w->add_gpus()->set_index(1);
+  for (int i = 0; i < 3; ++i) {
+    v1::GpuInfo* gpu = w->add_gpus();
+    gpu->set_index(i);
+    gpu->set_name(i < 2 ? "NVIDIA H200" : "NVIDIA A100");
+    gpu->set_memory_bytes(i < 2 ? int64_t{140} << 30 : int64_t{80} << 30);
+  }
+  w->set_cpu_slots(1);
   w->set_state(v1::WORKER_STATE_LOST);
   *w->mutable_last_heartbeat_time() = At(kNow - 7200);
   CliResult r = Dstrain("workers", {});
   EXPECT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(r.out,
-            "ID        STATE   SLOTS   USED   HEARTBEAT AGE   HOST\n"
-            "w1        READY   4       1      3s              node-1\n"
-            "gpu-box   LOST    2 gpu   0      2h              node-2\n");
+  EXPECT_EQ(
+      r.out,
+      "ID        STATE   GPUS                                                      CPU SLOTS   "
+      "USED   HEARTBEAT AGE   HOST\n"
+      "w1        READY   -                                                         4           "
+      "1      3s              node-1\n"
+      "gpu-box   LOST    2 x NVIDIA H200 (140.0 GiB), 1 x NVIDIA A100 (80.0 GiB)   1           "
+      "0      2h              node-2\n");
   r = Dstrain("workers", {"-o", "json"});
   EXPECT_EQ(r.code, 0) << r.err;
   v1::ListWorkersResponse parsed;

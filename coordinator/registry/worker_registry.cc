@@ -71,34 +71,47 @@ absl::Status ValidateRegisterRequest(const v1::RegisterWorkerRequest& request) {
     return absl::InvalidArgumentError(absl::StrCat("cpu_slots must be in [0, ", kMaxSlotsPerWorker,
                                                    "], got ", request.cpu_slots()));
   }
-  if (request.gpus().empty()) {
-    if (request.cpu_slots() < 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "cpu_slots must be >= 1 on a worker without gpus, got ", request.cpu_slots()));
-    }
-    return absl::OkStatus();
-  }
   const int n = request.gpus_size();
-  if (n > kMaxSlotsPerWorker) {
+  if (n == 0 && request.cpu_slots() < 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("gpus: at most ", kMaxSlotsPerWorker, " per worker, got ", n));
+        absl::StrCat("cpu_slots must be >= 1 on a worker without gpus, got ", request.cpu_slots()));
+  }
+  if (n + request.cpu_slots() > kMaxSlotsPerWorker) {
+    return absl::InvalidArgumentError(absl::StrCat("gpus: ", n, " gpus and ", request.cpu_slots(),
+                                                   " cpu_slots are more than ", kMaxSlotsPerWorker,
+                                                   " slots per worker"));
   }
   // GPU i is slot i, so the indices must be exactly 0..n-1.
   std::vector<bool> seen(n, false);
   for (int i = 0; i < n; ++i) {
-    const int32_t index = request.gpus(i).index();
+    const v1::GpuInfo& gpu = request.gpus(i);
+    const std::string field = absl::StrCat("gpus[", i, "]");
+    const int32_t index = gpu.index();
     if (index < 0 || index >= n || seen[index]) {
-      return absl::InvalidArgumentError(absl::StrCat("gpus[", i, "].index ", index,
-                                                     ": the indices of ", n, " gpus must be 0..",
-                                                     n - 1, ", each once"));
+      return absl::InvalidArgumentError(absl::StrCat(field, ".index ", index, ": the indices of ",
+                                                     n, " gpus must be 0..", n - 1, ", each once"));
     }
     seen[index] = true;
+    if (gpu.memory_bytes() < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".memory_bytes must be >= 0, got ", gpu.memory_bytes()));
+    }
+    if (gpu.name().size() > kMaxGpuNameBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".name: at most ", kMaxGpuNameBytes, " bytes"));
+    }
+    if (gpu.uuid().size() > kMaxGpuUuidBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".uuid: at most ", kMaxGpuUuidBytes, " bytes"));
+    }
   }
   return absl::OkStatus();
 }
 
-int SlotCount(const v1::Worker& worker) {
-  return worker.gpus().empty() ? worker.cpu_slots() : worker.gpus_size();
+int SlotCount(const v1::Worker& worker) { return worker.gpus_size() + worker.cpu_slots(); }
+
+v1::SlotKind SlotKindOf(const v1::Worker& worker, int slot) {
+  return slot < worker.gpus_size() ? v1::SLOT_KIND_GPU : v1::SLOT_KIND_CPU;
 }
 
 WorkerRegistry::WorkerRegistry(const Clock* clock, RegistryOptions options)
@@ -184,18 +197,21 @@ std::vector<LostWorker> WorkerRegistry::ExpireLeases() {
   return lost;
 }
 
-std::map<std::string, std::vector<int>> WorkerRegistry::FreeSlots() const {
-  std::map<std::string, std::vector<int>> free;
+std::map<std::string, WorkerSlots> WorkerRegistry::FreeSlots() const {
+  std::map<std::string, WorkerSlots> out;
   for (const auto& [id, worker] : workers_) {
     if (worker.state() != v1::WORKER_STATE_READY) continue;
     std::vector<bool> taken(SlotCount(worker), false);
     for (const v1::RankStatus& r : worker.ranks()) taken[r.slot()] = true;
-    std::vector<int>& slots = free[id];
+    WorkerSlots& slots = out[id];
+    slots.gpu = worker.gpus_size();
+    slots.cpu = worker.cpu_slots();
     for (int s = 0; s < static_cast<int>(taken.size()); ++s) {
-      if (!taken[s]) slots.push_back(s);
+      if (taken[s]) continue;
+      (SlotKindOf(worker, s) == v1::SLOT_KIND_GPU ? slots.free_gpu : slots.free_cpu).push_back(s);
     }
   }
-  return free;
+  return out;
 }
 
 absl::Status WorkerRegistry::Assign(absl::string_view worker_id, int slot, absl::string_view job_id,
@@ -342,6 +358,11 @@ RegistryCounts WorkerRegistry::Counts() const {
       ++counts.ready;
       counts.total_slots += SlotCount(worker);
       counts.free_slots += SlotCount(worker) - worker.ranks_size();
+      counts.total_gpu_slots += worker.gpus_size();
+      counts.free_gpu_slots += worker.gpus_size();
+      for (const v1::RankStatus& r : worker.ranks()) {
+        if (SlotKindOf(worker, r.slot()) == v1::SLOT_KIND_GPU) --counts.free_gpu_slots;
+      }
     } else {
       ++counts.lost;
     }

@@ -13,10 +13,11 @@
 // the next sweep still renews it (nothing was rescheduled yet, so nothing is inconsistent). The
 // server therefore sweeps periodically, e.g. once per heartbeat_interval.
 //
-// Slots: a worker has gpus_size() slots when it has GPUs (slot == GpuInfo.index), otherwise
-// cpu_slots. A slot holds at most one rank; the record's `ranks` lists the occupied slots,
-// ordered by slot. Ranks disappear from a worker only through ReleaseJob, a re-registration or a
-// lapsed lease; the last two hand them back to the caller, which restarts or fails their jobs.
+// Slots: a worker has a GPU slot per GPU, numbered as the GPU (slot == GpuInfo.index, 0..n-1),
+// then cpu_slots CPU slots numbered n..n+cpu_slots-1 (docs/service.md, "Placement"). A slot holds
+// at most one rank; the record's `ranks` lists the occupied slots, ordered by slot. Ranks disappear
+// from a worker only through ReleaseJob, a re-registration or a lapsed lease; the last two hand
+// them back to the caller, which restarts or fails their jobs.
 #pragma once
 
 #include <cstdint>
@@ -40,8 +41,11 @@ struct RegistryOptions {
   absl::Duration heartbeat_interval = absl::Seconds(2);
 };
 
-// Most slots one worker may offer.
+// Most slots one worker may offer, GPU and CPU slots together.
 inline constexpr int kMaxSlotsPerWorker = 4096;
+// Longest GpuInfo.name and GpuInfo.uuid a registration may carry.
+inline constexpr size_t kMaxGpuNameBytes = 256;
+inline constexpr size_t kMaxGpuUuidBytes = 128;
 
 // INVALID_ARGUMENT naming the field when `options` is unusable.
 absl::Status ValidateRegistryOptions(const RegistryOptions& options);
@@ -51,11 +55,24 @@ absl::Status ValidateRegistryOptions(const RegistryOptions& options);
 bool IsValidId(absl::string_view id);
 
 // The checks Register applies, usable before taking the server's lock: INVALID_ARGUMENT naming
-// the offending field ("worker_id", "cpu_slots", "gpus", "gpus[1].index").
+// the offending field ("worker_id", "cpu_slots", "gpus", "gpus[1].index", "gpus[0].name", ...).
 absl::Status ValidateRegisterRequest(const v1::RegisterWorkerRequest& request);
 
-// Slots a worker record offers: one per GPU, else cpu_slots.
+// Slots a worker record offers: one per GPU plus cpu_slots.
 int SlotCount(const v1::Worker& worker);
+
+// The kind of a slot of `worker` (GPU for slot < gpus_size()); slot must be in [0, SlotCount).
+v1::SlotKind SlotKindOf(const v1::Worker& worker, int slot);
+
+// A READY worker's slots by kind, as the scheduler takes them.
+struct WorkerSlots {
+  // Free slot numbers of each kind, ascending.
+  std::vector<int> free_gpu;
+  std::vector<int> free_cpu;
+  // Slots of each kind in all, free or not.
+  int gpu = 0;
+  int cpu = 0;
+};
 
 // One rank placed on a worker.
 struct PlacedRank {
@@ -92,9 +109,12 @@ struct LostWorker {
 struct RegistryCounts {
   int ready = 0;
   int lost = 0;
-  // Slots of READY workers, in total and not holding a rank.
+  // Slots of READY workers, in total and not holding a rank; GPU and CPU slots together.
   int total_slots = 0;
   int free_slots = 0;
+  // The GPU slots among them (the rest are CPU slots).
+  int total_gpu_slots = 0;
+  int free_gpu_slots = 0;
 };
 
 class WorkerRegistry {
@@ -124,9 +144,9 @@ class WorkerRegistry {
   // its ranks and returns it with the ranks it held. Ordered by worker_id.
   std::vector<LostWorker> ExpireLeases();
 
-  // Free slot indices (ascending) of every READY worker, keyed by worker_id; a full worker maps
-  // to an empty vector. LOST workers are absent. Input for Scheduler::Schedule.
-  std::map<std::string, std::vector<int>> FreeSlots() const;
+  // The slots of every READY worker by kind, keyed by worker_id; a full worker has empty free
+  // lists. LOST workers are absent. Input for Scheduler::Schedule.
+  std::map<std::string, WorkerSlots> FreeSlots() const;
 
   // Places rank `rank` of (job_id, attempt) in `slot` of a READY worker, state STARTING.
   // NOT_FOUND unknown worker; FAILED_PRECONDITION LOST worker; OUT_OF_RANGE slot outside

@@ -2,6 +2,7 @@
 // exactly the lease, lost ranks, slot bookkeeping and restore after a coordinator restart.
 #include "coordinator/registry/worker_registry.h"
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,17 @@ std::vector<std::string> Keys(const std::vector<PlacedRank>& ranks) {
   return out;
 }
 
+// Every free slot of each worker, GPU slots and then CPU slots (so ascending).
+std::map<std::string, std::vector<int>> AllFree(const std::map<std::string, WorkerSlots>& slots) {
+  std::map<std::string, std::vector<int>> out;
+  for (const auto& [id, s] : slots) {
+    std::vector<int>& all = out[id];
+    all = s.free_gpu;
+    all.insert(all.end(), s.free_cpu.begin(), s.free_cpu.end());
+  }
+  return out;
+}
+
 class WorkerRegistryTest : public ::testing::Test {
  protected:
   FakeClock clock_;
@@ -106,14 +118,56 @@ TEST_F(WorkerRegistryTest, RegisterCreatesReadyRecordWithLease) {
   ASSERT_NE(found, nullptr);
   EXPECT_EQ(found->DebugString(), w.DebugString());
   EXPECT_EQ(registry_.Find("w2"), nullptr);
-  EXPECT_THAT(registry_.FreeSlots(), ElementsAre(Pair("w1", ElementsAre(0, 1, 2, 3))));
+  EXPECT_THAT(AllFree(registry_.FreeSlots()), ElementsAre(Pair("w1", ElementsAre(0, 1, 2, 3))));
 }
 
 TEST_F(WorkerRegistryTest, GpuWorkerHasOneSlotPerGpu) {
   auto result = registry_.Register(GpuWorker("gpu-node-1", 3));
   ASSERT_THAT(result, IsOk());
   EXPECT_EQ(SlotCount(result->worker), 3);
-  EXPECT_THAT(registry_.FreeSlots(), ElementsAre(Pair("gpu-node-1", ElementsAre(0, 1, 2))));
+  EXPECT_THAT(AllFree(registry_.FreeSlots()),
+              ElementsAre(Pair("gpu-node-1", ElementsAre(0, 1, 2))));
+  EXPECT_EQ(result->worker.gpus(2).name(), "NVIDIA H100 80GB HBM3");
+}
+
+// GPU slots are numbered as the GPUs, the CPU slots follow; FreeSlots and Counts keep the kinds
+// apart.
+TEST_F(WorkerRegistryTest, GpuSlotsBesideCpuSlots) {
+  v1::RegisterWorkerRequest both = GpuWorker("mixed", 2);
+  both.set_cpu_slots(3);
+  auto result = registry_.Register(both);
+  ASSERT_THAT(result, IsOk());
+  const v1::Worker& w = result->worker;
+  EXPECT_EQ(SlotCount(w), 5);
+  EXPECT_EQ(SlotKindOf(w, 0), v1::SLOT_KIND_GPU);
+  EXPECT_EQ(SlotKindOf(w, 1), v1::SLOT_KIND_GPU);
+  EXPECT_EQ(SlotKindOf(w, 2), v1::SLOT_KIND_CPU);
+  EXPECT_EQ(SlotKindOf(w, 4), v1::SLOT_KIND_CPU);
+  ASSERT_THAT(registry_.Register(CpuWorker("cpu-only", 2)), IsOk());
+  ASSERT_THAT(registry_.Assign("mixed", 1, "job-g", 1, 0), IsOk());
+  ASSERT_THAT(registry_.Assign("mixed", 3, "job-c", 1, 0), IsOk());
+  ASSERT_THAT(registry_.Assign("cpu-only", 0, "job-c", 1, 1), IsOk());
+  EXPECT_THAT(registry_.Assign("mixed", 5, "job-c", 1, 2),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("5 slots")));
+
+  const std::map<std::string, WorkerSlots> free = registry_.FreeSlots();
+  ASSERT_EQ(free.size(), 2u);
+  const WorkerSlots& m = free.at("mixed");
+  EXPECT_THAT(m.free_gpu, ElementsAre(0));
+  EXPECT_THAT(m.free_cpu, ElementsAre(2, 4));
+  EXPECT_EQ(m.gpu, 2);
+  EXPECT_EQ(m.cpu, 3);
+  const WorkerSlots& c = free.at("cpu-only");
+  EXPECT_THAT(c.free_gpu, IsEmpty());
+  EXPECT_THAT(c.free_cpu, ElementsAre(1));
+  EXPECT_EQ(c.gpu, 0);
+  EXPECT_EQ(c.cpu, 2);
+
+  const RegistryCounts counts = registry_.Counts();
+  EXPECT_EQ(counts.total_slots, 7);
+  EXPECT_EQ(counts.free_slots, 4);
+  EXPECT_EQ(counts.total_gpu_slots, 2);
+  EXPECT_EQ(counts.free_gpu_slots, 1);
 }
 
 TEST_F(WorkerRegistryTest, ValidationNamesTheField) {
@@ -146,9 +200,28 @@ TEST_F(WorkerRegistryTest, ValidationNamesTheField) {
   shuffled.mutable_gpus(0)->set_index(1);
   shuffled.mutable_gpus(1)->set_index(0);
   EXPECT_THAT(registry_.Register(shuffled), IsOk());
+  v1::RegisterWorkerRequest negative_memory = GpuWorker("w3", 2);
+  negative_memory.mutable_gpus(1)->set_memory_bytes(-1);
+  EXPECT_THAT(registry_.Register(negative_memory),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("gpus[1].memory_bytes")));
+  v1::RegisterWorkerRequest long_name = GpuWorker("w3", 1);
+  long_name.mutable_gpus(0)->set_name(std::string(kMaxGpuNameBytes + 1, 'x'));
+  EXPECT_THAT(registry_.Register(long_name),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("gpus[0].name")));
+  v1::RegisterWorkerRequest long_uuid = GpuWorker("w3", 1);
+  long_uuid.mutable_gpus(0)->set_uuid(std::string(kMaxGpuUuidBytes + 1, 'x'));
+  EXPECT_THAT(registry_.Register(long_uuid),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("gpus[0].uuid")));
+  // GPU and CPU slots together are bounded too.
+  v1::RegisterWorkerRequest too_many = GpuWorker("w3", 2);
+  too_many.set_cpu_slots(kMaxSlotsPerWorker - 1);
+  EXPECT_THAT(registry_.Register(too_many),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("slots per worker")));
+  // A GPU worker needs no CPU slots.
+  EXPECT_THAT(registry_.Register(GpuWorker("w4", 1)), IsOk());
 
   // Nothing invalid was recorded.
-  EXPECT_EQ(registry_.Counts().ready, 4);
+  EXPECT_EQ(registry_.Counts().ready, 5);
 }
 
 TEST_F(WorkerRegistryTest, OptionsValidation) {
@@ -210,7 +283,7 @@ TEST_F(WorkerRegistryTest, LostWorkerRefusesHeartbeatUntilItRegistersAgain) {
   ASSERT_THAT(registry_.ExpireLeases(), ::testing::SizeIs(1));
   EXPECT_THAT(registry_.Heartbeat(Beat("w1")),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("register again")));
-  EXPECT_THAT(registry_.FreeSlots(), IsEmpty());
+  EXPECT_THAT(AllFree(registry_.FreeSlots()), IsEmpty());
   EXPECT_THAT(registry_.Assign("w1", 0, "job-a", 1, 0),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("LOST")));
 
@@ -222,7 +295,7 @@ TEST_F(WorkerRegistryTest, LostWorkerRefusesHeartbeatUntilItRegistersAgain) {
   EXPECT_EQ(again->worker.state(), v1::WORKER_STATE_READY);
   EXPECT_EQ(FromTimestamp(again->worker.register_time()), clock_.Now());
   EXPECT_THAT(registry_.Heartbeat(Beat("w1")), IsOk());
-  EXPECT_THAT(registry_.FreeSlots(), ElementsAre(Pair("w1", ElementsAre(0, 1))));
+  EXPECT_THAT(AllFree(registry_.FreeSlots()), ElementsAre(Pair("w1", ElementsAre(0, 1))));
 }
 
 TEST_F(WorkerRegistryTest, ExpiredLeaseReportsTheRanksItHeld) {
@@ -244,7 +317,7 @@ TEST_F(WorkerRegistryTest, ExpiredLeaseReportsTheRanksItHeld) {
   EXPECT_THAT(registry_.Find("w1")->ranks(), IsEmpty());
   // w2 keeps its rank; job-a's ranks elsewhere are the caller's to release.
   EXPECT_THAT(Keys(registry_.RanksOf("job-a")), ElementsAre("w2:job-a/1/2@0"));
-  EXPECT_THAT(registry_.FreeSlots(), ElementsAre(Pair("w2", ElementsAre(1, 2, 3))));
+  EXPECT_THAT(AllFree(registry_.FreeSlots()), ElementsAre(Pair("w2", ElementsAre(1, 2, 3))));
 }
 
 TEST_F(WorkerRegistryTest, ReRegistrationReturnsTheOldRanksAsLostAndMayChangeSlots) {
@@ -261,7 +334,7 @@ TEST_F(WorkerRegistryTest, ReRegistrationReturnsTheOldRanksAsLostAndMayChangeSlo
   EXPECT_EQ(SlotCount(again->worker), 2);
   EXPECT_EQ(FromTimestamp(again->worker.lease_expire_time()), clock_.Now() + kLease);
   EXPECT_THAT(registry_.RanksOf("job-a"), IsEmpty());
-  EXPECT_THAT(registry_.FreeSlots(), ElementsAre(Pair("w1", ElementsAre(0, 1))));
+  EXPECT_THAT(AllFree(registry_.FreeSlots()), ElementsAre(Pair("w1", ElementsAre(0, 1))));
 }
 
 TEST_F(WorkerRegistryTest, FreeSlotsAfterAssignAndRelease) {
@@ -271,7 +344,7 @@ TEST_F(WorkerRegistryTest, FreeSlotsAfterAssignAndRelease) {
   ASSERT_THAT(registry_.Assign("w1", 1, "job-a", 1, 1), IsOk());
   ASSERT_THAT(registry_.Assign("w2", 1, "job-a", 1, 2), IsOk());
   ASSERT_THAT(registry_.Assign("w2", 2, "job-b", 1, 0), IsOk());
-  EXPECT_THAT(registry_.FreeSlots(),
+  EXPECT_THAT(AllFree(registry_.FreeSlots()),
               ElementsAre(Pair("w1", IsEmpty()), Pair("w2", ElementsAre(0))));
   RegistryCounts counts = registry_.Counts();
   EXPECT_EQ(counts.ready, 2);
@@ -286,7 +359,7 @@ TEST_F(WorkerRegistryTest, FreeSlotsAfterAssignAndRelease) {
   EXPECT_THAT(Keys(registry_.ReleaseJob("job-a", 1)),
               ElementsAre("w1:job-a/1/0@0", "w1:job-a/1/1@1", "w2:job-a/1/2@1"));
   EXPECT_THAT(registry_.RanksOf("job-a"), IsEmpty());
-  EXPECT_THAT(registry_.FreeSlots(),
+  EXPECT_THAT(AllFree(registry_.FreeSlots()),
               ElementsAre(Pair("w1", ElementsAre(0, 1)), Pair("w2", ElementsAre(0, 1))));
   EXPECT_THAT(Keys(registry_.RanksOf("job-b")), ElementsAre("w2:job-b/1/0@2"));
   EXPECT_EQ(registry_.Counts().free_slots, 4);
@@ -377,7 +450,7 @@ TEST_F(WorkerRegistryTest, RestoreKeepsRecordsAndReArmsLeases) {
   EXPECT_EQ(FromTimestamp(w1->last_heartbeat_time()), heartbeat_time);  // As persisted.
   EXPECT_THAT(Keys(restarted.RanksOf("job-a")), ElementsAre("w1:job-a/1/0@1"));
   EXPECT_EQ(restarted.Find("w3")->state(), v1::WORKER_STATE_LOST);
-  EXPECT_THAT(restarted.FreeSlots(),
+  EXPECT_THAT(AllFree(restarted.FreeSlots()),
               ElementsAre(Pair("w1", ElementsAre(0)), Pair("w2", ElementsAre(0, 1))));
 
   // Nothing is lost at once; w1 reconnects within its fresh lease, w2 never does.

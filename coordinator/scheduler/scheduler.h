@@ -9,18 +9,26 @@
 // seqs, which a well-behaved caller never produces, by job_id).
 //
 // Policy (NOTE [head-of-line blocking]): by default the queue is strict. Schedule places the head
-// job while its whole gang fits and stops at the first job that does not fit; the jobs behind it
-// wait even when they would fit. This keeps a large gang from starving behind a stream of small
-// jobs that would otherwise take every slot as it frees up; the price is idle slots while the
-// head waits. A job whose world_size exceeds every slot the cluster has blocks the queue until
-// enough workers register (the caller can tell the user, comparing with the registry's
-// total_slots) or it is cancelled. With SchedulerOptions::backfill, jobs behind a head that does
-// not fit may start in queue order when they fit; large gangs can then starve.
+// job while its whole gang fits and stops placing at the first job that does not fit; the jobs
+// behind it wait even when they would fit. This keeps a large gang from starving behind a stream
+// of small jobs that would otherwise take every slot as it frees up; the price is idle slots
+// while the head waits. A job that needs more slots than the cluster has blocks the queue until
+// enough workers register or it is cancelled; its queue reason says so. With
+// SchedulerOptions::backfill, jobs behind a head that does not fit may start in queue order when
+// they fit; large gangs can then starve.
+//
+// Devices (docs/service.md, "Placement"): a worker has GPU slots (one per GPU) and CPU slots, and
+// a gang never mixes the two. A JOB_DEVICE_CUDA job is placed on GPU slots only, one rank per
+// GPU; a JOB_DEVICE_CPU job on CPU slots only; a JOB_DEVICE_AUTO (or unspecified) job on GPU
+// slots when the whole gang fits on the free GPU slots, else on CPU slots when it fits there.
+// Every queued job that is not placed gets a queue reason: what it needs and what the cluster
+// has ("needs 4 GPU slots; 2 registered (2 free)"), noting when it needs more than the cluster
+// has at all; or, behind a blocking head, the job it waits behind.
 //
 // Placement: all world_size ranks or none (gang). Ranks go to as few workers as possible: workers
-// are taken in order of most free slots (ties by worker_id) and each is filled, lowest slot first,
-// with consecutive ranks, so ranks that talk most (neighbours in rings and pipelines) share a
-// host.
+// are taken in order of most free slots of the chosen kind (ties by worker_id) and each is
+// filled, lowest slot first, with consecutive ranks, so ranks that talk most (neighbours in rings
+// and pipelines) share a host.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +40,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "coordinator/registry/worker_registry.h"
 #include "proto/job.pb.h"
 
 namespace dstrain::coordinator {
@@ -44,7 +53,8 @@ struct SchedulerOptions {
 // Where one job's gang goes.
 struct Placement {
   std::string job_id;
-  // One entry per rank, ordered by rank 0..world_size-1; no (worker_id, slot) twice.
+  // One entry per rank, ordered by rank 0..world_size-1; no (worker_id, slot) twice; every
+  // slot_kind the same.
   std::vector<v1::RankAssignment> ranks;
 };
 
@@ -55,10 +65,11 @@ class Scheduler {
   // Queues a job. submit_seq orders jobs of equal priority (FIFO); the caller hands out
   // increasing numbers and persists them, so a restarted coordinator rebuilds the same order by
   // enqueueing its PENDING jobs again. A job that goes back to waiting (a restart) keeps its
-  // original submit_seq and so its place among equals. INVALID_ARGUMENT for an empty job_id or a
-  // world_size < 1; ALREADY_EXISTS when job_id is queued.
+  // original submit_seq and so its place among equals. `device` is the job's job.device.
+  // INVALID_ARGUMENT for an empty job_id or a world_size < 1; ALREADY_EXISTS when job_id is
+  // queued.
   absl::Status Enqueue(absl::string_view job_id, int32_t priority, int world_size,
-                       uint64_t submit_seq);
+                       uint64_t submit_seq, v1::JobDevice device = v1::JOB_DEVICE_AUTO);
 
   // Takes a job out of the queue (cancelled); false when it was not queued.
   bool Remove(absl::string_view job_id);
@@ -73,11 +84,16 @@ class Scheduler {
   // The queued job ids in scheduling order.
   std::vector<std::string> PendingIds() const;
 
-  // Places queued jobs on `free_slots` (worker_id -> its free slot indices, as
-  // WorkerRegistry::FreeSlots returns; duplicates are ignored) following the policy above,
-  // removes the placed jobs from the queue and returns their placements in the order they were
-  // placed. Slots are never handed out twice within one call.
-  std::vector<Placement> Schedule(const std::map<std::string, std::vector<int>>& free_slots);
+  // Places queued jobs on `cluster` (the workers that may take ranks, with their slots by kind, as
+  // WorkerRegistry::FreeSlots returns; duplicate free slots are ignored) following the policy
+  // above, removes the placed jobs from the queue and returns their placements in the order they
+  // were placed. Slots are never handed out twice within one call. Every job left queued gets its
+  // queue reason.
+  std::vector<Placement> Schedule(const std::map<std::string, WorkerSlots>& cluster);
+
+  // Why job_id is still queued, as of the last Schedule; "" when it is not queued or no Schedule
+  // has seen it yet.
+  std::string QueueReason(absl::string_view job_id) const;
 
  private:
   struct Entry {
@@ -85,6 +101,7 @@ class Scheduler {
     uint64_t submit_seq;
     std::string job_id;
     int world_size;
+    v1::JobDevice device;
 
     bool operator<(const Entry& other) const {
       // Higher priority first, then older first, then by id for a total order.
@@ -98,6 +115,8 @@ class Scheduler {
   std::set<Entry> queue_;
   // job_id -> its key in queue_.
   std::map<std::string, Entry> by_id_;
+  // job_id -> its queue reason from the last Schedule.
+  std::map<std::string, std::string> reasons_;
 };
 
 }  // namespace dstrain::coordinator

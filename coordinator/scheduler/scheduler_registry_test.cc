@@ -1,7 +1,9 @@
 // The scheduler and the worker registry driven the way the server drives them, under one lock:
 // registry.FreeSlots() -> scheduler.Schedule() -> registry.Assign() for every rank, with jobs
 // finishing (ReleaseJob), workers lost (ExpireLeases) and agents restarting (Register) in
-// between. Every Assign must succeed: a placement the scheduler returns is always applicable.
+// between. Workers offer GPU slots, CPU slots or both, and jobs ask for cuda, cpu or auto. Every
+// Assign must succeed: a placement the scheduler returns is always applicable, on slots of the
+// one kind the job may take.
 #include <map>
 #include <random>
 #include <set>
@@ -32,8 +34,10 @@ TEST(SchedulerRegistryTest, PlacementsAlwaysApplyToTheRegistry) {
   std::map<std::string, int> world_of;     // job -> world size
   std::map<std::string, uint64_t> seq_of;  // job -> submit seq
   std::map<std::string, int> attempts;     // job -> gang schedulings so far
+  std::map<std::string, v1::JobDevice> device_of;
   uint64_t seq = 0;
   int placed_jobs = 0;
+  std::map<v1::SlotKind, int> placed_on;  // ranks placed, by slot kind
   int restarts = 0;
 
   // A lost rank fails its attempt: the rest of the gang is released and the job queued again
@@ -43,7 +47,7 @@ TEST(SchedulerRegistryTest, PlacementsAlwaysApplyToTheRegistry) {
     if (it == attempt_of.end()) return;
     registry.ReleaseJob(job, it->second);
     attempt_of.erase(it);
-    ASSERT_THAT(scheduler.Enqueue(job, 0, world_of[job], seq_of[job]), IsOk());
+    ASSERT_THAT(scheduler.Enqueue(job, 0, world_of[job], seq_of[job], device_of[job]), IsOk());
     ++restarts;
   };
 
@@ -55,7 +59,9 @@ TEST(SchedulerRegistryTest, PlacementsAlwaysApplyToTheRegistry) {
     if (uniform(0, 5) == 0) {
       v1::RegisterWorkerRequest request;
       request.set_worker_id(worker);
-      request.set_cpu_slots(uniform(1, 6));
+      const int gpus = uniform(0, 3);
+      request.set_cpu_slots(uniform(gpus > 0 ? 0 : 1, 6));
+      for (int i = 0; i < gpus; ++i) request.add_gpus()->set_index(i);
       auto result = registry.Register(request);
       ASSERT_THAT(result, IsOk());
       std::set<std::string> jobs;
@@ -79,7 +85,9 @@ TEST(SchedulerRegistryTest, PlacementsAlwaysApplyToTheRegistry) {
       const std::string job = "job-" + std::to_string(seq);
       world_of[job] = uniform(1, 10);
       seq_of[job] = seq;
-      ASSERT_THAT(scheduler.Enqueue(job, uniform(0, 2), world_of[job], seq++), IsOk());
+      device_of[job] = static_cast<v1::JobDevice>(uniform(0, 3));
+      ASSERT_THAT(scheduler.Enqueue(job, uniform(0, 2), world_of[job], seq++, device_of[job]),
+                  IsOk());
     }
     if (!attempt_of.empty() && uniform(0, 2) == 0) {
       auto it = std::next(attempt_of.begin(), uniform(0, attempt_of.size() - 1));
@@ -90,8 +98,18 @@ TEST(SchedulerRegistryTest, PlacementsAlwaysApplyToTheRegistry) {
 
     for (const Placement& p : scheduler.Schedule(registry.FreeSlots())) {
       const int attempt = ++attempts[p.job_id];
+      const v1::SlotKind kind = p.ranks.front().slot_kind();
+      const v1::JobDevice device = device_of[p.job_id];
+      if (device == v1::JOB_DEVICE_CUDA) {
+        ASSERT_EQ(kind, v1::SLOT_KIND_GPU) << p.job_id;
+      } else if (device == v1::JOB_DEVICE_CPU) {
+        ASSERT_EQ(kind, v1::SLOT_KIND_CPU) << p.job_id;
+      }
       for (const v1::RankAssignment& a : p.ranks) {
+        ASSERT_EQ(a.slot_kind(), kind) << p.job_id << " is split across kinds";
         ASSERT_THAT(registry.Assign(a.worker_id(), a.slot(), p.job_id, attempt, a.rank()), IsOk());
+        ASSERT_EQ(SlotKindOf(*registry.Find(a.worker_id()), a.slot()), kind);
+        ++placed_on[kind];
       }
       attempt_of[p.job_id] = attempt;
       ++placed_jobs;
@@ -105,6 +123,8 @@ TEST(SchedulerRegistryTest, PlacementsAlwaysApplyToTheRegistry) {
     ASSERT_EQ(counts.total_slots - counts.free_slots, running_ranks);
   }
   EXPECT_GT(placed_jobs, 100);
+  EXPECT_GT(placed_on[v1::SLOT_KIND_GPU], 100);
+  EXPECT_GT(placed_on[v1::SLOT_KIND_CPU], 100);
   EXPECT_GT(restarts, 0);
 }
 

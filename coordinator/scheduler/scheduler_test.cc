@@ -26,6 +26,16 @@ using ::testing::IsEmpty;
 
 using FreeSlots = std::map<std::string, std::vector<int>>;
 
+// Workers with CPU slots only, these free.
+std::map<std::string, WorkerSlots> Cpu(const FreeSlots& free) {
+  std::map<std::string, WorkerSlots> cluster;
+  for (const auto& [id, slots] : free) {
+    cluster[id].free_cpu = slots;
+    cluster[id].cpu = static_cast<int>(slots.size());
+  }
+  return cluster;
+}
+
 // "worker:slot" per rank, in rank order.
 std::vector<std::string> Where(const Placement& p) {
   std::vector<std::string> out;
@@ -56,7 +66,7 @@ TEST(SchedulerTest, HigherPriorityFirstThenFifo) {
   EXPECT_EQ(s.size(), 5u);
 
   // Two free slots: the two highest-priority jobs, oldest first.
-  std::vector<Placement> placed = s.Schedule({{"w1", {0, 1}}});
+  std::vector<Placement> placed = s.Schedule(Cpu({{"w1", {0, 1}}}));
   EXPECT_THAT(Ids(placed), ElementsAre("b", "d"));
   EXPECT_THAT(Where(placed[0]), ElementsAre("w1:0"));
   EXPECT_THAT(Where(placed[1]), ElementsAre("w1:1"));
@@ -103,11 +113,11 @@ TEST(SchedulerTest, GangIsAllOrNone) {
   Scheduler s;
   ASSERT_THAT(s.Enqueue("big", 0, 4, 1), IsOk());
   FreeSlots free = {{"w1", {0}}, {"w2", {0}}, {"w3", {0}}};
-  EXPECT_THAT(s.Schedule(free), IsEmpty());
+  EXPECT_THAT(s.Schedule(Cpu(free)), IsEmpty());
   EXPECT_THAT(s.PendingIds(), ElementsAre("big"));
 
   free["w4"] = {0};
-  std::vector<Placement> placed = s.Schedule(free);
+  std::vector<Placement> placed = s.Schedule(Cpu(free));
   ASSERT_EQ(placed.size(), 1u);
   EXPECT_EQ(placed[0].job_id, "big");
   EXPECT_THAT(Where(placed[0]), ElementsAre("w1:0", "w2:0", "w3:0", "w4:0"));
@@ -117,10 +127,10 @@ TEST(SchedulerTest, GangIsAllOrNone) {
 TEST(SchedulerTest, JobLargerThanTheClusterWaitsUntilWorkersJoin) {
   Scheduler s;
   ASSERT_THAT(s.Enqueue("huge", 0, 16, 1), IsOk());
-  EXPECT_THAT(s.Schedule({}), IsEmpty());
-  EXPECT_THAT(s.Schedule({{"w1", {0, 1, 2, 3, 4, 5, 6, 7}}}), IsEmpty());
+  EXPECT_THAT(s.Schedule(Cpu({})), IsEmpty());
+  EXPECT_THAT(s.Schedule(Cpu({{"w1", {0, 1, 2, 3, 4, 5, 6, 7}}})), IsEmpty());
   std::vector<Placement> placed =
-      s.Schedule({{"w1", {0, 1, 2, 3, 4, 5, 6, 7}}, {"w2", {0, 1, 2, 3, 4, 5, 6, 7}}});
+      s.Schedule(Cpu({{"w1", {0, 1, 2, 3, 4, 5, 6, 7}}, {"w2", {0, 1, 2, 3, 4, 5, 6, 7}}}));
   ASSERT_EQ(placed.size(), 1u);
   EXPECT_EQ(placed[0].ranks.size(), 16u);
 }
@@ -132,11 +142,11 @@ TEST(SchedulerTest, StrictHeadOfLineBlocking) {
   ASSERT_THAT(s.Enqueue("smaller-prio", -1, 2, 3), IsOk());
   const FreeSlots three = {{"w1", {0, 1, 2}}};
   // "small" would fit, but the head does not: nothing starts.
-  EXPECT_THAT(s.Schedule(three), IsEmpty());
+  EXPECT_THAT(s.Schedule(Cpu(three)), IsEmpty());
   EXPECT_THAT(s.PendingIds(), ElementsAre("head", "small", "smaller-prio"));
 
   // Once the head fits it goes first, and the rest follow while they fit.
-  std::vector<Placement> placed = s.Schedule({{"w1", {0, 1, 2}}, {"w2", {0, 1}}});
+  std::vector<Placement> placed = s.Schedule(Cpu({{"w1", {0, 1, 2}}, {"w2", {0, 1}}}));
   EXPECT_THAT(Ids(placed), ElementsAre("head", "small"));
   EXPECT_THAT(s.PendingIds(), ElementsAre("smaller-prio"));
 }
@@ -147,7 +157,7 @@ TEST(SchedulerTest, BackfillLetsSmallerJobsPassAHeadThatDoesNotFit) {
   ASSERT_THAT(s.Enqueue("two", 0, 2, 2), IsOk());
   ASSERT_THAT(s.Enqueue("also-two", 0, 2, 3), IsOk());
   ASSERT_THAT(s.Enqueue("one", 0, 1, 4), IsOk());
-  std::vector<Placement> placed = s.Schedule({{"w1", {0, 1, 2}}});
+  std::vector<Placement> placed = s.Schedule(Cpu({{"w1", {0, 1, 2}}}));
   // In queue order, each one that still fits: "two" (3 -> 1 free), then "one".
   EXPECT_THAT(Ids(placed), ElementsAre("two", "one"));
   EXPECT_THAT(s.PendingIds(), ElementsAre("head", "also-two"));
@@ -157,7 +167,7 @@ TEST(SchedulerTest, PacksOntoFewestWorkersWithConsecutiveRanks) {
   Scheduler s;
   ASSERT_THAT(s.Enqueue("five", 0, 5, 1), IsOk());
   std::vector<Placement> placed =
-      s.Schedule({{"a", {0, 1}}, {"b", {0, 1, 2, 3}}, {"c", {0, 1, 2}}});
+      s.Schedule(Cpu({{"a", {0, 1}}, {"b", {0, 1, 2, 3}}, {"c", {0, 1, 2}}}));
   ASSERT_EQ(placed.size(), 1u);
   // b (4 free) takes ranks 0-3, c (3 free) rank 4; a is not used.
   EXPECT_THAT(Where(placed[0]), ElementsAre("b:0", "b:1", "b:2", "b:3", "c:0"));
@@ -168,7 +178,7 @@ TEST(SchedulerTest, TiesGoToTheSmallerWorkerIdAndLowSlotsFirst) {
   ASSERT_THAT(s.Enqueue("three", 0, 3, 1), IsOk());
   ASSERT_THAT(s.Enqueue("two", 0, 2, 2), IsOk());
   // Free slots need not be contiguous or sorted; duplicates count once.
-  std::vector<Placement> placed = s.Schedule({{"y", {7, 2, 5, 5}}, {"x", {3, 1, 0}}});
+  std::vector<Placement> placed = s.Schedule(Cpu({{"y", {7, 2, 5, 5}}, {"x", {3, 1, 0}}}));
   ASSERT_EQ(placed.size(), 2u);
   EXPECT_THAT(Where(placed[0]), ElementsAre("x:0", "x:1", "x:3"));
   // x is full now; y has the most free slots.
@@ -180,7 +190,7 @@ TEST(SchedulerTest, SeveralJobsInOneCallNeverShareASlot) {
   for (int i = 0; i < 4; ++i) {
     ASSERT_THAT(s.Enqueue("j" + std::to_string(i), 0, 3, i), IsOk());
   }
-  std::vector<Placement> placed = s.Schedule({{"w1", {0, 1, 2, 3}}, {"w2", {0, 1, 2, 3, 4}}});
+  std::vector<Placement> placed = s.Schedule(Cpu({{"w1", {0, 1, 2, 3}}, {"w2", {0, 1, 2, 3, 4}}}));
   ASSERT_EQ(placed.size(), 3u);
   EXPECT_THAT(Where(placed[0]), ElementsAre("w2:0", "w2:1", "w2:2"));
   EXPECT_THAT(Where(placed[1]), ElementsAre("w1:0", "w1:1", "w1:2"));
@@ -191,11 +201,140 @@ TEST(SchedulerTest, SeveralJobsInOneCallNeverShareASlot) {
 
 TEST(SchedulerTest, NothingToDo) {
   Scheduler s;
-  EXPECT_THAT(s.Schedule({{"w1", {0}}}), IsEmpty());
+  EXPECT_THAT(s.Schedule(Cpu({{"w1", {0}}})), IsEmpty());
   ASSERT_THAT(s.Enqueue("a", 0, 1, 1), IsOk());
-  EXPECT_THAT(s.Schedule({}), IsEmpty());
-  EXPECT_THAT(s.Schedule({{"w1", {}}}), IsEmpty());
+  EXPECT_THAT(s.Schedule(Cpu({})), IsEmpty());
+  EXPECT_THAT(s.Schedule(Cpu({{"w1", {}}})), IsEmpty());
   EXPECT_EQ(s.size(), 1u);
+}
+
+// A worker with `gpus` GPU slots (0..gpus-1) and `cpus` CPU slots after them; `busy` slots hold
+// ranks already.
+WorkerSlots Mixed(int gpus, int cpus, std::set<int> busy = {}) {
+  WorkerSlots w;
+  w.gpu = gpus;
+  w.cpu = cpus;
+  for (int s = 0; s < gpus + cpus; ++s) {
+    if (busy.count(s) > 0) continue;
+    (s < gpus ? w.free_gpu : w.free_cpu).push_back(s);
+  }
+  return w;
+}
+
+std::set<v1::SlotKind> Kinds(const Placement& p) {
+  std::set<v1::SlotKind> kinds;
+  for (const v1::RankAssignment& r : p.ranks) kinds.insert(r.slot_kind());
+  return kinds;
+}
+
+TEST(SchedulerDeviceTest, CudaJobsTakeGpuSlotsOnly) {
+  Scheduler s;
+  ASSERT_THAT(s.Enqueue("gpu", 0, 3, 1, v1::JOB_DEVICE_CUDA), IsOk());
+  // Plenty of CPU slots, two free GPUs of four: it waits.
+  std::map<std::string, WorkerSlots> cluster = {{"a", Mixed(2, 8)}, {"b", Mixed(2, 0, {0, 1})}};
+  EXPECT_THAT(s.Schedule(cluster), IsEmpty());
+  EXPECT_EQ(s.QueueReason("gpu"), "needs 3 GPU slots; 4 registered (2 free)");
+  // A GPU of b frees up: one rank per GPU, the fuller worker first.
+  cluster["b"] = Mixed(2, 0, {0});
+  std::vector<Placement> placed = s.Schedule(cluster);
+  ASSERT_EQ(placed.size(), 1u);
+  EXPECT_THAT(Where(placed[0]), ElementsAre("a:0", "a:1", "b:1"));
+  EXPECT_THAT(Kinds(placed[0]), ElementsAre(v1::SLOT_KIND_GPU));
+  EXPECT_EQ(s.QueueReason("gpu"), "");
+}
+
+TEST(SchedulerDeviceTest, CpuJobsTakeCpuSlotsOnly) {
+  Scheduler s;
+  ASSERT_THAT(s.Enqueue("cpu", 0, 2, 1, v1::JOB_DEVICE_CPU), IsOk());
+  EXPECT_THAT(s.Schedule({{"g", Mixed(4, 3, {5, 6})}}), IsEmpty());
+  EXPECT_EQ(s.QueueReason("cpu"), "needs 2 CPU slots; 3 registered (1 free)");
+  std::vector<Placement> placed = s.Schedule({{"g", Mixed(4, 3, {6})}});
+  ASSERT_EQ(placed.size(), 1u);
+  // The CPU slots follow the GPU slots.
+  EXPECT_THAT(Where(placed[0]), ElementsAre("g:4", "g:5"));
+  EXPECT_THAT(Kinds(placed[0]), ElementsAre(v1::SLOT_KIND_CPU));
+}
+
+TEST(SchedulerDeviceTest, AutoPrefersGpusWhenTheWholeGangFitsThere) {
+  Scheduler s;
+  ASSERT_THAT(s.Enqueue("fits-gpus", 0, 2, 1), IsOk());  // JOB_DEVICE_AUTO by default
+  ASSERT_THAT(s.Enqueue("too-big-for-gpus", 0, 3, 2, v1::JOB_DEVICE_AUTO), IsOk());
+  ASSERT_THAT(s.Enqueue("old-record", 0, 1, 3, v1::JOB_DEVICE_UNSPECIFIED), IsOk());
+  std::vector<Placement> placed = s.Schedule({{"g", Mixed(3, 4)}});
+  ASSERT_EQ(placed.size(), 3u);
+  EXPECT_THAT(Where(placed[0]), ElementsAre("g:0", "g:1"));
+  EXPECT_THAT(Kinds(placed[0]), ElementsAre(v1::SLOT_KIND_GPU));
+  // One GPU left: never part GPU, part CPU.
+  EXPECT_THAT(Where(placed[1]), ElementsAre("g:3", "g:4", "g:5"));
+  EXPECT_THAT(Kinds(placed[1]), ElementsAre(v1::SLOT_KIND_CPU));
+  // Unspecified is auto: the last GPU.
+  EXPECT_THAT(Where(placed[2]), ElementsAre("g:2"));
+  EXPECT_THAT(Kinds(placed[2]), ElementsAre(v1::SLOT_KIND_GPU));
+}
+
+TEST(SchedulerDeviceTest, AGangIsNeverSplitAcrossKinds) {
+  for (bool backfill : {false, true}) {
+    SCOPED_TRACE(backfill);
+    Scheduler s(SchedulerOptions{backfill});
+    ASSERT_THAT(s.Enqueue("auto", 0, 4, 1, v1::JOB_DEVICE_AUTO), IsOk());
+    ASSERT_THAT(s.Enqueue("cuda", 0, 4, 2, v1::JOB_DEVICE_CUDA), IsOk());
+    ASSERT_THAT(s.Enqueue("cpu", 0, 4, 3, v1::JOB_DEVICE_CPU), IsOk());
+    // 2 GPU and 2 CPU slots on each of two workers: 4 of each kind.
+    std::vector<Placement> placed = s.Schedule({{"a", Mixed(2, 2)}, {"b", Mixed(2, 2)}});
+    ASSERT_EQ(placed.size(), backfill ? 2u : 1u);
+    EXPECT_EQ(placed[0].job_id, "auto");
+    EXPECT_THAT(Where(placed[0]), ElementsAre("a:0", "a:1", "b:0", "b:1"));
+    for (const Placement& p : placed) EXPECT_EQ(Kinds(p).size(), 1u) << p.job_id;
+    // The cuda job finds no GPU left; the strict queue holds the cpu job behind it.
+    EXPECT_EQ(s.QueueReason("cuda"), "needs 4 GPU slots; 4 registered (0 free)");
+    if (backfill) {
+      EXPECT_THAT(Where(placed[1]), ElementsAre("a:2", "a:3", "b:2", "b:3"));
+      EXPECT_THAT(Kinds(placed[1]), ElementsAre(v1::SLOT_KIND_CPU));
+      EXPECT_THAT(s.PendingIds(), ElementsAre("cuda"));
+    } else {
+      EXPECT_THAT(s.PendingIds(), ElementsAre("cuda", "cpu"));
+      EXPECT_EQ(s.QueueReason("cpu"),
+                "behind job \"cuda\", which is first in the queue and does not fit (strict "
+                "queue order)");
+    }
+  }
+  // 2 free GPU and 2 free CPU slots hold no 4-rank gang of either kind.
+  Scheduler s;
+  ASSERT_THAT(s.Enqueue("four", 0, 4, 1), IsOk());
+  EXPECT_THAT(s.Schedule({{"a", Mixed(2, 2)}}), IsEmpty());
+  EXPECT_EQ(s.QueueReason("four"),
+            "needs 4 GPU slots or 4 CPU slots (job.device auto); GPU: 2 registered (2 free), CPU: "
+            "2 registered (2 free); more than the cluster has: it waits for workers to join");
+}
+
+TEST(SchedulerDeviceTest, QueueReasons) {
+  Scheduler s(SchedulerOptions{/*backfill=*/true});
+  ASSERT_THAT(s.Enqueue("never", 2, 4, 1, v1::JOB_DEVICE_CUDA), IsOk());
+  ASSERT_THAT(s.Enqueue("auto", 1, 6, 2, v1::JOB_DEVICE_AUTO), IsOk());
+  ASSERT_THAT(s.Enqueue("one-cpu", 0, 1, 3, v1::JOB_DEVICE_CPU), IsOk());
+  EXPECT_EQ(s.QueueReason("never"), "") << "no Schedule has seen it yet";
+  EXPECT_THAT(s.Schedule({{"a", Mixed(2, 3, {3})}}),
+              ElementsAre(::testing::Field(&Placement::job_id, "one-cpu")));
+  EXPECT_EQ(s.QueueReason("never"),
+            "needs 4 GPU slots; 2 registered (2 free); more than the cluster has: it waits for "
+            "workers to join");
+  EXPECT_EQ(s.QueueReason("auto"),
+            "needs 6 GPU slots or 6 CPU slots (job.device auto); GPU: 2 registered (2 free), CPU: "
+            "3 registered (1 free); more than the cluster has: it waits for workers to join");
+  EXPECT_EQ(s.QueueReason("one-cpu"), "");
+  // With nothing registered at all.
+  EXPECT_THAT(s.Schedule({}), IsEmpty());
+  EXPECT_EQ(s.QueueReason("never"),
+            "needs 4 GPU slots; 0 registered (0 free); more than the cluster has: it waits for "
+            "workers to join");
+  ASSERT_THAT(s.Enqueue("single", 0, 1, 4, v1::JOB_DEVICE_CUDA), IsOk());
+  EXPECT_THAT(s.Schedule({{"c", Mixed(0, 1, {0})}}), IsEmpty());
+  EXPECT_EQ(s.QueueReason("single"),
+            "needs 1 GPU slot; 0 registered (0 free); more than the cluster has: it waits for "
+            "workers to join");
+  // A cancelled job has no reason any more.
+  EXPECT_TRUE(s.Remove("never"));
+  EXPECT_EQ(s.QueueReason("never"), "");
 }
 
 // Random clusters and jobs over many rounds against a model of which slots are busy. Every round
@@ -219,7 +358,7 @@ class RandomRounds {
       const std::vector<std::string> before = s_.PendingIds();
       ASSERT_EQ(before.size(), world_sizes_.size());
 
-      const std::vector<Placement> placed = s_.Schedule(free);
+      const std::vector<Placement> placed = s_.Schedule(Cpu(free));
 
       ASSERT_NO_FATAL_FAILURE(CheckRound(before, free, placed, total_free));
     }

@@ -85,8 +85,7 @@ absl::Status Coordinator::Recover() {
     entry.job = std::move(job);
     const v1::JobState s = entry.job.state();
     if (s == v1::JOB_STATE_PENDING || s == v1::JOB_STATE_RESTARTING) {
-      DT_RETURN_IF_ERROR(scheduler_.Enqueue(entry.job.job_id(), entry.job.priority(),
-                                            entry.job.world_size(), entry.job.submit_sequence()));
+      DT_RETURN_IF_ERROR(EnqueueLocked(entry.job));
     } else if (internal::IsActive(s)) {
       // Trainers keep running while the coordinator is down; their next reports (and the
       // workers' heartbeats) bring the rank states back.
@@ -208,8 +207,7 @@ absl::Status Coordinator::FailAttemptLocked(JobEntry& entry, const std::string& 
       delayed_.emplace(clock_->Now() + delay, job.job_id());
       return absl::OkStatus();
     }
-    return scheduler_.Enqueue(job.job_id(), job.priority(), job.world_size(),
-                              job.submit_sequence());
+    return EnqueueLocked(job);
   }
   std::string why = message;
   if (!retryable) {
@@ -221,11 +219,18 @@ absl::Status Coordinator::FailAttemptLocked(JobEntry& entry, const std::string& 
                       retryable && job.max_restarts() > 0 ? "RestartsExhausted" : reason, why);
 }
 
+absl::Status Coordinator::EnqueueLocked(const v1::Job& job) {
+  return scheduler_.Enqueue(job.job_id(), job.priority(), job.world_size(), job.submit_sequence(),
+                            DeviceOf(job));
+}
+
 absl::Status Coordinator::ScheduleLocked() {
   if (scheduler_.empty()) return absl::OkStatus();
-  std::map<std::string, std::vector<int>> free = registry_.FreeSlots();
-  for (const std::string& id : draining_) free.erase(id);
-  std::vector<Placement> placements = scheduler_.Schedule(free);
+  // Draining workers take nothing new, so they count neither as free nor as registered in the
+  // queue reasons.
+  std::map<std::string, WorkerSlots> cluster = registry_.FreeSlots();
+  for (const std::string& id : draining_) cluster.erase(id);
+  std::vector<Placement> placements = scheduler_.Schedule(cluster);
   for (Placement& placement : placements) {
     JobEntry& entry = jobs_[placement.job_id];
     v1::Job& job = entry.job;
@@ -241,11 +246,12 @@ absl::Status Coordinator::ScheduleLocked() {
     entry.ranks.assign(job.world_size(), v1::RANK_STATE_STARTING);
     std::sort(workers.begin(), workers.end());
     workers.erase(std::unique(workers.begin(), workers.end()), workers.end());
-    DT_RETURN_IF_ERROR(
-        TransitionLocked(entry, v1::JOB_STATE_SCHEDULED, "GangScheduled",
-                         absl::StrCat("attempt ", job.attempt(), ": ", job.world_size(),
-                                      " rank(s) on ", absl::StrJoin(workers, ", ")),
-                         workers));
+    const bool gpu = placement.ranks.front().slot_kind() == v1::SLOT_KIND_GPU;
+    DT_RETURN_IF_ERROR(TransitionLocked(
+        entry, v1::JOB_STATE_SCHEDULED, "GangScheduled",
+        absl::StrCat("attempt ", job.attempt(), ": ", job.world_size(), " rank(s) on ",
+                     gpu ? "GPU" : "CPU", " slots of ", absl::StrJoin(workers, ", ")),
+        workers));
     for (const v1::RankAssignment& r : placement.ranks) {
       PushLocked(r.worker_id(), StartFor(entry, r));
     }
@@ -255,6 +261,7 @@ absl::Status Coordinator::ScheduleLocked() {
 
 v1::Job Coordinator::ViewLocked(const JobEntry& entry) {
   v1::Job view = entry.job;
+  view.set_queue_reason(scheduler_.QueueReason(entry.job.job_id()));
   if (auto it = latest_.find(entry.job.job_id()); it != latest_.end()) {
     *view.mutable_latest_metrics() = it->second;
     view.set_current_step(it->second.step());

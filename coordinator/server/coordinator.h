@@ -145,6 +145,8 @@ class Coordinator {
                             const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Places what fits and starts it.
   absl::Status ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts a job (PENDING or RESTARTING) into the scheduler's queue at its place.
+  absl::Status EnqueueLocked(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The attempt failed: RESTARTING (and queued again) when `retryable` and restarts are left,
   // else FAILED. Either way its ranks are stopped and its slots freed. `peer_lost`: a trainer
   // lost a peer it cannot name, whose worker may be dead but not yet declared lost: the job
@@ -158,7 +160,8 @@ class Coordinator {
   void PushLocked(const std::string& worker_id, v1::Assignment assignment)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Assignment StartFor(const JobEntry& entry, const v1::RankAssignment& rank) const;
-  // The job as clients see it: the record plus its latest metrics.
+  // The job as clients see it: the record plus its latest metrics and, while queued, its queue
+  // reason.
   v1::Job ViewLocked(const JobEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void BumpLocked(JobEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

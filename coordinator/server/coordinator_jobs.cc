@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc/proto_time.h"
+#include "common/jobspec/job_device.h"
 #include "common/status/status_macros.h"
 #include "coordinator/server/coordinator.h"
 #include "coordinator/server/coordinator_internal.h"
@@ -26,7 +27,8 @@ absl::StatusOr<v1::SubmitJobResponse> Coordinator::SubmitJob(const v1::SubmitJob
   if (auto it = jobs_.find(valid.job_id); it != jobs_.end()) {
     // Idempotent on the id: the same job again is the job that exists.
     if (it->second.job.spec_json() != valid.spec_json ||
-        it->second.job.priority() != request.priority()) {
+        it->second.job.priority() != request.priority() ||
+        DeviceOf(it->second.job) != valid.device) {
       return absl::AlreadyExistsError(
           absl::StrCat("job_id: \"", valid.job_id, "\" exists with another spec or priority"));
     }
@@ -48,17 +50,17 @@ absl::StatusOr<v1::SubmitJobResponse> Coordinator::SubmitJob(const v1::SubmitJob
   job.set_max_restarts(valid.max_restarts);
   job.set_train_steps(valid.train_steps);
   job.set_submit_sequence(next_submit_sequence_);
+  job.set_device(valid.device);
   v1::JobEvent event;
   event.set_to_state(v1::JOB_STATE_PENDING);
   event.set_reason("Submitted");
-  event.set_message(
-      absl::StrCat("world size ", valid.world_size, ", priority ", request.priority()));
+  event.set_message(absl::StrCat("world size ", valid.world_size, ", priority ", request.priority(),
+                                 ", device ", jobspec::JobDeviceName(valid.device)));
   *event.mutable_time() = job.create_time();
   // Stored before anything else sees it: an answer means the job survives a restart.
   DT_RETURN_IF_ERROR(state_->PutJob(job, &event).status());
   ++next_submit_sequence_;
-  DT_RETURN_IF_ERROR(
-      scheduler_.Enqueue(job.job_id(), job.priority(), job.world_size(), job.submit_sequence()));
+  DT_RETURN_IF_ERROR(EnqueueLocked(job));
   auto [it, inserted] = jobs_.emplace(valid.job_id, std::move(entry));
   BumpLocked(it->second);
   DT_RETURN_IF_ERROR(ScheduleLocked());

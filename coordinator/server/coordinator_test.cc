@@ -54,6 +54,25 @@ v1::RegisterWorkerRequest Worker(const std::string& id, int slots) {
   return r;
 }
 
+// A worker with `gpus` GPUs (slots 0..gpus-1) and `cpu_slots` CPU slots after them.
+v1::RegisterWorkerRequest GpuWorker(const std::string& id, int gpus, int cpu_slots = 0) {
+  v1::RegisterWorkerRequest r = Worker(id, cpu_slots);
+  for (int i = 0; i < gpus; ++i) {
+    v1::GpuInfo* gpu = r.add_gpus();
+    gpu->set_index(i);
+    gpu->set_name("NVIDIA H200");
+    gpu->set_memory_bytes(int64_t{143} << 30);
+  }
+  return r;
+}
+
+// A job asking for `device` (job.device) with `world` ranks.
+v1::SubmitJobRequest SubmitOn(const std::string& id, int world, const std::string& device) {
+  v1::SubmitJobRequest r = Submit(id, world);
+  r.set_spec_json(Spec(world, absl::StrCat(R"(, "device": ")", device, R"(")")));
+  return r;
+}
+
 // Collects what one worker's assignment stream delivers, on its own thread.
 class StreamReader {
  public:
@@ -634,6 +653,116 @@ TEST_F(CoordinatorTest, ARestartWaitsUntilADeadWorkerIsDeclaredLost) {
   EXPECT_EQ(job.state(), v1::JOB_STATE_SCHEDULED);
   EXPECT_EQ(job.attempt(), 2);
   for (const v1::RankAssignment& r : job.assignments()) EXPECT_NE(r.worker_id(), "w2");
+}
+
+// A cuda job waits, with a reason naming what it needs and what exists, until enough GPU slots
+// register; it then runs on GPU slots only, one rank per GPU, and the assignments say so.
+TEST_F(CoordinatorTest, ACudaJobWaitsForGpuSlotsWithAReason) {
+  ASSERT_THAT(c_->RegisterWorker(GpuWorker("g1", 2, /*cpu_slots=*/4)).status(), IsOk());
+  ASSERT_THAT(c_->RegisterWorker(Worker("c1", 8)).status(), IsOk());
+  auto submitted = c_->SubmitJob(SubmitOn("gpu-job", 4, "cuda"));
+  ASSERT_THAT(submitted, IsOk());
+  EXPECT_EQ(submitted->job().device(), v1::JOB_DEVICE_CUDA);
+  EXPECT_EQ(submitted->job().state(), v1::JOB_STATE_PENDING) << "12 CPU slots are no GPUs";
+  EXPECT_EQ(submitted->job().queue_reason(),
+            "needs 4 GPU slots; 2 registered (2 free); more than the cluster has: it waits for "
+            "workers to join");
+  // The reason is in listings too, and the spec a trainer gets is one its parser takes.
+  v1::ListJobsResponse listed = c_->ListJobs(v1::ListJobsRequest()).value();
+  ASSERT_EQ(listed.jobs_size(), 1);
+  EXPECT_THAT(listed.jobs(0).queue_reason(), HasSubstr("needs 4 GPU slots"));
+  EXPECT_THAT(ValidateSubmission(Submit("again", 4), SubmissionLimits{"/data"}), IsOk());
+
+  ASSERT_THAT(c_->RegisterWorker(GpuWorker("g2", 1)).status(), IsOk());
+  EXPECT_THAT(Get("gpu-job").queue_reason(), HasSubstr("3 registered (3 free)"));
+  // The last GPU worker joins: the gang fits, on GPU slots of the two fuller workers first.
+  StreamReader g1_stream(c_.get(), "g1");
+  ASSERT_THAT(c_->RegisterWorker(GpuWorker("g3", 1)).status(), IsOk());
+  const v1::Job job = Get("gpu-job");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SCHEDULED);
+  EXPECT_EQ(job.queue_reason(), "");
+  ASSERT_EQ(job.assignments_size(), 4);
+  const char* expected[][2] = {{"g1", "0"}, {"g1", "1"}, {"g2", "0"}, {"g3", "0"}};
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(job.assignments(r).worker_id(), expected[r][0]);
+    EXPECT_EQ(absl::StrCat(job.assignments(r).slot()), expected[r][1]);
+    EXPECT_EQ(job.assignments(r).slot_kind(), v1::SLOT_KIND_GPU);
+  }
+  const auto starts = g1_stream.WaitFor(2);
+  ASSERT_EQ(starts.size(), 2u);
+  for (const v1::Assignment& a : starts) {
+    EXPECT_EQ(a.slot_kind(), v1::SLOT_KIND_GPU);
+    EXPECT_LT(a.slot(), 2);
+  }
+  EXPECT_EQ(c_->Stats().workers.free_gpu_slots, 0);
+  EXPECT_EQ(c_->Stats().workers.free_slots, 12);
+
+  // A reconnecting agent is told the kinds again.
+  StreamReader again(c_.get(), "g1");
+  for (const v1::Assignment& a : again.WaitFor(2)) EXPECT_EQ(a.slot_kind(), v1::SLOT_KIND_GPU);
+}
+
+TEST_F(CoordinatorTest, CpuAndAutoJobsOnAGpuWorker) {
+  ASSERT_THAT(c_->RegisterWorker(GpuWorker("g1", 2, /*cpu_slots=*/2)).status(), IsOk());
+  StreamReader stream(c_.get(), "g1");
+  ASSERT_THAT(c_->SubmitJob(SubmitOn("on-cpu", 2, "cpu")).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("plain", 2)).status(), IsOk());  // no job.device: auto
+  const v1::Job cpu = Get("on-cpu");
+  EXPECT_EQ(cpu.device(), v1::JOB_DEVICE_CPU);
+  ASSERT_EQ(cpu.assignments_size(), 2);
+  EXPECT_EQ(cpu.assignments(0).slot(), 2) << "CPU slots follow the GPU slots";
+  EXPECT_EQ(cpu.assignments(1).slot(), 3);
+  EXPECT_EQ(cpu.assignments(0).slot_kind(), v1::SLOT_KIND_CPU);
+  const v1::Job plain = Get("plain");
+  EXPECT_EQ(plain.device(), v1::JOB_DEVICE_AUTO);
+  ASSERT_EQ(plain.assignments_size(), 2);
+  EXPECT_EQ(plain.assignments(0).slot_kind(), v1::SLOT_KIND_GPU);
+  const auto starts = stream.WaitFor(4);
+  ASSERT_EQ(starts.size(), 4u);
+  for (const v1::Assignment& a : starts) {
+    EXPECT_EQ(a.slot_kind(), a.job_id() == "on-cpu" ? v1::SLOT_KIND_CPU : v1::SLOT_KIND_GPU);
+  }
+  // Every slot is taken: an auto job names both kinds in its reason.
+  ASSERT_THAT(c_->SubmitJob(SubmitOn("later", 1, "auto")).status(), IsOk());
+  EXPECT_EQ(Get("later").queue_reason(),
+            "needs 1 GPU slot or 1 CPU slot (job.device auto); GPU: 2 registered (0 free), CPU: 2 "
+            "registered (0 free)");
+}
+
+TEST_F(CoordinatorTest, JobDeviceIsCheckedAndKeptAcrossRestarts) {
+  EXPECT_THAT(c_->SubmitJob(SubmitOn("bad", 1, "tpu")).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("spec_json: job.device: must be \"auto\", \"cpu\" or \"cuda\"")));
+  v1::SubmitJobRequest not_a_string = Submit("bad", 1);
+  not_a_string.set_spec_json(Spec(1, R"(, "device": 1)"));
+  EXPECT_THAT(c_->SubmitJob(not_a_string).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job.device")));
+  ASSERT_THAT(c_->SubmitJob(SubmitOn("gpu", 2, "cuda")).status(), IsOk());
+  // The same id with another device is another job.
+  EXPECT_THAT(c_->SubmitJob(SubmitOn("gpu", 2, "cpu")).status(),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("gpu")));
+  auto same = c_->SubmitJob(SubmitOn("gpu", 2, "cuda"));
+  ASSERT_THAT(same, IsOk());
+  EXPECT_FALSE(same->created());
+  Restart();
+  ASSERT_THAT(c_->RegisterWorker(Worker("c1", 4)).status(), IsOk());
+  const v1::Job job = Get("gpu");
+  EXPECT_EQ(job.device(), v1::JOB_DEVICE_CUDA);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_PENDING) << "a cuda job never runs on CPU slots";
+  EXPECT_THAT(job.queue_reason(), HasSubstr("needs 2 GPU slots; 0 registered (0 free)"));
+}
+
+// A draining worker's GPUs count neither as free nor as registered.
+TEST_F(CoordinatorTest, ADrainingGpuWorkerIsLeftOutOfTheReason) {
+  ASSERT_THAT(c_->RegisterWorker(GpuWorker("g1", 2)).status(), IsOk());
+  ASSERT_THAT(c_->RegisterWorker(GpuWorker("g2", 2)).status(), IsOk());
+  v1::HeartbeatRequest drain;
+  drain.set_worker_id("g2");
+  drain.set_draining(true);
+  ASSERT_THAT(c_->Heartbeat(drain).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(SubmitOn("four", 4, "cuda")).status(), IsOk());
+  EXPECT_EQ(Get("four").state(), v1::JOB_STATE_PENDING);
+  EXPECT_THAT(Get("four").queue_reason(), HasSubstr("2 registered (2 free)"));
 }
 
 }  // namespace

@@ -113,6 +113,7 @@ absl::Status Coordinator::StreamAssignments(const v1::StreamAssignmentsRequest& 
       rank.set_rank(placed.rank());
       rank.set_worker_id(request.worker_id());
       rank.set_slot(placed.slot());
+      rank.set_slot_kind(SlotKindOf(*worker, placed.slot()));
       box.queue.push_back(StartFor(it->second, rank));
     }
     changed_.SignalAll();  // the replaced stream, if any, ends
@@ -245,9 +246,7 @@ absl::Status Coordinator::ExpireLeases() {
     delayed_.erase(delayed_.begin());
     auto it = jobs_.find(id);
     if (it == jobs_.end() || it->second.job.state() != v1::JOB_STATE_RESTARTING) continue;
-    const v1::Job& job = it->second.job;
-    DT_RETURN_IF_ERROR(
-        scheduler_.Enqueue(job.job_id(), job.priority(), job.world_size(), job.submit_sequence()));
+    DT_RETURN_IF_ERROR(EnqueueLocked(it->second.job));
     queued = true;
   }
   std::vector<LostWorker> lost = registry_.ExpireLeases();
@@ -279,6 +278,7 @@ v1::Assignment Coordinator::StartFor(const JobEntry& entry, const v1::RankAssign
   a.set_rank(rank.rank());
   a.set_world_size(entry.job.world_size());
   a.set_slot(rank.slot());
+  a.set_slot_kind(rank.slot_kind());
   a.set_spec_json(entry.job.spec_json());
   // Every attempt rendezvouses in its own key space, so a late rank of an old attempt can never
   // meet a new one.

@@ -1,12 +1,14 @@
 #include "coordinator/server/job_validation.h"
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/jobspec/job_device.h"
 #include "common/status/status_macros.h"
 #include "worker/config/config.h"
 
@@ -45,6 +47,14 @@ int KeepLastOf(const std::string& spec_json) {
   return keep.is_number_integer() ? keep.get<int>() : 0;
 }
 
+v1::JobDevice DeviceOf(const v1::Job& job) {
+  if (job.device() != v1::JOB_DEVICE_UNSPECIFIED) return job.device();
+  const nlohmann::json spec =
+      nlohmann::json::parse(job.spec_json(), nullptr, /*allow_exceptions=*/false);
+  const absl::StatusOr<v1::JobDevice> device = jobspec::JobDeviceOf(spec);
+  return device.ok() ? *device : v1::JOB_DEVICE_AUTO;
+}
+
 std::string NormalizePath(const std::string& path) {
   const bool absolute = absl::StartsWith(path, "/");
   std::vector<std::string> parts;
@@ -78,10 +88,16 @@ absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& requ
                                              limits.max_spec_bytes, ")"));
   }
   const std::string root = NormalizePath(limits.data_root);
-  // The trainer's own parser: unknown keys, types, batch rules, unsupported features.
-  absl::StatusOr<config::JobSpec> spec = config::ParseJobSpec(request.spec_json(), root);
-  if (!spec.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("spec_json: ", spec.status().message()));
+  // The trainer's own parser: unknown keys, types, batch rules, unsupported features; job.device
+  // read beside it.
+  std::optional<config::JobSpec> spec;
+  const absl::StatusOr<jobspec::DeviceParse> device = jobspec::ParseWithJobDevice(
+      request.spec_json(), [&](const std::string& text) -> absl::StatusOr<nlohmann::json> {
+        DT_ASSIGN_OR_RETURN(spec, config::ParseJobSpec(text, root));
+        return spec->effective;
+      });
+  if (!device.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("spec_json: ", device.status().message()));
   }
   const int world = spec->job.world_size;
   if (world < 1 || world > limits.max_world_size) {
@@ -116,6 +132,7 @@ absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& requ
   out.train_steps = spec->job.train_steps;
   out.max_restarts = spec->job.max_restarts;
   out.keep_last = spec->job.keep_last;
+  out.device = device->device;
   return out;
 }
 

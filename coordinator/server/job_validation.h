@@ -3,9 +3,13 @@
 //
 // A submission is rejected with INVALID_ARGUMENT naming the field or key path when: the job id is
 // malformed; the spec is not JSON, has an unknown key, a wrong type or a batch triple that does
-// not multiply out (the trainer's own parser, worker/config); a size is absurd (world size,
-// parameter count, steps); or a path it names (data.train, data.val, model.init_from,
-// job.checkpoint_dir) lies outside the coordinator's data root.
+// not multiply out (the trainer's own parser, worker/config); job.device is not "auto", "cpu" or
+// "cuda"; a size is absurd (world size, parameter count, steps); or a path it names (data.train,
+// data.val, model.init_from, job.checkpoint_dir) lies outside the coordinator's data root.
+//
+// job.device is read here ahead of the parser (common/jobspec/job_device.h): while the parser
+// does not know the key, the stored spec goes without it and the device is kept in
+// v1::Job.device, so every trainer can still parse the spec it is given.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +42,8 @@ struct ValidatedJob {
   int64_t train_steps = 0;
   int32_t max_restarts = 0;
   int32_t keep_last = 0;
+  // job.device: JOB_DEVICE_AUTO when the spec does not say.
+  v1::JobDevice device = v1::JOB_DEVICE_AUTO;
 };
 
 // True for 1 to 63 characters of [a-z0-9-] starting with a letter.
@@ -48,6 +54,10 @@ absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& requ
 
 // job.keep_last of a stored job's effective spec (0 when it cannot be read: keep everything).
 int KeepLastOf(const std::string& spec_json);
+
+// What a stored job asks to run on: Job.device, or for a record without it job.device of its
+// spec; JOB_DEVICE_AUTO when neither says (or the spec cannot be read).
+v1::JobDevice DeviceOf(const v1::Job& job);
 
 // `path` normalized lexically ("a/./b/../c" -> "a/c"), without touching the file system.
 std::string NormalizePath(const std::string& path);

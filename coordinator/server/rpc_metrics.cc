@@ -105,9 +105,15 @@ std::vector<prometheus::MetricFamily> CoordinatorCollector::Collect() const {
   AddSample(&workers, stats.workers.lost, {{"state", "LOST"}});
   out.push_back(std::move(workers));
   prometheus::MetricFamily slots =
-      Gauge("dstrain_slots", "Trainer slots of READY workers, free or in use by a rank.");
-  AddSample(&slots, stats.workers.free_slots, {{"state", "free"}});
-  AddSample(&slots, stats.workers.total_slots - stats.workers.free_slots, {{"state", "used"}});
+      Gauge("dstrain_slots",
+            "Trainer slots of READY workers by kind (gpu, cpu), free or in use by a rank.");
+  const RegistryCounts& w = stats.workers;
+  const int cpu_total = w.total_slots - w.total_gpu_slots;
+  const int cpu_free = w.free_slots - w.free_gpu_slots;
+  AddSample(&slots, w.free_gpu_slots, {{"kind", "gpu"}, {"state", "free"}});
+  AddSample(&slots, w.total_gpu_slots - w.free_gpu_slots, {{"kind", "gpu"}, {"state", "used"}});
+  AddSample(&slots, cpu_free, {{"kind", "cpu"}, {"state", "free"}});
+  AddSample(&slots, cpu_total - cpu_free, {{"kind", "cpu"}, {"state", "used"}});
   out.push_back(std::move(slots));
   prometheus::MetricFamily age =
       Gauge("dstrain_worker_heartbeat_age_max_seconds",

@@ -34,27 +34,38 @@ class ServicesTest : public ::testing::Test {
     ASSERT_THAT(c, IsOk());
     coordinator_ = *std::move(c);
     jobs_ = std::make_unique<JobServiceImpl>(coordinator_.get(), &metrics_);
+    workers_ = std::make_unique<WorkerServiceImpl>(coordinator_.get(), &metrics_);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(jobs_.get());
+    builder.RegisterService(workers_.get());
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
-    stub_ = v1::JobService::NewStub(
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+    auto channel =
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+    stub_ = v1::JobService::NewStub(channel);
+    worker_stub_ = v1::WorkerService::NewStub(channel);
   }
   void TearDown() override {
     coordinator_->Shutdown();
     server_->Shutdown();
   }
 
-  grpc::Status Submit(const std::string& id, const std::string& spec) {
+  grpc::Status Submit(const std::string& id, const std::string& spec,
+                      v1::SubmitJobResponse* response = nullptr) {
     grpc::ClientContext context;
     v1::SubmitJobRequest request;
     request.set_job_id(id);
     request.set_spec_json(spec);
-    v1::SubmitJobResponse response;
-    return stub_->SubmitJob(&context, request, &response);
+    v1::SubmitJobResponse ignored;
+    return stub_->SubmitJob(&context, request, response != nullptr ? response : &ignored);
+  }
+
+  grpc::Status Register(const v1::RegisterWorkerRequest& request) {
+    grpc::ClientContext context;
+    v1::RegisterWorkerResponse response;
+    return worker_stub_->RegisterWorker(&context, request, &response);
   }
 
   MemKvDb db_;
@@ -64,8 +75,10 @@ class ServicesTest : public ::testing::Test {
   RpcMetrics metrics_{&registry_};
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<JobServiceImpl> jobs_;
+  std::unique_ptr<WorkerServiceImpl> workers_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::JobService::Stub> stub_;
+  std::unique_ptr<v1::WorkerService::Stub> worker_stub_;
 };
 
 const char* kGood = R"({"train_micro_batch_size_per_gpu": 1,
@@ -108,6 +121,78 @@ TEST_F(ServicesTest, MalformedSubmissionsAreInvalidArgumentWithTheKeyPath) {
       << exposition;
   EXPECT_NE(exposition.find(R"(dstrain_coordinator_rpcs_total{code="OK",method="SubmitJob"} 1)"),
             std::string::npos);
+}
+
+// GPU slots on the wire: a registration with GPUs is stored and listed, a bad one is
+// INVALID_ARGUMENT naming the field, a cuda job comes back queued with its reason and runs once
+// the GPUs are there, and /metrics counts the slots by kind.
+TEST_F(ServicesTest, GpuWorkersAndACudaJob) {
+  v1::RegisterWorkerRequest gpu_worker;
+  gpu_worker.set_worker_id("gpu-a");
+  gpu_worker.set_cpu_slots(1);
+  for (int i = 0; i < 2; ++i) {
+    v1::GpuInfo* gpu = gpu_worker.add_gpus();
+    gpu->set_index(i);
+    gpu->set_name("NVIDIA H200");
+    gpu->set_memory_bytes(int64_t{143} << 30);
+  }
+  v1::RegisterWorkerRequest bad = gpu_worker;
+  bad.set_worker_id("gpu-bad");
+  bad.mutable_gpus(1)->set_index(0);
+  const grpc::Status refused = Register(bad);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error_message().find("gpus[1].index"), std::string::npos)
+      << refused.error_message();
+  ASSERT_TRUE(Register(gpu_worker).ok());
+
+  const std::string cuda =
+      absl::StrReplaceAll(kGood, {{R"("world_size": 2)", R"("world_size": 4, "device": "cuda")"}});
+  v1::SubmitJobResponse submitted;
+  ASSERT_TRUE(Submit("on-gpus", cuda, &submitted).ok());
+  EXPECT_EQ(submitted.job().state(), v1::JOB_STATE_PENDING);
+  EXPECT_EQ(submitted.job().device(), v1::JOB_DEVICE_CUDA);
+  EXPECT_EQ(submitted.job().queue_reason(),
+            "needs 4 GPU slots; 2 registered (2 free); more than the cluster has: it waits for "
+            "workers to join");
+  const grpc::Status bad_device =
+      Submit("bad-device", absl::StrReplaceAll(cuda, {{R"("cuda")", R"("gpu")"}}));
+  EXPECT_EQ(bad_device.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(bad_device.error_message().find("spec_json: job.device"), std::string::npos)
+      << bad_device.error_message();
+
+  {
+    grpc::ClientContext context;
+    v1::ListWorkersResponse listed;
+    ASSERT_TRUE(worker_stub_->ListWorkers(&context, v1::ListWorkersRequest(), &listed).ok());
+    ASSERT_EQ(listed.workers_size(), 1);
+    ASSERT_EQ(listed.workers(0).gpus_size(), 2);
+    EXPECT_EQ(listed.workers(0).gpus(1).name(), "NVIDIA H200");
+    EXPECT_EQ(listed.workers(0).gpus(1).memory_bytes(), int64_t{143} << 30);
+  }
+  gpu_worker.set_worker_id("gpu-b");
+  ASSERT_TRUE(Register(gpu_worker).ok());
+  {
+    grpc::ClientContext context;
+    v1::GetJobRequest request;
+    request.set_job_id("on-gpus");
+    v1::GetJobResponse got;
+    ASSERT_TRUE(stub_->GetJob(&context, request, &got).ok());
+    EXPECT_EQ(got.job().state(), v1::JOB_STATE_SCHEDULED);
+    EXPECT_EQ(got.job().queue_reason(), "");
+    ASSERT_EQ(got.job().assignments_size(), 4);
+    for (const v1::RankAssignment& r : got.job().assignments()) {
+      EXPECT_EQ(r.slot_kind(), v1::SLOT_KIND_GPU);
+    }
+  }
+
+  const std::string exposition =
+      prometheus::TextSerializer().Serialize(CoordinatorCollector(coordinator_.get()).Collect());
+  for (const char* line : {R"(dstrain_slots{kind="gpu",state="free"} 0)",
+                           R"(dstrain_slots{kind="gpu",state="used"} 4)",
+                           R"(dstrain_slots{kind="cpu",state="free"} 2)",
+                           R"(dstrain_slots{kind="cpu",state="used"} 0)"}) {
+    EXPECT_NE(exposition.find(line), std::string::npos) << line << "\n" << exposition;
+  }
 }
 
 }  // namespace

@@ -5,6 +5,9 @@ ws="$TEST_SRCDIR/$TEST_WORKSPACE"
 dstrain="$ws/client/cli/dstrain"
 coordinator="$ws/coordinator/server/dstrain-coordinator"
 worker="$ws/worker/agent/dstrain-worker"
+# The agent tests' stand-in trainer: it prints its --device and CUDA_VISIBLE_DEVICES and succeeds.
+# Workers with --fake-gpus run it, since `dstrain train --device cuda` needs a GPU.
+fake_trainer="$ws/worker/agent/fake_trainer.sh"
 text="$ws/deploy/local/demo/tinyshakespeare.txt"
 py=/usr/bin/python3
 
@@ -47,7 +50,7 @@ start_coordinator() {  # the first start picks a port, a restart takes the same 
 }
 
 declare -A worker_metrics worker_pid
-start_worker() {  # id slots [extra flags]
+start_worker() {  # id slots [extra flags, e.g. --fake-gpus NAME:BYTES,... --trainer PATH]
   local id=$1 slots=$2
   shift 2
   "$worker" --coordinator "$DSTRAIN_COORDINATOR" --slots "$slots" --work-dir "$out/work_$id" \

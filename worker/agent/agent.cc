@@ -85,7 +85,16 @@ absl::Status Agent::Start() {
     return absl::InvalidArgumentError(
         absl::StrCat("worker_id '", options_.worker_id, "' must match [a-z][a-z0-9-]{0,62}"));
   }
-  if (options_.slots < 1) return absl::InvalidArgumentError("slots must be >= 1");
+  if (options_.slots < 0) return absl::InvalidArgumentError("slots must be >= 0");
+  if (TotalSlots() < 1) {
+    return absl::InvalidArgumentError("no slots: slots is 0 and there are no GPUs");
+  }
+  for (size_t i = 0; i < options_.gpus.size(); ++i) {
+    if (options_.gpus[i].info.index() != static_cast<int>(i)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gpus[", i, "] has index ", options_.gpus[i].info.index(), ", not ", i));
+    }
+  }
   if (options_.work_dir.empty() || options_.work_dir[0] != '/') {
     return absl::InvalidArgumentError("work_dir must be an absolute path");
   }
@@ -111,10 +120,13 @@ absl::Status Agent::Start() {
       grpc::CreateCustomChannel(options_.coordinator, grpc::InsecureChannelCredentials(), args));
 
   const int cpus = options_.cpus > 0 ? options_.cpus : CpuCount();
-  threads_per_trainer_ = std::max(1, cpus / options_.slots);
-  slot_owner_.assign(static_cast<size_t>(options_.slots), nullptr);
+  // A trainer on a GPU still runs its data loading and host-side work on CPUs: every slot gets
+  // an equal share.
+  threads_per_trainer_ = std::max(1, cpus / TotalSlots());
+  slot_owner_.assign(static_cast<size_t>(TotalSlots()), nullptr);
   if (metrics_ != nullptr) {
     metrics_->SetSlots(options_.slots);
+    metrics_->SetGpus(static_cast<int>(options_.gpus.size()));
     metrics_->SetRegistered(false);
     metrics_->SetRanks(0, 0);
     metrics_->SetPendingReports(0);

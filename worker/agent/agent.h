@@ -20,10 +20,14 @@
 //   reporter    sends ReportStatus calls one at a time, in the order they were made, retrying
 //               failed ones (see "Reports" below).
 //
+// Slots: GPU slots 0..G-1, one per GPU of options.gpus (slot i is GPU i), then CPU slots
+// G..G+slots-1. Registration carries both (RegisterWorkerRequest.gpus and cpu_slots).
+//
 // Assignments:
-//   START{job_id, attempt, rank, world_size, slot, spec_json, store_prefix}: a no-op when this
-//   agent already runs (or already ran) that (job_id, attempt, rank). Refused with a FAILED report
-//   whose message says why when the slot is outside [0, slots) or busy, or the ids are invalid.
+//   START{job_id, attempt, rank, world_size, slot, slot_kind, spec_json, store_prefix}: a no-op
+//   when this agent already runs (or already ran) that (job_id, attempt, rank). Refused with a
+//   FAILED report whose message says why when the slot is outside [0, G + slots) or busy, its
+//   slot_kind is not the slot's kind (unset is taken as the slot's), or the ids are invalid.
 //   A START for a slot whose trainer is being stopped (the coordinator sent STOP for the old
 //   attempt, then placed a new rank there) waits until that trainer is gone (at most stop_grace
 //   and a moment), then starts; a STOP for its attempt meanwhile ends it as KILLED unstarted.
@@ -32,8 +36,11 @@
 //   own process group, stdin /dev/null, stdout and stderr into one pipe):
 //     <trainer> train DIR/job.json --rank R --world N --store grpc://<coordinator>
 //         --store-prefix <store_prefix> --job-id <job_id> --attempt <attempt>
-//         --catalog <coordinator> --threads T [--metrics-out DIR/metrics.jsonl]
-//   with T = max(1, CPUs / slots) and --metrics-out for rank 0 only.
+//         --catalog <coordinator> --threads T --device cuda|cpu [--metrics-out DIR/metrics.jsonl]
+//   with T = max(1, CPUs / (G + slots)) and --metrics-out for rank 0 only. A rank in GPU slot i
+//   gets --device cuda and CUDA_VISIBLE_DEVICES set to GPU i's visible id (GpuSlot), so it sees
+//   that GPU alone, as its device 0; a rank in a CPU slot gets --device cpu and an empty
+//   CUDA_VISIBLE_DEVICES, so it never takes a GPU.
 //   STOP{job_id, attempt}: stops every rank of that attempt on this worker (Assignment.rank is not
 //   consulted: the coordinator stops gangs); each is reported KILLED (whatever its exit status)
 //   once it is gone.
@@ -75,6 +82,7 @@
 #include "proto/worker.grpc.pb.h"
 #include "proto/worker.pb.h"
 #include "worker/agent/agent_metrics.h"
+#include "worker/agent/gpu_inventory.h"
 
 namespace grpc {
 class ClientContext;
@@ -96,8 +104,11 @@ struct AgentOptions {
   // Must match [a-z][a-z0-9-]{0,62}.
   std::string worker_id;
   std::string hostname;
-  // Ranks this worker runs at once; slots are numbered [0, slots).
+  // CPU ranks this worker runs at once: CPU slots, numbered after the GPU slots. 0 on a worker
+  // with GPU slots only.
   int slots = 1;
+  // GPU slots 0..gpus.size()-1: GPU i is slot i (gpus[i].info.index() == i).
+  std::vector<GpuSlot> gpus;
   // Absolute; trainers run in <work_dir>/jobs/<job_id>/attempt-<a>/rank-<r>/.
   std::string work_dir;
   // The trainer executable (absolute path).
@@ -105,7 +116,7 @@ struct AgentOptions {
   // HOST:PORT of this worker's /metrics, sent with RegisterWorker.
   std::string metrics_address;
   std::string version = kAgentVersion;
-  // CPUs shared by the slots; 0: this process's CPU affinity.
+  // CPUs shared by the slots (GPU and CPU slots alike); 0: this process's CPU affinity.
   int cpus = 0;
 
   // SIGTERM to SIGKILL when stopping a trainer.
@@ -190,6 +201,9 @@ class Agent {
   void StreamLoop();
   void SuperviseLoop();
   void ReportLoop();
+
+  // GPU slots and CPU slots together.
+  int TotalSlots() const { return static_cast<int>(options_.gpus.size()) + options_.slots; }
 
   // Session helpers.
   bool Stopping() const;

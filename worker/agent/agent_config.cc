@@ -102,7 +102,7 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& arg
                                              const ConfigEnvironment& env) {
   auto parsed = flags::ParseArgs(args,
                                  {"coordinator", "slots", "work-dir", "metrics-listen", "listen",
-                                  "worker-id", "trainer", "drain-seconds"},
+                                  "worker-id", "trainer", "drain-seconds", "gpus", "fake-gpus"},
                                  {});
   if (!parsed.ok()) return parsed.status();
   if (!parsed->positional.empty()) {
@@ -122,11 +122,23 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& arg
   }
   auto slots = parsed->GetInt("slots", 0);
   if (!slots.ok()) return slots.status();
-  if (*slots < 1 || *slots > kMaxSlots) {
+  if (*slots < 0 || *slots > kMaxSlots) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--slots: must be in [1, ", kMaxSlots, "], got ", *slots));
+        absl::StrCat("--slots: must be in [0, ", kMaxSlots, "], got ", *slots));
   }
   config.slots = *slots;
+  auto gpus = ParseGpuSelection(parsed->Get("gpus", "auto"));
+  if (!gpus.ok()) return gpus.status();
+  config.gpus = *gpus;
+  if (config.slots == 0 && config.gpus.mode == GpuSelection::Mode::kNone) {
+    return absl::InvalidArgumentError(
+        "--slots 0 with --gpus none: the worker would offer no slot at all");
+  }
+  if (parsed->Has("fake-gpus")) {
+    auto fake = ParseFakeGpus(parsed->Get("fake-gpus"));
+    if (!fake.ok()) return fake.status();
+    config.fake_gpus = *std::move(fake);
+  }
   config.work_dir = Absolute(parsed->Get("work-dir"), env.cwd);
   config.metrics_listen = parsed->Get("metrics-listen", config.metrics_listen);
   config.listen = parsed->Get("listen", config.listen);

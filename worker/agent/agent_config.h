@@ -1,8 +1,13 @@
 // The dstrain-worker command line (docs/service.md) and the defaults it derives:
 //
-//   dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR
+//   dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR [--gpus auto|none|N]
 //                  [--metrics-listen HOST:PORT] [--listen HOST:PORT]
-//                  [--worker-id ID] [--trainer PATH]
+//                  [--worker-id ID] [--trainer PATH] [--drain-seconds S]
+//                  [--fake-gpus NAME:BYTES,...]   (tests only)
+//
+// --slots is the number of CPU slots (0 for a worker that offers GPU slots only); --gpus the GPU
+// slots: auto (default) every GPU the CUDA runtime finds, none, or at most N of them
+// (gpu_inventory.h). --fake-gpus stands in for discovery in tests on machines without GPUs.
 //
 // --metrics-listen (Prometheus /metrics) and --listen (gRPC health) default to 127.0.0.1:0, a free
 // port; --worker-id to the host name plus a short suffix derived from the work directory (two
@@ -11,18 +16,25 @@
 // PATH too). Relative paths are made absolute: trainers run in their own directories.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "proto/worker.pb.h"
+#include "worker/agent/gpu_inventory.h"
 
 namespace dstrain::agent {
 
 struct AgentConfig {
   std::string coordinator;
+  // CPU slots (--slots).
   int slots = 0;
+  // GPU slots (--gpus), and the test inventory that replaces discovery (--fake-gpus).
+  GpuSelection gpus;
+  std::optional<std::vector<v1::GpuInfo>> fake_gpus;
   std::string work_dir;  // absolute
   std::string metrics_listen = "127.0.0.1:0";
   std::string listen = "127.0.0.1:0";

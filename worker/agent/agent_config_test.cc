@@ -81,8 +81,16 @@ TEST(AgentConfig, RejectsBadCommandLines) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--slots")));
   EXPECT_THAT(ParseAgentConfig({"--coordinator", "c", "--slots", "1", "--work-dir", "/w"}, env),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("HOST:PORT")));
-  EXPECT_THAT(ParseAgentConfig({"--coordinator", "c:1", "--slots", "0", "--work-dir", "/w"}, env),
+  EXPECT_THAT(ParseAgentConfig({"--coordinator", "c:1", "--slots", "-1", "--work-dir", "/w"}, env),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--slots")));
+  EXPECT_THAT(
+      ParseAgentConfig(
+          {"--coordinator", "c:1", "--slots", "0", "--work-dir", "/w", "--gpus", "none"}, env),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no slot at all")));
+  EXPECT_THAT(with({"--gpus", "all"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--gpus")));
+  EXPECT_THAT(with({"--fake-gpus", "H200"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--fake-gpus: 'H200'")));
   EXPECT_THAT(with({"--worker-id", "Bad_Id"}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--worker-id")));
   EXPECT_THAT(with({"--bogus", "1"}),
@@ -97,6 +105,24 @@ TEST(AgentConfig, RejectsBadCommandLines) {
   bare.path = "/nonexistent";
   EXPECT_THAT(ParseAgentConfig(base, bare),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("--trainer")));
+}
+
+TEST(AgentConfig, GpuFlags) {
+  const ConfigEnvironment env = TestEnvironment();
+  auto config = ParseAgentConfig({"--coordinator", "c:1", "--slots", "2", "--work-dir", "/w"}, env);
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->gpus.mode, GpuSelection::Mode::kAuto);
+  EXPECT_FALSE(config->fake_gpus.has_value());
+  // A GPU-only worker: no CPU slots, at most 2 GPUs of a fake inventory of 3.
+  config = ParseAgentConfig({"--coordinator", "c:1", "--slots", "0", "--work-dir", "/w", "--gpus",
+                             "2", "--fake-gpus", "FakeGPU:1000,FakeGPU:1000,FakeGPU:1000"},
+                            env);
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->slots, 0);
+  EXPECT_EQ(config->gpus.mode, GpuSelection::Mode::kAtMost);
+  EXPECT_EQ(config->gpus.at_most, 2);
+  ASSERT_TRUE(config->fake_gpus.has_value());
+  EXPECT_EQ(config->fake_gpus->size(), 3u);
 }
 
 TEST(AgentConfig, DefaultWorkerIdIsValidAndStable) {

@@ -2,6 +2,7 @@
 
 #include <exception>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -45,9 +46,14 @@ AgentMetrics::AgentMetrics(const Clock* clock)
   prometheus::Registry& r = *registry_;
   slots_ = &BuildGauge()
                 .Name("dstrain_worker_slots")
-                .Help("Trainer slots this worker offers (--slots).")
+                .Help("CPU trainer slots this worker offers (--slots).")
                 .Register(r)
                 .Add({});
+  gpus_ = &BuildGauge()
+               .Name("dstrain_worker_gpus")
+               .Help("GPU slots this worker offers, one per GPU (--gpus).")
+               .Register(r)
+               .Add({});
   registered_ = &BuildGauge()
                      .Name("dstrain_worker_registered")
                      .Help("1 while the worker is registered with the coordinator, else 0.")
@@ -113,6 +119,13 @@ AgentMetrics::AgentMetrics(const Clock* clock)
                         .Name("dstrain_train_memory_bytes")
                         .Help("Bytes allocated by the rank-0 trainer, by category.")
                         .Register(r);
+  device_memory_family_ =
+      &BuildGauge()
+           .Name("dstrain_worker_device_memory_bytes")
+           .Help(
+               "Device memory of the rank-0 trainer on a GPU: in_use after the last step, peak "
+               "so far.")
+           .Register(r);
   step_seconds_family_ = &BuildHistogram()
                               .Name("dstrain_train_step_seconds")
                               .Help("Wall time of optimizer steps of the rank-0 trainer.")
@@ -154,6 +167,7 @@ std::string AgentMetrics::Serialize() const {
 }
 
 void AgentMetrics::SetSlots(int slots) { slots_->Set(slots); }
+void AgentMetrics::SetGpus(int gpus) { gpus_->Set(gpus); }
 void AgentMetrics::SetRegistered(bool registered) { registered_->Set(registered ? 1 : 0); }
 
 void AgentMetrics::SetRanks(int starting, int running) {
@@ -251,17 +265,38 @@ void AgentMetrics::ObserveStep(int slot, const v1::StepMetrics& step, int64_t sk
   }
 }
 
+void AgentMetrics::ObserveDeviceMemory(int slot, std::optional<int64_t> in_use,
+                                       std::optional<int64_t> peak) {
+  if (!in_use.has_value() && !peak.has_value()) return;
+  absl::MutexLock lock(&mu_);
+  SlotGauges& g = gauges_[slot];
+  for (auto [value, gauge, state] : {std::make_tuple(in_use, &g.device_in_use, "in_use"),
+                                     std::make_tuple(peak, &g.device_peak, "peak")}) {
+    if (!value.has_value()) continue;
+    if (*gauge == nullptr) {
+      *gauge = &device_memory_family_->Add({{"slot", std::to_string(slot)}, {"state", state}});
+    }
+    (*gauge)->Set(static_cast<double>(*value));
+  }
+}
+
 void AgentMetrics::ClearTrainingGauges(int slot) {
   absl::MutexLock lock(&mu_);
   const auto it = gauges_.find(slot);
   if (it == gauges_.end()) return;
   SlotGauges& g = it->second;
-  loss_family_->Remove(g.loss);
-  grad_norm_family_->Remove(g.grad_norm);
-  loss_scale_family_->Remove(g.loss_scale);
-  learning_rate_family_->Remove(g.learning_rate);
-  tokens_per_second_family_->Remove(g.tokens_per_second);
+  // Device memory may have been reported without a step's gauges, and the other way round.
+  const auto remove = [](prometheus::Family<prometheus::Gauge>* family, prometheus::Gauge* gauge) {
+    if (gauge != nullptr) family->Remove(gauge);
+  };
+  remove(loss_family_, g.loss);
+  remove(grad_norm_family_, g.grad_norm);
+  remove(loss_scale_family_, g.loss_scale);
+  remove(learning_rate_family_, g.learning_rate);
+  remove(tokens_per_second_family_, g.tokens_per_second);
   for (const auto& [category, gauge] : g.memory) memory_family_->Remove(gauge);
+  remove(device_memory_family_, g.device_in_use);
+  remove(device_memory_family_, g.device_peak);
   gauges_.erase(it);
 }
 

@@ -4,7 +4,8 @@
 //
 // clang-format off
 // The worker's own:
-//   dstrain_worker_slots                          gauge      trainer slots (--slots)
+//   dstrain_worker_slots                          gauge      CPU trainer slots (--slots)
+//   dstrain_worker_gpus                           gauge      GPU slots, one per GPU (--gpus)
 //   dstrain_worker_registered                     gauge      1 while registered with the
 //                                                            coordinator, else 0
 //   dstrain_worker_ranks{state}                   gauge      trainers by state: starting, running
@@ -30,6 +31,10 @@
 //   dstrain_train_comm_wait_seconds_total         counter    time blocked on collectives
 //   dstrain_checkpoint_save_duration_seconds      histogram  wall time of checkpoint saves
 //   dstrain_checkpoint_bytes_total                counter    bytes of committed checkpoints
+//   dstrain_worker_device_memory_bytes{state}     gauge      the trainer's device memory:
+//                                                            in_use after the last step, peak
+//                                                            so far; only from lines that carry
+//                                                            it (a trainer on a GPU)
 // clang-format on
 // The gauges of a slot are removed when its rank-0 trainer ends (no stale loss after a job);
 // counters and the histograms keep their totals.
@@ -40,6 +45,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -79,6 +85,7 @@ class AgentMetrics {
   std::string Serialize() const;
 
   void SetSlots(int slots);
+  void SetGpus(int gpus);
   void SetRegistered(bool registered);
   void SetRanks(int starting, int running);
   // `final_state` is SUCCEEDED, FAILED or KILLED; other states are ignored.
@@ -92,6 +99,9 @@ class AgentMetrics {
 
   // One metrics line of the rank-0 trainer in `slot`.
   void ObserveStep(int slot, const v1::StepMetrics& step, int64_t skipped_increment);
+  // The device memory a metrics line of the rank-0 trainer in `slot` reported; what it did not
+  // report is left as it was (never set: absent).
+  void ObserveDeviceMemory(int slot, std::optional<int64_t> in_use, std::optional<int64_t> peak);
   // Removes the gauges of `slot` (its rank-0 trainer ended).
   void ClearTrainingGauges(int slot);
 
@@ -104,6 +114,8 @@ class AgentMetrics {
     prometheus::Gauge* learning_rate = nullptr;
     prometheus::Gauge* tokens_per_second = nullptr;
     std::map<std::string, prometheus::Gauge*> memory;  // by category
+    prometheus::Gauge* device_in_use = nullptr;
+    prometheus::Gauge* device_peak = nullptr;
   };
   struct SlotCounters {
     prometheus::Histogram* step_seconds = nullptr;
@@ -123,6 +135,7 @@ class AgentMetrics {
   std::shared_ptr<prometheus::Collectable> collectable_;
 
   prometheus::Gauge* slots_;
+  prometheus::Gauge* gpus_;
   prometheus::Gauge* registered_;
   prometheus::Gauge* ranks_starting_;
   prometheus::Gauge* ranks_running_;
@@ -140,6 +153,7 @@ class AgentMetrics {
   prometheus::Family<prometheus::Gauge>* learning_rate_family_;
   prometheus::Family<prometheus::Gauge>* tokens_per_second_family_;
   prometheus::Family<prometheus::Gauge>* memory_family_;
+  prometheus::Family<prometheus::Gauge>* device_memory_family_;
   prometheus::Family<prometheus::Histogram>* step_seconds_family_;
   prometheus::Family<prometheus::Counter>* skipped_family_;
   prometheus::Family<prometheus::Counter>* steps_family_;

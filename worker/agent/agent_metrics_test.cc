@@ -81,12 +81,14 @@ TEST(AgentMetrics, ExportsTheWorkerFamiliesFromTheStart) {
   FakeClock clock;
   AgentMetrics metrics(&clock);
   metrics.SetSlots(4);
+  metrics.SetGpus(2);
   metrics.SetRanks(1, 2);
   metrics.TrainerExited(v1::RANK_STATE_FAILED);
   metrics.CoordinatorError("Heartbeat");
   clock.Advance(absl::Seconds(7));
   const std::string text = metrics.Serialize();
   EXPECT_THAT(text, HasSubstr("\ndstrain_worker_slots 4\n"));
+  EXPECT_THAT(text, HasSubstr("\ndstrain_worker_gpus 2\n"));
   EXPECT_THAT(text, HasSubstr("dstrain_worker_ranks{state=\"starting\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("dstrain_worker_ranks{state=\"running\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("dstrain_worker_trainer_exits_total{result=\"failed\"} 1\n"));
@@ -139,6 +141,31 @@ TEST(AgentMetrics, TrainingMetricsBySlot) {
   // A new job in the slot brings them back.
   metrics.ObserveStep(1, Step(1, 4.0), 0);
   EXPECT_THAT(metrics.Serialize(), HasSubstr("dstrain_train_loss{slot=\"1\"} 4\n"));
+}
+
+TEST(AgentMetrics, DeviceMemoryOnlyWhenReported) {
+  AgentMetrics metrics;
+  metrics.ObserveStep(0, Step(1, 2.5), 0);
+  metrics.ObserveDeviceMemory(0, std::nullopt, std::nullopt);  // a CPU trainer's line
+  EXPECT_THAT(metrics.Serialize(), Not(HasSubstr("dstrain_worker_device_memory_bytes{")));
+  metrics.ObserveDeviceMemory(0, int64_t{3} << 33, std::nullopt);
+  metrics.ObserveDeviceMemory(1, std::nullopt, int64_t{5} << 30);
+  std::string text = metrics.Serialize();
+  EXPECT_THAT(text, HasSubstr("dstrain_worker_device_memory_bytes{slot=\"0\",state=\"in_use\"} "
+                              "25769803776\n"));
+  EXPECT_THAT(text, Not(HasSubstr("{slot=\"0\",state=\"peak\"}")));
+  EXPECT_THAT(text, HasSubstr("dstrain_worker_device_memory_bytes{slot=\"1\",state=\"peak\"} "
+                              "5368709120\n"));
+  ExpectLintClean(text);
+  metrics.ObserveDeviceMemory(0, int64_t{1} << 30, int64_t{4} << 30);
+  text = metrics.Serialize();
+  EXPECT_THAT(text, HasSubstr("{slot=\"0\",state=\"in_use\"} 1073741824\n"));
+  EXPECT_THAT(text, HasSubstr("{slot=\"0\",state=\"peak\"} 4294967296\n"));
+  // Gone with the trainer, like the other gauges of its slot.
+  metrics.ClearTrainingGauges(0);
+  metrics.ClearTrainingGauges(1);
+  EXPECT_THAT(metrics.Serialize(), Not(HasSubstr("dstrain_worker_device_memory_bytes{")));
+  ExpectLintClean(metrics.Serialize());
 }
 
 TEST(MetricsServer, ServesMetricsOverHttp) {

@@ -97,6 +97,8 @@ void Agent::Flush(Trainer& t, absl::Time now) {
     }
     if (metrics_ != nullptr) {
       metrics_->ObserveStep(t.assignment.slot(), parsed->metrics, parsed->skipped_increment);
+      metrics_->ObserveDeviceMemory(t.assignment.slot(), parsed->device_mem_bytes,
+                                    parsed->device_mem_peak_bytes);
     }
     Report report;
     report.request = NewReport(t);

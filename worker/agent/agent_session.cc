@@ -71,6 +71,7 @@ void Agent::SessionLoop() {
     request.set_worker_id(options_.worker_id);
     request.set_hostname(options_.hostname);
     request.set_cpu_slots(options_.slots);
+    for (const GpuSlot& gpu : options_.gpus) *request.add_gpus() = gpu.info;
     request.set_metrics_address(options_.metrics_address);
     request.set_version(options_.version);
     v1::RegisterWorkerResponse response;
@@ -110,7 +111,8 @@ void Agent::SessionLoop() {
     }
     SetReady(true);
     Log(absl::StrCat("registered as ", options_.worker_id, " with the coordinator at ",
-                     options_.coordinator, " (", options_.slots, " slots, heartbeat every ",
+                     options_.coordinator, " (", options_.gpus.size(), " GPU slot(s), ",
+                     options_.slots, " CPU slot(s), heartbeat every ",
                      absl::FormatDuration(interval), ")"));
 
     bool lost = false;

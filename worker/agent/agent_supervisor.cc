@@ -176,9 +176,18 @@ void Agent::HandleStart(const v1::Assignment& a) {
     return refuse(absl::StrCat("invalid assignment: attempt ", a.attempt(), ", rank ", a.rank(),
                                ", world_size ", a.world_size()));
   }
-  if (a.slot() < 0 || a.slot() >= options_.slots) {
-    return refuse(absl::StrCat("slot ", a.slot(), " is outside this worker's slots [0, ",
-                               options_.slots, ")"));
+  if (a.slot() < 0 || a.slot() >= TotalSlots()) {
+    return refuse(
+        absl::StrCat("slot ", a.slot(), " is outside this worker's slots [0, ", TotalSlots(), ")"));
+  }
+  // GPU slots come first (slot i is GPU i), the CPU slots after them.
+  const bool on_gpu = a.slot() < static_cast<int>(options_.gpus.size());
+  const v1::SlotKind kind = on_gpu ? v1::SLOT_KIND_GPU : v1::SLOT_KIND_CPU;
+  if (a.slot_kind() != v1::SLOT_KIND_UNSPECIFIED && a.slot_kind() != kind) {
+    return refuse(absl::StrCat(
+        "slot ", a.slot(), " is a ", on_gpu ? "GPU" : "CPU", " slot of this worker (",
+        options_.gpus.size(), " GPU slot(s) first, then ", options_.slots,
+        " CPU slot(s)), but the assignment is for a ", on_gpu ? "CPU" : "GPU", " slot"));
   }
   if (const Trainer* owner = slot_owner_[static_cast<size_t>(a.slot())]; owner != nullptr) {
     const std::string holder =
@@ -222,7 +231,12 @@ void Agent::HandleStart(const v1::Assignment& a) {
                "--catalog",
                options_.coordinator,
                "--threads",
-               absl::StrCat(threads_per_trainer_)};
+               absl::StrCat(threads_per_trainer_),
+               "--device",
+               on_gpu ? "cuda" : "cpu"};
+  // The rank sees its own GPU alone, as device 0; a CPU rank sees none, so it never takes one.
+  const std::string visible = on_gpu ? options_.gpus[static_cast<size_t>(a.slot())].visible_id : "";
+  spec.env = {{"CUDA_VISIBLE_DEVICES", visible}};
   if (a.rank() == 0) {
     spec.argv.push_back("--metrics-out");
     spec.argv.push_back(metrics_path);
@@ -244,7 +258,8 @@ void Agent::HandleStart(const v1::Assignment& a) {
   slot_owner_[static_cast<size_t>(a.slot())] = t.get();
   SetTableState(key, a.slot(), v1::RANK_STATE_STARTING, &t->table_generation);
   Log(absl::StrCat("started ", KeyName(a.job_id(), a.attempt(), a.rank()), " (world ",
-                   a.world_size(), ") in slot ", a.slot(), " as pid ", t->process->pid()));
+                   a.world_size(), ") in ", on_gpu ? "GPU" : "CPU", " slot ", a.slot(),
+                   " (CUDA_VISIBLE_DEVICES=", visible, ") as pid ", t->process->pid()));
   Report report;
   report.request = NewReport(*t);
   report.key = key;

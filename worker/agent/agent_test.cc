@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -236,6 +237,8 @@ TEST_F(AgentTest, StartRunsTheTrainerWithTheExactCommandLine) {
                                           catalog,
                                           "--threads",
                                           "2",
+                                          "--device",
+                                          "cpu",
                                           "--metrics-out",
                                           dir0 + "/metrics.jsonl"};
   std::vector<std::string> want1 = want0;
@@ -247,6 +250,9 @@ TEST_F(AgentTest, StartRunsTheTrainerWithTheExactCommandLine) {
   EXPECT_THAT(absl::StrSplit(ReadFile(dir1 + "/argv.txt"), '\n', absl::SkipEmpty()),
               ElementsAreArray(want1));
   EXPECT_EQ(ReadFile(dir0 + "/job.json"), spec);
+  // CPU ranks see no GPU, whatever the agent's environment holds.
+  EXPECT_EQ(ReadFile(dir0 + "/cuda_visible_devices.txt"), "\n");
+  EXPECT_EQ(ReadFile(dir1 + "/cuda_visible_devices.txt"), "\n");
 
   // Heartbeats carry both ranks with their slots.
   ASSERT_TRUE(Eventually(
@@ -429,6 +435,121 @@ TEST_F(AgentTest, RefusesASlotOutOfRangeOrBusy) {
   EXPECT_FALSE(Exists(RankDir("job-r", 1, 2)));
   // Only the refused ranks have final reports; the running one is untouched.
   EXPECT_FALSE(Final("job-r", 1, 1).has_value());
+}
+
+// A worker with two (fake) GPUs and a CPU slot: it registers the GPUs beside the CPU slot, and
+// each rank gets its own GPU (CUDA_VISIBLE_DEVICES under the agent's own list) and
+// --device cuda, or no GPU and --device cpu; the rank-0 trainer's device memory is exported
+// while it runs.
+TEST_F(AgentTest, AGpuWorkerRegistersItsGpusAndGivesEachRankItsGpu) {
+  AgentOptions o = Options();
+  o.slots = 1;
+  o.cpus = 6;
+  o.gpus = ToGpuSlots(ParseFakeGpus("FakeGPU:1073741824,FakeGPU:1073741824").value(), "5,7");
+  StartAgent(o);
+  const std::vector<v1::RegisterWorkerRequest> regs = coordinator_.registrations();
+  ASSERT_EQ(regs.size(), 1u);
+  EXPECT_EQ(regs[0].cpu_slots(), 1);
+  ASSERT_EQ(regs[0].gpus_size(), 2);
+  EXPECT_EQ(regs[0].gpus(1).index(), 1);
+  EXPECT_EQ(regs[0].gpus(1).name(), "FakeGPU");
+  EXPECT_EQ(regs[0].gpus(1).memory_bytes(), 1073741824);
+  std::string text = metrics_.Serialize();
+  EXPECT_THAT(text, HasSubstr("\ndstrain_worker_gpus 2\n"));
+  EXPECT_THAT(text, HasSubstr("\ndstrain_worker_slots 1\n"));
+
+  const std::string spec = R"({"mode": "steps"})";
+  v1::Assignment gpu0 = Start("job-g", 1, 0, 2, 1, spec);
+  gpu0.set_slot_kind(v1::SLOT_KIND_GPU);
+  v1::Assignment gpu1 = Start("job-g", 1, 1, 2, 0, spec);
+  gpu1.set_slot_kind(v1::SLOT_KIND_GPU);
+  v1::Assignment cpu = Start("job-c", 1, 0, 1, 2, spec);
+  cpu.set_slot_kind(v1::SLOT_KIND_CPU);
+  for (const v1::Assignment& a : {gpu0, gpu1, cpu}) coordinator_.Push(a);
+  for (const auto& [job, rank] :
+       {std::pair<std::string, int>{"job-g", 0}, {"job-g", 1}, {"job-c", 0}}) {
+    ASSERT_TRUE(Eventually([&] { return Printed(job, 1, rank, "ready"); }, kWait)) << job << rank;
+  }
+  const std::string g0 = RankDir("job-g", 1, 0), g1 = RankDir("job-g", 1, 1),
+                    c0 = RankDir("job-c", 1, 0);
+  EXPECT_EQ(ReadFile(g0 + "/cuda_visible_devices.txt"), "7\n") << "slot 1 is GPU 1";
+  EXPECT_EQ(ReadFile(g1 + "/cuda_visible_devices.txt"), "5\n");
+  EXPECT_EQ(ReadFile(c0 + "/cuda_visible_devices.txt"), "\n");
+  EXPECT_TRUE(Printed("job-g", 1, 0, "rank 0 device cuda CUDA_VISIBLE_DEVICES=7"));
+  EXPECT_TRUE(Printed("job-c", 1, 0, "rank 0 device cpu CUDA_VISIBLE_DEVICES="));
+  const auto argv = [&](const std::string& dir) {
+    std::vector<std::string> args = absl::StrSplit(ReadFile(dir + "/argv.txt"), '\n');
+    return args;
+  };
+  // 6 CPUs over 3 slots: 2 threads each, GPU ranks included.
+  EXPECT_THAT(argv(g0), ::testing::IsSupersetOf({"--device", "cuda", "--threads", "2"}));
+  EXPECT_THAT(argv(c0), ::testing::Contains("cpu"));
+  EXPECT_THAT(argv(c0), Not(::testing::Contains("cuda")));
+
+  // The GPU rank 0 reports its device memory; the CPU rank 0's lines have none.
+  ASSERT_TRUE(Eventually(
+      [&] {
+        return absl::StrContains(metrics_.Serialize(),
+                                 "dstrain_worker_device_memory_bytes{slot=\"1\",state=\"peak\"} "
+                                 "2147483648\n");
+      },
+      kWait));
+  text = metrics_.Serialize();
+  EXPECT_THAT(text, HasSubstr("dstrain_worker_device_memory_bytes{slot=\"1\",state=\"in_use\"} "
+                              "1073741824\n"));
+  EXPECT_THAT(text, Not(HasSubstr("dstrain_worker_device_memory_bytes{slot=\"2\"")));
+
+  for (const std::string& dir : {g0, g1, c0}) std::ofstream(dir + "/go") << "go";
+  EXPECT_EQ(WaitFinal("job-g", 1, 0).state(), v1::RANK_STATE_SUCCEEDED);
+  EXPECT_EQ(WaitFinal("job-g", 1, 1).state(), v1::RANK_STATE_SUCCEEDED);
+  EXPECT_EQ(WaitFinal("job-c", 1, 0).state(), v1::RANK_STATE_SUCCEEDED);
+  EXPECT_THAT(metrics_.Serialize(), Not(HasSubstr("dstrain_worker_device_memory_bytes{")));
+}
+
+TEST_F(AgentTest, RefusesAStartWhoseKindIsNotTheSlots) {
+  AgentOptions o = Options();
+  o.slots = 1;
+  o.gpus = ToGpuSlots(ParseFakeGpus("FakeGPU:1000").value(), nullptr);
+  StartAgent(o);
+  v1::Assignment on_gpu_as_cpu = Start("job-k", 1, 0, 2, 0, R"({"mode": "sleep"})");
+  on_gpu_as_cpu.set_slot_kind(v1::SLOT_KIND_CPU);
+  v1::Assignment on_cpu_as_gpu = Start("job-k", 1, 1, 2, 1, R"({"mode": "sleep"})");
+  on_cpu_as_gpu.set_slot_kind(v1::SLOT_KIND_GPU);
+  coordinator_.Push(on_gpu_as_cpu);
+  coordinator_.Push(on_cpu_as_gpu);
+  v1::ReportStatusRequest first = WaitFinal("job-k", 1, 0);
+  EXPECT_EQ(first.state(), v1::RANK_STATE_FAILED);
+  EXPECT_THAT(first.message(), HasSubstr("slot 0 is a GPU slot of this worker (1 GPU slot(s) "
+                                         "first, then 1 CPU slot(s)), but the assignment is for "
+                                         "a CPU slot"));
+  v1::ReportStatusRequest second = WaitFinal("job-k", 1, 1);
+  EXPECT_EQ(second.state(), v1::RANK_STATE_FAILED);
+  EXPECT_THAT(second.message(), HasSubstr("slot 1 is a CPU slot"));
+  EXPECT_FALSE(Exists(RankDir("job-k", 1, 0)));
+  // Without a kind (an older coordinator), the slot's own kind counts.
+  coordinator_.Push(Start("job-u", 1, 0, 1, 0, R"({"mode": "ok"})"));
+  EXPECT_EQ(WaitFinal("job-u", 1, 0).state(), v1::RANK_STATE_SUCCEEDED);
+  EXPECT_TRUE(Printed("job-u", 1, 0, "rank 0 device cuda CUDA_VISIBLE_DEVICES=0"));
+}
+
+TEST_F(AgentTest, AGpuOnlyWorkerAndOptionsChecks) {
+  AgentOptions o = Options();
+  o.slots = 0;
+  o.gpus = ToGpuSlots(ParseFakeGpus("FakeGPU:1000").value(), nullptr);
+  StartAgent(o);
+  EXPECT_EQ(coordinator_.registrations()[0].cpu_slots(), 0);
+  EXPECT_EQ(coordinator_.registrations()[0].gpus_size(), 1);
+  agent_.reset();
+
+  o.gpus.clear();
+  Agent nothing(o, nullptr, nullptr);
+  EXPECT_THAT(nothing.Start(), ::dstrain::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                                            HasSubstr("no slots")));
+  o.gpus = ToGpuSlots(ParseFakeGpus("A:1,B:2").value(), nullptr);
+  o.gpus[1].info.set_index(0);
+  Agent misnumbered(o, nullptr, nullptr);
+  EXPECT_THAT(misnumbered.Start(), ::dstrain::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                                                HasSubstr("gpus[1] has index 0")));
 }
 
 TEST_F(AgentTest, AStartForASlotBeingStoppedWaitsForIt) {

@@ -154,5 +154,69 @@ TEST(DstrainWorker, ABadCommandLineExits2) {
   EXPECT_THAT(::testing::PrintToString(lines), HasSubstr("--coordinator is required"));
 }
 
+// --gpus and --fake-gpus: a GPU-only worker with one GPU of a fake inventory of two registers
+// that GPU, says so in its log and its /metrics, and runs a GPU rank on it; --slots 0 with no
+// GPU is refused.
+TEST(DstrainWorker, FakeGpusAreRegisteredAsGpuSlots) {
+  FakeCoordinator coordinator;
+  ASSERT_THAT(coordinator.Start(), IsOk());
+  const std::string work = std::string(getenv("TEST_TMPDIR")) + "/gpu-work";
+  auto daemon = TrainerProcess::Spawn(
+      {{RunfilePath("worker/agent/dstrain-worker"), "--coordinator", coordinator.address(),
+        "--slots", "0", "--gpus", "1", "--fake-gpus", "FakeGPU 80GB:85899345920,FakeGPU:1",
+        "--work-dir", work, "--trainer", RunfilePath("worker/agent/fake_trainer.sh"), "--worker-id",
+        "gpu-daemon"},
+       ""});
+  ASSERT_THAT(daemon, IsOk());
+  TrainerProcess& p = **daemon;
+  std::vector<std::string> lines;
+  const std::string metrics_prefix = "dstrain-worker: metrics on http://127.0.0.1:";
+  ASSERT_TRUE(ReadUntil(p, &lines, [&] { return PortAfter(lines, metrics_prefix) > 0; }));
+  ASSERT_TRUE(Eventually([&] { return !coordinator.registrations().empty(); }, kWait));
+  const v1::RegisterWorkerRequest reg = coordinator.registrations()[0];
+  EXPECT_EQ(reg.cpu_slots(), 0);
+  ASSERT_EQ(reg.gpus_size(), 1);
+  EXPECT_EQ(reg.gpus(0).name(), "FakeGPU 80GB");
+  EXPECT_EQ(reg.gpus(0).memory_bytes(), 85899345920);
+  auto body = testing::HttpGet(PortAfter(lines, metrics_prefix), "/metrics");
+  ASSERT_THAT(body, IsOk());
+  EXPECT_THAT(*body, HasSubstr("\ndstrain_worker_gpus 1\n"));
+  EXPECT_THAT(*body, HasSubstr("\ndstrain_worker_slots 0\n"));
+
+  v1::Assignment start = StartAssignment("job-gpu", 0, R"({"mode": "ok", "code": 0})");
+  start.set_slot_kind(v1::SLOT_KIND_GPU);
+  coordinator.Push(start);
+  ASSERT_TRUE(Eventually(
+      [&] {
+        for (const auto& r : coordinator.reports()) {
+          for (const v1::LogLine& l : r.log_lines()) {
+            if (l.text() == "rank 0 device cuda CUDA_VISIBLE_DEVICES=0") return true;
+          }
+        }
+        return false;
+      },
+      kWait));
+  ASSERT_EQ(kill(p.pid(), SIGINT), 0);
+  std::optional<ExitInfo> exit;
+  ASSERT_TRUE(ReadUntil(p, &lines, [&] { return (exit = p.PollExit()).has_value(); }));
+  p.DrainOutput(&lines, 200);
+  EXPECT_EQ(exit->exit_code, 0);
+  EXPECT_THAT(::testing::PrintToString(lines),
+              HasSubstr("1 GPU slot(s) of 2 GPU(s) from --fake-gpus (a test inventory): 0: "
+                        "FakeGPU 80GB, 80.0 GiB"));
+
+  auto none = TrainerProcess::Spawn(
+      {{RunfilePath("worker/agent/dstrain-worker"), "--coordinator", coordinator.address(),
+        "--slots", "0", "--work-dir", work, "--trainer",
+        RunfilePath("worker/agent/fake_trainer.sh"), "--gpus", "none"},
+       ""});
+  ASSERT_THAT(none, IsOk());
+  lines.clear();
+  ASSERT_TRUE(ReadUntil(**none, &lines, [&] { return (exit = (*none)->PollExit()).has_value(); }));
+  (*none)->DrainOutput(&lines, 200);
+  EXPECT_EQ(exit->exit_code, 2);
+  EXPECT_THAT(::testing::PrintToString(lines), HasSubstr("no slot at all"));
+}
+
 }  // namespace
 }  // namespace dstrain::agent

@@ -1,20 +1,24 @@
 // dstrain-worker: the worker agent daemon (docs/service.md, "Worker agent").
 //
-//   dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR
+//   dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR [--gpus auto|none|N]
 //                  [--metrics-listen HOST:PORT] [--listen HOST:PORT]
-//                  [--worker-id ID] [--trainer PATH]
+//                  [--worker-id ID] [--trainer PATH] [--drain-seconds S]
 //
-// Prints the addresses it serves on, one per line, before anything else on stdout:
+// First finds its GPUs (agent_config.h, gpu_inventory.h), before any thread starts: discovery
+// forks a child. Prints the addresses it serves on, one per line, before anything else on
+// stdout (what it found follows on stderr):
 //   dstrain-worker: metrics on http://HOST:PORT/metrics
 //   dstrain-worker: health on HOST:PORT
 // then runs until SIGTERM or SIGINT. SIGTERM first drains (trainers checkpoint at their next
 // step and leave, at most --drain-seconds, default 60; their jobs restart elsewhere); then, as on
 // SIGINT, every trainer left is stopped (reported KILLED) and the agent exits 0.
-// Exit 2: bad command line; exit 1: a server port cannot be bound or the work directory made.
+// Exit 2: bad command line, or no slot at all (--slots 0 and no GPU found); exit 1: a server
+// port cannot be bound or the work directory made.
 #include <pthread.h>
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -23,14 +27,23 @@
 #include "worker/agent/agent.h"
 #include "worker/agent/agent_config.h"
 #include "worker/agent/agent_metrics.h"
+#include "worker/agent/gpu_inventory.h"
 #include "worker/agent/health_server.h"
 
 namespace {
 
 constexpr char kUsage[] =
     "usage: dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR\n"
-    "                      [--metrics-listen HOST:PORT] [--listen HOST:PORT]\n"
-    "                      [--worker-id ID] [--trainer PATH] [--drain-seconds S]\n";
+    "                      [--gpus auto|none|N] [--metrics-listen HOST:PORT]\n"
+    "                      [--listen HOST:PORT] [--worker-id ID] [--trainer PATH]\n"
+    "                      [--drain-seconds S]\n"
+    "  --slots N  CPU slots (0: GPU slots only)\n"
+    "  --gpus     GPU slots: auto (every GPU the CUDA runtime finds, the default), none, or at\n"
+    "             most N; --fake-gpus NAME:BYTES,... replaces discovery (tests only)\n";
+
+// How long GPU discovery may take: a driver loading its modules on a cold machine is slow; one
+// that takes longer is stuck, and the worker goes on without GPUs.
+constexpr absl::Duration kGpuDiscoveryTimeout = absl::Seconds(60);
 
 // HOST of a HOST:PORT.
 std::string HostOf(const std::string& listen) {
@@ -57,6 +70,18 @@ int Main(int argc, char** argv) {
     return 2;
   }
 
+  // Before any thread exists (the metrics and health servers start some): discovery forks.
+  std::string gpu_note;
+  std::vector<dstrain::v1::GpuInfo> gpus = agent::SelectGpus(
+      config->gpus, config->fake_gpus, agent::ProbeCudaRuntime, kGpuDiscoveryTimeout, &gpu_note);
+  if (gpus.empty() && config->slots == 0) {
+    absl::FPrintF(stderr,
+                  "dstrain-worker: %s\ndstrain-worker: --slots 0 and no GPU slots: "
+                  "nothing to offer\n%s",
+                  gpu_note, kUsage);
+    return 2;
+  }
+
   agent::AgentMetrics metrics;
   auto metrics_server = agent::MetricsServer::Start(config->metrics_listen, metrics.collectable());
   if (!metrics_server.ok()) {
@@ -72,12 +97,14 @@ int Main(int argc, char** argv) {
                (*metrics_server)->port());
   absl::PrintF("dstrain-worker: health on %s:%d\n", HostOf(config->listen), (*health)->port());
   std::fflush(stdout);
+  absl::FPrintF(stderr, "dstrain-worker: %s\n", gpu_note);
 
   agent::AgentOptions options;
   options.coordinator = config->coordinator;
   options.worker_id = config->worker_id;
   options.hostname = env.hostname;
   options.slots = config->slots;
+  options.gpus = agent::ToGpuSlots(std::move(gpus), std::getenv("CUDA_VISIBLE_DEVICES"));
   options.work_dir = config->work_dir;
   options.trainer = config->trainer;
   options.metrics_address =
@@ -90,8 +117,11 @@ int Main(int argc, char** argv) {
     return 1;
   }
   absl::FPrintF(
-      stderr, "dstrain-worker: worker %s, %d slot(s), work dir %s, trainer %s, coordinator %s\n",
-      options.worker_id, options.slots, options.work_dir, options.trainer, options.coordinator);
+      stderr,
+      "dstrain-worker: worker %s, %d GPU slot(s), %d CPU slot(s), work dir %s, trainer %s, "
+      "coordinator %s\n",
+      options.worker_id, options.gpus.size(), options.slots, options.work_dir, options.trainer,
+      options.coordinator);
 
   int sig = 0;
   while (sigwait(&stop_signals, &sig) != 0) {

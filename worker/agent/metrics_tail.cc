@@ -123,6 +123,13 @@ absl::StatusOr<ParsedStep> StepMetricsParser::Parse(absl::string_view line, absl
       (*m.mutable_memory_bytes())[category] = AsInt(bytes, 0);
     }
   }
+  for (auto [key, field] : {std::make_pair("device_mem_bytes", &out.device_mem_bytes),
+                            std::make_pair("device_mem_peak_bytes", &out.device_mem_peak_bytes)}) {
+    const auto it = j.find(key);
+    if (it == j.end()) continue;
+    const int64_t bytes = AsInt(*it, -1);
+    if (bytes >= 0) *field = bytes;
+  }
   if (const auto it = j.find("skipped"); it != j.end()) {
     int64_t total = skipped_;
     if (it->is_boolean()) {

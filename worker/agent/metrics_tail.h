@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,10 @@ struct ParsedStep {
   v1::StepMetrics metrics;
   // Steps skipped since the previous line (0 or 1 for the trainer's per-step "skipped" flag).
   int64_t skipped_increment = 0;
+  // The trainer's device memory, when the line has it (a trainer on a GPU): bytes in use after
+  // the step ("device_mem_bytes") and the most in use so far ("device_mem_peak_bytes").
+  std::optional<int64_t> device_mem_bytes;
+  std::optional<int64_t> device_mem_peak_bytes;
 };
 
 // Maps JSONL keys onto StepMetrics: step, loss, lr, grad_norm, loss_scale; tokens_per_s →
@@ -56,7 +61,8 @@ struct ParsedStep {
 // of category → bytes) → memory_bytes; comm_bytes. "skipped" is either the trainer's per-step
 // flag (true/false; the parser keeps the running count) or a cumulative count (a number). "time"
 // (Unix seconds) when present, else the time the agent read the line. A JSON null (how the
-// trainer writes a non-finite float) becomes NaN. Unknown keys are ignored.
+// trainer writes a non-finite float) becomes NaN. device_mem_bytes and device_mem_peak_bytes (a
+// number >= 0) go to ParsedStep, not StepMetrics. Unknown keys are ignored.
 class StepMetricsParser {
  public:
   explicit StepMetricsParser(int32_t attempt) : attempt_(attempt) {}

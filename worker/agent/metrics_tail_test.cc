@@ -119,6 +119,26 @@ TEST(StepMetricsParser, MapsTheTrainerKeys) {
   EXPECT_EQ(m.attempt(), 3);
   EXPECT_EQ(m.time().seconds(), 1'700'000'000);
   EXPECT_EQ(p->skipped_increment, 0);
+  EXPECT_FALSE(p->device_mem_bytes.has_value()) << "a CPU trainer's line has none";
+  EXPECT_FALSE(p->device_mem_peak_bytes.has_value());
+}
+
+TEST(StepMetricsParser, ReadsDeviceMemory) {
+  StepMetricsParser parser(1);
+  const absl::Time now = absl::Now();
+  auto p = parser.Parse(
+      R"({"step":1,"device_mem_bytes":81604378624,"device_mem_peak_bytes":9.5e10})", now);
+  ASSERT_THAT(p, IsOk());
+  EXPECT_EQ(p->device_mem_bytes, int64_t{81604378624});
+  EXPECT_EQ(p->device_mem_peak_bytes, int64_t{95000000000});
+  // Only the peak, or values that are no byte counts: what is absent stays absent.
+  p = parser.Parse(R"({"step":2,"device_mem_bytes":null,"device_mem_peak_bytes":-3})", now);
+  ASSERT_THAT(p, IsOk());
+  EXPECT_FALSE(p->device_mem_bytes.has_value());
+  EXPECT_FALSE(p->device_mem_peak_bytes.has_value());
+  p = parser.Parse(R"({"step":3,"device_mem_peak_bytes":"lots"})", now);
+  ASSERT_THAT(p, IsOk());
+  EXPECT_FALSE(p->device_mem_peak_bytes.has_value());
 }
 
 TEST(StepMetricsParser, CountsSkippedStepsAndReadsOptionalKeys) {

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -32,8 +33,9 @@ void WriteAll(int fd, const char* s, size_t n) {
 }
 
 // The child's side of Spawn: only async-signal-safe calls until exec.
-[[noreturn]] void ExecChild(char* const* argv, const char* cwd, int out_fd, int null_fd,
-                            pid_t parent, const char* exec_error, size_t exec_error_len) {
+[[noreturn]] void ExecChild(char* const* argv, char* const* envp, const char* cwd, int out_fd,
+                            int null_fd, pid_t parent, const char* exec_error,
+                            size_t exec_error_len) {
   setpgid(0, 0);
   // A trainer must not outlive the agent thread that supervises it.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -56,7 +58,7 @@ void WriteAll(int fd, const char* s, size_t n) {
     WriteAll(STDERR_FILENO, kMsg, sizeof(kMsg) - 1);
     _exit(127);
   }
-  execv(argv[0], argv);
+  execve(argv[0], argv, envp);
   // errno as digits without snprintf.
   char digits[16];
   int n = 0, e = errno;
@@ -134,6 +136,20 @@ absl::StatusOr<std::unique_ptr<TrainerProcess>> TrainerProcess::Spawn(const Spaw
   argv.reserve(spec.argv.size() + 1);
   for (const std::string& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  // The agent's environment with spec.env replacing (or adding) its variables.
+  std::vector<std::string> env_entries;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const absl::string_view entry(*e);
+    const absl::string_view name = entry.substr(0, entry.find('='));
+    const bool replaced = std::any_of(spec.env.begin(), spec.env.end(),
+                                      [&](const auto& kv) { return kv.first == name; });
+    if (!replaced) env_entries.emplace_back(entry);
+  }
+  for (const auto& [name, value] : spec.env) env_entries.push_back(absl::StrCat(name, "=", value));
+  std::vector<char*> envp;
+  envp.reserve(env_entries.size() + 1);
+  for (std::string& e : env_entries) envp.push_back(e.data());
+  envp.push_back(nullptr);
   const std::string exec_error =
       absl::StrCat("dstrain-worker: cannot execute ", spec.argv[0], " (errno ");
 
@@ -158,8 +174,8 @@ absl::StatusOr<std::unique_ptr<TrainerProcess>> TrainerProcess::Spawn(const Spaw
     return absl::InternalError(absl::StrCat("fork: ", std::strerror(e)));
   }
   if (pid == 0) {
-    ExecChild(argv.data(), spec.cwd.empty() ? nullptr : spec.cwd.c_str(), fds[1], null_fd, parent,
-              exec_error.data(), exec_error.size());
+    ExecChild(argv.data(), envp.data(), spec.cwd.empty() ? nullptr : spec.cwd.c_str(), fds[1],
+              null_fd, parent, exec_error.data(), exec_error.size());
   }
   // Also from this side, so the group exists before anyone signals it (either call may win).
   setpgid(pid, pid);

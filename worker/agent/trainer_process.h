@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -32,6 +33,9 @@ struct SpawnSpec {
   std::vector<std::string> argv;
   // Working directory of the child; empty keeps the agent's.
   std::string cwd;
+  // Variables set in the child's environment, replacing the agent's values (an empty value is
+  // set, not removed); the rest of the agent's environment is inherited.
+  std::vector<std::pair<std::string, std::string>> env;
 };
 
 // How a trainer ended.

@@ -1,6 +1,7 @@
 #include "worker/agent/trainer_process.h"
 
 #include <signal.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -99,6 +100,27 @@ TEST(TrainerProcess, RunsInItsDirectoryWithStdinFromDevNull) {
   ASSERT_EQ(o.lines.size(), 2u);
   EXPECT_EQ(o.lines[0], dir);
   EXPECT_EQ(o.lines[1], "read-done");
+}
+
+TEST(TrainerProcess, EnvironmentIsTheAgentsWithTheSpecsVariables) {
+  setenv("DSTRAIN_TEST_INHERITED", "kept", 1);
+  setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3", 1);
+  SpawnSpec spec;
+  spec.argv = {"/bin/sh", "-c",
+               "echo \"inherited=$DSTRAIN_TEST_INHERITED\"; "
+               "echo \"cvd=${CUDA_VISIBLE_DEVICES-unset}\"; echo \"new=$DSTRAIN_TEST_NEW\"; "
+               "env | grep -c '^CUDA_VISIBLE_DEVICES='"};
+  spec.env = {{"CUDA_VISIBLE_DEVICES", "2"}, {"DSTRAIN_TEST_NEW", "added"}};
+  auto p = TrainerProcess::Spawn(spec);
+  ASSERT_THAT(p, IsOk());
+  EXPECT_THAT(Supervise(**p).lines, ElementsAre("inherited=kept", "cvd=2", "new=added", "1"));
+  // An empty value is set, not removed: CUDA then sees no device at all.
+  spec.env = {{"CUDA_VISIBLE_DEVICES", ""}};
+  p = TrainerProcess::Spawn(spec);
+  ASSERT_THAT(p, IsOk());
+  EXPECT_THAT(Supervise(**p).lines, ElementsAre("inherited=kept", "cvd=", "new=", "1"));
+  unsetenv("DSTRAIN_TEST_INHERITED");
+  unsetenv("CUDA_VISIBLE_DEVICES");
 }
 
 TEST(TrainerProcess, MissingExecutableExits127WithAMessage) {

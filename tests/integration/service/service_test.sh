@@ -10,7 +10,11 @@
 #   4. a coordinator restart mid-queue restores every job (queued ones stay queued, finished ones
 #      keep their metrics and checkpoints) and the workers reconnect;
 #   5. a real Prometheus (Debian's) scrapes the coordinator and a worker; promtool finds nothing
-#      to complain about in either exposition.
+#      to complain about in either exposition;
+#   6. GPU slots, on two workers with fake GPUs (--fake-gpus) running the agent tests' stand-in
+#      trainer: a job.device cuda job of 4 ranks stays PENDING beside free CPU slots, its reason
+#      naming what it needs and what is registered, and runs, one rank per GPU, each rank seeing
+#      its own GPU (CUDA_VISIBLE_DEVICES) and --device cuda, once the second worker's GPUs join.
 set -euo pipefail
 out="$TEST_TMPDIR/service"
 rm -rf "$out" && mkdir -p "$out"
@@ -93,10 +97,12 @@ done
   fail "no job runs after the restart"
 
 echo "== 5. Prometheus scrapes both daemons"
-curl -sf "$coord_metrics" > "$out/coordinator.prom"
-curl -sf "${worker_metrics[wa]}" > "$out/worker.prom"
-promtool check metrics < "$out/coordinator.prom" || fail "promtool: coordinator metrics"
-promtool check metrics < "$out/worker.prom" || fail "promtool: worker metrics"
+scrape() {  # name url: saves the exposition as $out/name.prom, which promtool must pass
+  curl -sf "$2" > "$out/$1.prom" || fail "cannot scrape $2"
+  promtool check metrics < "$out/$1.prom" || fail "promtool: $1"
+}
+scrape coordinator "$coord_metrics"
+scrape worker "${worker_metrics[wa]}"
 grep -q '^dstrain_jobs{state="SUCCEEDED"} 4' "$out/coordinator.prom" ||
   fail "dstrain_jobs does not count the 4 succeeded jobs"
 prom_port=$($py -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
@@ -124,4 +130,53 @@ for q in 'dstrain_workers{state="READY"}' 'dstrain_worker_slots'; do
     $py -c "import json,sys; r=json.load(sys.stdin)['data']['result']; print(r[0]['value'][1] if r else '')")
   [[ -n $v ]] || fail "Prometheus has no $q"
 done
+
+echo "== 6. GPU slots: a cuda job waits for GPUs, then runs one rank per GPU"
+gib=1073741824
+start_worker ga 0 --fake-gpus "FakeGPU:$gib,FakeGPU:$gib" --trainer "$fake_trainer"
+make_job "$out/gpu.json" 4 2 "" '{"device": "cuda"}'
+"$dstrain" submit "$out/gpu.json" --id on-gpus > /dev/null
+sleep 1
+[[ $(job_field on-gpus "j['job']['state']") == JOB_STATE_PENDING ]] ||
+  fail "the cuda job started without 4 GPUs (4 CPU slots are free)"
+[[ $(job_field on-gpus "j['job']['device']") == JOB_DEVICE_CUDA ]] || fail "job.device not kept"
+want="needs 4 GPU slots; 2 registered (2 free); more than the cluster has: it waits for workers to join"
+[[ $(job_field on-gpus "j['job']['queue_reason']") == "$want" ]] ||
+  fail "queue reason: $(job_field on-gpus "j['job'].get('queue_reason')")"
+"$dstrain" status on-gpus | grep -qF "Waiting:     $want" || fail "status does not say why it waits"
+"$dstrain" workers > "$out/workers.txt"
+grep -q "^ga .* 2 x FakeGPU (1.0 GiB) " "$out/workers.txt" || fail "workers: no GPUs on ga"
+start_worker gb 0 --fake-gpus "FakeGPU:$gib,FakeGPU:$gib" --trainer "$fake_trainer"
+"$dstrain" watch on-gpus > /dev/null || fail "the cuda job did not succeed once 4 GPUs were there"
+"$dstrain" status on-gpus -o json > "$out/on_gpus.json"
+$py - "$out/on_gpus.json" <<'PY' || fail "the cuda job's placement"
+import json, sys
+events = json.load(open(sys.argv[1]))["events"]
+placed = [e["message"] for e in events if e["reason"] == "GangScheduled"]
+assert placed == ["attempt 1: 4 rank(s) on GPU slots of ga, gb"], placed
+PY
+# One rank per GPU: each worker's two ranks saw its GPUs 0 and 1.
+for w in ga gb; do
+  seen=$(cat "$out/work_$w"/jobs/on-gpus/attempt-1/rank-*/cuda_visible_devices.txt | sort | tr '\n' ' ')
+  [[ $seen == "0 1 " ]] || fail "the ranks on $w saw CUDA_VISIBLE_DEVICES $seen"
+done
+"$dstrain" logs on-gpus > "$out/gpu_logs.txt"
+for r in 0 1 2 3; do
+  grep -qE "^\[rank $r\] rank $r device cuda CUDA_VISIBLE_DEVICES=[01]$" "$out/gpu_logs.txt" ||
+    fail "rank $r did not run on its own GPU with --device cuda"
+done
+"$dstrain" workers -o json | $py -c "
+import json, sys
+w = {x['worker_id']: x for x in json.load(sys.stdin)['workers']}
+assert [g['name'] for g in w['gb']['gpus']] == ['FakeGPU', 'FakeGPU'], w['gb']
+assert int(w['gb']['gpus'][1]['memory_bytes']) == $gib, w['gb']
+assert w['wa'].get('gpus', []) == [], w['wa']
+" || fail "workers -o json: GPUs"
+scrape coordinator_gpu "$coord_metrics"
+scrape worker_gpu "${worker_metrics[ga]}"
+grep -q '^dstrain_slots{kind="gpu",state="free"} 4' "$out/coordinator_gpu.prom" ||
+  fail "dstrain_slots does not count 4 free GPU slots"
+grep -q '^dstrain_slots{kind="cpu",state="free"} 4' "$out/coordinator_gpu.prom" ||
+  fail "dstrain_slots does not count 4 free CPU slots"
+grep -q '^dstrain_worker_gpus 2' "$out/worker_gpu.prom" || fail "dstrain_worker_gpus"
 echo "PASS"
