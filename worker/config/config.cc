@@ -221,6 +221,18 @@ std::string NoteLines(const std::vector<std::string>& notes) {
   return out;
 }
 
+const char* JobDeviceName(JobDevice device) {
+  switch (device) {
+    case JobDevice::kCpu:
+      return "cpu";
+    case JobDevice::kCuda:
+      return "cuda";
+    case JobDevice::kAuto:
+      break;
+  }
+  return "auto";
+}
+
 const char* PrecisionName(const JobSpec& spec) {
   return spec.fp16.enabled ? "fp16" : (spec.bf16.enabled ? "bf16" : "fp32");
 }

@@ -139,6 +139,11 @@ struct CheckpointConfig {
   TagValidation tag_validation = TagValidation::kWarn;
 };
 
+// job.device: what the ranks compute on (docs/job-file.md, "job").
+enum class JobDevice { kAuto, kCpu, kCuda };
+// "auto", "cpu", "cuda".
+const char* JobDeviceName(JobDevice device);
+
 struct JobConfig {
   std::string name;  // LoadJobSpec defaults it to the job file's stem
   int world_size = 1;
@@ -159,6 +164,9 @@ struct JobConfig {
   // fp32 training skips (and counts) a step whose gradients hold an inf or NaN, as fp16 and bf16
   // training always do (docs/job-file.md, "job").
   bool skip_nonfinite_steps = false;
+  // kAuto: CUDA when the rank sees a GPU, else the CPU. Under the service the worker agent has
+  // placed the rank already and tells the trainer (--device), which overrides this.
+  JobDevice device = JobDevice::kAuto;
 };
 
 struct JobSpec {

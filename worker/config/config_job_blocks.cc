@@ -141,6 +141,16 @@ absl::Status ResolveJob(json* e, const std::string& base_dir, const std::string&
   out->sample_every = j["sample_every"].get<int64_t>();
   out->sample_tokens = j["sample_tokens"].get<int>();
   out->skip_nonfinite_steps = j["skip_nonfinite_steps"].get<bool>();
+  const std::string device = j["device"].get<std::string>();
+  if (device == "auto") {
+    out->device = JobDevice::kAuto;
+  } else if (device == "cpu") {
+    out->device = JobDevice::kCpu;
+  } else if (device == "cuda") {
+    out->device = JobDevice::kCuda;
+  } else {
+    return Error("job.device", "must be \"auto\", \"cpu\" or \"cuda\", got \"", device, "\"");
+  }
   return absl::OkStatus();
 }
 

@@ -251,6 +251,15 @@ std::vector<ValidRow> ValidRows() {
          EXPECT_TRUE(s.job.skip_nonfinite_steps);
          EXPECT_EQ(s.effective["job"]["skip_nonfinite_steps"], true);
        }},
+      {"DeviceDefaultsToAuto", [](json&) {},
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.job.device, JobDevice::kAuto);
+         EXPECT_EQ(s.effective["job"]["device"], "auto");
+       }},
+      {"DeviceCuda", [](json& j) { j["job"]["device"] = "cuda"; },
+       [](const JobSpec& s) { EXPECT_EQ(s.job.device, JobDevice::kCuda); }},
+      {"DeviceCpu", [](json& j) { j["job"]["device"] = "cpu"; },
+       [](const JobSpec& s) { EXPECT_EQ(s.job.device, JobDevice::kCpu); }},
       {"AdamRunsAdamW",
        [](json& j) {
          j["optimizer"] = {{"type", "Adam"}, {"params", {{"weight_decay", 0.1}}}};
@@ -887,6 +896,8 @@ std::vector<InvalidRow> InvalidRows() {
          j["data_types"] = {{"grad_accum_dtype", "fp8"}};
        },
        "data_types.grad_accum_dtype: must be one of \"fp32\", \"fp16\", \"bf16\"; got \"fp8\""},
+      {"DeviceUnknown", [](json& j) { j["job"]["device"] = "gpu"; },
+       "job.device: must be \"auto\", \"cpu\" or \"cuda\", got \"gpu\""},
       {"SkipNonfiniteStepsType", [](json& j) { j["job"]["skip_nonfinite_steps"] = 1; },
        "job.skip_nonfinite_steps: expected a boolean, got integer"},
       {"UnknownKeyInNoEffectBlock",

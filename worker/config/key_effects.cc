@@ -382,6 +382,9 @@ constexpr KeyEffectRow kRows[] = {
     Acts("job.sample_every", "the trainer's text samples"),
     Acts("job.sample_tokens", "the trainer's text samples"),
     Acts("job.skip_nonfinite_steps", "JobConfig::skip_nonfinite_steps, the engine's step"),
+    Acts("job.device",
+         "the trainer's device (worker/device/rank_device.h), the coordinator's "
+         "placement on GPU or CPU slots"),
     Acts("notes", "config.cc: keeps the notes of the keys the original job set"),
 };
 

@@ -394,6 +394,7 @@ std::shared_ptr<const Block> JobBlock() {
       Int("sample_every", 0).Min(0),
       Int("sample_tokens", 0).Min(0).Max(kIntMax),
       Bool("skip_nonfinite_steps", false),
+      Str("device", "auto"),
   });
 }
 
