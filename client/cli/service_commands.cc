@@ -880,37 +880,6 @@ absl::StatusOr<json> ReadJsonFile(const std::string& path) {
   return value;
 }
 
-// The job file validated as `dstrain validate` does, with job.device read ahead of the parser
-// (common/jobspec/job_device.h): a parser that does not know the key yet is given the file
-// without it, parsed as LoadJobSpec would (against the file's directory, the file's stem as the
-// default name).
-absl::StatusOr<config::JobSpec> LoadWithJobDevice(const std::string& job_path,
-                                                  std::optional<int> world) {
-  std::ifstream in(job_path, std::ios::binary);
-  if (!in) return config::LoadJobSpec(job_path, world);  // its error names the file
-  std::stringstream text;
-  text << in.rdbuf();
-  std::optional<config::JobSpec> spec;
-  bool as_given = true;
-  const jobspec::ParseFn parse = [&](const std::string& t) -> absl::StatusOr<json> {
-    if (as_given) {
-      as_given = false;
-      DT_ASSIGN_OR_RETURN(spec, config::LoadJobSpec(job_path, world));
-      return spec->effective;
-    }
-    json without = json::parse(t, nullptr, /*allow_exceptions=*/false);
-    json& job = without["job"];
-    if (!job.contains("name") || !job["name"].is_string() ||
-        job["name"].get<std::string>().empty()) {
-      job["name"] = std::filesystem::path(job_path).stem().string();
-    }
-    DT_ASSIGN_OR_RETURN(spec, config::ParseJobSpec(without.dump(), AbsoluteDir(job_path), world));
-    return spec->effective;
-  };
-  DT_RETURN_IF_ERROR(jobspec::ParseWithJobDevice(text.str(), parse).status());
-  return *std::move(spec);
-}
-
 json WithoutNotes(json effective) {
   effective.erase("notes");
   return effective;
@@ -985,7 +954,7 @@ std::string DefaultJobId(const std::string& name, const std::string& suffix) {
 absl::StatusOr<SubmittedSpec> MakeSelfContainedSpec(const std::string& job_path,
                                                     std::optional<int> world) {
   // What `dstrain validate JOB.json [--world N]` checks, and job.device.
-  auto spec = LoadWithJobDevice(job_path, world);
+  auto spec = config::LoadJobSpec(job_path, world);
   if (!spec.ok()) return spec.status();
 
   const std::string base_dir = AbsoluteDir(job_path);
@@ -1025,15 +994,10 @@ absl::StatusOr<SubmittedSpec> MakeSelfContainedSpec(const std::string& job_path,
   out.no_effect_notes = spec->no_effect_notes;
 
   // The coordinator and the workers parse it without a base directory: it must mean the same.
-  std::optional<config::JobSpec> again;
-  const absl::Status valid =
-      jobspec::ParseWithJobDevice(out.spec_json, [&](const std::string& t) -> absl::StatusOr<json> {
-        DT_ASSIGN_OR_RETURN(again, config::ParseJobSpec(t, ""));
-        return again->effective;
-      }).status();
-  if (!valid.ok()) {
+  absl::StatusOr<config::JobSpec> again = config::ParseJobSpec(out.spec_json, "");
+  if (!again.ok()) {
     return absl::InternalError(
-        absl::StrCat("the self-contained spec does not validate: ", valid.message()));
+        absl::StrCat("the self-contained spec does not validate: ", again.status().message()));
   }
   if (WithoutNotes(again->effective) != WithoutNotes(spec->effective)) {
     return absl::InternalError(

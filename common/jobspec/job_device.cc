@@ -49,29 +49,4 @@ absl::StatusOr<v1::JobDevice> JobDeviceOf(const json& spec) {
   return device;
 }
 
-absl::StatusOr<DeviceParse> ParseWithJobDevice(const std::string& spec_text, const ParseFn& parse) {
-  // Read as leniently as the job-file parser reads (comments allowed); text it cannot read is
-  // left to the parser, whose error names the place.
-  json raw = json::parse(spec_text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
-  DeviceParse out;
-  if (!HasDeviceKey(raw)) {
-    const absl::StatusOr<json> effective = parse(spec_text);
-    if (!effective.ok()) return effective.status();
-    return out;
-  }
-  absl::StatusOr<v1::JobDevice> device = JobDeviceOf(raw);
-  if (!device.ok()) return device.status();
-  out.device = *device;
-  const absl::StatusOr<json> as_given = parse(spec_text);
-  if (as_given.ok()) return out;  // the parser knows job.device
-  raw["job"].erase("device");
-  const absl::StatusOr<json> without = parse(raw.dump());
-  if (!without.ok()) return without.status();  // something else is wrong too
-  // Without the key the spec is fine: the key was the trouble. A parser that knows job.device
-  // (its effective configuration has it) rejected the value; one that does not, the key itself.
-  if (HasDeviceKey(*without)) return as_given.status();
-  out.taken_out = true;
-  return out;
-}
-
 }  // namespace dstrain::jobspec

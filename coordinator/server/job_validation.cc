@@ -88,16 +88,10 @@ absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& requ
                                              limits.max_spec_bytes, ")"));
   }
   const std::string root = NormalizePath(limits.data_root);
-  // The trainer's own parser: unknown keys, types, batch rules, unsupported features; job.device
-  // read beside it.
-  std::optional<config::JobSpec> spec;
-  const absl::StatusOr<jobspec::DeviceParse> device = jobspec::ParseWithJobDevice(
-      request.spec_json(), [&](const std::string& text) -> absl::StatusOr<nlohmann::json> {
-        DT_ASSIGN_OR_RETURN(spec, config::ParseJobSpec(text, root));
-        return spec->effective;
-      });
-  if (!device.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("spec_json: ", device.status().message()));
+  // The trainer's own parser: unknown keys, types, batch rules, unsupported features.
+  absl::StatusOr<config::JobSpec> spec = config::ParseJobSpec(request.spec_json(), root);
+  if (!spec.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("spec_json: ", spec.status().message()));
   }
   const int world = spec->job.world_size;
   if (world < 1 || world > limits.max_world_size) {
@@ -132,7 +126,17 @@ absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& requ
   out.train_steps = spec->job.train_steps;
   out.max_restarts = spec->job.max_restarts;
   out.keep_last = spec->job.keep_last;
-  out.device = device->device;
+  switch (spec->job.device) {
+    case config::JobDevice::kCpu:
+      out.device = v1::JOB_DEVICE_CPU;
+      break;
+    case config::JobDevice::kCuda:
+      out.device = v1::JOB_DEVICE_CUDA;
+      break;
+    case config::JobDevice::kAuto:
+      out.device = v1::JOB_DEVICE_AUTO;
+      break;
+  }
   return out;
 }
 
