@@ -152,7 +152,6 @@ class ZeroState : public model::ParamAccess {
   absl::Status ReduceModuleGrads(int module, comm::Communicator& group);
   void ExcludeFromNorm(int module);
 
-
   // Resharding (docs/checkpoints.md), without the whole state in memory. A shard's header (what
   // ShardPieces wrote first), read from the front of `shard` and checked against `layout` and
   // the size left: the writer's stage, storage dtype and partition (Partition::ForStage with its
