@@ -44,7 +44,7 @@ expect 2 'usage' -- "$dstrain"
 expect 0 'validate JOB.json' -- "$dstrain" help
 expect 2 'missing.txt' -- "$dstrain" train "$dir/good.json"
 expect 2 'missing.txt' -- "$dstrain" train "$dir/good.json" --device cpu
-expect 2 'device cuda: this trainer does not train on CUDA yet' -- "$dstrain" train "$dir/good.json" --device cuda
+expect 2 "--device cuda: no CUDA device visible" -- "$dstrain" train "$dir/good.json" --device cuda
 expect 2 "expected cpu or cuda, got 'tpu'" -- "$dstrain" train "$dir/good.json" --device tpu
 expect 2 'usage: dstrain prepare' -- "$dstrain" prepare --text x
 expect 1 'nope.txt' -- "$dstrain" prepare --text "$dir/nope.txt" --out "$dir/out"

@@ -30,6 +30,7 @@
 #include "worker/config/config.h"
 #include "worker/data/prepare.h"
 #include "worker/device/cpu/cpu_ops.h"
+#include "worker/device/rank_device.h"
 #include "worker/engine/checkpoint_io.h"
 #include "worker/env/env.h"
 #include "worker/launcher/launcher.h"
@@ -53,10 +54,12 @@ commands:
       DIR/train_000000.bin ... and DIR/val_000000.bin (the last F of the text, default 0.1).
   train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
                 [--save-initial-model FILE]
-      Train in this process. (--rank, --world, --store, --comm-timeout and --no-notes are set
-      by `launch`; --store grpc://HOST:PORT, --store-prefix, --job-id, --attempt, --catalog and
-      --device cpu|cuda by dstrain-worker; --device cuda is refused until training on CUDA
-      is wired in here.) Progress goes to stdout; one JSON object per optimizer step to
+      Train in this process, on job.device. (--rank, --world, --store, --comm-timeout and
+      --no-notes are set by `launch`; --store grpc://HOST:PORT, --store-prefix, --job-id,
+      --attempt, --catalog and --device cpu|cuda, which overrides job.device, by
+      dstrain-worker. --local-rank R picks GPU R mod the GPUs visible, default the rank;
+      --device-memory-limit BYTES caps the GPU memory the rank may use.) Progress goes to
+      stdout; one JSON object per optimizer step to
       --metrics-out; --save-model writes the final weights in llm.c's model format,
       --save-initial-model the weights before the first step (same format).
   launch --nproc N JOB.json [--metrics-out FILE.jsonl] [--save-model FILE]
@@ -102,9 +105,46 @@ absl::StatusOr<config::JobSpec> LoadJobArg(const std::vector<std::string>& args,
   return config::LoadJobSpec(parsed.positional[0], world);
 }
 
+// job.device "cuda" needs a GPU where the job is checked (validate, launch): an error naming the
+// key, as for any other bad value.
+absl::Status CheckDeviceVisible(const config::JobSpec& spec) {
+  if (spec.job.device != config::JobDevice::kCuda) return absl::OkStatus();
+  std::string why;
+  if (device::VisibleCudaDevices(&why) > 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("job.device: \"cuda\": no CUDA device visible (", why, ")"));
+}
+
+// --device cpu|cuda (the worker agent's placement, over job.device), --local-rank (which GPU:
+// local rank mod the GPUs visible; default the rank) and --device-memory-limit BYTES (a GPU
+// allocator's budget).
+absl::Status DeviceFlags(const flags::ParsedArgs& parsed, trainer::TrainOptions* options) {
+  if (parsed.Has("device")) {
+    const std::string device = parsed.Get("device");
+    if (device == "cpu") {
+      options->device = config::JobDevice::kCpu;
+    } else if (device == "cuda") {
+      options->device = config::JobDevice::kCuda;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--device: expected cpu or cuda, got '", device, "'"));
+    }
+  }
+  if (parsed.Has("local-rank")) {
+    DT_ASSIGN_OR_RETURN(const int local_rank, parsed.GetInt("local-rank", 0));
+    if (local_rank < 0) return absl::InvalidArgumentError("--local-rank must be >= 0");
+    options->local_rank = local_rank;
+  }
+  DT_ASSIGN_OR_RETURN(const int64_t limit, parsed.GetInt64("device-memory-limit", 0));
+  if (limit < 0) return absl::InvalidArgumentError("--device-memory-limit must be >= 0");
+  options->device_memory_limit = limit;
+  return absl::OkStatus();
+}
+
 int Validate(const std::vector<std::string>& args) {
   auto spec = LoadJobArg(args, "validate");
   if (!spec.ok()) return Fail(spec.status(), 2);
+  if (absl::Status s = CheckDeviceVisible(*spec); !s.ok()) return Fail(s, 2);
   // stdout stays the effective configuration alone; its `notes` hold the same lines.
   std::fputs(config::NoteLines(spec->no_effect_notes).c_str(), stderr);
   std::printf("%s\n", spec->effective.dump(2).c_str());
@@ -184,27 +224,13 @@ int Prepare(const std::vector<std::string>& args) {
 }
 
 int Train(const std::vector<std::string>& args) {
-  auto parsed = flags::ParseArgs(
-      args,
-      {"metrics-out", "threads", "save-model", "save-initial-model", "rank", "world", "store",
-       "comm-timeout", "store-prefix", "job-id", "attempt", "catalog", "device"},
-      {"no-notes"});
+  auto parsed =
+      flags::ParseArgs(args,
+                       {"metrics-out", "threads", "save-model", "save-initial-model", "rank",
+                        "world", "store", "comm-timeout", "store-prefix", "job-id", "attempt",
+                        "catalog", "device", "local-rank", "device-memory-limit"},
+                       {"no-notes"});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
-  // --device: the kind of slot the worker agent placed this rank on (docs/service.md,
-  // "Placement"). This trainer trains on the CPU; until the CUDA engine is wired in here, a rank
-  // placed on a GPU is refused (a usage error) rather than trained on the CPU behind the
-  // placement's back.
-  const std::string device = parsed->Get("device", "cpu");
-  if (device == "cuda") {
-    return Fail(absl::InvalidArgumentError(
-                    "--device cuda: this trainer does not train on CUDA yet (only --device cpu)"),
-                2);
-  }
-  if (device != "cpu") {
-    return Fail(absl::InvalidArgumentError(
-                    absl::StrCat("--device: expected cpu or cuda, got '", device, "'")),
-                2);
-  }
   if (parsed->positional.size() != 1) {
     return Fail(absl::InvalidArgumentError("train takes exactly one JOB.json"), 2);
   }
@@ -247,6 +273,7 @@ int Train(const std::vector<std::string>& args) {
   auto threads = parsed->GetInt("threads", 0);
   if (!threads.ok()) return Fail(threads.status(), 2);
   options.threads = *threads;
+  if (absl::Status s = DeviceFlags(*parsed, &options); !s.ok()) return Fail(s, 2);
   auto result = trainer::Train(*spec, options);
   if (!result.ok()) {
     // Bad input (an invalid job, a missing data file) is a usage error; a lost peer, a collective
@@ -278,6 +305,7 @@ int Launch(const std::vector<std::string>& args) {
   // Validate once here, so a bad job fails fast instead of N times.
   auto spec = config::LoadJobSpec(job, *nproc);
   if (!spec.ok()) return Fail(spec.status(), 2);
+  if (absl::Status s = CheckDeviceVisible(*spec); !s.ok()) return Fail(s, 2);
   std::fputs(config::NoteLines(spec->no_effect_notes).c_str(), stderr);
   char self[4096];
   const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);

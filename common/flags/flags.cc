@@ -37,6 +37,12 @@ absl::StatusOr<int> ParsedArgs::GetInt(const std::string& name, int fallback) co
       "an integer");
 }
 
+absl::StatusOr<int64_t> ParsedArgs::GetInt64(const std::string& name, int64_t fallback) const {
+  return GetNumber(
+      flags, name, fallback, [](absl::string_view s, int64_t* v) { return absl::SimpleAtoi(s, v); },
+      "an integer");
+}
+
 absl::StatusOr<double> ParsedArgs::GetDouble(const std::string& name, double fallback) const {
   return GetNumber(
       flags, name, fallback, [](absl::string_view s, double* v) { return absl::SimpleAtod(s, v); },

@@ -13,6 +13,7 @@
 // state, so it is reentrant and tests can call it with any argument list.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <set>
 #include <string>
@@ -30,6 +31,7 @@ struct ParsedArgs {
   std::string Get(const std::string& name, const std::string& fallback = "") const;
   // `fallback` when the flag is absent; INVALID_ARGUMENT when its value is not a number.
   absl::StatusOr<int> GetInt(const std::string& name, int fallback) const;
+  absl::StatusOr<int64_t> GetInt64(const std::string& name, int64_t fallback) const;
   absl::StatusOr<double> GetDouble(const std::string& name, double fallback) const;
 };
 

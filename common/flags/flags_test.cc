@@ -20,6 +20,17 @@ TEST(ParseArgs, FlagsAndPositionals) {
   EXPECT_EQ(*p->GetInt("threads", 7), 7);
 }
 
+TEST(ParseArgs, Int64HoldsByteCounts) {
+  auto p = ParseArgs({"--limit", "68719476736", "--bad", "1e3"}, {"limit", "bad"}, {});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(*p->GetInt64("limit", 0), int64_t{1} << 36);
+  EXPECT_EQ(*p->GetInt64("absent", -5), -5);
+  EXPECT_THAT(p->GetInt64("bad", 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'1e3'")));
+  EXPECT_THAT(p->GetInt("limit", 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("limit")));
+}
+
 TEST(ParseArgs, ErrorsNameTheFlag) {
   EXPECT_THAT(ParseArgs({"--wrold", "2"}, {"world"}, {}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--wrold")));

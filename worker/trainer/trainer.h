@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -41,6 +42,12 @@ struct TrainOptions {
   // any rank was asked; if so all save a checkpoint there (when the job has a checkpoint_dir)
   // and return with TrainResult::drained.
   bool drain_on_sigusr1 = false;
+  // The device: job.device unless set here (the worker agent's placement, --device). The local
+  // rank picks the GPU (local rank mod the GPUs visible; `dstrain launch` sets it, default the
+  // rank). device_memory_limit > 0 caps a GPU's allocator (bytes).
+  std::optional<config::JobDevice> device;
+  std::optional<int> local_rank;
+  int64_t device_memory_limit = 0;
 };
 
 struct TrainResult {

@@ -9,14 +9,13 @@
 #include "common/random/rng.h"
 #include "common/status/status_macros.h"
 #include "worker/checkpoint/commit.h"
-#include "worker/comm/factory/factory.h"
 #include "worker/data/byte_tokenizer.h"
-#include "worker/device/cpu/cpu_ops.h"
 #include "worker/env/env.h"
 #include "worker/model/gpt.h"
 #include "worker/model/llmc_format.h"
 #include "worker/trainer/drain.h"
 #include "worker/trainer/sampler.h"
+#include "worker/zero/estimate.h"
 #include "worker/zero/zero_state.h"
 
 namespace dstrain::trainer {
@@ -94,19 +93,25 @@ absl::Status TrainingRun::SetUpGroup() {
     return absl::InvalidArgumentError("job.pipeline_stages: pipeline parallelism is not supported");
   }
   threads_ = ConfigureThreads(options_.threads);
-  // The CPU is the only device this trainer places ranks on so far.
-  allocator_ = std::make_unique<tensor::CpuAllocator>();
-  ops_ = std::make_unique<device::CpuOps>(allocator_.get());
+  auto device = device::RankDevice::Open(DeviceOptions());
+  if (!device.ok()) {
+    // The job (or the placement) asks for a device this process does not have: bad input.
+    const bool flag = options_.device.has_value();
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag ? "--device " : "job.device: \"",
+                     config::JobDeviceName(options_.device.value_or(spec_.job.device)),
+                     flag ? ": " : "\": ", device.status().message()));
+  }
+  device_ = std::move(*device);
   if (world_ > 1) {
     DT_ASSIGN_OR_RETURN(store_, ConnectStore(options_.rendezvous, options_.comm_timeout));
-    comm::GroupOptions group;
-    group.timeout = options_.comm_timeout;
     DT_ASSIGN_OR_RETURN(
-        dp_, comm::CreateCommunicator(ops_->device(), store_.get(), rank_, world_, "dp", group));
+        dp_, device_->JoinGroup(store_.get(), rank_, world_, "dp", options_.comm_timeout));
     // Every rank says once that it is in its group, on the options' stream even where its
     // progress log is silenced: a supervisor (the worker agent) takes this line as "running".
     std::FILE* out = options_.log != nullptr ? options_.log : stdout;
-    absl::FPrintF(out, "rank %d of %d: joined the data-parallel group\n", rank_, world_);
+    absl::FPrintF(out, "rank %d of %d: joined the data-parallel group (%s, %s)\n", rank_, world_,
+                  device_->ops().Describe(), dp_->backend());
     std::fflush(out);
   }
   if (!options_.service.catalog.empty() && leader_) {
@@ -114,6 +119,18 @@ absl::Status TrainingRun::SetUpGroup() {
                                                    options_.service.job_id, log_);
   }
   return absl::OkStatus();
+}
+
+device::RankDeviceOptions TrainingRun::DeviceOptions() const {
+  device::RankDeviceOptions o;
+  // The agent's placement (--device) wins over the job's wish: it has chosen the slot already.
+  const config::JobDevice want = options_.device.value_or(spec_.job.device);
+  o.choice = want == config::JobDevice::kCpu    ? device::DeviceChoice::kCpu
+             : want == config::JobDevice::kCuda ? device::DeviceChoice::kCuda
+                                                : device::DeviceChoice::kAuto;
+  o.local_rank = options_.local_rank.value_or(rank_);
+  o.memory_limit_bytes = options_.device_memory_limit;
+  return o;
 }
 
 // Phase 2: the loaders. Each rank reads its own share of every batch; rank 0 also evaluates.
@@ -144,8 +161,9 @@ absl::Status TrainingRun::BuildData() {
 
 // Phase 3: the model and its engine on this rank's device.
 absl::Status TrainingRun::BuildEngine() {
-  DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(ModelShape(spec_.model), ops_.get()));
+  DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(ModelShape(spec_.model), &ops()));
   const int64_t num_params = gpt->layout().num_parameters();
+  device_->SetMemoryExpectation(Expectation(gpt->layout()));
   DT_ASSIGN_OR_RETURN(engine_,
                       engine::Engine::Initialize(std::move(gpt), spec_, dp_.get(),
                                                  comm::CommOptions{options_.comm_timeout}));
@@ -170,7 +188,7 @@ absl::Status TrainingRun::BuildEngine() {
                 spec_.job.name.empty() ? "job" : spec_.job.name, spec_.model.n_layer,
                 spec_.model.n_head, spec_.model.n_embd, spec_.model.vocab_size, T_,
                 num_params / 1e6, B_, T_, gas_, spec_.data_parallel_size, threads_,
-                spec_.zero.stage, config::PrecisionName(spec_), ops_->Describe());
+                spec_.zero.stage, config::PrecisionName(spec_), ops().Describe());
   absl::FPrintF(log_, "data: %s (%d tokens)%s\n", spec_.data.train, train_tokens_,
                 val_loader_ ? absl::StrCat(", val ", spec_.data.val) : "");
   checkpoints_.env = env::PosixEnv::Default();
@@ -181,6 +199,23 @@ absl::Status TrainingRun::BuildEngine() {
     absl::FPrintF(log, "warning: %s\n", m);
   };
   return absl::OkStatus();
+}
+
+std::string TrainingRun::Expectation(const model::ParamLayout& layout) const {
+  const DType storage = spec_.fp16.enabled   ? DType::kF16
+                        : spec_.bf16.enabled ? DType::kBF16
+                                             : DType::kF32;
+  const zero::MemoryEstimate e =
+      zero::EstimateMemory(layout, ModelShape(spec_.model), spec_.zero, spec_.zero.stage,
+                           spec_.data_parallel_size, B_, T_, device_->ops(), storage);
+  const int64_t total =
+      e.model_states() + e.activations + e.comm_buffers_peak + e.gathered_params_peak;
+  return absl::StrFormat(
+      "%.1f MB for this rank (params %.1f, grads %.1f, "
+      "optimizer_state %.1f, activations %.1f, comm_buffers up to %.1f, gathered_params up to "
+      "%.1f MB)",
+      total / 1e6, e.params / 1e6, e.grads / 1e6, e.optimizer_state / 1e6, e.activations / 1e6,
+      e.comm_buffers_peak / 1e6, e.gathered_params_peak / 1e6);
 }
 
 // Phase 4: with job.checkpoint_dir set and job.resume, a run picks up from the newest committed
@@ -212,7 +247,7 @@ absl::Status TrainingRun::RunSteps() {
   const double tokens_per_step = double(B_) * T_ * gas_ * spec_.data_parallel_size;
   for (int64_t step = first_step_; step <= spec_.job.train_steps; ++step) {
     const auto t0 = Clock::now();
-    allocator_->ResetPeaks();
+    device_->allocator().ResetPeaks();
     DT_ASSIGN_OR_RETURN(const engine::StepStats stats, TrainStep());
     const double secs = Seconds(t0, Clock::now());
     if (step > 1) tok_rates_.push_back(tokens_per_step / secs);
@@ -285,7 +320,7 @@ absl::StatusOr<bool> TrainingRun::AfterStep(int64_t step, const engine::StepStat
 JsonLine TrainingRun::MetricsLine(const engine::StepStats& stats, double seconds) {
   // This rank's memory by category (now, and the peak within this step) and the bytes it sent in
   // collectives this step (ring-algorithm count, zero/zero_state.h).
-  const tensor::MemoryStats mem = allocator_->Stats();
+  const tensor::MemoryStats mem = device_->allocator().Stats();
   const zero::TrafficStats& traffic = engine_->zero().traffic();
   const int64_t comm_bytes = traffic.total() - comm_bytes_before_;
   const double comm_wait = traffic.wait_seconds - comm_wait_before_;
@@ -306,6 +341,10 @@ JsonLine TrainingRun::MetricsLine(const engine::StepStats& stats, double seconds
       .Add("mem_peak_total_bytes", mem.total_peak)
       .Add("comm_bytes", comm_bytes)
       .Add("comm_s", comm_wait);
+  if (device_->is_cuda()) {
+    // The worker agent exports these as dstrain_worker_device_memory_bytes.
+    line.Add("device_mem_bytes", mem.total_current()).Add("device_mem_peak_bytes", mem.total_peak);
+  }
   return line;
 }
 
@@ -349,7 +388,7 @@ absl::StatusOr<std::string> TrainingRun::SaveCheckpoint(int64_t step, JsonLine* 
 
 void TrainingRun::PrintProgress(int64_t step, const engine::StepStats& stats, double seconds,
                                 double val_loss) {
-  const tensor::MemoryStats mem = allocator_->Stats();
+  const tensor::MemoryStats mem = device_->allocator().Stats();
   const double tokens = double(B_) * T_ * gas_ * spec_.data_parallel_size;
   absl::FPrintF(log_,
                 "step %*d/%d | loss %.4f | lr %.3e | norm %.3f | %.1f ms | %.0f tok/s | "
@@ -377,7 +416,7 @@ absl::Status TrainingRun::PrintSample(uint64_t seed, const std::string& title) {
 absl::StatusOr<bool> TrainingRun::Drain(int64_t step, bool saved) {
   float drain = DrainRequested() ? 1.f : 0.f;
   if (dp_ != nullptr) {
-    DT_RETURN_IF_ERROR(zero::AllReduceScalar(*dp_, *ops_, &null_scalar_, &drain,
+    DT_RETURN_IF_ERROR(zero::AllReduceScalar(*dp_, ops(), &null_scalar_, &drain,
                                              comm::ReduceOp::kMax,
                                              comm::CommOptions{options_.comm_timeout}));
   }

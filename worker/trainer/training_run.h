@@ -26,8 +26,10 @@
 #include "worker/config/config.h"
 #include "worker/data/data_loader.h"
 #include "worker/device/ops.h"
+#include "worker/device/rank_device.h"
 #include "worker/engine/checkpoint_io.h"
 #include "worker/engine/engine.h"
+#include "worker/model/param_layout.h"
 #include "worker/tensor/allocator.h"
 #include "worker/trainer/checkpoint_catalog.h"
 #include "worker/trainer/metrics_writer.h"
@@ -50,6 +52,12 @@ class TrainingRun {
 
  private:
   using Clock = std::chrono::steady_clock;
+
+  // The device from job.device and the options (--device, --local-rank).
+  device::RankDeviceOptions DeviceOptions() const;
+  device::Ops& ops() { return device_->ops(); }
+  // `dstrain estimate`'s figures for this rank, as the out-of-memory error quotes them.
+  std::string Expectation(const model::ParamLayout& layout) const;
 
   // One optimizer step: the accumulation's micro-batches, then the engine's step.
   absl::StatusOr<engine::StepStats> TrainStep();
@@ -83,8 +91,7 @@ class TrainingRun {
   std::unique_ptr<CheckpointCatalog> catalog_;
   int64_t train_tokens_ = 0;
   std::optional<data::DataLoader> train_loader_, val_loader_;
-  std::unique_ptr<tensor::Allocator> allocator_;
-  std::unique_ptr<device::Ops> ops_;
+  std::unique_ptr<device::RankDevice> device_;
   std::unique_ptr<engine::Engine> engine_;
   std::optional<MetricsWriter> metrics_;
   engine::CheckpointOptions checkpoints_;
