@@ -3,12 +3,14 @@
 # lent, offline GPU box): builds every test tagged "gpu", kernel_bench, the `dstrain` CLI and the
 # training benchmark here with CUDA, copies the binaries and the shared libraries they need (our
 # own and Debian's, not glibc, not the CUDA toolkit's, not the driver's) into DIR with the GPU
-# benchmark's scripts, and writes DIR/run.sh, which runs them all there against that machine's
-# CUDA runtime, cuBLAS and NCCL and ends with the same summary as tools/gpu_check.sh.
+# benchmark's scripts and the end-to-end checks (tests/integration/gpu/gpu_e2e.sh with the demo
+# job and corpus), and writes DIR/run.sh, which runs them all there against that machine's CUDA
+# runtime, cuBLAS and NCCL.
 #
-#   tools/gpu_pack.sh DIR        # here: build and pack (DIR is replaced)
-#   DIR/run.sh [--quick]         # there: every GPU test, kernel_bench, then bench/gpu (GPT-2
-#                                # 124M against the machine's PyTorch; skipped with --quick)
+#   tools/gpu_pack.sh DIR        # here: build and pack (DIR is replaced; also DIR.tar.xz)
+#   DIR/run.sh [--quick]         # there: every GPU test, the end-to-end checks, kernel_bench,
+#                                # then bench/gpu (GPT-2 124M against the machine's PyTorch;
+#                                # skipped with --quick)
 #
 # The CUDA libraries stay behind on purpose: cuBLAS and NCCL alone are ~1 GB, and a GPU machine
 # has them (the toolkit's lib64, or the nvidia-* Python wheels next to PyTorch).
@@ -29,6 +31,9 @@ bin=$(bazel info bazel-bin 2>/dev/null)
 rm -rf "$dest"
 mkdir -p "$dest/bin" "$dest/lib" "$dest/lib/fallback" "$dest/bench"
 cp bench/gpu/gpu_bench.sh bench/gpu/torch_gpu_bench.py "$dest/bench/"
+mkdir -p "$dest/e2e"
+cp tests/integration/gpu/gpu_e2e.sh deploy/local/demo/shakespeare.json \
+  deploy/local/demo/tinyshakespeare.txt "$dest/e2e/"
 binaries=()
 for t in $targets $tools; do
   path=${t#//}
@@ -93,6 +98,9 @@ if [[ $skipped -ne 0 ]]; then
   status=1
 fi
 echo "GPU tests: $passed passed, $failed failed, $skipped skipped${broken:+; failing binaries: ${broken[*]}}"
+echo "=== end to end: training on this GPU against the CPU (tests/integration/gpu) ==="
+"$here/e2e/gpu_e2e.sh" "$here/bin/dstrain" "$here/bin/dstrain" "$here/e2e/tinyshakespeare.txt" \
+  "$here/e2e/shakespeare.json" || status=1
 echo "=== kernel_bench ==="
 "$here/bin/kernel_bench" "${bench_flags[@]}" || status=1
 if [[ "${1:-}" != "--quick" ]]; then
