@@ -197,7 +197,12 @@ sys.exit(got != list(range(1, $steps + 1)))" || fail "coordinator: steps were tr
   fi
   # Bring a killed or drained worker back as a spare for the next case.
   if [[ $kind == worker-kill || $kind == drain ]]; then
-    wait "${worker_pid[$victim]}" 2>/dev/null || true
+    if [[ $kind == drain ]]; then
+      # A drain ends with the agent's orderly exit (worker/agent/main.cc).
+      wait "${worker_pid[$victim]}" || fail "$name: the drained agent exited $?, not 0"
+    else
+      wait "${worker_pid[$victim]}" 2>/dev/null || true  # SIGKILLed: 137
+    fi
     start_worker "$victim" 1 --drain-seconds 30
   fi
 }
