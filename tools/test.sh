@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs what it needs (apt), builds
 # everything (CUDA targets too when the toolkit is present) with warnings as errors, checks the
-# formatting, runs every test, runs the unit tests again under AddressSanitizer +
+# formatting, runs every test, runs them again (all but the CUDA ones) under AddressSanitizer +
 # UndefinedBehaviorSanitizer, and ends with the line
 # "N passed, N failed, N skipped". Exit status 0 only when nothing failed.
 set -uo pipefail
@@ -55,8 +55,10 @@ bazel test //... "${DSTRAIN_BAZEL_CONFIG[@]}" --test_tag_filters=-manual || {
 collect main "${DSTRAIN_BAZEL_CONFIG[@]}"
 
 # CUDA targets are left out here: their tests only skip on a machine without a GPU, and building
-# every .cu file a second time would double nvcc's share of the suite's time.
-echo "=== unit tests under ASan + UBSan ==="
+# every .cu file a second time would double nvcc's share of the suite's time. The integration and
+# end-to-end tests run here too (their real processes are the sanitized binaries); the few tests
+# tagged no_sanitizer say why next to the tag.
+echo "=== tests under ASan + UBSan ==="
 bazel test //... --config=nocuda --config=asan --test_tag_filters=-manual,-no_sanitizer || {
   status=1
   bazel_failures=$((bazel_failures + 1))

@@ -1,9 +1,10 @@
-"""Training throughput of the same GPT in PyTorch 1.13 (Debian's python3-torch), fp32.
+"""Training throughput of the same GPT in PyTorch, fp32: Debian's 1.13 (/usr/bin/python3) or a 2.x
+from PyPI (the virtual environment train_throughput.sh makes).
 
 Forward + zero_grad + backward + AdamW step on a fixed random batch; prints one JSON line with
-the median tokens/s over the measured steps. Run with /usr/bin/python3 and, for PyTorch's fastest
-setting on this machine, OPENBLAS_NUM_THREADS=<cores> with torch.set_num_threads(1)
-(Debian's torch uses OpenBLAS for its GEMMs, which run in OpenBLAS's own threads).
+the median tokens/s over the measured steps. --threads is torch.set_num_threads. Debian's 1.13
+runs its GEMMs in OpenBLAS's own threads, so it is fastest with OPENBLAS_NUM_THREADS=<cores> and
+--threads 1; 2.x runs MKL and oneDNN in torch's threads, and train_throughput.sh tries each count.
 """
 import argparse
 import json

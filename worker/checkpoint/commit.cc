@@ -1,7 +1,12 @@
 #include "worker/checkpoint/commit.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -44,6 +49,23 @@ absl::Status ValidateName(absl::string_view name, absl::string_view what) {
 }
 
 std::string Hex(uint32_t v) { return absl::StrFormat("0x%08x", v); }
+
+// Test-only (tests/fault/fault_test.sh kills the coordinator at exactly this step): with
+// DSTRAIN_TEST_PAUSE_BEFORE_COMMIT=FILE set and FILE's directory present, the commit writes its
+// tag into FILE just before the rename that commits it, then waits until FILE is gone. Unset, or
+// with no such directory (how a test disarms it), it does nothing. Plain POSIX, not the Env: it
+// is no part of the protocol, and the crash tests count the Env's operations.
+void PauseBeforeCommitIfAsked(const std::string& tag) {
+  const char* file = std::getenv("DSTRAIN_TEST_PAUSE_BEFORE_COMMIT");
+  if (file == nullptr || *file == '\0') return;
+  const std::string tmp = absl::StrCat(file, ".tmp");
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return;
+  std::fputs(tag.c_str(), f);
+  std::fclose(f);
+  if (std::rename(tmp.c_str(), file) != 0) return;  // the marker appears with its tag in it
+  while (access(file, F_OK) == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
 
 std::string ManifestToJson(const CheckpointManifest& m) {
   const auto records = [](const std::vector<ShardRecord>& list) {
@@ -301,6 +323,7 @@ absl::Status CheckpointWriter::Commit(const nlohmann::json& meta) {
                                              ManifestToJson(manifest_), /*sync=*/true));
   // Persist the shard and manifest entries before the rename publishes the directory.
   DT_RETURN_IF_ERROR(env_->SyncDir(tmp_dir_));
+  PauseBeforeCommitIfAsked(manifest_.tag);
   DT_RETURN_IF_ERROR(env_->RenameFile(tmp_dir_, env::JoinPath(root_, manifest_.tag)));
   DT_RETURN_IF_ERROR(env_->SyncDir(root_));  // committed from here on
   // The pointer: latest.tmp, synced, renamed over latest, root synced (KeepLast removes a

@@ -2,12 +2,16 @@
 // and retention.
 #include "worker/checkpoint/commit.h"
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <future>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -118,6 +122,63 @@ TEST_F(CommitTest, NothingCommittedIsNotFound) {
   EXPECT_THAT(CheckpointReader::Open(base_, root_, "step1").status(),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("not committed")));
   EXPECT_THAT(*ListCommitted(base_, root_), ::testing::IsEmpty());
+}
+
+// Waits for a save run by std::async; one that is still waiting after 30 s fails the test, and its
+// marker is removed so that it ends (the future's destructor would otherwise wait forever).
+bool FinishesAlone(std::future<absl::Status>& saved, const std::string& marker) {
+  if (saved.wait_for(std::chrono::seconds(30)) == std::future_status::ready) return true;
+  std::remove(marker.c_str());
+  saved.wait();
+  return false;
+}
+
+// The fault test's hook (DSTRAIN_TEST_PAUSE_BEFORE_COMMIT, commit.cc): unset, or naming a file in
+// a directory that does not exist, a save neither waits nor leaves a file behind.
+TEST_F(CommitTest, PauseBeforeCommitHookIsANoOpUnlessArmed) {
+  const std::string dir = FreshRoot("_pause");  // a scratch path beside the root
+  ASSERT_THAT(base_->CreateDirs(dir), IsOk());
+  ASSERT_EQ(unsetenv("DSTRAIN_TEST_PAUSE_BEFORE_COMMIT"), 0);
+  // On another thread, so a save that waits fails here instead of hanging the test.
+  auto saved = std::async(std::launch::async, [&] { return Save(base_, root_, "step1", 1); });
+  ASSERT_TRUE(FinishesAlone(saved, "")) << "the save waited with the hook unset";
+  EXPECT_THAT(saved.get(), IsOk());
+  EXPECT_EQ(Loaded(base_, root_, "latest"), "step1");
+  EXPECT_THAT(*base_->GetChildren(dir), ::testing::IsEmpty());
+
+  const std::string missing = env::JoinPath(dir, "no_such_dir");
+  const std::string marker = env::JoinPath(missing, "marker");
+  ASSERT_EQ(setenv("DSTRAIN_TEST_PAUSE_BEFORE_COMMIT", marker.c_str(), 1), 0);
+  saved = std::async(std::launch::async, [&] { return Save(base_, root_, "step2", 2); });
+  const bool alone = FinishesAlone(saved, marker);
+  ASSERT_EQ(unsetenv("DSTRAIN_TEST_PAUSE_BEFORE_COMMIT"), 0);
+  ASSERT_TRUE(alone) << "the save waited with the marker's directory missing";
+  EXPECT_THAT(saved.get(), IsOk());
+  EXPECT_EQ(Loaded(base_, root_, "latest"), "step2");
+  EXPECT_FALSE(base_->FileExists(missing));
+}
+
+// Armed, the commit stops with the shards and manifest synced and the tag not yet renamed into
+// place, names the tag in the marker, and finishes once the marker is removed.
+TEST_F(CommitTest, PauseBeforeCommitHookHoldsTheRenameUntilTheMarkerIsGone) {
+  const std::string dir = FreshRoot("_pause");  // a scratch path beside the root
+  ASSERT_THAT(base_->CreateDirs(dir), IsOk());
+  const std::string marker = env::JoinPath(dir, "marker");
+  ASSERT_EQ(setenv("DSTRAIN_TEST_PAUSE_BEFORE_COMMIT", marker.c_str(), 1), 0);
+  auto saved = std::async(std::launch::async, [&] { return Save(base_, root_, "step7", 7); });
+  for (int i = 0; i < 3000 && !base_->FileExists(marker); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(unsetenv("DSTRAIN_TEST_PAUSE_BEFORE_COMMIT"), 0);
+  ASSERT_TRUE(base_->FileExists(marker)) << "the save did not pause";
+  EXPECT_EQ(*base_->ReadFileToString(marker, 100), "step7");
+  EXPECT_TRUE(base_->FileExists(env::JoinPath(root_, "step7.tmp/manifest.json")));
+  EXPECT_THAT(*ListCommitted(base_, root_), ::testing::IsEmpty());
+  EXPECT_EQ(saved.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout);
+  ASSERT_THAT(base_->RemoveFile(marker), IsOk());
+  ASSERT_TRUE(FinishesAlone(saved, marker)) << "the save went on waiting after the marker went";
+  EXPECT_THAT(saved.get(), IsOk());
+  EXPECT_EQ(Loaded(base_, root_, "latest"), "step7");
 }
 
 // The heart of the protocol: crash after each of the save's mutating operations in turn.

@@ -4,7 +4,8 @@
 #   1. submit → run → SUCCEEDED on two workers (ZeRO-2, two ranks rendezvousing through the
 #      coordinator's store), with step metrics and COMMITTED checkpoints in RocksDB and the
 #      trainers' output in the job log; a duplicate submit returns the same job;
-#   2. cancel while running: CANCELLED, the trainers are stopped and the slots free for the next;
+#   2. cancel while running: CANCELLED with the reason given (state and event), each agent gets the
+#      STOP and reports its rank KILLED by SIGTERM, and the slots are free for the next job;
 #   3. the gang rule: 3 one-slot workers and a 4-rank job: it waits, and runs when a 4th
 #      registers;
 #   4. a coordinator restart mid-queue restores every job (queued ones stay queued, finished ones
@@ -51,13 +52,29 @@ make_job "$out/long.json" 2 100000
 "$dstrain" submit "$out/long.json" --id long > /dev/null
 await_state long JOB_STATE_RUNNING 30
 "$dstrain" cancel long --reason "integration test" > /dev/null
+# The coordinator ends the job with the reason given, and records the one transition.
 [[ $(job_field long "j['job']['state']") == JOB_STATE_CANCELLED ]] || fail "long not CANCELLED"
+[[ $(job_field long "j['job']['state_reason'], j['job']['state_message']") == "Cancelled integration test" ]] ||
+  fail "long: state reason and message are not the cancel's"
+[[ $(job_field long "[(e['from_state'], e['reason'], e['message']) for e in j['events'] if e['to_state'] == 'JOB_STATE_CANCELLED']") == "[('JOB_STATE_RUNNING', 'Cancelled', 'integration test')]" ]] ||
+  fail "long: no single RUNNING -> CANCELLED event with the reason"
+"$dstrain" watch long > /dev/null && fail "watch of a cancelled job exited 0"
 make_job "$out/short.json" 2 2
 "$dstrain" submit "$out/short.json" --id after-cancel --follow > "$out/after_cancel.txt" ||
   fail "the job after the cancelled one did not succeed"
+# Each agent got the coordinator's STOP and ended its rank with SIGTERM (the trainer does not
+# handle it), which it reports as KILLED. It logs the end before it frees the slot, and
+# after-cancel could only start in that slot, so the lines are there by now.
+ranks=""
 for w in wa wb; do
-  grep -q "KILLED\|killed\|stopp" "$out/worker_$w.log" || true
+  grep -q "stopping 1 rank(s) of job long attempt 1: STOP from the coordinator (Cancelled)$" \
+    "$out/worker_$w.log" || fail "$w: no STOP for the cancelled job"
+  r=$(sed -n 's/^dstrain-worker: job long attempt 1 rank \([0-9]\) KILLED: killed by signal 15 (Terminated)$/\1/p' \
+    "$out/worker_$w.log")
+  [[ -n $r ]] || fail "$w: the cancelled job's rank did not end KILLED by SIGTERM"
+  ranks="$ranks$r"
 done
+[[ $ranks == 01 || $ranks == 10 ]] || fail "the cancelled ranks are '$ranks', not 0 and 1"
 pgrep -f "job-id long" > /dev/null && fail "trainers of the cancelled job still run"
 
 echo "== 3. gang: a 4-rank job waits for a 4th worker"
@@ -74,7 +91,8 @@ make_job "$out/huge.json" 8 2
 "$dstrain" submit "$out/huge.json" --id queued-1 > /dev/null
 "$dstrain" submit "$out/huge.json" --id queued-2 --priority 5 > /dev/null
 kill -TERM "$coord_pid"
-wait "$coord_pid" || true
+# SIGTERM is the coordinator's orderly shutdown: it exits 0 (coordinator/server/main.cc).
+wait "$coord_pid" || fail "the coordinator did not exit 0 on SIGTERM (status $?)"
 start_coordinator  # same port and data directory
 for j in queued-1 queued-2; do
   [[ $(job_field $j "j['job']['state']") == JOB_STATE_PENDING ]] || fail "$j lost its place"
