@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <limits>
-#include <regex>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -10,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "common/status/status_macros.h"
+#include "re2/re2.h"
 #include "worker/model/param_layout.h"
 
 namespace dstrain::pipe {
@@ -51,17 +51,20 @@ absl::StatusOr<std::vector<int64_t>> LayerWeights(const model::GptConfig& c,
     return absl::InvalidArgumentError(absl::StrCat("pipeline.partition_method: '", method,
                                                    "' is not parameters, uniform or type:REGEX"));
   }
-  std::regex re;
-  try {
-    re = std::regex(std::string(pattern), std::regex::icase | std::regex::ECMAScript);
-  } catch (const std::regex_error& e) {
+  // RE2, not std::regex: matching is linear in the input whatever the pattern, so a job file's
+  // pattern cannot make the trainer's start-up hang or overflow the stack.
+  RE2::Options options;
+  options.set_case_sensitive(false);
+  options.set_log_errors(false);
+  const RE2 re(pattern, options);
+  if (!re.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("pipeline.partition_method: bad regex '", pattern, "': ", e.what()));
+        absl::StrCat("pipeline.partition_method: bad regex '", pattern, "': ", re.error()));
   }
   const std::vector<std::string> names = LayerNames(c.n_layer);
   bool any = false;
   for (int i = 0; i < layers; ++i) {
-    w[i] = std::regex_search(names[i], re) ? 1 : 0;
+    w[i] = RE2::PartialMatch(names[i], re) ? 1 : 0;
     any |= w[i] != 0;
   }
   if (!any) {
