@@ -145,7 +145,7 @@ absl::Status AgreeAllShared(comm::Communicator* dp, const comm::CommOptions& com
     const uint32_t length = static_cast<uint32_t>(message.size());
     std::memcpy(packed, &code, 4);
     std::memcpy(packed + 4, &length, 4);
-    std::memcpy(packed + 8, message.data(), message.size());
+    message.copy(packed + 8, message.size());  // (memcpy's source may not be null, even empty)
     std::memcpy(outcomes.data() + kOutcomeFloats * rank, packed, sizeof(packed));
   }
   DT_ASSIGN_OR_RETURN(

@@ -56,7 +56,7 @@ absl::StatusOr<std::vector<int64_t>> LayerWeights(const model::GptConfig& c,
   RE2::Options options;
   options.set_case_sensitive(false);
   options.set_log_errors(false);
-  const RE2 re(pattern, options);
+  const RE2 re(re2::StringPiece(pattern.data(), pattern.size()), options);
   if (!re.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("pipeline.partition_method: bad regex '", pattern, "': ", re.error()));
