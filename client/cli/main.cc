@@ -174,9 +174,7 @@ int Estimate(const std::vector<std::string>& args) {
     estimates.push_back(zero::EstimateMemory(*layout, shape, spec->zero, stage, n,
                                              static_cast<int>(spec->train_micro_batch_size_per_gpu),
                                              spec->data.seq_len, ops,
-                                             spec->fp16.enabled   ? DType::kF16
-                                             : spec->bf16.enabled ? DType::kBF16
-                                                                  : DType::kF32));
+                                             zero::StatePrecision::Of(*spec)));
   }
   std::printf("%s", zero::DescribeEstimates(estimates, layout->num_parameters()).c_str());
   std::printf("the job selects stage %d; %s\n", spec->zero.stage,

@@ -18,8 +18,10 @@ dstrain rounds and is exact everywhere else.
   - Gradients: within one micro-batch a module's gradients are summed unrounded (the tied wte
     gets the LM head's and the embedding's parts), then added into the 16-bit gradient buffer,
     which rounds: acc16 = round16(acc16 + g), once per parameter per micro-batch
-    (worker/zero/zero_state.cc AcquireGrads/ReleaseGrads). The norm, the overflow check and
-    the optimizer read that buffer.
+    (worker/zero/zero_state.cc AcquireGrads/ReleaseGrads). Under fp32 accumulation
+    (data_types.grad_accum_dtype "fp32", the default for bf16 at ZeRO stage 0) the buffer is
+    fp32 and the sum is not rounded: acc = acc + g. The norm, the overflow check and the
+    optimizer read that buffer.
   - fp16 loss scale: backward runs on loss · scale, so the 16-bit buffer holds scaled
     gradients; an inf there is an overflow, which skips the step and backs the scale off
     (DeepSpeed's DynamicLossScaler, written out below); the optimizer divides the scale out.
@@ -130,8 +132,9 @@ class MixedPrecision:
     update, gradients dropped) and is reported as an infinite norm.
     """
 
-    def __init__(self, model, dtype, adamw, scaler=None):
+    def __init__(self, model, dtype, adamw, scaler=None, accumulate_fp32=False):
         self.model, self.dtype = model, dtype
+        self.accumulate_fp32 = accumulate_fp32
         self.scaler = scaler or DynamicLossScaler()
         self.params = list(model.parameters())
         self.master = [p.detach().clone() for p in self.params]
@@ -151,7 +154,10 @@ class MixedPrecision:
         (loss * self.scaler.scale).backward()
         with torch.no_grad():
             for acc, p in zip(self.grads, self.params):
-                acc.copy_(round_to(acc + p.grad, self.dtype))
+                if self.accumulate_fp32:
+                    acc.add_(p.grad)
+                else:
+                    acc.copy_(round_to(acc + p.grad, self.dtype))
 
     def step(self, lr, clip):
         squared = sum(float((g * g).sum()) for g in self.grads)

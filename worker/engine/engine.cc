@@ -23,21 +23,19 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
   e->comm_options_ = comm_options;
   // Mixed precision: 16-bit parameters and gradients, fp32 master weights; bf16 runs its
   // matrix products in bf16, fp16 widens to fp32 for them (no fp16 GEMM on most CPUs).
-  const DType storage =
-      spec.fp16.enabled ? DType::kF16 : (spec.bf16.enabled ? DType::kBF16 : DType::kF32);
+  const zero::StatePrecision precision = zero::StatePrecision::Of(spec);
   e->model_->set_matmul_precision(spec.bf16.enabled ? DType::kBF16 : DType::kF32);
   e->scaler_ = std::make_unique<precision::LossScaler>(
       spec.fp16.enabled ? precision::LossScalerOptions::FromConfig(spec.fp16)
                         : precision::LossScalerOptions::Static(1.0));
   zero::GradientReduction reduction;
-  reduction.dtype = spec.communication_data_type == "fp16"   ? DType::kF16
-                    : spec.communication_data_type == "bf16" ? DType::kBF16
-                                                             : DType::kF32;
+  reduction.dtype = precision.communication;
   reduction.prescale = spec.prescale_gradients;
   reduction.predivide = spec.gradient_predivide_factor;
+  reduction.accumulate = spec.grad_accum_dtype;
   DT_ASSIGN_OR_RETURN(
       e->zero_, zero::ZeroState::Create(e->model_->layout(), spec.zero, dp, comm_options, &e->ops(),
-                                        storage, reduction));
+                                        precision.storage, reduction));
   // The initial parameters pass through one full flat buffer on every rank; ZeroState keeps
   // what its stage keeps (stage 3: this rank's chunks only) and the buffer is freed. Every rank
   // initialised the same way, but DeepSpeed broadcasts rank 0's parameters anyway: it makes "all
@@ -154,7 +152,7 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
   // (DeepSpeed's ReduceTiedGrads), so they stay equal.
   const model::BlockRange range = model_->range();
   if (pipeline_.tied != nullptr && (range.Embeds() || range.HasHead(model_->config().n_layer))) {
-    DT_RETURN_IF_ERROR(zero_->ReduceModuleGrads(0, *pipeline_.tied));
+    DT_RETURN_IF_ERROR(zero_->ReduceParamGrads(*model_->layout().Find("wte"), *pipeline_.tied));
   }
   // Phase 1: average the gradients over the data-parallel ranks (stage 0: one all-reduce; stage
   // 1: reduce-scatter to the owning ranks; stages 2-3 reduced during backward).
@@ -175,16 +173,21 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
                                              comm::ReduceOp::kSum, comm_options_));
     squared_norm = sum;
   }
-  const bool overflow = zero_->mixed() && !std::isfinite(squared_norm);
+  // fp32 training applies a step with an inf or NaN gradient as DeepSpeed does (its norm says
+  // so), unless job.skip_nonfinite_steps asks to skip it like a 16-bit overflow.
+  const bool nonfinite = !std::isfinite(squared_norm);
+  const bool overflow = nonfinite && (zero_->mixed() || spec_.job.skip_nonfinite_steps);
+  // A skipped step reports an infinite norm, as DeepSpeed does; an applied one its own (inf or
+  // NaN included).
   stats.grad_norm = overflow ? std::numeric_limits<double>::infinity()
                              : std::sqrt(squared_norm) / stats.loss_scale;
-  if (spec_.gradient_clipping > 0.0 && !overflow) {
+  if (spec_.gradient_clipping > 0.0 && !nonfinite) {
     const double coef = spec_.gradient_clipping / (stats.grad_norm + 1e-6);
     if (coef < 1.0) stats.clip_coef = coef;
   }
   if (overflow) {
     // DeepSpeed's skipped step: no update, no scheduler step, gradients dropped; the scaler
-    // backs off (or fails the job at its floor).
+    // backs off (or fails the job at its floor; fp32's static scale of 1 does not move).
     DT_RETURN_IF_ERROR(scaler_->Update(/*overflow=*/true));
     zero_->SkipStep();
     stats.skipped = true;

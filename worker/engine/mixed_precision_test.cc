@@ -1,6 +1,7 @@
 // Mixed precision in the engine: bf16 and fp16 training against fp32, ZeRO stages against each
 // other under bf16 and fp16, and the overflow path (an inf on one rank skips the step on all,
 // the loss scale backs off, the job fails at the scale's floor).
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <vector>
@@ -29,7 +30,7 @@ config::JobSpec Spec(int world, int stage, int gas, double clip, const std::stri
 }
 
 struct Curve {
-  std::vector<double> losses, scales;
+  std::vector<double> losses, scales, grad_norms;
   std::vector<bool> skipped;
   std::vector<float> params;
 };
@@ -62,6 +63,7 @@ Curve Train(const config::JobSpec& spec, int world, int steps,
         if (st->has_value()) {
           runs[r].losses.push_back((**st).loss);
           runs[r].scales.push_back((**st).loss_scale);
+          runs[r].grad_norms.push_back((**st).grad_norm);
           runs[r].skipped.push_back((**st).skipped);
         }
       }
@@ -198,7 +200,11 @@ TEST(GradientReduction, CommunicationDataType) {
     EXPECT_EQ(got.params, bf16_comm0.params);
   }
   EXPECT_NE(bf16_comm0.params, fp32.params) << "bf16 reductions must round";
-  const std::string fp32_comm = std::string(kBf16) + R"(, "communication_data_type": "fp32")";
+  // 16-bit accumulation at stage 0 too (its default under bf16 is fp32, DeepSpeed's), so that
+  // stages 0 and 1 hold the same bf16 gradients.
+  const std::string fp32_comm = std::string(kBf16) +
+                                R"(, "communication_data_type": "fp32",
+                                     "data_types": {"grad_accum_dtype": "bf16"})";
   const Curve ref = Train(Spec(world, 0, 1, 0.0, fp32_comm, steps), world, steps);
   for (int stage : {1, 2, 3}) {
     SCOPED_TRACE(absl::StrCat("bf16 training, fp32 reductions, stage ", stage));
@@ -215,6 +221,30 @@ TEST(GradientReduction, CommunicationDataType) {
       EXPECT_NEAR(c->losses[i], fp32.losses[i], 0.02 * fp32.losses[i]) << "step " << i;
     }
   }
+}
+
+// fp32 training with an inf gradient: by default the step is applied, as DeepSpeed applies it
+// (the step's norm says inf and the weights turn NaN); job.skip_nonfinite_steps skips it as a
+// 16-bit overflow is skipped: reported as skipped, and the weights are those before the step.
+TEST(NonFiniteSteps, Fp32AppliesThemUnlessAskedToSkip) {
+  config::JobSpec spec = Spec(1, 0, 1, 1.0, "", 3);
+  const auto poison_last = [](int, int step) { return step == 2; };
+  const Curve applied = Train(spec, 1, 3, poison_last);
+  EXPECT_EQ(applied.skipped, (std::vector<bool>{false, false, false}));
+  ASSERT_EQ(applied.grad_norms.size(), 3u);
+  EXPECT_TRUE(std::isfinite(applied.grad_norms[1]));
+  EXPECT_TRUE(std::isinf(applied.grad_norms[2]));
+  EXPECT_TRUE(std::any_of(applied.params.begin(), applied.params.end(), [](float p) {
+    return std::isnan(p);
+  })) << "an applied inf gradient reaches the weights";
+
+  spec.job.skip_nonfinite_steps = true;
+  const Curve before = Train(spec, 1, 2);
+  const Curve skipped = Train(spec, 1, 3, poison_last);
+  EXPECT_EQ(skipped.skipped, (std::vector<bool>{false, false, true}));
+  EXPECT_TRUE(std::isinf(skipped.grad_norms[2]));
+  EXPECT_EQ(skipped.params, before.params) << "a skipped step must not move the weights";
+  EXPECT_EQ(skipped.scales, (std::vector<double>{1, 1, 1})) << "fp32 has no scale to back off";
 }
 
 // At the floor with no hysteresis left, an overflow ends the job with a clear error.

@@ -24,7 +24,7 @@ class ZeroMemoryTest : public ::testing::TestWithParam<std::tuple<int, int, bool
 TEST_P(ZeroMemoryTest, AllocatorMatchesTheEstimate) {
   const auto [world, stage, bf16] = GetParam();
   const std::string extra =
-      R"(, "reduce_bucket_size": 3000, "overlap_comm": true,
+      R"(, "reduce_bucket_size": 3000, "overlap_comm": true, "allgather_bucket_size": 2000,
          "stage3_param_persistence_threshold": 0, "stage3_max_live_parameters": 6000,
          "stage3_max_reuse_distance": 0)";
   const config::JobSpec spec = SmallGptSpec(world, stage, /*gas=*/2, /*clip=*/1.0, extra, 20,
@@ -35,7 +35,7 @@ TEST_P(ZeroMemoryTest, AllocatorMatchesTheEstimate) {
   const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu), T = spec.data.seq_len;
   testing::CpuDevice sizing;  // the device the estimate is for: the CPU, as the ranks'
   const zero::MemoryEstimate want = zero::EstimateMemory(
-      *layout, shape, spec.zero, stage, world, B, T, sizing.ops, bf16 ? DType::kBF16 : DType::kF32);
+      *layout, shape, spec.zero, stage, world, B, T, sizing.ops, zero::StatePrecision::Of(spec));
   std::vector<tensor::MemoryStats> stats(world);
   RunOnRanks(world, [&](int r, comm::Communicator* comm) {
     testing::CpuDevice alloc;
@@ -72,7 +72,7 @@ TEST_P(ZeroMemoryTest, AllocatorMatchesTheEstimate) {
     if (world > 1 && stage > 0) {
       const zero::MemoryEstimate prev =
           zero::EstimateMemory(*layout, shape, spec.zero, stage - 1, world, B, T, sizing.ops,
-                               bf16 ? DType::kBF16 : DType::kF32);
+                               zero::StatePrecision::Of(spec));
       EXPECT_LT(want.model_states(), prev.model_states());
     }
   }

@@ -20,8 +20,11 @@
 // 1e-3 (= lr/10). The test checks they can fail: losing one of the two micro-batches of every
 // step moves the weights by more than 100x the L2 bound.
 #include <cmath>
+#include <functional>
+#include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status/status_matchers.h"
 #include "gtest/gtest.h"
@@ -130,6 +133,15 @@ std::vector<std::pair<int, std::string>> Variants() {
       {3, ""},  // defaults: every module of this small model stays gathered (persistent)
       {3, R"(, "stage3_param_persistence_threshold": 100, "stage3_prefetch_bucket_size": 4000,
               "stage3_max_live_parameters": 9000, "stage3_max_reuse_distance": 0)"},
+      // DeepSpeed's other ways to move the same numbers: all-reduces instead of
+      // reduce-scatters, broadcasts instead of all-gathers, all-gathers in pieces through a
+      // staging buffer, the update in small sub-groups.
+      {1, R"(, "reduce_bucket_size": 3000, "reduce_scatter": false)"},
+      {2, R"(, "reduce_bucket_size": 3000, "reduce_scatter": false, "allgather_partitions": false,
+              "overlap_comm": true)"},
+      {1, R"(, "allgather_bucket_size": 500, "sub_group_size": 100)"},
+      {2, R"(, "reduce_bucket_size": 3000, "allgather_bucket_size": 777)"},
+      {3, R"(, "sub_group_size": 333)"},
   };
 }
 
@@ -160,6 +172,71 @@ TEST_P(ZeroParityTest, CloseWithAccumulationAndClipping) {
   for (const auto& [stage, extra] : Variants()) {
     ExpectClose(Train({world, stage, 2, 0.5, extra}), ref,
                 absl::StrFormat("world %d stage %d%s", world, stage, extra));
+  }
+}
+
+// The keys above act: the collectives and the update run the way they ask.
+TEST(ZeroKeysTest, CollectivesAndSubGroupsFollowTheKeys) {
+  struct Case {
+    int stage;
+    std::string extra;
+    std::function<void(const zero::ZeroState&)> check;
+  };
+  const int64_t owned_default = [] {
+    int64_t owned = 0;
+    RunOnRanks(2, [&](int r, comm::Communicator* comm) {
+      const config::JobSpec spec = SmallGptSpec(2, 1, 1, 0.0, "", 1);
+      testing::CpuDevice alloc;
+      auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc.ops), spec,
+                                  comm);
+      ASSERT_THAT(e, IsOk());
+      if (r == 0) owned = (*e)->zero().partition().owned_total();
+    });
+    return owned;
+  }();
+  ASSERT_GT(owned_default, 1000);
+  const std::vector<Case> cases = {
+      {1, "",
+       [](const zero::ZeroState& z) {
+         EXPECT_GT(z.traffic().reduce_scatter, 0);
+         EXPECT_GT(z.traffic().all_gather, 0);
+         EXPECT_EQ(z.optimizer_sub_groups(), 1) << "one unit, one sub-group";
+       }},
+      {2, R"(, "reduce_scatter": false, "allgather_partitions": false)",
+       [](const zero::ZeroState& z) {
+         EXPECT_EQ(z.traffic().reduce_scatter, 0);
+         EXPECT_EQ(z.traffic().all_gather, 0);
+         EXPECT_GT(z.traffic().all_reduce, 0);
+       }},
+      {1, R"(, "sub_group_size": 100)",
+       [&](const zero::ZeroState& z) {
+         EXPECT_EQ(z.optimizer_sub_groups(), (owned_default + 99) / 100);
+       }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(absl::StrCat("stage ", c.stage, c.extra));
+    const config::JobSpec spec = SmallGptSpec(2, c.stage, 1, 0.0, c.extra, 1);
+    int64_t broadcast_at_start = -1;
+    RunOnRanks(2, [&](int r, comm::Communicator* comm) {
+      testing::CpuDevice alloc;
+      auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &alloc.ops), spec,
+                                  comm);
+      ASSERT_THAT(e, IsOk());
+      const int64_t broadcast = (*e)->zero().traffic().broadcast;  // SetParams
+      const auto [x, y] = Batch(spec, 0, r, 0);
+      ASSERT_THAT((*e)->Forward(x.data(), y.data()), IsOk());
+      ASSERT_THAT((*e)->Backward(), IsOk());
+      ASSERT_THAT((*e)->Step(), IsOk());
+      if (r != 0) return;
+      c.check((*e)->zero());
+      broadcast_at_start = broadcast;
+      if (c.extra.find("allgather_partitions") != std::string::npos) {
+        EXPECT_GT((*e)->zero().traffic().broadcast, broadcast) << "owners broadcast their chunks";
+      } else {
+        EXPECT_EQ((*e)->zero().traffic().broadcast, broadcast);
+      }
+    });
+    EXPECT_GE(broadcast_at_start, 0);
   }
 }
 

@@ -202,12 +202,9 @@ absl::Status TrainingRun::BuildEngine() {
 }
 
 std::string TrainingRun::Expectation(const model::ParamLayout& layout) const {
-  const DType storage = spec_.fp16.enabled   ? DType::kF16
-                        : spec_.bf16.enabled ? DType::kBF16
-                                             : DType::kF32;
-  const zero::MemoryEstimate e =
-      zero::EstimateMemory(layout, ModelShape(spec_.model), spec_.zero, spec_.zero.stage,
-                           spec_.data_parallel_size, B_, T_, device_->ops(), storage);
+  const zero::MemoryEstimate e = zero::EstimateMemory(
+      layout, ModelShape(spec_.model), spec_.zero, spec_.zero.stage, spec_.data_parallel_size, B_,
+      T_, device_->ops(), zero::StatePrecision::Of(spec_));
   const int64_t total =
       e.model_states() + e.activations + e.comm_buffers_peak + e.gathered_params_peak;
   return absl::StrFormat(

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "worker/zero/partition.h"
+#include "worker/zero/precision.h"
 
 namespace dstrain::zero {
 
@@ -17,17 +18,18 @@ int64_t GptActivationBytes(const model::GptConfig& c, int B, int T, const device
 
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
                               const config::ZeroConfig& zero, int stage, int world, int B, int T,
-                              const device::Ops& ops, DType storage) {
-  const bool mixed = storage != DType::kF32;
+                              const device::Ops& ops, const StatePrecision& precision) {
+  const bool mixed = precision.storage != DType::kF32;
   MemoryEstimate e;
   e.stage = stage;
   e.world = world;
   e.mixed = mixed;
   // The same cut ZeroState::Create makes.
   const Partition p = Partition::ForStage(layout, stage, world, 0, zero.reduce_bucket_size);
-  const int64_t half = mixed ? 2 : 4;  // bytes of a stored parameter or gradient
+  const int64_t half = mixed ? 2 : 4;  // bytes of a stored parameter
   e.params = half * (stage == 3 ? p.owned_total() : p.padded_total());
-  e.grads = half * (stage >= 2 ? p.owned_total() : p.padded_total());
+  const DType grads = precision.GradsAt(stage);
+  e.grads = DTypeSize(grads) * (stage >= 2 ? p.owned_total() : p.padded_total());
   e.optimizer_state = (mixed ? 12 : 8) * p.owned_total();  // (master weights,) m, v
   e.activations = GptActivationBytes(model, B, T, ops);
 
@@ -50,9 +52,28 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::Gpt
     // The unit holding the embedding stays filled through backward (the tied head adds to wte
     // first, the encoder last); besides it one unit fills while up to two reduce (overlap_comm)
     // or none does.
-    e.comm_buffers_peak = half * (p.padded_numel(emb) + (zero.overlap_comm ? 3 : 1) * largest_unit);
+    // Buckets hold the gradients as they travel.
+    e.comm_buffers_peak = DTypeSize(precision.communication) *
+                          (p.padded_numel(emb) + (zero.overlap_comm ? 3 : 1) * largest_unit);
   }
-  if (mixed) e.comm_buffers_peak += 4 * in_use_modules;  // fp32 gradient scratch per module
+  // Where the model's gradients go (stages 0-1: the gradients, 2-3: a bucket): a 16-bit one gets
+  // an fp32 scratch per module in use.
+  if ((stage >= 2 ? precision.communication : grads) != DType::kF32) {
+    e.comm_buffers_peak += 4 * in_use_modules;
+  }
+  // Stages 0-1 reduce a copy of the gradients when they travel in another dtype.
+  if (stage <= 1 && world > 1 && precision.communication != grads) {
+    e.comm_buffers_peak += DTypeSize(precision.communication) * p.padded_total();
+  }
+  // Stages 1-2 gather a unit larger than allgather_bucket_size through a staging buffer.
+  if ((stage == 1 || stage == 2) && world > 1 && zero.allgather_partitions) {
+    const int64_t bucket = std::max<int64_t>(world, zero.allgather_bucket_size);
+    int64_t largest = 0;
+    for (int u = 0; u < static_cast<int>(p.units().size()); ++u) {
+      largest = std::max(largest, p.padded_numel(u));
+    }
+    if (largest > bucket) e.comm_buffers_peak += half * world * (bucket / world);
+  }
   // Where the host cannot address device memory, the gradient norm's and the loss's all-reduces
   // go through one device float each (zero::AllReduceScalar).
   if (!ops.host_accessible()) e.comm_buffers_peak += 2 * 4;

@@ -17,6 +17,7 @@
 #include "worker/model/gpt_sizes.h"
 #include "worker/model/param_layout.h"
 #include "worker/tensor/tensor.h"
+#include "worker/zero/precision.h"
 
 namespace dstrain::zero {
 
@@ -41,11 +42,11 @@ struct MemoryEstimate {
 int64_t GptActivationBytes(const model::GptConfig& config, int B, int T, const device::Ops& ops,
                            model::BlockRange range = {});
 
-// The estimate for stage `stage` at `world` data-parallel ranks with parameters stored as
-// `storage` (kF32, or kBF16 / kF16 for mixed precision), on `ops`'s device.
+// The estimate for stage `stage` at `world` data-parallel ranks with the job's dtypes
+// `precision`, on `ops`'s device.
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
                               const config::ZeroConfig& zero, int stage, int world, int B, int T,
-                              const device::Ops& ops, DType storage = DType::kF32);
+                              const device::Ops& ops, const StatePrecision& precision = {});
 
 // A table of every stage for the job, as `dstrain estimate` prints it.
 std::string DescribeEstimates(const std::vector<MemoryEstimate>& estimates, int64_t num_parameters);

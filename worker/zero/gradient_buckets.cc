@@ -59,12 +59,7 @@ absl::Status GradientBuckets::Launch(int u) {
   const View whole = b.buffer.view();
   z_.PreScale(whole);
   z_.BeforeCollective();
-  DT_ASSIGN_OR_RETURN(
-      b.reduce,
-      z_.dp_->ReduceScatter(z_.Buf(whole), z_.Buf(whole.Sub(p.rank() * unit.chunk, unit.chunk)),
-                            z_.reduce_op_, z_.comm_));
-  z_.traffic_.reduce_scatter +=
-      static_cast<int64_t>(DTypeSize(whole.dtype())) * unit.chunk * (z_.world() - 1);
+  DT_ASSIGN_OR_RETURN(b.reduce, z_.ReduceUnit(whole, whole.Sub(p.rank() * unit.chunk, unit.chunk)));
   return absl::OkStatus();
 }
 

@@ -17,7 +17,6 @@ Stage0::Stage0(const model::ParamLayout& layout, const config::ZeroConfig& confi
 absl::Status Stage0::ReduceGradients() {
   if (!distributed()) return absl::OkStatus();
   const int n = dp_->size();
-  const DType t = reduction_.dtype;
   Tensor copy;
   DT_ASSIGN_OR_RETURN(const View buffer, ReductionBuffer(copy));
   PreScale(buffer);
@@ -26,7 +25,7 @@ absl::Status Stage0::ReduceGradients() {
   traffic_.all_reduce += static_cast<int64_t>(buffer.bytes()) * 2 * (n - 1) / n;
   DT_RETURN_IF_ERROR(Wait(work));
   PostScale(buffer);
-  if (t != storage_) ops_->Convert(grads_.view(), buffer);
+  ReducedIntoGrads(grads_.view(), buffer);
   return ops_->status();
 }
 

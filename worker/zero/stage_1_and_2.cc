@@ -39,11 +39,10 @@ std::vector<View> Stage1And2::NormViews() {
   return chunks;
 }
 
-// Stage 1: each unit's full gradients reduce-scatter in place; this rank keeps its chunk.
+// Stage 1: each unit's full gradients reduce-scatter in place (reduce_scatter: false, all-reduce);
+// this rank keeps its chunk.
 absl::Status Stage1And2::ReduceGradients() {
   if (partition_gradients_ || !distributed()) return absl::OkStatus();  // stage 2: in backward
-  const int n = dp_->size();
-  const DType t = reduction_.dtype;
   Tensor copy;
   DT_ASSIGN_OR_RETURN(const View buffer, ReductionBuffer(copy));
   PreScale(buffer);
@@ -51,18 +50,16 @@ absl::Status Stage1And2::ReduceGradients() {
   std::vector<std::unique_ptr<comm::Work>> works;
   for (int u = 0; u < static_cast<int>(partition_.units().size()); ++u) {
     const Unit& unit = partition_.units()[u];
-    DT_ASSIGN_OR_RETURN(
-        auto work,
-        dp_->ReduceScatter(Buf(buffer.Sub(unit.padded_offset, partition_.padded_numel(u))),
-                           Buf(buffer.Sub(GradChunk(unit), unit.chunk)), reduce_op_, comm_));
+    DT_ASSIGN_OR_RETURN(auto work,
+                        ReduceUnit(buffer.Sub(unit.padded_offset, partition_.padded_numel(u)),
+                                   buffer.Sub(GradChunk(unit), unit.chunk)));
     works.push_back(std::move(work));
-    traffic_.reduce_scatter += static_cast<int64_t>(DTypeSize(t)) * unit.chunk * (n - 1);
   }
   for (auto& work : works) DT_RETURN_IF_ERROR(Wait(work));
   for (const Unit& unit : partition_.units()) {
     const View mine = buffer.Sub(GradChunk(unit), unit.chunk);
     PostScale(mine);
-    if (t != storage_) ops_->Convert(grads_.view().Sub(GradChunk(unit), unit.chunk), mine);
+    ReducedIntoGrads(grads_.view().Sub(GradChunk(unit), unit.chunk), mine);
   }
   return ops_->status();
 }

@@ -1,6 +1,8 @@
 // ZeRO stages 1 and 2 (DeepSpeed's stage_1_and_2): every rank keeps the full parameters in the
-// padded space and updates only its chunks, then the updated chunks are all-gathered. Units are
-// DeepSpeed's reduce buckets (reduce_bucket_size, Partition::ForStage).
+// padded space and updates only its chunks, then the updated chunks are all-gathered (at most
+// allgather_bucket_size elements at a time; broadcast by their owners under allgather_partitions:
+// false). Units are DeepSpeed's reduce buckets (reduce_bucket_size, Partition::ForStage);
+// reduce_scatter: false averages them with all-reduces instead of reduce-scatters.
 //   stage 1: full gradients, reduce-scattered unit by unit at the accumulation boundary;
 //   stage 2 (partition_gradients): only this rank's gradient chunks are kept; each unit's
 //            gradients are reduce-scattered from a bucket as backward completes it

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <limits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -33,6 +35,12 @@ absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(
   if (reduction.dtype != DType::kF32 && storage != DType::kF32 && reduction.dtype != storage) {
     return absl::InvalidArgumentError(
         absl::StrCat("communication_data_type: ", DTypeName(reduction.dtype), " with ",
+                     DTypeName(storage), " storage"));
+  }
+  reduction.accumulate = GradAccumulationDType(reduction.accumulate, storage, config.stage);
+  if (*reduction.accumulate != DType::kF32 && *reduction.accumulate != storage) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data_types.grad_accum_dtype: ", DTypeName(*reduction.accumulate), " with ",
                      DTypeName(storage), " storage"));
   }
   if (!(reduction.predivide > 0)) {
@@ -96,6 +104,7 @@ ZeroState::ZeroState(const model::ParamLayout& layout, const config::ZeroConfig&
       ops_(ops),
       partition_(std::move(partition)),
       storage_(storage),
+      grads_dtype_(GradAccumulationDType(reduction.accumulate, storage, config.stage)),
       reduction_(reduction),
       params_partitioned_(params_partitioned),
       grads_partitioned_(grads_partitioned),
@@ -124,7 +133,7 @@ absl::Status ZeroState::Allocate() {
       grads_partitioned_ ? partition_.owned_total() : partition_.padded_total();
   const int64_t owned = partition_.owned_total();
   DT_ASSIGN_OR_RETURN(params_, Tensor::Zeros(a, storage_, {param_elems}, MemoryCategory::kParams));
-  DT_ASSIGN_OR_RETURN(grads_, Tensor::Zeros(a, storage_, {grad_elems}, MemoryCategory::kGrads));
+  DT_ASSIGN_OR_RETURN(grads_, Tensor::Zeros(a, grads_dtype_, {grad_elems}, MemoryCategory::kGrads));
   if (mixed()) {
     DT_ASSIGN_OR_RETURN(master_,
                         Tensor::Zeros(a, DType::kF32, {owned}, MemoryCategory::kOptimizerState));
@@ -152,6 +161,21 @@ absl::Status ZeroState::Wait(std::unique_ptr<comm::Work>& work) {
   return status;
 }
 
+// zero_optimization.reduce_scatter (stages 1-2): each rank needs only its chunk of the average,
+// which a reduce-scatter delivers at half an all-reduce's traffic; false all-reduces the whole
+// unit as DeepSpeed then does. Stage 3 always reduce-scatters, as DeepSpeed's does.
+absl::StatusOr<std::unique_ptr<comm::Work>> ZeroState::ReduceUnit(const View& whole,
+                                                                  const View& mine) {
+  const int n = world();
+  if (config_.reduce_scatter || config_.stage >= 3) {
+    traffic_.reduce_scatter +=
+        static_cast<int64_t>(DTypeSize(whole.dtype())) * mine.numel() * (n - 1);
+    return dp_->ReduceScatter(Buf(whole), Buf(mine), reduce_op_, comm_);
+  }
+  traffic_.all_reduce += static_cast<int64_t>(whole.bytes()) * 2 * (n - 1) / n;
+  return dp_->AllReduce(Buf(whole), reduce_op_, comm_);
+}
+
 void ZeroState::PreScale(const View& v) const {
   if (pre_scale_ != 1.0) ops_->Scale(v, pre_scale_);
 }
@@ -160,20 +184,79 @@ void ZeroState::PostScale(const View& v) const {
   if (post_scale_ != 1.0) ops_->Scale(v, post_scale_);
 }
 
+// DeepSpeed's stage 1-2 parameter gather: all-gathers (allgather_partitions) or one broadcast
+// per owner, covering at most allgather_bucket_size elements at a time. A unit that fits is
+// gathered in place, several such in flight together; a larger one goes piece by piece through a
+// staging buffer of at most allgather_bucket_size elements. Pure data movement: every way gives
+// the same bits.
 absl::Status ZeroState::GatherOwnedChunks() {
   const View params = params_.view();
-  std::vector<std::unique_ptr<comm::Work>> works;
+  const int n = world();
+  const int64_t bucket = std::max<int64_t>(n, config_.allgather_bucket_size);
+  const int64_t elem = DTypeSize(storage_);
+  std::deque<std::pair<std::unique_ptr<comm::Work>, int64_t>> in_flight;  // work, elements
+  int64_t in_flight_elements = 0;
+  auto drain_to = [&](int64_t limit) -> absl::Status {
+    while (!in_flight.empty() && in_flight_elements > limit) {
+      DT_RETURN_IF_ERROR(Wait(in_flight.front().first));
+      in_flight_elements -= in_flight.front().second;
+      in_flight.pop_front();
+    }
+    return absl::OkStatus();
+  };
   BeforeCollective();
   for (int u = 0; u < static_cast<int>(partition_.units().size()); ++u) {
     const Unit& unit = partition_.units()[u];
-    DT_ASSIGN_OR_RETURN(
-        auto work,
-        dp_->AllGather(Buf(params.Sub(ParamChunk(unit), unit.chunk)),
-                       Buf(params.Sub(unit.padded_offset, partition_.padded_numel(u))), comm_));
-    works.push_back(std::move(work));
-    traffic_.all_gather += static_cast<int64_t>(DTypeSize(storage_)) * unit.chunk * (world() - 1);
+    const int64_t whole = partition_.padded_numel(u);
+    if (!config_.allgather_partitions) {
+      // Each owner broadcasts its chunk, in pieces of at most `bucket` elements.
+      for (int root = 0; root < n; ++root) {
+        for (int64_t at = 0; at < unit.chunk; at += bucket) {
+          const int64_t len = std::min(bucket, unit.chunk - at);
+          DT_RETURN_IF_ERROR(drain_to(bucket - len));
+          DT_ASSIGN_OR_RETURN(
+              auto work,
+              dp_->Broadcast(Buf(params.Sub(unit.padded_offset + root * unit.chunk + at, len)),
+                             root, comm_));
+          in_flight.emplace_back(std::move(work), len);
+          in_flight_elements += len;
+          traffic_.broadcast += elem * len * (n - 1) / n;
+        }
+      }
+      continue;
+    }
+    if (whole <= bucket) {
+      DT_RETURN_IF_ERROR(drain_to(bucket - whole));
+      DT_ASSIGN_OR_RETURN(auto work,
+                          dp_->AllGather(Buf(params.Sub(ParamChunk(unit), unit.chunk)),
+                                         Buf(params.Sub(unit.padded_offset, whole)), comm_));
+      in_flight.emplace_back(std::move(work), whole);
+      in_flight_elements += whole;
+      traffic_.all_gather += elem * unit.chunk * (n - 1);
+      continue;
+    }
+    // Too large for one all-gather: `piece` elements of every rank's chunk at a time.
+    DT_RETURN_IF_ERROR(drain_to(0));
+    const int64_t piece = bucket / n;
+    DT_ASSIGN_OR_RETURN(Tensor staging, Tensor::Empty(ops_->allocator(), storage_, {n * piece},
+                                                      MemoryCategory::kCommBuffers));
+    for (int64_t at = 0; at < unit.chunk; at += piece) {
+      const int64_t len = std::min(piece, unit.chunk - at);
+      const View gathered = staging.view().Sub(0, n * len);
+      DT_ASSIGN_OR_RETURN(auto work, dp_->AllGather(Buf(params.Sub(ParamChunk(unit) + at, len)),
+                                                    Buf(gathered), comm_));
+      DT_RETURN_IF_ERROR(Wait(work));
+      traffic_.all_gather += elem * len * (n - 1);
+      for (int r = 0; r < n; ++r) {
+        if (r == partition_.rank()) continue;
+        ops_->Copy(params.Sub(unit.padded_offset + r * unit.chunk + at, len),
+                   gathered.Sub(r * len, len));
+      }
+      // The next piece's all-gather overwrites the staging buffer: copies first.
+      BeforeCollective();
+    }
   }
-  for (auto& work : works) DT_RETURN_IF_ERROR(Wait(work));
+  DT_RETURN_IF_ERROR(drain_to(0));
   return ops_->status();
 }
 
@@ -215,11 +298,15 @@ absl::Status ZeroState::PaddedParamsInto(const View& flat) {
 }
 
 absl::StatusOr<View> ZeroState::ReductionBuffer(Tensor& copy) {
-  if (reduction_.dtype == storage_) return grads_.view();
+  if (reduction_.dtype == grads_dtype_) return grads_.view();
   DT_ASSIGN_OR_RETURN(copy, Tensor::Empty(ops_->allocator(), reduction_.dtype, {grads_.numel()},
                                           MemoryCategory::kCommBuffers));
   ops_->Convert(copy.view(), grads_.view());
   return copy.view();
+}
+
+void ZeroState::ReducedIntoGrads(const View& grads, const View& reduced) {
+  if (reduced.data() != grads.data()) ops_->Convert(grads, reduced);
 }
 
 absl::Status ZeroState::GatherMasterInto(const View& flat) {
@@ -283,13 +370,14 @@ std::vector<View> ZeroState::LocalNormViews() {
   return views;
 }
 
-absl::Status ZeroState::ReduceModuleGrads(int module, comm::Communicator& group) {
+absl::Status ZeroState::ReduceParamGrads(const model::ParamSpec& param, comm::Communicator& group) {
   if (grads_partitioned_) {
     return absl::FailedPreconditionError(
         "tied gradients need whole gradients until the boundary: ZeRO stage 0 or 1");
   }
   if (group.size() <= 1) return absl::OkStatus();
-  const View grads = PaddedModule(grads_, module);
+  const int64_t within = param.offset - layout_.modules()[param.module].offset;
+  const View grads = PaddedModule(grads_, param.module).Sub(within, param.numel);
   BeforeCollective();
   DT_ASSIGN_OR_RETURN(auto work, group.AllReduce(Buf(grads), comm::ReduceOp::kSum, comm_));
   DT_RETURN_IF_ERROR(Wait(work));
@@ -313,23 +401,39 @@ absl::StatusOr<double> ZeroState::GradSquaredNorm() {
 absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
   const View params = params_.view(), grads = grads_.view();
   const View m = exp_avg_.view(), v = exp_avg_sq_.view();
+  optimizer_sub_groups_ = 0;
   if (params_partitioned_ && grads_partitioned_) {
     // Both are this rank's chunks back to back, as the moments are: one pass over everything.
-    ops_->AdamW(mixed() ? device::AdamWViews{master_.view(), grads, m, v, params}
-                        : device::AdamWViews{params, grads, m, v, View()},
-                args);
+    UpdateInSubGroups(mixed() ? device::AdamWViews{master_.view(), grads, m, v, params}
+                              : device::AdamWViews{params, grads, m, v, View()},
+                      args);
     return ops_->status();
   }
   for (const Unit& unit : partition_.units()) {
     const int64_t o = unit.owned_offset, n = unit.chunk;
     const View p = params.Sub(ParamChunk(unit), n), g = grads.Sub(GradChunk(unit), n);
     if (mixed()) {
-      ops_->AdamW({master_.view().Sub(o, n), g, m.Sub(o, n), v.Sub(o, n), p}, args);
+      UpdateInSubGroups({master_.view().Sub(o, n), g, m.Sub(o, n), v.Sub(o, n), p}, args);
     } else {
-      ops_->AdamW({p, g, m.Sub(o, n), v.Sub(o, n), View()}, args);
+      UpdateInSubGroups({p, g, m.Sub(o, n), v.Sub(o, n), View()}, args);
     }
   }
   return ops_->status();
+}
+
+// zero_optimization.sub_group_size: one update covers at most that many elements, so the
+// optimizer's working set (what one kernel streams through, and what offload will swap) stays
+// bounded. The update is elementwise: the cut does not change a bit.
+void ZeroState::UpdateInSubGroups(const device::AdamWViews& w, const device::AdamWArgs& args) {
+  const int64_t group = std::max<int64_t>(1, config_.sub_group_size);
+  const int64_t n = w.param.numel();
+  for (int64_t at = 0; at < n; at += group) {
+    const int64_t len = std::min(group, n - at);
+    ops_->AdamW({w.param.Sub(at, len), w.grad.Sub(at, len), w.m.Sub(at, len), w.v.Sub(at, len),
+                 w.param16.empty() ? View() : w.param16.Sub(at, len)},
+                args);
+    ++optimizer_sub_groups_;
+  }
 }
 
 void ZeroState::SkipStep() { ops_->Fill(grads_.view(), 0.f); }

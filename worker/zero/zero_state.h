@@ -21,13 +21,17 @@
 // the padded space, so a unit's reduce-scatter and all-gather run in place. Averaging is over the
 // data-parallel ranks (ReduceOp::kAvg), as DeepSpeed divides by the data-parallel world size.
 //
-// Mixed precision (bf16 or fp16): parameters and gradients are stored, communicated and
-// accumulated in 16 bits; fp32 master weights join the Adam moments as optimizer state (the ZeRO
-// paper's 2 + 2 + 12 bytes per parameter). The model computes on fp32 widenings of a running
+// Mixed precision (bf16 or fp16): parameters and gradients are stored and communicated in 16
+// bits; fp32 master weights join the Adam moments as optimizer state (the ZeRO paper's 2 + 2 + 12
+// bytes per parameter). The gradients are accumulated over a step's micro-batches in 16 bits too,
+// or in fp32 under data_types.grad_accum_dtype "fp32" (DeepSpeed's default for bf16 at stage 0):
+// then grads_ is fp32, the model adds into it directly at stages 0-1, and stages 2-3 add each
+// micro-batch's reduced 16-bit bucket into it. The model computes on fp32 widenings of a running
 // module's parameters (gathered_params), except that under bf16 storage the matrix weights are
 // handed out in bf16 (the matrix products take them directly), and its gradients land in an fp32
 // scratch per module that is rounded into the 16-bit gradients when the module is done
-// (comm_buffers). The 16-bit sum of squares is the overflow check (inf/NaN) as well as the norm.
+// (comm_buffers). The gradients' sum of squares is the overflow check (inf/NaN) as well as the
+// norm.
 //
 // Everything runs through the rank's device::Ops (no kernel is named here) and its allocator by
 // category: params, grads, optimizer_state (the ZeRO model states), comm_buffers (gradient
@@ -38,6 +42,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +56,7 @@
 #include "worker/model/param_layout.h"
 #include "worker/tensor/tensor.h"
 #include "worker/zero/partition.h"
+#include "worker/zero/precision.h"
 
 namespace dstrain::zero {
 
@@ -74,6 +80,9 @@ struct GradientReduction {
   DType dtype = DType::kF32;  // what travels: f32, or the 16-bit storage type
   bool prescale = false;      // grad *= 1/N before the sum
   double predivide = 1.0;     // grad *= 1/f before the sum and *= f/N after (1: a plain mean)
+  // data_types.grad_accum_dtype: what a step's gradients are summed in over its micro-batches,
+  // f32 or the storage dtype; nullopt is DeepSpeed's None (GradAccumulationDType).
+  std::optional<DType> accumulate;
 };
 
 // Reduces one float over `group` in place (host memory), through `ops`'s device: straight from
@@ -87,7 +96,8 @@ class ZeroState : public model::ParamAccess {
  public:
   // The strategy for config.stage. `dp` may be null (one rank); `ops` (not owned) is the rank's
   // device. `storage` is the parameter and gradient dtype: kF32, or kBF16 / kF16 for mixed
-  // precision. Errors: kInvalidArgument for a stage or dtype combination that does not exist,
+  // precision; `reduction.accumulate`, f32 or `storage`, the gradients' dtype. Errors:
+  // kInvalidArgument for a stage or dtype combination that does not exist,
   // kResourceExhausted when memory runs out.
   static absl::StatusOr<std::unique_ptr<ZeroState>> Create(const model::ParamLayout& layout,
                                                            const config::ZeroConfig& config,
@@ -99,6 +109,8 @@ class ZeroState : public model::ParamAccess {
 
   int stage() const { return config_.stage; }
   DType storage() const { return storage_; }
+  // What the gradients are accumulated in: f32, or the storage dtype (GradientReduction).
+  DType grads_dtype() const { return grads_dtype_; }
   bool mixed() const { return storage_ != DType::kF32; }
   const Partition& partition() const { return partition_; }
   device::Ops& ops() const { return *ops_; }
@@ -121,8 +133,11 @@ class ZeroState : public model::ParamAccess {
   // Sum of squares of the averaged gradients over all ranks (collective from stage 1 on); inf or
   // NaN when any rank's gradients hold an inf or NaN (the overflow check).
   virtual absl::StatusOr<double> GradSquaredNorm();
-  // The update; args.grad_scale unscales (1 / loss scale) and clips.
+  // The update; args.grad_scale unscales (1 / loss scale) and clips. It runs over this rank's
+  // partition unit by unit, in sub-groups of at most sub_group_size elements.
   absl::Status AdamW(const device::AdamWArgs& args);
+  // The sub-groups the last AdamW updated.
+  int64_t optimizer_sub_groups() const { return optimizer_sub_groups_; }
   virtual absl::Status FinishStep() = 0;
   // An overflowed step: drop the gradients, keep everything else.
   void SkipStep();
@@ -144,12 +159,12 @@ class ZeroState : public model::ParamAccess {
   // Gradients are zero afterwards, as after a step.
   virtual absl::Status GatherAfterLoad() { return absl::OkStatus(); }
 
-  // Pipeline parallelism's tied weights. ReduceModuleGrads sums module `module`'s gradients of
+  // Pipeline parallelism's tied weights. ReduceParamGrads sums parameter `param`'s gradients of
   // this step over `group` (the stages holding a copy), in place; stages 0-1 only, whose
   // gradients are whole until ReduceGradients (kFailedPrecondition otherwise). Collective over
   // `group`. ExcludeFromNorm leaves `module`'s gradients out of GradSquaredNorm (a copy another
   // stage counts).
-  absl::Status ReduceModuleGrads(int module, comm::Communicator& group);
+  absl::Status ReduceParamGrads(const model::ParamSpec& param, comm::Communicator& group);
   void ExcludeFromNorm(int module);
 
   // Resharding (docs/checkpoints.md), without the whole state in memory. A shard's header (what
@@ -241,6 +256,11 @@ class ZeroState : public model::ParamAccess {
   // Waits for a collective (counting the time as unhidden communication) and orders the
   // computation after it.
   absl::Status Wait(std::unique_ptr<comm::Work>& work);
+  // Launches the average of a unit's gradients `whole` (its padded space, reduction_.dtype),
+  // of which this rank keeps `mine` (its chunk, inside `whole`): a reduce-scatter, or an
+  // all-reduce in place under reduce_scatter: false (stages 1-2).
+  absl::StatusOr<std::unique_ptr<comm::Work>> ReduceUnit(const tensor::View& whole,
+                                                         const tensor::View& mine);
   // The reduction's scaling of `v` (reduction_.dtype) before and after the collective.
   void PreScale(const tensor::View& v) const;
   void PostScale(const tensor::View& v) const;
@@ -261,8 +281,10 @@ class ZeroState : public model::ParamAccess {
   // mixed precision: the gathered master weights (GatherMasterInto).
   absl::Status PaddedParamsInto(const tensor::View& flat);
   // The full gradients as they travel at the boundary (stages 0-1): grads_ itself, or a copy
-  // converted to communication_data_type in `copy`.
+  // converted to communication_data_type in `copy`. ReducedIntoGrads then brings a copy's
+  // averaged range back into grads_.
   absl::StatusOr<tensor::View> ReductionBuffer(tensor::Tensor& copy);
+  void ReducedIntoGrads(const tensor::View& grads, const tensor::View& reduced);
 
   const model::ParamLayout& layout_;
   const config::ZeroConfig config_;
@@ -271,13 +293,14 @@ class ZeroState : public model::ParamAccess {
   device::Ops* const ops_;
   const Partition partition_;
   const DType storage_;
+  const DType grads_dtype_;  // f32 or storage_ (data_types.grad_accum_dtype)
   const GradientReduction reduction_;
   comm::ReduceOp reduce_op_ = comm::ReduceOp::kAvg;  // kSum when prescaling or predividing
   double pre_scale_ = 1.0, post_scale_ = 1.0;
   const bool params_partitioned_;  // params_ holds this rank's chunks (else the padded space)
   const bool grads_partitioned_;   // grads_ likewise
   tensor::Tensor params_;          // storage dtype
-  tensor::Tensor grads_;           // storage dtype
+  tensor::Tensor grads_;           // grads_dtype_
   tensor::Tensor master_;          // mixed precision: fp32 weights of this rank's chunks
   tensor::Tensor exp_avg_;         // this rank's chunks (stage 0: one rank's all)
   tensor::Tensor exp_avg_sq_;
@@ -294,11 +317,13 @@ class ZeroState : public model::ParamAccess {
     int users = 0;
     tensor::Tensor grad_scratch;
   };
+  void UpdateInSubGroups(const device::AdamWViews& views, const device::AdamWArgs& args);
   // Whether parameter i is handed out in its 16-bit storage (bf16 matrix weights).
   bool Direct16(int param) const;
   std::vector<char> host_staging_;   // ShardPieces / LoadShard on a device without host access
   std::vector<Piece> store_pieces_;  // BeginStoreOwned .. FinishStoreOwned: partition_'s owned
   std::vector<ModuleState> modules_;
+  int64_t optimizer_sub_groups_ = 0;
 };
 
 }  // namespace dstrain::zero

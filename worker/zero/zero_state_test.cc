@@ -4,6 +4,8 @@
 // worker/engine/zero_parity_test.cc.)
 #include "worker/zero/zero_state.h"
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "common/status/status_matchers.h"
@@ -151,6 +153,69 @@ TEST(ZeroStateTest, GradientsOfAnUnreleasedModuleAreAnError) {
   (*z)->BeginMicroBatch();
   ASSERT_THAT((*z)->AcquireGrads(2), IsOk());
   EXPECT_FALSE((*z)->FinishBackward().ok());
+}
+
+// data_types.grad_accum_dtype under bf16: eight micro-batches add 1 and then seven times 2^-8 to
+// one gradient. In bf16 (8 significant bits) each 2^-8 is half an ulp of 1 and rounds away (ties
+// to even); in fp32 the sum is exact. The norm, read in every stage, shows which one ran.
+TEST(ZeroStateTest, GradAccumDtypeDecidesWhatMicroBatchesSumIn) {
+  const model::ParamLayout layout = Layout();
+  constexpr int kMicroBatches = 8;
+  const double exact = 1.0 + 7.0 / 256;
+  for (int stage = 0; stage <= 3; ++stage) {
+    for (DType accumulate : {DType::kF32, DType::kBF16}) {
+      SCOPED_TRACE(::testing::Message()
+                   << "stage " << stage << ", accumulating in " << DTypeName(accumulate));
+      tensor::CpuAllocator alloc;
+      device::CpuOps ops(&alloc);
+      config::ZeroConfig c;
+      c.stage = stage;
+      c.reduce_bucket_size = 1;  // one module per unit: every bucket path runs
+      GradientReduction reduction;
+      reduction.dtype = DType::kBF16;  // DeepSpeed's communication_data_type under bf16
+      reduction.accumulate = accumulate;
+      auto z = ZeroState::Create(layout, c, nullptr, {}, &ops, DType::kBF16, reduction);
+      ASSERT_THAT(z, IsOk());
+      EXPECT_EQ((*z)->grads_dtype(), accumulate);
+      const int modules = static_cast<int>(layout.modules().size());
+      for (int micro = 0; micro < kMicroBatches; ++micro) {
+        (*z)->BeginMicroBatch();
+        for (int m = modules - 1; m >= 0; --m) {
+          auto grads = (*z)->AcquireGrads(m);
+          ASSERT_THAT(grads, IsOk());
+          if (grads->fresh) {  // a scratch whose matrix parts the model would overwrite
+            for (const tensor::View& v : grads->views) {
+              std::fill_n(v.as<float>(), v.numel(), 0.f);
+            }
+          }
+          if (m == 1) grads->views[0].as<float>()[0] += micro == 0 ? 1.f : 1.f / 256;
+          ASSERT_THAT((*z)->ReleaseGrads(m), IsOk());
+        }
+        ASSERT_THAT((*z)->FinishBackward(), IsOk());
+      }
+      ASSERT_THAT((*z)->ReduceGradients(), IsOk());
+      auto squared = (*z)->GradSquaredNorm();
+      ASSERT_THAT(squared, IsOk());
+      EXPECT_DOUBLE_EQ(std::sqrt(*squared), accumulate == DType::kF32 ? exact : 1.0);
+    }
+  }
+}
+
+TEST(ZeroStateTest, GradAccumDtypeDefaultsAsDeepSpeedDoes) {
+  EXPECT_EQ(GradAccumulationDType(std::nullopt, DType::kBF16, 0), DType::kF32);
+  for (int stage : {1, 2, 3}) {
+    EXPECT_EQ(GradAccumulationDType(std::nullopt, DType::kBF16, stage), DType::kBF16);
+  }
+  for (int stage : {0, 1, 2, 3}) {
+    EXPECT_EQ(GradAccumulationDType(std::nullopt, DType::kF16, stage), DType::kF16);
+    EXPECT_EQ(GradAccumulationDType(std::nullopt, DType::kF32, stage), DType::kF32);
+    EXPECT_EQ(GradAccumulationDType(DType::kF32, DType::kF16, stage), DType::kF32);
+  }
+  tensor::CpuAllocator alloc;
+  device::CpuOps ops(&alloc);
+  GradientReduction reduction;
+  reduction.accumulate = DType::kF16;
+  EXPECT_FALSE(ZeroState::Create(Layout(), {}, nullptr, {}, &ops, DType::kBF16, reduction).ok());
 }
 
 }  // namespace

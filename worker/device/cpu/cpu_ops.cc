@@ -217,6 +217,11 @@ void CpuOps::DoAdamW(const AdamWViews& v, const AdamWArgs& args) {
   } else if (!v.param16.empty() && v.grad.dtype() == v.param16.dtype()) {
     k::AdamWUpdateMixed(F32(v.param), U16(v.grad), F32(v.m), F32(v.v), U16(v.param16), n, args,
                         v.param16.dtype());
+  } else if (!v.param16.empty() && v.grad.dtype() == DType::kF32) {
+    // fp32-accumulated gradients of mixed precision: the fp32 update, then the working copy's
+    // rounding, as AdamWUpdateMixed does after widening.
+    k::AdamWUpdate(F32(v.param), F32(v.grad), F32(v.m), F32(v.v), n, args);
+    k::FloatToHalf(v.param16.dtype(), U16(v.param16), F32(v.param), n);
   } else {
     Fail(absl::UnimplementedError(
         absl::StrCat("AdamW: no CPU kernel for ", DTypeName(v.grad.dtype()), " gradients with ",

@@ -223,6 +223,16 @@ TEST_F(CpuOpsTest, AdamWPlainAndMixed) {
                       DType::kBF16);
   EXPECT_TRUE(Same(p, wp));
   EXPECT_EQ(p16, wp16);
+
+  // fp32-accumulated gradients (data_types.grad_accum_dtype "fp32") under bf16: gradients that
+  // bf16 holds exactly, given as f32, take bitwise the mixed kernel's step.
+  std::vector<float> g_wide(n);
+  k::HalfToFloat(DType::kBF16, g_wide.data(), g16.data(), n);
+  ops_.AdamW({F(p, {n}), F(g_wide, {n}), F(m, {n}), F(v, {n}), H(p16, {n})}, args);
+  k::AdamWUpdateMixed(wp.data(), g16.data(), wm.data(), wv.data(), wp16.data(), n, args,
+                      DType::kBF16);
+  EXPECT_TRUE(Same(p, wp) && Same(m, wm) && Same(v, wv));
+  EXPECT_EQ(p16, wp16);
   EXPECT_THAT(ops_.status(), IsOk());
 }
 
