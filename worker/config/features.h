@@ -1,10 +1,10 @@
 // What dstrain implements today, in one place (internal to worker/config).
 //
-// The schema in keys.cc knows every DeepSpeed key, but many of them switch on a feature dstrain
-// does not have yet (ZeRO-2, fp16, offload, monitors, ...). Each such key is marked "gated" in the
-// schema and listed here with a human name and whether it is implemented. A config that turns on
-// an unimplemented feature is rejected before anything starts ("fp16.enabled: fp16 mixed
-// precision is not supported yet"), instead of being silently ignored as DeepSpeed ignores what
+// The schema in keys.cc knows every DeepSpeed key, but some of them switch on a feature dstrain
+// does not have yet (tensor parallelism, offload, monitors, ...). Each such key is marked "gated"
+// in the schema and listed here with a human name and whether it is implemented. A config that
+// turns on an unimplemented feature is rejected before anything starts ("tensor_parallel: tensor
+// parallelism is not supported yet"), instead of being silently ignored as DeepSpeed ignores what
 // it does not know. Enabling a feature is one line in features.cc once the engine supports it.
 //
 // Thread-safety: immutable tables.
