@@ -60,7 +60,7 @@
 
 namespace dstrain::zero {
 
-struct ShardHeader;  // zero_state.cc
+struct ShardHeader;  // zero_state_shards.cc
 class GradientBuckets;
 
 // Bytes this rank sent in its collectives, by the ring algorithms' count (nccl-tests' bus

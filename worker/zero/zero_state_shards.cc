@@ -1,0 +1,212 @@
+// ZeroState's checkpoint shards: what a rank saves, loads and stores when resharding
+// (zero_state.h, "checkpoint shards"; docs/checkpoints.md).
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status/status_macros.h"
+#include "worker/zero/zero_state.h"
+
+namespace dstrain::zero {
+
+using tensor::MemoryCategory;
+using tensor::Tensor;
+using tensor::View;
+
+// The shard header: what must match for the bytes after it to mean the same thing.
+struct ShardHeader {
+  char magic[8] = {'d', 's', 'z', 'e', 'r', 'o', '0', '1'};
+  int32_t stage = 0, world = 0, rank = 0, storage = 0;
+  int64_t layout_total = 0, owned_total = 0, units = 0;
+};
+
+namespace {
+
+ShardHeader MakeHeader(int stage, const Partition& p, DType storage, int64_t layout_total) {
+  ShardHeader h;
+  h.stage = stage;
+  h.world = p.world();
+  h.rank = p.rank();
+  h.storage = static_cast<int32_t>(storage);
+  h.layout_total = layout_total;
+  h.owned_total = p.owned_total();
+  h.units = static_cast<int64_t>(p.units().size());
+  return h;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<absl::string_view>> ZeroState::ShardPieces(std::string* head) {
+  if (!Idle()) return absl::FailedPreconditionError("checkpoint shard: only between steps");
+  const ShardHeader h = MakeHeader(config_.stage, partition_, storage_, layout_.total());
+  head->append(reinterpret_cast<const char*>(&h), sizeof(h));
+  const int64_t n = partition_.owned_total();
+  // Parameters: this rank's chunks in unit order (mixed: the fp32 master weights), then m, v.
+  std::vector<View> views;
+  if (mixed()) {
+    views.push_back(master_.view());
+  } else {
+    for (const Unit& unit : partition_.units()) {
+      views.push_back(params_.view().Sub(ParamChunk(unit), unit.chunk));
+    }
+  }
+  views.push_back(exp_avg_.view().Sub(0, n));
+  views.push_back(exp_avg_sq_.view().Sub(0, n));
+  std::vector<absl::string_view> pieces;
+  if (ops_->host_accessible()) {
+    for (const View& v : views) pieces.emplace_back(static_cast<const char*>(v.data()), v.bytes());
+    return pieces;
+  }
+  size_t total = 0;
+  for (const View& v : views) total += v.bytes();
+  host_staging_.resize(total);
+  size_t at = 0;
+  for (const View& v : views) {
+    ops_->CopyToHost(host_staging_.data() + at, v);
+    pieces.emplace_back(host_staging_.data() + at, v.bytes());
+    at += v.bytes();
+  }
+  DT_RETURN_IF_ERROR(ops_->status());
+  return pieces;
+}
+
+absl::Status ZeroState::LoadShard(env::ByteSource& shard) {
+  const ShardHeader want = MakeHeader(config_.stage, partition_, storage_, layout_.total());
+  const int64_t n = partition_.owned_total();
+  if (shard.remaining() != sizeof(ShardHeader) + 12 * static_cast<uint64_t>(n)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shard has ", shard.remaining(), " bytes, expected ", sizeof(ShardHeader) + 12 * n));
+  }
+  ShardHeader got;
+  DT_RETURN_IF_ERROR(shard.Read(&got, sizeof(got)));
+  if (std::memcmp(got.magic, want.magic, sizeof(got.magic)) != 0) {
+    return absl::FailedPreconditionError("not a ZeRO state shard (bad magic)");
+  }
+  if (got.stage != want.stage || got.world != want.world || got.rank != want.rank ||
+      got.storage != want.storage || got.layout_total != want.layout_total ||
+      got.units != want.units) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shard written at stage ", got.stage, ", rank ", got.rank, " of ", got.world, ", storage ",
+        DTypeName(static_cast<DType>(got.storage)), " cannot load into stage ", want.stage,
+        ", rank ", want.rank, " of ", want.world, ", storage ", DTypeName(storage_),
+        " (LoadCheckpoint reshards such a checkpoint)"));
+  }
+  DropGathered();  // stale: the parameters change
+  // The next v.bytes() of the shard into v: straight into device memory the host can reach.
+  auto read = [&](const View& v) -> absl::Status {
+    if (ops_->host_accessible()) return shard.Read(v.data(), v.bytes());
+    host_staging_.resize(v.bytes());
+    DT_RETURN_IF_ERROR(shard.Read(host_staging_.data(), v.bytes()));
+    ops_->CopyFromHost(v, host_staging_.data());
+    return ops_->status();
+  };
+  if (mixed()) {
+    DT_RETURN_IF_ERROR(read(master_.view()));
+    for (const Unit& unit : partition_.units()) {
+      ops_->Convert(params_.view().Sub(ParamChunk(unit), unit.chunk),
+                    master_.view().Sub(unit.owned_offset, unit.chunk));
+    }
+  } else {
+    for (const Unit& unit : partition_.units()) {
+      DT_RETURN_IF_ERROR(read(params_.view().Sub(ParamChunk(unit), unit.chunk)));
+    }
+  }
+  DT_RETURN_IF_ERROR(read(exp_avg_.view().Sub(0, n)));
+  DT_RETURN_IF_ERROR(read(exp_avg_sq_.view().Sub(0, n)));
+  ops_->Fill(grads_.view(), 0.f);
+  return ops_->status();
+}
+
+absl::StatusOr<ZeroState::ShardLayout> ZeroState::ReadShardHeader(const model::ParamLayout& layout,
+                                                                  env::ByteSource& shard,
+                                                                  int64_t reduce_bucket_size) {
+  ShardHeader h;
+  if (shard.remaining() < sizeof(h)) return absl::DataLossError("ZeRO shard: truncated header");
+  DT_RETURN_IF_ERROR(shard.Read(&h, sizeof(h)));
+  if (std::memcmp(h.magic, ShardHeader().magic, sizeof(h.magic)) != 0) {
+    return absl::DataLossError("not a ZeRO state shard (bad magic)");
+  }
+  if (h.layout_total != layout.total()) {
+    return absl::FailedPreconditionError(absl::StrCat("shard of a model with ", h.layout_total,
+                                                      " floats; this model has ", layout.total()));
+  }
+  const DType storage = static_cast<DType>(h.storage);
+  if (h.stage < 0 || h.stage > 3 || h.world <= 0 || h.rank < 0 || h.rank >= h.world ||
+      (storage != DType::kF32 && storage != DType::kBF16 && storage != DType::kF16)) {
+    return absl::DataLossError(absl::StrCat("ZeRO shard: bad header (stage ", h.stage, ", rank ",
+                                            h.rank, " of ", h.world, ", storage ", h.storage, ")"));
+  }
+  ShardLayout out{h.stage, storage,
+                  Partition::ForStage(layout, h.stage, h.world, h.rank, reduce_bucket_size)};
+  const int64_t n = out.partition.owned_total();
+  if (n != h.owned_total || static_cast<int64_t>(out.partition.units().size()) != h.units ||
+      shard.remaining() != 12 * static_cast<uint64_t>(n)) {
+    return absl::DataLossError(
+        absl::StrCat("shard of rank ", h.rank, " of ", h.world, " at stage ", h.stage,
+                     " does not match the partition its writer used (reduce_bucket_size ",
+                     reduce_bucket_size, ")"));
+  }
+  return out;
+}
+
+absl::Status ZeroState::BeginStoreOwned() {
+  if (!Idle()) return absl::FailedPreconditionError("loading a checkpoint: only between steps");
+  DropGathered();  // stale: the parameters change
+  store_pieces_ = partition_.OwnedPieces();
+  // Zero first: padding (and, stages 1-2, the chunks other ranks own until the gather) stays 0.
+  ops_->Fill(params_.view(), 0.f);
+  if (mixed()) ops_->Fill(master_.view(), 0.f);
+  ops_->Fill(exp_avg_.view(), 0.f);
+  ops_->Fill(exp_avg_sq_.view(), 0.f);
+  ops_->Fill(grads_.view(), 0.f);
+  return ops_->status();
+}
+
+absl::Status ZeroState::StoreOwned(int array, int64_t flat, int64_t count,
+                                   env::ByteSource& source) {
+  if (count == 0) return absl::OkStatus();
+  // The last piece starting at or before `flat` (an empty piece shares its flat with the next).
+  const auto next = std::upper_bound(store_pieces_.begin(), store_pieces_.end(), flat,
+                                     [](int64_t f, const Piece& p) { return f < p.flat; });
+  if (array < 0 || array > 2 || count < 0 || next == store_pieces_.begin() ||
+      flat + count > std::prev(next)->flat + std::prev(next)->count) {
+    return absl::InternalError(absl::StrCat("StoreOwned: array ", array, ", floats [", flat, ", ",
+                                            flat + count, ") are not within this rank's share"));
+  }
+  const Piece& piece = *std::prev(next);
+  const Unit& unit = partition_.units()[std::prev(next) - store_pieces_.begin()];
+  const int64_t into = flat - piece.flat;
+  View dst;
+  if (array == 0) {
+    dst = mixed() ? master_.view().Sub(piece.at + into, count)
+                  : params_.view().Sub(ParamChunk(unit) + into, count);
+  } else {
+    dst = (array == 1 ? exp_avg_ : exp_avg_sq_).view().Sub(piece.at + into, count);
+  }
+  if (ops_->host_accessible()) return source.Read(dst.data(), dst.bytes());
+  std::vector<float> staging(std::min(count, kStoreStagingFloats));
+  for (int64_t done = 0; done < count;) {
+    const int64_t n = std::min<int64_t>(count - done, staging.size());
+    DT_RETURN_IF_ERROR(source.Read(staging.data(), n * sizeof(float)));
+    ops_->CopyFromHost(dst.Sub(done, n), staging.data());
+    DT_RETURN_IF_ERROR(ops_->status());
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ZeroState::FinishStoreOwned() {
+  if (mixed()) {
+    // The 16-bit working copy of this rank's chunks is the rounding of its master weights.
+    for (const Unit& unit : partition_.units()) {
+      ops_->Convert(params_.view().Sub(ParamChunk(unit), unit.chunk),
+                    master_.view().Sub(unit.owned_offset, unit.chunk));
+    }
+  }
+  store_pieces_ = {};
+  return ops_->status();
+}
+
+}  // namespace dstrain::zero
