@@ -169,6 +169,17 @@ struct JobConfig {
   JobDevice device = JobDevice::kAuto;
 };
 
+// Pipeline parallelism (docs/job-file.md, "Pipeline parallelism"): job.pipeline_stages with
+// DeepSpeed's pipeline block.
+struct PipelineConfig {
+  int stages = 1;
+  // pipeline.partition: "parameters" (also DeepSpeed's config default "best"), "uniform" or
+  // "type:REGEX" (worker/pipe/layer_partition.h).
+  std::string partition_method = "parameters";
+  // > 0: every block recomputes its forward in its backward, keeping only its input.
+  int activation_checkpoint_interval = 0;
+};
+
 struct JobSpec {
   // The batch triple after DeepSpeed's inference (docs/job-file.md, "Batch size"):
   // train_batch_size == train_micro_batch_size_per_gpu * gradient_accumulation_steps *
@@ -199,6 +210,7 @@ struct JobSpec {
   ModelConfig model;
   DataConfig data;
   JobConfig job;
+  PipelineConfig pipeline;
   CheckpointConfig checkpoint;
 
   // Remarks about the config that are not errors (a default that differs from DeepSpeed's docs,

@@ -516,6 +516,25 @@ std::vector<ValidRow> ValidRows() {
          EXPECT_EQ(s.job.checkpoint_every, 0);
          EXPECT_EQ(s.job.name, "demo");
        }},
+      {"PipelineGrid",
+       [](json& j) {
+         j["job"]["world_size"] = 4;
+         j["job"]["pipeline_stages"] = 2;
+         j["pipeline"] = {{"activation_checkpoint_interval", 1}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.pipeline.stages, 2);
+         EXPECT_EQ(s.data_parallel_size, 2);
+         EXPECT_EQ(s.pipeline.partition_method, "parameters") << "DeepSpeed's \"best\"";
+         EXPECT_EQ(s.pipeline.activation_checkpoint_interval, 1);
+       }},
+      {"PipelinePartitionUniform",
+       [](json& j) {
+         j["job"]["world_size"] = 2;
+         j["job"]["pipeline_stages"] = 2;
+         j["pipeline"] = {{"partition", "uniform"}, {"stages", 2}};
+       },
+       [](const JobSpec& s) { EXPECT_EQ(s.pipeline.partition_method, "uniform"); }},
       {"OurBlocksFullySpecified",
        [](json& j) {
          j["model"] = {{"type", "gpt"},
@@ -733,12 +752,47 @@ std::vector<InvalidRow> InvalidRows() {
          j["sparse_attention"] = {{"mode", "fixed"}};
        },
        "sparse_attention: sparse attention is not supported yet"},
-      {"PipelineNotYet",
+      {"PipelineStagesDivideTheWorld",
+       [](json& j) {
+         j["job"]["world_size"] = 4;
+         j["job"]["pipeline_stages"] = 3;
+       },
+       "job.pipeline_stages: must divide job.world_size (4 % 3 != 0)"},
+      {"PipelineMoreStagesThanBlocks",
+       [](json& j) {
+         j["job"]["world_size"] = 3;
+         j["job"]["pipeline_stages"] = 3;
+       },
+       "pipeline.stages"},
+      {"PipelineRegexMatchesNothing",
        [](json& j) {
          j["job"]["world_size"] = 2;
          j["job"]["pipeline_stages"] = 2;
+         j["pipeline"] = {{"partition", "type:attention"}};
        },
-       "job.pipeline_stages: pipeline parallelism (job.pipeline_stages > 1) is not supported yet"},
+       "pipeline.partition: 'attention' matches no layer"},
+      {"PipelineUnknownMethod",
+       [](json& j) {
+         j["job"]["world_size"] = 2;
+         j["job"]["pipeline_stages"] = 2;
+         j["pipeline"] = {{"partition", "fastest"}};
+       },
+       "pipeline.partition: 'fastest' is not parameters, uniform or type:REGEX"},
+      {"PipelineWithZero2",
+       [](json& j) {
+         j["job"]["world_size"] = 2;
+         j["job"]["pipeline_stages"] = 2;
+         j["zero_optimization"] = {{"stage", 2}};
+       },
+       "zero_optimization.stage: 2 with pipeline parallelism"},
+      {"PipelineWithCheckpointsNotYet",
+       [](json& j) {
+         j["job"]["world_size"] = 2;
+         j["job"]["pipeline_stages"] = 2;
+         j["job"]["checkpoint_dir"] = "ckpt";
+       },
+       "job.checkpoint_dir: checkpoints of a pipelined job (job.pipeline_stages > 1) are not "
+       "supported yet"},
       {"Amsgrad",
        [](json& j) {
          j["optimizer"] = {{"type", "AdamW"}, {"params", {{"amsgrad", true}}}};

@@ -11,7 +11,7 @@ constexpr int kImplementedMaxZeroStage = 3;
 // One row per gated key of keys.cc. Flip `implemented` when the engine supports the feature.
 constexpr FeatureSwitch kSwitches[] = {
     // Parallelism.
-    {"job.pipeline_stages", "pipeline parallelism (job.pipeline_stages > 1)", false},
+    {"job.pipeline_stages", "pipeline parallelism (job.pipeline_stages > 1)", true},
     // Checkpoints (docs/checkpoints.md).
     {"job.checkpoint_every", "periodic checkpoints (job.checkpoint_every > 0)", true},
     {"seq_parallel_communication_data_type", "sequence parallelism", false},

@@ -200,8 +200,8 @@ constexpr KeyEffectRow kRows[] = {
              "it replaces PyTorch's linear function so that ZeRO-3 saves less for backward; "
              "dstrain's layers are its own and its stage 3 gathers the weights again for backward"),
     NoEffect("zero_optimization.pipeline_loading_checkpoint",
-             "it loads a checkpoint into a pipeline-parallel ZeRO-3 model; dstrain has no "
-             "pipeline parallelism and restores its checkpoints itself"),
+             "it loads a checkpoint into a pipeline-parallel ZeRO-3 model; dstrain's pipelines "
+             "run ZeRO stages 0-1, and dstrain restores its checkpoints itself"),
     NoEffect("zero_optimization.override_module_apply",
              "it patches PyTorch's Module.apply for partitioned parameters; dstrain's model is not "
              "a PyTorch module"),
@@ -225,13 +225,20 @@ constexpr KeyEffectRow kRows[] = {
     NoEffect("aio.single_submit", kAio),
     NoEffect("aio.overlap_events", kAio),
     NoEffect("aio.use_gds", kAio),
-    // Pipeline parallelism: only its stage count is checked, against job.pipeline_stages.
+    // Pipeline parallelism (worker/pipe).
     Acts("pipeline.stages", "config_batch.cc checks it against job.pipeline_stages"),
-    Configures("pipeline.partition", "job.pipeline_stages"),
-    Configures("pipeline.seed_layers", "job.pipeline_stages"),
-    Configures("pipeline.activation_checkpoint_interval", "job.pipeline_stages"),
-    Configures("pipeline.pipe_partitioned", "job.pipeline_stages"),
-    Configures("pipeline.grad_partitioned", "job.pipeline_stages"),
+    Acts("pipeline.partition", "PipelineConfig::partition_method, the stages' blocks"),
+    NoEffect("pipeline.seed_layers",
+             "it reseeds PyTorch's RNG per layer while a PipelineModule builds; dstrain "
+             "initialises every layer from model.init_seed the same way at any partition"),
+    Acts("pipeline.activation_checkpoint_interval",
+         "PipelineConfig::activation_checkpoint_interval, the model's activation plan"),
+    NoEffect("pipeline.pipe_partitioned",
+             "it splits activations sent between stages across tensor-parallel ranks; dstrain "
+             "has no tensor parallelism, so each stage sends its whole activation"),
+    NoEffect("pipeline.grad_partitioned",
+             "it splits gradients sent between stages across tensor-parallel ranks; dstrain "
+             "has no tensor parallelism, so each stage sends its whole gradient"),
     // Monitoring and profiling.
     NotSupported("tensorboard.enabled"),
     Configures("tensorboard.output_path", "tensorboard.enabled"),
@@ -369,7 +376,7 @@ constexpr KeyEffectRow kRows[] = {
     Acts("data.shuffle", "the trainer's data loader"),
     Acts("job.name", "the trainer's logs and the service"),
     Acts("job.world_size", "the trainer's ranks and the service's placement"),
-    NotSupported("job.pipeline_stages"),
+    Acts("job.pipeline_stages", "the trainer's pipeline (worker/pipe, docs/job-file.md)"),
     Acts("job.train_steps", "the trainer's loop"),
     Acts("job.checkpoint_dir", "the trainer's checkpoints (docs/checkpoints.md)"),
     Acts("job.checkpoint_every", "the trainer's checkpoints (docs/checkpoints.md)"),

@@ -31,6 +31,9 @@ std::string ResolvePath(const std::string& base_dir, const std::string& p);
 
 // DeepSpeed's top-level keys.
 absl::Status ResolveParallelism(const nlohmann::json& e, JobSpec* spec);
+// The pipeline block with job.pipeline_stages, after the model, data and job blocks: the
+// partition is computed once here so that a bad one fails validation (config_pipeline.cc).
+absl::Status ResolvePipeline(const nlohmann::json& e, JobSpec* spec);
 absl::Status ResolveBatch(nlohmann::json* e, int64_t dp, JobSpec* spec);
 // gradient_clipping, the gradient reduction keys, data_types.grad_accum_dtype and steps_per_print;
 // after FillPrecision (the communication data type defaults to the training precision, and a

@@ -48,7 +48,7 @@ absl::StatusOr<std::vector<int64_t>> LayerWeights(const model::GptConfig& c,
   }
   absl::string_view pattern = method;
   if (!absl::ConsumePrefix(&pattern, "type:")) {
-    return absl::InvalidArgumentError(absl::StrCat("pipeline.partition_method: '", method,
+    return absl::InvalidArgumentError(absl::StrCat("pipeline.partition: '", method,
                                                    "' is not parameters, uniform or type:REGEX"));
   }
   // RE2, not std::regex: matching is linear in the input whatever the pattern, so a job file's
@@ -59,7 +59,7 @@ absl::StatusOr<std::vector<int64_t>> LayerWeights(const model::GptConfig& c,
   const RE2 re(re2::StringPiece(pattern.data(), pattern.size()), options);
   if (!re.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("pipeline.partition_method: bad regex '", pattern, "': ", re.error()));
+        absl::StrCat("pipeline.partition: bad regex '", pattern, "': ", re.error()));
   }
   const std::vector<std::string> names = LayerNames(c.n_layer);
   bool any = false;
@@ -68,7 +68,7 @@ absl::StatusOr<std::vector<int64_t>> LayerWeights(const model::GptConfig& c,
     any |= w[i] != 0;
   }
   if (!any) {
-    return absl::InvalidArgumentError(absl::StrCat("pipeline.partition_method: '", pattern,
+    return absl::InvalidArgumentError(absl::StrCat("pipeline.partition: '", pattern,
                                                    "' matches no layer (layers: embedding, "
                                                    "block.0 .. block.",
                                                    c.n_layer - 1, ", final)"));

@@ -29,7 +29,7 @@ struct StagePartition {
 
 // Errors (kInvalidArgument, naming the key): more stages than blocks
 // ("pipeline.stages"), an unknown method or a regex that does not compile or matches no layer
-// ("pipeline.partition_method").
+// ("pipeline.partition").
 absl::StatusOr<std::vector<StagePartition>> PartitionLayers(const model::GptConfig& config,
                                                             int stages, absl::string_view method);
 

@@ -60,7 +60,7 @@ TEST(PartitionLayers, BadInputNamesTheKey) {
   EXPECT_THAT(PartitionLayers(kConfig, 2, "type:(["),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad regex")));
   EXPECT_THAT(PartitionLayers(kConfig, 2, "balanced"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("pipeline.partition_method")));
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("pipeline.partition")));
 }
 
 TEST(Topology, PipeOutermostDataInnermost) {

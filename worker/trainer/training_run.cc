@@ -69,9 +69,14 @@ TrainingRun::TrainingRun(const config::JobSpec& spec, const TrainOptions& option
 }
 
 TrainingRun::~TrainingRun() {
-  // The engine's buffers (and any collective in flight on them) go before the group does.
+  // The engine's buffers (and any collective in flight on them) go before the groups do, and
+  // the groups split from the job's before it.
+  executor_.reset();
   engine_.reset();
+  tied_.reset();
+  pipe_.reset();
   dp_.reset();
+  world_group_.reset();
   if (null_log_ != nullptr) std::fclose(null_log_);
 }
 
@@ -89,9 +94,6 @@ absl::Status TrainingRun::SetUpGroup() {
                                                    " ranks; run it with `dstrain launch --nproc ",
                                                    world_, "` (or give --store)"));
   }
-  if (spec_.job.pipeline_stages != 1) {
-    return absl::InvalidArgumentError("job.pipeline_stages: pipeline parallelism is not supported");
-  }
   threads_ = ConfigureThreads(options_.threads);
   auto device = device::RankDevice::Open(DeviceOptions());
   if (!device.ok()) {
@@ -105,13 +107,32 @@ absl::Status TrainingRun::SetUpGroup() {
   device_ = std::move(*device);
   if (world_ > 1) {
     DT_ASSIGN_OR_RETURN(store_, ConnectStore(options_.rendezvous, options_.comm_timeout));
-    DT_ASSIGN_OR_RETURN(
-        dp_, device_->JoinGroup(store_.get(), rank_, world_, "dp", options_.comm_timeout));
+    std::string where;
+    if (pipelined()) {
+      DT_ASSIGN_OR_RETURN(world_group_, device_->JoinGroup(store_.get(), rank_, world_, "world",
+                                                           options_.comm_timeout));
+      DT_ASSIGN_OR_RETURN(const pipe::Topology grid,
+                          pipe::Topology::Create(world_, spec_.pipeline.stages));
+      DT_ASSIGN_OR_RETURN(
+          pipe::GridGroups groups,
+          pipe::BuildGroups(*world_group_, grid, comm::CommOptions{options_.comm_timeout}));
+      dp_ = std::move(groups.data);
+      pipe_ = std::move(groups.pipe);
+      tied_ = std::move(groups.tied);
+      stage_ = grid.StageOf(rank_);
+      data_rank_ = grid.DataRankOf(rank_);
+      where = absl::StrCat(", pipeline stage ", stage_, " of ", grid.stages(), ", data rank ",
+                           data_rank_);
+    } else {
+      DT_ASSIGN_OR_RETURN(
+          dp_, device_->JoinGroup(store_.get(), rank_, world_, "dp", options_.comm_timeout));
+      data_rank_ = rank_;
+    }
     // Every rank says once that it is in its group, on the options' stream even where its
     // progress log is silenced: a supervisor (the worker agent) takes this line as "running".
     std::FILE* out = options_.log != nullptr ? options_.log : stdout;
-    absl::FPrintF(out, "rank %d of %d: joined the data-parallel group (%s, %s)\n", rank_, world_,
-                  device_->ops().Describe(), dp_->backend());
+    absl::FPrintF(out, "rank %d of %d: joined the data-parallel group (%s, %s%s)\n", rank_, world_,
+                  device_->ops().Describe(), dp_->backend(), where);
     std::fflush(out);
   }
   if (!options_.service.catalog.empty() && leader_) {
@@ -140,7 +161,9 @@ absl::Status TrainingRun::BuildData() {
   data::DataLoaderOptions lo;
   lo.batch_size = B_;
   lo.seq_len = T_;
-  lo.rank = rank_;
+  // Every stage of a pipeline reads its data rank's batches: the first its inputs, the last its
+  // targets.
+  lo.rank = data_rank_;
   lo.world_size = spec_.data_parallel_size;
   lo.seed = spec_.data.seed;
   lo.shuffle = spec_.data.shuffle;
@@ -160,13 +183,44 @@ absl::Status TrainingRun::BuildData() {
 }
 
 // Phase 3: the model and its engine on this rank's device.
+absl::StatusOr<std::unique_ptr<model::Gpt>> TrainingRun::BuildModel() {
+  const model::GptConfig shape = ModelShape(spec_.model);
+  model::ActivationPlan plan;
+  plan.checkpoint = spec_.pipeline.activation_checkpoint_interval > 0;
+  if (!pipelined()) {
+    DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(shape, &ops()));
+    gpt->set_activation_plan(plan);
+    return gpt;
+  }
+  DT_ASSIGN_OR_RETURN(partition_, pipe::PartitionLayers(shape, spec_.pipeline.stages,
+                                                        spec_.pipeline.partition_method));
+  DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(shape, &ops(), partition_[stage_].blocks));
+  plan.buffers = pipe::TrainBuffers(spec_.pipeline.stages, static_cast<int>(gas_), stage_);
+  gpt->set_activation_plan(plan);
+  return gpt;
+}
+
 absl::Status TrainingRun::BuildEngine() {
-  DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(ModelShape(spec_.model), &ops()));
-  const int64_t num_params = gpt->layout().num_parameters();
-  device_->SetMemoryExpectation(Expectation(gpt->layout()));
+  DT_ASSIGN_OR_RETURN(auto gpt, BuildModel());
+  DT_ASSIGN_OR_RETURN(const model::ParamLayout whole,
+                      model::ParamLayout::ForGpt(ModelShape(spec_.model)));
+  const int64_t num_params = whole.num_parameters();
+  // dstrain estimate's figures are for the whole model without activation checkpointing.
+  if (!pipelined() && spec_.pipeline.activation_checkpoint_interval == 0) {
+    device_->SetMemoryExpectation(Expectation(gpt->layout()));
+  }
   DT_ASSIGN_OR_RETURN(engine_,
                       engine::Engine::Initialize(std::move(gpt), spec_, dp_.get(),
                                                  comm::CommOptions{options_.comm_timeout}));
+  if (pipelined()) {
+    engine_->SetPipeline({pipe_.get(), tied_.get(), stage_, spec_.pipeline.stages});
+    executor_ =
+        std::make_unique<pipe::Executor>(engine_.get(), pipe_.get(), stage_, spec_.pipeline.stages,
+                                         comm::CommOptions{options_.comm_timeout});
+    absl::FPrintF(log_, "pipeline: %d stages x %d data-parallel ranks, partition \"%s\": %s\n",
+                  spec_.pipeline.stages, spec_.data_parallel_size, spec_.pipeline.partition_method,
+                  pipe::DescribePartition(partition_, spec_.model.n_layer));
+  }
   DT_ASSIGN_OR_RETURN(MetricsWriter metrics,
                       MetricsWriter::Open(leader_ ? options_.metrics_out : ""));
   metrics_.emplace(std::move(metrics));
@@ -174,11 +228,10 @@ absl::Status TrainingRun::BuildEngine() {
   // ZeRO-3, so every rank takes part wherever rank 0 may need them, decided by the job alone (the
   // save flags are rank 0's), and only rank 0 keeps a copy and works on it.
   {
-    DT_ASSIGN_OR_RETURN(std::vector<float> params, engine_->GatherParams(leader_));
+    DT_ASSIGN_OR_RETURN(std::vector<float> params, GatherModel());
     if (leader_ && !options_.save_initial_model.empty()) {
       DT_RETURN_IF_ERROR(model::WriteLlmcModel(options_.save_initial_model,
-                                               engine_->model().config(), engine_->model().layout(),
-                                               params.data()));
+                                               engine_->model().config(), whole, params.data()));
     }
   }
   absl::FPrintF(log_,
@@ -261,6 +314,14 @@ absl::Status TrainingRun::RunSteps() {
 }
 
 absl::StatusOr<engine::StepStats> TrainingRun::TrainStep() {
+  if (executor_ != nullptr) {
+    // Every stage draws the same micro-batches in the same order (one loader per data rank).
+    return executor_->TrainBatch([this](int, int32_t* inputs, int32_t* targets) {
+      train_loader_->NextBatch(x_.data(), y_.data());
+      if (inputs != nullptr) std::copy(x_.begin(), x_.end(), inputs);
+      if (targets != nullptr) std::copy(y_.begin(), y_.end(), targets);
+    });
+  }
   std::optional<engine::StepStats> stats;
   for (int64_t micro = 0; micro < gas_; ++micro) {
     train_loader_->NextBatch(x_.data(), y_.data());
@@ -342,6 +403,13 @@ JsonLine TrainingRun::MetricsLine(const engine::StepStats& stats, double seconds
     // The worker agent exports these as dstrain_worker_device_memory_bytes.
     line.Add("device_mem_bytes", mem.total_current()).Add("device_mem_peak_bytes", mem.total_peak);
   }
+  if (executor_ != nullptr) {
+    // The leader's stage (stage 0): what it sent to its neighbour and waited for from it, so far.
+    const pipe::ExecutorStats& p2p = executor_->stats();
+    line.Add("pipe_stage", int64_t{stage_})
+        .Add("p2p_bytes_sent", p2p.bytes_sent)
+        .Add("p2p_wait_s", p2p.recv_wait_seconds);
+  }
   return line;
 }
 
@@ -412,8 +480,10 @@ absl::Status TrainingRun::PrintSample(uint64_t seed, const std::string& title) {
 
 absl::StatusOr<bool> TrainingRun::Drain(int64_t step, bool saved) {
   float drain = DrainRequested() ? 1.f : 0.f;
-  if (dp_ != nullptr) {
-    DT_RETURN_IF_ERROR(zero::AllReduceScalar(*dp_, ops(), &null_scalar_, &drain,
+  // Every rank of the job leaves at the same step: a pipeline's stages agree too.
+  comm::Communicator* all = world_group_ != nullptr ? world_group_.get() : dp_.get();
+  if (all != nullptr) {
+    DT_RETURN_IF_ERROR(zero::AllReduceScalar(*all, ops(), &null_scalar_, &drain,
                                              comm::ReduceOp::kMax,
                                              comm::CommOptions{options_.comm_timeout}));
   }
@@ -428,6 +498,51 @@ absl::StatusOr<bool> TrainingRun::Drain(int64_t step, bool saved) {
   std::fflush(log_);
   result_.drained = true;
   return true;
+}
+
+absl::StatusOr<std::vector<float>> TrainingRun::GatherModel() {
+  if (!pipelined()) return engine_->GatherParams(leader_);
+  // Each stage's data rank 0 holds its stage's parameters (ZeRO 0-1 keep them whole); the other
+  // data ranks take part in the gather of their stage only.
+  DT_ASSIGN_OR_RETURN(tensor::Tensor mine, engine_->GatherParamsOnDevice(data_rank_ == 0));
+  if (data_rank_ != 0) return std::vector<float>();
+  const comm::CommOptions options{options_.comm_timeout};
+  auto buffer = [this](const tensor::View& v) {
+    return comm::CommBuffer{v.data(), v.numel(), v.dtype(), v.device(),
+                            ops().NativeStream(device::Stream::kComm)};
+  };
+  ops().WaitFor(device::Stream::kComm, device::Stream::kCompute);
+  if (stage_ != 0) {
+    DT_ASSIGN_OR_RETURN(auto work, pipe_->Send(buffer(mine.view()), 0, /*tag=*/3, options));
+    DT_RETURN_IF_ERROR(work->Wait());
+    return std::vector<float>();
+  }
+  const model::GptConfig shape = ModelShape(spec_.model);
+  DT_ASSIGN_OR_RETURN(const model::ParamLayout whole, model::ParamLayout::ForGpt(shape));
+  std::vector<float> out(whole.total(), 0.f), host;
+  for (int s = 0; s < spec_.pipeline.stages; ++s) {
+    DT_ASSIGN_OR_RETURN(const model::ParamLayout layout,
+                        model::ParamLayout::ForGpt(shape, partition_[s].blocks));
+    host.resize(layout.total());
+    if (s == 0) {
+      ops().CopyToHost(host.data(), mine.view());
+    } else {
+      DT_ASSIGN_OR_RETURN(tensor::Tensor theirs,
+                          tensor::Tensor::Empty(&device_->allocator(), DType::kF32,
+                                                {layout.total()}, tensor::MemoryCategory::kOther));
+      DT_ASSIGN_OR_RETURN(auto work, pipe_->Recv(buffer(theirs.view()), s, /*tag=*/3, options));
+      DT_RETURN_IF_ERROR(work->Wait());
+      ops().WaitFor(device::Stream::kCompute, device::Stream::kComm);
+      ops().CopyToHost(host.data(), theirs.view());
+    }
+    DT_RETURN_IF_ERROR(ops().status());
+    for (const model::ParamSpec& p : layout.params()) {
+      if (p.name == "wte" && s != 0) continue;  // the tied copy: stage 0's is the same
+      const model::ParamSpec* at = whole.Find(p.name);
+      std::copy_n(host.begin() + p.offset, p.numel, out.begin() + at->offset);
+    }
+  }
+  return out;
 }
 
 // Phase 6: results.
@@ -447,10 +562,12 @@ absl::StatusOr<TrainResult> TrainingRun::Finish() {
   }
   if (spec_.job.sample_tokens > 0) DT_RETURN_IF_ERROR(PrintSample(spec_.data.seed, "sample"));
   {
-    DT_ASSIGN_OR_RETURN(std::vector<float> params, engine_->GatherParams(leader_));
+    DT_ASSIGN_OR_RETURN(std::vector<float> params, GatherModel());
+    DT_ASSIGN_OR_RETURN(const model::ParamLayout whole,
+                        model::ParamLayout::ForGpt(ModelShape(spec_.model)));
     if (leader_ && !options_.save_model.empty()) {
       DT_RETURN_IF_ERROR(model::WriteLlmcModel(options_.save_model, engine_->model().config(),
-                                               engine_->model().layout(), params.data()));
+                                               whole, params.data()));
       absl::FPrintF(log_, "model written to %s\n", options_.save_model);
     }
   }

@@ -1,7 +1,8 @@
 // TrainingRun: one rank's run of a job, phase by phase (trainer.h has the overview). Each phase is
 // a method; Train() calls them in order:
 //
-//   SetUpGroup   rendezvous and the data-parallel communicator; the checkpoint catalog
+//   SetUpGroup   rendezvous and the data-parallel communicator (with pipeline stages: the whole
+//                job's group split into the data × pipeline grid); the checkpoint catalog
 //   BuildData    training (and, on rank 0, validation) loaders
 //   BuildEngine  device, model, engine, metrics file, the initial model
 //   Resume       the newest committed checkpoint, when the job has one
@@ -10,7 +11,9 @@
 //   Finish       the catalog's last records, the final sample and model, the result
 //
 // Rank 0 (the leader) logs, evaluates, samples and writes metrics and models; the other ranks
-// take part in whatever is collective (ZeRO-3 gathers the parameters for each of those).
+// take part in whatever is collective (ZeRO-3 gathers the parameters for each of those). A
+// pipelined job (job.pipeline_stages > 1) runs each step through its stage's pipe::Executor; the
+// leader is stage 0's data rank 0, and the models it writes are put together from every stage.
 #pragma once
 
 #include <chrono>
@@ -30,6 +33,9 @@
 #include "worker/engine/checkpoint_io.h"
 #include "worker/engine/engine.h"
 #include "worker/model/param_layout.h"
+#include "worker/pipe/executor.h"
+#include "worker/pipe/layer_partition.h"
+#include "worker/pipe/schedule.h"
 #include "worker/tensor/allocator.h"
 #include "worker/trainer/checkpoint_catalog.h"
 #include "worker/trainer/metrics_writer.h"
@@ -59,6 +65,13 @@ class TrainingRun {
   // `dstrain estimate`'s figures for this rank, as the out-of-memory error quotes them.
   std::string Expectation(const model::ParamLayout& layout) const;
 
+  bool pipelined() const { return spec_.pipeline.stages > 1; }
+  // The model of this rank's stage (the whole model without pipeline) and its activation plan.
+  absl::StatusOr<std::unique_ptr<model::Gpt>> BuildModel();
+  // The whole model's fp32 parameters in its flat layout on the leader (empty elsewhere):
+  // collective over the stage's data-parallel group and, pipelined, over the pipeline of data
+  // rank 0, whose stages send theirs to stage 0.
+  absl::StatusOr<std::vector<float>> GatherModel();
   // One optimizer step: the accumulation's micro-batches, then the engine's step.
   absl::StatusOr<engine::StepStats> TrainStep();
   // The periodic actions after step `step`; false when a drain ends the run here.
@@ -87,7 +100,12 @@ class TrainingRun {
   const int64_t gas_;
 
   ConnectedStore store_;
+  std::unique_ptr<comm::Communicator> world_group_;  // pipelined: the whole job, split below
   std::unique_ptr<comm::Communicator> dp_;
+  std::unique_ptr<comm::Communicator> pipe_, tied_;  // pipelined: this rank's pipeline and ends
+  int stage_ = 0, data_rank_ = 0;
+  std::vector<pipe::StagePartition> partition_;
+  std::unique_ptr<pipe::Executor> executor_;
   std::unique_ptr<CheckpointCatalog> catalog_;
   int64_t train_tokens_ = 0;
   std::optional<data::DataLoader> train_loader_, val_loader_;

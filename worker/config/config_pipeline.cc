@@ -1,0 +1,51 @@
+// Pipeline parallelism's keys (docs/job-file.md, "Pipeline parallelism"): job.pipeline_stages
+// with the pipeline block, checked against the model and the rest of the job before any rank
+// starts.
+#include "absl/strings/str_cat.h"
+#include "common/status/status_macros.h"
+#include "worker/config/resolve.h"
+#include "worker/model/gpt_sizes.h"
+#include "worker/pipe/layer_partition.h"
+
+namespace dstrain::config::internal {
+
+using nlohmann::json;
+
+absl::Status ResolvePipeline(const json& e, JobSpec* spec) {
+  PipelineConfig& p = spec->pipeline;
+  p.stages = spec->job.pipeline_stages;
+  const json& block = e["pipeline"];
+  // DeepSpeed's config default "best" (which its PipelineModule ignores, taking its own
+  // partition_method default "parameters") means "parameters" here.
+  const std::string method = block["partition"].get<std::string>();
+  p.partition_method = method == "best" ? "parameters" : method;
+  p.activation_checkpoint_interval = block["activation_checkpoint_interval"].get<int>();
+  if (p.stages == 1) return absl::OkStatus();
+  if (spec->zero.stage >= 2) {
+    return Error("zero_optimization.stage", spec->zero.stage,
+                 " with pipeline parallelism (job.pipeline_stages ", p.stages,
+                 "): pipelines run with ZeRO stage 0 or 1, as DeepSpeed's pipeline engine does");
+  }
+  const ModelConfig& m = spec->model;
+  const model::GptConfig shape{m.n_layer,           m.n_head,    m.n_embd, m.vocab_size,
+                               m.padded_vocab_size, m.block_size};
+  absl::StatusOr<std::vector<pipe::StagePartition>> cut =
+      pipe::PartitionLayers(shape, p.stages, p.partition_method);
+  if (!cut.ok()) return cut.status();
+  // What a pipelined job cannot do yet, refused by name rather than run half-way.
+  if (!spec->job.checkpoint_dir.empty()) {
+    return Error("job.checkpoint_dir",
+                 "checkpoints of a pipelined job (job.pipeline_stages > 1) are not supported yet");
+  }
+  if (!spec->data.val.empty()) {
+    return Error("data.val",
+                 "evaluation of a pipelined job (job.pipeline_stages > 1) is not supported yet");
+  }
+  if (spec->job.sample_tokens > 0) {
+    return Error("job.sample_tokens",
+                 "sampling from a pipelined job (job.pipeline_stages > 1) is not supported yet");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace dstrain::config::internal
