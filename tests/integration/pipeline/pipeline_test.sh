@@ -2,7 +2,7 @@
 # Pipeline parallelism end to end over real Gloo processes (`dstrain launch`): the same job on
 # the same global batch, unsplit on 2 data-parallel ranks and pipelined as 2 stages x 2 data
 # ranks and as 4 stages x 1 data rank (its unsplit twin: 1 rank), 20 steps of 4 micro-batches
-# with clipping. Only the tied embedding's gradient is summed in another order (each end's part
+# with clipping; and 2 x 2 with activation checkpointing, bitwise the same. Only the tied embedding's gradient is summed in another order (each end's part
 # over the micro-batches, then the two), and the norm per stage and then over the stages
 # (worker/pipe/executor_test.cc says why that stays within fp32 rounding); the bounds are that
 # test's: losses 1e-6 and gradient norms 1e-5 relative, final weights 1e-4 in relative L2 and
@@ -78,6 +78,20 @@ run unsplit2 2
 run pipe2x2 4
 compare unsplit2 pipe2x2
 grep -q 'pipeline: 2 stages x 2 data-parallel ranks' "$out/pipe2x2.log"
+# Activation checkpointing recomputes each block with the same operations on the same values:
+# the same run to the bit, and less activation memory on every stage.
+job pipe2x2ckpt 4 2 'pipeline.activation_checkpoint_interval=1'
+run pipe2x2ckpt 4
+cmp "$out/pipe2x2.bin" "$out/pipe2x2ckpt.bin"
+/usr/bin/python3 - "$out/pipe2x2.jsonl" "$out/pipe2x2ckpt.jsonl" <<'PY'
+import json, sys
+plain, ckpt = ([json.loads(l) for l in open(f)] for f in sys.argv[1:3])
+assert [r["loss"] for r in plain] == [r["loss"] for r in ckpt], "losses differ"
+a = plain[-1]["mem_bytes"]["activations"]
+b = ckpt[-1]["mem_bytes"]["activations"]
+print(f"stage 0 activations: {a} bytes plain, {b} checkpointed")
+assert b < a, (a, b)
+PY
 run unsplit1 1
 run pipe4x1 4
 compare unsplit1 pipe4x1
