@@ -33,10 +33,6 @@ absl::Status ResolvePipeline(const json& e, JobSpec* spec) {
       pipe::PartitionLayers(shape, p.stages, p.partition_method);
   if (!cut.ok()) return cut.status();
   // What a pipelined job cannot do yet, refused by name rather than run half-way.
-  if (!spec->job.checkpoint_dir.empty()) {
-    return Error("job.checkpoint_dir",
-                 "checkpoints of a pipelined job (job.pipeline_stages > 1) are not supported yet");
-  }
   if (!spec->data.val.empty()) {
     return Error("data.val",
                  "evaluation of a pipelined job (job.pipeline_stages > 1) is not supported yet");

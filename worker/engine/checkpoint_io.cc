@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status/status_macros.h"
 #include "worker/checkpoint/commit.h"
+#include "worker/engine/checkpoint_reshard.h"
 #include "worker/env/byte_source.h"
 #include "worker/model/llmc_format.h"
 #include "worker/zero/zero_state.h"
@@ -22,7 +23,9 @@
 namespace dstrain::engine {
 namespace {
 
-std::string ShardName(int rank) { return absl::StrFormat("rank_%05d.bin", rank); }
+using internal::ReadRankState;
+using internal::ShardName;
+
 // The consolidated model a save writes under gather_16bit_weights_on_model_save.
 constexpr absl::string_view kModelFileName = "model.bin";
 
@@ -54,19 +57,6 @@ checkpoint::ShardRecord UnpackRecord(const float* in, int rank, bool* ok) {
   std::memcpy(words, in, sizeof(words));
   *ok = words[3] == 1u;
   return checkpoint::ShardRecord{ShardName(rank), (uint64_t{words[1]} << 32) | words[0], words[2]};
-}
-
-// The per-rank state at the front of a shard: [u64 n][n bytes].
-absl::StatusOr<std::string> ReadRankState(env::ByteSource& shard) {
-  uint64_t n = 0;
-  DT_RETURN_IF_ERROR(shard.Read(&n, sizeof(n)));
-  if (n > shard.remaining()) {
-    return absl::DataLossError(absl::StrCat("checkpoint shard: per-rank state of ", n, " bytes, ",
-                                            shard.remaining(), " left"));
-  }
-  std::string state(n, '\0');
-  DT_RETURN_IF_ERROR(shard.Read(state.data(), n));
-  return state;
 }
 
 // The model shape as the manifest's meta records it, one field per GptConfig member: what a
@@ -172,132 +162,6 @@ absl::Status AgreeAllShared(comm::Communicator* dp, const comm::CommOptions& com
   return absl::OkStatus();
 }
 
-// What a resharding read returns besides the floats it stores: rank 0's per-rank state and step
-// counters (the data position is global, all ranks consuming one stream of global batches, so
-// rank 0's serves every new rank).
-struct ReshardPrefix {
-  std::string rank_state;
-  nlohmann::json counters;
-};
-
-// Receives floats [flat, flat + count) of array `array` (0 weights, 1 m, 2 v) of the checkpoint's
-// flat layout: reads exactly count floats from `source`.
-using StoreRange =
-    std::function<absl::Status(int array, int64_t flat, int64_t count, env::ByteSource& source)>;
-
-// Reads, from a checkpoint written at any world size, stage and precision, the floats of arrays
-// [0, arrays) that fall in `want` (flat ranges of the layout, sorted, disjoint), handing every run
-// to `store`. Only what is wanted is read, with a ranged ShardReader that seeks past the rest,
-// except in the shards `verify(r)` selects: those are streamed whole through their checksum
-// (bounded memory), and their checksum decides. A shard from which nothing is wanted and that
-// this reader does not verify is not opened (rank 0's always is: it holds the prefix). Memory:
-// no shard is held; what `store` does with the floats is its business.
-absl::StatusOr<ReshardPrefix> ReadResharded(const checkpoint::CheckpointReader& reader,
-                                            const model::ParamLayout& layout,
-                                            const std::vector<zero::Piece>& want, int arrays,
-                                            const std::function<bool(int)>& verify,
-                                            const StoreRange& store) {
-  const nlohmann::json& meta = reader.manifest().meta;
-  const int old_world = meta.value("world_size", 0);
-  const int old_stage = meta.value("zero_stage", -1);
-  const int64_t bucket = meta.value("reduce_bucket_size", int64_t{0});
-  if (old_world <= 0 || old_stage < 0 || old_stage > 3) {
-    return absl::DataLossError(absl::StrCat(env::JoinPath(reader.dir(), checkpoint::kManifestName),
-                                            ": meta lacks a valid world_size or zero_stage (",
-                                            old_world, ", ", old_stage, ")"));
-  }
-  // The wanted ranges that meet [begin, end), as sub-ranges, in order.
-  const auto overlaps = [&want](int64_t begin, int64_t end, const auto& fn) -> absl::Status {
-    auto w = std::upper_bound(want.begin(), want.end(), begin,
-                              [](int64_t f, const zero::Piece& p) { return f < p.flat + p.count; });
-    for (; w != want.end() && w->flat < end; ++w) {
-      const int64_t lo = std::max(begin, w->flat), hi = std::min(end, w->flat + w->count);
-      if (lo < hi) DT_RETURN_IF_ERROR(fn(lo, hi));
-    }
-    return absl::OkStatus();
-  };
-  int64_t wanted = 0;
-  for (const zero::Piece& w : want) wanted += w.count;
-  std::vector<int64_t> stored(arrays, 0);
-  ReshardPrefix prefix;
-  for (int r = 0; r < old_world; ++r) {
-    // A stage-0 checkpoint holds the whole state in every shard (one partition of one "rank"):
-    // rank 0's serves all, the others are only verified.
-    bool needed = false;
-    if (old_stage > 0 || r == 0) {
-      const zero::Partition expected =
-          zero::Partition::ForStage(layout, old_stage, old_world, r, bucket);
-      for (const zero::Piece& p : expected.OwnedPieces()) {
-        DT_RETURN_IF_ERROR(overlaps(p.flat, p.flat + p.count, [&](int64_t, int64_t) {
-          needed = true;
-          return absl::OkStatus();
-        }));
-      }
-    }
-    const bool verifying = verify(r);
-    if (r != 0 && !needed && !verifying) continue;
-    DT_ASSIGN_OR_RETURN(
-        std::unique_ptr<checkpoint::ShardReader> shard,
-        verifying ? reader.OpenShard(ShardName(r)) : reader.OpenShardRanges(ShardName(r)));
-    const absl::Status read = [&]() -> absl::Status {
-      // [u64 n][per-rank state][u64 k][counters][ZeroState header][weights][m][v]
-      if (r == 0) {
-        DT_ASSIGN_OR_RETURN(prefix.rank_state, ReadRankState(*shard));
-        DT_ASSIGN_OR_RETURN(prefix.counters, Engine::ReadCounters(*shard));
-      } else {
-        for (int part = 0; part < 2; ++part) {
-          uint64_t n = 0;
-          DT_RETURN_IF_ERROR(shard->Read(&n, sizeof(n)));
-          DT_RETURN_IF_ERROR(shard->Skip(n));
-        }
-      }
-      DT_ASSIGN_OR_RETURN(const zero::ZeroState::ShardLayout header,
-                          zero::ZeroState::ReadShardHeader(layout, *shard, bucket));
-      const zero::Partition& p = header.partition;
-      if (header.stage != old_stage ||
-          (old_stage > 0 && (p.world() != old_world || p.rank() != r))) {
-        return absl::DataLossError(absl::StrCat(
-            "holds rank ", p.rank(), " of ", p.world(), " at stage ", header.stage,
-            "; the manifest says rank ", r, " of ", old_world, " at stage ", old_stage));
-      }
-      if (!needed) return absl::OkStatus();
-      const uint64_t arrays_at = shard->offset();
-      const int64_t n = p.owned_total();
-      for (int a = 0; a < arrays; ++a) {
-        for (const zero::Piece& piece : p.OwnedPieces()) {
-          DT_RETURN_IF_ERROR(
-              overlaps(piece.flat, piece.flat + piece.count, [&](int64_t lo, int64_t hi) {
-                const uint64_t at =
-                    arrays_at + 4 * static_cast<uint64_t>(a * n + piece.at + (lo - piece.flat));
-                DT_RETURN_IF_ERROR(shard->Skip(at - shard->offset()));
-                DT_RETURN_IF_ERROR(store(a, lo, hi - lo, *shard));
-                if (shard->offset() != at + 4 * static_cast<uint64_t>(hi - lo)) {
-                  return absl::InternalError("a resharding store read the wrong number of bytes");
-                }
-                stored[a] += hi - lo;
-                return absl::OkStatus();
-              }));
-        }
-      }
-      return absl::OkStatus();
-    }();
-    // A damaged file explains any failure above best: the checksum is checked either way.
-    if (verifying) DT_RETURN_IF_ERROR(shard->Finish());
-    if (!read.ok()) {
-      if (absl::StrContains(read.message(), shard->path())) return read;
-      return absl::Status(read.code(), absl::StrCat(shard->path(), ": ", read.message()));
-    }
-  }
-  for (int a = 0; a < arrays; ++a) {
-    if (stored[a] != wanted) {
-      return absl::DataLossError(absl::StrCat("checkpoint ", reader.dir(), ": its shards hold ",
-                                              stored[a], " of the ", wanted,
-                                              " floats wanted of array ", a));
-    }
-  }
-  return prefix;
-}
-
 // A float all-gather of `per_rank` floats from each rank, in place in `all` (this rank's slot
 // filled by the caller); raw bytes travel, as with the shard records.
 absl::Status GatherInPlace(comm::Communicator* dp, const comm::CommOptions& comm,
@@ -383,13 +247,13 @@ absl::StatusOr<std::string> AgreeOnTag(comm::Communicator* dp, const CheckpointO
 
 }  // namespace
 
-absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
+absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
                             const CheckpointOptions& options, const std::string& requested_tag,
                             absl::string_view rank_state, nlohmann::json meta) {
-  const int rank = Rank(dp), world = World(dp);
+  const int rank = Rank(group), world = World(group);
   DT_ASSIGN_OR_RETURN(
       const std::string tag,
-      AgreeOnTag(dp, options, engine.spec().checkpoint.tag_validation, requested_tag));
+      AgreeOnTag(group, options, engine.spec().checkpoint.tag_validation, requested_tag));
   // Phase 1: rank 0 opens the save (the tmp dir), everyone learns whether it could.
   std::unique_ptr<checkpoint::CheckpointWriter> writer;
   absl::Status status;
@@ -399,7 +263,7 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
     status = w.status();
     if (w.ok()) writer = std::move(*w);
   }
-  DT_RETURN_IF_ERROR(AgreeAll(dp, options.comm, status, "opening the checkpoint"));
+  DT_RETURN_IF_ERROR(AgreeAll(group, options.comm, status, "opening the checkpoint"));
 
   // Phase 2: every rank writes its shard (a failure is reported in phase 3, not returned here:
   // the other ranks are waiting in the gather).
@@ -422,13 +286,16 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
   std::optional<checkpoint::ShardRecord> model_file;
   if (engine.spec().zero.gather_16bit_weights_on_model_save) {
     const absl::Status written = [&]() -> absl::Status {
-      DT_ASSIGN_OR_RETURN(const std::vector<float> weights,
-                          engine.GatherParams(/*keep=*/rank == 0));
+      DT_ASSIGN_OR_RETURN(
+          const std::vector<float> weights,
+          options.gather_model ? options.gather_model() : engine.GatherParams(/*keep=*/rank == 0));
       if (rank != 0) return absl::OkStatus();
       std::vector<int32_t> header;
-      DT_ASSIGN_OR_RETURN(const std::vector<absl::string_view> pieces,
-                          model::LlmcModelPieces(engine.model().config(), engine.model().layout(),
-                                                 weights.data(), &header));
+      DT_ASSIGN_OR_RETURN(const model::ParamLayout whole,
+                          model::ParamLayout::ForGpt(engine.model().config()));
+      DT_ASSIGN_OR_RETURN(
+          const std::vector<absl::string_view> pieces,
+          model::LlmcModelPieces(engine.model().config(), whole, weights.data(), &header));
       DT_ASSIGN_OR_RETURN(
           model_file,
           checkpoint::WriteShardFile(options.env, checkpoint::CheckpointTmpDir(options.root, tag),
@@ -442,10 +309,10 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
   std::vector<float> records(kRecordFloats * world);
   PackRecord(record.ok() ? *record : checkpoint::ShardRecord{}, record.ok(),
              records.data() + kRecordFloats * rank);
-  if (dp != nullptr && world > 1) {
+  if (group != nullptr && world > 1) {
     DT_ASSIGN_OR_RETURN(
         auto work,
-        dp->AllGather(
+        group->AllGather(
             comm::CommBuffer{records.data() + kRecordFloats * rank, kRecordFloats, DType::kF32},
             comm::CommBuffer{records.data(), kRecordFloats * world, DType::kF32}, options.comm));
     DT_RETURN_IF_ERROR(work->Wait());
@@ -472,36 +339,43 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
       meta["step"] = engine.global_steps();
       meta["reduce_bucket_size"] = engine.spec().zero.reduce_bucket_size;
       meta["model"] = ShapeToJson(engine.model().config());
+      const nlohmann::json grid =
+          internal::PipelineToJson(options.pipeline, engine.model().config().n_layer);
+      if (!grid.is_null()) meta["pipeline"] = grid;
       status = writer->Commit(meta);
     }
     if (status.ok() && options.keep_last > 0) {
       status = checkpoint::KeepLast(options.env, options.root, options.keep_last);
     }
   }
-  return AgreeAll(dp, options.comm, status, absl::StrCat("saving checkpoint ", tag));
+  return AgreeAll(group, options.comm, status, absl::StrCat("saving checkpoint ", tag));
 }
 
-absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* dp,
+absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* group,
                                            const CheckpointOptions& options,
                                            absl::string_view tag) {
-  const int rank = Rank(dp), world = World(dp);
+  const int rank = Rank(group), world = World(group);
   // Phase 1: every rank opens the checkpoint and learns whether it can load its own shard (the
   // checkpoint has this run's world size, stage and precision) or must reshard.
   std::unique_ptr<checkpoint::CheckpointReader> reader;
+  internal::SavedGrid saved;
   bool reshard = false, same_precision = true;
   absl::Status status = [&]() -> absl::Status {
     DT_ASSIGN_OR_RETURN(reader, checkpoint::CheckpointReader::Open(options.env, options.root, tag));
     const nlohmann::json& meta = reader->manifest().meta;
-    DT_RETURN_IF_ERROR(CheckModelShape(*reader, engine.model().config()));
-    const int old_world = meta.value("world_size", 0);
-    if (old_world <= 0) return absl::DataLossError(absl::StrCat(reader->dir(), ": no world size"));
+    const model::GptConfig& shape = engine.model().config();
+    DT_RETURN_IF_ERROR(CheckModelShape(*reader, shape));
+    DT_ASSIGN_OR_RETURN(saved, internal::ReadSavedGrid(*reader, shape));
     same_precision =
         meta.value("precision", std::string()) == std::string(config::PrecisionName(engine.spec()));
-    reshard = old_world != world || meta.value("zero_stage", -1) != engine.spec().zero.stage ||
-              !same_precision;
+    // Another grid (pipeline stages or their blocks) is another layout per shard.
+    const bool same_grid = meta.value("pipeline", nlohmann::json()) ==
+                           internal::PipelineToJson(options.pipeline, shape.n_layer);
+    reshard = saved.world != world || saved.zero_stage != engine.spec().zero.stage ||
+              !same_precision || !same_grid;
     return absl::OkStatus();
   }();
-  DT_RETURN_IF_ERROR(AgreeAll(dp, options.comm, status, "opening the checkpoint"));
+  DT_RETURN_IF_ERROR(AgreeAll(group, options.comm, status, "opening the checkpoint"));
 
   // Phase 2: read and restore, not collective; all ranks agree on the outcome before the
   // collective part (stages 1-2 gather parameters again). A shard is
@@ -517,9 +391,9 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* d
         if (p.count > 0) want.push_back(p);
       }
       DT_RETURN_IF_ERROR(engine.BeginResharded());
-      DT_ASSIGN_OR_RETURN(ReshardPrefix prefix,
-                          ReadResharded(
-                              *reader, engine.model().layout(), want, /*arrays=*/3,
+      DT_ASSIGN_OR_RETURN(internal::ReshardPrefix prefix,
+                          internal::ReadResharded(
+                              *reader, saved, engine.model().layout(), want, /*arrays=*/3,
                               [&](int r) { return r % world == rank; },
                               [&](int array, int64_t flat, int64_t count, env::ByteSource& source) {
                                 return engine.zero().StoreOwned(array, flat, count, source);
@@ -542,7 +416,7 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* d
     rank_state = *std::move(mine);
     return absl::OkStatus();
   }();
-  DT_RETURN_IF_ERROR(AgreeAllShared(dp, options.comm, status, "loading the checkpoint"));
+  DT_RETURN_IF_ERROR(AgreeAllShared(group, options.comm, status, "loading the checkpoint"));
   DT_RETURN_IF_ERROR(engine.FinishLoad());
   return rank_state;
 }
@@ -552,10 +426,12 @@ absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::stri
   DT_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(env, root, tag));
   DT_ASSIGN_OR_RETURN(const model::GptConfig config, ShapeFromManifest(*reader));
   DT_ASSIGN_OR_RETURN(model::ParamLayout layout, model::ParamLayout::ForGpt(config));
-  // The weights only, read in place; every shard is streamed through its checksum.
+  DT_ASSIGN_OR_RETURN(const internal::SavedGrid saved, internal::ReadSavedGrid(*reader, config));
+  // The weights only, read in place; every shard is streamed through its checksum. A pipelined
+  // checkpoint's stages each give their parameters.
   std::vector<float> weights(layout.total(), 0.f);
-  DT_RETURN_IF_ERROR(ReadResharded(
-                         *reader, layout, {zero::Piece{0, 0, layout.total()}}, /*arrays=*/1,
+  DT_RETURN_IF_ERROR(internal::ReadResharded(
+                         *reader, saved, layout, {zero::Piece{0, 0, layout.total()}}, /*arrays=*/1,
                          [](int) { return true; },
                          [&](int, int64_t flat, int64_t count, env::ByteSource& source) {
                            return source.Read(weights.data() + flat, count * sizeof(float));

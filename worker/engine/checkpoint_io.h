@@ -1,4 +1,4 @@
-// Checkpoints of a training run, taken and loaded by every data-parallel rank together.
+// Checkpoints of a training run, taken and loaded by every rank of the job together.
 //
 // DeepSpeed hangs when only rank 0 calls save; here every rank must call SaveCheckpoint, and the
 // collectives inside turn a missing rank into an error within the communication timeout.
@@ -9,11 +9,17 @@
 // writes the manifest (meta: world size, ZeRO stage, precision, step, model shape, the caller's
 // fields) and commits by worker/checkpoint/commit.h's protocol, then keeps the newest
 // `keep_last`. All ranks return the same outcome.
+//
+// The group the functions below take is the job's: its data-parallel group, or with pipeline
+// parallelism the whole grid (every stage's ranks, pipe outermost), each rank's shard named by
+// its rank there and holding its stage's slice of the model partitioned over the stage's data
+// ranks (the engine's own data-parallel group); meta.pipeline records every stage's blocks.
 #pragma once
 
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -32,33 +38,40 @@ struct CheckpointOptions {
   comm::CommOptions comm;  // timeout of the collectives inside
   // Where warnings go (checkpoint.tag_validation "Warn"); null: standard error.
   std::function<void(const std::string&)> warn;
+  // A pipelined run: every stage's blocks, in stage order (empty or one stage: no pipeline). A
+  // load whose grid differs from the saved one reshards.
+  std::vector<model::BlockRange> pipeline;
+  // Under gather_16bit_weights_on_model_save: the whole model's fp32 weights in its flat layout
+  // on the group's rank 0 (empty elsewhere), every rank calling. Null: the engine's GatherParams
+  // (right for a run without pipeline).
+  std::function<absl::StatusOr<std::vector<float>>()> gather_model;
 };
 
-// Saves `tag` at the engine's current step. `dp` is the data-parallel group (null: one rank).
+// Saves `tag` at the engine's current step. `group`: the job's group (above; null: one rank).
 // Under the job's checkpoint.tag_validation (DeepSpeed's), the ranks first compare their tags:
 // Fail fails the save on every rank with kFailedPrecondition naming the tags, before anything is
 // written; Warn warns (options.warn) and every rank saves under rank 0's tag; Ignore compares
 // nothing (a rank whose tag differs then writes into a save that does not exist, and the save
 // fails on every rank).
-absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* dp,
+absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
                             const CheckpointOptions& options, const std::string& tag,
                             absl::string_view rank_state,
                             nlohmann::json meta = nlohmann::json::object());
 
 // Loads `tag` ("latest": the newest committed) into the engine on every rank and returns this
-// rank's per-rank state. A checkpoint written at another world size, ZeRO stage or precision is
-// resharded: every rank reads, from each old shard, only the byte ranges of the fp32 weights and
-// Adam moments that its own partition keeps, straight into the engine's buffers (no shard and no
-// full copy of the state is held: host memory beyond the engine is a 1 MiB streaming buffer, plus
-// a 4 MiB staging buffer on a device the host cannot address). Old shard r is streamed whole
-// through its checksum by new rank r % world size, and no rank goes on before every rank knows
-// the outcome. The per-rank state returned is then rank 0's. kNotFound when nothing is committed;
-// kFailedPrecondition for another model (naming every field of the shape that differs);
-// kDataLoss for a damaged shard, naming the file, on every rank. Any rank's failure fails every
-// rank, and the engine's state is then undefined: the caller must not train on it. The own shard
-// (same world size, stage and precision) is read straight into the engine's buffers, its checksum
-// checked before any rank goes on.
-absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* dp,
+// rank's per-rank state. A checkpoint written at another world size, ZeRO stage, precision or
+// pipeline grid is resharded (parameters found by name in the saved stages): every rank reads, from
+// each old shard, only the byte ranges of the fp32 weights and Adam moments that its own partition
+// keeps, straight into the engine's buffers (no shard and no full copy of the state is held: host
+// memory beyond the engine is a 1 MiB streaming buffer, plus a 4 MiB staging buffer on a device the
+// host cannot address). Old shard r is streamed whole through its checksum by new rank r % world
+// size, and no rank goes on before every rank knows the outcome. The per-rank state returned is
+// then rank 0's. kNotFound when nothing is committed; kFailedPrecondition for another model (naming
+// every field of the shape that differs); kDataLoss for a damaged shard, naming the file, on every
+// rank. Any rank's failure fails every rank, and the engine's state is then undefined: the caller
+// must not train on it. The own shard (same world size, stage and precision) is read straight into
+// the engine's buffers, its checksum checked before any rank goes on.
+absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* group,
                                            const CheckpointOptions& options, absl::string_view tag);
 
 // `dstrain export`: the fp32 weights of committed checkpoint `tag` under `root` (master weights

@@ -251,6 +251,11 @@ absl::Status TrainingRun::BuildEngine() {
   checkpoints_.warn = [log = log_](const std::string& m) {
     absl::FPrintF(log, "warning: %s\n", m);
   };
+  if (pipelined()) {
+    // One checkpoint for the whole grid: a shard per rank, each its stage's slice.
+    for (const pipe::StagePartition& s : partition_) checkpoints_.pipeline.push_back(s.blocks);
+    checkpoints_.gather_model = [this] { return GatherModel(); };
+  }
   return absl::OkStatus();
 }
 
@@ -276,7 +281,7 @@ absl::Status TrainingRun::Resume() {
                       checkpoint::ListCommitted(checkpoints_.env, checkpoints_.root));
   if (committed.empty()) return absl::OkStatus();
   DT_ASSIGN_OR_RETURN(std::string rank_state,
-                      engine::LoadCheckpoint(*engine_, dp_.get(), checkpoints_, "latest"));
+                      engine::LoadCheckpoint(*engine_, job_group(), checkpoints_, "latest"));
   const nlohmann::json position =
       nlohmann::json::parse(rank_state, nullptr, /*allow_exceptions=*/false);
   if (!position.is_object()) {
@@ -436,7 +441,7 @@ absl::StatusOr<std::string> TrainingRun::SaveCheckpoint(int64_t step, JsonLine* 
   const nlohmann::json position = {{"epoch", at.epoch}, {"index", at.index}};
   const std::string tag = absl::StrFormat("step_%08d", step);
   DT_RETURN_IF_ERROR(
-      engine::SaveCheckpoint(*engine_, dp_.get(), checkpoints_, tag, position.dump()));
+      engine::SaveCheckpoint(*engine_, job_group(), checkpoints_, tag, position.dump()));
   if (line != nullptr) line->Add("checkpoint_s", Seconds(start, Clock::now()));
   if (leader_) {
     DT_ASSIGN_OR_RETURN(
@@ -481,7 +486,7 @@ absl::Status TrainingRun::PrintSample(uint64_t seed, const std::string& title) {
 absl::StatusOr<bool> TrainingRun::Drain(int64_t step, bool saved) {
   float drain = DrainRequested() ? 1.f : 0.f;
   // Every rank of the job leaves at the same step: a pipeline's stages agree too.
-  comm::Communicator* all = world_group_ != nullptr ? world_group_.get() : dp_.get();
+  comm::Communicator* all = job_group();
   if (all != nullptr) {
     DT_RETURN_IF_ERROR(zero::AllReduceScalar(*all, ops(), &null_scalar_, &drain,
                                              comm::ReduceOp::kMax,

@@ -66,6 +66,10 @@ class TrainingRun {
   std::string Expectation(const model::ParamLayout& layout) const;
 
   bool pipelined() const { return spec_.pipeline.stages > 1; }
+  // Every rank of the job: the data-parallel group, or pipelined the whole grid (null: one rank).
+  comm::Communicator* job_group() const {
+    return world_group_ != nullptr ? world_group_.get() : dp_.get();
+  }
   // The model of this rank's stage (the whole model without pipeline) and its activation plan.
   absl::StatusOr<std::unique_ptr<model::Gpt>> BuildModel();
   // The whole model's fp32 parameters in its flat layout on the leader (empty elsewhere):

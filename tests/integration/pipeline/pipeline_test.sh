@@ -15,60 +15,7 @@ text="$ws/deploy/local/demo/tinyshakespeare.txt"
 out="$TEST_TMPDIR/pipeline"
 mkdir -p "$out"
 
-# job NAME WORLD STAGES [KEY=JSON...]: the job with its data path absolute, into $out/NAME.json.
-job() {
-  local name=$1 world=$2 stages=$3
-  shift 3
-  /usr/bin/python3 - "$ws/tests/integration/pipeline/job.json" "$out/$name.json" "$text" \
-    "$world" "$stages" "$@" <<'PY'
-import json, sys
-src, dst, text, world, stages = sys.argv[1:6]
-j = json.load(open(src))
-j["data"]["train"] = text
-j["job"]["world_size"] = int(world)
-j["job"]["pipeline_stages"] = int(stages)
-for kv in sys.argv[6:]:
-    key, value = kv.split("=", 1)
-    node = j
-    *path, last = key.split(".")
-    for p in path:
-        node = node.setdefault(p, {})
-    node[last] = json.loads(value)
-json.dump(j, open(dst, "w"))
-PY
-}
-
-run() {  # NAME NPROC
-  "$dstrain" launch --nproc "$2" "$out/$1.json" --comm-timeout 60 \
-    --metrics-out "$out/$1.jsonl" --save-model "$out/$1.bin" > "$out/$1.log" 2>&1 ||
-    { cat "$out/$1.log"; exit 1; }
-  grep -q '^\[rank 0\] done: 20 steps' "$out/$1.log"
-}
-
-compare() {  # REF GOT
-  /usr/bin/python3 - "$out/$1" "$out/$2" <<'PY'
-import array, json, math, os, sys
-ref, got = sys.argv[1:3]
-a = [json.loads(l) for l in open(ref + ".jsonl")]
-b = [json.loads(l) for l in open(got + ".jsonl")]
-assert len(a) == len(b) == 20, (len(a), len(b))
-worst_loss = max(abs(x["loss"] - y["loss"]) / abs(x["loss"]) for x, y in zip(a, b))
-worst_norm = max(abs(x["grad_norm"] - y["grad_norm"]) / x["grad_norm"] for x, y in zip(a, b))
-clipped = sum(x["grad_norm"] > 1.0 for x in a)
-wa = array.array("f", open(ref + ".bin", "rb").read()[1024:])
-wb = array.array("f", open(got + ".bin", "rb").read()[1024:])
-assert len(wa) == len(wb), (len(wa), len(wb))
-l2 = math.sqrt(sum((p - q) ** 2 for p, q in zip(wa, wb)) / sum(p * p for p in wa))
-worst_w = max(abs(p - q) for p, q in zip(wa, wb))
-bytes_sent = b[-1].get("p2p_bytes_sent")
-print(f"{os.path.basename(got)} vs {os.path.basename(ref)}: loss {worst_loss:.1e}, grad norm {worst_norm:.1e}, weights L2 {l2:.1e}, "
-      f"max {worst_w:.1e}; clipped steps {clipped}; stage 0 sent {bytes_sent} bytes")
-ok = worst_loss <= 1e-6 and worst_norm <= 1e-5 and l2 <= 1e-4 and worst_w <= 1e-3
-# Stage 0 sends one (B, T, C) f32 activation per micro-batch: 2 x 32 x 32 x 4 bytes, 4 per step.
-ok = ok and bytes_sent == 2 * 32 * 32 * 4 * 4 * 20
-sys.exit(0 if ok else 1)
-PY
-}
+source "$ws/tests/integration/pipeline/lib.sh"
 
 job unsplit2 2 1
 job pipe2x2 4 2
@@ -76,7 +23,8 @@ job unsplit1 1 1
 job pipe4x1 4 4 'pipeline.partition="uniform"'
 run unsplit2 2
 run pipe2x2 4
-compare unsplit2 pipe2x2
+# Stage 0 sends one (B, T, C) f32 activation per micro-batch: 2 x 32 x 32 x 4 bytes, 4 per step.
+compare unsplit2 pipe2x2 $((2 * 32 * 32 * 4 * 4 * 20))
 grep -q 'pipeline: 2 stages x 2 data-parallel ranks' "$out/pipe2x2.log"
 # Activation checkpointing recomputes each block with the same operations on the same values:
 # the same run to the bit, and less activation memory on every stage.
@@ -94,7 +42,7 @@ assert b < a, (a, b)
 PY
 run unsplit1 1
 run pipe4x1 4
-compare unsplit1 pipe4x1
+compare unsplit1 pipe4x1 $((2 * 32 * 32 * 4 * 4 * 20))
 
 # Refusals at validation, naming the key.
 refuse() {  # NAME WANT WORLD STAGES [KEY=JSON...]
