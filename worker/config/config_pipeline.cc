@@ -32,15 +32,6 @@ absl::Status ResolvePipeline(const json& e, JobSpec* spec) {
   absl::StatusOr<std::vector<pipe::StagePartition>> cut =
       pipe::PartitionLayers(shape, p.stages, p.partition_method);
   if (!cut.ok()) return cut.status();
-  // What a pipelined job cannot do yet, refused by name rather than run half-way.
-  if (!spec->data.val.empty()) {
-    return Error("data.val",
-                 "evaluation of a pipelined job (job.pipeline_stages > 1) is not supported yet");
-  }
-  if (spec->job.sample_tokens > 0) {
-    return Error("job.sample_tokens",
-                 "sampling from a pipelined job (job.pipeline_stages > 1) is not supported yet");
-  }
   return absl::OkStatus();
 }
 

@@ -330,9 +330,9 @@ absl::Status Gpt::BlockBackward(ParamAccess& access, int l, int b) {
 }
 
 absl::StatusOr<float> Gpt::Forward(View params, const int32_t* tokens, const int32_t* targets,
-                                   int B, int T, float dloss) {
+                                   int B, int T, float dloss, int buffer) {
   FlatParamAccess access(layout_, params);
-  return Forward(access, tokens, targets, B, T, dloss);
+  return Forward(access, tokens, targets, B, T, dloss, buffer);
 }
 
 absl::Status Gpt::Backward(View params, View grads) {

@@ -88,7 +88,7 @@ class Gpt {
   // The same over one flat f32 buffer of layout().total() parameters (and gradients) on the
   // model's device.
   absl::StatusOr<float> Forward(tensor::View params, const int32_t* tokens, const int32_t* targets,
-                                int B, int T, float dloss = 0.f);
+                                int B, int T, float dloss = 0.f, int buffer = 0);
   absl::Status Backward(tensor::View params, tensor::View grads);
 
   // The logits of the last inference Forward into `buffer` (last stage): (B, T, Vp) on the

@@ -20,6 +20,7 @@ namespace {
 // directions of one pair of ranks apart.
 constexpr int kActivationTag = 1;
 constexpr int kGradTag = 2;
+constexpr int kEvalTag = 4;  // evaluation's activations (3: the trainer's model gather)
 
 }  // namespace
 
@@ -86,7 +87,7 @@ absl::Status Executor::SendCopy(const View& from, int peer, int tag) {
       pipe_.Send(comm::CommBuffer{buffer.data(), buffer.numel(), buffer.dtype(), buffer.device(),
                                   ops.NativeStream(device::Stream::kComm)},
                  peer, tag, options_));
-  stats_.bytes_sent += static_cast<int64_t>(buffer.bytes());
+  counting_->bytes_sent += static_cast<int64_t>(buffer.bytes());
   return absl::OkStatus();
 }
 
@@ -107,10 +108,10 @@ absl::Status Executor::WaitRecv(std::unique_ptr<comm::Work>& work, int64_t bytes
   if (work == nullptr) return absl::InternalError("pipeline: a receive was not posted");
   const absl::Time start = absl::Now();
   const absl::Status status = work->Wait();
-  stats_.recv_wait_seconds += absl::ToDoubleSeconds(absl::Now() - start);
+  counting_->recv_wait_seconds += absl::ToDoubleSeconds(absl::Now() - start);
   work.reset();
   DT_RETURN_IF_ERROR(status);
-  stats_.bytes_received += bytes;
+  counting_->bytes_received += bytes;
   engine_.ops().WaitFor(device::Stream::kCompute, device::Stream::kComm);
   return engine_.ops().status();
 }
@@ -211,6 +212,77 @@ absl::StatusOr<engine::StepStats> Executor::TrainBatch(const MicroBatchLoader& l
                                             " micro-batches did not complete an optimizer step"));
   }
   return *stats;
+}
+
+absl::StatusOr<double> Executor::EvalBatches(const View& params, int micro_batches,
+                                             const MicroBatchLoader& load) {
+  if (micro_batches <= 0) return 0.0;
+  const config::JobSpec& spec = engine_.spec();
+  const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu);
+  const int T = spec.data.seq_len;
+  const int M = micro_batches;
+  model::Gpt& model = engine_.model();
+  // No backward pass holds a buffer here: a buffer is free again once its forward pass ran and
+  // its output was copied out, so two (or the one a last stage keeps) suffice.
+  const int buffers =
+      std::max(1, std::min(InferenceBuffers(stages_, M, stage_), model.activation_plan().buffers));
+  DT_RETURN_IF_ERROR(model.Prepare(B, T));
+  if (static_cast<int>(inputs_.size()) < buffers) {
+    inputs_.resize(buffers);
+    targets_.resize(buffers);
+    act_recvs_.resize(buffers);
+  }
+  for (int b = 0; b < buffers; ++b) {
+    inputs_[b].resize(static_cast<size_t>(B) * T);
+    targets_[b].resize(static_cast<size_t>(B) * T);
+  }
+  counting_ = &eval_stats_;
+  const absl::StatusOr<double> sum = [&]() -> absl::StatusOr<double> {
+    int next = 0;  // the next micro-batch whose receive is not posted
+    auto post = [&]() -> absl::Status {
+      if (first() || next >= M) return absl::OkStatus();
+      const int b = next % buffers;
+      DT_RETURN_IF_ERROR(PostRecv(model.stage_input(b), stage_ - 1, kEvalTag, act_recvs_[b]));
+      ++next;
+      return absl::OkStatus();
+    };
+    for (int b = 0; b < buffers; ++b) DT_RETURN_IF_ERROR(post());
+    double total = 0;
+    for (const Instruction& in : InferenceSchedule(stages_, M, stage_)) {
+      const int b = in.micro_batch % buffers;
+      switch (in.op) {
+        case Op::kLoadMicroBatch:
+          load(in.micro_batch, first() ? inputs_[b].data() : nullptr,
+               last() ? targets_[b].data() : nullptr);
+          break;
+        case Op::kRecvActivation:
+          DT_RETURN_IF_ERROR(WaitRecv(act_recvs_[b], model.stage_input(b).bytes()));
+          break;
+        case Op::kForward: {
+          DT_ASSIGN_OR_RETURN(const float loss,
+                              model.Forward(params, first() ? inputs_[b].data() : nullptr,
+                                            last() ? targets_[b].data() : nullptr, B, T,
+                                            /*dloss=*/0.f, b));
+          if (last()) {
+            total += loss;
+            DT_RETURN_IF_ERROR(post());
+          }
+          break;
+        }
+        case Op::kSendActivation:
+          DT_RETURN_IF_ERROR(SendCopy(model.stage_output(b), stage_ + 1, kEvalTag));
+          DT_RETURN_IF_ERROR(post());  // the input was read and the output copied out
+          break;
+        default:
+          return absl::InternalError(
+              absl::StrCat("pipeline stage ", stage_, ": ", ToString(in), " in an evaluation"));
+      }
+    }
+    DT_RETURN_IF_ERROR(WaitSends());
+    return total;
+  }();
+  counting_ = &stats_;
+  return sum;
 }
 
 }  // namespace dstrain::pipe

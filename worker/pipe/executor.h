@@ -77,7 +77,18 @@ class Executor {
   // the step is lost (the caller ends the run).
   absl::StatusOr<engine::StepStats> TrainBatch(const MicroBatchLoader& load);
 
+  // Evaluation: forward passes only (InferenceSchedule) over `micro_batches` micro-batches on
+  // `params`, the stage's flat fp32 parameters in its model's layout on its device (the trainer
+  // evaluates on the fp32 weights, gathered). Every stage of the pipeline calls. Returns, on the
+  // last stage, the sum of the micro-batches' mean losses (in micro-batch order, in double, as an
+  // unsplit model's evaluation sums them); 0 elsewhere. Uses the model's activation buffers (up
+  // to two, a receive landing in one while the other computes) and does not touch gradients or
+  // the training statistics; its traffic is counted in eval_stats().
+  absl::StatusOr<double> EvalBatches(const tensor::View& params, int micro_batches,
+                                     const MicroBatchLoader& load);
+
   const ExecutorStats& stats() const { return stats_; }
+  const ExecutorStats& eval_stats() const { return eval_stats_; }
 
  private:
   struct SendSlot {
@@ -101,7 +112,8 @@ class Executor {
   std::vector<std::unique_ptr<comm::Work>> act_recvs_;  // per activation buffer
   std::unique_ptr<comm::Work> grad_recv_;
   std::vector<std::vector<int32_t>> inputs_, targets_;  // per activation buffer
-  ExecutorStats stats_;
+  ExecutorStats stats_, eval_stats_;
+  ExecutorStats* counting_ = &stats_;  // where the traffic goes: training's or evaluation's
 };
 
 }  // namespace dstrain::pipe

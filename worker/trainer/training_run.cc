@@ -168,7 +168,9 @@ absl::Status TrainingRun::BuildData() {
   lo.seed = spec_.data.seed;
   lo.shuffle = spec_.data.shuffle;
   DT_ASSIGN_OR_RETURN(train_loader_, data::DataLoader::Create(source, lo));
-  if (!spec_.data.val.empty() && leader_) {
+  // Pipelined, every stage of data rank 0's pipeline evaluates: the first reads the inputs, the
+  // last the targets, and all of them count the batches.
+  if (!spec_.data.val.empty() && (leader_ || (pipelined() && data_rank_ == 0))) {
     DT_ASSIGN_OR_RETURN(auto val_source, data::DataSource::Open(spec_.data.val));
     DT_RETURN_IF_ERROR(val_source->CheckVocab(spec_.model.vocab_size));
     data::DataLoaderOptions vo = lo;
@@ -419,12 +421,12 @@ JsonLine TrainingRun::MetricsLine(const engine::StepStats& stats, double seconds
 }
 
 absl::StatusOr<double> TrainingRun::Evaluate() {
+  if (executor_ != nullptr) return EvaluatePipelined();
   DT_ASSIGN_OR_RETURN(tensor::Tensor params, engine_->GatherParamsOnDevice(leader_));
   if (!val_loader_) return -1.0;
   data::DataLoader& loader = *val_loader_;
   loader.Reset();
-  const int n =
-      static_cast<int>(std::min<uint64_t>(spec_.job.eval_batches, loader.batches_per_epoch()));
+  const int n = EvalBatchCount();
   double sum = 0;
   for (int i = 0; i < n; ++i) {
     loader.NextBatch(x_.data(), y_.data());
@@ -433,6 +435,38 @@ absl::StatusOr<double> TrainingRun::Evaluate() {
     sum += loss;
   }
   return n > 0 ? sum / n : 0.0;
+}
+
+int TrainingRun::EvalBatchCount() const {
+  return static_cast<int>(
+      std::min<uint64_t>(spec_.job.eval_batches, val_loader_->batches_per_epoch()));
+}
+
+absl::StatusOr<double> TrainingRun::EvaluatePipelined() {
+  // Each stage's fp32 parameters, as the unsplit evaluation uses the model's (its data ranks
+  // take part in the gather); data rank 0's pipeline alone evaluates.
+  DT_ASSIGN_OR_RETURN(tensor::Tensor params, engine_->GatherParamsOnDevice(data_rank_ == 0));
+  if (data_rank_ != 0) return -1.0;
+  data::DataLoader& loader = *val_loader_;
+  loader.Reset();
+  const int n = EvalBatchCount();
+  DT_ASSIGN_OR_RETURN(
+      const double sum,
+      executor_->EvalBatches(params.view(), n, [&](int, int32_t* inputs, int32_t* targets) {
+        loader.NextBatch(x_.data(), y_.data());
+        if (inputs != nullptr) {
+          std::copy(x_.begin(), x_.end(), inputs);
+        }
+        if (targets != nullptr) {
+          std::copy(y_.begin(), y_.end(), targets);
+        }
+      }));
+  // The last stage's mean reaches every stage of the pipeline, the leader among them.
+  float mean = stage_ == spec_.pipeline.stages - 1 && n > 0 ? static_cast<float>(sum / n) : 0.f;
+  DT_RETURN_IF_ERROR(zero::AllReduceScalar(*pipe_, ops(), &null_scalar_, &mean,
+                                           comm::ReduceOp::kSum,
+                                           comm::CommOptions{options_.comm_timeout}));
+  return mean;
 }
 
 absl::StatusOr<std::string> TrainingRun::SaveCheckpoint(int64_t step, JsonLine* line) {
@@ -474,11 +508,30 @@ void TrainingRun::PrintProgress(int64_t step, const engine::StepStats& stats, do
 }
 
 absl::Status TrainingRun::PrintSample(uint64_t seed, const std::string& title) {
-  DT_ASSIGN_OR_RETURN(tensor::Tensor params, engine_->GatherParamsOnDevice(leader_));
-  if (!leader_) return absl::OkStatus();
   Rng rng(seed);
-  DT_ASSIGN_OR_RETURN(auto ids, Sample(engine_->model(), params.view(), {'\n'},
-                                       spec_.job.sample_tokens, 1.0f, rng));
+  std::vector<int32_t> ids;
+  if (pipelined()) {
+    // Sampling runs the whole model: the leader puts it together from every stage (GatherModel)
+    // and samples with a model of all the blocks, built once.
+    DT_ASSIGN_OR_RETURN(const std::vector<float> whole, GatherModel());
+    if (!leader_) return absl::OkStatus();
+    if (whole_model_ == nullptr) {
+      DT_ASSIGN_OR_RETURN(whole_model_, model::Gpt::Create(ModelShape(spec_.model), &ops()));
+    }
+    DT_ASSIGN_OR_RETURN(tensor::Tensor params,
+                        tensor::Tensor::Empty(&device_->allocator(), DType::kF32,
+                                              {static_cast<int64_t>(whole.size())},
+                                              tensor::MemoryCategory::kOther));
+    ops().CopyFromHost(params.view(), whole.data());
+    DT_RETURN_IF_ERROR(ops().status());
+    DT_ASSIGN_OR_RETURN(
+        ids, Sample(*whole_model_, params.view(), {'\n'}, spec_.job.sample_tokens, 1.0f, rng));
+  } else {
+    DT_ASSIGN_OR_RETURN(tensor::Tensor params, engine_->GatherParamsOnDevice(leader_));
+    if (!leader_) return absl::OkStatus();
+    DT_ASSIGN_OR_RETURN(
+        ids, Sample(engine_->model(), params.view(), {'\n'}, spec_.job.sample_tokens, 1.0f, rng));
+  }
   absl::FPrintF(log_, "--- %s ---\n%s\n---\n", title, DescribeSample(ids));
   return absl::OkStatus();
 }

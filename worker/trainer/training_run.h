@@ -82,13 +82,19 @@ class TrainingRun {
   absl::StatusOr<bool> AfterStep(int64_t step, const engine::StepStats& stats, double seconds);
   // The step's metrics line (memory, communication, timing), before evaluation adds to it.
   JsonLine MetricsLine(const engine::StepStats& stats, double seconds);
-  // Mean validation loss over job.eval_batches (rank 0's value; collective under ZeRO-3).
+  // Mean validation loss over job.eval_batches (rank 0's value; collective under ZeRO-3 and,
+  // pipelined, over every stage).
   absl::StatusOr<double> Evaluate();
+  // Pipelined: data rank 0's pipeline runs the forward passes stage by stage (pipe::Executor::
+  // EvalBatches); every stage returns the mean, the other data ranks -1.
+  absl::StatusOr<double> EvaluatePipelined();
+  int EvalBatchCount() const;  // batches one evaluation reads
   // Saves checkpoint step_<step> on every rank; rank 0 adds its duration and size to `line`
   // (when given) and records it in the catalog. Returns its directory.
   absl::StatusOr<std::string> SaveCheckpoint(int64_t step, JsonLine* line);
   void PrintProgress(int64_t step, const engine::StepStats& stats, double seconds, double val_loss);
-  // `tokens` sampled after a newline, printed with `title` (collective under ZeRO-3).
+  // `tokens` sampled after a newline, printed with `title` (collective under ZeRO-3 and,
+  // pipelined, over every rank).
   absl::Status PrintSample(uint64_t seed, const std::string& title);
   // Whether any rank was asked to drain (one all-reduce); if so a checkpoint at `step`.
   absl::StatusOr<bool> Drain(int64_t step, bool saved);
@@ -115,6 +121,7 @@ class TrainingRun {
   std::optional<data::DataLoader> train_loader_, val_loader_;
   std::unique_ptr<device::RankDevice> device_;
   std::unique_ptr<engine::Engine> engine_;
+  std::unique_ptr<model::Gpt> whole_model_;  // pipelined: all the blocks, for sampling
   std::optional<MetricsWriter> metrics_;
   engine::CheckpointOptions checkpoints_;
   std::vector<int32_t> x_, y_;

@@ -2,12 +2,12 @@
 # Pipeline parallelism end to end over real Gloo processes (`dstrain launch`): the same job on
 # the same global batch, unsplit on 2 data-parallel ranks and pipelined as 2 stages x 2 data
 # ranks and as 4 stages x 1 data rank (its unsplit twin: 1 rank), 20 steps of 4 micro-batches
-# with clipping; and 2 x 2 with activation checkpointing, bitwise the same. Only the tied embedding's gradient is summed in another order (each end's part
-# over the micro-batches, then the two), and the norm per stage and then over the stages
-# (worker/pipe/executor_test.cc says why that stays within fp32 rounding); the bounds are that
-# test's: losses 1e-6 and gradient norms 1e-5 relative, final weights 1e-4 in relative L2 and
-# 1e-3 in the worst float. Then the refusals: each bad grid is an error at `validate`, naming
-# its key, before any rank starts.
+# with clipping, the 2 x 2 job evaluating and sampling as its twin does (the same sample); and
+# 2 x 2 with activation checkpointing, bitwise the same. Only the tied embedding's gradient is
+# summed in another order (each end's part over the micro-batches, then the two), and the norm
+# per stage and then over the stages (worker/pipe/executor_test.cc says why that stays within
+# fp32 rounding); the bounds are that test's (lib.sh's compare). Then the refusals: each bad
+# grid is an error at `validate`, naming its key, before any rank starts.
 set -euo pipefail
 ws="$TEST_SRCDIR/$TEST_WORKSPACE"
 dstrain="$ws/client/cli/dstrain"
@@ -17,8 +17,11 @@ mkdir -p "$out"
 
 source "$ws/tests/integration/pipeline/lib.sh"
 
-job unsplit2 2 1
-job pipe2x2 4 2
+# Evaluation (data rank 0's pipeline, the last stage's loss) and sampling (the whole model put
+# together on the leader) in the 2 x 2 job, as in its unsplit twin.
+evaluate=("data.val=\"$text\"" job.eval_every=10 job.eval_batches=4 job.sample_tokens=24)
+job unsplit2 2 1 "${evaluate[@]}"
+job pipe2x2 4 2 "${evaluate[@]}"
 job unsplit1 1 1
 job pipe4x1 4 4 'pipeline.partition="uniform"'
 run unsplit2 2
@@ -26,6 +29,9 @@ run pipe2x2 4
 # Stage 0 sends one (B, T, C) f32 activation per micro-batch: 2 x 32 x 32 x 4 bytes, 4 per step.
 compare unsplit2 pipe2x2 $((2 * 32 * 32 * 4 * 4 * 20))
 grep -q 'pipeline: 2 stages x 2 data-parallel ranks' "$out/pipe2x2.log"
+sample() { sed -n '/^\[rank 0\] --- sample ---$/,/^\[rank 0\] ---$/p' "$out/$1.log"; }
+[[ -n "$(sample pipe2x2)" && "$(sample pipe2x2)" == "$(sample unsplit2)" ]] ||
+  { echo "FAIL: the samples differ:"; sample unsplit2; sample pipe2x2; exit 1; }
 # Activation checkpointing recomputes each block with the same operations on the same values:
 # the same run to the bit, and less activation memory on every stage.
 job pipe2x2ckpt 4 2 'pipeline.activation_checkpoint_interval=1'
