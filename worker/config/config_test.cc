@@ -785,14 +785,6 @@ std::vector<InvalidRow> InvalidRows() {
          j["zero_optimization"] = {{"stage", 2}};
        },
        "zero_optimization.stage: 2 with pipeline parallelism"},
-      {"PipelineWithCheckpointsNotYet",
-       [](json& j) {
-         j["job"]["world_size"] = 2;
-         j["job"]["pipeline_stages"] = 2;
-         j["job"]["checkpoint_dir"] = "ckpt";
-       },
-       "job.checkpoint_dir: checkpoints of a pipelined job (job.pipeline_stages > 1) are not "
-       "supported yet"},
       {"Amsgrad",
        [](json& j) {
          j["optimizer"] = {{"type", "AdamW"}, {"params", {{"amsgrad", true}}}};
