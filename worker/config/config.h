@@ -176,8 +176,11 @@ struct PipelineConfig {
   // pipeline.partition: "parameters" (also DeepSpeed's config default "best"), "uniform" or
   // "type:REGEX" (worker/pipe/layer_partition.h).
   std::string partition_method = "parameters";
-  // > 0: every block recomputes its forward in its backward, keeping only its input.
+  // > 0: activation checkpointing over segments of this many blocks (model::ActivationPlan).
   int activation_checkpoint_interval = 0;
+  // activation_checkpointing.synchronize_checkpoint_boundary and .profile.
+  bool synchronize_checkpoint_boundary = false;
+  bool profile_checkpoints = false;
 };
 
 struct JobSpec {

@@ -20,6 +20,9 @@ absl::Status ResolvePipeline(const json& e, JobSpec* spec) {
   const std::string method = block["partition"].get<std::string>();
   p.partition_method = method == "best" ? "parameters" : method;
   p.activation_checkpoint_interval = block["activation_checkpoint_interval"].get<int>();
+  const json& checkpointing = e["activation_checkpointing"];
+  p.synchronize_checkpoint_boundary = checkpointing["synchronize_checkpoint_boundary"].get<bool>();
+  p.profile_checkpoints = checkpointing["profile"].get<bool>();
   if (p.stages == 1) return absl::OkStatus();
   if (spec->zero.stage >= 2) {
     return Error("zero_optimization.stage", spec->zero.stage,

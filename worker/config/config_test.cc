@@ -527,6 +527,22 @@ std::vector<ValidRow> ValidRows() {
          EXPECT_EQ(s.data_parallel_size, 2);
          EXPECT_EQ(s.pipeline.partition_method, "parameters") << "DeepSpeed's \"best\"";
          EXPECT_EQ(s.pipeline.activation_checkpoint_interval, 1);
+         EXPECT_FALSE(s.pipeline.profile_checkpoints);
+         EXPECT_FALSE(s.pipeline.synchronize_checkpoint_boundary);
+       }},
+      {"ActivationCheckpointingBlock",
+       [](json& j) {
+         j["pipeline"] = {{"activation_checkpoint_interval", 2}};
+         j["activation_checkpointing"] = {{"partition_activations", true},
+                                          {"contiguous_memory_optimization", true},
+                                          {"number_checkpoints", 4},
+                                          {"synchronize_checkpoint_boundary", true},
+                                          {"profile", true}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.pipeline.activation_checkpoint_interval, 2);
+         EXPECT_TRUE(s.pipeline.profile_checkpoints);
+         EXPECT_TRUE(s.pipeline.synchronize_checkpoint_boundary);
        }},
       {"PipelinePartitionUniform",
        [](json& j) {

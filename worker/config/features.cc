@@ -46,14 +46,8 @@ constexpr FeatureSwitch kSwitches[] = {
     // Optimizer.
     {"optimizer.legacy_fusion", "legacy fusion", false},
     // Activation checkpointing.
-    {"activation_checkpointing.partition_activations", "activation partitioning", false},
-    {"activation_checkpointing.cpu_checkpointing", "activation checkpointing to CPU", false},
-    {"activation_checkpointing.contiguous_memory_optimization",
-     "contiguous activation-checkpoint memory", false},
-    {"activation_checkpointing.number_checkpoints", "activation checkpointing", false},
-    {"activation_checkpointing.synchronize_checkpoint_boundary",
-     "activation-checkpoint boundary synchronization", false},
-    {"activation_checkpointing.profile", "activation-checkpoint profiling", false},
+    {"activation_checkpointing.cpu_checkpointing",
+     "activation checkpointing to CPU memory (activation offload)", false},
     // Monitoring and debugging output.
     {"tensorboard.enabled", "TensorBoard monitoring", false},
     {"csv_monitor.enabled", "CSV monitoring", false},

@@ -212,12 +212,21 @@ constexpr KeyEffectRow kRows[] = {
              "it switches on DeepSpeed's warnings about ZeRO-3's module trace cache; dstrain's "
              "stage 3 logs no such warnings"),
     // Activation checkpointing.
-    NotSupported("activation_checkpointing.partition_activations"),
+    // Activation checkpointing (pipeline.activation_checkpoint_interval turns it on).
+    NoEffect("activation_checkpointing.partition_activations",
+             "it splits the kept activations across tensor-parallel ranks; dstrain has no tensor "
+             "parallelism, so each rank keeps its own"),
     NotSupported("activation_checkpointing.cpu_checkpointing"),
-    NotSupported("activation_checkpointing.contiguous_memory_optimization"),
-    NotSupported("activation_checkpointing.number_checkpoints"),
-    NotSupported("activation_checkpointing.synchronize_checkpoint_boundary"),
-    NotSupported("activation_checkpointing.profile"),
+    NoEffect("activation_checkpointing.contiguous_memory_optimization",
+             "dstrain always keeps the checkpointed activations in one buffer, allocated once per "
+             "micro-batch shape"),
+    NoEffect("activation_checkpointing.number_checkpoints",
+             "it sizes DeepSpeed's contiguous checkpoint buffers; dstrain sizes its own from the "
+             "model (one kept output per segment and micro-batch in flight)"),
+    Acts("activation_checkpointing.synchronize_checkpoint_boundary",
+         "ActivationPlan::synchronize: Gpt waits for the device at each segment boundary"),
+    Acts("activation_checkpointing.profile",
+         "ActivationPlan::profile: Gpt times the recomputation; the metrics line's recompute_s"),
     // Asynchronous I/O.
     NoEffect("aio.block_size", kAio),
     NoEffect("aio.queue_depth", kAio),

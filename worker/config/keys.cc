@@ -211,15 +211,16 @@ std::shared_ptr<const Block> TimersBlock() {
   });
 }
 
-// activation_checkpointing. The block has no `enabled`: each flag is a feature of its own.
+// activation_checkpointing. The block has no `enabled`: pipeline.activation_checkpoint_interval
+// turns checkpointing on, and this block tunes it.
 std::shared_ptr<const Block> ActivationCheckpointingBlock() {
   return MakeBlock({
-      Bool("partition_activations", false).Gated(),
+      Bool("partition_activations", false),
       Bool("cpu_checkpointing", false).Gated(),
-      Bool("contiguous_memory_optimization", false).Gated(),
-      NullInt("number_checkpoints").Min(1).Gated(),
-      Bool("synchronize_checkpoint_boundary", false).Gated(),
-      Bool("profile", false).Gated(),
+      Bool("contiguous_memory_optimization", false),
+      NullInt("number_checkpoints").Min(1),
+      Bool("synchronize_checkpoint_boundary", false),
+      Bool("profile", false),
   });
 }
 

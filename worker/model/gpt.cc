@@ -6,6 +6,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/random/rng.h"
 #include "common/status/status_macros.h"
 
@@ -68,12 +70,11 @@ void Gpt::InitParams(float* params, uint64_t seed) const {
 void Gpt::set_activation_plan(const ActivationPlan& plan) { plan_ = plan; }
 
 absl::Status Gpt::Prepare(int B, int T) {
-  if (B == B_ && T == T_ && plan_.buffers == prepared_plan_.buffers &&
-      plan_.checkpoint == prepared_plan_.checkpoint) {
-    return absl::OkStatus();
-  }
-  if (plan_.buffers < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("activation buffers: ", plan_.buffers));
+  if (B == B_ && T == T_ && plan_ == prepared_plan_) return absl::OkStatus();
+  if (plan_.buffers < 1 || plan_.checkpoint_interval < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("activation plan: ", plan_.buffers,
+                                                   " buffers, checkpoint interval ",
+                                                   plan_.checkpoint_interval));
   }
   acts_.clear();
   acts_.resize(kNumGptActivations);
@@ -108,12 +109,19 @@ absl::Status Gpt::Prepare(int B, int T) {
 View Gpt::Act(int act, int layer, int buffer) const {
   const View all = acts_[act].view();
   const int blocks = range_.Count(config_.n_layer);
+  const int i = layer - range_.first;
+  const ActivationPlan& plan = prepared_plan_;
   switch (kGptActivations[act].owner) {
     case ActOwner::kBlock:
-      // Under activation checkpointing one set serves every block and buffer in turn.
-      return all[prepared_plan_.checkpoint ? 0 : buffer * blocks + (layer - range_.first)];
-    case ActOwner::kBlockOutput:
-      return all[buffer * blocks + (layer - range_.first)];
+      // Under activation checkpointing a segment's blocks take the scratch sets in turn.
+      return all[plan.checkpoint() ? i % plan.checkpoint_interval : buffer * blocks + i];
+    case ActOwner::kBlockOutput: {
+      if (!plan.checkpoint()) return all[buffer * blocks + i];
+      // A segment's output is kept per buffer; the outputs inside it are scratch, after those.
+      const int segment = i / plan.checkpoint_interval;
+      if (SegmentEnd(layer)) return all[buffer * plan.Segments(blocks) + segment];
+      return all[plan.buffers * plan.Segments(blocks) + i % plan.checkpoint_interval];
+    }
     case ActOwner::kBackward:
       return all[0];
     default:
@@ -123,6 +131,37 @@ View Gpt::Act(int act, int layer, int buffer) const {
 
 View Gpt::BlockInput(int layer, int buffer) const {
   return layer == range_.first ? Act(kEncoded, -1, buffer) : Act(kResidual3, layer - 1, buffer);
+}
+
+bool Gpt::SegmentEnd(int layer) const {
+  const int k = prepared_plan_.checkpoint_interval;
+  return k <= 1 || (layer - range_.first + 1) % k == 0 || layer == range_.End(config_.n_layer) - 1;
+}
+
+absl::Status Gpt::RecomputeSegment(ParamAccess& access, int last, int b) {
+  const int k = prepared_plan_.checkpoint_interval;
+  const int first = range_.first + (last - range_.first) / k * k;
+  const absl::Time start = BeginRecompute();
+  for (int l = first; l <= last; ++l) {
+    const int module = block_modules_[l - range_.first];
+    DT_ASSIGN_OR_RETURN(ModuleParams w, access.AcquireParams(module, Pass::kBackward));
+    BlockCompute(w, l, b);
+    DT_RETURN_IF_ERROR(access.ReleaseParams(module, Pass::kBackward));
+  }
+  if (prepared_plan_.synchronize) DT_RETURN_IF_ERROR(ops_->Synchronize());
+  return EndRecompute(start);
+}
+
+absl::Time Gpt::BeginRecompute() {
+  if (prepared_plan_.profile) (void)ops_->Synchronize();  // an error stays in status()
+  return absl::Now();
+}
+
+absl::Status Gpt::EndRecompute(absl::Time start) {
+  if (!prepared_plan_.profile) return ops_->status();
+  DT_RETURN_IF_ERROR(ops_->Synchronize());
+  recompute_seconds_ += absl::ToDoubleSeconds(absl::Now() - start);
+  return absl::OkStatus();
 }
 
 View Gpt::stage_input(int buffer) const { return Act(kEncoded, -1, buffer); }
@@ -163,6 +202,7 @@ absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,
   if (range_.Embeds()) DT_RETURN_IF_ERROR(EmbedForward(access, tokens, buffer));
   for (int l = range_.first; l < range_.End(config_.n_layer); ++l) {
     DT_RETURN_IF_ERROR(BlockForward(access, l, buffer));
+    if (prepared_plan_.synchronize && SegmentEnd(l)) DT_RETURN_IF_ERROR(ops_->Synchronize());
   }
   float loss = 0.f;
   if (range_.HasHead(config_.n_layer)) {
@@ -249,6 +289,12 @@ absl::Status Gpt::Backward(ParamAccess& access, int b) {
     DT_RETURN_IF_ERROR(HeadBackward(access, demb, b));
   }
   for (int l = range_.End(config_.n_layer) - 1; l >= range_.first; --l) {
+    // Activation checkpointing with segments of several blocks: entering a segment from its
+    // end, recompute all its blocks first (a segment of one block recomputes inside
+    // BlockBackward, under the same acquisition of its parameters).
+    if (prepared_plan_.checkpoint_interval > 1 && SegmentEnd(l)) {
+      DT_RETURN_IF_ERROR(RecomputeSegment(access, l, b));
+    }
     DT_RETURN_IF_ERROR(BlockBackward(access, l, b));
   }
   // Embeddings: dstream is now ∂loss/∂encoded.
@@ -299,7 +345,12 @@ absl::Status Gpt::BlockBackward(ParamAccess& access, int l, int b) {
   // Activation checkpointing: the block's activations are recomputed from its kept input, by the
   // same operations on the same values as in the forward pass (so the gradients are bitwise
   // those without checkpointing).
-  if (prepared_plan_.checkpoint) BlockCompute(w, l, b);
+  if (prepared_plan_.checkpoint_interval == 1) {
+    const absl::Time start = BeginRecompute();
+    BlockCompute(w, l, b);
+    if (prepared_plan_.synchronize) DT_RETURN_IF_ERROR(ops_->Synchronize());
+    DT_RETURN_IF_ERROR(EndRecompute(start));
+  }
   DT_ASSIGN_OR_RETURN(ModuleGrads dw, access.AcquireGrads(module));
   // A fresh gradient buffer's matrix parts start unwritten: the products overwrite them.
   device::LinearOptions linear{matmul_};

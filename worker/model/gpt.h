@@ -97,6 +97,9 @@ class Gpt {
   // Per-token losses of the last Forward with targets: (B, T) on the device.
   tensor::View losses(int buffer = 0) const { return Act(kLosses, -1, buffer); }
 
+  // Under activation_checkpointing.profile: seconds spent recomputing blocks so far (0 without).
+  double recompute_seconds() const { return recompute_seconds_; }
+
  private:
   Gpt(const GptConfig& config, ParamLayout layout, device::Ops* ops, BlockRange range);
 
@@ -105,6 +108,13 @@ class Gpt {
   tensor::View Act(int act, int layer = -1, int buffer = 0) const;
   // The residual stream into block `layer`.
   tensor::View BlockInput(int layer, int buffer) const;
+  // Whether block `layer` ends its checkpoint segment (every block does without checkpointing).
+  bool SegmentEnd(int layer) const;
+  // Recomputes the blocks of the segment that ends at `last` (activation checkpointing).
+  absl::Status RecomputeSegment(ParamAccess& access, int last, int buffer);
+  // Around a recomputation: under activation_checkpointing.profile, synchronise and time it.
+  absl::Time BeginRecompute();
+  absl::Status EndRecompute(absl::Time start);
 
   absl::Status CheckBatch(const int32_t* tokens, const int32_t* targets, int B, int T) const;
   absl::Status EmbedForward(ParamAccess& access, const int32_t* tokens, int buffer);
@@ -130,6 +140,7 @@ class Gpt {
   int B_ = 0, T_ = 0;
   std::vector<tensor::Tensor> acts_;  // one per kGptActivations row: (copies, ...) each
   std::vector<bool> backward_ready_;  // per buffer
+  double recompute_seconds_ = 0;
 };
 
 }  // namespace dstrain::model

@@ -1,5 +1,6 @@
 #include "worker/model/gpt_sizes.h"
 
+#include <algorithm>
 #include <string_view>
 
 namespace dstrain::model {
@@ -61,6 +62,14 @@ std::vector<int64_t> ParamShape(int row, const GptConfig& c) {
   return {Resolve(r.rows, c), Resolve(r.cols, c)};
 }
 
+int ActivationPlan::Segments(int blocks) const {
+  return checkpoint() ? (blocks + checkpoint_interval - 1) / checkpoint_interval : blocks;
+}
+
+int ActivationPlan::SegmentBlocks(int blocks) const {
+  return checkpoint() ? std::min(checkpoint_interval, blocks) : 0;
+}
+
 int ActCopies(int row, const GptConfig& c, BlockRange range, const ActivationPlan& plan) {
   const int blocks = range.Count(c.n_layer);
   switch (kGptActivations[row].owner) {
@@ -68,9 +77,12 @@ int ActCopies(int row, const GptConfig& c, BlockRange range, const ActivationPla
       // A later stage receives its input in `encoded`; only the first has tokens.
       return (row == kTokens ? range.Embeds() : 1) * plan.buffers;
     case ActOwner::kBlock:
-      return plan.checkpoint ? 1 : blocks * plan.buffers;
+      return plan.checkpoint() ? plan.SegmentBlocks(blocks) : blocks * plan.buffers;
     case ActOwner::kBlockOutput:
-      return blocks * plan.buffers;
+      // Kept: each segment's output per buffer; scratch: the outputs inside one segment.
+      return plan.checkpoint() ? std::max(0, plan.Segments(blocks) * plan.buffers +
+                                                 plan.SegmentBlocks(blocks) - 1)
+                               : blocks * plan.buffers;
     case ActOwner::kHead:
       return range.HasHead(c.n_layer) * plan.buffers;
     case ActOwner::kBackward:

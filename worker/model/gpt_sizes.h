@@ -202,10 +202,31 @@ struct ActivationPlan {
   // Micro-batches in flight at once (a pipeline stage's activation buffers; 1 otherwise): every
   // row but the backward scratch is held once per buffer.
   int buffers = 1;
-  // Activation checkpointing: a block keeps only its output (kBlockOutput rows) and recomputes
-  // the rest (one set of kBlock rows, reused by every block and buffer) in its backward pass;
-  // the gradients are bitwise those without it (the same operations on the same values).
-  bool checkpoint = false;
+  // Activation checkpointing (pipeline.activation_checkpoint_interval, as DeepSpeed's
+  // PipelineModule reads it): 0 keeps every activation. k > 0 cuts the model's blocks into
+  // segments of k (the last one may be shorter); a segment keeps only its output (its last
+  // block's kBlockOutput rows, the next segment's input) and recomputes its blocks from its input
+  // in its backward pass, into scratch shared by every segment and buffer: k sets of kBlock rows
+  // and the outputs of the k − 1 blocks inside a segment. The gradients are bitwise those without
+  // it (the same operations on the same values). k = 1 keeps every block's output and one set of
+  // scratch; k = √L roughly minimises the memory.
+  int checkpoint_interval = 0;
+  // activation_checkpointing.synchronize_checkpoint_boundary: wait for the device at every
+  // segment boundary (forward and recompute), as DeepSpeed's synchronises CUDA there.
+  bool synchronize = false;
+  // activation_checkpointing.profile: time the recomputation (Gpt::recompute_seconds), the device
+  // synchronised around it.
+  bool profile = false;
+
+  bool checkpoint() const { return checkpoint_interval > 0; }
+  // Segments of a model of `blocks` blocks (blocks itself without checkpointing).
+  int Segments(int blocks) const;
+  // The largest segment: blocks in scratch at once (0 without checkpointing).
+  int SegmentBlocks(int blocks) const;
+  bool operator==(const ActivationPlan& o) const {
+    return buffers == o.buffers && checkpoint_interval == o.checkpoint_interval &&
+           synchronize == o.synchronize && profile == o.profile;
+  }
 };
 
 // Copies of row `row` a model of `range` allocates under `plan`.

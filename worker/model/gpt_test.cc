@@ -4,8 +4,10 @@
 #include "worker/model/gpt.h"
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/random/rng.h"
 #include "common/status/status_matchers.h"
 #include "gtest/gtest.h"
@@ -30,7 +32,8 @@ struct Tiny {
   std::vector<float> params;
   std::vector<int32_t> tokens, targets;
 
-  Tiny() {
+  explicit Tiny(int n_layer = 2) {
+    config.n_layer = n_layer;
     gpt = *Gpt::Create(config, &ops);
     params.assign(gpt->layout().total(), 0.f);
     gpt->InitParams(params.data(), 1);
@@ -217,30 +220,56 @@ TEST(Gpt, TwoStagesAreTheWholeModel) {
   EXPECT_EQ(init[fcw->offset + 5], whole_init[t.gpt->layout().Find("block.1.fcw")->offset + 5]);
 }
 
-// Activation checkpointing recomputes each block in its backward pass with the same operations on
-// the same values: loss and gradients are bitwise those without it, and the activations shrink
-// to what the size table says.
+// Activation checkpointing recomputes each segment of blocks in its backward pass with the same
+// operations on the same values: losses and gradients are bitwise those without it, at every
+// interval (one block, segments of 2 and 3 over 5 blocks with a shorter last one, one segment of
+// all), with two micro-batches in flight; the activations are what the size table says, fewer
+// than without it, and profiling times the recomputation.
 TEST(Gpt, CheckpointingGivesBitwiseTheSameGradients) {
-  Tiny t;
+  Tiny t(/*n_layer=*/5);
   const float dloss = 1.f / (t.B * t.T);
-  auto run = [&](bool checkpoint, std::vector<float>& grads) {
-    t.gpt->set_activation_plan({1, checkpoint});
-    auto loss = t.gpt->Forward(Flat(t.params), t.tokens.data(), t.targets.data(), t.B, t.T, dloss);
-    EXPECT_THAT(loss, IsOk());
-    EXPECT_THAT(t.gpt->Backward(Flat(t.params), Flat(grads)), IsOk());
-    const DeviceSizes device{t.ops.AttentionStateElements(t.B, t.T, 8, 2),
-                             t.ops.AttentionScratchElements(t.B, t.T, 8, 2)};
+  const std::vector<int32_t> x2(t.tokens.rbegin(), t.tokens.rend()),
+      y2(t.targets.rbegin(), t.targets.rend());
+  const DeviceSizes device{t.ops.AttentionStateElements(t.B, t.T, 8, 2),
+                           t.ops.AttentionScratchElements(t.B, t.T, 8, 2)};
+  auto run = [&](const ActivationPlan& plan, std::vector<float>& grads) {
+    t.gpt->set_activation_plan(plan);
+    FlatParamAccess access(t.gpt->layout(), Flat(t.params), Flat(grads));
+    auto a = t.gpt->Forward(access, t.tokens.data(), t.targets.data(), t.B, t.T, dloss, 0);
+    auto b = t.gpt->Forward(access, x2.data(), y2.data(), t.B, t.T, dloss, 1);
+    EXPECT_THAT(a, IsOk());
+    EXPECT_THAT(b, IsOk());
+    EXPECT_THAT(t.gpt->Backward(access, 0), IsOk());
+    EXPECT_THAT(t.gpt->Backward(access, 1), IsOk());
     EXPECT_EQ(t.alloc.Stats().current[int(tensor::MemoryCategory::kActivations)],
-              ActivationBytes(t.config, t.B, t.T, {}, device, {1, checkpoint}));
-    return *loss;
+              ActivationBytes(t.config, t.B, t.T, {}, device, plan));
+    return std::make_pair(*a, *b);
   };
-  std::vector<float> plain(t.params.size(), 0.f), checkpointed(t.params.size(), 0.f);
-  const float a = run(false, plain);
-  const int64_t plain_bytes = t.alloc.Stats().current[int(tensor::MemoryCategory::kActivations)];
-  const float b = run(true, checkpointed);
-  EXPECT_EQ(a, b);
-  EXPECT_EQ(plain, checkpointed);
-  EXPECT_LT(t.alloc.Stats().current[int(tensor::MemoryCategory::kActivations)], plain_bytes);
+  std::vector<float> plain(t.params.size(), 0.f);
+  const auto plain_losses = run({2, 0}, plain);
+  const int64_t plain_bytes = ActivationBytes(t.config, t.B, t.T, {}, device, {2, 0});
+  for (int k : {1, 2, 3, 5}) {
+    SCOPED_TRACE(absl::StrCat("interval ", k));
+    std::vector<float> checkpointed(t.params.size(), 0.f);
+    EXPECT_EQ(run({2, k}, checkpointed), plain_losses);
+    EXPECT_EQ(plain, checkpointed);
+    EXPECT_LT(ActivationBytes(t.config, t.B, t.T, {}, device, {2, k}), plain_bytes);
+  }
+  // Segments of 2 over 5 blocks: 3 kept outputs per buffer and one inside a segment, 2 scratch
+  // sets of the per-block rows.
+  const ActivationPlan two{2, 2};
+  EXPECT_EQ(ActCopies(kResidual3, t.config, {}, two), 3 * 2 + 1);
+  EXPECT_EQ(ActCopies(kQkv, t.config, {}, two), 2);
+
+  ActivationPlan profiled{1, 2};
+  profiled.profile = profiled.synchronize = true;
+  std::vector<float> grads(t.params.size(), 0.f);
+  t.gpt->set_activation_plan(profiled);
+  ASSERT_THAT(t.gpt->Forward(Flat(t.params), t.tokens.data(), t.targets.data(), t.B, t.T, dloss),
+              IsOk());
+  EXPECT_EQ(t.gpt->recompute_seconds(), 0.0);
+  ASSERT_THAT(t.gpt->Backward(Flat(t.params), Flat(grads)), IsOk());
+  EXPECT_GT(t.gpt->recompute_seconds(), 0.0);
 }
 
 // Micro-batches in flight in separate buffers (a pipeline stage's 1F1B) give the gradients of
@@ -257,7 +286,7 @@ TEST(Gpt, BuffersHoldMicroBatchesInFlight) {
     ASSERT_THAT(t.gpt->Forward(Flat(t.params), x.data(), y.data(), t.B, t.T, dloss), IsOk());
     ASSERT_THAT(t.gpt->Backward(Flat(t.params), Flat(sequential)), IsOk());
   }
-  t.gpt->set_activation_plan({2, false});
+  t.gpt->set_activation_plan({2, 0});
   FlatParamAccess access(t.gpt->layout(), Flat(t.params), Flat(buffered));
   ASSERT_THAT(t.gpt->Forward(access, t.tokens.data(), t.targets.data(), t.B, t.T, dloss, 0),
               IsOk());

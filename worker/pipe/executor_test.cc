@@ -125,7 +125,7 @@ Result TrainPipelined(const config::JobSpec& spec, int stages, int dp, bool sum_
     engine::testing::CpuDevice dev;
     auto model = model::Gpt::Create(shape, &dev.ops, (*partition)[stage].blocks);
     ASSERT_THAT(model, IsOk());
-    (*model)->set_activation_plan({TrainBuffers(stages, M, stage), false});
+    (*model)->set_activation_plan({TrainBuffers(stages, M, stage), 0});
     auto e = engine::Engine::Initialize(*std::move(model), spec, groups->data.get());
     ASSERT_THAT(e, IsOk());
     (*e)->SetPipeline({groups->pipe.get(), sum_tied ? groups->tied.get() : nullptr, stage, stages});
@@ -286,7 +286,7 @@ TEST(ExecutorTest, EvaluationEqualsTheUnsplitForwardBitwise) {
       engine::testing::CpuDevice dev;
       auto model = model::Gpt::Create(shape, &dev.ops, (*partition)[r].blocks);
       ASSERT_THAT(model, IsOk());
-      (*model)->set_activation_plan({TrainBuffers(stages, 4, r), false});
+      (*model)->set_activation_plan({TrainBuffers(stages, 4, r), 0});
       auto e = engine::Engine::Initialize(*std::move(model), spec, groups->data.get());
       ASSERT_THAT(e, IsOk());
       (*e)->SetPipeline({groups->pipe.get(), groups->tied.get(), r, stages});

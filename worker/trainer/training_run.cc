@@ -188,7 +188,9 @@ absl::Status TrainingRun::BuildData() {
 absl::StatusOr<std::unique_ptr<model::Gpt>> TrainingRun::BuildModel() {
   const model::GptConfig shape = ModelShape(spec_.model);
   model::ActivationPlan plan;
-  plan.checkpoint = spec_.pipeline.activation_checkpoint_interval > 0;
+  plan.checkpoint_interval = spec_.pipeline.activation_checkpoint_interval;
+  plan.synchronize = spec_.pipeline.synchronize_checkpoint_boundary;
+  plan.profile = spec_.pipeline.profile_checkpoints;
   if (!pipelined()) {
     DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(shape, &ops()));
     gpt->set_activation_plan(plan);
@@ -409,6 +411,12 @@ JsonLine TrainingRun::MetricsLine(const engine::StepStats& stats, double seconds
   if (device_->is_cuda()) {
     // The worker agent exports these as dstrain_worker_device_memory_bytes.
     line.Add("device_mem_bytes", mem.total_current()).Add("device_mem_peak_bytes", mem.total_peak);
+  }
+  if (spec_.pipeline.profile_checkpoints) {
+    // activation_checkpointing.profile: this step's recomputation (the leader's stage).
+    const double recompute = engine_->model().recompute_seconds();
+    line.Add("recompute_s", recompute - recompute_before_);
+    recompute_before_ = recompute;
   }
   if (executor_ != nullptr) {
     // The leader's stage (stage 0): what it sent to its neighbour and waited for from it, so far.

@@ -129,6 +129,7 @@ class TrainingRun {
   int64_t first_step_ = 1;
   int64_t comm_bytes_before_ = 0;
   double comm_wait_before_ = 0;
+  double recompute_before_ = 0;
   std::vector<double> tok_rates_;
   TrainResult result_;
   tensor::Tensor null_scalar_;  // the drain all-reduce on a device without host access

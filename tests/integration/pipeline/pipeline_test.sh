@@ -32,9 +32,11 @@ grep -q 'pipeline: 2 stages x 2 data-parallel ranks' "$out/pipe2x2.log"
 sample() { sed -n '/^\[rank 0\] --- sample ---$/,/^\[rank 0\] ---$/p' "$out/$1.log"; }
 [[ -n "$(sample pipe2x2)" && "$(sample pipe2x2)" == "$(sample unsplit2)" ]] ||
   { echo "FAIL: the samples differ:"; sample unsplit2; sample pipe2x2; exit 1; }
-# Activation checkpointing recomputes each block with the same operations on the same values:
-# the same run to the bit, and less activation memory on every stage.
-job pipe2x2ckpt 4 2 'pipeline.activation_checkpoint_interval=1'
+# Activation checkpointing recomputes each segment of blocks with the same operations on the
+# same values: the same run to the bit, and less activation memory on every stage. Segments of
+# 2 blocks (each stage's 2 blocks one segment), the recomputation profiled.
+job pipe2x2ckpt 4 2 'pipeline.activation_checkpoint_interval=2' \
+  'activation_checkpointing.profile=true' 'activation_checkpointing.synchronize_checkpoint_boundary=true'
 run pipe2x2ckpt 4
 cmp "$out/pipe2x2.bin" "$out/pipe2x2ckpt.bin"
 /usr/bin/python3 - "$out/pipe2x2.jsonl" "$out/pipe2x2ckpt.jsonl" <<'PY'
@@ -43,8 +45,10 @@ plain, ckpt = ([json.loads(l) for l in open(f)] for f in sys.argv[1:3])
 assert [r["loss"] for r in plain] == [r["loss"] for r in ckpt], "losses differ"
 a = plain[-1]["mem_bytes"]["activations"]
 b = ckpt[-1]["mem_bytes"]["activations"]
-print(f"stage 0 activations: {a} bytes plain, {b} checkpointed")
+recompute = [r["recompute_s"] for r in ckpt]
+print(f"stage 0 activations: {a} bytes plain, {b} checkpointed; recompute {sum(recompute):.3f} s")
 assert b < a, (a, b)
+assert all(t > 0 for t in recompute) and "recompute_s" not in plain[-1], recompute
 PY
 run unsplit1 1
 run pipe4x1 4
