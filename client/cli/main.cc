@@ -5,7 +5,7 @@
 //   dstrain train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
 //                 [--save-initial-model FILE]
 //   dstrain launch --nproc N JOB.json [--metrics-out FILE.jsonl]
-//   dstrain estimate JOB.json [--world N]
+//   dstrain estimate JOB.json [--world N] [--json]
 //   dstrain export CHECKPOINT_DIR --out FILE [--tag TAG]
 //   dstrain submit|list|status|watch|logs|cancel|workers|checkpoints ... (service_commands.h)
 //
@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,6 +37,7 @@
 #include "worker/env/env.h"
 #include "worker/launcher/launcher.h"
 #include "worker/model/param_layout.h"
+#include "worker/pipe/stage_estimate.h"
 #include "worker/trainer/trainer.h"
 #include "worker/zero/estimate.h"
 
@@ -68,7 +71,7 @@ commands:
       served by the launcher). Output lines are prefixed with the rank; if a rank fails, all are
       stopped and the exit status is non-zero, naming the rank. Ctrl-C stops every rank.
       Each rank gets an equal share of the CPUs.
-  estimate JOB.json [--world N]
+  estimate JOB.json [--world N] [--json]
       Per-rank memory of the job for each ZeRO stage at N data-parallel ranks (default: the
       job's): parameters, gradients and optimizer state exactly as the engine will allocate
       them, beside the ZeRO paper's formulas, activations of one micro-batch, and bounds of the
@@ -93,8 +96,11 @@ int Fail(const absl::Status& s, int code) {
 
 // `COMMAND JOB.json [--world N]`: the job, loaded and checked (errors are usage errors, 2).
 absl::StatusOr<config::JobSpec> LoadJobArg(const std::vector<std::string>& args,
-                                           const char* command) {
-  DT_ASSIGN_OR_RETURN(flags::ParsedArgs parsed, flags::ParseArgs(args, {"world"}, {}));
+                                           const char* command,
+                                           const std::set<std::string>& bool_flags = {},
+                                           flags::ParsedArgs* out = nullptr) {
+  DT_ASSIGN_OR_RETURN(flags::ParsedArgs parsed, flags::ParseArgs(args, {"world"}, bool_flags));
+  if (out != nullptr) *out = parsed;
   if (parsed.positional.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(command, " takes exactly one JOB.json"));
   }
@@ -152,7 +158,8 @@ int Validate(const std::vector<std::string>& args) {
 }
 
 int Estimate(const std::vector<std::string>& args) {
-  auto spec = LoadJobArg(args, "estimate");
+  flags::ParsedArgs parsed;
+  auto spec = LoadJobArg(args, "estimate", {"json"}, &parsed);
   if (!spec.ok()) return Fail(spec.status(), 2);
   const config::ModelConfig& m = spec->model;
   const model::GptConfig shape{m.n_layer,           m.n_head,    m.n_embd, m.vocab_size,
@@ -165,22 +172,35 @@ int Estimate(const std::vector<std::string>& args) {
   CPU_ZERO(&set);
   const int cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
   const int n = spec->data_parallel_size;
-  omp_set_num_threads(std::max(1, cpus / n));
+  omp_set_num_threads(std::max(1, cpus / static_cast<int>(spec->job.world_size)));
   // The device the job's ranks run on sizes what it decides (the attention's saved state).
   tensor::CpuAllocator allocator;
   device::CpuOps ops(&allocator);
-  std::vector<zero::MemoryEstimate> estimates;
-  for (int stage = 0; stage <= 3; ++stage) {
-    estimates.push_back(zero::EstimateMemory(*layout, shape, spec->zero, stage, n,
-                                             static_cast<int>(spec->train_micro_batch_size_per_gpu),
-                                             spec->data.seq_len, ops,
-                                             zero::StatePrecision::Of(*spec)));
+  // Per pipeline stage (one stage without pipeline): what the job's own setting holds.
+  auto stages = pipe::EstimateStages(*spec, ops);
+  if (!stages.ok()) return Fail(stages.status(), 2);
+  if (parsed.Has("json")) {
+    std::printf("%s\n", nlohmann::json{{"stages", pipe::StagesToJson(*stages, spec->model.n_layer)}}
+                            .dump(2)
+                            .c_str());
+    return 0;
   }
-  std::printf("%s", zero::DescribeEstimates(estimates, layout->num_parameters()).c_str());
-  std::printf("the job selects stage %d; %s\n", spec->zero.stage,
-              spec->fp16.enabled || spec->bf16.enabled
-                  ? "16-bit parameters and gradients, fp32 master weights and Adam moments"
-                  : "fp32 parameters, gradients and Adam moments");
+  if (spec->pipeline.stages == 1) {
+    // Every ZeRO stage side by side, for choosing one.
+    std::vector<zero::MemoryEstimate> estimates;
+    for (int stage = 0; stage <= 3; ++stage) {
+      estimates.push_back(zero::EstimateMemory(
+          *layout, shape, spec->zero, stage, n,
+          static_cast<int>(spec->train_micro_batch_size_per_gpu), spec->data.seq_len, ops,
+          zero::StatePrecision::Of(*spec), {}, pipe::StagePlan(*spec, 1)));
+    }
+    std::printf("%s", zero::DescribeEstimates(estimates, layout->num_parameters()).c_str());
+    std::printf("the job selects stage %d; %s\n\n", spec->zero.stage,
+                spec->fp16.enabled || spec->bf16.enabled
+                    ? "16-bit parameters and gradients, fp32 master weights and Adam moments"
+                    : "fp32 parameters, gradients and Adam moments");
+  }
+  std::printf("%s", pipe::DescribeStages(*stages, *spec).c_str());
   return 0;
 }
 

@@ -187,10 +187,9 @@ absl::Status TrainingRun::BuildData() {
 // Phase 3: the model and its engine on this rank's device.
 absl::StatusOr<std::unique_ptr<model::Gpt>> TrainingRun::BuildModel() {
   const model::GptConfig shape = ModelShape(spec_.model);
-  model::ActivationPlan plan;
-  plan.checkpoint_interval = spec_.pipeline.activation_checkpoint_interval;
-  plan.synchronize = spec_.pipeline.synchronize_checkpoint_boundary;
-  plan.profile = spec_.pipeline.profile_checkpoints;
+  const model::ActivationPlan plan = pipe::StagePlan(
+      spec_,
+      pipelined() ? pipe::TrainBuffers(spec_.pipeline.stages, static_cast<int>(gas_), stage_) : 1);
   if (!pipelined()) {
     DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(shape, &ops()));
     gpt->set_activation_plan(plan);
@@ -199,7 +198,6 @@ absl::StatusOr<std::unique_ptr<model::Gpt>> TrainingRun::BuildModel() {
   DT_ASSIGN_OR_RETURN(partition_, pipe::PartitionLayers(shape, spec_.pipeline.stages,
                                                         spec_.pipeline.partition_method));
   DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(shape, &ops(), partition_[stage_].blocks));
-  plan.buffers = pipe::TrainBuffers(spec_.pipeline.stages, static_cast<int>(gas_), stage_);
   gpt->set_activation_plan(plan);
   return gpt;
 }
@@ -209,10 +207,9 @@ absl::Status TrainingRun::BuildEngine() {
   DT_ASSIGN_OR_RETURN(const model::ParamLayout whole,
                       model::ParamLayout::ForGpt(ModelShape(spec_.model)));
   const int64_t num_params = whole.num_parameters();
-  // dstrain estimate's figures are for the whole model without activation checkpointing.
-  if (!pipelined() && spec_.pipeline.activation_checkpoint_interval == 0) {
-    device_->SetMemoryExpectation(Expectation(gpt->layout()));
-  }
+  // dstrain estimate's figures for this rank's stage, as an out-of-memory error quotes them.
+  DT_ASSIGN_OR_RETURN(const std::string expected, Expectation());
+  device_->SetMemoryExpectation(expected);
   DT_ASSIGN_OR_RETURN(engine_,
                       engine::Engine::Initialize(std::move(gpt), spec_, dp_.get(),
                                                  comm::CommOptions{options_.comm_timeout}));
@@ -263,10 +260,10 @@ absl::Status TrainingRun::BuildEngine() {
   return absl::OkStatus();
 }
 
-std::string TrainingRun::Expectation(const model::ParamLayout& layout) const {
-  const zero::MemoryEstimate e = zero::EstimateMemory(
-      layout, ModelShape(spec_.model), spec_.zero, spec_.zero.stage, spec_.data_parallel_size, B_,
-      T_, device_->ops(), zero::StatePrecision::Of(spec_));
+absl::StatusOr<std::string> TrainingRun::Expectation() const {
+  DT_ASSIGN_OR_RETURN(const std::vector<pipe::StageEstimate> stages,
+                      pipe::EstimateStages(spec_, device_->ops()));
+  const zero::MemoryEstimate& e = stages[stage_].memory;
   const int64_t total =
       e.model_states() + e.activations + e.comm_buffers_peak + e.gathered_params_peak;
   return absl::StrFormat(

@@ -36,6 +36,7 @@
 #include "worker/pipe/executor.h"
 #include "worker/pipe/layer_partition.h"
 #include "worker/pipe/schedule.h"
+#include "worker/pipe/stage_estimate.h"
 #include "worker/tensor/allocator.h"
 #include "worker/trainer/checkpoint_catalog.h"
 #include "worker/trainer/metrics_writer.h"
@@ -63,7 +64,7 @@ class TrainingRun {
   device::RankDeviceOptions DeviceOptions() const;
   device::Ops& ops() { return device_->ops(); }
   // `dstrain estimate`'s figures for this rank, as the out-of-memory error quotes them.
-  std::string Expectation(const model::ParamLayout& layout) const;
+  absl::StatusOr<std::string> Expectation() const;
 
   bool pipelined() const { return spec_.pipeline.stages > 1; }
   // Every rank of the job: the data-parallel group, or pipelined the whole grid (null: one rank).

@@ -10,15 +10,16 @@
 namespace dstrain::zero {
 
 int64_t GptActivationBytes(const model::GptConfig& c, int B, int T, const device::Ops& ops,
-                           model::BlockRange range) {
+                           model::BlockRange range, const model::ActivationPlan& plan) {
   const model::DeviceSizes device{ops.AttentionStateElements(B, T, c.n_embd, c.n_head),
                                   ops.AttentionScratchElements(B, T, c.n_embd, c.n_head)};
-  return model::ActivationBytes(c, B, T, range, device);
+  return model::ActivationBytes(c, B, T, range, device, plan);
 }
 
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
                               const config::ZeroConfig& zero, int stage, int world, int B, int T,
-                              const device::Ops& ops, const StatePrecision& precision) {
+                              const device::Ops& ops, const StatePrecision& precision,
+                              model::BlockRange range, const model::ActivationPlan& plan) {
   const bool mixed = precision.storage != DType::kF32;
   MemoryEstimate e;
   e.stage = stage;
@@ -31,17 +32,20 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::Gpt
   const DType grads = precision.GradsAt(stage);
   e.grads = DTypeSize(grads) * (stage >= 2 ? p.owned_total() : p.padded_total());
   e.optimizer_state = (mixed ? 12 : 8) * p.owned_total();  // (master weights,) m, v
-  e.activations = GptActivationBytes(model, B, T, ops);
+  e.activations = GptActivationBytes(model, B, T, ops, range, plan);
 
-  // The largest unit besides the one holding the embedding, and likewise for modules.
-  const int emb_module = layout.Find("wte")->module;
-  const int emb = p.unit_of_module(emb_module);
+  // The largest unit besides the one holding the embedding, and likewise for modules (a middle
+  // pipeline stage holds no embedding).
+  const model::ParamSpec* wte = layout.Find("wte");
+  const int emb_module = wte != nullptr ? wte->module : -1;
+  const int emb = emb_module >= 0 ? p.unit_of_module(emb_module) : -1;
   int64_t largest_unit = 0, largest_module = 0;
   for (int u = 0; u < static_cast<int>(p.units().size()); ++u) {
     if (u != emb) largest_unit = std::max(largest_unit, p.padded_numel(u));
   }
   const auto& modules = layout.modules();
-  auto module_floats = [&](int m) { return modules[m].numel; };
+  auto module_floats = [&](int m) { return m >= 0 ? modules[m].numel : int64_t{0}; };
+  auto unit_floats = [&](int u) { return u >= 0 ? p.padded_numel(u) : int64_t{0}; };
   for (int m = 0; m < static_cast<int>(modules.size()); ++m) {
     if (m != emb_module) largest_module = std::max(largest_module, module_floats(m));
   }
@@ -54,7 +58,7 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::Gpt
     // or none does.
     // Buckets hold the gradients as they travel.
     e.comm_buffers_peak = DTypeSize(precision.communication) *
-                          (p.padded_numel(emb) + (zero.overlap_comm ? 3 : 1) * largest_unit);
+                          (unit_floats(emb) + (zero.overlap_comm ? 3 : 1) * largest_unit);
   }
   // Where the model's gradients go (stages 0-1: the gradients, 2-3: a bucket): a 16-bit one gets
   // an fp32 scratch per module in use.
@@ -80,7 +84,7 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::Gpt
   if (stage == 3) {
     // Gathered units in use, plus whatever prefetching and reuse keep within
     // stage3_max_live_parameters.
-    const int64_t in_use = p.padded_numel(emb) + largest_unit;
+    const int64_t in_use = unit_floats(emb) + largest_unit;
     e.gathered_params_peak =
         half * std::min(p.padded_total(), std::max(in_use, zero.max_live_parameters + in_use));
   }

@@ -26,7 +26,9 @@ struct MemoryEstimate {
   int world = 1;
   // Exactly what the allocator holds after the first step, per category.
   int64_t params = 0, grads = 0, optimizer_state = 0;
-  int64_t activations = 0;  // one micro-batch's forward and backward (exact)
+  // The forward's and backward's activations (exact) under the activation plan: its
+  // micro-batches in flight, its checkpointing.
+  int64_t activations = 0;
   // Upper bounds of the transient buffers: stage 2/3 gradient buckets, stage 3 gathered modules.
   int64_t comm_buffers_peak = 0, gathered_params_peak = 0;
   // The ZeRO paper's model-state bytes at this stage, world size and precision.
@@ -40,13 +42,15 @@ struct MemoryEstimate {
 // (the attention's saved state and scratch) as `ops` sizes them now (the CPU's scratch depends on
 // the thread count, set as the trainer sets it).
 int64_t GptActivationBytes(const model::GptConfig& config, int B, int T, const device::Ops& ops,
-                           model::BlockRange range = {});
+                           model::BlockRange range = {}, const model::ActivationPlan& plan = {});
 
 // The estimate for stage `stage` at `world` data-parallel ranks with the job's dtypes
-// `precision`, on `ops`'s device.
+// `precision`, on `ops`'s device, for `layout` (a pipeline stage's: the model of blocks `range`)
+// with its activations held as `plan` says.
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
                               const config::ZeroConfig& zero, int stage, int world, int B, int T,
-                              const device::Ops& ops, const StatePrecision& precision = {});
+                              const device::Ops& ops, const StatePrecision& precision = {},
+                              model::BlockRange range = {}, const model::ActivationPlan& plan = {});
 
 // A table of every stage for the job, as `dstrain estimate` prints it.
 std::string DescribeEstimates(const std::vector<MemoryEstimate>& estimates, int64_t num_parameters);

@@ -39,15 +39,22 @@ job pipe2x2ckpt 4 2 'pipeline.activation_checkpoint_interval=2' \
   'activation_checkpointing.profile=true' 'activation_checkpointing.synchronize_checkpoint_boundary=true'
 run pipe2x2ckpt 4
 cmp "$out/pipe2x2.bin" "$out/pipe2x2ckpt.bin"
-/usr/bin/python3 - "$out/pipe2x2.jsonl" "$out/pipe2x2ckpt.jsonl" <<'PY'
+# `dstrain estimate` predicts each stage's activations, with and without checkpointing: stage 0
+# (the leader, whose metrics these are) must hold exactly that.
+"$dstrain" estimate --json "$out/pipe2x2ckpt.json" > "$out/estimate.json"
+/usr/bin/python3 - "$out/pipe2x2.jsonl" "$out/pipe2x2ckpt.jsonl" "$out/estimate.json" <<'PY'
 import json, sys
 plain, ckpt = ([json.loads(l) for l in open(f)] for f in sys.argv[1:3])
+stage0 = json.load(open(sys.argv[3]))["stages"][0]
 assert [r["loss"] for r in plain] == [r["loss"] for r in ckpt], "losses differ"
 a = plain[-1]["mem_bytes"]["activations"]
 b = ckpt[-1]["mem_bytes"]["activations"]
 recompute = [r["recompute_s"] for r in ckpt]
-print(f"stage 0 activations: {a} bytes plain, {b} checkpointed; recompute {sum(recompute):.3f} s")
+print(f"stage 0 activations: {a} bytes plain, {b} checkpointed (estimate: "
+      f"{stage0['activations_without_checkpointing_bytes']} and {stage0['activations_bytes']}); "
+      f"recompute {sum(recompute):.3f} s")
 assert b < a, (a, b)
+assert (a, b) == (stage0["activations_without_checkpointing_bytes"], stage0["activations_bytes"])
 assert all(t > 0 for t in recompute) and "recompute_s" not in plain[-1], recompute
 PY
 run unsplit1 1
