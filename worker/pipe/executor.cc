@@ -166,6 +166,14 @@ absl::StatusOr<engine::StepStats> Executor::TrainBatch(const MicroBatchLoader& l
   DT_RETURN_IF_ERROR(post_grad());
 
   std::optional<engine::StepStats> stats;
+  const absl::Time start = absl::Now();
+  // Host time in a forward or backward pass.
+  auto timed = [this](auto&& pass) {
+    const absl::Time t0 = absl::Now();
+    auto result = pass();
+    stats_.compute_seconds += absl::ToDoubleSeconds(absl::Now() - t0);
+    return result;
+  };
   for (const Instruction& in : TrainSchedule(stages_, M, stage_)) {
     const int b = in.buffer;
     switch (in.op) {
@@ -177,10 +185,10 @@ absl::StatusOr<engine::StepStats> Executor::TrainBatch(const MicroBatchLoader& l
         DT_RETURN_IF_ERROR(WaitRecv(act_recvs_[b], model.stage_input(b).bytes()));
         break;
       case Op::kForward:
-        DT_RETURN_IF_ERROR(engine_
-                               .Forward(first() ? inputs_[b].data() : nullptr,
-                                        last() ? targets_[b].data() : nullptr, b)
-                               .status());
+        DT_RETURN_IF_ERROR(timed([&] {
+                             return engine_.Forward(first() ? inputs_[b].data() : nullptr,
+                                                    last() ? targets_[b].data() : nullptr, b);
+                           }).status());
         break;
       case Op::kSendActivation:
         DT_RETURN_IF_ERROR(SendCopy(model.stage_output(b), stage_ + 1, kActivationTag));
@@ -189,7 +197,7 @@ absl::StatusOr<engine::StepStats> Executor::TrainBatch(const MicroBatchLoader& l
         DT_RETURN_IF_ERROR(WaitRecv(grad_recv_, model.stage_output_grad().bytes()));
         break;
       case Op::kBackward:
-        DT_RETURN_IF_ERROR(engine_.Backward(b));
+        DT_RETURN_IF_ERROR(timed([&] { return engine_.Backward(b); }));
         DT_RETURN_IF_ERROR(post_activation());         // buffer b is free again
         if (first()) DT_RETURN_IF_ERROR(post_grad());  // nothing to send from it
         break;
@@ -202,6 +210,7 @@ absl::StatusOr<engine::StepStats> Executor::TrainBatch(const MicroBatchLoader& l
         break;  // inside Engine::Step, in this order
       case Op::kOptimizerStep: {
         DT_RETURN_IF_ERROR(WaitSends());
+        stats_.schedule_seconds += absl::ToDoubleSeconds(absl::Now() - start);
         DT_ASSIGN_OR_RETURN(stats, engine_.Step());
         break;
       }

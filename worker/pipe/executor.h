@@ -61,6 +61,11 @@ struct ExecutorStats {
   int64_t bytes_sent = 0;        // activations and gradients sent to the neighbours
   int64_t bytes_received = 0;    // likewise received
   double recv_wait_seconds = 0;  // blocked in receives: the stage's share of the bubble
+  // Host time in the engine's forward and backward passes (on the CPU engine, which runs them
+  // synchronously, the stage's busy time), and in the schedule up to the optimizer step. The
+  // stage's bubble fraction is 1 − compute / schedule.
+  double compute_seconds = 0;
+  double schedule_seconds = 0;
 };
 
 class Executor {

@@ -342,6 +342,11 @@ absl::StatusOr<engine::StepStats> TrainingRun::TrainStep() {
 absl::StatusOr<bool> TrainingRun::AfterStep(int64_t step, const engine::StepStats& stats,
                                             double seconds) {
   JsonLine line = MetricsLine(stats, seconds);
+  if (executor_ != nullptr) {
+    // Every stage's step (collective over the pipeline, on every data rank).
+    DT_ASSIGN_OR_RETURN(const nlohmann::json stages, StageMetrics(seconds));
+    line.AddRaw("stages", stages.dump());
+  }
   const bool last = step == spec_.job.train_steps;
   double val_loss = -1;
   if (!spec_.data.val.empty() &&
@@ -423,6 +428,49 @@ JsonLine TrainingRun::MetricsLine(const engine::StepStats& stats, double seconds
         .Add("p2p_wait_s", p2p.recv_wait_seconds);
   }
   return line;
+}
+
+absl::StatusOr<nlohmann::json> TrainingRun::StageMetrics(double seconds) {
+  // Each stage fills its slot of one all-reduced vector; a byte count travels as two floats
+  // (low 24 bits, the rest), each exact.
+  constexpr int kFields = 10;
+  const int S = spec_.pipeline.stages;
+  std::vector<float> all(static_cast<size_t>(S) * kFields, 0.f);
+  float* mine = all.data() + static_cast<size_t>(stage_) * kFields;
+  auto put_bytes = [](float* at, int64_t bytes) {
+    at[0] = static_cast<float>(bytes & 0xffffff);
+    at[1] = static_cast<float>(bytes >> 24);
+  };
+  const pipe::ExecutorStats& now = executor_->stats();
+  const tensor::MemoryStats mem = device_->allocator().Stats();
+  mine[0] = static_cast<float>(seconds);
+  mine[1] = static_cast<float>(now.compute_seconds - stage_stats_before_.compute_seconds);
+  mine[2] = static_cast<float>(now.recv_wait_seconds - stage_stats_before_.recv_wait_seconds);
+  mine[3] = static_cast<float>(now.schedule_seconds - stage_stats_before_.schedule_seconds);
+  put_bytes(mine + 4, now.bytes_sent);
+  put_bytes(mine + 6, mem.total_peak);
+  put_bytes(mine + 8, mem.current[static_cast<int>(tensor::MemoryCategory::kActivations)]);
+  stage_stats_before_ = now;
+  DT_RETURN_IF_ERROR(zero::AllReduceHostFloats(
+      *pipe_, ops(), &stage_metrics_buffer_, all.data(), static_cast<int64_t>(all.size()),
+      comm::ReduceOp::kSum, comm::CommOptions{options_.comm_timeout}));
+  auto get_bytes = [](const float* at) {
+    return static_cast<int64_t>(at[0]) + (static_cast<int64_t>(at[1]) << 24);
+  };
+  nlohmann::json stages = nlohmann::json::array();
+  for (int s = 0; s < S; ++s) {
+    const float* v = all.data() + static_cast<size_t>(s) * kFields;
+    stages.push_back({{"stage", s},
+                      {"step_s", v[0]},
+                      {"compute_s", v[1]},
+                      {"bubble_s", v[2]},
+                      {"schedule_s", v[3]},
+                      {"bubble_fraction", v[3] > 0 ? 1.0 - double(v[1]) / v[3] : 0.0},
+                      {"p2p_bytes_sent", get_bytes(v + 4)},
+                      {"mem_peak_bytes", get_bytes(v + 6)},
+                      {"activations_bytes", get_bytes(v + 8)}});
+  }
+  return stages;
 }
 
 absl::StatusOr<double> TrainingRun::Evaluate() {

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -83,6 +84,10 @@ class TrainingRun {
   absl::StatusOr<bool> AfterStep(int64_t step, const engine::StepStats& stats, double seconds);
   // The step's metrics line (memory, communication, timing), before evaluation adds to it.
   JsonLine MetricsLine(const engine::StepStats& stats, double seconds);
+  // Pipelined: every stage's figures for this step (its time, its time in forward and backward
+  // passes, waiting in receives and in the schedule, its point-to-point bytes so far, its memory
+  // peak and activations), as a JSON array in stage order. Collective over the pipeline.
+  absl::StatusOr<nlohmann::json> StageMetrics(double seconds);
   // Mean validation loss over job.eval_batches (rank 0's value; collective under ZeRO-3 and,
   // pipelined, over every stage).
   absl::StatusOr<double> Evaluate();
@@ -131,6 +136,8 @@ class TrainingRun {
   int64_t comm_bytes_before_ = 0;
   double comm_wait_before_ = 0;
   double recompute_before_ = 0;
+  pipe::ExecutorStats stage_stats_before_;
+  tensor::Tensor stage_metrics_buffer_;  // StageMetrics' all-reduce on a device without host access
   std::vector<double> tok_rates_;
   TrainResult result_;
   tensor::Tensor null_scalar_;  // the drain all-reduce on a device without host access

@@ -73,23 +73,29 @@ absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(
 absl::Status AllReduceScalar(comm::Communicator& group, device::Ops& ops,
                              tensor::Tensor* device_scalar, float* value, comm::ReduceOp op,
                              const comm::CommOptions& options) {
-  View buffer = View::Flat(value, DType::kF32, 1);
+  return AllReduceHostFloats(group, ops, device_scalar, value, 1, op, options);
+}
+
+absl::Status AllReduceHostFloats(comm::Communicator& group, device::Ops& ops,
+                                 tensor::Tensor* device_buffer, float* values, int64_t n,
+                                 comm::ReduceOp op, const comm::CommOptions& options) {
+  View buffer = View::Flat(values, DType::kF32, n);
   if (!ops.host_accessible()) {
-    if (!device_scalar->defined()) {
-      DT_ASSIGN_OR_RETURN(*device_scalar, Tensor::Empty(ops.allocator(), DType::kF32, {1},
+    if (!device_buffer->defined() || device_buffer->numel() != n) {
+      DT_ASSIGN_OR_RETURN(*device_buffer, Tensor::Empty(ops.allocator(), DType::kF32, {n},
                                                         MemoryCategory::kCommBuffers));
     }
-    buffer = device_scalar->view();
-    ops.CopyFromHost(buffer, value);
+    buffer = device_buffer->view();
+    ops.CopyFromHost(buffer, values);
   }
   ops.WaitFor(device::Stream::kComm, device::Stream::kCompute);
   DT_ASSIGN_OR_RETURN(
-      auto work, group.AllReduce(comm::CommBuffer{buffer.data(), 1, DType::kF32, buffer.device(),
+      auto work, group.AllReduce(comm::CommBuffer{buffer.data(), n, DType::kF32, buffer.device(),
                                                   ops.NativeStream(device::Stream::kComm)},
                                  op, options));
   DT_RETURN_IF_ERROR(work->Wait());
   ops.WaitFor(device::Stream::kCompute, device::Stream::kComm);
-  if (!ops.host_accessible()) ops.CopyToHost(value, buffer);
+  if (!ops.host_accessible()) ops.CopyToHost(values, buffer);
   return ops.status();
 }
 

@@ -91,6 +91,10 @@ struct GradientReduction {
 absl::Status AllReduceScalar(comm::Communicator& group, device::Ops& ops,
                              tensor::Tensor* device_scalar, float* value, comm::ReduceOp op,
                              const comm::CommOptions& options);
+// The same for `n` floats at `values`; `*device_buffer` is (re)allocated to fit.
+absl::Status AllReduceHostFloats(comm::Communicator& group, device::Ops& ops,
+                                 tensor::Tensor* device_buffer, float* values, int64_t n,
+                                 comm::ReduceOp op, const comm::CommOptions& options);
 
 class ZeroState : public model::ParamAccess {
  public:

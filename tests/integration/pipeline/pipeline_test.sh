@@ -60,6 +60,26 @@ PY
 run unsplit1 1
 run pipe4x1 4
 compare unsplit1 pipe4x1 $((2 * 32 * 32 * 4 * 4 * 20))
+# Every stage's figures in the leader's metrics: each stage's point-to-point bytes exact (a
+# non-last stage sends an activation per micro-batch, a non-first a gradient), its activations
+# as `dstrain estimate` says, its bubble a fraction.
+"$dstrain" estimate --json "$out/pipe4x1.json" > "$out/estimate4.json"
+/usr/bin/python3 - "$out/pipe4x1.jsonl" "$out/estimate4.json" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+estimate = json.load(open(sys.argv[2]))["stages"]
+message = 2 * 32 * 32 * 4
+for line in lines:
+    stages = line["stages"]
+    assert [s["stage"] for s in stages] == [0, 1, 2, 3], stages
+    for s in stages:
+        sends = (s["stage"] < 3) + (s["stage"] > 0)
+        assert s["p2p_bytes_sent"] == sends * message * 4 * line["step"], (line["step"], s)
+        assert s["activations_bytes"] == estimate[s["stage"]]["activations_bytes"], s
+        assert 0 <= s["bubble_fraction"] < 1 and s["compute_s"] > 0, s
+print("4 stages: per-stage bytes and activations exact; bubble fractions at the last step",
+      [round(s["bubble_fraction"], 2) for s in lines[-1]["stages"]])
+PY
 
 # Refusals at validation, naming the key.
 refuse() {  # NAME WANT WORLD STAGES [KEY=JSON...]
