@@ -65,9 +65,22 @@ std::string Shortfall(int world, const std::vector<Pool*>& pools) {
   return out;
 }
 
+// The order ranks take slots in (the header comment): rank order, or for S pipeline stages each
+// pipeline's stages in turn (rank = stage · D + data rank).
+std::vector<int> PlacementOrder(int world_size, int stages) {
+  std::vector<int> order;
+  order.reserve(world_size);
+  const int D = world_size / stages;
+  for (int d = 0; d < D; ++d) {
+    for (int s = 0; s < stages; ++s) order.push_back(s * D + d);
+  }
+  return order;
+}
+
 // Takes world_size slots from `pool` (which must hold at least that many): workers with the most
-// free slots first, ties by worker_id, each filled lowest slot first with consecutive ranks.
-std::vector<v1::RankAssignment> Pack(int world_size, Pool* pool) {
+// free slots first, ties by worker_id, each filled lowest slot first with ranks in placement
+// order. Returns the assignments ordered by rank.
+std::vector<v1::RankAssignment> Pack(int world_size, int stages, Pool* pool) {
   std::vector<std::pair<int, const std::string*>> order;
   for (const auto& [id, slots] : pool->free) {
     if (!slots.empty()) order.emplace_back(static_cast<int>(slots.size()), &id);
@@ -76,19 +89,20 @@ std::vector<v1::RankAssignment> Pack(int world_size, Pool* pool) {
     if (a.first != b.first) return a.first > b.first;
     return *a.second < *b.second;
   });
-  std::vector<v1::RankAssignment> ranks;
-  ranks.reserve(world_size);
+  const std::vector<int> rank_order = PlacementOrder(world_size, stages);
+  std::vector<v1::RankAssignment> ranks(world_size);
+  int placed = 0;
   for (const auto& [count, id] : order) {
     std::set<int>& slots = pool->free[*id];
-    while (!slots.empty() && static_cast<int>(ranks.size()) < world_size) {
-      v1::RankAssignment& a = ranks.emplace_back();
-      a.set_rank(static_cast<int32_t>(ranks.size() - 1));
+    while (!slots.empty() && placed < world_size) {
+      v1::RankAssignment& a = ranks[rank_order[placed++]];
+      a.set_rank(rank_order[placed - 1]);
       a.set_worker_id(*id);
       a.set_slot(*slots.begin());
       a.set_slot_kind(pool->kind);
       slots.erase(slots.begin());
     }
-    if (static_cast<int>(ranks.size()) == world_size) break;
+    if (placed == world_size) break;
   }
   pool->free_count -= world_size;
   return ranks;
@@ -97,13 +111,18 @@ std::vector<v1::RankAssignment> Pack(int world_size, Pool* pool) {
 }  // namespace
 
 absl::Status Scheduler::Enqueue(absl::string_view job_id, int32_t priority, int world_size,
-                                uint64_t submit_seq, v1::JobDevice device) {
+                                uint64_t submit_seq, v1::JobDevice device, int pipeline_stages) {
   if (job_id.empty()) return absl::InvalidArgumentError("job_id is empty");
   if (world_size < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("job \"", job_id, "\": world_size must be >= 1, got ", world_size));
   }
-  Entry entry{priority, submit_seq, std::string(job_id), world_size, device};
+  if (pipeline_stages < 1 || world_size % pipeline_stages != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("job \"", job_id, "\": pipeline_stages ",
+                                                   pipeline_stages, " does not divide world_size ",
+                                                   world_size));
+  }
+  Entry entry{priority, submit_seq, std::string(job_id), world_size, device, pipeline_stages};
   if (!by_id_.emplace(entry.job_id, entry).second) {
     return absl::AlreadyExistsError(absl::StrCat("job \"", job_id, "\" is already queued"));
   }
@@ -173,7 +192,7 @@ std::vector<Placement> Scheduler::Schedule(const std::map<std::string, WorkerSlo
     }
     Placement placement;
     placement.job_id = it->job_id;
-    placement.ranks = Pack(it->world_size, *fits);
+    placement.ranks = Pack(it->world_size, it->pipeline_stages, *fits);
     by_id_.erase(placement.job_id);
     it = queue_.erase(it);
     placements.push_back(std::move(placement));

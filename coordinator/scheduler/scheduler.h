@@ -27,8 +27,12 @@
 //
 // Placement: all world_size ranks or none (gang). Ranks go to as few workers as possible: workers
 // are taken in order of most free slots of the chosen kind (ties by worker_id) and each is
-// filled, lowest slot first, with consecutive ranks, so ranks that talk most (neighbours in rings
-// and pipelines) share a host.
+// filled, lowest slot first, with ranks in placement order, so ranks that talk most share a host.
+// Placement order is rank order (neighbours in the data-parallel ring), except for a pipelined
+// job (pipeline_stages S > 1, ranks laid out as worker/pipe's grid, rank = stage · D + data rank):
+// there it goes pipeline by pipeline, stage by stage (data rank 0's stages 0..S−1, then data rank
+// 1's, ...), so neighbouring stages, which exchange activations and gradients every micro-batch,
+// share a worker when it has the slots.
 #pragma once
 
 #include <cstdint>
@@ -68,8 +72,11 @@ class Scheduler {
   // original submit_seq and so its place among equals. `device` is the job's job.device.
   // INVALID_ARGUMENT for an empty job_id or a world_size < 1; ALREADY_EXISTS when job_id is
   // queued.
+  // `pipeline_stages` is the job's job.pipeline_stages (must divide world_size).
+  // INVALID_ARGUMENT also for pipeline_stages < 1 or not dividing world_size.
   absl::Status Enqueue(absl::string_view job_id, int32_t priority, int world_size,
-                       uint64_t submit_seq, v1::JobDevice device = v1::JOB_DEVICE_AUTO);
+                       uint64_t submit_seq, v1::JobDevice device = v1::JOB_DEVICE_AUTO,
+                       int pipeline_stages = 1);
 
   // Takes a job out of the queue (cancelled); false when it was not queued.
   bool Remove(absl::string_view job_id);
@@ -102,6 +109,7 @@ class Scheduler {
     std::string job_id;
     int world_size;
     v1::JobDevice device;
+    int pipeline_stages;
 
     bool operator<(const Entry& other) const {
       // Higher priority first, then older first, then by id for a total order.

@@ -173,6 +173,31 @@ TEST(SchedulerTest, PacksOntoFewestWorkersWithConsecutiveRanks) {
   EXPECT_THAT(Where(placed[0]), ElementsAre("b:0", "b:1", "b:2", "b:3", "c:0"));
 }
 
+// A pipelined job's ranks are laid out rank = stage · D + data rank. Placed pipeline by pipeline,
+// the 2 stages of each data rank share a worker; in rank order, 2 stages x 2 data ranks on two
+// 2-slot workers would put each stage's data ranks together and every pipeline across workers.
+TEST(SchedulerTest, PipelineStagesOfADataRankShareAWorker) {
+  Scheduler s;
+  ASSERT_THAT(s.Enqueue("pipe", 0, 4, 1, v1::JOB_DEVICE_CPU, /*pipeline_stages=*/2), IsOk());
+  std::vector<Placement> placed = s.Schedule(Cpu({{"a", {0, 1}}, {"b", {0, 1}}}));
+  ASSERT_EQ(placed.size(), 1u);
+  // Ranks 0 (stage 0, data 0) and 2 (stage 1, data 0) on a; 1 and 3 on b.
+  EXPECT_THAT(Where(placed[0]), ElementsAre("a:0", "b:0", "a:1", "b:1"));
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(placed[0].ranks[r].rank(), r);
+
+  // 4 stages x 2 data ranks on workers of 3 and 5 slots: the larger takes pipeline 0 whole and
+  // pipeline 1's first stage; the smaller the rest of pipeline 1.
+  ASSERT_THAT(s.Enqueue("deep", 0, 8, 2, v1::JOB_DEVICE_CPU, 4), IsOk());
+  placed = s.Schedule(Cpu({{"x", {0, 1, 2}}, {"y", {0, 1, 2, 3, 4}}}));
+  ASSERT_EQ(placed.size(), 1u);
+  // rank = stage * 2 + data rank: data rank 0 is ranks 0, 2, 4, 6; data rank 1 is 1, 3, 5, 7.
+  EXPECT_THAT(Where(placed[0]),
+              ElementsAre("y:0", "y:4", "y:1", "x:0", "y:2", "x:1", "y:3", "x:2"));
+
+  EXPECT_THAT(s.Enqueue("bad", 0, 6, 3, v1::JOB_DEVICE_CPU, 4),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not divide")));
+}
+
 TEST(SchedulerTest, TiesGoToTheSmallerWorkerIdAndLowSlotsFirst) {
   Scheduler s;
   ASSERT_THAT(s.Enqueue("three", 0, 3, 1), IsOk());

@@ -221,7 +221,7 @@ absl::Status Coordinator::FailAttemptLocked(JobEntry& entry, const std::string& 
 
 absl::Status Coordinator::EnqueueLocked(const v1::Job& job) {
   return scheduler_.Enqueue(job.job_id(), job.priority(), job.world_size(), job.submit_sequence(),
-                            DeviceOf(job));
+                            DeviceOf(job), std::max(1, job.pipeline_stages()));
 }
 
 absl::Status Coordinator::ScheduleLocked() {

@@ -51,6 +51,7 @@ absl::StatusOr<v1::SubmitJobResponse> Coordinator::SubmitJob(const v1::SubmitJob
   job.set_train_steps(valid.train_steps);
   job.set_submit_sequence(next_submit_sequence_);
   job.set_device(valid.device);
+  job.set_pipeline_stages(valid.pipeline_stages);
   v1::JobEvent event;
   event.set_to_state(v1::JOB_STATE_PENDING);
   event.set_reason("Submitted");

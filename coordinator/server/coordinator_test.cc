@@ -237,6 +237,26 @@ TEST_F(CoordinatorTest, GangWaitsUntilEveryRankFits) {
   EXPECT_EQ(c_->Stats().workers.free_slots, 0);
 }
 
+// A pipelined job keeps each pipeline's stages on one worker where the slots allow (the
+// scheduler's placement order), and its job record says how many stages it has.
+TEST_F(CoordinatorTest, APipelinesStagesShareAWorker) {
+  for (const char* w : {"w1", "w2"}) {
+    ASSERT_THAT(c_->RegisterWorker(Worker(w, 2)).status(), IsOk());
+  }
+  v1::SubmitJobRequest r = Submit("pipe", 4);
+  r.set_spec_json(absl::StrReplaceAll(Spec(4, R"(, "pipeline_stages": 2)"),
+                                      {{R"("n_layer": 1)", R"("n_layer": 2)"}}));
+  ASSERT_THAT(c_->SubmitJob(r).status(), IsOk());
+  const v1::Job job = Get("pipe");
+  EXPECT_EQ(job.pipeline_stages(), 2);
+  ASSERT_EQ(job.assignments_size(), 4);
+  // rank = stage * 2 + data rank: ranks 0 and 2 form data rank 0's pipeline, 1 and 3 data
+  // rank 1's.
+  EXPECT_EQ(job.assignments(0).worker_id(), job.assignments(2).worker_id());
+  EXPECT_EQ(job.assignments(1).worker_id(), job.assignments(3).worker_id());
+  EXPECT_NE(job.assignments(0).worker_id(), job.assignments(1).worker_id());
+}
+
 TEST_F(CoordinatorTest, CancelWhileRunningStopsRanksAndFreesWorkers) {
   ASSERT_THAT(c_->RegisterWorker(Worker("w1", 2)).status(), IsOk());
   ASSERT_THAT(c_->SubmitJob(Submit("first", 2)).status(), IsOk());

@@ -126,6 +126,7 @@ absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& requ
   out.train_steps = spec->job.train_steps;
   out.max_restarts = spec->job.max_restarts;
   out.keep_last = spec->job.keep_last;
+  out.pipeline_stages = spec->pipeline.stages;
   switch (spec->job.device) {
     case config::JobDevice::kCpu:
       out.device = v1::JOB_DEVICE_CPU;

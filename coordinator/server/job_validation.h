@@ -44,6 +44,7 @@ struct ValidatedJob {
   int32_t keep_last = 0;
   // job.device: JOB_DEVICE_AUTO when the spec does not say.
   v1::JobDevice device = v1::JOB_DEVICE_AUTO;
+  int32_t pipeline_stages = 1;  // job.pipeline_stages
 };
 
 // True for 1 to 63 characters of [a-z0-9-] starting with a letter.
