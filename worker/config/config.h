@@ -181,6 +181,9 @@ struct PipelineConfig {
   // activation_checkpointing.synchronize_checkpoint_boundary and .profile.
   bool synchronize_checkpoint_boundary = false;
   bool profile_checkpoints = false;
+  // activation_checkpointing.cpu_checkpointing: the kept activations in host memory (the CPU
+  // device's memory; refused on CUDA devices).
+  bool cpu_checkpointing = false;
 };
 
 struct JobSpec {

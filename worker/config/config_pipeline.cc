@@ -23,6 +23,12 @@ absl::Status ResolvePipeline(const json& e, JobSpec* spec) {
   const json& checkpointing = e["activation_checkpointing"];
   p.synchronize_checkpoint_boundary = checkpointing["synchronize_checkpoint_boundary"].get<bool>();
   p.profile_checkpoints = checkpointing["profile"].get<bool>();
+  p.cpu_checkpointing = checkpointing["cpu_checkpointing"].get<bool>();
+  if (p.cpu_checkpointing && spec->job.device == JobDevice::kCuda) {
+    return Error("activation_checkpointing.cpu_checkpointing",
+                 "keeping activation checkpoints in host memory is not supported on CUDA devices "
+                 "yet (job.device is \"cuda\")");
+  }
   if (p.stages == 1) return absl::OkStatus();
   if (spec->zero.stage >= 2) {
     return Error("zero_optimization.stage", spec->zero.stage,

@@ -537,10 +537,12 @@ std::vector<ValidRow> ValidRows() {
                                           {"contiguous_memory_optimization", true},
                                           {"number_checkpoints", 4},
                                           {"synchronize_checkpoint_boundary", true},
-                                          {"profile", true}};
+                                          {"profile", true},
+                                          {"cpu_checkpointing", true}};
        },
        [](const JobSpec& s) {
          EXPECT_EQ(s.pipeline.activation_checkpoint_interval, 2);
+         EXPECT_TRUE(s.pipeline.cpu_checkpointing);
          EXPECT_TRUE(s.pipeline.profile_checkpoints);
          EXPECT_TRUE(s.pipeline.synchronize_checkpoint_boundary);
        }},
@@ -794,6 +796,13 @@ std::vector<InvalidRow> InvalidRows() {
          j["pipeline"] = {{"partition", "fastest"}};
        },
        "pipeline.partition: 'fastest' is not parameters, uniform or type:REGEX"},
+      {"CpuCheckpointingOnCuda",
+       [](json& j) {
+         j["job"]["device"] = "cuda";
+         j["activation_checkpointing"] = {{"cpu_checkpointing", true}};
+       },
+       "activation_checkpointing.cpu_checkpointing: keeping activation checkpoints in host memory "
+       "is not supported on CUDA devices yet"},
       {"PipelineWithZero2",
        [](json& j) {
          j["job"]["world_size"] = 2;

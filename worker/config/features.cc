@@ -46,8 +46,6 @@ constexpr FeatureSwitch kSwitches[] = {
     // Optimizer.
     {"optimizer.legacy_fusion", "legacy fusion", false},
     // Activation checkpointing.
-    {"activation_checkpointing.cpu_checkpointing",
-     "activation checkpointing to CPU memory (activation offload)", false},
     // Monitoring and debugging output.
     {"tensorboard.enabled", "TensorBoard monitoring", false},
     {"csv_monitor.enabled", "CSV monitoring", false},

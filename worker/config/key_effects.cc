@@ -216,7 +216,10 @@ constexpr KeyEffectRow kRows[] = {
     NoEffect("activation_checkpointing.partition_activations",
              "it splits the kept activations across tensor-parallel ranks; dstrain has no tensor "
              "parallelism, so each rank keeps its own"),
-    NotSupported("activation_checkpointing.cpu_checkpointing"),
+    NoEffect("activation_checkpointing.cpu_checkpointing",
+             "on the CPU device the kept activations are in host memory already; a job on a CUDA "
+             "device is refused (job.device cuda at validation, auto when its rank opens a GPU), "
+             "since dstrain does not move activations to host memory yet"),
     NoEffect("activation_checkpointing.contiguous_memory_optimization",
              "dstrain always keeps the checkpointed activations in one buffer, allocated once per "
              "micro-batch shape"),

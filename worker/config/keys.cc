@@ -216,7 +216,7 @@ std::shared_ptr<const Block> TimersBlock() {
 std::shared_ptr<const Block> ActivationCheckpointingBlock() {
   return MakeBlock({
       Bool("partition_activations", false),
-      Bool("cpu_checkpointing", false).Gated(),
+      Bool("cpu_checkpointing", false),
       Bool("contiguous_memory_optimization", false),
       NullInt("number_checkpoints").Min(1),
       Bool("synchronize_checkpoint_boundary", false),

@@ -203,6 +203,11 @@ absl::StatusOr<std::unique_ptr<model::Gpt>> TrainingRun::BuildModel() {
 }
 
 absl::Status TrainingRun::BuildEngine() {
+  if (spec_.pipeline.cpu_checkpointing && device_->is_cuda()) {
+    return absl::InvalidArgumentError(
+        "activation_checkpointing.cpu_checkpointing: keeping activation checkpoints in host "
+        "memory is not supported on CUDA devices yet");
+  }
   DT_ASSIGN_OR_RETURN(auto gpt, BuildModel());
   DT_ASSIGN_OR_RETURN(const model::ParamLayout whole,
                       model::ParamLayout::ForGpt(ModelShape(spec_.model)));

@@ -90,7 +90,22 @@ rc=0
 grep -qE 'out of memory on cuda:0: allocating [0-9.]+ MB of [a-z_]+ exceeds the allocator.s budget of 1.0 MB; in use .*`dstrain estimate` predicted [0-9.]+ MB for this rank \(params' "$out/oom.log" ||
   { echo "out of memory message:"; cat "$out/oom.log"; exit 1; }
 
-# 5. No GPU here: job.device "cuda" is refused with the key.
+# 5. activation_checkpointing.cpu_checkpointing: a job.device auto job on a CUDA rank is refused
+#    at start, naming the key (dstrain keeps checkpoints in device memory there).
+make_job auto_cpu_ckpt 2 auto ""
+/usr/bin/python3 - "$out/auto_cpu_ckpt.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+j["activation_checkpointing"] = {"cpu_checkpointing": True}
+j["pipeline"] = {"activation_checkpoint_interval": 1}
+json.dump(j, open(sys.argv[1], "w"))
+PY
+rc=0
+"$sim" train "$out/auto_cpu_ckpt.json" --device cuda > "$out/cpu_ckpt.log" 2>&1 || rc=$?
+[[ $rc != 0 ]] && grep -q 'activation_checkpointing.cpu_checkpointing: keeping activation checkpoints in host memory is not supported on CUDA devices yet' "$out/cpu_ckpt.log" ||
+  { echo "cpu_checkpointing on CUDA: exit $rc"; cat "$out/cpu_ckpt.log"; exit 1; }
+
+# 6. No GPU here: job.device "cuda" is refused with the key.
 if [[ -e /dev/nvidia0 ]]; then
   echo "a GPU is visible: skipping the no-GPU checks"
 else
