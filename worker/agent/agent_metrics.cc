@@ -119,6 +119,25 @@ AgentMetrics::AgentMetrics(const Clock* clock)
                         .Name("dstrain_train_memory_bytes")
                         .Help("Bytes allocated by the rank-0 trainer, by category.")
                         .Register(r);
+  stage_families_ = {
+      &BuildGauge()
+           .Name("dstrain_train_pipeline_bubble_fraction")
+           .Help("A pipeline stage's bubble in the last step: 1 - its forward and backward time "
+                 "over its time in the schedule (rank-0 trainer of a pipelined job).")
+           .Register(r),
+      &BuildGauge()
+           .Name("dstrain_train_pipeline_compute_seconds")
+           .Help("A pipeline stage's time in forward and backward passes in the last step.")
+           .Register(r),
+      &BuildGauge()
+           .Name("dstrain_train_pipeline_p2p_sent_bytes")
+           .Help("Activations and gradients a pipeline stage sent to its neighbours in this run.")
+           .Register(r),
+      &BuildGauge()
+           .Name("dstrain_train_pipeline_memory_peak_bytes")
+           .Help("A pipeline stage's memory peak in the last step.")
+           .Register(r),
+  };
   device_memory_family_ =
       &BuildGauge()
            .Name("dstrain_worker_device_memory_bytes")
@@ -263,6 +282,20 @@ void AgentMetrics::ObserveStep(int slot, const v1::StepMetrics& step, int64_t sk
     }
     gauge->Set(static_cast<double>(bytes));
   }
+  for (const v1::StageMetrics& s : step.stages()) {
+    auto [it, added] = g.stages.try_emplace(s.stage());
+    if (added) {
+      const prometheus::Labels labels = {{"slot", std::to_string(slot)},
+                                         {"stage", std::to_string(s.stage())}};
+      for (size_t i = 0; i < stage_families_.size(); ++i) {
+        it->second[i] = &stage_families_[i]->Add(labels);
+      }
+    }
+    it->second[0]->Set(s.bubble_fraction());
+    it->second[1]->Set(s.compute_seconds());
+    it->second[2]->Set(static_cast<double>(s.p2p_bytes_sent()));
+    it->second[3]->Set(static_cast<double>(s.memory_peak_bytes()));
+  }
 }
 
 void AgentMetrics::ObserveDeviceMemory(int slot, std::optional<int64_t> in_use,
@@ -297,6 +330,9 @@ void AgentMetrics::ClearTrainingGauges(int slot) {
   for (const auto& [category, gauge] : g.memory) memory_family_->Remove(gauge);
   remove(device_memory_family_, g.device_in_use);
   remove(device_memory_family_, g.device_peak);
+  for (const auto& [stage, gauges] : g.stages) {
+    for (size_t i = 0; i < stage_families_.size(); ++i) stage_families_[i]->Remove(gauges[i]);
+  }
   gauges_.erase(it);
 }
 

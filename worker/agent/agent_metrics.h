@@ -1,6 +1,6 @@
 // The worker agent's Prometheus metrics (docs/service.md, "Metrics and health"): the `dstrain_`
 // prefix, base units, counters ending in _total, HELP on every family, bounded labels only
-// (state, result, rpc, slot, category).
+// (state, result, rpc, slot, category, stage).
 //
 // clang-format off
 // The worker's own:
@@ -31,6 +31,12 @@
 //   dstrain_train_comm_wait_seconds_total         counter    time blocked on collectives
 //   dstrain_checkpoint_save_duration_seconds      histogram  wall time of checkpoint saves
 //   dstrain_checkpoint_bytes_total                counter    bytes of committed checkpoints
+//   dstrain_train_pipeline_bubble_fraction{stage}, dstrain_train_pipeline_compute_seconds{stage},
+//   dstrain_train_pipeline_p2p_sent_bytes{stage}, dstrain_train_pipeline_memory_peak_bytes{stage}
+//                                                 gauges     a pipelined job's stages: the last
+//                                                            step's bubble, forward and backward
+//                                                            time and memory peak; bytes sent to
+//                                                            the neighbours in this run
 //   dstrain_worker_device_memory_bytes{state}     gauge      the trainer's device memory:
 //                                                            in_use after the last step, peak
 //                                                            so far; only from lines that carry
@@ -42,6 +48,7 @@
 // Thread-safe.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -116,6 +123,9 @@ class AgentMetrics {
     std::map<std::string, prometheus::Gauge*> memory;  // by category
     prometheus::Gauge* device_in_use = nullptr;
     prometheus::Gauge* device_peak = nullptr;
+    // A pipelined job's stages: bubble fraction, compute seconds, point-to-point bytes sent so
+    // far and memory peak, by stage.
+    std::map<int, std::array<prometheus::Gauge*, 4>> stages;
   };
   struct SlotCounters {
     prometheus::Histogram* step_seconds = nullptr;
@@ -154,6 +164,8 @@ class AgentMetrics {
   prometheus::Family<prometheus::Gauge>* tokens_per_second_family_;
   prometheus::Family<prometheus::Gauge>* memory_family_;
   prometheus::Family<prometheus::Gauge>* device_memory_family_;
+  // Per pipeline stage, in SlotGauges::stages' order.
+  std::array<prometheus::Family<prometheus::Gauge>*, 4> stage_families_;
   prometheus::Family<prometheus::Histogram>* step_seconds_family_;
   prometheus::Family<prometheus::Counter>* skipped_family_;
   prometheus::Family<prometheus::Counter>* steps_family_;

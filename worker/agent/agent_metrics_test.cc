@@ -143,6 +143,32 @@ TEST(AgentMetrics, TrainingMetricsBySlot) {
   EXPECT_THAT(metrics.Serialize(), HasSubstr("dstrain_train_loss{slot=\"1\"} 4\n"));
 }
 
+TEST(AgentMetrics, PipelineStagesByStage) {
+  AgentMetrics metrics;
+  v1::StepMetrics step = Step(1, 2.5);
+  for (int s = 0; s < 2; ++s) {
+    v1::StageMetrics* stage = step.add_stages();
+    stage->set_stage(s);
+    stage->set_bubble_fraction(0.125 * (s + 1));
+    stage->set_compute_seconds(1.5);
+    stage->set_p2p_bytes_sent(int64_t{1} << 33);
+    stage->set_memory_peak_bytes(4096 * (s + 1));
+  }
+  metrics.ObserveStep(0, step, 0);
+  const std::string text = metrics.Serialize();
+  EXPECT_THAT(text,
+              HasSubstr("dstrain_train_pipeline_bubble_fraction{slot=\"0\",stage=\"1\"} 0.25\n"));
+  EXPECT_THAT(text,
+              HasSubstr("dstrain_train_pipeline_compute_seconds{slot=\"0\",stage=\"0\"} 1.5\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_pipeline_p2p_sent_bytes{slot=\"0\",stage=\"0\"} "
+                              "8589934592\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_pipeline_memory_peak_bytes{slot=\"0\",stage=\"1\"} "
+                              "8192\n"));
+  ExpectLintClean(text);
+  metrics.ClearTrainingGauges(0);
+  EXPECT_THAT(metrics.Serialize(), Not(HasSubstr("dstrain_train_pipeline_bubble_fraction{")));
+}
+
 TEST(AgentMetrics, DeviceMemoryOnlyWhenReported) {
   AgentMetrics metrics;
   metrics.ObserveStep(0, Step(1, 2.5), 0);

@@ -19,6 +19,9 @@ namespace {
 
 // Most memory categories taken from one line (the allocator has seven).
 constexpr size_t kMaxMemoryCategories = 32;
+// Pipeline stages read from one line (a pipeline has at most as many stages as blocks; a line
+// claiming more is cut here, bounding what one line costs).
+constexpr size_t kMaxStages = 256;
 
 // A JSON number as a double; null (a non-finite float) and anything else as NaN.
 double AsDouble(const nlohmann::json& v) {
@@ -121,6 +124,30 @@ absl::StatusOr<ParsedStep> StepMetricsParser::Parse(absl::string_view line, absl
       if (static_cast<size_t>(m.memory_bytes_size()) >= kMaxMemoryCategories) break;
       if (!bytes.is_number()) continue;
       (*m.mutable_memory_bytes())[category] = AsInt(bytes, 0);
+    }
+  }
+  if (const auto it = j.find("stages"); it != j.end() && it->is_array()) {
+    for (const nlohmann::json& s : *it) {
+      if (static_cast<size_t>(m.stages_size()) >= kMaxStages) break;
+      if (!s.is_object()) continue;
+      v1::StageMetrics& stage = *m.add_stages();
+      const auto get = [&s](const char* key) {
+        const auto f = s.find(key);
+        return f == s.end() ? 0.0 : AsDouble(*f);
+      };
+      const auto get_int = [&s](const char* key) {
+        const auto f = s.find(key);
+        return f == s.end() ? int64_t{0} : AsInt(*f, 0);
+      };
+      stage.set_stage(static_cast<int32_t>(get_int("stage")));
+      stage.set_step_seconds(get("step_s"));
+      stage.set_compute_seconds(get("compute_s"));
+      stage.set_bubble_seconds(get("bubble_s"));
+      stage.set_schedule_seconds(get("schedule_s"));
+      stage.set_bubble_fraction(get("bubble_fraction"));
+      stage.set_p2p_bytes_sent(get_int("p2p_bytes_sent"));
+      stage.set_memory_peak_bytes(get_int("mem_peak_bytes"));
+      stage.set_activations_bytes(get_int("activations_bytes"));
     }
   }
   for (auto [key, field] : {std::make_pair("device_mem_bytes", &out.device_mem_bytes),

@@ -89,6 +89,30 @@ TEST(MetricsTail, ReadsABigBacklogInPieces) {
   EXPECT_EQ(lines.back(), "{\"step\":1000}");
 }
 
+TEST(StepMetricsParser, MapsAPipelinedJobsStages) {
+  StepMetricsParser parser(/*attempt=*/1);
+  auto p = parser.Parse(
+      R"({"step":3,"stages":[{"stage":0,"step_s":0.5,"compute_s":0.25,"bubble_s":0.125,)"
+      R"("schedule_s":0.375,"bubble_fraction":0.333,"p2p_bytes_sent":68719476736,)"
+      R"("mem_peak_bytes":1000,"activations_bytes":600},"junk",{"stage":1}]})",
+      absl::Now());
+  ASSERT_THAT(p, IsOk());
+  const v1::StepMetrics& m = p->metrics;
+  ASSERT_EQ(m.stages_size(), 2) << "a non-object entry is skipped";
+  const v1::StageMetrics& s = m.stages(0);
+  EXPECT_EQ(s.stage(), 0);
+  EXPECT_EQ(s.step_seconds(), 0.5);
+  EXPECT_EQ(s.compute_seconds(), 0.25);
+  EXPECT_EQ(s.bubble_seconds(), 0.125);
+  EXPECT_EQ(s.schedule_seconds(), 0.375);
+  EXPECT_EQ(s.bubble_fraction(), 0.333);
+  EXPECT_EQ(s.p2p_bytes_sent(), int64_t{1} << 36);
+  EXPECT_EQ(s.memory_peak_bytes(), 1000);
+  EXPECT_EQ(s.activations_bytes(), 600);
+  EXPECT_EQ(m.stages(1).stage(), 1);
+  EXPECT_EQ(m.stages(1).bubble_fraction(), 0.0);
+}
+
 TEST(StepMetricsParser, MapsTheTrainerKeys) {
   StepMetricsParser parser(/*attempt=*/3);
   const absl::Time read_time = absl::FromUnixSeconds(1'700'000'000);
@@ -120,6 +144,7 @@ TEST(StepMetricsParser, MapsTheTrainerKeys) {
   EXPECT_EQ(m.time().seconds(), 1'700'000'000);
   EXPECT_EQ(p->skipped_increment, 0);
   EXPECT_FALSE(p->device_mem_bytes.has_value()) << "a CPU trainer's line has none";
+  EXPECT_EQ(m.stages_size(), 0) << "not a pipelined job's line";
   EXPECT_FALSE(p->device_mem_peak_bytes.has_value());
 }
 
