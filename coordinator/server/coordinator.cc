@@ -24,6 +24,19 @@ absl::Status NoSuchJob(absl::string_view job_id) {
 
 }  // namespace internal
 
+namespace {
+
+// The worker each rank of `job`'s current attempt runs on, by rank.
+std::vector<std::string> RankWorkers(const v1::Job& job) {
+  std::vector<std::string> out(std::max(0, job.world_size()));
+  for (const v1::RankAssignment& a : job.assignments()) {
+    if (a.rank() >= 0 && a.rank() < job.world_size()) out[a.rank()] = a.worker_id();
+  }
+  return out;
+}
+
+}  // namespace
+
 const char* JobStateName(v1::JobState state) {
   switch (state) {
     case v1::JOB_STATE_PENDING:
@@ -89,6 +102,7 @@ absl::Status Coordinator::Recover() {
     } else if (internal::IsActive(s)) {
       // Trainers keep running while the coordinator is down; their next reports (and the
       // workers' heartbeats) bring the rank states back.
+      entry.rank_workers[entry.job.attempt()] = RankWorkers(entry.job);
       entry.ranks.assign(entry.job.world_size(), s == v1::JOB_STATE_RUNNING
                                                      ? v1::RANK_STATE_RUNNING
                                                      : v1::RANK_STATE_STARTING);
@@ -244,6 +258,7 @@ absl::Status Coordinator::ScheduleLocked() {
       workers.push_back(r.worker_id());
     }
     entry.ranks.assign(job.world_size(), v1::RANK_STATE_STARTING);
+    entry.rank_workers[job.attempt()] = RankWorkers(job);
     std::sort(workers.begin(), workers.end());
     workers.erase(std::unique(workers.begin(), workers.end()), workers.end());
     const bool gpu = placement.ranks.front().slot_kind() == v1::SLOT_KIND_GPU;

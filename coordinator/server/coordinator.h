@@ -125,6 +125,10 @@ class Coordinator {
     std::vector<v1::RankState> ranks;  // the current attempt's ranks, by rank
     int64_t version = 0;               // bumped on every change a watcher may want
     int keep_last = 0;                 // job.keep_last: committed checkpoints the catalog keeps
+    // The worker that holds each rank, per attempt placed in this coordinator's life (and the
+    // active attempt's, recovered from the stored assignments): only that worker may report
+    // about the rank (ReportStatus).
+    std::map<int32_t, std::vector<std::string>> rank_workers;
   };
   struct Outbox {
     std::deque<v1::Assignment> queue;

@@ -15,6 +15,7 @@ namespace {
 
 // Most jobs one ListJobs page returns.
 constexpr int kMaxPageSize = 1000;
+constexpr int kMaxMetricsPerGetJob = 1000;
 // Most log lines one GetJobLogs message carries.
 constexpr int kLogBatch = 500;
 
@@ -82,6 +83,11 @@ absl::StatusOr<v1::GetJobResponse> Coordinator::GetJob(const v1::GetJobRequest& 
   }
   DT_ASSIGN_OR_RETURN(std::vector<v1::JobEvent> events, state_->ListEvents(request.job_id(), 1));
   for (v1::JobEvent& e : events) *response.add_events() = std::move(e);
+  if (request.metrics_limit() > kMaxMetricsPerGetJob) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("metrics_limit: ", request.metrics_limit(), " is over the limit of ",
+                     kMaxMetricsPerGetJob, " metrics per GetJob (WatchJob streams them all)"));
+  }
   const int limit = request.metrics_limit() > 0 ? request.metrics_limit() : 1;
   DT_ASSIGN_OR_RETURN(std::vector<v1::StepMetrics> metrics,
                       state_->ListMetrics(request.job_id(), 0, limit));

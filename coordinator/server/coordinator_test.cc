@@ -318,6 +318,13 @@ TEST_F(CoordinatorTest, MalformedSubmissionsAreRejectedNamingTheKeyAndStoreNothi
       {"steps-absurd",
        absl::StrReplaceAll(Spec(1), {{"\"train_steps\": 3", "\"train_steps\": 999999999999999"}}),
        "job.train_steps"},
+      // A path the coordinator would read on its own host: /dev/zero would exhaust its memory,
+      // a FIFO hang the handler. Refused before anything is opened.
+      {"reads-a-file",
+       absl::StrReplaceAll(Spec(1), {{R"({"train_micro_batch_size_per_gpu")",
+                                      R"({"deepspeed_config": "/dev/zero", )"
+                                      R"("train_micro_batch_size_per_gpu")"}}),
+       "spec_json: deepspeed_config: a submitted job must be self-contained"},
   };
   for (const Case& c : cases) {
     v1::SubmitJobRequest r;
@@ -331,6 +338,61 @@ TEST_F(CoordinatorTest, MalformedSubmissionsAreRejectedNamingTheKeyAndStoreNothi
   ASSERT_THAT(listed, IsOk());
   EXPECT_EQ(listed->jobs_size(), 0);
   EXPECT_TRUE(state_->ListJobsPage("", 10)->empty());
+}
+
+// A caller that is not the worker holding a rank cannot speak for it: a forged SUCCEEDED, FAILED
+// or log line from another worker id (registered or not) is PERMISSION_DENIED and changes
+// nothing.
+TEST_F(CoordinatorTest, OnlyTheAssignedWorkerReportsAboutARank) {
+  for (const char* w : {"w1", "w2"}) {
+    ASSERT_THAT(c_->RegisterWorker(Worker(w, 1)).status(), IsOk());
+  }
+  ASSERT_THAT(c_->SubmitJob(Submit("victim", 1)).status(), IsOk());
+  const v1::Job before = Get("victim");
+  ASSERT_EQ(before.state(), v1::JOB_STATE_SCHEDULED);
+  const std::string holder = before.assignments(0).worker_id();
+  const std::string other = holder == "w1" ? "w2" : "w1";
+  for (const std::string& forger : {other, std::string("mallory")}) {
+    for (v1::RankState state : {v1::RANK_STATE_SUCCEEDED, v1::RANK_STATE_FAILED}) {
+      v1::ReportStatusRequest r;
+      r.set_worker_id(forger);
+      r.set_job_id("victim");
+      r.set_attempt(1);
+      r.set_rank(0);
+      r.set_state(state);
+      r.set_exit_code(state == v1::RANK_STATE_FAILED ? 1 : 0);
+      r.add_log_lines()->set_text("forged");
+      EXPECT_THAT(c_->ReportStatus(r),
+                  StatusIs(absl::StatusCode::kPermissionDenied,
+                           HasSubstr("does not hold rank 0 of job \"victim\" attempt 1")))
+          << forger;
+    }
+  }
+  const v1::Job after = Get("victim");
+  EXPECT_EQ(after.state(), v1::JOB_STATE_SCHEDULED);
+  EXPECT_EQ(after.attempt(), 1);
+  v1::GetJobLogsRequest logs;
+  logs.set_job_id("victim");
+  int lines = 0;
+  ASSERT_THAT(
+      c_->GetJobLogs(
+          logs, [&](const v1::GetJobLogsResponse& r) { return lines += r.lines_size(), true; },
+          [] { return false; }),
+      IsOk());
+  EXPECT_EQ(lines, 0) << "no forged line reached the log";
+  // The holder still can.
+  Report(holder, "victim", 1, 0, v1::RANK_STATE_RUNNING);
+  EXPECT_EQ(Get("victim").state(), v1::JOB_STATE_RUNNING);
+
+  // GetJob returns at most 1000 step metrics; asking for more is refused naming the limit.
+  v1::GetJobRequest get;
+  get.set_job_id("victim");
+  get.set_metrics_limit(1000);
+  EXPECT_THAT(c_->GetJob(get).status(), IsOk());
+  get.set_metrics_limit(1001);
+  EXPECT_THAT(c_->GetJob(get).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("metrics_limit: 1001 is over the limit of 1000")));
 }
 
 TEST_F(CoordinatorTest, AcceptedSpecKeepsTheNotesOfKeysWithoutEffect) {

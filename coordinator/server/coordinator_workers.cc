@@ -154,6 +154,16 @@ absl::Status Coordinator::ReportStatus(const v1::ReportStatusRequest& request) {
         request.rank() >= it->second.job.world_size()) {
       return absl::OkStatus();  // about no attempt of a job we know: nothing to do
     }
+    // Only the worker the rank was placed on speaks for it: nobody else can end, fail or fill
+    // the log of a job. (Which worker a caller is, is what it says until workers prove their
+    // identity with certificates; docs/service.md, "Who may report".)
+    const auto placed = it->second.rank_workers.find(request.attempt());
+    if (placed == it->second.rank_workers.end() ||
+        placed->second[request.rank()] != request.worker_id()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "worker_id: \"", request.worker_id(), "\" does not hold rank ", request.rank(),
+          " of job \"", request.job_id(), "\" attempt ", request.attempt()));
+    }
   }
   // Output and metrics first (outside the lock: the state layer orders its own writes). They
   // are kept even when their attempt has ended meanwhile: the last lines of a failed or drained

@@ -87,6 +87,17 @@ absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& requ
     return Invalid("spec_json", absl::StrCat(request.spec_json().size(), " bytes (at most ",
                                              limits.max_spec_bytes, ")"));
   }
+  // The coordinator reads no file a submission names: a spec must arrive self-contained
+  // (`dstrain submit` inlines the ds_config). Checked before the parser, which would read it.
+  {
+    const nlohmann::json top =
+        nlohmann::json::parse(request.spec_json(), nullptr, /*allow_exceptions=*/false);
+    if (top.is_object() && top.contains("deepspeed_config")) {
+      return Invalid("spec_json: deepspeed_config",
+                     "a submitted job must be self-contained: the coordinator reads no file a "
+                     "submission names (dstrain submit inlines the ds_config)");
+    }
+  }
   const std::string root = NormalizePath(limits.data_root);
   // The trainer's own parser: unknown keys, types, batch rules, unsupported features.
   absl::StatusOr<config::JobSpec> spec = config::ParseJobSpec(request.spec_json(), root);

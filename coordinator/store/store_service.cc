@@ -1,5 +1,6 @@
 #include "coordinator/store/store_service.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -87,10 +88,10 @@ grpc::Status StoreServiceImpl::Wait(grpc::ServerContext* context, const v1::Wait
   for (size_t i = 0; i < keys.size(); ++i) {
     DT_GRPC_RETURN_IF_ERROR(CheckKey(keys[i], absl::StrCat("keys[", i, "]")));
   }
-  absl::Duration timeout = absl::InfiniteDuration();
+  absl::Duration timeout = max_wait_;
   if (request->has_timeout()) {
-    timeout =
-        absl::Seconds(request->timeout().seconds()) + absl::Nanoseconds(request->timeout().nanos());
+    timeout = std::min(max_wait_, absl::Seconds(request->timeout().seconds()) +
+                                      absl::Nanoseconds(request->timeout().nanos()));
   }
   // Never past the caller's own deadline: nobody would be listening.
   const absl::Time deadline = absl::FromChrono(context->deadline());

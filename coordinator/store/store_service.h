@@ -2,13 +2,17 @@
 // service mode through GrpcStore (worker/store/grpc_store.h).
 //
 // Get never blocks (found=false for an absent key: ranks poll during rendezvous); Wait blocks up
-// to its timeout, or to the call's deadline when none is given, and gives up as soon as the
-// client cancels. Keys must be non-empty and at most kMaxKeyBytes, values at most
-// kMaxValueBytes: anything else is INVALID_ARGUMENT naming the field.
+// to its timeout, the call's deadline and kMaxWait, whichever comes first (DEADLINE_EXCEEDED;
+// GrpcStore waits longer by asking again), and gives up as soon as the client cancels, so no
+// caller holds a server thread for long. Keys must be non-empty and at most kMaxKeyBytes, values
+// at most kMaxValueBytes, which a request carrying them fits in below gRPC's default receive
+// limit of 4 MiB (so an oversized value is this service's INVALID_ARGUMENT naming the field, not
+// a transport error): anything else is INVALID_ARGUMENT naming the field.
 #pragma once
 
 #include <cstddef>
 
+#include "absl/time/time.h"
 #include "coordinator/store/durable_store.h"
 #include "proto/store.grpc.pb.h"
 
@@ -17,9 +21,12 @@ namespace dstrain::coordinator {
 class StoreServiceImpl final : public v1::StoreService::Service {
  public:
   static constexpr size_t kMaxKeyBytes = 4096;
-  static constexpr size_t kMaxValueBytes = size_t{16} << 20;
+  static constexpr size_t kMaxValueBytes = size_t{1} << 20;
+  static constexpr absl::Duration kMaxWait = absl::Minutes(10);
 
-  explicit StoreServiceImpl(DurableStore* store) : store_(store) {}
+  // `max_wait` bounds every Wait (tests shorten it).
+  explicit StoreServiceImpl(DurableStore* store, absl::Duration max_wait = kMaxWait)
+      : store_(store), max_wait_(max_wait) {}
 
   grpc::Status Set(grpc::ServerContext* context, const v1::SetRequest* request,
                    v1::SetResponse* response) override;
@@ -36,6 +43,7 @@ class StoreServiceImpl final : public v1::StoreService::Service {
 
  private:
   DurableStore* const store_;
+  const absl::Duration max_wait_;
 };
 
 }  // namespace dstrain::coordinator

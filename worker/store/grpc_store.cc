@@ -17,6 +17,8 @@ namespace {
 
 // A blocking RPC may return this much after its own timeout before the client gives up on it.
 constexpr absl::Duration kDeadlineSlack = absl::Seconds(5);
+// One Wait request at most (below the service's StoreServiceImpl::kMaxWait of 10 minutes).
+constexpr absl::Duration kWaitRound = absl::Minutes(5);
 
 void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
   if (timeout == absl::InfiniteDuration()) return;
@@ -109,20 +111,25 @@ absl::StatusOr<std::string> GrpcStore::CompareSet(absl::string_view key, absl::s
 }
 
 absl::Status GrpcStore::Wait(const std::vector<std::string>& keys, absl::Duration timeout) {
-  grpc::ClientContext context;
-  v1::WaitRequest request;
-  for (const std::string& key : keys) request.add_keys(key);
-  const absl::Duration bounded = std::max(timeout, absl::ZeroDuration());
-  if (bounded != absl::InfiniteDuration()) {
-    request.mutable_timeout()->set_seconds(absl::ToInt64Seconds(bounded));
+  // The service bounds one Wait (StoreServiceImpl::kMaxWait); a longer one is asked in rounds.
+  const absl::Time start = absl::Now();
+  const absl::Duration total = std::max(timeout, absl::ZeroDuration());
+  for (absl::Duration left = total;;
+       left = std::max(total - (absl::Now() - start), absl::ZeroDuration())) {
+    const absl::Duration round = std::min(left, kWaitRound);
+    grpc::ClientContext context;
+    v1::WaitRequest request;
+    for (const std::string& key : keys) request.add_keys(key);
+    request.mutable_timeout()->set_seconds(absl::ToInt64Seconds(round));
     request.mutable_timeout()->set_nanos(static_cast<int32_t>(
-        absl::ToInt64Nanoseconds(bounded - absl::Seconds(absl::ToInt64Seconds(bounded)))));
-    SetDeadline(&context, bounded + kDeadlineSlack);
+        absl::ToInt64Nanoseconds(round - absl::Seconds(absl::ToInt64Seconds(round)))));
+    SetDeadline(&context, round + kDeadlineSlack);
+    v1::WaitResponse response;
+    const grpc::Status status = stub_->Wait(&context, request, &response);
+    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && round < left) continue;
+    // The service's message names the keys still missing.
+    return FromGrpcStatus(status, absl::StrCat("store Wait at ", address_));
   }
-  v1::WaitResponse response;
-  const grpc::Status status = stub_->Wait(&context, request, &response);
-  // The service's message names the keys still missing.
-  return FromGrpcStatus(status, absl::StrCat("store Wait at ", address_));
 }
 
 absl::StatusOr<bool> GrpcStore::DeleteKey(absl::string_view key) {
