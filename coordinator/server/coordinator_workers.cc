@@ -156,7 +156,7 @@ absl::Status Coordinator::ReportStatus(const v1::ReportStatusRequest& request) {
     }
     // Only the worker the rank was placed on speaks for it: nobody else can end, fail or fill
     // the log of a job. (Which worker a caller is, is what it says until workers prove their
-    // identity with certificates; docs/service.md, "Who may report".)
+    // identity with certificates; docs/service.md, "Who may report, and what is bounded".)
     const auto placed = it->second.rank_workers.find(request.attempt());
     if (placed == it->second.rank_workers.end() ||
         placed->second[request.rank()] != request.worker_id()) {
