@@ -7,7 +7,7 @@ PACKAGES=(
   bazel-bootstrap g++ pkg-config python3
   libabsl-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libgloo-dev libdnnl-dev nlohmann-json3-dev libre2-dev
+  libgloo-dev libdnnl-dev nlohmann-json3-dev libre2-dev libssl-dev
   clang-format
   python3-torch python3-numpy
   prometheus curl

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -274,6 +275,10 @@ int Train(const std::vector<std::string>& args) {
   auto rendezvous = trainer::Rendezvous::Parse(parsed->Get("store"), parsed->Get("store-prefix"));
   if (!rendezvous.ok()) return Fail(rendezvous.status(), 2);
   options.rendezvous = *rendezvous;
+  // The attempt's store credential comes in the environment, out of other users' `ps`.
+  if (const char* token = std::getenv("DSTRAIN_STORE_TOKEN"); token != nullptr) {
+    options.rendezvous.token = token;
+  }
   options.service.job_id = parsed->Get("job-id");
   options.service.catalog = parsed->Get("catalog");
   auto attempt = parsed->GetInt("attempt", 0);

@@ -42,6 +42,7 @@
 #include "coordinator/scheduler/scheduler.h"
 #include "coordinator/server/job_validation.h"
 #include "coordinator/state/state.h"
+#include "coordinator/store/store_credentials.h"
 #include "proto/checkpoint.pb.h"
 #include "proto/job.pb.h"
 #include "proto/worker.pb.h"
@@ -58,6 +59,9 @@ struct CoordinatorOptions {
   std::optional<absl::Duration> restart_delay;
   // How long streaming calls sleep between checks of their client and of shutdown.
   absl::Duration stream_poll = absl::Milliseconds(200);
+  // Issues the store token of every START assignment (not owned). Null: assignments carry none
+  // (tests without a StoreService).
+  const StoreCredentials* store_credentials = nullptr;
 };
 
 // A snapshot for /metrics.

@@ -127,6 +127,7 @@ class CoordinatorTest : public ::testing::Test {
     options.limits.data_root = "/data";
     options.stream_poll = absl::Milliseconds(20);
     options.restart_delay = restart_delay_;
+    options.store_credentials = &store_credentials_;
     auto c = Coordinator::Create(state_.get(), &clock_, options);
     ASSERT_THAT(c, IsOk());
     c_ = *std::move(c);
@@ -153,6 +154,7 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   absl::Duration restart_delay_ = absl::ZeroDuration();
+  const StoreCredentials store_credentials_{std::string(32, 'x')};
   MemKvDb db_;
   FakeClock clock_;
   std::unique_ptr<CoordinatorState> state_;
@@ -176,6 +178,9 @@ TEST_F(CoordinatorTest, SubmitRunSucceedWithMetricsAndFreedSlots) {
     EXPECT_EQ(starts[r].rank(), r);
     EXPECT_EQ(starts[r].world_size(), 2);
     EXPECT_EQ(starts[r].store_prefix(), "jobs/job-a/attempt-1");
+    // The attempt's store credential, which StoreService accepts for that prefix only.
+    EXPECT_THAT(store_credentials_.Check(starts[r].store_prefix(), starts[r].store_token()),
+                IsOk());
     EXPECT_THAT(starts[r].spec_json(), HasSubstr("/data/shakespeare/train.bin"));
   }
   Report("w1", "job-a", 1, 0, v1::RANK_STATE_RUNNING);

@@ -292,7 +292,10 @@ v1::Assignment Coordinator::StartFor(const JobEntry& entry, const v1::RankAssign
   a.set_spec_json(entry.job.spec_json());
   // Every attempt rendezvouses in its own key space, so a late rank of an old attempt can never
   // meet a new one.
-  a.set_store_prefix(absl::StrCat("jobs/", entry.job.job_id(), "/attempt-", entry.job.attempt()));
+  a.set_store_prefix(StoreCredentials::ScopeOf(entry.job.job_id(), entry.job.attempt()));
+  if (options_.store_credentials != nullptr) {
+    a.set_store_token(options_.store_credentials->TokenFor(a.store_prefix()));
+  }
   a.set_reason("GangScheduled");
   return a;
 }

@@ -89,6 +89,11 @@ int Main(int argc, char** argv) {
   options.registry.lease = absl::Seconds(*lease);
   options.registry.heartbeat_interval = absl::Seconds(*heartbeat);
   options.limits.data_root = args->Get("data-root", "/");
+  // The key of the trainers' store credentials, kept in the database so tokens outlive a restart.
+  auto secret = state.Secret("store-credentials", 32);
+  if (!secret.ok()) return Fail(std::string(secret.status().message()), 1);
+  const StoreCredentials store_credentials(*std::move(secret));
+  options.store_credentials = &store_credentials;
   auto coordinator = Coordinator::Create(&state, RealClock::Default(), options);
   if (!coordinator.ok()) return Fail(std::string(coordinator.status().message()), 1);
 
@@ -117,7 +122,7 @@ int Main(int argc, char** argv) {
   JobServiceImpl jobs(coordinator->get(), &rpc_metrics);
   WorkerServiceImpl workers(coordinator->get(), &rpc_metrics);
   CheckpointServiceImpl checkpoints(coordinator->get(), &rpc_metrics);
-  StoreServiceImpl store_service(&store);
+  StoreServiceImpl store_service(&store, &store_credentials);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;

@@ -23,6 +23,8 @@ absl::string_view TableName(Table table) {
       return "logs";
     case Table::kKv:
       return "kv";
+    case Table::kSecrets:
+      return "secrets";
   }
   return "unknown";
 }

@@ -32,12 +32,13 @@ enum class Table {
   kCheckpoints,
   kMetrics,
   kLogs,
-  kKv,  // rendezvous store (StoreService)
+  kKv,       // rendezvous store (StoreService)
+  kSecrets,  // the coordinator's own keys (never served by any RPC)
 };
 
-inline constexpr std::array<Table, 7> kAllTables = {
+inline constexpr std::array<Table, 8> kAllTables = {
     Table::kJobs,    Table::kJobEvents, Table::kWorkers, Table::kCheckpoints,
-    Table::kMetrics, Table::kLogs,      Table::kKv,
+    Table::kMetrics, Table::kLogs,      Table::kKv,      Table::kSecrets,
 };
 
 // The table's column-family name on disk: "jobs", "job_events", "workers", "checkpoints",

@@ -281,8 +281,8 @@ TEST(PrefixEndTest, IncrementsTheLastByteThatCan) {
 TEST(TableTest, ColumnFamilyNames) {
   std::vector<std::string> names;
   for (Table table : kAllTables) names.emplace_back(TableName(table));
-  EXPECT_THAT(names,
-              ElementsAre("jobs", "job_events", "workers", "checkpoints", "metrics", "logs", "kv"));
+  EXPECT_THAT(names, ElementsAre("jobs", "job_events", "workers", "checkpoints", "metrics", "logs",
+                                 "kv", "secrets"));
 }
 
 TEST(RocksKvDbTest, ReopenKeepsSyncedAndBufferedWritesInEveryColumnFamily) {
@@ -301,8 +301,9 @@ TEST(RocksKvDbTest, ReopenKeepsSyncedAndBufferedWritesInEveryColumnFamily) {
   }
   std::vector<std::string> families;
   ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &families).ok());
-  EXPECT_THAT(families, ::testing::UnorderedElementsAre("default", "jobs", "job_events", "workers",
-                                                        "checkpoints", "metrics", "logs", "kv"));
+  EXPECT_THAT(families,
+              ::testing::UnorderedElementsAre("default", "jobs", "job_events", "workers",
+                                              "checkpoints", "metrics", "logs", "kv", "secrets"));
 
   std::unique_ptr<KvDb> db = OpenRocks(dir);
   ASSERT_NE(db, nullptr);

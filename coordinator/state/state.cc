@@ -1,7 +1,11 @@
 #include "coordinator/state/state.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <utility>
@@ -473,6 +477,23 @@ absl::Status CoordinatorState::KvDelete(absl::string_view key) {
   WriteBatch batch;
   batch.Delete(Table::kKv, key);
   return db_->Write(batch, Durability::kSync);
+}
+
+absl::StatusOr<std::string> CoordinatorState::Secret(absl::string_view name, size_t bytes) {
+  DT_ASSIGN_OR_RETURN(std::optional<std::string> stored, db_->Get(Table::kSecrets, name));
+  if (stored.has_value()) return *std::move(stored);
+  std::string secret(bytes, '\0');
+  size_t got = 0;
+  while (got < bytes) {
+    const ssize_t n = getrandom(secret.data() + got, bytes - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return absl::InternalError(absl::StrCat("getrandom: ", std::strerror(errno)));
+    got += static_cast<size_t>(n);
+  }
+  WriteBatch batch;
+  batch.Put(Table::kSecrets, name, secret);
+  DT_RETURN_IF_ERROR(db_->Write(batch, Durability::kSync));
+  return secret;
 }
 
 absl::Status CoordinatorState::KvScanPrefix(absl::string_view prefix, const KvDb::ScanFn& fn) {

@@ -159,6 +159,13 @@ class CoordinatorState {
   // Calls `fn` for the keys starting with `prefix`, in key order, until it returns false.
   absl::Status KvScanPrefix(absl::string_view prefix, const KvDb::ScanFn& fn);
 
+  // --- Secrets (table secrets: served by no RPC)
+  // --------------------------------------------------
+
+  // The secret called `name`: on first use `bytes` random bytes (from the OS's CSPRNG), stored
+  // synced, so the same secret comes back after a restart. kInternal when no randomness.
+  absl::StatusOr<std::string> Secret(absl::string_view name, size_t bytes);
+
   // --- Retention --------------------------------------------------------------------------------
 
   // Removes one checkpoint record (synced); a missing one is not an error. The files are the

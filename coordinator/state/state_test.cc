@@ -112,6 +112,25 @@ class CoordinatorStateTest : public ::testing::Test {
   CoordinatorState state_{&db_};
 };
 
+// A secret is random, made once and kept (a second state over the same database sees it), lives
+// outside the rendezvous key space StoreService serves, and differs by name.
+TEST_F(CoordinatorStateTest, SecretsAreMadeOnceAndKeptApart) {
+  auto a = state_.Secret("store-credentials", 32);
+  ASSERT_THAT(a, IsOk());
+  EXPECT_EQ(a->size(), 32u);
+  EXPECT_NE(*a, std::string(32, '\0'));
+  CoordinatorState again(&db_);
+  auto b = again.Secret("store-credentials", 32);
+  ASSERT_THAT(b, IsOk());
+  EXPECT_EQ(*a, *b);
+  auto other = state_.Secret("other", 32);
+  ASSERT_THAT(other, IsOk());
+  EXPECT_NE(*other, *a);
+  auto kv = state_.KvGet("store-credentials");
+  ASSERT_THAT(kv, IsOk());
+  EXPECT_FALSE(kv->has_value());
+}
+
 TEST_F(CoordinatorStateTest, PutJobStoresTheJobAndNumbersItsEvents) {
   v1::Job job = MakeJob("train-1");
   const v1::JobEvent submitted =

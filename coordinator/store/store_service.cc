@@ -4,9 +4,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/grpc/grpc_status.h"
+#include "worker/store/grpc_store.h"
 
 namespace dstrain::coordinator {
 namespace {
@@ -35,18 +37,43 @@ grpc::Status CheckValue(const std::string& value, absl::string_view field) {
   return grpc::Status::OK;
 }
 
+// The call's store credential (GrpcStore's metadata) must be valid and cover `key`.
+grpc::Status Authorize(const StoreCredentials& credentials, const grpc::ServerContext* context,
+                       const std::string& key, absl::string_view field) {
+  const auto& metadata = context->client_metadata();
+  const auto scope = metadata.find(store::GrpcStore::kScopeMetadata);
+  const auto token = metadata.find(store::GrpcStore::kTokenMetadata);
+  if (scope == metadata.end() || token == metadata.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "no store credential: StoreService serves trainers with their attempt's "
+                        "token");
+  }
+  const absl::string_view scope_text(scope->second.data(), scope->second.size());
+  const absl::Status checked =
+      credentials.Check(scope_text, absl::string_view(token->second.data(), token->second.size()));
+  if (!checked.ok()) return ToGrpcStatus(checked);
+  if (!StoreCredentials::InScope(scope_text, key)) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        absl::StrCat(field, ": \"", absl::CHexEscape(key.substr(0, 200)),
+                                     "\" is outside \"", scope_text, "/\""));
+  }
+  return grpc::Status::OK;
+}
+
 }  // namespace
 
-grpc::Status StoreServiceImpl::Set(grpc::ServerContext*, const v1::SetRequest* request,
+grpc::Status StoreServiceImpl::Set(grpc::ServerContext* context, const v1::SetRequest* request,
                                    v1::SetResponse*) {
   DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
+  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, context, request->key(), "key"));
   DT_GRPC_RETURN_IF_ERROR(CheckValue(request->value(), "value"));
   return ToGrpcStatus(store_->Set(request->key(), request->value()));
 }
 
-grpc::Status StoreServiceImpl::Get(grpc::ServerContext*, const v1::GetRequest* request,
+grpc::Status StoreServiceImpl::Get(grpc::ServerContext* context, const v1::GetRequest* request,
                                    v1::GetResponse* response) {
   DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
+  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, context, request->key(), "key"));
   absl::StatusOr<std::string> value = store_->Get(request->key(), absl::ZeroDuration());
   if (value.ok()) {
     response->set_found(true);
@@ -60,19 +87,21 @@ grpc::Status StoreServiceImpl::Get(grpc::ServerContext*, const v1::GetRequest* r
   return ToGrpcStatus(value.status());
 }
 
-grpc::Status StoreServiceImpl::Add(grpc::ServerContext*, const v1::AddRequest* request,
+grpc::Status StoreServiceImpl::Add(grpc::ServerContext* context, const v1::AddRequest* request,
                                    v1::AddResponse* response) {
   DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
+  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, context, request->key(), "key"));
   absl::StatusOr<int64_t> value = store_->Add(request->key(), request->delta());
   if (!value.ok()) return ToGrpcStatus(value.status());
   response->set_value(*value);
   return grpc::Status::OK;
 }
 
-grpc::Status StoreServiceImpl::CompareSet(grpc::ServerContext*,
+grpc::Status StoreServiceImpl::CompareSet(grpc::ServerContext* context,
                                           const v1::CompareSetRequest* request,
                                           v1::CompareSetResponse* response) {
   DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
+  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, context, request->key(), "key"));
   DT_GRPC_RETURN_IF_ERROR(CheckValue(request->desired_value(), "desired_value"));
   absl::StatusOr<std::string> now =
       store_->CompareSet(request->key(), request->expected_value(), request->desired_value());
@@ -87,6 +116,8 @@ grpc::Status StoreServiceImpl::Wait(grpc::ServerContext* context, const v1::Wait
   std::vector<std::string> keys(request->keys().begin(), request->keys().end());
   for (size_t i = 0; i < keys.size(); ++i) {
     DT_GRPC_RETURN_IF_ERROR(CheckKey(keys[i], absl::StrCat("keys[", i, "]")));
+    DT_GRPC_RETURN_IF_ERROR(
+        Authorize(*credentials_, context, keys[i], absl::StrCat("keys[", i, "]")));
   }
   absl::Duration timeout = max_wait_;
   if (request->has_timeout()) {
@@ -102,9 +133,11 @@ grpc::Status StoreServiceImpl::Wait(grpc::ServerContext* context, const v1::Wait
       keys, timeout, [context] { return context->IsCancelled(); }, kCancelPoll));
 }
 
-grpc::Status StoreServiceImpl::Delete(grpc::ServerContext*, const v1::DeleteRequest* request,
+grpc::Status StoreServiceImpl::Delete(grpc::ServerContext* context,
+                                      const v1::DeleteRequest* request,
                                       v1::DeleteResponse* response) {
   DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
+  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, context, request->key(), "key"));
   absl::StatusOr<bool> deleted = store_->DeleteKey(request->key());
   if (!deleted.ok()) return ToGrpcStatus(deleted.status());
   response->set_deleted(*deleted);

@@ -14,6 +14,7 @@
 
 #include "absl/time/time.h"
 #include "coordinator/store/durable_store.h"
+#include "coordinator/store/store_credentials.h"
 #include "proto/store.grpc.pb.h"
 
 namespace dstrain::coordinator {
@@ -24,9 +25,13 @@ class StoreServiceImpl final : public v1::StoreService::Service {
   static constexpr size_t kMaxValueBytes = size_t{1} << 20;
   static constexpr absl::Duration kMaxWait = absl::Minutes(10);
 
-  // `max_wait` bounds every Wait (tests shorten it).
-  explicit StoreServiceImpl(DurableStore* store, absl::Duration max_wait = kMaxWait)
-      : store_(store), max_wait_(max_wait) {}
+  // Every call must carry a credential `credentials` accepts for each of its keys
+  // (store_credentials.h): UNAUTHENTICATED without a valid one, PERMISSION_DENIED naming the
+  // field for a key outside its scope. `max_wait` bounds every Wait (tests shorten it). Neither
+  // pointer is owned; both outlive the service.
+  StoreServiceImpl(DurableStore* store, const StoreCredentials* credentials,
+                   absl::Duration max_wait = kMaxWait)
+      : store_(store), credentials_(credentials), max_wait_(max_wait) {}
 
   grpc::Status Set(grpc::ServerContext* context, const v1::SetRequest* request,
                    v1::SetResponse* response) override;
@@ -43,6 +48,7 @@ class StoreServiceImpl final : public v1::StoreService::Service {
 
  private:
   DurableStore* const store_;
+  const StoreCredentials* const credentials_;
   const absl::Duration max_wait_;
 };
 

@@ -236,7 +236,8 @@ void Agent::HandleStart(const v1::Assignment& a) {
                on_gpu ? "cuda" : "cpu"};
   // The rank sees its own GPU alone, as device 0; a CPU rank sees none, so it never takes one.
   const std::string visible = on_gpu ? options_.gpus[static_cast<size_t>(a.slot())].visible_id : "";
-  spec.env = {{"CUDA_VISIBLE_DEVICES", visible}};
+  // The store token stays off the command line, which other users of the host can read.
+  spec.env = {{"CUDA_VISIBLE_DEVICES", visible}, {"DSTRAIN_STORE_TOKEN", a.store_token()}};
   if (a.rank() == 0) {
     spec.argv.push_back("--metrics-out");
     spec.argv.push_back(metrics_path);

@@ -30,25 +30,35 @@ std::string Printable(absl::string_view key) { return absl::CHexEscape(key); }
 }  // namespace
 
 std::unique_ptr<GrpcStore> GrpcStore::Connect(const std::string& address,
+                                              StoreCredential credential,
                                               absl::Duration rpc_timeout) {
-  return std::unique_ptr<GrpcStore>(new GrpcStore(
-      address, grpc::CreateChannel(address, grpc::InsecureChannelCredentials()), rpc_timeout));
+  return std::unique_ptr<GrpcStore>(
+      new GrpcStore(address, grpc::CreateChannel(address, grpc::InsecureChannelCredentials()),
+                    std::move(credential), rpc_timeout));
 }
 
 GrpcStore::GrpcStore(std::string address, std::shared_ptr<grpc::Channel> channel,
-                     absl::Duration timeout)
+                     StoreCredential credential, absl::Duration timeout)
     : address_(std::move(address)),
+      credential_(std::move(credential)),
       stub_(v1::StoreService::NewStub(channel)),
       rpc_timeout_(timeout) {}
 
+std::unique_ptr<grpc::ClientContext> GrpcStore::NewContext(absl::Duration timeout) const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->AddMetadata(kScopeMetadata, credential_.scope);
+  context->AddMetadata(kTokenMetadata, credential_.token);
+  SetDeadline(context.get(), timeout);
+  return context;
+}
+
 absl::Status GrpcStore::Set(absl::string_view key, absl::string_view value) {
-  grpc::ClientContext context;
-  SetDeadline(&context, rpc_timeout_);
+  const std::unique_ptr<grpc::ClientContext> context = NewContext(rpc_timeout_);
   v1::SetRequest request;
   request.set_key(std::string(key));
   request.set_value(std::string(value));
   v1::SetResponse response;
-  return FromGrpcStatus(stub_->Set(&context, request, &response),
+  return FromGrpcStatus(stub_->Set(context.get(), request, &response),
                         absl::StrCat("store Set \"", Printable(key), "\" at ", address_));
 }
 
@@ -56,13 +66,12 @@ absl::StatusOr<std::string> GrpcStore::Get(absl::string_view key, absl::Duration
   const absl::Time deadline =
       timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + timeout;
   while (true) {
-    grpc::ClientContext context;
-    SetDeadline(&context, rpc_timeout_);
+    const std::unique_ptr<grpc::ClientContext> context = NewContext(rpc_timeout_);
     v1::GetRequest request;
     request.set_key(std::string(key));
     v1::GetResponse response;
     DT_RETURN_IF_ERROR(
-        FromGrpcStatus(stub_->Get(&context, request, &response),
+        FromGrpcStatus(stub_->Get(context.get(), request, &response),
                        absl::StrCat("store Get \"", Printable(key), "\" at ", address_)));
     if (response.found()) return std::move(*response.mutable_value());
     // Absent: wait for it, then read again (it may be deleted in between).
@@ -83,29 +92,27 @@ absl::StatusOr<std::string> GrpcStore::Get(absl::string_view key, absl::Duration
 }
 
 absl::StatusOr<int64_t> GrpcStore::Add(absl::string_view key, int64_t delta) {
-  grpc::ClientContext context;
-  SetDeadline(&context, rpc_timeout_);
+  const std::unique_ptr<grpc::ClientContext> context = NewContext(rpc_timeout_);
   v1::AddRequest request;
   request.set_key(std::string(key));
   request.set_delta(delta);
   v1::AddResponse response;
   DT_RETURN_IF_ERROR(
-      FromGrpcStatus(stub_->Add(&context, request, &response),
+      FromGrpcStatus(stub_->Add(context.get(), request, &response),
                      absl::StrCat("store Add \"", Printable(key), "\" at ", address_)));
   return response.value();
 }
 
 absl::StatusOr<std::string> GrpcStore::CompareSet(absl::string_view key, absl::string_view expected,
                                                   absl::string_view desired) {
-  grpc::ClientContext context;
-  SetDeadline(&context, rpc_timeout_);
+  const std::unique_ptr<grpc::ClientContext> context = NewContext(rpc_timeout_);
   v1::CompareSetRequest request;
   request.set_key(std::string(key));
   request.set_expected_value(std::string(expected));
   request.set_desired_value(std::string(desired));
   v1::CompareSetResponse response;
   DT_RETURN_IF_ERROR(
-      FromGrpcStatus(stub_->CompareSet(&context, request, &response),
+      FromGrpcStatus(stub_->CompareSet(context.get(), request, &response),
                      absl::StrCat("store CompareSet \"", Printable(key), "\" at ", address_)));
   return std::move(*response.mutable_current_value());
 }
@@ -117,15 +124,14 @@ absl::Status GrpcStore::Wait(const std::vector<std::string>& keys, absl::Duratio
   for (absl::Duration left = total;;
        left = std::max(total - (absl::Now() - start), absl::ZeroDuration())) {
     const absl::Duration round = std::min(left, kWaitRound);
-    grpc::ClientContext context;
+    const std::unique_ptr<grpc::ClientContext> context = NewContext(round + kDeadlineSlack);
     v1::WaitRequest request;
     for (const std::string& key : keys) request.add_keys(key);
     request.mutable_timeout()->set_seconds(absl::ToInt64Seconds(round));
     request.mutable_timeout()->set_nanos(static_cast<int32_t>(
         absl::ToInt64Nanoseconds(round - absl::Seconds(absl::ToInt64Seconds(round)))));
-    SetDeadline(&context, round + kDeadlineSlack);
     v1::WaitResponse response;
-    const grpc::Status status = stub_->Wait(&context, request, &response);
+    const grpc::Status status = stub_->Wait(context.get(), request, &response);
     if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && round < left) continue;
     // The service's message names the keys still missing.
     return FromGrpcStatus(status, absl::StrCat("store Wait at ", address_));
@@ -133,13 +139,12 @@ absl::Status GrpcStore::Wait(const std::vector<std::string>& keys, absl::Duratio
 }
 
 absl::StatusOr<bool> GrpcStore::DeleteKey(absl::string_view key) {
-  grpc::ClientContext context;
-  SetDeadline(&context, rpc_timeout_);
+  const std::unique_ptr<grpc::ClientContext> context = NewContext(rpc_timeout_);
   v1::DeleteRequest request;
   request.set_key(std::string(key));
   v1::DeleteResponse response;
   DT_RETURN_IF_ERROR(
-      FromGrpcStatus(stub_->Delete(&context, request, &response),
+      FromGrpcStatus(stub_->Delete(context.get(), request, &response),
                      absl::StrCat("store Delete \"", Printable(key), "\" at ", address_)));
   return response.deleted();
 }

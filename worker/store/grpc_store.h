@@ -8,6 +8,7 @@
 #pragma once
 
 #include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
 
 #include <cstdint>
 #include <memory>
@@ -23,11 +24,22 @@
 
 namespace dstrain::store {
 
+// What a trainer presents with every call: its attempt's store prefix and the token the
+// coordinator gave for it (coordinator/store/store_credentials.h).
+struct StoreCredential {
+  std::string scope;
+  std::string token;
+};
+
 class GrpcStore final : public Store {
  public:
-  // `address` is HOST:PORT of the coordinator; `rpc_timeout` bounds each non-blocking RPC. No
-  // connection is made until the first call.
-  static std::unique_ptr<GrpcStore> Connect(const std::string& address,
+  // gRPC metadata keys of the credential.
+  static constexpr char kScopeMetadata[] = "x-dstrain-store-scope";
+  static constexpr char kTokenMetadata[] = "x-dstrain-store-token";
+
+  // `address` is HOST:PORT of the coordinator; `rpc_timeout` bounds each non-blocking RPC;
+  // `credential` goes with every call. No connection is made until the first call.
+  static std::unique_ptr<GrpcStore> Connect(const std::string& address, StoreCredential credential,
                                             absl::Duration rpc_timeout = absl::Seconds(30));
 
   absl::Status Set(absl::string_view key, absl::string_view value) override;
@@ -39,9 +51,14 @@ class GrpcStore final : public Store {
   absl::StatusOr<bool> DeleteKey(absl::string_view key) override;
 
  private:
-  GrpcStore(std::string address, std::shared_ptr<grpc::Channel> channel, absl::Duration timeout);
+  GrpcStore(std::string address, std::shared_ptr<grpc::Channel> channel, StoreCredential credential,
+            absl::Duration timeout);
+  // A context for one call: the credential attached, a deadline `timeout` away (none when
+  // infinite).
+  std::unique_ptr<grpc::ClientContext> NewContext(absl::Duration timeout) const;
 
   const std::string address_;
+  const StoreCredential credential_;
   std::unique_ptr<v1::StoreService::Stub> stub_;
   const absl::Duration rpc_timeout_;
 };

@@ -98,7 +98,7 @@ class TcpBackend : public Backend {
 // Service mode: the coordinator's StoreService on 127.0.0.1:<free port>, a GrpcStore client.
 class GrpcBackend : public Backend {
  public:
-  GrpcBackend() : durable_(&log_, {}), service_(&durable_) {
+  GrpcBackend() : durable_(&log_, {}), service_(&durable_, &credentials_) {
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -106,15 +106,19 @@ class GrpcBackend : public Backend {
     server_ = builder.BuildAndStart();
     EXPECT_NE(server_, nullptr);
     EXPECT_GT(port, 0);
-    client_ = GrpcStore::Connect(absl::StrCat("127.0.0.1:", port), kLong);
+    // A trainer's view: its attempt's credential, its keys beneath the attempt's prefix.
+    client_ = GrpcStore::Connect(absl::StrCat("127.0.0.1:", port),
+                                 StoreCredential{kScope, credentials_.TokenFor(kScope)}, kLong);
+    scoped_ = std::make_unique<PrefixStore>(kScope, client_.get());
   }
   ~GrpcBackend() override {
     durable_.Close();  // wakes blocked Waits so the server can stop
     if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
   }
-  Store* store() override { return client_.get(); }
+  Store* store() override { return scoped_.get(); }
 
  private:
+  static constexpr char kScope[] = "jobs/conformance/attempt-1";
   class NullLog final : public coordinator::KvLog {
    public:
     absl::Status Put(absl::string_view, absl::string_view) override { return absl::OkStatus(); }
@@ -122,9 +126,11 @@ class GrpcBackend : public Backend {
   };
   NullLog log_;
   coordinator::DurableStore durable_;
+  const coordinator::StoreCredentials credentials_{std::string(32, 's')};
   coordinator::StoreServiceImpl service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<GrpcStore> client_;
+  std::unique_ptr<PrefixStore> scoped_;
 };
 
 class PrefixBackend : public Backend {

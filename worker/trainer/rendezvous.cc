@@ -47,7 +47,7 @@ absl::StatusOr<ConnectedStore> ConnectStore(const Rendezvous& r, absl::Duration 
     case Rendezvous::Kind::kNone:
       return absl::InvalidArgumentError("no rendezvous store to connect to");
     case Rendezvous::Kind::kCoordinator:
-      base = store::GrpcStore::Connect(r.address);
+      base = store::GrpcStore::Connect(r.address, store::StoreCredential{r.prefix, r.token});
       break;
     case Rendezvous::Kind::kTcp: {
       DT_ASSIGN_OR_RETURN(std::unique_ptr<store::TcpStoreClient> client,

@@ -25,6 +25,7 @@ struct Rendezvous {
   int port = 0;         // kTcp
   std::string address;  // kCoordinator: HOST:PORT
   std::string prefix;   // scopes every key; empty: none
+  std::string token;    // kCoordinator: the attempt's store credential for `prefix`
 
   // The command line's spelling (`--store`): "" (none), "HOST:PORT" (a TCP store) or
   // "grpc://HOST:PORT" (the coordinator). kInvalidArgument naming --store otherwise.
