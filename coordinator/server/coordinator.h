@@ -62,6 +62,9 @@ struct CoordinatorOptions {
   // Issues the store token of every START assignment (not owned). Null: assignments carry none
   // (tests without a StoreService).
   const StoreCredentials* store_credentials = nullptr;
+  // Issues and checks the workers' session tokens (RegisterWorkerResponse.session_token; not
+  // owned). Null: none issued, none checked (tests that drive the WorkerService by hand).
+  const StoreCredentials* worker_sessions = nullptr;
 };
 
 // A snapshot for /metrics.
@@ -153,6 +156,11 @@ class Coordinator {
                             const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Places what fits and starts it.
   absl::Status ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // PERMISSION_DENIED unless `token` is the session token of worker_id's current registration
+  // (OK when no worker_sessions are configured, or the worker is unknown: the caller answers
+  // that).
+  absl::Status CheckSessionLocked(const std::string& worker_id, const std::string& token) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Puts a job (PENDING or RESTARTING) into the scheduler's queue at its place.
   absl::Status EnqueueLocked(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The attempt failed: RESTARTING (and queued again) when `retryable` and restarts are left,

@@ -24,6 +24,7 @@ namespace {
 
 using ::dstrain::testing::IsOk;
 using ::dstrain::testing::StatusIs;
+using ::testing::_;
 using ::testing::HasSubstr;
 
 std::string Spec(int world, const std::string& extra_job = "",
@@ -128,6 +129,7 @@ class CoordinatorTest : public ::testing::Test {
     options.stream_poll = absl::Milliseconds(20);
     options.restart_delay = restart_delay_;
     options.store_credentials = &store_credentials_;
+    options.worker_sessions = worker_sessions_;
     auto c = Coordinator::Create(state_.get(), &clock_, options);
     ASSERT_THAT(c, IsOk());
     c_ = *std::move(c);
@@ -155,6 +157,7 @@ class CoordinatorTest : public ::testing::Test {
 
   absl::Duration restart_delay_ = absl::ZeroDuration();
   const StoreCredentials store_credentials_{std::string(32, 'x')};
+  const StoreCredentials* worker_sessions_ = nullptr;  // set by the session-token test
   MemKvDb db_;
   FakeClock clock_;
   std::unique_ptr<CoordinatorState> state_;
@@ -398,6 +401,60 @@ TEST_F(CoordinatorTest, OnlyTheAssignedWorkerReportsAboutARank) {
   EXPECT_THAT(c_->GetJob(get).status(),
               StatusIs(absl::StatusCode::kResourceExhausted,
                        HasSubstr("metrics_limit: 1001 is over the limit of 1000")));
+}
+
+// With session tokens, knowing a worker's id is not enough: Heartbeat, StreamAssignments and
+// ReportStatus need the token of the worker's current registration. The token survives a
+// coordinator restart and is replaced by a new registration of the id.
+TEST_F(CoordinatorTest, WorkerCallsNeedTheRegistrationsSessionToken) {
+  worker_sessions_ = &store_credentials_;
+  Restart();
+  auto registered = c_->RegisterWorker(Worker("w1", 1));
+  ASSERT_THAT(registered, IsOk());
+  const std::string token = registered->session_token();
+  ASSERT_EQ(token.size(), 64u);
+  auto beat = [&](const std::string& t) {
+    v1::HeartbeatRequest h;
+    h.set_worker_id("w1");
+    h.set_session_token(t);
+    return c_->Heartbeat(h).status();
+  };
+  EXPECT_THAT(beat(""), StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("session_token")));
+  EXPECT_THAT(beat(std::string(64, 'f')), StatusIs(absl::StatusCode::kPermissionDenied, _));
+  EXPECT_THAT(beat(token), IsOk());
+
+  v1::StreamAssignmentsRequest stream;
+  stream.set_worker_id("w1");
+  stream.set_session_token("forged");
+  EXPECT_THAT(
+      c_->StreamAssignments(
+          stream, [](const v1::StreamAssignmentsResponse&) { return true; }, [] { return true; }),
+      StatusIs(absl::StatusCode::kPermissionDenied, _));
+
+  ASSERT_THAT(c_->SubmitJob(Submit("job", 1)).status(), IsOk());
+  v1::ReportStatusRequest report;
+  report.set_worker_id("w1");
+  report.set_job_id("job");
+  report.set_attempt(1);
+  report.set_rank(0);
+  report.set_state(v1::RANK_STATE_SUCCEEDED);
+  report.set_session_token("forged");
+  EXPECT_THAT(c_->ReportStatus(report), StatusIs(absl::StatusCode::kPermissionDenied, _));
+  EXPECT_EQ(Get("job").state(), v1::JOB_STATE_SCHEDULED);
+
+  Restart();  // the token is a MAC of the stored registration: still good
+  EXPECT_THAT(beat(token), IsOk());
+  report.set_state(v1::RANK_STATE_RUNNING);
+  report.set_session_token(token);
+  EXPECT_THAT(c_->ReportStatus(report), IsOk());
+  EXPECT_EQ(Get("job").state(), v1::JOB_STATE_RUNNING);
+
+  clock_.Advance(absl::Seconds(1));
+  auto again = c_->RegisterWorker(Worker("w1", 1));
+  ASSERT_THAT(again, IsOk());
+  EXPECT_NE(again->session_token(), token);
+  EXPECT_THAT(beat(token), StatusIs(absl::StatusCode::kPermissionDenied, _));
+  EXPECT_THAT(beat(again->session_token()), IsOk());
 }
 
 TEST_F(CoordinatorTest, AcceptedSpecKeepsTheNotesOfKeysWithoutEffect) {

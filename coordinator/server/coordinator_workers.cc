@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/crypto/hmac.h"
 #include "common/grpc/proto_time.h"
 #include "common/runtime/exit_codes.h"
 #include "common/status/status_macros.h"
@@ -37,6 +38,25 @@ std::string RankFailure(const v1::ReportStatusRequest& r) {
 
 }  // namespace
 
+// What a worker's session token is the MAC of: its id and when this registration happened.
+static std::string SessionSubject(const v1::Worker& worker) {
+  return absl::StrCat("workers/", worker.worker_id(), "/", worker.register_time().seconds(), ".",
+                      worker.register_time().nanos());
+}
+
+absl::Status Coordinator::CheckSessionLocked(const std::string& worker_id,
+                                             const std::string& token) const {
+  if (options_.worker_sessions == nullptr) return absl::OkStatus();
+  const v1::Worker* worker = registry_.Find(worker_id);
+  if (worker == nullptr) return absl::OkStatus();
+  if (!crypto::ConstantTimeEquals(options_.worker_sessions->TokenFor(SessionSubject(*worker)),
+                                  token)) {
+    return absl::PermissionDeniedError(absl::StrCat("session_token: not the token of worker \"",
+                                                    worker_id, "\"'s current registration"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
     const v1::RegisterWorkerRequest& request) {
   DT_RETURN_IF_ERROR(ValidateRegisterRequest(request));
@@ -58,11 +78,15 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
   response.mutable_heartbeat_interval()->set_seconds(absl::ToInt64Seconds(o.heartbeat_interval));
   response.mutable_heartbeat_interval()->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(
       o.heartbeat_interval - absl::Seconds(absl::ToInt64Seconds(o.heartbeat_interval)))));
+  if (options_.worker_sessions != nullptr) {
+    response.set_session_token(options_.worker_sessions->TokenFor(SessionSubject(result.worker)));
+  }
   return response;
 }
 
 absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
   absl::MutexLock lock(&mu_);
+  DT_RETURN_IF_ERROR(CheckSessionLocked(request.worker_id(), request.session_token()));
   absl::StatusOr<HeartbeatResult> result = registry_.Heartbeat(request);
   if (!result.ok()) {
     // Unknown or LOST: either way the agent must register again.
@@ -102,6 +126,7 @@ absl::Status Coordinator::StreamAssignments(const v1::StreamAssignmentsRequest& 
       return absl::NotFoundError(
           absl::StrCat("worker_id: \"", request.worker_id(), "\" is not registered"));
     }
+    DT_RETURN_IF_ERROR(CheckSessionLocked(request.worker_id(), request.session_token()));
     Outbox& box = outboxes_[request.worker_id()];
     generation = ++box.generation;
     // A (re)connecting agent first learns every rank placed on it (it ignores those it runs).
@@ -154,6 +179,7 @@ absl::Status Coordinator::ReportStatus(const v1::ReportStatusRequest& request) {
         request.rank() >= it->second.job.world_size()) {
       return absl::OkStatus();  // about no attempt of a job we know: nothing to do
     }
+    DT_RETURN_IF_ERROR(CheckSessionLocked(request.worker_id(), request.session_token()));
     // Only the worker the rank was placed on speaks for it: nobody else can end, fail or fill
     // the log of a job. (Which worker a caller is, is what it says until workers prove their
     // identity with certificates; docs/service.md, "Who may report, and what is bounded".)

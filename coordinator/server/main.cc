@@ -94,6 +94,9 @@ int Main(int argc, char** argv) {
   if (!secret.ok()) return Fail(std::string(secret.status().message()), 1);
   const StoreCredentials store_credentials(*std::move(secret));
   options.store_credentials = &store_credentials;
+  // The same key MACs the workers' session tokens (subjects "workers/...", never an attempt's
+  // prefix, so neither kind of token passes for the other).
+  options.worker_sessions = &store_credentials;
   auto coordinator = Coordinator::Create(&state, RealClock::Default(), options);
   if (!coordinator.ok()) return Fail(std::string(coordinator.status().message()), 1);
 

@@ -262,6 +262,8 @@ class Agent {
   // +1 at every registration and every loss of one: assignments read in an older session are
   // dropped.
   uint64_t session_ ABSL_GUARDED_BY(mu_) = 0;
+  // The current registration's RegisterWorkerResponse.session_token, sent with every call.
+  std::string session_token_ ABSL_GUARDED_BY(mu_);
   grpc::ClientContext* stream_context_ ABSL_GUARDED_BY(mu_) = nullptr;
   grpc::ClientContext* session_context_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::map<RankKey, TableEntry> table_ ABSL_GUARDED_BY(mu_);

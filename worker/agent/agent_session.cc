@@ -104,6 +104,7 @@ void Agent::SessionLoop() {
       if (stopping_) break;
       registered_ = true;
       ++session_;
+      session_token_ = response.session_token();
     }
     if (metrics_ != nullptr) {
       metrics_->SetRegistered(true);
@@ -121,6 +122,10 @@ void Agent::SessionLoop() {
       v1::HeartbeatRequest beat;
       beat.set_worker_id(options_.worker_id);
       beat.set_draining(draining_.load());
+      {
+        absl::MutexLock lock(&mu_);
+        beat.set_session_token(session_token_);
+      }
       for (v1::RankStatus& rank : Ranks()) *beat.add_ranks() = std::move(rank);
       v1::HeartbeatResponse beat_response;
       grpc::ClientContext beat_context;
@@ -138,7 +143,9 @@ void Agent::SessionLoop() {
       }
       CoordinatorError("Heartbeat");
       const grpc::StatusCode code = beat_status.error_code();
-      if (code == grpc::StatusCode::NOT_FOUND || code == grpc::StatusCode::FAILED_PRECONDITION) {
+      // PERMISSION_DENIED: another registration of this worker id replaced ours.
+      if (code == grpc::StatusCode::NOT_FOUND || code == grpc::StatusCode::FAILED_PRECONDITION ||
+          code == grpc::StatusCode::PERMISSION_DENIED) {
         Log(absl::StrCat("the coordinator no longer knows this worker (", Describe(beat_status),
                          "): stopping its trainers and registering again"));
         lost = true;
@@ -179,15 +186,16 @@ void Agent::StreamLoop() {
   for (;;) {
     uint64_t session;
     grpc::ClientContext context;
+    v1::StreamAssignmentsRequest request;
+    request.set_worker_id(options_.worker_id);
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(this, &Agent::StreamMayConnect));
       if (stopping_) return;
       session = session_;
       stream_context_ = &context;
+      request.set_session_token(session_token_);
     }
-    v1::StreamAssignmentsRequest request;
-    request.set_worker_id(options_.worker_id);
     const absl::Time opened = absl::Now();
     std::unique_ptr<grpc::ClientReader<v1::StreamAssignmentsResponse>> reader =
         stub_->StreamAssignments(&context, request);

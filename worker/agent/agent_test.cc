@@ -334,6 +334,12 @@ TEST_F(AgentTest, RelaysOutputAndMetricsThenReportsSucceeded) {
   EXPECT_THAT(text, Not(HasSubstr("dstrain_train_loss{")));
   // Delivered: the rank leaves the heartbeats.
   EXPECT_TRUE(Eventually([&] { return agent_->Ranks().empty(); }, kWait));
+  // Every call spoke with the registration's session token.
+  for (const v1::ReportStatusRequest& r : reports) EXPECT_EQ(r.session_token(), "session-1");
+  for (const v1::HeartbeatRequest& h : coordinator_.heartbeats()) {
+    EXPECT_EQ(h.session_token(), "session-1");
+  }
+  for (const std::string& t : coordinator_.stream_tokens()) EXPECT_EQ(t, "session-1");
 }
 
 TEST_F(AgentTest, NonZeroExitIsFailedWithTheExitCodeAndLastOutput) {
@@ -633,6 +639,23 @@ TEST_F(AgentTest, RegistersAgainAfterHeartbeatNotFound) {
   coordinator_.Push(Start("job-n", 2, 0, 1, 0, R"({"mode": "ok", "code": 0})"));
   EXPECT_EQ(WaitFinal("job-n", 2, 0).state(), v1::RANK_STATE_SUCCEEDED);
   EXPECT_TRUE(agent_->registered());
+}
+
+// PERMISSION_DENIED on a heartbeat: another registration of this worker id replaced ours. The
+// agent gives its ranks up, registers again and speaks with the new session token.
+TEST_F(AgentTest, RegistersAgainWhenItsSessionWasReplaced) {
+  StartAgent();
+  ASSERT_TRUE(Eventually([&] { return !coordinator_.heartbeats().empty(); }, kWait));
+  coordinator_.FailHeartbeats(grpc::StatusCode::PERMISSION_DENIED, 1);
+  ASSERT_TRUE(Eventually([&] { return coordinator_.registrations().size() == 2; }, kWait));
+  ASSERT_TRUE(Eventually(
+      [&] { return coordinator_.heartbeats().back().session_token() == "session-2"; }, kWait));
+  EXPECT_TRUE(Eventually(
+      [&] {
+        const auto tokens = coordinator_.stream_tokens();
+        return !tokens.empty() && tokens.back() == "session-2";
+      },
+      kWait));
 }
 
 TEST_F(AgentTest, TheExitReportSurvivesACoordinatorOutage) {

@@ -37,6 +37,8 @@ class FakeCoordinator::Service final : public v1::WorkerService::Service {
                               v1::RegisterWorkerResponse* response) override {
     absl::MutexLock lock(&f_->mu_);
     f_->registrations_.push_back(*request);
+    // Each registration its own session token, as the coordinator issues them.
+    response->set_session_token(absl::StrCat("session-", f_->registrations_.size()));
     *response->mutable_lease_duration() = ToProto(absl::Seconds(10));
     *response->mutable_heartbeat_interval() = ToProto(f_->heartbeat_interval_);
     return grpc::Status::OK;
@@ -65,11 +67,12 @@ class FakeCoordinator::Service final : public v1::WorkerService::Service {
   }
 
   grpc::Status StreamAssignments(
-      grpc::ServerContext* context, const v1::StreamAssignmentsRequest*,
+      grpc::ServerContext* context, const v1::StreamAssignmentsRequest* request,
       grpc::ServerWriter<v1::StreamAssignmentsResponse>* writer) override {
     int64_t generation;
     {
       absl::MutexLock lock(&f_->mu_);
+      f_->stream_tokens_.push_back(request->session_token());
       generation = ++f_->stream_generation_;
       ++f_->streams_opened_;
     }
@@ -187,6 +190,11 @@ std::vector<v1::HeartbeatRequest> FakeCoordinator::heartbeats() const {
 std::vector<v1::ReportStatusRequest> FakeCoordinator::reports() const {
   absl::MutexLock lock(&mu_);
   return reports_;
+}
+
+std::vector<std::string> FakeCoordinator::stream_tokens() const {
+  absl::MutexLock lock(&mu_);
+  return stream_tokens_;
 }
 
 int FakeCoordinator::streams_opened() const {

@@ -47,6 +47,8 @@ class FakeCoordinator {
   std::vector<v1::RegisterWorkerRequest> registrations() const;
   std::vector<v1::HeartbeatRequest> heartbeats() const;
   std::vector<v1::ReportStatusRequest> reports() const;
+  // The session token of every StreamAssignments call, in order.
+  std::vector<std::string> stream_tokens() const;
   int streams_opened() const;
 
  private:
@@ -67,6 +69,7 @@ class FakeCoordinator {
   std::vector<v1::RegisterWorkerRequest> registrations_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::HeartbeatRequest> heartbeats_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::ReportStatusRequest> reports_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> stream_tokens_ ABSL_GUARDED_BY(mu_);
   int streams_opened_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
