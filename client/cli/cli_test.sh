@@ -48,6 +48,18 @@ expect 2 "--device cuda: no CUDA device visible" -- "$dstrain" train "$dir/good.
 expect 2 "expected cpu or cuda, got 'tpu'" -- "$dstrain" train "$dir/good.json" --device tpu
 expect 2 'usage: dstrain prepare' -- "$dstrain" prepare --text x
 expect 1 'nope.txt' -- "$dstrain" prepare --text "$dir/nope.txt" --out "$dir/out"
+# --data-root (what the worker agent passes): every path the job names must resolve beneath it,
+# symlinks followed, before anything is opened. A data file reached through a link that leads
+# out of the root is refused naming the key; the same file inside the root is found.
+mkdir -p "$dir/root/data" "$dir/elsewhere"
+printf 'hello world, hello dstrain\n%.0s' {1..200} > "$dir/elsewhere/secret.txt"
+cp "$dir/elsewhere/secret.txt" "$dir/root/data/train.txt"
+ln -sfn "$dir/elsewhere" "$dir/root/escape"
+sed "s|\"missing.txt\"|\"$dir/root/escape/secret.txt\"|" "$dir/good.json" > "$dir/escape.json"
+sed "s|\"missing.txt\"|\"$dir/root/data/train.txt\"|" "$dir/good.json" > "$dir/inside.json"
+expect 2 'data.train: .*resolves to .*elsewhere/secret.txt.*outside the data root' -- \
+  "$dstrain" train "$dir/escape.json" --data-root "$dir/root"
+expect 0 'done: 1 steps' -- "$dstrain" train "$dir/inside.json" --data-root "$dir/root" --threads 1
 expect 0 'stage 0 +stage 1 +stage 2 +stage 3' -- "$dstrain" estimate --world 4 "$dir/good.json"
 expect 0 'ZeRO paper' -- "$dstrain" estimate "$dir/good.json"
 expect 2 'train_batch_size' -- "$dstrain" estimate "$dir/batch.json"

@@ -247,7 +247,7 @@ int Train(const std::vector<std::string>& args) {
       flags::ParseArgs(args,
                        {"metrics-out", "threads", "save-model", "save-initial-model", "rank",
                         "world", "store", "comm-timeout", "store-prefix", "job-id", "attempt",
-                        "catalog", "device", "local-rank", "device-memory-limit"},
+                        "catalog", "device", "local-rank", "device-memory-limit", "data-root"},
                        {"no-notes"});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
   if (parsed->positional.size() != 1) {
@@ -281,6 +281,7 @@ int Train(const std::vector<std::string>& args) {
   }
   options.service.job_id = parsed->Get("job-id");
   options.service.catalog = parsed->Get("catalog");
+  options.service.data_root = parsed->Get("data-root");
   auto attempt = parsed->GetInt("attempt", 0);
   if (!attempt.ok()) return Fail(attempt.status(), 2);
   options.service.attempt = *attempt;

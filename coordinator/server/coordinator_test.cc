@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -455,6 +456,28 @@ TEST_F(CoordinatorTest, WorkerCallsNeedTheRegistrationsSessionToken) {
   EXPECT_NE(again->session_token(), token);
   EXPECT_THAT(beat(token), StatusIs(absl::StatusCode::kPermissionDenied, _));
   EXPECT_THAT(beat(again->session_token()), IsOk());
+}
+
+// Where the data root exists on the coordinator's host, a path that reads as inside it but leads
+// out through a symlink is refused at submission (the worker checks again on its own host).
+TEST(SubmissionPaths, ASymlinkOutOfTheDataRootIsRefused) {
+  namespace fs = std::filesystem;
+  const fs::path base = fs::path(::testing::TempDir()) / "submission_paths";
+  fs::remove_all(base);
+  fs::create_directories(base / "root" / "data");
+  fs::create_directories(base / "elsewhere");
+  fs::create_symlink(base / "elsewhere", base / "root" / "escape");
+  SubmissionLimits limits;
+  limits.data_root = (base / "root").string();
+  v1::SubmitJobRequest r;
+  r.set_job_id("paths");
+  r.set_spec_json(Spec(1, "", (base / "root" / "data" / "train.bin").string()));
+  EXPECT_THAT(ValidateSubmission(r, limits).status(), IsOk());
+  r.set_spec_json(Spec(1, "", (base / "root" / "escape" / "train.bin").string()));
+  EXPECT_THAT(ValidateSubmission(r, limits).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("data.train: \"" + (base / "root" / "escape").string())));
+  fs::remove_all(base);
 }
 
 TEST_F(CoordinatorTest, AcceptedSpecKeepsTheNotesOfKeysWithoutEffect) {

@@ -1,5 +1,7 @@
 #include "coordinator/server/job_validation.h"
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
@@ -9,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/jobspec/job_device.h"
+#include "common/paths/beneath.h"
 #include "common/status/status_macros.h"
 #include "worker/config/config.h"
 
@@ -24,10 +27,19 @@ absl::Status CheckUnderRoot(const std::string& path, const std::string& root,
                             absl::string_view field) {
   if (path.empty() || root == "/") return absl::OkStatus();
   const std::string normal = NormalizePath(path);
-  if (normal == root || absl::StartsWith(normal, absl::StrCat(root, "/"))) {
+  if (normal != root && !absl::StartsWith(normal, absl::StrCat(root, "/"))) {
+    return Invalid(field, absl::StrCat("\"", path, "\" is outside the data root ", root));
+  }
+  // Read as written it is inside. Where the root exists on this host too (the coordinator shares
+  // the file system with its workers), a symlink must not lead out either; the workers check
+  // again on theirs (dstrain-worker --data-root).
+  if (paths::NormalizeLexically(root) == "/" || access(root.c_str(), F_OK) != 0) {
     return absl::OkStatus();
   }
-  return Invalid(field, absl::StrCat("\"", path, "\" is outside the data root ", root));
+  if (const absl::Status resolved = paths::CheckBeneath(root, normal, field); !resolved.ok()) {
+    return absl::InvalidArgumentError(resolved.message());
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace

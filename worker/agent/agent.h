@@ -111,6 +111,8 @@ struct AgentOptions {
   std::vector<GpuSlot> gpus;
   // Absolute; trainers run in <work_dir>/jobs/<job_id>/attempt-<a>/rank-<r>/.
   std::string work_dir;
+  // Passed to every trainer as --data-root (the job's paths must resolve beneath it); empty: none.
+  std::string data_root;
   // The trainer executable (absolute path).
   std::string trainer;
   // HOST:PORT of this worker's /metrics, sent with RegisterWorker.

@@ -100,10 +100,11 @@ std::string AdvertisedAddress(absl::string_view listen, int port, absl::string_v
 
 absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& args,
                                              const ConfigEnvironment& env) {
-  auto parsed = flags::ParseArgs(args,
-                                 {"coordinator", "slots", "work-dir", "metrics-listen", "listen",
-                                  "worker-id", "trainer", "drain-seconds", "gpus", "fake-gpus"},
-                                 {});
+  auto parsed =
+      flags::ParseArgs(args,
+                       {"coordinator", "slots", "work-dir", "metrics-listen", "listen", "worker-id",
+                        "trainer", "drain-seconds", "gpus", "fake-gpus", "data-root"},
+                       {});
   if (!parsed.ok()) return parsed.status();
   if (!parsed->positional.empty()) {
     return absl::InvalidArgumentError(
@@ -140,6 +141,7 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& arg
     config.fake_gpus = *std::move(fake);
   }
   config.work_dir = Absolute(parsed->Get("work-dir"), env.cwd);
+  if (parsed->Has("data-root")) config.data_root = Absolute(parsed->Get("data-root"), env.cwd);
   config.metrics_listen = parsed->Get("metrics-listen", config.metrics_listen);
   config.listen = parsed->Get("listen", config.listen);
   config.worker_id = parsed->Get("worker-id", DefaultWorkerId(env.hostname, config.work_dir));

@@ -36,6 +36,9 @@ struct AgentConfig {
   GpuSelection gpus;
   std::optional<std::vector<v1::GpuInfo>> fake_gpus;
   std::string work_dir;  // absolute
+  // --data-root: the trainers refuse a job whose paths resolve outside it (symlinks followed);
+  // empty: no check.
+  std::string data_root;
   std::string metrics_listen = "127.0.0.1:0";
   std::string listen = "127.0.0.1:0";
   std::string worker_id;

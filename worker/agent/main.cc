@@ -106,6 +106,7 @@ int Main(int argc, char** argv) {
   options.slots = config->slots;
   options.gpus = agent::ToGpuSlots(std::move(gpus), std::getenv("CUDA_VISIBLE_DEVICES"));
   options.work_dir = config->work_dir;
+  options.data_root = config->data_root;
   options.trainer = config->trainer;
   options.metrics_address =
       agent::AdvertisedAddress(config->metrics_listen, (*metrics_server)->port(), env.hostname);

@@ -25,6 +25,10 @@ struct ServiceOptions {
   int attempt = 0;
   // Rank 0 records each committed checkpoint in the catalog of the coordinator at this HOST:PORT.
   std::string catalog;
+  // Every path the job names (data.train, data.val, model.init_from, job.checkpoint_dir) must
+  // resolve beneath this directory, symlinks followed (common/paths/beneath.h); empty: no check.
+  // The worker agent's --data-root.
+  std::string data_root;
 };
 
 struct TrainOptions {

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/paths/beneath.h"
 #include "common/random/rng.h"
 #include "common/status/status_macros.h"
 #include "worker/checkpoint/commit.h"
@@ -85,6 +86,19 @@ TrainingRun::~TrainingRun() {
 // prefix.
 absl::Status TrainingRun::SetUpGroup() {
   if (options_.drain_on_sigusr1) StartDrainWatcher();  // before this process starts threads
+  // Under an agent with --data-root, nothing outside it is read or written: every path the job
+  // names must resolve beneath it, before any is opened.
+  if (!options_.service.data_root.empty()) {
+    const std::pair<const std::string*, const char*> paths[] = {
+        {&spec_.data.train, "data.train"},
+        {&spec_.data.val, "data.val"},
+        {&spec_.model.init_from, "model.init_from"},
+        {&spec_.job.checkpoint_dir, "job.checkpoint_dir"}};
+    for (const auto& [path, field] : paths) {
+      if (path->empty()) continue;
+      DT_RETURN_IF_ERROR(paths::CheckBeneath(options_.service.data_root, *path, field));
+    }
+  }
   if (rank_ < 0 || rank_ >= world_) {
     return absl::InvalidArgumentError(
         absl::StrCat("rank ", rank_, " is outside job.world_size ", world_));
