@@ -59,6 +59,9 @@ struct CoordinatorOptions {
   std::optional<absl::Duration> restart_delay;
   // How long streaming calls sleep between checks of their client and of shutdown.
   absl::Duration stream_poll = absl::Milliseconds(200);
+  // A job that ended (SUCCEEDED, FAILED, CANCELLED) this long ago is deleted with its events,
+  // metrics, logs and catalog records (ExpireJobs). Zero: jobs are kept for good.
+  absl::Duration job_ttl = absl::ZeroDuration();
   // Issues the store token of every START assignment (not owned). Null: assignments carry none
   // (tests without a StoreService).
   const StoreCredentials* store_credentials = nullptr;
@@ -120,6 +123,10 @@ class Coordinator {
   // Declares workers whose lease lapsed LOST and fails their jobs, and queues restarting jobs
   // whose delay passed; call periodically (the server does, every heartbeat interval / 2).
   absl::Status ExpireLeases();
+  // Deletes the jobs that ended more than options.job_ttl ago (nothing when it is zero), then
+  // gives their space back; returns how many went. Call periodically (the server does, with
+  // ExpireLeases).
+  absl::StatusOr<int> ExpireJobs();
 
   // Wakes every streaming call; they return kUnavailable. Idempotent.
   void Shutdown();
@@ -156,6 +163,11 @@ class Coordinator {
                             const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Places what fits and starts it.
   absl::Status ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job's version, or -1 when there is no such job (any more).
+  int64_t VersionLocked(const std::string& job_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = jobs_.find(job_id);
+    return it == jobs_.end() ? -1 : it->second.version;
+  }
   // PERMISSION_DENIED unless `token` is the session token of worker_id's current registration
   // (OK when no worker_sessions are configured, or the worker is unknown: the caller answers
   // that).

@@ -196,7 +196,8 @@ absl::Status Coordinator::WatchJob(const v1::WatchJobRequest& request, const Wat
     }
     if (IsTerminal(snapshot.state())) return absl::OkStatus();  // everything up to the end sent
     absl::MutexLock lock(&mu_);
-    while (!shutdown_ && jobs_[request.job_id()].version == version) {
+    // A job deleted meanwhile (ExpireJobs) ends the wait; the next round says so.
+    while (!shutdown_ && VersionLocked(request.job_id()) == version) {
       changed_.WaitWithTimeout(&mu_, options_.stream_poll);
       if (cancelled()) return absl::CancelledError("watcher went away");
     }
@@ -221,8 +222,10 @@ absl::Status Coordinator::GetJobLogs(const v1::GetJobLogsRequest& request, const
     {
       absl::MutexLock lock(&mu_);
       if (shutdown_) return absl::UnavailableError("coordinator shutting down");
-      version = jobs_[request.job_id()].version;
-      job_state = jobs_[request.job_id()].job.state();
+      auto it = jobs_.find(request.job_id());
+      if (it == jobs_.end()) return internal::NoSuchJob(request.job_id());
+      version = it->second.version;
+      job_state = it->second.job.state();
     }
     // Everything stored now, in batches.
     while (true) {
@@ -239,11 +242,36 @@ absl::Status Coordinator::GetJobLogs(const v1::GetJobLogsRequest& request, const
     if (from == 0) from = 1;  // nothing stored yet: follow from the first line
     if (!request.follow() || IsTerminal(job_state)) return absl::OkStatus();
     absl::MutexLock lock(&mu_);
-    while (!shutdown_ && jobs_[request.job_id()].version == version) {
+    // A job deleted meanwhile (ExpireJobs) ends the wait; the next round says so.
+    while (!shutdown_ && VersionLocked(request.job_id()) == version) {
       changed_.WaitWithTimeout(&mu_, options_.stream_poll);
       if (cancelled()) return absl::CancelledError("reader went away");
     }
   }
+}
+
+absl::StatusOr<int> Coordinator::ExpireJobs() {
+  if (options_.job_ttl <= absl::ZeroDuration()) return 0;
+  std::vector<std::string> expired;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = clock_->Now();
+    for (const auto& [id, entry] : jobs_) {
+      if (IsTerminal(entry.job.state()) && entry.job.has_end_time() &&
+          FromTimestamp(entry.job.end_time()) + options_.job_ttl <= now) {
+        expired.push_back(id);
+      }
+    }
+    // Gone from the service first (no new watcher finds them), then from the database.
+    for (const std::string& id : expired) {
+      DT_RETURN_IF_ERROR(state_->DeleteJob(id));
+      jobs_.erase(id);
+      latest_.erase(id);
+    }
+    if (!expired.empty()) changed_.SignalAll();  // streams of a deleted job end
+  }
+  if (!expired.empty()) DT_RETURN_IF_ERROR(state_->Compact());
+  return static_cast<int>(expired.size());
 }
 
 }  // namespace dstrain::coordinator

@@ -131,6 +131,7 @@ class CoordinatorTest : public ::testing::Test {
     options.restart_delay = restart_delay_;
     options.store_credentials = &store_credentials_;
     options.worker_sessions = worker_sessions_;
+    options.job_ttl = job_ttl_;
     auto c = Coordinator::Create(state_.get(), &clock_, options);
     ASSERT_THAT(c, IsOk());
     c_ = *std::move(c);
@@ -159,6 +160,7 @@ class CoordinatorTest : public ::testing::Test {
   absl::Duration restart_delay_ = absl::ZeroDuration();
   const StoreCredentials store_credentials_{std::string(32, 'x')};
   const StoreCredentials* worker_sessions_ = nullptr;  // set by the session-token test
+  absl::Duration job_ttl_ = absl::ZeroDuration();      // set by the retention test
   MemKvDb db_;
   FakeClock clock_;
   std::unique_ptr<CoordinatorState> state_;
@@ -478,6 +480,48 @@ TEST(SubmissionPaths, ASymlinkOutOfTheDataRootIsRefused) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("data.train: \"" + (base / "root" / "escape").string())));
   fs::remove_all(base);
+}
+
+// --job-ttl: a job that ended longer ago than the TTL is deleted with its events, metrics and logs;
+// one that ended recently, or still runs, stays.
+TEST_F(CoordinatorTest, EndedJobsGoAfterTheirTtlWithEverythingStored) {
+  job_ttl_ = absl::Hours(1);
+  Restart();
+  ASSERT_THAT(c_->RegisterWorker(Worker("w1", 2)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("done", 1)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("running", 1)).status(), IsOk());
+  const std::string done_worker = Get("done").assignments(0).worker_id();
+  v1::ReportStatusRequest r;
+  r.set_worker_id(done_worker);
+  r.set_job_id("done");
+  r.set_attempt(1);
+  r.set_rank(0);
+  r.set_state(v1::RANK_STATE_RUNNING);
+  r.mutable_metrics()->set_step(1);
+  r.add_log_lines()->set_text("step 1");
+  ASSERT_THAT(c_->ReportStatus(r), IsOk());
+  Report(done_worker, "done", 1, 0, v1::RANK_STATE_SUCCEEDED);
+  ASSERT_EQ(Get("done").state(), v1::JOB_STATE_SUCCEEDED);
+
+  clock_.Advance(absl::Minutes(59));
+  auto expired = c_->ExpireJobs();
+  ASSERT_THAT(expired, IsOk());
+  EXPECT_EQ(*expired, 0);
+  clock_.Advance(absl::Minutes(2));
+  expired = c_->ExpireJobs();
+  ASSERT_THAT(expired, IsOk());
+  EXPECT_EQ(*expired, 1);
+  v1::GetJobRequest get;
+  get.set_job_id("done");
+  EXPECT_THAT(c_->GetJob(get).status(), StatusIs(absl::StatusCode::kNotFound, _));
+  EXPECT_FALSE(state_->GetJob("done")->has_value());
+  EXPECT_TRUE(state_->ListEvents("done", 1)->empty());
+  EXPECT_TRUE(state_->ListMetrics("done", 0, 0)->empty());
+  EXPECT_TRUE(state_->ListLogs("done", 0, std::nullopt, 0, 100)->empty());
+  EXPECT_NE(Get("running").state(), v1::JOB_STATE_UNSPECIFIED) << "a live job stays";
+  // After a restart it stays gone.
+  Restart();
+  EXPECT_THAT(c_->GetJob(get).status(), StatusIs(absl::StatusCode::kNotFound, _));
 }
 
 TEST_F(CoordinatorTest, AcceptedSpecKeepsTheNotesOfKeysWithoutEffect) {

@@ -2,6 +2,7 @@
 //
 //   dstrain-coordinator --listen HOST:PORT --data-dir DIR [--metrics-listen HOST:PORT]
 //                       [--data-root DIR] [--lease-seconds S] [--heartbeat-seconds S]
+//                       [--job-ttl DURATION]
 //
 // Serves JobService, WorkerService, StoreService, CheckpointService and gRPC health on --listen,
 // Prometheus /metrics on --metrics-listen, and keeps everything in RocksDB under --data-dir, from
@@ -56,16 +57,16 @@ int Main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto args = flags::ParseArgs(
-      std::vector<std::string>(argv + 1, argv + argc),
-      {"listen", "data-dir", "metrics-listen", "data-root", "lease-seconds", "heartbeat-seconds"},
-      {});
+  auto args = flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
+                               {"listen", "data-dir", "metrics-listen", "data-root",
+                                "lease-seconds", "heartbeat-seconds", "job-ttl"},
+                               {});
   if (!args.ok()) return Fail(std::string(args.status().message()), 2);
   if (!args->Has("data-dir")) {
     return Fail(
         "usage: dstrain-coordinator --listen HOST:PORT --data-dir DIR "
         "[--metrics-listen HOST:PORT] [--data-root DIR] [--lease-seconds S] "
-        "[--heartbeat-seconds S]",
+        "[--heartbeat-seconds S] [--job-ttl DURATION]",
         2);
   }
   const std::string listen = args->Get("listen", "127.0.0.1:50051");
@@ -88,6 +89,13 @@ int Main(int argc, char** argv) {
   CoordinatorOptions options;
   options.registry.lease = absl::Seconds(*lease);
   options.registry.heartbeat_interval = absl::Seconds(*heartbeat);
+  // --job-ttl 168h: an ended job, with its events, metrics and logs, is deleted a week later.
+  if (args->Has("job-ttl") && (!absl::ParseDuration(args->Get("job-ttl"), &options.job_ttl) ||
+                               options.job_ttl < absl::ZeroDuration())) {
+    return Fail(absl::StrCat("--job-ttl: expected a duration such as 168h or 30m, got '",
+                             args->Get("job-ttl"), "'"),
+                2);
+  }
   options.limits.data_root = args->Get("data-root", "/");
   // The key of the trainers' store credentials, kept in the database so tokens outlive a restart.
   auto secret = state.Secret("store-credentials", 32);
@@ -152,6 +160,13 @@ int Main(int argc, char** argv) {
     while (!stop.WaitForNotificationWithTimeout(options.registry.heartbeat_interval / 2)) {
       absl::Status s = (*coordinator)->ExpireLeases();
       if (!s.ok()) absl::FPrintF(stderr, "dstrain-coordinator: lease sweep: %s\n", s.message());
+      absl::StatusOr<int> expired = (*coordinator)->ExpireJobs();
+      if (!expired.ok()) {
+        absl::FPrintF(stderr, "dstrain-coordinator: job retention: %s\n",
+                      expired.status().message());
+      } else if (*expired > 0) {
+        absl::PrintF("dstrain-coordinator: deleted %d job(s) ended over --job-ttl ago\n", *expired);
+      }
     }
   });
 

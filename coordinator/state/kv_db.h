@@ -115,6 +115,10 @@ class KvDb {
   virtual absl::Status ReverseScan(Table table, absl::string_view prefix, absl::string_view start,
                                    const ScanFn& fn) = 0;
 
+  // Gives the space of deleted keys back to the file system (RocksDB: a full compaction, which
+  // drops what range deletions cover); a no-op where deletion frees memory at once.
+  virtual absl::Status Compact() { return absl::OkStatus(); }
+
   // Deletes the keys in [begin, end): a one-op Write.
   absl::Status DeleteRange(Table table, absl::string_view begin, absl::string_view end,
                            Durability durability);

@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/status/status_matchers.h"
 #include "coordinator/state/mem_kv_db.h"
 #include "coordinator/state/rocks_kv_db.h"
@@ -314,6 +315,42 @@ TEST(RocksKvDbTest, ReopenKeepsSyncedAndBufferedWritesInEveryColumnFamily) {
       EXPECT_THAT(*value, Optional(std::string(TableName(table)))) << key;
     }
   }
+}
+
+// Deleting a job's records and compacting gives the disk space back: the retention of the
+// coordinator (--job-ttl) keeps its database bounded.
+TEST(RocksKvDbTest, DeletedRangesLeaveTheDiskAfterCompact) {
+  const std::string dir = FreshDir();
+  std::unique_ptr<KvDb> db = OpenRocks(dir);
+  ASSERT_NE(db, nullptr);
+  auto disk = [&dir] {
+    uint64_t bytes = 0;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+      if (e.is_regular_file() && e.path().extension() == ".sst") bytes += e.file_size();
+    }
+    return bytes;
+  };
+  // 16 MiB of incompressible log records for one job.
+  uint64_t x = 88172645463325252ull;
+  for (int batch = 0; batch < 16; ++batch) {
+    WriteBatch b;
+    for (int i = 0; i < 256; ++i) {
+      std::string value(4096, '\0');
+      for (char& c : value) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        c = static_cast<char>(x);
+      }
+      b.Put(Table::kLogs, absl::StrFormat("job1/%08d", batch * 256 + i), value);
+    }
+    ASSERT_THAT(db->Write(b, Durability::kBuffered), IsOk());
+  }
+  ASSERT_THAT(db->Compact(), IsOk());  // flushed into files
+  const uint64_t before = disk();
+  EXPECT_GT(before, 15u << 20);
+  ASSERT_THAT(db->DeleteRange(Table::kLogs, "job1/", "job10", Durability::kSync), IsOk());
+  ASSERT_THAT(db->Compact(), IsOk());
+  const uint64_t after = disk();
+  EXPECT_LT(after, before / 20) << before << " bytes before, " << after << " after";
 }
 
 TEST(RocksKvDbTest, SecondOpenOfALockedDirIsUnavailable) {

@@ -158,6 +158,17 @@ absl::Status RocksKvDb::Write(const WriteBatch& batch, Durability durability) {
   return ToStatus(db_->Write(options, &rocks_batch), "Write", dir_);
 }
 
+absl::Status RocksKvDb::Compact() {
+  rocksdb::CompactRangeOptions options;
+  // Range tombstones and the keys they cover leave the bottom level too.
+  options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  for (Table table : kAllTables) {
+    rocksdb::Status s = db_->CompactRange(options, Handle(table), nullptr, nullptr);
+    if (!s.ok()) return ToStatus(s, "CompactRange", dir_);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::optional<std::string>> RocksKvDb::Get(Table table, absl::string_view key) {
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), Handle(table), ToSlice(key), &value);

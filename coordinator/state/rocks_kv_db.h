@@ -36,6 +36,7 @@ class RocksKvDb final : public KvDb {
 
   absl::Status Write(const WriteBatch& batch, Durability durability) override;
   absl::StatusOr<std::optional<std::string>> Get(Table table, absl::string_view key) override;
+  absl::Status Compact() override;
   absl::Status Scan(Table table, absl::string_view prefix, absl::string_view start,
                     const ScanFn& fn) override;
   absl::Status ReverseScan(Table table, absl::string_view prefix, absl::string_view start,

@@ -509,6 +509,19 @@ absl::Status CoordinatorState::DeleteCheckpoint(absl::string_view job_id, absl::
   return db_->Write(batch, Durability::kSync);
 }
 
+absl::Status CoordinatorState::DeleteJob(absl::string_view job_id) {
+  DT_RETURN_IF_ERROR(ValidateJobId(job_id));
+  const std::string begin = JobPrefix(job_id);
+  const std::string end = PrefixEnd(begin);
+  WriteBatch batch;
+  batch.Delete(Table::kJobs, job_id);
+  for (Table table : {Table::kJobEvents, Table::kCheckpoints, Table::kMetrics, Table::kLogs}) {
+    batch.DeleteRange(table, begin, end);
+  }
+  absl::MutexLock lock(&mu_);  // not between a sequence read and its write
+  return db_->Write(batch, Durability::kSync);
+}
+
 absl::Status CoordinatorState::DeleteJobData(absl::string_view job_id) {
   DT_RETURN_IF_ERROR(ValidateJobId(job_id));
   const std::string begin = JobPrefix(job_id);

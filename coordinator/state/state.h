@@ -159,8 +159,7 @@ class CoordinatorState {
   // Calls `fn` for the keys starting with `prefix`, in key order, until it returns false.
   absl::Status KvScanPrefix(absl::string_view prefix, const KvDb::ScanFn& fn);
 
-  // --- Secrets (table secrets: served by no RPC)
-  // --------------------------------------------------
+  // --- Secrets (table secrets: served by no RPC) ------------------------------------------
 
   // The secret called `name`: on first use `bytes` random bytes (from the OS's CSPRNG), stored
   // synced, so the same secret comes back after a restart. kInternal when no randomness.
@@ -171,6 +170,13 @@ class CoordinatorState {
   // Removes one checkpoint record (synced); a missing one is not an error. The files are the
   // trainer's (its retention removed them already).
   absl::Status DeleteCheckpoint(absl::string_view job_id, absl::string_view tag);
+
+  // Removes the job itself with everything DeleteJobData removes, in one synced batch. A missing
+  // job is not an error. The space comes back with Compact().
+  absl::Status DeleteJob(absl::string_view job_id);
+  // Gives the space of deleted records back to the file system (KvDb::Compact); after deleting
+  // jobs, once.
+  absl::Status Compact() { return db_->Compact(); }
 
   // Removes the job's events, checkpoint records, metrics and logs in one synced batch; the job
   // record itself stays (PutJob events then restart at sequence 1). Checkpoint files on disk are
