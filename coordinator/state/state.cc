@@ -103,7 +103,9 @@ std::string CheckpointName(absl::string_view job_id, absl::string_view tag) {
 }  // namespace
 
 CoordinatorState::CoordinatorState(KvDb* db, CoordinatorStateOptions options)
-    : db_(db), max_log_lines_per_job_(std::max<int64_t>(1, options.max_log_lines_per_job)) {
+    : db_(db),
+      max_log_lines_per_job_(std::max<int64_t>(1, options.max_log_lines_per_job)),
+      max_log_line_bytes_(std::max<int64_t>(64, options.max_log_line_bytes)) {
   DT_CHECK(db != nullptr);
 }
 
@@ -416,6 +418,15 @@ absl::StatusOr<std::vector<v1::LogLine>> CoordinatorState::AppendLogs(
   WriteBatch batch;
   for (size_t i = 0; i < lines.size(); ++i) {
     lines[i].set_sequence(last + 1 + static_cast<int64_t>(i));
+    std::string& text = *lines[i].mutable_text();
+    if (static_cast<int64_t>(text.size()) > max_log_line_bytes_) {
+      // Cut at a character boundary: never inside a UTF-8 sequence (continuation bytes 10xxxxxx).
+      size_t cut = static_cast<size_t>(max_log_line_bytes_);
+      while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+      const size_t dropped = text.size() - cut;
+      text.resize(cut);
+      absl::StrAppend(&text, " [... ", dropped, " bytes cut]");
+    }
     if (lines[i].sequence() >= keep_from) {
       batch.Put(Table::kLogs, state_keys::LogKey(job_id, lines[i].sequence()),
                 lines[i].SerializeAsString());

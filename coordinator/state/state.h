@@ -41,6 +41,9 @@ struct CoordinatorStateOptions {
   // AppendLogs keeps at most this many of a job's newest lines, so one chatty job cannot fill
   // the disk. Values below 1 count as 1.
   int64_t max_log_lines_per_job = 100000;
+  // A longer line's text is cut to this many bytes (at a UTF-8 character boundary) and marked, so
+  // the retained log of a job stays within max_log_lines_per_job times this.
+  int64_t max_log_line_bytes = 16 << 10;
 };
 
 class CoordinatorState {
@@ -134,8 +137,9 @@ class CoordinatorState {
 
   // Appends `lines` to the job's log, kBuffered, giving them the next sequences of the job (dense
   // and increasing from 1, continuing after a reopen; incoming sequences are ignored), and drops
-  // the oldest lines beyond max_log_lines_per_job in the same batch. Returns the lines with their
-  // sequences. Texts must be valid UTF-8 (a proto3 string rule: such a line would not parse back).
+  // the oldest lines beyond max_log_lines_per_job in the same batch; texts over max_log_line_bytes
+  // are cut. Returns the lines with their sequences (and cut texts). Texts must be valid UTF-8 (a
+  // proto3 string rule: such a line would not parse back).
   absl::StatusOr<std::vector<v1::LogLine>> AppendLogs(absl::string_view job_id,
                                                       std::vector<v1::LogLine> lines);
 
@@ -192,6 +196,7 @@ class CoordinatorState {
 
   KvDb* const db_;
   const int64_t max_log_lines_per_job_;
+  const int64_t max_log_line_bytes_;
   absl::Mutex mu_;
 };
 

@@ -131,6 +131,23 @@ TEST_F(CoordinatorStateTest, SecretsAreMadeOnceAndKeptApart) {
   EXPECT_FALSE(kv->has_value());
 }
 
+// A line over the byte bound is cut at a character boundary and marked; shorter ones are kept.
+TEST_F(CoordinatorStateTest, LongLogLinesAreCut) {
+  CoordinatorStateOptions options;
+  options.max_log_line_bytes = 100;
+  CoordinatorState state(&db_, options);
+  // 99 bytes of 'a', then a 3-byte character straddling the bound.
+  const std::string long_line = std::string(99, 'a') + "\xE2\x82\xAC" + std::string(1000, 'b');
+  auto stored = state.AppendLogs("cut", {MakeLine(0, long_line), MakeLine(0, "short")});
+  ASSERT_THAT(stored, IsOk());
+  EXPECT_EQ((*stored)[0].text(), std::string(99, 'a') + " [... 1003 bytes cut]");
+  EXPECT_EQ((*stored)[1].text(), "short");
+  auto read = state.ListLogs("cut", 0, std::nullopt, 0, 10);
+  ASSERT_THAT(read, IsOk());
+  ASSERT_EQ(read->size(), 2u) << "the cut line still parses (valid UTF-8)";
+  EXPECT_EQ((*read)[0].text(), (*stored)[0].text());
+}
+
 TEST_F(CoordinatorStateTest, PutJobStoresTheJobAndNumbersItsEvents) {
   v1::Job job = MakeJob("train-1");
   const v1::JobEvent submitted =
