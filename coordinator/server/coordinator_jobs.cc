@@ -16,6 +16,7 @@ namespace {
 // Most jobs one ListJobs page returns.
 constexpr int kMaxPageSize = 1000;
 constexpr int kMaxMetricsPerGetJob = 1000;
+constexpr int kMetricsPage = 500;  // WatchJob reads metrics this many at a time
 // Most log lines one GetJobLogs message carries.
 constexpr int kLogBatch = 500;
 
@@ -150,9 +151,10 @@ absl::StatusOr<v1::CancelJobResponse> Coordinator::CancelJob(const v1::CancelJob
 absl::Status Coordinator::WatchJob(const v1::WatchJobRequest& request, const WatchSend& send,
                                    const Cancelled& cancelled) {
   int64_t next_event = std::max<int64_t>(1, request.from_event_sequence());
-  // Metrics are ordered by (attempt, step); the cursor is the last pair sent.
-  int32_t last_attempt = -1;
-  int64_t last_step = request.from_step() - 1;
+  // Metrics are ordered by (attempt, step); the cursor is the last pair sent. A new attempt
+  // (resumed from a checkpoint) runs lower steps again: its records come after the cursor in
+  // that order, from from_step on.
+  CoordinatorState::MetricsCursor cursor;
   while (true) {
     v1::Job snapshot;
     int64_t version = 0;
@@ -169,13 +171,6 @@ absl::Status Coordinator::WatchJob(const v1::WatchJobRequest& request, const Wat
     }
     DT_ASSIGN_OR_RETURN(std::vector<v1::JobEvent> events,
                         state_->ListEvents(request.job_id(), next_event));
-    // Within an attempt only newer steps are read; a new attempt (resumed from a checkpoint)
-    // runs lower steps again, so until its first metrics arrive the read starts over.
-    const int64_t from = last_attempt < 0 || snapshot.attempt() > last_attempt
-                             ? std::max<int64_t>(0, request.from_step())
-                             : last_step + 1;
-    DT_ASSIGN_OR_RETURN(std::vector<v1::StepMetrics> metrics,
-                        state_->ListMetrics(request.job_id(), from, 0));
     for (v1::JobEvent& e : events) {
       next_event = e.sequence() + 1;
       v1::WatchJobResponse update;
@@ -183,16 +178,19 @@ absl::Status Coordinator::WatchJob(const v1::WatchJobRequest& request, const Wat
       *update.mutable_event() = std::move(e);
       if (!send(update)) return absl::CancelledError("watcher went away");
     }
-    for (v1::StepMetrics& m : metrics) {
-      const bool newer =
-          m.attempt() > last_attempt || (m.attempt() == last_attempt && m.step() > last_step);
-      if (!newer || m.step() < request.from_step()) continue;
-      last_attempt = m.attempt();
-      last_step = m.step();
-      v1::WatchJobResponse update;
-      *update.mutable_job() = snapshot;
-      *update.mutable_metrics() = std::move(m);
-      if (!send(update)) return absl::CancelledError("watcher went away");
+    // A page at a time: a watcher of a long job holds kMetricsPage records, not its history.
+    while (true) {
+      DT_ASSIGN_OR_RETURN(
+          std::vector<v1::StepMetrics> page,
+          state_->ListMetricsPage(request.job_id(), request.from_step(), cursor, kMetricsPage));
+      for (v1::StepMetrics& m : page) {
+        cursor = {static_cast<uint32_t>(m.attempt()), static_cast<uint64_t>(m.step())};
+        v1::WatchJobResponse update;
+        *update.mutable_job() = snapshot;
+        *update.mutable_metrics() = std::move(m);
+        if (!send(update)) return absl::CancelledError("watcher went away");
+      }
+      if (static_cast<int>(page.size()) < kMetricsPage) break;
     }
     if (IsTerminal(snapshot.state())) return absl::OkStatus();  // everything up to the end sent
     absl::MutexLock lock(&mu_);

@@ -370,27 +370,38 @@ absl::StatusOr<std::vector<v1::StepMetrics>> CoordinatorState::ListMetrics(absl:
     return out;
   }
 
+  return ListMetricsPage(job_id, from_step, MetricsCursor{}, 0);
+}
+
+absl::StatusOr<std::vector<v1::StepMetrics>> CoordinatorState::ListMetricsPage(
+    absl::string_view job_id, int64_t from_step, MetricsCursor after, int limit) {
+  DT_RETURN_IF_ERROR(ValidateJobId(job_id));
+  const uint64_t from = static_cast<uint64_t>(std::max<int64_t>(0, from_step));
+  const std::string prefix = JobPrefix(job_id);
+  std::vector<v1::StepMetrics> out;
   // Keys are attempt-major, so each attempt's steps below from_step sit between the previous
   // attempt's records and the wanted ones: scan from (attempt, from_step), and on reaching a
   // later attempt below from_step start again at (that attempt, from_step).
-  uint32_t attempt = 0;
+  uint32_t attempt = after.attempt;
+  uint64_t step = after.attempt == 0 && after.step == 0 ? from : std::max(after.step + 1, from);
   bool jumped = true;
   while (jumped) {
     jumped = false;
     DT_RETURN_IF_ERROR(ScanRecords<v1::StepMetrics>(
-        *db_, Table::kMetrics, prefix, state_keys::MetricsKey(job_id, attempt, from_step),
+        *db_, Table::kMetrics, prefix, state_keys::MetricsKey(job_id, attempt, step),
         Direction::kForward,
         [&](absl::string_view key, v1::StepMetrics metrics) -> absl::StatusOr<bool> {
           std::optional<state_keys::MetricsPosition> at =
               state_keys::DecodeMetricsKey(key, prefix.size());
           if (!at.has_value()) return DataLoss(Table::kMetrics, key, "not a metrics key");
-          if (at->step < static_cast<uint64_t>(from_step)) {
+          if (at->step < from) {
             attempt = at->attempt;
+            step = from;
             jumped = true;
             return false;
           }
           out.push_back(std::move(metrics));
-          return true;
+          return limit <= 0 || out.size() < static_cast<size_t>(limit);
         }));
   }
   return out;

@@ -130,6 +130,18 @@ class CoordinatorState {
   absl::StatusOr<std::vector<v1::StepMetrics>> ListMetrics(absl::string_view job_id,
                                                            int64_t from_step, int limit_last);
 
+  // Where a page of ListMetricsPage ended: the (attempt, step) of its last record; {0, 0} before
+  // the first page.
+  struct MetricsCursor {
+    uint32_t attempt = 0;
+    uint64_t step = 0;
+  };
+  // ListMetrics(job_id, from_step, 0) a page at a time: at most `limit` records (0: all) after
+  // `after`, so a reader of a long job holds one page, not its whole history.
+  absl::StatusOr<std::vector<v1::StepMetrics>> ListMetricsPage(absl::string_view job_id,
+                                                               int64_t from_step,
+                                                               MetricsCursor after, int limit);
+
   // The job's last metrics in (attempt, step) order, or nullopt when there are none.
   absl::StatusOr<std::optional<v1::StepMetrics>> LatestMetrics(absl::string_view job_id);
 

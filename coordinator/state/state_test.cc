@@ -148,6 +148,38 @@ TEST_F(CoordinatorStateTest, LongLogLinesAreCut) {
   EXPECT_EQ((*read)[0].text(), (*stored)[0].text());
 }
 
+// ListMetricsPage in pages of any size gives exactly ListMetrics: attempt 1 steps 1-7, attempt 2
+// (resumed) steps 4-9, from step 3, so each attempt's early steps are skipped inside a page.
+TEST_F(CoordinatorStateTest, MetricsPagesAddUpToTheWholeList) {
+  for (uint32_t attempt : {1u, 2u}) {
+    for (int64_t step = attempt == 1 ? 1 : 4; step <= (attempt == 1 ? 7 : 9); ++step) {
+      v1::StepMetrics m;
+      m.set_attempt(attempt);
+      m.set_step(step);
+      ASSERT_THAT(state_.AppendMetrics("paged", m), IsOk());
+    }
+  }
+  auto whole = state_.ListMetrics("paged", 3, 0);
+  ASSERT_THAT(whole, IsOk());
+  ASSERT_EQ(whole->size(), 5u + 6u);
+  for (int page : {1, 2, 3, 100}) {
+    std::vector<std::pair<int, int64_t>> got;
+    CoordinatorState::MetricsCursor cursor;
+    while (true) {
+      auto p = state_.ListMetricsPage("paged", 3, cursor, page);
+      ASSERT_THAT(p, IsOk());
+      for (const v1::StepMetrics& m : *p) {
+        got.emplace_back(m.attempt(), m.step());
+        cursor = {static_cast<uint32_t>(m.attempt()), static_cast<uint64_t>(m.step())};
+      }
+      if (static_cast<int>(p->size()) < page) break;
+    }
+    std::vector<std::pair<int, int64_t>> want;
+    for (const v1::StepMetrics& m : *whole) want.emplace_back(m.attempt(), m.step());
+    EXPECT_EQ(got, want) << "pages of " << page;
+  }
+}
+
 TEST_F(CoordinatorStateTest, PutJobStoresTheJobAndNumbersItsEvents) {
   v1::Job job = MakeJob("train-1");
   const v1::JobEvent submitted =
