@@ -125,6 +125,28 @@ absl::Status Executor::WaitSends() {
   return absl::OkStatus();
 }
 
+absl::Status Executor::PrepareBuffers(int B, int T, int buffers) {
+  DT_RETURN_IF_ERROR(engine_.model().Prepare(B, T));
+  if (static_cast<int>(inputs_.size()) < buffers) {
+    inputs_.resize(buffers);
+    targets_.resize(buffers);
+    act_recvs_.resize(buffers);
+  }
+  for (int b = 0; b < buffers; ++b) {
+    inputs_[b].resize(static_cast<size_t>(B) * T);
+    targets_[b].resize(static_cast<size_t>(B) * T);
+  }
+  return absl::OkStatus();
+}
+
+void Executor::Load(const MicroBatchLoader& load, int micro_batch, int b) {
+  load(micro_batch, first() ? inputs_[b].data() : nullptr, last() ? targets_[b].data() : nullptr);
+}
+
+absl::Status Executor::WaitActivation(int b) {
+  return WaitRecv(act_recvs_[b], engine_.model().stage_input(b).bytes());
+}
+
 absl::StatusOr<engine::StepStats> Executor::TrainBatch(const MicroBatchLoader& load) {
   const config::JobSpec& spec = engine_.spec();
   const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu);
@@ -137,14 +159,7 @@ absl::StatusOr<engine::StepStats> Executor::TrainBatch(const MicroBatchLoader& l
         "pipeline stage ", stage_, ": the model holds ", model.activation_plan().buffers,
         " activation buffers, the schedule needs ", buffers));
   }
-  DT_RETURN_IF_ERROR(model.Prepare(B, T));
-  inputs_.resize(buffers);
-  targets_.resize(buffers);
-  for (int b = 0; b < buffers; ++b) {
-    inputs_[b].resize(static_cast<size_t>(B) * T);
-    targets_[b].resize(static_cast<size_t>(B) * T);
-  }
-  act_recvs_.resize(buffers);
+  DT_RETURN_IF_ERROR(PrepareBuffers(B, T, buffers));
 
   // Receives go up as soon as their buffer is free: for the first micro-batches now, for later
   // ones when a backward pass frees the buffer.
@@ -178,11 +193,10 @@ absl::StatusOr<engine::StepStats> Executor::TrainBatch(const MicroBatchLoader& l
     const int b = in.buffer;
     switch (in.op) {
       case Op::kLoadMicroBatch:
-        load(in.micro_batch, first() ? inputs_[b].data() : nullptr,
-             last() ? targets_[b].data() : nullptr);
+        Load(load, in.micro_batch, b);
         break;
       case Op::kRecvActivation:
-        DT_RETURN_IF_ERROR(WaitRecv(act_recvs_[b], model.stage_input(b).bytes()));
+        DT_RETURN_IF_ERROR(WaitActivation(b));
         break;
       case Op::kForward:
         DT_RETURN_IF_ERROR(timed([&] {
@@ -235,16 +249,7 @@ absl::StatusOr<double> Executor::EvalBatches(const View& params, int micro_batch
   // its output was copied out, so two (or the one a last stage keeps) suffice.
   const int buffers =
       std::max(1, std::min(InferenceBuffers(stages_, M, stage_), model.activation_plan().buffers));
-  DT_RETURN_IF_ERROR(model.Prepare(B, T));
-  if (static_cast<int>(inputs_.size()) < buffers) {
-    inputs_.resize(buffers);
-    targets_.resize(buffers);
-    act_recvs_.resize(buffers);
-  }
-  for (int b = 0; b < buffers; ++b) {
-    inputs_[b].resize(static_cast<size_t>(B) * T);
-    targets_[b].resize(static_cast<size_t>(B) * T);
-  }
+  DT_RETURN_IF_ERROR(PrepareBuffers(B, T, buffers));
   counting_ = &eval_stats_;
   const absl::StatusOr<double> sum = [&]() -> absl::StatusOr<double> {
     int next = 0;  // the next micro-batch whose receive is not posted
@@ -261,11 +266,10 @@ absl::StatusOr<double> Executor::EvalBatches(const View& params, int micro_batch
       const int b = in.micro_batch % buffers;
       switch (in.op) {
         case Op::kLoadMicroBatch:
-          load(in.micro_batch, first() ? inputs_[b].data() : nullptr,
-               last() ? targets_[b].data() : nullptr);
+          Load(load, in.micro_batch, b);
           break;
         case Op::kRecvActivation:
-          DT_RETURN_IF_ERROR(WaitRecv(act_recvs_[b], model.stage_input(b).bytes()));
+          DT_RETURN_IF_ERROR(WaitActivation(b));
           break;
         case Op::kForward: {
           DT_ASSIGN_OR_RETURN(const float loss,

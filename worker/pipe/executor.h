@@ -108,6 +108,13 @@ class Executor {
                         std::unique_ptr<comm::Work>& work);
   absl::Status WaitRecv(std::unique_ptr<comm::Work>& work, int64_t bytes);
   absl::Status WaitSends();
+  // The model's activations for B × T micro-batches and host buffers (tokens, targets, posted
+  // receives) for at least `buffers` activation buffers.
+  absl::Status PrepareBuffers(int B, int T, int buffers);
+  // Micro-batch `micro_batch` from `load` into buffer b's host buffers.
+  void Load(const MicroBatchLoader& load, int micro_batch, int b);
+  // Waits for the activation posted into buffer b.
+  absl::Status WaitActivation(int b);
 
   engine::Engine& engine_;
   comm::Communicator& pipe_;
