@@ -139,6 +139,14 @@ TEST(DstrainWorker, ServesAndRunsRanksAndDrainsOnSigterm) {
     drained |= r.job_id() == "job-two" && r.exit_code() == 201;
   }
   EXPECT_TRUE(drained) << "the trainer did not leave through the drain";
+  // The coordinator heard of the drain at once, and every heartbeat, the draining one too,
+  // carried the registration's session token (a heartbeat without it is refused).
+  bool told = false;
+  for (const auto& h : coordinator.heartbeats()) {
+    EXPECT_EQ(h.session_token(), "session-1");
+    told |= h.draining();
+  }
+  EXPECT_TRUE(told);
 }
 
 TEST(DstrainWorker, ABadCommandLineExits2) {
