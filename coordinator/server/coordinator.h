@@ -59,6 +59,10 @@ struct CoordinatorOptions {
   std::optional<absl::Duration> restart_delay;
   // How long streaming calls sleep between checks of their client and of shutdown.
   absl::Duration stream_poll = absl::Milliseconds(200);
+  // A job's ranks together may add this many output lines per second to its log, in bursts of up
+  // to log_burst_lines; the lines beyond are dropped and one line says how many (ReportStatus).
+  double log_lines_per_second = 1000;
+  double log_burst_lines = 10000;
   // A job that ended (SUCCEEDED, FAILED, CANCELLED) this long ago is deleted with its events,
   // metrics, logs and catalog records (ExpireJobs). Zero: jobs are kept for good.
   absl::Duration job_ttl = absl::ZeroDuration();
@@ -143,6 +147,10 @@ class Coordinator {
     // active attempt's, recovered from the stored assignments): only that worker may report
     // about the rank (ReportStatus).
     std::map<int32_t, std::vector<std::string>> rank_workers;
+    // The job's log rate (CoordinatorOptions::log_lines_per_second): lines it may still append
+    // now, and when that was counted.
+    double log_allowance = -1;  // -1: full
+    absl::Time log_counted;
   };
   struct Outbox {
     std::deque<v1::Assignment> queue;
@@ -163,6 +171,9 @@ class Coordinator {
                             const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Places what fits and starts it.
   absl::Status ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // How many of `lines` output lines the job may append now (its log rate), taken from its
+  // allowance.
+  int TakeLogAllowanceLocked(JobEntry& entry, int lines) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job's version, or -1 when there is no such job (any more).
   int64_t VersionLocked(const std::string& job_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = jobs_.find(job_id);

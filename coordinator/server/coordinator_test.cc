@@ -132,6 +132,8 @@ class CoordinatorTest : public ::testing::Test {
     options.store_credentials = &store_credentials_;
     options.worker_sessions = worker_sessions_;
     options.job_ttl = job_ttl_;
+    options.log_lines_per_second = log_lines_per_second_;
+    options.log_burst_lines = log_burst_lines_;
     auto c = Coordinator::Create(state_.get(), &clock_, options);
     ASSERT_THAT(c, IsOk());
     c_ = *std::move(c);
@@ -161,6 +163,7 @@ class CoordinatorTest : public ::testing::Test {
   const StoreCredentials store_credentials_{std::string(32, 'x')};
   const StoreCredentials* worker_sessions_ = nullptr;  // set by the session-token test
   absl::Duration job_ttl_ = absl::ZeroDuration();      // set by the retention test
+  double log_lines_per_second_ = 1000, log_burst_lines_ = 10000;
   MemKvDb db_;
   FakeClock clock_;
   std::unique_ptr<CoordinatorState> state_;
@@ -522,6 +525,53 @@ TEST_F(CoordinatorTest, EndedJobsGoAfterTheirTtlWithEverythingStored) {
   // After a restart it stays gone.
   Restart();
   EXPECT_THAT(c_->GetJob(get).status(), StatusIs(absl::StatusCode::kNotFound, _));
+}
+
+// A job's log grows at most at its rate: a burst beyond the allowance keeps the first lines and
+// one line saying how many were dropped; the allowance refills with time.
+TEST_F(CoordinatorTest, AChattyJobsLogIsRateLimited) {
+  log_lines_per_second_ = 10;
+  log_burst_lines_ = 20;
+  Restart();
+  ASSERT_THAT(c_->RegisterWorker(Worker("w1", 1)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("chatty", 1)).status(), IsOk());
+  auto report = [&](int lines) {
+    v1::ReportStatusRequest r;
+    r.set_worker_id("w1");
+    r.set_job_id("chatty");
+    r.set_attempt(1);
+    r.set_rank(0);
+    r.set_state(v1::RANK_STATE_RUNNING);
+    for (int i = 0; i < lines; ++i) r.add_log_lines()->set_text(absl::StrCat("line ", i));
+    ASSERT_THAT(c_->ReportStatus(r), IsOk());
+  };
+  auto log = [&] {
+    std::vector<std::string> texts;
+    v1::GetJobLogsRequest request;
+    request.set_job_id("chatty");
+    EXPECT_THAT(c_->GetJobLogs(
+                    request,
+                    [&](const v1::GetJobLogsResponse& r) {
+                      for (const v1::LogLine& l : r.lines()) texts.push_back(l.text());
+                      return true;
+                    },
+                    [] { return false; }),
+                IsOk());
+    return texts;
+  };
+  report(50);
+  std::vector<std::string> texts = log();
+  ASSERT_EQ(texts.size(), 21u);
+  EXPECT_EQ(texts[19], "line 19");
+  EXPECT_EQ(texts[20],
+            "[dstrain-coordinator: 30 line(s) dropped: this job's log is limited to 10 "
+            "lines/s]");
+  clock_.Advance(absl::Seconds(1));
+  report(15);
+  texts = log();
+  ASSERT_EQ(texts.size(), 21u + 11u);
+  EXPECT_EQ(texts[30], "line 9");
+  EXPECT_THAT(texts.back(), HasSubstr("5 line(s) dropped"));
 }
 
 TEST_F(CoordinatorTest, AcceptedSpecKeepsTheNotesOfKeysWithoutEffect) {

@@ -2,6 +2,7 @@
 // leases, each worker's assignment stream and outbox, and the ranks' status reports that move
 // their jobs along.
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -170,7 +171,24 @@ absl::Status Coordinator::StreamAssignments(const v1::StreamAssignmentsRequest& 
   }
 }
 
+int Coordinator::TakeLogAllowanceLocked(JobEntry& entry, int lines) {
+  const absl::Time now = clock_->Now();
+  if (entry.log_allowance < 0) {
+    entry.log_allowance = options_.log_burst_lines;
+  } else {
+    entry.log_allowance =
+        std::min(options_.log_burst_lines,
+                 entry.log_allowance + options_.log_lines_per_second *
+                                           absl::ToDoubleSeconds(now - entry.log_counted));
+  }
+  entry.log_counted = now;
+  const int kept = static_cast<int>(std::min<double>(lines, std::floor(entry.log_allowance)));
+  entry.log_allowance -= kept;
+  return kept;
+}
+
 absl::Status Coordinator::ReportStatus(const v1::ReportStatusRequest& request) {
+  int kept_lines = 0;
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(request.job_id());
@@ -190,12 +208,21 @@ absl::Status Coordinator::ReportStatus(const v1::ReportStatusRequest& request) {
           "worker_id: \"", request.worker_id(), "\" does not hold rank ", request.rank(),
           " of job \"", request.job_id(), "\" attempt ", request.attempt()));
     }
+    kept_lines = TakeLogAllowanceLocked(it->second, request.log_lines_size());
   }
   // Output and metrics first (outside the lock: the state layer orders its own writes). They
   // are kept even when their attempt has ended meanwhile: the last lines of a failed or drained
   // attempt are the ones people need, and metrics are stored by (attempt, step).
   if (request.log_lines_size() > 0) {
-    std::vector<v1::LogLine> lines(request.log_lines().begin(), request.log_lines().end());
+    std::vector<v1::LogLine> lines(request.log_lines().begin(),
+                                   request.log_lines().begin() + kept_lines);
+    const int dropped = request.log_lines_size() - kept_lines;
+    if (dropped > 0) {
+      v1::LogLine& note = lines.emplace_back(request.log_lines(kept_lines));
+      note.set_text(absl::StrCat("[dstrain-coordinator: ", dropped,
+                                 " line(s) dropped: this job's log is limited to ",
+                                 options_.log_lines_per_second, " lines/s]"));
+    }
     for (v1::LogLine& l : lines) l.set_rank(request.rank());
     DT_RETURN_IF_ERROR(state_->AppendLogs(request.job_id(), std::move(lines)).status());
   }
