@@ -162,9 +162,7 @@ int Estimate(const std::vector<std::string>& args) {
   flags::ParsedArgs parsed;
   auto spec = LoadJobArg(args, "estimate", {"json"}, &parsed);
   if (!spec.ok()) return Fail(spec.status(), 2);
-  const config::ModelConfig& m = spec->model;
-  const model::GptConfig shape{m.n_layer,           m.n_head,    m.n_embd, m.vocab_size,
-                               m.padded_vocab_size, m.block_size};
+  const model::GptConfig shape = config::ModelShape(spec->model);
   auto layout = model::ParamLayout::ForGpt(shape);
   if (!layout.ok()) return Fail(layout.status(), 2);
   // Each rank's kernels get an equal share of the CPUs, as under `dstrain launch`; the attention

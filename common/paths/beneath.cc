@@ -23,16 +23,23 @@ absl::StatusOr<std::string> RealPath(const std::string& path) {
 }  // namespace
 
 std::string NormalizeLexically(absl::string_view path) {
+  const bool absolute = absl::StartsWith(path, "/");
   std::vector<std::string> parts;
   for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
     if (part == ".") continue;
     if (part == "..") {
-      if (!parts.empty()) parts.pop_back();
+      if (!parts.empty() && parts.back() != "..") {
+        parts.pop_back();
+      } else if (!absolute) {
+        parts.emplace_back("..");
+      }  // "/.." is "/"
       continue;
     }
     parts.emplace_back(part);
   }
-  return absl::StrCat("/", absl::StrJoin(parts, "/"));
+  const std::string joined = absl::StrJoin(parts, "/");
+  if (absolute) return absl::StrCat("/", joined);
+  return joined.empty() ? "." : joined;
 }
 
 absl::StatusOr<std::string> ResolveExisting(absl::string_view path) {

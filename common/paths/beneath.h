@@ -16,7 +16,8 @@
 
 namespace dstrain::paths {
 
-// "/a/b/../c/./d" -> "/a/c/d" (lexical; ".." above the root stays at the root).
+// "/a/b/../c/./d" -> "/a/c/d", "a/./b/../c" -> "a/c", "../x" -> "../x": lexical, without touching
+// the file system (".." above "/" stays at "/"; an empty relative result is ".").
 std::string NormalizeLexically(absl::string_view path);
 
 // `path` (absolute) with the symlinks of its longest existing prefix resolved.

@@ -22,6 +22,9 @@ TEST(NormalizeLexically, Basics) {
   EXPECT_EQ(NormalizeLexically("/a/b/../c/./d/"), "/a/c/d");
   EXPECT_EQ(NormalizeLexically("/../x"), "/x");
   EXPECT_EQ(NormalizeLexically("/"), "/");
+  EXPECT_EQ(NormalizeLexically("a/./b/../c"), "a/c");
+  EXPECT_EQ(NormalizeLexically("../x/.."), "..");
+  EXPECT_EQ(NormalizeLexically("a/.."), ".");
 }
 
 TEST(CheckBeneath, SymlinksAreFollowedBeforeComparing) {

@@ -8,8 +8,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "common/jobspec/job_device.h"
 #include "common/paths/beneath.h"
 #include "common/status/status_macros.h"
@@ -26,16 +24,14 @@ absl::Status Invalid(absl::string_view field, absl::string_view why) {
 absl::Status CheckUnderRoot(const std::string& path, const std::string& root,
                             absl::string_view field) {
   if (path.empty() || root == "/") return absl::OkStatus();
-  const std::string normal = NormalizePath(path);
+  const std::string normal = paths::NormalizeLexically(path);
   if (normal != root && !absl::StartsWith(normal, absl::StrCat(root, "/"))) {
     return Invalid(field, absl::StrCat("\"", path, "\" is outside the data root ", root));
   }
   // Read as written it is inside. Where the root exists on this host too (the coordinator shares
   // the file system with its workers), a symlink must not lead out either; the workers check
   // again on theirs (dstrain-worker --data-root).
-  if (paths::NormalizeLexically(root) == "/" || access(root.c_str(), F_OK) != 0) {
-    return absl::OkStatus();
-  }
+  if (access(root.c_str(), F_OK) != 0) return absl::OkStatus();
   if (const absl::Status resolved = paths::CheckBeneath(root, normal, field); !resolved.ok()) {
     return absl::InvalidArgumentError(resolved.message());
   }
@@ -67,26 +63,6 @@ v1::JobDevice DeviceOf(const v1::Job& job) {
   return device.ok() ? *device : v1::JOB_DEVICE_AUTO;
 }
 
-std::string NormalizePath(const std::string& path) {
-  const bool absolute = absl::StartsWith(path, "/");
-  std::vector<std::string> parts;
-  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
-    if (part == ".") continue;
-    if (part == "..") {
-      if (!parts.empty() && parts.back() != "..") {
-        parts.pop_back();
-      } else if (!absolute) {
-        parts.push_back("..");
-      }  // "/.." is "/"
-      continue;
-    }
-    parts.push_back(std::string(part));
-  }
-  const std::string joined = absl::StrJoin(parts, "/");
-  if (absolute) return absl::StrCat("/", joined);
-  return joined.empty() ? "." : joined;
-}
-
 absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& request,
                                                 const SubmissionLimits& limits) {
   if (!IsValidJobId(request.job_id())) {
@@ -110,7 +86,7 @@ absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& requ
                      "submission names (dstrain submit inlines the ds_config)");
     }
   }
-  const std::string root = NormalizePath(limits.data_root);
+  const std::string root = paths::NormalizeLexically(limits.data_root);
   // The trainer's own parser: unknown keys, types, batch rules, unsupported features.
   absl::StatusOr<config::JobSpec> spec = config::ParseJobSpec(request.spec_json(), root);
   if (!spec.ok()) {

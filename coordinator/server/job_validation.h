@@ -60,7 +60,4 @@ int KeepLastOf(const std::string& spec_json);
 // spec; JOB_DEVICE_AUTO when neither says (or the spec cannot be read).
 v1::JobDevice DeviceOf(const v1::Job& job);
 
-// `path` normalized lexically ("a/./b/../c" -> "a/c"), without touching the file system.
-std::string NormalizePath(const std::string& path);
-
 }  // namespace dstrain::coordinator

@@ -37,27 +37,37 @@ grpc::Status CheckValue(const std::string& value, absl::string_view field) {
   return grpc::Status::OK;
 }
 
-// The call's store credential (GrpcStore's metadata) must be valid and cover `key`.
-grpc::Status Authorize(const StoreCredentials& credentials, const grpc::ServerContext* context,
-                       const std::string& key, absl::string_view field) {
+// The scope of the call's store credential (GrpcStore's metadata), once the credential checked
+// out; UNAUTHENTICATED otherwise.
+grpc::Status Scope(const StoreCredentials& credentials, const grpc::ServerContext* context,
+                   std::string* scope) {
   const auto& metadata = context->client_metadata();
-  const auto scope = metadata.find(store::GrpcStore::kScopeMetadata);
+  const auto scope_it = metadata.find(store::GrpcStore::kScopeMetadata);
   const auto token = metadata.find(store::GrpcStore::kTokenMetadata);
-  if (scope == metadata.end() || token == metadata.end()) {
+  if (scope_it == metadata.end() || token == metadata.end()) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "no store credential: StoreService serves trainers with their attempt's "
                         "token");
   }
-  const absl::string_view scope_text(scope->second.data(), scope->second.size());
-  const absl::Status checked =
-      credentials.Check(scope_text, absl::string_view(token->second.data(), token->second.size()));
-  if (!checked.ok()) return ToGrpcStatus(checked);
-  if (!StoreCredentials::InScope(scope_text, key)) {
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        absl::StrCat(field, ": \"", absl::CHexEscape(key.substr(0, 200)),
-                                     "\" is outside \"", scope_text, "/\""));
-  }
-  return grpc::Status::OK;
+  scope->assign(scope_it->second.data(), scope_it->second.size());
+  return ToGrpcStatus(
+      credentials.Check(*scope, absl::string_view(token->second.data(), token->second.size())));
+}
+
+// PERMISSION_DENIED naming `field` unless `key` lies beneath `scope`.
+grpc::Status InScope(absl::string_view scope, const std::string& key, absl::string_view field) {
+  if (StoreCredentials::InScope(scope, key)) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                      absl::StrCat(field, ": \"", absl::CHexEscape(key.substr(0, 200)),
+                                   "\" is outside \"", scope, "/\""));
+}
+
+// A call about one key: its credential, and the key beneath its scope.
+grpc::Status Authorize(const StoreCredentials& credentials, const grpc::ServerContext* context,
+                       const std::string& key, absl::string_view field) {
+  std::string scope;
+  DT_GRPC_RETURN_IF_ERROR(Scope(credentials, context, &scope));
+  return InScope(scope, key, field);
 }
 
 }  // namespace
@@ -114,10 +124,12 @@ grpc::Status StoreServiceImpl::CompareSet(grpc::ServerContext* context,
 grpc::Status StoreServiceImpl::Wait(grpc::ServerContext* context, const v1::WaitRequest* request,
                                     v1::WaitResponse*) {
   std::vector<std::string> keys(request->keys().begin(), request->keys().end());
+  // One credential for the call; every key beneath its scope.
+  std::string scope;
+  DT_GRPC_RETURN_IF_ERROR(Scope(*credentials_, context, &scope));
   for (size_t i = 0; i < keys.size(); ++i) {
     DT_GRPC_RETURN_IF_ERROR(CheckKey(keys[i], absl::StrCat("keys[", i, "]")));
-    DT_GRPC_RETURN_IF_ERROR(
-        Authorize(*credentials_, context, keys[i], absl::StrCat("keys[", i, "]")));
+    DT_GRPC_RETURN_IF_ERROR(InScope(scope, keys[i], absl::StrCat("keys[", i, "]")));
   }
   absl::Duration timeout = max_wait_;
   if (request->has_timeout()) {

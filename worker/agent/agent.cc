@@ -191,10 +191,7 @@ void Agent::Drain(absl::Duration timeout) {
     v1::HeartbeatRequest beat;
     beat.set_worker_id(options_.worker_id);
     beat.set_draining(true);
-    {
-      absl::MutexLock lock(&mu_);
-      beat.set_session_token(session_token_);
-    }
+    beat.set_session_token(SessionToken());
     for (v1::RankStatus& rank : Ranks()) *beat.add_ranks() = std::move(rank);
     v1::HeartbeatResponse response;
     grpc::ClientContext context;

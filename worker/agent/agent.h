@@ -266,6 +266,11 @@ class Agent {
   uint64_t session_ ABSL_GUARDED_BY(mu_) = 0;
   // The current registration's RegisterWorkerResponse.session_token, sent with every call.
   std::string session_token_ ABSL_GUARDED_BY(mu_);
+  // session_token_, for the calls that must carry it (Heartbeat, the drain's, ReportStatus).
+  std::string SessionToken() const ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    return session_token_;
+  }
   grpc::ClientContext* stream_context_ ABSL_GUARDED_BY(mu_) = nullptr;
   grpc::ClientContext* session_context_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::map<RankKey, TableEntry> table_ ABSL_GUARDED_BY(mu_);

@@ -209,10 +209,7 @@ void Agent::ReportLoop() {
       queued_bytes_ -= report.bytes;
       deadline = std::min(absl::Now() + options_.rpc_timeout, flush_deadline_);
     }
-    {
-      absl::MutexLock lock(&mu_);
-      report.request.set_session_token(session_token_);
-    }
+    report.request.set_session_token(SessionToken());
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(deadline));
     v1::ReportStatusResponse response;

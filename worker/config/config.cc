@@ -186,6 +186,10 @@ absl::StatusOr<JobSpec> ParseWithSource(absl::string_view text, absl::string_vie
 
 }  // namespace
 
+model::GptConfig ModelShape(const ModelConfig& m) {
+  return {m.n_layer, m.n_head, m.n_embd, m.vocab_size, m.padded_vocab_size, m.block_size};
+}
+
 absl::StatusOr<JobSpec> ParseJobSpec(std::string_view json_text, const std::string& base_dir,
                                      std::optional<int> world_size_override) {
   return ParseWithSource(absl::string_view(json_text.data(), json_text.size()), "job", base_dir,

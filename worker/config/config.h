@@ -35,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/types/dtype.h"
+#include "worker/model/gpt_sizes.h"
 
 namespace dstrain::config {
 
@@ -121,6 +122,9 @@ struct ModelConfig {
   uint64_t init_seed = 1337;
   std::string init_from;  // optional llm.c model file, path resolved; "" = random init
 };
+
+// The model block as the model code takes it (worker/model/gpt_sizes.h).
+model::GptConfig ModelShape(const ModelConfig& m);
 
 // data: token shards or raw text, paths resolved against the job file's directory.
 struct DataConfig {

@@ -35,9 +35,7 @@ absl::Status ResolvePipeline(const json& e, JobSpec* spec) {
                  " with pipeline parallelism (job.pipeline_stages ", p.stages,
                  "): pipelines run with ZeRO stage 0 or 1, as DeepSpeed's pipeline engine does");
   }
-  const ModelConfig& m = spec->model;
-  const model::GptConfig shape{m.n_layer,           m.n_head,    m.n_embd, m.vocab_size,
-                               m.padded_vocab_size, m.block_size};
+  const model::GptConfig shape = ModelShape(spec->model);
   absl::StatusOr<std::vector<pipe::StagePartition>> cut =
       pipe::PartitionLayers(shape, p.stages, p.partition_method);
   if (!cut.ok()) return cut.status();

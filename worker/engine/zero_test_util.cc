@@ -26,10 +26,7 @@ config::JobSpec SmallGptSpec(int world, int stage, int gas, double clip,
   return spec.ok() ? *spec : config::JobSpec();
 }
 
-model::GptConfig ModelShape(const config::JobSpec& spec) {
-  const config::ModelConfig& m = spec.model;
-  return {m.n_layer, m.n_head, m.n_embd, m.vocab_size, m.padded_vocab_size, m.block_size};
-}
+model::GptConfig ModelShape(const config::JobSpec& spec) { return config::ModelShape(spec.model); }
 
 std::pair<std::vector<int32_t>, std::vector<int32_t>> Batch(const config::JobSpec& spec, int step,
                                                             int rank, int micro) {

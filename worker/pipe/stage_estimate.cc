@@ -10,14 +10,6 @@
 #include "worker/zero/precision.h"
 
 namespace dstrain::pipe {
-namespace {
-
-model::GptConfig Shape(const config::ModelConfig& m) {
-  return {m.n_layer, m.n_head, m.n_embd, m.vocab_size, m.padded_vocab_size, m.block_size};
-}
-
-}  // namespace
-
 model::ActivationPlan StagePlan(const config::JobSpec& spec, int buffers) {
   model::ActivationPlan plan;
   plan.buffers = buffers;
@@ -29,7 +21,7 @@ model::ActivationPlan StagePlan(const config::JobSpec& spec, int buffers) {
 
 absl::StatusOr<std::vector<StageEstimate>> EstimateStages(const config::JobSpec& spec,
                                                           const device::Ops& ops) {
-  const model::GptConfig shape = Shape(spec.model);
+  const model::GptConfig shape = config::ModelShape(spec.model);
   const int S = spec.pipeline.stages;
   const int M = static_cast<int>(spec.gradient_accumulation_steps);
   const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu);

@@ -22,10 +22,6 @@
 namespace dstrain::trainer {
 namespace {
 
-model::GptConfig ModelShape(const config::ModelConfig& m) {
-  return {m.n_layer, m.n_head, m.n_embd, m.vocab_size, m.padded_vocab_size, m.block_size};
-}
-
 // "params 1.2 + grads 1.2 + optimizer_state 2.4 MB": the categories holding memory now.
 std::string DescribeMemory(const tensor::MemoryStats& mem) {
   std::string out;
@@ -200,7 +196,7 @@ absl::Status TrainingRun::BuildData() {
 
 // Phase 3: the model and its engine on this rank's device.
 absl::StatusOr<std::unique_ptr<model::Gpt>> TrainingRun::BuildModel() {
-  const model::GptConfig shape = ModelShape(spec_.model);
+  const model::GptConfig shape = config::ModelShape(spec_.model);
   const model::ActivationPlan plan = pipe::StagePlan(
       spec_,
       pipelined() ? pipe::TrainBuffers(spec_.pipeline.stages, static_cast<int>(gas_), stage_) : 1);
@@ -224,7 +220,7 @@ absl::Status TrainingRun::BuildEngine() {
   }
   DT_ASSIGN_OR_RETURN(auto gpt, BuildModel());
   DT_ASSIGN_OR_RETURN(const model::ParamLayout whole,
-                      model::ParamLayout::ForGpt(ModelShape(spec_.model)));
+                      model::ParamLayout::ForGpt(config::ModelShape(spec_.model)));
   const int64_t num_params = whole.num_parameters();
   // dstrain estimate's figures for this rank's stage, as an out-of-memory error quotes them.
   DT_ASSIGN_OR_RETURN(const std::string expected, Expectation());
@@ -518,7 +514,8 @@ absl::Status TrainingRun::PrintSample(uint64_t seed, const std::string& title) {
     DT_ASSIGN_OR_RETURN(const std::vector<float> whole, GatherModel());
     if (!leader_) return absl::OkStatus();
     if (whole_model_ == nullptr) {
-      DT_ASSIGN_OR_RETURN(whole_model_, model::Gpt::Create(ModelShape(spec_.model), &ops()));
+      DT_ASSIGN_OR_RETURN(whole_model_,
+                          model::Gpt::Create(config::ModelShape(spec_.model), &ops()));
     }
     DT_ASSIGN_OR_RETURN(tensor::Tensor params,
                         tensor::Tensor::Empty(&device_->allocator(), DType::kF32,
@@ -579,7 +576,7 @@ absl::StatusOr<TrainResult> TrainingRun::Finish() {
   {
     DT_ASSIGN_OR_RETURN(std::vector<float> params, GatherModel());
     DT_ASSIGN_OR_RETURN(const model::ParamLayout whole,
-                        model::ParamLayout::ForGpt(ModelShape(spec_.model)));
+                        model::ParamLayout::ForGpt(config::ModelShape(spec_.model)));
     if (leader_ && !options_.save_model.empty()) {
       DT_RETURN_IF_ERROR(model::WriteLlmcModel(options_.save_model, engine_->model().config(),
                                                whole, params.data()));
