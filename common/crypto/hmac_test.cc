@@ -1,4 +1,5 @@
-// HMAC-SHA256 against RFC 4231's test vectors (cases 1 and 2), and the comparison.
+// HMAC-SHA256 against RFC 4231's test vectors (cases 1 and 2), SHA-256 against FIPS 180-2's,
+// the comparison, and the random bytes.
 #include "common/crypto/hmac.h"
 
 #include <string>
@@ -21,6 +22,20 @@ TEST(ConstantTimeEquals, ComparesWholeStrings) {
   EXPECT_FALSE(ConstantTimeEquals("abc", "abd"));
   EXPECT_FALSE(ConstantTimeEquals("abc", "ab"));
   EXPECT_TRUE(ConstantTimeEquals("", ""));
+}
+
+TEST(Sha256, Fips180Vectors) {
+  EXPECT_EQ(absl::BytesToHexString(Sha256("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(absl::BytesToHexString(Sha256("")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+TEST(RandomBytes, AreFreshEachTime) {
+  absl::StatusOr<std::string> a = RandomBytes(32), b = RandomBytes(32);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->size(), 32u);
+  EXPECT_NE(*a, *b);
 }
 
 }  // namespace

@@ -27,7 +27,8 @@ absl::StatusOr<std::string> ReadPem(absl::string_view flag, const std::string& p
   text << in.rdbuf();
   // A PEM file is small; anything larger is not what the flag should name.
   if (text.str().size() > (1 << 20)) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": over 1 MiB, not a PEM file"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " ", path, ": over 1 MiB, not a PEM file"));
   }
   if (text.str().find("-----BEGIN ") == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": no PEM block"));
@@ -47,10 +48,10 @@ struct KeyFree {
 
 absl::Status Validate(TlsConfig& config, Role role, absl::string_view source) {
   auto name = [&](absl::string_view flag) {
-    return source == "flags" ? absl::StrCat("--", flag)
-                             : absl::StrCat("DSTRAIN_",
-                                            absl::StrReplaceAll(absl::AsciiStrToUpper(flag),
-                                                                {{"-", "_"}}));
+    return source == "flags"
+               ? absl::StrCat("--", flag)
+               : absl::StrCat("DSTRAIN_",
+                              absl::StrReplaceAll(absl::AsciiStrToUpper(flag), {{"-", "_"}}));
   };
   const bool any_file = !config.ca.empty() || !config.cert.empty() || !config.key.empty();
   if (config.insecure) {
@@ -65,10 +66,10 @@ absl::Status Validate(TlsConfig& config, Role role, absl::string_view source) {
                                                    " go together: give both or neither"));
   }
   if (role == Role::kServer && config.cert.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "TLS needs ", name("tls-cert"), " and ", name("tls-key"), " (and ", name("tls-ca"),
-        " for mutual TLS); ", name("insecure"),
-        " serves plaintext to anyone instead (docs/security.md)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("TLS needs ", name("tls-cert"), " and ", name("tls-key"), " (and ",
+                     name("tls-ca"), " for mutual TLS); ", name("insecure"),
+                     " serves plaintext to anyone instead (docs/security.md)"));
   }
   if (!config.ca.empty()) {
     if (absl::StatusOr<std::string> ca = ReadPem(name("tls-ca"), config.ca); !ca.ok()) {
@@ -111,7 +112,8 @@ absl::Status CheckCertificateFile(absl::string_view flag, const std::string& cer
   std::unique_ptr<EVP_PKEY, KeyFree> key(
       PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
   if (key == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(key_path, ": not an unencrypted PEM private key"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(key_path, ": not an unencrypted PEM private key"));
   }
   if (X509_check_private_key(cert.get(), key.get()) != 1) {
     return absl::InvalidArgumentError(
@@ -187,9 +189,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
     return absl::InvalidArgumentError(
         "--tls-ca is required: the workers' client certificates are verified against it");
   }
-  grpc::SslServerCredentialsOptions options(
-      verify ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY
-             : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  grpc::SslServerCredentialsOptions options(verify ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY
+                                                   : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   if (!config.ca.empty()) {
     absl::StatusOr<std::string> ca = ReadPem("--tls-ca", config.ca);
     if (!ca.ok()) return ca.status();

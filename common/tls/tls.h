@@ -4,8 +4,9 @@
 //
 //   auto config = tls::ConfigFromArgs(args, tls::Role::kServer);      // --tls-* / --insecure
 //   if (!config.ok()) return Fail(config.status());
-//   auto credentials = tls::ServerCredentials(*config, tls::ClientCertificates::kVerifyIfPresented);
-//   builder.AddListeningPort(listen, *credentials, &port);
+//   auto credentials = tls::ServerCredentials(*config,
+//   tls::ClientCertificates::kVerifyIfPresented); builder.AddListeningPort(listen, *credentials,
+//   &port);
 //
 // A daemon serves TLS unless it is started with --insecure (then plaintext, no authentication:
 // it says so in a warning at start). Its files are checked when read: a certificate that does not

@@ -184,9 +184,9 @@ TEST(TlsConfigTest, FlagsAreCheckedTogether) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("one or the other")));
   EXPECT_THAT(parse({"--tls-cert", "x"}, Role::kClient),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("go together")));
-  EXPECT_THAT(parse({"--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"},
-                    Role::kServer),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent.pem")));
+  EXPECT_THAT(
+      parse({"--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"}, Role::kServer),
+      StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent.pem")));
   ASSERT_OK_AND_ASSIGN(TlsConfig insecure, parse({"--insecure"}, Role::kServer));
   EXPECT_TRUE(insecure.insecure);
   ASSERT_OK_AND_ASSIGN(TlsConfig client, parse({}, Role::kClient));

@@ -42,9 +42,9 @@ absl::Status AddExtension(X509* cert, X509* issuer, int nid, const std::string& 
 absl::Status WritePem(const std::string& path, X509* cert, EVP_PKEY* key) {
   FILE* f = std::fopen(path.c_str(), "w");
   if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", path));
-  const bool ok = cert != nullptr ? PEM_write_X509(f, cert) == 1
-                                  : PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr,
-                                                         nullptr) == 1;
+  const bool ok = cert != nullptr
+                      ? PEM_write_X509(f, cert) == 1
+                      : PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
   std::fclose(f);
   return ok ? absl::OkStatus() : absl::InternalError(absl::StrCat("cannot write ", path));
 }
