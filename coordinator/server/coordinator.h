@@ -38,9 +38,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock/clock.h"
+#include "coordinator/auth/caller.h"
 #include "coordinator/registry/worker_registry.h"
 #include "coordinator/scheduler/scheduler.h"
 #include "coordinator/server/job_validation.h"
+#include "coordinator/server/rate_bucket.h"
 #include "coordinator/state/state.h"
 #include "coordinator/store/store_credentials.h"
 #include "proto/checkpoint.pb.h"
@@ -66,6 +68,11 @@ struct CoordinatorOptions {
   // A job that ended (SUCCEEDED, FAILED, CANCELLED) this long ago is deleted with its events,
   // metrics, logs and catalog records (ExpireJobs). Zero: jobs are kept for good.
   absl::Duration job_ttl = absl::ZeroDuration();
+  // Each principal may create this many jobs per minute, in bursts of up to submission_burst
+  // (SubmitJob; an idempotent resubmission is free). Without authentication all callers share
+  // one allowance.
+  double submissions_per_minute = 60;
+  double submission_burst = 100;
   // Issues the store token of every START assignment (not owned). Null: assignments carry none
   // (tests without a StoreService).
   const StoreCredentials* store_credentials = nullptr;
@@ -94,35 +101,55 @@ class Coordinator {
   ~Coordinator();
 
   // JobService.
-  absl::StatusOr<v1::SubmitJobResponse> SubmitJob(const v1::SubmitJobRequest& request);
-  absl::StatusOr<v1::GetJobResponse> GetJob(const v1::GetJobRequest& request);
-  absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& request);
-  absl::StatusOr<v1::CancelJobResponse> CancelJob(const v1::CancelJobRequest& request);
+  // `caller`: who asks (coordinator/auth/caller.h). A submitter sees, cancels and deletes only
+  // its own jobs (PERMISSION_DENIED otherwise, and ListJobs leaves the others out); SubmitJob
+  // records it as the job's owner and in the event, and counts it against its submission rate
+  // (RESOURCE_EXHAUSTED beyond CoordinatorOptions::submissions_per_minute).
+  absl::StatusOr<v1::SubmitJobResponse> SubmitJob(const v1::SubmitJobRequest& request,
+                                                  const Caller& caller = Caller::Trusted());
+  absl::StatusOr<v1::GetJobResponse> GetJob(const v1::GetJobRequest& request,
+                                            const Caller& caller = Caller::Trusted());
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& request,
+                                                const Caller& caller = Caller::Trusted());
+  absl::StatusOr<v1::CancelJobResponse> CancelJob(const v1::CancelJobRequest& request,
+                                                  const Caller& caller = Caller::Trusted());
+  // An ended job, with everything stored about it (FAILED_PRECONDITION while it is live).
+  absl::Status DeleteJob(const v1::DeleteJobRequest& request,
+                         const Caller& caller = Caller::Trusted());
   // Streams: `send` returns false when the client is gone; `cancelled` is polled.
   using WatchSend = std::function<bool(const v1::WatchJobResponse&)>;
   using LogSend = std::function<bool(const v1::GetJobLogsResponse&)>;
   using Cancelled = std::function<bool()>;
   absl::Status WatchJob(const v1::WatchJobRequest& request, const WatchSend& send,
-                        const Cancelled& cancelled);
+                        const Cancelled& cancelled, const Caller& caller = Caller::Trusted());
   absl::Status GetJobLogs(const v1::GetJobLogsRequest& request, const LogSend& send,
-                          const Cancelled& cancelled);
+                          const Cancelled& cancelled, const Caller& caller = Caller::Trusted());
 
-  // WorkerService.
+  // WorkerService. `caller` must be the worker the request names (its certificate;
+  // PERMISSION_DENIED otherwise).
   absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(
-      const v1::RegisterWorkerRequest& request);
-  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
+      const v1::RegisterWorkerRequest& request, const Caller& caller = Caller::Trusted());
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request,
+                                                  const Caller& caller = Caller::Trusted());
   using AssignmentSend = std::function<bool(const v1::StreamAssignmentsResponse&)>;
   absl::Status StreamAssignments(const v1::StreamAssignmentsRequest& request,
-                                 const AssignmentSend& send, const Cancelled& cancelled);
-  absl::Status ReportStatus(const v1::ReportStatusRequest& request);
+                                 const AssignmentSend& send, const Cancelled& cancelled,
+                                 const Caller& caller = Caller::Trusted());
+  absl::Status ReportStatus(const v1::ReportStatusRequest& request,
+                            const Caller& caller = Caller::Trusted());
   v1::ListWorkersResponse ListWorkers();
 
   // CheckpointService.
-  absl::Status RegisterShard(const v1::RegisterShardRequest& request);
+  // CheckpointService. A trainer writes only its own job's catalog: `caller`'s certificate must
+  // name the worker that holds the rank (RegisterShard) or a rank (CommitCheckpoint) of the job's
+  // current attempt (PERMISSION_DENIED otherwise).
+  absl::Status RegisterShard(const v1::RegisterShardRequest& request,
+                             const Caller& caller = Caller::Trusted());
   absl::StatusOr<v1::CommitCheckpointResponse> CommitCheckpoint(
-      const v1::CommitCheckpointRequest& request);
+      const v1::CommitCheckpointRequest& request, const Caller& caller = Caller::Trusted());
+  // A submitter lists only its own jobs' checkpoints, a worker those of a job it holds a rank of.
   absl::StatusOr<v1::ListCheckpointsResponse> ListCheckpoints(
-      const v1::ListCheckpointsRequest& request);
+      const v1::ListCheckpointsRequest& request, const Caller& caller = Caller::Trusted());
 
   // Declares workers whose lease lapsed LOST and fails their jobs, and queues restarting jobs
   // whose delay passed; call periodically (the server does, every heartbeat interval / 2).
@@ -149,8 +176,7 @@ class Coordinator {
     std::map<int32_t, std::vector<std::string>> rank_workers;
     // The job's log rate (CoordinatorOptions::log_lines_per_second): lines it may still append
     // now, and when that was counted.
-    double log_allowance = -1;  // -1: full
-    absl::Time log_counted;
+    RateBucket log_allowance;
   };
   struct Outbox {
     std::deque<v1::Assignment> queue;
@@ -203,6 +229,9 @@ class Coordinator {
   // reason.
   v1::Job ViewLocked(const JobEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void BumpLocked(JobEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deletes an ended job from the service and the database (DeleteJob, ExpireJobs); the caller
+  // compacts.
+  absl::Status DeleteJobLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   CoordinatorState* const state_;
   const Clock* const clock_;
@@ -222,6 +251,8 @@ class Coordinator {
   std::set<std::string> draining_ ABSL_GUARDED_BY(mu_);
   uint64_t next_submit_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  // Submissions per principal ("" without authentication).
+  std::map<std::string, RateBucket> submissions_ ABSL_GUARDED_BY(mu_);
 };
 
 const char* JobStateName(v1::JobState state);  // "PENDING", ...

@@ -9,14 +9,35 @@
 #include "coordinator/server/coordinator_internal.h"
 
 namespace dstrain::coordinator {
+namespace {
 
-absl::Status Coordinator::RegisterShard(const v1::RegisterShardRequest& request) {
+// PERMISSION_DENIED unless the caller is trusted or its certificate names the worker that holds
+// `rank` (any rank when -1) of the job's current attempt.
+absl::Status HoldsRank(const v1::Job& job, const Caller& caller, int rank) {
+  if (caller.trusted) return absl::OkStatus();
+  for (const v1::RankAssignment& a : job.assignments()) {
+    if ((rank < 0 || a.rank() == rank) && !caller.worker.empty() &&
+        a.worker_id() == caller.worker) {
+      return absl::OkStatus();
+    }
+  }
+  return absl::PermissionDeniedError(
+      absl::StrCat("job ", job.job_id(), ": ", caller.Describe(), " holds ",
+                   rank < 0 ? std::string("no rank") : absl::StrCat("not rank ", rank),
+                   " of its current attempt"));
+}
+
+}  // namespace
+
+absl::Status Coordinator::RegisterShard(const v1::RegisterShardRequest& request,
+                                        const Caller& caller) {
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(request.job_id());
     if (it == jobs_.end()) {
       return internal::NoSuchJob(request.job_id());
     }
+    DT_RETURN_IF_ERROR(HoldsRank(it->second.job, caller, request.rank()));
     if (request.rank() < 0 || request.rank() >= it->second.job.world_size()) {
       return absl::InvalidArgumentError(absl::StrCat("rank: ", request.rank(), " outside [0, ",
                                                      it->second.job.world_size(), ")"));
@@ -31,7 +52,7 @@ absl::Status Coordinator::RegisterShard(const v1::RegisterShardRequest& request)
 }
 
 absl::StatusOr<v1::CommitCheckpointResponse> Coordinator::CommitCheckpoint(
-    const v1::CommitCheckpointRequest& request) {
+    const v1::CommitCheckpointRequest& request, const Caller& caller) {
   int world = 0, keep_last = 0;
   {
     absl::MutexLock lock(&mu_);
@@ -39,6 +60,7 @@ absl::StatusOr<v1::CommitCheckpointResponse> Coordinator::CommitCheckpoint(
     if (it == jobs_.end()) {
       return internal::NoSuchJob(request.job_id());
     }
+    DT_RETURN_IF_ERROR(HoldsRank(it->second.job, caller, -1));
     world = it->second.job.world_size();
     keep_last = it->second.keep_last;
   }
@@ -76,12 +98,14 @@ absl::StatusOr<v1::CommitCheckpointResponse> Coordinator::CommitCheckpoint(
 }
 
 absl::StatusOr<v1::ListCheckpointsResponse> Coordinator::ListCheckpoints(
-    const v1::ListCheckpointsRequest& request) {
+    const v1::ListCheckpointsRequest& request, const Caller& caller) {
   {
     absl::MutexLock lock(&mu_);
-    if (jobs_.find(request.job_id()) == jobs_.end()) {
-      return internal::NoSuchJob(request.job_id());
-    }
+    auto it = jobs_.find(request.job_id());
+    if (it == jobs_.end()) return internal::NoSuchJob(request.job_id());
+    DT_RETURN_IF_ERROR(caller.worker.empty()
+                           ? caller.MaySee(request.job_id(), it->second.job.owner())
+                           : HoldsRank(it->second.job, caller, -1));
   }
   DT_ASSIGN_OR_RETURN(std::vector<v1::Checkpoint> all, state_->ListCheckpoints(request.job_id()));
   v1::ListCheckpointsResponse response;

@@ -1,9 +1,11 @@
 // Coordinator: JobService (docs/wire-api.md, "JobService"): submitting, reading, listing,
 // cancelling and watching jobs, and their trainers' output.
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/grpc/proto_time.h"
 #include "common/jobspec/job_device.h"
 #include "common/status/status_macros.h"
@@ -22,12 +24,17 @@ constexpr int kLogBatch = 500;
 
 }  // namespace
 
-absl::StatusOr<v1::SubmitJobResponse> Coordinator::SubmitJob(const v1::SubmitJobRequest& request) {
+absl::StatusOr<v1::SubmitJobResponse> Coordinator::SubmitJob(const v1::SubmitJobRequest& request,
+                                                             const Caller& caller) {
   DT_ASSIGN_OR_RETURN(ValidatedJob valid, ValidateSubmission(request, options_.limits));
   absl::MutexLock lock(&mu_);
   v1::SubmitJobResponse response;
   if (auto it = jobs_.find(valid.job_id); it != jobs_.end()) {
-    // Idempotent on the id: the same job again is the job that exists.
+    // Idempotent on the id: the same job again, from its owner, is the job that exists.
+    if (it->second.job.owner() != caller.principal) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("job_id: \"", valid.job_id, "\" exists (another principal's job)"));
+    }
     if (it->second.job.spec_json() != valid.spec_json ||
         it->second.job.priority() != request.priority() ||
         DeviceOf(it->second.job) != valid.device) {
@@ -38,6 +45,17 @@ absl::StatusOr<v1::SubmitJobResponse> Coordinator::SubmitJob(const v1::SubmitJob
     response.set_created(false);
     return response;
   }
+  RateBucket& submissions = submissions_[caller.principal];
+  const double available = submissions.Available(
+      clock_->Now(), options_.submissions_per_minute / 60, options_.submission_burst);
+  if (available < 1) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s is over its submission rate (%g jobs per minute, bursts of %g): retry in %.0f s",
+        caller.principal.empty() ? "the coordinator" : caller.principal,
+        options_.submissions_per_minute, options_.submission_burst,
+        std::ceil((1 - available) * 60 / options_.submissions_per_minute)));
+  }
+  submissions.Take(1);
   JobEntry entry;
   entry.keep_last = valid.keep_last;
   v1::Job& job = entry.job;
@@ -54,11 +72,13 @@ absl::StatusOr<v1::SubmitJobResponse> Coordinator::SubmitJob(const v1::SubmitJob
   job.set_submit_sequence(next_submit_sequence_);
   job.set_device(valid.device);
   job.set_pipeline_stages(valid.pipeline_stages);
+  job.set_owner(caller.principal);
   v1::JobEvent event;
   event.set_to_state(v1::JOB_STATE_PENDING);
   event.set_reason("Submitted");
   event.set_message(absl::StrCat("world size ", valid.world_size, ", priority ", request.priority(),
-                                 ", device ", jobspec::JobDeviceName(valid.device)));
+                                 ", device ", jobspec::JobDeviceName(valid.device),
+                                 caller.principal.empty() ? "" : ", by " + caller.principal));
   *event.mutable_time() = job.create_time();
   // Stored before anything else sees it: an answer means the job survives a restart.
   DT_RETURN_IF_ERROR(state_->PutJob(job, &event).status());
@@ -72,7 +92,8 @@ absl::StatusOr<v1::SubmitJobResponse> Coordinator::SubmitJob(const v1::SubmitJob
   return response;
 }
 
-absl::StatusOr<v1::GetJobResponse> Coordinator::GetJob(const v1::GetJobRequest& request) {
+absl::StatusOr<v1::GetJobResponse> Coordinator::GetJob(const v1::GetJobRequest& request,
+                                                       const Caller& caller) {
   v1::GetJobResponse response;
   {
     absl::MutexLock lock(&mu_);
@@ -80,6 +101,7 @@ absl::StatusOr<v1::GetJobResponse> Coordinator::GetJob(const v1::GetJobRequest& 
     if (it == jobs_.end()) {
       return internal::NoSuchJob(request.job_id());
     }
+    DT_RETURN_IF_ERROR(caller.MaySee(request.job_id(), it->second.job.owner()));
     *response.mutable_job() = ViewLocked(it->second);
   }
   DT_ASSIGN_OR_RETURN(std::vector<v1::JobEvent> events, state_->ListEvents(request.job_id(), 1));
@@ -96,7 +118,8 @@ absl::StatusOr<v1::GetJobResponse> Coordinator::GetJob(const v1::GetJobRequest& 
   return response;
 }
 
-absl::StatusOr<v1::ListJobsResponse> Coordinator::ListJobs(const v1::ListJobsRequest& request) {
+absl::StatusOr<v1::ListJobsResponse> Coordinator::ListJobs(const v1::ListJobsRequest& request,
+                                                           const Caller& caller) {
   if (request.page_size() < 0) return absl::InvalidArgumentError("page_size: negative");
   const int limit = request.page_size() == 0 ? 100 : std::min(request.page_size(), kMaxPageSize);
   absl::MutexLock lock(&mu_);
@@ -104,6 +127,7 @@ absl::StatusOr<v1::ListJobsResponse> Coordinator::ListJobs(const v1::ListJobsReq
   // Pages in job-id order; the token is the last id of the previous page.
   for (auto it = jobs_.upper_bound(request.page_token()); it != jobs_.end(); ++it) {
     const v1::Job& job = it->second.job;
+    if (!caller.SeesAllJobs() && job.owner() != caller.principal) continue;
     if (request.states_size() > 0 && std::find(request.states().begin(), request.states().end(),
                                                job.state()) == request.states().end()) {
       continue;
@@ -123,15 +147,18 @@ absl::StatusOr<v1::ListJobsResponse> Coordinator::ListJobs(const v1::ListJobsReq
   return response;
 }
 
-absl::StatusOr<v1::CancelJobResponse> Coordinator::CancelJob(const v1::CancelJobRequest& request) {
+absl::StatusOr<v1::CancelJobResponse> Coordinator::CancelJob(const v1::CancelJobRequest& request,
+                                                             const Caller& caller) {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(request.job_id());
   if (it == jobs_.end()) {
     return internal::NoSuchJob(request.job_id());
   }
   JobEntry& entry = it->second;
+  DT_RETURN_IF_ERROR(caller.MayControl(request.job_id(), entry.job.owner()));
   const v1::JobState s = entry.job.state();
-  const std::string message = request.reason().empty() ? "cancelled by request" : request.reason();
+  std::string message = request.reason().empty() ? "cancelled by request" : request.reason();
+  if (!caller.Describe().empty()) absl::StrAppend(&message, " (by ", caller.Describe(), ")");
   if (s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", request.job_id(), " already ended ", JobStateName(s)));
@@ -149,7 +176,7 @@ absl::StatusOr<v1::CancelJobResponse> Coordinator::CancelJob(const v1::CancelJob
 }
 
 absl::Status Coordinator::WatchJob(const v1::WatchJobRequest& request, const WatchSend& send,
-                                   const Cancelled& cancelled) {
+                                   const Cancelled& cancelled, const Caller& caller) {
   int64_t next_event = std::max<int64_t>(1, request.from_event_sequence());
   // Metrics are ordered by (attempt, step); the cursor is the last pair sent. A new attempt
   // (resumed from a checkpoint) runs lower steps again: its records come after the cursor in
@@ -164,6 +191,7 @@ absl::Status Coordinator::WatchJob(const v1::WatchJobRequest& request, const Wat
       if (it == jobs_.end()) {
         return internal::NoSuchJob(request.job_id());
       }
+      DT_RETURN_IF_ERROR(caller.MaySee(request.job_id(), it->second.job.owner()));
       if (shutdown_) return absl::UnavailableError("coordinator shutting down");
       version = it->second.version;
       snapshot = ViewLocked(it->second);
@@ -203,12 +231,12 @@ absl::Status Coordinator::WatchJob(const v1::WatchJobRequest& request, const Wat
 }
 
 absl::Status Coordinator::GetJobLogs(const v1::GetJobLogsRequest& request, const LogSend& send,
-                                     const Cancelled& cancelled) {
+                                     const Cancelled& cancelled, const Caller& caller) {
   {
     absl::MutexLock lock(&mu_);
-    if (jobs_.find(request.job_id()) == jobs_.end()) {
-      return internal::NoSuchJob(request.job_id());
-    }
+    auto it = jobs_.find(request.job_id());
+    if (it == jobs_.end()) return internal::NoSuchJob(request.job_id());
+    DT_RETURN_IF_ERROR(caller.MaySee(request.job_id(), it->second.job.owner()));
   }
   const std::optional<int32_t> rank =
       request.has_rank() ? std::optional<int32_t>(request.rank()) : std::nullopt;
@@ -260,16 +288,35 @@ absl::StatusOr<int> Coordinator::ExpireJobs() {
         expired.push_back(id);
       }
     }
-    // Gone from the service first (no new watcher finds them), then from the database.
-    for (const std::string& id : expired) {
-      DT_RETURN_IF_ERROR(state_->DeleteJob(id));
-      jobs_.erase(id);
-      latest_.erase(id);
-    }
-    if (!expired.empty()) changed_.SignalAll();  // streams of a deleted job end
+    for (const std::string& id : expired) DT_RETURN_IF_ERROR(DeleteJobLocked(id));
   }
   if (!expired.empty()) DT_RETURN_IF_ERROR(state_->Compact());
   return static_cast<int>(expired.size());
+}
+
+absl::Status Coordinator::DeleteJob(const v1::DeleteJobRequest& request, const Caller& caller) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(request.job_id());
+    if (it == jobs_.end()) return internal::NoSuchJob(request.job_id());
+    DT_RETURN_IF_ERROR(caller.MayControl(request.job_id(), it->second.job.owner()));
+    if (!IsTerminal(it->second.job.state())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", request.job_id(), " is ", JobStateName(it->second.job.state()),
+                       ": only an ended job can be deleted (cancel it first)"));
+    }
+    DT_RETURN_IF_ERROR(DeleteJobLocked(request.job_id()));
+  }
+  return state_->Compact();
+}
+
+absl::Status Coordinator::DeleteJobLocked(const std::string& job_id) {
+  // From the database, then from the service: a failed delete leaves the job as it was.
+  DT_RETURN_IF_ERROR(state_->DeleteJob(job_id));
+  jobs_.erase(job_id);
+  latest_.erase(job_id);
+  changed_.SignalAll();  // streams of the deleted job end
+  return absl::OkStatus();
 }
 
 }  // namespace dstrain::coordinator

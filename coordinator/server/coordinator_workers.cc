@@ -59,8 +59,9 @@ absl::Status Coordinator::CheckSessionLocked(const std::string& worker_id,
 }
 
 absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
-    const v1::RegisterWorkerRequest& request) {
+    const v1::RegisterWorkerRequest& request, const Caller& caller) {
   DT_RETURN_IF_ERROR(ValidateRegisterRequest(request));
+  DT_RETURN_IF_ERROR(caller.IsWorker(request.worker_id()));
   absl::MutexLock lock(&mu_);
   DT_ASSIGN_OR_RETURN(RegisterResult result, registry_.Register(request));
   draining_.erase(request.worker_id());
@@ -85,7 +86,9 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
   return response;
 }
 
-absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
+absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::HeartbeatRequest& request,
+                                                             const Caller& caller) {
+  DT_RETURN_IF_ERROR(caller.IsWorker(request.worker_id()));
   absl::MutexLock lock(&mu_);
   DT_RETURN_IF_ERROR(CheckSessionLocked(request.worker_id(), request.session_token()));
   absl::StatusOr<HeartbeatResult> result = registry_.Heartbeat(request);
@@ -117,8 +120,9 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
 }
 
 absl::Status Coordinator::StreamAssignments(const v1::StreamAssignmentsRequest& request,
-                                            const AssignmentSend& send,
-                                            const Cancelled& cancelled) {
+                                            const AssignmentSend& send, const Cancelled& cancelled,
+                                            const Caller& caller) {
+  DT_RETURN_IF_ERROR(caller.IsWorker(request.worker_id()));
   int64_t generation = 0;
   {
     absl::MutexLock lock(&mu_);
@@ -172,22 +176,16 @@ absl::Status Coordinator::StreamAssignments(const v1::StreamAssignmentsRequest& 
 }
 
 int Coordinator::TakeLogAllowanceLocked(JobEntry& entry, int lines) {
-  const absl::Time now = clock_->Now();
-  if (entry.log_allowance < 0) {
-    entry.log_allowance = options_.log_burst_lines;
-  } else {
-    entry.log_allowance =
-        std::min(options_.log_burst_lines,
-                 entry.log_allowance + options_.log_lines_per_second *
-                                           absl::ToDoubleSeconds(now - entry.log_counted));
-  }
-  entry.log_counted = now;
-  const int kept = static_cast<int>(std::min<double>(lines, std::floor(entry.log_allowance)));
-  entry.log_allowance -= kept;
+  const double available = entry.log_allowance.Available(
+      clock_->Now(), options_.log_lines_per_second, options_.log_burst_lines);
+  const int kept = static_cast<int>(std::min<double>(lines, std::floor(available)));
+  entry.log_allowance.Take(kept);
   return kept;
 }
 
-absl::Status Coordinator::ReportStatus(const v1::ReportStatusRequest& request) {
+absl::Status Coordinator::ReportStatus(const v1::ReportStatusRequest& request,
+                                       const Caller& caller) {
+  DT_RETURN_IF_ERROR(caller.IsWorker(request.worker_id()));
   int kept_lines = 0;
   {
     absl::MutexLock lock(&mu_);

@@ -1,8 +1,14 @@
 // dstrain-coordinator: the control plane daemon (docs/service.md).
 //
 //   dstrain-coordinator --listen HOST:PORT --data-dir DIR [--metrics-listen HOST:PORT]
+//                       (--tls-cert PEM --tls-key PEM --tls-ca PEM --tokens FILE | --insecure)
 //                       [--data-root DIR] [--lease-seconds S] [--heartbeat-seconds S]
 //                       [--job-ttl DURATION]
+//
+// Security (docs/security.md): TLS on --listen with the given certificate; workers present
+// client certificates signed by --tls-ca; people and tools bearer tokens listed (hashed) in
+// --tokens. Every call passes the Authorizer first. --insecure serves plaintext and admits
+// everyone, with a warning.
 //
 // Serves JobService, WorkerService, StoreService, CheckpointService and gRPC health on --listen,
 // Prometheus /metrics on --metrics-listen, and keeps everything in RocksDB under --data-dir, from
@@ -32,6 +38,9 @@
 #include "absl/synchronization/notification.h"
 #include "common/clock/clock.h"
 #include "common/flags/flags.h"
+#include "common/tls/tls.h"
+#include "coordinator/auth/authorizer.h"
+#include "coordinator/auth/token_table.h"
 #include "coordinator/server/coordinator.h"
 #include "coordinator/server/rpc_metrics.h"
 #include "coordinator/server/services.h"
@@ -57,18 +66,43 @@ int Main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto args = flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
-                               {"listen", "data-dir", "metrics-listen", "data-root",
-                                "lease-seconds", "heartbeat-seconds", "job-ttl"},
-                               {});
+  auto args =
+      flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
+                       {"listen", "data-dir", "metrics-listen", "data-root", "lease-seconds",
+                        "heartbeat-seconds", "job-ttl", "tls-ca", "tls-cert", "tls-key", "tokens"},
+                       {tls::kInsecureFlag});
   if (!args.ok()) return Fail(std::string(args.status().message()), 2);
   if (!args->Has("data-dir")) {
     return Fail(
         "usage: dstrain-coordinator --listen HOST:PORT --data-dir DIR "
+        "(--tls-cert PEM --tls-key PEM --tls-ca PEM --tokens FILE | --insecure) "
         "[--metrics-listen HOST:PORT] [--data-root DIR] [--lease-seconds S] "
         "[--heartbeat-seconds S] [--job-ttl DURATION]",
         2);
   }
+  auto tls_config = tls::ConfigFromArgs(*args, tls::Role::kServer);
+  if (!tls_config.ok()) return Fail(std::string(tls_config.status().message()), 2);
+  std::shared_ptr<Authorizer> authorizer;
+  if (tls_config->insecure) {
+    if (args->Has("tokens")) {
+      return Fail("--tokens with --insecure: bearer tokens would cross the network in plaintext",
+                  2);
+    }
+    absl::FPrintF(stderr,
+                  "dstrain-coordinator: WARNING: --insecure: plaintext, and anyone who reaches "
+                  "the port may submit, cancel, register as a worker and read every job\n");
+  } else {
+    if (!args->Has("tokens")) {
+      return Fail("--tokens FILE is required with TLS (docs/security.md, \"Tokens\")", 2);
+    }
+    auto tokens = TokenTable::Load(args->Get("tokens"));
+    if (!tokens.ok()) return Fail(std::string(tokens.status().message()), 2);
+    authorizer = std::make_shared<Authorizer>(*std::move(tokens));
+  }
+  auto server_credentials =
+      tls::ServerCredentials(*tls_config, tls::ClientCertificates::kVerifyIfPresented);
+  if (!server_credentials.ok()) return Fail(std::string(server_credentials.status().message()), 2);
+  if (authorizer != nullptr) (*server_credentials)->SetAuthMetadataProcessor(authorizer);
   const std::string listen = args->Get("listen", "127.0.0.1:50051");
   const std::string metrics_listen = args->Get("metrics-listen", "127.0.0.1:0");
   // A worker that misses about three heartbeats is declared lost: its job restarts within
@@ -130,14 +164,15 @@ int Main(int argc, char** argv) {
   exposer->RegisterCollectable(registry);
   exposer->RegisterCollectable(collector);
 
-  JobServiceImpl jobs(coordinator->get(), &rpc_metrics);
-  WorkerServiceImpl workers(coordinator->get(), &rpc_metrics);
-  CheckpointServiceImpl checkpoints(coordinator->get(), &rpc_metrics);
+  const bool authenticated = authorizer != nullptr;
+  JobServiceImpl jobs(coordinator->get(), &rpc_metrics, authenticated);
+  WorkerServiceImpl workers(coordinator->get(), &rpc_metrics, authenticated);
+  CheckpointServiceImpl checkpoints(coordinator->get(), &rpc_metrics, authenticated);
   StoreServiceImpl store_service(&store, &store_credentials);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, *server_credentials, &port);
   builder.RegisterService(&jobs);
   builder.RegisterService(&workers);
   builder.RegisterService(&checkpoints);
@@ -147,7 +182,8 @@ int Main(int argc, char** argv) {
   server->GetHealthCheckService()->SetServingStatus(true);
 
   const std::string host = listen.substr(0, listen.rfind(':'));
-  absl::PrintF("dstrain-coordinator: listening on %s:%d\n", host, port);
+  absl::PrintF("dstrain-coordinator: listening on %s:%d (%s)\n", host, port,
+               authenticated ? "TLS, tokens and worker certificates" : "plaintext, --insecure");
   absl::PrintF("dstrain-coordinator: metrics on http://%s:%d/metrics\n",
                metrics_listen.substr(0, metrics_listen.rfind(':')),
                exposer->GetListeningPorts().front());

@@ -1,6 +1,10 @@
 // The gRPC face of the Coordinator: JobService, WorkerService and CheckpointService as thin
 // adapters (request → Coordinator call → response, absl::Status → gRPC status). StoreService is
 // coordinator/store's. Each handler's latency is observed in RpcMetrics.
+//
+// `authenticated`: the port runs the Authorizer (TLS, docs/security.md), and each call reaches
+// the Coordinator with the Caller it admitted; false (an --insecure coordinator, tests) makes
+// every caller Caller::Trusted().
 #pragma once
 
 #include "coordinator/server/coordinator.h"
@@ -13,7 +17,8 @@ namespace dstrain::coordinator {
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  JobServiceImpl(Coordinator* c, RpcMetrics* metrics) : c_(c), metrics_(metrics) {}
+  JobServiceImpl(Coordinator* c, RpcMetrics* metrics, bool authenticated = false)
+      : c_(c), metrics_(metrics), authenticated_(authenticated) {}
   grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*,
                          v1::SubmitJobResponse*) override;
   grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::GetJobResponse*) override;
@@ -25,15 +30,19 @@ class JobServiceImpl final : public v1::JobService::Service {
                         grpc::ServerWriter<v1::WatchJobResponse>*) override;
   grpc::Status GetJobLogs(grpc::ServerContext*, const v1::GetJobLogsRequest*,
                           grpc::ServerWriter<v1::GetJobLogsResponse>*) override;
+  grpc::Status DeleteJob(grpc::ServerContext*, const v1::DeleteJobRequest*,
+                         v1::DeleteJobResponse*) override;
 
  private:
   Coordinator* const c_;
   RpcMetrics* const metrics_;
+  const bool authenticated_;
 };
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  WorkerServiceImpl(Coordinator* c, RpcMetrics* metrics) : c_(c), metrics_(metrics) {}
+  WorkerServiceImpl(Coordinator* c, RpcMetrics* metrics, bool authenticated = false)
+      : c_(c), metrics_(metrics), authenticated_(authenticated) {}
   grpc::Status RegisterWorker(grpc::ServerContext*, const v1::RegisterWorkerRequest*,
                               v1::RegisterWorkerResponse*) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
@@ -48,11 +57,13 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
  private:
   Coordinator* const c_;
   RpcMetrics* const metrics_;
+  const bool authenticated_;
 };
 
 class CheckpointServiceImpl final : public v1::CheckpointService::Service {
  public:
-  CheckpointServiceImpl(Coordinator* c, RpcMetrics* metrics) : c_(c), metrics_(metrics) {}
+  CheckpointServiceImpl(Coordinator* c, RpcMetrics* metrics, bool authenticated = false)
+      : c_(c), metrics_(metrics), authenticated_(authenticated) {}
   grpc::Status RegisterShard(grpc::ServerContext*, const v1::RegisterShardRequest*,
                              v1::RegisterShardResponse*) override;
   grpc::Status CommitCheckpoint(grpc::ServerContext*, const v1::CommitCheckpointRequest*,
@@ -63,6 +74,7 @@ class CheckpointServiceImpl final : public v1::CheckpointService::Service {
  private:
   Coordinator* const c_;
   RpcMetrics* const metrics_;
+  const bool authenticated_;
 };
 
 }  // namespace dstrain::coordinator
