@@ -9,11 +9,6 @@
 namespace dstrain::coordinator {
 namespace {
 
-// Properties the Authorizer adds to an admitted call's AuthContext.
-constexpr char kPrincipalProperty[] = "dstrain_principal";
-constexpr char kRolesProperty[] = "dstrain_roles";
-constexpr char kWorkerProperty[] = "dstrain_worker";
-
 const std::map<std::string, Rule, std::less<>>& Rules() {
   static const auto* rules = new std::map<std::string, Rule, std::less<>>{
       {"/grpc.health.v1.Health/Check", Rule::kAnyone},
@@ -54,12 +49,34 @@ const Rule* RuleFor(absl::string_view method) {
   return it == Rules().end() ? nullptr : &it->second;
 }
 
+absl::StatusOr<Caller> Identify(const TokenTable& tokens,
+                                const std::vector<absl::string_view>& authorization,
+                                const grpc::AuthContext& context) {
+  Caller caller;
+  caller.worker = tls::PeerWorkerId(context);
+  if (authorization.empty()) return caller;
+  // One header only: with two, a check and a handler could each read a different one.
+  if (authorization.size() > 1) {
+    return absl::UnauthenticatedError("more than one authorization header");
+  }
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (!absl::StartsWith(authorization[0], kBearer)) {
+    return absl::UnauthenticatedError("the authorization header must be 'Bearer <token>'");
+  }
+  const TokenTable::Entry* entry = tokens.Find(authorization[0].substr(kBearer.size()));
+  if (entry == nullptr) return absl::UnauthenticatedError("the bearer token is not known");
+  caller.principal = entry->principal;
+  caller.roles = entry->roles;
+  return caller;
+}
+
 grpc::Status Authorizer::Process(const InputMetadata& metadata, grpc::AuthContext* context,
-                                 OutputMetadata* consumed, OutputMetadata*) {
-  std::string method, authorization;
+                                 OutputMetadata*, OutputMetadata*) {
+  std::string method;
+  std::vector<absl::string_view> authorization;
   for (const auto& [key, value] : metadata) {
     if (key == ":path") method = View(value);
-    if (key == "authorization") authorization = View(value);
+    if (key == "authorization") authorization.emplace_back(value.data(), value.size());
   }
   const Rule* rule = RuleFor(method);
   if (rule == nullptr) {
@@ -68,54 +85,41 @@ grpc::Status Authorizer::Process(const InputMetadata& metadata, grpc::AuthContex
   }
   if (*rule == Rule::kAnyone) return grpc::Status::OK;
 
-  const std::string worker = tls::PeerWorkerId(*context);
-  if (!worker.empty()) context->AddProperty(kWorkerProperty, worker);
-  if (*rule == Rule::kWorker || (*rule == Rule::kWorkerOrAnyRole && !worker.empty())) {
-    if (!worker.empty()) return grpc::Status::OK;
+  absl::StatusOr<Caller> caller = Identify(*tokens_, authorization, *context);
+  if (!caller.ok()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(caller.status().message()));
+  }
+  const bool worker = !caller->worker.empty();
+  if (*rule == Rule::kWorker || (*rule == Rule::kWorkerOrAnyRole && worker)) {
+    if (worker) return grpc::Status::OK;
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         absl::StrCat(method,
                                      " is for workers: present a client certificate "
                                      "(CN worker:<id>) signed by the coordinator's CA"));
   }
-
-  if (authorization.empty()) {
+  if (caller->principal.empty()) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         absl::StrCat(method, " needs a bearer token (DSTRAIN_TOKEN)"));
   }
-  constexpr absl::string_view kBearer = "Bearer ";
-  if (!absl::StartsWith(authorization, kBearer)) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "the authorization header must be 'Bearer <token>'");
-  }
-  const TokenTable::Entry* entry =
-      tokens_.Find(absl::string_view(authorization).substr(kBearer.size()));
-  if (entry == nullptr) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "the bearer token is not known");
-  }
-  // The token is spent here; handlers see only who it named.
-  consumed->insert({"authorization", authorization});
-  if (*rule == Rule::kSubmitter && (entry->roles & (kSubmitter | kAdmin)) == 0) {
+  if (*rule == Rule::kSubmitter && (caller->roles & (kSubmitter | kAdmin)) == 0) {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        absl::StrCat(method, " needs role submitter or admin; ", entry->principal,
-                                     " has ", RoleNames(entry->roles)));
+                        absl::StrCat(method, " needs role submitter or admin; ", caller->principal,
+                                     " has ", RoleNames(caller->roles)));
   }
-  context->AddProperty(kPrincipalProperty, entry->principal);
-  context->AddProperty(kRolesProperty, RoleNames(entry->roles));
   return grpc::Status::OK;
 }
 
-Caller CallerOf(const grpc::AuthContext& context, bool enforced) {
-  if (!enforced) return Caller::Trusted();
-  Caller caller;
-  auto one = [&context](const char* name) {
-    std::vector<grpc::string_ref> values = context.FindPropertyValues(name);
-    return values.size() == 1 ? View(values[0]) : std::string();
-  };
-  caller.principal = one(kPrincipalProperty);
-  caller.worker = one(kWorkerProperty);
-  absl::StatusOr<uint32_t> roles = ParseRoles(one(kRolesProperty));
-  caller.roles = roles.ok() ? *roles : 0;
-  return caller;
+Caller CallerOf(const grpc::ServerContext& context, const TokenTable* tokens) {
+  if (tokens == nullptr) return Caller::Trusted();
+  std::vector<absl::string_view> authorization;
+  const auto [begin, end] = context.client_metadata().equal_range("authorization");
+  for (auto it = begin; it != end; ++it) {
+    authorization.emplace_back(it->second.data(), it->second.size());
+  }
+  // The Authorizer admitted the call with the same inputs, so this does not fail; if it did, the
+  // call goes on as no one (refused by every check that needs someone).
+  absl::StatusOr<Caller> caller = Identify(*tokens, authorization, *context.auth_context());
+  return caller.ok() ? *std::move(caller) : Caller();
 }
 
 }  // namespace dstrain::coordinator

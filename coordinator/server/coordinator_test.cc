@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -134,6 +135,8 @@ class CoordinatorTest : public ::testing::Test {
     options.job_ttl = job_ttl_;
     options.log_lines_per_second = log_lines_per_second_;
     options.log_burst_lines = log_burst_lines_;
+    options.submissions_per_minute = submissions_per_minute_;
+    options.submission_burst = submission_burst_;
     auto c = Coordinator::Create(state_.get(), &clock_, options);
     ASSERT_THAT(c, IsOk());
     c_ = *std::move(c);
@@ -164,6 +167,7 @@ class CoordinatorTest : public ::testing::Test {
   const StoreCredentials* worker_sessions_ = nullptr;  // set by the session-token test
   absl::Duration job_ttl_ = absl::ZeroDuration();      // set by the retention test
   double log_lines_per_second_ = 1000, log_burst_lines_ = 10000;
+  double submissions_per_minute_ = 60, submission_burst_ = 100;
   MemKvDb db_;
   FakeClock clock_;
   std::unique_ptr<CoordinatorState> state_;
@@ -1024,6 +1028,223 @@ TEST_F(CoordinatorTest, ADrainingGpuWorkerIsLeftOutOfTheReason) {
   ASSERT_THAT(c_->SubmitJob(SubmitOn("four", 4, "cuda")).status(), IsOk());
   EXPECT_EQ(Get("four").state(), v1::JOB_STATE_PENDING);
   EXPECT_THAT(Get("four").queue_reason(), HasSubstr("2 registered (2 free)"));
+}
+
+}  // namespace
+}  // namespace dstrain::coordinator
+
+namespace dstrain::coordinator {
+namespace {
+
+Caller Person(const std::string& principal, uint32_t roles) {
+  Caller caller;
+  caller.principal = principal;
+  caller.roles = roles;
+  return caller;
+}
+
+Caller WorkerCaller(const std::string& worker) {
+  Caller caller;
+  caller.worker = worker;
+  return caller;
+}
+
+std::vector<std::string> ListedIds(Coordinator* c, const Caller& caller) {
+  auto listed = c->ListJobs(v1::ListJobsRequest(), caller);
+  EXPECT_THAT(listed, IsOk());
+  std::vector<std::string> ids;
+  if (listed.ok()) {
+    for (const v1::Job& j : listed->jobs()) ids.push_back(j.job_id());
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+// A submitter sees, cancels and deletes only its own jobs; a viewer reads every job and changes
+// none; an admin does everything. The owner is recorded on the job and the principal in its
+// events, and a refused call changes nothing.
+TEST_F(CoordinatorTest, SubmittersOwnTheirJobsViewersReadAdminsControl) {
+  const Caller alice = Person("alice", kSubmitter), bob = Person("bob", kSubmitter);
+  const Caller viewer = Person("vera", kViewer), admin = Person("root", kAdmin);
+  ASSERT_THAT(c_->SubmitJob(Submit("a-job", 1), alice).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("b-job", 1), bob).status(), IsOk());
+  EXPECT_EQ(Get("a-job").owner(), "alice");
+  // The same id from another principal is not "the same job again".
+  EXPECT_THAT(c_->SubmitJob(Submit("a-job", 1), bob).status(),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("another principal")));
+  EXPECT_THAT(c_->SubmitJob(Submit("a-job", 1), alice).status(), IsOk());
+
+  EXPECT_EQ(ListedIds(c_.get(), alice), (std::vector<std::string>{"a-job"}));
+  EXPECT_EQ(ListedIds(c_.get(), bob), (std::vector<std::string>{"b-job"}));
+  EXPECT_EQ(ListedIds(c_.get(), viewer), (std::vector<std::string>{"a-job", "b-job"}));
+  EXPECT_EQ(ListedIds(c_.get(), admin), (std::vector<std::string>{"a-job", "b-job"}));
+
+  v1::GetJobRequest get;
+  get.set_job_id("a-job");
+  EXPECT_THAT(c_->GetJob(get, alice).status(), IsOk());
+  EXPECT_THAT(c_->GetJob(get, viewer).status(), IsOk());
+  EXPECT_THAT(c_->GetJob(get, bob).status(), StatusIs(absl::StatusCode::kPermissionDenied, _));
+  v1::GetJobLogsRequest logs;
+  logs.set_job_id("a-job");
+  auto no_lines = [](const v1::GetJobLogsResponse&) { return true; };
+  EXPECT_THAT(c_->GetJobLogs(
+                  logs, no_lines, [] { return false; }, bob),
+              StatusIs(absl::StatusCode::kPermissionDenied, _));
+  v1::WatchJobRequest watch;
+  watch.set_job_id("a-job");
+  EXPECT_THAT(
+      c_->WatchJob(
+          watch, [](const v1::WatchJobResponse&) { return true; }, [] { return true; }, bob),
+      StatusIs(absl::StatusCode::kPermissionDenied, _));
+
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id("a-job");
+  for (const Caller* refused : {&bob, &viewer}) {
+    EXPECT_THAT(c_->CancelJob(cancel, *refused).status(),
+                StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("a-job")));
+  }
+  EXPECT_EQ(Get("a-job").state(), v1::JOB_STATE_PENDING) << "a refused cancel changes nothing";
+  ASSERT_THAT(c_->CancelJob(cancel, alice).status(), IsOk());
+  cancel.set_job_id("b-job");
+  ASSERT_THAT(c_->CancelJob(cancel, admin).status(), IsOk());
+  get.set_job_id("b-job");
+  auto b = c_->GetJob(get, admin);
+  ASSERT_THAT(b, IsOk());
+  std::vector<std::string> messages;
+  for (const v1::JobEvent& e : b->events()) messages.push_back(e.message());
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_THAT(messages[0], HasSubstr("by bob"));
+  EXPECT_THAT(messages[1], HasSubstr("by root"));
+
+  v1::DeleteJobRequest del;
+  del.set_job_id("a-job");
+  EXPECT_THAT(c_->DeleteJob(del, bob), StatusIs(absl::StatusCode::kPermissionDenied, _));
+  EXPECT_THAT(c_->DeleteJob(del, viewer), StatusIs(absl::StatusCode::kPermissionDenied, _));
+  EXPECT_EQ(Get("a-job").state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_THAT(c_->DeleteJob(del, alice), IsOk());
+  EXPECT_EQ(ListedIds(c_.get(), admin), (std::vector<std::string>{"b-job"}));
+}
+
+// DeleteJob refuses a live job and removes an ended one with its events, metrics and logs, for
+// good (a restart does not bring it back).
+TEST_F(CoordinatorTest, DeleteJobRemovesOnlyAnEndedJobAndEverythingStored) {
+  ASSERT_THAT(c_->RegisterWorker(Worker("w1", 1)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("gone", 1)).status(), IsOk());
+  v1::ReportStatusRequest r;
+  r.set_worker_id("w1");
+  r.set_job_id("gone");
+  r.set_attempt(1);
+  r.set_rank(0);
+  r.set_state(v1::RANK_STATE_RUNNING);
+  r.mutable_metrics()->set_step(1);
+  r.add_log_lines()->set_text("step 1");
+  ASSERT_THAT(c_->ReportStatus(r), IsOk());
+  v1::DeleteJobRequest del;
+  del.set_job_id("gone");
+  EXPECT_THAT(c_->DeleteJob(del), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                           HasSubstr("only an ended job can be deleted")));
+  EXPECT_EQ(Get("gone").state(), v1::JOB_STATE_RUNNING);
+  Report("w1", "gone", 1, 0, v1::RANK_STATE_SUCCEEDED);
+  ASSERT_THAT(c_->DeleteJob(del), IsOk());
+  EXPECT_THAT(c_->DeleteJob(del), StatusIs(absl::StatusCode::kNotFound, _));
+  EXPECT_FALSE(state_->GetJob("gone")->has_value());
+  EXPECT_TRUE(state_->ListEvents("gone", 1)->empty());
+  EXPECT_TRUE(state_->ListMetrics("gone", 0, 0)->empty());
+  EXPECT_TRUE(state_->ListLogs("gone", 0, std::nullopt, 0, 100)->empty());
+  Restart();
+  v1::GetJobRequest get;
+  get.set_job_id("gone");
+  EXPECT_THAT(c_->GetJob(get).status(), StatusIs(absl::StatusCode::kNotFound, _));
+}
+
+// Each principal creates at most submission_burst jobs at once and then submissions_per_minute;
+// the refusal names the limit and when to retry; another principal has its own allowance, and a
+// resubmission of an existing job costs nothing.
+TEST_F(CoordinatorTest, SubmissionsAreRateLimitedPerPrincipal) {
+  submissions_per_minute_ = 6;
+  submission_burst_ = 3;
+  Restart();
+  const Caller alice = Person("alice", kSubmitter), bob = Person("bob", kSubmitter);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_THAT(c_->SubmitJob(Submit(absl::StrCat("a", i), 1), alice).status(), IsOk());
+  }
+  EXPECT_THAT(c_->SubmitJob(Submit("a3", 1), alice).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("alice is over its submission rate (6 jobs per minute, bursts "
+                                 "of 3): retry in 10 s")));
+  EXPECT_THAT(c_->SubmitJob(Submit("a0", 1), alice).status(), IsOk()) << "idempotent, free";
+  EXPECT_THAT(c_->SubmitJob(Submit("b0", 1), bob).status(), IsOk());
+  clock_.Advance(absl::Seconds(10));
+  EXPECT_THAT(c_->SubmitJob(Submit("a3", 1), alice).status(), IsOk());
+  EXPECT_THAT(c_->SubmitJob(Submit("a4", 1), alice).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, _));
+  v1::GetJobRequest get;
+  get.set_job_id("a4");
+  EXPECT_THAT(c_->GetJob(get).status(), StatusIs(absl::StatusCode::kNotFound, _));
+}
+
+// With certificates, a worker acts only as itself: registering, heartbeating, streaming or
+// reporting under another worker's id is refused and changes nothing; the catalog takes shards
+// only from the worker that holds the rank.
+TEST_F(CoordinatorTest, AWorkerCertificateActsOnlyAsItsOwnWorker) {
+  const Caller w1 = WorkerCaller("w1"), w2 = WorkerCaller("w2");
+  EXPECT_THAT(c_->RegisterWorker(Worker("w1", 1), w2).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("w1")));
+  EXPECT_TRUE(c_->ListWorkers().workers().empty());
+  ASSERT_THAT(c_->RegisterWorker(Worker("w1", 1), w1).status(), IsOk());
+  ASSERT_THAT(c_->RegisterWorker(Worker("w2", 1), w2).status(), IsOk());
+  v1::HeartbeatRequest beat;
+  beat.set_worker_id("w1");
+  EXPECT_THAT(c_->Heartbeat(beat, w2).status(), StatusIs(absl::StatusCode::kPermissionDenied, _));
+  EXPECT_THAT(c_->Heartbeat(beat, w1).status(), IsOk());
+  v1::StreamAssignmentsRequest stream;
+  stream.set_worker_id("w1");
+  EXPECT_THAT(c_->StreamAssignments(
+                  stream, [](const v1::StreamAssignmentsResponse&) { return true; },
+                  [] { return true; }, w2),
+              StatusIs(absl::StatusCode::kPermissionDenied, _));
+
+  ASSERT_THAT(c_->SubmitJob(Submit("job", 1)).status(), IsOk());
+  const std::string holder = Get("job").assignments(0).worker_id();
+  const Caller& holding = holder == "w1" ? w1 : w2;
+  const Caller& other = holder == "w1" ? w2 : w1;
+  v1::ReportStatusRequest report;
+  report.set_worker_id(holder);
+  report.set_job_id("job");
+  report.set_attempt(1);
+  report.set_rank(0);
+  report.set_state(v1::RANK_STATE_SUCCEEDED);
+  EXPECT_THAT(c_->ReportStatus(report, other), StatusIs(absl::StatusCode::kPermissionDenied, _));
+  EXPECT_EQ(Get("job").state(), v1::JOB_STATE_SCHEDULED);
+
+  v1::RegisterShardRequest shard;
+  shard.set_job_id("job");
+  shard.set_tag("step_1");
+  shard.set_step(1);
+  shard.set_rank(0);
+  shard.set_path("/data/ckpt/step_1/rank_00000.bin");
+  EXPECT_THAT(c_->RegisterShard(shard, other),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("holds not rank 0")));
+  v1::CommitCheckpointRequest commit;
+  commit.set_job_id("job");
+  commit.set_tag("step_1");
+  commit.set_step(1);
+  commit.set_manifest_path("/data/ckpt/step_1/manifest.json");
+  EXPECT_THAT(c_->CommitCheckpoint(commit, other).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("holds no rank")));
+  EXPECT_TRUE(state_->ListCheckpoints("job")->empty()) << "a refused shard is not recorded";
+  EXPECT_THAT(c_->RegisterShard(shard, holding), IsOk());
+  EXPECT_THAT(c_->CommitCheckpoint(commit, holding).status(), IsOk());
+  v1::ListCheckpointsRequest list;
+  list.set_job_id("job");
+  EXPECT_THAT(c_->ListCheckpoints(list, holding).status(), IsOk());
+  EXPECT_THAT(c_->ListCheckpoints(list, other).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, _));
+  EXPECT_THAT(c_->ListCheckpoints(list, Person("mallory", kSubmitter)).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, _));
+  EXPECT_THAT(c_->ListCheckpoints(list, Person("vera", kViewer)).status(), IsOk());
+  EXPECT_THAT(c_->ReportStatus(report, holding), IsOk());
+  EXPECT_EQ(Get("job").state(), v1::JOB_STATE_SUCCEEDED);
 }
 
 }  // namespace

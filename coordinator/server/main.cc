@@ -82,7 +82,7 @@ int Main(int argc, char** argv) {
   }
   auto tls_config = tls::ConfigFromArgs(*args, tls::Role::kServer);
   if (!tls_config.ok()) return Fail(std::string(tls_config.status().message()), 2);
-  std::shared_ptr<Authorizer> authorizer;
+  std::shared_ptr<const TokenTable> tokens;
   if (tls_config->insecure) {
     if (args->Has("tokens")) {
       return Fail("--tokens with --insecure: bearer tokens would cross the network in plaintext",
@@ -95,14 +95,16 @@ int Main(int argc, char** argv) {
     if (!args->Has("tokens")) {
       return Fail("--tokens FILE is required with TLS (docs/security.md, \"Tokens\")", 2);
     }
-    auto tokens = TokenTable::Load(args->Get("tokens"));
-    if (!tokens.ok()) return Fail(std::string(tokens.status().message()), 2);
-    authorizer = std::make_shared<Authorizer>(*std::move(tokens));
+    auto loaded = TokenTable::Load(args->Get("tokens"));
+    if (!loaded.ok()) return Fail(std::string(loaded.status().message()), 2);
+    tokens = std::make_shared<const TokenTable>(*std::move(loaded));
   }
   auto server_credentials =
       tls::ServerCredentials(*tls_config, tls::ClientCertificates::kVerifyIfPresented);
   if (!server_credentials.ok()) return Fail(std::string(server_credentials.status().message()), 2);
-  if (authorizer != nullptr) (*server_credentials)->SetAuthMetadataProcessor(authorizer);
+  if (tokens != nullptr) {
+    (*server_credentials)->SetAuthMetadataProcessor(std::make_shared<Authorizer>(tokens));
+  }
   const std::string listen = args->Get("listen", "127.0.0.1:50051");
   const std::string metrics_listen = args->Get("metrics-listen", "127.0.0.1:0");
   // A worker that misses about three heartbeats is declared lost: its job restarts within
@@ -164,10 +166,9 @@ int Main(int argc, char** argv) {
   exposer->RegisterCollectable(registry);
   exposer->RegisterCollectable(collector);
 
-  const bool authenticated = authorizer != nullptr;
-  JobServiceImpl jobs(coordinator->get(), &rpc_metrics, authenticated);
-  WorkerServiceImpl workers(coordinator->get(), &rpc_metrics, authenticated);
-  CheckpointServiceImpl checkpoints(coordinator->get(), &rpc_metrics, authenticated);
+  JobServiceImpl jobs(coordinator->get(), &rpc_metrics, tokens.get());
+  WorkerServiceImpl workers(coordinator->get(), &rpc_metrics, tokens.get());
+  CheckpointServiceImpl checkpoints(coordinator->get(), &rpc_metrics, tokens.get());
   StoreServiceImpl store_service(&store, &store_credentials);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -183,7 +184,7 @@ int Main(int argc, char** argv) {
 
   const std::string host = listen.substr(0, listen.rfind(':'));
   absl::PrintF("dstrain-coordinator: listening on %s:%d (%s)\n", host, port,
-               authenticated ? "TLS, tokens and worker certificates" : "plaintext, --insecure");
+               tokens != nullptr ? "TLS, tokens and worker certificates" : "plaintext, --insecure");
   absl::PrintF("dstrain-coordinator: metrics on http://%s:%d/metrics\n",
                metrics_listen.substr(0, metrics_listen.rfind(':')),
                exposer->GetListeningPorts().front());

@@ -2,11 +2,12 @@
 // adapters (request → Coordinator call → response, absl::Status → gRPC status). StoreService is
 // coordinator/store's. Each handler's latency is observed in RpcMetrics.
 //
-// `authenticated`: the port runs the Authorizer (TLS, docs/security.md), and each call reaches
-// the Coordinator with the Caller it admitted; false (an --insecure coordinator, tests) makes
-// every caller Caller::Trusted().
+// `tokens`: the token table of the Authorizer that runs on the port (TLS, docs/security.md); each
+// call reaches the Coordinator with the Caller it admitted. Null (an --insecure coordinator,
+// tests) makes every caller Caller::Trusted().
 #pragma once
 
+#include "coordinator/auth/token_table.h"
 #include "coordinator/server/coordinator.h"
 #include "coordinator/server/rpc_metrics.h"
 #include "proto/checkpoint.grpc.pb.h"
@@ -17,8 +18,8 @@ namespace dstrain::coordinator {
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  JobServiceImpl(Coordinator* c, RpcMetrics* metrics, bool authenticated = false)
-      : c_(c), metrics_(metrics), authenticated_(authenticated) {}
+  JobServiceImpl(Coordinator* c, RpcMetrics* metrics, const TokenTable* tokens = nullptr)
+      : c_(c), metrics_(metrics), tokens_(tokens) {}
   grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*,
                          v1::SubmitJobResponse*) override;
   grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::GetJobResponse*) override;
@@ -36,13 +37,13 @@ class JobServiceImpl final : public v1::JobService::Service {
  private:
   Coordinator* const c_;
   RpcMetrics* const metrics_;
-  const bool authenticated_;
+  const TokenTable* const tokens_;
 };
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  WorkerServiceImpl(Coordinator* c, RpcMetrics* metrics, bool authenticated = false)
-      : c_(c), metrics_(metrics), authenticated_(authenticated) {}
+  WorkerServiceImpl(Coordinator* c, RpcMetrics* metrics, const TokenTable* tokens = nullptr)
+      : c_(c), metrics_(metrics), tokens_(tokens) {}
   grpc::Status RegisterWorker(grpc::ServerContext*, const v1::RegisterWorkerRequest*,
                               v1::RegisterWorkerResponse*) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
@@ -57,13 +58,13 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
  private:
   Coordinator* const c_;
   RpcMetrics* const metrics_;
-  const bool authenticated_;
+  const TokenTable* const tokens_;
 };
 
 class CheckpointServiceImpl final : public v1::CheckpointService::Service {
  public:
-  CheckpointServiceImpl(Coordinator* c, RpcMetrics* metrics, bool authenticated = false)
-      : c_(c), metrics_(metrics), authenticated_(authenticated) {}
+  CheckpointServiceImpl(Coordinator* c, RpcMetrics* metrics, const TokenTable* tokens = nullptr)
+      : c_(c), metrics_(metrics), tokens_(tokens) {}
   grpc::Status RegisterShard(grpc::ServerContext*, const v1::RegisterShardRequest*,
                              v1::RegisterShardResponse*) override;
   grpc::Status CommitCheckpoint(grpc::ServerContext*, const v1::CommitCheckpointRequest*,
@@ -74,7 +75,7 @@ class CheckpointServiceImpl final : public v1::CheckpointService::Service {
  private:
   Coordinator* const c_;
   RpcMetrics* const metrics_;
-  const bool authenticated_;
+  const TokenTable* const tokens_;
 };
 
 }  // namespace dstrain::coordinator
