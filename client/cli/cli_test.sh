@@ -110,4 +110,22 @@ expect 2 'job.device: must be "auto", "cpu" or "cuda", got "gpu"' -- "$dstrain" 
 expect 1 'is dstrain-coordinator running at 127.0.0.1:1' -- "$dstrain" submit --coordinator 127.0.0.1:1 "$dir/cuda.json"
 expect 1 'is dstrain-coordinator running at 127.0.0.1:1' -- "$dstrain" workers --coordinator 127.0.0.1:1
 expect 1 'UNAVAILABLE' -- env DSTRAIN_COORDINATOR=127.0.0.1:1 "$dstrain" list
+# dstrain token: a fresh token on stdout, its SHA-256 hash with the principal and roles appended
+# to a 0600 file; nothing else keeps the token.
+tokens="$dir/tokens"
+rm -f "$tokens"
+t1=$("$dstrain" token alice submitter --append "$tokens")
+check "token: 32 random bytes in hex" grep -qE '^dst_[0-9a-f]{64}$' <<<"$t1"
+t2=$("$dstrain" token ops viewer,admin --append "$tokens" 2>/dev/null)
+check "token: two tokens differ" [ "$t1" != "$t2" ]
+check "token: the file line is the hash" [ "$(sed -n 1p "$tokens")" == "$(printf %s "$t1" | sha256sum | cut -d' ' -f1) alice submitter" ]
+check "token: roles in order" [ "$(sed -n 2p "$tokens" | cut -d' ' -f2-)" == "ops viewer,admin" ]
+check "token: the file is private" [ "$(stat -c %a "$tokens")" == 600 ]
+check "token: the token is not in the file" bash -c "! grep -q '$t1' '$tokens'"
+expect 0 'the line for the coordinator' -- "$dstrain" token bob submitter
+expect 2 "principal 'Bob'" -- "$dstrain" token Bob submitter
+expect 2 "unknown role 'owner'" -- "$dstrain" token bob owner
+expect 2 'usage: dstrain token' -- "$dstrain" token bob
+# A TLS file that is not there is a usage error naming it.
+expect 2 'nope.pem' -- "$dstrain" workers --coordinator 127.0.0.1:1 --tls-ca "$dir/nope.pem"
 [[ $fails -eq 0 ]]

@@ -7,29 +7,36 @@
 //   dstrain launch --nproc N JOB.json [--metrics-out FILE.jsonl]
 //   dstrain estimate JOB.json [--world N] [--json]
 //   dstrain export CHECKPOINT_DIR --out FILE [--tag TAG]
-//   dstrain submit|list|status|watch|logs|cancel|workers|checkpoints ... (service_commands.h)
+//   dstrain submit|list|status|watch|logs|cancel|delete|workers|checkpoints ... (service_commands.h)
 //
 // Exit codes: 0 success, 1 the command ran and failed, 2 bad usage, an invalid job or missing
 // input files.
+#include <fcntl.h>
 #include <omp.h>
 #include <sched.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/service_commands.h"
+#include "common/crypto/hmac.h"
 #include "common/flags/flags.h"
 #include "common/runtime/exit_codes.h"
 #include "common/runtime/process_init.h"
 #include "common/status/status_macros.h"
+#include "coordinator/auth/caller.h"
+#include "coordinator/auth/token_table.h"
 #include "worker/config/config.h"
 #include "worker/data/prepare.h"
 #include "worker/device/cpu/cpu_ops.h"
@@ -80,6 +87,11 @@ commands:
   export CHECKPOINT_DIR --out FILE [--tag TAG]
       Write the fp32 weights of a committed checkpoint (default: the latest) as one llm.c model
       file, whatever world size, ZeRO stage and precision wrote it; model.init_from reads it.
+  token PRINCIPAL ROLES [--append FILE]
+      Make a bearer token for PRINCIPAL ([a-z0-9._@-], up to 64 characters) with ROLES
+      (viewer, submitter, admin; comma-separated). Prints the token; the line for the
+      coordinator's --tokens file (its SHA-256 hash, the principal, the roles) is appended to
+      FILE (created 0600) or printed on stderr. The token itself is stored nowhere.
   help
       Show this text.
 )";
@@ -355,6 +367,46 @@ int Launch(const std::vector<std::string>& args) {
   return 0;
 }
 
+// dstrain token PRINCIPAL ROLES [--append FILE] (docs/security.md, "Tokens").
+int Token(const std::vector<std::string>& args) {
+  auto parsed = flags::ParseArgs(args, {"append"}, {});
+  if (!parsed.ok()) return Fail(parsed.status(), 2);
+  if (parsed->positional.size() != 2) {
+    return Fail(absl::InvalidArgumentError("usage: dstrain token PRINCIPAL ROLES [--append FILE]"),
+                2);
+  }
+  const std::string& principal = parsed->positional[0];
+  if (!coordinator::IsValidPrincipal(principal)) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("principal '", principal,
+                                                        "': 1 to 64 characters of [a-z0-9._@-]")),
+                2);
+  }
+  auto roles = coordinator::ParseRoles(parsed->positional[1]);
+  if (!roles.ok()) return Fail(roles.status(), 2);
+  auto random = crypto::RandomBytes(32);
+  if (!random.ok()) return Fail(random.status(), 1);
+  const std::string token = absl::StrCat("dst_", absl::BytesToHexString(*random));
+  const std::string line = coordinator::TokenFileLine(token, principal, *roles);
+  if (parsed->Has("append")) {
+    const std::string path = parsed->Get("append");
+    const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return Fail(absl::NotFoundError(absl::StrCat(path, ": ", std::strerror(errno))), 1);
+    }
+    const std::string text = line + "\n";
+    const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    const bool closed = close(fd) == 0;
+    if (!written || !closed) {
+      return Fail(absl::DataLossError(absl::StrCat(path, ": cannot append the line")), 1);
+    }
+  } else {
+    absl::FPrintF(stderr, "dstrain token: the line for the coordinator's --tokens file:\n%s\n",
+                  line);
+  }
+  absl::PrintF("%s\n", token);
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   if (argc < 2) {
     PrintUsage(stderr);
@@ -368,6 +420,7 @@ int Main(int argc, char** argv) {
   if (command == "launch") return Launch(args);
   if (command == "estimate") return Estimate(args);
   if (command == "export") return Export(args);
+  if (command == "token") return Token(args);
   if (IsServiceCommand(command)) return RunServiceCommand(command, args, ProcessServiceContext());
   if (command == "help" || command == "--help" || command == "-h") {
     PrintUsage(stdout);

@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "client/cli/output.h"
 #include "client/cli/progress_bar.h"
@@ -36,7 +37,10 @@ namespace dstrain::cli {
 
 const char kServiceCommandsUsage[] =
     R"(service commands (talk to a dstrain-coordinator given by --coordinator HOST:PORT or
-$DSTRAIN_COORDINATOR; -o json prints the coordinator's answer as one JSON document):
+$DSTRAIN_COORDINATOR, over TLS verified against --tls-ca or $DSTRAIN_TLS_CA (the system's roots
+when neither is set; --insecure or DSTRAIN_INSECURE=1 for a plaintext coordinator), with the
+bearer token in $DSTRAIN_TOKEN or the file --token-file or $DSTRAIN_TOKEN_FILE names; -o json
+prints the coordinator's answer as one JSON document):
   submit JOB.json [--id ID] [--priority P] [--world N] [--follow]
       Validate the job as `validate` does (exit 2 on an error, nothing is sent), make it
       self-contained (paths absolute, a deepspeed_config file inlined) and submit it. Prints the
@@ -55,12 +59,18 @@ $DSTRAIN_COORDINATOR; -o json prints the coordinator's answer as one JSON docume
       job has ended.
   cancel JOB [--reason TEXT]
       Stop every rank and mark the job CANCELLED.
+  delete JOB
+      Remove an ended job with its events, metrics, logs and checkpoint records (the
+      checkpoint files stay where the job wrote them).
   workers [-o json]
       The workers the coordinator knows: ID, STATE, GPUS (count, model and memory), CPU SLOTS,
       USED, HEARTBEAT AGE, HOST.
   checkpoints JOB [-o json]
       The job's checkpoints: TAG, STEP, STATE, BYTES, SHARDS, COMMITTED AT, PATH.
 )";
+
+// The bearer token a --token-file names (defined below).
+absl::StatusOr<std::string> ReadToken(const std::string& path);
 
 namespace {
 
@@ -89,6 +99,10 @@ struct CommandArgs {
 // --state values, and hands the rest to ParseArgs. A value is never taken for a flag.
 absl::StatusOr<CommandArgs> ParseCommandArgs(const std::vector<std::string>& args, FlagSpec spec) {
   spec.value_flags.insert("coordinator");
+  // How to reach it (Session::Connect).
+  for (const std::string& flag : tls::ValueFlags()) spec.value_flags.insert(flag);
+  spec.value_flags.insert("token-file");
+  spec.bool_flags.insert(tls::kInsecureFlag);
   CommandArgs out;
   std::vector<std::string> rewritten;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -221,6 +235,7 @@ class Session {
   int Watch(const std::vector<std::string>& args);
   int Logs(const std::vector<std::string>& args);
   int Cancel(const std::vector<std::string>& args);
+  int Delete(const std::vector<std::string>& args);
   int Workers(const std::vector<std::string>& args);
   int Checkpoints(const std::vector<std::string>& args);
 
@@ -228,8 +243,10 @@ class Session {
   // exit code (2). `positionals` is how many positional arguments the command takes.
   std::optional<int> Prepare(const std::vector<std::string>& args, const FlagSpec& flags,
                              size_t positionals, const std::string& usage, CommandArgs* out);
-  // Resolves the coordinator's address (flag, then environment) and creates the stubs.
+  // Resolves the coordinator's address and security (flags, then environment) and creates the
+  // stubs.
   absl::Status Connect(const flags::ParsedArgs& parsed);
+  absl::StatusOr<ClientSecurity> Security(const flags::ParsedArgs& parsed) const;
 
   // Follows the job's WatchJob stream until it ends; the exit code (0 = SUCCEEDED).
   int WatchUntilDone(const std::string& job_id, int64_t from_step);
@@ -284,6 +301,7 @@ int Session::Run(const std::vector<std::string>& args) {
   if (command_ == "watch") return Watch(args);
   if (command_ == "logs") return Logs(args);
   if (command_ == "cancel") return Cancel(args);
+  if (command_ == "delete") return Delete(args);
   if (command_ == "workers") return Workers(args);
   if (command_ == "checkpoints") return Checkpoints(args);
   return Error(absl::StrCat("not a service command: ", command_), 2);
@@ -304,7 +322,11 @@ int Session::RpcError(const grpc::Status& status, const std::string& hint) {
   const grpc::StatusCode code = status.error_code();
   Error(absl::StrCat(CodeName(code), ": ", status.error_message()));
   if (code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    Error(absl::StrCat("is dstrain-coordinator running at ", address_, "?"));
+    Error(absl::StrCat("is dstrain-coordinator running at ", address_,
+                       "? (and TLS as it expects: --tls-ca / DSTRAIN_TLS_CA, or --insecure for a "
+                       "plaintext one)"));
+  } else if (code == grpc::StatusCode::UNAUTHENTICATED) {
+    Error("set DSTRAIN_TOKEN (or --token-file FILE) to a token the coordinator's --tokens lists");
   } else if (!hint.empty()) {
     Error(hint);
   }
@@ -329,8 +351,34 @@ absl::Status Session::Connect(const flags::ParsedArgs& parsed) {
     return absl::InvalidArgumentError(
         absl::StrCat("coordinator address '", address_, "' has no port (expected HOST:PORT)"));
   }
-  stubs_ = ctx_.connect(address_);
+  DT_ASSIGN_OR_RETURN(ClientSecurity security, Security(parsed));
+  DT_ASSIGN_OR_RETURN(stubs_, ctx_.connect(address_, security));
   return absl::OkStatus();
+}
+
+absl::StatusOr<ClientSecurity> Session::Security(const flags::ParsedArgs& parsed) const {
+  ClientSecurity security;
+  bool tls_flags = parsed.Has(tls::kInsecureFlag);
+  for (const std::string& flag : tls::ValueFlags()) tls_flags = tls_flags || parsed.Has(flag);
+  if (tls_flags) {
+    DT_ASSIGN_OR_RETURN(security.tls, tls::ConfigFromArgs(parsed, tls::Role::kClient));
+  } else {
+    DT_ASSIGN_OR_RETURN(security.tls,
+                        tls::ConfigFromEnvironment(ctx_.env_security, tls::Role::kClient));
+  }
+  if (security.tls.insecure) return security;  // a token is never sent in plaintext
+  auto env = [this](const char* name) {
+    auto it = ctx_.env_security.find(name);
+    return it == ctx_.env_security.end() ? std::string() : it->second;
+  };
+  std::string token_file = parsed.Get("token-file");
+  if (token_file.empty() && env("DSTRAIN_TOKEN").empty()) token_file = env("DSTRAIN_TOKEN_FILE");
+  if (token_file.empty()) {
+    security.token = env("DSTRAIN_TOKEN");
+  } else {
+    DT_ASSIGN_OR_RETURN(security.token, ReadToken(token_file));
+  }
+  return security;
 }
 
 std::optional<int> Session::Prepare(const std::vector<std::string>& args, const FlagSpec& flags,
@@ -802,6 +850,24 @@ int Session::Cancel(const std::vector<std::string>& args) {
   return 0;
 }
 
+int Session::Delete(const std::vector<std::string>& args) {
+  CommandArgs a;
+  if (auto code = Prepare(args, {}, 1, "delete JOB", &a)) return *code;
+  v1::DeleteJobRequest request;
+  request.set_job_id(a.parsed.positional[0]);
+  v1::DeleteJobResponse response;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  const grpc::Status status = stubs_.jobs->DeleteJob(&context, request, &response);
+  if (!status.ok()) {
+    return RpcError(status, status.error_code() == grpc::StatusCode::FAILED_PRECONDITION
+                                ? "cancel the job first (dstrain cancel)"
+                                : "");
+  }
+  Print(absl::StrCat("job ", request.job_id(), " deleted\n"));
+  return 0;
+}
+
 int Session::Workers(const std::vector<std::string>& args) {
   CommandArgs a;
   if (auto code = Prepare(args, {{"output"}, {}}, 0, "workers [-o json]", &a)) return *code;
@@ -887,9 +953,32 @@ json WithoutNotes(json effective) {
 
 }  // namespace
 
-ServiceStubs ConnectToCoordinator(const std::string& address) {
-  std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+// The token in a file: its first line, without surrounding white space; at most 4 KiB.
+absl::StatusOr<std::string> ReadToken(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("token file ", path, ": cannot open"));
+  std::string text(4097, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat("token file ", path, ": over 4 KiB"));
+  }
+  std::string token(absl::StripAsciiWhitespace(text.substr(0, text.find('\n'))));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("token file ", path, ": empty"));
+  }
+  return token;
+}
+
+absl::StatusOr<ServiceStubs> ConnectToCoordinator(const std::string& address,
+                                                  const ClientSecurity& security) {
+  DT_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                      tls::ChannelCredentials(security.tls));
+  if (!security.tls.insecure && !security.token.empty()) {
+    credentials = grpc::CompositeChannelCredentials(credentials,
+                                                    grpc::AccessTokenCredentials(security.token));
+  }
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(address, credentials);
   ServiceStubs stubs;
   stubs.jobs = v1::JobService::NewStub(channel);
   stubs.workers = v1::WorkerService::NewStub(channel);
@@ -909,13 +998,17 @@ ServiceContext ProcessServiceContext() {
     }
   }
   if (const char* env = std::getenv("DSTRAIN_COORDINATOR")) context.env_coordinator = env;
+  for (const char* name : {"DSTRAIN_TLS_CA", "DSTRAIN_TLS_CERT", "DSTRAIN_TLS_KEY",
+                           "DSTRAIN_INSECURE", "DSTRAIN_TOKEN", "DSTRAIN_TOKEN_FILE"}) {
+    if (const char* value = std::getenv(name)) context.env_security[name] = value;
+  }
   context.time_zone = absl::LocalTimeZone();
   return context;
 }
 
 bool IsServiceCommand(const std::string& command) {
   static const std::set<std::string>* const kCommands = new std::set<std::string>{
-      "submit", "list", "status", "watch", "logs", "cancel", "workers", "checkpoints"};
+      "submit", "list", "status", "watch", "logs", "cancel", "delete", "workers", "checkpoints"};
   return kCommands->count(command) > 0;
 }
 

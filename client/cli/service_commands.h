@@ -25,6 +25,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,6 +33,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/tls/tls.h"
 #include "proto/checkpoint.grpc.pb.h"
 #include "proto/job.grpc.pb.h"
 #include "proto/worker.grpc.pb.h"
@@ -45,8 +47,18 @@ struct ServiceStubs {
   std::unique_ptr<v1::CheckpointService::StubInterface> checkpoints;
 };
 
-// Stubs over one insecure channel to `address` (any gRPC target: HOST:PORT, unix:PATH, ...).
-ServiceStubs ConnectToCoordinator(const std::string& address);
+// How the CLI proves itself to the coordinator (docs/security.md): TLS (the CA that signs the
+// coordinator's certificate, or plaintext with insecure) and a bearer token.
+struct ClientSecurity {
+  tls::TlsConfig tls;
+  std::string token;  // "" = none; never sent over plaintext
+};
+
+// Stubs over one channel to `address` (any gRPC target: HOST:PORT, unix:PATH, ...), TLS unless
+// security.tls.insecure, carrying the token on every call. INVALID_ARGUMENT / NOT_FOUND when the
+// TLS files cannot be read.
+absl::StatusOr<ServiceStubs> ConnectToCoordinator(const std::string& address,
+                                                  const ClientSecurity& security);
 
 // Everything a command reads from or writes to its environment.
 struct ServiceContext {
@@ -57,6 +69,9 @@ struct ServiceContext {
   bool out_is_tty = false;
   int terminal_columns = 0;     // bound of the progress line; 0 = none
   std::string env_coordinator;  // $DSTRAIN_COORDINATOR; "" = unset
+  // DSTRAIN_TLS_CA, DSTRAIN_TLS_CERT, DSTRAIN_TLS_KEY, DSTRAIN_INSECURE, DSTRAIN_TOKEN and
+  // DSTRAIN_TOKEN_FILE, where set; flags (--tls-ca ..., --insecure, --token-file) win.
+  std::map<std::string, std::string> env_security;
   absl::Duration rpc_timeout = absl::Seconds(10);
   // Stream reconnects: the delay doubles from reconnect_delay up to max_reconnect_delay (with
   // retry::Backoff's jitter, which only shortens it); after max_reconnects attempts in a row that
@@ -66,7 +81,9 @@ struct ServiceContext {
   int max_reconnects = 30;
   absl::TimeZone time_zone = absl::UTCTimeZone();
   std::function<absl::Time()> now = [] { return absl::Now(); };
-  std::function<ServiceStubs(const std::string& address)> connect = ConnectToCoordinator;
+  std::function<absl::StatusOr<ServiceStubs>(const std::string& address,
+                                             const ClientSecurity& security)>
+      connect = ConnectToCoordinator;
   // The random part of a default job id: 6 characters of [a-z0-9]; unset = std::random_device.
   std::function<std::string()> random_suffix;
 };

@@ -27,6 +27,7 @@
 #include "absl/time/time.h"
 #include "client/cli/output.h"
 #include "common/status/status_matchers.h"
+#include "common/tls/testing/test_pki.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/config/config.h"
@@ -150,6 +151,17 @@ class FakeCoordinator final : public v1::JobService::Service,
     *response->mutable_job() = MakeJob(request->job_id(), v1::JOB_STATE_CANCELLED, 3, 10);
     return grpc::Status::OK;
   }
+  grpc::Status DeleteJob(grpc::ServerContext* context, const v1::DeleteJobRequest* request,
+                         v1::DeleteJobResponse*) override {
+    std::lock_guard<std::mutex> lock(mu);
+    Count(context);
+    deletes.push_back(request->job_id());
+    if (request->job_id() == "live") {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "job live is RUNNING: only an ended job can be deleted");
+    }
+    return grpc::Status::OK;
+  }
   grpc::Status WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
                         grpc::ServerWriter<v1::WatchJobResponse>* writer) override {
     WatchScript script;
@@ -207,6 +219,7 @@ class FakeCoordinator final : public v1::JobService::Service,
   std::map<std::string, v1::ListJobsResponse> pages;  // by page token
   std::vector<v1::ListJobsRequest> list_requests;
   std::vector<v1::CancelJobRequest> cancels;
+  std::vector<std::string> deletes;
   std::vector<WatchScript> watch_scripts;
   std::vector<v1::WatchJobRequest> watch_requests;
   std::vector<v1::GetJobLogsResponse> log_batches;
@@ -279,6 +292,7 @@ class ServiceCommandsTest : public ::testing::Test {
     context_.reconnect_delay = absl::Milliseconds(1);
     context_.max_reconnect_delay = absl::Milliseconds(5);
     context_.random_suffix = [] { return std::string("abc123"); };
+    context_.env_security = {{"DSTRAIN_INSECURE", "1"}};  // the fake serves plaintext
   }
   void TearDown() override {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
@@ -866,6 +880,75 @@ TEST_F(ServiceCommandsTest, UnavailableCoordinatorHints) {
     EXPECT_THAT(r.err, HasSubstr(absl::StrCat("dstrain ", command, ": UNAVAILABLE: ")));
     EXPECT_THAT(r.err, HasSubstr("is dstrain-coordinator running at 127.0.0.1:1?"));
   }
+}
+
+TEST_F(ServiceCommandsTest, DeleteRemovesAnEndedJob) {
+  CliResult r = Dstrain("delete", {"old"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "job old deleted\n");
+  r = Dstrain("delete", {"live"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("FAILED_PRECONDITION: job live is RUNNING"));
+  EXPECT_THAT(r.err, HasSubstr("cancel the job first"));
+  r = Dstrain("delete", {});
+  EXPECT_EQ(r.code, 2);
+  std::lock_guard<std::mutex> lock(fake_.mu);
+  EXPECT_EQ(fake_.deletes, (std::vector<std::string>{"old", "live"}));
+}
+
+// Where TLS material and the token come from: flags win over the environment, --token-file over
+// DSTRAIN_TOKEN over DSTRAIN_TOKEN_FILE, and a plaintext connection never carries a token.
+TEST_F(ServiceCommandsTest, SecurityComesFromFlagsThenTheEnvironment) {
+  const std::string dir = absl::StrCat(TempDir(), "/security");
+  std::filesystem::create_directories(dir);
+  auto pki = tls::testing::TestPki::Create(dir);
+  ASSERT_THAT(pki, IsOk());
+  const std::string ca = absl::StrCat(dir, "/ca.pem");
+  WriteFile(absl::StrCat(dir, "/token"), "  from-file \nsecond line ignored\n");
+  WriteFile(absl::StrCat(dir, "/other-token"), "from-env-file\n");
+  std::vector<ClientSecurity> seen;
+  context_.connect = [&seen](const std::string& address, const ClientSecurity& security) {
+    seen.push_back(security);
+    ClientSecurity plaintext;
+    plaintext.tls.insecure = true;
+    return ConnectToCoordinator(address, plaintext);
+  };
+  auto run = [&](const std::map<std::string, std::string>& env,
+                 std::vector<std::string> args) -> ClientSecurity {
+    context_.env_security = env;
+    seen.clear();
+    CliResult r = Dstrain("workers", args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    return seen.empty() ? ClientSecurity() : seen.back();
+  };
+  ClientSecurity s = run({{"DSTRAIN_TLS_CA", ca}, {"DSTRAIN_TOKEN", "from-env"}}, {});
+  EXPECT_FALSE(s.tls.insecure);
+  EXPECT_EQ(s.tls.ca, ca);
+  EXPECT_EQ(s.token, "from-env");
+  s = run({{"DSTRAIN_TLS_CA", ca},
+           {"DSTRAIN_TOKEN", "from-env"},
+           {"DSTRAIN_TOKEN_FILE", dir + "/other-token"}},
+          {"--token-file", dir + "/token"});
+  EXPECT_EQ(s.token, "from-file");
+  s = run({{"DSTRAIN_TLS_CA", ca}, {"DSTRAIN_TOKEN_FILE", dir + "/other-token"}}, {});
+  EXPECT_EQ(s.token, "from-env-file");
+  s = run({{"DSTRAIN_TLS_CA", ca}, {"DSTRAIN_TOKEN", "from-env"}}, {"--insecure"});
+  EXPECT_TRUE(s.tls.insecure);
+  EXPECT_EQ(s.token, "") << "a token would cross the network in plaintext";
+  s = run({{"DSTRAIN_INSECURE", "1"}}, {"--tls-ca", ca});
+  EXPECT_FALSE(s.tls.insecure) << "a flag wins over the environment";
+  EXPECT_EQ(s.tls.ca, ca);
+
+  context_.env_security = {};
+  CliResult r = Dstrain("workers", {"--tls-ca", dir + "/missing.pem"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("missing.pem"));
+  r = Dstrain("workers", {"--insecure", "--tls-ca", ca});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--insecure"));
+  r = Dstrain("workers", {"--tls-ca", ca, "--token-file", dir + "/none"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("token file " + dir + "/none: cannot open"));
 }
 
 // ---------------------------------------------------------------------------------------------
