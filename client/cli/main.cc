@@ -7,7 +7,8 @@
 //   dstrain launch --nproc N JOB.json [--metrics-out FILE.jsonl]
 //   dstrain estimate JOB.json [--world N] [--json]
 //   dstrain export CHECKPOINT_DIR --out FILE [--tag TAG]
-//   dstrain submit|list|status|watch|logs|cancel|delete|workers|checkpoints ... (service_commands.h)
+//   dstrain submit|list|status|watch|logs|cancel|delete|workers|checkpoints ...
+//   (service_commands.h)
 //
 // Exit codes: 0 success, 1 the command ran and failed, 2 bad usage, an invalid job or missing
 // input files.

@@ -234,4 +234,22 @@ std::string PeerWorkerId(const grpc::AuthContext& context) {
   return std::string(name.substr(kWorkerNamePrefix.size()));
 }
 
+absl::StatusOr<std::string> CertificateWorkerId(const std::string& cert_path) {
+  absl::StatusOr<std::string> pem = ReadPem("--tls-cert", cert_path);
+  if (!pem.ok()) return pem.status();
+  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size())));
+  std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (cert == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(cert_path, ": not a PEM certificate"));
+  }
+  const X509_NAME* subject = X509_get_subject_name(cert.get());
+  const int index = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (index < 0) return std::string();
+  const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, index));
+  const absl::string_view name(reinterpret_cast<const char*>(ASN1_STRING_get0_data(data)),
+                               static_cast<size_t>(ASN1_STRING_length(data)));
+  if (!absl::StartsWith(name, kWorkerNamePrefix)) return std::string();
+  return std::string(name.substr(kWorkerNamePrefix.size()));
+}
+
 }  // namespace dstrain::tls

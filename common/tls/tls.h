@@ -93,6 +93,10 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
 // a peer without one (plaintext, no client certificate, another kind of name).
 std::string PeerWorkerId(const grpc::AuthContext& context);
 
+// The worker id the certificate in `cert_path` names (its common name "worker:<id>"), or "" for
+// a certificate of another kind; the file's error when it cannot be read or parsed.
+absl::StatusOr<std::string> CertificateWorkerId(const std::string& cert_path);
+
 // Reads and checks a PEM file now: the certificate parses, is within its validity period and
 // (when `key_path` is not empty) matches the key. The message names `flag` and the path.
 absl::Status CheckCertificateFile(absl::string_view flag, const std::string& cert_path,

@@ -120,6 +120,13 @@ TEST_F(TlsTest, WorkerCertificateNamesTheWorker) {
   ASSERT_OK_AND_ASSIGN(TestPki::Files person, pki_->Issue("alice", {}));
   EXPECT_TRUE(Call(pki_->Config(person)).ok());
   EXPECT_EQ(recorder_.last_worker(), "");
+  // The same names read from the files, as a worker agent finds its own id.
+  ASSERT_OK_AND_ASSIGN(std::string worker_id, CertificateWorkerId(worker.cert));
+  EXPECT_EQ(worker_id, "wa");
+  ASSERT_OK_AND_ASSIGN(std::string person_id, CertificateWorkerId(person.cert));
+  EXPECT_EQ(person_id, "");
+  EXPECT_THAT(CertificateWorkerId(worker.key),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a PEM certificate")));
 }
 
 TEST_F(TlsTest, PlaintextClientIsRefused) {

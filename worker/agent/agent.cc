@@ -116,8 +116,10 @@ absl::Status Agent::Start() {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, backoff_min_ms);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, backoff_min_ms);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, backoff_max_ms);
+  auto credentials = tls::ChannelCredentials(options_.tls);
+  if (!credentials.ok()) return credentials.status();
   stub_ = v1::WorkerService::NewStub(
-      grpc::CreateCustomChannel(options_.coordinator, grpc::InsecureChannelCredentials(), args));
+      grpc::CreateCustomChannel(options_.coordinator, *credentials, args));
 
   const int cpus = options_.cpus > 0 ? options_.cpus : CpuCount();
   // A trainer on a GPU still runs its data loading and host-side work on CPUs: every slot gets

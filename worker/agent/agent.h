@@ -79,6 +79,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/tls/tls.h"
 #include "proto/worker.grpc.pb.h"
 #include "proto/worker.pb.h"
 #include "worker/agent/agent_metrics.h"
@@ -111,8 +112,12 @@ struct AgentOptions {
   std::vector<GpuSlot> gpus;
   // Absolute; trainers run in <work_dir>/jobs/<job_id>/attempt-<a>/rank-<r>/.
   std::string work_dir;
-  // Passed to every trainer as --data-root (the job's paths must resolve beneath it); empty: none.
+  // Passed to every trainer as --data-root (the job's paths must resolve beneath it); empty: none
+  // (tests with a fake trainer; a real trainer under an agent refuses to run without one).
   std::string data_root;
+  // The coordinator connection's TLS (the worker's certificate, the CA), also handed to every
+  // trainer in its environment (tls::ToEnvironment) for the store and the checkpoint catalog.
+  tls::TlsConfig tls = {.insecure = true};
   // The trainer executable (absolute path).
   std::string trainer;
   // HOST:PORT of this worker's /metrics, sent with RegisterWorker.

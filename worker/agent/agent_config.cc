@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/flags/flags.h"
+#include "common/tls/tls.h"
 
 namespace dstrain::agent {
 namespace {
@@ -100,18 +101,18 @@ std::string AdvertisedAddress(absl::string_view listen, int port, absl::string_v
 
 absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& args,
                                              const ConfigEnvironment& env) {
-  auto parsed =
-      flags::ParseArgs(args,
-                       {"coordinator", "slots", "work-dir", "metrics-listen", "listen", "worker-id",
-                        "trainer", "drain-seconds", "gpus", "fake-gpus", "data-root"},
-                       {});
+  std::set<std::string> value_flags = {"coordinator", "slots",     "work-dir", "metrics-listen",
+                                       "listen",      "worker-id", "trainer",  "drain-seconds",
+                                       "gpus",        "fake-gpus", "data-root"};
+  value_flags.insert(tls::ValueFlags().begin(), tls::ValueFlags().end());
+  auto parsed = flags::ParseArgs(args, value_flags, {tls::kInsecureFlag});
   if (!parsed.ok()) return parsed.status();
   if (!parsed->positional.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("unexpected argument '", parsed->positional[0], "'"));
   }
   AgentConfig config;
-  for (const char* required : {"coordinator", "slots", "work-dir"}) {
+  for (const char* required : {"coordinator", "slots", "work-dir", "data-root"}) {
     if (parsed->Get(required).empty()) {
       return absl::InvalidArgumentError(absl::StrCat("--", required, " is required"));
     }
@@ -141,10 +142,31 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& arg
     config.fake_gpus = *std::move(fake);
   }
   config.work_dir = Absolute(parsed->Get("work-dir"), env.cwd);
-  if (parsed->Has("data-root")) config.data_root = Absolute(parsed->Get("data-root"), env.cwd);
+  // Required: without a root the trainers would read and write wherever a job says.
+  config.data_root = Absolute(parsed->Get("data-root"), env.cwd);
   config.metrics_listen = parsed->Get("metrics-listen", config.metrics_listen);
   config.listen = parsed->Get("listen", config.listen);
-  config.worker_id = parsed->Get("worker-id", DefaultWorkerId(env.hostname, config.work_dir));
+  auto tls_config = tls::ConfigFromArgs(*parsed, tls::Role::kServer);
+  if (!tls_config.ok()) return tls_config.status();
+  config.tls = *std::move(tls_config);
+  std::string default_id = DefaultWorkerId(env.hostname, config.work_dir);
+  if (!config.tls.insecure) {
+    // The coordinator knows the worker by its certificate: the id is the certificate's.
+    auto named = tls::CertificateWorkerId(config.tls.cert);
+    if (!named.ok()) return named.status();
+    if (named->empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tls-cert ", config.tls.cert,
+                       ": not a worker certificate (its common name must be worker:<id>)"));
+    }
+    if (parsed->Has("worker-id") && parsed->Get("worker-id") != *named) {
+      return absl::InvalidArgumentError(absl::StrCat("--worker-id ", parsed->Get("worker-id"),
+                                                     ": the certificate ", config.tls.cert,
+                                                     " is worker ", *named));
+    }
+    default_id = *named;
+  }
+  config.worker_id = parsed->Get("worker-id", default_id);
   if (!IsValidWorkerId(config.worker_id)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--worker-id: '", config.worker_id, "' must match [a-z][a-z0-9-]{0,62}"));

@@ -1,7 +1,8 @@
 // The dstrain-worker command line (docs/service.md) and the defaults it derives:
 //
-//   dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR [--gpus auto|none|N]
-//                  [--metrics-listen HOST:PORT] [--listen HOST:PORT]
+//   dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR --data-root DIR
+//                  (--tls-ca PEM --tls-cert PEM --tls-key PEM | --insecure)
+//                  [--gpus auto|none|N] [--metrics-listen HOST:PORT] [--listen HOST:PORT]
 //                  [--worker-id ID] [--trainer PATH] [--drain-seconds S]
 //                  [--fake-gpus NAME:BYTES,...]   (tests only)
 //
@@ -9,11 +10,16 @@
 // slots: auto (default) every GPU the CUDA runtime finds, none, or at most N of them
 // (gpu_inventory.h). --fake-gpus stands in for discovery in tests on machines without GPUs.
 //
+// --data-root is required: every path a job names resolves beneath it or the job is refused
+// (docs/security.md, "Paths"). TLS is the default: --tls-cert is the worker's certificate (common
+// name worker:<id>, which is then its id; a different --worker-id is refused), presented to the
+// coordinator and served on --listen; --tls-ca verifies the coordinator. --insecure: plaintext.
+//
 // --metrics-listen (Prometheus /metrics) and --listen (gRPC health) default to 127.0.0.1:0, a free
-// port; --worker-id to the host name plus a short suffix derived from the work directory (two
-// agents on one host need two work directories, and get two ids); --trainer to the `dstrain`
-// binary beside this executable, else `dstrain` on PATH (a --trainer without '/' is looked up on
-// PATH too). Relative paths are made absolute: trainers run in their own directories.
+// port; with --insecure, --worker-id defaults to the host name plus a short suffix derived from the
+// work directory (two agents on one host need two work directories, and get two ids); --trainer to
+// the `dstrain` binary beside this executable, else `dstrain` on PATH (a --trainer without '/' is
+// looked up on PATH too). Relative paths are made absolute: trainers run in their own directories.
 #pragma once
 
 #include <optional>
@@ -23,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/tls/tls.h"
 #include "proto/worker.pb.h"
 #include "worker/agent/gpu_inventory.h"
 
@@ -36,9 +43,10 @@ struct AgentConfig {
   GpuSelection gpus;
   std::optional<std::vector<v1::GpuInfo>> fake_gpus;
   std::string work_dir;  // absolute
-  // --data-root: the trainers refuse a job whose paths resolve outside it (symlinks followed);
-  // empty: no check.
+  // --data-root: the trainers refuse a job whose paths resolve outside it (symlinks followed).
   std::string data_root;
+  // --tls-* / --insecure: the coordinator connection, the health port and the trainers' calls.
+  tls::TlsConfig tls;
   std::string metrics_listen = "127.0.0.1:0";
   std::string listen = "127.0.0.1:0";
   std::string worker_id;

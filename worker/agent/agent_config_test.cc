@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/status/status_matchers.h"
+#include "common/tls/testing/test_pki.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -39,10 +40,16 @@ ConfigEnvironment TestEnvironment() {
   return env;
 }
 
+// ParseAgentConfig with the flags every test but the security one needs.
+absl::StatusOr<AgentConfig> Parse(std::vector<std::string> args, const ConfigEnvironment& env) {
+  args.insert(args.end(), {"--insecure", "--data-root", "/data"});
+  return ParseAgentConfig(args, env);
+}
+
 TEST(AgentConfig, ParsesTheCommandLineAndFillsDefaults) {
   const ConfigEnvironment env = TestEnvironment();
-  auto config = ParseAgentConfig(
-      {"--coordinator", "coord:7000", "--slots", "4", "--work-dir", "work/./w1"}, env);
+  auto config =
+      Parse({"--coordinator", "coord:7000", "--slots", "4", "--work-dir", "work/./w1"}, env);
   ASSERT_THAT(config, IsOk());
   EXPECT_EQ(config->coordinator, "coord:7000");
   EXPECT_EQ(config->slots, 4);
@@ -55,10 +62,10 @@ TEST(AgentConfig, ParsesTheCommandLineAndFillsDefaults) {
 
 TEST(AgentConfig, ExplicitValuesWin) {
   const ConfigEnvironment env = TestEnvironment();
-  auto config = ParseAgentConfig({"--coordinator=coord:7000", "--slots=2", "--work-dir=/var/w",
-                                  "--metrics-listen", "0.0.0.0:9464", "--listen", "0.0.0.0:50052",
-                                  "--worker-id", "gpu-3", "--trainer", "other-trainer"},
-                                 env);
+  auto config = Parse({"--coordinator=coord:7000", "--slots=2", "--work-dir=/var/w",
+                       "--metrics-listen", "0.0.0.0:9464", "--listen", "0.0.0.0:50052",
+                       "--worker-id", "gpu-3", "--trainer", "other-trainer"},
+                      env);
   ASSERT_THAT(config, IsOk());
   EXPECT_EQ(config->metrics_listen, "0.0.0.0:9464");
   EXPECT_EQ(config->listen, "0.0.0.0:50052");
@@ -73,19 +80,18 @@ TEST(AgentConfig, RejectsBadCommandLines) {
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> args = base;
     args.insert(args.end(), extra.begin(), extra.end());
-    return ParseAgentConfig(args, env);
+    return Parse(args, env);
   };
-  EXPECT_THAT(ParseAgentConfig({"--slots", "1", "--work-dir", "/w"}, env),
+  EXPECT_THAT(Parse({"--slots", "1", "--work-dir", "/w"}, env),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--coordinator")));
-  EXPECT_THAT(ParseAgentConfig({"--coordinator", "c:1", "--work-dir", "/w"}, env),
+  EXPECT_THAT(Parse({"--coordinator", "c:1", "--work-dir", "/w"}, env),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--slots")));
-  EXPECT_THAT(ParseAgentConfig({"--coordinator", "c", "--slots", "1", "--work-dir", "/w"}, env),
+  EXPECT_THAT(Parse({"--coordinator", "c", "--slots", "1", "--work-dir", "/w"}, env),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("HOST:PORT")));
-  EXPECT_THAT(ParseAgentConfig({"--coordinator", "c:1", "--slots", "-1", "--work-dir", "/w"}, env),
+  EXPECT_THAT(Parse({"--coordinator", "c:1", "--slots", "-1", "--work-dir", "/w"}, env),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--slots")));
   EXPECT_THAT(
-      ParseAgentConfig(
-          {"--coordinator", "c:1", "--slots", "0", "--work-dir", "/w", "--gpus", "none"}, env),
+      Parse({"--coordinator", "c:1", "--slots", "0", "--work-dir", "/w", "--gpus", "none"}, env),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no slot at all")));
   EXPECT_THAT(with({"--gpus", "all"}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--gpus")));
@@ -103,20 +109,68 @@ TEST(AgentConfig, RejectsBadCommandLines) {
   ConfigEnvironment bare = env;
   bare.self_exe = "/nonexistent/dstrain-worker";
   bare.path = "/nonexistent";
-  EXPECT_THAT(ParseAgentConfig(base, bare),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("--trainer")));
+  EXPECT_THAT(Parse(base, bare), StatusIs(absl::StatusCode::kNotFound, HasSubstr("--trainer")));
+}
+
+// A worker starts only with a data root and with TLS or an explicit --insecure; with TLS its id is
+// its certificate's.
+TEST(AgentConfig, DataRootAndTlsOrInsecureAreRequired) {
+  const ConfigEnvironment env = TestEnvironment();
+  const std::vector<std::string> base = {"--coordinator", "c:1", "--slots", "1",
+                                         "--work-dir",    "/w"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return ParseAgentConfig(args, env);
+  };
+  EXPECT_THAT(with({"--insecure"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--data-root")));
+  EXPECT_THAT(with({"--data-root", "/d"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--tls-cert")));
+  auto insecure = with({"--data-root", "d", "--insecure"});
+  ASSERT_THAT(insecure, IsOk());
+  EXPECT_TRUE(insecure->tls.insecure);
+  EXPECT_EQ(insecure->data_root, env.cwd + "/d");
+
+  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/pki";
+  mkdir(dir.c_str(), 0755);
+  auto pki = tls::testing::TestPki::Create(dir);
+  ASSERT_THAT(pki, IsOk());
+  auto worker = pki->Issue("worker:gpu-7", {}, "worker");
+  auto person = pki->Issue("alice", {}, "alice");
+  ASSERT_THAT(worker, IsOk());
+  ASSERT_THAT(person, IsOk());
+  const std::vector<std::string> tls_flags = {"--data-root",   "/d",         "--tls-ca",
+                                              dir + "/ca.pem", "--tls-cert", worker->cert,
+                                              "--tls-key",     worker->key};
+  auto secure = with(tls_flags);
+  ASSERT_THAT(secure, IsOk());
+  EXPECT_FALSE(secure->tls.insecure);
+  EXPECT_EQ(secure->tls.cert, worker->cert);
+  EXPECT_EQ(secure->worker_id, "gpu-7") << "the certificate names the worker";
+  std::vector<std::string> other = tls_flags;
+  other.insert(other.end(), {"--worker-id", "gpu-8"});
+  EXPECT_THAT(with(other), StatusIs(absl::StatusCode::kInvalidArgument,
+                                    HasSubstr("--worker-id gpu-8: the certificate")));
+  std::vector<std::string> not_worker = {"--data-root", "/d",        "--tls-cert",
+                                         person->cert,  "--tls-key", person->key};
+  EXPECT_THAT(with(not_worker),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a worker certificate")));
+  std::vector<std::string> both = tls_flags;
+  both.push_back("--insecure");
+  EXPECT_THAT(with(both), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--insecure")));
 }
 
 TEST(AgentConfig, GpuFlags) {
   const ConfigEnvironment env = TestEnvironment();
-  auto config = ParseAgentConfig({"--coordinator", "c:1", "--slots", "2", "--work-dir", "/w"}, env);
+  auto config = Parse({"--coordinator", "c:1", "--slots", "2", "--work-dir", "/w"}, env);
   ASSERT_THAT(config, IsOk());
   EXPECT_EQ(config->gpus.mode, GpuSelection::Mode::kAuto);
   EXPECT_FALSE(config->fake_gpus.has_value());
   // A GPU-only worker: no CPU slots, at most 2 GPUs of a fake inventory of 3.
-  config = ParseAgentConfig({"--coordinator", "c:1", "--slots", "0", "--work-dir", "/w", "--gpus",
-                             "2", "--fake-gpus", "FakeGPU:1000,FakeGPU:1000,FakeGPU:1000"},
-                            env);
+  config = Parse({"--coordinator", "c:1", "--slots", "0", "--work-dir", "/w", "--gpus", "2",
+                  "--fake-gpus", "FakeGPU:1000,FakeGPU:1000,FakeGPU:1000"},
+                 env);
   ASSERT_THAT(config, IsOk());
   EXPECT_EQ(config->slots, 0);
   EXPECT_EQ(config->gpus.mode, GpuSelection::Mode::kAtMost);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -242,6 +243,13 @@ void Agent::HandleStart(const v1::Assignment& a) {
   const std::string visible = on_gpu ? options_.gpus[static_cast<size_t>(a.slot())].visible_id : "";
   // The store token stays off the command line, which other users of the host can read.
   spec.env = {{"CUDA_VISIBLE_DEVICES", visible}, {"DSTRAIN_STORE_TOKEN", a.store_token()}};
+  // The trainer reaches the store and the catalog as this worker (its certificate), never with
+  // settings of its own: every TLS variable is set, empty where the worker has none.
+  std::map<std::string, std::string> tls_env = tls::ToEnvironment(options_.tls);
+  for (const char* name :
+       {"DSTRAIN_INSECURE", "DSTRAIN_TLS_CA", "DSTRAIN_TLS_CERT", "DSTRAIN_TLS_KEY"}) {
+    spec.env.emplace_back(name, tls_env[name]);
+  }
   if (a.rank() == 0) {
     spec.argv.push_back("--metrics-out");
     spec.argv.push_back(metrics_path);

@@ -34,7 +34,7 @@ int PortAfter(const std::vector<std::string>& lines, const std::string& prefix) 
   for (const std::string& line : lines) {
     if (!absl::StartsWith(line, prefix)) continue;
     std::string rest = line.substr(prefix.size());
-    rest = rest.substr(0, rest.find('/'));
+    rest = rest.substr(0, rest.find_first_of("/ "));
     int port = 0;
     if (absl::SimpleAtoi(rest, &port)) return port;
   }
@@ -72,7 +72,7 @@ TEST(DstrainWorker, ServesAndRunsRanksAndDrainsOnSigterm) {
   const std::string work = std::string(getenv("TEST_TMPDIR")) + "/daemon-work";
   auto daemon = TrainerProcess::Spawn(
       {{RunfilePath("worker/agent/dstrain-worker"), "--coordinator", coordinator.address(),
-        "--slots", "2", "--work-dir", work, "--trainer",
+        "--slots", "2", "--work-dir", work, "--insecure", "--data-root", work, "--trainer",
         RunfilePath("worker/agent/fake_trainer.sh"), "--worker-id", "daemon-test"},
        ""});
   ASSERT_THAT(daemon, IsOk());
@@ -85,7 +85,10 @@ TEST(DstrainWorker, ServesAndRunsRanksAndDrainsOnSigterm) {
   })) << ::testing::PrintToString(lines);
   const int metrics_port = PortAfter(lines, metrics_prefix);
   const int health_port = PortAfter(lines, health_prefix);
-  EXPECT_TRUE(absl::EndsWith(lines[0], "/metrics"));
+  for (const std::string& line : lines) {
+    if (absl::StartsWith(line, metrics_prefix)) EXPECT_TRUE(absl::EndsWith(line, "/metrics"));
+  }
+  EXPECT_THAT(::testing::PrintToString(lines), HasSubstr("WARNING: --insecure"));
 
   ASSERT_TRUE(Eventually([&] { return !coordinator.registrations().empty(); }, kWait));
   const v1::RegisterWorkerRequest reg = coordinator.registrations()[0];
@@ -172,7 +175,7 @@ TEST(DstrainWorker, FakeGpusAreRegisteredAsGpuSlots) {
   auto daemon = TrainerProcess::Spawn(
       {{RunfilePath("worker/agent/dstrain-worker"), "--coordinator", coordinator.address(),
         "--slots", "0", "--gpus", "1", "--fake-gpus", "FakeGPU 80GB:85899345920,FakeGPU:1",
-        "--work-dir", work, "--trainer", RunfilePath("worker/agent/fake_trainer.sh"), "--worker-id",
+        "--work-dir", work, "--insecure", "--data-root", work, "--trainer", RunfilePath("worker/agent/fake_trainer.sh"), "--worker-id",
         "gpu-daemon"},
        ""});
   ASSERT_THAT(daemon, IsOk());
@@ -215,7 +218,7 @@ TEST(DstrainWorker, FakeGpusAreRegisteredAsGpuSlots) {
 
   auto none = TrainerProcess::Spawn(
       {{RunfilePath("worker/agent/dstrain-worker"), "--coordinator", coordinator.address(),
-        "--slots", "0", "--work-dir", work, "--trainer",
+        "--slots", "0", "--work-dir", work, "--insecure", "--data-root", work, "--trainer",
         RunfilePath("worker/agent/fake_trainer.sh"), "--gpus", "none"},
        ""});
   ASSERT_THAT(none, IsOk());

@@ -241,8 +241,10 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
   return body == std::string::npos ? "" : response.substr(body + 4);
 }
 
-absl::StatusOr<int> HealthCheck(const std::string& address, const std::string& service) {
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+absl::StatusOr<int> HealthCheck(const std::string& address, const std::string& service,
+                                std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  auto channel = grpc::CreateChannel(
+      address, credentials != nullptr ? credentials : grpc::InsecureChannelCredentials());
   grpc::GenericStub stub(channel);
   // HealthCheckRequest{string service = 1}.
   std::string request_bytes;

@@ -81,6 +81,8 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
 
 // grpc.health.v1.Health/Check of `service` at `address`, called with a hand-encoded request:
 // 1 SERVING, 2 NOT_SERVING (HealthCheckResponse.ServingStatus), or the call's error.
-absl::StatusOr<int> HealthCheck(const std::string& address, const std::string& service);
+// `credentials`: the channel's (default: plaintext).
+absl::StatusOr<int> HealthCheck(const std::string& address, const std::string& service,
+                                std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 }  // namespace dstrain::agent::testing

@@ -26,13 +26,16 @@ class UnimplementedService final : public grpc::CallbackGenericService {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<HealthServer>> HealthServer::Start(const std::string& listen) {
+absl::StatusOr<std::unique_ptr<HealthServer>> HealthServer::Start(const std::string& listen,
+                                                                  const tls::TlsConfig& tls) {
+  auto credentials = tls::ServerCredentials(tls, tls::ClientCertificates::kNone);
+  if (!credentials.ok()) return credentials.status();
   grpc::EnableDefaultHealthCheckService(true);
   std::unique_ptr<HealthServer> server(new HealthServer());
   server->unimplemented_ = std::make_unique<UnimplementedService>();
   grpc::ServerBuilder builder;
   builder.RegisterCallbackGenericService(server->unimplemented_.get());
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(listen, *credentials, &server->port_);
   std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
   if (grpc_server == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot serve gRPC health on ", listen));

@@ -19,6 +19,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/tls/tls.h"
 
 namespace grpc {
 class Server;
@@ -29,9 +30,12 @@ namespace dstrain::agent {
 
 class HealthServer {
  public:
-  // Listens on `listen` (HOST:PORT, port 0 picks a free one). UNAVAILABLE when it cannot. Turns
-  // on grpc::EnableDefaultHealthCheckService for the process (gRPC's switch is global).
-  static absl::StatusOr<std::unique_ptr<HealthServer>> Start(const std::string& listen);
+  // Listens on `listen` (HOST:PORT, port 0 picks a free one), over TLS with the worker's
+  // certificate unless tls.insecure (probes need no client certificate). UNAVAILABLE when it
+  // cannot listen, the TLS files' error when they cannot be read. Turns on
+  // grpc::EnableDefaultHealthCheckService for the process (gRPC's switch is global).
+  static absl::StatusOr<std::unique_ptr<HealthServer>> Start(const std::string& listen,
+                                                             const tls::TlsConfig& tls);
   ~HealthServer();
 
   int port() const { return port_; }

@@ -88,14 +88,20 @@ int Main(int argc, char** argv) {
     absl::FPrintF(stderr, "dstrain-worker: %s\n", metrics_server.status().message());
     return 1;
   }
-  auto health = agent::HealthServer::Start(config->listen);
+  if (config->tls.insecure) {
+    absl::FPrintF(stderr,
+                  "dstrain-worker: WARNING: --insecure: plaintext to the coordinator and on the "
+                  "health port; anyone on the network can read and forge this worker's calls\n");
+  }
+  auto health = agent::HealthServer::Start(config->listen, config->tls);
   if (!health.ok()) {
     absl::FPrintF(stderr, "dstrain-worker: %s\n", health.status().message());
     return 1;
   }
   absl::PrintF("dstrain-worker: metrics on http://%s:%d/metrics\n", HostOf(config->metrics_listen),
                (*metrics_server)->port());
-  absl::PrintF("dstrain-worker: health on %s:%d\n", HostOf(config->listen), (*health)->port());
+  absl::PrintF("dstrain-worker: health on %s:%d (%s)\n", HostOf(config->listen), (*health)->port(),
+               config->tls.insecure ? "plaintext" : "TLS");
   std::fflush(stdout);
   absl::FPrintF(stderr, "dstrain-worker: %s\n", gpu_note);
 
@@ -107,6 +113,7 @@ int Main(int argc, char** argv) {
   options.gpus = agent::ToGpuSlots(std::move(gpus), std::getenv("CUDA_VISIBLE_DEVICES"));
   options.work_dir = config->work_dir;
   options.data_root = config->data_root;
+  options.tls = config->tls;
   options.trainer = config->trainer;
   options.metrics_address =
       agent::AdvertisedAddress(config->metrics_listen, (*metrics_server)->port(), env.hostname);

@@ -29,11 +29,11 @@ std::string Printable(absl::string_view key) { return absl::CHexEscape(key); }
 
 }  // namespace
 
-std::unique_ptr<GrpcStore> GrpcStore::Connect(const std::string& address,
-                                              StoreCredential credential,
-                                              absl::Duration rpc_timeout) {
+std::unique_ptr<GrpcStore> GrpcStore::Connect(
+    const std::string& address, std::shared_ptr<grpc::ChannelCredentials> channel_credentials,
+    StoreCredential credential, absl::Duration rpc_timeout) {
   return std::unique_ptr<GrpcStore>(
-      new GrpcStore(address, grpc::CreateChannel(address, grpc::InsecureChannelCredentials()),
+      new GrpcStore(address, grpc::CreateChannel(address, std::move(channel_credentials)),
                     std::move(credential), rpc_timeout));
 }
 

@@ -9,6 +9,7 @@
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
+#include <grpcpp/security/credentials.h>
 
 #include <cstdint>
 #include <memory>
@@ -37,10 +38,13 @@ class GrpcStore final : public Store {
   static constexpr char kScopeMetadata[] = "x-dstrain-store-scope";
   static constexpr char kTokenMetadata[] = "x-dstrain-store-token";
 
-  // `address` is HOST:PORT of the coordinator; `rpc_timeout` bounds each non-blocking RPC;
-  // `credential` goes with every call. No connection is made until the first call.
-  static std::unique_ptr<GrpcStore> Connect(const std::string& address, StoreCredential credential,
-                                            absl::Duration rpc_timeout = absl::Seconds(30));
+  // `address` is HOST:PORT of the coordinator, reached with `channel_credentials` (TLS with the
+  // worker's certificate, or plaintext for an --insecure one); `rpc_timeout` bounds each
+  // non-blocking RPC; `credential` goes with every call. No connection is made until the first
+  // call.
+  static std::unique_ptr<GrpcStore> Connect(
+      const std::string& address, std::shared_ptr<grpc::ChannelCredentials> channel_credentials,
+      StoreCredential credential, absl::Duration rpc_timeout = absl::Seconds(30));
 
   absl::Status Set(absl::string_view key, absl::string_view value) override;
   absl::StatusOr<std::string> Get(absl::string_view key, absl::Duration timeout) override;

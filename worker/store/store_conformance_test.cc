@@ -107,8 +107,9 @@ class GrpcBackend : public Backend {
     EXPECT_NE(server_, nullptr);
     EXPECT_GT(port, 0);
     // A trainer's view: its attempt's credential, its keys beneath the attempt's prefix.
-    client_ = GrpcStore::Connect(absl::StrCat("127.0.0.1:", port),
-                                 StoreCredential{kScope, credentials_.TokenFor(kScope)}, kLong);
+    client_ =
+        GrpcStore::Connect(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials(),
+                           StoreCredential{kScope, credentials_.TokenFor(kScope)}, kLong);
     scoped_ = std::make_unique<PrefixStore>(kScope, client_.get());
   }
   ~GrpcBackend() override {

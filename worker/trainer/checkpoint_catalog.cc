@@ -41,14 +41,15 @@ class StopSleeper final : public retry::Sleeper {
 
 }  // namespace
 
-CheckpointCatalog::CheckpointCatalog(const std::string& coordinator, std::string job_id,
-                                     std::FILE* log, absl::Duration rpc_timeout)
+CheckpointCatalog::CheckpointCatalog(const std::string& coordinator,
+                                     std::shared_ptr<grpc::ChannelCredentials> credentials,
+                                     std::string job_id, std::FILE* log, absl::Duration rpc_timeout)
     : coordinator_(coordinator),
       job_id_(std::move(job_id)),
       log_(log),
       rpc_timeout_(rpc_timeout),
-      stub_(v1::CheckpointService::NewStub(
-          grpc::CreateChannel(coordinator, grpc::InsecureChannelCredentials()))),
+      stub_(
+          v1::CheckpointService::NewStub(grpc::CreateChannel(coordinator, std::move(credentials)))),
       thread_([this] { Loop(); }) {}
 
 CheckpointCatalog::~CheckpointCatalog() {

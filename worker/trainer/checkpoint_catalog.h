@@ -10,6 +10,8 @@
 // training waits, bounded, for the last records to land.
 #pragma once
 
+#include <grpcpp/security/credentials.h>
+
 #include <deque>
 #include <memory>
 #include <string>
@@ -26,9 +28,11 @@ namespace dstrain::trainer {
 
 class CheckpointCatalog {
  public:
-  // `coordinator` is HOST:PORT; each RPC gets `rpc_timeout`. Problems are written to `log`.
-  CheckpointCatalog(const std::string& coordinator, std::string job_id, std::FILE* log,
-                    absl::Duration rpc_timeout = absl::Seconds(10));
+  // `coordinator` is HOST:PORT, reached with `credentials`; each RPC gets `rpc_timeout`. Problems
+  // are written to `log`.
+  CheckpointCatalog(const std::string& coordinator,
+                    std::shared_ptr<grpc::ChannelCredentials> credentials, std::string job_id,
+                    std::FILE* log, absl::Duration rpc_timeout = absl::Seconds(10));
   ~CheckpointCatalog();  // Flush(0): records not sent by then are given up
 
   // Queues the committed checkpoint in `dir` (described by `manifest`): every shard registered,

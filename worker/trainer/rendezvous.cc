@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/status/status_macros.h"
+#include "common/tls/tls.h"
 #include "worker/store/grpc_store.h"
 #include "worker/store/prefix_store.h"
 #include "worker/store/tcp_store.h"
@@ -46,9 +47,16 @@ absl::StatusOr<ConnectedStore> ConnectStore(const Rendezvous& r, absl::Duration 
   switch (r.kind) {
     case Rendezvous::Kind::kNone:
       return absl::InvalidArgumentError("no rendezvous store to connect to");
-    case Rendezvous::Kind::kCoordinator:
-      base = store::GrpcStore::Connect(r.address, store::StoreCredential{r.prefix, r.token});
+    case Rendezvous::Kind::kCoordinator: {
+      // As the worker that started this trainer (its certificate, from the environment).
+      DT_ASSIGN_OR_RETURN(tls::TlsConfig tls,
+                          tls::ConfigFromProcessEnvironment(tls::Role::kClient));
+      DT_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                          tls::ChannelCredentials(tls));
+      base = store::GrpcStore::Connect(r.address, std::move(credentials),
+                                       store::StoreCredential{r.prefix, r.token});
       break;
+    }
     case Rendezvous::Kind::kTcp: {
       DT_ASSIGN_OR_RETURN(std::unique_ptr<store::TcpStoreClient> client,
                           store::TcpStoreClient::Connect(r.host, r.port, timeout));

@@ -9,6 +9,7 @@
 #include "common/paths/beneath.h"
 #include "common/random/rng.h"
 #include "common/status/status_macros.h"
+#include "common/tls/tls.h"
 #include "worker/checkpoint/commit.h"
 #include "worker/data/byte_tokenizer.h"
 #include "worker/env/env.h"
@@ -82,8 +83,14 @@ TrainingRun::~TrainingRun() {
 // prefix.
 absl::Status TrainingRun::SetUpGroup() {
   if (options_.drain_on_sigusr1) StartDrainWatcher();  // before this process starts threads
-  // Under an agent with --data-root, nothing outside it is read or written: every path the job
-  // names must resolve beneath it, before any is opened.
+  // Under an agent, nothing outside --data-root is read or written: every path the job names
+  // must resolve beneath it, before any is opened. No root under an agent confines nothing, so
+  // it is refused (docs/security.md, "Paths").
+  if (!options_.service.job_id.empty() && options_.service.data_root.empty()) {
+    return absl::FailedPreconditionError(
+        "--job-id without --data-root: a trainer under a worker agent reads and writes only "
+        "beneath a data root");
+  }
   if (!options_.service.data_root.empty()) {
     const std::pair<const std::string*, const char*> paths[] = {
         {&spec_.data.train, "data.train"},
@@ -146,7 +153,11 @@ absl::Status TrainingRun::SetUpGroup() {
     std::fflush(out);
   }
   if (!options_.service.catalog.empty() && leader_) {
-    catalog_ = std::make_unique<CheckpointCatalog>(options_.service.catalog,
+    // As the worker that started this trainer (its certificate, from the environment).
+    DT_ASSIGN_OR_RETURN(tls::TlsConfig tls, tls::ConfigFromProcessEnvironment(tls::Role::kClient));
+    DT_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                        tls::ChannelCredentials(tls));
+    catalog_ = std::make_unique<CheckpointCatalog>(options_.service.catalog, std::move(credentials),
                                                    options_.service.job_id, log_);
   }
   return absl::OkStatus();
