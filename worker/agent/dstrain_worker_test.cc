@@ -86,7 +86,9 @@ TEST(DstrainWorker, ServesAndRunsRanksAndDrainsOnSigterm) {
   const int metrics_port = PortAfter(lines, metrics_prefix);
   const int health_port = PortAfter(lines, health_prefix);
   for (const std::string& line : lines) {
-    if (absl::StartsWith(line, metrics_prefix)) EXPECT_TRUE(absl::EndsWith(line, "/metrics"));
+    if (absl::StartsWith(line, metrics_prefix)) {
+      EXPECT_TRUE(absl::EndsWith(line, "/metrics"));
+    }
   }
   EXPECT_THAT(::testing::PrintToString(lines), HasSubstr("WARNING: --insecure"));
 
