@@ -10,7 +10,7 @@ PACKAGES=(
   libgloo-dev libdnnl-dev nlohmann-json3-dev libre2-dev libssl-dev
   clang-format
   python3-torch python3-numpy
-  prometheus curl
+  prometheus curl openssl
 )
 
 missing=()

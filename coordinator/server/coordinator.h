@@ -139,10 +139,9 @@ class Coordinator {
                             const Caller& caller = Caller::Trusted());
   v1::ListWorkersResponse ListWorkers();
 
-  // CheckpointService.
   // CheckpointService. A trainer writes only its own job's catalog: `caller`'s certificate must
-  // name the worker that holds the rank (RegisterShard) or a rank (CommitCheckpoint) of the job's
-  // current attempt (PERMISSION_DENIED otherwise).
+  // name a worker that holds a rank of the job's current attempt (PERMISSION_DENIED otherwise;
+  // the job's leading trainer registers every rank's shard).
   absl::Status RegisterShard(const v1::RegisterShardRequest& request,
                              const Caller& caller = Caller::Trusted());
   absl::StatusOr<v1::CommitCheckpointResponse> CommitCheckpoint(

@@ -13,18 +13,15 @@ namespace {
 
 // PERMISSION_DENIED unless the caller is trusted or its certificate names the worker that holds
 // `rank` (any rank when -1) of the job's current attempt.
-absl::Status HoldsRank(const v1::Job& job, const Caller& caller, int rank) {
+// A job's catalog is written by its leading trainer, for every rank's shard: the caller must be a
+// worker that holds a rank of the job's current attempt.
+absl::Status HoldsARank(const v1::Job& job, const Caller& caller) {
   if (caller.trusted) return absl::OkStatus();
   for (const v1::RankAssignment& a : job.assignments()) {
-    if ((rank < 0 || a.rank() == rank) && !caller.worker.empty() &&
-        a.worker_id() == caller.worker) {
-      return absl::OkStatus();
-    }
+    if (!caller.worker.empty() && a.worker_id() == caller.worker) return absl::OkStatus();
   }
-  return absl::PermissionDeniedError(
-      absl::StrCat("job ", job.job_id(), ": ", caller.Describe(), " holds ",
-                   rank < 0 ? std::string("no rank") : absl::StrCat("not rank ", rank),
-                   " of its current attempt"));
+  return absl::PermissionDeniedError(absl::StrCat("job ", job.job_id(), ": ", caller.Describe(),
+                                                  " holds no rank of its current attempt"));
 }
 
 }  // namespace
@@ -37,7 +34,7 @@ absl::Status Coordinator::RegisterShard(const v1::RegisterShardRequest& request,
     if (it == jobs_.end()) {
       return internal::NoSuchJob(request.job_id());
     }
-    DT_RETURN_IF_ERROR(HoldsRank(it->second.job, caller, request.rank()));
+    DT_RETURN_IF_ERROR(HoldsARank(it->second.job, caller));
     if (request.rank() < 0 || request.rank() >= it->second.job.world_size()) {
       return absl::InvalidArgumentError(absl::StrCat("rank: ", request.rank(), " outside [0, ",
                                                      it->second.job.world_size(), ")"));
@@ -60,7 +57,7 @@ absl::StatusOr<v1::CommitCheckpointResponse> Coordinator::CommitCheckpoint(
     if (it == jobs_.end()) {
       return internal::NoSuchJob(request.job_id());
     }
-    DT_RETURN_IF_ERROR(HoldsRank(it->second.job, caller, -1));
+    DT_RETURN_IF_ERROR(HoldsARank(it->second.job, caller));
     world = it->second.job.world_size();
     keep_last = it->second.keep_last;
   }
@@ -105,7 +102,7 @@ absl::StatusOr<v1::ListCheckpointsResponse> Coordinator::ListCheckpoints(
     if (it == jobs_.end()) return internal::NoSuchJob(request.job_id());
     DT_RETURN_IF_ERROR(caller.worker.empty()
                            ? caller.MaySee(request.job_id(), it->second.job.owner())
-                           : HoldsRank(it->second.job, caller, -1));
+                           : HoldsARank(it->second.job, caller));
   }
   DT_ASSIGN_OR_RETURN(std::vector<v1::Checkpoint> all, state_->ListCheckpoints(request.job_id()));
   v1::ListCheckpointsResponse response;

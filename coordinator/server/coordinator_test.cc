@@ -1224,7 +1224,7 @@ TEST_F(CoordinatorTest, AWorkerCertificateActsOnlyAsItsOwnWorker) {
   shard.set_rank(0);
   shard.set_path("/data/ckpt/step_1/rank_00000.bin");
   EXPECT_THAT(c_->RegisterShard(shard, other),
-              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("holds not rank 0")));
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("holds no rank")));
   v1::CommitCheckpointRequest commit;
   commit.set_job_id("job");
   commit.set_tag("step_1");

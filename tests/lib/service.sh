@@ -1,6 +1,9 @@
 # Shell helpers for tests that run the service with real processes on 127.0.0.1: a
 # dstrain-coordinator, dstrain-worker agents spawning real trainers, and the dstrain CLI.
 # Source after setting `out` (a fresh directory); uses the runfiles of //tests/lib:service.
+# Everything runs as deploy/local does by default: TLS with a throwaway CA, workers proving who
+# they are with their certificates, the CLI with an admin token, trainers confined to $out
+# (--data-root; the job's data is copied there).
 ws="$TEST_SRCDIR/$TEST_WORKSPACE"
 dstrain="$ws/client/cli/dstrain"
 coordinator="$ws/coordinator/server/dstrain-coordinator"
@@ -8,8 +11,17 @@ worker="$ws/worker/agent/dstrain-worker"
 # The agent tests' stand-in trainer: it prints its --device and CUDA_VISIBLE_DEVICES and succeeds.
 # Workers with --fake-gpus run it, since `dstrain train --device cuda` needs a GPU.
 fake_trainer="$ws/worker/agent/fake_trainer.sh"
-text="$ws/deploy/local/demo/tinyshakespeare.txt"
+make_pki="$ws/deploy/local/make_pki.sh"
+mkdir -p "$out/data"
+cp "$ws/deploy/local/demo/tinyshakespeare.txt" "$out/data/"
+text="$out/data/tinyshakespeare.txt"
 py=/usr/bin/python3
+pki="$out/pki"
+"$make_pki" "$pki"
+export DSTRAIN_TLS_CA="$pki/ca.pem"
+DSTRAIN_TOKEN=$(cat "$pki/admin.token")
+export DSTRAIN_TOKEN
+unset DSTRAIN_INSECURE DSTRAIN_TOKEN_FILE DSTRAIN_TLS_CERT DSTRAIN_TLS_KEY
 
 pids=()
 cleanup() {
@@ -39,7 +51,8 @@ start_coordinator() {  # the first start picks a port, a restart takes the same 
   coord_starts=$((coord_starts + 1))
   local log="$out/coordinator-$coord_starts.log"
   "$coordinator" --listen "127.0.0.1:$coord_port" --data-dir "$out/coord" \
-    --metrics-listen 127.0.0.1:0 "$@" > "$log" 2>&1 &
+    --metrics-listen 127.0.0.1:0 --tls-ca "$pki/ca.pem" --tls-cert "$pki/coordinator.pem" \
+    --tls-key "$pki/coordinator.key" --tokens "$pki/tokens" "$@" > "$log" 2>&1 &
   coord_pid=$!
   pids+=("$coord_pid")
   local addr
@@ -53,8 +66,10 @@ declare -A worker_metrics worker_pid
 start_worker() {  # id slots [extra flags, e.g. --fake-gpus NAME:BYTES,... --trainer PATH]
   local id=$1 slots=$2
   shift 2
+  "$make_pki" "$pki" "$id"
   "$worker" --coordinator "$DSTRAIN_COORDINATOR" --slots "$slots" --work-dir "$out/work_$id" \
-    --worker-id "$id" --trainer "$dstrain" --metrics-listen 127.0.0.1:0 "$@" \
+    --worker-id "$id" --trainer "$dstrain" --metrics-listen 127.0.0.1:0 --data-root "$out" \
+    --tls-ca "$pki/ca.pem" --tls-cert "$pki/worker-$id.pem" --tls-key "$pki/worker-$id.key" "$@" \
     > "$out/worker_$id.log" 2>&1 &
   worker_pid[$id]=$!
   pids+=("$!")

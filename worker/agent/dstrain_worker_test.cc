@@ -177,8 +177,8 @@ TEST(DstrainWorker, FakeGpusAreRegisteredAsGpuSlots) {
   auto daemon = TrainerProcess::Spawn(
       {{RunfilePath("worker/agent/dstrain-worker"), "--coordinator", coordinator.address(),
         "--slots", "0", "--gpus", "1", "--fake-gpus", "FakeGPU 80GB:85899345920,FakeGPU:1",
-        "--work-dir", work, "--insecure", "--data-root", work, "--trainer", RunfilePath("worker/agent/fake_trainer.sh"), "--worker-id",
-        "gpu-daemon"},
+        "--work-dir", work, "--insecure", "--data-root", work, "--trainer",
+        RunfilePath("worker/agent/fake_trainer.sh"), "--worker-id", "gpu-daemon"},
        ""});
   ASSERT_THAT(daemon, IsOk());
   TrainerProcess& p = **daemon;

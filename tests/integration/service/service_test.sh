@@ -52,11 +52,13 @@ make_job "$out/long.json" 2 100000
 "$dstrain" submit "$out/long.json" --id long > /dev/null
 await_state long JOB_STATE_RUNNING 30
 "$dstrain" cancel long --reason "integration test" > /dev/null
-# The coordinator ends the job with the reason given, and records the one transition.
+# The coordinator ends the job with the reason given and who gave it (the token's principal), and
+# records the one transition.
 [[ $(job_field long "j['job']['state']") == JOB_STATE_CANCELLED ]] || fail "long not CANCELLED"
-[[ $(job_field long "j['job']['state_reason'], j['job']['state_message']") == "Cancelled integration test" ]] ||
+[[ $(job_field long "j['job']['state_reason'], j['job']['state_message']") == "Cancelled integration test (by admin)" ]] ||
   fail "long: state reason and message are not the cancel's"
-[[ $(job_field long "[(e['from_state'], e['reason'], e['message']) for e in j['events'] if e['to_state'] == 'JOB_STATE_CANCELLED']") == "[('JOB_STATE_RUNNING', 'Cancelled', 'integration test')]" ]] ||
+[[ $(job_field long "j['job']['owner']") == admin ]] || fail "long: the owner is not the submitter"
+[[ $(job_field long "[(e['from_state'], e['reason'], e['message']) for e in j['events'] if e['to_state'] == 'JOB_STATE_CANCELLED']") == "[('JOB_STATE_RUNNING', 'Cancelled', 'integration test (by admin)')]" ]] ||
   fail "long: no single RUNNING -> CANCELLED event with the reason"
 "$dstrain" watch long > /dev/null && fail "watch of a cancelled job exited 0"
 make_job "$out/short.json" 2 2
