@@ -60,17 +60,6 @@ sed "s|\"missing.txt\"|\"$dir/root/data/train.txt\"|" "$dir/good.json" > "$dir/i
 expect 2 'data.train: .*resolves to .*elsewhere/secret.txt.*outside the data root' -- \
   "$dstrain" train "$dir/escape.json" --data-root "$dir/root"
 expect 0 'done: 1 steps' -- "$dstrain" train "$dir/inside.json" --data-root "$dir/root" --threads 1
-# A checkpoint_dir outside the root is refused before anything is written or deleted there (the
-# retention would remove *.tmp entries of a failed save).
-mkdir -p "$dir/elsewhere/ckpt/step_00000001.tmp"
-sed 's|"train_steps": 1}|"train_steps": 1, "checkpoint_dir": "'"$dir"'/elsewhere/ckpt", "checkpoint_every": 1, "keep_last": 1}|' \
-  "$dir/inside.json" > "$dir/ckpt_out.json"
-expect 2 'job.checkpoint_dir: .*outside the data root' -- \
-  "$dstrain" train "$dir/ckpt_out.json" --data-root "$dir/root" --threads 1
-check "a refused job leaves the checkpoint_dir outside the root alone" \
-  [ -d "$dir/elsewhere/ckpt/step_00000001.tmp" ]
-# Under an agent (--job-id) there is always a root: none confines nothing, so it is refused.
-expect 1 '--job-id without --data-root' -- "$dstrain" train "$dir/inside.json" --job-id j --threads 1
 expect 0 'stage 0 +stage 1 +stage 2 +stage 3' -- "$dstrain" estimate --world 4 "$dir/good.json"
 expect 0 'ZeRO paper' -- "$dstrain" estimate "$dir/good.json"
 expect 2 'train_batch_size' -- "$dstrain" estimate "$dir/batch.json"
@@ -84,6 +73,17 @@ check() {  # check DESCRIPTION CONDITION...
   shift
   if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fails=$((fails + 1)); fi
 }
+# A checkpoint_dir outside the root is refused before anything is written or deleted there (the
+# retention would remove *.tmp entries of a failed save).
+mkdir -p "$dir/elsewhere/ckpt/step_00000001.tmp"
+sed 's|"train_steps": 1}|"train_steps": 1, "checkpoint_dir": "'"$dir"'/elsewhere/ckpt", "checkpoint_every": 1, "keep_last": 1}|' \
+  "$dir/inside.json" > "$dir/ckpt_out.json"
+expect 2 'job.checkpoint_dir: .*outside the data root' -- \
+  "$dstrain" train "$dir/ckpt_out.json" --data-root "$dir/root" --threads 1
+check "a refused job leaves the checkpoint_dir outside the root alone" \
+  [ -d "$dir/elsewhere/ckpt/step_00000001.tmp" ]
+# Under an agent (--job-id) there is always a root: none confines nothing, so it is refused.
+expect 1 '--job-id without --data-root' -- "$dstrain" train "$dir/inside.json" --job-id j --threads 1
 notes_of() {  # the note lines of a file, without the reasons
   sed -n 's/^\(note: [a-z0-9_.]*: no effect in dstrain: \).*/\1/p' "$1"
 }
