@@ -9,7 +9,8 @@
 // threads with a channel each; submissions come from their own thread at fixed intervals. Every
 // simulated worker registers first with one CPU slot, so submitted jobs are placed on them (and
 // stay SCHEDULED: nobody runs them), which makes each submit do the full work: validate, store,
-// queue, place, persist the placement.
+// queue, place, persist the placement. Plaintext: the coordinator under load runs with --insecure
+// (a thousand simulated workers would each need a certificate).
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
@@ -95,7 +96,8 @@ int Main(int argc, char** argv) {
   const int world = *args->GetInt("world", 1);
   const std::string prefix = args->Get("id-prefix", "load");
 
-  // Registration (not timed).
+  // Registration (not timed); each worker's heartbeats carry its session token, as an agent's do.
+  std::vector<std::string> session_tokens(static_cast<size_t>(workers));
   {
     auto stub = v1::WorkerService::NewStub(
         grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
@@ -112,6 +114,7 @@ int Main(int argc, char** argv) {
         absl::FPrintF(stderr, "register %d: %s\n", i, s.error_message());
         return 1;
       }
+      session_tokens[static_cast<size_t>(i)] = response.session_token();
     }
   }
 
@@ -136,6 +139,7 @@ int Main(int argc, char** argv) {
           context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
           v1::HeartbeatRequest request;
           request.set_worker_id(absl::StrCat(prefix, "-w", i));
+          request.set_session_token(session_tokens[static_cast<size_t>(i)]);
           v1::HeartbeatResponse response;
           const absl::Time t0 = absl::Now();
           grpc::Status s = stub->Heartbeat(&context, request, &response);

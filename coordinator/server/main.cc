@@ -3,7 +3,7 @@
 //   dstrain-coordinator --listen HOST:PORT --data-dir DIR [--metrics-listen HOST:PORT]
 //                       (--tls-cert PEM --tls-key PEM --tls-ca PEM --tokens FILE | --insecure)
 //                       [--data-root DIR] [--lease-seconds S] [--heartbeat-seconds S]
-//                       [--job-ttl DURATION]
+//                       [--job-ttl DURATION] [--submissions-per-minute N] [--submission-burst N]
 //
 // Security (docs/security.md): TLS on --listen with the given certificate; workers present
 // client certificates signed by --tls-ca; people and tools bearer tokens listed (hashed) in
@@ -69,7 +69,8 @@ int Main(int argc, char** argv) {
   auto args =
       flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
                        {"listen", "data-dir", "metrics-listen", "data-root", "lease-seconds",
-                        "heartbeat-seconds", "job-ttl", "tls-ca", "tls-cert", "tls-key", "tokens"},
+                        "heartbeat-seconds", "job-ttl", "tls-ca", "tls-cert", "tls-key", "tokens",
+                        "submissions-per-minute", "submission-burst"},
                        {tls::kInsecureFlag});
   if (!args.ok()) return Fail(std::string(args.status().message()), 2);
   if (!args->Has("data-dir")) {
@@ -77,7 +78,8 @@ int Main(int argc, char** argv) {
         "usage: dstrain-coordinator --listen HOST:PORT --data-dir DIR "
         "(--tls-cert PEM --tls-key PEM --tls-ca PEM --tokens FILE | --insecure) "
         "[--metrics-listen HOST:PORT] [--data-root DIR] [--lease-seconds S] "
-        "[--heartbeat-seconds S] [--job-ttl DURATION]",
+        "[--heartbeat-seconds S] [--job-ttl DURATION] [--submissions-per-minute N] "
+        "[--submission-burst N]",
         2);
   }
   auto tls_config = tls::ConfigFromArgs(*args, tls::Role::kServer);
@@ -133,6 +135,14 @@ int Main(int argc, char** argv) {
                 2);
   }
   options.limits.data_root = args->Get("data-root", "/");
+  // Per principal (all callers together with --insecure).
+  auto per_minute = args->GetDouble("submissions-per-minute", options.submissions_per_minute);
+  auto burst = args->GetDouble("submission-burst", options.submission_burst);
+  if (!per_minute.ok() || !burst.ok() || *per_minute <= 0 || *burst < 1) {
+    return Fail("--submissions-per-minute: a number > 0; --submission-burst: a number >= 1", 2);
+  }
+  options.submissions_per_minute = *per_minute;
+  options.submission_burst = *burst;
   // The key of the trainers' store credentials, kept in the database so tokens outlive a restart.
   auto secret = state.Secret("store-credentials", 32);
   if (!secret.ok()) return Fail(std::string(secret.status().message()), 1);
