@@ -12,6 +12,9 @@
 #      keep their metrics and checkpoints) and the workers reconnect;
 #   5. a real Prometheus (Debian's) scrapes the coordinator and a worker; promtool finds nothing
 #      to complain about in either exposition;
+#   1b. who may do what, over TLS with tokens (as every section runs): no token, a plaintext
+#      client, a viewer changing things and a submitter touching another's job are refused with
+#      their codes and change nothing; a submitter cancels and deletes its own job;
 #   6. GPU slots, on two workers with fake GPUs (--fake-gpus) running the agent tests' stand-in
 #      trainer: a job.device cuda job of 4 ranks stays PENDING beside free CPU slots, its reason
 #      naming what it needs and what is registered, and runs, one rank per GPU, each rank seeing
@@ -21,6 +24,10 @@ out="$TEST_TMPDIR/service"
 rm -rf "$out" && mkdir -p "$out"
 source "$TEST_SRCDIR/$TEST_WORKSPACE/tests/lib/service.sh"
 
+# Two more principals besides the admin service.sh made (tokens are read at the coordinator's
+# start).
+alice=$("$dstrain" token alice submitter --append "$pki/tokens")
+vera=$("$dstrain" token vera viewer --append "$pki/tokens" 2> /dev/null)
 start_coordinator
 start_worker wa 1
 start_worker wb 1
@@ -46,6 +53,35 @@ grep -q "^\[rank 0\] " "$out/logs.txt" || fail "no rank-0 output in the job log"
 grep -q "already existed" "$out/dup.err" || fail "duplicate submit not reported as existing"
 [[ $("$dstrain" list -o json | $py -c "import json,sys; print(len(json.load(sys.stdin)['jobs']))") == 1 ]] ||
   fail "duplicate submit created a second job"
+
+echo "== 1b. who may do what"
+expect_refusal() {  # code-name description command...
+  local code=$1 what=$2
+  shift 2
+  local err
+  if err=$("$@" 2>&1 > /dev/null); then fail "$what: succeeded"; fi
+  grep -q "$code" <<<"$err" || fail "$what: not $code: $err"
+}
+expect_refusal UNAUTHENTICATED "no token" env -u DSTRAIN_TOKEN "$dstrain" list
+expect_refusal UNAUTHENTICATED "an unknown token" env DSTRAIN_TOKEN=dst_0123 "$dstrain" list
+expect_refusal UNAVAILABLE "a plaintext client" env -u DSTRAIN_TLS_CA DSTRAIN_INSECURE=1 "$dstrain" list
+expect_refusal UNAVAILABLE "a client not trusting the CA" env -u DSTRAIN_TLS_CA "$dstrain" list
+[[ $(DSTRAIN_TOKEN=$vera "$dstrain" list -o json | $py -c "import json,sys; print([j['job_id'] for j in json.load(sys.stdin)['jobs']])") == "['run-a']" ]] ||
+  fail "a viewer does not see every job"
+expect_refusal PERMISSION_DENIED "a viewer cancelling" env DSTRAIN_TOKEN="$vera" "$dstrain" cancel run-a
+expect_refusal PERMISSION_DENIED "a viewer submitting" env DSTRAIN_TOKEN="$vera" "$dstrain" submit "$out/run.json" --id vera-1
+expect_refusal PERMISSION_DENIED "a submitter reading another's job" env DSTRAIN_TOKEN="$alice" "$dstrain" status run-a
+expect_refusal PERMISSION_DENIED "a submitter deleting another's job" env DSTRAIN_TOKEN="$alice" "$dstrain" delete run-a
+[[ $(DSTRAIN_TOKEN=$alice "$dstrain" list -o json | $py -c "import json,sys; print(len(json.load(sys.stdin).get('jobs', [])))") == 0 ]] ||
+  fail "a submitter sees another's job in the list"
+[[ $(job_field run-a "j['job']['state']") == JOB_STATE_SUCCEEDED ]] || fail "run-a changed"
+make_job "$out/alice.json" 2 100000
+DSTRAIN_TOKEN=$alice "$dstrain" submit "$out/alice.json" --id alice-1 > /dev/null
+DSTRAIN_TOKEN=$alice "$dstrain" cancel alice-1 --reason "changed my mind" > /dev/null
+[[ $(DSTRAIN_TOKEN=$alice job_field alice-1 "j['job']['owner'], j['job']['state_message']") == "alice changed my mind (by alice)" ]] ||
+  fail "alice-1: owner and cancel message"
+DSTRAIN_TOKEN=$alice "$dstrain" delete alice-1 > /dev/null || fail "alice cannot delete her job"
+expect_refusal NOT_FOUND "a deleted job" "$dstrain" status alice-1
 
 echo "== 2. cancel while running frees the workers"
 make_job "$out/long.json" 2 100000
