@@ -9,6 +9,7 @@ PACKAGES=(
   librocksdb-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   libgloo-dev libdnnl-dev nlohmann-json3-dev libre2-dev libssl-dev
   clang-format
+  clang libclang-rt-14-dev lld
   python3-torch python3-numpy
   prometheus curl openssl
 )

@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh Debian 12 machine: installs what it needs (apt), builds
 # everything (CUDA targets too when the toolkit is present) with warnings as errors, checks the
 # formatting, runs every test, runs them again (all but the CUDA ones) under AddressSanitizer +
-# UndefinedBehaviorSanitizer, and ends with the line
+# UndefinedBehaviorSanitizer, fuzzes each libFuzzer target briefly, and ends with the line
 # "N passed, N failed, N skipped". Exit status 0 only when nothing failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -65,10 +65,22 @@ bazel test //... --config=nocuda --config=asan --test_tag_filters=-manual,-no_sa
 }
 collect asan --config=nocuda --config=asan
 
+# The fuzz targets (tests/fuzz, docs/fuzzing.md), built with clang, libFuzzer, ASan and UBSan, each
+# fuzzing for 10 s from its checked-in seeds; a crash, leak or sanitizer report fails its test.
+# .bazelrc's fuzz config selects only the tests tagged fuzz and builds nothing else. (The phases
+# above ran the same targets without libFuzzer, over their seeds alone.)
+echo "=== fuzz targets (clang + libFuzzer, 10 s each) ==="
+bazel test //... --config=fuzz || {
+  status=1
+  bazel_failures=$((bazel_failures + 1))
+}
+collect fuzz --config=fuzz
+
 bazel shutdown >/dev/null 2>&1 || true
 echo "=== summary ==="
 echo -n "plain:     "; python3 tools/test_summary.py "$logs/main"
 echo -n "sanitized: "; python3 tools/test_summary.py "$logs/asan"
+echo -n "fuzzed:    "; python3 tools/test_summary.py "$logs/fuzz"
 line=$(python3 tools/test_summary.py "$logs")
 failed=$(sed -n 's/.* \([0-9]*\) failed.*/\1/p' <<<"$line")
 if [[ "${failed:-1}" != "0" ]]; then status=1; fi

@@ -343,6 +343,14 @@ TEST_F(CoordinatorTest, MalformedSubmissionsAreRejectedNamingTheKeyAndStoreNothi
                                       R"({"deepspeed_config": "/dev/zero", )"
                                       R"("train_micro_batch_size_per_gpu")"}}),
        "spec_json: deepspeed_config: a submitted job must be self-contained"},
+      // The same after a comment, which the job-file parser allows: the coordinator read the
+      // file, and its first bytes came back in the error (found while writing
+      // tests/fuzz:job_validation, whose property check fails on it).
+      {"reads-a-file-after-a-comment",
+       absl::StrReplaceAll(Spec(1), {{R"({"train_micro_batch_size_per_gpu")",
+                                      R"(/* c */ {"deepspeed_config": "/etc/passwd", )"
+                                      R"("train_micro_batch_size_per_gpu")"}}),
+       "spec_json: deepspeed_config: a submitted job must be self-contained"},
   };
   for (const Case& c : cases) {
     v1::SubmitJobRequest r;

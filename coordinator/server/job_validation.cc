@@ -76,10 +76,12 @@ absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& requ
                                              limits.max_spec_bytes, ")"));
   }
   // The coordinator reads no file a submission names: a spec must arrive self-contained
-  // (`dstrain submit` inlines the ds_config). Checked before the parser, which would read it.
+  // (`dstrain submit` inlines the ds_config). Checked before the parser, which would read it, and
+  // read as that parser reads it: with comments (else a spec starting with one got past).
   {
-    const nlohmann::json top =
-        nlohmann::json::parse(request.spec_json(), nullptr, /*allow_exceptions=*/false);
+    const nlohmann::json top = nlohmann::json::parse(request.spec_json(), nullptr,
+                                                     /*allow_exceptions=*/false,
+                                                     /*ignore_comments=*/true);
     if (top.is_object() && top.contains("deepspeed_config")) {
       return Invalid("spec_json: deepspeed_config",
                      "a submitted job must be self-contained: the coordinator reads no file a "

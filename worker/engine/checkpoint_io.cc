@@ -17,6 +17,7 @@
 #include "worker/checkpoint/commit.h"
 #include "worker/engine/checkpoint_reshard.h"
 #include "worker/env/byte_source.h"
+#include "worker/model/gpt_sizes.h"
 #include "worker/model/llmc_format.h"
 #include "worker/zero/zero_state.h"
 
@@ -425,6 +426,17 @@ absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::stri
                               const std::string& out_path) {
   DT_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(env, root, tag));
   DT_ASSIGN_OR_RETURN(const model::GptConfig config, ShapeFromManifest(*reader));
+  // The shards hold at least the fp32 weights: a shape they cannot hold is refused before its
+  // layout is built, whose work grows with n_layer (a damaged manifest may say 2^31 - 1).
+  double shard_bytes = 0;
+  for (const checkpoint::ShardRecord& s : reader->manifest().shards) shard_bytes += s.bytes;
+  const double count = model::GptParameterCount(config);
+  if (count > 0 && 4 * count > shard_bytes) {
+    return absl::DataLossError(absl::StrCat(
+        env::JoinPath(reader->dir(), checkpoint::kManifestName), ": its shards hold ",
+        absl::StrFormat("%.0f", shard_bytes), " bytes, too few for the weights of its model (",
+        absl::StrFormat("%.0f", count), " parameters)"));
+  }
   DT_ASSIGN_OR_RETURN(model::ParamLayout layout, model::ParamLayout::ForGpt(config));
   DT_ASSIGN_OR_RETURN(const internal::SavedGrid saved, internal::ReadSavedGrid(*reader, config));
   // The weights only, read in place; every shard is streamed through its checksum. A pipelined

@@ -421,6 +421,28 @@ TEST(CheckpointIo, ExportThenImportGivesTheSameWeights) {
       ExportCheckpoint(env::PosixEnv::Default(), Root("nothing_here"), "latest", file).ok());
 }
 
+// A manifest naming a model its shards cannot hold is refused before the model's layout is built
+// (the llm.c reader's bug, found by tests/fuzz:llmc_model, in the manifest: 2^31 - 1 layers made
+// the export allocate until killed; tests/fuzz/corpus/checkpoint/manifest_huge_shape).
+TEST(CheckpointIo, ExportRefusesAModelItsShardsCannotHold) {
+  const std::string root = Root("huge_model");
+  auto writer = checkpoint::CheckpointWriter::Begin(env::PosixEnv::Default(), root, "t", 1);
+  ASSERT_THAT(writer, IsOk());
+  ASSERT_THAT((*writer)->WriteShard("rank_00000.bin", std::string(64, '\0')), IsOk());
+  ASSERT_THAT((*writer)->Commit({{"world_size", 1},
+                                 {"zero_stage", 0},
+                                 {"model",
+                                  {{"n_layer", INT32_MAX},
+                                   {"n_head", 1},
+                                   {"n_embd", 1},
+                                   {"vocab_size", 5},
+                                   {"padded_vocab_size", 8},
+                                   {"block_size", 4}}}}),
+              IsOk());
+  EXPECT_THAT(ExportCheckpoint(env::PosixEnv::Default(), root, "t", Root("huge.bin")),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("too few for the weights")));
+}
+
 // zero_optimization.gather_16bit_weights_on_model_save: the save also writes the consolidated
 // model (model.bin, llm.c's fp32 format: the master weights under mixed precision) into the
 // checkpoint, listed in the manifest with its size and checksum; the same bytes `dstrain export`

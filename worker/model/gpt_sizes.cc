@@ -62,6 +62,16 @@ std::vector<int64_t> ParamShape(int row, const GptConfig& c) {
   return {Resolve(r.rows, c), Resolve(r.cols, c)};
 }
 
+double GptParameterCount(const GptConfig& c) {
+  double total = 0;
+  for (int row = 0; row < kNumGptParams; ++row) {
+    double n = 1;
+    for (const int64_t d : ParamShape(row, c)) n *= static_cast<double>(d);
+    total += kGptParams[row].owner == Owner::kBlock ? n * c.n_layer : n;
+  }
+  return total;
+}
+
 int ActivationPlan::Segments(int blocks) const {
   return checkpoint() ? (blocks + checkpoint_interval - 1) / checkpoint_interval : blocks;
 }

@@ -103,6 +103,12 @@ enum FinalParam : int { kLnfw, kLnfb };
 // The shape of row `row` of kGptParams.
 std::vector<int64_t> ParamShape(int row, const GptConfig& c);
 
+// The parameter count of the whole model of shape `c` (every row of kGptParams, a block's once per
+// layer), in double so that no shape overflows it. For readers of files that name a shape: they
+// check that the file can hold that many parameters before they build a layout, whose work grows
+// with n_layer (a damaged header may say 2^31 - 1).
+double GptParameterCount(const GptConfig& c);
+
 // ---- activations ----
 // Which part of the model allocates a row, and how many copies (ActCopies).
 enum class ActOwner {

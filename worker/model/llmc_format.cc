@@ -7,8 +7,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/status/status_macros.h"
 #include "worker/env/env.h"
+#include "worker/model/gpt_sizes.h"
 
 namespace dstrain::model {
 namespace {
@@ -91,14 +93,21 @@ absl::StatusOr<LlmcModel> ReadLlmcModel(const std::string& path) {
   m.config.n_head = header[5];
   m.config.n_embd = header[6];
   m.config.padded_vocab_size = header[7];
+  if (std::fseek(f, 0, SEEK_END) != 0) return ErrnoError("cannot seek", path);
+  const long size = std::ftell(f);
+  // A file too short for its shape is refused before the layout of that shape is built.
+  const double count = GptParameterCount(m.config);
+  if (count > 0 && sizeof(header) + 4 * count > static_cast<double>(size)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": file is ", size, " bytes, expected at least ",
+                     absl::StrFormat("%.0f", sizeof(header) + 4 * count), " for its model shape"));
+  }
   auto layout = ParamLayout::ForGpt(m.config);
   if (!layout.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": invalid model shape: ", layout.status().message()));
   }
   // Exact size check before reading: guards against truncated or over-long files.
-  if (std::fseek(f, 0, SEEK_END) != 0) return ErrnoError("cannot seek", path);
-  const long size = std::ftell(f);
   const long expected = static_cast<long>(sizeof(header) + layout->num_parameters() * 4);
   if (size != expected) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": file is ", size, " bytes, expected ",

@@ -1,5 +1,6 @@
 #include "worker/model/param_layout.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
 
@@ -88,6 +89,19 @@ TEST(LlmcFormat, RejectsCorruptFiles) {
   std::fclose(f);
   EXPECT_THAT(ReadLlmcModel(path),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad magic 7")));
+}
+
+// A header naming a huge shape is refused from the file's size before its layout is built (found
+// by tests/fuzz:llmc_model; 2^31 - 1 layers made ParamLayout::ForGpt allocate until killed).
+TEST(LlmcFormat, RejectsHugeShapeOfShortFile) {
+  const std::string path = std::string(getenv("TEST_TMPDIR")) + "/huge.bin";
+  int32_t header[256] = {kLlmcModelMagic, kLlmcModelVersionF32, 4, 5, INT32_MAX, 1, 1, 8};
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  std::fwrite(header, sizeof(header), 1, f);
+  std::fclose(f);
+  EXPECT_THAT(ReadLlmcModel(path),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected at least")));
 }
 
 }  // namespace
