@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/crypto/hmac.h"
+#include "common/limits/limits.h"
 
 namespace dstrain::coordinator {
 
@@ -63,8 +64,10 @@ absl::StatusOr<TokenTable> TokenTable::Load(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat("--tokens ", path, ": cannot open"));
   std::stringstream text;
   text << in.rdbuf();
-  if (text.str().size() > (1 << 20)) {
-    return absl::InvalidArgumentError(absl::StrCat("--tokens ", path, ": over 1 MiB"));
+  if (text.str().size() > limits::kMaxTokenFileBytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("--tokens ", path, ": over the limit of ",
+                                                     limits::kMaxTokenFileBytes,
+                                                     " bytes (kMaxTokenFileBytes)"));
   }
   return Parse(text.str(), path);
 }

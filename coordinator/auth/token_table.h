@@ -33,7 +33,8 @@ class TokenTable {
   // INVALID_ARGUMENT naming `source` and the line for a malformed entry, a repeated hash, or no
   // entry at all (a coordinator nobody can call is a mistake, not a configuration).
   static absl::StatusOr<TokenTable> Parse(absl::string_view text, absl::string_view source);
-  // NOT_FOUND when the file cannot be read; INVALID_ARGUMENT when it is over 1 MiB; Parse's errors.
+  // NOT_FOUND when the file cannot be read; RESOURCE_EXHAUSTED when it is over kMaxTokenFileBytes;
+  // Parse's errors.
   static absl::StatusOr<TokenTable> Load(const std::string& path);
 
   // The entry of a presented token, or null.

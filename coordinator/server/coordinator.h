@@ -38,6 +38,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock/clock.h"
+#include "common/limits/limits.h"
 #include "coordinator/auth/caller.h"
 #include "coordinator/registry/worker_registry.h"
 #include "coordinator/scheduler/scheduler.h"
@@ -63,16 +64,16 @@ struct CoordinatorOptions {
   absl::Duration stream_poll = absl::Milliseconds(200);
   // A job's ranks together may add this many output lines per second to its log, in bursts of up
   // to log_burst_lines; the lines beyond are dropped and one line says how many (ReportStatus).
-  double log_lines_per_second = 1000;
-  double log_burst_lines = 10000;
+  double log_lines_per_second = limits::kLogLinesPerSecond;
+  double log_burst_lines = limits::kLogBurstLines;
   // A job that ended (SUCCEEDED, FAILED, CANCELLED) this long ago is deleted with its events,
   // metrics, logs and catalog records (ExpireJobs). Zero: jobs are kept for good.
   absl::Duration job_ttl = absl::ZeroDuration();
   // Each principal may create this many jobs per minute, in bursts of up to submission_burst
   // (SubmitJob; an idempotent resubmission is free). Without authentication all callers share
   // one allowance.
-  double submissions_per_minute = 60;
-  double submission_burst = 100;
+  double submissions_per_minute = limits::kSubmissionsPerMinute;
+  double submission_burst = limits::kSubmissionBurst;
   // Issues the store token of every START assignment (not owned). Null: assignments carry none
   // (tests without a StoreService).
   const StoreCredentials* store_credentials = nullptr;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "common/grpc/proto_time.h"
 #include "common/jobspec/job_device.h"
+#include "common/limits/limits.h"
 #include "common/status/status_macros.h"
 #include "coordinator/server/coordinator.h"
 #include "coordinator/server/coordinator_internal.h"
@@ -15,12 +16,9 @@
 namespace dstrain::coordinator {
 namespace {
 
-// Most jobs one ListJobs page returns.
-constexpr int kMaxPageSize = 1000;
-constexpr int kMaxMetricsPerGetJob = 1000;
-constexpr int kMetricsPage = 500;  // WatchJob reads metrics this many at a time
-// Most log lines one GetJobLogs message carries.
-constexpr int kLogBatch = 500;
+using limits::kLogBatchLines;
+using limits::kMaxMetricsPerGetJob;
+using limits::kWatchMetricsPage;
 
 }  // namespace
 
@@ -121,7 +119,8 @@ absl::StatusOr<v1::GetJobResponse> Coordinator::GetJob(const v1::GetJobRequest& 
 absl::StatusOr<v1::ListJobsResponse> Coordinator::ListJobs(const v1::ListJobsRequest& request,
                                                            const Caller& caller) {
   if (request.page_size() < 0) return absl::InvalidArgumentError("page_size: negative");
-  const int limit = request.page_size() == 0 ? 100 : std::min(request.page_size(), kMaxPageSize);
+  const int limit = request.page_size() == 0 ? limits::kDefaultListPage
+                                             : std::min(request.page_size(), limits::kMaxListPage);
   absl::MutexLock lock(&mu_);
   v1::ListJobsResponse response;
   // Pages in job-id order; the token is the last id of the previous page.
@@ -206,11 +205,11 @@ absl::Status Coordinator::WatchJob(const v1::WatchJobRequest& request, const Wat
       *update.mutable_event() = std::move(e);
       if (!send(update)) return absl::CancelledError("watcher went away");
     }
-    // A page at a time: a watcher of a long job holds kMetricsPage records, not its history.
+    // A page at a time: a watcher of a long job holds kWatchMetricsPage records, not its history.
     while (true) {
-      DT_ASSIGN_OR_RETURN(
-          std::vector<v1::StepMetrics> page,
-          state_->ListMetricsPage(request.job_id(), request.from_step(), cursor, kMetricsPage));
+      DT_ASSIGN_OR_RETURN(std::vector<v1::StepMetrics> page,
+                          state_->ListMetricsPage(request.job_id(), request.from_step(), cursor,
+                                                  kWatchMetricsPage));
       for (v1::StepMetrics& m : page) {
         cursor = {static_cast<uint32_t>(m.attempt()), static_cast<uint64_t>(m.step())};
         v1::WatchJobResponse update;
@@ -218,7 +217,7 @@ absl::Status Coordinator::WatchJob(const v1::WatchJobRequest& request, const Wat
         *update.mutable_metrics() = std::move(m);
         if (!send(update)) return absl::CancelledError("watcher went away");
       }
-      if (static_cast<int>(page.size()) < kMetricsPage) break;
+      if (static_cast<int>(page.size()) < kWatchMetricsPage) break;
     }
     if (IsTerminal(snapshot.state())) return absl::OkStatus();  // everything up to the end sent
     absl::MutexLock lock(&mu_);
@@ -256,14 +255,14 @@ absl::Status Coordinator::GetJobLogs(const v1::GetJobLogsRequest& request, const
     // Everything stored now, in batches.
     while (true) {
       DT_ASSIGN_OR_RETURN(std::vector<v1::LogLine> lines,
-                          state_->ListLogs(request.job_id(), from, rank, tail, kLogBatch));
+                          state_->ListLogs(request.job_id(), from, rank, tail, kLogBatchLines));
       tail = 0;
       if (lines.empty()) break;
       from = lines.back().sequence() + 1;
       v1::GetJobLogsResponse batch;
       for (v1::LogLine& l : lines) *batch.add_lines() = std::move(l);
       if (!send(batch)) return absl::CancelledError("reader went away");
-      if (static_cast<int>(batch.lines_size()) < kLogBatch) break;
+      if (static_cast<int>(batch.lines_size()) < kLogBatchLines) break;
     }
     if (from == 0) from = 1;  // nothing stored yet: follow from the first line
     if (!request.follow() || IsTerminal(job_state)) return absl::OkStatus();

@@ -18,6 +18,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock/clock.h"
+#include "common/limits/limits.h"
 #include "common/status/status_matchers.h"
 #include "coordinator/state/mem_kv_db.h"
 
@@ -1253,6 +1254,22 @@ TEST_F(CoordinatorTest, AWorkerCertificateActsOnlyAsItsOwnWorker) {
   EXPECT_THAT(c_->ListCheckpoints(list, Person("vera", kViewer)).status(), IsOk());
   EXPECT_THAT(c_->ReportStatus(report, holding), IsOk());
   EXPECT_EQ(Get("job").state(), v1::JOB_STATE_SUCCEEDED);
+}
+
+}  // namespace
+}  // namespace dstrain::coordinator
+
+namespace dstrain::coordinator {
+namespace {
+
+// A spec over kMaxSpecBytes is RESOURCE_EXHAUSTED naming the limit, and nothing is stored.
+TEST_F(CoordinatorTest, AnOversizedSpecIsRefusedNamingTheLimit) {
+  v1::SubmitJobRequest big = Submit("big", 1);
+  big.set_spec_json(big.spec_json() + std::string(limits::kMaxSpecBytes, ' '));
+  EXPECT_THAT(c_->SubmitJob(big).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("is over the limit of 1048576 (kMaxSpecBytes)")));
+  EXPECT_FALSE(state_->GetJob("big")->has_value());
 }
 
 }  // namespace

@@ -72,8 +72,9 @@ absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& requ
   }
   if (request.spec_json().empty()) return Invalid("spec_json", "empty");
   if (request.spec_json().size() > limits.max_spec_bytes) {
-    return Invalid("spec_json", absl::StrCat(request.spec_json().size(), " bytes (at most ",
-                                             limits.max_spec_bytes, ")"));
+    return absl::ResourceExhaustedError(absl::StrCat("spec_json: ", request.spec_json().size(),
+                                                     " bytes is over the limit of ",
+                                                     limits.max_spec_bytes, " (kMaxSpecBytes)"));
   }
   // The coordinator reads no file a submission names: a spec must arrive self-contained
   // (`dstrain submit` inlines the ds_config). Checked before the parser, which would read it, and

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/limits/limits.h"
 #include "proto/job.pb.h"
 
 namespace dstrain::coordinator {
@@ -27,7 +28,7 @@ struct SubmissionLimits {
   int max_world_size = 4096;
   int64_t max_parameters = int64_t{1} << 40;  // ~1.1e12
   int64_t max_train_steps = int64_t{1} << 40;
-  size_t max_spec_bytes = size_t{1} << 20;
+  size_t max_spec_bytes = limits::kMaxSpecBytes;
 };
 
 struct ValidatedJob {

@@ -38,6 +38,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/clock/clock.h"
 #include "common/flags/flags.h"
+#include "common/limits/limits.h"
 #include "common/tls/tls.h"
 #include "coordinator/auth/authorizer.h"
 #include "coordinator/auth/token_table.h"
@@ -184,6 +185,7 @@ int Main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, *server_credentials, &port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(limits::kMaxReceiveBytes));
   builder.RegisterService(&jobs);
   builder.RegisterService(&workers);
   builder.RegisterService(&checkpoints);

@@ -29,6 +29,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/limits/limits.h"
 #include "coordinator/state/kv_db.h"
 #include "proto/checkpoint.pb.h"
 #include "proto/common.pb.h"
@@ -40,10 +41,10 @@ namespace dstrain::coordinator {
 struct CoordinatorStateOptions {
   // AppendLogs keeps at most this many of a job's newest lines, so one chatty job cannot fill
   // the disk. Values below 1 count as 1.
-  int64_t max_log_lines_per_job = 100000;
+  int64_t max_log_lines_per_job = limits::kLogLinesKeptPerJob;
   // A longer line's text is cut to this many bytes (at a UTF-8 character boundary) and marked, so
   // the retained log of a job stays within max_log_lines_per_job times this.
-  int64_t max_log_line_bytes = 16 << 10;
+  int64_t max_log_line_bytes = static_cast<int64_t>(limits::kMaxLogLineBytes);
 };
 
 class CoordinatorState {

@@ -23,16 +23,19 @@ grpc::Status InvalidArgument(const std::string& message) {
 grpc::Status CheckKey(const std::string& key, absl::string_view field) {
   if (key.empty()) return InvalidArgument(absl::StrCat(field, ": empty key"));
   if (key.size() > StoreServiceImpl::kMaxKeyBytes) {
-    return InvalidArgument(absl::StrCat(field, ": key of ", key.size(), " bytes (at most ",
-                                        StoreServiceImpl::kMaxKeyBytes, ")"));
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat(field, ": key of ", key.size(), " bytes is over the limit of ",
+                                     StoreServiceImpl::kMaxKeyBytes, " (kMaxStoreKeyBytes)"));
   }
   return grpc::Status::OK;
 }
 
 grpc::Status CheckValue(const std::string& value, absl::string_view field) {
   if (value.size() > StoreServiceImpl::kMaxValueBytes) {
-    return InvalidArgument(absl::StrCat(field, ": value of ", value.size(), " bytes (at most ",
-                                        StoreServiceImpl::kMaxValueBytes, ")"));
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat(field, ": value of ", value.size(), " bytes is over the limit of ",
+                     StoreServiceImpl::kMaxValueBytes, " (kMaxStoreValueBytes)"));
   }
   return grpc::Status::OK;
 }

@@ -13,6 +13,7 @@
 #include <cstddef>
 
 #include "absl/time/time.h"
+#include "common/limits/limits.h"
 #include "coordinator/store/durable_store.h"
 #include "coordinator/store/store_credentials.h"
 #include "proto/store.grpc.pb.h"
@@ -21,9 +22,9 @@ namespace dstrain::coordinator {
 
 class StoreServiceImpl final : public v1::StoreService::Service {
  public:
-  static constexpr size_t kMaxKeyBytes = 4096;
-  static constexpr size_t kMaxValueBytes = size_t{1} << 20;
-  static constexpr absl::Duration kMaxWait = absl::Minutes(10);
+  static constexpr size_t kMaxKeyBytes = limits::kMaxStoreKeyBytes;
+  static constexpr size_t kMaxValueBytes = limits::kMaxStoreValueBytes;
+  static constexpr absl::Duration kMaxWait = absl::Seconds(limits::kMaxStoreWaitSeconds);
 
   // Every call must carry a credential `credentials` accepts for each of its keys
   // (store_credentials.h): UNAUTHENTICATED without a valid one, PERMISSION_DENIED naming the

@@ -167,9 +167,11 @@ TEST_F(StoreServiceTest, TheLargestValueFitsTheWireAndOneByteMoreIsRefusedByName
     if (size == StoreServiceImpl::kMaxValueBytes) {
       EXPECT_TRUE(status.ok()) << status.error_message();
     } else {
-      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-      EXPECT_NE(status.error_message().find("value: value of 1048577 bytes (at most 1048576)"),
-                std::string::npos)
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+      EXPECT_NE(
+          status.error_message().find("value: value of 1048577 bytes is over the limit of 1048576 "
+                                      "(kMaxStoreValueBytes)"),
+          std::string::npos)
           << status.error_message();
     }
   }

@@ -2,7 +2,8 @@
 // checks of a submission from anyone who can reach it, before anything is stored. An input is
 // either "P" and a serialized SubmitJobRequest, or a line holding the job id followed by the spec
 // JSON (readable seeds, and mutations that reach the spec's parser). Bad requests must be
-// INVALID_ARGUMENT, never a crash. Properties besides:
+// INVALID_ARGUMENT (RESOURCE_EXHAUSTED for a spec over the size limit), never a crash. Properties
+// besides:
 //   - the coordinator reads no file a submission names: a spec that holds deepspeed_config, read
 //     as the trainer's parser reads it (comments allowed), is refused as not self-contained;
 //   - an accepted job's id is valid, its world size within the limits, and the effective spec it
@@ -82,8 +83,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
          job.status());
   }
   if (!job.ok()) {
-    if (job.status().code() != absl::StatusCode::kInvalidArgument) {
-      Fail("a submission was refused with another code than INVALID_ARGUMENT", request,
+    const absl::StatusCode want = request.spec_json().size() > limits.max_spec_bytes
+                                      ? absl::StatusCode::kResourceExhausted
+                                      : absl::StatusCode::kInvalidArgument;
+    if (job.status().code() != want &&
+        !(want == absl::StatusCode::kResourceExhausted &&
+          job.status().code() == absl::StatusCode::kInvalidArgument &&
+          absl::StartsWith(job.status().message(), "job_id"))) {
+      Fail("a submission was refused with another code than its kind of error", request,
            job.status());
     }
     return 0;

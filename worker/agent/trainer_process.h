@@ -25,6 +25,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/limits/limits.h"
 
 namespace dstrain::agent {
 
@@ -51,7 +52,7 @@ struct ExitInfo {
 };
 
 // Longest line relayed as one; longer output is cut into pieces of this size.
-inline constexpr size_t kMaxLineBytes = 16 * 1024;
+inline constexpr size_t kMaxLineBytes = limits::kMaxLogLineBytes;
 
 // `text` with every invalid UTF-8 sequence replaced by U+FFFD, so it fits a proto3 string field
 // (a receiver rejects a message whose string fields are not UTF-8).
