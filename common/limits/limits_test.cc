@@ -57,6 +57,7 @@ TEST(Limits, TheDocumentedTableIsTheCodesTable) {
       {"kMaxMetricsPerGetJob", Text(kMaxMetricsPerGetJob)},
       {"kWatchMetricsPage", Text(kWatchMetricsPage)},
       {"kLogBatchLines", Text(kLogBatchLines)},
+      {"kMaxStreamSeconds", Text(kMaxStreamSeconds)},
       {"kSubmissionsPerMinute", Text(kSubmissionsPerMinute)},
       {"kSubmissionBurst", Text(kSubmissionBurst)},
       {"kMaxTokenFileBytes", Text(kMaxTokenFileBytes)},

@@ -22,6 +22,13 @@ absl::Status NoSuchJob(absl::string_view job_id) {
   return absl::NotFoundError(absl::StrCat("job_id: no job \"", job_id, "\""));
 }
 
+absl::Status StreamWithinMaximum(absl::Time now, absl::Time since, absl::Duration max) {
+  if (now - since < max) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat("the stream was open for its maximum of ",
+                                             absl::FormatDuration(max),
+                                             " (kMaxStreamSeconds): reconnect to go on"));
+}
+
 }  // namespace internal
 
 namespace {

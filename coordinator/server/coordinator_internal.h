@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "proto/job.pb.h"
 
 namespace dstrain::coordinator::internal {
@@ -14,5 +15,9 @@ bool IsActive(v1::JobState s);
 
 // NOT_FOUND for a request naming a job the coordinator does not know.
 absl::Status NoSuchJob(absl::string_view job_id);
+
+// UNAVAILABLE for a stream open since `since` for `max` or longer (the client reconnects and
+// goes on where it was: streams are resumable by design), else OK.
+absl::Status StreamWithinMaximum(absl::Time now, absl::Time since, absl::Duration max);
 
 }  // namespace dstrain::coordinator::internal

@@ -181,6 +181,7 @@ absl::Status Coordinator::WatchJob(const v1::WatchJobRequest& request, const Wat
   // (resumed from a checkpoint) runs lower steps again: its records come after the cursor in
   // that order, from from_step on.
   CoordinatorState::MetricsCursor cursor;
+  const absl::Time started = clock_->Now();
   while (true) {
     v1::Job snapshot;
     int64_t version = 0;
@@ -225,6 +226,8 @@ absl::Status Coordinator::WatchJob(const v1::WatchJobRequest& request, const Wat
     while (!shutdown_ && VersionLocked(request.job_id()) == version) {
       changed_.WaitWithTimeout(&mu_, options_.stream_poll);
       if (cancelled()) return absl::CancelledError("watcher went away");
+      DT_RETURN_IF_ERROR(
+          internal::StreamWithinMaximum(clock_->Now(), started, options_.max_stream));
     }
   }
 }
@@ -241,6 +244,7 @@ absl::Status Coordinator::GetJobLogs(const v1::GetJobLogsRequest& request, const
       request.has_rank() ? std::optional<int32_t>(request.rank()) : std::nullopt;
   int64_t from = request.from_sequence();
   int tail = request.tail_lines();
+  const absl::Time started = clock_->Now();
   while (true) {
     int64_t version = 0;
     v1::JobState job_state = v1::JOB_STATE_UNSPECIFIED;
@@ -271,6 +275,8 @@ absl::Status Coordinator::GetJobLogs(const v1::GetJobLogsRequest& request, const
     while (!shutdown_ && VersionLocked(request.job_id()) == version) {
       changed_.WaitWithTimeout(&mu_, options_.stream_poll);
       if (cancelled()) return absl::CancelledError("reader went away");
+      DT_RETURN_IF_ERROR(
+          internal::StreamWithinMaximum(clock_->Now(), started, options_.max_stream));
     }
   }
 }

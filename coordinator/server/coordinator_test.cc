@@ -138,6 +138,7 @@ class CoordinatorTest : public ::testing::Test {
     options.log_burst_lines = log_burst_lines_;
     options.submissions_per_minute = submissions_per_minute_;
     options.submission_burst = submission_burst_;
+    options.max_stream = max_stream_;
     auto c = Coordinator::Create(state_.get(), &clock_, options);
     ASSERT_THAT(c, IsOk());
     c_ = *std::move(c);
@@ -169,6 +170,7 @@ class CoordinatorTest : public ::testing::Test {
   absl::Duration job_ttl_ = absl::ZeroDuration();      // set by the retention test
   double log_lines_per_second_ = 1000, log_burst_lines_ = 10000;
   double submissions_per_minute_ = 60, submission_burst_ = 100;
+  absl::Duration max_stream_ = absl::Hours(1);
   MemKvDb db_;
   FakeClock clock_;
   std::unique_ptr<CoordinatorState> state_;
@@ -1261,6 +1263,39 @@ TEST_F(CoordinatorTest, AWorkerCertificateActsOnlyAsItsOwnWorker) {
 
 namespace dstrain::coordinator {
 namespace {
+
+// No stream holds a server thread for longer than max_stream: a watch of a job that goes on and a
+// worker's assignment stream end with UNAVAILABLE naming the limit (their clients reconnect).
+TEST_F(CoordinatorTest, StreamsEndAtTheirMaximum) {
+  max_stream_ = absl::Minutes(5);
+  Restart();
+  ASSERT_THAT(c_->RegisterWorker(Worker("w1", 1)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("long", 1)).status(), IsOk());
+  absl::Status watched, streamed;
+  std::thread watch([&] {
+    v1::WatchJobRequest request;
+    request.set_job_id("long");
+    watched = c_->WatchJob(
+        request, [](const v1::WatchJobResponse&) { return true; }, [] { return false; });
+  });
+  std::thread stream([&] {
+    v1::StreamAssignmentsRequest request;
+    request.set_worker_id("w1");
+    streamed = c_->StreamAssignments(
+        request, [](const v1::StreamAssignmentsResponse&) { return true; }, [] { return false; });
+  });
+  absl::SleepFor(absl::Milliseconds(100));  // both are waiting
+  clock_.Advance(absl::Minutes(4));
+  absl::SleepFor(absl::Milliseconds(100));
+  clock_.Advance(absl::Minutes(1));
+  watch.join();
+  stream.join();
+  for (const absl::Status& s : {watched, streamed}) {
+    EXPECT_THAT(s, StatusIs(absl::StatusCode::kUnavailable,
+                            HasSubstr("open for its maximum of 5m (kMaxStreamSeconds)")));
+  }
+  EXPECT_EQ(Get("long").state(), v1::JOB_STATE_SCHEDULED);
+}
 
 // A spec over kMaxSpecBytes is RESOURCE_EXHAUSTED naming the limit, and nothing is stored.
 TEST_F(CoordinatorTest, AnOversizedSpecIsRefusedNamingTheLimit) {

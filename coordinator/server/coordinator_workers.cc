@@ -148,6 +148,7 @@ absl::Status Coordinator::StreamAssignments(const v1::StreamAssignmentsRequest& 
     }
     changed_.SignalAll();  // the replaced stream, if any, ends
   }
+  const absl::Time started = clock_->Now();
   while (true) {
     std::deque<v1::Assignment> batch;
     {
@@ -164,6 +165,8 @@ absl::Status Coordinator::StreamAssignments(const v1::StreamAssignmentsRequest& 
         }
         changed_.WaitWithTimeout(&mu_, options_.stream_poll);
         if (cancelled()) return absl::CancelledError("worker went away");
+        DT_RETURN_IF_ERROR(
+            internal::StreamWithinMaximum(clock_->Now(), started, options_.max_stream));
       }
     }
     for (v1::Assignment& a : batch) {
