@@ -21,6 +21,7 @@
 #include "common/limits/limits.h"
 #include "common/status/status_matchers.h"
 #include "coordinator/state/mem_kv_db.h"
+#include "coordinator/state/rocks_kv_db.h"
 
 namespace dstrain::coordinator {
 namespace {
@@ -1305,6 +1306,85 @@ TEST_F(CoordinatorTest, AnOversizedSpecIsRefusedNamingTheLimit) {
               StatusIs(absl::StatusCode::kResourceExhausted,
                        HasSubstr("is over the limit of 1048576 (kMaxSpecBytes)")));
   EXPECT_FALSE(state_->GetJob("big")->has_value());
+}
+
+}  // namespace
+}  // namespace dstrain::coordinator
+
+namespace dstrain::coordinator {
+namespace {
+
+// The SST files' bytes under `dir`.
+uint64_t SstBytes(const std::string& dir) {
+  uint64_t bytes = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file() && e.path().extension() == ".sst") bytes += e.file_size();
+  }
+  return bytes;
+}
+
+// dstrain delete on RocksDB: an ended job's 16 MiB of log leave the disk (the coordinator
+// compacts after deleting), another job's records stay.
+TEST(DeleteJobOnRocks, TheDeletedJobsSpaceComesBack) {
+  const std::string dir = ::testing::TempDir() + "/delete_on_rocks";
+  std::filesystem::remove_all(dir);
+  auto db = RocksKvDb::Open(dir);
+  ASSERT_THAT(db, IsOk());
+  CoordinatorState state(db->get());
+  FakeClock clock;
+  CoordinatorOptions options;
+  options.limits.data_root = "/data";
+  options.log_lines_per_second = 1e9;
+  options.log_burst_lines = 1e9;
+  auto c = Coordinator::Create(&state, &clock, options);
+  ASSERT_THAT(c, IsOk());
+  ASSERT_THAT((*c)->RegisterWorker(Worker("w1", 2)).status(), IsOk());
+  for (const char* id : {"big", "kept"}) {
+    ASSERT_THAT((*c)->SubmitJob(Submit(id, 1)).status(), IsOk());
+  }
+  uint64_t x = 88172645463325252ull;  // incompressible text: xorshift over 64 characters
+  auto line = [&x] {
+    std::string text(4096, ' ');
+    for (char& ch : text) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      ch = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"[x & 63];
+    }
+    return text;
+  };
+  for (int batch = 0; batch < 16; ++batch) {
+    for (const char* id : {"big", "kept"}) {
+      if (batch > 0 && std::string(id) == "kept") continue;  // one batch for the kept job
+      v1::ReportStatusRequest r;
+      r.set_worker_id("w1");
+      r.set_job_id(id);
+      r.set_attempt(1);
+      r.set_rank(0);
+      r.set_state(v1::RANK_STATE_RUNNING);
+      for (int i = 0; i < 256; ++i) r.add_log_lines()->set_text(line());
+      ASSERT_THAT((*c)->ReportStatus(r), IsOk());
+    }
+  }
+  v1::ReportStatusRequest done;
+  done.set_worker_id("w1");
+  done.set_job_id("big");
+  done.set_attempt(1);
+  done.set_rank(0);
+  done.set_state(v1::RANK_STATE_SUCCEEDED);
+  ASSERT_THAT((*c)->ReportStatus(done), IsOk());
+  ASSERT_THAT(state.Compact(), IsOk());  // everything in files
+  const uint64_t before = SstBytes(dir);
+  EXPECT_GT(before, uint64_t{16} << 20);
+
+  v1::DeleteJobRequest del;
+  del.set_job_id("big");
+  ASSERT_THAT((*c)->DeleteJob(del), IsOk());
+  const uint64_t after = SstBytes(dir);
+  EXPECT_LT(after, uint64_t{2} << 20) << before << " bytes before, " << after << " after";
+  EXPECT_GT(after, uint64_t{512} << 10) << "the kept job's 1 MiB of log is gone too";
+  auto kept = state.ListLogs("kept", 0, std::nullopt, 0, 1000);
+  ASSERT_THAT(kept, IsOk());
+  EXPECT_EQ(kept->size(), 256u);
+  (*c)->Shutdown();
 }
 
 }  // namespace
