@@ -143,6 +143,11 @@ class Coordinator {
   absl::Status ReportStatus(const v1::ReportStatusRequest& request,
                             const Caller& caller = Caller::Trusted());
   v1::ListWorkersResponse ListWorkers();
+  // StoreService's binding of an attempt's rendezvous keys to its ranks' workers: OK when
+  // `caller` is a worker that holds a rank of the attempt whose prefix `scope` is
+  // (StoreCredentials::ScopeOf) and that attempt is the job's current one, or is trusted;
+  // PERMISSION_DENIED otherwise (another worker's job, an ended attempt, not a scope).
+  absl::Status MayUseStoreScope(const Caller& caller, absl::string_view scope);
 
   // CheckpointService. A trainer writes only its own job's catalog: `caller`'s certificate must
   // name a worker that holds a rank of the job's current attempt (PERMISSION_DENIED otherwise;

@@ -1389,3 +1389,33 @@ TEST(DeleteJobOnRocks, TheDeletedJobsSpaceComesBack) {
 
 }  // namespace
 }  // namespace dstrain::coordinator
+
+namespace dstrain::coordinator {
+namespace {
+
+// An attempt's rendezvous keys are for the workers that hold its ranks: another worker, a person,
+// an ended attempt or something that is no attempt's prefix are refused.
+TEST_F(CoordinatorTest, AStoreScopeBelongsToItsAttemptsWorkers) {
+  ASSERT_THAT(c_->RegisterWorker(Worker("w1", 1)).status(), IsOk());
+  ASSERT_THAT(c_->RegisterWorker(Worker("w2", 1)).status(), IsOk());
+  ASSERT_THAT(c_->SubmitJob(Submit("job", 1)).status(), IsOk());
+  const std::string holder = Get("job").assignments(0).worker_id();
+  const std::string other = holder == "w1" ? "w2" : "w1";
+  EXPECT_THAT(c_->MayUseStoreScope(WorkerCaller(holder), "jobs/job/attempt-1"), IsOk());
+  EXPECT_THAT(c_->MayUseStoreScope(Caller::Trusted(), "jobs/job/attempt-1"), IsOk());
+  for (const auto& [caller, scope] : std::vector<std::pair<Caller, std::string>>{
+           {WorkerCaller(other), "jobs/job/attempt-1"},
+           {Person("root", kAdmin), "jobs/job/attempt-1"},
+           {WorkerCaller(holder), "jobs/job/attempt-2"},
+           {WorkerCaller(holder), "jobs/nope/attempt-1"},
+           {WorkerCaller(holder), "jobs/job/attempt-x"},
+           {WorkerCaller(holder), "jobs/job"},
+           {WorkerCaller(holder), "jobs/job/attempt-1/extra"}}) {
+    EXPECT_THAT(c_->MayUseStoreScope(caller, scope),
+                StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("holds no rank")))
+        << scope;
+  }
+}
+
+}  // namespace
+}  // namespace dstrain::coordinator

@@ -4,9 +4,12 @@
 #include <algorithm>
 #include <cmath>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/crypto/hmac.h"
 #include "common/grpc/proto_time.h"
 #include "common/runtime/exit_codes.h"
@@ -352,6 +355,29 @@ v1::Assignment Coordinator::StartFor(const JobEntry& entry, const v1::RankAssign
   }
   a.set_reason("GangScheduled");
   return a;
+}
+
+absl::Status Coordinator::MayUseStoreScope(const Caller& caller, absl::string_view scope) {
+  if (caller.trusted) return absl::OkStatus();
+  // "jobs/<job_id>/attempt-<n>"
+  const std::vector<absl::string_view> parts = absl::StrSplit(scope, '/');
+  absl::string_view attempt_part = parts.size() == 3 ? parts[2] : absl::string_view();
+  int attempt = 0;
+  const bool parsed = parts.size() == 3 && parts[0] == "jobs" &&
+                      absl::ConsumePrefix(&attempt_part, "attempt-") &&
+                      absl::SimpleAtoi(attempt_part, &attempt);
+  if (parsed && !caller.worker.empty()) {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(parts[1]);
+    if (it != jobs_.end() && it->second.job.attempt() == attempt) {
+      for (const v1::RankAssignment& a : it->second.job.assignments()) {
+        if (a.worker_id() == caller.worker) return absl::OkStatus();
+      }
+    }
+  }
+  return absl::PermissionDeniedError(absl::StrCat("store scope \"", scope, "\": ",
+                                                  caller.Describe(),
+                                                  " holds no rank of that attempt"));
 }
 
 }  // namespace dstrain::coordinator

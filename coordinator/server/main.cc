@@ -180,7 +180,17 @@ int Main(int argc, char** argv) {
   JobServiceImpl jobs(coordinator->get(), &rpc_metrics, tokens.get());
   WorkerServiceImpl workers(coordinator->get(), &rpc_metrics, tokens.get());
   CheckpointServiceImpl checkpoints(coordinator->get(), &rpc_metrics, tokens.get());
-  StoreServiceImpl store_service(&store, &store_credentials);
+  // With TLS an attempt's rendezvous keys are for the workers that hold its ranks, not only for
+  // whoever holds the attempt's token.
+  StoreServiceImpl::ScopeCheck scope_check;
+  if (tokens != nullptr) {
+    scope_check = [c = coordinator->get(), t = tokens.get()](const grpc::ServerContext& context,
+                                                             absl::string_view scope) {
+      return c->MayUseStoreScope(CallerOf(context, t), scope);
+    };
+  }
+  StoreServiceImpl store_service(&store, &store_credentials, StoreServiceImpl::kMaxWait,
+                                 std::move(scope_check));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;

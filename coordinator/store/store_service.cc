@@ -41,9 +41,9 @@ grpc::Status CheckValue(const std::string& value, absl::string_view field) {
 }
 
 // The scope of the call's store credential (GrpcStore's metadata), once the credential checked
-// out; UNAUTHENTICATED otherwise.
-grpc::Status Scope(const StoreCredentials& credentials, const grpc::ServerContext* context,
-                   std::string* scope) {
+// out (UNAUTHENTICATED otherwise) and `check` (may be null) admits the caller to it.
+grpc::Status Scope(const StoreCredentials& credentials, const StoreServiceImpl::ScopeCheck& check,
+                   const grpc::ServerContext* context, std::string* scope) {
   const auto& metadata = context->client_metadata();
   const auto scope_it = metadata.find(store::GrpcStore::kScopeMetadata);
   const auto token = metadata.find(store::GrpcStore::kTokenMetadata);
@@ -53,8 +53,10 @@ grpc::Status Scope(const StoreCredentials& credentials, const grpc::ServerContex
                         "token");
   }
   scope->assign(scope_it->second.data(), scope_it->second.size());
-  return ToGrpcStatus(
-      credentials.Check(*scope, absl::string_view(token->second.data(), token->second.size())));
+  DT_GRPC_RETURN_IF_ERROR(ToGrpcStatus(
+      credentials.Check(*scope, absl::string_view(token->second.data(), token->second.size()))));
+  if (check == nullptr) return grpc::Status::OK;
+  return ToGrpcStatus(check(*context, *scope));
 }
 
 // PERMISSION_DENIED naming `field` unless `key` lies beneath `scope`.
@@ -66,10 +68,11 @@ grpc::Status InScope(absl::string_view scope, const std::string& key, absl::stri
 }
 
 // A call about one key: its credential, and the key beneath its scope.
-grpc::Status Authorize(const StoreCredentials& credentials, const grpc::ServerContext* context,
-                       const std::string& key, absl::string_view field) {
+grpc::Status Authorize(const StoreCredentials& credentials, const StoreServiceImpl::ScopeCheck& check,
+                       const grpc::ServerContext* context, const std::string& key,
+                       absl::string_view field) {
   std::string scope;
-  DT_GRPC_RETURN_IF_ERROR(Scope(credentials, context, &scope));
+  DT_GRPC_RETURN_IF_ERROR(Scope(credentials, check, context, &scope));
   return InScope(scope, key, field);
 }
 
@@ -78,7 +81,7 @@ grpc::Status Authorize(const StoreCredentials& credentials, const grpc::ServerCo
 grpc::Status StoreServiceImpl::Set(grpc::ServerContext* context, const v1::SetRequest* request,
                                    v1::SetResponse*) {
   DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
-  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, context, request->key(), "key"));
+  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, scope_check_, context, request->key(), "key"));
   DT_GRPC_RETURN_IF_ERROR(CheckValue(request->value(), "value"));
   return ToGrpcStatus(store_->Set(request->key(), request->value()));
 }
@@ -86,7 +89,7 @@ grpc::Status StoreServiceImpl::Set(grpc::ServerContext* context, const v1::SetRe
 grpc::Status StoreServiceImpl::Get(grpc::ServerContext* context, const v1::GetRequest* request,
                                    v1::GetResponse* response) {
   DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
-  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, context, request->key(), "key"));
+  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, scope_check_, context, request->key(), "key"));
   absl::StatusOr<std::string> value = store_->Get(request->key(), absl::ZeroDuration());
   if (value.ok()) {
     response->set_found(true);
@@ -103,7 +106,7 @@ grpc::Status StoreServiceImpl::Get(grpc::ServerContext* context, const v1::GetRe
 grpc::Status StoreServiceImpl::Add(grpc::ServerContext* context, const v1::AddRequest* request,
                                    v1::AddResponse* response) {
   DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
-  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, context, request->key(), "key"));
+  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, scope_check_, context, request->key(), "key"));
   absl::StatusOr<int64_t> value = store_->Add(request->key(), request->delta());
   if (!value.ok()) return ToGrpcStatus(value.status());
   response->set_value(*value);
@@ -114,7 +117,7 @@ grpc::Status StoreServiceImpl::CompareSet(grpc::ServerContext* context,
                                           const v1::CompareSetRequest* request,
                                           v1::CompareSetResponse* response) {
   DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
-  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, context, request->key(), "key"));
+  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, scope_check_, context, request->key(), "key"));
   DT_GRPC_RETURN_IF_ERROR(CheckValue(request->desired_value(), "desired_value"));
   absl::StatusOr<std::string> now =
       store_->CompareSet(request->key(), request->expected_value(), request->desired_value());
@@ -129,7 +132,7 @@ grpc::Status StoreServiceImpl::Wait(grpc::ServerContext* context, const v1::Wait
   std::vector<std::string> keys(request->keys().begin(), request->keys().end());
   // One credential for the call; every key beneath its scope.
   std::string scope;
-  DT_GRPC_RETURN_IF_ERROR(Scope(*credentials_, context, &scope));
+  DT_GRPC_RETURN_IF_ERROR(Scope(*credentials_, scope_check_, context, &scope));
   for (size_t i = 0; i < keys.size(); ++i) {
     DT_GRPC_RETURN_IF_ERROR(CheckKey(keys[i], absl::StrCat("keys[", i, "]")));
     DT_GRPC_RETURN_IF_ERROR(InScope(scope, keys[i], absl::StrCat("keys[", i, "]")));
@@ -152,7 +155,7 @@ grpc::Status StoreServiceImpl::Delete(grpc::ServerContext* context,
                                       const v1::DeleteRequest* request,
                                       v1::DeleteResponse* response) {
   DT_GRPC_RETURN_IF_ERROR(CheckKey(request->key(), "key"));
-  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, context, request->key(), "key"));
+  DT_GRPC_RETURN_IF_ERROR(Authorize(*credentials_, scope_check_, context, request->key(), "key"));
   absl::StatusOr<bool> deleted = store_->DeleteKey(request->key());
   if (!deleted.ok()) return ToGrpcStatus(deleted.status());
   response->set_deleted(*deleted);

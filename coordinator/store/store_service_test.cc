@@ -10,9 +10,11 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "worker/store/grpc_store.h"
@@ -49,7 +51,18 @@ class StoreServiceTest : public ::testing::Test {
   NullLog log_;
   DurableStore durable_{&log_, {}};
   const StoreCredentials credentials_{std::string(32, 'c')};
-  StoreServiceImpl service_{&durable_, &credentials_, kBound};
+  // The scopes the binding to workers refuses (the coordinator's MayUseStoreScope in main.cc).
+  absl::Mutex refused_mu_;
+  std::set<std::string> refused_ ABSL_GUARDED_BY(refused_mu_);
+  StoreServiceImpl service_{&durable_, &credentials_, kBound,
+                            [this](const grpc::ServerContext&, absl::string_view scope) {
+                              absl::MutexLock lock(&refused_mu_);
+                              if (refused_.count(std::string(scope)) == 0) {
+                                return absl::OkStatus();
+                              }
+                              return absl::PermissionDeniedError(
+                                  absl::StrCat("store scope \"", scope, "\": refused"));
+                            }};
 
   // A context carrying the credential of `scope` (a forged token when `token` is given).
   std::unique_ptr<grpc::ClientContext> As(const std::string& scope,
@@ -74,6 +87,27 @@ class StoreServiceTest : public ::testing::Test {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::StoreService::Stub> stub_;
 };
+
+// The token is not enough where the scope check refuses the caller (with TLS: a worker that holds
+// no rank of the attempt): every RPC is PERMISSION_DENIED and the keys stay as they were.
+TEST_F(StoreServiceTest, TheScopeCheckRefusesEvenWithTheRightToken) {
+  const std::string key = absl::StrCat(kScopeA, "/rank0");
+  ASSERT_TRUE(Set(As(kScopeA).get(), key, "a's address").ok());
+  {
+    absl::MutexLock lock(&refused_mu_);
+    refused_.insert(kScopeA);
+  }
+  const grpc::Status set = Set(As(kScopeA).get(), key, "mallory");
+  EXPECT_EQ(set.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(set.error_message().find("refused"), std::string::npos) << set.error_message();
+  auto context = As(kScopeA);
+  v1::WaitRequest wait;
+  wait.add_keys(key);
+  v1::WaitResponse waited;
+  EXPECT_EQ(stub_->Wait(context.get(), wait, &waited).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Value(key), "a's address");
+}
 
 TEST_F(StoreServiceTest, OnlyAnAttemptsOwnCredentialReachesItsKeys) {
   const std::string b_key = absl::StrCat(kScopeB, "/rank0");
