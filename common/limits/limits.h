@@ -36,7 +36,7 @@ inline constexpr int kWatchMetricsPage = 500;
 // Log lines per GetJobLogs message.
 inline constexpr int kLogBatchLines = 500;
 // A streaming call (WatchJob, GetJobLogs following, StreamAssignments), at most: it then ends
-// with UNAVAILABLE and the client reconnects where it was.
+// (UNAVAILABLE; OK for StreamAssignments) and the client reconnects where it was.
 inline constexpr int kMaxStreamSeconds = 3600;
 // Jobs a principal creates per minute, and the burst (SubmitJob; the coordinator's
 // --submissions-per-minute and --submission-burst).

@@ -62,8 +62,8 @@ struct CoordinatorOptions {
   std::optional<absl::Duration> restart_delay;
   // How long streaming calls sleep between checks of their client and of shutdown.
   absl::Duration stream_poll = absl::Milliseconds(200);
-  // A streaming call (WatchJob, GetJobLogs with follow, StreamAssignments) ends with UNAVAILABLE
-  // after this long, so no call holds a server thread without bound; clients reconnect and
+  // A streaming call ends after this long, so no call holds a server thread without bound:
+  // WatchJob and GetJobLogs with UNAVAILABLE, StreamAssignments with OK. Clients reconnect and
   // resume where they were.
   absl::Duration max_stream = absl::Seconds(limits::kMaxStreamSeconds);
   // A job's ranks together may add this many output lines per second to its log, in bursts of up

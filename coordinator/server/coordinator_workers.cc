@@ -168,8 +168,11 @@ absl::Status Coordinator::StreamAssignments(const v1::StreamAssignmentsRequest& 
         }
         changed_.WaitWithTimeout(&mu_, options_.stream_poll);
         if (cancelled()) return absl::CancelledError("worker went away");
-        DT_RETURN_IF_ERROR(
-            internal::StreamWithinMaximum(clock_->Now(), started, options_.max_stream));
+        // At its maximum the stream just ends: the agent reconnects and is sent its placements
+        // again, and an OK end is no coordinator error to it.
+        if (!internal::StreamWithinMaximum(clock_->Now(), started, options_.max_stream).ok()) {
+          return absl::OkStatus();
+        }
       }
     }
     for (v1::Assignment& a : batch) {
