@@ -239,7 +239,7 @@ TEST(NamingTest, FollowsBufStandard) {
       }
     }
   }
-  EXPECT_EQ(rpc_messages.size(), 2u * (6 + 5 + 6 + 3));
+  EXPECT_EQ(rpc_messages.size(), 2u * (7 + 5 + 6 + 3));
 }
 
 // A trivial StoreService on gRPC's callback API (unary handlers finish through DefaultReactor()):

@@ -6,8 +6,8 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/crypto/hmac.h"
@@ -371,16 +371,15 @@ absl::Status Coordinator::MayUseStoreScope(const Caller& caller, absl::string_vi
                       absl::SimpleAtoi(attempt_part, &attempt);
   if (parsed && !caller.worker.empty()) {
     absl::MutexLock lock(&mu_);
-    auto it = jobs_.find(parts[1]);
+    auto it = jobs_.find(std::string(parts[1]));
     if (it != jobs_.end() && it->second.job.attempt() == attempt) {
       for (const v1::RankAssignment& a : it->second.job.assignments()) {
         if (a.worker_id() == caller.worker) return absl::OkStatus();
       }
     }
   }
-  return absl::PermissionDeniedError(absl::StrCat("store scope \"", scope, "\": ",
-                                                  caller.Describe(),
-                                                  " holds no rank of that attempt"));
+  return absl::PermissionDeniedError(absl::StrCat(
+      "store scope \"", scope, "\": ", caller.Describe(), " holds no rank of that attempt"));
 }
 
 }  // namespace dstrain::coordinator

@@ -91,7 +91,7 @@ class ServicesTlsTest : public ::testing::Test {
     if (files != nullptr) config = pki_->Config(*files);
     auto credentials = tls::ChannelCredentials(config);
     EXPECT_THAT(credentials, IsOk());
-    return grpc::CreateChannel(absl::StrCat("localhost:", port_), *credentials);
+    return grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_), *credentials);
   }
   // A call context carrying `token` as a bearer token ("" for none).
   static std::unique_ptr<grpc::ClientContext> As(const std::string& token) {

@@ -68,7 +68,8 @@ grpc::Status InScope(absl::string_view scope, const std::string& key, absl::stri
 }
 
 // A call about one key: its credential, and the key beneath its scope.
-grpc::Status Authorize(const StoreCredentials& credentials, const StoreServiceImpl::ScopeCheck& check,
+grpc::Status Authorize(const StoreCredentials& credentials,
+                       const StoreServiceImpl::ScopeCheck& check,
                        const grpc::ServerContext* context, const std::string& key,
                        absl::string_view field) {
   std::string scope;

@@ -54,15 +54,15 @@ class StoreServiceTest : public ::testing::Test {
   // The scopes the binding to workers refuses (the coordinator's MayUseStoreScope in main.cc).
   absl::Mutex refused_mu_;
   std::set<std::string> refused_ ABSL_GUARDED_BY(refused_mu_);
-  StoreServiceImpl service_{&durable_, &credentials_, kBound,
-                            [this](const grpc::ServerContext&, absl::string_view scope) {
-                              absl::MutexLock lock(&refused_mu_);
-                              if (refused_.count(std::string(scope)) == 0) {
-                                return absl::OkStatus();
-                              }
-                              return absl::PermissionDeniedError(
-                                  absl::StrCat("store scope \"", scope, "\": refused"));
-                            }};
+  StoreServiceImpl service_{
+      &durable_, &credentials_, kBound,
+      [this](const grpc::ServerContext&, absl::string_view scope) {
+        absl::MutexLock lock(&refused_mu_);
+        if (refused_.count(std::string(scope)) == 0) {
+          return absl::OkStatus();
+        }
+        return absl::PermissionDeniedError(absl::StrCat("store scope \"", scope, "\": refused"));
+      }};
 
   // A context carrying the credential of `scope` (a forged token when `token` is given).
   std::unique_ptr<grpc::ClientContext> As(const std::string& scope,

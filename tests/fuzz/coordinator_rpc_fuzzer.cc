@@ -129,12 +129,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto at_once = [] { return true; };
   absl::Status status;
   switch (method) {
-#define DT_UNARY(index, Request, call)               \
-  case index: {                                      \
-    v1::Request request;                             \
-    if (!Parse(data, size, &request)) return 0;      \
-    status = c.call(request, caller).status();       \
-    break;                                           \
+#define DT_UNARY(index, Request, call)          \
+  case index: {                                 \
+    v1::Request request;                        \
+    if (!Parse(data, size, &request)) return 0; \
+    status = c.call(request, caller).status();  \
+    break;                                      \
   }
     DT_UNARY(0, SubmitJobRequest, SubmitJob)
     DT_UNARY(1, GetJobRequest, GetJob)

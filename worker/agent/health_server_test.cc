@@ -73,7 +73,7 @@ TEST(HealthServer, ServesTlsWithTheWorkersCertificate) {
   const std::string port = std::to_string((*server)->port());
   auto probe = tls::ChannelCredentials({false, pki->ca_cert(), "", ""});
   ASSERT_THAT(probe, IsOk());
-  auto live = testing::HealthCheck("localhost:" + port, "liveness", *probe);
+  auto live = testing::HealthCheck("127.0.0.1:" + port, "liveness", *probe);
   ASSERT_THAT(live, IsOk());
   EXPECT_EQ(*live, kServing);
   EXPECT_EQ(testing::HealthCheck("127.0.0.1:" + port, "liveness").status().code(),
