@@ -84,18 +84,32 @@ absl::Status Validate(TlsConfig& config, Role role, absl::string_view source) {
 
 std::string Lower(absl::string_view s) { return absl::AsciiStrToLower(s); }
 
-}  // namespace
-
-absl::Status CheckCertificateFile(absl::string_view flag, const std::string& cert_path,
-                                  const std::string& key_path) {
-  absl::StatusOr<std::string> pem = ReadPem(flag, cert_path);
+// The first certificate of the PEM file at `path`; errors name `flag` and the path.
+absl::StatusOr<std::unique_ptr<X509, X509Free>> ReadCertificate(absl::string_view flag,
+                                                                const std::string& path) {
+  absl::StatusOr<std::string> pem = ReadPem(flag, path);
   if (!pem.ok()) return pem.status();
   std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size())));
   std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (cert == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, " ", cert_path, ": not a PEM certificate"));
+    return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": not a PEM certificate"));
   }
+  return cert;
+}
+
+// The worker id a certificate's common name names, or "" for a name of another kind.
+std::string WorkerIdOf(absl::string_view common_name) {
+  if (!absl::StartsWith(common_name, kWorkerNamePrefix)) return "";
+  return std::string(common_name.substr(kWorkerNamePrefix.size()));
+}
+
+}  // namespace
+
+absl::Status CheckCertificateFile(absl::string_view flag, const std::string& cert_path,
+                                  const std::string& key_path) {
+  absl::StatusOr<std::unique_ptr<X509, X509Free>> read = ReadCertificate(flag, cert_path);
+  if (!read.ok()) return read.status();
+  const std::unique_ptr<X509, X509Free>& cert = *read;
   if (X509_cmp_current_time(X509_get0_notBefore(cert.get())) > 0) {
     return absl::FailedPreconditionError(
         absl::StrCat(flag, " ", cert_path, ": the certificate is not valid yet"));
@@ -229,27 +243,18 @@ std::string PeerWorkerId(const grpc::AuthContext& context) {
   if (!context.IsPeerAuthenticated()) return "";
   const std::vector<grpc::string_ref> names = context.FindPropertyValues("x509_common_name");
   if (names.size() != 1) return "";
-  const absl::string_view name(names[0].data(), names[0].size());
-  if (!absl::StartsWith(name, kWorkerNamePrefix)) return "";
-  return std::string(name.substr(kWorkerNamePrefix.size()));
+  return WorkerIdOf(absl::string_view(names[0].data(), names[0].size()));
 }
 
 absl::StatusOr<std::string> CertificateWorkerId(const std::string& cert_path) {
-  absl::StatusOr<std::string> pem = ReadPem("--tls-cert", cert_path);
-  if (!pem.ok()) return pem.status();
-  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size())));
-  std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  if (cert == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(cert_path, ": not a PEM certificate"));
-  }
-  const X509_NAME* subject = X509_get_subject_name(cert.get());
+  absl::StatusOr<std::unique_ptr<X509, X509Free>> cert = ReadCertificate("--tls-cert", cert_path);
+  if (!cert.ok()) return cert.status();
+  const X509_NAME* subject = X509_get_subject_name(cert->get());
   const int index = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
   if (index < 0) return std::string();
   const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, index));
-  const absl::string_view name(reinterpret_cast<const char*>(ASN1_STRING_get0_data(data)),
-                               static_cast<size_t>(ASN1_STRING_length(data)));
-  if (!absl::StartsWith(name, kWorkerNamePrefix)) return std::string();
-  return std::string(name.substr(kWorkerNamePrefix.size()));
+  return WorkerIdOf(absl::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(data)),
+                                      static_cast<size_t>(ASN1_STRING_length(data))));
 }
 
 }  // namespace dstrain::tls

@@ -18,6 +18,14 @@ namespace internal {
 
 bool IsActive(v1::JobState s) { return s == v1::JOB_STATE_SCHEDULED || s == v1::JOB_STATE_RUNNING; }
 
+bool HoldsARank(const v1::Job& job, absl::string_view worker) {
+  if (worker.empty()) return false;
+  for (const v1::RankAssignment& a : job.assignments()) {
+    if (a.worker_id() == worker) return true;
+  }
+  return false;
+}
+
 absl::Status NoSuchJob(absl::string_view job_id) {
   return absl::NotFoundError(absl::StrCat("job_id: no job \"", job_id, "\""));
 }

@@ -11,15 +11,10 @@
 namespace dstrain::coordinator {
 namespace {
 
-// PERMISSION_DENIED unless the caller is trusted or its certificate names the worker that holds
-// `rank` (any rank when -1) of the job's current attempt.
-// A job's catalog is written by its leading trainer, for every rank's shard: the caller must be a
-// worker that holds a rank of the job's current attempt.
+// A job's catalog is written by its leading trainer, for every rank's shard: the caller must be
+// trusted or a worker that holds a rank of the job's current attempt (PERMISSION_DENIED).
 absl::Status HoldsARank(const v1::Job& job, const Caller& caller) {
-  if (caller.trusted) return absl::OkStatus();
-  for (const v1::RankAssignment& a : job.assignments()) {
-    if (!caller.worker.empty() && a.worker_id() == caller.worker) return absl::OkStatus();
-  }
+  if (caller.trusted || internal::HoldsARank(job, caller.worker)) return absl::OkStatus();
   return absl::PermissionDeniedError(absl::StrCat("job ", job.job_id(), ": ", caller.Describe(),
                                                   " holds no rank of its current attempt"));
 }

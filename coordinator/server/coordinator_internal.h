@@ -16,6 +16,10 @@ bool IsActive(v1::JobState s);
 // NOT_FOUND for a request naming a job the coordinator does not know.
 absl::Status NoSuchJob(absl::string_view job_id);
 
+// Whether `worker` (a certificate's worker id; "" for none) holds a rank of the job's current
+// attempt.
+bool HoldsARank(const v1::Job& job, absl::string_view worker);
+
 // UNAVAILABLE for a stream open since `since` for `max` or longer (the client reconnects and
 // goes on where it was: streams are resumable by design), else OK.
 absl::Status StreamWithinMaximum(absl::Time now, absl::Time since, absl::Duration max);

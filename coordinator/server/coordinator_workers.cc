@@ -369,13 +369,12 @@ absl::Status Coordinator::MayUseStoreScope(const Caller& caller, absl::string_vi
   const bool parsed = parts.size() == 3 && parts[0] == "jobs" &&
                       absl::ConsumePrefix(&attempt_part, "attempt-") &&
                       absl::SimpleAtoi(attempt_part, &attempt);
-  if (parsed && !caller.worker.empty()) {
+  if (parsed) {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(std::string(parts[1]));
-    if (it != jobs_.end() && it->second.job.attempt() == attempt) {
-      for (const v1::RankAssignment& a : it->second.job.assignments()) {
-        if (a.worker_id() == caller.worker) return absl::OkStatus();
-      }
+    if (it != jobs_.end() && it->second.job.attempt() == attempt &&
+        internal::HoldsARank(it->second.job, caller.worker)) {
+      return absl::OkStatus();
     }
   }
   return absl::PermissionDeniedError(absl::StrCat(

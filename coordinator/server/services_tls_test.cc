@@ -78,6 +78,11 @@ class ServicesTlsTest : public ::testing::Test {
     builder.RegisterService(workers_.get());
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
+    // One channel for every token: its calls share a connection, which is how a handler reading
+    // another call's identity would show.
+    const std::shared_ptr<grpc::Channel> people = Channel();
+    jobs_stub_ = v1::JobService::NewStub(people);
+    workers_stub_ = v1::WorkerService::NewStub(people);
   }
   void TearDown() override {
     coordinator_->Shutdown();
@@ -105,14 +110,13 @@ class ServicesTlsTest : public ::testing::Test {
     request.set_job_id(id);
     request.set_spec_json(kSpec);
     v1::SubmitJobResponse response;
-    return v1::JobService::NewStub(Channel())->SubmitJob(As(token).get(), request, &response);
+    return jobs_stub_->SubmitJob(As(token).get(), request, &response);
   }
   grpc::Status GetJob(const std::string& token, const std::string& id, v1::Job* job = nullptr) {
     v1::GetJobRequest request;
     request.set_job_id(id);
     v1::GetJobResponse response;
-    grpc::Status s =
-        v1::JobService::NewStub(Channel())->GetJob(As(token).get(), request, &response);
+    grpc::Status s = jobs_stub_->GetJob(As(token).get(), request, &response);
     if (job != nullptr) *job = response.job();
     return s;
   }
@@ -139,6 +143,8 @@ class ServicesTlsTest : public ::testing::Test {
   std::unique_ptr<WorkerServiceImpl> workers_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  std::unique_ptr<v1::JobService::Stub> jobs_stub_;  // trusting the CA, no client certificate
+  std::unique_ptr<v1::WorkerService::Stub> workers_stub_;
 };
 
 TEST_F(ServicesTlsTest, PlaintextAndMissingOrUnknownTokensAreRefused) {
@@ -147,7 +153,7 @@ TEST_F(ServicesTlsTest, PlaintextAndMissingOrUnknownTokensAreRefused) {
   v1::ListJobsResponse listed;
   EXPECT_EQ(plain->ListJobs(As("").get(), v1::ListJobsRequest(), &listed).error_code(),
             grpc::StatusCode::UNAVAILABLE);
-  auto stub = v1::JobService::NewStub(Channel());
+  v1::JobService::Stub* stub = jobs_stub_.get();
   EXPECT_EQ(stub->ListJobs(As("").get(), v1::ListJobsRequest(), &listed).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(
@@ -173,8 +179,8 @@ TEST_F(ServicesTlsTest, PlaintextAndMissingOrUnknownTokensAreRefused) {
   ASSERT_TRUE(stub->ListJobs(As(kVera).get(), v1::ListJobsRequest(), &listed).ok());
 }
 
-// Calls with different tokens share one connection here (gRPC pools connections to the same
-// address), which is how a handler reading another call's identity would show.
+// Calls with different tokens share one connection here (jobs_stub_), which is how a handler
+// reading another call's identity would show.
 TEST_F(ServicesTlsTest, RolesAndOwnershipOnTheWire) {
   EXPECT_EQ(Submit(kVera, "v-job").error_code(), grpc::StatusCode::PERMISSION_DENIED);
   ASSERT_TRUE(Submit(kAlice, "a-job").ok());
@@ -184,7 +190,7 @@ TEST_F(ServicesTlsTest, RolesAndOwnershipOnTheWire) {
   EXPECT_EQ(GetJob(kBob, "a-job").error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_TRUE(GetJob(kVera, "a-job").ok());
 
-  auto stub = v1::JobService::NewStub(Channel());
+  v1::JobService::Stub* stub = jobs_stub_.get();
   v1::CancelJobRequest cancel;
   cancel.set_job_id("a-job");
   v1::CancelJobResponse cancelled;
@@ -216,9 +222,7 @@ TEST_F(ServicesTlsTest, AWorkerCertificateActsOnlyAsItsWorker) {
   reg.set_cpu_slots(1);
   v1::RegisterWorkerResponse registered;
   // A token is no worker certificate, and w2's certificate is not w1's.
-  EXPECT_EQ(v1::WorkerService::NewStub(Channel())
-                ->RegisterWorker(As(kAlice).get(), reg, &registered)
-                .error_code(),
+  EXPECT_EQ(workers_stub_->RegisterWorker(As(kAlice).get(), reg, &registered).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(as_w2->RegisterWorker(As("").get(), reg, &registered).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
@@ -239,9 +243,7 @@ TEST_F(ServicesTlsTest, AWorkerCertificateActsOnlyAsItsWorker) {
   EXPECT_EQ(State("job"), v1::JOB_STATE_SCHEDULED) << "the forged report changed the job";
   // Viewers and submitters see the workers; a worker sees them too.
   v1::ListWorkersResponse listed;
-  EXPECT_TRUE(v1::WorkerService::NewStub(Channel())
-                  ->ListWorkers(As(kVera).get(), v1::ListWorkersRequest(), &listed)
-                  .ok());
+  EXPECT_TRUE(workers_stub_->ListWorkers(As(kVera).get(), v1::ListWorkersRequest(), &listed).ok());
   EXPECT_TRUE(as_w2->ListWorkers(As("").get(), v1::ListWorkersRequest(), &listed).ok());
   report.set_state(v1::RANK_STATE_RUNNING);
   const grpc::Status holder = as_w1->ReportStatus(As("").get(), report, &reported);
