@@ -7,7 +7,7 @@ PACKAGES=(
   bazel-bootstrap g++ pkg-config python3
   libabsl-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libgloo-dev libdnnl-dev nlohmann-json3-dev libre2-dev libssl-dev
+  libgloo-dev libdnnl-dev liburing-dev nlohmann-json3-dev libre2-dev libssl-dev
   clang-format
   clang libclang-rt-14-dev lld
   python3-torch python3-numpy
