@@ -151,6 +151,7 @@ absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view sour
   DT_RETURN_IF_ERROR(internal::ResolveData(&e, base_dir, spec.model, &spec.data));
   DT_RETURN_IF_ERROR(internal::ResolveJob(&e, base_dir, default_name, &spec.job));
   DT_RETURN_IF_ERROR(internal::ResolveCheckpoint(&e, &spec.checkpoint));
+  DT_RETURN_IF_ERROR(internal::ResolveOffload(&e, base_dir, &spec));
   DT_RETURN_IF_ERROR(internal::ResolvePipeline(e, &spec));
   internal::FillPrecision(&e, ctx, &notes, &spec);
   DT_RETURN_IF_ERROR(internal::ResolveGradientKeys(&e, ctx, &notes, &spec));

@@ -13,7 +13,7 @@
 // rejected unless set to their disabled/default value. A key that is accepted but has no effect
 // in dstrain (key_effects.cc) is named in JobSpec::no_effect_notes when the job sets it. Every
 // error is kInvalidArgument and its message starts with the key path, e.g.
-//   zero_optimization.offload_optimizer.device: optimizer offload is not supported yet
+//   zero_optimization.offload_param.device: parameter offload is not supported yet
 //   optimizer.params.betaz: unknown key (did you mean "betas"?)
 //   train_batch_size: 32 != train_micro_batch_size_per_gpu 4 * gradient_accumulation_steps 2 *
 //       data-parallel size 2
@@ -64,6 +64,33 @@ struct SchedulerConfig {
   nlohmann::json params = nlohmann::json::object();
 };
 
+// Where ZeRO keeps the optimizer state (zero_optimization.offload_optimizer.device;
+// docs/offload.md).
+enum class OffloadDevice { kNone, kCpu, kNvme };
+const char* OffloadDeviceName(OffloadDevice d);
+
+// zero_optimization.offload_optimizer (DeepSpeed's ZeRO-Offload and ZeRO-Infinity), resolved.
+// nvme_path is absolute (resolved against the job file's directory) when device is kNvme.
+struct OffloadOptimizerConfig {
+  OffloadDevice device = OffloadDevice::kNone;
+  std::string nvme_path;
+  bool pin_memory = false;
+  int64_t buffer_count = 4;     // swap buffers: sub-groups in flight between NVMe and memory
+  bool pipeline_read = false;   // read the next sub-group while this one updates
+  bool pipeline_write = false;  // write a sub-group back while the next one updates
+  bool fast_init = false;       // swap files start as unwritten extents instead of written zeros
+  double ratio = 1.0;
+};
+
+// aio: how the NVMe swap engine drives the disk (worker/offload/swap_engine.h).
+struct AioConfig {
+  int64_t block_size = 1048576;  // bytes per request
+  int queue_depth = 8;           // requests in flight per I/O thread
+  int intra_op_parallelism = 1;  // I/O threads (each with its own ring)
+  bool single_submit = false;    // one request per submission call instead of a batch
+  bool overlap_events = true;    // submit new requests while earlier ones complete
+};
+
 // zero_optimization, the keys the engine reads (all keys are in JobSpec::effective; the keys
 // without effect are listed in key_effects.cc and docs/configuration.md). Defaults are
 // DeepSpeed's; sizes are counted in elements, as DeepSpeed counts them.
@@ -86,6 +113,7 @@ struct ZeroConfig {
   int64_t max_live_parameters = 1000000000;
   int64_t max_reuse_distance = 1000000000;
   bool gather_16bit_weights_on_model_save = false;
+  OffloadOptimizerConfig offload_optimizer;
 };
 
 // fp16 and its dynamic loss scaler (docs/configuration.md, "The dynamic loss scaler (fp16)").
@@ -222,6 +250,7 @@ struct JobSpec {
   JobConfig job;
   PipelineConfig pipeline;
   CheckpointConfig checkpoint;
+  AioConfig aio;
 
   // Remarks about the config that are not errors (a default that differs from DeepSpeed's docs,
   // a key that has no effect, ...). Also in effective["notes"].

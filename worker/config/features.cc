@@ -30,7 +30,7 @@ constexpr FeatureSwitch kSwitches[] = {
     {"sparse_gradients", "sparse (CSR) gradient all-reduce", false},
     {"disable_allgather", "disable_allgather", false},
     // ZeRO extensions.
-    {"zero_optimization.offload_optimizer.device", "optimizer offload", false},
+    {"zero_optimization.offload_optimizer.device", "optimizer offload", true},
     {"zero_optimization.offload_param.device", "parameter offload", false},
     {"zero_optimization.cpu_offload", "optimizer offload (deprecated cpu_offload)", false},
     {"zero_optimization.cpu_offload_param", "parameter offload (deprecated cpu_offload_param)",

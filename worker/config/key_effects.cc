@@ -29,9 +29,9 @@ constexpr KeyEffectRow RejectedBy(const char* path, const char* rejected_by) {
 }
 
 // Reasons shared by several keys.
-constexpr char kAio[] =
-    "it tunes DeepSpeed's asynchronous NVMe I/O for offload and checkpoints; dstrain has no NVMe "
-    "offload and writes checkpoints with ordinary file I/O";
+constexpr char kOffloadHost[] =
+    "zero::ZeroState: a CUDA rank's host-resident optimizer state (on a CPU rank the state is in "
+    "host memory already: a note, no copy)";
 constexpr char kTimers[] =
     "it configures DeepSpeed's throughput timer; dstrain times every step itself and reports "
     "milliseconds and tokens per second in its progress lines and metrics";
@@ -92,7 +92,7 @@ constexpr KeyEffectRow kRows[] = {
              "its own Adam and AdamW, which every ZeRO stage supports"),
     NoEffect("zero_force_ds_cpu_optimizer",
              "it makes DeepSpeed insist on its CPU Adam for an offloaded optimizer; dstrain has "
-             "one Adam and no optimizer offload"),
+             "one Adam, which runs offloaded updates too"),
     // Mixed precision.
     Acts("fp16.enabled", "Engine::Initialize: fp16 storage and the dynamic loss scaler"),
     NoEffect("fp16.auto_cast",
@@ -147,21 +147,20 @@ constexpr KeyEffectRow kRows[] = {
                "zero_optimization.offload_param.device"),
     Configures("zero_optimization.offload_param.pin_memory",
                "zero_optimization.offload_param.device"),
-    NotSupported("zero_optimization.offload_optimizer.device"),
-    Configures("zero_optimization.offload_optimizer.nvme_path",
-               "zero_optimization.offload_optimizer.device"),
-    Configures("zero_optimization.offload_optimizer.buffer_count",
-               "zero_optimization.offload_optimizer.device"),
-    Configures("zero_optimization.offload_optimizer.pin_memory",
-               "zero_optimization.offload_optimizer.device"),
-    Configures("zero_optimization.offload_optimizer.pipeline_read",
-               "zero_optimization.offload_optimizer.device"),
-    Configures("zero_optimization.offload_optimizer.pipeline_write",
-               "zero_optimization.offload_optimizer.device"),
-    Configures("zero_optimization.offload_optimizer.fast_init",
-               "zero_optimization.offload_optimizer.device"),
-    Configures("zero_optimization.offload_optimizer.ratio",
-               "zero_optimization.offload_optimizer.device"),
+    Acts("zero_optimization.offload_optimizer.device",
+         "zero::OptimizerSwap (NVMe) or the host-resident state (worker/zero, docs/offload.md)"),
+    Acts("zero_optimization.offload_optimizer.nvme_path",
+         "offload::PrepareSwapDir: the job's and rank's swap files under it"),
+    Acts("zero_optimization.offload_optimizer.buffer_count",
+         "zero::OptimizerSwap: the swap buffers in flight"),
+    Acts("zero_optimization.offload_optimizer.pin_memory", kOffloadHost),
+    Acts("zero_optimization.offload_optimizer.pipeline_read",
+         "zero::OptimizerSwap: the next sub-group's read overlaps this update"),
+    Acts("zero_optimization.offload_optimizer.pipeline_write",
+         "zero::OptimizerSwap: a sub-group's write-back overlaps the next update"),
+    Acts("zero_optimization.offload_optimizer.fast_init",
+         "offload::SwapFile: unwritten extents (fallocate) instead of written zeros"),
+    Acts("zero_optimization.offload_optimizer.ratio", kOffloadHost),
     Acts("zero_optimization.sub_group_size", "ZeroConfig::sub_group_size (worker/zero)"),
     NotSupported("zero_optimization.cpu_offload"),
     NotSupported("zero_optimization.cpu_offload_param"),
@@ -187,8 +186,8 @@ constexpr KeyEffectRow kRows[] = {
     NoEffect("zero_optimization.legacy_stage1",
              "it selects DeepSpeed's old stage-1 code; dstrain has one implementation per stage"),
     NoEffect("zero_optimization.round_robin_gradients",
-             "it spreads the gradient copies of CPU offload over the ranks; dstrain has no "
-             "offload"),
+             "it spreads CPU offload's device-to-host gradient copies over the ranks; dstrain "
+             "offloads only on CPU ranks so far, where there is no such copy"),
     NotSupported("zero_optimization.zero_hpz_partition_size"),
     NotSupported("zero_optimization.zero_quantized_weights"),
     NotSupported("zero_optimization.zero_quantized_nontrainable_weights"),
@@ -231,12 +230,12 @@ constexpr KeyEffectRow kRows[] = {
     Acts("activation_checkpointing.profile",
          "ActivationPlan::profile: Gpt times the recomputation; the metrics line's recompute_s"),
     // Asynchronous I/O.
-    NoEffect("aio.block_size", kAio),
-    NoEffect("aio.queue_depth", kAio),
-    NoEffect("aio.intra_op_parallelism", kAio),
-    NoEffect("aio.single_submit", kAio),
-    NoEffect("aio.overlap_events", kAio),
-    NoEffect("aio.use_gds", kAio),
+    Acts("aio.block_size", "offload::SwapEngine: bytes per request"),
+    Acts("aio.queue_depth", "offload::SwapEngine: requests in flight per I/O thread"),
+    Acts("aio.intra_op_parallelism", "offload::SwapEngine: I/O threads, one ring each"),
+    Acts("aio.single_submit", "offload::SwapEngine: one request per submission"),
+    Acts("aio.overlap_events", "offload::SwapEngine: submit while earlier requests complete"),
+    RejectedBy("aio.use_gds", "config_offload.cc: GPUDirect Storage is refused"),
     // Pipeline parallelism (worker/pipe).
     Acts("pipeline.stages", "config_batch.cc checks it against job.pipeline_stages"),
     Acts("pipeline.partition", "PipelineConfig::partition_method, the stages' blocks"),

@@ -43,6 +43,8 @@ absl::Status ResolveGradientKeys(nlohmann::json* effective, const NormalizeConte
 
 // checkpoint.tag_validation, in any case; written back in DeepSpeed's spelling.
 absl::Status ResolveCheckpoint(nlohmann::json* e, CheckpointConfig* out);
+// zero_optimization.offload_optimizer and aio (config_offload.cc); after ResolveZero.
+absl::Status ResolveOffload(nlohmann::json* e, const std::string& base_dir, JobSpec* spec);
 
 absl::Status ResolveZero(nlohmann::json* e, const NormalizeContext& ctx,
                          std::vector<std::string>* notes, ZeroConfig* out);

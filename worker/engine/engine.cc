@@ -16,7 +16,8 @@ namespace dstrain::engine {
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model::Gpt> model,
                                                            const config::JobSpec& spec,
                                                            comm::Communicator* dp,
-                                                           comm::CommOptions comm_options) {
+                                                           comm::CommOptions comm_options,
+                                                           zero::OffloadContext offload) {
   DT_ASSIGN_OR_RETURN(std::unique_ptr<LrSchedule> schedule,
                       LrSchedule::Create(spec.scheduler, spec.optimizer));
   std::unique_ptr<Engine> e(new Engine(std::move(model), spec, dp, std::move(schedule)));
@@ -28,6 +29,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
   e->scaler_ = std::make_unique<precision::LossScaler>(
       spec.fp16.enabled ? precision::LossScalerOptions::FromConfig(spec.fp16)
                         : precision::LossScalerOptions::Static(1.0));
+  offload.aio = spec.aio;
   zero::GradientReduction reduction;
   reduction.dtype = precision.communication;
   reduction.prescale = spec.prescale_gradients;
@@ -35,7 +37,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
   reduction.accumulate = spec.grad_accum_dtype;
   DT_ASSIGN_OR_RETURN(
       e->zero_, zero::ZeroState::Create(e->model_->layout(), spec.zero, dp, comm_options, &e->ops(),
-                                        precision.storage, reduction));
+                                        precision.storage, reduction, std::move(offload)));
   // The initial parameters pass through one full flat buffer on every rank; ZeroState keeps
   // what its stage keeps (stage 3: this rank's chunks only) and the buffer is freed. Every rank
   // initialised the same way, but DeepSpeed broadcasts rank 0's parameters anyway: it makes "all

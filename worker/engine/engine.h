@@ -59,11 +59,13 @@ class Engine {
   // optimizer state. Errors: kInvalidArgument for an init_from file that does not match the
   // model shape, kResourceExhausted when memory runs out.
   // The model's device (model->ops()) is the engine's. `dp` (optional, not owned, outlives the
-  // engine) is the data-parallel group.
+  // engine) is the data-parallel group. `offload` names an offloaded optimizer's files and log
+  // (its aio settings are the spec's).
   static absl::StatusOr<std::unique_ptr<Engine>> Initialize(std::unique_ptr<model::Gpt> model,
                                                             const config::JobSpec& spec,
                                                             comm::Communicator* dp = nullptr,
-                                                            comm::CommOptions comm_options = {});
+                                                            comm::CommOptions comm_options = {},
+                                                            zero::OffloadContext offload = {});
 
   // This engine runs one stage of a pipeline (its model a slice of the blocks). Before training.
   void SetPipeline(const PipelineGroups& groups);

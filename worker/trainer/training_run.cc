@@ -96,7 +96,8 @@ absl::Status TrainingRun::SetUpGroup() {
         {&spec_.data.train, "data.train"},
         {&spec_.data.val, "data.val"},
         {&spec_.model.init_from, "model.init_from"},
-        {&spec_.job.checkpoint_dir, "job.checkpoint_dir"}};
+        {&spec_.job.checkpoint_dir, "job.checkpoint_dir"},
+        {&spec_.zero.offload_optimizer.nvme_path, "zero_optimization.offload_optimizer.nvme_path"}};
     for (const auto& [path, field] : paths) {
       if (path->empty()) continue;
       DT_RETURN_IF_ERROR(paths::CheckBeneath(options_.service.data_root, *path, field));
@@ -236,9 +237,16 @@ absl::Status TrainingRun::BuildEngine() {
   // dstrain estimate's figures for this rank's stage, as an out-of-memory error quotes them.
   DT_ASSIGN_OR_RETURN(const std::string expected, Expectation());
   device_->SetMemoryExpectation(expected);
-  DT_ASSIGN_OR_RETURN(engine_,
-                      engine::Engine::Initialize(std::move(gpt), spec_, dp_.get(),
-                                                 comm::CommOptions{options_.comm_timeout}));
+  // An offloaded optimizer's files: <nvme_path>/dstrain-<job>/rank<rank>, removed at the end.
+  zero::OffloadContext offload;
+  offload.job = !options_.service.job_id.empty() ? options_.service.job_id
+                : !spec_.job.name.empty()        ? spec_.job.name
+                                                 : "job";
+  offload.rank = rank_;
+  offload.log = [log = log_](const std::string& line) { absl::FPrintF(log, "%s\n", line); };
+  DT_ASSIGN_OR_RETURN(engine_, engine::Engine::Initialize(std::move(gpt), spec_, dp_.get(),
+                                                          comm::CommOptions{options_.comm_timeout},
+                                                          std::move(offload)));
   if (pipelined()) {
     engine_->SetPipeline({pipe_.get(), tied_.get(), stage_, spec_.pipeline.stages});
     executor_ =
@@ -436,6 +444,10 @@ JsonLine TrainingRun::MetricsLine(const engine::StepStats& stats, double seconds
       .Add("mem_peak_total_bytes", mem.total_peak)
       .Add("comm_bytes", comm_bytes)
       .Add("comm_s", comm_wait);
+  if (const int64_t nvme = engine_->zero().swap_file_bytes(); nvme > 0) {
+    // NVMe offload: the swap file, and the seconds the update waited for its I/O.
+    line.Add("nvme_bytes", nvme).Add("swap_wait_s", engine_->zero().swap_wait_seconds());
+  }
   if (device_->is_cuda()) {
     // The worker agent exports these as dstrain_worker_device_memory_bytes.
     line.Add("device_mem_bytes", mem.total_current()).Add("device_mem_peak_bytes", mem.total_peak);

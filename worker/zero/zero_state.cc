@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status/status_macros.h"
@@ -23,7 +24,8 @@ using tensor::View;
 
 absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(
     const model::ParamLayout& layout, const config::ZeroConfig& config, comm::Communicator* dp,
-    comm::CommOptions comm, device::Ops* ops, DType storage, GradientReduction reduction) {
+    comm::CommOptions comm, device::Ops* ops, DType storage, GradientReduction reduction,
+    OffloadContext offload) {
   if (config.stage < 0 || config.stage > 3) {
     return absl::InvalidArgumentError(
         absl::StrCat("zero_optimization.stage: ", config.stage, " is not 0, 1, 2 or 3"));
@@ -66,7 +68,7 @@ absl::StatusOr<std::unique_ptr<ZeroState>> ZeroState::Create(
                                    reduction);
       break;
   }
-  DT_RETURN_IF_ERROR(z->Allocate());
+  DT_RETURN_IF_ERROR(z->Allocate(offload));
   return z;
 }
 
@@ -131,7 +133,7 @@ ZeroState::ZeroState(const model::ParamLayout& layout, const config::ZeroConfig&
 
 ZeroState::~ZeroState() = default;
 
-absl::Status ZeroState::Allocate() {
+absl::Status ZeroState::Allocate(const OffloadContext& offload) {
   tensor::Allocator* a = ops_->allocator();
   const int64_t param_elems =
       params_partitioned_ ? partition_.owned_total() : partition_.padded_total();
@@ -140,6 +142,20 @@ absl::Status ZeroState::Allocate() {
   const int64_t owned = partition_.owned_total();
   DT_ASSIGN_OR_RETURN(params_, Tensor::Zeros(a, storage_, {param_elems}, MemoryCategory::kParams));
   DT_ASSIGN_OR_RETURN(grads_, Tensor::Zeros(a, grads_dtype_, {grad_elems}, MemoryCategory::kGrads));
+  windows_ = UpdateWindows();
+  const config::OffloadOptimizerConfig& o = config_.offload_optimizer;
+  if (o.device != config::OffloadDevice::kNone && !ops_->host_accessible()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "zero_optimization.offload_optimizer.device: \"", config::OffloadDeviceName(o.device),
+        "\" on a ", ops_->Describe(), " rank is not implemented yet (CPU ranks only)"));
+  }
+  if (o.device == config::OffloadDevice::kNvme) return AllocateSwap(offload);
+  if (o.device == config::OffloadDevice::kCpu && offload.log) {
+    offload.log(absl::StrCat(
+        "note: zero_optimization.offload_optimizer.device \"cpu\": this rank computes on the CPU, "
+        "its optimizer state is in host memory already (no copy",
+        o.ratio != 1.0 || o.pin_memory ? "; ratio and pin_memory change nothing here" : "", ")"));
+  }
   if (mixed()) {
     DT_ASSIGN_OR_RETURN(master_,
                         Tensor::Zeros(a, DType::kF32, {owned}, MemoryCategory::kOptimizerState));
@@ -150,6 +166,66 @@ absl::Status ZeroState::Allocate() {
                       Tensor::Zeros(a, DType::kF32, {owned}, MemoryCategory::kOptimizerState));
   return absl::OkStatus();
 }
+
+// zero_optimization.sub_group_size: one update covers at most that many elements, so the
+// optimizer's working set (what one kernel streams through, and what NVMe offload swaps) stays
+// bounded. The update is elementwise: the cut does not change a bit.
+std::vector<ZeroState::UpdateWindow> ZeroState::UpdateWindows() const {
+  const int64_t group = std::max<int64_t>(1, config_.sub_group_size);
+  std::vector<UpdateWindow> out;
+  auto cut = [&](int64_t owned_at, int64_t n, int64_t param_at, int64_t grad_at) {
+    for (int64_t at = 0; at < n; at += group) {
+      out.push_back({owned_at + at, std::min(group, n - at), param_at + at, grad_at + at});
+    }
+  };
+  if (params_partitioned_ && grads_partitioned_) {
+    // Both are this rank's chunks back to back, as the moments are: one pass over everything.
+    cut(0, partition_.owned_total(), 0, 0);
+    return out;
+  }
+  for (const Unit& unit : partition_.units()) {
+    cut(unit.owned_offset, unit.chunk, ParamChunk(unit), GradChunk(unit));
+  }
+  return out;
+}
+
+absl::Status ZeroState::AllocateSwap(const OffloadContext& offload) {
+  const config::OffloadOptimizerConfig& o = config_.offload_optimizer;
+  std::vector<int64_t> lengths;
+  for (const UpdateWindow& w : windows_) lengths.push_back(w.len);
+  const int arrays = mixed() ? 3 : 2;
+  const int rank = offload.rank >= 0 ? offload.rank : partition_.rank();
+  offload::SwapEngine::Options engine_options = offload::SwapEngine::OptionsFromAio(offload.aio);
+  engine_options.make_queue = offload.make_queue;
+  DT_ASSIGN_OR_RETURN(swap_engine_, offload::SwapEngine::Create(std::move(engine_options)));
+  const int64_t file_bytes = OptimizerSwap::FileBytes(lengths, arrays);
+  DT_ASSIGN_OR_RETURN(swap_dir_,
+                      offload::SwapDir::Prepare(o.nvme_path, offload.job, rank, file_bytes));
+  OptimizerSwap::Options so;
+  so.arrays = arrays;
+  so.buffer_count = o.buffer_count;
+  so.pipeline_read = o.pipeline_read;
+  so.pipeline_write = o.pipeline_write;
+  so.fast_init = o.fast_init;
+  DT_ASSIGN_OR_RETURN(swap_, OptimizerSwap::Create(std::move(lengths), so, swap_engine_.get(),
+                                                   *swap_dir_, ops_->allocator()));
+  // Before the parameters arrive (SetParams): the test overwrites the state with zeros.
+  DT_ASSIGN_OR_RETURN(const offload::Bandwidth bw, swap_->SelfTest(kSwapSelfTestBytes));
+  if (offload.log) {
+    offload.log(absl::StrFormat(
+        "offload: optimizer state on NVMe at %s (%.1f MB in %d sub-groups; %d buffers, %.1f MB "
+        "in all; %s, queue depth %d x %d threads); self-test %.1f MB: write %.0f MB/s, read "
+        "%.0f MB/s",
+        swap_dir_->path(), swap_->file_bytes() / 1e6, static_cast<int>(windows_.size()),
+        static_cast<int>(swap_->buffer_count()), swap_->buffer_bytes() / 1e6,
+        swap_engine_->backend(), offload.aio.queue_depth, offload.aio.intra_op_parallelism,
+        bw.bytes / 1e6, bw.write_mb_s, bw.read_mb_s));
+  }
+  return absl::OkStatus();
+}
+
+int64_t ZeroState::swap_file_bytes() const { return swap_ ? swap_->file_bytes() : 0; }
+double ZeroState::swap_wait_seconds() const { return swap_ ? swap_->last_wait_seconds() : 0; }
 
 comm::CommBuffer ZeroState::Buf(const View& v) const {
   return comm::CommBuffer{v.data(), v.numel(), v.dtype(), v.device(),
@@ -278,7 +354,7 @@ void ZeroState::FillParamsFromFlat(const View& flat) {
   const View params = params_.view();
   if (mixed() && params_partitioned_) {
     // The 16-bit working copy of this rank's chunks is the rounding of its master weights.
-    ops_->Convert(params, master_.view());
+    (void)ParamsFromMaster();  // an error is sticky in ops_ or returned by the swap's next use
     return;
   }
   ops_->Fill(params, 0.f);
@@ -319,7 +395,16 @@ absl::Status ZeroState::GatherMasterInto(const View& flat) {
   for (int u = 0; u < static_cast<int>(partition_.units().size()); ++u) {
     const Unit& unit = partition_.units()[u];
     const int64_t n = partition_.padded_numel(u);
-    const View mine = master_.view().Sub(unit.owned_offset, unit.chunk);
+    Tensor swapped;  // NVMe offload: the chunk read in
+    View mine;
+    if (swap_ != nullptr) {
+      DT_ASSIGN_OR_RETURN(swapped, Tensor::Empty(ops_->allocator(), DType::kF32, {unit.chunk},
+                                                 MemoryCategory::kCommBuffers));
+      mine = swapped.view();
+      DT_RETURN_IF_ERROR(ReadMaster(unit.owned_offset, mine));
+    } else {
+      mine = master_.view().Sub(unit.owned_offset, unit.chunk);
+    }
     DT_ASSIGN_OR_RETURN(Tensor whole, Tensor::Empty(ops_->allocator(), DType::kF32, {n},
                                                     MemoryCategory::kCommBuffers));
     if (distributed() && config_.stage > 0) {
@@ -344,7 +429,14 @@ absl::Status ZeroState::SetParams(View flat) {
     DT_RETURN_IF_ERROR(Wait(work));
     traffic_.broadcast += n * 4 * (dp_->size() - 1) / dp_->size();
   }
-  if (mixed()) {
+  if (mixed() && swap_ != nullptr) {
+    // The swap file's padding is zero from its creation (or the last Zero()).
+    DT_RETURN_IF_ERROR(ops_->status());
+    for (const Piece& p : partition_.OwnedPieces()) {
+      DT_RETURN_IF_ERROR(
+          swap_->WriteRange(SwapArray(0), p.at, p.count, flat.Sub(p.flat, p.count).as<float>()));
+    }
+  } else if (mixed()) {
     // The master weights take this rank's chunks; the 16-bit working copy is their rounding, in
     // the layout the strategy keeps.
     const View master = master_.view();
@@ -354,6 +446,40 @@ absl::Status ZeroState::SetParams(View flat) {
     }
   }
   FillParamsFromFlat(flat);
+  return ops_->status();
+}
+
+absl::Status ZeroState::ReadMaster(int64_t at, const View& dst) {
+  if (swap_ == nullptr) {
+    ops_->Copy(dst, master_.view().Sub(at, dst.numel()));
+    return ops_->status();
+  }
+  // A CPU rank (the only one that swaps for now): dst is host memory.
+  DT_RETURN_IF_ERROR(ops_->status());
+  return swap_->ReadRange(SwapArray(0), at, dst.numel(), dst.as<float>());
+}
+
+absl::Status ZeroState::ParamsFromMaster() {
+  if (swap_ == nullptr) {
+    for (const Unit& unit : partition_.units()) {
+      ops_->Convert(params_.view().Sub(ParamChunk(unit), unit.chunk),
+                    master_.view().Sub(unit.owned_offset, unit.chunk));
+    }
+    return ops_->status();
+  }
+  // From NVMe through a bounded staging buffer.
+  const int64_t most = std::min(partition_.owned_total(), kStoreStagingFloats);
+  if (most == 0) return ops_->status();
+  DT_ASSIGN_OR_RETURN(Tensor staging, Tensor::Empty(ops_->allocator(), DType::kF32, {most},
+                                                    MemoryCategory::kCommBuffers));
+  for (const Unit& unit : partition_.units()) {
+    for (int64_t at = 0; at < unit.chunk; at += most) {
+      const int64_t n = std::min(most, unit.chunk - at);
+      const View part = staging.view().Sub(0, n);
+      DT_RETURN_IF_ERROR(ReadMaster(unit.owned_offset + at, part));
+      ops_->Convert(params_.view().Sub(ParamChunk(unit) + at, n), part);
+    }
+  }
   return ops_->status();
 }
 
@@ -406,40 +532,31 @@ absl::StatusOr<double> ZeroState::GradSquaredNorm() {
 
 absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
   const View params = params_.view(), grads = grads_.view();
-  const View m = exp_avg_.view(), v = exp_avg_sq_.view();
-  optimizer_sub_groups_ = 0;
-  if (params_partitioned_ && grads_partitioned_) {
-    // Both are this rank's chunks back to back, as the moments are: one pass over everything.
-    UpdateInSubGroups(mixed() ? device::AdamWViews{master_.view(), grads, m, v, params}
-                              : device::AdamWViews{params, grads, m, v, View()},
-                      args);
+  optimizer_sub_groups_ = static_cast<int64_t>(windows_.size());
+  auto update = [&](const UpdateWindow& w, const View& master, const View& m, const View& v) {
+    const View p = params.Sub(w.param_at, w.len), g = grads.Sub(w.grad_at, w.len);
+    ops_->AdamW(
+        mixed() ? device::AdamWViews{master, g, m, v, p} : device::AdamWViews{p, g, m, v, View()},
+        args);
+  };
+  if (swap_ != nullptr) {
+    // Each window's state comes in from NVMe, is updated in its buffer and goes back; the CPU's
+    // kernels have finished when they return, before the write-back starts.
+    DT_RETURN_IF_ERROR(swap_->Update([&](int i, float* const* arrays) -> absl::Status {
+      const UpdateWindow& w = windows_[i];
+      auto array = [&](int which) {
+        return View::Flat(arrays[SwapArray(which)], DType::kF32, w.len);
+      };
+      update(w, mixed() ? array(0) : View(), array(1), array(2));
+      return ops_->status();
+    }));
     return ops_->status();
   }
-  for (const Unit& unit : partition_.units()) {
-    const int64_t o = unit.owned_offset, n = unit.chunk;
-    const View p = params.Sub(ParamChunk(unit), n), g = grads.Sub(GradChunk(unit), n);
-    if (mixed()) {
-      UpdateInSubGroups({master_.view().Sub(o, n), g, m.Sub(o, n), v.Sub(o, n), p}, args);
-    } else {
-      UpdateInSubGroups({p, g, m.Sub(o, n), v.Sub(o, n), View()}, args);
-    }
+  for (const UpdateWindow& w : windows_) {
+    update(w, mixed() ? master_.view().Sub(w.owned_at, w.len) : View(),
+           exp_avg_.view().Sub(w.owned_at, w.len), exp_avg_sq_.view().Sub(w.owned_at, w.len));
   }
   return ops_->status();
-}
-
-// zero_optimization.sub_group_size: one update covers at most that many elements, so the
-// optimizer's working set (what one kernel streams through, and what offload will swap) stays
-// bounded. The update is elementwise: the cut does not change a bit.
-void ZeroState::UpdateInSubGroups(const device::AdamWViews& w, const device::AdamWArgs& args) {
-  const int64_t group = std::max<int64_t>(1, config_.sub_group_size);
-  const int64_t n = w.param.numel();
-  for (int64_t at = 0; at < n; at += group) {
-    const int64_t len = std::min(group, n - at);
-    ops_->AdamW({w.param.Sub(at, len), w.grad.Sub(at, len), w.m.Sub(at, len), w.v.Sub(at, len),
-                 w.param16.empty() ? View() : w.param16.Sub(at, len)},
-                args);
-    ++optimizer_sub_groups_;
-  }
 }
 
 void ZeroState::SkipStep() { ops_->Fill(grads_.view(), 0.f); }

@@ -41,6 +41,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -55,6 +56,7 @@
 #include "worker/model/param_access.h"
 #include "worker/model/param_layout.h"
 #include "worker/tensor/tensor.h"
+#include "worker/zero/optimizer_swap.h"
 #include "worker/zero/partition.h"
 #include "worker/zero/precision.h"
 
@@ -96,6 +98,18 @@ absl::Status AllReduceHostFloats(comm::Communicator& group, device::Ops& ops,
                                  tensor::Tensor* device_buffer, float* values, int64_t n,
                                  comm::ReduceOp op, const comm::CommOptions& options);
 
+// What an offloaded optimizer needs beyond the configuration (docs/offload.md): where its files
+// go (<nvme_path>/dstrain-<job>/rank<rank>), how the disk is driven, and where the start-up
+// lines go (the bandwidth self-test, notes).
+struct OffloadContext {
+  std::string job = "job";
+  int rank = -1;  // the process's rank in the job; -1: the data-parallel rank
+  config::AioConfig aio;
+  std::function<void(const std::string&)> log;
+  // Tests: the swap engine's I/O queues (a FaultInjectionQueue); default io_uring.
+  std::function<absl::StatusOr<std::unique_ptr<offload::IoQueue>>(int depth)> make_queue;
+};
+
 class ZeroState : public model::ParamAccess {
  public:
   // The strategy for config.stage. `dp` may be null (one rank); `ops` (not owned) is the rank's
@@ -103,12 +117,10 @@ class ZeroState : public model::ParamAccess {
   // precision; `reduction.accumulate`, f32 or `storage`, the gradients' dtype. Errors:
   // kInvalidArgument for a stage or dtype combination that does not exist,
   // kResourceExhausted when memory runs out.
-  static absl::StatusOr<std::unique_ptr<ZeroState>> Create(const model::ParamLayout& layout,
-                                                           const config::ZeroConfig& config,
-                                                           comm::Communicator* dp,
-                                                           comm::CommOptions comm, device::Ops* ops,
-                                                           DType storage = DType::kF32,
-                                                           GradientReduction reduction = {});
+  static absl::StatusOr<std::unique_ptr<ZeroState>> Create(
+      const model::ParamLayout& layout, const config::ZeroConfig& config, comm::Communicator* dp,
+      comm::CommOptions comm, device::Ops* ops, DType storage = DType::kF32,
+      GradientReduction reduction = {}, OffloadContext offload = {});
   ~ZeroState() override;
 
   int stage() const { return config_.stage; }
@@ -117,6 +129,14 @@ class ZeroState : public model::ParamAccess {
   DType grads_dtype() const { return grads_dtype_; }
   bool mixed() const { return storage_ != DType::kF32; }
   const Partition& partition() const { return partition_; }
+  // The optimizer state's home: kNvme when it lives in swap files (optimizer_swap.h), else in
+  // memory (kCpu on a CPU rank is memory already).
+  config::OffloadDevice optimizer_home() const {
+    return swap_ != nullptr ? config::OffloadDevice::kNvme : config::OffloadDevice::kNone;
+  }
+  // NVMe offload: the swap file's bytes and the last update's I/O seconds (total, unhidden).
+  int64_t swap_file_bytes() const;
+  double swap_wait_seconds() const;
   device::Ops& ops() const { return *ops_; }
 
   // Takes the initial parameters from `flat` (layout().total() f32 on the device, on every
@@ -214,8 +234,9 @@ class ZeroState : public model::ParamAccess {
             comm::Communicator* dp, comm::CommOptions comm, device::Ops* ops, Partition partition,
             DType storage, GradientReduction reduction, bool params_partitioned,
             bool grads_partitioned);
-  // Allocates the buffers every strategy has (params, grads, optimizer state).
-  absl::Status Allocate();
+  // Allocates the buffers every strategy has (params, grads, optimizer state), the optimizer
+  // state in swap files under zero_optimization.offload_optimizer.device "nvme".
+  absl::Status Allocate(const OffloadContext& offload);
 
   // ---- what a strategy supplies ----
   // The module's parameters in their storage dtype, laid out as the flat layout from the
@@ -321,7 +342,30 @@ class ZeroState : public model::ParamAccess {
     int users = 0;
     tensor::Tensor grad_scratch;
   };
-  void UpdateInSubGroups(const device::AdamWViews& views, const device::AdamWArgs& args);
+  // The update's cut of this rank's owned elements: windows of at most sub_group_size elements,
+  // unit by unit (one pass over everything where parameters and gradients are both partitioned),
+  // with where each window's parameters and gradients sit in params_ and grads_.
+  struct UpdateWindow {
+    int64_t owned_at, len, param_at, grad_at;
+  };
+  std::vector<UpdateWindow> UpdateWindows() const;
+  absl::Status AllocateSwap(const OffloadContext& offload);
+  // Optimizer array `which` (0: master weights, 1: m, 2: v) in the swap file's numbering.
+  int SwapArray(int which) const { return mixed() ? which : which - 1; }
+  // Mixed precision: params_'s chunks from the master weights (their rounding).
+  absl::Status ParamsFromMaster();
+  // The master weights of owned elements [at, at + n) into `dst` (on the device), from wherever
+  // they live.
+  absl::Status ReadMaster(int64_t at, const tensor::View& dst);
+  // NVMe offload: optimizer array `which` of owned elements [at, at + n) from the next bytes of
+  // `source`; the shard's arrays through one staging copy.
+  absl::Status SwapInFrom(env::ByteSource& source, int which, int64_t at, int64_t n);
+  absl::StatusOr<std::vector<absl::string_view>> SwappedShardPieces();
+  static constexpr int64_t kSwapSelfTestBytes = int64_t{64} << 20;
+  std::unique_ptr<offload::SwapEngine> swap_engine_;
+  std::unique_ptr<offload::SwapDir> swap_dir_;
+  std::unique_ptr<OptimizerSwap> swap_;
+  std::vector<UpdateWindow> windows_;
   // Whether parameter i is handed out in its 16-bit storage (bf16 matrix weights).
   bool Direct16(int param) const;
   std::vector<char> host_staging_;   // ShardPieces / LoadShard on a device without host access

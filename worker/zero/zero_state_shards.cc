@@ -44,6 +44,7 @@ absl::StatusOr<std::vector<absl::string_view>> ZeroState::ShardPieces(std::strin
   head->append(reinterpret_cast<const char*>(&h), sizeof(h));
   const int64_t n = partition_.owned_total();
   // Parameters: this rank's chunks in unit order (mixed: the fp32 master weights), then m, v.
+  if (swap_ != nullptr) return SwappedShardPieces();
   std::vector<View> views;
   if (mixed()) {
     views.push_back(master_.view());
@@ -103,18 +104,24 @@ absl::Status ZeroState::LoadShard(env::ByteSource& shard) {
     return ops_->status();
   };
   if (mixed()) {
-    DT_RETURN_IF_ERROR(read(master_.view()));
-    for (const Unit& unit : partition_.units()) {
-      ops_->Convert(params_.view().Sub(ParamChunk(unit), unit.chunk),
-                    master_.view().Sub(unit.owned_offset, unit.chunk));
+    if (swap_ != nullptr) {
+      DT_RETURN_IF_ERROR(SwapInFrom(shard, 0, 0, n));
+    } else {
+      DT_RETURN_IF_ERROR(read(master_.view()));
     }
+    DT_RETURN_IF_ERROR(ParamsFromMaster());
   } else {
     for (const Unit& unit : partition_.units()) {
       DT_RETURN_IF_ERROR(read(params_.view().Sub(ParamChunk(unit), unit.chunk)));
     }
   }
-  DT_RETURN_IF_ERROR(read(exp_avg_.view().Sub(0, n)));
-  DT_RETURN_IF_ERROR(read(exp_avg_sq_.view().Sub(0, n)));
+  if (swap_ != nullptr) {
+    DT_RETURN_IF_ERROR(SwapInFrom(shard, 1, 0, n));
+    DT_RETURN_IF_ERROR(SwapInFrom(shard, 2, 0, n));
+  } else {
+    DT_RETURN_IF_ERROR(read(exp_avg_.view().Sub(0, n)));
+    DT_RETURN_IF_ERROR(read(exp_avg_sq_.view().Sub(0, n)));
+  }
   ops_->Fill(grads_.view(), 0.f);
   return ops_->status();
 }
@@ -157,10 +164,14 @@ absl::Status ZeroState::BeginStoreOwned() {
   store_pieces_ = partition_.OwnedPieces();
   // Zero first: padding (and, stages 1-2, the chunks other ranks own until the gather) stays 0.
   ops_->Fill(params_.view(), 0.f);
+  ops_->Fill(grads_.view(), 0.f);
+  if (swap_ != nullptr) {
+    DT_RETURN_IF_ERROR(ops_->status());
+    return swap_->Zero();
+  }
   if (mixed()) ops_->Fill(master_.view(), 0.f);
   ops_->Fill(exp_avg_.view(), 0.f);
   ops_->Fill(exp_avg_sq_.view(), 0.f);
-  ops_->Fill(grads_.view(), 0.f);
   return ops_->status();
 }
 
@@ -178,6 +189,9 @@ absl::Status ZeroState::StoreOwned(int array, int64_t flat, int64_t count,
   const Piece& piece = *std::prev(next);
   const Unit& unit = partition_.units()[std::prev(next) - store_pieces_.begin()];
   const int64_t into = flat - piece.flat;
+  if (swap_ != nullptr && (array > 0 || mixed())) {
+    return SwapInFrom(source, array, piece.at + into, count);
+  }
   View dst;
   if (array == 0) {
     dst = mixed() ? master_.view().Sub(piece.at + into, count)
@@ -198,15 +212,47 @@ absl::Status ZeroState::StoreOwned(int array, int64_t flat, int64_t count,
 }
 
 absl::Status ZeroState::FinishStoreOwned() {
+  store_pieces_ = {};
+  // The 16-bit working copy of this rank's chunks is the rounding of its master weights.
+  if (mixed()) return ParamsFromMaster();
+  return ops_->status();
+}
+
+// NVMe offload: the state goes through host memory in pieces of at most kStoreStagingFloats.
+absl::Status ZeroState::SwapInFrom(env::ByteSource& source, int which, int64_t at, int64_t n) {
+  std::vector<float> staging(std::min(n, kStoreStagingFloats));
+  for (int64_t done = 0; done < n;) {
+    const int64_t len = std::min<int64_t>(n - done, staging.size());
+    DT_RETURN_IF_ERROR(source.Read(staging.data(), len * sizeof(float)));
+    DT_RETURN_IF_ERROR(swap_->WriteRange(SwapArray(which), at + done, len, staging.data()));
+    done += len;
+  }
+  return absl::OkStatus();
+}
+
+// NVMe offload: the shard's arrays read from the swap file into one staging copy (docs/offload.md,
+// "Checkpoints": the save holds the rank's optimizer state in memory while it writes).
+absl::StatusOr<std::vector<absl::string_view>> ZeroState::SwappedShardPieces() {
+  const int64_t n = partition_.owned_total();
+  const size_t array_bytes = static_cast<size_t>(n) * sizeof(float);
+  host_staging_.resize(3 * array_bytes);
+  float* out = reinterpret_cast<float*>(host_staging_.data());
+  std::vector<absl::string_view> pieces;
   if (mixed()) {
-    // The 16-bit working copy of this rank's chunks is the rounding of its master weights.
+    DT_RETURN_IF_ERROR(swap_->ReadRange(SwapArray(0), 0, n, out));
+    pieces.emplace_back(host_staging_.data(), array_bytes);
+  } else {
     for (const Unit& unit : partition_.units()) {
-      ops_->Convert(params_.view().Sub(ParamChunk(unit), unit.chunk),
-                    master_.view().Sub(unit.owned_offset, unit.chunk));
+      const View v = params_.view().Sub(ParamChunk(unit), unit.chunk);
+      pieces.emplace_back(static_cast<const char*>(v.data()), v.bytes());
     }
   }
-  store_pieces_ = {};
-  return ops_->status();
+  for (int which : {1, 2}) {
+    char* at = host_staging_.data() + which * array_bytes;
+    DT_RETURN_IF_ERROR(swap_->ReadRange(SwapArray(which), 0, n, reinterpret_cast<float*>(at)));
+    pieces.emplace_back(at, array_bytes);
+  }
+  return pieces;
 }
 
 }  // namespace dstrain::zero

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# NVMe optimizer offload end to end through the CLI (docs/offload.md): two processes (dstrain
+# launch, Gloo) in bf16 at ZeRO stages 2 and 3 with zero_optimization.offload_optimizer.device
+# "nvme" train to the same final weights and losses, bitwise, as the same job with the state in
+# memory; the log carries the swap engine's self-test, the metrics the swap file's size, and
+# nothing is left under nvme_path afterwards. A bad nvme_path is refused before training, naming
+# the path.
+set -euo pipefail
+ws="$TEST_SRCDIR/$TEST_WORKSPACE"
+dstrain="$ws/client/cli/dstrain"
+src="$ws/tests/integration/data_parallel/job.json"
+out="$TEST_TMPDIR/offload"
+nvme="$TEST_TMPDIR/nvme"
+mkdir -p "$out" "$nvme"
+
+make_job() {  # name stage nvme_path|"" [extra offload json]
+  /usr/bin/python3 - "$src" "$out/$1.json" "$2" "$3" "${4:-{\}}" <<'PY'
+import json, os, sys
+src, dst, stage, nvme, extra = sys.argv[1:6]
+j = json.load(open(src))
+j["data"]["train"] = os.path.join(os.path.dirname(os.path.abspath(src)), j["data"]["train"])
+j["bf16"] = {"enabled": True}
+j["zero_optimization"] = {"stage": int(stage), "sub_group_size": 5000}
+if nvme:
+    o = {"device": "nvme", "nvme_path": nvme, "pipeline_read": True, "pipeline_write": True}
+    o.update(json.loads(extra))
+    j["zero_optimization"]["offload_optimizer"] = o
+json.dump(j, open(dst, "w"))
+PY
+}
+
+run() {  # job metrics model
+  "$dstrain" launch --nproc 2 "$1" --comm-timeout 60 --metrics-out "$2" --save-model "$3" \
+    > "$2.log" 2>&1
+}
+
+for stage in 2 3; do
+  make_job "memory_s$stage" "$stage" ""
+  make_job "nvme_s$stage" "$stage" "$nvme" '{"buffer_count": 3}'
+  run "$out/memory_s$stage.json" "$out/m_memory_s$stage.jsonl" "$out/w_memory_s$stage.bin"
+  run "$out/nvme_s$stage.json" "$out/m_nvme_s$stage.jsonl" "$out/w_nvme_s$stage.bin"
+  grep -q "offload: optimizer state on NVMe at $nvme/dstrain-dp-equivalence/rank0 .*self-test" \
+    "$out/m_nvme_s$stage.jsonl.log"
+  cmp "$out/w_memory_s$stage.bin" "$out/w_nvme_s$stage.bin"
+  /usr/bin/python3 - "$out/m_memory_s$stage.jsonl" "$out/m_nvme_s$stage.jsonl" "$stage" <<'PY'
+import json, sys
+memory = [json.loads(l) for l in open(sys.argv[1])]
+nvme = [json.loads(l) for l in open(sys.argv[2])]
+assert len(memory) == len(nvme) == 20, (len(memory), len(nvme))
+for a, b in zip(memory, nvme):
+    assert a["loss"] == b["loss"] and a["grad_norm"] == b["grad_norm"], (a, b)
+    assert "nvme_bytes" not in a and b["nvme_bytes"] > 0, (a, b)
+    # The optimizer state left memory: what is left of it are the swap buffers.
+    assert b["mem_bytes"]["optimizer_state"] < a["mem_bytes"]["optimizer_state"], (a, b)
+print(f"stage {sys.argv[3]}: 20 steps and final weights bitwise equal; "
+      f"nvme {nvme[-1]['nvme_bytes']} bytes, optimizer_state in memory "
+      f"{nvme[-1]['mem_bytes']['optimizer_state']} vs {memory[-1]['mem_bytes']['optimizer_state']}")
+PY
+  # The job's swap files are gone with it.
+  if [[ -n "$(ls -A "$nvme")" ]]; then
+    echo "left under nvme_path:" >&2
+    find "$nvme" >&2
+    exit 1
+  fi
+done
+
+# A missing nvme_path: refused at start with the path, no step taken.
+make_job bad 2 "$nvme/missing"
+if "$dstrain" train "$out/bad.json" --metrics-out "$out/m_bad.jsonl" > "$out/bad.log" 2>&1; then
+  echo "a missing nvme_path was accepted" >&2
+  exit 1
+fi
+grep -q "$nvme/missing" "$out/bad.log"
+[[ ! -s "$out/m_bad.jsonl" ]]
+echo "offload_test: passed"

@@ -1,0 +1,215 @@
+#include "worker/zero/optimizer_swap.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status/status_macros.h"
+
+namespace dstrain::zero {
+
+using offload::AlignUp;
+using offload::SwapEngine;
+
+int64_t OptimizerSwap::FileBytes(const std::vector<int64_t>& windows, int arrays) {
+  int64_t bytes = 0;
+  for (int64_t n : windows) bytes += arrays * AlignUp(n * 4);
+  return bytes;
+}
+
+absl::StatusOr<std::unique_ptr<OptimizerSwap>> OptimizerSwap::Create(std::vector<int64_t> windows,
+                                                                     Options options,
+                                                                     SwapEngine* engine,
+                                                                     const offload::SwapDir& dir,
+                                                                     tensor::Allocator* host) {
+  if (options.arrays < 1 || options.arrays > 3 || options.buffer_count < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("OptimizerSwap: ", options.arrays, " arrays, ",
+                                                   options.buffer_count, " buffers"));
+  }
+  std::unique_ptr<OptimizerSwap> s(new OptimizerSwap(std::move(windows), options, engine));
+  int64_t at = 0, offset = 0;
+  for (int w = 0; w < static_cast<int>(s->windows_.size()); ++w) {
+    s->window_at_.push_back(at);
+    s->window_offset_.push_back(offset);
+    at += s->windows_[w];
+    offset += s->WindowBytes(w);
+    s->window_bytes_max_ = std::max(s->window_bytes_max_, s->WindowBytes(w));
+  }
+  DT_ASSIGN_OR_RETURN(s->file_, offload::SwapFile::Create(dir.Join("optimizer.swp"), offset));
+  s->buffer_count_ =
+      std::max<int64_t>(1, std::min<int64_t>(options.buffer_count, s->windows_.size()));
+  for (int64_t b = 0; b < s->buffer_count_; ++b) {
+    DT_ASSIGN_OR_RETURN(offload::AlignedBuffer buf,
+                        offload::AlignedBuffer::Allocate(host, s->window_bytes_max_,
+                                                         tensor::MemoryCategory::kOptimizerState));
+    s->buffers_.push_back(std::move(buf));
+  }
+  // fast_init: the file's unwritten extents already read as zeros; else write them.
+  if (!options.fast_init) DT_RETURN_IF_ERROR(s->Zero());
+  return s;
+}
+
+absl::Status OptimizerSwap::Wait(const SwapEngine::Ticket& t) {
+  if (t == nullptr) return absl::OkStatus();
+  const absl::Time start = absl::Now();
+  absl::Status s = engine_->Wait(t);
+  wait_ += absl::ToDoubleSeconds(absl::Now() - start);
+  return s;
+}
+
+absl::Status OptimizerSwap::Update(const WindowFn& fn) {
+  const absl::Time start = absl::Now();
+  wait_ = 0;
+  const int windows = static_cast<int>(windows_.size());
+  const int buffers = static_cast<int>(buffer_count_);
+  // Reads ahead: every buffer but the one updating and, when writes overlap, the one writing.
+  const int lookahead =
+      options_.pipeline_read ? std::max(0, buffers - 1 - (options_.pipeline_write ? 1 : 0)) : 0;
+  std::vector<SwapEngine::Ticket> reads(buffers), writes(buffers);
+  const offload::FileRef file = file_->ref();
+  // Every transfer is waited for before returning, error or not: the buffers must outlive them.
+  auto drain = [&](absl::Status status) {
+    for (auto* tickets : {&reads, &writes}) {
+      for (auto& t : *tickets) {
+        absl::Status s = Wait(t);
+        if (status.ok()) status = s;
+        t = nullptr;
+      }
+    }
+    return status;
+  };
+  int issued = 0;
+  for (int w = 0; w < windows; ++w) {
+    for (; issued < windows && issued <= w + lookahead; ++issued) {
+      const int slot = issued % buffers;
+      if (absl::Status s = Wait(writes[slot]); !s.ok()) return drain(s);
+      writes[slot] = nullptr;
+      reads[slot] =
+          engine_->Read(file, window_offset_[issued], buffers_[slot].data(), WindowBytes(issued));
+    }
+    const int slot = w % buffers;
+    if (absl::Status s = Wait(reads[slot]); !s.ok()) return drain(s);
+    reads[slot] = nullptr;
+    float* arrays[3] = {nullptr, nullptr, nullptr};
+    for (int a = 0; a < options_.arrays; ++a) arrays[a] = ArrayIn(buffers_[slot].data(), w, a);
+    if (absl::Status s = fn(w, arrays); !s.ok()) return drain(s);
+    writes[slot] = engine_->Write(file, window_offset_[w], buffers_[slot].data(), WindowBytes(w));
+    if (!options_.pipeline_write) {
+      if (absl::Status s = Wait(writes[slot]); !s.ok()) return drain(s);
+      writes[slot] = nullptr;
+    }
+  }
+  absl::Status status = drain(absl::OkStatus());
+  last_wait_ = wait_;
+  last_total_ = absl::ToDoubleSeconds(absl::Now() - start);
+  return status;
+}
+
+int OptimizerSwap::WindowOf(int64_t at) const {
+  const auto it = std::upper_bound(window_at_.begin(), window_at_.end(), at);
+  return static_cast<int>(it - window_at_.begin()) - 1;
+}
+
+absl::Status OptimizerSwap::ReadRange(int a, int64_t at, int64_t n, float* dst) {
+  const offload::FileRef file = file_->ref();
+  char* buf = buffers_[0].data();
+  while (n > 0) {
+    const int w = WindowOf(at);
+    if (a < 0 || a >= options_.arrays || w < 0 || w >= static_cast<int>(windows_.size())) {
+      return absl::InternalError(absl::StrCat("OptimizerSwap: array ", a, ", element ", at,
+                                              " is outside the swapped state"));
+    }
+    const int64_t within = at - window_at_[w];
+    const int64_t len = std::min(n, windows_[w] - within);
+    DT_RETURN_IF_ERROR(
+        Wait(engine_->Read(file, window_offset_[w] + a * ArrayBytes(w), buf, ArrayBytes(w))));
+    std::memcpy(dst, reinterpret_cast<float*>(buf) + within, len * sizeof(float));
+    dst += len;
+    at += len;
+    n -= len;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OptimizerSwap::WriteRange(int a, int64_t at, int64_t n, const float* src) {
+  const offload::FileRef file = file_->ref();
+  char* buf = buffers_[0].data();
+  while (n > 0) {
+    const int w = WindowOf(at);
+    if (a < 0 || a >= options_.arrays || w < 0 || w >= static_cast<int>(windows_.size())) {
+      return absl::InternalError(absl::StrCat("OptimizerSwap: array ", a, ", element ", at,
+                                              " is outside the swapped state"));
+    }
+    const int64_t within = at - window_at_[w];
+    const int64_t len = std::min(n, windows_[w] - within);
+    const int64_t offset = window_offset_[w] + a * ArrayBytes(w);
+    if (len < windows_[w])
+      DT_RETURN_IF_ERROR(Wait(engine_->Read(file, offset, buf, ArrayBytes(w))));
+    std::memcpy(reinterpret_cast<float*>(buf) + within, src, len * sizeof(float));
+    DT_RETURN_IF_ERROR(Wait(engine_->Write(file, offset, buf, ArrayBytes(w))));
+    src += len;
+    at += len;
+    n -= len;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OptimizerSwap::Zero() {
+  std::memset(buffers_[0].data(), 0, buffers_[0].size());
+  for (int w = 0; w < static_cast<int>(windows_.size()); ++w) {
+    DT_RETURN_IF_ERROR(
+        Wait(engine_->Write(file_->ref(), window_offset_[w], buffers_[0].data(), WindowBytes(w))));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<offload::Bandwidth> OptimizerSwap::SelfTest(int64_t max_bytes) {
+  offload::Bandwidth bw;
+  const offload::FileRef file = file_->ref();
+  int windows = 0;
+  while (windows < static_cast<int>(windows_.size()) &&
+         (windows == 0 || bw.bytes + WindowBytes(windows) <= max_bytes)) {
+    bw.bytes += WindowBytes(windows++);
+  }
+  if (bw.bytes == 0) return bw;
+  for (offload::AlignedBuffer& b : buffers_) std::memset(b.data(), 0, b.size());
+  // Every buffer in flight at once, round after round, in each direction.
+  auto pass = [&](bool write) -> absl::StatusOr<double> {
+    const absl::Time start = absl::Now();
+    std::vector<SwapEngine::Ticket> tickets(buffers_.size());
+    absl::Status status;
+    for (int w = 0; w < windows; ++w) {
+      auto& t = tickets[w % tickets.size()];
+      if (absl::Status s = Wait(t); status.ok()) status = s;
+      char* buf = buffers_[w % buffers_.size()].data();
+      t = write ? engine_->Write(file, window_offset_[w], buf, WindowBytes(w))
+                : engine_->Read(file, window_offset_[w], buf, WindowBytes(w));
+    }
+    for (auto& t : tickets) {
+      if (absl::Status s = Wait(t); status.ok()) status = s;
+    }
+    if (write && status.ok() && ::fdatasync(file.fd) != 0) {
+      status = absl::InternalError(absl::StrCat(file.path, ": fdatasync failed"));
+    }
+    if (!status.ok()) return status;
+    return absl::ToDoubleSeconds(absl::Now() - start);
+  };
+  DT_ASSIGN_OR_RETURN(const double write_s, pass(true));
+  DT_ASSIGN_OR_RETURN(const double read_s, pass(false));
+  for (const offload::AlignedBuffer& b : buffers_) {
+    for (int64_t i = 0; i < b.size(); ++i) {
+      if (b.data()[i] != 0) {
+        return absl::DataLossError(
+            absl::StrCat(file.path, ": the self-test read back bytes it did not write"));
+      }
+    }
+  }
+  bw.write_mb_s = bw.bytes / 1e6 / std::max(1e-9, write_s);
+  bw.read_mb_s = bw.bytes / 1e6 / std::max(1e-9, read_s);
+  return bw;
+}
+
+}  // namespace dstrain::zero
