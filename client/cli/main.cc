@@ -171,6 +171,47 @@ int Validate(const std::vector<std::string>& args) {
   return 0;
 }
 
+// The job's stage with zero_optimization.offload_optimizer.device none, cpu and nvme (nvme with
+// the job's own offload settings where it sets them, DeepSpeed's defaults else).
+std::vector<zero::MemoryEstimate> OffloadEstimates(const config::JobSpec& spec,
+                                                   const model::ParamLayout& layout,
+                                                   const model::GptConfig& shape, int world,
+                                                   const device::Ops& ops) {
+  std::vector<zero::MemoryEstimate> out;
+  if (spec.zero.stage == 0) return out;  // offload needs ZeRO stage 1 or more
+  for (config::OffloadDevice device :
+       {config::OffloadDevice::kNone, config::OffloadDevice::kCpu, config::OffloadDevice::kNvme}) {
+    config::ZeroConfig zero = spec.zero;
+    zero.offload_optimizer.device = device;
+    out.push_back(zero::EstimateMemory(layout, shape, zero, spec.zero.stage, world,
+                                       static_cast<int>(spec.train_micro_batch_size_per_gpu),
+                                       spec.data.seq_len, ops, zero::StatePrecision::Of(spec), {},
+                                       pipe::StagePlan(spec, 1)));
+  }
+  return out;
+}
+
+std::string DescribeOffload(const std::vector<zero::MemoryEstimate>& estimates,
+                            const config::JobSpec& spec) {
+  std::string out = absl::StrFormat(
+      "zero_optimization.offload_optimizer at stage %d, per rank in MB (CPU ranks; a CUDA rank "
+      "refuses offload for now)\n%-10s%14s%18s%12s\n",
+      spec.zero.stage, "device", "memory (total)", "optimizer_state", "NVMe");
+  for (const zero::MemoryEstimate& e : estimates) {
+    const int64_t memory =
+        e.model_states() + e.activations + e.comm_buffers_peak + e.gathered_params_peak;
+    absl::StrAppend(
+        &out,
+        absl::StrFormat("%-10s%14.2f%18.2f%12.2f%s\n", config::OffloadDeviceName(e.offload),
+                        memory / 1e6, e.optimizer_state / 1e6, e.nvme_bytes / 1e6,
+                        e.offload == spec.zero.offload_optimizer.device ? "   <- the job's" : ""));
+  }
+  absl::StrAppend(&out,
+                  "(cpu: the state is in host memory already; nvme: only the swap's buffers stay "
+                  "in memory, buffer_count x the largest sub-group, sub_group_size bounds them)\n");
+  return out;
+}
+
 int Estimate(const std::vector<std::string>& args) {
   flags::ParsedArgs parsed;
   auto spec = LoadJobArg(args, "estimate", {"json"}, &parsed);
@@ -191,10 +232,22 @@ int Estimate(const std::vector<std::string>& args) {
   // Per pipeline stage (one stage without pipeline): what the job's own setting holds.
   auto stages = pipe::EstimateStages(*spec, ops);
   if (!stages.ok()) return Fail(stages.status(), 2);
+  // Every optimizer offload setting at the job's stage (one stage without pipeline).
+  const std::vector<zero::MemoryEstimate> offload =
+      spec->pipeline.stages == 1 ? OffloadEstimates(*spec, *layout, shape, n, ops)
+                                 : std::vector<zero::MemoryEstimate>{};
   if (parsed.Has("json")) {
-    std::printf("%s\n", nlohmann::json{{"stages", pipe::StagesToJson(*stages, spec->model.n_layer)}}
-                            .dump(2)
-                            .c_str());
+    nlohmann::json out = {{"stages", pipe::StagesToJson(*stages, spec->model.n_layer)}};
+    if (!offload.empty()) {
+      for (const zero::MemoryEstimate& e : offload) {
+        out["offload_optimizer"][config::OffloadDeviceName(e.offload)] = {
+            {"memory_bytes",
+             e.model_states() + e.activations + e.comm_buffers_peak + e.gathered_params_peak},
+            {"optimizer_state_bytes", e.optimizer_state},
+            {"nvme_bytes", e.nvme_bytes}};
+      }
+    }
+    std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
   if (spec->pipeline.stages == 1) {
@@ -213,6 +266,7 @@ int Estimate(const std::vector<std::string>& args) {
                     : "fp32 parameters, gradients and Adam moments");
   }
   std::printf("%s", pipe::DescribeStages(*stages, *spec).c_str());
+  if (!offload.empty()) std::printf("\n%s", DescribeOffload(offload, *spec).c_str());
   return 0;
 }
 

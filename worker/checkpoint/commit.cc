@@ -282,6 +282,11 @@ absl::StatusOr<ShardRecord> WriteShardFile(env::Env* env, const std::string& dir
 absl::StatusOr<ShardRecord> WriteShardFile(env::Env* env, const std::string& dir,
                                            absl::string_view name,
                                            const std::vector<absl::string_view>& pieces) {
+  return WriteShardFile(env, dir, name, env::PiecesSource(pieces));
+}
+
+absl::StatusOr<ShardRecord> WriteShardFile(env::Env* env, const std::string& dir,
+                                           absl::string_view name, const env::ChunkSource& chunks) {
   DT_RETURN_IF_ERROR(ValidateName(name, "shard name"));
   if (name == kManifestName) {
     return absl::InvalidArgumentError(absl::StrCat("shard name \"", name, "\" is reserved"));
@@ -289,25 +294,23 @@ absl::StatusOr<ShardRecord> WriteShardFile(env::Env* env, const std::string& dir
   DT_ASSIGN_OR_RETURN(std::unique_ptr<env::WritableFile> file,
                       env->NewWritableFile(env::JoinPath(dir, name)));
   ShardRecord record{std::string(name), 0, 0};
-  for (absl::string_view piece : pieces) record.bytes += piece.size();
-  // The checksum of a large shard runs on another core while this one writes it.
+  // The checksum of a large chunk runs on another core while this one writes it.
   constexpr uint64_t kParallelCrcBytes = uint64_t{32} << 20;
-  auto checksum = [&pieces, &record] {
-    for (absl::string_view piece : pieces) record.crc32c = crc32c::Extend(record.crc32c, piece);
-  };
-  std::thread crc_thread;
-  if (record.bytes >= kParallelCrcBytes) {
-    crc_thread = std::thread(checksum);
-  } else {
-    checksum();
+  while (true) {
+    DT_ASSIGN_OR_RETURN(const absl::string_view chunk, chunks());
+    if (chunk.empty()) break;
+    record.bytes += chunk.size();
+    auto checksum = [&record, chunk] { record.crc32c = crc32c::Extend(record.crc32c, chunk); };
+    std::thread crc_thread;
+    if (chunk.size() >= kParallelCrcBytes) {
+      crc_thread = std::thread(checksum);
+    } else {
+      checksum();
+    }
+    const absl::Status written = file->Append(chunk);
+    if (crc_thread.joinable()) crc_thread.join();
+    DT_RETURN_IF_ERROR(written);
   }
-  absl::Status written = absl::OkStatus();
-  for (absl::string_view piece : pieces) {
-    written = file->Append(piece);
-    if (!written.ok()) break;
-  }
-  if (crc_thread.joinable()) crc_thread.join();
-  DT_RETURN_IF_ERROR(written);
   DT_RETURN_IF_ERROR(file->Sync());
   DT_RETURN_IF_ERROR(file->Close());
   return record;

@@ -181,6 +181,10 @@ absl::StatusOr<ShardRecord> WriteShardFile(env::Env* env, const std::string& dir
 absl::StatusOr<ShardRecord> WriteShardFile(env::Env* env, const std::string& dir,
                                            absl::string_view name,
                                            const std::vector<absl::string_view>& pieces);
+// The same for a shard produced chunk by chunk (never all in memory); an error from `chunks`
+// fails the write.
+absl::StatusOr<ShardRecord> WriteShardFile(env::Env* env, const std::string& dir,
+                                           absl::string_view name, const env::ChunkSource& chunks);
 
 // The committed tags under `root`, oldest first (by step, then by name); empty when `root` does
 // not exist.

@@ -270,15 +270,24 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
   // the other ranks are waiting in the gather).
   absl::StatusOr<checkpoint::ShardRecord> record =
       [&]() -> absl::StatusOr<checkpoint::ShardRecord> {
-    // Straight from the engine's buffers to the file: no copy of the state.
+    // Straight from the engine's buffers to the file: no copy of the state (NVMe offload: a
+    // bounded staging buffer at a time).
     std::string head;
-    DT_ASSIGN_OR_RETURN(std::vector<absl::string_view> state, engine.SaveStatePieces(&head));
+    DT_ASSIGN_OR_RETURN(const env::ChunkSource state, engine.SaveStateChunks(&head));
     const uint64_t n = rank_state.size();
-    std::vector<absl::string_view> pieces = {
-        absl::string_view(reinterpret_cast<const char*>(&n), sizeof(n)), rank_state};
-    pieces.insert(pieces.end(), state.begin(), state.end());
+    const env::ChunkSource prefix = env::PiecesSource(
+        {absl::string_view(reinterpret_cast<const char*>(&n), sizeof(n)), rank_state});
+    bool prefix_done = false;
     return checkpoint::WriteShardFile(options.env, checkpoint::CheckpointTmpDir(options.root, tag),
-                                      ShardName(rank), pieces);
+                                      ShardName(rank), [&]() -> absl::StatusOr<absl::string_view> {
+                                        if (!prefix_done) {
+                                          DT_ASSIGN_OR_RETURN(const absl::string_view piece,
+                                                              prefix());
+                                          if (!piece.empty()) return piece;
+                                          prefix_done = true;
+                                        }
+                                        return state();
+                                      });
   }();
   // zero_optimization.gather_16bit_weights_on_model_save: the consolidated model joins the save.
   // Every rank takes part in the gather (collective under ZeRO-3 and, mixed, from stage 1 on);

@@ -247,7 +247,7 @@ absl::StatusOr<std::optional<StepStats>> Engine::FinishStepStats(StepStats stats
   return std::optional<StepStats>(stats);
 }
 
-absl::StatusOr<std::vector<absl::string_view>> Engine::SaveStatePieces(std::string* head) {
+absl::StatusOr<env::ChunkSource> Engine::SaveStateChunks(std::string* head) {
   if (pending_forwards_ != 0 || micro_step_ != 0) {
     return absl::FailedPreconditionError("SaveState: only between optimizer steps");
   }
@@ -262,21 +262,26 @@ absl::StatusOr<std::vector<absl::string_view>> Engine::SaveStatePieces(std::stri
   const uint64_t n = json.size();
   head->assign(reinterpret_cast<const char*>(&n), sizeof(n));
   *head += json;
-  DT_ASSIGN_OR_RETURN(std::vector<absl::string_view> buffers, zero_->ShardPieces(head));
-  std::vector<absl::string_view> pieces = {*head};
-  pieces.insert(pieces.end(), buffers.begin(), buffers.end());
-  return pieces;
+  DT_ASSIGN_OR_RETURN(env::ChunkSource shard, zero_->ShardChunks(head));
+  auto head_sent = std::make_shared<bool>(false);
+  return [head, head_sent, shard = std::move(shard)]() -> absl::StatusOr<absl::string_view> {
+    if (!*head_sent) {
+      *head_sent = true;
+      return absl::string_view(*head);
+    }
+    return shard();
+  };
 }
 
 absl::StatusOr<std::string> Engine::SaveState() {
   std::string head;
-  DT_ASSIGN_OR_RETURN(std::vector<absl::string_view> pieces, SaveStatePieces(&head));
-  size_t total = 0;
-  for (absl::string_view p : pieces) total += p.size();
+  DT_ASSIGN_OR_RETURN(const env::ChunkSource chunks, SaveStateChunks(&head));
   std::string out;
-  out.reserve(total);
-  for (absl::string_view p : pieces) out.append(p.data(), p.size());
-  return out;
+  while (true) {
+    DT_ASSIGN_OR_RETURN(const absl::string_view chunk, chunks());
+    if (chunk.empty()) return out;
+    out.append(chunk.data(), chunk.size());
+  }
 }
 
 absl::Status Engine::BeginResharded() {

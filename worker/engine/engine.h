@@ -89,13 +89,14 @@ class Engine {
   // resumed from it takes bitwise the steps the uninterrupted run takes.
   absl::StatusOr<std::string> SaveState();
   absl::Status LoadState(absl::string_view state);
-  // The same without copies, for checkpoints of hundreds of MB. SaveStatePieces returns the state
-  // as pieces whose concatenation is SaveState(): the first is `*head` (filled here; keep it alive
-  // and unchanged), the rest point into the engine's buffers until the next step. LoadState reads
-  // the state from `state` straight into the engine's buffers and is not collective; every rank
-  // then calls FinishLoad (collective from stage 1 on) — or, after an error anywhere, fails the
-  // load: the state is undefined until a load succeeds.
-  absl::StatusOr<std::vector<absl::string_view>> SaveStatePieces(std::string* head);
+  // The same without copies, for checkpoints of hundreds of MB. SaveStateChunks returns the state
+  // as chunks whose concatenation is SaveState(): the first is `*head` (filled here; keep it alive
+  // and unchanged), the rest point into the engine's buffers (under NVMe offload: a staging
+  // buffer refilled from the swap file), each valid until the next; use it before the next step.
+  // LoadState reads the state from `state` straight into the engine's buffers and is not
+  // collective; every rank then calls FinishLoad (collective from stage 1 on) — or, after an error
+  // anywhere, fails the load: the state is undefined until a load succeeds.
+  absl::StatusOr<env::ChunkSource> SaveStateChunks(std::string* head);
   absl::Status LoadState(env::ByteSource& state);
   absl::Status FinishLoad();
   // Resharding: the state of a run at another world size, stage or precision, put together range

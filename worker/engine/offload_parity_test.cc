@@ -4,10 +4,16 @@
 // update runs the same elementwise kernel on the same sub-groups, only from swap buffers, so
 // nothing may differ. Also: checkpoints move between the two bitwise, and a model whose optimizer
 // state does not fit the allocator's budget trains with offload (docs/offload.md).
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status/status_macros.h"
@@ -18,6 +24,9 @@
 #include "worker/engine/zero_test_util.h"
 #include "worker/env/env.h"
 #include "worker/model/gpt.h"
+#include "worker/model/param_layout.h"
+#include "worker/zero/estimate.h"
+#include "worker/zero/precision.h"
 
 namespace dstrain::engine {
 namespace {
@@ -62,6 +71,8 @@ struct Result {
   std::vector<float> params;
   int64_t swap_bytes = 0;
   int64_t optimizer_state_bytes = 0;  // rank 0's allocator, after training
+  int64_t swap_file_size = 0;         // rank 0's swap file on disk (stat), after training
+  zero::MemoryEstimate estimate;      // `dstrain estimate`'s figures for rank 0
 };
 
 // Trains steps [first, last) of `spec` on every rank; `load[r]`, when given, is rank r's saved
@@ -106,6 +117,18 @@ Result Train(const config::JobSpec& spec, int first = 0, int last = kSteps,
     results[r].swap_bytes = (*e)->zero().swap_file_bytes();
     results[r].optimizer_state_bytes =
         dev.Stats().current[static_cast<int>(tensor::MemoryCategory::kOptimizerState)];
+    struct stat file;
+    if (::stat(absl::StrCat(SwapRoot(), "/dstrain-", context.job, "/rank", r, "/optimizer.swp")
+                   .c_str(),
+               &file) == 0) {
+      results[r].swap_file_size = file.st_size;
+    }
+    auto layout = model::ParamLayout::ForGpt(testing::ModelShape(spec));
+    ASSERT_THAT(layout, IsOk());
+    results[r].estimate =
+        zero::EstimateMemory(*layout, testing::ModelShape(spec), spec.zero, spec.zero.stage, world,
+                             static_cast<int>(spec.train_micro_batch_size_per_gpu),
+                             spec.data.seq_len, dev.ops, zero::StatePrecision::Of(spec));
   });
   return results[0];
 }
@@ -121,6 +144,9 @@ TEST_P(OffloadParityTest, NvmeMatchesMemoryBitwise) {
       const Result want = Train(Spec(base));
       ASSERT_EQ(want.losses.size(), static_cast<size_t>(kSteps));
       EXPECT_EQ(want.swap_bytes, 0);
+      // `dstrain estimate` is exact: the allocator's optimizer state, and no file.
+      EXPECT_EQ(want.estimate.optimizer_state, want.optimizer_state_bytes);
+      EXPECT_EQ(want.estimate.nvme_bytes, 0);
       // Several ways to move the same windows: each pipelining, one buffer, fast_init.
       for (const std::string& offload :
            {std::string(R"(, "pipeline_read": true, "pipeline_write": true)"),
@@ -133,6 +159,11 @@ TEST_P(OffloadParityTest, NvmeMatchesMemoryBitwise) {
         const Result got = Train(Spec(s));
         EXPECT_GT(got.swap_bytes, 0) << what << ": the state must have been swapped";
         EXPECT_LT(got.optimizer_state_bytes, want.optimizer_state_bytes) << what;
+        // The estimate: the swap's buffers in memory as the allocator counts them, the file
+        // as it is on disk.
+        EXPECT_EQ(got.estimate.optimizer_state, got.optimizer_state_bytes) << what;
+        EXPECT_EQ(got.estimate.nvme_bytes, got.swap_bytes) << what;
+        EXPECT_EQ(got.swap_file_size, got.swap_bytes) << what;
         EXPECT_EQ(got.losses, want.losses) << what;
         EXPECT_EQ(got.params, want.params) << what;
       }
@@ -171,6 +202,16 @@ TEST(OffloadCheckpointTest, MovesBetweenNvmeAndMemoryBitwise) {
   }
 }
 
+// The process's resident set (VmRSS of /proc/self/status) in bytes; 0 where it cannot be read.
+int64_t ResidentBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;
+  }
+  return 0;
+}
+
 // The allocator's budget (a CpuAllocator limit; this test does not set a cgroup limit): a budget
 // below what the in-memory optimizer state needs fails with kResourceExhausted, and the same job
 // with the state on NVMe trains within it.
@@ -197,8 +238,15 @@ TEST(OffloadBudgetTest, TrainsWhereTheStateDoesNotFit) {
   }
   ASSERT_GT(state, peak / 4) << "the optimizer state must be a large share of the memory";
   const int64_t budget = peak - state / 2;
-  auto run = [&](const config::JobSpec& spec) -> absl::Status {
+  auto run = [&](const config::JobSpec& spec, const char* name) -> absl::Status {
     tensor::CpuAllocator alloc(budget);
+    int64_t resident = 0;  // measured after each step, reported beside the allocator's peak
+    auto report = absl::MakeCleanup([&] {
+      std::printf("%s: allocator peak %lld bytes (budget %lld), process resident up to %lld\n",
+                  name, static_cast<long long>(alloc.Stats().total_peak),
+                  static_cast<long long>(budget), static_cast<long long>(resident));
+      ::testing::Test::RecordProperty(absl::StrCat(name, "_resident_bytes"), resident);
+    });
     device::CpuOps ops(&alloc);
     DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(testing::ModelShape(spec), &ops));
     DT_ASSIGN_OR_RETURN(auto e, Engine::Initialize(std::move(gpt), spec));
@@ -207,12 +255,46 @@ TEST(OffloadBudgetTest, TrainsWhereTheStateDoesNotFit) {
       DT_RETURN_IF_ERROR(e->Forward(x.data(), y.data()).status());
       DT_RETURN_IF_ERROR(e->Backward());
       DT_RETURN_IF_ERROR(e->Step().status());
+      resident = std::max(resident, ResidentBytes());
     }
     EXPECT_LE(alloc.Stats().total_peak, budget);
     return absl::OkStatus();
   };
-  EXPECT_THAT(run(in_memory), StatusIs(absl::StatusCode::kResourceExhausted, ::testing::_));
-  EXPECT_THAT(run(offloaded), IsOk());
+  EXPECT_THAT(run(in_memory, "in_memory"),
+              StatusIs(absl::StatusCode::kResourceExhausted, ::testing::_));
+  EXPECT_THAT(run(offloaded, "nvme"), IsOk());
+}
+
+// A save streams the NVMe-held state out a sub-group at a time through the swap's own buffer:
+// no chunk of it is larger than a sub-group's array, and the chunks are the whole state.
+TEST(OffloadCheckpointTest, SaveStreamsTheSwappedStateInBoundedChunks) {
+  constexpr int kSubGroup = 1000;
+  const config::JobSpec spec =
+      Spec({1, 2, 1, 0.0, true, absl::StrCat(R"(, "sub_group_size": )", kSubGroup), " "}, 2);
+  testing::CpuDevice dev;
+  auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &dev.ops), spec);
+  ASSERT_THAT(e, IsOk());
+  for (int step = 0; step < 2; ++step) {
+    const auto [x, y] = Batch(spec, step, 0, 0);
+    ASSERT_THAT((*e)->Forward(x.data(), y.data()), IsOk());
+    ASSERT_THAT((*e)->Backward(), IsOk());
+    ASSERT_THAT((*e)->Step(), IsOk());
+  }
+  ASSERT_OK_AND_ASSIGN(const std::string whole, (*e)->SaveState());
+  std::string head, streamed;
+  ASSERT_OK_AND_ASSIGN(const env::ChunkSource chunks, (*e)->SaveStateChunks(&head));
+  int count = 0;
+  while (true) {
+    ASSERT_OK_AND_ASSIGN(const absl::string_view chunk, chunks());
+    if (chunk.empty()) break;
+    // The first is the counters and the shard header; the rest are master weights, m and v.
+    if (count++ > 0) {
+      EXPECT_LE(chunk.size(), kSubGroup * sizeof(float));
+    }
+    streamed.append(chunk.data(), chunk.size());
+  }
+  EXPECT_GT(count, 3 * 10) << "expected many sub-groups";
+  EXPECT_EQ(streamed, whole);
 }
 
 TEST(OffloadConfigTest, RefusesWhatCannotWork) {

@@ -7,9 +7,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
@@ -67,5 +70,20 @@ class StringSource final : public ByteSource {
  private:
   absl::string_view data_;
 };
+
+// ChunkSource: bytes produced in order, chunk by chunk, for writers of state too large to hold in
+// memory at once (a checkpoint of optimizer state that lives on NVMe). Each call returns the next
+// chunk, valid until the next call; an empty chunk ends the stream.
+using ChunkSource = std::function<absl::StatusOr<absl::string_view>()>;
+
+// The non-empty `pieces` one after the other; the memory they point to must outlive the source.
+inline ChunkSource PiecesSource(std::vector<absl::string_view> pieces) {
+  auto next = std::make_shared<size_t>(0);
+  return [pieces = std::move(pieces), next]() -> absl::StatusOr<absl::string_view> {
+    while (*next < pieces.size() && pieces[*next].empty()) ++*next;
+    if (*next == pieces.size()) return absl::string_view();
+    return pieces[(*next)++];
+  };
+}
 
 }  // namespace dstrain::env

@@ -114,6 +114,7 @@ nlohmann::json StagesToJson(const std::vector<StageEstimate>& stages, int n_laye
                    {"params_bytes", m.params},
                    {"grads_bytes", m.grads},
                    {"optimizer_state_bytes", m.optimizer_state},
+                   {"optimizer_state_nvme_bytes", m.nvme_bytes},
                    {"activations_bytes", m.activations},
                    {"activations_without_checkpointing_bytes", e.activations_plain},
                    {"checkpoint_interval", e.checkpoint_interval},

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "worker/zero/optimizer_swap.h"
 #include "worker/zero/partition.h"
 #include "worker/zero/precision.h"
 
@@ -32,6 +33,18 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::Gpt
   const DType grads = precision.GradsAt(stage);
   e.grads = DTypeSize(grads) * (stage >= 2 ? p.owned_total() : p.padded_total());
   e.optimizer_state = (mixed ? 12 : 8) * p.owned_total();  // (master weights,) m, v
+  e.offload = zero.offload_optimizer.device;
+  if (e.offload == config::OffloadDevice::kNvme && stage >= 1) {  // stage 0 refuses offload
+    // The swap's file and buffers, cut as ZeroState cuts the update (stage 3: one pass).
+    std::vector<int64_t> windows;
+    for (const UpdateWindowCut& w : CutUpdateWindows(p, stage == 3, zero.sub_group_size)) {
+      windows.push_back(w.len);
+    }
+    const int arrays = mixed ? 3 : 2;
+    e.nvme_bytes = OptimizerSwap::FileBytes(windows, arrays);
+    e.optimizer_state =
+        OptimizerSwap::BufferBytes(windows, arrays, zero.offload_optimizer.buffer_count);
+  }
   e.activations = GptActivationBytes(model, B, T, ops, range, plan);
 
   // The largest unit besides the one holding the embedding, and likewise for modules (a middle
@@ -114,6 +127,9 @@ std::string DescribeEstimates(const std::vector<MemoryEstimate>& estimates,
   row("params", [](const MemoryEstimate& e) { return double(e.params); });
   row("grads", [](const MemoryEstimate& e) { return double(e.grads); });
   row("optimizer_state", [](const MemoryEstimate& e) { return double(e.optimizer_state); });
+  if (!estimates.empty() && estimates[0].offload == config::OffloadDevice::kNvme) {
+    row("  (on NVMe, not in memory)", [](const MemoryEstimate& e) { return double(e.nvme_bytes); });
+  }
   row("model states", [](const MemoryEstimate& e) { return double(e.model_states()); });
   row(estimates.empty() || !estimates[0].mixed ? "  ZeRO paper (fp32 Adam)"
                                                : "  ZeRO paper (mixed, K=12)",

@@ -31,6 +31,11 @@ struct MemoryEstimate {
   int64_t activations = 0;
   // Upper bounds of the transient buffers: stage 2/3 gradient buckets, stage 3 gathered modules.
   int64_t comm_buffers_peak = 0, gathered_params_peak = 0;
+  // zero_optimization.offload_optimizer.device. Under "nvme" optimizer_state is what stays in
+  // memory (the swap's buffers) and nvme_bytes the swap file; "cpu" on a CPU rank changes nothing
+  // (the state is in host memory already).
+  config::OffloadDevice offload = config::OffloadDevice::kNone;
+  int64_t nvme_bytes = 0;
   // The ZeRO paper's model-state bytes at this stage, world size and precision.
   double paper_model_states = 0;
   bool mixed = false;

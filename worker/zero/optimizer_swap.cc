@@ -20,6 +20,19 @@ int64_t OptimizerSwap::FileBytes(const std::vector<int64_t>& windows, int arrays
   return bytes;
 }
 
+namespace {
+int64_t Buffers(int64_t buffer_count, size_t windows) {
+  return std::max<int64_t>(1, std::min<int64_t>(buffer_count, static_cast<int64_t>(windows)));
+}
+}  // namespace
+
+int64_t OptimizerSwap::BufferBytes(const std::vector<int64_t>& windows, int arrays,
+                                   int64_t buffer_count) {
+  int64_t largest = 0;
+  for (int64_t n : windows) largest = std::max(largest, arrays * AlignUp(n * 4));
+  return Buffers(buffer_count, windows.size()) * (largest + offload::kIoAlign);
+}
+
 absl::StatusOr<std::unique_ptr<OptimizerSwap>> OptimizerSwap::Create(std::vector<int64_t> windows,
                                                                      Options options,
                                                                      SwapEngine* engine,
@@ -39,8 +52,7 @@ absl::StatusOr<std::unique_ptr<OptimizerSwap>> OptimizerSwap::Create(std::vector
     s->window_bytes_max_ = std::max(s->window_bytes_max_, s->WindowBytes(w));
   }
   DT_ASSIGN_OR_RETURN(s->file_, offload::SwapFile::Create(dir.Join("optimizer.swp"), offset));
-  s->buffer_count_ =
-      std::max<int64_t>(1, std::min<int64_t>(options.buffer_count, s->windows_.size()));
+  s->buffer_count_ = Buffers(options.buffer_count, s->windows_.size());
   for (int64_t b = 0; b < s->buffer_count_; ++b) {
     DT_ASSIGN_OR_RETURN(offload::AlignedBuffer buf,
                         offload::AlignedBuffer::Allocate(host, s->window_bytes_max_,
@@ -113,46 +125,67 @@ int OptimizerSwap::WindowOf(int64_t at) const {
   return static_cast<int>(it - window_at_.begin()) - 1;
 }
 
-absl::Status OptimizerSwap::ReadRange(int a, int64_t at, int64_t n, float* dst) {
-  const offload::FileRef file = file_->ref();
-  char* buf = buffers_[0].data();
-  while (n > 0) {
-    const int w = WindowOf(at);
-    if (a < 0 || a >= options_.arrays || w < 0 || w >= static_cast<int>(windows_.size())) {
-      return absl::InternalError(absl::StrCat("OptimizerSwap: array ", a, ", element ", at,
-                                              " is outside the swapped state"));
-    }
-    const int64_t within = at - window_at_[w];
-    const int64_t len = std::min(n, windows_[w] - within);
-    DT_RETURN_IF_ERROR(
-        Wait(engine_->Read(file, window_offset_[w] + a * ArrayBytes(w), buf, ArrayBytes(w))));
-    std::memcpy(dst, reinterpret_cast<float*>(buf) + within, len * sizeof(float));
-    dst += len;
-    at += len;
-    n -= len;
+OptimizerSwap::Span OptimizerSwap::SpanOf(int a, int64_t at, int64_t n) const {
+  const int w = WindowOf(at);
+  const int64_t within = at - window_at_[w];
+  // The block-aligned bytes of the array holding elements [within, within + len), at most one
+  // buffer's worth, so a range costs its own bytes and not its window's.
+  const int64_t lo = within * 4 / offload::kIoAlign * offload::kIoAlign;
+  const int64_t max_len = (window_bytes_max_ - (within * 4 - lo)) / 4;
+  const int64_t len = std::min({n, windows_[w] - within, max_len});
+  const int64_t hi = std::min(ArrayBytes(w), AlignUp((within + len) * 4));
+  return Span{w, within, len, window_offset_[w] + a * ArrayBytes(w) + lo, hi - lo, within * 4 - lo};
+}
+
+absl::Status OptimizerSwap::CheckRange(int a, int64_t at, int64_t n) const {
+  const int64_t total = window_at_.empty() ? 0 : window_at_.back() + windows_.back();
+  if (a < 0 || a >= options_.arrays || at < 0 || n < 0 || at + n > total) {
+    return absl::InternalError(absl::StrCat("OptimizerSwap: array ", a, ", elements [", at, ", ",
+                                            at + n, ") are outside the swapped state"));
   }
   return absl::OkStatus();
 }
 
-absl::Status OptimizerSwap::WriteRange(int a, int64_t at, int64_t n, const float* src) {
+absl::Status OptimizerSwap::ReadRange(int a, int64_t at, int64_t n, float* dst) {
+  DT_RETURN_IF_ERROR(CheckRange(a, at, n));
   const offload::FileRef file = file_->ref();
   char* buf = buffers_[0].data();
   while (n > 0) {
-    const int w = WindowOf(at);
-    if (a < 0 || a >= options_.arrays || w < 0 || w >= static_cast<int>(windows_.size())) {
-      return absl::InternalError(absl::StrCat("OptimizerSwap: array ", a, ", element ", at,
-                                              " is outside the swapped state"));
+    const Span s = SpanOf(a, at, n);
+    DT_RETURN_IF_ERROR(Wait(engine_->Read(file, s.offset, buf, s.bytes)));
+    std::memcpy(dst, buf + s.skip, s.len * sizeof(float));
+    dst += s.len;
+    at += s.len;
+    n -= s.len;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::Span<const float>> OptimizerSwap::ReadChunk(int a, int64_t at, int64_t max_n) {
+  DT_RETURN_IF_ERROR(CheckRange(a, at, std::min<int64_t>(max_n, 1)));
+  if (max_n < 1) return absl::InternalError("OptimizerSwap::ReadChunk: nothing asked for");
+  const int64_t total = window_at_.back() + windows_.back();
+  const Span s = SpanOf(a, at, std::min(max_n, total - at));
+  char* buf = buffers_[0].data();
+  DT_RETURN_IF_ERROR(Wait(engine_->Read(file_->ref(), s.offset, buf, s.bytes)));
+  return absl::Span<const float>(reinterpret_cast<const float*>(buf + s.skip), s.len);
+}
+
+absl::Status OptimizerSwap::WriteRange(int a, int64_t at, int64_t n, const float* src) {
+  DT_RETURN_IF_ERROR(CheckRange(a, at, n));
+  const offload::FileRef file = file_->ref();
+  char* buf = buffers_[0].data();
+  while (n > 0) {
+    const Span s = SpanOf(a, at, n);
+    // Blocks the range covers only in part keep their other bytes: read them first.
+    if (s.skip != 0 || s.len * 4 != s.bytes) {
+      DT_RETURN_IF_ERROR(Wait(engine_->Read(file, s.offset, buf, s.bytes)));
     }
-    const int64_t within = at - window_at_[w];
-    const int64_t len = std::min(n, windows_[w] - within);
-    const int64_t offset = window_offset_[w] + a * ArrayBytes(w);
-    if (len < windows_[w])
-      DT_RETURN_IF_ERROR(Wait(engine_->Read(file, offset, buf, ArrayBytes(w))));
-    std::memcpy(reinterpret_cast<float*>(buf) + within, src, len * sizeof(float));
-    DT_RETURN_IF_ERROR(Wait(engine_->Write(file, offset, buf, ArrayBytes(w))));
-    src += len;
-    at += len;
-    n -= len;
+    std::memcpy(buf + s.skip, src, s.len * sizeof(float));
+    DT_RETURN_IF_ERROR(Wait(engine_->Write(file, s.offset, buf, s.bytes)));
+    src += s.len;
+    at += s.len;
+    n -= s.len;
   }
   return absl::OkStatus();
 }

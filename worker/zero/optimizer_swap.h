@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "worker/offload/aligned_buffer.h"
 #include "worker/offload/swap_engine.h"
 #include "worker/offload/swap_file.h"
@@ -39,6 +40,9 @@ class OptimizerSwap {
   };
   // The file's size for windows of these lengths (elements), for the space check at start.
   static int64_t FileBytes(const std::vector<int64_t>& windows, int arrays);
+  // Its buffers' bytes in host memory as the allocator counts them (kOptimizerState):
+  // min(buffer_count, windows) buffers of the largest window, each with a page to align it.
+  static int64_t BufferBytes(const std::vector<int64_t>& windows, int arrays, int64_t buffer_count);
   // Creates the swap file in `dir` and its buffers from `host` (kOptimizerState). `engine` and
   // `dir` outlive it.
   static absl::StatusOr<std::unique_ptr<OptimizerSwap>> Create(std::vector<int64_t> windows,
@@ -53,9 +57,14 @@ class OptimizerSwap {
   absl::Status Update(const WindowFn& fn);
 
   // Between steps: floats [at, at + n) of array `a` in the owned space, out of or into host
-  // memory, window by window (a window only partly written is read first).
+  // memory, moving only the blocks the range covers (a block covered in part is read before it
+  // is written).
   absl::Status ReadRange(int a, int64_t at, int64_t n, float* dst);
   absl::Status WriteRange(int a, int64_t at, int64_t n, const float* src);
+  // Between steps, for streaming a checkpoint out without another copy in memory: the next
+  // elements of array `a` from `at` (at most `max_n`, at least one), in the swap's own buffer,
+  // valid until the next call on this OptimizerSwap.
+  absl::StatusOr<absl::Span<const float>> ReadChunk(int a, int64_t at, int64_t max_n);
   // Every array zero.
   absl::Status Zero();
   // The start-up self-test: zeros written over the file's first windows (at least one, up to
@@ -81,6 +90,15 @@ class OptimizerSwap {
   }
   // The window holding owned element `at`.
   int WindowOf(int64_t at) const;
+  // Where elements [at, at + len) of array `a` sit in the file, for one transfer: `len` is at
+  // most n, within one window and one buffer; `bytes` from `offset` cover them in whole blocks,
+  // the first element `skip` bytes in.
+  struct Span {
+    int w;
+    int64_t within, len, offset, bytes, skip;
+  };
+  Span SpanOf(int a, int64_t at, int64_t n) const;
+  absl::Status CheckRange(int a, int64_t at, int64_t n) const;
   absl::Status Wait(const offload::SwapEngine::Ticket& t);
 
   const std::vector<int64_t> windows_;

@@ -97,4 +97,23 @@ void Partition::UnitToFlat(int u, const float* unit_padded, float* flat) const {
   std::memcpy(flat + units_[u].begin, unit_padded, units_[u].numel() * sizeof(float));
 }
 
+std::vector<UpdateWindowCut> CutUpdateWindows(const Partition& p, bool one_pass,
+                                              int64_t sub_group_size) {
+  const int64_t group = std::max<int64_t>(1, sub_group_size);
+  std::vector<UpdateWindowCut> out;
+  auto cut = [&](int unit, int64_t owned_at, int64_t n) {
+    for (int64_t at = 0; at < n; at += group) {
+      out.push_back({owned_at + at, std::min(group, n - at), unit, at});
+    }
+  };
+  if (one_pass) {
+    cut(-1, 0, p.owned_total());
+    return out;
+  }
+  for (int u = 0; u < static_cast<int>(p.units().size()); ++u) {
+    cut(u, p.units()[u].owned_offset, p.units()[u].chunk);
+  }
+  return out;
+}
+
 }  // namespace dstrain::zero

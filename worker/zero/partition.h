@@ -91,4 +91,18 @@ class Partition {
   int64_t padded_total_ = 0, owned_total_ = 0;
 };
 
+// The optimizer update's cut of a rank's owned elements (zero_optimization.sub_group_size): one
+// update covers at most `sub_group_size` of them, so its working set (what one kernel streams
+// through, and what NVMe offload swaps) stays bounded. Unit by unit, or, with `one_pass` (the
+// parameters and gradients are this rank's chunks back to back, as the moments are: stage 3),
+// over all owned elements at once. ZeroState updates by it and `dstrain estimate` sizes the swap
+// by it.
+struct UpdateWindowCut {
+  int64_t owned_at = 0, len = 0;
+  int unit = -1;       // the unit the window lies in; -1 in one pass
+  int64_t within = 0;  // its first element's offset in the unit's chunk
+};
+std::vector<UpdateWindowCut> CutUpdateWindows(const Partition& p, bool one_pass,
+                                              int64_t sub_group_size);
+
 }  // namespace dstrain::zero

@@ -167,24 +167,17 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
   return absl::OkStatus();
 }
 
-// zero_optimization.sub_group_size: one update covers at most that many elements, so the
-// optimizer's working set (what one kernel streams through, and what NVMe offload swaps) stays
-// bounded. The update is elementwise: the cut does not change a bit.
+// The cut is partition.h's (CutUpdateWindows); the update is elementwise, so it changes no bit.
 std::vector<ZeroState::UpdateWindow> ZeroState::UpdateWindows() const {
-  const int64_t group = std::max<int64_t>(1, config_.sub_group_size);
   std::vector<UpdateWindow> out;
-  auto cut = [&](int64_t owned_at, int64_t n, int64_t param_at, int64_t grad_at) {
-    for (int64_t at = 0; at < n; at += group) {
-      out.push_back({owned_at + at, std::min(group, n - at), param_at + at, grad_at + at});
+  for (const UpdateWindowCut& w : CutUpdateWindows(
+           partition_, params_partitioned_ && grads_partitioned_, config_.sub_group_size)) {
+    if (w.unit < 0) {
+      out.push_back({w.owned_at, w.len, w.owned_at, w.owned_at});
+    } else {
+      const Unit& unit = partition_.units()[w.unit];
+      out.push_back({w.owned_at, w.len, ParamChunk(unit) + w.within, GradChunk(unit) + w.within});
     }
-  };
-  if (params_partitioned_ && grads_partitioned_) {
-    // Both are this rank's chunks back to back, as the moments are: one pass over everything.
-    cut(0, partition_.owned_total(), 0, 0);
-    return out;
-  }
-  for (const Unit& unit : partition_.units()) {
-    cut(unit.owned_offset, unit.chunk, ParamChunk(unit), GradChunk(unit));
   }
   return out;
 }

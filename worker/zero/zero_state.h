@@ -171,10 +171,11 @@ class ZeroState : public model::ParamAccess {
   // This rank's share of the training state, between steps, for its checkpoint shard: its chunks
   // of the parameters (mixed precision: of the fp32 master weights, from which the 16-bit working
   // copy is exactly the rounding) and of the Adam moments, after a header naming the stage, world,
-  // rank and sizes. The header is appended to `head`; the views returned are host memory that
-  // stays valid until the next step (this ZeroState's buffers on the CPU, a staging copy else).
-  absl::StatusOr<std::vector<absl::string_view>> ShardPieces(std::string* head);
-  // Restores, from the next bytes of `shard`, what ShardPieces gave on the same rank of the same
+  // rank and sizes. The header is appended to `head`; the chunks are host memory, valid until the
+  // next call (this ZeroState's buffers on the CPU, a staging copy else; under NVMe offload,
+  // pieces of the swap file read one at a time), and the source is used before the next step.
+  absl::StatusOr<env::ChunkSource> ShardChunks(std::string* head);
+  // Restores, from the next bytes of `shard`, what ShardChunks gave on the same rank of the same
   // layout, stage, world size and precision (kFailedPrecondition otherwise). Not collective.
   // After an error the state is undefined (the caller fails the load). Stages 1-2 then need
   // GatherAfterLoad on every rank.
@@ -192,7 +193,7 @@ class ZeroState : public model::ParamAccess {
   void ExcludeFromNorm(int module);
 
   // Resharding (docs/checkpoints.md), without the whole state in memory. A shard's header (what
-  // ShardPieces wrote first), read from the front of `shard` and checked against `layout` and
+  // ShardChunks wrote first), read from the front of `shard` and checked against `layout` and
   // the size left: the writer's stage, storage dtype and partition (Partition::ForStage with its
   // `reduce_bucket_size`). Three arrays follow it, partition.owned_total() floats each: the fp32
   // weights (the parameters, or the master weights under mixed precision), Adam's m and v; piece
@@ -360,7 +361,7 @@ class ZeroState : public model::ParamAccess {
   // NVMe offload: optimizer array `which` of owned elements [at, at + n) from the next bytes of
   // `source`; the shard's arrays through one staging copy.
   absl::Status SwapInFrom(env::ByteSource& source, int which, int64_t at, int64_t n);
-  absl::StatusOr<std::vector<absl::string_view>> SwappedShardPieces();
+  absl::StatusOr<env::ChunkSource> SwappedShardChunks();
   static constexpr int64_t kSwapSelfTestBytes = int64_t{64} << 20;
   std::unique_ptr<offload::SwapEngine> swap_engine_;
   std::unique_ptr<offload::SwapDir> swap_dir_;
@@ -368,7 +369,7 @@ class ZeroState : public model::ParamAccess {
   std::vector<UpdateWindow> windows_;
   // Whether parameter i is handed out in its 16-bit storage (bf16 matrix weights).
   bool Direct16(int param) const;
-  std::vector<char> host_staging_;   // ShardPieces / LoadShard on a device without host access
+  std::vector<char> host_staging_;   // ShardChunks / LoadShard on a device without host access
   std::vector<Piece> store_pieces_;  // BeginStoreOwned .. FinishStoreOwned: partition_'s owned
   std::vector<ModuleState> modules_;
   int64_t optimizer_sub_groups_ = 0;

@@ -38,13 +38,13 @@ ShardHeader MakeHeader(int stage, const Partition& p, DType storage, int64_t lay
 
 }  // namespace
 
-absl::StatusOr<std::vector<absl::string_view>> ZeroState::ShardPieces(std::string* head) {
+absl::StatusOr<env::ChunkSource> ZeroState::ShardChunks(std::string* head) {
   if (!Idle()) return absl::FailedPreconditionError("checkpoint shard: only between steps");
   const ShardHeader h = MakeHeader(config_.stage, partition_, storage_, layout_.total());
   head->append(reinterpret_cast<const char*>(&h), sizeof(h));
   const int64_t n = partition_.owned_total();
   // Parameters: this rank's chunks in unit order (mixed: the fp32 master weights), then m, v.
-  if (swap_ != nullptr) return SwappedShardPieces();
+  if (swap_ != nullptr) return SwappedShardChunks();
   std::vector<View> views;
   if (mixed()) {
     views.push_back(master_.view());
@@ -58,7 +58,7 @@ absl::StatusOr<std::vector<absl::string_view>> ZeroState::ShardPieces(std::strin
   std::vector<absl::string_view> pieces;
   if (ops_->host_accessible()) {
     for (const View& v : views) pieces.emplace_back(static_cast<const char*>(v.data()), v.bytes());
-    return pieces;
+    return env::PiecesSource(std::move(pieces));
   }
   size_t total = 0;
   for (const View& v : views) total += v.bytes();
@@ -70,7 +70,7 @@ absl::StatusOr<std::vector<absl::string_view>> ZeroState::ShardPieces(std::strin
     at += v.bytes();
   }
   DT_RETURN_IF_ERROR(ops_->status());
-  return pieces;
+  return env::PiecesSource(std::move(pieces));
 }
 
 absl::Status ZeroState::LoadShard(env::ByteSource& shard) {
@@ -230,29 +230,43 @@ absl::Status ZeroState::SwapInFrom(env::ByteSource& source, int which, int64_t a
   return absl::OkStatus();
 }
 
-// NVMe offload: the shard's arrays read from the swap file into one staging copy (docs/offload.md,
-// "Checkpoints": the save holds the rank's optimizer state in memory while it writes).
-absl::StatusOr<std::vector<absl::string_view>> ZeroState::SwappedShardPieces() {
+// NVMe offload: the shard's arrays come out of the swap file a piece at a time through the swap's
+// own buffer (docs/offload.md, "Checkpoints"), so a save holds no more of the optimizer state in
+// memory than the training does.
+absl::StatusOr<env::ChunkSource> ZeroState::SwappedShardChunks() {
   const int64_t n = partition_.owned_total();
-  const size_t array_bytes = static_cast<size_t>(n) * sizeof(float);
-  host_staging_.resize(3 * array_bytes);
-  float* out = reinterpret_cast<float*>(host_staging_.data());
-  std::vector<absl::string_view> pieces;
-  if (mixed()) {
-    DT_RETURN_IF_ERROR(swap_->ReadRange(SwapArray(0), 0, n, out));
-    pieces.emplace_back(host_staging_.data(), array_bytes);
-  } else {
+  std::vector<absl::string_view> params;  // fp32: the parameters themselves, in memory
+  if (!mixed()) {
     for (const Unit& unit : partition_.units()) {
       const View v = params_.view().Sub(ParamChunk(unit), unit.chunk);
-      pieces.emplace_back(static_cast<const char*>(v.data()), v.bytes());
+      params.emplace_back(static_cast<const char*>(v.data()), v.bytes());
     }
   }
-  for (int which : {1, 2}) {
-    char* at = host_staging_.data() + which * array_bytes;
-    DT_RETURN_IF_ERROR(swap_->ReadRange(SwapArray(which), 0, n, reinterpret_cast<float*>(at)));
-    pieces.emplace_back(at, array_bytes);
-  }
-  return pieces;
+  struct Cursor {
+    env::ChunkSource params;
+    bool params_done = false;
+    int which;  // the optimizer array being read: 0 (mixed: master), 1 (m), 2 (v); 3: done
+    int64_t at = 0;
+  };
+  auto cursor = std::make_shared<Cursor>(
+      Cursor{env::PiecesSource(std::move(params)), false, mixed() ? 0 : 1});
+  return [this, n, cursor]() -> absl::StatusOr<absl::string_view> {
+    if (!cursor->params_done) {
+      DT_ASSIGN_OR_RETURN(const absl::string_view piece, cursor->params());
+      if (!piece.empty()) return piece;
+      cursor->params_done = true;
+    }
+    while (cursor->which <= 2 && cursor->at == n) {
+      ++cursor->which;
+      cursor->at = 0;
+    }
+    if (cursor->which > 2) return absl::string_view();
+    DT_ASSIGN_OR_RETURN(const absl::Span<const float> chunk,
+                        swap_->ReadChunk(SwapArray(cursor->which), cursor->at, n - cursor->at));
+    cursor->at += static_cast<int64_t>(chunk.size());
+    return absl::string_view(reinterpret_cast<const char*>(chunk.data()),
+                             chunk.size() * sizeof(float));
+  };
 }
 
 }  // namespace dstrain::zero

@@ -2,8 +2,9 @@
 # NVMe optimizer offload end to end through the CLI (docs/offload.md): two processes (dstrain
 # launch, Gloo) in bf16 at ZeRO stages 2 and 3 with zero_optimization.offload_optimizer.device
 # "nvme" train to the same final weights and losses, bitwise, as the same job with the state in
-# memory; the log carries the swap engine's self-test, the metrics the swap file's size, and
-# nothing is left under nvme_path afterwards. A bad nvme_path is refused before training, naming
+# memory; the log carries the swap engine's self-test, the metrics the swap file's size (which
+# `dstrain estimate` gave before the run, as it gave the memory left), and nothing is left under
+# nvme_path afterwards. A bad nvme_path is refused before training, naming
 # the path.
 set -euo pipefail
 ws="$TEST_SRCDIR/$TEST_WORKSPACE"
@@ -55,6 +56,21 @@ for a, b in zip(memory, nvme):
 print(f"stage {sys.argv[3]}: 20 steps and final weights bitwise equal; "
       f"nvme {nvme[-1]['nvme_bytes']} bytes, optimizer_state in memory "
       f"{nvme[-1]['mem_bytes']['optimizer_state']} vs {memory[-1]['mem_bytes']['optimizer_state']}")
+PY
+  # `dstrain estimate` told each figure before the run: the optimizer state left in memory (the
+  # swap's buffers) and the swap file's bytes, and the in-memory state of the job without offload.
+  "$dstrain" estimate "$out/nvme_s$stage.json" --world 2 --json > "$out/estimate_s$stage.json"
+  /usr/bin/python3 - "$out/estimate_s$stage.json" "$out/m_memory_s$stage.jsonl" \
+    "$out/m_nvme_s$stage.jsonl" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))["offload_optimizer"]
+memory = json.loads(open(sys.argv[2]).readlines()[-1])
+nvme = json.loads(open(sys.argv[3]).readlines()[-1])
+assert e["nvme"]["nvme_bytes"] == nvme["nvme_bytes"], (e, nvme)
+assert e["nvme"]["optimizer_state_bytes"] == nvme["mem_bytes"]["optimizer_state"], (e, nvme)
+assert e["none"]["optimizer_state_bytes"] == memory["mem_bytes"]["optimizer_state"], (e, memory)
+assert e["none"]["nvme_bytes"] == 0 and e["cpu"] == e["none"], e
+print("estimate matches the allocator and the swap file:", e["nvme"])
 PY
   # The job's swap files are gone with it.
   if [[ -n "$(ls -A "$nvme")" ]]; then

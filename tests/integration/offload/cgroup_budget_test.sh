@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The memory-budget run of docs/offload.md under a real limit: a cgroup memory limit (v1
+# memory.limit_in_bytes or v2 memory.max) set below what a job needs with its optimizer state in
+# memory. The job is killed for memory without offload and trains to its last step with the state
+# on NVMe (zero_optimization.offload_optimizer.device "nvme"); each run's peak resident memory
+# (the cgroup's own high-water mark) is printed beside the limit. Runs outside Bazel's sandbox
+# (tag "local"), which mounts the cgroup file system read-only; where no memory cgroup can be
+# made (no controller, no permission), the test reports itself skipped through the JUnit XML.
+set -euo pipefail
+ws="$TEST_SRCDIR/$TEST_WORKSPACE"
+dstrain="$ws/client/cli/dstrain"
+text="$ws/deploy/local/demo/tinyshakespeare.txt"
+out="$TEST_TMPDIR/budget"
+nvme="$TEST_TMPDIR/nvme"
+mkdir -p "$out" "$nvme"
+
+skip() {
+  echo "SKIPPED: $1"
+  if [[ -n "${XML_OUTPUT_FILE:-}" ]]; then
+    cat > "$XML_OUTPUT_FILE" <<XML
+<?xml version="1.0" encoding="UTF-8"?>
+<testsuites><testsuite name="cgroup_budget_test" tests="1"><testcase name="cgroup_budget" result="skipped"><skipped message="$1"/></testcase></testsuite></testsuites>
+XML
+  fi
+  exit 0
+}
+
+# ---- a memory cgroup of our own, below the one this test runs in ----
+if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+  version=2
+  parent="/sys/fs/cgroup$(awk -F: '$1 == "0" {print $3}' /proc/self/cgroup)"
+  grep -qw memory "$parent/cgroup.subtree_control" 2>/dev/null ||
+    echo +memory > "$parent/cgroup.subtree_control" 2>/dev/null || skip "no memory controller for child cgroups of $parent"
+  limit_file=memory.max peak_file=memory.peak
+elif [[ -d /sys/fs/cgroup/memory ]]; then
+  version=1
+  parent="/sys/fs/cgroup/memory$(awk -F: '$2 == "memory" {print $3}' /proc/self/cgroup)"
+  limit_file=memory.limit_in_bytes peak_file=memory.max_usage_in_bytes
+else
+  skip "no memory cgroup hierarchy under /sys/fs/cgroup"
+fi
+groups=()
+cleanup() {
+  for g in "${groups[@]}"; do
+    [[ -d "$g" ]] || continue
+    while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done < "$g/cgroup.procs"
+    sleep 0.2
+    rmdir "$g" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+new_group() {  # name limit_bytes|max -> path
+  local g="$parent/dstrain-budget-$$-$1"
+  mkdir "$g" 2>/dev/null || return 1
+  groups+=("$g")
+  if [[ "$2" != max ]]; then
+    echo "$2" > "$g/$limit_file" || return 1
+    # No swapping around the limit (v1 counts memory+swap separately).
+    [[ $version == 2 ]] && echo 0 > "$g/memory.swap.max" 2>/dev/null || true
+  fi
+  echo "$g"
+}
+probe=$(new_group probe max) || skip "cannot create a memory cgroup under $parent (read-only or no permission)"
+[[ -f "$probe/$peak_file" ]] || skip "$probe has no $peak_file (kernel too old)"
+
+# ---- the job: its optimizer state (fp32 m and v, 8 bytes per parameter) a large share ----
+make_job() {  # file offload(0|1)
+  /usr/bin/python3 - "$text" "$1" "$2" "$nvme" <<'PY'
+import json, sys
+text, dst, offload, nvme = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+zero = {"stage": 1, "sub_group_size": 1 << 20}
+if offload:
+    zero["offload_optimizer"] = {"device": "nvme", "nvme_path": nvme, "buffer_count": 2,
+                                 "pipeline_read": True, "pipeline_write": True}
+json.dump({
+    "train_batch_size": 2,
+    "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+    "zero_optimization": zero,
+    "model": {"type": "gpt", "n_layer": 6, "n_head": 8, "n_embd": 512, "vocab_size": 256,
+              "block_size": 64, "init_seed": 1},
+    "data": {"train": text, "seq_len": 64, "seed": 1},
+    "job": {"name": "budget", "train_steps": 4, "eval_every": 0},
+}, open(dst, "w"))
+PY
+}
+make_job "$out/memory.json" 0
+make_job "$out/nvme.json" 1
+
+run_in() {  # group job metrics -> exit status of the training
+  local status=0
+  (echo "$BASHPID" > "$1/cgroup.procs" &&
+    exec "$dstrain" train "$2" --threads 2 --metrics-out "$3") > "$3.log" 2>&1 || status=$?
+  return $status
+}
+steps() { [[ -f "$1" ]] && wc -l < "$1" || echo 0; }
+
+# 1. Unlimited: the job's own peak, and its optimizer state's bytes.
+free_run=$(new_group free max)
+run_in "$free_run" "$out/memory.json" "$out/m_free.jsonl"
+peak_free=$(cat "$free_run/$peak_file")
+state=$(/usr/bin/python3 -c '
+import json, sys
+print(json.loads(open(sys.argv[1]).readlines()[-1])["mem_bytes"]["optimizer_state"])' "$out/m_free.jsonl")
+limit=$((peak_free - state / 2))
+echo "unlimited: peak ${peak_free} bytes, optimizer state ${state} bytes; limit set to ${limit}"
+
+# 2. Under the limit, the state in memory: killed for memory before its last step.
+tight=$(new_group tight "$limit")
+if run_in "$tight" "$out/memory.json" "$out/m_tight.jsonl"; then
+  echo "the job trained under a limit below its needs (peak $(cat "$tight/$peak_file"))" >&2
+  exit 1
+fi
+[[ $(steps "$out/m_tight.jsonl") -lt 4 ]]
+if [[ $version == 1 ]]; then
+  grep -q "oom_kill [1-9]" "$tight/memory.oom_control" || [[ $(cat "$tight/memory.failcnt") -gt 0 ]]
+else
+  grep -q "oom_kill [1-9]" "$tight/memory.events"
+fi
+echo "in memory under the limit: failed for memory after $(steps "$out/m_tight.jsonl") steps"
+
+# 3. Under the same limit, the state on NVMe: all four steps, the peak within the limit.
+offloaded=$(new_group nvme "$limit")
+run_in "$offloaded" "$out/nvme.json" "$out/m_nvme.jsonl" || {
+  cat "$out/m_nvme.jsonl.log" >&2
+  exit 1
+}
+[[ $(steps "$out/m_nvme.jsonl") -eq 4 ]]
+peak_nvme=$(cat "$offloaded/$peak_file")
+[[ $peak_nvme -le $limit ]]
+grep -q "offload: optimizer state on NVMe" "$out/m_nvme.jsonl.log"
+echo "nvme under the limit: 4 steps, peak ${peak_nvme} bytes (limit ${limit}, cgroup v${version})"
+echo "cgroup_budget_test: passed"
