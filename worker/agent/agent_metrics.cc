@@ -145,6 +145,17 @@ AgentMetrics::AgentMetrics(const Clock* clock)
                "Device memory of the rank-0 trainer on a GPU: in_use after the last step, peak "
                "so far.")
            .Register(r);
+  nvme_family_ = &BuildGauge()
+                      .Name("dstrain_train_nvme_bytes")
+                      .Help("Optimizer state of the rank-0 trainer in swap files (NVMe offload).")
+                      .Register(r);
+  swap_wait_family_ =
+      &BuildCounter()
+           .Name("dstrain_train_swap_wait_seconds_total")
+           .Help(
+               "Seconds the rank-0 trainer's optimizer step waited for swap I/O (NVMe "
+               "offload; not hidden by compute).")
+           .Register(r);
   step_seconds_family_ = &BuildHistogram()
                               .Name("dstrain_train_step_seconds")
                               .Help("Wall time of optimizer steps of the rank-0 trainer.")
@@ -313,6 +324,22 @@ void AgentMetrics::ObserveDeviceMemory(int slot, std::optional<int64_t> in_use,
   }
 }
 
+void AgentMetrics::ObserveOffload(int slot, std::optional<int64_t> nvme_bytes,
+                                  std::optional<double> swap_wait_seconds) {
+  if (!nvme_bytes.has_value() && !swap_wait_seconds.has_value()) return;
+  absl::MutexLock lock(&mu_);
+  if (nvme_bytes.has_value()) {
+    SlotGauges& g = gauges_[slot];
+    if (g.nvme == nullptr) g.nvme = &nvme_family_->Add(SlotLabel(slot));
+    g.nvme->Set(static_cast<double>(*nvme_bytes));
+  }
+  if (swap_wait_seconds.has_value()) {
+    SlotCounters& c = CountersLocked(slot);
+    if (c.swap_wait == nullptr) c.swap_wait = &swap_wait_family_->Add(SlotLabel(slot));
+    if (*swap_wait_seconds > 0) c.swap_wait->Increment(*swap_wait_seconds);
+  }
+}
+
 void AgentMetrics::ClearTrainingGauges(int slot) {
   absl::MutexLock lock(&mu_);
   const auto it = gauges_.find(slot);
@@ -330,6 +357,7 @@ void AgentMetrics::ClearTrainingGauges(int slot) {
   for (const auto& [category, gauge] : g.memory) memory_family_->Remove(gauge);
   remove(device_memory_family_, g.device_in_use);
   remove(device_memory_family_, g.device_peak);
+  remove(nvme_family_, g.nvme);
   for (const auto& [stage, gauges] : g.stages) {
     for (size_t i = 0; i < stage_families_.size(); ++i) stage_families_[i]->Remove(gauges[i]);
   }

@@ -41,6 +41,11 @@
 //                                                            in_use after the last step, peak
 //                                                            so far; only from lines that carry
 //                                                            it (a trainer on a GPU)
+//   dstrain_train_nvme_bytes                      gauge      bytes of optimizer state in swap
+//                                                            files (NVMe offload); only from
+//                                                            lines that carry it
+//   dstrain_train_swap_wait_seconds_total         counter    time the optimizer step waited for
+//                                                            swap I/O (not hidden by compute)
 // clang-format on
 // The gauges of a slot are removed when its rank-0 trainer ends (no stale loss after a job);
 // counters and the histograms keep their totals.
@@ -109,6 +114,10 @@ class AgentMetrics {
   // The device memory a metrics line of the rank-0 trainer in `slot` reported; what it did not
   // report is left as it was (never set: absent).
   void ObserveDeviceMemory(int slot, std::optional<int64_t> in_use, std::optional<int64_t> peak);
+  // NVMe offload's figures from the same line: the swap files' bytes and the step's seconds
+  // waiting for them; nothing when the line has none (no offload).
+  void ObserveOffload(int slot, std::optional<int64_t> nvme_bytes,
+                      std::optional<double> swap_wait_seconds);
   // Removes the gauges of `slot` (its rank-0 trainer ended).
   void ClearTrainingGauges(int slot);
 
@@ -123,6 +132,7 @@ class AgentMetrics {
     std::map<std::string, prometheus::Gauge*> memory;  // by category
     prometheus::Gauge* device_in_use = nullptr;
     prometheus::Gauge* device_peak = nullptr;
+    prometheus::Gauge* nvme = nullptr;
     // A pipelined job's stages: bubble fraction, compute seconds, point-to-point bytes sent so
     // far and memory peak, by stage.
     std::map<int, std::array<prometheus::Gauge*, 4>> stages;
@@ -135,6 +145,7 @@ class AgentMetrics {
     prometheus::Counter* comm_wait = nullptr;
     prometheus::Histogram* checkpoint_seconds = nullptr;
     prometheus::Counter* checkpoint_bytes = nullptr;
+    prometheus::Counter* swap_wait = nullptr;  // made on the first line that reports it
   };
 
   void RefreshHeartbeatAge() const;
@@ -164,6 +175,8 @@ class AgentMetrics {
   prometheus::Family<prometheus::Gauge>* tokens_per_second_family_;
   prometheus::Family<prometheus::Gauge>* memory_family_;
   prometheus::Family<prometheus::Gauge>* device_memory_family_;
+  prometheus::Family<prometheus::Gauge>* nvme_family_;
+  prometheus::Family<prometheus::Counter>* swap_wait_family_;
   // Per pipeline stage, in SlotGauges::stages' order.
   std::array<prometheus::Family<prometheus::Gauge>*, 4> stage_families_;
   prometheus::Family<prometheus::Histogram>* step_seconds_family_;

@@ -169,6 +169,25 @@ TEST(AgentMetrics, PipelineStagesByStage) {
   EXPECT_THAT(metrics.Serialize(), Not(HasSubstr("dstrain_train_pipeline_bubble_fraction{")));
 }
 
+TEST(AgentMetrics, OffloadOnlyWhenReported) {
+  AgentMetrics metrics;
+  metrics.ObserveStep(0, Step(1, 2.5), 0);
+  metrics.ObserveOffload(0, std::nullopt, std::nullopt);  // no offload
+  EXPECT_THAT(metrics.Serialize(), Not(HasSubstr("dstrain_train_nvme_bytes{")));
+  EXPECT_THAT(metrics.Serialize(), Not(HasSubstr("dstrain_train_swap_wait_seconds_total{")));
+  metrics.ObserveOffload(0, int64_t{3} << 30, 0.25);
+  metrics.ObserveOffload(0, int64_t{3} << 30, 0.5);
+  std::string text = metrics.Serialize();
+  EXPECT_THAT(text, HasSubstr("dstrain_train_nvme_bytes{slot=\"0\"} 3221225472\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_swap_wait_seconds_total{slot=\"0\"} 0.75\n"));
+  ExpectLintClean(text);
+  // The gauge goes with the trainer; the counter keeps its total.
+  metrics.ClearTrainingGauges(0);
+  text = metrics.Serialize();
+  EXPECT_THAT(text, Not(HasSubstr("dstrain_train_nvme_bytes{")));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_swap_wait_seconds_total{slot=\"0\"} 0.75\n"));
+}
+
 TEST(AgentMetrics, DeviceMemoryOnlyWhenReported) {
   AgentMetrics metrics;
   metrics.ObserveStep(0, Step(1, 2.5), 0);

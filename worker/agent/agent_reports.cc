@@ -99,6 +99,7 @@ void Agent::Flush(Trainer& t, absl::Time now) {
       metrics_->ObserveStep(t.assignment.slot(), parsed->metrics, parsed->skipped_increment);
       metrics_->ObserveDeviceMemory(t.assignment.slot(), parsed->device_mem_bytes,
                                     parsed->device_mem_peak_bytes);
+      metrics_->ObserveOffload(t.assignment.slot(), parsed->nvme_bytes, parsed->swap_wait_seconds);
     }
     Report report;
     report.request = NewReport(t);

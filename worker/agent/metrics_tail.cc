@@ -157,6 +157,11 @@ absl::StatusOr<ParsedStep> StepMetricsParser::Parse(absl::string_view line, absl
     const int64_t bytes = AsInt(*it, -1);
     if (bytes >= 0) *field = bytes;
   }
+  if (const auto it = j.find("nvme_bytes"); it != j.end()) {
+    const int64_t bytes = AsInt(*it, -1);
+    if (bytes >= 0) out.nvme_bytes = bytes;
+  }
+  if (number("swap_wait_s", &v) && v >= 0) out.swap_wait_seconds = v;
   if (const auto it = j.find("skipped"); it != j.end()) {
     int64_t total = skipped_;
     if (it->is_boolean()) {

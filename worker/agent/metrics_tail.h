@@ -54,6 +54,10 @@ struct ParsedStep {
   // the step ("device_mem_bytes") and the most in use so far ("device_mem_peak_bytes").
   std::optional<int64_t> device_mem_bytes;
   std::optional<int64_t> device_mem_peak_bytes;
+  // NVMe offload, when the line has it: the swap files' bytes ("nvme_bytes") and the seconds the
+  // step waited for them ("swap_wait_s").
+  std::optional<int64_t> nvme_bytes;
+  std::optional<double> swap_wait_seconds;
 };
 
 // Maps JSONL keys onto StepMetrics: step, loss, lr, grad_norm, loss_scale; tokens_per_s →
@@ -62,7 +66,8 @@ struct ParsedStep {
 // flag (true/false; the parser keeps the running count) or a cumulative count (a number). "time"
 // (Unix seconds) when present, else the time the agent read the line. A JSON null (how the
 // trainer writes a non-finite float) becomes NaN. device_mem_bytes and device_mem_peak_bytes (a
-// number >= 0) go to ParsedStep, not StepMetrics. Unknown keys are ignored.
+// number >= 0) go to ParsedStep, not StepMetrics, as do nvme_bytes and swap_wait_s (numbers >= 0).
+// Unknown keys are ignored.
 class StepMetricsParser {
  public:
   explicit StepMetricsParser(int32_t attempt) : attempt_(attempt) {}

@@ -166,6 +166,22 @@ TEST(StepMetricsParser, ReadsDeviceMemory) {
   EXPECT_FALSE(p->device_mem_peak_bytes.has_value());
 }
 
+TEST(StepMetricsParser, ReadsOffload) {
+  StepMetricsParser parser(1);
+  const absl::Time now = absl::Now();
+  auto p = parser.Parse(R"({"step":1,"nvme_bytes":1462272,"swap_wait_s":0.0125})", now);
+  ASSERT_THAT(p, IsOk());
+  EXPECT_EQ(p->nvme_bytes, int64_t{1462272});
+  EXPECT_EQ(p->swap_wait_seconds, 0.0125);
+  p = parser.Parse(R"({"step":2,"nvme_bytes":-1,"swap_wait_s":"slow"})", now);
+  ASSERT_THAT(p, IsOk());
+  EXPECT_FALSE(p->nvme_bytes.has_value());
+  EXPECT_FALSE(p->swap_wait_seconds.has_value());
+  p = parser.Parse(R"({"step":3})", now);
+  ASSERT_THAT(p, IsOk());
+  EXPECT_FALSE(p->nvme_bytes.has_value()) << "no offload";
+}
+
 TEST(StepMetricsParser, CountsSkippedStepsAndReadsOptionalKeys) {
   StepMetricsParser parser(1);
   const absl::Time now = absl::FromUnixSeconds(1'700'000'000);
