@@ -1,7 +1,9 @@
 #include "worker/offload/swap_engine.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -249,10 +251,34 @@ TEST_F(SwapDirTest, ChecksThePathBeforeWritingAnything) {
 }
 
 TEST_F(SwapDirTest, NotWritableIsRefused) {
-  if (::geteuid() == 0) GTEST_SKIP() << "root writes into any directory; run as a user";
   ASSERT_EQ(::mkdir((root_ + "/ro").c_str(), 0500), 0);
-  EXPECT_THAT(SwapDir::Prepare(root_ + "/ro", "j", 0, 0).status(),
-              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("not writable")));
+  SwapDir::Options options;
+  if (::geteuid() == 0) {
+    // Root writes into any directory: play the access(2) a user would get.
+    options.access_path = [](const char*, int) {
+      errno = EACCES;
+      return -1;
+    };
+  }
+  EXPECT_THAT(SwapDir::Prepare(root_ + "/ro", "j", 0, 0, options).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       AllOf(HasSubstr("not writable"), HasSubstr(root_ + "/ro"))));
+}
+
+TEST_F(SwapDirTest, MemoryFileSystemsAreRefused) {
+  for (const int64_t magic : {int64_t{TMPFS_MAGIC}, int64_t{RAMFS_MAGIC}}) {
+    SwapDir::Options options;
+    options.fs_type = [magic](const char*) { return magic; };
+    EXPECT_THAT(SwapDir::Prepare(root_, "j", 0, 0, options).status(),
+                StatusIs(absl::StatusCode::kFailedPrecondition,
+                         AllOf(HasSubstr(root_), HasSubstr("which is memory"))));
+  }
+  // The real thing where the machine has one.
+  struct statfs fs;
+  if (::statfs("/dev/shm", &fs) == 0 && fs.f_type == TMPFS_MAGIC) {
+    EXPECT_THAT(SwapDir::Prepare("/dev/shm", "j", 0, 0).status(),
+                StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("/dev/shm")));
+  }
 }
 
 TEST_F(SwapDirTest, OneLiveRunPerJobAndRankAndNothingLeftBehind) {

@@ -1,8 +1,10 @@
 #include "worker/offload/swap_file.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -46,12 +48,29 @@ absl::StatusOr<std::unique_ptr<SwapDir>> SwapDir::Prepare(const std::string& nvm
                                                           int64_t bytes_needed, Options options) {
   std::function<int(const char*, int, mode_t)> open_file = options.open_file;
   if (!open_file) open_file = [](const char* p, int f, mode_t m) { return ::open(p, f, m); };
+  std::function<int(const char*, int)> access_path = options.access_path;
+  if (!access_path) access_path = [](const char* p, int mode) { return ::access(p, mode); };
+  std::function<int64_t(const char*)> fs_type = options.fs_type;
+  if (!fs_type) {
+    fs_type = [](const char* p) -> int64_t {
+      struct statfs fs;
+      return ::statfs(p, &fs) == 0 ? static_cast<int64_t>(fs.f_type) : -1;
+    };
+  }
   struct stat st;
   if (::stat(nvme_path.c_str(), &st) != 0) return Errno("nvme_path", nvme_path);
   if (!S_ISDIR(st.st_mode)) {
     return absl::FailedPreconditionError(absl::StrCat(nvme_path, ": nvme_path is not a directory"));
   }
-  if (::access(nvme_path.c_str(), W_OK | X_OK) != 0) return Errno("not writable", nvme_path);
+  if (access_path(nvme_path.c_str(), W_OK | X_OK) != 0) return Errno("not writable", nvme_path);
+  // Memory-backed file systems take O_DIRECT on recent kernels, but their pages are memory: the
+  // offloaded state would use as much of it as before, and more with the swap's buffers.
+  const int64_t type = fs_type(nvme_path.c_str());
+  if (type == TMPFS_MAGIC || type == RAMFS_MAGIC) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        nvme_path, ": nvme_path is on ", type == TMPFS_MAGIC ? "tmpfs" : "ramfs",
+        ", which is memory: offloading there frees none; put nvme_path on a local disk"));
+  }
   const std::string job_dir = env::JoinPath(nvme_path, "dstrain-" + SafeName(job));
   const std::string lock_path = absl::StrCat(job_dir, ".rank", rank, ".lock");
   const int lock_fd = open_file(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);

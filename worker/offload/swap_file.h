@@ -24,11 +24,15 @@ namespace dstrain::offload {
 class SwapDir {
  public:
   struct Options {
-    // open(2), replaceable so a test can play a file system that refuses O_DIRECT.
+    // open(2), access(2) and statfs(2)'s f_type, replaceable so a test can play a file system
+    // that refuses O_DIRECT, a directory root cannot write to, or tmpfs.
     std::function<int(const char* path, int flags, mode_t mode)> open_file;
+    std::function<int(const char* path, int mode)> access_path;
+    std::function<int64_t(const char* path)> fs_type;  // -1: statfs failed
   };
-  // Checks `nvme_path` — it exists, is a directory, is writable, takes O_DIRECT files and has
-  // `bytes_needed` bytes free — and creates <nvme_path>/dstrain-<job>/rank<rank>, held with a lock
+  // Checks `nvme_path` — it exists, is a directory, is writable, is not memory (tmpfs, ramfs:
+  // state moved there would stay in memory), takes O_DIRECT files and has `bytes_needed` bytes
+  // free — and creates <nvme_path>/dstrain-<job>/rank<rank>, held with a lock
   // so that two live runs of one job and rank cannot share it (a directory left by a killed run
   // is removed first). Errors name the path and, for space, the bytes needed and free:
   // kNotFound, kFailedPrecondition (not a directory, no O_DIRECT, in use), kPermissionDenied,
