@@ -1,6 +1,6 @@
 // Where a rank's swapped state lives on disk: the rank's directory under the job's nvme_path
 // (checked before anything is written), its O_DIRECT files, and the bandwidth self-test logged at
-// start (docs/offload.md, "NVMe").
+// start (docs/offload.md, "Files").
 //
 //   DT_ASSIGN_OR_RETURN(auto dir, SwapDir::Prepare(nvme_path, "job-7", rank, bytes_needed));
 //   DT_ASSIGN_OR_RETURN(auto file, SwapFile::Create(dir->Join("optimizer.swp"), bytes));

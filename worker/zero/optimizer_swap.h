@@ -1,8 +1,8 @@
-// OptimizerSwap: ZeRO-Infinity's optimizer state on NVMe (docs/offload.md, "NVMe"). The arrays a
-// rank's optimizer keeps for its owned elements — fp32 master weights under mixed precision, then
-// Adam's m and v — live in one O_DIRECT file, cut into the windows the update walks (sub-groups
-// of at most sub_group_size elements). A window's arrays sit back to back in the file, each
-// aligned to kIoAlign, so one read brings the window in:
+// OptimizerSwap: ZeRO-Infinity's optimizer state on NVMe (docs/offload.md, "Layout and the
+// update"). The arrays a rank's optimizer keeps for its owned elements — fp32 master weights under
+// mixed precision, then Adam's m and v — live in one O_DIRECT file, cut into the windows the update
+// walks (sub-groups of at most sub_group_size elements). A window's arrays sit back to back in the
+// file, each aligned to kIoAlign, so one read brings the window in:
 //
 //   file: | window 0: a0 | a1 | a2 | window 1: a0 | a1 | a2 | ...      (a: the arrays)
 //
