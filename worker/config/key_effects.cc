@@ -30,8 +30,9 @@ constexpr KeyEffectRow RejectedBy(const char* path, const char* rejected_by) {
 
 // Reasons shared by several keys.
 constexpr char kOffloadHost[] =
-    "zero::ZeroState: a CUDA rank's host-resident optimizer state (on a CPU rank the state is in "
-    "host memory already: a note, no copy)";
+    "zero::ZeroState::Allocate: on a GPU rank pin_memory true and ratio < 1 are refused at start "
+    "(not built yet); on a CPU rank, whose state is in host memory already, a note says they "
+    "change nothing";
 constexpr char kTimers[] =
     "it configures DeepSpeed's throughput timer; dstrain times every step itself and reports "
     "milliseconds and tokens per second in its progress lines and metrics";

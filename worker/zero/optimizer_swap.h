@@ -26,10 +26,11 @@
 #include "worker/offload/swap_engine.h"
 #include "worker/offload/swap_file.h"
 #include "worker/tensor/allocator.h"
+#include "worker/zero/optimizer_home.h"
 
 namespace dstrain::zero {
 
-class OptimizerSwap {
+class OptimizerSwap final : public OptimizerHome {
  public:
   struct Options {
     int arrays = 2;  // 2 (fp32: m, v) or 3 (mixed: master, m, v)
@@ -53,31 +54,31 @@ class OptimizerSwap {
 
   // For each window in order: its arrays in memory (arrays[a] holds windows()[w] floats), then
   // written back.
-  using WindowFn = std::function<absl::Status(int w, float* const* arrays)>;
-  absl::Status Update(const WindowFn& fn);
+  absl::Status Update(const WindowFn& fn) override;
 
   // Between steps: floats [at, at + n) of array `a` in the owned space, out of or into host
   // memory, moving only the blocks the range covers (a block covered in part is read before it
   // is written).
-  absl::Status ReadRange(int a, int64_t at, int64_t n, float* dst);
-  absl::Status WriteRange(int a, int64_t at, int64_t n, const float* src);
+  absl::Status ReadRange(int a, int64_t at, int64_t n, float* dst) override;
+  absl::Status WriteRange(int a, int64_t at, int64_t n, const float* src) override;
   // Between steps, for streaming a checkpoint out without another copy in memory: the next
   // elements of array `a` from `at` (at most `max_n`, at least one), in the swap's own buffer,
   // valid until the next call on this OptimizerSwap.
-  absl::StatusOr<absl::Span<const float>> ReadChunk(int a, int64_t at, int64_t max_n);
+  absl::StatusOr<absl::Span<const float>> ReadChunk(int a, int64_t at, int64_t max_n) override;
   // Every array zero.
-  absl::Status Zero();
+  absl::Status Zero() override;
+  config::OffloadDevice device() const override { return config::OffloadDevice::kNvme; }
   // The start-up self-test: zeros written over the file's first windows (at least one, up to
   // `max_bytes`) with every buffer in flight, synced, then read back and checked. Only at start:
   // it overwrites the state with zeros.
   absl::StatusOr<offload::Bandwidth> SelfTest(int64_t max_bytes);
 
-  const std::vector<int64_t>& windows() const { return windows_; }
+  const std::vector<int64_t>& windows() const override { return windows_; }
   int64_t file_bytes() const { return file_->size(); }
   int64_t buffer_count() const { return buffer_count_; }
   int64_t buffer_bytes() const { return buffer_count_ * window_bytes_max_; }
   // Seconds the last Update waited for I/O (what the computation did not hide) and its total.
-  double last_wait_seconds() const { return last_wait_; }
+  double last_wait_seconds() const override { return last_wait_; }
   double last_update_seconds() const { return last_total_; }
 
  private:

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status/status_macros.h"
+#include "worker/device/cpu/cpu_ops.h"
 #include "worker/zero/stage0.h"
 #include "worker/zero/stage3.h"
 #include "worker/zero/stage_1_and_2.h"
@@ -144,12 +145,40 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
   DT_ASSIGN_OR_RETURN(grads_, Tensor::Zeros(a, grads_dtype_, {grad_elems}, MemoryCategory::kGrads));
   windows_ = UpdateWindows();
   const config::OffloadOptimizerConfig& o = config_.offload_optimizer;
-  if (o.device != config::OffloadDevice::kNone && !ops_->host_accessible()) {
-    return absl::UnimplementedError(absl::StrCat(
-        "zero_optimization.offload_optimizer.device: \"", config::OffloadDeviceName(o.device),
-        "\" on a ", ops_->Describe(), " rank is not implemented yet (CPU ranks only)"));
+  if (o.device != config::OffloadDevice::kNone) {
+    if (ops_->host_accessible()) {
+      host_ = ops_->allocator();  // a CPU rank's memory is host memory
+    } else {
+      // Not built yet on GPU ranks: pinned host buffers, a partial offload.
+      if (o.pin_memory) {
+        return absl::UnimplementedError(
+            "zero_optimization.offload_optimizer.pin_memory: true is not implemented yet on GPU "
+            "ranks (the host state is pageable memory); set it false");
+      }
+      if (o.ratio != 1.0) {
+        return absl::UnimplementedError(
+            absl::StrCat("zero_optimization.offload_optimizer.ratio: ", o.ratio,
+                         " (a partial offload) is not implemented yet on GPU ranks; set 1.0"));
+      }
+      if (offload.host != nullptr) {
+        host_ = offload.host;
+      } else {
+        own_host_ = std::make_unique<tensor::CpuAllocator>();
+        host_ = own_host_.get();
+      }
+      host_ops_ = std::make_unique<device::CpuOps>(host_);
+      int64_t most = 0;
+      for (const UpdateWindow& w : windows_) most = std::max(most, w.len);
+      DT_ASSIGN_OR_RETURN(host_grad_,
+                          Tensor::Empty(host_, grads_dtype_, {most}, MemoryCategory::kCommBuffers));
+      DT_ASSIGN_OR_RETURN(host_param_,
+                          Tensor::Empty(host_, storage_, {most}, MemoryCategory::kCommBuffers));
+    }
   }
   if (o.device == config::OffloadDevice::kNvme) return AllocateSwap(offload);
+  if (o.device == config::OffloadDevice::kCpu && !ops_->host_accessible()) {
+    return AllocateHost(offload);
+  }
   if (o.device == config::OffloadDevice::kCpu && offload.log) {
     offload.log(absl::StrCat(
         "note: zero_optimization.offload_optimizer.device \"cpu\": this rank computes on the CPU, "
@@ -200,8 +229,11 @@ absl::Status ZeroState::AllocateSwap(const OffloadContext& offload) {
   so.pipeline_read = o.pipeline_read;
   so.pipeline_write = o.pipeline_write;
   so.fast_init = o.fast_init;
-  DT_ASSIGN_OR_RETURN(swap_, OptimizerSwap::Create(std::move(lengths), so, swap_engine_.get(),
-                                                   *swap_dir_, ops_->allocator()));
+  DT_ASSIGN_OR_RETURN(
+      std::unique_ptr<OptimizerSwap> swap,
+      OptimizerSwap::Create(std::move(lengths), so, swap_engine_.get(), *swap_dir_, host_));
+  swap_ = swap.get();
+  home_ = std::move(swap);
   // Before the parameters arrive (SetParams): the test overwrites the state with zeros.
   DT_ASSIGN_OR_RETURN(const offload::Bandwidth bw, swap_->SelfTest(kSwapSelfTestBytes));
   if (offload.log) {
@@ -217,8 +249,22 @@ absl::Status ZeroState::AllocateSwap(const OffloadContext& offload) {
   return absl::OkStatus();
 }
 
+absl::Status ZeroState::AllocateHost(const OffloadContext& offload) {
+  std::vector<int64_t> lengths;
+  for (const UpdateWindow& w : windows_) lengths.push_back(w.len);
+  DT_ASSIGN_OR_RETURN(home_, HostOptimizerState::Create(lengths, mixed() ? 3 : 2, host_));
+  if (offload.log) {
+    offload.log(absl::StrFormat(
+        "offload: optimizer state in host memory (%.1f MB in %d sub-groups; the update runs on "
+        "the CPU, gradients and weights cross per sub-group)",
+        static_cast<double>(partition_.owned_total()) * 4 * (mixed() ? 3 : 2) / 1e6,
+        static_cast<int>(windows_.size())));
+  }
+  return absl::OkStatus();
+}
+
 int64_t ZeroState::swap_file_bytes() const { return swap_ ? swap_->file_bytes() : 0; }
-double ZeroState::swap_wait_seconds() const { return swap_ ? swap_->last_wait_seconds() : 0; }
+double ZeroState::swap_wait_seconds() const { return home_ ? home_->last_wait_seconds() : 0; }
 
 comm::CommBuffer ZeroState::Buf(const View& v) const {
   return comm::CommBuffer{v.data(), v.numel(), v.dtype(), v.device(),
@@ -388,9 +434,9 @@ absl::Status ZeroState::GatherMasterInto(const View& flat) {
   for (int u = 0; u < static_cast<int>(partition_.units().size()); ++u) {
     const Unit& unit = partition_.units()[u];
     const int64_t n = partition_.padded_numel(u);
-    Tensor swapped;  // NVMe offload: the chunk read in
+    Tensor swapped;  // offload: the chunk read in
     View mine;
-    if (swap_ != nullptr) {
+    if (home_ != nullptr) {
       DT_ASSIGN_OR_RETURN(swapped, Tensor::Empty(ops_->allocator(), DType::kF32, {unit.chunk},
                                                  MemoryCategory::kCommBuffers));
       mine = swapped.view();
@@ -422,12 +468,10 @@ absl::Status ZeroState::SetParams(View flat) {
     DT_RETURN_IF_ERROR(Wait(work));
     traffic_.broadcast += n * 4 * (dp_->size() - 1) / dp_->size();
   }
-  if (mixed() && swap_ != nullptr) {
-    // The swap file's padding is zero from its creation (or the last Zero()).
-    DT_RETURN_IF_ERROR(ops_->status());
+  if (mixed() && home_ != nullptr) {
+    // The home's padding is zero from its creation (or the last Zero()).
     for (const Piece& p : partition_.OwnedPieces()) {
-      DT_RETURN_IF_ERROR(
-          swap_->WriteRange(SwapArray(0), p.at, p.count, flat.Sub(p.flat, p.count).as<float>()));
+      DT_RETURN_IF_ERROR(ViewToHome(0, p.at, flat.Sub(p.flat, p.count)));
     }
   } else if (mixed()) {
     // The master weights take this rank's chunks; the 16-bit working copy is their rounding, in
@@ -443,24 +487,54 @@ absl::Status ZeroState::SetParams(View flat) {
 }
 
 absl::Status ZeroState::ReadMaster(int64_t at, const View& dst) {
-  if (swap_ == nullptr) {
+  if (home_ == nullptr) {
     ops_->Copy(dst, master_.view().Sub(at, dst.numel()));
     return ops_->status();
   }
-  // A CPU rank (the only one that swaps for now): dst is host memory.
+  return HomeToView(0, at, dst);
+}
+
+absl::Status ZeroState::HomeToView(int which, int64_t at, const View& dst) {
   DT_RETURN_IF_ERROR(ops_->status());
-  return swap_->ReadRange(SwapArray(0), at, dst.numel(), dst.as<float>());
+  if (ops_->host_accessible()) {
+    return home_->ReadRange(SwapArray(which), at, dst.numel(), dst.as<float>());
+  }
+  std::vector<float> staging(std::min(dst.numel(), kStoreStagingFloats));
+  for (int64_t done = 0; done < dst.numel();) {
+    const int64_t n = std::min<int64_t>(dst.numel() - done, staging.size());
+    DT_RETURN_IF_ERROR(home_->ReadRange(SwapArray(which), at + done, n, staging.data()));
+    ops_->CopyFromHost(dst.Sub(done, n), staging.data());
+    DT_RETURN_IF_ERROR(ops_->status());
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ZeroState::ViewToHome(int which, int64_t at, const View& src) {
+  DT_RETURN_IF_ERROR(ops_->status());
+  if (ops_->host_accessible()) {
+    return home_->WriteRange(SwapArray(which), at, src.numel(), src.as<float>());
+  }
+  std::vector<float> staging(std::min(src.numel(), kStoreStagingFloats));
+  for (int64_t done = 0; done < src.numel();) {
+    const int64_t n = std::min<int64_t>(src.numel() - done, staging.size());
+    ops_->CopyToHost(staging.data(), src.Sub(done, n));
+    DT_RETURN_IF_ERROR(ops_->status());
+    DT_RETURN_IF_ERROR(home_->WriteRange(SwapArray(which), at + done, n, staging.data()));
+    done += n;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ZeroState::ParamsFromMaster() {
-  if (swap_ == nullptr) {
+  if (home_ == nullptr) {
     for (const Unit& unit : partition_.units()) {
       ops_->Convert(params_.view().Sub(ParamChunk(unit), unit.chunk),
                     master_.view().Sub(unit.owned_offset, unit.chunk));
     }
     return ops_->status();
   }
-  // From NVMe through a bounded staging buffer.
+  // From the home through a bounded staging buffer.
   const int64_t most = std::min(partition_.owned_total(), kStoreStagingFloats);
   if (most == 0) return ops_->status();
   DT_ASSIGN_OR_RETURN(Tensor staging, Tensor::Empty(ops_->allocator(), DType::kF32, {most},
@@ -532,10 +606,11 @@ absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
         mixed() ? device::AdamWViews{master, g, m, v, p} : device::AdamWViews{p, g, m, v, View()},
         args);
   };
-  if (swap_ != nullptr) {
-    // Each window's state comes in from NVMe, is updated in its buffer and goes back; the CPU's
-    // kernels have finished when they return, before the write-back starts.
-    DT_RETURN_IF_ERROR(swap_->Update([&](int i, float* const* arrays) -> absl::Status {
+  if (home_ != nullptr && !ops_->host_accessible()) return AdamWOnHost(args);
+  if (home_ != nullptr) {
+    // A CPU rank's state from NVMe: each window is updated in its buffer and goes back; the
+    // CPU's kernels have finished when they return, before the write-back starts.
+    DT_RETURN_IF_ERROR(home_->Update([&](int i, float* const* arrays) -> absl::Status {
       const UpdateWindow& w = windows_[i];
       auto array = [&](int which) {
         return View::Flat(arrays[SwapArray(which)], DType::kF32, w.len);
@@ -549,6 +624,34 @@ absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
     update(w, mixed() ? master_.view().Sub(w.owned_at, w.len) : View(),
            exp_avg_.view().Sub(w.owned_at, w.len), exp_avg_sq_.view().Sub(w.owned_at, w.len));
   }
+  return ops_->status();
+}
+
+// ZeRO-Offload's step (docs/offload.md, "Host offload"): the gradients of a window, already
+// reduced, unscaled by args.grad_scale and clipped there, cross to the host; the CPU's AdamW
+// updates the window's state in its home (fp32: the weights cross too); the new weights cross back
+// (mixed: their 16-bit rounding, which the CPU kernel writes as the GPU's does). The arithmetic is
+// the same kernel's as on the GPU (kernels/adamw), element for element.
+absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
+  const View params = params_.view(), grads = grads_.view();
+  DT_RETURN_IF_ERROR(home_->Update([&](int i, float* const* arrays) -> absl::Status {
+    const UpdateWindow& w = windows_[i];
+    const View g = host_grad_.view().Sub(0, w.len), p = host_param_.view().Sub(0, w.len);
+    const View p_device = params.Sub(w.param_at, w.len);
+    ops_->CopyToHost(g.data(), grads.Sub(w.grad_at, w.len));
+    if (!mixed()) ops_->CopyToHost(p.data(), p_device);
+    DT_RETURN_IF_ERROR(ops_->status());
+    auto array = [&](int which) {
+      return View::Flat(arrays[SwapArray(which)], DType::kF32, w.len);
+    };
+    host_ops_->AdamW(mixed() ? device::AdamWViews{array(0), g, array(1), array(2), p}
+                             : device::AdamWViews{p, g, array(1), array(2), View()},
+                     args);
+    DT_RETURN_IF_ERROR(host_ops_->status());
+    // From pageable memory the copy has taken the bytes when it returns: `p` may be reused.
+    ops_->CopyFromHost(p_device, p.data());
+    return ops_->status();
+  }));
   return ops_->status();
 }
 

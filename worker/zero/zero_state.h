@@ -56,6 +56,7 @@
 #include "worker/model/param_access.h"
 #include "worker/model/param_layout.h"
 #include "worker/tensor/tensor.h"
+#include "worker/zero/optimizer_home.h"
 #include "worker/zero/optimizer_swap.h"
 #include "worker/zero/partition.h"
 #include "worker/zero/precision.h"
@@ -103,6 +104,9 @@ absl::Status AllReduceHostFloats(comm::Communicator& group, device::Ops& ops,
 // lines go (the bandwidth self-test, notes).
 struct OffloadContext {
   std::string job = "job";
+  // Host memory for the state and its staging on a GPU rank (accounted by category); null: the
+  // ZeroState's own CpuAllocator. Must outlive the ZeroState.
+  tensor::Allocator* host = nullptr;
   int rank = -1;  // the process's rank in the job; -1: the data-parallel rank
   config::AioConfig aio;
   std::function<void(const std::string&)> log;
@@ -129,10 +133,16 @@ class ZeroState : public model::ParamAccess {
   DType grads_dtype() const { return grads_dtype_; }
   bool mixed() const { return storage_ != DType::kF32; }
   const Partition& partition() const { return partition_; }
-  // The optimizer state's home: kNvme when it lives in swap files (optimizer_swap.h), else in
-  // memory (kCpu on a CPU rank is memory already).
+  // The optimizer state's home: kNvme when it lives in swap files (optimizer_swap.h), kCpu in
+  // host memory beside a GPU (optimizer_home.h), else kNone: the rank's own buffers (on a CPU
+  // rank "cpu" is that already).
   config::OffloadDevice optimizer_home() const {
-    return swap_ != nullptr ? config::OffloadDevice::kNvme : config::OffloadDevice::kNone;
+    return home_ != nullptr ? home_->device() : config::OffloadDevice::kNone;
+  }
+  // The host memory an offloaded optimizer keeps beside a GPU (its state and staging), by
+  // category; null where there is none.
+  const tensor::Allocator* host_allocator() const {
+    return home_ != nullptr && !ops_->host_accessible() ? host_ : nullptr;
   }
   // NVMe offload: the swap file's bytes and the last update's I/O seconds (total, unhidden).
   int64_t swap_file_bytes() const;
@@ -351,6 +361,14 @@ class ZeroState : public model::ParamAccess {
   };
   std::vector<UpdateWindow> UpdateWindows() const;
   absl::Status AllocateSwap(const OffloadContext& offload);
+  absl::Status AllocateHost(const OffloadContext& offload);
+  // The update with the state in its home on a GPU rank: per window, the gradients (and fp32
+  // weights) to the host, the CPU's AdamW there, the new weights back.
+  absl::Status AdamWOnHost(const device::AdamWArgs& args);
+  // Floats [at, at + n) of optimizer array `which` in its home, out of or into `view` (device
+  // memory on a GPU rank: through a bounded host staging buffer).
+  absl::Status HomeToView(int which, int64_t at, const tensor::View& dst);
+  absl::Status ViewToHome(int which, int64_t at, const tensor::View& src);
   // Optimizer array `which` (0: master weights, 1: m, 2: v) in the swap file's numbering.
   int SwapArray(int which) const { return mixed() ? which : which - 1; }
   // Mixed precision: params_'s chunks from the master weights (their rounding).
@@ -358,14 +376,24 @@ class ZeroState : public model::ParamAccess {
   // The master weights of owned elements [at, at + n) into `dst` (on the device), from wherever
   // they live.
   absl::Status ReadMaster(int64_t at, const tensor::View& dst);
-  // NVMe offload: optimizer array `which` of owned elements [at, at + n) from the next bytes of
-  // `source`; the shard's arrays through one staging copy.
+  // Offload: optimizer array `which` of owned elements [at, at + n) from the next bytes of
+  // `source`, through a bounded staging buffer.
   absl::Status SwapInFrom(env::ByteSource& source, int which, int64_t at, int64_t n);
   absl::StatusOr<env::ChunkSource> SwappedShardChunks();
   static constexpr int64_t kSwapSelfTestBytes = int64_t{64} << 20;
+  // Offload. Host memory first (what follows allocates from it, so goes first): the rank's own
+  // on a CPU rank, else the context's or own_host_.
+  std::unique_ptr<tensor::CpuAllocator> own_host_;
+  tensor::Allocator* host_ = nullptr;
   std::unique_ptr<offload::SwapEngine> swap_engine_;
   std::unique_ptr<offload::SwapDir> swap_dir_;
-  std::unique_ptr<OptimizerSwap> swap_;
+  // The state's home (optimizer_home.h), and the same as an OptimizerSwap under NVMe.
+  std::unique_ptr<OptimizerHome> home_;
+  OptimizerSwap* swap_ = nullptr;
+  // A GPU rank's update on the host: the CPU kernels, one window's gradients and weights in
+  // transit.
+  std::unique_ptr<device::Ops> host_ops_;
+  tensor::Tensor host_grad_, host_param_;
   std::vector<UpdateWindow> windows_;
   // Whether parameter i is handed out in its 16-bit storage (bf16 matrix weights).
   bool Direct16(int param) const;

@@ -44,7 +44,7 @@ absl::StatusOr<env::ChunkSource> ZeroState::ShardChunks(std::string* head) {
   head->append(reinterpret_cast<const char*>(&h), sizeof(h));
   const int64_t n = partition_.owned_total();
   // Parameters: this rank's chunks in unit order (mixed: the fp32 master weights), then m, v.
-  if (swap_ != nullptr) return SwappedShardChunks();
+  if (home_ != nullptr) return SwappedShardChunks();
   std::vector<View> views;
   if (mixed()) {
     views.push_back(master_.view());
@@ -104,7 +104,7 @@ absl::Status ZeroState::LoadShard(env::ByteSource& shard) {
     return ops_->status();
   };
   if (mixed()) {
-    if (swap_ != nullptr) {
+    if (home_ != nullptr) {
       DT_RETURN_IF_ERROR(SwapInFrom(shard, 0, 0, n));
     } else {
       DT_RETURN_IF_ERROR(read(master_.view()));
@@ -115,7 +115,7 @@ absl::Status ZeroState::LoadShard(env::ByteSource& shard) {
       DT_RETURN_IF_ERROR(read(params_.view().Sub(ParamChunk(unit), unit.chunk)));
     }
   }
-  if (swap_ != nullptr) {
+  if (home_ != nullptr) {
     DT_RETURN_IF_ERROR(SwapInFrom(shard, 1, 0, n));
     DT_RETURN_IF_ERROR(SwapInFrom(shard, 2, 0, n));
   } else {
@@ -165,9 +165,9 @@ absl::Status ZeroState::BeginStoreOwned() {
   // Zero first: padding (and, stages 1-2, the chunks other ranks own until the gather) stays 0.
   ops_->Fill(params_.view(), 0.f);
   ops_->Fill(grads_.view(), 0.f);
-  if (swap_ != nullptr) {
+  if (home_ != nullptr) {
     DT_RETURN_IF_ERROR(ops_->status());
-    return swap_->Zero();
+    return home_->Zero();
   }
   if (mixed()) ops_->Fill(master_.view(), 0.f);
   ops_->Fill(exp_avg_.view(), 0.f);
@@ -189,7 +189,7 @@ absl::Status ZeroState::StoreOwned(int array, int64_t flat, int64_t count,
   const Piece& piece = *std::prev(next);
   const Unit& unit = partition_.units()[std::prev(next) - store_pieces_.begin()];
   const int64_t into = flat - piece.flat;
-  if (swap_ != nullptr && (array > 0 || mixed())) {
+  if (home_ != nullptr && (array > 0 || mixed())) {
     return SwapInFrom(source, array, piece.at + into, count);
   }
   View dst;
@@ -224,23 +224,38 @@ absl::Status ZeroState::SwapInFrom(env::ByteSource& source, int which, int64_t a
   for (int64_t done = 0; done < n;) {
     const int64_t len = std::min<int64_t>(n - done, staging.size());
     DT_RETURN_IF_ERROR(source.Read(staging.data(), len * sizeof(float)));
-    DT_RETURN_IF_ERROR(swap_->WriteRange(SwapArray(which), at + done, len, staging.data()));
+    DT_RETURN_IF_ERROR(home_->WriteRange(SwapArray(which), at + done, len, staging.data()));
     done += len;
   }
   return absl::OkStatus();
 }
 
-// NVMe offload: the shard's arrays come out of the swap file a piece at a time through the swap's
-// own buffer (docs/offload.md, "Checkpoints"), so a save holds no more of the optimizer state in
-// memory than the training does.
+// Offload: the shard's arrays come out of their home a piece at a time (from NVMe through the
+// swap's own buffer; docs/offload.md, "Checkpoints"), so a save holds no more of the optimizer
+// state in memory than the training does.
 absl::StatusOr<env::ChunkSource> ZeroState::SwappedShardChunks() {
   const int64_t n = partition_.owned_total();
-  std::vector<absl::string_view> params;  // fp32: the parameters themselves, in memory
+  std::vector<absl::string_view> params;  // fp32: the parameters themselves
   if (!mixed()) {
+    std::vector<View> views;
+    int64_t bytes = 0;
     for (const Unit& unit : partition_.units()) {
-      const View v = params_.view().Sub(ParamChunk(unit), unit.chunk);
-      params.emplace_back(static_cast<const char*>(v.data()), v.bytes());
+      views.push_back(params_.view().Sub(ParamChunk(unit), unit.chunk));
+      bytes += views.back().bytes();
     }
+    // On a GPU rank they cross to the host first.
+    if (!ops_->host_accessible()) host_staging_.resize(bytes);
+    int64_t at = 0;
+    for (const View& v : views) {
+      const char* data = static_cast<const char*>(v.data());
+      if (!ops_->host_accessible()) {
+        ops_->CopyToHost(host_staging_.data() + at, v);
+        data = host_staging_.data() + at;
+      }
+      params.emplace_back(data, v.bytes());
+      at += v.bytes();
+    }
+    DT_RETURN_IF_ERROR(ops_->status());
   }
   struct Cursor {
     env::ChunkSource params;
@@ -262,7 +277,7 @@ absl::StatusOr<env::ChunkSource> ZeroState::SwappedShardChunks() {
     }
     if (cursor->which > 2) return absl::string_view();
     DT_ASSIGN_OR_RETURN(const absl::Span<const float> chunk,
-                        swap_->ReadChunk(SwapArray(cursor->which), cursor->at, n - cursor->at));
+                        home_->ReadChunk(SwapArray(cursor->which), cursor->at, n - cursor->at));
     cursor->at += static_cast<int64_t>(chunk.size());
     return absl::string_view(reinterpret_cast<const char*>(chunk.data()),
                              chunk.size() * sizeof(float));
