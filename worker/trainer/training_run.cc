@@ -448,6 +448,10 @@ JsonLine TrainingRun::MetricsLine(const engine::StepStats& stats, double seconds
     // NVMe offload: the swap file, and the seconds the update waited for its I/O.
     line.Add("nvme_bytes", nvme).Add("swap_wait_s", engine_->zero().swap_wait_seconds());
   }
+  if (const tensor::Allocator* host = engine_->zero().host_allocator(); host != nullptr) {
+    // A GPU rank's offloaded optimizer: what it keeps in host memory, by category.
+    line.AddRaw("host_mem_bytes", host->Stats().CurrentJson());
+  }
   if (device_->is_cuda()) {
     // The worker agent exports these as dstrain_worker_device_memory_bytes.
     line.Add("device_mem_bytes", mem.total_current()).Add("device_mem_peak_bytes", mem.total_peak);

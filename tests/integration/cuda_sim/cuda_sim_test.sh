@@ -12,7 +12,10 @@
 #      host memory over Gloo (the simulator has no NCCL), losses match the CPU's launch (2e-3,
 #      bf16 products rounded on either side in other orders);
 #   4. a device budget too small for the model fails with the out-of-memory message;
-#   5. job.device "cuda" where no GPU is visible (the real CLI on this machine): exit 2 at
+#   5. activation_checkpointing.cpu_checkpointing on CUDA is refused, naming the key;
+#   6. optimizer offload to host memory on the CUDA rank: the device run's losses and weights,
+#      bitwise, with the state's bytes in host_mem_bytes;
+#   7. job.device "cuda" where no GPU is visible (the real CLI on this machine): exit 2 at
 #      validate, train and launch, naming the key.
 set -euo pipefail
 ws="$TEST_SRCDIR/$TEST_WORKSPACE"
@@ -105,7 +108,33 @@ rc=0
 [[ $rc != 0 ]] && grep -q 'activation_checkpointing.cpu_checkpointing: keeping activation checkpoints in host memory is not supported on CUDA devices yet' "$out/cpu_ckpt.log" ||
   { echo "cpu_checkpointing on CUDA: exit $rc"; cat "$out/cpu_ckpt.log"; exit 1; }
 
-# 6. No GPU here: job.device "cuda" is refused with the key.
+# 6. ZeRO-Offload through the CLI: offload_optimizer.device "cpu" on the CUDA rank, bf16 ZeRO-2,
+#    takes the device run's losses bitwise (the CPU's AdamW matches the GPU kernel); the state is
+#    in host memory (host_mem_bytes), none of it on the device.
+make_job cuda_dev 3 cuda "" bf16 2
+make_job cuda_host 3 cuda "" bf16 2
+/usr/bin/python3 - "$out/cuda_host.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+j["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
+json.dump(j, open(sys.argv[1], "w"))
+PY
+train "$sim" "$out/cuda_dev.json" "$out/cuda_dev.jsonl" "$out/cuda_dev.bin"
+train "$sim" "$out/cuda_host.json" "$out/cuda_host.jsonl" "$out/cuda_host.bin"
+grep -q 'offload: optimizer state in host memory' "$out/cuda_host.jsonl.log"
+cmp "$out/cuda_dev.bin" "$out/cuda_host.bin"
+/usr/bin/python3 - "$out/cuda_dev.jsonl" "$out/cuda_host.jsonl" <<'PY'
+import json, sys
+dev = [json.loads(l) for l in open(sys.argv[1])]
+host = [json.loads(l) for l in open(sys.argv[2])]
+assert [d["loss"] for d in dev] == [h["loss"] for h in host], (dev, host)
+assert "host_mem_bytes" not in dev[-1], dev[-1]
+assert host[-1]["mem_bytes"]["optimizer_state"] == 0, host[-1]
+assert host[-1]["host_mem_bytes"]["optimizer_state"] == dev[-1]["mem_bytes"]["optimizer_state"], (
+    dev[-1], host[-1])
+PY
+
+# 7. No GPU here: job.device "cuda" is refused with the key.
 if [[ -e /dev/nvidia0 ]]; then
   echo "a GPU is visible: skipping the no-GPU checks"
 else
