@@ -70,8 +70,10 @@ absl::StatusOr<std::unique_ptr<SwapEngine>> SwapEngine::Create(Options options) 
     e->backend_ = q->name();
     e->queues_.push_back(std::move(q));
   }
-  for (auto& q : e->queues_)
-    e->threads_.emplace_back([eng = e.get(), q = q.get()] { eng->Run(q); });
+  e->pending_.resize(e->queues_.size());
+  for (size_t i = 0; i < e->queues_.size(); ++i) {
+    e->threads_.emplace_back([eng = e.get(), i] { eng->Run(i); });
+  }
   return e;
 }
 
@@ -114,10 +116,14 @@ SwapEngine::Ticket SwapEngine::Start(const FileRef& file, bool write, char* buf,
   const int64_t n = (len + options_.block_size - 1) / options_.block_size;
   t->blocks_left = n;
   {
+    // Each I/O thread takes a contiguous run of the blocks: one sequential stream per thread, as
+    // the disk serves best (blocks dealt out in turn would make one stream out of every thread's).
     std::lock_guard<std::mutex> lock(mu_);
+    const int64_t threads = static_cast<int64_t>(pending_.size());
     for (int64_t i = 0; i < n; ++i) {
       const int64_t at = i * options_.block_size;
-      pending_.push_back({t, buf + at, offset + at, std::min(options_.block_size, len - at)});
+      pending_[i * threads / n].push_back(
+          {t, buf + at, offset + at, std::min(options_.block_size, len - at)});
     }
   }
   work_cv_.notify_all();
@@ -158,9 +164,11 @@ absl::Status IoError(const FileRef& file, bool write, int64_t offset, int64_t re
 
 }  // namespace
 
-// One I/O thread: takes blocks from the shared queue, keeps up to depth() in flight, finishes
-// short transfers with further requests and reports each block's end to its transfer.
-void SwapEngine::Run(IoQueue* queue) {
+// I/O thread `index`: takes blocks from its queue, keeps up to depth() in flight, finishes short
+// transfers with further requests and reports each block's end to its transfer.
+void SwapEngine::Run(size_t index) {
+  IoQueue* queue = queues_[index].get();
+  std::deque<Block>& pending = pending_[index];
   std::unordered_map<uint64_t, Block> in_flight;
   uint64_t next_tag = 0;
   const int depth = queue->depth();
@@ -173,15 +181,15 @@ void SwapEngine::Run(IoQueue* queue) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (in_flight.empty()) {
-        work_cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
-        if (pending_.empty() && stopping_) return;
+        work_cv_.wait(lock, [&] { return stopping_ || !pending.empty(); });
+        if (pending.empty() && stopping_) return;
       }
       // aio.overlap_events false: a new batch only once the previous one has completed.
       const bool may_take = options_.overlap_events || in_flight.empty();
       while (may_take && static_cast<int>(in_flight.size() + taken.size()) < depth &&
-             !pending_.empty()) {
-        taken.push_back(std::move(pending_.front()));
-        pending_.pop_front();
+             !pending.empty()) {
+        taken.push_back(std::move(pending.front()));
+        pending.pop_front();
       }
     }
     absl::Status submitted;
@@ -227,7 +235,7 @@ void SwapEngine::Run(IoQueue* queue) {
         b.offset += c.result;
         b.len -= c.result;
         std::lock_guard<std::mutex> lock(mu_);
-        pending_.push_front(std::move(b));
+        pending.push_front(std::move(b));
         continue;
       }
       b.transfer->Finish(absl::OkStatus());

@@ -7,8 +7,9 @@
 //   ... compute ...
 //   DT_RETURN_IF_ERROR(engine->Wait(t));
 //
-// A transfer is cut into requests of aio.block_size bytes; each of aio.intra_op_parallelism I/O
-// threads keeps up to aio.queue_depth of them in flight on its own io_uring (pread/pwrite where
+// A transfer is cut into requests of aio.block_size bytes, dealt to aio.intra_op_parallelism I/O
+// threads in contiguous runs (one sequential stream each); each thread keeps up to
+// aio.queue_depth of its requests in flight on its own io_uring (pread/pwrite where
 // the kernel refuses io_uring; backend() says which). A short transfer is finished by further
 // requests for the rest; an error fails the transfer with the file, the direction, the offset and
 // the error (kDataLoss for a read past the end of the file, kResourceExhausted for ENOSPC,
@@ -81,7 +82,7 @@ class SwapEngine {
   };
   explicit SwapEngine(Options options) : options_(std::move(options)) {}
   Ticket Start(const FileRef& file, bool write, char* buf, int64_t offset, int64_t len);
-  void Run(IoQueue* queue);
+  void Run(size_t index);
 
   const Options options_;
   const char* backend_ = "";
@@ -89,7 +90,7 @@ class SwapEngine {
   std::vector<std::thread> threads_;
   std::mutex mu_;
   std::condition_variable work_cv_;             // blocks queued, or stopping
-  std::deque<Block> pending_;                   // guarded by mu_
+  std::vector<std::deque<Block>> pending_;      // per I/O thread; guarded by mu_
   bool stopping_ = false;                       // guarded by mu_
   int64_t bytes_read_ = 0, bytes_written_ = 0;  // guarded by mu_
 };

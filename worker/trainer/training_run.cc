@@ -446,7 +446,10 @@ JsonLine TrainingRun::MetricsLine(const engine::StepStats& stats, double seconds
       .Add("comm_s", comm_wait);
   if (const int64_t nvme = engine_->zero().swap_file_bytes(); nvme > 0) {
     // NVMe offload: the swap file, and the seconds the update waited for its I/O.
-    line.Add("nvme_bytes", nvme).Add("swap_wait_s", engine_->zero().swap_wait_seconds());
+    line.Add("nvme_bytes", nvme)
+        .Add("swap_wait_s", engine_->zero().swap_wait_seconds())
+        .Add("swap_update_s", engine_->zero().swap_update_seconds())
+        .Add("swap_bytes", engine_->zero().swap_update_bytes());
   }
   if (const tensor::Allocator* host = engine_->zero().host_allocator(); host != nullptr) {
     // A GPU rank's offloaded optimizer: what it keeps in host memory, by category.

@@ -117,6 +117,7 @@ absl::Status OptimizerSwap::Update(const WindowFn& fn) {
   absl::Status status = drain(absl::OkStatus());
   last_wait_ = wait_;
   last_total_ = absl::ToDoubleSeconds(absl::Now() - start);
+  last_bytes_ = 2 * file_->size();  // every window in, then out
   return status;
 }
 

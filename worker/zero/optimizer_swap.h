@@ -80,6 +80,8 @@ class OptimizerSwap final : public OptimizerHome {
   // Seconds the last Update waited for I/O (what the computation did not hide) and its total.
   double last_wait_seconds() const override { return last_wait_; }
   double last_update_seconds() const { return last_total_; }
+  // Bytes the last Update read and wrote (each window's arrays in and out).
+  int64_t last_update_bytes() const { return last_bytes_; }
 
  private:
   OptimizerSwap(std::vector<int64_t> windows, Options options, offload::SwapEngine* engine)
@@ -112,6 +114,7 @@ class OptimizerSwap final : public OptimizerHome {
   int64_t window_bytes_max_ = 0;
   std::vector<offload::AlignedBuffer> buffers_;
   double last_wait_ = 0, last_total_ = 0;
+  int64_t last_bytes_ = 0;
   double wait_ = 0;
 };
 

@@ -147,6 +147,9 @@ class ZeroState : public model::ParamAccess {
   // NVMe offload: the swap file's bytes and the last update's I/O seconds (total, unhidden).
   int64_t swap_file_bytes() const;
   double swap_wait_seconds() const;
+  // NVMe offload: the last update's wall time (I/O and arithmetic) and bytes moved.
+  double swap_update_seconds() const { return swap_ ? swap_->last_update_seconds() : 0; }
+  int64_t swap_update_bytes() const { return swap_ ? swap_->last_update_bytes() : 0; }
   device::Ops& ops() const { return *ops_; }
 
   // Takes the initial parameters from `flat` (layout().total() f32 on the device, on every

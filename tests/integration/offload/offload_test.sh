@@ -51,6 +51,8 @@ assert len(memory) == len(nvme) == 20, (len(memory), len(nvme))
 for a, b in zip(memory, nvme):
     assert a["loss"] == b["loss"] and a["grad_norm"] == b["grad_norm"], (a, b)
     assert "nvme_bytes" not in a and b["nvme_bytes"] > 0, (a, b)
+    assert b["swap_bytes"] == 2 * b["nvme_bytes"], b
+    assert 0 <= b["swap_wait_s"] <= b["swap_update_s"], b
     # The optimizer state left memory: what is left of it are the swap buffers.
     assert b["mem_bytes"]["optimizer_state"] < a["mem_bytes"]["optimizer_state"], (a, b)
 print(f"stage {sys.argv[3]}: 20 steps and final weights bitwise equal; "
