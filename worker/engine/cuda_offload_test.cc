@@ -34,12 +34,7 @@ using testing::SmallGptSpec;
 
 constexpr int kSteps = 20;
 
-std::string SwapRoot() {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string dir = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/nvme");
-  EXPECT_THAT(env::PosixEnv::Default()->CreateDirs(dir), IsOk());
-  return dir;
-}
+std::string SwapRoot() { return testing::TestDir("nvme"); }
 
 // `offload`: the offload_optimizer block's keys (empty: none).
 config::JobSpec Spec(int world, int stage, int gas, double clip, bool bf16,

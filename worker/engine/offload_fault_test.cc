@@ -33,12 +33,7 @@ using testing::SmallGptSpec;
 
 constexpr int kSteps = 20;
 
-std::string SwapRoot() {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string dir = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/nvme_faults");
-  EXPECT_THAT(env::PosixEnv::Default()->CreateDirs(dir), IsOk());
-  return dir;
-}
+std::string SwapRoot() { return testing::TestDir("nvme_faults"); }
 
 config::JobSpec Spec(bool offload) {
   std::string zero = R"(, "sub_group_size": 800)";

@@ -40,12 +40,7 @@ using testing::SmallGptSpec;
 
 constexpr int kSteps = 20;
 
-std::string SwapRoot() {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string dir = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/nvme");
-  EXPECT_THAT(env::PosixEnv::Default()->CreateDirs(dir), IsOk());
-  return dir;
-}
+std::string SwapRoot() { return testing::TestDir("nvme"); }
 
 // `offload`: extra keys of offload_optimizer (empty: no offload).
 struct Job {

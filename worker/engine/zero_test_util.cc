@@ -1,10 +1,13 @@
 #include "worker/engine/zero_test_util.h"
 
+#include <cstdlib>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "worker/comm/fake/fake_communicator.h"
+#include "worker/env/env.h"
 
 namespace dstrain::engine::testing {
 
@@ -44,6 +47,13 @@ std::pair<std::vector<int32_t>, std::vector<int32_t>> Batch(const config::JobSpe
     }
   }
   return {x, y};
+}
+
+std::string TestDir(const std::string& name) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string dir = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", name);
+  EXPECT_TRUE(env::PosixEnv::Default()->CreateDirs(dir).ok()) << dir;
+  return dir;
 }
 
 void RunOnRanks(int world, const std::function<void(int, comm::Communicator*)>& fn) {

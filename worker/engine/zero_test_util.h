@@ -37,6 +37,10 @@ model::GptConfig ModelShape(const config::JobSpec& spec);
 std::pair<std::vector<int32_t>, std::vector<int32_t>> Batch(const config::JobSpec& spec, int step,
                                                             int rank, int micro);
 
+// <TEST_TMPDIR>/<name> (/tmp outside Bazel), created: an nvme_path for offload tests. A failure
+// to make it fails the test.
+std::string TestDir(const std::string& name);
+
 // Runs fn(rank, communicator) on `world` threads sharing one FakeWorld, and joins them.
 void RunOnRanks(int world, const std::function<void(int rank, comm::Communicator* dp)>& fn);
 
