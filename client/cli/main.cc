@@ -194,8 +194,8 @@ std::vector<zero::MemoryEstimate> OffloadEstimates(const config::JobSpec& spec,
 std::string DescribeOffload(const std::vector<zero::MemoryEstimate>& estimates,
                             const config::JobSpec& spec) {
   std::string out = absl::StrFormat(
-      "zero_optimization.offload_optimizer at stage %d, per rank in MB (CPU ranks; a CUDA rank "
-      "refuses offload for now)\n%-10s%14s%18s%12s\n",
+      "zero_optimization.offload_optimizer at stage %d, per rank in MB, as a CPU rank holds it\n"
+      "%-10s%14s%18s%12s\n",
       spec.zero.stage, "device", "memory (total)", "optimizer_state", "NVMe");
   for (const zero::MemoryEstimate& e : estimates) {
     const int64_t memory =
@@ -208,7 +208,9 @@ std::string DescribeOffload(const std::vector<zero::MemoryEstimate>& estimates,
   }
   absl::StrAppend(&out,
                   "(cpu: the state is in host memory already; nvme: only the swap's buffers stay "
-                  "in memory, buffer_count x the largest sub-group, sub_group_size bounds them)\n");
+                  "in memory, buffer_count x the largest sub-group, sub_group_size bounds them; on "
+                  "a GPU rank both take optimizer_state off the device: the state, or the "
+                  "buffers, are in host memory)\n");
   return out;
 }
 
