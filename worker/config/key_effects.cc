@@ -188,7 +188,8 @@ constexpr KeyEffectRow kRows[] = {
              "it selects DeepSpeed's old stage-1 code; dstrain has one implementation per stage"),
     NoEffect("zero_optimization.round_robin_gradients",
              "it spreads CPU offload's device-to-host gradient copies over the ranks; dstrain "
-             "offloads only on CPU ranks so far, where there is no such copy"),
+             "copies each rank's own reduced gradients to the host sub-group by sub-group at the "
+             "step boundary (docs/offload.md), with nothing to spread"),
     NotSupported("zero_optimization.zero_hpz_partition_size"),
     NotSupported("zero_optimization.zero_quantized_weights"),
     NotSupported("zero_optimization.zero_quantized_nontrainable_weights"),
