@@ -149,15 +149,12 @@ absl::Status OptimizerSwap::CheckRange(int a, int64_t at, int64_t n) const {
 
 absl::Status OptimizerSwap::ReadRange(int a, int64_t at, int64_t n, float* dst) {
   DT_RETURN_IF_ERROR(CheckRange(a, at, n));
-  const offload::FileRef file = file_->ref();
-  char* buf = buffers_[0].data();
   while (n > 0) {
-    const Span s = SpanOf(a, at, n);
-    DT_RETURN_IF_ERROR(Wait(engine_->Read(file, s.offset, buf, s.bytes)));
-    std::memcpy(dst, buf + s.skip, s.len * sizeof(float));
-    dst += s.len;
-    at += s.len;
-    n -= s.len;
+    DT_ASSIGN_OR_RETURN(const absl::Span<const float> chunk, ReadChunk(a, at, n));
+    std::memcpy(dst, chunk.data(), chunk.size() * sizeof(float));
+    dst += chunk.size();
+    at += static_cast<int64_t>(chunk.size());
+    n -= static_cast<int64_t>(chunk.size());
   }
   return absl::OkStatus();
 }
