@@ -95,6 +95,24 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorStat
   return c;
 }
 
+absl::Status Coordinator::RecoverMetricsLocked(JobEntry& entry) {
+  const v1::Job& job = entry.job;
+  if (job.state() == v1::JOB_STATE_PENDING) {
+    entry.queued_since = FromTimestamp(job.create_time());
+  } else if (job.state() == v1::JOB_STATE_RESTARTING) {
+    entry.queued_since = clock_->Now();  // when it re-entered the queue is not stored
+  }
+  DT_ASSIGN_OR_RETURN(std::vector<v1::Checkpoint> all, state_->ListCheckpoints(job.job_id()));
+  for (const v1::Checkpoint& c : all) {
+    if (c.state() != v1::CHECKPOINT_STATE_COMMITTED || c.step() < entry.last_checkpoint_step) {
+      continue;
+    }
+    entry.last_checkpoint_step = c.step();
+    entry.last_checkpoint_time = FromTimestamp(c.commit_time());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Coordinator::Recover() {
   absl::MutexLock lock(&mu_);
   DT_ASSIGN_OR_RETURN(std::vector<v1::Worker> workers, state_->ListWorkers());
@@ -110,8 +128,10 @@ absl::Status Coordinator::Recover() {
     if (latest) latest_[job.job_id()] = *latest;
     JobEntry& entry = jobs_[job.job_id()];
     entry.keep_last = KeepLastOf(job.spec_json());
+    entry.checkpoint_every = CheckpointEveryOf(job.spec_json());
     entry.job = std::move(job);
     const v1::JobState s = entry.job.state();
+    if (!IsTerminal(s)) DT_RETURN_IF_ERROR(RecoverMetricsLocked(entry));
     if (s == v1::JOB_STATE_PENDING || s == v1::JOB_STATE_RESTARTING) {
       DT_RETURN_IF_ERROR(EnqueueLocked(entry.job));
     } else if (internal::IsActive(s)) {
@@ -141,9 +161,35 @@ CoordinatorStats Coordinator::Stats() {
   const absl::Time now = clock_->Now();
   for (const v1::Worker& w : registry_.List()) {
     if (w.state() != v1::WORKER_STATE_READY) continue;
-    stats.max_heartbeat_age_seconds =
-        std::max(stats.max_heartbeat_age_seconds,
-                 absl::ToDoubleSeconds(now - FromTimestamp(w.last_heartbeat_time())));
+    const double age = absl::ToDoubleSeconds(now - FromTimestamp(w.last_heartbeat_time()));
+    stats.max_heartbeat_age_seconds = std::max(stats.max_heartbeat_age_seconds, age);
+    stats.heartbeat_age_seconds[w.worker_id()] = age;
+  }
+  stats.lease_seconds = absl::ToDoubleSeconds(options_.registry.lease);
+  for (const auto& [id, entry] : jobs_) {
+    const v1::Job& job = entry.job;
+    if (IsTerminal(job.state())) continue;
+    JobGauges g;
+    g.job_id = id;
+    g.state = job.state();
+    g.device = DeviceOf(job);
+    g.world_size = job.world_size();
+    const bool queued =
+        job.state() == v1::JOB_STATE_PENDING || job.state() == v1::JOB_STATE_RESTARTING;
+    if (queued && entry.queued_since != absl::InfinitePast()) {
+      g.queued_seconds = std::max(0.0, absl::ToDoubleSeconds(now - entry.queued_since));
+    }
+    g.restarts = job.restarts();
+    g.max_restarts = job.max_restarts();
+    g.step = job.current_step();
+    g.train_steps = job.train_steps();
+    g.checkpoint_every = entry.checkpoint_every;
+    g.last_checkpoint_step = entry.last_checkpoint_step;
+    if (entry.last_checkpoint_time != absl::InfinitePast()) {
+      g.last_checkpoint_unix_seconds =
+          absl::ToDoubleSeconds(entry.last_checkpoint_time - absl::UnixEpoch());
+    }
+    stats.jobs.push_back(std::move(g));
   }
   return stats;
 }
@@ -166,6 +212,9 @@ absl::Status Coordinator::TransitionLocked(JobEntry& entry, v1::JobState to,
   job.set_state_message(message);
   if (to == v1::JOB_STATE_RUNNING && !job.has_start_time())
     *job.mutable_start_time() = event.time();
+  if ((to == v1::JOB_STATE_PENDING || to == v1::JOB_STATE_RESTARTING) && event.from_state() != to) {
+    entry.queued_since = now;
+  }
   if (IsTerminal(to) || to == v1::JOB_STATE_RESTARTING) {
     if (IsTerminal(to)) *job.mutable_end_time() = event.time();
     job.clear_assignments();

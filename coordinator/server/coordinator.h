@@ -87,12 +87,38 @@ struct CoordinatorOptions {
 };
 
 // A snapshot for /metrics.
+// One job that has not ended, as the metrics show it (docs/service.md, "Metrics and health").
+struct JobGauges {
+  std::string job_id;
+  v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+  v1::JobDevice device = v1::JOB_DEVICE_UNSPECIFIED;
+  int world_size = 0;
+  // Seconds since it last entered the queue (submitted, or back after a failure) while it waits
+  // there (PENDING or RESTARTING); 0 once placed. A coordinator restart starts the count again
+  // for jobs back in the queue after a failure (a submitted one counts from its create time).
+  double queued_seconds = 0;
+  int restarts = 0;
+  int max_restarts = 0;
+  int64_t step = 0;
+  int64_t train_steps = 0;
+  int64_t checkpoint_every = 0;      // job.checkpoint_every; 0: no periodic checkpoints
+  int64_t last_checkpoint_step = 0;  // of the newest committed checkpoint; 0 before one
+  // When that checkpoint was committed (Unix seconds); unset before one.
+  std::optional<double> last_checkpoint_unix_seconds;
+};
+
 struct CoordinatorStats {
   std::map<v1::JobState, int> jobs_by_state;
   int queue_depth = 0;
   RegistryCounts workers;
   // Seconds since the oldest READY worker's last heartbeat (0 without workers).
   double max_heartbeat_age_seconds = 0;
+  // Every READY worker's seconds since its last heartbeat, by worker id.
+  std::map<std::string, double> heartbeat_age_seconds;
+  // The lease after which a silent worker is declared LOST.
+  double lease_seconds = 0;
+  // Jobs that have not ended, by job id.
+  std::vector<JobGauges> jobs;
 };
 
 class Coordinator {
@@ -179,6 +205,12 @@ class Coordinator {
     std::vector<v1::RankState> ranks;  // the current attempt's ranks, by rank
     int64_t version = 0;               // bumped on every change a watcher may want
     int keep_last = 0;                 // job.keep_last: committed checkpoints the catalog keeps
+    int64_t checkpoint_every = 0;      // job.checkpoint_every (for the metrics)
+    // When the job last entered the queue (for the metrics; see JobGauges::queued_seconds).
+    absl::Time queued_since = absl::InfinitePast();
+    // The newest committed checkpoint's step and commit time (0 and InfinitePast before one).
+    int64_t last_checkpoint_step = 0;
+    absl::Time last_checkpoint_time = absl::InfinitePast();
     // The worker that holds each rank, per attempt placed in this coordinator's life (and the
     // active attempt's, recovered from the stored assignments): only that worker may report
     // about the rank (ReportStatus).
@@ -194,6 +226,9 @@ class Coordinator {
 
   Coordinator(CoordinatorState* state, const Clock* clock, CoordinatorOptions options);
   absl::Status Recover();
+  // The metrics' view of a recovered job that has not ended: when it entered the queue, its
+  // newest committed checkpoint.
+  absl::Status RecoverMetricsLocked(JobEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Moves the job to `to` with an event, persisting both (and the registry's records of
   // `workers`, in the same synced write), and wakes watchers.

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc/proto_time.h"
 #include "common/status/status_macros.h"
 #include "coordinator/server/coordinator.h"
 #include "coordinator/server/coordinator_internal.h"
@@ -82,6 +83,14 @@ absl::StatusOr<v1::CommitCheckpointResponse> Coordinator::CommitCheckpoint(
       const bool keep =
           committed_one ? ++newer_committed <= keep_last : it->step() >= committed.step();
       if (!keep) DT_RETURN_IF_ERROR(state_->DeleteCheckpoint(request.job_id(), it->tag()));
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(request.job_id());
+    if (it != jobs_.end() && committed.step() >= it->second.last_checkpoint_step) {
+      it->second.last_checkpoint_step = committed.step();
+      it->second.last_checkpoint_time = FromTimestamp(committed.commit_time());
     }
   }
   v1::CommitCheckpointResponse response;

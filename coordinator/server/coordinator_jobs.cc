@@ -56,6 +56,8 @@ absl::StatusOr<v1::SubmitJobResponse> Coordinator::SubmitJob(const v1::SubmitJob
   submissions.Take(1);
   JobEntry entry;
   entry.keep_last = valid.keep_last;
+  entry.checkpoint_every = CheckpointEveryOf(valid.spec_json);
+  entry.queued_since = clock_->Now();
   v1::Job& job = entry.job;
   job.set_job_id(valid.job_id);
   job.set_name(valid.name);

@@ -55,6 +55,13 @@ int KeepLastOf(const std::string& spec_json) {
   return keep.is_number_integer() ? keep.get<int>() : 0;
 }
 
+int64_t CheckpointEveryOf(const std::string& spec_json) {
+  const nlohmann::json spec = nlohmann::json::parse(spec_json, nullptr, /*allow_exceptions=*/false);
+  if (!spec.is_object() || !spec.contains("job") || !spec["job"].is_object()) return 0;
+  const nlohmann::json every = spec["job"].value("checkpoint_every", nlohmann::json());
+  return every.is_number_integer() ? every.get<int64_t>() : 0;
+}
+
 v1::JobDevice DeviceOf(const v1::Job& job) {
   if (job.device() != v1::JOB_DEVICE_UNSPECIFIED) return job.device();
   const nlohmann::json spec =

@@ -56,6 +56,8 @@ absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& requ
 
 // job.keep_last of a stored job's effective spec (0 when it cannot be read: keep everything).
 int KeepLastOf(const std::string& spec_json);
+// job.checkpoint_every of a stored job's effective spec (0 when it cannot be read).
+int64_t CheckpointEveryOf(const std::string& spec_json);
 
 // What a stored job asks to run on: Job.device, or for a record without it job.device of its
 // spec; JOB_DEVICE_AUTO when neither says (or the spec cannot be read).

@@ -2,6 +2,8 @@
 
 #include <prometheus/metric_family.h>
 
+#include "common/jobspec/job_device.h"
+
 namespace dstrain::coordinator {
 namespace {
 
@@ -120,6 +122,67 @@ std::vector<prometheus::MetricFamily> CoordinatorCollector::Collect() const {
             "Seconds since the least recent heartbeat of a READY worker.");
   AddSample(&age, stats.max_heartbeat_age_seconds);
   out.push_back(std::move(age));
+  prometheus::MetricFamily ages = Gauge("dstrain_coordinator_worker_heartbeat_age_seconds",
+                                        "Seconds since each READY worker's last heartbeat.");
+  for (const auto& [worker, seconds] : stats.heartbeat_age_seconds) {
+    AddSample(&ages, seconds, {{"worker_id", worker}});
+  }
+  out.push_back(std::move(ages));
+  prometheus::MetricFamily lease = Gauge(
+      "dstrain_worker_lease_seconds", "Heartbeat silence after which a worker is declared LOST.");
+  AddSample(&lease, stats.lease_seconds);
+  out.push_back(std::move(lease));
+
+  // One series per job that has not ended (a finished job's series end with it).
+  struct PerJob {
+    const char* name;
+    const char* help;
+    double (*value)(const JobGauges&);
+  };
+  static constexpr PerJob kPerJob[] = {
+      {"dstrain_job_world_size", "Ranks of a job that has not ended.",
+       [](const JobGauges& g) { return double(g.world_size); }},
+      {"dstrain_job_queued_seconds",
+       "Seconds a job has waited in the queue since it last entered it (0 once placed).",
+       [](const JobGauges& g) { return g.queued_seconds; }},
+      {"dstrain_job_restarts", "Restarts of a job after failures so far.",
+       [](const JobGauges& g) { return double(g.restarts); }},
+      {"dstrain_job_max_restarts", "A job's restart budget (job.max_restarts).",
+       [](const JobGauges& g) { return double(g.max_restarts); }},
+      {"dstrain_job_step", "Last optimizer step a job's rank 0 reported.",
+       [](const JobGauges& g) { return double(g.step); }},
+      {"dstrain_job_train_steps", "Optimizer steps a job runs in total (job.train_steps).",
+       [](const JobGauges& g) { return double(g.train_steps); }},
+      {"dstrain_job_checkpoint_every_steps",
+       "A job's checkpoint interval in steps (job.checkpoint_every; 0: none).",
+       [](const JobGauges& g) { return double(g.checkpoint_every); }},
+      {"dstrain_job_last_checkpoint_step",
+       "Step of a job's newest committed checkpoint (0 before the first).",
+       [](const JobGauges& g) { return double(g.last_checkpoint_step); }},
+  };
+  prometheus::MetricFamily info =
+      Gauge("dstrain_job_info", "1 for each job that has not ended, with its state and device.");
+  for (const JobGauges& g : stats.jobs) {
+    AddSample(&info, 1,
+              {{"job_id", g.job_id},
+               {"state", JobStateName(g.state)},
+               {"device", jobspec::JobDeviceName(g.device)}});
+  }
+  out.push_back(std::move(info));
+  for (const PerJob& p : kPerJob) {
+    prometheus::MetricFamily f = Gauge(p.name, p.help);
+    for (const JobGauges& g : stats.jobs) AddSample(&f, p.value(g), {{"job_id", g.job_id}});
+    out.push_back(std::move(f));
+  }
+  prometheus::MetricFamily committed =
+      Gauge("dstrain_job_last_checkpoint_timestamp_seconds",
+            "When a job's newest checkpoint was committed (Unix seconds); absent before one.");
+  for (const JobGauges& g : stats.jobs) {
+    if (g.last_checkpoint_unix_seconds) {
+      AddSample(&committed, *g.last_checkpoint_unix_seconds, {{"job_id", g.job_id}});
+    }
+  }
+  out.push_back(std::move(committed));
   return out;
 }
 

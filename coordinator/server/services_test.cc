@@ -195,5 +195,85 @@ TEST_F(ServicesTest, GpuWorkersAndACudaJob) {
   }
 }
 
+// The per-job and per-worker gauges the alert rules read (deploy/prometheus/alerts.yaml): how
+// long a job has waited in the queue, its restart budget, its checkpoint progress; each READY
+// worker's heartbeat age beside the lease. A job's series end with the job.
+TEST_F(ServicesTest, PerJobAndPerWorkerGauges) {
+  const auto scrape = [&] {
+    return prometheus::TextSerializer().Serialize(
+        CoordinatorCollector(coordinator_.get()).Collect());
+  };
+  const auto expect_lines = [&](const std::string& text, std::initializer_list<const char*> lines) {
+    for (const char* line : lines) {
+      EXPECT_NE(text.find(line), std::string::npos) << line << "\n" << text;
+    }
+  };
+  v1::RegisterWorkerRequest worker;
+  worker.set_worker_id("cpu-a");
+  worker.set_cpu_slots(1);
+  ASSERT_TRUE(Register(worker).ok());
+  const std::string spec = absl::StrReplaceAll(
+      kGood,
+      {{R"("train_steps": 3)",
+        R"("train_steps": 3, "checkpoint_every": 2, "max_restarts": 4, "checkpoint_dir": "/data/ckpt")"}});
+  const grpc::Status submitted = Submit("waits", spec);
+  ASSERT_TRUE(submitted.ok()) << submitted.error_message();
+  clock_.Advance(absl::Seconds(90));
+  std::string text = scrape();
+  expect_lines(text,
+               {
+                   R"(dstrain_job_info{job_id="waits",state="PENDING",device="auto"} 1)",
+                   R"(dstrain_job_world_size{job_id="waits"} 2)",
+                   R"(dstrain_job_queued_seconds{job_id="waits"} 90)",
+                   R"(dstrain_job_restarts{job_id="waits"} 0)",
+                   R"(dstrain_job_max_restarts{job_id="waits"} 4)",
+                   R"(dstrain_job_train_steps{job_id="waits"} 3)",
+                   R"(dstrain_job_checkpoint_every_steps{job_id="waits"} 2)",
+                   R"(dstrain_job_last_checkpoint_step{job_id="waits"} 0)",
+                   R"(dstrain_coordinator_worker_heartbeat_age_seconds{worker_id="cpu-a"} 90)",
+                   "\ndstrain_worker_lease_seconds 10\n",
+               });
+  EXPECT_EQ(text.find("dstrain_job_last_checkpoint_timestamp_seconds{"), std::string::npos);
+
+  // A second slot: the job is placed and no longer counts as waiting.
+  worker.set_worker_id("cpu-b");
+  ASSERT_TRUE(Register(worker).ok());
+  text = scrape();
+  expect_lines(text, {R"(dstrain_job_info{job_id="waits",state="SCHEDULED",device="auto"} 1)",
+                      R"(dstrain_job_queued_seconds{job_id="waits"} 0)",
+                      R"(dstrain_coordinator_worker_heartbeat_age_seconds{worker_id="cpu-b"} 0)"});
+
+  // A committed checkpoint moves the checkpoint gauges.
+  for (int rank = 0; rank < 2; ++rank) {
+    v1::RegisterShardRequest shard;
+    shard.set_job_id("waits");
+    shard.set_tag("step_2");
+    shard.set_step(2);
+    shard.set_rank(rank);
+    shard.set_path(absl::StrCat("/data/ckpt/step_2/rank", rank));
+    shard.set_bytes(100);
+    ASSERT_THAT(coordinator_->RegisterShard(shard), IsOk());
+  }
+  clock_.Advance(absl::Seconds(5));
+  v1::CommitCheckpointRequest commit;
+  commit.set_job_id("waits");
+  commit.set_tag("step_2");
+  commit.set_step(2);
+  commit.set_manifest_path("/data/ckpt/step_2/manifest.json");
+  ASSERT_THAT(coordinator_->CommitCheckpoint(commit), IsOk());
+  text = scrape();
+  expect_lines(text,
+               {R"(dstrain_job_last_checkpoint_step{job_id="waits"} 2)",
+                R"(dstrain_job_last_checkpoint_timestamp_seconds{job_id="waits"} 1700000095)"});
+
+  // Cancelled: its series are gone, the workers' stay.
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id("waits");
+  ASSERT_THAT(coordinator_->CancelJob(cancel), IsOk());
+  text = scrape();
+  EXPECT_EQ(text.find(R"(job_id="waits")"), std::string::npos) << text;
+  expect_lines(text, {R"(dstrain_coordinator_worker_heartbeat_age_seconds{worker_id="cpu-a"} 95)"});
+}
+
 }  // namespace
 }  // namespace dstrain::coordinator

@@ -21,7 +21,11 @@ const prometheus::Histogram::BucketBoundaries& StepBuckets() {
   return *buckets;
 }
 
-prometheus::Labels SlotLabel(int slot) { return {{"slot", std::to_string(slot)}}; }
+// Job-wide figures carry the job; a rank's own figures carry the rank too.
+prometheus::Labels JobLabel(const TrainerLabels& t) { return {{"job_id", t.job_id}}; }
+prometheus::Labels RankLabels(const TrainerLabels& t) {
+  return {{"job_id", t.job_id}, {"rank", std::to_string(t.rank)}};
+}
 
 }  // namespace
 
@@ -99,6 +103,14 @@ AgentMetrics::AgentMetrics(const Clock* clock)
                       .Name("dstrain_train_loss")
                       .Help("Training loss of the last step reported by the rank-0 trainer.")
                       .Register(r);
+  val_loss_family_ = &BuildGauge()
+                          .Name("dstrain_train_val_loss")
+                          .Help("Validation loss of the job's last evaluation.")
+                          .Register(r);
+  step_family_ = &BuildGauge()
+                      .Name("dstrain_train_step")
+                      .Help("Last optimizer step reported by the rank-0 trainer.")
+                      .Register(r);
   grad_norm_family_ = &BuildGauge()
                            .Name("dstrain_train_grad_norm")
                            .Help("Global gradient norm (before clipping) of the last step.")
@@ -117,7 +129,7 @@ AgentMetrics::AgentMetrics(const Clock* clock)
                                    .Register(r);
   memory_family_ = &BuildGauge()
                         .Name("dstrain_train_memory_bytes")
-                        .Help("Bytes allocated by the rank-0 trainer, by category.")
+                        .Help("Bytes allocated by a rank's trainer, by category.")
                         .Register(r);
   stage_families_ = {
       &BuildGauge()
@@ -186,6 +198,11 @@ AgentMetrics::AgentMetrics(const Clock* clock)
                                   .Name("dstrain_checkpoint_bytes_total")
                                   .Help("Bytes of committed checkpoints, every rank's shard.")
                                   .Register(r);
+  checkpoint_failures_family_ =
+      &BuildCounter()
+           .Name("dstrain_checkpoint_save_failures_total")
+           .Help("Checkpoint saves that failed (the job restarts from its last committed one).")
+           .Register(r);
   last_heartbeat_ = clock_->Now();
   collectable_ = std::make_shared<Collector>(this);
 }
@@ -242,26 +259,35 @@ void AgentMetrics::DroppedLogLines(int64_t n) {
   if (n > 0) dropped_log_lines_->Increment(static_cast<double>(n));
 }
 
-AgentMetrics::SlotCounters& AgentMetrics::CountersLocked(int slot) {
-  SlotCounters& c = counters_[slot];
+AgentMetrics::TrainerCounters& AgentMetrics::CountersLocked(const TrainerLabels& t) {
+  TrainerCounters& c = counters_[t];
+  // Running again (a later attempt of the job on this worker): not among the ended ones.
+  for (auto it = ended_.begin(); it != ended_.end(); ++it) {
+    if (it->job_id == t.job_id && it->rank == t.rank) {
+      ended_.erase(it);
+      break;
+    }
+  }
   if (c.step_seconds == nullptr) {
-    const prometheus::Labels labels = SlotLabel(slot);
-    c.step_seconds = &step_seconds_family_->Add(labels, StepBuckets());
-    c.skipped = &skipped_family_->Add(labels);
-    c.steps = &steps_family_->Add(labels);
-    c.comm_bytes = &comm_bytes_family_->Add(labels);
-    c.comm_wait = &comm_wait_family_->Add(labels);
+    const prometheus::Labels job = JobLabel(t);
+    const prometheus::Labels rank = RankLabels(t);
+    c.step_seconds = &step_seconds_family_->Add(job, StepBuckets());
+    c.skipped = &skipped_family_->Add(job);
+    c.steps = &steps_family_->Add(job);
+    c.comm_bytes = &comm_bytes_family_->Add(rank);
+    c.comm_wait = &comm_wait_family_->Add(rank);
     c.checkpoint_seconds = &checkpoint_seconds_family_->Add(
-        labels,
-        prometheus::Histogram::BucketBoundaries{0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300});
-    c.checkpoint_bytes = &checkpoint_bytes_family_->Add(labels);
+        job, prometheus::Histogram::BucketBoundaries{0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300});
+    c.checkpoint_bytes = &checkpoint_bytes_family_->Add(job);
+    c.checkpoint_failures = &checkpoint_failures_family_->Add(job);
   }
   return c;
 }
 
-void AgentMetrics::ObserveStep(int slot, const v1::StepMetrics& step, int64_t skipped_increment) {
+void AgentMetrics::ObserveStep(const TrainerLabels& t, const v1::StepMetrics& step,
+                               int64_t skipped_increment, bool checkpoint_failed) {
   absl::MutexLock lock(&mu_);
-  SlotCounters& c = CountersLocked(slot);
+  TrainerCounters& c = CountersLocked(t);
   if (step.step_seconds() >= 0) c.step_seconds->Observe(step.step_seconds());
   if (skipped_increment > 0) c.skipped->Increment(static_cast<double>(skipped_increment));
   c.steps->Increment();
@@ -271,32 +297,41 @@ void AgentMetrics::ObserveStep(int slot, const v1::StepMetrics& step, int64_t sk
   if (step.checkpoint_bytes() > 0) {
     c.checkpoint_bytes->Increment(static_cast<double>(step.checkpoint_bytes()));
   }
+  if (checkpoint_failed) c.checkpoint_failures->Increment();
 
-  SlotGauges& g = gauges_[slot];
+  TrainerGauges& g = gauges_[t];
   if (g.loss == nullptr) {
-    const prometheus::Labels labels = SlotLabel(slot);
+    const prometheus::Labels labels = JobLabel(t);
     g.loss = &loss_family_->Add(labels);
+    g.step = &step_family_->Add(labels);
     g.grad_norm = &grad_norm_family_->Add(labels);
     g.loss_scale = &loss_scale_family_->Add(labels);
     g.learning_rate = &learning_rate_family_->Add(labels);
     g.tokens_per_second = &tokens_per_second_family_->Add(labels);
   }
   g.loss->Set(step.loss());
+  g.step->Set(static_cast<double>(step.step()));
   g.grad_norm->Set(step.grad_norm());
   g.loss_scale->Set(step.loss_scale());
   g.learning_rate->Set(step.lr());
   g.tokens_per_second->Set(step.tokens_per_second());
+  if (step.has_val_loss()) {
+    if (g.val_loss == nullptr) g.val_loss = &val_loss_family_->Add(JobLabel(t));
+    g.val_loss->Set(step.val_loss());
+  }
   for (const auto& [category, bytes] : step.memory_bytes()) {
     prometheus::Gauge*& gauge = g.memory[category];
     if (gauge == nullptr) {
-      gauge = &memory_family_->Add({{"slot", std::to_string(slot)}, {"category", category}});
+      prometheus::Labels labels = RankLabels(t);
+      labels.emplace("category", category);
+      gauge = &memory_family_->Add(labels);
     }
     gauge->Set(static_cast<double>(bytes));
   }
   for (const v1::StageMetrics& s : step.stages()) {
     auto [it, added] = g.stages.try_emplace(s.stage());
     if (added) {
-      const prometheus::Labels labels = {{"slot", std::to_string(slot)},
+      const prometheus::Labels labels = {{"job_id", t.job_id},
                                          {"stage", std::to_string(s.stage())}};
       for (size_t i = 0; i < stage_families_.size(); ++i) {
         it->second[i] = &stage_families_[i]->Add(labels);
@@ -309,47 +344,61 @@ void AgentMetrics::ObserveStep(int slot, const v1::StepMetrics& step, int64_t sk
   }
 }
 
-void AgentMetrics::ObserveDeviceMemory(int slot, std::optional<int64_t> in_use,
+void AgentMetrics::ObserveDeviceMemory(const TrainerLabels& t, std::optional<int64_t> in_use,
                                        std::optional<int64_t> peak) {
   if (!in_use.has_value() && !peak.has_value()) return;
   absl::MutexLock lock(&mu_);
-  SlotGauges& g = gauges_[slot];
+  TrainerGauges& g = gauges_[t];
   for (auto [value, gauge, state] : {std::make_tuple(in_use, &g.device_in_use, "in_use"),
                                      std::make_tuple(peak, &g.device_peak, "peak")}) {
     if (!value.has_value()) continue;
     if (*gauge == nullptr) {
-      *gauge = &device_memory_family_->Add({{"slot", std::to_string(slot)}, {"state", state}});
+      prometheus::Labels labels = RankLabels(t);
+      labels.emplace("state", state);
+      *gauge = &device_memory_family_->Add(labels);
     }
     (*gauge)->Set(static_cast<double>(*value));
   }
 }
 
-void AgentMetrics::ObserveOffload(int slot, std::optional<int64_t> nvme_bytes,
+void AgentMetrics::ObserveOffload(const TrainerLabels& t, std::optional<int64_t> nvme_bytes,
                                   std::optional<double> swap_wait_seconds) {
   if (!nvme_bytes.has_value() && !swap_wait_seconds.has_value()) return;
   absl::MutexLock lock(&mu_);
   if (nvme_bytes.has_value()) {
-    SlotGauges& g = gauges_[slot];
-    if (g.nvme == nullptr) g.nvme = &nvme_family_->Add(SlotLabel(slot));
+    TrainerGauges& g = gauges_[t];
+    if (g.nvme == nullptr) g.nvme = &nvme_family_->Add(RankLabels(t));
     g.nvme->Set(static_cast<double>(*nvme_bytes));
   }
   if (swap_wait_seconds.has_value()) {
-    SlotCounters& c = CountersLocked(slot);
-    if (c.swap_wait == nullptr) c.swap_wait = &swap_wait_family_->Add(SlotLabel(slot));
+    TrainerCounters& c = CountersLocked(t);
+    if (c.swap_wait == nullptr) c.swap_wait = &swap_wait_family_->Add(RankLabels(t));
     if (*swap_wait_seconds > 0) c.swap_wait->Increment(*swap_wait_seconds);
   }
 }
 
-void AgentMetrics::ClearTrainingGauges(int slot) {
+void AgentMetrics::TrainerEnded(const TrainerLabels& t) {
   absl::MutexLock lock(&mu_);
-  const auto it = gauges_.find(slot);
+  RemoveGaugesLocked(t);
+  if (counters_.count(t) == 0) return;
+  ended_.push_back(t);
+  while (ended_.size() > static_cast<size_t>(kEndedTrainersKept)) {
+    RemoveCountersLocked(ended_.front());
+    ended_.pop_front();
+  }
+}
+
+void AgentMetrics::RemoveGaugesLocked(const TrainerLabels& t) {
+  const auto it = gauges_.find(t);
   if (it == gauges_.end()) return;
-  SlotGauges& g = it->second;
+  TrainerGauges& g = it->second;
   // Device memory may have been reported without a step's gauges, and the other way round.
   const auto remove = [](prometheus::Family<prometheus::Gauge>* family, prometheus::Gauge* gauge) {
     if (gauge != nullptr) family->Remove(gauge);
   };
   remove(loss_family_, g.loss);
+  remove(val_loss_family_, g.val_loss);
+  remove(step_family_, g.step);
   remove(grad_norm_family_, g.grad_norm);
   remove(loss_scale_family_, g.loss_scale);
   remove(learning_rate_family_, g.learning_rate);
@@ -362,6 +411,22 @@ void AgentMetrics::ClearTrainingGauges(int slot) {
     for (size_t i = 0; i < stage_families_.size(); ++i) stage_families_[i]->Remove(gauges[i]);
   }
   gauges_.erase(it);
+}
+
+void AgentMetrics::RemoveCountersLocked(const TrainerLabels& t) {
+  const auto it = counters_.find(t);
+  if (it == counters_.end()) return;
+  TrainerCounters& c = it->second;
+  step_seconds_family_->Remove(c.step_seconds);
+  skipped_family_->Remove(c.skipped);
+  steps_family_->Remove(c.steps);
+  comm_bytes_family_->Remove(c.comm_bytes);
+  comm_wait_family_->Remove(c.comm_wait);
+  checkpoint_seconds_family_->Remove(c.checkpoint_seconds);
+  checkpoint_bytes_family_->Remove(c.checkpoint_bytes);
+  checkpoint_failures_family_->Remove(c.checkpoint_failures);
+  if (c.swap_wait != nullptr) swap_wait_family_->Remove(c.swap_wait);
+  counters_.erase(it);
 }
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(

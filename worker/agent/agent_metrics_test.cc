@@ -102,45 +102,94 @@ TEST(AgentMetrics, ExportsTheWorkerFamiliesFromTheStart) {
   ExpectLintClean(metrics.Serialize());
 }
 
-TEST(AgentMetrics, TrainingMetricsBySlot) {
+TEST(AgentMetrics, TrainingMetricsByJobAndRank) {
   AgentMetrics metrics;
-  metrics.ObserveStep(1, Step(1, 2.5), 0);
+  const TrainerLabels t{"gpt-a", 0};
+  metrics.ObserveStep(t, Step(1, 2.5), 0);
   v1::StepMetrics second = Step(2, 2.25);
   second.set_step_seconds(3);
   second.set_comm_wait_seconds(0.5);
   second.set_checkpoint_seconds(2);
   second.set_checkpoint_bytes(1 << 20);
-  metrics.ObserveStep(1, second, 1);
+  second.set_val_loss(2.75);
+  metrics.ObserveStep(t, second, 1);
   const std::string text = metrics.Serialize();
-  EXPECT_THAT(text, HasSubstr("dstrain_train_loss{slot=\"1\"} 2.25\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_grad_norm{slot=\"1\"} 0.5\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_loss_scale{slot=\"1\"} 1024\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_tokens_per_second{slot=\"1\"} 5000\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_skipped_steps_total{slot=\"1\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_steps_total{slot=\"1\"} 2\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_comm_bytes_total{slot=\"1\"} 2000\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_comm_wait_seconds_total{slot=\"1\"} 0.5\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_checkpoint_save_duration_seconds_count{slot=\"1\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_loss{job_id=\"gpt-a\"} 2.25\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_val_loss{job_id=\"gpt-a\"} 2.75\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_step{job_id=\"gpt-a\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_grad_norm{job_id=\"gpt-a\"} 0.5\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_loss_scale{job_id=\"gpt-a\"} 1024\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_tokens_per_second{job_id=\"gpt-a\"} 5000\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_skipped_steps_total{job_id=\"gpt-a\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_steps_total{job_id=\"gpt-a\"} 2\n"));
+  EXPECT_THAT(text,
+              HasSubstr("dstrain_train_comm_bytes_total{job_id=\"gpt-a\",rank=\"0\"} 2000\n"));
   EXPECT_THAT(
-      text, HasSubstr("dstrain_checkpoint_save_duration_seconds_bucket{slot=\"1\",le=\"3\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_checkpoint_bytes_total{slot=\"1\"} 1048576\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_memory_bytes{category=\"params\",slot=\"1\"} 4096\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_count{slot=\"1\"} 2\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_bucket{slot=\"1\",le=\"0.25\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_bucket{slot=\"1\",le=\"5\"} 2\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_bucket{slot=\"1\",le=\"+Inf\"} 2\n"));
+      text, HasSubstr("dstrain_train_comm_wait_seconds_total{job_id=\"gpt-a\",rank=\"0\"} 0.5\n"));
+  EXPECT_THAT(text,
+              HasSubstr("dstrain_checkpoint_save_duration_seconds_count{job_id=\"gpt-a\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_checkpoint_save_duration_seconds_bucket{job_id=\"gpt-a\","
+                              "le=\"3\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_checkpoint_bytes_total{job_id=\"gpt-a\"} 1048576\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_checkpoint_save_failures_total{job_id=\"gpt-a\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_memory_bytes{category=\"params\",job_id=\"gpt-a\","
+                              "rank=\"0\"} 4096\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_count{job_id=\"gpt-a\"} 2\n"));
+  EXPECT_THAT(text,
+              HasSubstr("dstrain_train_step_seconds_bucket{job_id=\"gpt-a\",le=\"0.25\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_bucket{job_id=\"gpt-a\",le=\"5\"} 2\n"));
+  EXPECT_THAT(text,
+              HasSubstr("dstrain_train_step_seconds_bucket{job_id=\"gpt-a\",le=\"+Inf\"} 2\n"));
+  EXPECT_THAT(text, Not(HasSubstr("slot=")));
   ExpectLintClean(text);
 
+  // A failed save is counted from the line that says so.
+  metrics.ObserveStep(t, Step(3, 2.0), 0, /*checkpoint_failed=*/true);
+  EXPECT_THAT(metrics.Serialize(),
+              HasSubstr("dstrain_checkpoint_save_failures_total{job_id=\"gpt-a\"} 1\n"));
+
   // The job ended: its gauges go, the totals stay.
-  metrics.ClearTrainingGauges(1);
+  metrics.TrainerEnded(t);
   const std::string after = metrics.Serialize();
   EXPECT_THAT(after, Not(HasSubstr("dstrain_train_loss{")));
+  EXPECT_THAT(after, Not(HasSubstr("dstrain_train_val_loss{")));
   EXPECT_THAT(after, Not(HasSubstr("dstrain_train_memory_bytes{")));
-  EXPECT_THAT(after, HasSubstr("dstrain_train_steps_total{slot=\"1\"} 2\n"));
+  EXPECT_THAT(after, HasSubstr("dstrain_train_steps_total{job_id=\"gpt-a\"} 3\n"));
   ExpectLintClean(after);
-  // A new job in the slot brings them back.
-  metrics.ObserveStep(1, Step(1, 4.0), 0);
-  EXPECT_THAT(metrics.Serialize(), HasSubstr("dstrain_train_loss{slot=\"1\"} 4\n"));
+  // The next attempt of the job brings the gauges back and keeps counting.
+  metrics.ObserveStep(t, Step(1, 4.0), 0);
+  EXPECT_THAT(metrics.Serialize(), HasSubstr("dstrain_train_loss{job_id=\"gpt-a\"} 4\n"));
+  EXPECT_THAT(metrics.Serialize(), HasSubstr("dstrain_train_steps_total{job_id=\"gpt-a\"} 4\n"));
+}
+
+TEST(AgentMetrics, TwoJobsOnOneWorkerAreTwoSeries) {
+  AgentMetrics metrics;
+  metrics.ObserveStep({"a", 0}, Step(1, 2.5), 0);
+  metrics.ObserveStep({"b", 0}, Step(1, 3.5), 0);
+  const std::string text = metrics.Serialize();
+  EXPECT_THAT(text, HasSubstr("dstrain_train_loss{job_id=\"a\"} 2.5\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_loss{job_id=\"b\"} 3.5\n"));
+  metrics.TrainerEnded({"a", 0});
+  EXPECT_THAT(metrics.Serialize(), Not(HasSubstr("dstrain_train_loss{job_id=\"a\"}")));
+  EXPECT_THAT(metrics.Serialize(), HasSubstr("dstrain_train_loss{job_id=\"b\"} 3.5\n"));
+}
+
+TEST(AgentMetrics, CountersOfEndedJobsAreBounded) {
+  AgentMetrics metrics;
+  const int jobs = AgentMetrics::kEndedTrainersKept + 3;
+  for (int j = 0; j < jobs; ++j) {
+    const TrainerLabels t{"job-" + std::to_string(j), 0};
+    metrics.ObserveStep(t, Step(1, 2.5), 0);
+    metrics.TrainerEnded(t);
+  }
+  const std::string text = metrics.Serialize();
+  for (int j = 0; j < jobs; ++j) {
+    const std::string series =
+        "dstrain_train_steps_total{job_id=\"job-" + std::to_string(j) + "\"}";
+    // The oldest three are gone, the last kEndedTrainersKept remain.
+    EXPECT_EQ(absl::StrContains(text, series), j >= 3) << series;
+  }
+  ExpectLintClean(text);
 }
 
 TEST(AgentMetrics, PipelineStagesByStage) {
@@ -154,61 +203,66 @@ TEST(AgentMetrics, PipelineStagesByStage) {
     stage->set_p2p_bytes_sent(int64_t{1} << 33);
     stage->set_memory_peak_bytes(4096 * (s + 1));
   }
-  metrics.ObserveStep(0, step, 0);
+  metrics.ObserveStep({"p", 0}, step, 0);
   const std::string text = metrics.Serialize();
   EXPECT_THAT(text,
-              HasSubstr("dstrain_train_pipeline_bubble_fraction{slot=\"0\",stage=\"1\"} 0.25\n"));
+              HasSubstr("dstrain_train_pipeline_bubble_fraction{job_id=\"p\",stage=\"1\"} 0.25\n"));
   EXPECT_THAT(text,
-              HasSubstr("dstrain_train_pipeline_compute_seconds{slot=\"0\",stage=\"0\"} 1.5\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_pipeline_p2p_sent_bytes{slot=\"0\",stage=\"0\"} "
+              HasSubstr("dstrain_train_pipeline_compute_seconds{job_id=\"p\",stage=\"0\"} 1.5\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_pipeline_p2p_sent_bytes{job_id=\"p\",stage=\"0\"} "
                               "8589934592\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_pipeline_memory_peak_bytes{slot=\"0\",stage=\"1\"} "
+  EXPECT_THAT(text, HasSubstr("dstrain_train_pipeline_memory_peak_bytes{job_id=\"p\",stage=\"1\"} "
                               "8192\n"));
   ExpectLintClean(text);
-  metrics.ClearTrainingGauges(0);
+  metrics.TrainerEnded({"p", 0});
   EXPECT_THAT(metrics.Serialize(), Not(HasSubstr("dstrain_train_pipeline_bubble_fraction{")));
 }
 
 TEST(AgentMetrics, OffloadOnlyWhenReported) {
   AgentMetrics metrics;
-  metrics.ObserveStep(0, Step(1, 2.5), 0);
-  metrics.ObserveOffload(0, std::nullopt, std::nullopt);  // no offload
+  metrics.ObserveStep({"o", 0}, Step(1, 2.5), 0);
+  metrics.ObserveOffload({"o", 0}, std::nullopt, std::nullopt);  // no offload
   EXPECT_THAT(metrics.Serialize(), Not(HasSubstr("dstrain_train_nvme_bytes{")));
   EXPECT_THAT(metrics.Serialize(), Not(HasSubstr("dstrain_train_swap_wait_seconds_total{")));
-  metrics.ObserveOffload(0, int64_t{3} << 30, 0.25);
-  metrics.ObserveOffload(0, int64_t{3} << 30, 0.5);
+  metrics.ObserveOffload({"o", 0}, int64_t{3} << 30, 0.25);
+  metrics.ObserveOffload({"o", 0}, int64_t{3} << 30, 0.5);
   std::string text = metrics.Serialize();
-  EXPECT_THAT(text, HasSubstr("dstrain_train_nvme_bytes{slot=\"0\"} 3221225472\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_swap_wait_seconds_total{slot=\"0\"} 0.75\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_nvme_bytes{job_id=\"o\",rank=\"0\"} 3221225472\n"));
+  EXPECT_THAT(text,
+              HasSubstr("dstrain_train_swap_wait_seconds_total{job_id=\"o\",rank=\"0\"} 0.75\n"));
   ExpectLintClean(text);
   // The gauge goes with the trainer; the counter keeps its total.
-  metrics.ClearTrainingGauges(0);
+  metrics.TrainerEnded({"o", 0});
   text = metrics.Serialize();
   EXPECT_THAT(text, Not(HasSubstr("dstrain_train_nvme_bytes{")));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_swap_wait_seconds_total{slot=\"0\"} 0.75\n"));
+  EXPECT_THAT(text,
+              HasSubstr("dstrain_train_swap_wait_seconds_total{job_id=\"o\",rank=\"0\"} 0.75\n"));
 }
 
 TEST(AgentMetrics, DeviceMemoryOnlyWhenReported) {
   AgentMetrics metrics;
-  metrics.ObserveStep(0, Step(1, 2.5), 0);
-  metrics.ObserveDeviceMemory(0, std::nullopt, std::nullopt);  // a CPU trainer's line
+  metrics.ObserveStep({"d", 0}, Step(1, 2.5), 0);
+  metrics.ObserveDeviceMemory({"d", 0}, std::nullopt, std::nullopt);  // a CPU trainer's line
   EXPECT_THAT(metrics.Serialize(), Not(HasSubstr("dstrain_worker_device_memory_bytes{")));
-  metrics.ObserveDeviceMemory(0, int64_t{3} << 33, std::nullopt);
-  metrics.ObserveDeviceMemory(1, std::nullopt, int64_t{5} << 30);
+  metrics.ObserveDeviceMemory({"d", 0}, int64_t{3} << 33, std::nullopt);
+  metrics.ObserveDeviceMemory({"d", 1}, std::nullopt, int64_t{5} << 30);
   std::string text = metrics.Serialize();
-  EXPECT_THAT(text, HasSubstr("dstrain_worker_device_memory_bytes{slot=\"0\",state=\"in_use\"} "
-                              "25769803776\n"));
-  EXPECT_THAT(text, Not(HasSubstr("{slot=\"0\",state=\"peak\"}")));
-  EXPECT_THAT(text, HasSubstr("dstrain_worker_device_memory_bytes{slot=\"1\",state=\"peak\"} "
-                              "5368709120\n"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("dstrain_worker_device_memory_bytes{job_id=\"d\",rank=\"0\",state=\"in_use\"} "
+                "25769803776\n"));
+  EXPECT_THAT(text, Not(HasSubstr("{job_id=\"d\",rank=\"0\",state=\"peak\"}")));
+  EXPECT_THAT(
+      text, HasSubstr("dstrain_worker_device_memory_bytes{job_id=\"d\",rank=\"1\",state=\"peak\"} "
+                      "5368709120\n"));
   ExpectLintClean(text);
-  metrics.ObserveDeviceMemory(0, int64_t{1} << 30, int64_t{4} << 30);
+  metrics.ObserveDeviceMemory({"d", 0}, int64_t{1} << 30, int64_t{4} << 30);
   text = metrics.Serialize();
-  EXPECT_THAT(text, HasSubstr("{slot=\"0\",state=\"in_use\"} 1073741824\n"));
-  EXPECT_THAT(text, HasSubstr("{slot=\"0\",state=\"peak\"} 4294967296\n"));
-  // Gone with the trainer, like the other gauges of its slot.
-  metrics.ClearTrainingGauges(0);
-  metrics.ClearTrainingGauges(1);
+  EXPECT_THAT(text, HasSubstr("{job_id=\"d\",rank=\"0\",state=\"in_use\"} 1073741824\n"));
+  EXPECT_THAT(text, HasSubstr("{job_id=\"d\",rank=\"0\",state=\"peak\"} 4294967296\n"));
+  // Gone with the trainer, like its other gauges.
+  metrics.TrainerEnded({"d", 0});
+  metrics.TrainerEnded({"d", 1});
   EXPECT_THAT(metrics.Serialize(), Not(HasSubstr("dstrain_worker_device_memory_bytes{")));
   ExpectLintClean(metrics.Serialize());
 }

@@ -96,10 +96,12 @@ void Agent::Flush(Trainer& t, absl::Time now) {
       SetTableState(t.key, t.assignment.slot(), t.state, &t.table_generation);
     }
     if (metrics_ != nullptr) {
-      metrics_->ObserveStep(t.assignment.slot(), parsed->metrics, parsed->skipped_increment);
-      metrics_->ObserveDeviceMemory(t.assignment.slot(), parsed->device_mem_bytes,
+      const TrainerLabels labels = {t.assignment.job_id(), t.assignment.rank()};
+      metrics_->ObserveStep(labels, parsed->metrics, parsed->skipped_increment,
+                            parsed->checkpoint_failed);
+      metrics_->ObserveDeviceMemory(labels, parsed->device_mem_bytes,
                                     parsed->device_mem_peak_bytes);
-      metrics_->ObserveOffload(t.assignment.slot(), parsed->nvme_bytes, parsed->swap_wait_seconds);
+      metrics_->ObserveOffload(labels, parsed->nvme_bytes, parsed->swap_wait_seconds);
     }
     Report report;
     report.request = NewReport(t);
@@ -145,7 +147,7 @@ void Agent::Finish(Trainer& t, absl::Time now) {
   // Counted before the final report is queued: whoever sees the report sees the exit in /metrics.
   if (metrics_ != nullptr) {
     metrics_->TrainerExited(final_state);
-    if (t.tail != nullptr) metrics_->ClearTrainingGauges(t.assignment.slot());
+    if (t.tail != nullptr) metrics_->TrainerEnded({t.assignment.job_id(), t.assignment.rank()});
   }
   Enqueue(std::move(report));
 

@@ -324,13 +324,14 @@ TEST_F(AgentTest, RelaysOutputAndMetricsThenReportsSucceeded) {
   EXPECT_TRUE(std::isnan(steps[1].grad_norm()));
   EXPECT_EQ(steps[1].val_loss(), 2.75);
 
-  // Prometheus: totals stay, the slot's gauges are gone with the trainer.
+  // Prometheus: totals stay, the job's gauges are gone with the trainer.
   const std::string text = metrics_.Serialize();
   EXPECT_THAT(text, HasSubstr("dstrain_worker_trainer_exits_total{result=\"succeeded\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_steps_total{slot=\"0\"} 2\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_skipped_steps_total{slot=\"0\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_comm_bytes_total{slot=\"0\"} 5096\n"));
-  EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_count{slot=\"0\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_steps_total{job_id=\"job-ok\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_skipped_steps_total{job_id=\"job-ok\"} 1\n"));
+  EXPECT_THAT(text,
+              HasSubstr("dstrain_train_comm_bytes_total{job_id=\"job-ok\",rank=\"0\"} 5096\n"));
+  EXPECT_THAT(text, HasSubstr("dstrain_train_step_seconds_count{job_id=\"job-ok\"} 2\n"));
   EXPECT_THAT(text, Not(HasSubstr("dstrain_train_loss{")));
   // Delivered: the rank leaves the heartbeats.
   EXPECT_TRUE(Eventually([&] { return agent_->Ranks().empty(); }, kWait));
@@ -495,15 +496,18 @@ TEST_F(AgentTest, AGpuWorkerRegistersItsGpusAndGivesEachRankItsGpu) {
   // The GPU rank 0 reports its device memory; the CPU rank 0's lines have none.
   ASSERT_TRUE(Eventually(
       [&] {
-        return absl::StrContains(metrics_.Serialize(),
-                                 "dstrain_worker_device_memory_bytes{slot=\"1\",state=\"peak\"} "
-                                 "2147483648\n");
+        return absl::StrContains(
+            metrics_.Serialize(),
+            "dstrain_worker_device_memory_bytes{job_id=\"job-g\",rank=\"0\",state=\"peak\"} "
+            "2147483648\n");
       },
       kWait));
   text = metrics_.Serialize();
-  EXPECT_THAT(text, HasSubstr("dstrain_worker_device_memory_bytes{slot=\"1\",state=\"in_use\"} "
-                              "1073741824\n"));
-  EXPECT_THAT(text, Not(HasSubstr("dstrain_worker_device_memory_bytes{slot=\"2\"")));
+  EXPECT_THAT(
+      text,
+      HasSubstr("dstrain_worker_device_memory_bytes{job_id=\"job-g\",rank=\"0\",state=\"in_use\"} "
+                "1073741824\n"));
+  EXPECT_THAT(text, Not(HasSubstr("dstrain_worker_device_memory_bytes{job_id=\"job-c\"")));
 
   for (const std::string& dir : {g0, g1, c0}) std::ofstream(dir + "/go") << "go";
   EXPECT_EQ(WaitFinal("job-g", 1, 0).state(), v1::RANK_STATE_SUCCEEDED);

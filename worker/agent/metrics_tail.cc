@@ -162,6 +162,7 @@ absl::StatusOr<ParsedStep> StepMetricsParser::Parse(absl::string_view line, absl
     if (bytes >= 0) out.nvme_bytes = bytes;
   }
   if (number("swap_wait_s", &v) && v >= 0) out.swap_wait_seconds = v;
+  out.checkpoint_failed = j.contains("checkpoint_error");
   if (const auto it = j.find("skipped"); it != j.end()) {
     int64_t total = skipped_;
     if (it->is_boolean()) {

@@ -58,6 +58,9 @@ struct ParsedStep {
   // step waited for them ("swap_wait_s").
   std::optional<int64_t> nvme_bytes;
   std::optional<double> swap_wait_seconds;
+  // The step's checkpoint save failed ("checkpoint_error": the trainer's message); the trainer
+  // exits with that error next.
+  bool checkpoint_failed = false;
 };
 
 // Maps JSONL keys onto StepMetrics: step, loss, lr, grad_norm, loss_scale; tokens_per_s →
@@ -66,7 +69,8 @@ struct ParsedStep {
 // flag (true/false; the parser keeps the running count) or a cumulative count (a number). "time"
 // (Unix seconds) when present, else the time the agent read the line. A JSON null (how the
 // trainer writes a non-finite float) becomes NaN. device_mem_bytes and device_mem_peak_bytes (a
-// number >= 0) go to ParsedStep, not StepMetrics, as do nvme_bytes and swap_wait_s (numbers >= 0).
+// number >= 0) go to ParsedStep, not StepMetrics, as do nvme_bytes and swap_wait_s (numbers >= 0)
+// and checkpoint_error (present: checkpoint_failed).
 // Unknown keys are ignored.
 class StepMetricsParser {
  public:

@@ -182,6 +182,18 @@ TEST(StepMetricsParser, ReadsOffload) {
   EXPECT_FALSE(p->nvme_bytes.has_value()) << "no offload";
 }
 
+TEST(StepMetricsParser, ReadsACheckpointFailure) {
+  StepMetricsParser parser(1);
+  const absl::Time now = absl::Now();
+  auto p = parser.Parse(R"({"step":4,"loss":2.5,"checkpoint_error":"disk full"})", now);
+  ASSERT_THAT(p, IsOk());
+  EXPECT_TRUE(p->checkpoint_failed);
+  EXPECT_EQ(p->metrics.step(), 4);
+  p = parser.Parse(R"({"step":5,"checkpoint_s":0.5})", now);
+  ASSERT_THAT(p, IsOk());
+  EXPECT_FALSE(p->checkpoint_failed);
+}
+
 TEST(StepMetricsParser, CountsSkippedStepsAndReadsOptionalKeys) {
   StepMetricsParser parser(1);
   const absl::Time now = absl::FromUnixSeconds(1'700'000'000);

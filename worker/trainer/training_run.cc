@@ -397,7 +397,16 @@ absl::StatusOr<bool> TrainingRun::AfterStep(int64_t step, const engine::StepStat
   // carry the save's duration and size.
   std::string saved;
   if (spec_.job.checkpoint_every > 0 && (step % spec_.job.checkpoint_every == 0 || last)) {
-    DT_ASSIGN_OR_RETURN(saved, SaveCheckpoint(step, &line));
+    absl::StatusOr<std::string> result = SaveCheckpoint(step, &line);
+    if (!result.ok()) {
+      // The step's line says the save failed (the agent counts it for the checkpoint alert),
+      // then the run fails with the error and the job resumes from its last committed one.
+      line.AddRaw("checkpoint_error",
+                  nlohmann::json(std::string(result.status().message())).dump());
+      metrics_->Write(line).IgnoreError();
+      return result.status();
+    }
+    saved = *std::move(result);
   }
   DT_RETURN_IF_ERROR(metrics_->Write(line));
   if (step % std::max<int64_t>(1, spec_.steps_per_print.value_or(10)) == 0 || step == 1 || last ||
