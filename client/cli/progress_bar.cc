@@ -60,6 +60,52 @@ std::string FormatThousands(int64_t n) {
   return negative ? absl::StrCat("-", out) : out;
 }
 
+std::string FormatSparkline(const std::vector<double>& values) {
+  static constexpr const char* kBlocks[8] = {"\u2581", "\u2582", "\u2583", "\u2584",
+                                             "\u2585", "\u2586", "\u2587", "\u2588"};
+  double lo = INFINITY, hi = -INFINITY;
+  for (double v : values) {
+    if (!std::isfinite(v)) continue;
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  std::string out;
+  for (double v : values) {
+    if (!std::isfinite(v)) {
+      out.push_back('!');
+      continue;
+    }
+    const int level = hi > lo ? static_cast<int>(std::lround((v - lo) / (hi - lo) * 7)) : 0;
+    out += kBlocks[std::clamp(level, 0, 7)];
+  }
+  return out;
+}
+
+namespace {
+
+// Terminal columns of UTF-8 text: its bytes less continuation bytes (every character here is one
+// column wide).
+int Columns(const std::string& text) {
+  int n = 0;
+  for (unsigned char c : text) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+// Cuts UTF-8 text to `columns` columns without splitting a character.
+void CutToColumns(std::string* text, int columns) {
+  int n = 0;
+  for (size_t i = 0; i < text->size(); ++i) {
+    if ((static_cast<unsigned char>((*text)[i]) & 0xC0) == 0x80) continue;
+    if (n == columns) {
+      text->resize(i);
+      return;
+    }
+    ++n;
+  }
+}
+
+}  // namespace
+
 std::string FormatProgressLine(const ProgressState& state, int max_columns) {
   const bool known_total = state.total > 0;
   const std::string head = known_total ? absl::StrCat("step ", state.step, "/", state.total)
@@ -70,24 +116,40 @@ std::string FormatProgressLine(const ProgressState& state, int max_columns) {
         static_cast<int64_t>(std::max<int64_t>(state.step, 0) * 100.0 / state.total), 0, 100);
     percent = absl::StrCat(p, "%");
   }
-  std::string tail;
+  std::string tail, rest;
   if (state.loss) absl::StrAppend(&tail, " loss ", absl::StrFormat("%.4g", *state.loss));
   if (state.tokens_per_second && std::isfinite(*state.tokens_per_second)) {
-    absl::StrAppend(&tail, " ", FormatThousands(std::llround(*state.tokens_per_second)), " tok/s");
+    absl::StrAppend(&rest, " ", FormatThousands(std::llround(*state.tokens_per_second)), " tok/s");
   }
   if (known_total && state.seconds_per_step && std::isfinite(*state.seconds_per_step) &&
       *state.seconds_per_step >= 0) {
     const int64_t left = std::max<int64_t>(state.total - state.step, 0);
-    absl::StrAppend(&tail, " ETA ",
+    absl::StrAppend(&rest, " ETA ",
                     FormatEta(absl::Seconds(static_cast<double>(left) * *state.seconds_per_step)));
   }
+  // The sparkline, when it fits beside the widest bar.
+  const size_t first = state.loss_history.size() > static_cast<size_t>(kSparklineCells)
+                           ? state.loss_history.size() - kSparklineCells
+                           : 0;
+  const std::string spark =
+      state.loss_history.size() >= 2
+          ? absl::StrCat(" ", FormatSparkline(std::vector<double>(
+                                  state.loss_history.begin() + first, state.loss_history.end())))
+          : "";
+  const int without_spark =
+      static_cast<int>(head.size() + percent.size() + tail.size() + rest.size()) +
+      (known_total ? kMaxBarWidth + 4 : 0);
+  if (!spark.empty() && (max_columns <= 0 || without_spark + Columns(spark) <= max_columns)) {
+    tail += spark;
+  }
+  tail += rest;
 
   std::string line = head;
   if (known_total) {
     // "step S/T [bar] P%": the bar gets what the bound leaves, within [kMinBarWidth, kMaxBarWidth].
     int width = kMaxBarWidth;
     if (max_columns > 0) {
-      const int others = static_cast<int>(head.size() + percent.size() + tail.size()) + 4;
+      const int others = static_cast<int>(head.size() + percent.size()) + Columns(tail) + 4;
       width = std::min(kMaxBarWidth, max_columns - others);
     }
     if (width >= kMinBarWidth) {
@@ -96,7 +158,7 @@ std::string FormatProgressLine(const ProgressState& state, int max_columns) {
     absl::StrAppend(&line, " ", percent);
   }
   line += tail;
-  if (max_columns > 0 && static_cast<int>(line.size()) > max_columns) line.resize(max_columns);
+  if (max_columns > 0 && Columns(line) > max_columns) CutToColumns(&line, max_columns);
   return line;
 }
 

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/time/time.h"
 
@@ -27,11 +28,23 @@ struct ProgressState {
   std::optional<double> tokens_per_second;
   // Wall time per step, for the ETA ((total - step) * seconds_per_step); unset = no ETA.
   std::optional<double> seconds_per_step;
+  // The loss of the last steps, oldest first, drawn as a sparkline after the loss (at most
+  // kSparklineCells of them; empty: none).
+  std::vector<double> loss_history;
 };
 
-// The line, without a newline or carriage return. `max_columns` bounds its length (a terminal's
-// width; 0 = no bound): the bar shrinks first (from 30 down to 10 cells, then is left out), then
-// the line is cut. The percentage is rounded down, so 100% means done.
+// Cells of the loss sparkline in the progress line.
+inline constexpr int kSparklineCells = 16;
+
+// One cell per value, the eight block characters U+2581..U+2588 (UTF-8) scaled from the
+// smallest finite value to the largest; a non-finite value (a NaN loss) is '!'. All-equal
+// values draw the lowest block.
+std::string FormatSparkline(const std::vector<double>& values);
+
+// The line, without a newline or carriage return. `max_columns` bounds its length in terminal
+// columns (a terminal's width; 0 = no bound): the loss sparkline is left out first, then the bar
+// shrinks (from 30 down to 10 cells, then is left out), then the line is cut. The percentage is
+// rounded down, so 100% means done.
 std::string FormatProgressLine(const ProgressState& state, int max_columns = 0);
 
 // "[=====>    ]": `width` cells between the brackets, filled in proportion to step / total

@@ -1,5 +1,8 @@
 #include "client/cli/progress_bar.h"
 
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 
@@ -93,6 +96,41 @@ TEST(FormatProgressLine, WidthShrinksTheBarThenDropsItThenCuts) {
   EXPECT_EQ(FormatProgressLine(s, others + 9),
             "step 250/1000 25% loss 2 1,000,000 tok/s ETA 12m30s");
   EXPECT_EQ(FormatProgressLine(s, 16), "step 250/1000 25");
+}
+
+TEST(FormatSparkline, ScalesFromTheLowestToTheHighestFiniteValue) {
+  EXPECT_EQ(FormatSparkline({}), "");
+  EXPECT_EQ(FormatSparkline({4, 3, 2, 1}), "\u2588\u2586\u2583\u2581");
+  // 8 levels over [1, 8]: one per block.
+  EXPECT_EQ(FormatSparkline({1, 2, 3, 4, 5, 6, 7, 8}),
+            "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588");
+  EXPECT_EQ(FormatSparkline({2.5, 2.5}), "\u2581\u2581");
+  EXPECT_EQ(FormatSparkline({3, NAN, 1, INFINITY}), "\u2588!\u2581!");
+}
+
+TEST(FormatProgressLine, LossSparklineFirstToGoWhenNarrow) {
+  ProgressState s;
+  s.step = 4;
+  s.total = 100;
+  s.loss = 1.0;
+  s.loss_history = {4, 3, 2, 1};
+  const std::string wide = FormatProgressLine(s);
+  EXPECT_EQ(wide, "step 4/100 [=>                            ] 4% loss 1 \u2588\u2586\u2583\u2581");
+  // Columns, not bytes: the 4 cells are 12 bytes.
+  const int columns = static_cast<int>(wide.size()) - 8;
+  EXPECT_EQ(FormatProgressLine(s, columns), wide);
+  EXPECT_EQ(FormatProgressLine(s, columns - 1),
+            "step 4/100 [=>                            ] 4% loss 1");
+  // Only the last kSparklineCells steps are drawn; one value draws nothing.
+  s.loss_history.assign(kSparklineCells + 5, 1.0);
+  s.loss_history.front() = 9;  // dropped, so every drawn cell is the lowest block
+  std::string all_low;
+  for (int i = 0; i < kSparklineCells; ++i) all_low += "\u2581";
+  EXPECT_EQ(FormatProgressLine(s), absl::StrCat("step 4/100 [=>                            ] 4% "
+                                                "loss 1 ",
+                                                all_low));
+  s.loss_history = {1.0};
+  EXPECT_EQ(FormatProgressLine(s), "step 4/100 [=>                            ] 4% loss 1");
 }
 
 TEST(StepRateEstimator, AveragesOverTheWindowAndRestartsOnRerun) {

@@ -401,8 +401,11 @@ std::optional<int> Session::Prepare(const std::vector<std::string>& args, const 
 void Session::ShowProgress() {
   // One column short of the terminal's width: a line filling the last column wraps on some
   // terminals, and the carriage return would then redraw on the wrong line.
+  // The loss sparkline only on a terminal: a log gets plain lines.
+  ProgressState state = progress_;
+  if (!ctx_.out_is_tty) state.loss_history.clear();
   const std::string line =
-      FormatProgressLine(progress_, ctx_.out_is_tty ? std::max(ctx_.terminal_columns - 1, 0) : 0);
+      FormatProgressLine(state, ctx_.out_is_tty ? std::max(ctx_.terminal_columns - 1, 0) : 0);
   if (ctx_.out_is_tty) {
     absl::FPrintF(ctx_.out, "\r%s\x1b[K", line);
     progress_drawn_ = true;
@@ -693,9 +696,15 @@ int Session::WatchUntilDone(const std::string& job_id, int64_t from_step) {
         if (progress_known_ && ctx_.out_is_tty) ShowProgress();
       } else if (response.has_metrics()) {
         const v1::StepMetrics& m = response.metrics();
+        // A restart re-runs steps from its checkpoint: the sparkline starts over there.
+        if (m.step() <= progress_.step) progress_.loss_history.clear();
         next_step = m.step() + 1;
         progress_.step = m.step();
         progress_.loss = m.loss();
+        progress_.loss_history.push_back(m.loss());
+        if (progress_.loss_history.size() > static_cast<size_t>(kSparklineCells)) {
+          progress_.loss_history.erase(progress_.loss_history.begin());
+        }
         if (m.tokens_per_second() > 0) progress_.tokens_per_second = m.tokens_per_second();
         const absl::Time t = m.has_time() ? ToTime(m.time()) : ctx_.now();
         rate_.Add(m.step(), t);

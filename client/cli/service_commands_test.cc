@@ -566,6 +566,29 @@ TEST_F(ServiceCommandsTest, WatchRedrawsOneLineOnATerminal) {
   }
 }
 
+// A wide terminal has room for the loss sparkline; a restart (steps again from 2) starts it over.
+TEST_F(ServiceCommandsTest, WatchDrawsTheLossSparklineOnAWideTerminal) {
+  const v1::Job job = MakeJob("spark", v1::JOB_STATE_RUNNING, 0, 10);
+  fake_.jobs["spark"].mutable_job()->CopyFrom(job);
+  fake_.watch_scripts.push_back(
+      {{Metrics(job, 1, 3.0), Metrics(job, 2, 2.0), Metrics(job, 3, 1.0), Metrics(job, 2, 2.5),
+        Metrics(job, 3, 0.5),
+        Event(job, 8, v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED, "Completed")}});
+  context_.out_is_tty = true;
+  context_.terminal_columns = 120;
+  CliResult r = Dstrain("watch", {"spark"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("] 30% loss 1 \u2588\u2585\u2581 "));
+  EXPECT_THAT(r.out, HasSubstr("] 30% loss 0.5 \u2588\u2581 "));
+  // A log (not a terminal) gets no sparkline.
+  context_.out_is_tty = false;
+  fake_.watch_scripts.push_back(
+      {{Metrics(job, 1, 3.0), Metrics(job, 2, 2.0),
+        Event(job, 9, v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED, "Completed")}});
+  r = Dstrain("watch", {"spark"});
+  EXPECT_THAT(r.out, Not(HasSubstr("\u2588")));
+}
+
 TEST_F(ServiceCommandsTest, WatchOfAnUnknownJob) {
   CliResult r = Dstrain("watch", {"ghost"});
   EXPECT_EQ(r.code, 1);
