@@ -10,7 +10,7 @@ PACKAGES=(
   libgloo-dev libdnnl-dev liburing-dev nlohmann-json3-dev libre2-dev libssl-dev
   clang-format
   clang libclang-rt-14-dev lld
-  python3-torch python3-numpy
+  python3-torch python3-numpy python3-matplotlib
   prometheus curl openssl
 )
 

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -25,6 +26,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "client/cli/output.h"
+#include "client/cli/plot.h"
 #include "client/cli/progress_bar.h"
 #include "common/flags/flags.h"
 #include "common/grpc/grpc_status.h"
@@ -67,6 +69,14 @@ prints the coordinator's answer as one JSON document):
       USED, HEARTBEAT AGE, HOST.
   checkpoints JOB [-o json]
       The job's checkpoints: TAG, STEP, STATE, BYTES, SHARDS, COMMITTED AT, PATH.
+  plot JOB [--out FILE.png|.svg|.pdf] [--metrics loss,val_loss,...]
+  plot --metrics-file METRICS.jsonl [--out FILE] [--metrics ...]
+      Draw the run's curves against the step (one panel per metric, val_loss beside loss)
+      from the coordinator's stored metrics, or from a `train`/`launch` --metrics-out file (no
+      coordinator needed). Metrics: loss, val_loss, lr, grad_norm, loss_scale, tokens_per_s,
+      step_s, comm_wait_s, comm_bytes, checkpoint_s (default loss,val_loss,lr,grad_norm,
+      tokens_per_s). --out defaults to JOB.png (METRICS.png for a file). Needs /usr/bin/python3
+      with matplotlib (Debian: python3-matplotlib).
 )";
 
 // The bearer token a --token-file names (defined below).
@@ -238,6 +248,9 @@ class Session {
   int Delete(const std::vector<std::string>& args);
   int Workers(const std::vector<std::string>& args);
   int Checkpoints(const std::vector<std::string>& args);
+  int Plot(const std::vector<std::string>& args);
+  // The job's stored metrics in (attempt, step) order, through its last reported step.
+  absl::StatusOr<std::vector<v1::StepMetrics>> StoredMetrics(const std::string& job_id);
 
   // Parses the command's arguments and connects; a usage error is printed and returned as the
   // exit code (2). `positionals` is how many positional arguments the command takes.
@@ -300,6 +313,7 @@ int Session::Run(const std::vector<std::string>& args) {
   if (command_ == "status") return Status(args);
   if (command_ == "watch") return Watch(args);
   if (command_ == "logs") return Logs(args);
+  if (command_ == "plot") return Plot(args);
   if (command_ == "cancel") return Cancel(args);
   if (command_ == "delete") return Delete(args);
   if (command_ == "workers") return Workers(args);
@@ -928,6 +942,107 @@ int Session::Checkpoints(const std::vector<std::string>& args) {
 // --------------------------------------------------------------------------------------------
 // The self-contained spec.
 
+// --------------------------------------------------------------------------------------------
+// plot (client/cli/plot.h).
+
+int Session::Plot(const std::vector<std::string>& args) {
+  auto parsed = ParseCommandArgs(args, {{"out", "metrics", "metrics-file"}, {}});
+  if (!parsed.ok()) return UsageError(parsed.status());
+  const flags::ParsedArgs& p = parsed->parsed;
+  const bool from_file = p.Has("metrics-file");
+  if (p.positional.size() != (from_file ? 0u : 1u)) {
+    return Error(
+        "usage: dstrain plot JOB [--out FILE] [--metrics M,...] | "
+        "dstrain plot --metrics-file METRICS.jsonl [--out FILE] [--metrics M,...]",
+        2);
+  }
+  auto names = ParsePlotMetrics(p.Has("metrics") ? p.Get("metrics") : kDefaultPlotMetrics);
+  if (!names.ok()) return UsageError(names.status());
+  std::string title, out;
+  absl::StatusOr<std::vector<v1::StepMetrics>> records;
+  if (from_file) {
+    const std::string file = p.Get("metrics-file");
+    title = file;
+    std::string stem = file;
+    if (const size_t dot = stem.rfind('.'); dot != std::string::npos && dot > stem.rfind('/')) {
+      stem.resize(dot);
+    }
+    out = p.Has("out") ? p.Get("out") : stem + ".png";
+    records = ReadMetricsFile(file);
+    if (!records.ok()) {
+      return Error(std::string(records.status().message()),
+                   records.status().code() == absl::StatusCode::kNotFound ? 1 : 2);
+    }
+  } else {
+    if (absl::Status connected = Connect(p); !connected.ok()) return UsageError(connected);
+    const std::string& job_id = p.positional[0];
+    title = absl::StrCat("job ", job_id);
+    out = p.Has("out") ? p.Get("out") : job_id + ".png";
+    records = StoredMetrics(job_id);
+    if (!records.ok()) return Error(std::string(records.status().message()));
+  }
+  const absl::Status drawn = RenderPlot(CollectSeries(*records, *names), title, out);
+  if (!drawn.ok()) {
+    return Error(std::string(drawn.message()),
+                 drawn.code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
+  }
+  Print(absl::StrCat(out, "\n"));
+  return 0;
+}
+
+absl::StatusOr<std::vector<v1::StepMetrics>> Session::StoredMetrics(const std::string& job_id) {
+  v1::GetJobRequest get;
+  get.set_job_id(job_id);
+  v1::GetJobResponse job;
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    const grpc::Status status = stubs_.jobs->GetJob(&context, get, &job);
+    if (!status.ok()) {
+      return absl::Status(
+          FromGrpcCode(status.error_code()),
+          absl::StrCat(CodeName(status.error_code()), ": ", status.error_message()));
+    }
+  }
+  if (!job.job().has_latest_metrics()) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " has no metrics yet (",
+                                                      JobStateName(job.job().state()), ")"));
+  }
+  // WatchJob replays the stored metrics in (attempt, step) order, then would follow the job:
+  // read up to the last record GetJob saw. Events are skipped (none has that sequence).
+  const v1::StepMetrics& last = job.job().latest_metrics();
+  const auto reached = [&last](const v1::StepMetrics& m) {
+    return std::make_pair(m.attempt(), m.step()) >= std::make_pair(last.attempt(), last.step());
+  };
+  grpc::ClientContext context;
+  context.set_deadline(
+      absl::ToChronoTime(absl::Now() + std::max(ctx_.rpc_timeout, absl::Seconds(60))));
+  v1::WatchJobRequest request;
+  request.set_job_id(job_id);
+  request.set_from_step(0);
+  request.set_from_event_sequence(std::numeric_limits<int64_t>::max());
+  auto reader = stubs_.jobs->WatchJob(&context, request);
+  std::vector<v1::StepMetrics> records;
+  v1::WatchJobResponse response;
+  bool done = false;
+  while (!done && reader->Read(&response)) {
+    if (!response.has_metrics()) continue;
+    records.push_back(response.metrics());
+    done = reached(response.metrics());
+  }
+  context.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  const grpc::Status status = reader->Finish();
+  if (!done) {
+    return absl::UnavailableError(
+        absl::StrCat("the metrics stream of job ", job_id, " ended after ", records.size(),
+                     " records, before step ", last.step(), ": ", CodeName(status.error_code()),
+                     ": ", status.error_message()));
+  }
+  return records;
+}
+
 std::string AbsoluteDir(const std::string& path) {
   std::error_code ec;
   std::filesystem::path absolute = std::filesystem::absolute(path, ec);
@@ -1016,8 +1131,9 @@ ServiceContext ProcessServiceContext() {
 }
 
 bool IsServiceCommand(const std::string& command) {
-  static const std::set<std::string>* const kCommands = new std::set<std::string>{
-      "submit", "list", "status", "watch", "logs", "cancel", "delete", "workers", "checkpoints"};
+  static const std::set<std::string>* const kCommands =
+      new std::set<std::string>{"submit", "list",   "status",  "watch",       "logs",
+                                "cancel", "delete", "workers", "checkpoints", "plot"};
   return kCommands->count(command) > 0;
 }
 

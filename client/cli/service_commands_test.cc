@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -266,6 +267,11 @@ struct CliResult {
 std::string TempDir() {
   const char* dir = std::getenv("TEST_TMPDIR");
   return dir != nullptr ? dir : "/tmp";
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 void WriteFile(const std::string& path, const std::string& text) {
@@ -587,6 +593,58 @@ TEST_F(ServiceCommandsTest, WatchDrawsTheLossSparklineOnAWideTerminal) {
         Event(job, 9, v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED, "Completed")}});
   r = Dstrain("watch", {"spark"});
   EXPECT_THAT(r.out, Not(HasSubstr("\u2588")));
+}
+
+// plot: the stored metrics replayed by WatchJob from step 0 up to the job's latest record (not
+// the records after it, nor events), drawn by matplotlib; or a --metrics-out file, with no
+// coordinator at all.
+TEST_F(ServiceCommandsTest, PlotDrawsAJobsStoredMetricsOrAMetricsFile) {
+  v1::Job job = MakeJob("p", v1::JOB_STATE_RUNNING, 3, 10);
+  *job.mutable_latest_metrics() = Metrics(job, 3, 1.0).metrics();
+  fake_.jobs["p"].mutable_job()->CopyFrom(job);
+  fake_.watch_scripts.push_back(
+      {{Metrics(job, 1, 3.0), Metrics(job, 2, 2.0), Metrics(job, 3, 1.0), Metrics(job, 4, 0.5)}});
+  const std::string svg = absl::StrCat(TempDir(), "/p.svg");
+  CliResult r = Dstrain("plot", {"p", "--out", svg, "--metrics", "loss,tokens_per_s"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, svg + "\n");
+  EXPECT_THAT(ReadFile(svg), HasSubstr("<svg"));
+  ASSERT_EQ(fake_.watch_requests.size(), 1u);
+  EXPECT_EQ(fake_.watch_requests[0].from_step(), 0);
+  EXPECT_EQ(fake_.watch_requests[0].from_event_sequence(), std::numeric_limits<int64_t>::max());
+
+  // The stream ends before the latest record: an error, no picture.
+  fake_.watch_scripts.push_back({{Metrics(job, 1, 3.0)}});
+  const std::string partial = absl::StrCat(TempDir(), "/partial.png");
+  r = Dstrain("plot", {"p", "--out", partial});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("ended after 1 records, before step 3"));
+  EXPECT_FALSE(std::filesystem::exists(partial));
+
+  fake_.jobs["q"].mutable_job()->CopyFrom(MakeJob("q", v1::JOB_STATE_PENDING, 0, 10));
+  r = Dstrain("plot", {"q"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("job q has no metrics yet (PENDING)"));
+  r = Dstrain("plot", {"p", "--metrics", "loss,bogus"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--metrics: unknown metric 'bogus'"));
+
+  // A metrics file needs no coordinator; the picture goes beside it by default.
+  const int calls = Calls();
+  const std::string file = absl::StrCat(TempDir(), "/run.jsonl");
+  WriteFile(file,
+            "{\"step\":1,\"loss\":3.0,\"lr\":0.001}\n{\"step\":2,\"loss\":2.5,\"lr\":0.002}\n");
+  context_.env_coordinator = "";
+  r = Dstrain("plot", {"--metrics-file", file});
+  EXPECT_EQ(r.code, 0) << r.err;
+  const std::string png = absl::StrCat(TempDir(), "/run.png");
+  EXPECT_EQ(r.out, png + "\n");
+  EXPECT_EQ(ReadFile(png).substr(1, 3), "PNG");
+  EXPECT_EQ(Calls(), calls) << "no RPC for a file";
+  r = Dstrain("plot", {"--metrics-file", absl::StrCat(TempDir(), "/none.jsonl")});
+  EXPECT_EQ(r.code, 1);
+  r = Dstrain("plot", {"p", "--metrics-file", file});
+  EXPECT_EQ(r.code, 2) << "a job and a file";
 }
 
 TEST_F(ServiceCommandsTest, WatchOfAnUnknownJob) {
