@@ -70,7 +70,9 @@ commands:
       --no-notes are set by `launch`; --store grpc://HOST:PORT, --store-prefix, --job-id,
       --attempt, --catalog and --device cpu|cuda, which overrides job.device, by
       dstrain-worker. --local-rank R picks GPU R mod the GPUs visible, default the rank;
-      --device-memory-limit BYTES caps the GPU memory the rank may use.) Progress goes to
+      --device-memory-limit BYTES caps the GPU memory the rank may use; --bind-address ADDR,
+      this host's address that other hosts reach (default 127.0.0.1, set by dstrain-worker),
+      is where the rank's Gloo connections listen.) Progress goes to
       stdout; one JSON object per optimizer step to
       --metrics-out; --save-model writes the final weights in llm.c's model format,
       --save-initial-model the weights before the first step (same format).
@@ -136,8 +138,8 @@ absl::Status CheckDeviceVisible(const config::JobSpec& spec) {
 }
 
 // --device cpu|cuda (the worker agent's placement, over job.device), --local-rank (which GPU:
-// local rank mod the GPUs visible; default the rank) and --device-memory-limit BYTES (a GPU
-// allocator's budget).
+// local rank mod the GPUs visible; default the rank), --device-memory-limit BYTES (a GPU
+// allocator's budget) and --bind-address (where host-memory groups listen).
 absl::Status DeviceFlags(const flags::ParsedArgs& parsed, trainer::TrainOptions* options) {
   if (parsed.Has("device")) {
     const std::string device = parsed.Get("device");
@@ -158,6 +160,12 @@ absl::Status DeviceFlags(const flags::ParsedArgs& parsed, trainer::TrainOptions*
   DT_ASSIGN_OR_RETURN(const int64_t limit, parsed.GetInt64("device-memory-limit", 0));
   if (limit < 0) return absl::InvalidArgumentError("--device-memory-limit must be >= 0");
   options->device_memory_limit = limit;
+  if (parsed.Has("bind-address")) {
+    options->bind_address = parsed.Get("bind-address");
+    if (options->bind_address.empty()) {
+      return absl::InvalidArgumentError("--bind-address: empty (expected this host's address)");
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -310,12 +318,12 @@ int Prepare(const std::vector<std::string>& args) {
 }
 
 int Train(const std::vector<std::string>& args) {
-  auto parsed =
-      flags::ParseArgs(args,
-                       {"metrics-out", "threads", "save-model", "save-initial-model", "rank",
-                        "world", "store", "comm-timeout", "store-prefix", "job-id", "attempt",
-                        "catalog", "device", "local-rank", "device-memory-limit", "data-root"},
-                       {"no-notes"});
+  auto parsed = flags::ParseArgs(
+      args,
+      {"metrics-out", "threads", "save-model", "save-initial-model", "rank", "world", "store",
+       "comm-timeout", "store-prefix", "job-id", "attempt", "catalog", "device", "local-rank",
+       "device-memory-limit", "data-root", "bind-address"},
+      {"no-notes"});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
   if (parsed->positional.size() != 1) {
     return Fail(absl::InvalidArgumentError("train takes exactly one JOB.json"), 2);

@@ -120,6 +120,9 @@ struct AgentOptions {
   tls::TlsConfig tls = {.insecure = true};
   // The trainer executable (absolute path).
   std::string trainer;
+  // Passed to every trainer as --bind-address (this host's address the other hosts reach);
+  // empty: the trainers' default (127.0.0.1, one host).
+  std::string bind_address;
   // HOST:PORT of this worker's /metrics, sent with RegisterWorker.
   std::string metrics_address;
   std::string version = kAgentVersion;

@@ -1,10 +1,15 @@
 #include "worker/agent/agent_config.h"
 
+#include <arpa/inet.h>
 #include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -101,9 +106,10 @@ std::string AdvertisedAddress(absl::string_view listen, int port, absl::string_v
 
 absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& args,
                                              const ConfigEnvironment& env) {
-  std::set<std::string> value_flags = {"coordinator", "slots",     "work-dir", "metrics-listen",
-                                       "listen",      "worker-id", "trainer",  "drain-seconds",
-                                       "gpus",        "fake-gpus", "data-root"};
+  std::set<std::string> value_flags = {"coordinator",    "slots",         "work-dir",
+                                       "metrics-listen", "listen",        "worker-id",
+                                       "trainer",        "drain-seconds", "gpus",
+                                       "fake-gpus",      "data-root",     "advertise-address"};
   value_flags.insert(tls::ValueFlags().begin(), tls::ValueFlags().end());
   auto parsed = flags::ParseArgs(args, value_flags, {tls::kInsecureFlag});
   if (!parsed.ok()) return parsed.status();
@@ -144,6 +150,15 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& arg
   config.work_dir = Absolute(parsed->Get("work-dir"), env.cwd);
   // Required: without a root the trainers would read and write wherever a job says.
   config.data_root = Absolute(parsed->Get("data-root"), env.cwd);
+  if (parsed->Has("advertise-address")) {
+    config.advertise_address = parsed->Get("advertise-address");
+    if (config.advertise_address.empty() ||
+        config.advertise_address.find_first_of(" /") != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--advertise-address: expected this host's address, got '",
+                       config.advertise_address, "'"));
+    }
+  }
   config.metrics_listen = parsed->Get("metrics-listen", config.metrics_listen);
   config.listen = parsed->Get("listen", config.listen);
   auto tls_config = tls::ConfigFromArgs(*parsed, tls::Role::kServer);
@@ -197,6 +212,47 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(const std::vector<std::string>& arg
     }
   }
   return config;
+}
+
+absl::StatusOr<std::string> LocalAddressToward(const std::string& host_port) {
+  std::string host = host_port, port = "0";
+  if (const size_t colon = host_port.rfind(':'); colon != std::string::npos) {
+    host = host_port.substr(0, colon);
+    port = host_port.substr(colon + 1);
+  }
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints = {};
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  if (const int e = getaddrinfo(host.c_str(), port.c_str(), &hints, &found); e != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot resolve the coordinator's host ", host, ": ", gai_strerror(e)));
+  }
+  std::string why = "no address";
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    const int fd = socket(a->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    sockaddr_storage local = {};
+    socklen_t len = sizeof(local);
+    const bool ok = connect(fd, a->ai_addr, a->ai_addrlen) == 0 &&
+                    getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0;
+    if (!ok) why = std::strerror(errno);
+    close(fd);
+    if (!ok) continue;
+    char text[INET6_ADDRSTRLEN] = {};
+    const void* addr =
+        local.ss_family == AF_INET6
+            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
+            : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
+    if (inet_ntop(local.ss_family, addr, text, sizeof(text)) == nullptr) continue;
+    freeaddrinfo(found);
+    return std::string(text);
+  }
+  freeaddrinfo(found);
+  return absl::UnavailableError(
+      absl::StrCat("no route to the coordinator's host ", host, ": ", why));
 }
 
 }  // namespace dstrain::agent

@@ -4,6 +4,7 @@
 //                  (--tls-ca PEM --tls-cert PEM --tls-key PEM | --insecure)
 //                  [--gpus auto|none|N] [--metrics-listen HOST:PORT] [--listen HOST:PORT]
 //                  [--worker-id ID] [--trainer PATH] [--drain-seconds S]
+//                  [--advertise-address ADDR]
 //                  [--fake-gpus NAME:BYTES,...]   (tests only)
 //
 // --slots is the number of CPU slots (0 for a worker that offers GPU slots only); --gpus the GPU
@@ -20,6 +21,10 @@
 // work directory (two agents on one host need two work directories, and get two ids); --trainer to
 // the `dstrain` binary beside this executable, else `dstrain` on PATH (a --trainer without '/' is
 // looked up on PATH too). Relative paths are made absolute: trainers run in their own directories.
+//
+// --advertise-address is this host's address the other workers' trainers reach (the trainers'
+// Gloo connections listen there); default: the local address of the route to the coordinator
+// (LocalAddressToward), so a worker on another host is reachable without configuration.
 #pragma once
 
 #include <optional>
@@ -53,7 +58,14 @@ struct AgentConfig {
   std::string trainer;
   // SIGTERM drains: how long trainers get to checkpoint and leave (--drain-seconds).
   absl::Duration drain_timeout = absl::Seconds(60);
+  // --advertise-address; empty: found at start (LocalAddressToward the coordinator).
+  std::string advertise_address;
 };
+
+// The local address this host uses to reach `host_port` (HOST:PORT, or [V6]:PORT): the source
+// address of a UDP socket connected to it (nothing is sent). UNAVAILABLE naming the host when it
+// does not resolve or no route leads there.
+absl::StatusOr<std::string> LocalAddressToward(const std::string& host_port);
 
 // Where the defaults come from, so tests need not depend on this machine.
 struct ConfigEnvironment {

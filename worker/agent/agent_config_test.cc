@@ -58,6 +58,36 @@ TEST(AgentConfig, ParsesTheCommandLineAndFillsDefaults) {
   EXPECT_EQ(config->listen, "127.0.0.1:0");
   EXPECT_THAT(config->worker_id, MatchesRegex("node-7-example-com-[0-9a-f]{6}"));
   EXPECT_EQ(config->trainer, env.cwd + "/bin/dstrain");
+  EXPECT_EQ(config->advertise_address, "") << "found at start";
+}
+
+TEST(AgentConfig, AdvertiseAddress) {
+  const ConfigEnvironment env = TestEnvironment();
+  auto config = Parse({"--coordinator", "coord:7000", "--slots", "1", "--work-dir", "/w",
+                       "--advertise-address", "10.1.2.3"},
+                      env);
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->advertise_address, "10.1.2.3");
+  for (const char* bad : {"", "10.1.2.3 x", "a/b"}) {
+    auto refused = Parse({"--coordinator", "coord:7000", "--slots", "1", "--work-dir", "/w",
+                          "--advertise-address", bad},
+                         env);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+// The route's source address: loopback for a coordinator on loopback; an error naming the host
+// for one that does not resolve.
+TEST(LocalAddressToward, TheSourceAddressOfTheRoute) {
+  auto local = LocalAddressToward("127.0.0.1:50051");
+  ASSERT_THAT(local, IsOk());
+  EXPECT_EQ(*local, "127.0.0.1");
+  local = LocalAddressToward("localhost:1");
+  ASSERT_THAT(local, IsOk());
+  EXPECT_TRUE(*local == "127.0.0.1" || *local == "::1") << *local;
+  auto unknown = LocalAddressToward("no-such-host.invalid:50051");
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(unknown.status().message(), ::testing::HasSubstr("no-such-host.invalid"));
 }
 
 TEST(AgentConfig, ExplicitValuesWin) {

@@ -239,6 +239,10 @@ void Agent::HandleStart(const v1::Assignment& a) {
     spec.argv.push_back("--data-root");
     spec.argv.push_back(options_.data_root);
   }
+  if (!options_.bind_address.empty()) {
+    spec.argv.push_back("--bind-address");
+    spec.argv.push_back(options_.bind_address);
+  }
   // The rank sees its own GPU alone, as device 0; a CPU rank sees none, so it never takes one.
   const std::string visible = on_gpu ? options_.gpus[static_cast<size_t>(a.slot())].visible_id : "";
   // The store token stays off the command line, which other users of the host can read.

@@ -207,7 +207,9 @@ TEST_F(AgentTest, KeepsRetryingWhileTheCoordinatorIsDown) {
 }
 
 TEST_F(AgentTest, StartRunsTheTrainerWithTheExactCommandLine) {
-  StartAgent();
+  AgentOptions o = Options();
+  o.bind_address = "10.9.8.7";
+  StartAgent(o);
   const std::string spec = R"({"mode": "sleep", "job": {"world_size": 2}})";
   coordinator_.Push(Start("job-a", 1, 0, 2, 1, spec));
   coordinator_.Push(Start("job-a", 1, 1, 2, 0, spec));
@@ -239,6 +241,8 @@ TEST_F(AgentTest, StartRunsTheTrainerWithTheExactCommandLine) {
                                           "2",
                                           "--device",
                                           "cpu",
+                                          "--bind-address",
+                                          "10.9.8.7",
                                           "--metrics-out",
                                           dir0 + "/metrics.jsonl"};
   std::vector<std::string> want1 = want0;

@@ -36,7 +36,7 @@ constexpr char kUsage[] =
     "usage: dstrain-worker --coordinator HOST:PORT --slots N --work-dir DIR\n"
     "                      [--gpus auto|none|N] [--metrics-listen HOST:PORT]\n"
     "                      [--listen HOST:PORT] [--worker-id ID] [--trainer PATH]\n"
-    "                      [--drain-seconds S]\n"
+    "                      [--drain-seconds S] [--advertise-address ADDR]\n"
     "  --slots N  CPU slots (0: GPU slots only)\n"
     "  --gpus     GPU slots: auto (every GPU the CUDA runtime finds, the default), none, or at\n"
     "             most N; --fake-gpus NAME:BYTES,... replaces discovery (tests only)\n";
@@ -115,6 +115,20 @@ int Main(int argc, char** argv) {
   options.data_root = config->data_root;
   options.tls = config->tls;
   options.trainer = config->trainer;
+  // Where this worker's trainers listen for the other hosts' ranks: the flag, or the address of
+  // the route to the coordinator (a worker on the coordinator's host gets 127.0.0.1 that way).
+  options.bind_address = config->advertise_address;
+  if (options.bind_address.empty()) {
+    auto found = agent::LocalAddressToward(config->coordinator);
+    if (!found.ok()) {
+      absl::FPrintF(stderr, "dstrain-worker: %s; pass --advertise-address\n",
+                    found.status().message());
+      return 1;
+    }
+    options.bind_address = *found;
+  }
+  absl::FPrintF(stderr, "dstrain-worker: trainers listen on %s for other hosts' ranks\n",
+                options.bind_address);
   options.metrics_address =
       agent::AdvertisedAddress(config->metrics_listen, (*metrics_server)->port(), env.hostname);
   agent::HealthServer* health_server = health->get();

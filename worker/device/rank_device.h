@@ -40,6 +40,11 @@ struct RankDeviceOptions {
   // CUDA: the allocator's budget in bytes (0: the device's memory) and TF32 for fp32 products.
   int64_t memory_limit_bytes = 0;
   bool allow_tf32 = false;
+  // The address of this host's interface the other hosts reach it at: host-memory groups (Gloo)
+  // bind to it and publish it for their peers. 127.0.0.1 serves ranks on one host only; the
+  // worker agent passes the address it reaches the coordinator from (docs/service.md, "Several
+  // hosts").
+  std::string bind_address = "127.0.0.1";
 };
 
 // How many CUDA devices this process sees (0 in builds without CUDA); when none, `why` (if given)
@@ -76,6 +81,8 @@ class RankDevice {
         ops_(std::move(ops)),
         allocator_(ops_allocator),
         identity_(std::move(identity)) {}
+  // Where host-memory groups bind (RankDeviceOptions::bind_address).
+  const std::string& bind_address() const { return bind_address_; }
   // The group for this device once the ranks' identities are known: `shared` when two ranks of
   // it compute on one physical device.
   virtual absl::StatusOr<std::unique_ptr<comm::Communicator>> CreateGroup(store::Store* store,
@@ -91,6 +98,8 @@ class RankDevice {
   // Names the physical device across the job's hosts: "<host>/cpu:<pid>" (never shared),
   // "<host>/cuda:<PCI bus id>".
   std::string identity_;
+  std::string bind_address_ = "127.0.0.1";
+  friend class RankDeviceOpener;  // sets bind_address_ (rank_device_open.cc)
 };
 
 }  // namespace dstrain::device

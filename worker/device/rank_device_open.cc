@@ -34,17 +34,20 @@ std::string HostName() {
 // A group for host memory: Gloo.
 absl::StatusOr<std::unique_ptr<comm::Communicator>> CpuGroup(store::Store* store, int rank,
                                                              int size, absl::string_view name,
-                                                             absl::Duration timeout) {
+                                                             absl::Duration timeout,
+                                                             const std::string& bind_address) {
 #if DSTRAIN_CUDA_SIM
   // The simulator's binaries must not link the real CUDA runtime, which NCCL (and so the
   // communicator factory) brings in: Gloo directly.
   comm::GlooOptions gloo;
   gloo.timeout = timeout;
+  gloo.hostname = bind_address;
   DT_ASSIGN_OR_RETURN(auto c, comm::GlooCommunicator::Create(store, rank, size, name, gloo));
   return std::unique_ptr<comm::Communicator>(std::move(c));
 #else
   comm::GroupOptions group;
   group.timeout = timeout;
+  group.hostname = bind_address;
   return comm::CreateCommunicator(Device::Cpu(), store, rank, size, name, group);
 #endif
 }
@@ -67,7 +70,7 @@ class CpuDevice final : public RankDevice {
                                                                   int size, absl::string_view name,
                                                                   absl::Duration timeout,
                                                                   bool /*shared*/) override {
-    return CpuGroup(store, rank, size, name, timeout);
+    return CpuGroup(store, rank, size, name, timeout, bind_address());
   }
 };
 
@@ -120,7 +123,7 @@ class CudaDevice final : public RankDevice {
       return comm::CreateCommunicator(ops().device(), store, rank, size, name, group);
     }
 #endif
-    DT_ASSIGN_OR_RETURN(auto inner, CpuGroup(store, rank, size, name, timeout));
+    DT_ASSIGN_OR_RETURN(auto inner, CpuGroup(store, rank, size, name, timeout, bind_address()));
     return std::unique_ptr<comm::Communicator>(
         std::make_unique<HostStagedCommunicator>(std::move(inner)));
   }
@@ -146,22 +149,39 @@ int VisibleCudaDevices(std::string* why) {
 #endif
 }
 
-absl::StatusOr<std::unique_ptr<RankDevice>> RankDevice::Open(const RankDeviceOptions& options) {
-  if (options.local_rank < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("local rank ", options.local_rank, " < 0"));
+class RankDeviceOpener {
+ public:
+  static absl::StatusOr<std::unique_ptr<RankDevice>> Open(const RankDeviceOptions& options) {
+    if (options.local_rank < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("local rank ", options.local_rank, " < 0"));
+    }
+    if (options.bind_address.empty()) {
+      return absl::InvalidArgumentError("bind address: empty (expected this host's address)");
+    }
+    DT_ASSIGN_OR_RETURN(std::unique_ptr<RankDevice> device, OpenDevice(options));
+    device->bind_address_ = options.bind_address;
+    return device;
   }
-  if (options.choice == DeviceChoice::kCpu) return CpuDevice::Open();
-  std::string why;
-  const int visible = VisibleCudaDevices(&why);
-  if (visible == 0) {
-    if (options.choice == DeviceChoice::kAuto) return CpuDevice::Open();
-    return absl::FailedPreconditionError(absl::StrCat("no CUDA device visible (", why, ")"));
-  }
+
+ private:
+  static absl::StatusOr<std::unique_ptr<RankDevice>> OpenDevice(const RankDeviceOptions& options) {
+    if (options.choice == DeviceChoice::kCpu) return CpuDevice::Open();
+    std::string why;
+    const int visible = VisibleCudaDevices(&why);
+    if (visible == 0) {
+      if (options.choice == DeviceChoice::kAuto) return CpuDevice::Open();
+      return absl::FailedPreconditionError(absl::StrCat("no CUDA device visible (", why, ")"));
+    }
 #if DSTRAIN_HAVE_CUDA
-  return CudaDevice::Open(options, visible);
+    return CudaDevice::Open(options, visible);
 #else
-  return absl::InternalError("unreachable: CUDA devices in a build without CUDA");
+    return absl::InternalError("unreachable: CUDA devices in a build without CUDA");
 #endif
+  }
+};
+
+absl::StatusOr<std::unique_ptr<RankDevice>> RankDevice::Open(const RankDeviceOptions& options) {
+  return RankDeviceOpener::Open(options);
 }
 
 }  // namespace dstrain::device

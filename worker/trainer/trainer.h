@@ -52,6 +52,9 @@ struct TrainOptions {
   std::optional<config::JobDevice> device;
   std::optional<int> local_rank;
   int64_t device_memory_limit = 0;
+  // This host's address that the other hosts reach: the rank's Gloo groups listen there
+  // (device::RankDeviceOptions::bind_address). The worker agent sets it.
+  std::string bind_address = "127.0.0.1";
 };
 
 struct TrainResult {

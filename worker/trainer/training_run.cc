@@ -173,6 +173,7 @@ device::RankDeviceOptions TrainingRun::DeviceOptions() const {
                                                 : device::DeviceChoice::kAuto;
   o.local_rank = options_.local_rank.value_or(rank_);
   o.memory_limit_bytes = options_.device_memory_limit;
+  o.bind_address = options_.bind_address;
   return o;
 }
 
