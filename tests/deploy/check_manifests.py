@@ -10,7 +10,8 @@ Prints one line per problem and exits 1 when there is any, 0 otherwise. `check(d
 returns the problems as a list, for tests (tests/deploy/k8s_manifests_test.py).
 
 What is checked, by the daemons' own flags (docs/service.md, docs/security.md):
-  probes       every probe's port is a port the container declares; exec probes running
+  probes       both daemons listen on a fixed port (the coordinator not on loopback); every
+               probe's port is a port the container declares; exec probes running
                dstrain-health-probe dial the daemon's --listen port, verify the coordinator by
                its Service's name, and ask the worker's "liveness"/"readiness" for the probe of
                that name; both daemons have readiness and liveness probes
@@ -323,7 +324,12 @@ class Checker:
         where = "%s container %s" % (pod.name, c["name"])
         daemon = program(c)
         listen = flag_values(argv(c)).get("listen")
-        _, listen_port = port_of(resolve(listen, c) if listen else None)
+        listen_host, listen_port = port_of(resolve(listen, c) if listen else None)
+        if not listen_port:
+            # The default is 127.0.0.1:0: a port no probe or Service can name.
+            self.fail(where, "no fixed --listen port (the default picks a free loopback port)")
+        elif daemon == "dstrain-coordinator" and listen_host in ("127.0.0.1", "localhost"):
+            self.fail(where, "--listen %s is loopback: no worker could reach it" % listen)
         for kind in ("readinessProbe", "livenessProbe"):
             if kind not in c:
                 self.fail(where, "no %s" % kind)
