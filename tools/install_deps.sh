@@ -11,7 +11,7 @@ PACKAGES=(
   clang-format
   clang libclang-rt-14-dev lld
   python3-torch python3-numpy python3-matplotlib
-  prometheus curl openssl
+  prometheus curl openssl iproute2
 )
 
 missing=()

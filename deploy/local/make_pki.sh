@@ -8,7 +8,9 @@
 #   admin.token                    a bearer token with role admin (0600)
 #   tokens                         the coordinator's --tokens file: its SHA-256 hash (0600)
 # Keys are unencrypted files readable by their owner only: for a laptop or a test, not for a
-# cluster (use your own CA there).
+# cluster (use your own CA there). DSTRAIN_PKI_SANS adds subject alternative names to the
+# certificates made now (comma-separated, e.g. "IP:10.99.0.1,DNS:coordinator.example"), for
+# daemons reached at other addresses than loopback.
 # Usage: deploy/local/make_pki.sh DIR [WORKER_ID ...]
 set -euo pipefail
 if [[ $# -lt 1 ]]; then
@@ -29,7 +31,8 @@ leaf() {  # stem common-name
   printf '%s\n' "basicConstraints=critical,CA:FALSE" \
     "keyUsage=critical,digitalSignature,keyEncipherment" \
     "extendedKeyUsage=serverAuth,clientAuth" \
-    "subjectAltName=DNS:localhost,IP:127.0.0.1" > "$dir/$stem.ext"
+    "subjectAltName=DNS:localhost,IP:127.0.0.1${DSTRAIN_PKI_SANS:+,$DSTRAIN_PKI_SANS}" \
+    > "$dir/$stem.ext"
   openssl x509 -req -in "$dir/$stem.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
     -set_serial "0x$(openssl rand -hex 16)" -days "$days" -extfile "$dir/$stem.ext" \
     -out "$dir/$stem.pem" 2>/dev/null
