@@ -21,6 +21,7 @@ What is checked, by the daemons' own flags (docs/service.md, docs/security.md):
   slots        --slots/--gpus, through the env vars they name, equal the container's resources:
                with an nvidia.com/gpu limit, --gpus is that limit and --slots 0; without one,
                --gpus none and 1 <= --slots <= the CPU limit
+  advertise    a worker's --advertise-address, when given, is its pod IP (downward API)
   drain        the worker's terminationGracePeriodSeconds >= --drain-seconds + DRAIN_MARGIN_S,
                --drain-seconds >= MIN_DRAIN_S, and SIGTERM reaches the agent (no shell between)
   shared       the ReadWriteMany claim holding checkpoints is mounted read-write at the worker's
@@ -55,6 +56,8 @@ PROBE_BINARY = "dstrain-health-probe"
 CLIENT_LABEL = ("dstrain.io/client", "true")
 PROMETHEUS_LABEL = ("app.kubernetes.io/name", "prometheus")
 WORKLOAD_KINDS = ("StatefulSet", "Deployment", "DaemonSet", "Job")
+# What resolve() makes of an env var set from the downward API's status.podIP.
+POD_IP = "<the pod's IP>"
 
 
 def load(path):
@@ -168,6 +171,9 @@ def resolve(value, container):
             raise KeyError(m.group(1))
         if "value" in e and "valueFrom" not in e:
             return str(e["value"])
+        field = ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        if field == "status.podIP":
+            return POD_IP
         ref = (e.get("valueFrom") or {}).get("resourceFieldRef")
         if ref and ref.get("resource", "").startswith("limits."):
             limit = ((container.get("resources") or {}).get("limits") or {}).get(
@@ -250,6 +256,7 @@ class Checker:
         for pod, c in workers:
             self.check_slots(pod, c)
             self.check_drain(pod, c)
+            self.check_advertise_address(pod, c)
         self.check_shared_volume(coordinators, workers)
         self.check_network_policies(coordinators, workers)
         self.check_monitors()
@@ -475,6 +482,17 @@ class Checker:
         words = argv(c)
         if words and words[0].rsplit("/", 1)[-1] in ("sh", "bash"):
             self.fail(where, "runs through a shell: SIGTERM goes to the shell, not the agent")
+
+    def check_advertise_address(self, pod, c):
+        where = "%s container %s" % (pod.name, c["name"])
+        f = flag_values(argv(c))
+        if "advertise-address" not in f:
+            return  # the agent finds the route's source address toward the coordinator
+        value = resolve(f["advertise-address"], c)
+        if value != POD_IP:
+            self.fail(where, "--advertise-address %s is not the pod's IP (status.podIP): the "
+                      "other workers' trainers could not reach this pod's ranks"
+                      % f["advertise-address"])
 
     # ------------------------------------------------------------------------------------------
     def claim_of(self, pod, volume_name):
