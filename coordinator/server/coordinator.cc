@@ -164,6 +164,15 @@ CoordinatorStats Coordinator::Stats() {
     const double age = absl::ToDoubleSeconds(now - FromTimestamp(w.last_heartbeat_time()));
     stats.max_heartbeat_age_seconds = std::max(stats.max_heartbeat_age_seconds, age);
     stats.heartbeat_age_seconds[w.worker_id()] = age;
+    // A draining worker takes no new ranks (ScheduleLocked leaves it out): its free slots are
+    // not free for the queue.
+    if (draining_.count(w.worker_id()) > 0) {
+      int free_gpu = w.gpus_size();
+      for (const v1::RankStatus& r : w.ranks()) free_gpu -= r.slot() < w.gpus_size() ? 1 : 0;
+      const int free_all = w.gpus_size() + w.cpu_slots() - w.ranks_size();
+      stats.workers.free_slots -= free_all;
+      stats.workers.free_gpu_slots -= free_gpu;
+    }
   }
   stats.lease_seconds = absl::ToDoubleSeconds(options_.registry.lease);
   for (const auto& [id, entry] : jobs_) {
@@ -181,7 +190,11 @@ CoordinatorStats Coordinator::Stats() {
     }
     g.restarts = job.restarts();
     g.max_restarts = job.max_restarts();
-    g.step = job.current_step();
+    // The stored job's current_step is filled in only when the job is viewed: the latest
+    // record holds it.
+    if (const auto latest = latest_.find(id); latest != latest_.end()) {
+      g.step = latest->second.step();
+    }
     g.train_steps = job.train_steps();
     g.checkpoint_every = entry.checkpoint_every;
     g.last_checkpoint_step = entry.last_checkpoint_step;

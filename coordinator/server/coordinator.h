@@ -110,6 +110,7 @@ struct JobGauges {
 struct CoordinatorStats {
   std::map<v1::JobState, int> jobs_by_state;
   int queue_depth = 0;
+  // READY workers' slots; a draining worker's free slots are not counted free.
   RegistryCounts workers;
   // Seconds since the oldest READY worker's last heartbeat (0 without workers).
   double max_heartbeat_age_seconds = 0;

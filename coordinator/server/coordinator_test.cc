@@ -893,6 +893,9 @@ TEST_F(CoordinatorTest, ADrainingWorkerGetsNoNewRanksAndARestartingJobWaitsForOt
   Report("w1", "moved", 1, 0, v1::RANK_STATE_FAILED, 201);
   v1::Job job = Get("moved");
   EXPECT_EQ(job.state(), v1::JOB_STATE_RESTARTING);
+  // Its free slot is not free for the queue (the metrics' dstrain_slots{state="free"}).
+  EXPECT_EQ(c_->Stats().workers.free_slots, 0);
+  EXPECT_EQ(c_->Stats().workers.total_slots, 1);
   EXPECT_EQ(job.state_reason(), "WorkerDrained");
   EXPECT_TRUE(c_->ListWorkers().workers(0).draining());
   // Cancel works on a restarting (queued) job too, after it is placed elsewhere it would run:
