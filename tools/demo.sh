@@ -7,7 +7,8 @@
 # checkpoints, and exports the trained model. The service is stopped at the end
 # (DSTRAIN_KEEP=1 leaves it running for `dstrain list|status|logs|workers|checkpoints`).
 # Writes: deploy/local/demo/data/ (shards), out/demo/ckpt/ (checkpoints), out/demo/model.bin
-# (llm.c format), out/local/ (service logs and state).
+# (llm.c format), out/demo/curves.png (`dstrain plot` of the run), out/local/ (service logs and
+# state).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,4 +38,8 @@ echo "--- the end of rank 0's output ---"
 echo "--- committed checkpoints ---"
 "$dstrain" checkpoints "$job"
 "$dstrain" export out/demo/ckpt --out out/demo/model.bin
-echo "trained weights (llm.c format): out/demo/model.bin; service logs: out/local/"
+echo "--- the run's curves, from the coordinator's stored metrics ---"
+"$dstrain" plot "$job" --out out/demo/curves.png \
+  --metrics loss,val_loss,lr,grad_norm,tokens_per_s,step_s
+echo "trained weights (llm.c format): out/demo/model.bin; curves: out/demo/curves.png;" \
+  "service logs: out/local/"
