@@ -81,7 +81,10 @@ last_and_resumed() {  # job
   "$dstrain" logs "$1" --rank 0 | $py -c "
 import glob, json, re, sys
 metrics = glob.glob('$out/work_*/jobs/$1/attempt-1/rank-0/metrics.jsonl')
-last = max(json.loads(l)['step'] for f in metrics for l in open(f) if l.strip())
+# A step whose checkpoint save failed (the kill landed in it) says so in its line
+# (checkpoint_error): it counts as not reached, as when the kill came before the line.
+last = max(j['step'] for f in metrics for l in open(f) if l.strip()
+           for j in [json.loads(l)] if 'checkpoint_error' not in j)
 line = next(l for l in sys.stdin.read().splitlines() if 'resumed from' in l)
 resumed = int(re.search(r'at step (\d+)', line).group(1))
 # A step's metrics line follows its checkpoint: killed in between, the file ends one step short.
