@@ -252,6 +252,10 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
                             const CheckpointOptions& options, const std::string& requested_tag,
                             absl::string_view rank_state, nlohmann::json meta) {
   const int rank = Rank(group), world = World(group);
+  if (!engine.is_gpt()) {
+    // The manifest records the GPT's shape; other models' layouts are not described yet.
+    return absl::UnimplementedError("checkpoints of a model other than the built-in GPT");
+  }
   DT_ASSIGN_OR_RETURN(
       const std::string tag,
       AgreeOnTag(group, options, engine.spec().checkpoint.tag_validation, requested_tag));
@@ -302,10 +306,10 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
       if (rank != 0) return absl::OkStatus();
       std::vector<int32_t> header;
       DT_ASSIGN_OR_RETURN(const model::ParamLayout whole,
-                          model::ParamLayout::ForGpt(engine.model().config()));
+                          model::ParamLayout::ForGpt(engine.gpt().config()));
       DT_ASSIGN_OR_RETURN(
           const std::vector<absl::string_view> pieces,
-          model::LlmcModelPieces(engine.model().config(), whole, weights.data(), &header));
+          model::LlmcModelPieces(engine.gpt().config(), whole, weights.data(), &header));
       DT_ASSIGN_OR_RETURN(
           model_file,
           checkpoint::WriteShardFile(options.env, checkpoint::CheckpointTmpDir(options.root, tag),
@@ -348,9 +352,9 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
       meta["precision"] = std::string(config::PrecisionName(engine.spec()));
       meta["step"] = engine.global_steps();
       meta["reduce_bucket_size"] = engine.spec().zero.reduce_bucket_size;
-      meta["model"] = ShapeToJson(engine.model().config());
+      meta["model"] = ShapeToJson(engine.gpt().config());
       const nlohmann::json grid =
-          internal::PipelineToJson(options.pipeline, engine.model().config().n_layer);
+          internal::PipelineToJson(options.pipeline, engine.gpt().config().n_layer);
       if (!grid.is_null()) meta["pipeline"] = grid;
       status = writer->Commit(meta);
     }
@@ -365,6 +369,9 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* g
                                            const CheckpointOptions& options,
                                            absl::string_view tag) {
   const int rank = Rank(group), world = World(group);
+  if (!engine.is_gpt()) {
+    return absl::UnimplementedError("checkpoints of a model other than the built-in GPT");
+  }
   // Phase 1: every rank opens the checkpoint and learns whether it can load its own shard (the
   // checkpoint has this run's world size, stage and precision) or must reshard.
   std::unique_ptr<checkpoint::CheckpointReader> reader;
@@ -373,7 +380,7 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* g
   absl::Status status = [&]() -> absl::Status {
     DT_ASSIGN_OR_RETURN(reader, checkpoint::CheckpointReader::Open(options.env, options.root, tag));
     const nlohmann::json& meta = reader->manifest().meta;
-    const model::GptConfig& shape = engine.model().config();
+    const model::GptConfig& shape = engine.gpt().config();
     DT_RETURN_IF_ERROR(CheckModelShape(*reader, shape));
     DT_ASSIGN_OR_RETURN(saved, internal::ReadSavedGrid(*reader, shape));
     same_precision =

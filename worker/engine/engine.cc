@@ -13,7 +13,7 @@
 
 namespace dstrain::engine {
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model::Gpt> model,
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model::Model> model,
                                                            const config::JobSpec& spec,
                                                            comm::Communicator* dp,
                                                            comm::CommOptions comm_options,
@@ -57,8 +57,12 @@ absl::StatusOr<tensor::Tensor> Engine::InitialParams() {
   // On the CPU the tensor itself is host memory; elsewhere the values go through `host`.
   float* values =
       ops().host_accessible() ? initial.data<float>() : (host.resize(total), host.data());
-  const model::GptConfig& mc = model_->config();
   if (!spec_.model.init_from.empty()) {
+    if (gpt_ == nullptr) {
+      return absl::InvalidArgumentError(
+          "model.init_from: an llm.c model file initialises the built-in GPT only");
+    }
+    const model::GptConfig& mc = gpt_->config();
     DT_ASSIGN_OR_RETURN(model::LlmcModel loaded, model::ReadLlmcModel(spec_.model.init_from));
     const model::GptConfig& lc = loaded.config;
     if (lc.n_layer != mc.n_layer || lc.n_head != mc.n_head || lc.n_embd != mc.n_embd ||
@@ -80,9 +84,11 @@ absl::StatusOr<tensor::Tensor> Engine::InitialParams() {
   return initial;
 }
 
-Engine::Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec,
+Engine::Engine(std::unique_ptr<model::Model> model, const config::JobSpec& spec,
                comm::Communicator* dp, std::unique_ptr<LrSchedule> schedule)
-    : model_(std::move(model)), spec_(spec), dp_(dp), schedule_(std::move(schedule)) {}
+    : model_(std::move(model)), spec_(spec), dp_(dp), schedule_(std::move(schedule)) {
+  gpt_ = model_->AsGpt();
+}
 
 absl::StatusOr<tensor::Tensor> Engine::GatherParamsOnDevice(bool keep) {
   tensor::Tensor flat;
@@ -111,13 +117,17 @@ absl::StatusOr<std::vector<float>> Engine::GatherParams(bool keep) {
 
 void Engine::SetPipeline(const PipelineGroups& groups) {
   pipeline_ = groups;
+  if (gpt_ == nullptr) return;  // only the GPT is split into stages (worker/pipe)
   // A last stage that does not embed holds a copy of the tied embedding that the first stage's
   // norm counts already.
-  const model::BlockRange range = model_->range();
-  if (!range.Embeds() && range.HasHead(model_->config().n_layer)) zero_->ExcludeFromNorm(0);
+  const model::BlockRange range = gpt_->range();
+  if (!range.Embeds() && range.HasHead(gpt_->config().n_layer)) zero_->ExcludeFromNorm(0);
 }
 
 absl::StatusOr<float> Engine::Forward(const int32_t* inputs, const int32_t* targets, int buffer) {
+  if (gpt_ == nullptr) {
+    return absl::FailedPreconditionError("Forward(tokens): the model is not the GPT; pass a Batch");
+  }
   const int B = static_cast<int>(spec_.train_micro_batch_size_per_gpu);
   const int T = spec_.data.seq_len;
   // DeepSpeed divides the loss by gradient_accumulation_steps before backward and multiplies it
@@ -127,7 +137,19 @@ absl::StatusOr<float> Engine::Forward(const int32_t* inputs, const int32_t* targ
       scaler_->scale() /
       (static_cast<double>(B) * T * static_cast<double>(spec_.gradient_accumulation_steps)));
   zero_->BeginMicroBatch();
-  DT_ASSIGN_OR_RETURN(float loss, model_->Forward(*zero_, inputs, targets, B, T, dloss, buffer));
+  DT_ASSIGN_OR_RETURN(float loss, gpt_->Forward(*zero_, inputs, targets, B, T, dloss, buffer));
+  ++pending_forwards_;
+  loss_sum_ += loss;
+  return loss;
+}
+
+absl::StatusOr<float> Engine::Forward(const model::Batch& batch, int buffer) {
+  zero_->BeginMicroBatch();
+  DT_ASSIGN_OR_RETURN(
+      float loss,
+      model_->Forward(*zero_, batch,
+                      model::LossGrad{scaler_->scale(), spec_.gradient_accumulation_steps},
+                      buffer));
   ++pending_forwards_;
   loss_sum_ += loss;
   return loss;
@@ -152,9 +174,9 @@ absl::StatusOr<std::optional<StepStats>> Engine::Step() {
 
   // Phase 0 (pipeline): the tied embedding's two copies get the sum of both stages' gradients
   // (DeepSpeed's ReduceTiedGrads), so they stay equal.
-  const model::BlockRange range = model_->range();
-  if (pipeline_.tied != nullptr && (range.Embeds() || range.HasHead(model_->config().n_layer))) {
-    DT_RETURN_IF_ERROR(zero_->ReduceParamGrads(*model_->layout().Find("wte"), *pipeline_.tied));
+  if (gpt_ != nullptr && pipeline_.tied != nullptr &&
+      (gpt_->range().Embeds() || gpt_->range().HasHead(gpt_->config().n_layer))) {
+    DT_RETURN_IF_ERROR(zero_->ReduceParamGrads(*gpt_->layout().Find("wte"), *pipeline_.tied));
   }
   // Phase 1: average the gradients over the data-parallel ranks (stage 0: one all-reduce; stage
   // 1: reduce-scatter to the owning ranks; stages 2-3 reduced during backward).
@@ -351,8 +373,19 @@ void Engine::RestoreCounters(const nlohmann::json& counters, bool restore_scaler
 
 absl::StatusOr<float> Engine::EvalLoss(const int32_t* inputs, const int32_t* targets, int B,
                                        int T) {
+  if (gpt_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "EvalLoss(tokens): the model is not the GPT; pass a Batch");
+  }
   zero_->SetTraining(false);
-  absl::StatusOr<float> loss = model_->Forward(*zero_, inputs, targets, B, T, /*dloss=*/0.f);
+  absl::StatusOr<float> loss = gpt_->Forward(*zero_, inputs, targets, B, T, /*dloss=*/0.f);
+  zero_->SetTraining(true);
+  return loss;
+}
+
+absl::StatusOr<float> Engine::EvalLoss(const model::Batch& batch) {
+  zero_->SetTraining(false);
+  absl::StatusOr<float> loss = model_->Forward(*zero_, batch, std::nullopt);
   zero_->SetTraining(true);
   return loss;
 }

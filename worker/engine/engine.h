@@ -23,11 +23,13 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/status/status_macros.h"
 #include "worker/comm/communicator.h"
 #include "worker/config/config.h"
 #include "worker/engine/lr_schedule.h"
 #include "worker/env/byte_source.h"
 #include "worker/model/gpt.h"
+#include "worker/model/model.h"
 #include "worker/precision/loss_scaler.h"
 #include "worker/tensor/tensor.h"
 #include "worker/zero/zero_state.h"
@@ -61,7 +63,7 @@ class Engine {
   // The model's device (model->ops()) is the engine's. `dp` (optional, not owned, outlives the
   // engine) is the data-parallel group. `offload` names an offloaded optimizer's files and log
   // (its aio settings are the spec's).
-  static absl::StatusOr<std::unique_ptr<Engine>> Initialize(std::unique_ptr<model::Gpt> model,
+  static absl::StatusOr<std::unique_ptr<Engine>> Initialize(std::unique_ptr<model::Model> model,
                                                             const config::JobSpec& spec,
                                                             comm::Communicator* dp = nullptr,
                                                             comm::CommOptions comm_options = {},
@@ -74,7 +76,11 @@ class Engine {
   // into activation buffer `buffer`. Returns the micro-batch's mean loss (unscaled; 0 on a
   // pipeline stage without the head). A stage that does not embed reads its input from the
   // model's stage_input(buffer) and takes null inputs; one without the head takes null targets.
+  // The GPT only (kFailedPrecondition for another model: pass a Batch).
   absl::StatusOr<float> Forward(const int32_t* inputs, const int32_t* targets, int buffer = 0);
+  // The same for any model: the micro-batch as named host arrays (model/model.h), its loss's
+  // gradient scaled by the loss scale over gradient_accumulation_steps.
+  absl::StatusOr<float> Forward(const model::Batch& batch, int buffer = 0);
   // Accumulates buffer `buffer`'s micro-batch's gradients.
   absl::Status Backward(int buffer = 0);
   // At the gradient-accumulation boundary: clip, optimizer update, LR schedule, zero gradients,
@@ -112,9 +118,19 @@ class Engine {
   static absl::StatusOr<nlohmann::json> ReadCounters(env::ByteSource& state);
 
   // Forward only (no gradients) on a batch of B sequences of length T; returns the mean loss.
+  // The GPT only.
   absl::StatusOr<float> EvalLoss(const int32_t* inputs, const int32_t* targets, int B, int T);
+  // The same for any model.
+  absl::StatusOr<float> EvalLoss(const model::Batch& batch);
 
-  model::Gpt& model() { return *model_; }
+  model::Model& model() { return *model_; }
+  // The built-in GPT's own interface (pipelines, its file formats, sampling).
+  // REQUIRES: the engine trains a model::Gpt (is_gpt()).
+  bool is_gpt() const { return gpt_ != nullptr; }
+  model::Gpt& gpt() {
+    DT_CHECK(gpt_ != nullptr);
+    return *gpt_;
+  }
   device::Ops& ops() const { return model_->ops(); }
   // The full fp32 parameters in the model's flat layout, in host memory. Collective under ZeRO-3
   // and, with mixed precision, from stage 1 on: every rank calls; with keep = false a rank only
@@ -135,13 +151,14 @@ class Engine {
   absl::StatusOr<std::optional<StepStats>> FinishStepStats(StepStats stats);
   // The step counters (and the loss scaler) from a saved state's counters object.
   void RestoreCounters(const nlohmann::json& counters, bool restore_scaler);
-  Engine(std::unique_ptr<model::Gpt> model, const config::JobSpec& spec, comm::Communicator* dp,
+  Engine(std::unique_ptr<model::Model> model, const config::JobSpec& spec, comm::Communicator* dp,
          std::unique_ptr<LrSchedule> schedule);
   // The initial parameters (model.init_from, or initialised with model.init_seed) into a full
   // flat f32 tensor on the device.
   absl::StatusOr<tensor::Tensor> InitialParams();
 
-  std::unique_ptr<model::Gpt> model_;
+  std::unique_ptr<model::Model> model_;
+  model::Gpt* gpt_;  // model_ when it is the GPT, else null
   config::JobSpec spec_;
   comm::Communicator* dp_;          // null or size 1: single rank
   comm::CommOptions comm_options_;  // timeout of every collective

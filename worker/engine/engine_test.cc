@@ -143,7 +143,7 @@ TEST(Engine, InitFromLoadsWeightsAndChecksTheShape) {
   const std::string path = std::string(getenv("TEST_TMPDIR")) + "/init.bin";
   std::vector<float> w(e->model().layout().total(), 0.f);
   for (size_t i = 0; i < w.size(); ++i) w[i] = 0.001f * (i % 97);
-  ASSERT_THAT(model::WriteLlmcModel(path, e->model().config(), e->model().layout(), w.data()),
+  ASSERT_THAT(model::WriteLlmcModel(path, e->gpt().config(), e->model().layout(), w.data()),
               IsOk());
   testing::CpuDevice alloc2;
   auto loaded = Make(Spec(2, 1, 0.0, absl::StrFormat(R"(, "init_from": "%s")", path)), &alloc2);

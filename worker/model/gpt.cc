@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -188,6 +189,38 @@ absl::Status Gpt::CheckBatch(const int32_t* tokens, const int32_t* targets, int 
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const Batch& batch,
+                                   std::optional<LossGrad> grad, int buffer) {
+  // A stage that neither embeds nor has the head reads no array: it cannot tell B and T.
+  if (!batch.Has("tokens") && !batch.Has("targets")) {
+    return absl::InvalidArgumentError("batch: the GPT reads 'tokens' and 'targets' (B, T) int32");
+  }
+  const int32_t* tokens = nullptr;
+  const int32_t* targets = nullptr;
+  std::vector<int64_t> shape;
+  for (auto [name, out] :
+       {std::make_pair("tokens", &tokens), std::make_pair("targets", &targets)}) {
+    if (!batch.Has(name)) continue;
+    DT_ASSIGN_OR_RETURN(const BatchTensor t, batch.Get(name, DType::kI32, 2));
+    if (!shape.empty() && t.shape != shape) {
+      return absl::InvalidArgumentError("batch: 'tokens' and 'targets' differ in shape");
+    }
+    shape = t.shape;
+    *out = static_cast<const int32_t*>(t.data);
+  }
+  if (shape[0] > std::numeric_limits<int>::max() || shape[1] > std::numeric_limits<int>::max()) {
+    return absl::InvalidArgumentError("batch: 'tokens' is too large");
+  }
+  const int B = static_cast<int>(shape[0]), T = static_cast<int>(shape[1]);
+  const float dloss = grad ? static_cast<float>(grad->scale / (static_cast<double>(B) * T *
+                                                               static_cast<double>(grad->divisor)))
+                           : 0.f;
+  if (grad && targets == nullptr && range_.HasHead(config_.n_layer)) {
+    return absl::InvalidArgumentError("batch: a training forward needs 'targets'");
+  }
+  return Forward(access, tokens, targets, B, T, dloss, buffer);
 }
 
 absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,

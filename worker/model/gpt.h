@@ -28,13 +28,14 @@
 #include "absl/status/statusor.h"
 #include "worker/device/ops.h"
 #include "worker/model/gpt_sizes.h"
+#include "worker/model/model.h"
 #include "worker/model/param_access.h"
 #include "worker/model/param_layout.h"
 #include "worker/tensor/tensor.h"
 
 namespace dstrain::model {
 
-class Gpt {
+class Gpt final : public Model {
  public:
   // `ops` (not owned) outlives the model; activations come from its allocator.
   static absl::StatusOr<std::unique_ptr<Gpt>> Create(const GptConfig& config, device::Ops* ops,
@@ -42,19 +43,20 @@ class Gpt {
 
   const GptConfig& config() const { return config_; }
   BlockRange range() const { return range_; }
-  const ParamLayout& layout() const { return layout_; }
-  device::Ops& ops() const { return *ops_; }
+  const ParamLayout& layout() const override { return layout_; }
+  device::Ops& ops() const override { return *ops_; }
+  Gpt* AsGpt() override { return this; }
 
   // The operand type of every matrix product: kF32, or kBF16 (fp32 accumulation; bf16 mixed
   // precision). Default kF32.
-  void set_matmul_precision(DType compute) { matmul_ = compute; }
+  void set_matmul_precision(DType compute) override { matmul_ = compute; }
   DType matmul_precision() const { return matmul_; }
 
   // GPT-2 initialisation into a host buffer of layout().total() floats, deterministic from
   // `seed`: N(0, 0.02) weights and embeddings, residual projections (attprojw, fcprojw)
   // N(0, 0.02/√(2L)), LayerNorm weights 1, biases 0, padded wte rows 0. A slice of the model
   // gets exactly the values the whole model's initialisation gives those parameters.
-  void InitParams(float* params, uint64_t seed) const;
+  void InitParams(float* params, uint64_t seed) const override;
 
   // How activations are held: buffers and checkpointing (takes effect at the next Prepare).
   void set_activation_plan(const ActivationPlan& plan);
@@ -83,7 +85,13 @@ class Gpt {
                                 int B, int T, float dloss = 0.f, int buffer = 0);
   // Accumulates (+=) the gradients of buffer `buffer`'s micro-batch into the gradient buffers.
   // REQUIRES: that buffer's last Forward was a training one (on the last stage: with targets).
-  absl::Status Backward(ParamAccess& access, int buffer = 0);
+  absl::Status Backward(ParamAccess& access, int buffer = 0) override;
+
+  // Model's forward: "tokens" (B, T) int32 (the first stage), "targets" (B, T) int32 (the last
+  // stage; absent: logits only). A training forward's dloss is grad.scale / (B·T·grad.divisor):
+  // the mean loss's gradient, scaled.
+  absl::StatusOr<float> Forward(ParamAccess& access, const Batch& batch,
+                                std::optional<LossGrad> grad, int buffer = 0) override;
 
   // The same over one flat f32 buffer of layout().total() parameters (and gradients) on the
   // model's device.

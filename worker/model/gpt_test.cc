@@ -110,6 +110,42 @@ TEST(Gpt, GradientsAccumulateAndScaleWithDloss) {
   }
 }
 
+// The Model interface's forward (a Batch, a LossGrad) is the pointer forward with dloss =
+// scale / (B·T·divisor): the same loss and gradients, bitwise; and a batch it cannot read is an
+// error naming the array.
+TEST(Gpt, BatchForwardIsThePointerForward) {
+  Tiny t;
+  std::vector<float> g1(t.params.size(), 0.f), g2(t.params.size(), 0.f);
+  const double scale = 1024, divisor = 2;
+  const float dloss = static_cast<float>(scale / (static_cast<double>(t.B) * t.T * divisor));
+  auto loss1 = t.gpt->Forward(Flat(t.params), t.tokens.data(), t.targets.data(), t.B, t.T, dloss);
+  ASSERT_THAT(loss1, IsOk());
+  ASSERT_THAT(t.gpt->Backward(Flat(t.params), Flat(g1)), IsOk());
+  Batch batch;
+  batch.Add("tokens", {DType::kI32, {t.B, t.T}, t.tokens.data()})
+      .Add("targets", {DType::kI32, {t.B, t.T}, t.targets.data()});
+  FlatParamAccess access(t.gpt->layout(), Flat(t.params), Flat(g2));
+  Model& model = *t.gpt;
+  auto loss2 = model.Forward(access, batch, LossGrad{scale, 2});
+  ASSERT_THAT(loss2, IsOk());
+  ASSERT_THAT(model.Backward(access), IsOk());
+  EXPECT_EQ(*loss1, *loss2);
+  EXPECT_EQ(g1, g2);
+  EXPECT_EQ(model.AsGpt(), t.gpt.get());
+
+  Batch floats;
+  std::vector<float> x(t.B * t.T);
+  floats.Add("tokens", {DType::kF32, {t.B, t.T}, x.data()});
+  EXPECT_THAT(model.Forward(access, floats, std::nullopt),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'tokens' is f32")));
+  EXPECT_THAT(model.Forward(access, Batch(), std::nullopt),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'tokens' and 'targets'")));
+  Batch tokens_only;
+  tokens_only.Add("tokens", {DType::kI32, {t.B, t.T}, t.tokens.data()});
+  EXPECT_THAT(model.Forward(access, tokens_only, LossGrad{}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs 'targets'")));
+}
+
 TEST(Gpt, InitialLossIsNearLogVocab) {
   GptConfig c{2, 4, 64, 256, 256, 32};
   tensor::CpuAllocator alloc;

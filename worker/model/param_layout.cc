@@ -1,5 +1,9 @@
 #include "worker/model/param_layout.h"
 
+#include <algorithm>
+#include <set>
+#include <string>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -52,6 +56,7 @@ absl::StatusOr<ParamLayout> ParamLayout::ForGpt(const GptConfig& c, BlockRange r
       p.module = module;
       p.row = row;
       p.layer = layer;
+      p.matrix = r.matrix;
       layout.total_ = AlignUp(layout.total_ + p.numel);
       layout.num_parameters_ += p.numel;
       m.params.push_back(static_cast<int>(layout.params_.size()));
@@ -65,6 +70,59 @@ absl::StatusOr<ParamLayout> ParamLayout::ForGpt(const GptConfig& c, BlockRange r
   }
   for (int l = range.first; l < end; ++l) add_module(Owner::kBlock, l, false);
   if (range.HasHead(c.n_layer)) add_module(Owner::kFinal, -1, false);
+  return layout;
+}
+
+absl::StatusOr<ParamLayout> ParamLayout::FromDeclared(const std::vector<DeclaredModule>& modules) {
+  if (modules.empty()) return absl::InvalidArgumentError("the model declares no parameter");
+  ParamLayout layout;
+  std::set<std::string> names, module_names;
+  for (const DeclaredModule& d : modules) {
+    if (d.name.empty()) return absl::InvalidArgumentError("a module without a name");
+    if (!module_names.insert(d.name).second) {
+      return absl::InvalidArgumentError(absl::StrCat("module '", d.name, "' declared twice"));
+    }
+    if (d.params.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("module '", d.name, "' has no parameter"));
+    }
+    ModuleSpec m;
+    m.name = d.name;
+    m.owner = Owner::kBlock;
+    m.offset = layout.total_;
+    const int module = static_cast<int>(layout.modules_.size());
+    for (const DeclaredParam& dp : d.params) {
+      if (dp.name.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("module '", d.name, "': a parameter without a name"));
+      }
+      if (!names.insert(dp.name).second) {
+        return absl::InvalidArgumentError(absl::StrCat("parameter '", dp.name, "' declared twice"));
+      }
+      if (dp.shape.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat("parameter '", dp.name, "': no shape"));
+      }
+      ParamSpec p;
+      p.name = dp.name;
+      p.shape = dp.shape;
+      p.numel = 1;
+      for (int64_t dim : p.shape) {
+        if (dim < 1 || dim > (int64_t{1} << 40) / std::max<int64_t>(p.numel, 1)) {
+          return absl::InvalidArgumentError(absl::StrCat("parameter '", dp.name, "': dimension ",
+                                                         dim, " outside [1, 2^40 elements]"));
+        }
+        p.numel *= dim;
+      }
+      p.offset = layout.total_;
+      p.module = module;
+      p.matrix = dp.matrix;
+      layout.total_ = AlignUp(layout.total_ + p.numel);
+      layout.num_parameters_ += p.numel;
+      m.params.push_back(static_cast<int>(layout.params_.size()));
+      layout.params_.push_back(std::move(p));
+    }
+    m.numel = layout.total_ - m.offset;
+    layout.modules_.push_back(std::move(m));
+  }
   return layout;
 }
 

@@ -25,8 +25,11 @@ struct ParamSpec {
   int64_t numel = 0;
   int64_t offset = 0;  // in floats, from the start of the flat buffer
   int module = 0;      // index into ParamLayout::modules()
-  int row = 0;         // its row of kGptParams (gpt_sizes.h)
+  int row = 0;         // the GPT's: its row of kGptParams (gpt_sizes.h); 0 for other models
   int layer = -1;      // its block, or -1
+  // A matrix-product operand: held 16-bit under bf16 mixed precision and handed to the matrix
+  // products as such (the GPT's size table's `matrix` column; declared by other models).
+  bool matrix = false;
 };
 
 struct ModuleSpec {
@@ -47,6 +50,21 @@ class ParamLayout {
 
   const std::vector<ParamSpec>& params() const { return params_; }
   const std::vector<ModuleSpec>& modules() const { return modules_; }
+  // A layout of declared parameters (another model than the GPT): modules in the order of their
+  // first parameter; each parameter of `modules[m]` with its name, shape and `matrix`. Errors:
+  // kInvalidArgument naming the parameter or module for an empty or repeated name, a module
+  // without parameters or a dimension < 1.
+  struct DeclaredParam {
+    std::string name;
+    std::vector<int64_t> shape;
+    bool matrix = false;
+  };
+  struct DeclaredModule {
+    std::string name;
+    std::vector<DeclaredParam> params;
+  };
+  static absl::StatusOr<ParamLayout> FromDeclared(const std::vector<DeclaredModule>& modules);
+
   // Floats in the flat buffer, padding included.
   int64_t total() const { return total_; }
   // Sum of parameter sizes, padding excluded (the model's parameter count).

@@ -126,7 +126,7 @@ absl::Status Executor::WaitSends() {
 }
 
 absl::Status Executor::PrepareBuffers(int B, int T, int buffers) {
-  DT_RETURN_IF_ERROR(engine_.model().Prepare(B, T));
+  DT_RETURN_IF_ERROR(engine_.gpt().Prepare(B, T));
   if (static_cast<int>(inputs_.size()) < buffers) {
     inputs_.resize(buffers);
     targets_.resize(buffers);
@@ -144,7 +144,7 @@ void Executor::Load(const MicroBatchLoader& load, int micro_batch, int b) {
 }
 
 absl::Status Executor::WaitActivation(int b) {
-  return WaitRecv(act_recvs_[b], engine_.model().stage_input(b).bytes());
+  return WaitRecv(act_recvs_[b], engine_.gpt().stage_input(b).bytes());
 }
 
 absl::StatusOr<engine::StepStats> Executor::TrainBatch(const MicroBatchLoader& load) {
@@ -153,7 +153,7 @@ absl::StatusOr<engine::StepStats> Executor::TrainBatch(const MicroBatchLoader& l
   const int T = spec.data.seq_len;
   const int M = static_cast<int>(spec.gradient_accumulation_steps);
   const int buffers = TrainBuffers(stages_, M, stage_);
-  model::Gpt& model = engine_.model();
+  model::Gpt& model = engine_.gpt();
   if (model.activation_plan().buffers < buffers) {
     return absl::FailedPreconditionError(absl::StrCat(
         "pipeline stage ", stage_, ": the model holds ", model.activation_plan().buffers,
@@ -244,7 +244,7 @@ absl::StatusOr<double> Executor::EvalBatches(const View& params, int micro_batch
   const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu);
   const int T = spec.data.seq_len;
   const int M = micro_batches;
-  model::Gpt& model = engine_.model();
+  model::Gpt& model = engine_.gpt();
   // No backward pass holds a buffer here: a buffer is free again once its forward pass ran and
   // its output was copied out, so two (or the one a last stage keeps) suffice.
   const int buffers =

@@ -267,7 +267,7 @@ TEST(ExecutorTest, EvaluationEqualsTheUnsplitForwardBitwise) {
     ASSERT_THAT(params, IsOk());
     for (int m = 0; m < kBatches; ++m) {
       const auto [x, y] = Batch(spec, 100, 0, m);
-      auto loss = (*e)->model().Forward(params->view(), x.data(), y.data(), B, T);
+      auto loss = (*e)->gpt().Forward(params->view(), x.data(), y.data(), B, T);
       ASSERT_THAT(loss, IsOk());
       unsplit += *loss;
     }

@@ -266,8 +266,8 @@ absl::Status TrainingRun::BuildEngine() {
   {
     DT_ASSIGN_OR_RETURN(std::vector<float> params, GatherModel());
     if (leader_ && !options_.save_initial_model.empty()) {
-      DT_RETURN_IF_ERROR(model::WriteLlmcModel(options_.save_initial_model,
-                                               engine_->model().config(), whole, params.data()));
+      DT_RETURN_IF_ERROR(model::WriteLlmcModel(options_.save_initial_model, engine_->gpt().config(),
+                                               whole, params.data()));
     }
   }
   absl::FPrintF(log_,
@@ -471,7 +471,7 @@ JsonLine TrainingRun::MetricsLine(const engine::StepStats& stats, double seconds
   }
   if (spec_.pipeline.profile_checkpoints) {
     // activation_checkpointing.profile: this step's recomputation (the leader's stage).
-    const double recompute = engine_->model().recompute_seconds();
+    const double recompute = engine_->gpt().recompute_seconds();
     line.Add("recompute_s", recompute - recompute_before_);
     recompute_before_ = recompute;
   }
@@ -496,7 +496,7 @@ absl::StatusOr<double> TrainingRun::Evaluate() {
   for (int i = 0; i < n; ++i) {
     loader.NextBatch(x_.data(), y_.data());
     DT_ASSIGN_OR_RETURN(float loss,
-                        engine_->model().Forward(params.view(), x_.data(), y_.data(), B_, T_));
+                        engine_->gpt().Forward(params.view(), x_.data(), y_.data(), B_, T_));
     sum += loss;
   }
   return n > 0 ? sum / n : 0.0;
@@ -569,7 +569,7 @@ absl::Status TrainingRun::PrintSample(uint64_t seed, const std::string& title) {
     DT_ASSIGN_OR_RETURN(tensor::Tensor params, engine_->GatherParamsOnDevice(leader_));
     if (!leader_) return absl::OkStatus();
     DT_ASSIGN_OR_RETURN(
-        ids, Sample(engine_->model(), params.view(), {'\n'}, spec_.job.sample_tokens, 1.0f, rng));
+        ids, Sample(engine_->gpt(), params.view(), {'\n'}, spec_.job.sample_tokens, 1.0f, rng));
   }
   absl::FPrintF(log_, "--- %s ---\n%s\n---\n", title, DescribeSample(ids));
   return absl::OkStatus();
@@ -618,8 +618,8 @@ absl::StatusOr<TrainResult> TrainingRun::Finish() {
     DT_ASSIGN_OR_RETURN(const model::ParamLayout whole,
                         model::ParamLayout::ForGpt(config::ModelShape(spec_.model)));
     if (leader_ && !options_.save_model.empty()) {
-      DT_RETURN_IF_ERROR(model::WriteLlmcModel(options_.save_model, engine_->model().config(),
-                                               whole, params.data()));
+      DT_RETURN_IF_ERROR(model::WriteLlmcModel(options_.save_model, engine_->gpt().config(), whole,
+                                               params.data()));
       absl::FPrintF(log_, "model written to %s\n", options_.save_model);
     }
   }

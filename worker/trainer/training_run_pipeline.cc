@@ -99,7 +99,7 @@ absl::StatusOr<std::vector<float>> TrainingRun::GatherModel() {
     DT_RETURN_IF_ERROR(work->Wait());
     return std::vector<float>();
   }
-  const model::GptConfig shape = engine_->model().config();
+  const model::GptConfig shape = engine_->gpt().config();
   DT_ASSIGN_OR_RETURN(const model::ParamLayout whole, model::ParamLayout::ForGpt(shape));
   std::vector<float> out(whole.total(), 0.f), host;
   for (int s = 0; s < spec_.pipeline.stages; ++s) {

@@ -665,7 +665,7 @@ void ZeroState::PoisonGradientsForTesting() {
 
 bool ZeroState::Direct16(int param) const {
   // The CPU and CUDA matrix products take bf16 weights; fp16 ones are widened like the rest.
-  return storage_ == DType::kBF16 && model::kGptParams[layout_.params()[param].row].matrix;
+  return storage_ == DType::kBF16 && layout_.params()[param].matrix;
 }
 
 absl::StatusOr<model::ModuleParams> ZeroState::AcquireParams(int module, model::Pass pass) {
@@ -727,7 +727,7 @@ absl::StatusOr<model::ModuleGrads> ZeroState::AcquireGrads(int module) {
   int64_t cursor = 0;  // zero everything between the matrix parameters (padding included)
   for (int i : spec.params) {
     const model::ParamSpec& p = layout_.params()[i];
-    if (!model::kGptParams[p.row].matrix) continue;
+    if (!p.matrix) continue;
     const int64_t first = p.offset - spec.offset;
     if (first > cursor) ops_->Fill(s.Sub(cursor, first - cursor), 0.f);
     cursor = first + p.numel;
