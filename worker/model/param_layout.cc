@@ -52,15 +52,10 @@ absl::StatusOr<ParamLayout> ParamLayout::ForGpt(const GptConfig& c, BlockRange r
       p.shape = ParamShape(row, c);
       p.numel = 1;
       for (int64_t d : p.shape) p.numel *= d;
-      p.offset = layout.total_;
-      p.module = module;
       p.row = row;
       p.layer = layer;
       p.matrix = r.matrix;
-      layout.total_ = AlignUp(layout.total_ + p.numel);
-      layout.num_parameters_ += p.numel;
-      m.params.push_back(static_cast<int>(layout.params_.size()));
-      layout.params_.push_back(std::move(p));
+      layout.Append(std::move(p), module, &m);
     }
     m.numel = layout.total_ - m.offset;
     layout.modules_.push_back(std::move(m));
@@ -112,18 +107,22 @@ absl::StatusOr<ParamLayout> ParamLayout::FromDeclared(const std::vector<Declared
         }
         p.numel *= dim;
       }
-      p.offset = layout.total_;
-      p.module = module;
       p.matrix = dp.matrix;
-      layout.total_ = AlignUp(layout.total_ + p.numel);
-      layout.num_parameters_ += p.numel;
-      m.params.push_back(static_cast<int>(layout.params_.size()));
-      layout.params_.push_back(std::move(p));
+      layout.Append(std::move(p), module, &m);
     }
     m.numel = layout.total_ - m.offset;
     layout.modules_.push_back(std::move(m));
   }
   return layout;
+}
+
+void ParamLayout::Append(ParamSpec p, int module, ModuleSpec* m) {
+  p.offset = total_;
+  p.module = module;
+  total_ = AlignUp(total_ + p.numel);
+  num_parameters_ += p.numel;
+  m->params.push_back(static_cast<int>(params_.size()));
+  params_.push_back(std::move(p));
 }
 
 const ParamSpec* ParamLayout::Find(absl::string_view name) const {

@@ -73,6 +73,10 @@ class ParamLayout {
   const ParamSpec* Find(absl::string_view name) const;
 
  private:
+  // Places `p` (numel set) at the end of the buffer, aligned, as parameter of `module` (`m`, not
+  // yet in modules_).
+  void Append(ParamSpec p, int module, ModuleSpec* m);
+
   std::vector<ParamSpec> params_;
   std::vector<ModuleSpec> modules_;
   int64_t total_ = 0;

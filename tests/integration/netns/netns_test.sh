@@ -18,16 +18,8 @@ set -euo pipefail
 out="$TEST_TMPDIR/netns"
 rm -rf "$out" && mkdir -p "$out"
 
-skip() {
-  echo "SKIPPED: $1"
-  if [[ -n "${XML_OUTPUT_FILE:-}" ]]; then
-    cat > "$XML_OUTPUT_FILE" <<XML
-<?xml version="1.0" encoding="UTF-8"?>
-<testsuites><testsuite name="netns_test" tests="1"><testcase name="netns" result="skipped"><skipped message="$1"/></testcase></testsuite></testsuites>
-XML
-  fi
-  exit 0
-}
+source "$TEST_SRCDIR/$TEST_WORKSPACE/tests/lib/skip.sh"
+skip() { skip_test netns_test netns "$1"; }
 
 [[ $(id -u) == 0 ]] || skip "not root: network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN"
 command -v ip > /dev/null || skip "no ip command (iproute2)"

@@ -14,16 +14,8 @@ out="$TEST_TMPDIR/budget"
 nvme="$TEST_TMPDIR/nvme"
 mkdir -p "$out" "$nvme"
 
-skip() {
-  echo "SKIPPED: $1"
-  if [[ -n "${XML_OUTPUT_FILE:-}" ]]; then
-    cat > "$XML_OUTPUT_FILE" <<XML
-<?xml version="1.0" encoding="UTF-8"?>
-<testsuites><testsuite name="cgroup_budget_test" tests="1"><testcase name="cgroup_budget" result="skipped"><skipped message="$1"/></testcase></testsuite></testsuites>
-XML
-  fi
-  exit 0
-}
+source "$TEST_SRCDIR/$TEST_WORKSPACE/tests/lib/skip.sh"
+skip() { skip_test cgroup_budget_test cgroup_budget "$1"; }
 
 # ---- a memory cgroup of our own, below the one this test runs in ----
 if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
