@@ -109,6 +109,30 @@ std::vector<std::string> NoEffectNotes(const NormalizeContext& ctx, const json& 
   return out;
 }
 
+// DeepSpeed's deprecated `zero_optimization.cpu_offload: true` (with cpu_offload_use_pin_memory)
+// is offload_optimizer {"device": "cpu", "pin_memory": ...}, as DeepSpeed migrates it; read so
+// before the schema fills offload_optimizer's defaults. Left alone beside an offload_optimizer
+// block (ResolveZero refuses the pair). Returns the note to give, or "".
+std::string MigrateCpuOffload(json* root) {
+  const auto z = root->find("zero_optimization");
+  if (z == root->end() || !z->is_object()) return "";
+  const auto on = z->find("cpu_offload");
+  if (on == z->end() || !on->is_boolean() || !on->get<bool>()) return "";
+  if (const auto o = z->find("offload_optimizer"); o != z->end() && !o->is_null()) return "";
+  json offload = {{"device", "cpu"}};
+  std::string note =
+      "zero_optimization.cpu_offload: deprecated, read as offload_optimizer {\"device\": \"cpu\"";
+  if (const auto pin = z->find("cpu_offload_use_pin_memory");
+      pin != z->end() && pin->is_boolean()) {
+    offload["pin_memory"] = *pin;
+    absl::StrAppend(&note, ", \"pin_memory\": ", pin->get<bool>() ? "true" : "false");
+    z->erase(pin);
+  }
+  z->erase("cpu_offload");
+  (*z)["offload_optimizer"] = std::move(offload);
+  return absl::StrCat(note, "}");
+}
+
 absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view source,
                                   const std::string& base_dir,
                                   std::optional<int> world_size_override,
@@ -124,6 +148,7 @@ absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view sour
   if (auto it = root.find("zero_optimization"); it != root.end() && it->is_boolean()) {
     *it = json{{"stage", it->get<bool>() ? 1 : 0}};
   }
+  const std::string migrated = MigrateCpuOffload(&root);
   if (world_size_override) {
     if (auto it = root.find("job"); it != root.end() && it->is_object()) {
       (*it)["world_size"] = *world_size_override;
@@ -142,6 +167,7 @@ absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view sour
     notes.push_back(absl::StrCat("deepspeed_config: DeepSpeed keys read from \"", *ds_path,
                                  "\" and merged here"));
   }
+  if (!migrated.empty()) notes.push_back(migrated);
   DT_RETURN_IF_ERROR(internal::ResolveZero(&e, ctx, &notes, &spec.zero));
   DT_RETURN_IF_ERROR(internal::ResolveParallelism(e, &spec));
   DT_RETURN_IF_ERROR(internal::ResolveBatch(&e, spec.data_parallel_size, &spec));

@@ -409,6 +409,23 @@ std::vector<ValidRow> ValidRows() {
          EXPECT_EQ(s.effective["tensorboard"]["output_path"], "runs/");
          EXPECT_EQ(s.effective["amp"]["opt_level"], "O1");
        }},
+      {"DeprecatedCpuOffloadIsOffloadOptimizerCpu",
+       [](json& j) {
+         j["zero_optimization"] = {
+             {"stage", 2}, {"cpu_offload", true}, {"cpu_offload_use_pin_memory", true}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.zero.offload_optimizer.device, OffloadDevice::kCpu);
+         EXPECT_TRUE(s.zero.offload_optimizer.pin_memory);
+         const json& z = s.effective["zero_optimization"];
+         EXPECT_EQ(z["offload_optimizer"]["device"], "cpu");
+         EXPECT_EQ(z["offload_optimizer"]["buffer_count"], 4);  // the block's defaults filled
+         EXPECT_FALSE(z.contains("cpu_offload"));
+         EXPECT_FALSE(z.contains("cpu_offload_use_pin_memory"));
+         EXPECT_THAT(s.notes, ::testing::Contains(
+                                  "zero_optimization.cpu_offload: deprecated, read as "
+                                  "offload_optimizer {\"device\": \"cpu\", \"pin_memory\": true}"));
+       }},
       {"NvmeOffloadAndAio",
        [](json& j) {
          j["zero_optimization"] = {{"stage", 3},
@@ -793,6 +810,13 @@ std::vector<InvalidRow> InvalidRows() {
              {"offload_optimizer", {{"device", "nvme"}, {"nvme_path", "/x"}, {"ratio", 0.5}}}};
        },
        "zero_optimization.offload_optimizer.ratio: 0.5: partial offload"},
+      {"CpuOffloadBesideOffloadOptimizer",
+       [](json& j) {
+         j["zero_optimization"] = {
+             {"stage", 2}, {"cpu_offload", true}, {"offload_optimizer", {{"device", "cpu"}}}};
+       },
+       "zero_optimization.cpu_offload: deprecated key given together with its replacement "
+       "zero_optimization.offload_optimizer"},
       {"ParamOffloadNotYet",
        [](json& j) {
          j["zero_optimization"] = {{"stage", 3}, {"offload_param", {{"device", "cpu"}}}};

@@ -32,7 +32,6 @@ constexpr FeatureSwitch kSwitches[] = {
     // ZeRO extensions.
     {"zero_optimization.offload_optimizer.device", "optimizer offload", true},
     {"zero_optimization.offload_param.device", "parameter offload", false},
-    {"zero_optimization.cpu_offload", "optimizer offload (deprecated cpu_offload)", false},
     {"zero_optimization.cpu_offload_param", "parameter offload (deprecated cpu_offload_param)",
      false},
     {"zero_optimization.zero_hpz_partition_size", "ZeRO++ hierarchical partitioning (hpZ)", false},
