@@ -1,5 +1,6 @@
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "common/status/status_macros.h"
 #include "kernels/common/simd.h"
@@ -43,10 +44,13 @@ int64_t RopeTableFloats(int max_pos, int head_dim) {
 void RopeTable(float* table, int max_pos, int head_dim, double theta) {
   DT_CHECK(head_dim > 0 && head_dim % 2 == 0 && max_pos >= 0 && theta > 0);
   const int half = head_dim / 2;
+  // θ_i once per pair index (the same double expression as rope_reference.cc's angle).
+  std::vector<double> inv_freq(half);
+  for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(theta, -2.0 * i / head_dim);
   for (int p = 0; p < max_pos; ++p) {
     float* row = table + static_cast<int64_t>(p) * head_dim;
     for (int i = 0; i < half; ++i) {
-      const double angle = p * std::pow(theta, -2.0 * i / head_dim);
+      const double angle = p * inv_freq[i];
       row[i] = static_cast<float>(std::cos(angle));
       row[half + i] = static_cast<float>(std::sin(angle));
     }
