@@ -12,11 +12,7 @@
 //   bazel run //worker/config:key_table_markdown -- --write docs/migrating-from-deepspeed.md
 //
 // //tests/docs:migration_guide_key_table_test regenerates the region and fails on a difference.
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -27,6 +23,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "worker/config/doc_generator.h"
 #include "worker/config/features.h"
 #include "worker/config/key_effects.h"
 #include "worker/config/keys.h"
@@ -188,32 +185,7 @@ absl::StatusOr<std::string> ReplaceSection(absl::string_view doc) {
 
 int main(int argc, char** argv) {
   namespace internal = dstrain::config::internal;
-  if (argc == 1) {
-    std::printf("%s\n", internal::GeneratedSection().c_str());
-    return 0;
-  }
-  if (argc != 3 || std::strcmp(argv[1], "--write") != 0) {
-    std::fprintf(stderr, "usage: key_table_markdown [--write FILE]\n");
-    return 2;
-  }
-  std::filesystem::path path = argv[2];
-  if (const char* workspace = std::getenv("BUILD_WORKSPACE_DIRECTORY");
-      workspace != nullptr && path.is_relative()) {
-    path = std::filesystem::path(workspace) / path;
-  }
-  absl::StatusOr<std::string> doc = internal::ReadFileToString(path.string());
-  if (doc.ok()) doc = internal::ReplaceSection(*doc);
-  if (!doc.ok()) {
-    std::fprintf(stderr, "key_table_markdown: %s: %s\n", path.c_str(),
-                 std::string(doc.status().message()).c_str());
-    return 1;
-  }
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << *doc;
-  out.close();
-  if (!out) {
-    std::fprintf(stderr, "key_table_markdown: cannot write %s\n", path.c_str());
-    return 1;
-  }
-  return 0;
+  return internal::DocGeneratorMain(
+      argc, argv, "key_table_markdown", [] { return internal::GeneratedSection(); },
+      [](const std::string& doc) { return internal::ReplaceSection(doc); });
 }
