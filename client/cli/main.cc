@@ -2,6 +2,7 @@
 //
 //   dstrain validate JOB.json [--world N]
 //   dstrain prepare --text FILE --out DIR [--val-fraction F]
+//                   [--tokenizer tokenizer.json | --vocab vocab.json --merges merges.txt]
 //   dstrain train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
 //                 [--save-initial-model FILE]
 //   dstrain launch --nproc N JOB.json [--metrics-out FILE.jsonl]
@@ -62,8 +63,12 @@ commands:
       sets that has no effect in dstrain gets a "note: KEY: no effect in dstrain: WHY" line on
       stderr (validate, train, launch and submit).
   prepare --text FILE --out DIR [--val-fraction F]
-      Turn a text file into llm.c token shards (byte-level vocabulary, 256 tokens):
-      DIR/train_000000.bin ... and DIR/val_000000.bin (the last F of the text, default 0.1).
+          [--tokenizer tokenizer.json | --vocab vocab.json --merges merges.txt]
+      Turn a text file into llm.c token shards: DIR/train_000000.bin ... and
+      DIR/val_000000.bin (the last F of the text, default 0.1). The byte-level vocabulary (256
+      tokens) unless a byte-level BPE tokenizer is given, as a Hugging Face tokenizer.json or
+      GPT-2's vocab.json + merges.txt (docs/tokenization.md). DIR/tokenizer.txt records the
+      tokenizer (its vocab_size and the SHA-256 of its files).
   train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
                 [--save-initial-model FILE]
       Train in this process, on job.device. (--rank, --world, --store, --comm-timeout and
@@ -298,22 +303,35 @@ int Export(const std::vector<std::string>& args) {
 }
 
 int Prepare(const std::vector<std::string>& args) {
-  auto parsed = flags::ParseArgs(args, {"text", "out", "val-fraction"}, {});
+  auto parsed =
+      flags::ParseArgs(args, {"text", "out", "val-fraction", "tokenizer", "vocab", "merges"}, {});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
-  if (!parsed->Has("text") || !parsed->Has("out") || !parsed->positional.empty()) {
-    return Fail(absl::InvalidArgumentError("usage: dstrain prepare --text FILE --out DIR"), 2);
+  const bool gpt2_files = parsed->Has("vocab") || parsed->Has("merges");
+  if (!parsed->Has("text") || !parsed->Has("out") || !parsed->positional.empty() ||
+      (parsed->Has("tokenizer") && gpt2_files) ||
+      (gpt2_files && !(parsed->Has("vocab") && parsed->Has("merges")))) {
+    return Fail(absl::InvalidArgumentError(
+                    "usage: dstrain prepare --text FILE --out DIR [--val-fraction F] "
+                    "[--tokenizer tokenizer.json | --vocab vocab.json --merges merges.txt]"),
+                2);
   }
   data::PrepareOptions options;
   auto frac = parsed->GetDouble("val-fraction", options.val_fraction);
   if (!frac.ok()) return Fail(frac.status(), 2);
   options.val_fraction = *frac;
+  if (parsed->Has("tokenizer")) options.tokenizer_json = parsed->Get("tokenizer");
+  if (parsed->Has("vocab")) options.vocab_json = parsed->Get("vocab");
+  if (parsed->Has("merges")) options.merges_txt = parsed->Get("merges");
   auto summary = data::PrepareText(parsed->Get("text"), parsed->Get("out"), options);
   if (!summary.ok()) return Fail(summary.status(), 1);
+  absl::PrintF("tokenizer: %s, vocab_size %d\n", summary->tokenizer, summary->vocab_size);
   absl::PrintF("%d bytes of text -> %d training tokens in %d shard(s), %d validation tokens\n",
                summary->text_bytes, summary->train_tokens, summary->train_files.size(),
                summary->val_tokens);
   for (const std::string& f : summary->train_files) absl::PrintF("  %s\n", f);
   for (const std::string& f : summary->val_files) absl::PrintF("  %s\n", f);
+  absl::PrintF("  %s (a model needs model.vocab_size >= %d)\n", summary->tokenizer_file,
+               summary->vocab_size);
   return 0;
 }
 

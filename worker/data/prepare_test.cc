@@ -12,6 +12,7 @@
 #include "common/status/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "worker/data/bpe_tokenizer.h"
 #include "worker/data/byte_tokenizer.h"
 #include "worker/data/token_shard.h"
 
@@ -170,6 +171,186 @@ TEST(PrepareText, Errors) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("shard_tokens")));
   // The output path is a file.
   EXPECT_THAT(PrepareText(ok, ok), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(ok)));
+}
+
+TEST(PrepareText, ByteLevelRecordsItsTokenizer) {
+  const std::string dir = TestDir();
+  const std::string text_path = WriteText(dir + "/in.txt", "hello world");
+  absl::StatusOr<PrepareSummary> summary = PrepareText(text_path, dir + "/out");
+  ASSERT_THAT(summary, IsOk());
+  EXPECT_EQ(summary->tokenizer, "byte-level");
+  EXPECT_EQ(summary->vocab_size, 256);
+  EXPECT_EQ(summary->tokenizer_file, dir + "/out/tokenizer.txt");
+  absl::StatusOr<TokenizerInfo> info = ReadTokenizerInfo(dir + "/out");
+  ASSERT_THAT(info, IsOk());
+  EXPECT_EQ(info->kind, "byte");
+  EXPECT_EQ(info->vocab_size, 256);
+  EXPECT_TRUE(info->sha256.empty());
+}
+
+// The test tokenizer of //tests/tokenizer (a byte-level BPE of 2048 ids trained on Tiny
+// Shakespeare), runfiles-relative.
+constexpr char kTokenizerJson[] = "tests/tokenizer/tokenizer.json";
+constexpr char kVocabJson[] = "tests/tokenizer/vocab.json";
+constexpr char kMergesTxt[] = "tests/tokenizer/merges.txt";
+
+std::vector<uint16_t> ReadShards(const std::vector<std::string>& paths) {
+  std::vector<uint16_t> ids;
+  for (const std::string& path : paths) {
+    absl::StatusOr<TokenShard> shard = TokenShard::Open(path);
+    EXPECT_THAT(shard, IsOk());
+    if (shard.ok()) ids.insert(ids.end(), shard->tokens().begin(), shard->tokens().end());
+  }
+  return ids;
+}
+
+TEST(PrepareText, BpeShardsHoldTheIdsOfEachSplitEncodedWhole) {
+  const std::string dir = TestDir();
+  const std::string text_path = "deploy/local/demo/tinyshakespeare.txt";
+  const std::string text = ReadFile(text_path);
+  absl::StatusOr<BpeTokenizer> tokenizer = BpeTokenizer::LoadTokenizerJson(kTokenizerJson);
+  ASSERT_THAT(tokenizer, IsOk());
+  const std::vector<uint16_t> want_train = tokenizer->Encode(text.substr(0, 1003854));
+  const std::vector<uint16_t> want_val = tokenizer->Encode(text.substr(1003854));
+
+  // Small read chunks and shards, so that both cuts happen many times; then the defaults.
+  PrepareOptions options;
+  options.tokenizer_json = kTokenizerJson;
+  options.shard_tokens = 50000;
+  options.read_chunk_bytes = 777;
+  for (const std::string& out : {dir + "/small", dir + "/default"}) {
+    absl::StatusOr<PrepareSummary> summary = PrepareText(text_path, out, options);
+    ASSERT_THAT(summary, IsOk());
+    EXPECT_EQ(summary->train_bytes, 1003854u);  // nanoGPT's cut: ASCII text, no move
+    EXPECT_EQ(summary->val_bytes, 111540u);
+    EXPECT_EQ(summary->train_tokens, want_train.size());
+    EXPECT_EQ(summary->val_tokens, want_val.size());
+    EXPECT_TRUE(ReadShards(summary->train_files) == want_train);
+    EXPECT_TRUE(ReadShards(summary->val_files) == want_val);
+    EXPECT_EQ(summary->tokenizer, "BPE (tokenizer.json)");
+    EXPECT_EQ(summary->vocab_size, 2048);
+
+    absl::StatusOr<TokenizerInfo> info = ReadTokenizerInfo(out);
+    ASSERT_THAT(info, IsOk());
+    EXPECT_EQ(info->kind, "bpe");
+    EXPECT_EQ(info->format, "tokenizer.json");
+    EXPECT_EQ(info->vocab_size, 2048);
+    ASSERT_EQ(info->sha256.size(), 1u);
+    EXPECT_EQ(info->sha256[0].first, tokenizer->sha256()[0]);
+    EXPECT_EQ(info->sha256[0].second, kTokenizerJson);
+    options = PrepareOptions();
+    options.tokenizer_json = kTokenizerJson;
+  }
+  EXPECT_EQ(tokenizer->Decode(
+                ReadShards(PrepareText(text_path, dir + "/again", options).value().val_files)),
+            text.substr(1003854));
+}
+
+TEST(PrepareText, Gpt2FilesGiveTheSameIdsAsTokenizerJson) {
+  const std::string dir = TestDir();
+  const std::string text_path = "deploy/local/demo/tinyshakespeare.txt";
+  PrepareOptions json_options;
+  json_options.tokenizer_json = kTokenizerJson;
+  PrepareOptions gpt2_options;
+  gpt2_options.vocab_json = kVocabJson;
+  gpt2_options.merges_txt = kMergesTxt;
+  absl::StatusOr<PrepareSummary> a = PrepareText(text_path, dir + "/json", json_options);
+  absl::StatusOr<PrepareSummary> b = PrepareText(text_path, dir + "/gpt2", gpt2_options);
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(b, IsOk());
+  EXPECT_TRUE(ReadShards(a->train_files) == ReadShards(b->train_files));
+  EXPECT_TRUE(ReadShards(a->val_files) == ReadShards(b->val_files));
+  EXPECT_EQ(b->tokenizer, "BPE (vocab.json + merges.txt)");
+  absl::StatusOr<TokenizerInfo> info = ReadTokenizerInfo(dir + "/gpt2");
+  ASSERT_THAT(info, IsOk());
+  ASSERT_EQ(info->sha256.size(), 2u);
+  EXPECT_EQ(info->sha256[0].second, kVocabJson);
+  EXPECT_EQ(info->sha256[1].second, kMergesTxt);
+}
+
+TEST(PrepareText, BpeCutMovesOutOfAUtf8Character) {
+  const std::string dir = TestDir();
+  // "a" then ten "é" (C3 A9): 21 bytes; int(21 * 0.9) = 18 is the A9 of the ninth é.
+  std::string text = "a";
+  for (int i = 0; i < 10; ++i) text += "\xC3\xA9";
+  const std::string text_path = WriteText(dir + "/in.txt", text);
+  PrepareOptions options;
+  options.tokenizer_json = kTokenizerJson;
+  absl::StatusOr<PrepareSummary> summary = PrepareText(text_path, dir + "/out", options);
+  ASSERT_THAT(summary, IsOk());
+  EXPECT_EQ(summary->train_bytes, 19u);
+  EXPECT_EQ(summary->val_bytes, 2u);
+  absl::StatusOr<BpeTokenizer> tokenizer = BpeTokenizer::LoadTokenizerJson(kTokenizerJson);
+  ASSERT_THAT(tokenizer, IsOk());
+  EXPECT_EQ(tokenizer->Decode(ReadShards(summary->val_files)), "\xC3\xA9");
+  EXPECT_EQ(tokenizer->Decode(ReadShards(summary->train_files)), text.substr(0, 19));
+}
+
+TEST(PrepareText, BpeRefusesStaleShardsBeforeWritingAny) {
+  const std::string dir = TestDir();
+  PrepareOptions options;
+  options.tokenizer_json = kTokenizerJson;
+  options.shard_tokens = 10;
+  std::string long_text;
+  for (int i = 0; i < 40; ++i) long_text += "word ";
+  ASSERT_THAT(PrepareText(WriteText(dir + "/long.txt", long_text), dir + "/out", options), IsOk());
+  EXPECT_THAT(PrepareText(WriteText(dir + "/short.txt", "a few words here"), dir + "/out", options),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("train_000001.bin")));
+  absl::StatusOr<TokenShard> first = TokenShard::Open(dir + "/out/train_000000.bin");
+  ASSERT_THAT(first, IsOk());
+  EXPECT_EQ(first->size(), 10u);  // still the long run's
+}
+
+TEST(PrepareText, TokenizerErrorsNameTheFileAndCreateNothing) {
+  const std::string dir = TestDir();
+  const std::string text_path = WriteText(dir + "/in.txt", "hello world");
+  PrepareOptions options;
+  options.tokenizer_json = dir + "/missing.json";
+  EXPECT_THAT(PrepareText(text_path, dir + "/out", options),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(dir + "/missing.json")));
+  options.tokenizer_json = WriteText(dir + "/bad.json", "{\"model\": {\"type\": \"Unigram\"}}");
+  EXPECT_THAT(
+      PrepareText(text_path, dir + "/out", options),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(dir + "/bad.json: pre_tokenizer")));
+  struct stat st;
+  EXPECT_NE(::stat((dir + "/out").c_str(), &st), 0);  // nothing created
+
+  options = PrepareOptions();
+  options.tokenizer_json = kTokenizerJson;
+  options.vocab_json = kVocabJson;
+  options.merges_txt = kMergesTxt;
+  EXPECT_THAT(PrepareText(text_path, dir + "/out", options),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not both")));
+  options = PrepareOptions();
+  options.vocab_json = kVocabJson;
+  EXPECT_THAT(PrepareText(text_path, dir + "/out", options),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("merges.txt")));
+}
+
+TEST(PrepareText, BpeRefusesToHoldAnUncuttableStretchPastTheLimit) {
+  const std::string dir = TestDir();
+  const std::string text_path = WriteText(dir + "/in.txt", std::string(5000, 'x') + " y z");
+  PrepareOptions options;
+  options.tokenizer_json = kTokenizerJson;
+  options.read_chunk_bytes = 100;
+  options.max_unsplit_bytes = 1000;
+  EXPECT_THAT(PrepareText(text_path, dir + "/out", options),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(HasSubstr(text_path), HasSubstr("more than 1000 bytes"))));
+  options.max_unsplit_bytes = 10000;
+  EXPECT_THAT(PrepareText(text_path, dir + "/out", options), IsOk());
+}
+
+TEST(ReadTokenizerInfo, Errors) {
+  const std::string dir = TestDir();
+  EXPECT_THAT(ReadTokenizerInfo(dir),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(dir + "/tokenizer.txt")));
+  WriteText(dir + "/tokenizer.txt", "tokenizer bpe\nvocab_size lots\n");
+  EXPECT_THAT(ReadTokenizerInfo(dir),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(dir + "/tokenizer.txt:2")));
+  WriteText(dir + "/tokenizer.txt", "# only a comment\n");
+  EXPECT_THAT(ReadTokenizerInfo(dir),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("vocab_size")));
 }
 
 }  // namespace
