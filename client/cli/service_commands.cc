@@ -997,12 +997,8 @@ absl::StatusOr<std::vector<v1::StepMetrics>> Session::StoredMetrics(const std::s
   {
     grpc::ClientContext context;
     SetDeadline(&context);
-    const grpc::Status status = stubs_.jobs->GetJob(&context, get, &job);
-    if (!status.ok()) {
-      return absl::Status(
-          FromGrpcCode(status.error_code()),
-          absl::StrCat(CodeName(status.error_code()), ": ", status.error_message()));
-    }
+    DT_RETURN_IF_ERROR(
+        FromGrpcStatus(stubs_.jobs->GetJob(&context, get, &job), absl::StrCat("GetJob ", job_id)));
   }
   if (!job.job().has_latest_metrics()) {
     return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " has no metrics yet (",

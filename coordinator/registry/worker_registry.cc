@@ -351,14 +351,15 @@ std::vector<v1::Worker> WorkerRegistry::List() const {
   return out;
 }
 
-RegistryCounts WorkerRegistry::Counts() const {
+RegistryCounts WorkerRegistry::Counts(const std::set<std::string>& not_free) const {
   RegistryCounts counts;
   for (const auto& [id, worker] : workers_) {
     if (worker.state() == v1::WORKER_STATE_READY) {
       ++counts.ready;
       counts.total_slots += SlotCount(worker);
-      counts.free_slots += SlotCount(worker) - worker.ranks_size();
       counts.total_gpu_slots += worker.gpus_size();
+      if (not_free.count(id) > 0) continue;
+      counts.free_slots += SlotCount(worker) - worker.ranks_size();
       counts.free_gpu_slots += worker.gpus_size();
       for (const v1::RankStatus& r : worker.ranks()) {
         if (SlotKindOf(worker, r.slot()) == v1::SLOT_KIND_GPU) --counts.free_gpu_slots;

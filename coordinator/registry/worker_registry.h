@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -177,8 +178,9 @@ class WorkerRegistry {
   // Every record, READY and LOST, ordered by worker_id.
   std::vector<v1::Worker> List() const;
 
-  // For metrics (dstrain_workers{state=...}, slot gauges).
-  RegistryCounts Counts() const;
+  // For metrics (dstrain_workers{state=...}, slot gauges). The free slots of the READY workers in
+  // `not_free` (draining: the scheduler places nothing there) count in the totals only.
+  RegistryCounts Counts(const std::set<std::string>& not_free = {}) const;
 
  private:
   const Clock* const clock_;

@@ -157,22 +157,15 @@ CoordinatorStats Coordinator::Stats() {
   CoordinatorStats stats;
   for (const auto& [id, entry] : jobs_) ++stats.jobs_by_state[entry.job.state()];
   stats.queue_depth = static_cast<int>(scheduler_.size());
-  stats.workers = registry_.Counts();
+  // A draining worker takes no new ranks (ScheduleLocked leaves it out): its free slots are not
+  // free for the queue.
+  stats.workers = registry_.Counts(draining_);
   const absl::Time now = clock_->Now();
   for (const v1::Worker& w : registry_.List()) {
     if (w.state() != v1::WORKER_STATE_READY) continue;
     const double age = absl::ToDoubleSeconds(now - FromTimestamp(w.last_heartbeat_time()));
     stats.max_heartbeat_age_seconds = std::max(stats.max_heartbeat_age_seconds, age);
     stats.heartbeat_age_seconds[w.worker_id()] = age;
-    // A draining worker takes no new ranks (ScheduleLocked leaves it out): its free slots are
-    // not free for the queue.
-    if (draining_.count(w.worker_id()) > 0) {
-      int free_gpu = w.gpus_size();
-      for (const v1::RankStatus& r : w.ranks()) free_gpu -= r.slot() < w.gpus_size() ? 1 : 0;
-      const int free_all = w.gpus_size() + w.cpu_slots() - w.ranks_size();
-      stats.workers.free_slots -= free_all;
-      stats.workers.free_gpu_slots -= free_gpu;
-    }
   }
   stats.lease_seconds = absl::ToDoubleSeconds(options_.registry.lease);
   for (const auto& [id, entry] : jobs_) {
