@@ -133,11 +133,14 @@ std::string MigrateCpuOffload(json* root) {
   return absl::StrCat(note, "}");
 }
 
+// `library_world`: parse a DeepSpeed config alone for dstrain::Initialize (config.h,
+// ParseDeepSpeedConfig) with that world size; nullopt: a job file.
 absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view source,
                                   const std::string& base_dir,
                                   std::optional<int> world_size_override,
                                   const std::string& default_name, std::string* ds_path,
-                                  std::set<std::string>* from_file) {
+                                  std::set<std::string>* from_file,
+                                  std::optional<int> library_world = std::nullopt) {
   DT_ASSIGN_OR_RETURN(json root, internal::ParseStrictJson(text, source));
   if (!root.is_object()) {
     return Error(source, "expected a JSON object at the top level, got ",
@@ -155,10 +158,32 @@ absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view sour
     }
   }
 
+  if (library_world) {
+    // The module is the model and the program runs the loop: dstrain's own blocks have nothing
+    // to say here, and a job file passed by mistake should not half-apply.
+    for (const char* key : {"model", "data", "job"}) {
+      if (root.contains(key)) {
+        return Error(key,
+                     "a job file's block, not read by dstrain::Initialize (the module declares "
+                     "the model and the program feeds the batches); pass the DeepSpeed config "
+                     "alone");
+      }
+    }
+  }
+  const internal::Block& schema =
+      library_world ? internal::DeepSpeedConfigSchema() : internal::JobFileSchema();
   NormalizeContext ctx;
-  ctx.root = &internal::JobFileSchema();
+  ctx.root = &schema;
   json e;
-  DT_RETURN_IF_ERROR(internal::Normalize(root, internal::JobFileSchema(), "", &ctx, &e));
+  DT_RETURN_IF_ERROR(internal::Normalize(root, schema, "", &ctx, &e));
+  if (library_world) {
+    // The steps below read the world size (and a train_steps, for a scheduler note that has no
+    // job length to compare with here) from a job block: a synthetic one, removed again below.
+    NormalizeContext job_ctx;
+    const json job = {{"world_size", *library_world}, {"train_steps", 1}};
+    DT_RETURN_IF_ERROR(
+        internal::Normalize(job, internal::JobBlockSchema(), "job", &job_ctx, &e["job"]));
+  }
   DT_RETURN_IF_ERROR(CheckFeatures(e, ctx));
 
   JobSpec spec;
@@ -173,9 +198,15 @@ absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view sour
   DT_RETURN_IF_ERROR(internal::ResolveBatch(&e, spec.data_parallel_size, &spec));
   DT_RETURN_IF_ERROR(internal::ResolveOptimizer(&e, &ctx, &notes, &spec.optimizer));
   DT_RETURN_IF_ERROR(internal::ResolveScheduler(&e, &ctx, &notes, &spec.scheduler));
-  DT_RETURN_IF_ERROR(internal::ResolveModel(&e, base_dir, &spec.model));
-  DT_RETURN_IF_ERROR(internal::ResolveData(&e, base_dir, spec.model, &spec.data));
-  DT_RETURN_IF_ERROR(internal::ResolveJob(&e, base_dir, default_name, &spec.job));
+  if (library_world) {
+    spec.model.type = "module";
+    spec.job.world_size = *library_world;
+    spec.job.train_steps = 0;  // the program's loop decides
+  } else {
+    DT_RETURN_IF_ERROR(internal::ResolveModel(&e, base_dir, &spec.model));
+    DT_RETURN_IF_ERROR(internal::ResolveData(&e, base_dir, spec.model, &spec.data));
+    DT_RETURN_IF_ERROR(internal::ResolveJob(&e, base_dir, default_name, &spec.job));
+  }
   DT_RETURN_IF_ERROR(internal::ResolveCheckpoint(&e, &spec.checkpoint));
   DT_RETURN_IF_ERROR(internal::ResolveOffload(&e, base_dir, &spec));
   DT_RETURN_IF_ERROR(internal::ResolvePipeline(e, &spec));
@@ -185,6 +216,7 @@ absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view sour
   spec.no_effect_notes = NoEffectNotes(ctx, e["notes"]);
   notes.insert(notes.end(), spec.no_effect_notes.begin(), spec.no_effect_notes.end());
   e["notes"] = notes;
+  if (library_world) e.erase("job");
   spec.effective = std::move(e);
   return spec;
 }
@@ -192,13 +224,14 @@ absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view sour
 absl::StatusOr<JobSpec> ParseWithSource(absl::string_view text, absl::string_view source,
                                         const std::string& base_dir,
                                         std::optional<int> world_size_override,
-                                        const std::string& default_name) {
+                                        const std::string& default_name,
+                                        std::optional<int> library_world = std::nullopt) {
   std::string ds_path;
   std::set<std::string> from_file;
   absl::StatusOr<JobSpec> spec;
   try {
-    spec =
-        ParseImpl(text, source, base_dir, world_size_override, default_name, &ds_path, &from_file);
+    spec = ParseImpl(text, source, base_dir, world_size_override, default_name, &ds_path,
+                     &from_file, library_world);
   } catch (const std::exception& ex) {
     // nlohmann throws on misuse only; every value is type-checked before it is read.
     return absl::InternalError(absl::StrCat("config: unexpected exception: ", ex.what()));
@@ -221,6 +254,15 @@ absl::StatusOr<JobSpec> ParseJobSpec(std::string_view json_text, const std::stri
                                      std::optional<int> world_size_override) {
   return ParseWithSource(absl::string_view(json_text.data(), json_text.size()), "job", base_dir,
                          world_size_override, "");
+}
+
+absl::StatusOr<JobSpec> ParseDeepSpeedConfig(std::string_view json_text, int world_size,
+                                             const std::string& base_dir) {
+  if (world_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("world size: must be >= 1, got ", world_size));
+  }
+  return ParseWithSource(absl::string_view(json_text.data(), json_text.size()), "ds_config",
+                         base_dir, std::nullopt, "", world_size);
 }
 
 absl::StatusOr<SchedulerConfig> ResolveSchedulerConfig(std::string_view type, const json& params) {

@@ -140,7 +140,7 @@ struct Bf16Config {
 
 // model: a GPT-2-style transformer (llm.c's layout).
 struct ModelConfig {
-  std::string type = "gpt";
+  std::string type = "gpt";  // "gpt"; "module": a dstrain::Module given to Initialize
   int n_layer = 0;
   int n_head = 0;
   int n_embd = 0;
@@ -281,6 +281,14 @@ std::string NoteLines(const std::vector<std::string>& notes);
 // `world_size_override` (from `--world N`) replaces job.world_size before validation.
 absl::StatusOr<JobSpec> ParseJobSpec(std::string_view json_text, const std::string& base_dir,
                                      std::optional<int> world_size_override = std::nullopt);
+
+// Parses and validates a DeepSpeed config alone (the `config` of deepspeed.initialize), for
+// dstrain::Initialize: every DeepSpeed key as in a job file, with `world_size` data-parallel ranks
+// for the batch rules; dstrain's model, data and job blocks are refused (kInvalidArgument naming
+// the block: the user's module is the model, the program runs the loop). The result's model.type
+// is "module", job.world_size is `world_size`, job.train_steps 0, and `effective` has no job block.
+absl::StatusOr<JobSpec> ParseDeepSpeedConfig(std::string_view json_text, int world_size,
+                                             const std::string& base_dir = "");
 
 // Validates a scheduler block's parameters and fills DeepSpeed's defaults, exactly as for the
 // "scheduler" block of a job file. An empty `type` means no scheduler; `params` may be null.

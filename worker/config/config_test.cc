@@ -1546,5 +1546,60 @@ TEST(ResolveSchedulerConfigTest, FillsDefaultsAndValidates) {
                        HasSubstr("scheduler.params: expected an object, got array")));
 }
 
+// dstrain::Initialize's configuration: a DeepSpeed config alone, the world size from the launch.
+TEST(ParseDeepSpeedConfigTest, ReadsDeepSpeedKeysWithTheLaunchWorldSize) {
+  const std::string ds = R"({
+    "train_batch_size": 16, "gradient_accumulation_steps": 2,
+    "optimizer": {"type": "AdamW", "params": {"lr": 3e-4, "weight_decay": 0.1}},
+    "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 10,
+                                                      "total_num_steps": 100}},
+    "gradient_clipping": 1.0,
+    "bf16": {"enabled": true},
+    "zero_optimization": {"stage": 2}
+  })";
+  absl::StatusOr<JobSpec> spec = ParseDeepSpeedConfig(ds, 2);
+  ASSERT_THAT(spec, IsOk());
+  // DeepSpeed's batch rule with the launch's world size: 16 = micro * 2 * 2.
+  EXPECT_EQ(spec->train_micro_batch_size_per_gpu, 4);
+  EXPECT_EQ(spec->data_parallel_size, 2);
+  EXPECT_EQ(spec->job.world_size, 2);
+  EXPECT_EQ(spec->job.train_steps, 0);
+  EXPECT_EQ(spec->model.type, "module");
+  EXPECT_EQ(spec->zero.stage, 2);
+  EXPECT_TRUE(spec->bf16.enabled);
+  EXPECT_EQ(spec->gradient_clipping, 1.0);
+  EXPECT_EQ(spec->scheduler.type, "WarmupDecayLR");
+  EXPECT_FALSE(spec->effective.contains("job"));
+  EXPECT_FALSE(spec->effective.contains("model"));
+  EXPECT_EQ(spec->effective["train_micro_batch_size_per_gpu"], 4);
+  // The same world size rule fails as in a job file: 16 is not a multiple of 2 * 3.
+  EXPECT_THAT(ParseDeepSpeedConfig(ds, 3),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("train_batch_size")));
+}
+
+TEST(ParseDeepSpeedConfigTest, RefusesJobBlocksUnknownKeysAndBadWorlds) {
+  for (const char* block : {"model", "data", "job"}) {
+    json ds = {{"train_batch_size", 4}, {block, json::object()}};
+    EXPECT_THAT(ParseDeepSpeedConfig(ds.dump(), 1),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr(absl::StrCat(block, ": a job file's block"))))
+        << block;
+  }
+  EXPECT_THAT(ParseDeepSpeedConfig(R"({"train_batch_size": 4, "zero_optimisation": {}})", 1),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("zero_optimisation")));
+  EXPECT_THAT(ParseDeepSpeedConfig(R"({"train_batch_size": 4, "fp16": {"enabled": 1}})", 1),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("fp16.enabled")));
+  EXPECT_THAT(ParseDeepSpeedConfig(R"({"train_batch_size": 4})", 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("world size")));
+  EXPECT_THAT(ParseDeepSpeedConfig("{", 1),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("ds_config")));
+  // Keys without effect are noted as for a job file.
+  absl::StatusOr<JobSpec> noted = ParseDeepSpeedConfig(
+      R"({"train_batch_size": 4, "zero_optimization": {"contiguous_gradients": false}})", 1);
+  ASSERT_THAT(noted, IsOk());
+  ASSERT_EQ(noted->no_effect_notes.size(), 1u);
+  EXPECT_THAT(noted->no_effect_notes[0], HasSubstr("zero_optimization.contiguous_gradients"));
+}
+
 }  // namespace
 }  // namespace dstrain::config

@@ -1,5 +1,6 @@
 #include "worker/config/keys.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -553,6 +554,24 @@ Block BuildLrRangeTest() {
 
 const Block& JobFileSchema() {
   static const Block* const kSchema = new Block(BuildJobFileSchema());
+  return *kSchema;
+}
+
+const Block& DeepSpeedConfigSchema() {
+  static const Block* const kSchema = [] {
+    Block b = BuildJobFileSchema();
+    b.fields.erase(std::remove_if(b.fields.begin(), b.fields.end(),
+                                  [](const Field& f) {
+                                    return f.name == "model" || f.name == "data" || f.name == "job";
+                                  }),
+                   b.fields.end());
+    return new Block(std::move(b));
+  }();
+  return *kSchema;
+}
+
+const Block& JobBlockSchema() {
+  static const Block* const kSchema = new Block(*JobBlock());
   return *kSchema;
 }
 

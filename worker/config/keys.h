@@ -16,6 +16,14 @@ namespace dstrain::config::internal {
 // The top level of a job file after `deepspeed_config` has been merged in.
 const Block& JobFileSchema();
 
+// A DeepSpeed config alone, for dstrain::Initialize: JobFileSchema() without dstrain's model,
+// data and job blocks (the user's module is the model, the program feeds the data and runs the
+// loop).
+const Block& DeepSpeedConfigSchema();
+
+// The job block alone (the library's DeepSpeed config gets a synthetic one: config.cc).
+const Block& JobBlockSchema();
+
 // optimizer.params for Adam / AdamW (DeepSpeed's FusedAdam defaults).
 const Block& AdamParamsSchema();
 
