@@ -7,7 +7,7 @@
 //                 [--save-initial-model FILE]
 //   dstrain launch --nproc N JOB.json [--metrics-out FILE.jsonl]
 //   dstrain estimate JOB.json [--world N] [--json]
-//   dstrain export CHECKPOINT_DIR --out FILE [--tag TAG]
+//   dstrain export CHECKPOINT_DIR --out FILE [--tag TAG] [--format llmc|safetensors]
 //   dstrain submit|list|status|watch|logs|cancel|delete|workers|checkpoints ...
 //   (service_commands.h)
 //
@@ -29,6 +29,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/service_commands.h"
@@ -92,9 +93,11 @@ commands:
       job's): parameters, gradients and optimizer state exactly as the engine will allocate
       them, beside the ZeRO paper's formulas, activations of one micro-batch, and bounds of the
       stage 2/3 gradient buckets and stage 3 gathered modules.
-  export CHECKPOINT_DIR --out FILE [--tag TAG]
-      Write the fp32 weights of a committed checkpoint (default: the latest) as one llm.c model
-      file, whatever world size, ZeRO stage and precision wrote it; model.init_from reads it.
+  export CHECKPOINT_DIR --out FILE [--tag TAG] [--format llmc|safetensors]
+      Write the fp32 weights of a committed checkpoint (default: the latest), whatever world
+      size, ZeRO stage and precision wrote it, as one llm.c model file (the GPT's; model.init_from
+      reads it) or as safetensors under the parameters' names (any model; the default for an
+      --out ending in .safetensors).
   token PRINCIPAL ROLES [--append FILE]
       Make a bearer token for PRINCIPAL ([a-z0-9._@-], up to 64 characters) with ROLES
       (viewer, submitter, admin; comma-separated). Prints the token; the line for the
@@ -286,19 +289,30 @@ int Estimate(const std::vector<std::string>& args) {
 }
 
 int Export(const std::vector<std::string>& args) {
-  auto parsed = flags::ParseArgs(args, {"out", "tag"}, {});
+  auto parsed = flags::ParseArgs(args, {"out", "tag", "format"}, {});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
   if (parsed->positional.size() != 1 || !parsed->Has("out")) {
-    return Fail(
-        absl::InvalidArgumentError("usage: dstrain export CHECKPOINT_DIR --out FILE [--tag TAG]"),
-        2);
+    return Fail(absl::InvalidArgumentError("usage: dstrain export CHECKPOINT_DIR --out FILE "
+                                           "[--tag TAG] [--format llmc|safetensors]"),
+                2);
   }
   const std::string tag = parsed->Has("tag") ? parsed->Get("tag") : "latest";
-  const absl::Status s = engine::ExportCheckpoint(env::PosixEnv::Default(), parsed->positional[0],
-                                                  tag, parsed->Get("out"));
+  const std::string out = parsed->Get("out");
+  // Without --format, the file's name decides: *.safetensors is safetensors, else llm.c's format.
+  const std::string format = parsed->Has("format")                 ? parsed->Get("format")
+                             : absl::EndsWith(out, ".safetensors") ? "safetensors"
+                                                                   : "llmc";
+  if (format != "llmc" && format != "safetensors") {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+                    "--format: expected \"llmc\" or \"safetensors\", got \"", format, "\"")),
+                2);
+  }
+  const absl::Status s = engine::ExportCheckpoint(
+      env::PosixEnv::Default(), parsed->positional[0], tag, out,
+      format == "llmc" ? engine::ExportFormat::kLlmc : engine::ExportFormat::kSafetensors);
   if (!s.ok()) return Fail(s, 1);
-  std::printf("wrote %s from %s (%s)\n", parsed->Get("out").c_str(), parsed->positional[0].c_str(),
-              tag.c_str());
+  std::printf("wrote %s (%s) from %s (%s)\n", out.c_str(), format.c_str(),
+              parsed->positional[0].c_str(), tag.c_str());
   return 0;
 }
 

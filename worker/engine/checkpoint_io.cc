@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -15,10 +16,12 @@
 #include "absl/strings/str_join.h"
 #include "common/status/status_macros.h"
 #include "worker/checkpoint/commit.h"
+#include "worker/engine/checkpoint_model.h"
 #include "worker/engine/checkpoint_reshard.h"
 #include "worker/env/byte_source.h"
 #include "worker/model/gpt_sizes.h"
 #include "worker/model/llmc_format.h"
+#include "worker/model/safetensors.h"
 #include "worker/zero/zero_state.h"
 
 namespace dstrain::engine {
@@ -27,8 +30,10 @@ namespace {
 using internal::ReadRankState;
 using internal::ShardName;
 
-// The consolidated model a save writes under gather_16bit_weights_on_model_save.
+// The consolidated model a save writes under gather_16bit_weights_on_model_save: the GPT's in
+// llm.c's format, any other model's as safetensors.
 constexpr absl::string_view kModelFileName = "model.bin";
+constexpr absl::string_view kModuleModelFileName = "model.safetensors";
 
 int Rank(comm::Communicator* dp) { return dp != nullptr ? dp->rank() : 0; }
 int World(comm::Communicator* dp) { return dp != nullptr ? dp->size() : 1; }
@@ -58,64 +63,6 @@ checkpoint::ShardRecord UnpackRecord(const float* in, int rank, bool* ok) {
   std::memcpy(words, in, sizeof(words));
   *ok = words[3] == 1u;
   return checkpoint::ShardRecord{ShardName(rank), (uint64_t{words[1]} << 32) | words[0], words[2]};
-}
-
-// The model shape as the manifest's meta records it, one field per GptConfig member: what a
-// load compares (every field, since two models can share a parameter layout and still differ,
-// e.g. in n_head or in vocab_size under the same padding) and what export rebuilds the model from.
-struct ShapeField {
-  const char* name;
-  int model::GptConfig::*member;
-};
-constexpr ShapeField kShapeFields[] = {
-    {"n_layer", &model::GptConfig::n_layer},
-    {"n_head", &model::GptConfig::n_head},
-    {"n_embd", &model::GptConfig::n_embd},
-    {"vocab_size", &model::GptConfig::vocab_size},
-    {"padded_vocab_size", &model::GptConfig::padded_vocab_size},
-    {"block_size", &model::GptConfig::block_size},
-};
-
-nlohmann::json ShapeToJson(const model::GptConfig& c) {
-  nlohmann::json shape = nlohmann::json::object();
-  for (const ShapeField& f : kShapeFields) shape[f.name] = c.*f.member;
-  return shape;
-}
-
-// The shape a checkpoint's manifest records; kDataLoss naming the manifest when a field is
-// missing.
-absl::StatusOr<model::GptConfig> ShapeFromManifest(const checkpoint::CheckpointReader& reader) {
-  const std::string path = env::JoinPath(reader.dir(), checkpoint::kManifestName);
-  const nlohmann::json& meta = reader.manifest().meta;
-  const auto shape = meta.find("model");
-  if (shape == meta.end() || !shape->is_object()) {
-    return absl::DataLossError(absl::StrCat(path, ": meta has no model shape"));
-  }
-  model::GptConfig c;
-  for (const ShapeField& f : kShapeFields) {
-    const auto v = shape->find(f.name);
-    if (v == shape->end() || !v->is_number_integer()) {
-      return absl::DataLossError(absl::StrCat(path, ": meta.model.", f.name, " missing"));
-    }
-    c.*f.member = v->get<int>();
-  }
-  return c;
-}
-
-// kFailedPrecondition naming every field in which the checkpoint's model differs from `mine`.
-absl::Status CheckModelShape(const checkpoint::CheckpointReader& reader,
-                             const model::GptConfig& mine) {
-  DT_ASSIGN_OR_RETURN(const model::GptConfig theirs, ShapeFromManifest(reader));
-  std::vector<std::string> differ;
-  for (const ShapeField& f : kShapeFields) {
-    if (theirs.*f.member != mine.*f.member) {
-      differ.push_back(absl::StrCat("model.", f.name, ": checkpoint has ", theirs.*f.member,
-                                    ", this job has ", mine.*f.member));
-    }
-  }
-  if (differ.empty()) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
-      "checkpoint ", reader.dir(), " holds another model: ", absl::StrJoin(differ, "; ")));
 }
 
 // Every rank learns every rank's outcome: an all-gather of (status code, the message's first
@@ -252,9 +199,8 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
                             const CheckpointOptions& options, const std::string& requested_tag,
                             absl::string_view rank_state, nlohmann::json meta) {
   const int rank = Rank(group), world = World(group);
-  if (!engine.is_gpt()) {
-    // The manifest records the GPT's shape; other models' layouts are not described yet.
-    return absl::UnimplementedError("checkpoints of a model other than the built-in GPT");
+  if (!engine.is_gpt() && options.pipeline.size() > 1) {
+    return absl::InvalidArgumentError("a pipeline grid for a model other than the built-in GPT");
   }
   DT_ASSIGN_OR_RETURN(
       const std::string tag,
@@ -304,16 +250,25 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
           const std::vector<float> weights,
           options.gather_model ? options.gather_model() : engine.GatherParams(/*keep=*/rank == 0));
       if (rank != 0) return absl::OkStatus();
-      std::vector<int32_t> header;
-      DT_ASSIGN_OR_RETURN(const model::ParamLayout whole,
-                          model::ParamLayout::ForGpt(engine.gpt().config()));
-      DT_ASSIGN_OR_RETURN(
-          const std::vector<absl::string_view> pieces,
-          model::LlmcModelPieces(engine.gpt().config(), whole, weights.data(), &header));
-      DT_ASSIGN_OR_RETURN(
-          model_file,
-          checkpoint::WriteShardFile(options.env, checkpoint::CheckpointTmpDir(options.root, tag),
-                                     kModelFileName, pieces));
+      // The GPT as llm.c's model file; any other model as safetensors under its parameter names.
+      std::vector<int32_t> llmc_header;
+      std::string safetensors_header;
+      std::vector<absl::string_view> pieces;
+      if (engine.is_gpt()) {
+        DT_ASSIGN_OR_RETURN(const model::ParamLayout whole,
+                            model::ParamLayout::ForGpt(engine.gpt().config()));
+        DT_ASSIGN_OR_RETURN(pieces, model::LlmcModelPieces(engine.gpt().config(), whole,
+                                                           weights.data(), &llmc_header));
+      } else {
+        DT_ASSIGN_OR_RETURN(
+            pieces,
+            model::SafetensorsPieces(model::LayoutTensors(engine.model().layout(), weights.data()),
+                                     {{"format", "dstrain"}}, &safetensors_header));
+      }
+      DT_ASSIGN_OR_RETURN(model_file,
+                          checkpoint::WriteShardFile(
+                              options.env, checkpoint::CheckpointTmpDir(options.root, tag),
+                              engine.is_gpt() ? kModelFileName : kModuleModelFileName, pieces));
       return absl::OkStatus();
     }();
     if (record.ok() && !written.ok()) record = written;
@@ -341,10 +296,13 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
     }
     if (status.ok() && model_file.has_value()) {
       status = writer->AddFile(*model_file);
-      meta["consolidated_model"] = {{"name", model_file->name},
-                                    {"format", "llm.c"},
-                                    {"version", model::kLlmcModelVersionF32},
-                                    {"dtype", "fp32"}};
+      meta["consolidated_model"] = {{"name", model_file->name}, {"dtype", "fp32"}};
+      if (engine.is_gpt()) {
+        meta["consolidated_model"]["format"] = "llm.c";
+        meta["consolidated_model"]["version"] = model::kLlmcModelVersionF32;
+      } else {
+        meta["consolidated_model"]["format"] = "safetensors";
+      }
     }
     if (status.ok()) {
       meta["world_size"] = world;
@@ -352,10 +310,12 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
       meta["precision"] = std::string(config::PrecisionName(engine.spec()));
       meta["step"] = engine.global_steps();
       meta["reduce_bucket_size"] = engine.spec().zero.reduce_bucket_size;
-      meta["model"] = ShapeToJson(engine.gpt().config());
-      const nlohmann::json grid =
-          internal::PipelineToJson(options.pipeline, engine.gpt().config().n_layer);
-      if (!grid.is_null()) meta["pipeline"] = grid;
+      meta["model"] = internal::ModelToJson(engine);
+      if (engine.is_gpt()) {
+        const nlohmann::json grid =
+            internal::PipelineToJson(options.pipeline, engine.gpt().config().n_layer);
+        if (!grid.is_null()) meta["pipeline"] = grid;
+      }
       status = writer->Commit(meta);
     }
     if (status.ok() && options.keep_last > 0) {
@@ -369,8 +329,8 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* g
                                            const CheckpointOptions& options,
                                            absl::string_view tag) {
   const int rank = Rank(group), world = World(group);
-  if (!engine.is_gpt()) {
-    return absl::UnimplementedError("checkpoints of a model other than the built-in GPT");
+  if (!engine.is_gpt() && options.pipeline.size() > 1) {
+    return absl::InvalidArgumentError("a pipeline grid for a model other than the built-in GPT");
   }
   // Phase 1: every rank opens the checkpoint and learns whether it can load its own shard (the
   // checkpoint has this run's world size, stage and precision) or must reshard.
@@ -380,14 +340,19 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* g
   absl::Status status = [&]() -> absl::Status {
     DT_ASSIGN_OR_RETURN(reader, checkpoint::CheckpointReader::Open(options.env, options.root, tag));
     const nlohmann::json& meta = reader->manifest().meta;
-    const model::GptConfig& shape = engine.gpt().config();
-    DT_RETURN_IF_ERROR(CheckModelShape(*reader, shape));
-    DT_ASSIGN_OR_RETURN(saved, internal::ReadSavedGrid(*reader, shape));
+    DT_RETURN_IF_ERROR(internal::CheckSavedModel(*reader, engine));
+    nlohmann::json grid;  // null: no pipeline
+    if (engine.is_gpt()) {
+      const model::GptConfig& shape = engine.gpt().config();
+      DT_ASSIGN_OR_RETURN(saved, internal::ReadSavedGrid(*reader, shape));
+      grid = internal::PipelineToJson(options.pipeline, shape.n_layer);
+    } else {
+      DT_ASSIGN_OR_RETURN(saved, internal::ReadSavedGrid(*reader, engine.model().layout()));
+    }
     same_precision =
         meta.value("precision", std::string()) == std::string(config::PrecisionName(engine.spec()));
     // Another grid (pipeline stages or their blocks) is another layout per shard.
-    const bool same_grid = meta.value("pipeline", nlohmann::json()) ==
-                           internal::PipelineToJson(options.pipeline, shape.n_layer);
+    const bool same_grid = meta.value("pipeline", nlohmann::json()) == grid;
     reshard = saved.world != world || saved.zero_stage != engine.spec().zero.stage ||
               !same_precision || !same_grid;
     return absl::OkStatus();
@@ -439,22 +404,41 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* g
 }
 
 absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::string_view tag,
-                              const std::string& out_path) {
+                              const std::string& out_path, ExportFormat format) {
   DT_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(env, root, tag));
-  DT_ASSIGN_OR_RETURN(const model::GptConfig config, ShapeFromManifest(*reader));
-  // The shards hold at least the fp32 weights: a shape they cannot hold is refused before its
-  // layout is built, whose work grows with n_layer (a damaged manifest may say 2^31 - 1).
+  const bool module = internal::HoldsModule(*reader);
+  if (module && format == ExportFormat::kLlmc) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint ", reader->dir(),
+                     " holds a user module; llm.c's format holds the GPT only: export it as "
+                     "safetensors"));
+  }
+  // The shards hold at least the fp32 weights: a model they cannot hold is refused before its
+  // layout is built, whose work grows with its size (a damaged manifest may say 2^31 - 1 layers).
   double shard_bytes = 0;
   for (const checkpoint::ShardRecord& s : reader->manifest().shards) shard_bytes += s.bytes;
-  const double count = model::GptParameterCount(config);
-  if (count > 0 && 4 * count > shard_bytes) {
-    return absl::DataLossError(absl::StrCat(
-        env::JoinPath(reader->dir(), checkpoint::kManifestName), ": its shards hold ",
-        absl::StrFormat("%.0f", shard_bytes), " bytes, too few for the weights of its model (",
-        absl::StrFormat("%.0f", count), " parameters)"));
+  const auto check_count = [&](double count) -> absl::Status {
+    if (count > 0 && 4 * count > shard_bytes) {
+      return absl::DataLossError(absl::StrCat(
+          env::JoinPath(reader->dir(), checkpoint::kManifestName), ": its shards hold ",
+          absl::StrFormat("%.0f", shard_bytes), " bytes, too few for the weights of its model (",
+          absl::StrFormat("%.0f", count), " parameters)"));
+    }
+    return absl::OkStatus();
+  };
+  model::GptConfig config;
+  model::ParamLayout layout;
+  internal::SavedGrid saved;
+  if (module) {
+    DT_ASSIGN_OR_RETURN(layout, internal::ModuleLayoutFromManifest(*reader));
+    DT_RETURN_IF_ERROR(check_count(static_cast<double>(layout.total())));
+    DT_ASSIGN_OR_RETURN(saved, internal::ReadSavedGrid(*reader, layout));
+  } else {
+    DT_ASSIGN_OR_RETURN(config, internal::ShapeFromManifest(*reader));
+    DT_RETURN_IF_ERROR(check_count(model::GptParameterCount(config)));
+    DT_ASSIGN_OR_RETURN(layout, model::ParamLayout::ForGpt(config));
+    DT_ASSIGN_OR_RETURN(saved, internal::ReadSavedGrid(*reader, config));
   }
-  DT_ASSIGN_OR_RETURN(model::ParamLayout layout, model::ParamLayout::ForGpt(config));
-  DT_ASSIGN_OR_RETURN(const internal::SavedGrid saved, internal::ReadSavedGrid(*reader, config));
   // The weights only, read in place; every shard is streamed through its checksum. A pipelined
   // checkpoint's stages each give their parameters.
   std::vector<float> weights(layout.total(), 0.f);
@@ -465,7 +449,18 @@ absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::stri
                            return source.Read(weights.data() + flat, count * sizeof(float));
                          })
                          .status());
-  return model::WriteLlmcModel(out_path, config, layout, weights.data());
+  if (format == ExportFormat::kLlmc) {
+    return model::WriteLlmcModel(out_path, config, layout, weights.data());
+  }
+  std::map<std::string, std::string> metadata = {
+      {"format", "dstrain"},
+      {"model", module ? "module" : "gpt"},
+      {"step", absl::StrCat(reader->manifest().meta.value("step", int64_t{0}))}};
+  std::string header;
+  DT_ASSIGN_OR_RETURN(
+      const std::vector<absl::string_view> pieces,
+      model::SafetensorsPieces(model::LayoutTensors(layout, weights.data()), metadata, &header));
+  return env::WriteFileAtomically(env, out_path, pieces);
 }
 
 }  // namespace dstrain::engine

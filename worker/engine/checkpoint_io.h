@@ -76,9 +76,13 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* g
 
 // `dstrain export`: the fp32 weights of committed checkpoint `tag` under `root` (master weights
 // under mixed precision), reassembled from every rank's shard (each streamed through its checksum;
-// only the weights are kept), written as one llm.c model file (magic 20240326) that
-// model.init_from reads. Needs no engine and no other ranks.
+// only the weights are kept), written atomically to `out_path` as one llm.c model file (magic
+// 20240326, which model.init_from reads; the GPT only: kInvalidArgument for a module's checkpoint)
+// or as safetensors (model/safetensors.h): every parameter under its layout name, metadata
+// format "dstrain", model "gpt" or "module" and the step. Needs no engine and no other ranks.
+enum class ExportFormat { kLlmc, kSafetensors };
 absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::string_view tag,
-                              const std::string& out_path);
+                              const std::string& out_path,
+                              ExportFormat format = ExportFormat::kLlmc);
 
 }  // namespace dstrain::engine

@@ -17,6 +17,7 @@
 #include "worker/engine/zero_test_util.h"
 #include "worker/model/gpt.h"
 #include "worker/model/llmc_format.h"
+#include "worker/model/safetensors.h"
 #include "worker/zero/zero_state.h"
 
 namespace dstrain::engine {
@@ -419,6 +420,26 @@ TEST(CheckpointIo, ExportThenImportGivesTheSameWeights) {
   EXPECT_EQ(*(*e)->GatherParams(), saved[0].params);
   EXPECT_FALSE(
       ExportCheckpoint(env::PosixEnv::Default(), Root("nothing_here"), "latest", file).ok());
+
+  // As safetensors: every parameter under its layout name, the same values.
+  const std::string st = Root("exported.safetensors");
+  ASSERT_THAT(
+      ExportCheckpoint(env::PosixEnv::Default(), root, "latest", st, ExportFormat::kSafetensors),
+      IsOk());
+  auto tensors = model::ReadSafetensors(st);
+  ASSERT_THAT(tensors, IsOk());
+  EXPECT_EQ(tensors->metadata.at("model"), "gpt");
+  EXPECT_EQ(tensors->metadata.at("step"), "3");
+  auto layout = model::ParamLayout::ForGpt(testing::ModelShape(spec));
+  ASSERT_THAT(layout, IsOk());
+  ASSERT_EQ(tensors->tensors.size(), layout->params().size());
+  for (const model::ParamSpec& p : layout->params()) {
+    const auto& t = tensors->tensors.at(p.name);
+    EXPECT_EQ(t.shape, p.shape) << p.name;
+    EXPECT_EQ(t.data, std::vector<float>(saved[0].params.begin() + p.offset,
+                                         saved[0].params.begin() + p.offset + p.numel))
+        << p.name;
+  }
 }
 
 // A manifest naming a model its shards cannot hold is refused before the model's layout is built

@@ -169,8 +169,10 @@ nlohmann::json PipelineToJson(const std::vector<model::BlockRange>& stages, int 
   return {{"stages", stages.size()}, {"blocks", blocks}};
 }
 
-absl::StatusOr<SavedGrid> ReadSavedGrid(const checkpoint::CheckpointReader& reader,
-                                        const model::GptConfig& shape) {
+namespace {
+
+// The world size, ZeRO stage and bucket size meta records.
+absl::StatusOr<SavedGrid> ReadGridHead(const checkpoint::CheckpointReader& reader) {
   const nlohmann::json& meta = reader.manifest().meta;
   const std::string path = env::JoinPath(reader.dir(), checkpoint::kManifestName);
   SavedGrid g;
@@ -181,6 +183,31 @@ absl::StatusOr<SavedGrid> ReadSavedGrid(const checkpoint::CheckpointReader& read
     return absl::DataLossError(absl::StrCat(path, ": meta lacks a valid world_size or zero_stage (",
                                             g.world, ", ", g.zero_stage, ")"));
   }
+  return g;
+}
+
+}  // namespace
+
+absl::StatusOr<SavedGrid> ReadSavedGrid(const checkpoint::CheckpointReader& reader,
+                                        model::ParamLayout layout) {
+  DT_ASSIGN_OR_RETURN(SavedGrid g, ReadGridHead(reader));
+  const nlohmann::json& meta = reader.manifest().meta;
+  if (const auto p = meta.find("pipeline"); p != meta.end() && !p->is_null()) {
+    return absl::DataLossError(
+        absl::StrCat(env::JoinPath(reader.dir(), checkpoint::kManifestName),
+                     ": meta.pipeline in a checkpoint of a module (which has no pipeline)"));
+  }
+  g.blocks = {model::BlockRange{}};
+  g.data_world = g.world;
+  g.layouts.push_back(std::move(layout));
+  return g;
+}
+
+absl::StatusOr<SavedGrid> ReadSavedGrid(const checkpoint::CheckpointReader& reader,
+                                        const model::GptConfig& shape) {
+  const nlohmann::json& meta = reader.manifest().meta;
+  const std::string path = env::JoinPath(reader.dir(), checkpoint::kManifestName);
+  DT_ASSIGN_OR_RETURN(SavedGrid g, ReadGridHead(reader));
   const auto pipeline = meta.find("pipeline");
   if (pipeline == meta.end() || pipeline->is_null()) {
     g.blocks = {model::BlockRange{}};

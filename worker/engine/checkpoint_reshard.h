@@ -44,6 +44,9 @@ struct SavedGrid {
 // kDataLoss naming the manifest for a missing or inconsistent world size, ZeRO stage or grid.
 absl::StatusOr<SavedGrid> ReadSavedGrid(const checkpoint::CheckpointReader& reader,
                                         const model::GptConfig& shape);
+// The same for a checkpoint of one stage holding `layout` (a user module's: no pipeline).
+absl::StatusOr<SavedGrid> ReadSavedGrid(const checkpoint::CheckpointReader& reader,
+                                        model::ParamLayout layout);
 
 // What a resharding read returns besides the floats it stores: the saving rank 0's per-rank
 // state and step counters (the data position is global, all ranks consuming one stream of global
