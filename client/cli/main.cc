@@ -6,6 +6,7 @@
 //   dstrain train JOB.json [--metrics-out FILE.jsonl] [--threads N] [--save-model FILE]
 //                 [--save-initial-model FILE]
 //   dstrain launch --nproc N JOB.json [--metrics-out FILE.jsonl]
+//   dstrain launch --nproc N -- PROGRAM [ARGS...]
 //   dstrain estimate JOB.json [--world N] [--json]
 //   dstrain export CHECKPOINT_DIR --out FILE [--tag TAG] [--format llmc|safetensors]
 //   dstrain submit|list|status|watch|logs|cancel|delete|workers|checkpoints ...
@@ -18,6 +19,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -88,6 +90,10 @@ commands:
       served by the launcher). Output lines are prefixed with the rank; if a rank fails, all are
       stopped and the exit status is non-zero, naming the rank. Ctrl-C stops every rank.
       Each rank gets an equal share of the CPUs.
+  launch --nproc N -- PROGRAM [ARGS...]
+      Run N processes of your own program (dstrain::Initialize, docs/library.md) the same way;
+      each learns its place from RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, DSTRAIN_STORE
+      and DSTRAIN_THREADS in its environment.
   estimate JOB.json [--world N] [--json]
       Per-rank memory of the job for each ZeRO stage at N data-parallel ranks (default: the
       job's): parameters, gradients and optimizer state exactly as the engine will allocate
@@ -423,15 +429,45 @@ int Train(const std::vector<std::string>& args) {
   return result->drained ? kExitDrained : kExitOk;
 }
 
-int Launch(const std::vector<std::string>& args) {
-  auto parsed = flags::ParseArgs(args, {"nproc", "metrics-out", "comm-timeout", "save-model"}, {});
+// dstrain launch --nproc N -- PROGRAM [ARGS...]: a user's own program (dstrain::Initialize), each
+// rank told its place in the environment (launcher.h, LaunchOptions::rank_env).
+int LaunchProgram(int nproc, const std::vector<std::string>& program) {
+  launcher::LaunchOptions options;
+  options.nproc = nproc;
+  options.trainer_argv = program;
+  options.rank_env = true;
+  auto result = launcher::Launch(options);
+  if (!result.ok()) return Fail(result.status(), 1);
+  if (result->exit_code != 0) {
+    absl::FPrintF(stderr, "dstrain launch: failed: %s\n", result->reason);
+    return result->exit_code;
+  }
+  return 0;
+}
+
+int Launch(const std::vector<std::string>& all_args) {
+  // Everything after "--" is a program of the user's and its arguments.
+  const auto dashes = std::find(all_args.begin(), all_args.end(), "--");
+  const std::vector<std::string> args(all_args.begin(), dashes);
+  const std::vector<std::string> program(dashes == all_args.end() ? dashes : dashes + 1,
+                                         all_args.end());
+  const bool is_program = dashes != all_args.end();
+  const char* usage =
+      "usage: dstrain launch --nproc N JOB.json | dstrain launch --nproc N -- PROGRAM [ARGS...]";
+  auto parsed = flags::ParseArgs(
+      args,
+      is_program ? std::set<std::string>{"nproc"}
+                 : std::set<std::string>{"nproc", "metrics-out", "comm-timeout", "save-model"},
+      {});
   if (!parsed.ok()) return Fail(parsed.status(), 2);
-  if (parsed->positional.size() != 1 || !parsed->Has("nproc")) {
-    return Fail(absl::InvalidArgumentError("usage: dstrain launch --nproc N JOB.json"), 2);
+  if (!parsed->Has("nproc") || parsed->positional.size() != (is_program ? 0u : 1u) ||
+      (is_program && program.empty())) {
+    return Fail(absl::InvalidArgumentError(usage), 2);
   }
   auto nproc = parsed->GetInt("nproc", 1);
   if (!nproc.ok()) return Fail(nproc.status(), 2);
   if (*nproc < 1) return Fail(absl::InvalidArgumentError("--nproc must be >= 1"), 2);
+  if (is_program) return LaunchProgram(*nproc, program);
   const std::string job = parsed->positional[0];
   // Validate once here, so a bad job fails fast instead of N times.
   auto spec = config::LoadJobSpec(job, *nproc);

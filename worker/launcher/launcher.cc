@@ -67,11 +67,35 @@ std::string DescribeExit(int rank, int status) {
   return absl::StrCat("rank ", rank, " ended with wait status ", status);
 }
 
+// This process's environment with `overrides` (NAME=VALUE) replacing or adding variables; built
+// before fork, since the child of a threaded process may only make async-signal-safe calls.
+std::vector<std::string> EnvironmentWith(const std::vector<std::string>& overrides) {
+  std::vector<std::string> out;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const absl::string_view entry(*e);
+    const absl::string_view name = entry.substr(0, entry.find('='));
+    bool replaced = false;
+    for (const std::string& o : overrides) {
+      replaced |= absl::string_view(o).substr(0, o.find('=')) == name;
+    }
+    if (!replaced) out.emplace_back(entry);
+  }
+  out.insert(out.end(), overrides.begin(), overrides.end());
+  return out;
+}
+
+// Starts argv with `env` as its environment (null: this process's).
 absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, int out_w, int err_w,
-                            const sigset_t& original_mask) {
+                            const sigset_t& original_mask,
+                            const std::vector<std::string>* env = nullptr) {
   std::vector<char*> cargv;
   for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
+  std::vector<char*> cenv;
+  if (env != nullptr) {
+    for (const std::string& e : *env) cenv.push_back(const_cast<char*>(e.c_str()));
+    cenv.push_back(nullptr);
+  }
   const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) return absl::InternalError(absl::StrCat("fork failed: ", std::strerror(errno)));
@@ -85,7 +109,11 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, int out_w, int
     sigprocmask(SIG_SETMASK, &original_mask, nullptr);
     dup2(out_w, STDOUT_FILENO);
     dup2(err_w, STDERR_FILENO);
-    execv(cargv[0], cargv.data());
+    if (env != nullptr) {
+      execvpe(cargv[0], cargv.data(), cenv.data());
+    } else {
+      execv(cargv[0], cargv.data());
+    }
     std::fprintf(stderr, "cannot execute %s: %s\n", cargv[0], std::strerror(errno));
     _exit(127);
   }
@@ -141,14 +169,23 @@ absl::StatusOr<std::vector<Rank>> SpawnRanks(const LaunchOptions& options,
     fcntl(out[0], F_SETFL, O_NONBLOCK);
     fcntl(err[0], F_SETFL, O_NONBLOCK);
     std::vector<std::string> argv = options.trainer_argv;
-    for (const std::string& a : {std::string("--rank"), std::to_string(r), std::string("--world"),
-                                 std::to_string(options.nproc), std::string("--store"), store_addr,
-                                 std::string("--threads"), std::to_string(threads)}) {
-      argv.push_back(a);
+    std::vector<std::string> env;
+    if (options.rank_env) {
+      env = EnvironmentWith(
+          {absl::StrCat("RANK=", r), absl::StrCat("WORLD_SIZE=", options.nproc),
+           absl::StrCat("LOCAL_RANK=", r), absl::StrCat("LOCAL_WORLD_SIZE=", options.nproc),
+           absl::StrCat("DSTRAIN_STORE=", store_addr), absl::StrCat("DSTRAIN_THREADS=", threads),
+           absl::StrCat("OMP_NUM_THREADS=", threads)});
+    } else {
+      for (const std::string& a : {std::string("--rank"), std::to_string(r), std::string("--world"),
+                                   std::to_string(options.nproc), std::string("--store"),
+                                   store_addr, std::string("--threads"), std::to_string(threads)}) {
+        argv.push_back(a);
+      }
     }
     if (r == 0)
       argv.insert(argv.end(), options.rank0_extra_args.begin(), options.rank0_extra_args.end());
-    auto pid = Spawn(argv, out[1], err[1], original_mask);
+    auto pid = Spawn(argv, out[1], err[1], original_mask, options.rank_env ? &env : nullptr);
     close(out[1]);
     close(err[1]);
     if (!pid.ok()) return pid.status();

@@ -22,10 +22,15 @@ namespace dstrain::launcher {
 struct LaunchOptions {
   int nproc = 1;
   // The trainer command line for one rank, before the per-rank arguments the launcher appends
-  // (--rank R --world N --store HOST:PORT --threads T). argv[0] is the program to run.
+  // (--rank R --world N --store HOST:PORT --threads T). argv[0] is the program to run (a path).
   std::vector<std::string> trainer_argv;
   // Extra arguments for rank 0 only (e.g. --metrics-out FILE).
   std::vector<std::string> rank0_extra_args;
+  // A user's own program (dstrain::Initialize, worker/api/engine.h) instead of the trainer:
+  // nothing is appended to trainer_argv; each rank learns its place from the environment, as
+  // under torchrun: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, DSTRAIN_STORE (HOST:PORT),
+  // DSTRAIN_THREADS and OMP_NUM_THREADS. argv[0] may then be a name found on $PATH.
+  bool rank_env = false;
   std::string store_host = "127.0.0.1";
   int store_port = 0;  // 0: pick a free port
   absl::Duration stop_grace = absl::Seconds(5);

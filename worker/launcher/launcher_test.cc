@@ -9,6 +9,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status/status_matchers.h"
 #include "gtest/gtest.h"
@@ -64,6 +65,28 @@ TEST(Launcher, RelaysPrefixedOutputAndSucceeds) {
     EXPECT_THAT(c.out, HasSubstr("[rank " + std::to_string(r) + "] no newline"));
     EXPECT_THAT(c.err, HasSubstr("[rank " + std::to_string(r) + "] warning from"));
   }
+}
+
+// A user's program learns its place from the environment, and its arguments are its own.
+TEST(Launcher, RankEnvGivesEachRankItsPlaceInTheEnvironment) {
+  setenv("DSTRAIN_LAUNCHER_TEST_KEPT", "yes", 1);
+  setenv("RANK", "stale", 1);  // replaced, not duplicated
+  LaunchOptions options;
+  options.nproc = 2;
+  options.trainer_argv = {FakeRank(), "env", "--lr", "3"};
+  options.rank_env = true;
+  Captured c = RunCaptured(options);
+  ASSERT_THAT(c.result, IsOk());
+  EXPECT_EQ(c.result->exit_code, 0) << c.result->reason;
+  for (int r = 0; r < 2; ++r) {
+    const std::string line =
+        absl::StrCat("[rank ", r, "] args=--lr 3 RANK=", r, " WORLD_SIZE=2 LOCAL_RANK=", r,
+                     " LOCAL_WORLD_SIZE=2 STORE=127.0.0.1:");
+    EXPECT_THAT(c.out, HasSubstr(line)) << c.out;
+  }
+  EXPECT_THAT(c.out, HasSubstr("KEPT=yes"));
+  EXPECT_THAT(c.out, ::testing::Not(HasSubstr("--rank")));
+  unsetenv("RANK");
 }
 
 TEST(Launcher, AFailingRankStopsTheOthersAndIsNamed) {
