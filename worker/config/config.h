@@ -147,6 +147,13 @@ struct ModelConfig {
   int vocab_size = 0;
   int block_size = 0;         // maximum sequence length (positional embeddings)
   int padded_vocab_size = 0;  // default: vocab_size rounded up to a multiple of 128
+  // type "llama" (docs/job-file.md, "Llama"): key-value heads of grouped-query attention
+  // (default n_head), the SwiGLU MLP's width (required), RoPE's base and RMSNorm's epsilon
+  // (Hugging Face's LlamaConfig defaults 10000 and 1e-6). 0 for the GPT.
+  int n_kv_head = 0;
+  int intermediate_size = 0;
+  double rope_theta = 0;
+  double norm_eps = 0;
   uint64_t init_seed = 1337;
   std::string init_from;  // optional llm.c model file, path resolved; "" = random init
 };

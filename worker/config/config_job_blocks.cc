@@ -44,6 +44,50 @@ absl::Status ResolveModel(json* e, const std::string& base_dir, ModelConfig* out
   if (n_embd % n_head != 0) {
     return Error("model.n_head", "must divide model.n_embd (", n_embd, " % ", n_head, " != 0)");
   }
+  const std::string type = m["type"].get<std::string>();
+  const bool llama = type == "llama";
+  if (!llama) {
+    for (const char* key : {"n_kv_head", "intermediate_size", "rope_theta", "norm_eps"}) {
+      if (!m[key].is_null()) {
+        return Error(absl::StrCat("model.", key), "only for model.type \"llama\" (this model is \"",
+                     type, "\")");
+      }
+    }
+  } else {
+    // The keys below are checked already so that a job written for the Llama fails on its own
+    // mistakes first.
+    if (!m["padded_vocab_size"].is_null() &&
+        m["padded_vocab_size"].get<int64_t>() != m["vocab_size"].get<int64_t>()) {
+      return Error("model.padded_vocab_size",
+                   "the Llama's embedding and head have exactly vocab_size rows; leave it out");
+    }
+    m["padded_vocab_size"] = m["vocab_size"];
+    if (m["n_kv_head"].is_null()) m["n_kv_head"] = n_head;
+    const int64_t n_kv = m["n_kv_head"].get<int64_t>();
+    if (n_head % n_kv != 0) {
+      return Error("model.n_kv_head", "must divide model.n_head (", n_head, " % ", n_kv,
+                   " != 0): grouped-query attention shares each key-value head among n_head / "
+                   "n_kv_head query heads");
+    }
+    if ((n_embd / n_head) % 2 != 0) {
+      return Error("model.n_head",
+                   "the head size n_embd / n_head must be even for rotary "
+                   "embeddings, got ",
+                   n_embd / n_head);
+    }
+    if (m["intermediate_size"].is_null()) {
+      return Error("model.intermediate_size",
+                   "required for model.type \"llama\" (the SwiGLU MLP's width)");
+    }
+    if (m["rope_theta"].is_null()) m["rope_theta"] = 10000.0;
+    if (m["norm_eps"].is_null()) m["norm_eps"] = 1e-6;
+    if (!m["init_from"].get<std::string>().empty()) {
+      return Error("model.init_from", "reads llm.c's GPT-2 files: not for model.type \"llama\"");
+    }
+    return Error("model.type",
+                 "\"llama\" is not supported by the trainer yet (the decoder is being built on "
+                 "the library's dstrain::Module, docs/library.md)");
+  }
   if (vocab > kMaxVocab) {
     return Error("model.vocab_size", "must be <= ", kMaxVocab,
                  " (token ids are stored as uint16), got ", vocab);
@@ -60,9 +104,18 @@ absl::Status ResolveModel(json* e, const std::string& base_dir, ModelConfig* out
     }
   }
   // GPT-2 parameter count (llm.c): embeddings + per layer 12·C² + 13·C + final layer norm.
+  // Llama: embedding and head, per layer the q, k, v, o projections, the three MLP matrices and
+  // two norms, the final norm.
   const double c = static_cast<double>(n_embd);
-  const double params = static_cast<double>(padded) * c + static_cast<double>(block) * c +
-                        static_cast<double>(n_layer) * (12.0 * c * c + 13.0 * c) + 2.0 * c;
+  double params = static_cast<double>(padded) * c + static_cast<double>(block) * c +
+                  static_cast<double>(n_layer) * (12.0 * c * c + 13.0 * c) + 2.0 * c;
+  if (llama) {
+    const double kv = c / static_cast<double>(n_head) * m["n_kv_head"].get<double>();
+    const double inter = m["intermediate_size"].get<double>();
+    params =
+        2.0 * static_cast<double>(vocab) * c +
+        static_cast<double>(n_layer) * (2.0 * c * c + 2.0 * c * kv + 3.0 * c * inter + 2.0 * c) + c;
+  }
   if (params > kMaxParams) {
     return Error("model", "about ", absl::StrFormat("%.3g", params),
                  " parameters; dstrain rejects models above 1e11 parameters (n_layer ", n_layer,
@@ -70,7 +123,13 @@ absl::Status ResolveModel(json* e, const std::string& base_dir, ModelConfig* out
   }
   m["init_from"] = ResolvePath(base_dir, m["init_from"].get<std::string>());
 
-  out->type = m["type"].get<std::string>();
+  out->type = type;
+  if (llama) {
+    out->n_kv_head = m["n_kv_head"].get<int>();
+    out->intermediate_size = m["intermediate_size"].get<int>();
+    out->rope_theta = m["rope_theta"].get<double>();
+    out->norm_eps = m["norm_eps"].get<double>();
+  }
   out->n_layer = static_cast<int>(n_layer);
   out->n_head = static_cast<int>(n_head);
   out->n_embd = static_cast<int>(n_embd);

@@ -993,8 +993,31 @@ std::vector<InvalidRow> InvalidRows() {
       {"TrainStepsZero", [](json& j) { j["job"]["train_steps"] = 0; },
        "job.train_steps: must be >= 1, got 0"},
       {"ModelMissing", [](json& j) { j.erase("model"); }, "model: required"},
-      {"ModelTypeNotGpt", [](json& j) { j["model"]["type"] = "llama"; },
-       "model.type: must be one of \"gpt\"; got \"llama\""},
+      {"ModelTypeUnknown", [](json& j) { j["model"]["type"] = "mamba"; },
+       "model.type: must be one of \"gpt\", \"llama\"; got \"mamba\""},
+      {"LlamaKeyOnGpt", [](json& j) { j["model"]["n_kv_head"] = 2; },
+       "model.n_kv_head: only for model.type \"llama\" (this model is \"gpt\")"},
+      {"LlamaKvHeadsDoNotDivide",
+       [](json& j) {
+         j["model"]["type"] = "llama";
+         j["model"]["n_kv_head"] = 3;
+         j["model"]["intermediate_size"] = 128;
+       },
+       "model.n_kv_head: must divide model.n_head (4 % 3 != 0)"},
+      {"LlamaWithoutIntermediateSize", [](json& j) { j["model"]["type"] = "llama"; },
+       "model.intermediate_size: required for model.type \"llama\""},
+      {"LlamaPaddedVocab",
+       [](json& j) {
+         j["model"]["type"] = "llama";
+         j["model"]["padded_vocab_size"] = 384;
+       },
+       "model.padded_vocab_size: the Llama's embedding and head have exactly vocab_size rows"},
+      {"LlamaNotInTheTrainerYet",
+       [](json& j) {
+         j["model"]["type"] = "llama";
+         j["model"]["intermediate_size"] = 128;
+       },
+       "model.type: \"llama\" is not supported by the trainer yet"},
       {"NHeadDoesNotDivide",
        [](json& j) {
          j["model"]["n_embd"] = 256;

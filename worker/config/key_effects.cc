@@ -39,6 +39,10 @@ constexpr char kTimers[] =
 constexpr char kLossScaler[] = "LossScalerOptions::FromConfig (worker/precision/loss_scaler.cc)";
 constexpr char kAdam[] = "Engine::Step's AdamW update (worker/engine/engine.cc)";
 constexpr char kSchedule[] = "LrSchedule (worker/engine/lr_schedule.cc)";
+constexpr char kLlamaKey[] =
+    "ResolveModel (worker/config/config_job_blocks.cc): the Llama family's keys, refused with "
+    "model.type \"gpt\"; model.type \"llama\" itself is refused until the trainer builds the "
+    "Llama decoder";
 constexpr char kStage3[] = "ZeroConfig, read by stage 3's gathers (worker/zero)";
 
 // One row per key path of keys.cc, in its order.
@@ -382,6 +386,10 @@ constexpr KeyEffectRow kRows[] = {
     Acts("model.vocab_size", "worker/model: the GPT's shape"),
     Acts("model.block_size", "worker/model: the GPT's shape"),
     Acts("model.padded_vocab_size", "worker/model: the GPT's shape"),
+    RejectedBy("model.n_kv_head", kLlamaKey),
+    RejectedBy("model.intermediate_size", kLlamaKey),
+    RejectedBy("model.rope_theta", kLlamaKey),
+    RejectedBy("model.norm_eps", kLlamaKey),
     Acts("model.init_seed", "Engine::InitialParams"),
     Acts("model.init_from", "Engine::InitialParams"),
     Acts("data.train", "the trainer's data loader (worker/data)"),

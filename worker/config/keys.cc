@@ -357,13 +357,18 @@ std::shared_ptr<const Block> SchedulerBlock() {
 // dstrain's own blocks (docs/job-file.md).
 std::shared_ptr<const Block> ModelBlock() {
   return MakeBlock({
-      Str("type", "gpt", {"gpt"}),
+      Str("type", "gpt", {"gpt", "llama"}),
       Int("n_layer", 0).Required().Min(1).Max(kIntMax),
       Int("n_head", 0).Required().Min(1).Max(kIntMax),
       Int("n_embd", 0).Required().Min(1).Max(kIntMax),
       Int("vocab_size", 0).Required().Min(1).Max(kIntMax),
       Int("block_size", 0).Required().Min(1).Max(kIntMax),
       NullInt("padded_vocab_size").Min(1).Max(kIntMax),
+      // The Llama family's (type "llama" only; config_job_blocks.cc).
+      NullInt("n_kv_head").Min(1).Max(kIntMax),
+      NullInt("intermediate_size").Min(1).Max(kIntMax),
+      NullNum("rope_theta").Min(1),
+      NullNum("norm_eps").Min(0),
       Int("init_seed", 1337).Min(0),
       Str("init_from", ""),
   });
