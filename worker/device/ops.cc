@@ -1,5 +1,7 @@
 #include "worker/device/ops.h"
 
+#include <algorithm>
+#include <cmath>
 #include <initializer_list>
 #include <utility>
 
@@ -449,6 +451,228 @@ absl::StatusOr<double> Ops::MeanLoss(View losses) {
   absl::StatusOr<double> mean = DoMeanLoss(losses);
   if (!mean.ok()) Fail(mean.status());
   return mean;
+}
+
+void Ops::RmsNormForward(View out, View rstd, View inp, View weight, float eps) {
+  const int64_t C = weight.numel();
+  const int64_t N = C > 0 ? inp.numel() / C : 0;
+  if (!Check(ArgCheck(device(), "RmsNormForward")
+                 .Given("out", out)
+                 .Optional("rstd", rstd)
+                 .Given("inp", inp)
+                 .Given("weight", weight)
+                 .Type("out", out, kF32)
+                 .Type("rstd", rstd, kF32)
+                 .Type("inp", inp, kF32)
+                 .Type("weight", weight, kF32)
+                 .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
+                 .Elements("out", out, inp.numel(), "inp's elements")
+                 .That(rstd.empty() || rstd.numel() == N, "rstd must have N elements")
+                 .That(eps >= 0, absl::StrCat("eps = ", eps, " is negative"))
+                 .status())) {
+    return;
+  }
+  if (N > 0) DoRmsNormForward(out, rstd, inp, weight, eps);
+}
+
+void Ops::RmsNormBackward(View dinp, View dweight, View dout, View inp, View weight, View rstd) {
+  const int64_t C = weight.numel();
+  const int64_t N = C > 0 ? inp.numel() / C : 0;
+  if (!Check(ArgCheck(device(), "RmsNormBackward")
+                 .Given("dinp", dinp)
+                 .Given("dweight", dweight)
+                 .Given("dout", dout)
+                 .Given("inp", inp)
+                 .Given("weight", weight)
+                 .Given("rstd", rstd)
+                 .Type("dinp", dinp, kF32)
+                 .Type("dweight", dweight, kF32)
+                 .Type("dout", dout, kF32)
+                 .Type("inp", inp, kF32)
+                 .Type("weight", weight, kF32)
+                 .Type("rstd", rstd, kF32)
+                 .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
+                 .Elements("dinp", dinp, inp.numel(), "inp's elements")
+                 .Elements("dout", dout, inp.numel(), "inp's elements")
+                 .Elements("dweight", dweight, C, "C")
+                 .Elements("rstd", rstd, N, "N")
+                 .status())) {
+    return;
+  }
+  if (N > 0) DoRmsNormBackward(dinp, dweight, dout, inp, weight, rstd);
+}
+
+void Ops::RopeTable(View table, double theta) {
+  const int64_t D = LastDim(table);
+  if (!Check(ArgCheck(device(), "RopeTable")
+                 .Given("table", table)
+                 .Type("table", table, kF32)
+                 .That(table.rank() == 2, "table must be (max_pos, D)")
+                 .That(D > 0 && D % 2 == 0, absl::StrCat("D = ", D, " is not even and positive"))
+                 .That(theta > 0 && std::isfinite(theta),
+                       absl::StrCat("theta = ", theta, " is not positive and finite"))
+                 .status())) {
+    return;
+  }
+  if (table.numel() > 0) DoRopeTable(table, theta);
+}
+
+namespace {
+
+// The checks RopeForward and RopeBackward share: (B, T, W) rows of which the first n_heads·D are
+// rotated, D and max_pos from the table.
+absl::Status RopeChecks(Device device, const char* op, const char* out_name, const View& out,
+                        const char* inp_name, const View& inp, const View& table, int n_heads,
+                        int pos_offset) {
+  const int64_t D = LastDim(table);
+  const int64_t max_pos = table.rank() == 2 ? table.dim(0) : 0;
+  const bool ranks = out.rank() == 3 && inp.rank() == 3;
+  return ArgCheck(device, op)
+      .Given(out_name, out)
+      .Given(inp_name, inp)
+      .Given("table", table)
+      .Type(out_name, out, kF32)
+      .Type(inp_name, inp, kF32)
+      .Type("table", table, kF32)
+      .That(table.rank() == 2 && D > 0 && D % 2 == 0,
+            "table must be (max_pos, D) with D even and positive")
+      .That(ranks, absl::StrCat(out_name, " and ", inp_name, " must be (B, T, W)"))
+      .That(ranks && out.dim(0) == inp.dim(0) && out.dim(1) == inp.dim(1),
+            absl::StrCat(out_name, " and ", inp_name, " disagree on B or T"))
+      .That(n_heads > 0 && ranks && n_heads * D <= out.dim(2) && n_heads * D <= inp.dim(2),
+            absl::StrCat("n_heads = ", n_heads, " heads of D = ", D, " do not fit in the rows"))
+      .That(pos_offset >= 0 && ranks && pos_offset + inp.dim(1) <= max_pos,
+            absl::StrCat("positions [", pos_offset, ", ", pos_offset + (ranks ? inp.dim(1) : 0),
+                         ") are not all in the table's [0, ", max_pos, ")"))
+      .That(!ranks || out.data() != inp.data() || out.dim(2) == inp.dim(2),
+            absl::StrCat(out_name, " aliases ", inp_name, " with another row length"))
+      .status();
+}
+
+}  // namespace
+
+void Ops::RopeForward(View out, View inp, View table, int n_heads, int pos_offset) {
+  if (!Check(RopeChecks(device(), "RopeForward", "out", out, "inp", inp, table, n_heads,
+                        pos_offset))) {
+    return;
+  }
+  if (inp.numel() > 0) DoRopeForward(out, inp, table, n_heads, pos_offset);
+}
+
+void Ops::RopeBackward(View dinp, View dout, View table, int n_heads, int pos_offset) {
+  if (!Check(RopeChecks(device(), "RopeBackward", "dinp", dinp, "dout", dout, table, n_heads,
+                        pos_offset))) {
+    return;
+  }
+  if (dout.numel() > 0) DoRopeBackward(dinp, dout, table, n_heads, pos_offset);
+}
+
+void Ops::SwigluForward(View out, View inp) {
+  const int64_t I = LastDim(out);
+  const char* o = static_cast<const char*>(out.data());
+  const char* i = static_cast<const char*>(inp.data());
+  if (!Check(ArgCheck(device(), "SwigluForward")
+                 .Given("out", out)
+                 .Given("inp", inp)
+                 .Type("out", out, kF32)
+                 .Type("inp", inp, kF32)
+                 .That(I > 0 && LastDim(inp) == 2 * I, "inp's last dimension is not 2 × out's I")
+                 .Elements("inp", inp, 2 * out.numel(), "N × 2I")
+                 .That(o == nullptr || i == nullptr || o + out.bytes() <= i || i + inp.bytes() <= o,
+                       "out overlaps inp")
+                 .status())) {
+    return;
+  }
+  if (out.numel() > 0) DoSwigluForward(out, inp);
+}
+
+void Ops::SwigluBackward(View dinp, View inp, View dout) {
+  const int64_t I = LastDim(dout);
+  if (!Check(ArgCheck(device(), "SwigluBackward")
+                 .Given("dinp", dinp)
+                 .Given("inp", inp)
+                 .Given("dout", dout)
+                 .Type("dinp", dinp, kF32)
+                 .Type("inp", inp, kF32)
+                 .Type("dout", dout, kF32)
+                 .That(I > 0 && LastDim(inp) == 2 * I, "inp's last dimension is not 2 × dout's I")
+                 .Elements("inp", inp, 2 * dout.numel(), "N × 2I")
+                 .Elements("dinp", dinp, 2 * dout.numel(), "N × 2I")
+                 .That(dinp.data() == inp.data() || dinp.data() == nullptr ||
+                           static_cast<const char*>(dinp.data()) + dinp.bytes() <=
+                               static_cast<const char*>(inp.data()) ||
+                           static_cast<const char*>(inp.data()) + inp.bytes() <=
+                               static_cast<const char*>(dinp.data()),
+                       "dinp overlaps inp without aliasing it exactly")
+                 .status())) {
+    return;
+  }
+  if (dout.numel() > 0) DoSwigluBackward(dinp, inp, dout);
+}
+
+namespace {
+
+// The shape checks of both GQA passes: y (B, T, NH·HS) is out or dout.
+ArgCheck& GqaShapes(ArgCheck& check, const char* y_name, const View& y, const char* qkv_name,
+                    const View& qkv, int NH, int NKV) {
+  const int64_t C = LastDim(y);
+  const int64_t HS = NH > 0 ? C / NH : 0;
+  return check.That(y.rank() == 3, absl::StrCat(y_name, " must be (B, T, NH × HS)"))
+      .That(NH > 0 && NKV > 0 && NH % NKV == 0,
+            absl::StrCat("NKV = ", NKV, " does not divide NH = ", NH))
+      .That(C > 0 && NH > 0 && C % NH == 0, "C is not a multiple of NH")
+      .Elements(qkv_name, qkv, y.numel() / std::max<int64_t>(C, 1) * (NH + 2 * NKV) * HS,
+                "B × T × (NH + 2·NKV)·HS");
+}
+
+}  // namespace
+
+void Ops::GqaAttentionForward(View out, View state, View scratch, View qkv, int NH, int NKV) {
+  ArgCheck check(device(), "GqaAttentionForward");
+  check.Given("out", out)
+      .Given("state", state)
+      .Given("scratch", scratch)
+      .Given("qkv", qkv)
+      .Type("out", out, kF32)
+      .Type("state", state, kF32)
+      .Type("scratch", scratch, kF32)
+      .Type("qkv", qkv, kF32);
+  GqaShapes(check, "out", out, "qkv", qkv, NH, NKV);
+  if (check.status().ok()) {
+    const int B = static_cast<int>(out.dim(0)), T = static_cast<int>(out.dim(1));
+    const int HS = static_cast<int>(out.dim(2) / NH);
+    check.Elements("state", state, GqaStateElements(B, T, NH, NKV, HS), "GQA state")
+        .That(scratch.numel() >= GqaScratchElements(B, T, NH, NKV, HS),
+              "scratch is smaller than GqaScratchElements");
+  }
+  if (!Check(check.status())) return;
+  if (out.numel() > 0) DoGqaAttentionForward(out, state, scratch, qkv, NH, NKV);
+}
+
+void Ops::GqaAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH,
+                               int NKV) {
+  ArgCheck check(device(), "GqaAttentionBackward");
+  check.Given("dqkv", dqkv)
+      .Given("scratch", scratch)
+      .Given("dout", dout)
+      .Given("qkv", qkv)
+      .Given("state", state)
+      .Type("dqkv", dqkv, kF32)
+      .Type("scratch", scratch, kF32)
+      .Type("dout", dout, kF32)
+      .Type("qkv", qkv, kF32)
+      .Type("state", state, kF32);
+  GqaShapes(check, "dout", dout, "qkv", qkv, NH, NKV);
+  check.Elements("dqkv", dqkv, qkv.numel(), "qkv's elements");
+  if (check.status().ok()) {
+    const int B = static_cast<int>(dout.dim(0)), T = static_cast<int>(dout.dim(1));
+    const int HS = static_cast<int>(dout.dim(2) / NH);
+    check.Elements("state", state, GqaStateElements(B, T, NH, NKV, HS), "GQA state")
+        .That(scratch.numel() >= GqaScratchElements(B, T, NH, NKV, HS),
+              "scratch is smaller than GqaScratchElements");
+  }
+  if (!Check(check.status())) return;
+  if (dout.numel() > 0) DoGqaAttentionBackward(dqkv, scratch, dout, qkv, state, NH, NKV);
 }
 
 void Ops::AdamW(const AdamWViews& v, const AdamWArgs& args) {

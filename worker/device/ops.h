@@ -156,6 +156,39 @@ class Ops {
   // The mean of losses (N) f32, summed in double in order. Waits for the device.
   absl::StatusOr<double> MeanLoss(View losses);
 
+  // ---- the Llama family's layers (docs/llama.md; HS head size, NKV key/value heads) ----
+  // Hugging Face's LlamaRMSNorm over the last dimension C = weight.numel() (kernels/rmsnorm):
+  // out = x / sqrt(mean_c x² + eps) · weight. out, inp (N·C) f32, out may alias inp exactly;
+  // rstd (N) f32 may be empty (inference); weight (C) f32; eps >= 0.
+  void RmsNormForward(View out, View rstd, View inp, View weight, float eps);
+  // Accumulates into dinp (N·C) and dweight (C); rstd (N) from the forward pass.
+  void RmsNormBackward(View dinp, View dweight, View dout, View inp, View weight, View rstd);
+  // Rotary position embeddings in Hugging Face's rotate_half convention (kernels/rope/rope.h):
+  // table (max_pos, D) f32 receives the cos | sin rows for theta > 0 (D = head dim, even).
+  void RopeTable(View table, double theta);
+  // inp and out (B, T, W) f32: the first n_heads·D values of every token row are rotated for
+  // positions pos_offset + t (q and k together when n_heads = NH + NKV of a fused qkv); the
+  // rest of out's row is not written. out may alias inp exactly (in place on the qkv);
+  // pos_offset + T <= max_pos. Backward: dinp = the inverse rotation of dout, same layout.
+  void RopeForward(View out, View inp, View table, int n_heads, int pos_offset = 0);
+  void RopeBackward(View dinp, View dout, View table, int n_heads, int pos_offset = 0);
+  // SwiGLU on a fused [gate | up] (N, 2I) f32 (kernels/swiglu): out (N, I) = silu(gate) · up,
+  // out must not overlap inp. Backward overwrites dinp (N, 2I) with [d gate | d up]; dinp may
+  // alias inp exactly.
+  void SwigluForward(View out, View inp);
+  void SwigluBackward(View dinp, View inp, View dout);
+  // Causal grouped-query self-attention (kernels/gqa): NH query heads share NKV key/value heads
+  // (NKV divides NH; query head h reads kv head h / (NH / NKV)). qkv (B, T, (NH + 2·NKV)·HS) f32
+  // holds per token the NH q heads, then the NKV k heads, then the NKV v heads; out (B, T, NH·HS)
+  // f32. `state` (GqaStateElements) keeps the softmax probabilities for the backward pass;
+  // `scratch` (GqaScratchElements f32, sized under the thread setting of the calls; may be
+  // empty when that is 0) is working memory of either pass. The backward pass overwrites dqkv.
+  virtual int64_t GqaStateElements(int B, int T, int NH, int NKV, int HS) const = 0;
+  virtual int64_t GqaScratchElements(int B, int T, int NH, int NKV, int HS) const = 0;
+  void GqaAttentionForward(View out, View state, View scratch, View qkv, int NH, int NKV);
+  void GqaAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH,
+                            int NKV);
+
   // ---- optimizer ----
   // One AdamW / Adam step over a partition: param (mixed: master) f32, grad f32 or 16-bit,
   // m and v f32, param16 empty or 16-bit; all the same element count.
@@ -197,6 +230,18 @@ class Ops {
   virtual void DoCrossEntropy(View losses, View logits, View targets, int V,
                               float dlogits_scale) = 0;
   virtual absl::StatusOr<double> DoMeanLoss(View losses) = 0;
+  virtual void DoRmsNormForward(View out, View rstd, View inp, View weight, float eps) = 0;
+  virtual void DoRmsNormBackward(View dinp, View dweight, View dout, View inp, View weight,
+                                 View rstd) = 0;
+  virtual void DoRopeTable(View table, double theta) = 0;
+  virtual void DoRopeForward(View out, View inp, View table, int n_heads, int pos_offset) = 0;
+  virtual void DoRopeBackward(View dinp, View dout, View table, int n_heads, int pos_offset) = 0;
+  virtual void DoSwigluForward(View out, View inp) = 0;
+  virtual void DoSwigluBackward(View dinp, View inp, View dout) = 0;
+  virtual void DoGqaAttentionForward(View out, View state, View scratch, View qkv, int NH,
+                                     int NKV) = 0;
+  virtual void DoGqaAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state,
+                                      int NH, int NKV) = 0;
   virtual void DoAdamW(const AdamWViews& views, const AdamWArgs& args) = 0;
 
  private:

@@ -13,9 +13,13 @@
 #include "kernels/crossentropy/crossentropy.h"
 #include "kernels/encoder/encoder.h"
 #include "kernels/gelu/gelu.h"
+#include "kernels/gqa/gqa.h"
 #include "kernels/layernorm/layernorm.h"
 #include "kernels/matmul/matmul.h"
 #include "kernels/residual/residual.h"
+#include "kernels/rmsnorm/rmsnorm.h"
+#include "kernels/rope/rope.h"
+#include "kernels/swiglu/swiglu.h"
 
 namespace dstrain::device {
 namespace {
@@ -52,6 +56,15 @@ int64_t CpuOps::AttentionStateElements(int B, int T, int /*C*/, int NH) const {
 
 int64_t CpuOps::AttentionScratchElements(int B, int T, int C, int NH) const {
   return k::AttentionBackwardScratchFloats(B, T, C, NH);
+}
+
+int64_t CpuOps::GqaStateElements(int B, int T, int NH, int /*NKV*/, int /*HS*/) const {
+  return int64_t{B} * NH * T * T;  // the softmax probabilities
+}
+
+int64_t CpuOps::GqaScratchElements(int B, int T, int NH, int NKV, int HS) const {
+  return std::max(k::GqaForwardScratchFloats(B, T, NH, NKV, HS),
+                  k::GqaBackwardScratchFloats(B, T, NH, NKV, HS));
 }
 
 void CpuOps::DoCopy(View dst, View src) { std::memcpy(dst.data(), src.data(), dst.bytes()); }
@@ -208,6 +221,57 @@ void CpuOps::DoCrossEntropy(View losses, View logits, View targets, int V, float
 
 absl::StatusOr<double> CpuOps::DoMeanLoss(View losses) {
   return k::MeanLoss(F32(losses), losses.numel());
+}
+
+void CpuOps::DoRmsNormForward(View out, View rstd, View inp, View weight, float eps) {
+  const int C = static_cast<int>(weight.numel());
+  k::RmsNormForward(F32(out), F32OrNull(rstd), F32(inp), F32(weight), inp.numel() / C, C, eps);
+}
+
+void CpuOps::DoRmsNormBackward(View dinp, View dweight, View dout, View inp, View weight,
+                               View rstd) {
+  const int C = static_cast<int>(weight.numel());
+  k::RmsNormBackward(F32(dinp), F32(dweight), F32(dout), F32(inp), F32(weight), F32(rstd),
+                     inp.numel() / C, C);
+}
+
+void CpuOps::DoRopeTable(View table, double theta) {
+  k::RopeTable(F32(table), static_cast<int>(table.dim(0)), static_cast<int>(table.dim(1)), theta);
+}
+
+void CpuOps::DoRopeForward(View out, View inp, View table, int n_heads, int pos_offset) {
+  k::RopeForward(F32(out), out.dim(2), F32(inp), inp.dim(2), F32(table),
+                 static_cast<int>(table.dim(0)), static_cast<int>(inp.dim(0)),
+                 static_cast<int>(inp.dim(1)), n_heads, static_cast<int>(table.dim(1)), pos_offset);
+}
+
+void CpuOps::DoRopeBackward(View dinp, View dout, View table, int n_heads, int pos_offset) {
+  k::RopeBackward(F32(dinp), dinp.dim(2), F32(dout), dout.dim(2), F32(table),
+                  static_cast<int>(table.dim(0)), static_cast<int>(dout.dim(0)),
+                  static_cast<int>(dout.dim(1)), n_heads, static_cast<int>(table.dim(1)),
+                  pos_offset);
+}
+
+void CpuOps::DoSwigluForward(View out, View inp) {
+  const int I = static_cast<int>(out.dim(-1));
+  k::SwiGluForward(F32(out), F32(inp), out.numel() / I, I);
+}
+
+void CpuOps::DoSwigluBackward(View dinp, View inp, View dout) {
+  const int I = static_cast<int>(dout.dim(-1));
+  k::SwiGluBackward(F32(dinp), F32(inp), F32(dout), dout.numel() / I, I);
+}
+
+void CpuOps::DoGqaAttentionForward(View out, View state, View scratch, View qkv, int NH, int NKV) {
+  k::GqaForward(F32(out), F32(state), F32OrNull(scratch), F32(qkv), static_cast<int>(out.dim(0)),
+                static_cast<int>(out.dim(1)), NH, NKV, static_cast<int>(out.dim(2) / NH));
+}
+
+void CpuOps::DoGqaAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state,
+                                    int NH, int NKV) {
+  k::GqaBackward(F32(dqkv), F32OrNull(scratch), F32(dout), F32(qkv), F32(state),
+                 static_cast<int>(dout.dim(0)), static_cast<int>(dout.dim(1)), NH, NKV,
+                 static_cast<int>(dout.dim(2) / NH));
 }
 
 void CpuOps::DoAdamW(const AdamWViews& v, const AdamWArgs& args) {

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -17,9 +18,13 @@
 #include "kernels/crossentropy/crossentropy.h"
 #include "kernels/encoder/encoder.h"
 #include "kernels/gelu/gelu.h"
+#include "kernels/gqa/gqa_reference.h"
 #include "kernels/layernorm/layernorm.h"
 #include "kernels/matmul/matmul.h"
 #include "kernels/residual/residual.h"
+#include "kernels/rmsnorm/rmsnorm_reference.h"
+#include "kernels/rope/rope_reference.h"
+#include "kernels/swiglu/swiglu_reference.h"
 
 namespace dstrain::device {
 namespace {
@@ -234,6 +239,168 @@ TEST_F(CpuOpsTest, AdamWPlainAndMixed) {
   EXPECT_TRUE(Same(p, wp) && Same(m, wm) && Same(v, wv));
   EXPECT_EQ(p16, wp16);
   EXPECT_THAT(ops_.status(), IsOk());
+}
+
+std::vector<double> Wide(const std::vector<float>& x) { return {x.begin(), x.end()}; }
+
+// Largest |got - want| / (abs + rel·|want|); <= 1 means within tolerance.
+double Excess(const std::vector<float>& got, const std::vector<double>& want, double abs,
+              double rel) {
+  double worst = got.size() == want.size() ? 0 : 1e9;
+  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
+    const double e = std::fabs(got[i] - want[i]) / (abs + rel * std::fabs(want[i]));
+    if (!(e <= worst)) worst = std::isnan(e) ? 1e9 : e;
+  }
+  return worst;
+}
+
+// The Llama layers through Ops against the kernels' float64 references (kernels/*_reference.h).
+// Inputs are O(1), so fp32 results sit within a few ulps of them: 1e-5 relative with a 1e-6
+// floor (1e-5 for the attention backward's T-long sums of products) leaves room for sums
+// of up to C terms without hiding a wrong formula, whose errors are O(1).
+TEST_F(CpuOpsTest, LlamaLayersMatchTheFloat64References) {
+  {  // RMSNorm: out and rstd overwritten, dinp and dweight accumulated.
+    const int64_t N = 6, C = 20;
+    auto x = Random(N * C, 30), w = Random(C, 31), dout = Random(N * C, 32);
+    auto dinp = Random(N * C, 33), dw = Random(C, 34);
+    std::vector<float> out(N * C), rstd(N);
+    ops_.RmsNormForward(F(out, {N, C}), F(rstd, {N}), F(x, {N, C}), F(w, {C}), 1e-5f);
+    std::vector<double> rout(N * C), rrstd(N), rdinp(N * C), rdw(C);
+    const auto xd = Wide(x), wd = Wide(w), dd = Wide(dout);
+    k::RmsNormForwardReference(rout.data(), rrstd.data(), xd.data(), wd.data(), N, C, 1e-5);
+    k::RmsNormBackwardReference(rdinp.data(), rdw.data(), dd.data(), xd.data(), wd.data(),
+                                rrstd.data(), N, C);
+    EXPECT_LE(Excess(out, rout, 1e-6, 1e-5), 1);
+    EXPECT_LE(Excess(rstd, rrstd, 0, 1e-5), 1);
+    std::vector<double> want_dinp(N * C), want_dw(C);
+    for (int64_t i = 0; i < N * C; ++i) want_dinp[i] = dinp[i] + rdinp[i];
+    for (int64_t i = 0; i < C; ++i) want_dw[i] = dw[i] + rdw[i];
+    ops_.RmsNormBackward(F(dinp, {N, C}), F(dw, {C}), F(dout, {N, C}), F(x, {N, C}), F(w, {C}),
+                         F(rstd, {N}));
+    EXPECT_LE(Excess(dinp, want_dinp, 1e-6, 1e-5), 1);
+    EXPECT_LE(Excess(dw, want_dw, 1e-6, 1e-5), 1);
+  }
+  {  // RoPE in place on a fused GQA qkv: q and k rotated in one call, v untouched.
+    const int B = 2, T = 5, NH = 4, NKV = 2, D = 8, maxT = 7;
+    const int64_t W = (NH + 2 * NKV) * D, rot = (NH + NKV) * D;
+    const double theta = 500.0;
+    std::vector<float> table(maxT * D);
+    ops_.RopeTable(F(table, {maxT, D}), theta);
+    auto qkv = Random(B * T * W, 35);
+    const auto before = qkv;
+    ops_.RopeForward(F(qkv, {B, T, W}), F(qkv, {B, T, W}), F(table, {maxT, D}), NH + NKV);
+    std::vector<double> packed(B * T * rot), want(B * T * rot);
+    for (int64_t r = 0; r < B * T; ++r) {
+      for (int64_t c = 0; c < rot; ++c) packed[r * rot + c] = before[r * W + c];
+    }
+    k::RopeForwardReference(want.data(), packed.data(), B, T, NH + NKV, D, theta, 0);
+    std::vector<float> got(B * T * rot);
+    for (int64_t r = 0; r < B * T; ++r) {
+      for (int64_t c = 0; c < rot; ++c) got[r * rot + c] = qkv[r * W + c];
+      for (int64_t c = rot; c < W; ++c) EXPECT_EQ(qkv[r * W + c], before[r * W + c]);
+    }
+    EXPECT_LE(Excess(got, want, 1e-6, 1e-6), 1);
+    // Backward with a position offset: the inverse rotation, into a separate buffer.
+    auto dout = Random(B * T * W, 36);
+    std::vector<float> dinp(B * T * W, 0.f);
+    ops_.RopeBackward(F(dinp, {B, T, W}), F(dout, {B, T, W}), F(table, {maxT, D}), NH + NKV, 2);
+    for (int64_t r = 0; r < B * T; ++r) {
+      for (int64_t c = 0; c < rot; ++c) packed[r * rot + c] = dout[r * W + c];
+    }
+    k::RopeBackwardReference(want.data(), packed.data(), B, T, NH + NKV, D, theta, 2);
+    for (int64_t r = 0; r < B * T; ++r) {
+      for (int64_t c = 0; c < rot; ++c) got[r * rot + c] = dinp[r * W + c];
+    }
+    EXPECT_LE(Excess(got, want, 1e-6, 1e-6), 1);
+  }
+  {  // SwiGLU on [gate | up]; the backward in place on the pre-activations.
+    const int64_t N = 5, I = 12;
+    auto inp = Random(N * 2 * I, 37, 4.f), dout = Random(N * I, 38);
+    std::vector<float> out(N * I);
+    ops_.SwigluForward(F(out, {N, I}), F(inp, {N, 2 * I}));
+    std::vector<double> rout(N * I), rdinp(N * 2 * I);
+    const auto id = Wide(inp), dd = Wide(dout);
+    k::SwiGluForwardReference(rout.data(), id.data(), N, I);
+    k::SwiGluBackwardReference(rdinp.data(), id.data(), dd.data(), N, I);
+    EXPECT_LE(Excess(out, rout, 1e-6, 1e-5), 1);
+    ops_.SwigluBackward(F(inp, {N, 2 * I}), F(inp, {N, 2 * I}), F(dout, {N, I}));
+    EXPECT_LE(Excess(inp, rdinp, 1e-6, 1e-5), 1);
+  }
+  {  // Grouped-query attention, 4 query heads over 2 kv heads.
+    const int B = 2, T = 6, NH = 4, NKV = 2, HS = 8;
+    const int64_t C = NH * HS, W = (NH + 2 * NKV) * HS;
+    auto qkv = Random(B * T * W, 39), dout = Random(B * T * C, 40);
+    std::vector<float> out(B * T * C), state(ops_.GqaStateElements(B, T, NH, NKV, HS));
+    std::vector<float> scratch(ops_.GqaScratchElements(B, T, NH, NKV, HS)), dqkv(B * T * W);
+    const int64_t S = static_cast<int64_t>(scratch.size());
+    ops_.GqaAttentionForward(F(out, {B, T, C}), F(state, {int64_t(state.size())}), F(scratch, {S}),
+                             F(qkv, {B, T, W}), NH, NKV);
+    ops_.GqaAttentionBackward(F(dqkv, {B, T, W}), F(scratch, {S}), F(dout, {B, T, C}),
+                              F(qkv, {B, T, W}), F(state, {int64_t(state.size())}), NH, NKV);
+    std::vector<double> rout(B * T * C), ratt(int64_t{B} * NH * T * T), rdqkv(B * T * W);
+    const auto qd = Wide(qkv), dd = Wide(dout);
+    k::GqaForwardReference(rout.data(), ratt.data(), qd.data(), B, T, NH, NKV, HS);
+    k::GqaBackwardReference(rdqkv.data(), dd.data(), qd.data(), ratt.data(), B, T, NH, NKV, HS);
+    EXPECT_LE(Excess(out, rout, 1e-6, 1e-5), 1);
+    EXPECT_LE(Excess(dqkv, rdqkv, 1e-5, 1e-5), 1);
+  }
+  EXPECT_THAT(ops_.status(), IsOk());
+}
+
+TEST_F(CpuOpsTest, LlamaLayersRefuseBadShapesByName) {
+  std::vector<float> a(64), b(64), c(256);
+  struct Case {
+    std::function<void(Ops&)> call;
+    const char* want;
+  };
+  const Case cases[] = {
+      {[&](Ops& o) {
+         o.RmsNormForward(F(a, {4, 8}), View(), F(a, {4, 8}), F(b, {6}), 1e-5f);
+       },
+       "RmsNormForward: inp's last dimension is not weight's C"},
+      {[&](Ops& o) {
+         o.RmsNormForward(F(a, {4, 8}), View(), F(a, {4, 8}), F(b, {8}), -1.f);
+       },
+       "eps = -1 is negative"},
+      {[&](Ops& o) {
+         o.RopeTable(F(a, {8, 7}), 1e4);
+       },
+       "D = 7 is not even"},
+      {[&](Ops& o) {
+         o.RopeTable(F(a, {8, 8}), 0);
+       },
+       "theta = 0"},
+      {[&](Ops& o) {
+         o.RopeForward(F(a, {1, 4, 16}), F(a, {1, 4, 16}), F(b, {2, 8}), 2);
+       },
+       "positions [0, 4) are not all in the table's [0, 2)"},
+      {[&](Ops& o) {
+         o.RopeForward(F(a, {1, 4, 16}), F(a, {1, 4, 16}), F(b, {8, 8}), 3);
+       },
+       "n_heads = 3 heads of D = 8 do not fit"},
+      {[&](Ops& o) {
+         o.SwigluForward(F(a, {4, 8}), F(a, {4, 16}));
+       },
+       "out overlaps inp"},
+      {[&](Ops& o) {
+         o.SwigluForward(F(b, {4, 8}), F(a, {4, 8}));
+       },
+       "inp's last dimension is not 2 × out's I"},
+      {[&](Ops& o) {
+         o.GqaAttentionForward(F(a, {1, 4, 12}), F(b, {64}), View(), F(c, {1, 4, 40}), 3, 2);
+       },
+       "GqaAttentionForward: NKV = 2 does not divide NH = 3"},
+      {[&](Ops& o) {
+         o.GqaAttentionForward(F(a, {1, 4, 16}), F(b, {64}), View(), F(c, {1, 4, 40}), 4, 2);
+       },
+       "qkv"},
+  };
+  for (const Case& t : cases) {
+    CpuOps ops(&alloc_);
+    t.call(ops);
+    EXPECT_THAT(ops.status(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(t.want)))
+        << t.want;
+  }
 }
 
 TEST_F(CpuOpsTest, BadArgumentsNameTheOperationAndStick) {

@@ -11,8 +11,12 @@
 #include "kernels/cuda_common/cuda_status.h"
 #include "kernels/encoder/cuda/encoder_cuda.h"
 #include "kernels/gelu/cuda/gelu_cuda.h"
+#include "kernels/gqa/cuda/gqa_cuda.h"
 #include "kernels/layernorm/cuda/layernorm_cuda.h"
 #include "kernels/residual/cuda/residual_cuda.h"
+#include "kernels/rmsnorm/cuda/rmsnorm_cuda.h"
+#include "kernels/rope/cuda/rope_cuda.h"
+#include "kernels/swiglu/cuda/swiglu_cuda.h"
 
 namespace dstrain::device {
 namespace {
@@ -112,6 +116,14 @@ int64_t CudaOps::AttentionStateElements(int B, int T, int /*C*/, int NH) const {
 }
 
 int64_t CudaOps::AttentionScratchElements(int, int, int, int) const {
+  return 0;  // the kernels take theirs from the stream-ordered pool
+}
+
+int64_t CudaOps::GqaStateElements(int B, int T, int NH, int /*NKV*/, int /*HS*/) const {
+  return int64_t{B} * NH * T * T;  // the softmax probabilities, as on the CPU
+}
+
+int64_t CudaOps::GqaScratchElements(int, int, int, int, int) const {
   return 0;  // the kernels take theirs from the stream-ordered pool
 }
 
@@ -287,6 +299,61 @@ void CudaOps::DoAttentionBackward(View dqkv, View /*scratch*/, View dout, View q
   Check(g::AttentionBackward(*cublas_, F32(dqkv), F32(dout), F32(qkv), F32(state),
                              static_cast<int>(dout.dim(0)), static_cast<int>(dout.dim(1)),
                              static_cast<int>(dout.dim(2)), NH));
+}
+
+void CudaOps::DoRmsNormForward(View out, View rstd, View inp, View weight, float eps) {
+  const int C = static_cast<int>(weight.numel());
+  Check(g::RmsNormForward(F32(out), F32OrNull(rstd), F32(inp), F32(weight), inp.numel() / C, C, eps,
+                          stream()));
+}
+
+void CudaOps::DoRmsNormBackward(View dinp, View dweight, View dout, View inp, View weight,
+                                View rstd) {
+  const int C = static_cast<int>(weight.numel());
+  Check(g::RmsNormBackward(F32(dinp), F32(dweight), F32(dout), F32(inp), F32(weight), F32(rstd),
+                           inp.numel() / C, C, stream()));
+}
+
+void CudaOps::DoRopeTable(View table, double theta) {
+  Check(g::RopeTable(F32(table), static_cast<int>(table.dim(0)), static_cast<int>(table.dim(1)),
+                     theta, stream()));
+}
+
+void CudaOps::DoRopeForward(View out, View inp, View table, int n_heads, int pos_offset) {
+  Check(g::RopeForward(F32(out), out.dim(2), F32(inp), inp.dim(2), F32(table),
+                       static_cast<int>(table.dim(0)), static_cast<int>(inp.dim(0)),
+                       static_cast<int>(inp.dim(1)), n_heads, static_cast<int>(table.dim(1)),
+                       pos_offset, stream()));
+}
+
+void CudaOps::DoRopeBackward(View dinp, View dout, View table, int n_heads, int pos_offset) {
+  Check(g::RopeBackward(F32(dinp), dinp.dim(2), F32(dout), dout.dim(2), F32(table),
+                        static_cast<int>(table.dim(0)), static_cast<int>(dout.dim(0)),
+                        static_cast<int>(dout.dim(1)), n_heads, static_cast<int>(table.dim(1)),
+                        pos_offset, stream()));
+}
+
+void CudaOps::DoSwigluForward(View out, View inp) {
+  const int I = static_cast<int>(out.dim(-1));
+  Check(g::SwiGluForward(F32(out), F32(inp), out.numel() / I, I, stream()));
+}
+
+void CudaOps::DoSwigluBackward(View dinp, View inp, View dout) {
+  const int I = static_cast<int>(dout.dim(-1));
+  Check(g::SwiGluBackward(F32(dinp), F32(inp), F32(dout), dout.numel() / I, I, stream()));
+}
+
+void CudaOps::DoGqaAttentionForward(View out, View state, View /*scratch*/, View qkv, int NH,
+                                    int NKV) {
+  Check(g::GqaForward(*cublas_, F32(out), F32(state), F32(qkv), static_cast<int>(out.dim(0)),
+                      static_cast<int>(out.dim(1)), NH, NKV, static_cast<int>(out.dim(2) / NH)));
+}
+
+void CudaOps::DoGqaAttentionBackward(View dqkv, View /*scratch*/, View dout, View qkv, View state,
+                                     int NH, int NKV) {
+  Check(g::GqaBackward(*cublas_, F32(dqkv), F32(dout), F32(qkv), F32(state),
+                       static_cast<int>(dout.dim(0)), static_cast<int>(dout.dim(1)), NH, NKV,
+                       static_cast<int>(dout.dim(2) / NH)));
 }
 
 void CudaOps::DoGeluForward(View out, View inp) {

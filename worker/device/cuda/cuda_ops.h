@@ -51,6 +51,8 @@ class CudaOps final : public Ops {
   void WaitFor(Stream waiter, Stream producer) override;
   int64_t AttentionStateElements(int B, int T, int C, int NH) const override;
   int64_t AttentionScratchElements(int B, int T, int C, int NH) const override;
+  int64_t GqaStateElements(int B, int T, int NH, int NKV, int HS) const override;
+  int64_t GqaScratchElements(int B, int T, int NH, int NKV, int HS) const override;
   CudaAllocator& cuda_allocator() { return *allocator_; }
 
  protected:
@@ -80,6 +82,18 @@ class CudaOps final : public Ops {
   void DoGeluBackward(View dinp, View inp, View dout) override;
   void DoCrossEntropy(View losses, View logits, View targets, int V, float dlogits_scale) override;
   absl::StatusOr<double> DoMeanLoss(View losses) override;
+  void DoRmsNormForward(View out, View rstd, View inp, View weight, float eps) override;
+  void DoRmsNormBackward(View dinp, View dweight, View dout, View inp, View weight,
+                         View rstd) override;
+  void DoRopeTable(View table, double theta) override;
+  void DoRopeForward(View out, View inp, View table, int n_heads, int pos_offset) override;
+  void DoRopeBackward(View dinp, View dout, View table, int n_heads, int pos_offset) override;
+  void DoSwigluForward(View out, View inp) override;
+  void DoSwigluBackward(View dinp, View inp, View dout) override;
+  void DoGqaAttentionForward(View out, View state, View scratch, View qkv, int NH,
+                             int NKV) override;
+  void DoGqaAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH,
+                              int NKV) override;
   void DoAdamW(const AdamWViews& views, const AdamWArgs& args) override;
 
  private:

@@ -213,6 +213,76 @@ TEST_F(CudaOpsTest, ModelLayersAgreeWithTheCpu) {
   EXPECT_THAT(gpu_->status(), IsOk());
 }
 
+// The Llama layers: element-wise RoPE and SwiGLU within a few ulps (the GPU's own exp, sin and
+// cos rounding), C-long RMSNorm sums and T-long attention sums in another order (~1e-6).
+TEST_F(CudaOpsTest, LlamaLayersAgreeWithTheCpu) {
+  const int B = 2, T = 6, NH = 4, NKV = 2, HS = 8, maxT = 9, I = 24;
+  const int64_t BT = B * T, C = NH * HS, W = (NH + 2 * NKV) * HS;
+
+  // RMSNorm forward and its accumulating backward.
+  auto x = Random(BT * C, 50), w = Random(C, 51), dout = Random(BT * C, 52);
+  auto dinp = Random(BT * C, 53), dw = Random(C, 54);
+  std::vector<float> out(BT * C), rstd(BT);
+  tensor::Tensor d_x = Up(x, {B, T, C}), d_w = Up(w, {C}), d_dout = Up(dout, {B, T, C});
+  tensor::Tensor d_dinp = Up(dinp, {B, T, C}), d_dw = Up(dw, {C});
+  tensor::Tensor d_out = Up(out, {B, T, C}), d_rstd = Up(rstd, {BT});
+  cpu_.RmsNormForward(F(out, {B, T, C}), F(rstd, {BT}), F(x, {B, T, C}), F(w, {C}), 1e-6f);
+  cpu_.RmsNormBackward(F(dinp, {B, T, C}), F(dw, {C}), F(dout, {B, T, C}), F(x, {B, T, C}),
+                       F(w, {C}), F(rstd, {BT}));
+  gpu_->RmsNormForward(d_out.view(), d_rstd.view(), d_x.view(), d_w.view(), 1e-6f);
+  gpu_->RmsNormBackward(d_dinp.view(), d_dw.view(), d_dout.view(), d_x.view(), d_w.view(),
+                        d_rstd.view());
+  EXPECT_LE(Excess(Down(d_out), out, 1e-6, 1e-5), 1);
+  EXPECT_LE(Excess(Down(d_rstd), rstd, 0, 1e-5), 1);
+  EXPECT_LE(Excess(Down(d_dinp), dinp, 1e-6, 1e-5), 1);
+  EXPECT_LE(Excess(Down(d_dw), dw, 1e-5, 1e-5), 1);
+
+  // RoPE in place on the fused qkv, then GQA on it; both backward passes.
+  std::vector<float> table(maxT * HS);
+  cpu_.RopeTable(F(table, {maxT, HS}), 1e4);
+  tensor::Tensor d_table = Up(std::vector<float>(maxT * HS), {maxT, HS});
+  gpu_->RopeTable(d_table.view(), 1e4);
+  EXPECT_LE(Excess(Down(d_table), table, 1e-7, 1e-6), 1);
+  auto qkv = Random(BT * W, 55);
+  tensor::Tensor d_qkv = Up(qkv, {B, T, W});
+  cpu_.RopeForward(F(qkv, {B, T, W}), F(qkv, {B, T, W}), F(table, {maxT, HS}), NH + NKV);
+  gpu_->RopeForward(d_qkv.view(), d_qkv.view(), d_table.view(), NH + NKV);
+  EXPECT_LE(Excess(Down(d_qkv), qkv, 1e-6, 1e-5), 1);
+  std::vector<float> att(cpu_.GqaStateElements(B, T, NH, NKV, HS)), gout(BT * C);
+  std::vector<float> scratch(cpu_.GqaScratchElements(B, T, NH, NKV, HS)), dqkv(BT * W);
+  const int64_t S = static_cast<int64_t>(scratch.size()), A = static_cast<int64_t>(att.size());
+  cpu_.GqaAttentionForward(F(gout, {B, T, C}), F(att, {A}), F(scratch, {S}), F(qkv, {B, T, W}), NH,
+                           NKV);
+  cpu_.GqaAttentionBackward(F(dqkv, {B, T, W}), F(scratch, {S}), F(dout, {B, T, C}),
+                            F(qkv, {B, T, W}), F(att, {A}), NH, NKV);
+  cpu_.RopeBackward(F(dqkv, {B, T, W}), F(dqkv, {B, T, W}), F(table, {maxT, HS}), NH + NKV);
+  const int64_t GA = gpu_->GqaStateElements(B, T, NH, NKV, HS);
+  ASSERT_EQ(gpu_->GqaScratchElements(B, T, NH, NKV, HS), 0);
+  tensor::Tensor d_att = Up(std::vector<float>(GA), {GA});
+  tensor::Tensor d_gout = Up(std::vector<float>(BT * C), {B, T, C});
+  tensor::Tensor d_dqkv = Up(std::vector<float>(BT * W), {B, T, W});
+  gpu_->GqaAttentionForward(d_gout.view(), d_att.view(), View(), d_qkv.view(), NH, NKV);
+  gpu_->GqaAttentionBackward(d_dqkv.view(), View(), d_dout.view(), d_qkv.view(), d_att.view(), NH,
+                             NKV);
+  gpu_->RopeBackward(d_dqkv.view(), d_dqkv.view(), d_table.view(), NH + NKV);
+  EXPECT_LE(Excess(Down(d_gout), gout, 1e-5, 1e-5), 1);
+  EXPECT_LE(Excess(Down(d_dqkv), dqkv, 1e-5, 1e-4), 1);
+
+  // SwiGLU, the backward in place on [gate | up].
+  auto gu = Random(BT * 2 * I, 56, 4.f), sdout = Random(BT * I, 57);
+  std::vector<float> sout(BT * I);
+  tensor::Tensor d_gu = Up(gu, {BT, 2 * I}), d_sdout = Up(sdout, {BT, I});
+  tensor::Tensor d_sout = Up(sout, {BT, I});
+  cpu_.SwigluForward(F(sout, {BT, I}), F(gu, {BT, 2 * I}));
+  cpu_.SwigluBackward(F(gu, {BT, 2 * I}), F(gu, {BT, 2 * I}), F(sdout, {BT, I}));
+  gpu_->SwigluForward(d_sout.view(), d_gu.view());
+  gpu_->SwigluBackward(d_gu.view(), d_gu.view(), d_sdout.view());
+  EXPECT_LE(Excess(Down(d_sout), sout, 1e-6, 1e-5), 1);
+  EXPECT_LE(Excess(Down(d_gu), gu, 1e-6, 1e-5), 1);
+  EXPECT_THAT(gpu_->status(), IsOk());
+  EXPECT_THAT(cpu_.status(), IsOk());
+}
+
 // 16-bit storage: accumulation, scaling, conversion and fill round once, as the CPU does (to the
 // bit); the norm sums in double in another order.
 TEST_F(CudaOpsTest, SixteenBitArithmeticMatchesTheCpu) {
