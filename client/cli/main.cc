@@ -51,6 +51,7 @@
 #include "worker/launcher/launcher.h"
 #include "worker/model/param_layout.h"
 #include "worker/pipe/stage_estimate.h"
+#include "worker/trainer/job_model.h"
 #include "worker/trainer/trainer.h"
 #include "worker/zero/estimate.h"
 
@@ -197,7 +198,7 @@ int Validate(const std::vector<std::string>& args) {
 // the job's own offload settings where it sets them, DeepSpeed's defaults else).
 std::vector<zero::MemoryEstimate> OffloadEstimates(const config::JobSpec& spec,
                                                    const model::ParamLayout& layout,
-                                                   const model::GptConfig& shape, int world,
+                                                   int64_t activations, int world,
                                                    const device::Ops& ops) {
   std::vector<zero::MemoryEstimate> out;
   if (spec.zero.stage == 0) return out;  // offload needs ZeRO stage 1 or more
@@ -205,10 +206,8 @@ std::vector<zero::MemoryEstimate> OffloadEstimates(const config::JobSpec& spec,
        {config::OffloadDevice::kNone, config::OffloadDevice::kCpu, config::OffloadDevice::kNvme}) {
     config::ZeroConfig zero = spec.zero;
     zero.offload_optimizer.device = device;
-    out.push_back(zero::EstimateMemory(layout, shape, zero, spec.zero.stage, world,
-                                       static_cast<int>(spec.train_micro_batch_size_per_gpu),
-                                       spec.data.seq_len, ops, zero::StatePrecision::Of(spec), {},
-                                       pipe::StagePlan(spec, 1)));
+    out.push_back(zero::EstimateMemory(layout, activations, zero, spec.zero.stage, world, ops,
+                                       zero::StatePrecision::Of(spec)));
   }
   return out;
 }
@@ -240,8 +239,7 @@ int Estimate(const std::vector<std::string>& args) {
   flags::ParsedArgs parsed;
   auto spec = LoadJobArg(args, "estimate", {"json"}, &parsed);
   if (!spec.ok()) return Fail(spec.status(), 2);
-  const model::GptConfig shape = config::ModelShape(spec->model);
-  auto layout = model::ParamLayout::ForGpt(shape);
+  auto layout = trainer::JobModelLayout(*spec);
   if (!layout.ok()) return Fail(layout.status(), 2);
   // Each rank's kernels get an equal share of the CPUs, as under `dstrain launch`; the attention
   // backward's scratch depends on it.
@@ -254,11 +252,13 @@ int Estimate(const std::vector<std::string>& args) {
   tensor::CpuAllocator allocator;
   device::CpuOps ops(&allocator);
   // Per pipeline stage (one stage without pipeline): what the job's own setting holds.
-  auto stages = pipe::EstimateStages(*spec, ops);
+  auto stages = trainer::EstimateJobStages(*spec, ops);
   if (!stages.ok()) return Fail(stages.status(), 2);
+  auto activations = trainer::JobActivationBytes(*spec, ops, pipe::StagePlan(*spec, 1));
+  if (!activations.ok()) return Fail(activations.status(), 2);
   // Every optimizer offload setting at the job's stage (one stage without pipeline).
   const std::vector<zero::MemoryEstimate> offload =
-      spec->pipeline.stages == 1 ? OffloadEstimates(*spec, *layout, shape, n, ops)
+      spec->pipeline.stages == 1 ? OffloadEstimates(*spec, *layout, *activations, n, ops)
                                  : std::vector<zero::MemoryEstimate>{};
   if (parsed.Has("json")) {
     nlohmann::json out = {{"stages", pipe::StagesToJson(*stages, spec->model.n_layer)}};
@@ -278,10 +278,8 @@ int Estimate(const std::vector<std::string>& args) {
     // Every ZeRO stage side by side, for choosing one.
     std::vector<zero::MemoryEstimate> estimates;
     for (int stage = 0; stage <= 3; ++stage) {
-      estimates.push_back(zero::EstimateMemory(
-          *layout, shape, spec->zero, stage, n,
-          static_cast<int>(spec->train_micro_batch_size_per_gpu), spec->data.seq_len, ops,
-          zero::StatePrecision::Of(*spec), {}, pipe::StagePlan(*spec, 1)));
+      estimates.push_back(zero::EstimateMemory(*layout, *activations, spec->zero, stage, n, ops,
+                                               zero::StatePrecision::Of(*spec)));
     }
     std::printf("%s", zero::DescribeEstimates(estimates, layout->num_parameters()).c_str());
     std::printf("the job selects stage %d; %s\n\n", spec->zero.stage,
@@ -289,7 +287,8 @@ int Estimate(const std::vector<std::string>& args) {
                     ? "16-bit parameters and gradients, fp32 master weights and Adam moments"
                     : "fp32 parameters, gradients and Adam moments");
   }
-  std::printf("%s", pipe::DescribeStages(*stages, *spec).c_str());
+  // Per pipeline stage with the activation checkpointing choices, which only the GPT has.
+  if (spec->model.type == "gpt") std::printf("%s", pipe::DescribeStages(*stages, *spec).c_str());
   if (!offload.empty()) std::printf("\n%s", DescribeOffload(offload, *spec).c_str());
   return 0;
 }
@@ -313,9 +312,24 @@ int Export(const std::vector<std::string>& args) {
                     "--format: expected \"llmc\" or \"safetensors\", got \"", format, "\"")),
                 2);
   }
-  const absl::Status s = engine::ExportCheckpoint(
-      env::PosixEnv::Default(), parsed->positional[0], tag, out,
-      format == "llmc" ? engine::ExportFormat::kLlmc : engine::ExportFormat::kSafetensors);
+  const absl::Status s = [&]() -> absl::Status {
+    if (format == "llmc") {
+      return engine::ExportCheckpoint(env::PosixEnv::Default(), parsed->positional[0], tag, out,
+                                      engine::ExportFormat::kLlmc);
+    }
+    DT_ASSIGN_OR_RETURN(
+        const engine::CheckpointWeights w,
+        engine::ReadCheckpointWeights(env::PosixEnv::Default(), parsed->positional[0], tag));
+    // A job's checkpoint names its model (meta.job_model): the Llama's weights go out under
+    // Hugging Face's names. Any other checkpoint: every parameter under its own name.
+    if (const auto m = w.meta.find("job_model"); m != w.meta.end()) {
+      DT_ASSIGN_OR_RETURN(const config::ModelConfig model, trainer::ModelFromMeta(*m));
+      if (model.type == "llama") {
+        return trainer::WriteModelFile(out, model, w.layout, w.weights.data());
+      }
+    }
+    return engine::WriteSafetensors(env::PosixEnv::Default(), w, out);
+  }();
   if (!s.ok()) return Fail(s, 1);
   std::printf("wrote %s (%s) from %s (%s)\n", out.c_str(), format.c_str(),
               parsed->positional[0].c_str(), tag.c_str());

@@ -148,6 +148,13 @@ class ModuleModel::PassImpl final : public Pass {
   std::vector<tensor::Tensor> scratch_;  // freed by Finish
 };
 
+absl::StatusOr<model::ParamLayout> ModuleModel::DeclaredLayout(Module& module) {
+  Declarer declarer;
+  DT_RETURN_IF_ERROR(module.Declare(declarer));
+  if (!declarer.error().empty()) return absl::InvalidArgumentError(declarer.error());
+  return model::ParamLayout::FromDeclared(declarer.modules());
+}
+
 absl::StatusOr<std::unique_ptr<ModuleModel>> ModuleModel::Create(std::unique_ptr<Module> module,
                                                                  device::Ops* ops) {
   if (module == nullptr) return absl::InvalidArgumentError("no module");

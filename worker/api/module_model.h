@@ -22,6 +22,10 @@ class ModuleModel final : public model::Model {
   static absl::StatusOr<std::unique_ptr<ModuleModel>> Create(std::unique_ptr<Module> module,
                                                              device::Ops* ops);
 
+  // The layout `module` declares, without a device (what `dstrain estimate` and export need).
+  // The same errors as Create's declarations.
+  static absl::StatusOr<model::ParamLayout> DeclaredLayout(Module& module);
+
   const model::ParamLayout& layout() const override { return layout_; }
   device::Ops& ops() const override { return *ops_; }
   void set_matmul_precision(DType compute) override { matmul_ = compute; }

@@ -54,8 +54,6 @@ absl::Status ResolveModel(json* e, const std::string& base_dir, ModelConfig* out
       }
     }
   } else {
-    // The keys below are checked already so that a job written for the Llama fails on its own
-    // mistakes first.
     if (!m["padded_vocab_size"].is_null() &&
         m["padded_vocab_size"].get<int64_t>() != m["vocab_size"].get<int64_t>()) {
       return Error("model.padded_vocab_size",
@@ -84,9 +82,6 @@ absl::Status ResolveModel(json* e, const std::string& base_dir, ModelConfig* out
     if (!m["init_from"].get<std::string>().empty()) {
       return Error("model.init_from", "reads llm.c's GPT-2 files: not for model.type \"llama\"");
     }
-    return Error("model.type",
-                 "\"llama\" is not supported by the trainer yet (the decoder is being built on "
-                 "the library's dstrain::Module, docs/library.md)");
   }
   if (vocab > kMaxVocab) {
     return Error("model.vocab_size", "must be <= ", kMaxVocab,

@@ -29,6 +29,22 @@ absl::Status ResolvePipeline(const json& e, JobSpec* spec) {
                  "keeping activation checkpoints in host memory is not supported on CUDA devices "
                  "yet (job.device is \"cuda\")");
   }
+  if (spec->model.type == "llama") {
+    // What the GPT alone has (docs/job-file.md, "Llama").
+    if (p.stages > 1) {
+      return Error("job.pipeline_stages", "pipeline parallelism runs the GPT only (model.type \"",
+                   spec->model.type, "\")");
+    }
+    if (p.activation_checkpoint_interval > 0 || p.cpu_checkpointing) {
+      return Error(p.cpu_checkpointing ? "activation_checkpointing.cpu_checkpointing"
+                                       : "pipeline.activation_checkpoint_interval",
+                   "activation checkpointing runs for the GPT only (model.type \"llama\")");
+    }
+    if (spec->job.sample_every > 0 || spec->job.sample_tokens > 0) {
+      return Error(spec->job.sample_every > 0 ? "job.sample_every" : "job.sample_tokens",
+                   "sampling runs for the GPT only (model.type \"llama\")");
+    }
+  }
   if (p.stages == 1) return absl::OkStatus();
   if (spec->zero.stage >= 2) {
     return Error("zero_optimization.stage", spec->zero.stage,

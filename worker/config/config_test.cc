@@ -260,6 +260,33 @@ std::vector<ValidRow> ValidRows() {
        [](const JobSpec& s) { EXPECT_EQ(s.job.device, JobDevice::kCuda); }},
       {"DeviceCpu", [](json& j) { j["job"]["device"] = "cpu"; },
        [](const JobSpec& s) { EXPECT_EQ(s.job.device, JobDevice::kCpu); }},
+      {"LlamaWithDefaults",
+       [](json& j) {
+         j["model"]["type"] = "llama";
+         j["model"]["intermediate_size"] = 172;
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.model.type, "llama");
+         EXPECT_EQ(s.model.n_kv_head, s.model.n_head);
+         EXPECT_EQ(s.model.intermediate_size, 172);
+         EXPECT_EQ(s.model.rope_theta, 10000.0);
+         EXPECT_EQ(s.model.norm_eps, 1e-6);
+         EXPECT_EQ(s.model.padded_vocab_size, s.model.vocab_size);
+         EXPECT_EQ(s.effective["model"]["n_kv_head"], s.model.n_head);
+       }},
+      {"LlamaGroupedQueryAttention",
+       [](json& j) {
+         j["model"]["type"] = "llama";
+         j["model"]["n_kv_head"] = 2;
+         j["model"]["intermediate_size"] = 172;
+         j["model"]["rope_theta"] = 500000.0;
+         j["model"]["norm_eps"] = 1e-5;
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.model.n_kv_head, 2);
+         EXPECT_EQ(s.model.rope_theta, 500000.0);
+         EXPECT_EQ(s.model.norm_eps, 1e-5);
+       }},
       {"AdamRunsAdamW",
        [](json& j) {
          j["optimizer"] = {{"type", "Adam"}, {"params", {{"weight_decay", 0.1}}}};
@@ -1012,12 +1039,29 @@ std::vector<InvalidRow> InvalidRows() {
          j["model"]["padded_vocab_size"] = 384;
        },
        "model.padded_vocab_size: the Llama's embedding and head have exactly vocab_size rows"},
-      {"LlamaNotInTheTrainerYet",
+      {"LlamaPipelined",
        [](json& j) {
          j["model"]["type"] = "llama";
          j["model"]["intermediate_size"] = 128;
+         j["job"]["world_size"] = 2;
+         j["job"]["pipeline_stages"] = 2;
        },
-       "model.type: \"llama\" is not supported by the trainer yet"},
+       "job.pipeline_stages: pipeline parallelism runs the GPT only"},
+      {"LlamaSampling",
+       [](json& j) {
+         j["model"]["type"] = "llama";
+         j["model"]["intermediate_size"] = 128;
+         j["job"]["sample_every"] = 10;
+         j["job"]["sample_tokens"] = 10;
+       },
+       "job.sample_every: sampling runs for the GPT only"},
+      {"LlamaCheckpointing",
+       [](json& j) {
+         j["model"]["type"] = "llama";
+         j["model"]["intermediate_size"] = 128;
+         j["pipeline"]["activation_checkpoint_interval"] = 1;
+       },
+       "pipeline.activation_checkpoint_interval: activation checkpointing runs for the GPT only"},
       {"NHeadDoesNotDivide",
        [](json& j) {
          j["model"]["n_embd"] = 256;

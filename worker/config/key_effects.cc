@@ -40,9 +40,8 @@ constexpr char kLossScaler[] = "LossScalerOptions::FromConfig (worker/precision/
 constexpr char kAdam[] = "Engine::Step's AdamW update (worker/engine/engine.cc)";
 constexpr char kSchedule[] = "LrSchedule (worker/engine/lr_schedule.cc)";
 constexpr char kLlamaKey[] =
-    "ResolveModel (worker/config/config_job_blocks.cc): the Llama family's keys, refused with "
-    "model.type \"gpt\"; model.type \"llama\" itself is refused until the trainer builds the "
-    "Llama decoder";
+    "the Llama decoder's shape (worker/model/llama, built by worker/trainer/job_model.cc); refused "
+    "with model.type \"gpt\"";
 constexpr char kStage3[] = "ZeroConfig, read by stage 3's gathers (worker/zero)";
 
 // One row per key path of keys.cc, in its order.
@@ -379,17 +378,17 @@ constexpr KeyEffectRow kRows[] = {
              "DeepSpeed only compares it with the model's embedding size to print a warning; "
              "dstrain's vocabulary is model.vocab_size"),
     // dstrain's own blocks (docs/job-file.md).
-    Acts("model.type", "worker/model builds the GPT, the one model type"),
+    Acts("model.type", "worker/trainer/job_model.cc builds the GPT or the Llama"),
     Acts("model.n_layer", "worker/model: the GPT's shape"),
     Acts("model.n_head", "worker/model: the GPT's shape"),
     Acts("model.n_embd", "worker/model: the GPT's shape"),
     Acts("model.vocab_size", "worker/model: the GPT's shape"),
     Acts("model.block_size", "worker/model: the GPT's shape"),
     Acts("model.padded_vocab_size", "worker/model: the GPT's shape"),
-    RejectedBy("model.n_kv_head", kLlamaKey),
-    RejectedBy("model.intermediate_size", kLlamaKey),
-    RejectedBy("model.rope_theta", kLlamaKey),
-    RejectedBy("model.norm_eps", kLlamaKey),
+    Acts("model.n_kv_head", kLlamaKey),
+    Acts("model.intermediate_size", kLlamaKey),
+    Acts("model.rope_theta", kLlamaKey),
+    Acts("model.norm_eps", kLlamaKey),
     Acts("model.init_seed", "Engine::InitialParams"),
     Acts("model.init_from", "Engine::InitialParams"),
     Acts("data.train", "the trainer's data loader (worker/data)"),

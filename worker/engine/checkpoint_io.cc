@@ -403,16 +403,12 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* g
   return rank_state;
 }
 
-absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::string_view tag,
-                              const std::string& out_path, ExportFormat format) {
+absl::StatusOr<CheckpointWeights> ReadCheckpointWeights(env::Env* env, const std::string& root,
+                                                        absl::string_view tag) {
   DT_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(env, root, tag));
-  const bool module = internal::HoldsModule(*reader);
-  if (module && format == ExportFormat::kLlmc) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint ", reader->dir(),
-                     " holds a user module; llm.c's format holds the GPT only: export it as "
-                     "safetensors"));
-  }
+  CheckpointWeights out;
+  out.module = internal::HoldsModule(*reader);
+  out.meta = reader->manifest().meta;
   // The shards hold at least the fp32 weights: a model they cannot hold is refused before its
   // layout is built, whose work grows with its size (a damaged manifest may say 2^31 - 1 layers).
   double shard_bytes = 0;
@@ -426,40 +422,59 @@ absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::stri
     }
     return absl::OkStatus();
   };
-  model::GptConfig config;
-  model::ParamLayout layout;
   internal::SavedGrid saved;
-  if (module) {
-    DT_ASSIGN_OR_RETURN(layout, internal::ModuleLayoutFromManifest(*reader));
-    DT_RETURN_IF_ERROR(check_count(static_cast<double>(layout.total())));
-    DT_ASSIGN_OR_RETURN(saved, internal::ReadSavedGrid(*reader, layout));
+  if (out.module) {
+    DT_ASSIGN_OR_RETURN(out.layout, internal::ModuleLayoutFromManifest(*reader));
+    DT_RETURN_IF_ERROR(check_count(static_cast<double>(out.layout.total())));
+    DT_ASSIGN_OR_RETURN(saved, internal::ReadSavedGrid(*reader, out.layout));
   } else {
-    DT_ASSIGN_OR_RETURN(config, internal::ShapeFromManifest(*reader));
-    DT_RETURN_IF_ERROR(check_count(model::GptParameterCount(config)));
-    DT_ASSIGN_OR_RETURN(layout, model::ParamLayout::ForGpt(config));
-    DT_ASSIGN_OR_RETURN(saved, internal::ReadSavedGrid(*reader, config));
+    DT_ASSIGN_OR_RETURN(out.gpt, internal::ShapeFromManifest(*reader));
+    DT_RETURN_IF_ERROR(check_count(model::GptParameterCount(out.gpt)));
+    DT_ASSIGN_OR_RETURN(out.layout, model::ParamLayout::ForGpt(out.gpt));
+    DT_ASSIGN_OR_RETURN(saved, internal::ReadSavedGrid(*reader, out.gpt));
   }
   // The weights only, read in place; every shard is streamed through its checksum. A pipelined
   // checkpoint's stages each give their parameters.
-  std::vector<float> weights(layout.total(), 0.f);
+  out.weights.assign(out.layout.total(), 0.f);
   DT_RETURN_IF_ERROR(internal::ReadResharded(
-                         *reader, saved, layout, {zero::Piece{0, 0, layout.total()}}, /*arrays=*/1,
-                         [](int) { return true; },
+                         *reader, saved, out.layout, {zero::Piece{0, 0, out.layout.total()}},
+                         /*arrays=*/1, [](int) { return true; },
                          [&](int, int64_t flat, int64_t count, env::ByteSource& source) {
-                           return source.Read(weights.data() + flat, count * sizeof(float));
+                           return source.Read(out.weights.data() + flat, count * sizeof(float));
                          })
                          .status());
+  return out;
+}
+
+absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::string_view tag,
+                              const std::string& out_path, ExportFormat format) {
   if (format == ExportFormat::kLlmc) {
-    return model::WriteLlmcModel(out_path, config, layout, weights.data());
+    // Refused before any shard is read.
+    DT_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(env, root, tag));
+    if (internal::HoldsModule(*reader)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint ", reader->dir(),
+                       " holds a user module; llm.c's format holds the GPT only: export it as "
+                       "safetensors"));
+    }
   }
+  DT_ASSIGN_OR_RETURN(const CheckpointWeights w, ReadCheckpointWeights(env, root, tag));
+  if (format == ExportFormat::kLlmc) {
+    return model::WriteLlmcModel(out_path, w.gpt, w.layout, w.weights.data());
+  }
+  return WriteSafetensors(env, w, out_path);
+}
+
+absl::Status WriteSafetensors(env::Env* env, const CheckpointWeights& w,
+                              const std::string& out_path) {
   std::map<std::string, std::string> metadata = {
       {"format", "dstrain"},
-      {"model", module ? "module" : "gpt"},
-      {"step", absl::StrCat(reader->manifest().meta.value("step", int64_t{0}))}};
+      {"model", w.module ? "module" : "gpt"},
+      {"step", absl::StrCat(w.meta.value("step", int64_t{0}))}};
   std::string header;
-  DT_ASSIGN_OR_RETURN(
-      const std::vector<absl::string_view> pieces,
-      model::SafetensorsPieces(model::LayoutTensors(layout, weights.data()), metadata, &header));
+  DT_ASSIGN_OR_RETURN(const std::vector<absl::string_view> pieces,
+                      model::SafetensorsPieces(model::LayoutTensors(w.layout, w.weights.data()),
+                                               metadata, &header));
   return env::WriteFileAtomically(env, out_path, pieces);
 }
 

@@ -74,6 +74,20 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
 absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* group,
                                            const CheckpointOptions& options, absl::string_view tag);
 
+// The fp32 weights of committed checkpoint `tag` under `root` (master weights under mixed
+// precision), reassembled from every rank's shard, each streamed through its checksum. Needs no
+// engine and no other ranks. kNotFound when nothing is committed; kDataLoss for a damaged
+// checkpoint, naming the file.
+struct CheckpointWeights {
+  model::ParamLayout layout;   // the GPT's, or the module's as its manifest declares it
+  std::vector<float> weights;  // layout.total() floats in its order
+  nlohmann::json meta;         // the manifest's meta (the saving job's fields among them)
+  bool module = false;         // a user module's (meta.model.type "module"), not the GPT's
+  model::GptConfig gpt;        // the GPT's shape (not a module's)
+};
+absl::StatusOr<CheckpointWeights> ReadCheckpointWeights(env::Env* env, const std::string& root,
+                                                        absl::string_view tag);
+
 // `dstrain export`: the fp32 weights of committed checkpoint `tag` under `root` (master weights
 // under mixed precision), reassembled from every rank's shard (each streamed through its checksum;
 // only the weights are kept), written atomically to `out_path` as one llm.c model file (magic
@@ -81,6 +95,9 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* g
 // or as safetensors (model/safetensors.h): every parameter under its layout name, metadata
 // format "dstrain", model "gpt" or "module" and the step. Needs no engine and no other ranks.
 enum class ExportFormat { kLlmc, kSafetensors };
+// The safetensors half of ExportCheckpoint, for weights read already.
+absl::Status WriteSafetensors(env::Env* env, const CheckpointWeights& weights,
+                              const std::string& out_path);
 absl::Status ExportCheckpoint(env::Env* env, const std::string& root, absl::string_view tag,
                               const std::string& out_path,
                               ExportFormat format = ExportFormat::kLlmc);

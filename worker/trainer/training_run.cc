@@ -4,6 +4,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/paths/beneath.h"
@@ -15,7 +16,9 @@
 #include "worker/env/env.h"
 #include "worker/model/gpt.h"
 #include "worker/model/llmc_format.h"
+#include "worker/model/param_access.h"
 #include "worker/trainer/drain.h"
+#include "worker/trainer/job_model.h"
 #include "worker/trainer/sampler.h"
 #include "worker/zero/estimate.h"
 #include "worker/zero/zero_state.h"
@@ -208,21 +211,22 @@ absl::Status TrainingRun::BuildData() {
 }
 
 // Phase 3: the model and its engine on this rank's device.
-absl::StatusOr<std::unique_ptr<model::Gpt>> TrainingRun::BuildModel() {
-  const model::GptConfig shape = config::ModelShape(spec_.model);
+absl::StatusOr<std::unique_ptr<model::Model>> TrainingRun::BuildModel() {
   const model::ActivationPlan plan = pipe::StagePlan(
       spec_,
       pipelined() ? pipe::TrainBuffers(spec_.pipeline.stages, static_cast<int>(gas_), stage_) : 1);
-  if (!pipelined()) {
-    DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(shape, &ops()));
-    gpt->set_activation_plan(plan);
-    return gpt;
-  }
-  DT_ASSIGN_OR_RETURN(partition_, pipe::PartitionLayers(shape, spec_.pipeline.stages,
-                                                        spec_.pipeline.partition_method));
-  DT_ASSIGN_OR_RETURN(auto gpt, model::Gpt::Create(shape, &ops(), partition_[stage_].blocks));
-  gpt->set_activation_plan(plan);
-  return gpt;
+  if (!pipelined()) return BuildJobModel(spec_, &ops(), {}, plan);
+  DT_ASSIGN_OR_RETURN(partition_,
+                      pipe::PartitionLayers(config::ModelShape(spec_.model), spec_.pipeline.stages,
+                                            spec_.pipeline.partition_method));
+  return BuildJobModel(spec_, &ops(), partition_[stage_].blocks, plan);
+}
+
+model::Batch TrainingRun::TokenBatch() const {
+  model::Batch batch;
+  batch.Add("tokens", {DType::kI32, {B_, T_}, x_.data()})
+      .Add("targets", {DType::kI32, {B_, T_}, y_.data()});
+  return batch;
 }
 
 absl::Status TrainingRun::BuildEngine() {
@@ -231,9 +235,15 @@ absl::Status TrainingRun::BuildEngine() {
         "activation_checkpointing.cpu_checkpointing: keeping activation checkpoints in host "
         "memory is not supported on CUDA devices yet");
   }
+  for (const std::string* path : {&options_.save_model, &options_.save_initial_model}) {
+    // Known before training rather than found out at its end.
+    if (spec_.model.type == "llama" && !path->empty() && !absl::EndsWith(*path, ".safetensors")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          *path, ": the Llama's weights are written as safetensors (name the file *.safetensors)"));
+    }
+  }
   DT_ASSIGN_OR_RETURN(auto gpt, BuildModel());
-  DT_ASSIGN_OR_RETURN(const model::ParamLayout whole,
-                      model::ParamLayout::ForGpt(config::ModelShape(spec_.model)));
+  DT_ASSIGN_OR_RETURN(const model::ParamLayout whole, JobModelLayout(spec_));
   const int64_t num_params = whole.num_parameters();
   // dstrain estimate's figures for this rank's stage, as an out-of-memory error quotes them.
   DT_ASSIGN_OR_RETURN(const std::string expected, Expectation());
@@ -266,18 +276,24 @@ absl::Status TrainingRun::BuildEngine() {
   {
     DT_ASSIGN_OR_RETURN(std::vector<float> params, GatherModel());
     if (leader_ && !options_.save_initial_model.empty()) {
-      DT_RETURN_IF_ERROR(model::WriteLlmcModel(options_.save_initial_model, engine_->gpt().config(),
-                                               whole, params.data()));
+      DT_RETURN_IF_ERROR(
+          WriteModelFile(options_.save_initial_model, spec_.model, whole, params.data()));
     }
   }
+  const std::string shape =
+      spec_.model.type == "llama"
+          ? absl::StrFormat("Llama L=%d H=%d KV=%d C=%d I=%d V=%d T=%d", spec_.model.n_layer,
+                            spec_.model.n_head, spec_.model.n_kv_head, spec_.model.n_embd,
+                            spec_.model.intermediate_size, spec_.model.vocab_size, T_)
+          : absl::StrFormat("GPT L=%d H=%d C=%d V=%d T=%d", spec_.model.n_layer, spec_.model.n_head,
+                            spec_.model.n_embd, spec_.model.vocab_size, T_);
   absl::FPrintF(log_,
-                "dstrain train: %s | GPT L=%d H=%d C=%d V=%d T=%d | %.2fM parameters | "
+                "dstrain train: %s | %s | %.2fM parameters | "
                 "micro-batch %d x %d tokens, accumulation %d, %d rank(s), %d threads each, "
                 "ZeRO stage %d, %s | %s\n",
-                spec_.job.name.empty() ? "job" : spec_.job.name, spec_.model.n_layer,
-                spec_.model.n_head, spec_.model.n_embd, spec_.model.vocab_size, T_,
-                num_params / 1e6, B_, T_, gas_, spec_.data_parallel_size, threads_,
-                spec_.zero.stage, config::PrecisionName(spec_), ops().Describe());
+                spec_.job.name.empty() ? "job" : spec_.job.name, shape, num_params / 1e6, B_, T_,
+                gas_, spec_.data_parallel_size, threads_, spec_.zero.stage,
+                config::PrecisionName(spec_), ops().Describe());
   absl::FPrintF(log_, "data: %s (%d tokens)%s\n", spec_.data.train, train_tokens_,
                 val_loader_ ? absl::StrCat(", val ", spec_.data.val) : "");
   checkpoints_.env = env::PosixEnv::Default();
@@ -297,7 +313,7 @@ absl::Status TrainingRun::BuildEngine() {
 
 absl::StatusOr<std::string> TrainingRun::Expectation() const {
   DT_ASSIGN_OR_RETURN(const std::vector<pipe::StageEstimate> stages,
-                      pipe::EstimateStages(spec_, device_->ops()));
+                      EstimateJobStages(spec_, device_->ops()));
   const zero::MemoryEstimate& e = stages[stage_].memory;
   const int64_t total =
       e.model_states() + e.activations + e.comm_buffers_peak + e.gathered_params_peak;
@@ -366,7 +382,11 @@ absl::StatusOr<engine::StepStats> TrainingRun::TrainStep() {
   std::optional<engine::StepStats> stats;
   for (int64_t micro = 0; micro < gas_; ++micro) {
     train_loader_->NextBatch(x_.data(), y_.data());
-    DT_RETURN_IF_ERROR(engine_->Forward(x_.data(), y_.data()).status());
+    if (engine_->is_gpt()) {
+      DT_RETURN_IF_ERROR(engine_->Forward(x_.data(), y_.data()).status());
+    } else {
+      DT_RETURN_IF_ERROR(engine_->Forward(TokenBatch()).status());
+    }
     DT_RETURN_IF_ERROR(engine_->Backward());
     DT_ASSIGN_OR_RETURN(stats, engine_->Step());
   }
@@ -495,8 +515,15 @@ absl::StatusOr<double> TrainingRun::Evaluate() {
   double sum = 0;
   for (int i = 0; i < n; ++i) {
     loader.NextBatch(x_.data(), y_.data());
-    DT_ASSIGN_OR_RETURN(float loss,
-                        engine_->gpt().Forward(params.view(), x_.data(), y_.data(), B_, T_));
+    float loss = 0;
+    if (engine_->is_gpt()) {
+      DT_ASSIGN_OR_RETURN(loss,
+                          engine_->gpt().Forward(params.view(), x_.data(), y_.data(), B_, T_));
+    } else {
+      // The gathered parameters as the model's flat buffer: no gradients, no ZeRO collectives.
+      model::FlatParamAccess access(engine_->model().layout(), params.view());
+      DT_ASSIGN_OR_RETURN(loss, engine_->model().Forward(access, TokenBatch(), std::nullopt));
+    }
     sum += loss;
   }
   return n > 0 ? sum / n : 0.0;
@@ -512,8 +539,8 @@ absl::StatusOr<std::string> TrainingRun::SaveCheckpoint(int64_t step, JsonLine* 
   const data::LoaderState at = train_loader_->State();
   const nlohmann::json position = {{"epoch", at.epoch}, {"index", at.index}};
   const std::string tag = absl::StrFormat("step_%08d", step);
-  DT_RETURN_IF_ERROR(
-      engine::SaveCheckpoint(*engine_, job_group(), checkpoints_, tag, position.dump()));
+  DT_RETURN_IF_ERROR(engine::SaveCheckpoint(*engine_, job_group(), checkpoints_, tag,
+                                            position.dump(), {{"job_model", ModelMeta(spec_)}}));
   if (line != nullptr) line->Add("checkpoint_s", Seconds(start, Clock::now()));
   if (leader_) {
     DT_ASSIGN_OR_RETURN(
@@ -615,11 +642,9 @@ absl::StatusOr<TrainResult> TrainingRun::Finish() {
   if (spec_.job.sample_tokens > 0) DT_RETURN_IF_ERROR(PrintSample(spec_.data.seed, "sample"));
   {
     DT_ASSIGN_OR_RETURN(std::vector<float> params, GatherModel());
-    DT_ASSIGN_OR_RETURN(const model::ParamLayout whole,
-                        model::ParamLayout::ForGpt(config::ModelShape(spec_.model)));
+    DT_ASSIGN_OR_RETURN(const model::ParamLayout whole, JobModelLayout(spec_));
     if (leader_ && !options_.save_model.empty()) {
-      DT_RETURN_IF_ERROR(model::WriteLlmcModel(options_.save_model, engine_->gpt().config(), whole,
-                                               params.data()));
+      DT_RETURN_IF_ERROR(WriteModelFile(options_.save_model, spec_.model, whole, params.data()));
       absl::FPrintF(log_, "model written to %s\n", options_.save_model);
     }
   }

@@ -73,7 +73,10 @@ class TrainingRun {
     return world_group_ != nullptr ? world_group_.get() : dp_.get();
   }
   // The model of this rank's stage (the whole model without pipeline) and its activation plan.
-  absl::StatusOr<std::unique_ptr<model::Gpt>> BuildModel();
+  absl::StatusOr<std::unique_ptr<model::Model>> BuildModel();
+  // The micro-batch in x_ and y_ as a model::Batch ("tokens", "targets": int32 (B, T)), for
+  // models other than the GPT.
+  model::Batch TokenBatch() const;
   // The whole model's fp32 parameters in its flat layout on the leader (empty elsewhere):
   // collective over the stage's data-parallel group and, pipelined, over the pipeline of data
   // rank 0, whose stages send theirs to stage 0.

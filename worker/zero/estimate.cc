@@ -21,6 +21,13 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::Gpt
                               const config::ZeroConfig& zero, int stage, int world, int B, int T,
                               const device::Ops& ops, const StatePrecision& precision,
                               model::BlockRange range, const model::ActivationPlan& plan) {
+  return EstimateMemory(layout, GptActivationBytes(model, B, T, ops, range, plan), zero, stage,
+                        world, ops, precision);
+}
+
+MemoryEstimate EstimateMemory(const model::ParamLayout& layout, int64_t activations,
+                              const config::ZeroConfig& zero, int stage, int world,
+                              const device::Ops& ops, const StatePrecision& precision) {
   const bool mixed = precision.storage != DType::kF32;
   MemoryEstimate e;
   e.stage = stage;
@@ -45,7 +52,7 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::Gpt
     e.optimizer_state =
         OptimizerSwap::BufferBytes(windows, arrays, zero.offload_optimizer.buffer_count);
   }
-  e.activations = GptActivationBytes(model, B, T, ops, range, plan);
+  e.activations = activations;
 
   // The largest unit besides the one holding the embedding, and likewise for modules (a middle
   // pipeline stage holds no embedding).

@@ -57,6 +57,11 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::Gpt
                               const device::Ops& ops, const StatePrecision& precision = {},
                               model::BlockRange range = {}, const model::ActivationPlan& plan = {});
 
+// The same for any model (a module's layout, no tied embedding), its activation bytes given.
+MemoryEstimate EstimateMemory(const model::ParamLayout& layout, int64_t activations,
+                              const config::ZeroConfig& zero, int stage, int world,
+                              const device::Ops& ops, const StatePrecision& precision = {});
+
 // A table of every stage for the job, as `dstrain estimate` prints it.
 std::string DescribeEstimates(const std::vector<MemoryEstimate>& estimates, int64_t num_parameters);
 

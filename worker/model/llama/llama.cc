@@ -206,6 +206,25 @@ absl::StatusOr<float> Llama::Forward(Pass& pass, const Batch& batch) {
   return static_cast<float>(loss);
 }
 
+int64_t Llama::ActivationBytes(const device::Ops& ops, int64_t B, int64_t T) const {
+  // Mirrors Forward's and Backward's allocations; llama_test checks it against the allocator.
+  const LlamaConfig& c = config_;
+  const int64_t BT = B * T, C = c.n_embd, V = c.vocab_size, I = c.intermediate_size;
+  const int64_t W = c.qkv_rows(), HS = c.head_dim();
+  const int64_t state = ops.GqaStateElements(static_cast<int>(B), static_cast<int>(T), c.n_head,
+                                             c.n_kv_head, static_cast<int>(HS));
+  const int64_t gqa = ops.GqaScratchElements(static_cast<int>(B), static_cast<int>(T), c.n_head,
+                                             c.n_kv_head, static_cast<int>(HS));
+  // tokens, targets (int32) | rope table, residual 0 | per layer: norm1, rstd1, qkv, att,
+  // attout, mid, norm2, rstd2, gu, h, residual | fnorm, frstd, logits, losses.
+  const int64_t kept = 2 * BT + T * HS + BT * C +
+                       c.n_layer * (BT * C * 5 + 2 * BT + BT * W + state + 2 * BT * I + BT * I) +
+                       BT * C + 2 * BT + BT * V;
+  const int64_t forward_scratch = T * C + gqa;                                  // zero_pos, gqa
+  const int64_t backward_scratch = 2 * BT * C + BT * I + BT * W + gqa + T * C;  // dx dc dh dqkv
+  return 4 * (kept + std::max(forward_scratch, backward_scratch));
+}
+
 absl::Status Llama::Backward(Pass& pass) {
   const LlamaConfig& c = config_;
   DT_ASSIGN_OR_RETURN(View tokens, pass.Saved("tokens"));

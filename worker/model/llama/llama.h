@@ -82,6 +82,12 @@ class Llama final : public Module {
   int layer_module(int layer) const { return 1 + layer; }
   int head_module() const { return config_.n_layer + 1; }
 
+  // Peak bytes of activation memory a training micro-batch of B × T tokens takes on `ops`'s
+  // device: what Forward keeps for Backward (the inputs, every layer's saved tensors, the
+  // logits) plus the larger of the two passes' scratch, exactly as they allocate it (allocator
+  // alignment aside). `dstrain estimate` and the out-of-memory message quote it.
+  int64_t ActivationBytes(const device::Ops& ops, int64_t B, int64_t T) const;
+
   absl::Status Declare(Declarer& declarer) override;
   absl::StatusOr<float> Forward(Pass& pass, const Batch& batch) override;
   absl::Status Backward(Pass& pass) override;

@@ -183,6 +183,33 @@ TEST(Llama, LaysOutOneModulePerLayerAndMapsEveryRowToHuggingFace) {
 // an embedding row). 3e-4 + 2% leaves room for both; a wrong term (a missing RoPE sign, a kv
 // gradient not summed over its group, RoPE's backward left out) is off by O(|g|): each of those
 // fails here.
+// ActivationBytes, what `dstrain estimate` quotes, is what a training micro-batch takes: the
+// allocator's activation peak over a forward and its backward, with GQA and without.
+TEST(Llama, ActivationBytesIsTheAllocatorsPeak) {
+  for (int n_kv : {2, 4}) {
+    LlamaConfig c = Tiny();
+    c.n_kv_head = n_kv;
+    CpuDevice dev;
+    auto m = MakeModel(&dev.ops, c);
+    ASSERT_NE(m, nullptr);
+    const int64_t n = m->layout().total();
+    std::vector<float> params(n, 0.01f), grads(n, 0.f);
+    model::FlatParamAccess access(m->layout(), tensor::View::Flat(params.data(), DType::kF32, n),
+                                  tensor::View::Flat(grads.data(), DType::kF32, n));
+    const Data data = MakeData(1, 3, 11, c.vocab_size);
+    dev.alloc.ResetPeaks();
+    const int64_t before =
+        dev.alloc.Stats().current[static_cast<int>(tensor::MemoryCategory::kActivations)];
+    ASSERT_THAT(m->Forward(access, data.batch(), model::LossGrad{1.0, 1}), IsOk());
+    ASSERT_THAT(m->Backward(access), IsOk());
+    const int64_t peak =
+        dev.alloc.Stats().peak[static_cast<int>(tensor::MemoryCategory::kActivations)];
+    auto llama = Llama::Create(c);
+    ASSERT_THAT(llama, IsOk());
+    EXPECT_EQ((*llama)->ActivationBytes(dev.ops, 3, 11), peak - before) << "n_kv_head " << n_kv;
+  }
+}
+
 TEST(Llama, GradientsMatchFiniteDifferences) {
   CpuDevice dev;
   auto m = MakeModel(&dev.ops);
