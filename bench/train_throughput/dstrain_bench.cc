@@ -2,6 +2,7 @@
 //
 //   dstrain_bench --layers 4 --embd 256 --heads 4 --vocab 8192 --seq 256 --batch 8 --steps 10
 //                 [--precision fp32|bf16|fp16] [--device cpu|cuda] [--peak-tflops F]
+//                 [--model gpt|llama --kv-heads K --intermediate I]
 //
 // Prints one JSON line: {"tokens_per_s": median over the measured steps, ...}; on CUDA also the
 // device's peak memory and, with --peak-tflops (the device's dense peak for the precision), the
@@ -24,17 +25,18 @@
 #endif
 #include "worker/engine/engine.h"
 #include "worker/model/gpt.h"
+#include "worker/trainer/job_model.h"
 #include "worker/trainer/trainer.h"
 
 namespace dstrain {
 namespace {
 
 int Run(int argc, char** argv) {
-  auto args =
-      flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
-                       {"layers", "embd", "heads", "vocab", "padded-vocab", "seq", "batch", "steps",
-                        "warmup", "threads", "max-seq", "precision", "device", "peak-tflops"},
-                       {});
+  auto args = flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
+                               {"layers", "embd", "heads", "vocab", "padded-vocab", "seq", "batch",
+                                "steps", "warmup", "threads", "max-seq", "precision", "device",
+                                "peak-tflops", "model", "kv-heads", "intermediate"},
+                               {});
   if (!args.ok()) {
     absl::FPrintF(stderr, "%s\n", args.status().message());
     return 2;
@@ -57,14 +59,29 @@ int Run(int argc, char** argv) {
     return 2;
   }
 
+  const std::string model_type = args->Has("model") ? args->Get("model") : "gpt";
+  std::string model_block;
+  if (model_type == "gpt") {
+    model_block = absl::StrFormat(
+        R"({"type": "gpt", "n_layer": %d, "n_head": %d, "n_embd": %d, "vocab_size": %d,
+            "padded_vocab_size": %d, "block_size": %d})",
+        L, NH, C, V, Vp, maxT);
+  } else if (model_type == "llama") {
+    model_block = absl::StrFormat(
+        R"({"type": "llama", "n_layer": %d, "n_head": %d, "n_kv_head": %d, "n_embd": %d,
+            "intermediate_size": %d, "vocab_size": %d, "block_size": %d})",
+        L, NH, *args->GetInt("kv-heads", NH), C, *args->GetInt("intermediate", 4 * C), V, maxT);
+  } else {
+    absl::FPrintF(stderr, "--model: expected gpt or llama, got %s\n", model_type);
+    return 2;
+  }
   const std::string job = absl::StrFormat(
       R"({"train_micro_batch_size_per_gpu": %d, "gradient_accumulation_steps": 1,
           "optimizer": {"type": "AdamW", "params": {"lr": 3e-4, "weight_decay": 0.0}},
-          "model": {"type": "gpt", "n_layer": %d, "n_head": %d, "n_embd": %d,
-                    "vocab_size": %d, "padded_vocab_size": %d, "block_size": %d},
+          "model": %s,
           "data": {"train": "unused.bin", "seq_len": %d},
           "job": {"train_steps": %d} %s})",
-      B, L, NH, C, V, Vp, maxT, T, steps + warmup, precision_block);
+      B, model_block, T, steps + warmup, precision_block);
   auto spec = config::ParseJobSpec(job, ".");
   if (!spec.ok()) {
     absl::FPrintF(stderr, "%s\n", spec.status().message());
@@ -92,13 +109,12 @@ int Run(int argc, char** argv) {
     return 2;
   }
   tensor::Allocator& allocator = *ops->allocator();
-  model::GptConfig mc{L, NH, C, V, Vp, maxT};
-  auto gpt = model::Gpt::Create(mc, ops.get());
-  if (!gpt.ok()) {
-    absl::FPrintF(stderr, "%s\n", gpt.status().message());
+  auto model = trainer::BuildJobModel(*spec, ops.get());
+  if (!model.ok()) {
+    absl::FPrintF(stderr, "%s\n", model.status().message());
     return 2;
   }
-  auto engine = engine::Engine::Initialize(std::move(*gpt), *spec);
+  auto engine = engine::Engine::Initialize(std::move(*model), *spec);
   if (!engine.ok()) {
     absl::FPrintF(stderr, "%s\n", engine.status().message());
     return 1;
@@ -113,7 +129,11 @@ int Run(int argc, char** argv) {
   std::vector<double> secs;
   for (int s = 0; s < warmup + steps; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
-    auto loss = (*engine)->Forward(x.data(), y.data());
+    model::Batch batch;
+    batch.Add("tokens", {DType::kI32, {B, T}, x.data()})
+        .Add("targets", {DType::kI32, {B, T}, y.data()});
+    auto loss =
+        (*engine)->is_gpt() ? (*engine)->Forward(x.data(), y.data()) : (*engine)->Forward(batch);
     auto st = (*engine)->Backward();
     auto step = (*engine)->Step();
     const absl::Status synced = ops->Synchronize();  // the step's device work is done

@@ -3,6 +3,7 @@
 // in //docs/examples/mlp), Gloo groups, checkpoints saved, resumed, resharded and exported.
 #include "worker/api/engine.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -122,6 +123,45 @@ TEST(Initialize, OneProcessTrainsAModuleFromADeepSpeedConfig) {
   ASSERT_THAT(b, IsOk());
   EXPECT_EQ(b->size(), 16u);
   EXPECT_THAT(p->Get("fc9.w"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("fc9.w")));
+}
+
+// fp16 with dynamic loss scaling and an LR schedule, as a DeepSpeed config asks, for a module:
+// the scale reaches the module's loss gradient (Pass::loss_grad) and the schedule the steps.
+TEST(Initialize, Fp16LossScalingAndTheLrScheduleWorkForAModule) {
+  InitializeOptions o;
+  o.world_size = 1;
+  o.rank = 0;
+  o.device = "cpu";
+  auto e = Initialize(std::make_unique<Mlp>(), R"({
+    "train_batch_size": 32, "optimizer": {"type": "AdamW", "params": {"lr": 0.01}},
+    "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_min_lr": 0, "warmup_max_lr": 0.01,
+                  "warmup_num_steps": 10, "total_num_steps": 60, "warmup_type": "linear"}},
+    "fp16": {"enabled": true, "initial_scale_power": 8, "loss_scale_window": 10},
+    "zero_optimization": {"stage": 1}})",
+                      o);
+  ASSERT_THAT(e, IsOk());
+  std::vector<double> lrs, scales;
+  std::vector<float> losses;
+  for (int step = 0; step < 60; ++step) {
+    const Data d = MakeData(step, 0, kGlobalBatch);
+    ASSERT_THAT((*e)->Forward(d.batch()), IsOk());
+    ASSERT_THAT((*e)->Backward(), IsOk());
+    auto stats = (*e)->Step();
+    ASSERT_THAT(stats, IsOk());
+    ASSERT_TRUE(stats->has_value());
+    lrs.push_back((*stats)->lr);
+    scales.push_back((*stats)->loss_scale);
+    losses.push_back(static_cast<float>((*stats)->loss));
+  }
+  EXPECT_EQ(scales.front(), 256.0);  // 2^initial_scale_power
+  EXPECT_GT(scales.back(), 256.0) << "the scale grows after loss_scale_window clean steps";
+  EXPECT_LT(lrs[1], lrs[9]);  // warming up
+  // At its peak at the end of the warmup (lr_schedule_test.cc checks DeepSpeed's exact steps).
+  const auto peak = std::max_element(lrs.begin(), lrs.end());
+  EXPECT_NEAR(*peak, 0.01, 1e-3);
+  EXPECT_NEAR(peak - lrs.begin(), 10, 2);
+  EXPECT_LT(lrs[50], lrs[20]);  // decaying
+  EXPECT_LT(losses.back(), 0.8f);
 }
 
 // Gloo between threads: ZeRO-2 takes bitwise stage 0's steps with one micro-batch per step and
