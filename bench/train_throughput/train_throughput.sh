@@ -4,6 +4,9 @@
 # forward + backward + AdamW, side by side in one run:
 #   (a) n_layer 4, n_embd 256, n_head 4, vocab 8192, T 256, B 8
 #   (b) GPT-2 124M (n_layer 12, n_embd 768, n_head 12, vocab 50257 padded to 50304), B 4, T 64
+#   (L) the Llama (model.type "llama") with (a)'s parameter count: n_layer 4, n_embd 256, n_head 4
+#       over 2 kv heads, SwiGLU 128 wide, vocab 8192, untied head (5.38M parameters; (a) 5.32M),
+#       T 256, B 8; PyTorch's is tools/torch_ref/llama.py (Hugging Face's layout)
 # Each PyTorch runs at its fastest setting here: 1.13 with OPENBLAS_NUM_THREADS=<cores> and torch
 # threads 1 (its GEMMs run in OpenBLAS's own threads); 2.x (MKL and oneDNN in OpenMP threads) is
 # timed at every torch thread count from 1 to <cores> and shown at its best. All of them alternate
@@ -83,5 +86,8 @@ run_pair "(a) L4 C256 H4 V8192 T256 B8" 8 \
   --layers 4 --embd 256 --heads 4 --vocab 8192 --seq 256 --batch 8
 run_pair "(b) GPT-2 124M T64 B4" 4 \
   --layers 12 --embd 768 --heads 12 --vocab 50257 --seq 64 --batch 4 --max-seq 1024
+run_pair "(L) Llama L4 C256 H4 KV2 I128 V8192 T256 B8" 8 \
+  --model llama --layers 4 --embd 256 --heads 4 --kv-heads 2 --intermediate 128 --vocab 8192 \
+  --seq 256 --batch 8
 echo
-echo "targets: (a) >= 1.40x, (b) >= 1.25x (against PyTorch 1.13)"
+echo "targets: (a) >= 1.40x, (b) >= 1.25x, (L) >= 1.40x (against PyTorch 1.13)"
