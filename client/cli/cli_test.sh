@@ -137,6 +137,22 @@ expect 0 'the line for the coordinator' -- "$dstrain" token bob submitter
 expect 2 "principal 'Bob'" -- "$dstrain" token Bob submitter
 expect 2 "unknown role 'owner'" -- "$dstrain" token bob owner
 expect 2 'usage: dstrain token' -- "$dstrain" token bob
+# Shards made with a BPE tokenizer (2048 tokens, tests/tokenizer): a model with a smaller
+# vocabulary is refused before training, naming the key and the tokenizer's record; the export's
+# format is checked by name.
+ws="$TEST_SRCDIR/$TEST_WORKSPACE"
+head -c 20000 "$ws/deploy/local/demo/tinyshakespeare.txt" > "$dir/bpe.txt"
+expect 0 'tokenizer' -- "$dstrain" prepare --text "$dir/bpe.txt" --out "$dir/bpe" \
+  --tokenizer "$ws/tests/tokenizer/tokenizer.json" --val-fraction 0.1
+cat > "$dir/bpe.json" <<'JSON'
+{"train_batch_size": 2,
+ "model": {"type": "gpt", "n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 1024, "block_size": 8},
+ "data": {"train": "bpe/train_*.bin"}, "job": {"train_steps": 1}}
+JSON
+expect 2 'model.vocab_size: 1024 is smaller than the vocabulary of the tokenizer that made data.train \(2048 tokens, .*bpe/tokenizer.txt\)' -- "$dstrain" train "$dir/bpe.json"
+sed 's/"vocab_size": 1024/"vocab_size": 2048/' "$dir/bpe.json" > "$dir/bpe_ok.json"
+expect 0 'done: 1 steps' -- "$dstrain" train "$dir/bpe_ok.json"
+expect 2 '--format: expected "llmc" or "safetensors", got "onnx"' -- "$dstrain" export "$dir" --out "$dir/m" --format onnx
 # A TLS file that is not there is a usage error naming it.
 expect 2 'nope.pem' -- "$dstrain" workers --coordinator 127.0.0.1:1 --tls-ca "$dir/nope.pem"
 [[ $fails -eq 0 ]]

@@ -13,6 +13,7 @@
 #include "common/tls/tls.h"
 #include "worker/checkpoint/commit.h"
 #include "worker/data/byte_tokenizer.h"
+#include "worker/data/prepare.h"
 #include "worker/env/env.h"
 #include "worker/model/gpt.h"
 #include "worker/model/llmc_format.h"
@@ -38,9 +39,10 @@ std::string DescribeMemory(const tensor::MemoryStats& mem) {
   return out + " MB";
 }
 
-std::string DescribeSample(const std::vector<int32_t>& ids) {
-  // Byte-level vocabularies decode to text; others are shown as ids (no tokenizer is known).
-  const bool bytes = std::all_of(ids.begin(), ids.end(), [](int32_t t) { return t < 256; });
+std::string DescribeSample(const std::vector<int32_t>& ids, bool bpe) {
+  // Byte-level vocabularies decode to text; BPE ids (whose first 256 are not bytes) and others are
+  // shown as ids (the trainer has no tokenizer files).
+  const bool bytes = !bpe && std::all_of(ids.begin(), ids.end(), [](int32_t t) { return t < 256; });
   if (bytes) return data::ByteTokenizer::Decode(std::vector<uint16_t>(ids.begin(), ids.end()));
   std::string s;
   for (int32_t t : ids) absl::StrAppend(&s, s.empty() ? "" : " ", t);
@@ -183,6 +185,22 @@ device::RankDeviceOptions TrainingRun::DeviceOptions() const {
 // Phase 2: the loaders. Each rank reads its own share of every batch; rank 0 also evaluates.
 absl::Status TrainingRun::BuildData() {
   DT_ASSIGN_OR_RETURN(auto source, data::DataSource::Open(spec_.data.train));
+  // Shards made by `dstrain prepare` name their tokenizer beside them (tokenizer.txt): a model
+  // smaller than its vocabulary could never emit some of its tokens, even if these shards hold
+  // none of them.
+  const std::string shard_dir = env::Dirname(spec_.data.train);
+  absl::StatusOr<data::TokenizerInfo> tokenizer = data::ReadTokenizerInfo(shard_dir);
+  if (tokenizer.ok()) {
+    bpe_data_ = tokenizer->kind == "bpe";
+    if (tokenizer->vocab_size > spec_.model.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.vocab_size: ", spec_.model.vocab_size,
+          " is smaller than the vocabulary of the tokenizer that made data.train (",
+          tokenizer->vocab_size, " tokens, ", env::JoinPath(shard_dir, "tokenizer.txt"), ")"));
+    }
+  } else if (tokenizer.status().code() != absl::StatusCode::kNotFound) {
+    return tokenizer.status();
+  }
   DT_RETURN_IF_ERROR(source->CheckVocab(spec_.model.vocab_size));
   data::DataLoaderOptions lo;
   lo.batch_size = B_;
@@ -598,7 +616,7 @@ absl::Status TrainingRun::PrintSample(uint64_t seed, const std::string& title) {
     DT_ASSIGN_OR_RETURN(
         ids, Sample(engine_->gpt(), params.view(), {'\n'}, spec_.job.sample_tokens, 1.0f, rng));
   }
-  absl::FPrintF(log_, "--- %s ---\n%s\n---\n", title, DescribeSample(ids));
+  absl::FPrintF(log_, "--- %s ---\n%s\n---\n", title, DescribeSample(ids, bpe_data_));
   return absl::OkStatus();
 }
 
