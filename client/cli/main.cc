@@ -445,11 +445,8 @@ int Train(const std::vector<std::string>& args) {
 
 // dstrain launch --nproc N -- PROGRAM [ARGS...]: a user's own program (dstrain::Initialize), each
 // rank told its place in the environment (launcher.h, LaunchOptions::rank_env).
-int LaunchProgram(int nproc, const std::vector<std::string>& program) {
-  launcher::LaunchOptions options;
-  options.nproc = nproc;
-  options.trainer_argv = program;
-  options.rank_env = true;
+// Runs the ranks; the exit status is the first failing rank's (named on stderr), else 0.
+int RunLaunch(const launcher::LaunchOptions& options) {
   auto result = launcher::Launch(options);
   if (!result.ok()) return Fail(result.status(), 1);
   if (result->exit_code != 0) {
@@ -457,6 +454,14 @@ int LaunchProgram(int nproc, const std::vector<std::string>& program) {
     return result->exit_code;
   }
   return 0;
+}
+
+int LaunchProgram(int nproc, const std::vector<std::string>& program) {
+  launcher::LaunchOptions options;
+  options.nproc = nproc;
+  options.trainer_argv = program;
+  options.rank_env = true;
+  return RunLaunch(options);
 }
 
 int Launch(const std::vector<std::string>& all_args) {
@@ -505,13 +510,7 @@ int Launch(const std::vector<std::string>& all_args) {
       options.rank0_extra_args.push_back(parsed->Get(flag));
     }
   }
-  auto result = launcher::Launch(options);
-  if (!result.ok()) return Fail(result.status(), 1);
-  if (result->exit_code != 0) {
-    absl::FPrintF(stderr, "dstrain launch: failed: %s\n", result->reason);
-    return result->exit_code;
-  }
-  return 0;
+  return RunLaunch(options);
 }
 
 // dstrain token PRINCIPAL ROLES [--append FILE] (docs/security.md, "Tokens").

@@ -1,5 +1,7 @@
 #include "worker/engine/zero_test_util.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <thread>
 
@@ -67,6 +69,24 @@ void RunOnRanks(int world, const std::function<void(int, comm::Communicator*)>& 
     });
   }
   for (auto& t : threads) t.join();
+}
+
+void ExpectWithinZeroParityBounds(const TrainRun& run, const TrainRun& base,
+                                  const std::string& what) {
+  ASSERT_EQ(run.weights.size(), base.weights.size()) << what;
+  ASSERT_EQ(run.losses.size(), base.losses.size()) << what;
+  double diff = 0, norm = 0, worst = 0;
+  for (size_t i = 0; i < run.weights.size(); ++i) {
+    const double d = static_cast<double>(run.weights[i]) - base.weights[i];
+    diff += d * d;
+    norm += static_cast<double>(base.weights[i]) * base.weights[i];
+    worst = std::max(worst, std::abs(d));
+  }
+  EXPECT_LT(std::sqrt(diff / norm), 1e-4) << what;
+  EXPECT_LT(worst, 1e-3) << what;
+  for (size_t i = 0; i < run.losses.size(); ++i) {
+    EXPECT_NEAR(run.losses[i], base.losses[i], 1e-6 * std::abs(base.losses[i])) << what << " " << i;
+  }
 }
 
 }  // namespace dstrain::engine::testing

@@ -44,4 +44,17 @@ std::string TestDir(const std::string& name);
 // Runs fn(rank, communicator) on `world` threads sharing one FakeWorld, and joins them.
 void RunOnRanks(int world, const std::function<void(int rank, comm::Communicator* dp)>& fn);
 
+// What a training run gives for comparing runs: rank 0's per-step losses and final weights.
+struct TrainRun {
+  std::vector<float> losses;
+  std::vector<float> weights;
+};
+
+// `run` (a ZeRO stage 1-3 run) against `base` (stage 0) with gradient accumulation and
+// clipping, which round their sums in another order (stages 2-3 average each micro-batch's
+// gradients before summing them; the norm is summed per partition; zero_parity_test.cc): the
+// weights within 1e-4 relative L2 and 1e-3 absolute, each step's loss within 1e-6 relative.
+void ExpectWithinZeroParityBounds(const TrainRun& run, const TrainRun& base,
+                                  const std::string& what);
+
 }  // namespace dstrain::engine::testing

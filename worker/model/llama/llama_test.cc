@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status/status_matchers.h"
 #include "gmock/gmock.h"
@@ -23,6 +24,7 @@
 #include "worker/config/config.h"
 #include "worker/device/cpu/cpu_ops.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/zero_test_util.h"
 #include "worker/model/param_access.h"
 
 namespace dstrain::llama {
@@ -31,10 +33,7 @@ namespace {
 using ::dstrain::testing::IsOk;
 using ::testing::HasSubstr;
 
-struct CpuDevice {
-  tensor::CpuAllocator alloc;
-  device::CpuOps ops{&alloc};
-};
+using engine::testing::CpuDevice;
 
 // Small enough for finite differences, with every feature on: GQA (4 query heads over 2 kv
 // heads), an MLP wider than the model, a vocabulary no size divides.
@@ -273,23 +272,8 @@ config::JobSpec Spec(int world, int stage, int gas, double clip, int steps,
   return spec.ok() ? *spec : config::JobSpec();
 }
 
-void RunOnRanks(int world, const std::function<void(int, comm::Communicator*)>& fn) {
-  auto fake = comm::FakeWorld::Create(world, "dp");
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      auto comm = comm::FakeCommunicator::Create(fake, r);
-      ASSERT_THAT(comm, IsOk());
-      fn(r, comm->get());
-    });
-  }
-  for (auto& t : threads) t.join();
-}
-
-struct TrainRun {
-  std::vector<float> losses;
-  std::vector<float> weights;
-};
+using engine::testing::RunOnRanks;
+using engine::testing::TrainRun;
 
 TrainRun Train(int world, int stage, int steps, int gas = 2, double clip = 1.0,
                const std::string& top_extra = "") {
@@ -339,20 +323,8 @@ TEST(Llama, ZeroStagesMatchStageZeroOnTwoRanks) {
   }
   const TrainRun accum = Train(2, 0, 6, /*gas=*/2, /*clip=*/0.5);
   for (int stage = 1; stage <= 3; ++stage) {
-    const TrainRun run = Train(2, stage, 6, 2, 0.5);
-    ASSERT_EQ(run.weights.size(), accum.weights.size());
-    double diff = 0, norm = 0, worst = 0;
-    for (size_t i = 0; i < run.weights.size(); ++i) {
-      const double d = static_cast<double>(run.weights[i]) - accum.weights[i];
-      diff += d * d;
-      norm += static_cast<double>(accum.weights[i]) * accum.weights[i];
-      worst = std::max(worst, std::abs(d));
-    }
-    EXPECT_LT(std::sqrt(diff / norm), 1e-4) << "stage " << stage;
-    EXPECT_LT(worst, 1e-3) << "stage " << stage;
-    for (size_t i = 0; i < run.losses.size(); ++i) {
-      EXPECT_NEAR(run.losses[i], accum.losses[i], 1e-6 * std::abs(accum.losses[i])) << i;
-    }
+    engine::testing::ExpectWithinZeroParityBounds(Train(2, stage, 6, 2, 0.5), accum,
+                                                  absl::StrCat("stage ", stage));
   }
 }
 
