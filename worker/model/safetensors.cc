@@ -9,6 +9,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/types/dtype.h"
+#include "kernels/cast/cast.h"
 
 namespace dstrain::model {
 namespace {
@@ -103,6 +105,7 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
     uint64_t begin, end;
     std::string name;
     std::vector<int64_t> shape;
+    DType stored;
   };
   std::vector<Entry> entries;
   for (const auto& [name, v] : h.items()) {
@@ -122,12 +125,16 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
         !(*offsets)[0].is_number_unsigned() || !(*offsets)[1].is_number_unsigned()) {
       return Damaged(path, absl::StrCat("tensor ", name, ": needs dtype, shape, data_offsets"));
     }
-    if (dtype->get<std::string>() != "F32") {
-      return absl::UnimplementedError(absl::StrCat(path, ": tensor ", name, " is ",
-                                                   dtype->get<std::string>(),
-                                                   "; only F32 tensors are read"));
+    const std::string type = dtype->get<std::string>();
+    const DType stored = type == "F32"    ? DType::kF32
+                         : type == "BF16" ? DType::kBF16
+                         : type == "F16"  ? DType::kF16
+                                          : DType::kI32;  // none of the three
+    if (stored == DType::kI32) {
+      return absl::UnimplementedError(absl::StrCat(path, ": tensor ", name, " is ", type,
+                                                   "; F32, BF16 and F16 tensors are read"));
     }
-    Entry e{(*offsets)[0].get<uint64_t>(), (*offsets)[1].get<uint64_t>(), name, {}};
+    Entry e{(*offsets)[0].get<uint64_t>(), (*offsets)[1].get<uint64_t>(), name, {}, stored};
     uint64_t count = 1;
     for (const nlohmann::json& d : *shape) {
       if (!d.is_number_unsigned() || d.get<uint64_t>() > data_bytes) {
@@ -140,7 +147,7 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
             path, absl::StrCat("tensor ", name, ": shape ", shape->dump(), " exceeds the file"));
       }
     }
-    if (e.begin > e.end || e.end > data_bytes || e.end - e.begin != count * sizeof(float)) {
+    if (e.begin > e.end || e.end > data_bytes || e.end - e.begin != count * DTypeSize(stored)) {
       return Damaged(path, absl::StrCat("tensor ", name, ": data_offsets ", offsets->dump(),
                                         " do not hold shape ", shape->dump(), " in ", data_bytes,
                                         " bytes of data"));
@@ -158,11 +165,15 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
     at = e.end;
     SafetensorsFile::Tensor t;
     t.shape = std::move(e.shape);
-    t.data.resize((e.end - e.begin) / sizeof(float));
-    if (!in.read(reinterpret_cast<char*>(t.data.data()),
-                 static_cast<std::streamsize>(e.end - e.begin))) {
+    const int64_t n = static_cast<int64_t>((e.end - e.begin) / DTypeSize(e.stored));
+    t.data.resize(n);
+    std::vector<uint16_t> half(e.stored == DType::kF32 ? 0 : n);
+    char* into = e.stored == DType::kF32 ? reinterpret_cast<char*>(t.data.data())
+                                         : reinterpret_cast<char*>(half.data());
+    if (!in.read(into, static_cast<std::streamsize>(e.end - e.begin))) {
       return Damaged(path, absl::StrCat("tensor ", e.name, ": short data"));
     }
+    if (e.stored != DType::kF32) kernels::HalfToFloat(e.stored, t.data.data(), half.data(), n);
     file.order.push_back(e.name);
     file.tensors.emplace(e.name, std::move(t));
   }

@@ -55,10 +55,11 @@ struct SafetensorsFile {
   std::vector<std::string> order;  // tensor names in the order of their data
 };
 
-// Reads and validates a file of F32 tensors: the header's length and JSON, every entry's dtype,
-// shape and offsets (within the file, matching the shape, covering the data without gaps or
-// overlaps), the file's exact length. kDataLoss naming the file and what is wrong; kNotFound when
-// it is missing; kUnimplemented for a dtype other than F32.
+// Reads and validates a file of F32, BF16 or F16 tensors (the 16-bit ones widened to f32
+// exactly): the header's length and JSON, every entry's dtype, shape and offsets (within the
+// file, matching the shape, covering the data without gaps or overlaps), the file's exact length.
+// kDataLoss naming the file and what is wrong; kNotFound when it is missing; kUnimplemented for
+// another dtype.
 absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path);
 
 }  // namespace dstrain::model
