@@ -41,6 +41,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "common/types/dtype.h"
 #include "worker/device/ops.h"
 #include "worker/model/model.h"
@@ -132,6 +133,17 @@ class Module {
   virtual absl::StatusOr<float> Forward(Pass& pass, const Batch& batch) = 0;
   // Accumulates this micro-batch's gradients: d(loss)/d(parameter) · pass.loss_grad().
   virtual absl::Status Backward(Pass& pass) = 0;
+  // Optional: the parameters from a weight file in this module's own exchange format (a job's
+  // model.init_from; the Llama's is Hugging Face safetensors) into `params` (layout.total()
+  // floats, zeroed), each parameter at its layout offset. Errors name the file and what does not
+  // match. The default reads no files (kUnimplemented).
+  virtual absl::Status ImportParams(const std::string& path, const model::ParamLayout& layout,
+                                    float* params) {
+    (void)layout;
+    (void)params;
+    return absl::UnimplementedError(
+        absl::StrCat("model.init_from: ", path, ": this module reads no weight files"));
+  }
 };
 
 }  // namespace dstrain

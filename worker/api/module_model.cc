@@ -175,6 +175,11 @@ absl::StatusOr<std::unique_ptr<ModuleModel>> ModuleModel::Create(std::unique_ptr
       new ModuleModel(std::move(module), ops, std::move(layout), declarer.inits()));
 }
 
+absl::Status ModuleModel::ImportParams(const std::string& path, float* params) const {
+  std::fill(params, params + layout_.total(), 0.f);
+  return module_->ImportParams(path, layout_, params);
+}
+
 void ModuleModel::InitParams(float* params, uint64_t seed) const {
   std::fill(params, params + layout_.total(), 0.f);  // padding included
   for (size_t i = 0; i < layout_.params().size(); ++i) {

@@ -33,6 +33,8 @@ class ModuleModel final : public model::Model {
   // Each parameter from its Init: normal and uniform draws from a generator seeded with `seed`
   // and the parameter's index, so a parameter's values do not depend on the others' sizes.
   void InitParams(float* params, uint64_t seed) const override;
+  // The module's own ImportParams, over a zeroed buffer (the padding stays zero).
+  absl::Status ImportParams(const std::string& path, float* params) const override;
 
   absl::StatusOr<float> Forward(model::ParamAccess& access, const model::Batch& batch,
                                 std::optional<model::LossGrad> grad, int buffer = 0) override;

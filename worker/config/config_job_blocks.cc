@@ -79,8 +79,12 @@ absl::Status ResolveModel(json* e, const std::string& base_dir, ModelConfig* out
     }
     if (m["rope_theta"].is_null()) m["rope_theta"] = 10000.0;
     if (m["norm_eps"].is_null()) m["norm_eps"] = 1e-6;
-    if (!m["init_from"].get<std::string>().empty()) {
-      return Error("model.init_from", "reads llm.c's GPT-2 files: not for model.type \"llama\"");
+    const std::string init_from = m["init_from"].get<std::string>();
+    if (!init_from.empty() && !absl::EndsWith(init_from, ".safetensors")) {
+      return Error("model.init_from",
+                   "the Llama starts from Hugging Face weights as safetensors (FILE.safetensors); "
+                   "llm.c's model files are the GPT's, got \"",
+                   init_from, "\"");
     }
   }
   if (vocab > kMaxVocab) {

@@ -1039,6 +1039,13 @@ std::vector<InvalidRow> InvalidRows() {
          j["model"]["padded_vocab_size"] = 384;
        },
        "model.padded_vocab_size: the Llama's embedding and head have exactly vocab_size rows"},
+      {"LlamaFromAnLlmcFile",
+       [](json& j) {
+         j["model"]["type"] = "llama";
+         j["model"]["intermediate_size"] = 128;
+         j["model"]["init_from"] = "gpt2.bin";
+       },
+       "model.init_from: the Llama starts from Hugging Face weights as safetensors"},
       {"LlamaPipelined",
        [](json& j) {
          j["model"]["type"] = "llama";

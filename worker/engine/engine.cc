@@ -58,24 +58,7 @@ absl::StatusOr<tensor::Tensor> Engine::InitialParams() {
   float* values =
       ops().host_accessible() ? initial.data<float>() : (host.resize(total), host.data());
   if (!spec_.model.init_from.empty()) {
-    if (gpt_ == nullptr) {
-      return absl::InvalidArgumentError(
-          "model.init_from: an llm.c model file initialises the built-in GPT only");
-    }
-    const model::GptConfig& mc = gpt_->config();
-    DT_ASSIGN_OR_RETURN(model::LlmcModel loaded, model::ReadLlmcModel(spec_.model.init_from));
-    const model::GptConfig& lc = loaded.config;
-    if (lc.n_layer != mc.n_layer || lc.n_head != mc.n_head || lc.n_embd != mc.n_embd ||
-        lc.vocab_size != mc.vocab_size || lc.padded_vocab_size != mc.padded_vocab_size ||
-        lc.block_size != mc.block_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model.init_from: ", spec_.model.init_from, " has shape L=", lc.n_layer,
-          " NH=", lc.n_head, " C=", lc.n_embd, " V=", lc.vocab_size, " Vp=", lc.padded_vocab_size,
-          " maxT=", lc.block_size, ", but the model block asks for L=", mc.n_layer,
-          " NH=", mc.n_head, " C=", mc.n_embd, " V=", mc.vocab_size, " Vp=", mc.padded_vocab_size,
-          " maxT=", mc.block_size));
-    }
-    std::copy(loaded.params.begin(), loaded.params.end(), values);
+    DT_RETURN_IF_ERROR(model_->ImportParams(spec_.model.init_from, values));
   } else {
     model_->InitParams(values, spec_.model.init_seed);
   }

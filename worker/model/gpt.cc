@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "common/random/rng.h"
 #include "common/status/status_macros.h"
+#include "worker/model/llmc_format.h"
 
 namespace dstrain::model {
 
@@ -34,6 +35,29 @@ Gpt::Gpt(const GptConfig& config, ParamLayout layout, device::Ops* ops, BlockRan
     if (spec.owner == Owner::kFinal) final_module_ = m;
     if (spec.owner == Owner::kBlock) block_modules_.push_back(m);
   }
+}
+
+absl::Status Gpt::ImportParams(const std::string& path, float* params) const {
+  DT_ASSIGN_OR_RETURN(LlmcModel loaded, ReadLlmcModel(path));
+  const GptConfig& lc = loaded.config;
+  const GptConfig& mc = config_;
+  if (lc.n_layer != mc.n_layer || lc.n_head != mc.n_head || lc.n_embd != mc.n_embd ||
+      lc.vocab_size != mc.vocab_size || lc.padded_vocab_size != mc.padded_vocab_size ||
+      lc.block_size != mc.block_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.init_from: ", path, " has shape L=", lc.n_layer, " NH=", lc.n_head, " C=", lc.n_embd,
+        " V=", lc.vocab_size, " Vp=", lc.padded_vocab_size, " maxT=", lc.block_size,
+        ", but the model block asks for L=", mc.n_layer, " NH=", mc.n_head, " C=", mc.n_embd,
+        " V=", mc.vocab_size, " Vp=", mc.padded_vocab_size, " maxT=", mc.block_size));
+  }
+  // The file holds the whole model in its layout; this model (a slice) takes its parameters.
+  const ParamLayout whole = *ParamLayout::ForGpt(config_);
+  std::memset(params, 0, layout_.total() * sizeof(float));
+  for (const ParamSpec& p : layout_.params()) {
+    std::memcpy(params + p.offset, loaded.params.data() + whole.Find(p.name)->offset,
+                p.numel * sizeof(float));
+  }
+  return absl::OkStatus();
 }
 
 void Gpt::InitParams(float* params, uint64_t seed) const {

@@ -57,6 +57,8 @@ class Gpt final : public Model {
   // N(0, 0.02/√(2L)), LayerNorm weights 1, biases 0, padded wte rows 0. A slice of the model
   // gets exactly the values the whole model's initialisation gives those parameters.
   void InitParams(float* params, uint64_t seed) const override;
+  // An llm.c model file (llmc_format.h) of this shape; a pipeline stage takes its slice.
+  absl::Status ImportParams(const std::string& path, float* params) const override;
 
   // How activations are held: buffers and checkpointing (takes effect at the next Prepare).
   void set_activation_plan(const ActivationPlan& plan);

@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/types/dtype.h"
 #include "worker/device/ops.h"
@@ -73,6 +74,14 @@ class Model {
   // The initial parameters into a host buffer of layout().total() floats, deterministic from
   // `seed`.
   virtual void InitParams(float* params, uint64_t seed) const = 0;
+  // The initial parameters from a weight file in the model's own exchange format (model.init_from:
+  // the GPT's llm.c model file, the Llama's Hugging Face safetensors) into a host buffer of
+  // layout().total() floats. kInvalidArgument naming the file and what does not match the model;
+  // kUnimplemented for a model that reads no files.
+  virtual absl::Status ImportParams(const std::string& path, float* params) const {
+    return absl::UnimplementedError(
+        absl::StrCat("model.init_from: ", path, ": this model reads no weight files"));
+  }
 
   // The forward pass of one micro-batch; returns its loss. With `grad` it is a training forward
   // whose activations (in `buffer`) stay for Backward; without, an evaluation. Errors:

@@ -2,10 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status/status_macros.h"
+#include "worker/model/safetensors.h"
 
 namespace dstrain::llama {
 namespace {
@@ -204,6 +208,44 @@ absl::StatusOr<float> Llama::Forward(Pass& pass, const Batch& batch) {
                    static_cast<float>(pass.loss_grad() / static_cast<double>(BT)));
   DT_ASSIGN_OR_RETURN(const double loss, ops.MeanLoss(losses));
   return static_cast<float>(loss);
+}
+
+absl::Status Llama::ImportParams(const std::string& path, const model::ParamLayout& layout,
+                                 float* params) {
+  DT_ASSIGN_OR_RETURN(const model::SafetensorsFile file, model::ReadSafetensors(path));
+  const auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("model.init_from: ", path, ": ", what));
+  };
+  std::set<std::string> used;
+  for (const HfTensor& t : HfTensors(config_)) {
+    const model::ParamSpec* p = layout.Find(t.param);
+    if (p == nullptr) return absl::InternalError(absl::StrCat("no parameter ", t.param));
+    const int64_t cols = p->shape.size() == 2 ? p->shape[1] : 1;
+    std::vector<int64_t> want = {t.row_end - t.row_begin};
+    if (p->shape.size() == 2) want.push_back(cols);
+    const auto it = file.tensors.find(t.hf_name);
+    if (it == file.tensors.end()) {
+      return bad(absl::StrCat("no tensor ", t.hf_name,
+                              t.hf_name == "lm_head.weight" ? " (a model with tied embeddings: "
+                                                              "this Llama's head is untied)"
+                                                            : ""));
+    }
+    if (it->second.shape != want) {
+      return bad(absl::StrCat(t.hf_name, " has shape [", absl::StrJoin(it->second.shape, ", "),
+                              "], the model block makes it [", absl::StrJoin(want, ", "), "]"));
+    }
+    std::copy(it->second.data.begin(), it->second.data.end(),
+              params + p->offset + t.row_begin * cols);
+    used.insert(t.hf_name);
+  }
+  for (const std::string& name : file.order) {
+    if (!used.count(name) && !absl::EndsWith(name, "rotary_emb.inv_freq")) {
+      return bad(absl::StrCat(name,
+                              " is not a tensor of this Llama (attention biases, tied or "
+                              "extra layers are not part of it)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 int64_t Llama::ActivationBytes(const device::Ops& ops, int64_t B, int64_t T) const {

@@ -89,6 +89,13 @@ class Llama final : public Module {
   int64_t ActivationBytes(const device::Ops& ops, int64_t B, int64_t T) const;
 
   absl::Status Declare(Declarer& declarer) override;
+  // Hugging Face LlamaForCausalLM weights as safetensors (F32, BF16 or F16; model.init_from):
+  // every tensor of HfTensors() with its Hugging Face shape, placed into its parameter's rows.
+  // kInvalidArgument naming the file and the tensor for one missing, of another shape, or not
+  // the Llama's (a buffer such as rotary_emb.inv_freq is skipped); the file's own errors
+  // (safetensors.h) otherwise.
+  absl::Status ImportParams(const std::string& path, const model::ParamLayout& layout,
+                            float* params) override;
   absl::StatusOr<float> Forward(Pass& pass, const Batch& batch) override;
   absl::Status Backward(Pass& pass) override;
 

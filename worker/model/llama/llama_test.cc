@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <thread>
@@ -207,6 +209,53 @@ TEST(Llama, ActivationBytesIsTheAllocatorsPeak) {
     ASSERT_THAT(llama, IsOk());
     EXPECT_EQ((*llama)->ActivationBytes(dev.ops, 3, 11), peak - before) << "n_kv_head " << n_kv;
   }
+}
+
+// Weights made by Hugging Face transformers (testdata/hf_tiny: LlamaForCausalLM.save_pretrained,
+// random with initializer_range 0.3 and norm weights away from 1, and the float64 loss it computed
+// on a batch of text; testdata/README.md) load through ImportParams and give that loss. A mapping
+// error would show: swapping layer 0's k_proj and v_proj moves the reference loss by 0.44.
+TEST(Llama, ImportsHuggingFaceWeightsAndComputesTheirLoss) {
+  const std::string dir = "worker/model/llama/testdata/hf_tiny/";
+  std::ifstream in(dir + "expected.json");
+  const nlohmann::json expected = nlohmann::json::parse(in);
+  LlamaConfig c;
+  c.n_layer = 2, c.n_embd = 32, c.n_head = 4, c.n_kv_head = 2, c.intermediate_size = 48;
+  c.vocab_size = 256, c.block_size = 64, c.rope_theta = 500.0, c.norm_eps = 1e-5;
+  CpuDevice dev;
+  auto m = MakeModel(&dev.ops, c);
+  ASSERT_NE(m, nullptr);
+  std::vector<float> params(m->layout().total(), -1.f);
+  ASSERT_THAT(m->ImportParams(dir + "model.safetensors", params.data()), IsOk());
+  Data d;
+  d.B = static_cast<int>(expected["tokens"].size());
+  d.T = static_cast<int>(expected["tokens"][0].size());
+  for (const auto& row : expected["tokens"]) {
+    for (const auto& t : row) d.tokens.push_back(t.get<int32_t>());
+  }
+  for (const auto& row : expected["targets"]) {
+    for (const auto& t : row) d.targets.push_back(t.get<int32_t>());
+  }
+  model::FlatParamAccess access(
+      m->layout(), tensor::View::Flat(params.data(), DType::kF32, m->layout().total()));
+  auto loss = m->Forward(access, d.batch(), std::nullopt);
+  ASSERT_THAT(loss, IsOk());
+  const double want = expected["loss_float64"].get<double>();
+  EXPECT_NEAR(*loss, want, 1e-4 * want);  // f32 against transformers' float64
+  EXPECT_GT(std::abs(expected["loss_k_v_swapped_float64"].get<double>() - want), 0.1);
+
+  // Another shape, a file of another model: refused naming the tensor.
+  LlamaConfig mha = c;
+  mha.n_kv_head = 4;
+  auto other = MakeModel(&dev.ops, mha);
+  ASSERT_NE(other, nullptr);
+  std::vector<float> p2(other->layout().total());
+  const absl::Status s = other->ImportParams(dir + "model.safetensors", p2.data());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("model.layers.0.self_attn.k_proj.weight has shape [16, 32], "
+                                     "the model block makes it [32, 32]"));
+  EXPECT_EQ(m->ImportParams(dir + "missing.safetensors", params.data()).code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(Llama, GradientsMatchFiniteDifferences) {
