@@ -14,9 +14,15 @@
 //     cudaErrorLaunchFailure and a message on stderr, like a hung or faulting kernel;
 //   - grid and block sizes are checked as the hardware does (cudaErrorInvalidConfiguration).
 // "Device" memory is host memory, streams are ignored, and cuBLAS is a naive loop with cuBLAS's
-// column-major argument checks (sim_cublas.cc). What it cannot show: races between blocks, the
-// memory model, timing, and anything specific to real hardware. Threads of the process (ranks as
-// threads in tests) each have their own error state, and their launches take turns.
+// column-major argument checks (sim_cublas.cc). One thing is asynchronous on purpose: a
+// cudaMemcpyAsync whose host side is page-locked memory (cudaHostAlloc / cudaMallocHost) is
+// queued, and happens only when the calling thread next does something ordered after it (a launch,
+// a cuBLAS call, a synchronous copy or memset, a stream, event or device synchronization, a free),
+// the latest moment a GPU may perform it. A host that reads a copy's destination, or rewrites its
+// source, before waiting for it then sees the wrong bytes, as it may on a GPU. What it cannot show:
+// races between blocks, the memory model, timing, and anything specific to real hardware. Threads
+// of the process (ranks as threads in tests) each have their own error state, and their launches
+// take turns.
 #pragma once
 
 #if !defined(DT_CUDA_SIM)
@@ -52,6 +58,13 @@ uint64_t WarpShuffle(unsigned mask, uint64_t value, int src_lane);
 
 // The lane of the running thread within its warp.
 int LaneId();
+
+// Performs this thread's queued copies to and from page-locked memory (see above), in order.
+void FlushPendingCopies();
+// How many copies this thread has queued so far; FlushCopiesUpTo(n) performs the first n (what an
+// event recorded after them waits for).
+uint64_t IssuedCopies();
+void FlushCopiesUpTo(uint64_t issued);
 
 // Runs `body` once per thread of the grid. Records a launch error for cudaGetLastError.
 void RunKernel(dim3 grid, dim3 block, const std::function<void()>& body);

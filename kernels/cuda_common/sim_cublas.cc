@@ -132,6 +132,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
                             cudaDataType Btype, int ldb, const void* beta, void* C,
                             cudaDataType Ctype, int ldc, cublasComputeType_t computeType,
                             cublasGemmAlgo_t) {
+  dt_sim::FlushPendingCopies();  // stream order
   const cublasStatus_t s =
       Check(handle, transa, transb, m, n, k, Atype, lda, Btype, ldb, Ctype, ldc, 1, computeType);
   if (s != CUBLAS_STATUS_SUCCESS) return s;
@@ -148,6 +149,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
                                           const void* beta, void* C, cudaDataType Ctype, int ldc,
                                           long long int strideC, int batchCount,
                                           cublasComputeType_t computeType, cublasGemmAlgo_t) {
+  dt_sim::FlushPendingCopies();  // stream order
   const cublasStatus_t s = Check(handle, transa, transb, m, n, k, Atype, lda, Btype, ldb, Ctype,
                                  ldc, batchCount, computeType);
   if (s != CUBLAS_STATUS_SUCCESS) return s;

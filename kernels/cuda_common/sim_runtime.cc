@@ -18,6 +18,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -297,7 +299,95 @@ uint64_t WarpShuffle(unsigned mask, uint64_t value, int src_lane) {
   return m.slots[parity][base + src_lane];
 }
 
+namespace {
+
+// Page-locked allocations by start address, shared by every thread (memory is per process).
+struct PinnedBlocks {
+  std::mutex mu;
+  std::map<const char*, size_t> blocks;
+};
+
+PinnedBlocks& Pinned() {
+  static PinnedBlocks* pinned = new PinnedBlocks;
+  return *pinned;
+}
+
+// Whether [p, p + n) lies inside one page-locked allocation.
+bool IsPinned(const void* p, size_t n) {
+  PinnedBlocks& pinned = Pinned();
+  std::lock_guard<std::mutex> lock(pinned.mu);
+  const char* c = static_cast<const char*>(p);
+  auto it = pinned.blocks.upper_bound(c);
+  if (it == pinned.blocks.begin()) return false;
+  --it;
+  return c >= it->first && c + n <= it->first + it->second;
+}
+
+struct PendingCopy {
+  void* dst;
+  const void* src;
+  size_t count;
+};
+
+// The calling thread's queued copies, numbered in issue order from 0: one queue per thread, as each
+// rank of a test drives its own device and streams.
+struct PendingCopies {
+  uint64_t done = 0;  // copies performed; copies[i] is number done + i
+  std::deque<PendingCopy> copies;
+  uint64_t issued() const { return done + copies.size(); }
+};
+
+PendingCopies& Pending() {
+  thread_local PendingCopies pending;
+  return pending;
+}
+
+// Performs the queued copies numbered below `upto`.
+void FlushUpTo(uint64_t upto) {
+  PendingCopies& p = Pending();
+  while (p.done < upto && !p.copies.empty()) {
+    const PendingCopy& c = p.copies.front();
+    std::memcpy(c.dst, c.src, c.count);
+    p.copies.pop_front();
+    ++p.done;
+  }
+}
+
+void QueueCopy(void* dst, const void* src, size_t count) {
+  Pending().copies.push_back(PendingCopy{dst, src, count});
+}
+
+bool CopyIsAsynchronous(const void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+  switch (kind) {
+    case cudaMemcpyDeviceToHost:
+      return IsPinned(dst, count);
+    case cudaMemcpyHostToDevice:
+      return IsPinned(src, count);
+    default:
+      return false;
+  }
+}
+
+bool AddPinned(void* p, size_t n) {
+  PinnedBlocks& pinned = Pinned();
+  std::lock_guard<std::mutex> lock(pinned.mu);
+  return pinned.blocks.emplace(static_cast<const char*>(p), n).second;
+}
+
+bool RemovePinned(void* p) {
+  PinnedBlocks& pinned = Pinned();
+  std::lock_guard<std::mutex> lock(pinned.mu);
+  return pinned.blocks.erase(static_cast<const char*>(p)) == 1;
+}
+
+}  // namespace
+
+void FlushPendingCopies() { FlushUpTo(Pending().issued()); }
+uint64_t IssuedCopies() { return Pending().issued(); }
+void FlushCopiesUpTo(uint64_t issued) { FlushUpTo(issued); }
+
 void RunKernel(dim3 grid, dim3 block, const std::function<void()>& body) {
+  FlushPendingCopies();  // stream order: the copies queued before the launch come first
   std::lock_guard<std::mutex> launch(LaunchMutex());
   Machine& m = TheMachine();
   if (m.in_kernel) {
@@ -408,6 +498,28 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
   return *ptr != nullptr ? cudaSuccess : Record(cudaErrorMemoryAllocation);
 }
 cudaError_t cudaFree(void* ptr) {
+  dt_sim::FlushPendingCopies();  // cudaFree waits for the device
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
+  if (ptr == nullptr || (flags & ~0xfu) != 0) return Record(cudaErrorInvalidValue);
+  *ptr = nullptr;
+  // A real allocation even for 0 bytes, page-aligned as the driver's are.
+  void* p = std::aligned_alloc(4096, std::max<size_t>(4096, (size + 4095) / 4096 * 4096));
+  if (p == nullptr) return Record(cudaErrorMemoryAllocation);
+  dt_sim::AddPinned(p, size);
+  *ptr = p;
+  return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void** ptr, size_t size) {
+  return cudaHostAlloc(ptr, size, cudaHostAllocDefault);
+}
+cudaError_t cudaFreeHost(void* ptr) {
+  dt_sim::FlushPendingCopies();  // cudaFreeHost waits for the device
+  if (ptr == nullptr) return cudaSuccess;
+  if (!dt_sim::RemovePinned(ptr)) return Record(cudaErrorInvalidValue);
   std::free(ptr);
   return cudaSuccess;
 }
@@ -415,14 +527,22 @@ cudaError_t cudaMallocAsync(void** ptr, size_t size, cudaStream_t) { return cuda
 cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) { return cudaFree(ptr); }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind) {
+  dt_sim::FlushPendingCopies();
   if (count > 0) std::memcpy(dst, src, count);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind,
                             cudaStream_t) {
+  // Only a copy with page-locked host memory on one side runs behind the host's back on a GPU;
+  // one with pageable memory has taken (or delivered) its bytes when the call returns.
+  if (count > 0 && dt_sim::CopyIsAsynchronous(dst, src, count, kind)) {
+    dt_sim::QueueCopy(dst, src, count);
+    return cudaSuccess;
+  }
   return cudaMemcpy(dst, src, count, kind);
 }
 cudaError_t cudaMemset(void* ptr, int value, size_t count) {
+  dt_sim::FlushPendingCopies();
   if (count > 0) std::memset(ptr, value, count);
   return cudaSuccess;
 }
@@ -436,24 +556,45 @@ cudaError_t cudaStreamCreate(cudaStream_t* stream) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  dt_sim::FlushPendingCopies();
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() {
+  dt_sim::FlushPendingCopies();
+  return cudaSuccess;
+}
 
-// Events time the host: the simulator runs every launch synchronously, at CPU speed.
+// Events time the host: the simulator runs every launch synchronously, at CPU speed. An event also
+// remembers how many copies its thread had queued when it was recorded: waiting for it performs
+// those, not the ones queued later.
 struct CUevent_st {
   std::chrono::steady_clock::time_point when;
+  uint64_t copies = 0;
 };
 
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
   *event = new CUevent_st;
   return cudaSuccess;
 }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
+  return cudaEventCreate(event);
+}
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
   event->when = std::chrono::steady_clock::now();
+  event->copies = dt_sim::IssuedCopies();
   return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+// An event waited for on another thread than the one that recorded it performs nothing (the
+// engine never does that; the queues are per thread).
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  dt_sim::FlushCopiesUpTo(event->copies);
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  dt_sim::FlushCopiesUpTo(event->copies);
+  return cudaSuccess;
+}
 // Everything already ran when it was issued: any event a stream could wait for has happened.
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {

@@ -1,4 +1,6 @@
-// The CUDA simulator itself: barriers, shuffles, votes, and how it reports broken kernels.
+// The CUDA simulator itself: barriers, shuffles, votes, how it reports broken kernels, and its
+// late copies to and from page-locked memory.
+#include <cstring>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -110,6 +112,72 @@ TEST(SimTest, RejectsBadLaunchConfigurations) {
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
   DT_LAUNCH(EmptyKernel, dim3(1, 70000), 32, nullptr, 0);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+}
+
+// x[i] += 1 for i < n.
+__global__ void IncrementKernel(int* x, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += 1;
+}
+
+// A copy into page-locked memory lands when the host waits for an event recorded after it (and no
+// earlier), a copy out of it takes the bytes the source holds then: the two mistakes an
+// asynchronous copy allows show up as wrong values.
+TEST(SimTest, CopiesWithPinnedMemoryHappenWhenWaitedFor) {
+  constexpr int n = 64;
+  int *pinned = nullptr, *device = nullptr;
+  ASSERT_EQ(cudaHostAlloc(reinterpret_cast<void**>(&pinned), n * sizeof(int), 0), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&device), n * sizeof(int)), cudaSuccess);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  cudaEvent_t first, second;
+  ASSERT_EQ(cudaEventCreate(&first), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&second), cudaSuccess);
+
+  for (int i = 0; i < n; ++i) device[i] = i;
+  std::memset(pinned, 0, n * sizeof(int));
+  ASSERT_EQ(cudaMemcpyAsync(pinned, device, n / 2 * sizeof(int), cudaMemcpyDeviceToHost, stream),
+            cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(first, stream), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(pinned + n / 2, device + n / 2, n / 2 * sizeof(int),
+                            cudaMemcpyDeviceToHost, stream),
+            cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(second, stream), cudaSuccess);
+  EXPECT_EQ(pinned[1], 0);  // not waited for: not there yet
+  ASSERT_EQ(cudaEventSynchronize(first), cudaSuccess);
+  EXPECT_EQ(pinned[1], 1);
+  EXPECT_EQ(pinned[n - 1], 0);  // the copy after `first` is still queued
+  ASSERT_EQ(cudaEventSynchronize(second), cudaSuccess);
+  EXPECT_EQ(pinned[n - 1], n - 1);
+
+  // Host to device: the source is read when the copy happens, here at the launch that follows it.
+  for (int i = 0; i < n; ++i) pinned[i] = 100 + i;
+  ASSERT_EQ(cudaMemcpyAsync(device, pinned, n * sizeof(int), cudaMemcpyHostToDevice, stream),
+            cudaSuccess);
+  pinned[0] = -7;  // rewritten too early: the device receives this
+  DT_LAUNCH(IncrementKernel, 1, n, stream, device, n);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(device[0], -6);
+  EXPECT_EQ(device[n - 1], 100 + n);
+
+  // Pageable memory: the copy has happened when the call returns.
+  std::vector<int> pageable(n, 0);
+  ASSERT_EQ(
+      cudaMemcpyAsync(pageable.data(), device, n * sizeof(int), cudaMemcpyDeviceToHost, stream),
+      cudaSuccess);
+  EXPECT_EQ(pageable[1], 102);
+
+  // Freeing waits for the queue; a pointer that is not page-locked is refused.
+  ASSERT_EQ(cudaMemcpyAsync(pinned, device, sizeof(int), cudaMemcpyDeviceToHost, stream),
+            cudaSuccess);
+  EXPECT_EQ(cudaFreeHost(pageable.data()), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaFreeHost(pinned), cudaSuccess);
+  EXPECT_EQ(cudaFreeHost(pinned), cudaErrorInvalidValue);  // twice
+  cudaGetLastError();
+  cudaEventDestroy(first);
+  cudaEventDestroy(second);
+  cudaFree(device);
 }
 
 }  // namespace

@@ -29,10 +29,13 @@ constexpr KeyEffectRow RejectedBy(const char* path, const char* rejected_by) {
 }
 
 // Reasons shared by several keys.
-constexpr char kOffloadHost[] =
-    "zero::ZeroState::Allocate: on a GPU rank pin_memory true and ratio < 1 are refused at start "
-    "(not built yet); on a CPU rank, whose state is in host memory already, a note says they "
-    "change nothing";
+constexpr char kOffloadPin[] =
+    "zero::ZeroState::Allocate: on a GPU rank the host state and staging are page-locked "
+    "(device::PinnedHostAllocator) and the copies overlap the host's update; on a CPU rank, whose "
+    "state is in host memory already, a note says it changes nothing";
+constexpr char kOffloadRatio[] =
+    "zero::ZeroState::Allocate: on a GPU rank ratio < 1 is refused at start (not built yet); on a "
+    "CPU rank, whose state is in host memory already, a note says it changes nothing";
 constexpr char kTimers[] =
     "it configures DeepSpeed's throughput timer; dstrain times every step itself and reports "
     "milliseconds and tokens per second in its progress lines and metrics";
@@ -157,14 +160,14 @@ constexpr KeyEffectRow kRows[] = {
          "offload::PrepareSwapDir: the job's and rank's swap files under it"),
     Acts("zero_optimization.offload_optimizer.buffer_count",
          "zero::OptimizerSwap: the swap buffers in flight"),
-    Acts("zero_optimization.offload_optimizer.pin_memory", kOffloadHost),
+    Acts("zero_optimization.offload_optimizer.pin_memory", kOffloadPin),
     Acts("zero_optimization.offload_optimizer.pipeline_read",
          "zero::OptimizerSwap: the next sub-group's read overlaps this update"),
     Acts("zero_optimization.offload_optimizer.pipeline_write",
          "zero::OptimizerSwap: a sub-group's write-back overlaps the next update"),
     Acts("zero_optimization.offload_optimizer.fast_init",
          "offload::SwapFile: unwritten extents (fallocate) instead of written zeros"),
-    Acts("zero_optimization.offload_optimizer.ratio", kOffloadHost),
+    Acts("zero_optimization.offload_optimizer.ratio", kOffloadRatio),
     Acts("zero_optimization.sub_group_size", "ZeroConfig::sub_group_size (worker/zero)"),
     Acts("zero_optimization.cpu_offload",
          "config.cc MigrateCpuOffload: true is read as offload_optimizer {\"device\": \"cpu\"}"),

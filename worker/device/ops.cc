@@ -125,6 +125,38 @@ void Ops::CopyToHost(void* dst, View src) {
   if (src.numel() > 0) DoCopyToHost(dst, src);
 }
 
+absl::StatusOr<std::unique_ptr<tensor::Allocator>> Ops::NewPinnedHostAllocator(int64_t) {
+  return absl::UnimplementedError(absl::StrCat(
+      Describe(), ": no page-locked host memory (this device's memory is host memory)"));
+}
+
+void Ops::CopyFromHostAsync(View dst, const void* src) {
+  if (!Check(ArgCheck(device(), "CopyFromHostAsync")
+                 .Given("dst", dst)
+                 .That(src != nullptr || dst.numel() == 0, "src is null")
+                 .status())) {
+    return;
+  }
+  if (dst.numel() > 0) DoCopyFromHostAsync(dst, src);
+}
+
+void Ops::CopyToHostAsync(void* dst, View src) {
+  if (!Check(ArgCheck(device(), "CopyToHostAsync")
+                 .Given("src", src)
+                 .That(dst != nullptr || src.numel() == 0, "dst is null")
+                 .status())) {
+    return;
+  }
+  if (src.numel() > 0) DoCopyToHostAsync(dst, src);
+}
+
+int Ops::RecordFence() { return failed() ? -1 : DoRecordFence(); }
+
+absl::Status Ops::WaitFence(int fence) {
+  if (fence >= 0) Fail(DoWaitFence(fence));
+  return status_;
+}
+
 void Ops::Fill(View x, float value) {
   if (!Check(ArgCheck(device(), "Fill").Given("x", x).Type("x", x, kFloat).status())) return;
   if (x.numel() > 0) DoFill(x, value);

@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -104,6 +105,26 @@ class Ops {
   void CopyFromHost(View dst, const void* src);
   // src.bytes() bytes of src (on this device) to host memory at dst; waits for them.
   void CopyToHost(void* dst, View src);
+
+  // ---- copies that overlap the host's work (pinned host memory and fences) ----
+  // An allocator of page-locked host memory (accounted by category like the device's; `limit_bytes`
+  // > 0 caps it, for tests of budgets). Copies to and from it below run on the device's copy
+  // engines while the host goes on. Errors: kUnimplemented where the device's memory is host
+  // memory already (the CPU); kResourceExhausted from its Allocate when the host cannot lock more.
+  virtual absl::StatusOr<std::unique_ptr<tensor::Allocator>> NewPinnedHostAllocator(
+      int64_t limit_bytes = 0);
+  // Queued on the compute stream after the work issued so far: dst (this device) receives the
+  // bytes at src as they are when the copy runs, so src must not change until a fence recorded
+  // after this call has been waited for. With pageable src the copy has taken the bytes on return.
+  void CopyFromHostAsync(View dst, const void* src);
+  // Queued likewise: dst (host memory) holds src's bytes once a fence recorded after this call has
+  // been waited for, not before (with pageable dst: on return).
+  void CopyToHostAsync(void* dst, View src);
+  // A point in the compute stream's work issued so far. WaitFence returns once that work has
+  // finished, with status(); each fence is waited for exactly once (that releases it). On a device
+  // without asynchronous work (the CPU) every fence has passed when it is recorded.
+  int RecordFence();
+  absl::Status WaitFence(int fence);
   // x = value, rounded to x's dtype (f32, bf16 or f16).
   void Fill(View x, float value);
   // dst = src in dst's dtype, rounded to nearest even: f32 ↔ bf16 / f16, or a plain copy when
@@ -207,6 +228,12 @@ class Ops {
   virtual void DoCopy(View dst, View src) = 0;
   virtual void DoCopyFromHost(View dst, const void* src) = 0;
   virtual void DoCopyToHost(void* dst, View src) = 0;
+  // Defaults for devices without asynchronous copies: the synchronous ones, fences that have
+  // always passed.
+  virtual void DoCopyFromHostAsync(View dst, const void* src) { DoCopyFromHost(dst, src); }
+  virtual void DoCopyToHostAsync(void* dst, View src) { DoCopyToHost(dst, src); }
+  virtual int DoRecordFence() { return 0; }
+  virtual absl::Status DoWaitFence(int /*fence*/) { return absl::OkStatus(); }
   virtual void DoFill(View x, float value) = 0;
   virtual void DoConvert(View dst, View src) = 0;
   virtual void DoAddInto(View acc, View x) = 0;

@@ -149,12 +149,7 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
     if (ops_->host_accessible()) {
       host_ = ops_->allocator();  // a CPU rank's memory is host memory
     } else {
-      // Not built yet on GPU ranks: pinned host buffers, a partial offload.
-      if (o.pin_memory) {
-        return absl::UnimplementedError(
-            "zero_optimization.offload_optimizer.pin_memory: true is not implemented yet on GPU "
-            "ranks (the host state is pageable memory); set it false");
-      }
+      // Not built yet on GPU ranks: a partial offload.
       if (o.ratio != 1.0) {
         return absl::UnimplementedError(
             absl::StrCat("zero_optimization.offload_optimizer.ratio: ", o.ratio,
@@ -162,6 +157,9 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
       }
       if (offload.host != nullptr) {
         host_ = offload.host;
+      } else if (o.pin_memory) {
+        DT_ASSIGN_OR_RETURN(own_host_, ops_->NewPinnedHostAllocator());
+        host_ = own_host_.get();
       } else {
         own_host_ = std::make_unique<tensor::CpuAllocator>();
         host_ = own_host_.get();
@@ -169,10 +167,12 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
       host_ops_ = std::make_unique<device::CpuOps>(host_);
       int64_t most = 0;
       for (const UpdateWindow& w : windows_) most = std::max(most, w.len);
-      DT_ASSIGN_OR_RETURN(host_grad_,
-                          Tensor::Empty(host_, grads_dtype_, {most}, MemoryCategory::kCommBuffers));
-      DT_ASSIGN_OR_RETURN(host_param_,
-                          Tensor::Empty(host_, storage_, {most}, MemoryCategory::kCommBuffers));
+      for (int slot = 0; slot < 2; ++slot) {
+        DT_ASSIGN_OR_RETURN(host_grad_[slot], Tensor::Empty(host_, grads_dtype_, {most},
+                                                            MemoryCategory::kCommBuffers));
+        DT_ASSIGN_OR_RETURN(host_param_[slot],
+                            Tensor::Empty(host_, storage_, {most}, MemoryCategory::kCommBuffers));
+      }
     }
   }
   if (o.device == config::OffloadDevice::kNvme) return AllocateSwap(offload);
@@ -632,15 +632,41 @@ absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
 // updates the window's state in its home (fp32: the weights cross too); the new weights cross back
 // (mixed: their 16-bit rounding, which the CPU kernel writes as the GPU's does). The arithmetic is
 // the same kernel's as on the GPU (kernels/adamw), element for element.
+//
+// The copies overlap the host's arithmetic through two staging slots: while window i is updated
+// from slot i % 2, window i + 1's bytes cross into the other slot, and window i's new weights cross
+// back while window i + 1 is updated. Both directions are queued on the compute stream, in order,
+// so a slot's outgoing weights have left before the copy that refills it lands; the host touches
+// a slot only after waiting for the fence of the copy that filled it. With page-locked staging
+// (pin_memory) the copies run beside the host; with pageable memory the same code runs them one
+// after the other.
 absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
   const View params = params_.view(), grads = grads_.view();
-  DT_RETURN_IF_ERROR(home_->Update([&](int i, float* const* arrays) -> absl::Status {
+  const int n = static_cast<int>(windows_.size());
+  int fetched[2] = {-1, -1};  // each slot's fence for the copy that filled it, until waited for
+  auto fetch = [&](int i) {
     const UpdateWindow& w = windows_[i];
-    const View g = host_grad_.view().Sub(0, w.len), p = host_param_.view().Sub(0, w.len);
-    const View p_device = params.Sub(w.param_at, w.len);
-    ops_->CopyToHost(g.data(), grads.Sub(w.grad_at, w.len));
-    if (!mixed()) ops_->CopyToHost(p.data(), p_device);
-    DT_RETURN_IF_ERROR(ops_->status());
+    const int slot = i % 2;
+    ops_->CopyToHostAsync(host_grad_[slot].raw(), grads.Sub(w.grad_at, w.len));
+    if (!mixed()) ops_->CopyToHostAsync(host_param_[slot].raw(), params.Sub(w.param_at, w.len));
+    fetched[slot] = ops_->RecordFence();
+  };
+  // Every fence recorded is waited for, also when the update stops early.
+  auto drain = [&] {
+    for (int& fence : fetched) {
+      if (fence >= 0) ops_->WaitFence(fence).IgnoreError();  // status() keeps the first error
+      fence = -1;
+    }
+  };
+  if (n > 0) fetch(0);
+  const absl::Status updated = home_->Update([&](int i, float* const* arrays) -> absl::Status {
+    const UpdateWindow& w = windows_[i];
+    const int slot = i % 2;
+    DT_RETURN_IF_ERROR(ops_->WaitFence(fetched[slot]));
+    fetched[slot] = -1;
+    if (i + 1 < n) fetch(i + 1);
+    const View g = host_grad_[slot].view().Sub(0, w.len);
+    const View p = host_param_[slot].view().Sub(0, w.len);
     auto array = [&](int which) {
       return View::Flat(arrays[SwapArray(which)], DType::kF32, w.len);
     };
@@ -648,10 +674,13 @@ absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
                              : device::AdamWViews{p, g, array(1), array(2), View()},
                      args);
     DT_RETURN_IF_ERROR(host_ops_->status());
-    // From pageable memory the copy has taken the bytes when it returns: `p` may be reused.
-    ops_->CopyFromHost(p_device, p.data());
+    // The slot is not refilled before this copy has read it (the next fetch into it is queued
+    // after it).
+    ops_->CopyFromHostAsync(params.Sub(w.param_at, w.len), p.data());
     return ops_->status();
-  }));
+  });
+  drain();
+  DT_RETURN_IF_ERROR(updated);
   return ops_->status();
 }
 

@@ -105,7 +105,8 @@ absl::Status AllReduceHostFloats(comm::Communicator& group, device::Ops& ops,
 struct OffloadContext {
   std::string job = "job";
   // Host memory for the state and its staging on a GPU rank (accounted by category); null: the
-  // ZeroState's own CpuAllocator. Must outlive the ZeroState.
+  // ZeroState's own, page-locked where offload_optimizer.pin_memory says so (the device's
+  // NewPinnedHostAllocator). Must outlive the ZeroState.
   tensor::Allocator* host = nullptr;
   int rank = -1;  // the process's rank in the job; -1: the data-parallel rank
   config::AioConfig aio;
@@ -385,18 +386,18 @@ class ZeroState : public model::ParamAccess {
   absl::StatusOr<env::ChunkSource> SwappedShardChunks();
   static constexpr int64_t kSwapSelfTestBytes = int64_t{64} << 20;
   // Offload. Host memory first (what follows allocates from it, so goes first): the rank's own
-  // on a CPU rank, else the context's or own_host_.
-  std::unique_ptr<tensor::CpuAllocator> own_host_;
+  // on a CPU rank, else the context's or own_host_ (page-locked under pin_memory).
+  std::unique_ptr<tensor::Allocator> own_host_;
   tensor::Allocator* host_ = nullptr;
   std::unique_ptr<offload::SwapEngine> swap_engine_;
   std::unique_ptr<offload::SwapDir> swap_dir_;
   // The state's home (optimizer_home.h), and the same as an OptimizerSwap under NVMe.
   std::unique_ptr<OptimizerHome> home_;
   OptimizerSwap* swap_ = nullptr;
-  // A GPU rank's update on the host: the CPU kernels, one window's gradients and weights in
-  // transit.
+  // A GPU rank's update on the host: the CPU kernels, and two windows' gradients and weights in
+  // transit (one being updated while the next one's cross).
   std::unique_ptr<device::Ops> host_ops_;
-  tensor::Tensor host_grad_, host_param_;
+  tensor::Tensor host_grad_[2], host_param_[2];
   std::vector<UpdateWindow> windows_;
   // Whether parameter i is handed out in its 16-bit storage (bf16 matrix weights).
   bool Direct16(int param) const;

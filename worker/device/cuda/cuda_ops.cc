@@ -17,6 +17,7 @@
 #include "kernels/rmsnorm/cuda/rmsnorm_cuda.h"
 #include "kernels/rope/cuda/rope_cuda.h"
 #include "kernels/swiglu/cuda/swiglu_cuda.h"
+#include "worker/device/cuda/pinned_host_allocator.h"
 
 namespace dstrain::device {
 namespace {
@@ -77,6 +78,7 @@ CudaOps::~CudaOps() {
   for (tensor::Tensor& w : workspace_) w = tensor::Tensor();
   cublas_.reset();
   if (order_event_ != nullptr) cudaEventDestroy(order_event_);
+  for (cudaEvent_t e : fences_) cudaEventDestroy(e);
   allocator_.reset();  // returns its cache to the driver, after the streams are idle
   cudaStreamDestroy(comm_);
   cudaStreamDestroy(compute_);
@@ -176,6 +178,47 @@ void CudaOps::DoCopyToHost(void* dst, View src) {
   CheckCuda(cudaMemcpyAsync(dst, src.data(), src.bytes(), cudaMemcpyDeviceToHost, stream()),
             "CopyToHost");
   CheckCuda(cudaStreamSynchronize(stream()), "CopyToHost");
+}
+
+absl::StatusOr<std::unique_ptr<tensor::Allocator>> CudaOps::NewPinnedHostAllocator(
+    int64_t limit_bytes) {
+  return std::make_unique<PinnedHostAllocator>(limit_bytes);
+}
+
+void CudaOps::DoCopyFromHostAsync(View dst, const void* src) {
+  CheckCuda(cudaMemcpyAsync(dst.data(), src, dst.bytes(), cudaMemcpyHostToDevice, stream()),
+            "CopyFromHostAsync");
+}
+
+void CudaOps::DoCopyToHostAsync(void* dst, View src) {
+  CheckCuda(cudaMemcpyAsync(dst, src.data(), src.bytes(), cudaMemcpyDeviceToHost, stream()),
+            "CopyToHostAsync");
+}
+
+int CudaOps::DoRecordFence() {
+  int fence;
+  if (!free_fences_.empty()) {
+    fence = free_fences_.back();
+    free_fences_.pop_back();
+  } else {
+    cudaEvent_t e = nullptr;
+    const cudaError_t created = cudaEventCreateWithFlags(&e, cudaEventDisableTiming);
+    CheckCuda(created, "RecordFence: cudaEventCreateWithFlags");
+    if (created != cudaSuccess) return -1;
+    fence = static_cast<int>(fences_.size());
+    fences_.push_back(e);
+  }
+  CheckCuda(cudaEventRecord(fences_[fence], stream()), "RecordFence: cudaEventRecord");
+  return fence;
+}
+
+absl::Status CudaOps::DoWaitFence(int fence) {
+  if (fence >= static_cast<int>(fences_.size())) {
+    return absl::InternalError(absl::StrCat("WaitFence: no fence ", fence, " on cuda:", device_));
+  }
+  free_fences_.push_back(fence);
+  DT_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(fences_[fence]));
+  return absl::OkStatus();
 }
 
 void CudaOps::DoFill(View x, float value) {

@@ -25,6 +25,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/matmul/cuda/matmul_cuda.h"
@@ -54,12 +55,19 @@ class CudaOps final : public Ops {
   int64_t GqaStateElements(int B, int T, int NH, int NKV, int HS) const override;
   int64_t GqaScratchElements(int B, int T, int NH, int NKV, int HS) const override;
   CudaAllocator& cuda_allocator() { return *allocator_; }
+  // PinnedHostAllocator (pinned_host_allocator.h).
+  absl::StatusOr<std::unique_ptr<tensor::Allocator>> NewPinnedHostAllocator(
+      int64_t limit_bytes) override;
 
  protected:
   absl::Status DoSynchronize() override;
   void DoCopy(View dst, View src) override;
   void DoCopyFromHost(View dst, const void* src) override;
   void DoCopyToHost(void* dst, View src) override;
+  void DoCopyFromHostAsync(View dst, const void* src) override;
+  void DoCopyToHostAsync(void* dst, View src) override;
+  int DoRecordFence() override;
+  absl::Status DoWaitFence(int fence) override;
   void DoFill(View x, float value) override;
   void DoConvert(View dst, View src) override;
   void DoAddInto(View acc, View x) override;
@@ -116,6 +124,9 @@ class CudaOps final : public Ops {
   std::unique_ptr<CudaAllocator> allocator_;
   std::unique_ptr<kernels::gpu::CublasContext> cublas_;
   cudaEvent_t order_event_ = nullptr;
+  // RecordFence's events by fence number; the numbers of waited-for fences are reused.
+  std::vector<cudaEvent_t> fences_;
+  std::vector<int> free_fences_;
   tensor::Tensor workspace_[4];
   std::string description_;
 };

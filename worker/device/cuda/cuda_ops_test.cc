@@ -4,6 +4,7 @@
 // Built twice: on a GPU (skips without one) and on the CUDA simulator.
 #include "worker/device/cuda/cuda_ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -357,6 +358,44 @@ TEST_F(CudaOpsTest, AdamWMatchesTheCpu) {
     EXPECT_LE(Excess(Down(dv), cv, 1e-10, 1e-6), 1);
   }
   EXPECT_THAT(gpu_->status(), IsOk());
+}
+
+// Copies with page-locked memory are queued: the bytes are there once a fence recorded after the
+// copy is waited for (on the simulator, not before), and a fence's number is reused once waited
+// for. The CPU has no page-locked memory to offer, and its fences have always passed.
+TEST_F(CudaOpsTest, AsyncCopiesWithPinnedMemoryLandAtTheirFence) {
+  auto pinned = gpu_->NewPinnedHostAllocator(0);
+  ASSERT_THAT(pinned, IsOk());
+  EXPECT_TRUE((*pinned)->device().is_cpu());
+  constexpr int n = 1000;
+  auto host =
+      tensor::Tensor::Empty(pinned->get(), DType::kF32, {n}, tensor::MemoryCategory::kOther);
+  ASSERT_THAT(host, IsOk());
+  EXPECT_EQ((*pinned)->Stats().current[static_cast<int>(tensor::MemoryCategory::kOther)], n * 4);
+  std::vector<float> values(n);
+  for (int i = 0; i < n; ++i) values[i] = 0.5f * i;
+  tensor::Tensor device = Up(values, {n});
+  float* h = static_cast<float*>(host->raw());
+  std::fill(h, h + n, -1.f);
+  gpu_->CopyToHostAsync(h, device.view());
+  const int fence = gpu_->RecordFence();
+  ASSERT_GE(fence, 0);
+  ASSERT_THAT(gpu_->WaitFence(fence), IsOk());
+  EXPECT_EQ(std::vector<float>(h, h + n), values);
+  EXPECT_EQ(gpu_->RecordFence(), fence);  // reused
+  ASSERT_THAT(gpu_->WaitFence(fence), IsOk());
+
+  for (int i = 0; i < n; ++i) h[i] = 3.f * i;
+  gpu_->CopyFromHostAsync(device.view(), h);
+  const int back = gpu_->RecordFence();
+  ASSERT_THAT(gpu_->WaitFence(back), IsOk());
+  std::fill(h, h + n, 0.f);  // after the fence: the device has its copy
+  const std::vector<float> got = Down(device);
+  for (int i = 0; i < n; ++i) ASSERT_EQ(got[i], 3.f * i) << i;
+
+  EXPECT_THAT(cpu_.NewPinnedHostAllocator().status(),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("host memory")));
+  EXPECT_THAT(cpu_.WaitFence(cpu_.RecordFence()), IsOk());
 }
 
 TEST_F(CudaOpsTest, HostMemoryIsRefusedWithTheDeviceNamed) {
