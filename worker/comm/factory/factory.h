@@ -2,7 +2,7 @@
 //
 //   CPU memory  → ShmCommunicator when every rank is on this host (worker/comm/shm), else
 //                 GlooCommunicator (TCP; worker/comm/gloo): see cpu_communicator.h
-//                 (DSTRAIN_SHM=0 on any rank forces Gloo for its groups)
+//                 (opt-in: DSTRAIN_SHM=1 on every rank; otherwise Gloo)
 //   CUDA memory → NcclCommunicator (worker/comm/nccl), in builds with CUDA
 //
 // Tests that run ranks as threads construct FakeCommunicators directly (worker/comm/fake). A

@@ -19,8 +19,23 @@ using ::dstrain::testing::IsOk;
 using ::dstrain::testing::StatusIs;
 using ::testing::HasSubstr;
 
+// Shared memory is opt-in (DSTRAIN_SHM=1 on every rank); these tests' ranks set it.
+class ShmOptIn : public ::testing::Test {
+ protected:
+  void SetUp() override { setenv("DSTRAIN_SHM", "1", 1); }
+  void TearDown() override { unsetenv("DSTRAIN_SHM"); }
+};
+
+TEST(CreateCommunicator, WithoutOptInGloo) {
+  unsetenv("DSTRAIN_SHM");
+  store::InMemoryStore store;
+  auto c = CreateCommunicator(Device::Cpu(), &store, 0, 1, "dp", GroupOptions());
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ((*c)->backend(), "gloo");
+}
+
 // Every rank of these groups is on this host: shared memory.
-TEST(CreateCommunicator, CpuMemoryOnOneHostGetsShm) {
+TEST_F(ShmOptIn, CpuMemoryOnOneHostGetsShm) {
   store::InMemoryStore store;
   auto c = CreateCommunicator(Device::Cpu(), &store, 0, 1, "dp", GroupOptions());
   ASSERT_THAT(c, IsOk());
@@ -29,7 +44,7 @@ TEST(CreateCommunicator, CpuMemoryOnOneHostGetsShm) {
   EXPECT_EQ((*c)->name(), "dp");
 }
 
-TEST(CreateCommunicator, TwoRanksOnOneHostAgreeOnShm) {
+TEST_F(ShmOptIn, TwoRanksOnOneHostAgreeOnShm) {
   store::InMemoryStore store;
   std::vector<std::string> backends(2);
   std::vector<std::thread> threads;
@@ -46,7 +61,7 @@ TEST(CreateCommunicator, TwoRanksOnOneHostAgreeOnShm) {
 }
 
 // Ranks whose host identities differ (here: the bind address) use Gloo, all of them.
-TEST(CreateCommunicator, DifferentIdentitiesGetGloo) {
+TEST_F(ShmOptIn, DifferentIdentitiesGetGloo) {
   EXPECT_NE(CpuHostIdentity("127.0.0.1"), CpuHostIdentity("127.0.0.2"));
   store::InMemoryStore store;
   ASSERT_THAT(store.Set("cpu_group/dp/1", CpuHostIdentity("10.1.2.3")), IsOk());
