@@ -1,7 +1,10 @@
-// Bus bandwidth of dstrain's Gloo communicator: AllReduce, ReduceScatter, AllGather on N local
-// processes (fork + a TCP store served by the parent), f32, from MIN to MAX bytes (x4 steps).
+// Bus bandwidth of dstrain's CPU communicators (--backend gloo, the default, or shm): AllReduce,
+// ReduceScatter, AllGather on N local processes (fork + a TCP store served by the parent), f32,
+// from MIN to MAX bytes (x4 steps). --ops allreduce limits the ops; --iters fixes the timed
+// iterations per size. --memcpy prints instead the single-thread memcpy bandwidth of the same
+// sizes ("impl": "memcpy", bytes / time), the yardstick of bench/comm_bandwidth/shm_bandwidth.sh.
 //
-//   comm_bench --nproc 2 --min-bytes 1024 --max-bytes 268435456
+//   comm_bench --nproc 2 --min-bytes 1024 --max-bytes 268435456 [--backend shm]
 //
 // Prints one JSON line per (op, bytes) from rank 0: the median time over the iterations and the
 // bus bandwidth in nccl-tests' definition (AllReduce: S/t · 2(n-1)/n; ReduceScatter and AllGather:
@@ -13,12 +16,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_format.h"
 #include "common/flags/flags.h"
 #include "common/runtime/process_init.h"
 #include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/comm/shm/shm_communicator.h"
 #include "worker/store/tcp_store.h"
 
 namespace dstrain {
@@ -28,7 +34,36 @@ double BusFactor(const std::string& op, int n) {
   return op == "allreduce" ? 2.0 * (n - 1) / n : double(n - 1) / n;
 }
 
-int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes) {
+struct BenchConfig {
+  std::string backend = "gloo";
+  std::string ops = "allreduce,reducescatter,allgather";
+  int iters = 0;  // 0: by size
+};
+
+// Single-thread memcpy of each size between two buffers, median of the iterations.
+int RunMemcpy(int64_t min_bytes, int64_t max_bytes, const BenchConfig& cfg) {
+  for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
+    std::vector<char> a(bytes, 1), b(bytes, 0);
+    const int iters = cfg.iters > 0 ? cfg.iters : 10;
+    std::vector<double> times;
+    for (int i = 0; i < iters + 1; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      std::memcpy(b.data(), a.data(), bytes);
+      auto t1 = std::chrono::steady_clock::now();
+      if (i > 0) times.push_back(std::chrono::duration<double>(t1 - t0).count());
+    }
+    std::sort(times.begin(), times.end());
+    const double t = times[times.size() / 2];
+    absl::PrintF(
+        "{\"impl\": \"memcpy\", \"op\": \"memcpy\", \"ranks\": 1, \"bytes\": %d, "
+        "\"time_us\": %.1f, \"busbw_gbs\": %.4f}\n",
+        bytes, t * 1e6, double(bytes) / t / 1e9);
+  }
+  return 0;
+}
+
+int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes,
+            const BenchConfig& cfg) {
   int port = 0;
   if (read(port_fd, &port, sizeof(port)) != sizeof(port)) {
     absl::FPrintF(stderr, "rank %d: no store port from the parent\n", rank);
@@ -40,7 +75,20 @@ int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes) 
     absl::FPrintF(stderr, "rank %d: %s\n", rank, store.status().message());
     return 1;
   }
-  auto comm = comm::GlooCommunicator::Create(store->get(), rank, n, "bench", comm::GlooOptions());
+  absl::StatusOr<std::unique_ptr<comm::Communicator>> comm;
+  if (cfg.backend == "shm") {
+    auto c = comm::ShmCommunicator::Create(store->get(), rank, n, "bench", comm::ShmOptions());
+    if (c.ok())
+      comm = std::unique_ptr<comm::Communicator>(*std::move(c));
+    else
+      comm = c.status();
+  } else {
+    auto c = comm::GlooCommunicator::Create(store->get(), rank, n, "bench", comm::GlooOptions());
+    if (c.ok())
+      comm = std::unique_ptr<comm::Communicator>(*std::move(c));
+    else
+      comm = c.status();
+  }
   if (!comm.ok()) {
     absl::FPrintF(stderr, "rank %d: %s\n", rank, comm.status().message());
     return 1;
@@ -50,8 +98,12 @@ int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes) 
   for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
     const int64_t count = std::max<int64_t>(n, bytes / 4 / n * n);  // divisible by n
     std::vector<float> big(count, 1.f), small(count / n, 1.f);
-    const int iters = bytes <= (1 << 20) ? 20 : bytes <= (16 << 20) ? 6 : 3;
+    const int iters = cfg.iters > 0         ? cfg.iters
+                      : bytes <= (1 << 20)  ? 20
+                      : bytes <= (16 << 20) ? 6
+                                            : 3;
     for (const std::string op : {"allreduce", "reducescatter", "allgather"}) {
+      if (cfg.ops.find(op) == std::string::npos) continue;
       auto run = [&]() -> absl::Status {
         absl::StatusOr<std::unique_ptr<comm::Work>> w;
         if (op == "allreduce") {
@@ -84,9 +136,9 @@ int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes) 
       const double total = double(count) * 4;
       if (rank == 0) {
         absl::PrintF(
-            "{\"impl\": \"dstrain-gloo\", \"op\": \"%s\", \"ranks\": %d, \"bytes\": %d, "
+            "{\"impl\": \"dstrain-%s\", \"op\": \"%s\", \"ranks\": %d, \"bytes\": %d, "
             "\"time_us\": %.1f, \"busbw_gbs\": %.4f}\n",
-            op, n, int64_t(total), t * 1e6, total / t * BusFactor(op, n) / 1e9);
+            cfg.backend, op, n, int64_t(total), t * 1e6, total / t * BusFactor(op, n) / 1e9);
         std::fflush(stdout);
       }
     }
@@ -95,8 +147,9 @@ int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes) 
 }
 
 int Main(int argc, char** argv) {
-  auto args = flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
-                               {"nproc", "min-bytes", "max-bytes"}, {});
+  auto args =
+      flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
+                       {"nproc", "min-bytes", "max-bytes", "backend", "ops", "iters"}, {"memcpy"});
   if (!args.ok()) {
     absl::FPrintF(stderr, "%s\n", args.status().message());
     return 2;
@@ -104,6 +157,15 @@ int Main(int argc, char** argv) {
   const int n = *args->GetInt("nproc", 2);
   const int64_t lo = *args->GetDouble("min-bytes", 1024),
                 hi = *args->GetDouble("max-bytes", 1 << 28);
+  BenchConfig cfg;
+  cfg.backend = args->Get("backend", cfg.backend);
+  cfg.ops = args->Get("ops", cfg.ops);
+  cfg.iters = *args->GetInt("iters", 0);
+  if (cfg.backend != "gloo" && cfg.backend != "shm") {
+    absl::FPrintF(stderr, "--backend: gloo or shm, not '%s'\n", cfg.backend);
+    return 2;
+  }
+  if (args->Has("memcpy")) return RunMemcpy(lo, hi, cfg);
   // Fork first, then start the store server and hand its port down a pipe: the server runs
   // threads, and a child forked while one of them held a lock inside absl (a SpinLock on
   // absl::Mutex's slow path) finds it held forever. A rank hung in TcpStoreClient::Connect that
@@ -120,7 +182,7 @@ int Main(int argc, char** argv) {
     if (pid == 0) {
       close(fds[1]);
       for (int w : port_w) close(w);
-      _exit(RunRank(r, n, fds[0], lo, hi));
+      _exit(RunRank(r, n, fds[0], lo, hi, cfg));
     }
     close(fds[0]);
     pids.push_back(pid);

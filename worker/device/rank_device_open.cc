@@ -17,7 +17,7 @@
 #include "worker/device/cuda/host_staged_communicator.h"
 #endif
 #if DSTRAIN_CUDA_SIM
-#include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/comm/factory/cpu_communicator.h"
 #else
 #include "worker/comm/factory/factory.h"
 #endif
@@ -31,19 +31,16 @@ std::string HostName() {
   return name;
 }
 
-// A group for host memory: Gloo.
+// A group for host memory: shared memory when every rank is on this host, else Gloo
+// (worker/comm/factory/cpu_communicator.h).
 absl::StatusOr<std::unique_ptr<comm::Communicator>> CpuGroup(store::Store* store, int rank,
                                                              int size, absl::string_view name,
                                                              absl::Duration timeout,
                                                              const std::string& bind_address) {
 #if DSTRAIN_CUDA_SIM
   // The simulator's binaries must not link the real CUDA runtime, which NCCL (and so the
-  // communicator factory) brings in: Gloo directly.
-  comm::GlooOptions gloo;
-  gloo.timeout = timeout;
-  gloo.hostname = bind_address;
-  DT_ASSIGN_OR_RETURN(auto c, comm::GlooCommunicator::Create(store, rank, size, name, gloo));
-  return std::unique_ptr<comm::Communicator>(std::move(c));
+  // communicator factory) brings in: the CPU half of the factory directly.
+  return comm::CreateCpuCommunicator(store, rank, size, name, timeout, bind_address);
 #else
   comm::GroupOptions group;
   group.timeout = timeout;

@@ -82,7 +82,7 @@ make_job cuda2 3 cuda "" bf16 2
   { cat "$out/cpu2.log"; exit 1; }
 "$sim" launch --nproc 2 "$out/cuda2.json" --metrics-out "$out/cuda2.jsonl" > "$out/cuda2.log" 2>&1 ||
   { cat "$out/cuda2.log"; exit 1; }
-grep -q 'joined the data-parallel group (cuda:0.*host-staged gloo)' "$out/cuda2.log"
+grep -q 'joined the data-parallel group (cuda:0.*host-staged \(gloo\|shm\))' "$out/cuda2.log"
 "${compare[@]}" "$out/cuda2.jsonl" "$out/cpu2.jsonl" 2e-3
 
 # 4. A budget too small for the model: the out-of-memory error names the category, the bytes asked,

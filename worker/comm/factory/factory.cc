@@ -1,7 +1,7 @@
 #include "worker/comm/factory/factory.h"
 
 #include "absl/status/status.h"
-#include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/comm/factory/cpu_communicator.h"
 #if DSTRAIN_HAVE_NCCL
 #include "worker/comm/nccl/nccl_communicator.h"
 #endif
@@ -13,12 +13,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateCommunicator(Device device, 
                                                                  absl::string_view name,
                                                                  const GroupOptions& options) {
   if (device.is_cpu()) {
-    GlooOptions gloo;
-    gloo.timeout = options.timeout;
-    gloo.hostname = options.hostname;
-    auto c = GlooCommunicator::Create(store, rank, size, name, gloo);
-    if (!c.ok()) return c.status();
-    return std::unique_ptr<Communicator>(std::move(*c));
+    return CreateCpuCommunicator(store, rank, size, name, options.timeout, options.hostname);
   }
 #if DSTRAIN_HAVE_NCCL
   NcclOptions nccl;

@@ -1,6 +1,8 @@
 // The communicator for a device: the one place that knows which backend moves which memory.
 //
-//   CPU memory  → GlooCommunicator (TCP between processes; worker/comm/gloo)
+//   CPU memory  → ShmCommunicator when every rank is on this host (worker/comm/shm), else
+//                 GlooCommunicator (TCP; worker/comm/gloo): see cpu_communicator.h
+//                 (opt-in: DSTRAIN_SHM=1 on every rank; otherwise Gloo)
 //   CUDA memory → NcclCommunicator (worker/comm/nccl), in builds with CUDA
 //
 // Tests that run ranks as threads construct FakeCommunicators directly (worker/comm/fake). A
