@@ -105,24 +105,22 @@ void Ops::Copy(View dst, View src) {
   if (dst.numel() > 0 && dst.data() != src.data()) DoCopy(dst, src);
 }
 
+// The checks of a copy between `device` (view `v`) and host memory at `host`; true to go on with
+// a copy of more than nothing.
+bool Ops::CheckHostCopy(const char* op, View v, const void* host, bool to_host) {
+  return Check(ArgCheck(device(), op)
+                   .Given(to_host ? "src" : "dst", v)
+                   .That(host != nullptr || v.numel() == 0, to_host ? "dst is null" : "src is null")
+                   .status()) &&
+         v.numel() > 0;
+}
+
 void Ops::CopyFromHost(View dst, const void* src) {
-  if (!Check(ArgCheck(device(), "CopyFromHost")
-                 .Given("dst", dst)
-                 .That(src != nullptr || dst.numel() == 0, "src is null")
-                 .status())) {
-    return;
-  }
-  if (dst.numel() > 0) DoCopyFromHost(dst, src);
+  if (CheckHostCopy("CopyFromHost", dst, src, /*to_host=*/false)) DoCopyFromHost(dst, src);
 }
 
 void Ops::CopyToHost(void* dst, View src) {
-  if (!Check(ArgCheck(device(), "CopyToHost")
-                 .Given("src", src)
-                 .That(dst != nullptr || src.numel() == 0, "dst is null")
-                 .status())) {
-    return;
-  }
-  if (src.numel() > 0) DoCopyToHost(dst, src);
+  if (CheckHostCopy("CopyToHost", src, dst, /*to_host=*/true)) DoCopyToHost(dst, src);
 }
 
 absl::StatusOr<std::unique_ptr<tensor::Allocator>> Ops::NewPinnedHostAllocator(int64_t) {
@@ -131,23 +129,13 @@ absl::StatusOr<std::unique_ptr<tensor::Allocator>> Ops::NewPinnedHostAllocator(i
 }
 
 void Ops::CopyFromHostAsync(View dst, const void* src) {
-  if (!Check(ArgCheck(device(), "CopyFromHostAsync")
-                 .Given("dst", dst)
-                 .That(src != nullptr || dst.numel() == 0, "src is null")
-                 .status())) {
-    return;
+  if (CheckHostCopy("CopyFromHostAsync", dst, src, /*to_host=*/false)) {
+    DoCopyFromHostAsync(dst, src);
   }
-  if (dst.numel() > 0) DoCopyFromHostAsync(dst, src);
 }
 
 void Ops::CopyToHostAsync(void* dst, View src) {
-  if (!Check(ArgCheck(device(), "CopyToHostAsync")
-                 .Given("src", src)
-                 .That(dst != nullptr || src.numel() == 0, "dst is null")
-                 .status())) {
-    return;
-  }
-  if (src.numel() > 0) DoCopyToHostAsync(dst, src);
+  if (CheckHostCopy("CopyToHostAsync", src, dst, /*to_host=*/true)) DoCopyToHostAsync(dst, src);
 }
 
 int Ops::RecordFence() { return failed() ? -1 : DoRecordFence(); }

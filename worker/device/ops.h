@@ -275,6 +275,8 @@ class Ops {
   // Runs the checks of one operation; false (with the error recorded) when they fail or an
   // earlier error is recorded.
   bool Check(absl::Status checks);
+  // The checks of a copy between this device (view `v`) and host memory at `host`.
+  bool CheckHostCopy(const char* op, View v, const void* host, bool to_host);
 
   tensor::Allocator* const allocator_;
   absl::Status status_;
