@@ -40,6 +40,7 @@
 #include "common/runtime/exit_codes.h"
 #include "common/runtime/process_init.h"
 #include "common/status/status_macros.h"
+#include "common/tls/tls.h"
 #include "coordinator/auth/caller.h"
 #include "coordinator/auth/token_table.h"
 #include "worker/config/config.h"
@@ -582,5 +583,6 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   dstrain::InitProcess(argv);
+  dstrain::tls::KeepOpenSslUntilExit();
   return dstrain::cli::Main(argc, argv);
 }

@@ -2,6 +2,7 @@
 
 #include <grpcpp/security/credentials.h>
 #include <openssl/bio.h>
+#include <openssl/crypto.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
@@ -104,6 +105,12 @@ std::string WorkerIdOf(absl::string_view common_name) {
 }
 
 }  // namespace
+
+void KeepOpenSslUntilExit() {
+  // Only the first initialisation decides whether the exit handler is registered; later calls,
+  // including gRPC's own, change nothing.
+  OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr);
+}
 
 absl::Status CheckCertificateFile(absl::string_view flag, const std::string& cert_path,
                                   const std::string& key_path) {

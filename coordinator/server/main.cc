@@ -60,6 +60,7 @@ int Fail(const std::string& message, int code) {
 }
 
 int Main(int argc, char** argv) {
+  tls::KeepOpenSslUntilExit();
   // Signals are taken by sigwait below, so every thread started from here on blocks them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);

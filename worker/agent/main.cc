@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "common/tls/tls.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/agent_config.h"
 #include "worker/agent/agent_metrics.h"
@@ -52,6 +53,7 @@ std::string HostOf(const std::string& listen) {
 }
 
 int Main(int argc, char** argv) {
+  dstrain::tls::KeepOpenSslUntilExit();
   namespace agent = dstrain::agent;
   // Stop signals are taken by sigwait below; blocked before any thread starts so that none of
   // them (gRPC's, the agent's) receives one. Trainers get a clean mask back before exec.
