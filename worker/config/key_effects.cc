@@ -34,8 +34,10 @@ constexpr char kOffloadPin[] =
     "(device::PinnedHostAllocator) and the copies overlap the host's update; on a CPU rank, whose "
     "state is in host memory already, a note says it changes nothing";
 constexpr char kOffloadRatio[] =
-    "zero::ZeroState::Allocate: on a GPU rank ratio < 1 is refused at start (not built yet); on a "
-    "CPU rank, whose state is in host memory already, a note says it changes nothing";
+    "zero::ZeroState::Allocate: on a GPU rank the first int((1 - ratio) * n) of the n sub-groups "
+    "keep their state on the device and are updated there, the rest go to the host (at every "
+    "stage from 1; DeepSpeed reads it at stage 3); device \"nvme\" refuses ratio < 1; on a CPU "
+    "rank, whose state is in host memory already, a note says it changes nothing";
 constexpr char kTimers[] =
     "it configures DeepSpeed's throughput timer; dstrain times every step itself and reports "
     "milliseconds and tokens per second in its progress lines and metrics";

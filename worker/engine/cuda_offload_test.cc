@@ -5,13 +5,15 @@
 // operations and fused multiply-adds sit where the GPU kernel's do (kernels/adamw), on the
 // gradients the device reduced, unscaled and clipped: losses and final weights are bitwise equal.
 // Also: checkpoints move between offloaded and device-resident runs bitwise, the host memory is
-// accounted, pin_memory's state is page-locked, and what is not built yet is refused by name. On a
-// GPU and on the CUDA simulator.
+// accounted (and `dstrain estimate` gives the same figures), pin_memory's state is page-locked, and
+// a partial offload (ratio) keeps DeepSpeed's first sub-groups on the device. On a GPU and on the
+// CUDA simulator.
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status/status_matchers.h"
@@ -23,6 +25,9 @@
 #include "worker/engine/engine.h"
 #include "worker/engine/zero_test_util.h"
 #include "worker/env/env.h"
+#include "worker/model/param_layout.h"
+#include "worker/zero/estimate.h"
+#include "worker/zero/precision.h"
 
 namespace dstrain::engine {
 namespace {
@@ -30,6 +35,7 @@ namespace {
 using ::dstrain::testing::IsOk;
 using ::dstrain::testing::StatusIs;
 using testing::Batch;
+using ::testing::Contains;
 using ::testing::HasSubstr;
 using testing::RunOnRanks;
 using testing::SmallGptSpec;
@@ -52,7 +58,9 @@ struct TrainResult {
   std::vector<float> params;
   std::vector<std::string> saved;  // each rank's state after its last step
   int64_t device_optimizer_state = 0, host_optimizer_state = 0;  // rank 0's, after training
+  int64_t host_bytes = 0;  // rank 0's host allocator, every category
   config::OffloadDevice home = config::OffloadDevice::kNone;
+  zero::MemoryEstimate estimate;  // `dstrain estimate`'s figures for rank 0
 };
 
 TrainResult Train(const config::JobSpec& spec, int first = 0, int last = kSteps,
@@ -103,8 +111,15 @@ TrainResult Train(const config::JobSpec& spec, int first = 0, int last = kSteps,
       run.device_optimizer_state = ops->allocator()->Stats().current[state_category];
       if (const tensor::Allocator* host = (*e)->zero().host_allocator(); host != nullptr) {
         run.host_optimizer_state = host->Stats().current[state_category];
+        for (const int64_t bytes : host->Stats().current) run.host_bytes += bytes;
       }
       run.home = (*e)->zero().optimizer_home();
+      auto layout = model::ParamLayout::ForGpt(testing::ModelShape(spec));
+      ASSERT_THAT(layout, IsOk());
+      run.estimate =
+          zero::EstimateMemory(*layout, testing::ModelShape(spec), spec.zero, spec.zero.stage,
+                               world, static_cast<int>(spec.train_micro_batch_size_per_gpu),
+                               spec.data.seq_len, *ops, zero::StatePrecision::Of(spec));
     }
   });
   return run;
@@ -123,9 +138,13 @@ TEST_P(CudaOffloadTest, HostAndNvmeMatchTheDeviceBitwise) {
       EXPECT_EQ(want.host_optimizer_state, 0);
       // pin_memory: the staging and the state page-locked, the copies queued behind the host's
       // back (the simulator performs them only when waited for, so a missing wait shows).
+      EXPECT_EQ(want.estimate.optimizer_state, want.device_optimizer_state);
+      EXPECT_EQ(want.estimate.host_bytes, 0);
       for (const std::string& offload :
            {std::string(R"("device": "cpu")"),
             std::string(R"("device": "cpu", "pin_memory": true)"),
+            // DeepSpeed's partial offload: the first int(0.4 n) sub-groups stay on the device.
+            std::string(R"("device": "cpu", "ratio": 0.6, "pin_memory": true)"),
             absl::StrFormat(R"("device": "nvme", "nvme_path": "%s", "pipeline_read": true,
                                "pipeline_write": true, "buffer_count": 3, "pin_memory": true)",
                             SwapRoot())}) {
@@ -136,13 +155,22 @@ TEST_P(CudaOffloadTest, HostAndNvmeMatchTheDeviceBitwise) {
         EXPECT_EQ(got.losses, want.losses) << what;
         EXPECT_EQ(got.params, want.params) << what;
         EXPECT_EQ(got.saved, want.saved) << what << ": the checkpoint state";
-        // The state left the device: none of it there, all of it (cpu) or the swap's buffers
-        // (nvme) in host memory.
-        EXPECT_EQ(got.device_optimizer_state, 0) << what;
+        // The state left the device (a partial offload: some of it), all of it in host memory
+        // (cpu) or the swap's buffers there (nvme); `dstrain estimate` says so exactly.
+        if (absl::StrContains(offload, "ratio")) {
+          EXPECT_GT(got.device_optimizer_state, 0) << what;
+          EXPECT_LT(got.device_optimizer_state, want.device_optimizer_state) << what;
+        } else {
+          EXPECT_EQ(got.device_optimizer_state, 0) << what;
+        }
         EXPECT_GT(got.host_optimizer_state, 0) << what;
         if (got.home == config::OffloadDevice::kCpu) {
-          EXPECT_EQ(got.host_optimizer_state, want.device_optimizer_state) << what;
+          EXPECT_EQ(got.host_optimizer_state + got.device_optimizer_state,
+                    want.device_optimizer_state)
+              << what;
         }
+        EXPECT_EQ(got.estimate.optimizer_state, got.device_optimizer_state) << what;
+        EXPECT_EQ(got.estimate.host_bytes, got.host_bytes) << what;
       }
     }
   }
@@ -176,15 +204,62 @@ TEST(CudaOffloadCheckpointTest, MovesBetweenHostAndDeviceBitwise) {
   }
 }
 
-TEST(CudaOffloadConfigTest, RefusesWhatIsNotBuiltYet) {
+// ratio: DeepSpeed's rule, int((1 - ratio) * n) of the n sub-groups stay on the device. A ratio
+// that offloads none of them leaves the whole state there (a note says so); a checkpoint of a
+// partial offload loads into a full one and the reverse, bitwise.
+TEST(CudaOffloadConfigTest, PartialOffloadFollowsTheSubGroupRule) {
   DT_SKIP_WITHOUT_CUDA_DEVICE();
-  const config::JobSpec spec = Spec(1, 2, 1, 0.0, true, R"("device": "cpu", "ratio": 0.5)");
   auto ops = device::CudaOps::Create({});
   ASSERT_THAT(ops, IsOk());
-  EXPECT_THAT(
-      Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), ops->get()), spec).status(),
-      StatusIs(absl::StatusCode::kUnimplemented,
-               HasSubstr("zero_optimization.offload_optimizer.ratio")));
+  const int state_category = static_cast<int>(tensor::MemoryCategory::kOptimizerState);
+  auto device_state = [&](const std::string& offload, std::vector<std::string>* log) -> int64_t {
+    const config::JobSpec spec = Spec(1, 3, 1, 0.0, false, offload);
+    zero::OffloadContext context;
+    context.log = [log](const std::string& line) { log->push_back(line); };
+    const int64_t before = (*ops)->allocator()->Stats().current[state_category];
+    auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), ops->get()), spec,
+                                nullptr, {}, context);
+    EXPECT_THAT(e, IsOk());
+    return e.ok() ? (*ops)->allocator()->Stats().current[state_category] - before : -1;
+  };
+  std::vector<std::string> log;
+  const int64_t all = device_state("", &log);
+  ASSERT_GT(all, 0);
+  // Stage 3 updates in one pass of sub_group_size 700 floats: n windows, the last one shorter.
+  const config::JobSpec spec = Spec(1, 3, 1, 0.0, false, "");
+  auto layout = model::ParamLayout::ForGpt(testing::ModelShape(spec));
+  ASSERT_THAT(layout, IsOk());
+  const int64_t owned = all / 8;  // fp32: m and v
+  const int n = static_cast<int>((owned + 699) / 700);
+  ASSERT_GT(n, 4);
+  for (const double ratio : {0.25, 0.5, 0.9}) {
+    log.clear();
+    const int keep = static_cast<int>((1.0 - ratio) * n);
+    EXPECT_EQ(device_state(absl::StrFormat(R"("device": "cpu", "ratio": %g)", ratio), &log),
+              int64_t{8} * 700 * keep)
+        << "ratio " << ratio;
+    EXPECT_THAT(log, Contains(HasSubstr(absl::StrCat(n - keep, " of ", n, " sub-groups"))));
+  }
+  log.clear();
+  EXPECT_EQ(device_state(R"("device": "cpu", "ratio": 0.0)", &log), all);
+  EXPECT_THAT(log, Contains(HasSubstr("offloads none of them")));
+
+  for (const bool bf16 : {false, true}) {
+    SCOPED_TRACE(bf16 ? "bf16" : "fp32");
+    const config::JobSpec partial = Spec(2, 3, 2, 0.5, bf16, R"("device": "cpu", "ratio": 0.5)");
+    const config::JobSpec full = Spec(2, 3, 2, 0.5, bf16, R"("device": "cpu")");
+    const TrainResult whole = Train(full);
+    for (const auto& [first, second] : std::vector<std::pair<config::JobSpec, config::JobSpec>>{
+             {partial, full}, {full, partial}}) {
+      const TrainResult head = Train(first, 0, kSteps / 2);
+      const TrainResult tail = Train(second, kSteps / 2, kSteps, &head.saved);
+      std::vector<double> losses = head.losses;
+      losses.insert(losses.end(), tail.losses.begin(), tail.losses.end());
+      EXPECT_EQ(losses, whole.losses);
+      EXPECT_EQ(tail.params, whole.params);
+      EXPECT_EQ(tail.saved, whole.saved);
+    }
+  }
 }
 
 // pin_memory: the state and the staging are page-locked (the device's PinnedHostAllocator holds

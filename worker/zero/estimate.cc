@@ -52,6 +52,32 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, int64_t activati
     e.optimizer_state =
         OptimizerSwap::BufferBytes(windows, arrays, zero.offload_optimizer.buffer_count);
   }
+  if (e.offload != config::OffloadDevice::kNone && stage >= 1 && !ops.host_accessible()) {
+    // A GPU rank: the offloaded state, the swap's buffers and two windows' staging are host
+    // memory; the device keeps the state of the sub-groups a partial offload leaves there
+    // (ZeroState::Allocate's rule).
+    std::vector<int64_t> windows;
+    for (const UpdateWindowCut& w : CutUpdateWindows(p, stage == 3, zero.sub_group_size)) {
+      windows.push_back(w.len);
+    }
+    const int n = static_cast<int>(windows.size());
+    const int arrays = mixed ? 3 : 2;
+    int first = std::clamp(static_cast<int>((1.0 - zero.offload_optimizer.ratio) * n), 0, n);
+    if (first == n && n > 0) {
+      e.offload = config::OffloadDevice::kNone;  // ratio offloads no sub-group
+    } else {
+      const std::vector<int64_t> home(windows.begin() + first, windows.end());
+      int64_t on_device = 0, in_home = 0, most = 0;
+      for (int i = 0; i < n; ++i) (i < first ? on_device : in_home) += windows[i];
+      for (int64_t len : home) most = std::max(most, len);
+      e.optimizer_state = int64_t{4} * arrays * on_device;
+      e.host_bytes = 2 * most * (DTypeSize(grads) + half);
+      e.host_bytes +=
+          e.offload == config::OffloadDevice::kNvme
+              ? OptimizerSwap::BufferBytes(home, arrays, zero.offload_optimizer.buffer_count)
+              : int64_t{4} * arrays * in_home;
+    }
+  }
   e.activations = activations;
 
   // The largest unit besides the one holding the embedding, and likewise for modules (a middle
@@ -136,6 +162,10 @@ std::string DescribeEstimates(const std::vector<MemoryEstimate>& estimates,
   row("optimizer_state", [](const MemoryEstimate& e) { return double(e.optimizer_state); });
   if (!estimates.empty() && estimates[0].offload == config::OffloadDevice::kNvme) {
     row("  (on NVMe, not in memory)", [](const MemoryEstimate& e) { return double(e.nvme_bytes); });
+  }
+  if (std::any_of(estimates.begin(), estimates.end(),
+                  [](const MemoryEstimate& e) { return e.host_bytes > 0; })) {
+    row("host memory (offload)", [](const MemoryEstimate& e) { return double(e.host_bytes); });
   }
   row("model states", [](const MemoryEstimate& e) { return double(e.model_states()); });
   row(estimates.empty() || !estimates[0].mixed ? "  ZeRO paper (fp32 Adam)"

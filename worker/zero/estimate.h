@@ -34,8 +34,12 @@ struct MemoryEstimate {
   // zero_optimization.offload_optimizer.device. Under "nvme" optimizer_state is what stays in
   // memory (the swap's buffers) and nvme_bytes the swap file; "cpu" on a CPU rank changes nothing
   // (the state is in host memory already).
+  // On a GPU rank (offload "cpu" or "nvme"), optimizer_state is what stays on the device (the
+  // sub-groups a partial offload keeps there) and host_bytes the host memory the offload holds:
+  // the state or the swap's buffers, and two sub-groups' staging.
   config::OffloadDevice offload = config::OffloadDevice::kNone;
   int64_t nvme_bytes = 0;
+  int64_t host_bytes = 0;
   // The ZeRO paper's model-state bytes at this stage, world size and precision.
   double paper_model_states = 0;
   bool mixed = false;

@@ -144,55 +144,68 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
   DT_ASSIGN_OR_RETURN(params_, Tensor::Zeros(a, storage_, {param_elems}, MemoryCategory::kParams));
   DT_ASSIGN_OR_RETURN(grads_, Tensor::Zeros(a, grads_dtype_, {grad_elems}, MemoryCategory::kGrads));
   windows_ = UpdateWindows();
+  const int n_windows = static_cast<int>(windows_.size());
   const config::OffloadOptimizerConfig& o = config_.offload_optimizer;
-  if (o.device != config::OffloadDevice::kNone) {
-    if (ops_->host_accessible()) {
-      host_ = ops_->allocator();  // a CPU rank's memory is host memory
-    } else {
-      // Not built yet on GPU ranks: a partial offload.
-      if (o.ratio != 1.0) {
-        return absl::UnimplementedError(
-            absl::StrCat("zero_optimization.offload_optimizer.ratio: ", o.ratio,
-                         " (a partial offload) is not implemented yet on GPU ranks; set 1.0"));
-      }
-      if (offload.host != nullptr) {
-        host_ = offload.host;
-      } else if (o.pin_memory) {
-        DT_ASSIGN_OR_RETURN(own_host_, ops_->NewPinnedHostAllocator());
-        host_ = own_host_.get();
-      } else {
-        own_host_ = std::make_unique<tensor::CpuAllocator>();
-        host_ = own_host_.get();
-      }
-      host_ops_ = std::make_unique<device::CpuOps>(host_);
-      int64_t most = 0;
-      for (const UpdateWindow& w : windows_) most = std::max(most, w.len);
-      for (int slot = 0; slot < 2; ++slot) {
-        DT_ASSIGN_OR_RETURN(host_grad_[slot], Tensor::Empty(host_, grads_dtype_, {most},
-                                                            MemoryCategory::kCommBuffers));
-        DT_ASSIGN_OR_RETURN(host_param_[slot],
-                            Tensor::Empty(host_, storage_, {most}, MemoryCategory::kCommBuffers));
+  bool offloaded = o.device != config::OffloadDevice::kNone;
+  if (offloaded && ops_->host_accessible()) {
+    host_ = ops_->allocator();  // a CPU rank's memory is host memory
+  } else if (offloaded) {
+    // DeepSpeed's partial offload: the first int((1 - ratio) * n) of the n sub-groups keep their
+    // state on the device, the rest go to the host (ratio 1: all of them).
+    first_home_window_ = std::clamp(static_cast<int>((1.0 - o.ratio) * n_windows), 0, n_windows);
+    if (first_home_window_ == n_windows && n_windows > 0) {
+      offloaded = false;
+      first_home_window_ = 0;
+      if (offload.log) {
+        offload.log(absl::StrFormat(
+            "note: zero_optimization.offload_optimizer.ratio %g of %d sub-groups offloads none of "
+            "them; the optimizer state stays on the device",
+            o.ratio, n_windows));
       }
     }
   }
-  if (o.device == config::OffloadDevice::kNvme) return AllocateSwap(offload);
-  if (o.device == config::OffloadDevice::kCpu && !ops_->host_accessible()) {
-    return AllocateHost(offload);
+  if (offloaded && !ops_->host_accessible()) {
+    if (offload.host != nullptr) {
+      host_ = offload.host;
+    } else if (o.pin_memory) {
+      DT_ASSIGN_OR_RETURN(own_host_, ops_->NewPinnedHostAllocator());
+      host_ = own_host_.get();
+    } else {
+      own_host_ = std::make_unique<tensor::CpuAllocator>();
+      host_ = own_host_.get();
+    }
+    host_ops_ = std::make_unique<device::CpuOps>(host_);
+    int64_t most = 0;
+    for (int i = first_home_window_; i < n_windows; ++i) most = std::max(most, windows_[i].len);
+    for (int slot = 0; slot < 2; ++slot) {
+      DT_ASSIGN_OR_RETURN(host_grad_[slot],
+                          Tensor::Empty(host_, grads_dtype_, {most}, MemoryCategory::kCommBuffers));
+      DT_ASSIGN_OR_RETURN(host_param_[slot],
+                          Tensor::Empty(host_, storage_, {most}, MemoryCategory::kCommBuffers));
+    }
   }
-  if (o.device == config::OffloadDevice::kCpu && offload.log) {
+  if (offloaded && o.device == config::OffloadDevice::kNvme) {
+    DT_RETURN_IF_ERROR(AllocateSwap(offload));
+  } else if (offloaded && o.device == config::OffloadDevice::kCpu && !ops_->host_accessible()) {
+    DT_RETURN_IF_ERROR(AllocateHost(offload));
+  } else if (offloaded && o.device == config::OffloadDevice::kCpu && offload.log) {
     offload.log(absl::StrCat(
         "note: zero_optimization.offload_optimizer.device \"cpu\": this rank computes on the CPU, "
         "its optimizer state is in host memory already (no copy",
         o.ratio != 1.0 || o.pin_memory ? "; ratio and pin_memory change nothing here" : "", ")"));
   }
+  device_state_ = home_ == nullptr                 ? owned
+                  : first_home_window_ < n_windows ? windows_[first_home_window_].owned_at
+                                                   : owned;
+  if (home_ != nullptr && device_state_ == 0) return absl::OkStatus();
   if (mixed()) {
-    DT_ASSIGN_OR_RETURN(master_,
-                        Tensor::Zeros(a, DType::kF32, {owned}, MemoryCategory::kOptimizerState));
+    DT_ASSIGN_OR_RETURN(
+        master_, Tensor::Zeros(a, DType::kF32, {device_state_}, MemoryCategory::kOptimizerState));
   }
-  DT_ASSIGN_OR_RETURN(exp_avg_,
-                      Tensor::Zeros(a, DType::kF32, {owned}, MemoryCategory::kOptimizerState));
-  DT_ASSIGN_OR_RETURN(exp_avg_sq_,
-                      Tensor::Zeros(a, DType::kF32, {owned}, MemoryCategory::kOptimizerState));
+  DT_ASSIGN_OR_RETURN(
+      exp_avg_, Tensor::Zeros(a, DType::kF32, {device_state_}, MemoryCategory::kOptimizerState));
+  DT_ASSIGN_OR_RETURN(
+      exp_avg_sq_, Tensor::Zeros(a, DType::kF32, {device_state_}, MemoryCategory::kOptimizerState));
   return absl::OkStatus();
 }
 
@@ -214,7 +227,7 @@ std::vector<ZeroState::UpdateWindow> ZeroState::UpdateWindows() const {
 absl::Status ZeroState::AllocateSwap(const OffloadContext& offload) {
   const config::OffloadOptimizerConfig& o = config_.offload_optimizer;
   std::vector<int64_t> lengths;
-  for (const UpdateWindow& w : windows_) lengths.push_back(w.len);
+  for (size_t i = first_home_window_; i < windows_.size(); ++i) lengths.push_back(windows_[i].len);
   const int arrays = mixed() ? 3 : 2;
   const int rank = offload.rank >= 0 ? offload.rank : partition_.rank();
   offload::SwapEngine::Options engine_options = offload::SwapEngine::OptionsFromAio(offload.aio);
@@ -251,13 +264,17 @@ absl::Status ZeroState::AllocateSwap(const OffloadContext& offload) {
 
 absl::Status ZeroState::AllocateHost(const OffloadContext& offload) {
   std::vector<int64_t> lengths;
-  for (const UpdateWindow& w : windows_) lengths.push_back(w.len);
+  int64_t floats = 0;
+  for (size_t i = first_home_window_; i < windows_.size(); ++i) {
+    lengths.push_back(windows_[i].len);
+    floats += windows_[i].len;
+  }
   DT_ASSIGN_OR_RETURN(home_, HostOptimizerState::Create(lengths, mixed() ? 3 : 2, host_));
   if (offload.log) {
     offload.log(absl::StrFormat(
-        "offload: optimizer state in host memory (%.1f MB in %d sub-groups; the update runs on "
-        "the CPU, gradients and weights cross per sub-group)",
-        static_cast<double>(partition_.owned_total()) * 4 * (mixed() ? 3 : 2) / 1e6,
+        "offload: optimizer state in host memory (%.1f MB in %d of %d sub-groups; the update runs "
+        "on the CPU for those, gradients and weights cross per sub-group)",
+        static_cast<double>(floats) * 4 * (mixed() ? 3 : 2) / 1e6, static_cast<int>(lengths.size()),
         static_cast<int>(windows_.size())));
   }
   return absl::OkStatus();
@@ -468,30 +485,39 @@ absl::Status ZeroState::SetParams(View flat) {
     DT_RETURN_IF_ERROR(Wait(work));
     traffic_.broadcast += n * 4 * (dp_->size() - 1) / dp_->size();
   }
-  if (mixed() && home_ != nullptr) {
-    // The home's padding is zero from its creation (or the last Zero()).
-    for (const Piece& p : partition_.OwnedPieces()) {
-      DT_RETURN_IF_ERROR(ViewToHome(0, p.at, flat.Sub(p.flat, p.count)));
-    }
-  } else if (mixed()) {
+  if (mixed()) {
     // The master weights take this rank's chunks; the 16-bit working copy is their rounding, in
-    // the layout the strategy keeps.
-    const View master = master_.view();
-    ops_->Fill(master, 0.f);
+    // the layout the strategy keeps. A home's padding is zero from its creation (or the last
+    // Zero()).
+    if (device_state_ > 0) ops_->Fill(master_.view(), 0.f);
     for (const Piece& p : partition_.OwnedPieces()) {
-      ops_->Copy(master.Sub(p.at, p.count), flat.Sub(p.flat, p.count));
+      DT_RETURN_IF_ERROR(ViewToState(0, p.at, flat.Sub(p.flat, p.count)));
     }
   }
   FillParamsFromFlat(flat);
   return ops_->status();
 }
 
-absl::Status ZeroState::ReadMaster(int64_t at, const View& dst) {
-  if (home_ == nullptr) {
-    ops_->Copy(dst, master_.view().Sub(at, dst.numel()));
-    return ops_->status();
-  }
-  return HomeToView(0, at, dst);
+absl::Status ZeroState::ReadMaster(int64_t at, const View& dst) { return StateToView(0, at, dst); }
+
+View ZeroState::DeviceState(int which) const {
+  return (which == 0 ? master_ : which == 1 ? exp_avg_ : exp_avg_sq_).view();
+}
+
+absl::Status ZeroState::StateToView(int which, int64_t at, const View& dst) {
+  const int64_t n = dst.numel();
+  const int64_t on_device = std::clamp(device_state_ - at, int64_t{0}, n);
+  if (on_device > 0) ops_->Copy(dst.Sub(0, on_device), DeviceState(which).Sub(at, on_device));
+  if (on_device == n) return ops_->status();
+  return HomeToView(which, at + on_device - device_state_, dst.Sub(on_device, n - on_device));
+}
+
+absl::Status ZeroState::ViewToState(int which, int64_t at, const View& src) {
+  const int64_t n = src.numel();
+  const int64_t on_device = std::clamp(device_state_ - at, int64_t{0}, n);
+  if (on_device > 0) ops_->Copy(DeviceState(which).Sub(at, on_device), src.Sub(0, on_device));
+  if (on_device == n) return ops_->status();
+  return ViewToHome(which, at + on_device - device_state_, src.Sub(on_device, n - on_device));
 }
 
 absl::Status ZeroState::HomeToView(int which, int64_t at, const View& dst) {
@@ -606,7 +632,16 @@ absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
         mixed() ? device::AdamWViews{master, g, m, v, p} : device::AdamWViews{p, g, m, v, View()},
         args);
   };
-  if (home_ != nullptr && !ops_->host_accessible()) return AdamWOnHost(args);
+  if (home_ != nullptr && !ops_->host_accessible()) {
+    // Partial offload: the windows whose state stayed on the device first, queued ahead of the
+    // host's copies.
+    for (int i = 0; i < first_home_window_; ++i) {
+      const UpdateWindow& w = windows_[i];
+      update(w, mixed() ? master_.view().Sub(w.owned_at, w.len) : View(),
+             exp_avg_.view().Sub(w.owned_at, w.len), exp_avg_sq_.view().Sub(w.owned_at, w.len));
+    }
+    return AdamWOnHost(args);
+  }
   if (home_ != nullptr) {
     // A CPU rank's state from NVMe: each window is updated in its buffer and goes back; the
     // CPU's kernels have finished when they return, before the write-back starts.
@@ -642,10 +677,12 @@ absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
 // after the other.
 absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
   const View params = params_.view(), grads = grads_.view();
-  const int n = static_cast<int>(windows_.size());
+  // The home's window i is windows_[first_home_window_ + i].
+  const UpdateWindow* const home_windows = windows_.data() + first_home_window_;
+  const int n = static_cast<int>(windows_.size()) - first_home_window_;
   int fetched[2] = {-1, -1};  // each slot's fence for the copy that filled it, until waited for
   auto fetch = [&](int i) {
-    const UpdateWindow& w = windows_[i];
+    const UpdateWindow& w = home_windows[i];
     const int slot = i % 2;
     ops_->CopyToHostAsync(host_grad_[slot].raw(), grads.Sub(w.grad_at, w.len));
     if (!mixed()) ops_->CopyToHostAsync(host_param_[slot].raw(), params.Sub(w.param_at, w.len));
@@ -660,7 +697,7 @@ absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
   };
   if (n > 0) fetch(0);
   const absl::Status updated = home_->Update([&](int i, float* const* arrays) -> absl::Status {
-    const UpdateWindow& w = windows_[i];
+    const UpdateWindow& w = home_windows[i];
     const int slot = i % 2;
     DT_RETURN_IF_ERROR(ops_->WaitFence(fetched[slot]));
     fetched[slot] = -1;

@@ -369,8 +369,21 @@ class ZeroState : public model::ParamAccess {
   // The update with the state in its home on a GPU rank: per window, the gradients (and fp32
   // weights) to the host, the CPU's AdamW there, the new weights back.
   absl::Status AdamWOnHost(const device::AdamWArgs& args);
-  // Floats [at, at + n) of optimizer array `which` in its home, out of or into `view` (device
-  // memory on a GPU rank: through a bounded host staging buffer).
+  // Partial offload (offload_optimizer.ratio < 1, docs/offload.md): the first windows keep their
+  // state in the device buffers, the rest in the home. The device holds owned elements
+  // [0, device_state_) of each optimizer array, the home [device_state_, owned_total) at home
+  // offsets counted from device_state_; without a home device_state_ is owned_total.
+  int first_home_window_ = 0;
+  int64_t device_state_ = 0;
+  // Optimizer array `which` (0: master weights, 1: m, 2: v) of the device's part.
+  tensor::View DeviceState(int which) const;
+  // Floats [at, at + n) of optimizer array `which` in the owned space, wherever they live, out
+  // of or into `view` (device memory), or from the next bytes of `source`.
+  absl::Status StateToView(int which, int64_t at, const tensor::View& dst);
+  absl::Status ViewToState(int which, int64_t at, const tensor::View& src);
+  absl::Status SourceToState(env::ByteSource& source, int which, int64_t at, int64_t n);
+  // Floats [at, at + n) of optimizer array `which` in its home (home offsets), out of or into
+  // `view` (device memory on a GPU rank: through a bounded host staging buffer).
   absl::Status HomeToView(int which, int64_t at, const tensor::View& dst);
   absl::Status ViewToHome(int which, int64_t at, const tensor::View& src);
   // Optimizer array `which` (0: master weights, 1: m, 2: v) in the swap file's numbering.
@@ -380,9 +393,12 @@ class ZeroState : public model::ParamAccess {
   // The master weights of owned elements [at, at + n) into `dst` (on the device), from wherever
   // they live.
   absl::Status ReadMaster(int64_t at, const tensor::View& dst);
-  // Offload: optimizer array `which` of owned elements [at, at + n) from the next bytes of
+  // Offload: optimizer array `which` of home elements [at, at + n) from the next bytes of
   // `source`, through a bounded staging buffer.
   absl::Status SwapInFrom(env::ByteSource& source, int which, int64_t at, int64_t n);
+  // The next dst.bytes() of `source` into `dst` (f32), through a bounded staging buffer where the
+  // host cannot address the device.
+  absl::Status ReadIntoView(env::ByteSource& source, const tensor::View& dst);
   absl::StatusOr<env::ChunkSource> SwappedShardChunks();
   static constexpr int64_t kSwapSelfTestBytes = int64_t{64} << 20;
   // Offload. Host memory first (what follows allocates from it, so goes first): the rank's own

@@ -104,24 +104,15 @@ absl::Status ZeroState::LoadShard(env::ByteSource& shard) {
     return ops_->status();
   };
   if (mixed()) {
-    if (home_ != nullptr) {
-      DT_RETURN_IF_ERROR(SwapInFrom(shard, 0, 0, n));
-    } else {
-      DT_RETURN_IF_ERROR(read(master_.view()));
-    }
+    DT_RETURN_IF_ERROR(SourceToState(shard, 0, 0, n));
     DT_RETURN_IF_ERROR(ParamsFromMaster());
   } else {
     for (const Unit& unit : partition_.units()) {
       DT_RETURN_IF_ERROR(read(params_.view().Sub(ParamChunk(unit), unit.chunk)));
     }
   }
-  if (home_ != nullptr) {
-    DT_RETURN_IF_ERROR(SwapInFrom(shard, 1, 0, n));
-    DT_RETURN_IF_ERROR(SwapInFrom(shard, 2, 0, n));
-  } else {
-    DT_RETURN_IF_ERROR(read(exp_avg_.view().Sub(0, n)));
-    DT_RETURN_IF_ERROR(read(exp_avg_sq_.view().Sub(0, n)));
-  }
+  DT_RETURN_IF_ERROR(SourceToState(shard, 1, 0, n));
+  DT_RETURN_IF_ERROR(SourceToState(shard, 2, 0, n));
   ops_->Fill(grads_.view(), 0.f);
   return ops_->status();
 }
@@ -165,14 +156,13 @@ absl::Status ZeroState::BeginStoreOwned() {
   // Zero first: padding (and, stages 1-2, the chunks other ranks own until the gather) stays 0.
   ops_->Fill(params_.view(), 0.f);
   ops_->Fill(grads_.view(), 0.f);
-  if (home_ != nullptr) {
-    DT_RETURN_IF_ERROR(ops_->status());
-    return home_->Zero();
+  if (device_state_ > 0) {
+    if (mixed()) ops_->Fill(master_.view(), 0.f);
+    ops_->Fill(exp_avg_.view(), 0.f);
+    ops_->Fill(exp_avg_sq_.view(), 0.f);
   }
-  if (mixed()) ops_->Fill(master_.view(), 0.f);
-  ops_->Fill(exp_avg_.view(), 0.f);
-  ops_->Fill(exp_avg_sq_.view(), 0.f);
-  return ops_->status();
+  DT_RETURN_IF_ERROR(ops_->status());
+  return home_ != nullptr ? home_->Zero() : absl::OkStatus();
 }
 
 absl::Status ZeroState::StoreOwned(int array, int64_t flat, int64_t count,
@@ -189,16 +179,12 @@ absl::Status ZeroState::StoreOwned(int array, int64_t flat, int64_t count,
   const Piece& piece = *std::prev(next);
   const Unit& unit = partition_.units()[std::prev(next) - store_pieces_.begin()];
   const int64_t into = flat - piece.flat;
-  if (home_ != nullptr && (array > 0 || mixed())) {
-    return SwapInFrom(source, array, piece.at + into, count);
-  }
-  View dst;
-  if (array == 0) {
-    dst = mixed() ? master_.view().Sub(piece.at + into, count)
-                  : params_.view().Sub(ParamChunk(unit) + into, count);
-  } else {
-    dst = (array == 1 ? exp_avg_ : exp_avg_sq_).view().Sub(piece.at + into, count);
-  }
+  if (array > 0 || mixed()) return SourceToState(source, array, piece.at + into, count);
+  return ReadIntoView(source, params_.view().Sub(ParamChunk(unit) + into, count));
+}
+
+absl::Status ZeroState::ReadIntoView(env::ByteSource& source, const View& dst) {
+  const int64_t count = dst.numel();
   if (ops_->host_accessible()) return source.Read(dst.data(), dst.bytes());
   std::vector<float> staging(std::min(count, kStoreStagingFloats));
   for (int64_t done = 0; done < count;) {
@@ -218,7 +204,16 @@ absl::Status ZeroState::FinishStoreOwned() {
   return ops_->status();
 }
 
-// NVMe offload: the state goes through host memory in pieces of at most kStoreStagingFloats.
+absl::Status ZeroState::SourceToState(env::ByteSource& source, int which, int64_t at, int64_t n) {
+  const int64_t on_device = std::clamp(device_state_ - at, int64_t{0}, n);
+  if (on_device > 0) {
+    DT_RETURN_IF_ERROR(ReadIntoView(source, DeviceState(which).Sub(at, on_device)));
+  }
+  if (on_device == n) return absl::OkStatus();
+  return SwapInFrom(source, which, at + on_device - device_state_, n - on_device);
+}
+
+// Offload: the state goes through host memory in pieces of at most kStoreStagingFloats.
 absl::Status ZeroState::SwapInFrom(env::ByteSource& source, int which, int64_t at, int64_t n) {
   std::vector<float> staging(std::min(n, kStoreStagingFloats));
   for (int64_t done = 0; done < n;) {
@@ -232,40 +227,50 @@ absl::Status ZeroState::SwapInFrom(env::ByteSource& source, int which, int64_t a
 
 // Offload: the shard's arrays come out of their home a piece at a time (from NVMe through the
 // swap's own buffer; docs/offload.md, "Checkpoints"), so a save holds no more of the optimizer
-// state in memory than the training does.
+// state in memory than the training does. What the device holds (fp32: the parameters; partial
+// offload: the first device_state_ floats of each optimizer array) goes first, through the host
+// on a GPU rank.
 absl::StatusOr<env::ChunkSource> ZeroState::SwappedShardChunks() {
   const int64_t n = partition_.owned_total();
-  std::vector<absl::string_view> params;  // fp32: the parameters themselves
+  const int first_array = mixed() ? 0 : 1;
+  std::vector<View> views;
   if (!mixed()) {
-    std::vector<View> views;
-    int64_t bytes = 0;
     for (const Unit& unit : partition_.units()) {
       views.push_back(params_.view().Sub(ParamChunk(unit), unit.chunk));
-      bytes += views.back().bytes();
     }
-    // On a GPU rank they cross to the host first.
-    if (!ops_->host_accessible()) host_staging_.resize(bytes);
-    int64_t at = 0;
-    for (const View& v : views) {
-      const char* data = static_cast<const char*>(v.data());
-      if (!ops_->host_accessible()) {
-        ops_->CopyToHost(host_staging_.data() + at, v);
-        data = host_staging_.data() + at;
-      }
-      params.emplace_back(data, v.bytes());
-      at += v.bytes();
-    }
-    DT_RETURN_IF_ERROR(ops_->status());
   }
+  const size_t param_views = views.size();
+  if (device_state_ > 0) {
+    for (int a = first_array; a <= 2; ++a) views.push_back(DeviceState(a));
+  }
+  int64_t bytes = 0;
+  for (const View& v : views) bytes += v.bytes();
+  if (!ops_->host_accessible()) host_staging_.resize(bytes);
+  std::vector<absl::string_view> staged;
+  int64_t at = 0;
+  for (const View& v : views) {
+    const char* data = static_cast<const char*>(v.data());
+    if (!ops_->host_accessible()) {
+      ops_->CopyToHost(host_staging_.data() + at, v);
+      data = host_staging_.data() + at;
+    }
+    staged.emplace_back(data, v.bytes());
+    at += v.bytes();
+  }
+  DT_RETURN_IF_ERROR(ops_->status());
   struct Cursor {
     env::ChunkSource params;
     bool params_done = false;
+    std::vector<absl::string_view> device_parts;  // by array, from first_array
     int which;  // the optimizer array being read: 0 (mixed: master), 1 (m), 2 (v); 3: done
     int64_t at = 0;
   };
   auto cursor = std::make_shared<Cursor>(
-      Cursor{env::PiecesSource(std::move(params)), false, mixed() ? 0 : 1});
-  return [this, n, cursor]() -> absl::StatusOr<absl::string_view> {
+      Cursor{env::PiecesSource(
+                 std::vector<absl::string_view>(staged.begin(), staged.begin() + param_views)),
+             false, std::vector<absl::string_view>(staged.begin() + param_views, staged.end()),
+             first_array});
+  return [this, n, first_array, cursor]() -> absl::StatusOr<absl::string_view> {
     if (!cursor->params_done) {
       DT_ASSIGN_OR_RETURN(const absl::string_view piece, cursor->params());
       if (!piece.empty()) return piece;
@@ -276,8 +281,13 @@ absl::StatusOr<env::ChunkSource> ZeroState::SwappedShardChunks() {
       cursor->at = 0;
     }
     if (cursor->which > 2) return absl::string_view();
-    DT_ASSIGN_OR_RETURN(const absl::Span<const float> chunk,
-                        home_->ReadChunk(SwapArray(cursor->which), cursor->at, n - cursor->at));
+    if (cursor->at < device_state_) {
+      cursor->at = device_state_;
+      return cursor->device_parts[cursor->which - first_array];
+    }
+    DT_ASSIGN_OR_RETURN(
+        const absl::Span<const float> chunk,
+        home_->ReadChunk(SwapArray(cursor->which), cursor->at - device_state_, n - cursor->at));
     cursor->at += static_cast<int64_t>(chunk.size());
     return absl::string_view(reinterpret_cast<const char*>(chunk.data()),
                              chunk.size() * sizeof(float));
