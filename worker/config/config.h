@@ -82,6 +82,15 @@ struct OffloadOptimizerConfig {
   double ratio = 1.0;
 };
 
+// zero_optimization.offload_param (ZeRO-Infinity's parameter offload, stage 3 only), resolved.
+// Device "cpu" keeps a GPU rank's parameter partition in host memory (docs/offload.md,
+// "Parameter offload"); "nvme" is refused at start (not built yet). The NVMe keys (nvme_path,
+// buffer_count, buffer_size, max_in_cpu) are kept for that.
+struct OffloadParamConfig {
+  OffloadDevice device = OffloadDevice::kNone;
+  bool pin_memory = false;
+};
+
 // aio: how the NVMe swap engine drives the disk (worker/offload/swap_engine.h).
 struct AioConfig {
   int64_t block_size = 1048576;  // bytes per request
@@ -114,6 +123,7 @@ struct ZeroConfig {
   int64_t max_reuse_distance = 1000000000;
   bool gather_16bit_weights_on_model_save = false;
   OffloadOptimizerConfig offload_optimizer;
+  OffloadParamConfig offload_param;
 };
 
 // fp16 and its dynamic loss scaler (docs/configuration.md, "The dynamic loss scaler (fp16)").

@@ -40,6 +40,22 @@ absl::Status ResolveOffload(json* e, const std::string& base_dir, JobSpec* spec)
                  " is not a multiple of 4096 (direct I/O moves whole blocks)");
   }
 
+  if (const json& p = (*e)["zero_optimization"]["offload_param"]; !p.is_null()) {
+    OffloadParamConfig& param = spec->zero.offload_param;
+    const std::string device = p["device"].get<std::string>();
+    param.pin_memory = p["pin_memory"].get<bool>();
+    if (device == "nvme") {
+      return Error("zero_optimization.offload_param.device",
+                   "\"nvme\": parameter offload to NVMe is not built yet (\"cpu\" is; the "
+                   "optimizer state goes to NVMe with offload_optimizer)");
+    }
+    param.device = device == "cpu" ? OffloadDevice::kCpu : OffloadDevice::kNone;
+    if (param.device != OffloadDevice::kNone && spec->zero.stage != 3) {
+      return Error("zero_optimization.offload_param.device",
+                   "parameter offload needs ZeRO stage 3 (zero_optimization.stage is ",
+                   spec->zero.stage, "), as in DeepSpeed");
+    }
+  }
   json& o = (*e)["zero_optimization"]["offload_optimizer"];
   if (o.is_null()) return absl::OkStatus();
   OffloadOptimizerConfig& out = spec->zero.offload_optimizer;

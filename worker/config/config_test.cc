@@ -844,11 +844,18 @@ std::vector<InvalidRow> InvalidRows() {
        },
        "zero_optimization.cpu_offload: deprecated key given together with its replacement "
        "zero_optimization.offload_optimizer"},
-      {"ParamOffloadNotYet",
+      {"ParamOffloadToNvmeNotYet",
        [](json& j) {
-         j["zero_optimization"] = {{"stage", 3}, {"offload_param", {{"device", "cpu"}}}};
+         j["zero_optimization"] = {{"stage", 3}, {"offload_param", {{"device", "nvme"}}}};
        },
-       "zero_optimization.offload_param.device: parameter offload is not supported yet"},
+       "zero_optimization.offload_param.device: \"nvme\": parameter offload to NVMe is not "
+       "built yet"},
+      {"ParamOffloadNeedsStage3",
+       [](json& j) {
+         j["zero_optimization"] = {{"stage", 2}, {"offload_param", {{"device", "cpu"}}}};
+       },
+       "zero_optimization.offload_param.device: parameter offload needs ZeRO stage 3 "
+       "(zero_optimization.stage is 2)"},
       {"GpuDirectStorage",
        [](json& j) {
          j["aio"] = {{"use_gds", true}};
@@ -1283,10 +1290,13 @@ TEST(DeepSpeedConfigTest, MissingFileIsAnError) {
 TEST(DeepSpeedConfigTest, ErrorsInTheFileNameIt) {
   const std::string dir = TempDir() + "/ds_offload";
   EXPECT_THAT(LoadJobSpec(WriteDeepSpeedJob(dir, R"({"train_batch_size": 16,
-                "zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}}})")),
+                "zero_optimization": {"stage": 3, "offload_param": {"device": "nvme"}}})")),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("zero_optimization.offload_param.device: parameter offload "
-                                 "is not supported yet (got \"cpu\") (from deepspeed_config \"")));
+                       HasSubstr("zero_optimization.offload_param.device: \"nvme\": parameter "
+                                 "offload to NVMe is not built yet")));
+  EXPECT_THAT(LoadJobSpec(WriteDeepSpeedJob(dir, R"({"train_batch_size": 16,
+                "zero_optimization": {"stage": 3, "offload_param": {"device": "nvme"}}})")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("(from deepspeed_config \"")));
   const std::string dup_dir = TempDir() + "/ds_dup";
   EXPECT_THAT(LoadJobSpec(WriteDeepSpeedJob(dup_dir, R"({"train_batch_size": 16,
                                                         "train_batch_size": 16})")),

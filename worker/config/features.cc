@@ -31,7 +31,7 @@ constexpr FeatureSwitch kSwitches[] = {
     {"disable_allgather", "disable_allgather", false},
     // ZeRO extensions.
     {"zero_optimization.offload_optimizer.device", "optimizer offload", true},
-    {"zero_optimization.offload_param.device", "parameter offload", false},
+    {"zero_optimization.offload_param.device", "parameter offload", true},
     {"zero_optimization.cpu_offload_param", "parameter offload (deprecated cpu_offload_param)",
      false},
     {"zero_optimization.zero_hpz_partition_size", "ZeRO++ hierarchical partitioning (hpZ)", false},

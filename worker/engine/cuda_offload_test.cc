@@ -6,7 +6,8 @@
 // gradients the device reduced, unscaled and clipped: losses and final weights are bitwise equal.
 // Also: checkpoints move between offloaded and device-resident runs bitwise, the host memory is
 // accounted (and `dstrain estimate` gives the same figures), pin_memory's state is page-locked, and
-// a partial offload (ratio) keeps DeepSpeed's first sub-groups on the device. On a GPU and on the
+// a partial offload (ratio) keeps DeepSpeed's first sub-groups on the device. And stage 3's
+// parameter offload (offload_param "cpu"), alone and beside the optimizer's. On a GPU and on the
 // CUDA simulator.
 #include <memory>
 #include <mutex>
@@ -44,11 +45,14 @@ constexpr int kSteps = 20;
 
 std::string SwapRoot() { return testing::TestDir("nvme"); }
 
-// `offload`: the offload_optimizer block's keys (empty: none).
+// `offload`, `offload_param`: the offload_optimizer and offload_param blocks' keys (empty: none).
 config::JobSpec Spec(int world, int stage, int gas, double clip, bool bf16,
-                     const std::string& offload) {
+                     const std::string& offload, const std::string& offload_param = "") {
   std::string zero = R"(, "sub_group_size": 700, "reduce_bucket_size": 3000)";
   if (!offload.empty()) absl::StrAppend(&zero, R"(, "offload_optimizer": {)", offload, "}");
+  if (!offload_param.empty()) {
+    absl::StrAppend(&zero, R"(, "offload_param": {)", offload_param, "}");
+  }
   return SmallGptSpec(world, stage, gas, clip, zero, kSteps,
                       bf16 ? R"(, "bf16": {"enabled": true})" : "");
 }
@@ -58,7 +62,8 @@ struct TrainResult {
   std::vector<float> params;
   std::vector<std::string> saved;  // each rank's state after its last step
   int64_t device_optimizer_state = 0, host_optimizer_state = 0;  // rank 0's, after training
-  int64_t host_bytes = 0;  // rank 0's host allocator, every category
+  int64_t host_bytes = 0;     // rank 0's host allocator, every category
+  int64_t device_params = 0;  // rank 0's device allocator, kParams
   config::OffloadDevice home = config::OffloadDevice::kNone;
   zero::MemoryEstimate estimate;  // `dstrain estimate`'s figures for rank 0
 };
@@ -109,6 +114,8 @@ TrainResult Train(const config::JobSpec& spec, int first = 0, int last = kSteps,
       run.params = *std::move(params);
       const int state_category = static_cast<int>(tensor::MemoryCategory::kOptimizerState);
       run.device_optimizer_state = ops->allocator()->Stats().current[state_category];
+      run.device_params =
+          ops->allocator()->Stats().current[static_cast<int>(tensor::MemoryCategory::kParams)];
       if (const tensor::Allocator* host = (*e)->zero().host_allocator(); host != nullptr) {
         run.host_optimizer_state = host->Stats().current[state_category];
         for (const int64_t bytes : host->Stats().current) run.host_bytes += bytes;
@@ -173,6 +180,57 @@ TEST_P(CudaOffloadTest, HostAndNvmeMatchTheDeviceBitwise) {
         EXPECT_EQ(got.estimate.host_bytes, got.host_bytes) << what;
       }
     }
+  }
+}
+
+// offload_param "cpu" (stage 3): the parameter partition in host memory, each gather copying its
+// chunk to the device; alone (the update on the device, a window at a time through the device),
+// beside a host-resident optimizer (updated in place on the host), and beside a partial one.
+TEST(CudaParamOffloadTest, MatchesTheDeviceBitwise) {
+  DT_SKIP_WITHOUT_CUDA_DEVICE();
+  for (const bool bf16 : {false, true}) {
+    for (const auto& [world, gas, clip] : {std::tuple<int, int, double>{1, 1, 0.0}, {2, 2, 0.5}}) {
+      const TrainResult want = Train(Spec(world, 3, gas, clip, bf16, ""));
+      ASSERT_EQ(want.losses.size(), static_cast<size_t>(kSteps));
+      ASSERT_GT(want.device_params, 0);
+      for (const auto& [offload, param] : std::vector<std::pair<std::string, std::string>>{
+               {"", R"("device": "cpu")"},
+               {R"("device": "cpu")", R"("device": "cpu", "pin_memory": true)"},
+               {R"("device": "cpu", "ratio": 0.6)", R"("device": "cpu")"}}) {
+        const std::string what = absl::StrFormat(
+            "world %d %s gas %d clip %g: offload_optimizer {%s}, offload_param {%s}", world,
+            bf16 ? "bf16" : "fp32", gas, clip, offload, param);
+        const TrainResult got = Train(Spec(world, 3, gas, clip, bf16, offload, param));
+        EXPECT_EQ(got.losses, want.losses) << what;
+        EXPECT_EQ(got.params, want.params) << what;
+        EXPECT_EQ(got.saved, want.saved) << what << ": the checkpoint state";
+        // No parameter partition on the device; the host holds it (and what the optimizer's
+        // offload keeps), as `dstrain estimate` says.
+        EXPECT_EQ(got.device_params, 0) << what;
+        EXPECT_EQ(got.estimate.params, 0) << what;
+        EXPECT_GE(got.host_bytes, want.device_params) << what;
+        EXPECT_EQ(got.estimate.host_bytes, got.host_bytes) << what;
+        EXPECT_EQ(got.estimate.optimizer_state, got.device_optimizer_state) << what;
+      }
+    }
+  }
+}
+
+// A checkpoint with the parameters offloaded resumes without, and the reverse.
+TEST(CudaParamOffloadTest, CheckpointsMoveBetweenHostAndDeviceBitwise) {
+  DT_SKIP_WITHOUT_CUDA_DEVICE();
+  const config::JobSpec device = Spec(2, 3, 2, 0.5, true, "");
+  const config::JobSpec host = Spec(2, 3, 2, 0.5, true, "", R"("device": "cpu")");
+  const TrainResult whole = Train(device);
+  for (const auto& [first, second] :
+       std::vector<std::pair<config::JobSpec, config::JobSpec>>{{host, device}, {device, host}}) {
+    const TrainResult head = Train(first, 0, kSteps / 2);
+    const TrainResult tail = Train(second, kSteps / 2, kSteps, &head.saved);
+    std::vector<double> losses = head.losses;
+    losses.insert(losses.end(), tail.losses.begin(), tail.losses.end());
+    EXPECT_EQ(losses, whole.losses);
+    EXPECT_EQ(tail.params, whole.params);
+    EXPECT_EQ(tail.saved, whole.saved);
   }
 }
 

@@ -305,5 +305,26 @@ TEST(OffloadConfigTest, RefusesWhatCannotWork) {
       StatusIs(absl::StatusCode::kNotFound, HasSubstr(missing)));
 }
 
+// offload_param "cpu" on a CPU rank: its parameters are host memory already, so the job trains
+// exactly as without it, and says so in a note.
+TEST(OffloadConfigTest, ParamOffloadOnACpuRankIsANote) {
+  const Job base{1, 3, 1, 0.0, true, "", ""};
+  const Result want = Train(Spec(base, 3), 0, 3);
+  const config::JobSpec spec = SmallGptSpec(1, 3, 1, 0.0, R"(, "offload_param": {"device": "cpu"})",
+                                            3, R"(, "bf16": {"enabled": true})");
+  ASSERT_EQ(spec.zero.offload_param.device, config::OffloadDevice::kCpu);
+  EXPECT_EQ(Train(spec, 0, 3).losses, want.losses);
+  std::vector<std::string> log;
+  zero::OffloadContext context;
+  context.log = [&log](const std::string& line) { log.push_back(line); };
+  testing::CpuDevice dev;
+  auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &dev.ops), spec,
+                              nullptr, {}, context);
+  ASSERT_THAT(e, IsOk());
+  EXPECT_FALSE((*e)->zero().params_on_host());
+  EXPECT_THAT(log, ::testing::Contains(
+                       HasSubstr("offload_param.device \"cpu\": this rank computes on the CPU")));
+}
+
 }  // namespace
 }  // namespace dstrain::engine

@@ -78,6 +78,11 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, int64_t activati
               : int64_t{4} * arrays * in_home;
     }
   }
+  if (zero.offload_param.device == config::OffloadDevice::kCpu && stage == 3 &&
+      !ops.host_accessible()) {
+    e.host_bytes += e.params;  // the parameter partition lives in host memory
+    e.params = 0;
+  }
   e.activations = activations;
 
   // The largest unit besides the one holding the embedding, and likewise for modules (a middle

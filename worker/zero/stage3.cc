@@ -86,9 +86,17 @@ absl::Status Stage3::StartGather(int u) {
   DT_ASSIGN_OR_RETURN(
       s.gathered, Tensor::Empty(ops_->allocator(), storage_, {n}, MemoryCategory::kGatheredParams));
   live_floats_ += n;
-  const View mine = params_.view().Sub(unit.owned_offset, unit.chunk);
+  View mine = params_.view().Sub(unit.owned_offset, unit.chunk);
+  if (params_on_host_) {
+    // offload_param: this rank's chunk crosses from host memory into its place in the gathered
+    // buffer, and the all-gather runs in place.
+    const View slot = s.gathered.view().Sub(partition_.rank() * unit.chunk, unit.chunk);
+    ops_->CopyFromHost(slot, mine.data());
+    mine = slot;
+  }
   if (!distributed()) {
-    ops_->Copy(s.gathered.view(), mine);  // one rank's chunk is the whole unit
+    // One rank's chunk is the whole unit.
+    if (mine.data() != s.gathered.raw()) ops_->Copy(s.gathered.view(), mine);
     return ops_->status();
   }
   BeforeCollective();

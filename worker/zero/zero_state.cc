@@ -132,7 +132,10 @@ ZeroState::ZeroState(const model::ParamLayout& layout, const config::ZeroConfig&
   }
 }
 
-ZeroState::~ZeroState() = default;
+ZeroState::~ZeroState() {
+  // Under offload_param params_ comes from own_host_, which is declared (so destroyed) after it.
+  params_ = Tensor();
+}
 
 absl::Status ZeroState::Allocate(const OffloadContext& offload) {
   tensor::Allocator* a = ops_->allocator();
@@ -141,11 +144,53 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
   const int64_t grad_elems =
       grads_partitioned_ ? partition_.owned_total() : partition_.padded_total();
   const int64_t owned = partition_.owned_total();
-  DT_ASSIGN_OR_RETURN(params_, Tensor::Zeros(a, storage_, {param_elems}, MemoryCategory::kParams));
+  const config::OffloadOptimizerConfig& o = config_.offload_optimizer;
+  const config::OffloadParamConfig& op = config_.offload_param;
+  if (op.device == config::OffloadDevice::kNvme) {
+    return absl::UnimplementedError(
+        "zero_optimization.offload_param.device \"nvme\": not built yet (\"cpu\" is)");
+  }
+  if (op.device == config::OffloadDevice::kCpu && !params_partitioned_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "zero_optimization.offload_param.device: parameter offload needs ZeRO stage 3 (this is "
+        "stage ",
+        config_.stage, ")"));
+  }
+  // The host memory of an offload on a GPU rank, page-locked where either block asks.
+  auto ensure_host = [&]() -> absl::Status {
+    if (host_ != nullptr) return absl::OkStatus();
+    if (offload.host != nullptr) {
+      host_ = offload.host;
+    } else if (o.pin_memory || op.pin_memory) {
+      DT_ASSIGN_OR_RETURN(own_host_, ops_->NewPinnedHostAllocator());
+      host_ = own_host_.get();
+    } else {
+      own_host_ = std::make_unique<tensor::CpuAllocator>();
+      host_ = own_host_.get();
+    }
+    host_ops_ = std::make_unique<device::CpuOps>(host_);
+    return absl::OkStatus();
+  };
+  if (op.device == config::OffloadDevice::kCpu && ops_->host_accessible() && offload.log) {
+    offload.log(
+        "note: zero_optimization.offload_param.device \"cpu\": this rank computes on the CPU, its "
+        "parameters are in host memory already (no copy)");
+  } else if (op.device == config::OffloadDevice::kCpu) {
+    DT_RETURN_IF_ERROR(ensure_host());
+    params_on_host_ = true;
+    if (offload.log) {
+      offload.log(absl::StrFormat(
+          "offload: parameters in host memory (%.1f MB%s; each gather copies its chunk to the "
+          "device)",
+          static_cast<double>(param_elems) * DTypeSize(storage_) / 1e6,
+          op.pin_memory || o.pin_memory ? ", page-locked" : ""));
+    }
+  }
+  DT_ASSIGN_OR_RETURN(params_, Tensor::Zeros(params_on_host_ ? host_ : a, storage_, {param_elems},
+                                             MemoryCategory::kParams));
   DT_ASSIGN_OR_RETURN(grads_, Tensor::Zeros(a, grads_dtype_, {grad_elems}, MemoryCategory::kGrads));
   windows_ = UpdateWindows();
   const int n_windows = static_cast<int>(windows_.size());
-  const config::OffloadOptimizerConfig& o = config_.offload_optimizer;
   bool offloaded = o.device != config::OffloadDevice::kNone;
   if (offloaded && ops_->host_accessible()) {
     host_ = ops_->allocator();  // a CPU rank's memory is host memory
@@ -165,16 +210,7 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
     }
   }
   if (offloaded && !ops_->host_accessible()) {
-    if (offload.host != nullptr) {
-      host_ = offload.host;
-    } else if (o.pin_memory) {
-      DT_ASSIGN_OR_RETURN(own_host_, ops_->NewPinnedHostAllocator());
-      host_ = own_host_.get();
-    } else {
-      own_host_ = std::make_unique<tensor::CpuAllocator>();
-      host_ = own_host_.get();
-    }
-    host_ops_ = std::make_unique<device::CpuOps>(host_);
+    DT_RETURN_IF_ERROR(ensure_host());
     int64_t most = 0;
     for (int i = first_home_window_; i < n_windows; ++i) most = std::max(most, windows_[i].len);
     for (int slot = 0; slot < 2; ++slot) {
@@ -413,11 +449,28 @@ void ZeroState::FillParamsFromFlat(const View& flat) {
     (void)ParamsFromMaster();  // an error is sticky in ops_ or returned by the swap's next use
     return;
   }
-  ops_->Fill(params, 0.f);
+  ParamOps().Fill(params, 0.f);
   for (const Piece& p :
        params_partitioned_ ? partition_.OwnedPieces() : partition_.PaddedPieces()) {
-    ops_->Convert(params.Sub(p.at, p.count), flat.Sub(p.flat, p.count));
+    (void)ParamsFromF32(p.at, flat.Sub(p.flat, p.count));  // an error is sticky in ops_
   }
+}
+
+absl::Status ZeroState::ParamsFromF32(int64_t at, const View& src) {
+  const View dst = params_.view().Sub(at, src.numel());
+  if (!params_on_host_) {
+    ops_->Convert(dst, src);
+    return ops_->status();
+  }
+  if (storage_ == DType::kF32) {
+    ops_->CopyToHost(dst.data(), src);
+    return ops_->status();
+  }
+  DT_ASSIGN_OR_RETURN(Tensor rounded, Tensor::Empty(ops_->allocator(), storage_, {src.numel()},
+                                                    MemoryCategory::kCommBuffers));
+  ops_->Convert(rounded.view(), src);
+  ops_->CopyToHost(dst.data(), rounded.view());
+  return ops_->status();
 }
 
 View ZeroState::PaddedModule(const Tensor& buffer, int module) const {
@@ -553,7 +606,7 @@ absl::Status ZeroState::ViewToHome(int which, int64_t at, const View& src) {
 }
 
 absl::Status ZeroState::ParamsFromMaster() {
-  if (home_ == nullptr) {
+  if (home_ == nullptr && !params_on_host_) {
     for (const Unit& unit : partition_.units()) {
       ops_->Convert(params_.view().Sub(ParamChunk(unit), unit.chunk),
                     master_.view().Sub(unit.owned_offset, unit.chunk));
@@ -570,7 +623,7 @@ absl::Status ZeroState::ParamsFromMaster() {
       const int64_t n = std::min(most, unit.chunk - at);
       const View part = staging.view().Sub(0, n);
       DT_RETURN_IF_ERROR(ReadMaster(unit.owned_offset + at, part));
-      ops_->Convert(params_.view().Sub(ParamChunk(unit) + at, n), part);
+      DT_RETURN_IF_ERROR(ParamsFromF32(ParamChunk(unit) + at, part));
     }
   }
   return ops_->status();
@@ -626,19 +679,39 @@ absl::StatusOr<double> ZeroState::GradSquaredNorm() {
 absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
   const View params = params_.view(), grads = grads_.view();
   optimizer_sub_groups_ = static_cast<int64_t>(windows_.size());
-  auto update = [&](const UpdateWindow& w, const View& master, const View& m, const View& v) {
-    const View p = params.Sub(w.param_at, w.len), g = grads.Sub(w.grad_at, w.len);
+  Tensor on_device;  // offload_param: a window's parameters on the device while it is updated
+  auto update = [&](const UpdateWindow& w, const View& master, const View& m,
+                    const View& v) -> absl::Status {
+    View p = params.Sub(w.param_at, w.len);
+    const View g = grads.Sub(w.grad_at, w.len);
+    if (params_on_host_) {
+      if (on_device.numel() < w.len) {
+        auto t = Tensor::Empty(ops_->allocator(), storage_, {w.len}, MemoryCategory::kCommBuffers);
+        if (!t.ok()) return t.status();
+        on_device = *std::move(t);
+      }
+      const View host = p;
+      p = on_device.view().Sub(0, w.len);
+      ops_->CopyFromHost(p, host.data());
+      ops_->AdamW(
+          mixed() ? device::AdamWViews{master, g, m, v, p} : device::AdamWViews{p, g, m, v, View()},
+          args);
+      ops_->CopyToHost(host.data(), p);
+      return ops_->status();
+    }
     ops_->AdamW(
         mixed() ? device::AdamWViews{master, g, m, v, p} : device::AdamWViews{p, g, m, v, View()},
         args);
+    return absl::OkStatus();
   };
   if (home_ != nullptr && !ops_->host_accessible()) {
     // Partial offload: the windows whose state stayed on the device first, queued ahead of the
     // host's copies.
     for (int i = 0; i < first_home_window_; ++i) {
       const UpdateWindow& w = windows_[i];
-      update(w, mixed() ? master_.view().Sub(w.owned_at, w.len) : View(),
-             exp_avg_.view().Sub(w.owned_at, w.len), exp_avg_sq_.view().Sub(w.owned_at, w.len));
+      DT_RETURN_IF_ERROR(update(w, mixed() ? master_.view().Sub(w.owned_at, w.len) : View(),
+                                exp_avg_.view().Sub(w.owned_at, w.len),
+                                exp_avg_sq_.view().Sub(w.owned_at, w.len)));
     }
     return AdamWOnHost(args);
   }
@@ -650,14 +723,15 @@ absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
       auto array = [&](int which) {
         return View::Flat(arrays[SwapArray(which)], DType::kF32, w.len);
       };
-      update(w, mixed() ? array(0) : View(), array(1), array(2));
+      DT_RETURN_IF_ERROR(update(w, mixed() ? array(0) : View(), array(1), array(2)));
       return ops_->status();
     }));
     return ops_->status();
   }
   for (const UpdateWindow& w : windows_) {
-    update(w, mixed() ? master_.view().Sub(w.owned_at, w.len) : View(),
-           exp_avg_.view().Sub(w.owned_at, w.len), exp_avg_sq_.view().Sub(w.owned_at, w.len));
+    DT_RETURN_IF_ERROR(update(w, mixed() ? master_.view().Sub(w.owned_at, w.len) : View(),
+                              exp_avg_.view().Sub(w.owned_at, w.len),
+                              exp_avg_sq_.view().Sub(w.owned_at, w.len)));
   }
   return ops_->status();
 }
@@ -685,7 +759,9 @@ absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
     const UpdateWindow& w = home_windows[i];
     const int slot = i % 2;
     ops_->CopyToHostAsync(host_grad_[slot].raw(), grads.Sub(w.grad_at, w.len));
-    if (!mixed()) ops_->CopyToHostAsync(host_param_[slot].raw(), params.Sub(w.param_at, w.len));
+    if (!mixed() && !params_on_host_) {
+      ops_->CopyToHostAsync(host_param_[slot].raw(), params.Sub(w.param_at, w.len));
+    }
     fetched[slot] = ops_->RecordFence();
   };
   // Every fence recorded is waited for, also when the update stops early.
@@ -703,7 +779,9 @@ absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
     fetched[slot] = -1;
     if (i + 1 < n) fetch(i + 1);
     const View g = host_grad_[slot].view().Sub(0, w.len);
-    const View p = host_param_[slot].view().Sub(0, w.len);
+    // offload_param: the parameters are updated where they live, in host memory.
+    const View p =
+        params_on_host_ ? params.Sub(w.param_at, w.len) : host_param_[slot].view().Sub(0, w.len);
     auto array = [&](int which) {
       return View::Flat(arrays[SwapArray(which)], DType::kF32, w.len);
     };
@@ -713,7 +791,7 @@ absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
     DT_RETURN_IF_ERROR(host_ops_->status());
     // The slot is not refilled before this copy has read it (the next fetch into it is queued
     // after it).
-    ops_->CopyFromHostAsync(params.Sub(w.param_at, w.len), p.data());
+    if (!params_on_host_) ops_->CopyFromHostAsync(params.Sub(w.param_at, w.len), p.data());
     return ops_->status();
   });
   drain();

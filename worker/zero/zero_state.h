@@ -143,8 +143,11 @@ class ZeroState : public model::ParamAccess {
   // The host memory an offloaded optimizer keeps beside a GPU (its state and staging), by
   // category; null where there is none.
   const tensor::Allocator* host_allocator() const {
-    return home_ != nullptr && !ops_->host_accessible() ? host_ : nullptr;
+    return (home_ != nullptr || params_on_host_) && !ops_->host_accessible() ? host_ : nullptr;
   }
+  // zero_optimization.offload_param.device "cpu" on a GPU rank: this rank's parameter partition
+  // is in host memory.
+  bool params_on_host() const { return params_on_host_; }
   // NVMe offload: the swap file's bytes and the last update's I/O seconds (total, unhidden).
   int64_t swap_file_bytes() const;
   double swap_wait_seconds() const;
@@ -338,11 +341,14 @@ class ZeroState : public model::ParamAccess {
   comm::ReduceOp reduce_op_ = comm::ReduceOp::kAvg;  // kSum when prescaling or predividing
   double pre_scale_ = 1.0, post_scale_ = 1.0;
   const bool params_partitioned_;  // params_ holds this rank's chunks (else the padded space)
-  const bool grads_partitioned_;   // grads_ likewise
-  tensor::Tensor params_;          // storage dtype
-  tensor::Tensor grads_;           // grads_dtype_
-  tensor::Tensor master_;          // mixed precision: fp32 weights of this rank's chunks
-  tensor::Tensor exp_avg_;         // this rank's chunks (stage 0: one rank's all)
+  // offload_param "cpu" on a GPU rank (stage 3): params_ is host memory from host_, reached by
+  // the device through copies (ParamsFromF32, the gather's copy in Stage3::StartGather).
+  bool params_on_host_ = false;
+  const bool grads_partitioned_;  // grads_ likewise
+  tensor::Tensor params_;         // storage dtype
+  tensor::Tensor grads_;          // grads_dtype_
+  tensor::Tensor master_;         // mixed precision: fp32 weights of this rank's chunks
+  tensor::Tensor exp_avg_;        // this rank's chunks (stage 0: one rank's all)
   tensor::Tensor exp_avg_sq_;
   tensor::Tensor scalar_;   // the norm's all-reduce on a device without host access
   int norm_excluded_ = -1;  // a module left out of the norm, or -1
@@ -390,6 +396,14 @@ class ZeroState : public model::ParamAccess {
   int SwapArray(int which) const { return mixed() ? which : which - 1; }
   // Mixed precision: params_'s chunks from the master weights (their rounding).
   absl::Status ParamsFromMaster();
+  // params_[at, at + n) = the rounding to the storage dtype of `src` (n f32 on the device),
+  // wherever params_ lives.
+  absl::Status ParamsFromF32(int64_t at, const tensor::View& src);
+  // The ops that reach params_ directly: the host's under offload_param, else the device's.
+  device::Ops& ParamOps() const { return params_on_host_ ? *host_ops_ : *ops_; }
+  // The bytes of `views` as host memory: the views themselves where the host reaches them, else
+  // copies in host_staging_ (valid until its next use).
+  absl::StatusOr<std::vector<absl::string_view>> HostPieces(const std::vector<tensor::View>& views);
   // The master weights of owned elements [at, at + n) into `dst` (on the device), from wherever
   // they live.
   absl::Status ReadMaster(int64_t at, const tensor::View& dst);

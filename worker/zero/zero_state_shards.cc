@@ -55,22 +55,29 @@ absl::StatusOr<env::ChunkSource> ZeroState::ShardChunks(std::string* head) {
   }
   views.push_back(exp_avg_.view().Sub(0, n));
   views.push_back(exp_avg_sq_.view().Sub(0, n));
+  DT_ASSIGN_OR_RETURN(std::vector<absl::string_view> pieces, HostPieces(views));
+  return env::PiecesSource(std::move(pieces));
+}
+
+absl::StatusOr<std::vector<absl::string_view>> ZeroState::HostPieces(
+    const std::vector<View>& views) {
+  auto on_host = [&](const View& v) { return ops_->host_accessible() || v.device().is_cpu(); };
+  size_t staged = 0;
+  for (const View& v : views) staged += on_host(v) ? 0 : v.bytes();
+  host_staging_.resize(staged);
   std::vector<absl::string_view> pieces;
-  if (ops_->host_accessible()) {
-    for (const View& v : views) pieces.emplace_back(static_cast<const char*>(v.data()), v.bytes());
-    return env::PiecesSource(std::move(pieces));
-  }
-  size_t total = 0;
-  for (const View& v : views) total += v.bytes();
-  host_staging_.resize(total);
   size_t at = 0;
   for (const View& v : views) {
+    if (on_host(v)) {
+      pieces.emplace_back(static_cast<const char*>(v.data()), v.bytes());
+      continue;
+    }
     ops_->CopyToHost(host_staging_.data() + at, v);
     pieces.emplace_back(host_staging_.data() + at, v.bytes());
     at += v.bytes();
   }
   DT_RETURN_IF_ERROR(ops_->status());
-  return env::PiecesSource(std::move(pieces));
+  return pieces;
 }
 
 absl::Status ZeroState::LoadShard(env::ByteSource& shard) {
@@ -97,7 +104,7 @@ absl::Status ZeroState::LoadShard(env::ByteSource& shard) {
   DropGathered();  // stale: the parameters change
   // The next v.bytes() of the shard into v: straight into device memory the host can reach.
   auto read = [&](const View& v) -> absl::Status {
-    if (ops_->host_accessible()) return shard.Read(v.data(), v.bytes());
+    if (ops_->host_accessible() || v.device().is_cpu()) return shard.Read(v.data(), v.bytes());
     host_staging_.resize(v.bytes());
     DT_RETURN_IF_ERROR(shard.Read(host_staging_.data(), v.bytes()));
     ops_->CopyFromHost(v, host_staging_.data());
@@ -154,7 +161,7 @@ absl::Status ZeroState::BeginStoreOwned() {
   DropGathered();  // stale: the parameters change
   store_pieces_ = partition_.OwnedPieces();
   // Zero first: padding (and, stages 1-2, the chunks other ranks own until the gather) stays 0.
-  ops_->Fill(params_.view(), 0.f);
+  ParamOps().Fill(params_.view(), 0.f);
   ops_->Fill(grads_.view(), 0.f);
   if (device_state_ > 0) {
     if (mixed()) ops_->Fill(master_.view(), 0.f);
@@ -185,7 +192,7 @@ absl::Status ZeroState::StoreOwned(int array, int64_t flat, int64_t count,
 
 absl::Status ZeroState::ReadIntoView(env::ByteSource& source, const View& dst) {
   const int64_t count = dst.numel();
-  if (ops_->host_accessible()) return source.Read(dst.data(), dst.bytes());
+  if (ops_->host_accessible() || dst.device().is_cpu()) return source.Read(dst.data(), dst.bytes());
   std::vector<float> staging(std::min(count, kStoreStagingFloats));
   for (int64_t done = 0; done < count;) {
     const int64_t n = std::min<int64_t>(count - done, staging.size());
@@ -243,21 +250,7 @@ absl::StatusOr<env::ChunkSource> ZeroState::SwappedShardChunks() {
   if (device_state_ > 0) {
     for (int a = first_array; a <= 2; ++a) views.push_back(DeviceState(a));
   }
-  int64_t bytes = 0;
-  for (const View& v : views) bytes += v.bytes();
-  if (!ops_->host_accessible()) host_staging_.resize(bytes);
-  std::vector<absl::string_view> staged;
-  int64_t at = 0;
-  for (const View& v : views) {
-    const char* data = static_cast<const char*>(v.data());
-    if (!ops_->host_accessible()) {
-      ops_->CopyToHost(host_staging_.data() + at, v);
-      data = host_staging_.data() + at;
-    }
-    staged.emplace_back(data, v.bytes());
-    at += v.bytes();
-  }
-  DT_RETURN_IF_ERROR(ops_->status());
+  DT_ASSIGN_OR_RETURN(const std::vector<absl::string_view> staged, HostPieces(views));
   struct Cursor {
     env::ChunkSource params;
     bool params_done = false;
