@@ -39,13 +39,13 @@ int Rank(comm::Communicator* dp) { return dp != nullptr ? dp->rank() : 0; }
 int World(comm::Communicator* dp) { return dp != nullptr ? dp->size() : 1; }
 
 // Every rank learns whether every rank succeeded: the max over ranks of a failure flag.
-absl::Status AgreeAll(comm::Communicator* dp, const comm::CommOptions& comm,
+absl::Status AgreeAll(comm::Communicator* dp, device::Ops& ops, const comm::CommOptions& comm,
                       const absl::Status& mine, absl::string_view what) {
   if (dp == nullptr || dp->size() == 1) return mine;
   float failed = mine.ok() ? 0.f : 1.f;
-  DT_ASSIGN_OR_RETURN(auto work, dp->AllReduce(comm::CommBuffer{&failed, 1, DType::kF32},
-                                               comm::ReduceOp::kMax, comm));
-  DT_RETURN_IF_ERROR(work->Wait());
+  tensor::Tensor staging;  // where the group needs device buffers
+  DT_RETURN_IF_ERROR(
+      zero::AllReduceHostFloats(*dp, ops, &staging, &failed, 1, comm::ReduceOp::kMax, comm));
   if (!mine.ok()) return mine;
   if (failed != 0.f) return absl::AbortedError(absl::StrCat(what, " failed on another rank"));
   return absl::OkStatus();
@@ -71,7 +71,7 @@ checkpoint::ShardRecord UnpackRecord(const float* in, int rank, bool* ok) {
 // file on every rank.
 constexpr size_t kMessageBytes = 504;
 constexpr int kOutcomeFloats = (8 + kMessageBytes) / 4;  // code (u32), length (u32), message
-absl::Status AgreeAllShared(comm::Communicator* dp, const comm::CommOptions& comm,
+absl::Status AgreeAllShared(comm::Communicator* dp, device::Ops& ops, const comm::CommOptions& comm,
                             const absl::Status& mine, absl::string_view what) {
   if (dp == nullptr || dp->size() == 1) return mine;
   const int world = dp->size(), rank = dp->rank();
@@ -86,12 +86,7 @@ absl::Status AgreeAllShared(comm::Communicator* dp, const comm::CommOptions& com
     message.copy(packed + 8, message.size());  // (memcpy's source may not be null, even empty)
     std::memcpy(outcomes.data() + kOutcomeFloats * rank, packed, sizeof(packed));
   }
-  DT_ASSIGN_OR_RETURN(
-      auto work,
-      dp->AllGather(
-          comm::CommBuffer{outcomes.data() + kOutcomeFloats * rank, kOutcomeFloats, DType::kF32},
-          comm::CommBuffer{outcomes.data(), kOutcomeFloats * world, DType::kF32}, comm));
-  DT_RETURN_IF_ERROR(work->Wait());
+  DT_RETURN_IF_ERROR(zero::AllGatherHostFloats(*dp, ops, outcomes.data(), kOutcomeFloats, comm));
   if (!mine.ok()) return mine;
   for (int r = 0; r < world; ++r) {
     const char* packed = reinterpret_cast<const char*>(outcomes.data() + kOutcomeFloats * r);
@@ -112,14 +107,9 @@ absl::Status AgreeAllShared(comm::Communicator* dp, const comm::CommOptions& com
 
 // A float all-gather of `per_rank` floats from each rank, in place in `all` (this rank's slot
 // filled by the caller); raw bytes travel, as with the shard records.
-absl::Status GatherInPlace(comm::Communicator* dp, const comm::CommOptions& comm,
+absl::Status GatherInPlace(comm::Communicator* dp, device::Ops& ops, const comm::CommOptions& comm,
                            std::vector<float>& all, int per_rank) {
-  DT_ASSIGN_OR_RETURN(
-      auto work,
-      dp->AllGather(comm::CommBuffer{all.data() + static_cast<size_t>(per_rank) * dp->rank(),
-                                     per_rank, DType::kF32},
-                    comm::CommBuffer{all.data(), per_rank * dp->size(), DType::kF32}, comm));
-  return work->Wait();
+  return zero::AllGatherHostFloats(*dp, ops, all.data(), per_rank, comm);
 }
 
 // 64-bit FNV-1a: the same on every rank and every build (unlike absl::Hash, seeded per process).
@@ -133,15 +123,16 @@ uint64_t Fnv1a64(absl::string_view s) {
 // anything is written. One all-gather of each tag's length and hash; only when they differ, a
 // second of the tags themselves, to name them (and, under Warn, to save under rank 0's, so the
 // save stays one checkpoint). Returns the tag to save under.
-absl::StatusOr<std::string> AgreeOnTag(comm::Communicator* dp, const CheckpointOptions& options,
-                                       config::TagValidation mode, const std::string& tag) {
+absl::StatusOr<std::string> AgreeOnTag(comm::Communicator* dp, device::Ops& ops,
+                                       const CheckpointOptions& options, config::TagValidation mode,
+                                       const std::string& tag) {
   if (mode == config::TagValidation::kIgnore || dp == nullptr || dp->size() == 1) return tag;
   const int world = dp->size();
   constexpr int kDigestFloats = 4;  // length (u64), hash (u64)
   std::vector<float> digests(static_cast<size_t>(kDigestFloats) * world);
   const uint64_t mine[2] = {tag.size(), Fnv1a64(tag)};
   std::memcpy(digests.data() + kDigestFloats * dp->rank(), mine, sizeof(mine));
-  DT_RETURN_IF_ERROR(GatherInPlace(dp, options.comm, digests, kDigestFloats));
+  DT_RETURN_IF_ERROR(GatherInPlace(dp, ops, options.comm, digests, kDigestFloats));
   uint64_t longest = 0;
   bool same = true;
   for (int r = 0; r < world; ++r) {
@@ -161,7 +152,7 @@ absl::StatusOr<std::string> AgreeOnTag(comm::Communicator* dp, const CheckpointO
   const int per_rank = static_cast<int>((longest + 3) / 4);
   std::vector<float> texts(static_cast<size_t>(per_rank) * world, 0.f);
   std::memcpy(texts.data() + static_cast<size_t>(per_rank) * dp->rank(), tag.data(), tag.size());
-  DT_RETURN_IF_ERROR(GatherInPlace(dp, options.comm, texts, per_rank));
+  DT_RETURN_IF_ERROR(GatherInPlace(dp, ops, options.comm, texts, per_rank));
   std::vector<std::string> tags(world);
   for (int r = 0; r < world; ++r) {
     uint64_t length = 0;
@@ -202,9 +193,9 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
   if (!engine.is_gpt() && options.pipeline.size() > 1) {
     return absl::InvalidArgumentError("a pipeline grid for a model other than the built-in GPT");
   }
-  DT_ASSIGN_OR_RETURN(
-      const std::string tag,
-      AgreeOnTag(group, options, engine.spec().checkpoint.tag_validation, requested_tag));
+  DT_ASSIGN_OR_RETURN(const std::string tag,
+                      AgreeOnTag(group, engine.ops(), options,
+                                 engine.spec().checkpoint.tag_validation, requested_tag));
   // Phase 1: rank 0 opens the save (the tmp dir), everyone learns whether it could.
   std::unique_ptr<checkpoint::CheckpointWriter> writer;
   absl::Status status;
@@ -214,7 +205,7 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
     status = w.status();
     if (w.ok()) writer = std::move(*w);
   }
-  DT_RETURN_IF_ERROR(AgreeAll(group, options.comm, status, "opening the checkpoint"));
+  DT_RETURN_IF_ERROR(AgreeAll(group, engine.ops(), options.comm, status, "opening the checkpoint"));
 
   // Phase 2: every rank writes its shard (a failure is reported in phase 3, not returned here:
   // the other ranks are waiting in the gather).
@@ -279,12 +270,8 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
   PackRecord(record.ok() ? *record : checkpoint::ShardRecord{}, record.ok(),
              records.data() + kRecordFloats * rank);
   if (group != nullptr && world > 1) {
-    DT_ASSIGN_OR_RETURN(
-        auto work,
-        group->AllGather(
-            comm::CommBuffer{records.data() + kRecordFloats * rank, kRecordFloats, DType::kF32},
-            comm::CommBuffer{records.data(), kRecordFloats * world, DType::kF32}, options.comm));
-    DT_RETURN_IF_ERROR(work->Wait());
+    DT_RETURN_IF_ERROR(zero::AllGatherHostFloats(*group, engine.ops(), records.data(),
+                                                 kRecordFloats, options.comm));
   }
   status = record.status();
   if (rank == 0 && status.ok()) {
@@ -322,7 +309,8 @@ absl::Status SaveCheckpoint(Engine& engine, comm::Communicator* group,
       status = checkpoint::KeepLast(options.env, options.root, options.keep_last);
     }
   }
-  return AgreeAll(group, options.comm, status, absl::StrCat("saving checkpoint ", tag));
+  return AgreeAll(group, engine.ops(), options.comm, status,
+                  absl::StrCat("saving checkpoint ", tag));
 }
 
 absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* group,
@@ -357,7 +345,7 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* g
               !same_precision || !same_grid;
     return absl::OkStatus();
   }();
-  DT_RETURN_IF_ERROR(AgreeAll(group, options.comm, status, "opening the checkpoint"));
+  DT_RETURN_IF_ERROR(AgreeAll(group, engine.ops(), options.comm, status, "opening the checkpoint"));
 
   // Phase 2: read and restore, not collective; all ranks agree on the outcome before the
   // collective part (stages 1-2 gather parameters again). A shard is
@@ -398,7 +386,8 @@ absl::StatusOr<std::string> LoadCheckpoint(Engine& engine, comm::Communicator* g
     rank_state = *std::move(mine);
     return absl::OkStatus();
   }();
-  DT_RETURN_IF_ERROR(AgreeAllShared(group, options.comm, status, "loading the checkpoint"));
+  DT_RETURN_IF_ERROR(
+      AgreeAllShared(group, engine.ops(), options.comm, status, "loading the checkpoint"));
   DT_RETURN_IF_ERROR(engine.FinishLoad());
   return rank_state;
 }

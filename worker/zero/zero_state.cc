@@ -102,6 +102,31 @@ absl::Status AllReduceHostFloats(comm::Communicator& group, device::Ops& ops,
   return ops.status();
 }
 
+absl::Status AllGatherHostFloats(comm::Communicator& group, device::Ops& ops, float* all,
+                                 int64_t per_rank, const comm::CommOptions& options) {
+  const int64_t n = per_rank * group.size();
+  View buffer = View::Flat(all, DType::kF32, n);
+  Tensor staging;
+  if (!ops.host_accessible()) {
+    DT_ASSIGN_OR_RETURN(
+        staging, Tensor::Empty(ops.allocator(), DType::kF32, {n}, MemoryCategory::kCommBuffers));
+    buffer = staging.view();
+    ops.CopyFromHost(buffer, all);
+  }
+  const View mine = buffer.Sub(per_rank * group.rank(), per_rank);
+  ops.WaitFor(device::Stream::kComm, device::Stream::kCompute);
+  void* stream = ops.NativeStream(device::Stream::kComm);
+  DT_ASSIGN_OR_RETURN(
+      auto work,
+      group.AllGather(comm::CommBuffer{mine.data(), per_rank, DType::kF32, mine.device(), stream},
+                      comm::CommBuffer{buffer.data(), n, DType::kF32, buffer.device(), stream},
+                      options));
+  DT_RETURN_IF_ERROR(work->Wait());
+  ops.WaitFor(device::Stream::kCompute, device::Stream::kComm);
+  if (!ops.host_accessible()) ops.CopyToHost(all, buffer);
+  return ops.status();
+}
+
 ZeroState::ZeroState(const model::ParamLayout& layout, const config::ZeroConfig& config,
                      comm::Communicator* dp, comm::CommOptions comm, device::Ops* ops,
                      Partition partition, DType storage, GradientReduction reduction,

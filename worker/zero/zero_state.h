@@ -98,6 +98,11 @@ absl::Status AllReduceScalar(comm::Communicator& group, device::Ops& ops,
 absl::Status AllReduceHostFloats(comm::Communicator& group, device::Ops& ops,
                                  tensor::Tensor* device_buffer, float* values, int64_t n,
                                  comm::ReduceOp op, const comm::CommOptions& options);
+// An all-gather in place of host floats: `all` holds group.size() slots of `per_rank` floats and
+// this rank has filled its own; afterwards every slot holds its rank's. Raw bits travel (a gather
+// copies, never adds). Through a device buffer where the group needs one, as above.
+absl::Status AllGatherHostFloats(comm::Communicator& group, device::Ops& ops, float* all,
+                                 int64_t per_rank, const comm::CommOptions& options);
 
 // What an offloaded optimizer needs beyond the configuration (docs/offload.md): where its files
 // go (<nvme_path>/dstrain-<job>/rank<rank>), how the disk is driven, and where the start-up

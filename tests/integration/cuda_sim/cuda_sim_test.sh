@@ -10,7 +10,8 @@
 #      device's checkpoint. Resumed to step 4, each matches the run it continues (1e-5);
 #   3. two ranks, bf16, ZeRO-2, `launch` of a job with job.device "cuda": the group goes through
 #      host memory over Gloo (the simulator has no NCCL), losses match the CPU's launch (2e-3,
-#      bf16 products rounded on either side in other orders);
+#      bf16 products rounded on either side in other orders); its step-2 checkpoint commits (the
+#      checkpoint's agreement between ranks runs over the device's communicator);
 #   4. a device budget too small for the model fails with the out-of-memory message;
 #   5. activation_checkpointing.cpu_checkpointing on CUDA is refused, naming the key;
 #   6. optimizer offload to host memory on the CUDA rank: the device run's losses and weights,
@@ -77,12 +78,14 @@ done
 
 # 3. Two ranks on CUDA, bf16, ZeRO-2, through host memory.
 make_job cpu2 3 cpu "" bf16 2
-make_job cuda2 3 cuda "" bf16 2
+make_job cuda2 3 cuda "$out/ckpt_cuda2" bf16 2
 "$cpu" launch --nproc 2 "$out/cpu2.json" --metrics-out "$out/cpu2.jsonl" > "$out/cpu2.log" 2>&1 ||
   { cat "$out/cpu2.log"; exit 1; }
 "$sim" launch --nproc 2 "$out/cuda2.json" --metrics-out "$out/cuda2.jsonl" > "$out/cuda2.log" 2>&1 ||
   { cat "$out/cuda2.log"; exit 1; }
 grep -q 'joined the data-parallel group (cuda:0.*host-staged \(gloo\|shm\))' "$out/cuda2.log"
+[[ -f "$out/ckpt_cuda2/step_00000002/manifest.json" ]] ||
+  { echo "two CUDA ranks: no committed step-2 checkpoint"; ls -R "$out/ckpt_cuda2" || true; cat "$out/cuda2.log"; exit 1; }
 "${compare[@]}" "$out/cuda2.jsonl" "$out/cpu2.jsonl" 2e-3
 
 # 4. A budget too small for the model: the out-of-memory error names the category, the bytes asked,
