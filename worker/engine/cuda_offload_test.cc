@@ -23,6 +23,7 @@
 #include "worker/device/cuda/cuda_ops.h"
 #include "worker/device/cuda/host_staged_communicator.h"
 #include "worker/device/cuda/pinned_host_allocator.h"
+#include "worker/engine/checkpoint_io.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/zero_test_util.h"
 #include "worker/env/env.h"
@@ -186,38 +187,42 @@ TEST_P(CudaOffloadTest, HostAndNvmeMatchTheDeviceBitwise) {
 // offload_param "cpu" (stage 3): the parameter partition in host memory, each gather copying its
 // chunk to the device; alone (the update on the device, a window at a time through the device),
 // beside a host-resident optimizer (updated in place on the host), and beside a partial one.
-TEST(CudaParamOffloadTest, MatchesTheDeviceBitwise) {
+class CudaParamOffloadTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CudaParamOffloadTest, MatchesTheDeviceBitwise) {
   DT_SKIP_WITHOUT_CUDA_DEVICE();
-  for (const bool bf16 : {false, true}) {
-    for (const auto& [world, gas, clip] : {std::tuple<int, int, double>{1, 1, 0.0}, {2, 2, 0.5}}) {
-      const TrainResult want = Train(Spec(world, 3, gas, clip, bf16, ""));
-      ASSERT_EQ(want.losses.size(), static_cast<size_t>(kSteps));
-      ASSERT_GT(want.device_params, 0);
-      for (const auto& [offload, param] : std::vector<std::pair<std::string, std::string>>{
-               {"", R"("device": "cpu")"},
-               {R"("device": "cpu")", R"("device": "cpu", "pin_memory": true)"},
-               {R"("device": "cpu", "ratio": 0.6)", R"("device": "cpu")"}}) {
-        const std::string what = absl::StrFormat(
-            "world %d %s gas %d clip %g: offload_optimizer {%s}, offload_param {%s}", world,
-            bf16 ? "bf16" : "fp32", gas, clip, offload, param);
-        const TrainResult got = Train(Spec(world, 3, gas, clip, bf16, offload, param));
-        EXPECT_EQ(got.losses, want.losses) << what;
-        EXPECT_EQ(got.params, want.params) << what;
-        EXPECT_EQ(got.saved, want.saved) << what << ": the checkpoint state";
-        // No parameter partition on the device; the host holds it (and what the optimizer's
-        // offload keeps), as `dstrain estimate` says.
-        EXPECT_EQ(got.device_params, 0) << what;
-        EXPECT_EQ(got.estimate.params, 0) << what;
-        EXPECT_GE(got.host_bytes, want.device_params) << what;
-        EXPECT_EQ(got.estimate.host_bytes, got.host_bytes) << what;
-        EXPECT_EQ(got.estimate.optimizer_state, got.device_optimizer_state) << what;
-      }
+  const bool bf16 = GetParam();
+  for (const auto& [world, gas, clip] : {std::tuple<int, int, double>{1, 1, 0.0}, {2, 2, 0.5}}) {
+    const TrainResult want = Train(Spec(world, 3, gas, clip, bf16, ""));
+    ASSERT_EQ(want.losses.size(), static_cast<size_t>(kSteps));
+    ASSERT_GT(want.device_params, 0);
+    for (const auto& [offload, param] : std::vector<std::pair<std::string, std::string>>{
+             {"", R"("device": "cpu")"},
+             {R"("device": "cpu")", R"("device": "cpu", "pin_memory": true)"},
+             {R"("device": "cpu", "ratio": 0.6)", R"("device": "cpu")"}}) {
+      const std::string what =
+          absl::StrFormat("world %d %s gas %d clip %g: offload_optimizer {%s}, offload_param {%s}",
+                          world, bf16 ? "bf16" : "fp32", gas, clip, offload, param);
+      const TrainResult got = Train(Spec(world, 3, gas, clip, bf16, offload, param));
+      EXPECT_EQ(got.losses, want.losses) << what;
+      EXPECT_EQ(got.params, want.params) << what;
+      EXPECT_EQ(got.saved, want.saved) << what << ": the checkpoint state";
+      // No parameter partition on the device; the host holds it (and what the optimizer's
+      // offload keeps), as `dstrain estimate` says.
+      EXPECT_EQ(got.device_params, 0) << what;
+      EXPECT_EQ(got.estimate.params, 0) << what;
+      EXPECT_GE(got.host_bytes, want.device_params) << what;
+      EXPECT_EQ(got.estimate.host_bytes, got.host_bytes) << what;
+      EXPECT_EQ(got.estimate.optimizer_state, got.device_optimizer_state) << what;
     }
   }
 }
 
+INSTANTIATE_TEST_SUITE_P(Precisions, CudaParamOffloadTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "bf16" : "fp32"; });
+
 // A checkpoint with the parameters offloaded resumes without, and the reverse.
-TEST(CudaParamOffloadTest, CheckpointsMoveBetweenHostAndDeviceBitwise) {
+TEST(CudaParamOffloadCheckpointTest, CheckpointsMoveBetweenHostAndDeviceBitwise) {
   DT_SKIP_WITHOUT_CUDA_DEVICE();
   const config::JobSpec device = Spec(2, 3, 2, 0.5, true, "");
   const config::JobSpec host = Spec(2, 3, 2, 0.5, true, "", R"("device": "cpu")");
@@ -231,6 +236,67 @@ TEST(CudaParamOffloadTest, CheckpointsMoveBetweenHostAndDeviceBitwise) {
     EXPECT_EQ(losses, whole.losses);
     EXPECT_EQ(tail.params, whole.params);
     EXPECT_EQ(tail.saved, whole.saved);
+  }
+}
+
+// Optionally loads checkpoint `load_tag` from `root` (resharding where the world differs), trains
+// steps [first, last), optionally saves `save_tag`; rank 0's losses and final weights.
+TrainResult TrainWithCheckpoints(const config::JobSpec& spec, const std::string& root,
+                                 const char* load_tag, int first, int last, const char* save_tag) {
+  const int world = spec.data_parallel_size;
+  TrainResult run;
+  std::mutex mu;
+  RunOnRanks(world, [&](int r, comm::Communicator* fake) {
+    auto created = device::CudaOps::Create({});
+    ASSERT_THAT(created, IsOk());
+    std::unique_ptr<device::Ops> ops = std::move(*created);
+    std::unique_ptr<comm::Communicator> staged;
+    if (world > 1) staged = std::make_unique<device::HostStagedCommunicator>(fake);
+    auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), ops.get()), spec,
+                                staged.get());
+    ASSERT_THAT(e, IsOk());
+    const CheckpointOptions options{env::PosixEnv::Default(), root, /*keep_last=*/2,
+                                    comm::CommOptions{}};
+    if (load_tag != nullptr) {
+      ASSERT_THAT(LoadCheckpoint(**e, staged.get(), options, load_tag), IsOk());
+    }
+    for (int step = first; step < last; ++step) {
+      const auto [x, y] = Batch(spec, step, r, 0);
+      ASSERT_THAT((*e)->Forward(x.data(), y.data()), IsOk());
+      ASSERT_THAT((*e)->Backward(), IsOk());
+      auto s = (*e)->Step();
+      ASSERT_THAT(s, IsOk());
+      if (s->has_value() && r == 0) run.losses.push_back((**s).loss);
+    }
+    if (save_tag != nullptr) {
+      ASSERT_THAT(SaveCheckpoint(**e, staged.get(), options, save_tag, "rank state"), IsOk());
+    }
+    auto params = (*e)->GatherParams(r == 0);
+    ASSERT_THAT(params, IsOk());
+    std::lock_guard<std::mutex> lock(mu);
+    if (r == 0) run.params = *std::move(params);
+  });
+  return run;
+}
+
+// Resharding with the offloads on: a checkpoint of two ranks with the parameters and part of the
+// optimizer state on the host loads into one rank range by range (BeginStoreOwned ..
+// FinishStoreOwned), with the same offloads and without; both go on identically.
+TEST(CudaParamOffloadCheckpointTest, ReshardsWithAndWithoutOffload) {
+  DT_SKIP_WITHOUT_CUDA_DEVICE();
+  const std::string root = testing::TestDir("reshard_offload");
+  const std::string offload = R"("device": "cpu", "ratio": 0.6)", param = R"("device": "cpu")";
+  for (const bool bf16 : {false, true}) {
+    SCOPED_TRACE(bf16 ? "bf16" : "fp32");
+    const std::string dir = absl::StrCat(root, bf16 ? "/bf16" : "/fp32");
+    TrainWithCheckpoints(Spec(2, 3, 1, 0.5, bf16, offload, param), dir, nullptr, 0, 3, "saved");
+    const TrainResult with =
+        TrainWithCheckpoints(Spec(1, 3, 1, 0.5, bf16, offload, param), dir, "saved", 3, 6, nullptr);
+    const TrainResult without =
+        TrainWithCheckpoints(Spec(1, 3, 1, 0.5, bf16, ""), dir, "saved", 3, 6, nullptr);
+    ASSERT_EQ(with.losses.size(), 3u);
+    EXPECT_EQ(with.losses, without.losses);
+    EXPECT_EQ(with.params, without.params);
   }
 }
 
