@@ -133,6 +133,21 @@ std::string MigrateCpuOffload(json* root) {
   return absl::StrCat(note, "}");
 }
 
+// DeepSpeed's deprecated `zero_optimization.cpu_offload_param: true` is offload_param
+// {"device": "cpu"}, as DeepSpeed migrates it. Left alone beside an offload_param block
+// (ResolveZero refuses the pair). Returns the note to give, or "".
+std::string MigrateCpuOffloadParam(json* root) {
+  const auto z = root->find("zero_optimization");
+  if (z == root->end() || !z->is_object()) return "";
+  const auto on = z->find("cpu_offload_param");
+  if (on == z->end() || !on->is_boolean() || !on->get<bool>()) return "";
+  if (const auto o = z->find("offload_param"); o != z->end() && !o->is_null()) return "";
+  z->erase("cpu_offload_param");
+  (*z)["offload_param"] = json{{"device", "cpu"}};
+  return "zero_optimization.cpu_offload_param: deprecated, read as offload_param {\"device\": "
+         "\"cpu\"}";
+}
+
 // `library_world`: parse a DeepSpeed config alone for dstrain::Initialize (config.h,
 // ParseDeepSpeedConfig) with that world size; nullopt: a job file.
 absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view source,
@@ -152,6 +167,7 @@ absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view sour
     *it = json{{"stage", it->get<bool>() ? 1 : 0}};
   }
   const std::string migrated = MigrateCpuOffload(&root);
+  const std::string migrated_param = MigrateCpuOffloadParam(&root);
   if (world_size_override) {
     if (auto it = root.find("job"); it != root.end() && it->is_object()) {
       (*it)["world_size"] = *world_size_override;
@@ -193,6 +209,7 @@ absl::StatusOr<JobSpec> ParseImpl(absl::string_view text, absl::string_view sour
                                  "\" and merged here"));
   }
   if (!migrated.empty()) notes.push_back(migrated);
+  if (!migrated_param.empty()) notes.push_back(migrated_param);
   DT_RETURN_IF_ERROR(internal::ResolveZero(&e, ctx, &notes, &spec.zero));
   DT_RETURN_IF_ERROR(internal::ResolveParallelism(e, &spec));
   DT_RETURN_IF_ERROR(internal::ResolveBatch(&e, spec.data_parallel_size, &spec));

@@ -453,6 +453,20 @@ std::vector<ValidRow> ValidRows() {
                                   "zero_optimization.cpu_offload: deprecated, read as "
                                   "offload_optimizer {\"device\": \"cpu\", \"pin_memory\": true}"));
        }},
+      {"DeprecatedCpuOffloadParamIsOffloadParamCpu",
+       [](json& j) {
+         j["zero_optimization"] = {{"stage", 3}, {"cpu_offload_param", true}};
+       },
+       [](const JobSpec& s) {
+         EXPECT_EQ(s.zero.offload_param.device, OffloadDevice::kCpu);
+         const json& z = s.effective["zero_optimization"];
+         EXPECT_EQ(z["offload_param"]["device"], "cpu");
+         EXPECT_EQ(z["offload_param"]["buffer_count"], 5);  // the block's defaults filled
+         EXPECT_FALSE(z.contains("cpu_offload_param"));
+         EXPECT_THAT(s.notes, ::testing::Contains("zero_optimization.cpu_offload_param: "
+                                                  "deprecated, read as offload_param "
+                                                  "{\"device\": \"cpu\"}"));
+       }},
       {"NvmeOffloadAndAio",
        [](json& j) {
          j["zero_optimization"] = {{"stage", 3},

@@ -32,8 +32,6 @@ constexpr FeatureSwitch kSwitches[] = {
     // ZeRO extensions.
     {"zero_optimization.offload_optimizer.device", "optimizer offload", true},
     {"zero_optimization.offload_param.device", "parameter offload", true},
-    {"zero_optimization.cpu_offload_param", "parameter offload (deprecated cpu_offload_param)",
-     false},
     {"zero_optimization.zero_hpz_partition_size", "ZeRO++ hierarchical partitioning (hpZ)", false},
     {"zero_optimization.zero_quantized_weights", "ZeRO++ quantized weights (qwZ)", false},
     {"zero_optimization.zero_quantized_nontrainable_weights",

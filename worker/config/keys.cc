@@ -78,8 +78,8 @@ std::shared_ptr<const Block> ZeroBlock() {
       NullObj("offload_optimizer", OffloadOptimizerBlock()),
       Int("sub_group_size", 1000000000).Min(1),
       // Deprecated spellings, migrated by DeepSpeed with a warning.
-      NullBool("cpu_offload"),  // true is migrated before normalisation (config.cc)
-      NullBool("cpu_offload_param").Gated(),
+      NullBool("cpu_offload"),        // true is migrated before normalisation (config.cc)
+      NullBool("cpu_offload_param"),  // true is migrated before normalisation (config.cc)
       NullBool("cpu_offload_use_pin_memory"),
       NullBool("stage3_gather_fp16_weights_on_model_save"),
       Int("stage3_prefetch_bucket_size", 50000000).Min(0).Alias("prefetch_bucket_size"),
