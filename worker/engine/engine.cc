@@ -143,6 +143,7 @@ absl::Status Engine::Backward(int buffer) {
     return absl::FailedPreconditionError("Backward() called without a preceding Forward()");
   }
   --pending_forwards_;
+  zero_->SetBoundaryBackward(micro_step_ + 1 >= spec_.gradient_accumulation_steps);
   DT_RETURN_IF_ERROR(model_->Backward(*zero_, buffer));
   DT_RETURN_IF_ERROR(zero_->FinishBackward());
   ++micro_step_;

@@ -71,7 +71,9 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, int64_t activati
       for (int i = 0; i < n; ++i) (i < first ? on_device : in_home) += windows[i];
       for (int64_t len : home) most = std::max(most, len);
       e.optimizer_state = int64_t{4} * arrays * on_device;
-      e.host_bytes = 2 * most * (DTypeSize(grads) + half);
+      // Two sub-groups' staging of parameters; the gradients likewise at stage 1, while stages
+      // 2-3 stream all of the home's gradients into one host buffer during backward.
+      e.host_bytes = 2 * most * half + (stage >= 2 ? in_home : 2 * most) * DTypeSize(grads);
       e.host_bytes +=
           e.offload == config::OffloadDevice::kNvme
               ? OptimizerSwap::BufferBytes(home, arrays, zero.offload_optimizer.buffer_count)

@@ -36,8 +36,9 @@ struct MemoryEstimate {
   // (the state is in host memory already).
   // On a GPU rank (offload "cpu" or "nvme"), optimizer_state is what stays on the device (the
   // sub-groups a partial offload keeps there) and host_bytes the host memory the offload holds:
-  // the state or the swap's buffers, and two sub-groups' staging. Under offload_param "cpu"
-  // (stage 3, a GPU rank) params is 0 and host_bytes holds the parameter partition too.
+  // the state or the swap's buffers, two sub-groups' staging (stages 2-3: the parameters' only,
+  // beside the streamed gradients). Under offload_param "cpu" (stage 3, a GPU rank) params is 0
+  // and host_bytes holds the parameter partition too.
   config::OffloadDevice offload = config::OffloadDevice::kNone;
   int64_t nvme_bytes = 0;
   int64_t host_bytes = 0;

@@ -72,6 +72,7 @@ absl::Status GradientBuckets::Collect(int u) {
   if (z_.distributed()) z_.PostScale(mine);
   // The gradients are zero at the start of a step, so the first micro-batch's add is a copy.
   z_.ops_->AddInto(z_.grads_.view().Sub(unit.owned_offset, unit.chunk), mine);
+  z_.StreamUnitGrads(unit);  // the boundary micro-batch's: to the host optimizer, if any
   b.buffer = Tensor();
   b.reduced = false;
   return absl::OkStatus();

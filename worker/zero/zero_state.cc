@@ -158,6 +158,7 @@ ZeroState::ZeroState(const model::ParamLayout& layout, const config::ZeroConfig&
 }
 
 ZeroState::~ZeroState() {
+  (void)WaitStreamedGrads();
   // Under offload_param params_ comes from own_host_, which is declared (so destroyed) after it.
   params_ = Tensor();
 }
@@ -238,9 +239,19 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
     DT_RETURN_IF_ERROR(ensure_host());
     int64_t most = 0;
     for (int i = first_home_window_; i < n_windows; ++i) most = std::max(most, windows_[i].len);
+    // Stages 2-3 reduce gradients during backward: they stream to the host as they are ready.
+    stream_grads_ = grads_partitioned_;
+    if (stream_grads_) {
+      const int64_t home_floats =
+          owned - (first_home_window_ < n_windows ? windows_[first_home_window_].owned_at : owned);
+      DT_ASSIGN_OR_RETURN(host_grads_, Tensor::Empty(host_, grads_dtype_, {home_floats},
+                                                     MemoryCategory::kCommBuffers));
+    }
     for (int slot = 0; slot < 2; ++slot) {
-      DT_ASSIGN_OR_RETURN(host_grad_[slot],
-                          Tensor::Empty(host_, grads_dtype_, {most}, MemoryCategory::kCommBuffers));
+      if (!stream_grads_) {
+        DT_ASSIGN_OR_RETURN(host_grad_[slot], Tensor::Empty(host_, grads_dtype_, {most},
+                                                            MemoryCategory::kCommBuffers));
+      }
       DT_ASSIGN_OR_RETURN(host_param_[slot],
                           Tensor::Empty(host_, storage_, {most}, MemoryCategory::kCommBuffers));
     }
@@ -762,7 +773,8 @@ absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
 }
 
 // ZeRO-Offload's step (docs/offload.md, "Host offload"): the gradients of a window, already
-// reduced, unscaled by args.grad_scale and clipped there, cross to the host; the CPU's AdamW
+// reduced, cross to the host (stages 2-3: streamed there during backward, StreamUnitGrads), to be
+// unscaled by args.grad_scale and clipped there; the CPU's AdamW
 // updates the window's state in its home (fp32: the weights cross too); the new weights cross back
 // (mixed: their 16-bit rounding, which the CPU kernel writes as the GPU's does). The arithmetic is
 // the same kernel's as on the GPU (kernels/adamw), element for element.
@@ -780,10 +792,12 @@ absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
   const UpdateWindow* const home_windows = windows_.data() + first_home_window_;
   const int n = static_cast<int>(windows_.size()) - first_home_window_;
   int fetched[2] = {-1, -1};  // each slot's fence for the copy that filled it, until waited for
+  // Stages 2-3: the gradients are on the host already (streamed during backward).
+  DT_RETURN_IF_ERROR(WaitStreamedGrads());
   auto fetch = [&](int i) {
     const UpdateWindow& w = home_windows[i];
     const int slot = i % 2;
-    ops_->CopyToHostAsync(host_grad_[slot].raw(), grads.Sub(w.grad_at, w.len));
+    if (!stream_grads_) ops_->CopyToHostAsync(host_grad_[slot].raw(), grads.Sub(w.grad_at, w.len));
     if (!mixed() && !params_on_host_) {
       ops_->CopyToHostAsync(host_param_[slot].raw(), params.Sub(w.param_at, w.len));
     }
@@ -803,7 +817,8 @@ absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
     DT_RETURN_IF_ERROR(ops_->WaitFence(fetched[slot]));
     fetched[slot] = -1;
     if (i + 1 < n) fetch(i + 1);
-    const View g = host_grad_[slot].view().Sub(0, w.len);
+    const View g = stream_grads_ ? host_grads_.view().Sub(w.grad_at - device_state_, w.len)
+                                 : host_grad_[slot].view().Sub(0, w.len);
     // offload_param: the parameters are updated where they live, in host memory.
     const View p =
         params_on_host_ ? params.Sub(w.param_at, w.len) : host_param_[slot].view().Sub(0, w.len);
@@ -824,7 +839,28 @@ absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
   return ops_->status();
 }
 
-void ZeroState::SkipStep() { ops_->Fill(grads_.view(), 0.f); }
+void ZeroState::SkipStep() {
+  (void)WaitStreamedGrads();  // released; an error stays in ops_
+  ops_->Fill(grads_.view(), 0.f);
+}
+
+void ZeroState::StreamUnitGrads(const Unit& unit) {
+  if (!stream_grads_ || !boundary_backward_) return;
+  const int64_t begin = std::max(unit.owned_offset, device_state_);
+  const int64_t end = unit.owned_offset + unit.chunk;
+  if (begin >= end) return;
+  char* dst = static_cast<char*>(host_grads_.raw()) +
+              (begin - device_state_) * static_cast<int64_t>(DTypeSize(grads_dtype_));
+  ops_->CopyToHostAsync(dst, grads_.view().Sub(begin, end - begin));
+  streamed_fences_.push_back(ops_->RecordFence());
+}
+
+absl::Status ZeroState::WaitStreamedGrads() {
+  absl::Status first;
+  for (int fence : streamed_fences_) first.Update(ops_->WaitFence(fence));
+  streamed_fences_.clear();
+  return first;
+}
 
 void ZeroState::PoisonGradientsForTesting() {
   ops_->Fill(grads_.view().Sub(0, 1), std::numeric_limits<float>::infinity());

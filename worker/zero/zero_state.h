@@ -174,6 +174,10 @@ class ZeroState : public model::ParamAccess {
   // after each Backward; at the gradient-accumulation boundary ReduceGradients, then the global
   // gradient norm, AdamW and FinishStep.
   virtual void BeginMicroBatch() {}
+  // Whether the coming Backward is the step's last micro-batch. Stages 2-3 with the optimizer
+  // state in host memory beside a GPU then stream each unit's reduced gradients to the host as
+  // backward finishes it (docs/offload.md, "Host offload"), instead of at the update.
+  void SetBoundaryBackward(bool last) { boundary_backward_ = last; }
   virtual absl::Status FinishBackward() { return ops_->status(); }
   virtual absl::Status ReduceGradients() = 0;
   // Sum of squares of the averaged gradients over all ranks (collective from stage 1 on); inf or
@@ -433,6 +437,16 @@ class ZeroState : public model::ParamAccess {
   // transit (one being updated while the next one's cross).
   std::unique_ptr<device::Ops> host_ops_;
   tensor::Tensor host_grad_[2], host_param_[2];
+  // Stages 2-3 beside a GPU: the home's gradients (owned [device_state_, owned_total)), streamed
+  // in by GradientBuckets as the boundary micro-batch's backward reduces each unit, and the
+  // fences of those copies, waited for by the update (or by SkipStep).
+  bool stream_grads_ = false;
+  bool boundary_backward_ = false;
+  tensor::Tensor host_grads_;
+  std::vector<int> streamed_fences_;
+  // Queues the copy of `unit`'s reduced gradients (its home part) to host_grads_.
+  void StreamUnitGrads(const Unit& unit);
+  absl::Status WaitStreamedGrads();
   std::vector<UpdateWindow> windows_;
   // Whether parameter i is handed out in its 16-bit storage (bf16 matrix weights).
   bool Direct16(int param) const;
