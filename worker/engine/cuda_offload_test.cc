@@ -9,6 +9,7 @@
 // a partial offload (ratio) keeps DeepSpeed's first sub-groups on the device. And stage 3's
 // parameter offload (offload_param "cpu"), alone and beside the optimizer's. On a GPU and on the
 // CUDA simulator.
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -133,6 +134,23 @@ TrainResult Train(const config::JobSpec& spec, int first = 0, int last = kSteps,
   return run;
 }
 
+// Steps [0, kSteps / 2) of one spec, then the rest of the other's from that checkpoint, both ways
+// round: each must take `whole`'s steps bitwise (losses, final weights, the state saved at the
+// end).
+void ExpectResumesBitwise(const config::JobSpec& a, const config::JobSpec& b,
+                          const TrainResult& whole) {
+  for (const auto& [first, second] :
+       std::vector<std::pair<config::JobSpec, config::JobSpec>>{{a, b}, {b, a}}) {
+    const TrainResult head = Train(first, 0, kSteps / 2);
+    const TrainResult tail = Train(second, kSteps / 2, kSteps, &head.saved);
+    std::vector<double> losses = head.losses;
+    losses.insert(losses.end(), tail.losses.begin(), tail.losses.end());
+    EXPECT_EQ(losses, whole.losses);
+    EXPECT_EQ(tail.params, whole.params);
+    EXPECT_EQ(tail.saved, whole.saved);
+  }
+}
+
 class CudaOffloadTest : public ::testing::TestWithParam<std::tuple<int, bool>> {};
 
 TEST_P(CudaOffloadTest, HostAndNvmeMatchTheDeviceBitwise) {
@@ -226,17 +244,7 @@ TEST(CudaParamOffloadCheckpointTest, CheckpointsMoveBetweenHostAndDeviceBitwise)
   DT_SKIP_WITHOUT_CUDA_DEVICE();
   const config::JobSpec device = Spec(2, 3, 2, 0.5, true, "");
   const config::JobSpec host = Spec(2, 3, 2, 0.5, true, "", R"("device": "cpu")");
-  const TrainResult whole = Train(device);
-  for (const auto& [first, second] :
-       std::vector<std::pair<config::JobSpec, config::JobSpec>>{{host, device}, {device, host}}) {
-    const TrainResult head = Train(first, 0, kSteps / 2);
-    const TrainResult tail = Train(second, kSteps / 2, kSteps, &head.saved);
-    std::vector<double> losses = head.losses;
-    losses.insert(losses.end(), tail.losses.begin(), tail.losses.end());
-    EXPECT_EQ(losses, whole.losses);
-    EXPECT_EQ(tail.params, whole.params);
-    EXPECT_EQ(tail.saved, whole.saved);
-  }
+  ExpectResumesBitwise(host, device, Train(device));
 }
 
 // Optionally loads checkpoint `load_tag` from `root` (resharding where the world differs), trains
@@ -285,6 +293,7 @@ TrainResult TrainWithCheckpoints(const config::JobSpec& spec, const std::string&
 TEST(CudaParamOffloadCheckpointTest, ReshardsWithAndWithoutOffload) {
   DT_SKIP_WITHOUT_CUDA_DEVICE();
   const std::string root = testing::TestDir("reshard_offload");
+  std::filesystem::remove_all(root);  // a test binary run by hand reuses /tmp
   const std::string offload = R"("device": "cpu", "ratio": 0.6)", param = R"("device": "cpu")";
   for (const bool bf16 : {false, true}) {
     SCOPED_TRACE(bf16 ? "bf16" : "fp32");
@@ -315,16 +324,7 @@ TEST(CudaOffloadCheckpointTest, MovesBetweenHostAndDeviceBitwise) {
     SCOPED_TRACE(bf16 ? "bf16" : "fp32");
     const config::JobSpec device = Spec(2, 2, 2, 0.5, bf16, "");
     const config::JobSpec host = Spec(2, 2, 2, 0.5, bf16, R"("device": "cpu")");
-    const TrainResult whole = Train(device);
-    for (const auto& [first, second] :
-         std::vector<std::pair<config::JobSpec, config::JobSpec>>{{host, device}, {device, host}}) {
-      const TrainResult head = Train(first, 0, kSteps / 2);
-      const TrainResult tail = Train(second, kSteps / 2, kSteps, &head.saved);
-      std::vector<double> losses = head.losses;
-      losses.insert(losses.end(), tail.losses.begin(), tail.losses.end());
-      EXPECT_EQ(losses, whole.losses);
-      EXPECT_EQ(tail.params, whole.params);
-    }
+    ExpectResumesBitwise(host, device, Train(device));
   }
 }
 
@@ -372,17 +372,7 @@ TEST(CudaOffloadConfigTest, PartialOffloadFollowsTheSubGroupRule) {
     SCOPED_TRACE(bf16 ? "bf16" : "fp32");
     const config::JobSpec partial = Spec(2, 3, 2, 0.5, bf16, R"("device": "cpu", "ratio": 0.5)");
     const config::JobSpec full = Spec(2, 3, 2, 0.5, bf16, R"("device": "cpu")");
-    const TrainResult whole = Train(full);
-    for (const auto& [first, second] : std::vector<std::pair<config::JobSpec, config::JobSpec>>{
-             {partial, full}, {full, partial}}) {
-      const TrainResult head = Train(first, 0, kSteps / 2);
-      const TrainResult tail = Train(second, kSteps / 2, kSteps, &head.saved);
-      std::vector<double> losses = head.losses;
-      losses.insert(losses.end(), tail.losses.begin(), tail.losses.end());
-      EXPECT_EQ(losses, whole.losses);
-      EXPECT_EQ(tail.params, whole.params);
-      EXPECT_EQ(tail.saved, whole.saved);
-    }
+    ExpectResumesBitwise(partial, full, Train(full));
   }
 }
 
