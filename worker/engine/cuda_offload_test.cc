@@ -3,10 +3,11 @@
 // same job with the state on the device: 20 steps at stages 1-3, fp32 and bf16, one rank, and two
 // ranks with gradient accumulation and clipping. The host update runs the CPU's AdamW, whose
 // operations and fused multiply-adds sit where the GPU kernel's do (kernels/adamw), on the
-// gradients the device reduced, unscaled and clipped: losses and final weights are bitwise equal.
+// gradients the device reduced, unscaling and clipping them by the factor the device computed:
+// losses and final weights are bitwise equal.
 // Also: checkpoints move between offloaded and device-resident runs bitwise, the host memory is
-// accounted (and `dstrain estimate` gives the same figures), pin_memory's state is page-locked, and
-// a partial offload (ratio) keeps DeepSpeed's first sub-groups on the device. And stage 3's
+// accounted (and the memory estimate gives the same figures), pin_memory's state is page-locked,
+// and a partial offload (ratio) keeps DeepSpeed's first sub-groups on the device. And stage 3's
 // parameter offload (offload_param "cpu"), alone and beside the optimizer's. On a GPU and on the
 // CUDA simulator.
 #include <filesystem>
@@ -67,7 +68,7 @@ struct TrainResult {
   int64_t host_bytes = 0;     // rank 0's host allocator, every category
   int64_t device_params = 0;  // rank 0's device allocator, kParams
   config::OffloadDevice home = config::OffloadDevice::kNone;
-  zero::MemoryEstimate estimate;  // `dstrain estimate`'s figures for rank 0
+  zero::MemoryEstimate estimate;  // the memory estimate for rank 0 (zero::EstimateMemory)
 };
 
 TrainResult Train(const config::JobSpec& spec, int first = 0, int last = kSteps,
@@ -182,7 +183,7 @@ TEST_P(CudaOffloadTest, HostAndNvmeMatchTheDeviceBitwise) {
         EXPECT_EQ(got.params, want.params) << what;
         EXPECT_EQ(got.saved, want.saved) << what << ": the checkpoint state";
         // The state left the device (a partial offload: some of it), all of it in host memory
-        // (cpu) or the swap's buffers there (nvme); `dstrain estimate` says so exactly.
+        // (cpu) or the swap's buffers there (nvme); the memory estimate says so exactly.
         if (absl::StrContains(offload, "ratio")) {
           EXPECT_GT(got.device_optimizer_state, 0) << what;
           EXPECT_LT(got.device_optimizer_state, want.device_optimizer_state) << what;
@@ -226,7 +227,7 @@ TEST_P(CudaParamOffloadTest, MatchesTheDeviceBitwise) {
       EXPECT_EQ(got.params, want.params) << what;
       EXPECT_EQ(got.saved, want.saved) << what << ": the checkpoint state";
       // No parameter partition on the device; the host holds it (and what the optimizer's
-      // offload keeps), as `dstrain estimate` says.
+      // offload keeps), as the memory estimate says.
       EXPECT_EQ(got.device_params, 0) << what;
       EXPECT_EQ(got.estimate.params, 0) << what;
       EXPECT_GE(got.host_bytes, want.device_params) << what;
