@@ -109,16 +109,24 @@ std::vector<std::string> NoEffectNotes(const NormalizeContext& ctx, const json& 
   return out;
 }
 
+// The zero_optimization block when its deprecated boolean `key` is true and `replacement` is
+// absent (a migration is due), else null.
+json* DeprecatedSwitchOn(json* root, const char* key, const char* replacement) {
+  const auto z = root->find("zero_optimization");
+  if (z == root->end() || !z->is_object()) return nullptr;
+  const auto on = z->find(key);
+  if (on == z->end() || !on->is_boolean() || !on->get<bool>()) return nullptr;
+  if (const auto r = z->find(replacement); r != z->end() && !r->is_null()) return nullptr;
+  return &*z;
+}
+
 // DeepSpeed's deprecated `zero_optimization.cpu_offload: true` (with cpu_offload_use_pin_memory)
 // is offload_optimizer {"device": "cpu", "pin_memory": ...}, as DeepSpeed migrates it; read so
 // before the schema fills offload_optimizer's defaults. Left alone beside an offload_optimizer
 // block (ResolveZero refuses the pair). Returns the note to give, or "".
 std::string MigrateCpuOffload(json* root) {
-  const auto z = root->find("zero_optimization");
-  if (z == root->end() || !z->is_object()) return "";
-  const auto on = z->find("cpu_offload");
-  if (on == z->end() || !on->is_boolean() || !on->get<bool>()) return "";
-  if (const auto o = z->find("offload_optimizer"); o != z->end() && !o->is_null()) return "";
+  json* const z = DeprecatedSwitchOn(root, "cpu_offload", "offload_optimizer");
+  if (z == nullptr) return "";
   json offload = {{"device", "cpu"}};
   std::string note =
       "zero_optimization.cpu_offload: deprecated, read as offload_optimizer {\"device\": \"cpu\"";
@@ -137,11 +145,8 @@ std::string MigrateCpuOffload(json* root) {
 // {"device": "cpu"}, as DeepSpeed migrates it. Left alone beside an offload_param block
 // (ResolveZero refuses the pair). Returns the note to give, or "".
 std::string MigrateCpuOffloadParam(json* root) {
-  const auto z = root->find("zero_optimization");
-  if (z == root->end() || !z->is_object()) return "";
-  const auto on = z->find("cpu_offload_param");
-  if (on == z->end() || !on->is_boolean() || !on->get<bool>()) return "";
-  if (const auto o = z->find("offload_param"); o != z->end() && !o->is_null()) return "";
+  json* const z = DeprecatedSwitchOn(root, "cpu_offload_param", "offload_param");
+  if (z == nullptr) return "";
   z->erase("cpu_offload_param");
   (*z)["offload_param"] = json{{"device", "cpu"}};
   return "zero_optimization.cpu_offload_param: deprecated, read as offload_param {\"device\": "

@@ -71,8 +71,19 @@ struct TrainResult {
   zero::MemoryEstimate estimate;  // the memory estimate for rank 0 (zero::EstimateMemory)
 };
 
+// A run through checkpoint_io's files: load `load_tag` from `root` first (resharding where the
+// world differs), save `save_tag` after the last step (null: neither).
+struct CheckpointFiles {
+  std::string root;
+  const char* load_tag = nullptr;
+  const char* save_tag = nullptr;
+};
+
+// Trains steps [first, last) of `spec` on every rank, from `load[r]` (rank r's saved state) or
+// `files` when given.
 TrainResult Train(const config::JobSpec& spec, int first = 0, int last = kSteps,
-                  const std::vector<std::string>* load = nullptr) {
+                  const std::vector<std::string>* load = nullptr,
+                  const CheckpointFiles* files = nullptr) {
   const int world = spec.data_parallel_size;
   TrainResult run;
   run.saved.resize(world);
@@ -97,6 +108,13 @@ TrainResult Train(const config::JobSpec& spec, int first = 0, int last = kSteps,
       ASSERT_THAT((*e)->LoadState(source), IsOk());
       ASSERT_THAT((*e)->FinishLoad(), IsOk());
     }
+    // The checkpoint's agreement between ranks runs over the device's communicator, as the
+    // trainer's does.
+    const CheckpointOptions options{env::PosixEnv::Default(), files ? files->root : "",
+                                    /*keep_last=*/2, comm::CommOptions{}};
+    if (files != nullptr && files->load_tag != nullptr) {
+      ASSERT_THAT(LoadCheckpoint(**e, dp, options, files->load_tag), IsOk());
+    }
     for (int step = first; step < last; ++step) {
       for (int m = 0; m < spec.gradient_accumulation_steps; ++m) {
         const auto [x, y] = Batch(spec, step, r, m);
@@ -106,6 +124,9 @@ TrainResult Train(const config::JobSpec& spec, int first = 0, int last = kSteps,
         ASSERT_THAT(s, IsOk());
         if (s->has_value() && r == 0) run.losses.push_back((**s).loss);
       }
+    }
+    if (files != nullptr && files->save_tag != nullptr) {
+      ASSERT_THAT(SaveCheckpoint(**e, dp, options, files->save_tag, "rank state"), IsOk());
     }
     auto state = (*e)->SaveState();
     ASSERT_THAT(state, IsOk());
@@ -248,46 +269,6 @@ TEST(CudaParamOffloadCheckpointTest, CheckpointsMoveBetweenHostAndDeviceBitwise)
   ExpectResumesBitwise(host, device, Train(device));
 }
 
-// Optionally loads checkpoint `load_tag` from `root` (resharding where the world differs), trains
-// steps [first, last), optionally saves `save_tag`; rank 0's losses and final weights.
-TrainResult TrainWithCheckpoints(const config::JobSpec& spec, const std::string& root,
-                                 const char* load_tag, int first, int last, const char* save_tag) {
-  const int world = spec.data_parallel_size;
-  TrainResult run;
-  std::mutex mu;
-  RunOnRanks(world, [&](int r, comm::Communicator* fake) {
-    auto created = device::CudaOps::Create({});
-    ASSERT_THAT(created, IsOk());
-    std::unique_ptr<device::Ops> ops = std::move(*created);
-    std::unique_ptr<comm::Communicator> staged;
-    if (world > 1) staged = std::make_unique<device::HostStagedCommunicator>(fake);
-    auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), ops.get()), spec,
-                                staged.get());
-    ASSERT_THAT(e, IsOk());
-    const CheckpointOptions options{env::PosixEnv::Default(), root, /*keep_last=*/2,
-                                    comm::CommOptions{}};
-    if (load_tag != nullptr) {
-      ASSERT_THAT(LoadCheckpoint(**e, staged.get(), options, load_tag), IsOk());
-    }
-    for (int step = first; step < last; ++step) {
-      const auto [x, y] = Batch(spec, step, r, 0);
-      ASSERT_THAT((*e)->Forward(x.data(), y.data()), IsOk());
-      ASSERT_THAT((*e)->Backward(), IsOk());
-      auto s = (*e)->Step();
-      ASSERT_THAT(s, IsOk());
-      if (s->has_value() && r == 0) run.losses.push_back((**s).loss);
-    }
-    if (save_tag != nullptr) {
-      ASSERT_THAT(SaveCheckpoint(**e, staged.get(), options, save_tag, "rank state"), IsOk());
-    }
-    auto params = (*e)->GatherParams(r == 0);
-    ASSERT_THAT(params, IsOk());
-    std::lock_guard<std::mutex> lock(mu);
-    if (r == 0) run.params = *std::move(params);
-  });
-  return run;
-}
-
 // Resharding with the offloads on: a checkpoint of two ranks with the parameters and part of the
 // optimizer state on the host loads into one rank range by range (BeginStoreOwned ..
 // FinishStoreOwned), with the same offloads and without; both go on identically.
@@ -299,11 +280,10 @@ TEST(CudaParamOffloadCheckpointTest, ReshardsWithAndWithoutOffload) {
   for (const bool bf16 : {false, true}) {
     SCOPED_TRACE(bf16 ? "bf16" : "fp32");
     const std::string dir = absl::StrCat(root, bf16 ? "/bf16" : "/fp32");
-    TrainWithCheckpoints(Spec(2, 3, 1, 0.5, bf16, offload, param), dir, nullptr, 0, 3, "saved");
-    const TrainResult with =
-        TrainWithCheckpoints(Spec(1, 3, 1, 0.5, bf16, offload, param), dir, "saved", 3, 6, nullptr);
-    const TrainResult without =
-        TrainWithCheckpoints(Spec(1, 3, 1, 0.5, bf16, ""), dir, "saved", 3, 6, nullptr);
+    const CheckpointFiles save{dir, nullptr, "saved"}, load{dir, "saved", nullptr};
+    Train(Spec(2, 3, 1, 0.5, bf16, offload, param), 0, 3, nullptr, &save);
+    const TrainResult with = Train(Spec(1, 3, 1, 0.5, bf16, offload, param), 3, 6, nullptr, &load);
+    const TrainResult without = Train(Spec(1, 3, 1, 0.5, bf16, ""), 3, 6, nullptr, &load);
     ASSERT_EQ(with.losses.size(), 3u);
     EXPECT_EQ(with.losses, without.losses);
     EXPECT_EQ(with.params, without.params);

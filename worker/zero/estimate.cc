@@ -41,31 +41,27 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, int64_t activati
   e.grads = DTypeSize(grads) * (stage >= 2 ? p.owned_total() : p.padded_total());
   e.optimizer_state = (mixed ? 12 : 8) * p.owned_total();  // (master weights,) m, v
   e.offload = zero.offload_optimizer.device;
-  if (e.offload == config::OffloadDevice::kNvme && stage >= 1) {  // stage 0 refuses offload
-    // The swap's file and buffers, cut as ZeroState cuts the update (stage 3: one pass).
-    std::vector<int64_t> windows;
-    for (const UpdateWindowCut& w : CutUpdateWindows(p, stage == 3, zero.sub_group_size)) {
-      windows.push_back(w.len);
-    }
-    const int arrays = mixed ? 3 : 2;
-    e.nvme_bytes = OptimizerSwap::FileBytes(windows, arrays);
-    e.optimizer_state =
-        OptimizerSwap::BufferBytes(windows, arrays, zero.offload_optimizer.buffer_count);
-  }
-  if (e.offload != config::OffloadDevice::kNone && stage >= 1 && !ops.host_accessible()) {
-    // A GPU rank: the offloaded state, the swap's buffers and two windows' staging are host
-    // memory; the device keeps the state of the sub-groups a partial offload leaves there
-    // (ZeroState::Allocate's rule).
+  if (e.offload != config::OffloadDevice::kNone && stage >= 1) {  // stage 0 refuses offload
+    // The update's sub-groups, cut as ZeroState cuts them (stage 3: one pass).
     std::vector<int64_t> windows;
     for (const UpdateWindowCut& w : CutUpdateWindows(p, stage == 3, zero.sub_group_size)) {
       windows.push_back(w.len);
     }
     const int n = static_cast<int>(windows.size());
     const int arrays = mixed ? 3 : 2;
-    int first = std::clamp(static_cast<int>((1.0 - zero.offload_optimizer.ratio) * n), 0, n);
-    if (first == n && n > 0) {
+    const int64_t buffer_count = zero.offload_optimizer.buffer_count;
+    const int first = FirstOffloadedWindow(n, zero.offload_optimizer.ratio);
+    if (ops.host_accessible()) {
+      // A CPU rank: under "nvme" the swap's file, and its buffers in memory; "cpu" changes nothing.
+      if (e.offload == config::OffloadDevice::kNvme) {
+        e.nvme_bytes = OptimizerSwap::FileBytes(windows, arrays);
+        e.optimizer_state = OptimizerSwap::BufferBytes(windows, arrays, buffer_count);
+      }
+    } else if (first == n && n > 0) {
       e.offload = config::OffloadDevice::kNone;  // ratio offloads no sub-group
     } else {
+      // A GPU rank: the offloaded state (or the swap's buffers) and the staging are host memory;
+      // the device keeps the state of the sub-groups a partial offload leaves there.
       const std::vector<int64_t> home(windows.begin() + first, windows.end());
       int64_t on_device = 0, in_home = 0, most = 0;
       for (int i = 0; i < n; ++i) (i < first ? on_device : in_home) += windows[i];
@@ -74,10 +70,12 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, int64_t activati
       // Two sub-groups' staging of parameters; the gradients likewise at stage 1, while stages
       // 2-3 stream all of the home's gradients into one host buffer during backward.
       e.host_bytes = 2 * most * half + (stage >= 2 ? in_home : 2 * most) * DTypeSize(grads);
-      e.host_bytes +=
-          e.offload == config::OffloadDevice::kNvme
-              ? OptimizerSwap::BufferBytes(home, arrays, zero.offload_optimizer.buffer_count)
-              : int64_t{4} * arrays * in_home;
+      if (e.offload == config::OffloadDevice::kNvme) {
+        e.nvme_bytes = OptimizerSwap::FileBytes(home, arrays);
+        e.host_bytes += OptimizerSwap::BufferBytes(home, arrays, buffer_count);
+      } else {
+        e.host_bytes += int64_t{4} * arrays * in_home;
+      }
     }
   }
   if (zero.offload_param.device == config::OffloadDevice::kCpu && stage == 3 &&

@@ -116,4 +116,8 @@ std::vector<UpdateWindowCut> CutUpdateWindows(const Partition& p, bool one_pass,
   return out;
 }
 
+int FirstOffloadedWindow(int windows, double ratio) {
+  return std::clamp(static_cast<int>((1.0 - ratio) * windows), 0, windows);
+}
+
 }  // namespace dstrain::zero

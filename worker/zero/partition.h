@@ -105,4 +105,9 @@ struct UpdateWindowCut {
 std::vector<UpdateWindowCut> CutUpdateWindows(const Partition& p, bool one_pass,
                                               int64_t sub_group_size);
 
+// DeepSpeed's partial offload (offload_optimizer.ratio): of `windows` sub-groups the first
+// int((1 - ratio) * windows) keep their state on the device; the rest are offloaded. Returns that
+// first offloaded index (windows: none is).
+int FirstOffloadedWindow(int windows, double ratio);
+
 }  // namespace dstrain::zero

@@ -223,7 +223,7 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
   } else if (offloaded) {
     // DeepSpeed's partial offload: the first int((1 - ratio) * n) of the n sub-groups keep their
     // state on the device, the rest go to the host (ratio 1: all of them).
-    first_home_window_ = std::clamp(static_cast<int>((1.0 - o.ratio) * n_windows), 0, n_windows);
+    first_home_window_ = FirstOffloadedWindow(n_windows, o.ratio);
     if (first_home_window_ == n_windows && n_windows > 0) {
       offloaded = false;
       first_home_window_ = 0;
