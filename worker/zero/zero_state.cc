@@ -197,10 +197,12 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
     host_ops_ = std::make_unique<device::CpuOps>(host_);
     return absl::OkStatus();
   };
-  if (op.device == config::OffloadDevice::kCpu && ops_->host_accessible() && offload.log) {
-    offload.log(
-        "note: zero_optimization.offload_param.device \"cpu\": this rank computes on the CPU, its "
-        "parameters are in host memory already (no copy)");
+  if (op.device == config::OffloadDevice::kCpu && ops_->host_accessible()) {
+    if (offload.log) {
+      offload.log(
+          "note: zero_optimization.offload_param.device \"cpu\": this rank computes on the CPU, "
+          "its parameters are in host memory already (no copy)");
+    }
   } else if (op.device == config::OffloadDevice::kCpu) {
     DT_RETURN_IF_ERROR(ensure_host());
     params_on_host_ = true;

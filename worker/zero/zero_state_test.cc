@@ -155,6 +155,29 @@ TEST(ZeroStateTest, GradientsOfAnUnreleasedModuleAreAnError) {
   EXPECT_FALSE((*z)->FinishBackward().ok());
 }
 
+// A ZeroConfig built by hand (the library, tests) gets the checks the job file's parser makes:
+// parameter offload is a stage-3 feature, and its NVMe form is not built.
+TEST(ZeroStateTest, ParamOffloadOutsideWhatIsBuiltIsRefusedByName) {
+  const model::ParamLayout layout = Layout();
+  tensor::CpuAllocator alloc;
+  device::CpuOps ops(&alloc);
+  config::ZeroConfig c;
+  c.stage = 3;
+  c.offload_param.device = config::OffloadDevice::kNvme;
+  EXPECT_THAT(ZeroState::Create(layout, c, nullptr, {}, &ops).status(),
+              ::dstrain::testing::StatusIs(absl::StatusCode::kUnimplemented,
+                                           ::testing::HasSubstr("offload_param.device \"nvme\"")));
+  c.stage = 2;
+  c.offload_param.device = config::OffloadDevice::kCpu;
+  EXPECT_THAT(ZeroState::Create(layout, c, nullptr, {}, &ops).status(),
+              ::dstrain::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                           ::testing::HasSubstr("needs ZeRO stage 3")));
+  c.stage = 3;  // on a CPU rank "cpu" is a note: the parameters are host memory already
+  auto z = ZeroState::Create(layout, c, nullptr, {}, &ops);
+  ASSERT_THAT(z, IsOk());
+  EXPECT_FALSE((*z)->params_on_host());
+}
+
 // data_types.grad_accum_dtype under bf16: eight micro-batches add 1 and then seven times 2^-8 to
 // one gradient. In bf16 (8 significant bits) each 2^-8 is half an ulp of 1 and rounds away (ties
 // to even); in fp32 the sum is exact. The norm, read in every stage, shows which one ran.
