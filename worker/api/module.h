@@ -100,6 +100,17 @@ class Pass {
   // What the backward pass multiplies d(loss)/d(·) by: the loss scale over
   // gradient_accumulation_steps (fold your own mean's 1/N in); 0 in an evaluation.
   virtual double loss_grad() const = 0;
+  // loss_grad() / count, rounded once (the loss scale / (count · gradient_accumulation_steps)):
+  // the factor of a loss that is a mean over `count` items, as the built-in GPT's over its B·T
+  // tokens. 0 in an evaluation.
+  virtual double LossGradOver(double count) const = 0;
+  // The operand type the job asks of matrix products (LinearOptions::compute): kBF16 under bf16
+  // mixed precision, else kF32.
+  virtual DType matmul_precision() const = 0;
+  // Which of the engine's micro-batches in flight this pass belongs to: 0, or under pipeline
+  // parallelism the slot of one of a stage's micro-batches. A module that keeps activation
+  // memory of its own (from ops().allocator()) keeps a set per slot.
+  virtual int micro_batch_slot() const = 0;
   // Module `module`'s parameters, one view per parameter in declaration order, on the device
   // (f32; a `matrix` parameter may be bf16 under bf16 mixed precision). Valid until
   // Release(module) or the end of the pass, which releases what is still held.
@@ -107,7 +118,18 @@ class Pass {
   // Backward only: module `module`'s gradient buffers (f32), to accumulate (+=) into. The
   // gradients of a module are complete when it is released.
   virtual absl::StatusOr<std::vector<View>> Grads(int module) = 0;
+  // Grads without the zeroing: when this micro-batch is the first to write the module's
+  // gradients, `*fresh` is true and its `matrix` gradients are left unwritten, for matrix
+  // products that overwrite them (LinearOptions::overwrite_dweight; one pass over the memory
+  // saved). The other gradients start at zero as in Grads. `*fresh` is false when the module's
+  // gradients were already handed out in this pass (or hold an earlier micro-batch's).
+  virtual absl::StatusOr<std::vector<View>> GradsForOverwrite(int module, bool* fresh) = 0;
+  // Lets module `module`'s parameters and gradients go.
   virtual absl::Status Release(int module) = 0;
+  // Lets the parameters go and keeps the gradients: a weight used at both ends of the model (a
+  // tied embedding) holds its gradients from its first use in Backward to its last without
+  // keeping its parameters (under ZeRO-3, a gathered copy) in between.
+  virtual absl::Status ReleaseParams(int module) = 0;
   // Forward: device memory for an activation of this micro-batch, kept (with its contents) until
   // the end of its Backward, which finds it by name with Saved. Uninitialised.
   virtual absl::StatusOr<View> Activation(const std::string& name, DType dtype,
@@ -133,6 +155,16 @@ class Module {
   virtual absl::StatusOr<float> Forward(Pass& pass, const Batch& batch) = 0;
   // Accumulates this micro-batch's gradients: d(loss)/d(parameter) · pass.loss_grad().
   virtual absl::Status Backward(Pass& pass) = 0;
+  // Optional: draws the initial parameters itself into `params` (layout.total() floats, zeroed)
+  // from the job's `seed`, and returns true; the default returns false and each parameter is
+  // drawn from its declared Init. (The built-in GPT draws as GPT-2 does, in one sequence over the
+  // whole model, so that a pipeline stage gets the whole model's values.)
+  virtual bool InitParams(const model::ParamLayout& layout, uint64_t seed, float* params) const {
+    (void)layout;
+    (void)seed;
+    (void)params;
+    return false;
+  }
   // Optional: the parameters from a weight file in this module's own exchange format (a job's
   // model.init_from; the Llama's is Hugging Face safetensors) into `params` (layout.total()
   // floats, zeroed), each parameter at its layout offset. Errors name the file and what does not

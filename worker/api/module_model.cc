@@ -28,12 +28,23 @@ namespace api {
 class ModuleModel::PassImpl final : public Pass {
  public:
   PassImpl(ModuleModel* model, model::ParamAccess* access, model::Pass pass, bool training,
-           MicroBatch* saved)
-      : model_(model), access_(access), pass_(pass), training_(training), saved_(saved) {}
+           int slot, MicroBatch* saved)
+      : model_(model),
+        access_(access),
+        pass_(pass),
+        training_(training),
+        slot_(slot),
+        saved_(saved) {}
 
   device::Ops& ops() override { return *model_->ops_; }
   bool training() const override { return training_; }
-  double loss_grad() const override { return training_ ? saved_->loss_grad : 0.0; }
+  double loss_grad() const override { return LossGradOver(1.0); }
+  double LossGradOver(double count) const override {
+    if (!training_) return 0.0;
+    return saved_->grad.scale / (count * static_cast<double>(saved_->grad.divisor));
+  }
+  DType matmul_precision() const override { return model_->matmul_; }
+  int micro_batch_slot() const override { return slot_; }
 
   absl::StatusOr<std::vector<View>> Params(int module) override {
     DT_RETURN_IF_ERROR(CheckModule(module));
@@ -43,21 +54,35 @@ class ModuleModel::PassImpl final : public Pass {
   }
 
   absl::StatusOr<std::vector<View>> Grads(int module) override {
-    DT_RETURN_IF_ERROR(CheckModule(module));
-    if (pass_ != model::Pass::kBackward) {
-      return absl::FailedPreconditionError("Pass::Grads: gradients exist in Backward only");
-    }
-    if (const auto it = grads_.find(module); it != grads_.end()) return it->second;
-    DT_ASSIGN_OR_RETURN(model::ModuleGrads g, access_->AcquireGrads(module));
-    if (g.fresh) {
+    bool fresh = false;
+    DT_ASSIGN_OR_RETURN(std::vector<View> g, GradsForOverwrite(module, &fresh));
+    if (fresh) {
       // ZeRO hands a micro-batch's matrix gradients unwritten, for matrix products that
       // overwrite them; a module accumulates, so they start at zero here.
       const model::ModuleSpec& spec = model_->layout_.modules()[module];
       for (size_t i = 0; i < spec.params.size(); ++i) {
-        if (model_->layout_.params()[spec.params[i]].matrix) ops().Fill(g.views[i], 0.f);
+        if (model_->layout_.params()[spec.params[i]].matrix) ops().Fill(g[i], 0.f);
       }
     }
+    return g;
+  }
+
+  absl::StatusOr<std::vector<View>> GradsForOverwrite(int module, bool* fresh) override {
+    DT_RETURN_IF_ERROR(CheckModule(module));
+    if (pass_ != model::Pass::kBackward) {
+      return absl::FailedPreconditionError("Pass::Grads: gradients exist in Backward only");
+    }
+    *fresh = false;
+    if (const auto it = grads_.find(module); it != grads_.end()) return it->second;
+    DT_ASSIGN_OR_RETURN(model::ModuleGrads g, access_->AcquireGrads(module));
+    *fresh = g.fresh;
     return grads_[module] = g.views;
+  }
+
+  absl::Status ReleaseParams(int module) override {
+    DT_RETURN_IF_ERROR(CheckModule(module));
+    if (params_.erase(module) > 0) DT_RETURN_IF_ERROR(access_->ReleaseParams(module, pass_));
+    return absl::OkStatus();
   }
 
   absl::Status Release(int module) override {
@@ -143,6 +168,7 @@ class ModuleModel::PassImpl final : public Pass {
   model::ParamAccess* access_;
   model::Pass pass_;
   bool training_;
+  int slot_;
   ModuleModel::MicroBatch* saved_;
   std::map<int, std::vector<View>> params_, grads_;
   std::vector<tensor::Tensor> scratch_;  // freed by Finish
@@ -182,6 +208,7 @@ absl::Status ModuleModel::ImportParams(const std::string& path, float* params) c
 
 void ModuleModel::InitParams(float* params, uint64_t seed) const {
   std::fill(params, params + layout_.total(), 0.f);  // padding included
+  if (module_->InitParams(layout_, seed, params)) return;
   for (size_t i = 0; i < layout_.params().size(); ++i) {
     const model::ParamSpec& p = layout_.params()[i];
     const Init& init = inits_[i];
@@ -207,8 +234,8 @@ absl::StatusOr<float> ModuleModel::Forward(model::ParamAccess& access, const mod
                                            std::optional<model::LossGrad> grad, int buffer) {
   MicroBatch& saved = saved_[buffer];
   saved = MicroBatch();  // a new micro-batch in this buffer
-  saved.loss_grad = grad ? grad->scale / static_cast<double>(grad->divisor) : 0.0;
-  PassImpl pass(this, &access, model::Pass::kForward, grad.has_value(), &saved);
+  if (grad) saved.grad = *grad;
+  PassImpl pass(this, &access, model::Pass::kForward, grad.has_value(), buffer, &saved);
   absl::StatusOr<float> loss = module_->Forward(pass, batch);
   absl::Status finished = pass.Finish();
   if (!loss.ok()) return loss.status();
@@ -225,9 +252,9 @@ absl::Status ModuleModel::Backward(model::ParamAccess& access, int buffer) {
   const auto it = saved_.find(buffer);
   if (it == saved_.end() || !it->second.ready) {
     return absl::FailedPreconditionError(
-        absl::StrCat("Backward: buffer ", buffer, " holds no training forward"));
+        absl::StrCat("Backward: buffer ", buffer, " holds no training Forward"));
   }
-  PassImpl pass(this, &access, model::Pass::kBackward, /*training=*/true, &it->second);
+  PassImpl pass(this, &access, model::Pass::kBackward, /*training=*/true, buffer, &it->second);
   absl::Status status = module_->Backward(pass);
   absl::Status finished = pass.Finish();
   saved_.erase(it);  // the micro-batch's activations go with its backward

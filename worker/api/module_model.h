@@ -60,8 +60,8 @@ class ModuleModel final : public model::Model {
   // from its training Forward to the end of its Backward.
   struct MicroBatch {
     std::map<std::string, tensor::Tensor> activations;
-    double loss_grad = 0;
-    bool ready = false;  // a training forward ran and its backward has not
+    model::LossGrad grad;  // a training forward's
+    bool ready = false;    // a training forward ran and its backward has not
   };
   std::map<int, MicroBatch> saved_;
 };

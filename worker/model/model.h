@@ -7,8 +7,9 @@
 //   loss = model.Forward(access, batch, model::LossGrad{scale, accumulation});  // training
 //   model.Backward(access);
 //
-// The built-in GPT (gpt.h) is one; the library's user modules (include/dstrain/module.h) are
-// others, through an adapter. docs/library.md describes the split.
+// The library's modules (worker/api/module.h) are made one by an adapter (api::ModuleModel): a
+// user's, the Llama, and the built-in GPT (gpt_module.h; gpt.h adds its pipeline extras).
+// docs/library.md describes the split.
 #pragma once
 
 #include <cstdint>
