@@ -11,9 +11,16 @@
 // absolute gradient difference into an O(1) relative one, so such a weight can move by up to
 // lr = 1e-2 per step differently; they are held to 1e-3, a tenth of one step (measured: 1.1e-4).
 // In bf16 an ulp's difference in an fp32 activation occasionally rounds an operand to the
-// neighbouring bf16 value (2^-8 relative), so losses are held to 2e-3 relative (measured 2.7e-4)
-// and weights to 5e-3 (measured 1.4e-3). A wrong kernel, a dropped bias gradient or a missing
-// rank's gradients moves the losses by 1e-2 or more within these steps.
+// neighbouring bf16 value (2^-8 relative), and the training trajectories drift apart step by step:
+// the first step's loss is the same, later ones drift by how far the two GEMMs' summation orders
+// differ, which depends on the CPU. Measured, worst over stages and worlds: on a Zen 4 (oneDNN's
+// AVX512_BF16 kernels) 2.7e-4 relative in the losses and 1.4e-3 in the weights; on an AVX2-only
+// Zen 3 (bf16 operands widened into oneDNN's fp32 GEMM) 3.8e-3 and 2.3e-2, the drift growing from
+// 1e-5 at step 1 to 1e-3 by step 6. So the first three steps' losses, before the drift, are held
+// to 5e-4 relative (measured at most 1.1e-4), all the losses to 6e-3 and the weights to 3e-2
+// (under a quarter of the 0.12 that 12 steps of lr 1e-2 can move a weight). A wrong kernel, a
+// dropped bias gradient or a missing rank's gradients moves the losses by 1e-2 or more within
+// these steps.
 #include <cmath>
 #include <memory>
 #include <mutex>
@@ -102,15 +109,20 @@ TEST_P(CudaParityTest, TrainsLikeTheCpuEngine) {
   const TrainRun gpu = Train(spec, world, /*cuda=*/true);
   ASSERT_EQ(cpu.losses.size(), static_cast<size_t>(kSteps));
   ASSERT_EQ(gpu.losses.size(), cpu.losses.size());
-  const double loss_rel = bf16 ? 2e-3 : 1e-6, weight_abs = bf16 ? 5e-3 : 1e-3;
-  double worst_loss = 0, worst_weight = 0;
+  const double loss_rel = bf16 ? 6e-3 : 1e-6, weight_abs = bf16 ? 3e-2 : 1e-3;
+  const double early_rel = bf16 ? 5e-4 : 1e-6;  // the first kEarly steps, before bf16's drift
+  constexpr int kEarly = 3;
+  double worst_loss = 0, worst_early = 0, worst_weight = 0;
   for (int s = 0; s < kSteps; ++s) {
-    worst_loss = std::max(worst_loss, std::fabs(gpu.losses[s] - cpu.losses[s]) / cpu.losses[s]);
+    const double rel = std::fabs(gpu.losses[s] - cpu.losses[s]) / cpu.losses[s];
+    worst_loss = std::max(worst_loss, rel);
+    if (s < kEarly) worst_early = std::max(worst_early, rel);
   }
   ASSERT_EQ(gpu.params.size(), cpu.params.size());
   for (size_t i = 0; i < cpu.params.size(); ++i) {
     worst_weight = std::max(worst_weight, double(std::fabs(gpu.params[i] - cpu.params[i])));
   }
+  EXPECT_LE(worst_early, early_rel) << "largest relative loss difference of the first steps";
   EXPECT_LE(worst_loss, loss_rel) << "largest relative loss difference";
   EXPECT_LE(worst_weight, weight_abs) << "largest weight difference";
   // The run learned something (the parity is not of two runs that did nothing).
