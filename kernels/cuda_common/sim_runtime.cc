@@ -8,7 +8,11 @@
 // Fibers start on their own stacks through makecontext/swapcontext, but switch with
 // _setjmp/_longjmp, which skip the signal-mask system call that swapcontext makes on every switch
 // (the scheduler switches several times per simulated thread). glibc's fortified longjmp would
-// reject jumps between stacks.
+// reject jumps between stacks. A fiber's stack outlives its thread block: when a simulated thread
+// finishes, its fiber parks in FiberMain's loop and the same thread index of the next block
+// continues from there, so getcontext/makecontext/swapcontext (two signal-mask system calls) run
+// once per stack rather than once per simulated thread (they were most of a simulated training
+// step's time).
 #undef _FORTIFY_SOURCE
 #include <setjmp.h>
 #include <ucontext.h>
@@ -35,10 +39,17 @@ constexpr size_t kStackBytes = 256 << 10;
 
 enum class State { kReady, kAtBlockBarrier, kAtWarpBarrier, kDone };
 
-struct Fiber {
+// A fiber's stack and where it continues, kept across blocks and launches.
+struct FiberStack {
   ucontext_t context;  // for the first entry only
-  jmp_buf resume;      // where a suspended fiber continues
-  bool started = false;
+  jmp_buf resume;      // where the fiber continues: inside a thread's body, or parked
+  bool entered = false;
+  bool parked = false;  // waiting in FiberMain's loop for its next thread
+  std::unique_ptr<char[]> memory;
+};
+
+struct Fiber {
+  FiberStack* stack = nullptr;
   uint3 thread_idx;
   int linear = 0;
   State state = State::kReady;
@@ -52,7 +63,7 @@ struct Machine {
   ucontext_t scheduler;      // for the first entry into a fiber
   jmp_buf scheduler_resume;  // where a yielding or finishing fiber returns to
   std::vector<Fiber> fibers;
-  std::vector<std::unique_ptr<char[]>> stacks;
+  std::vector<std::unique_ptr<FiberStack>> stacks;
   Fiber* current = nullptr;
   const std::function<void()>* body = nullptr;
   uint3 block_idx{0, 0, 0};
@@ -86,11 +97,18 @@ uint64_t NextRandom(Machine& m) {  // xorshift64: a fixed, platform-independent 
   return m.rng;
 }
 
+// Runs the threads this stack is given, one after another: each Resume of a parked stack runs
+// m.current's thread (of whichever block and kernel) from the start.
 void FiberMain() {
   Machine& m = TheMachine();
-  (*m.body)();
-  m.current->state = State::kDone;
-  _longjmp(m.scheduler_resume, 1);  // never returns; the stack is simply reused later
+  while (true) {
+    (*m.body)();
+    m.current->state = State::kDone;
+    FiberStack& s = *m.current->stack;
+    s.parked = true;
+    if (_setjmp(s.resume) == 0) _longjmp(m.scheduler_resume, 1);
+    s.parked = false;
+  }
 }
 
 Fiber& CurrentFiber(const char* what) {
@@ -104,18 +122,18 @@ Fiber& CurrentFiber(const char* what) {
 
 void Yield(Fiber& f) {
   Machine& m = TheMachine();
-  if (_setjmp(f.resume) == 0) _longjmp(m.scheduler_resume, 1);
+  if (_setjmp(f.stack->resume) == 0) _longjmp(m.scheduler_resume, 1);
 }
 
 // Runs fiber `f` until it yields or finishes.
 void Resume(Machine& m, Fiber& f) {
   m.current = &f;
   if (_setjmp(m.scheduler_resume) == 0) {
-    if (!f.started) {
-      f.started = true;
-      swapcontext(&m.scheduler, &f.context);  // comes back through scheduler_resume instead
+    if (!f.stack->entered) {
+      f.stack->entered = true;
+      swapcontext(&m.scheduler, &f.stack->context);  // comes back through scheduler_resume
     } else {
-      _longjmp(f.resume, 1);
+      _longjmp(f.stack->resume, 1);
     }
   }
   m.current = nullptr;
@@ -198,19 +216,26 @@ bool RunBlock(Machine& m) {
   const int n = static_cast<int>(m.block_dim.x * m.block_dim.y * m.block_dim.z);
   m.fibers.assign(n, Fiber{});
   while (static_cast<int>(m.stacks.size()) < n) {
-    m.stacks.push_back(std::make_unique<char[]>(kStackBytes));
+    m.stacks.push_back(std::make_unique<FiberStack>());
+    m.stacks.back()->memory = std::make_unique<char[]>(kStackBytes);
   }
   for (int i = 0; i < n; ++i) {
     Fiber& f = m.fibers[i];
+    f.stack = m.stacks[i].get();
     f.linear = i;
     f.thread_idx = uint3{static_cast<unsigned>(i % m.block_dim.x),
                          static_cast<unsigned>((i / m.block_dim.x) % m.block_dim.y),
                          static_cast<unsigned>(i / (m.block_dim.x * m.block_dim.y))};
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = m.stacks[i].get();
-    f.context.uc_stack.ss_size = kStackBytes;
-    f.context.uc_link = nullptr;  // FiberMain never returns
-    makecontext(&f.context, FiberMain, 0);
+    FiberStack& s = *f.stack;
+    if (s.entered && s.parked) continue;  // continues in FiberMain's loop
+    // New, or abandoned inside a thread of a failed launch: start it afresh.
+    getcontext(&s.context);
+    s.context.uc_stack.ss_sp = s.memory.get();
+    s.context.uc_stack.ss_size = kStackBytes;
+    s.context.uc_link = nullptr;  // FiberMain never returns
+    makecontext(&s.context, FiberMain, 0);
+    s.entered = false;
+    s.parked = false;
   }
   for (auto& s : m.slots) s.assign(n, 0);
   std::vector<int> order;
