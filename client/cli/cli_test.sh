@@ -64,6 +64,24 @@ expect 0 'stage 0 +stage 1 +stage 2 +stage 3' -- "$dstrain" estimate --world 4 "
 expect 0 'ZeRO paper' -- "$dstrain" estimate "$dir/good.json"
 expect 2 'train_batch_size' -- "$dstrain" estimate "$dir/batch.json"
 expect 2 'estimate takes exactly one JOB.json' -- "$dstrain" estimate
+# The device the ranks are sized for: a GPU rank without a GPU here (CudaSizing), or a CPU rank.
+expect 0 'sized for a GPU rank \(--device' -- "$dstrain" estimate --device cuda "$dir/good.json"
+expect 0 'sized for a CPU rank \(--device' -- "$dstrain" estimate --device cpu "$dir/good.json"
+expect 2 '--device: "tpu": expected "cpu" or "cuda"' -- "$dstrain" estimate --device tpu "$dir/good.json"
+sed 's/"gradient_accumulation_steps": 2,/"gradient_accumulation_steps": 2, "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}},/' \
+  "$dir/good.json" > "$dir/offload.json"
+# Host offload on a GPU rank takes the optimizer state off the device into host memory; on a CPU
+# rank it is in host memory already and nothing moves.
+offload_check='import json, sys
+e = json.load(sys.stdin)
+cpu, none = e["offload_optimizer"]["cpu"], e["offload_optimizer"]["none"]
+if e["device"] == "cuda":
+    ok = cpu["optimizer_state_bytes"] == 0 and cpu["host_bytes"] >= none["optimizer_state_bytes"] > 0
+else:
+    ok = cpu["host_bytes"] == 0 and cpu["optimizer_state_bytes"] == none["optimizer_state_bytes"] > 0
+print("offload figures", "ok" if ok else "wrong", e["device"], cpu, none)'
+expect 0 'offload figures ok cuda' -- bash -c "\"$dstrain\" estimate --device cuda --json \"$dir/offload.json\" | python3 -c '$offload_check'"
+expect 0 'offload figures ok cpu' -- bash -c "\"$dstrain\" estimate --device cpu --json \"$dir/offload.json\" | python3 -c '$offload_check'"
 # Keys without effect: one "note:" line per key the job sets, on stderr (validate's stdout stays
 # the effective configuration, whose notes hold the same text); keys that act are not named.
 sed 's/"train_batch_size": 8,/"train_batch_size": 8, "zero_optimization": {"stage": 1, "contiguous_gradients": true, "reduce_scatter": true}, "fp16": {"auto_cast": false},/' \

@@ -7,7 +7,7 @@
 //                 [--save-initial-model FILE]
 //   dstrain launch --nproc N JOB.json [--metrics-out FILE.jsonl]
 //   dstrain launch --nproc N -- PROGRAM [ARGS...]
-//   dstrain estimate JOB.json [--world N] [--json]
+//   dstrain estimate JOB.json [--world N] [--device cpu|cuda] [--json]
 //   dstrain export CHECKPOINT_DIR --out FILE [--tag TAG] [--format llmc|safetensors]
 //   dstrain submit|list|status|watch|logs|cancel|delete|workers|checkpoints ...
 //   (service_commands.h)
@@ -96,11 +96,13 @@ commands:
       Run N processes of your own program (dstrain::Initialize, docs/library.md) the same way;
       each learns its place from RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, DSTRAIN_STORE
       and DSTRAIN_THREADS in its environment.
-  estimate JOB.json [--world N] [--json]
+  estimate JOB.json [--world N] [--device cpu|cuda] [--json]
       Per-rank memory of the job for each ZeRO stage at N data-parallel ranks (default: the
       job's): parameters, gradients and optimizer state exactly as the engine will allocate
       them, beside the ZeRO paper's formulas, activations of one micro-batch, and bounds of the
-      stage 2/3 gradient buckets and stage 3 gathered modules.
+      stage 2/3 gradient buckets and stage 3 gathered modules. Sized for the job's device
+      (job.device; "auto": a GPU if this machine sees one), or --device's: a GPU rank's figures
+      are its device memory, with what offload keeps in host memory beside them.
   export CHECKPOINT_DIR --out FILE [--tag TAG] [--format llmc|safetensors]
       Write the fp32 weights of a committed checkpoint (default: the latest), whatever world
       size, ZeRO stage and precision wrote it, as one llm.c model file (the GPT's; model.init_from
@@ -130,8 +132,10 @@ int Fail(const absl::Status& s, int code) {
 absl::StatusOr<config::JobSpec> LoadJobArg(const std::vector<std::string>& args,
                                            const char* command,
                                            const std::set<std::string>& bool_flags = {},
-                                           flags::ParsedArgs* out = nullptr) {
-  DT_ASSIGN_OR_RETURN(flags::ParsedArgs parsed, flags::ParseArgs(args, {"world"}, bool_flags));
+                                           flags::ParsedArgs* out = nullptr,
+                                           std::set<std::string> value_flags = {}) {
+  value_flags.insert("world");
+  DT_ASSIGN_OR_RETURN(flags::ParsedArgs parsed, flags::ParseArgs(args, value_flags, bool_flags));
   if (out != nullptr) *out = parsed;
   if (parsed.positional.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(command, " takes exactly one JOB.json"));
@@ -200,7 +204,7 @@ int Validate(const std::vector<std::string>& args) {
 std::vector<zero::MemoryEstimate> OffloadEstimates(const config::JobSpec& spec,
                                                    const model::ParamLayout& layout,
                                                    int64_t activations, int world,
-                                                   const device::Ops& ops) {
+                                                   const device::Sizing& ops) {
   std::vector<zero::MemoryEstimate> out;
   if (spec.zero.stage == 0) return out;  // offload needs ZeRO stage 1 or more
   for (config::OffloadDevice device :
@@ -214,32 +218,49 @@ std::vector<zero::MemoryEstimate> OffloadEstimates(const config::JobSpec& spec,
 }
 
 std::string DescribeOffload(const std::vector<zero::MemoryEstimate>& estimates,
-                            const config::JobSpec& spec) {
+                            const config::JobSpec& spec, bool gpu_rank) {
   std::string out = absl::StrFormat(
-      "zero_optimization.offload_optimizer at stage %d, per rank in MB, as a CPU rank holds it\n"
-      "%-10s%14s%18s%12s\n",
-      spec.zero.stage, "device", "memory (total)", "optimizer_state", "NVMe");
+      "zero_optimization.offload_optimizer at stage %d, per rank in MB, as a %s rank holds it\n"
+      "%-10s%14s%18s%12s%12s\n",
+      spec.zero.stage, gpu_rank ? "GPU" : "CPU", "device",
+      gpu_rank ? "GPU (total)" : "memory (total)", "optimizer_state", "host", "NVMe");
   for (const zero::MemoryEstimate& e : estimates) {
     const int64_t memory =
         e.model_states() + e.activations + e.comm_buffers_peak + e.gathered_params_peak;
     absl::StrAppend(
-        &out,
-        absl::StrFormat("%-10s%14.2f%18.2f%12.2f%s\n", config::OffloadDeviceName(e.offload),
-                        memory / 1e6, e.optimizer_state / 1e6, e.nvme_bytes / 1e6,
-                        e.offload == spec.zero.offload_optimizer.device ? "   <- the job's" : ""));
+        &out, absl::StrFormat(
+                  "%-10s%14.2f%18.2f%12.2f%12.2f%s\n", config::OffloadDeviceName(e.offload),
+                  memory / 1e6, e.optimizer_state / 1e6, e.host_bytes / 1e6, e.nvme_bytes / 1e6,
+                  e.offload == spec.zero.offload_optimizer.device ? "   <- the job's" : ""));
   }
-  absl::StrAppend(&out,
-                  "(cpu: the state is in host memory already; nvme: only the swap's buffers stay "
-                  "in memory, buffer_count x the largest sub-group, sub_group_size bounds them; on "
-                  "a GPU rank both take optimizer_state off the device: the state, or the "
-                  "buffers, are in host memory)\n");
+  absl::StrAppend(&out, gpu_rank ? "(cpu: the optimizer state and the update's staging in host "
+                                   "memory, the step on the host; nvme: the state in the swap "
+                                   "file, its buffers in host memory)\n"
+                                 : "(cpu: the state is in host memory already; nvme: only the "
+                                   "swap's buffers stay in memory, buffer_count x the largest "
+                                   "sub-group, sub_group_size bounds them)\n");
   return out;
 }
 
 int Estimate(const std::vector<std::string>& args) {
   flags::ParsedArgs parsed;
-  auto spec = LoadJobArg(args, "estimate", {"json"}, &parsed);
+  auto spec = LoadJobArg(args, "estimate", {"json"}, &parsed, {"device"});
   if (!spec.ok()) return Fail(spec.status(), 2);
+  // The device the ranks are sized for: --device, else job.device, else ("auto") CUDA when this
+  // machine sees a GPU. A GPU rank is sized by CudaSizing, which needs no GPU.
+  bool gpu_rank = spec->job.device == config::JobDevice::kCuda;
+  if (parsed.Has("device")) {
+    const std::string d = parsed.Get("device");
+    if (d != "cpu" && d != "cuda") {
+      return Fail(absl::InvalidArgumentError(
+                      absl::StrCat("--device: \"", d, "\": expected \"cpu\" or \"cuda\"")),
+                  2);
+    }
+    gpu_rank = d == "cuda";
+  } else if (spec->job.device == config::JobDevice::kAuto) {
+    std::string why;
+    gpu_rank = device::VisibleCudaDevices(&why) > 0;
+  }
   auto layout = trainer::JobModelLayout(*spec);
   if (!layout.ok()) return Fail(layout.status(), 2);
   // Each rank's kernels get an equal share of the CPUs, as under `dstrain launch`; the attention
@@ -251,7 +272,9 @@ int Estimate(const std::vector<std::string>& args) {
   omp_set_num_threads(std::max(1, cpus / static_cast<int>(spec->job.world_size)));
   // The device the job's ranks run on sizes what it decides (the attention's saved state).
   tensor::CpuAllocator allocator;
-  device::CpuOps ops(&allocator);
+  device::CpuOps cpu_ops(&allocator);
+  device::CudaSizing cuda_sizing;
+  const device::Sizing& ops = gpu_rank ? static_cast<const device::Sizing&>(cuda_sizing) : cpu_ops;
   // Per pipeline stage (one stage without pipeline): what the job's own setting holds.
   auto stages = trainer::EstimateJobStages(*spec, ops);
   if (!stages.ok()) return Fail(stages.status(), 2);
@@ -262,19 +285,31 @@ int Estimate(const std::vector<std::string>& args) {
       spec->pipeline.stages == 1 ? OffloadEstimates(*spec, *layout, *activations, n, ops)
                                  : std::vector<zero::MemoryEstimate>{};
   if (parsed.Has("json")) {
-    nlohmann::json out = {{"stages", pipe::StagesToJson(*stages, spec->model.n_layer)}};
+    nlohmann::json out = {{"device", gpu_rank ? "cuda" : "cpu"},
+                          {"stages", pipe::StagesToJson(*stages, spec->model.n_layer)}};
     if (!offload.empty()) {
       for (const zero::MemoryEstimate& e : offload) {
         out["offload_optimizer"][config::OffloadDeviceName(e.offload)] = {
             {"memory_bytes",
              e.model_states() + e.activations + e.comm_buffers_peak + e.gathered_params_peak},
             {"optimizer_state_bytes", e.optimizer_state},
+            {"host_bytes", e.host_bytes},
             {"nvme_bytes", e.nvme_bytes}};
       }
     }
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
+  std::printf(
+      "sized for a %s rank (%s; --device cpu|cuda for the other)\n", gpu_rank ? "GPU" : "CPU",
+      parsed.Has("device")
+          ? "--device"
+          : absl::StrCat(
+                "job.device \"", config::JobDeviceName(spec->job.device), "\"",
+                spec->job.device == config::JobDevice::kAuto
+                    ? (gpu_rank ? ": this machine sees a GPU" : ": this machine sees no GPU")
+                    : "")
+                .c_str());
   if (spec->pipeline.stages == 1) {
     // Every ZeRO stage side by side, for choosing one.
     std::vector<zero::MemoryEstimate> estimates;
@@ -290,7 +325,7 @@ int Estimate(const std::vector<std::string>& args) {
   }
   // Per pipeline stage with the activation checkpointing choices, which only the GPT has.
   if (spec->model.type == "gpt") std::printf("%s", pipe::DescribeStages(*stages, *spec).c_str());
-  if (!offload.empty()) std::printf("\n%s", DescribeOffload(offload, *spec).c_str());
+  if (!offload.empty()) std::printf("\n%s", DescribeOffload(offload, *spec, gpu_rank).c_str());
   return 0;
 }
 

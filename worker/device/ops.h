@@ -39,6 +39,7 @@
 #include "absl/types/span.h"
 #include "common/types/dtype.h"
 #include "kernels/adamw/adamw_args.h"
+#include "worker/device/sizing.h"
 #include "worker/tensor/allocator.h"
 #include "worker/tensor/view.h"
 
@@ -73,7 +74,7 @@ struct AdamWViews {
   View param16;  // mixed precision: receives the rounded weights (bf16 / f16); else empty
 };
 
-class Ops {
+class Ops : public Sizing {
  public:
   virtual ~Ops() = default;
   Ops(const Ops&) = delete;
@@ -82,8 +83,8 @@ class Ops {
   // The device this runs on and the allocator of its memory (with per-category accounting).
   Device device() const { return allocator_->device(); }
   tensor::Allocator* allocator() const { return allocator_; }
-  // Whether the host may read and write this device's memory directly (the CPU).
-  bool host_accessible() const { return device().is_cpu(); }
+  // Sizing: whether the host may read and write this device's memory directly (the CPU).
+  bool host_accessible() const final { return device().is_cpu(); }
   // "cpu (avx512)", "cuda:0 (NVIDIA H200)": for logs.
   virtual std::string Describe() const = 0;
 
@@ -162,9 +163,7 @@ class Ops {
   // Causal self-attention on a fused qkv (B,T,3C) into out (B,T,C), NH heads. `state` keeps what
   // the backward pass needs (AttentionStateElements f32: the softmax probabilities on the CPU,
   // per-row statistics in a flash kernel); AttentionBackward overwrites dqkv and uses `scratch`
-  // (AttentionScratchElements f32, sized under the thread setting of the calls).
-  virtual int64_t AttentionStateElements(int B, int T, int C, int NH) const = 0;
-  virtual int64_t AttentionScratchElements(int B, int T, int C, int NH) const = 0;
+  // (AttentionScratchElements f32, sized under the thread setting of the calls; sizing.h).
   void AttentionForward(View out, View state, View qkv, int NH);
   void AttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH);
   // out = gelu(inp) (tanh approximation); dinp = gelu'(inp) · dout (overwritten). f32.
@@ -204,8 +203,6 @@ class Ops {
   // f32. `state` (GqaStateElements) keeps the softmax probabilities for the backward pass;
   // `scratch` (GqaScratchElements f32, sized under the thread setting of the calls; may be
   // empty when that is 0) is working memory of either pass. The backward pass overwrites dqkv.
-  virtual int64_t GqaStateElements(int B, int T, int NH, int NKV, int HS) const = 0;
-  virtual int64_t GqaScratchElements(int B, int T, int NH, int NKV, int HS) const = 0;
   void GqaAttentionForward(View out, View state, View scratch, View qkv, int NH, int NKV);
   void GqaAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH,
                             int NKV);

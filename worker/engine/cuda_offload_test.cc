@@ -25,6 +25,7 @@
 #include "worker/device/cuda/cuda_ops.h"
 #include "worker/device/cuda/host_staged_communicator.h"
 #include "worker/device/cuda/pinned_host_allocator.h"
+#include "worker/device/sizing.h"
 #include "worker/engine/checkpoint_io.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/zero_test_util.h"
@@ -151,6 +152,21 @@ TrainResult Train(const config::JobSpec& spec, int first = 0, int last = kSteps,
           zero::EstimateMemory(*layout, testing::ModelShape(spec), spec.zero, spec.zero.stage,
                                world, static_cast<int>(spec.train_micro_batch_size_per_gpu),
                                spec.data.seq_len, *ops, zero::StatePrecision::Of(spec));
+      if (!ops->host_accessible()) {
+        // `dstrain estimate` sizes a GPU rank without a GPU (device::CudaSizing): the same.
+        const zero::MemoryEstimate sized = zero::EstimateMemory(
+            *layout, testing::ModelShape(spec), spec.zero, spec.zero.stage, world,
+            static_cast<int>(spec.train_micro_batch_size_per_gpu), spec.data.seq_len,
+            device::CudaSizing(), zero::StatePrecision::Of(spec));
+        EXPECT_EQ(sized.params, run.estimate.params);
+        EXPECT_EQ(sized.grads, run.estimate.grads);
+        EXPECT_EQ(sized.optimizer_state, run.estimate.optimizer_state);
+        EXPECT_EQ(sized.activations, run.estimate.activations);
+        EXPECT_EQ(sized.comm_buffers_peak, run.estimate.comm_buffers_peak);
+        EXPECT_EQ(sized.gathered_params_peak, run.estimate.gathered_params_peak);
+        EXPECT_EQ(sized.host_bytes, run.estimate.host_bytes);
+        EXPECT_EQ(sized.nvme_bytes, run.estimate.nvme_bytes);
+      }
     }
   });
   return run;

@@ -20,7 +20,7 @@ model::ActivationPlan StagePlan(const config::JobSpec& spec, int buffers) {
 }
 
 absl::StatusOr<std::vector<StageEstimate>> EstimateStages(const config::JobSpec& spec,
-                                                          const device::Ops& ops) {
+                                                          const device::Sizing& ops) {
   const model::GptConfig shape = config::ModelShape(spec.model);
   const int S = spec.pipeline.stages;
   const int M = static_cast<int>(spec.gradient_accumulation_steps);

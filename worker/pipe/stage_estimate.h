@@ -38,7 +38,7 @@ model::ActivationPlan StagePlan(const config::JobSpec& spec, int buffers);
 // scratch, is sized as it sizes it now). Errors: the partition's (kInvalidArgument naming the
 // key).
 absl::StatusOr<std::vector<StageEstimate>> EstimateStages(const config::JobSpec& spec,
-                                                          const device::Ops& ops);
+                                                          const device::Sizing& ops);
 
 // The table `dstrain estimate` prints, in MB, and the same as JSON (bytes).
 std::string DescribeStages(const std::vector<StageEstimate>& stages, const config::JobSpec& spec);

@@ -54,7 +54,7 @@ absl::StatusOr<model::ParamLayout> JobModelLayout(const config::JobSpec& spec) {
   return model::ParamLayout::ForGpt(config::ModelShape(spec.model));
 }
 
-absl::StatusOr<int64_t> JobActivationBytes(const config::JobSpec& spec, const device::Ops& ops,
+absl::StatusOr<int64_t> JobActivationBytes(const config::JobSpec& spec, const device::Sizing& ops,
                                            const model::ActivationPlan& plan) {
   const int B = static_cast<int>(spec.train_micro_batch_size_per_gpu), T = spec.data.seq_len;
   if (spec.model.type == "llama") {
@@ -66,7 +66,7 @@ absl::StatusOr<int64_t> JobActivationBytes(const config::JobSpec& spec, const de
 }
 
 absl::StatusOr<std::vector<pipe::StageEstimate>> EstimateJobStages(const config::JobSpec& spec,
-                                                                   const device::Ops& ops) {
+                                                                   const device::Sizing& ops) {
   if (spec.model.type != "llama") return pipe::EstimateStages(spec, ops);
   DT_ASSIGN_OR_RETURN(const model::ParamLayout layout, JobModelLayout(spec));
   DT_ASSIGN_OR_RETURN(const int64_t activations, JobActivationBytes(spec, ops));

@@ -37,13 +37,13 @@ absl::StatusOr<model::ParamLayout> JobModelLayout(const config::JobSpec& spec);
 // Bytes of activation memory a training micro-batch of the job takes on `ops`'s device: the
 // GPT's as `plan` keeps them (zero::GptActivationBytes), the Llama's (llama::Llama::
 // ActivationBytes).
-absl::StatusOr<int64_t> JobActivationBytes(const config::JobSpec& spec, const device::Ops& ops,
+absl::StatusOr<int64_t> JobActivationBytes(const config::JobSpec& spec, const device::Sizing& ops,
                                            const model::ActivationPlan& plan = {});
 
 // pipe::EstimateStages for any model type: the GPT's per pipeline stage; the Llama's as one
 // stage holding every layer, without checkpointing.
 absl::StatusOr<std::vector<pipe::StageEstimate>> EstimateJobStages(const config::JobSpec& spec,
-                                                                   const device::Ops& ops);
+                                                                   const device::Sizing& ops);
 
 // Writes the whole model's fp32 weights (`params`, `layout`'s order) to `path` atomically: the
 // GPT in llm.c's format, or as safetensors when `path` ends in .safetensors; the Llama only as

@@ -10,7 +10,7 @@
 
 namespace dstrain::zero {
 
-int64_t GptActivationBytes(const model::GptConfig& c, int B, int T, const device::Ops& ops,
+int64_t GptActivationBytes(const model::GptConfig& c, int B, int T, const device::Sizing& ops,
                            model::BlockRange range, const model::ActivationPlan& plan) {
   const model::DeviceSizes device{ops.AttentionStateElements(B, T, c.n_embd, c.n_head),
                                   ops.AttentionScratchElements(B, T, c.n_embd, c.n_head)};
@@ -19,7 +19,7 @@ int64_t GptActivationBytes(const model::GptConfig& c, int B, int T, const device
 
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
                               const config::ZeroConfig& zero, int stage, int world, int B, int T,
-                              const device::Ops& ops, const StatePrecision& precision,
+                              const device::Sizing& ops, const StatePrecision& precision,
                               model::BlockRange range, const model::ActivationPlan& plan) {
   return EstimateMemory(layout, GptActivationBytes(model, B, T, ops, range, plan), zero, stage,
                         world, ops, precision);
@@ -27,7 +27,7 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::Gpt
 
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, int64_t activations,
                               const config::ZeroConfig& zero, int stage, int world,
-                              const device::Ops& ops, const StatePrecision& precision) {
+                              const device::Sizing& ops, const StatePrecision& precision) {
   const bool mixed = precision.storage != DType::kF32;
   MemoryEstimate e;
   e.stage = stage;

@@ -52,7 +52,7 @@ struct MemoryEstimate {
 // device, from the size table the model allocates by (model/gpt_sizes.h); device-sized rows
 // (the attention's saved state and scratch) as `ops` sizes them now (the CPU's scratch depends on
 // the thread count, set as the trainer sets it).
-int64_t GptActivationBytes(const model::GptConfig& config, int B, int T, const device::Ops& ops,
+int64_t GptActivationBytes(const model::GptConfig& config, int B, int T, const device::Sizing& ops,
                            model::BlockRange range = {}, const model::ActivationPlan& plan = {});
 
 // The estimate for stage `stage` at `world` data-parallel ranks with the job's dtypes
@@ -60,13 +60,13 @@ int64_t GptActivationBytes(const model::GptConfig& config, int B, int T, const d
 // with its activations held as `plan` says.
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
                               const config::ZeroConfig& zero, int stage, int world, int B, int T,
-                              const device::Ops& ops, const StatePrecision& precision = {},
+                              const device::Sizing& ops, const StatePrecision& precision = {},
                               model::BlockRange range = {}, const model::ActivationPlan& plan = {});
 
 // The same for any model (a module's layout, no tied embedding), its activation bytes given.
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, int64_t activations,
                               const config::ZeroConfig& zero, int stage, int world,
-                              const device::Ops& ops, const StatePrecision& precision = {});
+                              const device::Sizing& ops, const StatePrecision& precision = {});
 
 // A table of every stage for the job, as `dstrain estimate` prints it.
 std::string DescribeEstimates(const std::vector<MemoryEstimate>& estimates, int64_t num_parameters);

@@ -113,20 +113,20 @@ absl::Status CudaOps::DoSynchronize() {
   return absl::OkStatus();
 }
 
-int64_t CudaOps::AttentionStateElements(int B, int T, int /*C*/, int NH) const {
-  return int64_t{B} * NH * T * T;  // the softmax probabilities, as on the CPU
+int64_t CudaOps::AttentionStateElements(int B, int T, int C, int NH) const {
+  return CudaSizing().AttentionStateElements(B, T, C, NH);
 }
 
-int64_t CudaOps::AttentionScratchElements(int, int, int, int) const {
-  return 0;  // the kernels take theirs from the stream-ordered pool
+int64_t CudaOps::AttentionScratchElements(int B, int T, int C, int NH) const {
+  return CudaSizing().AttentionScratchElements(B, T, C, NH);
 }
 
-int64_t CudaOps::GqaStateElements(int B, int T, int NH, int /*NKV*/, int /*HS*/) const {
-  return int64_t{B} * NH * T * T;  // the softmax probabilities, as on the CPU
+int64_t CudaOps::GqaStateElements(int B, int T, int NH, int NKV, int HS) const {
+  return CudaSizing().GqaStateElements(B, T, NH, NKV, HS);
 }
 
-int64_t CudaOps::GqaScratchElements(int, int, int, int, int) const {
-  return 0;  // the kernels take theirs from the stream-ordered pool
+int64_t CudaOps::GqaScratchElements(int B, int T, int NH, int NKV, int HS) const {
+  return CudaSizing().GqaScratchElements(B, T, NH, NKV, HS);
 }
 
 View CudaOps::Workspace(int slot, DType dtype, int64_t count) {

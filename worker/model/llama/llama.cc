@@ -248,7 +248,7 @@ absl::Status Llama::ImportParams(const std::string& path, const model::ParamLayo
   return absl::OkStatus();
 }
 
-int64_t Llama::ActivationBytes(const device::Ops& ops, int64_t B, int64_t T) const {
+int64_t Llama::ActivationBytes(const device::Sizing& ops, int64_t B, int64_t T) const {
   // Mirrors Forward's and Backward's allocations; llama_test checks it against the allocator.
   const LlamaConfig& c = config_;
   const int64_t BT = B * T, C = c.n_embd, V = c.vocab_size, I = c.intermediate_size;

@@ -86,7 +86,7 @@ class Llama final : public Module {
   // device: what Forward keeps for Backward (the inputs, every layer's saved tensors, the
   // logits) plus the larger of the two passes' scratch, exactly as they allocate it (allocator
   // alignment aside). `dstrain estimate` and the out-of-memory message quote it.
-  int64_t ActivationBytes(const device::Ops& ops, int64_t B, int64_t T) const;
+  int64_t ActivationBytes(const device::Sizing& ops, int64_t B, int64_t T) const;
 
   absl::Status Declare(Declarer& declarer) override;
   // Hugging Face LlamaForCausalLM weights as safetensors (F32, BF16 or F16; model.init_from):
