@@ -87,6 +87,25 @@ struct Trained {
   std::vector<float> weights;
 };
 
+// kSteps optimizer steps of kGas micro-batches each on `e` (either engine: the library's or the
+// trainer's), `forward(x, y)` running one micro-batch's forward pass; the losses Step reports.
+template <typename EngineT, typename ForwardFn>
+std::vector<float> TrainSteps(EngineT& e, ForwardFn forward) {
+  std::vector<float> losses;
+  std::vector<int32_t> x, y;
+  for (int step = 0; step < kSteps; ++step) {
+    for (int micro = 0; micro < kGas; ++micro) {
+      MakeTokens(step, micro, &x, &y);
+      EXPECT_THAT(forward(x, y), IsOk());
+      EXPECT_THAT(e.Backward(), IsOk());
+      auto stats = e.Step();
+      EXPECT_THAT(stats, IsOk());
+      if (stats.ok() && stats->has_value()) losses.push_back((*stats)->loss);
+    }
+  }
+  return losses;
+}
+
 // The library: a program hands the GPT module to dstrain::Initialize with a DeepSpeed config.
 Trained TrainThroughInitialize(const std::string& precision) {
   InitializeOptions o;
@@ -101,21 +120,13 @@ Trained TrainThroughInitialize(const std::string& precision) {
   EXPECT_THAT(e, IsOk());
   Trained run;
   if (!e.ok()) return run;
-  std::vector<int32_t> x, y;
-  for (int step = 0; step < kSteps; ++step) {
-    for (int micro = 0; micro < kGas; ++micro) {
-      MakeTokens(step, micro, &x, &y);
-      const std::vector<int64_t> shape = {kMicro, kT};
-      model::Batch batch;
-      batch.Add("tokens", {DType::kI32, shape, x.data()})
-          .Add("targets", {DType::kI32, shape, y.data()});
-      EXPECT_THAT((*e)->Forward(batch), IsOk());
-      EXPECT_THAT((*e)->Backward(), IsOk());
-      auto stats = (*e)->Step();
-      EXPECT_THAT(stats, IsOk());
-      if (stats.ok() && stats->has_value()) run.losses.push_back((*stats)->loss);
-    }
-  }
+  run.losses = TrainSteps(**e, [&](const std::vector<int32_t>& x, const std::vector<int32_t>& y) {
+    const std::vector<int64_t> shape = {kMicro, kT};
+    model::Batch batch;
+    batch.Add("tokens", {DType::kI32, shape, x.data()})
+        .Add("targets", {DType::kI32, shape, y.data()});
+    return (*e)->Forward(batch).status();
+  });
   auto gathered = (*e)->GatherParams();
   EXPECT_THAT(gathered, IsOk());
   if (gathered.ok()) run.weights = gathered->flat;
@@ -141,17 +152,9 @@ Trained TrainAsAJob(const std::string& precision) {
   auto e = engine::Engine::Initialize(std::move(*gpt), *spec);
   EXPECT_THAT(e, IsOk());
   if (!e.ok()) return run;
-  std::vector<int32_t> x, y;
-  for (int step = 0; step < kSteps; ++step) {
-    for (int micro = 0; micro < kGas; ++micro) {
-      MakeTokens(step, micro, &x, &y);
-      EXPECT_THAT((*e)->Forward(x.data(), y.data()), IsOk());
-      EXPECT_THAT((*e)->Backward(), IsOk());
-      auto stats = (*e)->Step();
-      EXPECT_THAT(stats, IsOk());
-      if (stats.ok() && stats->has_value()) run.losses.push_back((*stats)->loss);
-    }
-  }
+  run.losses = TrainSteps(**e, [&](const std::vector<int32_t>& x, const std::vector<int32_t>& y) {
+    return (*e)->Forward(x.data(), y.data()).status();
+  });
   auto gathered = (*e)->GatherParams();
   EXPECT_THAT(gathered, IsOk());
   if (gathered.ok()) run.weights = *gathered;
