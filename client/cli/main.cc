@@ -249,6 +249,8 @@ int Estimate(const std::vector<std::string>& args) {
   // The device the ranks are sized for: --device, else job.device, else ("auto") CUDA when this
   // machine sees a GPU. A GPU rank is sized by CudaSizing, which needs no GPU.
   bool gpu_rank = spec->job.device == config::JobDevice::kCuda;
+  std::string sized_by =
+      absl::StrCat("job.device \"", config::JobDeviceName(spec->job.device), "\"");
   if (parsed.Has("device")) {
     const std::string d = parsed.Get("device");
     if (d != "cpu" && d != "cuda") {
@@ -257,9 +259,12 @@ int Estimate(const std::vector<std::string>& args) {
                   2);
     }
     gpu_rank = d == "cuda";
+    sized_by = "--device";
   } else if (spec->job.device == config::JobDevice::kAuto) {
     std::string why;
     gpu_rank = device::VisibleCudaDevices(&why) > 0;
+    absl::StrAppend(&sized_by,
+                    gpu_rank ? ": this machine sees a GPU" : ": this machine sees no GPU");
   }
   auto layout = trainer::JobModelLayout(*spec);
   if (!layout.ok()) return Fail(layout.status(), 2);
@@ -300,16 +305,8 @@ int Estimate(const std::vector<std::string>& args) {
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
-  std::printf(
-      "sized for a %s rank (%s; --device cpu|cuda for the other)\n", gpu_rank ? "GPU" : "CPU",
-      parsed.Has("device")
-          ? "--device"
-          : absl::StrCat(
-                "job.device \"", config::JobDeviceName(spec->job.device), "\"",
-                spec->job.device == config::JobDevice::kAuto
-                    ? (gpu_rank ? ": this machine sees a GPU" : ": this machine sees no GPU")
-                    : "")
-                .c_str());
+  std::printf("sized for a %s rank (%s; --device cpu|cuda for the other)\n",
+              gpu_rank ? "GPU" : "CPU", sized_by.c_str());
   if (spec->pipeline.stages == 1) {
     // Every ZeRO stage side by side, for choosing one.
     std::vector<zero::MemoryEstimate> estimates;

@@ -34,16 +34,19 @@ absl::StatusOr<std::unique_ptr<Gpt>> Gpt::Create(const GptConfig& config, device
 
 absl::StatusOr<float> Gpt::Forward(ParamAccess& access, const int32_t* tokens,
                                    const int32_t* targets, int B, int T, float dloss, int buffer) {
-  if (B <= 0 || T <= 0 || T > config().block_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "batch shape (", B, ", ", T, ") out of range; block_size is ", config().block_size));
-  }
   const std::vector<int64_t> shape = {B, T};
   Batch batch;
   if (tokens != nullptr) batch.Add("tokens", {DType::kI32, shape, tokens});
   if (targets != nullptr) batch.Add("targets", {DType::kI32, shape, targets});
-  // A stage that reads neither array takes B and T from its prepared activations.
-  if (tokens == nullptr && targets == nullptr) DT_RETURN_IF_ERROR(module_->Prepare(B, T));
+  if (tokens == nullptr && targets == nullptr) {
+    // A stage that reads neither array takes B and T from its prepared activations (the
+    // module's own check of them, GptModule::CheckBatch, sees no array to read them from).
+    if (B <= 0 || T <= 0 || T > config().block_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch shape (", B, ", ", T, ") out of range; block_size is ", config().block_size));
+    }
+    DT_RETURN_IF_ERROR(module_->Prepare(B, T));
+  }
   // scale / (B·T·1) is dloss again, exactly: dloss·B·T is exact in a double.
   std::optional<LossGrad> grad;
   if (dloss > 0.f) grad = LossGrad{static_cast<double>(dloss) * B * T, 1};
