@@ -538,6 +538,22 @@ cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
   *ptr = p;
   return cudaSuccess;
 }
+// Page-locked host memory is cudaMemoryTypeHost; everything else, "device" memory included (it is
+// host memory here, not tracked), reads as unregistered host memory.
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* ptr) {
+  if (attr == nullptr) return Record(cudaErrorInvalidValue);
+  *attr = cudaPointerAttributes{};
+  attr->device = -1;
+  if (ptr != nullptr && dt_sim::IsPinned(ptr, 1)) {
+    attr->type = cudaMemoryTypeHost;
+    attr->device = 0;
+    attr->hostPointer = const_cast<void*>(ptr);
+    attr->devicePointer = const_cast<void*>(ptr);
+  } else {
+    attr->type = cudaMemoryTypeUnregistered;
+  }
+  return cudaSuccess;
+}
 cudaError_t cudaMallocHost(void** ptr, size_t size) {
   return cudaHostAlloc(ptr, size, cudaHostAllocDefault);
 }

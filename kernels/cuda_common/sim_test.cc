@@ -128,6 +128,12 @@ TEST(SimTest, CopiesWithPinnedMemoryHappenWhenWaitedFor) {
   int *pinned = nullptr, *device = nullptr;
   ASSERT_EQ(cudaHostAlloc(reinterpret_cast<void**>(&pinned), n * sizeof(int), 0), cudaSuccess);
   ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&device), n * sizeof(int)), cudaSuccess);
+  cudaPointerAttributes attr;
+  ASSERT_EQ(cudaPointerGetAttributes(&attr, pinned + 3), cudaSuccess);
+  EXPECT_EQ(attr.type, cudaMemoryTypeHost);
+  int unregistered = 0;
+  ASSERT_EQ(cudaPointerGetAttributes(&attr, &unregistered), cudaSuccess);
+  EXPECT_EQ(attr.type, cudaMemoryTypeUnregistered);
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   cudaEvent_t first, second;

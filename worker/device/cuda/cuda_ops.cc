@@ -170,8 +170,18 @@ void CudaOps::DoCopy(View dst, View src) {
 
 void CudaOps::DoCopyFromHost(View dst, const void* src) {
   // From pageable host memory the call returns once the bytes are staged: `src` may be reused.
+  // From page-locked memory the copy is truly asynchronous, so the contract (src reusable on
+  // return) needs a wait for it.
   CheckCuda(cudaMemcpyAsync(dst.data(), src, dst.bytes(), cudaMemcpyHostToDevice, stream()),
             "CopyFromHost");
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, src) != cudaSuccess) {
+    (void)cudaGetLastError();  // an unknown pointer is pageable memory: nothing to wait for
+    return;
+  }
+  if (attr.type == cudaMemoryTypeHost) {
+    CheckCuda(cudaStreamSynchronize(stream()), "CopyFromHost");
+  }
 }
 
 void CudaOps::DoCopyToHost(void* dst, View src) {

@@ -393,6 +393,15 @@ TEST_F(CudaOpsTest, AsyncCopiesWithPinnedMemoryLandAtTheirFence) {
   const std::vector<float> got = Down(device);
   for (int i = 0; i < n; ++i) ASSERT_EQ(got[i], 3.f * i) << i;
 
+  // The synchronous CopyFromHost keeps its contract with page-locked memory too: the source may
+  // be rewritten as soon as it returns (on the simulator, a copy not waited for would read the
+  // rewritten bytes).
+  for (int i = 0; i < n; ++i) h[i] = 7.f * i;
+  gpu_->CopyFromHost(device.view(), h);
+  std::fill(h, h + n, -2.f);
+  const std::vector<float> synced = Down(device);
+  for (int i = 0; i < n; ++i) ASSERT_EQ(synced[i], 7.f * i) << i;
+
   EXPECT_THAT(cpu_.NewPinnedHostAllocator().status(),
               StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("host memory")));
   EXPECT_THAT(cpu_.WaitFence(cpu_.RecordFence()), IsOk());
