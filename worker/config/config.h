@@ -84,11 +84,15 @@ struct OffloadOptimizerConfig {
 
 // zero_optimization.offload_param (ZeRO-Infinity's parameter offload, stage 3 only), resolved.
 // Device "cpu" keeps a GPU rank's parameter partition in host memory (docs/offload.md,
-// "Parameter offload"); "nvme" is refused at start (not built yet). The NVMe keys (nvme_path,
-// buffer_count, buffer_size, max_in_cpu) are kept for that.
+// "Parameter offload"); "nvme" keeps it in a swap file under nvme_path (absolute, as for the
+// optimizer), `buffer_count` chunks of at most `buffer_size` elements in host memory at a time
+// ("Parameters on NVMe").
 struct OffloadParamConfig {
   OffloadDevice device = OffloadDevice::kNone;
+  std::string nvme_path;
   bool pin_memory = false;
+  int64_t buffer_count = 5;
+  int64_t buffer_size = 100000000;
 };
 
 // aio: how the NVMe swap engine drives the disk (worker/offload/swap_engine.h).

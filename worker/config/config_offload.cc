@@ -44,16 +44,33 @@ absl::Status ResolveOffload(json* e, const std::string& base_dir, JobSpec* spec)
     OffloadParamConfig& param = spec->zero.offload_param;
     const std::string device = p["device"].get<std::string>();
     param.pin_memory = p["pin_memory"].get<bool>();
-    if (device == "nvme") {
-      return Error("zero_optimization.offload_param.device",
-                   "\"nvme\": parameter offload to NVMe is not built yet (\"cpu\" is; the "
-                   "optimizer state goes to NVMe with offload_optimizer)");
-    }
-    param.device = device == "cpu" ? OffloadDevice::kCpu : OffloadDevice::kNone;
+    param.buffer_count = p["buffer_count"].get<int64_t>();
+    param.buffer_size = p["buffer_size"].get<int64_t>();
+    param.device = device == "cpu"    ? OffloadDevice::kCpu
+                   : device == "nvme" ? OffloadDevice::kNvme
+                                      : OffloadDevice::kNone;
     if (param.device != OffloadDevice::kNone && spec->zero.stage != 3) {
       return Error("zero_optimization.offload_param.device",
                    "parameter offload needs ZeRO stage 3 (zero_optimization.stage is ",
                    spec->zero.stage, "), as in DeepSpeed");
+    }
+    if (param.device == OffloadDevice::kNvme) {
+      const std::string path = p["nvme_path"].is_null() ? "" : p["nvme_path"].get<std::string>();
+      if (path.empty()) {
+        return Error("zero_optimization.offload_param.nvme_path",
+                     "needed with offload_param.device \"nvme\" (a directory on the NVMe device "
+                     "the parameters are swapped to)");
+      }
+      param.nvme_path = ResolvePath(base_dir, path);
+      (*e)["zero_optimization"]["offload_param"]["nvme_path"] = param.nvme_path;
+      if (param.buffer_count < 1) {
+        return Error("zero_optimization.offload_param.buffer_count",
+                     "must be at least 1 with device \"nvme\" (the chunks in host memory)");
+      }
+      if (param.buffer_size < 1) {
+        return Error("zero_optimization.offload_param.buffer_size",
+                     "must be at least 1 with device \"nvme\" (elements per buffer)");
+      }
     }
   }
   json& o = (*e)["zero_optimization"]["offload_optimizer"];

@@ -500,6 +500,23 @@ std::vector<ValidRow> ValidRows() {
          EXPECT_FALSE(s.aio.overlap_events);
          EXPECT_TRUE(s.no_effect_notes.empty()) << s.no_effect_notes.front();
        }},
+      {"ParamOffloadToNvme",
+       [](json& j) {
+         j["zero_optimization"] = {{"stage", 3},
+                                   {"offload_param",
+                                    {{"device", "nvme"},
+                                     {"nvme_path", "pswap"},
+                                     {"buffer_count", 3},
+                                     {"buffer_size", 4096}}}};
+       },
+       [](const JobSpec& s) {
+         const OffloadParamConfig& p = s.zero.offload_param;
+         EXPECT_EQ(p.device, OffloadDevice::kNvme);
+         EXPECT_EQ(p.nvme_path, "/base/pswap");  // relative to the job file's directory
+         EXPECT_EQ(s.effective["zero_optimization"]["offload_param"]["nvme_path"], "/base/pswap");
+         EXPECT_EQ(p.buffer_count, 3);
+         EXPECT_EQ(p.buffer_size, 4096);
+       }},
       {"ZeroOptimizationFalseIsStage0", [](json& j) { j["zero_optimization"] = false; },
        [](const JobSpec& s) { EXPECT_EQ(s.zero.stage, 0); }},
       {"GradientReductionKeys",
@@ -858,12 +875,18 @@ std::vector<InvalidRow> InvalidRows() {
        },
        "zero_optimization.cpu_offload: deprecated key given together with its replacement "
        "zero_optimization.offload_optimizer"},
-      {"ParamOffloadToNvmeNotYet",
+      {"ParamOffloadToNvmeNeedsAPath",
        [](json& j) {
          j["zero_optimization"] = {{"stage", 3}, {"offload_param", {{"device", "nvme"}}}};
        },
-       "zero_optimization.offload_param.device: \"nvme\": parameter offload to NVMe is not "
-       "built yet"},
+       "zero_optimization.offload_param.nvme_path: needed with offload_param.device \"nvme\""},
+      {"ParamOffloadToNvmeNeedsABuffer",
+       [](json& j) {
+         j["zero_optimization"] = {
+             {"stage", 3},
+             {"offload_param", {{"device", "nvme"}, {"nvme_path", "/x"}, {"buffer_count", 0}}}};
+       },
+       "zero_optimization.offload_param.buffer_count: must be at least 1"},
       {"ParamOffloadNeedsStage3",
        [](json& j) {
          j["zero_optimization"] = {{"stage", 2}, {"offload_param", {{"device", "cpu"}}}};
@@ -1306,8 +1329,8 @@ TEST(DeepSpeedConfigTest, ErrorsInTheFileNameIt) {
   EXPECT_THAT(LoadJobSpec(WriteDeepSpeedJob(dir, R"({"train_batch_size": 16,
                 "zero_optimization": {"stage": 3, "offload_param": {"device": "nvme"}}})")),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("zero_optimization.offload_param.device: \"nvme\": parameter "
-                                 "offload to NVMe is not built yet")));
+                       HasSubstr("zero_optimization.offload_param.nvme_path: needed with "
+                                 "offload_param.device \"nvme\"")));
   EXPECT_THAT(LoadJobSpec(WriteDeepSpeedJob(dir, R"({"train_batch_size": 16,
                 "zero_optimization": {"stage": 3, "offload_param": {"device": "nvme"}}})")),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("(from deepspeed_config \"")));

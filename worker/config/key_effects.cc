@@ -38,9 +38,9 @@ constexpr char kOffloadRatio[] =
     "keep their state on the device and are updated there, the rest go to the host (at every "
     "stage from 1; DeepSpeed reads it at stage 3); device \"nvme\" refuses ratio < 1; on a CPU "
     "rank, whose state is in host memory already, a note says it changes nothing";
-constexpr char kParamNvmeOnly[] =
-    "it sizes parameter offload to NVMe, which dstrain refuses (not built yet); with device "
-    "\"cpu\" DeepSpeed does not read it either";
+constexpr char kParamNvme[] =
+    "zero::ParamSwap (worker/zero/param_swap.h) with offload_param.device \"nvme\"; with "
+    "device \"cpu\" DeepSpeed does not read it either";
 constexpr char kTimers[] =
     "it configures DeepSpeed's throughput timer; dstrain times every step itself and reports "
     "milliseconds and tokens per second in its progress lines and metrics";
@@ -151,12 +151,15 @@ constexpr KeyEffectRow kRows[] = {
     Acts("zero_optimization.offload_param.device",
          "zero::ZeroState::Allocate: \"cpu\" keeps a GPU rank's stage-3 parameter partition in "
          "host memory, copied to the device for each gather and updated in place (a note on a "
-         "CPU rank, whose memory is host memory); \"nvme\" is refused at start (not built yet); "
-         "stages 0-2 refuse it"),
-    NoEffect("zero_optimization.offload_param.nvme_path", kParamNvmeOnly),
-    NoEffect("zero_optimization.offload_param.buffer_count", kParamNvmeOnly),
-    NoEffect("zero_optimization.offload_param.buffer_size", kParamNvmeOnly),
-    NoEffect("zero_optimization.offload_param.max_in_cpu", kParamNvmeOnly),
+         "CPU rank, whose memory is host memory); \"nvme\" keeps it in a swap file read "
+         "chunk by chunk for each gather (zero::ParamSwap); stages 0-2 refuse it"),
+    Acts("zero_optimization.offload_param.nvme_path", kParamNvme),
+    Acts("zero_optimization.offload_param.buffer_count", kParamNvme),
+    Acts("zero_optimization.offload_param.buffer_size", kParamNvme),
+    NoEffect("zero_optimization.offload_param.max_in_cpu",
+             "with parameters on NVMe the host keeps offload_param.buffer_count chunks of them "
+             "(each at most buffer_size elements) and nothing more, so there is no other cap to "
+             "set"),
     Acts("zero_optimization.offload_param.pin_memory",
          "zero::ZeroState::Allocate: the host memory of the offload (parameters and, with "
          "offload_optimizer, its state) is page-locked where either block's pin_memory says so"),

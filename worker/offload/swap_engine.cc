@@ -137,6 +137,12 @@ absl::Status SwapEngine::Wait(const Ticket& t) {
   return t->status;
 }
 
+bool SwapEngine::Done(const Ticket& t) {
+  if (t == nullptr) return true;
+  std::lock_guard<std::mutex> lock(t->mu);
+  return t->blocks_left <= 0;
+}
+
 int64_t SwapEngine::bytes_read() const {
   std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(mu_));
   return bytes_read_;

@@ -66,6 +66,8 @@ class SwapEngine {
   Ticket Write(const FileRef& file, int64_t offset, const void* buf, int64_t len);
   // Waits for the transfer; its error, if any.
   absl::Status Wait(const Ticket& ticket);
+  // Whether the transfer has finished (then Wait returns at once); never blocks.
+  static bool Done(const Ticket& ticket);
 
   // "io_uring" or "pread/pwrite".
   const char* backend() const { return backend_; }

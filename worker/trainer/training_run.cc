@@ -102,7 +102,8 @@ absl::Status TrainingRun::SetUpGroup() {
         {&spec_.data.val, "data.val"},
         {&spec_.model.init_from, "model.init_from"},
         {&spec_.job.checkpoint_dir, "job.checkpoint_dir"},
-        {&spec_.zero.offload_optimizer.nvme_path, "zero_optimization.offload_optimizer.nvme_path"}};
+        {&spec_.zero.offload_optimizer.nvme_path, "zero_optimization.offload_optimizer.nvme_path"},
+        {&spec_.zero.offload_param.nvme_path, "zero_optimization.offload_param.nvme_path"}};
     for (const auto& [path, field] : paths) {
       if (path->empty()) continue;
       DT_RETURN_IF_ERROR(paths::CheckBeneath(options_.service.data_root, *path, field));
@@ -492,12 +493,15 @@ JsonLine TrainingRun::MetricsLine(const engine::StepStats& stats, double seconds
       .Add("mem_peak_total_bytes", mem.total_peak)
       .Add("comm_bytes", comm_bytes)
       .Add("comm_s", comm_wait);
-  if (const int64_t nvme = engine_->zero().swap_file_bytes(); nvme > 0) {
-    // NVMe offload: the swap file, and the seconds the update waited for its I/O.
+  if (const int64_t nvme = engine_->zero().swap_file_bytes() + engine_->zero().param_file_bytes();
+      nvme > 0) {
+    // NVMe offload: the swap files, and the seconds the step waited for their I/O (the update's
+    // and, with parameters on NVMe, the gathers'), and the bytes it moved.
+    const zero::ZeroState::ParamSwapTraffic params = engine_->zero().TakeParamSwapTraffic();
     line.Add("nvme_bytes", nvme)
-        .Add("swap_wait_s", engine_->zero().swap_wait_seconds())
+        .Add("swap_wait_s", engine_->zero().swap_wait_seconds() + params.wait_seconds)
         .Add("swap_update_s", engine_->zero().swap_update_seconds())
-        .Add("swap_bytes", engine_->zero().swap_update_bytes());
+        .Add("swap_bytes", engine_->zero().swap_update_bytes() + params.bytes);
   }
   if (const tensor::Allocator* host = engine_->zero().host_allocator(); host != nullptr) {
     // A GPU rank's offloaded optimizer: what it keeps in host memory, by category.

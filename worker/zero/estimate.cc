@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "worker/zero/optimizer_swap.h"
+#include "worker/zero/param_swap.h"
 #include "worker/zero/partition.h"
 #include "worker/zero/precision.h"
 
@@ -82,6 +83,28 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, int64_t activati
       !ops.host_accessible()) {
     e.host_bytes += e.params;  // the parameter partition lives in host memory
     e.params = 0;
+  }
+  if (zero.offload_param.device == config::OffloadDevice::kNvme && stage == 3) {
+    // The partition in its swap file; in memory only the swap's buffers (host memory: a CPU
+    // rank's own, beside a GPU the offload's).
+    std::vector<int64_t> chunks;
+    for (const Unit& unit : p.units()) chunks.push_back(unit.chunk);
+    e.nvme_bytes += ParamSwap::FileBytes(chunks, half);
+    const int64_t buffers = ParamSwap::BufferBytes(chunks, half, zero.offload_param.buffer_count);
+    e.params = ops.host_accessible() ? buffers : 0;
+    if (!ops.host_accessible()) e.host_bytes += buffers;
+    // An update on the rank's device brings a window's parameters in a piece at a time
+    // (ZeroState::AdamWSwappedParams: host staging, beside a GPU a device copy too); with the
+    // state in host memory beside a GPU they go through its staging instead.
+    if (ops.host_accessible() || e.offload == config::OffloadDevice::kNone ||
+        e.optimizer_state > 0) {
+      int64_t most = 0;
+      for (const UpdateWindowCut& w : CutUpdateWindows(p, true, zero.sub_group_size)) {
+        most = std::max(most, w.len);
+      }
+      const int64_t piece = half * std::min(most, kParamUpdatePieceFloats);
+      e.comm_buffers_peak += piece;
+    }
   }
   e.activations = activations;
 
@@ -165,7 +188,8 @@ std::string DescribeEstimates(const std::vector<MemoryEstimate>& estimates,
   row("params", [](const MemoryEstimate& e) { return double(e.params); });
   row("grads", [](const MemoryEstimate& e) { return double(e.grads); });
   row("optimizer_state", [](const MemoryEstimate& e) { return double(e.optimizer_state); });
-  if (!estimates.empty() && estimates[0].offload == config::OffloadDevice::kNvme) {
+  if (std::any_of(estimates.begin(), estimates.end(),
+                  [](const MemoryEstimate& e) { return e.nvme_bytes > 0; })) {
     row("  (on NVMe, not in memory)", [](const MemoryEstimate& e) { return double(e.nvme_bytes); });
   }
   if (std::any_of(estimates.begin(), estimates.end(),

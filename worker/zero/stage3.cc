@@ -86,13 +86,21 @@ absl::Status Stage3::StartGather(int u) {
   DT_ASSIGN_OR_RETURN(
       s.gathered, Tensor::Empty(ops_->allocator(), storage_, {n}, MemoryCategory::kGatheredParams));
   live_floats_ += n;
-  View mine = params_.view().Sub(unit.owned_offset, unit.chunk);
-  if (params_on_host_) {
-    // offload_param: this rank's chunk crosses from host memory into its place in the gathered
-    // buffer, and the all-gather runs in place.
-    const View slot = s.gathered.view().Sub(partition_.rank() * unit.chunk, unit.chunk);
-    ops_->CopyFromHost(slot, mine.data());
-    mine = slot;
+  View mine;
+  if (param_swap() != nullptr || params_on_host_) {
+    // offload_param: this rank's chunk crosses from host memory (from NVMe: through a swap
+    // buffer, read ahead where Prefetch could) into its place in the gathered buffer, and the
+    // all-gather runs in place.
+    mine = s.gathered.view().Sub(partition_.rank() * unit.chunk, unit.chunk);
+    if (param_swap() != nullptr) {
+      DT_ASSIGN_OR_RETURN(const char* chunk, param_swap()->Acquire(u));
+      ops_->CopyFromHost(mine, chunk);
+      param_swap()->Release(u);
+    } else {
+      ops_->CopyFromHost(mine, params_.view().Sub(unit.owned_offset, unit.chunk).data());
+    }
+  } else {
+    mine = params_.view().Sub(unit.owned_offset, unit.chunk);
   }
   if (!distributed()) {
     // One rank's chunk is the whole unit.
@@ -131,7 +139,16 @@ absl::Status Stage3::Prefetch() {
   }
   const std::vector<int> next = coordinator_.Prefetch(
       [&](int u) { return units_[u].gathered.defined(); }, in_flight, live_floats_);
-  for (int u : next) DT_RETURN_IF_ERROR(StartGather(u));
+  for (int u : next) {
+    // Parameters on NVMe: a unit's gather starts once its chunk's read has landed; until then
+    // the read runs behind the computation (offload_param.buffer_count reads at most), and a
+    // later Prefetch, or the acquisition, starts the gather.
+    if (param_swap() != nullptr && !param_swap()->Ready(u)) {
+      param_swap()->Prefetch(u);
+      continue;
+    }
+    DT_RETURN_IF_ERROR(StartGather(u));
+  }
   return absl::OkStatus();
 }
 

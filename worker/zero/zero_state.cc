@@ -172,11 +172,7 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
   const int64_t owned = partition_.owned_total();
   const config::OffloadOptimizerConfig& o = config_.offload_optimizer;
   const config::OffloadParamConfig& op = config_.offload_param;
-  if (op.device == config::OffloadDevice::kNvme) {
-    return absl::UnimplementedError(
-        "zero_optimization.offload_param.device \"nvme\": not built yet (\"cpu\" is)");
-  }
-  if (op.device == config::OffloadDevice::kCpu && !params_partitioned_) {
+  if (op.device != config::OffloadDevice::kNone && !params_partitioned_) {
     return absl::InvalidArgumentError(absl::StrCat(
         "zero_optimization.offload_param.device: parameter offload needs ZeRO stage 3 (this is "
         "stage ",
@@ -214,10 +210,16 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
           op.pin_memory || o.pin_memory ? ", page-locked" : ""));
     }
   }
-  DT_ASSIGN_OR_RETURN(params_, Tensor::Zeros(params_on_host_ ? host_ : a, storage_, {param_elems},
-                                             MemoryCategory::kParams));
+  windows_ = UpdateWindows();  // before the swap files: the optimizer's follows this cut
+  if (op.device == config::OffloadDevice::kNvme) {
+    // The buffers are host memory: the rank's own on a CPU rank, else the offload's.
+    if (!ops_->host_accessible()) DT_RETURN_IF_ERROR(ensure_host());
+    DT_RETURN_IF_ERROR(AllocateParamSwap(offload, ops_->host_accessible() ? a : host_));
+  } else {
+    DT_ASSIGN_OR_RETURN(params_, Tensor::Zeros(params_on_host_ ? host_ : a, storage_, {param_elems},
+                                               MemoryCategory::kParams));
+  }
   DT_ASSIGN_OR_RETURN(grads_, Tensor::Zeros(a, grads_dtype_, {grad_elems}, MemoryCategory::kGrads));
-  windows_ = UpdateWindows();
   const int n_windows = static_cast<int>(windows_.size());
   bool offloaded = o.device != config::OffloadDevice::kNone;
   if (offloaded && ops_->host_accessible()) {
@@ -298,18 +300,71 @@ std::vector<ZeroState::UpdateWindow> ZeroState::UpdateWindows() const {
   return out;
 }
 
+absl::Status ZeroState::EnsureSwapEngine(const OffloadContext& offload) {
+  if (swap_engine_ != nullptr) return absl::OkStatus();
+  offload::SwapEngine::Options engine_options = offload::SwapEngine::OptionsFromAio(offload.aio);
+  engine_options.make_queue = offload.make_queue;
+  DT_ASSIGN_OR_RETURN(swap_engine_, offload::SwapEngine::Create(std::move(engine_options)));
+  return absl::OkStatus();
+}
+
+absl::Status ZeroState::AllocateParamSwap(const OffloadContext& offload, tensor::Allocator* host) {
+  const config::OffloadParamConfig& op = config_.offload_param;
+  const config::OffloadOptimizerConfig& o = config_.offload_optimizer;
+  std::vector<int64_t> chunks;
+  for (const Unit& unit : partition_.units()) chunks.push_back(unit.chunk);
+  const int64_t elem = DTypeSize(storage_);
+  const int rank = offload.rank >= 0 ? offload.rank : partition_.rank();
+  if (op.nvme_path.empty()) {
+    return absl::InvalidArgumentError(
+        "zero_optimization.offload_param.nvme_path: needed with offload_param.device \"nvme\"");
+  }
+  DT_RETURN_IF_ERROR(EnsureSwapEngine(offload));
+  const int64_t file_bytes = ParamSwap::FileBytes(chunks, elem);
+  // One directory per job and rank under a path (its lock): with the optimizer's files under
+  // the same nvme_path it holds both, and the space check counts both.
+  const bool shared = o.device == config::OffloadDevice::kNvme && o.nvme_path == op.nvme_path;
+  int64_t needed = file_bytes;
+  if (shared) {
+    std::vector<int64_t> lengths;
+    for (const UpdateWindow& w : windows_) lengths.push_back(w.len);
+    needed += OptimizerSwap::FileBytes(lengths, mixed() ? 3 : 2);
+  }
+  std::unique_ptr<offload::SwapDir>& dir = shared ? swap_dir_ : param_dir_;
+  DT_ASSIGN_OR_RETURN(dir, offload::SwapDir::Prepare(op.nvme_path, offload.job, rank, needed));
+  DT_ASSIGN_OR_RETURN(param_swap_,
+                      ParamSwap::Create(chunks, elem, {op.buffer_count, op.buffer_size},
+                                        swap_engine_.get(), *dir, host));
+  std::string measured;
+  if (!shared) {  // the optimizer's swap tests a shared directory itself
+    DT_ASSIGN_OR_RETURN(const offload::Bandwidth bw,
+                        offload::MeasureBandwidth(*swap_engine_, *dir,
+                                                  std::min(file_bytes, kParamSelfTestBytes), host));
+    measured = absl::StrFormat("; self-test %.1f MB: write %.0f MB/s, read %.0f MB/s",
+                               bw.bytes / 1e6, bw.write_mb_s, bw.read_mb_s);
+  }
+  if (offload.log) {
+    offload.log(absl::StrFormat(
+        "offload: parameters on NVMe at %s (%.1f MB in %d chunks; %d buffers in host memory, "
+        "each gather reads its chunk%s)",
+        dir->path(), param_swap_->file_bytes() / 1e6, static_cast<int>(chunks.size()),
+        static_cast<int>(param_swap_->buffer_count()), measured));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ZeroState::AllocateSwap(const OffloadContext& offload) {
   const config::OffloadOptimizerConfig& o = config_.offload_optimizer;
   std::vector<int64_t> lengths;
   for (size_t i = first_home_window_; i < windows_.size(); ++i) lengths.push_back(windows_[i].len);
   const int arrays = mixed() ? 3 : 2;
   const int rank = offload.rank >= 0 ? offload.rank : partition_.rank();
-  offload::SwapEngine::Options engine_options = offload::SwapEngine::OptionsFromAio(offload.aio);
-  engine_options.make_queue = offload.make_queue;
-  DT_ASSIGN_OR_RETURN(swap_engine_, offload::SwapEngine::Create(std::move(engine_options)));
+  DT_RETURN_IF_ERROR(EnsureSwapEngine(offload));
   const int64_t file_bytes = OptimizerSwap::FileBytes(lengths, arrays);
-  DT_ASSIGN_OR_RETURN(swap_dir_,
-                      offload::SwapDir::Prepare(o.nvme_path, offload.job, rank, file_bytes));
+  if (swap_dir_ == nullptr) {  // else made for both offloads (AllocateParamSwap)
+    DT_ASSIGN_OR_RETURN(swap_dir_,
+                        offload::SwapDir::Prepare(o.nvme_path, offload.job, rank, file_bytes));
+  }
   OptimizerSwap::Options so;
   so.arrays = arrays;
   so.buffer_count = o.buffer_count;
@@ -481,20 +536,63 @@ absl::StatusOr<View> ZeroState::FlatOnDevice(const float* host, Tensor& staging)
 }
 
 void ZeroState::FillParamsFromFlat(const View& flat) {
-  const View params = params_.view();
   if (mixed() && params_partitioned_) {
     // The 16-bit working copy of this rank's chunks is the rounding of its master weights.
     (void)ParamsFromMaster();  // an error is sticky in ops_ or returned by the swap's next use
     return;
   }
-  ParamOps().Fill(params, 0.f);
+  (void)ZeroParams();
   for (const Piece& p :
        params_partitioned_ ? partition_.OwnedPieces() : partition_.PaddedPieces()) {
     (void)ParamsFromF32(p.at, flat.Sub(p.flat, p.count));  // an error is sticky in ops_
   }
 }
 
+absl::Status ZeroState::ZeroParams() {
+  if (param_swap_ == nullptr) {
+    ParamOps().Fill(params_.view(), 0.f);
+    return ops_->status();
+  }
+  const int64_t n = param_swap_->owned_elements();
+  const std::vector<char> zeros(std::min(n, kStoreStagingFloats) * DTypeSize(storage_), 0);
+  for (int64_t at = 0; at < n; at += kStoreStagingFloats) {
+    DT_RETURN_IF_ERROR(
+        param_swap_->WriteRange(at, std::min(kStoreStagingFloats, n - at), zeros.data()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ZeroState::ParamsFromSource(env::ByteSource& source, int64_t at, int64_t n) {
+  const int64_t elem = DTypeSize(storage_);
+  std::vector<char> staging(std::min(n, kStoreStagingFloats) * elem);
+  for (int64_t done = 0; done < n;) {
+    const int64_t len = std::min<int64_t>(n - done, kStoreStagingFloats);
+    DT_RETURN_IF_ERROR(source.Read(staging.data(), len * elem));
+    DT_RETURN_IF_ERROR(param_swap_->WriteRange(at + done, len, staging.data()));
+    done += len;
+  }
+  return absl::OkStatus();
+}
+
+ZeroState::ParamSwapTraffic ZeroState::TakeParamSwapTraffic() {
+  if (param_swap_ == nullptr) return {};
+  const int64_t moved = param_swap_->bytes_read() + param_swap_->bytes_written();
+  ParamSwapTraffic t{moved - param_swap_bytes_seen_, param_swap_->TakeWaitSeconds()};
+  param_swap_bytes_seen_ = moved;
+  return t;
+}
+
 absl::Status ZeroState::ParamsFromF32(int64_t at, const View& src) {
+  if (param_swap_ != nullptr) {
+    // Rounded on the device (a copy of the f32 under fp32), then through the host into the swap.
+    DT_ASSIGN_OR_RETURN(Tensor rounded, Tensor::Empty(ops_->allocator(), storage_, {src.numel()},
+                                                      MemoryCategory::kCommBuffers));
+    ops_->Convert(rounded.view(), src);
+    std::vector<char> host(rounded.view().bytes());
+    ops_->CopyToHost(host.data(), rounded.view());
+    DT_RETURN_IF_ERROR(ops_->status());
+    return param_swap_->WriteRange(at, src.numel(), host.data());
+  }
   const View dst = params_.view().Sub(at, src.numel());
   if (!params_on_host_) {
     ops_->Convert(dst, src);
@@ -644,7 +742,7 @@ absl::Status ZeroState::ViewToHome(int which, int64_t at, const View& src) {
 }
 
 absl::Status ZeroState::ParamsFromMaster() {
-  if (home_ == nullptr && !params_on_host_) {
+  if (home_ == nullptr && !params_on_host_ && param_swap_ == nullptr) {
     for (const Unit& unit : partition_.units()) {
       ops_->Convert(params_.view().Sub(ParamChunk(unit), unit.chunk),
                     master_.view().Sub(unit.owned_offset, unit.chunk));
@@ -720,8 +818,9 @@ absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
   Tensor on_device;  // offload_param: a window's parameters on the device while it is updated
   auto update = [&](const UpdateWindow& w, const View& master, const View& m,
                     const View& v) -> absl::Status {
-    View p = params.Sub(w.param_at, w.len);
     const View g = grads.Sub(w.grad_at, w.len);
+    if (param_swap_ != nullptr) return AdamWSwappedParams(w.param_at, master, g, m, v, args);
+    View p = params.Sub(w.param_at, w.len);
     if (params_on_host_) {
       if (on_device.numel() < w.len) {
         auto t = Tensor::Empty(ops_->allocator(), storage_, {w.len}, MemoryCategory::kCommBuffers);
@@ -774,6 +873,43 @@ absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
   return ops_->status();
 }
 
+// The update of a window whose parameters live in the swap (docs/offload.md, "Parameters on
+// NVMe"): a piece at a time, the parameters come into host memory, are updated (on a GPU rank on
+// the device, crossing both ways) and go back. AdamW is elementwise, so cutting the window into
+// pieces changes no bit.
+absl::Status ZeroState::AdamWSwappedParams(int64_t param_at, const View& master, const View& g,
+                                           const View& m, const View& v,
+                                           const device::AdamWArgs& args) {
+  const int64_t len = g.numel();
+  const int64_t piece = std::min(len, kParamUpdatePieceFloats);
+  tensor::Allocator* host = ops_->host_accessible() ? ops_->allocator() : host_;
+  DT_ASSIGN_OR_RETURN(Tensor staging,
+                      Tensor::Empty(host, storage_, {piece}, MemoryCategory::kCommBuffers));
+  Tensor on_device;
+  if (!ops_->host_accessible()) {
+    DT_ASSIGN_OR_RETURN(on_device, Tensor::Empty(ops_->allocator(), storage_, {piece},
+                                                 MemoryCategory::kCommBuffers));
+  }
+  for (int64_t at = 0; at < len; at += piece) {
+    const int64_t n = std::min(piece, len - at);
+    void* staged = staging.raw();
+    DT_RETURN_IF_ERROR(param_swap_->ReadRange(param_at + at, n, staged));
+    View p = View::Flat(staged, storage_, n);
+    if (!ops_->host_accessible()) {
+      p = on_device.view().Sub(0, n);
+      ops_->CopyFromHost(p, staged);
+    }
+    const View gp = g.Sub(at, n), mp = m.Sub(at, n), vp = v.Sub(at, n);
+    ops_->AdamW(mixed() ? device::AdamWViews{master.Sub(at, n), gp, mp, vp, p}
+                        : device::AdamWViews{p, gp, mp, vp, View()},
+                args);
+    if (!ops_->host_accessible()) ops_->CopyToHost(staged, p);
+    DT_RETURN_IF_ERROR(ops_->status());
+    DT_RETURN_IF_ERROR(param_swap_->WriteRange(param_at + at, n, staged));
+  }
+  return absl::OkStatus();
+}
+
 // ZeRO-Offload's step (docs/offload.md, "Host offload"): the gradients of a window, already
 // reduced, cross to the host (stages 2-3: streamed there during backward, StreamUnitGrads), to be
 // unscaled by args.grad_scale and clipped there; the CPU's AdamW
@@ -800,7 +936,7 @@ absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
     const UpdateWindow& w = home_windows[i];
     const int slot = i % 2;
     if (!stream_grads_) ops_->CopyToHostAsync(host_grad_[slot].raw(), grads.Sub(w.grad_at, w.len));
-    if (!mixed() && !params_on_host_) {
+    if (!mixed() && !params_on_host_ && param_swap_ == nullptr) {
       ops_->CopyToHostAsync(host_param_[slot].raw(), params.Sub(w.param_at, w.len));
     }
     fetched[slot] = ops_->RecordFence();
@@ -821,9 +957,13 @@ absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
     if (i + 1 < n) fetch(i + 1);
     const View g = stream_grads_ ? host_grads_.view().Sub(w.grad_at - device_state_, w.len)
                                  : host_grad_[slot].view().Sub(0, w.len);
-    // offload_param: the parameters are updated where they live, in host memory.
+    // offload_param: the parameters are updated where they live, in host memory; from NVMe
+    // they come into the slot and go back after the update.
     const View p =
         params_on_host_ ? params.Sub(w.param_at, w.len) : host_param_[slot].view().Sub(0, w.len);
+    if (param_swap_ != nullptr) {
+      DT_RETURN_IF_ERROR(param_swap_->ReadRange(w.param_at, w.len, p.data()));
+    }
     auto array = [&](int which) {
       return View::Flat(arrays[SwapArray(which)], DType::kF32, w.len);
     };
@@ -831,6 +971,7 @@ absl::Status ZeroState::AdamWOnHost(const device::AdamWArgs& args) {
                              : device::AdamWViews{p, g, array(1), array(2), View()},
                      args);
     DT_RETURN_IF_ERROR(host_ops_->status());
+    if (param_swap_ != nullptr) return param_swap_->WriteRange(w.param_at, w.len, p.data());
     // The slot is not refilled before this copy has read it (the next fetch into it is queued
     // after it).
     if (!params_on_host_) ops_->CopyFromHostAsync(params.Sub(w.param_at, w.len), p.data());

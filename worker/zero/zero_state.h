@@ -58,6 +58,7 @@
 #include "worker/tensor/tensor.h"
 #include "worker/zero/optimizer_home.h"
 #include "worker/zero/optimizer_swap.h"
+#include "worker/zero/param_swap.h"
 #include "worker/zero/partition.h"
 #include "worker/zero/precision.h"
 
@@ -148,11 +149,24 @@ class ZeroState : public model::ParamAccess {
   // The host memory an offloaded optimizer keeps beside a GPU (its state and staging), by
   // category; null where there is none.
   const tensor::Allocator* host_allocator() const {
-    return (home_ != nullptr || params_on_host_) && !ops_->host_accessible() ? host_ : nullptr;
+    return (home_ != nullptr || params_on_host_ || param_swap_ != nullptr) &&
+                   !ops_->host_accessible()
+               ? host_
+               : nullptr;
   }
   // zero_optimization.offload_param.device "cpu" on a GPU rank: this rank's parameter partition
   // is in host memory.
   bool params_on_host() const { return params_on_host_; }
+  // offload_param.device "nvme": this rank's parameter partition is in a swap file.
+  bool params_on_nvme() const { return param_swap_ != nullptr; }
+  // NVMe parameter offload: the parameter swap file's bytes and what the gathers and updates
+  // moved through it since the last call (bytes read and written, seconds gathers waited).
+  int64_t param_file_bytes() const { return param_swap_ ? param_swap_->file_bytes() : 0; }
+  struct ParamSwapTraffic {
+    int64_t bytes = 0;
+    double wait_seconds = 0;
+  };
+  ParamSwapTraffic TakeParamSwapTraffic();
   // NVMe offload: the swap file's bytes and the last update's I/O seconds (total, unhidden).
   int64_t swap_file_bytes() const;
   double swap_wait_seconds() const;
@@ -298,6 +312,8 @@ class ZeroState : public model::ParamAccess {
                               : unit.padded_offset + partition_.rank() * unit.chunk;
   }
   int world() const { return partition_.world(); }
+  // offload_param "nvme": the parameter partition's swap (stage 3's gathers read it); else null.
+  ParamSwap* param_swap() const { return param_swap_.get(); }
   bool distributed() const { return dp_ != nullptr && dp_->size() > 1; }
   int64_t ModuleFloats(int module) const { return layout_.modules()[module].numel; }
   // A buffer for a collective: the view on the device's communication stream.
@@ -380,6 +396,10 @@ class ZeroState : public model::ParamAccess {
   };
   std::vector<UpdateWindow> UpdateWindows() const;
   absl::Status AllocateSwap(const OffloadContext& offload);
+  // offload_param "nvme": the parameter swap (and its directory, shared with the optimizer's when
+  // both name one nvme_path) with its buffers from `host`.
+  absl::Status AllocateParamSwap(const OffloadContext& offload, tensor::Allocator* host);
+  absl::Status EnsureSwapEngine(const OffloadContext& offload);
   absl::Status AllocateHost(const OffloadContext& offload);
   // The update with the state in its home on a GPU rank: per window, the gradients (and fp32
   // weights) to the host, the CPU's AdamW there, the new weights back.
@@ -408,6 +428,15 @@ class ZeroState : public model::ParamAccess {
   // params_[at, at + n) = the rounding to the storage dtype of `src` (n f32 on the device),
   // wherever params_ lives.
   absl::Status ParamsFromF32(int64_t at, const tensor::View& src);
+  // Every parameter element this rank keeps (padding included) zero, wherever they live.
+  absl::Status ZeroParams();
+  // NVMe parameters: elements [at, at + n) of the owned space from the next bytes of `source`.
+  absl::Status ParamsFromSource(env::ByteSource& source, int64_t at, int64_t n);
+  // The AdamW of one window whose parameters are in the swap: kParamUpdatePieceFloats at a time
+  // through host memory (and the device, on a GPU rank); the other views are the window's.
+  absl::Status AdamWSwappedParams(int64_t param_at, const tensor::View& master,
+                                  const tensor::View& g, const tensor::View& m,
+                                  const tensor::View& v, const device::AdamWArgs& args);
   // The ops that reach params_ directly: the host's under offload_param, else the device's.
   device::Ops& ParamOps() const { return params_on_host_ ? *host_ops_ : *ops_; }
   // The bytes of `views` as host memory: the views themselves where the host reaches them, else
@@ -424,6 +453,7 @@ class ZeroState : public model::ParamAccess {
   absl::Status ReadIntoView(env::ByteSource& source, const tensor::View& dst);
   absl::StatusOr<env::ChunkSource> SwappedShardChunks();
   static constexpr int64_t kSwapSelfTestBytes = int64_t{64} << 20;
+  static constexpr int64_t kParamSelfTestBytes = int64_t{16} << 20;
   // Offload. Host memory first (what follows allocates from it, so goes first): the rank's own
   // on a CPU rank, else the context's or own_host_ (page-locked under pin_memory).
   std::unique_ptr<tensor::Allocator> own_host_;
@@ -433,6 +463,11 @@ class ZeroState : public model::ParamAccess {
   // The state's home (optimizer_home.h), and the same as an OptimizerSwap under NVMe.
   std::unique_ptr<OptimizerHome> home_;
   OptimizerSwap* swap_ = nullptr;
+  // offload_param "nvme" (stage 3): the parameter partition's swap file (params_ is then empty),
+  // in param_dir_ or, when both offloads name one nvme_path, in swap_dir_.
+  std::unique_ptr<offload::SwapDir> param_dir_;
+  std::unique_ptr<ParamSwap> param_swap_;
+  int64_t param_swap_bytes_seen_ = 0;
   // A GPU rank's update on the host: the CPU kernels, and two windows' gradients and weights in
   // transit (one being updated while the next one's cross).
   std::unique_ptr<device::Ops> host_ops_;

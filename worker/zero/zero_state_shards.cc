@@ -44,7 +44,7 @@ absl::StatusOr<env::ChunkSource> ZeroState::ShardChunks(std::string* head) {
   head->append(reinterpret_cast<const char*>(&h), sizeof(h));
   const int64_t n = partition_.owned_total();
   // Parameters: this rank's chunks in unit order (mixed: the fp32 master weights), then m, v.
-  if (home_ != nullptr) return SwappedShardChunks();
+  if (home_ != nullptr || param_swap_ != nullptr) return SwappedShardChunks();
   std::vector<View> views;
   if (mixed()) {
     views.push_back(master_.view());
@@ -113,6 +113,8 @@ absl::Status ZeroState::LoadShard(env::ByteSource& shard) {
   if (mixed()) {
     DT_RETURN_IF_ERROR(SourceToState(shard, 0, 0, n));
     DT_RETURN_IF_ERROR(ParamsFromMaster());
+  } else if (param_swap_ != nullptr) {
+    DT_RETURN_IF_ERROR(ParamsFromSource(shard, 0, n));  // stage 3: the chunks are the owned space
   } else {
     for (const Unit& unit : partition_.units()) {
       DT_RETURN_IF_ERROR(read(params_.view().Sub(ParamChunk(unit), unit.chunk)));
@@ -161,7 +163,7 @@ absl::Status ZeroState::BeginStoreOwned() {
   DropGathered();  // stale: the parameters change
   store_pieces_ = partition_.OwnedPieces();
   // Zero first: padding (and, stages 1-2, the chunks other ranks own until the gather) stays 0.
-  ParamOps().Fill(params_.view(), 0.f);
+  DT_RETURN_IF_ERROR(ZeroParams());
   ops_->Fill(grads_.view(), 0.f);
   if (device_state_ > 0) {
     if (mixed()) ops_->Fill(master_.view(), 0.f);
@@ -187,6 +189,7 @@ absl::Status ZeroState::StoreOwned(int array, int64_t flat, int64_t count,
   const Unit& unit = partition_.units()[std::prev(next) - store_pieces_.begin()];
   const int64_t into = flat - piece.flat;
   if (array > 0 || mixed()) return SourceToState(source, array, piece.at + into, count);
+  if (param_swap_ != nullptr) return ParamsFromSource(source, ParamChunk(unit) + into, count);
   return ReadIntoView(source, params_.view().Sub(ParamChunk(unit) + into, count));
 }
 
@@ -241,7 +244,7 @@ absl::StatusOr<env::ChunkSource> ZeroState::SwappedShardChunks() {
   const int64_t n = partition_.owned_total();
   const int first_array = mixed() ? 0 : 1;
   std::vector<View> views;
-  if (!mixed()) {
+  if (!mixed() && param_swap_ == nullptr) {
     for (const Unit& unit : partition_.units()) {
       views.push_back(params_.view().Sub(ParamChunk(unit), unit.chunk));
     }
@@ -258,11 +261,23 @@ absl::StatusOr<env::ChunkSource> ZeroState::SwappedShardChunks() {
     int which;  // the optimizer array being read: 0 (mixed: master), 1 (m), 2 (v); 3: done
     int64_t at = 0;
   };
-  auto cursor = std::make_shared<Cursor>(
-      Cursor{env::PiecesSource(
-                 std::vector<absl::string_view>(staged.begin(), staged.begin() + param_views)),
-             false, std::vector<absl::string_view>(staged.begin() + param_views, staged.end()),
-             first_array});
+  env::ChunkSource params = env::PiecesSource(
+      std::vector<absl::string_view>(staged.begin(), staged.begin() + param_views));
+  if (!mixed() && param_swap_ != nullptr) {
+    // fp32 parameters on NVMe (stage 3: the owned space in order), a piece at a time.
+    auto staging = std::make_shared<std::vector<char>>(std::min(n, kStoreStagingFloats) * 4);
+    auto next = std::make_shared<int64_t>(0);
+    params = [this, n, staging, next]() -> absl::StatusOr<absl::string_view> {
+      const int64_t len = std::min(n - *next, kStoreStagingFloats);
+      if (len == 0) return absl::string_view();
+      DT_RETURN_IF_ERROR(param_swap_->ReadRange(*next, len, staging->data()));
+      *next += len;
+      return absl::string_view(staging->data(), len * 4);
+    };
+  }
+  auto cursor = std::make_shared<Cursor>(Cursor{
+      std::move(params), false,
+      std::vector<absl::string_view>(staged.begin() + param_views, staged.end()), first_array});
   return [this, n, first_array, cursor]() -> absl::StatusOr<absl::string_view> {
     if (!cursor->params_done) {
       DT_ASSIGN_OR_RETURN(const absl::string_view piece, cursor->params());

@@ -156,7 +156,7 @@ TEST(ZeroStateTest, GradientsOfAnUnreleasedModuleAreAnError) {
 }
 
 // A ZeroConfig built by hand (the library, tests) gets the checks the job file's parser makes:
-// parameter offload is a stage-3 feature, and its NVMe form is not built.
+// parameter offload is a stage-3 feature, and its NVMe form needs a path.
 TEST(ZeroStateTest, ParamOffloadOutsideWhatIsBuiltIsRefusedByName) {
   const model::ParamLayout layout = Layout();
   tensor::CpuAllocator alloc;
@@ -165,9 +165,12 @@ TEST(ZeroStateTest, ParamOffloadOutsideWhatIsBuiltIsRefusedByName) {
   c.stage = 3;
   c.offload_param.device = config::OffloadDevice::kNvme;
   EXPECT_THAT(ZeroState::Create(layout, c, nullptr, {}, &ops).status(),
-              ::dstrain::testing::StatusIs(absl::StatusCode::kUnimplemented,
-                                           ::testing::HasSubstr("offload_param.device \"nvme\"")));
+              ::dstrain::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                           ::testing::HasSubstr("offload_param.nvme_path")));
   c.stage = 2;
+  EXPECT_THAT(ZeroState::Create(layout, c, nullptr, {}, &ops).status(),
+              ::dstrain::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                           ::testing::HasSubstr("needs ZeRO stage 3")));
   c.offload_param.device = config::OffloadDevice::kCpu;
   EXPECT_THAT(ZeroState::Create(layout, c, nullptr, {}, &ops).status(),
               ::dstrain::testing::StatusIs(absl::StatusCode::kInvalidArgument,
