@@ -8,7 +8,8 @@
 #          measured in the same run (adamw_bound: bound = best of copy/triad/update GB/s / 28 B),
 #          target >= 90%; and against torch.optim.AdamW (Debian's torch 1.13, all cores), >= 5x.
 #   train  step time of the tiny model and GPT-2 124M with offload_optimizer none / cpu / nvme,
-#          and the share of the swap I/O hidden behind the update (offload_train.py).
+#          and the share of the swap I/O hidden behind the update (offload_train.py); with
+#          --train-args "--params" also stage 3 with the parameters on NVMe beside the state.
 # Usage: bench/offload/offload_bench.sh [--part all|io|adamw|train] [--dir DIR] [--bytes N]
 #          [--rounds N] [--params N] [--reps N] [--models tiny,gpt2] [--steps N]
 #          [--train-rounds N] [--train-args "ARGS"]   (ARGS: more offload_train.py flags, e.g.

@@ -1,6 +1,8 @@
 """Training step time with the optimizer state in memory, "offloaded" to the CPU and swapped to
 NVMe (zero_optimization.offload_optimizer.device none / cpu / nvme), through `dstrain train` on
-one rank at ZeRO stage 1, for offload_bench.sh. Prints a Markdown table.
+one rank at ZeRO stage 1, for offload_bench.sh; with --params also at stage 3 with nothing
+offloaded ("s3-none") and with both the optimizer state and the parameters on NVMe
+("s3-nvme+params", offload_param "nvme"). Prints a Markdown table.
 
     python3 offload_train.py --dstrain PATH --dir WORKDIR [--models tiny,gpt2] [--steps 5]
 
@@ -10,11 +12,13 @@ random (one llm.c shard made here), fp32 by default. The modes alternate within 
 slow spell of the machine hits them alike; each reports the median step_ms of its measured steps
 (the metrics JSONL, after --warmup steps) and the table the median over rounds.
 
-The share of I/O hidden: each step reads the whole swap file and writes it back (every sub-group
-once each way), nvme_bytes per direction. Its I/O time is estimated from the bandwidths the run's
-own start-up self-test logged (same engine, aio settings, buffers and file):
-io_s = nvme_bytes / read_bw + nvme_bytes / write_bw; hidden = 1 - swap_wait_s / io_s, where
-swap_wait_s (metrics) is what the update waited for its I/O. The worker reports no per-step I/O
+The share of I/O hidden: each step moves swap_bytes (metrics: the optimizer's file in and out,
+and with parameters on NVMe the gathers' reads and the update's reads and writes of theirs). Its
+I/O time is estimated from the bandwidths the run's own start-up self-test logged (same engine,
+aio settings and path), as half reads and half writes: io_s = swap_bytes / 2 / read_bw +
+swap_bytes / 2 / write_bw (exact for the optimizer's file; the parameters' traffic is more reads
+than writes); hidden = 1 - swap_wait_s / io_s, where swap_wait_s (metrics) is what the step waited
+for its I/O. The worker reports no per-step I/O
 busy time, so this is an estimate; "exposed" is the step time over the no-offload run's instead.
 """
 import argparse
@@ -33,6 +37,7 @@ MODELS = {
     "gpt2": (12, 12, 768, 50257, 1024, 64, 4, 8 << 20),
 }
 MODES = ["none", "cpu", "nvme"]
+PARAM_MODES = ["s3-none", "s3-nvme+params"]
 SELF_TEST = re.compile(r"offload: optimizer state on NVMe at .*self-test ([\d.]+) MB: "
                        r"write ([\d.]+) MB/s, read ([\d.]+) MB/s")
 
@@ -48,13 +53,17 @@ def write_shard(path, vocab, ntok, seed=1):
 
 def make_job(args, model, mode, shard, path):
     L, H, C, V, block, T, B, group = MODELS[model]
-    zero = {"stage": 1, "sub_group_size": args.sub_group_size or group}
-    if mode != "none":
-        zero["offload_optimizer"] = {"device": mode}
-    if mode == "nvme":
-        zero["offload_optimizer"].update({
-            "nvme_path": args.nvme_path, "buffer_count": args.buffer_count,
-            "pipeline_read": True, "pipeline_write": True})
+    zero = {"stage": 3 if mode.startswith("s3-") else 1,
+            "sub_group_size": args.sub_group_size or group}
+    device = mode[3:] if mode.startswith("s3-") else mode
+    if device.startswith("nvme"):
+        zero["offload_optimizer"] = {
+            "device": "nvme", "nvme_path": args.nvme_path, "buffer_count": args.buffer_count,
+            "pipeline_read": True, "pipeline_write": True}
+    elif device != "none":
+        zero["offload_optimizer"] = {"device": device}
+    if device == "nvme+params":
+        zero["offload_param"] = {"device": "nvme", "nvme_path": args.nvme_path}
     job = {
         "train_micro_batch_size_per_gpu": B, "gradient_accumulation_steps": 1,
         "optimizer": {"type": "AdamW", "params": {"lr": 3e-4, "weight_decay": 0.0}},
@@ -87,15 +96,15 @@ def run(args, model, mode, shard):
         sys.exit(f"{model} {mode}: dstrain train exited {rc}; see {base}.log")
     lines = [json.loads(l) for l in open(metrics)][args.warmup:]
     out = {"step_s": statistics.median(l["step_ms"] for l in lines) / 1e3}
-    if mode == "nvme":
+    if "nvme" in mode:
         m = SELF_TEST.search(open(base + ".log").read())
         if not m:
-            sys.exit(f"{model} nvme: no self-test line in {base}.log")
+            sys.exit(f"{model} {mode}: no self-test line in {base}.log")
         write_bw, read_bw = float(m.group(2)) * 1e6, float(m.group(3)) * 1e6
-        nvme = lines[0]["nvme_bytes"]
-        out.update(nvme_bytes=nvme, write_bw=write_bw, read_bw=read_bw,
+        moved = statistics.median(l["swap_bytes"] for l in lines)
+        out.update(nvme_bytes=lines[0]["nvme_bytes"], write_bw=write_bw, read_bw=read_bw,
                    wait_s=statistics.median(l["swap_wait_s"] for l in lines),
-                   io_s=nvme / read_bw + nvme / write_bw)
+                   io_s=moved / 2 / read_bw + moved / 2 / write_bw)
     return out
 
 
@@ -115,7 +124,10 @@ def main():
     ap.add_argument("--aio-block-size", type=int, default=1 << 20)
     ap.add_argument("--aio-queue-depth", type=int, default=8)
     ap.add_argument("--aio-threads", type=int, default=1)
+    ap.add_argument("--params", action="store_true",
+                    help="also stage 3 without offload and with optimizer and parameters on NVMe")
     args = ap.parse_args()
+    modes = MODES + (PARAM_MODES if args.params else [])
     args.nvme_path = args.nvme_path or os.path.join(args.dir, "nvme")
     os.makedirs(args.nvme_path, exist_ok=True)
     print(f"| model | params | offload | step s (median) | vs none | swap file MB | self-test "
@@ -127,15 +139,16 @@ def main():
         ntok = (args.warmup + args.steps + 2) * B * T + 1
         if not os.path.exists(shard) or os.path.getsize(shard) != 1024 + 2 * ntok:
             write_shard(shard, V, ntok)
-        rounds = {mode: [] for mode in MODES}
+        rounds = {mode: [] for mode in modes}
         for _ in range(args.rounds):
-            for mode in MODES:
+            for mode in modes:
                 rounds[mode].append(run(args, model, mode, shard))
-        med = {mode: statistics.median(r["step_s"] for r in rounds[mode]) for mode in MODES}
+        med = {mode: statistics.median(r["step_s"] for r in rounds[mode]) for mode in modes}
         params = 12 * L * C * C + 13 * L * C + (V + block) * C + 2 * C  # GPT-2's count, unpadded
-        for mode in MODES:
+        for mode in modes:
+            base = "s3-none" if mode.startswith("s3-") else "none"
             cells = ["", "", "", "", "", ""]
-            if mode == "nvme":
+            if "nvme" in mode:
                 rs = rounds[mode]
                 io = statistics.median(r["io_s"] for r in rs)
                 wait = statistics.median(r["wait_s"] for r in rs)
@@ -143,10 +156,11 @@ def main():
                          f"{statistics.median(r['write_bw'] for r in rs) / 1e6:.0f} / "
                          f"{statistics.median(r['read_bw'] for r in rs) / 1e6:.0f}",
                          f"{io:.3f}", f"{wait:.3f}", f"**{max(0.0, 1 - wait / io):.0%}**",
-                         f"{med[mode] - med['none']:.3f}"]
+                         f"{med[mode] - med[base]:.3f}"]
             print(f"| {model} | {params / 1e6:.1f}M | {mode} | {med[mode]:.3f} | "
-                  f"{med[mode] / med['none']:.2f}x | " + " | ".join(cells) + " |")
-    print(f"\n{args.precision}, ZeRO stage 1 on 1 rank, {args.threads} threads; steps: "
+                  f"{med[mode] / med[base]:.2f}x | " + " | ".join(cells) + " |")
+    print(f"\n{args.precision}, ZeRO stage 1 (s3-: stage 3, against s3-none) on 1 rank, "
+          f"{args.threads} threads; steps: "
           f"{args.warmup} warm-up + {args.steps} measured, {args.rounds} round(s); nvme: "
           f"nvme_path {args.nvme_path}, buffer_count {args.buffer_count}, pipeline_read and "
           f"pipeline_write on, aio block {args.aio_block_size}, queue depth "
