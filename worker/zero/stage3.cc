@@ -97,7 +97,11 @@ absl::Status Stage3::StartGather(int u) {
       ops_->CopyFromHost(mine, chunk);
       param_swap()->Release(u);
     } else {
-      ops_->CopyFromHost(mine, params_.view().Sub(unit.owned_offset, unit.chunk).data());
+      // Queued behind the computation, so a prefetch's copy runs on the copy engine while the
+      // current module computes (page-locked memory; pageable memory is staged on the call).
+      // The host rewrites params_ only after waiting for a fence recorded later (the update,
+      // AdamWOnHost), or through copies on the same stream (docs/offload.md).
+      ops_->CopyFromHostAsync(mine, params_.view().Sub(unit.owned_offset, unit.chunk).data());
     }
   } else {
     mine = params_.view().Sub(unit.owned_offset, unit.chunk);

@@ -550,6 +550,8 @@ void ZeroState::FillParamsFromFlat(const View& flat) {
 
 absl::Status ZeroState::ZeroParams() {
   if (param_swap_ == nullptr) {
+    // Host-resident parameters may still feed a gather's queued copy (Stage3::StartGather).
+    if (params_on_host_) DT_RETURN_IF_ERROR(ops_->Synchronize());
     ParamOps().Fill(params_.view(), 0.f);
     return ops_->status();
   }

@@ -102,6 +102,8 @@ absl::Status ZeroState::LoadShard(env::ByteSource& shard) {
         " (LoadCheckpoint reshards such a checkpoint)"));
   }
   DropGathered();  // stale: the parameters change
+  // Host-resident parameters may still feed a gather's queued copy (Stage3::StartGather).
+  if (params_on_host_) DT_RETURN_IF_ERROR(ops_->Synchronize());
   // The next v.bytes() of the shard into v: straight into device memory the host can reach.
   auto read = [&](const View& v) -> absl::Status {
     if (ops_->host_accessible() || v.device().is_cpu()) return shard.Read(v.data(), v.bytes());
