@@ -55,11 +55,13 @@ bazel test //... "${DSTRAIN_BAZEL_CONFIG[@]}" --test_tag_filters=-manual || {
 collect main "${DSTRAIN_BAZEL_CONFIG[@]}"
 
 # CUDA targets are left out here: their tests only skip on a machine without a GPU, and building
-# every .cu file a second time would double nvcc's share of the suite's time. The integration and
-# end-to-end tests run here too (their real processes are the sanitized binaries); the few tests
-# tagged no_sanitizer say why next to the tag.
+# every .cu file a second time would double nvcc's share of the suite's time. Only what the tests
+# need is built again (--build_tests_only: not the benchmarks and tools the phase above built).
+# The integration and end-to-end tests run here too (their real processes are the sanitized
+# binaries); the few tests tagged no_sanitizer say why next to the tag.
 echo "=== tests under ASan + UBSan ==="
-bazel test //... --config=nocuda --config=asan --test_tag_filters=-manual,-no_sanitizer || {
+bazel test //... --config=nocuda --config=asan --test_tag_filters=-manual,-no_sanitizer \
+  --build_tests_only || {
   status=1
   bazel_failures=$((bazel_failures + 1))
 }
