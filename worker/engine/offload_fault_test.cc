@@ -67,20 +67,10 @@ absl::StatusOr<std::unique_ptr<Rank>> Start(const config::JobSpec& spec,
   return r;
 }
 
-// Steps [first, last); the losses of the steps taken.
+// Steps [first, last) of rank 0; the losses of the steps taken.
 absl::StatusOr<std::vector<double>> Steps(Engine& e, const config::JobSpec& spec, int first,
                                           int last) {
-  std::vector<double> losses;
-  for (int step = first; step < last; ++step) {
-    for (int m = 0; m < spec.gradient_accumulation_steps; ++m) {
-      const auto [x, y] = Batch(spec, step, 0, m);
-      DT_RETURN_IF_ERROR(e.Forward(x.data(), y.data()).status());
-      DT_RETURN_IF_ERROR(e.Backward());
-      DT_ASSIGN_OR_RETURN(auto st, e.Step());
-      if (st.has_value()) losses.push_back(st->loss);
-    }
-  }
-  return losses;
+  return testing::TrainSteps(e, spec, 0, first, last);
 }
 
 TEST(OffloadFaultTest, ShortTransfersChangeNothingErrorsFailTheStepAndResumeIsExact) {

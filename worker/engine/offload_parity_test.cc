@@ -85,27 +85,11 @@ Result Train(const config::JobSpec& spec, int first = 0, int last = kSteps,
     auto e = Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &dev.ops), spec,
                                 comm, {}, context);
     ASSERT_THAT(e, IsOk());
-    if (load != nullptr) {
-      env::StringSource source((*load)[r]);
-      ASSERT_THAT((*e)->LoadState(source), IsOk());
-      ASSERT_THAT((*e)->FinishLoad(), IsOk());
-    }
-    const int gas = static_cast<int>(spec.gradient_accumulation_steps);
-    for (int step = first; step < last; ++step) {
-      for (int m = 0; m < gas; ++m) {
-        const auto [x, y] = Batch(spec, step, r, m);
-        ASSERT_THAT((*e)->Forward(x.data(), y.data()), IsOk());
-        ASSERT_THAT((*e)->Backward(), IsOk());
-        auto st = (*e)->Step();
-        ASSERT_THAT(st, IsOk());
-        if (st->has_value()) results[r].losses.push_back((**st).loss);
-      }
-    }
-    if (save != nullptr) {
-      auto state = (*e)->SaveState();
-      ASSERT_THAT(state, IsOk());
-      (*save)[r] = *std::move(state);
-    }
+    auto losses =
+        testing::ResumeTrainSave(**e, spec, r, first, last, load != nullptr ? &(*load)[r] : nullptr,
+                                 save != nullptr ? &(*save)[r] : nullptr);
+    ASSERT_THAT(losses, IsOk());
+    results[r].losses = *std::move(losses);
     auto params = (*e)->GatherParams();
     ASSERT_THAT(params, IsOk());
     results[r].params = *std::move(params);

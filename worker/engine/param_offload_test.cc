@@ -102,27 +102,11 @@ Result Train(const config::JobSpec& spec, const Offload& o, int first = 0, int l
                                 comm, {}, context);
     ASSERT_THAT(e, IsOk());
     EXPECT_EQ((*e)->zero().params_on_nvme(), o.params_on());
-    if (load != nullptr) {
-      env::StringSource source((*load)[r]);
-      ASSERT_THAT((*e)->LoadState(source), IsOk());
-      ASSERT_THAT((*e)->FinishLoad(), IsOk());
-    }
-    const int gas = static_cast<int>(spec.gradient_accumulation_steps);
-    for (int step = first; step < last; ++step) {
-      for (int m = 0; m < gas; ++m) {
-        const auto [x, y] = Batch(spec, step, r, m);
-        ASSERT_THAT((*e)->Forward(x.data(), y.data()), IsOk());
-        ASSERT_THAT((*e)->Backward(), IsOk());
-        auto st = (*e)->Step();
-        ASSERT_THAT(st, IsOk());
-        if (st->has_value()) results[r].losses.push_back((**st).loss);
-      }
-    }
-    if (save != nullptr) {
-      auto state = (*e)->SaveState();
-      ASSERT_THAT(state, IsOk());
-      (*save)[r] = *std::move(state);
-    }
+    auto losses =
+        testing::ResumeTrainSave(**e, spec, r, first, last, load != nullptr ? &(*load)[r] : nullptr,
+                                 save != nullptr ? &(*save)[r] : nullptr);
+    ASSERT_THAT(losses, IsOk());
+    results[r].losses = *std::move(losses);
     Result& out = results[r];
     out.swap_traffic = (*e)->zero().TakeParamSwapTraffic().bytes;
     out.params_bytes = dev.Stats().current[static_cast<int>(tensor::MemoryCategory::kParams)];
@@ -287,18 +271,8 @@ TEST(ParamNvmeFaultTest, AnIoErrorFailsTheStepAndResumeIsExact) {
     return Engine::Initialize(*model::Gpt::Create(testing::ModelShape(spec), &dev.ops), spec,
                               nullptr, {}, context);
   };
-  auto steps = [&](Engine& e, int first, int last) -> absl::StatusOr<std::vector<double>> {
-    std::vector<double> losses;
-    for (int step = first; step < last; ++step) {
-      for (int m = 0; m < spec.gradient_accumulation_steps; ++m) {
-        const auto [x, y] = Batch(spec, step, 0, m);
-        DT_RETURN_IF_ERROR(e.Forward(x.data(), y.data()).status());
-        DT_RETURN_IF_ERROR(e.Backward());
-        DT_ASSIGN_OR_RETURN(auto st, e.Step());
-        if (st.has_value()) losses.push_back(st->loss);
-      }
-    }
-    return losses;
+  auto steps = [&](Engine& e, int first, int last) {
+    return testing::TrainSteps(e, spec, 0, first, last);
   };
   const Result want = Train(Spec(1, 2, 0.5, true, {}), {});
   for (const auto& [error, write] : {std::pair{EIO, false}, std::pair{ENOSPC, true}}) {

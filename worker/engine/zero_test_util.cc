@@ -7,8 +7,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/status/status_macros.h"
 #include "gtest/gtest.h"
 #include "worker/comm/fake/fake_communicator.h"
+#include "worker/env/byte_source.h"
 #include "worker/env/env.h"
 
 namespace dstrain::engine::testing {
@@ -49,6 +51,36 @@ std::pair<std::vector<int32_t>, std::vector<int32_t>> Batch(const config::JobSpe
     }
   }
   return {x, y};
+}
+
+absl::StatusOr<std::vector<double>> TrainSteps(Engine& engine, const config::JobSpec& spec,
+                                               int rank, int first, int last) {
+  std::vector<double> losses;
+  for (int step = first; step < last; ++step) {
+    for (int m = 0; m < spec.gradient_accumulation_steps; ++m) {
+      const auto [x, y] = Batch(spec, step, rank, m);
+      DT_RETURN_IF_ERROR(engine.Forward(x.data(), y.data()).status());
+      DT_RETURN_IF_ERROR(engine.Backward());
+      DT_ASSIGN_OR_RETURN(auto stepped, engine.Step());
+      if (stepped.has_value()) losses.push_back(stepped->loss);
+    }
+  }
+  return losses;
+}
+
+absl::StatusOr<std::vector<double>> ResumeTrainSave(Engine& engine, const config::JobSpec& spec,
+                                                    int rank, int first, int last,
+                                                    const std::string* load, std::string* save) {
+  if (load != nullptr) {
+    env::StringSource source(*load);
+    DT_RETURN_IF_ERROR(engine.LoadState(source));
+    DT_RETURN_IF_ERROR(engine.FinishLoad());
+  }
+  DT_ASSIGN_OR_RETURN(std::vector<double> losses, TrainSteps(engine, spec, rank, first, last));
+  if (save != nullptr) {
+    DT_ASSIGN_OR_RETURN(*save, engine.SaveState());
+  }
+  return losses;
 }
 
 std::string TestDir(const std::string& name) {

@@ -8,9 +8,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "worker/comm/communicator.h"
 #include "worker/config/config.h"
 #include "worker/device/cpu/cpu_ops.h"
+#include "worker/engine/engine.h"
 #include "worker/model/param_layout.h"
 
 namespace dstrain::engine::testing {
@@ -36,6 +38,17 @@ model::GptConfig ModelShape(const config::JobSpec& spec);
 // every stage. Returns inputs and targets, micro_batch x seq_len each.
 std::pair<std::vector<int32_t>, std::vector<int32_t>> Batch(const config::JobSpec& spec, int step,
                                                             int rank, int micro);
+
+// Steps [first, last) of `spec` on `engine` as data-parallel rank `rank`: each step's
+// gradient_accumulation_steps micro-batches of Batch, forward, backward and Step. Returns the loss
+// of each step taken; the first error stops it.
+absl::StatusOr<std::vector<double>> TrainSteps(Engine& engine, const config::JobSpec& spec,
+                                               int rank, int first, int last);
+// The same after loading `*load` (a SaveState of this rank) when it is given, saving the state
+// after the last step into `*save` when that is given.
+absl::StatusOr<std::vector<double>> ResumeTrainSave(Engine& engine, const config::JobSpec& spec,
+                                                    int rank, int first, int last,
+                                                    const std::string* load, std::string* save);
 
 // <TEST_TMPDIR>/<name> (/tmp outside Bazel), created: an nvme_path for offload tests. A failure
 // to make it fails the test.
