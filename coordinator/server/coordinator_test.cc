@@ -336,6 +336,20 @@ TEST_F(CoordinatorTest, MalformedSubmissionsAreRejectedNamingTheKeyAndStoreNothi
       {"world-absurd", Spec(100000), "job.world_size"},
       {"escape", Spec(1, "", "/data/../etc/passwd"), "data.train"},
       {"outside", Spec(1, "", "/etc/shadow"), "data.train"},
+      // Swap files are created and removed under nvme_path: only beneath the data root.
+      {"swap-outside",
+       absl::StrReplaceAll(Spec(1), {{R"({"train_micro_batch_size_per_gpu")",
+                                      R"({"zero_optimization": {"stage": 3, "offload_param": )"
+                                      R"({"device": "nvme", "nvme_path": "/var/lib"}}, )"
+                                      R"("train_micro_batch_size_per_gpu")"}}),
+       "zero_optimization.offload_param.nvme_path"},
+      {"state-swap-outside",
+       absl::StrReplaceAll(Spec(1), {{R"({"train_micro_batch_size_per_gpu")",
+                                      R"({"zero_optimization": {"stage": 2, )"
+                                      R"("offload_optimizer": {"device": "nvme", )"
+                                      R"("nvme_path": "/data/../tmp"}}, )"
+                                      R"("train_micro_batch_size_per_gpu")"}}),
+       "zero_optimization.offload_optimizer.nvme_path"},
       {"Bad_Id", Spec(1), "job_id"},
       {"steps-absurd",
        absl::StrReplaceAll(Spec(1), {{"\"train_steps\": 3", "\"train_steps\": 999999999999999"}}),

@@ -124,6 +124,11 @@ absl::StatusOr<ValidatedJob> ValidateSubmission(const v1::SubmitJobRequest& requ
   DT_RETURN_IF_ERROR(CheckUnderRoot(m.init_from, root, "spec_json: model.init_from"));
   DT_RETURN_IF_ERROR(
       CheckUnderRoot(spec->job.checkpoint_dir, root, "spec_json: job.checkpoint_dir"));
+  // Offload's swap files are created, written and removed there (docs/offload.md, "Files").
+  DT_RETURN_IF_ERROR(CheckUnderRoot(spec->zero.offload_optimizer.nvme_path, root,
+                                    "spec_json: zero_optimization.offload_optimizer.nvme_path"));
+  DT_RETURN_IF_ERROR(CheckUnderRoot(spec->zero.offload_param.nvme_path, root,
+                                    "spec_json: zero_optimization.offload_param.nvme_path"));
 
   ValidatedJob out;
   out.job_id = request.job_id();
