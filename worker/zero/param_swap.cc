@@ -119,17 +119,22 @@ bool ParamSwap::Ready(int unit) const {
   return i >= 0 && SwapEngine::Done(slots_[i].read);
 }
 
-absl::Status ParamSwap::Finish(Slot& slot) {
+absl::Status ParamSwap::Timed(const SwapEngine::Ticket& ticket) {
   const absl::Time start = absl::Now();
-  absl::Status s = engine_->Wait(slot.read);
+  absl::Status s = engine_->Wait(ticket);
   wait_seconds_ += absl::ToDoubleSeconds(absl::Now() - start);
+  return s;
+}
+
+absl::Status ParamSwap::Finish(Slot& slot) {
+  absl::Status s = Timed(slot.read);
   slot.read = nullptr;
   if (!s.ok()) slot.unit = -1;  // the buffer holds nothing usable
   return s;
 }
 
 void ParamSwap::Free(Slot& slot) {
-  (void)engine_->Wait(slot.read);  // the buffer is being written: let the read finish
+  (void)Timed(slot.read);  // the buffer is being written: let the read finish
   slot.read = nullptr;
   slot.unit = -1;
   slot.acquired = false;
@@ -202,8 +207,7 @@ absl::Status ParamSwap::ReadRange(int64_t at, int64_t n, void* dst) {
   char* out = static_cast<char*>(dst);
   while (n > 0) {
     const Span s = SpanOf(at, n);
-    DT_RETURN_IF_ERROR(
-        engine_->Wait(engine_->Read(file_->ref(), s.offset, scratch_.data(), s.bytes)));
+    DT_RETURN_IF_ERROR(Timed(engine_->Read(file_->ref(), s.offset, scratch_.data(), s.bytes)));
     bytes_read_ += s.bytes;
     std::memcpy(out, scratch_.data() + s.skip, s.len * elem_);
     out += s.len * elem_;
@@ -228,11 +232,11 @@ absl::Status ParamSwap::WriteRange(int64_t at, int64_t n, const void* src) {
     const Span s = SpanOf(at, n);
     // Blocks the range covers only in part keep their other bytes: read them first.
     if (s.skip != 0 || s.len * elem_ != s.bytes) {
-      DT_RETURN_IF_ERROR(engine_->Wait(engine_->Read(file, s.offset, buf, s.bytes)));
+      DT_RETURN_IF_ERROR(Timed(engine_->Read(file, s.offset, buf, s.bytes)));
       bytes_read_ += s.bytes;
     }
     std::memcpy(buf + s.skip, in, s.len * elem_);
-    DT_RETURN_IF_ERROR(engine_->Wait(engine_->Write(file, s.offset, buf, s.bytes)));
+    DT_RETURN_IF_ERROR(Timed(engine_->Write(file, s.offset, buf, s.bytes)));
     bytes_written_ += s.bytes;
     in += s.len * elem_;
     at += s.len;

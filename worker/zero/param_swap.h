@@ -73,8 +73,8 @@ class ParamSwap {
   // Bytes read and written since creation (metrics: swap traffic).
   int64_t bytes_read() const { return bytes_read_; }
   int64_t bytes_written() const { return bytes_written_; }
-  // Seconds Acquire spent waiting for reads (the I/O the computation did not hide), since the
-  // last call.
+  // Seconds spent waiting for I/O since the last call (the I/O the computation did not hide):
+  // Acquire's waits for reads, and the whole of ReadRange's and WriteRange's transfers.
   double TakeWaitSeconds();
 
  private:
@@ -98,6 +98,7 @@ class ParamSwap {
   };
   Span SpanOf(int64_t at, int64_t n) const;
   absl::Status CheckRange(int64_t at, int64_t n) const;
+  absl::Status Timed(const offload::SwapEngine::Ticket& ticket);  // Wait, counted in wait_seconds_
   absl::Status Finish(Slot& slot);  // waits for its read; frees it on error
   void Free(Slot& slot);            // waits for its read, then frees it
 
