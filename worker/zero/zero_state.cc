@@ -535,17 +535,15 @@ absl::StatusOr<View> ZeroState::FlatOnDevice(const float* host, Tensor& staging)
   return staging.view();
 }
 
-void ZeroState::FillParamsFromFlat(const View& flat) {
-  if (mixed() && params_partitioned_) {
-    // The 16-bit working copy of this rank's chunks is the rounding of its master weights.
-    (void)ParamsFromMaster();  // an error is sticky in ops_ or returned by the swap's next use
-    return;
-  }
-  (void)ZeroParams();
+absl::Status ZeroState::FillParamsFromFlat(const View& flat) {
+  // The 16-bit working copy of this rank's chunks is the rounding of its master weights.
+  if (mixed() && params_partitioned_) return ParamsFromMaster();
+  DT_RETURN_IF_ERROR(ZeroParams());
   for (const Piece& p :
        params_partitioned_ ? partition_.OwnedPieces() : partition_.PaddedPieces()) {
-    (void)ParamsFromF32(p.at, flat.Sub(p.flat, p.count));  // an error is sticky in ops_
+    DT_RETURN_IF_ERROR(ParamsFromF32(p.at, flat.Sub(p.flat, p.count)));
   }
+  return ops_->status();
 }
 
 absl::Status ZeroState::ZeroParams() {
@@ -685,7 +683,7 @@ absl::Status ZeroState::SetParams(View flat) {
       DT_RETURN_IF_ERROR(ViewToState(0, p.at, flat.Sub(p.flat, p.count)));
     }
   }
-  FillParamsFromFlat(flat);
+  DT_RETURN_IF_ERROR(FillParamsFromFlat(flat));
   return ops_->status();
 }
 

@@ -339,7 +339,7 @@ class ZeroState : public model::ParamAccess {
   absl::StatusOr<tensor::View> FlatOnDevice(const float* host, tensor::Tensor& staging);
   // params_ from a full flat f32 array on the device (rounded under mixed precision), in the
   // layout this strategy keeps; padding zero.
-  void FillParamsFromFlat(const tensor::View& flat);
+  absl::Status FillParamsFromFlat(const tensor::View& flat);
   // Mixed precision: every rank's fp32 master chunks, unit by unit, into `flat` (empty: take part
   // only). Collective from stage 1 on.
   absl::Status GatherMasterInto(const tensor::View& flat);
