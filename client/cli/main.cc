@@ -298,6 +298,7 @@ int Estimate(const std::vector<std::string>& args) {
             {"memory_bytes",
              e.model_states() + e.activations + e.comm_buffers_peak + e.gathered_params_peak},
             {"optimizer_state_bytes", e.optimizer_state},
+            {"params_bytes", e.params},
             {"host_bytes", e.host_bytes},
             {"nvme_bytes", e.nvme_bytes}};
       }

@@ -4,7 +4,8 @@
 # "nvme" train to the same final weights and losses, bitwise, as the same job with the state in
 # memory; the log carries the swap engine's self-test, the metrics the swap file's size (which
 # `dstrain estimate` gave before the run, as it gave the memory left), and nothing is left under
-# nvme_path afterwards. A bad nvme_path is refused before training, naming
+# nvme_path afterwards. At stage 3 the same with the parameters on NVMe too (offload_param
+# "nvme", both files in one directory). A bad nvme_path is refused before training, naming
 # the path.
 set -euo pipefail
 ws="$TEST_SRCDIR/$TEST_WORKSPACE"
@@ -14,10 +15,10 @@ out="$TEST_TMPDIR/offload"
 nvme="$TEST_TMPDIR/nvme"
 mkdir -p "$out" "$nvme"
 
-make_job() {  # name stage nvme_path|"" [extra offload json]
-  /usr/bin/python3 - "$src" "$out/$1.json" "$2" "$3" "${4:-{\}}" <<'PY'
+make_job() {  # name stage nvme_path|"" [extra offload json] [params: also offload_param]
+  /usr/bin/python3 - "$src" "$out/$1.json" "$2" "$3" "${4:-{\}}" "${5:-}" <<'PY'
 import json, os, sys
-src, dst, stage, nvme, extra = sys.argv[1:6]
+src, dst, stage, nvme, extra, params = sys.argv[1:7]
 j = json.load(open(src))
 j["data"]["train"] = os.path.join(os.path.dirname(os.path.abspath(src)), j["data"]["train"])
 j["bf16"] = {"enabled": True}
@@ -26,6 +27,9 @@ if nvme:
     o = {"device": "nvme", "nvme_path": nvme, "pipeline_read": True, "pipeline_write": True}
     o.update(json.loads(extra))
     j["zero_optimization"]["offload_optimizer"] = o
+    if params:
+        j["zero_optimization"]["offload_param"] = {"device": "nvme", "nvme_path": nvme,
+                                                   "buffer_count": 2}
 json.dump(j, open(dst, "w"))
 PY
 }
@@ -81,6 +85,37 @@ PY
     exit 1
   fi
 done
+
+# Stage 3 with the parameters on NVMe beside the state: bitwise the in-memory run (memory_s3
+# above), both files in the metrics' nvme_bytes as `dstrain estimate` said, nothing left behind.
+make_job params_s3 3 "$nvme" '{"buffer_count": 3}' params
+run "$out/params_s3.json" "$out/m_params_s3.jsonl" "$out/w_params_s3.bin"
+grep -q "offload: parameters on NVMe at $nvme/dstrain-dp-equivalence/rank0 " \
+  "$out/m_params_s3.jsonl.log"
+cmp "$out/w_memory_s3.bin" "$out/w_params_s3.bin"
+"$dstrain" estimate "$out/params_s3.json" --world 2 --json > "$out/estimate_params_s3.json"
+/usr/bin/python3 - "$out/m_memory_s3.jsonl" "$out/m_nvme_s3.jsonl" "$out/m_params_s3.jsonl" \
+  "$out/estimate_params_s3.json" <<'PY'
+import json, sys
+memory, state, params = ([json.loads(l) for l in open(p)] for p in sys.argv[1:4])
+e = json.load(open(sys.argv[4]))["offload_optimizer"]["nvme"]
+assert len(params) == 20, len(params)
+for a, c in zip(memory, params):
+    assert a["loss"] == c["loss"] and a["grad_norm"] == c["grad_norm"], (a, c)
+    # Both files: more than the state's alone; the step moved the parameters' bytes too.
+    assert c["nvme_bytes"] > state[0]["nvme_bytes"], (c, state[0])
+    assert c["swap_bytes"] > 2 * state[0]["nvme_bytes"], (c, state[0])
+    assert c["nvme_bytes"] == e["nvme_bytes"], (c, e)
+    # In memory the parameters' swap buffers, as the estimate said.
+    assert c["mem_bytes"]["params"] == e["params_bytes"], (c, e)
+print("stage 3, parameters on NVMe too: 20 steps and final weights bitwise equal; nvme",
+      params[-1]["nvme_bytes"], "bytes (estimate", e["nvme_bytes"], ")")
+PY
+if [[ -n "$(ls -A "$nvme")" ]]; then
+  echo "left under nvme_path:" >&2
+  find "$nvme" >&2
+  exit 1
+fi
 
 # A missing nvme_path: refused at start with the path, no step taken.
 make_job bad 2 "$nvme/missing"
