@@ -93,11 +93,11 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, int64_t activati
     const int64_t buffers = ParamSwap::BufferBytes(chunks, half, zero.offload_param.buffer_count);
     e.params = ops.host_accessible() ? buffers : 0;
     if (!ops.host_accessible()) e.host_bytes += buffers;
-    // An update on the rank's device brings a window's parameters in a piece at a time
-    // (ZeroState::AdamWSwappedParams: host staging, beside a GPU a device copy too); with the
-    // state in host memory beside a GPU they go through its staging instead.
-    if (ops.host_accessible() || e.offload == config::OffloadDevice::kNone ||
-        e.optimizer_state > 0) {
+    // A window updated on the rank's device (a CPU rank's, or a GPU's with some state there)
+    // brings its parameters in a piece at a time (ZeroState::AdamWSwappedParams: host staging,
+    // beside a GPU a device copy too); windows updated by the host beside a GPU go through its
+    // staging slots instead.
+    if (ops.host_accessible() || e.optimizer_state > 0) {
       int64_t most = 0;
       for (const UpdateWindowCut& w : CutUpdateWindows(p, true, zero.sub_group_size)) {
         most = std::max(most, w.len);
