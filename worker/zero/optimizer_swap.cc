@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status/status_macros.h"
+#include "worker/offload/byte_range.h"
 
 namespace dstrain::zero {
 
@@ -171,19 +172,16 @@ absl::StatusOr<absl::Span<const float>> OptimizerSwap::ReadChunk(int a, int64_t 
 
 absl::Status OptimizerSwap::WriteRange(int a, int64_t at, int64_t n, const float* src) {
   DT_RETURN_IF_ERROR(CheckRange(a, at, n));
-  const offload::FileRef file = file_->ref();
-  char* buf = buffers_[0].data();
-  while (n > 0) {
-    const Span s = SpanOf(a, at, n);
-    // Blocks the range covers only in part keep their other bytes: read them first.
-    if (s.skip != 0 || s.len * 4 != s.bytes) {
-      DT_RETURN_IF_ERROR(Wait(engine_->Read(file, s.offset, buf, s.bytes)));
-    }
-    std::memcpy(buf + s.skip, src, s.len * sizeof(float));
-    DT_RETURN_IF_ERROR(Wait(engine_->Write(file, s.offset, buf, s.bytes)));
-    src += s.len;
-    at += s.len;
-    n -= s.len;
+  while (n > 0) {  // within a window an array's elements are contiguous in the file
+    const int w = WindowOf(at);
+    const int64_t within = at - window_at_[w];
+    const int64_t len = std::min(n, windows_[w] - within);
+    DT_RETURN_IF_ERROR(offload::WriteBytes(*engine_, file_->ref(),
+                                           window_offset_[w] + a * ArrayBytes(w) + within * 4,
+                                           len * 4, src, buffers_[0]));
+    src += len;
+    at += len;
+    n -= len;
   }
   return absl::OkStatus();
 }

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status/status_macros.h"
+#include "worker/offload/byte_range.h"
 
 namespace dstrain::zero {
 namespace {
@@ -183,16 +184,6 @@ int ParamSwap::UnitOf(int64_t at) const {
   return u;
 }
 
-ParamSwap::Span ParamSwap::SpanOf(int64_t at, int64_t n) const {
-  const int u = UnitOf(at);
-  const int64_t within = at - owned_at_[u];
-  const int64_t lo = within * elem_ / kIoAlign * kIoAlign;
-  const int64_t skip = within * elem_ - lo;
-  const int64_t len = std::min({n, chunks_[u] - within, (scratch_.size() - skip) / elem_});
-  const int64_t hi = std::min(ChunkBytes(u), AlignUp((within + len) * elem_));
-  return Span{len, file_offset_[u] + lo, hi - lo, skip};
-}
-
 absl::Status ParamSwap::CheckRange(int64_t at, int64_t n) const {
   if (at < 0 || n < 0 || at + n > owned_elements()) {
     return absl::InternalError(absl::StrCat("ParamSwap: elements [", at, ", ", at + n,
@@ -202,19 +193,26 @@ absl::Status ParamSwap::CheckRange(int64_t at, int64_t n) const {
   return absl::OkStatus();
 }
 
+// A range of the owned space is contiguous in the file within a chunk: one byte range per chunk
+// it touches. Synchronous, so all of it counts as waiting.
 absl::Status ParamSwap::ReadRange(int64_t at, int64_t n, void* dst) {
   DT_RETURN_IF_ERROR(CheckRange(at, n));
+  const absl::Time start = absl::Now();
+  offload::BlockTraffic traffic;
   char* out = static_cast<char*>(dst);
-  while (n > 0) {
-    const Span s = SpanOf(at, n);
-    DT_RETURN_IF_ERROR(Timed(engine_->Read(file_->ref(), s.offset, scratch_.data(), s.bytes)));
-    bytes_read_ += s.bytes;
-    std::memcpy(out, scratch_.data() + s.skip, s.len * elem_);
-    out += s.len * elem_;
-    at += s.len;
-    n -= s.len;
+  absl::Status status;
+  while (n > 0 && status.ok()) {
+    const int u = UnitOf(at);
+    const int64_t len = std::min(n, owned_at_[u] + chunks_[u] - at);
+    status = offload::ReadBytes(*engine_, file_->ref(), ByteOf(u, at), len * elem_, out, scratch_,
+                                &traffic);
+    out += len * elem_;
+    at += len;
+    n -= len;
   }
-  return absl::OkStatus();
+  bytes_read_ += traffic.read;
+  wait_seconds_ += absl::ToDoubleSeconds(absl::Now() - start);
+  return status;
 }
 
 absl::Status ParamSwap::WriteRange(int64_t at, int64_t n, const void* src) {
@@ -225,24 +223,23 @@ absl::Status ParamSwap::WriteRange(int64_t at, int64_t n, const void* src) {
   for (Slot& slot : slots_) {
     if (slot.unit >= first && slot.unit <= last) Free(slot);
   }
-  const offload::FileRef file = file_->ref();
+  const absl::Time start = absl::Now();
+  offload::BlockTraffic traffic;
   const char* in = static_cast<const char*>(src);
-  char* buf = scratch_.data();
-  while (n > 0) {
-    const Span s = SpanOf(at, n);
-    // Blocks the range covers only in part keep their other bytes: read them first.
-    if (s.skip != 0 || s.len * elem_ != s.bytes) {
-      DT_RETURN_IF_ERROR(Timed(engine_->Read(file, s.offset, buf, s.bytes)));
-      bytes_read_ += s.bytes;
-    }
-    std::memcpy(buf + s.skip, in, s.len * elem_);
-    DT_RETURN_IF_ERROR(Timed(engine_->Write(file, s.offset, buf, s.bytes)));
-    bytes_written_ += s.bytes;
-    in += s.len * elem_;
-    at += s.len;
-    n -= s.len;
+  absl::Status status;
+  while (n > 0 && status.ok()) {
+    const int u = UnitOf(at);
+    const int64_t len = std::min(n, owned_at_[u] + chunks_[u] - at);
+    status = offload::WriteBytes(*engine_, file_->ref(), ByteOf(u, at), len * elem_, in, scratch_,
+                                 &traffic);
+    in += len * elem_;
+    at += len;
+    n -= len;
   }
-  return absl::OkStatus();
+  bytes_read_ += traffic.read;
+  bytes_written_ += traffic.written;
+  wait_seconds_ += absl::ToDoubleSeconds(absl::Now() - start);
+  return status;
 }
 
 }  // namespace dstrain::zero

@@ -90,13 +90,10 @@ class ParamSwap {
   int SlotOf(int unit) const;
   int UnitOf(int64_t at) const;
   int64_t ChunkBytes(int unit) const { return offload::AlignUp(chunks_[unit] * elem_); }
-  // Where elements [at, at + n) begin in the file, for one transfer through the scratch: at most
-  // n elements within one chunk, covered by `bytes` whole blocks from `offset`, the first element
-  // `skip` bytes in.
-  struct Span {
-    int64_t len, offset, bytes, skip;
-  };
-  Span SpanOf(int64_t at, int64_t n) const;
+  // Where owned element `at` of `unit` sits in the file.
+  int64_t ByteOf(int unit, int64_t at) const {
+    return file_offset_[unit] + (at - owned_at_[unit]) * elem_;
+  }
   absl::Status CheckRange(int64_t at, int64_t n) const;
   absl::Status Timed(const offload::SwapEngine::Ticket& ticket);  // Wait, counted in wait_seconds_
   absl::Status Finish(Slot& slot);  // waits for its read; frees it on error

@@ -816,10 +816,13 @@ absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
   const View params = params_.view(), grads = grads_.view();
   optimizer_sub_groups_ = static_cast<int64_t>(windows_.size());
   Tensor on_device;  // offload_param: a window's parameters on the device while it is updated
+  Tensor staging;    // offload_param "nvme": a piece of a window's parameters in host memory
   auto update = [&](const UpdateWindow& w, const View& master, const View& m,
                     const View& v) -> absl::Status {
     const View g = grads.Sub(w.grad_at, w.len);
-    if (param_swap_ != nullptr) return AdamWSwappedParams(w.param_at, master, g, m, v, args);
+    if (param_swap_ != nullptr) {
+      return AdamWSwappedParams(w.param_at, master, g, m, v, args, staging, on_device);
+    }
     View p = params.Sub(w.param_at, w.len);
     if (params_on_host_) {
       if (on_device.numel() < w.len) {
@@ -879,14 +882,19 @@ absl::Status ZeroState::AdamW(const device::AdamWArgs& args) {
 // pieces changes no bit.
 absl::Status ZeroState::AdamWSwappedParams(int64_t param_at, const View& master, const View& g,
                                            const View& m, const View& v,
-                                           const device::AdamWArgs& args) {
+                                           const device::AdamWArgs& args, Tensor& staging,
+                                           Tensor& on_device) {
   const int64_t len = g.numel();
   const int64_t piece = std::min(len, kParamUpdatePieceFloats);
-  tensor::Allocator* host = ops_->host_accessible() ? ops_->allocator() : host_;
-  DT_ASSIGN_OR_RETURN(Tensor staging,
-                      Tensor::Empty(host, storage_, {piece}, MemoryCategory::kCommBuffers));
-  Tensor on_device;
-  if (!ops_->host_accessible()) {
+  // Made once per update, grown for a longer window.
+  if (staging.numel() < piece) {
+    tensor::Allocator* host = ops_->host_accessible() ? ops_->allocator() : host_;
+    staging = Tensor();
+    DT_ASSIGN_OR_RETURN(staging,
+                        Tensor::Empty(host, storage_, {piece}, MemoryCategory::kCommBuffers));
+  }
+  if (!ops_->host_accessible() && on_device.numel() < piece) {
+    on_device = Tensor();
     DT_ASSIGN_OR_RETURN(on_device, Tensor::Empty(ops_->allocator(), storage_, {piece},
                                                  MemoryCategory::kCommBuffers));
   }

@@ -433,10 +433,12 @@ class ZeroState : public model::ParamAccess {
   // NVMe parameters: elements [at, at + n) of the owned space from the next bytes of `source`.
   absl::Status ParamsFromSource(env::ByteSource& source, int64_t at, int64_t n);
   // The AdamW of one window whose parameters are in the swap: kParamUpdatePieceFloats at a time
-  // through host memory (and the device, on a GPU rank); the other views are the window's.
+  // through `staging` in host memory (and `on_device` on a GPU rank), each made or grown here and
+  // kept by the caller for the next window; the other views are the window's.
   absl::Status AdamWSwappedParams(int64_t param_at, const tensor::View& master,
                                   const tensor::View& g, const tensor::View& m,
-                                  const tensor::View& v, const device::AdamWArgs& args);
+                                  const tensor::View& v, const device::AdamWArgs& args,
+                                  tensor::Tensor& staging, tensor::Tensor& on_device);
   // The ops that reach params_ directly: the host's under offload_param, else the device's.
   device::Ops& ParamOps() const { return params_on_host_ ? *host_ops_ : *ops_; }
   // The bytes of `views` as host memory: the views themselves where the host reaches them, else
