@@ -194,24 +194,34 @@ absl::Status ParamSwap::CheckRange(int64_t at, int64_t n) const {
 }
 
 // A range of the owned space is contiguous in the file within a chunk: one byte range per chunk
-// it touches. Synchronous, so all of it counts as waiting.
-absl::Status ParamSwap::ReadRange(int64_t at, int64_t n, void* dst) {
-  DT_RETURN_IF_ERROR(CheckRange(at, n));
+// it touches, each moved by `move(file offset, bytes, bytes done so far)`. Synchronous, so all of
+// it counts as waiting.
+absl::Status ParamSwap::ForEachByteRange(
+    int64_t at, int64_t n,
+    absl::FunctionRef<absl::Status(int64_t offset, int64_t bytes, int64_t done)> move) {
   const absl::Time start = absl::Now();
-  offload::BlockTraffic traffic;
-  char* out = static_cast<char*>(dst);
   absl::Status status;
-  while (n > 0 && status.ok()) {
+  for (int64_t done = 0; n > 0 && status.ok();) {
     const int u = UnitOf(at);
     const int64_t len = std::min(n, owned_at_[u] + chunks_[u] - at);
-    status = offload::ReadBytes(*engine_, file_->ref(), ByteOf(u, at), len * elem_, out, scratch_,
-                                &traffic);
-    out += len * elem_;
+    status = move(ByteOf(u, at), len * elem_, done);
+    done += len * elem_;
     at += len;
     n -= len;
   }
-  bytes_read_ += traffic.read;
   wait_seconds_ += absl::ToDoubleSeconds(absl::Now() - start);
+  return status;
+}
+
+absl::Status ParamSwap::ReadRange(int64_t at, int64_t n, void* dst) {
+  DT_RETURN_IF_ERROR(CheckRange(at, n));
+  offload::BlockTraffic traffic;
+  const absl::Status status =
+      ForEachByteRange(at, n, [&](int64_t offset, int64_t bytes, int64_t done) {
+        return offload::ReadBytes(*engine_, file_->ref(), offset, bytes,
+                                  static_cast<char*>(dst) + done, scratch_, &traffic);
+      });
+  bytes_read_ += traffic.read;
   return status;
 }
 
@@ -223,22 +233,14 @@ absl::Status ParamSwap::WriteRange(int64_t at, int64_t n, const void* src) {
   for (Slot& slot : slots_) {
     if (slot.unit >= first && slot.unit <= last) Free(slot);
   }
-  const absl::Time start = absl::Now();
   offload::BlockTraffic traffic;
-  const char* in = static_cast<const char*>(src);
-  absl::Status status;
-  while (n > 0 && status.ok()) {
-    const int u = UnitOf(at);
-    const int64_t len = std::min(n, owned_at_[u] + chunks_[u] - at);
-    status = offload::WriteBytes(*engine_, file_->ref(), ByteOf(u, at), len * elem_, in, scratch_,
-                                 &traffic);
-    in += len * elem_;
-    at += len;
-    n -= len;
-  }
+  const absl::Status status =
+      ForEachByteRange(at, n, [&](int64_t offset, int64_t bytes, int64_t done) {
+        return offload::WriteBytes(*engine_, file_->ref(), offset, bytes,
+                                   static_cast<const char*>(src) + done, scratch_, &traffic);
+      });
   bytes_read_ += traffic.read;
   bytes_written_ += traffic.written;
-  wait_seconds_ += absl::ToDoubleSeconds(absl::Now() - start);
   return status;
 }
 

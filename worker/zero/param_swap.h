@@ -18,6 +18,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "worker/offload/aligned_buffer.h"
 #include "worker/offload/swap_engine.h"
@@ -90,6 +91,11 @@ class ParamSwap {
   int SlotOf(int unit) const;
   int UnitOf(int64_t at) const;
   int64_t ChunkBytes(int unit) const { return offload::AlignUp(chunks_[unit] * elem_); }
+  // Calls `move` for each chunk's part of owned range [at, at + n), with its file offset, its
+  // bytes and the bytes of the range before it; the time counts as waiting.
+  absl::Status ForEachByteRange(
+      int64_t at, int64_t n,
+      absl::FunctionRef<absl::Status(int64_t offset, int64_t bytes, int64_t done)> move);
   // Where owned element `at` of `unit` sits in the file.
   int64_t ByteOf(int unit, int64_t at) const {
     return file_offset_[unit] + (at - owned_at_[unit]) * elem_;
