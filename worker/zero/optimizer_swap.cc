@@ -94,7 +94,10 @@ absl::Status OptimizerSwap::Update(const WindowFn& fn) {
     }
     return status;
   };
-  int issued = 0;
+  // The reads the last Update started for this one (windows 0 .. n - 1, in buffers 0 .. n - 1).
+  int issued = static_cast<int>(read_ahead_.size());
+  for (int w = 0; w < issued; ++w) reads[w] = std::move(read_ahead_[w]);
+  read_ahead_.clear();
   for (int w = 0; w < windows; ++w) {
     for (; issued < windows && issued <= w + lookahead; ++issued) {
       const int slot = issued % buffers;
@@ -119,7 +122,26 @@ absl::Status OptimizerSwap::Update(const WindowFn& fn) {
   last_wait_ = wait_;
   last_total_ = absl::ToDoubleSeconds(absl::Now() - start);
   last_bytes_ = 2 * file_->size();  // every window in, then out
+  if (status.ok()) StartReadAhead();
   return status;
+}
+
+OptimizerSwap::~OptimizerSwap() { DropReadAhead(); }  // the reads must not outlive the buffers
+
+void OptimizerSwap::StartReadAhead() {
+  if (!options_.pipeline_read) return;
+  const int n = static_cast<int>(std::min<int64_t>(buffer_count_, windows_.size()));
+  for (int w = 0; w < n; ++w) {
+    read_ahead_.push_back(
+        engine_->Read(file_->ref(), window_offset_[w], buffers_[w].data(), WindowBytes(w)));
+  }
+}
+
+void OptimizerSwap::DropReadAhead() {
+  for (SwapEngine::Ticket& t : read_ahead_) {
+    if (t != nullptr) (void)engine_->Wait(t);  // a failed read is read again by the next Update
+  }
+  read_ahead_.clear();
 }
 
 int OptimizerSwap::WindowOf(int64_t at) const {
@@ -161,6 +183,7 @@ absl::Status OptimizerSwap::ReadRange(int a, int64_t at, int64_t n, float* dst) 
 }
 
 absl::StatusOr<absl::Span<const float>> OptimizerSwap::ReadChunk(int a, int64_t at, int64_t max_n) {
+  DropReadAhead();
   DT_RETURN_IF_ERROR(CheckRange(a, at, std::min<int64_t>(max_n, 1)));
   if (max_n < 1) return absl::InternalError("OptimizerSwap::ReadChunk: nothing asked for");
   const int64_t total = window_at_.back() + windows_.back();
@@ -171,6 +194,7 @@ absl::StatusOr<absl::Span<const float>> OptimizerSwap::ReadChunk(int a, int64_t 
 }
 
 absl::Status OptimizerSwap::WriteRange(int a, int64_t at, int64_t n, const float* src) {
+  DropReadAhead();
   DT_RETURN_IF_ERROR(CheckRange(a, at, n));
   while (n > 0) {  // within a window an array's elements are contiguous in the file
     const int w = WindowOf(at);
@@ -187,6 +211,7 @@ absl::Status OptimizerSwap::WriteRange(int a, int64_t at, int64_t n, const float
 }
 
 absl::Status OptimizerSwap::Zero() {
+  DropReadAhead();
   std::memset(buffers_[0].data(), 0, buffers_[0].size());
   for (int w = 0; w < static_cast<int>(windows_.size()); ++w) {
     DT_RETURN_IF_ERROR(
@@ -196,6 +221,7 @@ absl::Status OptimizerSwap::Zero() {
 }
 
 absl::StatusOr<offload::Bandwidth> OptimizerSwap::SelfTest(int64_t max_bytes) {
+  DropReadAhead();
   offload::Bandwidth bw;
   const offload::FileRef file = file_->ref();
   int windows = 0;

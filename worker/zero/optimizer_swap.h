@@ -9,10 +9,14 @@
 // Update walks the windows through `buffer_count` buffers: with pipeline_read the next windows'
 // reads are in flight while one updates, with pipeline_write a window's write-back overlaps the
 // next update (DeepSpeed's keys of the same names); without them each read and write is waited
-// for. The bits are those of the resident update: the same elementwise kernel on the same
-// windows. An I/O error fails Update with the file and offset; the file is then partly updated,
-// and the caller fails the step (the job resumes from its last checkpoint).
-// Not thread-safe; one ZeroState drives it between and during steps.
+// for. With pipeline_read the first windows' reads are also issued as soon as an Update ends, so
+// they run behind the next step's forward and backward; a call that touches the file or the
+// buffers between steps (ReadRange, WriteRange, ReadChunk, Zero, SelfTest) first waits for those
+// reads and drops them, so no read-ahead ever carries stale bytes. The bits are those of the
+// resident update: the same elementwise kernel on the same windows. An I/O error fails Update with
+// the file and offset; the file is then partly updated, and the caller fails the step (the job
+// resumes from its last checkpoint). Not thread-safe; one ZeroState drives it between and during
+// steps.
 #pragma once
 
 #include <cstdint>
@@ -55,6 +59,7 @@ class OptimizerSwap final : public OptimizerHome {
   // For each window in order: its arrays in memory (arrays[a] holds windows()[w] floats), then
   // written back.
   absl::Status Update(const WindowFn& fn) override;
+  ~OptimizerSwap() override;
 
   // Between steps: floats [at, at + n) of array `a` in the owned space, out of or into host
   // memory, moving only the blocks the range covers (a block covered in part is read before it
@@ -103,6 +108,13 @@ class OptimizerSwap final : public OptimizerHome {
   Span SpanOf(int a, int64_t at, int64_t n) const;
   absl::Status CheckRange(int a, int64_t at, int64_t n) const;
   absl::Status Wait(const offload::SwapEngine::Ticket& t);
+  // With pipeline_read, after an Update: the reads of windows 0 .. buffers - 1 into buffers of
+  // the same numbers, for the next Update (read_ahead_).
+  void StartReadAhead();
+  // Waits for the read-ahead and forgets it (a read that failed is done again by the next Update):
+  // before anything else uses the buffers or changes the file. An Update that takes the
+  // read-ahead over reports its errors instead.
+  void DropReadAhead();
 
   const std::vector<int64_t> windows_;
   std::vector<int64_t> window_at_;      // first owned element of each window
@@ -113,6 +125,7 @@ class OptimizerSwap final : public OptimizerHome {
   int64_t buffer_count_ = 0;
   int64_t window_bytes_max_ = 0;
   std::vector<offload::AlignedBuffer> buffers_;
+  std::vector<offload::SwapEngine::Ticket> read_ahead_;  // [w] for windows 0 .. size - 1
   double last_wait_ = 0, last_total_ = 0;
   int64_t last_bytes_ = 0;
   double wait_ = 0;
