@@ -5,14 +5,15 @@
 // built for the simulator calls them instead of libcudart's (this library is alwayslink and comes
 // before -lcudart on the link line).
 //
-// Fibers start on their own stacks through makecontext/swapcontext, but switch with
-// _setjmp/_longjmp, which skip the signal-mask system call that swapcontext makes on every switch
-// (the scheduler switches several times per simulated thread). glibc's fortified longjmp would
-// reject jumps between stacks. A fiber's stack outlives its thread block: when a simulated thread
-// finishes, its fiber parks in FiberMain's loop and the same thread index of the next block
-// continues from there, so getcontext/makecontext/swapcontext (two signal-mask system calls) run
-// once per stack rather than once per simulated thread (they were most of a simulated training
-// step's time).
+// Fibers start on their own stacks through makecontext/swapcontext, but switch with GCC's
+// __builtin_setjmp/__builtin_longjmp, which save and restore only the frame, stack and resume
+// addresses (the compiler spills every other live register around the call): no signal-mask
+// system call as in swapcontext, and none of glibc's longjmp unwinding bookkeeping, which was a
+// tenth of a simulated training step (the scheduler switches several times per simulated thread). A
+// fiber's stack outlives its thread block: when a simulated thread finishes, its fiber parks in
+// FiberMain's loop and the same thread index of the next block continues from there, so
+// getcontext/makecontext/swapcontext (two signal-mask system calls) run once per stack rather than
+// once per simulated thread (they were most of a simulated training step's time).
 #undef _FORTIFY_SOURCE
 #include <setjmp.h>
 #include <ucontext.h>
@@ -39,10 +40,15 @@ constexpr size_t kStackBytes = 256 << 10;
 
 enum class State { kReady, kAtBlockBarrier, kAtWarpBarrier, kDone };
 
+// __builtin_setjmp's buffer: five words.
+using JumpBuffer = void* [5];
+// __builtin_longjmp may not sit in the function that called __builtin_setjmp, hence its own.
+[[gnu::noinline, noreturn]] void JumpTo(JumpBuffer& to) { __builtin_longjmp(to, 1); }
+
 // A fiber's stack and where it continues, kept across blocks and launches.
 struct FiberStack {
   ucontext_t context;  // for the first entry only
-  jmp_buf resume;      // where the fiber continues: inside a thread's body, or parked
+  JumpBuffer resume;   // where the fiber continues: inside a thread's body, or parked
   bool entered = false;
   bool parked = false;  // waiting in FiberMain's loop for its next thread
   std::unique_ptr<char[]> memory;
@@ -60,8 +66,8 @@ struct Fiber {
 };
 
 struct Machine {
-  ucontext_t scheduler;      // for the first entry into a fiber
-  jmp_buf scheduler_resume;  // where a yielding or finishing fiber returns to
+  ucontext_t scheduler;         // for the first entry into a fiber
+  JumpBuffer scheduler_resume;  // where a yielding or finishing fiber returns to
   std::vector<Fiber> fibers;
   std::vector<std::unique_ptr<FiberStack>> stacks;
   Fiber* current = nullptr;
@@ -79,7 +85,9 @@ struct Machine {
 // One machine per OS thread: ranks run as threads in tests each drive their own launches, error
 // state and fibers. (Never freed: a thread's fiber stacks may outlive ordinary destruction order.)
 Machine& TheMachine() {
-  thread_local Machine* machine = new Machine;
+  // initial-exec: the library is linked, never dlopen'd, so its thread-locals sit at a fixed offset
+  // from the thread pointer instead of behind a __tls_get_addr call on every access.
+  thread_local Machine* machine __attribute__((tls_model("initial-exec"))) = new Machine;
   return *machine;
 }
 
@@ -106,7 +114,7 @@ void FiberMain() {
     m.current->state = State::kDone;
     FiberStack& s = *m.current->stack;
     s.parked = true;
-    if (_setjmp(s.resume) == 0) _longjmp(m.scheduler_resume, 1);
+    if (__builtin_setjmp(s.resume) == 0) JumpTo(m.scheduler_resume);
     s.parked = false;
   }
 }
@@ -122,18 +130,18 @@ Fiber& CurrentFiber(const char* what) {
 
 void Yield(Fiber& f) {
   Machine& m = TheMachine();
-  if (_setjmp(f.stack->resume) == 0) _longjmp(m.scheduler_resume, 1);
+  if (__builtin_setjmp(f.stack->resume) == 0) JumpTo(m.scheduler_resume);
 }
 
 // Runs fiber `f` until it yields or finishes.
 void Resume(Machine& m, Fiber& f) {
   m.current = &f;
-  if (_setjmp(m.scheduler_resume) == 0) {
+  if (__builtin_setjmp(m.scheduler_resume) == 0) {
     if (!f.stack->entered) {
       f.stack->entered = true;
       swapcontext(&m.scheduler, &f.stack->context);  // comes back through scheduler_resume
     } else {
-      _longjmp(f.stack->resume, 1);
+      JumpTo(f.stack->resume);
     }
   }
   m.current = nullptr;
