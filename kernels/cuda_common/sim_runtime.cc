@@ -14,8 +14,6 @@
 // FiberMain's loop and the same thread index of the next block continues from there, so
 // getcontext/makecontext/swapcontext (two signal-mask system calls) run once per stack rather than
 // once per simulated thread (they were most of a simulated training step's time).
-#undef _FORTIFY_SOURCE
-#include <setjmp.h>
 #include <ucontext.h>
 
 #include <algorithm>
