@@ -4,10 +4,14 @@ dt_cuda_library(name, cu, ...) makes
   :<name>       the host API: the wrapper `.cc` files plus the `.cu` compiled by nvcc into a static
                 library (sm_80 and sm_90 SASS + compute_90 PTX), linked against the CUDA runtime;
   :<name>_sim   test-only: the same wrapper `.cc` files plus the `.cu` compiled as host C++
-                against the CPU simulator (kernels/cuda_common/sim.h), no GPU needed.
+                against the CPU simulator (kernels/cuda_common/sim.h), no GPU needed;
+  :<name>_hdrs  test-only: the public headers alone, for code compiled once and linked with
+                either of the two.
 dt_cuda_test(name, srcs, ...) makes
-  :<name>       tagged "gpu": links :<name of each cuda_dep>; skips itself without a device;
-  :<name>_sim   the same test sources against the `_sim` libraries; runs on any machine.
+  :<name>_objs  the test sources, compiled once (against the `_hdrs` targets);
+  :<name>       tagged "gpu": links them with :<name of each cuda_dep>; skips itself without a
+                device;
+  :<name>_sim   links the same objects with the `_sim` libraries; runs on any machine.
 
 Everything is incompatible under --config=nocuda (--define=cuda=off), so `bazel build //...`
 skips these targets there, and every CUDA label sits inside select(): Bazel 4.2 loads the packages
@@ -104,6 +108,15 @@ def dt_cuda_library(
         target_compatible_with = CUDA_ONLY,
         visibility = visibility,
     )
+    # The headers alone: a test compiled against them links with either library.
+    native.cc_library(
+        name = name + "_hdrs",
+        testonly = True,
+        hdrs = hdrs,
+        deps = deps + _cuda_select([d + "_hdrs" for d in cuda_deps]),
+        target_compatible_with = CUDA_ONLY,
+        visibility = visibility,
+    )
     native.genrule(
         name = name + "_sim_src",
         srcs = [cu],
@@ -136,24 +149,34 @@ def dt_cuda_test(name, srcs, deps = [], cuda_deps = [], size = "small", shard_co
       shard_count: optional sharding of the simulator twin (the GPU test is never sharded).
     """
     common = ["//kernels/cuda_common:test_util", "@system//:gtest_main"]
+    # Compiled once for both tests (the sources do not depend on DT_CUDA_SIM; only the link
+    # differs), which halves the compile time of the pair. alwayslink: gtest registers the cases
+    # from static initializers that nothing else references.
+    native.cc_library(
+        name = name + "_objs",
+        testonly = True,
+        srcs = srcs,
+        alwayslink = True,
+        deps = deps + _cuda_select([d + "_hdrs" for d in cuda_deps] + common),
+        target_compatible_with = CUDA_ONLY,
+        visibility = ["//visibility:private"],
+    )
     native.cc_test(
         name = name,
-        srcs = srcs,
         size = size,
         # "exclusive": GPU tests run one at a time; "no_sanitizer": ASan and the CUDA driver do
         # not mix (ASan's shadow memory collides with the driver's mappings).
         tags = ["gpu", "exclusive", "no_sanitizer"],
-        deps = deps + _cuda_select(cuda_deps + common),
+        deps = [":" + name + "_objs"] + _cuda_select(cuda_deps + common),
         target_compatible_with = CUDA_ONLY,
     )
     native.cc_test(
         name = name + "_sim",
-        srcs = srcs,
         size = size,
         shard_count = shard_count,
-        local_defines = ["DT_CUDA_SIM=1"],
         # ucontext fibers and AddressSanitizer's stack tracking do not mix.
         tags = ["cuda_sim", "no_sanitizer"],
-        deps = deps + _cuda_select([_sim_label(d) for d in cuda_deps] + common + [_SIM_RUNTIME]),
+        deps = [":" + name + "_objs"] +
+               _cuda_select([_sim_label(d) for d in cuda_deps] + common + [_SIM_RUNTIME]),
         target_compatible_with = CUDA_ONLY,
     )
