@@ -195,6 +195,23 @@ TEST_P(ParamSwapTest, AnIoErrorNamesTheFileAndFailsOnlyThatTransfer) {
   EXPECT_EQ(Read(0, swap_->owned_elements()), model_);
 }
 
+// What the metrics read (swap_bytes, swap_wait_s): a range's transfers count as bytes moved and
+// as time waited, and TakeWaitSeconds hands the waiting out once.
+TEST_P(ParamSwapTest, RangesCountTheirBytesAndTheirWaits) {
+  Make({5000, 3000}, {});
+  swap_->TakeWaitSeconds();  // creation's
+  const int64_t read0 = swap_->bytes_read(), written0 = swap_->bytes_written();
+  Write(100, 6000);  // inside blocks at both ends: partial blocks are read before they are written
+  EXPECT_GE(swap_->bytes_written() - written0, 6000 * elem());
+  EXPECT_GT(swap_->bytes_read(), read0);
+  EXPECT_GT(swap_->TakeWaitSeconds(), 0.0);
+  EXPECT_EQ(swap_->TakeWaitSeconds(), 0.0);
+  const int64_t read1 = swap_->bytes_read();
+  EXPECT_EQ(Read(100, 6000), Expected(100, 6000));
+  EXPECT_GE(swap_->bytes_read() - read1, 6000 * elem());
+  EXPECT_GT(swap_->TakeWaitSeconds(), 0.0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, ParamSwapTest, ::testing::Values(2, 4),
                          [](const ::testing::TestParamInfo<int64_t>& i) {
                            return i.param == 2 ? std::string("bits16") : std::string("fp32");
