@@ -290,11 +290,23 @@ absl::Status TrainingRun::BuildEngine() {
                       MetricsWriter::Open(leader_ ? options_.metrics_out : ""));
   metrics_.emplace(std::move(metrics));
   // Evaluation, sampling and saving read the full parameters: gathering them is collective under
-  // ZeRO-3, so every rank takes part wherever rank 0 may need them, decided by the job alone (the
-  // save flags are rank 0's), and only rank 0 keeps a copy and works on it.
-  {
+  // ZeRO-3, so every rank takes part wherever rank 0 may need them, and only rank 0 keeps a copy
+  // and works on it. The save flags are rank 0's: one all-reduce tells every rank whether a model
+  // file is written at the start and at the end, so that without one nobody gathers a whole fp32
+  // copy of the model (on a memory budget, the largest allocation of the run).
+  float saves = !leader_ ? 0.f
+                         : (options_.save_initial_model.empty() ? 0.f : 1.f) +
+                               (options_.save_model.empty() ? 0.f : 2.f);
+  if (job_group() != nullptr) {
+    DT_RETURN_IF_ERROR(zero::AllReduceScalar(*job_group(), ops(), &null_scalar_, &saves,
+                                             comm::ReduceOp::kMax,
+                                             comm::CommOptions{options_.comm_timeout}));
+  }
+  const int save_flags = static_cast<int>(saves);
+  saves_final_model_ = (save_flags & 2) != 0;
+  if ((save_flags & 1) != 0) {
     DT_ASSIGN_OR_RETURN(std::vector<float> params, GatherModel());
-    if (leader_ && !options_.save_initial_model.empty()) {
+    if (leader_) {
       DT_RETURN_IF_ERROR(
           WriteModelFile(options_.save_initial_model, spec_.model, whole, params.data()));
     }
@@ -662,10 +674,10 @@ absl::StatusOr<TrainResult> TrainingRun::Finish() {
     result_.tokens_per_s = tok_rates_[tok_rates_.size() / 2];
   }
   if (spec_.job.sample_tokens > 0) DT_RETURN_IF_ERROR(PrintSample(spec_.data.seed, "sample"));
-  {
+  if (saves_final_model_) {
     DT_ASSIGN_OR_RETURN(std::vector<float> params, GatherModel());
     DT_ASSIGN_OR_RETURN(const model::ParamLayout whole, JobModelLayout(spec_));
-    if (leader_ && !options_.save_model.empty()) {
+    if (leader_) {
       DT_RETURN_IF_ERROR(WriteModelFile(options_.save_model, spec_.model, whole, params.data()));
       absl::FPrintF(log_, "model written to %s\n", options_.save_model);
     }

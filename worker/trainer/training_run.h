@@ -134,7 +134,8 @@ class TrainingRun {
   std::optional<MetricsWriter> metrics_;
   engine::CheckpointOptions checkpoints_;
   std::vector<int32_t> x_, y_;
-  bool bpe_data_ = false;  // the shards' tokenizer.txt says BPE: samples print as ids
+  bool bpe_data_ = false;           // the shards' tokenizer.txt says BPE: samples print as ids
+  bool saves_final_model_ = false;  // rank 0 writes --save-model: every rank gathers at the end
 
   int64_t first_step_ = 1;
   int64_t comm_bytes_before_ = 0;
