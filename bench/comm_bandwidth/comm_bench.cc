@@ -3,6 +3,8 @@
 // from MIN to MAX bytes (x4 steps). --ops allreduce limits the ops; --iters fixes the timed
 // iterations per size. --memcpy prints instead the single-thread memcpy bandwidth of the same
 // sizes ("impl": "memcpy", bytes / time), the yardstick of bench/comm_bandwidth/shm_bandwidth.sh.
+// --host-buffers takes the buffers from Communicator::AllocateHostBuffer (on shm: memory every
+// rank maps, so the collectives skip the staging copies; "impl" then ends in "-host").
 //
 //   comm_bench --nproc 2 --min-bytes 1024 --max-bytes 268435456 [--backend shm]
 //
@@ -38,6 +40,9 @@ struct BenchConfig {
   std::string backend = "gloo";
   std::string ops = "allreduce,reducescatter,allgather";
   int iters = 0;  // 0: by size
+  // The buffers from Communicator::AllocateHostBuffer (shared with the peers on shm) instead of
+  // the process's own memory.
+  bool host_buffers = false;
 };
 
 // Single-thread memcpy of each size between two buffers, median of the iterations.
@@ -97,7 +102,28 @@ int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes,
   opts.timeout = absl::Seconds(120);
   for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
     const int64_t count = std::max<int64_t>(n, bytes / 4 / n * n);  // divisible by n
-    std::vector<float> big(count, 1.f), small(count / n, 1.f);
+    std::vector<float> own_big, own_small;
+    std::unique_ptr<comm::HostBuffer> host_big, host_small;
+    float* big_data;
+    float* small_data;
+    if (cfg.host_buffers) {
+      auto b = (*comm)->AllocateHostBuffer(count * 4, opts);
+      auto m = (*comm)->AllocateHostBuffer(count / n * 4, opts);
+      if (!b.ok() || !m.ok()) {
+        absl::FPrintF(stderr, "rank %d: %s\n", rank, (b.ok() ? m : b).status().message());
+        return 1;
+      }
+      host_big = *std::move(b);
+      host_small = *std::move(m);
+      big_data = static_cast<float*>(host_big->data());
+      small_data = static_cast<float*>(host_small->data());
+      std::fill(small_data, small_data + count / n, 1.f);
+    } else {
+      own_big.assign(count, 1.f);
+      own_small.assign(count / n, 1.f);
+      big_data = own_big.data();
+      small_data = own_small.data();
+    }
     const int iters = cfg.iters > 0         ? cfg.iters
                       : bytes <= (1 << 20)  ? 20
                       : bytes <= (16 << 20) ? 6
@@ -107,21 +133,29 @@ int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes,
       auto run = [&]() -> absl::Status {
         absl::StatusOr<std::unique_ptr<comm::Work>> w;
         if (op == "allreduce") {
-          w = (*comm)->AllReduce(comm::CommBuffer{big.data(), count}, comm::ReduceOp::kSum, opts);
+          w = (*comm)->AllReduce(comm::CommBuffer{big_data, count}, comm::ReduceOp::kSum, opts);
         } else if (op == "reducescatter") {
-          w = (*comm)->ReduceScatter(comm::CommBuffer{big.data(), count},
-                                     comm::CommBuffer{small.data(), count / n},
-                                     comm::ReduceOp::kSum, opts);
+          w = (*comm)->ReduceScatter(comm::CommBuffer{big_data, count},
+                                     comm::CommBuffer{small_data, count / n}, comm::ReduceOp::kSum,
+                                     opts);
         } else {
-          w = (*comm)->AllGather(comm::CommBuffer{small.data(), count / n},
-                                 comm::CommBuffer{big.data(), count}, opts);
+          w = (*comm)->AllGather(comm::CommBuffer{small_data, count / n},
+                                 comm::CommBuffer{big_data, count}, opts);
         }
         if (!w.ok()) return w.status();
         return (*w)->Wait();
       };
       std::vector<double> times;
       for (int i = 0; i < iters + 1; ++i) {
-        std::fill(big.begin(), big.end(), 1.f);
+        std::fill(big_data, big_data + count, 1.f);
+        // Every rank starts the timed operation together: without it rank 0's time would also
+        // hold however long its peers took to reach it (their fill, their scheduling).
+        absl::StatusOr<std::unique_ptr<comm::Work>> barrier = (*comm)->Barrier(opts);
+        absl::Status ready = barrier.ok() ? (*barrier)->Wait() : barrier.status();
+        if (!ready.ok()) {
+          absl::FPrintF(stderr, "rank %d: %s\n", rank, ready.message());
+          return 1;
+        }
         auto t0 = std::chrono::steady_clock::now();
         absl::Status s = run();
         auto t1 = std::chrono::steady_clock::now();
@@ -136,9 +170,10 @@ int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes,
       const double total = double(count) * 4;
       if (rank == 0) {
         absl::PrintF(
-            "{\"impl\": \"dstrain-%s\", \"op\": \"%s\", \"ranks\": %d, \"bytes\": %d, "
+            "{\"impl\": \"dstrain-%s%s\", \"op\": \"%s\", \"ranks\": %d, \"bytes\": %d, "
             "\"time_us\": %.1f, \"busbw_gbs\": %.4f}\n",
-            cfg.backend, op, n, int64_t(total), t * 1e6, total / t * BusFactor(op, n) / 1e9);
+            cfg.backend, cfg.host_buffers ? "-host" : "", op, n, int64_t(total), t * 1e6,
+            total / t * BusFactor(op, n) / 1e9);
         std::fflush(stdout);
       }
     }
@@ -147,9 +182,9 @@ int RunRank(int rank, int n, int port_fd, int64_t min_bytes, int64_t max_bytes,
 }
 
 int Main(int argc, char** argv) {
-  auto args =
-      flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
-                       {"nproc", "min-bytes", "max-bytes", "backend", "ops", "iters"}, {"memcpy"});
+  auto args = flags::ParseArgs(std::vector<std::string>(argv + 1, argv + argc),
+                               {"nproc", "min-bytes", "max-bytes", "backend", "ops", "iters"},
+                               {"memcpy", "host-buffers"});
   if (!args.ok()) {
     absl::FPrintF(stderr, "%s\n", args.status().message());
     return 2;
@@ -161,6 +196,7 @@ int Main(int argc, char** argv) {
   cfg.backend = args->Get("backend", cfg.backend);
   cfg.ops = args->Get("ops", cfg.ops);
   cfg.iters = *args->GetInt("iters", 0);
+  cfg.host_buffers = args->Has("host-buffers");
   if (cfg.backend != "gloo" && cfg.backend != "shm") {
     absl::FPrintF(stderr, "--backend: gloo or shm, not '%s'\n", cfg.backend);
     return 2;

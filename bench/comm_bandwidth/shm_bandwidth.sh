@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# All-reduce bus bandwidth at 2 processes of dstrain's shared-memory communicator and of its Gloo
-# communicator, next to single-thread memcpy of the same size on the same machine, and the ratio
-# shm / memcpy (the target, docs/shm.md: >= 0.5 from 16 MiB). Each figure is the median over
-# ROUNDS runs of comm_bench (each of which reports the median of its own iterations).
+# All-reduce bus bandwidth at 2 processes of dstrain's shared-memory communicator, on buffers from
+# Communicator::AllocateHostBuffer (mapped by both ranks: no staging, "shm_host") and on each
+# process's own memory (staged through the segment, "shm"), and of its Gloo communicator, next to
+# single-thread memcpy of the same size on the same machine, with the ratios to memcpy (the
+# target, docs/shm.md: >= 0.5 from 16 MiB). Each figure is the median over ROUNDS runs of
+# comm_bench (each of which reports the median of its own iterations).
 #
 #   bench/comm_bandwidth/shm_bandwidth.sh [SIZE_BYTES [ROUNDS]]
 #
@@ -25,12 +27,14 @@ median() {
   printf '%s\n' "${values[@]}" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
 }
 
-printf '%-12s %10s %10s %10s %12s\n' bytes shm_GB/s gloo_GB/s memcpy_GB/s shm/memcpy
+printf '%-12s %12s %10s %10s %12s %12s %12s\n' bytes shm_host_GB/s shm_GB/s gloo_GB/s \
+  memcpy_GB/s host/memcpy shm/memcpy
 for size in "${sizes[@]}"; do
-  common=(--min-bytes "$size" --max-bytes "$size" --iters 5)
+  common=(--min-bytes "$size" --max-bytes "$size" --iters 20)
+  host=$(median --nproc 2 --backend shm --host-buffers --ops allreduce "${common[@]}")
   shm=$(median --nproc 2 --backend shm --ops allreduce "${common[@]}")
   gloo=$(median --nproc 2 --backend gloo --ops allreduce "${common[@]}")
   mem=$(median --memcpy "${common[@]}")
-  printf '%-12s %10.2f %10.2f %10.2f %12.2f\n' "$size" "$shm" "$gloo" "$mem" \
-    "$(python3 -c "print($shm / $mem)")"
+  printf '%-12s %12.2f %10.2f %10.2f %12.2f %12.2f %12.2f\n' "$size" "$host" "$shm" "$gloo" \
+    "$mem" "$(python3 -c "print($host / $mem)")" "$(python3 -c "print($shm / $mem)")"
 done

@@ -1,5 +1,8 @@
 #include "worker/comm/communicator.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -27,6 +30,39 @@ absl::string_view ReduceOpName(ReduceOp op) {
       return "max";
   }
   return "?";
+}
+
+namespace {
+
+class PlainHostBuffer final : public HostBuffer {
+ public:
+  PlainHostBuffer(void* data, int64_t bytes) : data_(data), bytes_(bytes) {}
+  ~PlainHostBuffer() override { std::free(data_); }
+  void* data() const override { return data_; }
+  int64_t bytes() const override { return bytes_; }
+
+ private:
+  void* const data_;
+  const int64_t bytes_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HostBuffer>> Communicator::AllocateHostBuffer(
+    int64_t bytes, const CommOptions& options) {
+  if (bytes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(OpDescription(*this, "AllocateHostBuffer"), ": bytes ", bytes, " < 0"));
+  }
+  DT_RETURN_IF_ERROR(CheckOptions(*this, "AllocateHostBuffer", options));
+  const size_t rounded = (static_cast<size_t>(bytes) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, std::max<size_t>(rounded, 64));
+  if (p == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat(OpDescription(*this, "AllocateHostBuffer"),
+                                                     ": out of memory for ", bytes, " bytes"));
+  }
+  std::memset(p, 0, rounded);
+  return std::unique_ptr<HostBuffer>(new PlainHostBuffer(p, bytes));
 }
 
 std::string OpDescription(const Communicator& c, absl::string_view op) {

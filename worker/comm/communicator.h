@@ -70,6 +70,14 @@ class Work {
   virtual absl::Status Wait(absl::Duration timeout = absl::InfiniteDuration()) = 0;
 };
 
+// Host memory from Communicator::AllocateHostBuffer; freed when destroyed.
+class HostBuffer {
+ public:
+  virtual ~HostBuffer() = default;
+  virtual void* data() const = 0;
+  virtual int64_t bytes() const = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -106,6 +114,20 @@ class Communicator {
   virtual absl::StatusOr<std::unique_ptr<Work>> Recv(CommBuffer buffer, int src, int tag,
                                                      const CommOptions& options) = 0;
   virtual absl::StatusOr<std::unique_ptr<Work>> Barrier(const CommOptions& options) = 0;
+
+  // `bytes` of zeroed host memory, 64-byte aligned, for buffers this group reduces or gathers
+  // often (gradient buckets). A backend may place it where its collectives reach it without
+  // copies: the shared-memory backend maps it into every rank, and collectives whose buffers
+  // lie in such memory on every rank, at the same place of the same allocation, read and write
+  // the peers' buffers directly (docs/shm.md, "Shared buffers"). Elsewhere plain memory (this
+  // default). Collective: every rank calls it in the same order with the same `bytes`, and every
+  // rank destroys it only after its last collective on it completed. Errors: kInvalidArgument
+  // (bytes < 0), kResourceExhausted, kDeadlineExceeded naming the ranks that never came.
+  virtual absl::StatusOr<std::unique_ptr<HostBuffer>> AllocateHostBuffer(
+      int64_t bytes, const CommOptions& options);
+  // Whether AllocateHostBuffer's memory is reached by the peers without copies (worth placing
+  // the group's frequent buffers there). The same on every rank.
+  virtual bool SharesHostBuffers() const { return false; }
 
   // Fails every pending and later operation with kAborted(reason). Safe from any thread.
   virtual void Abort(absl::Status reason) = 0;

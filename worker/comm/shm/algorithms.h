@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "worker/comm/communicator.h"
@@ -28,6 +29,24 @@ absl::Status RunReduceScatter(Steps& steps, const CommBuffer& input, const CommB
 absl::Status RunAllGather(Steps& steps, const CommBuffer& input, const CommBuffer& output);
 // The root stages a piece per step; the others copy it out.
 absl::Status RunBroadcast(Steps& steps, const CommBuffer& buffer, int root);
+// The same collectives when every rank's buffer (AllReduce's, ReduceScatter's and AllGather's
+// input) lies in a shared window (windows.h), inside the step AgreeOnWindows began, which gave
+// `at`: every rank's address of its buffer. Nothing is staged: each rank reduces its share of
+// the buffer block by block from the peers' buffers in rank order (the same bits as staged) and
+// writes it into every rank's buffer (AllReduce) or its output (ReduceScatter); AllGather copies
+// each rank's input from where it lies. All end with Steps::Finish.
+absl::Status RunAllReduceShared(Steps& steps, const std::vector<char*>& at,
+                                const CommBuffer& buffer, ReduceOp op);
+absl::Status RunReduceScatterShared(Steps& steps, const std::vector<char*>& at,
+                                    const CommBuffer& input, const CommBuffer& output, ReduceOp op);
+absl::Status RunAllGatherShared(Steps& steps, const std::vector<char*>& at, const CommBuffer& input,
+                                const CommBuffer& output);
+// Elements of a block a shared reduction reduces at a time: small enough that the block it wrote
+// is still in cache when it copies it to the peers.
+inline int64_t SharedBlockElements(size_t esize) {
+  return std::max<int64_t>(1, (int64_t{32} << 10) / static_cast<int64_t>(esize));
+}
+
 // One step without data: nobody leaves before everyone arrived.
 absl::Status RunBarrier(Steps& steps);
 

@@ -1,24 +1,20 @@
 #include "worker/comm/shm/segment.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
-#include "absl/random/random.h"
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/status/status_macros.h"
+#include "worker/comm/shm/shared_file.h"
 #include "worker/store/prefix_store.h"
 
 namespace dstrain::comm::shm_internal {
@@ -51,8 +47,6 @@ Offsets Layout(int size, int64_t chunk, int64_t ring) {
   o.total = o.rings + static_cast<size_t>(size) * std::max(size - 1, 0) * ring;
   return o;
 }
-
-std::string ErrnoText(int e) { return std::strerror(e); }
 
 }  // namespace
 
@@ -162,110 +156,24 @@ absl::StatusOr<std::unique_ptr<Segment>> Segment::Join(store::Store* store,
   store::PrefixStore scope(prefix, store);
   const SegmentOptions options = SizeFor(size, requested);
   const Offsets layout = Layout(size, options.chunk_bytes, options.ring_bytes);
-  std::string name;
-  int fd = -1;
-  if (rank == 0) {
-    // A fresh name every time: concurrent jobs and groups never meet, and O_EXCL makes sure.
-    absl::BitGen gen;
-    for (int attempt = 0; attempt < 8 && fd < 0; ++attempt) {
-      name = absl::StrCat("/dstrain-shm-", getpid(), "-",
-                          absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16));
-      fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-      if (fd < 0 && errno != EEXIST) break;
-    }
-    std::string error;
-    if (fd < 0) {
-      error = absl::StrCat("shm_open(", name, "): ", ErrnoText(errno));
-    } else if (const int e = posix_fallocate(fd, 0, static_cast<off_t>(layout.total)); e != 0) {
-      error = absl::StrCat("reserving ", layout.total, " bytes in ", name, ": ", ErrnoText(e));
-      close(fd);
-      shm_unlink(name.c_str());
-      fd = -1;
-    }
-    if (!error.empty()) {
-      // Tell the others, so every rank fails the same way (and the caller can fall back).
-      scope.Set("segment", absl::StrCat("error:", error)).IgnoreError();
-      return absl::ResourceExhaustedError(absl::StrCat(who, ": ", error));
-    }
-  } else {
-    absl::StatusOr<std::string> published = scope.Get("segment", timeout);
-    if (!published.ok()) {
-      if (published.status().code() == absl::StatusCode::kDeadlineExceeded) {
-        return absl::DeadlineExceededError(
-            absl::StrCat(who, ": rank(s) [0] never published the shared-memory segment within ",
-                         absl::FormatDuration(timeout)));
-      }
-      return absl::UnavailableError(absl::StrCat(who, ": ", published.status().message()));
-    }
-    if (absl::StartsWith(*published, "error:")) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat(who, ": rank 0 could not create the segment: ", published->substr(6)));
-    }
-    if (!absl::StartsWith(*published, "ok:")) {
-      return absl::InternalError(
-          absl::StrCat(who, ": unexpected segment record '", *published, "'"));
-    }
-    name = published->substr(3);
-    fd = shm_open(name.c_str(), O_RDWR, 0600);
-    if (fd < 0) {
-      return absl::UnavailableError(
-          absl::StrCat(who, ": shm_open(", name, "): ", ErrnoText(errno),
-                       " (is rank 0 on this host, in this IPC namespace?)"));
-    }
-    struct stat st = {};
-    if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != layout.total) {
-      close(fd);
-      return absl::InternalError(absl::StrCat(who, ": segment ", name, " has ", st.st_size,
-                                              " bytes, expected ", layout.total));
-    }
-  }
-  void* base = mmap(nullptr, layout.total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const int mmap_errno = errno;
-  close(fd);
-  if (base == MAP_FAILED) {
-    shm_unlink(name.c_str());
-    return absl::UnavailableError(
-        absl::StrCat(who, ": mmap of ", name, ": ", ErrnoText(mmap_errno)));
-  }
-  std::unique_ptr<Segment> segment(
-      new Segment(static_cast<char*>(base), layout.total, size, options, name));
-  Header& h = segment->header();
-  if (rank == 0) {
+  auto init = [&](char* base) {
+    Header& h = *reinterpret_cast<Header*>(base);
     h.magic = kMagic;
     h.size = size;
     h.chunk_bytes = options.chunk_bytes;
     h.ring_bytes = options.ring_bytes;
     h.total_bytes = static_cast<int64_t>(layout.total);
-    std::atomic_thread_fence(std::memory_order_release);  // the store's Set publishes it
-    if (absl::Status s = scope.Set("segment", absl::StrCat("ok:", name)); !s.ok()) {
-      shm_unlink(name.c_str());
-      return absl::UnavailableError(absl::StrCat(who, ": ", s.message()));
-    }
-  } else if (h.magic != kMagic || h.size != size || h.chunk_bytes != options.chunk_bytes ||
-             h.ring_bytes != options.ring_bytes) {
+  };
+  DT_ASSIGN_OR_RETURN(const SharedMapping m,
+                      MapGroupFile(scope, "segment", rank, size, who, layout.total, timeout, init));
+  std::unique_ptr<Segment> segment(new Segment(m.base, m.bytes, size, options, m.name));
+  const Header& h = segment->header();
+  if (h.magic != kMagic || h.size != size || h.chunk_bytes != options.chunk_bytes ||
+      h.ring_bytes != options.ring_bytes) {
     return absl::InternalError(
-        absl::StrCat(who, ": segment ", name, " does not match this group (size ", size, ")"));
+        absl::StrCat(who, ": segment ", m.name, " does not match this group (size ", size, ")"));
   }
   segment->rank_flag(rank, kPid).value.store(getpid(), std::memory_order_release);
-
-  // Everyone maps before anyone unlinks; then nothing is left behind whatever happens next.
-  std::vector<std::string> keys;
-  for (int r = 0; r < size; ++r) keys.push_back(absl::StrCat("mapped/", r));
-  absl::Status s = scope.Set(keys[rank], "1");
-  if (s.ok()) s = scope.Wait(keys, timeout);
-  shm_unlink(name.c_str());  // ENOENT once another rank did it
-  if (!s.ok()) {
-    std::vector<int> absent;
-    for (int r = 0; r < size; ++r) {
-      if (!scope.Get(keys[r], absl::ZeroDuration()).ok()) absent.push_back(r);
-    }
-    if (s.code() == absl::StatusCode::kDeadlineExceeded || !absent.empty()) {
-      return absl::DeadlineExceededError(
-          absl::StrCat(who, ": rank(s) [", absl::StrJoin(absent, ", "), "] never joined within ",
-                       absl::FormatDuration(timeout)));
-    }
-    return absl::UnavailableError(absl::StrCat(who, ": ", s.message()));
-  }
   return segment;
 }
 

@@ -13,13 +13,9 @@
 //   out [2][chunk_bytes]          AllReduce's reduced chunk, each rank writing its own share
 //   rings [size][size-1][ring]    point-to-point byte streams, one per ordered pair
 //
-// Lifetime: rank 0 creates the file (a fresh random name, O_EXCL, mode 0600), sizes it with
-// posix_fallocate (so a full /dev/shm is an error at creation, not a SIGBUS later) and publishes
-// its name in the store; the others open and map it; once every rank has said in the store that
-// it mapped the file, every rank unlinks it (the first unlink wins, later ones find nothing). From
-// then on only the mappings keep the memory alive, so a job killed with SIGKILL leaves nothing in
-// /dev/shm. A rank 0 killed between creating and the others mapping leaks the file: the window is
-// the rendezvous itself.
+// Lifetime: made by MapGroupFile (shared_file.h): rank 0 creates and sizes the file, everyone maps
+// it, and once all have mapped it every rank unlinks it, so a job killed with SIGKILL leaves
+// nothing in /dev/shm.
 //
 // Thread-safety: the mapping is shared by design; who writes what is the protocol's business.
 #pragma once

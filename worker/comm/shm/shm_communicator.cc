@@ -1,5 +1,7 @@
 #include "worker/comm/shm/shm_communicator.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -13,7 +15,10 @@
 #include "worker/comm/shm/algorithms.h"
 #include "worker/comm/shm/p2p.h"
 #include "worker/comm/shm/segment.h"
+#include "worker/comm/shm/shared_file.h"
 #include "worker/comm/shm/steps.h"
+#include "worker/comm/shm/windows.h"
+#include "worker/store/prefix_store.h"
 
 namespace dstrain::comm {
 
@@ -60,7 +65,8 @@ ShmCommunicator::ShmCommunicator(store::Store* store, std::string prefix, int ra
       name_(std::move(name)),
       options_(options),
       segment_(std::move(segment)),
-      steps_(std::make_unique<Steps>(segment_.get(), rank)) {
+      steps_(std::make_unique<Steps>(segment_.get(), rank)),
+      windows_(std::make_shared<shm_internal::Windows>(rank)) {
   p2p_ = std::make_unique<shm_internal::PointToPoint>(
       segment_.get(), rank, [this](const absl::Status& error) { return Poison(error); });
   worker_ = std::thread([this] { WorkerLoop(); });
@@ -187,12 +193,82 @@ void ShmCommunicator::RunOp(Op& op) {
   }
 }
 
+namespace {
+
+int64_t Bytes(const CommBuffer& b) { return b.count * static_cast<int64_t>(DTypeSize(b.dtype)); }
+
+// Every rank's address of `buffer` when it lies in a shared window on every rank (the step then
+// ends with Steps::Finish); nothing when it does not, or is too small to be worth the step (which
+// every rank decides alike: the byte counts agree).
+absl::StatusOr<std::optional<std::vector<char*>>> SharedPlaces(Steps& steps,
+                                                               const shm_internal::Windows& windows,
+                                                               const CommBuffer& buffer) {
+  if (Bytes(buffer) < shm_internal::kSharedMinBytes) return std::nullopt;
+  return shm_internal::AgreeOnWindows(steps, windows, buffer.data, Bytes(buffer));
+}
+
+// This rank's part of a window; unmapped (the whole window, from this rank) when destroyed.
+class SharedHostBuffer final : public HostBuffer {
+ public:
+  SharedHostBuffer(std::shared_ptr<shm_internal::Windows> windows, int64_t id,
+                   shm_internal::SharedMapping mapping, char* data, int64_t bytes)
+      : windows_(std::move(windows)), id_(id), mapping_(mapping), data_(data), bytes_(bytes) {}
+  ~SharedHostBuffer() override {
+    windows_->Remove(id_);
+    munmap(mapping_.base, mapping_.bytes);
+  }
+  void* data() const override { return data_; }
+  int64_t bytes() const override { return bytes_; }
+
+ private:
+  const std::shared_ptr<shm_internal::Windows> windows_;
+  const int64_t id_;
+  const shm_internal::SharedMapping mapping_;
+  char* const data_;
+  const int64_t bytes_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HostBuffer>> ShmCommunicator::AllocateHostBuffer(
+    int64_t bytes, const CommOptions& options) {
+  if (!options_.shared_buffers || bytes < 0) {
+    return Communicator::AllocateHostBuffer(bytes, options);
+  }
+  DT_RETURN_IF_ERROR(CheckOptions(*this, "AllocateHostBuffer", options));
+  int64_t id;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!error_.ok()) {
+      return absl::AbortedError(absl::StrCat(Describe("AllocateHostBuffer"),
+                                             ": communicator is poisoned: ", error_.message()));
+    }
+    id = next_window_++;  // every rank allocates in the same order: the ids agree
+  }
+  // Parts start on pages of their own (and so on cache lines of their own).
+  const int64_t part = std::max<int64_t>(4096, (bytes + 4095) / 4096 * 4096);
+  store::PrefixStore scope(prefix_, store_);
+  DT_ASSIGN_OR_RETURN(
+      const shm_internal::SharedMapping m,
+      shm_internal::MapGroupFile(scope, absl::StrCat("window/", id), rank_, size_,
+                                 Describe(absl::StrCat("AllocateHostBuffer(", bytes, " bytes)")),
+                                 static_cast<size_t>(part) * size_, options.timeout, [](char*) {}));
+  windows_->Add(id, m.base, part);
+  return std::unique_ptr<HostBuffer>(
+      new SharedHostBuffer(windows_, id, m, m.base + rank_ * part, bytes));
+}
+
 absl::StatusOr<std::unique_ptr<Work>> ShmCommunicator::AllReduce(CommBuffer buffer, ReduceOp op,
                                                                  const CommOptions& options) {
   DT_RETURN_IF_ERROR(CheckAllReduceArgs(*this, buffer, options, DeviceType::kCpu));
   if (size_ == 1)
     return Enqueue("AllReduce", options.timeout, [](Steps&) { return absl::OkStatus(); });
-  return Enqueue("AllReduce", options.timeout, [buffer, op](Steps& steps) {
+  return Enqueue("AllReduce", options.timeout, [this, buffer, op](Steps& steps) -> absl::Status {
+    DT_ASSIGN_OR_RETURN(const auto at, SharedPlaces(steps, *windows_, buffer));
+    if (at.has_value()) {
+      ++shared_collectives_;
+      return shm_internal::RunAllReduceShared(steps, *at, buffer, op);
+    }
     return shm_internal::RunAllReduce(steps, buffer, op);
   });
 }
@@ -201,16 +277,27 @@ absl::StatusOr<std::unique_ptr<Work>> ShmCommunicator::ReduceScatter(CommBuffer 
                                                                      CommBuffer output, ReduceOp op,
                                                                      const CommOptions& options) {
   DT_RETURN_IF_ERROR(CheckReduceScatterArgs(*this, input, output, options, DeviceType::kCpu));
-  return Enqueue("ReduceScatter", options.timeout, [input, output, op](Steps& steps) {
-    return shm_internal::RunReduceScatter(steps, input, output, op);
-  });
+  return Enqueue("ReduceScatter", options.timeout,
+                 [this, input, output, op](Steps& steps) -> absl::Status {
+                   DT_ASSIGN_OR_RETURN(const auto at, SharedPlaces(steps, *windows_, input));
+                   if (at.has_value()) {
+                     ++shared_collectives_;
+                     return shm_internal::RunReduceScatterShared(steps, *at, input, output, op);
+                   }
+                   return shm_internal::RunReduceScatter(steps, input, output, op);
+                 });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> ShmCommunicator::AllGather(CommBuffer input,
                                                                  CommBuffer output,
                                                                  const CommOptions& options) {
   DT_RETURN_IF_ERROR(CheckAllGatherArgs(*this, input, output, options, DeviceType::kCpu));
-  return Enqueue("AllGather", options.timeout, [input, output](Steps& steps) {
+  return Enqueue("AllGather", options.timeout, [this, input, output](Steps& steps) -> absl::Status {
+    DT_ASSIGN_OR_RETURN(const auto at, SharedPlaces(steps, *windows_, input));
+    if (at.has_value()) {
+      ++shared_collectives_;
+      return shm_internal::RunAllGatherShared(steps, *at, input, output);
+    }
     return shm_internal::RunAllGather(steps, input, output);
   });
 }

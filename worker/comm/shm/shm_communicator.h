@@ -5,6 +5,9 @@
 //     sequence of steps over per-rank staging slots and sequence-number flags (steps.h); each
 //     rank reduces its own share of every chunk from all ranks' slots (algorithms.h), with the
 //     f32 accumulation and single rounding of cpu_reduce.h, so results match the other backends.
+//   - Buffers from AllocateHostBuffer lie in memory every rank maps (windows.h): a collective
+//     whose buffers lie there on every rank reads and writes the peers' buffers in place instead
+//     of staging them (algorithms.h, the *Shared variants).
 //   - Send/Recv go through one byte ring per ordered pair, moved by a progress thread (p2p.h);
 //     they are not ordered with the collectives.
 //   - Each operation's timeout counts from when it starts running. A wait that outlives it fails
@@ -44,6 +47,7 @@ namespace shm_internal {
 class Segment;
 class Steps;
 class PointToPoint;
+class Windows;
 }  // namespace shm_internal
 
 struct ShmOptions {
@@ -53,6 +57,9 @@ struct ShmOptions {
   // groups so the segment stays within a few tens of MiB; segment.h).
   int64_t chunk_bytes = 4 << 20;
   int64_t ring_bytes = 1 << 20;
+  // AllocateHostBuffer maps its memory into every rank (windows.h), so collectives on it skip
+  // the staging copies; false: plain memory (for comparisons). The same on every rank.
+  bool shared_buffers = true;
 };
 
 class ShmCommunicator final : public Communicator {
@@ -86,6 +93,14 @@ class ShmCommunicator final : public Communicator {
   absl::StatusOr<std::unique_ptr<Work>> Recv(CommBuffer buffer, int src, int tag,
                                              const CommOptions& options) override;
   absl::StatusOr<std::unique_ptr<Work>> Barrier(const CommOptions& options) override;
+  // Memory every rank maps (windows.h): a shared-memory file of size() parts, this rank's part
+  // returned. Collectives whose buffers lie in it on every rank skip the staging copies.
+  absl::StatusOr<std::unique_ptr<HostBuffer>> AllocateHostBuffer(
+      int64_t bytes, const CommOptions& options) override;
+  bool SharesHostBuffers() const override { return options_.shared_buffers && size_ > 1; }
+
+  // How many collectives so far ran on shared buffers without staging (windows.h).
+  int64_t shared_collectives() const { return shared_collectives_.load(); }
 
   void Abort(absl::Status reason) override;
   absl::Status AsyncError() override;
@@ -129,6 +144,7 @@ class ShmCommunicator final : public Communicator {
   std::unique_ptr<shm_internal::Segment> segment_;
   std::unique_ptr<shm_internal::Steps> steps_;  // the worker thread's
   std::atomic<bool> aborted_{false};            // read by every wait
+  std::atomic<int64_t> shared_collectives_{0};
 
   absl::Mutex mu_;
   std::deque<Op> queue_ ABSL_GUARDED_BY(mu_);
@@ -137,6 +153,10 @@ class ShmCommunicator final : public Communicator {
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t next_split_ ABSL_GUARDED_BY(mu_) = 0;
+
+  int64_t next_window_ ABSL_GUARDED_BY(mu_) = 0;
+  // Shared with the buffers, which may outlive the communicator.
+  std::shared_ptr<shm_internal::Windows> windows_;
 
   std::unique_ptr<shm_internal::PointToPoint> p2p_;
   std::thread worker_;

@@ -1,6 +1,10 @@
 #include "worker/comm/shm/shm_communicator.h"
 
+#include <algorithm>
+#include <functional>
 #include <memory>
+#include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -17,6 +21,7 @@ using ::dstrain::comm::testing::CommBackend;
 using ::dstrain::comm::testing::CommConformanceTest;
 using ::dstrain::comm::testing::ConformanceParamName;
 using ::dstrain::comm::testing::ConformanceParams;
+using ::dstrain::testing::IsOk;
 using ::dstrain::testing::StatusIs;
 using ::testing::_;
 
@@ -48,6 +53,69 @@ INSTANTIATE_TEST_SUITE_P(Shm, CommConformanceTest,
                          ::testing::ValuesIn(ConformanceParams(ShmBackend(),
                                                                {1, 2, 3, 4, 5, 6, 7, 8})),
                          ConformanceParamName);
+
+// Ranks as threads of one process: each runs fn(rank, communicator); the communicators are
+// destroyed after every fn returned.
+void RunGroup(int size, const std::vector<ShmOptions>& options,
+              const std::function<void(int, ShmCommunicator&)>& fn) {
+  store::InMemoryStore store;
+  std::vector<std::unique_ptr<ShmCommunicator>> comms(size);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < size; ++r) {
+    threads.emplace_back([&, r] {
+      absl::StatusOr<std::unique_ptr<ShmCommunicator>> c =
+          ShmCommunicator::Create(&store, r, size, "world", options[r]);
+      ASSERT_THAT(c.status(), IsOk());
+      comms[r] = *std::move(c);
+      fn(r, *comms[r]);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+}
+
+absl::Status AllReduceSum(ShmCommunicator& comm, float* data, int64_t count) {
+  absl::StatusOr<std::unique_ptr<Work>> w =
+      comm.AllReduce(CommBuffer{data, count}, ReduceOp::kSum, CommOptions{absl::Seconds(30)});
+  return w.ok() ? (*w)->Wait() : w.status();
+}
+
+// The conformance suite checks the results on host buffers; this checks which path ran: shared
+// when every rank's buffer lies in one, staged when one rank's does not, when a rank turned
+// shared buffers off, or when the buffer is small.
+TEST(ShmCommunicatorTest, CollectivesOnHostBuffersOfEveryRankSkipTheStaging) {
+  constexpr int kRanks = 3;
+  constexpr int64_t kCount = 100000;
+  std::vector<ShmOptions> options(kRanks, TestOptions());
+  RunGroup(kRanks, options, [&](int rank, ShmCommunicator& comm) {
+    absl::StatusOr<std::unique_ptr<HostBuffer>> host =
+        comm.AllocateHostBuffer(kCount * 4, CommOptions{absl::Seconds(30)});
+    ASSERT_THAT(host.status(), IsOk());
+    float* data = static_cast<float*>((*host)->data());
+    std::fill(data, data + kCount, rank + 1.f);
+    ASSERT_THAT(AllReduceSum(comm, data, kCount), IsOk());
+    EXPECT_EQ(comm.shared_collectives(), 1);
+    EXPECT_TRUE(std::all_of(data, data + kCount, [](float v) { return v == 6.f; }));
+    // Too small to be worth it: staged.
+    ASSERT_THAT(AllReduceSum(comm, data, 100), IsOk());
+    EXPECT_EQ(comm.shared_collectives(), 1);
+    // Rank 1's buffer is its own: every rank stages.
+    std::vector<float> plain(kCount, 1.f);
+    ASSERT_THAT(AllReduceSum(comm, rank == 1 ? plain.data() : data, kCount), IsOk());
+    EXPECT_EQ(comm.shared_collectives(), 1);
+  });
+  // With shared buffers off, AllocateHostBuffer gives plain memory: staged.
+  for (ShmOptions& o : options) o.shared_buffers = false;
+  RunGroup(kRanks, options, [&](int rank, ShmCommunicator& comm) {
+    absl::StatusOr<std::unique_ptr<HostBuffer>> host =
+        comm.AllocateHostBuffer(kCount * 4, CommOptions{absl::Seconds(30)});
+    ASSERT_THAT(host.status(), IsOk());
+    float* data = static_cast<float*>((*host)->data());
+    std::fill(data, data + kCount, rank + 1.f);
+    ASSERT_THAT(AllReduceSum(comm, data, kCount), IsOk());
+    EXPECT_EQ(comm.shared_collectives(), 0);
+    EXPECT_TRUE(std::all_of(data, data + kCount, [](float v) { return v == 6.f; }));
+  });
+}
 
 TEST(ShmCommunicatorTest, CreateValidatesArguments) {
   store::InMemoryStore store;

@@ -32,4 +32,11 @@ void Steps::Done() {
   ++step_;
 }
 
+absl::Status Steps::Finish() {
+  Publish(segment_->rank_flag(rank_, kDone), step_ + 1);
+  const absl::Status status = WaitFor(kDone, step_ + 1, "to finish with this rank's buffer");
+  ++step_;
+  return status;
+}
+
 }  // namespace dstrain::comm::shm_internal

@@ -13,6 +13,10 @@
 //   ...       read the output buffer (copy-out)
 //   Done      publish done = s + 1
 //
+// A collective on shared buffers (windows.h), whose peers read and write this rank's own buffer
+// rather than its slot, ends with Finish instead: done = s + 1, then wait until every rank
+// published it, so the buffer goes back to the caller only when nobody touches it any more.
+//
 // Flag values only grow and a rank publishes each one after the memory it guards is written
 // (release) and reads peers' memory only after seeing their flag (acquire), so no lock is needed.
 //
@@ -42,6 +46,7 @@ class Steps {
   absl::Status Arrive();
   absl::Status Reduced();
   void Done();
+  absl::Status Finish();
 
   // The current step's buffers.
   char* my_slot() const { return segment_->slot(rank_, buffer()); }

@@ -346,6 +346,93 @@ TEST_P(CommConformanceTest, AllGather) {
   });
 }
 
+// Buffers from AllocateHostBuffer carry the same collectives with the same results, wherever
+// they lie in it and whether or not every rank's buffer came from it (the shared-memory backend
+// then runs them without staging when all did, and staged when one did not).
+TEST_P(CommConformanceTest, HostBuffers) {
+  const int n = size();
+  RunRanks(backend(), n, [&](int rank, Communicator& comm) {
+    EXPECT_THAT(comm.AllocateHostBuffer(-1, Options()).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("AllocateHostBuffer")));
+    // Large enough for a backend's fast path (tens of KiB), at an odd element offset too.
+    const int64_t count = 40001, offset = 7;
+    const int64_t bytes = (offset + n * count) * 4;
+    absl::StatusOr<std::unique_ptr<HostBuffer>> host = comm.AllocateHostBuffer(bytes, Options());
+    ASSERT_THAT(host.status(), IsOk());
+    ASSERT_EQ((*host)->bytes(), bytes);
+    ASSERT_EQ(reinterpret_cast<uintptr_t>((*host)->data()) % 64, 0u);
+    char* base = static_cast<char*>((*host)->data());
+    EXPECT_TRUE(std::all_of(base, base + bytes, [](char c) { return c == 0; })) << "not zeroed";
+    int salt = 300;
+    for (DType dtype : kDTypes) {
+      const size_t es = DTypeSize(dtype);
+      for (ReduceOp op : kOps) {
+        for (int64_t at : {int64_t{0}, offset}) {
+          // The last round: rank 0's buffer is plain memory, the others' are in the host buffer.
+          for (bool plain_on_rank0 : {false, true}) {
+            ++salt;
+            const std::string what = absl::StrCat(
+                Case("AllReduce in a host buffer", rank, count, dtype), " ", ReduceOpName(op),
+                " at element ", at, plain_on_rank0 ? ", rank 0's plain" : "");
+            const std::vector<char> in = Filled(dtype, count, rank, salt);
+            std::vector<char> plain = in;
+            char* data = plain_on_rank0 && rank == 0 ? plain.data() : base + at * es;
+            std::memcpy(data, in.data(), in.size());
+            ASSERT_THAT(RunOp(comm.AllReduce(CommBuffer{data, count, dtype}, op, Options())),
+                        IsOk())
+                << what;
+            ExpectReduced(std::vector<char>(data, data + in.size()), dtype, op, n, count, 0, salt,
+                          what);
+          }
+        }
+      }
+      // ReduceScatter from the host buffer, out of place and in place.
+      for (bool in_place : {false, true}) {
+        ++salt;
+        const std::string what = Case(in_place ? "ReduceScatter in place in a host buffer"
+                                               : "ReduceScatter from a host "
+                                                 "buffer",
+                                      rank, count, dtype);
+        const std::vector<char> in = Filled(dtype, n * count, rank, salt);
+        std::memcpy(base, in.data(), in.size());
+        std::vector<char> out(count * es, 0x55);
+        char* dst = in_place ? base + rank * count * es : out.data();
+        ASSERT_THAT(
+            RunOp(comm.ReduceScatter(CommBuffer{base, n * count, dtype},
+                                     CommBuffer{dst, count, dtype}, ReduceOp::kSum, Options())),
+            IsOk())
+            << what;
+        ExpectReduced(std::vector<char>(dst, dst + count * es), dtype, ReduceOp::kSum, n, count,
+                      rank * count, salt, what);
+        if (!in_place) {
+          EXPECT_EQ(std::memcmp(base, in.data(), in.size()), 0) << what << ": input modified";
+        }
+      }
+      // AllGather from the host buffer, out of place and in place.
+      for (bool in_place : {false, true}) {
+        ++salt;
+        const std::string what =
+            Case(in_place ? "AllGather in place in a host buffer" : "AllGather from a host buffer",
+                 rank, count, dtype);
+        const std::vector<char> mine = Bytes(count * es, rank, salt);
+        std::vector<char> out(n * count * es, 0x11);
+        char* dst = in_place ? base : out.data();
+        char* src = in_place ? base + rank * count * es : base;
+        std::memcpy(src, mine.data(), mine.size());
+        ASSERT_THAT(RunOp(comm.AllGather(CommBuffer{src, count, dtype},
+                                         CommBuffer{dst, n * count, dtype}, Options())),
+                    IsOk())
+            << what;
+        for (int q = 0; q < n; ++q) {
+          const std::vector<char> want = Bytes(count * es, q, salt);
+          EXPECT_EQ(std::memcmp(want.data(), dst + q * count * es, want.size()), 0)
+              << what << ": chunk of rank " << q;
+        }
+      }
+    }
+  });
+}
+
 TEST_P(CommConformanceTest, Broadcast) {
   const int n = size();
   const std::set<int> roots = {0, n - 1, n / 2};
