@@ -63,6 +63,10 @@ class Allocator {
   virtual Device device() const = 0;
 
   MemoryStats Stats() const;
+  // Counts `delta` bytes of `category` handed out by an allocator layered on this one from memory
+  // of this device that it manages itself (ArenaAllocator), so these statistics stay the whole
+  // device's.
+  void AccountFor(MemoryCategory category, int64_t delta) { Account(category, delta); }
   // Sets every peak to the current value (start of a measured interval).
   void ResetPeaks();
 

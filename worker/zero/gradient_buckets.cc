@@ -24,7 +24,7 @@ absl::StatusOr<View> GradientBuckets::Target(int module) {
   const int u = p.unit_of_module(module);
   Bucket& b = buckets_[u];
   if (!b.buffer.defined()) {
-    DT_ASSIGN_OR_RETURN(b.buffer, Tensor::Zeros(z_.ops_->allocator(), z_.reduction_.dtype,
+    DT_ASSIGN_OR_RETURN(b.buffer, Tensor::Zeros(z_.comm_allocator(), z_.reduction_.dtype,
                                                 {p.padded_numel(u)}, MemoryCategory::kCommBuffers));
   }
   const int64_t off = z_.layout_.modules()[module].offset - p.units()[u].begin;

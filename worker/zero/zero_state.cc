@@ -210,16 +210,25 @@ absl::Status ZeroState::Allocate(const OffloadContext& offload) {
           op.pin_memory || o.pin_memory ? ", page-locked" : ""));
     }
   }
+  DT_RETURN_IF_ERROR(AllocateCommWindow(offload, param_elems));
   windows_ = UpdateWindows();  // before the swap files: the optimizer's follows this cut
   if (op.device == config::OffloadDevice::kNvme) {
     // The buffers are host memory: the rank's own on a CPU rank, else the offload's.
     if (!ops_->host_accessible()) DT_RETURN_IF_ERROR(ensure_host());
     DT_RETURN_IF_ERROR(AllocateParamSwap(offload, ops_->host_accessible() ? a : host_));
   } else {
-    DT_ASSIGN_OR_RETURN(params_, Tensor::Zeros(params_on_host_ ? host_ : a, storage_, {param_elems},
-                                               MemoryCategory::kParams));
+    // Stages 1-3 gather parameters: from the shared window where there is one.
+    tensor::Allocator* params_alloc = params_on_host_        ? host_
+                                      : ParamsInCommWindow() ? comm_allocator()
+                                                             : a;
+    DT_ASSIGN_OR_RETURN(
+        params_, Tensor::Zeros(params_alloc, storage_, {param_elems}, MemoryCategory::kParams));
   }
-  DT_ASSIGN_OR_RETURN(grads_, Tensor::Zeros(a, grads_dtype_, {grad_elems}, MemoryCategory::kGrads));
+  // Stages 0-1 reduce grads_ itself unless the reduction converts it (ReductionBuffer).
+  tensor::Allocator* grads_alloc =
+      !grads_partitioned_ && reduction_.dtype == grads_dtype_ ? comm_allocator() : a;
+  DT_ASSIGN_OR_RETURN(
+      grads_, Tensor::Zeros(grads_alloc, grads_dtype_, {grad_elems}, MemoryCategory::kGrads));
   const int n_windows = static_cast<int>(windows_.size());
   bool offloaded = o.device != config::OffloadDevice::kNone;
   if (offloaded && ops_->host_accessible()) {
@@ -624,9 +633,44 @@ absl::Status ZeroState::PaddedParamsInto(const View& flat) {
   return ops_->status();
 }
 
+absl::Status ZeroState::AllocateCommWindow(const OffloadContext& offload, int64_t param_elems) {
+  if (!distributed() || !ops_->host_accessible() || !dp_->SharesHostBuffers()) {
+    return absl::OkStatus();
+  }
+  auto granules = [](int64_t bytes) { return (bytes + 63) / 64 * 64; };
+  // What AllocateCommWindow's callers carve from it (zero_state.h); the same on every rank.
+  int64_t bytes = 0;
+  if (ParamsInCommWindow()) {
+    bytes += granules(param_elems * static_cast<int64_t>(DTypeSize(storage_)));
+  }
+  const int64_t reduced = static_cast<int64_t>(DTypeSize(reduction_.dtype));
+  if (!grads_partitioned_) {
+    bytes += granules(partition_.padded_total() * reduced);
+  } else {
+    // The gradient buckets alive at once: the one filling, and those in flight (GradientBuckets);
+    // any beyond come from the device's allocator and are staged.
+    int64_t most = 0;
+    const int units = static_cast<int>(partition_.units().size());
+    for (int u = 0; u < units; ++u) most = std::max(most, partition_.padded_numel(u));
+    bytes += std::min(units, config_.overlap_comm ? 4 : 2) * granules(most * reduced);
+  }
+  if (bytes == 0) return absl::OkStatus();
+  DT_ASSIGN_OR_RETURN(comm_window_, dp_->AllocateHostBuffer(bytes, comm_));
+  comm_arena_ = std::make_unique<tensor::ArenaAllocator>(static_cast<char*>(comm_window_->data()),
+                                                         bytes, ops_->allocator());
+  if (offload.log) {
+    offload.log(absl::StrFormat(
+        "comm: %s in %.1f MB of memory shared by the group's %d ranks (collectives on them "
+        "skip the staging copies)",
+        grads_partitioned_ ? "parameters and gradient buckets" : "parameters and gradients",
+        bytes / 1e6, dp_->size()));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<View> ZeroState::ReductionBuffer(Tensor& copy) {
   if (reduction_.dtype == grads_dtype_) return grads_.view();
-  DT_ASSIGN_OR_RETURN(copy, Tensor::Empty(ops_->allocator(), reduction_.dtype, {grads_.numel()},
+  DT_ASSIGN_OR_RETURN(copy, Tensor::Empty(comm_allocator(), reduction_.dtype, {grads_.numel()},
                                           MemoryCategory::kCommBuffers));
   ops_->Convert(copy.view(), grads_.view());
   return copy.view();

@@ -55,6 +55,7 @@
 #include "worker/env/byte_source.h"
 #include "worker/model/param_access.h"
 #include "worker/model/param_layout.h"
+#include "worker/tensor/arena_allocator.h"
 #include "worker/tensor/tensor.h"
 #include "worker/zero/optimizer_home.h"
 #include "worker/zero/optimizer_swap.h"
@@ -370,10 +371,28 @@ class ZeroState : public model::ParamAccess {
   // the device through copies (ParamsFromF32, the gather's copy in Stage3::StartGather).
   bool params_on_host_ = false;
   const bool grads_partitioned_;  // grads_ likewise
-  tensor::Tensor params_;         // storage dtype
-  tensor::Tensor grads_;          // grads_dtype_
-  tensor::Tensor master_;         // mixed precision: fp32 weights of this rank's chunks
-  tensor::Tensor exp_avg_;        // this rank's chunks (stage 0: one rank's all)
+  // A CPU rank whose data-parallel group shares host buffers (the shared-memory backend,
+  // Communicator::SharesHostBuffers): the buffers its collectives run on (params_ and grads_ of
+  // stages 0-2, or the reduction's copy; params_ of stage 3; the gradient buckets) are carved from
+  // one such buffer, so they travel without staging copies (docs/shm.md, "Shared buffers").
+  // Declared before them, so destroyed after them.
+  std::unique_ptr<comm::HostBuffer> comm_window_;
+  std::unique_ptr<tensor::ArenaAllocator> comm_arena_;
+  // Where those buffers come from: the arena, or the device's allocator.
+  tensor::Allocator* comm_allocator() const {
+    return comm_arena_ != nullptr ? static_cast<tensor::Allocator*>(comm_arena_.get())
+                                  : ops_->allocator();
+  }
+  // Makes comm_window_ and comm_arena_ where the group shares host buffers (collective).
+  absl::Status AllocateCommWindow(const OffloadContext& offload, int64_t param_elems);
+  // Stages 1-3 gather params_ (not offloaded): it goes in the window too.
+  bool ParamsInCommWindow() const {
+    return config_.stage >= 1 && config_.offload_param.device == config::OffloadDevice::kNone;
+  }
+  tensor::Tensor params_;   // storage dtype
+  tensor::Tensor grads_;    // grads_dtype_
+  tensor::Tensor master_;   // mixed precision: fp32 weights of this rank's chunks
+  tensor::Tensor exp_avg_;  // this rank's chunks (stage 0: one rank's all)
   tensor::Tensor exp_avg_sq_;
   tensor::Tensor scalar_;   // the norm's all-reduce on a device without host access
   int norm_excluded_ = -1;  // a module left out of the norm, or -1

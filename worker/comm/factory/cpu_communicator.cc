@@ -41,12 +41,22 @@ bool ShmAllowed() {
   return s == "1" || s == "true" || s == "on" || s == "yes";
 }
 
+// DSTRAIN_SHM_SHARED_BUFFERS=0 (or "false", "off", "no") keeps a shm group's host buffers in
+// each rank's own memory, so every collective is staged (ShmOptions::shared_buffers; for
+// comparisons). Part of the identity: ranks that differ end up on Gloo together.
+bool ShmSharedBuffers() {
+  const char* v = std::getenv("DSTRAIN_SHM_SHARED_BUFFERS");
+  if (v == nullptr) return true;
+  const std::string s(v);
+  return !(s == "0" || s == "false" || s == "off" || s == "no");
+}
+
 }  // namespace
 
 std::string CpuHostIdentity(absl::string_view bind_address) {
   char host[256] = {};
   if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
-  return absl::StrCat("shm=", ShmAllowed() ? 1 : 0,
+  return absl::StrCat("shm=", ShmAllowed() ? 1 : 0, " shared=", ShmSharedBuffers() ? 1 : 0,
                       " boot=", ReadFirstLine("/proc/sys/kernel/random/boot_id"), " host=", host,
                       " bind=", bind_address, " ipc=", Link("/proc/self/ns/ipc"),
                       " mnt=", Link("/proc/self/ns/mnt"), " pid=", Link("/proc/self/ns/pid"));
@@ -84,6 +94,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateCpuCommunicator(store::Store
   if (same_host) {
     ShmOptions shm;
     shm.timeout = timeout;
+    shm.shared_buffers = ShmSharedBuffers();
     absl::StatusOr<std::unique_ptr<ShmCommunicator>> c =
         ShmCommunicator::Create(store, rank, size, name, shm);
     if (c.ok()) return std::unique_ptr<Communicator>(*std::move(c));
