@@ -80,21 +80,32 @@ absl::Status AllReduceSum(ShmCommunicator& comm, float* data, int64_t count) {
 }
 
 // The conformance suite checks the results on host buffers; this checks which path ran: shared
-// when every rank's buffer lies in one, staged when one rank's does not, when a rank turned
-// shared buffers off, or when the buffer is small.
+// when every rank's buffer lies in one, staged when one rank's does not, when the buffer is
+// small, or when the group turned shared buffers off.
 TEST(ShmCommunicatorTest, CollectivesOnHostBuffersOfEveryRankSkipTheStaging) {
   constexpr int kRanks = 3;
   constexpr int64_t kCount = 100000;
+  // Each rank's host buffer holds rank + 1 everywhere, summed over the group: 6 on every rank,
+  // and `shared` collectives so far ran on shared buffers.
+  auto sum_in_host_buffer = [](ShmCommunicator& comm, int rank, int64_t shared) {
+    absl::StatusOr<std::unique_ptr<HostBuffer>> host =
+        comm.AllocateHostBuffer(kCount * 4, CommOptions{absl::Seconds(30)});
+    EXPECT_THAT(host.status(), IsOk());
+    if (!host.ok()) return host.status();
+    float* data = static_cast<float*>((*host)->data());
+    std::fill(data, data + kCount, rank + 1.f);
+    absl::Status s = AllReduceSum(comm, data, kCount);
+    EXPECT_EQ(comm.shared_collectives(), shared);
+    EXPECT_TRUE(std::all_of(data, data + kCount, [](float v) { return v == 6.f; }));
+    return s;
+  };
   std::vector<ShmOptions> options(kRanks, TestOptions());
   RunGroup(kRanks, options, [&](int rank, ShmCommunicator& comm) {
+    ASSERT_THAT(sum_in_host_buffer(comm, rank, 1), IsOk());
     absl::StatusOr<std::unique_ptr<HostBuffer>> host =
         comm.AllocateHostBuffer(kCount * 4, CommOptions{absl::Seconds(30)});
     ASSERT_THAT(host.status(), IsOk());
     float* data = static_cast<float*>((*host)->data());
-    std::fill(data, data + kCount, rank + 1.f);
-    ASSERT_THAT(AllReduceSum(comm, data, kCount), IsOk());
-    EXPECT_EQ(comm.shared_collectives(), 1);
-    EXPECT_TRUE(std::all_of(data, data + kCount, [](float v) { return v == 6.f; }));
     // Too small to be worth it: staged.
     ASSERT_THAT(AllReduceSum(comm, data, 100), IsOk());
     EXPECT_EQ(comm.shared_collectives(), 1);
@@ -106,14 +117,7 @@ TEST(ShmCommunicatorTest, CollectivesOnHostBuffersOfEveryRankSkipTheStaging) {
   // With shared buffers off, AllocateHostBuffer gives plain memory: staged.
   for (ShmOptions& o : options) o.shared_buffers = false;
   RunGroup(kRanks, options, [&](int rank, ShmCommunicator& comm) {
-    absl::StatusOr<std::unique_ptr<HostBuffer>> host =
-        comm.AllocateHostBuffer(kCount * 4, CommOptions{absl::Seconds(30)});
-    ASSERT_THAT(host.status(), IsOk());
-    float* data = static_cast<float*>((*host)->data());
-    std::fill(data, data + kCount, rank + 1.f);
-    ASSERT_THAT(AllReduceSum(comm, data, kCount), IsOk());
-    EXPECT_EQ(comm.shared_collectives(), 0);
-    EXPECT_TRUE(std::all_of(data, data + kCount, [](float v) { return v == 6.f; }));
+    ASSERT_THAT(sum_in_host_buffer(comm, rank, 0), IsOk());
   });
 }
 
