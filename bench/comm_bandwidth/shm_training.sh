@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# ZeRO stages 0-3 at 2 local ranks over Gloo, over the shared-memory communicator staging every
-# collective (DSTRAIN_SHM=1 DSTRAIN_SHM_SHARED_BUFFERS=0) and over it with the engine's buffers in
-# memory the ranks share (DSTRAIN_SHM=1, docs/shm.md "Shared buffers"): the median step time and
+# ZeRO stages 0-3 at 2 local ranks over Gloo (DSTRAIN_SHM=0), over the shared-memory communicator
+# staging every collective (DSTRAIN_SHM_SHARED_BUFFERS=0) and over it with the engine's buffers in
+# memory the ranks share (the default, docs/shm.md "Shared buffers"): the median step time and
 # the median time a step waited for its collectives (comm_s), on bench/zero/job.json's 8-layer
 # GPT (6.3M parameters), fp32 or PRECISION. Rounds alternate the three; each figure is the median
 # over ROUNDS runs of the median over a run's steps after the first.
@@ -33,8 +33,8 @@ PY
 done
 
 declare -A env_of=(
-  [gloo]=""
-  [shm_staged]="DSTRAIN_SHM=1 DSTRAIN_SHM_SHARED_BUFFERS=0"
+  [gloo]="DSTRAIN_SHM=0"
+  [shm_staged]="DSTRAIN_SHM_SHARED_BUFFERS=0"
   [shm_shared]="DSTRAIN_SHM=1"
 )
 kinds=(gloo shm_staged shm_shared)

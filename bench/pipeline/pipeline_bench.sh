@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Pipeline parallelism on 4 processes of the CPU engine (`dstrain launch`, Gloo over loopback),
+# Pipeline parallelism on 4 processes of the CPU engine (`dstrain launch`, shared memory between
+# the local ranks since 2026-12-07, DSTRAIN_SHM=0 for Gloo over loopback),
 # an 8-block GPT (bench/pipeline/job.json: n_embd 256, T 128, micro-batch 4; uniform partition),
 # side by side in one run for stages S = 1, 2, 4 and micro-batches per step M = 4, 8, 16:
 #   1. the measured bubble fraction beside 1F1B's (S − 1) / (M + S − 1). Measured per stage from

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ZeRO figures, side by side in one run: for stages 0-3 at 1, 2, 4 and 8 local ranks
-# (`dstrain launch`, Gloo over loopback) on an 8-layer GPT (6.3M parameters, bench/zero/job.json):
+# (`dstrain launch`: shared memory between the local ranks since 2026-12-07, DSTRAIN_SHM=0 for
+# Gloo over loopback) on an 8-layer GPT (6.3M parameters, bench/zero/job.json):
 #   1. per-rank bytes of parameters + gradients + optimizer state (rank 0's allocator after the
 #      last step) against the ZeRO paper's formulas: fp32 Adam 16, 8 + 8/N, 4 + 12/N, 16/N bytes
 #      per parameter; mixed precision (PRECISION=bf16 or fp16) 16, 4 + 12/N, 2 + 14/N, 16/N;

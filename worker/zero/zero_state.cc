@@ -658,12 +658,14 @@ absl::Status ZeroState::AllocateCommWindow(const OffloadContext& offload, int64_
   DT_ASSIGN_OR_RETURN(comm_window_, dp_->AllocateHostBuffer(bytes, comm_));
   comm_arena_ = std::make_unique<tensor::ArenaAllocator>(static_cast<char*>(comm_window_->data()),
                                                          bytes, ops_->allocator());
-  if (offload.log) {
+  if (offload.log && dp_->rank() == 0) {  // the same on every rank: said once
     offload.log(absl::StrFormat(
-        "comm: %s in %.1f MB of memory shared by the group's %d ranks (collectives on them "
-        "skip the staging copies)",
+        "comm: %s in %s of memory shared by the group's %d ranks (collectives on them skip the "
+        "staging copies)",
         grads_partitioned_ ? "parameters and gradient buckets" : "parameters and gradients",
-        bytes / 1e6, dp_->size()));
+        bytes < 1000000 ? absl::StrFormat("%.1f kB", bytes / 1e3)
+                        : absl::StrFormat("%.1f MB", bytes / 1e6),
+        dp_->size()));
   }
   return absl::OkStatus();
 }

@@ -15,6 +15,8 @@
 #     bounds derived from fp32 rounding and stated in compare.py, which also compares the N-rank
 #     runs with the single process.
 set -euo pipefail
+# Gloo, which these bounds are about (the shared-memory default has shm_test.sh).
+export DSTRAIN_SHM=0
 ws="$TEST_SRCDIR/$TEST_WORKSPACE"
 dstrain="$ws/client/cli/dstrain"
 job="$ws/tests/integration/data_parallel/job.json"

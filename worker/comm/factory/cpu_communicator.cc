@@ -31,14 +31,13 @@ std::string Link(const char* path) {
   return n > 0 ? std::string(buf, n) : "?";
 }
 
-// Shared memory is opt-in for now: DSTRAIN_SHM=1 (or "true", "on", "yes") on every rank of a group
-// puts it on shm; unset or anything else keeps the rank, and so its whole group, on Gloo. It
-// becomes the default once the multi-rank integration suites have run on it (docs/shm.md).
+// Ranks on one host share memory unless DSTRAIN_SHM=0 (or "false", "off", "no") on a rank, which
+// keeps it, and so its whole group, on Gloo.
 bool ShmAllowed() {
   const char* v = std::getenv("DSTRAIN_SHM");
-  if (v == nullptr) return false;
+  if (v == nullptr) return true;
   const std::string s(v);
-  return s == "1" || s == "true" || s == "on" || s == "yes";
+  return !(s == "0" || s == "false" || s == "off" || s == "no");
 }
 
 // DSTRAIN_SHM_SHARED_BUFFERS=0 (or "false", "off", "no") keeps a shm group's host buffers in

@@ -6,7 +6,7 @@
 // and pid namespaces, and whether DSTRAIN_SHM allows shared memory on that rank) under
 // "cpu_group/<name>/<rank>", reads every rank's, and picks shm only if all identities are equal
 // and allow it. So ranks in other containers or network namespaces, with other bind addresses,
-// or any rank without DSTRAIN_SHM=1 (shm is opt-in for now), make the whole group use Gloo. When
+// or any rank with DSTRAIN_SHM=0, make the whole group use Gloo. When
 // rank 0 cannot create the segment (/dev/shm full or missing) every rank gets kResourceExhausted
 // and falls back to Gloo.
 #pragma once

@@ -2,7 +2,7 @@
 //
 //   CPU memory  → ShmCommunicator when every rank is on this host (worker/comm/shm), else
 //                 GlooCommunicator (TCP; worker/comm/gloo): see cpu_communicator.h
-//                 (opt-in: DSTRAIN_SHM=1 on every rank; otherwise Gloo)
+//                 (DSTRAIN_SHM=0 on a rank puts its group on Gloo)
 //   CUDA memory → NcclCommunicator (worker/comm/nccl), in builds with CUDA
 //
 // Tests that run ranks as threads construct FakeCommunicators directly (worker/comm/fake). A

@@ -19,23 +19,14 @@ using ::dstrain::testing::IsOk;
 using ::dstrain::testing::StatusIs;
 using ::testing::HasSubstr;
 
-// Shared memory is opt-in (DSTRAIN_SHM=1 on every rank); these tests' ranks set it.
-class ShmOptIn : public ::testing::Test {
+// Shared memory is the default for ranks on one host; these tests start from no DSTRAIN_SHM.
+class ShmByDefault : public ::testing::Test {
  protected:
-  void SetUp() override { setenv("DSTRAIN_SHM", "1", 1); }
-  void TearDown() override { unsetenv("DSTRAIN_SHM"); }
+  void SetUp() override { unsetenv("DSTRAIN_SHM"); }
 };
 
-TEST(CreateCommunicator, WithoutOptInGloo) {
-  unsetenv("DSTRAIN_SHM");
-  store::InMemoryStore store;
-  auto c = CreateCommunicator(Device::Cpu(), &store, 0, 1, "dp", GroupOptions());
-  ASSERT_THAT(c, IsOk());
-  EXPECT_EQ((*c)->backend(), "gloo");
-}
-
 // Every rank of these groups is on this host: shared memory.
-TEST_F(ShmOptIn, CpuMemoryOnOneHostGetsShm) {
+TEST_F(ShmByDefault, CpuMemoryOnOneHostGetsShm) {
   store::InMemoryStore store;
   auto c = CreateCommunicator(Device::Cpu(), &store, 0, 1, "dp", GroupOptions());
   ASSERT_THAT(c, IsOk());
@@ -44,7 +35,7 @@ TEST_F(ShmOptIn, CpuMemoryOnOneHostGetsShm) {
   EXPECT_EQ((*c)->name(), "dp");
 }
 
-TEST_F(ShmOptIn, TwoRanksOnOneHostAgreeOnShm) {
+TEST_F(ShmByDefault, TwoRanksOnOneHostAgreeOnShm) {
   store::InMemoryStore store;
   std::vector<std::string> backends(2);
   std::vector<std::thread> threads;
@@ -61,7 +52,7 @@ TEST_F(ShmOptIn, TwoRanksOnOneHostAgreeOnShm) {
 }
 
 // Ranks whose host identities differ (here: the bind address) use Gloo, all of them.
-TEST_F(ShmOptIn, DifferentIdentitiesGetGloo) {
+TEST_F(ShmByDefault, DifferentIdentitiesGetGloo) {
   EXPECT_NE(CpuHostIdentity("127.0.0.1"), CpuHostIdentity("127.0.0.2"));
   store::InMemoryStore store;
   ASSERT_THAT(store.Set("cpu_group/dp/1", CpuHostIdentity("10.1.2.3")), IsOk());
