@@ -660,9 +660,10 @@ absl::Status ZeroState::AllocateCommWindow(const OffloadContext& offload, int64_
                                                          bytes, ops_->allocator());
   if (offload.log && dp_->rank() == 0) {  // the same on every rank: said once
     offload.log(absl::StrFormat(
-        "comm: %s in %s of memory shared by the group's %d ranks (collectives on them skip the "
+        "comm: %s%s in %s of memory shared by the group's %d ranks (collectives on them skip the "
         "staging copies)",
-        grads_partitioned_ ? "parameters and gradient buckets" : "parameters and gradients",
+        ParamsInCommWindow() ? "parameters and " : "",
+        grads_partitioned_ ? "gradient buckets" : "gradients",
         bytes < 1000000 ? absl::StrFormat("%.1f kB", bytes / 1e3)
                         : absl::StrFormat("%.1f MB", bytes / 1e6),
         dp_->size()));
