@@ -655,7 +655,20 @@ absl::Status ZeroState::AllocateCommWindow(const OffloadContext& offload, int64_
     bytes += std::min(units, config_.overlap_comm ? 4 : 2) * granules(most * reduced);
   }
   if (bytes == 0) return absl::OkStatus();
-  DT_ASSIGN_OR_RETURN(comm_window_, dp_->AllocateHostBuffer(bytes, comm_));
+  absl::StatusOr<std::unique_ptr<comm::HostBuffer>> window = dp_->AllocateHostBuffer(bytes, comm_);
+  if (window.status().code() == absl::StatusCode::kResourceExhausted) {
+    // No room in /dev/shm (a container's default is 64 MB): every rank hears it from rank 0, and
+    // all train on with their own memory, staging the collectives.
+    if (offload.log && dp_->rank() == 0) {
+      offload.log(absl::StrCat("note: comm: no room for ", bytes,
+                               " bytes of memory shared by the group, so its collectives are "
+                               "staged (",
+                               window.status().message(), ")"));
+    }
+    return absl::OkStatus();
+  }
+  DT_RETURN_IF_ERROR(window.status());
+  comm_window_ = *std::move(window);
   comm_arena_ = std::make_unique<tensor::ArenaAllocator>(static_cast<char*>(comm_window_->data()),
                                                          bytes, ops_->allocator());
   if (offload.log && dp_->rank() == 0) {  // the same on every rank: said once
