@@ -118,9 +118,10 @@ class Communicator {
   // `bytes` of zeroed host memory, 64-byte aligned, for buffers this group reduces or gathers
   // often (gradient buckets). A backend may place it where its collectives reach it without
   // copies: the shared-memory backend maps it into every rank, and collectives whose buffers
-  // lie in such memory on every rank, at the same place of the same allocation, read and write
+  // lie in the same such allocation on every rank (anywhere in it) read and write
   // the peers' buffers directly (docs/shm.md, "Shared buffers"). Elsewhere plain memory (this
-  // default). Collective: every rank calls it in the same order with the same `bytes`, and every
+  // default). Collective: every rank calls it with the same `bytes`, in the same order among its
+  // collectives (a collective called before it never finds its memory shared), and every
   // rank destroys it only after its last collective on it completed. Errors: kInvalidArgument
   // (bytes < 0), kResourceExhausted, kDeadlineExceeded naming the ranks that never came.
   virtual absl::StatusOr<std::unique_ptr<HostBuffer>> AllocateHostBuffer(

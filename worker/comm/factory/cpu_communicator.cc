@@ -31,24 +31,22 @@ std::string Link(const char* path) {
   return n > 0 ? std::string(buf, n) : "?";
 }
 
-// Ranks on one host share memory unless DSTRAIN_SHM=0 (or "false", "off", "no") on a rank, which
-// keeps it, and so its whole group, on Gloo.
-bool ShmAllowed() {
-  const char* v = std::getenv("DSTRAIN_SHM");
+// An on-by-default switch: off when `name` is "0", "false", "off" or "no".
+bool SwitchOn(const char* name) {
+  const char* v = std::getenv(name);
   if (v == nullptr) return true;
   const std::string s(v);
   return !(s == "0" || s == "false" || s == "off" || s == "no");
 }
 
-// DSTRAIN_SHM_SHARED_BUFFERS=0 (or "false", "off", "no") keeps a shm group's host buffers in
-// each rank's own memory, so every collective is staged (ShmOptions::shared_buffers; for
-// comparisons). Part of the identity: ranks that differ end up on Gloo together.
-bool ShmSharedBuffers() {
-  const char* v = std::getenv("DSTRAIN_SHM_SHARED_BUFFERS");
-  if (v == nullptr) return true;
-  const std::string s(v);
-  return !(s == "0" || s == "false" || s == "off" || s == "no");
-}
+// Ranks on one host share memory unless DSTRAIN_SHM is off on a rank, which keeps it, and so its
+// whole group, on Gloo.
+bool ShmAllowed() { return SwitchOn("DSTRAIN_SHM"); }
+
+// DSTRAIN_SHM_SHARED_BUFFERS off keeps a shm group's host buffers in each rank's own memory, so
+// every collective is staged (ShmOptions::shared_buffers; for comparisons). Part of the identity:
+// ranks that differ end up on Gloo together.
+bool ShmSharedBuffers() { return SwitchOn("DSTRAIN_SHM_SHARED_BUFFERS"); }
 
 }  // namespace
 

@@ -198,12 +198,14 @@ namespace {
 int64_t Bytes(const CommBuffer& b) { return b.count * static_cast<int64_t>(DTypeSize(b.dtype)); }
 
 // Every rank's address of `buffer` when it lies in a shared window on every rank (the step then
-// ends with Steps::Finish); nothing when it does not, or is too small to be worth the step (which
-// every rank decides alike: the byte counts agree).
+// ends with Steps::Finish); nothing when it does not, or is too small to be worth the step, or
+// the group had allocated no window when the collective was called (which every rank decides
+// alike: the byte counts agree, and allocations are ordered with the collectives).
 absl::StatusOr<std::optional<std::vector<char*>>> SharedPlaces(Steps& steps,
                                                                const shm_internal::Windows& windows,
+                                                               bool any_window,
                                                                const CommBuffer& buffer) {
-  if (Bytes(buffer) < shm_internal::kSharedMinBytes) return std::nullopt;
+  if (!any_window || Bytes(buffer) < shm_internal::kSharedMinBytes) return std::nullopt;
   return shm_internal::AgreeOnWindows(steps, windows, buffer.data, Bytes(buffer));
 }
 
@@ -229,6 +231,11 @@ class SharedHostBuffer final : public HostBuffer {
 };
 
 }  // namespace
+
+bool ShmCommunicator::AnyWindow() {
+  absl::MutexLock lock(&mu_);
+  return next_window_ > 0;
+}
 
 absl::StatusOr<std::unique_ptr<HostBuffer>> ShmCommunicator::AllocateHostBuffer(
     int64_t bytes, const CommOptions& options) {
@@ -263,14 +270,16 @@ absl::StatusOr<std::unique_ptr<Work>> ShmCommunicator::AllReduce(CommBuffer buff
   DT_RETURN_IF_ERROR(CheckAllReduceArgs(*this, buffer, options, DeviceType::kCpu));
   if (size_ == 1)
     return Enqueue("AllReduce", options.timeout, [](Steps&) { return absl::OkStatus(); });
-  return Enqueue("AllReduce", options.timeout, [this, buffer, op](Steps& steps) -> absl::Status {
-    DT_ASSIGN_OR_RETURN(const auto at, SharedPlaces(steps, *windows_, buffer));
-    if (at.has_value()) {
-      ++shared_collectives_;
-      return shm_internal::RunAllReduceShared(steps, *at, buffer, op);
-    }
-    return shm_internal::RunAllReduce(steps, buffer, op);
-  });
+  return Enqueue("AllReduce", options.timeout,
+                 [this, any_window = AnyWindow(), buffer, op](Steps& steps) -> absl::Status {
+                   DT_ASSIGN_OR_RETURN(const auto at,
+                                       SharedPlaces(steps, *windows_, any_window, buffer));
+                   if (at.has_value()) {
+                     ++shared_collectives_;
+                     return shm_internal::RunAllReduceShared(steps, *at, buffer, op);
+                   }
+                   return shm_internal::RunAllReduce(steps, buffer, op);
+                 });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> ShmCommunicator::ReduceScatter(CommBuffer input,
@@ -278,8 +287,9 @@ absl::StatusOr<std::unique_ptr<Work>> ShmCommunicator::ReduceScatter(CommBuffer 
                                                                      const CommOptions& options) {
   DT_RETURN_IF_ERROR(CheckReduceScatterArgs(*this, input, output, options, DeviceType::kCpu));
   return Enqueue("ReduceScatter", options.timeout,
-                 [this, input, output, op](Steps& steps) -> absl::Status {
-                   DT_ASSIGN_OR_RETURN(const auto at, SharedPlaces(steps, *windows_, input));
+                 [this, any_window = AnyWindow(), input, output, op](Steps& steps) -> absl::Status {
+                   DT_ASSIGN_OR_RETURN(const auto at,
+                                       SharedPlaces(steps, *windows_, any_window, input));
                    if (at.has_value()) {
                      ++shared_collectives_;
                      return shm_internal::RunReduceScatterShared(steps, *at, input, output, op);
@@ -292,14 +302,16 @@ absl::StatusOr<std::unique_ptr<Work>> ShmCommunicator::AllGather(CommBuffer inpu
                                                                  CommBuffer output,
                                                                  const CommOptions& options) {
   DT_RETURN_IF_ERROR(CheckAllGatherArgs(*this, input, output, options, DeviceType::kCpu));
-  return Enqueue("AllGather", options.timeout, [this, input, output](Steps& steps) -> absl::Status {
-    DT_ASSIGN_OR_RETURN(const auto at, SharedPlaces(steps, *windows_, input));
-    if (at.has_value()) {
-      ++shared_collectives_;
-      return shm_internal::RunAllGatherShared(steps, *at, input, output);
-    }
-    return shm_internal::RunAllGather(steps, input, output);
-  });
+  return Enqueue("AllGather", options.timeout,
+                 [this, any_window = AnyWindow(), input, output](Steps& steps) -> absl::Status {
+                   DT_ASSIGN_OR_RETURN(const auto at,
+                                       SharedPlaces(steps, *windows_, any_window, input));
+                   if (at.has_value()) {
+                     ++shared_collectives_;
+                     return shm_internal::RunAllGatherShared(steps, *at, input, output);
+                   }
+                   return shm_internal::RunAllGather(steps, input, output);
+                 });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> ShmCommunicator::Broadcast(CommBuffer buffer, int root,

@@ -130,6 +130,9 @@ class ShmCommunicator final : public Communicator {
   absl::StatusOr<std::unique_ptr<Work>> Enqueue(absl::string_view op, absl::Duration timeout,
                                                 Body body);
   void WorkerLoop();
+  // Whether this rank has allocated a shared window yet: a collective called before the first
+  // skips the step that looks for its buffers in one.
+  bool AnyWindow();
   void RunOp(Op& op);
   // Poisons with `error` unless already poisoned, records it in the segment (the peers fail at
   // once) and fails pending Send/Recv. Returns the first error.
