@@ -16,13 +16,9 @@ rm -rf "$logs"
 mkdir -p "$logs"
 status=0
 
-collect() {  # collect NAME CONFIG...: copy this run's test.xml files aside
-  local name=$1
-  shift
-  local dir
-  dir=$(bazel info "$@" bazel-testlogs 2>/dev/null)
-  mkdir -p "$logs/$name"
-  (cd "$dir" && find -L . -name test.xml -exec cp --parents {} "$logs/$name/" \;) 2>/dev/null
+collect() {  # collect NAME: copy aside the test.xml of each test this phase's bazel ran
+  python3 tools/collect_test_logs.py "$logs/$1.events.json" "$logs/$1" ||
+    { echo "no test results from phase $1"; bazel_failures=$((bazel_failures + 1)); }
 }
 
 # A phase whose bazel fails without a failing test case (a target that does not build, a crash
@@ -48,11 +44,12 @@ XML
 [[ -z "$failure" ]] || status=1
 
 echo "=== build and test (${DSTRAIN_BAZEL_CONFIG[*]:-with CUDA}) ==="
-bazel test //... "${DSTRAIN_BAZEL_CONFIG[@]}" --test_tag_filters=-manual || {
+bazel test //... "${DSTRAIN_BAZEL_CONFIG[@]}" --test_tag_filters=-manual \
+  --build_event_json_file="$logs/main.events.json" || {
   status=1
   bazel_failures=$((bazel_failures + 1))
 }
-collect main "${DSTRAIN_BAZEL_CONFIG[@]}"
+collect main
 
 # CUDA targets are left out here: their tests only skip on a machine without a GPU, and building
 # every .cu file a second time would double nvcc's share of the suite's time. Only what the tests
@@ -61,22 +58,22 @@ collect main "${DSTRAIN_BAZEL_CONFIG[@]}"
 # binaries); the few tests tagged no_sanitizer say why next to the tag.
 echo "=== tests under ASan + UBSan ==="
 bazel test //... --config=nocuda --config=asan --test_tag_filters=-manual,-no_sanitizer \
-  --build_tests_only || {
+  --build_tests_only --build_event_json_file="$logs/asan.events.json" || {
   status=1
   bazel_failures=$((bazel_failures + 1))
 }
-collect asan --config=nocuda --config=asan
+collect asan
 
 # The fuzz targets (tests/fuzz, docs/fuzzing.md), built with clang, libFuzzer, ASan and UBSan, each
 # fuzzing for 10 s from its checked-in seeds; a crash, leak or sanitizer report fails its test.
 # .bazelrc's fuzz config selects only the tests tagged fuzz and builds nothing else. (The phases
 # above ran the same targets without libFuzzer, over their seeds alone.)
 echo "=== fuzz targets (clang + libFuzzer, 10 s each) ==="
-bazel test //... --config=fuzz || {
+bazel test //... --config=fuzz --build_event_json_file="$logs/fuzz.events.json" || {
   status=1
   bazel_failures=$((bazel_failures + 1))
 }
-collect fuzz --config=fuzz
+collect fuzz
 
 bazel shutdown >/dev/null 2>&1 || true
 echo "=== summary ==="
