@@ -2,7 +2,8 @@
 //
 // Shapes are the larger linear layers of the two GPT models the README measures, M = B·T rows
 // (1024 to 4096) by (K, N) = (in, out) features: with C = 256 the qkv projection 256→768 and the
-// MLP's 256→1024 and 1024→256; with C = 768 (GPT-2 small) 768→2304, 768→3072 and 3072→768.
+// MLP's 256→1024 and 1024→256 and the LM head 256→8192; with C = 768 (GPT-2 small) 768→2304,
+// 768→3072 and 3072→768.
 //   BM_Sgemm / BM_GemmBf16: the GEMM alone, forward layout out = x · Wᵀ (bf16 operands ready).
 //   BM_MatmulForward[Bf16] / BM_MatmulBackward[Bf16]: the layer functions; the bf16 ones include
 //   rounding their fp32 operands.
@@ -99,8 +100,8 @@ void BM_Backward(benchmark::State& state) {
 // Each fp32 benchmark runs right before its bf16 counterpart, so that both see the same load on
 // a shared machine.
 void RegisterBenchmarks() {
-  const std::pair<int64_t, int64_t> kn[] = {{256, 768},  {256, 1024}, {1024, 256},
-                                            {768, 2304}, {768, 3072}, {3072, 768}};
+  const std::pair<int64_t, int64_t> kn[] = {{256, 768},  {256, 1024}, {1024, 256}, {768, 2304},
+                                            {768, 3072}, {3072, 768}, {256, 8192}};
   const auto add = [](const char* name, void (*fn)(benchmark::State&), int64_t M, int64_t K,
                       int64_t N) {
     benchmark::RegisterBenchmark(name, fn)->Args({M, K, N})->UseRealTime()->Unit(

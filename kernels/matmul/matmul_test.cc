@@ -93,6 +93,42 @@ TEST(Sgemm, TransposedOperands) {
   EXPECT_EQ(c, (std::vector<float>{1, 4, 2, 5, 3, 6}));
 }
 
+// Transposed-A products whose row strides are multiples of 512 floats run in padded slices of the
+// reduction dimension (matmul_cpu.cc, kAliasingStride): every combination of which operand
+// aliases, op(B) transposed or not, a reduction length that leaves a partial slice, alpha and beta,
+// against the float64 reference.
+struct AliasCase {
+  bool trans_b;
+  int64_t lda, ldb;  // lda >= M, ldb >= N (or >= K with trans_b)
+};
+
+class SgemmAliasingStrideTest : public ::testing::TestWithParam<AliasCase> {};
+
+TEST_P(SgemmAliasingStrideTest, MatchesFloat64Reference) {
+  const AliasCase c = GetParam();
+  const int64_t M = 500, N = 96, K = 300;  // M·N·K above the padded path's threshold
+  const auto a = Random(K * c.lda, 11);    // A stored (K, M) at stride lda
+  const auto b = Random((c.trans_b ? N : K) * c.ldb, 12);
+  const auto c0 = Random(M * N, 13);
+  const float alpha = 0.5f, beta = 0.25f;
+  std::vector<float> got = c0;
+  Sgemm(true, c.trans_b, M, N, K, alpha, a.data(), c.lda, b.data(), c.ldb, beta, got.data(), N);
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      double dot = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        dot += double(a[k * c.lda + i]) * (c.trans_b ? b[j * c.ldb + k] : b[k * c.ldb + j]);
+      }
+      ASSERT_NEAR(got[i * N + j], alpha * dot + beta * c0[i * N + j], Tol(K)) << i << "," << j;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Strides, SgemmAliasingStrideTest,
+                         ::testing::Values(AliasCase{false, 512, 96}, AliasCase{false, 1024, 512},
+                                           AliasCase{false, 500, 512}, AliasCase{true, 512, 300},
+                                           AliasCase{true, 1536, 512}));
+
 // ---- bf16 ---------------------------------------------------------------------------------------
 // The float64 references use the bf16-rounded operands, so the only error left is the fp32
 // accumulation: products of two bf16 values are exact in fp32 (8-bit significands), and a sum of
