@@ -1,5 +1,7 @@
 #include "worker/tensor/allocator.h"
 
+#include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -84,18 +86,55 @@ void Allocator::Account(MemoryCategory category, int64_t delta) {
   }
 }
 
+namespace {
+
+constexpr size_t kAlign = 64;
+// Arrays that kernels stream side by side (AdamW's parameters, gradients and two moments) would
+// otherwise often start at the same offset modulo large powers of two: equal sizes consecutive in
+// the heap (common/runtime/process_init.h keeps blocks below 1 GiB there), or page-aligned from
+// mmap. Their elements then share cache sets and memory banks: AdamW's update pattern ran at
+// 1.7-2 GB/s with its four arrays 256 MiB apart, against 29-43 GB/s with them 256 B-16 KiB off
+// (2 Zen 3 cores; docs/architecture.md, "Host memory"). So block k of kColorMinBytes or more
+// starts at the address ≡ (k mod kColors) · kColorStep modulo kColorPeriod: any kColors
+// consecutive large blocks lie at least 2 KiB apart modulo 16 KiB.
+constexpr size_t kColorMinBytes = size_t{256} << 10;
+constexpr size_t kColorStep = 33 * kAlign;  // 2112 bytes: 2 KiB and a line
+constexpr size_t kColors = 8;
+constexpr size_t kColorPeriod = size_t{16} << 10;
+static_assert((kColors - 1) * kColorStep < kColorPeriod);
+// The block's own start, kept in the line below the payload.
+constexpr size_t kHeader = kAlign;
+
+std::atomic<size_t> next_color{0};
+
+}  // namespace
+
+size_t CpuAllocator::ColorOffset(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % kColorPeriod;
+}
+
 absl::StatusOr<void*> CpuAllocator::Allocate(size_t bytes, MemoryCategory category) {
   if (limit_bytes_ > 0 && Stats().total_current() + static_cast<int64_t>(bytes) > limit_bytes_) {
     return absl::ResourceExhaustedError(absl::StrCat("CPU allocator limit of ", limit_bytes_,
                                                      " bytes exceeded allocating ", bytes,
                                                      " bytes of ", MemoryCategoryName(category)));
   }
-  constexpr size_t kAlign = 64;
   const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
-  void* p = std::aligned_alloc(kAlign, rounded == 0 ? kAlign : rounded);
-  if (p == nullptr) {
+  const bool colored = bytes >= kColorMinBytes;
+  const size_t extra = colored ? kHeader + kColorPeriod : 0;
+  void* block = std::aligned_alloc(kAlign, rounded == 0 ? kAlign : rounded + extra);
+  if (block == nullptr) {
     return absl::ResourceExhaustedError(absl::StrCat("out of host memory allocating ", bytes,
                                                      " bytes of ", MemoryCategoryName(category)));
+  }
+  void* p = block;
+  if (colored) {
+    const size_t color = next_color.fetch_add(1, std::memory_order_relaxed) % kColors;
+    const uintptr_t first = reinterpret_cast<uintptr_t>(block) + kHeader;
+    const uintptr_t want = color * kColorStep;  // both multiples of kAlign
+    p = reinterpret_cast<void*>(first +
+                                (want + kColorPeriod - first % kColorPeriod) % kColorPeriod);
+    std::memcpy(static_cast<char*>(p) - sizeof(void*), &block, sizeof(void*));
   }
   Account(category, static_cast<int64_t>(bytes));
   return p;
@@ -103,7 +142,11 @@ absl::StatusOr<void*> CpuAllocator::Allocate(size_t bytes, MemoryCategory catego
 
 void CpuAllocator::Free(void* p, size_t bytes, MemoryCategory category) {
   if (p == nullptr) return;
-  std::free(p);
+  void* block = p;
+  if (bytes >= kColorMinBytes) {
+    std::memcpy(&block, static_cast<char*>(p) - sizeof(void*), sizeof(void*));
+  }
+  std::free(block);
   Account(category, -static_cast<int64_t>(bytes));
 }
 

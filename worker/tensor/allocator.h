@@ -83,9 +83,15 @@ class Allocator {
 
 // Host memory, 64-byte aligned (a cache line; also enough for AVX-512 loads). An optional limit
 // (bytes, 0 = none) makes allocations beyond it fail, for tests of memory budgets.
+//
+// Blocks of 256 KiB or more are cache-coloured: the k-th such block of the process starts at
+// the address ≡ (k mod 8) · 2112 modulo 16 KiB (ColorOffset), so that arrays streamed side by
+// side do not share cache sets and memory banks (allocator.cc says what that costs otherwise).
 class CpuAllocator final : public Allocator {
  public:
   explicit CpuAllocator(int64_t limit_bytes = 0) : limit_bytes_(limit_bytes) {}
+  // The address of p modulo 16 KiB: (k mod 8) · 2112 for the k-th block of 256 KiB or more.
+  static size_t ColorOffset(const void* p);
   absl::StatusOr<void*> Allocate(size_t bytes, MemoryCategory category) override;
   void Free(void* p, size_t bytes, MemoryCategory category) override;
   void Zero(void* p, size_t bytes) override;
