@@ -11,7 +11,8 @@ attempt counts, as in Bazel's own summary.
 
 A target whose status is not PASSED/FLAKY but whose XML holds no failing case (a test binary that
 wrote its XML and then died: a leak report at exit, a timeout after the last case) gets one more
-XML with one failing case naming the target, so the counts never say 0 failed for a failed target.
+XML with one failing case naming the target, so the counts never say 0 failed for a failed target;
+a target bazel reports passed without an XML to read counts one passed case.
 """
 import json
 import os
@@ -58,13 +59,14 @@ def has_failure(xml_path):
                for s in root.iter("testsuite"))
 
 
-def write_status_failure(path, label, status):
+def write_status_case(path, label, status, failed):
+    """One test case named after the target: failed, or passed (bazel's word, no log to count)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    failure = f'<failure message="bazel status {escape(status)}"/>' if failed else ""
     with open(path, "w") as f:
         f.write('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites><testsuite name="bazel" '
-                f'tests="1"><testcase name="{escape(label, {chr(34): "&quot;"})}">'
-                f'<failure message="bazel status {escape(status)}"/></testcase>'
-                '</testsuite></testsuites>\n')
+                f'tests="1"><testcase name="{escape(label, {chr(34): "&quot;"})}">{failure}'
+                '</testcase></testsuite></testsuites>\n')
 
 
 def main():
@@ -76,9 +78,11 @@ def main():
         if copied:
             os.makedirs(os.path.join(dest, where), exist_ok=True)
             shutil.copyfile(xml, os.path.join(dest, where, "test.xml"))
+        status_xml = os.path.join(dest, "bazel_status", where, "test.xml")
         if status not in PASSING and (not copied or not has_failure(xml)):
-            write_status_failure(os.path.join(dest, "bazel_status", where, "test.xml"), label,
-                                 status)
+            write_status_case(status_xml, label, status, failed=True)
+        elif status in PASSING and not copied:
+            write_status_case(status_xml, label, status, failed=False)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # collect_test_logs.py + test_summary.py over a made-up bazel invocation: only the tests named by
 # the build events count (a stale log left in the testlogs tree by an earlier run does not), a
 # retried test counts its last attempt, and a target that failed with an all-passing XML counts
-# one failure.
+# one failure, and one that passed without a log one pass.
 set -euo pipefail
 tools=$(dirname "$0")
 tmp=$(mktemp -d "${TEST_TMPDIR:-/tmp}/test_logs.XXXXXX")
@@ -44,12 +44,14 @@ xml "$logs/a/broken/test.xml" pass fail
   event //a:leaky 1 FAILED "$logs/a/leaky/test.xml"
   event //a:broken 1 FAILED "$logs/a/broken/test.xml"
   event //a:timeout 1 TIMEOUT -
+  event //a:nolog 1 PASSED -
 } >"$tmp/events.json"
 
 python3 "$tools/collect_test_logs.py" "$tmp/events.json" "$tmp/collected"
 got=$(python3 "$tools/test_summary.py" "$tmp/collected")
-# ok 2+1 skipped, flaky 1, leaky 2 + 1 status failure, broken 1+1, timeout 1 status failure.
-want="6 passed, 3 failed, 1 skipped"
+# ok 2+1 skipped, flaky 1, leaky 2 + 1 status failure, broken 1+1, timeout 1 status failure,
+# nolog 1 (passed by bazel's word).
+want="7 passed, 3 failed, 1 skipped"
 if [[ "$got" != "$want" ]]; then
   echo "FAIL: counted '$got', want '$want'"
   find "$tmp/collected" -name test.xml
