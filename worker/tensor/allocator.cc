@@ -95,19 +95,25 @@ constexpr size_t kAlign = 64;
 // mmap. Their elements then share cache sets and memory banks: AdamW's update pattern ran at
 // 1.7-2 GB/s with its four arrays 256 MiB apart, against 29-43 GB/s with them 256 B-16 KiB off
 // (2 Zen 3 cores; docs/architecture.md, "Host memory"). So block k of kColorMinBytes or more
-// starts at the address ≡ (k mod kColors) · kColorStep modulo kColorPeriod: any kColors
-// consecutive large blocks lie at least 2 KiB apart modulo 16 KiB.
-constexpr size_t kColorMinBytes = size_t{256} << 10;
+// starts at the address ≡ (k mod kColors) · kColorStep modulo kColorPeriod (ColoredStart): any
+// kColors consecutive large blocks lie at least 2 KiB apart modulo 16 KiB.
 constexpr size_t kColorStep = 33 * kAlign;  // 2112 bytes: 2 KiB and a line
 constexpr size_t kColors = 8;
 constexpr size_t kColorPeriod = size_t{16} << 10;
 static_assert((kColors - 1) * kColorStep < kColorPeriod);
-// The block's own start, kept in the line below the payload.
-constexpr size_t kHeader = kAlign;
+static_assert(kColoredExtraBytes == kAlign + kColorPeriod);
 
+// The CpuAllocators' colours: one sequence for the process (they share its heap).
 std::atomic<size_t> next_color{0};
 
 }  // namespace
+
+char* ColoredStart(char* region, size_t k) {
+  const uintptr_t first = reinterpret_cast<uintptr_t>(region) + kAlign;
+  const uintptr_t want = k % kColors * kColorStep;  // both multiples of kAlign
+  return reinterpret_cast<char*>(first +
+                                 (want + kColorPeriod - first % kColorPeriod) % kColorPeriod);
+}
 
 size_t CpuAllocator::ColorOffset(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % kColorPeriod;
@@ -121,7 +127,7 @@ absl::StatusOr<void*> CpuAllocator::Allocate(size_t bytes, MemoryCategory catego
   }
   const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
   const bool colored = bytes >= kColorMinBytes;
-  const size_t extra = colored ? kHeader + kColorPeriod : 0;
+  const size_t extra = colored ? kColoredExtraBytes : 0;
   void* block = std::aligned_alloc(kAlign, rounded == 0 ? kAlign : rounded + extra);
   if (block == nullptr) {
     return absl::ResourceExhaustedError(absl::StrCat("out of host memory allocating ", bytes,
@@ -129,11 +135,8 @@ absl::StatusOr<void*> CpuAllocator::Allocate(size_t bytes, MemoryCategory catego
   }
   void* p = block;
   if (colored) {
-    const size_t color = next_color.fetch_add(1, std::memory_order_relaxed) % kColors;
-    const uintptr_t first = reinterpret_cast<uintptr_t>(block) + kHeader;
-    const uintptr_t want = color * kColorStep;  // both multiples of kAlign
-    p = reinterpret_cast<void*>(first +
-                                (want + kColorPeriod - first % kColorPeriod) % kColorPeriod);
+    p = ColoredStart(static_cast<char*>(block), next_color.fetch_add(1, std::memory_order_relaxed));
+    // The block's own start, in the line below the payload.
     std::memcpy(static_cast<char*>(p) - sizeof(void*), &block, sizeof(void*));
   }
   Account(category, static_cast<int64_t>(bytes));

@@ -81,6 +81,15 @@ class Allocator {
   std::atomic<int64_t> total_peak_{0};
 };
 
+// Cache colouring of large host blocks (CpuAllocator, ArenaAllocator; allocator.cc says why): a
+// block of kColorMinBytes or more takes kColoredExtraBytes more, and the k-th such block of an
+// allocator starts at ColoredStart(region, k), `region` being where its extent begins.
+inline constexpr size_t kColorMinBytes = size_t{256} << 10;
+inline constexpr size_t kColoredExtraBytes = 64 + (size_t{16} << 10);
+// Past one 64-byte line (which the allocator may use to find the extent again) at the address
+// ≡ (k mod 8) · 2112 modulo 16 KiB. REQUIRES: region 64-byte aligned.
+char* ColoredStart(char* region, size_t k);
+
 // Host memory, 64-byte aligned (a cache line; also enough for AVX-512 loads). An optional limit
 // (bytes, 0 = none) makes allocations beyond it fail, for tests of memory budgets.
 //

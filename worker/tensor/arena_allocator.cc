@@ -18,13 +18,17 @@ size_t ArenaAllocator::Granules(size_t bytes) {
   return (bytes + kGranule - 1) / kGranule * kGranule;
 }
 
+size_t ArenaAllocator::BlockBytes(size_t bytes) {
+  return Granules(bytes) + (bytes >= kColorMinBytes ? kColoredExtraBytes : 0);
+}
+
 bool ArenaAllocator::Contains(const void* p) const {
   const char* c = static_cast<const char*>(p);
   return c >= base_ && c < base_ + bytes_;
 }
 
 absl::StatusOr<void*> ArenaAllocator::Allocate(size_t bytes, MemoryCategory category) {
-  const size_t need = Granules(bytes);
+  const size_t need = BlockBytes(bytes);
   if (need > 0) {
     absl::MutexLock lock(&mu_);
     for (auto it = free_.begin(); it != free_.end(); ++it) {
@@ -33,7 +37,11 @@ absl::StatusOr<void*> ArenaAllocator::Allocate(size_t bytes, MemoryCategory cate
       free_.erase(it);
       if (left > 0) free_[at + need] = left;
       fallback_->AccountFor(category, static_cast<int64_t>(bytes));
-      return static_cast<void*>(base_ + at);
+      if (bytes < kColorMinBytes) return static_cast<void*>(base_ + at);
+      // Coloured: the extent's offset goes in the line below the block, for Free.
+      char* p = ColoredStart(base_ + at, next_color_++);
+      std::memcpy(p - sizeof(size_t), &at, sizeof(size_t));
+      return static_cast<void*>(p);
     }
   }
   return fallback_->Allocate(bytes, category);
@@ -45,7 +53,8 @@ void ArenaAllocator::Free(void* p, size_t bytes, MemoryCategory category) {
     return;
   }
   fallback_->AccountFor(category, -static_cast<int64_t>(bytes));
-  size_t at = static_cast<char*>(p) - base_, len = Granules(bytes);
+  size_t at = static_cast<char*>(p) - base_, len = BlockBytes(bytes);
+  if (bytes >= kColorMinBytes) std::memcpy(&at, static_cast<char*>(p) - sizeof(size_t), sizeof(at));
   absl::MutexLock lock(&mu_);
   auto next = free_.lower_bound(at);
   if (next != free_.end() && at + len == next->first) {  // joins the extent after it

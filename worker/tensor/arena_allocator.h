@@ -33,6 +33,11 @@ class ArenaAllocator final : public Allocator {
   // Whether `p` lies in the region.
   bool Contains(const void* p) const;
 
+  // The bytes of the region a block of `bytes` takes: whole granules, and for a block of
+  // kColorMinBytes or more the room to start it at its cache colour (allocator.h). The k-th such
+  // block carved from this region takes colour k.
+  static size_t BlockBytes(size_t bytes);
+
  private:
   static size_t Granules(size_t bytes);
 
@@ -41,6 +46,7 @@ class ArenaAllocator final : public Allocator {
   Allocator* const fallback_;
   absl::Mutex mu_;
   std::map<size_t, size_t> free_ ABSL_GUARDED_BY(mu_);  // offset -> length, coalesced
+  size_t next_color_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace dstrain::tensor

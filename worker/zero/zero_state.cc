@@ -637,22 +637,25 @@ absl::Status ZeroState::AllocateCommWindow(const OffloadContext& offload, int64_
   if (!distributed() || !ops_->host_accessible() || !dp_->SharesHostBuffers()) {
     return absl::OkStatus();
   }
-  auto granules = [](int64_t bytes) { return (bytes + 63) / 64 * 64; };
+  // The room each block takes in the window (colouring included); the same on every rank.
+  auto block_bytes = [](int64_t bytes) {
+    return static_cast<int64_t>(tensor::ArenaAllocator::BlockBytes(static_cast<size_t>(bytes)));
+  };
   // What AllocateCommWindow's callers carve from it (zero_state.h); the same on every rank.
   int64_t bytes = 0;
   if (ParamsInCommWindow()) {
-    bytes += granules(param_elems * static_cast<int64_t>(DTypeSize(storage_)));
+    bytes += block_bytes(param_elems * static_cast<int64_t>(DTypeSize(storage_)));
   }
   const int64_t reduced = static_cast<int64_t>(DTypeSize(reduction_.dtype));
   if (!grads_partitioned_) {
-    bytes += granules(partition_.padded_total() * reduced);
+    bytes += block_bytes(partition_.padded_total() * reduced);
   } else {
     // The gradient buckets alive at once: the one filling, and those in flight (GradientBuckets);
     // any beyond come from the device's allocator and are staged.
     int64_t most = 0;
     const int units = static_cast<int>(partition_.units().size());
     for (int u = 0; u < units; ++u) most = std::max(most, partition_.padded_numel(u));
-    bytes += std::min(units, config_.overlap_comm ? 4 : 2) * granules(most * reduced);
+    bytes += std::min(units, config_.overlap_comm ? 4 : 2) * block_bytes(most * reduced);
   }
   if (bytes == 0) return absl::OkStatus();
   absl::StatusOr<std::unique_ptr<comm::HostBuffer>> window = dp_->AllocateHostBuffer(bytes, comm_);
