@@ -265,53 +265,57 @@ absl::StatusOr<std::unique_ptr<HostBuffer>> ShmCommunicator::AllocateHostBuffer(
       new SharedHostBuffer(windows_, id, m, m.base + rank_ * part, bytes));
 }
 
+absl::StatusOr<std::unique_ptr<Work>> ShmCommunicator::EnqueueSharedOrStaged(
+    absl::string_view op, absl::Duration timeout, const CommBuffer& probe, SharedBody shared,
+    Body staged) {
+  return Enqueue(op, timeout,
+                 [this, any_window = AnyWindow(), probe, shared = std::move(shared),
+                  staged = std::move(staged)](Steps& steps) -> absl::Status {
+                   DT_ASSIGN_OR_RETURN(const auto at,
+                                       SharedPlaces(steps, *windows_, any_window, probe));
+                   if (!at.has_value()) return staged(steps);
+                   ++shared_collectives_;
+                   return shared(steps, *at);
+                 });
+}
+
 absl::StatusOr<std::unique_ptr<Work>> ShmCommunicator::AllReduce(CommBuffer buffer, ReduceOp op,
                                                                  const CommOptions& options) {
   DT_RETURN_IF_ERROR(CheckAllReduceArgs(*this, buffer, options, DeviceType::kCpu));
   if (size_ == 1)
     return Enqueue("AllReduce", options.timeout, [](Steps&) { return absl::OkStatus(); });
-  return Enqueue("AllReduce", options.timeout,
-                 [this, any_window = AnyWindow(), buffer, op](Steps& steps) -> absl::Status {
-                   DT_ASSIGN_OR_RETURN(const auto at,
-                                       SharedPlaces(steps, *windows_, any_window, buffer));
-                   if (at.has_value()) {
-                     ++shared_collectives_;
-                     return shm_internal::RunAllReduceShared(steps, *at, buffer, op);
-                   }
-                   return shm_internal::RunAllReduce(steps, buffer, op);
-                 });
+  return EnqueueSharedOrStaged(
+      "AllReduce", options.timeout, buffer,
+      [buffer, op](Steps& steps, const std::vector<char*>& at) {
+        return shm_internal::RunAllReduceShared(steps, at, buffer, op);
+      },
+      [buffer, op](Steps& steps) { return shm_internal::RunAllReduce(steps, buffer, op); });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> ShmCommunicator::ReduceScatter(CommBuffer input,
                                                                      CommBuffer output, ReduceOp op,
                                                                      const CommOptions& options) {
   DT_RETURN_IF_ERROR(CheckReduceScatterArgs(*this, input, output, options, DeviceType::kCpu));
-  return Enqueue("ReduceScatter", options.timeout,
-                 [this, any_window = AnyWindow(), input, output, op](Steps& steps) -> absl::Status {
-                   DT_ASSIGN_OR_RETURN(const auto at,
-                                       SharedPlaces(steps, *windows_, any_window, input));
-                   if (at.has_value()) {
-                     ++shared_collectives_;
-                     return shm_internal::RunReduceScatterShared(steps, *at, input, output, op);
-                   }
-                   return shm_internal::RunReduceScatter(steps, input, output, op);
-                 });
+  return EnqueueSharedOrStaged(
+      "ReduceScatter", options.timeout, input,
+      [input, output, op](Steps& steps, const std::vector<char*>& at) {
+        return shm_internal::RunReduceScatterShared(steps, at, input, output, op);
+      },
+      [input, output, op](Steps& steps) {
+        return shm_internal::RunReduceScatter(steps, input, output, op);
+      });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> ShmCommunicator::AllGather(CommBuffer input,
                                                                  CommBuffer output,
                                                                  const CommOptions& options) {
   DT_RETURN_IF_ERROR(CheckAllGatherArgs(*this, input, output, options, DeviceType::kCpu));
-  return Enqueue("AllGather", options.timeout,
-                 [this, any_window = AnyWindow(), input, output](Steps& steps) -> absl::Status {
-                   DT_ASSIGN_OR_RETURN(const auto at,
-                                       SharedPlaces(steps, *windows_, any_window, input));
-                   if (at.has_value()) {
-                     ++shared_collectives_;
-                     return shm_internal::RunAllGatherShared(steps, *at, input, output);
-                   }
-                   return shm_internal::RunAllGather(steps, input, output);
-                 });
+  return EnqueueSharedOrStaged(
+      "AllGather", options.timeout, input,
+      [input, output](Steps& steps, const std::vector<char*>& at) {
+        return shm_internal::RunAllGatherShared(steps, at, input, output);
+      },
+      [input, output](Steps& steps) { return shm_internal::RunAllGather(steps, input, output); });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> ShmCommunicator::Broadcast(CommBuffer buffer, int root,

@@ -133,6 +133,14 @@ class ShmCommunicator final : public Communicator {
   // Whether this rank has allocated a shared window yet: a collective called before the first
   // skips the step that looks for its buffers in one.
   bool AnyWindow();
+  // Enqueues a collective that runs `shared` on every rank's address of `probe` where it lies in
+  // a shared window on every rank (counted in shared_collectives()), else `staged`.
+  using SharedBody =
+      std::function<absl::Status(shm_internal::Steps& steps, const std::vector<char*>& at)>;
+  absl::StatusOr<std::unique_ptr<Work>> EnqueueSharedOrStaged(absl::string_view op,
+                                                              absl::Duration timeout,
+                                                              const CommBuffer& probe,
+                                                              SharedBody shared, Body staged);
   void RunOp(Op& op);
   // Poisons with `error` unless already poisoned, records it in the segment (the peers fail at
   // once) and fails pending Send/Recv. Returns the first error.
