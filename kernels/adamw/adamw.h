@@ -35,7 +35,9 @@ void AdamWUpdate(float* param,       // (n) updated in place
 // Mixed precision: the same step on fp32 master weights with 16-bit gradients (bf16 or fp16,
 // times grad_scale, e.g. clip_coef / loss_scale), also writing the updated 16-bit working copy
 // param16[i] = round16(master[i]). Bitwise equal to widening the gradients, AdamWUpdate, and
-// rounding the master weights. 26 bytes per parameter read and written (+2 for param16).
+// rounding the master weights. 26 bytes per parameter read and written (+2 for param16). When
+// the update's 28 bytes per parameter are more than twice the last-level cache, param16 is
+// written with streaming stores (no read of its lines first; the copy leaves the caches).
 void AdamWUpdateMixed(float* master,           // (n) updated in place
                       const uint16_t* grad16,  // (n) bf16 or fp16
                       float* m, float* v,      // (n) moments, updated in place

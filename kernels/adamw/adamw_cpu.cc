@@ -1,7 +1,12 @@
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
 #include "kernels/adamw/adamw.h"
+#include "kernels/adamw/adamw_testing.h"
 #include "kernels/cast/half_simd.h"
 #include "kernels/common/simd.h"
 #include "kernels/common/threading.h"
@@ -58,16 +63,40 @@ AdamWConsts MakeConsts(const AdamWArgs& a) {
   return k;
 }
 
+// Whether the mixed update writes its 16-bit copy around the caches: only when the update's
+// traffic (28 bytes per parameter) is more than twice the last-level cache, so that the copy
+// would be evicted before the next forward pass reads it anyway. Below that, a cached copy is
+// worth more to that pass than the read-for-ownership the streaming store saves here.
+std::atomic<int64_t> stream_threshold_for_test{-1};  // -1: none (ScopedMixedStreamThreshold)
+
+bool StreamParam16(int64_t n) {
+  const int64_t forced = stream_threshold_for_test.load(std::memory_order_relaxed);
+  if (forced >= 0) return n >= forced;
+  static const int64_t kCacheBytes = [] {
+    const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return std::max<int64_t>({int64_t{l3}, int64_t{l2}, int64_t{32} << 20});
+  }();
+  return n * 28 > 2 * kCacheBytes;
+}
+
 template <DType kType>
 void AdamWUpdateMixedT(float* master, const uint16_t* grad16, float* m, float* v, uint16_t* param16,
                        int64_t n, const AdamWConsts& k) {
   const auto fn = DT_ISA_SELECT(UpdateRangeMixed<kType>);
+  const bool stream = StreamParam16(n);
   ParallelFor(n, ThreadsFor(n), kAlign, [&](int64_t begin, int64_t end) {
-    fn(master + begin, grad16 + begin, m + begin, v + begin, param16 + begin, end - begin, k);
+    fn(master + begin, grad16 + begin, m + begin, v + begin, param16 + begin, end - begin, k,
+       stream);
   });
 }
 
 }  // namespace
+
+ScopedMixedStreamThreshold::ScopedMixedStreamThreshold(int64_t min_params) {
+  stream_threshold_for_test.store(min_params < 0 ? 0 : min_params);
+}
+ScopedMixedStreamThreshold::~ScopedMixedStreamThreshold() { stream_threshold_for_test.store(-1); }
 
 void AdamWUpdate(float* param, const float* grad, float* m, float* v, int64_t n,
                  const AdamWArgs& a) {

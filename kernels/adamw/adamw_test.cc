@@ -10,6 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/adamw/adamw_reference.h"
+#include "kernels/adamw/adamw_testing.h"
 #include "kernels/cast/cast.h"
 #include "kernels/common/cpu_features.h"
 #include "kernels/common/test_util.h"
@@ -90,42 +91,60 @@ TEST_P(AdamWTest, BitwiseIdenticalAcrossThreadCounts) {
 
 // AdamWUpdateMixed is specified as a composition of tested kernels: widen the 16-bit gradients,
 // AdamWUpdate on the fp32 master weights, round the result. It must equal that composition to the
-// bit (on the same ISA), moments included.
+// bit (on the same ISA), moments included, whether it writes the 16-bit copy with plain or with
+// streaming stores (forced here; large updates pick streaming), and with the copy starting at
+// every offset from the vector alignment streaming needs (the loop then starts with a partial
+// vector).
 TEST_P(AdamWTest, MixedIsBitwiseWidenThenUpdateThenRound) {
-  for (DType type : {DType::kBF16, DType::kF16}) {
-    for (bool adamw_mode : {true, false}) {
-      for (int64_t n :
-           {int64_t{1}, int64_t{7}, int64_t{33}, int64_t{1000}, (int64_t{1} << 17) + 3}) {
-        const std::string where = std::string(type == DType::kBF16 ? "bf16" : "fp16") +
-                                  (adamw_mode ? " adamw" : " adam") + " n=" + std::to_string(n);
-        auto master = RandomFloats(n, 21), m = RandomFloats(n, 22, -0.1f, 0.1f);
-        auto v = RandomFloats(n, 23, 0.f, 0.01f);
-        // Loss-scaled gradients, as fp16 training stores them; grad_scale unscales.
-        const auto g32 = RandomFloats(n, 24, -512.f, 512.f);
-        std::vector<uint16_t> g16(n);
-        FloatToHalf(type, g16.data(), g32.data(), n);
-        AdamWArgs a = Args(adamw_mode, 2);
-        a.grad_scale = 1.0 / 1024;
+  for (bool stream : {false, true}) {
+    ScopedMixedStreamThreshold threshold(stream ? 0 : int64_t{1} << 62);
+    for (int offset : {0, 1, 5, 15}) {
+      for (DType type : {DType::kBF16, DType::kF16}) {
+        for (bool adamw_mode : {true, false}) {
+          for (int64_t n :
+               {int64_t{1}, int64_t{7}, int64_t{33}, int64_t{1000}, (int64_t{1} << 17) + 3}) {
+            const std::string where =
+                std::string(type == DType::kBF16 ? "bf16" : "fp16") +
+                (adamw_mode ? " adamw" : " adam") + " n=" + std::to_string(n) +
+                (stream ? " streaming" : " plain") + " offset " + std::to_string(offset);
+            auto master = RandomFloats(n, 21), m = RandomFloats(n, 22, -0.1f, 0.1f);
+            auto v = RandomFloats(n, 23, 0.f, 0.01f);
+            // Loss-scaled gradients, as fp16 training stores them; grad_scale unscales.
+            const auto g32 = RandomFloats(n, 24, -512.f, 512.f);
+            std::vector<uint16_t> g16(n);
+            FloatToHalf(type, g16.data(), g32.data(), n);
+            AdamWArgs a = Args(adamw_mode, 2);
+            a.grad_scale = 1.0 / 1024;
 
-        std::vector<float> widened(n);
-        HalfToFloat(type, widened.data(), g16.data(), n);
-        auto want_master = master, want_m = m, want_v = v;
-        AdamWUpdate(want_master.data(), widened.data(), want_m.data(), want_v.data(), n, a);
-        std::vector<uint16_t> want16(n);
-        FloatToHalf(type, want16.data(), want_master.data(), n);
+            std::vector<float> widened(n);
+            HalfToFloat(type, widened.data(), g16.data(), n);
+            auto want_master = master, want_m = m, want_v = v;
+            AdamWUpdate(want_master.data(), widened.data(), want_m.data(), want_v.data(), n, a);
+            std::vector<uint16_t> want16(n);
+            FloatToHalf(type, want16.data(), want_master.data(), n);
 
-        std::vector<uint16_t> p16(n + 3, 0x5555);  // sentinels past the end
-        master.push_back(-7.f);
-        AdamWUpdateMixed(master.data(), g16.data(), m.data(), v.data(), p16.data(), n, a, type);
-        EXPECT_EQ(master[n], -7.f) << where;
-        master.pop_back();
-        EXPECT_TRUE(BitwiseEqual(master, want_master)) << where;
-        EXPECT_TRUE(BitwiseEqual(m, want_m)) << where;
-        EXPECT_TRUE(BitwiseEqual(v, want_v)) << where;
-        for (int64_t i = 0; i < n; ++i) {
-          ASSERT_EQ(p16[i], want16[i]) << where << " element " << i;
+            // The copy starts `offset` elements past a 64-byte boundary, with sentinels before
+            // and after it.
+            std::vector<uint16_t> storage(n + offset + 3 + 32, 0x5555);
+            const auto skew = reinterpret_cast<uintptr_t>(storage.data()) % 64 / 2;
+            uint16_t* base = storage.data() + (skew == 0 ? 0 : 32 - skew);
+            uint16_t* p16 = base + offset;
+            master.push_back(-7.f);
+            AdamWUpdateMixed(master.data(), g16.data(), m.data(), v.data(), p16, n, a, type);
+            EXPECT_EQ(master[n], -7.f) << where;
+            master.pop_back();
+            EXPECT_TRUE(BitwiseEqual(master, want_master)) << where;
+            EXPECT_TRUE(BitwiseEqual(m, want_m)) << where;
+            EXPECT_TRUE(BitwiseEqual(v, want_v)) << where;
+            for (int64_t i = 0; i < n; ++i) {
+              ASSERT_EQ(p16[i], want16[i]) << where << " element " << i;
+            }
+            for (int i = 0; i < offset; ++i) ASSERT_EQ(base[i], 0x5555) << where << " before";
+            for (int64_t i = n; i < n + 3; ++i) {
+              ASSERT_EQ(p16[i], 0x5555) << where << " wrote past n";
+            }
+          }
         }
-        for (int64_t i = n; i < n + 3; ++i) ASSERT_EQ(p16[i], 0x5555) << where << " wrote past n";
       }
     }
   }

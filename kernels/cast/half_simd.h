@@ -3,6 +3,9 @@
 //
 //   LoadHalf<kType>(p) / LoadHalfN<kType>(p, n)     kLanes 16-bit values widened to a Vf (exact)
 //   StoreHalf<kType>(p, x) / StoreHalfN<kType>(...)  a Vf rounded to nearest even and stored
+//   StreamHalf<kType>(p, x)                          StoreHalf bypassing the caches (simd.h's
+//                                                    StoreStream); p aligned to kLanes 16-bit
+//                                                    values, StreamFence() before others read
 //   StoreSquareSums(out, lo, hi)                     the kLanes doubles of AccumulateSquares
 //
 // The N variants touch only the first n (0..kLanes) elements. A .cc file brings these names into
@@ -119,6 +122,10 @@ template <DType kType>
 DT_SIMD_INLINE void StoreHalfN(uint16_t* p, Vf x, int n) {
   if (n > 0) *p = FloatToHalfValue<kType>(x.v);
 }
+template <DType kType>
+DT_SIMD_INLINE void StreamHalf(uint16_t* p, Vf x) {
+  StoreHalf<kType>(p, x);
+}
 // One lane: AccumulateSquares keeps it in lo.
 DT_SIMD_INLINE void StoreSquareSums(double* out, Vd lo, Vd /*hi*/) { out[0] = lo.v; }
 
@@ -212,6 +219,12 @@ DT_SIMD_INLINE void StoreHalf(uint16_t* p, Vf x) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), Narrow(r));
 }
 
+template <DType kType>
+DT_SIMD_INLINE void StreamHalf(uint16_t* p, Vf x) {
+  const __m256i r = kType == DType::kBF16 ? Bf16Bits(x) : F16Bits(x);
+  _mm_stream_si128(reinterpret_cast<__m128i*>(p), Narrow(r));
+}
+
 // AVX2 has no 16-bit masked loads and stores: partial vectors go through a small buffer.
 template <DType kType>
 DT_SIMD_INLINE Vf LoadHalfN(const uint16_t* p, int n) {
@@ -283,6 +296,16 @@ DT_SIMD_INLINE void StoreHalf(uint16_t* p, Vf x) {
     _mm256_storeu_si256(out, _mm512_cvtepi32_epi16(Bf16Bits(x)));
   } else {
     _mm256_storeu_si256(out, _mm512_cvtps_ph(x.v, kF16Rounding));
+  }
+}
+
+template <DType kType>
+DT_SIMD_INLINE void StreamHalf(uint16_t* p, Vf x) {
+  auto* out = reinterpret_cast<__m256i*>(p);
+  if constexpr (kType == DType::kBF16) {
+    _mm256_stream_si256(out, _mm512_cvtepi32_epi16(Bf16Bits(x)));
+  } else {
+    _mm256_stream_si256(out, _mm512_cvtps_ph(x.v, kF16Rounding));
   }
 }
 
