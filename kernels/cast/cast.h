@@ -21,6 +21,10 @@ namespace dstrain::kernels {
 void FloatToHalf(DType type, uint16_t* out, const float* in, int64_t n);
 // out[i] = float(in[i]) (exact).
 void HalfToFloat(DType type, float* out, const uint16_t* in, int64_t n);
+// out[i] = float(round16(in[i])): the fp32 value of the rounded number, FloatToHalf then
+// HalfToFloat in one pass (what a product of rounded operands needs where it runs in fp32). out
+// may be in itself.
+void RoundToHalf(DType type, float* out, const float* in, int64_t n);
 // acc[i] = round16(float(acc[i]) + in[i]): gradient accumulation into 16-bit storage.
 void AccumulateIntoHalf(DType type, uint16_t* acc, const float* in, int64_t n);
 // Σ float(x[i])², squares exact in double and summed in double over fixed blocks (the result

@@ -48,6 +48,13 @@ void HalfToFloatT(float* out, const uint16_t* in, int64_t n) {
 }
 
 template <DType kType>
+void RoundToHalfT(float* out, const float* in, int64_t n) {
+  const auto fn = DT_ISA_SELECT(RoundToHalfRange<kType>);
+  ParallelFor(n, ThreadsFor(n), kAlign,
+              [&](int64_t begin, int64_t end) { fn(out + begin, in + begin, end - begin); });
+}
+
+template <DType kType>
 void AccumulateIntoHalfT(uint16_t* acc, const float* in, int64_t n) {
   const auto fn = DT_ISA_SELECT(AccumulateIntoHalfRange<kType>);
   ParallelFor(n, ThreadsFor(n), kAlign,
@@ -90,6 +97,15 @@ void HalfToFloat(DType type, float* out, const uint16_t* in, int64_t n) {
     HalfToFloatT<DType::kBF16>(out, in, n);
   } else {
     HalfToFloatT<DType::kF16>(out, in, n);
+  }
+}
+
+void RoundToHalf(DType type, float* out, const float* in, int64_t n) {
+  DT_CHECK(IsHalf(type));
+  if (type == DType::kBF16) {
+    RoundToHalfT<DType::kBF16>(out, in, n);
+  } else {
+    RoundToHalfT<DType::kF16>(out, in, n);
   }
 }
 

@@ -240,6 +240,34 @@ TEST_P(CastTest, FloatToHalfSpecialValues) {
   }
 }
 
+// ---- RoundToHalf --------------------------------------------------------------------------------
+
+// The reference's rounding, then its widening: in place and into another array, on every tricky
+// and random float (odd length, so the vector loops end in a partial vector).
+TEST_P(CastTest, RoundToHalfIsTheReferenceRoundingWidened) {
+  for (DType type : kTypes) {
+    const auto in = TrickyFloats(type);
+    const int64_t n = static_cast<int64_t>(in.size());
+    std::vector<float> out(n + 3, kSentinel32);
+    RoundToHalf(type, out.data(), in.data(), n);
+    auto in_place = in;
+    RoundToHalf(type, in_place.data(), in_place.data(), n);
+    int64_t failures = 0;
+    for (int64_t i = 0; i < n && failures < 10; ++i) {
+      const uint16_t h = NarrowReference(type, in[i]);
+      const uint32_t want =
+          IsNanPattern(type, h) ? WidenNan(type, h) : Bits(static_cast<float>(Decode(type, h)));
+      if (Bits(out[i]) != want || Bits(in_place[i]) != want) {
+        ++failures;
+        ADD_FAILURE() << Name(type) << " of " << in[i] << " (0x" << std::hex << Bits(in[i])
+                      << "): got 0x" << Bits(out[i]) << " (in place 0x" << Bits(in_place[i])
+                      << "), want 0x" << want;
+      }
+    }
+    for (int64_t i = n; i < n + 3; ++i) ASSERT_EQ(out[i], kSentinel32) << "wrote past the end";
+  }
+}
+
 // ---- AccumulateIntoHalf ------------------------------------------------------------------------
 
 TEST_P(CastTest, AccumulateIntoHalfRoundsTheFloatSumTwice) {

@@ -217,7 +217,7 @@ void GemmBf16Impl(const GemmKey& key, const uint16_t* A, const uint16_t* B, cons
 
 // bf16 copies of fp32 operands live in the calling thread's scratch (threading.h): no allocation
 // after the first call of a size. Each copy starts on a 64-byte boundary.
-constexpr int64_t kScratchAlign = 32;  // bf16 elements
+constexpr int64_t kScratchAlign = 32;  // elements (bf16 or, where fp32 copies, floats)
 
 int64_t AlignUp(int64_t n) { return (n + kScratchAlign - 1) / kScratchAlign * kScratchAlign; }
 
@@ -346,11 +346,35 @@ void MatmulBackward(float* dinp, float* dweight, float* dbias, const float* dout
   if (dbias != nullptr) AccumulateColumnSums(dbias, dout, M, N);
 }
 
+namespace {
+
+// Without oneDNN's bf16 kernels (UseOneDnnBf16), the Matmul*Bf16 functions multiply in fp32 the
+// fp32 values of the rounded operands: RoundToHalf turns an fp32 operand into those values in one
+// pass, where rounding to bf16 storage and widening it again for GemmBf16 would take two, and
+// the backward rounds dout once for both of its products. Products of bf16 values are exact in
+// fp32, so the results are the bits GemmBf16 gives on such a CPU (the same Sgemm calls on the
+// same values).
+void ForwardRounded(float* out, const float* inp32, const float* weight32, const float* bias,
+                    int64_t M, int64_t K, int64_t N) {
+  const float beta = FillBias(out, bias, M, N);
+  Sgemm(/*trans_a=*/false, /*trans_b=*/true, M, N, K, 1.f, inp32, K, weight32, K, beta, out, N);
+}
+
+}  // namespace
+
 void MatmulForwardBf16(float* out, const float* inp, const uint16_t* weight16, const float* bias,
                        int64_t M, int64_t K, int64_t N) {
   if (M == 0 || N == 0) return;
   if (K == 0) {  // an empty product: out is the bias, or zeros
     if (FillBias(out, bias, M, N) == 0.f) ScaleOnly(M, N, 0.f, out, N);
+    return;
+  }
+  if (!UseOneDnnBf16()) {
+    float* inp32 = ThreadScratch(AlignUp(M * K) + N * K);
+    float* weight32 = inp32 + AlignUp(M * K);
+    RoundToHalf(DType::kBF16, inp32, inp, M * K);
+    HalfToFloat(DType::kBF16, weight32, weight16, N * K);
+    ForwardRounded(out, inp32, weight32, bias, M, K, N);
     return;
   }
   uint16_t* inp16 = Bf16Scratch(M * K);
@@ -364,6 +388,14 @@ void MatmulForwardBf16(float* out, const float* inp, const float* weight, const 
   if (M == 0 || N == 0) return;
   if (K == 0) {
     MatmulForwardBf16(out, inp, static_cast<const uint16_t*>(nullptr), bias, M, K, N);
+    return;
+  }
+  if (!UseOneDnnBf16()) {
+    float* inp32 = ThreadScratch(AlignUp(M * K) + N * K);
+    float* weight32 = inp32 + AlignUp(M * K);
+    RoundToHalf(DType::kBF16, inp32, inp, M * K);
+    RoundToHalf(DType::kBF16, weight32, weight, N * K);
+    ForwardRounded(out, inp32, weight32, bias, M, K, N);
     return;
   }
   uint16_t* inp16 = Bf16Scratch(AlignUp(M * K) + N * K);
@@ -380,7 +412,30 @@ namespace {
 void BackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                   const float* weight, const uint16_t* weight16, int64_t M, int64_t K, int64_t N,
                   bool accumulate_dinp, bool accumulate_dweight) {
-  if (dinp != nullptr || dweight != nullptr) {
+  if ((dinp != nullptr || dweight != nullptr) && !UseOneDnnBf16()) {
+    // As ForwardRounded: the rounded operands' fp32 values, only those of the products asked for.
+    const int64_t dout_size = AlignUp(M * N);
+    const int64_t weight_size = dinp != nullptr ? AlignUp(N * K) : 0;
+    const int64_t inp_size = dweight != nullptr ? M * K : 0;
+    float* dout32 = ThreadScratch(dout_size + weight_size + inp_size);
+    float* weight32 = dout32 + dout_size;
+    float* inp32 = weight32 + weight_size;
+    RoundToHalf(DType::kBF16, dout32, dout, M * N);
+    if (dinp != nullptr) {
+      if (weight16 != nullptr) {
+        HalfToFloat(DType::kBF16, weight32, weight16, N * K);
+      } else {
+        RoundToHalf(DType::kBF16, weight32, weight, N * K);
+      }
+      Sgemm(false, false, M, K, N, 1.f, dout32, N, weight32, K, accumulate_dinp ? 1.f : 0.f, dinp,
+            K);
+    }
+    if (dweight != nullptr) {
+      RoundToHalf(DType::kBF16, inp32, inp, M * K);
+      Sgemm(true, false, N, K, M, 1.f, dout32, N, inp32, K, accumulate_dweight ? 1.f : 0.f, dweight,
+            K);
+    }
+  } else if (dinp != nullptr || dweight != nullptr) {
     // Only the operands of the products asked for are rounded.
     const bool round_weight = dinp != nullptr && weight16 == nullptr;
     const int64_t dout_size = AlignUp(M * N);

@@ -1,8 +1,10 @@
 #include "kernels/matmul/matmul.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -387,6 +389,43 @@ TEST(MatmulBf16, Bf16WeightsGiveTheSameBits) {
   MatmulBackwardBf16(nullptr, dw_junk.data(), nullptr, dout.data(), x.data(), w16.data(), M, K, N,
                      /*accumulate_dinp=*/false, /*accumulate_dweight=*/false);
   EXPECT_EQ(dw_junk, dw_zero);
+}
+
+// Below AVX-512 the Matmul*Bf16 functions multiply the rounded operands' fp32 values directly
+// (RoundToHalf) instead of going through GemmBf16: they must give GemmBf16's bits on the
+// operands rounded to bf16 storage, and the fill-then-accumulate bias, on every shape class
+// (including a transposed-A product at an aliasing stride, which Sgemm slices).
+TEST(MatmulBf16, WithoutOneDnnBf16TheFp32RouteGivesGemmBf16sBits) {
+  ScopedMaxIsa cap(Isa::kAvx2);
+  for (const Shape& shape : {Shape{3, 5, 7}, Shape{64, 256, 96}, Shape{256, 64, 1024}}) {
+    const int64_t M = shape.M, K = shape.K, N = shape.N;
+    SCOPED_TRACE(std::to_string(M) + "x" + std::to_string(K) + "x" + std::to_string(N));
+    const auto x = testing::RandomFloats(M * K, 61), w = testing::RandomFloats(N * K, 62);
+    const auto b = testing::RandomFloats(N, 63), dout = testing::RandomFloats(M * N, 64);
+    const auto x16 = ToBf16(x), w16 = ToBf16(w), dout16 = ToBf16(dout);
+
+    std::vector<float> want(M * N);
+    for (int64_t i = 0; i < M; ++i) std::copy(b.begin(), b.end(), want.begin() + i * N);
+    GemmBf16(false, true, M, N, K, 1.f, x16.data(), K, w16.data(), K, 1.f, want.data(), N);
+    std::vector<float> got(M * N, NAN), got16(M * N, NAN);
+    MatmulForwardBf16(got.data(), x.data(), w.data(), b.data(), M, K, N);
+    MatmulForwardBf16(got16.data(), x.data(), w16.data(), b.data(), M, K, N);
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(got16, want);
+
+    std::vector<float> dx_want(M * K, 0.25f), dw_want(N * K, 0.5f);
+    GemmBf16(false, false, M, K, N, 1.f, dout16.data(), N, w16.data(), K, 1.f, dx_want.data(), K);
+    GemmBf16(true, false, N, K, M, 1.f, dout16.data(), N, x16.data(), K, 1.f, dw_want.data(), K);
+    std::vector<float> dx(M * K, 0.25f), dw(N * K, 0.5f), dx16(M * K, 0.25f), dw16(N * K, 0.5f);
+    MatmulBackwardBf16(dx.data(), dw.data(), nullptr, dout.data(), x.data(), w.data(), M, K, N,
+                       /*accumulate_dinp=*/true);
+    MatmulBackwardBf16(dx16.data(), dw16.data(), nullptr, dout.data(), x.data(), w16.data(), M, K,
+                       N, /*accumulate_dinp=*/true);
+    EXPECT_EQ(dx, dx_want);
+    EXPECT_EQ(dw, dw_want);
+    EXPECT_EQ(dx16, dx_want);
+    EXPECT_EQ(dw16, dw_want);
+  }
 }
 
 class MatmulBf16Test : public ::testing::TestWithParam<Shape> {};
