@@ -27,11 +27,13 @@ void MatmulForward(float* out, const float* inp, const float* weight, const floa
 // The gradients of MatmulForward given dout (M, N).
 //   dinp (M, K)     = dout · weight        overwritten, or accumulated when accumulate_dinp;
 //                                          skipped when dinp is null
-//   dweight (N, K) += doutᵀ · inp          always accumulates (gradient accumulation)
+//   dweight (N, K) += doutᵀ · inp          accumulates (gradient accumulation); with
+//                                          accumulate_dweight = false overwritten instead (a
+//                                          fresh gradient buffer is neither zeroed nor read)
 //   dbias (N)      += column sums of dout  skipped when dbias is null
 void MatmulBackward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                     const float* weight, int64_t M, int64_t K, int64_t N,
-                    bool accumulate_dinp = false);
+                    bool accumulate_dinp = false, bool accumulate_dweight = true);
 
 // General row-major single-precision GEMM: C (M, N) = alpha · op(A) · op(B) + beta · C, where
 // op(X) = Xᵀ when trans_x. lda/ldb/ldc are the row strides of A, B, C as stored.
@@ -58,10 +60,8 @@ void MatmulForwardBf16(float* out, const float* inp, const float* weight, const 
                        int64_t M, int64_t K, int64_t N);
 void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const float* weight, int64_t M, int64_t K, int64_t N,
-                        bool accumulate_dinp = false);
+                        bool accumulate_dinp = false, bool accumulate_dweight = true);
 // The same with the weight already in bf16 (bf16 parameter storage): no rounding pass over it.
-// accumulate_dweight = false overwrites dweight instead of adding to it (a fresh gradient
-// buffer then needs no zeroing, and the product does not read it).
 void MatmulForwardBf16(float* out, const float* inp, const uint16_t* weight16, const float* bias,
                        int64_t M, int64_t K, int64_t N);
 void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,

@@ -336,12 +336,13 @@ void MatmulForward(float* out, const float* inp, const float* weight, const floa
 }
 
 void MatmulBackward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                    const float* weight, int64_t M, int64_t K, int64_t N, bool accumulate_dinp) {
+                    const float* weight, int64_t M, int64_t K, int64_t N, bool accumulate_dinp,
+                    bool accumulate_dweight) {
   if (dinp != nullptr) {
     Sgemm(false, false, M, K, N, 1.f, dout, N, weight, K, accumulate_dinp ? 1.f : 0.f, dinp, K);
   }
   if (dweight != nullptr) {
-    Sgemm(true, false, N, K, M, 1.f, dout, N, inp, K, 1.f, dweight, K);
+    Sgemm(true, false, N, K, M, 1.f, dout, N, inp, K, accumulate_dweight ? 1.f : 0.f, dweight, K);
   }
   if (dbias != nullptr) AccumulateColumnSums(dbias, dout, M, N);
 }
@@ -467,9 +468,9 @@ void BackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout, 
 
 void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const float* weight, int64_t M, int64_t K, int64_t N,
-                        bool accumulate_dinp) {
+                        bool accumulate_dinp, bool accumulate_dweight) {
   BackwardBf16(dinp, dweight, dbias, dout, inp, weight, nullptr, M, K, N, accumulate_dinp,
-               /*accumulate_dweight=*/true);
+               accumulate_dweight);
 }
 
 void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,

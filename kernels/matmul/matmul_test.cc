@@ -389,6 +389,16 @@ TEST(MatmulBf16, Bf16WeightsGiveTheSameBits) {
   MatmulBackwardBf16(nullptr, dw_junk.data(), nullptr, dout.data(), x.data(), w16.data(), M, K, N,
                      /*accumulate_dinp=*/false, /*accumulate_dweight=*/false);
   EXPECT_EQ(dw_junk, dw_zero);
+  // Likewise with the weight in fp32, in bf16 products and in fp32 ones.
+  std::vector<float> dw_zero32(N * K, 0.f), dw_junk32(N * K, NAN);
+  std::fill(dw_junk.begin(), dw_junk.end(), NAN);
+  MatmulBackwardBf16(nullptr, dw_junk.data(), nullptr, dout.data(), x.data(), w.data(), M, K, N,
+                     /*accumulate_dinp=*/false, /*accumulate_dweight=*/false);
+  EXPECT_EQ(dw_junk, dw_zero);
+  MatmulBackward(nullptr, dw_zero32.data(), nullptr, dout.data(), x.data(), w.data(), M, K, N);
+  MatmulBackward(nullptr, dw_junk32.data(), nullptr, dout.data(), x.data(), w.data(), M, K, N,
+                 /*accumulate_dinp=*/false, /*accumulate_dweight=*/false);
+  EXPECT_EQ(dw_junk32, dw_zero32);
 }
 
 // Below AVX-512 the Matmul*Bf16 functions multiply the rounded operands' fp32 values directly

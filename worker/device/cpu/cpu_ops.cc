@@ -180,14 +180,14 @@ void CpuOps::DoLinearBackward(View dinp, View dweight, View dbias, View dout, Vi
                           U16(weight), M, K, N, /*accumulate_dinp=*/false,
                           /*accumulate_dweight=*/!options.overwrite_dweight);
   } else {
-    // The fp32-weight kernels always accumulate into dweight.
-    if (options.overwrite_dweight) k::Fill(F32(dweight), N * K, 0.f);
     if (options.compute == DType::kBF16) {
       k::MatmulBackwardBf16(F32(dinp), F32(dweight), F32OrNull(dbias), F32(dout), F32(inp),
-                            F32(weight), M, K, N);
+                            F32(weight), M, K, N, /*accumulate_dinp=*/false,
+                            /*accumulate_dweight=*/!options.overwrite_dweight);
     } else {
       k::MatmulBackward(F32(dinp), F32(dweight), F32OrNull(dbias), F32(dout), F32(inp), F32(weight),
-                        M, K, N);
+                        M, K, N, /*accumulate_dinp=*/false,
+                        /*accumulate_dweight=*/!options.overwrite_dweight);
     }
   }
   // The input was gelu(input_gelu): the chain rule through GELU, in place.

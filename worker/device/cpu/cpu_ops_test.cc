@@ -118,9 +118,9 @@ TEST_F(CpuOpsTest, LinearFusesGeluAndOverwritesFreshGradients) {
   EXPECT_TRUE(Same(out, want));
 
   // Backward of a layer whose input was gelu(pre_in): dinp is with respect to pre_in. A fresh
-  // dweight full of garbage is overwritten, not added to.
+  // dweight full of garbage (NaN) is overwritten, neither added to nor read.
   auto pre_in = Random(M * K, 9);
-  std::vector<float> dinp(M * K), dw(N * K, 1e30f), wdinp(M * K), wdw(N * K, 0.f);
+  std::vector<float> dinp(M * K), dw(N * K, NAN), wdinp(M * K), wdw(N * K, 0.f);
   LinearOptions o;
   o.input_gelu = F(pre_in, {M, K});
   o.overwrite_dweight = true;
