@@ -20,7 +20,7 @@ struct Data {
     for (size_t i = 0; i < qkv.size(); ++i) qkv[i] = ((i * 2654435761u) % 2001) * 1e-3f - 1.f;
     out.resize(int64_t{B} * T * C);
     dout.assign(out.size(), 1e-2f);
-    att.resize(int64_t{B} * NH * T * T);
+    att.resize(AttentionStateFloats(B, T, NH));
     dqkv.resize(qkv.size());
     scratch.resize(AttentionBackwardScratchFloats(B, T, C, NH));
   }

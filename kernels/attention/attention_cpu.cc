@@ -68,7 +68,7 @@ int64_t ForwardWorkFloats(const HeadDims& g) {
 }
 
 int64_t BackwardWorkFloats(const HeadDims& g) {
-  return static_cast<int64_t>(g.T) * g.Tp + static_cast<int64_t>(g.hs) * g.Tp +
+  return 2 * static_cast<int64_t>(g.T) * g.Tp + 2 * static_cast<int64_t>(g.hs) * g.Tp +
          3 * static_cast<int64_t>(g.T) * g.hsp;
 }
 
@@ -97,7 +97,12 @@ int ThreadIndex() {
 
 }  // namespace
 
-void AttentionForward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
+int64_t AttentionStateFloats(int B, int T, int NH) {
+  if (B <= 0 || T <= 0) return 0;
+  return 2 * int64_t{B} * NH * T;
+}
+
+void AttentionForward(float* out, float* stats, const float* qkv, int B, int T, int C, int NH) {
   if (B <= 0 || T <= 0) return;
   const HeadDims g = Dims(T, C, NH);
   const auto fn = DT_ISA_SELECT(ForwardHead);
@@ -107,7 +112,7 @@ void AttentionForward(float* out, float* att, const float* qkv, int B, int T, in
   for (int64_t bh = 0; bh < pairs; ++bh) {
     const int64_t b = bh / NH, h = bh % NH;
     const float* q = qkv + QkvOffset(g, bh, NH);
-    fn(out + b * T * C + h * g.hs, att + bh * T * T, q, q + C, q + 2 * C,
+    fn(out + b * T * C + h * g.hs, stats + 2 * bh * T, q, q + C, q + 2 * C,
        bh + 1 < pairs ? qkv + QkvOffset(g, bh + 1, NH) : nullptr, g, ThreadScratch(work_floats));
   }
 }
@@ -121,7 +126,7 @@ int64_t AttentionBackwardScratchFloats(int B, int T, int C, int NH) {
 }
 
 void AttentionBackward(float* dqkv, float* scratch, const float* dout, const float* qkv,
-                       const float* att, int B, int T, int C, int NH) {
+                       const float* stats, int B, int T, int C, int NH) {
   if (B <= 0 || T <= 0) return;
   const HeadDims g = Dims(T, C, NH);
   const auto fn = DT_ISA_SELECT(BackwardHead);
@@ -134,7 +139,7 @@ void AttentionBackward(float* dqkv, float* scratch, const float* dout, const flo
     const int64_t b = bh / NH, h = bh % NH;
     float* dq = dqkv + QkvOffset(g, bh, NH);
     const float* q = qkv + QkvOffset(g, bh, NH);
-    fn(dq, dq + C, dq + 2 * C, dout + b * T * C + h * g.hs, q, q + C, q + 2 * C, att + bh * T * T,
+    fn(dq, dq + C, dq + 2 * C, dout + b * T * C + h * g.hs, q, q + C, q + 2 * C, stats + 2 * bh * T,
        bh + 1 < pairs ? qkv + QkvOffset(g, bh + 1, NH) : nullptr, g,
        scratch + ThreadIndex() * work_floats);
   }

@@ -1,5 +1,6 @@
 #include "kernels/attention/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -32,14 +33,15 @@ const Shape kShapes[] = {{1, 1, 4, 1},    {2, 5, 12, 3},    {1, 7, 33, 1},
 int64_t QkvSize(const Shape& s) { return int64_t{s.B} * s.T * 3 * s.C; }
 int64_t OutSize(const Shape& s) { return int64_t{s.B} * s.T * s.C; }
 int64_t AttSize(const Shape& s) { return int64_t{s.B} * s.NH * s.T * s.T; }
+int64_t StatsSize(const Shape& s) { return AttentionStateFloats(s.B, s.T, s.NH); }
 
 // Scores are dot products of hs terms |q·k| <= 1 scaled by 1/sqrt(hs): float rounding leaves
 // ~sqrt(hs)·6e-8 absolute in S, i.e. a relative error of a few 1e-7 in P, and the outputs sum
 // <= T such terms with |v| <= 1 (error growing like sqrt(T)·1e-7). Backward products chain one
 // more such step. Measured worst errors are ~1e-6 (forward) and ~3e-6 (backward, T = 256);
-// the tolerances leave 2–5x room.
+// the tolerances leave 2–5x room. A row's max is one score; its 1 / Σ exp sums T terms.
 constexpr double kOutAbsTol = 2e-6, kOutRelTol = 1e-5;
-constexpr double kAttAbsTol = 1e-7, kAttRelTol = 2e-6;
+constexpr double kMaxAbsTol = 1e-6, kInvSumRelTol = 2e-6;
 constexpr double kGradAbsTol = 1e-5, kGradRelTol = 2e-5;
 
 class AttentionTest : public ::testing::TestWithParam<Isa> {
@@ -47,52 +49,66 @@ class AttentionTest : public ::testing::TestWithParam<Isa> {
   ScopedMaxIsa isa_{GetParam()};
 };
 
-// The lower triangle of every (T, T) block, as a flat list, for comparing att.
-template <typename V>
-std::vector<V> LowerTriangle(const std::vector<V>& att, const Shape& s) {
-  std::vector<V> out;
-  for (int64_t bh = 0; bh < int64_t{s.B} * s.NH; ++bh) {
-    for (int i = 0; i < s.T; ++i) {
-      for (int j = 0; j <= i; ++j) out.push_back(att[(bh * s.T + i) * s.T + j]);
+// The stats AttentionForward keeps, in float64 from the definition: per (b, h) and query row i,
+// m = max_{j <= i} S_ij and 1 / Σ_{j <= i} exp(S_ij − m), S = Q Kᵀ / sqrt(hs).
+std::vector<double> StatsReference(const std::vector<double>& qkv, const Shape& s) {
+  const int hs = s.C / s.NH;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
+  std::vector<double> stats(2 * int64_t{s.B} * s.NH * s.T);
+  for (int b = 0; b < s.B; ++b) {
+    for (int h = 0; h < s.NH; ++h) {
+      for (int i = 0; i < s.T; ++i) {
+        std::vector<double> row(i + 1);
+        for (int j = 0; j <= i; ++j) {
+          double dot = 0;
+          for (int d = 0; d < hs; ++d) {
+            dot += qkv[(int64_t{b} * s.T + i) * 3 * s.C + h * hs + d] *
+                   qkv[(int64_t{b} * s.T + j) * 3 * s.C + s.C + h * hs + d];
+          }
+          row[j] = dot * scale;
+        }
+        double m = row[0];
+        for (double x : row) m = std::max(m, x);
+        double sum = 0;
+        for (double x : row) sum += std::exp(x - m);
+        const int64_t at = 2 * ((int64_t{b} * s.NH + h) * s.T + i);
+        stats[at] = m;
+        stats[at + 1] = 1 / sum;
+      }
     }
   }
-  return out;
+  return stats;
 }
 
 TEST_P(AttentionTest, ForwardMatchesReference) {
   for (const Shape& s : kShapes) {
     const auto qkv = RandomFloats(QkvSize(s), 1);
-    std::vector<float> out(OutSize(s), -9.f), att(AttSize(s), 12345.f);
-    AttentionForward(out.data(), att.data(), qkv.data(), s.B, s.T, s.C, s.NH);
+    const int64_t n_stats = StatsSize(s);
+    ASSERT_EQ(n_stats, 2 * int64_t{s.B} * s.NH * s.T);
+    std::vector<float> out(OutSize(s), -9.f), stats(n_stats + 3, 12345.f);
+    AttentionForward(out.data(), stats.data(), qkv.data(), s.B, s.T, s.C, s.NH);
     std::vector<double> want_out(OutSize(s)), want_att(AttSize(s));
-    AttentionForwardReference(want_out.data(), want_att.data(), ToDouble(qkv).data(), s.B, s.T, s.C,
-                              s.NH);
+    const auto qkvd = ToDouble(qkv);
+    AttentionForwardReference(want_out.data(), want_att.data(), qkvd.data(), s.B, s.T, s.C, s.NH);
     EXPECT_TRUE(AllClose(out, want_out, kOutAbsTol, kOutRelTol)) << s.T << " " << s.C;
-    EXPECT_TRUE(AllClose(LowerTriangle(att, s), LowerTriangle(want_att, s), kAttAbsTol, kAttRelTol))
-        << s.T << " " << s.C;
-    // The upper triangle is neither written nor needed.
-    for (int64_t bh = 0; bh < int64_t{s.B} * s.NH; ++bh) {
-      for (int i = 0; i < s.T; ++i) {
-        for (int j = i + 1; j < s.T; ++j) ASSERT_EQ(att[(bh * s.T + i) * s.T + j], 12345.f);
-      }
+    const auto want_stats = StatsReference(qkvd, s);
+    for (int64_t r = 0; r < n_stats / 2; ++r) {
+      ASSERT_NEAR(stats[2 * r], want_stats[2 * r], kMaxAbsTol) << "row max " << r;
+      ASSERT_NEAR(stats[2 * r + 1], want_stats[2 * r + 1], kInvSumRelTol * want_stats[2 * r + 1])
+          << "1 / sum " << r;
     }
+    for (int64_t i = n_stats; i < n_stats + 3; ++i) ASSERT_EQ(stats[i], 12345.f) << "past the end";
   }
 }
 
 TEST_P(AttentionTest, BackwardMatchesReferenceAndOverwrites) {
   for (const Shape& s : kShapes) {
     const auto qkv = RandomFloats(QkvSize(s), 2), dout = RandomFloats(OutSize(s), 3);
-    std::vector<float> out(OutSize(s)), att(AttSize(s), 777.f);  // NaN-free junk above diagonal
-    AttentionForward(out.data(), att.data(), qkv.data(), s.B, s.T, s.C, s.NH);
-    // Poison the upper triangle: the backward pass must not read it.
-    for (int64_t bh = 0; bh < int64_t{s.B} * s.NH; ++bh) {
-      for (int i = 0; i < s.T; ++i) {
-        for (int j = i + 1; j < s.T; ++j) att[(bh * s.T + i) * s.T + j] = NAN;
-      }
-    }
+    std::vector<float> out(OutSize(s)), stats(StatsSize(s));
+    AttentionForward(out.data(), stats.data(), qkv.data(), s.B, s.T, s.C, s.NH);
     std::vector<float> dqkv(QkvSize(s), 55.f);  // garbage: must be overwritten
     std::vector<float> scratch(AttentionBackwardScratchFloats(s.B, s.T, s.C, s.NH), NAN);
-    AttentionBackward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B, s.T,
+    AttentionBackward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), stats.data(), s.B, s.T,
                       s.C, s.NH);
     const auto qkvd = ToDouble(qkv);
     std::vector<double> want_out(OutSize(s)), want_att(AttSize(s)), want(QkvSize(s));
@@ -112,10 +128,10 @@ TEST_P(AttentionTest, RandomSmallShapesMatchReference) {
     const Shape s{B, T, hs * NH, NH};
     const auto qkv = RandomFloats(QkvSize(s), 100 + trial);
     const auto dout = RandomFloats(OutSize(s), 200 + trial);
-    std::vector<float> out(OutSize(s)), att(AttSize(s), 0.f), dqkv(QkvSize(s));
-    std::vector<float> scratch(AttentionBackwardScratchFloats(s.B, s.T, s.C, s.NH));
-    AttentionForward(out.data(), att.data(), qkv.data(), s.B, s.T, s.C, s.NH);
-    AttentionBackward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B, s.T,
+    std::vector<float> out(OutSize(s)), stats(StatsSize(s)), dqkv(QkvSize(s));
+    std::vector<float> scratch(AttentionBackwardScratchFloats(s.B, s.T, s.C, s.NH), NAN);
+    AttentionForward(out.data(), stats.data(), qkv.data(), s.B, s.T, s.C, s.NH);
+    AttentionBackward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), stats.data(), s.B, s.T,
                       s.C, s.NH);
     const auto qkvd = ToDouble(qkv);
     std::vector<double> want_out(OutSize(s)), want_att(AttSize(s)), want(QkvSize(s));
@@ -143,9 +159,9 @@ TEST_P(AttentionTest, BitwiseIdenticalAcrossThreadCounts) {
   std::vector<float> first_out, first_dqkv;
   for (int threads : {1, 2, 3}) {
     testing::ScopedThreads scoped(threads);
-    std::vector<float> out(OutSize(s)), att(AttSize(s), 0.f), dqkv(QkvSize(s));
-    AttentionForward(out.data(), att.data(), qkv.data(), s.B, s.T, s.C, s.NH);
-    AttentionBackward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B, s.T,
+    std::vector<float> out(OutSize(s)), stats(StatsSize(s)), dqkv(QkvSize(s));
+    AttentionForward(out.data(), stats.data(), qkv.data(), s.B, s.T, s.C, s.NH);
+    AttentionBackward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), stats.data(), s.B, s.T,
                       s.C, s.NH);
     if (first_out.empty()) {
       first_out = out;
@@ -158,6 +174,8 @@ TEST_P(AttentionTest, BitwiseIdenticalAcrossThreadCounts) {
 }
 
 TEST_P(AttentionTest, ZeroSizesAreNoOps) {
+  EXPECT_EQ(AttentionStateFloats(0, 8, 2), 0);
+  EXPECT_EQ(AttentionStateFloats(2, 0, 2), 0);
   EXPECT_EQ(AttentionBackwardScratchFloats(0, 8, 16, 2), 0);
   EXPECT_EQ(AttentionBackwardScratchFloats(2, 0, 16, 2), 0);
   AttentionForward(nullptr, nullptr, nullptr, 0, 8, 16, 2);

@@ -8,7 +8,7 @@
 //
 // Layout (fused qkv, one GEMM with a ((NH + 2·NKV)·HS, C) weight): each token's row holds the NH
 // q heads, then the NKV k heads, then the NKV v heads, HS floats each:
-//   qkv (B, T, (NH + 2·NKV)·HS),  out (B, T, NH·HS),  att (B, NH, T, T).
+//   qkv (B, T, (NH + 2·NKV)·HS),  out (B, T, NH·HS),  stats (B, NH, T, 2).
 // With NKV = NH this is exactly kernels/attention's (B, T, 3C) layout. The q and k heads are
 // adjacent, so kernels/rope rotates both with one call (n_heads = NH + NKV, stride = the row).
 //
@@ -17,11 +17,11 @@
 // h / G copied into slot h) and calls it; the backward pass expands again, calls AttentionBackward
 // into an expanded gradient and sums each group of G dK/dV heads into dqkv. With NKV = NH the
 // expansion is skipped and AttentionForward/Backward run on qkv directly. The extra work, a copy
-// of B·T·3·NH·HS floats each way, is O(T·C) against attention's O(T²·C). Numerics, the att
-// contract (lower triangle written, upper never read) and determinism (bitwise identical for any
-// thread count) are those of attention.h. fp32 only (as attention).
+// of B·T·3·NH·HS floats each way, is O(T·C) against attention's O(T²·C). Numerics, the stats
+// (two floats per query row; the backward pass recomputes the probabilities) and determinism
+// (bitwise identical for any thread count) are those of attention.h. fp32 only (as attention).
 //
-// Contracts: GqaForward overwrites out and the causal lower triangle of att; GqaBackward
+// Contracts: GqaForward overwrites out and stats (AttentionStateFloats(B, T, NH)); GqaBackward
 // OVERWRITES all of dqkv. Scratch is the caller's, sized by the functions below; the backward
 // size depends on the OpenMP thread setting at the time of the call, like
 // AttentionBackwardScratchFloats. REQUIRES (checked, abort): NKV > 0 dividing NH, HS > 0.
@@ -35,7 +35,7 @@ namespace dstrain::kernels {
 int64_t GqaForwardScratchFloats(int B, int T, int NH, int NKV, int HS);
 
 void GqaForward(float* out,        // (B, T, NH·HS)
-                float* att,        // (B, NH, T, T) softmax probabilities, j <= i written
+                float* stats,      // (B, NH, T, 2) softmax row statistics (attention.h)
                 float* scratch,    // (GqaForwardScratchFloats(B, T, NH, NKV, HS))
                 const float* qkv,  // (B, T, (NH + 2·NKV)·HS)
                 int B, int T, int NH, int NKV, int HS);
@@ -45,11 +45,11 @@ void GqaForward(float* out,        // (B, T, NH·HS)
 // omp_get_max_threads() at the time of the call (see attention.h).
 int64_t GqaBackwardScratchFloats(int B, int T, int NH, int NKV, int HS);
 
-void GqaBackward(float* dqkv,        // (B, T, (NH + 2·NKV)·HS) overwritten
-                 float* scratch,     // (GqaBackwardScratchFloats(B, T, NH, NKV, HS))
-                 const float* dout,  // (B, T, NH·HS)
-                 const float* qkv,   // (B, T, (NH + 2·NKV)·HS)
-                 const float* att,   // (B, NH, T, T) from GqaForward
+void GqaBackward(float* dqkv,         // (B, T, (NH + 2·NKV)·HS) overwritten
+                 float* scratch,      // (GqaBackwardScratchFloats(B, T, NH, NKV, HS))
+                 const float* dout,   // (B, T, NH·HS)
+                 const float* qkv,    // (B, T, (NH + 2·NKV)·HS)
+                 const float* stats,  // (B, NH, T, 2) from GqaForward
                  int B, int T, int NH, int NKV, int HS);
 
 }  // namespace dstrain::kernels

@@ -24,7 +24,7 @@ struct Dims {
         HS(state.range(4)) {}
   int64_t Qkv() const { return int64_t{B} * T * (NH + 2 * NKV) * HS; }
   int64_t Out() const { return int64_t{B} * T * NH * HS; }
-  int64_t Att() const { return int64_t{B} * NH * T * T; }
+  int64_t Att() const { return AttentionStateFloats(B, T, NH); }
   // The full T×T square, as attention_benchmark counts: 4·B·NH·T²·HS forward, twice that back.
   double Flops() const { return 4.0 * B * NH * double(T) * T * HS; }
 };

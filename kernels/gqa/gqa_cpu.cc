@@ -32,20 +32,20 @@ int64_t GqaForwardScratchFloats(int B, int T, int NH, int NKV, int HS) {
   return ExpandedFloats(B, T, NH, HS);
 }
 
-void GqaForward(float* out, float* att, float* scratch, const float* qkv, int B, int T, int NH,
+void GqaForward(float* out, float* stats, float* scratch, const float* qkv, int B, int T, int NH,
                 int NKV, int HS) {
   CheckHeads(NH, NKV, HS);
   if (B <= 0 || T <= 0) return;
   const int C = NH * HS;
   if (NKV == NH) {  // already the (B, T, 3C) layout
-    AttentionForward(out, att, qkv, B, T, C, NH);
+    AttentionForward(out, stats, qkv, B, T, C, NH);
     return;
   }
   const int64_t rows = int64_t{B} * T;
   const auto expand = DT_ISA_SELECT(ExpandRows);
   ParallelFor(rows, ThreadsFor(rows * 3 * C), 1,
               [&](int64_t begin, int64_t end) { expand(scratch, qkv, begin, end, NH, NKV, HS); });
-  AttentionForward(out, att, scratch, B, T, C, NH);
+  AttentionForward(out, stats, scratch, B, T, C, NH);
 }
 
 int64_t GqaBackwardScratchFloats(int B, int T, int NH, int NKV, int HS) {
@@ -56,13 +56,13 @@ int64_t GqaBackwardScratchFloats(int B, int T, int NH, int NKV, int HS) {
   return 2 * ExpandedFloats(B, T, NH, HS) + attention;
 }
 
-void GqaBackward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* att,
-                 int B, int T, int NH, int NKV, int HS) {
+void GqaBackward(float* dqkv, float* scratch, const float* dout, const float* qkv,
+                 const float* stats, int B, int T, int NH, int NKV, int HS) {
   CheckHeads(NH, NKV, HS);
   if (B <= 0 || T <= 0) return;
   const int C = NH * HS;
   if (NKV == NH) {
-    AttentionBackward(dqkv, scratch, dout, qkv, att, B, T, C, NH);
+    AttentionBackward(dqkv, scratch, dout, qkv, stats, B, T, C, NH);
     return;
   }
   const int64_t rows = int64_t{B} * T;
@@ -74,7 +74,7 @@ void GqaBackward(float* dqkv, float* scratch, const float* dout, const float* qk
   const int threads = ThreadsFor(rows * 3 * C);
   ParallelFor(rows, threads, 1,
               [&](int64_t begin, int64_t end) { expand(expanded, qkv, begin, end, NH, NKV, HS); });
-  AttentionBackward(dexpanded, attention_scratch, dout, expanded, att, B, T, C, NH);
+  AttentionBackward(dexpanded, attention_scratch, dout, expanded, stats, B, T, C, NH);
   ParallelFor(rows, threads, 1, [&](int64_t begin, int64_t end) {
     reduce(dqkv, dexpanded, begin, end, NH, NKV, HS);
   });

@@ -161,8 +161,8 @@ class Ops : public Sizing {
   void LinearBackward(View dinp, View dweight, View dbias, View dout, View inp, View weight,
                       const LinearOptions& options);
   // Causal self-attention on a fused qkv (B,T,3C) into out (B,T,C), NH heads. `state` keeps what
-  // the backward pass needs (AttentionStateElements f32: the softmax probabilities on the CPU,
-  // per-row statistics in a flash kernel); AttentionBackward overwrites dqkv and uses `scratch`
+  // the backward pass needs (AttentionStateElements f32: two softmax statistics per query row on
+  // the CPU, the probabilities on CUDA); AttentionBackward overwrites dqkv and uses `scratch`
   // (AttentionScratchElements f32, sized under the thread setting of the calls; sizing.h).
   void AttentionForward(View out, View state, View qkv, int NH);
   void AttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH);
@@ -200,7 +200,7 @@ class Ops : public Sizing {
   // Causal grouped-query self-attention (kernels/gqa): NH query heads share NKV key/value heads
   // (NKV divides NH; query head h reads kv head h / (NH / NKV)). qkv (B, T, (NH + 2·NKV)·HS) f32
   // holds per token the NH q heads, then the NKV k heads, then the NKV v heads; out (B, T, NH·HS)
-  // f32. `state` (GqaStateElements) keeps the softmax probabilities for the backward pass;
+  // f32. `state` (GqaStateElements) keeps what the backward pass needs, as AttentionForward's;
   // `scratch` (GqaScratchElements f32, sized under the thread setting of the calls; may be
   // empty when that is 0) is working memory of either pass. The backward pass overwrites dqkv.
   void GqaAttentionForward(View out, View state, View scratch, View qkv, int NH, int NKV);

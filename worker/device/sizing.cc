@@ -3,7 +3,7 @@
 namespace dstrain::device {
 
 int64_t CudaSizing::AttentionStateElements(int B, int T, int /*C*/, int NH) const {
-  return int64_t{B} * NH * T * T;  // the softmax probabilities, as on the CPU
+  return int64_t{B} * NH * T * T;  // the softmax probabilities
 }
 
 int64_t CudaSizing::AttentionScratchElements(int, int, int, int) const {
@@ -11,7 +11,7 @@ int64_t CudaSizing::AttentionScratchElements(int, int, int, int) const {
 }
 
 int64_t CudaSizing::GqaStateElements(int B, int T, int NH, int /*NKV*/, int /*HS*/) const {
-  return int64_t{B} * NH * T * T;  // the softmax probabilities, as on the CPU
+  return int64_t{B} * NH * T * T;  // the softmax probabilities
 }
 
 int64_t CudaSizing::GqaScratchElements(int, int, int, int, int) const {

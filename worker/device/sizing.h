@@ -1,6 +1,6 @@
 // What a device decides about memory, without the device: the sizes of the attention's saved
-// state and scratch (the softmax probabilities on the CPU and on CUDA, per-row statistics in a
-// flash kernel) and whether the host reaches its memory directly. device::Ops is a Sizing, so a
+// state and scratch (two softmax statistics per query row on the CPU, the probabilities on CUDA)
+// and whether the host reaches its memory directly. device::Ops is a Sizing, so a
 // running rank sizes by its own device; `dstrain estimate` sizes a GPU rank with CudaSizing on a
 // machine that has no GPU.
 //

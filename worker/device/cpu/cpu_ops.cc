@@ -51,7 +51,7 @@ std::string CpuOps::Describe() const {
 }
 
 int64_t CpuOps::AttentionStateElements(int B, int T, int /*C*/, int NH) const {
-  return int64_t{B} * NH * T * T;  // the softmax probabilities
+  return k::AttentionStateFloats(B, T, NH);  // two softmax statistics per query row
 }
 
 int64_t CpuOps::AttentionScratchElements(int B, int T, int C, int NH) const {
@@ -59,7 +59,7 @@ int64_t CpuOps::AttentionScratchElements(int B, int T, int C, int NH) const {
 }
 
 int64_t CpuOps::GqaStateElements(int B, int T, int NH, int /*NKV*/, int /*HS*/) const {
-  return int64_t{B} * NH * T * T;  // the softmax probabilities
+  return k::AttentionStateFloats(B, T, NH);  // as attention: the query heads' row statistics
 }
 
 int64_t CpuOps::GqaScratchElements(int B, int T, int NH, int NKV, int HS) const {
