@@ -119,6 +119,47 @@ TEST_P(AttentionTest, BackwardMatchesReferenceAndOverwrites) {
   }
 }
 
+// The backward pass recomputes the probabilities bitwise: with V the identity (V[t][t] = 1, T <=
+// hs), out[i][j] = Σ_k P[i][k] V[k][j] is exactly the forward's P[i][j]; with dO[i][d] = 1 for
+// d = i and 0 elsewhere, dV[j][d] = Σ_i P[i][j] dO[i][d] is exactly the backward's P[d][j]
+// (every other product is 0, and adding 0 rounds nothing). A differing exponential, sum or
+// score anywhere in a recomputed row fails this.
+TEST_P(AttentionTest, BackwardRecomputesTheForwardProbabilitiesBitwise) {
+  for (const Shape& s : {Shape{1, 30, 64, 2}, Shape{2, 7, 16, 2}, Shape{1, 33, 99, 3}}) {
+    const int hs = s.C / s.NH;
+    ASSERT_LE(s.T, hs);
+    auto qkv = RandomFloats(QkvSize(s), 9, -3.f, 3.f);
+    std::vector<float> dout(OutSize(s), 0.f);
+    for (int b = 0; b < s.B; ++b) {
+      for (int t = 0; t < s.T; ++t) {
+        for (int h = 0; h < s.NH; ++h) {
+          float* v = &qkv[(int64_t{b} * s.T + t) * 3 * s.C + 2 * s.C + h * hs];
+          for (int d = 0; d < hs; ++d) v[d] = d == t ? 1.f : 0.f;
+          dout[(int64_t{b} * s.T + t) * s.C + h * hs + t] = 1.f;
+        }
+      }
+    }
+    std::vector<float> out(OutSize(s)), stats(StatsSize(s)), dqkv(QkvSize(s));
+    std::vector<float> scratch(AttentionBackwardScratchFloats(s.B, s.T, s.C, s.NH));
+    AttentionForward(out.data(), stats.data(), qkv.data(), s.B, s.T, s.C, s.NH);
+    AttentionBackward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), stats.data(), s.B, s.T,
+                      s.C, s.NH);
+    for (int b = 0; b < s.B; ++b) {
+      for (int h = 0; h < s.NH; ++h) {
+        for (int i = 0; i < s.T; ++i) {
+          for (int j = 0; j <= i; ++j) {
+            const float forward = out[(int64_t{b} * s.T + i) * s.C + h * hs + j];
+            const float recomputed = dqkv[(int64_t{b} * s.T + j) * 3 * s.C + 2 * s.C + h * hs + i];
+            ASSERT_GT(forward, 0.f);  // positive and finite: == is bitwise equality
+            ASSERT_EQ(recomputed, forward)
+                << "b " << b << " h " << h << " P[" << i << "][" << j << "]";
+          }
+        }
+      }
+    }
+  }
+}
+
 // Many small shapes: every combination of partial row block (T mod 6), partial vector (hs and T
 // mod 8 and 16) and tile width the dispatcher can pick.
 TEST_P(AttentionTest, RandomSmallShapesMatchReference) {
