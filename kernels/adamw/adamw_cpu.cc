@@ -63,12 +63,13 @@ AdamWConsts MakeConsts(const AdamWArgs& a) {
   return k;
 }
 
-// Whether the mixed update writes its 16-bit copy around the caches: only when the update's
-// traffic (28 bytes per parameter) is more than twice the last-level cache, so that the copy
-// would be evicted before the next forward pass reads it anyway. Below that, a cached copy is
-// worth more to that pass than the read-for-ownership the streaming store saves here.
 std::atomic<int64_t> stream_threshold_for_test{-1};  // -1: none (ScopedMixedStreamThreshold)
 
+// Whether the mixed update writes its 16-bit copy around the caches: only when the update's
+// traffic (28 bytes per parameter) is more than twice the last-level cache (taken as at least
+// 32 MiB, also when the system does not say), so that the copy would be evicted before the next
+// forward pass reads it anyway. Below that, a cached copy is worth more to that pass than the
+// read-for-ownership the streaming store saves here.
 bool StreamParam16(int64_t n) {
   const int64_t forced = stream_threshold_for_test.load(std::memory_order_relaxed);
   if (forced >= 0) return n >= forced;

@@ -10,8 +10,9 @@
 // Conventions follow nn.Linear / llm.c: a weight is (OC, C), row-major; y = x · Wᵀ + b.
 // Thread-safe. The bf16 functions keep state per calling thread only: the oneDNN primitives made
 // for the shapes seen (at most 64, then dropped) and, for MatmulForwardBf16 / MatmulBackwardBf16,
-// the bf16 copies of the operands in ThreadScratch (kernels/common/threading.h), which grows to
-// the largest operands seen and which a caller must not hold across these calls.
+// the bf16 copies of the operands (without oneDNN's bf16 kernels: fp32 copies of the rounded
+// values) in ThreadScratch (kernels/common/threading.h), which grows to the largest operands seen
+// and which a caller must not hold across these calls.
 #pragma once
 
 #include <cstdint>
