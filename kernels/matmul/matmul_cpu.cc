@@ -355,8 +355,23 @@ namespace {
 // the backward rounds dout once for both of its products. Products of bf16 values are exact in
 // fp32, so the results are the bits GemmBf16 gives on such a CPU (the same Sgemm calls on the
 // same values).
-void ForwardRounded(float* out, const float* inp32, const float* weight32, const float* bias,
-                    int64_t M, int64_t K, int64_t N) {
+//
+// dst (n) = the fp32 values of the bf16 weight: weight16 widened, or weight rounded.
+void RoundedWeight(float* dst, const float* weight, const uint16_t* weight16, int64_t n) {
+  if (weight16 != nullptr) {
+    HalfToFloat(DType::kBF16, dst, weight16, n);
+  } else {
+    RoundToHalf(DType::kBF16, dst, weight, n);
+  }
+}
+
+// MatmulForwardBf16 this way, with the weight in bf16 (weight16) or rounded here (weight).
+void ForwardRounded(float* out, const float* inp, const float* weight, const uint16_t* weight16,
+                    const float* bias, int64_t M, int64_t K, int64_t N) {
+  float* inp32 = ThreadScratch(AlignUp(M * K) + N * K);
+  float* weight32 = inp32 + AlignUp(M * K);
+  RoundToHalf(DType::kBF16, inp32, inp, M * K);
+  RoundedWeight(weight32, weight, weight16, N * K);
   const float beta = FillBias(out, bias, M, N);
   Sgemm(/*trans_a=*/false, /*trans_b=*/true, M, N, K, 1.f, inp32, K, weight32, K, beta, out, N);
 }
@@ -371,11 +386,7 @@ void MatmulForwardBf16(float* out, const float* inp, const uint16_t* weight16, c
     return;
   }
   if (!UseOneDnnBf16()) {
-    float* inp32 = ThreadScratch(AlignUp(M * K) + N * K);
-    float* weight32 = inp32 + AlignUp(M * K);
-    RoundToHalf(DType::kBF16, inp32, inp, M * K);
-    HalfToFloat(DType::kBF16, weight32, weight16, N * K);
-    ForwardRounded(out, inp32, weight32, bias, M, K, N);
+    ForwardRounded(out, inp, nullptr, weight16, bias, M, K, N);
     return;
   }
   uint16_t* inp16 = Bf16Scratch(M * K);
@@ -392,11 +403,7 @@ void MatmulForwardBf16(float* out, const float* inp, const float* weight, const 
     return;
   }
   if (!UseOneDnnBf16()) {
-    float* inp32 = ThreadScratch(AlignUp(M * K) + N * K);
-    float* weight32 = inp32 + AlignUp(M * K);
-    RoundToHalf(DType::kBF16, inp32, inp, M * K);
-    RoundToHalf(DType::kBF16, weight32, weight, N * K);
-    ForwardRounded(out, inp32, weight32, bias, M, K, N);
+    ForwardRounded(out, inp, weight, nullptr, bias, M, K, N);
     return;
   }
   uint16_t* inp16 = Bf16Scratch(AlignUp(M * K) + N * K);
@@ -423,11 +430,7 @@ void BackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout, 
     float* inp32 = weight32 + weight_size;
     RoundToHalf(DType::kBF16, dout32, dout, M * N);
     if (dinp != nullptr) {
-      if (weight16 != nullptr) {
-        HalfToFloat(DType::kBF16, weight32, weight16, N * K);
-      } else {
-        RoundToHalf(DType::kBF16, weight32, weight, N * K);
-      }
+      RoundedWeight(weight32, weight, weight16, N * K);
       Sgemm(false, false, M, K, N, 1.f, dout32, N, weight32, K, accumulate_dinp ? 1.f : 0.f, dinp,
             K);
     }
