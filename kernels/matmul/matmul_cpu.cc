@@ -376,6 +376,29 @@ void ForwardRounded(float* out, const float* inp, const float* weight, const uin
   Sgemm(/*trans_a=*/false, /*trans_b=*/true, M, N, K, 1.f, inp32, K, weight32, K, beta, out, N);
 }
 
+// MatmulBackwardBf16's products this way: the rounded operands' fp32 values, only those of the
+// products asked for (dinp, dweight: at least one), dout rounded once for both.
+void BackwardRounded(float* dinp, float* dweight, const float* dout, const float* inp,
+                     const float* weight, const uint16_t* weight16, int64_t M, int64_t K, int64_t N,
+                     bool accumulate_dinp, bool accumulate_dweight) {
+  const int64_t dout_size = AlignUp(M * N);
+  const int64_t weight_size = dinp != nullptr ? AlignUp(N * K) : 0;
+  const int64_t inp_size = dweight != nullptr ? M * K : 0;
+  float* dout32 = ThreadScratch(dout_size + weight_size + inp_size);
+  float* weight32 = dout32 + dout_size;
+  float* inp32 = weight32 + weight_size;
+  RoundToHalf(DType::kBF16, dout32, dout, M * N);
+  if (dinp != nullptr) {
+    RoundedWeight(weight32, weight, weight16, N * K);
+    Sgemm(false, false, M, K, N, 1.f, dout32, N, weight32, K, accumulate_dinp ? 1.f : 0.f, dinp, K);
+  }
+  if (dweight != nullptr) {
+    RoundToHalf(DType::kBF16, inp32, inp, M * K);
+    Sgemm(true, false, N, K, M, 1.f, dout32, N, inp32, K, accumulate_dweight ? 1.f : 0.f, dweight,
+          K);
+  }
+}
+
 }  // namespace
 
 void MatmulForwardBf16(float* out, const float* inp, const uint16_t* weight16, const float* bias,
@@ -421,24 +444,8 @@ void BackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout, 
                   const float* weight, const uint16_t* weight16, int64_t M, int64_t K, int64_t N,
                   bool accumulate_dinp, bool accumulate_dweight) {
   if ((dinp != nullptr || dweight != nullptr) && !UseOneDnnBf16()) {
-    // As ForwardRounded: the rounded operands' fp32 values, only those of the products asked for.
-    const int64_t dout_size = AlignUp(M * N);
-    const int64_t weight_size = dinp != nullptr ? AlignUp(N * K) : 0;
-    const int64_t inp_size = dweight != nullptr ? M * K : 0;
-    float* dout32 = ThreadScratch(dout_size + weight_size + inp_size);
-    float* weight32 = dout32 + dout_size;
-    float* inp32 = weight32 + weight_size;
-    RoundToHalf(DType::kBF16, dout32, dout, M * N);
-    if (dinp != nullptr) {
-      RoundedWeight(weight32, weight, weight16, N * K);
-      Sgemm(false, false, M, K, N, 1.f, dout32, N, weight32, K, accumulate_dinp ? 1.f : 0.f, dinp,
-            K);
-    }
-    if (dweight != nullptr) {
-      RoundToHalf(DType::kBF16, inp32, inp, M * K);
-      Sgemm(true, false, N, K, M, 1.f, dout32, N, inp32, K, accumulate_dweight ? 1.f : 0.f, dweight,
-            K);
-    }
+    BackwardRounded(dinp, dweight, dout, inp, weight, weight16, M, K, N, accumulate_dinp,
+                    accumulate_dweight);
   } else if (dinp != nullptr || dweight != nullptr) {
     // Only the operands of the products asked for are rounded.
     const bool round_weight = dinp != nullptr && weight16 == nullptr;
