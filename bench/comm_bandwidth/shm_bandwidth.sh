@@ -21,8 +21,11 @@ bin="$(bazel info "${DSTRAIN_BAZEL_CONFIG[@]}" bazel-bin 2>/dev/null)/bench/comm
 # median GB/s of `rounds` runs of: comm_bench ARGS... (one size)
 median() {
   local values=()
+  local out
   for ((i = 0; i < rounds; i++)); do
-    values+=("$("$bin" "$@" | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["busbw_gbs"])')")
+    # Parsed after the run: a parser started beside it would take one of two cores from the ranks.
+    out="$("$bin" "$@")"
+    values+=("$(python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["busbw_gbs"])' <<<"$out")")
   done
   printf '%s\n' "${values[@]}" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
 }

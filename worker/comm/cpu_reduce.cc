@@ -297,20 +297,109 @@ void ReduceInto(void* acc, const void* x, int64_t n, DType dtype, ReduceOp op) {
   }
 }
 
-void ReduceBuffers(const void* const* inputs, int k, void* out, int64_t n, DType dtype,
-                   ReduceOp op) {
+namespace {
+
+// The portable ReduceBuffers over elements [begin, n): each block of every input reduced into f32
+// on the stack, then rounded once into `out`.
+void ReduceBlocks(const void* const* inputs, int k, void* out, int64_t begin, int64_t n,
+                  DType dtype, ReduceOp op) {
   const size_t esize = DTypeSize(dtype);
   float tmp[kBlock];
-  for (int64_t i = 0; i < n; i += kBlock) {
-    const int64_t m = std::min(kBlock, n - i);
+  for (int64_t i = begin; i < n; i += kBlock) {
+    const int64_t len = std::min(kBlock, n - i);
     const int64_t offset = i * static_cast<int64_t>(esize);
-    ToF32(static_cast<const char*>(inputs[0]) + offset, dtype, m, tmp);
+    ToF32(static_cast<const char*>(inputs[0]) + offset, dtype, len, tmp);
     for (int j = 1; j < k; ++j) {
-      AccumulateF32(tmp, static_cast<const char*>(inputs[j]) + offset, dtype, m, op);
+      AccumulateF32(tmp, static_cast<const char*>(inputs[j]) + offset, dtype, len, op);
     }
-    FinishF32(tmp, m, op, k);
-    FromF32(tmp, m, dtype, static_cast<char*>(out) + offset);
+    FinishF32(tmp, len, op, k);
+    FromF32(tmp, len, dtype, static_cast<char*>(out) + offset);
   }
+}
+
+// Eight elements of `dtype` at `p` as f32, and back (rounded as FromF32 rounds).
+template <DType kDType>
+__attribute__((target("avx2,f16c"))) inline __m256 Load8(const void* p) {
+  if constexpr (kDType == DType::kF32) {
+    return _mm256_loadu_ps(static_cast<const float*>(p));
+  } else {
+    const __m128i h = _mm_loadu_si128(static_cast<const __m128i*>(p));
+    if constexpr (kDType == DType::kBF16) {
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    } else {
+      return _mm256_cvtph_ps(h);
+    }
+  }
+}
+
+template <DType kDType>
+__attribute__((target("avx2,f16c"))) inline void Store8(void* p, __m256 x) {
+  if constexpr (kDType == DType::kF32) {
+    _mm256_storeu_ps(static_cast<float*>(p), x);
+  } else if constexpr (kDType == DType::kBF16) {
+    _mm_storeu_si128(static_cast<__m128i*>(p), F32ToBf16x8(_mm256_castps_si256(x)));
+  } else {
+    _mm_storeu_si128(static_cast<__m128i*>(p),
+                     _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+}
+
+// MaxF32 on eight lanes: a where a > b or a is NaN, else b.
+__attribute__((target("avx2"))) inline __m256 Max8(__m256 a, __m256 b) {
+  const __m256 take_a =
+      _mm256_or_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ), _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+  return _mm256_blendv_ps(b, a, take_a);
+}
+
+// ReduceBuffers eight elements at a time, each loaded from every input, reduced in registers and
+// stored once; ReduceBlocks instead copied the first input to the stack, added each other input
+// there and copied the result out, which held the shared-memory all-reduce to half of memcpy's
+// speed. The same operations in the same order, so the same bits; the tail (n % 8) goes through
+// ReduceBlocks.
+template <DType kDType>
+__attribute__((target("avx2,f16c"))) void ReduceVectors(const void* const* inputs, int k, void* out,
+                                                        int64_t n, ReduceOp op) {
+  constexpr int64_t kEsize = kDType == DType::kF32 ? 4 : 2;
+  const __m256 divisor = _mm256_set1_ps(static_cast<float>(k));
+  const bool divide = op == ReduceOp::kAvg && k > 1;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const int64_t offset = i * kEsize;
+    __m256 acc = Load8<kDType>(static_cast<const char*>(inputs[0]) + offset);
+    for (int j = 1; j < k; ++j) {
+      const __m256 x = Load8<kDType>(static_cast<const char*>(inputs[j]) + offset);
+      acc = op == ReduceOp::kMax ? Max8(acc, x) : _mm256_add_ps(acc, x);
+    }
+    if (divide) acc = _mm256_div_ps(acc, divisor);
+    Store8<kDType>(static_cast<char*>(out) + offset, acc);
+  }
+  ReduceBlocks(inputs, k, out, i, n, kDType, op);
+}
+
+}  // namespace
+
+namespace internal {
+void ReduceBuffersPortable(const void* const* inputs, int k, void* out, int64_t n, DType dtype,
+                           ReduceOp op) {
+  ReduceBlocks(inputs, k, out, 0, n, dtype, op);
+}
+}  // namespace internal
+
+void ReduceBuffers(const void* const* inputs, int k, void* out, int64_t n, DType dtype,
+                   ReduceOp op) {
+  if (HasAvx2() && internal::HasF16c()) {
+    switch (dtype) {
+      case DType::kF32:
+        return ReduceVectors<DType::kF32>(inputs, k, out, n, op);
+      case DType::kBF16:
+        return ReduceVectors<DType::kBF16>(inputs, k, out, n, op);
+      case DType::kF16:
+        return ReduceVectors<DType::kF16>(inputs, k, out, n, op);
+      default:
+        break;
+    }
+  }
+  ReduceBlocks(inputs, k, out, 0, n, dtype, op);
 }
 
 }  // namespace dstrain::comm

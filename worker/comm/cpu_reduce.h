@@ -51,7 +51,10 @@ void FinishF32(float* acc, int64_t n, ReduceOp op, int world_size);
 void ReduceInto(void* acc, const void* x, int64_t n, DType dtype, ReduceOp op);
 
 // out = op over inputs[0..k-1] (in that order) with f32 accumulation, rounded once; kAvg divides
-// by k. `out` may alias one of the inputs. REQUIRES: k >= 1, IsReducible(dtype).
+// by k. `out` may be one of the inputs (the same address; no partial overlap). One pass, eight
+// elements at a time, where the CPU has AVX2 and F16C (the portable code otherwise, same bits):
+// the shared-memory collectives' reduction speed is this function's (docs/shm.md).
+// REQUIRES: k >= 1, IsReducible(dtype).
 void ReduceBuffers(const void* const* inputs, int k, void* out, int64_t n, DType dtype,
                    ReduceOp op);
 
@@ -62,6 +65,9 @@ void F32ToF16Portable(const float* src, int64_t n, uint16_t* dst);
 void F32ToBf16Portable(const float* src, int64_t n, uint16_t* dst);
 bool HasF16c();
 bool HasAvx2();
+// ReduceBuffers without the vectorised loop, for tests that compare the two.
+void ReduceBuffersPortable(const void* const* inputs, int k, void* out, int64_t n, DType dtype,
+                           ReduceOp op);
 }  // namespace internal
 
 }  // namespace dstrain::comm

@@ -274,5 +274,104 @@ TEST(ReduceTest, ReduceBuffersAllDtypesLongBuffers) {
   }
 }
 
+// Random elements of `dtype` with the awkward values mixed in: NaN, +-Inf, +-0, subnormals, the
+// largest finite values (whose sums overflow) and ordinary numbers of both signs.
+std::vector<char> AwkwardBuffer(DType dtype, int64_t n, std::mt19937& rng) {
+  const float specials[] = {std::numeric_limits<float>::quiet_NaN(),
+                            -std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            0.0f,
+                            -0.0f,
+                            1e-40f,
+                            -3e-39f,
+                            6e-8f,
+                            65504.0f,
+                            3.3e38f,
+                            -3.3e38f};
+  std::uniform_real_distribution<float> uniform(-4, 4);
+  std::uniform_int_distribution<int> pick(0, 9);
+  std::vector<float> values(n);
+  for (float& v : values) {
+    const int p = pick(rng);
+    v = p == 0 ? specials[rng() % (sizeof(specials) / sizeof(specials[0]))] : uniform(rng);
+  }
+  std::vector<char> out(n * DTypeSize(dtype));
+  FromF32(values.data(), n, dtype, out.data());
+  return out;
+}
+
+// One element reduced the plain way: scalar conversions, f32 operations in input order, one
+// rounding. Independent of the block and vector code under test.
+void ReduceElementReference(const std::vector<std::vector<char>>& in, int64_t i, DType dtype,
+                            ReduceOp op, char* out) {
+  const size_t es = DTypeSize(dtype);
+  auto load = [&](const char* p) {
+    uint16_t h;
+    float f;
+    if (dtype == DType::kF32) {
+      std::memcpy(&f, p, 4);
+      return f;
+    }
+    std::memcpy(&h, p, 2);
+    return dtype == DType::kBF16 ? Bf16ToF32(h) : F16ToF32(h);
+  };
+  float acc = load(in[0].data() + i * es);
+  for (size_t j = 1; j < in.size(); ++j) {
+    const float x = load(in[j].data() + i * es);
+    if (op == ReduceOp::kMax) {
+      acc = (acc > x || acc != acc) ? acc : x;
+    } else {
+      acc += x;
+    }
+  }
+  if (op == ReduceOp::kAvg && in.size() > 1) acc /= static_cast<float>(in.size());
+  if (dtype == DType::kF32) {
+    std::memcpy(out, &acc, 4);
+  } else {
+    const uint16_t h = dtype == DType::kBF16 ? F32ToBf16(acc) : F32ToF16(acc);
+    std::memcpy(out, &h, 2);
+  }
+}
+
+TEST(ReduceTest, ReduceBuffersGivesTheReferenceBitsVectorisedAndPortable) {
+  std::mt19937 rng(7);
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    const size_t es = DTypeSize(dtype);
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
+      for (int k : {1, 2, 3, 5}) {
+        for (int64_t n : {0, 1, 7, 8, 9, 31, 2048 + 13, 5000}) {
+          // The output apart from the inputs, on the first input and on the last.
+          for (int on_input : {-1, 0, k - 1}) {
+            for (bool portable : {false, true}) {
+              SCOPED_TRACE(testing::Message()
+                           << DTypeName(dtype) << " op " << static_cast<int>(op) << " k " << k
+                           << " n " << n << " on_input " << on_input << " portable " << portable);
+              std::vector<std::vector<char>> in;
+              for (int j = 0; j < k; ++j) in.push_back(AwkwardBuffer(dtype, n, rng));
+              std::vector<char> want(n * es);
+              for (int64_t i = 0; i < n; ++i) {
+                ReduceElementReference(in, i, dtype, op, want.data() + i * es);
+              }
+              std::vector<char> apart(n * es, 0x5a);
+              std::vector<const void*> in_ptr(k);
+              for (int j = 0; j < k; ++j) in_ptr[j] = in[j].data();
+              void* out = on_input < 0 ? apart.data() : in[on_input].data();
+              if (portable) {
+                internal::ReduceBuffersPortable(in_ptr.data(), k, out, n, dtype, op);
+              } else {
+                ReduceBuffers(in_ptr.data(), k, out, n, dtype, op);
+              }
+              if (n > 0) {
+                ASSERT_EQ(std::memcmp(out, want.data(), n * es), 0);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dstrain::comm

@@ -1,4 +1,3 @@
-#include <algorithm>
 #include <vector>
 
 #include "worker/comm/cpu_reduce.h"
@@ -15,14 +14,10 @@ absl::Status RunReduceScatterShared(Steps& steps, const std::vector<char*>& at,
   const int64_t m = output.count;  // elements per destination
   char* out = static_cast<char*>(output.data);
   // Piece `rank` of every rank's input, which only this rank reads. In place (output is this
-  // rank's piece of its input) is safe: its block is read before it is written.
-  const int64_t block = SharedBlockElements(esize);
+  // rank's piece of its input) is safe: each element is read from every input before it is written.
   std::vector<const void*> inputs(size);
-  for (int64_t i = 0; i < m; i += block) {
-    const int64_t n = std::min(block, m - i);
-    for (int q = 0; q < size; ++q) inputs[q] = at[q] + (rank * m + i) * esize;
-    ReduceBuffers(inputs.data(), size, out + i * esize, n, input.dtype, op);
-  }
+  for (int q = 0; q < size; ++q) inputs[q] = at[q] + rank * m * esize;
+  ReduceBuffers(inputs.data(), size, out, m, input.dtype, op);
   return steps.Finish();
 }
 
