@@ -42,6 +42,14 @@ void AttentionForward(float* out,        // (B, T, C)
                       const float* qkv,  // (B, T, 3C)
                       int B, int T, int C, int NH);
 
+// The same with out in bf16 (uint16_t storage): O computed as above, rounded to nearest even once
+// as it is stored (the bits of the fp32 out rounded afterwards by kernels/cast). For the
+// activation only a bf16 matrix product reads.
+void AttentionForward(uint16_t* out_bf16,  // (B, T, C)
+                      float* stats,        // (B, NH, T, 2)
+                      const float* qkv,    // (B, T, 3C)
+                      int B, int T, int C, int NH);
+
 // Floats of scratch AttentionBackward needs: one workspace per thread it will use, which is
 // min(B·NH, omp_get_max_threads()) *at the time of the call*. Size it under the same OpenMP thread
 // setting as the calls (sizing with more threads than the calls use is fine; fewer is not).

@@ -1,5 +1,6 @@
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -7,6 +8,7 @@
 
 #include "common/status/status_macros.h"
 #include "kernels/attention/attention.h"
+#include "kernels/cast/half_simd.h"
 #include "kernels/common/simd.h"
 #include "kernels/common/threading.h"
 
@@ -44,6 +46,7 @@ struct HeadDims {
   float scale;     // 1 / sqrt(hs)
 };
 
+#include "kernels/cast/half_simd_isa.inc"
 #define DT_ISA_BODY "kernels/attention/attention_body.inc"
 #include "kernels/common/foreach_isa.inc"
 
@@ -64,7 +67,7 @@ HeadDims Dims(int T, int C, int NH) {
 
 int64_t ForwardWorkFloats(const HeadDims& g) {
   return static_cast<int64_t>(g.hs) * g.Tp + static_cast<int64_t>(g.T) * g.hsp +
-         static_cast<int64_t>(kAttentionMR) * g.Tp;
+         static_cast<int64_t>(kAttentionMR) * (g.Tp + g.hsp);
 }
 
 int64_t BackwardWorkFloats(const HeadDims& g) {
@@ -102,10 +105,13 @@ int64_t AttentionStateFloats(int B, int T, int NH) {
   return 2 * int64_t{B} * NH * T;
 }
 
-void AttentionForward(float* out, float* stats, const float* qkv, int B, int T, int C, int NH) {
+namespace {
+
+template <typename Out>
+void ForwardAll(Out* out, float* stats, const float* qkv, int B, int T, int C, int NH) {
   if (B <= 0 || T <= 0) return;
   const HeadDims g = Dims(T, C, NH);
-  const auto fn = DT_ISA_SELECT(ForwardHead);
+  const auto fn = DT_ISA_SELECT(ForwardHead<Out>);
   const int64_t pairs = static_cast<int64_t>(B) * NH;
   const int64_t work_floats = ForwardWorkFloats(g);
 #pragma omp parallel for schedule(static) num_threads(PairThreads(B, T, C, NH))
@@ -115,6 +121,17 @@ void AttentionForward(float* out, float* stats, const float* qkv, int B, int T, 
     fn(out + b * T * C + h * g.hs, stats + 2 * bh * T, q, q + C, q + 2 * C,
        bh + 1 < pairs ? qkv + QkvOffset(g, bh + 1, NH) : nullptr, g, ThreadScratch(work_floats));
   }
+}
+
+}  // namespace
+
+void AttentionForward(float* out, float* stats, const float* qkv, int B, int T, int C, int NH) {
+  ForwardAll(out, stats, qkv, B, T, C, NH);
+}
+
+void AttentionForward(uint16_t* out_bf16, float* stats, const float* qkv, int B, int T, int C,
+                      int NH) {
+  ForwardAll(out_bf16, stats, qkv, B, T, C, NH);
 }
 
 int64_t AttentionBackwardScratchFloats(int B, int T, int C, int NH) {

@@ -9,6 +9,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/attention/attention_reference.h"
+#include "kernels/cast/cast.h"
 #include "kernels/common/cpu_features.h"
 #include "kernels/common/test_util.h"
 
@@ -98,6 +99,22 @@ TEST_P(AttentionTest, ForwardMatchesReference) {
           << "1 / sum " << r;
     }
     for (int64_t i = n_stats; i < n_stats + 3; ++i) ASSERT_EQ(stats[i], 12345.f) << "past the end";
+  }
+}
+
+// The bf16 out is the fp32 out rounded (kernels/cast's FloatToHalf), bit for bit, with the same
+// stats, for every shape (odd head sizes and T not a multiple of the row block included).
+TEST_P(AttentionTest, Bf16OutputIsTheFp32OutputRounded) {
+  for (const Shape& s : kShapes) {
+    const auto qkv = RandomFloats(QkvSize(s), 7);
+    std::vector<float> out(OutSize(s)), stats(StatsSize(s)), stats16(StatsSize(s));
+    AttentionForward(out.data(), stats.data(), qkv.data(), s.B, s.T, s.C, s.NH);
+    std::vector<uint16_t> want(OutSize(s)), got(OutSize(s) + 1, 0xabcd);
+    FloatToHalf(DType::kBF16, want.data(), out.data(), OutSize(s));
+    AttentionForward(got.data(), stats16.data(), qkv.data(), s.B, s.T, s.C, s.NH);
+    EXPECT_EQ(std::vector<uint16_t>(got.begin(), got.end() - 1), want) << s.T << " " << s.C;
+    EXPECT_EQ(got.back(), 0xabcd);
+    EXPECT_TRUE(BitwiseEqual(stats16, stats));
   }
 }
 
@@ -219,8 +236,8 @@ TEST_P(AttentionTest, ZeroSizesAreNoOps) {
   EXPECT_EQ(AttentionStateFloats(2, 0, 2), 0);
   EXPECT_EQ(AttentionBackwardScratchFloats(0, 8, 16, 2), 0);
   EXPECT_EQ(AttentionBackwardScratchFloats(2, 0, 16, 2), 0);
-  AttentionForward(nullptr, nullptr, nullptr, 0, 8, 16, 2);
-  AttentionForward(nullptr, nullptr, nullptr, 2, 0, 16, 2);
+  AttentionForward(static_cast<float*>(nullptr), nullptr, nullptr, 0, 8, 16, 2);
+  AttentionForward(static_cast<float*>(nullptr), nullptr, nullptr, 2, 0, 16, 2);
   AttentionBackward(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, 16, 2);
   AttentionBackward(nullptr, nullptr, nullptr, nullptr, nullptr, 2, 0, 16, 2);
 }

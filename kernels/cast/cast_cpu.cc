@@ -11,17 +11,7 @@ namespace dstrain::kernels {
 namespace {
 
 // The 16-bit loads and stores join simd.h's vocabulary in each ISA build of the body.
-namespace isa_scalar {
-using namespace ::dstrain::kernels::half_simd::scalar;
-}  // namespace isa_scalar
-#if DT_SIMD_X86
-namespace isa_avx2 {
-using namespace ::dstrain::kernels::half_simd::avx2;
-}  // namespace isa_avx2
-namespace isa_avx512 {
-using namespace ::dstrain::kernels::half_simd::avx512;
-}  // namespace isa_avx512
-#endif
+#include "kernels/cast/half_simd_isa.inc"
 
 #define DT_ISA_BODY "kernels/cast/cast_body.inc"
 #include "kernels/common/foreach_isa.inc"

@@ -7,10 +7,14 @@
 //                                                    StoreStream); p aligned to kLanes 16-bit
 //                                                    values, StreamFence() before others read
 //   StoreSquareSums(out, lo, hi)                     the kLanes doubles of AccumulateSquares
+//   StoreTo(p, x) / StoreToN(p, x, n)                Store / StoreN for float* p, StoreHalf /
+//                                                    StoreHalfN<kBF16> for uint16_t* p: one body
+//                                                    for an fp32 output and for a bf16 one (the
+//                                                    activations only bf16 products read)
 //
 // The N variants touch only the first n (0..kLanes) elements. A .cc file brings these names into
-// the ISA namespaces of foreach_isa.inc with a using-directive per namespace before it includes
-// the body (see cast_cpu.cc).
+// the ISA namespaces of foreach_isa.inc by including half_simd_isa.inc before it includes the
+// body (see cast_cpu.cc).
 //
 // Every ISA gives bitwise the same results, the x86 F16C conversions' results, which
 // cast_test checks against an IEEE reference:
@@ -129,6 +133,14 @@ DT_SIMD_INLINE void StreamHalf(uint16_t* p, Vf x) {
 // One lane: AccumulateSquares keeps it in lo.
 DT_SIMD_INLINE void StoreSquareSums(double* out, Vd lo, Vd /*hi*/) { out[0] = lo.v; }
 
+// A kernel's output in fp32, or rounded to bf16 (see the list at the top).
+DT_SIMD_INLINE void StoreTo(float* p, Vf x) { ::dstrain::kernels::simd::scalar::Store(p, x); }
+DT_SIMD_INLINE void StoreTo(uint16_t* p, Vf x) { StoreHalf<DType::kBF16>(p, x); }
+DT_SIMD_INLINE void StoreToN(float* p, Vf x, int n) {
+  ::dstrain::kernels::simd::scalar::StoreN(p, x, n);
+}
+DT_SIMD_INLINE void StoreToN(uint16_t* p, Vf x, int n) { StoreHalfN<DType::kBF16>(p, x, n); }
+
 }  // namespace dstrain::kernels::half_simd::scalar
 
 #if DT_SIMD_X86
@@ -246,6 +258,14 @@ DT_SIMD_INLINE void StoreSquareSums(double* out, Vd lo, Vd hi) {
   _mm256_storeu_pd(out + 4, hi.v);
 }
 
+// A kernel's output in fp32, or rounded to bf16 (see the list at the top).
+DT_SIMD_INLINE void StoreTo(float* p, Vf x) { ::dstrain::kernels::simd::avx2::Store(p, x); }
+DT_SIMD_INLINE void StoreTo(uint16_t* p, Vf x) { StoreHalf<DType::kBF16>(p, x); }
+DT_SIMD_INLINE void StoreToN(float* p, Vf x, int n) {
+  ::dstrain::kernels::simd::avx2::StoreN(p, x, n);
+}
+DT_SIMD_INLINE void StoreToN(uint16_t* p, Vf x, int n) { StoreHalfN<DType::kBF16>(p, x, n); }
+
 }  // namespace dstrain::kernels::half_simd::avx2
 DT_SIMD_END
 
@@ -323,6 +343,14 @@ DT_SIMD_INLINE void StoreSquareSums(double* out, Vd lo, Vd hi) {
   _mm512_storeu_pd(out, lo.v);
   _mm512_storeu_pd(out + 8, hi.v);
 }
+
+// A kernel's output in fp32, or rounded to bf16 (see the list at the top).
+DT_SIMD_INLINE void StoreTo(float* p, Vf x) { ::dstrain::kernels::simd::avx512::Store(p, x); }
+DT_SIMD_INLINE void StoreTo(uint16_t* p, Vf x) { StoreHalf<DType::kBF16>(p, x); }
+DT_SIMD_INLINE void StoreToN(float* p, Vf x, int n) {
+  ::dstrain::kernels::simd::avx512::StoreN(p, x, n);
+}
+DT_SIMD_INLINE void StoreToN(uint16_t* p, Vf x, int n) { StoreHalfN<DType::kBF16>(p, x, n); }
 
 }  // namespace dstrain::kernels::half_simd::avx512
 DT_SIMD_END

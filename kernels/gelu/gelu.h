@@ -23,6 +23,13 @@ void GeluForward(float* out,        // (n)
                  const float* inp,  // (n)
                  int64_t n);
 
+// The same with out in bf16 (uint16_t storage): gelu in fp32 as above, rounded to nearest even
+// once as it is stored (the bits of the fp32 output rounded by kernels/cast afterwards). For the
+// activation only a bf16 matrix product reads. May not alias inp.
+void GeluForward(uint16_t* out_bf16,  // (n)
+                 const float* inp,    // (n)
+                 int64_t n);
+
 void GeluBackward(float* dinp,        // (n) overwritten
                   const float* inp,   // (n)
                   const float* dout,  // (n)

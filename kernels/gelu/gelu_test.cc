@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cast/cast.h"
 #include "kernels/common/cpu_features.h"
 #include "kernels/common/test_util.h"
 #include "kernels/gelu/gelu_reference.h"
@@ -42,6 +43,21 @@ TEST_P(GeluTest, ForwardMatchesReference) {
     GeluForwardReference(want.data(), ToDouble(x).data(), n);
     EXPECT_TRUE(AllClose(out.data(), want.data(), n, kForwardAbsTol, kForwardRelTol)) << n;
     EXPECT_EQ(out[n], -7.f);
+  }
+}
+
+// The bf16 output is the fp32 output rounded (kernels/cast's FloatToHalf), bit for bit, saturated
+// tails and vector tails included; nothing past the end is written.
+TEST_P(GeluTest, Bf16OutputIsTheFp32OutputRounded) {
+  for (int64_t n : kSizes) {
+    const auto x = RandomFloats(n, 4, -12.f, 12.f);
+    std::vector<float> out(n);
+    GeluForward(out.data(), x.data(), n);
+    std::vector<uint16_t> want(n), got(n + 3, 0xabcd);
+    FloatToHalf(DType::kBF16, want.data(), out.data(), n);
+    GeluForward(got.data(), x.data(), n);
+    EXPECT_EQ(std::vector<uint16_t>(got.begin(), got.begin() + n), want) << n;
+    EXPECT_EQ(got[n], 0xabcd);
   }
 }
 

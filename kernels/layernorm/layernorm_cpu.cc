@@ -1,6 +1,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cast/half_simd.h"
 #include "kernels/common/simd.h"
 #include "kernels/common/threading.h"
 #include "kernels/layernorm/layernorm.h"
@@ -8,21 +9,33 @@
 namespace dstrain::kernels {
 namespace {
 
+#include "kernels/cast/half_simd_isa.inc"
 #define DT_ISA_BODY "kernels/layernorm/layernorm_body.inc"
 #include "kernels/common/foreach_isa.inc"
 
 // Rows per dweight/dbias partial sum: fixed, so the reduction order never depends on threads.
 constexpr int64_t kRowsPerChunk = 32;
 
+template <typename Out>
+void ForwardAll(Out* out, float* mean, float* rstd, const float* inp, const float* weight,
+                const float* bias, int64_t N, int C) {
+  if (N <= 0 || C <= 0) return;
+  const auto fn = DT_ISA_SELECT(ForwardRows<Out>);
+  ParallelFor(N, ThreadsFor(N * C), 1, [&](int64_t begin, int64_t end) {
+    fn(out, mean, rstd, inp, weight, bias, begin, end, C);
+  });
+}
+
 }  // namespace
 
 void LayerNormForward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
                       const float* bias, int64_t N, int C) {
-  if (N <= 0 || C <= 0) return;
-  const auto fn = DT_ISA_SELECT(ForwardRows);
-  ParallelFor(N, ThreadsFor(N * C), 1, [&](int64_t begin, int64_t end) {
-    fn(out, mean, rstd, inp, weight, bias, begin, end, C);
-  });
+  ForwardAll(out, mean, rstd, inp, weight, bias, N, C);
+}
+
+void LayerNormForward(uint16_t* out_bf16, float* mean, float* rstd, const float* inp,
+                      const float* weight, const float* bias, int64_t N, int C) {
+  ForwardAll(out_bf16, mean, rstd, inp, weight, bias, N, C);
 }
 
 void LayerNormBackward(float* dinp, float* dweight, float* dbias, const float* dout,

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cast/cast.h"
 #include "kernels/common/cpu_features.h"
 #include "kernels/common/test_util.h"
 #include "kernels/layernorm/layernorm_reference.h"
@@ -60,6 +61,25 @@ TEST_P(LayerNormTest, ForwardMatchesReference) {
     EXPECT_TRUE(AllClose(mean, want_mean, 0, kStatsRelTol)) << s.C;
     EXPECT_TRUE(AllClose(rstd, want_rstd, 0, kStatsRelTol)) << s.C;
     EXPECT_EQ(out[n], -9.f);
+  }
+}
+
+// The bf16 output is the fp32 output rounded (kernels/cast's FloatToHalf), bit for bit, with the
+// same statistics; nothing past the end is written.
+TEST_P(LayerNormTest, Bf16OutputIsTheFp32OutputRounded) {
+  for (const Shape& s : kShapes) {
+    const int64_t n = s.N * s.C;
+    const auto x = Input(n, 11), w = RandomFloats(s.C, 12), b = RandomFloats(s.C, 13);
+    std::vector<float> out(n), mean(s.N), rstd(s.N), mean16(s.N), rstd16(s.N);
+    LayerNormForward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), s.N, s.C);
+    std::vector<uint16_t> want(n), got(n + 1, 0xabcd);
+    FloatToHalf(DType::kBF16, want.data(), out.data(), n);
+    LayerNormForward(got.data(), mean16.data(), rstd16.data(), x.data(), w.data(), b.data(), s.N,
+                     s.C);
+    EXPECT_EQ(std::vector<uint16_t>(got.begin(), got.begin() + n), want) << s.N << "x" << s.C;
+    EXPECT_TRUE(BitwiseEqual(mean16, mean));
+    EXPECT_TRUE(BitwiseEqual(rstd16, rstd));
+    EXPECT_EQ(got[n], 0xabcd);
   }
 }
 
@@ -127,7 +147,8 @@ TEST_P(LayerNormTest, BitwiseIdenticalAcrossThreadCounts) {
 
 TEST_P(LayerNormTest, ZeroRowsIsANoOp) {
   std::vector<float> w(8, 1.f), b(8, 0.f), dw(8, 3.f), db(8, 4.f);
-  LayerNormForward(nullptr, nullptr, nullptr, nullptr, w.data(), b.data(), 0, 8);
+  LayerNormForward(static_cast<float*>(nullptr), nullptr, nullptr, nullptr, w.data(), b.data(), 0,
+                   8);
   LayerNormBackward(nullptr, dw.data(), db.data(), nullptr, nullptr, w.data(), nullptr, nullptr, 0,
                     8);
   EXPECT_EQ(dw, std::vector<float>(8, 3.f));

@@ -68,5 +68,17 @@ void MatmulForwardBf16(float* out, const float* inp, const uint16_t* weight16, c
 void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const uint16_t* weight16, int64_t M, int64_t K, int64_t N,
                         bool accumulate_dinp = false, bool accumulate_dweight = true);
+// The same with the input already in bf16 (inp16: activations stored rounded, which only these
+// products read): no rounding pass over it, the same results as passing its fp32 values.
+void MatmulForwardBf16(float* out, const uint16_t* inp16, const float* weight, const float* bias,
+                       int64_t M, int64_t K, int64_t N);
+void MatmulForwardBf16(float* out, const uint16_t* inp16, const uint16_t* weight16,
+                       const float* bias, int64_t M, int64_t K, int64_t N);
+void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const uint16_t* inp16, const float* weight, int64_t M, int64_t K, int64_t N,
+                        bool accumulate_dinp = false, bool accumulate_dweight = true);
+void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const uint16_t* inp16, const uint16_t* weight16, int64_t M, int64_t K,
+                        int64_t N, bool accumulate_dinp = false, bool accumulate_dweight = true);
 
 }  // namespace dstrain::kernels

@@ -356,22 +356,24 @@ namespace {
 // fp32, so the results are the bits GemmBf16 gives on such a CPU (the same Sgemm calls on the
 // same values).
 //
-// dst (n) = the fp32 values of the bf16 weight: weight16 widened, or weight rounded.
-void RoundedWeight(float* dst, const float* weight, const uint16_t* weight16, int64_t n) {
-  if (weight16 != nullptr) {
-    HalfToFloat(DType::kBF16, dst, weight16, n);
+// Every operand below comes as fp32 (x, rounded here) or already in bf16 (x16, the other null).
+//
+// dst (n) = the fp32 values of the operand in bf16: x16 widened, or x rounded.
+void RoundedValues(float* dst, const float* x, const uint16_t* x16, int64_t n) {
+  if (x16 != nullptr) {
+    HalfToFloat(DType::kBF16, dst, x16, n);
   } else {
-    RoundToHalf(DType::kBF16, dst, weight, n);
+    RoundToHalf(DType::kBF16, dst, x, n);
   }
 }
 
-// MatmulForwardBf16 this way, with the weight in bf16 (weight16) or rounded here (weight).
-void ForwardRounded(float* out, const float* inp, const float* weight, const uint16_t* weight16,
-                    const float* bias, int64_t M, int64_t K, int64_t N) {
+// MatmulForwardBf16 this way.
+void ForwardRounded(float* out, const float* inp, const uint16_t* inp16, const float* weight,
+                    const uint16_t* weight16, const float* bias, int64_t M, int64_t K, int64_t N) {
   float* inp32 = ThreadScratch(AlignUp(M * K) + N * K);
   float* weight32 = inp32 + AlignUp(M * K);
-  RoundToHalf(DType::kBF16, inp32, inp, M * K);
-  RoundedWeight(weight32, weight, weight16, N * K);
+  RoundedValues(inp32, inp, inp16, M * K);
+  RoundedValues(weight32, weight, weight16, N * K);
   const float beta = FillBias(out, bias, M, N);
   Sgemm(/*trans_a=*/false, /*trans_b=*/true, M, N, K, 1.f, inp32, K, weight32, K, beta, out, N);
 }
@@ -379,8 +381,9 @@ void ForwardRounded(float* out, const float* inp, const float* weight, const uin
 // MatmulBackwardBf16's products this way: the rounded operands' fp32 values, only those of the
 // products asked for (dinp, dweight: at least one), dout rounded once for both.
 void BackwardRounded(float* dinp, float* dweight, const float* dout, const float* inp,
-                     const float* weight, const uint16_t* weight16, int64_t M, int64_t K, int64_t N,
-                     bool accumulate_dinp, bool accumulate_dweight) {
+                     const uint16_t* inp16, const float* weight, const uint16_t* weight16,
+                     int64_t M, int64_t K, int64_t N, bool accumulate_dinp,
+                     bool accumulate_dweight) {
   const int64_t dout_size = AlignUp(M * N);
   const int64_t weight_size = dinp != nullptr ? AlignUp(N * K) : 0;
   const int64_t inp_size = dweight != nullptr ? M * K : 0;
@@ -389,72 +392,60 @@ void BackwardRounded(float* dinp, float* dweight, const float* dout, const float
   float* inp32 = weight32 + weight_size;
   RoundToHalf(DType::kBF16, dout32, dout, M * N);
   if (dinp != nullptr) {
-    RoundedWeight(weight32, weight, weight16, N * K);
+    RoundedValues(weight32, weight, weight16, N * K);
     Sgemm(false, false, M, K, N, 1.f, dout32, N, weight32, K, accumulate_dinp ? 1.f : 0.f, dinp, K);
   }
   if (dweight != nullptr) {
-    RoundToHalf(DType::kBF16, inp32, inp, M * K);
+    RoundedValues(inp32, inp, inp16, M * K);
     Sgemm(true, false, N, K, M, 1.f, dout32, N, inp32, K, accumulate_dweight ? 1.f : 0.f, dweight,
           K);
   }
 }
 
-}  // namespace
-
-void MatmulForwardBf16(float* out, const float* inp, const uint16_t* weight16, const float* bias,
-                       int64_t M, int64_t K, int64_t N) {
+// The bf16 forward: the operands not yet in bf16 rounded into per-thread scratch.
+void ForwardBf16(float* out, const float* inp, const uint16_t* inp16, const float* weight,
+                 const uint16_t* weight16, const float* bias, int64_t M, int64_t K, int64_t N) {
   if (M == 0 || N == 0) return;
   if (K == 0) {  // an empty product: out is the bias, or zeros
     if (FillBias(out, bias, M, N) == 0.f) ScaleOnly(M, N, 0.f, out, N);
     return;
   }
   if (!UseOneDnnBf16()) {
-    ForwardRounded(out, inp, nullptr, weight16, bias, M, K, N);
+    ForwardRounded(out, inp, inp16, weight, weight16, bias, M, K, N);
     return;
   }
-  uint16_t* inp16 = Bf16Scratch(M * K);
-  FloatToHalf(DType::kBF16, inp16, inp, M * K);
+  const int64_t inp_size = inp16 == nullptr ? AlignUp(M * K) : 0;
+  const int64_t weight_size = weight16 == nullptr ? N * K : 0;
+  uint16_t* scratch = Bf16Scratch(inp_size + weight_size);
+  if (inp16 == nullptr) {
+    FloatToHalf(DType::kBF16, scratch, inp, M * K);
+    inp16 = scratch;
+  }
+  if (weight16 == nullptr) {
+    FloatToHalf(DType::kBF16, scratch + inp_size, weight, N * K);
+    weight16 = scratch + inp_size;
+  }
   GemmBf16Impl({/*trans_a=*/false, /*trans_b=*/true, M, N, K, K, K, N, 1.f, 0.f, bias != nullptr},
                inp16, weight16, bias, out);
 }
 
-void MatmulForwardBf16(float* out, const float* inp, const float* weight, const float* bias,
-                       int64_t M, int64_t K, int64_t N) {
-  if (M == 0 || N == 0) return;
-  if (K == 0) {
-    MatmulForwardBf16(out, inp, static_cast<const uint16_t*>(nullptr), bias, M, K, N);
-    return;
-  }
-  if (!UseOneDnnBf16()) {
-    ForwardRounded(out, inp, weight, nullptr, bias, M, K, N);
-    return;
-  }
-  uint16_t* inp16 = Bf16Scratch(AlignUp(M * K) + N * K);
-  uint16_t* weight16 = inp16 + AlignUp(M * K);
-  FloatToHalf(DType::kBF16, inp16, inp, M * K);
-  FloatToHalf(DType::kBF16, weight16, weight, N * K);
-  GemmBf16Impl({/*trans_a=*/false, /*trans_b=*/true, M, N, K, K, K, N, 1.f, 0.f, bias != nullptr},
-               inp16, weight16, bias, out);
-}
-
-namespace {
-
-// The bf16 backward with the weight in bf16 already (weight16) or rounded here from weight.
+// The bf16 backward likewise.
 void BackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                  const float* weight, const uint16_t* weight16, int64_t M, int64_t K, int64_t N,
-                  bool accumulate_dinp, bool accumulate_dweight) {
+                  const uint16_t* inp16, const float* weight, const uint16_t* weight16, int64_t M,
+                  int64_t K, int64_t N, bool accumulate_dinp, bool accumulate_dweight) {
   if ((dinp != nullptr || dweight != nullptr) && !UseOneDnnBf16()) {
-    BackwardRounded(dinp, dweight, dout, inp, weight, weight16, M, K, N, accumulate_dinp,
+    BackwardRounded(dinp, dweight, dout, inp, inp16, weight, weight16, M, K, N, accumulate_dinp,
                     accumulate_dweight);
   } else if (dinp != nullptr || dweight != nullptr) {
     // Only the operands of the products asked for are rounded.
     const bool round_weight = dinp != nullptr && weight16 == nullptr;
+    const bool round_inp = dweight != nullptr && inp16 == nullptr;
     const int64_t dout_size = AlignUp(M * N);
     const int64_t weight_size = round_weight ? AlignUp(N * K) : 0;
-    const int64_t inp_size = dweight != nullptr ? M * K : 0;
+    const int64_t inp_size = round_inp ? M * K : 0;
     uint16_t* dout16 = Bf16Scratch(dout_size + weight_size + inp_size);
     uint16_t* rounded_weight = dout16 + dout_size;
-    uint16_t* inp16 = rounded_weight + weight_size;
+    uint16_t* rounded_inp = rounded_weight + weight_size;
     FloatToHalf(DType::kBF16, dout16, dout, M * N);
     if (dinp != nullptr) {
       if (round_weight) {
@@ -465,7 +456,10 @@ void BackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout, 
                dinp, K);
     }
     if (dweight != nullptr) {
-      FloatToHalf(DType::kBF16, inp16, inp, M * K);
+      if (round_inp) {
+        FloatToHalf(DType::kBF16, rounded_inp, inp, M * K);
+        inp16 = rounded_inp;
+      }
       GemmBf16(true, false, N, K, M, 1.f, dout16, N, inp16, K, accumulate_dweight ? 1.f : 0.f,
                dweight, K);
     }
@@ -476,18 +470,52 @@ void BackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout, 
 
 }  // namespace
 
+void MatmulForwardBf16(float* out, const float* inp, const float* weight, const float* bias,
+                       int64_t M, int64_t K, int64_t N) {
+  ForwardBf16(out, inp, nullptr, weight, nullptr, bias, M, K, N);
+}
+
+void MatmulForwardBf16(float* out, const float* inp, const uint16_t* weight16, const float* bias,
+                       int64_t M, int64_t K, int64_t N) {
+  ForwardBf16(out, inp, nullptr, nullptr, weight16, bias, M, K, N);
+}
+
+void MatmulForwardBf16(float* out, const uint16_t* inp16, const float* weight, const float* bias,
+                       int64_t M, int64_t K, int64_t N) {
+  ForwardBf16(out, nullptr, inp16, weight, nullptr, bias, M, K, N);
+}
+
+void MatmulForwardBf16(float* out, const uint16_t* inp16, const uint16_t* weight16,
+                       const float* bias, int64_t M, int64_t K, int64_t N) {
+  ForwardBf16(out, nullptr, inp16, nullptr, weight16, bias, M, K, N);
+}
+
 void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const float* weight, int64_t M, int64_t K, int64_t N,
                         bool accumulate_dinp, bool accumulate_dweight) {
-  BackwardBf16(dinp, dweight, dbias, dout, inp, weight, nullptr, M, K, N, accumulate_dinp,
+  BackwardBf16(dinp, dweight, dbias, dout, inp, nullptr, weight, nullptr, M, K, N, accumulate_dinp,
                accumulate_dweight);
 }
 
 void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const uint16_t* weight16, int64_t M, int64_t K, int64_t N,
                         bool accumulate_dinp, bool accumulate_dweight) {
-  BackwardBf16(dinp, dweight, dbias, dout, inp, nullptr, weight16, M, K, N, accumulate_dinp,
-               accumulate_dweight);
+  BackwardBf16(dinp, dweight, dbias, dout, inp, nullptr, nullptr, weight16, M, K, N,
+               accumulate_dinp, accumulate_dweight);
+}
+
+void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const uint16_t* inp16, const float* weight, int64_t M, int64_t K, int64_t N,
+                        bool accumulate_dinp, bool accumulate_dweight) {
+  BackwardBf16(dinp, dweight, dbias, dout, nullptr, inp16, weight, nullptr, M, K, N,
+               accumulate_dinp, accumulate_dweight);
+}
+
+void MatmulBackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const uint16_t* inp16, const uint16_t* weight16, int64_t M, int64_t K,
+                        int64_t N, bool accumulate_dinp, bool accumulate_dweight) {
+  BackwardBf16(dinp, dweight, dbias, dout, nullptr, inp16, nullptr, weight16, M, K, N,
+               accumulate_dinp, accumulate_dweight);
 }
 
 }  // namespace dstrain::kernels

@@ -354,10 +354,11 @@ void CheckBackward(const Shape& shape) {
 TEST(MatmulForwardBf16, EmptyInnerDimensionGivesTheBiasOrZeros) {
   const float bias[] = {1.5f, -2.f, 3.f};
   std::vector<float> out(6, NAN);
+  const float* no_inp = nullptr;
   const float* no_weight = nullptr;
-  MatmulForwardBf16(out.data(), nullptr, no_weight, bias, 2, 0, 3);
+  MatmulForwardBf16(out.data(), no_inp, no_weight, bias, 2, 0, 3);
   EXPECT_EQ(out, (std::vector<float>{1.5f, -2.f, 3.f, 1.5f, -2.f, 3.f}));
-  MatmulForwardBf16(out.data(), nullptr, no_weight, nullptr, 2, 0, 3);
+  MatmulForwardBf16(out.data(), no_inp, no_weight, nullptr, 2, 0, 3);
   EXPECT_EQ(out, (std::vector<float>(6, 0.f)));
 }
 
@@ -399,6 +400,62 @@ TEST(MatmulBf16, Bf16WeightsGiveTheSameBits) {
   MatmulBackward(nullptr, dw_junk32.data(), nullptr, dout.data(), x.data(), w.data(), M, K, N,
                  /*accumulate_dinp=*/false, /*accumulate_dweight=*/false);
   EXPECT_EQ(dw_junk32, dw_zero32);
+}
+
+// With the input given in bf16 (activations stored rounded) the results are bitwise those of
+// passing its fp32 values, for either weight form, on every ISA (the oneDNN bf16 route where the
+// CPU has it, the fp32 route below it), accumulating or overwriting.
+TEST(MatmulBf16, Bf16InputsGiveTheSameBits) {
+  for (Isa isa : testing::TestIsas()) {
+    SCOPED_TRACE(IsaName(isa));
+    ScopedMaxIsa cap(isa);
+    const int64_t M = 41, K = 67, N = 29;
+    const std::vector<uint16_t> x16 = ToBf16(testing::RandomFloats(M * K, 71));
+    std::vector<float> x(M * K);
+    HalfToFloat(DType::kBF16, x.data(), x16.data(), M * K);
+    const auto w = testing::RandomFloats(N * K, 72), b = testing::RandomFloats(N, 73);
+    const auto dout = testing::RandomFloats(M * N, 74);
+    const std::vector<uint16_t> w16 = ToBf16(w);
+    for (bool weight_bf16 : {false, true}) {
+      SCOPED_TRACE(weight_bf16 ? "bf16 weight" : "fp32 weight");
+      std::vector<float> out_a(M * N), out_b(M * N, NAN);
+      std::vector<float> dx_a(M * K, 0.25f), dx_b(M * K, 0.25f), dw_a(N * K, 0.5f),
+          dw_b(N * K, 0.5f), db_a(N, 1.f), db_b(N, 1.f);
+      if (weight_bf16) {
+        MatmulForwardBf16(out_a.data(), x.data(), w16.data(), b.data(), M, K, N);
+        MatmulForwardBf16(out_b.data(), x16.data(), w16.data(), b.data(), M, K, N);
+        MatmulBackwardBf16(dx_a.data(), dw_a.data(), db_a.data(), dout.data(), x.data(), w16.data(),
+                           M, K, N, /*accumulate_dinp=*/true);
+        MatmulBackwardBf16(dx_b.data(), dw_b.data(), db_b.data(), dout.data(), x16.data(),
+                           w16.data(), M, K, N, /*accumulate_dinp=*/true);
+      } else {
+        MatmulForwardBf16(out_a.data(), x.data(), w.data(), b.data(), M, K, N);
+        MatmulForwardBf16(out_b.data(), x16.data(), w.data(), b.data(), M, K, N);
+        MatmulBackwardBf16(dx_a.data(), dw_a.data(), db_a.data(), dout.data(), x.data(), w.data(),
+                           M, K, N, /*accumulate_dinp=*/true);
+        MatmulBackwardBf16(dx_b.data(), dw_b.data(), db_b.data(), dout.data(), x16.data(), w.data(),
+                           M, K, N, /*accumulate_dinp=*/true);
+      }
+      EXPECT_EQ(out_a, out_b);
+      EXPECT_EQ(dx_a, dx_b);
+      EXPECT_EQ(dw_a, dw_b);
+      EXPECT_EQ(db_a, db_b);
+      // A fresh dweight alone (no dinp): overwritten, whatever it held.
+      std::vector<float> dw_c(N * K, NAN), dw_d(N * K, NAN);
+      if (weight_bf16) {
+        MatmulBackwardBf16(nullptr, dw_c.data(), nullptr, dout.data(), x.data(), w16.data(), M, K,
+                           N, false, /*accumulate_dweight=*/false);
+        MatmulBackwardBf16(nullptr, dw_d.data(), nullptr, dout.data(), x16.data(), w16.data(), M, K,
+                           N, false, /*accumulate_dweight=*/false);
+      } else {
+        MatmulBackwardBf16(nullptr, dw_c.data(), nullptr, dout.data(), x.data(), w.data(), M, K, N,
+                           false, /*accumulate_dweight=*/false);
+        MatmulBackwardBf16(nullptr, dw_d.data(), nullptr, dout.data(), x16.data(), w.data(), M, K,
+                           N, false, /*accumulate_dweight=*/false);
+      }
+      EXPECT_EQ(dw_c, dw_d);
+    }
+  }
 }
 
 // Below AVX-512 the Matmul*Bf16 functions multiply the rounded operands' fp32 values directly
