@@ -26,9 +26,7 @@ void ForwardAll(Out* out, const float* inp, int64_t n) {
 
 void GeluForward(float* out, const float* inp, int64_t n) { ForwardAll(out, inp, n); }
 
-void GeluForward(uint16_t* out_bf16, const float* inp, int64_t n) {
-  ForwardAll(out_bf16, inp, n);
-}
+void GeluForward(uint16_t* out_bf16, const float* inp, int64_t n) { ForwardAll(out_bf16, inp, n); }
 
 void GeluBackward(float* dinp, const float* inp, const float* dout, int64_t n) {
   const auto fn = DT_ISA_SELECT(BackwardRange);
