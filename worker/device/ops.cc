@@ -75,6 +75,18 @@ constexpr std::initializer_list<DType> kI32 = {DType::kI32};
 // C of a (rows, C) operand given as a view of any rank: its last dimension.
 int64_t LastDim(const View& v) { return v.rank() == 0 ? 1 : v.dim(-1); }
 
+// The refusals of bf16 activations (Sizing::bf16_matmul_inputs), naming the view.
+std::string NoBf16Activations(const char* name) {
+  return absl::StrCat(name, " is bf16, which this device's layers do not take (only the CPU's do)");
+}
+constexpr char kBf16InpNeedsBf16Products[] =
+    "inp is bf16 but the products are fp32 (a bf16 input needs compute or the weight in bf16)";
+
+// Whether a linear layer's products run in bf16: asked for, or a bf16 weight.
+bool Bf16Products(const LinearOptions& options, const View& weight) {
+  return options.compute == DType::kBF16 || weight.dtype() == DType::kBF16;
+}
+
 }  // namespace
 
 void Ops::Fail(absl::Status error) {
@@ -242,25 +254,27 @@ void Ops::EncoderBackward(View dwte, View dwpe, View dout, View tokens) {
 void Ops::LayerNormForward(View out, View mean, View rstd, View inp, View weight, View bias) {
   const int64_t C = weight.numel();
   const int64_t N = C > 0 ? inp.numel() / C : 0;
-  if (!Check(ArgCheck(device(), "LayerNormForward")
-                 .Given("out", out)
-                 .Optional("mean", mean)
-                 .Optional("rstd", rstd)
-                 .Given("inp", inp)
-                 .Given("weight", weight)
-                 .Given("bias", bias)
-                 .Type("out", out, kF32)
-                 .Type("mean", mean, kF32)
-                 .Type("rstd", rstd, kF32)
-                 .Type("inp", inp, kF32)
-                 .Type("weight", weight, kF32)
-                 .Type("bias", bias, kF32)
-                 .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
-                 .Elements("out", out, inp.numel(), "inp's elements")
-                 .Elements("bias", bias, C, "C")
-                 .That(mean.empty() || mean.numel() == N, "mean must have N elements")
-                 .That(rstd.empty() || rstd.numel() == N, "rstd must have N elements")
-                 .status())) {
+  if (!Check(
+          ArgCheck(device(), "LayerNormForward")
+              .Given("out", out)
+              .Optional("mean", mean)
+              .Optional("rstd", rstd)
+              .Given("inp", inp)
+              .Given("weight", weight)
+              .Given("bias", bias)
+              .Type("out", out, {DType::kF32, DType::kBF16})
+              .That(out.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("out"))
+              .Type("mean", mean, kF32)
+              .Type("rstd", rstd, kF32)
+              .Type("inp", inp, kF32)
+              .Type("weight", weight, kF32)
+              .Type("bias", bias, kF32)
+              .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
+              .Elements("out", out, inp.numel(), "inp's elements")
+              .Elements("bias", bias, C, "C")
+              .That(mean.empty() || mean.numel() == N, "mean must have N elements")
+              .That(rstd.empty() || rstd.numel() == N, "rstd must have N elements")
+              .status())) {
     return;
   }
   if (N > 0) DoLayerNormForward(out, mean, rstd, inp, weight, bias);
@@ -304,25 +318,32 @@ void Ops::LinearForward(View out, View inp, View weight, View bias, const Linear
   const int64_t K = LastDim(weight);
   const int64_t N = K > 0 ? weight.numel() / K : 0;
   const int64_t M = K > 0 ? inp.numel() / K : 0;
-  if (!Check(ArgCheck(device(), "LinearForward")
-                 .Given("out", out)
-                 .Given("inp", inp)
-                 .Given("weight", weight)
-                 .Optional("bias", bias)
-                 .Optional("output_gelu", options.output_gelu)
-                 .Type("out", out, kF32)
-                 .Type("inp", inp, kF32)
-                 .Type("weight", weight, {DType::kF32, DType::kBF16})
-                 .Type("bias", bias, kF32)
-                 .Type("output_gelu", options.output_gelu, kF32)
-                 .That(options.compute == DType::kF32 || options.compute == DType::kBF16,
-                       "compute must be f32 or bf16")
-                 .That(K > 0 && LastDim(inp) == K, "inp's last dimension is not weight's K")
-                 .Elements("out", out, M * N, "M × N")
-                 .That(bias.empty() || bias.numel() == N, "bias must have N elements")
-                 .That(options.output_gelu.empty() || options.output_gelu.numel() == M * N,
-                       "output_gelu must have M × N elements")
-                 .status())) {
+  if (!Check(
+          ArgCheck(device(), "LinearForward")
+              .Given("out", out)
+              .Given("inp", inp)
+              .Given("weight", weight)
+              .Optional("bias", bias)
+              .Optional("output_gelu", options.output_gelu)
+              .Type("out", out, {DType::kF32, DType::kBF16})
+              .That(out.dtype() != DType::kBF16 || !options.output_gelu.empty(),
+                    "out may be bf16 only after GELU (output_gelu given)")
+              .That(out.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("out"))
+              .Type("inp", inp, {DType::kF32, DType::kBF16})
+              .That(inp.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("inp"))
+              .That(inp.dtype() != DType::kBF16 || Bf16Products(options, weight),
+                    kBf16InpNeedsBf16Products)
+              .Type("weight", weight, {DType::kF32, DType::kBF16})
+              .Type("bias", bias, kF32)
+              .Type("output_gelu", options.output_gelu, kF32)
+              .That(options.compute == DType::kF32 || options.compute == DType::kBF16,
+                    "compute must be f32 or bf16")
+              .That(K > 0 && LastDim(inp) == K, "inp's last dimension is not weight's K")
+              .Elements("out", out, M * N, "M × N")
+              .That(bias.empty() || bias.numel() == N, "bias must have N elements")
+              .That(options.output_gelu.empty() || options.output_gelu.numel() == M * N,
+                    "output_gelu must have M × N elements")
+              .status())) {
     return;
   }
   if (M > 0) DoLinearForward(out, inp, weight, bias, options);
@@ -333,31 +354,35 @@ void Ops::LinearBackward(View dinp, View dweight, View dbias, View dout, View in
   const int64_t K = LastDim(weight);
   const int64_t N = K > 0 ? weight.numel() / K : 0;
   const int64_t M = K > 0 ? inp.numel() / K : 0;
-  if (!Check(ArgCheck(device(), "LinearBackward")
-                 .Given("dinp", dinp)
-                 .Given("dweight", dweight)
-                 .Optional("dbias", dbias)
-                 .Given("dout", dout)
-                 .Given("inp", inp)
-                 .Given("weight", weight)
-                 .Optional("input_gelu", options.input_gelu)
-                 .Type("dinp", dinp, kF32)
-                 .Type("dweight", dweight, kF32)
-                 .Type("dbias", dbias, kF32)
-                 .Type("dout", dout, kF32)
-                 .Type("inp", inp, kF32)
-                 .Type("weight", weight, {DType::kF32, DType::kBF16})
-                 .Type("input_gelu", options.input_gelu, kF32)
-                 .That(options.compute == DType::kF32 || options.compute == DType::kBF16,
-                       "compute must be f32 or bf16")
-                 .That(K > 0 && LastDim(inp) == K, "inp's last dimension is not weight's K")
-                 .Elements("dinp", dinp, M * K, "M × K")
-                 .Elements("dweight", dweight, N * K, "N × K")
-                 .Elements("dout", dout, M * N, "M × N")
-                 .That(dbias.empty() || dbias.numel() == N, "dbias must have N elements")
-                 .That(options.input_gelu.empty() || options.input_gelu.numel() == M * K,
-                       "input_gelu must have M × K elements")
-                 .status())) {
+  if (!Check(
+          ArgCheck(device(), "LinearBackward")
+              .Given("dinp", dinp)
+              .Given("dweight", dweight)
+              .Optional("dbias", dbias)
+              .Given("dout", dout)
+              .Given("inp", inp)
+              .Given("weight", weight)
+              .Optional("input_gelu", options.input_gelu)
+              .Type("dinp", dinp, kF32)
+              .Type("dweight", dweight, kF32)
+              .Type("dbias", dbias, kF32)
+              .Type("dout", dout, kF32)
+              .Type("inp", inp, {DType::kF32, DType::kBF16})
+              .That(inp.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("inp"))
+              .That(inp.dtype() != DType::kBF16 || Bf16Products(options, weight),
+                    kBf16InpNeedsBf16Products)
+              .Type("weight", weight, {DType::kF32, DType::kBF16})
+              .Type("input_gelu", options.input_gelu, kF32)
+              .That(options.compute == DType::kF32 || options.compute == DType::kBF16,
+                    "compute must be f32 or bf16")
+              .That(K > 0 && LastDim(inp) == K, "inp's last dimension is not weight's K")
+              .Elements("dinp", dinp, M * K, "M × K")
+              .Elements("dweight", dweight, N * K, "N × K")
+              .Elements("dout", dout, M * N, "M × N")
+              .That(dbias.empty() || dbias.numel() == N, "dbias must have N elements")
+              .That(options.input_gelu.empty() || options.input_gelu.numel() == M * K,
+                    "input_gelu must have M × K elements")
+              .status())) {
     return;
   }
   if (M > 0) DoLinearBackward(dinp, dweight, dbias, dout, inp, weight, options);
@@ -367,18 +392,20 @@ void Ops::AttentionForward(View out, View state, View qkv, int NH) {
   const int64_t C = LastDim(out);
   const int B = out.rank() == 3 ? static_cast<int>(out.dim(0)) : 0;
   const int T = out.rank() == 3 ? static_cast<int>(out.dim(1)) : 0;
-  if (!Check(ArgCheck(device(), "AttentionForward")
-                 .Given("out", out)
-                 .Given("state", state)
-                 .Given("qkv", qkv)
-                 .Type("out", out, kF32)
-                 .Type("state", state, kF32)
-                 .Type("qkv", qkv, kF32)
-                 .That(out.rank() == 3, "out must be (B, T, C)")
-                 .That(NH > 0 && C % NH == 0, "C is not a multiple of NH")
-                 .Elements("qkv", qkv, 3 * out.numel(), "B × T × 3C")
-                 .Elements("state", state, AttentionStateElements(B, T, C, NH), "attention state")
-                 .status())) {
+  if (!Check(
+          ArgCheck(device(), "AttentionForward")
+              .Given("out", out)
+              .Given("state", state)
+              .Given("qkv", qkv)
+              .Type("out", out, {DType::kF32, DType::kBF16})
+              .That(out.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("out"))
+              .Type("state", state, kF32)
+              .Type("qkv", qkv, kF32)
+              .That(out.rank() == 3, "out must be (B, T, C)")
+              .That(NH > 0 && C % NH == 0, "C is not a multiple of NH")
+              .Elements("qkv", qkv, 3 * out.numel(), "B × T × 3C")
+              .Elements("state", state, AttentionStateElements(B, T, C, NH), "attention state")
+              .status())) {
     return;
   }
   if (out.numel() > 0) DoAttentionForward(out, state, qkv, NH);

@@ -146,8 +146,13 @@ void CpuOps::DoEncoderBackward(View dwte, View dwpe, View dout, View tokens) {
 
 void CpuOps::DoLayerNormForward(View out, View mean, View rstd, View inp, View weight, View bias) {
   const int C = static_cast<int>(weight.numel());
-  k::LayerNormForward(F32(out), F32OrNull(mean), F32OrNull(rstd), F32(inp), F32(weight), F32(bias),
-                      inp.numel() / C, C);
+  if (out.dtype() == DType::kBF16) {
+    k::LayerNormForward(U16(out), F32OrNull(mean), F32OrNull(rstd), F32(inp), F32(weight),
+                        F32(bias), inp.numel() / C, C);
+  } else {
+    k::LayerNormForward(F32(out), F32OrNull(mean), F32OrNull(rstd), F32(inp), F32(weight),
+                        F32(bias), inp.numel() / C, C);
+  }
 }
 
 void CpuOps::DoLayerNormBackward(View dinp, View dweight, View dbias, View dout, View inp,
@@ -162,33 +167,50 @@ void CpuOps::DoLinearForward(View out, View inp, View weight, View bias,
   const int64_t K = weight.dim(-1), N = weight.numel() / K, M = inp.numel() / K;
   // With GELU after the layer the product goes to output_gelu and out receives gelu of it.
   float* product = options.output_gelu.empty() ? F32(out) : F32(options.output_gelu);
-  if (weight.dtype() == DType::kBF16) {
-    k::MatmulForwardBf16(product, F32(inp), U16(weight), F32OrNull(bias), M, K, N);
+  const float* b = F32OrNull(bias);
+  // A bf16 input (stored rounded) or weight (bf16 parameters) goes in as it is; Ops checked that
+  // such operands come with bf16 products.
+  const bool inp16 = inp.dtype() == DType::kBF16, weight16 = weight.dtype() == DType::kBF16;
+  if (inp16 && weight16) {
+    k::MatmulForwardBf16(product, U16(inp), U16(weight), b, M, K, N);
+  } else if (inp16) {
+    k::MatmulForwardBf16(product, U16(inp), F32(weight), b, M, K, N);
+  } else if (weight16) {
+    k::MatmulForwardBf16(product, F32(inp), U16(weight), b, M, K, N);
   } else if (options.compute == DType::kBF16) {
-    k::MatmulForwardBf16(product, F32(inp), F32(weight), F32OrNull(bias), M, K, N);
+    k::MatmulForwardBf16(product, F32(inp), F32(weight), b, M, K, N);
   } else {
-    k::MatmulForward(product, F32(inp), F32(weight), F32OrNull(bias), M, K, N);
+    k::MatmulForward(product, F32(inp), F32(weight), b, M, K, N);
   }
-  if (!options.output_gelu.empty()) k::GeluForward(F32(out), product, M * N);
+  if (options.output_gelu.empty()) return;
+  if (out.dtype() == DType::kBF16) {
+    k::GeluForward(U16(out), product, M * N);
+  } else {
+    k::GeluForward(F32(out), product, M * N);
+  }
 }
 
 void CpuOps::DoLinearBackward(View dinp, View dweight, View dbias, View dout, View inp, View weight,
                               const LinearOptions& options) {
   const int64_t K = weight.dim(-1), N = weight.numel() / K, M = inp.numel() / K;
-  if (weight.dtype() == DType::kBF16) {
-    k::MatmulBackwardBf16(F32(dinp), F32(dweight), F32OrNull(dbias), F32(dout), F32(inp),
-                          U16(weight), M, K, N, /*accumulate_dinp=*/false,
-                          /*accumulate_dweight=*/!options.overwrite_dweight);
+  float* db = F32OrNull(dbias);
+  const bool accumulate_dweight = !options.overwrite_dweight;
+  const bool inp16 = inp.dtype() == DType::kBF16, weight16 = weight.dtype() == DType::kBF16;
+  if (inp16 && weight16) {
+    k::MatmulBackwardBf16(F32(dinp), F32(dweight), db, F32(dout), U16(inp), U16(weight), M, K, N,
+                          /*accumulate_dinp=*/false, accumulate_dweight);
+  } else if (inp16) {
+    k::MatmulBackwardBf16(F32(dinp), F32(dweight), db, F32(dout), U16(inp), F32(weight), M, K, N,
+                          /*accumulate_dinp=*/false, accumulate_dweight);
+  } else if (weight16) {
+    k::MatmulBackwardBf16(F32(dinp), F32(dweight), db, F32(dout), F32(inp), U16(weight), M, K, N,
+                          /*accumulate_dinp=*/false, accumulate_dweight);
+  } else if (options.compute == DType::kBF16) {
+    k::MatmulBackwardBf16(F32(dinp), F32(dweight), db, F32(dout), F32(inp), F32(weight), M, K, N,
+                          /*accumulate_dinp=*/false, accumulate_dweight);
   } else {
-    if (options.compute == DType::kBF16) {
-      k::MatmulBackwardBf16(F32(dinp), F32(dweight), F32OrNull(dbias), F32(dout), F32(inp),
-                            F32(weight), M, K, N, /*accumulate_dinp=*/false,
-                            /*accumulate_dweight=*/!options.overwrite_dweight);
-    } else {
-      k::MatmulBackward(F32(dinp), F32(dweight), F32OrNull(dbias), F32(dout), F32(inp), F32(weight),
-                        M, K, N, /*accumulate_dinp=*/false,
-                        /*accumulate_dweight=*/!options.overwrite_dweight);
-    }
+    k::MatmulBackward(F32(dinp), F32(dweight), db, F32(dout), F32(inp), F32(weight), M, K, N,
+                      /*accumulate_dinp=*/false, accumulate_dweight);
   }
   // The input was gelu(input_gelu): the chain rule through GELU, in place.
   if (!options.input_gelu.empty()) {
@@ -197,8 +219,13 @@ void CpuOps::DoLinearBackward(View dinp, View dweight, View dbias, View dout, Vi
 }
 
 void CpuOps::DoAttentionForward(View out, View state, View qkv, int NH) {
-  k::AttentionForward(F32(out), F32(state), F32(qkv), static_cast<int>(out.dim(0)),
-                      static_cast<int>(out.dim(1)), static_cast<int>(out.dim(2)), NH);
+  const int B = static_cast<int>(out.dim(0)), T = static_cast<int>(out.dim(1));
+  const int C = static_cast<int>(out.dim(2));
+  if (out.dtype() == DType::kBF16) {
+    k::AttentionForward(U16(out), F32(state), F32(qkv), B, T, C, NH);
+  } else {
+    k::AttentionForward(F32(out), F32(state), F32(qkv), B, T, C, NH);
+  }
 }
 
 void CpuOps::DoAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH) {

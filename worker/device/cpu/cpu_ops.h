@@ -30,6 +30,7 @@ class CpuOps final : public Ops {
   int64_t AttentionScratchElements(int B, int T, int C, int NH) const override;
   int64_t GqaStateElements(int B, int T, int NH, int NKV, int HS) const override;
   int64_t GqaScratchElements(int B, int T, int NH, int NKV, int HS) const override;
+  bool bf16_matmul_inputs() const override { return true; }
 
  protected:
   absl::Status DoSynchronize() override { return absl::OkStatus(); }

@@ -133,6 +133,75 @@ TEST_F(CpuOpsTest, LinearFusesGeluAndOverwritesFreshGradients) {
   EXPECT_THAT(ops_.status(), IsOk());
 }
 
+// The activations only bf16 products read may be kept in bf16: the producers (LayerNorm,
+// attention, the GELU after a linear layer) write the bits of their fp32 results rounded, and
+// the linear layers given them in bf16 compute what the fp32 values would give. Refused where
+// the products are fp32, and a bf16 out of a linear layer without GELU.
+TEST_F(CpuOpsTest, Bf16ActivationsAreTheFp32OnesRounded) {
+  ASSERT_TRUE(ops_.bf16_matmul_inputs());
+  const int B = 2, T = 7, C = 16, NH = 2, N = 24;
+  const int64_t BT = B * T;
+  auto x = Random(BT * C, 20), lw = Random(C, 21), lb = Random(C, 22), qkv = Random(BT * 3 * C, 23);
+  std::vector<float> ln(BT * C), mean(BT), rstd(BT), mean16(BT), rstd16(BT);
+  std::vector<uint16_t> ln16(BT * C);
+  ops_.LayerNormForward(F(ln, {B, T, C}), F(mean, {B, T}), F(rstd, {B, T}), F(x, {B, T, C}),
+                        F(lw, {C}), F(lb, {C}));
+  ops_.LayerNormForward(H(ln16, {B, T, C}), F(mean16, {B, T}), F(rstd16, {B, T}), F(x, {B, T, C}),
+                        F(lw, {C}), F(lb, {C}));
+  EXPECT_EQ(ln16, ToBf16(ln));
+  EXPECT_TRUE(Same(mean16, mean) && Same(rstd16, rstd));
+
+  const int64_t state = ops_.AttentionStateElements(B, T, C, NH);
+  std::vector<float> att(BT * C), st(state), st16(state);
+  std::vector<uint16_t> att16(BT * C);
+  ops_.AttentionForward(F(att, {B, T, C}), F(st, {state}), F(qkv, {B, T, 3 * C}), NH);
+  ops_.AttentionForward(H(att16, {B, T, C}), F(st16, {state}), F(qkv, {B, T, 3 * C}), NH);
+  EXPECT_EQ(att16, ToBf16(att));
+  EXPECT_TRUE(Same(st16, st));
+
+  // fc with GELU from the bf16 LayerNorm output, and from its fp32 values with bf16 products.
+  auto w = Random(N * C, 24), b = Random(N, 25), dout = Random(BT * N, 26);
+  auto w16 = ToBf16(w);
+  std::vector<float> ln_rounded(BT * C);
+  k::HalfToFloat(DType::kBF16, ln_rounded.data(), ln16.data(), BT * C);
+  for (bool weight16 : {false, true}) {
+    SCOPED_TRACE(weight16 ? "bf16 weight" : "fp32 weight");
+    const View wv = weight16 ? H(w16, {N, C}) : F(w, {N, C});
+    const LinearOptions bf16{DType::kBF16};
+    std::vector<float> pre(BT * N), gelu(BT * N), pre16(BT * N);
+    std::vector<uint16_t> gelu16(BT * N);
+    ops_.LinearForward(F(gelu, {BT, N}), F(ln_rounded, {BT, C}), wv, F(b, {N}),
+                       LinearOptions{DType::kBF16, F(pre, {BT, N})});
+    ops_.LinearForward(H(gelu16, {BT, N}), H(ln16, {BT, C}), wv, F(b, {N}),
+                       LinearOptions{DType::kBF16, F(pre16, {BT, N})});
+    EXPECT_TRUE(Same(pre16, pre));
+    EXPECT_EQ(gelu16, ToBf16(gelu));
+    std::vector<float> dinp(BT * C), dw(N * C, 0.5f), db(N), dinp16(BT * C), dw16(N * C, 0.5f),
+        db16(N);
+    ops_.LinearBackward(F(dinp, {BT, C}), F(dw, {N, C}), F(db, {N}), F(dout, {BT, N}),
+                        F(ln_rounded, {BT, C}), wv, bf16);
+    ops_.LinearBackward(F(dinp16, {BT, C}), F(dw16, {N, C}), F(db16, {N}), F(dout, {BT, N}),
+                        H(ln16, {BT, C}), wv, bf16);
+    EXPECT_TRUE(Same(dinp16, dinp) && Same(dw16, dw) && Same(db16, db));
+  }
+  EXPECT_THAT(ops_.status(), IsOk());
+  {
+    CpuOps ops(&alloc_);
+    std::vector<float> out(BT * N);
+    ops.LinearForward(F(out, {BT, N}), H(ln16, {BT, C}), F(w, {N, C}), View(), {});
+    EXPECT_THAT(ops.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       HasSubstr("inp is bf16 but the products are fp32")));
+  }
+  {
+    CpuOps ops(&alloc_);
+    std::vector<uint16_t> out16(BT * N);
+    ops.LinearForward(H(out16, {BT, N}), H(ln16, {BT, C}), F(w, {N, C}), View(),
+                      LinearOptions{DType::kBF16});
+    EXPECT_THAT(ops.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       HasSubstr("out may be bf16 only after GELU")));
+  }
+}
+
 TEST_F(CpuOpsTest, LayersMatchTheirKernels) {
   const int B = 2, T = 8, C = 16, NH = 4, V = 30, Vp = 32, maxT = 10;
   const int64_t BT = B * T;

@@ -415,6 +415,20 @@ TEST_F(CudaOpsTest, HostMemoryIsRefusedWithTheDeviceNamed) {
                                        HasSubstr("is not on this operation's device cuda:0")));
 }
 
+// CUDA's layers keep their activations in fp32 (Sizing::bf16_matmul_inputs is false): a bf16
+// LayerNorm output is refused by name before any kernel runs.
+TEST_F(CudaOpsTest, Bf16ActivationsAreRefusedByName) {
+  EXPECT_FALSE(gpu_->bf16_matmul_inputs());
+  std::vector<float> x = Random(4 * 8, 30), w(8, 1.f), b(8, 0.f);
+  tensor::Tensor dx = Up(x, {4, 8}), dw = Up(w, {8}), db = Up(b, {8});
+  tensor::Tensor out16 = Up(std::vector<float>(4 * 8), {4, 8}, DType::kBF16);
+  gpu_->LayerNormForward(out16.view(), View(), View(), dx.view(), dw.view(), db.view());
+  EXPECT_THAT(gpu_->status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(HasSubstr("LayerNormForward"),
+                                        HasSubstr("out is bf16, which this device's layers"))));
+}
+
 TEST_F(CudaOpsTest, AllocatorCachesAndNamesTheCategoryWhenOutOfBudget) {
   CudaAllocator& a = gpu_->cuda_allocator();
   const int64_t before = a.driver_allocations();
