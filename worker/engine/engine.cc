@@ -25,7 +25,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Initialize(std::unique_ptr<model
   // Mixed precision: 16-bit parameters and gradients, fp32 master weights; bf16 runs its
   // matrix products in bf16, fp16 widens to fp32 for them (no fp16 GEMM on most CPUs).
   const zero::StatePrecision precision = zero::StatePrecision::Of(spec);
-  e->model_->set_matmul_precision(spec.bf16.enabled ? DType::kBF16 : DType::kF32);
+  e->model_->set_matmul_precision(precision.Matmul());
   e->scaler_ = std::make_unique<precision::LossScaler>(
       spec.fp16.enabled ? precision::LossScalerOptions::FromConfig(spec.fp16)
                         : precision::LossScalerOptions::Static(1.0));

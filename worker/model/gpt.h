@@ -49,7 +49,10 @@ class Gpt final : public Model {
 
   // The operand type of every matrix product: kF32, or kBF16 (fp32 accumulation; bf16 mixed
   // precision). Default kF32.
-  void set_matmul_precision(DType compute) override { model_->set_matmul_precision(compute); }
+  void set_matmul_precision(DType compute) override {
+    model_->set_matmul_precision(compute);
+    module_->set_matmul_precision(compute);  // for a Prepare before the first pass
+  }
   DType matmul_precision() const { return model_->matmul_precision(); }
   // GptModule::InitParams (GPT-2's initialisation) and ImportParams (llm.c's files).
   void InitParams(float* params, uint64_t seed) const override { model_->InitParams(params, seed); }

@@ -122,7 +122,9 @@ absl::Status GptModule::Bind(device::Ops* ops) {
 
 absl::Status GptModule::Prepare(int B, int T) {
   if (ops_ == nullptr) return absl::FailedPreconditionError("GptModule::Prepare: no device bound");
-  if (B == B_ && T == T_ && plan_ == prepared_plan_) return absl::OkStatus();
+  if (B == B_ && T == T_ && plan_ == prepared_plan_ && matmul_ == prepared_matmul_) {
+    return absl::OkStatus();
+  }
   if (plan_.buffers < 1 || plan_.checkpoint_interval < 0) {
     return absl::InvalidArgumentError(absl::StrCat("activation plan: ", plan_.buffers,
                                                    " buffers, checkpoint interval ",
@@ -133,7 +135,8 @@ absl::Status GptModule::Prepare(int B, int T) {
   B_ = T_ = 0;
   const int C = config_.n_embd, NH = config_.n_head;
   const DeviceSizes device{ops_->AttentionStateElements(B, T, C, NH),
-                           ops_->AttentionScratchElements(B, T, C, NH)};
+                           ops_->AttentionScratchElements(B, T, C, NH),
+                           ops_->bf16_matmul_inputs()};
   for (int row = 0; row < kNumGptActivations; ++row) {
     const int copies = ActCopies(row, config_, range_, plan_);
     if (copies == 0) continue;
@@ -148,11 +151,14 @@ absl::Status GptModule::Prepare(int B, int T) {
     } else {
       shape.push_back(ActElements(row, config_, B, T, device));
     }
-    DT_ASSIGN_OR_RETURN(acts_[row], tensor::Tensor::Empty(ops_->allocator(), r.dtype, shape,
+    DT_ASSIGN_OR_RETURN(acts_[row], tensor::Tensor::Empty(ops_->allocator(),
+                                                          ActDType(row, plan_, matmul_, device),
+                                                          shape,
                                                           tensor::MemoryCategory::kActivations));
   }
   backward_ready_.assign(plan_.buffers, false);
   prepared_plan_ = plan_;
+  prepared_matmul_ = matmul_;
   B_ = B;
   T_ = T;
   return absl::OkStatus();

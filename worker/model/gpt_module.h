@@ -82,6 +82,10 @@ class GptModule final : public dstrain::Module {
   absl::Status Bind(device::Ops* ops);
   // How activations are held: buffers and checkpointing (takes effect at the next Prepare).
   void set_activation_plan(const ActivationPlan& plan) { plan_ = plan; }
+  // The matrix products' operand type Prepare sizes the activations for until a pass says
+  // otherwise (each Forward and Backward reads pass.matmul_precision()): bf16 products keep their
+  // inputs in bf16 (ActivationPlan::bf16_matmul_inputs). Default kF32.
+  void set_matmul_precision(DType compute) { matmul_ = compute; }
   const ActivationPlan& activation_plan() const { return plan_; }
   // Allocates the activations for B × T micro-batches (Forward does so when the shape changes).
   // kFailedPrecondition before a device is bound.
@@ -134,7 +138,9 @@ class GptModule final : public dstrain::Module {
   BlockRange range_;
   ParamLayout layout_;
   device::Ops* ops_ = nullptr;  // bound by Bind or the first Forward
-  DType matmul_ = DType::kF32;  // the pass's matmul_precision(), read at each Forward/Backward
+  // The pass's matmul_precision(), read at each Forward/Backward (set_matmul_precision before
+  // the first); the activations were prepared for prepared_matmul_.
+  DType matmul_ = DType::kF32, prepared_matmul_ = DType::kF32;
   int embedding_module_ = -1, final_module_ = -1;  // -1 where this slice has none
   std::vector<int> block_modules_;                 // module of block range_.first + i
   ActivationPlan plan_, prepared_plan_;

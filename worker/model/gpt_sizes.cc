@@ -114,12 +114,19 @@ int64_t ActElements(int row, const GptConfig& c, int B, int T, const DeviceSizes
   return 0;
 }
 
+DType ActDType(int row, const ActivationPlan& plan, DType matmul, const DeviceSizes& device) {
+  const ActRow& r = kGptActivations[row];
+  const bool bf16 = r.product_input && matmul == DType::kBF16 && plan.bf16_matmul_inputs &&
+                    device.bf16_matmul_inputs;
+  return bf16 ? DType::kBF16 : r.dtype;
+}
+
 int64_t ActivationBytes(const GptConfig& c, int B, int T, BlockRange range,
-                        const DeviceSizes& device, const ActivationPlan& plan) {
+                        const DeviceSizes& device, const ActivationPlan& plan, DType matmul) {
   int64_t bytes = 0;
   for (int row = 0; row < kNumGptActivations; ++row) {
     bytes += ActCopies(row, c, range, plan) * ActElements(row, c, B, T, device) *
-             static_cast<int64_t>(DTypeSize(kGptActivations[row].dtype));
+             static_cast<int64_t>(DTypeSize(ActDType(row, plan, matmul, device)));
   }
   return bytes;
 }

@@ -126,6 +126,10 @@ struct ActRow {
   ActSize size;
   Extent per_token;  // elements per token of the micro-batch (kPerToken rows)
   DType dtype;
+  // Read only by matrix products (as their input, forward and weight gradient): under bf16
+  // products the row may be kept in bf16 instead of `dtype` (ActDType), since the products round
+  // it there anyway.
+  bool product_input = false;
 };
 
 inline constexpr ActRow kGptActivations[] = {
@@ -134,24 +138,24 @@ inline constexpr ActRow kGptActivations[] = {
     {"tokens", ActOwner::kEmbedding, ActSize::kPerToken, {Dim::kOne, 1}, DType::kI32},
     {"encoded", ActOwner::kEmbedding, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
     // Per block (B,T,·): the inputs every kernel's backward reads.
-    {"ln1", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    {"ln1", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32, true},
     {"ln1_mean", ActOwner::kBlock, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
     {"ln1_rstd", ActOwner::kBlock, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
     {"qkv", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 3}, DType::kF32},
-    {"atty", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    {"atty", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32, true},
     {"att", ActOwner::kBlock, ActSize::kAttentionState, {Dim::kOne, 0}, DType::kF32},
     {"residual2", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
-    {"ln2", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    {"ln2", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32, true},
     {"ln2_mean", ActOwner::kBlock, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
     {"ln2_rstd", ActOwner::kBlock, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
     {"fch", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 4}, DType::kF32},
-    {"fch_gelu", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 4}, DType::kF32},
+    {"fch_gelu", ActOwner::kBlock, ActSize::kPerToken, {Dim::kC, 4}, DType::kF32, true},
     // The block's output: kept for every block even under activation checkpointing, which
     // recomputes a block's other activations from its input in the backward pass.
     {"residual3", ActOwner::kBlockOutput, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
     // Last stage. logits (B,T,Vp) become dlogits in a training forward.
     {"targets", ActOwner::kHead, ActSize::kPerToken, {Dim::kOne, 1}, DType::kI32},
-    {"lnf", ActOwner::kHead, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32},
+    {"lnf", ActOwner::kHead, ActSize::kPerToken, {Dim::kC, 1}, DType::kF32, true},
     {"lnf_mean", ActOwner::kHead, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
     {"lnf_rstd", ActOwner::kHead, ActSize::kPerToken, {Dim::kOne, 1}, DType::kF32},
     {"logits", ActOwner::kHead, ActSize::kPerToken, {Dim::kVp, 1}, DType::kF32},
@@ -197,10 +201,12 @@ enum Act : int {
   kAttScratch,
 };
 
-// What a device says of the rows it sizes (device::Ops), per block and micro-batch.
+// What a device says of the rows it sizes (device::Ops), per block and micro-batch, and whether
+// its layers take bf16 product inputs (device::Sizing::bf16_matmul_inputs).
 struct DeviceSizes {
   int64_t attention_state = 0;    // elements per block
   int64_t attention_scratch = 0;  // elements, shared
+  bool bf16_matmul_inputs = false;
 };
 
 // How a model holds its activations.
@@ -223,6 +229,11 @@ struct ActivationPlan {
   // activation_checkpointing.profile: time the recomputation (Gpt::recompute_seconds), the device
   // synchronised around it.
   bool profile = false;
+  // Keep the rows only matrix products read (ActRow::product_input: the LayerNorm outputs, the
+  // attention's output, GELU's output) in bf16 when the products are bf16 and the device takes
+  // them: half their memory and no rounding pass before each product, the same results (the
+  // products round exactly these values). false keeps them in fp32, for comparisons.
+  bool bf16_matmul_inputs = true;
 
   bool checkpoint() const { return checkpoint_interval > 0; }
   // Segments of a model of `blocks` blocks (blocks itself without checkpointing).
@@ -231,7 +242,8 @@ struct ActivationPlan {
   int SegmentBlocks(int blocks) const;
   bool operator==(const ActivationPlan& o) const {
     return buffers == o.buffers && checkpoint_interval == o.checkpoint_interval &&
-           synchronize == o.synchronize && profile == o.profile;
+           synchronize == o.synchronize && profile == o.profile &&
+           bf16_matmul_inputs == o.bf16_matmul_inputs;
   }
 };
 
@@ -239,9 +251,14 @@ struct ActivationPlan {
 int ActCopies(int row, const GptConfig& c, BlockRange range, const ActivationPlan& plan = {});
 // Elements of one copy of row `row` for a micro-batch of B × T tokens.
 int64_t ActElements(int row, const GptConfig& c, int B, int T, const DeviceSizes& device);
-// Bytes of every activation a model of `range` allocates for B × T micro-batches under `plan`:
-// what the allocator shows under kActivations while it runs.
+// The dtype row `row` is kept in when the matrix products' operands are `matmul` (kF32 or kBF16,
+// Model::set_matmul_precision): bf16 for a product input under bf16 products where the plan and
+// the device allow it, else the table's dtype.
+DType ActDType(int row, const ActivationPlan& plan, DType matmul, const DeviceSizes& device);
+// Bytes of every activation a model of `range` allocates for B × T micro-batches under `plan`
+// with products on `matmul` operands: what the allocator shows under kActivations while it runs.
 int64_t ActivationBytes(const GptConfig& c, int B, int T, BlockRange range,
-                        const DeviceSizes& device, const ActivationPlan& plan = {});
+                        const DeviceSizes& device, const ActivationPlan& plan = {},
+                        DType matmul = DType::kF32);
 
 }  // namespace dstrain::model

@@ -308,6 +308,64 @@ TEST(Gpt, CheckpointingGivesBitwiseTheSameGradients) {
   EXPECT_GT(t.gpt->recompute_seconds(), 0.0);
 }
 
+// Under bf16 products the rows only the products read (ActRow::product_input) are kept in bf16:
+// the activations are what the size table says, half those rows' bytes fewer, from a Prepare
+// before any pass (a pipeline stage's) on; and the losses and gradients are bitwise those with
+// the rows kept in fp32, since the products round exactly these values, with and without
+// activation checkpointing and with two micro-batches in flight.
+TEST(Gpt, Bf16ProductInputsGiveBitwiseTheSameGradients) {
+  Tiny t(/*n_layer=*/3);
+  t.gpt->set_matmul_precision(DType::kBF16);
+  const float dloss = 1.f / (t.B * t.T);
+  const std::vector<int32_t> x2(t.tokens.rbegin(), t.tokens.rend()),
+      y2(t.targets.rbegin(), t.targets.rend());
+  const DeviceSizes device{t.ops.AttentionStateElements(t.B, t.T, 8, 2),
+                           t.ops.AttentionScratchElements(t.B, t.T, 8, 2),
+                           t.ops.bf16_matmul_inputs()};
+  ASSERT_TRUE(device.bf16_matmul_inputs);
+  const auto activation_bytes = [&] {
+    return t.alloc.Stats().current[int(tensor::MemoryCategory::kActivations)];
+  };
+  auto run = [&](const ActivationPlan& plan, std::vector<float>& grads) {
+    t.gpt->set_activation_plan(plan);
+    EXPECT_THAT(t.gpt->Prepare(t.B, t.T), IsOk());
+    const int64_t want = ActivationBytes(t.config, t.B, t.T, {}, device, plan, DType::kBF16);
+    EXPECT_EQ(activation_bytes(), want);
+    FlatParamAccess access(t.gpt->layout(), Flat(t.params), Flat(grads));
+    auto a = t.gpt->Forward(access, t.tokens.data(), t.targets.data(), t.B, t.T, dloss, 0);
+    auto b = t.gpt->Forward(access, x2.data(), y2.data(), t.B, t.T, dloss, 1);
+    EXPECT_THAT(a, IsOk());
+    EXPECT_THAT(b, IsOk());
+    EXPECT_THAT(t.gpt->Backward(access, 0), IsOk());
+    EXPECT_THAT(t.gpt->Backward(access, 1), IsOk());
+    EXPECT_EQ(activation_bytes(), want);
+    return std::make_pair(*a, *b);
+  };
+  for (int k : {0, 1, 2}) {
+    SCOPED_TRACE(absl::StrCat("checkpoint interval ", k));
+    ActivationPlan fp32{2, k}, bf16{2, k};
+    fp32.bf16_matmul_inputs = false;
+    std::vector<float> g32(t.params.size(), 0.f), g16(t.params.size(), 0.f);
+    EXPECT_EQ(run(fp32, g32), run(bf16, g16));
+    EXPECT_EQ(g32, g16);
+    int64_t product_inputs = 0;
+    for (int row = 0; row < kNumGptActivations; ++row) {
+      if (!kGptActivations[row].product_input) continue;
+      EXPECT_EQ(ActDType(row, bf16, DType::kBF16, device), DType::kBF16);
+      EXPECT_EQ(ActDType(row, bf16, DType::kF32, device), DType::kF32);
+      product_inputs += ActCopies(row, t.config, {}, bf16) *
+                        ActElements(row, t.config, t.B, t.T, device) * int64_t{2};
+    }
+    EXPECT_GT(product_inputs, 0);
+    EXPECT_EQ(ActivationBytes(t.config, t.B, t.T, {}, device, fp32, DType::kBF16) -
+                  ActivationBytes(t.config, t.B, t.T, {}, device, bf16, DType::kBF16),
+              product_inputs);
+    // fp32 products keep every row in fp32 whatever the plan says.
+    EXPECT_EQ(ActivationBytes(t.config, t.B, t.T, {}, device, bf16, DType::kF32),
+              ActivationBytes(t.config, t.B, t.T, {}, device, fp32, DType::kBF16));
+  }
+}
+
 // Micro-batches in flight in separate buffers (a pipeline stage's 1F1B) give the gradients of
 // running them one after the other, bitwise: the backward passes add in the same order.
 TEST(Gpt, BuffersHoldMicroBatchesInFlight) {

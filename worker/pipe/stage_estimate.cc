@@ -33,6 +33,7 @@ absl::StatusOr<std::vector<StageEstimate>> EstimateStages(const config::JobSpec&
     DT_ASSIGN_OR_RETURN(const model::ParamLayout whole, model::ParamLayout::ForGpt(shape));
     cut.push_back({model::BlockRange{}, shape.n_layer, whole.num_parameters()});
   }
+  const DType matmul = zero::StatePrecision::Of(spec).Matmul();
   std::vector<StageEstimate> out;
   for (int s = 0; s < S; ++s) {
     StageEstimate e;
@@ -45,17 +46,17 @@ absl::StatusOr<std::vector<StageEstimate>> EstimateStages(const config::JobSpec&
         layout, shape, spec.zero, spec.zero.stage, spec.data_parallel_size, B, T, ops,
         zero::StatePrecision::Of(spec), range, StagePlan(spec, e.buffers));
     e.activations_plain =
-        zero::GptActivationBytes(shape, B, T, ops, range, model::ActivationPlan{e.buffers, 0});
+        zero::GptActivationBytes(shape, B, T, ops, range, model::ActivationPlan{e.buffers, 0}, matmul);
     e.checkpoint_interval = spec.pipeline.activation_checkpoint_interval;
     if (e.checkpoint_interval > 0) {
       e.activations_checkpointed = zero::GptActivationBytes(
-          shape, B, T, ops, range, model::ActivationPlan{e.buffers, e.checkpoint_interval});
+          shape, B, T, ops, range, model::ActivationPlan{e.buffers, e.checkpoint_interval}, matmul);
     } else {
       // The job checkpoints nothing: show the interval that would keep the least.
       e.activations_checkpointed = std::numeric_limits<int64_t>::max();
       for (int k = 1; k <= range.Count(shape.n_layer); ++k) {
         const int64_t bytes =
-            zero::GptActivationBytes(shape, B, T, ops, range, model::ActivationPlan{e.buffers, k});
+            zero::GptActivationBytes(shape, B, T, ops, range, model::ActivationPlan{e.buffers, k}, matmul);
         if (bytes < e.activations_checkpointed) {
           e.activations_checkpointed = bytes;
           e.checkpoint_interval = k;

@@ -12,6 +12,7 @@
 #include "worker/model/llmc_format.h"
 #include "worker/model/safetensors.h"
 #include "worker/zero/estimate.h"
+#include "worker/zero/precision.h"
 
 namespace dstrain::trainer {
 
@@ -62,7 +63,8 @@ absl::StatusOr<int64_t> JobActivationBytes(const config::JobSpec& spec, const de
                         llama::Llama::Create(LlamaShape(spec.model)));
     return module->ActivationBytes(ops, B, T);
   }
-  return zero::GptActivationBytes(config::ModelShape(spec.model), B, T, ops, {}, plan);
+  return zero::GptActivationBytes(config::ModelShape(spec.model), B, T, ops, {}, plan,
+                                  zero::StatePrecision::Of(spec).Matmul());
 }
 
 absl::StatusOr<std::vector<pipe::StageEstimate>> EstimateJobStages(const config::JobSpec& spec,

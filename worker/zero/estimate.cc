@@ -12,17 +12,20 @@
 namespace dstrain::zero {
 
 int64_t GptActivationBytes(const model::GptConfig& c, int B, int T, const device::Sizing& ops,
-                           model::BlockRange range, const model::ActivationPlan& plan) {
+                           model::BlockRange range, const model::ActivationPlan& plan,
+                           DType matmul) {
   const model::DeviceSizes device{ops.AttentionStateElements(B, T, c.n_embd, c.n_head),
-                                  ops.AttentionScratchElements(B, T, c.n_embd, c.n_head)};
-  return model::ActivationBytes(c, B, T, range, device, plan);
+                                  ops.AttentionScratchElements(B, T, c.n_embd, c.n_head),
+                                  ops.bf16_matmul_inputs()};
+  return model::ActivationBytes(c, B, T, range, device, plan, matmul);
 }
 
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::GptConfig& model,
                               const config::ZeroConfig& zero, int stage, int world, int B, int T,
                               const device::Sizing& ops, const StatePrecision& precision,
                               model::BlockRange range, const model::ActivationPlan& plan) {
-  return EstimateMemory(layout, GptActivationBytes(model, B, T, ops, range, plan), zero, stage,
+  return EstimateMemory(layout, GptActivationBytes(model, B, T, ops, range, plan, precision.Matmul()),
+                        zero, stage,
                         world, ops, precision);
 }
 

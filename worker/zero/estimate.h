@@ -51,9 +51,11 @@ struct MemoryEstimate {
 // Activation bytes of the GPT (or a slice of it) for a micro-batch of B x T tokens on `ops`'s
 // device, from the size table the model allocates by (model/gpt_sizes.h); device-sized rows
 // (the attention's saved state and scratch) as `ops` sizes them now (the CPU's scratch depends on
-// the thread count, set as the trainer sets it).
+// the thread count, set as the trainer sets it), with the matrix products on `matmul` operands
+// (StatePrecision::Matmul: bf16 products keep their inputs in bf16 where `ops` takes them).
 int64_t GptActivationBytes(const model::GptConfig& config, int B, int T, const device::Sizing& ops,
-                           model::BlockRange range = {}, const model::ActivationPlan& plan = {});
+                           model::BlockRange range = {}, const model::ActivationPlan& plan = {},
+                           DType matmul = DType::kF32);
 
 // The estimate for stage `stage` at `world` data-parallel ranks with the job's dtypes
 // `precision`, on `ops`'s device, for `layout` (a pipeline stage's: the model of blocks `range`)

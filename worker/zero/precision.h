@@ -22,6 +22,9 @@ struct StatePrecision {
 
   static StatePrecision Of(const config::JobSpec& spec);
   DType GradsAt(int stage) const { return GradAccumulationDType(grad_accum, storage, stage); }
+  // The matrix products' operand type (Model::set_matmul_precision): bf16 under bf16 mixed
+  // precision, fp32 otherwise (fp16 jobs widen to fp32 for the products).
+  DType Matmul() const { return storage == DType::kBF16 ? DType::kBF16 : DType::kF32; }
 };
 
 }  // namespace dstrain::zero
