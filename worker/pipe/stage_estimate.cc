@@ -45,8 +45,8 @@ absl::StatusOr<std::vector<StageEstimate>> EstimateStages(const config::JobSpec&
     e.memory = zero::EstimateMemory(
         layout, shape, spec.zero, spec.zero.stage, spec.data_parallel_size, B, T, ops,
         zero::StatePrecision::Of(spec), range, StagePlan(spec, e.buffers));
-    e.activations_plain =
-        zero::GptActivationBytes(shape, B, T, ops, range, model::ActivationPlan{e.buffers, 0}, matmul);
+    e.activations_plain = zero::GptActivationBytes(shape, B, T, ops, range,
+                                                   model::ActivationPlan{e.buffers, 0}, matmul);
     e.checkpoint_interval = spec.pipeline.activation_checkpoint_interval;
     if (e.checkpoint_interval > 0) {
       e.activations_checkpointed = zero::GptActivationBytes(
@@ -55,8 +55,8 @@ absl::StatusOr<std::vector<StageEstimate>> EstimateStages(const config::JobSpec&
       // The job checkpoints nothing: show the interval that would keep the least.
       e.activations_checkpointed = std::numeric_limits<int64_t>::max();
       for (int k = 1; k <= range.Count(shape.n_layer); ++k) {
-        const int64_t bytes =
-            zero::GptActivationBytes(shape, B, T, ops, range, model::ActivationPlan{e.buffers, k}, matmul);
+        const int64_t bytes = zero::GptActivationBytes(shape, B, T, ops, range,
+                                                       model::ActivationPlan{e.buffers, k}, matmul);
         if (bytes < e.activations_checkpointed) {
           e.activations_checkpointed = bytes;
           e.checkpoint_interval = k;

@@ -24,9 +24,9 @@ MemoryEstimate EstimateMemory(const model::ParamLayout& layout, const model::Gpt
                               const config::ZeroConfig& zero, int stage, int world, int B, int T,
                               const device::Sizing& ops, const StatePrecision& precision,
                               model::BlockRange range, const model::ActivationPlan& plan) {
-  return EstimateMemory(layout, GptActivationBytes(model, B, T, ops, range, plan, precision.Matmul()),
-                        zero, stage,
-                        world, ops, precision);
+  return EstimateMemory(layout,
+                        GptActivationBytes(model, B, T, ops, range, plan, precision.Matmul()), zero,
+                        stage, world, ops, precision);
 }
 
 MemoryEstimate EstimateMemory(const model::ParamLayout& layout, int64_t activations,
