@@ -135,8 +135,7 @@ absl::Status GptModule::Prepare(int B, int T) {
   B_ = T_ = 0;
   const int C = config_.n_embd, NH = config_.n_head;
   const DeviceSizes device{ops_->AttentionStateElements(B, T, C, NH),
-                           ops_->AttentionScratchElements(B, T, C, NH),
-                           ops_->bf16_matmul_inputs()};
+                           ops_->AttentionScratchElements(B, T, C, NH), ops_->bf16_matmul_inputs()};
   for (int row = 0; row < kNumGptActivations; ++row) {
     const int copies = ActCopies(row, config_, range_, plan_);
     if (copies == 0) continue;
@@ -151,10 +150,9 @@ absl::Status GptModule::Prepare(int B, int T) {
     } else {
       shape.push_back(ActElements(row, config_, B, T, device));
     }
-    DT_ASSIGN_OR_RETURN(acts_[row], tensor::Tensor::Empty(ops_->allocator(),
-                                                          ActDType(row, plan_, matmul_, device),
-                                                          shape,
-                                                          tensor::MemoryCategory::kActivations));
+    DT_ASSIGN_OR_RETURN(
+        acts_[row], tensor::Tensor::Empty(ops_->allocator(), ActDType(row, plan_, matmul_, device),
+                                          shape, tensor::MemoryCategory::kActivations));
   }
   backward_ready_.assign(plan_.buffers, false);
   prepared_plan_ = plan_;
