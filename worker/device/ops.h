@@ -149,21 +149,25 @@ class Ops : public Sizing {
   // dwte (Vp,C) += Σ dout rows by token; dwpe (maxT,C) += Σ_b dout[b]. Accumulates (f32).
   void EncoderBackward(View dwte, View dwpe, View dout, View tokens);
   // torch.nn.LayerNorm over the last dimension C = weight.numel(): out, inp (N·C); mean, rstd (N)
-  // may be empty (inference).
+  // may be empty (inference). out may be bf16 where bf16_matmul_inputs() (a product's input,
+  // written rounded).
   void LayerNormForward(View out, View mean, View rstd, View inp, View weight, View bias);
   // Accumulates into dinp (N·C), dweight and dbias (C).
   void LayerNormBackward(View dinp, View dweight, View dbias, View dout, View inp, View weight,
                          View mean, View rstd);
   // out (M,N) = inp (M,K) · weightᵀ (weight (N,K)) + bias (N; may be empty); options above.
+  // Where bf16_matmul_inputs(): inp may be bf16 when the products are (compute or the weight
+  // bf16), and out may be bf16 after GELU (output_gelu given; gelu rounded as it is stored).
   void LinearForward(View out, View inp, View weight, View bias, const LinearOptions& options);
   // dinp (M,K) = dout · weight (overwritten); dweight (N,K) += doutᵀ · inp; dbias (N) += the
-  // column sums of dout (skipped when empty).
+  // column sums of dout (skipped when empty). inp may be bf16 as in LinearForward.
   void LinearBackward(View dinp, View dweight, View dbias, View dout, View inp, View weight,
                       const LinearOptions& options);
   // Causal self-attention on a fused qkv (B,T,3C) into out (B,T,C), NH heads. `state` keeps what
   // the backward pass needs (AttentionStateElements f32: two softmax statistics per query row on
   // the CPU, the probabilities on CUDA); AttentionBackward overwrites dqkv and uses `scratch`
-  // (AttentionScratchElements f32, sized under the thread setting of the calls; sizing.h).
+  // (AttentionScratchElements f32, sized under the thread setting of the calls; sizing.h). out
+  // may be bf16 where bf16_matmul_inputs() (rounded as it is stored).
   void AttentionForward(View out, View state, View qkv, int NH);
   void AttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH);
   // out = gelu(inp) (tanh approximation); dinp = gelu'(inp) · dout (overwritten). f32.

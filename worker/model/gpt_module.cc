@@ -122,7 +122,7 @@ absl::Status GptModule::Bind(device::Ops* ops) {
 
 absl::Status GptModule::Prepare(int B, int T) {
   if (ops_ == nullptr) return absl::FailedPreconditionError("GptModule::Prepare: no device bound");
-  if (B == B_ && T == T_ && plan_ == prepared_plan_ && matmul_ == prepared_matmul_) {
+  if (B == B_ && T == T_ && plan_ == prepared_plan_ && ProductInputDType() == prepared_inputs_) {
     return absl::OkStatus();
   }
   if (plan_.buffers < 1 || plan_.checkpoint_interval < 0) {
@@ -156,10 +156,16 @@ absl::Status GptModule::Prepare(int B, int T) {
   }
   backward_ready_.assign(plan_.buffers, false);
   prepared_plan_ = plan_;
-  prepared_matmul_ = matmul_;
+  prepared_inputs_ = ProductInputDType();
   B_ = B;
   T_ = T;
   return absl::OkStatus();
+}
+
+DType GptModule::ProductInputDType() const {
+  DeviceSizes device;
+  device.bf16_matmul_inputs = ops_->bf16_matmul_inputs();
+  return ActDType(kLn1, plan_, matmul_, device);
 }
 
 View GptModule::Act(int act, int layer, int buffer) const {

@@ -84,7 +84,9 @@ class GptModule final : public dstrain::Module {
   void set_activation_plan(const ActivationPlan& plan) { plan_ = plan; }
   // The matrix products' operand type Prepare sizes the activations for until a pass says
   // otherwise (each Forward and Backward reads pass.matmul_precision()): bf16 products keep their
-  // inputs in bf16 (ActivationPlan::bf16_matmul_inputs). Default kF32.
+  // inputs in bf16 (ActivationPlan::bf16_matmul_inputs). Default kF32. A pass whose precision
+  // changes those rows' dtype makes its Forward prepare the activations anew, so a pipeline stage
+  // (whose input arrives before its Forward) sets it before Prepare (Gpt::set_matmul_precision).
   void set_matmul_precision(DType compute) { matmul_ = compute; }
   const ActivationPlan& activation_plan() const { return plan_; }
   // Allocates the activations for B × T micro-batches (Forward does so when the shape changes).
@@ -115,6 +117,9 @@ class GptModule final : public dstrain::Module {
   tensor::View BlockInput(int layer, int buffer) const;
   // Whether block `layer` ends its checkpoint segment (every block does without checkpointing).
   bool SegmentEnd(int layer) const;
+  // The dtype Prepare gives the rows only matrix products read, for the products' precision and
+  // plan now (ActDType).
+  DType ProductInputDType() const;
   // Recomputes the blocks of the segment that ends at `last` (activation checkpointing).
   absl::Status RecomputeSegment(dstrain::Pass& pass, int last, int buffer);
   // Around a recomputation: under activation_checkpointing.profile, synchronise and time it.
@@ -139,8 +144,8 @@ class GptModule final : public dstrain::Module {
   ParamLayout layout_;
   device::Ops* ops_ = nullptr;  // bound by Bind or the first Forward
   // The pass's matmul_precision(), read at each Forward/Backward (set_matmul_precision before
-  // the first); the activations were prepared for prepared_matmul_.
-  DType matmul_ = DType::kF32, prepared_matmul_ = DType::kF32;
+  // the first); the activations keep the product inputs in prepared_inputs_.
+  DType matmul_ = DType::kF32, prepared_inputs_ = DType::kF32;
   int embedding_module_ = -1, final_module_ = -1;  // -1 where this slice has none
   std::vector<int> block_modules_;                 // module of block range_.first + i
   ActivationPlan plan_, prepared_plan_;

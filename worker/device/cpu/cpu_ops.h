@@ -2,8 +2,10 @@
 // scalar chosen at run time) and oneDNN's matrix products, all on the one OpenMP pool.
 //
 // Everything completes before the call returns (there are no streams: NativeStream is null and
-// WaitFor does nothing). Activations are f32; matrix products run in f32 or, for bf16 mixed
-// precision, on bf16 operands with f32 accumulation; 16-bit storage exists for parameters,
+// WaitFor does nothing). Activations are f32, except under bf16 products those only the products
+// read, which may be kept in bf16 (bf16_matmul_inputs: LayerNorm, attention and GELU write them
+// rounded, the linear layers read them as they are); matrix products run in f32 or, for bf16
+// mixed precision, on bf16 operands with f32 accumulation; 16-bit storage exists for parameters,
 // gradients and communication (Ops already refuses what no backend takes, such as an f16 weight
 // in a matrix product). The one combination left without a CPU kernel, an AdamW whose gradients
 // and 16-bit parameter copy disagree in type, fails with kUnimplemented.

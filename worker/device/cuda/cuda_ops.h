@@ -5,10 +5,11 @@
 // overlap the backward pass that follows it. The host waits for the device only where a value
 // comes back (SumSquares, MeanLoss, CopyToHost) and in Synchronize.
 //
-// Activations are f32, as on the CPU (ops.h checks that). bf16 mixed precision runs each matrix
-// product on bf16 operands with fp32 accumulation into fp32 outputs: fp32 operands are rounded to
-// bf16 in a workspace first (a weight already stored in bf16 is used as it is), which is the
-// product the CPU computes too. 16-bit element-wise work (accumulation into 16-bit gradients,
+// Activations are f32: unlike the CPU, bf16_matmul_inputs() is false, so Ops refuses bf16
+// activations here by name (the GPT keeps them in fp32 on CUDA). bf16 mixed precision runs each
+// matrix product on bf16 operands with fp32 accumulation into fp32 outputs: fp32 operands are
+// rounded to bf16 in a workspace first (a weight already stored in bf16 is used as it is), which is
+// the product the CPU computes too. 16-bit element-wise work (accumulation into 16-bit gradients,
 // scaling, norms) widens to fp32 in the workspace where a kernel needs fp32. The workspace is one
 // grow-only device buffer under MemoryCategory::kOther.
 //
