@@ -335,6 +335,9 @@ void ReduceElementReference(const std::vector<std::vector<char>>& in, int64_t i,
 }
 
 TEST(ReduceTest, ReduceBuffersGivesTheReferenceBitsVectorisedAndPortable) {
+  // Without AVX2 and F16C both calls below run the portable code: say so in the test's record.
+  RecordProperty("vectorised_path_ran",
+                 internal::HasAvx2() && internal::HasF16c() ? "yes" : "no (no AVX2/F16C)");
   std::mt19937 rng(7);
   for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
     const size_t es = DTypeSize(dtype);
