@@ -40,6 +40,14 @@ void GqaForward(float* out,        // (B, T, NH·HS)
                 const float* qkv,  // (B, T, (NH + 2·NKV)·HS)
                 int B, int T, int NH, int NKV, int HS);
 
+// The same with out in bf16 (uint16_t storage; attention.h's bf16 out): the bits of the fp32 out
+// rounded. For the activation only a bf16 matrix product reads.
+void GqaForward(uint16_t* out_bf16,  // (B, T, NH·HS)
+                float* stats,        // (B, NH, T, 2)
+                float* scratch,      // (GqaForwardScratchFloats(B, T, NH, NKV, HS))
+                const float* qkv,    // (B, T, (NH + 2·NKV)·HS)
+                int B, int T, int NH, int NKV, int HS);
+
 // Floats of scratch GqaBackward needs: two expanded (B, T, 3·NH·HS) buffers (none when
 // NKV = NH) plus AttentionBackwardScratchFloats(B, T, NH·HS, NH), which depends on
 // omp_get_max_threads() at the time of the call (see attention.h).

@@ -32,7 +32,10 @@ int64_t GqaForwardScratchFloats(int B, int T, int NH, int NKV, int HS) {
   return ExpandedFloats(B, T, NH, HS);
 }
 
-void GqaForward(float* out, float* stats, float* scratch, const float* qkv, int B, int T, int NH,
+namespace {
+
+template <typename Out>
+void ForwardAll(Out* out, float* stats, float* scratch, const float* qkv, int B, int T, int NH,
                 int NKV, int HS) {
   CheckHeads(NH, NKV, HS);
   if (B <= 0 || T <= 0) return;
@@ -46,6 +49,18 @@ void GqaForward(float* out, float* stats, float* scratch, const float* qkv, int 
   ParallelFor(rows, ThreadsFor(rows * 3 * C), 1,
               [&](int64_t begin, int64_t end) { expand(scratch, qkv, begin, end, NH, NKV, HS); });
   AttentionForward(out, stats, scratch, B, T, C, NH);
+}
+
+}  // namespace
+
+void GqaForward(float* out, float* stats, float* scratch, const float* qkv, int B, int T, int NH,
+                int NKV, int HS) {
+  ForwardAll(out, stats, scratch, qkv, B, T, NH, NKV, HS);
+}
+
+void GqaForward(uint16_t* out_bf16, float* stats, float* scratch, const float* qkv, int B, int T,
+                int NH, int NKV, int HS) {
+  ForwardAll(out_bf16, stats, scratch, qkv, B, T, NH, NKV, HS);
 }
 
 int64_t GqaBackwardScratchFloats(int B, int T, int NH, int NKV, int HS) {

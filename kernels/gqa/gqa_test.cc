@@ -7,6 +7,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/attention/attention.h"
+#include "kernels/cast/cast.h"
 #include "kernels/common/cpu_features.h"
 #include "kernels/common/test_util.h"
 #include "kernels/gqa/gqa_reference.h"
@@ -75,6 +76,24 @@ class GqaTest : public ::testing::TestWithParam<Isa> {
  protected:
   ScopedMaxIsa isa_{GetParam()};
 };
+
+// The bf16 out is the fp32 out rounded (kernels/cast's FloatToHalf), bit for bit, with the same
+// stats, on the expanding path and the direct one (NKV = NH).
+TEST_P(GqaTest, Bf16OutputIsTheFp32OutputRounded) {
+  for (const Shape& s : kShapes) {
+    SCOPED_TRACE(::testing::Message() << "T=" << s.T << " NH=" << s.NH << " NKV=" << s.NKV);
+    const auto qkv = RandomFloats(QkvSize(s), 51);
+    std::vector<float> out(OutSize(s)), stats(StatsSize(s)), stats16(StatsSize(s));
+    std::vector<float> scratch(GqaForwardScratchFloats(s.B, s.T, s.NH, s.NKV, s.HS));
+    GqaForward(out.data(), stats.data(), scratch.data(), qkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+    std::vector<uint16_t> want(OutSize(s)), got(OutSize(s) + 1, 0xabcd);
+    FloatToHalf(DType::kBF16, want.data(), out.data(), OutSize(s));
+    GqaForward(got.data(), stats16.data(), scratch.data(), qkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+    EXPECT_EQ(std::vector<uint16_t>(got.begin(), got.end() - 1), want);
+    EXPECT_EQ(got.back(), 0xabcd);
+    EXPECT_TRUE(BitwiseEqual(stats16, stats));
+  }
+}
 
 TEST_P(GqaTest, ForwardAndBackwardMatchReference) {
   for (const Shape& s : kShapes) CheckAgainstReference(s, 1);
@@ -164,7 +183,7 @@ TEST_P(GqaTest, ComposesWithRopeOnTheFusedLayout) {
 TEST_P(GqaTest, EmptyIsANoOp) {
   EXPECT_EQ(GqaForwardScratchFloats(0, 4, 4, 2, 8), 0);
   EXPECT_EQ(GqaBackwardScratchFloats(2, 0, 4, 2, 8), 0);
-  GqaForward(nullptr, nullptr, nullptr, nullptr, 0, 4, 4, 2, 8);
+  GqaForward(static_cast<float*>(nullptr), nullptr, nullptr, nullptr, 0, 4, 4, 2, 8);
   GqaBackward(nullptr, nullptr, nullptr, nullptr, nullptr, 2, 0, 4, 2, 8);
 }
 

@@ -35,6 +35,15 @@ void RmsNormForward(float* out,           // (N, C)
                     const float* weight,  // (C)
                     int64_t N, int C, float eps);
 
+// The same with out in bf16 (uint16_t storage, not aliasing inp): each value computed as above
+// and rounded to nearest even once as it is stored (the bits of the fp32 out rounded afterwards
+// by kernels/cast). For the activation only a bf16 matrix product reads.
+void RmsNormForward(uint16_t* out_bf16,   // (N, C)
+                    float* rstd,          // (N)
+                    const float* inp,     // (N, C)
+                    const float* weight,  // (C)
+                    int64_t N, int C, float eps);
+
 void RmsNormBackward(float* dinp,          // (N, C) accumulated
                      float* dweight,       // (C) accumulated
                      const float* dout,    // (N, C)

@@ -1,6 +1,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cast/half_simd.h"
 #include "kernels/common/simd.h"
 #include "kernels/common/threading.h"
 #include "kernels/rmsnorm/rmsnorm.h"
@@ -8,20 +9,32 @@
 namespace dstrain::kernels {
 namespace {
 
+#include "kernels/cast/half_simd_isa.inc"
 #define DT_ISA_BODY "kernels/rmsnorm/rmsnorm_body.inc"
 #include "kernels/common/foreach_isa.inc"
 
 // Rows per dweight partial sum: fixed, so the reduction order never depends on threads.
 constexpr int64_t kRowsPerChunk = 32;
 
+template <typename Out>
+void ForwardAll(Out* out, float* rstd, const float* inp, const float* weight, int64_t N, int C,
+                float eps) {
+  if (N <= 0 || C <= 0) return;
+  const auto fn = DT_ISA_SELECT(ForwardRows<Out>);
+  ParallelFor(N, ThreadsFor(N * C), 1,
+              [&](int64_t begin, int64_t end) { fn(out, rstd, inp, weight, begin, end, C, eps); });
+}
+
 }  // namespace
 
 void RmsNormForward(float* out, float* rstd, const float* inp, const float* weight, int64_t N,
                     int C, float eps) {
-  if (N <= 0 || C <= 0) return;
-  const auto fn = DT_ISA_SELECT(ForwardRows);
-  ParallelFor(N, ThreadsFor(N * C), 1,
-              [&](int64_t begin, int64_t end) { fn(out, rstd, inp, weight, begin, end, C, eps); });
+  ForwardAll(out, rstd, inp, weight, N, C, eps);
+}
+
+void RmsNormForward(uint16_t* out_bf16, float* rstd, const float* inp, const float* weight,
+                    int64_t N, int C, float eps) {
+  ForwardAll(out_bf16, rstd, inp, weight, N, C, eps);
 }
 
 void RmsNormBackward(float* dinp, float* dweight, const float* dout, const float* inp,

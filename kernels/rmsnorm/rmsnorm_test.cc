@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cast/cast.h"
 #include "kernels/common/cpu_features.h"
 #include "kernels/common/test_util.h"
 #include "kernels/rmsnorm/rmsnorm_reference.h"
@@ -55,6 +56,23 @@ class RmsNormTest : public ::testing::TestWithParam<Isa> {
  protected:
   ScopedMaxIsa isa_{GetParam()};
 };
+
+// The bf16 output is the fp32 output rounded (kernels/cast's FloatToHalf), bit for bit, with the
+// same rstd; nothing past the end is written.
+TEST_P(RmsNormTest, Bf16OutputIsTheFp32OutputRounded) {
+  for (const Shape& s : kShapes) {
+    const int64_t n = s.N * s.C;
+    const auto x = RandomFloats(n, 31, -3.f, 3.f), w = RandomFloats(s.C, 32);
+    std::vector<float> out(n), rstd(s.N), rstd16(s.N);
+    RmsNormForward(out.data(), rstd.data(), x.data(), w.data(), s.N, s.C, kEps);
+    std::vector<uint16_t> want(n), got(n + 1, 0xabcd);
+    FloatToHalf(DType::kBF16, want.data(), out.data(), n);
+    RmsNormForward(got.data(), rstd16.data(), x.data(), w.data(), s.N, s.C, kEps);
+    EXPECT_EQ(std::vector<uint16_t>(got.begin(), got.begin() + n), want) << s.N << "x" << s.C;
+    EXPECT_TRUE(BitwiseEqual(rstd16, rstd));
+    EXPECT_EQ(got[n], 0xabcd);
+  }
+}
 
 TEST_P(RmsNormTest, ForwardMatchesReference) {
   double worst_rstd = 0;
@@ -162,7 +180,7 @@ TEST_P(RmsNormTest, BitwiseIdenticalAcrossThreadCounts) {
 
 TEST_P(RmsNormTest, ZeroRowsIsANoOp) {
   std::vector<float> w(8, 1.f), dw(8, 3.f);
-  RmsNormForward(nullptr, nullptr, nullptr, w.data(), 0, 8, kEps);
+  RmsNormForward(static_cast<float*>(nullptr), nullptr, nullptr, w.data(), 0, 8, kEps);
   RmsNormBackward(nullptr, dw.data(), nullptr, nullptr, w.data(), nullptr, 0, 8);
   EXPECT_EQ(dw, std::vector<float>(8, 3.f));
 }

@@ -29,6 +29,13 @@ void SwiGluForward(float* out,        // (N, I)
                    const float* inp,  // (N, 2I): [gate | up]
                    int64_t N, int I);
 
+// The same with out in bf16 (uint16_t storage): each value rounded to nearest even once as it is
+// stored (the bits of the fp32 out rounded afterwards by kernels/cast). For the activation only a
+// bf16 matrix product reads.
+void SwiGluForward(uint16_t* out_bf16,  // (N, I)
+                   const float* inp,    // (N, 2I): [gate | up]
+                   int64_t N, int I);
+
 void SwiGluBackward(float* dinp,        // (N, 2I) overwritten: [d gate | d up]
                     const float* inp,   // (N, 2I): [gate | up]
                     const float* dout,  // (N, I)

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cast/cast.h"
 #include "kernels/common/cpu_features.h"
 #include "kernels/common/test_util.h"
 #include "kernels/swiglu/swiglu_reference.h"
@@ -55,6 +56,22 @@ class SwiGluTest : public ::testing::TestWithParam<Isa> {
  protected:
   ScopedMaxIsa isa_{GetParam()};
 };
+
+// The bf16 output is the fp32 output rounded (kernels/cast's FloatToHalf), bit for bit; nothing
+// past the end is written.
+TEST_P(SwiGluTest, Bf16OutputIsTheFp32OutputRounded) {
+  for (const Shape& s : kShapes) {
+    const int64_t n = s.N * s.I;
+    const auto gu = RandomFloats(2 * n, 41, -8.f, 8.f);
+    std::vector<float> out(n);
+    SwiGluForward(out.data(), gu.data(), s.N, s.I);
+    std::vector<uint16_t> want(n), got(n + 1, 0xabcd);
+    FloatToHalf(DType::kBF16, want.data(), out.data(), n);
+    SwiGluForward(got.data(), gu.data(), s.N, s.I);
+    EXPECT_EQ(std::vector<uint16_t>(got.begin(), got.begin() + n), want) << s.N << "x" << s.I;
+    EXPECT_EQ(got[n], 0xabcd);
+  }
+}
 
 TEST_P(SwiGluTest, ForwardMatchesReference) {
   for (const Shape& s : kShapes) {
@@ -147,7 +164,7 @@ TEST_P(SwiGluTest, BitwiseIdenticalAcrossThreadCounts) {
 }
 
 TEST_P(SwiGluTest, ZeroRowsIsANoOp) {
-  SwiGluForward(nullptr, nullptr, 0, 8);
+  SwiGluForward(static_cast<float*>(nullptr), nullptr, 0, 8);
   SwiGluBackward(nullptr, nullptr, nullptr, 0, 8);
 }
 
