@@ -82,6 +82,13 @@ std::string NoBf16Activations(const char* name) {
 constexpr char kBf16InpNeedsBf16Products[] =
     "inp is bf16 but the products are fp32 (a bf16 input needs compute or the weight in bf16)";
 
+// Whether two views' bytes do not overlap (an empty one overlaps nothing).
+bool Apart(const View& a, const View& b) {
+  const char* x = static_cast<const char*>(a.data());
+  const char* y = static_cast<const char*>(b.data());
+  return x == nullptr || y == nullptr || x + a.bytes() <= y || y + b.bytes() <= x;
+}
+
 // Whether a linear layer's products run in bf16: asked for, or a bf16 weight.
 bool Bf16Products(const LinearOptions& options, const View& weight) {
   return options.compute == DType::kBF16 || weight.dtype() == DType::kBF16;
@@ -503,20 +510,23 @@ absl::StatusOr<double> Ops::MeanLoss(View losses) {
 void Ops::RmsNormForward(View out, View rstd, View inp, View weight, float eps) {
   const int64_t C = weight.numel();
   const int64_t N = C > 0 ? inp.numel() / C : 0;
-  if (!Check(ArgCheck(device(), "RmsNormForward")
-                 .Given("out", out)
-                 .Optional("rstd", rstd)
-                 .Given("inp", inp)
-                 .Given("weight", weight)
-                 .Type("out", out, kF32)
-                 .Type("rstd", rstd, kF32)
-                 .Type("inp", inp, kF32)
-                 .Type("weight", weight, kF32)
-                 .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
-                 .Elements("out", out, inp.numel(), "inp's elements")
-                 .That(rstd.empty() || rstd.numel() == N, "rstd must have N elements")
-                 .That(eps >= 0, absl::StrCat("eps = ", eps, " is negative"))
-                 .status())) {
+  if (!Check(
+          ArgCheck(device(), "RmsNormForward")
+              .Given("out", out)
+              .Optional("rstd", rstd)
+              .Given("inp", inp)
+              .Given("weight", weight)
+              .Type("out", out, {DType::kF32, DType::kBF16})
+              .That(out.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("out"))
+              .That(out.dtype() != DType::kBF16 || Apart(out, inp), "a bf16 out overlaps inp")
+              .Type("rstd", rstd, kF32)
+              .Type("inp", inp, kF32)
+              .Type("weight", weight, kF32)
+              .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
+              .Elements("out", out, inp.numel(), "inp's elements")
+              .That(rstd.empty() || rstd.numel() == N, "rstd must have N elements")
+              .That(eps >= 0, absl::StrCat("eps = ", eps, " is negative"))
+              .status())) {
     return;
   }
   if (N > 0) DoRmsNormForward(out, rstd, inp, weight, eps);
@@ -616,18 +626,17 @@ void Ops::RopeBackward(View dinp, View dout, View table, int n_heads, int pos_of
 
 void Ops::SwigluForward(View out, View inp) {
   const int64_t I = LastDim(out);
-  const char* o = static_cast<const char*>(out.data());
-  const char* i = static_cast<const char*>(inp.data());
-  if (!Check(ArgCheck(device(), "SwigluForward")
-                 .Given("out", out)
-                 .Given("inp", inp)
-                 .Type("out", out, kF32)
-                 .Type("inp", inp, kF32)
-                 .That(I > 0 && LastDim(inp) == 2 * I, "inp's last dimension is not 2 × out's I")
-                 .Elements("inp", inp, 2 * out.numel(), "N × 2I")
-                 .That(o == nullptr || i == nullptr || o + out.bytes() <= i || i + inp.bytes() <= o,
-                       "out overlaps inp")
-                 .status())) {
+  if (!Check(
+          ArgCheck(device(), "SwigluForward")
+              .Given("out", out)
+              .Given("inp", inp)
+              .Type("out", out, {DType::kF32, DType::kBF16})
+              .That(out.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("out"))
+              .Type("inp", inp, kF32)
+              .That(I > 0 && LastDim(inp) == 2 * I, "inp's last dimension is not 2 × out's I")
+              .Elements("inp", inp, 2 * out.numel(), "N × 2I")
+              .That(Apart(out, inp), "out overlaps inp")
+              .status())) {
     return;
   }
   if (out.numel() > 0) DoSwigluForward(out, inp);
@@ -680,7 +689,8 @@ void Ops::GqaAttentionForward(View out, View state, View scratch, View qkv, int 
       .Given("state", state)
       .Given("scratch", scratch)
       .Given("qkv", qkv)
-      .Type("out", out, kF32)
+      .Type("out", out, {DType::kF32, DType::kBF16})
+      .That(out.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("out"))
       .Type("state", state, kF32)
       .Type("scratch", scratch, kF32)
       .Type("qkv", qkv, kF32);

@@ -182,7 +182,8 @@ class Ops : public Sizing {
 
   // ---- the Llama family's layers (docs/llama.md; HS head size, NKV key/value heads) ----
   // Hugging Face's LlamaRMSNorm over the last dimension C = weight.numel() (kernels/rmsnorm):
-  // out = x / sqrt(mean_c x² + eps) · weight. out, inp (N·C) f32, out may alias inp exactly;
+  // out = x / sqrt(mean_c x² + eps) · weight. out, inp (N·C) f32, out may alias inp exactly (out
+  // may be bf16 where bf16_matmul_inputs(), rounded as stored, apart from inp);
   // rstd (N) f32 may be empty (inference); weight (C) f32; eps >= 0.
   void RmsNormForward(View out, View rstd, View inp, View weight, float eps);
   // Accumulates into dinp (N·C) and dweight (C); rstd (N) from the forward pass.
@@ -197,16 +198,17 @@ class Ops : public Sizing {
   void RopeForward(View out, View inp, View table, int n_heads, int pos_offset = 0);
   void RopeBackward(View dinp, View dout, View table, int n_heads, int pos_offset = 0);
   // SwiGLU on a fused [gate | up] (N, 2I) f32 (kernels/swiglu): out (N, I) = silu(gate) · up,
-  // out must not overlap inp. Backward overwrites dinp (N, 2I) with [d gate | d up]; dinp may
-  // alias inp exactly.
+  // out must not overlap inp (and may be bf16 where bf16_matmul_inputs(), rounded as stored).
+  // Backward overwrites dinp (N, 2I) with [d gate | d up]; dinp may alias inp exactly.
   void SwigluForward(View out, View inp);
   void SwigluBackward(View dinp, View inp, View dout);
   // Causal grouped-query self-attention (kernels/gqa): NH query heads share NKV key/value heads
   // (NKV divides NH; query head h reads kv head h / (NH / NKV)). qkv (B, T, (NH + 2·NKV)·HS) f32
   // holds per token the NH q heads, then the NKV k heads, then the NKV v heads; out (B, T, NH·HS)
-  // f32. `state` (GqaStateElements) keeps what the backward pass needs, as AttentionForward's;
-  // `scratch` (GqaScratchElements f32, sized under the thread setting of the calls; may be
-  // empty when that is 0) is working memory of either pass. The backward pass overwrites dqkv.
+  // f32 (or bf16 where bf16_matmul_inputs(), rounded as stored). `state` (GqaStateElements) keeps
+  // what the backward pass needs, as AttentionForward's; `scratch` (GqaScratchElements f32, sized
+  // under the thread setting of the calls; may be empty when that is 0) is working memory of either
+  // pass. The backward pass overwrites dqkv.
   void GqaAttentionForward(View out, View state, View scratch, View qkv, int NH, int NKV);
   void GqaAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH,
                             int NKV);

@@ -25,10 +25,11 @@ class Sizing {
   // The same for grouped-query attention: NH query heads over NKV key/value heads of size HS.
   virtual int64_t GqaStateElements(int B, int T, int NH, int NKV, int HS) const = 0;
   virtual int64_t GqaScratchElements(int B, int T, int NH, int NKV, int HS) const = 0;
-  // Whether the GPT's layers take in bf16 the activations that only bf16 matrix products read:
-  // LayerNormForward's and AttentionForward's out and LinearForward's out after GELU written in
-  // bf16, the bf16 linear layers' inp read in bf16 (model::ActivationPlan::bf16_matmul_inputs).
-  // The CPU's do; CUDA's not yet.
+  // Whether the layers take in bf16 the activations that only bf16 matrix products read:
+  // LayerNormForward's, RmsNormForward's, AttentionForward's, GqaAttentionForward's and
+  // SwigluForward's out and LinearForward's out after GELU written in bf16, the bf16 linear
+  // layers' inp read in bf16 (model::ActivationPlan::bf16_matmul_inputs; the Llama alike). The
+  // CPU's do; CUDA's not yet.
   virtual bool bf16_matmul_inputs() const { return false; }
 };
 

@@ -61,7 +61,7 @@ absl::StatusOr<int64_t> JobActivationBytes(const config::JobSpec& spec, const de
   if (spec.model.type == "llama") {
     DT_ASSIGN_OR_RETURN(std::unique_ptr<llama::Llama> module,
                         llama::Llama::Create(LlamaShape(spec.model)));
-    return module->ActivationBytes(ops, B, T);
+    return module->ActivationBytes(ops, B, T, zero::StatePrecision::Of(spec).Matmul());
   }
   return zero::GptActivationBytes(config::ModelShape(spec.model), B, T, ops, {}, plan,
                                   zero::StatePrecision::Of(spec).Matmul());

@@ -70,7 +70,9 @@ TEST(JobModel, EstimatesTheLlamaFromItsLayoutAndActivations) {
   ASSERT_EQ(stages->size(), 1u);
   const zero::MemoryEstimate& e = (*stages)[0].memory;
   llama::Llama module(LlamaShape(spec.model));
-  EXPECT_EQ(e.activations, module.ActivationBytes(ops, 2, 8));
+  // A bf16 job: the activations only the products read are kept in bf16 on the CPU.
+  EXPECT_EQ(e.activations, module.ActivationBytes(ops, 2, 8, DType::kBF16));
+  EXPECT_LT(e.activations, module.ActivationBytes(ops, 2, 8, DType::kF32));
   auto layout = JobModelLayout(spec);
   ASSERT_THAT(layout, IsOk());
   EXPECT_EQ((*stages)[0].partition.parameters, layout->num_parameters());

@@ -252,7 +252,11 @@ absl::StatusOr<double> CpuOps::DoMeanLoss(View losses) {
 
 void CpuOps::DoRmsNormForward(View out, View rstd, View inp, View weight, float eps) {
   const int C = static_cast<int>(weight.numel());
-  k::RmsNormForward(F32(out), F32OrNull(rstd), F32(inp), F32(weight), inp.numel() / C, C, eps);
+  if (out.dtype() == DType::kBF16) {
+    k::RmsNormForward(U16(out), F32OrNull(rstd), F32(inp), F32(weight), inp.numel() / C, C, eps);
+  } else {
+    k::RmsNormForward(F32(out), F32OrNull(rstd), F32(inp), F32(weight), inp.numel() / C, C, eps);
+  }
 }
 
 void CpuOps::DoRmsNormBackward(View dinp, View dweight, View dout, View inp, View weight,
@@ -281,7 +285,11 @@ void CpuOps::DoRopeBackward(View dinp, View dout, View table, int n_heads, int p
 
 void CpuOps::DoSwigluForward(View out, View inp) {
   const int I = static_cast<int>(out.dim(-1));
-  k::SwiGluForward(F32(out), F32(inp), out.numel() / I, I);
+  if (out.dtype() == DType::kBF16) {
+    k::SwiGluForward(U16(out), F32(inp), out.numel() / I, I);
+  } else {
+    k::SwiGluForward(F32(out), F32(inp), out.numel() / I, I);
+  }
 }
 
 void CpuOps::DoSwigluBackward(View dinp, View inp, View dout) {
@@ -290,8 +298,13 @@ void CpuOps::DoSwigluBackward(View dinp, View inp, View dout) {
 }
 
 void CpuOps::DoGqaAttentionForward(View out, View state, View scratch, View qkv, int NH, int NKV) {
-  k::GqaForward(F32(out), F32(state), F32OrNull(scratch), F32(qkv), static_cast<int>(out.dim(0)),
-                static_cast<int>(out.dim(1)), NH, NKV, static_cast<int>(out.dim(2) / NH));
+  const int B = static_cast<int>(out.dim(0)), T = static_cast<int>(out.dim(1));
+  const int HS = static_cast<int>(out.dim(2) / NH);
+  if (out.dtype() == DType::kBF16) {
+    k::GqaForward(U16(out), F32(state), F32OrNull(scratch), F32(qkv), B, T, NH, NKV, HS);
+  } else {
+    k::GqaForward(F32(out), F32(state), F32OrNull(scratch), F32(qkv), B, T, NH, NKV, HS);
+  }
 }
 
 void CpuOps::DoGqaAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state,

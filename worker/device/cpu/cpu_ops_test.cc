@@ -159,6 +159,32 @@ TEST_F(CpuOpsTest, Bf16ActivationsAreTheFp32OnesRounded) {
   EXPECT_EQ(att16, ToBf16(att));
   EXPECT_TRUE(Same(st16, st));
 
+  // The Llama's producers: RMSNorm, grouped-query attention (4 query heads over 2) and SwiGLU.
+  std::vector<float> rms(BT * C), r(BT), r16(BT);
+  std::vector<uint16_t> rms16(BT * C);
+  ops_.RmsNormForward(F(rms, {B, T, C}), F(r, {BT}), F(x, {B, T, C}), F(lw, {C}), 1e-5f);
+  ops_.RmsNormForward(H(rms16, {B, T, C}), F(r16, {BT}), F(x, {B, T, C}), F(lw, {C}), 1e-5f);
+  EXPECT_EQ(rms16, ToBf16(rms));
+  EXPECT_TRUE(Same(r16, r));
+  const int GH = 4, GKV = 2, HS = C / GH;
+  auto gqkv = Random(BT * (GH + 2 * GKV) * HS, 27);
+  const int64_t gstate = ops_.GqaStateElements(B, T, GH, GKV, HS);
+  const int64_t gscratch = ops_.GqaScratchElements(B, T, GH, GKV, HS);
+  std::vector<float> gout(BT * C), gst(gstate), gst16(gstate), gs(std::max<int64_t>(gscratch, 1));
+  std::vector<uint16_t> gout16(BT * C);
+  const View gqkv_v = F(gqkv, {B, T, (GH + 2 * GKV) * HS});
+  const View scratch_v = gscratch > 0 ? F(gs, {gscratch}) : View();
+  ops_.GqaAttentionForward(F(gout, {B, T, C}), F(gst, {gstate}), scratch_v, gqkv_v, GH, GKV);
+  ops_.GqaAttentionForward(H(gout16, {B, T, C}), F(gst16, {gstate}), scratch_v, gqkv_v, GH, GKV);
+  EXPECT_EQ(gout16, ToBf16(gout));
+  EXPECT_TRUE(Same(gst16, gst));
+  auto gu = Random(BT * 2 * N, 28, 4.f);
+  std::vector<float> sw(BT * N);
+  std::vector<uint16_t> sw16(BT * N);
+  ops_.SwigluForward(F(sw, {BT, N}), F(gu, {BT, 2 * N}));
+  ops_.SwigluForward(H(sw16, {BT, N}), F(gu, {BT, 2 * N}));
+  EXPECT_EQ(sw16, ToBf16(sw));
+
   // fc with GELU from the bf16 LayerNorm output, and from its fp32 values with bf16 products.
   auto w = Random(N * C, 24), b = Random(N, 25), dout = Random(BT * N, 26);
   auto w16 = ToBf16(w);
@@ -199,6 +225,14 @@ TEST_F(CpuOpsTest, Bf16ActivationsAreTheFp32OnesRounded) {
                       LinearOptions{DType::kBF16});
     EXPECT_THAT(ops.status(), StatusIs(absl::StatusCode::kInvalidArgument,
                                        HasSubstr("out may be bf16 only after GELU")));
+  }
+  {
+    CpuOps ops(&alloc_);
+    auto y = x;  // a bf16 RMSNorm output written over its own fp32 input
+    ops.RmsNormForward(View(y.data(), DType::kBF16, {B, T, C}), View(), F(y, {B, T, C}), F(lw, {C}),
+                       1e-5f);
+    EXPECT_THAT(ops.status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("a bf16 out overlaps inp")));
   }
 }
 

@@ -161,46 +161,50 @@ absl::StatusOr<float> Llama::Forward(Pass& pass, const Batch& batch) {
   if (scratch_n > 0) {
     DT_ASSIGN_OR_RETURN(gqa_scratch, pass.Scratch(DType::kF32, {scratch_n}));
   }
+  // The products' operand type, and the dtype of what only they read (norm1, attout, norm2, h,
+  // fnorm).
+  const device::LinearOptions linear{pass.matmul_precision()};
+  const DType kept = ProductInputDType(ops, pass.matmul_precision());
   for (int l = 0; l < c.n_layer; ++l) {
-    DT_ASSIGN_OR_RETURN(View norm1, pass.Activation(Act(l, "norm1"), DType::kF32, {B, T, C}));
+    DT_ASSIGN_OR_RETURN(View norm1, pass.Activation(Act(l, "norm1"), kept, {B, T, C}));
     DT_ASSIGN_OR_RETURN(View rstd1, pass.Activation(Act(l, "rstd1"), DType::kF32, {BT}));
     DT_ASSIGN_OR_RETURN(View qkv, pass.Activation(Act(l, "qkv"), DType::kF32, {B, T, W}));
     DT_ASSIGN_OR_RETURN(
         View att, pass.Activation(Act(l, "att"), DType::kF32,
                                   {ops.GqaStateElements(static_cast<int>(B), static_cast<int>(T),
                                                         NH, NKV, HS)}));
-    DT_ASSIGN_OR_RETURN(View attout, pass.Activation(Act(l, "attout"), DType::kF32, {B, T, C}));
+    DT_ASSIGN_OR_RETURN(View attout, pass.Activation(Act(l, "attout"), kept, {B, T, C}));
     DT_ASSIGN_OR_RETURN(View mid, pass.Activation(Act(l, "mid"), DType::kF32, {B, T, C}));
-    DT_ASSIGN_OR_RETURN(View norm2, pass.Activation(Act(l, "norm2"), DType::kF32, {B, T, C}));
+    DT_ASSIGN_OR_RETURN(View norm2, pass.Activation(Act(l, "norm2"), kept, {B, T, C}));
     DT_ASSIGN_OR_RETURN(View rstd2, pass.Activation(Act(l, "rstd2"), DType::kF32, {BT}));
     DT_ASSIGN_OR_RETURN(View gu, pass.Activation(Act(l, "gu"), DType::kF32, {BT, 2 * I}));
-    DT_ASSIGN_OR_RETURN(View h, pass.Activation(Act(l, "h"), DType::kF32, {BT, I}));
+    DT_ASSIGN_OR_RETURN(View h, pass.Activation(Act(l, "h"), kept, {BT, I}));
     DT_ASSIGN_OR_RETURN(View out, pass.Activation(Residual(l + 1), DType::kF32, {B, T, C}));
 
     DT_ASSIGN_OR_RETURN(std::vector<View> w, pass.Params(layer_module(l)));
     ops.RmsNormForward(norm1, rstd1, x, w[0], eps);
-    ops.LinearForward(qkv, norm1, w[1], {}, {});
+    ops.LinearForward(qkv, norm1, w[1], {}, linear);
     ops.RopeForward(qkv, qkv, table, NH + NKV);  // q and k, in place; v is left alone
     ops.GqaAttentionForward(attout, att, gqa_scratch, qkv, NH, NKV);
-    ops.LinearForward(mid, attout, w[2], {}, {});
+    ops.LinearForward(mid, attout, w[2], {}, linear);
     ops.AddInto(mid, x);
     ops.RmsNormForward(norm2, rstd2, mid, w[3], eps);
-    ops.LinearForward(gu, norm2, w[4], {}, {});
+    ops.LinearForward(gu, norm2, w[4], {}, linear);
     ops.SwigluForward(h, gu);
-    ops.LinearForward(out, h, w[5], {}, {});
+    ops.LinearForward(out, h, w[5], {}, linear);
     ops.AddInto(out, mid);
     DT_RETURN_IF_ERROR(pass.Release(layer_module(l)));
     DT_RETURN_IF_ERROR(ops.status());
     x = out;
   }
 
-  DT_ASSIGN_OR_RETURN(View fnorm, pass.Activation("fnorm", DType::kF32, {B, T, C}));
+  DT_ASSIGN_OR_RETURN(View fnorm, pass.Activation("fnorm", kept, {B, T, C}));
   DT_ASSIGN_OR_RETURN(View frstd, pass.Activation("frstd", DType::kF32, {BT}));
   DT_ASSIGN_OR_RETURN(View logits, pass.Activation("logits", DType::kF32, {BT, V}));
   DT_ASSIGN_OR_RETURN(View losses, pass.Activation("losses", DType::kF32, {BT}));
   DT_ASSIGN_OR_RETURN(std::vector<View> wh, pass.Params(head_module()));
   ops.RmsNormForward(fnorm, frstd, x, wh[0], eps);
-  ops.LinearForward(logits, fnorm, wh[1], {}, {});
+  ops.LinearForward(logits, fnorm, wh[1], {}, linear);
   DT_RETURN_IF_ERROR(pass.Release(head_module()));
   // The mean over the B·T tokens, its backward fused in (as the GPT's): logits become
   // loss_grad / (B·T) · d(Σ losses)/d(logits).
@@ -248,7 +252,13 @@ absl::Status Llama::ImportParams(const std::string& path, const model::ParamLayo
   return absl::OkStatus();
 }
 
-int64_t Llama::ActivationBytes(const device::Sizing& ops, int64_t B, int64_t T) const {
+DType Llama::ProductInputDType(const device::Sizing& ops, DType matmul) const {
+  return matmul == DType::kBF16 && bf16_matmul_inputs_ && ops.bf16_matmul_inputs() ? DType::kBF16
+                                                                                   : DType::kF32;
+}
+
+int64_t Llama::ActivationBytes(const device::Sizing& ops, int64_t B, int64_t T,
+                               DType matmul) const {
   // Mirrors Forward's and Backward's allocations; llama_test checks it against the allocator.
   const LlamaConfig& c = config_;
   const int64_t BT = B * T, C = c.n_embd, V = c.vocab_size, I = c.intermediate_size;
@@ -264,7 +274,11 @@ int64_t Llama::ActivationBytes(const device::Sizing& ops, int64_t B, int64_t T) 
                        BT * C + 2 * BT + BT * V;
   const int64_t forward_scratch = T * C + gqa;                                  // zero_pos, gqa
   const int64_t backward_scratch = 2 * BT * C + BT * I + BT * W + gqa + T * C;  // dx dc dh dqkv
-  return 4 * (kept + std::max(forward_scratch, backward_scratch));
+  // Of `kept`, what only the products read (norm1, attout, norm2, h per layer; fnorm) takes 2
+  // bytes an element instead of 4 when kept in bf16.
+  const int64_t product_inputs = c.n_layer * (3 * BT * C + BT * I) + BT * C;
+  const int64_t saved = ProductInputDType(ops, matmul) == DType::kBF16 ? 2 * product_inputs : 0;
+  return 4 * (kept + std::max(forward_scratch, backward_scratch)) - saved;
 }
 
 absl::Status Llama::Backward(Pass& pass) {
@@ -274,6 +288,7 @@ absl::Status Llama::Backward(Pass& pass) {
   const int64_t C = c.n_embd, I = c.intermediate_size, W = c.qkv_rows();
   const int NH = c.n_head, NKV = c.n_kv_head, HS = c.head_dim();
   device::Ops& ops = pass.ops();
+  const device::LinearOptions linear{pass.matmul_precision()};
 
   DT_ASSIGN_OR_RETURN(View dlogits, pass.Saved("logits"));
   DT_ASSIGN_OR_RETURN(View fnorm, pass.Saved("fnorm"));
@@ -295,7 +310,7 @@ absl::Status Llama::Backward(Pass& pass) {
     DT_ASSIGN_OR_RETURN(std::vector<View> w, pass.Params(head_module()));
     DT_ASSIGN_OR_RETURN(std::vector<View> g, pass.Grads(head_module()));
     DT_ASSIGN_OR_RETURN(View x, pass.Saved(Residual(c.n_layer)));
-    ops.LinearBackward(dc, g[1], {}, dlogits, fnorm, w[1], {});
+    ops.LinearBackward(dc, g[1], {}, dlogits, fnorm, w[1], linear);
     ops.Fill(dx, 0.f);
     ops.RmsNormBackward(dx, g[0], dc, x, w[0], frstd);
     DT_RETURN_IF_ERROR(pass.Release(head_module()));
@@ -315,15 +330,15 @@ absl::Status Llama::Backward(Pass& pass) {
     DT_ASSIGN_OR_RETURN(std::vector<View> w, pass.Params(layer_module(l)));
     DT_ASSIGN_OR_RETURN(std::vector<View> g, pass.Grads(layer_module(l)));
     // The MLP: out = mid + down(swiglu(gate_up(norm2(mid)))); dx is d(out).
-    ops.LinearBackward(dh, g[5], {}, dx, h, w[5], {});
+    ops.LinearBackward(dh, g[5], {}, dx, h, w[5], linear);
     ops.SwigluBackward(gu, gu, dh);  // in place: the pre-activations are dead after this
-    ops.LinearBackward(dc, g[4], {}, gu, norm2, w[4], {});
+    ops.LinearBackward(dc, g[4], {}, gu, norm2, w[4], linear);
     ops.RmsNormBackward(dx, g[3], dc, mid, w[3], rstd2);  // dx becomes d(mid)
     // Attention: mid = x + o_proj(gqa(rope(qkv(norm1(x))))).
-    ops.LinearBackward(dc, g[2], {}, dx, attout, w[2], {});
+    ops.LinearBackward(dc, g[2], {}, dx, attout, w[2], linear);
     ops.GqaAttentionBackward(dqkv, gqa_scratch, dc, qkv, att, NH, NKV);
     ops.RopeBackward(dqkv, dqkv, table, NH + NKV);
-    ops.LinearBackward(dc, g[1], {}, dqkv, norm1, w[1], {});
+    ops.LinearBackward(dc, g[1], {}, dqkv, norm1, w[1], linear);
     ops.RmsNormBackward(dx, g[0], dc, x, w[0], rstd1);  // dx becomes d(x)
     DT_RETURN_IF_ERROR(pass.Release(layer_module(l)));
     DT_RETURN_IF_ERROR(ops.status());

@@ -83,10 +83,18 @@ class Llama final : public Module {
   int head_module() const { return config_.n_layer + 1; }
 
   // Peak bytes of activation memory a training micro-batch of B × T tokens takes on `ops`'s
-  // device: what Forward keeps for Backward (the inputs, every layer's saved tensors, the
-  // logits) plus the larger of the two passes' scratch, exactly as they allocate it (allocator
-  // alignment aside). `dstrain estimate` and the out-of-memory message quote it.
-  int64_t ActivationBytes(const device::Sizing& ops, int64_t B, int64_t T) const;
+  // device with the matrix products on `matmul` operands (Pass::matmul_precision): what Forward
+  // keeps for Backward (the inputs, every layer's saved tensors, the logits) plus the larger of
+  // the two passes' scratch, exactly as they allocate it (allocator alignment aside). `dstrain
+  // estimate` and the out-of-memory message quote it.
+  int64_t ActivationBytes(const device::Sizing& ops, int64_t B, int64_t T,
+                          DType matmul = DType::kF32) const;
+  // Under bf16 products, on a device that takes them (device::Sizing::bf16_matmul_inputs), the
+  // activations only the products read (both norms' outputs, the attention's output, SwiGLU's
+  // output, the final norm's) are kept in bf16: half their memory, the same results (the
+  // products round exactly these values), as the GPT's (model::ActivationPlan). false keeps them
+  // in fp32, for comparisons. Default true.
+  void set_bf16_matmul_inputs(bool allowed) { bf16_matmul_inputs_ = allowed; }
 
   absl::Status Declare(Declarer& declarer) override;
   // Hugging Face LlamaForCausalLM weights as safetensors (F32, BF16 or F16; model.init_from):
@@ -100,7 +108,11 @@ class Llama final : public Module {
   absl::Status Backward(Pass& pass) override;
 
  private:
+  // The dtype of the activations only the products read, on `ops` under `matmul` operands.
+  DType ProductInputDType(const device::Sizing& ops, DType matmul) const;
+
   LlamaConfig config_;
+  bool bf16_matmul_inputs_ = true;
 };
 
 }  // namespace dstrain::llama

@@ -53,10 +53,12 @@ LlamaConfig Tiny() {
   return c;
 }
 
-std::unique_ptr<api::ModuleModel> MakeModel(device::Ops* ops, const LlamaConfig& c = Tiny()) {
+std::unique_ptr<api::ModuleModel> MakeModel(device::Ops* ops, const LlamaConfig& c = Tiny(),
+                                            bool bf16_matmul_inputs = true) {
   auto llama = Llama::Create(c);
   EXPECT_THAT(llama, IsOk());
   if (!llama.ok()) return nullptr;
+  (*llama)->set_bf16_matmul_inputs(bf16_matmul_inputs);
   auto m = api::ModuleModel::Create(*std::move(llama), ops);
   EXPECT_THAT(m, IsOk());
   return m.ok() ? *std::move(m) : nullptr;
@@ -186,29 +188,77 @@ TEST(Llama, LaysOutOneModulePerLayerAndMapsEveryRowToHuggingFace) {
 // fails here.
 // ActivationBytes, what `dstrain estimate` quotes, is what a training micro-batch takes: the
 // allocator's activation peak over a forward and its backward, with GQA and without.
+// Also under bf16 products, which keep the activations only they read in bf16 on the CPU.
 TEST(Llama, ActivationBytesIsTheAllocatorsPeak) {
   for (int n_kv : {2, 4}) {
-    LlamaConfig c = Tiny();
-    c.n_kv_head = n_kv;
-    CpuDevice dev;
-    auto m = MakeModel(&dev.ops, c);
-    ASSERT_NE(m, nullptr);
-    const int64_t n = m->layout().total();
-    std::vector<float> params(n, 0.01f), grads(n, 0.f);
-    model::FlatParamAccess access(m->layout(), tensor::View::Flat(params.data(), DType::kF32, n),
-                                  tensor::View::Flat(grads.data(), DType::kF32, n));
-    const Data data = MakeData(1, 3, 11, c.vocab_size);
-    dev.alloc.ResetPeaks();
-    const int64_t before =
-        dev.alloc.Stats().current[static_cast<int>(tensor::MemoryCategory::kActivations)];
-    ASSERT_THAT(m->Forward(access, data.batch(), model::LossGrad{1.0, 1}), IsOk());
-    ASSERT_THAT(m->Backward(access), IsOk());
-    const int64_t peak =
-        dev.alloc.Stats().peak[static_cast<int>(tensor::MemoryCategory::kActivations)];
-    auto llama = Llama::Create(c);
-    ASSERT_THAT(llama, IsOk());
-    EXPECT_EQ((*llama)->ActivationBytes(dev.ops, 3, 11), peak - before) << "n_kv_head " << n_kv;
+    for (DType matmul : {DType::kF32, DType::kBF16}) {
+      SCOPED_TRACE(DTypeName(matmul));
+      LlamaConfig c = Tiny();
+      c.n_kv_head = n_kv;
+      CpuDevice dev;
+      auto m = MakeModel(&dev.ops, c);
+      ASSERT_NE(m, nullptr);
+      m->set_matmul_precision(matmul);
+      const int64_t n = m->layout().total();
+      std::vector<float> params(n, 0.01f), grads(n, 0.f);
+      model::FlatParamAccess access(m->layout(), tensor::View::Flat(params.data(), DType::kF32, n),
+                                    tensor::View::Flat(grads.data(), DType::kF32, n));
+      const Data data = MakeData(1, 3, 11, c.vocab_size);
+      dev.alloc.ResetPeaks();
+      const int64_t before =
+          dev.alloc.Stats().current[static_cast<int>(tensor::MemoryCategory::kActivations)];
+      ASSERT_THAT(m->Forward(access, data.batch(), model::LossGrad{1.0, 1}), IsOk());
+      ASSERT_THAT(m->Backward(access), IsOk());
+      const int64_t peak =
+          dev.alloc.Stats().peak[static_cast<int>(tensor::MemoryCategory::kActivations)];
+      auto llama = Llama::Create(c);
+      ASSERT_THAT(llama, IsOk());
+      EXPECT_EQ((*llama)->ActivationBytes(dev.ops, 3, 11, matmul), peak - before)
+          << "n_kv_head " << n_kv;
+      if (matmul == DType::kBF16) {
+        EXPECT_LT((*llama)->ActivationBytes(dev.ops, 3, 11, matmul),
+                  (*llama)->ActivationBytes(dev.ops, 3, 11, DType::kF32));
+      }
+    }
   }
+}
+
+// Under bf16 products the activations only they read are kept in bf16: the loss and the
+// gradients are bitwise those of keeping them in fp32 (the products round exactly these values).
+TEST(Llama, Bf16ProductInputsGiveBitwiseTheSameGradients) {
+  const LlamaConfig c = Tiny();
+  const Data data = MakeData(3, 2, 9, c.vocab_size);
+  std::vector<float> loss(2);
+  std::vector<std::vector<float>> grads(2);
+  for (int keep16 = 0; keep16 < 2; ++keep16) {
+    CpuDevice dev;
+    auto m = MakeModel(&dev.ops, c, /*bf16_matmul_inputs=*/keep16 == 1);
+    ASSERT_NE(m, nullptr);
+    m->set_matmul_precision(DType::kBF16);
+    const int64_t n = m->layout().total();
+    std::vector<float> params(n);
+    m->InitParams(params.data(), 5);
+    grads[keep16].assign(n, 0.f);
+    model::FlatParamAccess access(m->layout(), tensor::View::Flat(params.data(), DType::kF32, n),
+                                  tensor::View::Flat(grads[keep16].data(), DType::kF32, n));
+    auto l = m->Forward(access, data.batch(), model::LossGrad{1.0, 1});
+    ASSERT_THAT(l, IsOk());
+    loss[keep16] = *l;
+    ASSERT_THAT(m->Backward(access), IsOk());
+  }
+  EXPECT_EQ(loss[0], loss[1]);
+  EXPECT_EQ(grads[0], grads[1]);
+  // bf16 products changed something (the comparison is not between two fp32 runs).
+  CpuDevice dev;
+  auto m = MakeModel(&dev.ops, c);
+  const int64_t n = m->layout().total();
+  std::vector<float> params(n), g32(n, 0.f);
+  m->InitParams(params.data(), 5);
+  model::FlatParamAccess access(m->layout(), tensor::View::Flat(params.data(), DType::kF32, n),
+                                tensor::View::Flat(g32.data(), DType::kF32, n));
+  auto l32 = m->Forward(access, data.batch(), model::LossGrad{1.0, 1});
+  ASSERT_THAT(l32, IsOk());
+  EXPECT_NE(*l32, loss[0]);
 }
 
 // Weights made by Hugging Face transformers (testdata/hf_tiny: LlamaForCausalLM.save_pretrained,
