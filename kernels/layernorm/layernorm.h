@@ -35,13 +35,8 @@ void LayerNormForward(float* out,           // (N, C)
 // The same with out in bf16 (uint16_t storage): each value computed as above in fp32 and rounded
 // to nearest even once as it is stored, so the bits of the fp32 output rounded afterwards
 // (kernels/cast), without the fp32 array. For the activations only bf16 matrix products read.
-void LayerNormForward(uint16_t* out_bf16,   // (N, C)
-                      float* mean,          // (N)
-                      float* rstd,          // (N)
-                      const float* inp,     // (N, C)
-                      const float* weight,  // (C)
-                      const float* bias,    // (C)
-                      int64_t N, int C);
+void LayerNormForward(uint16_t* out_bf16, float* mean, float* rstd, const float* inp,
+                      const float* weight, const float* bias, int64_t N, int C);
 
 void LayerNormBackward(float* dinp,          // (N, C) accumulated
                        float* dweight,       // (C) accumulated

@@ -51,6 +51,25 @@ struct Tiny {
   double Loss(std::vector<float> p) {
     return *gpt->Forward(Flat(p), tokens.data(), targets.data(), B, T);
   }
+  int64_t ActivationsHeld() const {
+    return alloc.Stats().current[int(tensor::MemoryCategory::kActivations)];
+  }
+  // Under `plan`, two micro-batches in flight (the tokens, then them reversed), both forwards
+  // before both backwards, gradients added into `grads`: the two losses.
+  std::pair<float, float> TwoMicroBatches(const ActivationPlan& plan, std::vector<float>& grads) {
+    const float dloss = 1.f / (B * T);
+    const std::vector<int32_t> x2(tokens.rbegin(), tokens.rend()),
+        y2(targets.rbegin(), targets.rend());
+    gpt->set_activation_plan(plan);
+    FlatParamAccess access(gpt->layout(), Flat(params), Flat(grads));
+    auto a = gpt->Forward(access, tokens.data(), targets.data(), B, T, dloss, 0);
+    auto b = gpt->Forward(access, x2.data(), y2.data(), B, T, dloss, 1);
+    EXPECT_THAT(a, IsOk());
+    EXPECT_THAT(b, IsOk());
+    EXPECT_THAT(gpt->Backward(access, 0), IsOk());
+    EXPECT_THAT(gpt->Backward(access, 1), IsOk());
+    return {a.ok() ? *a : NAN, b.ok() ? *b : NAN};
+  }
 };
 
 TEST(Gpt, BackwardMatchesFiniteDifferences) {
@@ -264,22 +283,12 @@ TEST(Gpt, TwoStagesAreTheWholeModel) {
 TEST(Gpt, CheckpointingGivesBitwiseTheSameGradients) {
   Tiny t(/*n_layer=*/5);
   const float dloss = 1.f / (t.B * t.T);
-  const std::vector<int32_t> x2(t.tokens.rbegin(), t.tokens.rend()),
-      y2(t.targets.rbegin(), t.targets.rend());
   const DeviceSizes device{t.ops.AttentionStateElements(t.B, t.T, 8, 2),
                            t.ops.AttentionScratchElements(t.B, t.T, 8, 2)};
   auto run = [&](const ActivationPlan& plan, std::vector<float>& grads) {
-    t.gpt->set_activation_plan(plan);
-    FlatParamAccess access(t.gpt->layout(), Flat(t.params), Flat(grads));
-    auto a = t.gpt->Forward(access, t.tokens.data(), t.targets.data(), t.B, t.T, dloss, 0);
-    auto b = t.gpt->Forward(access, x2.data(), y2.data(), t.B, t.T, dloss, 1);
-    EXPECT_THAT(a, IsOk());
-    EXPECT_THAT(b, IsOk());
-    EXPECT_THAT(t.gpt->Backward(access, 0), IsOk());
-    EXPECT_THAT(t.gpt->Backward(access, 1), IsOk());
-    EXPECT_EQ(t.alloc.Stats().current[int(tensor::MemoryCategory::kActivations)],
-              ActivationBytes(t.config, t.B, t.T, {}, device, plan));
-    return std::make_pair(*a, *b);
+    const auto losses = t.TwoMicroBatches(plan, grads);
+    EXPECT_EQ(t.ActivationsHeld(), ActivationBytes(t.config, t.B, t.T, {}, device, plan));
+    return losses;
   };
   std::vector<float> plain(t.params.size(), 0.f);
   const auto plain_losses = run({2, 0}, plain);
@@ -316,30 +325,19 @@ TEST(Gpt, CheckpointingGivesBitwiseTheSameGradients) {
 TEST(Gpt, Bf16ProductInputsGiveBitwiseTheSameGradients) {
   Tiny t(/*n_layer=*/3);
   t.gpt->set_matmul_precision(DType::kBF16);
-  const float dloss = 1.f / (t.B * t.T);
-  const std::vector<int32_t> x2(t.tokens.rbegin(), t.tokens.rend()),
-      y2(t.targets.rbegin(), t.targets.rend());
   const DeviceSizes device{t.ops.AttentionStateElements(t.B, t.T, 8, 2),
                            t.ops.AttentionScratchElements(t.B, t.T, 8, 2),
                            t.ops.bf16_matmul_inputs()};
   ASSERT_TRUE(device.bf16_matmul_inputs);
-  const auto activation_bytes = [&] {
-    return t.alloc.Stats().current[int(tensor::MemoryCategory::kActivations)];
-  };
   auto run = [&](const ActivationPlan& plan, std::vector<float>& grads) {
+    // Prepared before the first pass, as a pipeline stage is: already for bf16 products.
     t.gpt->set_activation_plan(plan);
     EXPECT_THAT(t.gpt->Prepare(t.B, t.T), IsOk());
     const int64_t want = ActivationBytes(t.config, t.B, t.T, {}, device, plan, DType::kBF16);
-    EXPECT_EQ(activation_bytes(), want);
-    FlatParamAccess access(t.gpt->layout(), Flat(t.params), Flat(grads));
-    auto a = t.gpt->Forward(access, t.tokens.data(), t.targets.data(), t.B, t.T, dloss, 0);
-    auto b = t.gpt->Forward(access, x2.data(), y2.data(), t.B, t.T, dloss, 1);
-    EXPECT_THAT(a, IsOk());
-    EXPECT_THAT(b, IsOk());
-    EXPECT_THAT(t.gpt->Backward(access, 0), IsOk());
-    EXPECT_THAT(t.gpt->Backward(access, 1), IsOk());
-    EXPECT_EQ(activation_bytes(), want);
-    return std::make_pair(*a, *b);
+    EXPECT_EQ(t.ActivationsHeld(), want);
+    const auto losses = t.TwoMicroBatches(plan, grads);
+    EXPECT_EQ(t.ActivationsHeld(), want);
+    return losses;
   };
   for (int k : {0, 1, 2}) {
     SCOPED_TRACE(absl::StrCat("checkpoint interval ", k));
