@@ -29,6 +29,14 @@ class ArgCheck {
     if (!ok() || v.empty()) return *this;
     return OnDevice(name, v);
   }
+  // An activation of the layers: f32, or bf16 where `bf16_taken` (Sizing::bf16_matmul_inputs).
+  ArgCheck& Activation(const char* name, const View& v, bool bf16_taken) {
+    Type(name, v, {DType::kF32, DType::kBF16});
+    return That(v.dtype() != DType::kBF16 || bf16_taken,
+                absl::StrCat(name,
+                             " is bf16, which this device's layers do not take (only the "
+                             "CPU's do)"));
+  }
   ArgCheck& Type(const char* name, const View& v, std::initializer_list<DType> allowed) {
     if (!ok() || v.empty()) return *this;
     for (DType t : allowed) {
@@ -75,10 +83,6 @@ constexpr std::initializer_list<DType> kI32 = {DType::kI32};
 // C of a (rows, C) operand given as a view of any rank: its last dimension.
 int64_t LastDim(const View& v) { return v.rank() == 0 ? 1 : v.dim(-1); }
 
-// The refusals of bf16 activations (Sizing::bf16_matmul_inputs), naming the view.
-std::string NoBf16Activations(const char* name) {
-  return absl::StrCat(name, " is bf16, which this device's layers do not take (only the CPU's do)");
-}
 constexpr char kBf16InpNeedsBf16Products[] =
     "inp is bf16 but the products are fp32 (a bf16 input needs compute or the weight in bf16)";
 
@@ -261,27 +265,25 @@ void Ops::EncoderBackward(View dwte, View dwpe, View dout, View tokens) {
 void Ops::LayerNormForward(View out, View mean, View rstd, View inp, View weight, View bias) {
   const int64_t C = weight.numel();
   const int64_t N = C > 0 ? inp.numel() / C : 0;
-  if (!Check(
-          ArgCheck(device(), "LayerNormForward")
-              .Given("out", out)
-              .Optional("mean", mean)
-              .Optional("rstd", rstd)
-              .Given("inp", inp)
-              .Given("weight", weight)
-              .Given("bias", bias)
-              .Type("out", out, {DType::kF32, DType::kBF16})
-              .That(out.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("out"))
-              .Type("mean", mean, kF32)
-              .Type("rstd", rstd, kF32)
-              .Type("inp", inp, kF32)
-              .Type("weight", weight, kF32)
-              .Type("bias", bias, kF32)
-              .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
-              .Elements("out", out, inp.numel(), "inp's elements")
-              .Elements("bias", bias, C, "C")
-              .That(mean.empty() || mean.numel() == N, "mean must have N elements")
-              .That(rstd.empty() || rstd.numel() == N, "rstd must have N elements")
-              .status())) {
+  if (!Check(ArgCheck(device(), "LayerNormForward")
+                 .Given("out", out)
+                 .Optional("mean", mean)
+                 .Optional("rstd", rstd)
+                 .Given("inp", inp)
+                 .Given("weight", weight)
+                 .Given("bias", bias)
+                 .Activation("out", out, bf16_matmul_inputs())
+                 .Type("mean", mean, kF32)
+                 .Type("rstd", rstd, kF32)
+                 .Type("inp", inp, kF32)
+                 .Type("weight", weight, kF32)
+                 .Type("bias", bias, kF32)
+                 .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
+                 .Elements("out", out, inp.numel(), "inp's elements")
+                 .Elements("bias", bias, C, "C")
+                 .That(mean.empty() || mean.numel() == N, "mean must have N elements")
+                 .That(rstd.empty() || rstd.numel() == N, "rstd must have N elements")
+                 .status())) {
     return;
   }
   if (N > 0) DoLayerNormForward(out, mean, rstd, inp, weight, bias);
@@ -325,32 +327,29 @@ void Ops::LinearForward(View out, View inp, View weight, View bias, const Linear
   const int64_t K = LastDim(weight);
   const int64_t N = K > 0 ? weight.numel() / K : 0;
   const int64_t M = K > 0 ? inp.numel() / K : 0;
-  if (!Check(
-          ArgCheck(device(), "LinearForward")
-              .Given("out", out)
-              .Given("inp", inp)
-              .Given("weight", weight)
-              .Optional("bias", bias)
-              .Optional("output_gelu", options.output_gelu)
-              .Type("out", out, {DType::kF32, DType::kBF16})
-              .That(out.dtype() != DType::kBF16 || !options.output_gelu.empty(),
-                    "out may be bf16 only after GELU (output_gelu given)")
-              .That(out.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("out"))
-              .Type("inp", inp, {DType::kF32, DType::kBF16})
-              .That(inp.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("inp"))
-              .That(inp.dtype() != DType::kBF16 || Bf16Products(options, weight),
-                    kBf16InpNeedsBf16Products)
-              .Type("weight", weight, {DType::kF32, DType::kBF16})
-              .Type("bias", bias, kF32)
-              .Type("output_gelu", options.output_gelu, kF32)
-              .That(options.compute == DType::kF32 || options.compute == DType::kBF16,
-                    "compute must be f32 or bf16")
-              .That(K > 0 && LastDim(inp) == K, "inp's last dimension is not weight's K")
-              .Elements("out", out, M * N, "M × N")
-              .That(bias.empty() || bias.numel() == N, "bias must have N elements")
-              .That(options.output_gelu.empty() || options.output_gelu.numel() == M * N,
-                    "output_gelu must have M × N elements")
-              .status())) {
+  if (!Check(ArgCheck(device(), "LinearForward")
+                 .Given("out", out)
+                 .Given("inp", inp)
+                 .Given("weight", weight)
+                 .Optional("bias", bias)
+                 .Optional("output_gelu", options.output_gelu)
+                 .Activation("out", out, bf16_matmul_inputs())
+                 .That(out.dtype() != DType::kBF16 || !options.output_gelu.empty(),
+                       "out may be bf16 only after GELU (output_gelu given)")
+                 .Activation("inp", inp, bf16_matmul_inputs())
+                 .That(inp.dtype() != DType::kBF16 || Bf16Products(options, weight),
+                       kBf16InpNeedsBf16Products)
+                 .Type("weight", weight, {DType::kF32, DType::kBF16})
+                 .Type("bias", bias, kF32)
+                 .Type("output_gelu", options.output_gelu, kF32)
+                 .That(options.compute == DType::kF32 || options.compute == DType::kBF16,
+                       "compute must be f32 or bf16")
+                 .That(K > 0 && LastDim(inp) == K, "inp's last dimension is not weight's K")
+                 .Elements("out", out, M * N, "M × N")
+                 .That(bias.empty() || bias.numel() == N, "bias must have N elements")
+                 .That(options.output_gelu.empty() || options.output_gelu.numel() == M * N,
+                       "output_gelu must have M × N elements")
+                 .status())) {
     return;
   }
   if (M > 0) DoLinearForward(out, inp, weight, bias, options);
@@ -361,35 +360,33 @@ void Ops::LinearBackward(View dinp, View dweight, View dbias, View dout, View in
   const int64_t K = LastDim(weight);
   const int64_t N = K > 0 ? weight.numel() / K : 0;
   const int64_t M = K > 0 ? inp.numel() / K : 0;
-  if (!Check(
-          ArgCheck(device(), "LinearBackward")
-              .Given("dinp", dinp)
-              .Given("dweight", dweight)
-              .Optional("dbias", dbias)
-              .Given("dout", dout)
-              .Given("inp", inp)
-              .Given("weight", weight)
-              .Optional("input_gelu", options.input_gelu)
-              .Type("dinp", dinp, kF32)
-              .Type("dweight", dweight, kF32)
-              .Type("dbias", dbias, kF32)
-              .Type("dout", dout, kF32)
-              .Type("inp", inp, {DType::kF32, DType::kBF16})
-              .That(inp.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("inp"))
-              .That(inp.dtype() != DType::kBF16 || Bf16Products(options, weight),
-                    kBf16InpNeedsBf16Products)
-              .Type("weight", weight, {DType::kF32, DType::kBF16})
-              .Type("input_gelu", options.input_gelu, kF32)
-              .That(options.compute == DType::kF32 || options.compute == DType::kBF16,
-                    "compute must be f32 or bf16")
-              .That(K > 0 && LastDim(inp) == K, "inp's last dimension is not weight's K")
-              .Elements("dinp", dinp, M * K, "M × K")
-              .Elements("dweight", dweight, N * K, "N × K")
-              .Elements("dout", dout, M * N, "M × N")
-              .That(dbias.empty() || dbias.numel() == N, "dbias must have N elements")
-              .That(options.input_gelu.empty() || options.input_gelu.numel() == M * K,
-                    "input_gelu must have M × K elements")
-              .status())) {
+  if (!Check(ArgCheck(device(), "LinearBackward")
+                 .Given("dinp", dinp)
+                 .Given("dweight", dweight)
+                 .Optional("dbias", dbias)
+                 .Given("dout", dout)
+                 .Given("inp", inp)
+                 .Given("weight", weight)
+                 .Optional("input_gelu", options.input_gelu)
+                 .Type("dinp", dinp, kF32)
+                 .Type("dweight", dweight, kF32)
+                 .Type("dbias", dbias, kF32)
+                 .Type("dout", dout, kF32)
+                 .Activation("inp", inp, bf16_matmul_inputs())
+                 .That(inp.dtype() != DType::kBF16 || Bf16Products(options, weight),
+                       kBf16InpNeedsBf16Products)
+                 .Type("weight", weight, {DType::kF32, DType::kBF16})
+                 .Type("input_gelu", options.input_gelu, kF32)
+                 .That(options.compute == DType::kF32 || options.compute == DType::kBF16,
+                       "compute must be f32 or bf16")
+                 .That(K > 0 && LastDim(inp) == K, "inp's last dimension is not weight's K")
+                 .Elements("dinp", dinp, M * K, "M × K")
+                 .Elements("dweight", dweight, N * K, "N × K")
+                 .Elements("dout", dout, M * N, "M × N")
+                 .That(dbias.empty() || dbias.numel() == N, "dbias must have N elements")
+                 .That(options.input_gelu.empty() || options.input_gelu.numel() == M * K,
+                       "input_gelu must have M × K elements")
+                 .status())) {
     return;
   }
   if (M > 0) DoLinearBackward(dinp, dweight, dbias, dout, inp, weight, options);
@@ -399,20 +396,18 @@ void Ops::AttentionForward(View out, View state, View qkv, int NH) {
   const int64_t C = LastDim(out);
   const int B = out.rank() == 3 ? static_cast<int>(out.dim(0)) : 0;
   const int T = out.rank() == 3 ? static_cast<int>(out.dim(1)) : 0;
-  if (!Check(
-          ArgCheck(device(), "AttentionForward")
-              .Given("out", out)
-              .Given("state", state)
-              .Given("qkv", qkv)
-              .Type("out", out, {DType::kF32, DType::kBF16})
-              .That(out.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("out"))
-              .Type("state", state, kF32)
-              .Type("qkv", qkv, kF32)
-              .That(out.rank() == 3, "out must be (B, T, C)")
-              .That(NH > 0 && C % NH == 0, "C is not a multiple of NH")
-              .Elements("qkv", qkv, 3 * out.numel(), "B × T × 3C")
-              .Elements("state", state, AttentionStateElements(B, T, C, NH), "attention state")
-              .status())) {
+  if (!Check(ArgCheck(device(), "AttentionForward")
+                 .Given("out", out)
+                 .Given("state", state)
+                 .Given("qkv", qkv)
+                 .Activation("out", out, bf16_matmul_inputs())
+                 .Type("state", state, kF32)
+                 .Type("qkv", qkv, kF32)
+                 .That(out.rank() == 3, "out must be (B, T, C)")
+                 .That(NH > 0 && C % NH == 0, "C is not a multiple of NH")
+                 .Elements("qkv", qkv, 3 * out.numel(), "B × T × 3C")
+                 .Elements("state", state, AttentionStateElements(B, T, C, NH), "attention state")
+                 .status())) {
     return;
   }
   if (out.numel() > 0) DoAttentionForward(out, state, qkv, NH);
@@ -510,23 +505,21 @@ absl::StatusOr<double> Ops::MeanLoss(View losses) {
 void Ops::RmsNormForward(View out, View rstd, View inp, View weight, float eps) {
   const int64_t C = weight.numel();
   const int64_t N = C > 0 ? inp.numel() / C : 0;
-  if (!Check(
-          ArgCheck(device(), "RmsNormForward")
-              .Given("out", out)
-              .Optional("rstd", rstd)
-              .Given("inp", inp)
-              .Given("weight", weight)
-              .Type("out", out, {DType::kF32, DType::kBF16})
-              .That(out.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("out"))
-              .That(out.dtype() != DType::kBF16 || Apart(out, inp), "a bf16 out overlaps inp")
-              .Type("rstd", rstd, kF32)
-              .Type("inp", inp, kF32)
-              .Type("weight", weight, kF32)
-              .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
-              .Elements("out", out, inp.numel(), "inp's elements")
-              .That(rstd.empty() || rstd.numel() == N, "rstd must have N elements")
-              .That(eps >= 0, absl::StrCat("eps = ", eps, " is negative"))
-              .status())) {
+  if (!Check(ArgCheck(device(), "RmsNormForward")
+                 .Given("out", out)
+                 .Optional("rstd", rstd)
+                 .Given("inp", inp)
+                 .Given("weight", weight)
+                 .Activation("out", out, bf16_matmul_inputs())
+                 .That(out.dtype() != DType::kBF16 || Apart(out, inp), "a bf16 out overlaps inp")
+                 .Type("rstd", rstd, kF32)
+                 .Type("inp", inp, kF32)
+                 .Type("weight", weight, kF32)
+                 .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
+                 .Elements("out", out, inp.numel(), "inp's elements")
+                 .That(rstd.empty() || rstd.numel() == N, "rstd must have N elements")
+                 .That(eps >= 0, absl::StrCat("eps = ", eps, " is negative"))
+                 .status())) {
     return;
   }
   if (N > 0) DoRmsNormForward(out, rstd, inp, weight, eps);
@@ -626,17 +619,15 @@ void Ops::RopeBackward(View dinp, View dout, View table, int n_heads, int pos_of
 
 void Ops::SwigluForward(View out, View inp) {
   const int64_t I = LastDim(out);
-  if (!Check(
-          ArgCheck(device(), "SwigluForward")
-              .Given("out", out)
-              .Given("inp", inp)
-              .Type("out", out, {DType::kF32, DType::kBF16})
-              .That(out.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("out"))
-              .Type("inp", inp, kF32)
-              .That(I > 0 && LastDim(inp) == 2 * I, "inp's last dimension is not 2 × out's I")
-              .Elements("inp", inp, 2 * out.numel(), "N × 2I")
-              .That(Apart(out, inp), "out overlaps inp")
-              .status())) {
+  if (!Check(ArgCheck(device(), "SwigluForward")
+                 .Given("out", out)
+                 .Given("inp", inp)
+                 .Activation("out", out, bf16_matmul_inputs())
+                 .Type("inp", inp, kF32)
+                 .That(I > 0 && LastDim(inp) == 2 * I, "inp's last dimension is not 2 × out's I")
+                 .Elements("inp", inp, 2 * out.numel(), "N × 2I")
+                 .That(Apart(out, inp), "out overlaps inp")
+                 .status())) {
     return;
   }
   if (out.numel() > 0) DoSwigluForward(out, inp);
@@ -689,8 +680,7 @@ void Ops::GqaAttentionForward(View out, View state, View scratch, View qkv, int 
       .Given("state", state)
       .Given("scratch", scratch)
       .Given("qkv", qkv)
-      .Type("out", out, {DType::kF32, DType::kBF16})
-      .That(out.dtype() != DType::kBF16 || bf16_matmul_inputs(), NoBf16Activations("out"))
+      .Activation("out", out, bf16_matmul_inputs())
       .Type("state", state, kF32)
       .Type("scratch", scratch, kF32)
       .Type("qkv", qkv, kF32);
