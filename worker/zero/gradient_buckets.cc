@@ -19,15 +19,32 @@ GradientBuckets::~GradientBuckets() {
   }
 }
 
-absl::StatusOr<View> GradientBuckets::Target(int module) {
+absl::StatusOr<View> GradientBuckets::Target(int module, bool* unwritten) {
   const Partition& p = z_.partition_;
   const int u = p.unit_of_module(module);
+  const Unit& unit = p.units()[u];
   Bucket& b = buckets_[u];
   if (!b.buffer.defined()) {
-    DT_ASSIGN_OR_RETURN(b.buffer, Tensor::Zeros(z_.comm_allocator(), z_.reduction_.dtype,
-                                                {p.padded_numel(u)}, MemoryCategory::kCommBuffers));
+    const bool f32 = z_.reduction_.dtype == DType::kF32;
+    // The matrix products write most of an f32 bucket: zeroing it all first would be one more
+    // pass over the unit's gradients for every micro-batch.
+    DT_ASSIGN_OR_RETURN(
+        b.buffer, f32 ? Tensor::Empty(z_.comm_allocator(), DType::kF32, {p.padded_numel(u)},
+                                      MemoryCategory::kCommBuffers)
+                      : Tensor::Zeros(z_.comm_allocator(), z_.reduction_.dtype, {p.padded_numel(u)},
+                                      MemoryCategory::kCommBuffers));
+    if (f32) z_.ZeroAroundMatrices(b.buffer.view(), unit.begin, unit.first_module, unit.end_module);
+    b.unwritten.assign(unit.end_module - unit.first_module, f32);
   }
-  const int64_t off = z_.layout_.modules()[module].offset - p.units()[u].begin;
+  const int i = module - unit.first_module;
+  if (unwritten != nullptr) {
+    *unwritten = b.unwritten[i];
+  } else if (b.unwritten[i]) {
+    z_.ZeroMatrices(b.buffer.view(), unit.begin, module);
+  }
+  b.unwritten[i] = false;
+  DT_RETURN_IF_ERROR(z_.ops_->status());
+  const int64_t off = z_.layout_.modules()[module].offset - unit.begin;
   return b.buffer.view().Sub(off, z_.ModuleFloats(module));
 }
 

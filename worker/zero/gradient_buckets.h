@@ -30,8 +30,11 @@ class GradientBuckets {
   // Waits for reductions in flight (their buffers are about to be freed).
   ~GradientBuckets();
 
-  // Where module `module`'s gradients go in its unit's bucket (created zeroed on first use).
-  absl::StatusOr<tensor::View> Target(int module);
+  // Where module `module`'s gradients go in its unit's bucket, made on first use. An f32 bucket
+  // is zeroed around its modules' matrix parameters only: each module's come unwritten the first
+  // time `unwritten` is given (*unwritten true; the model overwrites them), zeroed if asked
+  // without. A 16-bit bucket (which the modules' fp32 scratches are added into) is zeroed whole.
+  absl::StatusOr<tensor::View> Target(int module, bool* unwritten);
   // Module `module`'s gradients are complete; a full bucket is reduced.
   absl::Status Done(int module);
   // The end of backward: every reduction collected. An error if a unit's bucket was filled but
@@ -43,7 +46,9 @@ class GradientBuckets {
  private:
   struct Bucket {
     tensor::Tensor buffer;  // the unit's full padded gradients of this micro-batch
-    int released = 0;       // modules of the unit whose gradients are complete
+    // Per module of the unit: its matrix parameters' part of `buffer` is not yet written.
+    std::vector<bool> unwritten;
+    int released = 0;  // modules of the unit whose gradients are complete
     std::unique_ptr<comm::Work> reduce;
     bool reduced = false;  // launched, not yet added into the gradients
   };

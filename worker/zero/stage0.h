@@ -23,7 +23,8 @@ class Stage0 final : public ZeroState {
     return PaddedModule(params_, module);
   }
   absl::Status ParamsReleased(int) override { return absl::OkStatus(); }
-  absl::StatusOr<tensor::View> GradTarget(int module) override {
+  absl::StatusOr<tensor::View> GradTarget(int module, bool* unwritten) override {
+    if (unwritten != nullptr) *unwritten = false;
     return PaddedModule(grads_, module);
   }
   bool Idle() const override { return true; }

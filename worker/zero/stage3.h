@@ -40,7 +40,9 @@ class Stage3 final : public ZeroState {
  protected:
   absl::StatusOr<tensor::View> ModuleStorage(int module, model::Pass pass) override;
   absl::Status ParamsReleased(int module) override;
-  absl::StatusOr<tensor::View> GradTarget(int module) override { return buckets_.Target(module); }
+  absl::StatusOr<tensor::View> GradTarget(int module, bool* unwritten) override {
+    return buckets_.Target(module, unwritten);
+  }
   absl::Status GradsDone(int module) override { return buckets_.Done(module); }
   bool Idle() const override;
   void DropGathered() override;

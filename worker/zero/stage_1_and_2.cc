@@ -16,8 +16,9 @@ Stage1And2::Stage1And2(const model::ParamLayout& layout, const config::ZeroConfi
       partition_gradients_(config.stage == 2),
       buckets_(this) {}
 
-absl::StatusOr<View> Stage1And2::GradTarget(int module) {
-  if (partition_gradients_) return buckets_.Target(module);
+absl::StatusOr<View> Stage1And2::GradTarget(int module, bool* unwritten) {
+  if (partition_gradients_) return buckets_.Target(module, unwritten);
+  if (unwritten != nullptr) *unwritten = false;
   return PaddedModule(grads_, module);
 }
 

@@ -33,7 +33,7 @@ class Stage1And2 final : public ZeroState {
     return PaddedModule(params_, module);
   }
   absl::Status ParamsReleased(int) override { return absl::OkStatus(); }
-  absl::StatusOr<tensor::View> GradTarget(int module) override;
+  absl::StatusOr<tensor::View> GradTarget(int module, bool* unwritten) override;
   absl::Status GradsDone(int module) override;
   bool Idle() const override { return buckets_.Idle(); }
   std::vector<tensor::View> NormViews() override;

@@ -1128,12 +1128,12 @@ absl::Status ZeroState::ReleaseParams(int module, model::Pass) {
 }
 
 absl::StatusOr<model::ModuleGrads> ZeroState::AcquireGrads(int module) {
-  DT_ASSIGN_OR_RETURN(const View target, GradTarget(module));
+  bool unwritten = false;
+  DT_ASSIGN_OR_RETURN(const View target, GradTarget(module, &unwritten));
   const Device device = ops_->device();
   if (target.dtype() == DType::kF32) {
     return model::ModuleGrads{
-        model::ModuleViews(layout_, module, target.data(), DType::kF32, device),
-        /*fresh=*/false};
+        model::ModuleViews(layout_, module, target.data(), DType::kF32, device), unwritten};
   }
   // A 16-bit destination: the model accumulates in an fp32 scratch that ReleaseGrads rounds
   // into it. The scratch is private to this micro-batch, so the matrix products overwrite their
@@ -1142,25 +1142,38 @@ absl::StatusOr<model::ModuleGrads> ZeroState::AcquireGrads(int module) {
   DT_ASSIGN_OR_RETURN(scratch, Tensor::Empty(ops_->allocator(), DType::kF32, {ModuleFloats(module)},
                                              MemoryCategory::kCommBuffers));
   const View s = scratch.view();
-  const model::ModuleSpec& spec = layout_.modules()[module];
-  int64_t cursor = 0;  // zero everything between the matrix parameters (padding included)
-  for (int i : spec.params) {
-    const model::ParamSpec& p = layout_.params()[i];
-    if (!p.matrix) continue;
-    const int64_t first = p.offset - spec.offset;
-    if (first > cursor) ops_->Fill(s.Sub(cursor, first - cursor), 0.f);
-    cursor = first + p.numel;
-  }
-  if (cursor < s.numel()) ops_->Fill(s.Sub(cursor, s.numel() - cursor), 0.f);
+  ZeroAroundMatrices(s, layout_.modules()[module].offset, module, module + 1);
   DT_RETURN_IF_ERROR(ops_->status());
   return model::ModuleGrads{model::ModuleViews(layout_, module, s.data(), DType::kF32, device),
                             /*fresh=*/true};
 }
 
+void ZeroState::ZeroAroundMatrices(const View& buffer, int64_t base, int first_module,
+                                   int end_module) {
+  int64_t cursor = 0;  // the first element not yet zeroed or skipped
+  for (int m = first_module; m < end_module; ++m) {
+    for (int i : layout_.modules()[m].params) {
+      const model::ParamSpec& p = layout_.params()[i];
+      if (!p.matrix) continue;
+      const int64_t first = p.offset - base;
+      if (first > cursor) ops_->Fill(buffer.Sub(cursor, first - cursor), 0.f);
+      cursor = first + p.numel;
+    }
+  }
+  if (cursor < buffer.numel()) ops_->Fill(buffer.Sub(cursor, buffer.numel() - cursor), 0.f);
+}
+
+void ZeroState::ZeroMatrices(const View& buffer, int64_t base, int module) {
+  for (int i : layout_.modules()[module].params) {
+    const model::ParamSpec& p = layout_.params()[i];
+    if (p.matrix) ops_->Fill(buffer.Sub(p.offset - base, p.numel), 0.f);
+  }
+}
+
 absl::Status ZeroState::ReleaseGrads(int module) {
   Tensor& scratch = modules_[module].grad_scratch;
   if (scratch.defined()) {
-    DT_ASSIGN_OR_RETURN(const View target, GradTarget(module));
+    DT_ASSIGN_OR_RETURN(const View target, GradTarget(module, nullptr));
     ops_->AddInto(target, scratch.view());
     scratch = Tensor();
   }

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/status/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/device/cpu/cpu_ops.h"
@@ -223,6 +224,83 @@ TEST(ZeroStateTest, GradAccumDtypeDecidesWhatMicroBatchesSumIn) {
       auto squared = (*z)->GradSquaredNorm();
       ASSERT_THAT(squared, IsOk());
       EXPECT_DOUBLE_EQ(std::sqrt(*squared), accumulate == DType::kF32 ? exact : 1.0);
+    }
+  }
+}
+
+// Host memory that starts out NaN where the caller did not ask for zeros, so that a part of a
+// buffer nobody wrote shows.
+class PoisonedAllocator final : public tensor::Allocator {
+ public:
+  absl::StatusOr<void*> Allocate(size_t bytes, tensor::MemoryCategory category) override {
+    absl::StatusOr<void*> p = inner_.Allocate(bytes, category);
+    if (p.ok()) std::fill_n(static_cast<float*>(*p), bytes / 4, std::nanf(""));
+    return p;
+  }
+  void Free(void* p, size_t bytes, tensor::MemoryCategory category) override {
+    inner_.Free(p, bytes, category);
+  }
+  void Zero(void* p, size_t bytes) override { inner_.Zero(p, bytes); }
+  Device device() const override { return Device::Cpu(); }
+
+ private:
+  tensor::CpuAllocator inner_;
+};
+
+// Stages 2-3 with f32 buckets hand every module's matrix gradients over unwritten (the model's
+// products overwrite them) and the rest zeroed, in every micro-batch: the step's gradients are
+// exactly what the model wrote, with no NaN from the unwritten memory.
+TEST(ZeroStateTest, FreshBucketsHandOverMatricesUnwrittenAndTheRestZeroed) {
+  const model::ParamLayout layout = Layout();
+  constexpr int kMicroBatches = 2;
+  // Every float's gradient per micro-batch: the float nearest 1/(module + 1); summed over the
+  // micro-batches exactly.
+  double want = 0;
+  for (const model::ParamSpec& p : layout.params()) {
+    int module = 0;
+    while (layout.modules()[module].offset + layout.modules()[module].numel <= p.offset) ++module;
+    const double g = kMicroBatches * static_cast<double>(1.f / (module + 1));
+    want += p.numel * g * g;
+  }
+  for (int stage : {2, 3}) {
+    for (int64_t bucket : {int64_t{1}, int64_t{1} << 20}) {  // a module per unit; all in one
+      SCOPED_TRACE(absl::StrCat("stage ", stage, ", reduce_bucket_size ", bucket));
+      PoisonedAllocator alloc;
+      device::CpuOps ops(&alloc);
+      config::ZeroConfig c;
+      c.stage = stage;
+      c.reduce_bucket_size = bucket;
+      c.param_persistence_threshold = 0;
+      auto z = ZeroState::Create(layout, c, nullptr, {}, &ops);
+      ASSERT_THAT(z, IsOk());
+      const int modules = static_cast<int>(layout.modules().size());
+      for (int micro = 0; micro < kMicroBatches; ++micro) {
+        (*z)->BeginMicroBatch();
+        for (int m = modules - 1; m >= 0; --m) {
+          auto grads = (*z)->AcquireGrads(m);
+          ASSERT_THAT(grads, IsOk());
+          EXPECT_TRUE(grads->fresh) << "module " << m;
+          const float g = 1.f / (m + 1);
+          const std::vector<int>& params = layout.modules()[m].params;
+          for (size_t i = 0; i < params.size(); ++i) {
+            float* v = grads->views[i].as<float>();
+            const int64_t n = grads->views[i].numel();
+            if (layout.params()[params[i]].matrix) {
+              std::fill_n(v, n, g);  // overwritten, as the products do
+            } else {
+              ASSERT_TRUE(std::all_of(v, v + n, [](float x) { return x == 0.f; }))
+                  << "module " << m << " parameter " << i << " is not zeroed";
+              for (int64_t k = 0; k < n; ++k) v[k] += g;
+            }
+          }
+          ASSERT_THAT((*z)->ReleaseGrads(m), IsOk());
+        }
+        ASSERT_THAT((*z)->FinishBackward(), IsOk());
+      }
+      ASSERT_THAT((*z)->ReduceGradients(), IsOk());
+      auto squared = (*z)->GradSquaredNorm();
+      ASSERT_THAT(squared, IsOk());
+      EXPECT_NEAR(*squared, want, 1e-12 * want);
     }
   }
 }
