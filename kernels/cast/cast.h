@@ -25,6 +25,13 @@ void HalfToFloat(DType type, float* out, const uint16_t* in, int64_t n);
 // HalfToFloat in one pass (what a product of rounded operands needs where it runs in fp32). out
 // may be in itself.
 void RoundToHalf(DType type, float* out, const float* in, int64_t n);
+// A gradient's cast and its column sums in one read of `in` (rows, cols), what a linear layer's
+// 16-bit backward needs of dout (the products' operand and the bias gradient): out16 =
+// FloatToHalf(in) or out32 = RoundToHalf(in), exactly one of them non-null, and colsum (cols) +=
+// the column sums of in. Each column adds its rows in order into a float starting from zero,
+// then that float into colsum[j]: the bits of that loop for any thread count and ISA.
+void CastWithColumnSums(DType type, uint16_t* out16, float* out32, float* colsum, const float* in,
+                        int64_t rows, int64_t cols);
 // acc[i] = round16(float(acc[i]) + in[i]): gradient accumulation into 16-bit storage.
 void AccumulateIntoHalf(DType type, uint16_t* acc, const float* in, int64_t n);
 // Σ float(x[i])², squares exact in double and summed in double over fixed blocks (the result

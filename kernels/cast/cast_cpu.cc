@@ -45,6 +45,20 @@ void RoundToHalfT(float* out, const float* in, int64_t n) {
 }
 
 template <DType kType>
+void CastWithColumnSumsT(uint16_t* out16, float* out32, float* colsum, const float* in,
+                         int64_t rows, int64_t cols) {
+  const auto fn = DT_ISA_SELECT(CastRowsSummingColumns<kType>);
+  // Threads own strips of whole columns: each column's sum is one thread's loop over its rows in
+  // order, and no two threads write one line of either output.
+  ParallelFor(cols, ThreadsFor(rows * cols), kAlign, [&](int64_t begin, int64_t end) {
+    std::vector<float> acc(end - begin, 0.f);
+    fn(out16 != nullptr ? out16 + begin : nullptr, out32 != nullptr ? out32 + begin : nullptr,
+       acc.data(), in + begin, rows, end - begin, cols);
+    for (int64_t j = begin; j < end; ++j) colsum[j] += acc[j - begin];
+  });
+}
+
+template <DType kType>
 void AccumulateIntoHalfT(uint16_t* acc, const float* in, int64_t n) {
   const auto fn = DT_ISA_SELECT(AccumulateIntoHalfRange<kType>);
   ParallelFor(n, ThreadsFor(n), kAlign,
@@ -96,6 +110,17 @@ void RoundToHalf(DType type, float* out, const float* in, int64_t n) {
     RoundToHalfT<DType::kBF16>(out, in, n);
   } else {
     RoundToHalfT<DType::kF16>(out, in, n);
+  }
+}
+
+void CastWithColumnSums(DType type, uint16_t* out16, float* out32, float* colsum, const float* in,
+                        int64_t rows, int64_t cols) {
+  DT_CHECK(IsHalf(type));
+  DT_CHECK((out16 == nullptr) != (out32 == nullptr));
+  if (type == DType::kBF16) {
+    CastWithColumnSumsT<DType::kBF16>(out16, out32, colsum, in, rows, cols);
+  } else {
+    CastWithColumnSumsT<DType::kF16>(out16, out32, colsum, in, rows, cols);
   }
 }
 

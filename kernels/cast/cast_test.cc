@@ -268,6 +268,75 @@ TEST_P(CastTest, RoundToHalfIsTheReferenceRoundingWidened) {
   }
 }
 
+// ---- CastWithColumnSums ------------------------------------------------------------------------
+
+// The cast is FloatToHalf's (out16) or RoundToHalf's (out32), and each column sum has the bits of
+// the sequential loop, added to what colsum held: on the tricky floats (the cast) and on random
+// ones in shapes that end rows, strips and vectors part way (the sums; the largest is split
+// over threads). Nothing is written past either output.
+TEST_P(CastTest, CastWithColumnSumsIsTheCastAndTheSequentialColumnSums) {
+  for (DType type : kTypes) {
+    const std::vector<float> tricky = TrickyFloats(type);
+    struct Case {
+      int64_t rows, cols;
+      bool is_tricky;
+    };
+    const int64_t tricky_cols = 1031;
+    const std::vector<Case> cases = {
+        {1, 1, false},
+        {3, 7, false},
+        {5, 64, false},
+        {17, 100, false},
+        {129, 300, false},
+        {300, 1031, false},
+        {static_cast<int64_t>(tricky.size()) / tricky_cols, tricky_cols, true}};
+    for (const Case& c : cases) {
+      const int64_t n = c.rows * c.cols;
+      const std::vector<float> in =
+          c.is_tricky ? std::vector<float>(tricky.begin(), tricky.begin() + n)
+                      : testing::RandomFloats(n, static_cast<uint32_t>(n), -2.f, 2.f);
+      std::vector<float> start(c.cols);
+      for (int64_t j = 0; j < c.cols; ++j) start[j] = 0.25f * static_cast<float>(j);
+      for (bool to16 : {true, false}) {
+        SCOPED_TRACE(::testing::Message() << Name(type) << " " << c.rows << "x" << c.cols
+                                          << (to16 ? " into 16 bits" : " rounded in fp32"));
+        std::vector<uint16_t> out16(to16 ? n + 3 : 0, kSentinel16);
+        std::vector<float> out32(to16 ? 0 : n + 3, kSentinel32);
+        std::vector<float> colsum = start;
+        colsum.push_back(kSentinel32);
+        CastWithColumnSums(type, to16 ? out16.data() : nullptr, to16 ? nullptr : out32.data(),
+                           colsum.data(), in.data(), c.rows, c.cols);
+        int64_t failures = 0;
+        for (int64_t i = 0; i < n && failures < 10; ++i) {
+          const uint16_t h = NarrowReference(type, in[i]);
+          const uint32_t want32 =
+              IsNanPattern(type, h) ? WidenNan(type, h) : Bits(static_cast<float>(Decode(type, h)));
+          if (to16 ? out16[i] != h : Bits(out32[i]) != want32) {
+            ++failures;
+            ADD_FAILURE() << "element " << i << " (0x" << std::hex << Bits(in[i]) << ") cast to 0x"
+                          << (to16 ? out16[i] : Bits(out32[i])) << ", want 0x"
+                          << (to16 ? uint32_t{h} : want32);
+          }
+        }
+        for (int64_t i = n; i < n + 3; ++i) {
+          ASSERT_TRUE(to16 ? out16[i] == kSentinel16 : out32[i] == kSentinel32)
+              << "wrote past the end";
+        }
+        ASSERT_EQ(colsum[c.cols], kSentinel32) << "wrote past the column sums";
+        for (int64_t j = 0; j < c.cols && failures < 20; ++j) {
+          float acc = 0.f;
+          for (int64_t i = 0; i < c.rows; ++i) acc += in[i * c.cols + j];
+          const float want = start[j] + acc;
+          if (Bits(colsum[j]) != Bits(want) && !(std::isnan(colsum[j]) && std::isnan(want))) {
+            ++failures;
+            ADD_FAILURE() << "column " << j << ": sum " << colsum[j] << ", want " << want;
+          }
+        }
+      }
+    }
+  }
+}
+
 // ---- AccumulateIntoHalf ------------------------------------------------------------------------
 
 TEST_P(CastTest, AccumulateIntoHalfRoundsTheFloatSumTwice) {

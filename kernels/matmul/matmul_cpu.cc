@@ -378,9 +378,23 @@ void ForwardRounded(float* out, const float* inp, const uint16_t* inp16, const f
   Sgemm(/*trans_a=*/false, /*trans_b=*/true, M, N, K, 1.f, inp32, K, weight32, K, beta, out, N);
 }
 
+// dout's bf16 operand for the products (rounded into out32, or cast into out16), and dbias (if
+// any) += its column sums, from the fp32 dout as in MatmulBackward: one pass over dout for both.
+void RoundDout(float* out32, uint16_t* out16, float* dbias, const float* dout, int64_t M,
+               int64_t N) {
+  if (dbias != nullptr) {
+    CastWithColumnSums(DType::kBF16, out16, out32, dbias, dout, M, N);
+  } else if (out16 != nullptr) {
+    FloatToHalf(DType::kBF16, out16, dout, M * N);
+  } else {
+    RoundToHalf(DType::kBF16, out32, dout, M * N);
+  }
+}
+
 // MatmulBackwardBf16's products this way: the rounded operands' fp32 values, only those of the
-// products asked for (dinp, dweight: at least one), dout rounded once for both.
-void BackwardRounded(float* dinp, float* dweight, const float* dout, const float* inp,
+// products asked for (dinp, dweight: at least one), dout rounded once for both (and summed into
+// dbias on the way).
+void BackwardRounded(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const uint16_t* inp16, const float* weight, const uint16_t* weight16,
                      int64_t M, int64_t K, int64_t N, bool accumulate_dinp,
                      bool accumulate_dweight) {
@@ -390,7 +404,7 @@ void BackwardRounded(float* dinp, float* dweight, const float* dout, const float
   float* dout32 = ThreadScratch(dout_size + weight_size + inp_size);
   float* weight32 = dout32 + dout_size;
   float* inp32 = weight32 + weight_size;
-  RoundToHalf(DType::kBF16, dout32, dout, M * N);
+  RoundDout(dout32, nullptr, dbias, dout, M, N);
   if (dinp != nullptr) {
     RoundedValues(weight32, weight, weight16, N * K);
     Sgemm(false, false, M, K, N, 1.f, dout32, N, weight32, K, accumulate_dinp ? 1.f : 0.f, dinp, K);
@@ -433,10 +447,13 @@ void ForwardBf16(float* out, const float* inp, const uint16_t* inp16, const floa
 void BackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                   const uint16_t* inp16, const float* weight, const uint16_t* weight16, int64_t M,
                   int64_t K, int64_t N, bool accumulate_dinp, bool accumulate_dweight) {
-  if ((dinp != nullptr || dweight != nullptr) && !UseOneDnnBf16()) {
-    BackwardRounded(dinp, dweight, dout, inp, inp16, weight, weight16, M, K, N, accumulate_dinp,
-                    accumulate_dweight);
-  } else if (dinp != nullptr || dweight != nullptr) {
+  if (dinp == nullptr && dweight == nullptr) {
+    // Sums, not products: from the fp32 gradient, as in MatmulBackward.
+    if (dbias != nullptr) AccumulateColumnSums(dbias, dout, M, N);
+  } else if (!UseOneDnnBf16()) {
+    BackwardRounded(dinp, dweight, dbias, dout, inp, inp16, weight, weight16, M, K, N,
+                    accumulate_dinp, accumulate_dweight);
+  } else {
     // Only the operands of the products asked for are rounded.
     const bool round_weight = dinp != nullptr && weight16 == nullptr;
     const bool round_inp = dweight != nullptr && inp16 == nullptr;
@@ -446,7 +463,7 @@ void BackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout, 
     uint16_t* dout16 = Bf16Scratch(dout_size + weight_size + inp_size);
     uint16_t* rounded_weight = dout16 + dout_size;
     uint16_t* rounded_inp = rounded_weight + weight_size;
-    FloatToHalf(DType::kBF16, dout16, dout, M * N);
+    RoundDout(nullptr, dout16, dbias, dout, M, N);
     if (dinp != nullptr) {
       if (round_weight) {
         FloatToHalf(DType::kBF16, rounded_weight, weight, N * K);
@@ -464,8 +481,6 @@ void BackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout, 
                dweight, K);
     }
   }
-  // Sums, not products: from the fp32 gradient, as in MatmulBackward.
-  if (dbias != nullptr) AccumulateColumnSums(dbias, dout, M, N);
 }
 
 }  // namespace

@@ -333,8 +333,14 @@ void CheckBackward(const Shape& shape) {
   for (int64_t i = 0; i < N * K; ++i) {
     ASSERT_LE(std::fabs(dw[i] - 2 * dw_want[i]), 3 * Bf16Bound(M, dw_mag[i])) << "dweight " << i;
   }
-  // dbias sums the fp32 gradient, as MatmulBackward does (Tol above).
+  // dbias sums the fp32 gradient, as MatmulBackward does (Tol above), to the bit: the sums made
+  // in the pass that rounds dout are MatmulBackward's column sums.
   for (int64_t j = 0; j < N; ++j) ASSERT_NEAR(db[j], 2 * db_want[j], 2 * Tol(M)) << j;
+  std::vector<float> db32(N, 0.f);
+  for (int step = 0; step < 2; ++step) {
+    MatmulBackward(nullptr, nullptr, db32.data(), dout.data(), x.data(), w.data(), M, K, N);
+  }
+  EXPECT_EQ(db, db32);
 
   // accumulate_dinp adds onto what is there.
   MatmulBackwardBf16(dx.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), M, K, N,
@@ -486,12 +492,16 @@ TEST(MatmulBf16, WithoutOneDnnBf16TheFp32RouteGivesGemmBf16sBits) {
     std::vector<float> dx(M * K, 0.25f), dw(N * K, 0.5f), dx16(M * K, 0.25f), dw16(N * K, 0.5f);
     MatmulBackwardBf16(dx.data(), dw.data(), nullptr, dout.data(), x.data(), w.data(), M, K, N,
                        /*accumulate_dinp=*/true);
-    MatmulBackwardBf16(dx16.data(), dw16.data(), nullptr, dout.data(), x.data(), w16.data(), M, K,
-                       N, /*accumulate_dinp=*/true);
+    // With a bias gradient dout is rounded in the pass that sums it: the same products.
+    std::vector<float> db16(N, 0.75f), db_want(N, 0.75f);
+    MatmulBackwardBf16(dx16.data(), dw16.data(), db16.data(), dout.data(), x.data(), w16.data(), M,
+                       K, N, /*accumulate_dinp=*/true);
+    MatmulBackward(nullptr, nullptr, db_want.data(), dout.data(), x.data(), w.data(), M, K, N);
     EXPECT_EQ(dx, dx_want);
     EXPECT_EQ(dw, dw_want);
     EXPECT_EQ(dx16, dx_want);
     EXPECT_EQ(dw16, dw_want);
+    EXPECT_EQ(db16, db_want);
   }
 }
 
