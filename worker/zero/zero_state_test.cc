@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/status/status_macros.h"
 #include "common/status/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/device/cpu/cpu_ops.h"
@@ -182,6 +184,26 @@ TEST(ZeroStateTest, ParamOffloadOutsideWhatIsBuiltIsRefusedByName) {
   EXPECT_FALSE((*z)->params_on_host());
 }
 
+// `micro_batches` backward passes over every module, last first, with `write(micro, module,
+// grads)` writing each module's gradients, then the reduction: the gradients' squared norm.
+absl::StatusOr<double> SquaredNormAfter(
+    ZeroState& z, const model::ParamLayout& layout, int micro_batches,
+    const std::function<void(int, int, model::ModuleGrads&)>& write) {
+  const int modules = static_cast<int>(layout.modules().size());
+  for (int micro = 0; micro < micro_batches; ++micro) {
+    z.BeginMicroBatch();
+    for (int m = modules - 1; m >= 0; --m) {
+      absl::StatusOr<model::ModuleGrads> grads = z.AcquireGrads(m);
+      if (!grads.ok()) return grads.status();
+      write(micro, m, *grads);
+      DT_RETURN_IF_ERROR(z.ReleaseGrads(m));
+    }
+    DT_RETURN_IF_ERROR(z.FinishBackward());
+  }
+  DT_RETURN_IF_ERROR(z.ReduceGradients());
+  return z.GradSquaredNorm();
+}
+
 // data_types.grad_accum_dtype under bf16: eight micro-batches add 1 and then seven times 2^-8 to
 // one gradient. In bf16 (8 significant bits) each 2^-8 is half an ulp of 1 and rounds away (ties
 // to even); in fp32 the sum is exact. The norm, read in every stage, shows which one ran.
@@ -204,24 +226,15 @@ TEST(ZeroStateTest, GradAccumDtypeDecidesWhatMicroBatchesSumIn) {
       auto z = ZeroState::Create(layout, c, nullptr, {}, &ops, DType::kBF16, reduction);
       ASSERT_THAT(z, IsOk());
       EXPECT_EQ((*z)->grads_dtype(), accumulate);
-      const int modules = static_cast<int>(layout.modules().size());
-      for (int micro = 0; micro < kMicroBatches; ++micro) {
-        (*z)->BeginMicroBatch();
-        for (int m = modules - 1; m >= 0; --m) {
-          auto grads = (*z)->AcquireGrads(m);
-          ASSERT_THAT(grads, IsOk());
-          if (grads->fresh) {  // a scratch whose matrix parts the model would overwrite
-            for (const tensor::View& v : grads->views) {
-              std::fill_n(v.as<float>(), v.numel(), 0.f);
+      auto squared = SquaredNormAfter(
+          **z, layout, kMicroBatches, [](int micro, int m, model::ModuleGrads& grads) {
+            if (grads.fresh) {  // a scratch whose matrix parts the model would overwrite
+              for (const tensor::View& v : grads.views) {
+                std::fill_n(v.as<float>(), v.numel(), 0.f);
+              }
             }
-          }
-          if (m == 1) grads->views[0].as<float>()[0] += micro == 0 ? 1.f : 1.f / 256;
-          ASSERT_THAT((*z)->ReleaseGrads(m), IsOk());
-        }
-        ASSERT_THAT((*z)->FinishBackward(), IsOk());
-      }
-      ASSERT_THAT((*z)->ReduceGradients(), IsOk());
-      auto squared = (*z)->GradSquaredNorm();
+            if (m == 1) grads.views[0].as<float>()[0] += micro == 0 ? 1.f : 1.f / 256;
+          });
       ASSERT_THAT(squared, IsOk());
       EXPECT_DOUBLE_EQ(std::sqrt(*squared), accumulate == DType::kF32 ? exact : 1.0);
     }
@@ -273,32 +286,23 @@ TEST(ZeroStateTest, FreshBucketsHandOverMatricesUnwrittenAndTheRestZeroed) {
       c.param_persistence_threshold = 0;
       auto z = ZeroState::Create(layout, c, nullptr, {}, &ops);
       ASSERT_THAT(z, IsOk());
-      const int modules = static_cast<int>(layout.modules().size());
-      for (int micro = 0; micro < kMicroBatches; ++micro) {
-        (*z)->BeginMicroBatch();
-        for (int m = modules - 1; m >= 0; --m) {
-          auto grads = (*z)->AcquireGrads(m);
-          ASSERT_THAT(grads, IsOk());
-          EXPECT_TRUE(grads->fresh) << "module " << m;
-          const float g = 1.f / (m + 1);
-          const std::vector<int>& params = layout.modules()[m].params;
-          for (size_t i = 0; i < params.size(); ++i) {
-            float* v = grads->views[i].as<float>();
-            const int64_t n = grads->views[i].numel();
-            if (layout.params()[params[i]].matrix) {
-              std::fill_n(v, n, g);  // overwritten, as the products do
-            } else {
-              ASSERT_TRUE(std::all_of(v, v + n, [](float x) { return x == 0.f; }))
-                  << "module " << m << " parameter " << i << " is not zeroed";
-              for (int64_t k = 0; k < n; ++k) v[k] += g;
+      auto squared =
+          SquaredNormAfter(**z, layout, kMicroBatches, [&](int, int m, model::ModuleGrads& grads) {
+            EXPECT_TRUE(grads.fresh) << "module " << m;
+            const float g = 1.f / (m + 1);
+            const std::vector<int>& params = layout.modules()[m].params;
+            for (size_t i = 0; i < params.size(); ++i) {
+              float* v = grads.views[i].as<float>();
+              const int64_t n = grads.views[i].numel();
+              if (layout.params()[params[i]].matrix) {
+                std::fill_n(v, n, g);  // overwritten, as the products do
+              } else {
+                EXPECT_TRUE(std::all_of(v, v + n, [](float x) { return x == 0.f; }))
+                    << "module " << m << " parameter " << i << " is not zeroed";
+                for (int64_t k = 0; k < n; ++k) v[k] += g;
+              }
             }
-          }
-          ASSERT_THAT((*z)->ReleaseGrads(m), IsOk());
-        }
-        ASSERT_THAT((*z)->FinishBackward(), IsOk());
-      }
-      ASSERT_THAT((*z)->ReduceGradients(), IsOk());
-      auto squared = (*z)->GradSquaredNorm();
+          });
       ASSERT_THAT(squared, IsOk());
       EXPECT_NEAR(*squared, want, 1e-12 * want);
     }
