@@ -48,8 +48,11 @@ template <DType kType>
 void CastWithColumnSumsT(uint16_t* out16, float* out32, float* colsum, const float* in,
                          int64_t rows, int64_t cols) {
   const auto fn = DT_ISA_SELECT(CastRowsSummingColumns<kType>);
-  // Threads own strips of whole columns: each column's sum is one thread's loop over its rows in
-  // order, and no two threads write one line of either output.
+  // Threads own strips of whole columns (64 at least), so each column's sum is one thread's loop
+  // over its rows in order. Strips meet mid-line where a row is not a whole number of lines
+  // (false sharing, not a wrong result), and fewer than 64 columns leave threads idle: the
+  // bits of every column's sum come first. acc is per call, not the thread's kernel scratch,
+  // which the caller's dout operand may occupy (matmul_cpu.cc).
   ParallelFor(cols, ThreadsFor(rows * cols), kAlign, [&](int64_t begin, int64_t end) {
     std::vector<float> acc(end - begin, 0.f);
     fn(out16 != nullptr ? out16 + begin : nullptr, out32 != nullptr ? out32 + begin : nullptr,
@@ -116,7 +119,7 @@ void RoundToHalf(DType type, float* out, const float* in, int64_t n) {
 void CastWithColumnSums(DType type, uint16_t* out16, float* out32, float* colsum, const float* in,
                         int64_t rows, int64_t cols) {
   DT_CHECK(IsHalf(type));
-  DT_CHECK((out16 == nullptr) != (out32 == nullptr));
+  DT_CHECK((out16 == nullptr) != (out32 == nullptr) && colsum != nullptr);
   if (type == DType::kBF16) {
     CastWithColumnSumsT<DType::kBF16>(out16, out32, colsum, in, rows, cols);
   } else {

@@ -272,9 +272,11 @@ TEST_P(CastTest, RoundToHalfIsTheReferenceRoundingWidened) {
 
 // The cast is FloatToHalf's (out16) or RoundToHalf's (out32), and each column sum has the bits of
 // the sequential loop, added to what colsum held: on the tricky floats (the cast) and on random
-// ones in shapes that end rows, strips and vectors part way (the sums; the largest is split
-// over threads). Nothing is written past either output.
+// ones in shapes that end rows, row groups, strips and vectors part way (the sums). Nothing is
+// written past either output.
 TEST_P(CastTest, CastWithColumnSumsIsTheCastAndTheSequentialColumnSums) {
+  // Four threads on any machine: uneven strips (the largest shape splits 1031 columns four ways).
+  testing::ScopedThreads threads(4);
   for (DType type : kTypes) {
     const std::vector<float> tricky = TrickyFloats(type);
     struct Case {

@@ -378,9 +378,9 @@ void ForwardRounded(float* out, const float* inp, const uint16_t* inp16, const f
   Sgemm(/*trans_a=*/false, /*trans_b=*/true, M, N, K, 1.f, inp32, K, weight32, K, beta, out, N);
 }
 
-// dout's bf16 operand for the products (rounded into out32, or cast into out16), and dbias (if
+// dout's bf16 operand for the products (cast into out16, or rounded into out32), and dbias (if
 // any) += its column sums, from the fp32 dout as in MatmulBackward: one pass over dout for both.
-void RoundDout(float* out32, uint16_t* out16, float* dbias, const float* dout, int64_t M,
+void RoundDout(uint16_t* out16, float* out32, float* dbias, const float* dout, int64_t M,
                int64_t N) {
   if (dbias != nullptr) {
     CastWithColumnSums(DType::kBF16, out16, out32, dbias, dout, M, N);
@@ -404,7 +404,7 @@ void BackwardRounded(float* dinp, float* dweight, float* dbias, const float* dou
   float* dout32 = ThreadScratch(dout_size + weight_size + inp_size);
   float* weight32 = dout32 + dout_size;
   float* inp32 = weight32 + weight_size;
-  RoundDout(dout32, nullptr, dbias, dout, M, N);
+  RoundDout(nullptr, dout32, dbias, dout, M, N);
   if (dinp != nullptr) {
     RoundedValues(weight32, weight, weight16, N * K);
     Sgemm(false, false, M, K, N, 1.f, dout32, N, weight32, K, accumulate_dinp ? 1.f : 0.f, dinp, K);
@@ -463,7 +463,7 @@ void BackwardBf16(float* dinp, float* dweight, float* dbias, const float* dout, 
     uint16_t* dout16 = Bf16Scratch(dout_size + weight_size + inp_size);
     uint16_t* rounded_weight = dout16 + dout_size;
     uint16_t* rounded_inp = rounded_weight + weight_size;
-    RoundDout(nullptr, dout16, dbias, dout, M, N);
+    RoundDout(dout16, nullptr, dbias, dout, M, N);
     if (dinp != nullptr) {
       if (round_weight) {
         FloatToHalf(DType::kBF16, rounded_weight, weight, N * K);

@@ -37,11 +37,10 @@ absl::StatusOr<View> GradientBuckets::Target(int module, bool* unwritten) {
     b.unwritten.assign(unit.end_module - unit.first_module, f32);
   }
   const int i = module - unit.first_module;
-  if (unwritten != nullptr) {
-    *unwritten = b.unwritten[i];
-  } else if (b.unwritten[i]) {
-    z_.ZeroMatrices(b.buffer.view(), unit.begin, module);
-  }
+  // Only ReleaseGrads asks without `unwritten`, for a 16-bit bucket (zeroed whole) after the
+  // module's AcquireGrads.
+  DT_CHECK(unwritten != nullptr || !b.unwritten[i]);
+  if (unwritten != nullptr) *unwritten = b.unwritten[i];
   b.unwritten[i] = false;
   DT_RETURN_IF_ERROR(z_.ops_->status());
   const int64_t off = z_.layout_.modules()[module].offset - unit.begin;

@@ -31,9 +31,9 @@ class GradientBuckets {
   ~GradientBuckets();
 
   // Where module `module`'s gradients go in its unit's bucket, made on first use. An f32 bucket
-  // is zeroed around its modules' matrix parameters only: each module's come unwritten the first
-  // time `unwritten` is given (*unwritten true; the model overwrites them), zeroed if asked
-  // without. A 16-bit bucket (which the modules' fp32 scratches are added into) is zeroed whole.
+  // is zeroed around its modules' matrix parameters only: a module's matrix parts are handed over
+  // unwritten on its first call (*unwritten true; the model overwrites them), which must give
+  // `unwritten`. A 16-bit bucket (the modules' fp32 scratches are added into it) is zeroed whole.
   absl::StatusOr<tensor::View> Target(int module, bool* unwritten);
   // Module `module`'s gradients are complete; a full bucket is reduced.
   absl::Status Done(int module);

@@ -1163,13 +1163,6 @@ void ZeroState::ZeroAroundMatrices(const View& buffer, int64_t base, int first_m
   if (cursor < buffer.numel()) ops_->Fill(buffer.Sub(cursor, buffer.numel() - cursor), 0.f);
 }
 
-void ZeroState::ZeroMatrices(const View& buffer, int64_t base, int module) {
-  for (int i : layout_.modules()[module].params) {
-    const model::ParamSpec& p = layout_.params()[i];
-    if (p.matrix) ops_->Fill(buffer.Sub(p.offset - base, p.numel), 0.f);
-  }
-}
-
 absl::Status ZeroState::ReleaseGrads(int module) {
   Tensor& scratch = modules_[module].grad_scratch;
   if (scratch.defined()) {

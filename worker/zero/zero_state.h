@@ -289,7 +289,7 @@ class ZeroState : public model::ParamAccess {
   // Where the module's gradients of this micro-batch go (the flat layout from its first float):
   // grads_ in the padded space, or a bucket (stages 2-3). f32 there means the model writes into
   // it directly; a 16-bit destination gets an fp32 scratch rounded into it on release. Every part
-  // accumulates (+=) from the micro-batch's start, except that where `unwritten` is given, a
+  // accumulates (+=) onto what it holds, except that where `unwritten` is given, a
   // bucket made for this micro-batch hands over the module's matrix parts unwritten the first
   // time (*unwritten true), for the model to overwrite (model::ModuleGrads::fresh).
   virtual absl::StatusOr<tensor::View> GradTarget(int module, bool* unwritten) = 0;
@@ -318,10 +318,9 @@ class ZeroState : public model::ParamAccess {
   int world() const { return partition_.world(); }
   // Zeroes `buffer`, which holds the flat layout from element `base` on, everywhere but the
   // matrix parameters of modules [first_module, end_module): a fresh gradient buffer's parts
-  // that accumulate (padding included). ZeroMatrices zeroes those matrix parameters of `module`.
+  // that accumulate (padding included).
   void ZeroAroundMatrices(const tensor::View& buffer, int64_t base, int first_module,
                           int end_module);
-  void ZeroMatrices(const tensor::View& buffer, int64_t base, int module);
   // offload_param "nvme": the parameter partition's swap (stage 3's gathers read it); else null.
   ParamSwap* param_swap() const { return param_swap_.get(); }
   bool distributed() const { return dp_ != nullptr && dp_->size() > 1; }

@@ -261,8 +261,9 @@ class PoisonedAllocator final : public tensor::Allocator {
 };
 
 // Stages 2-3 with f32 buckets hand every module's matrix gradients over unwritten (the model's
-// products overwrite them) and the rest zeroed, in every micro-batch: the step's gradients are
-// exactly what the model wrote, with no NaN from the unwritten memory.
+// products overwrite them; no pass zeroed them) and the rest zeroed, in every micro-batch, fresh
+// only the first time: the step's gradients are exactly what the model wrote, with no NaN from
+// the unwritten memory.
 TEST(ZeroStateTest, FreshBucketsHandOverMatricesUnwrittenAndTheRestZeroed) {
   const model::ParamLayout layout = Layout();
   constexpr int kMicroBatches = 2;
@@ -289,12 +290,19 @@ TEST(ZeroStateTest, FreshBucketsHandOverMatricesUnwrittenAndTheRestZeroed) {
       auto squared =
           SquaredNormAfter(**z, layout, kMicroBatches, [&](int, int m, model::ModuleGrads& grads) {
             EXPECT_TRUE(grads.fresh) << "module " << m;
+            // Asked again within the micro-batch, the module's gradients are no longer fresh.
+            absl::StatusOr<model::ModuleGrads> again = (*z)->AcquireGrads(m);
+            ASSERT_THAT(again, IsOk());
+            EXPECT_FALSE(again->fresh) << "module " << m;
             const float g = 1.f / (m + 1);
             const std::vector<int>& params = layout.modules()[m].params;
             for (size_t i = 0; i < params.size(); ++i) {
               float* v = grads.views[i].as<float>();
               const int64_t n = grads.views[i].numel();
               if (layout.params()[params[i]].matrix) {
+                // Unwritten: the allocator's NaN is still there (nothing zeroed it).
+                EXPECT_TRUE(std::all_of(v, v + n, [](float x) { return std::isnan(x); }))
+                    << "module " << m << " parameter " << i << " was written";
                 std::fill_n(v, n, g);  // overwritten, as the products do
               } else {
                 EXPECT_TRUE(std::all_of(v, v + n, [](float x) { return x == 0.f; }))
