@@ -24,6 +24,10 @@ class ArgCheck {
     if (v.empty()) return v.numel() > 0 ? Fail(name, v, "is null") : *this;
     return OnDevice(name, v);
   }
+  // Given, and f32.
+  ArgCheck& F32(const char* name, const View& v) {
+    return Given(name, v).Type(name, v, {DType::kF32});
+  }
   // A view that may be empty (not given); when given, on this device.
   ArgCheck& Optional(const char* name, const View& v) {
     if (!ok() || v.empty()) return *this;
@@ -222,14 +226,12 @@ absl::StatusOr<double> Ops::SumSquares(absl::Span<const View> xs) {
 void Ops::EncoderForward(View out, View tokens, View wte, View wpe) {
   const int64_t C = LastDim(out);
   if (!Check(ArgCheck(device(), "EncoderForward")
-                 .Given("out", out)
+                 .F32("out", out)
                  .Given("tokens", tokens)
                  .Given("wte", wte)
-                 .Given("wpe", wpe)
-                 .Type("out", out, kF32)
+                 .F32("wpe", wpe)
                  .Type("tokens", tokens, kI32)
                  .Type("wte", wte, {DType::kF32, DType::kBF16})
-                 .Type("wpe", wpe, kF32)
                  .Elements("out", out, tokens.numel() * C, "tokens × C")
                  .That(LastDim(wte) == C && LastDim(wpe) == C, "wte, wpe and out disagree on C")
                  .That(tokens.rank() == 2 && tokens.dim(1) <= wpe.numel() / C,
@@ -244,13 +246,10 @@ void Ops::EncoderBackward(View dwte, View dwpe, View dout, View tokens) {
   const int64_t C = LastDim(dout);
   if (!Check(
           ArgCheck(device(), "EncoderBackward")
-              .Given("dwte", dwte)
-              .Given("dwpe", dwpe)
-              .Given("dout", dout)
+              .F32("dwte", dwte)
+              .F32("dwpe", dwpe)
+              .F32("dout", dout)
               .Given("tokens", tokens)
-              .Type("dwte", dwte, kF32)
-              .Type("dwpe", dwpe, kF32)
-              .Type("dout", dout, kF32)
               .Type("tokens", tokens, kI32)
               .Elements("dout", dout, tokens.numel() * C, "tokens × C")
               .That(LastDim(dwte) == C && LastDim(dwpe) == C, "dwte, dwpe and dout disagree on C")
@@ -269,15 +268,12 @@ void Ops::LayerNormForward(View out, View mean, View rstd, View inp, View weight
                  .Given("out", out)
                  .Optional("mean", mean)
                  .Optional("rstd", rstd)
-                 .Given("inp", inp)
-                 .Given("weight", weight)
-                 .Given("bias", bias)
+                 .F32("inp", inp)
+                 .F32("weight", weight)
+                 .F32("bias", bias)
                  .Activation("out", out, bf16_matmul_inputs())
                  .Type("mean", mean, kF32)
                  .Type("rstd", rstd, kF32)
-                 .Type("inp", inp, kF32)
-                 .Type("weight", weight, kF32)
-                 .Type("bias", bias, kF32)
                  .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
                  .Elements("out", out, inp.numel(), "inp's elements")
                  .Elements("bias", bias, C, "C")
@@ -294,22 +290,14 @@ void Ops::LayerNormBackward(View dinp, View dweight, View dbias, View dout, View
   const int64_t C = weight.numel();
   const int64_t N = C > 0 ? inp.numel() / C : 0;
   if (!Check(ArgCheck(device(), "LayerNormBackward")
-                 .Given("dinp", dinp)
-                 .Given("dweight", dweight)
-                 .Given("dbias", dbias)
-                 .Given("dout", dout)
-                 .Given("inp", inp)
-                 .Given("weight", weight)
-                 .Given("mean", mean)
-                 .Given("rstd", rstd)
-                 .Type("dinp", dinp, kF32)
-                 .Type("dweight", dweight, kF32)
-                 .Type("dbias", dbias, kF32)
-                 .Type("dout", dout, kF32)
-                 .Type("inp", inp, kF32)
-                 .Type("weight", weight, kF32)
-                 .Type("mean", mean, kF32)
-                 .Type("rstd", rstd, kF32)
+                 .F32("dinp", dinp)
+                 .F32("dweight", dweight)
+                 .F32("dbias", dbias)
+                 .F32("dout", dout)
+                 .F32("inp", inp)
+                 .F32("weight", weight)
+                 .F32("mean", mean)
+                 .F32("rstd", rstd)
                  .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
                  .Elements("dinp", dinp, inp.numel(), "inp's elements")
                  .Elements("dout", dout, inp.numel(), "inp's elements")
@@ -361,17 +349,14 @@ void Ops::LinearBackward(View dinp, View dweight, View dbias, View dout, View in
   const int64_t N = K > 0 ? weight.numel() / K : 0;
   const int64_t M = K > 0 ? inp.numel() / K : 0;
   if (!Check(ArgCheck(device(), "LinearBackward")
-                 .Given("dinp", dinp)
-                 .Given("dweight", dweight)
+                 .F32("dinp", dinp)
+                 .F32("dweight", dweight)
                  .Optional("dbias", dbias)
-                 .Given("dout", dout)
+                 .F32("dout", dout)
                  .Given("inp", inp)
                  .Given("weight", weight)
                  .Optional("input_gelu", options.input_gelu)
-                 .Type("dinp", dinp, kF32)
-                 .Type("dweight", dweight, kF32)
                  .Type("dbias", dbias, kF32)
-                 .Type("dout", dout, kF32)
                  .Activation("inp", inp, bf16_matmul_inputs())
                  .That(inp.dtype() != DType::kBF16 || Bf16Products(options, weight),
                        kBf16InpNeedsBf16Products)
@@ -398,11 +383,9 @@ void Ops::AttentionForward(View out, View state, View qkv, int NH) {
   const int T = out.rank() == 3 ? static_cast<int>(out.dim(1)) : 0;
   if (!Check(ArgCheck(device(), "AttentionForward")
                  .Given("out", out)
-                 .Given("state", state)
-                 .Given("qkv", qkv)
+                 .F32("state", state)
+                 .F32("qkv", qkv)
                  .Activation("out", out, bf16_matmul_inputs())
-                 .Type("state", state, kF32)
-                 .Type("qkv", qkv, kF32)
                  .That(out.rank() == 3, "out must be (B, T, C)")
                  .That(NH > 0 && C % NH == 0, "C is not a multiple of NH")
                  .Elements("qkv", qkv, 3 * out.numel(), "B × T × 3C")
@@ -418,16 +401,11 @@ void Ops::AttentionBackward(View dqkv, View scratch, View dout, View qkv, View s
   const int B = dout.rank() == 3 ? static_cast<int>(dout.dim(0)) : 0;
   const int T = dout.rank() == 3 ? static_cast<int>(dout.dim(1)) : 0;
   if (!Check(ArgCheck(device(), "AttentionBackward")
-                 .Given("dqkv", dqkv)
-                 .Given("scratch", scratch)
-                 .Given("dout", dout)
-                 .Given("qkv", qkv)
-                 .Given("state", state)
-                 .Type("dqkv", dqkv, kF32)
-                 .Type("scratch", scratch, kF32)
-                 .Type("dout", dout, kF32)
-                 .Type("qkv", qkv, kF32)
-                 .Type("state", state, kF32)
+                 .F32("dqkv", dqkv)
+                 .F32("scratch", scratch)
+                 .F32("dout", dout)
+                 .F32("qkv", qkv)
+                 .F32("state", state)
                  .That(dout.rank() == 3, "dout must be (B, T, C)")
                  .That(NH > 0 && C % NH == 0, "C is not a multiple of NH")
                  .Elements("qkv", qkv, 3 * dout.numel(), "B × T × 3C")
@@ -443,10 +421,8 @@ void Ops::AttentionBackward(View dqkv, View scratch, View dout, View qkv, View s
 
 void Ops::GeluForward(View out, View inp) {
   if (!Check(ArgCheck(device(), "GeluForward")
-                 .Given("out", out)
-                 .Given("inp", inp)
-                 .Type("out", out, kF32)
-                 .Type("inp", inp, kF32)
+                 .F32("out", out)
+                 .F32("inp", inp)
                  .Elements("out", out, inp.numel(), "inp's elements")
                  .status())) {
     return;
@@ -456,12 +432,9 @@ void Ops::GeluForward(View out, View inp) {
 
 void Ops::GeluBackward(View dinp, View inp, View dout) {
   if (!Check(ArgCheck(device(), "GeluBackward")
-                 .Given("dinp", dinp)
-                 .Given("inp", inp)
-                 .Given("dout", dout)
-                 .Type("dinp", dinp, kF32)
-                 .Type("inp", inp, kF32)
-                 .Type("dout", dout, kF32)
+                 .F32("dinp", dinp)
+                 .F32("inp", inp)
+                 .F32("dout", dout)
                  .Elements("dinp", dinp, inp.numel(), "inp's elements")
                  .Elements("dout", dout, inp.numel(), "inp's elements")
                  .status())) {
@@ -475,10 +448,9 @@ void Ops::CrossEntropy(View losses, View logits, View targets, int V, float dlog
   const int64_t Vp = LastDim(logits);
   if (!Check(ArgCheck(device(), "CrossEntropy")
                  .Optional("losses", losses)
-                 .Given("logits", logits)
+                 .F32("logits", logits)
                  .Given("targets", targets)
                  .Type("losses", losses, kF32)
-                 .Type("logits", logits, kF32)
                  .Type("targets", targets, kI32)
                  .That(V > 0 && V <= Vp, absl::StrCat("V = ", V, " is not in [1, Vp = ", Vp, "]"))
                  .Elements("logits", logits, N * Vp, "N × Vp")
@@ -491,8 +463,7 @@ void Ops::CrossEntropy(View losses, View logits, View targets, int V, float dlog
 
 absl::StatusOr<double> Ops::MeanLoss(View losses) {
   if (!Check(ArgCheck(device(), "MeanLoss")
-                 .Given("losses", losses)
-                 .Type("losses", losses, kF32)
+                 .F32("losses", losses)
                  .That(losses.numel() > 0, "no losses")
                  .status())) {
     return status_;
@@ -508,13 +479,11 @@ void Ops::RmsNormForward(View out, View rstd, View inp, View weight, float eps) 
   if (!Check(ArgCheck(device(), "RmsNormForward")
                  .Given("out", out)
                  .Optional("rstd", rstd)
-                 .Given("inp", inp)
-                 .Given("weight", weight)
+                 .F32("inp", inp)
+                 .F32("weight", weight)
                  .Activation("out", out, bf16_matmul_inputs())
                  .That(out.dtype() != DType::kBF16 || Apart(out, inp), "a bf16 out overlaps inp")
                  .Type("rstd", rstd, kF32)
-                 .Type("inp", inp, kF32)
-                 .Type("weight", weight, kF32)
                  .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
                  .Elements("out", out, inp.numel(), "inp's elements")
                  .That(rstd.empty() || rstd.numel() == N, "rstd must have N elements")
@@ -529,18 +498,12 @@ void Ops::RmsNormBackward(View dinp, View dweight, View dout, View inp, View wei
   const int64_t C = weight.numel();
   const int64_t N = C > 0 ? inp.numel() / C : 0;
   if (!Check(ArgCheck(device(), "RmsNormBackward")
-                 .Given("dinp", dinp)
-                 .Given("dweight", dweight)
-                 .Given("dout", dout)
-                 .Given("inp", inp)
-                 .Given("weight", weight)
-                 .Given("rstd", rstd)
-                 .Type("dinp", dinp, kF32)
-                 .Type("dweight", dweight, kF32)
-                 .Type("dout", dout, kF32)
-                 .Type("inp", inp, kF32)
-                 .Type("weight", weight, kF32)
-                 .Type("rstd", rstd, kF32)
+                 .F32("dinp", dinp)
+                 .F32("dweight", dweight)
+                 .F32("dout", dout)
+                 .F32("inp", inp)
+                 .F32("weight", weight)
+                 .F32("rstd", rstd)
                  .That(C > 0 && LastDim(inp) == C, "inp's last dimension is not weight's C")
                  .Elements("dinp", dinp, inp.numel(), "inp's elements")
                  .Elements("dout", dout, inp.numel(), "inp's elements")
@@ -555,8 +518,7 @@ void Ops::RmsNormBackward(View dinp, View dweight, View dout, View inp, View wei
 void Ops::RopeTable(View table, double theta) {
   const int64_t D = LastDim(table);
   if (!Check(ArgCheck(device(), "RopeTable")
-                 .Given("table", table)
-                 .Type("table", table, kF32)
+                 .F32("table", table)
                  .That(table.rank() == 2, "table must be (max_pos, D)")
                  .That(D > 0 && D % 2 == 0, absl::StrCat("D = ", D, " is not even and positive"))
                  .That(theta > 0 && std::isfinite(theta),
@@ -621,9 +583,8 @@ void Ops::SwigluForward(View out, View inp) {
   const int64_t I = LastDim(out);
   if (!Check(ArgCheck(device(), "SwigluForward")
                  .Given("out", out)
-                 .Given("inp", inp)
+                 .F32("inp", inp)
                  .Activation("out", out, bf16_matmul_inputs())
-                 .Type("inp", inp, kF32)
                  .That(I > 0 && LastDim(inp) == 2 * I, "inp's last dimension is not 2 × out's I")
                  .Elements("inp", inp, 2 * out.numel(), "N × 2I")
                  .That(Apart(out, inp), "out overlaps inp")
@@ -636,12 +597,9 @@ void Ops::SwigluForward(View out, View inp) {
 void Ops::SwigluBackward(View dinp, View inp, View dout) {
   const int64_t I = LastDim(dout);
   if (!Check(ArgCheck(device(), "SwigluBackward")
-                 .Given("dinp", dinp)
-                 .Given("inp", inp)
-                 .Given("dout", dout)
-                 .Type("dinp", dinp, kF32)
-                 .Type("inp", inp, kF32)
-                 .Type("dout", dout, kF32)
+                 .F32("dinp", dinp)
+                 .F32("inp", inp)
+                 .F32("dout", dout)
                  .That(I > 0 && LastDim(inp) == 2 * I, "inp's last dimension is not 2 × dout's I")
                  .Elements("inp", inp, 2 * dout.numel(), "N × 2I")
                  .Elements("dinp", dinp, 2 * dout.numel(), "N × 2I")
