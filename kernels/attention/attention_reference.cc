@@ -84,4 +84,77 @@ void AttentionBackwardReference(double* dqkv, const double* dout, const double* 
   }
 }
 
+double RoundToBf16(double x) {
+  if (x == 0 || !std::isfinite(x)) return x;
+  int e;
+  std::frexp(x, &e);  // |x| = m · 2^e, m in [0.5, 1): 8 significant bits leave a step of 2^(e-8)
+  return std::ldexp(std::nearbyint(std::ldexp(x, 8 - e)), e - 8);
+}
+
+void AttentionBf16ProductsReference(double* out, double* stats, double* dqkv, const double* qkv,
+                                    const double* dout, int B, int T, int C, int NH) {
+  const int hs = C / NH;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
+  const int64_t ld = 3 * int64_t{C};
+  auto q = [&](int b, int i, int d, int part) {
+    return RoundToBf16(qkv[(int64_t{b} * T + i) * ld + part * C + d]);
+  };
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < NH; ++h) {
+      const int c0 = h * hs;
+      std::vector<double> p(int64_t{T} * T, 0.0), ds(int64_t{T} * T, 0.0);
+      for (int i = 0; i < T; ++i) {
+        std::vector<double> s(i + 1);
+        double m = -INFINITY;
+        for (int j = 0; j <= i; ++j) {
+          double dot = 0;
+          for (int d = 0; d < hs; ++d) dot += q(b, i, c0 + d, 0) * q(b, j, c0 + d, 1);
+          s[j] = scale * dot;
+          m = std::max(m, s[j]);
+        }
+        double sum = 0;
+        for (int j = 0; j <= i; ++j) sum += std::exp(s[j] - m);
+        double* st = stats + 2 * ((int64_t{b} * NH + h) * T + i);
+        st[0] = m;
+        st[1] = 1 / sum;
+        for (int j = 0; j <= i; ++j) p[int64_t{i} * T + j] = std::exp(s[j] - m) / sum;
+        // dP = dO Vᵀ, then dS from the unrounded P.
+        std::vector<double> dp(i + 1);
+        double dot = 0;
+        for (int j = 0; j <= i; ++j) {
+          double x = 0;
+          for (int d = 0; d < hs; ++d) {
+            x += RoundToBf16(dout[(int64_t{b} * T + i) * C + c0 + d]) * q(b, j, c0 + d, 2);
+          }
+          dp[j] = x;
+          dot += p[int64_t{i} * T + j] * x;
+        }
+        for (int j = 0; j <= i; ++j) {
+          ds[int64_t{i} * T + j] = RoundToBf16(scale * p[int64_t{i} * T + j] * (dp[j] - dot));
+        }
+        for (int d = 0; d < hs; ++d) {
+          double o = 0;
+          for (int j = 0; j <= i; ++j) o += RoundToBf16(p[int64_t{i} * T + j]) * q(b, j, c0 + d, 2);
+          out[(int64_t{b} * T + i) * C + c0 + d] = o;
+        }
+      }
+      for (int t = 0; t < T; ++t) {
+        for (int d = 0; d < hs; ++d) {
+          double dq = 0, dk = 0, dv = 0;
+          for (int j = 0; j <= t; ++j) dq += ds[int64_t{t} * T + j] * q(b, j, c0 + d, 1);
+          for (int i = t; i < T; ++i) {
+            dk += ds[int64_t{i} * T + t] * q(b, i, c0 + d, 0);
+            dv += RoundToBf16(p[int64_t{i} * T + t]) *
+                  RoundToBf16(dout[(int64_t{b} * T + i) * C + c0 + d]);
+          }
+          double* row = dqkv + (int64_t{b} * T + t) * ld + c0 + d;
+          row[0] = dq;
+          row[C] = dk;
+          row[2 * C] = dv;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace dstrain::kernels

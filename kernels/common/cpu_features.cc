@@ -3,9 +3,30 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <string_view>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace dstrain::kernels {
 namespace {
+
+#if defined(__x86_64__)
+// CPUID leaf 7 reports the instructions; Linux (5.16 and later) hands out the 8 KB tile data
+// state only to a process that asks for it, and refuses where the CPU or kernel lacks it.
+bool DetectAmxBf16() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  constexpr unsigned kAmxBf16 = 1u << 22, kAmxTile = 1u << 24;
+  if ((edx & kAmxBf16) == 0 || (edx & kAmxTile) == 0) return false;
+  constexpr long kArchReqXcompPerm = 0x1023;  // asm/prctl.h
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+#endif
 
 CpuFeatures Detect() {
   CpuFeatures f;
@@ -20,6 +41,9 @@ CpuFeatures Detect() {
   f.avx512vl = __builtin_cpu_supports("avx512vl");
   f.avx512dq = __builtin_cpu_supports("avx512dq");
   f.avx512bf16 = __builtin_cpu_supports("avx512bf16");
+#endif
+#if defined(__x86_64__)
+  f.amx_bf16 = DetectAmxBf16();
 #endif
   return f;
 }
@@ -63,6 +87,20 @@ Isa ActiveIsa() {
   const int best = static_cast<int>(BestIsa());
   return static_cast<Isa>(cap < best ? cap : best);
 }
+
+std::atomic<bool> amx_allowed{true};
+
+bool AmxUsable() {
+  static const bool ruled_out = [] {
+    const char* env = std::getenv("DSTRAIN_NO_AMX");
+    return env != nullptr && *env != '\0' && std::string_view(env) != "0";
+  }();
+  return GetCpuFeatures().amx_bf16 && !ruled_out && AmxAllowed() && ActiveIsa() == Isa::kAvx512;
+}
+
+void SetAmxAllowed(bool allowed) { amx_allowed.store(allowed, std::memory_order_relaxed); }
+
+bool AmxAllowed() { return amx_allowed.load(std::memory_order_relaxed); }
 
 Isa MaxIsa() { return static_cast<Isa>(Cap().load(std::memory_order_relaxed)); }
 

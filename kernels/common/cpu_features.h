@@ -32,6 +32,9 @@ struct CpuFeatures {
   bool avx512vl = false;
   bool avx512dq = false;
   bool avx512bf16 = false;  // reported for other kernels (bf16 GEMM); no kernel here needs it
+  // AMX-TILE and AMX-BF16, and Linux granted this process the tile data state (arch_prctl
+  // ARCH_REQ_XCOMP_PERM, asked once at detection): the tile products of attention_bf16.h.
+  bool amx_bf16 = false;
 };
 
 // Detected once; the OS must also save the wide registers for a feature to count.
@@ -46,6 +49,28 @@ Isa ActiveIsa();
 // The cap set by SetMaxIsa() or DSTRAIN_MAX_ISA; kAvx512 (no cap) by default.
 Isa MaxIsa();
 void SetMaxIsa(Isa cap);
+
+// Whether kernels may use AMX's bf16 tile products: the CPU and OS allow it (amx_bf16), the
+// environment variable DSTRAIN_NO_AMX is unset (or "0"; read once), SetAmxAllowed has not ruled
+// it out, and the ISA cap is not below kAvx512 (every AMX CPU has AVX-512, so capping the ISA
+// also rules AMX out).
+bool AmxUsable();
+
+// Allows (the default) or rules out AMX for the process; tests use ScopedAmxAllowed to compare
+// with a backend that has no AMX route. Not for use while kernels run on other threads.
+void SetAmxAllowed(bool allowed);
+bool AmxAllowed();
+
+class ScopedAmxAllowed {
+ public:
+  explicit ScopedAmxAllowed(bool allowed) : saved_(AmxAllowed()) { SetAmxAllowed(allowed); }
+  ~ScopedAmxAllowed() { SetAmxAllowed(saved_); }
+  ScopedAmxAllowed(const ScopedAmxAllowed&) = delete;
+  ScopedAmxAllowed& operator=(const ScopedAmxAllowed&) = delete;
+
+ private:
+  bool saved_;
+};
 
 // kScalar up to BestIsa(), in order: the branches a test should cover on this machine.
 std::vector<Isa> AvailableIsas();

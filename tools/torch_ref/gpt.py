@@ -20,6 +20,13 @@ import torch.nn.functional as F
 LLMC_MAGIC = 20240326
 
 
+def causal_attention(q, k, v, mask):
+    """softmax(q kᵀ / sqrt(hs), causal) v over (B, NH, T, hs)."""
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    att = att.masked_fill(mask == 0, float("-inf"))
+    return F.softmax(att, dim=-1) @ v
+
+
 class Block(nn.Module):
     def __init__(self, C, NH):
         super().__init__()
@@ -31,17 +38,15 @@ class Block(nn.Module):
         self.fc = nn.Linear(C, 4 * C)
         self.fcproj = nn.Linear(4 * C, C)
 
-    def forward(self, x, mask, linear=F.linear):
+    def forward(self, x, mask, linear=F.linear, attention=None):
         B, T, C = x.shape
         hs = C // self.NH
         q, k, v = linear(self.ln1(x), self.qkv.weight, self.qkv.bias).split(C, dim=2)
         q = q.view(B, T, self.NH, hs).transpose(1, 2)
         k = k.view(B, T, self.NH, hs).transpose(1, 2)
         v = v.view(B, T, self.NH, hs).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
-        att = att.masked_fill(mask[:T, :T] == 0, float("-inf"))
-        att = F.softmax(att, dim=-1)
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+        y = (attention or causal_attention)(q, k, v, mask[:T, :T])
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
         x = x + linear(y, self.attproj.weight, self.attproj.bias)
         h = F.gelu(linear(self.ln2(x), self.fc.weight, self.fc.bias), approximate="tanh")
         return x + linear(h, self.fcproj.weight, self.fcproj.bias)
@@ -57,14 +62,16 @@ class GPT(nn.Module):
         self.lnf = nn.LayerNorm(C)
         self.register_buffer("mask", torch.tril(torch.ones(maxT, maxT)), persistent=False)
         # Every matrix product of the model, (input, weight, bias or None) -> output, as
-        # F.linear: tools/torch_ref/mixed.py swaps in one that rounds where dstrain's bf16 does.
+        # F.linear: tools/torch_ref/mixed.py swaps in one that rounds where dstrain's bf16 does;
+        # likewise the attention (None: causal_attention) where dstrain's runs on AMX.
         self.linear = F.linear
+        self.attention = None
 
     def forward(self, idx, targets=None):
         B, T = idx.shape
         x = self.wte[idx] + self.wpe[:T]
         for b in self.blocks:
-            x = b(x, self.mask, self.linear)
+            x = b(x, self.mask, self.linear, self.attention)
         logits = self.linear(self.lnf(x), self.wte, None)
         if targets is None:
             return logits, None

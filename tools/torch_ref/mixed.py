@@ -14,6 +14,9 @@ dstrain rounds and is exact everywhere else.
                   dW = bf16(dy)ᵀ · bf16(x)
                   db = Σ dy                     the unrounded dy
     Products of two bf16 values are exact; dstrain accumulates them in fp32, this in float64.
+  - Attention, only where dstrain's CPU ran its products on AMX (its device line says "amx";
+    kernels/attention/attention_bf16.h): q, k, v and dO rounded to bf16, the probabilities
+    rounded for P V and Pᵀ dO, dS rounded for dS K and dSᵀ Q; elsewhere attention is unrounded.
     fp16 runs its products on the fp32 widening of the fp16 weights: no rounding inside.
   - Gradients: within one micro-batch a module's gradients are summed unrounded (the tied wte
     gets the LM head's and the embedding's parts), then added into the 16-bit gradient buffer,
@@ -63,6 +66,36 @@ class _Bf16Linear(torch.autograd.Function):
         dw = dy16.reshape(-1, dy.shape[-1]).t() @ x16.reshape(-1, x16.shape[-1])
         db = dy.reshape(-1, dy.shape[-1]).sum(0) if ctx.has_bias else None
         return dx, dw, db
+
+
+class _Bf16Attention(torch.autograd.Function):
+    """Causal attention with the rounding points of dstrain's bf16 attention on AMX
+    (kernels/attention/attention_bf16.h): q, k, v and the output gradient rounded to bf16; the
+    scores, the softmax and its backward step exact; the probabilities rounded for P V and Pᵀ dO;
+    dS rounded for dS K and dSᵀ Q."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask):
+        q16, k16, v16 = round_to(q, BF16), round_to(k, BF16), round_to(v, BF16)
+        s = (q16 @ k16.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+        p = torch.softmax(s.masked_fill(mask == 0, float("-inf")), dim=-1)
+        p16 = round_to(p, BF16)
+        ctx.save_for_backward(q16, k16, v16, p, p16)
+        return p16 @ v16
+
+    @staticmethod
+    def backward(ctx, dy):
+        q16, k16, v16, p, p16 = ctx.saved_tensors
+        dy16 = round_to(dy, BF16)
+        dp = dy16 @ v16.transpose(-2, -1)
+        ds = p * (dp - (p * dp).sum(-1, keepdim=True)) * (1.0 / math.sqrt(q16.shape[-1]))
+        ds16 = round_to(ds, BF16)
+        return ds16 @ k16, ds16.transpose(-2, -1) @ q16, p16.transpose(-2, -1) @ dy16, None
+
+
+def bf16_attention(q, k, v, mask):
+    """gpt.causal_attention with dstrain's AMX rounding; for GPT.attention."""
+    return _Bf16Attention.apply(q, k, v, mask)
 
 
 def bf16_linear(x, weight, bias=None):
@@ -132,7 +165,8 @@ class MixedPrecision:
     update, gradients dropped) and is reported as an infinite norm.
     """
 
-    def __init__(self, model, dtype, adamw, scaler=None, accumulate_fp32=False):
+    def __init__(self, model, dtype, adamw, scaler=None, accumulate_fp32=False,
+                 amx_attention=False):
         self.model, self.dtype = model, dtype
         self.accumulate_fp32 = accumulate_fp32
         self.scaler = scaler or DynamicLossScaler()
@@ -142,6 +176,8 @@ class MixedPrecision:
         self.grads = [torch.zeros_like(p) for p in self.params]
         if dtype == BF16:
             model.linear = bf16_linear
+            if amx_attention:  # dstrain ran attention's products on AMX too
+                model.attention = bf16_attention
         self._round_working_copy()
 
     def _round_working_copy(self):

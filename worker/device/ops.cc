@@ -377,7 +377,7 @@ void Ops::LinearBackward(View dinp, View dweight, View dbias, View dout, View in
   if (M > 0) DoLinearBackward(dinp, dweight, dbias, dout, inp, weight, options);
 }
 
-void Ops::AttentionForward(View out, View state, View qkv, int NH) {
+void Ops::AttentionForward(View out, View state, View qkv, int NH, DType products) {
   const int64_t C = LastDim(out);
   const int B = out.rank() == 3 ? static_cast<int>(out.dim(0)) : 0;
   const int T = out.rank() == 3 ? static_cast<int>(out.dim(1)) : 0;
@@ -390,13 +390,16 @@ void Ops::AttentionForward(View out, View state, View qkv, int NH) {
                  .That(NH > 0 && C % NH == 0, "C is not a multiple of NH")
                  .Elements("qkv", qkv, 3 * out.numel(), "B × T × 3C")
                  .Elements("state", state, AttentionStateElements(B, T, C, NH), "attention state")
+                 .That(products == DType::kF32 || products == DType::kBF16,
+                       "products must be f32 or bf16")
                  .status())) {
     return;
   }
-  if (out.numel() > 0) DoAttentionForward(out, state, qkv, NH);
+  if (out.numel() > 0) DoAttentionForward(out, state, qkv, NH, products);
 }
 
-void Ops::AttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH) {
+void Ops::AttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH,
+                            DType products) {
   const int64_t C = LastDim(dout);
   const int B = dout.rank() == 3 ? static_cast<int>(dout.dim(0)) : 0;
   const int T = dout.rank() == 3 ? static_cast<int>(dout.dim(1)) : 0;
@@ -413,10 +416,12 @@ void Ops::AttentionBackward(View dqkv, View scratch, View dout, View qkv, View s
                  .Elements("state", state, AttentionStateElements(B, T, C, NH), "attention state")
                  .That(scratch.numel() >= AttentionScratchElements(B, T, C, NH),
                        "scratch is smaller than AttentionScratchElements")
+                 .That(products == DType::kF32 || products == DType::kBF16,
+                       "products must be f32 or bf16")
                  .status())) {
     return;
   }
-  if (dout.numel() > 0) DoAttentionBackward(dqkv, scratch, dout, qkv, state, NH);
+  if (dout.numel() > 0) DoAttentionBackward(dqkv, scratch, dout, qkv, state, NH, products);
 }
 
 void Ops::GeluForward(View out, View inp) {

@@ -167,9 +167,14 @@ class Ops : public Sizing {
   // the backward pass needs (AttentionStateElements f32: two softmax statistics per query row on
   // the CPU, the probabilities on CUDA); AttentionBackward overwrites dqkv and uses `scratch`
   // (AttentionScratchElements f32, sized under the thread setting of the calls; sizing.h). out
-  // may be bf16 where bf16_matmul_inputs() (rounded as it is stored).
-  void AttentionForward(View out, View state, View qkv, int NH);
-  void AttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH);
+  // may be bf16 where bf16_matmul_inputs() (rounded as it is stored). `products` is the model's
+  // matrix-product precision, kF32 or kBF16, and must be the same in both passes: under kBF16 a
+  // backend may run attention's own products on bf16 operands with f32 accumulation where it
+  // has a fast route for them (the CPU with AMX: kernels/attention/attention_bf16.h's rounding
+  // points); elsewhere they stay f32.
+  void AttentionForward(View out, View state, View qkv, int NH, DType products = DType::kF32);
+  void AttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH,
+                         DType products = DType::kF32);
   // out = gelu(inp) (tanh approximation); dinp = gelu'(inp) · dout (overwritten). f32.
   void GeluForward(View out, View inp);
   void GeluBackward(View dinp, View inp, View dout);
@@ -252,9 +257,9 @@ class Ops : public Sizing {
                                const LinearOptions& options) = 0;
   virtual void DoLinearBackward(View dinp, View dweight, View dbias, View dout, View inp,
                                 View weight, const LinearOptions& options) = 0;
-  virtual void DoAttentionForward(View out, View state, View qkv, int NH) = 0;
-  virtual void DoAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state,
-                                   int NH) = 0;
+  virtual void DoAttentionForward(View out, View state, View qkv, int NH, DType products) = 0;
+  virtual void DoAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH,
+                                   DType products) = 0;
   virtual void DoGeluForward(View out, View inp) = 0;
   virtual void DoGeluBackward(View dinp, View inp, View dout) = 0;
   virtual void DoCrossEntropy(View losses, View logits, View targets, int V,

@@ -338,7 +338,7 @@ void GptModule::BlockCompute(const std::vector<View>& w, int l, int b) {
   ops.LayerNormForward(Act(kLn1, l, b), Act(kLn1Mean, l, b), Act(kLn1Rstd, l, b), x, w[kLn1w],
                        w[kLn1b]);
   ops.LinearForward(Act(kQkv, l, b), Act(kLn1, l, b), w[kQkvw], w[kQkvb], linear);
-  ops.AttentionForward(Act(kAtty, l, b), Act(kAtt, l, b), Act(kQkv, l, b), config_.n_head);
+  ops.AttentionForward(Act(kAtty, l, b), Act(kAtt, l, b), Act(kQkv, l, b), config_.n_head, matmul_);
   // attproj goes straight into residual2, then the skip connection is added in place.
   ops.LinearForward(residual2, Act(kAtty, l, b), w[kAttprojw], w[kAttprojb], linear);
   ops.AddInto(residual2, x);
@@ -475,7 +475,7 @@ absl::Status GptModule::BlockBackward(dstrain::Pass& pass, int l, int b) {
   ops.LinearBackward(dbtc, dw[kAttprojw], dw[kAttprojb], dstream, Act(kAtty, l, b), w[kAttprojw],
                      linear);
   ops.AttentionBackward(Act(kDqkv), Act(kAttScratch), dbtc, Act(kQkv, l, b), Act(kAtt, l, b),
-                        config_.n_head);
+                        config_.n_head, matmul_);
   ops.LinearBackward(dbtc, dw[kQkvw], dw[kQkvb], Act(kDqkv), Act(kLn1, l, b), w[kQkvw], linear);
   ops.LayerNormBackward(dstream, dw[kLn1w], dw[kLn1b], dbtc, x, w[kLn1w], Act(kLn1Mean, l, b),
                         Act(kLn1Rstd, l, b));

@@ -112,6 +112,15 @@ TOLERANCES = {
 # (observed: loss 4.0e-5, grad norm 4.6e-4, final weights max 1.9e-4 and median 5.0e-6).
 BF16_FP32_ACCUMULATION = {"median_early": 1e-7}
 
+# bf16 with attention's products on AMX (--amx): attention adds rounding points (q, k, v, dO, P,
+# dS) where an fp32 and a float64 value can round to neighbouring bf16 values, so a correct
+# float32 replay of the same rounding moves further from the float64 one (measured on the Xeon
+# with AMX, 2026-12-08, job_bf16 / job_bf16_accum16): loss at the initial weights 1.14e-6 apart
+# (dstrain: within 1e-6), final weights max 1.46e-2 / 1.51e-2 (dstrain: 1.11e-2 / 1.48e-2),
+# medians unchanged (6e-6, 8.5e-6). The fixed-weight bound stays below what a replay without
+# the attention's rounding gives (3.77e-6 at step 1), so that replay still fails.
+BF16_AMX_ATTENTION = {"rtol_fixed": 2e-6, "atol_final": 3e-2}
+
 
 def lr_for_step(k, base_lr, p):
     """DeepSpeed WarmupCosineLR: the optimizer step k (0-based) runs with the lr the scheduler
@@ -143,7 +152,7 @@ def accumulates_fp32(job, precision):
     return precision == mixed.BF16 and stage == 0
 
 
-def replay(job, init_path, tokens, dtype, keep_after=0):
+def replay(job, init_path, tokens, dtype, keep_after=0, amx_attention=False):
     """Trains the job in PyTorch with `dtype` arithmetic. Returns one record per optimizer step,
     the final weights (the master weights under mixed precision) and the weights after step
     `keep_after`, both flat in llm.c file order."""
@@ -165,7 +174,8 @@ def replay(job, init_path, tokens, dtype, keep_after=0):
         scaler = mixed.DynamicLossScaler.from_fp16_config(job["fp16"]) \
             if precision == mixed.FP16 else None
         trainer = mixed.MixedPrecision(model, precision, adamw, scaler,
-                                       accumulate_fp32=accumulates_fp32(job, precision))
+                                       accumulate_fp32=accumulates_fp32(job, precision),
+                                       amx_attention=amx_attention)
 
     # Unshuffled loader: windows of T+1 bytes starting every T bytes (llm.c reads this way: each
     # window shares its last token with the next), in file order.
@@ -252,12 +262,16 @@ def main():
     for name in ("job", "init", "final", "metrics", "text"):
         p.add_argument(name)
     p.add_argument("--early", nargs=2, metavar=("WEIGHTS", "METRICS"))
+    # dstrain's device line said "amx": under bf16 its attention rounded as mixed.bf16_attention.
+    p.add_argument("--amx", action="store_true")
     a = p.parse_args()
     job = json.load(open(a.job))
     precision = precision_of(job)
     tol = dict(TOLERANCES[precision])
     if precision == mixed.BF16 and accumulates_fp32(job, precision):
         tol.update(BF16_FP32_ACCUMULATION)
+    if precision == mixed.BF16 and a.amx:
+        tol.update(BF16_AMX_ATTENTION)
     steps = job["job"]["train_steps"]
     tokens = np.frombuffer(open(a.text, "rb").read(), dtype=np.uint8).astype(np.int64)
     ours = [json.loads(line) for line in open(a.metrics)]
@@ -265,7 +279,7 @@ def main():
     early_ours = [json.loads(line) for line in open(a.early[1])] if a.early else []
 
     theirs, final_torch, early_torch = replay(job, a.init, tokens, torch.float64,
-                                              keep_after=len(early_ours))
+                                              keep_after=len(early_ours), amx_attention=a.amx)
     # The first step that changes the weights; the steps up to it run at the initial weights.
     first_update = next(k for k, r in enumerate(theirs) if r["lr"] > 0 and not r["skipped"]) + 1
     worst = compare_steps("dstrain", ours, theirs, tol, first_update)
@@ -300,7 +314,7 @@ def main():
         # The same replay in float32: how far fp32 arithmetic alone moves a 16-bit run. It is a
         # correct implementation too, so it must meet the tolerances the way dstrain does.
         theirs32, final32, early32 = replay(job, a.init, tokens, torch.float32,
-                                            keep_after=len(early_ours))
+                                            keep_after=len(early_ours), amx_attention=a.amx)
         worst32 = compare_steps("float32 replay", theirs32, theirs, tol, first_update)
         diff32 = np.abs(final32 - final_torch)
         line = ("float32 replay vs float64 replay: worst relative error "

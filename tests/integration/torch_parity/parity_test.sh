@@ -10,7 +10,11 @@ job="$here/$1"
 out="$TEST_TMPDIR/parity"
 mkdir -p "$out"
 "$dstrain" train "$job" --threads 2 --metrics-out "$out/metrics.jsonl" \
-  --save-initial-model "$out/init.bin" --save-model "$out/final.bin"
+  --save-initial-model "$out/init.bin" --save-model "$out/final.bin" 2>&1 | tee "$out/train.log"
+# The device line ("... | cpu (avx512, amx)") says whether attention's products ran on AMX,
+# which rounds them under bf16 (kernels/attention/attention_bf16.h): the replay must follow.
+amx=()
+if grep -q '| cpu ([a-z0-9]*, amx)' "$out/train.log"; then amx=(--amx); fi
 early=()
 if [[ $# -ge 2 ]]; then
   # The same job with fewer train_steps (the schedule's length is its own key, so the steps are
@@ -25,4 +29,4 @@ json.dump(job, open(sys.argv[4], "w"))' "$job" "$2" "$text" "$out/early.json"
   early=(--early "$out/early.bin" "$out/early.jsonl")
 fi
 /usr/bin/python3 "$here/parity.py" "$job" "$out/init.bin" "$out/final.bin" \
-  "$out/metrics.jsonl" "$text" "${early[@]}"
+  "$out/metrics.jsonl" "$text" "${early[@]}" "${amx[@]}"

@@ -8,6 +8,7 @@
 #include "common/status/status_macros.h"
 #include "kernels/adamw/adamw.h"
 #include "kernels/attention/attention.h"
+#include "kernels/attention/attention_bf16.h"
 #include "kernels/cast/cast.h"
 #include "kernels/common/cpu_features.h"
 #include "kernels/crossentropy/crossentropy.h"
@@ -32,6 +33,10 @@ const int32_t* I32(const View& v) { return v.as<const int32_t>(); }
 // A view's data, or null for an empty (not given) view.
 float* F32OrNull(const View& v) { return v.empty() ? nullptr : v.as<float>(); }
 
+// Whether attention runs its products in AMX tiles: the same answer in both passes, since it
+// depends only on the model's product precision and the machine.
+bool AmxAttention(DType products) { return products == DType::kBF16 && k::AmxUsable(); }
+
 // x widened to f32: x itself when it is f32, else a copy in `storage`.
 const float* Widened(const View& x, std::vector<float>& storage) {
   if (x.dtype() == DType::kF32) return F32(x);
@@ -47,7 +52,9 @@ CpuOps::CpuOps(tensor::Allocator* allocator) : Ops(allocator) {
 }
 
 std::string CpuOps::Describe() const {
-  return absl::StrCat("cpu (", k::IsaName(k::ActiveIsa()), ")");
+  // "amx" where bf16 products also run attention's own on AMX tiles (tools/torch_ref's replay
+  // follows what this says).
+  return absl::StrCat("cpu (", k::IsaName(k::ActiveIsa()), k::AmxUsable() ? ", amx" : "", ")");
 }
 
 int64_t CpuOps::AttentionStateElements(int B, int T, int /*C*/, int NH) const {
@@ -55,7 +62,9 @@ int64_t CpuOps::AttentionStateElements(int B, int T, int /*C*/, int NH) const {
 }
 
 int64_t CpuOps::AttentionScratchElements(int B, int T, int C, int NH) const {
-  return k::AttentionBackwardScratchFloats(B, T, C, NH);
+  // The products' precision is not known here: enough for either route.
+  const int64_t f32 = k::AttentionBackwardScratchFloats(B, T, C, NH);
+  return k::AmxUsable() ? std::max(f32, k::AttentionBackwardBf16ScratchFloats(B, T, C, NH)) : f32;
 }
 
 int64_t CpuOps::GqaStateElements(int B, int T, int NH, int /*NKV*/, int /*HS*/) const {
@@ -218,17 +227,30 @@ void CpuOps::DoLinearBackward(View dinp, View dweight, View dbias, View dout, Vi
   }
 }
 
-void CpuOps::DoAttentionForward(View out, View state, View qkv, int NH) {
+void CpuOps::DoAttentionForward(View out, View state, View qkv, int NH, DType products) {
   const int B = static_cast<int>(out.dim(0)), T = static_cast<int>(out.dim(1));
   const int C = static_cast<int>(out.dim(2));
-  if (out.dtype() == DType::kBF16) {
+  if (AmxAttention(products)) {
+    if (out.dtype() == DType::kBF16) {
+      k::AttentionForwardBf16(U16(out), F32(state), F32(qkv), B, T, C, NH, k::TileRoute::kAmx);
+    } else {
+      k::AttentionForwardBf16(F32(out), F32(state), F32(qkv), B, T, C, NH, k::TileRoute::kAmx);
+    }
+  } else if (out.dtype() == DType::kBF16) {
     k::AttentionForward(U16(out), F32(state), F32(qkv), B, T, C, NH);
   } else {
     k::AttentionForward(F32(out), F32(state), F32(qkv), B, T, C, NH);
   }
 }
 
-void CpuOps::DoAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH) {
+void CpuOps::DoAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH,
+                                 DType products) {
+  if (AmxAttention(products)) {
+    k::AttentionBackwardBf16(F32(dqkv), F32(scratch), F32(dout), F32(qkv), F32(state),
+                             static_cast<int>(dout.dim(0)), static_cast<int>(dout.dim(1)),
+                             static_cast<int>(dout.dim(2)), NH, k::TileRoute::kAmx);
+    return;
+  }
   k::AttentionBackward(F32(dqkv), F32(scratch), F32(dout), F32(qkv), F32(state),
                        static_cast<int>(dout.dim(0)), static_cast<int>(dout.dim(1)),
                        static_cast<int>(dout.dim(2)), NH);

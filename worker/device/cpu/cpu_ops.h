@@ -54,9 +54,11 @@ class CpuOps final : public Ops {
                        const LinearOptions& options) override;
   void DoLinearBackward(View dinp, View dweight, View dbias, View dout, View inp, View weight,
                         const LinearOptions& options) override;
-  void DoAttentionForward(View out, View state, View qkv, int NH) override;
-  void DoAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state,
-                           int NH) override;
+  // Under bf16 products on a CPU with AMX (AmxUsable), attention's products run in AMX tiles
+  // (kernels/attention/attention_bf16.h); otherwise in f32 (attention.h).
+  void DoAttentionForward(View out, View state, View qkv, int NH, DType products) override;
+  void DoAttentionBackward(View dqkv, View scratch, View dout, View qkv, View state, int NH,
+                           DType products) override;
   void DoGeluForward(View out, View inp) override;
   void DoGeluBackward(View dinp, View inp, View dout) override;
   void DoCrossEntropy(View losses, View logits, View targets, int V, float dlogits_scale) override;

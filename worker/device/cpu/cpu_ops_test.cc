@@ -14,7 +14,9 @@
 #include "gtest/gtest.h"
 #include "kernels/adamw/adamw.h"
 #include "kernels/attention/attention.h"
+#include "kernels/attention/attention_bf16.h"
 #include "kernels/cast/cast.h"
+#include "kernels/common/cpu_features.h"
 #include "kernels/crossentropy/crossentropy.h"
 #include "kernels/encoder/encoder.h"
 #include "kernels/gelu/gelu.h"
@@ -281,6 +283,58 @@ TEST_F(CpuOpsTest, LayersMatchTheirKernels) {
   ASSERT_OK_AND_ASSIGN(const double mean_loss, ops_.MeanLoss(F(losses, {BT})));
   EXPECT_EQ(mean_loss, k::MeanLoss(wlosses.data(), BT));
   EXPECT_THAT(ops_.status(), IsOk());
+}
+
+// Under bf16 products attention takes the AMX route where AMX is usable, in both passes and for
+// both output types; under f32 products, and on machines without AMX, the f32 kernels.
+TEST_F(CpuOpsTest, AttentionProductsFollowTheModelsPrecisionWhereAmxRuns) {
+  const int B = 2, T = 40, C = 64, NH = 2;
+  const int64_t BT = B * T;
+  auto qkv = Random(BT * 3 * C, 30), dout = Random(BT * C, 31);
+  const int64_t state = ops_.AttentionStateElements(B, T, C, NH);
+  const int64_t scratch_size = ops_.AttentionScratchElements(B, T, C, NH);
+  ASSERT_GE(scratch_size, k::AttentionBackwardScratchFloats(B, T, C, NH));
+  if (k::AmxUsable()) {
+    ASSERT_GE(scratch_size, k::AttentionBackwardBf16ScratchFloats(B, T, C, NH));
+  }
+  for (DType products : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(DTypeName(products));
+    const bool amx = products == DType::kBF16 && k::AmxUsable();
+    std::vector<float> out(BT * C), st(state), want(BT * C), want_st(state);
+    std::vector<uint16_t> out16(BT * C), want16(BT * C);
+    ops_.AttentionForward(F(out, {B, T, C}), F(st, {state}), F(qkv, {B, T, 3 * C}), NH, products);
+    ops_.AttentionForward(H(out16, {B, T, C}), F(st, {state}), F(qkv, {B, T, 3 * C}), NH, products);
+    if (amx) {
+      k::AttentionForwardBf16(want.data(), want_st.data(), qkv.data(), B, T, C, NH,
+                              k::TileRoute::kAmx);
+      k::AttentionForwardBf16(want16.data(), want_st.data(), qkv.data(), B, T, C, NH,
+                              k::TileRoute::kAmx);
+    } else {
+      k::AttentionForward(want.data(), want_st.data(), qkv.data(), B, T, C, NH);
+      k::AttentionForward(want16.data(), want_st.data(), qkv.data(), B, T, C, NH);
+    }
+    EXPECT_TRUE(Same(out, want));
+    EXPECT_EQ(out16, want16);
+    EXPECT_TRUE(Same(st, want_st));
+    std::vector<float> scratch(scratch_size), dqkv(BT * 3 * C), want_dqkv(BT * 3 * C);
+    ops_.AttentionBackward(F(dqkv, {B, T, 3 * C}), F(scratch, {scratch_size}), F(dout, {B, T, C}),
+                           F(qkv, {B, T, 3 * C}), F(st, {state}), NH, products);
+    if (amx) {
+      k::AttentionBackwardBf16(want_dqkv.data(), scratch.data(), dout.data(), qkv.data(),
+                               want_st.data(), B, T, C, NH, k::TileRoute::kAmx);
+    } else {
+      k::AttentionBackward(want_dqkv.data(), scratch.data(), dout.data(), qkv.data(),
+                           want_st.data(), B, T, C, NH);
+    }
+    EXPECT_TRUE(Same(dqkv, want_dqkv));
+  }
+  EXPECT_THAT(ops_.status(), IsOk());
+  // Only f32 and bf16 name a product precision.
+  CpuOps ops(&alloc_);
+  std::vector<float> out(BT * C), st(state);
+  ops.AttentionForward(F(out, {B, T, C}), F(st, {state}), F(qkv, {B, T, 3 * C}), NH, DType::kF16);
+  EXPECT_THAT(ops.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     HasSubstr("products must be f32 or bf16")));
 }
 
 TEST_F(CpuOpsTest, ElementwiseAcrossDtypes) {

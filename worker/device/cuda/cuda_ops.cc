@@ -342,13 +342,13 @@ void CudaOps::DoLinearBackward(View dinp, View dweight, View dbias, View dout, V
   }
 }
 
-void CudaOps::DoAttentionForward(View out, View state, View qkv, int NH) {
+void CudaOps::DoAttentionForward(View out, View state, View qkv, int NH, DType /*products*/) {
   Check(g::AttentionForward(*cublas_, F32(out), F32(state), F32(qkv), static_cast<int>(out.dim(0)),
                             static_cast<int>(out.dim(1)), static_cast<int>(out.dim(2)), NH));
 }
 
 void CudaOps::DoAttentionBackward(View dqkv, View /*scratch*/, View dout, View qkv, View state,
-                                  int NH) {
+                                  int NH, DType /*products*/) {
   Check(g::AttentionBackward(*cublas_, F32(dqkv), F32(dout), F32(qkv), F32(state),
                              static_cast<int>(dout.dim(0)), static_cast<int>(dout.dim(1)),
                              static_cast<int>(dout.dim(2)), NH));
