@@ -13,11 +13,13 @@
 //
 // Blocking: each thread owns whole (b, h) pairs. Rows go in blocks of 32 queries; a block's scores
 // span only the keys up to its last row (the causal half plus the diagonal blocks), and each row
-// is complete within its block, so its softmax is exact, not online. No (T, T) buffer: per
-// thread, a 32-row panel of scores and packed copies of the head's Q, K, V (and dO) in bf16. The
-// backward pass recomputes each block's scores with the same products and its probabilities with
-// the forward's operations, so they are bitwise the forward's; dKᵀ and dVᵀ accumulate over the
-// blocks in f32 and are transposed into dqkv at the end.
+// is complete within its block, so its softmax is exact, not online. Nothing of size (T, T)
+// outlives a call. The forward pass keeps, per thread, a 32-row panel of scores and packed bf16
+// copies of the head's Q, K and V. The backward pass recomputes each block's scores with the same
+// products and its bf16 probabilities with the forward's operations (the same bits); it keeps
+// the head's P and dS pair-interleaved in bf16 (Tp² each per thread, half the f32 kernel's
+// 2·T·Tp floats of scratch), and after the blocks forms dKᵀ = Qᵀ dS and dVᵀ = dOᵀ P 32 keys at a
+// time over the queries at or after them, each stripe transposed into dqkv as it is made.
 //
 // Contracts: AttentionForwardBf16 overwrites out and stats; AttentionBackwardBf16 overwrites all
 // of dqkv and uses `scratch`. Bitwise identical for any thread count (one thread per pair, fixed
@@ -45,7 +47,8 @@ void AttentionForwardBf16(float* out,        // (B, T, C)
 // Floats of scratch AttentionBackwardBf16 needs: one workspace per thread it will use,
 // min(B·NH, omp_get_max_threads()) at the time of the call (size it under the calls' thread
 // setting, as attention.h's). Per thread, with Tp and hsp the sequence and head size rounded up
-// to 32: 6·Tp·hsp + 128·Tp + 32·hsp floats (0.53 MB for T = 256, hs = 64).
+// to 32: 6·Tp·hsp + Tp² + 96·Tp + 32·hsp floats (0.76 MB for T = 256, hs = 64; 4.4 MB for
+// T = 1024), less than AttentionBackwardScratchFloats for every T above 6·hsp.
 int64_t AttentionBackwardBf16ScratchFloats(int B, int T, int C, int NH);
 
 void AttentionBackwardBf16(float* dqkv,         // (B, T, 3C) overwritten

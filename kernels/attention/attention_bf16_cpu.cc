@@ -2,18 +2,18 @@
 #include <cstdint>
 #include <cstring>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "common/status/status_macros.h"
 #include "kernels/attention/attention_bf16.h"
+#include "kernels/attention/pair_threads.h"
 #include "kernels/cast/half_simd.h"
 #include "kernels/common/simd.h"
 #include "kernels/common/threading.h"
 
 namespace dstrain::kernels {
 namespace {
+
+using attention_internal::PairThreads;
+using attention_internal::ThreadIndex;
 
 // Query rows per block, and the multiple every padded dimension is rounded up to (bf16_tiles.h).
 constexpr int kBlock = 32;
@@ -71,8 +71,9 @@ Bf16Dims Dims(int T, int C, int NH) {
   return g;
 }
 
-// Carves consecutive 64-byte-aligned regions out of a float buffer; with base == nullptr it only
-// counts, so the sizes and the layout come from the same code.
+// Carves consecutive regions, each a whole number of 16 floats (so 64-byte aligned where the base
+// is, as ThreadScratch's is), out of a float buffer; with base == nullptr it only counts, so the
+// sizes and the layout come from the same code.
 class Carver {
  public:
   explicit Carver(float* base) : base_(base) {}
@@ -129,23 +130,6 @@ int64_t BackwardFloatsPerThread(const Bf16Dims& g) {
   Carver count(nullptr);
   CarveBackward(count, g);
   return count.used();
-}
-
-// As attention_cpu.cc: at most one pair per thread, one thread for tiny problems.
-int PairThreads(int B, int T, int C, int NH) {
-  const int64_t pairs = int64_t{B} * NH;
-  const double flops = 2.0 * B * static_cast<double>(T) * T * C;
-  if (flops < 4e6) return 1;
-  const int threads = KernelThreads();
-  return pairs < threads ? static_cast<int>(pairs) : threads;
-}
-
-int ThreadIndex() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
 }
 
 template <typename Out>

@@ -2,18 +2,18 @@
 #include <cstdint>
 #include <type_traits>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "common/status/status_macros.h"
 #include "kernels/attention/attention.h"
+#include "kernels/attention/pair_threads.h"
 #include "kernels/cast/half_simd.h"
 #include "kernels/common/simd.h"
 #include "kernels/common/threading.h"
 
 namespace dstrain::kernels {
 namespace {
+
+using attention_internal::PairThreads;
+using attention_internal::ThreadIndex;
 
 // Micro-kernel rows, the same for every ISA so that workspace sizes do not depend on the ISA.
 constexpr int kAttentionMR = 6;
@@ -75,27 +75,9 @@ int64_t BackwardWorkFloats(const HeadDims& g) {
          3 * static_cast<int64_t>(g.T) * g.hsp;
 }
 
-// Threads for B·NH independent pairs: at most one pair per thread; one thread for tiny problems
-// (below ~100 µs of work waking the pool does not pay).
-int PairThreads(int B, int T, int C, int NH) {
-  const int64_t pairs = static_cast<int64_t>(B) * NH;
-  const double flops = 2.0 * B * static_cast<double>(T) * T * C;
-  if (flops < 4e6) return 1;
-  const int threads = KernelThreads();
-  return pairs < threads ? static_cast<int>(pairs) : threads;
-}
-
 // Offset of pair bh's q columns in qkv.
 int64_t QkvOffset(const HeadDims& g, int64_t bh, int NH) {
   return (bh / NH) * g.T * g.ld_qkv + (bh % NH) * g.hs;
-}
-
-int ThreadIndex() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
 }
 
 }  // namespace

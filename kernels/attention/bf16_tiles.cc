@@ -158,7 +158,6 @@ __attribute__((target("avx512f,avx512bw"))) void InterleaveAvx512(uint16_t* dst,
     }
   }
 }
-#endif
 
 __attribute__((target("amx-tile"))) void ConfigureTiles() {
   TileConfig config;
@@ -173,17 +172,13 @@ __attribute__((target("amx-tile"))) void ConfigureTiles() {
 
 __attribute__((target("amx-tile"))) void ReleaseTiles() { _tile_release(); }
 
-bool UseAvx512() {
-#if defined(__x86_64__)
-  return ActiveIsa() == Isa::kAvx512;
-#else
-  return false;
+bool UseAvx512() { return ActiveIsa() == Isa::kAvx512; }
+
+// Whether this thread is inside a TileScope of the AMX route.
+thread_local bool tiles_configured = false;
 #endif
-}
 
 }  // namespace
-
-thread_local bool tiles_configured = false;
 
 TileScope::TileScope(TileRoute route) : route_(route) {
 #if defined(__x86_64__)

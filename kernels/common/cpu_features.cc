@@ -15,9 +15,17 @@ namespace dstrain::kernels {
 namespace {
 
 #if defined(__x86_64__)
+// DSTRAIN_NO_AMX set (and not "0"): AMX is not used, nor its state asked for.
+bool AmxRuledOutByEnvironment() {
+  const char* env = std::getenv("DSTRAIN_NO_AMX");
+  return env != nullptr && *env != '\0' && std::string_view(env) != "0";
+}
+
 // CPUID leaf 7 reports the instructions; Linux (5.16 and later) hands out the 8 KB tile data
-// state only to a process that asks for it, and refuses where the CPU or kernel lacks it.
+// state only to a process that asks for it (which enlarges its signal frames), and refuses where
+// the CPU or kernel lacks it.
 bool DetectAmxBf16() {
+  if (AmxRuledOutByEnvironment()) return false;
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
   constexpr unsigned kAmxBf16 = 1u << 22, kAmxTile = 1u << 24;
@@ -91,11 +99,7 @@ Isa ActiveIsa() {
 std::atomic<bool> amx_allowed{true};
 
 bool AmxUsable() {
-  static const bool ruled_out = [] {
-    const char* env = std::getenv("DSTRAIN_NO_AMX");
-    return env != nullptr && *env != '\0' && std::string_view(env) != "0";
-  }();
-  return GetCpuFeatures().amx_bf16 && !ruled_out && AmxAllowed() && ActiveIsa() == Isa::kAvx512;
+  return GetCpuFeatures().amx_bf16 && AmxAllowed() && ActiveIsa() == Isa::kAvx512;
 }
 
 void SetAmxAllowed(bool allowed) { amx_allowed.store(allowed, std::memory_order_relaxed); }

@@ -33,7 +33,8 @@ struct CpuFeatures {
   bool avx512dq = false;
   bool avx512bf16 = false;  // reported for other kernels (bf16 GEMM); no kernel here needs it
   // AMX-TILE and AMX-BF16, and Linux granted this process the tile data state (arch_prctl
-  // ARCH_REQ_XCOMP_PERM, asked once at detection): the tile products of attention_bf16.h.
+  // ARCH_REQ_XCOMP_PERM, asked once at detection unless DSTRAIN_NO_AMX is set): the tile
+  // products of kernels/attention/bf16_tiles.h.
   bool amx_bf16 = false;
 };
 
@@ -50,10 +51,11 @@ Isa ActiveIsa();
 Isa MaxIsa();
 void SetMaxIsa(Isa cap);
 
-// Whether kernels may use AMX's bf16 tile products: the CPU and OS allow it (amx_bf16), the
-// environment variable DSTRAIN_NO_AMX is unset (or "0"; read once), SetAmxAllowed has not ruled
-// it out, and the ISA cap is not below kAvx512 (every AMX CPU has AVX-512, so capping the ISA
-// also rules AMX out).
+// Whether kernels may use AMX's bf16 tile products: the CPU and OS allow it (amx_bf16, false when
+// the environment variable DSTRAIN_NO_AMX is set and not "0"), SetAmxAllowed has not ruled it
+// out, and the ISA cap is not below kAvx512 (every AMX CPU has AVX-512, so capping the ISA also
+// rules AMX out). Callers that pair a forward and a backward pass must not change the answer
+// between them (CpuOps asks in each pass).
 bool AmxUsable();
 
 // Allows (the default) or rules out AMX for the process; tests use ScopedAmxAllowed to compare

@@ -117,8 +117,9 @@ BF16_FP32_ACCUMULATION = {"median_early": 1e-7}
 # float32 replay of the same rounding moves further from the float64 one (measured on the Xeon
 # with AMX, 2026-12-08, job_bf16 / job_bf16_accum16): loss at the initial weights 1.14e-6 apart
 # (dstrain: within 1e-6), final weights max 1.46e-2 / 1.51e-2 (dstrain: 1.11e-2 / 1.48e-2),
-# medians unchanged (6e-6, 8.5e-6). The fixed-weight bound stays below what a replay without
-# the attention's rounding gives (3.77e-6 at step 1), so that replay still fails.
+# medians unchanged (6e-6, 8.5e-6); after the first update max 3.2e-4 (float32 replay 4.6e-4),
+# within the unchanged early bound. The fixed-weight bound stays below what a replay without the
+# attention's rounding gives (3.77e-6 at step 1), so that replay still fails.
 BF16_AMX_ATTENTION = {"rtol_fixed": 2e-6, "atol_final": 3e-2}
 
 
@@ -270,6 +271,7 @@ def main():
     tol = dict(TOLERANCES[precision])
     if precision == mixed.BF16 and accumulates_fp32(job, precision):
         tol.update(BF16_FP32_ACCUMULATION)
+    tol.setdefault("atol_early", tol["atol_final"])  # weights after the first update
     if precision == mixed.BF16 and a.amx:
         tol.update(BF16_AMX_ATTENTION)
     steps = job["job"]["train_steps"]
@@ -307,7 +309,7 @@ def main():
         print(f"weights after the first update (step {first_update}): {describe(early_diff)}, "
               f"{(early_diff <= tol['median_early']).mean():.0%} within "
               f"{tol['median_early']:.0e}")
-        check_weights("weights after the first update", early_diff, tol["atol_final"],
+        check_weights("weights after the first update", early_diff, tol["atol_early"],
                       tol["median_early"])
 
     if precision is not None:
@@ -328,7 +330,7 @@ def main():
                       tol["median_final"])
         if a.early:
             check_weights("float32 replay, weights after the first update", early_diff32,
-                          tol["atol_final"], tol["median_early"])
+                          tol["atol_early"], tol["median_early"])
 
     # The initial loss must be near ln(256): guards against comparing two equally broken runs.
     if not abs(ours[0]["loss"] - math.log(256)) < 0.2:
