@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "kernels/attention/attention.h"
 #include "kernels/attention/attention_reference.h"
+#include "kernels/attention/attention_test_shapes.h"
 #include "kernels/attention/bf16_tiles.h"
 #include "kernels/cast/cast.h"
 #include "kernels/common/cpu_features.h"
@@ -25,18 +26,17 @@ using testing::BitwiseEqual;
 using testing::RandomFloats;
 using testing::ToDouble;
 
-struct Shape {
-  int B, T, C, NH;
-};
+using attention_testing::AttSize;
+using attention_testing::OutSize;
+using attention_testing::QkvSize;
+using attention_testing::Shape;
+using attention_testing::StatsSize;
 
 // T = 1, T and hs below, at and across the 32-row block (odd sizes included), several blocks,
 // and the benchmark's head layout (T 256, hs 64).
 const Shape kShapes[] = {{1, 1, 4, 1},   {2, 5, 12, 3},  {1, 33, 33, 1},  {2, 17, 48, 2},
                          {1, 64, 64, 1}, {2, 70, 96, 3}, {1, 100, 80, 5}, {1, 256, 256, 4}};
 
-int64_t QkvSize(const Shape& s) { return int64_t{s.B} * s.T * 3 * s.C; }
-int64_t OutSize(const Shape& s) { return int64_t{s.B} * s.T * s.C; }
-int64_t StatsSize(const Shape& s) { return AttentionStateFloats(s.B, s.T, s.NH); }
 std::string Name(const Shape& s) {
   return "B=" + std::to_string(s.B) + " T=" + std::to_string(s.T) + " C=" + std::to_string(s.C) +
          " NH=" + std::to_string(s.NH);
@@ -125,7 +125,7 @@ TEST_P(AttentionBf16Test, StaysCloseToUnroundedAttention) {
     const auto qkv = RandomFloats(QkvSize(s), 3), dout = RandomFloats(OutSize(s), 4);
     const Result got = RunBoth(s, qkv, dout, route());
     const auto qkvd = ToDouble(qkv);
-    std::vector<double> out(OutSize(s)), att(int64_t{s.B} * s.NH * s.T * s.T), dqkv(QkvSize(s));
+    std::vector<double> out(OutSize(s)), att(AttSize(s)), dqkv(QkvSize(s));
     AttentionForwardReference(out.data(), att.data(), qkvd.data(), s.B, s.T, s.C, s.NH);
     AttentionBackwardReference(dqkv.data(), ToDouble(dout).data(), qkvd.data(), att.data(), s.B,
                                s.T, s.C, s.NH);

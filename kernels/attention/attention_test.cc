@@ -9,6 +9,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/attention/attention_reference.h"
+#include "kernels/attention/attention_test_shapes.h"
 #include "kernels/cast/cast.h"
 #include "kernels/common/cpu_features.h"
 #include "kernels/common/test_util.h"
@@ -21,20 +22,17 @@ using testing::BitwiseEqual;
 using testing::RandomFloats;
 using testing::ToDouble;
 
-struct Shape {
-  int B, T, C, NH;
-};
+using attention_testing::AttSize;
+using attention_testing::OutSize;
+using attention_testing::QkvSize;
+using attention_testing::Shape;
+using attention_testing::StatsSize;
 
 // T = 1; T not a multiple of the 6-row micro-kernel or of any vector width; head sizes 4, 33
 // (odd), 24, 64 and 16; and both target head layouts (hs = 64) at reduced batch.
 const Shape kShapes[] = {{1, 1, 4, 1},    {2, 5, 12, 3},    {1, 7, 33, 1},
                          {2, 17, 48, 2},  {1, 37, 64, 1},   {2, 64, 128, 2},
                          {1, 100, 80, 5}, {1, 256, 256, 4}, {1, 64, 768, 12}};
-
-int64_t QkvSize(const Shape& s) { return int64_t{s.B} * s.T * 3 * s.C; }
-int64_t OutSize(const Shape& s) { return int64_t{s.B} * s.T * s.C; }
-int64_t AttSize(const Shape& s) { return int64_t{s.B} * s.NH * s.T * s.T; }
-int64_t StatsSize(const Shape& s) { return AttentionStateFloats(s.B, s.T, s.NH); }
 
 // Scores are dot products of hs terms |q·k| <= 1 scaled by 1/sqrt(hs): float rounding leaves
 // ~sqrt(hs)·6e-8 absolute in S, i.e. a relative error of a few 1e-7 in P, and the outputs sum
