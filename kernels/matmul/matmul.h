@@ -8,12 +8,13 @@
 // included, 1.8–2.4x / 1.4–1.8x their fp32 versions.
 //
 // MatmulForward runs oneDNN's fp32 matmul primitive with the bias fused where the ISA is AVX-512
-// (6-20% faster there than dnnl_sgemm after a bias fill; matmul_cpu.cc), dnnl_sgemm elsewhere and
-// for every backward product.
+// (faster there than dnnl_sgemm after a bias fill, as measured in matmul_cpu.cc), dnnl_sgemm
+// elsewhere and for every backward product.
 //
 // Conventions follow nn.Linear / llm.c: a weight is (OC, C), row-major; y = x · Wᵀ + b.
-// Thread-safe. The bf16 functions keep state per calling thread only: the oneDNN primitives made
-// for the shapes seen (at most 64, then dropped) and, for MatmulForwardBf16 / MatmulBackwardBf16,
+// Thread-safe. The functions keep state per calling thread only: the oneDNN primitives made (bf16,
+// and the fp32 forward's) for the shapes seen (at most 64, then dropped) and, for
+// MatmulForwardBf16 / MatmulBackwardBf16,
 // the bf16 copies of the operands (without oneDNN's bf16 kernels: fp32 copies of the rounded
 // values) in ThreadScratch (kernels/common/threading.h), which grows to the largest operands seen
 // and which a caller must not hold across these calls.

@@ -338,11 +338,13 @@ void GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
 namespace {
 
 // With AVX-512, oneDNN's fp32 matmul primitive (its brgemm kernels, bias added as results are
-// written) ran the forward layers 6-20% faster than FillBias plus dnnl_sgemm (matmul_benchmark
-// BM_MatmulForward, M 4096, (K, N) = (256, 768), (256, 1024), (1024, 256), (256, 8192): 285-301
-// against 243-283 GFLOP/s; two Xeon cores with AVX-512 and AMX, 2026-12-08). Elsewhere, and for the
-// backward products (no gain there), dnnl_sgemm as measured before. Returns false when oneDNN has
-// no such primitive.
+// written) ran the forward layers faster than FillBias plus dnnl_sgemm: BM_MatmulForward at M 4096,
+// (K, N) = (256, 768), (256, 1024), (1024, 256), (256, 8192), two alternating runs each,
+// 285/297, 293/300, 298/301, 250/271 GFLOP/s against 259/267, 267/283, 243/250, 250/256 before
+// (at fc49125); two Xeon cores with AVX-512 and AMX, 2026-12-08. The C = 768 shapes were not
+// measured. Elsewhere, and for the backward products (no gain there), dnnl_sgemm as before.
+// Returns false where it does not apply (another ISA, an empty product, or a primitive oneDNN
+// does not implement natively: in practice never for fp32).
 bool ForwardThroughPrimitive(float* out, const float* inp, const float* weight, const float* bias,
                              int64_t M, int64_t K, int64_t N) {
   if (ActiveIsa() != Isa::kAvx512 || M == 0 || N == 0 || K == 0) return false;
