@@ -48,10 +48,6 @@ struct BackwardWork {
   float *dkt, *dvt;                  // (hsp, Tp) f32
 };
 
-uint16_t RoundBf16(float x) {
-  return half_simd::scalar::Bf16FromFloatBits(half_simd::scalar::FloatBits(x));
-}
-
 #include "kernels/cast/half_simd_isa.inc"
 #define DT_ISA_BODY "kernels/attention/attention_bf16_body.inc"
 #include "kernels/common/foreach_isa.inc"

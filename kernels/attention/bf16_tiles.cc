@@ -3,18 +3,14 @@
 #include <cstring>
 
 #include "common/status/status_macros.h"
+#include "kernels/cast/half_simd.h"
 #include "kernels/common/cpu_features.h"
 #include "kernels/common/simd.h"  // immintrin.h, with GCC 12's warning in it silenced
 
 namespace dstrain::kernels {
 namespace {
 
-float Bf16Value(uint16_t h) {
-  const uint32_t bits = uint32_t{h} << 16;
-  float x;
-  std::memcpy(&x, &bits, sizeof x);
-  return x;
-}
+float Bf16Value(uint16_t h) { return half_simd::scalar::HalfToFloatValue<DType::kBF16>(h); }
 
 void PortableProduct(float* c, int64_t ldc, const uint16_t* a, int64_t lda, const uint16_t* b,
                      int64_t ldb, int m, int n, int k, bool accumulate) {
